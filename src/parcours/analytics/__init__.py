@@ -1,0 +1,1 @@
+"""Analytics: KPIs, attribution, customer value (not built yet)."""

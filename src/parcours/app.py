@@ -1,0 +1,39 @@
+"""Assembles the HTTP application: the only place, with cli.py, that knows every module."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from parcours import __version__
+from parcours.ingest.http import segment_routes
+from parcours.services import Services
+from parcours.web.api import admin_routes
+
+
+def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
+    """The Litestar application over already opened services."""
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_on_shutdown:
+                services.close()
+
+    app = Litestar(
+        route_handlers=[*segment_routes(), *admin_routes()],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),
+        request_max_body_size=2 * 1024 * 1024,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    logging.getLogger("parcours").setLevel(services.settings.log_level.upper())
+    return app

@@ -1,0 +1,256 @@
+"""The `parcours` command: serve, demo, migrate, import, customers, keys, bench."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from parcours.runtime.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="Parcours: one customer profile, every channel.", no_args_is_help=True)
+customers_app = typer.Typer(help="Export or erase what is held on a customer.")
+keys_app = typer.Typer(help="Create, list and revoke API keys.")
+import_app = typer.Typer(help="Bulk import.")
+bench_app = typer.Typer(help="Benchmarks (results go to bench/RESULTS.md by hand).")
+app.add_typer(customers_app, name="customers")
+app.add_typer(keys_app, name="keys")
+app.add_typer(import_app, name="import")
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+out = Console()
+
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the embedded database lives.")
+]
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings().with_overrides(**overrides)
+    except SettingsError as exc:
+        err.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None, data_dir: DataDirOption = None) -> None:
+    """Run the HTTP API and the background work in one process."""
+    settings = settings_or_exit(host=host, port=port, data_dir=data_dir)
+    _serve(settings, demo=False)
+
+
+@app.command()
+def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOption = None) -> None:
+    """Serve with a small seeded data set (created on the first run)."""
+    settings = settings_or_exit(host=host, port=port, data_dir=data_dir or Path("parcours-demo"))
+    _serve(settings, demo=True)
+
+
+def _serve(settings: Settings, *, demo: bool) -> None:
+    import uvicorn
+
+    from parcours.app import create_app
+    from parcours.services import Services
+
+    services = Services.open(settings)
+    _first_start_keys(services)
+    if demo:
+        from parcours.demo import seed
+
+        created = seed(services)
+        if created:
+            out.print(f"Seeded the demo data set: {created} events.")
+    out.print(
+        f"Parcours on http://{settings.host}:{settings.port} "
+        f"({services.db.dialect}, data in {settings.data_dir})"
+    )
+    uvicorn.run(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _first_start_keys(services: Any) -> None:
+    """On a database with no key at all, make one of each and show them once."""
+    from parcours.runtime.keys import create_key, list_keys
+
+    if list_keys(services.db):
+        return
+    write = create_key(services.db, "write", "first write key")
+    admin = create_key(services.db, "admin", "first admin key")
+    out.print("Created the first keys (shown once, keep them):")
+    out.print(f"  write key: {write}")
+    out.print(f"  admin key: {admin}")
+
+
+@app.command()
+def migrate(data_dir: DataDirOption = None) -> None:
+    """Apply the database migrations."""
+    from parcours.runtime.db import Database, head_revision
+    from parcours.runtime.db import migrate as run_migrations
+
+    settings = settings_or_exit(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    run_migrations(db)
+    out.print(f"Database at migration {head_revision()} ({db.dialect}).")
+    db.dispose()
+
+
+@import_app.command("events")
+def import_events(
+    file: Annotated[Path, typer.Argument(help="A file of Segment events, one JSON per line.")],
+    data_dir: DataDirOption = None,
+    restart: Annotated[
+        bool, typer.Option(help="Ignore the saved position and read from the first line.")
+    ] = False,
+) -> None:
+    """Import events; resumable: a second run goes on from the last committed line."""
+    from parcours.ingest.bulk import import_file
+    from parcours.services import Services
+
+    if not file.exists():
+        err.print(f"[red]No such file:[/red] {file}")
+        raise typer.Exit(2)
+    settings = settings_or_exit(data_dir=data_dir)
+    services = Services.open(settings)
+    try:
+        report = import_file(services, file, restart=restart, console=err)
+    finally:
+        services.close()
+    for line_number, reason in report.rejected[:200]:
+        err.print(f"line {line_number}: {reason}")
+    if len(report.rejected) > 200:
+        err.print(f"... and {len(report.rejected) - 200} more rejected lines")
+    out.print(
+        f"{report.stored} events stored, {report.duplicates} already present, "
+        f"{len(report.rejected)} lines rejected"
+        + (f", resumed after line {report.resumed_after}" if report.resumed_after else "")
+        + "."
+    )
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@customers_app.command("export")
+def customers_export(
+    customer: Annotated[str, typer.Argument(help="Any id: cus_N, userId, email, phone.")],
+    output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print as JSON everything held on a person."""
+    from parcours.customers.api import CustomerNotFound, export
+    from parcours.runtime.db import Database
+
+    settings = settings_or_exit(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    try:
+        document = export(db, customer, settings.default_region)
+    except CustomerNotFound as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        out.print(f"Wrote {output}.")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@customers_app.command("erase")
+def customers_erase(
+    customer: Annotated[str, typer.Argument(help="Any id: cus_N, userId, email, phone.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Erase a person: events, identities, consents, orders; an audit event remains."""
+    from parcours.customers.api import CustomerNotFound, erase
+    from parcours.runtime.clock import SystemClock
+    from parcours.runtime.db import Database
+
+    settings = settings_or_exit(data_dir=data_dir)
+    if not yes and not typer.confirm(f"Erase everything held on {customer}?"):
+        raise typer.Exit(1)
+    db = Database(settings.resolved_database_url)
+    try:
+        erasure = erase(db, customer, settings.default_region, SystemClock().now_ms(), "cli")
+    except CustomerNotFound as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    out.print(
+        f"Erased cus_{erasure.customer_id}: {erasure.events} events, "
+        f"{erasure.identities} identities, {erasure.consents} consent records, "
+        f"{erasure.orders} orders."
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    kind: Annotated[str, typer.Argument(help="write or admin")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a key and print its secret (shown once)."""
+    from parcours.runtime.db import Database
+    from parcours.runtime.db import migrate as run_migrations
+    from parcours.runtime.keys import create_key
+
+    if kind not in ("write", "admin"):
+        err.print(f"[red]kind must be write or admin, got {kind!r}[/red]")
+        raise typer.Exit(2)
+    settings = settings_or_exit(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    run_migrations(db)
+    secret = create_key(db, "write" if kind == "write" else "admin", name or f"{kind} key")
+    db.dispose()
+    sys.stdout.write(secret + "\n")
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOption = None) -> None:
+    """List keys (never their secrets)."""
+    from parcours.runtime.clock import iso
+    from parcours.runtime.db import Database
+    from parcours.runtime.keys import list_keys
+
+    settings = settings_or_exit(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    for key in list_keys(db):
+        state = f"revoked {iso(key.revoked_at)}" if key.revoked_at else "live"
+        out.print(f"{key.id}\t{key.kind}\t{key.name}\t{iso(key.created_at)}\t{state}")
+    db.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int, data_dir: DataDirOption = None) -> None:
+    """Revoke a key by its number (see `parcours keys list`)."""
+    from parcours.runtime.db import Database
+    from parcours.runtime.keys import revoke_key
+
+    settings = settings_or_exit(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    done = revoke_key(db, key_id)
+    db.dispose()
+    if not done:
+        err.print(f"[red]no live key number {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"Key {key_id} revoked.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Catalog and stock, carts, orders, shipments and the public tracking page (not built yet)."""

@@ -1,0 +1,4 @@
+"""Customers: one profile per person, identities and merges, traits, consent, export and erasure.
+
+Other modules use `parcours.customers.api` only.
+"""

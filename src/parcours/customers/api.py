@@ -1,0 +1,334 @@
+"""The customers module's facade: look a customer up, read a profile, export, erase."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from babel.core import get_global
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from parcours.customers.identity import identity_of
+from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.ingest.tables import events as events_table
+from parcours.runtime.clock import iso
+from parcours.runtime.db import Database
+
+ERASED_EVENT = "Customer Erased"
+_CUSTOMER_REF = re.compile(r"^cus_(\d+)$")
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+class CustomerNotFound(LookupError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no customer is known by {ref!r}")
+        self.ref = ref
+
+
+def public_id(customer_id: int) -> str:
+    return f"cus_{customer_id}"
+
+
+def resolve(conn: Connection, ref: str, default_region: str) -> int:
+    """The live customer behind any id: `cus_N`, a userId, an anonymousId, an email, a phone
+    or an external id written `kind:value`. A merged customer's id resolves to the survivor."""
+    ref = ref.strip()
+    match = _CUSTOMER_REF.match(ref)
+    if match:
+        found = _follow(conn, int(match.group(1)))
+        if found is None:
+            raise CustomerNotFound(ref)
+        return found
+    candidates: list[tuple[str, str]] = [("user_id", ref), ("anonymous_id", ref)]
+    for kind in ("email", "phone"):
+        normalised = identity_of(kind, ref, default_region)
+        if normalised:
+            candidates.append(normalised)
+    if ":" in ref:
+        kind, _, value = ref.partition(":")
+        candidates.append((kind.lower(), value))
+    for kind, value in candidates:
+        row = conn.execute(
+            select(identities.c.customer_id).where(
+                identities.c.kind == kind, identities.c.value == value
+            )
+        ).first()
+        if row is not None:
+            return int(row.customer_id)
+    raise CustomerNotFound(ref)
+
+
+def _follow(conn: Connection, customer_id: int) -> int | None:
+    for _ in range(100):
+        row = conn.execute(
+            select(customers.c.merged_into, customers.c.erased_at).where(
+                customers.c.id == customer_id
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.merged_into is None:
+            return customer_id
+        customer_id = row.merged_into
+    return None
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    channel: str
+    purpose: str
+    status: str
+    at: int
+    source: str
+    wording: str | None
+    wording_version: str | None
+
+
+def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
+    """The consent in force per channel and purpose: the latest change; at equal times a
+    withdrawal wins over a grant."""
+    rows = conn.execute(
+        select(consents)
+        .where(consents.c.customer_id == customer_id)
+        .order_by(consents.c.occurred_at, consents.c.id)
+    ).all()
+    current: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        key = (row.channel, row.purpose)
+        held = current.get(key)
+        if (
+            held is None
+            or row.occurred_at > held.occurred_at
+            or (row.occurred_at == held.occurred_at and row.status == "withdrawn")
+        ):
+            current[key] = row
+    return [
+        ConsentState(
+            r.channel, r.purpose, r.status, r.occurred_at, r.source, r.wording, r.wording_version
+        )
+        for _, r in sorted(current.items())
+    ]
+
+
+def profile(conn: Connection, customer_id: int) -> dict[str, Any]:
+    """Everything the API shows about a customer (no event history)."""
+    row = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
+    computed = _decode(row.computed)
+    ident_rows = conn.execute(
+        select(identities.c.kind, identities.c.value)
+        .where(identities.c.customer_id == customer_id)
+        .order_by(identities.c.kind, identities.c.value)
+    ).all()
+    merged_from = conn.execute(
+        select(customers.c.id)
+        .where(customers.c.merged_into == customer_id)
+        .order_by(customers.c.id)
+    ).scalars()
+    trait_times = _decode(row.trait_times)
+    return {
+        "id": public_id(row.id),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "erased": row.erased_at is not None,
+        "traits": _decode(row.traits),
+        "trait_times": {name: iso(at) for name, at in trait_times.items()},
+        "identities": [{"kind": r.kind, "value": r.value} for r in ident_rows],
+        "merged_from": [public_id(m) for m in merged_from],
+        "consents": [
+            {
+                "channel": c.channel,
+                "purpose": c.purpose,
+                "status": c.status,
+                "at": iso(c.at),
+                "source": c.source,
+                "wording": c.wording,
+                "wording_version": c.wording_version,
+            }
+            for c in current_consents(conn, customer_id)
+        ],
+        "computed": computed_view(computed),
+    }
+
+
+def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
+    country = computed.get("country")
+    timezone = computed.get("timezone")
+    timezone_source = "context" if timezone else None
+    if not timezone and isinstance(country, str):
+        timezone = zone_for_country(country)
+        timezone_source = "country" if timezone else None
+    return {
+        "orders_count": computed.get("orders_count", 0),
+        "revenue": computed.get("revenue", {}),
+        "first_order_at": iso(computed.get("first_order_at")),
+        "last_order_at": iso(computed.get("last_order_at")),
+        "first_seen_at": iso(computed.get("first_seen_at")),
+        "last_seen_at": iso(computed.get("last_seen_at")),
+        "timezone": timezone,
+        "timezone_source": timezone_source,
+        "locale": computed.get("locale"),
+        "country": country,
+    }
+
+
+def zone_for_country(country: str) -> str | None:
+    """The main IANA zone of a country (its first in CLDR), e.g. FR -> Europe/Paris."""
+    zones = get_global("territory_zones").get(country.upper())
+    return str(zones[0]) if zones else None
+
+
+def event_page(
+    conn: Connection, customer_id: int, *, limit: int = 50, before: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the customer's events, newest first; the cursor is the last seq shown."""
+    query = select(events_table).where(events_table.c.customer_id == customer_id)
+    if before is not None:
+        query = query.where(events_table.c.seq < before)
+    rows = conn.execute(query.order_by(events_table.c.seq.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [event_view(row) for row in rows], (rows[-1].seq if more and rows else None)
+
+
+def event_view(row: Any) -> dict[str, Any]:
+    document = _decode(row.payload)
+    document["messageId"] = row.message_id
+    document["type"] = row.type
+    document["receivedAt"] = iso(row.received_at)
+    document["occurredAt"] = iso(row.occurred_at)
+    document["source"] = row.source
+    document["seq"] = row.seq
+    return dict(document)
+
+
+def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
+    """Everything held on a person, as one JSON-ready document."""
+    with db.read() as conn:
+        customer_id = resolve(conn, ref, default_region)
+        document = profile(conn, customer_id)
+        document["consent_ledger"] = [
+            {
+                "channel": r.channel,
+                "purpose": r.purpose,
+                "status": r.status,
+                "at": iso(r.occurred_at),
+                "recorded_at": iso(r.recorded_at),
+                "source": r.source,
+                "wording": r.wording,
+                "wording_version": r.wording_version,
+            }
+            for r in conn.execute(
+                select(consents)
+                .where(consents.c.customer_id == customer_id)
+                .order_by(consents.c.id)
+            )
+        ]
+        document["orders"] = [
+            {
+                "order_id": r.order_id,
+                "currency": r.currency,
+                "total": r.total,
+                "refunded": r.refunded,
+                "status": r.status,
+                "at": iso(r.occurred_at),
+            }
+            for r in conn.execute(
+                select(customer_orders)
+                .where(customer_orders.c.customer_id == customer_id)
+                .order_by(customer_orders.c.occurred_at)
+            )
+        ]
+        document["events"] = [
+            event_view(row)
+            for row in conn.execute(
+                select(events_table)
+                .where(events_table.c.customer_id == customer_id)
+                .order_by(events_table.c.seq)
+            )
+        ]
+    return document
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer_id: int
+    events: int
+    identities: int
+    consents: int
+    orders: int
+
+
+def erase(db: Database, ref: str, default_region: str, now_ms: int, source: str) -> Erasure:
+    """Remove a person: events, identities, consents and orders deleted; the profile row (and
+    those merged into it) emptied and marked erased; one audit event that holds no personal
+    data. All in one transaction."""
+    with db.write() as conn:
+        customer_id = resolve(conn, ref, default_region)
+        return erase_in(conn, customer_id, now_ms, source)
+
+
+def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Erasure:
+    family = [
+        customer_id,
+        *conn.execute(
+            select(customers.c.id).where(customers.c.merged_into == customer_id)
+        ).scalars(),
+    ]
+    counts = {}
+    for name, table in (
+        ("events", events_table),
+        ("identities", identities),
+        ("consents", consents),
+        ("orders", customer_orders),
+    ):
+        counts[name] = conn.execute(delete(table).where(table.c.customer_id.in_(family))).rowcount
+    conn.execute(
+        update(customers)
+        .where(customers.c.id.in_(family))
+        .values(traits="{}", trait_times="{}", computed="{}", erased_at=now_ms, updated_at=now_ms)
+    )
+    erasure = Erasure(
+        customer_id, counts["events"], counts["identities"], counts["consents"], counts["orders"]
+    )
+    properties = {
+        "customer_id": public_id(customer_id),
+        "events_deleted": erasure.events,
+        "identities_deleted": erasure.identities,
+        "consents_deleted": erasure.consents,
+        "orders_deleted": erasure.orders,
+        "requested_by": source,
+    }
+    message_id = f"erase:{customer_id}:{now_ms}"
+    conn.execute(
+        insert(events_table).values(
+            message_id=message_id,
+            customer_id=customer_id,
+            type="track",
+            name=ERASED_EVENT,
+            occurred_at=now_ms,
+            received_at=now_ms,
+            source="system",
+            payload=_encode(
+                {
+                    "type": "track",
+                    "event": ERASED_EVENT,
+                    "messageId": message_id,
+                    "properties": properties,
+                }
+            ).decode(),
+        )
+    )
+    return erasure
+
+
+def count_customers(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(customers)
+            .where(and_(customers.c.merged_into.is_(None), customers.c.erased_at.is_(None)))
+        ).scalar_one()
+    )

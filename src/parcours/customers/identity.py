@@ -1,0 +1,66 @@
+"""Identities: the ids, emails and phones that point at one person, normalised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+
+# When an event's identities point at several customers, the customer of the most specific
+# identity is the one the event belongs to.
+KIND_PRIORITY = ("user_id", "anonymous_id", "email", "phone")
+
+
+def normalise_email(value: Any) -> str | None:
+    """Trimmed and lowercased; None when it does not look like an address."""
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or " " in email or len(email) > 320:
+        return None
+    return email
+
+
+def normalise_phone(value: Any, default_region: str) -> str | None:
+    """E.164 (`+33612345678`); None when it is not a possible number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        number = phonenumbers.parse(value, default_region.upper())
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def identity_of(kind: str, value: str, default_region: str) -> tuple[str, str] | None:
+    """Normalise an identity given by a person (API lookups, erasure requests)."""
+    if kind == "email":
+        email = normalise_email(value)
+        return ("email", email) if email else None
+    if kind == "phone":
+        phone = normalise_phone(value, default_region)
+        return ("phone", phone) if phone else None
+    return (kind, value) if value else None
+
+
+def traits_identities(traits: dict[str, Any], default_region: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    email = normalise_email(traits.get("email"))
+    if email:
+        found.append(("email", email))
+    phone = normalise_phone(traits.get("phone"), default_region)
+    if phone:
+        found.append(("phone", phone))
+    return found
+
+
+def priority(kind: str) -> int:
+    try:
+        return KIND_PRIORITY.index(kind)
+    except ValueError:
+        return 2  # external ids (a shop's customer id) rank with the anonymous id

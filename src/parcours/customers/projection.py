@@ -1,0 +1,678 @@
+"""Applies new events to the customer projections, inside the writer's transaction.
+
+One `Projector` per group of events: it resolves each event to a customer (merging
+profiles when an event proves two are one person), then updates traits, computed traits,
+orders and the consent ledger, with a handful of statements for the whole group.
+See docs/core.md for the rules.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+
+from parcours.customers import consent
+from parcours.customers.identity import priority, traits_identities
+from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.ingest.model import Event
+from parcours.ingest.tables import events as events_table
+from parcours.runtime.db import chunks
+
+Key = tuple[str, str]
+
+MERGE_EVENT = "Customers Merged"
+# Events that do not show the customer doing anything (for last seen).
+PASSIVE_SOURCES = frozenset({"system", "admin"})
+DEFAULT_CURRENCY = "USD"
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass
+class Merge:
+    survivor: int
+    merged: int
+    identity: Key
+    cause: Event
+
+
+@dataclass
+class Profile:
+    id: int
+    created_at: int
+    traits: dict[str, Any]
+    trait_times: dict[str, int]
+    computed: dict[str, Any]
+    new: bool = False
+
+    def set_trait(self, name: str, value: Any, at: int) -> None:
+        previous = self.trait_times.get(name)
+        if previous is None or at >= previous:
+            self.traits[name] = value
+            self.trait_times[name] = at
+
+    def observe(self, name: str, value: Any, at: int) -> None:
+        """A computed value read from context, kept if it is the newest seen."""
+        previous = self.computed.get(f"{name}_at")
+        if previous is None or at >= previous:
+            self.computed[name] = value
+            self.computed[f"{name}_at"] = at
+
+    def absorb(self, other: Profile) -> None:
+        """Take every trait of a merged profile; the newer value of each wins."""
+        for name, value in other.traits.items():
+            self.set_trait(name, value, other.trait_times.get(name, 0))
+        for name in ("timezone", "locale", "country"):
+            if name in other.computed:
+                self.observe(name, other.computed[name], other.computed.get(f"{name}_at", 0))
+        for name, pick in (("first_seen_at", min), ("last_seen_at", max)):
+            values = [p.computed[name] for p in (self, other) if name in p.computed]
+            if values:
+                self.computed[name] = pick(values)
+        self.created_at = min(self.created_at, other.created_at)
+
+
+@dataclass
+class _Orders:
+    placed: dict[str, tuple[int, str, Decimal, int]] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+    refunds: list[tuple[str, Decimal]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.placed or self.cancelled or self.refunds)
+
+
+class Projector:
+    def __init__(self, conn: Connection, *, now_ms: int, default_region: str) -> None:
+        self.conn = conn
+        self.now = now_ms
+        self.region = default_region
+        self.is_sqlite = conn.dialect.name == "sqlite"
+        self.owner: dict[Key, int] = {}
+        self.assigned: list[Key] = []
+        self.parent: dict[int, int] = {}
+        self.user_ids: dict[int, set[str]] = {}
+        self.new_customers: set[int] = set()
+        self.merges: list[Merge] = []
+        self._id_pool: list[int] = []
+
+    # ---- identity -------------------------------------------------------------------
+
+    def keys_of(self, event: Event) -> list[Key]:
+        keys: list[Key] = []
+        if event.user_id:
+            keys.append(("user_id", event.user_id))
+        if event.anonymous_id:
+            keys.append(("anonymous_id", event.anonymous_id))
+        keys.extend(event.external_ids)
+        context_traits = event.context.get("traits")
+        if isinstance(context_traits, dict):
+            keys.extend(traits_identities(context_traits, self.region))
+        if event.type == "identify":
+            keys.extend(traits_identities(event.traits, self.region))
+        return list(dict.fromkeys(keys))
+
+    def resolve(self, events: list[Event]) -> list[Event]:
+        """Give every event its customer; return the merge events to append with them."""
+        keyed = [(event, self.keys_of(event)) for event in events]
+        wanted = {key for _, keys in keyed for key in keys}
+        for event, _ in keyed:
+            if event.type == "alias" and event.previous_id:
+                wanted |= set(_alias_keys(event.previous_id))
+        self._load_owners(wanted)
+        for event, keys in keyed:
+            if event.customer_id is not None:
+                continue  # addressed to a known customer (admin API)
+            if event.type == "alias":
+                event.customer_id = self._resolve_alias(event, keys)
+            else:
+                event.customer_id = self._resolve_one(event, keys)
+        for event in events:
+            if event.customer_id is not None:
+                event.customer_id = self._find(event.customer_id)
+        self._write_identities()
+        return self._merge_events()
+
+    def _resolve_one(self, event: Event, keys: list[Key]) -> int | None:
+        if not keys:
+            return None
+        user_id = event.user_id
+        candidates = self._owners_by_priority(keys)
+        target: int | None = None
+        if user_id and ("user_id", user_id) in self.owner:
+            target = self._find(self.owner[("user_id", user_id)])
+        if target is None:
+            target = next((c for c in candidates if self._compatible(c, user_id)), None)
+        if target is None:
+            target = self._new_customer()
+        for candidate, key in candidates.items():
+            candidate = self._find(candidate)
+            if (
+                candidate != target
+                and self._compatible(candidate, user_id)
+                and self._mergeable(target, candidate)
+            ):
+                target = self._merge(target, candidate, key, event)
+        for key in keys:
+            if key not in self.owner:
+                self._assign(key, target)
+        return target
+
+    def _resolve_alias(self, event: Event, keys: list[Key]) -> int:
+        assert event.user_id and event.previous_id
+        allowed = {event.user_id, event.previous_id}
+        uid_key = ("user_id", event.user_id)
+        target = self._find(self.owner[uid_key]) if uid_key in self.owner else None
+        previous = self._owners_by_priority(_alias_keys(event.previous_id))
+        for candidate, key in previous.items():
+            candidate = self._find(candidate)
+            if target is None:
+                if self._uids(candidate) <= allowed:
+                    target = candidate
+            elif candidate != target and (self._uids(candidate) | self._uids(target)) <= allowed:
+                target = self._merge(target, candidate, key, event)
+        if target is None:
+            target = self._new_customer()
+            self._assign(("anonymous_id", event.previous_id), target)
+        for key in keys:
+            if key not in self.owner:
+                self._assign(key, target)
+        return target
+
+    def _owners_by_priority(self, keys: Iterable[Key]) -> dict[int, Key]:
+        owned = sorted(
+            ((key, self._find(self.owner[key])) for key in keys if key in self.owner),
+            key=lambda pair: priority(pair[0][0]),
+        )
+        found: dict[int, Key] = {}
+        for key, customer in owned:
+            found.setdefault(customer, key)
+        return found
+
+    def _compatible(self, customer: int, user_id: str | None) -> bool:
+        return user_id is None or self._uids(customer) <= {user_id}
+
+    def _mergeable(self, a: int, b: int) -> bool:
+        ua, ub = self._uids(a), self._uids(b)
+        return not ua or not ub or ua == ub
+
+    def _merge(self, a: int, b: int, key: Key, cause: Event) -> int:
+        survivor, merged = min(a, b), max(a, b)
+        self.parent[merged] = survivor
+        self.user_ids[survivor] = self._uids(survivor) | self._uids(merged)
+        self.merges.append(Merge(survivor, merged, key, cause))
+        return survivor
+
+    def _find(self, customer: int) -> int:
+        while customer in self.parent:
+            customer = self.parent[customer]
+        return customer
+
+    def _uids(self, customer: int) -> set[str]:
+        customer = self._find(customer)
+        if customer not in self.user_ids:
+            rows = self.conn.execute(
+                select(identities.c.value).where(
+                    identities.c.kind == "user_id", identities.c.customer_id == customer
+                )
+            ).scalars()
+            self.user_ids[customer] = set(rows)
+        return self.user_ids[customer]
+
+    def _assign(self, key: Key, customer: int) -> None:
+        if key[0] == "user_id":
+            self._uids(customer).add(key[1])
+        self.owner[key] = customer
+        self.assigned.append(key)
+
+    def _new_customer(self) -> int:
+        if not self._id_pool:
+            self._id_pool = self._allocate_ids(64)
+        customer = self._id_pool.pop(0)
+        self.new_customers.add(customer)
+        self.user_ids[customer] = set()
+        return customer
+
+    def _allocate_ids(self, count: int) -> list[int]:
+        if self.is_sqlite:
+            # BEGIN IMMEDIATE made this the only writer: the next ids are ours.
+            highest = max(
+                self.conn.execute(select(func.coalesce(func.max(customers.c.id), 0))).scalar_one(),
+                max(self.new_customers, default=0),
+            )
+            return list(range(highest + 1, highest + 1 + count))
+        rows = self.conn.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        ).scalars()
+        return sorted(rows)
+
+    def _load_owners(self, keys: set[Key]) -> None:
+        by_kind: dict[str, list[str]] = defaultdict(list)
+        for kind, value in keys:
+            by_kind[kind].append(value)
+        for kind, values in by_kind.items():
+            for part in chunks(values):
+                rows = self.conn.execute(
+                    select(identities.c.value, identities.c.customer_id).where(
+                        identities.c.kind == kind, identities.c.value.in_(part)
+                    )
+                )
+                for value, customer in rows:
+                    self.owner[(kind, value)] = customer
+
+    def _write_identities(self) -> None:
+        if self.assigned:
+            self.conn.execute(
+                insert(identities),
+                [
+                    {
+                        "kind": kind,
+                        "value": value,
+                        "customer_id": self._find(self.owner[(kind, value)]),
+                        "created_at": self.now,
+                    }
+                    for kind, value in self.assigned
+                ],
+            )
+        for merge in self.merges:
+            if merge.merged in self.new_customers:
+                continue
+            survivor = self._find(merge.merged)
+            params = {"old": merge.merged, "new": survivor}
+            for table in (identities, events_table, consents, customer_orders):
+                self.conn.execute(
+                    update(table)
+                    .where(table.c.customer_id == bindparam("old"))
+                    .values(customer_id=bindparam("new")),
+                    params,
+                )
+            self.conn.execute(
+                update(customers)
+                .where(customers.c.merged_into == bindparam("old"))
+                .values(merged_into=bindparam("new")),
+                params,
+            )
+
+    def _merge_events(self) -> list[Event]:
+        produced: list[Event] = []
+        for number, merge in enumerate(self.merges):
+            if merge.merged in self.new_customers:
+                continue  # created and merged within this group: nobody ever saw it
+            survivor = self._find(merge.survivor)
+            properties = {
+                "survivor_id": survivor,
+                "merged_id": merge.merged,
+                "reason": f"{merge.cause.type} {merge.cause.message_id} shares this identity",
+                "identity": {"kind": merge.identity[0], "value": merge.identity[1]},
+            }
+            message_id = f"merge:{merge.cause.message_id}:{number}"
+            document = {
+                "type": "track",
+                "event": MERGE_EVENT,
+                "messageId": message_id,
+                "properties": properties,
+            }
+            produced.append(
+                Event(
+                    message_id=message_id,
+                    type="track",
+                    name=MERGE_EVENT,
+                    user_id=None,
+                    anonymous_id=None,
+                    properties=properties,
+                    traits={},
+                    context={},
+                    occurred_at=merge.cause.occurred_at,
+                    received_at=self.now,
+                    timestamp=None,
+                    sent_at=None,
+                    source="system",
+                    payload=_encode(document).decode(),
+                    customer_id=survivor,
+                )
+            )
+        return produced
+
+    # ---- profiles -------------------------------------------------------------------
+
+    def project(self, events: list[Event]) -> None:
+        """Update traits, computed traits, orders and consents for these (new) events."""
+        orders = _Orders()
+        ledger: list[dict[str, Any]] = []
+        for event in events:
+            if event.customer_id is not None:
+                self._collect(event, orders, ledger)
+        order_customers = self._write_orders(orders) if orders else set()
+        survivors = {self._find(m.survivor) for m in self.merges}
+        wanted = {e.customer_id for e in events if e.customer_id is not None}
+        wanted |= order_customers | survivors
+        merged_in_db = {m.merged for m in self.merges if m.merged not in self.new_customers}
+        profiles = self._load_profiles(wanted | merged_in_db)
+        for merge in self.merges:
+            if merge.merged in profiles and merge.merged not in self.new_customers:
+                profiles[self._find(merge.merged)].absorb(profiles.pop(merge.merged))
+        for event in events:
+            if event.customer_id is not None:
+                _apply(profiles[event.customer_id], event)
+        recount = order_customers | survivors
+        if recount:
+            self._recount_orders(profiles, recount)
+        if ledger:
+            self.conn.execute(insert(consents), ledger)
+        self._write_profiles(profiles, merged_in_db)
+
+    def _collect(self, event: Event, orders: _Orders, ledger: list[dict[str, Any]]) -> None:
+        customer = event.customer_id
+        assert customer is not None
+        changes: list[consent.ConsentChange] = []
+        if event.type == "identify" and "consent" in event.traits:
+            changes = consent.from_trait(event.traits["consent"])
+        elif event.type == "track" and event.name == consent.CONSENT_EVENT:
+            changes = [consent.from_properties(event.properties)]
+        for change in changes:
+            ledger.append(
+                {
+                    "customer_id": customer,
+                    "channel": change.channel,
+                    "purpose": change.purpose,
+                    "status": change.status,
+                    "occurred_at": event.occurred_at,
+                    "recorded_at": self.now,
+                    "source": change.source or event.source,
+                    "wording": change.wording,
+                    "wording_version": change.wording_version,
+                    "message_id": event.message_id,
+                }
+            )
+        if event.type != "track":
+            return
+        props = event.properties
+        if event.name == "Order Completed":
+            order_id = _text_id(props.get("order_id")) or event.message_id
+            currency = str(props.get("currency") or DEFAULT_CURRENCY).upper()
+            orders.placed.setdefault(
+                order_id, (customer, currency, _order_total(props), event.occurred_at)
+            )
+        elif event.name == "Order Cancelled":
+            cancelled = _text_id(props.get("order_id"))
+            if cancelled:
+                orders.cancelled.add(cancelled)
+        elif event.name == "Order Refunded":
+            refunded = _text_id(props.get("order_id"))
+            amount = _decimal(props.get("total", props.get("revenue")))
+            if refunded and amount:
+                orders.refunds.append((refunded, amount))
+
+    def _write_orders(self, orders: _Orders) -> set[int]:
+        """Record orders once per order id; return the customers whose totals changed."""
+        touched: set[int] = set()
+        ids = list(orders.placed)
+        existing: set[str] = set()
+        for part in chunks(ids):
+            existing |= set(
+                self.conn.execute(
+                    select(customer_orders.c.order_id).where(customer_orders.c.order_id.in_(part))
+                ).scalars()
+            )
+        rows: list[dict[str, Any]] = [
+            {
+                "order_id": order_id,
+                "customer_id": customer,
+                "currency": currency,
+                "total": str(total),
+                "refunded": "0",
+                "status": "placed",
+                "occurred_at": at,
+            }
+            for order_id, (customer, currency, total, at) in orders.placed.items()
+            if order_id not in existing
+        ]
+        if rows:
+            self.conn.execute(insert(customer_orders), rows)
+            touched |= {int(row["customer_id"]) for row in rows}
+        changed = list(orders.cancelled | {order_id for order_id, _ in orders.refunds})
+        if changed:
+            current = {
+                row.order_id: row
+                for part in chunks(changed)
+                for row in self.conn.execute(
+                    select(customer_orders).where(customer_orders.c.order_id.in_(part))
+                )
+            }
+            refunded = {oid: _decimal(row.refunded) or Decimal(0) for oid, row in current.items()}
+            for order_id, amount in orders.refunds:
+                if order_id in refunded:
+                    refunded[order_id] += amount
+            for order_id, row in current.items():
+                self.conn.execute(
+                    update(customer_orders)
+                    .where(customer_orders.c.order_id == order_id)
+                    .values(
+                        refunded=str(refunded[order_id]),
+                        status="cancelled" if order_id in orders.cancelled else row.status,
+                    )
+                )
+                touched.add(row.customer_id)
+        return touched
+
+    def _recount_orders(self, profiles: dict[int, Profile], customer_ids: set[int]) -> None:
+        per_customer: dict[int, list[Any]] = defaultdict(list)
+        for part in chunks(sorted(customer_ids)):
+            for row in self.conn.execute(
+                select(customer_orders).where(customer_orders.c.customer_id.in_(part))
+            ):
+                per_customer[row.customer_id].append(row)
+        for customer in customer_ids:
+            if customer in profiles:
+                _set_order_traits(profiles[customer], per_customer.get(customer, []))
+
+    def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
+        profiles: dict[int, Profile] = {}
+        stored = sorted(ids - self.new_customers)
+        for part in chunks(stored):
+            rows = self.conn.execute(
+                select(
+                    customers.c.id,
+                    customers.c.created_at,
+                    customers.c.traits,
+                    customers.c.trait_times,
+                    customers.c.computed,
+                ).where(customers.c.id.in_(part))
+            )
+            for row in rows:
+                profiles[row.id] = Profile(
+                    row.id,
+                    row.created_at,
+                    _decode(row.traits),
+                    _decode(row.trait_times),
+                    _decode(row.computed),
+                )
+        for customer in ids:
+            if customer not in profiles:
+                profiles[customer] = Profile(customer, self.now, {}, {}, {}, new=True)
+        return profiles
+
+    def _write_profiles(self, profiles: dict[int, Profile], merged: set[int]) -> None:
+        fresh = [p for p in profiles.values() if p.new]
+        known = [p for p in profiles.values() if not p.new]
+        if fresh:
+            self.conn.execute(
+                insert(customers),
+                [
+                    {
+                        "id": p.id,
+                        "created_at": p.created_at,
+                        "updated_at": self.now,
+                        "traits": _json(p.traits),
+                        "trait_times": _json(p.trait_times),
+                        "computed": _json(p.computed),
+                    }
+                    for p in fresh
+                ],
+            )
+        if known:
+            self.conn.execute(
+                update(customers)
+                .where(customers.c.id == bindparam("b_id"))
+                .values(
+                    created_at=bindparam("b_created"),
+                    updated_at=self.now,
+                    traits=bindparam("b_traits"),
+                    trait_times=bindparam("b_times"),
+                    computed=bindparam("b_computed"),
+                ),
+                [
+                    {
+                        "b_id": p.id,
+                        "b_created": p.created_at,
+                        "b_traits": _json(p.traits),
+                        "b_times": _json(p.trait_times),
+                        "b_computed": _json(p.computed),
+                    }
+                    for p in known
+                ],
+            )
+        if merged:
+            self.conn.execute(
+                update(customers)
+                .where(customers.c.id == bindparam("b_id"))
+                .values(
+                    merged_into=bindparam("b_into"),
+                    updated_at=self.now,
+                    traits="{}",
+                    trait_times="{}",
+                    computed="{}",
+                ),
+                [{"b_id": m, "b_into": self._find(m)} for m in sorted(merged)],
+            )
+
+
+def _apply(profile: Profile, event: Event) -> None:
+    at = event.occurred_at
+    if event.source not in PASSIVE_SOURCES:
+        computed = profile.computed
+        computed["last_seen_at"] = max(computed.get("last_seen_at", at), at)
+        computed["first_seen_at"] = min(computed.get("first_seen_at", at), at)
+    context_traits = event.context.get("traits")
+    if isinstance(context_traits, dict):
+        for name, value in context_traits.items():
+            profile.set_trait(name, value, at)
+    if event.type == "identify":
+        for name, value in event.traits.items():
+            if name != "consent":
+                profile.set_trait(name, value, at)
+    timezone = event.context.get("timezone")
+    if isinstance(timezone, str) and _is_zone(timezone):
+        profile.observe("timezone", timezone, at)
+    locale = event.context.get("locale")
+    if isinstance(locale, str) and locale.strip():
+        profile.observe("locale", locale.strip(), at)
+    country = _country_of(event)
+    if country:
+        profile.observe("country", country, at)
+
+
+def _country_of(event: Event) -> str | None:
+    candidates: list[Any] = []
+    location = event.context.get("location")
+    if isinstance(location, dict):
+        candidates.append(location.get("country"))
+    for traits in (event.traits if event.type == "identify" else {}, event.context.get("traits")):
+        if isinstance(traits, dict):
+            address = traits.get("address")
+            if isinstance(address, dict):
+                candidates.append(address.get("country"))
+            candidates.append(traits.get("country"))
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.strip():
+            value = candidate.strip()
+            return value.upper() if len(value) == 2 else value
+    return None
+
+
+def _set_order_traits(profile: Profile, rows: list[Any]) -> None:
+    placed = [row for row in rows if row.status != "cancelled"]
+    computed = profile.computed
+    computed["orders_count"] = len(placed)
+    if not placed:
+        for name in ("first_order_at", "last_order_at"):
+            computed.pop(name, None)
+        computed["revenue"] = {}
+        return
+    computed["first_order_at"] = min(row.occurred_at for row in placed)
+    computed["last_order_at"] = max(row.occurred_at for row in placed)
+    revenue: dict[str, dict[str, Any]] = {}
+    for currency in sorted({row.currency for row in placed}):
+        in_currency = [row for row in placed if row.currency == currency]
+        spent = sum(
+            ((_decimal(r.total) or Decimal(0)) - (_decimal(r.refunded) or Decimal(0)))
+            for r in in_currency
+        )
+        spent = Decimal(spent)
+        revenue[currency] = {
+            "orders": len(in_currency),
+            "total_spent": str(spent),
+            "average_order_value": str((spent / len(in_currency)).quantize(Decimal("0.01"))),
+        }
+    computed["revenue"] = revenue
+
+
+def _order_total(props: dict[str, Any]) -> Decimal:
+    for name in ("total", "revenue"):
+        value = _decimal(props.get(name))
+        if value is not None:
+            return value
+    products = props.get("products")
+    total = Decimal(0)
+    if isinstance(products, list):
+        for product in products:
+            if isinstance(product, dict):
+                price = _decimal(product.get("price")) or Decimal(0)
+                quantity = _decimal(product.get("quantity")) or Decimal(1)
+                total += price * quantity
+    return total
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _text_id(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text_value = str(value).strip()
+    return text_value or None
+
+
+def _alias_keys(previous_id: str) -> list[Key]:
+    return [("user_id", previous_id), ("anonymous_id", previous_id)]
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _json(value: Any) -> str:
+    return _encode(value).decode()

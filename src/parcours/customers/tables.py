@@ -1,0 +1,64 @@
+"""The tables the customers module owns: profiles, identities, the consent ledger, orders."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint, Table, Text
+
+from parcours.runtime.db import BigId, metadata
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("merged_into", BigInteger, nullable=True),
+    Column("erased_at", BigInteger, nullable=True),
+    # JSON objects: trait -> value, trait -> corrected time it was set, computed traits.
+    Column("traits", Text, nullable=False, server_default="{}"),
+    Column("trait_times", Text, nullable=False, server_default="{}"),
+    Column("computed", Text, nullable=False, server_default="{}"),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("kind", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("kind", "value"),
+)
+Index("ix_identities_customer", identities.c.customer_id)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("wording", Text, nullable=True),
+    Column("wording_version", Text, nullable=True),
+    Column("message_id", Text, nullable=False),
+)
+Index("ix_consents_customer", consents.c.customer_id, consents.c.channel, consents.c.purpose)
+
+# One row per order, whichever source reported it, so that an order counts once.
+customer_orders = Table(
+    "customer_orders",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("total", Text, nullable=False),  # exact decimal as text
+    Column("refunded", Text, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False),  # placed | cancelled
+    Column("occurred_at", BigInteger, nullable=False),
+)
+Index("ix_customer_orders_customer", customer_orders.c.customer_id)
+Index("ix_customers_merged_into", customers.c.merged_into)

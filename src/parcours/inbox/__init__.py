@@ -1,0 +1,1 @@
+"""Unified support inbox: conversations across channels (not built yet)."""

@@ -1,0 +1,305 @@
+"""Segment-compatible events: parsing, validation and time correction.
+
+Every event that enters Parcours, whatever its source, is parsed here into an `Event`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from parcours.customers import consent
+from parcours.runtime.clock import parse_iso
+
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+MAX_ID_LENGTH = 512
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted; `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class _Incoming(msgspec.Struct):
+    type: str | None = None
+    messageId: str | None = None
+    userId: str | int | None = None
+    anonymousId: str | int | None = None
+    previousId: str | int | None = None
+    groupId: str | int | None = None
+    event: str | None = None
+    name: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: str | None = None
+    originalTimestamp: str | None = None
+    sentAt: str | None = None
+    writeKey: str | None = None
+
+
+class _IncomingBatch(msgspec.Struct):
+    batch: list[msgspec.Raw]
+    sentAt: str | None = None
+    writeKey: str | None = None
+    context: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """One accepted event, with its times in milliseconds since the epoch."""
+
+    message_id: str
+    type: str
+    name: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+    context: dict[str, Any]
+    occurred_at: int
+    received_at: int
+    timestamp: int | None
+    sent_at: int | None
+    source: str
+    payload: str
+    previous_id: str | None = None
+    group_id: str | None = None
+    customer_id: int | None = None
+    external_ids: list[tuple[str, str]] = field(default_factory=list)
+
+
+_decode_event = msgspec.json.Decoder(_Incoming).decode
+_decode_batch = msgspec.json.Decoder(_IncomingBatch).decode
+_decode_any = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_FIELD_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def parse_event(
+    raw: bytes,
+    *,
+    source: str,
+    received_at: int,
+    default_type: str | None = None,
+    batch_sent_at: str | None = None,
+    identity_required: bool = True,
+) -> Event:
+    """Validate one event's JSON and return it with its corrected time; raise EventError."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("", f"event is {len(raw)} bytes, more than the limit of {MAX_EVENT_BYTES}")
+    try:
+        incoming = _decode_event(raw)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise EventError("", f"not valid JSON: {exc}") from None
+    kind = default_type or incoming.type
+    if kind is None:
+        raise EventError("type", f"is required, one of {', '.join(sorted(EVENT_TYPES))}")
+    if kind not in EVENT_TYPES:
+        raise EventError("type", f"{kind!r} is not one of {', '.join(sorted(EVENT_TYPES))}")
+    user_id = _identifier(incoming.userId, "userId")
+    anonymous_id = _identifier(incoming.anonymousId, "anonymousId")
+    context = incoming.context or {}
+    external_ids = _external_ids(context)
+    if identity_required and user_id is None and anonymous_id is None:
+        raise EventError("userId", "userId or anonymousId is required")
+    name = incoming.event if kind == "track" else incoming.name
+    if kind == "track" and not (name and name.strip()):
+        raise EventError("event", "a track call needs a non-empty event name")
+    previous_id = _identifier(incoming.previousId, "previousId")
+    if kind == "alias":
+        if previous_id is None:
+            raise EventError("previousId", "an alias call needs previousId")
+        if user_id is None:
+            raise EventError("userId", "an alias call needs userId")
+    group_id = _identifier(incoming.groupId, "groupId")
+    if kind == "group" and group_id is None:
+        raise EventError("groupId", "a group call needs groupId")
+    _check_consent(kind, name, incoming)
+    timestamp = _time(incoming.timestamp or incoming.originalTimestamp, "timestamp")
+    sent_at = _time(incoming.sentAt or batch_sent_at, "sentAt")
+    occurred_at = corrected_time(timestamp, sent_at, received_at)
+    message_id = incoming.messageId
+    if message_id is not None:
+        message_id = message_id.strip()
+        if not message_id:
+            raise EventError("messageId", "must not be empty")
+        if len(message_id) > MAX_ID_LENGTH:
+            raise EventError("messageId", f"is longer than {MAX_ID_LENGTH} characters")
+    else:
+        message_id = f"pc-{uuid.uuid4()}"
+    payload = raw.decode("utf-8")
+    if incoming.writeKey is not None:
+        # The write key is a secret: it is never stored with the event.
+        document = _decode_any(raw)
+        document.pop("writeKey", None)
+        payload = _encode(document).decode("utf-8")
+    return Event(
+        message_id=message_id,
+        type=kind,
+        name=name.strip() if name else None,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        properties=incoming.properties or {},
+        traits=incoming.traits or {},
+        context=context,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        timestamp=timestamp,
+        sent_at=sent_at,
+        source=source,
+        payload=payload,
+        previous_id=previous_id,
+        group_id=group_id,
+        external_ids=external_ids,
+    )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    field: str
+    reason: str
+    message_id: str | None
+
+
+@dataclass
+class ParsedBatch:
+    events: list[Event]
+    indexes: list[int]
+    rejected: list[Rejection]
+    write_key: str | None
+
+
+def parse_batch(raw: bytes, *, source: str, received_at: int) -> ParsedBatch:
+    """Validate a batch body; each bad event is rejected alone with its index and reason."""
+    if len(raw) > MAX_BATCH_BYTES:
+        raise EventError("", f"batch is {len(raw)} bytes, more than the limit of {MAX_BATCH_BYTES}")
+    try:
+        incoming = _decode_batch(raw)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise EventError("", f"not valid JSON: {exc}") from None
+    if len(incoming.batch) > MAX_BATCH_EVENTS:
+        raise EventError(
+            "batch",
+            f"holds {len(incoming.batch)} events, more than the limit of {MAX_BATCH_EVENTS}",
+        )
+    parsed = ParsedBatch([], [], [], incoming.writeKey)
+    for index, item in enumerate(incoming.batch):
+        try:
+            event = parse_event(
+                bytes(item), source=source, received_at=received_at, batch_sent_at=incoming.sentAt
+            )
+        except EventError as exc:
+            parsed.rejected.append(
+                Rejection(index, exc.field, exc.reason, _message_id_of(bytes(item)))
+            )
+            continue
+        parsed.events.append(event)
+        parsed.indexes.append(index)
+    return parsed
+
+
+def write_key_in_body(raw: bytes) -> str | None:
+    """The writeKey field of a single event's body, if any (Segment allows it there)."""
+    try:
+        value = msgspec.json.decode(raw, type=_WriteKeyOnly)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return value.writeKey
+
+
+class _WriteKeyOnly(msgspec.Struct):
+    writeKey: str | None = None
+
+
+def corrected_time(timestamp: int | None, sent_at: int | None, received_at: int) -> int:
+    """Segment's rule: shift the client's timestamp by the client's clock error."""
+    if timestamp is None:
+        return received_at
+    if sent_at is None:
+        return timestamp
+    return timestamp + (received_at - sent_at)
+
+
+def _check_consent(kind: str, name: str | None, incoming: _Incoming) -> None:
+    try:
+        if kind == "identify" and incoming.traits and "consent" in incoming.traits:
+            consent.from_trait(incoming.traits["consent"])
+        elif kind == "track" and name == consent.CONSENT_EVENT:
+            consent.from_properties(incoming.properties or {})
+    except consent.ConsentError as exc:
+        raise EventError(exc.field, exc.reason) from None
+
+
+def _identifier(value: str | int | None, name: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > MAX_ID_LENGTH:
+        raise EventError(name, f"is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _time(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise EventError(name, f"{value!r} is not an ISO 8601 date and time") from None
+
+
+def _external_ids(context: dict[str, Any]) -> list[tuple[str, str]]:
+    items = context.get("externalIds")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise EventError("context.externalIds", "must be a list of {id, type} objects")
+    found: list[tuple[str, str]] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise EventError(f"context.externalIds[{position}]", "needs a text type and an id")
+        ident = item.get("id")
+        if not isinstance(ident, str | int) or isinstance(ident, bool) or str(ident) == "":
+            raise EventError(f"context.externalIds[{position}].id", "must be text or a number")
+        found.append((item["type"].strip().lower(), str(ident)))
+    return found
+
+
+def _field_error(exc: msgspec.ValidationError) -> EventError:
+    message = str(exc)
+    match = _FIELD_RE.search(message)
+    where = match.group(1) if match else ""
+    reason = _FIELD_RE.sub("", message).strip(" -")
+    if reason.startswith("Object missing required field"):
+        missing = reason.split("`")[1] if "`" in reason else ""
+        return EventError(f"{where}.{missing}".strip("."), "is required")
+    return EventError(where, reason[:1].lower() + reason[1:])
+
+
+def _message_id_of(raw: bytes) -> str | None:
+    try:
+        document = _decode_any(raw)
+    except msgspec.DecodeError:
+        return None
+    value = document.get("messageId") if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None

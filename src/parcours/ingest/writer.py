@@ -1,0 +1,241 @@
+"""The one door into the event log: a single writer thread that commits events in groups.
+
+`append` returns only once the events are committed, with the profile projections updated
+in the same transaction (docs/core.md). Callers from many threads or an event loop share
+one writer; their events are committed together (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from parcours.customers.projection import Projector
+from parcours.ingest.model import Event
+from parcours.ingest.tables import events as events_table
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database, chunks, lock_keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+
+
+class WriterClosed(RuntimeError):
+    pass
+
+
+@dataclass
+class _Submission:
+    events: list[Event]
+    future: Future[AppendResult]
+
+
+_STOP = object()
+_RETRIES = 5
+
+
+class Writer:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        default_region: str,
+        batch_events: int = 1000,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._region = default_region
+        self._batch_events = batch_events
+        self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._listeners: list[Callable[[list[Event]], None]] = []
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call `listener` with the newly stored events after each commit (in the writer)."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="parcours-writer", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, events: list[Event]) -> Future[AppendResult]:
+        future: Future[AppendResult] = Future()
+        if self._closed:
+            future.set_exception(WriterClosed("the writer is shutting down"))
+            return future
+        if not events:
+            future.set_result(AppendResult(0, 0))
+            return future
+        self.start()
+        self._queue.put(_Submission(events, future))
+        return future
+
+    async def append(self, events: list[Event]) -> AppendResult:
+        return await asyncio.wrap_future(self.submit(events))
+
+    def append_sync(self, events: list[Event]) -> AppendResult:
+        return self.submit(events).result()
+
+    # ---- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Submission)
+            group = [first]
+            count = len(first.events)
+            while count < self._batch_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _Submission)
+                group.append(item)
+                count += len(item.events)
+            self._commit_group(group)
+        # Anything submitted after the stop marker is refused, never silently dropped.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Submission):
+                item.future.set_exception(WriterClosed("the writer is shutting down"))
+
+    def _commit_group(self, group: list[_Submission]) -> None:
+        try:
+            results, stored = self._with_retries(group)
+        except Exception as exc:
+            if len(group) == 1:
+                log.exception("append failed")
+                group[0].future.set_exception(exc)
+                return
+            for submission in group:  # a bad submission fails alone
+                self._commit_group([submission])
+            return
+        for submission, result in zip(group, results, strict=True):
+            submission.future.set_result(result)
+        if stored:
+            for listener in self._listeners:
+                try:
+                    listener(stored)
+                except Exception:
+                    log.exception("commit listener failed")
+
+    def _with_retries(self, group: list[_Submission]) -> tuple[list[AppendResult], list[Event]]:
+        for attempt in range(_RETRIES):
+            try:
+                with self._db.write() as conn:
+                    return append_events(conn, group, self._clock.now_ms(), self._region)
+            except (OperationalError, DBAPIError) as exc:
+                if attempt == _RETRIES - 1 or not _is_transient(exc):
+                    raise
+                time.sleep(0.01 * 2**attempt + random.random() * 0.01)
+        raise AssertionError("unreachable")
+
+
+def append_events(
+    conn: Connection, group: list[_Submission], now_ms: int, region: str
+) -> tuple[list[AppendResult], list[Event]]:
+    """Append the group's new events and project them, in the caller's transaction."""
+    first_by_id: dict[str, tuple[int, Event]] = {}
+    for index, submission in enumerate(group):
+        for event in submission.events:
+            first_by_id.setdefault(event.message_id, (index, event))
+    projector = Projector(conn, now_ms=now_ms, default_region=region)
+    lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
+    existing: set[str] = set()
+    for part in chunks(list(first_by_id)):
+        existing |= set(
+            conn.execute(
+                select(events_table.c.message_id).where(events_table.c.message_id.in_(part))
+            ).scalars()
+        )
+    new = [(i, e) for message_id, (i, e) in first_by_id.items() if message_id not in existing]
+    new_events = [event for _, event in new]
+    if new_events:
+        produced = projector.resolve(new_events)
+        _insert(conn, new_events + produced)
+        projector.project(new_events)
+    counts = [0] * len(group)
+    for index, _ in new:
+        counts[index] += 1
+    results = [
+        AppendResult(stored=counts[i], duplicates=len(s.events) - counts[i])
+        for i, s in enumerate(group)
+    ]
+    return results, new_events
+
+
+def _lock_keys(projector: Projector, events: list[Event]) -> list[str]:
+    keys: list[str] = []
+    for event in events:
+        keys.extend(f"{kind}:{value}" for kind, value in projector.keys_of(event))
+        if event.previous_id:
+            keys.append(f"user_id:{event.previous_id}")
+            keys.append(f"anonymous_id:{event.previous_id}")
+    return keys
+
+
+def _insert(conn: Connection, events: list[Event]) -> None:
+    conn.execute(
+        insert(events_table),
+        [
+            {
+                "message_id": e.message_id,
+                "customer_id": e.customer_id,
+                "type": e.type,
+                "name": e.name,
+                "user_id": e.user_id,
+                "anonymous_id": e.anonymous_id,
+                "occurred_at": e.occurred_at,
+                "timestamp": e.timestamp,
+                "sent_at": e.sent_at,
+                "received_at": e.received_at,
+                "source": e.source,
+                "payload": e.payload,
+            }
+            for e in events
+        ],
+    )
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    message = str(exc.orig).lower() if exc.orig else str(exc).lower()
+    return any(
+        marker in message
+        for marker in ("database is locked", "deadlock", "could not serialize", "busy")
+    )

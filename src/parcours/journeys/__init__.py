@@ -1,0 +1,1 @@
+"""Journeys: definitions, the durable engine, policies, simulation (not built yet)."""

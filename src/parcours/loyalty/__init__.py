@@ -1,0 +1,1 @@
+"""Loyalty: points ledger, tiers, rewards, referrals (not built yet)."""

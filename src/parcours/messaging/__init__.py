@@ -1,0 +1,1 @@
+"""Templates, rendering, the outbox, channel choice and fallback (not built yet)."""

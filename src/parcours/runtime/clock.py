@@ -1,0 +1,68 @@
+"""The one clock of a process: real in production; simulated in tests, demo and simulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """Milliseconds since the Unix epoch."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class SimulatedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime | int) -> None:
+        self._lock = threading.Lock()
+        self._now = start if isinstance(start, int) else to_ms(start)
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self._now += int(delta.total_seconds() * 1000)
+
+    def set(self, moment: datetime) -> None:
+        with self._lock:
+            self._now = to_ms(moment)
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch for an aware datetime (naive ones are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def iso(ms: int | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, as the API shows every time."""
+    if ms is None:
+        return None
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> int:
+    """Milliseconds for an ISO 8601 time; a time without zone is UTC. Raises ValueError."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    moment = datetime.fromisoformat(value)
+    return to_ms(moment)

@@ -1,0 +1,16 @@
+"""Every module's tables on the one shared metadata (for migrations and tests)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from parcours.runtime.db import metadata
+
+
+def load_all_tables() -> MetaData:
+    """Import each module's tables so that they are registered on the metadata."""
+    import parcours.customers.tables
+    import parcours.ingest.tables
+    import parcours.runtime.keys  # noqa: F401
+
+    return metadata

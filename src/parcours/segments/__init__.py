@@ -1,0 +1,1 @@
+"""Segments: a predicate language over traits and event aggregates (not built yet)."""

@@ -1,0 +1,1 @@
+"""The console and the public pages (not built yet)."""

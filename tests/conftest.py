@@ -1,0 +1,176 @@
+"""One fixture runs each test on SQLite and on PostgreSQL.
+
+PostgreSQL tests need PARCOURS_TEST_POSTGRES_URL (for example
+postgresql://postgres@127.0.0.1:5432/postgres); CI sets it and makes them mandatory. Without
+it they are skipped and say why. Each test session gets its own fresh database there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+import uvicorn
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from parcours.app import create_app
+from parcours.ingest.model import Event, parse_event
+from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.db import Database, migrate
+from parcours.runtime.schema import load_all_tables
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+
+WRITE_KEY = "test-write-key"
+ADMIN_KEY = "test-admin-key"
+POSTGRES_ENV = "PARCOURS_TEST_POSTGRES_URL"
+START = 1_790_000_000_000  # 2026-09-21T12:53:20Z
+
+
+def _postgres_admin_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (CI sets it; see README)")
+    name = f"parcours_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+    url = f"{base}/{name}"
+    db = Database(url)
+    migrate(db)
+    db.dispose()
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'parcours.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    return url
+
+
+def _truncate_all(url: str) -> None:
+    db = Database(url)
+    names = ", ".join(t.name for t in load_all_tables().sorted_tables)
+    with db.write() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    db.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        write_key=WRITE_KEY,
+        admin_key=ADMIN_KEY,
+        default_region="FR",
+    )
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(START)
+
+
+@pytest.fixture
+def services(settings: Settings, clock: SimulatedClock) -> Iterator[Services]:
+    opened = Services.open(settings, clock=clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient[Any]]:
+    with TestClient(app=create_app(services, close_on_shutdown=False)) as test_client:
+        yield test_client
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+class LiveServer:
+    def __init__(self, services: Services) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(services, close_on_shutdown=False),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live_server(services: Services) -> Iterator[LiveServer]:
+    with LiveServer(services) as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_counter = iter(range(10**9))
+
+
+def make_event(
+    kind: str = "track",
+    *,
+    at: int | None = None,
+    received_at: int | None = None,
+    source: str = "api",
+    identity_required: bool = True,
+    **fields: Any,
+) -> Event:
+    """A parsed event, as the API would have accepted it (small factory for tests)."""
+    document: dict[str, Any] = {"type": kind, **fields}
+    document.setdefault("messageId", f"test-{next(_counter)}")
+    if at is not None:
+        document["timestamp"] = iso(at)
+    return parse_event(
+        msgspec.json.encode(document),
+        source=source,
+        identity_required=identity_required,
+        received_at=received_at if received_at is not None else (at or START),
+    )
