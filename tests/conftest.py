@@ -34,7 +34,7 @@ from parcours.services import Services
 WRITE_KEY = "test-write-key"
 ADMIN_KEY = "test-admin-key"
 POSTGRES_ENV = "PARCOURS_TEST_POSTGRES_URL"
-START = 1_790_000_000_000  # 2026-09-21T12:53:20Z
+START = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 
 
 def _postgres_admin_url() -> str | None:

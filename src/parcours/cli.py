@@ -22,8 +22,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -232,7 +232,7 @@ def keys_list(data_dir: DataDirOption = None) -> None:
     db = Database(settings.resolved_database_url)
     for key in list_keys(db):
         state = f"revoked {iso(key.revoked_at)}" if key.revoked_at else "live"
-        out.print(f"{key.id}\t{key.kind}\t{key.name}\t{iso(key.created_at)}\t{state}")
+        sys.stdout.write(f"{key.id}\t{key.kind}\t{key.name}\t{iso(key.created_at)}\t{state}\n")
     db.dispose()
 
 

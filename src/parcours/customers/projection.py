@@ -23,7 +23,7 @@ from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
-from parcours.runtime.db import chunks
+from parcours.runtime.db import chunks, insert_rows, select_in, update_rows
 
 Key = tuple[str, str]
 
@@ -103,10 +103,15 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
+        self._keys: dict[int, list[Key]] = {}
 
     # ---- identity -------------------------------------------------------------------
 
     def keys_of(self, event: Event) -> list[Key]:
+        """The event's identities, normalised (computed once per event)."""
+        cached = self._keys.get(id(event))
+        if cached is not None:
+            return cached
         keys: list[Key] = []
         if event.user_id:
             keys.append(("user_id", event.user_id))
@@ -118,7 +123,9 @@ class Projector:
             keys.extend(traits_identities(context_traits, self.region))
         if event.type == "identify":
             keys.extend(traits_identities(event.traits, self.region))
-        return list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys(keys))
+        self._keys[id(event)] = unique
+        return unique
 
     def resolve(self, events: list[Event]) -> list[Event]:
         """Give every event its customer; return the merge events to append with them."""
@@ -263,29 +270,37 @@ class Projector:
         for kind, value in keys:
             by_kind[kind].append(value)
         for kind, values in by_kind.items():
-            for part in chunks(values):
-                rows = self.conn.execute(
-                    select(identities.c.value, identities.c.customer_id).where(
-                        identities.c.kind == kind, identities.c.value.in_(part)
-                    )
-                )
-                for value, customer in rows:
-                    self.owner[(kind, value)] = customer
+            rows = select_in(
+                self.conn,
+                "SELECT value, customer_id FROM identities "
+                "WHERE kind = {mark} AND value IN ({marks})",
+                values,
+                (kind,),
+            )
+            for value, customer in rows:
+                self.owner[(kind, value)] = customer
+        owners = sorted(set(self.owner.values()))
+        for customer in owners:
+            self.user_ids[customer] = set()
+        rows = select_in(
+            self.conn,
+            "SELECT customer_id, value FROM identities "
+            "WHERE kind = 'user_id' AND customer_id IN ({marks})",
+            owners,
+        )
+        for customer, value in rows:
+            self.user_ids[customer].add(value)
 
     def _write_identities(self) -> None:
-        if self.assigned:
-            self.conn.execute(
-                insert(identities),
-                [
-                    {
-                        "kind": kind,
-                        "value": value,
-                        "customer_id": self._find(self.owner[(kind, value)]),
-                        "created_at": self.now,
-                    }
-                    for kind, value in self.assigned
-                ],
-            )
+        insert_rows(
+            self.conn,
+            identities,
+            ("kind", "value", "customer_id", "created_at"),
+            [
+                (kind, value, self._find(self.owner[(kind, value)]), self.now)
+                for kind, value in self.assigned
+            ],
+        )
         for merge in self.merges:
             if merge.merged in self.new_customers:
                 continue
@@ -370,7 +385,7 @@ class Projector:
         if recount:
             self._recount_orders(profiles, recount)
         if ledger:
-            self.conn.execute(insert(consents), ledger)
+            self.conn.execute(insert(consents), ledger)  # rare: SQLAlchemy's executemany is fine
         self._write_profiles(profiles, merged_in_db)
 
     def _collect(self, event: Event, orders: _Orders, ledger: list[dict[str, Any]]) -> None:
@@ -480,25 +495,16 @@ class Projector:
 
     def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
         profiles: dict[int, Profile] = {}
-        stored = sorted(ids - self.new_customers)
-        for part in chunks(stored):
-            rows = self.conn.execute(
-                select(
-                    customers.c.id,
-                    customers.c.created_at,
-                    customers.c.traits,
-                    customers.c.trait_times,
-                    customers.c.computed,
-                ).where(customers.c.id.in_(part))
+        rows = select_in(
+            self.conn,
+            "SELECT id, created_at, traits, trait_times, computed FROM customers "
+            "WHERE id IN ({marks})",
+            sorted(ids - self.new_customers),
+        )
+        for ident, created_at, traits, trait_times, computed in rows:
+            profiles[ident] = Profile(
+                ident, created_at, _decode(traits), _decode(trait_times), _decode(computed)
             )
-            for row in rows:
-                profiles[row.id] = Profile(
-                    row.id,
-                    row.created_at,
-                    _decode(row.traits),
-                    _decode(row.trait_times),
-                    _decode(row.computed),
-                )
         for customer in ids:
             if customer not in profiles:
                 profiles[customer] = Profile(customer, self.now, {}, {}, {}, new=True)
@@ -507,56 +513,46 @@ class Projector:
     def _write_profiles(self, profiles: dict[int, Profile], merged: set[int]) -> None:
         fresh = [p for p in profiles.values() if p.new]
         known = [p for p in profiles.values() if not p.new]
-        if fresh:
-            self.conn.execute(
-                insert(customers),
-                [
-                    {
-                        "id": p.id,
-                        "created_at": p.created_at,
-                        "updated_at": self.now,
-                        "traits": _json(p.traits),
-                        "trait_times": _json(p.trait_times),
-                        "computed": _json(p.computed),
-                    }
-                    for p in fresh
-                ],
-            )
-        if known:
-            self.conn.execute(
-                update(customers)
-                .where(customers.c.id == bindparam("b_id"))
-                .values(
-                    created_at=bindparam("b_created"),
-                    updated_at=self.now,
-                    traits=bindparam("b_traits"),
-                    trait_times=bindparam("b_times"),
-                    computed=bindparam("b_computed"),
-                ),
-                [
-                    {
-                        "b_id": p.id,
-                        "b_created": p.created_at,
-                        "b_traits": _json(p.traits),
-                        "b_times": _json(p.trait_times),
-                        "b_computed": _json(p.computed),
-                    }
-                    for p in known
-                ],
-            )
-        if merged:
-            self.conn.execute(
-                update(customers)
-                .where(customers.c.id == bindparam("b_id"))
-                .values(
-                    merged_into=bindparam("b_into"),
-                    updated_at=self.now,
-                    traits="{}",
-                    trait_times="{}",
-                    computed="{}",
-                ),
-                [{"b_id": m, "b_into": self._find(m)} for m in sorted(merged)],
-            )
+        insert_rows(
+            self.conn,
+            customers,
+            ("id", "created_at", "updated_at", "traits", "trait_times", "computed"),
+            [
+                (
+                    p.id,
+                    p.created_at,
+                    self.now,
+                    _json(p.traits),
+                    _json(p.trait_times),
+                    _json(p.computed),
+                )
+                for p in fresh
+            ],
+        )
+        update_rows(
+            self.conn,
+            customers,
+            ("created_at", "updated_at", "traits", "trait_times", "computed"),
+            "id",
+            [
+                (
+                    p.created_at,
+                    self.now,
+                    _json(p.traits),
+                    _json(p.trait_times),
+                    _json(p.computed),
+                    p.id,
+                )
+                for p in known
+            ],
+        )
+        update_rows(
+            self.conn,
+            customers,
+            ("merged_into", "updated_at", "traits", "trait_times", "computed"),
+            "id",
+            [(self._find(m), self.now, "{}", "{}", "{}", m) for m in sorted(merged)],
+        )
 
 
 def _apply(profile: Profile, event: Event) -> None:

@@ -8,18 +8,20 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from parcours.customers import consent
-from parcours.runtime.clock import parse_iso
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_ID_LENGTH = 512
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 class EventError(ValueError):
@@ -44,15 +46,15 @@ class _Incoming(msgspec.Struct):
     traits: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
-    timestamp: str | None = None
-    originalTimestamp: str | None = None
-    sentAt: str | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
     writeKey: str | None = None
 
 
 class _IncomingBatch(msgspec.Struct):
     batch: list[msgspec.Raw]
-    sentAt: str | None = None
+    sentAt: datetime | None = None
     writeKey: str | None = None
     context: dict[str, Any] | None = None
 
@@ -94,7 +96,7 @@ def parse_event(
     source: str,
     received_at: int,
     default_type: str | None = None,
-    batch_sent_at: str | None = None,
+    batch_sent_at: datetime | None = None,
     identity_required: bool = True,
 ) -> Event:
     """Validate one event's JSON and return it with its corrected time; raise EventError."""
@@ -130,8 +132,8 @@ def parse_event(
     if kind == "group" and group_id is None:
         raise EventError("groupId", "a group call needs groupId")
     _check_consent(kind, name, incoming)
-    timestamp = _time(incoming.timestamp or incoming.originalTimestamp, "timestamp")
-    sent_at = _time(incoming.sentAt or batch_sent_at, "sentAt")
+    timestamp = _ms(incoming.timestamp or incoming.originalTimestamp)
+    sent_at = _ms(incoming.sentAt or batch_sent_at)
     occurred_at = corrected_time(timestamp, sent_at, received_at)
     message_id = incoming.messageId
     if message_id is not None:
@@ -259,13 +261,13 @@ def _identifier(value: str | int | None, name: str) -> str | None:
     return text
 
 
-def _time(value: str | None, name: str) -> int | None:
+def _ms(value: datetime | None) -> int | None:
+    """Milliseconds since the epoch; a time written without a zone is UTC."""
     if value is None:
         return None
-    try:
-        return parse_iso(value)
-    except ValueError:
-        raise EventError(name, f"{value!r} is not an ISO 8601 date and time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _ONE_MS
 
 
 def _external_ids(context: dict[str, Any]) -> list[tuple[str, str]]:
@@ -290,6 +292,8 @@ def _field_error(exc: msgspec.ValidationError) -> EventError:
     match = _FIELD_RE.search(message)
     where = match.group(1) if match else ""
     reason = _FIELD_RE.sub("", message).strip(" -")
+    if "datetime" in reason:
+        return EventError(where, "is not an ISO 8601 date and time (RFC 3339)")
     if reason.startswith("Object missing required field"):
         missing = reason.split("`")[1] if "`" in reason else ""
         return EventError(f"{where}.{missing}".strip("."), "is required")

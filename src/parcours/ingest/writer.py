@@ -17,14 +17,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from parcours.customers.projection import Projector
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, chunks, lock_keys
+from parcours.runtime.db import Database, insert_rows, lock_keys, select_in
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +177,12 @@ def append_events(
             first_by_id.setdefault(event.message_id, (index, event))
     projector = Projector(conn, now_ms=now_ms, default_region=region)
     lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
-    existing: set[str] = set()
-    for part in chunks(list(first_by_id)):
-        existing |= set(
-            conn.execute(
-                select(events_table.c.message_id).where(events_table.c.message_id.in_(part))
-            ).scalars()
+    existing = {
+        row[0]
+        for row in select_in(
+            conn, "SELECT message_id FROM events WHERE message_id IN ({marks})", list(first_by_id)
         )
+    }
     new = [(i, e) for message_id, (i, e) in first_by_id.items() if message_id not in existing]
     new_events = [event for _, event in new]
     if new_events:
@@ -210,24 +209,42 @@ def _lock_keys(projector: Projector, events: list[Event]) -> list[str]:
     return keys
 
 
+_EVENT_COLUMNS = (
+    "message_id",
+    "customer_id",
+    "type",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "occurred_at",
+    "timestamp",
+    "sent_at",
+    "received_at",
+    "source",
+    "payload",
+)
+
+
 def _insert(conn: Connection, events: list[Event]) -> None:
-    conn.execute(
-        insert(events_table),
+    insert_rows(
+        conn,
+        events_table,
+        _EVENT_COLUMNS,
         [
-            {
-                "message_id": e.message_id,
-                "customer_id": e.customer_id,
-                "type": e.type,
-                "name": e.name,
-                "user_id": e.user_id,
-                "anonymous_id": e.anonymous_id,
-                "occurred_at": e.occurred_at,
-                "timestamp": e.timestamp,
-                "sent_at": e.sent_at,
-                "received_at": e.received_at,
-                "source": e.source,
-                "payload": e.payload,
-            }
+            (
+                e.message_id,
+                e.customer_id,
+                e.type,
+                e.name,
+                e.user_id,
+                e.anonymous_id,
+                e.occurred_at,
+                e.timestamp,
+                e.sent_at,
+                e.received_at,
+                e.source,
+                e.payload,
+            )
             for e in events
         ],
     )

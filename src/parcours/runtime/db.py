@@ -158,3 +158,53 @@ def alembic_config(db: Database) -> Any:
     config.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     config.attributes["engine"] = db.engine
     return config
+
+
+def insert_rows(
+    conn: Connection, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert many rows straight through the driver's executemany (the hot path: SQLAlchemy's
+    per-row parameter processing cost more than the database here)."""
+    if not rows:
+        return
+    mark = _placeholder(conn)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(mark for _ in columns)})"
+    )
+    conn.exec_driver_sql(sql, list(rows))
+
+
+def update_rows(
+    conn: Connection,
+    table: Any,
+    columns: Sequence[str],
+    key: str,
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """UPDATE table SET columns... WHERE key = ?, for many rows (values first, key last)."""
+    if not rows:
+        return
+    mark = _placeholder(conn)
+    assignments = ", ".join(f"{column} = {mark}" for column in columns)
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {mark}", list(rows))
+
+
+def _placeholder(conn: Connection) -> str:
+    return "?" if conn.dialect.name == "sqlite" else "%s"
+
+
+def select_in(
+    conn: Connection, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()
+) -> list[Any]:
+    """Rows of `sql`, whose `{marks}` stands for an IN list, for every chunk of `values`.
+
+    `leading` are the parameters that come before the IN list. Straight through the driver,
+    as for insert_rows.
+    """
+    mark = _placeholder(conn)
+    found: list[Any] = []
+    for part in chunks(list(values)):
+        statement = sql.replace("{marks}", ", ".join(mark for _ in part)).replace("{mark}", mark)
+        found.extend(conn.exec_driver_sql(statement, (*leading, *part)).all())
+    return found

@@ -1,0 +1,296 @@
+"""Profiles: traits that late events never overwrite, computed traits, the consent ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from parcours.customers import api as customers
+from parcours.ingest.model import EventError
+from parcours.runtime.clock import iso
+from parcours.services import Services
+from tests.conftest import START, make_event
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def append(services: Services, *events: Any) -> None:
+    services.writer.append_sync(list(events))
+
+
+def profile_of(services: Services, ref: str) -> dict[str, Any]:
+    with services.db.read() as conn:
+        return customers.profile(conn, customers.resolve(conn, ref, "FR"))
+
+
+def order(user: str, order_id: str, total: Any, currency: str = "EUR", at: int = START) -> Any:
+    return make_event(
+        "track",
+        userId=user,
+        event="Order Completed",
+        at=at,
+        properties={"order_id": order_id, "total": total, "currency": currency},
+    )
+
+
+def test_a_late_identify_never_overwrites_a_newer_trait(services: Services) -> None:
+    append(services, make_event("identify", userId="u", traits={"city": "Lyon"}, at=START + DAY))
+    # Sent earlier by a client that was offline, received later.
+    append(
+        services,
+        make_event("identify", userId="u", traits={"city": "Paris", "vip": True}, at=START),
+    )
+    profile = profile_of(services, "u")
+    assert profile["traits"]["city"] == "Lyon"
+    assert profile["traits"]["vip"] is True
+
+
+def test_corrected_time_orders_traits_when_the_client_clock_is_off(services: Services) -> None:
+    # The phone's clock is a day ahead: its timestamp says tomorrow, but sentAt shows the
+    # offset, so the corrected time is the real one and a newer server-side value wins.
+    append(
+        services,
+        make_event(
+            "identify", userId="u", traits={"size": "M"}, at=START + HOUR, received_at=START + HOUR
+        ),
+    )
+    skewed = make_event(
+        "identify",
+        userId="u",
+        traits={"size": "S"},
+        timestamp=iso(START + DAY),
+        sentAt=iso(START + DAY + 1000),
+        received_at=START + 1000,
+    )
+    assert skewed.occurred_at == START
+    append(services, skewed)
+    assert profile_of(services, "u")["traits"]["size"] == "M"
+
+
+def test_orders_count_once_per_order_id_and_sum_per_currency(services: Services) -> None:
+    append(
+        services,
+        order("buyer", "o-1", 100, at=START),
+        order("buyer", "o-1", 100, at=START + 1000),  # reported again by another source
+        order("buyer", "o-2", "50.50", at=START + DAY),
+        order("buyer", "o-3", 20, currency="usd", at=START + 2 * DAY),
+    )
+    computed = profile_of(services, "buyer")["computed"]
+    assert computed["orders_count"] == 3
+    assert computed["revenue"]["EUR"] == {
+        "orders": 2,
+        "total_spent": "150.50",
+        "average_order_value": "75.25",
+    }
+    assert computed["revenue"]["USD"]["total_spent"] == "20"
+    assert computed["first_order_at"] == iso(START)
+    assert computed["last_order_at"] == iso(START + 2 * DAY)
+
+
+def test_cancelled_order_leaves_the_totals_and_refund_is_subtracted(services: Services) -> None:
+    append(services, order("b", "o-1", 100), order("b", "o-2", 60, at=START + HOUR))
+    append(
+        services,
+        make_event("track", userId="b", event="Order Cancelled", properties={"order_id": "o-2"}),
+    )
+    append(
+        services,
+        make_event(
+            "track", userId="b", event="Order Refunded", properties={"order_id": "o-1", "total": 30}
+        ),
+    )
+    computed = profile_of(services, "b")["computed"]
+    assert computed["orders_count"] == 1
+    assert computed["revenue"]["EUR"]["total_spent"] == "70"
+    assert computed["last_order_at"] == iso(START)
+
+
+def test_order_total_falls_back_to_revenue_then_products(services: Services) -> None:
+    append(
+        services,
+        make_event(
+            "track",
+            userId="c",
+            event="Order Completed",
+            properties={"order_id": "r", "revenue": 12, "currency": "EUR"},
+        ),
+        make_event(
+            "track",
+            userId="c",
+            event="Order Completed",
+            properties={
+                "order_id": "p",
+                "currency": "EUR",
+                "products": [{"price": 10, "quantity": 2}, {"price": 5}],
+            },
+        ),
+    )
+    assert profile_of(services, "c")["computed"]["revenue"]["EUR"]["total_spent"] == "37"
+
+
+def test_time_zone_locale_country_and_last_seen(services: Services) -> None:
+    append(
+        services,
+        make_event(
+            "page",
+            userId="d",
+            name="Home",
+            at=START,
+            context={"locale": "fr-FR", "location": {"country": "fr"}},
+        ),
+    )
+    computed = profile_of(services, "d")["computed"]
+    # No time zone from the device: the country's.
+    assert computed["timezone"] == "Europe/Paris"
+    assert computed["timezone_source"] == "country"
+    assert computed["country"] == "FR"
+    assert computed["locale"] == "fr-FR"
+    append(
+        services,
+        make_event(
+            "track",
+            userId="d",
+            event="App Opened",
+            at=START + DAY,
+            context={"timezone": "America/Montreal"},
+        ),
+    )
+    append(
+        services,
+        make_event(
+            "track", userId="d", event="Old", at=START - DAY, context={"timezone": "Asia/Tokyo"}
+        ),
+    )
+    computed = profile_of(services, "d")["computed"]
+    assert computed["timezone"] == "America/Montreal"
+    assert computed["timezone_source"] == "context"
+    assert computed["last_seen_at"] == iso(START + DAY)
+    assert computed["first_seen_at"] == iso(START - DAY)
+
+
+def test_an_unknown_time_zone_is_ignored(services: Services) -> None:
+    append(services, make_event("page", userId="e", context={"timezone": "Mars/Olympus"}))
+    assert profile_of(services, "e")["computed"]["timezone"] is None
+
+
+def test_consent_from_identify_traits_is_recorded_with_source_and_wording(
+    services: Services,
+) -> None:
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="f",
+            at=START,
+            traits={
+                "email": "f@example.com",
+                "consent": {
+                    "email": {"marketing": True, "transactional": "granted"},
+                    "sms": {"marketing": False},
+                    "source": "checkout",
+                    "wording": "Send me offers",
+                    "wording_version": "v2",
+                },
+            },
+        ),
+    )
+    profile = profile_of(services, "f")
+    states = {(c["channel"], c["purpose"]): c for c in profile["consents"]}
+    assert states[("email", "marketing")]["status"] == "granted"
+    assert states[("email", "marketing")]["wording"] == "Send me offers"
+    assert states[("email", "marketing")]["source"] == "checkout"
+    assert states[("sms", "marketing")]["status"] == "withdrawn"
+    assert "consent" not in profile["traits"]
+
+
+def test_withdrawal_wins_over_an_older_grant_that_arrives_later(services: Services) -> None:
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="g",
+            at=START + HOUR,
+            traits={"consent": {"email": {"marketing": False}}},
+        ),
+    )
+    append(
+        services,
+        make_event(
+            "identify", userId="g", at=START, traits={"consent": {"email": {"marketing": True}}}
+        ),
+    )
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="g",
+            at=START + HOUR,
+            traits={"consent": {"sms": {"marketing": True}}},
+        ),
+    )
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="g",
+            at=START + HOUR,
+            traits={"consent": {"sms": {"marketing": False}}},
+        ),
+    )
+    states = {
+        (c["channel"], c["purpose"]): c["status"] for c in profile_of(services, "g")["consents"]
+    }
+    assert states[("email", "marketing")] == "withdrawn"
+    # Grant and withdrawal at the same instant: the withdrawal wins.
+    assert states[("sms", "marketing")] == "withdrawn"
+
+
+def test_a_newer_grant_after_a_withdrawal_is_in_force(services: Services) -> None:
+    append(
+        services,
+        make_event(
+            "identify", userId="h", at=START, traits={"consent": {"push": {"marketing": False}}}
+        ),
+    )
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="h",
+            at=START + DAY,
+            traits={"consent": {"push": {"marketing": True}}},
+        ),
+    )
+    states = {
+        (c["channel"], c["purpose"]): c["status"] for c in profile_of(services, "h")["consents"]
+    }
+    assert states[("push", "marketing")] == "granted"
+
+
+@pytest.mark.parametrize(
+    ("consent", "field"),
+    [
+        ({"fax": {"marketing": True}}, "traits.consent.fax"),
+        ({"email": {"spam": True}}, "traits.consent.email.spam"),
+        ({"email": {"marketing": "maybe"}}, "traits.consent.email.marketing"),
+        ({"email": True}, "traits.consent.email"),
+        ("yes", "traits.consent"),
+    ],
+)
+def test_malformed_consent_is_refused_naming_the_field(consent: Any, field: str) -> None:
+    with pytest.raises(EventError) as caught:
+        make_event("identify", userId="i", traits={"consent": consent})
+    assert caught.value.field == field
+
+
+def test_consent_updated_event_needs_a_known_channel() -> None:
+    with pytest.raises(EventError) as caught:
+        make_event(
+            "track",
+            userId="j",
+            event="Consent Updated",
+            properties={"channel": "pigeon", "purpose": "marketing", "status": True},
+        )
+    assert caught.value.field == "properties.channel"
