@@ -324,6 +324,17 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
     return erasure
 
 
+def customers_with_identity_kind(conn: Connection, kind: str) -> list[int]:
+    """Every live customer holding an identity of this kind (e.g. all Shopify customers)."""
+    return sorted(
+        set(
+            conn.execute(
+                select(identities.c.customer_id).where(identities.c.kind == kind)
+            ).scalars()
+        )
+    )
+
+
 def count_customers(conn: Connection) -> int:
     return int(
         conn.execute(

@@ -119,7 +119,7 @@ class Projector:
             keys.append(("anonymous_id", event.anonymous_id))
         keys.extend(event.external_ids)
         context_traits = event.context.get("traits")
-        if isinstance(context_traits, dict):
+        if context_traits and isinstance(context_traits, dict):
             keys.extend(traits_identities(context_traits, self.region))
         if event.type == "identify":
             keys.extend(traits_identities(event.traits, self.region))
@@ -151,6 +151,9 @@ class Projector:
     def _resolve_one(self, event: Event, keys: list[Key]) -> int | None:
         if not keys:
             return None
+        owner = self.owner.get(keys[0])
+        if owner is not None and all(self.owner.get(key) == owner for key in keys[1:]):
+            return self._find(owner)  # the usual case: every identity already known, one person
         user_id = event.user_id
         candidates = self._owners_by_priority(keys)
         target: int | None = None
@@ -557,27 +560,36 @@ class Projector:
 
 def _apply(profile: Profile, event: Event) -> None:
     at = event.occurred_at
+    computed = profile.computed
     if event.source not in PASSIVE_SOURCES:
-        computed = profile.computed
-        computed["last_seen_at"] = max(computed.get("last_seen_at", at), at)
-        computed["first_seen_at"] = min(computed.get("first_seen_at", at), at)
-    context_traits = event.context.get("traits")
-    if isinstance(context_traits, dict):
+        if at > computed.get("last_seen_at", at - 1):
+            computed["last_seen_at"] = at
+        if at < computed.get("first_seen_at", at + 1):
+            computed["first_seen_at"] = at
+    context = event.context
+    context_traits = context.get("traits")
+    if context_traits and isinstance(context_traits, dict):
         for name, value in context_traits.items():
             profile.set_trait(name, value, at)
-    if event.type == "identify":
+    identify = event.type == "identify"
+    if identify:
         for name, value in event.traits.items():
             if name != "consent":
                 profile.set_trait(name, value, at)
-    timezone = event.context.get("timezone")
-    if isinstance(timezone, str) and _is_zone(timezone):
+    timezone = context.get("timezone")
+    if (
+        timezone
+        and isinstance(timezone, str)
+        and (timezone == computed.get("timezone") or _is_zone(timezone))
+    ):
         profile.observe("timezone", timezone, at)
-    locale = event.context.get("locale")
-    if isinstance(locale, str) and locale.strip():
+    locale = context.get("locale")
+    if locale and isinstance(locale, str) and locale.strip():
         profile.observe("locale", locale.strip(), at)
-    country = _country_of(event)
-    if country:
-        profile.observe("country", country, at)
+    if "location" in context or context_traits or identify:
+        country = _country_of(event)
+        if country:
+            profile.observe("country", country, at)
 
 
 def _country_of(event: Event) -> str | None:
@@ -586,7 +598,7 @@ def _country_of(event: Event) -> str | None:
     if isinstance(location, dict):
         candidates.append(location.get("country"))
     for traits in (event.traits if event.type == "identify" else {}, event.context.get("traits")):
-        if isinstance(traits, dict):
+        if traits and isinstance(traits, dict):
             address = traits.get("address")
             if isinstance(address, dict):
                 candidates.append(address.get("country"))

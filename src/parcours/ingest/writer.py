@@ -176,7 +176,8 @@ def append_events(
         for event in submission.events:
             first_by_id.setdefault(event.message_id, (index, event))
     projector = Projector(conn, now_ms=now_ms, default_region=region)
-    lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
+    if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
+        lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
     existing = {
         row[0]
         for row in select_in(
