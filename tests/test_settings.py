@@ -1,0 +1,61 @@
+"""Settings: parcours.toml, then the environment, then the command line; checked at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parcours.runtime.settings import SettingsError, load_settings
+
+
+def test_defaults_use_sqlite_inside_the_data_directory(tmp_path: Path) -> None:
+    settings = load_settings({"PARCOURS_DATA_DIR": str(tmp_path)})
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/parcours.db"
+    assert settings.port == 8000
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text('port = 9000\ndefault_region = "BE"\n')
+    settings = load_settings({"PARCOURS_PORT": "9100"}, config_file=config)
+    assert settings.port == 9100
+    assert settings.default_region == "BE"
+
+
+def test_the_command_line_wins_over_both(tmp_path: Path) -> None:
+    settings = load_settings({"PARCOURS_PORT": "9100"}).with_overrides(port=9200, host=None)
+    assert settings.port == 9200
+    assert settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PARCOURS_PORT": "0"}, "port must be between 1 and 65535"),
+        ({"PARCOURS_PORT": "x"}, "PARCOURS_PORT: port must be a whole number"),
+        ({"PARCOURS_DATABASE_URL": "mysql://x"}, "database_url must start with"),
+        ({"PARCOURS_DEFAULT_REGION": "France"}, "default_region must be a two-letter"),
+        ({"PARCOURS_LOG_LEVEL": "loud"}, "log_level must be"),
+        ({"PARCOURS_INGEST_BATCH_EVENTS": "0"}, "ingest_batch_events must be between"),
+    ],
+)
+def test_a_wrong_value_is_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ)
+
+
+def test_an_unknown_setting_in_the_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text("prot = 80\n")
+    with pytest.raises(SettingsError, match="unknown setting 'prot'"):
+        load_settings({}, config_file=config)
+
+
+def test_a_broken_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text("port = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings({}, config_file=config)
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings({"PARCOURS_CONFIG": str(tmp_path / "missing.toml")})
