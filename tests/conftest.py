@@ -65,11 +65,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'parcours.db'}"
     url: str = request.getfixturevalue("postgres_url")
-    _truncate_all(url)
+    truncate_all(url)
     return url
 
 
-def _truncate_all(url: str) -> None:
+def truncate_all(url: str) -> None:
     db = Database(url)
     names = ", ".join(t.name for t in load_all_tables().sorted_tables)
     with db.write() as conn:

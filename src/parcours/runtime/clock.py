@@ -36,6 +36,10 @@ class SimulatedClock:
         with self._lock:
             self._now += int(delta.total_seconds() * 1000)
 
+    def advance_ms(self, milliseconds: int) -> None:
+        with self._lock:
+            self._now += milliseconds
+
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = to_ms(moment)

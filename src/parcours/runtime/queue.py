@@ -1,0 +1,279 @@
+"""The durable job queue: timers and steps in the database, run exactly once (docs/queue.md)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text, text
+
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import BigId, Database, metadata
+
+log = logging.getLogger(__name__)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("queue", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("unique_key", Text, nullable=True, unique=True),
+    Column("payload", Text, nullable=False),
+    Column("state", Text, nullable=False),  # available | failed
+    Column("run_at", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="10"),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+)
+Index("ix_jobs_due", jobs.c.state, jobs.c.queue, jobs.c.run_at, jobs.c.id)
+
+NOTIFY_CHANNEL = "parcours_jobs"
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    queue: str
+    kind: str
+    unique_key: str | None
+    payload: dict[str, Any]
+    run_at: int
+    attempt: int
+    max_attempts: int
+    customer_id: int | None
+
+
+Handler = Callable[[Connection, Job], None]
+OnConflict = Literal["ignore", "replace"]
+
+
+def enqueue(
+    conn: Connection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: int,
+    now: int,
+    queue: str = "default",
+    unique_key: str | None = None,
+    on_conflict: OnConflict = "replace",
+    customer_id: int | None = None,
+    max_attempts: int = 10,
+) -> None:
+    """Add a job in the caller's transaction. With a unique key that is already live, either
+    keep the live job (`ignore`) or replace its kind, payload and time (`replace`)."""
+    body = _encode(payload).decode()
+    values = {
+        "queue": queue,
+        "kind": kind,
+        "unique_key": unique_key,
+        "payload": body,
+        "run_at": run_at,
+        "created_at": now,
+        "customer_id": customer_id,
+        "max_attempts": max_attempts,
+    }
+    columns = ", ".join(values)
+    marks = ", ".join(f":{name}" for name in values)
+    conflict = ""
+    if unique_key is not None:
+        conflict = " ON CONFLICT (unique_key) DO " + (
+            "NOTHING"
+            if on_conflict == "ignore"
+            else "UPDATE SET kind = excluded.kind, payload = excluded.payload, "
+            "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
+            "queue = excluded.queue, max_attempts = excluded.max_attempts"
+        )
+    conn.execute(
+        text(f"INSERT INTO jobs (state, {columns}) VALUES ('available', {marks}){conflict}"),
+        values,
+    )
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+
+def cancel(conn: Connection, unique_key: str) -> bool:
+    """Remove the live job with this key, if any (in the caller's transaction)."""
+    result = conn.execute(text("DELETE FROM jobs WHERE unique_key = :k"), {"k": unique_key})
+    return bool(result.rowcount)
+
+
+def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
+    names = list(queues)
+    marks = ", ".join(f":q{i}" for i in range(len(names)))
+    row = conn.execute(
+        text(f"SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue IN ({marks})"),
+        {f"q{i}": name for i, name in enumerate(names)},
+    ).scalar()
+    return int(row) if row is not None else None
+
+
+class Worker:
+    """Runs due jobs. `run_due()` for one pass (tests, simulator); `run_forever()` to serve."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        queues: Iterable[str] = ("default",),
+        batch: int = 100,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.queues = tuple(queues)
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self.handlers: dict[str, Handler] = {}
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def run_due(self, limit: int | None = None) -> int:
+        """Run every job due now (up to `limit`); return how many were run or retried."""
+        done = 0
+        while limit is None or done < limit:
+            ran = self._run_batch(self.batch if limit is None else min(self.batch, limit - done))
+            done += ran
+            if ran == 0:
+                break
+        return done
+
+    def run_forever(self) -> None:
+        listener = _Listener(self.db) if not self.db.is_sqlite else None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if self.run_due():
+                        continue
+                    self._sleep(listener)
+                except Exception:
+                    log.exception("worker pass failed; retrying")
+                    self.stopping.wait(self.poll_seconds)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _sleep(self, listener: _Listener | None) -> None:
+        with self.db.read() as conn:
+            upcoming = next_run_at(conn, self.queues)
+        timeout = self.poll_seconds
+        if upcoming is not None:
+            timeout = min(timeout, max(0.0, (upcoming - self.clock.now_ms()) / 1000))
+        if listener is not None:
+            listener.wait(timeout)
+        else:
+            self.wake.wait(timeout)
+            self.wake.clear()
+
+    def _run_batch(self, limit: int) -> int:
+        now = self.clock.now_ms()
+        with self.db.write() as conn:
+            claimed = self._claim(conn, now, limit)
+            for job in claimed:
+                self._run_one(conn, job, now)
+        return len(claimed)
+
+    def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
+        marks = ", ".join(f":q{i}" for i in range(len(self.queues)))
+        lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+        rows = conn.execute(
+            text(
+                "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
+                f"customer_id FROM jobs WHERE state = 'available' AND queue IN ({marks}) "
+                f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}"
+            ),
+            {"now": now, "limit": limit, **{f"q{i}": q for i, q in enumerate(self.queues)}},
+        ).all()
+        return [
+            Job(
+                r.id,
+                r.queue,
+                r.kind,
+                r.unique_key,
+                _decode(r.payload),
+                r.run_at,
+                r.attempt,
+                r.max_attempts,
+                r.customer_id,
+            )
+            for r in rows
+        ]
+
+    def _run_one(self, conn: Connection, job: Job, now: int) -> None:
+        handler = self.handlers.get(job.kind)
+        savepoint = conn.begin_nested()
+        try:
+            if handler is None:
+                raise LookupError(f"no handler registered for job kind {job.kind!r}")
+            if job.unique_key is not None:
+                # Free the key: the handler may schedule the next job under the same key.
+                conn.execute(
+                    text("UPDATE jobs SET unique_key = NULL WHERE id = :id"), {"id": job.id}
+                )
+            handler(conn, job)
+            # Delete by id: the handler may have replaced this key with the next step's job.
+            conn.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": job.id})
+            savepoint.commit()
+        except Exception as exc:
+            savepoint.rollback()
+            self._record_failure(conn, job, now, exc)
+
+    def _record_failure(self, conn: Connection, job: Job, now: int, exc: Exception) -> None:
+        attempt = job.attempt + 1
+        error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+        if attempt >= job.max_attempts:
+            log.error("job %s (%s) failed for good: %s", job.id, job.kind, error)
+            state, run_at = "failed", job.run_at
+        else:
+            log.warning("job %s (%s) failed, attempt %s: %s", job.id, job.kind, attempt, error)
+            state, run_at = "available", now + backoff_ms(attempt)
+        conn.execute(
+            text(
+                "UPDATE jobs SET attempt = :a, last_error = :e, state = :s, run_at = :r "
+                "WHERE id = :id"
+            ),
+            {"a": attempt, "e": error, "s": state, "r": run_at, "id": job.id},
+        )
+
+
+def backoff_ms(attempt: int) -> int:
+    """Exponential backoff with jitter: about 1 s, 2 s, 4 s ... capped at one hour."""
+    base = min(3_600_000, 1000 * 2 ** (attempt - 1))
+    return int(base * (0.75 + random.random() * 0.5))
+
+
+class _Listener:
+    """LISTEN on PostgreSQL so that an enqueue anywhere wakes this worker at once."""
+
+    def __init__(self, db: Database) -> None:
+        import psycopg
+
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> None:
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            break
+
+    def close(self) -> None:
+        self._conn.close()

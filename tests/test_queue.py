@@ -1,0 +1,294 @@
+"""The durable job queue: due work runs once, survives a killed worker, shared by workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, text
+
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.db import Database, migrate
+from parcours.runtime.queue import Job, Worker, cancel, enqueue
+from tests.conftest import START, truncate_all
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def effects(db: Database) -> Iterator[str]:
+    """A scratch table where test handlers record what they did."""
+    name = f"effects_{uuid.uuid4().hex[:8]}"
+    with db.write() as conn:
+        conn.execute(text(f"CREATE TABLE {name} (job_id BIGINT, note TEXT)"))
+    yield name
+    with db.write() as conn:
+        conn.execute(text(f"DROP TABLE {name}"))
+
+
+def record(table: str) -> object:
+    def handler(conn: Connection, job: Job) -> None:
+        conn.execute(
+            text(f"INSERT INTO {table} (job_id, note) VALUES (:id, :note)"),
+            {"id": job.id, "note": job.payload.get("note", "")},
+        )
+
+    return handler
+
+
+def notes(db: Database, table: str) -> list[str]:
+    with db.read() as conn:
+        return [r[0] for r in conn.execute(text(f"SELECT note FROM {table} ORDER BY job_id"))]
+
+
+def live_jobs(db: Database) -> list[tuple[str, int, str]]:
+    with db.read() as conn:
+        rows = conn.execute(text("SELECT kind, attempt, state FROM jobs ORDER BY id"))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def add(db: Database, kind: str, run_at: int, **options: object) -> None:
+    note = options.pop("note", kind)
+    with db.write() as conn:
+        enqueue(conn, kind, {"note": note}, run_at=run_at, now=START, **options)  # type: ignore[arg-type]
+
+
+def test_a_job_runs_when_due_and_not_before(db: Database, effects: str) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    worker.register("remind", record(effects))  # type: ignore[arg-type]
+    add(db, "remind", START + 60_000)
+    assert worker.run_due() == 0
+    clock.advance_ms(59_999)
+    assert worker.run_due() == 0
+    clock.advance_ms(1)
+    assert worker.run_due() == 1
+    assert notes(db, effects) == ["remind"]
+    assert live_jobs(db) == []
+
+
+def test_due_jobs_run_in_time_order(db: Database, effects: str) -> None:
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock)
+    worker.register("step", record(effects))  # type: ignore[arg-type]
+    for number, at in enumerate([START + 300, START + 100, START + 200]):
+        add(db, "step", at, note=str(number))
+    worker.run_due()
+    with db.read() as conn:
+        order = [r[0] for r in conn.execute(text(f"SELECT note FROM {effects}"))]
+    assert order == ["1", "2", "0"]
+
+
+def test_a_unique_key_keeps_one_live_job(db: Database, effects: str) -> None:
+    clock = SimulatedClock(START)
+    add(db, "wait", START + 1000, unique_key="run-1", note="first")
+    add(db, "wait", START + 5000, unique_key="run-1", note="replaced")
+    add(db, "wait", START + 9000, unique_key="run-1", note="ignored", on_conflict="ignore")
+    worker = Worker(db, clock)
+    worker.register("wait", record(effects))  # type: ignore[arg-type]
+    clock.advance_ms(10_000)
+    worker.run_due()
+    assert notes(db, effects) == ["replaced"]
+
+
+def test_a_handler_may_schedule_the_next_job_under_its_own_key(db: Database, effects: str) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+
+    def step(conn: Connection, job: Job) -> None:
+        record(effects)(conn, job)  # type: ignore[operator]
+        count = int(job.payload["note"])
+        if count < 3:
+            enqueue(
+                conn,
+                "step",
+                {"note": str(count + 1)},
+                run_at=job.run_at + 1000,
+                now=clock.now_ms(),
+                unique_key="run-7",
+            )
+
+    worker.register("step", step)
+    add(db, "step", START, unique_key="run-7", note="1")
+    for _ in range(5):
+        worker.run_due()
+        clock.advance_ms(1000)
+    assert notes(db, effects) == ["1", "2", "3"]
+    assert live_jobs(db) == []
+
+
+def test_cancel_removes_a_waiting_job(db: Database, effects: str) -> None:
+    add(db, "wait", START + 1000, unique_key="run-2")
+    with db.write() as conn:
+        assert cancel(conn, "run-2")
+        assert not cancel(conn, "run-2")
+    assert live_jobs(db) == []
+
+
+def test_a_failing_handler_is_rolled_back_and_retried_with_backoff(
+    db: Database, effects: str
+) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    calls = []
+
+    def flaky(conn: Connection, job: Job) -> None:
+        record(effects)(conn, job)  # type: ignore[operator]
+        calls.append(job.attempt)
+        if len(calls) < 3:
+            raise RuntimeError("provider down")
+
+    worker.register("flaky", flaky)
+    add(db, "flaky", START)
+    worker.run_due()
+    assert live_jobs(db) == [("flaky", 1, "available")]
+    assert notes(db, effects) == []  # the failed attempt's effects were rolled back
+    assert worker.run_due() == 0  # backing off
+    clock.advance_ms(2_000)
+    worker.run_due()
+    clock.advance_ms(10_000)
+    worker.run_due()
+    assert calls == [0, 1, 2]
+    assert notes(db, effects) == ["flaky"]
+    assert live_jobs(db) == []
+
+
+def test_a_job_that_always_fails_is_kept_as_failed(db: Database) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    add(db, "unknown-kind", START, max_attempts=2)
+    worker.run_due()
+    clock.advance_ms(3_600_000)
+    worker.run_due()
+    assert live_jobs(db) == [("unknown-kind", 2, "failed")]
+    with db.read() as conn:
+        error = conn.execute(text("SELECT last_error FROM jobs")).scalar_one()
+    assert "no handler registered for job kind 'unknown-kind'" in error
+
+
+_KILLED_WORKER = """
+import sys, time
+from pathlib import Path
+from sqlalchemy import text
+from parcours.runtime.clock import SystemClock
+from parcours.runtime.db import Database
+from parcours.runtime.queue import Worker
+
+url, table, marker = sys.argv[1:4]
+worker = Worker(Database(url), SystemClock())
+
+def slow(conn, job):
+    conn.execute(text(f"INSERT INTO {table} (job_id, note) VALUES (:i, 'half')"), {"i": job.id})
+    Path(marker).write_text("inside")
+    time.sleep(60)
+
+worker.register("slow", slow)
+worker.run_due()
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_step_loses_nothing_and_repeats_nothing(
+    db: Database, effects: str, tmp_path: Path, database_url: str
+) -> None:
+    add(db, "slow", 0)
+    marker = tmp_path / "inside"
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_WORKER), database_url, effects, str(marker)],
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the worker never started the step"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert notes(db, effects) == []  # the half-done step left nothing behind
+    assert [kind for kind, _, _ in live_jobs(db)] == ["slow"]  # and the job is still there
+    worker = Worker(db, SimulatedClock(START))
+    worker.register("slow", record(effects))  # type: ignore[arg-type]
+    assert worker.run_due() == 1
+    assert notes(db, effects) == ["slow"]
+    assert live_jobs(db) == []
+
+
+@pytest.fixture
+def pg_db(postgres_url: str) -> Iterator[Database]:
+    """PostgreSQL only: several workers sharing one database is PostgreSQL's job."""
+    truncate_all(postgres_url)
+    database = Database(postgres_url)
+    yield database
+    database.dispose()
+
+
+def test_several_workers_share_the_work_and_run_each_job_once(pg_db: Database) -> None:
+    db = pg_db
+    effects = f"effects_{uuid.uuid4().hex[:8]}"
+    with db.write() as conn:
+        conn.execute(text(f"CREATE TABLE {effects} (job_id BIGINT, note TEXT)"))
+    for number in range(400):
+        add(db, "share", 0, note=str(number))
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def make_worker(name: str) -> Worker:
+        worker = Worker(db, SimulatedClock(START), batch=10)
+
+        def handler(conn: Connection, job: Job) -> None:
+            record(effects)(conn, job)  # type: ignore[operator]
+            with lock:
+                seen.append(name)
+            time.sleep(0.001)
+
+        worker.register("share", handler)
+        return worker
+
+    workers = [make_worker(f"w{i}") for i in range(4)]
+    threads = [threading.Thread(target=w.run_due) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    done = notes(db, effects)
+    assert sorted(done, key=int) == [str(n) for n in range(400)]
+    assert len(set(seen)) > 1, "only one worker got work"
+    assert live_jobs(db) == []
+    with db.write() as conn:
+        conn.execute(text(f"DROP TABLE {effects}"))
+
+
+def test_an_enqueue_wakes_a_sleeping_worker(db: Database, effects: str) -> None:
+    from parcours.runtime.clock import SystemClock
+
+    worker = Worker(db, SystemClock(), poll_seconds=30)
+    worker.register("ping", record(effects))  # type: ignore[arg-type]
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the worker is now asleep, for up to 30 s
+        started = time.monotonic()
+        with db.write() as conn:
+            enqueue(conn, "ping", {"note": "now"}, run_at=0, now=0)
+        if db.is_sqlite:
+            worker.wake.set()  # in-process wake-up, as the application does after commit
+        while not notes(db, effects) and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        assert notes(db, effects) == ["now"]
+    finally:
+        worker.stop()
+        thread.join(10)
