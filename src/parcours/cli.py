@@ -17,6 +17,8 @@ customers_app = typer.Typer(help="Export or erase what is held on a customer.")
 keys_app = typer.Typer(help="Create, list and revoke API keys.")
 import_app = typer.Typer(help="Bulk import.")
 bench_app = typer.Typer(help="Benchmarks (results go to bench/RESULTS.md by hand).")
+journeys_app = typer.Typer(help="Journeys: check a YAML definition, print the JSON Schema.")
+app.add_typer(journeys_app, name="journeys")
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
@@ -250,6 +252,38 @@ def keys_revoke(key_id: int, data_dir: DataDirOption = None) -> None:
         err.print(f"[red]no live key number {key_id}[/red]")
         raise typer.Exit(1)
     out.print(f"Key {key_id} revoked.")
+
+
+@journeys_app.command("validate")
+def journeys_validate(
+    files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],
+) -> None:
+    """Check journeys against the format; every problem is named with its line."""
+    from parcours.journeys.definition import JourneyError, load_journey
+
+    failed = False
+    for file in files:
+        try:
+            journey = load_journey(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            err.print(f"{file}: cannot read: {exc.strerror}")
+            failed = True
+        except JourneyError as exc:
+            for problem in exc.problems:
+                err.print(f"{file}:{problem}")
+            failed = True
+        else:
+            out.print(f"{file}: journey {journey.id!r} is valid ({len(journey.steps)} steps)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@journeys_app.command("schema")
+def journeys_schema() -> None:
+    """Print the JSON Schema of the journey format."""
+    from parcours.journeys.definition import journey_schema
+
+    sys.stdout.write(json.dumps(journey_schema(), indent=2) + "\n")
 
 
 def main() -> None:

@@ -1,0 +1,149 @@
+"""Journey YAML: a readable format, and every mistake named with its line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parcours.cli import app
+from parcours.journeys.definition import (
+    Duration,
+    JourneyError,
+    journey_schema,
+    load_journey,
+    parse_duration,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = re.search(r"```yaml\n(.*?)```", (ROOT / "docs/journeys.md").read_text(), re.S)
+assert EXAMPLE is not None
+ABANDONED_CART = EXAMPLE.group(1)
+
+
+def line_of(source: str, needle: str) -> int:
+    return next(n for n, line in enumerate(source.splitlines(), 1) if needle in line)
+
+
+def problems(source: str) -> list[str]:
+    with pytest.raises(JourneyError) as caught:
+        load_journey(source)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_documented_example_is_valid() -> None:
+    journey = load_journey(ABANDONED_CART)
+    assert journey.id == "abandoned-cart"
+    assert journey.entry.key == "properties.checkout_id"
+    assert journey.steps[1].send is not None and journey.steps[1].send.channel == "push"
+    assert journey.goals[0].event == "Order Completed"
+
+
+def test_a_wrong_enum_names_the_line_and_path() -> None:
+    source = ABANDONED_CART.replace("channel: sms", "channel: fax")
+    line = line_of(ABANDONED_CART, "channel: sms")
+    assert problems(source) == [
+        f"line {line}: steps[5].branch[0].steps[0].send.channel: invalid enum value 'fax'"
+    ]
+
+
+def test_an_unknown_field_is_named() -> None:
+    found = problems(ABANDONED_CART.replace("lateness: 24h", "latenes: 24h"))
+    assert found == ["line 10: entry.latenes: is not a known field here"]
+
+
+def test_every_semantic_problem_is_listed_with_its_line() -> None:
+    source = (
+        ABANDONED_CART.replace("wait: 45m", "wait: 45 minutes")
+        .replace("gte: 150", "greater: 150")
+        .replace("  - wait: 1d", "  - wait: 1d\n    send: {template: x}")
+    )
+    found = problems(source)
+    line = line_of(source, "wait: 45 minutes")
+    assert any(
+        p.startswith(f"line {line}: steps[0].wait: '45 minutes' is not a duration") for p in found
+    )
+    assert any("greater: unknown operator" in p for p in found)
+    assert any("a step does exactly one of" in p and "found wait, send" in p for p in found)
+
+
+def test_missing_required_fields_and_bad_yaml() -> None:
+    assert problems("id: x\nname: X\nsteps: []\n") == ["line 1: entry: is required"]
+    assert problems("id: x\n  name: [") == [
+        "line 2: not valid YAML: mapping values are not allowed here"
+    ]
+    assert problems("- a list") == [
+        "line 1: a journey is a YAML mapping with id, name, entry and steps"
+    ]
+
+
+def test_entry_needs_exactly_one_trigger() -> None:
+    source = "id: x\nname: X\nentry: {event: A, segment: vip}\nsteps: [{wait: 1h}]\n"
+    assert problems(source) == [
+        "line 3: entry: say exactly one of event, segment, date_trait or api: true "
+        "(found event, segment)"
+    ]
+
+
+def test_step_ids_are_unique_across_nested_steps() -> None:
+    source = """\
+id: x
+name: X
+entry: {event: A}
+steps:
+  - id: s
+    wait: 1h
+  - branch:
+      - when: {profile.traits.vip: {eq: true}}
+        steps:
+          - id: s
+            exit: {}
+      - otherwise: []
+"""
+    assert problems(source) == [
+        "line 10: steps[1].branch[0].steps[0].id: 's' is used twice (also at steps[0])"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", Duration(90)),
+        ("45m", Duration(2700)),
+        ("2h", Duration(7200)),
+        ("3d", Duration(3 * 86400)),
+        ("2w", Duration(14 * 86400)),
+        ("PT2H30M", Duration(9000)),
+        ("P1M", Duration(0, 1)),
+        ("P1Y2M3D", Duration(3 * 86400, 14)),
+    ],
+)
+def test_durations_from_seconds_to_months(text: str, expected: Duration) -> None:
+    assert parse_duration(text) == expected
+
+
+def test_signed_offsets() -> None:
+    assert parse_duration("-7d", signed=True) == Duration(-7 * 86400)
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("-7d")
+
+
+def test_the_published_schema_is_current() -> None:
+    published = json.loads((ROOT / "docs/journey.schema.json").read_text())
+    assert published == journey_schema()
+    assert "Step" in published["$defs"]
+
+
+def test_validate_command_reports_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(ABANDONED_CART)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ABANDONED_CART.replace("wait: 1d", "wait: tomorrow"))
+    result = CliRunner().invoke(app, ["journeys", "validate", str(good), str(bad)])
+    assert result.exit_code == 1
+    assert "journey 'abandoned-cart' is valid (6 steps)" in result.output
+    line = line_of(bad.read_text(), "wait: tomorrow")
+    assert f"{bad}:line {line}: steps[4].wait: 'tomorrow' is not a duration" in result.output
