@@ -63,6 +63,7 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     from parcours.services import Services
 
     services = Services.open(settings)
+    services.start_worker()
     _first_start_keys(services)
     if demo:
         from parcours.demo import seed
@@ -95,6 +96,25 @@ def _first_start_keys(services: Any) -> None:
     out.print("Created the first keys (shown once, keep them):")
     out.print(f"  write key: {write}")
     out.print(f"  admin key: {admin}")
+
+
+@app.command()
+def worker(data_dir: DataDirOption = None) -> None:
+    """Run due journey steps and timers only (add as many as needed on PostgreSQL)."""
+    import signal
+
+    from parcours.services import Services
+
+    settings = settings_or_exit(data_dir=data_dir)
+    services = Services.open(settings)
+    signal.signal(signal.SIGTERM, lambda *_: services.worker.stop())
+    out.print(f"Parcours worker on {services.db.dialect}; stop with Ctrl-C.")
+    try:
+        services.worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.close()
 
 
 @app.command()

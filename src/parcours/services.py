@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from parcours.ingest.writer import Writer
+from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
+from parcours.journeys.engine import JourneyEngine
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import KeyChecker, ensure_key
+from parcours.runtime.queue import Worker
 from parcours.runtime.settings import Settings
 
 
@@ -18,6 +22,9 @@ class Services:
     clock: Clock
     writer: Writer
     keys: KeyChecker
+    worker: Worker
+    engine: JourneyEngine
+    _worker_thread: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -38,10 +45,25 @@ class Services:
             default_region=settings.default_region,
             batch_events=settings.ingest_batch_events,
         )
+        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE))
+        engine = JourneyEngine(clock, settings.default_region)
+        engine.install(worker, writer.hooks)
+        writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
-        return cls(settings, db, clock, writer, KeyChecker(db))
+        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine)
+
+    def start_worker(self) -> None:
+        """Run due jobs in a background thread of this process (parcours serve)."""
+        if self._worker_thread is None:
+            self._worker_thread = threading.Thread(
+                target=self.worker.run_forever, name="parcours-worker", daemon=True
+            )
+            self._worker_thread.start()
 
     def close(self) -> None:
-        """Commit what the writer holds, then release the database."""
+        """Commit what the writer holds, stop the worker, then release the database."""
         self.writer.close()
+        self.worker.stop()
+        if self._worker_thread is not None:
+            self._worker_thread.join(30)
         self.db.dispose()

@@ -13,7 +13,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -66,10 +66,15 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[list[Event]], None]] = []
+        self.hooks: list[Hook] = []
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with the newly stored events after each commit (in the writer)."""
         self._listeners.append(listener)
+
+    def add_hook(self, hook: Hook) -> None:
+        """Run `hook(conn, new_events, now)` inside every append transaction."""
+        self.hooks.append(hook)
 
     def start(self) -> None:
         if self._thread is None:
@@ -159,7 +164,13 @@ class Writer:
         for attempt in range(_RETRIES):
             try:
                 with self._db.write() as conn:
-                    return append_events(conn, group, self._clock.now_ms(), self._region)
+                    return append_events(
+                        conn,
+                        [s.events for s in group],
+                        self._clock.now_ms(),
+                        self._region,
+                        self.hooks,
+                    )
             except (OperationalError, DBAPIError) as exc:
                 if attempt == _RETRIES - 1 or not _is_transient(exc):
                     raise
@@ -167,13 +178,25 @@ class Writer:
         raise AssertionError("unreachable")
 
 
+Hook = Callable[[Connection, list[Event], int], None]
+
+
 def append_events(
-    conn: Connection, group: list[_Submission], now_ms: int, region: str
+    conn: Connection,
+    group: list[list[Event]],
+    now_ms: int,
+    region: str,
+    hooks: Iterable[Hook] = (),
 ) -> tuple[list[AppendResult], list[Event]]:
-    """Append the group's new events and project them, in the caller's transaction."""
+    """Append the group's new events and project them, in the caller's transaction.
+
+    The one door into the log: the writer thread calls it for the API, and the journey
+    engine calls it inside its own transactions for the events it emits. System events
+    (source "system", customer already known) are logged but change no profile.
+    """
     first_by_id: dict[str, tuple[int, Event]] = {}
-    for index, submission in enumerate(group):
-        for event in submission.events:
+    for index, events in enumerate(group):
+        for event in events:
             first_by_id.setdefault(event.message_id, (index, event))
     projector = Projector(conn, now_ms=now_ms, default_region=region)
     if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
@@ -189,13 +212,15 @@ def append_events(
     if new_events:
         produced = projector.resolve(new_events)
         _insert(conn, new_events + produced)
-        projector.project(new_events)
+        projector.project([e for e in new_events if e.source != "system"])
+        for hook in hooks:
+            hook(conn, new_events + produced, now_ms)
     counts = [0] * len(group)
     for index, _ in new:
         counts[index] += 1
     results = [
-        AppendResult(stored=counts[i], duplicates=len(s.events) - counts[i])
-        for i, s in enumerate(group)
+        AppendResult(stored=counts[i], duplicates=len(events) - counts[i])
+        for i, events in enumerate(group)
     ]
     return results, new_events
 

@@ -11,6 +11,8 @@ def load_all_tables() -> MetaData:
     """Import each module's tables so that they are registered on the metadata."""
     import parcours.customers.tables
     import parcours.ingest.tables
+    import parcours.journeys.tables
+    import parcours.messaging.tables
     import parcours.runtime.keys
     import parcours.runtime.queue  # noqa: F401
 

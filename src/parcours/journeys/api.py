@@ -1,0 +1,179 @@
+"""The journeys module's facade: versions and their review lifecycle, runs and traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, func, insert, select, update
+
+from parcours.journeys.definition import Journey, load_journey
+from parcours.journeys.tables import journey_runs, journey_versions
+from parcours.runtime.clock import iso
+from parcours.runtime.db import Database
+
+_decode = msgspec.json.Decoder().decode
+
+
+class LifecycleError(ValueError):
+    """A lifecycle change that is not allowed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Version:
+    journey_id: str
+    version: int
+    status: str
+    edited_by: str
+    approved_by: str | None
+
+
+def save_draft(db: Database, source: str, editor: str, now: int) -> Version:
+    """Check the YAML and store it as the next version of its journey, a draft.
+
+    Editing a live journey makes a new version; customers already inside finish on theirs.
+    """
+    journey = load_journey(source)
+    with db.write() as conn:
+        latest = conn.execute(
+            select(func.max(journey_versions.c.version)).where(
+                journey_versions.c.journey_id == journey.id
+            )
+        ).scalar()
+        version = int(latest or 0) + 1
+        conn.execute(
+            insert(journey_versions).values(
+                journey_id=journey.id,
+                version=version,
+                status="draft",
+                source=source,
+                edited_by=editor,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return Version(journey.id, version, "draft", editor, None)
+
+
+_MOVES = {
+    "submit": ({"draft"}, "in_review"),
+    "approve": ({"in_review"}, "approved"),
+    "go_live": ({"approved", "paused"}, "live"),
+    "pause": ({"live"}, "paused"),
+    "archive": ({"draft", "in_review", "approved", "live", "paused"}, "archived"),
+}
+
+
+def change_status(
+    db: Database, journey_id: str, version: int, move: str, user: str, now: int
+) -> Version:
+    """submit, approve (by someone other than the last editor), go_live, pause, archive."""
+    allowed_from, target = _MOVES[move]
+    with db.write() as conn:
+        row = conn.execute(
+            select(journey_versions).where(
+                journey_versions.c.journey_id == journey_id,
+                journey_versions.c.version == version,
+            )
+        ).first()
+        if row is None:
+            raise LifecycleError(f"journey {journey_id!r} has no version {version}")
+        if row.status not in allowed_from:
+            raise LifecycleError(
+                f"cannot {move.replace('_', ' ')} version {version} of {journey_id!r}: it is "
+                f"{row.status} (allowed from {', '.join(sorted(allowed_from))})"
+            )
+        values: dict[str, Any] = {"status": target, "updated_at": now}
+        if move == "approve":
+            if user == row.edited_by:
+                raise LifecycleError(
+                    f"{user} edited version {version} last; another person must approve it"
+                )
+            values |= {"approved_by": user, "approved_at": now}
+        if move == "go_live":
+            conn.execute(
+                update(journey_versions)
+                .where(
+                    journey_versions.c.journey_id == journey_id,
+                    journey_versions.c.status.in_(("live", "paused")),
+                    journey_versions.c.version != version,
+                )
+                .values(status="superseded", updated_at=now)
+            )
+        conn.execute(
+            update(journey_versions).where(journey_versions.c.id == row.id).values(**values)
+        )
+        return Version(
+            journey_id, version, target, row.edited_by, values.get("approved_by", row.approved_by)
+        )
+
+
+def publish(db: Database, source: str, editor: str, approver: str, now: int) -> Version:
+    """Draft, review, approval by a second person and going live, in one call."""
+    version = save_draft(db, source, editor, now)
+    change_status(db, version.journey_id, version.version, "submit", editor, now)
+    change_status(db, version.journey_id, version.version, "approve", approver, now)
+    return change_status(db, version.journey_id, version.version, "go_live", approver, now)
+
+
+def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
+    """(journey id, version, YAML) of every live journey."""
+    rows = conn.execute(
+        select(journey_versions.c.journey_id, journey_versions.c.version, journey_versions.c.source)
+        .where(journey_versions.c.status == "live")
+        .order_by(journey_versions.c.journey_id)
+    ).all()
+    return [(r.journey_id, r.version, r.source) for r in rows]
+
+
+def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
+    """(journey id, version, status) of versions that are live or may still have runs."""
+    rows = conn.execute(
+        select(journey_versions.c.journey_id, journey_versions.c.version, journey_versions.c.status)
+        .where(journey_versions.c.status.in_(("live", "paused", "superseded")))
+        .order_by(journey_versions.c.journey_id, journey_versions.c.version)
+    ).all()
+    return [(r.journey_id, r.version, r.status) for r in rows]
+
+
+def version_source(conn: Connection, journey_id: str, version: int) -> str:
+    return str(
+        conn.execute(
+            select(journey_versions.c.source).where(
+                journey_versions.c.journey_id == journey_id,
+                journey_versions.c.version == version,
+            )
+        ).scalar_one()
+    )
+
+
+def runs_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    """The customer's journey runs, newest first: where each stands and why it ended."""
+    rows = conn.execute(
+        select(journey_runs)
+        .where(journey_runs.c.customer_id == customer_id)
+        .order_by(journey_runs.c.id.desc())
+    ).all()
+    return [
+        {
+            "run_id": r.id,
+            "journey_id": r.journey_id,
+            "version": r.version,
+            "key": r.run_key or None,
+            "state": r.state,
+            "position": r.pc,
+            "waiting": r.waiting,
+            "waiting_for": r.wait_event,
+            "until": iso(r.due_at) if r.waiting else None,
+            "entered_at": iso(r.entered_at),
+            "ended_at": iso(r.ended_at),
+            "end_reason": r.end_reason,
+            "converted": bool(r.converted),
+        }
+        for r in rows
+    ]
+
+
+def parse(source: str) -> Journey:
+    return load_journey(source)

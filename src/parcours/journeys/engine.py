@@ -1,0 +1,786 @@
+"""The journey engine: enters customers, moves their runs step by step, ends them.
+
+It runs on the durable queue (runtime/queue.py): each active run has at most one live job,
+keyed `run:<id>`, so moving a run on replaces its job and ending it deletes the job, in the
+same transaction as whatever decided it. The event log's append hook enqueues a
+`journeys.react` job for events some live journey listens to, in the transaction that
+stored them. See docs/journeys.md for the semantics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from sqlalchemy import Connection, select, text
+
+from parcours.customers import api as customers
+from parcours.ingest.model import Event
+from parcours.ingest.writer import Hook, append_events
+from parcours.journeys import api as journeys_api
+from parcours.journeys.conditions import matches, normalise_key, resolve_path
+from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
+from parcours.journeys.program import Instruction, Program, compile_journey, listened_events
+from parcours.journeys.tables import journey_runs
+from parcours.messaging.outbox import Intent, add_intent
+from parcours.runtime.clock import Clock, from_ms, to_ms
+from parcours.runtime.queue import Job, Worker, cancel, enqueue
+
+REACT = "journeys.react"
+STEP = "journeys.step"
+QUEUE = "journeys"
+MAX_INSTRUCTIONS_PER_JOB = 200
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass
+class _Run:
+    id: int
+    journey_id: str
+    version: int
+    customer_id: int
+    run_key: str
+    pc: int
+    waiting: str | None
+    wait_event: str | None
+    wait_key: str | None
+    due_at: int | None
+    entered_at: int
+    entry_event: dict[str, Any]
+
+
+class JourneyEngine:
+    def __init__(self, clock: Clock, default_region: str) -> None:
+        self.clock = clock
+        self.region = default_region
+        self._programs: dict[tuple[str, int], Program] = {}
+        self._lock = threading.Lock()
+
+    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+        worker.register(REACT, self.react)
+        worker.register(STEP, self.step)
+        hooks.append(self.on_events)
+
+    # ---- reacting to events ---------------------------------------------------------------
+
+    def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
+        """Append hook: enqueue a reaction for the events some live journey listens to."""
+        names = self._listened_names(conn)
+        if not names:
+            return
+        relevant = [e.message_id for e in events if e.name in names and e.customer_id is not None]
+        if relevant:
+            enqueue(conn, REACT, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
+
+    def react(self, conn: Connection, job: Job) -> None:
+        ids: list[str] = job.payload["events"]
+        rows = conn.execute(
+            text(
+                "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+                "WHERE message_id IN ({}) ORDER BY occurred_at, seq".format(
+                    ", ".join(f":m{i}" for i in range(len(ids)))
+                )
+            ),
+            {f"m{i}": message_id for i, message_id in enumerate(ids)},
+        ).all()
+        live = self._live_programs(conn)
+        now = self.clock.now_ms()
+        for row in rows:
+            event = _decode(row.payload)
+            event["event"] = row.name
+            customer = int(row.customer_id)
+            self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now)
+            for program in live:
+                entry = program.journey.entry
+                if entry.event == row.name:
+                    self._try_enter(
+                        conn, program, customer, row.message_id, row.occurred_at, event, now
+                    )
+
+    def _apply_to_runs(
+        self,
+        conn: Connection,
+        customer: int,
+        name: str,
+        occurred_at: int,
+        event: dict[str, Any],
+        now: int,
+    ) -> None:
+        for run in self._active_runs(conn, customer):
+            program = self._program(conn, run.journey_id, run.version)
+            journey = program.journey
+            if occurred_at < run.entered_at:
+                continue  # only what happens after entry counts for goals and exits
+            goal = _first_match(journey.goals, name, event, run)
+            if goal is not None:
+                self._end(conn, run, f"goal reached: {goal.event}", now, converted=True)
+                continue
+            leave = _first_match(journey.exits, name, event, run)
+            if leave is not None:
+                self._end(conn, run, f"exit condition: {leave.event}", now)
+                continue
+            if run.waiting == "event" and run.wait_event == name:
+                instruction = program.at(run.pc)
+                spec = instruction.spec
+                if _wait_matches(spec, event, run) and (
+                    run.due_at is None or occurred_at < run.due_at
+                ):
+                    # The event came first (at the exact deadline the timeout wins).
+                    self._log(
+                        conn,
+                        run,
+                        "Journey Event Received",
+                        now,
+                        {"step": instruction.step_id, "event": name},
+                    )
+                    self._move(conn, run, instruction.targets[0], now)
+                    self._schedule(conn, run, now, now)
+
+    def _try_enter(
+        self,
+        conn: Connection,
+        program: Program,
+        customer: int,
+        message_id: str,
+        occurred_at: int,
+        event: dict[str, Any],
+        now: int,
+    ) -> None:
+        journey = program.journey
+        entry = journey.entry
+        lateness = parse_duration(entry.lateness).seconds * 1000
+        if now - occurred_at > lateness:
+            return  # history: importing old events never sends anything
+        key = ""
+        if entry.key:
+            value = normalise_key(resolve_path(entry.key, {"event": event}))
+            if value is None:
+                return
+            key = value
+        scope = {"event": event, "entry": event, "profile": _profile(conn, customer)}
+        if not matches(entry.where, scope):
+            return
+        if self._entered_already(conn, journey, customer, message_id, key, now):
+            return
+        run_id = conn.execute(
+            text(
+                "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, "
+                "pc, entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, "
+                "'active', 0, :at, :m, :e) RETURNING id"
+            ),
+            {
+                "j": journey.id,
+                "v": program.version,
+                "c": customer,
+                "k": key,
+                "at": occurred_at,
+                "m": message_id,
+                "e": _encode(event).decode(),
+            },
+        ).scalar_one()
+        run = self._load_run(conn, int(run_id))
+        assert run is not None
+        self._log(
+            conn,
+            run,
+            "Journey Entered",
+            now,
+            {"trigger": entry.event, "entry_message_id": message_id},
+        )
+        self._schedule(conn, run, now, now)
+
+    def _entered_already(
+        self,
+        conn: Connection,
+        journey: Journey,
+        customer: int,
+        message_id: str,
+        key: str,
+        now: int,
+    ) -> bool:
+        """A duplicate delivery, an active run for this key, or the re-entry rule."""
+        rows = conn.execute(
+            select(
+                journey_runs.c.state,
+                journey_runs.c.run_key,
+                journey_runs.c.entered_at,
+                journey_runs.c.entry_message_id,
+            ).where(journey_runs.c.journey_id == journey.id, journey_runs.c.customer_id == customer)
+        ).all()
+        reentry = journey.entry.reentry
+        period = parse_duration(journey.entry.period).seconds * 1000 if journey.entry.period else 0
+        for row in rows:
+            if row.entry_message_id == message_id:
+                return True
+            if row.state == "active" and row.run_key == key:
+                return True
+            if reentry == "once":
+                return True
+            if reentry == "once_per_period" and row.entered_at > now - period:
+                return True
+        return False
+
+    # ---- moving a run -------------------------------------------------------------------
+
+    def step(self, conn: Connection, job: Job) -> None:
+        run = self._load_run(conn, int(job.payload["run"]), lock=True)
+        if run is None:
+            return  # the run ended: its timer fires with no effect
+        now = self.clock.now_ms()
+        # After downtime a timer fires late; the run's own time is when it was due, so that
+        # chained waits catch up in order.
+        logical = job.run_at
+        program = self._program(conn, run.journey_id, run.version)
+        for _ in range(MAX_INSTRUCTIONS_PER_JOB):
+            instruction = program.at(run.pc)
+            advanced = self._execute(conn, run, program, instruction, now, logical)
+            if advanced is None:
+                return  # waiting or ended
+            logical = advanced
+        self._schedule(conn, run, now, now)  # a very long chain: go on in a new job
+
+    def _execute(
+        self,
+        conn: Connection,
+        run: _Run,
+        program: Program,
+        instruction: Instruction,
+        now: int,
+        logical: int,
+    ) -> int | None:
+        """Run one instruction; return the run's time to go on with, or None to stop."""
+        op = instruction.op
+        if op == "goto":
+            self._move(conn, run, instruction.targets[0], now)
+            return logical
+        if op == "exit":
+            self._end(conn, run, str(instruction.spec), now)
+            return None
+        if op == "wait":
+            return self._wait_timer(
+                conn, run, instruction, now, logical, lambda base: _after(base, instruction.spec)
+            )
+        if op == "wait_until" and instruction.spec.trait is not None:
+            self._end(
+                conn,
+                run,
+                f"step {instruction.step_id}: waiting on a date trait is not supported yet",
+                now,
+            )
+            return None
+        if op == "wait_until":
+            profile = _profile(conn, run.customer_id)
+            return self._wait_timer(
+                conn,
+                run,
+                instruction,
+                now,
+                logical,
+                lambda base: next_local_time(base, instruction.spec, profile),
+            )
+        if op == "wait_for":
+            return self._wait_for(conn, run, instruction, now, logical)
+        if op == "branch":
+            return self._branch(conn, run, instruction, now, logical)
+        if op == "split":
+            return self._split(conn, run, program, instruction, now, logical)
+        self._act(conn, run, program, instruction, now)
+        self._move(conn, run, run.pc + 1, now)
+        return logical
+
+    def _wait_timer(
+        self,
+        conn: Connection,
+        run: _Run,
+        instruction: Instruction,
+        now: int,
+        logical: int,
+        due: Any,
+    ) -> int | None:
+        if run.waiting == "timer" and run.due_at is not None:
+            if now < run.due_at:
+                self._schedule(conn, run, run.due_at, now)
+                return None
+            finished = run.due_at
+            self._move(conn, run, run.pc + 1, now)
+            return finished
+        due_at = int(due(logical))
+        run.waiting, run.due_at = "timer", due_at
+        self._save(conn, run)
+        self._log(conn, run, "Journey Waiting", now, {"step": instruction.step_id, "until": due_at})
+        if due_at <= now:
+            self._move(conn, run, run.pc + 1, now)
+            return due_at
+        self._schedule(conn, run, due_at, now)
+        return None
+
+    def _wait_for(
+        self,
+        conn: Connection,
+        run: _Run,
+        instruction: Instruction,
+        now: int,
+        logical: int,
+    ) -> int | None:
+        spec = instruction.spec
+        if run.waiting == "event":
+            if run.due_at is not None and now >= run.due_at:
+                self._log(
+                    conn,
+                    run,
+                    "Journey Wait Timed Out",
+                    now,
+                    {"step": instruction.step_id, "event": spec.event},
+                )
+                finished = run.due_at
+                self._move(conn, run, instruction.otherwise or run.pc + 1, now)
+                return finished
+            self._schedule(conn, run, run.due_at or now, now)
+            return None
+        deadline = logical + parse_duration(spec.timeout).seconds * 1000
+        if self._seen_since_entry(conn, run, spec, deadline):
+            self._log(
+                conn,
+                run,
+                "Journey Event Received",
+                now,
+                {"step": instruction.step_id, "event": spec.event, "before_wait": True},
+            )
+            self._move(conn, run, instruction.targets[0], now)
+            return logical
+        run.waiting, run.wait_event, run.due_at = "event", spec.event, deadline
+        run.wait_key = _entry_key(spec.key, run)
+        self._save(conn, run)
+        self._log(
+            conn,
+            run,
+            "Journey Waiting",
+            now,
+            {"step": instruction.step_id, "for": spec.event, "until": deadline},
+        )
+        self._schedule(conn, run, deadline, now)
+        return None
+
+    def _seen_since_entry(self, conn: Connection, run: _Run, spec: Any, deadline: int) -> bool:
+        """Events since entry count: an order placed before the wait began satisfies it."""
+        rows = conn.execute(
+            text(
+                "SELECT payload FROM events WHERE customer_id = :c AND name = :n "
+                "AND occurred_at >= :since AND occurred_at < :deadline"
+            ),
+            {"c": run.customer_id, "n": spec.event, "since": run.entered_at, "deadline": deadline},
+        ).all()
+        return any(_wait_matches(spec, _decode(row.payload), run) for row in rows)
+
+    def _branch(
+        self, conn: Connection, run: _Run, instruction: Instruction, now: int, logical: int
+    ) -> int:
+        scope = {
+            "entry": run.entry_event,
+            "event": run.entry_event,
+            "profile": _profile(conn, run.customer_id),
+        }
+        for number, (conditions, target) in enumerate(
+            zip(instruction.spec, instruction.targets, strict=True)
+        ):
+            if matches(conditions, scope):
+                self._log(
+                    conn,
+                    run,
+                    "Journey Branched",
+                    now,
+                    {"step": instruction.step_id, "arm": number + 1},
+                )
+                self._move(conn, run, target, now)
+                return logical
+        self._log(
+            conn, run, "Journey Branched", now, {"step": instruction.step_id, "arm": "otherwise"}
+        )
+        assert instruction.otherwise is not None
+        self._move(conn, run, instruction.otherwise, now)
+        return logical
+
+    def _split(
+        self,
+        conn: Connection,
+        run: _Run,
+        program: Program,
+        instruction: Instruction,
+        now: int,
+        logical: int,
+    ) -> int:
+        split = instruction.spec
+        seed = split.seed or f"{program.journey.id}:{instruction.step_id}"
+        if _bucket(f"{seed}:holdout:{run.customer_id}") < split.holdout:
+            self._log(
+                conn, run, "Journey Split", now, {"step": instruction.step_id, "path": "holdout"}
+            )
+            assert instruction.otherwise is not None
+            self._move(conn, run, instruction.otherwise, now)
+            return logical
+        total = sum(p.weight for p in split.paths)
+        point = _bucket(f"{seed}:path:{run.customer_id}", total)
+        for number, (option, target) in enumerate(
+            zip(split.paths, instruction.targets, strict=True)
+        ):
+            if point < option.weight:
+                self._log(
+                    conn,
+                    run,
+                    "Journey Split",
+                    now,
+                    {"step": instruction.step_id, "path": option.name or number + 1},
+                )
+                self._move(conn, run, target, now)
+                return logical
+            point -= option.weight
+        raise AssertionError("split weights exhausted")
+
+    def _act(
+        self, conn: Connection, run: _Run, program: Program, instruction: Instruction, now: int
+    ) -> None:
+        step = instruction.spec
+        if step.send is not None:
+            send = step.send
+            key = f"run:{run.id}:{instruction.step_id}:0"
+            add_intent(
+                conn,
+                Intent(
+                    key,
+                    run.customer_id,
+                    send.channel,
+                    send.template,
+                    send.purpose,
+                    program.journey.id,
+                    run.id,
+                    instruction.step_id,
+                ),
+                now,
+                {"fallback": send.fallback, "if_held": send.if_held, "success": send.success},
+            )
+            self._log(
+                conn,
+                run,
+                "Message Queued",
+                now,
+                {
+                    "step": instruction.step_id,
+                    "channel": send.channel,
+                    "template": send.template,
+                    "purpose": send.purpose,
+                    "idempotency_key": key,
+                },
+            )
+        elif step.update_profile is not None:
+            self._update_profile(conn, run, instruction, now)
+        elif step.emit is not None:
+            self._append(
+                conn,
+                run,
+                instruction,
+                now,
+                "track",
+                step.emit.event,
+                {"properties": step.emit.properties},
+                source="journey",
+            )
+        elif step.task is not None:
+            task = step.task
+            self._append(
+                conn,
+                run,
+                instruction,
+                now,
+                "track",
+                "Task Created",
+                {
+                    "properties": {
+                        "title": task.title,
+                        "assignee": task.assignee,
+                        "note": task.note,
+                        "journey_id": run.journey_id,
+                        "run_id": run.id,
+                    }
+                },
+                source="journey",
+            )
+        elif step.webhook is not None:
+            self._log(
+                conn,
+                run,
+                "Journey Webhook Skipped",
+                now,
+                {"step": instruction.step_id, "reason": "webhook steps are not delivered yet"},
+            )
+
+    def _update_profile(
+        self, conn: Connection, run: _Run, instruction: Instruction, now: int
+    ) -> None:
+        change = instruction.spec.update_profile
+        traits: dict[str, Any] = dict(change.set)
+        if change.add_tags or change.remove_tags:
+            current = _profile(conn, run.customer_id)["traits"].get("tags") or []
+            tags = [t for t in current if t not in change.remove_tags]
+            tags += [t for t in change.add_tags if t not in tags]
+            traits["tags"] = tags
+        self._append(
+            conn, run, instruction, now, "identify", None, {"traits": traits}, source="journey"
+        )
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def _move(self, conn: Connection, run: _Run, pc: int, now: int) -> None:
+        run.pc, run.waiting, run.wait_event, run.wait_key, run.due_at = pc, None, None, None, None
+        self._save(conn, run)
+
+    def _schedule(self, conn: Connection, run: _Run, at: int, now: int) -> None:
+        enqueue(
+            conn,
+            STEP,
+            {"run": run.id},
+            run_at=at,
+            now=now,
+            queue=QUEUE,
+            unique_key=f"run:{run.id}",
+            customer_id=run.customer_id,
+        )
+
+    def _end(
+        self, conn: Connection, run: _Run, reason: str, now: int, converted: bool = False
+    ) -> None:
+        conn.execute(
+            text(
+                "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
+                "converted = :c, waiting = NULL WHERE id = :id"
+            ),
+            {"now": now, "r": reason, "c": int(converted), "id": run.id},
+        )
+        cancel(conn, f"run:{run.id}")
+        self._log(conn, run, "Journey Exited", now, {"reason": reason, "converted": converted})
+
+    def _save(self, conn: Connection, run: _Run) -> None:
+        conn.execute(
+            text(
+                "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
+                "wait_key = :wk, due_at = :d WHERE id = :id"
+            ),
+            {
+                "pc": run.pc,
+                "w": run.waiting,
+                "we": run.wait_event,
+                "wk": run.wait_key,
+                "d": run.due_at,
+                "id": run.id,
+            },
+        )
+
+    def _log(
+        self, conn: Connection, run: _Run, name: str, now: int, details: dict[str, Any]
+    ) -> None:
+        self._append(conn, run, None, now, "track", name, {"properties": details}, source="system")
+
+    def _append(
+        self,
+        conn: Connection,
+        run: _Run,
+        instruction: Instruction | None,
+        now: int,
+        kind: str,
+        name: str | None,
+        body: dict[str, Any],
+        *,
+        source: str,
+    ) -> None:
+        """Append an event about this run to the log, in this transaction (the one door)."""
+        self._sequence = getattr(self, "_sequence", 0) + 1
+        properties = dict(body.get("properties", {}))
+        properties.setdefault("journey_id", run.journey_id)
+        properties.setdefault("run_id", run.id)
+        document: dict[str, Any] = {"type": kind, **body, "properties": properties}
+        if name:
+            document["event"] = name
+        message_id = f"journey:{run.id}:{run.pc}:{name or kind}:{now}:{self._sequence}"
+        document["messageId"] = message_id
+        event = Event(
+            message_id=message_id,
+            type=kind,
+            name=name,
+            user_id=None,
+            anonymous_id=None,
+            properties=properties,
+            traits=body.get("traits", {}),
+            context={},
+            occurred_at=now,
+            received_at=now,
+            timestamp=None,
+            sent_at=None,
+            source=source,
+            payload=_encode(document).decode(),
+            customer_id=run.customer_id,
+        )
+        # What the journey emits may start or move other journeys; its own log lines not.
+        hooks: tuple[Hook, ...] = () if source == "system" else (self.on_events,)
+        append_events(conn, [[event]], now, self.region, hooks)
+
+    # ---- loading ------------------------------------------------------------------------
+
+    def _program(self, conn: Connection, journey_id: str, version: int) -> Program:
+        key = (journey_id, version)
+        with self._lock:
+            program = self._programs.get(key)
+        if program is None:
+            program = compile_journey(
+                journeys_api.parse(journeys_api.version_source(conn, journey_id, version)),
+                version,
+            )
+            with self._lock:
+                self._programs[key] = program
+        return program
+
+    def _live_programs(self, conn: Connection) -> list[Program]:
+        return [self._program(conn, j, v) for j, v, _ in journeys_api.live_versions(conn)]
+
+    def _listened_names(self, conn: Connection) -> set[str]:
+        """Entry events of live journeys, and every event that can move or end a run of a
+        version that may still have runs (live, paused or superseded)."""
+        names: set[str] = set()
+        for journey_id, version, status in journeys_api.running_versions(conn):
+            journey = self._program(conn, journey_id, version).journey
+            if status == "live" and journey.entry.event:
+                names.add(journey.entry.event)
+            names |= listened_events(journey)
+        return names
+
+    def _active_runs(self, conn: Connection, customer: int) -> list[_Run]:
+        lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
+        rows = conn.execute(
+            text(
+                f"SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
+                f"ORDER BY id{lock}"
+            ),
+            {"c": customer},
+        ).all()
+        return [_run_of(row) for row in rows]
+
+    def _load_run(self, conn: Connection, run_id: int, lock: bool = False) -> _Run | None:
+        suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+        row = conn.execute(
+            text(f"SELECT * FROM journey_runs WHERE id = :id AND state = 'active'{suffix}"),
+            {"id": run_id},
+        ).first()
+        return _run_of(row) if row is not None else None
+
+
+def _run_of(row: Any) -> _Run:
+    return _Run(
+        id=row.id,
+        journey_id=row.journey_id,
+        version=row.version,
+        customer_id=row.customer_id,
+        run_key=row.run_key,
+        pc=row.pc,
+        waiting=row.waiting,
+        wait_event=row.wait_event,
+        wait_key=row.wait_key,
+        due_at=row.due_at,
+        entered_at=row.entered_at,
+        entry_event=_decode(row.entry_event),
+    )
+
+
+def _profile(conn: Connection, customer: int) -> dict[str, Any]:
+    return customers.profile(conn, customer)
+
+
+def _first_match(goals: list[Goal], name: str, event: dict[str, Any], run: _Run) -> Goal | None:
+    for goal in goals:
+        if goal.event != name:
+            continue
+        if goal.key and normalise_key(resolve_path(goal.key, {"event": event})) != _entry_key(
+            goal.key, run
+        ):
+            continue
+        if goal.where and not matches(goal.where, {"event": event, "entry": run.entry_event}):
+            continue
+        return goal
+    return None
+
+
+def _entry_key(path: str | None, run: _Run) -> str | None:
+    if path is None:
+        return None
+    return normalise_key(resolve_path(path, {"event": run.entry_event}))
+
+
+def _wait_matches(spec: Any, event: dict[str, Any], run: _Run) -> bool:
+    if spec.key:
+        expected = _entry_key(spec.key, run)
+        if expected is None or normalise_key(resolve_path(spec.key, {"event": event})) != expected:
+            return False
+    return not spec.where or matches(spec.where, {"event": event, "entry": run.entry_event})
+
+
+def _after(base: int, duration: Duration) -> int:
+    moment = from_ms(base)
+    if duration.months:
+        moment = _add_months(moment, duration.months)
+    return to_ms(moment) + duration.seconds * 1000
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    for day in range(moment.day, 27, -1):
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    return moment.replace(year=year, month=month, day=min(moment.day, 28))
+
+
+def customer_zone(profile: dict[str, Any]) -> ZoneInfo:
+    name = profile.get("computed", {}).get("timezone") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def next_local_time(base: int, spec: WaitUntil, profile: dict[str, Any]) -> int:
+    """The first moment at or after `base` that is `spec.time` on an allowed weekday, in the
+    customer's time zone. A local time that does not exist that day (spring forward) moves
+    forward by the gap; an ambiguous one (fall back) takes its first occurrence."""
+    assert spec.time is not None
+    zone = customer_zone(profile)
+    hour, minute = (int(part) for part in spec.time.split(":"))
+    allowed = {WEEKDAYS.index(day) for day in spec.weekdays} or set(range(7))
+    local = from_ms(base).astimezone(zone)
+    for offset in range(0, 15):
+        day = (local + timedelta(days=offset)).date()
+        if day.weekday() not in allowed:
+            continue
+        wall = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone, fold=0)
+        moment = _resolve_wall_time(wall)
+        if to_ms(moment) >= base:
+            return to_ms(moment)
+    raise AssertionError("no allowed weekday within two weeks")
+
+
+def _resolve_wall_time(wall: datetime) -> datetime:
+    """A wall-clock time made real. With fold=0 (PEP 495), a time skipped by a spring-
+    forward change maps to the offset before it, i.e. forward by the gap (02:30 -> 03:30),
+    and an ambiguous time at fall-back is its first occurrence."""
+    return wall.replace(fold=0).astimezone(UTC)
+
+
+def _bucket(text_value: str, size: int = 100) -> int:
+    digest = hashlib.sha256(text_value.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % size

@@ -1,0 +1,56 @@
+"""Writing message intents. Delivery (channels, policies, rendering) reads them later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, select, text
+
+from parcours.messaging.tables import outbox
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class Intent:
+    idempotency_key: str
+    customer_id: int
+    channel: str
+    template: str
+    purpose: str
+    journey_id: str | None = None
+    run_id: int | None = None
+    step_id: str | None = None
+
+
+def add_intent(conn: Connection, intent: Intent, now: int, detail: dict[str, Any]) -> bool:
+    """Write the intent once: a second write with the same key changes nothing (False)."""
+    result = conn.execute(
+        text(
+            "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
+            "channel, template, purpose, state, created_at, detail) VALUES (:k, :c, :j, :r, "
+            ":s, :ch, :t, :p, 'pending', :now, :d) ON CONFLICT (idempotency_key) DO NOTHING"
+        ),
+        {
+            "k": intent.idempotency_key,
+            "c": intent.customer_id,
+            "j": intent.journey_id,
+            "r": intent.run_id,
+            "s": intent.step_id,
+            "ch": intent.channel,
+            "t": intent.template,
+            "p": intent.purpose,
+            "now": now,
+            "d": _encode(detail).decode(),
+        },
+    )
+    return bool(result.rowcount)
+
+
+def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(outbox).where(outbox.c.customer_id == customer_id).order_by(outbox.c.id)
+    ).all()
+    return [dict(row._mapping) for row in rows]

@@ -1,0 +1,292 @@
+"""The journey engine on a simulated clock: entries, waits, keyed waits, goals, versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from parcours.customers import api as customers
+from parcours.journeys import api as journeys
+from parcours.journeys.definition import WaitUntil
+from parcours.journeys.engine import next_local_time
+from parcours.messaging.outbox import intents_for
+from parcours.runtime.clock import SimulatedClock, to_ms
+from parcours.services import Services
+from tests.conftest import make_event
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+CART = """\
+id: cart
+name: Abandoned cart
+entry: {event: Checkout Started, key: properties.checkout_id}
+goals:
+  - {event: Order Completed, key: properties.checkout_id}
+steps:
+  - wait: 1h
+  - id: push
+    send: {channel: push, template: cart-push}
+  - wait: 1h
+  - id: email
+    send: {channel: email, template: cart-email}
+  - wait: 1d
+  - branch:
+      - when: {entry.properties.total: {gte: 150}}
+        steps:
+          - id: sms
+            send: {channel: sms, template: cart-sms}
+      - otherwise: []
+"""
+
+
+def publish(services: Services, source: str) -> None:
+    now = services.clock.now_ms()
+    journeys.publish(services.db, source, editor="ana", approver="ben", now=now)
+
+
+def track(services: Services, user: str, name: str, **properties: Any) -> None:
+    clock = services.clock
+    event = make_event("track", userId=user, event=name, at=clock.now_ms(), properties=properties)
+    services.writer.append_sync([event])
+    services.worker.run_due()
+
+
+def advance(
+    services: Services, clock: SimulatedClock, milliseconds: int, step: int = MINUTE
+) -> None:
+    """Move time on in small steps, running due work at each, as a live worker would."""
+    end = clock.now_ms() + milliseconds
+    while clock.now_ms() < end:
+        clock.advance_ms(min(step, end - clock.now_ms()))
+        services.worker.run_due()
+
+
+def sent(services: Services, user: str) -> list[tuple[str, str]]:
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, user, "FR")
+        return [(i["channel"], i["template"]) for i in intents_for(conn, customer)]
+
+
+def runs(services: Services, user: str) -> list[dict[str, Any]]:
+    with services.db.read() as conn:
+        return journeys.runs_of(conn, customers.resolve(conn, user, "FR"))
+
+
+def test_high_value_cart_gets_push_then_email_then_sms(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    track(services, "ana", "Checkout Started", checkout_id="c-1", total=180)
+    assert sent(services, "ana") == []
+    advance(services, clock, HOUR - MINUTE)
+    assert sent(services, "ana") == []
+    advance(services, clock, MINUTE)
+    assert sent(services, "ana") == [("push", "cart-push")]
+    advance(services, clock, HOUR)
+    assert sent(services, "ana") == [("push", "cart-push"), ("email", "cart-email")]
+    advance(services, clock, DAY, step=HOUR)
+    assert sent(services, "ana")[-1] == ("sms", "cart-sms")
+    assert runs(services, "ana")[0]["state"] == "ended"
+    assert runs(services, "ana")[0]["end_reason"] == "completed"
+
+
+def test_low_value_cart_gets_no_sms(services: Services, clock: SimulatedClock) -> None:
+    publish(services, CART)
+    track(services, "bo", "Checkout Started", checkout_id="c-2", total=40)
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "bo") == [("push", "cart-push"), ("email", "cart-email")]
+
+
+def test_order_completed_ends_abandoned_cart_mid_wait(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    track(services, "cy", "Checkout Started", checkout_id="c-3", total=200)
+    advance(services, clock, 70 * MINUTE)
+    assert sent(services, "cy") == [("push", "cart-push")]
+    track(services, "cy", "Order Completed", checkout_id="c-3", order_id="o-3")
+    run = runs(services, "cy")[0]
+    assert run["state"] == "ended" and run["converted"] is True
+    assert run["end_reason"] == "goal reached: Order Completed"
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "cy") == [("push", "cart-push")]
+
+
+def test_an_order_for_another_cart_does_not_end_the_run(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    track(services, "di", "Checkout Started", checkout_id="100", total=20)
+    track(services, "di", "Order Completed", checkout_id="200")
+    assert runs(services, "di")[0]["state"] == "active"
+    # The same cart written as a number is the same cart.
+    track(services, "di", "Order Completed", checkout_id=100)
+    assert runs(services, "di")[0]["converted"] is True
+
+
+def test_one_active_run_per_cart_and_a_resent_event_never_enters_twice(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    event = make_event(
+        "track",
+        userId="ed",
+        event="Checkout Started",
+        at=clock.now_ms(),
+        properties={"checkout_id": "c-5", "total": 10},
+        messageId="dup-1",
+    )
+    services.writer.append_sync([event])
+    services.writer.append_sync([event])
+    track(services, "ed", "Checkout Started", checkout_id="c-5", total=10)
+    track(services, "ed", "Checkout Started", checkout_id="c-6", total=10)
+    keys = sorted(r["key"] for r in runs(services, "ed"))
+    assert keys == ["c-5", "c-6"]
+
+
+def test_history_never_enters(services: Services, clock: SimulatedClock) -> None:
+    publish(services, CART)
+    old = make_event(
+        "track",
+        userId="fa",
+        event="Checkout Started",
+        at=clock.now_ms() - 25 * HOUR,
+        properties={"checkout_id": "old"},
+    )
+    services.writer.append_sync([old])
+    services.worker.run_due()
+    assert runs(services, "fa") == []
+
+
+WAIT_FOR = """\
+id: review
+name: Review after delivery
+entry: {event: Order Completed, key: properties.order_id}
+steps:
+  - wait_for:
+      event: Shipment Delivered
+      key: properties.order_id
+      timeout: 10d
+      then:
+        - wait: 3d
+        - id: ask
+          send: {channel: email, template: review-request}
+      on_timeout: exit
+"""
+
+
+def test_wait_for_event_keyed_to_the_order(services: Services, clock: SimulatedClock) -> None:
+    publish(services, WAIT_FOR)
+    track(services, "gi", "Order Completed", order_id="o-1")
+    advance(services, clock, DAY, step=HOUR)
+    track(services, "gi", "Shipment Delivered", order_id="o-2")  # another order
+    assert runs(services, "gi")[0]["waiting"] == "event"
+    track(services, "gi", "Shipment Delivered", order_id="o-1")
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert sent(services, "gi") == [("email", "review-request")]
+
+
+def test_wait_for_times_out(services: Services, clock: SimulatedClock) -> None:
+    publish(services, WAIT_FOR)
+    track(services, "ho", "Order Completed", order_id="o-9")
+    advance(services, clock, 11 * DAY, step=6 * HOUR)
+    run = runs(services, "ho")[0]
+    assert run["state"] == "ended"
+    assert "ended the run" in run["end_reason"]
+    assert sent(services, "ho") == []
+
+
+def test_an_event_before_the_wait_satisfies_it(services: Services, clock: SimulatedClock) -> None:
+    source = WAIT_FOR.replace("steps:\n  - wait_for:", "steps:\n  - wait: 1h\n  - wait_for:")
+    publish(services, source)
+    track(services, "io", "Order Completed", order_id="o-4")
+    track(services, "io", "Shipment Delivered", order_id="o-4")  # before the wait began
+    advance(services, clock, HOUR + 3 * DAY, step=HOUR)
+    assert sent(services, "io") == [("email", "review-request")]
+
+
+def test_editing_a_live_journey_keeps_runs_on_their_version(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    track(services, "jo", "Checkout Started", checkout_id="v1", total=10)
+    publish(services, CART.replace("template: cart-push", "template: cart-push-v2"))
+    track(services, "ka", "Checkout Started", checkout_id="v2", total=10)
+    advance(services, clock, HOUR)
+    assert sent(services, "jo") == [("push", "cart-push")]
+    assert sent(services, "ka") == [("push", "cart-push-v2")]
+    assert runs(services, "jo")[0]["version"] == 1
+    assert runs(services, "ka")[0]["version"] == 2
+
+
+def test_approval_must_come_from_another_person(services: Services) -> None:
+    version = journeys.save_draft(services.db, CART, "ana", 0)
+    journeys.change_status(services.db, "cart", version.version, "submit", "ana", 0)
+    with pytest.raises(journeys.LifecycleError, match="another person must approve"):
+        journeys.change_status(services.db, "cart", version.version, "approve", "ana", 0)
+    with pytest.raises(journeys.LifecycleError, match="it is in_review"):
+        journeys.change_status(services.db, "cart", version.version, "go_live", "ben", 0)
+
+
+def test_nothing_runs_before_approval(services: Services, clock: SimulatedClock) -> None:
+    journeys.save_draft(services.db, CART, "ana", 0)
+    track(services, "lu", "Checkout Started", checkout_id="d", total=500)
+    advance(services, clock, 2 * HOUR)
+    assert runs(services, "lu") == [] and sent(services, "lu") == []
+
+
+def test_split_is_stable_and_holds_out_a_control_group(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(
+        services,
+        """\
+id: ab
+name: A/B
+entry: {event: Signed Up}
+steps:
+  - split:
+      seed: ab-2026
+      holdout: 20
+      paths:
+        - {name: a, weight: 50, steps: [{send: {channel: email, template: a}}]}
+        - {name: b, weight: 50, steps: [{send: {channel: email, template: b}}]}
+""",
+    )
+    outcomes = []
+    for number in range(60):
+        track(services, f"s{number}", "Signed Up")
+        outcomes.append(tuple(t for _, t in sent(services, f"s{number}")))
+    held = outcomes.count(())
+    assert 4 <= held <= 24  # about 20% hold-out
+    assert outcomes.count(("a",)) > 5 and outcomes.count(("b",)) > 5
+
+
+def test_local_time_of_day_in_the_customer_zone_across_daylight_saving() -> None:
+    paris = {"computed": {"timezone": "Europe/Paris"}}
+    nine = WaitUntil(time="09:00")
+    # The day before clocks go forward (Sunday 29 March 2026): 09:00 is 08:00 UTC ...
+    before = to_ms(datetime(2026, 3, 28, 10, 0, tzinfo=UTC))
+    assert next_local_time(before, nine, paris) == to_ms(datetime(2026, 3, 29, 7, 0, tzinfo=UTC))
+    # ... and after it 09:00 is 07:00 UTC: still nine o'clock for the customer.
+    skipped = WaitUntil(time="02:30")  # does not exist on 29 March in Paris
+    night = to_ms(datetime(2026, 3, 28, 23, 0, tzinfo=UTC))
+    assert next_local_time(night, skipped, paris) == to_ms(
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 local: moved forward by the gap
+    )
+    twice = WaitUntil(time="02:30")  # happens twice on 25 October 2026: the first one
+    autumn = to_ms(datetime(2026, 10, 24, 23, 0, tzinfo=UTC))
+    assert next_local_time(autumn, twice, paris) == to_ms(datetime(2026, 10, 25, 0, 30, tzinfo=UTC))
+
+
+def test_weekday_waits_skip_to_an_allowed_day() -> None:
+    tokyo = {"computed": {"timezone": "Asia/Tokyo"}}
+    friday_evening = to_ms(datetime(2026, 11, 27, 12, 0, tzinfo=UTC))  # 21:00 in Tokyo
+    spec = WaitUntil(time="10:00", weekdays=["mon"])
+    assert next_local_time(friday_evening, spec, tokyo) == to_ms(
+        datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    )
