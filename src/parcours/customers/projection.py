@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
@@ -104,6 +104,7 @@ class Projector:
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
         self._keys: dict[int, list[Key]] = {}
+        self._highest: int | None = None
 
     # ---- identity -------------------------------------------------------------------
 
@@ -245,8 +246,8 @@ class Projector:
 
     def _new_customer(self) -> int:
         if not self._id_pool:
-            self._id_pool = self._allocate_ids(64)
-        customer = self._id_pool.pop(0)
+            self._id_pool = self._allocate_ids(256)[::-1]
+        customer = self._id_pool.pop()
         self.new_customers.add(customer)
         self.user_ids[customer] = set()
         return customer
@@ -254,11 +255,15 @@ class Projector:
     def _allocate_ids(self, count: int) -> list[int]:
         if self.is_sqlite:
             # BEGIN IMMEDIATE made this the only writer: the next ids are ours.
-            highest = max(
-                self.conn.execute(select(func.coalesce(func.max(customers.c.id), 0))).scalar_one(),
-                max(self.new_customers, default=0),
-            )
-            return list(range(highest + 1, highest + 1 + count))
+            if self._highest is None:
+                self._highest = int(
+                    self.conn.exec_driver_sql(
+                        "SELECT coalesce(max(id), 0) FROM customers"
+                    ).scalar_one()
+                )
+            start = self._highest + 1
+            self._highest += count
+            return list(range(start, start + count))
         rows = self.conn.execute(
             text(
                 "SELECT nextval(pg_get_serial_sequence('customers', 'id')) "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,8 +20,6 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_ID_LENGTH = 512
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 
 class EventError(ValueError):
@@ -267,7 +265,7 @@ def _ms(value: datetime | None) -> int | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _ONE_MS
+    return round(value.timestamp() * 1000)
 
 
 def _external_ids(context: dict[str, Any]) -> list[tuple[str, str]]:

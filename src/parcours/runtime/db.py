@@ -172,7 +172,7 @@ def insert_rows(
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(mark for _ in columns)})"
     )
-    conn.exec_driver_sql(sql, list(rows))
+    _cursor(conn).executemany(sql, rows)
 
 
 def update_rows(
@@ -204,7 +204,15 @@ def select_in(
     """
     mark = _placeholder(conn)
     found: list[Any] = []
+    cursor = _cursor(conn)
     for part in chunks(list(values)):
         statement = sql.replace("{marks}", ", ".join(mark for _ in part)).replace("{mark}", mark)
-        found.extend(conn.exec_driver_sql(statement, (*leading, *part)).all())
+        cursor.execute(statement, (*leading, *part))
+        found.extend(cursor.fetchall())
     return found
+
+
+def _cursor(conn: Connection) -> Any:
+    """A DB-API cursor on the connection's current transaction, past SQLAlchemy's layers
+    (the hot path only; everything else goes through SQLAlchemy)."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
