@@ -290,3 +290,36 @@ def test_weekday_waits_skip_to_an_allowed_day() -> None:
     assert next_local_time(friday_evening, spec, tokyo) == to_ms(
         datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
     )
+
+
+def test_identity_merge_mid_journey_keeps_one_run_per_cart(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    # The same cart started on a phone (anonymous) and on a laptop (logged in).
+    for ident in ({"anonymousId": "phone"}, {"userId": "mia"}):
+        event = make_event(
+            "track",
+            event="Checkout Started",
+            at=clock.now_ms(),
+            properties={"checkout_id": "c-7", "total": 300},
+            **ident,
+        )
+        services.writer.append_sync([event])
+    services.worker.run_due()
+    assert len(runs(services, "phone")) == 1 and len(runs(services, "mia")) == 1
+    # Logging in on the phone proves they are one person.
+    services.writer.append_sync(
+        [make_event("identify", anonymousId="phone", userId="mia", at=clock.now_ms())]
+    )
+    services.worker.run_due()
+    active = [r for r in runs(services, "mia") if r["state"] == "active"]
+    ended = [r for r in runs(services, "mia") if r["state"] == "ended"]
+    assert len(active) == 1 and len(ended) == 1
+    assert ended[0]["end_reason"].startswith("profiles merged")
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "mia") == [
+        ("push", "cart-push"),
+        ("email", "cart-email"),
+        ("sms", "cart-sms"),
+    ]

@@ -20,6 +20,7 @@ import msgspec
 from sqlalchemy import Connection, select, text
 
 from parcours.customers import api as customers
+from parcours.customers.projection import MERGE_EVENT
 from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
@@ -27,9 +28,9 @@ from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.program import Instruction, Program, compile_journey, listened_events
 from parcours.journeys.tables import journey_runs
-from parcours.messaging.outbox import Intent, add_intent
+from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.runtime.clock import Clock, from_ms, to_ms
-from parcours.runtime.queue import Job, Worker, cancel, enqueue
+from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
 
 REACT = "journeys.react"
 STEP = "journeys.step"
@@ -72,7 +73,11 @@ class JourneyEngine:
     # ---- reacting to events ---------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: enqueue a reaction for the events some live journey listens to."""
+        """Append hook: follow merges, and enqueue a reaction for the events some live
+        journey listens to."""
+        for event in events:
+            if event.name == MERGE_EVENT and event.source == "system":
+                self._follow_merge(conn, event, now)
         names = self._listened_names(conn)
         if not names:
             return
@@ -227,6 +232,26 @@ class JourneyEngine:
             if reentry == "once_per_period" and row.entered_at > now - period:
                 return True
         return False
+
+    def _follow_merge(self, conn: Connection, event: Event, now: int) -> None:
+        """Two profiles became one: the runs of both go on, on the surviving profile; a keyed
+        run both had is kept once (the older run), so nothing is sent twice."""
+        survivor = int(event.properties["survivor_id"])
+        merged = int(event.properties["merged_id"])
+        kept = {(r.journey_id, r.run_key): r for r in self._active_runs(conn, survivor)}
+        for run in self._active_runs(conn, merged):
+            twin = kept.get((run.journey_id, run.run_key))
+            if twin is not None:
+                older, newer = sorted((run, twin), key=lambda r: r.id)
+                self._end(conn, newer, f"profiles merged: run {older.id} goes on", now)
+                if newer is twin:
+                    kept[(run.journey_id, run.run_key)] = run
+        conn.execute(
+            text("UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old"),
+            {"new": survivor, "old": merged},
+        )
+        reassign_jobs(conn, merged, survivor)
+        reassign_intents(conn, merged, survivor)
 
     # ---- moving a run -------------------------------------------------------------------
 

@@ -54,3 +54,11 @@ def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
         select(outbox).where(outbox.c.customer_id == customer_id).order_by(outbox.c.id)
     ).all()
     return [dict(row._mapping) for row in rows]
+
+
+def reassign_intents(conn: Connection, old: int, new: int) -> None:
+    """Profiles merged: the intents of the merged customer belong to the survivor."""
+    conn.execute(
+        text("UPDATE outbox SET customer_id = :new WHERE customer_id = :old"),
+        {"new": new, "old": old},
+    )

@@ -109,6 +109,14 @@ def cancel(conn: Connection, unique_key: str) -> bool:
     return bool(result.rowcount)
 
 
+def reassign_jobs(conn: Connection, old: int, new: int) -> None:
+    """Profiles merged: the merged customer's jobs are the survivor's."""
+    conn.execute(
+        text("UPDATE jobs SET customer_id = :new WHERE customer_id = :old"),
+        {"new": new, "old": old},
+    )
+
+
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
     names = list(queues)
     marks = ", ".join(f":q{i}" for i in range(len(names)))
