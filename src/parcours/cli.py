@@ -310,6 +310,58 @@ def journeys_validate(
         raise typer.Exit(1)
 
 
+@journeys_app.command("simulate")
+def journeys_simulate(
+    file: Annotated[Path, typer.Argument(help="The journey YAML.")],
+    script: Annotated[Path, typer.Option(help="YAML list of {at: +2h, event: ..., properties}.")],
+    customer: Annotated[
+        str | None, typer.Option(help="Start from this real customer's profile (any id).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Simulated start, ISO 8601 (default now).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="How far to run after the last event.")] = 30,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the real engine on a simulated clock; send nothing; print the timeline."""
+    from parcours.journeys.definition import JourneyError
+    from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
+    from parcours.runtime.clock import SystemClock, parse_iso
+
+    settings = settings_or_exit(data_dir=data_dir)
+    history = None
+    if customer:
+        from parcours.customers.api import CustomerNotFound, export
+        from parcours.runtime.db import Database
+
+        db = Database(settings.resolved_database_url)
+        try:
+            history = export(db, customer, settings.default_region)["events"]
+        except CustomerNotFound as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        finally:
+            db.dispose()
+    begin = parse_iso(start) if start else SystemClock().now_ms()
+    try:
+        entries = simulate(
+            file.read_text(encoding="utf-8"),
+            load_script(script.read_text(encoding="utf-8")),
+            start=begin,
+            days=days,
+            history=history,
+            default_region=settings.default_region,
+        )
+    except JourneyError as exc:
+        for problem in exc.problems:
+            err.print(f"{file}:{problem}")
+        raise typer.Exit(1) from None
+    except ScriptError as exc:
+        err.print(f"{script}: {exc}")
+        raise typer.Exit(1) from None
+    sys.stdout.write(format_timeline(entries, begin) + "\n")
+
+
 @journeys_app.command("schema")
 def journeys_schema() -> None:
     """Print the JSON Schema of the journey format."""

@@ -1,0 +1,90 @@
+"""The journey simulator: the real engine on a simulated clock, nothing sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parcours.cli import app
+from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
+from parcours.runtime.clock import parse_iso
+from tests.test_journeys_engine import CART
+
+START = parse_iso("2026-11-24T10:00:00Z")
+
+
+def test_the_timeline_says_what_would_happen_and_why() -> None:
+    script = load_script(
+        "- {at: +0m, event: Checkout Started, properties: {checkout_id: c-1, total: 90}}\n"
+    )
+    timeline = format_timeline(simulate(CART, script, start=START, days=3), START)
+    assert timeline.splitlines() == [
+        "2026-11-24T10:00:00.000Z  (+00:00)  entered (trigger: Checkout Started)",
+        "2026-11-24T10:00:00.000Z  (+00:00)  waits until 2026-11-24T11:00:00.000Z",
+        "2026-11-24T11:00:00.000Z  (+01:00)  would send cart-push on push (marketing)",
+        "2026-11-24T11:00:00.000Z  (+01:00)  waits until 2026-11-24T12:00:00.000Z",
+        "2026-11-24T12:00:00.000Z  (+02:00)  would send cart-email on email (marketing)",
+        "2026-11-24T12:00:00.000Z  (+02:00)  waits until 2026-11-25T12:00:00.000Z",
+        "2026-11-25T12:00:00.000Z  (+1d02:00)  branched at s6: arm otherwise",
+        "2026-11-25T12:00:00.000Z  (+1d02:00)  exited: completed",
+    ]
+
+
+def test_an_order_in_the_script_ends_the_run() -> None:
+    script = load_script(
+        "- {at: +0m, event: Checkout Started, properties: {checkout_id: c-1, total: 90}}\n"
+        "- {at: +90m, event: Order Completed, properties: {checkout_id: c-1}}\n"
+    )
+    lines = [e.what for e in simulate(CART, script, start=START, days=3)]
+    assert lines[-1] == "exited: goal reached: Order Completed"
+    assert "would send cart-email on email (marketing)" not in lines
+
+
+def test_a_bad_script_is_named() -> None:
+    with pytest.raises(ScriptError, match="item 1: needs `event`"):
+        simulate(CART, [{"at": "+1h"}], start=START)
+    with pytest.raises(ScriptError, match="item 1: at: 'soon' is neither"):
+        simulate(CART, [{"at": "soon", "event": "X"}], start=START)
+
+
+def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    env = {"PARCOURS_DATABASE_URL": url}
+    events = tmp_path / "history.jsonl"
+    events.write_text(
+        '{"type": "identify", "userId": "vip-1", "messageId": "h1",'
+        ' "timestamp": "2025-01-01T00:00:00Z", "traits": {"tier": "gold"}}\n'
+    )
+    runner = CliRunner()
+    assert runner.invoke(app, ["import", "events", str(events)], env=env).exit_code == 0
+    journey = tmp_path / "vip.yaml"
+    journey.write_text(
+        "id: vip\nname: VIP\nentry: {event: Signed In}\nsteps:\n"
+        "  - branch:\n"
+        "      - when: {profile.traits.tier: {eq: gold}}\n"
+        "        steps: [{send: {channel: whatsapp, template: vip-hello}}]\n"
+        "      - otherwise: []\n"
+    )
+    script = tmp_path / "script.yaml"
+    script.write_text("- {at: +0m, event: Signed In}\n")
+    result = runner.invoke(
+        app,
+        [
+            "journeys",
+            "simulate",
+            str(journey),
+            "--script",
+            str(script),
+            "--customer",
+            "vip-1",
+            "--start",
+            "2026-11-24T10:00:00Z",
+            "--days",
+            "1",
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "would send vip-hello on whatsapp (marketing)" in result.output
