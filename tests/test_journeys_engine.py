@@ -48,8 +48,23 @@ def publish(services: Services, source: str) -> None:
     journeys.publish(services.db, source, editor="ana", approver="ben", now=now)
 
 
+OPTED_IN = {"consent": {ch: {"marketing": True} for ch in ("email", "sms", "push", "whatsapp")}}
+
+
+def opt_in(services: Services, user: str, **traits: Any) -> None:
+    event = make_event(
+        "identify", userId=user, at=services.clock.now_ms() - 1, traits={**OPTED_IN, **traits}
+    )
+    services.writer.append_sync([event])
+
+
 def track(services: Services, user: str, name: str, **properties: Any) -> None:
     clock = services.clock
+    with services.db.read() as conn:
+        try:
+            customers.resolve(conn, user, "FR")
+        except customers.CustomerNotFound:
+            opt_in(services, user)
     event = make_event("track", userId=user, event=name, at=clock.now_ms(), properties=properties)
     services.writer.append_sync([event])
     services.worker.run_due()
@@ -296,6 +311,7 @@ def test_identity_merge_mid_journey_keeps_one_run_per_cart(
     services: Services, clock: SimulatedClock
 ) -> None:
     publish(services, CART)
+    opt_in(services, "mia")
     # The same cart started on a phone (anonymous) and on a laptop (logged in).
     for ident in ({"anonymousId": "phone"}, {"userId": "mia"}):
         event = make_event(

@@ -17,6 +17,7 @@ START = parse_iso("2026-11-24T10:00:00Z")
 
 def test_the_timeline_says_what_would_happen_and_why() -> None:
     script = load_script(
+        "- {at: +0m, type: identify, event: x, traits: {consent: {push: {marketing: true}}}}\n"
         "- {at: +0m, event: Checkout Started, properties: {checkout_id: c-1, total: 90}}\n"
     )
     timeline = format_timeline(simulate(CART, script, start=START, days=3), START)
@@ -25,7 +26,8 @@ def test_the_timeline_says_what_would_happen_and_why() -> None:
         "2026-11-24T10:00:00.000Z  (+00:00)  waits until 2026-11-24T11:00:00.000Z",
         "2026-11-24T11:00:00.000Z  (+01:00)  would send cart-push on push (marketing)",
         "2026-11-24T11:00:00.000Z  (+01:00)  waits until 2026-11-24T12:00:00.000Z",
-        "2026-11-24T12:00:00.000Z  (+02:00)  would send cart-email on email (marketing)",
+        "2026-11-24T12:00:00.000Z  (+02:00)  held back cart-email: no marketing consent for "
+        "email (never given)",
         "2026-11-24T12:00:00.000Z  (+02:00)  waits until 2026-11-25T12:00:00.000Z",
         "2026-11-25T12:00:00.000Z  (+1d02:00)  branched at s6: arm otherwise",
         "2026-11-25T12:00:00.000Z  (+1d02:00)  exited: completed",
@@ -55,7 +57,8 @@ def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
     events = tmp_path / "history.jsonl"
     events.write_text(
         '{"type": "identify", "userId": "vip-1", "messageId": "h1",'
-        ' "timestamp": "2025-01-01T00:00:00Z", "traits": {"tier": "gold"}}\n'
+        ' "timestamp": "2025-01-01T00:00:00Z", "traits": {"tier": "gold",'
+        ' "consent": {"whatsapp": {"marketing": true}}}}\n'
     )
     runner = CliRunner()
     assert runner.invoke(app, ["import", "events", str(events)], env=env).exit_code == 0

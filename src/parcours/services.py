@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
+from parcours.journeys.policies import Policies
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import KeyChecker, ensure_key
@@ -46,7 +48,8 @@ class Services:
             batch_events=settings.ingest_batch_events,
         )
         worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE))
-        engine = JourneyEngine(clock, settings.default_region)
+        policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
+        engine = JourneyEngine(clock, settings.default_region, policies)
         engine.install(worker, writer.hooks)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()

@@ -24,8 +24,10 @@ from parcours.customers.projection import MERGE_EVENT
 from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
+from parcours.journeys import policies
 from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
+from parcours.journeys.policies import Policies
 from parcours.journeys.program import Instruction, Program, compile_journey, listened_events
 from parcours.journeys.tables import journey_runs
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
@@ -59,9 +61,10 @@ class _Run:
 
 
 class JourneyEngine:
-    def __init__(self, clock: Clock, default_region: str) -> None:
+    def __init__(self, clock: Clock, default_region: str, policies: Policies | None = None) -> None:
         self.clock = clock
         self.region = default_region
+        self.policies = policies or Policies.load()
         self._programs: dict[tuple[str, int], Program] = {}
         self._lock = threading.Lock()
 
@@ -317,6 +320,8 @@ class JourneyEngine:
             return self._branch(conn, run, instruction, now, logical)
         if op == "split":
             return self._split(conn, run, program, instruction, now, logical)
+        if instruction.spec.send is not None:
+            return self._send(conn, run, program, instruction, now, logical)
         self._act(conn, run, program, instruction, now)
         self._move(conn, run, run.pc + 1, now)
         return logical
@@ -469,12 +474,37 @@ class JourneyEngine:
             point -= option.weight
         raise AssertionError("split weights exhausted")
 
-    def _act(
-        self, conn: Connection, run: _Run, program: Program, instruction: Instruction, now: int
-    ) -> None:
-        step = instruction.spec
-        if step.send is not None:
-            send = step.send
+    def _send(
+        self,
+        conn: Connection,
+        run: _Run,
+        program: Program,
+        instruction: Instruction,
+        now: int,
+        logical: int,
+    ) -> int | None:
+        """Write the message intent if the policies let it go now; otherwise hold it back
+        with the reason, and wait for the next allowed moment or drop it, as the step says.
+        A deferred message is checked again when its moment comes."""
+        send = instruction.spec.send
+        if run.waiting == "held" and run.due_at is not None and now < run.due_at:
+            self._schedule(conn, run, run.due_at, now)
+            return None
+        profile = _profile(conn, run.customer_id)
+        decision = policies.check(
+            conn,
+            self.policies,
+            policies.Message(run.customer_id, send.channel, send.purpose, send.template, profile),
+            now,
+            self.region,
+        )
+        details = {
+            "step": instruction.step_id,
+            "channel": send.channel,
+            "template": send.template,
+            "purpose": send.purpose,
+        }
+        if decision.allowed:
             key = f"run:{run.id}:{instruction.step_id}:0"
             add_intent(
                 conn,
@@ -491,20 +521,36 @@ class JourneyEngine:
                 now,
                 {"fallback": send.fallback, "if_held": send.if_held, "success": send.success},
             )
-            self._log(
-                conn,
-                run,
-                "Message Queued",
-                now,
-                {
-                    "step": instruction.step_id,
-                    "channel": send.channel,
-                    "template": send.template,
-                    "purpose": send.purpose,
-                    "idempotency_key": key,
-                },
-            )
-        elif step.update_profile is not None:
+            self._log(conn, run, "Message Queued", now, {**details, "idempotency_key": key})
+            self._move(conn, run, run.pc + 1, now)
+            return logical
+        deferred = send.if_held == "defer" and decision.retry_at is not None
+        self._log(
+            conn,
+            run,
+            "Message Held",
+            now,
+            {
+                **details,
+                "reason": decision.reason,
+                "outcome": "deferred" if deferred else "dropped",
+                "until": decision.retry_at if deferred else None,
+            },
+        )
+        if deferred:
+            assert decision.retry_at is not None
+            run.waiting, run.due_at = "held", decision.retry_at
+            self._save(conn, run)
+            self._schedule(conn, run, decision.retry_at, now)
+            return None
+        self._move(conn, run, run.pc + 1, now)
+        return logical
+
+    def _act(
+        self, conn: Connection, run: _Run, program: Program, instruction: Instruction, now: int
+    ) -> None:
+        step = instruction.spec
+        if step.update_profile is not None:
             self._update_profile(conn, run, instruction, now)
         elif step.emit is not None:
             self._append(

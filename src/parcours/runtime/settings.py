@@ -27,6 +27,7 @@ class Settings:
     admin_key: str = ""
     default_region: str = "FR"
     shopify_webhook_secret: str = ""
+    policies_file: str = ""
     ingest_batch_events: int = 1000
     log_level: str = "info"
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
@@ -55,6 +56,7 @@ _FIELD_TYPES: dict[str, type] = {
     "admin_key": str,
     "default_region": str,
     "shopify_webhook_secret": str,
+    "policies_file": str,
     "ingest_batch_events": int,
     "log_level": str,
 }
@@ -126,6 +128,8 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: database_url must start with sqlite:// or postgresql://, got {url!r}"
         )
+    if settings.policies_file and not Path(settings.policies_file).is_file():
+        raise SettingsError(f"{where}: policies_file {settings.policies_file} does not exist")
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise SettingsError(
             f"{where}: log_level must be debug, info, warning or error, got {settings.log_level!r}"

@@ -1,0 +1,307 @@
+"""Cross-journey policies applied at send time: consent, duplicates, quiet hours, caps.
+
+Each check either lets a message go or holds it back with a reason and, when waiting can
+help, the next moment it may go. Rules are data (rules/default_policies.toml, plus a
+brand's own file); every matching rule must allow a message, so a brand's rules can only
+tighten the shipped ones.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+import phonenumbers
+from sqlalchemy import Connection, text
+
+from parcours.customers import api as customers
+from parcours.journeys.definition import parse_duration
+from parcours.runtime.clock import from_ms, to_ms
+from parcours.runtime.db import lock_keys
+
+DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and the rule."""
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    country: str
+    channels: tuple[str, ...]
+    purpose: str
+    days: frozenset[int]
+    start: time
+    end: time
+    public_holidays: bool
+
+
+@dataclass(frozen=True)
+class Cap:
+    channel: str  # a channel, or "all"
+    purpose: str
+    count: int
+    window_ms: int
+    per: str  # rolling | local_day
+
+
+@dataclass(frozen=True)
+class Policies:
+    quiet_hours: tuple[QuietHours, ...] = ()
+    caps: tuple[Cap, ...] = ()
+    duplicate_window_ms: int = 24 * 3_600_000
+
+    @classmethod
+    def load(cls, brand_file: Path | None = None) -> Policies:
+        shipped = _read(DEFAULTS)
+        if brand_file is None:
+            return shipped
+        brand = _read(brand_file)
+        return cls(
+            shipped.quiet_hours + brand.quiet_hours,
+            shipped.caps + brand.caps,
+            max(shipped.duplicate_window_ms, brand.duplicate_window_ms),  # longer is stricter
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    retry_at: int | None = None  # the next moment worth trying again; None: never
+
+
+@dataclass
+class Message:
+    customer_id: int
+    channel: str
+    purpose: str
+    template: str
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+def check(
+    conn: Connection, policies: Policies, message: Message, now: int, default_region: str
+) -> Decision:
+    """Whether this message may go now. Serialised per customer, so two sends racing for
+    the last place under a cap cannot both go."""
+    lock_keys(conn, [f"customer-sends:{message.customer_id}"])
+    for rule in (_consent, _duplicate):
+        decision = rule(conn, policies, message, now)
+        if not decision.allowed:
+            return decision
+    if message.purpose == "transactional":
+        return Decision(True)
+    zone = _zone(message.profile)
+    country = customer_country(message.profile, default_region)
+    decision = _quiet_hours(policies, message, now, zone, country)
+    if not decision.allowed:
+        return decision
+    return _caps(conn, policies, message, now, zone)
+
+
+def _consent(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
+    states = {
+        (c.channel, c.purpose): c.status
+        for c in customers.current_consents(conn, message.customer_id)
+    }
+    status = states.get((message.channel, message.purpose))
+    if message.purpose == "marketing" and status != "granted":
+        why = "withdrawn" if status == "withdrawn" else "never given"
+        return Decision(False, f"no marketing consent for {message.channel} ({why})")
+    if status == "withdrawn":
+        return Decision(False, f"{message.channel} consent withdrawn")
+    return Decision(True)
+
+
+def _duplicate(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
+    row = conn.execute(
+        text(
+            "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
+            "AND channel <> :ch AND created_at > :since LIMIT 1"
+        ),
+        {
+            "c": message.customer_id,
+            "t": message.template,
+            "ch": message.channel,
+            "since": now - policies.duplicate_window_ms,
+        },
+    ).first()
+    if row is not None:
+        return Decision(
+            False, f"the same content ({message.template}) already went by {row.channel}"
+        )
+    return Decision(True)
+
+
+def _quiet_hours(
+    policies: Policies, message: Message, now: int, zone: ZoneInfo, country: str | None
+) -> Decision:
+    rules = [
+        r
+        for r in policies.quiet_hours
+        if message.channel in r.channels
+        and r.purpose == message.purpose
+        and (r.country == "*" or r.country == country)
+    ]
+    if not rules or all(_allowed_at(r, from_ms(now).astimezone(zone)) for r in rules):
+        return Decision(True)
+    moment = from_ms(now).astimezone(zone)
+    for _ in range(24 * 60 // 15 * 15):  # look ahead up to 15 days, in quarter hours
+        moment = _next_quarter(moment)
+        if all(_allowed_at(r, moment) for r in rules):
+            label = ", ".join(f"{r.country}:{r.start:%H:%M}-{r.end:%H:%M}" for r in rules)
+            return Decision(False, f"quiet hours ({label}) in {zone.key}", to_ms(moment))
+    return Decision(False, "quiet hours leave no moment in the next 15 days")
+
+
+def _allowed_at(rule: QuietHours, local: datetime) -> bool:
+    if local.weekday() not in rule.days:
+        return False
+    if not rule.public_holidays and rule.country != "*" and _is_holiday(rule.country, local.date()):
+        return False
+    return rule.start <= local.time().replace(tzinfo=None) < rule.end
+
+
+def _next_quarter(moment: datetime) -> datetime:
+    base = moment.replace(second=0, microsecond=0)
+    return base + timedelta(minutes=15 - base.minute % 15)
+
+
+@lru_cache(maxsize=64)
+def _holidays(country: str, year: int) -> frozenset[date]:
+    try:
+        return frozenset(holidays.country_holidays(country, years=year))
+    except NotImplementedError:
+        return frozenset()
+
+
+def _is_holiday(country: str, day: date) -> bool:
+    return day in _holidays(country, day.year)
+
+
+def _caps(
+    conn: Connection, policies: Policies, message: Message, now: int, zone: ZoneInfo
+) -> Decision:
+    for cap in policies.caps:
+        if cap.purpose != message.purpose or cap.channel not in ("all", message.channel):
+            continue
+        if cap.per == "local_day":
+            local_midnight = (
+                from_ms(now).astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+            )
+            since = to_ms(local_midnight)
+            retry = to_ms((local_midnight + timedelta(days=1)).replace(tzinfo=zone))
+        else:
+            since = now - cap.window_ms
+            retry = None
+        channel_filter = "" if cap.channel == "all" else " AND channel = :ch"
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT created_at FROM outbox WHERE customer_id = :c AND purpose = :p "
+                    f"AND created_at > :since{channel_filter} ORDER BY created_at"
+                ),
+                {
+                    "c": message.customer_id,
+                    "p": message.purpose,
+                    "since": since,
+                    "ch": message.channel,
+                },
+            )
+            .scalars()
+            .all()
+        )
+        if len(rows) >= cap.count:
+            if retry is None:
+                retry = int(rows[len(rows) - cap.count]) + cap.window_ms + 1
+            scope = "all channels" if cap.channel == "all" else cap.channel
+            period = "local day" if cap.per == "local_day" else f"{cap.window_ms // 3_600_000}h"
+            return Decision(
+                False,
+                f"frequency cap: {cap.count} {message.purpose} message(s) per {period} on {scope}",
+                retry,
+            )
+    return Decision(True)
+
+
+def customer_country(profile: dict[str, Any], default_region: str) -> str | None:
+    """The profile's country, else the country of their phone number, else the default."""
+    country = profile.get("computed", {}).get("country")
+    if isinstance(country, str) and len(country) == 2:
+        return country.upper()
+    for identity in profile.get("identities", []):
+        if identity.get("kind") == "phone":
+            try:
+                region = phonenumbers.region_code_for_number(phonenumbers.parse(identity["value"]))
+            except phonenumbers.NumberParseException:
+                continue
+            if region:
+                return str(region)
+    return default_region.upper()
+
+
+def _zone(profile: dict[str, Any]) -> ZoneInfo:
+    name = profile.get("computed", {}).get("timezone") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _read(path: Path) -> Policies:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    quiet = tuple(
+        _quiet(path, number, rule) for number, rule in enumerate(document.get("quiet_hours", []), 1)
+    )
+    caps = tuple(
+        _cap(path, number, rule) for number, rule in enumerate(document.get("caps", []), 1)
+    )
+    window = document.get("duplicates", {}).get("window", "24h")
+    return Policies(quiet, caps, parse_duration(window).seconds * 1000)
+
+
+def _quiet(path: Path, number: int, rule: dict[str, Any]) -> QuietHours:
+    where = f"{path}: quiet_hours rule {number}"
+    try:
+        days = frozenset(WEEKDAYS.index(day) for day in rule["days"])
+        start = time.fromisoformat(rule["from"])
+        end = time.fromisoformat(rule["until"])
+        return QuietHours(
+            str(rule["country"]).upper(),
+            tuple(rule["channels"]),
+            rule["purpose"],
+            days,
+            start,
+            end,
+            bool(rule.get("public_holidays", True)),
+        )
+    except KeyError as exc:
+        raise PolicyError(f"{where}: missing {exc.args[0]}") from None
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
+def _cap(path: Path, number: int, rule: dict[str, Any]) -> Cap:
+    where = f"{path}: caps rule {number}"
+    try:
+        per = rule.get("per", "rolling")
+        if per not in ("rolling", "local_day"):
+            raise ValueError(f"per must be rolling or local_day, got {per!r}")
+        window = parse_duration(rule.get("window", "1d")).seconds * 1000
+        return Cap(rule["channel"], rule["purpose"], int(rule["count"]), window, per)
+    except KeyError as exc:
+        raise PolicyError(f"{where}: missing {exc.args[0]}") from None
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
