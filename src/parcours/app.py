@@ -13,6 +13,7 @@ from parcours import __version__
 from parcours.ingest.http import segment_routes
 from parcours.services import Services
 from parcours.web.api import admin_routes
+from parcours.web.journeys_api import journey_routes
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
@@ -27,7 +28,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
                 services.close()
 
     app = Litestar(
-        route_handlers=[*segment_routes(), *admin_routes()],
+        route_handlers=[*segment_routes(), *admin_routes(), *journey_routes()],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),
         request_max_body_size=2 * 1024 * 1024,

@@ -9,7 +9,7 @@ import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.journeys.definition import Journey, load_journey
-from parcours.journeys.tables import journey_runs, journey_versions
+from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database
 
@@ -177,3 +177,62 @@ def runs_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 
 def parse(source: str) -> Journey:
     return load_journey(source)
+
+
+def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
+    """Per-version counts: entered, waiting now (per step), exited, converted, and what
+    happened at each step."""
+    runs = conn.execute(
+        select(
+            journey_runs.c.state,
+            journey_runs.c.converted,
+            journey_runs.c.waiting,
+            journey_runs.c.pc,
+            func.count(),
+        )
+        .where(journey_runs.c.journey_id == journey_id, journey_runs.c.version == version)
+        .group_by(
+            journey_runs.c.state,
+            journey_runs.c.converted,
+            journey_runs.c.waiting,
+            journey_runs.c.pc,
+        )
+    ).all()
+    entered = sum(r[4] for r in runs)
+    active = sum(r[4] for r in runs if r.state == "active")
+    converted = sum(r[4] for r in runs if r.state == "ended" and r.converted)
+    exited = sum(r[4] for r in runs if r.state == "ended" and not r.converted)
+    steps: dict[str, dict[str, int]] = {}
+    for step_id, outcome, count in conn.execute(
+        select(journey_passes.c.step_id, journey_passes.c.outcome, func.count())
+        .where(journey_passes.c.journey_id == journey_id, journey_passes.c.version == version)
+        .group_by(journey_passes.c.step_id, journey_passes.c.outcome)
+    ).all():
+        steps.setdefault(step_id, {})[outcome] = int(count)
+    return {
+        "journey_id": journey_id,
+        "version": version,
+        "entered": entered,
+        "active": active,
+        "exited": exited,
+        "converted": converted,
+        "steps": steps,
+    }
+
+
+def versions(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(journey_versions).order_by(journey_versions.c.journey_id, journey_versions.c.version)
+    ).all()
+    return [
+        {
+            "journey_id": r.journey_id,
+            "version": r.version,
+            "status": r.status,
+            "edited_by": r.edited_by,
+            "approved_by": r.approved_by,
+            "approved_at": iso(r.approved_at),
+            "updated_at": iso(r.updated_at),
+        }
+        for r in rows
+    ]

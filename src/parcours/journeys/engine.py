@@ -656,6 +656,21 @@ class JourneyEngine:
     def _log(
         self, conn: Connection, run: _Run, name: str, now: int, details: dict[str, Any]
     ) -> None:
+        if "step" in details:
+            conn.execute(
+                text(
+                    "INSERT INTO journey_passes (journey_id, version, step_id, outcome, run_id, "
+                    "at) VALUES (:j, :v, :s, :o, :r, :at)"
+                ),
+                {
+                    "j": run.journey_id,
+                    "v": run.version,
+                    "s": details["step"],
+                    "o": name,
+                    "r": run.id,
+                    "at": now,
+                },
+            )
         self._append(conn, run, None, now, "track", name, {"properties": details}, source="system")
 
     def _append(

@@ -56,3 +56,23 @@ Index(
 )
 Index("ix_journey_runs_customer", journey_runs.c.customer_id, journey_runs.c.state)
 Index("ix_journey_runs_entry", journey_runs.c.journey_id, journey_runs.c.entry_message_id)
+
+# One row each time a run passes a step, with what happened there (sent, held, waited,
+# branched...): per-step counts without reading the event log.
+journey_passes = Table(
+    "journey_passes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("journey_id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("step_id", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+Index(
+    "ix_journey_passes_step",
+    journey_passes.c.journey_id,
+    journey_passes.c.version,
+    journey_passes.c.step_id,
+)

@@ -95,28 +95,32 @@ class KeyChecker:
         self._db = db
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._known: dict[str, tuple[str | None, float]] = {}
+        self._known: dict[str, tuple[str | None, str | None, float]] = {}
 
     def check(self, kind: KeyKind, secret: str) -> bool:
+        return self.holder(kind, secret) is not None
+
+    def holder(self, kind: KeyKind, secret: str) -> str | None:
+        """The name of the live key of this kind with this secret (who is acting), or None."""
         if not secret:
-            return False
+            return None
         digest = hash_key(secret)
         now = time.monotonic()
         with self._lock:
             cached = self._known.get(digest)
-        if cached is None or now - cached[1] > self._ttl:
+        if cached is None or now - cached[2] > self._ttl:
             with self._db.read() as conn:
                 row = conn.execute(
-                    select(api_keys.c.kind).where(
+                    select(api_keys.c.kind, api_keys.c.name).where(
                         api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
                     )
                 ).first()
-            cached = (row.kind if row else None, now)
+            cached = (row.kind if row else None, row.name if row else None, now)
             with self._lock:
                 if len(self._known) > 10_000:
                     self._known.clear()
                 self._known[digest] = cached
-        return cached[0] == kind
+        return cached[1] if cached[0] == kind else None
 
 
 def _now_ms() -> int:

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
 
 from parcours.customers import api as customers
 from parcours.customers.consent import CHANNELS, CONSENT_EVENT, PURPOSES
@@ -19,21 +20,23 @@ from parcours.services import Services
 _encode = msgspec.json.Encoder().encode
 
 
-def require_admin(request: Request[Any, Any, Any]) -> Services:
+def require_admin(request: Request[Any, Any, Any]) -> tuple[Services, str]:
+    """The services and the name of the admin key acting (who edits, who approves)."""
     services = services_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise HttpError(401, "an admin key is required: Authorization: Bearer KEY", "authorization")
-    if not services.keys.check("admin", key.strip()):
+    holder = services.keys.holder("admin", key.strip())
+    if holder is None:
         raise HttpError(401, "unknown or revoked admin key", "authorization")
-    return services
+    return services, holder
 
 
 @get("/api/customers/{ref:str}", sync_to_thread=True)
-def get_customer(request: Request[Any, Any, Any], ref: str) -> Response[bytes]:
+def get_customer(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
     try:
-        services = require_admin(request)
+        services, _ = require_admin(request)
         with services.db.read() as conn:
             customer_id = customers.resolve(conn, ref, services.settings.default_region)
             return json_response(customers.profile(conn, customer_id))
@@ -45,10 +48,13 @@ def get_customer(request: Request[Any, Any, Any], ref: str) -> Response[bytes]:
 
 @get("/api/customers/{ref:str}/events", sync_to_thread=True)
 def get_customer_events(
-    request: Request[Any, Any, Any], ref: str, limit: int = 50, before: int | None = None
+    request: Request[Any, Any, Any],
+    ref: FromPath[str],
+    limit: FromQuery[int] = 50,
+    before: FromQuery[int | None] = None,
 ) -> Response[bytes]:
     try:
-        services = require_admin(request)
+        services, _ = require_admin(request)
         if not 1 <= limit <= 500:
             raise HttpError(400, "limit must be between 1 and 500", "limit")
         with services.db.read() as conn:
@@ -74,10 +80,10 @@ class _ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/customers/{ref:str}/consents")
-async def record_consent(request: Request[Any, Any, Any], ref: str) -> Response[bytes]:
+async def record_consent(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
     """Record a consent change; it is appended to the log as a `Consent Updated` event."""
     try:
-        services = require_admin(request)
+        services, _ = require_admin(request)
         raw = await read_body(request, 32 * 1024)
         try:
             body = msgspec.json.decode(raw, type=_ConsentRequest)

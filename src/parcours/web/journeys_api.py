@@ -1,0 +1,199 @@
+"""Admin API for journeys: versions and review, counts, customer traces, simulation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody
+from sqlalchemy import text
+
+from parcours.customers import api as customers
+from parcours.ingest.http import HttpError, json_response, read_body
+from parcours.journeys import api as journeys
+from parcours.journeys.definition import JourneyError
+from parcours.journeys.simulator import ScriptError, simulate
+from parcours.runtime.clock import iso, parse_iso
+from parcours.web.api import require_admin
+
+_decode = msgspec.json.Decoder().decode
+
+
+def _problems(exc: JourneyError) -> Response[bytes]:
+    return json_response(
+        {
+            "success": False,
+            "error": {
+                "message": "the journey is not valid",
+                "problems": [
+                    {"line": p.line, "path": p.path, "message": p.message} for p in exc.problems
+                ],
+            },
+        },
+        400,
+    )
+
+
+@get("/api/journeys")
+async def list_journeys(request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+    except HttpError as exc:
+        return exc.response()
+
+    def read() -> list[dict[str, Any]]:
+        with services.db.read() as conn:
+            return journeys.versions(conn)
+
+    return json_response({"versions": await asyncio.to_thread(read)})
+
+
+@post("/api/journeys")
+async def create_draft(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The body is the journey's YAML; it becomes the next version, a draft."""
+    try:
+        services, user = require_admin(request)
+        source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
+        version = await asyncio.to_thread(
+            journeys.save_draft, services.db, source, user, services.clock.now_ms()
+        )
+    except HttpError as exc:
+        return exc.response()
+    except JourneyError as exc:
+        return _problems(exc)
+    return json_response(
+        {"journey_id": version.journey_id, "version": version.version, "status": version.status},
+        201,
+    )
+
+
+@post("/api/journeys/{journey_id:str}/versions/{version:int}/{move:str}", sync_to_thread=True)
+def change_status(
+    request: Request[Any, Any, Any],
+    journey_id: FromPath[str],
+    version: FromPath[int],
+    move: FromPath[str],
+) -> Response[bytes]:
+    """submit, approve (by another person than the last editor), go_live, pause, archive."""
+    try:
+        services, user = require_admin(request)
+        if move not in ("submit", "approve", "go_live", "pause", "archive"):
+            raise HttpError(
+                404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
+            )
+        changed = journeys.change_status(
+            services.db, journey_id, version, move, user, services.clock.now_ms()
+        )
+    except HttpError as exc:
+        return exc.response()
+    except journeys.LifecycleError as exc:
+        return HttpError(409, str(exc), "status").response()
+    return json_response(
+        {
+            "journey_id": journey_id,
+            "version": version,
+            "status": changed.status,
+            "approved_by": changed.approved_by,
+        }
+    )
+
+
+@get("/api/journeys/{journey_id:str}/versions/{version:int}/stats", sync_to_thread=True)
+def journey_stats(
+    request: Request[Any, Any, Any], journey_id: FromPath[str], version: FromPath[int]
+) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+    except HttpError as exc:
+        return exc.response()
+    with services.db.read() as conn:
+        return json_response(journeys.stats(conn, journey_id, version))
+
+
+@get("/api/customers/{ref:str}/journeys", sync_to_thread=True)
+def customer_trace(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
+    """The journeys a customer is in, where each run stands, and every decision with its
+    reason, oldest first."""
+    try:
+        services, _ = require_admin(request)
+        with services.db.read() as conn:
+            customer = customers.resolve(conn, ref, services.settings.default_region)
+            rows = conn.execute(
+                text(
+                    "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
+                    "AND source = 'system' ORDER BY seq"
+                ),
+                {"c": customer},
+            ).all()
+            runs = journeys.runs_of(conn, customer)
+    except HttpError as exc:
+        return exc.response()
+    except customers.CustomerNotFound as exc:
+        return HttpError(404, str(exc), "id").response()
+    history = [
+        {"at": iso(r.occurred_at), "event": r.name, **_decode(r.payload).get("properties", {})}
+        for r in rows
+    ]
+    return json_response(
+        {"customer_id": customers.public_id(customer), "runs": runs, "history": history}
+    )
+
+
+class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    journey: str
+    script: list[dict[str, Any]]
+    start: str | None = None
+    days: int = 30
+    customer: str | None = None
+
+
+@post("/api/journeys/simulate", sync_to_thread=True)
+def simulate_journey(
+    request: Request[Any, Any, Any], data: JSONBody[dict[str, Any]]
+) -> Response[bytes]:
+    """Run a journey (YAML in `journey`) on a simulated clock; nothing is sent."""
+    try:
+        services, _ = require_admin(request)
+        try:
+            body = msgspec.convert(data, type=_SimulationRequest)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise HttpError(400, str(exc), "body") from None
+        start = parse_iso(body.start) if body.start else services.clock.now_ms()
+        history = None
+        if body.customer:
+            history = customers.export(
+                services.db, body.customer, services.settings.default_region
+            )["events"]
+        entries = simulate(
+            body.journey,
+            body.script,
+            start=start,
+            days=body.days,
+            history=history,
+            default_region=services.settings.default_region,
+        )
+    except HttpError as exc:
+        return exc.response()
+    except JourneyError as exc:
+        return _problems(exc)
+    except ScriptError as exc:
+        return HttpError(400, str(exc), "script").response()
+    except customers.CustomerNotFound as exc:
+        return HttpError(404, str(exc), "customer").response()
+    except ValueError as exc:
+        return HttpError(400, str(exc), "start").response()
+    return json_response({"timeline": [{"at": iso(e.at), "what": e.what} for e in entries]})
+
+
+def journey_routes() -> list[HTTPRouteHandler]:
+    return [
+        list_journeys,
+        create_draft,
+        change_status,
+        journey_stats,
+        customer_trace,
+        simulate_journey,
+    ]

@@ -1,0 +1,111 @@
+"""The journeys admin API: drafts, review by a second person, counts, traces, simulation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.keys import create_key
+from parcours.services import Services
+from tests.conftest import admin_headers, make_event
+from tests.test_journeys_engine import CART, HOUR, advance, opt_in
+
+
+YAML = {"Content-Type": "application/yaml"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def go_live(client: TestClient[Any], services: Services, source: str) -> int:
+    reviewer = create_key(services.db, "admin", "reviewer")
+    created = client.post("/api/journeys", content=source, headers=YAML | admin_headers())
+    assert created.status_code == 201, created.text
+    version = created.json()["version"]
+    base = f"/api/journeys/cart/versions/{version}"
+    assert client.post(f"{base}/submit", headers=admin_headers()).status_code == 200
+    refused = client.post(f"{base}/approve", headers=admin_headers())
+    assert refused.status_code == 409
+    assert "another person must approve" in refused.json()["error"]["message"]
+    approved = client.post(f"{base}/approve", headers=bearer(reviewer))
+    assert approved.json()["approved_by"] == "reviewer"
+    assert client.post(f"{base}/go_live", headers=bearer(reviewer)).json()["status"] == "live"
+    return int(version)
+
+
+def test_a_journey_goes_live_only_after_another_person_approves(
+    client: TestClient[Any], services: Services
+) -> None:
+    go_live(client, services, CART)
+    listing = client.get("/api/journeys", headers=admin_headers()).json()["versions"]
+    assert [(v["journey_id"], v["status"]) for v in listing] == [("cart", "live")]
+
+
+def test_an_invalid_journey_is_refused_with_its_lines(client: TestClient[Any]) -> None:
+    response = client.post(
+        "/api/journeys", content=CART.replace("wait: 1h", "wait: soon"), headers=admin_headers()
+    )
+    assert response.status_code == 400
+    problem = response.json()["error"]["problems"][0]
+    assert problem["path"] == "steps[0].wait" and problem["line"] == 7
+
+
+def test_trace_and_counts(
+    client: TestClient[Any], services: Services, clock: SimulatedClock
+) -> None:
+    version = go_live(client, services, CART)
+    opt_in(services, "ana")
+    services.writer.append_sync(
+        [
+            make_event(
+                "track",
+                userId="ana",
+                event="Checkout Started",
+                at=clock.now_ms(),
+                properties={"checkout_id": "c-1", "total": 20},
+            )
+        ]
+    )
+    services.worker.run_due()
+    advance(services, clock, 90 * 60_000)
+    trace = client.get("/api/customers/ana/journeys", headers=admin_headers()).json()
+    run = trace["runs"][0]
+    assert run["journey_id"] == "cart" and run["waiting"] == "timer"
+    assert [h["event"] for h in trace["history"]] == [
+        "Journey Entered",
+        "Journey Waiting",
+        "Message Queued",
+        "Journey Waiting",
+    ]
+    stats = client.get(
+        f"/api/journeys/cart/versions/{version}/stats", headers=admin_headers()
+    ).json()
+    assert stats["entered"] == 1 and stats["active"] == 1
+    assert stats["steps"]["push"] == {"Message Queued": 1}
+    advance(services, clock, 2 * 24 * HOUR, step=HOUR)
+    stats = client.get(
+        f"/api/journeys/cart/versions/{version}/stats", headers=admin_headers()
+    ).json()
+    assert stats["active"] == 0 and stats["exited"] == 1
+
+
+def test_simulation_through_the_api(client: TestClient[Any]) -> None:
+    response = client.post(
+        "/api/journeys/simulate",
+        json={
+            "journey": CART,
+            "start": "2026-11-24T10:00:00Z",
+            "days": 1,
+            "script": [
+                {"at": "+0m", "event": "Checkout Started", "properties": {"checkout_id": "x"}}
+            ],
+        },
+        headers=admin_headers(),
+    )
+    assert response.status_code == 200, response.text
+    whats = [e["what"] for e in response.json()["timeline"]]
+    assert whats[0] == "entered (trigger: Checkout Started)"
+    assert "held back cart-push: no marketing consent for push (never given)" in whats
