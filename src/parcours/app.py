@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from parcours import __version__
 from parcours.ingest.http import segment_routes
+from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
 from parcours.web.journeys_api import journey_routes
@@ -28,7 +29,12 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
                 services.close()
 
     app = Litestar(
-        route_handlers=[*segment_routes(), *admin_routes(), *journey_routes()],
+        route_handlers=[
+            *segment_routes(),
+            shopify_webhook,
+            *admin_routes(),
+            *journey_routes(),
+        ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),
         request_max_body_size=2 * 1024 * 1024,

@@ -146,8 +146,28 @@ class Projector:
         for event in events:
             if event.customer_id is not None:
                 event.customer_id = self._find(event.customer_id)
+        self._attribute_by_order([e for e in events if e.customer_id is None])
         self._write_identities()
         return self._merge_events()
+
+    def _attribute_by_order(self, events: list[Event]) -> None:
+        """An event that names no person but names an order (a refund, a shipment) belongs
+        to the customer who placed that order."""
+        by_order: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            order_id = _text_id(event.properties.get("order_id"))
+            if order_id:
+                by_order[order_id].append(event)
+        if not by_order:
+            return
+        rows = select_in(
+            self.conn,
+            "SELECT order_id, customer_id FROM customer_orders WHERE order_id IN ({marks})",
+            list(by_order),
+        )
+        for order_id, customer in rows:
+            for event in by_order[order_id]:
+                event.customer_id = self._find(int(customer))
 
     def _resolve_one(self, event: Event, keys: list[Key]) -> int | None:
         if not keys:
