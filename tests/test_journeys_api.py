@@ -12,7 +12,6 @@ from parcours.services import Services
 from tests.conftest import admin_headers, make_event
 from tests.test_journeys_engine import CART, HOUR, advance, opt_in
 
-
 YAML = {"Content-Type": "application/yaml"}
 
 
