@@ -212,6 +212,8 @@ class Projector:
                 target = self._merge(target, candidate, key, event)
         if target is None:
             target = self._new_customer()
+        if not previous:
+            # An id never seen before becomes one of this person's ids.
             self._assign(("anonymous_id", event.previous_id), target)
         for key in keys:
             if key not in self.owner:

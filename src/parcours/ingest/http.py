@@ -34,8 +34,26 @@ class HttpError(Exception):
         self.field = field
 
     def response(self) -> Response[bytes]:
-        body = {"success": False, "error": {"field": self.field, "message": self.message}}
+        # `code` and `message` at the top are what Segment's and RudderStack's libraries
+        # read from an error; `error` names the field.
+        body = {
+            "success": False,
+            "code": _CODES.get(self.status, "error"),
+            "message": self.message,
+            "error": {"field": self.field, "message": self.message},
+        }
         return Response(_encode(body), status_code=self.status, media_type="application/json")
+
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_encoding",
+    503: "unavailable",
+}
 
 
 def json_response(body: Any, status: int = 200) -> Response[bytes]:

@@ -1,0 +1,151 @@
+"""Durability: a server killed mid-stream loses no acknowledged batch, and a client's retry
+of what was not acknowledged stores nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from parcours.ingest.tables import events
+from parcours.runtime.db import Database
+from tests.conftest import WRITE_KEY, free_port
+
+pytestmark = pytest.mark.slow
+BATCHES = 300
+
+
+def batch(number: int) -> dict[str, object]:
+    return {
+        "batch": [
+            {
+                "type": "track",
+                "userId": f"user-{(number * 100 + n) % 997}",
+                "event": "Product Viewed",
+                "messageId": f"crash-{number}-{n}",
+                "properties": {"product_id": f"p-{n}"},
+            }
+            for n in range(100)
+        ]
+    }
+
+
+class Server:
+    def __init__(self, database_url: str, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PARCOURS_DATABASE_URL": database_url,
+            "PARCOURS_WRITE_KEY": WRITE_KEY,
+            "PARCOURS_ADMIN_KEY": "crash-admin",
+            "PARCOURS_LOG_LEVEL": "warning",
+        }
+        command = [
+            str(Path(sys.executable).parent / "parcours"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.process.poll() is None, "the server exited at start"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "data"
+
+
+def stored_ids(database_url: str) -> list[str]:
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            return list(conn.execute(select(events.c.message_id)).scalars())
+    finally:
+        db.dispose()
+
+
+def test_killed_server_keeps_every_acknowledged_batch(database_url: str, data_dir: Path) -> None:
+    server = Server(database_url, data_dir)
+    acknowledged: set[int] = set()
+    lock = threading.Lock()
+    next_batch = iter(range(BATCHES))
+
+    def sender() -> None:
+        with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as client:
+            for number in next_batch:
+                try:
+                    response = client.post(f"{server.url}/v1/batch", json=batch(number))
+                except httpx.HTTPError:
+                    return  # the server died under this request: not acknowledged
+                if response.status_code == 200:
+                    with lock:
+                        acknowledged.add(number)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < 30:
+        time.sleep(0.005)
+    server.kill()  # mid-stream: other requests are in flight
+    for thread in threads:
+        thread.join(30)
+    assert len(acknowledged) < BATCHES, "the stream finished before the kill"
+
+    after_crash = set(stored_ids(database_url))
+    for number in acknowledged:
+        missing = {f"crash-{number}-{n}" for n in range(100)} - after_crash
+        assert not missing, f"acknowledged batch {number} lost {len(missing)} events"
+
+    # The client retries everything, acknowledged or not, against the restarted server.
+    server = Server(database_url, data_dir)
+    try:
+        with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as client:
+            for number in range(BATCHES):
+                assert client.post(f"{server.url}/v1/batch", json=batch(number)).status_code == 200
+    finally:
+        server.stop()
+    ids = stored_ids(database_url)
+    assert len(ids) == len(set(ids)) == BATCHES * 100
+
+
+def test_graceful_stop_commits_what_was_accepted(database_url: str, data_dir: Path) -> None:
+    server = Server(database_url, data_dir)
+    with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as client:
+        for number in range(20):
+            assert client.post(f"{server.url}/v1/batch", json=batch(number)).status_code == 200
+    server.stop()
+    db = Database(database_url)
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 2000
+    db.dispose()
