@@ -286,6 +286,33 @@ def keys_revoke(key_id: int, data_dir: DataDirOption = None) -> None:
     out.print(f"Key {key_id} revoked.")
 
 
+def _run_bench(name: str, arguments: list[str]) -> None:
+    """Benchmarks live in the repository's bench/ folder, beside src/."""
+    import importlib
+
+    import parcours
+
+    root = Path(parcours.__file__).resolve().parents[2]
+    if not (root / "bench" / f"{name}.py").exists():
+        err.print(
+            f"[red]bench/{name}.py not found beside {root / 'src'}: benchmarks run from a "
+            "source checkout (pip install -e .)[/red]"
+        )
+        raise typer.Exit(2)
+    sys.path.insert(0, str(root))
+    module = importlib.import_module(f"bench.{name}")
+    raise typer.Exit(module.main(arguments))
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_app.command("ingest", context_settings=_PASS_THROUGH)
+def bench_ingest(context: typer.Context) -> None:
+    """Ingestion: events/s end to end, latency at a fixed rate, memory; see --help."""
+    _run_bench("ingest", list(context.args))
+
+
 @journeys_app.command("validate")
 def journeys_validate(
     files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],

@@ -1,0 +1,1 @@
+"""Benchmarks: run through `parcours bench ...`; results in bench/RESULTS.md."""

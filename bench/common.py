@@ -1,0 +1,148 @@
+"""What the benchmarks share: a server subprocess, a scratch database, memory sampling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+WRITE_KEY = "bench-write-key"
+ADMIN_KEY = "bench-admin-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def scratch_database(postgres_url: str | None) -> Iterator[tuple[str, Path]]:
+    """A fresh database (SQLite in a temp dir, or a new PostgreSQL database), removed after."""
+    directory = Path(tempfile.mkdtemp(prefix="parcours-bench-"))
+    if postgres_url is None:
+        try:
+            yield f"sqlite:///{directory / 'parcours.db'}", directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return
+    import psycopg
+
+    name = f"parcours_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}", directory
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class MemorySampler:
+    """Samples a process's resident memory every `interval` seconds."""
+
+    pid: int
+    interval: float = 0.2
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        process = psutil.Process(self.pid)
+        start = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic() - start, process.memory_info().rss))
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def peak_mb(self) -> float:
+        return max((rss for _, rss in self.samples), default=0) / 2**20
+
+
+class Server:
+    """`parcours serve` in a subprocess, on a free port."""
+
+    def __init__(self, database_url: str, data_dir: Path, *, workers: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PARCOURS_DATABASE_URL": database_url,
+            "PARCOURS_WRITE_KEY": WRITE_KEY,
+            "PARCOURS_ADMIN_KEY": ADMIN_KEY,
+            "PARCOURS_LOG_LEVEL": "warning",
+        }
+        command = [
+            str(Path(sys.executable).parent / "parcours"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited at start")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start within 60 s")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]

@@ -1,0 +1,348 @@
+"""`parcours bench ingest`: events/s end to end over loopback, latency at a fixed rate,
+memory over a long stream, and the storage floor they are compared to."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from bench.common import (
+    WRITE_KEY,
+    MemorySampler,
+    Server,
+    percentile,
+    scratch_database,
+)
+
+PRODUCTS = [
+    {
+        "product_id": f"sku-{n}",
+        "name": f"Product {n}",
+        "price": round(5 + n * 1.7, 2),
+        "category": ("shoes", "bags", "coats", "scarves")[n % 4],
+    }
+    for n in range(300)
+]
+SESSION_EVENTS = 8  # a shopper sends several events in a row
+
+
+def realistic_events(count: int, seed: int = 7, customers: int = 50_000) -> list[dict[str, Any]]:
+    """A mix of page views, product views, cart and checkout events, orders and identifies,
+    from shoppers who each send a few events in a row."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for number in range(count):
+        shopper = (number // SESSION_EVENTS) % customers
+        anonymous = f"anon-{shopper}"
+        product = PRODUCTS[rng.randrange(len(PRODUCTS))]
+        roll = rng.random()
+        context = {
+            "locale": "fr-FR",
+            "timezone": "Europe/Paris",
+            "page": {"url": f"https://shop.example/p/{product['product_id']}"},
+            "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
+        }
+        if roll < 0.25:
+            event = {"type": "page", "anonymousId": anonymous, "name": "Product"}
+        elif roll < 0.65:
+            event = {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": "Product Viewed",
+                "properties": product,
+            }
+        elif roll < 0.78:
+            event = {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": "Product Added",
+                "properties": {**product, "cart_id": f"cart-{shopper}", "quantity": 1},
+            }
+        elif roll < 0.84:
+            event = {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": "Cart Viewed",
+                "properties": {"cart_id": f"cart-{shopper}", "products": [product]},
+            }
+        elif roll < 0.90:
+            event = {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": "Checkout Started",
+                "properties": {
+                    "checkout_id": f"co-{shopper}",
+                    "total": product["price"],
+                    "currency": "EUR",
+                    "products": [product],
+                },
+            }
+        elif roll < 0.95:
+            event = {
+                "type": "identify",
+                "anonymousId": anonymous,
+                "userId": f"user-{shopper}",
+                "traits": {
+                    "email": f"shopper{shopper}@example.com",
+                    "first_name": "Alex",
+                    "phone": f"+336{shopper:08d}",
+                },
+            }
+        else:
+            event = {
+                "type": "track",
+                "userId": f"user-{shopper}",
+                "anonymousId": anonymous,
+                "event": "Order Completed",
+                "properties": {
+                    "order_id": f"order-{number}",
+                    "total": product["price"],
+                    "currency": "EUR",
+                    "products": [product],
+                },
+            }
+        event["messageId"] = f"bench-{seed}-{number}"
+        event["timestamp"] = "2026-11-20T10:00:00.000Z"
+        event["context"] = context
+        events.append(event)
+    return events
+
+
+def batch_bodies(events: list[dict[str, Any]], size: int = 100) -> list[bytes]:
+    encoder = msgspec.json.Encoder()
+    return [
+        encoder.encode(
+            {"batch": events[start : start + size], "sentAt": "2026-11-20T10:00:01.000Z"}
+        )
+        for start in range(0, len(events), size)
+    ]
+
+
+async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(auth=(WRITE_KEY, ""), timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post(f"{url}/v1/batch", content=body, headers=headers)
+                if response.status_code != 200:
+                    raise RuntimeError(f"batch refused: {response.status_code} {response.text}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def throughput(database_url: str, data_dir: Path, events: int, concurrency: int) -> dict[str, Any]:
+    generated = realistic_events(events)
+    bodies = batch_bodies(generated)
+    server = Server(database_url, data_dir)
+    sampler = MemorySampler(server.pid)
+    cpu_before = server.cpu_seconds()
+    started = time.perf_counter()
+    latencies = asyncio.run(_send_all(server.url, bodies, concurrency))
+    elapsed = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu_before
+    sampler.stop()
+    server.stop()
+    return {
+        "events": events,
+        "events_per_s": round(events / elapsed),
+        "batch_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "batch_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "server_cpu_s_per_10k_events": round(cpu / events * 10_000, 2),
+        "server_peak_rss_mb": round(sampler.peak_mb, 1),
+        "generated": generated,
+    }
+
+
+def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same rows inserted straight into the events table, one transaction,
+    executemany: what the database alone costs."""
+    from parcours.ingest.model import parse_event
+    from parcours.ingest.tables import events as events_table
+    from parcours.ingest.writer import _EVENT_COLUMNS
+    from parcours.runtime.db import Database, insert_rows, migrate
+
+    encoder = msgspec.json.Encoder()
+    rows = []
+    for document in generated:
+        event = parse_event(encoder.encode(document), source="api", received_at=0)
+        rows.append(
+            (
+                event.message_id,
+                None,
+                event.type,
+                event.name,
+                event.user_id,
+                event.anonymous_id,
+                event.occurred_at,
+                event.timestamp,
+                event.sent_at,
+                event.received_at,
+                event.source,
+                event.payload,
+            )
+        )
+    db = Database(database_url)
+    migrate(db)
+    started = time.perf_counter()
+    with db.write() as conn:
+        insert_rows(conn, events_table, _EVENT_COLUMNS, rows)
+    elapsed = time.perf_counter() - started
+    db.dispose()
+    return {"floor_events_per_s": round(len(rows) / elapsed)}
+
+
+async def _paced(url: str, rate: int, seconds: float) -> tuple[list[float], int]:
+    """Open loop: one single-event call every 1/rate s, whatever the answers' delays."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(auth=(WRITE_KEY, ""), timeout=30, limits=limits) as client:
+
+        async def call(number: int) -> None:
+            nonlocal failures
+            body = {
+                "userId": f"user-{number % 5000}",
+                "event": "Product Viewed",
+                "messageId": f"paced-{number}",
+                "properties": PRODUCTS[number % 300],
+            }
+            started = time.perf_counter()
+            response = await client.post(f"{url}/v1/track", json=body)
+            if response.status_code != 200:
+                failures += 1
+            latencies.append(time.perf_counter() - started)
+
+        tasks = []
+        begin = time.perf_counter()
+        total = int(rate * seconds)
+        for number in range(total):
+            delay = begin + number / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(call(number)))
+        await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+def latency(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
+    server = Server(database_url, data_dir)
+    latencies, failures = asyncio.run(_paced(server.url, rate, seconds))
+    server.stop()
+    return {
+        "rate_per_s": rate,
+        "calls": len(latencies),
+        "failures": failures,
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+    }
+
+
+def memory(database_url: str, data_dir: Path, events: int, concurrency: int) -> dict[str, Any]:
+    """Stream `events` through in chunks (generated as it goes) and watch resident memory."""
+    server = Server(database_url, data_dir)
+    sampler = MemorySampler(server.pid, interval=1.0)
+    chunk = 100_000
+    started = time.perf_counter()
+    for offset in range(0, events, chunk):
+        generated = realistic_events(min(chunk, events - offset), seed=1000 + offset)
+        asyncio.run(_send_all(server.url, batch_bodies(generated), concurrency))
+    elapsed = time.perf_counter() - started
+    sampler.stop()
+    server.stop()
+    rss = [value for _, value in sampler.samples]
+    tenth = max(1, len(rss) // 10)
+    return {
+        "events": events,
+        "events_per_s": round(events / elapsed),
+        "rss_first_tenth_mb": round(max(rss[:tenth]) / 2**20, 1),
+        "rss_last_tenth_mb": round(max(rss[-tenth:]) / 2**20, 1),
+        "rss_peak_mb": round(sampler.peak_mb, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parcours bench ingest", description=__doc__)
+    parser.add_argument(
+        "--mode", choices=["throughput", "latency", "memory", "all"], default="throughput"
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=int, default=1000, help="latency mode: calls per second")
+    parser.add_argument("--seconds", type=float, default=20, help="latency mode: duration")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on a scratch database created through this PostgreSQL URL",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
+    if args.mode in ("throughput", "all"):
+        with scratch_database(args.postgres) as (url, directory):
+            measured = throughput(url, directory / "data", args.events, args.concurrency)
+        generated = measured.pop("generated")
+        with scratch_database(args.postgres) as (url, _):
+            measured |= storage_floor(url, generated)
+        measured["fraction_of_floor"] = round(
+            measured["events_per_s"] / measured["floor_events_per_s"], 3
+        )
+        results["throughput"] = measured
+    if args.mode in ("latency", "all"):
+        with scratch_database(args.postgres) as (url, directory):
+            results["latency"] = latency(url, directory / "data", args.rate, args.seconds)
+    if args.mode in ("memory", "all"):
+        with scratch_database(args.postgres) as (url, directory):
+            results["memory"] = memory(url, directory / "data", args.events, args.concurrency)
+    print(json.dumps(results, indent=2) if args.json else _report(results))
+    return 0
+
+
+def _report(results: dict[str, Any]) -> str:
+    lines = [f"database: {results['database']}"]
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += [
+            f"throughput: {t['events_per_s']:,} events/s end to end (target >= 20,000 on "
+            f"SQLite); batch of 100: p50 {t['batch_p50_ms']} ms, p99 {t['batch_p99_ms']} ms",
+            f"  storage floor {t['floor_events_per_s']:,} events/s: we reach "
+            f"{t['fraction_of_floor']:.1%} of it (target >= 25%)",
+            f"  server: {t['server_cpu_s_per_10k_events']} CPU s per 10k events, peak RSS "
+            f"{t['server_peak_rss_mb']} MB",
+        ]
+    if "latency" in results:
+        lat = results["latency"]
+        lines.append(
+            f"latency at {lat['rate_per_s']} single-event calls/s: p50 {lat['p50_ms']}"
+            f" ms, p99 {lat['p99_ms']} ms (target p99 < 100 ms), {lat['failures']} "
+            "failures"
+        )
+    if "memory" in results:
+        m = results["memory"]
+        lines.append(
+            f"memory over {m['events']:,} events: first tenth {m['rss_first_tenth_mb']}"
+            f" MB, last tenth {m['rss_last_tenth_mb']} MB, peak {m['rss_peak_mb']} MB "
+            "(target: flat, < 300 MB)"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
