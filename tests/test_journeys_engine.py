@@ -339,3 +339,33 @@ def test_identity_merge_mid_journey_keeps_one_run_per_cart(
         ("email", "cart-email"),
         ("sms", "cart-sms"),
     ]
+
+
+def test_pause_holds_runs_where_they_stand_and_resume_releases_them(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, CART)
+    track(services, "pia", "Checkout Started", checkout_id="p-1", total=10)
+    journeys.change_status(services.db, "cart", 1, "pause", "ben", clock.now_ms())
+    services.worker.run_due()
+    advance(services, clock, 3 * HOUR)
+    assert sent(services, "pia") == []  # held: the push due after 1 h did not go
+    run = runs(services, "pia")[0]
+    assert run["state"] == "active" and run["position"] == 0
+    # Nobody enters a paused journey.
+    track(services, "quy", "Checkout Started", checkout_id="p-2", total=10)
+    assert runs(services, "quy") == []
+    journeys.change_status(services.db, "cart", 1, "go_live", "ben", clock.now_ms())
+    services.worker.run_due()
+    assert sent(services, "pia") == [("push", "cart-push")]  # released, checked, sent
+
+
+def test_archiving_stops_the_runs_with_a_reason(services: Services, clock: SimulatedClock) -> None:
+    publish(services, CART)
+    track(services, "rae", "Checkout Started", checkout_id="a-1", total=10)
+    journeys.change_status(services.db, "cart", 1, "archive", "ben", clock.now_ms())
+    services.worker.run_due()
+    run = runs(services, "rae")[0]
+    assert run["state"] == "ended" and run["end_reason"] == "journey stopped (archived)"
+    advance(services, clock, 2 * HOUR)
+    assert sent(services, "rae") == []

@@ -12,6 +12,7 @@ from parcours.journeys.definition import Journey, load_journey
 from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database
+from parcours.runtime.queue import enqueue
 
 _decode = msgspec.json.Decoder().decode
 
@@ -92,6 +93,14 @@ def change_status(
                 )
             values |= {"approved_by": user, "approved_at": now}
         if move == "go_live":
+            for older in conn.execute(
+                select(journey_versions.c.version, journey_versions.c.status).where(
+                    journey_versions.c.journey_id == journey_id,
+                    journey_versions.c.status.in_(("live", "paused")),
+                    journey_versions.c.version != version,
+                )
+            ).all():
+                _announce(conn, journey_id, older.version, older.status, "superseded", now)
             conn.execute(
                 update(journey_versions)
                 .where(
@@ -104,9 +113,39 @@ def change_status(
         conn.execute(
             update(journey_versions).where(journey_versions.c.id == row.id).values(**values)
         )
+        _announce(conn, journey_id, version, row.status, target, now)
         return Version(
             journey_id, version, target, row.edited_by, values.get("approved_by", row.approved_by)
         )
+
+
+STATUS_JOB = "journeys.status"
+
+
+def _announce(
+    conn: Connection, journey_id: str, version: int, before: str, after: str, now: int
+) -> None:
+    """Tell the engine, durably and in this transaction, what the change means for the
+    runs: a pause holds them, a resume releases them, archiving ends them."""
+    enqueue(
+        conn,
+        STATUS_JOB,
+        {"journey_id": journey_id, "version": version, "from": before, "to": after},
+        run_at=now,
+        now=now,
+        queue="journeys",
+    )
+
+
+def version_status(conn: Connection, journey_id: str, version: int) -> str:
+    return str(
+        conn.execute(
+            select(journey_versions.c.status).where(
+                journey_versions.c.journey_id == journey_id,
+                journey_versions.c.version == version,
+            )
+        ).scalar_one()
+    )
 
 
 def publish(db: Database, source: str, editor: str, approver: str, now: int) -> Version:

@@ -71,6 +71,7 @@ class JourneyEngine:
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
         worker.register(REACT, self.react)
         worker.register(STEP, self.step)
+        worker.register(journeys_api.STATUS_JOB, self.status_changed)
         hooks.append(self.on_events)
 
     # ---- reacting to events ---------------------------------------------------------------
@@ -236,6 +237,29 @@ class JourneyEngine:
                 return True
         return False
 
+    def status_changed(self, conn: Connection, job: Job) -> None:
+        """A version was paused, resumed, superseded or archived: act on its runs."""
+        change = job.payload
+        journey_id, version = change["journey_id"], int(change["version"])
+        now = self.clock.now_ms()
+        rows = conn.execute(
+            text(
+                "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
+                "AND state = 'active' ORDER BY id"
+            ),
+            {"j": journey_id, "v": version},
+        ).all()
+        for run in (_run_of(row) for row in rows):
+            if change["to"] == "archived":
+                self._end(conn, run, "journey stopped (archived)", now)
+            elif change["from"] == "paused" and change["to"] in ("live", "superseded"):
+                if run.waiting and run.due_at is not None and run.due_at < now:
+                    # Time stood still for the run while it was held: what follows counts
+                    # from the resume, rather than everything going out at once.
+                    run.due_at = now
+                    self._save(conn, run)
+                self._schedule(conn, run, run.due_at or now, now)
+
     def _follow_merge(self, conn: Connection, event: Event, now: int) -> None:
         """Two profiles became one: the runs of both go on, on the surviving profile; a keyed
         run both had is kept once (the older run), so nothing is sent twice."""
@@ -263,6 +287,12 @@ class JourneyEngine:
         if run is None:
             return  # the run ended: its timer fires with no effect
         now = self.clock.now_ms()
+        if journeys_api.version_status(conn, run.journey_id, run.version) == "paused":
+            # Held where it stands; resuming the journey schedules it again.
+            self._log(
+                conn, run, "Journey Held", now, {"reason": "journey paused", "position": run.pc}
+            )
+            return
         # After downtime a timer fires late; the run's own time is when it was due, so that
         # chained waits catch up in order.
         logical = job.run_at

@@ -159,6 +159,7 @@ _SAYINGS = {
     ),
     "Message Held": lambda p: f"held back {p.get('template')}: {p.get('reason')}",
     "Journey Exited": lambda p: f"exited: {p.get('reason')}",
+    "Journey Held": lambda p: f"held where it stands: {p.get('reason')}",
     "Task Created": lambda p: f"task for a person: {p.get('title')}",
 }
 
