@@ -46,6 +46,7 @@ class Services:
             clock=clock,
             default_region=settings.default_region,
             batch_events=settings.ingest_batch_events,
+            threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
         )
         worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE))
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)

@@ -57,13 +57,16 @@ class Writer:
         clock: Clock,
         default_region: str,
         batch_events: int = 1000,
+        threads: int = 1,
     ) -> None:
         self._db = db
         self._clock = clock
         self._region = default_region
         self._batch_events = batch_events
         self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+        self._thread_count = threads
         self._closed = False
         self._listeners: list[Callable[[list[Event]], None]] = []
         self.hooks: list[Hook] = []
@@ -77,18 +80,25 @@ class Writer:
         self.hooks.append(hook)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="parcours-writer", daemon=True)
-            self._thread.start()
+        """One thread on SQLite (one writer at a time anyway); on PostgreSQL several, whose
+        transactions only wait for each other when they touch the same people."""
+        with self._start_lock:
+            while len(self._threads) < self._thread_count:
+                thread = threading.Thread(
+                    target=self._run, name=f"parcours-writer-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def submit(self, events: list[Event]) -> Future[AppendResult]:
         future: Future[AppendResult] = Future()
@@ -131,11 +141,15 @@ class Writer:
                 group.append(item)
                 count += len(item.events)
             self._commit_group(group)
-        # Anything submitted after the stop marker is refused, never silently dropped.
+        # Anything submitted after the stop markers is refused, never silently dropped; the
+        # other threads' stop markers are left for them.
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)
                 break
             if isinstance(item, _Submission):
                 item.future.set_exception(WriterClosed("the writer is shutting down"))

@@ -107,13 +107,13 @@ def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]
         yield items[start : start + size]
 
 
-LOCK_BUCKETS = 64
+LOCK_BUCKETS = 4096
 
 
 def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
     """Serialise writers that touch the same keys, until the transaction ends.
 
-    PostgreSQL: transaction-scoped advisory locks on a fixed number of hashed buckets, taken
+    PostgreSQL: transaction-scoped advisory locks on 4,096 hashed buckets, taken
     in sorted order so two writers cannot deadlock. SQLite: nothing to do, BEGIN IMMEDIATE
     already made this the only writer.
     """

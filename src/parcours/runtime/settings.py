@@ -29,6 +29,7 @@ class Settings:
     shopify_webhook_secret: str = ""
     policies_file: str = ""
     ingest_batch_events: int = 1000
+    ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     log_level: str = "info"
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -58,6 +59,7 @@ _FIELD_TYPES: dict[str, type] = {
     "shopify_webhook_secret": str,
     "policies_file": str,
     "ingest_batch_events": int,
+    "ingest_writers": int,
     "log_level": str,
 }
 
@@ -122,6 +124,10 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: default_region must be a two-letter region code such as FR or US, "
             f"got {settings.default_region!r}"
+        )
+    if not 0 <= settings.ingest_writers <= 64:
+        raise SettingsError(
+            f"{where}: ingest_writers must be between 0 and 64, got {settings.ingest_writers}"
         )
     url = settings.database_url
     if url and not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
