@@ -313,6 +313,12 @@ def bench_ingest(context: typer.Context) -> None:
     _run_bench("ingest", list(context.args))
 
 
+@bench_app.command("journeys", context_settings=_PASS_THROUGH)
+def bench_journeys(context: typer.Context) -> None:
+    """Journeys: steps/s on a simulated clock, event-to-intent time; see --help."""
+    _run_bench("journeys", list(context.args))
+
+
 @journeys_app.command("validate")
 def journeys_validate(
     files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],

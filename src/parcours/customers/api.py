@@ -14,7 +14,7 @@ from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database
+from parcours.runtime.db import Database, run
 
 ERASED_EVENT = "Customer Erased"
 _CUSTOMER_REF = re.compile(r"^cus_(\d+)$")
@@ -90,10 +90,11 @@ class ConsentState:
 def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
     """The consent in force per channel and purpose: the latest change; at equal times a
     withdrawal wins over a grant."""
-    rows = conn.execute(
-        select(consents)
-        .where(consents.c.customer_id == customer_id)
-        .order_by(consents.c.occurred_at, consents.c.id)
+    rows = run(
+        conn,
+        "SELECT channel, purpose, status, occurred_at, source, wording, wording_version "
+        "FROM consents WHERE customer_id = :id ORDER BY occurred_at, id",
+        {"id": customer_id},
     ).all()
     current: dict[tuple[str, str], Any] = {}
     for row in rows:
@@ -151,6 +152,29 @@ def profile(conn: Connection, customer_id: int) -> dict[str, Any]:
         ],
         "computed": computed_view(computed),
     }
+
+
+def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
+    """What journey conditions and policies read about a customer, in one query: traits,
+    computed traits, and the phone numbers (for the country of a customer without one).
+    Straight through the driver: journeys call it at every step that looks at a profile."""
+    row = run(
+        conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
+    ).first()
+    if row is None:
+        raise CustomerNotFound(public_id(customer_id))
+    computed = computed_view(_decode(row.computed))
+    phones: list[dict[str, str]] = []
+    if not computed.get("country"):
+        phones = [
+            {"kind": "phone", "value": value}
+            for value in run(
+                conn,
+                "SELECT value FROM identities WHERE customer_id = :id AND kind = 'phone'",
+                {"id": customer_id},
+            ).scalars()
+        ]
+    return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
 
 
 def computed_view(computed: dict[str, Any]) -> dict[str, Any]:

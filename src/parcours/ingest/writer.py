@@ -208,6 +208,13 @@ def append_events(
     engine calls it inside its own transactions for the events it emits. System events
     (source "system", customer already known) are logged but change no profile.
     """
+    if len(group) == 1 and all(
+        e.source == "system" and e.customer_id is not None for e in group[0]
+    ):
+        # Parcours' own decisions: unique ids by construction, about a known customer,
+        # changing no profile. Nothing to deduplicate, resolve or project.
+        _insert(conn, group[0])
+        return [AppendResult(len(group[0]), 0)], group[0]
     first_by_id: dict[str, tuple[int, Event]] = {}
     for index, events in enumerate(group):
         for event in events:

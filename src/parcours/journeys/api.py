@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from parcours.journeys.definition import Journey, load_journey
 from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database
+from parcours.runtime.db import Database, run
 from parcours.runtime.queue import enqueue
 
 _decode = msgspec.json.Decoder().decode
@@ -138,12 +138,12 @@ def _announce(
 
 
 def version_status(conn: Connection, journey_id: str, version: int) -> str:
+    """Read at every step (a paused journey holds its runs), so straight through the driver."""
     return str(
-        conn.execute(
-            select(journey_versions.c.status).where(
-                journey_versions.c.journey_id == journey_id,
-                journey_versions.c.version == version,
-            )
+        run(
+            conn,
+            "SELECT status FROM journey_versions WHERE journey_id = :j AND version = :v",
+            {"j": journey_id, "v": version},
         ).scalar_one()
     )
 

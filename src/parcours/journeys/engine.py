@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
@@ -32,6 +32,7 @@ from parcours.journeys.program import Instruction, Program, compile_journey, lis
 from parcours.journeys.tables import journey_runs
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.runtime.clock import Clock, from_ms, to_ms
+from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
 
 REACT = "journeys.react"
@@ -91,12 +92,11 @@ class JourneyEngine:
 
     def react(self, conn: Connection, job: Job) -> None:
         ids: list[str] = job.payload["events"]
-        rows = conn.execute(
-            text(
-                "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
-                "WHERE message_id IN ({}) ORDER BY occurred_at, seq".format(
-                    ", ".join(f":m{i}" for i in range(len(ids)))
-                )
+        rows = sql(
+            conn,
+            "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+            "WHERE message_id IN ({}) ORDER BY occurred_at, seq".format(
+                ", ".join(f":m{i}" for i in range(len(ids)))
             ),
             {f"m{i}": message_id for i, message_id in enumerate(ids)},
         ).all()
@@ -179,12 +179,11 @@ class JourneyEngine:
             return
         if self._entered_already(conn, journey, customer, message_id, key, now):
             return
-        run_id = conn.execute(
-            text(
-                "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, "
-                "pc, entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, "
-                "'active', 0, :at, :m, :e) RETURNING id"
-            ),
+        run_id = sql(
+            conn,
+            "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, "
+            "pc, entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, "
+            "'active', 0, :at, :m, :e) RETURNING id",
             {
                 "j": journey.id,
                 "v": program.version,
@@ -242,11 +241,10 @@ class JourneyEngine:
         change = job.payload
         journey_id, version = change["journey_id"], int(change["version"])
         now = self.clock.now_ms()
-        rows = conn.execute(
-            text(
-                "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
-                "AND state = 'active' ORDER BY id"
-            ),
+        rows = sql(
+            conn,
+            "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
+            "AND state = 'active' ORDER BY id",
             {"j": journey_id, "v": version},
         ).all()
         for run in (_run_of(row) for row in rows):
@@ -273,8 +271,9 @@ class JourneyEngine:
                 self._end(conn, newer, f"profiles merged: run {older.id} goes on", now)
                 if newer is twin:
                     kept[(run.journey_id, run.run_key)] = run
-        conn.execute(
-            text("UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old"),
+        sql(
+            conn,
+            "UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old",
             {"new": survivor, "old": merged},
         )
         reassign_jobs(conn, merged, survivor)
@@ -431,11 +430,10 @@ class JourneyEngine:
 
     def _seen_since_entry(self, conn: Connection, run: _Run, spec: Any, deadline: int) -> bool:
         """Events since entry count: an order placed before the wait began satisfies it."""
-        rows = conn.execute(
-            text(
-                "SELECT payload FROM events WHERE customer_id = :c AND name = :n "
-                "AND occurred_at >= :since AND occurred_at < :deadline"
-            ),
+        rows = sql(
+            conn,
+            "SELECT payload FROM events WHERE customer_id = :c AND name = :n "
+            "AND occurred_at >= :since AND occurred_at < :deadline",
             {"c": run.customer_id, "n": spec.event, "since": run.entered_at, "deadline": deadline},
         ).all()
         return any(_wait_matches(spec, _decode(row.payload), run) for row in rows)
@@ -657,22 +655,20 @@ class JourneyEngine:
     def _end(
         self, conn: Connection, run: _Run, reason: str, now: int, converted: bool = False
     ) -> None:
-        conn.execute(
-            text(
-                "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
-                "converted = :c, waiting = NULL WHERE id = :id"
-            ),
+        sql(
+            conn,
+            "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
+            "converted = :c, waiting = NULL WHERE id = :id",
             {"now": now, "r": reason, "c": int(converted), "id": run.id},
         )
         cancel(conn, f"run:{run.id}")
         self._log(conn, run, "Journey Exited", now, {"reason": reason, "converted": converted})
 
     def _save(self, conn: Connection, run: _Run) -> None:
-        conn.execute(
-            text(
-                "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
-                "wait_key = :wk, due_at = :d WHERE id = :id"
-            ),
+        sql(
+            conn,
+            "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
+            "wait_key = :wk, due_at = :d WHERE id = :id",
             {
                 "pc": run.pc,
                 "w": run.waiting,
@@ -687,11 +683,10 @@ class JourneyEngine:
         self, conn: Connection, run: _Run, name: str, now: int, details: dict[str, Any]
     ) -> None:
         if "step" in details:
-            conn.execute(
-                text(
-                    "INSERT INTO journey_passes (journey_id, version, step_id, outcome, run_id, "
-                    "at) VALUES (:j, :v, :s, :o, :r, :at)"
-                ),
+            sql(
+                conn,
+                "INSERT INTO journey_passes (journey_id, version, step_id, outcome, run_id, "
+                "at) VALUES (:j, :v, :s, :o, :r, :at)",
                 {
                     "j": run.journey_id,
                     "v": run.version,
@@ -777,19 +772,19 @@ class JourneyEngine:
 
     def _active_runs(self, conn: Connection, customer: int) -> list[_Run]:
         lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
-        rows = conn.execute(
-            text(
-                f"SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
-                f"ORDER BY id{lock}"
-            ),
+        rows = sql(
+            conn,
+            f"SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
+            f"ORDER BY id{lock}",
             {"c": customer},
         ).all()
         return [_run_of(row) for row in rows]
 
     def _load_run(self, conn: Connection, run_id: int, lock: bool = False) -> _Run | None:
         suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-        row = conn.execute(
-            text(f"SELECT * FROM journey_runs WHERE id = :id AND state = 'active'{suffix}"),
+        row = sql(
+            conn,
+            f"SELECT * FROM journey_runs WHERE id = :id AND state = 'active'{suffix}",
             {"id": run_id},
         ).first()
         return _run_of(row) if row is not None else None
@@ -813,7 +808,7 @@ def _run_of(row: Any) -> _Run:
 
 
 def _profile(conn: Connection, customer: int) -> dict[str, Any]:
-    return customers.profile(conn, customer)
+    return customers.conditions_view(conn, customer)
 
 
 def _first_match(goals: list[Goal], name: str, event: dict[str, Any], run: _Run) -> Goal | None:

@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 import phonenumbers
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.journeys.definition import parse_duration
 from parcours.runtime.clock import from_ms, to_ms
-from parcours.runtime.db import lock_keys
+from parcours.runtime.db import lock_keys, run
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -123,11 +123,10 @@ def _consent(conn: Connection, policies: Policies, message: Message, now: int) -
 
 
 def _duplicate(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
-    row = conn.execute(
-        text(
-            "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
-            "AND channel <> :ch AND created_at > :since LIMIT 1"
-        ),
+    row = run(
+        conn,
+        "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
+        "AND channel <> :ch AND created_at > :since LIMIT 1",
         {
             "c": message.customer_id,
             "t": message.template,
@@ -204,22 +203,17 @@ def _caps(
             since = now - cap.window_ms
             retry = None
         channel_filter = "" if cap.channel == "all" else " AND channel = :ch"
-        rows = (
-            conn.execute(
-                text(
-                    "SELECT created_at FROM outbox WHERE customer_id = :c AND purpose = :p "
-                    f"AND created_at > :since{channel_filter} ORDER BY created_at"
-                ),
-                {
-                    "c": message.customer_id,
-                    "p": message.purpose,
-                    "since": since,
-                    "ch": message.channel,
-                },
-            )
-            .scalars()
-            .all()
-        )
+        rows = run(
+            conn,
+            "SELECT created_at FROM outbox WHERE customer_id = :c AND purpose = :p "
+            f"AND created_at > :since{channel_filter} ORDER BY created_at",
+            {
+                "c": message.customer_id,
+                "p": message.purpose,
+                "since": since,
+                "ch": message.channel,
+            },
+        ).scalars()
         if len(rows) >= cap.count:
             if retry is None:
                 retry = int(rows[len(rows) - cap.count]) + cap.window_ms + 1

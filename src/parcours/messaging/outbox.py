@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from parcours.messaging.tables import outbox
+from parcours.runtime.db import run
 
 _encode = msgspec.json.Encoder().encode
 
@@ -27,12 +28,11 @@ class Intent:
 
 def add_intent(conn: Connection, intent: Intent, now: int, detail: dict[str, Any]) -> bool:
     """Write the intent once: a second write with the same key changes nothing (False)."""
-    result = conn.execute(
-        text(
-            "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
-            "channel, template, purpose, state, created_at, detail) VALUES (:k, :c, :j, :r, "
-            ":s, :ch, :t, :p, 'pending', :now, :d) ON CONFLICT (idempotency_key) DO NOTHING"
-        ),
+    result = run(
+        conn,
+        "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
+        "channel, template, purpose, state, created_at, detail) VALUES (:k, :c, :j, :r, "
+        ":s, :ch, :t, :p, 'pending', :now, :d) ON CONFLICT (idempotency_key) DO NOTHING",
         {
             "k": intent.idempotency_key,
             "c": intent.customer_id,
@@ -58,7 +58,8 @@ def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 
 def reassign_intents(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the intents of the merged customer belong to the survivor."""
-    conn.execute(
-        text("UPDATE outbox SET customer_id = :new WHERE customer_id = :old"),
+    run(
+        conn,
+        "UPDATE outbox SET customer_id = :new WHERE customer_id = :old",
         {"new": new, "old": old},
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +231,58 @@ def _cursor(conn: Connection) -> Any:
     """A DB-API cursor on the connection's current transaction, past SQLAlchemy's layers
     (the hot path only; everything else goes through SQLAlchemy)."""
     return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+class Rows:
+    """The result of `run`: rows as named tuples, with SQLAlchemy's accessor names."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self.rowcount: int = cursor.rowcount
+        description = cursor.description
+        self._row = _row_type(tuple(d[0] for d in description)) if description else None
+
+    def all(self) -> list[Any]:
+        assert self._row is not None
+        return [self._row(*row) for row in self._cursor.fetchall()]
+
+    def first(self) -> Any:
+        row = self._cursor.fetchone()
+        return None if row is None or self._row is None else self._row(*row)
+
+    def scalar(self) -> Any:
+        row = self._cursor.fetchone()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        row = self._cursor.fetchone()
+        if row is None:
+            raise LookupError("the query returned no row")
+        return row[0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._cursor.fetchall()]
+
+
+def run(conn: Connection, statement: str, params: dict[str, Any] | None = None) -> Rows:
+    """Run SQL with `:name` parameters straight through the driver, in the connection's
+    transaction: the engine's and the queue's per-step statements, where SQLAlchemy's own
+    execution cost 40 times the database's (110 µs against 2.6 µs a query, measured)."""
+    cursor = _cursor(conn)
+    cursor.execute(_driver_sql(statement, conn.dialect.name), params or {})
+    return Rows(cursor)
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=1024)
+def _driver_sql(statement: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        return statement  # sqlite3 takes :name as it is
+    return _NAMED.sub(r"%(\1)s", statement.replace("%", "%%"))
+
+
+@lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> Any:
+    return namedtuple("Row", names, rename=True)

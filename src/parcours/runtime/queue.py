@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text, text
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import BigId, Database, metadata
+from parcours.runtime.db import BigId, Database, metadata, run
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +95,26 @@ def enqueue(
             "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
             "queue = excluded.queue, max_attempts = excluded.max_attempts"
         )
-    conn.execute(
-        text(f"INSERT INTO jobs (state, {columns}) VALUES ('available', {marks}){conflict}"),
+    run(
+        conn,
+        f"INSERT INTO jobs (state, {columns}) VALUES ('available', {marks}){conflict}",
         values,
     )
     if conn.dialect.name != "sqlite":
-        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
     """Remove the live job with this key, if any (in the caller's transaction)."""
-    result = conn.execute(text("DELETE FROM jobs WHERE unique_key = :k"), {"k": unique_key})
+    result = run(conn, "DELETE FROM jobs WHERE unique_key = :k", {"k": unique_key})
     return bool(result.rowcount)
 
 
 def reassign_jobs(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's jobs are the survivor's."""
-    conn.execute(
-        text("UPDATE jobs SET customer_id = :new WHERE customer_id = :old"),
+    run(
+        conn,
+        "UPDATE jobs SET customer_id = :new WHERE customer_id = :old",
         {"new": new, "old": old},
     )
 
@@ -120,8 +122,9 @@ def reassign_jobs(conn: Connection, old: int, new: int) -> None:
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
     names = list(queues)
     marks = ", ".join(f":q{i}" for i in range(len(names)))
-    row = conn.execute(
-        text(f"SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue IN ({marks})"),
+    row = run(
+        conn,
+        f"SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue IN ({marks})",
         {f"q{i}": name for i, name in enumerate(names)},
     ).scalar()
     return int(row) if row is not None else None
@@ -203,12 +206,11 @@ class Worker:
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
         marks = ", ".join(f":q{i}" for i in range(len(self.queues)))
         lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
-        rows = conn.execute(
-            text(
-                "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
-                f"customer_id FROM jobs WHERE state = 'available' AND queue IN ({marks}) "
-                f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}"
-            ),
+        rows = run(
+            conn,
+            "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
+            f"customer_id FROM jobs WHERE state = 'available' AND queue IN ({marks}) "
+            f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}",
             {"now": now, "limit": limit, **{f"q{i}": q for i, q in enumerate(self.queues)}},
         ).all()
         return [
@@ -228,22 +230,20 @@ class Worker:
 
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
-        savepoint = conn.begin_nested()
+        # A savepoint per job: a handler that fails is rolled back alone. Deleting the job
+        # first frees its unique key, so the handler may schedule the next job under it.
+        run(conn, "SAVEPOINT parcours_job")
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
-            if job.unique_key is not None:
-                # Free the key: the handler may schedule the next job under the same key.
-                conn.execute(
-                    text("UPDATE jobs SET unique_key = NULL WHERE id = :id"), {"id": job.id}
-                )
+            run(conn, "DELETE FROM jobs WHERE id = :id", {"id": job.id})
             handler(conn, job)
-            # Delete by id: the handler may have replaced this key with the next step's job.
-            conn.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": job.id})
-            savepoint.commit()
         except Exception as exc:
-            savepoint.rollback()
+            run(conn, "ROLLBACK TO SAVEPOINT parcours_job")
+            run(conn, "RELEASE SAVEPOINT parcours_job")
             self._record_failure(conn, job, now, exc)
+        else:
+            run(conn, "RELEASE SAVEPOINT parcours_job")
 
     def _record_failure(self, conn: Connection, job: Job, now: int, exc: Exception) -> None:
         attempt = job.attempt + 1
@@ -254,11 +254,9 @@ class Worker:
         else:
             log.warning("job %s (%s) failed, attempt %s: %s", job.id, job.kind, attempt, error)
             state, run_at = "available", now + backoff_ms(attempt)
-        conn.execute(
-            text(
-                "UPDATE jobs SET attempt = :a, last_error = :e, state = :s, run_at = :r "
-                "WHERE id = :id"
-            ),
+        run(
+            conn,
+            "UPDATE jobs SET attempt = :a, last_error = :e, state = :s, run_at = :r WHERE id = :id",
             {"a": attempt, "e": error, "s": state, "r": run_at, "id": job.id},
         )
 

@@ -1,0 +1,241 @@
+"""`parcours bench journeys`: journey steps per second on a simulated clock, and the time
+from an accepted event to its message intent with the real clock."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+
+from bench.common import WRITE_KEY, Server, percentile, scratch_database
+
+CART = """\
+id: cart
+name: Abandoned cart
+entry: {event: Checkout Started, key: properties.checkout_id}
+goals:
+  - {event: Order Completed, key: properties.checkout_id}
+steps:
+  - wait: 1h
+  - id: push
+    send: {channel: push, template: cart-push}
+  - wait: 1h
+  - id: email
+    send: {channel: email, template: cart-email}
+  - wait: 1d
+  - branch:
+      - when: {entry.properties.total: {gte: 150}}
+        steps:
+          - id: sms
+            send: {channel: sms, template: cart-sms}
+      - otherwise: []
+"""
+
+INSTANT = """\
+id: instant
+name: Order confirmation
+entry: {event: Order Completed}
+steps:
+  - send: {channel: email, template: order-confirmation, purpose: transactional}
+"""
+
+
+def steps(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
+    """Customers enter the abandoned-cart journey; the clock is advanced through every
+    wait, jumping from one due job to the next; every step runs for real."""
+    from parcours.ingest.model import parse_event
+    from parcours.journeys import api as journeys
+    from parcours.runtime.clock import SimulatedClock, iso
+    from parcours.runtime.settings import Settings
+    from parcours.services import Services
+
+    start = int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp() * 1000)  # a Monday
+    clock = SimulatedClock(start)
+    services = Services.open(Settings(data_dir=data_dir, database_url=database_url), clock=clock)
+    encoder = msgspec.json.Encoder()
+    try:
+        journeys.publish(services.db, CART, "bench", "bench reviewer", start)
+        consent = {ch: {"marketing": True} for ch in ("push", "email", "sms")}
+        for offset in range(0, customers, 1000):
+            chunk = range(offset, min(customers, offset + 1000))
+            services.writer.append_sync(
+                [
+                    parse_event(
+                        encoder.encode(
+                            {
+                                "type": "identify",
+                                "userId": f"c-{n}",
+                                "messageId": f"id-{n}",
+                                "timestamp": iso(start - 1000),
+                                "traits": {"consent": consent},
+                                "context": {"timezone": "Europe/Paris"},
+                            }
+                        ),
+                        source="bench",
+                        received_at=start,
+                    )
+                    for n in chunk
+                ]
+            )
+        began = time.perf_counter()
+        for offset in range(0, customers, 1000):
+            chunk = range(offset, min(customers, offset + 1000))
+            services.writer.append_sync(
+                [
+                    parse_event(
+                        encoder.encode(
+                            {
+                                "type": "track",
+                                "userId": f"c-{n}",
+                                "event": "Checkout Started",
+                                "messageId": f"co-{n}",
+                                "timestamp": iso(start),
+                                "properties": {"checkout_id": f"k-{n}", "total": 100 + n % 100},
+                            }
+                        ),
+                        source="bench",
+                        received_at=start,
+                    )
+                    for n in chunk
+                ]
+            )
+        jobs = _drain(services, clock)
+        elapsed = time.perf_counter() - began
+        with services.db.read() as conn:
+            passes = conn.execute(text("SELECT count(*) FROM journey_passes")).scalar_one()
+            intents = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+            active = conn.execute(
+                text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
+            ).scalar_one()
+    finally:
+        services.close()
+    step_count = passes + customers  # every recorded step, plus each entry
+    return {
+        "customers": customers,
+        "steps": step_count,
+        "jobs": jobs,
+        "intents": intents,
+        "still_active": active,
+        "seconds": round(elapsed, 1),
+        "steps_per_s": round(step_count / elapsed),
+    }
+
+
+def _drain(services: Any, clock: Any) -> int:
+    from parcours.runtime.clock import from_ms
+
+    ran = services.worker.run_due()
+    while True:
+        with services.db.read() as conn:
+            upcoming = conn.execute(
+                text("SELECT min(run_at) FROM jobs WHERE state = 'available'")
+            ).scalar()
+        if upcoming is None:
+            return int(ran)
+        clock.set(from_ms(max(int(upcoming), clock.now_ms())))
+        ran += services.worker.run_due()
+
+
+async def _send_orders(url: str, rate: int, seconds: float) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(auth=(WRITE_KEY, ""), timeout=30) as client:
+        tasks = []
+        begin = time.perf_counter()
+        for number in range(int(rate * seconds)):
+            delay = begin + number / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {
+                "userId": f"buyer-{number}",
+                "event": "Order Completed",
+                "messageId": f"order-{number}",
+                "properties": {"order_id": f"o-{number}", "total": 20},
+            }
+            tasks.append(asyncio.create_task(client.post(f"{url}/v1/track", json=body)))
+        await asyncio.gather(*tasks)
+
+
+def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
+    """With the real clock: how long from an event accepted to its message intent."""
+    from parcours.journeys import api as journeys
+    from parcours.runtime.db import Database, migrate
+
+    db = Database(database_url)
+    migrate(db)
+    journeys.publish(db, INSTANT, "bench", "bench reviewer", int(time.time() * 1000))
+    db.dispose()
+    server = Server(database_url, data_dir)
+    asyncio.run(_send_orders(server.url, rate, seconds))
+    time.sleep(3)  # let the last reactions land
+    server.stop()
+    db = Database(database_url)
+    with db.read() as conn:
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT o.created_at - e.received_at FROM outbox o "
+                    "JOIN journey_runs r ON r.id = o.run_id "
+                    "JOIN events e ON e.message_id = r.entry_message_id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    db.dispose()
+    delays = [float(value) for value in rows]
+    return {
+        "rate_per_s": rate,
+        "events": int(rate * seconds),
+        "intents": len(delays),
+        "p50_ms": percentile(delays, 0.5),
+        "p99_ms": percentile(delays, 0.99),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parcours bench journeys", description=__doc__)
+    parser.add_argument("--mode", choices=["steps", "reaction", "all"], default="all")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
+    if args.mode in ("steps", "all"):
+        with scratch_database(args.postgres) as (url, directory):
+            results["steps"] = steps(url, directory / "data", args.customers)
+    if args.mode in ("reaction", "all"):
+        with scratch_database(args.postgres) as (url, directory):
+            results["reaction"] = reaction(url, directory / "data", args.rate, args.seconds)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"database: {results['database']}")
+    if "steps" in results:
+        s = results["steps"]
+        print(
+            f"steps: {s['customers']:,} customers through the abandoned cart, {s['steps']:,}"
+            f" steps in {s['seconds']} s: {s['steps_per_s']:,} steps/s (target >= 5,000 on "
+            f"SQLite); {s['intents']:,} intents, {s['still_active']} runs left active"
+        )
+    if "reaction" in results:
+        r = results["reaction"]
+        print(
+            f"event to intent at {r['rate_per_s']} events/s: p50 {r['p50_ms']:.0f} ms, p99 "
+            f"{r['p99_ms']:.0f} ms (target p99 < 200 ms); {r['intents']} of {r['events']} "
+            "intents written"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
