@@ -15,6 +15,7 @@ import msgspec
 from sqlalchemy import text
 
 from bench.common import WRITE_KEY, Server, percentile, scratch_database
+from parcours.runtime.queue import next_run_at
 
 CART = """\
 id: cart
@@ -134,9 +135,7 @@ def _drain(services: Any, clock: Any) -> int:
     ran = services.worker.run_due()
     while True:
         with services.db.read() as conn:
-            upcoming = conn.execute(
-                text("SELECT min(run_at) FROM jobs WHERE state = 'available'")
-            ).scalar()
+            upcoming = next_run_at(conn, services.worker.queues)
         if upcoming is None:
             return int(ran)
         clock.set(from_ms(max(int(upcoming), clock.now_ms())))

@@ -22,6 +22,7 @@ from parcours.ingest.model import Event, EventError, parse_event
 from parcours.journeys import api as journeys_api
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
+from parcours.runtime.queue import next_run_at
 from parcours.runtime.settings import Settings
 
 _encode = msgspec.json.Encoder().encode
@@ -78,9 +79,7 @@ def _run_until(services: Any, clock: SimulatedClock, end: int) -> None:
     services.worker.run_due()
     while True:
         with services.db.read() as conn:
-            upcoming = conn.execute(
-                text("SELECT min(run_at) FROM jobs WHERE state = 'available'")
-            ).scalar()
+            upcoming = next_run_at(conn, services.worker.queues)
         if upcoming is None or upcoming > end:
             break
         clock.set(from_ms(max(int(upcoming), clock.now_ms())))

@@ -120,14 +120,17 @@ def reassign_jobs(conn: Connection, old: int, new: int) -> None:
 
 
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
-    names = list(queues)
-    marks = ", ".join(f":q{i}" for i in range(len(names)))
-    row = run(
-        conn,
-        f"SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue IN ({marks})",
-        {f"q{i}": name for i, name in enumerate(names)},
-    ).scalar()
-    return int(row) if row is not None else None
+    """The earliest due time among these queues (one index lookup per queue)."""
+    times = [
+        run(
+            conn,
+            "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
+            {"q": name},
+        ).scalar()
+        for name in queues
+    ]
+    known = [int(t) for t in times if t is not None]
+    return min(known) if known else None
 
 
 class Worker:
@@ -204,15 +207,19 @@ class Worker:
         return len(claimed)
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
-        marks = ", ".join(f":q{i}" for i in range(len(self.queues)))
         lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
-        rows = run(
-            conn,
-            "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
-            f"customer_id FROM jobs WHERE state = 'available' AND queue IN ({marks}) "
-            f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}",
-            {"now": now, "limit": limit, **{f"q{i}": q for i, q in enumerate(self.queues)}},
-        ).all()
+        # One query per queue: each walks the (state, queue, run_at, id) index in order and
+        # stops at the limit, where `queue IN (...)` made the database sort every due job.
+        rows = []
+        for name in self.queues:
+            rows += run(
+                conn,
+                "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
+                "customer_id FROM jobs WHERE state = 'available' AND queue = :q "
+                f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}",
+                {"now": now, "limit": limit, "q": name},
+            ).all()
+        rows = sorted(rows, key=lambda r: (r.run_at, r.id))[:limit]
         return [
             Job(
                 r.id,

@@ -1,0 +1,86 @@
+"""The ready-made journeys: each one valid, and each one doing what SCENARIOS.md says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parcours.journeys.definition import load_journey
+from parcours.runtime.clock import SimulatedClock
+from parcours.services import Services
+from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
+
+
+def template(name: str) -> str:
+    return (TEMPLATES / f"{name}.yaml").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(TEMPLATES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_template_is_valid(path: Path) -> None:
+    assert load_journey(path.read_text()).id
+
+
+def test_abandoned_cart_push_then_recap_then_sms_for_a_high_value_cart(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("abandoned-cart"))
+    track(services, "hi", "Checkout Started", checkout_id="c1", total=240)
+    advance(services, clock, 45 * MINUTE)
+    assert sent(services, "hi") == [("push", "abandoned-cart-push")]  # within the hour
+    advance(services, clock, HOUR)
+    assert sent(services, "hi")[-1] == ("email", "abandoned-cart-recap")
+    advance(services, clock, DAY, step=HOUR)
+    assert sent(services, "hi")[-1] == ("sms", "abandoned-cart-last-call")  # next day
+    assert len(sent(services, "hi")) == 3
+
+
+def test_abandoned_cart_sends_no_sms_for_a_small_cart(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("abandoned-cart"))
+    track(services, "lo", "Checkout Started", checkout_id="c2", total=35)
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert [channel for channel, _ in sent(services, "lo")] == ["push", "email"]
+
+
+def test_abandoned_cart_sends_nothing_at_all_after_the_order(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("abandoned-cart"))
+    track(services, "buy", "Checkout Started", checkout_id="c3", total=240)
+    advance(services, clock, 20 * MINUTE)
+    track(services, "buy", "Order Completed", order_id="o3")
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert sent(services, "buy") == []
+
+
+def test_post_purchase_delivery_follows_the_shipment(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("post-purchase-delivery"))
+    track(services, "pp", "Order Completed", order_id="o-9")
+    advance(services, clock, DAY, step=HOUR)
+    track(services, "pp", "Shipment Out For Delivery", order_id="o-9")
+    assert sent(services, "pp") == [("sms", "delivery-today")]
+    track(services, "pp", "Shipment Delivered", order_id="o-9")
+    assert sent(services, "pp")[-1] == ("push", "parcel-delivered")
+    advance(services, clock, DAY, step=HOUR)
+    assert sent(services, "pp")[-1] == ("email", "returns-and-contact")
+
+
+def test_human_touches_create_a_task_for_a_first_order(
+    services: Services, clock: SimulatedClock
+) -> None:
+    from sqlalchemy import text
+
+    publish(services, template("human-touches"))
+    opt_in(services, "new")
+    track(services, "new", "Order Completed", order_id="o-1", total=40)
+    with services.db.read() as conn:
+        titles = conn.execute(text("SELECT payload FROM events WHERE name = 'Task Created'"))
+        payloads = list(titles.scalars())
+    assert len(payloads) == 1 and "Thank-you note for a first order" in payloads[0]
+    assert sent(services, "new") == []
