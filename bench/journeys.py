@@ -143,23 +143,39 @@ def _drain(services: Any, clock: Any) -> int:
 
 
 async def _send_orders(url: str, rate: int, seconds: float) -> None:
-    import httpx
+    """Open loop at `rate` calls per second, over bare keep-alive connections."""
+    import base64
 
-    async with httpx.AsyncClient(auth=(WRITE_KEY, ""), timeout=30) as client:
-        tasks = []
-        begin = time.perf_counter()
-        for number in range(int(rate * seconds)):
-            delay = begin + number / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            body = {
+    from bench.ingest import _Connection
+
+    host, port = url.removeprefix("http://").split(":")
+    authorization = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    encoder = msgspec.json.Encoder()
+
+    async def call(number: int) -> None:
+        body = encoder.encode(
+            {
                 "userId": f"buyer-{number}",
                 "event": "Order Completed",
                 "messageId": f"order-{number}",
                 "properties": {"order_id": f"o-{number}", "total": 20},
             }
-            tasks.append(asyncio.create_task(client.post(f"{url}/v1/track", json=body)))
-        await asyncio.gather(*tasks)
+        )
+        connection = (
+            idle.get_nowait() if not idle.empty() else await _Connection.open(host, int(port))
+        )
+        await connection.post("/v1/track", body, authorization)
+        idle.put_nowait(connection)
+
+    tasks = []
+    begin = time.perf_counter()
+    for number in range(int(rate * seconds)):
+        delay = begin + number / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(call(number)))
+    await asyncio.gather(*tasks)
 
 
 def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:

@@ -44,3 +44,15 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
     app.state.services = services
     logging.getLogger("parcours").setLevel(services.settings.log_level.upper())
     return app
+
+
+def app_from_environment() -> Litestar:
+    """The application of one of several server processes (`http_workers` > 1): settings
+    from the environment, migrations already applied by the parent."""
+    from parcours.cli import tune_garbage_collector
+    from parcours.runtime.settings import load_settings
+
+    services = Services.open(load_settings(), run_migrations=False)
+    services.start_worker()
+    tune_garbage_collector()
+    return create_app(services)

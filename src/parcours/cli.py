@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,7 +66,7 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     services = Services.open(settings)
     services.start_worker()
     _first_start_keys(services)
-    _tune_garbage_collector()
+    tune_garbage_collector()
     if demo:
         from parcours.demo import seed
 
@@ -76,17 +77,30 @@ def _serve(settings: Settings, *, demo: bool) -> None:
         f"Parcours on http://{settings.host}:{settings.port} "
         f"({services.db.dialect}, data in {settings.data_dir})"
     )
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.http_workers == 1:
+        uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
+        return
+    # Several processes: each opens its own services (writer, worker) from the same
+    # settings, handed over through the environment.
+    services.close()
+    for name in ("data_dir", "database_url", "host", "port", "default_region"):
+        os.environ[f"PARCOURS_{name.upper()}"] = str(getattr(settings, name))
     uvicorn.run(
-        create_app(services),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        "parcours.app:app_from_environment",
+        factory=True,
+        workers=settings.http_workers,
+        **common,  # type: ignore[arg-type]
     )
 
 
-def _tune_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Ingest allocates many short-lived dicts; the default thresholds make the cyclic
     collector run every few hundred events. Freeze what start-up built and collect less
     often (measured in bench/RESULTS.md)."""

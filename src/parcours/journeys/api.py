@@ -158,20 +158,21 @@ def publish(db: Database, source: str, editor: str, approver: str, now: int) -> 
 
 def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
     """(journey id, version, YAML) of every live journey."""
-    rows = conn.execute(
-        select(journey_versions.c.journey_id, journey_versions.c.version, journey_versions.c.source)
-        .where(journey_versions.c.status == "live")
-        .order_by(journey_versions.c.journey_id)
+    rows = run(
+        conn,
+        "SELECT journey_id, version, source FROM journey_versions WHERE status = 'live' "
+        "ORDER BY journey_id",
     ).all()
     return [(r.journey_id, r.version, r.source) for r in rows]
 
 
 def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
-    """(journey id, version, status) of versions that are live or may still have runs."""
-    rows = conn.execute(
-        select(journey_versions.c.journey_id, journey_versions.c.version, journey_versions.c.status)
-        .where(journey_versions.c.status.in_(("live", "paused", "superseded")))
-        .order_by(journey_versions.c.journey_id, journey_versions.c.version)
+    """(journey id, version, status) of versions that are live or may still have runs.
+    Read for every group of events ingested, so straight through the driver."""
+    rows = run(
+        conn,
+        "SELECT journey_id, version, status FROM journey_versions "
+        "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version",
     ).all()
     return [(r.journey_id, r.version, r.status) for r in rows]
 

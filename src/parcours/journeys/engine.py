@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
@@ -29,7 +29,6 @@ from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.policies import Policies
 from parcours.journeys.program import Instruction, Program, compile_journey, listened_events
-from parcours.journeys.tables import journey_runs
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.db import run as sql
@@ -203,7 +202,8 @@ class JourneyEngine:
             now,
             {"trigger": entry.event, "entry_message_id": message_id},
         )
-        self._schedule(conn, run, now, now)
+        # The first steps run now, in the reaction's transaction: no second job, no wait.
+        self._advance(conn, run, now, now)
 
     def _entered_already(
         self,
@@ -215,13 +215,11 @@ class JourneyEngine:
         now: int,
     ) -> bool:
         """A duplicate delivery, an active run for this key, or the re-entry rule."""
-        rows = conn.execute(
-            select(
-                journey_runs.c.state,
-                journey_runs.c.run_key,
-                journey_runs.c.entered_at,
-                journey_runs.c.entry_message_id,
-            ).where(journey_runs.c.journey_id == journey.id, journey_runs.c.customer_id == customer)
+        rows = sql(
+            conn,
+            "SELECT state, run_key, entered_at, entry_message_id FROM journey_runs "
+            "WHERE journey_id = :j AND customer_id = :c",
+            {"j": journey.id, "c": customer},
         ).all()
         reentry = journey.entry.reentry
         period = parse_duration(journey.entry.period).seconds * 1000 if journey.entry.period else 0
@@ -294,7 +292,10 @@ class JourneyEngine:
             return
         # After downtime a timer fires late; the run's own time is when it was due, so that
         # chained waits catch up in order.
-        logical = job.run_at
+        self._advance(conn, run, now, job.run_at)
+
+    def _advance(self, conn: Connection, run: _Run, now: int, logical: int) -> None:
+        """Run the run's instructions until it waits or ends."""
         program = self._program(conn, run.journey_id, run.version)
         for _ in range(MAX_INSTRUCTIONS_PER_JOB):
             instruction = program.at(run.pc)

@@ -30,6 +30,7 @@ class Settings:
     policies_file: str = ""
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
+    http_workers: int = 1
     log_level: str = "info"
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -60,6 +61,7 @@ _FIELD_TYPES: dict[str, type] = {
     "policies_file": str,
     "ingest_batch_events": int,
     "ingest_writers": int,
+    "http_workers": int,
     "log_level": str,
 }
 
@@ -124,6 +126,10 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: default_region must be a two-letter region code such as FR or US, "
             f"got {settings.default_region!r}"
+        )
+    if not 1 <= settings.http_workers <= 64:
+        raise SettingsError(
+            f"{where}: http_workers must be between 1 and 64, got {settings.http_workers}"
         )
     if not 0 <= settings.ingest_writers <= 64:
         raise SettingsError(
