@@ -73,9 +73,11 @@ class MemorySampler:
         start = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.samples.append((time.monotonic() - start, process.memory_info().rss))
+                family = [process, *process.children(recursive=True)]
+                rss = sum(member.memory_info().rss for member in family)
             except psutil.Error:
                 return
+            self.samples.append((time.monotonic() - start, rss))
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -130,8 +132,13 @@ class Server:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        """CPU of the server and its worker processes (several with http_workers)."""
+        process = psutil.Process(self.pid)
+        total = 0.0
+        for member in [process, *process.children(recursive=True)]:
+            times = member.cpu_times()
+            total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
