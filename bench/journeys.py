@@ -17,27 +17,10 @@ from sqlalchemy import text
 from bench.common import WRITE_KEY, Server, percentile, scratch_database
 from parcours.runtime.queue import next_run_at
 
-CART = """\
-id: cart
-name: Abandoned cart
-entry: {event: Checkout Started, key: properties.checkout_id}
-goals:
-  - {event: Order Completed, key: properties.checkout_id}
-steps:
-  - wait: 1h
-  - id: push
-    send: {channel: push, template: cart-push}
-  - wait: 1h
-  - id: email
-    send: {channel: email, template: cart-email}
-  - wait: 1d
-  - branch:
-      - when: {entry.properties.total: {gte: 150}}
-        steps:
-          - id: sms
-            send: {channel: sms, template: cart-sms}
-      - otherwise: []
-"""
+# The shipped abandoned-cart journey: push, email recap, SMS for high-value carts.
+CART = (
+    Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates/abandoned-cart.yaml"
+).read_text(encoding="utf-8")
 
 INSTANT = """\
 id: instant
