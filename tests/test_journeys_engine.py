@@ -369,3 +369,75 @@ def test_archiving_stops_the_runs_with_a_reason(services: Services, clock: Simul
     assert run["state"] == "ended" and run["end_reason"] == "journey stopped (archived)"
     advance(services, clock, 2 * HOUR)
     assert sent(services, "rae") == []
+
+
+REORDER = """\
+id: reorder
+name: Replenishment
+entry: {event: Order Completed}
+steps:
+  - wait_until: {trait: reorder_on, offset: -3d, at: "10:00"}
+  - id: remind
+    send: {channel: email, template: reorder-reminder}
+"""
+
+
+def set_trait(services: Services, user: str, **traits: Any) -> None:
+    services.writer.append_sync(
+        [make_event("identify", userId=user, at=services.clock.now_ms(), traits=traits)]
+    )
+    services.worker.run_due()
+
+
+def test_a_date_trait_wait_follows_the_trait(services: Services, clock: SimulatedClock) -> None:
+    publish(services, REORDER)
+    opt_in(services, "ivy", reorder_on=iso_day(clock, 10))
+    track(services, "ivy", "Order Completed", order_id="r1")
+    run = runs(services, "ivy")[0]
+    assert run["waiting"] == "trait"
+    first_due = run["until"]
+    # The trait moves later while the customer waits: the wait follows it.
+    set_trait(services, "ivy", reorder_on=iso_day(clock, 20))
+    assert runs(services, "ivy")[0]["until"] > first_due
+    advance(services, clock, 10 * DAY, step=6 * HOUR)
+    assert sent(services, "ivy") == []
+    advance(services, clock, 8 * DAY, step=6 * HOUR)
+    assert sent(services, "ivy") == [("email", "reorder-reminder")]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "reorder_on is missing"),
+        ("soon", "reorder_on is not a date: 'soon'"),
+        ("2020-01-01", "the date in reorder_on has passed"),
+    ],
+)
+def test_a_missing_or_past_date_never_fires_and_says_why(
+    services: Services, clock: SimulatedClock, value: str | None, reason: str
+) -> None:
+    publish(services, REORDER)
+    opt_in(services, "jay", **({"reorder_on": value} if value else {}))
+    track(services, "jay", "Order Completed", order_id="r2")
+    run = runs(services, "jay")[0]
+    assert run["state"] == "ended" and run["end_reason"] == f"step s1: {reason}"
+    assert sent(services, "jay") == []
+
+
+def test_yearly_dates_and_29_february() -> None:
+    from parcours.journeys.definition import WaitUntil
+    from parcours.journeys.engine import trait_moment
+
+    profile = {"traits": {"birthday": "2004-02-29"}, "computed": {"timezone": "Europe/Paris"}}
+    spec = WaitUntil(trait="birthday", yearly=True, at="09:00")
+    now = to_ms(datetime(2026, 1, 10, tzinfo=UTC))
+    due, _ = trait_moment(profile, spec, now)
+    assert due == to_ms(datetime(2026, 2, 28, 8, 0, tzinfo=UTC))  # 09:00 in Paris
+    leap = to_ms(datetime(2028, 1, 10, tzinfo=UTC))
+    assert trait_moment(profile, spec, leap)[0] == to_ms(datetime(2028, 2, 29, 8, 0, tzinfo=UTC))
+
+
+def iso_day(clock: SimulatedClock, days: int) -> str:
+    from parcours.runtime.clock import from_ms
+
+    return from_ms(clock.now_ms() + days * DAY).date().isoformat()

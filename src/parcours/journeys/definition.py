@@ -55,6 +55,7 @@ class WaitUntil(_Strict):
     trait: str | None = None
     offset: str | None = None
     at: str | None = None
+    yearly: bool = False
     if_missing: Literal["skip", "exit"] = "exit"
 
 

@@ -28,7 +28,13 @@ from parcours.journeys import policies
 from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.policies import Policies
-from parcours.journeys.program import Instruction, Program, compile_journey, listened_events
+from parcours.journeys.program import (
+    Instruction,
+    Program,
+    compile_journey,
+    listened_events,
+    waited_traits,
+)
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.db import run as sql
@@ -66,6 +72,7 @@ class JourneyEngine:
         self.region = default_region
         self.policies = policies or Policies.load()
         self._programs: dict[tuple[str, int], Program] = {}
+        self._waited_traits: set[str] = set()
         self._lock = threading.Lock()
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
@@ -85,7 +92,13 @@ class JourneyEngine:
         names = self._listened_names(conn)
         if not names:
             return
-        relevant = [e.message_id for e in events if e.name in names and e.customer_id is not None]
+        traits = self._waited_traits
+        relevant = [
+            e.message_id
+            for e in events
+            if e.customer_id is not None
+            and (e.name in names or (e.type == "identify" and not traits.isdisjoint(e.traits)))
+        ]
         if relevant:
             enqueue(conn, REACT, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
 
@@ -134,6 +147,10 @@ class JourneyEngine:
             leave = _first_match(journey.exits, name, event, run)
             if leave is not None:
                 self._end(conn, run, f"exit condition: {leave.event}", now)
+                continue
+            traits = event.get("traits")
+            if run.waiting == "trait" and isinstance(traits, dict) and run.wait_event in traits:
+                self._schedule(conn, run, now, now)  # the step reads the new date
                 continue
             if run.waiting == "event" and run.wait_event == name:
                 instruction = program.at(run.pc)
@@ -327,13 +344,7 @@ class JourneyEngine:
                 conn, run, instruction, now, logical, lambda base: _after(base, instruction.spec)
             )
         if op == "wait_until" and instruction.spec.trait is not None:
-            self._end(
-                conn,
-                run,
-                f"step {instruction.step_id}: waiting on a date trait is not supported yet",
-                now,
-            )
-            return None
+            return self._wait_trait(conn, run, instruction, now, logical)
         if op == "wait_until":
             profile = _profile(conn, run.customer_id)
             return self._wait_timer(
@@ -380,6 +391,45 @@ class JourneyEngine:
             self._move(conn, run, run.pc + 1, now)
             return due_at
         self._schedule(conn, run, due_at, now)
+        return None
+
+    def _wait_trait(
+        self, conn: Connection, run: _Run, instruction: Instruction, now: int, logical: int
+    ) -> int | None:
+        """Wait for the date a trait holds (plus the offset). The date is read again each
+        time the step runs, so a changed trait moves the wait; a missing, unreadable or past
+        date never fires: the run takes the step's `if_missing` path, with the reason."""
+        spec = instruction.spec
+        profile = _profile(conn, run.customer_id)
+        due, problem = trait_moment(profile, spec, now)
+        if due is None or (due < now and run.waiting != "trait"):
+            reason = problem or f"the date in {spec.trait} has passed"
+            if spec.if_missing == "exit":
+                self._end(conn, run, f"step {instruction.step_id}: {reason}", now)
+                return None
+            self._log(
+                conn,
+                run,
+                "Journey Wait Skipped",
+                now,
+                {"step": instruction.step_id, "reason": reason},
+            )
+            self._move(conn, run, run.pc + 1, now)
+            return logical
+        if due <= now:
+            self._move(conn, run, run.pc + 1, now)
+            return due
+        if run.waiting != "trait" or run.due_at != due:
+            run.waiting, run.wait_event, run.due_at = "trait", spec.trait, due
+            self._save(conn, run)
+            self._log(
+                conn,
+                run,
+                "Journey Waiting",
+                now,
+                {"step": instruction.step_id, "until": due, "trait": spec.trait},
+            )
+        self._schedule(conn, run, due, now)
         return None
 
     def _wait_for(
@@ -764,11 +814,14 @@ class JourneyEngine:
         """Entry events of live journeys, and every event that can move or end a run of a
         version that may still have runs (live, paused or superseded)."""
         names: set[str] = set()
+        traits: set[str] = set()
         for journey_id, version, status in journeys_api.running_versions(conn):
             journey = self._program(conn, journey_id, version).journey
             if status == "live" and journey.entry.event:
                 names.add(journey.entry.event)
             names |= listened_events(journey)
+            traits |= waited_traits(journey)
+        self._waited_traits = traits
         return names
 
     def _active_runs(self, conn: Connection, customer: int) -> list[_Run]:
@@ -891,6 +944,50 @@ def _resolve_wall_time(wall: datetime) -> datetime:
     forward change maps to the offset before it, i.e. forward by the gap (02:30 -> 03:30),
     and an ambiguous time at fall-back is its first occurrence."""
     return wall.replace(fold=0).astimezone(UTC)
+
+
+def trait_moment(profile: dict[str, Any], spec: WaitUntil, now: int) -> tuple[int | None, str]:
+    """The moment a date trait points at, plus the offset; (None, why) when there is none.
+
+    A date without a time is that day in the customer's time zone, at `at` (default
+    00:00). With `yearly`, the next anniversary at or after now; 29 February falls on
+    28 February in other years."""
+    assert spec.trait is not None
+    value = profile.get("traits", {}).get(spec.trait)
+    if value is None or value == "":
+        return None, f"{spec.trait} is missing"
+    zone = customer_zone(profile)
+    offset = parse_duration(spec.offset, signed=True) if spec.offset else Duration(0)
+    try:
+        moment = _trait_datetime(str(value), zone, spec.at)
+    except ValueError:
+        return None, f"{spec.trait} is not a date: {value!r}"
+    if spec.yearly:
+        year = from_ms(now).astimezone(zone).year
+        for candidate in (year - 1, year, year + 1):
+            due = _after(to_ms(_same_day_in(moment, candidate)), offset)
+            if due >= now:
+                return due, ""
+        return None, f"{spec.trait} has no coming anniversary"
+    return _after(to_ms(moment), offset), ""
+
+
+def _trait_datetime(value: str, zone: ZoneInfo, at: str | None) -> datetime:
+    text_value = value.strip()
+    if len(text_value) == 10:  # a date: that day, in the customer's time zone
+        day = datetime.fromisoformat(text_value)
+        hour, minute = (int(part) for part in (at or "00:00").split(":"))
+        # Local wall time (fold=0: a skipped time moves forward, as for time-of-day waits).
+        return day.replace(hour=hour, minute=minute, tzinfo=zone)
+    moment = datetime.fromisoformat(text_value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _same_day_in(moment: datetime, year: int) -> datetime:
+    try:
+        return moment.replace(year=year)
+    except ValueError:  # 29 February in a year without one
+        return moment.replace(year=year, day=28)
 
 
 def _bucket(text_value: str, size: int = 100) -> int:

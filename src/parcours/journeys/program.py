@@ -39,6 +39,24 @@ def compile_journey(journey: Journey, version: int = 0) -> Program:
     return Program(journey, code, version)
 
 
+def waited_traits(journey: Journey) -> set[str]:
+    """The traits whose date some step waits for (a change reschedules the wait)."""
+    found: set[str] = set()
+    pending = list(journey.steps)
+    while pending:
+        step = pending.pop()
+        if step.wait_until is not None and step.wait_until.trait:
+            found.add(step.wait_until.trait)
+        if step.wait_for is not None:
+            pending += step.wait_for.then + step.wait_for.otherwise
+        for arm in step.branch or []:
+            pending += arm.steps + (arm.otherwise or [])
+        if step.split is not None:
+            for option in step.split.paths:
+                pending += option.steps
+    return found
+
+
 def listened_events(journey: Journey) -> set[str]:
     """Every event name whose arrival can change a run of this journey (not entry)."""
     names = {goal.event for goal in journey.goals} | {goal.event for goal in journey.exits}
