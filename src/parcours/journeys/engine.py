@@ -24,7 +24,7 @@ from parcours.customers.projection import MERGE_EVENT
 from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
-from parcours.journeys import policies
+from parcours.journeys import policies, webhooks
 from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.policies import Policies
@@ -79,6 +79,7 @@ class JourneyEngine:
         worker.register(REACT, self.react)
         worker.register(STEP, self.step)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
+        worker.register(webhooks.DELIVER, webhooks.deliver)
         hooks.append(self.on_events)
 
     # ---- reacting to events ---------------------------------------------------------------
@@ -663,12 +664,32 @@ class JourneyEngine:
                 source="journey",
             )
         elif step.webhook is not None:
+            hook = step.webhook
+            delivery_id = f"run:{run.id}:{instruction.step_id}"
+            body = {
+                "journey_id": run.journey_id,
+                "run_id": run.id,
+                "step": instruction.step_id,
+                "customer_id": customers.public_id(run.customer_id),
+                "entry_event": run.entry_event.get("event"),
+                **hook.body,
+            }
+            webhooks.schedule_delivery(
+                conn,
+                delivery_id=delivery_id,
+                url=hook.url,
+                body=body,
+                secret_env=hook.secret_env,
+                retries=hook.retries,
+                now=now,
+                customer_id=run.customer_id,
+            )
             self._log(
                 conn,
                 run,
-                "Journey Webhook Skipped",
+                "Webhook Scheduled",
                 now,
-                {"step": instruction.step_id, "reason": "webhook steps are not delivered yet"},
+                {"step": instruction.step_id, "url": hook.url, "delivery_id": delivery_id},
             )
 
     def _update_profile(
