@@ -1,0 +1,89 @@
+"""Several `parcours worker` processes on one PostgreSQL database, one of them killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from parcours.ingest.model import parse_event
+from parcours.journeys import api as journeys
+from parcours.runtime.clock import SystemClock, iso
+from parcours.runtime.db import Database
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import truncate_all
+
+pytestmark = pytest.mark.slow
+CUSTOMERS = 400
+JOURNEY = """\
+id: confirm
+name: Confirmation
+entry: {event: Order Completed, key: properties.order_id}
+steps:
+  - id: confirm
+    send: {channel: email, template: order-confirmation, purpose: transactional}
+  - wait: 2s
+  - id: follow-up
+    send: {channel: email, template: order-follow-up, purpose: transactional}
+"""
+
+
+def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PARCOURS_DATABASE_URL": url, "PARCOURS_LOG_LEVEL": "error"}
+    command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_worker_processes_share_the_work_and_survive_a_kill(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    truncate_all(postgres_url)
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url)
+    services = Services.open(settings, clock=SystemClock())  # ingest only: no worker thread
+    try:
+        journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
+        workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
+        now = services.clock.now_ms()
+        events = [
+            parse_event(
+                f'{{"type": "track", "userId": "w-{n}", "event": "Order Completed", '
+                f'"messageId": "wp-{n}", "timestamp": "{iso(now)}", '
+                f'"properties": {{"order_id": "o-{n}"}}}}'.encode(),
+                source="api",
+                received_at=now,
+            )
+            for n in range(CUSTOMERS)
+        ]
+        for start in range(0, CUSTOMERS, 50):
+            services.writer.append_sync(events[start : start + 50])
+        time.sleep(0.5)
+        workers[0].send_signal(signal.SIGKILL)  # mid-work
+        workers[0].wait()
+        db = Database(postgres_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with db.read() as conn:
+                done = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+            if done >= 2 * CUSTOMERS:
+                break
+            time.sleep(0.2)
+        with db.read() as conn:
+            keys = conn.execute(text("SELECT idempotency_key FROM outbox")).scalars().all()
+            left = conn.execute(
+                text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
+            ).scalar_one()
+        db.dispose()
+        for worker in workers[1:]:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    finally:
+        services.close()
+    assert len(keys) == len(set(keys)) == 2 * CUSTOMERS  # every step once, none twice
+    assert left == 0
