@@ -6,11 +6,11 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from parcours.ingest.shopify import ShopifyWebhookError, map_shopify_webhook, verify_shopify_hmac
 
 from parcours.customers import api as customers
 from parcours.ingest.http import HttpError, json_response, services_of
 from parcours.ingest.model import Event, EventError, parse_event
+from parcours.ingest.shopify import ShopifyWebhookError, map_shopify_webhook, verify_shopify_hmac
 from parcours.services import Services
 
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
