@@ -174,3 +174,52 @@ def make_event(
         identity_required=identity_required,
         received_at=received_at if received_at is not None else (at or START),
     )
+
+
+PLAIN_FIELDS = {
+    "email": {"subject": "About {{ brand.name }}", "text": "Hello"},
+    "sms": {"text": "Hello from {{ brand.name }}"},
+    "push": {"title": "Hello", "body": "From {{ brand.name }}"},
+    "whatsapp": {"text": "Hello from {{ brand.name }}"},
+    "wallet": {"header": "Hello", "body": "From {{ brand.name }}"},
+    "chat": {"text": "Hello"},
+}
+
+
+def template_channels(journey_source: str) -> dict[str, set[str]]:
+    """Template name -> the channels the journey's send steps may use it on."""
+    from parcours.journeys import api as journeys
+    from parcours.journeys.program import compile_journey
+
+    wanted: dict[str, set[str]] = {}
+    for instruction in compile_journey(journeys.parse(journey_source), 0).instructions:
+        send = getattr(instruction.spec, "send", None) if instruction.op == "action" else None
+        if send is not None:
+            channels = {send.channel, *send.fallback} - {"best"} or {"email", "sms"}
+            wanted.setdefault(send.template, set()).update(channels)
+    return wanted
+
+
+def plain_templates(journey_source: str) -> dict[str, Any]:
+    """Plain English content for every template the journey names, on its channels."""
+    return {
+        name: {"en": {channel: PLAIN_FIELDS[channel] for channel in channels}}
+        for name, channels in template_channels(journey_source).items()
+    }
+
+
+def define_templates(services: Services, journey_source: str) -> None:
+    """Give every template a journey names plain content for each channel its step may
+    use, unless the template already has it (shipped, or defined by the test)."""
+    from parcours.messaging import templates
+
+    with services.db.write() as conn:
+        for name, channels in template_channels(journey_source).items():
+            try:
+                existing = templates.get(conn, name).channels()
+            except templates.TemplateProblem:
+                existing = set()
+            if channels <= existing:
+                continue
+            content = {"en": {channel: PLAIN_FIELDS[channel] for channel in channels | existing}}
+            templates.save(conn, name, content, "test", services.clock.now_ms())

@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.keys import create_key
 from parcours.services import Services
-from tests.conftest import admin_headers, make_event
+from tests.conftest import admin_headers, define_templates, make_event
 from tests.test_journeys_engine import CART, HOUR, advance, opt_in
 
 YAML = {"Content-Type": "application/yaml"}
@@ -20,6 +20,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def go_live(client: TestClient[Any], services: Services, source: str) -> int:
+    define_templates(services, source)
     reviewer = create_key(services.db, "admin", "reviewer")
     created = client.post("/api/journeys", content=source, headers=YAML | admin_headers())
     assert created.status_code == 201, created.text
@@ -91,7 +92,8 @@ def test_trace_and_counts(
     assert stats["active"] == 0 and stats["exited"] == 1
 
 
-def test_simulation_through_the_api(client: TestClient[Any]) -> None:
+def test_simulation_through_the_api(client: TestClient[Any], services: Services) -> None:
+    define_templates(services, CART)
     response = client.post(
         "/api/journeys/simulate",
         json={
@@ -107,4 +109,4 @@ def test_simulation_through_the_api(client: TestClient[Any]) -> None:
     assert response.status_code == 200, response.text
     whats = [e["what"] for e in response.json()["timeline"]]
     assert whats[0] == "entered (trigger: Checkout Started)"
-    assert "held back cart-push: no marketing consent for push (never given)" in whats
+    assert "held back cart-push: no push subscription" in whats

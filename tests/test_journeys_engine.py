@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from parcours.journeys.engine import next_local_time
 from parcours.messaging.outbox import intents_for
 from parcours.runtime.clock import SimulatedClock, to_ms
 from parcours.services import Services
-from tests.conftest import make_event
+from tests.conftest import define_templates, make_event
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -44,6 +45,7 @@ steps:
 
 
 def publish(services: Services, source: str) -> None:
+    define_templates(services, source)
     now = services.clock.now_ms()
     journeys.publish(services.db, source, editor="ana", approver="ben", now=now)
 
@@ -51,9 +53,22 @@ def publish(services: Services, source: str) -> None:
 OPTED_IN = {"consent": {ch: {"marketing": True} for ch in ("email", "sms", "push", "whatsapp")}}
 
 
+def contact_traits(user: str) -> dict[str, str]:
+    """An email address, a French mobile number and a push token of this user's own."""
+    digits = int(hashlib.sha256(user.encode()).hexdigest(), 16) % 10**8
+    return {
+        "email": f"{user}@example.com",
+        "phone": f"+336{digits:08d}",
+        "push_token": f"token-{user}",
+    }
+
+
 def opt_in(services: Services, user: str, **traits: Any) -> None:
     event = make_event(
-        "identify", userId=user, at=services.clock.now_ms() - 1, traits={**OPTED_IN, **traits}
+        "identify",
+        userId=user,
+        at=services.clock.now_ms() - 1,
+        traits={**OPTED_IN, **contact_traits(user), **traits},
     )
     services.writer.append_sync([event])
 

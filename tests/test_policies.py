@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from parcours.journeys.policies import Policies, PolicyError
+from parcours.messaging.policies import Policies, PolicyError
 from parcours.runtime.clock import SimulatedClock, iso, to_ms
 from parcours.runtime.queue import Worker
 from parcours.services import Services
 from tests.conftest import make_event
-from tests.test_journeys_engine import DAY, HOUR, advance, opt_in, publish, runs, sent
+from tests.test_journeys_engine import (
+    DAY,
+    HOUR,
+    advance,
+    contact_traits,
+    opt_in,
+    publish,
+    runs,
+    sent,
+)
 
 SUNDAY_NOON_PARIS = to_ms(datetime(2026, 11, 22, 11, 0, tzinfo=UTC))
 MONDAY_8_PARIS = to_ms(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
@@ -40,10 +49,11 @@ def journey(
 
 
 def go(services: Services, user: str, journey_id: str) -> None:
-    event = make_event(
-        "track", userId=user, event=f"Go {journey_id}", at=services.clock.now_ms(), **PARIS
-    )
-    services.writer.append_sync([event])
+    """The customer (with an address, a number and a device of their own) sets it off."""
+    now = services.clock.now_ms()
+    contact = make_event("identify", userId=user, at=now - 2, traits=contact_traits(user))
+    event = make_event("track", userId=user, event=f"Go {journey_id}", at=now, **PARIS)
+    services.writer.append_sync([contact, event])
     services.worker.run_due()
 
 

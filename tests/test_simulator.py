@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from parcours.cli import app
+from parcours.journeys.api import LifecycleError
 from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
+from parcours.messaging import templates
 from parcours.runtime.clock import parse_iso
+from parcours.runtime.db import Database
+from tests.conftest import plain_templates
 from tests.test_journeys_engine import CART
 
 START = parse_iso("2026-11-24T10:00:00Z")
+TEMPLATES = plain_templates(CART)
 
 
 def test_the_timeline_says_what_would_happen_and_why() -> None:
     script = load_script(
-        "- {at: +0m, type: identify, event: x, traits: {consent: {push: {marketing: true}}}}\n"
+        "- {at: +0m, type: identify, event: x, traits: {push_token: t-1, email: x@example.com,"
+        " consent: {push: {marketing: true}}}}\n"
         "- {at: +0m, event: Checkout Started, properties: {checkout_id: c-1, total: 90}}\n"
     )
-    timeline = format_timeline(simulate(CART, script, start=START, days=3), START)
+    timeline = format_timeline(
+        simulate(CART, script, start=START, days=3, brand_templates=TEMPLATES), START
+    )
     assert timeline.splitlines() == [
         "2026-11-24T10:00:00.000Z  (+00:00)  entered (trigger: Checkout Started)",
         "2026-11-24T10:00:00.000Z  (+00:00)  waits until 2026-11-24T11:00:00.000Z",
@@ -39,16 +49,30 @@ def test_an_order_in_the_script_ends_the_run() -> None:
         "- {at: +0m, event: Checkout Started, properties: {checkout_id: c-1, total: 90}}\n"
         "- {at: +90m, event: Order Completed, properties: {checkout_id: c-1}}\n"
     )
-    lines = [e.what for e in simulate(CART, script, start=START, days=3)]
+    lines = [e.what for e in simulate(CART, script, start=START, days=3, brand_templates=TEMPLATES)]
     assert lines[-1] == "exited: goal reached: Order Completed"
     assert "would send cart-email on email (marketing)" not in lines
 
 
 def test_a_bad_script_is_named() -> None:
     with pytest.raises(ScriptError, match="item 1: needs `event`"):
-        simulate(CART, [{"at": "+1h"}], start=START)
+        simulate(CART, [{"at": "+1h"}], start=START, brand_templates=TEMPLATES)
     with pytest.raises(ScriptError, match="item 1: at: 'soon' is neither"):
-        simulate(CART, [{"at": "soon", "event": "X"}], start=START)
+        simulate(CART, [{"at": "soon", "event": "X"}], start=START, brand_templates=TEMPLATES)
+
+
+@contextmanager
+def closing_database(url: str) -> Iterator[Database]:
+    db = Database(url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def test_an_unknown_template_is_refused_before_anything_runs() -> None:
+    with pytest.raises(LifecycleError, match="step push: unknown template 'cart-push'"):
+        simulate(CART, [], start=START)
 
 
 def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
@@ -58,10 +82,14 @@ def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
     events.write_text(
         '{"type": "identify", "userId": "vip-1", "messageId": "h1",'
         ' "timestamp": "2025-01-01T00:00:00Z", "traits": {"tier": "gold",'
-        ' "consent": {"whatsapp": {"marketing": true}}}}\n'
+        ' "phone": "+33612345678", "consent": {"whatsapp": {"marketing": true}}}}\n'
     )
     runner = CliRunner()
     assert runner.invoke(app, ["import", "events", str(events)], env=env).exit_code == 0
+    # The brand's own template, in the real database, comes into the simulation.
+    template = {"en": {"whatsapp": {"text": "Hello {{ customer.first_name | default('') }}"}}}
+    with closing_database(url) as db, db.write() as conn:
+        templates.save(conn, "vip-hello", template, "ana", START)
     journey = tmp_path / "vip.yaml"
     journey.write_text(
         "id: vip\nname: VIP\nentry: {event: Signed In}\nsteps:\n"

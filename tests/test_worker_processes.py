@@ -18,7 +18,7 @@ from parcours.runtime.clock import SystemClock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import truncate_all
+from tests.conftest import define_templates, truncate_all
 
 pytestmark = pytest.mark.slow
 CUSTOMERS = 400
@@ -48,9 +48,21 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
     settings = Settings(data_dir=tmp_path, database_url=postgres_url)
     services = Services.open(settings, clock=SystemClock())  # ingest only: no worker thread
     try:
+        define_templates(services, JOURNEY)
         journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
         workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
         now = services.clock.now_ms()
+        contacts = [
+            parse_event(
+                f'{{"type": "identify", "userId": "w-{n}", "messageId": "wc-{n}", '
+                f'"timestamp": "{iso(now - 1)}", '
+                f'"traits": {{"email": "w-{n}@example.com"}}}}'.encode(),
+                source="api",
+                received_at=now,
+            )
+            for n in range(CUSTOMERS)
+        ]
+        services.writer.append_sync(contacts)
         events = [
             parse_event(
                 f'{{"type": "track", "userId": "w-{n}", "event": "Order Completed", '
@@ -70,12 +82,23 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with db.read() as conn:
-                done = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+                done = conn.execute(
+                    text("SELECT count(*) FROM outbox WHERE state = 'sent'")
+                ).scalar_one()
             if done >= 2 * CUSTOMERS:
                 break
             time.sleep(0.2)
         with db.read() as conn:
             keys = conn.execute(text("SELECT idempotency_key FROM outbox")).scalars().all()
+            sent = conn.execute(
+                text("SELECT count(*) FROM events WHERE name = 'Message Sent'")
+            ).scalar_one()
+            states = conn.execute(
+                text(
+                    "SELECT step_id, state, status, count(*) FROM outbox GROUP BY 1, 2, 3 "
+                    "UNION ALL SELECT kind, state, last_error, count(*) FROM jobs GROUP BY 1, 2, 3"
+                )
+            ).all()
             left = conn.execute(
                 text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
             ).scalar_one()
@@ -85,5 +108,6 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
             worker.wait(30)
     finally:
         services.close()
-    assert len(keys) == len(set(keys)) == 2 * CUSTOMERS  # every step once, none twice
+    assert len(keys) == len(set(keys)) == 2 * CUSTOMERS, states  # every step once, none twice
+    assert sent == 2 * CUSTOMERS  # every message handed to its provider and recorded once
     assert left == 0

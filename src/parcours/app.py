@@ -15,6 +15,7 @@ from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
 from parcours.web.journeys_api import journey_routes
+from parcours.web.messaging_api import messaging_routes
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
@@ -34,6 +35,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             shopify_webhook,
             *admin_routes(),
             *journey_routes(),
+            *messaging_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

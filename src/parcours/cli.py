@@ -371,24 +371,33 @@ def journeys_simulate(
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the real engine on a simulated clock; send nothing; print the timeline."""
+    from parcours.journeys.api import LifecycleError
     from parcours.journeys.definition import JourneyError
     from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
     from parcours.runtime.clock import SystemClock, parse_iso
 
     settings = settings_or_exit(data_dir=data_dir)
     history = None
-    if customer:
-        from parcours.customers.api import CustomerNotFound, export
-        from parcours.runtime.db import Database
+    brand_templates = None
+    from parcours.runtime.db import Database, current_revision
 
-        db = Database(settings.resolved_database_url)
-        try:
-            history = export(db, customer, settings.default_region)["events"]
-        except CustomerNotFound as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
-        finally:
-            db.dispose()
+    db = Database(settings.resolved_database_url)
+    try:
+        if current_revision(db) is not None:  # a database Parcours already uses
+            from parcours.messaging.templates import brand_templates as read_templates
+
+            with db.read() as conn:
+                brand_templates = read_templates(conn)
+        if customer:
+            from parcours.customers.api import CustomerNotFound, export
+
+            try:
+                history = export(db, customer, settings.default_region)["events"]
+            except CustomerNotFound as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from None
+    finally:
+        db.dispose()
     begin = parse_iso(start) if start else SystemClock().now_ms()
     try:
         entries = simulate(
@@ -398,6 +407,7 @@ def journeys_simulate(
             days=days,
             history=history,
             default_region=settings.default_region,
+            brand_templates=brand_templates,
         )
     except JourneyError as exc:
         for problem in exc.problems:
@@ -405,6 +415,9 @@ def journeys_simulate(
         raise typer.Exit(1) from None
     except ScriptError as exc:
         err.print(f"{script}: {exc}")
+        raise typer.Exit(1) from None
+    except LifecycleError as exc:
+        err.print(f"{file}: {exc}")
         raise typer.Exit(1) from None
     sys.stdout.write(format_timeline(entries, begin) + "\n")
 

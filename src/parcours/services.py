@@ -6,15 +6,22 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parcours.channels.base import ConfigError
+from parcours.channels.registry import Providers
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
-from parcours.journeys.policies import Policies
+from parcours.messaging.choice import SECTOR_PRESETS
+from parcours.messaging.delivery import Brand, Delivery
+from parcours.messaging.links import Links, Signer
+from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
+from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.queue import Worker
-from parcours.runtime.settings import Settings
+from parcours.runtime.secrets import instance_secret
+from parcours.runtime.settings import Settings, SettingsError
 
 
 @dataclass
@@ -26,6 +33,7 @@ class Services:
     keys: KeyChecker
     worker: Worker
     engine: JourneyEngine
+    delivery: Delivery
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
@@ -33,6 +41,14 @@ class Services:
         cls, settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True
     ) -> Services:
         """Connect, migrate, register the keys given in the settings, start the writer."""
+        if settings.sector and settings.sector not in SECTOR_PRESETS:
+            raise SettingsError(
+                f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
+            )
+        try:
+            providers = Providers.from_settings(settings.channels)
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
         db = Database(settings.resolved_database_url)
         if run_migrations:
             migrate(db)
@@ -48,13 +64,29 @@ class Services:
             batch_events=settings.ingest_batch_events,
             threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
         )
-        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE))
+        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE))
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
-        engine = JourneyEngine(clock, settings.default_region, policies)
+        brand = Brand(
+            settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
+        )
+        engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
+        secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
+        delivery = Delivery(
+            db,
+            clock,
+            providers,
+            Links(Signer(secret.encode()), settings.resolved_public_url),
+            brand,
+            policies,
+            settings.default_region,
+            writer.hooks,
+            lease_ms=settings.delivery_lease_seconds * 1000,
+        )
+        delivery.install(worker)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
-        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine)
+        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery)
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""
@@ -70,4 +102,5 @@ class Services:
         self.worker.stop()
         if self._worker_thread is not None:
             self._worker_thread.join(30)
+        self.delivery.providers.close()
         self.db.dispose()

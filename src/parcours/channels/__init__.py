@@ -1,1 +1,2 @@
-"""One module per channel and provider behind one small protocol (not built yet)."""
+"""Channels: one module per provider behind one small protocol (base.py), and the registry
+that builds the providers a brand configured (registry.py)."""

@@ -177,6 +177,19 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
     return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
 
 
+def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
+    """(kind, value) of the customer's email addresses and phone numbers, newest first."""
+    return [
+        (row.kind, row.value)
+        for row in run(
+            conn,
+            "SELECT kind, value FROM identities WHERE customer_id = :c AND kind IN "
+            "('email', 'phone') ORDER BY created_at DESC, value",
+            {"c": customer_id},
+        ).all()
+    ]
+
+
 def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
     country = computed.get("country")
     timezone = computed.get("timezone")

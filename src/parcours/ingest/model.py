@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from parcours.customers import consent
+from parcours.runtime.clock import iso
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES = 32 * 1024
@@ -305,3 +306,40 @@ def _message_id_of(raw: bytes) -> str | None:
         return None
     value = document.get("messageId") if isinstance(document, dict) else None
     return value if isinstance(value, str) else None
+
+
+def internal_event(
+    customer_id: int,
+    name: str,
+    properties: dict[str, Any],
+    at: int,
+    message_id: str,
+    source: str,
+) -> Event:
+    """An event Parcours itself records about a known customer: a journey's decision
+    (source "system"), a channel's feedback ("channel"), a click on an unsubscribe link.
+    The message id makes it idempotent: the same fact recorded twice is stored once."""
+    document = {
+        "type": "track",
+        "event": name,
+        "messageId": message_id,
+        "properties": properties,
+        "timestamp": iso(at),
+    }
+    return Event(
+        message_id=message_id,
+        type="track",
+        name=name,
+        user_id=None,
+        anonymous_id=None,
+        properties=properties,
+        traits={},
+        context={},
+        occurred_at=at,
+        received_at=at,
+        timestamp=at,
+        sent_at=None,
+        source=source,
+        payload=_encode(document).decode("utf-8"),
+        customer_id=customer_id,
+    )

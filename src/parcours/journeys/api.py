@@ -9,7 +9,9 @@ import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.journeys.definition import Journey, load_journey
+from parcours.journeys.program import compile_journey
 from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
+from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database, run
 from parcours.runtime.queue import enqueue
@@ -93,6 +95,7 @@ def change_status(
                 )
             values |= {"approved_by": user, "approved_at": now}
         if move == "go_live":
+            check_templates(conn, parse(row.source))
             for older in conn.execute(
                 select(journey_versions.c.version, journey_versions.c.status).where(
                     journey_versions.c.journey_id == journey_id,
@@ -117,6 +120,24 @@ def change_status(
         return Version(
             journey_id, version, target, row.edited_by, values.get("approved_by", row.approved_by)
         )
+
+
+def check_templates(conn: Connection, journey: Journey) -> None:
+    """Every send step names a template that exists and has content for each channel the
+    step may use; LifecycleError names the step otherwise."""
+    for instruction in compile_journey(journey, 0).instructions:
+        send = getattr(instruction.spec, "send", None) if instruction.op == "action" else None
+        if send is None:
+            continue
+        try:
+            templates.check_usage(
+                conn,
+                send.template,
+                [send.channel, *send.fallback],
+                f"step {instruction.step_id}",
+            )
+        except templates.TemplateProblem as exc:
+            raise LifecycleError(f"{journey.id}: {exc}") from None
 
 
 STATUS_JOB = "journeys.status"

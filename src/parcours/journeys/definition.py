@@ -93,9 +93,10 @@ class Send(_Strict):
     channel: Channel = "best"
     purpose: Literal["marketing", "transactional"] = "marketing"
     fallback: list[Channel] = []
-    success: Literal["sent", "delivered", "read", "clicked"] = "delivered"
+    success: Literal["sent", "delivered", "opened", "read", "clicked"] = "delivered"
     fallback_after: str | None = None
     if_held: Literal["defer", "drop"] = "defer"
+    urgent: bool = False
 
 
 class UpdateProfile(_Strict):

@@ -24,10 +24,9 @@ from parcours.customers.projection import MERGE_EVENT
 from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
-from parcours.journeys import policies, webhooks
+from parcours.journeys import webhooks
 from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
-from parcours.journeys.policies import Policies
 from parcours.journeys.program import (
     Instruction,
     Program,
@@ -35,7 +34,10 @@ from parcours.journeys.program import (
     listened_events,
     waited_traits,
 )
+from parcours.messaging import choice
+from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
+from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
@@ -67,10 +69,18 @@ class _Run:
 
 
 class JourneyEngine:
-    def __init__(self, clock: Clock, default_region: str, policies: Policies | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        default_region: str,
+        policies: Policies | None = None,
+        *,
+        sector: str = "",
+    ) -> None:
         self.clock = clock
         self.region = default_region
         self.policies = policies or Policies.load()
+        self.sector = sector
         self._programs: dict[tuple[str, int], Program] = {}
         self._waited_traits: set[str] = set()
         self._lock = threading.Lock()
@@ -571,12 +581,28 @@ class JourneyEngine:
             self._schedule(conn, run, run.due_at, now)
             return None
         profile = _profile(conn, run.customer_id)
-        decision = policies.check(
+        try:
+            template = message_templates.get(conn, send.template)
+        except message_templates.TemplateProblem as exc:
+            # Checked when the journey went live; a brand template deleted since then.
+            self._end(conn, run, f"step {instruction.step_id}: {exc}", now)
+            return None
+        plan = choice.plan(
             conn,
             self.policies,
-            policies.Message(run.customer_id, send.channel, send.purpose, send.template, profile),
+            choice.Request(
+                run.customer_id,
+                send.template,
+                send.purpose,
+                send.channel,
+                tuple(send.fallback),
+                urgent=send.urgent,
+            ),
+            profile,
             now,
             self.region,
+            template_channels=template.channels(),
+            sector=self.sector,
         )
         details = {
             "step": instruction.step_id,
@@ -584,14 +610,27 @@ class JourneyEngine:
             "template": send.template,
             "purpose": send.purpose,
         }
-        if decision.allowed:
+        if plan.channel is not None:
             key = f"run:{run.id}:{instruction.step_id}:0"
+            if send.channel == "best" or plan.passed:
+                self._log(
+                    conn,
+                    run,
+                    "Channel Chosen",
+                    now,
+                    {
+                        **details,
+                        "chosen": plan.channel,
+                        "passed_over": plan.passed,
+                        "scores": plan.scores,
+                    },
+                )
             add_intent(
                 conn,
                 Intent(
                     key,
                     run.customer_id,
-                    send.channel,
+                    plan.channel,
                     send.template,
                     send.purpose,
                     program.journey.id,
@@ -599,12 +638,25 @@ class JourneyEngine:
                     instruction.step_id,
                 ),
                 now,
-                {"fallback": send.fallback, "if_held": send.if_held, "success": send.success},
+                {
+                    "rest": plan.rest,
+                    "if_held": send.if_held,
+                    "success": send.success,
+                    "fallback_after": send.fallback_after,
+                    "event": run.entry_event,
+                },
+                plan.address,
             )
-            self._log(conn, run, "Message Queued", now, {**details, "idempotency_key": key})
+            self._log(
+                conn,
+                run,
+                "Message Queued",
+                now,
+                {**details, "channel": plan.channel, "idempotency_key": key},
+            )
             self._move(conn, run, run.pc + 1, now)
             return logical
-        deferred = send.if_held == "defer" and decision.retry_at is not None
+        deferred = send.if_held == "defer" and plan.retry_at is not None
         self._log(
             conn,
             run,
@@ -612,16 +664,17 @@ class JourneyEngine:
             now,
             {
                 **details,
-                "reason": decision.reason,
+                "reason": plan.reason,
+                "passed_over": plan.passed,
                 "outcome": "deferred" if deferred else "dropped",
-                "until": decision.retry_at if deferred else None,
+                "until": plan.retry_at if deferred else None,
             },
         )
         if deferred:
-            assert decision.retry_at is not None
-            run.waiting, run.due_at = "held", decision.retry_at
+            assert plan.retry_at is not None
+            run.waiting, run.due_at = "held", plan.retry_at
             self._save(conn, run)
-            self._schedule(conn, run, decision.retry_at, now)
+            self._schedule(conn, run, plan.retry_at, now)
             return None
         self._move(conn, run, run.pc + 1, now)
         return logical

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from parcours.ingest.model import Event, EventError, parse_event
 from parcours.journeys import api as journeys_api
 from parcours.journeys.definition import load_journey, parse_duration
+from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
 from parcours.runtime.queue import next_run_at
 from parcours.runtime.settings import Settings
@@ -48,8 +49,10 @@ def simulate(
     days: int = 30,
     history: list[dict[str, Any]] | None = None,
     default_region: str = "FR",
+    brand_templates: dict[str, Any] | None = None,
 ) -> list[TimelineEntry]:
-    """Run the journey against the scripted events; return what happened, in order."""
+    """Run the journey against the scripted events; return what happened, in order. The
+    brand's own message templates (id -> content) come along into the scratch database."""
     from parcours.services import Services
 
     load_journey(journey_source)  # a clear error before anything else
@@ -58,6 +61,10 @@ def simulate(
         settings = Settings(data_dir=Path(scratch), default_region=default_region)
         services = Services.open(settings, clock=clock)
         try:
+            if brand_templates:
+                with services.db.write() as conn:
+                    for template_id, content in brand_templates.items():
+                        message_templates.save(conn, template_id, content, "simulator", start)
             if history:
                 services.writer.append_sync([_history_event(doc, start) for doc in history])
             journeys_api.publish(

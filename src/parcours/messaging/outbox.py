@@ -1,4 +1,5 @@
-"""Writing message intents. Delivery (channels, policies, rendering) reads them later."""
+"""Writing message intents, each with its delivery job, in the caller's transaction.
+Delivery (messaging/delivery.py) renders and sends them (docs/channels.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from sqlalchemy import Connection, select
 
 from parcours.messaging.tables import outbox
 from parcours.runtime.db import run
+from parcours.runtime.queue import enqueue
+
+DELIVER = "messaging.deliver"
+QUEUE = "messaging"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -26,13 +31,18 @@ class Intent:
     step_id: str | None = None
 
 
-def add_intent(conn: Connection, intent: Intent, now: int, detail: dict[str, Any]) -> bool:
-    """Write the intent once: a second write with the same key changes nothing (False)."""
-    result = run(
+def add_intent(
+    conn: Connection, intent: Intent, now: int, detail: dict[str, Any], address: str | None = None
+) -> int | None:
+    """Write the intent once, and the job that delivers it; a second write with the same
+    key changes nothing (None). The key ends in `:<attempt>` (0 first, then one per
+    fallback channel). Returns the outbox id."""
+    row = run(
         conn,
         "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
-        "channel, template, purpose, state, created_at, detail) VALUES (:k, :c, :j, :r, "
-        ":s, :ch, :t, :p, 'pending', :now, :d) ON CONFLICT (idempotency_key) DO NOTHING",
+        "channel, template, purpose, state, created_at, detail, address, status) VALUES "
+        "(:k, :c, :j, :r, :s, :ch, :t, :p, 'pending', :now, :d, :a, 'queued') "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         {
             "k": intent.idempotency_key,
             "c": intent.customer_id,
@@ -44,9 +54,23 @@ def add_intent(conn: Connection, intent: Intent, now: int, detail: dict[str, Any
             "p": intent.purpose,
             "now": now,
             "d": _encode(detail).decode(),
+            "a": address,
         },
+    ).first()
+    if row is None:
+        return None
+    outbox_id = int(row.id)
+    enqueue(
+        conn,
+        DELIVER,
+        {"id": outbox_id},
+        run_at=now,
+        now=now,
+        queue=QUEUE,
+        unique_key=f"deliver:{outbox_id}",
+        customer_id=intent.customer_id,
     )
-    return bool(result.rowcount)
+    return outbox_id
 
 
 def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:

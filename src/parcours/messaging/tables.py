@@ -1,8 +1,9 @@
-"""The outbox: message intents written by journeys, each once, keyed by its idempotency key."""
+"""The outbox (one row per message attempt, keyed by its idempotency key), brand templates
+and suppressed addresses."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Table, Text
 
 from parcours.runtime.db import BigId, metadata
 
@@ -18,8 +19,44 @@ outbox = Table(
     Column("channel", Text, nullable=False),
     Column("template", Text, nullable=False),
     Column("purpose", Text, nullable=False),
-    Column("state", Text, nullable=False),  # pending | sent | held | failed
+    # pending -> sending -> sent | failed; `status` is the furthest feedback reached.
+    Column("state", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("detail", Text, nullable=False, server_default="{}"),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("provider", Text, nullable=True),
+    Column("provider_message_id", Text, nullable=True),
+    Column("address", Text, nullable=True),
+    Column("locale", Text, nullable=True),
+    Column("rendered", Text, nullable=True),
+    Column("status", Text, nullable=True),
+    Column("status_at", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("sent_at", BigInteger, nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
 )
 Index("ix_outbox_customer", outbox.c.customer_id, outbox.c.created_at)
+Index("ix_outbox_created", outbox.c.created_at, outbox.c.id)
+Index("ix_outbox_provider_id", outbox.c.provider, outbox.c.provider_message_id)
+
+# A brand's own message templates, overriding or adding to the shipped ones.
+message_templates = Table(
+    "message_templates",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Addresses that must not be written to again (hard bounces, invalid numbers, removed
+# push subscriptions), per channel.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("channel", Text, primary_key=True),
+    Column("address", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)

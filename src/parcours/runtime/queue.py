@@ -151,11 +151,20 @@ class Worker:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
+        self._after = threading.local()
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the running job's transaction has committed, outside any
+        transaction (network calls: an SQLite write lock is never held across them). Not
+        run if the job fails. The same action registered twice in a batch runs once."""
+        pending: list[Callable[[], None]] = self._after.job
+        if action not in pending and action not in self._after.batch:
+            pending.append(action)
 
     def run_due(self, limit: int | None = None) -> int:
         """Run every job due now (up to `limit`); return how many were run or retried."""
@@ -200,10 +209,20 @@ class Worker:
 
     def _run_batch(self, limit: int) -> int:
         now = self.clock.now_ms()
-        with self.db.write() as conn:
-            claimed = self._claim(conn, now, limit)
-            for job in claimed:
-                self._run_one(conn, job, now)
+        self._after.batch = []
+        try:
+            with self.db.write() as conn:
+                claimed = self._claim(conn, now, limit)
+                for job in claimed:
+                    self._run_one(conn, job, now)
+            actions: list[Callable[[], None]] = self._after.batch
+        finally:
+            self._after.batch = []
+        for action in actions:
+            try:
+                action()
+            except Exception:
+                log.exception("an after-commit action failed")
         return len(claimed)
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
@@ -240,6 +259,7 @@ class Worker:
         # A savepoint per job: a handler that fails is rolled back alone. Deleting the job
         # first frees its unique key, so the handler may schedule the next job under it.
         run(conn, "SAVEPOINT parcours_job")
+        self._after.job = []
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
@@ -251,6 +271,9 @@ class Worker:
             self._record_failure(conn, job, now, exc)
         else:
             run(conn, "RELEASE SAVEPOINT parcours_job")
+            self._after.batch.extend(self._after.job)
+        finally:
+            self._after.job = []
 
     def _record_failure(self, conn: Connection, job: Job, now: int, exc: Exception) -> None:
         attempt = job.attempt + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,14 @@ class Settings:
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     http_workers: int = 1
     log_level: str = "info"
+    brand_name: str = "Parcours demo shop"
+    brand_url: str = "https://shop.example.com"
+    brand_locale: str = "en"
+    sector: str = ""
+    public_url: str = ""  # where customers reach Parcours' links; default http://host:port
+    secret_key: str = ""  # signs links; made and kept in the database when empty
+    channels: dict[str, Any] = field(default_factory=dict, compare=False)
+    delivery_lease_seconds: int = 300  # a send not recorded by then is made again, same key
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -40,6 +49,10 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'parcours.db').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """These settings with the given values (None means keep), checked again."""
@@ -63,6 +76,14 @@ _FIELD_TYPES: dict[str, type] = {
     "ingest_writers": int,
     "http_workers": int,
     "log_level": str,
+    "brand_name": str,
+    "brand_url": str,
+    "brand_locale": str,
+    "sector": str,
+    "public_url": str,
+    "secret_key": str,
+    "channels": dict,
+    "delivery_lease_seconds": int,
 }
 
 
@@ -105,6 +126,15 @@ def _convert(name: str, value: Any, where: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: {name} must be a whole number, got {value!r}") from None
+    if wanted is dict:
+        if isinstance(value, str):  # from the environment: JSON
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise SettingsError(f"{where}: {name} must be a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: {name} must be a table of tables, got {value!r}")
+        return value
     if wanted is Path:
         if not isinstance(value, str) or not value:
             raise SettingsError(f"{where}: {name} must be a path, got {value!r}")
@@ -142,6 +172,19 @@ def _check(settings: Settings, where: str) -> None:
         )
     if settings.policies_file and not Path(settings.policies_file).is_file():
         raise SettingsError(f"{where}: policies_file {settings.policies_file} does not exist")
+    if not 1 <= settings.delivery_lease_seconds <= 86_400:
+        raise SettingsError(
+            f"{where}: delivery_lease_seconds must be between 1 and 86400, "
+            f"got {settings.delivery_lease_seconds}"
+        )
+    if settings.brand_locale not in ("en", "fr"):
+        raise SettingsError(
+            f"{where}: brand_locale must be en or fr, got {settings.brand_locale!r}"
+        )
+    if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"{where}: public_url must start with http:// or https://, got {settings.public_url!r}"
+        )
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise SettingsError(
             f"{where}: log_level must be debug, info, warning or error, got {settings.log_level!r}"

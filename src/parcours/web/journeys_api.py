@@ -16,6 +16,7 @@ from parcours.ingest.http import HttpError, json_response, read_body
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, simulate
+from parcours.messaging import templates
 from parcours.runtime.clock import iso, parse_iso
 from parcours.web.api import require_admin
 
@@ -167,6 +168,8 @@ def simulate_journey(
             history = customers.export(
                 services.db, body.customer, services.settings.default_region
             )["events"]
+        with services.db.read() as conn:
+            brand_templates = templates.brand_templates(conn)
         entries = simulate(
             body.journey,
             body.script,
@@ -174,6 +177,7 @@ def simulate_journey(
             days=body.days,
             history=history,
             default_region=services.settings.default_region,
+            brand_templates=brand_templates,
         )
     except HttpError as exc:
         return exc.response()
@@ -183,6 +187,8 @@ def simulate_journey(
         return HttpError(400, str(exc), "script").response()
     except customers.CustomerNotFound as exc:
         return HttpError(404, str(exc), "customer").response()
+    except journeys.LifecycleError as exc:
+        return HttpError(400, str(exc), "journey").response()
     except ValueError as exc:
         return HttpError(400, str(exc), "start").response()
     return json_response({"timeline": [{"at": iso(e.at), "what": e.what} for e in entries]})

@@ -86,6 +86,15 @@ class Message:
     purpose: str
     template: str
     profile: dict[str, Any] = field(default_factory=dict)
+    # A fallback: the earlier attempts of the same message (keys starting with this) are
+    # not "the same content on another channel" and do not count twice against the caps.
+    attempts_of: str | None = None
+
+    def _not_earlier_attempt(self) -> tuple[str, dict[str, Any]]:
+        if self.attempts_of is None:
+            return "", {}
+        escaped = self.attempts_of.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'", {"attempts": escaped + "%"}
 
 
 def check(
@@ -123,15 +132,17 @@ def _consent(conn: Connection, policies: Policies, message: Message, now: int) -
 
 
 def _duplicate(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
+    earlier, params = message._not_earlier_attempt()
     row = run(
         conn,
         "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
-        "AND channel <> :ch AND created_at > :since LIMIT 1",
+        f"AND channel <> :ch AND created_at > :since{earlier} LIMIT 1",
         {
             "c": message.customer_id,
             "t": message.template,
             "ch": message.channel,
             "since": now - policies.duplicate_window_ms,
+            **params,
         },
     ).first()
     if row is not None:
@@ -203,15 +214,17 @@ def _caps(
             since = now - cap.window_ms
             retry = None
         channel_filter = "" if cap.channel == "all" else " AND channel = :ch"
+        earlier, params = message._not_earlier_attempt()
         rows = run(
             conn,
             "SELECT created_at FROM outbox WHERE customer_id = :c AND purpose = :p "
-            f"AND created_at > :since{channel_filter} ORDER BY created_at",
+            f"AND created_at > :since{channel_filter}{earlier} ORDER BY created_at",
             {
                 "c": message.customer_id,
                 "p": message.purpose,
                 "since": since,
                 "ch": message.channel,
+                **params,
             },
         ).scalars()
         if len(rows) >= cap.count:

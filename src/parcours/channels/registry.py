@@ -1,0 +1,62 @@
+"""The providers a brand configured, per channel; the sandbox for every channel left out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parcours.channels.base import ConfigError, Provider
+from parcours.channels.email import SmtpProvider
+from parcours.channels.sandbox import SandboxProvider
+
+CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
+# What each channel may be configured with (`provider = "..."` in [channels.<channel>]).
+KNOWN = {
+    "email": ("sandbox", "smtp"),
+    "sms": ("sandbox",),
+    "whatsapp": ("sandbox",),
+    "push": ("sandbox",),
+    "wallet": ("sandbox",),
+    "chat": ("sandbox",),
+}
+
+
+@dataclass
+class Providers:
+    by_channel: dict[str, Provider]
+
+    @classmethod
+    def from_settings(cls, config: dict[str, Any]) -> Providers:
+        """Build the providers from the `channels` setting; ConfigError names what is wrong."""
+        unknown = sorted(set(config) - set(CHANNELS) - {"sandbox"})
+        if unknown:
+            raise ConfigError(
+                f"channels.{unknown[0]}: unknown channel (one of {', '.join(CHANNELS)}, "
+                "or sandbox for the sandbox's settings)"
+            )
+        sandbox = config.get("sandbox", {})
+        if not isinstance(sandbox, dict):
+            raise ConfigError("channels.sandbox must be a table")
+        providers: dict[str, Provider] = {}
+        for channel in CHANNELS:
+            section = config.get(channel, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"channels.{channel} must be a table")
+            name = section.get("provider", "sandbox")
+            if name not in KNOWN[channel]:
+                raise ConfigError(
+                    f"channels.{channel}.provider: {name!r} is not available for {channel} "
+                    f"(available: {', '.join(KNOWN[channel])})"
+                )
+            if name == "smtp":
+                providers[channel] = SmtpProvider.from_config(section)
+            else:
+                providers[channel] = SandboxProvider.from_config(channel, sandbox)
+        return cls(providers)
+
+    def for_channel(self, channel: str) -> Provider:
+        return self.by_channel[channel]
+
+    def close(self) -> None:
+        for provider in self.by_channel.values():
+            provider.close()

@@ -1,0 +1,196 @@
+"""Which channel a message goes on: the named one and its fallbacks in order, or the best
+one for this customer; the first that can reach them and that the policies allow now.
+Every channel passed over is recorded with its reason (docs/channels.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.customers import api as customers
+from parcours.messaging import policies
+from parcours.messaging.templates import SENDABLE_CHANNELS
+from parcours.runtime.db import run
+
+ENGAGEMENT_WINDOW_MS = 90 * 86_400_000
+# How much each channel costs to send, as a score penalty (email and push nearly free).
+COST = {"email": 0, "push": 0, "wallet": 0, "chat": 0, "whatsapp": 4, "sms": 6}
+# Where each channel starts before the customer's own signals.
+BASE = {"email": 10, "push": 8, "whatsapp": 6, "sms": 4, "wallet": 3, "chat": 0}
+# The preferred post-purchase channel per sector (SCENARIOS.md section 4).
+SECTOR_PRESETS = {
+    "fashion": "sms",
+    "beauty": "whatsapp",
+    "electronics": "email",
+    "home": "wallet",
+    "food": "sms",
+    "luxury": "email",
+    "children": "whatsapp",
+    "subscription": "sms",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    customer_id: int
+    template: str
+    purpose: str
+    channel: str  # a channel, or "best"
+    fallback: tuple[str, ...] = ()
+    urgent: bool = False
+    attempts_of: str | None = None  # set for a fallback: the message's earlier attempts
+
+
+@dataclass
+class Plan:
+    channel: str | None = None
+    address: str | None = None
+    rest: list[str] = field(default_factory=list)  # the fallback chain after `channel`
+    passed: list[dict[str, Any]] = field(default_factory=list)  # {channel, reason}
+    scores: dict[str, int] = field(default_factory=dict)
+    retry_at: int | None = None  # nothing allowed now: the earliest moment one may be
+
+    @property
+    def reason(self) -> str:
+        if len(self.passed) == 1:
+            return str(self.passed[0]["reason"])
+        return "; ".join(f"{p['channel']}: {p['reason']}" for p in self.passed)
+
+
+def addresses(conn: Connection, customer_id: int, traits: dict[str, Any]) -> dict[str, str]:
+    """Where this customer can be reached, per channel, leaving out suppressed addresses."""
+    found: dict[str, str] = {}
+    for kind, value in customers.contact_points(conn, customer_id):
+        if kind == "email":
+            found.setdefault("email", value)
+        else:
+            found.setdefault("sms", value)
+            found.setdefault("whatsapp", value)
+    for channel, trait in (("push", "push_token"), ("wallet", "wallet_pass")):
+        token = traits.get(trait)
+        if isinstance(token, str) and token:
+            found[channel] = token
+    if found:
+        suppressed = {
+            (row.channel, row.address)
+            for row in run(
+                conn,
+                "SELECT channel, address FROM suppressions WHERE customer_id = :c",
+                {"c": customer_id},
+            ).all()
+        }
+        found = {c: a for c, a in found.items() if (c, a) not in suppressed}
+    return found
+
+
+def _engagement(conn: Connection, customer_id: int, now: int) -> dict[str, int]:
+    return {
+        row.channel: int(row.n)
+        for row in run(
+            conn,
+            "SELECT channel, count(*) AS n FROM outbox WHERE customer_id = :c AND created_at > "
+            ":since AND status IN ('opened', 'read', 'clicked') GROUP BY channel",
+            {"c": customer_id, "since": now - ENGAGEMENT_WINDOW_MS},
+        ).all()
+    }
+
+
+def rank(
+    conn: Connection,
+    request: Request,
+    profile: dict[str, Any],
+    available: set[str],
+    now: int,
+    sector: str,
+) -> tuple[list[str], dict[str, int]]:
+    """The channels that have content for this template, best first, with their scores."""
+    traits = profile.get("traits", {})
+    engaged = _engagement(conn, request.customer_id, now)
+    preferred = traits.get("preferred_channel")
+    scores: dict[str, int] = {}
+    for channel in SENDABLE_CHANNELS:
+        if channel not in available:
+            continue
+        score = BASE[channel] - COST[channel]
+        if channel == preferred:
+            score += 40
+        score += min(24, 8 * engaged.get(channel, 0))
+        if request.urgent:
+            score += {"push": 20, "sms": 15, "whatsapp": 10, "email": -20}.get(channel, 0)
+        elif channel == "email":
+            score += 10  # rich and not urgent
+        if request.purpose == "transactional" and SECTOR_PRESETS.get(sector) == channel:
+            score += 10
+        scores[channel] = score
+    order = sorted(scores, key=lambda c: (-scores[c], SENDABLE_CHANNELS.index(c)))
+    return order, scores
+
+
+def plan(
+    conn: Connection,
+    rules: policies.Policies,
+    request: Request,
+    profile: dict[str, Any],
+    now: int,
+    region: str,
+    *,
+    template_channels: set[str],
+    sector: str = "",
+) -> Plan:
+    """The first candidate channel that reaches the customer and is allowed now."""
+    result = Plan()
+    reachable = addresses(conn, request.customer_id, profile.get("traits", {}))
+    if request.channel == "best":
+        for channel in SENDABLE_CHANNELS:
+            if channel in template_channels and channel not in reachable:
+                result.passed.append({"channel": channel, "reason": _unreachable(channel)})
+        candidates, result.scores = rank(
+            conn, request, profile, template_channels & reachable.keys(), now, sector
+        )
+    else:
+        candidates = [request.channel, *request.fallback]
+    for index, channel in enumerate(candidates):
+        if channel not in template_channels:
+            result.passed.append({"channel": channel, "reason": "the template has no content"})
+            continue
+        address = reachable.get(channel)
+        if address is None:
+            result.passed.append({"channel": channel, "reason": _unreachable(channel)})
+            continue
+        decision = policies.check(
+            conn,
+            rules,
+            policies.Message(
+                request.customer_id,
+                channel,
+                request.purpose,
+                request.template,
+                profile,
+                request.attempts_of,
+            ),
+            now,
+            region,
+        )
+        if not decision.allowed:
+            result.passed.append({"channel": channel, "reason": decision.reason})
+            if decision.retry_at is not None:
+                result.retry_at = min(result.retry_at or decision.retry_at, decision.retry_at)
+            continue
+        result.channel, result.address = channel, address
+        if request.channel != "best":
+            result.rest = candidates[index + 1 :]
+        return result
+    return result
+
+
+def _unreachable(channel: str) -> str:
+    return {
+        "email": "no email address (or it bounced)",
+        "sms": "no phone number (or it is invalid)",
+        "whatsapp": "no phone number (or it is invalid)",
+        "push": "no push subscription",
+        "wallet": "no Wallet pass installed",
+        "chat": "no open chat conversation",
+    }[channel]

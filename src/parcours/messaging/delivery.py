@@ -1,0 +1,617 @@
+"""Delivery: render an outbox row, hand it to its channel's provider outside any
+transaction, record what happened, play back feedback, fall back to the next channel.
+
+The steps and why they are safe against a crash at any instant are in docs/channels.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection
+
+from parcours.channels.base import (
+    DeliveryFailure,
+    OutgoingMessage,
+    PermanentFailure,
+    Provider,
+    TransientFailure,
+)
+from parcours.channels.registry import Providers
+from parcours.customers import api as customers
+from parcours.ingest.model import internal_event
+from parcours.ingest.writer import Hook, append_events
+from parcours.journeys.definition import parse_duration
+from parcours.messaging import choice, policies
+from parcours.messaging import templates as message_templates
+from parcours.messaging.links import Links, track_html
+from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database, run
+from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
+
+log = logging.getLogger(__name__)
+
+FEEDBACK = "messaging.feedback"
+FALLBACK = "messaging.fallback"
+LEASE_MS = 5 * 60_000  # a send not recorded within this is tried again, with the same key
+MAX_SEND_ATTEMPTS = 8
+# How far a message got; `success` in a send step names one of these.
+RANK = {"queued": 0, "sent": 1, "delivered": 2, "opened": 3, "read": 3, "clicked": 4}
+EVENT_NAMES = {
+    "sent": "Message Sent",
+    "delivered": "Message Delivered",
+    "opened": "Message Opened",
+    "read": "Message Read",
+    "clicked": "Message Clicked",
+    "failed": "Message Failed",
+}
+CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated"}
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str
+    url: str
+    locale: str
+    sector: str
+
+
+def public_message_id(outbox_id: int) -> str:
+    return f"msg_{outbox_id}"
+
+
+@dataclass
+class _Sending:
+    message: OutgoingMessage
+    provider: Provider
+
+
+class Delivery:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        providers: Providers,
+        links: Links,
+        brand: Brand,
+        rules: policies.Policies,
+        region: str,
+        hooks: list[Hook],
+        lease_ms: int = LEASE_MS,
+    ) -> None:
+        self.lease_ms = lease_ms
+        self.db = db
+        self.clock = clock
+        self.providers = providers
+        self.links = links
+        self.brand = brand
+        self.rules = rules
+        self.region = region
+        self.hooks = hooks
+        self._local = threading.local()
+        self._worker: Worker | None = None
+
+    def install(self, worker: Worker) -> None:
+        self._worker = worker
+        worker.register(DELIVER, self.deliver)
+        worker.register(FEEDBACK, self.feedback)
+        worker.register(FALLBACK, self.fallback_due)
+
+    # ---- 1. claim and render, in the job's transaction ----------------------------------
+
+    def deliver(self, conn: Connection, job: Job) -> None:
+        outbox_id = int(job.payload["id"])
+        now = self.clock.now_ms()
+        row = _row(conn, outbox_id)
+        if row is None or row.state in ("sent", "failed"):
+            return
+        detail = _decode(row.detail)
+        provider = self.providers.for_channel(row.channel)
+        links = self._links(row)
+        if row.rendered is None:
+            try:
+                rendered = self._render(conn, row, detail)
+            except message_templates.TemplateProblem as exc:
+                self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
+                return
+            content, locale = dict(rendered.fields), rendered.locale
+            if row.channel == "email" and content.get("html"):
+                content["html"] = track_html(
+                    content["html"], self.links, row.id, set(links.values())
+                )
+        else:  # sent before, by a process that died: the very same content again
+            content, locale = _decode(row.rendered), row.locale
+        attempt = int(row.attempt) + 1
+        run(
+            conn,
+            "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
+            "rendered = :r, locale = :l, provider = :p WHERE id = :id",
+            {
+                "a": attempt,
+                "lease": now + self.lease_ms,
+                "r": _encode(content).decode(),
+                "l": locale,
+                "p": provider.name,
+                "id": outbox_id,
+            },
+        )
+        # If this process dies before the result is recorded, this job sends again, with
+        # the same key, once the lease is over.
+        enqueue(
+            conn,
+            DELIVER,
+            {"id": outbox_id},
+            run_at=now + self.lease_ms,
+            now=now,
+            queue=QUEUE,
+            unique_key=f"deliver:{outbox_id}",
+            customer_id=row.customer_id,
+        )
+        message = OutgoingMessage(
+            key=row.idempotency_key,
+            outbox_id=outbox_id,
+            customer_id=row.customer_id,
+            channel=row.channel,
+            purpose=row.purpose,
+            address=row.address,
+            content=content,
+            locale=locale,
+            links=links,
+        )
+        self._batch().append(_Sending(message, provider))
+        assert self._worker is not None
+        self._worker.after_commit(self._send_batch)
+
+    def _batch(self) -> list[_Sending]:
+        if not hasattr(self._local, "batch"):
+            self._local.batch = []
+        batch: list[_Sending] = self._local.batch
+        return batch
+
+    def _render(
+        self, conn: Connection, row: Any, detail: dict[str, Any]
+    ) -> message_templates.Rendered:
+        template = message_templates.get(conn, row.template)
+        context = self.context(
+            conn,
+            row.customer_id,
+            row.channel,
+            row.purpose,
+            detail.get("event") or {},
+            self._links(row),
+        )
+        locale = context["customer"].get("locale")
+        return message_templates.render(
+            template,
+            row.channel,
+            context,
+            locale if isinstance(locale, str) else None,
+            self.brand.locale,
+        )
+
+    def context(
+        self,
+        conn: Connection,
+        customer_id: int,
+        channel: str,
+        purpose: str,
+        event: dict[str, Any],
+        links: dict[str, str],
+    ) -> dict[str, Any]:
+        """What a template sees (docs/channels.md, "Templates")."""
+        profile = customers.conditions_view(conn, customer_id)
+        traits = dict(profile["traits"])
+        if "first_name" not in traits and isinstance(traits.get("firstName"), str):
+            traits["first_name"] = traits["firstName"]
+        if "last_name" not in traits and isinstance(traits.get("lastName"), str):
+            traits["last_name"] = traits["lastName"]
+        customer = {**profile["computed"], **traits, "id": f"cus_{customer_id}"}
+        properties = event.get("properties") or {}
+        name = event.get("event") or ""
+        return {
+            "customer": customer,
+            "event": {**event, "event": name, "properties": properties},
+            "cart": properties if name in CART_EVENTS else None,
+            "order": properties if name.startswith("Order") else None,
+            "brand": {"name": self.brand.name, "url": self.brand.url},
+            "links": {"shop": self.brand.url, **links},
+            "message": {"channel": channel, "purpose": purpose},
+        }
+
+    def preview_context(
+        self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The context of a preview: a real customer, a sample unsubscribe link."""
+        links = {"unsubscribe": self.links.unsubscribe(0, customer_id, channel)}
+        return self.context(conn, customer_id, channel, "marketing", event, links)
+
+    def _links(self, row: Any) -> dict[str, str]:
+        """Marketing messages carry an unsubscribe link (and email its one-click headers);
+        transactional ones do not, since they cannot be unsubscribed from."""
+        if row.purpose != "marketing":
+            return {}
+        return {"unsubscribe": self.links.unsubscribe(row.id, row.customer_id, row.channel)}
+
+    # ---- 2. send, after the commit, outside any transaction -----------------------------
+
+    def _send_batch(self) -> None:
+        batch, self._local.batch = self._batch(), []
+        results: list[tuple[_Sending, str | DeliveryFailure]] = []
+        for sending in batch:
+            try:
+                provider_id = sending.provider.send(sending.message)
+                results.append((sending, provider_id))
+            except DeliveryFailure as failure:
+                results.append((sending, failure))
+            except Exception as exc:  # a provider's bug must not lose the message
+                log.exception("provider %s failed", sending.provider.name)
+                results.append((sending, TransientFailure(f"provider error: {exc!r}")))
+        if results:
+            with self.db.write() as conn:
+                for sending, outcome in results:
+                    self._record(conn, sending, outcome)
+
+    # ---- 3. record, in a short transaction ---------------------------------------------
+
+    def _record(self, conn: Connection, sending: _Sending, outcome: str | DeliveryFailure) -> None:
+        now = self.clock.now_ms()
+        row = _row(conn, sending.message.outbox_id)
+        if row is None or row.state != "sending":
+            return
+        detail = _decode(row.detail)
+        if isinstance(outcome, str):
+            run(
+                conn,
+                "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
+                "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
+                "WHERE id = :id",
+                {"pid": outcome, "now": now, "id": row.id},
+            )
+            cancel(conn, f"deliver:{row.id}")
+            self._event(conn, row, "sent", now, {"provider": sending.provider.name})
+            feedback = getattr(sending.provider, "feedback", None)
+            if feedback is not None:
+                for item in feedback(sending.message):
+                    enqueue(
+                        conn,
+                        FEEDBACK,
+                        {
+                            "id": row.id,
+                            "status": item.status,
+                            "permanent": item.permanent,
+                            "reason": item.reason,
+                        },
+                        run_at=now + item.after_ms,
+                        now=now,
+                        queue=QUEUE,
+                        unique_key=f"feedback:{row.id}:{item.status}",
+                        customer_id=row.customer_id,
+                    )
+            after = detail.get("fallback_after")
+            if detail.get("rest") and after and RANK[detail.get("success", "sent")] > 1:
+                enqueue(
+                    conn,
+                    FALLBACK,
+                    {"id": row.id},
+                    run_at=now + parse_duration(after).seconds * 1000,
+                    now=now,
+                    queue=QUEUE,
+                    unique_key=f"fallback:{row.id}",
+                    customer_id=row.customer_id,
+                )
+            return
+        if isinstance(outcome, TransientFailure) and row.attempt < MAX_SEND_ATTEMPTS:
+            run(
+                conn,
+                "UPDATE outbox SET state = 'pending', error = :e, lease_until = NULL "
+                "WHERE id = :id",
+                {"e": outcome.reason, "id": row.id},
+            )
+            enqueue(
+                conn,
+                DELIVER,
+                {"id": row.id},
+                run_at=now + backoff_ms(int(row.attempt)),
+                now=now,
+                queue=QUEUE,
+                unique_key=f"deliver:{row.id}",
+                customer_id=row.customer_id,
+            )
+            return
+        if isinstance(outcome, TransientFailure):
+            outcome = PermanentFailure(f"gave up after {row.attempt} attempts: {outcome.reason}")
+        self._failed(conn, row, detail, outcome, now)
+
+    def _failed(
+        self,
+        conn: Connection,
+        row: Any,
+        detail: dict[str, Any],
+        failure: DeliveryFailure,
+        now: int,
+    ) -> None:
+        run(
+            conn,
+            "UPDATE outbox SET state = 'failed', status = 'failed', status_at = :now, "
+            "error = :e, lease_until = NULL WHERE id = :id",
+            {"now": now, "e": failure.reason, "id": row.id},
+        )
+        cancel(conn, f"deliver:{row.id}")
+        cancel(conn, f"fallback:{row.id}")
+        if isinstance(failure, PermanentFailure) and failure.suppress and row.address:
+            suppress(conn, row.channel, row.address, failure.reason, row.customer_id, now)
+        self._event(
+            conn, row, "failed", now, {"permanent": failure.permanent, "reason": failure.reason}
+        )
+        self.fall_back(conn, row, detail, failure.reason, now)
+
+    # ---- 4. feedback ------------------------------------------------------------------
+
+    def feedback(self, conn: Connection, job: Job) -> None:
+        payload = job.payload
+        apply_status(
+            self,
+            conn,
+            int(payload["id"]),
+            payload["status"],
+            self.clock.now_ms(),
+            permanent=bool(payload.get("permanent")),
+            reason=payload.get("reason"),
+        )
+
+    def status(
+        self,
+        conn: Connection,
+        outbox_id: int,
+        status: str,
+        now: int,
+        *,
+        permanent: bool = False,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
+        """A provider or a tracking link says how far a message got. False when the
+        message is unknown."""
+        return apply_status(
+            self, conn, outbox_id, status, now, permanent=permanent, reason=reason, extra=extra
+        )
+
+    # ---- 5. fallback ------------------------------------------------------------------
+
+    def fallback_due(self, conn: Connection, job: Job) -> None:
+        """No success in time (or a fallback held by the policies until now)."""
+        row = _row(conn, int(job.payload["id"]))
+        if row is None:
+            return
+        detail = _decode(row.detail)
+        now = self.clock.now_ms()
+        reason = job.payload.get("reason")
+        if reason is None:
+            success = detail.get("success", "delivered")
+            if row.state == "failed" or RANK.get(row.status or "queued", 0) >= RANK[success]:
+                return
+            reason = f"not {success} within {detail.get('fallback_after')}"
+        self.fall_back(conn, row, detail, reason, now)
+
+    def fall_back(
+        self, conn: Connection, row: Any, detail: dict[str, Any], reason: str, now: int
+    ) -> None:
+        rest = list(detail.get("rest") or [])
+        if not rest:
+            return
+        base, _, number = row.idempotency_key.rpartition(":")
+        profile = customers.conditions_view(conn, row.customer_id)
+        template = message_templates.get(conn, row.template)
+        request = choice.Request(
+            row.customer_id,
+            row.template,
+            row.purpose,
+            rest[0],
+            tuple(rest[1:]),
+            attempts_of=base + ":",
+        )
+        plan = choice.plan(
+            conn,
+            self.rules,
+            request,
+            profile,
+            now,
+            self.region,
+            template_channels=template.channels(),
+            sector=self.brand.sector,
+        )
+        properties: dict[str, Any] = {
+            "message_id": public_message_id(row.id),
+            "from": row.channel,
+            "to": plan.channel,
+            "reason": reason,
+            "passed_over": plan.passed,
+        }
+        if plan.channel is None and plan.retry_at is not None:
+            properties["until"] = plan.retry_at
+            enqueue(
+                conn,
+                FALLBACK,
+                {"id": row.id, "reason": reason},
+                run_at=plan.retry_at,
+                now=now,
+                queue=QUEUE,
+                unique_key=f"fallback:{row.id}",
+                customer_id=row.customer_id,
+            )
+        self._append(
+            conn,
+            row.customer_id,
+            "Message Fell Back",
+            {**_about(row), **properties},
+            now,
+            f"msg:{row.id}:fallback:{plan.channel or 'none'}:{now}",
+        )
+        if plan.channel is None:
+            return
+        add_intent(
+            conn,
+            Intent(
+                f"{base}:{int(number) + 1}",
+                row.customer_id,
+                plan.channel,
+                row.template,
+                row.purpose,
+                row.journey_id,
+                row.run_id,
+                row.step_id,
+            ),
+            now,
+            {**detail, "rest": plan.rest, "fallback_from": public_message_id(row.id)},
+            plan.address,
+        )
+
+    # ---- events ------------------------------------------------------------------------
+
+    def _event(
+        self, conn: Connection, row: Any, status: str, now: int, extra: dict[str, Any]
+    ) -> None:
+        self._append(
+            conn,
+            row.customer_id,
+            EVENT_NAMES[status],
+            {**_about(row), **extra},
+            now,
+            f"msg:{row.id}:{status}",
+        )
+
+    def _append(
+        self,
+        conn: Connection,
+        customer_id: int,
+        name: str,
+        properties: dict[str, Any],
+        now: int,
+        message_id: str,
+    ) -> None:
+        event = internal_event(customer_id, name, properties, now, message_id, "channel")
+        append_events(conn, [[event]], now, self.region, self.hooks)
+
+
+def apply_status(
+    delivery: Delivery,
+    conn: Connection,
+    outbox_id: int,
+    status: str,
+    now: int,
+    *,
+    permanent: bool = False,
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bool:
+    row = _row(conn, outbox_id)
+    if row is None:
+        return False
+    if status == "failed":
+        if row.state == "failed":
+            return True
+        detail = _decode(row.detail)
+        failure: DeliveryFailure = (
+            PermanentFailure(reason or "failed", suppress=permanent)
+            if permanent
+            else TransientFailure(reason or "failed")
+        )
+        delivery._failed(conn, row, detail, failure, now)
+        return True
+    if status not in RANK:
+        raise ValueError(f"unknown message status {status!r}")
+    delivery._event(conn, row, status, now, dict(extra or {}))
+    if RANK[status] > RANK.get(row.status or "queued", 0):
+        run(
+            conn,
+            "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id",
+            {"s": status, "now": now, "id": outbox_id},
+        )
+        detail = _decode(row.detail)
+        if RANK[status] >= RANK[detail.get("success", "delivered")]:
+            cancel(conn, f"fallback:{outbox_id}")
+    return True
+
+
+def suppress(
+    conn: Connection, channel: str, address: str, reason: str, customer_id: int | None, now: int
+) -> None:
+    """Never write to this address on this channel again (a hard bounce, a dead number)."""
+    run(
+        conn,
+        "INSERT INTO suppressions (channel, address, reason, customer_id, created_at) VALUES "
+        "(:ch, :a, :r, :c, :now) ON CONFLICT (channel, address) DO NOTHING",
+        {"ch": channel, "a": address, "r": reason, "c": customer_id, "now": now},
+    )
+
+
+def _row(conn: Connection, outbox_id: int) -> Any:
+    return run(
+        conn,
+        "SELECT id, idempotency_key, customer_id, journey_id, run_id, step_id, channel, "
+        "template, purpose, state, created_at, detail, attempt, provider, "
+        "provider_message_id, address, locale, rendered, status, error, sent_at "
+        "FROM outbox WHERE id = :id",
+        {"id": outbox_id},
+    ).first()
+
+
+def _about(row: Any) -> dict[str, Any]:
+    about = {
+        "message_id": public_message_id(row.id),
+        "channel": row.channel,
+        "template": row.template,
+        "purpose": row.purpose,
+    }
+    if row.journey_id:
+        about |= {"journey_id": row.journey_id, "run_id": row.run_id, "step": row.step_id}
+    return about
+
+
+def outbox_page(conn: Connection, limit: int, before: int | None) -> list[dict[str, Any]]:
+    """The outbox, newest first: what each customer got, as they got it."""
+    where = "" if before is None else " WHERE id < :before"
+    rows = run(
+        conn,
+        "SELECT id, customer_id, journey_id, step_id, channel, template, purpose, state, "
+        "status, status_at, created_at, sent_at, provider, address, locale, rendered, error, "
+        f"attempt, idempotency_key FROM outbox{where} ORDER BY id DESC LIMIT :limit",
+        {"limit": limit, "before": before},
+    ).all()
+    from parcours.runtime.clock import iso
+
+    return [
+        {
+            "id": public_message_id(r.id),
+            "customer": f"cus_{r.customer_id}",
+            "journey": r.journey_id,
+            "step": r.step_id,
+            "channel": r.channel,
+            "template": r.template,
+            "purpose": r.purpose,
+            "state": r.state,
+            "status": r.status,
+            "status_at": iso(r.status_at),
+            "created_at": iso(r.created_at),
+            "sent_at": iso(r.sent_at),
+            "provider": r.provider,
+            "to": r.address,
+            "locale": r.locale,
+            "content": _decode(r.rendered) if r.rendered else None,
+            "error": r.error,
+            "attempts": r.attempt,
+            "idempotency_key": r.idempotency_key,
+        }
+        for r in rows
+    ]
+
+
+__all__ = ["Brand", "Delivery", "outbox_page", "public_message_id", "suppress"]

@@ -1,0 +1,382 @@
+"""Message templates: per locale and per channel content, sandboxed Jinja2, checked before use.
+
+A template is a mapping of locale to channel to fields (docs/channels.md). Templates ship
+with Parcours (`templates/*.yaml` beside this file) and a brand adds or overrides them in
+the `message_templates` table. Rendering is strict: a variable that is not there is an
+error naming it, never a blank in a sent message. Email bodies written in MJML are
+compiled to HTML with their CSS inlined once per template version; Jinja runs per message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_module
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import msgspec
+import yaml
+from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+from mjml import mjml_to_html
+from sqlalchemy import Connection
+
+from parcours.messaging.tables import message_templates
+from parcours.runtime.db import run
+
+SHIPPED_DIR = Path(__file__).parent / "templates"
+DEFAULT_LOCALE = "en"
+SENDABLE_CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
+
+# Fields per channel: (required, optional). WhatsApp is either a free-form `text` (inside
+# the 24-hour window) or an approved template reference.
+FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "email": (frozenset({"subject"}), frozenset({"html", "mjml", "text", "preheader"})),
+    "sms": (frozenset({"text"}), frozenset()),
+    "push": (frozenset({"title", "body"}), frozenset({"url", "image"})),
+    "whatsapp": (
+        frozenset(),
+        frozenset({"text", "template", "language", "category", "parameters"}),
+    ),
+    "wallet": (frozenset({"header", "body"}), frozenset({"url"})),
+    "chat": (frozenset({"text"}), frozenset()),
+}
+WHATSAPP_CATEGORIES = ("marketing", "utility", "authentication")
+# The names a template may use at its top level (docs/channels.md, "Templates").
+CONTEXT_NAMES = frozenset({"customer", "event", "cart", "order", "brand", "links", "message"})
+
+_TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class TemplateProblem(ValueError):
+    """A template is unknown, malformed or cannot be rendered; the message says where."""
+
+
+@dataclass(frozen=True)
+class MessageTemplate:
+    id: str
+    content: dict[str, dict[str, dict[str, Any]]]  # locale -> channel -> field -> value
+    origin: str  # "shipped" or "brand"
+
+    @property
+    def version(self) -> str:
+        return hashlib.sha256(_encode(self.content)).hexdigest()[:16]
+
+    def channels(self) -> set[str]:
+        return {channel for per_locale in self.content.values() for channel in per_locale}
+
+    def locale_for(self, channel: str, wanted: str | None, brand_locale: str) -> str | None:
+        """The customer's language, else the brand's, else English, else any that has it."""
+        tried = [wanted, (wanted or "").split("-")[0], brand_locale, DEFAULT_LOCALE]
+        for locale in tried:
+            if locale and channel in self.content.get(locale, {}):
+                return locale
+        for locale in sorted(self.content):
+            if channel in self.content[locale]:
+                return locale
+        return None
+
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+
+def check(template_id: str, source: Any) -> MessageTemplate:
+    """Parse and check a template's content; raise TemplateProblem naming the field."""
+    if not isinstance(template_id, str) or not re.fullmatch(
+        r"[a-z0-9][a-z0-9_.-]{0,99}", template_id
+    ):
+        raise TemplateProblem(
+            f"template id {template_id!r} must be lowercase letters, digits, '-', '_' or '.'"
+        )
+    if not isinstance(source, dict) or not source:
+        raise TemplateProblem(f"{template_id}: expected a mapping of locale to channels")
+    content: dict[str, dict[str, dict[str, Any]]] = {}
+    for locale, channels in source.items():
+        where = f"{template_id}.{locale}"
+        if not isinstance(locale, str) or not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", locale):
+            raise TemplateProblem(f"{where}: a locale is 'en', 'fr' or 'fr-CA'")
+        if not isinstance(channels, dict) or not channels:
+            raise TemplateProblem(f"{where}: expected a mapping of channel to fields")
+        content[locale] = {}
+        for channel, fields in channels.items():
+            content[locale][channel] = _check_channel(f"{where}.{channel}", channel, fields)
+    return MessageTemplate(template_id, content, "shipped")
+
+
+def _check_channel(where: str, channel: str, fields: Any) -> dict[str, Any]:
+    if channel not in FIELDS:
+        raise TemplateProblem(f"{where}: unknown channel (one of {', '.join(FIELDS)})")
+    if not isinstance(fields, dict):
+        raise TemplateProblem(f"{where}: expected a mapping of fields")
+    required, optional = FIELDS[channel]
+    missing = sorted(required - fields.keys())
+    if missing:
+        raise TemplateProblem(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(fields.keys() - required - optional)
+    if unknown:
+        raise TemplateProblem(
+            f"{where}: unknown field {unknown[0]} "
+            f"(allowed: {', '.join(sorted(required | optional))})"
+        )
+    if channel == "email" and not ({"html", "mjml", "text"} & fields.keys()):
+        raise TemplateProblem(f"{where}: an email needs html, mjml or text")
+    if channel == "email" and {"html", "mjml"} <= fields.keys():
+        raise TemplateProblem(f"{where}: give html or mjml, not both")
+    if channel == "whatsapp":
+        if ("text" in fields) == ("template" in fields):
+            raise TemplateProblem(
+                f"{where}: give either text (free-form, inside the 24-hour window) or "
+                "template (an approved template's name)"
+            )
+        if "template" in fields:
+            if fields.get("category") not in WHATSAPP_CATEGORIES:
+                raise TemplateProblem(
+                    f"{where}.category: one of {', '.join(WHATSAPP_CATEGORIES)} is required"
+                )
+            if not isinstance(fields.get("parameters", []), list):
+                raise TemplateProblem(f"{where}.parameters: expected a list")
+    for name, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if not isinstance(item, str):
+                raise TemplateProblem(f"{where}.{name}: expected text")
+            _check_source(f"{where}.{name}", item)
+    if "mjml" in fields:
+        _compile_mjml(where, fields["mjml"])
+    return dict(fields)
+
+
+def _check_source(where: str, text: str) -> None:
+    try:
+        parsed = _env.parse(text)
+    except TemplateError as exc:
+        raise TemplateProblem(f"{where}: {exc}") from exc
+    unknown = sorted(meta.find_undeclared_variables(parsed) - CONTEXT_NAMES)
+    if unknown:
+        raise TemplateProblem(
+            f"{where}: unknown variable {unknown[0]!r} (a template may use "
+            f"{', '.join(sorted(CONTEXT_NAMES))})"
+        )
+    for node in parsed.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise TemplateProblem(f"{where}: templates cannot include or import other files ({node})")
+
+
+# ---- the store ---------------------------------------------------------------------------
+
+_shipped: dict[str, MessageTemplate] | None = None
+_shipped_lock = threading.Lock()
+
+
+def shipped() -> dict[str, MessageTemplate]:
+    """The templates that ship with Parcours, read once."""
+    global _shipped
+    with _shipped_lock:
+        if _shipped is None:
+            found: dict[str, MessageTemplate] = {}
+            for path in sorted(SHIPPED_DIR.glob("*.yaml")):
+                document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                for template_id, source in document.items():
+                    if template_id in found:
+                        raise TemplateProblem(f"{path.name}: {template_id} is defined twice")
+                    found[template_id] = check(template_id, source)
+            _shipped = found
+        return _shipped
+
+
+def get(conn: Connection, template_id: str) -> MessageTemplate:
+    """The brand's version of a template if it has one, else the shipped one."""
+    row = run(
+        conn, "SELECT content FROM message_templates WHERE id = :id", {"id": template_id}
+    ).first()
+    if row is not None:
+        return MessageTemplate(template_id, _decode(row.content), "brand")
+    template = shipped().get(template_id)
+    if template is None:
+        raise TemplateProblem(f"unknown template {template_id!r}")
+    return template
+
+
+def save(conn: Connection, template_id: str, source: Any, user: str, now: int) -> MessageTemplate:
+    """Check, then add or replace the brand's template (nothing is written if it is wrong)."""
+    template = check(template_id, source)
+    values = {"id": template_id, "c": _encode(template.content).decode(), "u": user, "now": now}
+    run(
+        conn,
+        "INSERT INTO message_templates (id, content, updated_by, updated_at) VALUES "
+        "(:id, :c, :u, :now) ON CONFLICT (id) DO UPDATE SET content = excluded.content, "
+        "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        values,
+    )
+    return MessageTemplate(template_id, template.content, "brand")
+
+
+def brand_templates(conn: Connection) -> dict[str, Any]:
+    """The brand's own templates: id -> content."""
+    return {
+        row.id: _decode(row.content)
+        for row in run(conn, "SELECT id, content FROM message_templates ORDER BY id").all()
+    }
+
+
+def listing(conn: Connection) -> list[dict[str, Any]]:
+    brand = {
+        row.id: row
+        for row in run(
+            conn, "SELECT id, content, updated_at, updated_by FROM message_templates"
+        ).all()
+    }
+    ids = sorted(set(brand) | set(shipped()))
+    result = []
+    for template_id in ids:
+        template = get(conn, template_id)
+        result.append(
+            {
+                "id": template_id,
+                "origin": template.origin,
+                "locales": sorted(template.content),
+                "channels": sorted(template.channels()),
+                "version": template.version,
+            }
+        )
+    return result
+
+
+def check_usage(conn: Connection, template_id: str, channels: list[str], where: str) -> None:
+    """A send step may use this template on these channels: it exists and has content for
+    each of them (for `best`, at least one)."""
+    try:
+        template = get(conn, template_id)
+    except TemplateProblem as exc:
+        raise TemplateProblem(f"{where}: {exc}") from exc
+    has = template.channels()
+    named = [c for c in channels if c != "best"]
+    lacking = [c for c in named if c not in has]
+    if lacking:
+        raise TemplateProblem(
+            f"{where}: template {template_id!r} has no {lacking[0]} content "
+            f"(it has {', '.join(sorted(has))})"
+        )
+    if "best" in channels and not has:
+        raise TemplateProblem(f"{where}: template {template_id!r} has no content")
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    template: str
+    version: str
+    channel: str
+    locale: str
+    fields: dict[str, Any]
+
+
+_compiled: dict[tuple[str, str, str, str, str], Any] = {}
+_compiled_lock = threading.Lock()
+_inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
+_JINJA_TAG = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\}", re.S)
+
+
+def _compile_mjml(where: str, source: str) -> str:
+    """MJML to HTML with CSS inlined, Jinja tags kept intact: statements travel as HTML
+    comments (never moved out of a table by the HTML parser), expressions as tokens."""
+    saved: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        saved.append(match.group(0))
+        n = len(saved) - 1
+        return f"<!--pj{n}-->" if match.group(0).startswith("{%") else f"pj{n}pj"
+
+    result = mjml_to_html(_JINJA_TAG.sub(protect, source))
+    if result.errors:
+        raise TemplateProblem(f"{where}.mjml: {result.errors[0]}")
+    html = _inliner.inline(result.html)
+    for n, tag in enumerate(saved):
+        html = html.replace(f"<!--pj{n}-->", tag).replace(f"pj{n}pj", tag)
+        if tag not in html:
+            raise TemplateProblem(f"{where}.mjml: the Jinja tag {tag} could not be kept")
+    return html
+
+
+def _compiled_field(template: MessageTemplate, channel: str, locale: str, name: str) -> Any:
+    key = (template.id, template.version, locale, channel, name)
+    with _compiled_lock:
+        found = _compiled.get(key)
+    if found is None:
+        source = template.content[locale][channel][name]
+        where = f"{template.id}.{locale}.{channel}.{name}"
+        if name == "mjml":
+            found = _html_env.from_string(_compile_mjml(where, source))
+        elif name == "html":
+            found = _html_env.from_string(source)
+        elif isinstance(source, list):
+            found = [_env.from_string(item) for item in source]
+        else:
+            found = _env.from_string(source)
+        with _compiled_lock:
+            _compiled[key] = found
+    return found
+
+
+def render(
+    template: MessageTemplate,
+    channel: str,
+    context: dict[str, Any],
+    locale: str | None,
+    brand_locale: str = DEFAULT_LOCALE,
+) -> Rendered:
+    """Every field of the channel's content in the customer's language; TemplateProblem
+    names the field and the variable that is missing."""
+    chosen = template.locale_for(channel, locale, brand_locale)
+    if chosen is None:
+        raise TemplateProblem(f"template {template.id!r} has no {channel} content")
+    fields: dict[str, Any] = {}
+    for name in template.content[chosen][channel]:
+        compiled = _compiled_field(template, channel, chosen, name)
+        try:
+            if isinstance(compiled, list):
+                value: Any = [item.render(context) for item in compiled]
+            else:
+                value = compiled.render(context)
+        except TemplateError as exc:
+            raise TemplateProblem(
+                f"{template.id}.{chosen}.{channel}.{name}: {exc.message or exc}"
+            ) from exc
+        fields["html" if name == "mjml" else name] = value
+    if channel == "email" and "text" not in fields and "html" in fields:
+        fields["text"] = html_to_text(fields["html"])
+    return Rendered(template.id, template.version, channel, chosen, fields)
+
+
+_TAGS = re.compile(r"<(script|style|head)\b.*?</\1>|<[^>]+>", re.S | re.I)
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative for an HTML body without one: tags out, blank runs closed."""
+    text = html_module.unescape(_TAGS.sub(" ", html))
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return "\n".join(line for line in lines if line).strip() + "\n"
+
+
+__all__ = [
+    "CONTEXT_NAMES",
+    "MessageTemplate",
+    "Rendered",
+    "TemplateProblem",
+    "check",
+    "check_usage",
+    "get",
+    "listing",
+    "message_templates",
+    "render",
+    "save",
+    "shipped",
+]

@@ -1,0 +1,336 @@
+"""The outbox and templates in the admin API, and the public links in messages:
+unsubscribe (one click, RFC 8058), the open pixel and click tracking."""
+
+from __future__ import annotations
+
+import asyncio
+from html import escape
+from typing import Any
+
+import msgspec
+import yaml
+from litestar import Request, Response, get, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from parcours.customers import api as customers
+from parcours.customers.consent import CONSENT_EVENT
+from parcours.ingest.http import HttpError, json_response, read_body, services_of
+from parcours.ingest.model import internal_event
+from parcours.messaging import templates
+from parcours.messaging.delivery import outbox_page
+from parcours.messaging.links import PIXEL_GIF, BadLink
+from parcours.runtime.i18n import accept_language, pick_locale, text
+from parcours.web.api import require_admin
+
+_decode = msgspec.json.Decoder().decode
+
+
+# ---- admin: outbox and templates --------------------------------------------------------
+
+
+@get("/api/outbox")
+async def list_outbox(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The messages, newest first, as the customer sees them. `?limit=` (1-500, 50) and
+    `?before=msg_N` to page back."""
+    try:
+        services, _ = require_admin(request)
+        limit = _int_param(request, "limit", 50, 1, 500)
+        before_text = request.query_params.get("before")
+        before = None
+        if before_text:
+            if not before_text.startswith("msg_") or not before_text[4:].isdigit():
+                raise HttpError(400, "before must be a message id such as msg_42", "before")
+            before = int(before_text[4:])
+    except HttpError as exc:
+        return exc.response()
+
+    def read() -> list[dict[str, Any]]:
+        with services.db.read() as conn:
+            return outbox_page(conn, limit, before)
+
+    messages = await asyncio.to_thread(read)
+    page: dict[str, Any] = {"messages": messages}
+    if len(messages) == limit:
+        page["next"] = f"/api/outbox?limit={limit}&before={messages[-1]['id']}"
+    return json_response(page)
+
+
+def _int_param(
+    request: Request[Any, Any, Any], name: str, default: int, low: int, high: int
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HttpError(400, f"{name} must be a whole number from {low} to {high}", name)
+    return int(raw)
+
+
+@get("/api/templates")
+async def list_templates(request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+    except HttpError as exc:
+        return exc.response()
+
+    def read() -> list[dict[str, Any]]:
+        with services.db.read() as conn:
+            return templates.listing(conn)
+
+    return json_response({"templates": await asyncio.to_thread(read)})
+
+
+@get("/api/templates/{template_id:str}")
+async def get_template(
+    request: Request[Any, Any, Any], template_id: FromPath[str]
+) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+
+        def read() -> templates.MessageTemplate:
+            with services.db.read() as conn:
+                return templates.get(conn, template_id)
+
+        try:
+            found = await asyncio.to_thread(read)
+        except templates.TemplateProblem as exc:
+            raise HttpError(404, str(exc), "template") from None
+    except HttpError as exc:
+        return exc.response()
+    return json_response(
+        {"id": found.id, "origin": found.origin, "version": found.version, "content": found.content}
+    )
+
+
+@put("/api/templates/{template_id:str}")
+async def put_template(
+    request: Request[Any, Any, Any], template_id: FromPath[str]
+) -> Response[bytes]:
+    """Add or replace the brand's template. The body is JSON or YAML: locale -> channel ->
+    fields. Checked first; nothing is saved if anything is wrong."""
+    try:
+        services, user = require_admin(request)
+        raw = await read_body(request, 512 * 1024)
+        try:
+            source = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise HttpError(400, f"the body is not JSON or YAML: {exc}", "body") from None
+
+        def write() -> templates.MessageTemplate:
+            with services.db.write() as conn:
+                return templates.save(conn, template_id, source, user, services.clock.now_ms())
+
+        try:
+            saved = await asyncio.to_thread(write)
+        except templates.TemplateProblem as exc:
+            raise HttpError(400, str(exc), "template") from None
+    except HttpError as exc:
+        return exc.response()
+    return json_response({"id": saved.id, "origin": saved.origin, "version": saved.version})
+
+
+class _PreviewBody(msgspec.Struct, forbid_unknown_fields=True):
+    customer: str
+    channel: str
+    locale: str | None = None
+    event: dict[str, Any] | None = None
+
+
+@post("/api/templates/{template_id:str}/preview")
+async def preview_template(
+    request: Request[Any, Any, Any], template_id: FromPath[str]
+) -> Response[bytes]:
+    """The template rendered for a real customer, on one channel, as they would see it."""
+    try:
+        services, _ = require_admin(request)
+        raw = await read_body(request, 256 * 1024)
+        try:
+            body = msgspec.json.decode(raw, type=_PreviewBody)
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, str(exc), "body") from None
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+
+        def render() -> templates.Rendered:
+            with services.db.read() as conn:
+                customer_id = customers.resolve(
+                    conn, body.customer, services.settings.default_region
+                )
+                template = templates.get(conn, template_id)
+                context = services.delivery.preview_context(
+                    conn, customer_id, body.channel, body.event or {}
+                )
+                locale = body.locale or context["customer"].get("locale")
+                return templates.render(
+                    template, body.channel, context, locale, services.settings.brand_locale
+                )
+
+        try:
+            rendered = await asyncio.to_thread(render)
+        except customers.CustomerNotFound as exc:
+            raise HttpError(404, f"no customer {exc}", "customer") from None
+        except templates.TemplateProblem as exc:
+            raise HttpError(400, str(exc), "template") from None
+    except HttpError as exc:
+        return exc.response()
+    return json_response(
+        {
+            "template": rendered.template,
+            "version": rendered.version,
+            "channel": rendered.channel,
+            "locale": rendered.locale,
+            "content": rendered.fields,
+        }
+    )
+
+
+# ---- public: unsubscribe, open pixel, click ----------------------------------------------
+
+
+def _page(locale: str, title: str, body: str, status: int = 200) -> Response[str]:
+    html = (
+        f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title></head>"
+        '<body style="font-family: system-ui, sans-serif; max-width: 32rem; margin: 3rem auto; '
+        f'padding: 0 1rem">{body}</body></html>'
+    )
+    return Response(html, status_code=status, media_type="text/html; charset=utf-8")
+
+
+def _unsubscribe_target(request: Request[Any, Any, Any], token: str) -> tuple[Any, dict[str, Any]]:
+    services = services_of(request)
+    return services, services.delivery.links.signer.verify("unsubscribe", token)
+
+
+def _locale_for(services: Any, request: Request[Any, Any, Any], customer_id: int) -> str:
+    with services.db.read() as conn:
+        try:
+            view = customers.conditions_view(conn, customer_id)
+        except customers.CustomerNotFound:
+            view = {"computed": {}, "traits": {}}
+    return pick_locale(
+        view["computed"].get("locale"),
+        view["traits"].get("locale"),
+        accept_language(request.headers.get("accept-language")),
+        services.settings.brand_locale,
+    )
+
+
+@get("/u/{token:str}")
+async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+    """The visible link: a page with one button (a GET never unsubscribes, since mail
+    scanners follow links)."""
+    try:
+        services, data = _unsubscribe_target(request, token)
+    except BadLink:
+        return _invalid_link(request)
+    locale = await asyncio.to_thread(_locale_for, services, request, int(data["c"]))
+    values = {
+        "channel": text(locale, f"channel.{data['ch']}"),
+        "brand": services.settings.brand_name,
+    }
+    title = text(locale, "unsubscribe.title")
+    return _page(
+        locale,
+        title,
+        f"<h1>{escape(title)}</h1><p>{escape(text(locale, 'unsubscribe.question', **values))}</p>"
+        f'<form method="post"><button type="submit">'
+        f"{escape(text(locale, 'unsubscribe.button'))}</button></form>",
+    )
+
+
+@post("/u/{token:str}", status_code=200)
+async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+    """One click (RFC 8058: the mail client POSTs `List-Unsubscribe=One-Click`) or the
+    page's button: marketing consent for the channel is withdrawn at once."""
+    try:
+        services, data = _unsubscribe_target(request, token)
+    except BadLink:
+        return _invalid_link(request)
+    customer_id, channel, outbox_id = int(data["c"]), str(data["ch"]), int(data["m"])
+    now = services.clock.now_ms()
+    one_click = b"List-Unsubscribe=One-Click" in await request.body()
+    source = "one-click unsubscribe" if one_click else "unsubscribe link"
+    events = [
+        internal_event(
+            customer_id,
+            CONSENT_EVENT,
+            {"channel": channel, "purpose": "marketing", "status": "withdrawn", "source": source},
+            now,
+            f"msg:{outbox_id}:unsubscribe-consent",
+            "channel",
+        ),
+        internal_event(
+            customer_id,
+            "Unsubscribed",
+            {"channel": channel, "message_id": f"msg_{outbox_id}", "source": source},
+            now,
+            f"msg:{outbox_id}:unsubscribed",
+            "channel",
+        ),
+    ]
+    await services.writer.append(events)
+    locale = await asyncio.to_thread(_locale_for, services, request, customer_id)
+    values = {"channel": text(locale, f"channel.{channel}"), "brand": services.settings.brand_name}
+    message = text(locale, "unsubscribe.done", **values)
+    return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
+
+
+@get("/t/o/{token:str}")
+async def open_pixel(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
+    """The open pixel: a transparent GIF, whatever the token (a bad one records nothing)."""
+    services = services_of(request)
+    try:
+        data = services.delivery.links.signer.verify("open", token.removesuffix(".gif"))
+    except BadLink:
+        data = None
+    if data is not None:
+        await asyncio.to_thread(_record, services, int(data["m"]), "opened", {})
+    return Response(
+        PIXEL_GIF,
+        media_type="image/gif",
+        headers={"Cache-Control": "no-store, max-age=0"},
+    )
+
+
+@get("/t/c/{token:str}")
+async def click(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[Any]:
+    """A tracked link: record the click, then go where the signed link says, nowhere else."""
+    services = services_of(request)
+    try:
+        data = services.delivery.links.signer.verify("click", token)
+    except BadLink:
+        return _invalid_link(request)
+    url = str(data["u"])
+    await asyncio.to_thread(_record, services, int(data["m"]), "clicked", {"url": url})
+    return Response(b"", status_code=302, headers={"Location": url})
+
+
+def _record(services: Any, outbox_id: int, status: str, extra: dict[str, Any]) -> None:
+    with services.db.write() as conn:
+        services.delivery.status(conn, outbox_id, status, services.clock.now_ms(), extra=extra)
+
+
+def _invalid_link(request: Request[Any, Any, Any]) -> Response[str]:
+    locale = pick_locale(accept_language(request.headers.get("accept-language")))
+    message = text(locale, "unsubscribe.invalid")
+    return _page(locale, message, f"<p>{escape(message)}</p>", 404)
+
+
+def messaging_routes() -> list[HTTPRouteHandler]:
+    return [
+        list_outbox,
+        list_templates,
+        get_template,
+        put_template,
+        preview_template,
+        unsubscribe_page,
+        unsubscribe,
+        open_pixel,
+        click,
+    ]
+
+
+__all__ = ["messaging_routes"]

@@ -1,0 +1,755 @@
+"""Delivery through the channels: templates, the sandbox, the outbox API, channel choice and
+fallback, SMTP with DKIM against a real SMTP server, unsubscribe and tracking links."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from parcours.app import create_app
+from parcours.customers import api as customers
+from parcours.messaging import templates
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings, SettingsError
+from parcours.services import Services
+from tests.conftest import admin_headers, define_templates, make_event
+from tests.peers import DkimKey, RunningSmtp, SmtpPeer
+from tests.test_journeys_engine import HOUR, MINUTE, advance, contact_traits, opt_in, track
+
+# Feedback that always comes, at once and in full: the tests decide what fails.
+CERTAIN = {"fail_rate": 0.0, "delivered_rate": 1.0, "open_rate": 0.0, "delivered_after_ms": 1000}
+
+
+def journey(send: str, *, entry: str = "Go", goal: str = "Order Completed") -> str:
+    return (
+        f"id: j\nname: j\nentry: {{event: {entry}}}\ngoals: [{{event: {goal}}}]\n"
+        f"steps:\n  - id: s\n    send: {send}\n"
+    )
+
+
+def open_services(settings: Settings, clock: SimulatedClock, **overrides: Any) -> Services:
+    channels = overrides.pop("channels", {"sandbox": CERTAIN})
+    return Services.open(settings.with_overrides(channels=channels, **overrides), clock=clock)
+
+
+@pytest.fixture
+def sandboxed(settings: Settings, clock: SimulatedClock) -> Iterator[Services]:
+    services = open_services(settings, clock)
+    yield services
+    services.close()
+
+
+def publish(services: Services, source: str) -> None:
+    from parcours.journeys import api as journeys
+
+    define_templates(services, source)
+    journeys.publish(services.db, source, "ana", "ben", services.clock.now_ms())
+
+
+def outbox(services: Services) -> list[dict[str, Any]]:
+    from parcours.messaging.delivery import outbox_page
+
+    with services.db.read() as conn:
+        return list(reversed(outbox_page(conn, 500, None)))
+
+
+def events_named(services: Services, name: str) -> list[dict[str, Any]]:
+    with services.db.read() as conn:
+        rows = conn.execute(
+            text("SELECT payload FROM events WHERE name = :n ORDER BY seq"), {"n": name}
+        ).scalars()
+        return [json.loads(row)["properties"] for row in rows]
+
+
+def consent_status(services: Services, user: str, channel: str) -> str | None:
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, user, "FR")
+        for state in customers.current_consents(conn, customer):
+            if (state.channel, state.purpose) == (channel, "marketing"):
+                return state.status
+    return None
+
+
+# ---- templates ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template_id", sorted(templates.shipped()))
+def test_every_shipped_template_renders_in_english_and_french(template_id: str) -> None:
+    template = templates.shipped()[template_id]
+    assert {"en", "fr"} <= set(template.content)
+    bare = {
+        "customer": {},
+        "event": {"event": "", "properties": {}},
+        "cart": None,
+        "order": None,
+        "brand": {"name": "Maison", "url": "https://maison.example"},
+        "links": {"shop": "https://maison.example", "unsubscribe": "https://p.example/u/x"},
+        "message": {},
+    }
+    for locale in ("en", "fr"):
+        for channel in template.content[locale]:
+            rendered = templates.render(template, channel, bare, locale)
+            assert rendered.locale == locale
+            assert all(value != "" for value in rendered.fields.values()), rendered.fields
+            if channel == "email":
+                assert rendered.fields["text"].strip()
+
+
+def test_mjml_is_compiled_once_and_keeps_jinja_loops() -> None:
+    template = templates.shipped()["abandoned-cart-recap"]
+    context = {
+        "customer": {"first_name": "Léa"},
+        "event": {},
+        "cart": {
+            "products": [{"name": "Scarf", "quantity": 2}, {"name": "Coat"}],
+            "total": "180.00",
+            "currency": "EUR",
+        },
+        "order": None,
+        "brand": {"name": "Maison", "url": "https://maison.example"},
+        "links": {"shop": "https://maison.example/cart", "unsubscribe": "https://p.example/u/x"},
+        "message": {},
+    }
+    rendered = templates.render(template, "email", context, "fr-FR")
+    assert rendered.locale == "fr"
+    html = rendered.fields["html"]
+    assert html.index("Scarf") < html.index("Coat") < html.index("180.00")
+    assert 'href="https://maison.example/cart"' in html
+    assert "font-weight: bold" in html.split("180.00")[0].rsplit("<", 3)[0] + html  # inlined
+    assert "Scarf × 2" in rendered.fields["text"]
+
+
+def test_locale_falls_back_to_the_brand_then_english() -> None:
+    template = templates.check(
+        "t", {"en": {"sms": {"text": "hi"}}, "fr": {"sms": {"text": "salut"}}}
+    )
+    assert template.locale_for("sms", "fr-CA", "en") == "fr"
+    assert template.locale_for("sms", "de", "fr") == "fr"
+    assert template.locale_for("sms", None, "en") == "en"
+    assert template.locale_for("email", "fr", "en") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"en": {"sms": {"text": "{{ coupon }}"}}}, "t.en.sms.text: unknown variable 'coupon'"),
+        ({"en": {"email": {"text": "x"}}}, "t.en.email: missing subject"),
+        ({"en": {"fax": {"text": "x"}}}, "t.en.fax: unknown channel"),
+        ({"en": {"sms": {"text": "{{ customer.name"}}}, "t.en.sms.text: unexpected end"),
+        ({"EN": {"sms": {"text": "x"}}}, "t.EN: a locale is"),
+        (
+            {"en": {"whatsapp": {"template": "promo", "language": "en"}}},
+            "t.en.whatsapp.category: one of marketing, utility, authentication",
+        ),
+        ({"en": {"sms": {"text": "{% include 'x' %}"}}}, "t.en.sms.text: templates cannot include"),
+    ],
+)
+def test_a_bad_template_is_refused_with_where_and_why(content: Any, message: str) -> None:
+    with pytest.raises(templates.TemplateProblem, match="^" + message.replace("(", r"\(")):
+        templates.check("t", content)
+
+
+def test_a_missing_value_fails_the_message_never_sends_a_blank() -> None:
+    template = templates.check("t", {"en": {"sms": {"text": "Code {{ event.properties.code }}"}}})
+    with pytest.raises(templates.TemplateProblem, match=r"t\.en\.sms\.text: .*'code'"):
+        templates.render(template, "sms", {"event": {"properties": {}}}, "en")
+
+
+def test_templates_api_saves_checks_and_previews(
+    client: TestClient[Any], services: Services
+) -> None:
+    bad = client.put(
+        "/api/templates/promo",
+        content=b"en:\n  sms:\n    text: '{{ coupon }}'\n",
+        headers=admin_headers(),
+    )
+    assert bad.status_code == 400
+    assert "unknown variable 'coupon'" in bad.json()["error"]["message"]
+    assert client.get("/api/templates/promo", headers=admin_headers()).status_code == 404
+    good = client.put(
+        "/api/templates/promo",
+        json={
+            "en": {"sms": {"text": "Hi {{ customer.first_name }}, -20% at {{ brand.name }}"}},
+            "fr": {
+                "sms": {"text": "Bonjour {{ customer.first_name }}, -20 % chez {{ brand.name }}"}
+            },
+        },
+        headers=admin_headers(),
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["origin"] == "brand"
+    listed = client.get("/api/templates", headers=admin_headers()).json()["templates"]
+    assert {"id": "promo", "origin": "brand"}.items() <= next(
+        t for t in listed if t["id"] == "promo"
+    ).items()
+    assert any(t["id"] == "abandoned-cart-recap" and t["origin"] == "shipped" for t in listed)
+    services.writer.append_sync(
+        [make_event("identify", userId="lea", traits={"firstName": "Léa", "locale": "fr-FR"})]
+    )
+    preview = client.post(
+        "/api/templates/promo/preview",
+        json={"customer": "lea", "channel": "sms"},
+        headers=admin_headers(),
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["content"] == {"text": "Bonjour Léa, -20 % chez Parcours demo shop"}
+    assert preview.json()["locale"] == "fr"
+
+
+def test_a_journey_with_an_unknown_template_does_not_go_live(
+    client: TestClient[Any], services: Services
+) -> None:
+    source = journey("{channel: email, template: nowhere}")
+    draft = client.post("/api/journeys", content=source, headers=admin_headers()).json()
+    base = f"/api/journeys/j/versions/{draft['version']}"
+    client.post(f"{base}/submit", headers=admin_headers())
+    other = {"Authorization": "Bearer other"}
+    from parcours.runtime.keys import ensure_key
+
+    ensure_key(services.db, "admin", "other", "reviewer")
+    client.post(f"{base}/approve", headers=other)
+    refused = client.post(f"{base}/go_live", headers=other)
+    assert refused.status_code == 409, refused.text
+    assert "step s: unknown template 'nowhere'" in refused.json()["error"]["message"]
+    sms_only = journey("{channel: email, template: delivery-today}")
+    with pytest.raises(Exception, match="template 'delivery-today' has no email content"):
+        publish_strict(services, sms_only)
+
+
+def publish_strict(services: Services, source: str) -> None:
+    from parcours.journeys import api as journeys
+
+    journeys.publish(services.db, source, "ana", "ben", services.clock.now_ms())
+
+
+# ---- the sandbox and the outbox -------------------------------------------------------
+
+
+def test_a_sent_message_is_in_the_outbox_as_the_customer_sees_it(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        publish_strict(
+            services,
+            journey("{channel: email, template: abandoned-cart-recap}", entry="Checkout Started"),
+        )
+        opt_in(services, "lea", firstName="Léa", locale="fr")
+        track(
+            services,
+            "lea",
+            "Checkout Started",
+            checkout_id="c1",
+            total="120.00",
+            currency="EUR",
+            products=[{"name": "Écharpe", "quantity": 1}],
+        )
+        [message] = outbox(services)
+        assert message["state"] == "sent" and message["status"] == "sent"
+        assert message["to"] == "lea@example.com" and message["locale"] == "fr"
+        assert message["content"]["subject"] == "Votre panier chez Parcours demo shop"
+        assert "Bonjour Léa" in message["content"]["text"]
+        assert "Écharpe" in message["content"]["html"]
+        assert "/t/o/" in message["content"]["html"]  # the open pixel
+        assert "/u/" in message["content"]["html"]  # the unsubscribe link, not tracked
+        advance(services, clock, 2000, step=1000)
+        [message] = outbox(services)
+        assert message["status"] == "delivered"
+        assert [e["channel"] for e in events_named(services, "Message Delivered")] == ["email"]
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            page = client.get("/api/outbox?limit=1", headers=admin_headers()).json()
+            assert page["messages"][0]["id"] == message["id"]
+            assert client.get("/api/outbox?limit=0", headers=admin_headers()).status_code == 400
+            assert client.get("/api/outbox").status_code == 401
+    finally:
+        services.close()
+
+
+def test_sandbox_feedback_is_the_same_for_the_same_seed(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    rates = {"fail_rate": 0.2, "open_rate": 0.5, "click_rate": 0.5, "seed": "s1"}
+    services = open_services(settings, clock, channels={"sandbox": rates})
+    try:
+        publish(services, journey("{channel: sms, template: t, purpose: transactional}"))
+        for n in range(30):
+            track(services, f"c{n}", "Go")
+        advance(services, clock, 2 * HOUR, step=10 * MINUTE)
+        statuses = [m["status"] for m in outbox(services)]
+    finally:
+        services.close()
+    from parcours.channels.base import OutgoingMessage
+    from parcours.channels.sandbox import SandboxProvider
+
+    provider = SandboxProvider.from_config("sms", rates)
+    expected = []
+    for message in outbox_rows_keys(statuses, settings):
+        outgoing = OutgoingMessage(message, 0, 0, "sms", "transactional", "", {}, "en")
+        fates = [f.status for f in provider.feedback(outgoing)]
+        expected.append("failed" if "failed" in fates else ("delivered" if fates else "sent"))
+    assert statuses == expected
+    assert 0 < statuses.count("failed") < 30
+
+
+def outbox_rows_keys(statuses: list[str], settings: Settings) -> list[str]:
+    from parcours.runtime.db import Database
+
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.read() as conn:
+            return list(
+                conn.execute(text("SELECT idempotency_key FROM outbox ORDER BY id")).scalars()
+            )
+    finally:
+        db.dispose()
+
+
+# ---- choosing the channel and falling back --------------------------------------------
+
+
+def test_whatsapp_without_opt_in_goes_by_sms_and_says_why(sandboxed: Services) -> None:
+    publish(sandboxed, journey("{channel: whatsapp, template: t, fallback: [sms]}"))
+    consent = {"consent": {"sms": {"marketing": True}, "whatsapp": {"marketing": False}}}
+    sandboxed.writer.append_sync(
+        [make_event("identify", userId="ana", traits={**contact_traits("ana"), **consent})]
+    )
+    track(sandboxed, "ana", "Go")
+    assert [(m["channel"], m["state"]) for m in outbox(sandboxed)] == [("sms", "sent")]
+    [chosen] = events_named(sandboxed, "Channel Chosen")
+    assert chosen["chosen"] == "sms"
+    assert chosen["passed_over"] == [
+        {"channel": "whatsapp", "reason": "no marketing consent for whatsapp (withdrawn)"}
+    ]
+
+
+def test_a_permanent_failure_falls_back_to_the_next_channel(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    # Every WhatsApp message fails (the sandbox's failure rate), SMS works.
+    services = open_services(settings, clock, channels={"sandbox": {**CERTAIN, "fail_rate": 1.0}})
+    try:
+        services.delivery.providers.by_channel["sms"] = type(
+            services.delivery.providers.by_channel["sms"]
+        ).from_config("sms", CERTAIN)
+        publish(services, journey("{channel: whatsapp, template: t, fallback: [sms]}"))
+        opt_in(services, "ana")
+        track(services, "ana", "Go")
+        advance(services, clock, 5000, step=1000)
+        sent = [(m["channel"], m["status"]) for m in outbox(services)]
+        assert sent == [("whatsapp", "failed"), ("sms", "delivered")]
+        [fell] = events_named(services, "Message Fell Back")
+        assert fell["from"] == "whatsapp" and fell["to"] == "sms"
+        assert "131026" in fell["reason"]
+        keys = [m["idempotency_key"] for m in outbox(services)]
+        assert keys[0].endswith(":0") and keys[1].endswith(":1")
+    finally:
+        services.close()
+
+
+def test_no_success_in_time_falls_back_and_success_stops_it(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    # Push is delivered but never opened: after 2 hours, email. A customer who opened the
+    # push in time gets nothing more.
+    services = open_services(settings, clock)
+    try:
+        publish(
+            services,
+            journey(
+                "{channel: push, template: t, fallback: [email], success: opened, "
+                "fallback_after: 2h}"
+            ),
+        )
+        opt_in(services, "ana")
+        opt_in(services, "bob")
+        track(services, "ana", "Go")
+        track(services, "bob", "Go")
+        bob_push = next(m for m in outbox(services) if m["customer"].endswith(bob_id(services)))
+        with services.db.write() as conn:
+            services.delivery.status(conn, int(bob_push["id"][4:]), "opened", clock.now_ms())
+        advance(services, clock, 2 * HOUR + MINUTE, step=10 * MINUTE)
+        channels = {(m["customer"], m["channel"]) for m in outbox(services)}
+        ana = f"cus_{customer_id(services, 'ana')}"
+        bob = f"cus_{customer_id(services, 'bob')}"
+        assert channels == {(ana, "push"), (ana, "email"), (bob, "push")}
+        [fell] = events_named(services, "Message Fell Back")
+        assert fell["reason"] == "not opened within 2h"
+    finally:
+        services.close()
+
+
+def customer_id(services: Services, user: str) -> int:
+    with services.db.read() as conn:
+        return customers.resolve(conn, user, "FR")
+
+
+def bob_id(services: Services) -> str:
+    return f"_{customer_id(services, 'bob')}"
+
+
+def test_best_channel_follows_preference_and_reachability(sandboxed: Services) -> None:
+    publish(sandboxed, journey("{channel: best, template: t}"))
+    opt_in(sandboxed, "ana", preferred_channel="sms")
+    sandboxed.writer.append_sync(
+        [
+            make_event(
+                "identify",
+                userId="bob",
+                traits={"email": "bob@example.com", "consent": {"email": {"marketing": True}}},
+            )
+        ]
+    )
+    track(sandboxed, "ana", "Go")
+    track(sandboxed, "bob", "Go")
+    by_customer = {m["customer"]: m["channel"] for m in outbox(sandboxed)}
+    assert by_customer == {
+        f"cus_{customer_id(sandboxed, 'ana')}": "sms",
+        f"cus_{customer_id(sandboxed, 'bob')}": "email",
+    }
+    ana_choice, bob_choice = events_named(sandboxed, "Channel Chosen")
+    assert ana_choice["scores"]["sms"] > ana_choice["scores"]["email"]
+    assert (
+        "sms" not in bob_choice["scores"]
+        or {
+            "channel": "sms",
+            "reason": "no phone number (or it is invalid)",
+        }
+        in bob_choice["passed_over"]
+    )
+
+
+# ---- email over SMTP, DKIM, unsubscribe, tracking --------------------------------------
+
+
+@pytest.fixture
+def dkim_key() -> DkimKey:
+    return DkimKey.make()
+
+
+def smtp_settings(port: int, key_file: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "sandbox": CERTAIN,
+        "email": {
+            "provider": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "from_address": "news@maison.example",
+            "from_name": "Maison",
+            "reply_to": "reply+{id}@maison.example",
+            "return_path": "bounces+{id}@maison.example",
+            "dkim_selector": "s1",
+            "dkim_key_file": str(key_file),
+            **extra,
+        },
+    }
+
+
+def test_email_goes_over_smtp_signed_with_dkim(
+    settings: Settings, clock: SimulatedClock, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    with RunningSmtp(peer) as smtp:
+        services = open_services(
+            settings, clock, channels=smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        )
+        try:
+            publish(
+                services,
+                journey(
+                    "{channel: email, template: abandoned-cart-recap}", entry="Checkout Started"
+                ),
+            )
+            for user in ("ana", "bob", "cyd"):
+                opt_in(services, user, firstName=user.title())
+                cart = [{"name": f"Scarf for {user}", "quantity": 1}]
+                track(services, user, "Checkout Started", checkout_id=user, products=cart)
+            assert [m["state"] for m in outbox(services)] == ["sent"] * 3
+        finally:
+            services.close()
+    assert len(peer.received) == 3
+    assert peer.connections == 1  # one connection, reused
+    first = peer.received[0]
+    assert first.dkim_valid
+    assert first.recipients == ["ana@example.com"]
+    assert first.sender.startswith("bounces+") and first.sender.endswith("@maison.example")
+    mail = first.message
+    assert mail["Subject"] == "Your cart at Parcours demo shop"
+    assert mail["From"] == "Maison <news@maison.example>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/u/")
+    signed = mail["DKIM-Signature"].replace("\r\n", "").replace(" ", "").replace("\t", "")
+    assert "list-unsubscribe:list-unsubscribe-post" in signed.lower()
+    assert mail["Reply-To"].startswith("reply+")
+    assert mail.get_content_type() == "multipart/alternative"
+    plain, html = mail.get_payload()
+    assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
+    assert "Hello Ana," in plain.get_payload(decode=True).decode()
+    assert "Scarf for ana" in html.get_payload(decode=True).decode()
+
+
+def test_a_tampered_message_fails_dkim(dkim_key: DkimKey) -> None:
+    from parcours.channels.base import OutgoingMessage
+    from parcours.channels.email import SmtpProvider
+
+    provider = SmtpProvider(
+        host="127.0.0.1",
+        port=1,
+        from_address="news@maison.example",
+        dkim_selector="s1",
+        dkim_key=dkim_key.private_pem,
+    )
+    message = OutgoingMessage(
+        "k:0",
+        1,
+        1,
+        "email",
+        "marketing",
+        "ana@example.com",
+        {"subject": "Hi", "text": "Hello\n"},
+        "en",
+        {"unsubscribe": "https://p.example/u/abc"},
+    )
+    raw = provider.build(message)
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    import dkim
+
+    assert dkim.verify(raw, dnsfunc=peer._dns)
+    assert not dkim.verify(raw.replace(b"/u/abc", b"/u/evil"), dnsfunc=peer._dns)
+    # Every attempt at the same message carries the same Message-ID.
+    again = provider.build(message, now_s=0)
+    assert message_id(raw) == message_id(again) and message_id(raw).endswith("@maison.example>")
+    other = provider.build(
+        OutgoingMessage("k:1", 2, 1, "email", "marketing", "a@b.c", message.content, "en")
+    )
+    assert message_id(other) != message_id(raw)
+
+
+def message_id(raw: bytes) -> str:
+    import email as email_module
+
+    return str(email_module.message_from_bytes(raw)["Message-ID"])
+
+
+def test_a_5xx_reply_is_a_hard_bounce_a_4xx_is_retried(
+    settings: Settings, clock: SimulatedClock, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    peer.refuse = {
+        "ana@example.com": "550 5.1.1 no such user",
+        "bob@example.com": "451 4.3.0 try again later",
+    }
+    with RunningSmtp(peer) as smtp:
+        services = open_services(
+            settings, clock, channels=smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        )
+        try:
+            publish(services, journey("{channel: email, template: welcome, fallback: [sms]}"))
+            opt_in(services, "ana")
+            opt_in(services, "bob")
+            track(services, "ana", "Go")
+            track(services, "bob", "Go")
+            ana = {m["channel"]: m for m in outbox(services) if m["to"] != "bob@example.com"}
+            assert ana["email"]["state"] == "failed"
+            assert ana["email"]["error"].startswith("550")
+            assert ana["sms"]["state"] == "sent"  # the fallback
+            [failed] = [f for f in events_named(services, "Message Failed") if f["permanent"]]
+            assert failed["reason"].startswith("550")
+            with services.db.read() as conn:
+                suppressed = conn.execute(text("SELECT channel, address FROM suppressions")).all()
+            assert [tuple(row) for row in suppressed] == [("email", "ana@example.com")]
+            bob = next(m for m in outbox(services) if m["to"] == "bob@example.com")
+            assert bob["state"] == "pending" and bob["error"].startswith("451")
+            peer.refuse.clear()
+            advance(services, clock, 10_000, step=1000)
+            bob = next(m for m in outbox(services) if m["to"] == "bob@example.com")
+            assert bob["state"] == "sent" and bob["attempts"] == 2
+            # A later message to the bounced address is not attempted.
+            track(services, "ana", "Go")
+        finally:
+            services.close()
+    assert [r.recipients for r in peer.received] == [["bob@example.com"]]
+
+
+def test_one_click_unsubscribe_withdraws_consent_at_once(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        publish(services, journey("{channel: email, template: welcome}"))
+        opt_in(services, "lea", locale="fr")
+        track(services, "lea", "Go")
+        [message] = outbox(services)
+        link = message["content"]["text"].split("Se désabonner : ")[1].split()[0]
+        path = link.removeprefix(settings.resolved_public_url)
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            page = client.get(path)
+            assert page.status_code == 200
+            assert "Me désabonner" in page.text and 'lang="fr"' in page.text
+            assert consent_status(services, "lea", "email") == "granted"  # a GET changes nothing
+            done = client.post(path, content=b"List-Unsubscribe=One-Click")
+            assert done.status_code == 200
+            assert "Votre désabonnement est enregistré" in done.text
+            assert consent_status(services, "lea", "email") == "withdrawn"
+            again = client.post(path, content=b"List-Unsubscribe=One-Click")
+            assert again.status_code == 200
+            forged = client.post(path[:-3] + "abc", content=b"List-Unsubscribe=One-Click")
+            assert forged.status_code == 404
+        [unsubscribed] = events_named(services, "Unsubscribed")
+        assert unsubscribed["source"] == "one-click unsubscribe"
+        # And the next marketing email is held back.
+        track(services, "lea", "Go")
+        assert len(outbox(services)) == 1
+    finally:
+        services.close()
+
+
+def test_clicks_and_opens_are_recorded_and_redirects_only_go_where_signed(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        publish(
+            services,
+            journey("{channel: email, template: abandoned-cart-recap}", entry="Checkout Started"),
+        )
+        opt_in(services, "ana")
+        track(services, "ana", "Checkout Started", checkout_id="c1", products=[])
+        [message] = outbox(services)
+        html = message["content"]["html"]
+        base = settings.resolved_public_url
+        click_path = html.split(f'href="{base}')[1].split('"')[0].replace("&amp;", "&")
+        pixel_path = html.split(f'src="{base}')[1].split('"')[0]
+        assert click_path.startswith("/t/c/") and pixel_path.startswith("/t/o/")
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            opened = client.get(pixel_path)
+            assert opened.headers["content-type"] == "image/gif"
+            clicked = client.get(click_path, follow_redirects=False)
+            assert clicked.status_code == 302
+            assert clicked.headers["location"] == "https://shop.example.com"
+            token = click_path.removeprefix("/t/c/")
+            _, _, mac = token.partition(".")
+            import base64
+
+            evil = base64.urlsafe_b64encode(b'{"m":1,"u":"https://evil.example"}').rstrip(b"=")
+            forged = client.get(f"/t/c/{evil.decode()}.{mac}", follow_redirects=False)
+            assert forged.status_code == 404
+        [final] = outbox(services)
+        assert final["status"] == "clicked"
+        assert len(events_named(services, "Message Opened")) == 1
+        assert events_named(services, "Message Clicked")[0]["url"] == "https://shop.example.com"
+    finally:
+        services.close()
+
+
+def test_channel_settings_errors_name_the_setting(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    cases = [
+        ({"fax": {}}, "channels.fax: unknown channel"),
+        ({"sms": {"provider": "smtp"}}, "channels.sms.provider: 'smtp' is not available"),
+        (
+            {"email": {"provider": "smtp", "from_address": "a@b.c"}},
+            "channels.email.host is required",
+        ),
+        (
+            {
+                "email": {
+                    "provider": "smtp",
+                    "host": "h",
+                    "from_address": "a@b.c",
+                    "password_env": "NOPE_X",
+                }
+            },
+            "channels.email.password_env: the environment variable NOPE_X is not set",
+        ),
+        ({"sandbox": {"fail_rate": 2}}, "channels.sandbox.fail_rate must be between 0 and 1"),
+    ]
+    for channels, message in cases:
+        with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+            open_services(settings, clock, channels=channels)
+
+
+# ---- a worker killed in the middle of a send ----------------------------------------------
+
+
+def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
+    settings: Settings, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    """The worker dies after the SMTP server has the message but before it hears back (the
+    worst moment). Once the lease is over another worker sends it again, with the same
+    Message-ID, so the receiving side can tell it is the same message; nothing is lost and
+    the outbox records one send."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from parcours.runtime.clock import SystemClock
+
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    peer.hold = threading.Event()
+    with RunningSmtp(peer) as smtp:
+        channels = smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        services = Services.open(settings.with_overrides(channels=channels), clock=SystemClock())
+        env = {
+            **os.environ,
+            "PARCOURS_DATABASE_URL": settings.resolved_database_url,
+            "PARCOURS_CHANNELS": json.dumps(channels),
+            "PARCOURS_DELIVERY_LEASE_SECONDS": "2",
+            "PARCOURS_LOG_LEVEL": "error",
+        }
+        command = [
+            str(Path(sys.executable).parent / "parcours"),
+            "worker",
+            "--data-dir",
+            str(tmp_path),
+        ]
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+        try:
+            publish(services, journey("{channel: email, template: welcome}"))
+            opt_in(services, "ana")
+            services.writer.append_sync(
+                [make_event("track", userId="ana", event="Go", at=services.clock.now_ms())]
+            )
+            first = start()
+            assert peer.data_started.wait(60), "the first worker never reached DATA"
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            peer.hold.set()  # the server keeps the message of the dead worker
+            peer.hold = None
+            second = start()
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and len(outbox_sent(services)) < 1:
+                    time.sleep(0.2)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(30)
+            [message] = outbox(services)
+            sent_events = events_named(services, "Message Sent")
+        finally:
+            services.close()
+    assert message["state"] == "sent" and message["attempts"] == 2
+    assert len(sent_events) == 1
+    assert len(peer.received) == 2
+    ids = {r.message["Message-ID"] for r in peer.received}
+    assert len(ids) == 1  # the same message, which the receiver can drop
+    assert all(r.dkim_valid for r in peer.received)
+
+
+def outbox_sent(services: Services) -> list[dict[str, Any]]:
+    return [m for m in outbox(services) if m["state"] == "sent"]
