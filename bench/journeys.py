@@ -58,7 +58,12 @@ def steps(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
                                 "userId": f"c-{n}",
                                 "messageId": f"id-{n}",
                                 "timestamp": iso(start - 1000),
-                                "traits": {"consent": consent},
+                                "traits": {
+                                    "consent": consent,
+                                    "email": f"c-{n}@example.com",
+                                    "phone": f"+336{n:08d}",
+                                    "push_token": f"token-{n}",
+                                },
                                 "context": {"timezone": "Europe/Paris"},
                             }
                         ),

@@ -333,6 +333,12 @@ def bench_journeys(context: typer.Context) -> None:
     _run_bench("journeys", list(context.args))
 
 
+@bench_app.command("channels", context_settings=_PASS_THROUGH)
+def bench_channels(context: typer.Context) -> None:
+    """Channels: emails/s through SMTP with DKIM against a bare smtplib floor; rendering."""
+    _run_bench("channels", list(context.args))
+
+
 @journeys_app.command("validate")
 def journeys_validate(
     files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],

@@ -59,6 +59,7 @@ class Feedback:
 class Provider(Protocol):
     name: str
     channel: str
+    connections: int  # how many messages it may be handed at once, from as many threads
 
     def send(self, message: OutgoingMessage) -> str:
         """Hand the message over; return the provider's id for it. Raise DeliveryFailure."""

@@ -31,6 +31,7 @@ class SandboxProvider:
     opened_after_ms: int = 20 * 60_000
     clicked_after_ms: int = 2 * 60_000
     name: str = "sandbox"
+    connections: int = 1
 
     @classmethod
     def from_config(cls, channel: str, config: dict[str, Any]) -> SandboxProvider:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,17 +244,17 @@ class Delivery:
     # ---- 2. send, after the commit, outside any transaction -----------------------------
 
     def _send_batch(self) -> None:
+        """Hand the batch to the providers, each taking as many at once as it has
+        connections (the network waits overlap), then record every result at once."""
         batch, self._local.batch = self._batch(), []
         results: list[tuple[_Sending, str | DeliveryFailure]] = []
-        for sending in batch:
-            try:
-                provider_id = sending.provider.send(sending.message)
-                results.append((sending, provider_id))
-            except DeliveryFailure as failure:
-                results.append((sending, failure))
-            except Exception as exc:  # a provider's bug must not lose the message
-                log.exception("provider %s failed", sending.provider.name)
-                results.append((sending, TransientFailure(f"provider error: {exc!r}")))
+        serial = [s for s in batch if s.provider.connections <= 1]
+        parallel = [s for s in batch if s.provider.connections > 1]
+        results += [(s, _send_one(s)) for s in serial]
+        if parallel:
+            width = max(s.provider.connections for s in parallel)
+            with ThreadPoolExecutor(max_workers=min(width, len(parallel))) as pool:
+                results += zip(parallel, pool.map(_send_one, parallel), strict=True)
         if results:
             with self.db.write() as conn:
                 for sending, outcome in results:
@@ -499,6 +500,16 @@ class Delivery:
     ) -> None:
         event = internal_event(customer_id, name, properties, now, message_id, "channel")
         append_events(conn, [[event]], now, self.region, self.hooks)
+
+
+def _send_one(sending: _Sending) -> str | DeliveryFailure:
+    try:
+        return sending.provider.send(sending.message)
+    except DeliveryFailure as failure:
+        return failure
+    except Exception as exc:  # a provider's bug must not lose the message
+        log.exception("provider %s failed", sending.provider.name)
+        return TransientFailure(f"provider error: {exc!r}")
 
 
 def apply_status(
