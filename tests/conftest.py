@@ -111,8 +111,8 @@ def admin_headers() -> dict[str, str]:
 
 
 class LiveServer:
-    def __init__(self, services: Services) -> None:
-        self.port = free_port()
+    def __init__(self, services: Services, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(services, close_on_shutdown=False),

@@ -118,3 +118,123 @@ class RunningSmtp:
         if self.peer.hold is not None:
             self.peer.hold.set()
         self.controller.stop()
+
+
+# ---- Twilio ---------------------------------------------------------------------------------
+
+
+def twilio_sign(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """Twilio's documented signature, written here independently of Parcours' own."""
+    import hashlib
+    import hmac
+
+    payload = url
+    for name in sorted(params):
+        payload += name + params[name]
+    mac = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode()
+
+
+class TwilioPeer:
+    """Twilio's Messages API on loopback: Basic auth with the account SID and auth token,
+    form-encoded requests, JSON answers and errors as Twilio documents them. It can then
+    call the status callback it was given, signed as Twilio signs it."""
+
+    def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "secret-token"):
+        import http.server
+        import json as json_module
+        import urllib.parse
+
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.messages: list[dict[str, str]] = []
+        self.errors: dict[str, tuple[int, int, str]] = {}  # To -> (HTTP status, code, text)
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                expected = (
+                    "Basic "
+                    + base64.b64encode(f"{peer.account_sid}:{peer.auth_token}".encode()).decode()
+                )
+                if self.headers.get("Authorization") != expected:
+                    return self._answer(401, {"code": 20003, "message": "Authenticate"})
+                if self.path != f"/2010-04-01/Accounts/{peer.account_sid}/Messages.json":
+                    return self._answer(404, {"code": 20404, "message": "not found"})
+                length = int(self.headers.get("Content-Length", "0"))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                if form.get("To") in peer.errors:
+                    status, code, text = peer.errors[form["To"]]
+                    return self._answer(status, {"code": code, "message": text, "status": status})
+                sid = "SM" + f"{len(peer.messages) + 1:032x}"
+                peer.messages.append({**form, "sid": sid})
+                self._answer(
+                    201,
+                    {
+                        "sid": sid,
+                        "status": "queued",
+                        "to": form["To"],
+                        "body": form["Body"],
+                        "from": form.get("From"),
+                        "num_segments": "1",
+                    },
+                )
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json_module.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> TwilioPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def callback(self, message: dict[str, str], status: str, error_code: str = "") -> Any:
+        """POST the status callback the message was sent with, signed."""
+        import httpx
+
+        url = message["StatusCallback"]
+        params = {
+            "MessageSid": message["sid"],
+            "SmsSid": message["sid"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": self.account_sid,
+            "From": message.get("From", ""),
+            "To": message["To"],
+            "ApiVersion": "2010-04-01",
+        }
+        if error_code:
+            params["ErrorCode"] = error_code
+        headers = {"X-Twilio-Signature": twilio_sign(self.auth_token, url, params)}
+        return httpx.post(url, data=params, headers=headers, timeout=10)
+
+    def incoming(self, base_url: str, sender: str, text: str, sid: str) -> Any:
+        """A customer texts the brand's number."""
+        import httpx
+
+        url = f"{base_url}/webhooks/twilio/inbound"
+        params = {
+            "MessageSid": sid,
+            "From": sender,
+            "To": "+33700000000",
+            "Body": text,
+            "AccountSid": self.account_sid,
+            "NumSegments": "1",
+        }
+        headers = {"X-Twilio-Signature": twilio_sign(self.auth_token, url, params)}
+        return httpx.post(url, data=params, headers=headers, timeout=10)

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from parcours import __version__
+from parcours.ingest.channel_callbacks import channel_callback_routes
 from parcours.ingest.http import segment_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
@@ -36,6 +37,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *admin_routes(),
             *journey_routes(),
             *messaging_routes(),
+            *channel_callback_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

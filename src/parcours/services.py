@@ -8,6 +8,7 @@ from pathlib import Path
 
 from parcours.channels.base import ConfigError
 from parcours.channels.registry import Providers
+from parcours.channels.sms import Pricing
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
@@ -46,7 +47,8 @@ class Services:
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
             )
         try:
-            providers = Providers.from_settings(settings.channels)
+            providers = Providers.from_settings(settings.channels, settings.resolved_public_url)
+            sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
         except ConfigError as exc:
             raise SettingsError(str(exc)) from None
         db = Database(settings.resolved_database_url)
@@ -82,6 +84,7 @@ class Services:
             settings.default_region,
             writer.hooks,
             lease_ms=settings.delivery_lease_seconds * 1000,
+            sms_pricing=sms_pricing,
         )
         delivery.install(worker)
         writer.on_commit(lambda _events: worker.wake.set())

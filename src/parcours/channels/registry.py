@@ -8,12 +8,13 @@ from typing import Any
 from parcours.channels.base import ConfigError, Provider
 from parcours.channels.email import SmtpProvider
 from parcours.channels.sandbox import SandboxProvider
+from parcours.channels.sms import TwilioProvider
 
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
 # What each channel may be configured with (`provider = "..."` in [channels.<channel>]).
 KNOWN = {
     "email": ("sandbox", "smtp"),
-    "sms": ("sandbox",),
+    "sms": ("sandbox", "twilio"),
     "whatsapp": ("sandbox",),
     "push": ("sandbox",),
     "wallet": ("sandbox",),
@@ -26,7 +27,7 @@ class Providers:
     by_channel: dict[str, Provider]
 
     @classmethod
-    def from_settings(cls, config: dict[str, Any]) -> Providers:
+    def from_settings(cls, config: dict[str, Any], public_url: str) -> Providers:
         """Build the providers from the `channels` setting; ConfigError names what is wrong."""
         unknown = sorted(set(config) - set(CHANNELS) - {"sandbox"})
         if unknown:
@@ -50,6 +51,8 @@ class Providers:
                 )
             if name == "smtp":
                 providers[channel] = SmtpProvider.from_config(section)
+            elif name == "twilio":
+                providers[channel] = TwilioProvider.from_config(section, public_url)
             else:
                 providers[channel] = SandboxProvider.from_config(channel, sandbox)
         return cls(providers)

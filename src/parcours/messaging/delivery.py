@@ -10,6 +10,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from parcours.channels.base import (
     TransientFailure,
 )
 from parcours.channels.registry import Providers
+from parcours.channels.sms import Pricing
 from parcours.customers import api as customers
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
@@ -87,8 +89,10 @@ class Delivery:
         region: str,
         hooks: list[Hook],
         lease_ms: int = LEASE_MS,
+        sms_pricing: Pricing | None = None,
     ) -> None:
         self.lease_ms = lease_ms
+        self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
         self.db = db
         self.clock = clock
         self.providers = providers
@@ -124,6 +128,8 @@ class Delivery:
                 self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
                 return
             content, locale = dict(rendered.fields), rendered.locale
+            if row.channel == "sms":
+                content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
             if row.channel == "email" and content.get("html"):
                 content["html"] = track_html(
                     content["html"], self.links, row.id, set(links.values())
@@ -376,14 +382,36 @@ class Delivery:
         now: int,
         *,
         permanent: bool = False,
+        suppress: bool = False,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> bool:
-        """A provider or a tracking link says how far a message got. False when the
-        message is unknown."""
+        """A provider or a tracking link says how far a message got. A failure ends the
+        attempt (and the fallback takes over) when `permanent`; `suppress` also bars the
+        address. False when the message is unknown."""
         return apply_status(
-            self, conn, outbox_id, status, now, permanent=permanent, reason=reason, extra=extra
+            self,
+            conn,
+            outbox_id,
+            status,
+            now,
+            permanent=permanent,
+            suppress=suppress,
+            reason=reason,
+            extra=extra,
         )
+
+    def message_of(self, conn: Connection, outbox_id: int) -> dict[str, Any] | None:
+        """The provider and its id for a message, to check a callback against."""
+        row = _row(conn, outbox_id)
+        if row is None:
+            return None
+        return {
+            "provider": row.provider,
+            "provider_message_id": row.provider_message_id,
+            "channel": row.channel,
+            "customer_id": row.customer_id,
+        }
 
     # ---- 5. fallback ------------------------------------------------------------------
 
@@ -520,6 +548,7 @@ def apply_status(
     now: int,
     *,
     permanent: bool = False,
+    suppress: bool = False,
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> bool:
@@ -531,7 +560,7 @@ def apply_status(
             return True
         detail = _decode(row.detail)
         failure: DeliveryFailure = (
-            PermanentFailure(reason or "failed", suppress=permanent)
+            PermanentFailure(reason or "failed", suppress=suppress)
             if permanent
             else TransientFailure(reason or "failed")
         )
