@@ -180,7 +180,12 @@ PLAIN_FIELDS = {
     "email": {"subject": "About {{ brand.name }}", "text": "Hello"},
     "sms": {"text": "Hello from {{ brand.name }}"},
     "push": {"title": "Hello", "body": "From {{ brand.name }}"},
-    "whatsapp": {"text": "Hello from {{ brand.name }}"},
+    "whatsapp": {
+        "text": "Hello from {{ brand.name }}",
+        "template": "hello",
+        "language": "en",
+        "category": "utility",
+    },
     "wallet": {"header": "Hello", "body": "From {{ brand.name }}"},
     "chat": {"text": "Hello"},
 }

@@ -238,3 +238,168 @@ class TwilioPeer:
         }
         headers = {"X-Twilio-Signature": twilio_sign(self.auth_token, url, params)}
         return httpx.post(url, data=params, headers=headers, timeout=10)
+
+
+# ---- Meta's WhatsApp Cloud API ------------------------------------------------------------
+
+
+class MetaPeer:
+    """The WhatsApp Cloud API on loopback: Bearer token, JSON bodies checked as Meta
+    documents them (`messaging_product`, `to` without `+`, `text` or `template` with a
+    language code and body parameters), `wamid` ids, Graph API errors. It then posts
+    webhooks signed with the app secret (X-Hub-Signature-256)."""
+
+    def __init__(
+        self,
+        phone_number_id: str = "109876543210",
+        access_token: str = "EAAG-test-token",
+        app_secret: str = "app-secret",
+    ) -> None:
+        import http.server
+        import json as json_module
+
+        self.phone_number_id = phone_number_id
+        self.access_token = access_token
+        self.app_secret = app_secret
+        self.messages: list[dict[str, Any]] = []
+        self.errors: dict[str, tuple[int, int, str]] = {}  # to -> (HTTP status, code, text)
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {peer.access_token}":
+                    return self._error(401, 190, "Invalid OAuth access token.")
+                if not self.path.endswith(f"/{peer.phone_number_id}/messages"):
+                    return self._error(404, 100, "Unsupported post request.")
+                body = json_module.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                problem = peer.check(body)
+                if problem:
+                    return self._error(400, 100, problem)
+                if body["to"] in peer.errors:
+                    status, code, text = peer.errors[body["to"]]
+                    return self._error(status, code, text)
+                wamid = f"wamid.{len(peer.messages) + 1:020d}"
+                peer.messages.append({**body, "id": wamid})
+                self._answer(
+                    200,
+                    {
+                        "messaging_product": "whatsapp",
+                        "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                        "messages": [{"id": wamid, "message_status": "accepted"}],
+                    },
+                )
+
+            def _error(self, status: int, code: int, text: str) -> None:
+                self._answer(
+                    status,
+                    {
+                        "error": {
+                            "message": text,
+                            "type": "OAuthException",
+                            "code": code,
+                            "fbtrace_id": "AbCdEf",
+                        }
+                    },
+                )
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json_module.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def check(body: dict[str, Any]) -> str | None:
+        if body.get("messaging_product") != "whatsapp":
+            return "messaging_product must be whatsapp"
+        if not str(body.get("to", "")).isdigit():
+            return "to must be the number in international form, digits only"
+        if body.get("type") == "text":
+            return None if body.get("text", {}).get("body") else "text.body is required"
+        if body.get("type") == "template":
+            template = body.get("template", {})
+            if not template.get("name") or not template.get("language", {}).get("code"):
+                return "template.name and template.language.code are required"
+            for component in template.get("components", []):
+                for parameter in component.get("parameters", []):
+                    if parameter.get("type") != "text" or not isinstance(
+                        parameter.get("text"), str
+                    ):
+                        return "parameters are {type: text, text: ...}"
+            return None
+        return f"unsupported type {body.get('type')!r}"
+
+    def __enter__(self) -> MetaPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _post(self, url: str, value: dict[str, Any], secret: str | None = None) -> Any:
+        import hashlib
+        import hmac
+        import json as json_module
+
+        import httpx
+
+        body = json_module.dumps(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "id": "WABA-1",
+                        "changes": [
+                            {
+                                "field": "messages",
+                                "value": {
+                                    "messaging_product": "whatsapp",
+                                    "metadata": {
+                                        "display_phone_number": "33700000000",
+                                        "phone_number_id": self.phone_number_id,
+                                    },
+                                    **value,
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ).encode()
+        mac = hmac.new((secret or self.app_secret).encode(), body, hashlib.sha256).hexdigest()
+        headers = {"X-Hub-Signature-256": f"sha256={mac}", "Content-Type": "application/json"}
+        return httpx.post(url, content=body, headers=headers, timeout=10)
+
+    def status(self, url: str, message: dict[str, Any], status: str, code: int = 0) -> Any:
+        item: dict[str, Any] = {
+            "id": message["id"],
+            "status": status,
+            "timestamp": "1790000000",
+            "recipient_id": message["to"],
+        }
+        if code:
+            item["errors"] = [{"code": code, "title": "Message undeliverable."}]
+        return self._post(url, {"statuses": [item]})
+
+    def incoming(
+        self, url: str, sender: str, text: str, wamid: str, at_s: int, secret: str | None = None
+    ) -> Any:
+        message = {
+            "from": sender.lstrip("+"),
+            "id": wamid,
+            "timestamp": str(at_s),
+            "type": "text",
+            "text": {"body": text},
+        }
+        contacts = [{"profile": {"name": "Ana"}, "wa_id": sender.lstrip("+")}]
+        return self._post(url, {"contacts": contacts, "messages": [message]}, secret)

@@ -87,7 +87,9 @@ def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["import", "events", str(events)], env=env).exit_code == 0
     # The brand's own template, in the real database, comes into the simulation.
-    template = {"en": {"whatsapp": {"text": "Hello {{ customer.first_name | default('') }}"}}}
+    template = {
+        "en": {"whatsapp": {"template": "vip_hello", "language": "en", "category": "marketing"}}
+    }
     with closing_database(url) as db, db.write() as conn:
         templates.save(conn, "vip-hello", template, "ana", START)
     journey = tmp_path / "vip.yaml"

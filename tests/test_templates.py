@@ -23,18 +23,22 @@ def test_every_template_is_valid(path: Path) -> None:
     assert load_journey(path.read_text()).id
 
 
-def test_abandoned_cart_push_then_recap_then_sms_for_a_high_value_cart(
+def test_abandoned_cart_push_then_recap_then_a_last_call_for_a_high_value_cart(
     services: Services, clock: SimulatedClock
 ) -> None:
     publish(services, template("abandoned-cart"))
     track(services, "hi", "Checkout Started", checkout_id="c1", total=240)
+    opt_in(services, "sms-only", consent={"sms": {"marketing": True}})
+    track(services, "sms-only", "Checkout Started", checkout_id="c9", total=240)
     advance(services, clock, 45 * MINUTE)
     assert sent(services, "hi") == [("push", "abandoned-cart-push")]  # within the hour
     advance(services, clock, HOUR)
     assert sent(services, "hi")[-1] == ("email", "abandoned-cart-recap")
     advance(services, clock, DAY, step=HOUR)
-    assert sent(services, "hi")[-1] == ("sms", "abandoned-cart-last-call")  # next day
+    assert sent(services, "hi")[-1] == ("whatsapp", "abandoned-cart-last-call")  # next day
     assert len(sent(services, "hi")) == 3
+    # Without WhatsApp consent (and none for push or email), the last call goes by SMS.
+    assert sent(services, "sms-only") == [("sms", "abandoned-cart-last-call")]
 
 
 def test_abandoned_cart_sends_no_sms_for_a_small_cart(

@@ -9,13 +9,14 @@ from parcours.channels.base import ConfigError, Provider
 from parcours.channels.email import SmtpProvider
 from parcours.channels.sandbox import SandboxProvider
 from parcours.channels.sms import TwilioProvider
+from parcours.channels.whatsapp import MetaWhatsAppProvider
 
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
 # What each channel may be configured with (`provider = "..."` in [channels.<channel>]).
 KNOWN = {
     "email": ("sandbox", "smtp"),
     "sms": ("sandbox", "twilio"),
-    "whatsapp": ("sandbox",),
+    "whatsapp": ("sandbox", "meta"),
     "push": ("sandbox",),
     "wallet": ("sandbox",),
     "chat": ("sandbox",),
@@ -51,6 +52,8 @@ class Providers:
                 )
             if name == "smtp":
                 providers[channel] = SmtpProvider.from_config(section)
+            elif name == "meta":
+                providers[channel] = MetaWhatsAppProvider.from_config(section)
             elif name == "twilio":
                 providers[channel] = TwilioProvider.from_config(section, public_url)
             else:

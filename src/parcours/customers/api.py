@@ -190,6 +190,16 @@ def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     ]
 
 
+def last_event_at(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
+    """When the customer last did `name` through `source` (e.g. wrote on WhatsApp)."""
+    value = run(
+        conn,
+        "SELECT max(occurred_at) FROM events WHERE customer_id = :c AND name = :n AND source = :s",
+        {"c": customer_id, "n": name, "s": source},
+    ).scalar()
+    return None if value is None else int(value)
+
+
 def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
     country = computed.get("country")
     timezone = computed.get("timezone")

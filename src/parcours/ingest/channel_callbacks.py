@@ -4,20 +4,23 @@ request is checked against the provider's signature before anything is read from
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
-from parcours.channels import sms
+from parcours.channels import sms, whatsapp
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.http import HttpError, read_body, services_of
 from parcours.ingest.model import Event, parse_event
+from parcours.runtime.clock import iso
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -143,8 +146,157 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
 
 
+# ---- WhatsApp (Meta's Cloud API) ---------------------------------------------------------
+
+
+def _meta(services: Services) -> whatsapp.MetaWhatsAppProvider:
+    provider = services.delivery.providers.for_channel("whatsapp")
+    if not isinstance(provider, whatsapp.MetaWhatsAppProvider):
+        raise HttpError(
+            404, "Meta is not the WhatsApp provider here (channels.whatsapp)", "provider"
+        )
+    return provider
+
+
+@get("/webhooks/whatsapp")
+async def whatsapp_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Meta's subscription check: echo hub.challenge when hub.verify_token is ours."""
+    try:
+        provider = _meta(services_of(request))
+        query = request.query_params
+        token = query.get("hub.verify_token", "")
+        if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+            token.encode(), provider.verify_token.encode()
+        ):
+            raise HttpError(403, "hub.verify_token does not match", "hub.verify_token")
+        challenge = query.get("hub.challenge", "")
+    except HttpError as exc:
+        return exc.response()
+    return Response(challenge.encode(), status_code=200, media_type="text/plain")
+
+
+@post("/webhooks/whatsapp", status_code=200)
+async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Statuses of our messages and the customers' own messages, signed with the app
+    secret (X-Hub-Signature-256) over the raw body."""
+    try:
+        services = services_of(request)
+        provider = _meta(services)
+        raw = await read_body(request, 1024 * 1024)
+        if not provider.verify(raw, request.headers.get("x-hub-signature-256")):
+            raise HttpError(403, "the X-Hub-Signature-256 does not match the body", "signature")
+        try:
+            document = _decode(raw)
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        values = [
+            change.get("value", {})
+            for entry in document.get("entry", [])
+            for change in entry.get("changes", [])
+            if change.get("field") == "messages"
+        ]
+        statuses = [s for value in values for s in value.get("statuses", [])]
+        if statuses and not await asyncio.to_thread(_whatsapp_statuses, services, statuses):
+            # A status for a message whose send is still being recorded: Meta retries.
+            raise HttpError(503, "a message is still being recorded; try again", "statuses")
+        events: list[Event] = []
+        now = services.clock.now_ms()
+        for value in values:
+            for message in value.get("messages", []):
+                events += _whatsapp_message(message, now)
+        if events:
+            await services.writer.append(events)
+    except HttpError as exc:
+        return exc.response()
+    return Response(b"", status_code=200)
+
+
+def _whatsapp_statuses(services: Services, statuses: list[dict[str, Any]]) -> bool:
+    """Apply each status; False when one names a message not recorded yet while a
+    WhatsApp send is in flight (its result is about to be recorded)."""
+    now = services.clock.now_ms()
+    with services.db.write() as conn:
+        for item in statuses:
+            status = whatsapp.STATUSES.get(item.get("status", ""))
+            if status is None:
+                continue
+            outbox_id = services.delivery.find(conn, "meta", str(item.get("id", "")))
+            if outbox_id is None:
+                if services.delivery.in_flight(conn, "whatsapp"):
+                    return False
+                continue
+            errors = item.get("errors") or [{}]
+            code = int(errors[0].get("code") or 0)
+            reason = f"WhatsApp {code} {errors[0].get('title', '')}".strip()
+            services.delivery.status(
+                conn,
+                outbox_id,
+                status,
+                now,
+                permanent=True,
+                suppress=code in whatsapp.SUPPRESS_ERRORS,
+                reason=reason if status == "failed" else None,
+            )
+    return True
+
+
+def _whatsapp_message(message: dict[str, Any], now: int) -> list[Event]:
+    number = "+" + str(message.get("from", "")).lstrip("+")
+    sid = str(message.get("id", ""))
+    kind = message.get("type", "text")
+    text = {
+        "text": (message.get("text") or {}).get("body"),
+        "button": (message.get("button") or {}).get("text"),
+        "interactive": ((message.get("interactive") or {}).get("button_reply") or {}).get("title")
+        or ((message.get("interactive") or {}).get("list_reply") or {}).get("title"),
+    }.get(kind) or f"[{kind}]"
+    at = int(message.get("timestamp") or 0) * 1000 or now
+    word = sms.keyword(text)
+    anonymous = f"whatsapp:{number}"
+    documents: list[dict[str, Any]] = [
+        {
+            "type": "identify",
+            "anonymousId": anonymous,
+            "traits": {"phone": number},
+            "messageId": f"wa:{sid}:identify",
+            "timestamp": iso(at),
+        },
+        {
+            "type": "track",
+            "anonymousId": anonymous,
+            "event": "Message Received",
+            "messageId": f"wa:{sid}:received",
+            "timestamp": iso(at),
+            "properties": {
+                "channel": "whatsapp",
+                "text": text,
+                "kind": kind,
+                "keyword": word,
+                "provider_message_id": sid,
+            },
+        },
+    ]
+    if word in ("stop", "start"):
+        documents.append(
+            {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": CONSENT_EVENT,
+                "messageId": f"wa:{sid}:consent",
+                "timestamp": iso(at),
+                "properties": {
+                    "channel": "whatsapp",
+                    "purpose": "marketing",
+                    "status": "withdrawn" if word == "stop" else "granted",
+                    "source": f"WhatsApp keyword {text.strip().upper()}",
+                },
+            }
+        )
+    return [parse_event(_encode(d), source="whatsapp", received_at=now) for d in documents]
+
+
 def channel_callback_routes() -> list[HTTPRouteHandler]:
-    return [twilio_status, twilio_inbound]
+    return [twilio_status, twilio_inbound, whatsapp_verify, whatsapp_events]
 
 
 __all__ = ["channel_callback_routes"]

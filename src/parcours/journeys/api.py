@@ -135,6 +135,7 @@ def check_templates(conn: Connection, journey: Journey) -> None:
                 send.template,
                 [send.channel, *send.fallback],
                 f"step {instruction.step_id}",
+                send.purpose,
             )
         except templates.TemplateProblem as exc:
             raise LifecycleError(f"{journey.id}: {exc}") from None

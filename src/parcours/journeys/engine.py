@@ -601,7 +601,7 @@ class JourneyEngine:
             profile,
             now,
             self.region,
-            template_channels=template.channels(),
+            template=template,
             sector=self.sector,
         )
         details = {

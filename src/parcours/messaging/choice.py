@@ -11,10 +11,11 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.messaging import policies
-from parcours.messaging.templates import SENDABLE_CHANNELS
+from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
 from parcours.runtime.db import run
 
 ENGAGEMENT_WINDOW_MS = 90 * 86_400_000
+WHATSAPP_WINDOW_MS = 24 * 3_600_000
 # How much each channel costs to send, as a score penalty (email and push nearly free).
 COST = {"email": 0, "push": 0, "wallet": 0, "chat": 0, "whatsapp": 4, "sms": 6}
 # Where each channel starts before the customer's own signals.
@@ -136,19 +137,24 @@ def plan(
     now: int,
     region: str,
     *,
-    template_channels: set[str],
+    template: MessageTemplate,
     sector: str = "",
 ) -> Plan:
     """The first candidate channel that reaches the customer and is allowed now."""
     result = Plan()
+    template_channels = template.channels()
     reachable = addresses(conn, request.customer_id, profile.get("traits", {}))
+    closed = "whatsapp" in reachable and not whatsapp_possible(
+        conn, request.customer_id, template, now
+    )
     if request.channel == "best":
         for channel in SENDABLE_CHANNELS:
             if channel in template_channels and channel not in reachable:
                 result.passed.append({"channel": channel, "reason": _unreachable(channel)})
-        candidates, result.scores = rank(
-            conn, request, profile, template_channels & reachable.keys(), now, sector
-        )
+            elif channel == "whatsapp" and closed:
+                result.passed.append({"channel": channel, "reason": WINDOW_CLOSED})
+        usable = template_channels & reachable.keys() - ({"whatsapp"} if closed else set())
+        candidates, result.scores = rank(conn, request, profile, usable, now, sector)
     else:
         candidates = [request.channel, *request.fallback]
     for index, channel in enumerate(candidates):
@@ -158,6 +164,9 @@ def plan(
         address = reachable.get(channel)
         if address is None:
             result.passed.append({"channel": channel, "reason": _unreachable(channel)})
+            continue
+        if channel == "whatsapp" and closed:
+            result.passed.append({"channel": channel, "reason": WINDOW_CLOSED})
             continue
         decision = policies.check(
             conn,
@@ -183,6 +192,27 @@ def plan(
             result.rest = candidates[index + 1 :]
         return result
     return result
+
+
+WINDOW_CLOSED = (
+    "outside the 24-hour WhatsApp window, and the template has no approved WhatsApp template"
+)
+
+
+def whatsapp_window_open(conn: Connection, customer_id: int, now: int) -> bool:
+    """The customer wrote to the brand on WhatsApp in the last 24 hours."""
+    last = customers.last_event_at(conn, customer_id, "Message Received", "whatsapp")
+    return last is not None and now - last < WHATSAPP_WINDOW_MS
+
+
+def whatsapp_possible(
+    conn: Connection, customer_id: int, template: MessageTemplate, now: int
+) -> bool:
+    """An approved template can go at any time; free-form text only inside the window."""
+    forms = [c["whatsapp"] for c in template.content.values() if c.get("whatsapp")]
+    if not forms or any("template" in form for form in forms):
+        return True
+    return whatsapp_window_open(conn, customer_id, now)
 
 
 def _unreachable(channel: str) -> str:

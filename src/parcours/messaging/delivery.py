@@ -128,6 +128,13 @@ class Delivery:
                 self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
                 return
             content, locale = dict(rendered.fields), rendered.locale
+            if row.channel == "whatsapp":
+                form = whatsapp_form(conn, row.customer_id, content, now)
+                if form is None:
+                    failure = PermanentFailure(choice.WINDOW_CLOSED)
+                    self._failed(conn, row, detail, failure, now)
+                    return
+                content = form
             if row.channel == "sms":
                 content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
             if row.channel == "email" and content.get("html"):
@@ -401,6 +408,26 @@ class Delivery:
             extra=extra,
         )
 
+    def find(self, conn: Connection, provider: str, provider_message_id: str) -> int | None:
+        """The message a provider knows by this id."""
+        value = run(
+            conn,
+            "SELECT id FROM outbox WHERE provider = :p AND provider_message_id = :pid",
+            {"p": provider, "pid": provider_message_id},
+        ).scalar()
+        return None if value is None else int(value)
+
+    def in_flight(self, conn: Connection, channel: str) -> bool:
+        """Some message on this channel is being sent, its result not recorded yet."""
+        return (
+            run(
+                conn,
+                "SELECT 1 FROM outbox WHERE state = 'sending' AND channel = :ch LIMIT 1",
+                {"ch": channel},
+            ).first()
+            is not None
+        )
+
     def message_of(self, conn: Connection, outbox_id: int) -> dict[str, Any] | None:
         """The provider and its id for a message, to check a callback against."""
         row = _row(conn, outbox_id)
@@ -454,7 +481,7 @@ class Delivery:
             profile,
             now,
             self.region,
-            template_channels=template.channels(),
+            template=template,
             sector=self.brand.sector,
         )
         properties: dict[str, Any] = {
@@ -528,6 +555,24 @@ class Delivery:
     ) -> None:
         event = internal_event(customer_id, name, properties, now, message_id, "channel")
         append_events(conn, [[event]], now, self.region, self.hooks)
+
+
+def whatsapp_form(
+    conn: Connection, customer_id: int, content: dict[str, Any], now: int
+) -> dict[str, Any] | None:
+    """Free-form text inside the 24-hour window when the template has it, else the
+    approved template; None when neither may go now."""
+    if "text" in content and choice.whatsapp_window_open(conn, customer_id, now):
+        return {"mode": "text", "text": content["text"], "category": "service"}
+    if "template" in content:
+        return {
+            "mode": "template",
+            "template": content["template"],
+            "language": content.get("language"),
+            "category": content.get("category"),
+            "parameters": content.get("parameters", []),
+        }
+    return None
 
 
 def _send_one(sending: _Sending) -> str | DeliveryFailure:

@@ -38,6 +38,7 @@ outbox = Table(
 Index("ix_outbox_customer", outbox.c.customer_id, outbox.c.created_at)
 Index("ix_outbox_created", outbox.c.created_at, outbox.c.id)
 Index("ix_outbox_provider_id", outbox.c.provider, outbox.c.provider_message_id)
+Index("ix_outbox_state", outbox.c.state, outbox.c.channel)
 
 # A brand's own message templates, overriding or adding to the shipped ones.
 message_templates = Table(

@@ -130,10 +130,10 @@ def _check_channel(where: str, channel: str, fields: Any) -> dict[str, Any]:
     if channel == "email" and {"html", "mjml"} <= fields.keys():
         raise TemplateProblem(f"{where}: give html or mjml, not both")
     if channel == "whatsapp":
-        if ("text" in fields) == ("template" in fields):
+        if "text" not in fields and "template" not in fields:
             raise TemplateProblem(
-                f"{where}: give either text (free-form, inside the 24-hour window) or "
-                "template (an approved template's name)"
+                f"{where}: give text (free-form, inside the 24-hour window), template (an "
+                "approved template's name, for any time), or both"
             )
         if "template" in fields:
             if fields.get("category") not in WHATSAPP_CATEGORIES:
@@ -248,9 +248,12 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
     return result
 
 
-def check_usage(conn: Connection, template_id: str, channels: list[str], where: str) -> None:
-    """A send step may use this template on these channels: it exists and has content for
-    each of them (for `best`, at least one)."""
+def check_usage(
+    conn: Connection, template_id: str, channels: list[str], where: str, purpose: str
+) -> None:
+    """A send step may use this template on these channels: it exists, has content for
+    each of them (for `best`, at least one), and a transactional step does not send a
+    WhatsApp template approved as marketing (consent, caps and price differ)."""
     try:
         template = get(conn, template_id)
     except TemplateProblem as exc:
@@ -265,6 +268,14 @@ def check_usage(conn: Connection, template_id: str, channels: list[str], where: 
         )
     if "best" in channels and not has:
         raise TemplateProblem(f"{where}: template {template_id!r} has no content")
+    if purpose == "transactional" and ("whatsapp" in named or "best" in channels):
+        for locale, per_channel in sorted(template.content.items()):
+            category = per_channel.get("whatsapp", {}).get("category")
+            if category == "marketing":
+                raise TemplateProblem(
+                    f"{where}: template {template_id!r} ({locale}) is a WhatsApp marketing "
+                    "template; a transactional step needs a utility or authentication one"
+                )
 
 
 # ---- rendering ---------------------------------------------------------------------------
