@@ -403,3 +403,148 @@ class MetaPeer:
         }
         contacts = [{"profile": {"name": "Ana"}, "wa_id": sender.lstrip("+")}]
         return self._post(url, {"contacts": contacts, "messages": [message]}, secret)
+
+
+# ---- a Web Push service and the browser behind it --------------------------------------------
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class PushBrowser:
+    """A browser's subscription: its own P-256 key pair and auth secret (what
+    `pushManager.subscribe` makes), and the decryption of what is pushed to it, written
+    here from RFC 8291 and RFC 8188 with `cryptography` alone."""
+
+    def __init__(self, endpoint: str) -> None:
+        import os
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.endpoint = endpoint
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+        self.public_raw = self.private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        self.auth_secret = os.urandom(16)
+
+    def subscription(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "expirationTime": None,
+            "keys": {"p256dh": _b64url(self.public_raw), "auth": _b64url(self.auth_secret)},
+        }
+
+    def decrypt(self, body: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        salt, record_size, id_length = body[:16], int.from_bytes(body[16:20], "big"), body[20]
+        sender_raw = body[21 : 21 + id_length]
+        ciphertext = body[21 + id_length :]
+        assert len(ciphertext) <= record_size  # one record
+        sender = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sender_raw)
+        shared = self.private_key.exchange(ec.ECDH(), sender)
+        key_info = b"WebPush: info\x00" + self.public_raw + sender_raw
+        ikm = HKDF(hashes.SHA256(), 32, self.auth_secret, key_info).derive(shared)
+        cek = HKDF(hashes.SHA256(), 16, salt, b"Content-Encoding: aes128gcm\x00").derive(ikm)
+        nonce = HKDF(hashes.SHA256(), 12, salt, b"Content-Encoding: nonce\x00").derive(ikm)
+        padded = AESGCM(cek).decrypt(nonce, ciphertext, None)
+        content = padded.rstrip(b"\x00")
+        assert content.endswith(b"\x02"), "the last record ends with the 0x02 delimiter"
+        return content[:-1]
+
+
+class PushService:
+    """A push service on loopback (RFC 8030): checks each push's VAPID authorization
+    (RFC 8292: an ES256 JWT for this origin, signed by the key it names), keeps the
+    encrypted bodies, and answers 201, or 410 for subscriptions it was told are gone."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.received: list[dict[str, Any]] = []
+        self.gone: set[str] = set()
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                problem = peer.check_vapid(self.headers.get("Authorization", ""))
+                if problem:
+                    self.send_response(403)
+                    self.end_headers()
+                    self.wfile.write(problem.encode())
+                    return
+                if self.path in peer.gone:
+                    self.send_response(410)
+                    self.end_headers()
+                    return
+                peer.received.append(
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "encoding": self.headers.get("Content-Encoding"),
+                        "ttl": self.headers.get("TTL"),
+                        "topic": self.headers.get("Topic"),
+                    }
+                )
+                self.send_response(201)
+                self.send_header("Location", f"{peer.url}/m/{len(peer.received)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def check_vapid(self, header: str) -> str | None:
+        import json as json_module
+        import time
+
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        if not header.startswith("vapid "):
+            return "no VAPID authorization"
+        fields = dict(part.strip().split("=", 1) for part in header[6:].split(","))
+        token, key = fields.get("t", ""), fields.get("k", "")
+        head, claims, signature = token.split(".")
+        public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_decode(key))
+        raw = _b64url_decode(signature)
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        try:
+            public.verify(der, f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return "bad VAPID signature"
+        document = json_module.loads(_b64url_decode(claims))
+        if document.get("aud") != self.url:
+            return f"aud {document.get('aud')} is not this push service"
+        if not str(document.get("sub", "")).startswith(("mailto:", "https://")):
+            return "sub must be mailto: or https:"
+        if not time.time() < int(document.get("exp", 0)) <= time.time() + 24 * 3600:
+            return "exp must be within 24 hours"
+        return None
+
+    def browser(self, name: str) -> PushBrowser:
+        return PushBrowser(f"{self.url}/push/{name}")
+
+    def __enter__(self) -> PushService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -38,7 +38,7 @@ steps:
 def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCOURS_DATABASE_URL": url, "PARCOURS_LOG_LEVEL": "error"}
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_worker_processes_share_the_work_and_survive_a_kill(
@@ -87,6 +87,9 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
                 ).scalar_one()
             if done >= 2 * CUSTOMERS:
                 break
+            if all(worker.poll() is not None for worker in workers[1:]):
+                errors = b"".join(w.stderr.read() for w in workers[1:] if w.stderr)
+                pytest.fail(f"every worker exited:\n{errors.decode(errors='replace')[-3000:]}")
             time.sleep(0.2)
         with db.read() as conn:
             keys = conn.execute(text("SELECT idempotency_key FROM outbox")).scalars().all()

@@ -17,6 +17,7 @@ from parcours.services import Services
 from parcours.web.api import admin_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
+from parcours.web.push_public import push_routes
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
@@ -38,6 +39,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *journey_routes(),
             *messaging_routes(),
             *channel_callback_routes(),
+            *push_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parcours.channels.base import ConfigError
+from parcours.channels.push import make_vapid_key
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.ingest.writer import Writer
@@ -46,8 +47,10 @@ class Services:
             raise SettingsError(
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
             )
-        try:
-            providers = Providers.from_settings(settings.channels, settings.resolved_public_url)
+        try:  # checked before anything else (the real VAPID key comes from the database)
+            Providers.from_settings(
+                settings.channels, settings.resolved_public_url, make_vapid_key()
+            ).close()
             sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
         except ConfigError as exc:
             raise SettingsError(str(exc)) from None
@@ -74,6 +77,8 @@ class Services:
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
+        vapid = instance_secret(db, "vapid-private-key", clock.now_ms(), make_vapid_key)
+        providers = Providers.from_settings(settings.channels, settings.resolved_public_url, vapid)
         delivery = Delivery(
             db,
             clock,

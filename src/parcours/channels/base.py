@@ -44,6 +44,7 @@ class OutgoingMessage:
     content: dict[str, Any]  # the rendered fields (docs/channels.md, "Templates")
     locale: str
     links: dict[str, str] = field(default_factory=dict)  # unsubscribe, open pixel, ...
+    target: dict[str, Any] = field(default_factory=dict)  # e.g. a push subscription's keys
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from parcours.channels.base import ConfigError, Provider
 from parcours.channels.email import SmtpProvider
+from parcours.channels.push import WebPushProvider
 from parcours.channels.sandbox import SandboxProvider
 from parcours.channels.sms import TwilioProvider
 from parcours.channels.whatsapp import MetaWhatsAppProvider
@@ -17,7 +18,7 @@ KNOWN = {
     "email": ("sandbox", "smtp"),
     "sms": ("sandbox", "twilio"),
     "whatsapp": ("sandbox", "meta"),
-    "push": ("sandbox",),
+    "push": ("sandbox", "webpush"),
     "wallet": ("sandbox",),
     "chat": ("sandbox",),
 }
@@ -28,7 +29,9 @@ class Providers:
     by_channel: dict[str, Provider]
 
     @classmethod
-    def from_settings(cls, config: dict[str, Any], public_url: str) -> Providers:
+    def from_settings(
+        cls, config: dict[str, Any], public_url: str, vapid_pem: str | None = None
+    ) -> Providers:
         """Build the providers from the `channels` setting; ConfigError names what is wrong."""
         unknown = sorted(set(config) - set(CHANNELS) - {"sandbox"})
         if unknown:
@@ -52,6 +55,10 @@ class Providers:
                 )
             if name == "smtp":
                 providers[channel] = SmtpProvider.from_config(section)
+            elif name == "webpush":
+                if vapid_pem is None:
+                    raise ConfigError("channels.push: Web Push needs the VAPID key")
+                providers[channel] = WebPushProvider.from_config(section, vapid_pem)
             elif name == "meta":
                 providers[channel] = MetaWhatsAppProvider.from_config(section)
             elif name == "twilio":

@@ -34,7 +34,7 @@ from parcours.journeys.program import (
     listened_events,
     waited_traits,
 )
-from parcours.messaging import choice
+from parcours.messaging import choice, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
@@ -304,6 +304,7 @@ class JourneyEngine:
         )
         reassign_jobs(conn, merged, survivor)
         reassign_intents(conn, merged, survivor)
+        subscriptions.reassign(conn, merged, survivor)
 
     # ---- moving a run -------------------------------------------------------------------
 

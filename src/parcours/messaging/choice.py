@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.messaging import policies
+from parcours.messaging import policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
 from parcours.runtime.db import run
 
@@ -69,7 +69,12 @@ def addresses(conn: Connection, customer_id: int, traits: dict[str, Any]) -> dic
         else:
             found.setdefault("sms", value)
             found.setdefault("whatsapp", value)
+    endpoint = subscriptions.newest_endpoint(conn, customer_id)
+    if endpoint is not None:
+        found["push"] = endpoint
     for channel, trait in (("push", "push_token"), ("wallet", "wallet_pass")):
+        if channel in found:
+            continue
         token = traits.get(trait)
         if isinstance(token, str) and token:
             found[channel] = token

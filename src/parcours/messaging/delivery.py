@@ -29,7 +29,7 @@ from parcours.customers import api as customers
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys.definition import parse_duration
-from parcours.messaging import choice, policies
+from parcours.messaging import choice, policies, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
@@ -137,6 +137,8 @@ class Delivery:
                 content = form
             if row.channel == "sms":
                 content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
+            if row.channel == "push" and content.get("url"):
+                content["url"] = self.links.click(row.id, content["url"])
             if row.channel == "email" and content.get("html"):
                 content["html"] = track_html(
                     content["html"], self.links, row.id, set(links.values())
@@ -179,10 +181,17 @@ class Delivery:
             content=content,
             locale=locale,
             links=links,
+            target=self._target(conn, row),
         )
         self._batch().append(_Sending(message, provider))
         assert self._worker is not None
         self._worker.after_commit(self._send_batch)
+
+    def _target(self, conn: Connection, row: Any) -> dict[str, Any]:
+        """Provider-specific addressing that is not content: a push subscription's keys."""
+        if row.channel == "push" and row.address:
+            return subscriptions.by_endpoint(conn, row.address) or {}
+        return {}
 
     def _batch(self) -> list[_Sending]:
         if not hasattr(self._local, "batch"):
@@ -629,7 +638,10 @@ def apply_status(
 def suppress(
     conn: Connection, channel: str, address: str, reason: str, customer_id: int | None, now: int
 ) -> None:
-    """Never write to this address on this channel again (a hard bounce, a dead number)."""
+    """Never write to this address on this channel again (a hard bounce, a dead number);
+    a push subscription the push service says is gone is removed."""
+    if channel == "push":
+        subscriptions.remove(conn, address)
     run(
         conn,
         "INSERT INTO suppressions (channel, address, reason, customer_id, created_at) VALUES "

@@ -61,3 +61,17 @@ suppressions = Table(
     Column("customer_id", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# Browsers' Web Push subscriptions (RFC 8030): where to push and the keys to encrypt for.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("endpoint", Text, nullable=False, unique=True),
+    Column("p256dh", Text, nullable=False),
+    Column("auth", Text, nullable=False),
+    Column("user_agent", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_push_subscriptions_customer", push_subscriptions.c.customer_id)

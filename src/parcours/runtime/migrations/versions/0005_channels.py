@@ -27,6 +27,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_templates")),
     )
     op.create_table(
+        "push_subscriptions",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("customer_id", sa.BigInteger(), nullable=False),
+        sa.Column("endpoint", sa.Text(), nullable=False),
+        sa.Column("p256dh", sa.Text(), nullable=False),
+        sa.Column("auth", sa.Text(), nullable=False),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_subscriptions")),
+        sa.UniqueConstraint("endpoint", name=op.f("uq_push_subscriptions_endpoint")),
+    )
+    op.create_index(
+        "ix_push_subscriptions_customer", "push_subscriptions", ["customer_id"], unique=False
+    )
+    op.create_table(
         "instance_secrets",
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
@@ -83,5 +103,7 @@ def downgrade() -> None:
 
     op.drop_table("suppressions")
     op.drop_table("instance_secrets")
+    op.drop_index("ix_push_subscriptions_customer", table_name="push_subscriptions")
+    op.drop_table("push_subscriptions")
     op.drop_table("message_templates")
     # ### end Alembic commands ###

@@ -1,0 +1,96 @@
+"""Web Push subscriptions: saved when a browser subscribes, read to send, removed when the
+push service says they are gone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.runtime.db import run
+
+
+class SubscriptionError(ValueError):
+    """A subscription that cannot be used; `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check(subscription: Any) -> dict[str, Any]:
+    """The browser's PushSubscription.toJSON(): an https endpoint and its two keys."""
+    if not isinstance(subscription, dict):
+        raise SubscriptionError("subscription", "expected the browser's PushSubscription JSON")
+    endpoint = subscription.get("endpoint")
+    keys = subscription.get("keys")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+        raise SubscriptionError("subscription.endpoint", "must be the push service's URL")
+    if len(endpoint) > 2000:
+        raise SubscriptionError("subscription.endpoint", "is longer than 2000 characters")
+    if not isinstance(keys, dict):
+        raise SubscriptionError("subscription.keys", "must hold p256dh and auth")
+    for name in ("p256dh", "auth"):
+        value = keys.get(name)
+        if not isinstance(value, str) or not value or len(value) > 200:
+            raise SubscriptionError(f"subscription.keys.{name}", "must be base64url text")
+    return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
+
+
+def save(
+    conn: Connection,
+    customer_id: int,
+    subscription: dict[str, Any],
+    user_agent: str | None,
+    now: int,
+) -> None:
+    """Add the subscription, or move it to this customer (the same browser, signed in)."""
+    run(
+        conn,
+        "INSERT INTO push_subscriptions (customer_id, endpoint, p256dh, auth, user_agent, "
+        "created_at) VALUES (:c, :e, :p, :a, :ua, :now) ON CONFLICT (endpoint) DO UPDATE SET "
+        "customer_id = excluded.customer_id, p256dh = excluded.p256dh, auth = excluded.auth, "
+        "user_agent = excluded.user_agent, created_at = excluded.created_at",
+        {
+            "c": customer_id,
+            "e": subscription["endpoint"],
+            "p": subscription["keys"]["p256dh"],
+            "a": subscription["keys"]["auth"],
+            "ua": (user_agent or "")[:300] or None,
+            "now": now,
+        },
+    )
+
+
+def newest_endpoint(conn: Connection, customer_id: int) -> str | None:
+    value = run(
+        conn,
+        "SELECT endpoint FROM push_subscriptions WHERE customer_id = :c "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        {"c": customer_id},
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def by_endpoint(conn: Connection, endpoint: str) -> dict[str, Any] | None:
+    row = run(
+        conn,
+        "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = :e",
+        {"e": endpoint},
+    ).first()
+    if row is None:
+        return None
+    return {"endpoint": row.endpoint, "keys": {"p256dh": row.p256dh, "auth": row.auth}}
+
+
+def remove(conn: Connection, endpoint: str) -> None:
+    run(conn, "DELETE FROM push_subscriptions WHERE endpoint = :e", {"e": endpoint})
+
+
+def reassign(conn: Connection, old: int, new: int) -> None:
+    """Profiles merged: the merged customer's subscriptions are the survivor's."""
+    run(
+        conn,
+        "UPDATE push_subscriptions SET customer_id = :new WHERE customer_id = :old",
+        {"new": new, "old": old},
+    )

@@ -1,0 +1,127 @@
+"""Web Push: VAPID keys made once, the subscribe endpoint, and pushes encrypted for the
+browser, against a loopback push service that checks VAPID and a browser that decrypts
+(RFC 8291) with its own keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from parcours.app import create_app
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import WRITE_KEY
+from tests.peers import PushService
+from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
+from tests.test_journeys_engine import opt_in, track
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+
+
+@pytest.fixture
+def push_service() -> Iterator[PushService]:
+    with PushService() as service:
+        yield service
+
+
+@pytest.fixture
+def wired(settings: Settings, clock: SimulatedClock) -> Iterator[tuple[Services, TestClient[Any]]]:
+    channels = {
+        "sandbox": CERTAIN,
+        "push": {"provider": "webpush", "subject": "mailto:ops@maison.example"},
+    }
+    services = Services.open(settings.with_overrides(channels=channels), clock=clock)
+    try:
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            yield services, client
+    finally:
+        services.close()
+
+
+def test_the_site_gets_the_key_and_the_service_worker(client: TestClient[Any]) -> None:
+    key = client.get("/push/vapid-public-key").json()["publicKey"]
+    raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+    assert len(raw) == 65 and raw[0] == 4  # an uncompressed P-256 point
+    assert client.get("/push/vapid-public-key").json()["publicKey"] == key  # made once
+    worker = client.get("/push/sw.js")
+    assert worker.headers["content-type"].startswith("text/javascript")
+    assert "showNotification" in worker.text and "openWindow" in worker.text
+
+
+def test_subscribing_is_checked(client: TestClient[Any], push_service: PushService) -> None:
+    browser = push_service.browser("x")
+    no_key = client.post("/v1/push/subscribe", json={"userId": "ana"})
+    assert no_key.status_code == 401
+    bad = client.post(
+        "/v1/push/subscribe",
+        json={"userId": "ana", "subscription": {"endpoint": "nope", "keys": {}}},
+        headers=AUTH,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "subscription.endpoint"
+    nobody = client.post(
+        "/v1/push/subscribe", json={"subscription": browser.subscription()}, headers=AUTH
+    )
+    assert nobody.status_code == 400
+    ok = client.post(
+        "/v1/push/subscribe",
+        json={"userId": "ana", "subscription": browser.subscription()},
+        headers=AUTH,
+    )
+    assert ok.status_code == 200 and ok.json()["customer"].startswith("cus_")
+
+
+def test_a_push_reaches_the_browser_encrypted_and_signed(
+    wired: tuple[Services, TestClient[Any]], push_service: PushService
+) -> None:
+    services, client = wired
+    browser = push_service.browser("ana")
+    publish(services, journey("{channel: push, template: abandoned-cart-push}"))
+    opt_in(services, "ana", push_token="")  # no mobile token: the browser is the device
+    answer = client.post(
+        "/v1/push/subscribe",
+        json={"userId": "ana", "subscription": browser.subscription()},
+        headers=AUTH,
+    )
+    assert answer.status_code == 200
+    track(services, "ana", "Go")
+    [pushed] = push_service.received
+    assert pushed["path"] == "/push/ana" and pushed["encoding"] == "aes128gcm"
+    payload = json.loads(browser.decrypt(pushed["body"]))
+    assert payload["title"] == "Still thinking it over?"
+    assert payload["body"].endswith("your cart at Parcours demo shop is waiting for you.")
+    assert payload["url"].startswith("http://127.0.0.1:8000/t/c/")  # the click is tracked
+    [message] = outbox(services)
+    assert message["state"] == "sent" and message["provider"] == "webpush"
+    assert message["to"] == browser.endpoint
+
+
+def test_a_gone_subscription_is_removed_and_the_message_falls_back(
+    wired: tuple[Services, TestClient[Any]], push_service: PushService
+) -> None:
+    services, client = wired
+    browser = push_service.browser("ana")
+    publish(services, journey("{channel: push, template: t, fallback: [email]}"))
+    opt_in(services, "ana", push_token="")
+    client.post(
+        "/v1/push/subscribe",
+        json={"userId": "ana", "subscription": browser.subscription()},
+        headers=AUTH,
+    )
+    push_service.gone.add("/push/ana")
+    track(services, "ana", "Go")
+    assert [(m["channel"], m["state"]) for m in outbox(services)] == [
+        ("push", "failed"),
+        ("email", "sent"),
+    ]
+    [failed] = events_named(services, "Message Failed")
+    assert "410" in failed["reason"]
+    with services.db.read() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT count(*) FROM push_subscriptions")).scalar_one() == 0
