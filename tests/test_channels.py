@@ -753,3 +753,50 @@ def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
 
 def outbox_sent(services: Services) -> list[dict[str, Any]]:
     return [m for m in outbox(services) if m["state"] == "sent"]
+
+
+def test_a_test_send_goes_to_the_brand_and_counts_for_nothing(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        opt_in(services, "lea", firstName="Léa", locale="fr")
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            bad = client.post(
+                "/api/templates/welcome/test-send",
+                json={"customer": "lea", "channel": "email", "to": "not an address"},
+                headers=admin_headers(),
+            )
+            assert bad.status_code == 400 and bad.json()["error"]["field"] == "to"
+            sent = client.post(
+                "/api/templates/welcome/test-send",
+                json={"customer": "lea", "channel": "email", "to": "qa@maison.example"},
+                headers=admin_headers(),
+            )
+            assert sent.status_code == 202, sent.text
+        services.worker.run_due()
+        [message] = outbox(services)
+        assert message["id"] == sent.json()["message"]
+        assert message["to"] == "qa@maison.example" and message["state"] == "sent"
+        assert message["content"]["subject"] == "[TEST] Bienvenue chez Parcours demo shop"
+        assert message["purpose"] == "test"
+        # Its unsubscribe link shows the page but unsubscribes nobody.
+        link = message["content"]["text"].split("Se désabonner : ")[1].split()[0]
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            path = link.removeprefix(settings.resolved_public_url)
+            assert client.post(path, content=b"List-Unsubscribe=One-Click").status_code == 200
+        assert consent_status(services, "lea", "email") == "granted"
+        # It does not stand in the way of the real message on another channel.
+        publish(services, journey("{channel: sms, template: welcome}"))
+        with services.db.write() as conn:
+            templates.save(
+                conn,
+                "welcome",
+                {"fr": {"sms": {"text": "Bienvenue"}, "email": {"subject": "B", "text": "B"}}},
+                "ana",
+                clock.now_ms(),
+            )
+        track(services, "lea", "Go")
+        assert [m["channel"] for m in outbox(services)] == ["email", "sms"]
+    finally:
+        services.close()

@@ -85,6 +85,9 @@ def _serve(settings: Settings, *, demo: bool) -> None:
         "timeout_graceful_shutdown": 10,
     }
     if settings.http_workers == 1:
+        inbound = services.start_inbound_email()
+        if inbound:
+            out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
         uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
         return
     # Several processes: each opens its own services (writer, worker) from the same

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from parcours.channels.base import ConfigError
 from parcours.channels.push import make_vapid_key
@@ -37,6 +38,7 @@ class Services:
     engine: JourneyEngine
     delivery: Delivery
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
+    _inbound: Any = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -104,8 +106,29 @@ class Services:
             )
             self._worker_thread.start()
 
+    def start_inbound_email(self) -> int | None:
+        """Receive bounces, complaint reports and replies over SMTP when
+        `channels.email.inbound_port` is set (docs/channels.md); the port, or None."""
+        section = self.settings.channels.get("email", {})
+        port = section.get("inbound_port")
+        if not port or self._inbound is not None:
+            return None
+        from aiosmtpd.controller import Controller
+
+        from parcours.channels.email_inbound import InboundHandler
+
+        address = str(section.get("return_path") or section.get("from_address") or "")
+        domain = address.rpartition("@")[2] or "localhost"
+        handler = InboundHandler(domain, self.delivery.email_report)
+        host = str(section.get("inbound_host", "0.0.0.0"))
+        self._inbound = Controller(handler, hostname=host, port=int(port))
+        self._inbound.start()
+        return int(port)
+
     def close(self) -> None:
         """Commit what the writer holds, stop the worker, then release the database."""
+        if self._inbound is not None:
+            self._inbound.stop()
         self.writer.close()
         self.worker.stop()
         if self._worker_thread is not None:

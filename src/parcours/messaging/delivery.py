@@ -6,8 +6,10 @@ The steps and why they are safe against a crash at any instant are in docs/chann
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,9 +25,11 @@ from parcours.channels.base import (
     Provider,
     TransientFailure,
 )
+from parcours.channels.email_inbound import Report
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.customers import api as customers
+from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys.definition import parse_duration
@@ -128,6 +132,8 @@ class Delivery:
                 self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
                 return
             content, locale = dict(rendered.fields), rendered.locale
+            if detail.get("test") and "subject" in content:
+                content["subject"] = f"[TEST] {content['subject']}"
             if row.channel == "whatsapp":
                 form = whatsapp_form(conn, row.customer_id, content, now)
                 if form is None:
@@ -258,10 +264,12 @@ class Delivery:
 
     def _links(self, row: Any) -> dict[str, str]:
         """Marketing messages carry an unsubscribe link (and email its one-click headers);
-        transactional ones do not, since they cannot be unsubscribed from."""
-        if row.purpose != "marketing":
+        transactional ones do not, since they cannot be unsubscribed from. A test send
+        shows the link as the customer would see it."""
+        if row.purpose not in ("marketing", "test"):
             return {}
-        return {"unsubscribe": self.links.unsubscribe(row.id, row.customer_id, row.channel)}
+        customer = 0 if row.purpose == "test" else row.customer_id  # 0: a link that does nothing
+        return {"unsubscribe": self.links.unsubscribe(row.id, customer, row.channel)}
 
     # ---- 2. send, after the commit, outside any transaction -----------------------------
 
@@ -416,6 +424,94 @@ class Delivery:
             reason=reason,
             extra=extra,
         )
+
+    def test_send(
+        self,
+        conn: Connection,
+        template_id: str,
+        customer_id: int,
+        channel: str,
+        to: str,
+        event: dict[str, Any],
+        now: int,
+    ) -> int:
+        """Send the template, rendered for a real customer, to the brand's own address,
+        outside journeys and policies; it is marked as a test and counts for nothing."""
+        template = message_templates.get(conn, template_id)
+        if channel not in template.channels():
+            raise message_templates.TemplateProblem(
+                f"template {template_id!r} has no {channel} content"
+            )
+        outbox_id = add_intent(
+            conn,
+            Intent(f"test:{uuid.uuid4().hex}:0", customer_id, channel, template_id, "test"),
+            now,
+            {"event": event, "test": True, "rest": []},
+            to,
+        )
+        assert outbox_id is not None
+        return outbox_id
+
+    def email_report(self, report: Report) -> None:
+        """A bounce, a complaint or a reply, matched to the message it is about (by the
+        tagged address, else by the original Message-ID) and recorded at once."""
+        now = self.clock.now_ms()
+        with self.db.write() as conn:
+            outbox_id = report.outbox_id
+            if outbox_id is None and report.original_message_id:
+                outbox_id = self.find(conn, "smtp", report.original_message_id)
+            row = _row(conn, outbox_id) if outbox_id is not None else None
+            if row is None or row.channel != "email":
+                log.info("an email %s for no message of ours", report.kind)
+                return
+            if report.kind == "bounce":
+                apply_status(
+                    self,
+                    conn,
+                    row.id,
+                    "failed",
+                    now,
+                    permanent=True,
+                    suppress=True,
+                    reason=f"bounce: {report.reason}",
+                )
+            elif report.kind == "complaint":
+                consent = {
+                    "channel": "email",
+                    "purpose": "marketing",
+                    "status": "withdrawn",
+                    "source": "spam complaint (feedback loop)",
+                }
+                self._append(
+                    conn,
+                    row.customer_id,
+                    CONSENT_EVENT,
+                    consent,
+                    now,
+                    f"msg:{row.id}:complaint-consent",
+                )
+                self._append(
+                    conn,
+                    row.customer_id,
+                    "Message Complained",
+                    {**_about(row), "feedback": report.diagnostic},
+                    now,
+                    f"msg:{row.id}:complained",
+                )
+            elif report.kind == "reply":
+                self._append(
+                    conn,
+                    row.customer_id,
+                    "Message Received",
+                    {
+                        "channel": "email",
+                        "text": report.text,
+                        "from": report.sender,
+                        "in_reply_to": public_message_id(row.id),
+                    },
+                    now,
+                    f"msg:{row.id}:reply:{_digest(report.text or '')}",
+                )
 
     def find(self, conn: Connection, provider: str, provider_message_id: str) -> int | None:
         """The message a provider knows by this id."""
@@ -648,6 +744,10 @@ def suppress(
         "(:ch, :a, :r, :c, :now) ON CONFLICT (channel, address) DO NOTHING",
         {"ch": channel, "a": address, "r": reason, "c": customer_id, "now": now},
     )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _row(conn: Connection, outbox_id: int) -> Any:

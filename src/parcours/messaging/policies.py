@@ -136,7 +136,7 @@ def _duplicate(conn: Connection, policies: Policies, message: Message, now: int)
     row = run(
         conn,
         "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
-        f"AND channel <> :ch AND created_at > :since{earlier} LIMIT 1",
+        f"AND channel <> :ch AND purpose <> 'test' AND created_at > :since{earlier} LIMIT 1",
         {
             "c": message.customer_id,
             "t": message.template,

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 import msgspec
+import phonenumbers
 import yaml
 from litestar import Request, Response, get, post, put
 from litestar.handlers import HTTPRouteHandler
@@ -185,6 +186,72 @@ async def preview_template(
     )
 
 
+class _TestSendBody(msgspec.Struct, forbid_unknown_fields=True):
+    customer: str
+    channel: str
+    to: str
+    event: dict[str, Any] | None = None
+
+
+@post("/api/templates/{template_id:str}/test-send")
+async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str]) -> Response[bytes]:
+    """Send the template, rendered for a real customer, to an address of the brand's own
+    (`to`): subject marked [TEST], outside journeys, policies and caps. It appears in the
+    outbox like any message."""
+    try:
+        services, _ = require_admin(request)
+        raw = await read_body(request, 256 * 1024)
+        try:
+            body = msgspec.json.decode(raw, type=_TestSendBody)
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, str(exc), "body") from None
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        to = _test_address(body.channel, body.to, services.settings.default_region)
+
+        def send() -> int:
+            with services.db.write() as conn:
+                customer_id = customers.resolve(
+                    conn, body.customer, services.settings.default_region
+                )
+                return services.delivery.test_send(
+                    conn,
+                    template_id,
+                    customer_id,
+                    body.channel,
+                    to,
+                    body.event or {},
+                    services.clock.now_ms(),
+                )
+
+        try:
+            outbox_id = await asyncio.to_thread(send)
+        except customers.CustomerNotFound as exc:
+            raise HttpError(404, f"no customer {exc}", "customer") from None
+        except templates.TemplateProblem as exc:
+            raise HttpError(400, str(exc), "template") from None
+        services.worker.wake.set()
+    except HttpError as exc:
+        return exc.response()
+    return json_response({"message": f"msg_{outbox_id}", "to": to}, 202)
+
+
+def _test_address(channel: str, to: str, region: str) -> str:
+    if channel == "email":
+        if "@" not in to or to.startswith("@") or to.endswith("@") or " " in to:
+            raise HttpError(400, f"{to!r} is not an email address", "to")
+        return to.strip()
+    if channel in ("sms", "whatsapp"):
+        try:
+            number = phonenumbers.parse(to, region)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_valid_number(number):
+            raise HttpError(400, f"{to!r} is not a phone number", "to")
+        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    raise HttpError(400, "a test goes by email, sms or whatsapp", "channel")
+
+
 # ---- public: unsubscribe, open pixel, click ----------------------------------------------
 
 
@@ -250,6 +317,14 @@ async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> 
     except BadLink:
         return _invalid_link(request)
     customer_id, channel, outbox_id = int(data["c"]), str(data["ch"]), int(data["m"])
+    if customer_id == 0:  # the link in a test send: shown, never acted on
+        locale = pick_locale(accept_language(request.headers.get("accept-language")))
+        values = {
+            "channel": text(locale, f"channel.{channel}"),
+            "brand": services.settings.brand_name,
+        }
+        message = text(locale, "unsubscribe.done", **values)
+        return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
     now = services.clock.now_ms()
     one_click = b"List-Unsubscribe=One-Click" in await request.body()
     source = "one-click unsubscribe" if one_click else "unsubscribe link"
@@ -326,6 +401,7 @@ def messaging_routes() -> list[HTTPRouteHandler]:
         get_template,
         put_template,
         preview_template,
+        test_send,
         unsubscribe_page,
         unsubscribe,
         open_pixel,
