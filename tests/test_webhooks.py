@@ -84,3 +84,28 @@ steps:
     assert document["journey_id"] == "notify-crm" and document["source"] == "parcours"
     with services.db.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
+
+
+def test_a_webhook_is_given_up_after_its_retries(services: Services, clock: SimulatedClock) -> None:
+    receiver = Receiver(failures=100)
+    try:
+        publish(
+            services,
+            f"""\
+id: notify-crm
+name: Notify the CRM
+entry: {{event: Order Completed}}
+steps:
+  - webhook: {{url: "{receiver.url}", retries: 2}}
+""",
+        )
+        opt_in(services, "ola")
+        track(services, "ola", "Order Completed", order_id="o-1")
+        for _ in range(10):
+            clock.advance_ms(60_000)
+            services.worker.run_due()
+        assert len(receiver.calls) == 3  # the first call and two retries
+        with services.db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
+    finally:
+        receiver.server.shutdown()

@@ -89,7 +89,9 @@ class JourneyEngine:
         worker.register(REACT, self.react)
         worker.register(STEP, self.step)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
-        worker.register(webhooks.DELIVER, webhooks.deliver)
+        worker.register(
+            webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
+        )
         hooks.append(self.on_events)
 
     # ---- reacting to events ---------------------------------------------------------------
