@@ -548,3 +548,142 @@ class PushService:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---- Firebase Cloud Messaging (HTTP v1) and Google's OAuth token endpoint ----------------------
+
+
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+class FcmPeer:
+    """Google's token endpoint and FCM's HTTP v1 send endpoint on loopback. The token
+    endpoint verifies the service account's RS256 assertion (RFC 7523) with the account's
+    public key; the send endpoint wants one of the access tokens it gave out."""
+
+    def __init__(self, project_id: str = "maison-app") -> None:
+        import http.server
+        import json as json_module
+        import urllib.parse
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.project_id = project_id
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.tokens: list[str] = []
+        self.messages: list[dict[str, Any]] = []
+        self.unregistered: set[str] = set()
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path == "/token":
+                    form = dict(urllib.parse.parse_qsl(body.decode()))
+                    problem = peer.check_assertion(form)
+                    if problem:
+                        return self._answer(
+                            400, {"error": "invalid_grant", "error_description": problem}
+                        )
+                    token = f"ya29.test-{len(peer.tokens) + 1}"
+                    peer.tokens.append(token)
+                    return self._answer(
+                        200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+                    )
+                if self.path != f"/v1/projects/{peer.project_id}/messages:send":
+                    return self._answer(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if bearer not in peer.tokens:
+                    return self._answer(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+                message = json_module.loads(body).get("message", {})
+                if not message.get("token") or not message.get("notification", {}).get("title"):
+                    return self._answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+                if message["token"] in peer.unregistered:
+                    return self._answer(
+                        404,
+                        {
+                            "error": {
+                                "code": 404,
+                                "message": "Requested entity was not found.",
+                                "status": "NOT_FOUND",
+                                "details": [
+                                    {
+                                        "@type": FCM_ERROR_TYPE,
+                                        "errorCode": "UNREGISTERED",
+                                    }
+                                ],
+                            }
+                        },
+                    )
+                peer.messages.append(message)
+                name = f"projects/{peer.project_id}/messages/0:{len(peer.messages)}"
+                self._answer(200, {"name": name})
+
+            def _answer(self, status: int, document: dict[str, Any]) -> None:
+                data = json_module.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def service_account(self) -> dict[str, str]:
+        """The JSON a brand downloads from the Firebase console."""
+        return {
+            "type": "service_account",
+            "project_id": self.project_id,
+            "private_key_id": "key-1",
+            "private_key": self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode(),
+            "client_email": f"parcours@{self.project_id}.iam.gserviceaccount.com",
+            "token_uri": f"{self.url}/token",
+        }
+
+    def check_assertion(self, form: dict[str, str]) -> str | None:
+        import json as json_module
+        import time
+
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return "grant_type"
+        head, claims, signature = form.get("assertion", "..").split(".")
+        try:
+            self.key.public_key().verify(
+                _b64url_decode(signature),
+                f"{head}.{claims}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except InvalidSignature:
+            return "bad signature"
+        document = json_module.loads(_b64url_decode(claims))
+        if json_module.loads(_b64url_decode(head)).get("alg") != "RS256":
+            return "alg"
+        if document.get("aud") != f"{self.url}/token":
+            return "aud"
+        if document.get("scope") != "https://www.googleapis.com/auth/firebase.messaging":
+            return "scope"
+        if not document["iat"] <= time.time() + 5 < document["exp"] <= document["iat"] + 3600:
+            return "times"
+        return None
+
+    def __enter__(self) -> FcmPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -125,3 +125,80 @@ def test_a_gone_subscription_is_removed_and_the_message_falls_back(
         from sqlalchemy import text
 
         assert conn.execute(text("SELECT count(*) FROM push_subscriptions")).scalar_one() == 0
+
+
+# ---- mobile push through FCM ------------------------------------------------------------
+
+
+@pytest.fixture
+def fcm_wired(
+    settings: Settings, clock: SimulatedClock, push_service: PushService
+) -> Iterator[tuple[Services, TestClient[Any], Any]]:
+    from tests.peers import FcmPeer
+
+    with FcmPeer() as fcm:
+        channels = {
+            "sandbox": CERTAIN,
+            "push": {
+                "provider": "webpush",
+                "subject": "mailto:ops@maison.example",
+                "fcm": {
+                    "service_account": json.dumps(fcm.service_account()),
+                    "api_base": fcm.url,
+                },
+            },
+        }
+        services = Services.open(settings.with_overrides(channels=channels), clock=clock)
+        try:
+            with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+                yield services, client, fcm
+        finally:
+            services.close()
+
+
+def test_app_devices_go_through_fcm_and_browsers_through_web_push(
+    fcm_wired: tuple[Services, TestClient[Any], Any], push_service: PushService
+) -> None:
+    services, client, fcm = fcm_wired
+    publish(services, journey("{channel: push, template: abandoned-cart-push}"))
+    opt_in(services, "ana", push_token="fcm-token-ana")  # the app's registration token
+    opt_in(services, "bob", push_token="")
+    browser = push_service.browser("bob")
+    client.post(
+        "/v1/push/subscribe",
+        json={"userId": "bob", "subscription": browser.subscription()},
+        headers=AUTH,
+    )
+    track(services, "ana", "Go")
+    track(services, "bob", "Go")
+    [sent] = fcm.messages
+    assert sent["token"] == "fcm-token-ana"
+    assert sent["notification"]["title"] == "Still thinking it over?"
+    assert sent["data"]["url"].startswith("http://127.0.0.1:8000/t/c/")
+    assert len(push_service.received) == 1  # bob's browser
+    by_provider = {m["provider"]: m["state"] for m in outbox(services)}
+    assert by_provider == {"fcm": "sent", "webpush": "sent"}
+    track(services, "ana", "Go")
+    assert len(fcm.messages) == 2
+    assert len(fcm.tokens) == 1  # the access token was kept for the next sends
+
+
+def test_an_unregistered_app_token_is_barred(
+    fcm_wired: tuple[Services, TestClient[Any], Any],
+) -> None:
+    services, _, fcm = fcm_wired
+    publish(services, journey("{channel: push, template: t, fallback: [email]}"))
+    opt_in(services, "ana", push_token="fcm-token-old")
+    fcm.unregistered.add("fcm-token-old")
+    track(services, "ana", "Go")
+    assert [(m["channel"], m["state"]) for m in outbox(services)] == [
+        ("push", "failed"),
+        ("email", "sent"),
+    ]
+    [failed] = events_named(services, "Message Failed")
+    assert "UNREGISTERED" in failed["reason"]
+    with services.db.read() as conn:
+        from sqlalchemy import text
+
+        barred = conn.execute(text("SELECT channel, address FROM suppressions")).all()
+    assert [tuple(row) for row in barred] == [("push", "fcm-token-old")]

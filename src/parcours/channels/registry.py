@@ -7,6 +7,7 @@ from typing import Any
 
 from parcours.channels.base import ConfigError, Provider
 from parcours.channels.email import SmtpProvider
+from parcours.channels.fcm import FcmProvider, PushRouter
 from parcours.channels.push import WebPushProvider
 from parcours.channels.sandbox import SandboxProvider
 from parcours.channels.sms import TwilioProvider
@@ -65,6 +66,11 @@ class Providers:
                 providers[channel] = TwilioProvider.from_config(section, public_url)
             else:
                 providers[channel] = SandboxProvider.from_config(channel, sandbox)
+            if channel == "push" and "fcm" in section:
+                if not isinstance(section["fcm"], dict):
+                    raise ConfigError("channels.push.fcm must be a table")
+                mobile = FcmProvider.from_config(section["fcm"])
+                providers[channel] = PushRouter(providers[channel], mobile)
         return cls(providers)
 
     def for_channel(self, channel: str) -> Provider:

@@ -124,6 +124,9 @@ class Delivery:
             return
         detail = _decode(row.detail)
         provider = self.providers.for_channel(row.channel)
+        route = getattr(provider, "provider_for", None)
+        if route is not None and row.address:  # browsers and app devices go different ways
+            provider = route(row.address)
         links = self._links(row)
         if row.rendered is None:
             try:
