@@ -15,6 +15,7 @@ from parcours.ingest.http import segment_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
+from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
 from parcours.web.push_public import push_routes
@@ -40,6 +41,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *messaging_routes(),
             *channel_callback_routes(),
             *push_routes(),
+            *chat_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parcours.channels.base import ConfigError, Provider
+from parcours.channels.chat import SiteChatProvider
 from parcours.channels.email import SmtpProvider
 from parcours.channels.fcm import FcmProvider, PushRouter
 from parcours.channels.push import WebPushProvider
@@ -21,7 +22,7 @@ KNOWN = {
     "whatsapp": ("sandbox", "meta"),
     "push": ("sandbox", "webpush"),
     "wallet": ("sandbox",),
-    "chat": ("sandbox",),
+    "chat": ("site", "sandbox"),
 }
 
 
@@ -48,7 +49,8 @@ class Providers:
             section = config.get(channel, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"channels.{channel} must be a table")
-            name = section.get("provider", "sandbox")
+            # The site chat needs nothing outside Parcours: it is the default for chat.
+            name = section.get("provider", "site" if channel == "chat" else "sandbox")
             if name not in KNOWN[channel]:
                 raise ConfigError(
                     f"channels.{channel}.provider: {name!r} is not available for {channel} "
@@ -56,6 +58,8 @@ class Providers:
                 )
             if name == "smtp":
                 providers[channel] = SmtpProvider.from_config(section)
+            elif name == "site":
+                providers[channel] = SiteChatProvider()
             elif name == "webpush":
                 if vapid_pem is None:
                     raise ConfigError("channels.push: Web Push needs the VAPID key")

@@ -16,6 +16,7 @@ from parcours.runtime.db import run
 
 ENGAGEMENT_WINDOW_MS = 90 * 86_400_000
 WHATSAPP_WINDOW_MS = 24 * 3_600_000
+CHAT_OPEN_MS = 24 * 3_600_000  # the site chat reaches a customer whose widget opened today
 # How much each channel costs to send, as a score penalty (email and push nearly free).
 COST = {"email": 0, "push": 0, "wallet": 0, "chat": 0, "whatsapp": 4, "sms": 6}
 # Where each channel starts before the customer's own signals.
@@ -60,7 +61,9 @@ class Plan:
         return "; ".join(f"{p['channel']}: {p['reason']}" for p in self.passed)
 
 
-def addresses(conn: Connection, customer_id: int, traits: dict[str, Any]) -> dict[str, str]:
+def addresses(
+    conn: Connection, customer_id: int, traits: dict[str, Any], now: int
+) -> dict[str, str]:
     """Where this customer can be reached, per channel, leaving out suppressed addresses."""
     found: dict[str, str] = {}
     for kind, value in customers.contact_points(conn, customer_id):
@@ -69,6 +72,9 @@ def addresses(conn: Connection, customer_id: int, traits: dict[str, Any]) -> dic
         else:
             found.setdefault("sms", value)
             found.setdefault("whatsapp", value)
+    opened = customers.last_event_at(conn, customer_id, "Chat Opened", "chat")
+    if opened is not None and now - opened < CHAT_OPEN_MS:
+        found["chat"] = "site"
     endpoint = subscriptions.newest_endpoint(conn, customer_id)
     if endpoint is not None:
         found["push"] = endpoint
@@ -148,7 +154,7 @@ def plan(
     """The first candidate channel that reaches the customer and is allowed now."""
     result = Plan()
     template_channels = template.channels()
-    reachable = addresses(conn, request.customer_id, profile.get("traits", {}))
+    reachable = addresses(conn, request.customer_id, profile.get("traits", {}), now)
     closed = "whatsapp" in reachable and not whatsapp_possible(
         conn, request.customer_id, template, now
     )
@@ -227,5 +233,5 @@ def _unreachable(channel: str) -> str:
         "whatsapp": "no phone number (or it is invalid)",
         "push": "no push subscription",
         "wallet": "no Wallet pass installed",
-        "chat": "no open chat conversation",
+        "chat": "the site chat was not open in the last 24 hours",
     }[channel]
