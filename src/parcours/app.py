@@ -19,6 +19,7 @@ from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
 from parcours.web.push_public import push_routes
+from parcours.web.wallet_public import wallet_routes
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
@@ -42,6 +43,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *channel_callback_routes(),
             *push_routes(),
             *chat_routes(),
+            *wallet_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

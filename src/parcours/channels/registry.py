@@ -12,6 +12,7 @@ from parcours.channels.fcm import FcmProvider, PushRouter
 from parcours.channels.push import WebPushProvider
 from parcours.channels.sandbox import SandboxProvider
 from parcours.channels.sms import TwilioProvider
+from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import MetaWhatsAppProvider
 
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
@@ -21,7 +22,7 @@ KNOWN = {
     "sms": ("sandbox", "twilio"),
     "whatsapp": ("sandbox", "meta"),
     "push": ("sandbox", "webpush"),
-    "wallet": ("sandbox",),
+    "wallet": ("sandbox", "apple"),
     "chat": ("site", "sandbox"),
 }
 
@@ -58,6 +59,8 @@ class Providers:
                 )
             if name == "smtp":
                 providers[channel] = SmtpProvider.from_config(section)
+            elif name == "apple":
+                providers[channel] = WalletIssuer.from_config(section, public_url)
             elif name == "site":
                 providers[channel] = SiteChatProvider()
             elif name == "webpush":

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.messaging import policies, subscriptions
+from parcours.messaging import passes, policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
 from parcours.runtime.db import run
 
@@ -78,7 +78,10 @@ def addresses(
     endpoint = subscriptions.newest_endpoint(conn, customer_id)
     if endpoint is not None:
         found["push"] = endpoint
-    for channel, trait in (("push", "push_token"), ("wallet", "wallet_pass")):
+    serial = passes.installed(conn, customer_id)
+    if serial is not None:
+        found["wallet"] = serial
+    for channel, trait in (("push", "push_token"),):
         if channel in found:
             continue
         token = traits.get(trait)

@@ -33,7 +33,7 @@ from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys.definition import parse_duration
-from parcours.messaging import choice, policies, subscriptions
+from parcours.messaging import choice, passes, policies, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
@@ -146,6 +146,8 @@ class Delivery:
                 content = form
             if row.channel == "sms":
                 content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
+            if row.channel == "wallet" and row.address:
+                passes.set_message(conn, row.address, content["header"], content["body"], now)
             if row.channel == "push" and content.get("url"):
                 content["url"] = self.links.click(row.id, content["url"])
             if row.channel == "email" and content.get("html"):

@@ -75,3 +75,27 @@ push_subscriptions = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("ix_push_subscriptions_customer", push_subscriptions.c.customer_id)
+
+# Apple Wallet passes issued to customers, and the devices that added them.
+wallet_passes = Table(
+    "wallet_passes",
+    metadata,
+    Column("serial", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),  # loyalty | coupon | vip
+    Column("auth_token", Text, nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_wallet_passes_customer", wallet_passes.c.customer_id)
+
+wallet_registrations = Table(
+    "wallet_registrations",
+    metadata,
+    Column("device_id", Text, primary_key=True),
+    Column("serial", Text, primary_key=True),
+    Column("push_token", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_wallet_registrations_serial", wallet_registrations.c.serial)

@@ -47,6 +47,29 @@ def upgrade() -> None:
         "ix_push_subscriptions_customer", "push_subscriptions", ["customer_id"], unique=False
     )
     op.create_table(
+        "wallet_passes",
+        sa.Column("serial", sa.Text(), nullable=False),
+        sa.Column("customer_id", sa.BigInteger(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("auth_token", sa.Text(), nullable=False),
+        sa.Column("fields", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("serial", name=op.f("pk_wallet_passes")),
+    )
+    op.create_index("ix_wallet_passes_customer", "wallet_passes", ["customer_id"], unique=False)
+    op.create_table(
+        "wallet_registrations",
+        sa.Column("device_id", sa.Text(), nullable=False),
+        sa.Column("serial", sa.Text(), nullable=False),
+        sa.Column("push_token", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("device_id", "serial", name=op.f("pk_wallet_registrations")),
+    )
+    op.create_index(
+        "ix_wallet_registrations_serial", "wallet_registrations", ["serial"], unique=False
+    )
+    op.create_table(
         "instance_secrets",
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
@@ -103,6 +126,10 @@ def downgrade() -> None:
 
     op.drop_table("suppressions")
     op.drop_table("instance_secrets")
+    op.drop_index("ix_wallet_registrations_serial", table_name="wallet_registrations")
+    op.drop_table("wallet_registrations")
+    op.drop_index("ix_wallet_passes_customer", table_name="wallet_passes")
+    op.drop_table("wallet_passes")
     op.drop_index("ix_push_subscriptions_customer", table_name="push_subscriptions")
     op.drop_table("push_subscriptions")
     op.drop_table("message_templates")

@@ -1,0 +1,248 @@
+"""Apple Wallet: issuing a pass (admin API), the customer's download link, and Apple's pass
+web service (register and unregister a device, passes updated since, the latest pass,
+logs), each call authenticated by the pass's own token (docs/channels.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from parcours.channels.wallet import WalletIssuer
+from parcours.customers import api as customers
+from parcours.ingest.http import HttpError, json_response, read_body, services_of
+from parcours.messaging import passes
+from parcours.messaging.links import BadLink
+from parcours.services import Services
+from parcours.web.api import require_admin
+
+log = logging.getLogger(__name__)
+_decode = msgspec.json.Decoder().decode
+PKPASS = "application/vnd.apple.pkpass"
+
+
+def _issuer(services: Services) -> WalletIssuer:
+    provider = services.delivery.providers.for_channel("wallet")
+    if not isinstance(provider, WalletIssuer):
+        raise HttpError(404, "Apple Wallet is not configured (channels.wallet)", "provider")
+    return provider
+
+
+class _IssueBody(msgspec.Struct, forbid_unknown_fields=True):
+    customer: str
+    kind: str
+    fields: dict[str, Any] = {}
+
+
+@post("/api/wallet/passes")
+async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Issue a loyalty card, a coupon or a VIP invitation to a customer; the answer holds
+    the link the customer opens to add it to Wallet."""
+    try:
+        services, _ = require_admin(request)
+        _issuer(services)
+        try:
+            body = msgspec.json.decode(await read_body(request, 64 * 1024), type=_IssueBody)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise HttpError(400, str(exc), "body") from None
+        if body.kind not in passes.KINDS:
+            raise HttpError(400, f"kind must be one of {', '.join(passes.KINDS)}", "kind")
+
+        def write() -> dict[str, Any]:
+            with services.db.write() as conn:
+                customer_id = customers.resolve(
+                    conn, body.customer, services.settings.default_region
+                )
+                return passes.issue(
+                    conn, customer_id, body.kind, body.fields, services.clock.now_ms()
+                )
+
+        try:
+            record = await asyncio.to_thread(write)
+        except customers.CustomerNotFound as exc:
+            raise HttpError(404, f"no customer {exc}", "customer") from None
+    except HttpError as exc:
+        return exc.response()
+    token = services.delivery.links.signer.sign("pass", {"s": record["serial"]})
+    link = f"{services.settings.resolved_public_url}/wallet/download/{token}.pkpass"
+    return json_response({"serial": record["serial"], "download": link}, 201)
+
+
+@get("/wallet/download/{token:str}")
+async def download(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
+    """The customer's link: the signed .pkpass, which Safari offers to add to Wallet."""
+    try:
+        services = services_of(request)
+        issuer = _issuer(services)
+        try:
+            serial = services.delivery.links.signer.verify("pass", token.removesuffix(".pkpass"))[
+                "s"
+            ]
+        except BadLink:
+            raise HttpError(404, "this link is not valid", "token") from None
+        record = await asyncio.to_thread(_record, services, str(serial))
+        if record is None:
+            raise HttpError(404, "no such pass", "serial")
+    except HttpError as exc:
+        return exc.response()
+    return _pkpass(issuer, record)
+
+
+def _record(services: Services, serial: str) -> dict[str, Any] | None:
+    with services.db.read() as conn:
+        return passes.get(conn, serial)
+
+
+def _pkpass(issuer: WalletIssuer, record: dict[str, Any]) -> Response[bytes]:
+    return Response(
+        issuer.build(record),
+        media_type=PKPASS,
+        headers={"Last-Modified": formatdate(record["updated_at"] / 1000, usegmt=True)},
+    )
+
+
+def _authorised(request: Request[Any, Any, Any], services: Services, serial: str) -> dict[str, Any]:
+    """The pass, when the request carries its token (`Authorization: ApplePass <token>`)."""
+    record = _record(services, serial)
+    header = request.headers.get("authorization", "")
+    if record is None or header != f"ApplePass {record['auth_token']}":
+        raise HttpError(401, "unknown pass or wrong authentication token", "authorization")
+    return record
+
+
+@post(
+    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
+    status_code=201,
+)
+async def register_device(
+    request: Request[Any, Any, Any],
+    device: FromPath[str],
+    pass_type: FromPath[str],
+    serial: FromPath[str],
+) -> Response[bytes]:
+    try:
+        services = services_of(request)
+        issuer = _issuer(services)
+        if pass_type != issuer.pass_type_identifier:
+            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        await asyncio.to_thread(_authorised, request, services, serial)
+        try:
+            body = _decode(await read_body(request, 16 * 1024))
+        except msgspec.DecodeError:
+            body = {}
+        push_token = body.get("pushToken") if isinstance(body, dict) else None
+        if not isinstance(push_token, str) or not push_token:
+            raise HttpError(400, "pushToken is required", "pushToken")
+
+        def write() -> bool:
+            with services.db.write() as conn:
+                return passes.register(conn, device, serial, push_token, services.clock.now_ms())
+
+        created = await asyncio.to_thread(write)
+    except HttpError as exc:
+        return exc.response()
+    return Response(b"", status_code=201 if created else 200)
+
+
+@delete(
+    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
+    status_code=200,
+)
+async def unregister_device(
+    request: Request[Any, Any, Any],
+    device: FromPath[str],
+    pass_type: FromPath[str],
+    serial: FromPath[str],
+) -> Response[bytes]:
+    try:
+        services = services_of(request)
+        _issuer(services)
+        await asyncio.to_thread(_authorised, request, services, serial)
+
+        def write() -> None:
+            with services.db.write() as conn:
+                passes.unregister(conn, device, serial)
+
+        await asyncio.to_thread(write)
+    except HttpError as exc:
+        return exc.response()
+    return Response(b"", status_code=200)
+
+
+@get("/wallet/v1/devices/{device:str}/registrations/{pass_type:str}")
+async def updated_passes(
+    request: Request[Any, Any, Any], device: FromPath[str], pass_type: FromPath[str]
+) -> Response[bytes]:
+    """The device's passes changed since `passesUpdatedSince` (our tag: milliseconds)."""
+    try:
+        services = services_of(request)
+        issuer = _issuer(services)
+        if pass_type != issuer.pass_type_identifier:
+            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        since_text = request.query_params.get("passesUpdatedSince")
+        since = int(since_text) if since_text and since_text.isdigit() else None
+
+        def read() -> list[tuple[str, int]]:
+            with services.db.read() as conn:
+                return passes.updated_for_device(conn, device, since)
+
+        changed = await asyncio.to_thread(read)
+    except HttpError as exc:
+        return exc.response()
+    if not changed:
+        return Response(b"", status_code=204)
+    return json_response(
+        {"serialNumbers": [s for s, _ in changed], "lastUpdated": str(max(t for _, t in changed))}
+    )
+
+
+@get("/wallet/v1/passes/{pass_type:str}/{serial:str}")
+async def latest_pass(
+    request: Request[Any, Any, Any], pass_type: FromPath[str], serial: FromPath[str]
+) -> Response[bytes]:
+    try:
+        services = services_of(request)
+        issuer = _issuer(services)
+        if pass_type != issuer.pass_type_identifier:
+            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        record = await asyncio.to_thread(_authorised, request, services, serial)
+        since = request.headers.get("if-modified-since")
+        if since:
+            try:
+                seen = parsedate_to_datetime(since).timestamp() * 1000
+            except (TypeError, ValueError):
+                seen = 0
+            if record["updated_at"] // 1000 * 1000 <= seen:
+                return Response(b"", status_code=304)
+    except HttpError as exc:
+        return exc.response()
+    return _pkpass(issuer, record)
+
+
+@post("/wallet/v1/log", status_code=200)
+async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
+    raw = await read_body(request, 64 * 1024)
+    try:
+        for line in _decode(raw).get("logs", [])[:50]:
+            log.warning("Apple Wallet: %s", str(line)[:500])
+    except (msgspec.DecodeError, AttributeError):
+        pass
+    return Response(b"", status_code=200)
+
+
+def wallet_routes() -> list[HTTPRouteHandler]:
+    return [
+        issue_pass,
+        download,
+        register_device,
+        unregister_device,
+        updated_passes,
+        latest_pass,
+        device_log,
+    ]
