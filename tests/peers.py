@@ -687,3 +687,217 @@ class FcmPeer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---- a test certificate authority, and APNs over HTTP/2 -----------------------------------------
+
+
+def make_authority(folder: Path, pass_type: str) -> dict[str, Path]:
+    """A root, an intermediate standing for Apple's WWDR, a Pass Type ID certificate, and
+    a TLS server certificate for 127.0.0.1, all as PEM files."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def certificate(
+        subject: str, key: Any, issuer: str, issuer_key: Any, ca: bool, server: bool = False
+    ) -> x509.Certificate:
+        import ipaddress
+
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    root_key, wwdr_key, pass_key, server_key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)
+    )
+    certificates = {
+        "root": certificate("Test Root CA", root_key, "Test Root CA", root_key, True),
+        "wwdr": certificate("Test WWDR", wwdr_key, "Test Root CA", root_key, True),
+        "cert": certificate(f"Pass Type ID: {pass_type}", pass_key, "Test WWDR", wwdr_key, False),
+        "server": certificate("127.0.0.1", server_key, "Test Root CA", root_key, False, True),
+    }
+    paths: dict[str, Path] = {}
+    for label, cert in certificates.items():
+        paths[label] = folder / f"{label}.pem"
+        paths[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    for label, key in (("key", pass_key), ("server_key", server_key)):
+        paths[label] = folder / f"{label}.pem"
+        paths[label].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+    # The pass certificate and the intermediate, as a client presents them.
+    paths["chain"] = folder / "chain.pem"
+    paths["chain"].write_bytes(paths["cert"].read_bytes() + paths["wwdr"].read_bytes())
+    return paths
+
+
+class ApnsPeer:
+    """APNs on loopback over TLS and HTTP/2 only (hypercorn): `POST /3/device/<token>`,
+    the provider token (ES256 JWT) checked against the app's key, answers and `reason`s
+    as Apple documents them. With `client_ca`, a TLS client certificate is required (the
+    Wallet pass update pushes)."""
+
+    def __init__(
+        self, authority: dict[str, Path], app_key: Any = None, client_ca: Path | None = None
+    ) -> None:
+        self.authority = authority
+        self.app_key = app_key
+        self.client_ca = client_ca
+        self.received: list[dict[str, Any]] = []
+        self.gone: set[str] = set()
+        self.expire_next_token = False
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._stop: Any = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self._ready = threading.Event()
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        import json as json_module
+
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        status, answer = self.handle(scope["http_version"], scope["path"], headers, body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"apns-id", b"00000000-0000-0000-0000-000000000001"),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": json_module.dumps(answer).encode() if answer else b"",
+            }
+        )
+
+    def handle(
+        self, version: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any] | None]:
+        import json as json_module
+
+        if version != "2":
+            return 400, {"reason": "BadMethod"}  # APNs speaks HTTP/2 only
+        if not path.startswith("/3/device/"):
+            return 404, {"reason": "BadPath"}
+        token = path.removeprefix("/3/device/")
+        if self.app_key is not None:
+            problem = self.check_token(headers.get("authorization", ""))
+            if problem:
+                return 403, {"reason": problem}
+            if self.expire_next_token:
+                self.expire_next_token = False
+                return 403, {"reason": "ExpiredProviderToken"}
+        if token in self.gone:
+            return 410, {"reason": "Unregistered", "timestamp": 1790000000000}
+        self.received.append(
+            {"token": token, "headers": headers, "body": json_module.loads(body or b"{}")}
+        )
+        return 200, None
+
+    def check_token(self, authorization: str) -> str | None:
+        import json as json_module
+        import time
+
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        if not authorization.startswith("bearer "):
+            return "MissingProviderToken"
+        head, claims, signature = authorization[7:].split(".")
+        raw = _b64url_decode(signature)
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        try:
+            self.app_key.public_key().verify(
+                der, f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256())
+            )
+        except InvalidSignature:
+            return "InvalidProviderToken"
+        header = json_module.loads(_b64url_decode(head))
+        document = json_module.loads(_b64url_decode(claims))
+        if header.get("alg") != "ES256" or header.get("kid") != "KEY123":
+            return "InvalidProviderToken"
+        if document.get("iss") != "TEAM123456" or time.time() - document["iat"] > 3600:
+            return "ExpiredProviderToken"
+        return None
+
+    def _serve(self) -> None:
+        import asyncio
+        import ssl
+
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.certfile = str(self.authority["server"])
+        config.keyfile = str(self.authority["server_key"])
+        config.alpn_protocols = ["h2"]
+        config.loglevel = "WARNING"
+        if self.client_ca is not None:
+            config.ca_certs = str(self.client_ca)
+            config.verify_mode = ssl.CERT_REQUIRED
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
+
+        asyncio.run(main())
+
+    def __enter__(self) -> ApnsPeer:
+        import socket
+        import time
+
+        self.thread.start()
+        self._ready.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)

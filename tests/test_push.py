@@ -202,3 +202,68 @@ def test_an_unregistered_app_token_is_barred(
 
         barred = conn.execute(text("SELECT channel, address FROM suppressions")).all()
     assert [tuple(row) for row in barred] == [("push", "fcm-token-old")]
+
+
+# ---- iOS apps through APNs (HTTP/2) -----------------------------------------------------------
+
+
+def test_ios_devices_go_through_apns_over_http2(
+    settings: Settings, clock: SimulatedClock, tmp_path: Any
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.peers import ApnsPeer, make_authority
+
+    authority = make_authority(tmp_path, "pass.example")
+    app_key = ec.generate_private_key(ec.SECP256R1())
+    key_file = tmp_path / "AuthKey_KEY123.p8"
+    key_file.write_bytes(
+        app_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ios_token, old_token = "ab" * 32, "cd" * 32
+    with ApnsPeer(authority, app_key=app_key) as apns:
+        channels = {
+            "sandbox": CERTAIN,
+            "push": {
+                "apns": {
+                    "team_id": "TEAM123456",
+                    "key_id": "KEY123",
+                    "key_file": str(key_file),
+                    "topic": "com.maison.app",
+                    "api_base": apns.url,
+                    "ca_file": str(authority["root"]),
+                }
+            },
+        }
+        services = Services.open(settings.with_overrides(channels=channels), clock=clock)
+        try:
+            publish(services, journey("{channel: push, template: t, fallback: [email]}"))
+            opt_in(services, "ana", push_token=ios_token)
+            opt_in(services, "bob", push_token=old_token)
+            apns.gone.add(old_token)
+            apns.expire_next_token = True  # the first token is refused: a new one is made
+            track(services, "ana", "Go")
+            track(services, "bob", "Go")
+            [pushed] = apns.received
+            assert pushed["token"] == ios_token
+            assert pushed["headers"]["apns-topic"] == "com.maison.app"
+            assert pushed["headers"]["apns-push-type"] == "alert"
+            assert pushed["body"]["aps"]["alert"] == {
+                "title": "Hello",
+                "body": "From Parcours demo shop",
+            }
+            by_customer = sorted(
+                (m["channel"], m["state"], m["provider"]) for m in outbox(services)
+            )
+            assert by_customer == [
+                ("email", "sent", "sandbox"),  # bob's fallback
+                ("push", "failed", "apns"),  # bob: Unregistered
+                ("push", "sent", "apns"),  # ana
+            ]
+        finally:
+            services.close()

@@ -3,7 +3,6 @@ against a test certificate authority, and Apple's pass web service protocol."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import json
@@ -14,10 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from litestar.testing import TestClient
 
 from parcours.app import create_app
@@ -26,57 +21,16 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import admin_headers
+from tests.peers import ApnsPeer, make_authority
 from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in, track
 
 PASS_TYPE = "pass.example.maison.loyalty"
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _certificate(
-    subject: str, key: rsa.RSAPrivateKey, issuer: str, issuer_key: rsa.RSAPrivateKey, ca: bool
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
-
-
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A root, an intermediate standing for Apple's WWDR, and a Pass Type ID certificate."""
-    folder = tmp_path_factory.mktemp("ca")
-    root_key, wwdr_key, pass_key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)
-    )
-    root = _certificate("Test Root CA", root_key, "Test Root CA", root_key, True)
-    wwdr = _certificate("Test WWDR", wwdr_key, "Test Root CA", root_key, True)
-    signer = _certificate(f"Pass Type ID: {PASS_TYPE}", pass_key, "Test WWDR", wwdr_key, False)
-    files = {"root": root, "wwdr": wwdr, "cert": signer}
-    paths = {}
-    for name, cert in files.items():
-        paths[name] = folder / f"{name}.pem"
-        paths[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"] = folder / "pass-key.pem"
-    paths["key"].write_bytes(
-        pass_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
+    return make_authority(tmp_path_factory.mktemp("ca"), PASS_TYPE)
 
 
 def openssl_verifies(signature: bytes, content: bytes, root: Path, folder: Path) -> bool:
@@ -107,8 +61,15 @@ def openssl_verifies(signature: bytes, content: bytes, root: Path, folder: Path)
 
 
 @pytest.fixture
+def apns(authority: dict[str, Path]) -> Iterator[ApnsPeer]:
+    """APNs for pass updates: it wants the Pass Type ID certificate as TLS client."""
+    with ApnsPeer(authority, client_ca=authority["root"]) as peer:
+        yield peer
+
+
+@pytest.fixture
 def wired(
-    settings: Settings, clock: SimulatedClock, authority: dict[str, Path]
+    settings: Settings, clock: SimulatedClock, authority: dict[str, Path], apns: ApnsPeer
 ) -> Iterator[tuple[Services, TestClient[Any]]]:
     channels = {
         "sandbox": CERTAIN,
@@ -120,6 +81,8 @@ def wired(
             "certificate_file": str(authority["cert"]),
             "key_file": str(authority["key"]),
             "wwdr_file": str(authority["wwdr"]),
+            "apns_api_base": apns.url,
+            "apns_ca_file": str(authority["root"]),
         },
     }
     services = Services.open(settings.with_overrides(channels=channels), clock=clock)
@@ -173,7 +136,7 @@ def test_a_pass_is_signed_and_packed_as_wallet_wants(
 
 
 def test_the_pass_web_service_and_a_wallet_message(
-    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock
+    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock, apns: ApnsPeer
 ) -> None:
     services, client = wired
     opt_in(services, "ana")
@@ -202,6 +165,9 @@ def test_the_pass_web_service_and_a_wallet_message(
     track(services, "ana", "Go")
     [message] = outbox(services)
     assert message["channel"] == "wallet" and message["state"] == "sent"
+    # The device was told, through APNs with the pass certificate, that the pass changed.
+    [pushed] = apns.received
+    assert pushed["token"] == "apns-1" and pushed["headers"]["apns-topic"] == PASS_TYPE
     changed = client.get(
         f"/wallet/v1/devices/dev-1/registrations/{PASS_TYPE}?passesUpdatedSince={tag}"
     ).json()

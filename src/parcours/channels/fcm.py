@@ -16,6 +16,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from parcours.channels.apns import is_apns_token
 from parcours.channels.base import (
     ConfigError,
     OutgoingMessage,
@@ -192,21 +193,26 @@ def _error(response: httpx.Response) -> tuple[str, str]:
 
 @dataclass
 class PushRouter:
-    """Browsers (a subscription endpoint, an https URL) to Web Push or the sandbox; app
-    devices (a registration token) to FCM."""
+    """Browsers (a subscription endpoint, an https URL) to Web Push or the sandbox; APNs
+    device tokens (64 hex digits) to APNs when configured; other app tokens to FCM."""
 
     web: Any
     mobile: Any
+    apple: Any = None
     channel: str = "push"
     name: str = "push"
     connections: int = 1  # each message is sent by the provider it is routed to
 
     def provider_for(self, address: str) -> Any:
-        return self.web if address.startswith(("https://", "http://")) else self.mobile
+        if address.startswith(("https://", "http://")):
+            return self.web
+        if self.apple is not None and is_apns_token(address):
+            return self.apple
+        return self.mobile
 
     def send(self, message: OutgoingMessage) -> str:
         return str(self.provider_for(message.address).send(message))
 
     def close(self) -> None:
-        self.web.close()
-        self.mobile.close()
+        for provider in {id(p): p for p in (self.web, self.mobile, self.apple) if p}.values():
+            provider.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from parcours.channels.apns import ApnsProvider
 from parcours.channels.base import ConfigError, Provider
 from parcours.channels.chat import SiteChatProvider
 from parcours.channels.email import SmtpProvider
@@ -73,11 +74,14 @@ class Providers:
                 providers[channel] = TwilioProvider.from_config(section, public_url)
             else:
                 providers[channel] = SandboxProvider.from_config(channel, sandbox)
-            if channel == "push" and "fcm" in section:
-                if not isinstance(section["fcm"], dict):
-                    raise ConfigError("channels.push.fcm must be a table")
-                mobile = FcmProvider.from_config(section["fcm"])
-                providers[channel] = PushRouter(providers[channel], mobile)
+            if channel == "push" and ("fcm" in section or "apns" in section):
+                for table in ("fcm", "apns"):
+                    if table in section and not isinstance(section[table], dict):
+                        raise ConfigError(f"channels.push.{table} must be a table")
+                web = providers[channel]
+                mobile = FcmProvider.from_config(section["fcm"]) if "fcm" in section else web
+                apple = ApnsProvider.from_config(section["apns"]) if "apns" in section else None
+                providers[channel] = PushRouter(web, mobile, apple)
         return cls(providers)
 
     def for_channel(self, channel: str) -> Provider:

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from parcours.channels.base import ConfigError, OutgoingMessage, setting
+from parcours.channels.apns import HOSTS, PassUpdatePusher
+from parcours.channels.base import ConfigError, OutgoingMessage, PermanentFailure, setting
 
 PASS_STYLES = {"loyalty": "storeCard", "coupon": "coupon", "vip": "eventTicket"}
 
@@ -103,6 +104,7 @@ class WalletIssuer:
     organization_name: str
     web_service_url: str  # {public_url}/wallet
     colors: dict[str, str] = field(default_factory=dict)
+    pusher: PassUpdatePusher | None = None  # tells devices a pass changed, through APNs
     channel: str = "wallet"
     name: str = "apple-wallet"
     connections: int = 1
@@ -115,9 +117,21 @@ class WalletIssuer:
             Path(setting(config, where, "key_file", str)),
             Path(setting(config, where, "wwdr_file", str)),
         )
+        pass_type = setting(config, where, "pass_type_identifier", str)
+        pusher = None
+        if config.get("apns", True):
+            environment = str(config.get("apns_environment", "production"))
+            pusher = PassUpdatePusher(
+                str(config["certificate_file"]),
+                str(config["key_file"]),
+                str(config["wwdr_file"]),
+                pass_type,
+                str(config.get("apns_api_base", HOSTS.get(environment, HOSTS["production"]))),
+                config.get("apns_ca_file"),
+            )
         return cls(
             signer,
-            setting(config, where, "pass_type_identifier", str),
+            pass_type,
             setting(config, where, "team_identifier", str),
             setting(config, where, "organization_name", str),
             f"{public_url}/wallet",
@@ -125,6 +139,7 @@ class WalletIssuer:
                 "backgroundColor": str(config.get("background_color", "rgb(255,255,255)")),
                 "foregroundColor": str(config.get("foreground_color", "rgb(20,20,20)")),
             },
+            pusher,
         )
 
     def pass_json(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -183,12 +198,20 @@ class WalletIssuer:
         return package(files, self.signer, "sha1")
 
     def send(self, message: OutgoingMessage) -> str:
-        # The update itself is stored by delivery (the pass's message field); devices
-        # registered for the pass fetch it from the web service.
+        """The update itself is stored by delivery (the pass's news field); each device
+        holding the pass is told through APNs, and fetches it from the web service."""
+        tokens = list(message.target.get("push_tokens", []))
+        reached = 0
+        if self.pusher is not None:
+            for token in tokens:
+                reached += 1 if self.pusher.push(token) else 0
+            if tokens and not reached:
+                raise PermanentFailure("no device holding the pass can be reached any more")
         return f"pass:{message.address}:{message.outbox_id}"
 
     def close(self) -> None:
-        return None
+        if self.pusher is not None:
+            self.pusher.close()
 
 
 def order_package(order: dict[str, Any], signer: PassSigner) -> bytes:

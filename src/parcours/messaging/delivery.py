@@ -202,6 +202,8 @@ class Delivery:
         """Provider-specific addressing that is not content: a push subscription's keys."""
         if row.channel == "push" and row.address:
             return subscriptions.by_endpoint(conn, row.address) or {}
+        if row.channel == "wallet" and row.address:
+            return {"push_tokens": passes.push_tokens(conn, row.address)}
         return {}
 
     def _batch(self) -> list[_Sending]:

@@ -121,3 +121,15 @@ def installed(conn: Connection, customer_id: int) -> str | None:
         {"c": customer_id},
     ).scalar()
     return None if value is None else str(value)
+
+
+def push_tokens(conn: Connection, serial: str) -> list[str]:
+    """The APNs push tokens of the devices holding this pass."""
+    return [
+        str(value)
+        for value in run(
+            conn,
+            "SELECT push_token FROM wallet_registrations WHERE serial = :s ORDER BY device_id",
+            {"s": serial},
+        ).scalars()
+    ]
