@@ -148,6 +148,7 @@ async def _send_orders(url: str, rate: int, seconds: float) -> None:
                 "event": "Order Completed",
                 "messageId": f"order-{number}",
                 "properties": {"order_id": f"o-{number}", "total": 20},
+                "context": {"traits": {"email": f"buyer-{number}@example.com"}},
             }
         )
         connection = (
