@@ -901,3 +901,84 @@ class ApnsPeer:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(10)
+
+
+# ---- Postmark ---------------------------------------------------------------------------------
+
+
+class PostmarkPeer:
+    """Postmark's `POST /email` on loopback (server token header, JSON as documented,
+    ErrorCode answers), and its webhooks posted with the URL's Basic credentials."""
+
+    def __init__(self, token: str = "server-token") -> None:
+        import http.server
+        import json as json_module
+        import uuid
+
+        self.token = token
+        self.messages: list[dict[str, Any]] = []
+        self.inactive: set[str] = set()
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                if self.headers.get("X-Postmark-Server-Token") != peer.token:
+                    return self._answer(
+                        401, {"ErrorCode": 10, "Message": "Bad or missing API token"}
+                    )
+                body = json_module.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/email":
+                    return self._answer(404, {"ErrorCode": 404, "Message": "not found"})
+                if not body.get("From") or not body.get("To") or not body.get("Subject"):
+                    return self._answer(422, {"ErrorCode": 300, "Message": "Invalid email request"})
+                if not (body.get("TextBody") or body.get("HtmlBody")):
+                    return self._answer(422, {"ErrorCode": 300, "Message": "Provide a body"})
+                if body["To"] in peer.inactive:
+                    return self._answer(
+                        422,
+                        {
+                            "ErrorCode": 406,
+                            "Message": "You tried to send to a recipient that "
+                            "has been marked as inactive.",
+                        },
+                    )
+                message_id = str(uuid.uuid4())
+                peer.messages.append({**body, "MessageID": message_id})
+                self._answer(
+                    200,
+                    {
+                        "To": body["To"],
+                        "SubmittedAt": "2026-11-24T10:00:00Z",
+                        "MessageID": message_id,
+                        "ErrorCode": 0,
+                        "Message": "OK",
+                    },
+                )
+
+            def _answer(self, status: int, document: dict[str, Any]) -> None:
+                data = json_module.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def webhook(self, url: str, record: dict[str, Any], user: str, password: str) -> Any:
+        import httpx
+
+        return httpx.post(url, json=record, auth=(user, password), timeout=10)
+
+    def __enter__(self) -> PostmarkPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

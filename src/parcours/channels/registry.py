@@ -10,6 +10,7 @@ from parcours.channels.base import ConfigError, Provider
 from parcours.channels.chat import SiteChatProvider
 from parcours.channels.email import SmtpProvider
 from parcours.channels.fcm import FcmProvider, PushRouter
+from parcours.channels.postmark import PostmarkProvider
 from parcours.channels.push import WebPushProvider
 from parcours.channels.sandbox import SandboxProvider
 from parcours.channels.sms import TwilioProvider
@@ -19,7 +20,7 @@ from parcours.channels.whatsapp import MetaWhatsAppProvider
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
 # What each channel may be configured with (`provider = "..."` in [channels.<channel>]).
 KNOWN = {
-    "email": ("sandbox", "smtp"),
+    "email": ("sandbox", "smtp", "postmark"),
     "sms": ("sandbox", "twilio"),
     "whatsapp": ("sandbox", "meta"),
     "push": ("sandbox", "webpush"),
@@ -62,6 +63,8 @@ class Providers:
                 providers[channel] = SmtpProvider.from_config(section)
             elif name == "apple":
                 providers[channel] = WalletIssuer.from_config(section, public_url)
+            elif name == "postmark":
+                providers[channel] = PostmarkProvider.from_config(section)
             elif name == "site":
                 providers[channel] = SiteChatProvider()
             elif name == "webpush":

@@ -12,7 +12,8 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
-from parcours.channels import sms, whatsapp
+from parcours.channels import postmark, sms, whatsapp
+from parcours.channels.email_inbound import Report
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.http import HttpError, read_body, services_of
 from parcours.ingest.model import Event, parse_event
@@ -295,8 +296,67 @@ def _whatsapp_message(message: dict[str, Any], now: int) -> list[Event]:
     return [parse_event(_encode(d), source="whatsapp", received_at=now) for d in documents]
 
 
+# ---- Postmark ----------------------------------------------------------------------------
+
+
+@post("/webhooks/postmark", status_code=200)
+async def postmark_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Postmark's Delivery, Bounce and SpamComplaint webhooks, with the HTTP Basic
+    credentials of the webhook URL."""
+    try:
+        services = services_of(request)
+        provider = services.delivery.providers.for_channel("email")
+        if not isinstance(provider, postmark.PostmarkProvider):
+            raise HttpError(404, "Postmark is not the email provider here", "provider")
+        if not provider.webhook_allowed(request.headers.get("authorization")):
+            raise HttpError(401, "wrong webhook credentials", "authorization")
+        try:
+            record = _decode(await read_body(request, 256 * 1024))
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        if not isinstance(record, dict):
+            raise HttpError(400, "the body must be a JSON object", "body")
+        await asyncio.to_thread(_postmark_record, services, record)
+    except HttpError as exc:
+        return exc.response()
+    return Response(b"", status_code=200)
+
+
+def _postmark_record(services: Services, record: dict[str, Any]) -> None:
+    kind = record.get("RecordType")
+    metadata = record.get("Metadata") or {}
+    reference = str(metadata.get("parcours_message", ""))
+    outbox_id = int(reference) if reference.isdigit() else None
+    message_id = str(record.get("MessageID", ""))
+    with services.db.read() as conn:
+        if outbox_id is None:
+            outbox_id = services.delivery.find(conn, "postmark", message_id)
+        known = services.delivery.message_of(conn, outbox_id) if outbox_id else None
+    if known is None or known["provider_message_id"] != message_id:
+        return  # not one of ours (or not this one): acknowledged, nothing recorded
+    assert outbox_id is not None
+    if kind == "Delivery":
+        with services.db.write() as conn:
+            services.delivery.status(conn, outbox_id, "delivered", services.clock.now_ms())
+    elif kind == "Bounce" and record.get("Type") in postmark.HARD_BOUNCES:
+        services.delivery.email_report(
+            Report(
+                "bounce",
+                outbox_id,
+                message_id,
+                record.get("Email"),
+                record.get("Type"),
+                record.get("Description"),
+            )
+        )
+    elif kind == "SpamComplaint":
+        services.delivery.email_report(
+            Report("complaint", outbox_id, message_id, record.get("Email"), None, "abuse")
+        )
+
+
 def channel_callback_routes() -> list[HTTPRouteHandler]:
-    return [twilio_status, twilio_inbound, whatsapp_verify, whatsapp_events]
+    return [twilio_status, twilio_inbound, whatsapp_verify, whatsapp_events, postmark_events]
 
 
 __all__ = ["channel_callback_routes"]
