@@ -107,6 +107,12 @@ def test_a_template_goes_outside_the_window_text_inside_it(
     track(services, "lea", "Go")
     [first] = meta.messages
     assert first["type"] == "template"
+    [queued] = outbox(services)
+    assert queued["content"]["pricing"] == {
+        "category": "marketing",
+        "cost": "0.0859",
+        "currency": "EUR",
+    }
     assert first["to"] == contact_traits("lea")["phone"].lstrip("+")
     assert first["template"] == {
         "name": "reorder_v2",

@@ -11,6 +11,7 @@ from parcours.channels.base import ConfigError
 from parcours.channels.push import make_vapid_key
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
+from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
@@ -54,6 +55,7 @@ class Services:
                 settings.channels, settings.resolved_public_url, make_vapid_key()
             ).close()
             sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
+            whatsapp_pricing = WhatsAppPricing.from_config(settings.channels.get("whatsapp", {}))
         except ConfigError as exc:
             raise SettingsError(str(exc)) from None
         db = Database(settings.resolved_database_url)
@@ -92,6 +94,7 @@ class Services:
             writer.hooks,
             lease_ms=settings.delivery_lease_seconds * 1000,
             sms_pricing=sms_pricing,
+            whatsapp_pricing=whatsapp_pricing,
         )
         delivery.install(worker)
         writer.on_commit(lambda _events: worker.wake.set())

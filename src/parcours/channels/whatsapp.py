@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from parcours.channels.base import (
+    ConfigError,
     OutgoingMessage,
     PermanentFailure,
     TransientFailure,
@@ -121,3 +123,36 @@ class MetaWhatsAppProvider:
 
     def close(self) -> None:
         self._client.close()
+
+
+@dataclass(frozen=True)
+class WhatsAppPricing:
+    """What a message costs by its category (Meta prices marketing, utility and
+    authentication templates differently; service messages inside the window are free),
+    from `[channels.whatsapp] prices` and `currency`."""
+
+    prices: dict[str, Decimal]
+    currency: str
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> WhatsAppPricing:
+        raw = config.get(
+            "prices",
+            {"marketing": "0.0859", "utility": "0.0300", "authentication": "0.0300"},
+        )
+        if not isinstance(raw, dict):
+            raise ConfigError("channels.whatsapp.prices must map a category to a price")
+        try:
+            prices = {str(k): Decimal(str(v)) for k, v in raw.items()}
+        except ArithmeticError:
+            raise ConfigError("channels.whatsapp.prices: every price must be a number") from None
+        prices.setdefault("service", Decimal("0"))
+        return cls(prices, str(config.get("currency", "EUR")))
+
+    def estimate(self, category: str | None) -> dict[str, str]:
+        kind = category or "service"
+        return {
+            "category": kind,
+            "cost": str(self.prices.get(kind, Decimal("0"))),
+            "currency": self.currency,
+        }

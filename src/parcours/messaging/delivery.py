@@ -28,6 +28,7 @@ from parcours.channels.base import (
 from parcours.channels.email_inbound import Report
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
+from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
@@ -94,7 +95,9 @@ class Delivery:
         hooks: list[Hook],
         lease_ms: int = LEASE_MS,
         sms_pricing: Pricing | None = None,
+        whatsapp_pricing: WhatsAppPricing | None = None,
     ) -> None:
+        self.whatsapp_pricing = whatsapp_pricing or WhatsAppPricing.from_config({})
         self.lease_ms = lease_ms
         self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
         self.db = db
@@ -143,7 +146,7 @@ class Delivery:
                     failure = PermanentFailure(choice.WINDOW_CLOSED)
                     self._failed(conn, row, detail, failure, now)
                     return
-                content = form
+                content = {**form, "pricing": self.whatsapp_pricing.estimate(form["category"])}
             if row.channel == "sms":
                 content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
             if row.channel == "wallet" and row.address:
