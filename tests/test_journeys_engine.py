@@ -456,3 +456,27 @@ def iso_day(clock: SimulatedClock, days: int) -> str:
     from parcours.runtime.clock import from_ms
 
     return from_ms(clock.now_ms() + days * DAY).date().isoformat()
+
+
+def test_one_event_satisfies_one_wait_for_only(services: Services, clock: SimulatedClock) -> None:
+    """Two waits for the same event need two events, and the entry event is not one."""
+    publish(
+        services,
+        """\
+id: twice
+name: Twice
+entry: {event: Viewed}
+steps:
+  - wait_for: {event: Viewed, timeout: 1d, on_timeout: exit}
+  - wait_for: {event: Viewed, timeout: 1d, on_timeout: exit}
+  - send: {channel: email, template: twice}
+""",
+    )
+    track(services, "one", "Viewed")  # enters
+    track(services, "one", "Viewed")  # the first wait
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "one") == []
+    track(services, "three", "Viewed")
+    track(services, "three", "Viewed")
+    track(services, "three", "Viewed")
+    assert sent(services, "three") == [("email", "twice")]

@@ -88,3 +88,44 @@ def test_human_touches_create_a_task_for_a_first_order(
         payloads = list(titles.scalars())
     assert len(payloads) == 1 and "Thank-you note for a first order" in payloads[0]
     assert sent(services, "new") == []
+
+
+def test_browse_abandonment_after_three_views_in_a_day(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("browse-abandonment"))
+    for _ in range(3):
+        track(services, "vic", "Product Viewed", product_id="p-1")
+        advance(services, clock, 2 * HOUR, step=HOUR)
+    track(services, "two", "Product Viewed", product_id="p-2")
+    advance(services, clock, HOUR)
+    track(services, "two", "Product Viewed", product_id="p-2")
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "vic") == [("email", "browse-abandonment")]
+    assert sent(services, "two") == []  # two views only
+
+
+def test_browse_abandonment_stops_when_the_product_is_added(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("browse-abandonment"))
+    for _ in range(3):
+        track(services, "add", "Product Viewed", product_id="p-1")
+    track(services, "add", "Product Added", product_id="p-1")
+    advance(services, clock, DAY, step=HOUR)
+    assert sent(services, "add") == []
+
+
+def test_win_back_after_ninety_days_without_an_order(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, template("win-back"))
+    track(services, "old", "Order Completed", order_id="o-1")
+    track(services, "loyal", "Order Completed", order_id="o-2")
+    advance(services, clock, 60 * DAY, step=DAY)
+    track(services, "loyal", "Order Completed", order_id="o-3")  # the count starts again
+    advance(services, clock, 31 * DAY, step=DAY)
+    assert sent(services, "old") == [("email", "win-back-offer")]
+    assert sent(services, "loyal") == []
+    advance(services, clock, 15 * DAY, step=DAY)
+    assert [t for _, t in sent(services, "old")] == ["win-back-offer", "win-back-last-chance"]

@@ -66,6 +66,8 @@ class _Run:
     due_at: int | None
     entered_at: int
     entry_event: dict[str, Any]
+    entry_message_id: str = ""
+    consumed_seq: int | None = None  # the last event a wait_for of this run took
 
 
 class JourneyEngine:
@@ -131,7 +133,7 @@ class JourneyEngine:
             event = _decode(row.payload)
             event["event"] = row.name
             customer = int(row.customer_id)
-            self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now)
+            self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now, row.seq)
             for program in live:
                 entry = program.journey.entry
                 if entry.event == row.name:
@@ -147,6 +149,7 @@ class JourneyEngine:
         occurred_at: int,
         event: dict[str, Any],
         now: int,
+        seq: int,
     ) -> None:
         for run in self._active_runs(conn, customer):
             program = self._program(conn, run.journey_id, run.version)
@@ -165,6 +168,8 @@ class JourneyEngine:
             if run.waiting == "trait" and isinstance(traits, dict) and run.wait_event in traits:
                 self._schedule(conn, run, now, now)  # the step reads the new date
                 continue
+            if run.consumed_seq is not None and seq <= run.consumed_seq:
+                continue  # an earlier wait_for of this run already took this event
             if run.waiting == "event" and run.wait_event == name:
                 instruction = program.at(run.pc)
                 spec = instruction.spec
@@ -179,6 +184,7 @@ class JourneyEngine:
                         now,
                         {"step": instruction.step_id, "event": name},
                     )
+                    run.consumed_seq = seq  # a later wait_for will not take it again
                     self._move(conn, run, instruction.targets[0], now)
                     self._schedule(conn, run, now, now)
 
@@ -494,14 +500,29 @@ class JourneyEngine:
         return None
 
     def _seen_since_entry(self, conn: Connection, run: _Run, spec: Any, deadline: int) -> bool:
-        """Events since entry count: an order placed before the wait began satisfies it."""
+        """Events since entry count: an order placed before the wait began satisfies it.
+        Not the event that started the run, and not one an earlier wait_for of this run
+        already took (three views are three events, not one seen three times)."""
         rows = sql(
             conn,
-            "SELECT payload FROM events WHERE customer_id = :c AND name = :n "
-            "AND occurred_at >= :since AND occurred_at < :deadline",
-            {"c": run.customer_id, "n": spec.event, "since": run.entered_at, "deadline": deadline},
+            "SELECT seq, message_id, payload FROM events WHERE customer_id = :c AND name = :n "
+            "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
+            "ORDER BY seq",
+            {
+                "c": run.customer_id,
+                "n": spec.event,
+                "since": run.entered_at,
+                "deadline": deadline,
+                "after": run.consumed_seq or 0,
+            },
         ).all()
-        return any(_wait_matches(spec, _decode(row.payload), run) for row in rows)
+        for row in rows:
+            if row.message_id == run.entry_message_id:
+                continue
+            if _wait_matches(spec, _decode(row.payload), run):
+                run.consumed_seq = int(row.seq)
+                return True
+        return False
 
     def _branch(
         self, conn: Connection, run: _Run, instruction: Instruction, now: int, logical: int
@@ -796,13 +817,14 @@ class JourneyEngine:
         sql(
             conn,
             "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
-            "wait_key = :wk, due_at = :d WHERE id = :id",
+            "wait_key = :wk, due_at = :d, consumed_seq = :cs WHERE id = :id",
             {
                 "pc": run.pc,
                 "w": run.waiting,
                 "we": run.wait_event,
                 "wk": run.wait_key,
                 "d": run.due_at,
+                "cs": run.consumed_seq,
                 "id": run.id,
             },
         )
@@ -935,6 +957,8 @@ def _run_of(row: Any) -> _Run:
         due_at=row.due_at,
         entered_at=row.entered_at,
         entry_event=_decode(row.entry_event),
+        entry_message_id=row.entry_message_id,
+        consumed_seq=row.consumed_seq,
     )
 
 

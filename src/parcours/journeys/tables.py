@@ -43,6 +43,7 @@ journey_runs = Table(
     Column("ended_at", BigInteger, nullable=True),
     Column("end_reason", Text, nullable=True),
     Column("converted", Integer, nullable=False, server_default="0"),
+    Column("consumed_seq", BigInteger, nullable=True),
 )
 # At most one active run per customer, journey and key.
 Index(

@@ -85,6 +85,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("channel", "address", name=op.f("pk_suppressions")),
     )
+    with op.batch_alter_table("journey_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("consumed_seq", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempt", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("provider", sa.Text(), nullable=True))
@@ -124,6 +126,8 @@ def downgrade() -> None:
         batch_op.drop_column("provider")
         batch_op.drop_column("attempt")
 
+    with op.batch_alter_table("journey_runs", schema=None) as batch_op:
+        batch_op.drop_column("consumed_seq")
     op.drop_table("suppressions")
     op.drop_table("instance_secrets")
     op.drop_index("ix_wallet_registrations_serial", table_name="wallet_registrations")
