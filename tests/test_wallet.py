@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from litestar.testing import TestClient
 
 from parcours.app import create_app
@@ -26,6 +28,19 @@ from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in, track
 
 PASS_TYPE = "pass.example.maison.loyalty"
+GOOGLE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+GOOGLE_ACCOUNT = {
+    "type": "service_account",
+    "project_id": "maison-wallet",
+    "private_key_id": "k1",
+    "private_key": GOOGLE_KEY.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode(),
+    "client_email": "wallet@maison-wallet.iam.gserviceaccount.com",
+    "token_uri": "https://oauth2.googleapis.com/token",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +98,12 @@ def wired(
             "wwdr_file": str(authority["wwdr"]),
             "apns_api_base": apns.url,
             "apns_ca_file": str(authority["root"]),
+            "google": {
+                "issuer_id": "3388000000012345678",
+                "class_suffix": "maison_loyalty",
+                "origins": ["https://maison.example"],
+                "service_account": json.dumps(GOOGLE_ACCOUNT),
+            },
         },
     }
     services = Services.open(settings.with_overrides(channels=channels), clock=clock)
@@ -206,3 +227,32 @@ def test_an_order_package_is_signed_over_sha256(authority: dict[str, Path], tmp_
     assert openssl_verifies(
         archive.read("signature"), archive.read("manifest.json"), authority["root"], tmp_path
     )
+
+
+def test_the_same_card_is_offered_for_google_wallet(
+    wired: tuple[Services, TestClient[Any]],
+) -> None:
+    import base64
+
+    services, client = wired
+    opt_in(services, "ana")
+    issued = issue(client, "ana")
+    url = issued["google_save_url"]
+    assert url.startswith("https://pay.google.com/gp/v/save/")
+    token = url.rsplit("/", 1)[1]
+    head, claims, signature = token.split(".")
+
+    def decode(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    GOOGLE_KEY.public_key().verify(
+        decode(signature), f"{head}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+    document = json.loads(decode(claims))
+    assert document["aud"] == "google" and document["typ"] == "savetowallet"
+    assert document["iss"] == GOOGLE_ACCOUNT["client_email"]
+    assert document["origins"] == ["https://maison.example"]
+    [card] = document["payload"]["genericObjects"]
+    assert card["id"] == f"3388000000012345678.{issued['serial']}"
+    assert card["classId"] == "3388000000012345678.maison_loyalty"
+    assert card["header"]["defaultValue"]["value"] == "120"

@@ -60,14 +60,19 @@ class ServiceAccount:
 
     def assertion(self, now: int) -> str:
         """The signed JWT that asks for an access token (RFC 7523)."""
+        return self.sign_jwt(
+            {
+                "iss": self.client_email,
+                "scope": SCOPE,
+                "aud": self.token_uri,
+                "iat": now,
+                "exp": now + 3600,
+            }
+        )
+
+    def sign_jwt(self, claims: dict[str, Any]) -> str:
+        """A JWT of these claims signed with the account's key (RS256)."""
         header = {"alg": "RS256", "typ": "JWT", "kid": self.private_key_id}
-        claims = {
-            "iss": self.client_email,
-            "scope": SCOPE,
-            "aud": self.token_uri,
-            "iat": now,
-            "exp": now + 3600,
-        }
         signing_input = (
             f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         )
@@ -75,6 +80,23 @@ class ServiceAccount:
             signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
         )
         return f"{signing_input}.{_b64url(signature)}"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str) -> ServiceAccount:
+        """From `service_account_file`, or the JSON itself in `service_account(_env)`."""
+        path = config.get("service_account_file")
+        if path is not None:
+            file = Path(str(path))
+            if not file.is_file():
+                raise ConfigError(f"{where}.service_account_file: {file} does not exist")
+            text = file.read_text(encoding="utf-8")
+        else:
+            text = setting(config, where, "service_account", str)
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: the service account is not JSON: {exc}") from None
+        return cls.load(document, where)
 
 
 @dataclass
@@ -94,20 +116,8 @@ class FcmProvider:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FcmProvider:
         where = "channels.push.fcm"
-        path = config.get("service_account_file")
-        if path is not None:
-            file = Path(str(path))
-            if not file.is_file():
-                raise ConfigError(f"{where}.service_account_file: {file} does not exist")
-            text = file.read_text(encoding="utf-8")
-        else:
-            text = setting(config, where, "service_account", str)
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: the service account is not JSON: {exc}") from None
         return cls(
-            ServiceAccount.load(document, where),
+            ServiceAccount.from_config(config, where),
             api_base=setting(config, where, "api_base", str, "https://fcm.googleapis.com"),
             timeout=setting(config, where, "timeout", float, 10.0),
             connections=setting(config, where, "connections", int, 4),

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from parcours.channels.apns import HOSTS, PassUpdatePusher
 from parcours.channels.base import ConfigError, OutgoingMessage, PermanentFailure, setting
+from parcours.channels.fcm import ServiceAccount
 
 PASS_STYLES = {"loyalty": "storeCard", "coupon": "coupon", "vip": "eventTicket"}
 
@@ -105,6 +106,7 @@ class WalletIssuer:
     web_service_url: str  # {public_url}/wallet
     colors: dict[str, str] = field(default_factory=dict)
     pusher: PassUpdatePusher | None = None  # tells devices a pass changed, through APNs
+    google: GoogleWalletLinks | None = None  # the same card, offered for Google Wallet
     channel: str = "wallet"
     name: str = "apple-wallet"
     connections: int = 1
@@ -140,6 +142,7 @@ class WalletIssuer:
                 "foregroundColor": str(config.get("foreground_color", "rgb(20,20,20)")),
             },
             pusher,
+            GoogleWalletLinks.from_config(config["google"]) if "google" in config else None,
         )
 
     def pass_json(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +215,55 @@ class WalletIssuer:
     def close(self) -> None:
         if self.pusher is not None:
             self.pusher.close()
+
+
+@dataclass
+class GoogleWalletLinks:
+    """Google Wallet generic passes through a "save" link: a JWT signed with the brand's
+    Google Cloud service account, holding the pass object itself."""
+
+    account: ServiceAccount
+    issuer_id: str
+    class_suffix: str
+    origins: list[str]
+
+    @classmethod
+    def from_config(cls, config: Any) -> GoogleWalletLinks:
+        where = "channels.wallet.google"
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where} must be a table")
+        origins = config.get("origins", [])
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise ConfigError(f"{where}.origins must be a list of https:// origins")
+        return cls(
+            ServiceAccount.from_config(config, where),
+            setting(config, where, "issuer_id", str),
+            setting(config, where, "class_suffix", str, "loyalty"),
+            origins,
+        )
+
+    def save_url(self, record: dict[str, Any], organization: str, now: int) -> str:
+        fields = record["fields"]
+        card = {
+            "id": f"{self.issuer_id}.{record['serial']}",
+            "classId": f"{self.issuer_id}.{self.class_suffix}",
+            "state": "ACTIVE",
+            "cardTitle": {"defaultValue": {"language": "en", "value": organization}},
+            "header": {"defaultValue": {"language": "en", "value": str(fields.get("value", ""))}},
+            "subheader": {
+                "defaultValue": {"language": "en", "value": str(fields.get("label", ""))}
+            },
+            "barcode": {"type": "QR_CODE", "value": str(fields.get("barcode", record["serial"]))},
+        }
+        claims = {
+            "iss": self.account.client_email,
+            "aud": "google",
+            "typ": "savetowallet",
+            "iat": now // 1000,
+            "origins": self.origins,
+            "payload": {"genericObjects": [card]},
+        }
+        return f"https://pay.google.com/gp/v/save/{self.account.sign_jwt(claims)}"
 
 
 def order_package(order: dict[str, Any], signer: PassSigner) -> bytes:

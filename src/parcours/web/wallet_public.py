@@ -46,7 +46,7 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
     the link the customer opens to add it to Wallet."""
     try:
         services, _ = require_admin(request)
-        _issuer(services)
+        issuer = _issuer(services)
         try:
             body = msgspec.json.decode(await read_body(request, 64 * 1024), type=_IssueBody)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -71,7 +71,12 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
         return exc.response()
     token = services.delivery.links.signer.sign("pass", {"s": record["serial"]})
     link = f"{services.settings.resolved_public_url}/wallet/download/{token}.pkpass"
-    return json_response({"serial": record["serial"], "download": link}, 201)
+    answer: dict[str, Any] = {"serial": record["serial"], "download": link}
+    if issuer.google is not None:
+        answer["google_save_url"] = issuer.google.save_url(
+            record, issuer.organization_name, services.clock.now_ms()
+        )
+    return json_response(answer, 201)
 
 
 @get("/wallet/download/{token:str}")
