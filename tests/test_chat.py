@@ -54,7 +54,10 @@ def test_a_chat_both_ways(live: tuple[Services, str]) -> None:
             message = json.loads(await asyncio.wait_for(socket.recv(), 10))
             received.append(message)
             await socket.send(json.dumps({"type": "read", "id": message["id"]}))
-            await asyncio.sleep(0.5)
+            for _ in range(100):  # the widget stays open until the server has it
+                if outbox(services)[0]["status"] == "read":
+                    break
+                await asyncio.sleep(0.05)
         return received
 
     ack, message = asyncio.run(conversation())

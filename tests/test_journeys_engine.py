@@ -480,3 +480,43 @@ steps:
     track(services, "three", "Viewed")
     track(services, "three", "Viewed")
     assert sent(services, "three") == [("email", "twice")]
+
+
+BIRTHDAY = """\
+id: birthday
+name: Birthday
+entry: {date_trait: birthday, offset: -2d, at: "09:00", yearly: true}
+steps:
+  - send: {channel: email, template: birthday, purpose: marketing}
+"""
+
+
+def test_a_date_trait_entry_enters_each_customer_on_their_date(
+    services: Services, clock: SimulatedClock
+) -> None:
+    paris = {"context": {"timezone": "Europe/Paris"}}
+    # Known before the journey goes live: found by the scan when it does.
+    opt_in(services, "old", birthday="1990-09-25")
+    services.writer.append_sync([make_event("track", userId="old", event="Seen", **paris)])
+    publish(services, BIRTHDAY)
+    services.worker.run_due()
+    # Told after it went live: scheduled when the trait arrives; and a date that moves.
+    opt_in(services, "new", birthday="2001-09-24")
+    opt_in(services, "moved", birthday="1985-09-24")
+    services.worker.run_due()
+    services.writer.append_sync(
+        [make_event("identify", userId="moved", traits={"birthday": "1985-10-30"})]
+    )
+    services.worker.run_due()
+    advance(services, clock, 3 * DAY, step=HOUR)  # to 24 September, 17:13 UTC
+    assert sent(services, "old") == [("email", "birthday")]  # 23 September, 09:00 Paris
+    assert sent(services, "new") == [("email", "birthday")]  # 22 September
+    assert sent(services, "moved") == []  # now in October
+    with services.db.read() as conn:
+        runs_old = journeys.runs_of(conn, customers.resolve(conn, "old", "FR"))
+        entered = min(r["entered_at"] for r in runs_old)
+    assert entered == "2026-09-23T07:00:00.000Z"
+    advance(services, clock, 40 * DAY, step=DAY)
+    assert sent(services, "moved") == [("email", "birthday")]
+    advance(services, clock, 330 * DAY, step=DAY)  # and again the next year
+    assert sent(services, "old") == [("email", "birthday"), ("email", "birthday")]

@@ -36,6 +36,7 @@ class Entry(_Strict):
     date_trait: str | None = None
     offset: str | None = None
     at: str | None = None
+    yearly: bool = False
     api: bool = False
     key: str | None = None
     reentry: Literal["once", "once_per_period", "every_time"] = "every_time"

@@ -44,6 +44,9 @@ from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
 
 REACT = "journeys.react"
 STEP = "journeys.step"
+DATE_ENTRY = "journeys.date_entry"
+DATE_SCAN = "journeys.date_scan"
+SCAN_CHUNK = 500
 QUEUE = "journeys"
 MAX_INSTRUCTIONS_PER_JOB = 200
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -85,12 +88,15 @@ class JourneyEngine:
         self.sector = sector
         self._programs: dict[tuple[str, int], Program] = {}
         self._waited_traits: set[str] = set()
+        self._entry_traits: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
         worker.register(REACT, self.react)
         worker.register(STEP, self.step)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
+        worker.register(DATE_ENTRY, self.date_entry)
+        worker.register(DATE_SCAN, self.date_scan)
         worker.register(
             webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
         )
@@ -105,9 +111,9 @@ class JourneyEngine:
             if event.name == MERGE_EVENT and event.source == "system":
                 self._follow_merge(conn, event, now)
         names = self._listened_names(conn)
-        if not names:
+        traits = self._waited_traits | set(self._entry_traits)
+        if not names and not traits:
             return
-        traits = self._waited_traits
         relevant = [
             e.message_id
             for e in events
@@ -134,9 +140,13 @@ class JourneyEngine:
             event["event"] = row.name
             customer = int(row.customer_id)
             self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now, row.seq)
+            changed = event.get("traits") if event.get("type") == "identify" else None
             for program in live:
+                trait = program.journey.entry.date_trait
+                if trait and isinstance(changed, dict) and trait in changed:
+                    self._schedule_date_entry(conn, program, customer, now)
                 entry = program.journey.entry
-                if entry.event == row.name:
+                if entry.event is not None and entry.event == row.name:
                     self._try_enter(
                         conn, program, customer, row.message_id, row.occurred_at, event, now
                     )
@@ -281,6 +291,17 @@ class JourneyEngine:
             "AND state = 'active' ORDER BY id",
             {"j": journey_id, "v": version},
         ).all()
+        if change["to"] == "live":
+            program = self._program(conn, journey_id, version)
+            if program.journey.entry.date_trait:  # every customer's date, scheduled
+                enqueue(
+                    conn,
+                    DATE_SCAN,
+                    {"journey_id": journey_id, "version": version, "after": 0},
+                    run_at=now,
+                    now=now,
+                    queue=QUEUE,
+                )
         for run in (_run_of(row) for row in rows):
             if change["to"] == "archived":
                 self._end(conn, run, "journey stopped (archived)", now)
@@ -291,6 +312,93 @@ class JourneyEngine:
                     run.due_at = now
                     self._save(conn, run)
                 self._schedule(conn, run, run.due_at or now, now)
+
+    # ---- entries on a date held by a trait (a birthday, a subscription's renewal) ----------
+
+    def date_scan(self, conn: Connection, job: Job) -> None:
+        """A date-trait journey went live: schedule the entry of every customer holding the
+        trait, a chunk of customers per job so that no transaction grows with the base."""
+        payload = job.payload
+        program = self._live_program(conn, payload["journey_id"])
+        if program is None or program.version != int(payload["version"]):
+            return
+        now = self.clock.now_ms()
+        ids = [
+            int(value)
+            for value in sql(
+                conn,
+                "SELECT id FROM customers WHERE id > :after AND merged_into IS NULL "
+                "ORDER BY id LIMIT :n",
+                {"after": int(payload["after"]), "n": SCAN_CHUNK},
+            ).scalars()
+        ]
+        for customer in ids:
+            self._schedule_date_entry(conn, program, customer, now)
+        if len(ids) == SCAN_CHUNK:
+            enqueue(
+                conn,
+                DATE_SCAN,
+                {**payload, "after": ids[-1]},
+                run_at=now,
+                now=now,
+                queue=QUEUE,
+            )
+
+    def _schedule_date_entry(
+        self, conn: Connection, program: Program, customer: int, now: int
+    ) -> None:
+        """The customer's next entry moment from the trait (plus offset, at `at` local
+        time, each year with `yearly`); none when the trait is missing or past."""
+        entry = program.journey.entry
+        key = f"date-entry:{program.journey.id}:{customer}"
+        due, _ = trait_moment(_profile(conn, customer), _date_spec(entry), now)
+        if due is None or due < now:
+            cancel(conn, key)
+            return
+        enqueue(
+            conn,
+            DATE_ENTRY,
+            {"journey_id": program.journey.id, "customer": customer, "due": due},
+            run_at=due,
+            now=now,
+            queue=QUEUE,
+            unique_key=key,
+            customer_id=customer,
+        )
+
+    def date_entry(self, conn: Connection, job: Job) -> None:
+        payload = job.payload
+        program = self._live_program(conn, payload["journey_id"])
+        if program is None:
+            return
+        customer, due = int(payload["customer"]), int(payload["due"])
+        now = self.clock.now_ms()
+        entry = program.journey.entry
+        assert entry.date_trait is not None
+        profile = _profile(conn, customer)
+        value = profile.get("traits", {}).get(entry.date_trait)
+        event = {
+            "type": "track",
+            "event": "Date Reached",
+            "properties": {"trait": entry.date_trait, "date": value, "occurrence": due},
+        }
+        self._try_enter(
+            conn,
+            program,
+            customer,
+            f"date:{program.journey.id}:{customer}:{due}",
+            due,
+            event,
+            now,
+        )
+        if entry.yearly:
+            self._schedule_date_entry(conn, program, customer, due + 1)
+
+    def _live_program(self, conn: Connection, journey_id: str) -> Program | None:
+        for program in self._live_programs(conn):
+            if program.journey.id == journey_id:
+                return program
+        return None
 
     def _follow_merge(self, conn: Connection, event: Event, now: int) -> None:
         """Two profiles became one: the runs of both go on, on the surviving profile; a keyed
@@ -914,13 +1022,17 @@ class JourneyEngine:
         version that may still have runs (live, paused or superseded)."""
         names: set[str] = set()
         traits: set[str] = set()
+        entry_traits: dict[str, list[str]] = {}
         for journey_id, version, status in journeys_api.running_versions(conn):
             journey = self._program(conn, journey_id, version).journey
             if status == "live" and journey.entry.event:
                 names.add(journey.entry.event)
+            if status == "live" and journey.entry.date_trait:
+                entry_traits.setdefault(journey.entry.date_trait, []).append(journey_id)
             names |= listened_events(journey)
             traits |= waited_traits(journey)
         self._waited_traits = traits
+        self._entry_traits = entry_traits
         return names
 
     def _active_runs(self, conn: Connection, customer: int) -> list[_Run]:
@@ -1045,6 +1157,11 @@ def _resolve_wall_time(wall: datetime) -> datetime:
     forward change maps to the offset before it, i.e. forward by the gap (02:30 -> 03:30),
     and an ambiguous time at fall-back is its first occurrence."""
     return wall.replace(fold=0).astimezone(UTC)
+
+
+def _date_spec(entry: Any) -> WaitUntil:
+    """A date-trait entry read as the wait it amounts to."""
+    return WaitUntil(trait=entry.date_trait, offset=entry.offset, at=entry.at, yearly=entry.yearly)
 
 
 def trait_moment(profile: dict[str, Any], spec: WaitUntil, now: int) -> tuple[int | None, str]:
