@@ -204,9 +204,161 @@ def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> di
     }
 
 
+def _customers_and_events(start: int, count: int, name: str) -> list[list[Any]]:
+    """Per chunk of 1,000: identify (with an email) then the event that enters."""
+    from parcours.ingest.model import parse_event
+    from parcours.runtime.clock import iso
+
+    encoder = msgspec.json.Encoder()
+    chunks = []
+    for offset in range(0, count, 1000):
+        chunk = []
+        for n in range(offset, min(count, offset + 1000)):
+            for kind, body in (
+                ("identify", {"traits": {"email": f"w-{n}@example.com"}}),
+                ("track", {"event": name, "properties": {"order_id": f"o-{n}"}}),
+            ):
+                chunk.append(
+                    parse_event(
+                        encoder.encode(
+                            {
+                                "type": kind,
+                                "userId": f"w-{n}",
+                                "messageId": f"{kind}-{n}",
+                                "timestamp": iso(start),
+                                **body,
+                            }
+                        ),
+                        source="bench",
+                        received_at=start,
+                    )
+                )
+        chunks.append(chunk)
+    return chunks
+
+
+def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> dict[str, Any]:
+    """PostgreSQL: a backlog of customers entering the order-confirmation journey (entry,
+    send with its policy checks, delivery to the sandbox) is worked through by `count`
+    `parcours worker` processes; steps and messages per second."""
+    import os
+    import subprocess
+    import sys
+
+    from parcours.journeys import api as journeys
+    from parcours.runtime.clock import SystemClock
+    from parcours.runtime.settings import Settings
+    from parcours.services import Services
+
+    settings = Settings(data_dir=data_dir, database_url=postgres_url)
+    services = Services.open(settings, clock=SystemClock())  # ingest only, no worker
+    try:
+        now = services.clock.now_ms()
+        journeys.publish(services.db, INSTANT, "bench", "bench reviewer", now)
+        for chunk in _customers_and_events(now, customers, "Order Completed"):
+            services.writer.append_sync(chunk)
+        env = {**os.environ, "PARCOURS_DATABASE_URL": postgres_url, "PARCOURS_LOG_LEVEL": "error"}
+        command = [
+            str(Path(sys.executable).parent / "parcours"),
+            "worker",
+            "--data-dir",
+            str(data_dir),
+        ]
+        began = time.perf_counter()
+        processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)
+        ]
+        try:
+            while True:
+                with services.db.read() as conn:
+                    done = conn.execute(  # sent, or failed later by the sandbox's feedback
+                        text("SELECT count(*) FROM outbox WHERE state IN ('sent', 'failed')")
+                    ).scalar_one()
+                if done >= customers:
+                    break
+                if all(process.poll() is not None for process in processes):
+                    raise RuntimeError("every worker process exited")
+                time.sleep(0.2)
+            elapsed = time.perf_counter() - began
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(30)
+        with services.db.read() as conn:
+            passes = conn.execute(text("SELECT count(*) FROM journey_passes")).scalar_one()
+    finally:
+        services.close()
+    steps = passes + customers
+    return {
+        "workers": count,
+        "customers": customers,
+        "steps": steps,
+        "seconds": round(elapsed, 1),
+        "steps_per_s": round(steps / elapsed),
+        "messages_per_s": round(customers / elapsed),
+    }
+
+
+WAITING = """\
+id: waiting
+name: Thirty days after an order
+entry: {event: Order Completed}
+steps:
+  - wait: 30d
+  - send: {channel: email, template: review-request, purpose: marketing}
+"""
+
+
+def waiting_runs(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
+    """Memory of a process (ingest and worker) while `customers` runs wait 30 days."""
+    import psutil
+
+    from parcours.journeys import api as journeys
+    from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.settings import Settings
+    from parcours.services import Services
+
+    start = int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp() * 1000)
+    process = psutil.Process()
+    services = Services.open(
+        Settings(data_dir=data_dir, database_url=database_url), clock=SimulatedClock(start)
+    )
+    samples: list[tuple[int, float]] = []
+    try:
+        journeys.publish(services.db, WAITING, "bench", "bench reviewer", start)
+        began = time.perf_counter()
+        for number, chunk in enumerate(_customers_and_events(start, customers, "Order Completed")):
+            services.writer.append_sync(chunk)
+            services.worker.run_due()
+            if number % 50 == 0:
+                samples.append((number * 1000, process.memory_info().rss / 2**20))
+        services.worker.run_due()
+        elapsed = time.perf_counter() - began
+        samples.append((customers, process.memory_info().rss / 2**20))
+        with services.db.read() as conn:
+            waiting = conn.execute(
+                text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
+            ).scalar_one()
+            jobs = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+    finally:
+        services.close()
+    return {
+        "customers": customers,
+        "waiting_runs": waiting,
+        "timer_jobs": jobs,
+        "seconds": round(elapsed, 1),
+        "rss_mb": [(n, round(mb, 1)) for n, mb in samples],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parcours bench journeys", description=__doc__)
-    parser.add_argument("--mode", choices=["steps", "reaction", "all"], default="all")
+    parser.add_argument(
+        "--mode", choices=["steps", "reaction", "workers", "waiting", "all"], default="all"
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
@@ -220,6 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("reaction", "all"):
         with scratch_database(args.postgres) as (url, directory):
             results["reaction"] = reaction(url, directory / "data", args.rate, args.seconds)
+    if args.mode == "workers":
+        if not args.postgres:
+            parser.error("--mode workers needs --postgres URL")
+        results["workers"] = []
+        for count in args.workers:
+            with scratch_database(args.postgres) as (url, directory):
+                results["workers"].append(workers(url, directory / "data", args.customers, count))
+    if args.mode == "waiting":
+        with scratch_database(args.postgres) as (url, directory):
+            results["waiting"] = waiting_runs(url, directory / "data", args.customers)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -230,6 +392,17 @@ def main(argv: list[str] | None = None) -> int:
             f"steps: {s['customers']:,} customers through the abandoned cart, {s['steps']:,}"
             f" steps in {s['seconds']} s: {s['steps_per_s']:,} steps/s (target >= 5,000 on "
             f"SQLite); {s['intents']:,} intents, {s['still_active']} runs left active"
+        )
+    for w in results.get("workers", []):
+        print(
+            f"{w['workers']} worker process(es): {w['steps']:,} steps in {w['seconds']} s: "
+            f"{w['steps_per_s']:,} steps/s, {w['messages_per_s']:,} messages delivered/s"
+        )
+    if "waiting" in results:
+        r = results["waiting"]
+        print(
+            f"{r['waiting_runs']:,} runs waiting ({r['timer_jobs']:,} timer jobs) after "
+            f"{r['seconds']} s; process memory (customers, MB): {r['rss_mb']}"
         )
     if "reaction" in results:
         r = results["reaction"]

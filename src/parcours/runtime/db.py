@@ -168,6 +168,9 @@ def alembic_config(db: Database) -> Any:
     return config
 
 
+COPY_FROM_ROWS = 20
+
+
 def insert_rows(
     conn: Connection, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
@@ -176,8 +179,9 @@ def insert_rows(
     database here)."""
     if not rows:
         return
-    if conn.dialect.name != "sqlite":
-        # PostgreSQL: COPY is several times faster than a pipelined executemany.
+    if conn.dialect.name != "sqlite" and len(rows) >= COPY_FROM_ROWS:
+        # PostgreSQL: COPY is several times faster than a pipelined executemany for many
+        # rows; for a few (a journey's log line), its own round trips cost more.
         with _cursor(conn).copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
