@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,13 +205,13 @@ def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> di
     }
 
 
-def _customers_and_events(start: int, count: int, name: str) -> list[list[Any]]:
-    """Per chunk of 1,000: identify (with an email) then the event that enters."""
+def _customers_and_events(start: int, count: int, name: str) -> Iterator[list[Any]]:
+    """Per chunk of 1,000: identify (with an email) then the event that enters (made as
+    they are needed, so that the benchmark's own events do not weigh on its memory)."""
     from parcours.ingest.model import parse_event
     from parcours.runtime.clock import iso
 
     encoder = msgspec.json.Encoder()
-    chunks = []
     for offset in range(0, count, 1000):
         chunk = []
         for n in range(offset, min(count, offset + 1000)):
@@ -233,8 +234,7 @@ def _customers_and_events(start: int, count: int, name: str) -> list[list[Any]]:
                         received_at=start,
                     )
                 )
-        chunks.append(chunk)
-    return chunks
+        yield chunk
 
 
 def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> dict[str, Any]:
