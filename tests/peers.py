@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
+import http.server
+import json
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +19,21 @@ import dkim
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """What the loopback peers below have in common: quiet, and JSON answers."""
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def answer(self, status: int, document: dict[str, Any]) -> None:
+        data = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def free_port() -> int:
@@ -142,7 +159,6 @@ class TwilioPeer:
 
     def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "secret-token"):
         import http.server
-        import json as json_module
         import urllib.parse
 
         self.account_sid = account_sid
@@ -151,27 +167,24 @@ class TwilioPeer:
         self.errors: dict[str, tuple[int, int, str]] = {}  # To -> (HTTP status, code, text)
         peer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 expected = (
                     "Basic "
                     + base64.b64encode(f"{peer.account_sid}:{peer.auth_token}".encode()).decode()
                 )
                 if self.headers.get("Authorization") != expected:
-                    return self._answer(401, {"code": 20003, "message": "Authenticate"})
+                    return self.answer(401, {"code": 20003, "message": "Authenticate"})
                 if self.path != f"/2010-04-01/Accounts/{peer.account_sid}/Messages.json":
-                    return self._answer(404, {"code": 20404, "message": "not found"})
+                    return self.answer(404, {"code": 20404, "message": "not found"})
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 if form.get("To") in peer.errors:
                     status, code, text = peer.errors[form["To"]]
-                    return self._answer(status, {"code": code, "message": text, "status": status})
+                    return self.answer(status, {"code": code, "message": text, "status": status})
                 sid = "SM" + f"{len(peer.messages) + 1:032x}"
                 peer.messages.append({**form, "sid": sid})
-                self._answer(
+                self.answer(
                     201,
                     {
                         "sid": sid,
@@ -182,14 +195,6 @@ class TwilioPeer:
                         "num_segments": "1",
                     },
                 )
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json_module.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -265,10 +270,7 @@ class MetaPeer:
         self.errors: dict[str, tuple[int, int, str]] = {}  # to -> (HTTP status, code, text)
         peer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {peer.access_token}":
                     return self._error(401, 190, "Invalid OAuth access token.")
@@ -283,7 +285,7 @@ class MetaPeer:
                     return self._error(status, code, text)
                 wamid = f"wamid.{len(peer.messages) + 1:020d}"
                 peer.messages.append({**body, "id": wamid})
-                self._answer(
+                self.answer(
                     200,
                     {
                         "messaging_product": "whatsapp",
@@ -293,7 +295,7 @@ class MetaPeer:
                 )
 
             def _error(self, status: int, code: int, text: str) -> None:
-                self._answer(
+                self.answer(
                     status,
                     {
                         "error": {
@@ -304,14 +306,6 @@ class MetaPeer:
                         }
                     },
                 )
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json_module.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -474,10 +468,7 @@ class PushService:
         self.gone: set[str] = set()
         peer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 problem = peer.check_vapid(self.headers.get("Authorization", ""))
@@ -575,34 +566,31 @@ class FcmPeer:
         self.unregistered: set[str] = set()
         peer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == "/token":
                     form = dict(urllib.parse.parse_qsl(body.decode()))
                     problem = peer.check_assertion(form)
                     if problem:
-                        return self._answer(
+                        return self.answer(
                             400, {"error": "invalid_grant", "error_description": problem}
                         )
                     token = f"ya29.test-{len(peer.tokens) + 1}"
                     peer.tokens.append(token)
-                    return self._answer(
+                    return self.answer(
                         200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
                     )
                 if self.path != f"/v1/projects/{peer.project_id}/messages:send":
-                    return self._answer(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                    return self.answer(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
                 bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 if bearer not in peer.tokens:
-                    return self._answer(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+                    return self.answer(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
                 message = json_module.loads(body).get("message", {})
                 if not message.get("token") or not message.get("notification", {}).get("title"):
-                    return self._answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+                    return self.answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
                 if message["token"] in peer.unregistered:
-                    return self._answer(
+                    return self.answer(
                         404,
                         {
                             "error": {
@@ -620,15 +608,7 @@ class FcmPeer:
                     )
                 peer.messages.append(message)
                 name = f"projects/{peer.project_id}/messages/0:{len(peer.messages)}"
-                self._answer(200, {"name": name})
-
-            def _answer(self, status: int, document: dict[str, Any]) -> None:
-                data = json_module.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(200, {"name": name})
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -920,24 +900,21 @@ class PostmarkPeer:
         self.inactive: set[str] = set()
         peer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 if self.headers.get("X-Postmark-Server-Token") != peer.token:
-                    return self._answer(
+                    return self.answer(
                         401, {"ErrorCode": 10, "Message": "Bad or missing API token"}
                     )
                 body = json_module.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path != "/email":
-                    return self._answer(404, {"ErrorCode": 404, "Message": "not found"})
+                    return self.answer(404, {"ErrorCode": 404, "Message": "not found"})
                 if not body.get("From") or not body.get("To") or not body.get("Subject"):
-                    return self._answer(422, {"ErrorCode": 300, "Message": "Invalid email request"})
+                    return self.answer(422, {"ErrorCode": 300, "Message": "Invalid email request"})
                 if not (body.get("TextBody") or body.get("HtmlBody")):
-                    return self._answer(422, {"ErrorCode": 300, "Message": "Provide a body"})
+                    return self.answer(422, {"ErrorCode": 300, "Message": "Provide a body"})
                 if body["To"] in peer.inactive:
-                    return self._answer(
+                    return self.answer(
                         422,
                         {
                             "ErrorCode": 406,
@@ -947,7 +924,7 @@ class PostmarkPeer:
                     )
                 message_id = str(uuid.uuid4())
                 peer.messages.append({**body, "MessageID": message_id})
-                self._answer(
+                self.answer(
                     200,
                     {
                         "To": body["To"],
@@ -957,14 +934,6 @@ class PostmarkPeer:
                         "Message": "OK",
                     },
                 )
-
-            def _answer(self, status: int, document: dict[str, Any]) -> None:
-                data = json_module.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

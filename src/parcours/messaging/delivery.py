@@ -398,8 +398,7 @@ class Delivery:
 
     def feedback(self, conn: Connection, job: Job) -> None:
         payload = job.payload
-        apply_status(
-            self,
+        self.status(
             conn,
             int(payload["id"]),
             payload["status"],
@@ -423,17 +422,33 @@ class Delivery:
         """A provider or a tracking link says how far a message got. A failure ends the
         attempt (and the fallback takes over) when `permanent`; `suppress` also bars the
         address. False when the message is unknown."""
-        return apply_status(
-            self,
-            conn,
-            outbox_id,
-            status,
-            now,
-            permanent=permanent,
-            suppress=suppress,
-            reason=reason,
-            extra=extra,
-        )
+        row = _row(conn, outbox_id)
+        if row is None:
+            return False
+        if status == "failed":
+            if row.state == "failed":
+                return True
+            detail = _decode(row.detail)
+            failure: DeliveryFailure = (
+                PermanentFailure(reason or "failed", suppress=suppress)
+                if permanent
+                else TransientFailure(reason or "failed")
+            )
+            self._failed(conn, row, detail, failure, now)
+            return True
+        if status not in RANK:
+            raise ValueError(f"unknown message status {status!r}")
+        self._event(conn, row, status, now, dict(extra or {}))
+        if RANK[status] > RANK.get(row.status or "queued", 0):
+            run(
+                conn,
+                "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id",
+                {"s": status, "now": now, "id": outbox_id},
+            )
+            detail = _decode(row.detail)
+            if RANK[status] >= RANK[detail.get("success", "delivered")]:
+                cancel(conn, f"fallback:{outbox_id}")
+        return True
 
     def test_send(
         self,
@@ -475,8 +490,7 @@ class Delivery:
                 log.info("an email %s for no message of ours", report.kind)
                 return
             if report.kind == "bounce":
-                apply_status(
-                    self,
+                self.status(
                     conn,
                     row.id,
                     "failed",
@@ -698,47 +712,6 @@ def _send_one(sending: _Sending) -> str | DeliveryFailure:
     except Exception as exc:  # a provider's bug must not lose the message
         log.exception("provider %s failed", sending.provider.name)
         return TransientFailure(f"provider error: {exc!r}")
-
-
-def apply_status(
-    delivery: Delivery,
-    conn: Connection,
-    outbox_id: int,
-    status: str,
-    now: int,
-    *,
-    permanent: bool = False,
-    suppress: bool = False,
-    reason: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> bool:
-    row = _row(conn, outbox_id)
-    if row is None:
-        return False
-    if status == "failed":
-        if row.state == "failed":
-            return True
-        detail = _decode(row.detail)
-        failure: DeliveryFailure = (
-            PermanentFailure(reason or "failed", suppress=suppress)
-            if permanent
-            else TransientFailure(reason or "failed")
-        )
-        delivery._failed(conn, row, detail, failure, now)
-        return True
-    if status not in RANK:
-        raise ValueError(f"unknown message status {status!r}")
-    delivery._event(conn, row, status, now, dict(extra or {}))
-    if RANK[status] > RANK.get(row.status or "queued", 0):
-        run(
-            conn,
-            "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id",
-            {"s": status, "now": now, "id": outbox_id},
-        )
-        detail = _decode(row.detail)
-        if RANK[status] >= RANK[detail.get("success", "delivered")]:
-            cancel(conn, f"fallback:{outbox_id}")
-    return True
 
 
 def suppress(
