@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
+TEMPLATES_DIR = Path(__file__).parent / "journeys" / "templates"
 
 _PRODUCTS = [
     {"product_id": "sku-trench", "name": "Trench coat", "price": 189.0, "quantity": 1},
@@ -111,12 +113,39 @@ def _script(now: int) -> list[dict[str, Any]]:
             "at": now - hour,
             "properties": _PRODUCTS[1],
         },
+        {
+            "type": "track",
+            "userId": "demo-camille",
+            "event": "Order Completed",
+            "at": now - 60_000,
+            "context": context_fr,
+            "properties": {
+                "order_id": "demo-1002",
+                "total": 129.0,
+                "currency": "EUR",
+                "products": [_PRODUCTS[2]],
+            },
+        },
     ]
 
 
+# Shipped journeys the demo puts live, so that the outbox shows what they send.
+DEMO_JOURNEYS = ("order-confirmation", "abandoned-cart")
+
+
 def seed(services: Services) -> int:
-    """Append the demo events (deduplicated by messageId, so a second run adds nothing)."""
+    """Put the demo journeys live (once), then append the demo events (deduplicated by
+    messageId, so a second run adds nothing): Camille's recent order gets its
+    confirmation, in French, in the sandbox outbox (GET /api/outbox)."""
+    from parcours.journeys import api as journeys
+
     now = services.clock.now_ms()
+    with services.db.read() as conn:
+        present = {version["journey_id"] for version in journeys.versions(conn)}
+    for name in DEMO_JOURNEYS:
+        if name not in present:
+            source = (TEMPLATES_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+            journeys.publish(services.db, source, "demo", "demo reviewer", now)
     events: list[Event] = []
     for number, item in enumerate(_script(now)):
         document = {k: v for k, v in item.items() if k != "at"}

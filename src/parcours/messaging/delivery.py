@@ -58,6 +58,11 @@ EVENT_NAMES = {
     "clicked": "Message Clicked",
     "failed": "Message Failed",
 }
+# RANK as SQL; a failed message keeps its status.
+_STATUS_RANK_SQL = (
+    "(CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'opened' THEN 3 "
+    "WHEN 'read' THEN 3 WHEN 'clicked' THEN 4 WHEN 'failed' THEN 9 ELSE 0 END)"
+)
 CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated"}
 
 _encode = msgspec.json.Encoder().encode
@@ -440,10 +445,13 @@ class Delivery:
             raise ValueError(f"unknown message status {status!r}")
         self._event(conn, row, status, now, dict(extra or {}))
         if RANK[status] > RANK.get(row.status or "queued", 0):
+            # Only ever forward, decided by the row as it is when updated: a read receipt
+            # and a delivery report racing each other leave "read", in either order.
             run(
                 conn,
-                "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id",
-                {"s": status, "now": now, "id": outbox_id},
+                "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND "
+                f"{_STATUS_RANK_SQL} < :rank",
+                {"s": status, "now": now, "id": outbox_id, "rank": RANK[status]},
             )
             detail = _decode(row.detail)
             if RANK[status] >= RANK[detail.get("success", "delivered")]:
