@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, post
@@ -22,6 +22,9 @@ from parcours.ingest.model import (
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
+
+
+T = TypeVar("T")
 
 
 class HttpError(Exception):
@@ -80,6 +83,17 @@ async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     if len(raw) > limit:
         raise HttpError(413, f"body is larger than the limit of {limit} bytes", "body")
     return raw
+
+
+async def read_json(request: Request[Any, Any, Any], limit: int, kind: type[T]) -> T:
+    """The request body as `kind`; HttpError 400 naming the problem when it is not."""
+    raw = await read_body(request, limit)
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise HttpError(400, str(exc), "body") from None
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
 
 
 def basic_write_key(request: Request[Any, Any, Any]) -> str | None:

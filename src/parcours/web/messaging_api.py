@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
-from parcours.ingest.http import HttpError, json_response, read_body, services_of
+from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
 from parcours.ingest.model import internal_event
 from parcours.messaging import templates
 from parcours.messaging.delivery import outbox_page
@@ -145,13 +145,7 @@ async def preview_template(
     """The template rendered for a real customer, on one channel, as they would see it."""
     try:
         services, _ = require_admin(request)
-        raw = await read_body(request, 256 * 1024)
-        try:
-            body = msgspec.json.decode(raw, type=_PreviewBody)
-        except msgspec.ValidationError as exc:
-            raise HttpError(400, str(exc), "body") from None
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        body = await read_json(request, 256 * 1024, _PreviewBody)
 
         def render() -> templates.Rendered:
             with services.db.read() as conn:
@@ -200,13 +194,7 @@ async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str])
     outbox like any message."""
     try:
         services, _ = require_admin(request)
-        raw = await read_body(request, 256 * 1024)
-        try:
-            body = msgspec.json.decode(raw, type=_TestSendBody)
-        except msgspec.ValidationError as exc:
-            raise HttpError(400, str(exc), "body") from None
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        body = await read_json(request, 256 * 1024, _TestSendBody)
         to = _test_address(body.channel, body.to, services.settings.default_region)
 
         def send() -> int:

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, json_response, read_body, services_of
+from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
 from parcours.messaging import passes
 from parcours.messaging.links import BadLink
 from parcours.services import Services
@@ -27,10 +27,13 @@ _decode = msgspec.json.Decoder().decode
 PKPASS = "application/vnd.apple.pkpass"
 
 
-def _issuer(services: Services) -> WalletIssuer:
+def _issuer(services: Services, pass_type: str | None = None) -> WalletIssuer:
+    """The Apple Wallet issuer; with `pass_type`, only when it is ours."""
     provider = services.delivery.providers.for_channel("wallet")
     if not isinstance(provider, WalletIssuer):
         raise HttpError(404, "Apple Wallet is not configured (channels.wallet)", "provider")
+    if pass_type is not None and pass_type != provider.pass_type_identifier:
+        raise HttpError(404, "not our pass type", "passTypeIdentifier")
     return provider
 
 
@@ -47,10 +50,7 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
     try:
         services, _ = require_admin(request)
         issuer = _issuer(services)
-        try:
-            body = msgspec.json.decode(await read_body(request, 64 * 1024), type=_IssueBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise HttpError(400, str(exc), "body") from None
+        body = await read_json(request, 64 * 1024, _IssueBody)
         if body.kind not in passes.KINDS:
             raise HttpError(400, f"kind must be one of {', '.join(passes.KINDS)}", "kind")
 
@@ -133,9 +133,7 @@ async def register_device(
 ) -> Response[bytes]:
     try:
         services = services_of(request)
-        issuer = _issuer(services)
-        if pass_type != issuer.pass_type_identifier:
-            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        _issuer(services, pass_type)
         await asyncio.to_thread(_authorised, request, services, serial)
         try:
             body = _decode(await read_body(request, 16 * 1024))
@@ -167,7 +165,7 @@ async def unregister_device(
 ) -> Response[bytes]:
     try:
         services = services_of(request)
-        _issuer(services)
+        _issuer(services, pass_type)
         await asyncio.to_thread(_authorised, request, services, serial)
 
         def write() -> None:
@@ -187,9 +185,7 @@ async def updated_passes(
     """The device's passes changed since `passesUpdatedSince` (our tag: milliseconds)."""
     try:
         services = services_of(request)
-        issuer = _issuer(services)
-        if pass_type != issuer.pass_type_identifier:
-            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        _issuer(services, pass_type)
         since_text = request.query_params.get("passesUpdatedSince")
         since = int(since_text) if since_text and since_text.isdigit() else None
 
@@ -213,9 +209,7 @@ async def latest_pass(
 ) -> Response[bytes]:
     try:
         services = services_of(request)
-        issuer = _issuer(services)
-        if pass_type != issuer.pass_type_identifier:
-            raise HttpError(404, "not our pass type", "passTypeIdentifier")
+        issuer = _issuer(services, pass_type)
         record = await asyncio.to_thread(_authorised, request, services, serial)
         since = request.headers.get("if-modified-since")
         if since:
