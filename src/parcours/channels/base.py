@@ -69,12 +69,6 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
-class Simulating(Protocol):
-    """A provider whose feedback Parcours itself plays back (the sandbox)."""
-
-    def feedback(self, message: OutgoingMessage) -> list[Feedback]: ...
-
-
 class ConfigError(ValueError):
     """A provider's configuration is wrong; the message names the setting."""
 

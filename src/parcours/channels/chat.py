@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from parcours.channels.base import OutgoingMessage
 
-OPEN_WINDOW_MS = 24 * 3_600_000  # a chat counts as open for a day after the widget was
-
 
 @dataclass
 class SiteChatProvider:

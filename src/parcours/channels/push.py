@@ -88,7 +88,6 @@ class WebPushProvider:
             "url": content.get("url"),
             "image": content.get("image"),
             "tag": f"msg_{message.outbox_id}",
-            "opened": message.links.get("open"),
         }
         return json.dumps({k: v for k, v in document.items() if v}).encode()
 

@@ -62,31 +62,34 @@ class Plan:
 
 
 def addresses(
-    conn: Connection, customer_id: int, traits: dict[str, Any], now: int
+    conn: Connection, customer_id: int, traits: dict[str, Any], now: int, wanted: set[str]
 ) -> dict[str, str]:
-    """Where this customer can be reached, per channel, leaving out suppressed addresses."""
+    """Where this customer can be reached on the `wanted` channels, leaving out suppressed
+    addresses. Only the wanted channels are looked up: this runs at every send."""
     found: dict[str, str] = {}
-    for kind, value in customers.contact_points(conn, customer_id):
-        if kind == "email":
-            found.setdefault("email", value)
-        else:
-            found.setdefault("sms", value)
-            found.setdefault("whatsapp", value)
-    opened = customers.last_event_at(conn, customer_id, "Chat Opened", "chat")
-    if opened is not None and now - opened < CHAT_OPEN_MS:
-        found["chat"] = "site"
-    endpoint = subscriptions.newest_endpoint(conn, customer_id)
-    if endpoint is not None:
-        found["push"] = endpoint
-    serial = passes.installed(conn, customer_id)
-    if serial is not None:
-        found["wallet"] = serial
-    for channel, trait in (("push", "push_token"),):
-        if channel in found:
-            continue
-        token = traits.get(trait)
-        if isinstance(token, str) and token:
-            found[channel] = token
+    if wanted & {"email", "sms", "whatsapp"}:
+        for kind, value in customers.contact_points(conn, customer_id):
+            if kind == "email":
+                found.setdefault("email", value)
+            else:
+                found.setdefault("sms", value)
+                found.setdefault("whatsapp", value)
+    if "chat" in wanted:
+        opened = customers.last_event_at(conn, customer_id, "Chat Opened", "chat")
+        if opened is not None and now - opened < CHAT_OPEN_MS:
+            found["chat"] = "site"
+    if "push" in wanted:
+        token = traits.get("push_token")
+        endpoint = subscriptions.newest_endpoint(conn, customer_id)
+        if endpoint is not None:
+            found["push"] = endpoint
+        elif isinstance(token, str) and token:
+            found["push"] = token
+    if "wallet" in wanted:
+        serial = passes.installed(conn, customer_id)
+        if serial is not None:
+            found["wallet"] = serial
+    found = {channel: address for channel, address in found.items() if channel in wanted}
     if found:
         suppressed = {
             (row.channel, row.address)
@@ -157,7 +160,9 @@ def plan(
     """The first candidate channel that reaches the customer and is allowed now."""
     result = Plan()
     template_channels = template.channels()
-    reachable = addresses(conn, request.customer_id, profile.get("traits", {}), now)
+    named = {request.channel, *request.fallback} if request.channel != "best" else set()
+    wanted = template_channels & (named or set(SENDABLE_CHANNELS))
+    reachable = addresses(conn, request.customer_id, profile.get("traits", {}), now, wanted)
     closed = "whatsapp" in reachable and not whatsapp_possible(
         conn, request.customer_id, template, now
     )

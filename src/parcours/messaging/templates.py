@@ -25,7 +25,6 @@ from jinja2.sandbox import SandboxedEnvironment
 from mjml import mjml_to_html
 from sqlalchemy import Connection
 
-from parcours.messaging.tables import message_templates
 from parcours.runtime.db import run
 
 SHIPPED_DIR = Path(__file__).parent / "templates"
@@ -386,7 +385,6 @@ __all__ = [
     "check_usage",
     "get",
     "listing",
-    "message_templates",
     "render",
     "save",
     "shipped",
