@@ -289,7 +289,7 @@ def test_sandbox_feedback_is_the_same_for_the_same_seed(
 
     provider = SandboxProvider.from_config("sms", rates)
     expected = []
-    for message in outbox_rows_keys(statuses, settings):
+    for message in outbox_rows_keys(settings):
         outgoing = OutgoingMessage(message, 0, 0, "sms", "transactional", "", {}, "en")
         fates = [f.status for f in provider.feedback(outgoing)]
         expected.append("failed" if "failed" in fates else ("delivered" if fates else "sent"))
@@ -297,7 +297,7 @@ def test_sandbox_feedback_is_the_same_for_the_same_seed(
     assert 0 < statuses.count("failed") < 30
 
 
-def outbox_rows_keys(statuses: list[str], settings: Settings) -> list[str]:
+def outbox_rows_keys(settings: Settings) -> list[str]:
     from parcours.runtime.db import Database
 
     db = Database(settings.resolved_database_url)

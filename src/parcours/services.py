@@ -50,14 +50,6 @@ class Services:
             raise SettingsError(
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
             )
-        try:  # checked before anything else (the real VAPID key comes from the database)
-            Providers.from_settings(
-                settings.channels, settings.resolved_public_url, make_vapid_key()
-            ).close()
-            sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
-            whatsapp_pricing = WhatsAppPricing.from_config(settings.channels.get("whatsapp", {}))
-        except ConfigError as exc:
-            raise SettingsError(str(exc)) from None
         db = Database(settings.resolved_database_url)
         if run_migrations:
             migrate(db)
@@ -66,6 +58,16 @@ class Services:
         if settings.admin_key:
             ensure_key(db, "admin", settings.admin_key, "admin key from settings")
         clock = clock or SystemClock()
+        try:  # the channels, checked before any thread starts (the VAPID key is the db's)
+            sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
+            whatsapp_pricing = WhatsAppPricing.from_config(settings.channels.get("whatsapp", {}))
+            vapid = instance_secret(db, "vapid-private-key", clock.now_ms(), make_vapid_key)
+            providers = Providers.from_settings(
+                settings.channels, settings.resolved_public_url, vapid
+            )
+        except ConfigError as exc:
+            db.dispose()
+            raise SettingsError(str(exc)) from None
         writer = Writer(
             db,
             clock=clock,
@@ -81,8 +83,6 @@ class Services:
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
-        vapid = instance_secret(db, "vapid-private-key", clock.now_ms(), make_vapid_key)
-        providers = Providers.from_settings(settings.channels, settings.resolved_public_url, vapid)
         delivery = Delivery(
             db,
             clock,
