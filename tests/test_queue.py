@@ -168,6 +168,29 @@ def test_a_failing_handler_is_rolled_back_and_retried_with_backoff(
     assert live_jobs(db) == []
 
 
+def test_a_failed_job_gives_way_to_a_newer_job_under_its_key(db: Database, effects: str) -> None:
+    """A job that fails is put back, unless a job of the same batch has scheduled a newer
+    one under its key meanwhile: the newer job stands, the stale one is not retried."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+
+    def replace(conn: Connection, job: Job) -> None:
+        enqueue(conn, "step", {"note": "newer"}, run_at=START, now=START, unique_key="run-9")
+
+    def failing(conn: Connection, job: Job) -> None:
+        raise RuntimeError("stale step")
+
+    worker.register("replace", replace)
+    worker.register("failing", failing)
+    worker.register("step", record(effects))  # type: ignore[arg-type]
+    add(db, "failing", START + 1, unique_key="run-9")
+    add(db, "replace", START)
+    clock.advance_ms(1)
+    worker.run_due()
+    assert notes(db, effects) == ["newer"]
+    assert live_jobs(db) == []
+
+
 def test_a_job_that_always_fails_is_kept_as_failed(db: Database) -> None:
     clock = SimulatedClock(START)
     worker = Worker(db, clock)

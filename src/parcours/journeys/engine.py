@@ -76,6 +76,7 @@ class _Run:
     entry_message_id: str = ""
     consumed_seq: int | None = None  # the last event a wait_for of this run took
     dirty: bool = False  # moved in memory, not yet written (written once per job)
+    has_job: bool | None = None  # whether its step job exists; None: not known
 
 
 class _Journal:
@@ -278,6 +279,7 @@ class JourneyEngine:
             entered_at=occurred_at,
             entry_event=event,
             entry_message_id=message_id,
+            has_job=False,
         )
         self._log(
             conn,
@@ -476,11 +478,13 @@ class JourneyEngine:
             self._step(conn, job)
 
     def _step(self, conn: Connection, job: Job) -> None:
-        run = self._load_run(conn, int(job.payload["run"]), lock=True)
-        if run is None:
+        loaded = self._load_run(conn, int(job.payload["run"]))
+        if loaded is None:
             return  # the run ended: its timer fires with no effect
+        run, status = loaded
+        run.has_job = False  # this job was its one job, taken when claimed
         now = self.clock.now_ms()
-        if journeys_api.version_status(conn, run.journey_id, run.version) == "paused":
+        if status == "paused":
             # Held where it stands; resuming the journey schedules it again.
             self._log(
                 conn, run, "Journey Held", now, {"reason": "journey paused", "position": run.pc}
@@ -953,6 +957,7 @@ class JourneyEngine:
         run.dirty = True
 
     def _schedule(self, conn: Connection, run: _Run, at: int, now: int) -> None:
+        run.has_job = True
         enqueue(
             conn,
             STEP,
@@ -981,7 +986,8 @@ class JourneyEngine:
             },
         )
         run.dirty = False
-        cancel(conn, f"run:{run.id}")
+        if run.has_job is not False:
+            cancel(conn, f"run:{run.id}")  # its timer, if any, goes with it
         self._log(conn, run, "Journey Exited", now, {"reason": reason, "converted": converted})
 
     def _save(self, conn: Connection, run: _Run) -> None:
@@ -1162,14 +1168,17 @@ class JourneyEngine:
         ).all()
         return [_run_of(row) for row in rows]
 
-    def _load_run(self, conn: Connection, run_id: int, lock: bool = False) -> _Run | None:
-        suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    def _load_run(self, conn: Connection, run_id: int) -> tuple[_Run, str] | None:
+        """An active run, locked, and its version's status (a paused journey holds it)."""
+        suffix = " FOR UPDATE OF r" if conn.dialect.name != "sqlite" else ""
         row = sql(
             conn,
-            f"SELECT * FROM journey_runs WHERE id = :id AND state = 'active'{suffix}",
+            "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
+            "ON v.journey_id = r.journey_id AND v.version = r.version "
+            f"WHERE r.id = :id AND r.state = 'active'{suffix}",
             {"id": run_id},
         ).first()
-        return _run_of(row) if row is not None else None
+        return (_run_of(row), str(row.version_status)) if row is not None else None
 
 
 def _run_of(row: Any) -> _Run:

@@ -52,6 +52,7 @@ class Job:
     attempt: int
     max_attempts: int
     customer_id: int | None
+    created_at: int = 0
 
 
 Handler = Callable[[Connection, Job], None]
@@ -101,7 +102,17 @@ def enqueue(
         values,
     )
     if conn.dialect.name != "sqlite":
-        run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+        _notify_once(conn)
+
+
+def _notify_once(conn: Connection) -> None:
+    """NOTIFY the workers, once per transaction (delivered at commit, and one wakes them
+    all: a second in the same transaction would only cost a round trip)."""
+    transaction = conn.get_transaction()
+    if conn.info.get("parcours_notified") is transaction:
+        return
+    run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+    conn.info["parcours_notified"] = transaction
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
@@ -226,19 +237,24 @@ class Worker:
         return len(claimed)
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
+        """Take the due jobs: deleted as they are claimed (one statement, not one per job),
+        so their unique keys are free for the next jobs their handlers schedule. The
+        deletion commits with the handlers' effects; a job whose handler fails is put back
+        (`_record_failure`)."""
         lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
-        # One query per queue: each walks the (state, queue, run_at, id) index in order and
-        # stops at the limit, where `queue IN (...)` made the database sort every due job.
+        # One statement per queue: each walks the (state, queue, run_at, id) index in order
+        # and stops at the limit, where `queue IN (...)` made the database sort every due job.
         rows = []
         for name in self.queues:
             rows += run(
                 conn,
-                "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
-                "customer_id FROM jobs WHERE state = 'available' AND queue = :q "
-                f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}",
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'available' "
+                f"AND queue = :q AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}) "
+                "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, "
+                "max_attempts, customer_id, created_at",
                 {"now": now, "limit": limit, "q": name},
             ).all()
-        rows = sorted(rows, key=lambda r: (r.run_at, r.id))[:limit]
+        rows.sort(key=lambda r: (r.run_at, r.id))
         return [
             Job(
                 r.id,
@@ -250,20 +266,20 @@ class Worker:
                 r.attempt,
                 r.max_attempts,
                 r.customer_id,
+                r.created_at,
             )
             for r in rows
         ]
 
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
-        # A savepoint per job: a handler that fails is rolled back alone. Deleting the job
-        # first frees its unique key, so the handler may schedule the next job under it.
+        # A savepoint per job: a handler that fails is rolled back alone. The job was
+        # deleted when claimed, so the handler may schedule the next job under its key.
         run(conn, "SAVEPOINT parcours_job")
         self._after.job = []
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
-            run(conn, "DELETE FROM jobs WHERE id = :id", {"id": job.id})
             handler(conn, job)
         except Exception as exc:
             run(conn, "ROLLBACK TO SAVEPOINT parcours_job")
@@ -284,10 +300,27 @@ class Worker:
         else:
             log.warning("job %s (%s) failed, attempt %s: %s", job.id, job.kind, attempt, error)
             state, run_at = "available", now + backoff_ms(attempt)
+        # Put back as it was claimed, one attempt further. Should a job with the same key
+        # have been scheduled since (by another job of this batch), that newer one stands.
         run(
             conn,
-            "UPDATE jobs SET attempt = :a, last_error = :e, state = :s, run_at = :r WHERE id = :id",
-            {"a": attempt, "e": error, "s": state, "r": run_at, "id": job.id},
+            "INSERT INTO jobs (id, queue, kind, unique_key, payload, state, run_at, attempt, "
+            "max_attempts, last_error, created_at, customer_id) VALUES (:id, :q, :k, :u, :p, "
+            ":s, :r, :a, :m, :e, :c, :cu) ON CONFLICT DO NOTHING",
+            {
+                "id": job.id,
+                "q": job.queue,
+                "k": job.kind,
+                "u": job.unique_key,
+                "p": _encode(job.payload).decode(),
+                "s": state,
+                "r": run_at,
+                "a": attempt,
+                "m": job.max_attempts,
+                "e": error,
+                "c": job.created_at,
+                "cu": job.customer_id,
+            },
         )
 
 
