@@ -15,6 +15,7 @@ from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
+from parcours.loyalty.referrals import Referrals
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery
 from parcours.messaging.links import Links, Signer
@@ -38,6 +39,7 @@ class Services:
     worker: Worker
     engine: JourneyEngine
     delivery: Delivery
+    referrals: Referrals
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
 
@@ -82,6 +84,8 @@ class Services:
         )
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
+        referrals = Referrals(clock, settings.default_region, writer.hooks)
+        referrals.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
         delivery = Delivery(
             db,
@@ -99,7 +103,7 @@ class Services:
         delivery.install(worker)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
-        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery)
+        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery, referrals)
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""

@@ -29,7 +29,7 @@ Key = tuple[str, str]
 
 MERGE_EVENT = "Customers Merged"
 # Events that do not show the customer doing anything (for last seen).
-PASSIVE_SOURCES = frozenset({"system", "admin"})
+PASSIVE_SOURCES = frozenset({"system", "admin", "loyalty"})
 DEFAULT_CURRENCY = "USD"
 
 _encode = msgspec.json.Encoder().encode
@@ -445,7 +445,7 @@ class Projector:
             return
         props = event.properties
         if event.name == "Order Completed":
-            order_id = _text_id(props.get("order_id")) or event.message_id
+            order_id = order_key(props, event.message_id)
             currency = str(props.get("currency") or DEFAULT_CURRENCY).upper()
             orders.placed.setdefault(
                 order_id, (customer, currency, _order_total(props), event.occurred_at)
@@ -662,6 +662,11 @@ def _set_order_traits(profile: Profile, rows: list[Any]) -> None:
             "average_order_value": str((spent / len(in_currency)).quantize(Decimal("0.01"))),
         }
     computed["revenue"] = revenue
+
+
+def order_key(props: dict[str, Any], message_id: str) -> str:
+    """The id an order counts under: its `order_id`, else the event's own id."""
+    return _text_id(props.get("order_id")) or message_id
 
 
 def _order_total(props: dict[str, Any]) -> Decimal:
