@@ -5,12 +5,13 @@ logs), each call authenticated by the pass's own token (docs/channels.md)."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
@@ -59,8 +60,9 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
                 customer_id = customers.resolve(
                     conn, body.customer, services.settings.default_region
                 )
+                google = issuer.google.issuer_id if issuer.google is not None else None
                 return passes.issue(
-                    conn, customer_id, body.kind, body.fields, services.clock.now_ms()
+                    conn, customer_id, body.kind, body.fields, services.clock.now_ms(), google
                 )
 
         try:
@@ -77,6 +79,33 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
             record, issuer.organization_name, services.clock.now_ms()
         )
     return json_response(answer, 201)
+
+
+class _FieldsBody(msgspec.Struct, forbid_unknown_fields=True):
+    fields: dict[str, Any]
+
+
+@patch("/api/wallet/passes/{serial:str}")
+async def update_pass(request: Request[Any, Any, Any], serial: FromPath[str]) -> Response[bytes]:
+    """New values for a pass's fields (the points of a loyalty card, a coupon's offer):
+    the devices holding it are told, and its Google Wallet object is patched."""
+    try:
+        services, _ = require_admin(request)
+        _issuer(services)
+        body = await read_json(request, 64 * 1024, _FieldsBody)
+        if "message" in body.fields:
+            raise HttpError(400, "message is set by a send step on the wallet channel", "fields")
+
+        def write() -> dict[str, Any] | None:
+            with services.db.write() as conn:
+                return passes.update_fields(conn, serial, body.fields, services.clock.now_ms())
+
+        record = await asyncio.to_thread(write)
+        if record is None:
+            raise HttpError(404, f"no pass {serial}", "serial")
+    except HttpError as exc:
+        return exc.response()
+    return json_response({"serial": serial, "fields": record["fields"]})
 
 
 @get("/wallet/download/{token:str}")
@@ -105,20 +134,64 @@ def _record(services: Services, serial: str) -> dict[str, Any] | None:
 
 
 def _pkpass(issuer: WalletIssuer, record: dict[str, Any]) -> Response[bytes]:
-    return Response(
-        issuer.build(record),
-        media_type=PKPASS,
-        headers={"Last-Modified": formatdate(record["updated_at"] / 1000, usegmt=True)},
-    )
+    return package_response(issuer.build(record), PKPASS, record["updated_at"])
+
+
+def package_response(content: bytes, media_type: str, updated_at: int) -> Response[bytes]:
+    """A signed pass or order, with its Last-Modified date."""
+    headers = {"Last-Modified": formatdate(updated_at / 1000, usegmt=True)}
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def not_modified(request: Request[Any, Any, Any], updated_at: int) -> bool:
+    """The device's copy (If-Modified-Since) is the latest (HTTP dates count seconds)."""
+    since = request.headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        seen = parsedate_to_datetime(since).timestamp() * 1000
+    except (TypeError, ValueError):
+        return False
+    return updated_at // 1000 * 1000 <= seen
+
+
+def carries_token(request: Request[Any, Any, Any], scheme: str, token: str) -> bool:
+    """`Authorization: <scheme> <token>` (ApplePass for passes, AppleOrder for orders)."""
+    header = request.headers.get("authorization", "")
+    return hmac.compare_digest(header.encode(), f"{scheme} {token}".encode())
+
+
+def log_device_lines(raw: bytes) -> None:
+    """What Wallet on a device reports going wrong with our web service (`{"logs": [...]}`
+    as Apple documents it, or a bare list), into our log, cut short."""
+    try:
+        document = _decode(raw)
+    except msgspec.DecodeError:
+        return
+    lines = document.get("logs", []) if isinstance(document, dict) else document
+    if isinstance(lines, list):
+        for line in lines[:50]:
+            log.warning("Apple Wallet: %s", str(line)[:500])
 
 
 def _authorised(request: Request[Any, Any, Any], services: Services, serial: str) -> dict[str, Any]:
     """The pass, when the request carries its token (`Authorization: ApplePass <token>`)."""
     record = _record(services, serial)
-    header = request.headers.get("authorization", "")
-    if record is None or header != f"ApplePass {record['auth_token']}":
+    if record is None or not carries_token(request, "ApplePass", record["auth_token"]):
         raise HttpError(401, "unknown pass or wrong authentication token", "authorization")
     return record
+
+
+def push_token_of(body: bytes) -> str:
+    """The `pushToken` of a device registration's body."""
+    try:
+        document = _decode(body)
+    except msgspec.DecodeError:
+        document = {}
+    push_token = document.get("pushToken") if isinstance(document, dict) else None
+    if not isinstance(push_token, str) or not push_token:
+        raise HttpError(400, "pushToken is required", "pushToken")
+    return push_token
 
 
 @post(
@@ -134,18 +207,14 @@ async def register_device(
     try:
         services = services_of(request)
         _issuer(services, pass_type)
-        await asyncio.to_thread(_authorised, request, services, serial)
-        try:
-            body = _decode(await read_body(request, 16 * 1024))
-        except msgspec.DecodeError:
-            body = {}
-        push_token = body.get("pushToken") if isinstance(body, dict) else None
-        if not isinstance(push_token, str) or not push_token:
-            raise HttpError(400, "pushToken is required", "pushToken")
+        record = await asyncio.to_thread(_authorised, request, services, serial)
+        push_token = push_token_of(await read_body(request, 16 * 1024))
 
         def write() -> bool:
             with services.db.write() as conn:
-                return passes.register(conn, device, serial, push_token, services.clock.now_ms())
+                return passes.register(
+                    conn, device, serial, push_token, record["customer_id"], services.clock.now_ms()
+                )
 
         created = await asyncio.to_thread(write)
     except HttpError as exc:
@@ -211,14 +280,8 @@ async def latest_pass(
         services = services_of(request)
         issuer = _issuer(services, pass_type)
         record = await asyncio.to_thread(_authorised, request, services, serial)
-        since = request.headers.get("if-modified-since")
-        if since:
-            try:
-                seen = parsedate_to_datetime(since).timestamp() * 1000
-            except (TypeError, ValueError):
-                seen = 0
-            if record["updated_at"] // 1000 * 1000 <= seen:
-                return Response(b"", status_code=304)
+        if not_modified(request, record["updated_at"]):
+            return Response(b"", status_code=304)
     except HttpError as exc:
         return exc.response()
     return _pkpass(issuer, record)
@@ -226,18 +289,14 @@ async def latest_pass(
 
 @post("/wallet/v1/log", status_code=200)
 async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
-    raw = await read_body(request, 64 * 1024)
-    try:
-        for line in _decode(raw).get("logs", [])[:50]:
-            log.warning("Apple Wallet: %s", str(line)[:500])
-    except (msgspec.DecodeError, AttributeError):
-        pass
+    log_device_lines(await read_body(request, 64 * 1024))
     return Response(b"", status_code=200)
 
 
 def wallet_routes() -> list[HTTPRouteHandler]:
     return [
         issue_pass,
+        update_pass,
         download,
         register_device,
         unregister_device,
