@@ -1,30 +1,26 @@
-"""Apple Wallet: issuing a pass (admin API), the customer's download link, and Apple's pass
-web service (register and unregister a device, passes updated since, the latest pass,
-logs), each call authenticated by the pass's own token (docs/channels.md)."""
+"""Apple Wallet: issuing a pass and changing its fields (admin API), the customer's
+download link, and Apple's pass web service (web/wallet_service.py), each call about a
+pass authenticated by its own token (docs/channels.md)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import logging
-from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, patch, post
+from litestar import Request, Response, get, patch, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
+from parcours.ingest.http import HttpError, json_response, read_json, services_of
 from parcours.messaging import passes
 from parcours.messaging.links import BadLink
 from parcours.services import Services
 from parcours.web.api import require_admin
+from parcours.web.wallet_service import WalletService, package_response
 
-log = logging.getLogger(__name__)
-_decode = msgspec.json.Decoder().decode
 PKPASS = "application/vnd.apple.pkpass"
 
 
@@ -134,173 +130,24 @@ def _record(services: Services, serial: str) -> dict[str, Any] | None:
 
 
 def _pkpass(issuer: WalletIssuer, record: dict[str, Any]) -> Response[bytes]:
-    return package_response(issuer.build(record), PKPASS, record["updated_at"])
+    return package_response(issuer.build(record), PKPASS, record)
 
 
-def package_response(content: bytes, media_type: str, updated_at: int) -> Response[bytes]:
-    """A signed pass or order, with its Last-Modified date."""
-    headers = {"Last-Modified": formatdate(updated_at / 1000, usegmt=True)}
-    return Response(content, media_type=media_type, headers=headers)
-
-
-def not_modified(request: Request[Any, Any, Any], updated_at: int) -> bool:
-    """The device's copy (If-Modified-Since) is the latest (HTTP dates count seconds)."""
-    since = request.headers.get("if-modified-since")
-    if not since:
-        return False
-    try:
-        seen = parsedate_to_datetime(since).timestamp() * 1000
-    except (TypeError, ValueError):
-        return False
-    return updated_at // 1000 * 1000 <= seen
-
-
-def carries_token(request: Request[Any, Any, Any], scheme: str, token: str) -> bool:
-    """`Authorization: <scheme> <token>` (ApplePass for passes, AppleOrder for orders)."""
-    header = request.headers.get("authorization", "")
-    return hmac.compare_digest(header.encode(), f"{scheme} {token}".encode())
-
-
-def log_device_lines(raw: bytes) -> None:
-    """What Wallet on a device reports going wrong with our web service (`{"logs": [...]}`
-    as Apple documents it, or a bare list), into our log, cut short."""
-    try:
-        document = _decode(raw)
-    except msgspec.DecodeError:
-        return
-    lines = document.get("logs", []) if isinstance(document, dict) else document
-    if isinstance(lines, list):
-        for line in lines[:50]:
-            log.warning("Apple Wallet: %s", str(line)[:500])
-
-
-def _authorised(request: Request[Any, Any, Any], services: Services, serial: str) -> dict[str, Any]:
-    """The pass, when the request carries its token (`Authorization: ApplePass <token>`)."""
-    record = _record(services, serial)
-    if record is None or not carries_token(request, "ApplePass", record["auth_token"]):
-        raise HttpError(401, "unknown pass or wrong authentication token", "authorization")
-    return record
-
-
-def push_token_of(body: bytes) -> str:
-    """The `pushToken` of a device registration's body."""
-    try:
-        document = _decode(body)
-    except msgspec.DecodeError:
-        document = {}
-    push_token = document.get("pushToken") if isinstance(document, dict) else None
-    if not isinstance(push_token, str) or not push_token:
-        raise HttpError(400, "pushToken is required", "pushToken")
-    return push_token
-
-
-@post(
-    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
-    status_code=201,
+PASSES = WalletService(
+    base="/wallet",
+    packages="passes",
+    scheme="ApplePass",
+    since_parameter="passesUpdatedSince",
+    list_key="serialNumbers",
+    tag_key="lastUpdated",
+    unknown_status=401,
+    media_type=PKPASS,
+    check_type=_issuer,
+    find=passes.get,
+    changed_for_device=passes.updated_for_device,
+    build=lambda services, record: _issuer(services).build(record),
 )
-async def register_device(
-    request: Request[Any, Any, Any],
-    device: FromPath[str],
-    pass_type: FromPath[str],
-    serial: FromPath[str],
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        record = await asyncio.to_thread(_authorised, request, services, serial)
-        push_token = push_token_of(await read_body(request, 16 * 1024))
-
-        def write() -> bool:
-            with services.db.write() as conn:
-                return passes.register(
-                    conn, device, serial, push_token, record["customer_id"], services.clock.now_ms()
-                )
-
-        created = await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
-    return Response(b"", status_code=201 if created else 200)
-
-
-@delete(
-    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
-    status_code=200,
-)
-async def unregister_device(
-    request: Request[Any, Any, Any],
-    device: FromPath[str],
-    pass_type: FromPath[str],
-    serial: FromPath[str],
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        await asyncio.to_thread(_authorised, request, services, serial)
-
-        def write() -> None:
-            with services.db.write() as conn:
-                passes.unregister(conn, device, serial)
-
-        await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
-    return Response(b"", status_code=200)
-
-
-@get("/wallet/v1/devices/{device:str}/registrations/{pass_type:str}")
-async def updated_passes(
-    request: Request[Any, Any, Any], device: FromPath[str], pass_type: FromPath[str]
-) -> Response[bytes]:
-    """The device's passes changed since `passesUpdatedSince` (our tag: milliseconds)."""
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        since_text = request.query_params.get("passesUpdatedSince")
-        since = int(since_text) if since_text and since_text.isdigit() else None
-
-        def read() -> list[tuple[str, int]]:
-            with services.db.read() as conn:
-                return passes.updated_for_device(conn, device, since)
-
-        changed = await asyncio.to_thread(read)
-    except HttpError as exc:
-        return exc.response()
-    if not changed:
-        return Response(b"", status_code=204)
-    return json_response(
-        {"serialNumbers": [s for s, _ in changed], "lastUpdated": str(max(t for _, t in changed))}
-    )
-
-
-@get("/wallet/v1/passes/{pass_type:str}/{serial:str}")
-async def latest_pass(
-    request: Request[Any, Any, Any], pass_type: FromPath[str], serial: FromPath[str]
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        issuer = _issuer(services, pass_type)
-        record = await asyncio.to_thread(_authorised, request, services, serial)
-        if not_modified(request, record["updated_at"]):
-            return Response(b"", status_code=304)
-    except HttpError as exc:
-        return exc.response()
-    return _pkpass(issuer, record)
-
-
-@post("/wallet/v1/log", status_code=200)
-async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
-    log_device_lines(await read_body(request, 64 * 1024))
-    return Response(b"", status_code=200)
 
 
 def wallet_routes() -> list[HTTPRouteHandler]:
-    return [
-        issue_pass,
-        update_pass,
-        download,
-        register_device,
-        unregister_device,
-        updated_passes,
-        latest_pass,
-        device_log,
-    ]
+    return [issue_pass, update_pass, download, *PASSES.routes()]
