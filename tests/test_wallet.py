@@ -390,7 +390,6 @@ def carrier(services: Services, name: str, at: int, **properties: Any) -> None:
     event = make_event(
         "track",
         identity_required=False,
-        anonymousId="carrier",
         event=name,
         at=at,
         properties={"order_id": "o-1", "shipment_id": "sh-1", **properties},
@@ -609,3 +608,35 @@ def test_a_wallet_order_link_that_is_not_ours_is_refused_in_the_customers_words(
     answer = client.get("/wallet/orders/add/forged.order", headers={"Accept-Language": "fr"})
     assert answer.status_code == 404
     assert answer.text.startswith("Ce lien n’est pas valide")
+
+
+def test_a_wrong_wallet_orders_setting_stops_parcours_with_its_name(
+    settings: Settings, authority: dict[str, Path]
+) -> None:
+    from parcours.runtime.settings import SettingsError
+
+    wallet = {
+        "provider": "apple",
+        "pass_type_identifier": PASS_TYPE,
+        "team_identifier": "TEAM123456",
+        "organization_name": "Maison",
+        "certificate_file": str(authority["cert"]),
+        "key_file": str(authority["key"]),
+        "wwdr_file": str(authority["wwdr"]),
+        "apns": False,
+    }
+    orders = {
+        "order_type_identifier": ORDER_TYPE,
+        "merchant_identifier": "merchant.example.maison",
+        "certificate_file": str(authority["order_cert"]),
+        "key_file": str(authority["order_key"]),
+        "order_management_url": "https://maison.example/orders/{order_id}",
+    }
+    for broken, message in (
+        ({**orders, "order_type_identifier": None}, "orders.order_type_identifier is required"),
+        ({**orders, "order_management_url": "maison.example"}, "orders.order_management_url"),
+        ({**orders, "key_file": "/nowhere.pem"}, "orders: /nowhere.pem does not exist"),
+    ):
+        channels = {"wallet": {**wallet, "orders": {k: v for k, v in broken.items() if v}}}
+        with pytest.raises(SettingsError, match=message):
+            Services.open(settings.with_overrides(channels=channels))

@@ -79,8 +79,9 @@ class PassSigner:
     intermediate: x509.Certificate
 
     @classmethod
-    def from_files(cls, certificate: Path, key: Path, intermediate: Path) -> PassSigner:
-        where = "channels.wallet"
+    def from_files(
+        cls, certificate: Path, key: Path, intermediate: Path, where: str = "channels.wallet"
+    ) -> PassSigner:
         for path in (certificate, key, intermediate):
             if not path.is_file():
                 raise ConfigError(f"{where}: {path} does not exist")
@@ -406,6 +407,7 @@ class WalletOrders:
             Path(setting(config, where, "certificate_file", str)),
             Path(setting(config, where, "key_file", str)),
             Path(str(config.get("wwdr_file", wallet["wwdr_file"]))),
+            where,
         )
         return cls(
             signer,

@@ -55,11 +55,14 @@ def issue(
     return record
 
 
-def get(conn: Connection, serial: str) -> dict[str, Any] | None:
+def get(conn: Connection, serial: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """The pass; with `lock`, its row is locked until the transaction ends (PostgreSQL;
+    SQLite has one writer), for a read that an update follows."""
+    suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
     row = run(
         conn,
         "SELECT serial, customer_id, kind, auth_token, fields, created_at, updated_at, "
-        "google_object_id FROM wallet_passes WHERE serial = :s",
+        f"google_object_id FROM wallet_passes WHERE serial = :s{suffix}",
         {"s": serial},
     ).first()
     if row is None:
@@ -85,7 +88,7 @@ def next_tag(previous: int, now: int) -> int:
 def set_message(conn: Connection, serial: str, header: str, body: str, now: int) -> None:
     """A wallet message: the pass's news field changes (devices show it as a notice; the
     delivery of the message tells them). Google Wallet is brought in step too."""
-    record = get(conn, serial)
+    record = get(conn, serial, lock=True)
     if record is None:
         raise LookupError(f"no pass {serial}")
     _save_fields(conn, record, {"message": {"header": header, "body": body}}, now)
@@ -97,7 +100,7 @@ def update_fields(
     """New values for a pass's fields (the points on a loyalty card, a coupon's offer):
     the devices holding it are told through APNs, and Google Wallet is brought in step.
     None when there is no such pass."""
-    record = get(conn, serial)
+    record = get(conn, serial, lock=True)
     if record is None:
         return None
     updated = _save_fields(conn, record, fields, now)

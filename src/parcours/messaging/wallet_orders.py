@@ -110,9 +110,14 @@ def get(conn: Connection, identifier: str) -> dict[str, Any] | None:
     return None if row is None else _record(row)
 
 
-def by_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
+def by_order(conn: Connection, order_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """The Wallet order of the shop's order; with `lock`, its row is locked until the
+    transaction ends (PostgreSQL; SQLite has one writer), for a read an update follows."""
+    suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
     row = run(
-        conn, f"SELECT {_COLUMNS} FROM wallet_orders WHERE order_id = :o", {"o": order_id}
+        conn,
+        f"SELECT {_COLUMNS} FROM wallet_orders WHERE order_id = :o{suffix}",
+        {"o": order_id},
     ).first()
     return None if row is None else _record(row)
 
@@ -137,7 +142,7 @@ def apply(
     """What an order or shipment event changes on the order's Wallet order: the record
     as saved, with its tag moved on, or None when there is nothing to change."""
     order_id = properties.get("order_id")
-    record = by_order(conn, str(order_id)) if order_id is not None else None
+    record = by_order(conn, str(order_id), lock=True) if order_id is not None else None
     if record is None:
         return None
     changed = changed_record(record, name, properties, occurred_at)
