@@ -100,7 +100,11 @@ class WalletUpdates:
                 )
 
     def _locale(self, conn: Connection, customer_id: int) -> str:
-        locale = customers.conditions_view(conn, customer_id)["traits"].get("locale")
+        """The customer's language for the order's texts, else the brand's."""
+        try:
+            locale = customers.conditions_view(conn, customer_id)["traits"].get("locale")
+        except customers.CustomerNotFound:
+            locale = None
         return pick_locale(locale if isinstance(locale, str) else None, self.brand_locale)
 
     # ---- telling the devices (APNs) ----------------------------------------------------
