@@ -19,6 +19,7 @@ from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
 from parcours.web.push_public import push_routes
+from parcours.web.wallet_orders_public import wallet_order_routes
 from parcours.web.wallet_public import wallet_routes
 
 
@@ -44,6 +45,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *push_routes(),
             *chat_routes(),
             *wallet_routes(),
+            *wallet_order_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

@@ -84,23 +84,32 @@ def _serve(settings: Settings, *, demo: bool) -> None:
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
+    # The inbound SMTP endpoint listens on one port: it runs once, in this process,
+    # whatever the number of HTTP processes.
+    inbound = services.start_inbound_email()
+    if inbound:
+        out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
     if settings.http_workers == 1:
-        inbound = services.start_inbound_email()
-        if inbound:
-            out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
         uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
         return
     # Several processes: each opens its own services (writer, worker) from the same
-    # settings, handed over through the environment.
-    services.close()
+    # settings, handed over through the environment. This one supervises them and keeps
+    # its own services (writer and worker, sharing the queue with theirs) only for the
+    # inbound endpoint.
+    if not inbound:
+        services.close()
     for name in ("data_dir", "database_url", "host", "port", "default_region"):
         os.environ[f"PARCOURS_{name.upper()}"] = str(getattr(settings, name))
-    uvicorn.run(
-        "parcours.app:app_from_environment",
-        factory=True,
-        workers=settings.http_workers,
-        **common,  # type: ignore[arg-type]
-    )
+    try:
+        uvicorn.run(
+            "parcours.app:app_from_environment",
+            factory=True,
+            workers=settings.http_workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if inbound:
+            services.close()
 
 
 def tune_garbage_collector() -> None:

@@ -11,6 +11,7 @@ from parcours.channels.base import ConfigError
 from parcours.channels.push import make_vapid_key
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
+from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
@@ -21,6 +22,7 @@ from parcours.messaging.delivery import Brand, Delivery
 from parcours.messaging.links import Links, Signer
 from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
 from parcours.messaging.policies import Policies
+from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import KeyChecker, ensure_key
@@ -87,11 +89,17 @@ class Services:
         referrals = Referrals(clock, settings.default_region, writer.hooks)
         referrals.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
+        wallet = providers.for_channel("wallet")
+        issuer = wallet if isinstance(wallet, WalletIssuer) else None
         delivery = Delivery(
             db,
             clock,
             providers,
-            Links(Signer(secret.encode()), settings.resolved_public_url),
+            Links(
+                Signer(secret.encode()),
+                settings.resolved_public_url,
+                wallet_orders=issuer is not None and issuer.orders is not None,
+            ),
             brand,
             policies,
             settings.default_region,
@@ -101,6 +109,7 @@ class Services:
             whatsapp_pricing=whatsapp_pricing,
         )
         delivery.install(worker)
+        WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
         return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery, referrals)

@@ -448,7 +448,7 @@ class Projector:
             order_id = order_key(props, event.message_id)
             currency = str(props.get("currency") or DEFAULT_CURRENCY).upper()
             orders.placed.setdefault(
-                order_id, (customer, currency, _order_total(props), event.occurred_at)
+                order_id, (customer, currency, order_total(props), event.occurred_at)
             )
         elif event.name == "Order Cancelled":
             cancelled = _text_id(props.get("order_id"))
@@ -456,7 +456,7 @@ class Projector:
                 orders.cancelled.add(cancelled)
         elif event.name == "Order Refunded":
             refunded = _text_id(props.get("order_id"))
-            amount = _decimal(props.get("total", props.get("revenue")))
+            amount = decimal_of(props.get("total", props.get("revenue")))
             if refunded and amount:
                 orders.refunds.append((refunded, amount))
 
@@ -496,7 +496,7 @@ class Projector:
                     select(customer_orders).where(customer_orders.c.order_id.in_(part))
                 )
             }
-            refunded = {oid: _decimal(row.refunded) or Decimal(0) for oid, row in current.items()}
+            refunded = {oid: decimal_of(row.refunded) or Decimal(0) for oid, row in current.items()}
             for order_id, amount in orders.refunds:
                 if order_id in refunded:
                     refunded[order_id] += amount
@@ -652,7 +652,7 @@ def _set_order_traits(profile: Profile, rows: list[Any]) -> None:
     for currency in sorted({row.currency for row in placed}):
         in_currency = [row for row in placed if row.currency == currency]
         spent = sum(
-            ((_decimal(r.total) or Decimal(0)) - (_decimal(r.refunded) or Decimal(0)))
+            ((decimal_of(r.total) or Decimal(0)) - (decimal_of(r.refunded) or Decimal(0)))
             for r in in_currency
         )
         spent = Decimal(spent)
@@ -669,9 +669,10 @@ def order_key(props: dict[str, Any], message_id: str) -> str:
     return _text_id(props.get("order_id")) or message_id
 
 
-def _order_total(props: dict[str, Any]) -> Decimal:
+def order_total(props: dict[str, Any]) -> Decimal:
+    """An order event's amount: `total`, else `revenue`, else the products' prices."""
     for name in ("total", "revenue"):
-        value = _decimal(props.get(name))
+        value = decimal_of(props.get(name))
         if value is not None:
             return value
     products = props.get("products")
@@ -679,13 +680,14 @@ def _order_total(props: dict[str, Any]) -> Decimal:
     if isinstance(products, list):
         for product in products:
             if isinstance(product, dict):
-                price = _decimal(product.get("price")) or Decimal(0)
-                quantity = _decimal(product.get("quantity")) or Decimal(1)
+                price = decimal_of(product.get("price")) or Decimal(0)
+                quantity = decimal_of(product.get("quantity")) or Decimal(1)
                 total += price * quantity
     return total
 
 
-def _decimal(value: Any) -> Decimal | None:
+def decimal_of(value: Any) -> Decimal | None:
+    """An exact decimal from a number or text; None when it is not one."""
     if value is None or isinstance(value, bool):
         return None
     try:

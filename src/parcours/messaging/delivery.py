@@ -260,13 +260,14 @@ class Delivery:
         customer = {**profile["computed"], **traits, "id": f"cus_{customer_id}"}
         properties = event.get("properties") or {}
         name = event.get("event") or ""
+        order = properties if name.startswith("Order") else None
         return {
             "customer": customer,
             "event": {**event, "event": name, "properties": properties},
             "cart": properties if name in CART_EVENTS else None,
-            "order": properties if name.startswith("Order") else None,
+            "order": order,
             "brand": {"name": self.brand.name, "url": self.brand.url},
-            "links": {"shop": self.brand.url, **links},
+            "links": {"shop": self.brand.url, **self.links.for_order(order), **links},
             "message": {"channel": channel, "purpose": purpose},
         }
 

@@ -324,6 +324,123 @@ class Worker:
         )
 
 
+CALL_LEASE_MS = 5 * 60_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call outside the database came to (see `CallAfterCommit`)."""
+
+    error: str | None = None  # None: done; else tried again with backoff
+    retry: bool = True  # False: an error that trying again cannot mend (logged, dropped)
+    record: Callable[[Connection], None] | None = None  # its effects on the database
+
+
+class CallAfterCommit:
+    """Jobs whose work is a call outside the database (APNs, an HTTP API). The handler
+    reads what the call needs in the job's transaction and puts the job back for the end
+    of a lease; the call is made once the batch has committed, outside any transaction,
+    and its outcome is recorded in a short transaction of its own: done (the lease job
+    removed) or retried with backoff, up to the job's `max_attempts`. A process that dies
+    during the call leaves the lease job, so the call is made again: at least once, never
+    lost. Jobs of such a kind carry a unique key (one per thing kept in step); a newer
+    job under that key (a newer change) replaces the lease job and is the one that goes
+    on."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        kind: str,
+        prepare: Callable[[Connection, Job], Any],
+        call: Callable[[Any], Outcome],
+        *,
+        lease_ms: int = CALL_LEASE_MS,
+    ) -> None:
+        self.worker = worker
+        self.kind = kind
+        self.prepare = prepare  # what the call needs, read in the job's transaction; None: nothing
+        self.call = call
+        self.lease_ms = lease_ms
+        self._local = threading.local()
+        worker.register(kind, self._handle)
+
+    def _pending(self) -> list[tuple[Job, dict[str, Any], Any]]:
+        if not hasattr(self._local, "pending"):
+            self._local.pending = []
+        pending: list[tuple[Job, dict[str, Any], Any]] = self._local.pending
+        return pending
+
+    def _handle(self, conn: Connection, job: Job) -> None:
+        if job.unique_key is None:
+            raise ValueError(f"{self.kind} jobs need a unique key")
+        request = self.prepare(conn, job)
+        if request is None:
+            return
+        now = self.worker.clock.now_ms()
+        payload = {**job.payload, "call_attempt": int(job.payload.get("call_attempt", 0)) + 1}
+        enqueue(
+            conn,
+            self.kind,
+            payload,
+            run_at=now + self.lease_ms,
+            now=now,
+            queue=job.queue,
+            unique_key=job.unique_key,
+            customer_id=job.customer_id,
+            max_attempts=job.max_attempts,
+        )
+        self._pending().append((job, payload, request))
+        self.worker.after_commit(self._call_all)
+
+    def _call_all(self) -> None:
+        pending, self._local.pending = self._pending(), []
+        outcomes: list[tuple[Job, dict[str, Any], Outcome]] = []
+        for job, payload, request in pending:
+            try:
+                outcome = self.call(request)
+            except Exception as exc:  # a bug, not the peer: kept and tried again
+                log.exception("%s call for %s failed", self.kind, job.unique_key)
+                outcome = Outcome(error=f"{type(exc).__name__}: {exc}")
+            outcomes.append((job, payload, outcome))
+        with self.worker.db.write() as conn:
+            now = self.worker.clock.now_ms()
+            for job, payload, outcome in outcomes:
+                if outcome.record is not None:
+                    outcome.record(conn)
+                self._settle(conn, job, payload, outcome, now)
+
+    def _settle(
+        self, conn: Connection, job: Job, payload: dict[str, Any], outcome: Outcome, now: int
+    ) -> None:
+        lease = run(
+            conn,
+            "DELETE FROM jobs WHERE unique_key = :k AND payload = :p",
+            {"k": job.unique_key, "p": _encode(payload).decode()},
+        )
+        if not lease.rowcount:
+            return  # a newer change took the key: its own job makes the call again
+        attempt = int(payload["call_attempt"])
+        if outcome.error is None:
+            return
+        if not outcome.retry or attempt >= job.max_attempts:
+            log.error("%s for %s failed for good: %s", self.kind, job.unique_key, outcome.error)
+            return
+        log.warning(
+            "%s for %s failed, attempt %s: %s", self.kind, job.unique_key, attempt, outcome.error
+        )
+        enqueue(
+            conn,
+            self.kind,
+            payload,
+            run_at=now + backoff_ms(attempt),
+            now=now,
+            queue=job.queue,
+            unique_key=job.unique_key,
+            customer_id=job.customer_id,
+            max_attempts=job.max_attempts,
+        )
+
+
 def backoff_ms(attempt: int) -> int:
     """Exponential backoff with jitter: about 1 s, 2 s, 4 s ... capped at one hour."""
     base = min(3_600_000, 1000 * 2 ** (attempt - 1))
