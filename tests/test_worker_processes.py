@@ -36,7 +36,14 @@ steps:
 
 
 def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PARCOURS_DATABASE_URL": url, "PARCOURS_LOG_LEVEL": "error"}
+    # A short lease: the messages the killed worker had claimed but not recorded are sent
+    # again by the others after it (at the default five minutes, they would wait that long).
+    env = {
+        **os.environ,
+        "PARCOURS_DATABASE_URL": url,
+        "PARCOURS_LOG_LEVEL": "error",
+        "PARCOURS_DELIVERY_LEASE_SECONDS": "3",
+    }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
