@@ -25,7 +25,6 @@ from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
-from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.program import (
     Instruction,
@@ -39,6 +38,7 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, from_ms, to_ms
+from parcours.runtime.conditions import matches, normalise_key, resolve_path
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
 
