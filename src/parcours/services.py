@@ -26,6 +26,8 @@ from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.queue import Worker
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
+from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
+from parcours.segments.engine import SegmentEngine
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Services:
     worker: Worker
     engine: JourneyEngine
     delivery: Delivery
+    segments: SegmentEngine
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
 
@@ -75,13 +78,17 @@ class Services:
             batch_events=settings.ingest_batch_events,
             threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
         )
-        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE))
+        worker = Worker(
+            db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE)
+        )
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
         )
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
+        segments = SegmentEngine(clock, settings.default_region)
+        segments.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
         delivery = Delivery(
             db,
@@ -99,7 +106,7 @@ class Services:
         delivery.install(worker)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
-        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery)
+        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery, segments)
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, run, select_in
 
 ERASED_EVENT = "Customer Erased"
 _CUSTOMER_REF = re.compile(r"^cus_(\d+)$")
@@ -175,6 +176,21 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
             ).scalars()
         ]
     return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
+
+
+def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Traits and computed traits of many customers at once, as conditions read them
+    (segments evaluate customers in chunks). Merged and erased customers are left out."""
+    rows = select_in(
+        conn,
+        "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
+        "AND erased_at IS NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    return {
+        int(ident): {"traits": _decode(traits), "computed": computed_view(_decode(computed))}
+        for ident, traits, computed in rows
+    }
 
 
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
