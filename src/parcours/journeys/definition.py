@@ -35,6 +35,7 @@ class Entry(_Strict):
     where: list[dict[str, Any]] = []
     segment: str | None = None
     on: Literal["enter", "leave"] = "enter"
+    backfill: bool = False  # also enter on a segment's batch evaluation (new or changed)
     date_trait: str | None = None
     offset: str | None = None
     at: str | None = None

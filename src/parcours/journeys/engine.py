@@ -30,6 +30,8 @@ from parcours.journeys.program import (
     Instruction,
     Program,
     compile_journey,
+    enters_on,
+    entry_event,
     listened_events,
     waited_traits,
 )
@@ -38,9 +40,10 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, from_ms, to_ms
-from parcours.runtime.conditions import matches, normalise_key, resolve_path
+from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
+from parcours.segments import api as segments
 
 REACT = "journeys.react"
 STEP = "journeys.step"
@@ -90,6 +93,7 @@ class JourneyEngine:
         self._waited_traits: set[str] = set()
         self._entry_traits: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+        self._hooks: list[Hook] = []
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
         worker.register(REACT, self.react)
@@ -101,6 +105,7 @@ class JourneyEngine:
             webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
         )
         hooks.append(self.on_events)
+        self._hooks = hooks  # what a journey emits goes through every hook (segments too)
 
     # ---- reacting to events ---------------------------------------------------------------
 
@@ -145,8 +150,7 @@ class JourneyEngine:
                 trait = program.journey.entry.date_trait
                 if trait and isinstance(changed, dict) and trait in changed:
                     self._schedule_date_entry(conn, program, customer, now)
-                entry = program.journey.entry
-                if entry.event is not None and entry.event == row.name:
+                if enters_on(program.journey, row.name, event):
                     self._try_enter(
                         conn, program, customer, row.message_id, row.occurred_at, event, now
                     )
@@ -220,6 +224,8 @@ class JourneyEngine:
                 return
             key = value
         scope = {"event": event, "entry": event, "profile": _profile(conn, customer)}
+        if uses_root(entry.where, "segment"):
+            scope["segment"] = segments.membership_flags(conn, customer)
         if not matches(entry.where, scope):
             return
         if self._entered_already(conn, journey, customer, message_id, key, now):
@@ -246,7 +252,7 @@ class JourneyEngine:
             run,
             "Journey Entered",
             now,
-            {"trigger": entry.event, "entry_message_id": message_id},
+            {"trigger": entry_event(journey), "entry_message_id": message_id},
         )
         # The first steps run now, in the reaction's transaction: no second job, no wait.
         self._advance(conn, run, now, now)
@@ -640,6 +646,8 @@ class JourneyEngine:
             "event": run.entry_event,
             "profile": _profile(conn, run.customer_id),
         }
+        if any(uses_root(conditions, "segment") for conditions in instruction.spec):
+            scope["segment"] = segments.membership_flags(conn, run.customer_id)
         for number, (conditions, target) in enumerate(
             zip(instruction.spec, instruction.targets, strict=True)
         ):
@@ -995,8 +1003,9 @@ class JourneyEngine:
             payload=_encode(document).decode(),
             customer_id=run.customer_id,
         )
-        # What the journey emits may start or move other journeys; its own log lines not.
-        hooks: tuple[Hook, ...] = () if source == "system" else (self.on_events,)
+        # What the journey emits may start or move other journeys, or change a segment;
+        # its own log lines not.
+        hooks: tuple[Hook, ...] = () if source == "system" else tuple(self._hooks)
         append_events(conn, [[event]], now, self.region, hooks)
 
     # ---- loading ------------------------------------------------------------------------
@@ -1025,8 +1034,9 @@ class JourneyEngine:
         entry_traits: dict[str, list[str]] = {}
         for journey_id, version, status in journeys_api.running_versions(conn):
             journey = self._program(conn, journey_id, version).journey
-            if status == "live" and journey.entry.event:
-                names.add(journey.entry.event)
+            trigger = entry_event(journey)
+            if status == "live" and trigger:
+                names.add(trigger)
             if status == "live" and journey.entry.date_trait:
                 entry_traits.setdefault(journey.entry.date_trait, []).append(journey_id)
             names |= listened_events(journey)
