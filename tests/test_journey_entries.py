@@ -206,3 +206,22 @@ def test_an_api_entry_says_what_is_wrong(client: TestClient[Any], services: Serv
     assert anonymous.status_code == 401
     services.worker.run_due()
     assert runs(services, "gi") == []  # none of these entered anyone
+
+
+def test_a_trait_a_journey_sets_moves_the_customer_into_a_segment(services: Services) -> None:
+    define(services, GOLD)
+    publish(
+        services,
+        """\
+id: promote
+name: Promote to gold
+entry: {event: Tier Reviewed}
+steps:
+  - update_profile: {set: {tier: gold}}
+""",
+    )
+    publish(services, WELCOME_GOLD)
+    opt_in(services, "ho")
+    track(services, "ho", "Tier Reviewed")
+    services.worker.run_due()
+    assert sent(services, "ho") == [("email", "gold-hello")]

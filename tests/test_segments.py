@@ -340,3 +340,29 @@ def test_both_profiles_in_a_segment_keep_one_membership_after_a_merge(services: 
     assert {r.customer_id for r in rows} == {survivor}
     assert [r.exit_reason is None for r in rows] == [True, False]  # the earlier stay goes on
     assert not any(e[0] == "Segment Exited" for e in segment_events(services, "iv"))
+
+
+def test_a_merge_while_an_evaluation_waits_does_not_make_the_person_leave(
+    services: Services,
+) -> None:
+    define(services, GOLD)
+    identify(services, "jo", email="jo@example.com")
+    send(
+        services,
+        make_event(
+            "identify", anonymousId="anon-3", at=services.clock.now_ms(), traits={"tier": "gold"}
+        ),
+    )
+    # The visitor's next event and the login that merges them are stored before the worker
+    # runs: the visitor's evaluation runs after the merge, on a profile merged away.
+    now = services.clock.now_ms()
+    services.writer.append_sync(
+        [make_event("identify", anonymousId="anon-3", at=now, traits={"tier": "gold"})]
+    )
+    services.writer.append_sync([make_event("identify", userId="jo", anonymousId="anon-3", at=now)])
+    services.worker.run_due()
+    assert member_of(services, "jo") == ["gold"]
+    assert segment_events(services, "jo") == [("Segment Entered", "gold", False)]
+    with services.db.read() as conn:
+        reasons = conn.execute(text("SELECT exit_reason FROM segment_memberships")).scalars().all()
+    assert reasons == [None]

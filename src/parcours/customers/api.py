@@ -193,6 +193,16 @@ def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, 
     }
 
 
+def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
+    """Those of these customers that were merged into another (the survivor has it all)."""
+    rows = select_in(
+        conn,
+        "SELECT id FROM customers WHERE merged_into IS NOT NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    return {int(row[0]) for row in rows}
+
+
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
     return [

@@ -37,7 +37,8 @@ CUSTOMERS_PER_JOB = 100
 BACKFILL_CHUNK = 500
 NO_LONGER = "conditions no longer hold"
 CHANGED = "segment changed"
-GONE = "customer erased or merged away"
+GONE = "customer erased"
+LOCK_SPACE = 5_101  # the segments' advisory locks (runtime/db.py lock_keys)
 
 _decode = msgspec.json.Decoder().decode
 
@@ -184,21 +185,15 @@ class SegmentEngine:
                 (segment.id,),
             )
         }
-        recorded: list[Event] = []
+        entering: list[int] = []
+        leaving: list[int] = []
         for customer in customer_ids:
             found = facts.get(customer)
             member = found is not None and is_member(segment, found, now)
-            backfill = (member != (customer in current)) and (
-                backfill_since is not None
-                and not _acted_since(conn, segment, customer, backfill_since)
-            )
             if member and customer not in current:
-                recorded.append(self._enter(conn, segment.id, customer, now, backfill))
+                entering.append(customer)
             elif not member and customer in current:
-                reason = GONE if found is None else CHANGED if backfill else NO_LONGER
-                recorded.append(
-                    self._exit(conn, segment.id, customer, current[customer], now, reason, backfill)
-                )
+                leaving.append(customer)
             if found is not None and segment.time_dependent:
                 moment = next_change(segment, found, now)
                 if moment is not None:
@@ -214,56 +209,83 @@ class SegmentEngine:
                     )
                 # Without a moment, a recheck left from an earlier state fires, finds nothing
                 # to change and schedules nothing: cheaper than a delete on every evaluation.
-        if recorded:
-            append_events(conn, [recorded], now, self.region, self._hooks)
+        gone = [c for c in leaving if c not in facts]
+        if gone:
+            # A profile merged away keeps its stays until the merge moves them to the
+            # survivor (a job after this one): the person has not left the segment.
+            moved = customers.merged_away(conn, gone)
+            leaving = [c for c in leaving if c not in moved]
+        if not entering and not leaving:
+            return
+        own = set(entering + leaving)
+        if backfill_since is not None:
+            own = _acted_since(conn, segment, sorted(own), backfill_since)
+        exits = [
+            (c, current[c], GONE if c not in facts else NO_LONGER if c in own else CHANGED)
+            for c in leaving
+        ]
+        recorded = self._enter(conn, segment.id, entering, own, now)
+        recorded += self._exit(conn, segment.id, exits, own, now)
+        append_events(conn, [recorded], now, self.region, self._hooks)
 
     def _enter(
-        self, conn: Connection, segment_id: str, customer: int, now: int, backfill: bool
-    ) -> Event:
-        membership = run(
-            conn,
-            "INSERT INTO segment_memberships (customer_id, segment_id, entered_at, backfill) "
-            "VALUES (:c, :s, :now, :b) RETURNING id",
-            {"c": customer, "s": segment_id, "now": now, "b": int(backfill)},
-        ).scalar_one()
-        properties: dict[str, Any] = {"segment": segment_id}
-        if backfill:
-            properties["backfill"] = True
-        return internal_event(
-            customer,
-            api.SEGMENT_ENTERED,
-            properties,
-            now,
-            f"segment:{membership}:entered",
-            "system",
-        )
+        self, conn: Connection, segment_id: str, customers: list[int], own: set[int], now: int
+    ) -> list[Event]:
+        """New memberships, one statement per chunk; those not in `own` are the batch's."""
+        recorded: list[Event] = []
+        for part in chunks(customers, BACKFILL_CHUNK):
+            params: dict[str, Any] = {"s": segment_id, "now": now}
+            rows = []
+            for number, customer in enumerate(part):
+                params[f"c{number}"], params[f"b{number}"] = customer, int(customer not in own)
+                rows.append(f"(:c{number}, :s, :now, :b{number})")
+            inserted = run(
+                conn,
+                "INSERT INTO segment_memberships (customer_id, segment_id, entered_at, backfill) "
+                f"VALUES {', '.join(rows)} RETURNING customer_id, id",
+                params,
+            ).all()
+            for row in sorted(inserted):
+                customer = int(row.customer_id)
+                properties = _change(segment_id, backfill=customer not in own)
+                message_id = f"segment:{row.id}:entered"
+                recorded.append(
+                    internal_event(
+                        customer, api.SEGMENT_ENTERED, properties, now, message_id, "system"
+                    )
+                )
+        return recorded
 
     def _exit(
         self,
         conn: Connection,
         segment_id: str,
-        customer: int,
-        membership: int,
+        exits: list[tuple[int, int, str]],
+        own: set[int],
         now: int,
-        reason: str,
-        backfill: bool,
-    ) -> Event:
-        run(
-            conn,
-            "UPDATE segment_memberships SET exited_at = :now, exit_reason = :r WHERE id = :id",
-            {"now": now, "r": reason, "id": membership},
-        )
-        properties: dict[str, Any] = {"segment": segment_id, "reason": reason}
-        if backfill:
-            properties["backfill"] = True
-        return internal_event(
-            customer,
-            api.SEGMENT_EXITED,
-            properties,
-            now,
-            f"segment:{membership}:exited",
-            "system",
-        )
+    ) -> list[Event]:
+        """(customer, membership, reason) stays ended, one statement per reason."""
+        for reason in sorted({reason for _, _, reason in exits}):
+            ids = [membership for _, membership, why in exits if why == reason]
+            for part in chunks(ids, BACKFILL_CHUNK):
+                marks = ", ".join(f":m{n}" for n in range(len(part)))
+                run(
+                    conn,
+                    "UPDATE segment_memberships SET exited_at = :now, exit_reason = :r "
+                    f"WHERE id IN ({marks})",
+                    {"now": now, "r": reason, **{f"m{n}": m for n, m in enumerate(part)}},
+                )
+        return [
+            internal_event(
+                customer,
+                api.SEGMENT_EXITED,
+                {**_change(segment_id, backfill=customer not in own), "reason": reason},
+                now,
+                f"segment:{membership}:exited",
+                "system",
+            )
+            for customer, membership, reason in exits
+        ]
 
     def _follow_merge(self, conn: Connection, survivor: int, merged: int, now: int) -> None:
         """Two profiles became one person: the merged profile's memberships are the
@@ -410,28 +432,40 @@ def _affects(
     return isinstance(context_traits, dict) and not depends.traits.isdisjoint(context_traits)
 
 
-def _acted_since(conn: Connection, segment: CompiledSegment, customer: int, seq: int) -> bool:
-    """Whether the customer did something that bears on the segment after event `seq` (the
-    last one when the segment was saved): then the batch evaluation only got to them first,
-    and their entry or exit is theirs, not the batch's."""
-    rows = run(
+def _acted_since(
+    conn: Connection, segment: CompiledSegment, customer_ids: list[int], seq: int
+) -> set[int]:
+    """The customers who did something bearing on the segment after event `seq` (the last
+    one when the segment was saved): the batch evaluation only got to them first, and
+    their entry or exit is their own, not the batch's."""
+    rows = select_in(
         conn,
-        "SELECT type, name, source, payload FROM events WHERE customer_id = :c AND seq > :s",
-        {"c": customer, "s": seq},
-    ).all()
-    for row in rows:
-        if row.name == MERGE_EVENT:
-            return True
-        document = _decode(row.payload)
+        "SELECT customer_id, type, name, source, payload FROM events "
+        "WHERE seq > {mark} AND customer_id IN ({marks})",
+        customer_ids,
+        (seq,),
+    )
+    acted: set[int] = set()
+    for customer, kind, name, source, payload in rows:
+        if customer in acted:
+            continue
+        document = _decode(payload)
         context = document.get("context")
         context_traits = context.get("traits") if isinstance(context, dict) else None
-        if _affects(
-            segment, row.name, row.source, row.type, document.get("traits"), context_traits
+        if name == MERGE_EVENT or _affects(
+            segment, name, source, kind, document.get("traits"), context_traits
         ):
-            return True
-    return False
+            acted.add(int(customer))
+    return acted
+
+
+def _change(segment_id: str, *, backfill: bool) -> dict[str, Any]:
+    """The properties of a Segment Entered / Exited event."""
+    return {"segment": segment_id, "backfill": True} if backfill else {"segment": segment_id}
 
 
 def _serialise(conn: Connection, customer_ids: set[int]) -> None:
-    """Hold each customer's segment lock until the transaction ends (PostgreSQL)."""
-    lock_keys(conn, [f"segment-member:{c}" for c in customer_ids])
+    """Hold each customer's segment lock until the transaction ends (PostgreSQL), in a lock
+    space of the segments' own: a batch chunk holds 500 of them and must not make the
+    writer wait."""
+    lock_keys(conn, [f"segment-member:{c}" for c in customer_ids], space=LOCK_SPACE)
