@@ -366,3 +366,23 @@ def test_a_merge_while_an_evaluation_waits_does_not_make_the_person_leave(
     with services.db.read() as conn:
         reasons = conn.execute(text("SELECT exit_reason FROM segment_memberships")).scalars().all()
     assert reasons == [None]
+
+
+def test_a_count_and_the_time_since_the_last_in_one_condition(
+    services: Services, clock: SimulatedClock
+) -> None:
+    define(
+        services,
+        """\
+id: lapsed-regulars
+name: Two orders or more, none in 60 days
+conditions:
+  - events: {name: Order Completed, count: {gte: 2}, since_last: {gte: 60d}}
+""",
+    )
+    track(services, "ka", "Order Completed", order_id="k-1")
+    track(services, "ka", "Order Completed", order_id="k-2")
+    assert member_of(services, "ka") == []
+    clock.advance_ms(60 * DAY)
+    services.worker.run_due()
+    assert member_of(services, "ka") == ["lapsed-regulars"]

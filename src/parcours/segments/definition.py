@@ -32,9 +32,7 @@ AGGREGATES = ("count", "sum", "since_last")
 SINCE_OPERATORS = frozenset({"gt", "gte", "lt", "lte", "exists"})
 # Computed traits the order events change; any other computed trait can change on any event.
 ORDER_EVENTS = frozenset({"Order Completed", "Order Cancelled", "Order Refunded"})
-ORDER_TRAITS = frozenset(
-    {"orders_count", "revenue", "first_order_at", "last_order_at", "average_order_value"}
-)
+ORDER_TRAITS = frozenset({"orders_count", "revenue", "first_order_at", "last_order_at"})
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -126,6 +124,7 @@ class Aggregate:
     sum_of: str | None
     # Moments at which `since_last` tests flip, as durations in ms after the last event.
     since_thresholds: tuple[int, ...]
+    counts: bool  # a count or a sum is tested: every matching event matters, not the last
 
     @property
     def needs_payload(self) -> bool:
@@ -134,7 +133,7 @@ class Aggregate:
     @property
     def only_last(self) -> bool:
         """Only the time of the last event matters (one number per customer to read)."""
-        return self.since_thresholds != () and not self.needs_payload and self.within_ms is None
+        return not self.counts and not self.needs_payload and self.within_ms is None
 
 
 @dataclass(frozen=True)
@@ -197,6 +196,7 @@ def _compile(condition: dict[str, Any], aggregates: list[Aggregate]) -> dict[str
                 spec.where,
                 spec.sum["of"] if spec.sum else None,
                 tuple(sorted(set(since.values()))),
+                spec.count is not None or spec.sum is not None,
             )
         )
         if spec.count is not None:
