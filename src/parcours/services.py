@@ -29,6 +29,8 @@ from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.queue import Worker
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
+from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
+from parcours.segments.engine import SegmentEngine
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Services:
     engine: JourneyEngine
     delivery: Delivery
     referrals: Referrals
+    segments: SegmentEngine
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
 
@@ -79,7 +82,9 @@ class Services:
             batch_events=settings.ingest_batch_events,
             threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
         )
-        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE))
+        worker = Worker(
+            db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE)
+        )
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
@@ -88,6 +93,8 @@ class Services:
         engine.install(worker, writer.hooks)
         referrals = Referrals(clock, settings.default_region, writer.hooks)
         referrals.install(worker, writer.hooks)
+        segments = SegmentEngine(clock, settings.default_region)
+        segments.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
         wallet = providers.for_channel("wallet")
         issuer = wallet if isinstance(wallet, WalletIssuer) else None
@@ -112,7 +119,18 @@ class Services:
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
         writer.on_commit(lambda _events: worker.wake.set())
         writer.start()
-        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery, referrals)
+        return cls(
+            settings,
+            db,
+            clock,
+            writer,
+            KeyChecker(db),
+            worker,
+            engine,
+            delivery,
+            referrals,
+            segments,
+        )
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""

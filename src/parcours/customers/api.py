@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +224,31 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
             ).scalars()
         ]
     return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
+
+
+def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Traits and computed traits of many customers at once, as conditions read them
+    (segments evaluate customers in chunks). Merged and erased customers are left out."""
+    rows = select_in(
+        conn,
+        "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
+        "AND erased_at IS NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    return {
+        int(ident): {"traits": _decode(traits), "computed": computed_view(_decode(computed))}
+        for ident, traits, computed in rows
+    }
+
+
+def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
+    """Those of these customers that were merged into another (the survivor has it all)."""
+    rows = select_in(
+        conn,
+        "SELECT id FROM customers WHERE merged_into IS NOT NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    return {int(row[0]) for row in rows}
 
 
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:

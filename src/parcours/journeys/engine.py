@@ -27,12 +27,13 @@ from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
-from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.program import (
     Instruction,
     Program,
     compile_journey,
+    enters_on,
+    entry_event,
     listened_events,
     waited_traits,
 )
@@ -42,9 +43,11 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, from_ms, to_ms
+from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.db import insert_rows
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
+from parcours.segments import api as segments
 
 REACT = "journeys.react"
 STEP = "journeys.step"
@@ -110,6 +113,7 @@ class JourneyEngine:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._interest: tuple[tuple[tuple[str, int, str], ...], set[str]] | None = None
+        self._hooks: list[Hook] = []
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
         worker.register(REACT, self.react)
@@ -121,6 +125,7 @@ class JourneyEngine:
             webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
         )
         hooks.append(self.on_events)
+        self._hooks = hooks  # what a journey emits goes through every hook (segments too)
 
     # ---- reacting to events ---------------------------------------------------------------
 
@@ -170,8 +175,7 @@ class JourneyEngine:
                 trait = program.journey.entry.date_trait
                 if trait and isinstance(changed, dict) and trait in changed:
                     self._schedule_date_entry(conn, program, customer, now)
-                entry = program.journey.entry
-                if entry.event is not None and entry.event == row.name:
+                if enters_on(program.journey, row.name, event):
                     self._try_enter(
                         conn, program, customer, row.message_id, row.occurred_at, event, now
                     )
@@ -246,6 +250,8 @@ class JourneyEngine:
                 return
             key = value
         scope = {"event": event, "entry": event, "profile": self._profile(conn, customer)}
+        if uses_root(entry.where, "segment"):
+            scope["segment"] = segments.membership_flags(conn, customer)
         if not matches(entry.where, scope):
             return
         if self._entered_already(conn, journey, customer, message_id, key, now):
@@ -286,7 +292,7 @@ class JourneyEngine:
             run,
             "Journey Entered",
             now,
-            {"trigger": entry.event, "entry_message_id": message_id},
+            {"trigger": entry_event(journey), "entry_message_id": message_id},
         )
         # The first steps run now, in the reaction's transaction: no second job, no wait.
         self._advance(conn, run, now, now)
@@ -697,6 +703,8 @@ class JourneyEngine:
             "event": run.entry_event,
             "profile": self._profile(conn, run.customer_id),
         }
+        if any(uses_root(conditions, "segment") for conditions in instruction.spec):
+            scope["segment"] = segments.membership_flags(conn, run.customer_id)
         for number, (conditions, target) in enumerate(
             zip(instruction.spec, instruction.targets, strict=True)
         ):
@@ -1108,10 +1116,10 @@ class JourneyEngine:
         if source == "system" and state.depth > 0:
             state.events.append(event)  # a log line: written when the job ends
             return
-        # What the journey emits may start or move other journeys, and may change the
-        # profile: earlier log lines go first, and the profile is read again after.
+        # What the journey emits may start or move other journeys, change a segment, and
+        # change the profile: earlier log lines go first, and the profile is read again.
         self._flush(conn)
-        hooks: tuple[Hook, ...] = () if source == "system" else (self.on_events,)
+        hooks: tuple[Hook, ...] = () if source == "system" else tuple(self._hooks)
         append_events(conn, [[event]], now, self.region, hooks)
         state.profiles.clear()
 
@@ -1146,8 +1154,9 @@ class JourneyEngine:
         entry_traits: dict[str, list[str]] = {}
         for journey_id, version, status in versions:
             journey = self._program(conn, journey_id, version).journey
-            if status == "live" and journey.entry.event:
-                names.add(journey.entry.event)
+            trigger = entry_event(journey)
+            if status == "live" and trigger:
+                names.add(trigger)
             if status == "live" and journey.entry.date_trait:
                 entry_traits.setdefault(journey.entry.date_trait, []).append(journey_id)
             names |= listened_events(journey)

@@ -33,13 +33,13 @@ from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
-from parcours.journeys.definition import parse_duration
 from parcours.messaging import choice, passes, policies, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, run
+from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ import phonenumbers
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.journeys.definition import parse_duration
 from parcours.runtime.clock import from_ms, to_ms
 from parcours.runtime.db import lock_keys, run
+from parcours.runtime.definitions import parse_duration
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

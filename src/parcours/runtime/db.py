@@ -114,22 +114,33 @@ def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]
 LOCK_BUCKETS = 4096
 
 
-def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None) -> None:
     """Serialise writers that touch the same keys, until the transaction ends.
 
     PostgreSQL: transaction-scoped advisory locks on 4,096 hashed buckets, taken
     in sorted order so two writers cannot deadlock. SQLite: nothing to do, BEGIN IMMEDIATE
-    already made this the only writer.
+    already made this the only writer. With `space` (a number of the caller's own), the
+    buckets are PostgreSQL's two-key advisory locks, a key space apart from the one-key
+    locks the writer takes: work holding many of them for a while (a segment's batch
+    evaluation) then never delays ingestion.
     """
     if conn.dialect.name == "sqlite":
         return
     buckets = sorted({_bucket(key) for key in keys})
-    if buckets:
-        # One round trip; the subquery's ORDER BY makes the locks be taken in order.
+    if not buckets:
+        return
+    # One round trip; the subquery's ORDER BY makes the locks be taken in order.
+    if space is None:
         _cursor(conn).execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM "
             "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
             (buckets,),
+        )
+    else:
+        _cursor(conn).execute(
+            "SELECT count(pg_advisory_xact_lock(%s, k)) FROM "
+            "(SELECT unnest(%s::int[]) AS k ORDER BY 1) AS ordered",
+            (space, buckets),
         )
 
 

@@ -16,6 +16,7 @@ def load_all_tables() -> MetaData:
     import parcours.messaging.tables
     import parcours.runtime.keys
     import parcours.runtime.queue
-    import parcours.runtime.secrets  # noqa: F401
+    import parcours.runtime.secrets
+    import parcours.segments.tables  # noqa: F401
 
     return metadata
