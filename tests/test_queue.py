@@ -191,6 +191,28 @@ def test_a_failed_job_gives_way_to_a_newer_job_under_its_key(db: Database, effec
     assert live_jobs(db) == []
 
 
+def test_a_preparer_sees_the_batch_and_one_that_fails_changes_nothing(
+    db: Database, effects: str
+) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    seen: list[list[str]] = []
+
+    def prepare(conn: Connection, jobs: list[Job]) -> None:
+        seen.append(sorted(job.payload["note"] for job in jobs))
+        conn.execute(text(f"INSERT INTO {effects} (job_id, note) VALUES (0, 'prepared')"))
+        raise RuntimeError("prefetch broke")
+
+    worker.register("step", record(effects), prepare=prepare)  # type: ignore[arg-type]
+    add(db, "step", START, note="a")
+    add(db, "step", START, note="b")
+    add(db, "other", START, note="c")
+    worker.register("other", record(effects))  # type: ignore[arg-type]
+    worker.run_due()
+    assert seen == [["a", "b"]]  # every job of its kind in the batch, no other kind
+    assert sorted(notes(db, effects)) == ["a", "b", "c"]  # its writes rolled back, jobs ran
+
+
 def test_a_job_that_always_fails_is_kept_as_failed(db: Database) -> None:
     clock = SimulatedClock(START)
     worker = Worker(db, clock)

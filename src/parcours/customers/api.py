@@ -227,18 +227,33 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
 
 
 def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """Traits and computed traits of many customers at once, as conditions read them
-    (segments evaluate customers in chunks). Merged and erased customers are left out."""
+    """`conditions_view` of many customers at once, in two queries (segments evaluate
+    customers in chunks; the journey engine reads those of a batch of steps). Merged and
+    erased customers are left out."""
     rows = select_in(
         conn,
         "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
         "AND erased_at IS NULL AND id IN ({marks})",
         list(customer_ids),
     )
-    return {
-        int(ident): {"traits": _decode(traits), "computed": computed_view(_decode(computed))}
+    views = {
+        int(ident): {
+            "traits": _decode(traits),
+            "computed": computed_view(_decode(computed)),
+            "identities": [],
+        }
         for ident, traits, computed in rows
     }
+    countryless = [ident for ident, view in views.items() if not view["computed"].get("country")]
+    if countryless:
+        for customer_id, value in select_in(
+            conn,
+            "SELECT customer_id, value FROM identities WHERE kind = 'phone' "
+            "AND customer_id IN ({marks})",
+            countryless,
+        ):
+            views[int(customer_id)]["identities"].append({"kind": "phone", "value": value})
+    return views
 
 
 def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:

@@ -56,6 +56,9 @@ class Job:
 
 
 Handler = Callable[[Connection, Job], None]
+# Called with every job of its kind in a batch before they run, to read at once what they
+# will need (an optimisation only: a preparer that fails is rolled back and ignored).
+Preparer = Callable[[Connection, list[Job]], None]
 OnConflict = Literal["ignore", "replace"]
 
 
@@ -162,12 +165,15 @@ class Worker:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
+        self.preparers: dict[str, Preparer] = {}
         self._after = threading.local()
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, *, prepare: Preparer | None = None) -> None:
         self.handlers[kind] = handler
+        if prepare is not None:
+            self.preparers[kind] = prepare
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the running job's transaction has committed, outside any
@@ -224,6 +230,7 @@ class Worker:
         try:
             with self.db.write() as conn:
                 claimed = self._claim(conn, now, limit)
+                self._prepare(conn, claimed)
                 for job in claimed:
                     self._run_one(conn, job, now)
             actions: list[Callable[[], None]] = self._after.batch
@@ -270,6 +277,19 @@ class Worker:
             )
             for r in rows
         ]
+
+    def _prepare(self, conn: Connection, claimed: list[Job]) -> None:
+        for kind, prepare in self.preparers.items():
+            jobs = [job for job in claimed if job.kind == kind]
+            if not jobs:
+                continue
+            run(conn, "SAVEPOINT parcours_prepare")
+            try:
+                prepare(conn, jobs)
+            except Exception:
+                log.exception("preparing %s jobs failed; they read what they need one by one", kind)
+                run(conn, "ROLLBACK TO SAVEPOINT parcours_prepare")
+            run(conn, "RELEASE SAVEPOINT parcours_prepare")
 
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
