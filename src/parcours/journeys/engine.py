@@ -266,11 +266,12 @@ class JourneyEngine:
             if value is None:
                 return
             key = value
-        scope = {"event": event, "entry": event, "profile": self._profile(conn, customer)}
-        if uses_root(entry.where, "segment"):
-            scope["segment"] = segments.membership_flags(conn, customer)
-        if not matches(entry.where, scope):
-            return
+        if entry.where:  # the profile and memberships are read only when a condition may
+            scope = {"event": event, "entry": event, "profile": self._profile(conn, customer)}
+            if uses_root(entry.where, "segment"):
+                scope["segment"] = segments.membership_flags(conn, customer)
+            if not matches(entry.where, scope):
+                return
         if self._entered_already(conn, journey, customer, message_id, key, now):
             return
         run_id = sql(
