@@ -294,3 +294,42 @@ def test_consent_updated_event_needs_a_known_channel() -> None:
             properties={"channel": "pigeon", "purpose": "marketing", "status": True},
         )
     assert caught.value.field == "properties.channel"
+
+
+def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """PostgreSQL: a worker records a message opened (moving last seen) in a transaction
+    still open while the writer stores an identify for the same person. The writer waits
+    for it and reads the profile after: both changes are kept."""
+    import threading
+
+    from parcours.ingest.model import internal_event
+    from parcours.ingest.writer import append_events
+    from parcours.runtime.settings import Settings
+    from parcours.runtime.clock import SimulatedClock
+    from tests.conftest import truncate_all
+
+    truncate_all(postgres_url)
+    opened = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SimulatedClock(START)
+    )
+    try:
+        append(opened, make_event("identify", userId="ines", at=START, traits={"plan": "a"}))
+        with opened.db.read() as conn:
+            customer = customers.resolve(conn, "ines", "FR")
+        identify = make_event("identify", userId="ines", at=START + 1000, traits={"vip": True})
+        with opened.db.write() as conn:
+            seen = internal_event(
+                customer, "Message Opened", {"channel": "email"}, START + 5000, "m-1", "channel"
+            )
+            append_events(conn, [[seen]], START + 5000, "FR", ())
+            writer = threading.Thread(target=append, args=(opened, identify))
+            writer.start()
+            writer.join(0.5)  # the writer reaches the customer's row and waits
+        writer.join(30)
+        profile = profile_of(opened, "ines")
+    finally:
+        opened.close()
+    assert profile["traits"]["vip"] is True
+    assert profile["computed"]["last_seen_at"] == iso(START + 5000)

@@ -525,10 +525,15 @@ class Projector:
 
     def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
         profiles: dict[int, Profile] = {}
+        # PostgreSQL: the rows are locked until commit, in id order, so that two
+        # transactions projecting onto one customer (the writer with an identify, a worker
+        # with a message's status) take turns instead of one overwriting the other's
+        # change. SQLite has one writer at a time anyway.
+        lock = "" if self.conn.dialect.name == "sqlite" else " ORDER BY id FOR UPDATE"
         rows = select_in(
             self.conn,
             "SELECT id, created_at, traits, trait_times, computed FROM customers "
-            "WHERE id IN ({marks})",
+            "WHERE id IN ({marks})" + lock,
             sorted(ids - self.new_customers),
         )
         for ident, created_at, traits, trait_times, computed in rows:
