@@ -306,8 +306,8 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
 
     from parcours.ingest.model import internal_event
     from parcours.ingest.writer import append_events
-    from parcours.runtime.settings import Settings
     from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.settings import Settings
     from tests.conftest import truncate_all
 
     truncate_all(postgres_url)
