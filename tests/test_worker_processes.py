@@ -35,7 +35,8 @@ steps:
 """
 
 
-def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_worker(url: str, data_dir: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """`parcours worker` in a process of its own; `settings` are more PARCOURS_ variables."""
     # A short lease: the messages the killed worker had claimed but not recorded are sent
     # again by the others after it (at the default five minutes, they would wait that long).
     env = {
@@ -43,6 +44,7 @@ def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
         "PARCOURS_DATABASE_URL": url,
         "PARCOURS_LOG_LEVEL": "error",
         "PARCOURS_DELIVERY_LEASE_SECONDS": "3",
+        **{f"PARCOURS_{name.upper()}": value for name, value in settings.items()},
     }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
