@@ -141,7 +141,6 @@ def test_queue_depth_and_the_oldest_due_job_are_read_from_the_database(
         enqueue(conn, "test.nothing", {}, run_at=now + 3_600_000, now=now, queue="default")
     samples = scrape(client)
     assert value(samples, "parcours_queue_jobs", queue="default", state="due") == 2
-    assert value(samples, "parcours_queue_jobs", queue="default", state="scheduled") == 1
     assert value(samples, "parcours_queue_jobs", queue="default", state="failed") == 0
     assert value(samples, "parcours_queue_oldest_due_seconds", queue="default") == 90.0
     assert value(samples, "parcours_queue_oldest_due_seconds", queue="journeys") == 0.0

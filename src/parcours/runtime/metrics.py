@@ -56,9 +56,8 @@ def metrics_allowed(token: str, authorization: str) -> bool:
 
 
 class DatabaseFigures(Collector):
-    """Read when scraped, the same whichever process answers: per queue, jobs due now,
-    scheduled for later and failed, and how late the oldest due job is; workers whose
-    heartbeat is fresh or stale."""
+    """Read when scraped, the same whichever process answers: per queue, jobs due now and
+    failed, and how late the oldest due job is; workers whose heartbeat is fresh or stale."""
 
     def __init__(self, db: Database, clock: Clock, queues: Iterable[str], stale_ms: int) -> None:
         self.db = db
@@ -69,7 +68,7 @@ class DatabaseFigures(Collector):
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
             "parcours_queue_jobs",
-            "Jobs in the queue: due (to run now), scheduled (later), failed (for good)",
+            "Jobs in the queue: due (to run now), failed (for good)",
             labels=["queue", "state"],
         )
         oldest = GaugeMetricFamily(
@@ -85,25 +84,31 @@ class DatabaseFigures(Collector):
         now = self.clock.now_ms()
         with self.db.read() as conn:
             for queue in self.queues:
-                # Each an index range of (state, queue, run_at, id).
-                row = run(
+                # Index lookups on (state, queue, run_at, id): the first due time, then the
+                # range of due jobs only. Jobs scheduled for later are not counted: a
+                # million waiting timers took 0.7 s to count at each scrape (measured).
+                first = run(
                     conn,
-                    "SELECT min(run_at) AS first, "
-                    "coalesce(sum(CASE WHEN run_at <= :now THEN 1 ELSE 0 END), 0) AS due, "
-                    "count(*) AS total FROM jobs WHERE state = 'available' AND queue = :q",
-                    {"now": now, "q": queue},
-                ).first()
+                    "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
+                    {"q": queue},
+                ).scalar()
+                due = 0
+                if first is not None and int(first) <= now:
+                    due = run(
+                        conn,
+                        "SELECT count(*) FROM jobs WHERE state = 'available' AND queue = :q "
+                        "AND run_at <= :now",
+                        {"q": queue, "now": now},
+                    ).scalar()
                 failed = run(
                     conn,
                     "SELECT count(*) FROM jobs WHERE state = 'failed' AND queue = :q",
                     {"q": queue},
                 ).scalar()
-                due = int(row.due)
-                jobs.add_metric([queue, "due"], due)
-                jobs.add_metric([queue, "scheduled"], int(row.total) - due)
+                jobs.add_metric([queue, "due"], int(due or 0))
                 jobs.add_metric([queue, "failed"], int(failed or 0))
-                late = (now - int(row.first)) / 1000 if due and row.first is not None else 0.0
-                oldest.add_metric([queue], max(0.0, late))
+                late = (now - int(first)) / 1000 if due else 0.0
+                oldest.add_metric([queue], late)
             counts = worker_counts(conn, now, self.stale_ms)
         workers.add_metric(["fresh"], counts.fresh)
         workers.add_metric(["stale"], counts.stale)
