@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from parcours.app import create_app
+from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import alembic_config
 from parcours.runtime.heartbeats import Heartbeat
@@ -24,12 +25,17 @@ from parcours.runtime.logs import configure_logging, remove_logging
 from parcours.runtime.queue import Job, enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, LiveServer, admin_headers, free_port, make_event
+from tests.conftest import WRITE_KEY, admin_headers, make_event
 from tests.peers import TwilioPeer
 from tests.test_channels import CERTAIN, journey, outbox, publish
 from tests.test_journeys_engine import advance, opt_in, track
+from tests.test_sms import twilio as twilio_fixture
+from tests.test_sms import wired as wired_fixture
 
 TOKEN = "scrape-token-0123456789"
+# Parcours with Twilio as its SMS provider, against the loopback peer (tests/test_sms.py).
+twilio = twilio_fixture
+wired = wired_fixture
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
 
@@ -40,9 +46,18 @@ def scrape(client: TestClient[Any]) -> Samples:
     response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
+    return _parse(response.text)
+
+
+def exposed(services: Services) -> Samples:
+    """What /metrics would show, read without a request."""
+    return _parse(services.metrics().render().decode())
+
+
+def _parse(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -204,27 +219,22 @@ def test_request_latency_is_measured_by_route(ops: tuple[Services, TestClient[An
     assert not any("someone@example.com" in str(key) for key in after)
 
 
-def test_provider_errors_are_counted_by_provider(settings: Settings, clock: SimulatedClock) -> None:
-    with TwilioPeer() as twilio:
-        services = _with_twilio(settings, clock, twilio)
-        try:
-            app = create_app(services, close_on_shutdown=False)
-            with LiveServer(services, services.settings.port), TestClient(app=app) as client:
-                publish(services, journey("{channel: sms, template: t}"))
-                opt_in(services, "ana")
-                twilio.errors[_phone("ana")] = (503, 20503, "Service unavailable")
-                before = scrape(client)
-                track(services, "ana", "Go")
-                del twilio.errors[_phone("ana")]
-                advance(services, clock, 10_000, step=1000)
-                after = scrape(client)
-        finally:
-            services.close()
+def test_provider_errors_are_counted_by_provider(
+    wired: tuple[Services, str], twilio: TwilioPeer
+) -> None:
+    services, _ = wired
+    publish(services, journey("{channel: sms, template: t}"))
+    opt_in(services, "ana")
+    twilio.errors[_phone("ana")] = (503, 20503, "Service unavailable")
+    before = exposed(services)
+    track(services, "ana", "Go")
+    del twilio.errors[_phone("ana")]
+    advance(services, services.clock, 10_000, step=1000)  # type: ignore[arg-type]
+    after = exposed(services)
     errors = "parcours_provider_errors_total"
     assert grew(before, after, errors, provider="twilio", kind="transient") == 1
-    assert (
-        grew(before, after, "parcours_messages_sent_total", channel="sms", provider="twilio") == 1
-    )
+    sent = "parcours_messages_sent_total"
+    assert grew(before, after, sent, channel="sms", provider="twilio") == 1
 
 
 # ---- logs -----------------------------------------------------------------------------
@@ -270,39 +280,35 @@ def test_a_job_log_line_carries_the_job(
 
 
 def test_no_provider_secret_nor_message_body_in_the_logs_of_a_send(
-    settings: Settings, clock: SimulatedClock
+    wired: tuple[Services, str], twilio: TwilioPeer
 ) -> None:
+    services, _ = wired
+    assert twilio.auth_token in services.settings.secrets()
     stream = io.StringIO()
-    with TwilioPeer(auth_token="tw-auth-token-0e1f2a3b") as twilio:
-        services = _with_twilio(settings, clock, twilio)
-        handler = configure_logging("debug", "json", services.settings.secrets(), stream)
-        logging.getLogger().setLevel(logging.DEBUG)  # the libraries' debug lines too
-        try:
-            with LiveServer(services, services.settings.port):
-                publish(services, journey("{channel: sms, template: t}"))
-                with services.db.write() as conn:
-                    from parcours.messaging import templates
-
-                    content = {"en": {"sms": {"text": "Your private code is 7731-KESTREL"}}}
-                    templates.save(conn, "t", content, "test", clock.now_ms())
-                opt_in(services, "ana")
-                opt_in(services, "bob")
-                twilio.errors[_phone("bob")] = (500, 20500, "Internal error")
-                track(services, "ana", "Go")
-                track(services, "bob", "Go")
-                [sent] = twilio.messages
-                assert twilio.callback(sent, "delivered").status_code == 204
-                # A line that would carry the secret, had anything logged it.
-                logging.getLogger("parcours.test").warning("token is %s", twilio.auth_token)
-        finally:
-            remove_logging(handler)
-            logging.getLogger().setLevel(logging.WARNING)
-            services.close()
+    handler = configure_logging("debug", "json", services.settings.secrets(), stream)
+    logging.getLogger().setLevel(logging.DEBUG)  # the libraries' debug lines too
+    try:
+        publish(services, journey("{channel: sms, template: t}"))
+        with services.db.write() as conn:
+            content = {"en": {"sms": {"text": "Your private code is 7731-KESTREL"}}}
+            templates.save(conn, "t", content, "test", services.clock.now_ms())
+        opt_in(services, "ana")
+        opt_in(services, "bob")
+        twilio.errors[_phone("bob")] = (500, 20500, "Internal error")
+        track(services, "ana", "Go")
+        track(services, "bob", "Go")
+        [sent] = twilio.messages
+        assert twilio.callback(sent, "delivered").status_code == 204
+        # A line that would carry the secret, had anything logged it.
+        logging.getLogger("parcours.test").warning("token is %s", twilio.auth_token)
+    finally:
+        remove_logging(handler)
+        logging.getLogger().setLevel(logging.WARNING)
     assert sent["Body"] == "Your private code is 7731-KESTREL"  # what went out
     assert [m["state"] for m in outbox(services)] == ["sent", "pending"]
     text = stream.getvalue()
     assert len(text.splitlines()) > 5  # the send, the callback, the libraries' lines
-    assert "tw-auth-token-0e1f2a3b" not in text
+    assert twilio.auth_token not in text
     assert "7731-KESTREL" not in text
     assert '"message":"token is [redacted]"' in text
 
@@ -446,25 +452,6 @@ def _phone(user: str) -> str:
     from tests.test_journeys_engine import contact_traits
 
     return contact_traits(user)["phone"]
-
-
-def _with_twilio(settings: Settings, clock: SimulatedClock, twilio: TwilioPeer) -> Services:
-    port = free_port()
-    channels = {
-        "sandbox": CERTAIN,
-        "sms": {
-            "provider": "twilio",
-            "account_sid": twilio.account_sid,
-            "auth_token": twilio.auth_token,
-            "from_number": "+33700000000",
-            "api_base": twilio.url,
-        },
-    }
-    overrides = {"channels": channels, "public_url": f"http://127.0.0.1:{port}"}
-    services = Services.open(
-        settings.with_overrides(metrics_token=TOKEN, port=port, **overrides), clock=clock
-    )
-    return services
 
 
 def _wait_for(condition: Any, seconds: float = 10) -> None:

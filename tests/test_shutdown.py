@@ -17,15 +17,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from parcours.ingest.model import parse_event
 from parcours.journeys import api as journeys
-from parcours.runtime.clock import SystemClock, iso
+from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import WRITE_KEY, define_templates, free_port
 from tests.test_crash import Server, batch, stored_ids
-from tests.test_worker_processes import JOURNEY, start_worker
+from tests.test_worker_processes import JOURNEY, order_for_everyone, start_worker
 
 pytestmark = pytest.mark.slow
 SHUTDOWN_SECONDS = 10
@@ -91,7 +90,7 @@ def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> 
             shutdown_timeout_seconds=str(SHUTDOWN_SECONDS),
             channels=CERTAIN,
         )
-        _order_for_everyone(services)
+        order_for_everyone(services, CUSTOMERS)
         _wait_until(db, "SELECT count(*) FROM outbox WHERE state = 'sent'", at_least=30)
         stopped_at = time.monotonic()
         worker.send_signal(signal.SIGTERM)  # in the middle of its work
@@ -228,32 +227,6 @@ def _samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
     }
-
-
-def _order_for_everyone(services: Services) -> None:
-    now = services.clock.now_ms()
-    contacts = [
-        parse_event(
-            f'{{"type": "identify", "userId": "s-{n}", "messageId": "sc-{n}", '
-            f'"timestamp": "{iso(now - 1)}", "traits": {{"email": "s-{n}@example.com"}}}}'.encode(),
-            source="api",
-            received_at=now,
-        )
-        for n in range(CUSTOMERS)
-    ]
-    services.writer.append_sync(contacts)
-    orders = [
-        parse_event(
-            f'{{"type": "track", "userId": "s-{n}", "event": "Order Completed", '
-            f'"messageId": "so-{n}", "timestamp": "{iso(now)}", '
-            f'"properties": {{"order_id": "o-{n}"}}}}'.encode(),
-            source="api",
-            received_at=now,
-        )
-        for n in range(CUSTOMERS)
-    ]
-    for start in range(0, CUSTOMERS, 50):
-        services.writer.append_sync(orders[start : start + 50])
 
 
 def _wait_until(db: Database, query: str, *, at_least: int, seconds: float = 120) -> None:
