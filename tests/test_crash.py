@@ -40,7 +40,9 @@ def batch(number: int) -> dict[str, object]:
 
 
 class Server:
-    def __init__(self, database_url: str, data_dir: Path) -> None:
+    """`parcours serve` in a process of its own; `settings` are more PARCOURS_ variables."""
+
+    def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -49,6 +51,7 @@ class Server:
             "PARCOURS_WRITE_KEY": WRITE_KEY,
             "PARCOURS_ADMIN_KEY": "crash-admin",
             "PARCOURS_LOG_LEVEL": "warning",
+            **{f"PARCOURS_{name.upper()}": value for name, value in settings.items()},
         }
         command = [
             str(Path(sys.executable).parent / "parcours"),
@@ -76,9 +79,10 @@ class Server:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, and the exit status once it has stopped."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
+        return self.process.wait(30)
 
 
 @pytest.fixture
@@ -144,7 +148,7 @@ def test_graceful_stop_commits_what_was_accepted(database_url: str, data_dir: Pa
     with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as client:
         for number in range(20):
             assert client.post(f"{server.url}/v1/batch", json=batch(number)).status_code == 200
-    server.stop()
+    assert server.stop() == 0
     db = Database(database_url)
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 2000

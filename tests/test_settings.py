@@ -38,6 +38,11 @@ def test_the_command_line_wins_over_both(tmp_path: Path) -> None:
         ({"PARCOURS_DEFAULT_REGION": "France"}, "default_region must be a two-letter"),
         ({"PARCOURS_LOG_LEVEL": "loud"}, "log_level must be"),
         ({"PARCOURS_INGEST_BATCH_EVENTS": "0"}, "ingest_batch_events must be between"),
+        ({"PARCOURS_LOG_FORMAT": "xml"}, "log_format must be auto, text or json"),
+        ({"PARCOURS_SERVE_WORKER": "maybe"}, "PARCOURS_SERVE_WORKER: serve_worker must be true"),
+        ({"PARCOURS_WORKER_STALE_SECONDS": "1"}, "worker_stale_seconds must be between 3"),
+        ({"PARCOURS_METRICS_PORT": "70000"}, "metrics_port must be between 0"),
+        ({"PARCOURS_SHUTDOWN_TIMEOUT_SECONDS": "0"}, "shutdown_timeout_seconds must be between"),
     ],
 )
 def test_a_wrong_value_is_named(environ: dict[str, str], message: str) -> None:
@@ -59,3 +64,13 @@ def test_a_broken_file_is_named(tmp_path: Path) -> None:
         load_settings({}, config_file=config)
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings({"PARCOURS_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_switches_read_true_and_false_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    assert load_settings({"PARCOURS_SERVE_WORKER": "false"}).serve_worker is False
+    assert load_settings({"PARCOURS_SERVE_WORKER": "1"}).serve_worker is True
+    config = tmp_path / "parcours.toml"
+    config.write_text("serve_worker = false\n")
+    assert load_settings({}, config_file=config).serve_worker is False
+    config.write_text('serve_worker = "no"\n')
+    assert load_settings({}, config_file=config).serve_worker is False

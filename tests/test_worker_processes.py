@@ -35,7 +35,8 @@ steps:
 """
 
 
-def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_worker(url: str, data_dir: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """`parcours worker` in a process of its own; `settings` are more PARCOURS_ variables."""
     # A short lease: the messages the killed worker had claimed but not recorded are sent
     # again by the others after it (at the default five minutes, they would wait that long).
     env = {
@@ -43,9 +44,39 @@ def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
         "PARCOURS_DATABASE_URL": url,
         "PARCOURS_LOG_LEVEL": "error",
         "PARCOURS_DELIVERY_LEASE_SECONDS": "3",
+        **{f"PARCOURS_{name.upper()}": value for name, value in settings.items()},
     }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def order_for_everyone(services: Services, customers: int) -> None:
+    """`customers` people, each identified with an email address, then each placing an
+    order (in groups of 50): the journey above enters them all."""
+    now = services.clock.now_ms()
+    contacts = [
+        parse_event(
+            f'{{"type": "identify", "userId": "w-{n}", "messageId": "wc-{n}", '
+            f'"timestamp": "{iso(now - 1)}", '
+            f'"traits": {{"email": "w-{n}@example.com"}}}}'.encode(),
+            source="api",
+            received_at=now,
+        )
+        for n in range(customers)
+    ]
+    services.writer.append_sync(contacts)
+    events = [
+        parse_event(
+            f'{{"type": "track", "userId": "w-{n}", "event": "Order Completed", '
+            f'"messageId": "wp-{n}", "timestamp": "{iso(now)}", '
+            f'"properties": {{"order_id": "o-{n}"}}}}'.encode(),
+            source="api",
+            received_at=now,
+        )
+        for n in range(customers)
+    ]
+    for start in range(0, customers, 50):
+        services.writer.append_sync(events[start : start + 50])
 
 
 def test_worker_processes_share_the_work_and_survive_a_kill(
@@ -58,30 +89,7 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
         define_templates(services, JOURNEY)
         journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
         workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
-        now = services.clock.now_ms()
-        contacts = [
-            parse_event(
-                f'{{"type": "identify", "userId": "w-{n}", "messageId": "wc-{n}", '
-                f'"timestamp": "{iso(now - 1)}", '
-                f'"traits": {{"email": "w-{n}@example.com"}}}}'.encode(),
-                source="api",
-                received_at=now,
-            )
-            for n in range(CUSTOMERS)
-        ]
-        services.writer.append_sync(contacts)
-        events = [
-            parse_event(
-                f'{{"type": "track", "userId": "w-{n}", "event": "Order Completed", '
-                f'"messageId": "wp-{n}", "timestamp": "{iso(now)}", '
-                f'"properties": {{"order_id": "o-{n}"}}}}'.encode(),
-                source="api",
-                received_at=now,
-            )
-            for n in range(CUSTOMERS)
-        ]
-        for start in range(0, CUSTOMERS, 50):
-            services.writer.append_sync(events[start : start + 50])
+        order_for_everyone(services, CUSTOMERS)
         time.sleep(0.5)
         workers[0].send_signal(signal.SIGKILL)  # mid-work
         workers[0].wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +17,7 @@ from parcours.web.api import admin_routes
 from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
+from parcours.web.operations import observe_requests, operations_routes
 from parcours.web.push_public import push_routes
 from parcours.web.segments_api import segments_admin_routes
 from parcours.web.wallet_orders_public import wallet_order_routes
@@ -37,6 +37,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
 
     app = Litestar(
         route_handlers=[
+            *operations_routes(),
             *segment_routes(),
             shopify_webhook,
             *admin_routes(),
@@ -50,13 +51,14 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *wallet_order_routes(),
         ],
         lifespan=[lifespan],
+        middleware=[observe_requests],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),
         request_max_body_size=2 * 1024 * 1024,
         logging_config=None,
         debug=False,
     )
     app.state.services = services
-    logging.getLogger("parcours").setLevel(services.settings.log_level.upper())
+    app.state.metrics = services.metrics()
     return app
 
 
@@ -64,9 +66,13 @@ def app_from_environment() -> Litestar:
     """The application of one of several server processes (`http_workers` > 1): settings
     from the environment, migrations already applied by the parent."""
     from parcours.cli import tune_garbage_collector
+    from parcours.runtime.logs import configure_logging
     from parcours.runtime.settings import load_settings
 
-    services = Services.open(load_settings(), run_migrations=False)
-    services.start_worker()
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    services = Services.open(settings, run_migrations=False)
+    if settings.serve_worker:
+        services.start_worker()
     tune_garbage_collector()
     return create_app(services)

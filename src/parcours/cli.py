@@ -4,6 +4,7 @@ bench."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -31,6 +32,10 @@ app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
+log = logging.getLogger("parcours.cli")
+# prometheus-client's own variable: set before it is first imported, every process of one
+# `parcours serve` counts into this directory and any of them shows the sum.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -62,13 +67,32 @@ def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOpti
 
 
 def _serve(settings: Settings, *, demo: bool) -> None:
+    made_metrics_dir = None
+    if settings.http_workers > 1 and METRICS_DIR_VARIABLE not in os.environ:
+        import tempfile
+
+        made_metrics_dir = tempfile.mkdtemp(prefix="parcours-metrics-")
+        os.environ[METRICS_DIR_VARIABLE] = made_metrics_dir
+    try:
+        _serve_with(settings, demo=demo)
+    finally:
+        if made_metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
+
+
+def _serve_with(settings: Settings, *, demo: bool) -> None:
     import uvicorn
 
     from parcours.app import create_app
+    from parcours.runtime.logs import configure_logging
     from parcours.services import Services
 
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
     services = Services.open(settings)
-    services.start_worker()
+    if settings.serve_worker:
+        services.start_worker()
     _first_start_keys(services)
     tune_garbage_collector()
     if demo:
@@ -76,8 +100,8 @@ def _serve(settings: Settings, *, demo: bool) -> None:
 
         created = seed(services)
         if created:
-            out.print(f"Seeded the demo data set: {created} events.")
-    out.print(
+            _tell(f"Seeded the demo data set: {created} events.")
+    _tell(
         f"Parcours on http://{settings.host}:{settings.port} "
         f"({services.db.dialect}, data in {settings.data_dir})"
     )
@@ -85,14 +109,16 @@ def _serve(settings: Settings, *, demo: bool) -> None:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "access_log": False,
-        "timeout_graceful_shutdown": 10,
+        "log_config": None,  # our handler (runtime/logs.py) writes the server's lines too
+        "access_log": False,  # ours carries the request id (web/operations.py)
+        "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
     }
     # The inbound SMTP endpoint listens on one port: it runs once, in this process,
     # whatever the number of HTTP processes.
     inbound = services.start_inbound_email()
     if inbound:
-        out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
+        _tell(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
+    _stop_quietly_on_signals()
     if settings.http_workers == 1:
         uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
         return
@@ -116,6 +142,24 @@ def _serve(settings: Settings, *, demo: bool) -> None:
             services.close()
 
 
+def _stop_quietly_on_signals() -> None:
+    """The server stops gracefully on SIGTERM or SIGINT, then raises the signal again
+    with the handlers it found: these make that second time a no-op, so that a graceful
+    stop exits with status 0 (not killed by the signal)."""
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
+
+
+def _tell(message: str) -> None:
+    """A word to the person who started Parcours: on their terminal, else as a log line."""
+    if sys.stdout.isatty():
+        out.print(message)
+    else:
+        log.info(message)
+
+
 def tune_garbage_collector() -> None:
     """Ingest allocates many short-lived dicts; the default thresholds make the cyclic
     collector run every few hundred events. Freeze what start-up built and collect less
@@ -128,34 +172,67 @@ def tune_garbage_collector() -> None:
 
 
 def _first_start_keys(services: Any) -> None:
-    """On a database with no key at all, make one of each and show them once."""
+    """On a database with no key at all, make one of each and show them once: on the
+    terminal, or, when the output is not one (it is then a log), in a file only this user
+    can read, so that no secret ever reaches the logs."""
     from parcours.runtime.keys import create_key, list_keys
 
     if list_keys(services.db):
         return
     write = create_key(services.db, "write", "first write key")
     admin = create_key(services.db, "admin", "first admin key")
-    out.print("Created the first keys (shown once, keep them):")
-    out.print(f"  write key: {write}")
-    out.print(f"  admin key: {admin}")
+    if sys.stdout.isatty():
+        out.print("Created the first keys (shown once, keep them):")
+        out.print(f"  write key: {write}")
+        out.print(f"  admin key: {admin}")
+        return
+    path = Path(services.settings.data_dir) / "first-keys.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(f"write key: {write}\nadmin key: {admin}\n")
+    log.warning(
+        "no API key existed: made a write key and an admin key, written to %s (readable by "
+        "this user only; keep them elsewhere and delete the file)",
+        path.resolve(),
+    )
 
 
 @app.command()
 def worker(data_dir: DataDirOption = None) -> None:
     """Run due journey steps and timers only (add as many as needed on PostgreSQL)."""
     import signal
+    import threading
 
+    from parcours.runtime.logs import configure_logging
+    from parcours.runtime.metrics import serve_metrics
     from parcours.services import Services
 
     settings = settings_or_exit(data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
     services = Services.open(settings)
-    signal.signal(signal.SIGTERM, lambda *_: services.worker.stop())
-    out.print(f"Parcours worker on {services.db.dialect}; stop with Ctrl-C.")
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+    metrics_server = None
+    if settings.metrics_port:
+        exposition = services.metrics(with_database=False)  # the database's: from serve
+        metrics_server = serve_metrics(
+            settings.host, settings.metrics_port, settings.metrics_token, exposition
+        )
+    services.start_worker()
+    _tell(
+        f"Parcours worker on {services.db.dialect}"
+        + (f", metrics on port {settings.metrics_port}" if metrics_server else "")
+        + "; stop with Ctrl-C or SIGTERM."
+    )
     try:
-        services.worker.run_forever()
-    except KeyboardInterrupt:
-        pass
+        while not stopping.wait(1):
+            pass
     finally:
+        # The running batch ends (or rolls back with the process once the time is up).
+        if metrics_server is not None:
+            metrics_server.shutdown()
         services.close()
 
 

@@ -1,7 +1,9 @@
-"""What a running Parcours process holds: settings, database, clock, the writer, key checks."""
+"""What a running Parcours process holds: settings, database, clock, the writer, key checks,
+the worker and its heartbeat; whether it is ready; and its orderly stop."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,26 @@ from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
 from parcours.messaging.policies import Policies
 from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
-from parcours.runtime.db import Database, migrate
+from parcours.runtime.db import Database, current_revision, head_revision, migrate
+from parcours.runtime.heartbeats import Heartbeat, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
+from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
 from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
 from parcours.segments.engine import SegmentEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /readyz answers: ready or not, the checks that failed, and what each found."""
+
+    ready: bool
+    failed: list[str]
+    report: dict[str, Any]
 
 
 @dataclass
@@ -45,6 +60,7 @@ class Services:
     delivery: Delivery
     referrals: Referrals
     segments: SegmentEngine
+    heartbeat: Heartbeat
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
 
@@ -130,15 +146,82 @@ class Services:
             delivery,
             referrals,
             segments,
+            Heartbeat(db, clock),
         )
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""
         if self._worker_thread is None:
             self._worker_thread = threading.Thread(
-                target=self.worker.run_forever, name="parcours-worker", daemon=True
+                target=self.run_worker, name="parcours-worker", daemon=True
             )
             self._worker_thread.start()
+
+    def run_worker(self) -> None:
+        """Run due jobs in this thread, with a heartbeat, until `close()` (or the worker's
+        `stop()`) is called (parcours worker)."""
+        self.worker.heartbeat = self.heartbeat
+        self.worker.run_forever()
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.worker.heartbeat is not None and not self.worker.stopping.is_set()
+
+    def metrics(self, *, with_database: bool = True) -> Exposition:
+        """What GET /metrics shows: this process's (or this server's processes') counters,
+        and the queue and worker figures read from the database."""
+        figures = None
+        if with_database:
+            figures = DatabaseFigures(
+                self.db, self.clock, self.worker.queues, self.settings.worker_stale_seconds * 1000
+            )
+        return Exposition(figures)
+
+    def readiness(self) -> Readiness:
+        """The database reachable, its migrations current, this process's worker beating
+        (when it runs one), and at least `ready_min_workers` fresh workers anywhere."""
+        failed: list[str] = []
+        report: dict[str, Any] = {}
+        try:
+            current = current_revision(self.db)
+        except Exception as exc:
+            return Readiness(False, ["database"], {"database": f"unreachable: {exc}"})
+        report["database"] = self.db.dialect
+        head = head_revision()
+        report["migration"] = current
+        if current != head:
+            failed.append("migrations")
+            report["migrations"] = f"at {current}, expected {head}"
+        stale_ms = self.settings.worker_stale_seconds * 1000
+        now = self.clock.now_ms()
+        if self.runs_worker:
+            beat = self.heartbeat.last_beat_at
+            alive = self._worker_thread is None or self._worker_thread.is_alive()
+            if beat is None or not alive or now - beat > stale_ms:
+                failed.append("worker")
+                report["worker"] = (
+                    "this process's worker has not beaten yet"
+                    if beat is None
+                    else f"this process's worker last beat {(now - beat) / 1000:.0f} s ago "
+                    f"(fresh: within {self.settings.worker_stale_seconds} s)"
+                )
+            else:
+                report["worker"] = f"beating, last {(now - beat) / 1000:.0f} s ago"
+        else:
+            report["worker"] = "none in this process"
+        try:
+            with self.db.read() as conn:
+                counts = worker_counts(conn, now, stale_ms)
+        except Exception as exc:  # the table is missing until the migrations ran
+            return Readiness(False, [*failed, "workers"], {**report, "workers": str(exc)})
+        report["workers"] = {
+            "fresh": counts.fresh,
+            "stale": counts.stale,
+            "required": self.settings.ready_min_workers,
+        }
+        if counts.fresh < self.settings.ready_min_workers:
+            failed.append("workers")
+        return Readiness(not failed, failed, report)
 
     def start_inbound_email(self) -> int | None:
         """Receive bounces, complaint reports and replies over SMTP when
@@ -160,12 +243,22 @@ class Services:
         return int(port)
 
     def close(self) -> None:
-        """Commit what the writer holds, stop the worker, then release the database."""
+        """The orderly stop: the worker takes no new batch, the writer commits what it
+        holds, the worker's running batch ends (committed, or rolled back so that its jobs
+        are due again), then the database is released. Bounded: the worker's batch gets
+        `shutdown_timeout_seconds`, after which it is left to roll back with the process."""
+        self.worker.stop()
         if self._inbound is not None:
             self._inbound.stop()
         self.writer.close()
-        self.worker.stop()
         if self._worker_thread is not None:
-            self._worker_thread.join(30)
+            self._worker_thread.join(self.settings.shutdown_timeout_seconds)
+            if self._worker_thread.is_alive():
+                log.warning(
+                    "the worker's batch did not end within %s s; it rolls back as the process "
+                    "exits, and its jobs run again",
+                    self.settings.shutdown_timeout_seconds,
+                )
+        self.heartbeat.remove()
         self.delivery.providers.close()
         self.db.dispose()

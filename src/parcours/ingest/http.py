@@ -11,6 +11,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 
+from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.model import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
@@ -132,8 +133,10 @@ def _single(kind: str) -> HTTPRouteHandler:
                 raw, source="api", received_at=services.clock.now_ms(), default_type=kind
             )
         except HttpError as exc:
+            ingest_metrics.refused_request("api", exc.status)
             return exc.response()
         except EventError as exc:
+            ingest_metrics.rejected("api", exc.kind)
             return HttpError(400, str(exc), exc.field).response()
         result = await services.writer.append([event])
         return json_response(
@@ -147,14 +150,20 @@ def _single(kind: str) -> HTTPRouteHandler:
 @post("/v1/batch")
 async def segment_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
+    parsed = None
     try:
         raw = await read_body(request, MAX_BATCH_BYTES)
         parsed = parse_batch(raw, source="api", received_at=services.clock.now_ms())
         require_write_key(services, request, parsed.write_key)
     except HttpError as exc:
+        events = len(parsed.events) + len(parsed.rejected) if parsed is not None else 1
+        ingest_metrics.refused_request("api", exc.status, events)
         return exc.response()
     except EventError as exc:
+        ingest_metrics.rejected("api", exc.kind)
         return HttpError(400, str(exc), exc.field).response()
+    for rejection in parsed.rejected:
+        ingest_metrics.rejected("api", rejection.kind)
     result = await services.writer.append(parsed.events)
     return json_response(
         {

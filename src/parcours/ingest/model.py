@@ -24,12 +24,14 @@ MAX_ID_LENGTH = 512
 
 
 class EventError(ValueError):
-    """An event that cannot be accepted; `field` names what is wrong."""
+    """An event that cannot be accepted; `field` names what is wrong, `kind` says what sort
+    of wrong (invalid, too_large, malformed: not JSON) for the metrics."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, kind: str = "invalid") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message
+        self.kind = kind
 
 
 class _Incoming(msgspec.Struct):
@@ -100,13 +102,15 @@ def parse_event(
 ) -> Event:
     """Validate one event's JSON and return it with its corrected time; raise EventError."""
     if len(raw) > MAX_EVENT_BYTES:
-        raise EventError("", f"event is {len(raw)} bytes, more than the limit of {MAX_EVENT_BYTES}")
+        raise EventError(
+            "", f"event is {len(raw)} bytes, more than the limit of {MAX_EVENT_BYTES}", "too_large"
+        )
     try:
         incoming = _decode_event(raw)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     except msgspec.DecodeError as exc:
-        raise EventError("", f"not valid JSON: {exc}") from None
+        raise EventError("", f"not valid JSON: {exc}", "malformed") from None
     kind = default_type or incoming.type
     if kind is None:
         raise EventError("type", f"is required, one of {', '.join(sorted(EVENT_TYPES))}")
@@ -176,6 +180,7 @@ class Rejection:
     field: str
     reason: str
     message_id: str | None
+    kind: str = "invalid"  # as EventError's
 
 
 @dataclass
@@ -189,17 +194,20 @@ class ParsedBatch:
 def parse_batch(raw: bytes, *, source: str, received_at: int) -> ParsedBatch:
     """Validate a batch body; each bad event is rejected alone with its index and reason."""
     if len(raw) > MAX_BATCH_BYTES:
-        raise EventError("", f"batch is {len(raw)} bytes, more than the limit of {MAX_BATCH_BYTES}")
+        raise EventError(
+            "", f"batch is {len(raw)} bytes, more than the limit of {MAX_BATCH_BYTES}", "too_large"
+        )
     try:
         incoming = _decode_batch(raw)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     except msgspec.DecodeError as exc:
-        raise EventError("", f"not valid JSON: {exc}") from None
+        raise EventError("", f"not valid JSON: {exc}", "malformed") from None
     if len(incoming.batch) > MAX_BATCH_EVENTS:
         raise EventError(
             "batch",
             f"holds {len(incoming.batch)} events, more than the limit of {MAX_BATCH_EVENTS}",
+            "too_large",
         )
     parsed = ParsedBatch([], [], [], incoming.writeKey)
     for index, item in enumerate(incoming.batch):
@@ -209,7 +217,7 @@ def parse_batch(raw: bytes, *, source: str, received_at: int) -> ParsedBatch:
             )
         except EventError as exc:
             parsed.rejected.append(
-                Rejection(index, exc.field, exc.reason, _message_id_of(bytes(item)))
+                Rejection(index, exc.field, exc.reason, _message_id_of(bytes(item)), exc.kind)
             )
             continue
         parsed.events.append(event)

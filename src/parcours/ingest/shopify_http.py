@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, post
 
 from parcours.customers import api as customers
+from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, json_response, services_of
 from parcours.ingest.model import Event, EventError, parse_event
 from parcours.ingest.shopify import ShopifyWebhookError, map_shopify_webhook, verify_shopify_hmac
@@ -31,6 +32,7 @@ async def shopify_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
             return json_response({"success": True, "topic": topic, "erased": erased})
         events = [_to_event(document, now) for document in mapping.events]
     except HttpError as exc:
+        ingest_metrics.refused_request("shopify", exc.status)
         return exc.response()
     result = await services.writer.append(events)
     return json_response(

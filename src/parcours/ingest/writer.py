@@ -21,10 +21,12 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from parcours.customers.projection import Projector
+from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, insert_rows, lock_keys, select_in
+from parcours.runtime.metrics import counting
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class Writer:
         self._closed = False
         self._listeners: list[Callable[[list[Event]], None]] = []
         self.hooks: list[Hook] = []
+        self._counted = counting()  # False for the journey simulator's own writer
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with the newly stored events after each commit (in the writer)."""
@@ -167,6 +170,12 @@ class Writer:
             return
         for submission, result in zip(group, results, strict=True):
             submission.future.set_result(result)
+            if self._counted:
+                ingest_metrics.accepted(
+                    submission.events[0].source, result.stored, result.duplicates
+                )
+        if self._counted:
+            ingest_metrics.committed(group[0].events[0].received_at, self._clock.now_ms())
         if stored:
             for listener in self._listeners:
                 try:

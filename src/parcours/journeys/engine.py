@@ -26,6 +26,7 @@ from parcours.customers.projection import MERGE_EVENT
 from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
+from parcours.journeys import metrics as journey_metrics
 from parcours.journeys import webhooks
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.program import (
@@ -39,6 +40,7 @@ from parcours.journeys.program import (
 )
 from parcours.journeys.tables import journey_passes
 from parcours.messaging import choice, subscriptions
+from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
@@ -571,6 +573,7 @@ class JourneyEngine:
         logical: int,
     ) -> int | None:
         """Run one instruction; return the run's time to go on with, or None to stop."""
+        journey_metrics.step_run(program, instruction)
         op = instruction.op
         if op == "goto":
             self._move(conn, run, instruction.targets[0], now)
@@ -901,6 +904,7 @@ class JourneyEngine:
             self._move(conn, run, run.pc + 1, now)
             return logical
         deferred = send.if_held == "defer" and plan.retry_at is not None
+        messaging_metrics.held(send.channel, plan.passed)
         self._log(
             conn,
             run,

@@ -23,6 +23,7 @@ from parcours.journeys import api as journeys_api
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
+from parcours.runtime.metrics import not_counted
 from parcours.runtime.queue import next_run_at
 from parcours.runtime.settings import Settings
 
@@ -56,7 +57,9 @@ def simulate(
     from parcours.services import Services
 
     load_journey(journey_source)  # a clear error before anything else
-    with tempfile.TemporaryDirectory(prefix="parcours-sim-") as scratch:
+    # What the simulated customer does is not the brand's: nothing of it is counted in the
+    # metrics (this thread, and the scratch writer made in it).
+    with tempfile.TemporaryDirectory(prefix="parcours-sim-") as scratch, not_counted():
         clock = SimulatedClock(start)
         settings = Settings(data_dir=Path(scratch), default_region=default_region)
         services = Services.open(settings, clock=clock)

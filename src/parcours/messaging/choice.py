@@ -234,12 +234,40 @@ def whatsapp_possible(
     return whatsapp_window_open(conn, customer_id, now)
 
 
+# The kind of each reason a channel is passed over for (a metrics label: a few values, where
+# the reasons themselves name zones, templates and caps).
+_REASON_KINDS = (
+    ("quiet hours", "quiet_hours"),
+    ("frequency cap", "frequency_cap"),
+    ("no marketing consent", "consent"),
+    ("the same content", "duplicate"),
+    ("the template has no content", "no_content"),
+    (WINDOW_CLOSED, "whatsapp_window"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """quiet_hours, frequency_cap, consent, duplicate, unreachable, whatsapp_window,
+    no_content, or other."""
+    for start, kind in _REASON_KINDS:
+        if reason.startswith(start):
+            return kind
+    if reason.endswith("consent withdrawn"):
+        return "consent"
+    if reason in _UNREACHABLE.values():
+        return "unreachable"
+    return "other"
+
+
+_UNREACHABLE = {
+    "email": "no email address (or it bounced)",
+    "sms": "no phone number (or it is invalid)",
+    "whatsapp": "no phone number (or it is invalid)",
+    "push": "no push subscription",
+    "wallet": "no Wallet pass installed",
+    "chat": "the site chat was not open in the last 24 hours",
+}
+
+
 def _unreachable(channel: str) -> str:
-    return {
-        "email": "no email address (or it bounced)",
-        "sms": "no phone number (or it is invalid)",
-        "whatsapp": "no phone number (or it is invalid)",
-        "push": "no push subscription",
-        "wallet": "no Wallet pass installed",
-        "chat": "the site chat was not open in the last 24 hours",
-    }[channel]
+    return _UNREACHABLE[channel]

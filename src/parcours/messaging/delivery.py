@@ -34,6 +34,7 @@ from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.messaging import choice, passes, policies, subscriptions
+from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
@@ -301,6 +302,11 @@ class Delivery:
             width = max(s.provider.connections for s in parallel)
             with ThreadPoolExecutor(max_workers=min(width, len(parallel))) as pool:
                 results += zip(parallel, pool.map(_send_one, parallel), strict=True)
+        for sending, outcome in results:
+            failure = outcome if isinstance(outcome, DeliveryFailure) else None
+            messaging_metrics.sent_or_failed(
+                sending.message.channel, sending.provider.name, failure
+            )
         if results:
             with self.db.write() as conn:
                 for sending, outcome in results:
@@ -629,6 +635,8 @@ class Delivery:
             "reason": reason,
             "passed_over": plan.passed,
         }
+        if plan.channel is None:
+            messaging_metrics.held(rest[0], plan.passed)
         if plan.channel is None and plan.retry_at is not None:
             properties["until"] = plan.retry_at
             enqueue(
@@ -719,7 +727,11 @@ def _send_one(sending: _Sending) -> str | DeliveryFailure:
     except DeliveryFailure as failure:
         return failure
     except Exception as exc:  # a provider's bug must not lose the message
-        log.exception("provider %s failed", sending.provider.name)
+        log.exception(
+            "provider %s failed on %s",
+            sending.provider.name,
+            public_message_id(sending.message.outbox_id),
+        )
         return TransientFailure(f"provider error: {exc!r}")
 
 

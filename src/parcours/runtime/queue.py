@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import BigId, Database, metadata, run
+from parcours.runtime.logs import bind_job, unbind_job
+from parcours.runtime.metrics import counting
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ jobs = Table(
     Column("customer_id", BigInteger, nullable=True),
 )
 Index("ix_jobs_due", jobs.c.state, jobs.c.queue, jobs.c.run_at, jobs.c.id)
+JOBS_FAILED = Counter(
+    "parcours_jobs_failed_total",
+    "Job attempts whose handler failed (tried again with backoff, or failed for good), by kind",
+    ["kind"],
+)
 
 NOTIFY_CHANNEL = "parcours_jobs"
 _encode = msgspec.json.Encoder().encode
@@ -169,6 +177,8 @@ class Worker:
         self._after = threading.local()
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        # Called at each turn of `run_forever` and before each batch (runtime/heartbeats.py).
+        self.heartbeat: Callable[[], None] | None = None
 
     def register(self, kind: str, handler: Handler, *, prepare: Preparer | None = None) -> None:
         self.handlers[kind] = handler
@@ -187,6 +197,8 @@ class Worker:
         """Run every job due now (up to `limit`); return how many were run or retried."""
         done = 0
         while limit is None or done < limit:
+            if self.stopping.is_set():  # shutting down: the batch that ran was the last
+                break
             ran = self._run_batch(self.batch if limit is None else min(self.batch, limit - done))
             done += ran
             if ran == 0:
@@ -213,6 +225,8 @@ class Worker:
         self.wake.set()
 
     def _sleep(self, listener: _Listener | None) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat()
         with self.db.read() as conn:
             upcoming = next_run_at(conn, self.queues)
         timeout = self.poll_seconds
@@ -225,6 +239,8 @@ class Worker:
             self.wake.clear()
 
     def _run_batch(self, limit: int) -> int:
+        if self.heartbeat is not None:
+            self.heartbeat()
         now = self.clock.now_ms()
         self._after.batch = []
         try:
@@ -297,6 +313,7 @@ class Worker:
         # deleted when claimed, so the handler may schedule the next job under its key.
         run(conn, "SAVEPOINT parcours_job")
         self._after.job = []
+        logged_as = bind_job(job.id, job.kind)  # its log lines carry its id and kind
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
@@ -310,10 +327,13 @@ class Worker:
             self._after.batch.extend(self._after.job)
         finally:
             self._after.job = []
+            unbind_job(logged_as)
 
     def _record_failure(self, conn: Connection, job: Job, now: int, exc: Exception) -> None:
         attempt = job.attempt + 1
         error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+        if counting():
+            JOBS_FAILED.labels(job.kind).inc()
         if attempt >= job.max_attempts:
             log.error("job %s (%s) failed for good: %s", job.id, job.kind, error)
             state, run_at = "failed", job.run_at

@@ -14,6 +14,7 @@ def load_all_tables() -> MetaData:
     import parcours.journeys.tables
     import parcours.loyalty.tables
     import parcours.messaging.tables
+    import parcours.runtime.heartbeats
     import parcours.runtime.keys
     import parcours.runtime.queue
     import parcours.runtime.secrets

@@ -33,6 +33,7 @@ class Settings:
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     http_workers: int = 1
     log_level: str = "info"
+    log_format: str = "auto"  # text on a terminal, JSON lines otherwise; or text, json
     brand_name: str = "Parcours demo shop"
     brand_url: str = "https://shop.example.com"
     brand_locale: str = "en"
@@ -41,6 +42,12 @@ class Settings:
     secret_key: str = ""  # signs links; made and kept in the database when empty
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     delivery_lease_seconds: int = 300  # a send not recorded by then is made again, same key
+    metrics_token: str = ""  # GET /metrics needs `Authorization: Bearer` it; empty: no metrics
+    metrics_port: int = 0  # `parcours worker` serves its own /metrics there; 0: not served
+    serve_worker: bool = True  # `parcours serve` runs the worker too; false: HTTP only
+    worker_stale_seconds: int = 30  # a worker heartbeat older than this is not fresh
+    ready_min_workers: int = 0  # /readyz fails with fewer fresh workers than this, anywhere
+    shutdown_timeout_seconds: int = 20  # each of: requests in flight, the worker's batch
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -54,12 +61,51 @@ class Settings:
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    def secrets(self) -> set[str]:
+        """Every secret these settings hold (keys, the database password, providers'
+        tokens, passwords and keys), so that logs can leave them out."""
+        found = {
+            self.write_key,
+            self.admin_key,
+            self.shopify_webhook_secret,
+            self.secret_key,
+            self.metrics_token,
+        }
+        _, _, authority = self.database_url.partition("://")
+        credentials, at, _ = authority.rpartition("@")
+        if at and ":" in credentials:
+            found.add(credentials.partition(":")[2])
+        found.update(_secret_strings(self.channels, secret=False))
+        return {value for value in found if len(value) >= _SHORTEST_SECRET}
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """These settings with the given values (None means keep), checked again."""
         kept = {k: v for k, v in overrides.items() if v is not None}
         updated = replace(self, **kept)
         _check(updated, "command line")
         return updated
+
+
+_SHORTEST_SECRET = 6  # shorter values are too common in ordinary text to be left out of it
+_SECRET_NAMES = ("secret", "token", "password", "key", "auth", "credential")
+
+
+def _secret_strings(value: Any, *, secret: bool) -> list[str]:
+    """The text values under a name that says it is secret (`auth_token`, `app_secret`,
+    `private_key`...), at any depth of a providers' table."""
+    if isinstance(value, str):
+        return [value] if secret else []
+    if isinstance(value, dict):
+        found: list[str] = []
+        for name, item in value.items():
+            named = secret or any(part in str(name).lower() for part in _SECRET_NAMES)
+            if named and str(name).endswith("_env") and isinstance(item, str):
+                item = os.environ.get(item, "")  # `auth_token_env`: the secret is the variable's
+            found += _secret_strings(item, secret=named)
+        return found
+    if isinstance(value, list | tuple):
+        return [found for item in value for found in _secret_strings(item, secret=secret)]
+    return []
 
 
 _FIELD_TYPES: dict[str, type] = {
@@ -76,6 +122,7 @@ _FIELD_TYPES: dict[str, type] = {
     "ingest_writers": int,
     "http_workers": int,
     "log_level": str,
+    "log_format": str,
     "brand_name": str,
     "brand_url": str,
     "brand_locale": str,
@@ -84,6 +131,12 @@ _FIELD_TYPES: dict[str, type] = {
     "secret_key": str,
     "channels": dict,
     "delivery_lease_seconds": int,
+    "metrics_token": str,
+    "metrics_port": int,
+    "serve_worker": bool,
+    "worker_stale_seconds": int,
+    "ready_min_workers": int,
+    "shutdown_timeout_seconds": int,
 }
 
 
@@ -114,11 +167,22 @@ def load_settings(
     return settings
 
 
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
 def _convert(name: str, value: Any, where: str) -> Any:
     if name not in _FIELD_TYPES:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise SettingsError(f"{where}: unknown setting {name!r} (known: {known})")
     wanted = _FIELD_TYPES[name]
+    if wanted is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str) else None
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise SettingsError(f"{where}: {name} must be true or false, got {value!r}")
     if wanted is int:
         if isinstance(value, bool):
             raise SettingsError(f"{where}: {name} must be a whole number, got {value!r}")
@@ -189,6 +253,22 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: log_level must be debug, info, warning or error, got {settings.log_level!r}"
         )
+    if settings.log_format not in ("auto", "text", "json"):
+        raise SettingsError(
+            f"{where}: log_format must be auto, text or json, got {settings.log_format!r}"
+        )
+    if not 0 <= settings.metrics_port < 65536:
+        raise SettingsError(
+            f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
+        )
+    _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
+    _check_range(where, "ready_min_workers", settings.ready_min_workers, 0, 1000)
+    _check_range(where, "shutdown_timeout_seconds", settings.shutdown_timeout_seconds, 1, 600)
+
+
+def _check_range(where: str, name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"{where}: {name} must be between {low} and {high}, got {value}")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

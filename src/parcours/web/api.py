@@ -1,4 +1,4 @@
-"""The JSON admin API (Bearer admin key): customers, their events and consents; health."""
+"""The JSON admin API (Bearer admin key): customers, their events and consents."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from parcours.customers.consent import CHANNELS, CONSENT_EVENT, PURPOSES
 from parcours.ingest.http import HttpError, json_response, read_body, services_of
 from parcours.ingest.model import EventError, parse_event
 from parcours.runtime.clock import iso
-from parcours.runtime.db import current_revision, head_revision
 from parcours.runtime.definitions import DefinitionError
 from parcours.segments import api as segments
 from parcours.services import Services
@@ -162,28 +161,8 @@ async def record_consent(request: Request[Any, Any, Any], ref: FromPath[str]) ->
         return HttpError(404, str(exc), "id").response()
 
 
-@get("/healthz", sync_to_thread=False)
-def healthz() -> Response[bytes]:
-    return json_response({"status": "alive"})
-
-
-@get("/readyz", sync_to_thread=True)
-def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services = services_of(request)
-    try:
-        current = current_revision(services.db)
-    except Exception as exc:
-        return json_response({"status": "not ready", "database": f"unreachable: {exc}"}, 503)
-    head = head_revision()
-    if current != head:
-        return json_response(
-            {"status": "not ready", "migrations": f"at {current}, expected {head}"}, 503
-        )
-    return json_response({"status": "ready", "database": services.db.dialect, "migration": head})
-
-
 def admin_routes() -> list[HTTPRouteHandler]:
-    return [get_customer, get_customer_events, record_consent, healthz, readyz]
+    return [get_customer, get_customer_events, record_consent]
 
 
 __all__ = ["CHANNELS", "PURPOSES", "admin_routes"]

@@ -1,0 +1,114 @@
+"""Worker heartbeats: each process running the worker writes its row every few seconds from
+the worker's own loop, so that /readyz and the metrics can tell live workers from gone ones."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Column, Connection, Integer, Table, Text
+
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database, metadata, run
+
+log = logging.getLogger(__name__)
+
+worker_heartbeats = Table(
+    "worker_heartbeats",
+    metadata,
+    Column("id", Text, primary_key=True),  # host:pid:random, one per worker loop
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("beat_at", BigInteger, nullable=False),
+)
+
+BEAT_EVERY_SECONDS = 5.0
+FORGET_AFTER_MS = 24 * 3_600_000  # a row of a process gone for a day is removed
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    fresh: int
+    stale: int
+
+
+class Heartbeat:
+    """Called by the worker at every turn of its loop and before each batch; writes at most
+    once every `every` seconds (measured on the monotonic clock, written on `clock`)."""
+
+    def __init__(self, db: Database, clock: Clock, every: float = BEAT_EVERY_SECONDS) -> None:
+        self.db = db
+        self.clock = clock
+        self.every = every
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started_at = clock.now_ms()
+        self.last_beat_at: int | None = None  # on `clock`, the last one written
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.every
+        try:
+            self.beat()
+        except Exception:  # the database may be away for a moment; readyz will say so
+            log.warning("could not write the worker heartbeat", exc_info=True)
+
+    def beat(self) -> None:
+        now = self.clock.now_ms()
+        with self.db.write() as conn:
+            updated = run(
+                conn,
+                "UPDATE worker_heartbeats SET beat_at = :now WHERE id = :id",
+                {"now": now, "id": self.id},
+            ).rowcount
+            if not updated:
+                run(
+                    conn,
+                    "INSERT INTO worker_heartbeats (id, host, pid, started_at, beat_at) "
+                    "VALUES (:id, :host, :pid, :started, :now)",
+                    {
+                        "id": self.id,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "started": self.started_at,
+                        "now": now,
+                    },
+                )
+                run(
+                    conn,
+                    "DELETE FROM worker_heartbeats WHERE beat_at < :old",
+                    {"old": now - FORGET_AFTER_MS},
+                )
+        self.last_beat_at = now
+
+    def remove(self) -> None:
+        """The worker stopped: its row goes (it would only turn stale)."""
+        if self.last_beat_at is None:
+            return
+        try:
+            with self.db.write() as conn:
+                run(conn, "DELETE FROM worker_heartbeats WHERE id = :id", {"id": self.id})
+        except Exception:
+            log.warning("could not remove the worker heartbeat", exc_info=True)
+        self.last_beat_at = None
+
+
+def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
+    """How many workers, anywhere, beat within `stale_ms` (fresh), and how many did not."""
+    row = run(
+        conn,
+        "SELECT count(*) AS total, "
+        "coalesce(sum(CASE WHEN beat_at >= :fresh THEN 1 ELSE 0 END), 0) AS fresh "
+        "FROM worker_heartbeats",
+        {"fresh": now - stale_ms},
+    ).first()
+    return WorkerCounts(int(row.fresh), int(row.total) - int(row.fresh))
+
+
+__all__ = ["Heartbeat", "WorkerCounts", "worker_counts", "worker_heartbeats"]

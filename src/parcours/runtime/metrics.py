@@ -1,0 +1,188 @@
+"""Prometheus metrics: the exposition of what this process (or every process of one
+`parcours serve`) counted, plus figures read from the database when scraped: queue depth,
+the oldest due job, worker heartbeats (docs/operations.md)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database, run
+from parcours.runtime.heartbeats import worker_counts
+
+# Set (to an empty directory) before anything is counted, it makes every process write its
+# counters there, and any of them expose the sum: `parcours serve` with `http_workers` > 1.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# Latency buckets, in seconds, for requests and ingestion alike.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+_switch = threading.local()
+
+
+def counting() -> bool:
+    """False in this thread inside `not_counted()`: the journey simulator runs the real
+    engine, writer and delivery, and what it does must not count as the brand's."""
+    return not getattr(_switch, "off", False)
+
+
+@contextmanager
+def not_counted() -> Iterator[None]:
+    previous = getattr(_switch, "off", False)
+    _switch.off = True
+    try:
+        yield
+    finally:
+        _switch.off = previous
+
+
+def metrics_allowed(token: str, authorization: str) -> bool:
+    """The scraper showed `Authorization: Bearer <metrics_token>`; never when no token is set."""
+    scheme, _, given = authorization.partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+class DatabaseFigures(Collector):
+    """Read when scraped, the same whichever process answers: per queue, jobs due now and
+    failed, and how late the oldest due job is; workers whose heartbeat is fresh or stale."""
+
+    def __init__(self, db: Database, clock: Clock, queues: Iterable[str], stale_ms: int) -> None:
+        self.db = db
+        self.clock = clock
+        self.queues = tuple(queues)
+        self.stale_ms = stale_ms
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
+            "parcours_queue_jobs",
+            "Jobs in the queue: due (to run now), failed (for good)",
+            labels=["queue", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "parcours_queue_oldest_due_seconds",
+            "How long the oldest due job of the queue has been due (0: none due)",
+            labels=["queue"],
+        )
+        workers = GaugeMetricFamily(
+            "parcours_workers",
+            "Worker loops whose heartbeat is fresh (within worker_stale_seconds) or stale",
+            labels=["state"],
+        )
+        now = self.clock.now_ms()
+        with self.db.read() as conn:
+            for queue in self.queues:
+                # Index lookups on (state, queue, run_at, id): the first due time, then the
+                # range of due jobs only. Jobs scheduled for later are not counted: a
+                # million waiting timers took 0.7 s to count at each scrape (measured).
+                first = run(
+                    conn,
+                    "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
+                    {"q": queue},
+                ).scalar()
+                due = 0
+                if first is not None and int(first) <= now:
+                    due = run(
+                        conn,
+                        "SELECT count(*) FROM jobs WHERE state = 'available' AND queue = :q "
+                        "AND run_at <= :now",
+                        {"q": queue, "now": now},
+                    ).scalar()
+                failed = run(
+                    conn,
+                    "SELECT count(*) FROM jobs WHERE state = 'failed' AND queue = :q",
+                    {"q": queue},
+                ).scalar()
+                jobs.add_metric([queue, "due"], int(due or 0))
+                jobs.add_metric([queue, "failed"], int(failed or 0))
+                late = (now - int(first)) / 1000 if due else 0.0
+                oldest.add_metric([queue], late)
+            counts = worker_counts(conn, now, self.stale_ms)
+        workers.add_metric(["fresh"], counts.fresh)
+        workers.add_metric(["stale"], counts.stale)
+        yield from (jobs, oldest, workers)
+
+
+class _ThisProcess(Collector):
+    """Everything this process counted (the default registry), for a registry of our own."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+class Exposition:
+    """The text Prometheus scrapes: this process's counters, or all the processes' when
+    they share a multiprocess directory, and the database's figures when given."""
+
+    def __init__(self, figures: Collector | None = None) -> None:
+        self.registry = CollectorRegistry()
+        if MULTIPROCESS_DIR in os.environ:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            self.registry.register(_ThisProcess())
+        if figures is not None:
+            self.registry.register(figures)
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve_metrics(host: str, port: int, token: str, exposition: Exposition) -> ThreadingHTTPServer:
+    """`GET /metrics` on a port of its own, in a background thread (`parcours worker`,
+    which has no HTTP server otherwise); the same bearer token as the main server's."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.partition("?")[0] != "/metrics":
+                return self._answer(404, b"not found: the metrics are at /metrics\n")
+            if not metrics_allowed(token, self.headers.get("Authorization", "")):
+                return self._answer(401, _REFUSED.encode())
+            self._answer(200, exposition.render(), exposition.content_type)
+
+        def _answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="parcours-metrics", daemon=True).start()
+    return server
+
+
+_REFUSED = (
+    "metrics need Authorization: Bearer <metrics_token> (setting metrics_token; "
+    "no metrics are served while it is empty)\n"
+)
+REFUSED = _REFUSED.strip()
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MULTIPROCESS_DIR",
+    "REFUSED",
+    "DatabaseFigures",
+    "Exposition",
+    "counting",
+    "metrics_allowed",
+    "not_counted",
+    "serve_metrics",
+]
