@@ -3,8 +3,10 @@ fallback, SMTP with DKIM against a real SMTP server, unsubscribe and tracking li
 
 from __future__ import annotations
 
+import email
 import json
 from collections.abc import Iterator
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -529,6 +531,94 @@ def test_a_tampered_message_fails_dkim(dkim_key: DkimKey) -> None:
         OutgoingMessage("k:1", 2, 1, "email", "marketing", "a@b.c", message.content, "en")
     )
     assert message_id(other) != message_id(raw)
+
+
+def test_dkim_signatures_verify_whatever_the_subject_and_body(dkim_key: DkimKey) -> None:
+    """Our own canonicalisation agrees with dkimpy's verifier on the awkward cases: runs of
+    spaces and tabs, accents (RFC 2047 words), a line break in a subject (kept on one line,
+    never a header of its own), a sender name with accents, text only or with HTML, a body
+    that ends in blank lines."""
+    import dkim
+
+    from parcours.channels.base import OutgoingMessage
+    from parcours.channels.email import SmtpProvider
+
+    provider = SmtpProvider(
+        host="127.0.0.1",
+        port=1,
+        from_address="news@maison.example",
+        from_name="Maison Éloïse",
+        reply_to="reply+{id}@maison.example",
+        dkim_selector="s1",
+        dkim_key=dkim_key.private_pem,
+    )
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    cases = [
+        ({"subject": "Two  spaces\tand a tab ", "text": "Hello\n\n\n"}, "Two  spaces and a tab "),
+        (
+            {"subject": "Votre panier, Zoé", "text": "Déjà là ?\r\n", "html": "<p>é</p>"},
+            "Votre panier, Zoé",
+        ),
+        (
+            {"subject": "Line\r\nBcc: eve@example.com", "text": "", "html": "<b>x</b>\n\n"},
+            "Line  Bcc: eve@example.com",
+        ),
+        ({"subject": "é" * 400, "text": ".a line that starts with a dot\n"}, "é" * 400),
+    ]
+    for n, (content, subject) in enumerate(cases):
+        raw = provider.build(
+            OutgoingMessage(f"k:{n}", n, 1, "email", "marketing", "ana@example.com", content, "fr")
+        )
+        assert dkim.verify(raw, dnsfunc=peer._dns), subject
+        mail = email.message_from_bytes(raw)
+        assert "Bcc" not in mail
+        assert str(make_header(decode_header(mail["Subject"]))) == subject
+        assert (
+            str(make_header(decode_header(mail["From"]))) == "Maison Éloïse <news@maison.example>"
+        )
+
+
+def test_a_dkim_key_that_is_not_an_rsa_private_key_stops_the_start(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from parcours.channels.base import ConfigError
+    from parcours.channels.email import SmtpProvider
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_bytes(b"not a key")
+    ec_pem = tmp_path / "ec.pem"
+    ec_pem.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for path, message in ((not_pem, "not a PEM private key"), (ec_pem, "must be an RSA key")):
+        with pytest.raises(ConfigError, match=message):
+            SmtpProvider.from_config(
+                {
+                    "host": "127.0.0.1",
+                    "from_address": "news@maison.example",
+                    "dkim_selector": "s1",
+                    "dkim_key_file": str(path),
+                }
+            )
+
+
+def test_an_address_that_would_break_the_smtp_commands_is_refused_for_good() -> None:
+    from parcours.channels.base import OutgoingMessage, PermanentFailure
+    from parcours.channels.email import SmtpProvider
+
+    provider = SmtpProvider(host="127.0.0.1", port=1, from_address="news@maison.example")
+    for address in ("ana@example.com\r\nRCPT TO:<eve@example.com>", "<ana@example.com>", "ana"):
+        message = OutgoingMessage(
+            "k:0", 1, 1, "email", "marketing", address, {"subject": "Hi"}, "en"
+        )
+        with pytest.raises(PermanentFailure, match="is not an email address") as caught:
+            provider.send(message)
+        assert caught.value.suppress
 
 
 def message_id(raw: bytes) -> str:
