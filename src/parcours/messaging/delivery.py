@@ -10,7 +10,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -31,7 +31,7 @@ from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
-from parcours.ingest.model import internal_event
+from parcours.ingest.model import Event, internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys.definition import parse_duration
 from parcours.messaging import choice, passes, policies, subscriptions
@@ -39,7 +39,7 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, chunks, run
 from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
 
 log = logging.getLogger(__name__)
@@ -292,68 +292,89 @@ class Delivery:
         """Hand the batch to the providers, each taking as many at once as it has
         connections (the network waits overlap), then record every result at once."""
         batch, self._local.batch = self._batch(), []
-        results: list[tuple[_Sending, str | DeliveryFailure]] = []
-        serial = [s for s in batch if s.provider.connections <= 1]
-        parallel = [s for s in batch if s.provider.connections > 1]
-        results += [(s, _send_one(s)) for s in serial]
-        if parallel:
-            width = max(s.provider.connections for s in parallel)
-            with ThreadPoolExecutor(max_workers=min(width, len(parallel))) as pool:
-                results += zip(parallel, pool.map(_send_one, parallel), strict=True)
-        if results:
+        outcomes = _send_all(batch)
+        if batch:
             with self.db.write() as conn:
-                for sending, outcome in results:
-                    self._record(conn, sending, outcome)
+                self._record(conn, list(zip(batch, outcomes, strict=True)))
 
     # ---- 3. record, in a short transaction ---------------------------------------------
 
-    def _record(self, conn: Connection, sending: _Sending, outcome: str | DeliveryFailure) -> None:
+    def _record(
+        self, conn: Connection, results: list[tuple[_Sending, str | DeliveryFailure]]
+    ) -> None:
+        """What the providers said about a batch, in one transaction; the `Message Sent`
+        events appended together (one pass of the log's door for the batch)."""
         now = self.clock.now_ms()
-        row = _row(conn, sending.message.outbox_id)
-        if row is None or row.state != "sending":
-            return
+        rows = {row.id: row for row in _rows(conn, [s.message.outbox_id for s, _ in results])}
+        sent: list[Event] = []
+        for sending, outcome in results:
+            row = rows.get(sending.message.outbox_id)
+            if row is None or row.state != "sending":
+                continue
+            if isinstance(outcome, str):
+                sent.append(self._sent(conn, sending, row, outcome, now))
+            else:
+                self._not_sent(conn, row, outcome, now)
+        if sent:
+            append_events(conn, [sent], now, self.region, self.hooks)
+
+    def _sent(
+        self, conn: Connection, sending: _Sending, row: Any, provider_id: str, now: int
+    ) -> Event:
+        """The provider took it: the row says so, its lease job goes, the feedback and the
+        fallback (if any) are scheduled; the `Message Sent` event is returned."""
         detail = _decode(row.detail)
-        if isinstance(outcome, str):
-            run(
-                conn,
-                "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
-                "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
-                "WHERE id = :id",
-                {"pid": outcome, "now": now, "id": row.id},
-            )
-            cancel(conn, f"deliver:{row.id}")
-            self._event(conn, row, "sent", now, {"provider": sending.provider.name})
-            feedback = getattr(sending.provider, "feedback", None)
-            if feedback is not None:
-                for item in feedback(sending.message):
-                    enqueue(
-                        conn,
-                        FEEDBACK,
-                        {
-                            "id": row.id,
-                            "status": item.status,
-                            "permanent": item.permanent,
-                            "reason": item.reason,
-                        },
-                        run_at=now + item.after_ms,
-                        now=now,
-                        queue=QUEUE,
-                        unique_key=f"feedback:{row.id}:{item.status}",
-                        customer_id=row.customer_id,
-                    )
-            after = detail.get("fallback_after")
-            if detail.get("rest") and after and RANK[detail.get("success", "sent")] > 1:
+        run(
+            conn,
+            "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
+            "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
+            "WHERE id = :id",
+            {"pid": provider_id, "now": now, "id": row.id},
+        )
+        cancel(conn, f"deliver:{row.id}")
+        feedback = getattr(sending.provider, "feedback", None)
+        if feedback is not None:
+            for item in feedback(sending.message):
                 enqueue(
                     conn,
-                    FALLBACK,
-                    {"id": row.id},
-                    run_at=now + parse_duration(after).seconds * 1000,
+                    FEEDBACK,
+                    {
+                        "id": row.id,
+                        "status": item.status,
+                        "permanent": item.permanent,
+                        "reason": item.reason,
+                    },
+                    run_at=now + item.after_ms,
                     now=now,
                     queue=QUEUE,
-                    unique_key=f"fallback:{row.id}",
+                    unique_key=f"feedback:{row.id}:{item.status}",
                     customer_id=row.customer_id,
                 )
-            return
+        after = detail.get("fallback_after")
+        if detail.get("rest") and after and RANK[detail.get("success", "sent")] > 1:
+            enqueue(
+                conn,
+                FALLBACK,
+                {"id": row.id},
+                run_at=now + parse_duration(after).seconds * 1000,
+                now=now,
+                queue=QUEUE,
+                unique_key=f"fallback:{row.id}",
+                customer_id=row.customer_id,
+            )
+        return internal_event(
+            row.customer_id,
+            EVENT_NAMES["sent"],
+            {**_about(row), "provider": sending.provider.name},
+            now,
+            f"msg:{row.id}:sent",
+            "channel",
+        )
+
+    def _not_sent(self, conn: Connection, row: Any, outcome: DeliveryFailure, now: int) -> None:
+        """A transient failure is tried again later (up to MAX_SEND_ATTEMPTS); anything
+        else ends the attempt."""
+        detail = _decode(row.detail)
         if isinstance(outcome, TransientFailure) and row.attempt < MAX_SEND_ATTEMPTS:
             run(
                 conn,
@@ -722,6 +743,35 @@ def _send_one(sending: _Sending) -> str | DeliveryFailure:
         return TransientFailure(f"provider error: {exc!r}")
 
 
+def _send_all(batch: list[_Sending]) -> list[str | DeliveryFailure]:
+    """Every message's outcome, in order. A provider with several connections gets as many
+    threads, each taking the next message as soon as it is done with one (a future per
+    message cost more than the send itself, measured)."""
+    outcomes: list[str | DeliveryFailure | None] = [None] * len(batch)
+    by_provider: dict[int, list[int]] = {}
+    for index, sending in enumerate(batch):
+        by_provider.setdefault(id(sending.provider), []).append(index)
+    threads: list[threading.Thread] = []
+    for indexes in by_provider.values():
+        width = min(batch[indexes[0]].provider.connections, len(indexes))
+        if width <= 1:
+            for index in indexes:
+                outcomes[index] = _send_one(batch[index])
+            continue
+        turns = iter(indexes)  # next() on a list iterator is atomic: no lock needed
+
+        def send_in_turn(turns: Iterator[int] = turns) -> None:
+            for index in turns:
+                outcomes[index] = _send_one(batch[index])
+
+        threads += [threading.Thread(target=send_in_turn) for _ in range(width)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
 def suppress(
     conn: Connection, channel: str, address: str, reason: str, customer_id: int | None, now: int
 ) -> None:
@@ -741,15 +791,25 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_ROW_COLUMNS = (
+    "id, idempotency_key, customer_id, journey_id, run_id, step_id, channel, template, "
+    "purpose, state, created_at, detail, attempt, provider, provider_message_id, address, "
+    "locale, rendered, status, error, sent_at"
+)
+
+
 def _row(conn: Connection, outbox_id: int) -> Any:
-    return run(
-        conn,
-        "SELECT id, idempotency_key, customer_id, journey_id, run_id, step_id, channel, "
-        "template, purpose, state, created_at, detail, attempt, provider, "
-        "provider_message_id, address, locale, rendered, status, error, sent_at "
-        "FROM outbox WHERE id = :id",
-        {"id": outbox_id},
-    ).first()
+    return run(conn, f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
+
+
+def _rows(conn: Connection, outbox_ids: list[int]) -> list[Any]:
+    """The rows of these messages, as `_row` gives one."""
+    found: list[Any] = []
+    for part in chunks(outbox_ids):
+        marks = ", ".join(f":id{n}" for n in range(len(part)))
+        params = {f"id{n}": outbox_id for n, outbox_id in enumerate(part)}
+        found += run(conn, f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", params).all()
+    return found
 
 
 def _about(row: Any) -> dict[str, Any]:
