@@ -9,6 +9,7 @@ compiled to HTML with their CSS inlined once per template version; Jinja runs pe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html as html_module
 import re
@@ -63,8 +64,8 @@ class MessageTemplate:
     content: dict[str, dict[str, dict[str, Any]]]  # locale -> channel -> field -> value
     origin: str  # "shipped" or "brand"
 
-    @property
-    def version(self) -> str:
+    @functools.cached_property
+    def version(self) -> str:  # looked up at every render: computed once
         return hashlib.sha256(_encode(self.content)).hexdigest()[:16]
 
     def channels(self) -> set[str]:
