@@ -700,6 +700,36 @@ def test_one_click_unsubscribe_withdraws_consent_at_once(
         services.close()
 
 
+def test_every_web_link_of_an_email_is_tracked_but_the_unsubscribe_link() -> None:
+    from parcours.messaging.links import Links, Signer, track_html
+
+    links = Links(Signer(b"s" * 32), "https://p.example")
+    html = (
+        '<html><body><a href="https://maison.example/cart">cart</a>'
+        '<A HREF="HTTPS://maison.example/Sale">sale</A>'
+        '<a data-x="https://maison.example/not-a-link" href="mailto:hello@maison.example">m</a>'
+        '<img src="https://maison.example/logo.png">'
+        '<a href="https://p.example/u/token">unsubscribe</a></BODY></html>'
+    )
+    tracked = track_html(html, links, 7, {"https://p.example/u/token"})
+    assert tracked.count("https://p.example/t/c/") == 2
+    assert "maison.example/cart" not in tracked and "maison.example/Sale" not in tracked
+    assert 'data-x="https://maison.example/not-a-link"' in tracked
+    assert 'href="mailto:hello@maison.example"' in tracked
+    assert 'src="https://maison.example/logo.png"' in tracked
+    assert 'href="https://p.example/u/token"' in tracked
+    assert tracked.index("/t/o/") < tracked.index("</BODY>")  # the pixel ends the body
+
+
+def test_the_text_of_an_html_email_leaves_out_scripts_styles_and_the_head() -> None:
+    html = (
+        "<HTML><Head><title>Maison</title><STYLE>p { color: red }</style></HEAD>\n"
+        "<body><p>Hello&nbsp;<b>Ana</b>,</p>\n\n  <script>var x = 1;</SCRIPT>\n"
+        "<p>your   cart &amp; you</p></body></html>"
+    )
+    assert templates.html_to_text(html) == "Hello Ana ,\nyour cart & you\n"
+
+
 def test_clicks_and_opens_are_recorded_and_redirects_only_go_where_signed(
     settings: Settings, clock: SimulatedClock
 ) -> None:
