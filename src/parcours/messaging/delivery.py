@@ -121,6 +121,7 @@ class Delivery:
         worker.register(DELIVER, self.deliver)
         worker.register(FEEDBACK, self.feedback)
         worker.register(FALLBACK, self.fallback_due)
+        worker.finish_with(self.finish_sends)
 
     # ---- 1. claim and render, in the job's transaction ----------------------------------
 
@@ -138,7 +139,7 @@ class Delivery:
         links = self._links(row)
         if row.rendered is None:
             try:
-                rendered = self._render(conn, row, detail)
+                rendered = self._render(conn, row, detail, links)
             except message_templates.TemplateProblem as exc:
                 self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
                 return
@@ -221,7 +222,7 @@ class Delivery:
         return batch
 
     def _render(
-        self, conn: Connection, row: Any, detail: dict[str, Any]
+        self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]
     ) -> message_templates.Rendered:
         template = message_templates.get(conn, row.template)
         context = self.context(
@@ -230,7 +231,7 @@ class Delivery:
             row.channel,
             row.purpose,
             detail.get("event") or {},
-            self._links(row),
+            links,
         )
         locale = context["customer"].get("locale")
         return message_templates.render(
@@ -289,13 +290,32 @@ class Delivery:
     # ---- 2. send, after the commit, outside any transaction -----------------------------
 
     def _send_batch(self) -> None:
-        """Hand the batch to the providers, each taking as many at once as it has
-        connections (the network waits overlap), then record every result at once."""
+        """After the claim has committed: this batch goes to the providers in threads of
+        their own while the worker claims and renders the next one; the batch sent
+        meanwhile is recorded (the worker waits for its sends first, so at most one batch
+        is ever in flight)."""
         batch, self._local.batch = self._batch(), []
-        outcomes = _send_all(batch)
-        if batch:
+        previous = self._take_sends()
+        results = previous.results() if previous is not None else []
+        self._local.sends = _Sends(batch) if batch else None
+        if results:
             with self.db.write() as conn:
-                self._record(conn, list(zip(batch, outcomes, strict=True)))
+                self._record(conn, results)
+
+    def finish_sends(self) -> bool:
+        """Wait for the batch in flight, if any, and record it (the worker calls this
+        before it rests)."""
+        sends = self._take_sends()
+        if sends is None:
+            return False
+        with self.db.write() as conn:
+            self._record(conn, sends.results())
+        return True
+
+    def _take_sends(self) -> _Sends | None:
+        sends: _Sends | None = getattr(self._local, "sends", None)
+        self._local.sends = None
+        return sends
 
     # ---- 3. record, in a short transaction ---------------------------------------------
 
@@ -743,33 +763,41 @@ def _send_one(sending: _Sending) -> str | DeliveryFailure:
         return TransientFailure(f"provider error: {exc!r}")
 
 
-def _send_all(batch: list[_Sending]) -> list[str | DeliveryFailure]:
-    """Every message's outcome, in order. A provider with several connections gets as many
-    threads, each taking the next message as soon as it is done with one (a future per
-    message cost more than the send itself, measured)."""
-    outcomes: list[str | DeliveryFailure | None] = [None] * len(batch)
-    by_provider: dict[int, list[int]] = {}
-    for index, sending in enumerate(batch):
-        by_provider.setdefault(id(sending.provider), []).append(index)
-    threads: list[threading.Thread] = []
-    for indexes in by_provider.values():
-        width = min(batch[indexes[0]].provider.connections, len(indexes))
-        if width <= 1:
-            for index in indexes:
-                outcomes[index] = _send_one(batch[index])
-            continue
-        turns = iter(indexes)  # next() on a list iterator is atomic: no lock needed
+class _Sends:
+    """A batch being handed to its providers: each provider gets as many threads as it
+    has connections, each thread taking the next message as soon as it is done with one
+    (a future per message cost more than the send itself, measured)."""
 
-        def send_in_turn(turns: Iterator[int] = turns) -> None:
-            for index in turns:
-                outcomes[index] = _send_one(batch[index])
+    def __init__(self, batch: list[_Sending]) -> None:
+        self.batch = batch
+        self.outcomes: list[str | DeliveryFailure | None] = [None] * len(batch)
+        by_provider: dict[int, list[int]] = {}
+        for index, sending in enumerate(batch):
+            by_provider.setdefault(id(sending.provider), []).append(index)
+        self.threads = []
+        for indexes in by_provider.values():
+            turns = iter(indexes)  # next() on a list iterator is atomic: no lock needed
+            width = max(1, min(batch[indexes[0]].provider.connections, len(indexes)))
+            self.threads += [
+                threading.Thread(target=self._send_in_turn, args=(turns,), name="parcours-send")
+                for _ in range(width)
+            ]
+        for thread in self.threads:
+            thread.start()
 
-        threads += [threading.Thread(target=send_in_turn) for _ in range(width)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [outcome for outcome in outcomes if outcome is not None]
+    def _send_in_turn(self, turns: Iterator[int]) -> None:
+        for index in turns:
+            self.outcomes[index] = _send_one(self.batch[index])
+
+    def results(self) -> list[tuple[_Sending, str | DeliveryFailure]]:
+        """Every message with its outcome, once all are sent."""
+        for thread in self.threads:
+            thread.join()
+        results = []
+        for sending, outcome in zip(self.batch, self.outcomes, strict=True):
+            assert outcome is not None  # _send_one catches everything a provider raises
+            results.append((sending, outcome))
+        return results
 
 
 def suppress(
