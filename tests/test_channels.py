@@ -163,6 +163,23 @@ def test_a_missing_value_fails_the_message_never_sends_a_blank() -> None:
         templates.render(template, "sms", {"event": {"properties": {}}}, "en")
 
 
+def test_a_template_reads_the_values_it_is_given_and_no_python_inside_them() -> None:
+    template = templates.check(
+        "t",
+        {
+            "en": {
+                "sms": {"text": "{{ customer.first_name }} {{ customer.keys | default('-') }}"},
+                "push": {"title": "{{ customer.__class__ }}", "body": "x"},
+            }
+        },
+    )
+    customer = {"first_name": "Ana"}
+    rendered = templates.render(template, "sms", {"customer": customer}, "en")
+    assert rendered.fields["text"].startswith("Ana <built-in method keys")  # Jinja's own order
+    with pytest.raises(templates.TemplateProblem, match="unsafe"):
+        templates.render(template, "push", {"customer": customer}, "en")
+
+
 def test_templates_api_saves_checks_and_previews(
     client: TestClient[Any], services: Services
 ) -> None:

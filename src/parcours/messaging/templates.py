@@ -83,8 +83,27 @@ class MessageTemplate:
         return None
 
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+# Every name a plain dict has as an attribute (its methods, its dunders).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox, with one shortcut: `customer.first_name` on a plain dict. Jinja tries
+    the attribute first, which for a dict can only fail (an exception per lookup, the
+    sandbox's largest cost in a render, measured) unless the name is one of dict's own;
+    the item is what it then returns, and so does this, directly."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+_env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_html_env = _Environment(undefined=StrictUndefined, autoescape=True)
 
 
 def check(template_id: str, source: Any) -> MessageTemplate:
