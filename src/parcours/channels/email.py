@@ -62,8 +62,11 @@ def _header_value(value: str) -> str:
 
 def _relaxed(name: str, value: str) -> str:
     """A header field in DKIM's "relaxed" canonical form (RFC 6376, 3.4.2)."""
-    unfolded = value.replace("\r\n", "")
-    return f"{name.lower()}:{_WSP.sub(' ', unfolded).strip(' ')}\r\n"
+    if "\r\n" in value:
+        value = value.replace("\r\n", "")
+    if "\t" in value or "  " in value:
+        value = _WSP.sub(" ", value)
+    return f"{name.lower()}:{value.strip(' ')}\r\n"
 
 
 @dataclass(frozen=True)

@@ -252,13 +252,12 @@ class Delivery:
         links: dict[str, str],
     ) -> dict[str, Any]:
         """What a template sees (docs/channels.md, "Templates")."""
-        profile = customers.conditions_view(conn, customer_id)
-        traits = dict(profile["traits"])
+        traits, computed = customers.traits_view(conn, customer_id)
         if "first_name" not in traits and isinstance(traits.get("firstName"), str):
             traits["first_name"] = traits["firstName"]
         if "last_name" not in traits and isinstance(traits.get("lastName"), str):
             traits["last_name"] = traits["lastName"]
-        customer = {**profile["computed"], **traits, "id": f"cus_{customer_id}"}
+        customer = {**computed, **traits, "id": f"cus_{customer_id}"}
         properties = event.get("properties") or {}
         name = event.get("event") or ""
         return {

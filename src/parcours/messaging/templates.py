@@ -336,6 +336,23 @@ def _compile_mjml(where: str, source: str) -> str:
     return html
 
 
+@dataclass(frozen=True)
+class _Fixed:
+    """A field without any Jinja in it (a preheader, a title): rendered once."""
+
+    text: str
+
+    def render(self, context: dict[str, Any]) -> str:
+        return self.text
+
+
+def _compile_text(env: SandboxedEnvironment, source: str) -> Any:
+    compiled = env.from_string(source)
+    if not any(mark in source for mark in ("{{", "{%", "{#")):
+        return _Fixed(compiled.render())
+    return compiled
+
+
 def _compiled_field(template: MessageTemplate, channel: str, locale: str, name: str) -> Any:
     key = (template.id, template.version, locale, channel, name)
     with _compiled_lock:
@@ -344,13 +361,13 @@ def _compiled_field(template: MessageTemplate, channel: str, locale: str, name: 
         source = template.content[locale][channel][name]
         where = f"{template.id}.{locale}.{channel}.{name}"
         if name == "mjml":
-            found = _html_env.from_string(_compile_mjml(where, source))
+            found = _compile_text(_html_env, _compile_mjml(where, source))
         elif name == "html":
-            found = _html_env.from_string(source)
+            found = _compile_text(_html_env, source)
         elif isinstance(source, list):
-            found = [_env.from_string(item) for item in source]
+            found = [_compile_text(_env, item) for item in source]
         else:
-            found = _env.from_string(source)
+            found = _compile_text(_env, source)
         with _compiled_lock:
             _compiled[key] = found
     return found
