@@ -96,7 +96,7 @@ class DkimSigner:
         return cls(domain, selector, key)
 
     def signature(self, headers: list[tuple[str, str]], body: bytes, now_s: int) -> str:
-        """The DKIM-Signature field (name, value) for these header fields and this body."""
+        """The value of the DKIM-Signature field for these header fields and this body."""
         signed = [(name, value) for name, value in headers if name.lower() in SIGNED_HEADERS]
         signed.sort(key=lambda field: SIGNED_HEADERS.index(field[0].lower()))
         while body.endswith(b"\r\n\r\n"):  # simple body: no empty lines at the end
@@ -349,8 +349,9 @@ class SmtpProvider:
 def _transmit(connection: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> None:
     """One mail transaction (MAIL, RCPT, DATA), as smtplib's `sendmail` does it, for a
     message we built ourselves: its addresses are bare and checked, its lines end in CRLF,
-    so neither is parsed again (a third of sendmail's time, measured). Raises smtplib's
-    exceptions; after a refused recipient the connection is reset, ready for the next."""
+    so neither is parsed again (sendmail cost eight times as many instructions, measured).
+    Raises smtplib's exceptions; after a refused recipient the connection is reset, ready
+    for the next message (as sendmail does, a server gone meanwhile is found out then)."""
     connection.ehlo_or_helo_if_needed()
     size = f" SIZE={len(raw)}" if connection.has_extn("size") else ""
     code, reply = connection.docmd("MAIL", f"FROM:<{sender}>{size}")
@@ -359,7 +360,8 @@ def _transmit(connection: smtplib.SMTP, sender: str, recipient: str, raw: bytes)
     code, reply = connection.docmd("RCPT", f"TO:<{recipient}>")
     if code not in (250, 251):
         if code != 421:
-            connection.rset()
+            with contextlib.suppress(smtplib.SMTPServerDisconnected):
+                connection.rset()
         raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
     code, reply = connection.docmd("DATA")
     if code != 354:

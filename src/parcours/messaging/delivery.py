@@ -765,7 +765,7 @@ def _send_one(sending: _Sending) -> str | DeliveryFailure:
 class _Sends:
     """A batch being handed to its providers: each provider gets as many threads as it
     has connections, each thread taking the next message as soon as it is done with one
-    (a future per message cost more than the send itself, measured)."""
+    (no future and hand-off per message, as a thread pool would have)."""
 
     def __init__(self, batch: list[_Sending]) -> None:
         self.batch = batch
