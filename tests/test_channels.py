@@ -250,6 +250,18 @@ def publish_strict(services: Services, source: str) -> None:
 # ---- the sandbox and the outbox -------------------------------------------------------
 
 
+def test_a_template_changed_between_two_sends_is_the_one_the_second_uses(
+    sandboxed: Services,
+) -> None:
+    publish(sandboxed, journey("{channel: sms, template: t}"))
+    for user, words in (("ana", "First words"), ("bob", "Second words")):
+        with sandboxed.db.write() as conn:
+            templates.save(conn, "t", {"en": {"sms": {"text": words}}}, "test", 0)
+        opt_in(sandboxed, user)
+        track(sandboxed, user, "Go")
+    assert [m["content"]["text"] for m in outbox(sandboxed)] == ["First words", "Second words"]
+
+
 def test_a_sent_message_is_in_the_outbox_as_the_customer_sees_it(
     settings: Settings, clock: SimulatedClock
 ) -> None:
