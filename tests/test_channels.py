@@ -3,8 +3,10 @@ fallback, SMTP with DKIM against a real SMTP server, unsubscribe and tracking li
 
 from __future__ import annotations
 
+import email
 import json
 from collections.abc import Iterator
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,23 @@ def test_a_missing_value_fails_the_message_never_sends_a_blank() -> None:
         templates.render(template, "sms", {"event": {"properties": {}}}, "en")
 
 
+def test_a_template_reads_the_values_it_is_given_and_no_python_inside_them() -> None:
+    template = templates.check(
+        "t",
+        {
+            "en": {
+                "sms": {"text": "{{ customer.first_name }} {{ customer.keys | default('-') }}"},
+                "push": {"title": "{{ customer.__class__ }}", "body": "x"},
+            }
+        },
+    )
+    customer = {"first_name": "Ana"}
+    rendered = templates.render(template, "sms", {"customer": customer}, "en")
+    assert rendered.fields["text"].startswith("Ana <built-in method keys")  # Jinja's own order
+    with pytest.raises(templates.TemplateProblem, match="unsafe"):
+        templates.render(template, "push", {"customer": customer}, "en")
+
+
 def test_templates_api_saves_checks_and_previews(
     client: TestClient[Any], services: Services
 ) -> None:
@@ -229,6 +248,18 @@ def publish_strict(services: Services, source: str) -> None:
 
 
 # ---- the sandbox and the outbox -------------------------------------------------------
+
+
+def test_a_template_changed_between_two_sends_is_the_one_the_second_uses(
+    sandboxed: Services,
+) -> None:
+    publish(sandboxed, journey("{channel: sms, template: t}"))
+    for user, words in (("ana", "First words"), ("bob", "Second words")):
+        with sandboxed.db.write() as conn:
+            templates.save(conn, "t", {"en": {"sms": {"text": words}}}, "test", 0)
+        opt_in(sandboxed, user)
+        track(sandboxed, user, "Go")
+    assert [m["content"]["text"] for m in outbox(sandboxed)] == ["First words", "Second words"]
 
 
 def test_a_sent_message_is_in_the_outbox_as_the_customer_sees_it(
@@ -531,6 +562,94 @@ def test_a_tampered_message_fails_dkim(dkim_key: DkimKey) -> None:
     assert message_id(other) != message_id(raw)
 
 
+def test_dkim_signatures_verify_whatever_the_subject_and_body(dkim_key: DkimKey) -> None:
+    """Our own canonicalisation agrees with dkimpy's verifier on the awkward cases: runs of
+    spaces and tabs, accents (RFC 2047 words), a line break in a subject (kept on one line,
+    never a header of its own), a sender name with accents, text only or with HTML, a body
+    that ends in blank lines."""
+    import dkim
+
+    from parcours.channels.base import OutgoingMessage
+    from parcours.channels.email import SmtpProvider
+
+    provider = SmtpProvider(
+        host="127.0.0.1",
+        port=1,
+        from_address="news@maison.example",
+        from_name="Maison Éloïse",
+        reply_to="reply+{id}@maison.example",
+        dkim_selector="s1",
+        dkim_key=dkim_key.private_pem,
+    )
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    cases = [
+        ({"subject": "Two  spaces\tand a tab ", "text": "Hello\n\n\n"}, "Two  spaces and a tab "),
+        (
+            {"subject": "Votre panier, Zoé", "text": "Déjà là ?\r\n", "html": "<p>é</p>"},
+            "Votre panier, Zoé",
+        ),
+        (
+            {"subject": "Line\r\nBcc: eve@example.com", "text": "", "html": "<b>x</b>\n\n"},
+            "Line  Bcc: eve@example.com",
+        ),
+        ({"subject": "é" * 400, "text": ".a line that starts with a dot\n"}, "é" * 400),
+    ]
+    for n, (content, subject) in enumerate(cases):
+        raw = provider.build(
+            OutgoingMessage(f"k:{n}", n, 1, "email", "marketing", "ana@example.com", content, "fr")
+        )
+        assert dkim.verify(raw, dnsfunc=peer._dns), subject
+        mail = email.message_from_bytes(raw)
+        assert "Bcc" not in mail
+        assert str(make_header(decode_header(mail["Subject"]))) == subject
+        assert (
+            str(make_header(decode_header(mail["From"]))) == "Maison Éloïse <news@maison.example>"
+        )
+
+
+def test_a_dkim_key_that_is_not_an_rsa_private_key_stops_the_start(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from parcours.channels.base import ConfigError
+    from parcours.channels.email import SmtpProvider
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_bytes(b"not a key")
+    ec_pem = tmp_path / "ec.pem"
+    ec_pem.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for path, message in ((not_pem, "not a PEM private key"), (ec_pem, "must be an RSA key")):
+        with pytest.raises(ConfigError, match=message):
+            SmtpProvider.from_config(
+                {
+                    "host": "127.0.0.1",
+                    "from_address": "news@maison.example",
+                    "dkim_selector": "s1",
+                    "dkim_key_file": str(path),
+                }
+            )
+
+
+def test_an_address_that_would_break_the_smtp_commands_is_refused_for_good() -> None:
+    from parcours.channels.base import OutgoingMessage, PermanentFailure
+    from parcours.channels.email import SmtpProvider
+
+    provider = SmtpProvider(host="127.0.0.1", port=1, from_address="news@maison.example")
+    for address in ("ana@example.com\r\nRCPT TO:<eve@example.com>", "<ana@example.com>", "ana"):
+        message = OutgoingMessage(
+            "k:0", 1, 1, "email", "marketing", address, {"subject": "Hi"}, "en"
+        )
+        with pytest.raises(PermanentFailure, match="is not an email address") as caught:
+            provider.send(message)
+        assert caught.value.suppress
+
+
 def message_id(raw: bytes) -> str:
     import email as email_module
 
@@ -608,6 +727,36 @@ def test_one_click_unsubscribe_withdraws_consent_at_once(
         assert len(outbox(services)) == 1
     finally:
         services.close()
+
+
+def test_every_web_link_of_an_email_is_tracked_but_the_unsubscribe_link() -> None:
+    from parcours.messaging.links import Links, Signer, track_html
+
+    links = Links(Signer(b"s" * 32), "https://p.example")
+    html = (
+        '<html><body><a href="https://maison.example/cart">cart</a>'
+        '<A HREF="HTTPS://maison.example/Sale">sale</A>'
+        '<a data-x="https://maison.example/not-a-link" href="mailto:hello@maison.example">m</a>'
+        '<img src="https://maison.example/logo.png">'
+        '<a href="https://p.example/u/token">unsubscribe</a></BODY></html>'
+    )
+    tracked = track_html(html, links, 7, {"https://p.example/u/token"})
+    assert tracked.count("https://p.example/t/c/") == 2
+    assert "maison.example/cart" not in tracked and "maison.example/Sale" not in tracked
+    assert 'data-x="https://maison.example/not-a-link"' in tracked
+    assert 'href="mailto:hello@maison.example"' in tracked
+    assert 'src="https://maison.example/logo.png"' in tracked
+    assert 'href="https://p.example/u/token"' in tracked
+    assert tracked.index("/t/o/") < tracked.index("</BODY>")  # the pixel ends the body
+
+
+def test_the_text_of_an_html_email_leaves_out_scripts_styles_and_the_head() -> None:
+    html = (
+        "<HTML><Head><title>Maison</title><STYLE>p { color: red }</style></HEAD>\n"
+        "<body><p>Hello&nbsp;<b>Ana</b>,</p>\n\n  <script>var x = 1;</SCRIPT>\n"
+        "<p>your   cart &amp; you</p></body></html>"
+    )
+    assert templates.html_to_text(html) == "Hello Ana ,\nyour cart & you\n"
 
 
 def test_clicks_and_opens_are_recorded_and_redirects_only_go_where_signed(

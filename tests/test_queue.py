@@ -132,6 +132,49 @@ def test_a_handler_may_schedule_the_next_job_under_its_own_key(db: Database, eff
     assert live_jobs(db) == []
 
 
+def test_run_due_returns_once_work_left_running_after_the_commit_is_finished(
+    db: Database, effects: str
+) -> None:
+    """An after-commit action may leave its work running in the background (delivery sends
+    one batch while the next is claimed); run_due finishes it before it returns, and runs
+    the jobs that finishing made due."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock, batch=2)
+    running: list[threading.Thread] = []
+    finished: list[str] = []
+
+    def send(conn: Connection, job: Job) -> None:
+        note = job.payload["note"]
+
+        def start() -> None:
+            thread = threading.Thread(target=time.sleep, args=(0.05,), name=note)
+            thread.start()
+            running.append(thread)
+
+        worker.after_commit(start)
+
+    def finish() -> bool:
+        if not running:
+            return False
+        for thread in running:
+            thread.join()
+            finished.append(thread.name)
+        running.clear()
+        with db.write() as conn:  # what the background work found out, as a new job
+            enqueue(conn, "record", {"note": "recorded"}, run_at=START, now=START)
+        return True
+
+    worker.register("send", send)
+    worker.register("record", record(effects))  # type: ignore[arg-type]
+    worker.finish_with(finish)
+    for note in ("a", "b", "c"):
+        add(db, "send", START, note=note)
+    assert worker.run_due() == 4
+    assert sorted(finished) == ["a", "b", "c"] and not running
+    assert notes(db, effects) == ["recorded"]
+    assert worker.run_due(limit=1) == 0  # nothing was left behind
+
+
 def test_cancel_removes_a_waiting_job(db: Database, effects: str) -> None:
     add(db, "wait", START + 1000, unique_key="run-2")
     with db.write() as conn:

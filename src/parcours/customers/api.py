@@ -207,12 +207,7 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
     """What journey conditions and policies read about a customer, in one query: traits,
     computed traits, and the phone numbers (for the country of a customer without one).
     Straight through the driver: journeys call it at every step that looks at a profile."""
-    row = run(
-        conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
-    ).first()
-    if row is None:
-        raise CustomerNotFound(public_id(customer_id))
-    computed = computed_view(_decode(row.computed))
+    traits, computed = traits_view(conn, customer_id)
     phones: list[dict[str, str]] = []
     if not computed.get("country"):
         phones = [
@@ -223,7 +218,18 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
                 {"id": customer_id},
             ).scalars()
         ]
-    return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
+    return {"traits": traits, "computed": computed, "identities": phones}
+
+
+def traits_view(conn: Connection, customer_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The customer's traits and computed traits (what a message template sees), in one
+    query."""
+    row = run(
+        conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
+    ).first()
+    if row is None:
+        raise CustomerNotFound(public_id(customer_id))
+    return _decode(row.traits), computed_view(_decode(row.computed))
 
 
 def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -175,6 +175,7 @@ class Worker:
         self.handlers: dict[str, Handler] = {}
         self.preparers: dict[str, Preparer] = {}
         self._after = threading.local()
+        self._finishers: list[Callable[[], bool]] = []
         self.wake = threading.Event()
         self.stopping = threading.Event()
         # Called at each turn of `run_forever` and before each batch (runtime/heartbeats.py).
@@ -193,17 +194,36 @@ class Worker:
         if action not in pending and action not in self._after.batch:
             pending.append(action)
 
+    def finish_with(self, finisher: Callable[[], bool]) -> None:
+        """Call `finisher` before `run_due` returns: an after-commit action may leave its
+        work running while the next batch is claimed (delivery sends one batch while the
+        next is rendered) and finishes it there. It returns True if it did something, for
+        the jobs it may have made due."""
+        self._finishers.append(finisher)
+
     def run_due(self, limit: int | None = None) -> int:
-        """Run every job due now (up to `limit`); return how many were run or retried."""
+        """Run every job due now (up to `limit`); return how many were run or retried.
+        Every after-commit action has finished when it returns."""
         done = 0
-        while limit is None or done < limit:
-            if self.stopping.is_set():  # shutting down: the batch that ran was the last
-                break
-            ran = self._run_batch(self.batch if limit is None else min(self.batch, limit - done))
+        while True:
+            ran = 0
+            # Shutting down: no new batch, but what is in flight is finished and recorded.
+            if (limit is None or done < limit) and not self.stopping.is_set():
+                ran = self._run_batch(
+                    self.batch if limit is None else min(self.batch, limit - done)
+                )
             done += ran
-            if ran == 0:
-                break
-        return done
+            if ran == 0 and not self._finish():
+                return done
+
+    def _finish(self) -> bool:
+        finished = False
+        for finisher in self._finishers:
+            try:
+                finished = finisher() or finished
+            except Exception:
+                log.exception("finishing an after-commit action failed")
+        return finished
 
     def run_forever(self) -> None:
         listener = _Listener(self.db) if not self.db.is_sqlite else None
