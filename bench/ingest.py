@@ -179,9 +179,11 @@ def throughput(database_url: str, data_dir: Path, events: int, concurrency: int)
     server = Server(database_url, data_dir)
     sampler = MemorySampler(server.pid)
     cpu_before = server.cpu_seconds()
+    client_before = time.process_time()
     started = time.perf_counter()
     latencies = asyncio.run(_send_all(server.url, work, concurrency))
     elapsed = time.perf_counter() - started
+    client = time.process_time() - client_before
     cpu = server.cpu_seconds() - cpu_before
     sampler.stop()
     server.stop()
@@ -191,6 +193,7 @@ def throughput(database_url: str, data_dir: Path, events: int, concurrency: int)
         "batch_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "batch_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "server_cpu_s_per_10k_events": round(cpu / events * 10_000, 2),
+        "client_cpu_s_per_10k_events": round(client / events * 10_000, 2),
         "server_peak_rss_mb": round(sampler.peak_mb, 1),
         "generated": generated,
     }
@@ -413,7 +416,8 @@ def _report(results: dict[str, Any]) -> str:
             f"  storage floor {t['floor_events_per_s']:,} events/s: we reach "
             f"{t['fraction_of_floor']:.1%} of it (target >= 25%)",
             f"  server: {t['server_cpu_s_per_10k_events']} CPU s per 10k events, peak RSS "
-            f"{t['server_peak_rss_mb']} MB",
+            f"{t['server_peak_rss_mb']} MB; load client: {t['client_cpu_s_per_10k_events']} "
+            "CPU s per 10k events",
         ]
     if "latency" in results:
         lat = results["latency"]
