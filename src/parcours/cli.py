@@ -61,9 +61,12 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     import uvicorn
 
     from parcours.app import create_app
+    from parcours.ingest.writer_process import available
     from parcours.services import Services
 
-    services = Services.open(settings)
+    # One server process: the writer runs in a child of its own (docs/core.md).
+    own_writer = settings.http_workers == 1 and settings.writer_process and available()
+    services = Services.open(settings, writer_process=own_writer)
     services.start_worker()
     _first_start_keys(services)
     tune_garbage_collector()

@@ -68,11 +68,11 @@ class Writer:
         self._start_lock = threading.Lock()
         self._thread_count = threads
         self._closed = False
-        self._listeners: list[Callable[[list[Event]], None]] = []
+        self._listeners: list[Callable[[], None]] = []
         self.hooks: list[Hook] = []
 
-    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
-        """Call `listener` with the newly stored events after each commit (in the writer)."""
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit that stored events (in the writer thread)."""
         self._listeners.append(listener)
 
     def add_hook(self, hook: Hook) -> None:
@@ -114,6 +114,22 @@ class Writer:
 
     async def append(self, events: list[Event]) -> AppendResult:
         return await asyncio.wrap_future(self.submit(events))
+
+    @property
+    def threads(self) -> int:
+        return self._thread_count
+
+    @property
+    def batch_events(self) -> int:
+        return self._batch_events
+
+    def commit_now(self, batches: list[list[Event]]) -> list[Future[AppendResult]]:
+        """Commit these submissions as one group in the calling thread, as the writer thread
+        would (retries, a bad submission failing alone, listeners), for a caller that is
+        the only writer of a one-thread writer (the writer process on SQLite)."""
+        group = [_Submission(events, Future()) for events in batches]
+        self._commit_group(group)
+        return [submission.future for submission in group]
 
     def append_sync(self, events: list[Event]) -> AppendResult:
         return self.submit(events).result()
@@ -170,7 +186,7 @@ class Writer:
         if stored:
             for listener in self._listeners:
                 try:
-                    listener(stored)
+                    listener()
                 except Exception:
                     log.exception("commit listener failed")
 
@@ -246,13 +262,15 @@ def append_events(
     return results, new_events
 
 
-def _lock_keys(projector: Projector, events: list[Event]) -> list[str]:
-    keys: list[str] = []
+def _lock_keys(projector: Projector, events: list[Event]) -> set[str]:
+    """The identity keys these events may touch, each once (a shopper's events repeat
+    theirs, and each key is hashed to its lock)."""
+    keys: set[str] = set()
     for event in events:
-        keys.extend(f"{kind}:{value}" for kind, value in projector.keys_of(event))
+        keys.update(f"{kind}:{value}" for kind, value in projector.keys_of(event))
         if event.previous_id:
-            keys.append(f"user_id:{event.previous_id}")
-            keys.append(f"anonymous_id:{event.previous_id}")
+            keys.add(f"user_id:{event.previous_id}")
+            keys.add(f"anonymous_id:{event.previous_id}")
     return keys
 
 

@@ -32,6 +32,8 @@ class Settings:
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     http_workers: int = 1
+    # serve: the writer in a process of its own (with http_workers = 1; POSIX)
+    writer_process: bool = True
     log_level: str = "info"
     brand_name: str = "Parcours demo shop"
     brand_url: str = "https://shop.example.com"
@@ -75,6 +77,7 @@ _FIELD_TYPES: dict[str, type] = {
     "ingest_batch_events": int,
     "ingest_writers": int,
     "http_workers": int,
+    "writer_process": bool,
     "log_level": str,
     "brand_name": str,
     "brand_url": str,
@@ -119,6 +122,15 @@ def _convert(name: str, value: Any, where: str) -> Any:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise SettingsError(f"{where}: unknown setting {name!r} (known: {known})")
     wanted = _FIELD_TYPES[name]
+    if wanted is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise SettingsError(f"{where}: {name} must be true or false, got {value!r}")
     if wanted is int:
         if isinstance(value, bool):
             raise SettingsError(f"{where}: {name} must be a whole number, got {value!r}")
