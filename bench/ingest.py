@@ -9,6 +9,7 @@ import base64
 import json
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,14 +307,14 @@ async def _paced(url: str, rate: int, seconds: float) -> tuple[list[float], int]
         )
         for number in range(int(rate * seconds))
     ]
-    idle: list[_Connection] = []
+    idle: deque[_Connection] = deque()  # oldest first: none idles into the keep-alive timeout
     latencies: list[float] = []
     failures = 0
 
     async def call(number: int) -> None:
         nonlocal failures
         started = time.perf_counter()
-        connection = idle.pop() if idle else await _Connection.open(host, port)
+        connection = idle.popleft() if idle else await _Connection.open(host, port)
         status, answer = await connection.send(requests[number])
         latencies.append(time.perf_counter() - started)
         if status != 200 or _decode_answer(answer).get("duplicate") is not False:

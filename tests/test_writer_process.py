@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from parcours.ingest.writer import WriterClosed
 from parcours.ingest.writer_process import RemoteWriter, available
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.settings import Settings
+from parcours.services import Services
 from tests.conftest import make_event
 
 pytestmark = pytest.mark.skipif(not available(), reason="the writer process needs POSIX")
@@ -140,3 +142,30 @@ def test_closing_commits_what_was_submitted_and_stops_the_child(
     assert count(settings) == 200
     with pytest.raises(WriterClosed):
         writer.append_sync(shopper_events("late", 1))
+
+
+def test_the_queue_worker_is_woken_only_when_a_commit_leaves_work(
+    settings: Settings, services: Services
+) -> None:
+    from tests.test_journeys_engine import CART, publish
+
+    publish(services, CART)  # a live journey: checkouts start runs
+    services.worker.run_due()  # what publishing left to do
+    woken = threading.Event()
+    writer = RemoteWriter(settings)
+    writer.on_commit(woken.set)
+    writer.start()
+    try:
+        assert writer.append_sync(shopper_events("browse", 8)).stored == 8
+        time.sleep(0.5)
+        assert not woken.is_set(), "nothing for the worker to do, yet it was woken"
+        checkout = make_event(
+            "track",
+            userId="u-cart",
+            event="Checkout Started",
+            properties={"checkout_id": "co-1", "total": 80},
+        )
+        assert writer.append_sync([checkout]).stored == 1
+        assert woken.wait(10), "a reaction is due and the worker was not woken"
+    finally:
+        writer.close()

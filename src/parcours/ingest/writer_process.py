@@ -30,14 +30,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from sqlalchemy import Connection
 
 from parcours.ingest.model import Event
 from parcours.ingest.writer import AppendResult, Hook, Writer, WriterClosed
+from parcours.runtime.queue import next_run_at
 
 if TYPE_CHECKING:
     from parcours.runtime.settings import Settings
@@ -48,7 +50,7 @@ _LENGTH = struct.Struct("!I")
 _BUFFER = 4 * 1024 * 1024
 _START_TIMEOUT = 120.0
 _READY = b"ready"
-_COMMITTED = -1  # the number of the frame saying "a commit stored events" (listeners)
+_COMMITTED = -1  # the number of the frame saying "a commit left jobs due" (listeners)
 
 _encode_msgpack = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
@@ -85,8 +87,8 @@ class RemoteWriter:
         self._reader: threading.Thread | None = None
 
     def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after each of the child's commits that stored events (in the
-        thread reading the answers)."""
+        """Call `listener` after a commit of the child that left jobs due (the listener
+        wakes the queue worker; see serve_submissions), in the thread reading answers."""
         self._listeners.append(listener)
 
     def add_hook(self, hook: Hook) -> None:
@@ -303,7 +305,7 @@ def child_main() -> None:
     assert isinstance(services.writer, Writer)
     tune_garbage_collector()
     try:
-        serve_submissions(connection, services.writer)
+        serve_submissions(connection, services.writer, services.worker.queues)
     finally:
         services.close()
 
@@ -313,16 +315,36 @@ def _stop_reading(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RD)
 
 
-def serve_submissions(connection: socket.socket, writer: Writer) -> None:
+def serve_submissions(
+    connection: socket.socket, writer: Writer, queues: Iterable[str] = ()
+) -> None:
     """Feed the writer from the socket until it closes; answer each submission once
-    committed. Returns when everything received has been committed and answered."""
+    committed. Returns when everything received has been committed and answered.
+
+    The parent's queue worker is told of a commit only when the commit left jobs due on
+    its `queues` (a journey reaction, say): an idle worker's pass takes SQLite's write
+    lock, and waking it after every commit had it take the lock turn about with the
+    writer while waiting for its own process's interpreter lock."""
     send_lock = threading.Lock()
+    jobs_due = threading.Event()
+    watched = tuple(queues)
 
     def send(data: bytes) -> None:
         with contextlib.suppress(OSError), send_lock:  # the parent gone: committed anyway
             connection.sendall(data)
 
-    writer.on_commit(lambda: send(_answer(_COMMITTED, 0, 0)))
+    def note_due_jobs(conn: Connection, _events: list[Event], now: int) -> None:
+        due = next_run_at(conn, watched) if watched else None
+        if due is not None and due <= now:
+            jobs_due.set()
+
+    def committed() -> None:
+        if jobs_due.is_set():
+            jobs_due.clear()
+            send(_answer(_COMMITTED, 0, 0))
+
+    writer.add_hook(note_due_jobs)
+    writer.on_commit(committed)
     send(_READY)
     frames = _Frames(connection)
     if writer.threads == 1:
