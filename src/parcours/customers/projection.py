@@ -127,32 +127,13 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
-        self._keys: dict[int, list[Key]] = {}
         self._highest: int | None = None
 
     # ---- identity -------------------------------------------------------------------
 
     def keys_of(self, event: Event) -> list[Key]:
         """The event's identities, normalised (computed once per event)."""
-        cached = self._keys.get(id(event))
-        if cached is not None:
-            return cached
-        keys: list[Key] = []
-        if event.user_id:
-            keys.append(("user_id", event.user_id))
-        if event.anonymous_id:
-            keys.append(("anonymous_id", event.anonymous_id))
-        ids_only = len(keys)  # a user id and an anonymous id cannot repeat each other
-        keys.extend(event.external_ids)
-        context_traits = event.context.get("traits")
-        if context_traits and isinstance(context_traits, dict):
-            keys.extend(traits_identities(context_traits, self.region))
-        if event.type == "identify":
-            keys.extend(traits_identities(event.traits, self.region))
-        if len(keys) > ids_only:
-            keys = list(dict.fromkeys(keys))
-        self._keys[id(event)] = keys
-        return keys
+        return event_keys(event, self.region)
 
     def resolve(self, events: list[Event]) -> list[Event]:
         """Give every event its customer; return the merge events to append with them."""
@@ -609,6 +590,29 @@ class Projector:
             "id",
             [(self._find(m), self.now, "{}", "{}", "{}", m) for m in sorted(merged)],
         )
+
+
+def event_keys(event: Event, default_region: str) -> list[Key]:
+    """The event's identities, normalised: user id, anonymous id, external ids, and the
+    email and phone of its traits. Kept on the event (`Event.identities`)."""
+    if event.identities is not None:
+        return event.identities
+    keys: list[Key] = []
+    if event.user_id:
+        keys.append(("user_id", event.user_id))
+    if event.anonymous_id:
+        keys.append(("anonymous_id", event.anonymous_id))
+    ids_only = len(keys)  # a user id and an anonymous id cannot repeat each other
+    keys.extend(event.external_ids)
+    context_traits = event.context.get("traits")
+    if context_traits and isinstance(context_traits, dict):
+        keys.extend(traits_identities(context_traits, default_region))
+    if event.type == "identify":
+        keys.extend(traits_identities(event.traits, default_region))
+    if len(keys) > ids_only:
+        keys = list(dict.fromkeys(keys))
+    event.identities = keys
+    return keys
 
 
 def _apply(profile: Profile, event: Event) -> None:

@@ -80,6 +80,9 @@ class Event(msgspec.Struct):
     group_id: str | None = None
     customer_id: int | None = None
     external_ids: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    # Its identities, normalised (customers.projection.event_keys): computed once, by the
+    # first to need them (the HTTP process, before handing the event to the writer).
+    identities: list[tuple[str, str]] | None = None
 
 
 _decode_event = msgspec.json.Decoder(_Incoming).decode

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from sqlalchemy import Connection
 
+from parcours.customers.projection import event_keys
 from parcours.ingest.model import Event
 from parcours.ingest.writer import AppendResult, Hook, Writer, WriterClosed
 from parcours.runtime.queue import next_run_at
@@ -110,6 +111,9 @@ class RemoteWriter:
         if not events:
             future.set_result(AppendResult(0, 0))
             return future
+        region = self._settings.default_region
+        for event in events:  # work this process can take off the writer's hands
+            event_keys(event, region)
         number = next(self._numbers)
         frame = _frame(number, events)
         with self._lock:
