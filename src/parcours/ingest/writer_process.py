@@ -209,6 +209,7 @@ class RemoteWriter:
             connection = self._socket
             assert connection is not None
             self._read_answers(connection)
+            connection.close()
             with self._lock:
                 self._socket = None
                 failed = list(self._pending)
