@@ -64,8 +64,13 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     from parcours.ingest.writer_process import available
     from parcours.services import Services
 
-    # One server process: the writer runs in a child of its own (docs/core.md).
-    own_writer = settings.http_workers == 1 and settings.writer_process and available()
+    # One server process on SQLite: the writer runs in a child of its own (docs/core.md).
+    own_writer = (
+        settings.http_workers == 1
+        and settings.writer_process
+        and settings.resolved_database_url.startswith("sqlite")
+        and available()
+    )
     services = Services.open(settings, writer_process=own_writer)
     services.start_worker()
     _first_start_keys(services)

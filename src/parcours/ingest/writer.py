@@ -116,17 +116,13 @@ class Writer:
         return await asyncio.wrap_future(self.submit(events))
 
     @property
-    def threads(self) -> int:
-        return self._thread_count
-
-    @property
     def batch_events(self) -> int:
         return self._batch_events
 
     def commit_now(self, batches: list[list[Event]]) -> list[Future[AppendResult]]:
         """Commit these submissions as one group in the calling thread, as the writer thread
-        would (retries, a bad submission failing alone, listeners), for a caller that is
-        the only writer of a one-thread writer (the writer process on SQLite)."""
+        would (retries, a bad submission failing alone, listeners): the writer process
+        feeds its writer this way, from the thread that reads the socket."""
         group = [_Submission(events, Future()) for events in batches]
         self._commit_group(group)
         return [submission.future for submission in group]

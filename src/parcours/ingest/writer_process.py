@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -351,20 +350,17 @@ def serve_submissions(
     writer.add_hook(note_due_jobs)
     writer.on_commit(committed)
     send(_READY)
-    frames = _Frames(connection)
-    if writer.threads == 1:
-        _serve_inline(frames, send, writer)
-    else:
-        _serve_threaded(frames, send, writer)
+    _serve_inline(_Frames(connection), send, writer)
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
     connection.close()
 
 
 def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer) -> None:
-    """One thread reads, decodes, commits and answers (SQLite has one writer anyway): no
-    second thread to take Python's lock from the writer at every database call. What
-    arrives during a commit waits in the socket and goes into the next group."""
+    """One thread reads, decodes, commits and answers (SQLite has one writer anyway, and
+    `serve` uses the writer process on SQLite only): no second thread to take Python's
+    lock from the writer at every database call. What arrives during a commit waits in
+    the socket and goes into the next group."""
     limit = writer.batch_events
     while True:
         received = frames.next(block=True)
@@ -386,29 +382,6 @@ def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer
             for number, future in zip(numbers, writer.commit_now(batches), strict=True)
         ]
         send(b"".join(answers))
-
-
-def _serve_threaded(frames: _Frames, send: Callable[[bytes], None], writer: Writer) -> None:
-    """Several writer threads (PostgreSQL): this thread reads and submits, the writer's
-    threads commit and answer."""
-
-    def answer(number: int, future: Future[AppendResult]) -> None:
-        send(_answer_of(number, future))
-
-    waiting: list[Future[AppendResult]] = []
-    while True:
-        received = frames.next(block=True)
-        if received is None:
-            break
-        number, events = _decode(received)
-        future = writer.submit(events)
-        future.add_done_callback(functools.partial(answer, number))
-        waiting.append(future)
-        if len(waiting) > 1000:
-            waiting = [f for f in waiting if not f.done()]
-    for future in waiting:  # answered already, or failed (logged by the writer)
-        with contextlib.suppress(Exception):
-            future.result()
 
 
 def _decode(frame: memoryview) -> tuple[int, list[Event]]:

@@ -32,7 +32,7 @@ class Settings:
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     http_workers: int = 1
-    # serve: the writer in a process of its own (with http_workers = 1; POSIX)
+    # serve on SQLite: the writer in a process of its own (with http_workers = 1; POSIX)
     writer_process: bool = True
     log_level: str = "info"
     brand_name: str = "Parcours demo shop"
