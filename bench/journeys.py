@@ -32,9 +32,14 @@ steps:
 """
 
 
-def steps(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
+def steps(
+    database_url: str, data_dir: Path, customers: int, deliver: bool = True
+) -> dict[str, Any]:
     """Customers enter the abandoned-cart journey; the clock is advanced through every
-    wait, jumping from one due job to the next; every step runs for real."""
+    wait, jumping from one due job to the next; every step runs for real. With `deliver`
+    every message is also rendered, handed to the sandbox and its feedback played back, in
+    the same process; without, only the journey engine runs (intents stay in the outbox,
+    as when delivery has workers of its own)."""
     from parcours.ingest.model import parse_event
     from parcours.journeys import api as journeys
     from parcours.runtime.clock import SimulatedClock, iso
@@ -44,6 +49,8 @@ def steps(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
     start = int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp() * 1000)  # a Monday
     clock = SimulatedClock(start)
     services = Services.open(Settings(data_dir=data_dir, database_url=database_url), clock=clock)
+    if not deliver:
+        services.worker.queues = tuple(q for q in services.worker.queues if q != "messaging")
     encoder = msgspec.json.Encoder()
     try:
         journeys.publish(services.db, CART, "bench", "bench reviewer", start)
@@ -109,6 +116,7 @@ def steps(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
     step_count = passes + customers  # every recorded step, plus each entry
     return {
         "customers": customers,
+        "delivery": deliver,
         "steps": step_count,
         "jobs": jobs,
         "intents": intents,
@@ -363,12 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument(
+        "--without-delivery",
+        action="store_true",
+        help="steps mode: the journey engine alone (no message rendered or handed over)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
     if args.mode in ("steps", "all"):
         with scratch_database(args.postgres) as (url, directory):
-            results["steps"] = steps(url, directory / "data", args.customers)
+            results["steps"] = steps(
+                url, directory / "data", args.customers, deliver=not args.without_delivery
+            )
     if args.mode in ("reaction", "all"):
         with scratch_database(args.postgres) as (url, directory):
             results["reaction"] = reaction(url, directory / "data", args.rate, args.seconds)
@@ -389,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     if "steps" in results:
         s = results["steps"]
         print(
-            f"steps: {s['customers']:,} customers through the abandoned cart, {s['steps']:,}"
+            f"steps ({'with' if s['delivery'] else 'without'} delivery): {s['customers']:,} "
+            f"customers through the abandoned cart, {s['steps']:,}"
             f" steps in {s['seconds']} s: {s['steps_per_s']:,} steps/s (target >= 5,000 on "
             f"SQLite); {s['intents']:,} intents, {s['still_active']} runs left active"
         )

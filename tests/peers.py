@@ -547,75 +547,44 @@ class PushService:
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
-class FcmPeer:
-    """Google's token endpoint and FCM's HTTP v1 send endpoint on loopback. The token
-    endpoint verifies the service account's RS256 assertion (RFC 7523) with the account's
-    public key; the send endpoint wants one of the access tokens it gave out."""
+class GooglePeer:
+    """What Google's APIs on loopback have in common: the service account a brand
+    downloads, and Google's token endpoint, which verifies the account's RS256 assertion
+    (RFC 7523) with its public key and the scope asked for, and hands out access tokens."""
 
-    def __init__(self, project_id: str = "maison-app") -> None:
-        import http.server
-        import json as json_module
-        import urllib.parse
+    scope = ""
 
+    def __init__(self, project_id: str) -> None:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         self.project_id = project_id
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.tokens: list[str] = []
-        self.messages: list[dict[str, Any]] = []
-        self.unregistered: set[str] = set()
-        peer = self
+        self.server: http.server.ThreadingHTTPServer
+        self.url = ""
 
-        class Handler(JsonHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.path == "/token":
-                    form = dict(urllib.parse.parse_qsl(body.decode()))
-                    problem = peer.check_assertion(form)
-                    if problem:
-                        return self.answer(
-                            400, {"error": "invalid_grant", "error_description": problem}
-                        )
-                    token = f"ya29.test-{len(peer.tokens) + 1}"
-                    peer.tokens.append(token)
-                    return self.answer(
-                        200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
-                    )
-                if self.path != f"/v1/projects/{peer.project_id}/messages:send":
-                    return self.answer(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
-                bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                if bearer not in peer.tokens:
-                    return self.answer(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
-                message = json_module.loads(body).get("message", {})
-                if not message.get("token") or not message.get("notification", {}).get("title"):
-                    return self.answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
-                if message["token"] in peer.unregistered:
-                    return self.answer(
-                        404,
-                        {
-                            "error": {
-                                "code": 404,
-                                "message": "Requested entity was not found.",
-                                "status": "NOT_FOUND",
-                                "details": [
-                                    {
-                                        "@type": FCM_ERROR_TYPE,
-                                        "errorCode": "UNREGISTERED",
-                                    }
-                                ],
-                            }
-                        },
-                    )
-                peer.messages.append(message)
-                name = f"projects/{peer.project_id}/messages/0:{len(peer.messages)}"
-                self.answer(200, {"name": name})
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def start_server(self, handler: type[JsonHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def token_answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The token endpoint's answer to a POST of this form body."""
+        import urllib.parse
+
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+        problem = self.check_assertion(form)
+        if problem:
+            return 400, {"error": "invalid_grant", "error_description": problem}
+        token = f"ya29.test-{len(self.tokens) + 1}"
+        self.tokens.append(token)
+        return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+
+    def authorised(self, header: str | None) -> bool:
+        return (header or "").removeprefix("Bearer ") in self.tokens
+
     def service_account(self) -> dict[str, str]:
-        """The JSON a brand downloads from the Firebase console."""
+        """The JSON a brand downloads from the Google Cloud (or Firebase) console."""
         return {
             "type": "service_account",
             "project_id": self.project_id,
@@ -654,13 +623,13 @@ class FcmPeer:
             return "alg"
         if document.get("aud") != f"{self.url}/token":
             return "aud"
-        if document.get("scope") != "https://www.googleapis.com/auth/firebase.messaging":
+        if document.get("scope") != self.scope:
             return "scope"
         if not document["iat"] <= time.time() + 5 < document["exp"] <= document["iat"] + 3600:
             return "times"
         return None
 
-    def __enter__(self) -> FcmPeer:
+    def __enter__(self) -> Any:
         self.thread.start()
         return self
 
@@ -669,12 +638,190 @@ class FcmPeer:
         self.server.server_close()
 
 
+class FcmPeer(GooglePeer):
+    """Google's token endpoint and FCM's HTTP v1 send endpoint on loopback; the send
+    endpoint wants one of the access tokens the token endpoint gave out."""
+
+    scope = "https://www.googleapis.com/auth/firebase.messaging"
+
+    def __init__(self, project_id: str = "maison-app") -> None:
+        import json as json_module
+
+        super().__init__(project_id)
+        self.messages: list[dict[str, Any]] = []
+        self.unregistered: set[str] = set()
+        peer = self
+
+        class Handler(JsonHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path == "/token":
+                    return self.answer(*peer.token_answer(body))
+                if self.path != f"/v1/projects/{peer.project_id}/messages:send":
+                    return self.answer(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                if not peer.authorised(self.headers.get("Authorization")):
+                    return self.answer(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+                message = json_module.loads(body).get("message", {})
+                if not message.get("token") or not message.get("notification", {}).get("title"):
+                    return self.answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+                if message["token"] in peer.unregistered:
+                    return self.answer(
+                        404,
+                        {
+                            "error": {
+                                "code": 404,
+                                "message": "Requested entity was not found.",
+                                "status": "NOT_FOUND",
+                                "details": [
+                                    {
+                                        "@type": FCM_ERROR_TYPE,
+                                        "errorCode": "UNREGISTERED",
+                                    }
+                                ],
+                            }
+                        },
+                    )
+                peer.messages.append(message)
+                name = f"projects/{peer.project_id}/messages/0:{len(peer.messages)}"
+                self.answer(200, {"name": name})
+
+        self.start_server(Handler)
+
+    def __enter__(self) -> FcmPeer:
+        super().__enter__()
+        return self
+
+
+# ---- Google Wallet's REST API (generic objects) -------------------------------------------
+
+
+def google_api_error(code: int, status: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
+class GoogleWalletPeer(GooglePeer):
+    """Google Wallet's REST API for generic objects on loopback: `PATCH
+    /walletobjects/v1/genericObject/{resourceId}` (404 for an object it does not hold) and
+    `POST /walletobjects/v1/genericObject` (409 for one it holds), each with a bearer token
+    from its token endpoint (scope wallet_object.issuer) and the body checked as Google
+    documents a GenericObject (ids `issuer.identifier`, LocalizedStrings, text modules,
+    barcode). `fail_next` answers the next requests with these statuses (429, 503)."""
+
+    scope = "https://www.googleapis.com/auth/wallet_object.issuer"
+
+    def __init__(self, issuer_id: str, classes: set[str]) -> None:
+        import json as json_module
+        import urllib.parse
+
+        super().__init__("maison-wallet")
+        self.issuer_id = issuer_id
+        self.classes = classes  # the class ids the brand made in the console
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.fail_next: list[int] = []
+        peer = self
+        base = "/walletobjects/v1/genericObject"
+
+        class Handler(JsonHandler):
+            def _body(self) -> Any:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                return raw if self.path == "/token" else json_module.loads(raw or b"{}")
+
+            def _refused(self, method: str) -> bool:
+                if not peer.authorised(self.headers.get("Authorization")):
+                    self.answer(401, google_api_error(401, "UNAUTHENTICATED", "bad token"))
+                    return True
+                peer.requests.append((method, self.path))
+                if peer.fail_next:
+                    status = peer.fail_next.pop(0)
+                    self.answer(status, google_api_error(status, "UNAVAILABLE", "try later"))
+                    return True
+                return False
+
+            def do_POST(self) -> None:
+                body = self._body()
+                if self.path == "/token":
+                    return self.answer(*peer.token_answer(body))
+                if self.path != base:
+                    return self.answer(404, google_api_error(404, "NOT_FOUND", "no such method"))
+                if self._refused("POST"):
+                    return None
+                problem = peer.check_object(body)
+                if problem:
+                    return self.answer(400, google_api_error(400, "INVALID_ARGUMENT", problem))
+                if body["id"] in peer.objects:
+                    return self.answer(
+                        409, google_api_error(409, "ALREADY_EXISTS", "the object exists")
+                    )
+                peer.objects[body["id"]] = body
+                self.answer(200, body)
+
+            def do_PATCH(self) -> None:
+                body = self._body()
+                if not self.path.startswith(base + "/"):
+                    return self.answer(404, google_api_error(404, "NOT_FOUND", "no such method"))
+                if self._refused("PATCH"):
+                    return None
+                resource = urllib.parse.unquote(self.path.removeprefix(base + "/"))
+                if resource not in peer.objects:
+                    return self.answer(
+                        404, google_api_error(404, "NOT_FOUND", "Requested entity was not found.")
+                    )
+                merged = {**peer.objects[resource], **body}
+                problem = peer.check_object(merged)
+                if problem or merged["id"] != resource:
+                    message = problem or "id differs from the resource id"
+                    return self.answer(400, google_api_error(400, "INVALID_ARGUMENT", message))
+                peer.objects[resource] = merged
+                self.answer(200, merged)
+
+        self.start_server(Handler)
+
+    def check_object(self, card: dict[str, Any]) -> str | None:
+        import re
+
+        def localized(value: Any) -> bool:
+            default = value.get("defaultValue") if isinstance(value, dict) else None
+            return (
+                isinstance(default, dict)
+                and isinstance(default.get("language"), str)
+                and isinstance(default.get("value"), str)
+            )
+
+        identifier = str(card.get("id", ""))
+        if not re.fullmatch(rf"{self.issuer_id}\.[A-Za-z0-9._-]+", identifier):
+            return "id must be issuerId.identifier (letters, digits, . _ -)"
+        if card.get("classId") not in self.classes:
+            return f"no class {card.get('classId')}"
+        if not localized(card.get("cardTitle")) or not localized(card.get("header")):
+            return "cardTitle and header are required LocalizedStrings"
+        if "subheader" in card and not localized(card["subheader"]):
+            return "subheader must be a LocalizedString"
+        if card.get("state", "ACTIVE") not in ("ACTIVE", "COMPLETED", "EXPIRED", "INACTIVE"):
+            return "state"
+        for module in card.get("textModulesData", []):
+            if not all(isinstance(module.get(k), str) for k in ("header", "body", "id")):
+                return "textModulesData items have header, body and id"
+        barcode = card.get("barcode", {})
+        if barcode and (
+            barcode.get("type") not in ("QR_CODE", "CODE_128") or not barcode.get("value")
+        ):
+            return "barcode"
+        return None
+
+    def __enter__(self) -> GoogleWalletPeer:
+        super().__enter__()
+        return self
+
+
 # ---- a test certificate authority, and APNs over HTTP/2 -----------------------------------------
 
 
-def make_authority(folder: Path, pass_type: str) -> dict[str, Path]:
-    """A root, an intermediate standing for Apple's WWDR, a Pass Type ID certificate, and
-    a TLS server certificate for 127.0.0.1, all as PEM files."""
+def make_authority(
+    folder: Path, pass_type: str, order_type: str = "order.example.maison"
+) -> dict[str, Path]:
+    """A root, an intermediate standing for Apple's WWDR, a Pass Type ID certificate, an
+    Order Type ID certificate, and a TLS server certificate for 127.0.0.1, as PEM files."""
     import datetime as dt
 
     from cryptography import x509
@@ -707,20 +854,23 @@ def make_authority(folder: Path, pass_type: str) -> dict[str, Path]:
             )
         return builder.sign(issuer_key, hashes.SHA256())
 
-    root_key, wwdr_key, pass_key, server_key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)
+    root_key, wwdr_key, pass_key, order_key, server_key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(5)
     )
     certificates = {
         "root": certificate("Test Root CA", root_key, "Test Root CA", root_key, True),
         "wwdr": certificate("Test WWDR", wwdr_key, "Test Root CA", root_key, True),
         "cert": certificate(f"Pass Type ID: {pass_type}", pass_key, "Test WWDR", wwdr_key, False),
+        "order_cert": certificate(
+            f"Order Type ID: {order_type}", order_key, "Test WWDR", wwdr_key, False
+        ),
         "server": certificate("127.0.0.1", server_key, "Test Root CA", root_key, False, True),
     }
     paths: dict[str, Path] = {}
     for label, cert in certificates.items():
         paths[label] = folder / f"{label}.pem"
         paths[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    for label, key in (("key", pass_key), ("server_key", server_key)):
+    for label, key in (("key", pass_key), ("order_key", order_key), ("server_key", server_key)):
         paths[label] = folder / f"{label}.pem"
         paths[label].write_bytes(
             key.private_bytes(

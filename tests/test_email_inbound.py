@@ -3,16 +3,27 @@ replies, as real receiving servers send them, to the inbound endpoint."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import smtplib
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import text
 
 from parcours.channels.email_inbound import parse, tagged_id
 from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
+from tests.conftest import ADMIN_KEY, WRITE_KEY
 from tests.peers import DkimKey, RunningSmtp, SmtpPeer, free_port
 from tests.test_channels import (
     consent_status,
@@ -22,7 +33,7 @@ from tests.test_channels import (
     publish,
     smtp_settings,
 )
-from tests.test_journeys_engine import opt_in, track
+from tests.test_journeys_engine import OPTED_IN, opt_in, track
 
 
 def dsn(recipient: str, message_id: str, status: str = "5.1.1", action: str = "failed") -> bytes:
@@ -179,3 +190,99 @@ def test_a_reply_reaches_the_customer_timeline(inbound: tuple[Services, int, Smt
     assert received["channel"] == "email"
     assert received["text"] == "Merci ! Quand arrive ma commande ?"
     assert received["from"] == "ana@example.com"
+
+
+@pytest.mark.slow
+def test_serve_with_two_http_processes_receives_bounces_on_one_port(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`parcours serve` with http_workers = 2: the inbound endpoint listens once (in the
+    supervising process) and a bounce sent to it fails the message a worker sent."""
+    key = DkimKey.make()
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": key.dns_record})
+    with RunningSmtp(peer) as smtp:
+        inbound_port, http_port = free_port(), free_port()
+        channels = smtp_settings(
+            smtp.port, key.write(tmp_path), inbound_port=inbound_port, inbound_host="127.0.0.1"
+        )
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            database_url=database_url,
+            write_key=WRITE_KEY,
+            admin_key=ADMIN_KEY,
+            channels=channels,
+        )
+        services = Services.open(settings)
+        publish(services, journey("{channel: email, template: welcome}"))
+        services.close()
+        env = {
+            **os.environ,
+            "PARCOURS_DATABASE_URL": database_url,
+            "PARCOURS_DATA_DIR": str(tmp_path / "data"),
+            "PARCOURS_HTTP_WORKERS": "2",
+            "PARCOURS_PORT": str(http_port),
+            "PARCOURS_CHANNELS": json.dumps(channels),
+            "PARCOURS_WRITE_KEY": WRITE_KEY,
+            "PARCOURS_ADMIN_KEY": ADMIN_KEY,
+            "PARCOURS_LOG_LEVEL": "warning",
+        }
+        command = [str(Path(sys.executable).parent / "parcours"), "serve"]
+        server = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            base = f"http://127.0.0.1:{http_port}"
+            wait_until(lambda: _answers(f"{base}/healthz"), server)
+            auth = (WRITE_KEY, "")
+            identify = {"userId": "ana", "traits": {**OPTED_IN, "email": "ana@example.com"}}
+            assert httpx.post(f"{base}/v1/identify", json=identify, auth=auth).status_code == 200
+            track_go = {"userId": "ana", "event": "Go"}
+            assert httpx.post(f"{base}/v1/track", json=track_go, auth=auth).status_code == 200
+            wait_until(lambda: len(peer.received) == 1, server)  # a worker sent the welcome
+            sender = peer.received[0].sender
+            deliver_to(inbound_port, sender, dsn("ana@example.com", "whatever@elsewhere"))
+            db = Database(database_url)
+            try:
+                wait_until(lambda: _email_state(db) == ("failed", 1), server)
+                with db.read() as conn:
+                    error = conn.execute(text("SELECT error FROM outbox")).scalar_one()
+            finally:
+                db.dispose()
+            assert error.startswith("bounce: 5.1.1")
+            assert len(peer.received) == 1  # sent once
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+    with pytest.raises(OSError):  # the endpoint stopped with the server
+        smtplib.SMTP("127.0.0.1", inbound_port, timeout=2)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _email_state(db: Database) -> tuple[str, int]:
+    with db.read() as conn:
+        state = conn.execute(text("SELECT state FROM outbox")).scalar_one()
+        barred = conn.execute(
+            text("SELECT count(*) FROM suppressions WHERE channel = 'email'")
+        ).scalar_one()
+    return str(state), int(barred)
+
+
+def wait_until(condition: Callable[[], bool], server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        if server.poll() is not None:
+            errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
+            pytest.fail(f"parcours serve exited ({server.returncode}):\n{errors[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for parcours serve")
+        time.sleep(0.2)

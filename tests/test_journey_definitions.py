@@ -147,3 +147,14 @@ def test_validate_command_reports_file_and_line(tmp_path: Path) -> None:
     assert "journey 'abandoned-cart' is valid (6 steps)" in result.output
     line = line_of(bad.read_text(), "wait: tomorrow")
     assert f"{bad}:line {line}: steps[4].wait: 'tomorrow' is not a duration" in result.output
+
+
+def test_on_and_yes_are_words_not_booleans() -> None:
+    # YAML 1.1 reads `on` as true; the format reads YAML 1.2 booleans only.
+    journey = load_journey(
+        "id: x\nname: X\nentry: {segment: vip, on: leave}\nsteps:\n"
+        "  - emit: {event: Noted, properties: {answer: yes}}\n"
+    )
+    assert journey.entry.on == "leave"
+    assert journey.steps[0].emit is not None
+    assert journey.steps[0].emit.properties == {"answer": "yes"}

@@ -146,6 +146,29 @@ def test_order_completed_ends_abandoned_cart_mid_wait(
     assert sent(services, "cy") == [("push", "cart-push")]
 
 
+def test_an_order_just_before_the_push_is_due_ends_the_run_in_the_same_batch(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The order's reaction and the run's due step are claimed together (the worker was
+    behind): the step, whose run was read before the batch ran, must not send."""
+    publish(services, CART)
+    track(services, "cyd", "Checkout Started", checkout_id="c-9", total=200)
+    clock.advance_ms(HOUR - 1000)
+    order = make_event(
+        "track",
+        userId="cyd",
+        event="Order Completed",
+        at=clock.now_ms(),
+        properties={"checkout_id": "c-9", "order_id": "o-9"},
+    )
+    services.writer.append_sync([order])  # not reacted to yet
+    clock.advance_ms(1000)
+    services.worker.run_due()  # the reaction (due first) and the push step, one batch
+    run = runs(services, "cyd")[0]
+    assert run["state"] == "ended" and run["converted"] is True
+    assert sent(services, "cyd") == []
+
+
 def test_an_order_for_another_cart_does_not_end_the_run(
     services: Services, clock: SimulatedClock
 ) -> None:

@@ -168,6 +168,51 @@ def test_a_failing_handler_is_rolled_back_and_retried_with_backoff(
     assert live_jobs(db) == []
 
 
+def test_a_failed_job_gives_way_to_a_newer_job_under_its_key(db: Database, effects: str) -> None:
+    """A job that fails is put back, unless a job of the same batch has scheduled a newer
+    one under its key meanwhile: the newer job stands, the stale one is not retried."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+
+    def replace(conn: Connection, job: Job) -> None:
+        enqueue(conn, "step", {"note": "newer"}, run_at=START, now=START, unique_key="run-9")
+
+    def failing(conn: Connection, job: Job) -> None:
+        raise RuntimeError("stale step")
+
+    worker.register("replace", replace)
+    worker.register("failing", failing)
+    worker.register("step", record(effects))  # type: ignore[arg-type]
+    add(db, "failing", START + 1, unique_key="run-9")
+    add(db, "replace", START)
+    clock.advance_ms(1)
+    worker.run_due()
+    assert notes(db, effects) == ["newer"]
+    assert live_jobs(db) == []
+
+
+def test_a_preparer_sees_the_batch_and_one_that_fails_changes_nothing(
+    db: Database, effects: str
+) -> None:
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    seen: list[list[str]] = []
+
+    def prepare(conn: Connection, jobs: list[Job]) -> None:
+        seen.append(sorted(job.payload["note"] for job in jobs))
+        conn.execute(text(f"INSERT INTO {effects} (job_id, note) VALUES (0, 'prepared')"))
+        raise RuntimeError("prefetch broke")
+
+    worker.register("step", record(effects), prepare=prepare)  # type: ignore[arg-type]
+    add(db, "step", START, note="a")
+    add(db, "step", START, note="b")
+    add(db, "other", START, note="c")
+    worker.register("other", record(effects))  # type: ignore[arg-type]
+    worker.run_due()
+    assert seen == [["a", "b"]]  # every job of its kind in the batch, no other kind
+    assert sorted(notes(db, effects)) == ["a", "b", "c"]  # its writes rolled back, jobs ran
+
+
 def test_a_job_that_always_fails_is_kept_as_failed(db: Database) -> None:
     clock = SimulatedClock(START)
     worker = Worker(db, clock)

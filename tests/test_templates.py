@@ -129,3 +129,55 @@ def test_win_back_after_ninety_days_without_an_order(
     assert sent(services, "loyal") == []
     advance(services, clock, 15 * DAY, step=DAY)
     assert [t for _, t in sent(services, "old")] == ["win-back-offer", "win-back-last-chance"]
+
+
+def test_referral_loop_invites_rewards_at_once_and_asks_again(
+    services: Services, clock: SimulatedClock
+) -> None:
+    from parcours.customers import api as customers
+    from tests.test_channels import outbox
+    from tests.test_referrals import events_of
+
+    publish(services, template("referral-invitation"))
+    publish(services, template("referral"))
+    opt_in(services, "camille", first_name="Camille")
+    opt_in(services, "lea", first_name="Léa", locale="fr")
+    track(services, "camille", "Order Completed", order_id="c-1")
+    with services.db.read() as conn:
+        camille = customers.resolve(conn, "camille", "FR")
+        code = customers.profile(conn, camille)["traits"]["referral_code"]
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert sent(services, "camille") == [("email", "referral-invitation")]
+    # Léa orders with Camille's code: Camille is rewarded and told at once.
+    track(services, "lea", "Order Completed", order_id="l-1", coupon=code)
+    assert sent(services, "camille")[-1] == ("email", "referral-reward")
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert sent(services, "camille") == [
+        ("email", "referral-invitation"),
+        ("email", "referral-reward"),
+        ("email", "referral-refer-again"),
+    ]
+    assert sent(services, "lea") == [("email", "referral-invitation")]  # her own code
+    # The loop starts again: Hugo orders with the code two days later, Noé the day after;
+    # each one is a reward, and only the last asks for another friend.
+    track(services, "hugo", "Order Completed", order_id="h-1", coupon=code)
+    advance(services, clock, 2 * DAY, step=HOUR)
+    track(services, "noe", "Order Completed", order_id="n-1", referral_code=code)
+    advance(services, clock, 4 * DAY, step=HOUR)
+    assert [t for _, t in sent(services, "camille")][3:] == [
+        "referral-reward",
+        "referral-reward",
+        "referral-refer-again",
+    ]
+    delivered = [m for m in outbox(services) if m["content"] is not None]
+    to_camille = [m for m in delivered if m["customer"] == f"cus_{camille}"]
+    assert [m["template"] for m in to_camille] == [t for _, t in sent(services, "camille")]
+    assert f"Your referral code is {code}." in to_camille[0]["content"]["text"]
+    rewards = [m["content"]["text"] for m in to_camille if m["template"] == "referral-reward"]
+    granted = [e["reward_code"] for e in events_of(services, "camille", "Referral Converted")]
+    assert len(set(granted)) == 3
+    assert all(
+        f"Your reward code: {reward}" in text for reward, text in zip(granted, rewards, strict=True)
+    )
+    [to_lea] = [m for m in delivered if m["to"] == "lea@example.com"]
+    assert "Votre code de parrainage est LEA-" in to_lea["content"]["text"]

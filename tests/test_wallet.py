@@ -1,46 +1,40 @@
 """Apple Wallet: signed .pkpass and .order packages checked with `openssl smime -verify`
-against a test certificate authority, and Apple's pass web service protocol."""
+against a test certificate authority, Apple's pass web service protocol, pass changes
+reaching the phones (APNs) and Google Wallet (its REST API on loopback), and Wallet orders
+kept in step with their parcel through Apple's Wallet Orders web service."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 import subprocess
 import zipfile
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from litestar.testing import TestClient
 
 from parcours.app import create_app
-from parcours.channels.wallet import PassSigner, order_package
-from parcours.runtime.clock import SimulatedClock
+from parcours.channels.wallet import ORDER_MEDIA_TYPE, PassSigner, order_package
+from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import admin_headers
-from tests.peers import ApnsPeer, make_authority
-from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
+from tests.conftest import admin_headers, make_event
+from tests.peers import ApnsPeer, GoogleWalletPeer, make_authority
+from tests.test_channels import CERTAIN, events_named, journey, outbox, publish, publish_strict
 from tests.test_journeys_engine import opt_in, track
 
 PASS_TYPE = "pass.example.maison.loyalty"
-GOOGLE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-GOOGLE_ACCOUNT = {
-    "type": "service_account",
-    "project_id": "maison-wallet",
-    "private_key_id": "k1",
-    "private_key": GOOGLE_KEY.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode(),
-    "client_email": "wallet@maison-wallet.iam.gserviceaccount.com",
-    "token_uri": "https://oauth2.googleapis.com/token",
-}
+ORDER_TYPE = "order.example.maison"
+GOOGLE_ISSUER = "3388000000012345678"
+GOOGLE_CLASS = f"{GOOGLE_ISSUER}.maison_loyalty"
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +77,19 @@ def apns(authority: dict[str, Path]) -> Iterator[ApnsPeer]:
 
 
 @pytest.fixture
+def google() -> Iterator[GoogleWalletPeer]:
+    """Google Wallet's REST API, where the brand made the loyalty class."""
+    with GoogleWalletPeer(GOOGLE_ISSUER, {GOOGLE_CLASS}) as peer:
+        yield peer
+
+
+@pytest.fixture
 def wired(
-    settings: Settings, clock: SimulatedClock, authority: dict[str, Path], apns: ApnsPeer
+    settings: Settings,
+    clock: SimulatedClock,
+    authority: dict[str, Path],
+    apns: ApnsPeer,
+    google: GoogleWalletPeer,
 ) -> Iterator[tuple[Services, TestClient[Any]]]:
     channels = {
         "sandbox": CERTAIN,
@@ -99,10 +104,18 @@ def wired(
             "apns_api_base": apns.url,
             "apns_ca_file": str(authority["root"]),
             "google": {
-                "issuer_id": "3388000000012345678",
+                "issuer_id": GOOGLE_ISSUER,
                 "class_suffix": "maison_loyalty",
                 "origins": ["https://maison.example"],
-                "service_account": json.dumps(GOOGLE_ACCOUNT),
+                "service_account": json.dumps(google.service_account()),
+                "api_base": google.url,
+            },
+            "orders": {
+                "order_type_identifier": ORDER_TYPE,
+                "merchant_identifier": "merchant.example.maison",
+                "certificate_file": str(authority["order_cert"]),
+                "key_file": str(authority["order_key"]),
+                "order_management_url": "https://maison.example/account/orders/{order_id}",
             },
         },
     }
@@ -230,7 +243,7 @@ def test_an_order_package_is_signed_over_sha256(authority: dict[str, Path], tmp_
 
 
 def test_the_same_card_is_offered_for_google_wallet(
-    wired: tuple[Services, TestClient[Any]],
+    wired: tuple[Services, TestClient[Any]], google: GoogleWalletPeer
 ) -> None:
     import base64
 
@@ -245,14 +258,385 @@ def test_the_same_card_is_offered_for_google_wallet(
     def decode(part: str) -> bytes:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
-    GOOGLE_KEY.public_key().verify(
+    google.key.public_key().verify(
         decode(signature), f"{head}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
     )
     document = json.loads(decode(claims))
     assert document["aud"] == "google" and document["typ"] == "savetowallet"
-    assert document["iss"] == GOOGLE_ACCOUNT["client_email"]
+    assert document["iss"] == google.service_account()["client_email"]
     assert document["origins"] == ["https://maison.example"]
     [card] = document["payload"]["genericObjects"]
-    assert card["id"] == f"3388000000012345678.{issued['serial']}"
-    assert card["classId"] == "3388000000012345678.maison_loyalty"
+    assert card["id"] == f"{GOOGLE_ISSUER}.{issued['serial']}"
+    assert card["classId"] == GOOGLE_CLASS
     assert card["header"]["defaultValue"]["value"] == "120"
+
+
+def register_device(
+    client: TestClient[Any], services: Services, serial: str, device: str, push_token: str
+) -> None:
+    from parcours.messaging import passes
+
+    with services.db.read() as conn:
+        token = passes.get(conn, serial)["auth_token"]  # type: ignore[index]
+    answer = client.post(
+        f"/wallet/v1/devices/{device}/registrations/{PASS_TYPE}/{serial}",
+        json={"pushToken": push_token},
+        headers={"Authorization": f"ApplePass {token}"},
+    )
+    assert answer.status_code == 201
+
+
+def test_new_points_reach_the_phones_and_google_wallet(
+    wired: tuple[Services, TestClient[Any]],
+    clock: SimulatedClock,
+    apns: ApnsPeer,
+    google: GoogleWalletPeer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    services, client = wired
+    opt_in(services, "ana")
+    serial = issue(client, "ana")["serial"]
+    register_device(client, services, serial, "dev-1", "apns-1")
+    assert google.requests == []  # offered by a link; Google has not been told of it yet
+    # Ana earns points: the card changes.
+    clock.advance_ms(1000)
+    answer = client.patch(
+        f"/api/wallet/passes/{serial}", json={"fields": {"value": "150"}}, headers=admin_headers()
+    )
+    assert answer.status_code == 200 and answer.json()["fields"]["value"] == "150"
+    services.worker.run_due()
+    # Her phone is told (APNs, the pass type as topic) and finds the new value.
+    [pushed] = apns.received
+    assert pushed["token"] == "apns-1" and pushed["headers"]["apns-topic"] == PASS_TYPE
+    listed = client.get(f"/wallet/v1/devices/dev-1/registrations/{PASS_TYPE}").json()
+    assert listed["serialNumbers"] == [serial]
+    # Google Wallet never held the object (she has not saved it yet): it is inserted, so
+    # that it shows 150 when she does.
+    object_id = f"{GOOGLE_ISSUER}.{serial}"
+    assert [method for method, _ in google.requests] == ["PATCH", "POST"]
+    assert google.objects[object_id]["header"]["defaultValue"]["value"] == "150"
+    # A wallet message (a send step) patches the object she now holds.
+    clock.advance_ms(1000)
+    publish(services, journey("{channel: wallet, template: t, purpose: transactional}"))
+    track(services, "ana", "Go")
+    assert [method for method, _ in google.requests] == ["PATCH", "POST", "PATCH"]
+    [news] = google.objects[object_id]["textModulesData"]
+    assert news["header"] == "Hello" and news["body"] == "From Parcours demo shop"
+    # Google is unavailable, then rate limits: the change is kept and tried again later.
+    google.fail_next = [503, 429]
+    clock.advance_ms(1000)
+    client.patch(
+        f"/api/wallet/passes/{serial}", json={"fields": {"value": "180"}}, headers=admin_headers()
+    )
+    services.worker.run_due()
+    assert google.objects[object_id]["header"]["defaultValue"]["value"] == "150"
+    for _ in range(2):
+        clock.advance_ms(60_000)
+        services.worker.run_due()
+    assert google.objects[object_id]["header"]["defaultValue"]["value"] == "180"
+    assert [method for method, _ in google.requests][-3:] == ["PATCH", "PATCH", "PATCH"]
+    # Nothing secret in the logs: no access token, no key.
+    assert google.tokens and not any(token in caplog.text for token in google.tokens)
+    assert "PRIVATE KEY" not in caplog.text
+    # Bad input is refused and changes nothing.
+    assert (
+        client.patch(
+            "/api/wallet/passes/nope", json={"fields": {"value": "1"}}, headers=admin_headers()
+        ).status_code
+        == 404
+    )
+    assert (
+        client.patch(
+            f"/api/wallet/passes/{serial}",
+            json={"fields": {"message": {}}},
+            headers=admin_headers(),
+        ).status_code
+        == 400
+    )
+    assert (
+        client.patch(
+            f"/api/wallet/passes/{serial}", json={"value": "1"}, headers=admin_headers()
+        ).status_code
+        == 400
+    )
+
+
+# ---- Wallet orders -----------------------------------------------------------------------
+
+CONFIRMATION = (
+    resources.files("parcours.journeys") / "templates" / "order-confirmation.yaml"
+).read_text(encoding="utf-8")
+REGISTRATIONS = f"/wallet/orders/v1/devices/dev-1/registrations/{ORDER_TYPE}"
+HOUR = 3_600_000
+
+
+def place_order(services: Services, user: str = "ana", order_id: str = "o-1") -> None:
+    track(
+        services,
+        user,
+        "Order Completed",
+        order_id=order_id,
+        total="59.90",
+        currency="EUR",
+        products=[
+            {"product_id": "p1", "name": "Pull", "quantity": 2, "price": "29.95", "sku": "P-1"}
+        ],
+    )
+
+
+def carrier(services: Services, name: str, at: int, **properties: Any) -> None:
+    """A carrier's update: it names the order, not the person."""
+    event = make_event(
+        "track",
+        identity_required=False,
+        event=name,
+        at=at,
+        properties={"order_id": "o-1", "shipment_id": "sh-1", **properties},
+    )
+    services.writer.append_sync([event])
+    services.worker.run_due()
+
+
+def order_of(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == ORDER_MEDIA_TYPE
+    document: dict[str, Any] = json.loads(
+        zipfile.ZipFile(io.BytesIO(response.content)).read("order.json")
+    )
+    return document
+
+
+def added(services: Services, client: TestClient[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The confirmation's "Add to Apple Wallet" link, followed: the order, and the
+    Authorization header of its web service calls."""
+    [message] = [m for m in outbox(services) if m["template"] == "order-confirmation"]
+    link = re.search(r'href="([^"]*/wallet/orders/add/[^"]+)"', message["content"]["html"])
+    assert link is not None, message["content"]["html"]
+    order = order_of(client.get(link.group(1).removeprefix(services.settings.resolved_public_url)))
+    return order, {"Authorization": f"AppleOrder {order['authenticationToken']}"}
+
+
+def test_an_order_in_apple_wallet_follows_its_parcel(
+    wired: tuple[Services, TestClient[Any]],
+    clock: SimulatedClock,
+    apns: ApnsPeer,
+    authority: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    services, client = wired
+    opt_in(services, "ana", locale="fr")
+    publish_strict(services, CONFIRMATION)
+    place_order(services)
+    # The confirmation offers the order for Apple Wallet, in Ana's language.
+    [message] = outbox(services)
+    assert "La suivre dans Apple Wallet" in message["content"]["html"]
+    [link] = re.findall(r'href="([^"]*/wallet/orders/add/[^"]+)"', message["content"]["html"])
+    answer = client.get(link.removeprefix(services.settings.resolved_public_url))
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
+    manifest = json.loads(archive.read("manifest.json"))
+    assert set(manifest) == {"order.json", "logo.png"}
+    signature, raw_manifest = archive.read("signature"), archive.read("manifest.json")
+    assert openssl_verifies(signature, raw_manifest, authority["root"], tmp_path)
+    assert signer_name(signature, tmp_path) == f"Order Type ID: {ORDER_TYPE}"
+    order, auth = added(services, client)
+    assert order["orderTypeIdentifier"] == ORDER_TYPE and order["orderType"] == "ecommerce"
+    assert order["orderNumber"] == "o-1" and order["status"] == "open"
+    assert order["webServiceURL"] == "http://127.0.0.1:8000/wallet/orders"
+    assert order["orderManagementURL"] == "https://maison.example/account/orders/o-1"
+    assert order["merchant"]["merchantIdentifier"] == "merchant.example.maison"
+    assert order["lineItems"] == [
+        {
+            "title": "Pull",
+            "quantity": 2,
+            "price": {"amount": 29.95, "currency": "EUR"},
+            "sku": "P-1",
+        }
+    ]
+    assert order["payment"]["total"] == {"amount": 59.9, "currency": "EUR"}
+    assert order["fulfillments"] == []
+    identifier = order["orderIdentifier"]
+    # Wallet registers Ana's iPhone for the order's updates.
+    path = f"{REGISTRATIONS}/{identifier}"
+    wrong = {"Authorization": "AppleOrder not-the-token"}
+    assert client.post(path, json={"pushToken": "apns-o"}, headers=wrong).status_code == 401
+    unknown = f"{REGISTRATIONS}/ord_0123"
+    assert client.post(unknown, json={"pushToken": "apns-o"}, headers=auth).status_code == 404
+    other_type = path.replace(ORDER_TYPE, "order.example.other")
+    assert client.post(other_type, json={"pushToken": "apns-o"}, headers=auth).status_code == 404
+    assert client.post(path, json={}, headers=auth).status_code == 400
+    assert client.post(path, json={"pushToken": "apns-o"}, headers=auth).status_code == 201
+    assert client.post(path, json={"pushToken": "apns-o"}, headers=auth).status_code == 200
+    listed = client.get(REGISTRATIONS).json()
+    assert listed["orderIdentifiers"] == [identifier]
+    tag = listed["lastModified"]
+    assert client.get(f"{REGISTRATIONS}?ordersModifiedSince={tag}").status_code == 204
+    latest_path = f"/wallet/orders/v1/orders/{ORDER_TYPE}/{identifier}"
+    first = client.get(latest_path, headers=auth)
+    assert order_of(first)["orderIdentifier"] == identifier
+    seen = {**auth, "If-Modified-Since": first.headers["last-modified"]}
+    assert client.get(latest_path, headers=seen).status_code == 304
+    assert client.get(latest_path, headers=wrong).status_code == 401
+    assert client.get(latest_path.replace(identifier, "ord_0123"), headers=auth).status_code == 404
+    # The carrier scans the parcel: the order shows it on its way, and the phone is told.
+    estimated = clock.now_ms() + 48 * HOUR
+    carrier(
+        services,
+        "Shipment In Transit",
+        clock.now_ms(),
+        status="in_transit",
+        carrier="Colissimo",
+        tracking_number="6A12345678901",
+        tracking_url="https://www.laposte.fr/outils/suivre-vos-envois?code=6A12345678901",
+        estimated_delivery_at=iso(estimated),
+    )
+    [pushed] = apns.received
+    assert pushed["token"] == "apns-o" and pushed["headers"]["apns-topic"] == ORDER_TYPE
+    assert pushed["body"] == {}
+    changed = client.get(f"{REGISTRATIONS}?ordersModifiedSince={tag}").json()
+    assert changed["orderIdentifiers"] == [identifier]
+    assert int(changed["lastModified"]) > int(tag)
+    moving = order_of(client.get(latest_path, headers=seen))
+    assert moving["status"] == "open"
+    [fulfillment] = moving["fulfillments"]
+    assert fulfillment == {
+        "fulfillmentType": "shipping",
+        "fulfillmentIdentifier": "sh-1",
+        "status": "onTheWay",
+        "statusDescription": "En route",
+        "carrier": "Colissimo",
+        "trackingNumber": "6A12345678901",
+        "trackingURL": "https://www.laposte.fr/outils/suivre-vos-envois?code=6A12345678901",
+        "estimatedDeliveryAt": iso(estimated),
+        "shippedAt": iso(clock.now_ms()),
+    }
+    assert moving["updatedAt"] > order["updatedAt"]
+    # Out for delivery, then delivered: the order is complete.
+    clock.advance_ms(24 * HOUR)
+    carrier(services, "Shipment Out For Delivery", clock.now_ms(), status="out_for_delivery")
+    clock.advance_ms(3 * HOUR)
+    carrier(services, "Shipment Delivered", clock.now_ms(), status="delivered")
+    assert [p["token"] for p in apns.received] == ["apns-o"] * 3
+    done = order_of(client.get(latest_path, headers=auth))
+    assert done["status"] == "completed"
+    assert done["fulfillments"][0]["status"] == "delivered"
+    assert done["fulfillments"][0]["deliveredAt"] == iso(clock.now_ms())
+    assert done["fulfillments"][0]["statusDescription"] == "Livrée"
+    merchant_view = client.get("/api/wallet/orders/o-1", headers=admin_headers()).json()
+    assert merchant_view["status"] == "completed" and merchant_view["devices"] == 1
+    assert merchant_view["fulfillment_status"] == "delivered"
+    assert merchant_view["add_to_wallet"] == link
+    # Ana removes the order from Wallet: no more pushes, the order still follows refunds.
+    assert client.delete(path, headers=auth).status_code == 200
+    clock.advance_ms(HOUR)
+    track(services, "ana", "Order Refunded", order_id="o-1", total="59.90", currency="EUR")
+    assert len(apns.received) == 3
+    refunded = order_of(client.get(latest_path, headers=auth))
+    assert refunded["payment"]["status"] == "refunded"
+    assert refunded["statusDescription"] == "Remboursée : 59.90 EUR"
+    assert client.post("/wallet/orders/v1/log", json={"logs": ["hello"]}).status_code == 200
+
+
+def signer_name(signature: bytes, folder: Path) -> str:
+    """The common name of the certificate that signed a package."""
+    (folder / "sig.der").write_bytes(signature)
+    printed = subprocess.run(
+        ["openssl", "pkcs7", "-inform", "DER", "-in", str(folder / "sig.der"), "-print_certs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = re.findall(r"subject=.*?CN\s*=\s*([^\n,]+)", printed)
+    return next(name.strip() for name in names if "Type ID" in name)
+
+
+def ordered(services: Services, client: TestClient[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Ana places order o-1 and adds it to Wallet from her confirmation."""
+    opt_in(services, "ana")
+    publish_strict(services, CONFIRMATION)
+    place_order(services)
+    return added(services, client)
+
+
+def test_a_late_scan_does_not_move_a_parcel_back_and_a_cancellation_shows(
+    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock
+) -> None:
+    services, client = wired
+    order, auth = ordered(services, client)
+    latest_path = f"/wallet/orders/v1/orders/{ORDER_TYPE}/{order['orderIdentifier']}"
+    delivered_at = clock.now_ms() + 2 * HOUR
+    clock.advance_ms(3 * HOUR)
+    carrier(services, "Shipment Delivered", delivered_at)
+    carrier(services, "Shipment In Transit", delivered_at - HOUR, tracking_number="TN-1")
+    [fulfillment] = order_of(client.get(latest_path, headers=auth))["fulfillments"]
+    assert fulfillment["status"] == "delivered" and fulfillment["trackingNumber"] == "TN-1"
+    assert fulfillment["statusDescription"] == "Delivered"
+    # A second order, cancelled before it ships.
+    place_order(services, order_id="o-2")
+    carrier(services, "Shipment Label Created", clock.now_ms(), order_id="o-2", shipment_id="")
+    clock.advance_ms(HOUR)
+    track(services, "ana", "Order Cancelled", order_id="o-2")
+    view = client.get("/api/wallet/orders/o-2", headers=admin_headers()).json()
+    link = view["add_to_wallet"].removeprefix(services.settings.resolved_public_url)
+    cancelled = order_of(client.get(link))
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["statusDescription"] == "Order cancelled"
+    [shipment] = cancelled["fulfillments"]
+    assert shipment["status"] == "cancelled" and shipment["statusDescription"] == "Cancelled"
+    assert client.get("/api/wallet/orders/o-404", headers=admin_headers()).status_code == 404
+
+
+def test_a_phone_that_is_gone_is_forgotten(
+    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock, apns: ApnsPeer
+) -> None:
+    services, client = wired
+    order, auth = ordered(services, client)
+    path = f"{REGISTRATIONS}/{order['orderIdentifier']}"
+    assert client.post(path, json={"pushToken": "apns-gone"}, headers=auth).status_code == 201
+    apns.gone.add("apns-gone")
+    clock.advance_ms(HOUR)
+    carrier(services, "Shipment In Transit", clock.now_ms())
+    assert apns.received == []
+    assert client.get(REGISTRATIONS).status_code == 204  # the device no longer holds it
+
+
+def test_a_wallet_order_link_that_is_not_ours_is_refused_in_the_customers_words(
+    wired: tuple[Services, TestClient[Any]],
+) -> None:
+    _, client = wired
+    answer = client.get("/wallet/orders/add/forged.order", headers={"Accept-Language": "fr"})
+    assert answer.status_code == 404
+    assert answer.text.startswith("Ce lien n’est pas valide")
+
+
+def test_a_wrong_wallet_orders_setting_stops_parcours_with_its_name(
+    settings: Settings, authority: dict[str, Path]
+) -> None:
+    from parcours.runtime.settings import SettingsError
+
+    wallet = {
+        "provider": "apple",
+        "pass_type_identifier": PASS_TYPE,
+        "team_identifier": "TEAM123456",
+        "organization_name": "Maison",
+        "certificate_file": str(authority["cert"]),
+        "key_file": str(authority["key"]),
+        "wwdr_file": str(authority["wwdr"]),
+        "apns": False,
+    }
+    orders = {
+        "order_type_identifier": ORDER_TYPE,
+        "merchant_identifier": "merchant.example.maison",
+        "certificate_file": str(authority["order_cert"]),
+        "key_file": str(authority["order_key"]),
+        "order_management_url": "https://maison.example/orders/{order_id}",
+    }
+    for broken, message in (
+        ({**orders, "order_type_identifier": None}, "orders.order_type_identifier is required"),
+        ({**orders, "order_management_url": "maison.example"}, "orders.order_management_url"),
+        ({**orders, "key_file": "/nowhere.pem"}, "orders: /nowhere.pem does not exist"),
+    ):
+        channels = {"wallet": {**wallet, "orders": {k: v for k, v in broken.items() if v}}}
+        with pytest.raises(SettingsError, match=message):
+            Services.open(settings.with_overrides(channels=channels))

@@ -36,7 +36,14 @@ steps:
 
 
 def start_worker(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PARCOURS_DATABASE_URL": url, "PARCOURS_LOG_LEVEL": "error"}
+    # A short lease: the messages the killed worker had claimed but not recorded are sent
+    # again by the others after it (at the default five minutes, they would wait that long).
+    env = {
+        **os.environ,
+        "PARCOURS_DATABASE_URL": url,
+        "PARCOURS_LOG_LEVEL": "error",
+        "PARCOURS_DELIVERY_LEASE_SECONDS": "3",
+    }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -114,3 +121,87 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
     assert len(keys) == len(set(keys)) == 2 * CUSTOMERS, states  # every step once, none twice
     assert sent == 2 * CUSTOMERS  # every message handed to its provider and recorded once
     assert left == 0
+
+
+SEGMENT = """\
+id: regulars
+name: Two orders or more
+conditions:
+  - events: {name: Order Completed, count: {gte: 2}}
+"""
+REGULARS_JOURNEY = """\
+id: regulars-thanks
+name: Thanks, regular
+entry: {segment: regulars, on: enter}
+steps:
+  - id: thanks
+    send: {channel: email, template: regulars-thanks, purpose: transactional}
+"""
+
+
+def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_path: Path) -> None:
+    from parcours.segments import api as segments
+
+    truncate_all(postgres_url)
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url)
+    services = Services.open(settings, clock=SystemClock())  # ingest only: no worker thread
+    count = 150
+    try:
+        segments.save(services.db, SEGMENT, "ana", services.clock.now_ms(), mode="create")
+        define_templates(services, REGULARS_JOURNEY)
+        journeys.publish(services.db, REGULARS_JOURNEY, "ana", "ben", services.clock.now_ms())
+        workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
+        now = services.clock.now_ms()
+
+        def order(n: int, k: int) -> bytes:
+            return (
+                f'{{"type": "track", "userId": "r-{n}", "event": "Order Completed", '
+                f'"messageId": "ro-{n}-{k}", "timestamp": "{iso(now)}", '
+                f'"context": {{"traits": {{"email": "r-{n}@example.com"}}}}, '
+                f'"properties": {{"order_id": "ro-{n}-{k}"}}}}'
+            ).encode()
+
+        # Each customer's orders in separate groups, so that their evaluations race.
+        for k in range(3):
+            for start in range(0, count, 25):
+                services.writer.append_sync(
+                    [
+                        parse_event(order(n, k), source="api", received_at=now)
+                        for n in range(start, start + 25)
+                    ]
+                )
+        db = Database(postgres_url)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with db.read() as conn:
+                done = conn.execute(
+                    text("SELECT count(*) FROM outbox WHERE state = 'sent'")
+                ).scalar_one()
+            if done >= count:
+                time.sleep(1)  # anything still racing would show now
+                break
+            if all(worker.poll() is not None for worker in workers):
+                errors = b"".join(w.stderr.read() for w in workers if w.stderr)
+                pytest.fail(f"every worker exited:\n{errors.decode(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        with db.read() as conn:
+            memberships = conn.execute(
+                text("SELECT count(*), count(DISTINCT customer_id) FROM segment_memberships")
+            ).one()
+            entered = conn.execute(
+                text("SELECT count(*) FROM events WHERE name = 'Segment Entered'")
+            ).scalar_one()
+            sends = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+            failed = conn.execute(
+                text("SELECT kind, last_error FROM jobs WHERE state = 'failed'")
+            ).all()
+        db.dispose()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    finally:
+        services.close()
+    assert failed == []
+    assert tuple(memberships) == (count, count)  # one stay per customer, none twice
+    assert entered == count
+    assert sends == count  # the journey entered once per customer

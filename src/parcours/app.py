@@ -19,6 +19,8 @@ from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
 from parcours.web.push_public import push_routes
+from parcours.web.segments_api import segments_admin_routes
+from parcours.web.wallet_orders_public import wallet_order_routes
 from parcours.web.wallet_public import wallet_routes
 
 
@@ -39,11 +41,13 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             shopify_webhook,
             *admin_routes(),
             *journey_routes(),
+            *segments_admin_routes(),
             *messaging_routes(),
             *channel_callback_routes(),
             *push_routes(),
             *chat_routes(),
             *wallet_routes(),
+            *wallet_order_routes(),
         ],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),

@@ -1,10 +1,12 @@
-"""The `parcours` command: serve, demo, migrate, import, customers, keys, bench."""
+"""The `parcours` command: serve, demo, migrate, import, customers, keys, journeys, segments,
+bench."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +21,9 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.")
 import_app = typer.Typer(help="Bulk import.")
 bench_app = typer.Typer(help="Benchmarks (results go to bench/RESULTS.md by hand).")
 journeys_app = typer.Typer(help="Journeys: check a YAML definition, print the JSON Schema.")
+segments_app = typer.Typer(help="Segments: check a definition.")
 app.add_typer(journeys_app, name="journeys")
+app.add_typer(segments_app, name="segments")
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
@@ -92,23 +96,32 @@ def _serve(settings: Settings, *, demo: bool) -> None:
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
+    # The inbound SMTP endpoint listens on one port: it runs once, in this process,
+    # whatever the number of HTTP processes.
+    inbound = services.start_inbound_email()
+    if inbound:
+        out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
     if settings.http_workers == 1:
-        inbound = services.start_inbound_email()
-        if inbound:
-            out.print(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
         uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
         return
     # Several processes: each opens its own services (writer, worker) from the same
-    # settings, handed over through the environment.
-    services.close()
+    # settings, handed over through the environment. This one supervises them and keeps
+    # its own services (writer and worker, sharing the queue with theirs) only for the
+    # inbound endpoint.
+    if not inbound:
+        services.close()
     for name in ("data_dir", "database_url", "host", "port", "default_region"):
         os.environ[f"PARCOURS_{name.upper()}"] = str(getattr(settings, name))
-    uvicorn.run(
-        "parcours.app:app_from_environment",
-        factory=True,
-        workers=settings.http_workers,
-        **common,  # type: ignore[arg-type]
-    )
+    try:
+        uvicorn.run(
+            "parcours.app:app_from_environment",
+            factory=True,
+            workers=settings.http_workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if inbound:
+            services.close()
 
 
 def tune_garbage_collector() -> None:
@@ -355,21 +368,46 @@ def journeys_validate(
     files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],
 ) -> None:
     """Check journeys against the format; every problem is named with its line."""
-    from parcours.journeys.definition import JourneyError, load_journey
+    from parcours.journeys.definition import load_journey
+
+    def check(text: str) -> str:
+        journey = load_journey(text)
+        return f"journey {journey.id!r} is valid ({len(journey.steps)} steps)"
+
+    _validate(files, check)
+
+
+@segments_app.command("validate")
+def segments_validate(
+    files: Annotated[list[Path], typer.Argument(help="Segment definitions (YAML or JSON).")],
+) -> None:
+    """Check segment definitions; every problem is named with its line."""
+    from parcours.segments.definition import load_segment
+
+    def check(text: str) -> str:
+        segment = load_segment(text)
+        return f"segment {segment.id!r} is valid ({len(segment.conditions)} conditions)"
+
+    _validate(files, check)
+
+
+def _validate(files: list[Path], check: Callable[[str], str]) -> None:
+    """Run `check` on each file: what it says of a valid one, or each problem with its line."""
+    from parcours.runtime.definitions import DefinitionError
 
     failed = False
     for file in files:
         try:
-            journey = load_journey(file.read_text(encoding="utf-8"))
+            said = check(file.read_text(encoding="utf-8"))
         except OSError as exc:
             err.print(f"{file}: cannot read: {exc.strerror}")
             failed = True
-        except JourneyError as exc:
+        except DefinitionError as exc:
             for problem in exc.problems:
                 err.print(f"{file}:{problem}")
             failed = True
         else:
-            out.print(f"{file}: journey {journey.id!r} is valid ({len(journey.steps)} steps)")
+            out.print(f"{file}: {said}")
     if failed:
         raise typer.Exit(1)
 

@@ -11,22 +11,27 @@ from parcours.channels.base import ConfigError
 from parcours.channels.push import make_vapid_key
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
+from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
 from parcours.ingest.writer_process import RemoteWriter
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
+from parcours.loyalty.referrals import Referrals
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery
 from parcours.messaging.links import Links, Signer
 from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
 from parcours.messaging.policies import Policies
+from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.queue import Worker
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
+from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
+from parcours.segments.engine import SegmentEngine
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Services:
     worker: Worker
     engine: JourneyEngine
     delivery: Delivery
+    referrals: Referrals
+    segments: SegmentEngine
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
 
@@ -86,19 +93,31 @@ class Services:
                 batch_events=settings.ingest_batch_events,
                 threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
             )
-        worker = Worker(db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE))
+        worker = Worker(
+            db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE)
+        )
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
         )
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
+        referrals = Referrals(clock, settings.default_region, writer.hooks)
+        referrals.install(worker, writer.hooks)
+        segments = SegmentEngine(clock, settings.default_region)
+        segments.install(worker, writer.hooks)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
+        wallet = providers.for_channel("wallet")
+        issuer = wallet if isinstance(wallet, WalletIssuer) else None
         delivery = Delivery(
             db,
             clock,
             providers,
-            Links(Signer(secret.encode()), settings.resolved_public_url),
+            Links(
+                Signer(secret.encode()),
+                settings.resolved_public_url,
+                wallet_orders=issuer is not None and issuer.orders is not None,
+            ),
             brand,
             policies,
             settings.default_region,
@@ -108,13 +127,25 @@ class Services:
             whatsapp_pricing=whatsapp_pricing,
         )
         delivery.install(worker)
+        WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
         writer.on_commit(worker.wake.set)
         try:
             writer.start()
         except Exception:
             db.dispose()
             raise
-        return cls(settings, db, clock, writer, KeyChecker(db), worker, engine, delivery)
+        return cls(
+            settings,
+            db,
+            clock,
+            writer,
+            KeyChecker(db),
+            worker,
+            engine,
+            delivery,
+            referrals,
+            segments,
+        )
 
     def start_worker(self) -> None:
         """Run due jobs in a background thread of this process (parcours serve)."""

@@ -1,6 +1,6 @@
 """Apple Push Notification service over HTTP/2: app notifications with an ES256 provider
 token (renewed between 20 and 60 minutes of age, as Apple asks), and Wallet pass update
-pushes with the Pass Type ID certificate (docs/channels.md)."""
+and order update pushes with their type's certificate (docs/channels.md)."""
 
 from __future__ import annotations
 
@@ -165,13 +165,14 @@ def _reason(response: httpx.Response) -> str:
 
 @dataclass
 class PassUpdatePusher:
-    """Tells the devices holding a pass that it changed: an empty push to the pass type,
-    authenticated by the Pass Type ID certificate (TLS client certificate)."""
+    """Tells the devices holding a Wallet pass or order that it changed: an empty push
+    whose topic is the pass (or order) type identifier, authenticated by that type's
+    certificate (TLS client certificate)."""
 
     certificate_file: str
     key_file: str
     intermediate_file: str
-    pass_type_identifier: str
+    topic: str  # the pass type identifier, or the order type identifier
     api_base: str = HOSTS["production"]
     ca_file: str | None = None
 
@@ -188,11 +189,14 @@ class PassUpdatePusher:
 
     def push(self, push_token: str) -> bool:
         """True when APNs took it; False when the token is gone (410 or bad token)."""
-        response = self._client.post(
-            f"{self.api_base}/3/device/{push_token}",
-            content=b"{}",
-            headers={"apns-topic": self.pass_type_identifier, "apns-push-type": "background"},
-        )
+        try:
+            response = self._client.post(
+                f"{self.api_base}/3/device/{push_token}",
+                content=b"{}",
+                headers={"apns-topic": self.topic, "apns-push-type": "background"},
+            )
+        except httpx.HTTPError as exc:
+            raise TransientFailure(f"cannot reach APNs: {exc}") from None
         if response.status_code == 200:
             return True
         if response.status_code == 410 or _reason(response) in GONE:

@@ -58,12 +58,12 @@ class ServiceAccount:
             document["token_uri"],
         )
 
-    def assertion(self, now: int) -> str:
-        """The signed JWT that asks for an access token (RFC 7523)."""
+    def assertion(self, now: int, scope: str) -> str:
+        """The signed JWT that asks for an access token to `scope` (RFC 7523)."""
         return self.sign_jwt(
             {
                 "iss": self.client_email,
-                "scope": SCOPE,
+                "scope": scope,
                 "aud": self.token_uri,
                 "iat": now,
                 "exp": now + 3600,
@@ -99,32 +99,23 @@ class ServiceAccount:
         return cls.load(document, where)
 
 
-@dataclass
-class FcmProvider:
-    account: ServiceAccount = field(repr=False)
-    api_base: str = "https://fcm.googleapis.com"
-    timeout: float = 10.0
-    connections: int = 4
-    channel: str = "push"
-    name: str = "fcm"
+class AccessTokens:
+    """OAuth access tokens of a service account for one scope: its signed JWT exchanged at
+    its `token_uri` (RFC 7523), each kept until a minute before it expires. The tokens are
+    never logged nor shown in a repr."""
 
-    def __post_init__(self) -> None:
-        self._client = httpx.Client(timeout=self.timeout)
+    def __init__(self, account: ServiceAccount, scope: str, client: httpx.Client) -> None:
+        self.account = account
+        self.scope = scope
+        self._client = client
         self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> FcmProvider:
-        where = "channels.push.fcm"
-        return cls(
-            ServiceAccount.from_config(config, where),
-            api_base=setting(config, where, "api_base", str, "https://fcm.googleapis.com"),
-            timeout=setting(config, where, "timeout", float, 10.0),
-            connections=setting(config, where, "connections", int, 4),
-        )
+    def __repr__(self) -> str:
+        return f"AccessTokens({self.account.client_email!r}, {self.scope!r})"
 
-    def access_token(self, *, renew: bool = False) -> str:
-        """An OAuth access token for FCM, renewed a minute before it expires."""
+    def get(self, *, renew: bool = False) -> str:
+        """A valid access token; `renew` asks for a new one (the last was refused)."""
         with self._lock:
             if self._token is not None and not renew and time.time() < self._token[1]:
                 return self._token[0]
@@ -133,7 +124,7 @@ class FcmProvider:
                     self.account.token_uri,
                     data={
                         "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                        "assertion": self.account.assertion(int(time.time())),
+                        "assertion": self.account.assertion(int(time.time()), self.scope),
                     },
                 )
             except httpx.HTTPError as exc:
@@ -147,6 +138,30 @@ class FcmProvider:
             token = str(answer["access_token"])
             self._token = (token, time.time() + int(answer.get("expires_in", 3600)) - 60)
             return token
+
+
+@dataclass
+class FcmProvider:
+    account: ServiceAccount = field(repr=False)
+    api_base: str = "https://fcm.googleapis.com"
+    timeout: float = 10.0
+    connections: int = 4
+    channel: str = "push"
+    name: str = "fcm"
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(timeout=self.timeout)
+        self._tokens = AccessTokens(self.account, SCOPE, self._client)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FcmProvider:
+        where = "channels.push.fcm"
+        return cls(
+            ServiceAccount.from_config(config, where),
+            api_base=setting(config, where, "api_base", str, "https://fcm.googleapis.com"),
+            timeout=setting(config, where, "timeout", float, 10.0),
+            connections=setting(config, where, "connections", int, 4),
+        )
 
     def payload(self, message: OutgoingMessage) -> dict[str, Any]:
         content = message.content
@@ -168,7 +183,7 @@ class FcmProvider:
     def send(self, message: OutgoingMessage) -> str:
         url = f"{self.api_base}/v1/projects/{self.account.project_id}/messages:send"
         for renew in (False, True):
-            headers = {"Authorization": f"Bearer {self.access_token(renew=renew)}"}
+            headers = {"Authorization": f"Bearer {self._tokens.get(renew=renew)}"}
             try:
                 response = self._client.post(url, json=self.payload(message), headers=headers)
             except httpx.HTTPError as exc:
@@ -178,7 +193,7 @@ class FcmProvider:
             break
         if response.status_code == 200:
             return str(response.json().get("name", ""))
-        status, code = _error(response)
+        status, code = google_error(response)
         reason = f"FCM {response.status_code} {status} {code}".strip()
         if response.status_code in (429, 500, 503) or status in RETRY or code in RETRY:
             raise TransientFailure(reason, code=code or status)
@@ -188,8 +203,8 @@ class FcmProvider:
         self._client.close()
 
 
-def _error(response: httpx.Response) -> tuple[str, str]:
-    """(status, FCM error code) of an error answer."""
+def google_error(response: httpx.Response) -> tuple[str, str]:
+    """(status, FCM error code) of a Google API error answer (`{"error": {"status"}}`)."""
     try:
         error = response.json().get("error", {})
     except ValueError:

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import phonenumbers
 
 from parcours.channels.base import (
     ConfigError,
@@ -20,6 +19,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.customers.identity import phone_country
 
 # ---- segments --------------------------------------------------------------------------
 
@@ -85,21 +85,13 @@ class Pricing:
     def estimate(self, text: str, number: str | None) -> dict[str, Any]:
         """Encoding, segments and what they cost, as shown with the message."""
         segments = count_segments(text)
-        country = _country(number) if number else None
+        country = phone_country(number) if number else None
         price = self.prices.get(country or "", self.prices.get("*", Decimal("0")))
         return {
             **segments.as_dict(),
             "cost": str(price * segments.segments),
             "currency": self.currency,
         }
-
-
-def _country(number: str) -> str | None:
-    try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
-    except phonenumbers.NumberParseException:
-        return None
-    return str(region) if region else None
 
 
 # ---- keywords ----------------------------------------------------------------------------
@@ -222,7 +214,7 @@ class TwilioProvider:
 
     def sender_for(self, number: str) -> dict[str, str]:
         """The sender for the recipient's country, else the default number or service."""
-        country = _country(number)
+        country = phone_country(number)
         if country and country in self.senders:
             return {"From": self.senders[country]}
         if self.messaging_service_sid:

@@ -1,7 +1,8 @@
 """Apple Wallet: `.pkpass` packages (pass.json, images, a manifest of SHA-1 digests and its
 detached PKCS#7 signature by the pass certificate, with Apple's WWDR intermediate), stored
-uncompressed; and Wallet order tracking `.order` packages (SHA-256 manifest)
-(docs/channels.md)."""
+uncompressed; Wallet order tracking `.order` packages (order.json, SHA-256 manifest,
+signed by the Order Type ID certificate); and Google Wallet generic objects, offered by a
+signed "save" link and kept in step through Google's REST API (docs/channels.md)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,48 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from parcours.channels.apns import HOSTS, PassUpdatePusher
-from parcours.channels.base import ConfigError, OutgoingMessage, PermanentFailure, setting
-from parcours.channels.fcm import ServiceAccount
+from parcours.channels.base import (
+    ConfigError,
+    OutgoingMessage,
+    PermanentFailure,
+    TransientFailure,
+    setting,
+)
+from parcours.channels.fcm import AccessTokens, ServiceAccount, google_error
+from parcours.runtime.clock import iso
+from parcours.runtime.i18n import text
 
 PASS_STYLES = {"loyalty": "storeCard", "coupon": "coupon", "vip": "eventTicket"}
+ORDER_MEDIA_TYPE = "application/vnd.apple.finance.order"
+# Parcours' shipment status words (docs/events.md) as Apple's shipping fulfilment statuses;
+# the words Apple has no status for are told in the fulfilment's description.
+FULFILLMENT_STATUSES = {
+    "created": "processing",
+    "label_created": "processing",
+    "confirmed": "processing",
+    "picked_up": "shipped",
+    "in_transit": "onTheWay",
+    "ready_for_pickup": "onTheWay",
+    "delayed": "onTheWay",
+    "out_for_delivery": "outForDelivery",
+    "delivered": "delivered",
+    "delivery_attempted": "issue",
+    "failed": "issue",
+}
+GOOGLE_WALLET_SCOPE = "https://www.googleapis.com/auth/wallet_object.issuer"
+GOOGLE_WALLET_API = "https://walletobjects.googleapis.com"
 
 
 def solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -49,8 +79,9 @@ class PassSigner:
     intermediate: x509.Certificate
 
     @classmethod
-    def from_files(cls, certificate: Path, key: Path, intermediate: Path) -> PassSigner:
-        where = "channels.wallet"
+    def from_files(
+        cls, certificate: Path, key: Path, intermediate: Path, where: str = "channels.wallet"
+    ) -> PassSigner:
         for path in (certificate, key, intermediate):
             if not path.is_file():
                 raise ConfigError(f"{where}: {path} does not exist")
@@ -107,6 +138,7 @@ class WalletIssuer:
     colors: dict[str, str] = field(default_factory=dict)
     pusher: PassUpdatePusher | None = None  # tells devices a pass changed, through APNs
     google: GoogleWalletLinks | None = None  # the same card, offered for Google Wallet
+    orders: WalletOrders | None = None  # Wallet orders (order tracking), when configured
     channel: str = "wallet"
     name: str = "apple-wallet"
     connections: int = 1
@@ -120,17 +152,10 @@ class WalletIssuer:
             Path(setting(config, where, "wwdr_file", str)),
         )
         pass_type = setting(config, where, "pass_type_identifier", str)
-        pusher = None
-        if config.get("apns", True):
-            environment = str(config.get("apns_environment", "production"))
-            pusher = PassUpdatePusher(
-                str(config["certificate_file"]),
-                str(config["key_file"]),
-                str(config["wwdr_file"]),
-                pass_type,
-                str(config.get("apns_api_base", HOSTS.get(environment, HOSTS["production"]))),
-                config.get("apns_ca_file"),
-            )
+        pusher = _pusher(config, config, pass_type)
+        orders = None
+        if "orders" in config:
+            orders = WalletOrders.from_config(config["orders"], config, public_url)
         return cls(
             signer,
             pass_type,
@@ -143,6 +168,7 @@ class WalletIssuer:
             },
             pusher,
             GoogleWalletLinks.from_config(config["google"]) if "google" in config else None,
+            orders,
         )
 
     def pass_json(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +239,25 @@ class WalletIssuer:
         return f"pass:{message.address}:{message.outbox_id}"
 
     def close(self) -> None:
-        if self.pusher is not None:
-            self.pusher.close()
+        for closing in (self.pusher, self.google, self.orders):
+            if closing is not None:
+                closing.close()
+
+
+def _pusher(config: dict[str, Any], wallet: dict[str, Any], topic: str) -> PassUpdatePusher | None:
+    """The APNs client telling devices that a pass (or order) of this type changed; the
+    APNs settings are channels.wallet's (`apns`, `apns_environment`, `apns_api_base`)."""
+    if not wallet.get("apns", True):
+        return None
+    environment = str(wallet.get("apns_environment", "production"))
+    return PassUpdatePusher(
+        str(config["certificate_file"]),
+        str(config["key_file"]),
+        str(config.get("wwdr_file", wallet["wwdr_file"])),
+        topic,
+        str(wallet.get("apns_api_base", HOSTS.get(environment, HOSTS["production"]))),
+        wallet.get("apns_ca_file"),
+    )
 
 
 @dataclass
@@ -222,10 +265,16 @@ class GoogleWalletLinks:
     """Google Wallet generic passes through a "save" link: a JWT signed with the brand's
     Google Cloud service account, holding the pass object itself."""
 
-    account: ServiceAccount
+    account: ServiceAccount = field(repr=False)
     issuer_id: str
     class_suffix: str
     origins: list[str]
+    api_base: str = GOOGLE_WALLET_API
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(timeout=self.timeout)
+        self._tokens = AccessTokens(self.account, GOOGLE_WALLET_SCOPE, self._client)
 
     @classmethod
     def from_config(cls, config: Any) -> GoogleWalletLinks:
@@ -240,21 +289,40 @@ class GoogleWalletLinks:
             setting(config, where, "issuer_id", str),
             setting(config, where, "class_suffix", str, "loyalty"),
             origins,
+            setting(config, where, "api_base", str, GOOGLE_WALLET_API).rstrip("/"),
+            setting(config, where, "timeout", float, 10.0),
         )
 
-    def save_url(self, record: dict[str, Any], organization: str, now: int) -> str:
+    def card(self, record: dict[str, Any], organization: str) -> dict[str, Any]:
+        """The pass as Google's generic object: the same title, value, label, barcode and
+        latest message as the Apple pass."""
         fields = record["fields"]
-        card = {
-            "id": f"{self.issuer_id}.{record['serial']}",
+
+        def localized(value: Any) -> dict[str, Any]:
+            return {"defaultValue": {"language": "en", "value": str(value)}}
+
+        card: dict[str, Any] = {
+            "id": record.get("google_object_id") or f"{self.issuer_id}.{record['serial']}",
             "classId": f"{self.issuer_id}.{self.class_suffix}",
             "state": "ACTIVE",
-            "cardTitle": {"defaultValue": {"language": "en", "value": organization}},
-            "header": {"defaultValue": {"language": "en", "value": str(fields.get("value", ""))}},
-            "subheader": {
-                "defaultValue": {"language": "en", "value": str(fields.get("label", ""))}
-            },
+            "cardTitle": localized(organization),
+            "header": localized(fields.get("value", "")),
+            "subheader": localized(fields.get("label", "")),
             "barcode": {"type": "QR_CODE", "value": str(fields.get("barcode", record["serial"]))},
         }
+        message = fields.get("message") or {}
+        if message:
+            card["textModulesData"] = [
+                {
+                    "id": "news",
+                    "header": str(message.get("header", "")),
+                    "body": str(message.get("body", "")),
+                }
+            ]
+        return card
+
+    def save_url(self, record: dict[str, Any], organization: str, now: int) -> str:
+        card = self.card(record, organization)
         claims = {
             "iss": self.account.client_email,
             "aud": "google",
@@ -265,7 +333,182 @@ class GoogleWalletLinks:
         }
         return f"https://pay.google.com/gp/v/save/{self.account.sign_jwt(claims)}"
 
+    def upsert(self, card: dict[str, Any]) -> str:
+        """Bring the generic object in Google Wallet in step with `card`: PATCH it, or
+        insert it when Google has never seen it (the customer has not saved it yet, so it
+        is there when they do). "patched" or "inserted"; raises TransientFailure (try
+        again: 429, 5xx, no answer) or PermanentFailure."""
+        url = f"{self.api_base}/walletobjects/v1/genericObject"
+        response = self._call("PATCH", f"{url}/{quote(card['id'], safe='')}", card)
+        if response.status_code == 404:
+            response = self._call("POST", url, card)
+            if response.status_code == 409:  # saved meanwhile, through the link: patch it
+                response = self._call("PATCH", f"{url}/{quote(card['id'], safe='')}", card)
+            elif response.status_code == 200:
+                return "inserted"
+        if response.status_code == 200:
+            return "patched"
+        status, _ = google_error(response)
+        reason = f"Google Wallet {response.status_code} {status}".strip()
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise TransientFailure(reason, code=status)
+        raise PermanentFailure(reason, code=status)
 
-def order_package(order: dict[str, Any], signer: PassSigner) -> bytes:
-    """A Wallet order (`.order`): order.json, its SHA-256 manifest and signature."""
-    return package({"order.json": json.dumps(order, ensure_ascii=False).encode()}, signer, "sha256")
+    def _call(self, method: str, url: str, card: dict[str, Any]) -> httpx.Response:
+        for renew in (False, True):
+            headers = {"Authorization": f"Bearer {self._tokens.get(renew=renew)}"}
+            try:
+                response = self._client.request(method, url, json=card, headers=headers)
+            except httpx.HTTPError as exc:
+                raise TransientFailure(f"cannot reach Google Wallet: {exc}") from None
+            if response.status_code != 401 or renew:
+                return response
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def order_package(
+    order: dict[str, Any], signer: PassSigner, images: dict[str, bytes] | None = None
+) -> bytes:
+    """A Wallet order (`.order`): order.json, its images, the SHA-256 manifest and its
+    signature."""
+    files = {"order.json": json.dumps(order, ensure_ascii=False).encode(), **(images or {})}
+    return package(files, signer, "sha256")
+
+
+@dataclass
+class WalletOrders:
+    """The brand's Wallet orders: order.json for a stored order (messaging/wallet_orders.py)
+    in Apple's schema, signed with the Order Type ID certificate, and the APNs client that
+    tells devices an order changed."""
+
+    signer: PassSigner
+    order_type_identifier: str
+    merchant_identifier: str
+    merchant_name: str
+    merchant_url: str
+    order_management_url: str  # with {order_id}
+    web_service_url: str  # {public_url}/wallet/orders
+    pusher: PassUpdatePusher | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, wallet: dict[str, Any], public_url: str) -> WalletOrders:
+        where = "channels.wallet.orders"
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where} must be a table")
+        order_type = setting(config, where, "order_type_identifier", str)
+        management = setting(config, where, "order_management_url", str)
+        if not management.startswith(("https://", "http://")):
+            raise ConfigError(f"{where}.order_management_url must be an https:// address")
+        origin = urlsplit(management)
+        signer = PassSigner.from_files(
+            Path(setting(config, where, "certificate_file", str)),
+            Path(setting(config, where, "key_file", str)),
+            Path(str(config.get("wwdr_file", wallet["wwdr_file"]))),
+            where,
+        )
+        return cls(
+            signer,
+            order_type,
+            setting(config, where, "merchant_identifier", str),
+            setting(config, where, "merchant_name", str, wallet.get("organization_name")),
+            setting(config, where, "merchant_url", str, f"{origin.scheme}://{origin.netloc}"),
+            management,
+            f"{public_url}/wallet/orders",
+            _pusher(config, wallet, order_type),
+        )
+
+    def order_json(self, record: dict[str, Any]) -> dict[str, Any]:
+        """order.json for a stored Wallet order, in the customer's language."""
+        details = record["details"]
+        locale = str(details.get("locale") or "en")
+        currency = str(details["currency"])
+        total, refunded = Decimal(details["total"]), Decimal(details["refunded"])
+        status = str(record["status"])
+        document: dict[str, Any] = {
+            "schemaVersion": 1,
+            "orderTypeIdentifier": self.order_type_identifier,
+            "orderIdentifier": record["identifier"],
+            "orderType": "ecommerce",
+            "orderNumber": record["order_id"],
+            "orderManagementURL": self.order_management_url.replace(
+                "{order_id}", quote(str(record["order_id"]), safe="")
+            ),
+            "createdAt": iso(min(int(details["placed_at"]), int(record["created_at"]))),
+            "updatedAt": iso(int(record["updated_at"])),
+            "status": status,
+            "merchant": {
+                "merchantIdentifier": self.merchant_identifier,
+                "displayName": self.merchant_name,
+                "url": self.merchant_url,
+                "logo": "logo.png",
+            },
+            "authenticationToken": record["auth_token"],
+            "webServiceURL": self.web_service_url,
+            "lineItems": [_line_item(line, currency) for line in details["lines"]],
+            "payment": {
+                "total": _amount(total, currency),
+                "status": "refunded" if refunded > 0 and refunded >= total else "paid",
+            },
+            "fulfillments": [
+                _fulfillment(shipment, status, locale) for shipment in details["shipments"]
+            ],
+        }
+        if status == "cancelled":
+            document["statusDescription"] = text(locale, "wallet_order.cancelled")
+        elif refunded > 0:
+            key = "wallet_order.refunded" if refunded >= total else "wallet_order.partly_refunded"
+            document["statusDescription"] = text(locale, key, amount=f"{refunded} {currency}")
+        return document
+
+    def build(self, record: dict[str, Any]) -> bytes:
+        logo = solid_png(96, 96, (20, 20, 20))
+        return order_package(self.order_json(record), self.signer, {"logo.png": logo})
+
+    def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+
+
+def _amount(value: Decimal, currency: str) -> dict[str, Any]:
+    return {"amount": float(value), "currency": currency}
+
+
+def _line_item(line: dict[str, Any], currency: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"title": line["name"] or "-", "quantity": int(line["quantity"])}
+    if line.get("price") is not None:
+        item["price"] = _amount(Decimal(line["price"]), currency)
+    if line.get("sku"):
+        item["sku"] = line["sku"]
+    return item
+
+
+def _fulfillment(shipment: dict[str, Any], order_status: str, locale: str) -> dict[str, Any]:
+    word = str(shipment["status"])
+    status = FULFILLMENT_STATUSES.get(word, "processing")
+    if order_status == "cancelled" and status != "delivered":
+        status, word = "cancelled", "cancelled"
+    fulfillment: dict[str, Any] = {
+        "fulfillmentType": "shipping",
+        "fulfillmentIdentifier": shipment["id"] or "shipment",
+        "status": status,
+        "statusDescription": text(locale, f"wallet_order.shipment.{word}"),
+    }
+    names = {
+        "carrier": "carrier",
+        "tracking_number": "trackingNumber",
+        "tracking_url": "trackingURL",
+    }
+    for ours, apple in names.items():
+        if shipment.get(ours):
+            fulfillment[apple] = shipment[ours]
+    for ours, apple in (
+        ("estimated_delivery_at", "estimatedDeliveryAt"),
+        ("shipped_at", "shippedAt"),
+        ("delivered_at", "deliveredAt"),
+    ):
+        if shipment.get(ours) is not None:
+            fulfillment[apple] = iso(int(shipment[ours]))
+    return fulfillment

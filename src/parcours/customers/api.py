@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, run, select_in
 
 ERASED_EVENT = "Customer Erased"
 _CUSTOMER_REF = re.compile(r"^cus_(\d+)$")
@@ -74,6 +75,54 @@ def _follow(conn: Connection, customer_id: int) -> int | None:
             return customer_id
         customer_id = row.merged_into
     return None
+
+
+def live_customers(conn: Connection, ids: Iterable[int]) -> dict[int, int]:
+    """Each id mapped to the profile it stands for now: itself, or the profile it was
+    merged into. Unknown and erased customers are left out. One query when none merged."""
+    found: dict[int, int] = {}
+    pending = {ident: ident for ident in set(ids)}  # asked -> where the search stands
+    for _ in range(100):
+        if not pending:
+            break
+        rows = select_in(
+            conn,
+            "SELECT id, merged_into, erased_at FROM customers WHERE id IN ({marks})",
+            sorted(set(pending.values())),
+        )
+        state = {int(ident): (merged_into, erased_at) for ident, merged_into, erased_at in rows}
+        following: dict[int, int] = {}
+        for asked, current in pending.items():
+            if current not in state:
+                continue
+            merged_into, erased_at = state[current]
+            if merged_into is not None:
+                following[asked] = int(merged_into)
+            elif erased_at is None:
+                found[asked] = current
+        pending = following
+    return found
+
+
+def traits_of(conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The traits of each of these customers, in one query per thousand."""
+    return {
+        int(ident): _decode(traits)
+        for ident, traits in select_in(
+            conn, "SELECT id, traits FROM customers WHERE id IN ({marks})", sorted(set(ids))
+        )
+    }
+
+
+def first_order(conn: Connection, customer_id: int) -> str | None:
+    """The id of the customer's earliest order (cancelled ones included), if any."""
+    value = run(
+        conn,
+        "SELECT order_id FROM customer_orders WHERE customer_id = :c "
+        "ORDER BY occurred_at, order_id LIMIT 1",
+        {"c": customer_id},
+    ).scalar()
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -175,6 +224,46 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
             ).scalars()
         ]
     return {"traits": _decode(row.traits), "computed": computed, "identities": phones}
+
+
+def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """`conditions_view` of many customers at once, in two queries (segments evaluate
+    customers in chunks; the journey engine reads those of a batch of steps). Merged and
+    erased customers are left out."""
+    rows = select_in(
+        conn,
+        "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
+        "AND erased_at IS NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    views = {
+        int(ident): {
+            "traits": _decode(traits),
+            "computed": computed_view(_decode(computed)),
+            "identities": [],
+        }
+        for ident, traits, computed in rows
+    }
+    countryless = [ident for ident, view in views.items() if not view["computed"].get("country")]
+    if countryless:
+        for customer_id, value in select_in(
+            conn,
+            "SELECT customer_id, value FROM identities WHERE kind = 'phone' "
+            "AND customer_id IN ({marks})",
+            countryless,
+        ):
+            views[int(customer_id)]["identities"].append({"kind": "phone", "value": value})
+    return views
+
+
+def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
+    """Those of these customers that were merged into another (the survivor has it all)."""
+    rows = select_in(
+        conn,
+        "SELECT id FROM customers WHERE merged_into IS NOT NULL AND id IN ({marks})",
+        list(customer_ids),
+    )
+    return {int(row[0]) for row in rows}
 
 
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ Key = tuple[str, str]
 
 MERGE_EVENT = "Customers Merged"
 # Events that do not show the customer doing anything (for last seen).
-PASSIVE_SOURCES = frozenset({"system", "admin"})
+PASSIVE_SOURCES = frozenset({"system", "admin", "loyalty"})
 DEFAULT_CURRENCY = "USD"
 
 _encode = msgspec.json.Encoder().encode
@@ -457,10 +457,10 @@ class Projector:
             return
         props = event.properties
         if event.name == "Order Completed":
-            order_id = _text_id(props.get("order_id")) or event.message_id
+            order_id = order_key(props, event.message_id)
             currency = str(props.get("currency") or DEFAULT_CURRENCY).upper()
             orders.placed.setdefault(
-                order_id, (customer, currency, _order_total(props), event.occurred_at)
+                order_id, (customer, currency, order_total(props), event.occurred_at)
             )
         elif event.name == "Order Cancelled":
             cancelled = _text_id(props.get("order_id"))
@@ -468,7 +468,7 @@ class Projector:
                 orders.cancelled.add(cancelled)
         elif event.name == "Order Refunded":
             refunded = _text_id(props.get("order_id"))
-            amount = _decimal(props.get("total", props.get("revenue")))
+            amount = decimal_of(props.get("total", props.get("revenue")))
             if refunded and amount:
                 orders.refunds.append((refunded, amount))
 
@@ -499,7 +499,7 @@ class Projector:
                     select(customer_orders).where(customer_orders.c.order_id.in_(part))
                 )
             }
-            refunded = {oid: _decimal(row.refunded) or Decimal(0) for oid, row in current.items()}
+            refunded = {oid: decimal_of(row.refunded) or Decimal(0) for oid, row in current.items()}
             for order_id, amount in orders.refunds:
                 if order_id in refunded:
                     refunded[order_id] += amount
@@ -682,7 +682,7 @@ def _set_order_traits(profile: Profile, rows: list[_OrderRow]) -> None:
     for currency in sorted({row.currency for row in placed}):
         in_currency = [row for row in placed if row.currency == currency]
         spent = sum(
-            ((_decimal(r.total) or Decimal(0)) - (_decimal(r.refunded) or Decimal(0)))
+            ((decimal_of(r.total) or Decimal(0)) - (decimal_of(r.refunded) or Decimal(0)))
             for r in in_currency
         )
         spent = Decimal(spent)
@@ -694,9 +694,15 @@ def _set_order_traits(profile: Profile, rows: list[_OrderRow]) -> None:
     computed["revenue"] = revenue
 
 
-def _order_total(props: dict[str, Any]) -> Decimal:
+def order_key(props: dict[str, Any], message_id: str) -> str:
+    """The id an order counts under: its `order_id`, else the event's own id."""
+    return _text_id(props.get("order_id")) or message_id
+
+
+def order_total(props: dict[str, Any]) -> Decimal:
+    """An order event's amount: `total`, else `revenue`, else the products' prices."""
     for name in ("total", "revenue"):
-        value = _decimal(props.get(name))
+        value = decimal_of(props.get(name))
         if value is not None:
             return value
     products = props.get("products")
@@ -704,13 +710,14 @@ def _order_total(props: dict[str, Any]) -> Decimal:
     if isinstance(products, list):
         for product in products:
             if isinstance(product, dict):
-                price = _decimal(product.get("price")) or Decimal(0)
-                quantity = _decimal(product.get("quantity")) or Decimal(1)
+                price = decimal_of(product.get("price")) or Decimal(0)
+                quantity = decimal_of(product.get("quantity")) or Decimal(1)
                 total += price * quantity
     return total
 
 
-def _decimal(value: Any) -> Decimal | None:
+def decimal_of(value: Any) -> Decimal | None:
+    """An exact decimal from a number or text; None when it is not one."""
     if value is None or isinstance(value, bool):
         return None
     try:

@@ -327,33 +327,38 @@ def _message_id_of(raw: bytes) -> str | None:
 
 def internal_event(
     customer_id: int,
-    name: str,
+    name: str | None,
     properties: dict[str, Any],
     at: int,
     message_id: str,
     source: str,
+    *,
+    traits: dict[str, Any] | None = None,
+    received_at: int | None = None,
 ) -> Event:
     """An event Parcours itself records about a known customer: a journey's decision
     (source "system"), a channel's feedback ("channel"), a click on an unsubscribe link.
-    The message id makes it idempotent: the same fact recorded twice is stored once."""
-    document = {
-        "type": "track",
-        "event": name,
-        "messageId": message_id,
-        "properties": properties,
-        "timestamp": iso(at),
-    }
+    The message id makes it idempotent: the same fact recorded twice is stored once.
+    With `traits` (and no name) it is an identify call that sets them on the profile.
+    `received_at` defaults to `at`; a fact dated by an earlier one (a referral credited
+    for an order) gives both."""
+    kind = "identify" if traits is not None else "track"
+    if kind == "track":
+        document = {"type": kind, "event": name, "messageId": message_id, "properties": properties}
+    else:
+        document = {"type": kind, "messageId": message_id, "traits": traits}
+    document["timestamp"] = iso(at)
     return Event(
         message_id=message_id,
-        type="track",
-        name=name,
+        type=kind,
+        name=name if kind == "track" else None,
         user_id=None,
         anonymous_id=None,
         properties=properties,
-        traits={},
+        traits=traits or {},
         context={},
         occurred_at=at,
-        received_at=at,
+        received_at=at if received_at is None else received_at,
         timestamp=at,
         sent_at=None,
         source=source,

@@ -224,8 +224,11 @@ def append_events(
         e.source == "system" and e.customer_id is not None for e in group[0]
     ):
         # Parcours' own decisions: unique ids by construction, about a known customer,
-        # changing no profile. Nothing to deduplicate, resolve or project.
+        # changing no profile. Nothing to deduplicate, resolve or project; the hooks still
+        # see them (a journey may enter on a segment entry).
         _insert(conn, group[0])
+        for hook in hooks:
+            hook(conn, group[0], now_ms)
         return [AppendResult(len(group[0]), 0)], group[0]
     first_by_id: dict[str, tuple[int, Event]] = {}
     for index, events in enumerate(group):

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
+from parcours.customers import api as customers
+from parcours.ingest.model import Event, parse_event
 from parcours.journeys.definition import Journey, load_journey
-from parcours.journeys.program import compile_journey
+from parcours.journeys.program import ENTRY_REQUESTED, compile_journey
 from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
+from parcours.runtime.conditions import condition_paths
 from parcours.runtime.db import Database, run
 from parcours.runtime.queue import enqueue
+from parcours.segments import api as segments
 
 _decode = msgspec.json.Decoder().decode
 
 
 class LifecycleError(ValueError):
     """A lifecycle change that is not allowed; the message says why."""
+
+
+class UnknownJourney(LookupError):
+    def __init__(self, journey_id: str) -> None:
+        super().__init__(f"no journey is defined with id {journey_id!r}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ def change_status(
             values |= {"approved_by": user, "approved_at": now}
         if move == "go_live":
             check_templates(conn, parse(row.source))
+            check_segments(conn, parse(row.source))
             for older in conn.execute(
                 select(journey_versions.c.version, journey_versions.c.status).where(
                     journey_versions.c.journey_id == journey_id,
@@ -139,6 +150,77 @@ def check_templates(conn: Connection, journey: Journey) -> None:
             )
         except templates.TemplateProblem as exc:
             raise LifecycleError(f"{journey.id}: {exc}") from None
+
+
+def check_segments(conn: Connection, journey: Journey) -> None:
+    """The segment a journey enters on, and those its conditions read (`segment.<id>`),
+    are defined; LifecycleError names the missing ones otherwise."""
+    named = {journey.entry.segment} if journey.entry.segment else set()
+    conditions = [*journey.entry.where]
+    for instruction in compile_journey(journey, 0).instructions:
+        if instruction.op == "branch":
+            conditions += [c for arm in instruction.spec for c in arm]
+    named |= {
+        path.split(".")[1] for path in condition_paths(conditions) if path.startswith("segment.")
+    }
+    unknown = segments.missing(conn, named) if named else []
+    if unknown:
+        raise LifecycleError(
+            f"{journey.id}: no segment is defined with id {', '.join(map(repr, unknown))} "
+            "(define it with POST /api/segments first)"
+        )
+
+
+def entry_request(
+    conn: Connection,
+    journey_id: str,
+    customer_ref: str,
+    properties: dict[str, Any],
+    idempotency_key: str,
+    default_region: str,
+    now: int,
+) -> Event:
+    """The event that enters a customer in a live `api: true` journey when the engine reads
+    it. Its messageId is derived from the idempotency key, so the log stores a repeated
+    request once and the engine makes one run. Raises UnknownJourney, LifecycleError (not
+    live, not entered through the API), CustomerNotFound, or ValueError for properties."""
+    rows = run(
+        conn,
+        "SELECT version, status, source FROM journey_versions WHERE journey_id = :j "
+        "ORDER BY version DESC",
+        {"j": journey_id},
+    ).all()
+    if not rows:
+        raise UnknownJourney(journey_id)
+    live = [r for r in rows if r.status == "live"]
+    if not live:
+        raise LifecycleError(
+            f"journey {journey_id!r} is not live (its latest version, {rows[0].version}, is "
+            f"{rows[0].status}): a customer can only enter a live journey"
+        )
+    entry = parse(live[0].source).entry
+    if not entry.api:
+        trigger = entry.event or (f"segment {entry.segment}" if entry.segment else "a date")
+        raise LifecycleError(
+            f"journey {journey_id!r} is entered on {trigger}, not through the API "
+            "(its entry would say api: true)"
+        )
+    if "journey_id" in properties:
+        raise ValueError("properties.journey_id is set by Parcours; leave it out")
+    customer_id = customers.resolve(conn, customer_ref, default_region)
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:40]
+    document = {
+        "type": "track",
+        "event": ENTRY_REQUESTED,
+        "messageId": f"journey-entry:{journey_id}:{digest}",
+        "timestamp": iso(now),
+        "properties": {**properties, "journey_id": journey_id},
+    }
+    event = parse_event(
+        msgspec.json.encode(document), source="admin", received_at=now, identity_required=False
+    )
+    event.customer_id = customer_id
+    return event
 
 
 STATUS_JOB = "journeys.status"

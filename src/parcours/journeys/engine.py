@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,22 +27,27 @@ from parcours.ingest.model import Event
 from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
-from parcours.journeys.conditions import matches, normalise_key, resolve_path
 from parcours.journeys.definition import Duration, Goal, Journey, WaitUntil, parse_duration
 from parcours.journeys.program import (
     Instruction,
     Program,
     compile_journey,
+    enters_on,
+    entry_event,
     listened_events,
     waited_traits,
 )
+from parcours.journeys.tables import journey_passes
 from parcours.messaging import choice, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
 from parcours.messaging.policies import Policies
 from parcours.runtime.clock import Clock, from_ms, to_ms
+from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
+from parcours.runtime.db import insert_rows
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
+from parcours.segments import api as segments
 
 REACT = "journeys.react"
 STEP = "journeys.step"
@@ -71,6 +78,29 @@ class _Run:
     entry_event: dict[str, Any]
     entry_message_id: str = ""
     consumed_seq: int | None = None  # the last event a wait_for of this run took
+    dirty: bool = False  # moved in memory, not yet written (written once per job)
+    has_job: bool | None = None  # whether its step job exists; None: not known
+
+
+@dataclass
+class _Batch:
+    """What `prepare_steps` read for a batch of step jobs, valid on its connection only."""
+
+    conn: Connection
+    runs: dict[int, tuple[_Run, str]]
+    profiles: dict[int, dict[str, Any]]
+
+
+class _Journal:
+    """What one job of the engine has decided but not yet written: its log lines and
+    per-step counts, written together when the job ends (one insert each instead of one
+    per decision), and the profiles it read (a job reads a customer once)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.events: list[Event] = []
+        self.passes: list[tuple[str, int, str, str, int, int]] = []
+        self.profiles: dict[int, dict[str, Any]] = {}
 
 
 class JourneyEngine:
@@ -90,10 +120,13 @@ class JourneyEngine:
         self._waited_traits: set[str] = set()
         self._entry_traits: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._interest: tuple[tuple[tuple[str, int, str], ...], set[str]] | None = None
+        self._hooks: list[Hook] = []
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
         worker.register(REACT, self.react)
-        worker.register(STEP, self.step)
+        worker.register(STEP, self.step, prepare=self.prepare_steps)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
         worker.register(DATE_ENTRY, self.date_entry)
         worker.register(DATE_SCAN, self.date_scan)
@@ -101,15 +134,26 @@ class JourneyEngine:
             webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
         )
         hooks.append(self.on_events)
+        self._hooks = hooks  # what a journey emits goes through every hook (segments too)
 
     # ---- reacting to events ---------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
         """Append hook: follow merges, and enqueue a reaction for the events some live
         journey listens to."""
-        for event in events:
-            if event.name == MERGE_EVENT and event.source == "system":
-                self._follow_merge(conn, event, now)
+        batch = self._batch(conn)
+        if batch is not None:  # what a batch read beforehand may have changed
+            for event in events:
+                if event.source != "system" and event.customer_id is not None:
+                    batch.profiles.pop(event.customer_id, None)
+        merges = [e for e in events if e.name == MERGE_EVENT and e.source == "system"]
+        if merges:
+            if batch is not None:
+                batch.runs.clear()
+                batch.profiles.clear()
+            with self._journal(conn):
+                for event in merges:
+                    self._follow_merge(conn, event, now)
         names = self._listened_names(conn)
         traits = self._waited_traits | set(self._entry_traits)
         if not names and not traits:
@@ -124,7 +168,10 @@ class JourneyEngine:
             enqueue(conn, REACT, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
 
     def react(self, conn: Connection, job: Job) -> None:
-        ids: list[str] = job.payload["events"]
+        with self._journal(conn):
+            self._react(conn, job.payload["events"])
+
+    def _react(self, conn: Connection, ids: list[str]) -> None:
         rows = sql(
             conn,
             "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
@@ -145,8 +192,7 @@ class JourneyEngine:
                 trait = program.journey.entry.date_trait
                 if trait and isinstance(changed, dict) and trait in changed:
                     self._schedule_date_entry(conn, program, customer, now)
-                entry = program.journey.entry
-                if entry.event is not None and entry.event == row.name:
+                if enters_on(program.journey, row.name, event):
                     self._try_enter(
                         conn, program, customer, row.message_id, row.occurred_at, event, now
                     )
@@ -196,6 +242,7 @@ class JourneyEngine:
                     )
                     run.consumed_seq = seq  # a later wait_for will not take it again
                     self._move(conn, run, instruction.targets[0], now)
+                    self._save(conn, run)
                     self._schedule(conn, run, now, now)
 
     def _try_enter(
@@ -219,9 +266,12 @@ class JourneyEngine:
             if value is None:
                 return
             key = value
-        scope = {"event": event, "entry": event, "profile": _profile(conn, customer)}
-        if not matches(entry.where, scope):
-            return
+        if entry.where:  # the profile and memberships are read only when a condition may
+            scope = {"event": event, "entry": event, "profile": self._profile(conn, customer)}
+            if uses_root(entry.where, "segment"):
+                scope["segment"] = segments.membership_flags(conn, customer)
+            if not matches(entry.where, scope):
+                return
         if self._entered_already(conn, journey, customer, message_id, key, now):
             return
         run_id = sql(
@@ -239,14 +289,28 @@ class JourneyEngine:
                 "e": _encode(event).decode(),
             },
         ).scalar_one()
-        run = self._load_run(conn, int(run_id))
-        assert run is not None
+        run = _Run(
+            id=int(run_id),
+            journey_id=journey.id,
+            version=program.version,
+            customer_id=customer,
+            run_key=key,
+            pc=0,
+            waiting=None,
+            wait_event=None,
+            wait_key=None,
+            due_at=None,
+            entered_at=occurred_at,
+            entry_event=event,
+            entry_message_id=message_id,
+            has_job=False,
+        )
         self._log(
             conn,
             run,
             "Journey Entered",
             now,
-            {"trigger": entry.event, "entry_message_id": message_id},
+            {"trigger": entry_event(journey), "entry_message_id": message_id},
         )
         # The first steps run now, in the reaction's transaction: no second job, no wait.
         self._advance(conn, run, now, now)
@@ -282,7 +346,10 @@ class JourneyEngine:
 
     def status_changed(self, conn: Connection, job: Job) -> None:
         """A version was paused, resumed, superseded or archived: act on its runs."""
-        change = job.payload
+        with self._journal(conn):
+            self._status_changed(conn, job.payload)
+
+    def _status_changed(self, conn: Connection, change: dict[str, Any]) -> None:
         journey_id, version = change["journey_id"], int(change["version"])
         now = self.clock.now_ms()
         rows = sql(
@@ -318,7 +385,10 @@ class JourneyEngine:
     def date_scan(self, conn: Connection, job: Job) -> None:
         """A date-trait journey went live: schedule the entry of every customer holding the
         trait, a chunk of customers per job so that no transaction grows with the base."""
-        payload = job.payload
+        with self._journal(conn):
+            self._date_scan(conn, job.payload)
+
+    def _date_scan(self, conn: Connection, payload: dict[str, Any]) -> None:
         program = self._live_program(conn, payload["journey_id"])
         if program is None or program.version != int(payload["version"]):
             return
@@ -351,7 +421,7 @@ class JourneyEngine:
         time, each year with `yearly`); none when the trait is missing or past."""
         entry = program.journey.entry
         key = f"date-entry:{program.journey.id}:{customer}"
-        due, _ = trait_moment(_profile(conn, customer), _date_spec(entry), now)
+        due, _ = trait_moment(self._profile(conn, customer), _date_spec(entry), now)
         if due is None or due < now:
             cancel(conn, key)
             return
@@ -367,7 +437,10 @@ class JourneyEngine:
         )
 
     def date_entry(self, conn: Connection, job: Job) -> None:
-        payload = job.payload
+        with self._journal(conn):
+            self._date_entry(conn, job.payload)
+
+    def _date_entry(self, conn: Connection, payload: dict[str, Any]) -> None:
         program = self._live_program(conn, payload["journey_id"])
         if program is None:
             return
@@ -375,7 +448,7 @@ class JourneyEngine:
         now = self.clock.now_ms()
         entry = program.journey.entry
         assert entry.date_trait is not None
-        profile = _profile(conn, customer)
+        profile = self._profile(conn, customer)
         value = profile.get("traits", {}).get(entry.date_trait)
         event = {
             "type": "track",
@@ -425,11 +498,46 @@ class JourneyEngine:
     # ---- moving a run -------------------------------------------------------------------
 
     def step(self, conn: Connection, job: Job) -> None:
-        run = self._load_run(conn, int(job.payload["run"]), lock=True)
-        if run is None:
+        with self._journal(conn):
+            self._step(conn, job)
+
+    def prepare_steps(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a batch of steps: their runs (locked) and their customers, read at once
+        (two or three queries instead of two or three per step). What the batch changes
+        is dropped from this as it goes (`_save`, `_end`, appends, merges)."""
+        ids = sorted({int(job.payload["run"]) for job in jobs})
+        lock = " FOR UPDATE OF r" if conn.dialect.name != "sqlite" else ""
+        rows = sql(
+            conn,
+            "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
+            "ON v.journey_id = r.journey_id AND v.version = r.version "
+            "WHERE r.state = 'active' AND r.id IN ({}) ORDER BY r.id{}".format(
+                ", ".join(f":r{i}" for i in range(len(ids))), lock
+            ),
+            {f"r{i}": run_id for i, run_id in enumerate(ids)},
+        ).all()
+        runs = {int(row.id): (_run_of(row), str(row.version_status)) for row in rows}
+        profiles = customers.condition_views(
+            conn, sorted({r.customer_id for r, _ in runs.values()})
+        )
+        self._local.batch = _Batch(conn, runs, profiles)
+
+    def _batch(self, conn: Connection) -> _Batch | None:
+        """What `prepare_steps` read for the batch running on this connection, if any."""
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        return batch if batch is not None and batch.conn is conn else None
+
+    def _step(self, conn: Connection, job: Job) -> None:
+        run_id = int(job.payload["run"])
+        batch = self._batch(conn)
+        loaded = batch.runs.pop(run_id, None) if batch is not None else None
+        loaded = loaded or self._load_run(conn, run_id)
+        if loaded is None:
             return  # the run ended: its timer fires with no effect
+        run, status = loaded
+        run.has_job = False  # this job was its one job, taken when claimed
         now = self.clock.now_ms()
-        if journeys_api.version_status(conn, run.journey_id, run.version) == "paused":
+        if status == "paused":
             # Held where it stands; resuming the journey schedules it again.
             self._log(
                 conn, run, "Journey Held", now, {"reason": "journey paused", "position": run.pc}
@@ -440,15 +548,18 @@ class JourneyEngine:
         self._advance(conn, run, now, job.run_at)
 
     def _advance(self, conn: Connection, run: _Run, now: int, logical: int) -> None:
-        """Run the run's instructions until it waits or ends."""
+        """Run the run's instructions until it waits or ends; the run is written once."""
         program = self._program(conn, run.journey_id, run.version)
         for _ in range(MAX_INSTRUCTIONS_PER_JOB):
             instruction = program.at(run.pc)
             advanced = self._execute(conn, run, program, instruction, now, logical)
             if advanced is None:
-                return  # waiting or ended
+                break  # waiting or ended
             logical = advanced
-        self._schedule(conn, run, now, now)  # a very long chain: go on in a new job
+        else:
+            self._schedule(conn, run, now, now)  # a very long chain: go on in a new job
+        if run.dirty:
+            self._save(conn, run)
 
     def _execute(
         self,
@@ -474,7 +585,7 @@ class JourneyEngine:
         if op == "wait_until" and instruction.spec.trait is not None:
             return self._wait_trait(conn, run, instruction, now, logical)
         if op == "wait_until":
-            profile = _profile(conn, run.customer_id)
+            profile = self._profile(conn, run.customer_id)
             return self._wait_timer(
                 conn,
                 run,
@@ -512,8 +623,7 @@ class JourneyEngine:
             self._move(conn, run, run.pc + 1, now)
             return finished
         due_at = int(due(logical))
-        run.waiting, run.due_at = "timer", due_at
-        self._save(conn, run)
+        run.waiting, run.due_at, run.dirty = "timer", due_at, True
         self._log(conn, run, "Journey Waiting", now, {"step": instruction.step_id, "until": due_at})
         if due_at <= now:
             self._move(conn, run, run.pc + 1, now)
@@ -528,7 +638,7 @@ class JourneyEngine:
         time the step runs, so a changed trait moves the wait; a missing, unreadable or past
         date never fires: the run takes the step's `if_missing` path, with the reason."""
         spec = instruction.spec
-        profile = _profile(conn, run.customer_id)
+        profile = self._profile(conn, run.customer_id)
         due, problem = trait_moment(profile, spec, now)
         if due is None or (due < now and run.waiting != "trait"):
             reason = problem or f"the date in {spec.trait} has passed"
@@ -549,7 +659,7 @@ class JourneyEngine:
             return due
         if run.waiting != "trait" or run.due_at != due:
             run.waiting, run.wait_event, run.due_at = "trait", spec.trait, due
-            self._save(conn, run)
+            run.dirty = True
             self._log(
                 conn,
                 run,
@@ -596,7 +706,7 @@ class JourneyEngine:
             return logical
         run.waiting, run.wait_event, run.due_at = "event", spec.event, deadline
         run.wait_key = _entry_key(spec.key, run)
-        self._save(conn, run)
+        run.dirty = True
         self._log(
             conn,
             run,
@@ -638,8 +748,10 @@ class JourneyEngine:
         scope = {
             "entry": run.entry_event,
             "event": run.entry_event,
-            "profile": _profile(conn, run.customer_id),
+            "profile": self._profile(conn, run.customer_id),
         }
+        if any(uses_root(conditions, "segment") for conditions in instruction.spec):
+            scope["segment"] = segments.membership_flags(conn, run.customer_id)
         for number, (conditions, target) in enumerate(
             zip(instruction.spec, instruction.targets, strict=True)
         ):
@@ -712,7 +824,7 @@ class JourneyEngine:
         if run.waiting == "held" and run.due_at is not None and now < run.due_at:
             self._schedule(conn, run, run.due_at, now)
             return None
-        profile = _profile(conn, run.customer_id)
+        profile = self._profile(conn, run.customer_id)
         try:
             template = message_templates.get(conn, send.template)
         except message_templates.TemplateProblem as exc:
@@ -804,8 +916,7 @@ class JourneyEngine:
         )
         if deferred:
             assert plan.retry_at is not None
-            run.waiting, run.due_at = "held", plan.retry_at
-            self._save(conn, run)
+            run.waiting, run.due_at, run.dirty = "held", plan.retry_at, True
             self._schedule(conn, run, plan.retry_at, now)
             return None
         self._move(conn, run, run.pc + 1, now)
@@ -815,6 +926,8 @@ class JourneyEngine:
         self, conn: Connection, run: _Run, program: Program, instruction: Instruction, now: int
     ) -> None:
         step = instruction.spec
+        if run.dirty:  # what it emits may move this customer's runs: be written first
+            self._save(conn, run)
         if step.update_profile is not None:
             self._update_profile(conn, run, instruction, now)
         elif step.emit is not None:
@@ -883,7 +996,7 @@ class JourneyEngine:
         change = instruction.spec.update_profile
         traits: dict[str, Any] = dict(change.set)
         if change.add_tags or change.remove_tags:
-            current = _profile(conn, run.customer_id)["traits"].get("tags") or []
+            current = self._profile(conn, run.customer_id)["traits"].get("tags") or []
             tags = [t for t in current if t not in change.remove_tags]
             tags += [t for t in change.add_tags if t not in tags]
             traits["tags"] = tags
@@ -894,10 +1007,12 @@ class JourneyEngine:
     # ---- bookkeeping --------------------------------------------------------------------
 
     def _move(self, conn: Connection, run: _Run, pc: int, now: int) -> None:
+        """Move the run in memory; `_advance` (or the caller) writes it once."""
         run.pc, run.waiting, run.wait_event, run.wait_key, run.due_at = pc, None, None, None, None
-        self._save(conn, run)
+        run.dirty = True
 
     def _schedule(self, conn: Connection, run: _Run, at: int, now: int) -> None:
+        run.has_job = True
         enqueue(
             conn,
             STEP,
@@ -915,13 +1030,25 @@ class JourneyEngine:
         sql(
             conn,
             "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
-            "converted = :c, waiting = NULL WHERE id = :id",
-            {"now": now, "r": reason, "c": int(converted), "id": run.id},
+            "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs WHERE id = :id",
+            {
+                "now": now,
+                "r": reason,
+                "c": int(converted),
+                "pc": run.pc,
+                "cs": run.consumed_seq,
+                "id": run.id,
+            },
         )
-        cancel(conn, f"run:{run.id}")
+        run.dirty = False
+        self._forget(conn, run)
+        if run.has_job is not False:
+            cancel(conn, f"run:{run.id}")  # its timer, if any, goes with it
         self._log(conn, run, "Journey Exited", now, {"reason": reason, "converted": converted})
 
     def _save(self, conn: Connection, run: _Run) -> None:
+        run.dirty = False
+        self._forget(conn, run)
         sql(
             conn,
             "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
@@ -940,21 +1067,70 @@ class JourneyEngine:
     def _log(
         self, conn: Connection, run: _Run, name: str, now: int, details: dict[str, Any]
     ) -> None:
+        """Record a decision with its reason (written with the job's other log lines)."""
         if "step" in details:
-            sql(
-                conn,
-                "INSERT INTO journey_passes (journey_id, version, step_id, outcome, run_id, "
-                "at) VALUES (:j, :v, :s, :o, :r, :at)",
-                {
-                    "j": run.journey_id,
-                    "v": run.version,
-                    "s": details["step"],
-                    "o": name,
-                    "r": run.id,
-                    "at": now,
-                },
+            self._state().passes.append(
+                (run.journey_id, run.version, details["step"], name, run.id, now)
             )
         self._append(conn, run, None, now, "track", name, {"properties": details}, source="system")
+
+    @contextmanager
+    def _journal(self, conn: Connection) -> Iterator[None]:
+        """Around each handler: the job's log lines are written when it ends, in its
+        transaction; a handler that fails leaves nothing behind (its savepoint is rolled
+        back, and so is what it had not written yet)."""
+        state = self._state()
+        state.depth += 1
+        try:
+            yield
+            if state.depth == 1:
+                self._flush(conn)
+        finally:
+            state.depth -= 1
+            if state.depth == 0:
+                state.events, state.passes, state.profiles = [], [], {}
+
+    def _state(self) -> _Journal:
+        state: _Journal | None = getattr(self._local, "journal", None)
+        if state is None:
+            state = self._local.journal = _Journal()
+        return state
+
+    def _flush(self, conn: Connection) -> None:
+        """Write the pending log lines: one insert for the counts, one append for the
+        events (Parcours' own, about known customers: the log's fast path)."""
+        state = self._state()
+        if state.passes:
+            insert_rows(
+                conn,
+                journey_passes,
+                ("journey_id", "version", "step_id", "outcome", "run_id", "at"),
+                state.passes,
+            )
+            state.passes = []
+        if state.events:
+            events, state.events = state.events, []
+            append_events(conn, [events], events[-1].received_at, self.region, ())
+
+    def _forget(self, conn: Connection, run: _Run) -> None:
+        """A run written: what the batch read of it beforehand is out of date."""
+        batch = self._batch(conn)
+        if batch is not None:
+            batch.runs.pop(run.id, None)
+
+    def _profile(self, conn: Connection, customer: int) -> dict[str, Any]:
+        """The customer as conditions see them, read once per job (or per batch)."""
+        state = self._state()
+        if state.depth == 0:
+            return customers.conditions_view(conn, customer)
+        profile = state.profiles.get(customer)
+        if profile is None:
+            batch = self._batch(conn)
+            profile = batch.profiles.get(customer) if batch is not None else None
+            if profile is None:
+                profile = customers.conditions_view(conn, customer)
+            state.profiles[customer] = profile
+        return profile
 
     def _append(
         self,
@@ -995,9 +1171,16 @@ class JourneyEngine:
             payload=_encode(document).decode(),
             customer_id=run.customer_id,
         )
-        # What the journey emits may start or move other journeys; its own log lines not.
-        hooks: tuple[Hook, ...] = () if source == "system" else (self.on_events,)
+        state = self._state()
+        if source == "system" and state.depth > 0:
+            state.events.append(event)  # a log line: written when the job ends
+            return
+        # What the journey emits may start or move other journeys, change a segment, and
+        # change the profile: earlier log lines go first, and the profile is read again.
+        self._flush(conn)
+        hooks: tuple[Hook, ...] = () if source == "system" else tuple(self._hooks)
         append_events(conn, [[event]], now, self.region, hooks)
+        state.profiles.clear()
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -1020,19 +1203,27 @@ class JourneyEngine:
     def _listened_names(self, conn: Connection) -> set[str]:
         """Entry events of live journeys, and every event that can move or end a run of a
         version that may still have runs (live, paused or superseded)."""
+        versions = tuple(journeys_api.running_versions(conn))
+        with self._lock:
+            known = self._interest
+        if known is not None and known[0] == versions:
+            return known[1]  # read for every group of events: the same versions, the same set
         names: set[str] = set()
         traits: set[str] = set()
         entry_traits: dict[str, list[str]] = {}
-        for journey_id, version, status in journeys_api.running_versions(conn):
+        for journey_id, version, status in versions:
             journey = self._program(conn, journey_id, version).journey
-            if status == "live" and journey.entry.event:
-                names.add(journey.entry.event)
+            trigger = entry_event(journey)
+            if status == "live" and trigger:
+                names.add(trigger)
             if status == "live" and journey.entry.date_trait:
                 entry_traits.setdefault(journey.entry.date_trait, []).append(journey_id)
             names |= listened_events(journey)
             traits |= waited_traits(journey)
-        self._waited_traits = traits
-        self._entry_traits = entry_traits
+        with self._lock:
+            self._waited_traits = traits
+            self._entry_traits = entry_traits
+            self._interest = (versions, names)
         return names
 
     def _active_runs(self, conn: Connection, customer: int) -> list[_Run]:
@@ -1045,14 +1236,17 @@ class JourneyEngine:
         ).all()
         return [_run_of(row) for row in rows]
 
-    def _load_run(self, conn: Connection, run_id: int, lock: bool = False) -> _Run | None:
-        suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    def _load_run(self, conn: Connection, run_id: int) -> tuple[_Run, str] | None:
+        """An active run, locked, and its version's status (a paused journey holds it)."""
+        suffix = " FOR UPDATE OF r" if conn.dialect.name != "sqlite" else ""
         row = sql(
             conn,
-            f"SELECT * FROM journey_runs WHERE id = :id AND state = 'active'{suffix}",
+            "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
+            "ON v.journey_id = r.journey_id AND v.version = r.version "
+            f"WHERE r.id = :id AND r.state = 'active'{suffix}",
             {"id": run_id},
         ).first()
-        return _run_of(row) if row is not None else None
+        return (_run_of(row), str(row.version_status)) if row is not None else None
 
 
 def _run_of(row: Any) -> _Run:
@@ -1072,10 +1266,6 @@ def _run_of(row: Any) -> _Run:
         entry_message_id=row.entry_message_id,
         consumed_seq=row.consumed_seq,
     )
-
-
-def _profile(conn: Connection, customer: int) -> dict[str, Any]:
-    return customers.conditions_view(conn, customer)
 
 
 def _first_match(goals: list[Goal], name: str, event: dict[str, Any], run: _Run) -> Goal | None:

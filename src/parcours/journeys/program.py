@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parcours.journeys.definition import Journey, Step, parse_duration
+from parcours.segments.api import SEGMENT_ENTERED, SEGMENT_EXITED
+
+# The event `POST /api/journeys/{id}/runs` appends; an `api: true` journey enters on it.
+ENTRY_REQUESTED = "Journey Entry Requested"
 
 
 @dataclass
@@ -55,6 +59,38 @@ def waited_traits(journey: Journey) -> set[str]:
             for option in step.split.paths:
                 pending += option.steps
     return found
+
+
+def entry_event(journey: Journey) -> str | None:
+    """The event whose arrival may enter a customer: the entry's own, a segment entry's
+    `Segment Entered` (or `Segment Exited` with `on: leave`), an API entry's request; None
+    for a date-trait entry (the engine schedules those)."""
+    entry = journey.entry
+    if entry.event is not None:
+        return entry.event
+    if entry.segment is not None:
+        return SEGMENT_ENTERED if entry.on == "enter" else SEGMENT_EXITED
+    if entry.api:
+        return ENTRY_REQUESTED
+    return None
+
+
+def enters_on(journey: Journey, name: str | None, event: dict[str, Any]) -> bool:
+    """Whether this event is the journey's entry trigger (before `where` and re-entry):
+    for a segment, that segment's change, not one made by a batch evaluation unless the
+    entry says `backfill: true`; for the API, a request for this journey."""
+    trigger = entry_event(journey)
+    if trigger is None or name != trigger:
+        return False
+    entry = journey.entry
+    properties = event.get("properties") or {}
+    if entry.segment is not None:
+        return properties.get("segment") == entry.segment and (
+            entry.backfill or not properties.get("backfill")
+        )
+    if entry.api:
+        return properties.get("journey_id") == journey.id
+    return True
 
 
 def listened_events(journey: Journey) -> set[str]:

@@ -33,13 +33,13 @@ from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import internal_event
 from parcours.ingest.writer import Hook, append_events
-from parcours.journeys.definition import parse_duration
 from parcours.messaging import choice, passes, policies, subscriptions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, run
+from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
 
 log = logging.getLogger(__name__)
@@ -260,13 +260,14 @@ class Delivery:
         customer = {**profile["computed"], **traits, "id": f"cus_{customer_id}"}
         properties = event.get("properties") or {}
         name = event.get("event") or ""
+        order = properties if name.startswith("Order") else None
         return {
             "customer": customer,
             "event": {**event, "event": name, "properties": properties},
             "cart": properties if name in CART_EVENTS else None,
-            "order": properties if name.startswith("Order") else None,
+            "order": order,
             "brand": {"name": self.brand.name, "url": self.brand.url},
-            "links": {"shop": self.brand.url, **links},
+            "links": {"shop": self.brand.url, **self.links.for_order(order), **links},
             "message": {"channel": channel, "purpose": purpose},
         }
 

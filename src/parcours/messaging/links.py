@@ -58,6 +58,7 @@ class Links:
 
     signer: Signer
     base_url: str  # where Parcours answers, e.g. https://parcours.example.com
+    wallet_orders: bool = False  # Wallet orders are configured: offer "Add to Apple Wallet"
 
     def unsubscribe(self, outbox_id: int, customer_id: int, channel: str) -> str:
         token = self.signer.sign("unsubscribe", {"m": outbox_id, "c": customer_id, "ch": channel})
@@ -68,6 +69,14 @@ class Links:
 
     def click(self, outbox_id: int, url: str) -> str:
         return f"{self.base_url}/t/c/{self.signer.sign('click', {'m': outbox_id, 'u': url})}"
+
+    def for_order(self, order: dict[str, Any] | None) -> dict[str, str]:
+        """The links a message about an order offers: `wallet_order`, the signed .order of
+        that order for Apple Wallet (when Wallet orders are configured)."""
+        if not self.wallet_orders or not order or order.get("order_id") is None:
+            return {}
+        token = self.signer.sign("order", {"o": str(order["order_id"])})
+        return {"wallet_order": f"{self.base_url}/wallet/orders/add/{token}.order"}
 
 
 _HREF = re.compile(r'href="(https?://[^"]+)"', re.I)

@@ -17,13 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-import phonenumbers
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.journeys.definition import parse_duration
+from parcours.customers.identity import phone_country
 from parcours.runtime.clock import from_ms, to_ms
 from parcours.runtime.db import lock_keys, run
+from parcours.runtime.definitions import parse_duration
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -247,12 +247,9 @@ def customer_country(profile: dict[str, Any], default_region: str) -> str | None
         return country.upper()
     for identity in profile.get("identities", []):
         if identity.get("kind") == "phone":
-            try:
-                region = phonenumbers.region_code_for_number(phonenumbers.parse(identity["value"]))
-            except phonenumbers.NumberParseException:
-                continue
+            region = phone_country(identity["value"])
             if region:
-                return str(region)
+                return region
     return default_region.upper()
 
 

@@ -86,10 +86,14 @@ wallet_passes = Table(
     Column("auth_token", Text, nullable=False),
     Column("fields", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),  # the tag devices ask "changed since"
+    # The same card's generic object in Google Wallet (`issuer.serial`), when offered there.
+    Column("google_object_id", Text, nullable=True),
 )
 Index("ix_wallet_passes_customer", wallet_passes.c.customer_id)
 
+# The devices that added a pass or an order: `serial` is the pass's serial number or the
+# order's identifier (both random, never the same).
 wallet_registrations = Table(
     "wallet_registrations",
     metadata,
@@ -97,5 +101,24 @@ wallet_registrations = Table(
     Column("serial", Text, primary_key=True),
     Column("push_token", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
 )
 Index("ix_wallet_registrations_serial", wallet_registrations.c.serial)
+Index("ix_wallet_registrations_customer", wallet_registrations.c.customer_id)
+
+# Apple Wallet orders (order tracking): one per order of the shop, kept in step with its
+# shipments; `details` holds what order.json shows (lines, total, fulfilments).
+wallet_orders = Table(
+    "wallet_orders",
+    metadata,
+    Column("identifier", Text, primary_key=True),  # orderIdentifier (random)
+    Column("order_id", Text, nullable=False, unique=True),  # the shop's order id
+    Column("customer_id", BigInteger, nullable=False),
+    Column("auth_token", Text, nullable=False),
+    Column("status", Text, nullable=False),  # open | completed | cancelled
+    Column("fulfillment_status", Text, nullable=True),  # the latest shipment's, Apple's word
+    Column("details", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),  # the tag devices ask "changed since"
+)
+Index("ix_wallet_orders_customer", wallet_orders.c.customer_id)

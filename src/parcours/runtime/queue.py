@@ -52,9 +52,13 @@ class Job:
     attempt: int
     max_attempts: int
     customer_id: int | None
+    created_at: int = 0
 
 
 Handler = Callable[[Connection, Job], None]
+# Called with every job of its kind in a batch before they run, to read at once what they
+# will need (an optimisation only: a preparer that fails is rolled back and ignored).
+Preparer = Callable[[Connection, list[Job]], None]
 OnConflict = Literal["ignore", "replace"]
 
 
@@ -101,7 +105,17 @@ def enqueue(
         values,
     )
     if conn.dialect.name != "sqlite":
-        run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+        _notify_once(conn)
+
+
+def _notify_once(conn: Connection) -> None:
+    """NOTIFY the workers, once per transaction (delivered at commit, and one wakes them
+    all: a second in the same transaction would only cost a round trip)."""
+    transaction = conn.get_transaction()
+    if conn.info.get("parcours_notified") is transaction:
+        return
+    run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+    conn.info["parcours_notified"] = transaction
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
@@ -151,12 +165,15 @@ class Worker:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
+        self.preparers: dict[str, Preparer] = {}
         self._after = threading.local()
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, *, prepare: Preparer | None = None) -> None:
         self.handlers[kind] = handler
+        if prepare is not None:
+            self.preparers[kind] = prepare
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the running job's transaction has committed, outside any
@@ -213,6 +230,7 @@ class Worker:
         try:
             with self.db.write() as conn:
                 claimed = self._claim(conn, now, limit)
+                self._prepare(conn, claimed)
                 for job in claimed:
                     self._run_one(conn, job, now)
             actions: list[Callable[[], None]] = self._after.batch
@@ -226,19 +244,24 @@ class Worker:
         return len(claimed)
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
+        """Take the due jobs: deleted as they are claimed (one statement, not one per job),
+        so their unique keys are free for the next jobs their handlers schedule. The
+        deletion commits with the handlers' effects; a job whose handler fails is put back
+        (`_record_failure`)."""
         lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
-        # One query per queue: each walks the (state, queue, run_at, id) index in order and
-        # stops at the limit, where `queue IN (...)` made the database sort every due job.
+        # One statement per queue: each walks the (state, queue, run_at, id) index in order
+        # and stops at the limit, where `queue IN (...)` made the database sort every due job.
         rows = []
         for name in self.queues:
             rows += run(
                 conn,
-                "SELECT id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
-                "customer_id FROM jobs WHERE state = 'available' AND queue = :q "
-                f"AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}",
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'available' "
+                f"AND queue = :q AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}) "
+                "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, "
+                "max_attempts, customer_id, created_at",
                 {"now": now, "limit": limit, "q": name},
             ).all()
-        rows = sorted(rows, key=lambda r: (r.run_at, r.id))[:limit]
+        rows.sort(key=lambda r: (r.run_at, r.id))
         return [
             Job(
                 r.id,
@@ -250,20 +273,33 @@ class Worker:
                 r.attempt,
                 r.max_attempts,
                 r.customer_id,
+                r.created_at,
             )
             for r in rows
         ]
 
+    def _prepare(self, conn: Connection, claimed: list[Job]) -> None:
+        for kind, prepare in self.preparers.items():
+            jobs = [job for job in claimed if job.kind == kind]
+            if not jobs:
+                continue
+            run(conn, "SAVEPOINT parcours_prepare")
+            try:
+                prepare(conn, jobs)
+            except Exception:
+                log.exception("preparing %s jobs failed; they read what they need one by one", kind)
+                run(conn, "ROLLBACK TO SAVEPOINT parcours_prepare")
+            run(conn, "RELEASE SAVEPOINT parcours_prepare")
+
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
-        # A savepoint per job: a handler that fails is rolled back alone. Deleting the job
-        # first frees its unique key, so the handler may schedule the next job under it.
+        # A savepoint per job: a handler that fails is rolled back alone. The job was
+        # deleted when claimed, so the handler may schedule the next job under its key.
         run(conn, "SAVEPOINT parcours_job")
         self._after.job = []
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
-            run(conn, "DELETE FROM jobs WHERE id = :id", {"id": job.id})
             handler(conn, job)
         except Exception as exc:
             run(conn, "ROLLBACK TO SAVEPOINT parcours_job")
@@ -284,10 +320,144 @@ class Worker:
         else:
             log.warning("job %s (%s) failed, attempt %s: %s", job.id, job.kind, attempt, error)
             state, run_at = "available", now + backoff_ms(attempt)
+        # Put back as it was claimed, one attempt further. Should a job with the same key
+        # have been scheduled since (by another job of this batch), that newer one stands.
         run(
             conn,
-            "UPDATE jobs SET attempt = :a, last_error = :e, state = :s, run_at = :r WHERE id = :id",
-            {"a": attempt, "e": error, "s": state, "r": run_at, "id": job.id},
+            "INSERT INTO jobs (id, queue, kind, unique_key, payload, state, run_at, attempt, "
+            "max_attempts, last_error, created_at, customer_id) VALUES (:id, :q, :k, :u, :p, "
+            ":s, :r, :a, :m, :e, :c, :cu) ON CONFLICT DO NOTHING",
+            {
+                "id": job.id,
+                "q": job.queue,
+                "k": job.kind,
+                "u": job.unique_key,
+                "p": _encode(job.payload).decode(),
+                "s": state,
+                "r": run_at,
+                "a": attempt,
+                "m": job.max_attempts,
+                "e": error,
+                "c": job.created_at,
+                "cu": job.customer_id,
+            },
+        )
+
+
+CALL_LEASE_MS = 5 * 60_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call outside the database came to (see `CallAfterCommit`)."""
+
+    error: str | None = None  # None: done; else tried again with backoff
+    retry: bool = True  # False: an error that trying again cannot mend (logged, dropped)
+    record: Callable[[Connection], None] | None = None  # its effects on the database
+
+
+class CallAfterCommit:
+    """Jobs whose work is a call outside the database (APNs, an HTTP API). The handler
+    reads what the call needs in the job's transaction and puts the job back for the end
+    of a lease; the call is made once the batch has committed, outside any transaction,
+    and its outcome is recorded in a short transaction of its own: done (the lease job
+    removed) or retried with backoff, up to the job's `max_attempts`. A process that dies
+    during the call leaves the lease job, so the call is made again: at least once, never
+    lost. Jobs of such a kind carry a unique key (one per thing kept in step); a newer
+    job under that key (a newer change) replaces the lease job and is the one that goes
+    on."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        kind: str,
+        prepare: Callable[[Connection, Job], Any],
+        call: Callable[[Any], Outcome],
+        *,
+        lease_ms: int = CALL_LEASE_MS,
+    ) -> None:
+        self.worker = worker
+        self.kind = kind
+        self.prepare = prepare  # what the call needs, read in the job's transaction; None: nothing
+        self.call = call
+        self.lease_ms = lease_ms
+        self._local = threading.local()
+        worker.register(kind, self._handle)
+
+    def _pending(self) -> list[tuple[Job, dict[str, Any], Any]]:
+        if not hasattr(self._local, "pending"):
+            self._local.pending = []
+        pending: list[tuple[Job, dict[str, Any], Any]] = self._local.pending
+        return pending
+
+    def _handle(self, conn: Connection, job: Job) -> None:
+        if job.unique_key is None:
+            raise ValueError(f"{self.kind} jobs need a unique key")
+        request = self.prepare(conn, job)
+        if request is None:
+            return
+        now = self.worker.clock.now_ms()
+        payload = {**job.payload, "call_attempt": int(job.payload.get("call_attempt", 0)) + 1}
+        enqueue(
+            conn,
+            self.kind,
+            payload,
+            run_at=now + self.lease_ms,
+            now=now,
+            queue=job.queue,
+            unique_key=job.unique_key,
+            customer_id=job.customer_id,
+            max_attempts=job.max_attempts,
+        )
+        self._pending().append((job, payload, request))
+        self.worker.after_commit(self._call_all)
+
+    def _call_all(self) -> None:
+        pending, self._local.pending = self._pending(), []
+        outcomes: list[tuple[Job, dict[str, Any], Outcome]] = []
+        for job, payload, request in pending:
+            try:
+                outcome = self.call(request)
+            except Exception as exc:  # a bug, not the peer: kept and tried again
+                log.exception("%s call for %s failed", self.kind, job.unique_key)
+                outcome = Outcome(error=f"{type(exc).__name__}: {exc}")
+            outcomes.append((job, payload, outcome))
+        with self.worker.db.write() as conn:
+            now = self.worker.clock.now_ms()
+            for job, payload, outcome in outcomes:
+                if outcome.record is not None:
+                    outcome.record(conn)
+                self._settle(conn, job, payload, outcome, now)
+
+    def _settle(
+        self, conn: Connection, job: Job, payload: dict[str, Any], outcome: Outcome, now: int
+    ) -> None:
+        lease = run(
+            conn,
+            "DELETE FROM jobs WHERE unique_key = :k AND payload = :p",
+            {"k": job.unique_key, "p": _encode(payload).decode()},
+        )
+        if not lease.rowcount:
+            return  # a newer change took the key: its own job makes the call again
+        attempt = int(payload["call_attempt"])
+        if outcome.error is None:
+            return
+        if not outcome.retry or attempt >= job.max_attempts:
+            log.error("%s for %s failed for good: %s", self.kind, job.unique_key, outcome.error)
+            return
+        log.warning(
+            "%s for %s failed, attempt %s: %s", self.kind, job.unique_key, attempt, outcome.error
+        )
+        enqueue(
+            conn,
+            self.kind,
+            payload,
+            run_at=now + backoff_ms(attempt),
+            now=now,
+            queue=job.queue,
+            unique_key=job.unique_key,
+            customer_id=job.customer_id,
+            max_attempts=job.max_attempts,
         )
 
 

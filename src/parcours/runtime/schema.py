@@ -12,9 +12,11 @@ def load_all_tables() -> MetaData:
     import parcours.customers.tables
     import parcours.ingest.tables
     import parcours.journeys.tables
+    import parcours.loyalty.tables
     import parcours.messaging.tables
     import parcours.runtime.keys
     import parcours.runtime.queue
-    import parcours.runtime.secrets  # noqa: F401
+    import parcours.runtime.secrets
+    import parcours.segments.tables  # noqa: F401
 
     return metadata

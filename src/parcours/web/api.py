@@ -15,6 +15,8 @@ from parcours.ingest.http import HttpError, json_response, read_body, services_o
 from parcours.ingest.model import EventError, parse_event
 from parcours.runtime.clock import iso
 from parcours.runtime.db import current_revision, head_revision
+from parcours.runtime.definitions import DefinitionError
+from parcours.segments import api as segments
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -33,13 +35,34 @@ def require_admin(request: Request[Any, Any, Any]) -> tuple[Services, str]:
     return services, holder
 
 
+def problems_response(exc: DefinitionError, message: str) -> Response[bytes]:
+    """400 with every problem of a definition (journey, segment), each with its line."""
+    return json_response(
+        {
+            "success": False,
+            "error": {
+                "message": message,
+                "problems": [
+                    {"line": p.line, "path": p.path, "message": p.message} for p in exc.problems
+                ],
+            },
+        },
+        400,
+    )
+
+
 @get("/api/customers/{ref:str}", sync_to_thread=True)
 def get_customer(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
     try:
         services, _ = require_admin(request)
         with services.db.read() as conn:
             customer_id = customers.resolve(conn, ref, services.settings.default_region)
-            return json_response(customers.profile(conn, customer_id))
+            return json_response(
+                {
+                    **customers.profile(conn, customer_id),
+                    "segments": segments.segments_of(conn, customer_id),
+                }
+            )
     except HttpError as exc:
         return exc.response()
     except customers.CustomerNotFound as exc:

@@ -12,30 +12,20 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import text
 
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, json_response, read_body
+from parcours.ingest.http import HttpError, json_response, read_body, read_json
+from parcours.ingest.model import Event
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, simulate
 from parcours.messaging import templates
 from parcours.runtime.clock import iso, parse_iso
-from parcours.web.api import require_admin
+from parcours.web.api import problems_response, require_admin
 
 _decode = msgspec.json.Decoder().decode
 
 
 def _problems(exc: JourneyError) -> Response[bytes]:
-    return json_response(
-        {
-            "success": False,
-            "error": {
-                "message": "the journey is not valid",
-                "problems": [
-                    {"line": p.line, "path": p.path, "message": p.message} for p in exc.problems
-                ],
-            },
-        },
-        400,
-    )
+    return problems_response(exc, "the journey is not valid")
 
 
 @get("/api/journeys")
@@ -194,6 +184,73 @@ def simulate_journey(
     return json_response({"timeline": [{"at": iso(e.at), "what": e.what} for e in entries]})
 
 
+class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    customer: str
+    properties: dict[str, Any] = {}
+    idempotency_key: str | None = None
+
+
+@post("/api/journeys/{journey_id:str}/runs")
+async def enter_customer(
+    request: Request[Any, Any, Any], journey_id: FromPath[str]
+) -> Response[bytes]:
+    """Enter a customer in a live `api: true` journey. The Idempotency-Key header (or
+    `idempotency_key`) makes a repeated call change nothing; the run starts within the
+    second, when the worker reads the request from the log."""
+    try:
+        services, _ = require_admin(request)
+        body = await read_json(request, 32 * 1024, _EntryRequest)
+        header = request.headers.get("idempotency-key", "").strip()
+        given = (body.idempotency_key or "").strip()
+        if header and given and header != given:
+            raise HttpError(
+                400, "the Idempotency-Key header and idempotency_key differ", "idempotency_key"
+            )
+        key = header or given
+        if not key or len(key) > 255:
+            raise HttpError(
+                400,
+                "an Idempotency-Key header (or idempotency_key), 1 to 255 characters, is "
+                "required: a retried call then makes no second run",
+                "Idempotency-Key",
+            )
+
+        def build() -> Event:
+            with services.db.read() as conn:
+                return journeys.entry_request(
+                    conn,
+                    journey_id,
+                    body.customer,
+                    body.properties,
+                    key,
+                    services.settings.default_region,
+                    services.clock.now_ms(),
+                )
+
+        event: Event = await asyncio.to_thread(build)
+        result = await services.writer.append([event])
+        assert event.customer_id is not None
+    except HttpError as exc:
+        return exc.response()
+    except journeys.UnknownJourney as exc:
+        return HttpError(404, str(exc), "journey_id").response()
+    except journeys.LifecycleError as exc:
+        return HttpError(409, str(exc), "journey_id").response()
+    except customers.CustomerNotFound as exc:
+        return HttpError(404, str(exc), "customer").response()
+    except ValueError as exc:
+        return HttpError(400, str(exc), "properties").response()
+    return json_response(
+        {
+            "journey_id": journey_id,
+            "customer_id": customers.public_id(event.customer_id),
+            "messageId": event.message_id,
+            "duplicate": result.duplicates > 0,
+        },
+        202,
+    )
+
+
 def journey_routes() -> list[HTTPRouteHandler]:
     return [
         list_journeys,
@@ -202,4 +259,5 @@ def journey_routes() -> list[HTTPRouteHandler]:
         journey_stats,
         customer_trace,
         simulate_journey,
+        enter_customer,
     ]

@@ -1,29 +1,26 @@
-"""Apple Wallet: issuing a pass (admin API), the customer's download link, and Apple's pass
-web service (register and unregister a device, passes updated since, the latest pass,
-logs), each call authenticated by the pass's own token (docs/channels.md)."""
+"""Apple Wallet: issuing a pass and changing its fields (admin API), the customer's
+download link, and Apple's pass web service (web/wallet_service.py), each call about a
+pass authenticated by its own token (docs/channels.md)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, get, patch, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
+from parcours.ingest.http import HttpError, json_response, read_json, services_of
 from parcours.messaging import passes
 from parcours.messaging.links import BadLink
 from parcours.services import Services
 from parcours.web.api import require_admin
+from parcours.web.wallet_service import WalletService, package_response
 
-log = logging.getLogger(__name__)
-_decode = msgspec.json.Decoder().decode
 PKPASS = "application/vnd.apple.pkpass"
 
 
@@ -59,8 +56,9 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
                 customer_id = customers.resolve(
                     conn, body.customer, services.settings.default_region
                 )
+                google = issuer.google.issuer_id if issuer.google is not None else None
                 return passes.issue(
-                    conn, customer_id, body.kind, body.fields, services.clock.now_ms()
+                    conn, customer_id, body.kind, body.fields, services.clock.now_ms(), google
                 )
 
         try:
@@ -77,6 +75,33 @@ async def issue_pass(request: Request[Any, Any, Any]) -> Response[bytes]:
             record, issuer.organization_name, services.clock.now_ms()
         )
     return json_response(answer, 201)
+
+
+class _FieldsBody(msgspec.Struct, forbid_unknown_fields=True):
+    fields: dict[str, Any]
+
+
+@patch("/api/wallet/passes/{serial:str}")
+async def update_pass(request: Request[Any, Any, Any], serial: FromPath[str]) -> Response[bytes]:
+    """New values for a pass's fields (the points of a loyalty card, a coupon's offer):
+    the devices holding it are told, and its Google Wallet object is patched."""
+    try:
+        services, _ = require_admin(request)
+        _issuer(services)
+        body = await read_json(request, 64 * 1024, _FieldsBody)
+        if "message" in body.fields:
+            raise HttpError(400, "message is set by a send step on the wallet channel", "fields")
+
+        def write() -> dict[str, Any] | None:
+            with services.db.write() as conn:
+                return passes.update_fields(conn, serial, body.fields, services.clock.now_ms())
+
+        record = await asyncio.to_thread(write)
+        if record is None:
+            raise HttpError(404, f"no pass {serial}", "serial")
+    except HttpError as exc:
+        return exc.response()
+    return json_response({"serial": serial, "fields": record["fields"]})
 
 
 @get("/wallet/download/{token:str}")
@@ -105,143 +130,24 @@ def _record(services: Services, serial: str) -> dict[str, Any] | None:
 
 
 def _pkpass(issuer: WalletIssuer, record: dict[str, Any]) -> Response[bytes]:
-    return Response(
-        issuer.build(record),
-        media_type=PKPASS,
-        headers={"Last-Modified": formatdate(record["updated_at"] / 1000, usegmt=True)},
-    )
+    return package_response(issuer.build(record), PKPASS, record)
 
 
-def _authorised(request: Request[Any, Any, Any], services: Services, serial: str) -> dict[str, Any]:
-    """The pass, when the request carries its token (`Authorization: ApplePass <token>`)."""
-    record = _record(services, serial)
-    header = request.headers.get("authorization", "")
-    if record is None or header != f"ApplePass {record['auth_token']}":
-        raise HttpError(401, "unknown pass or wrong authentication token", "authorization")
-    return record
-
-
-@post(
-    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
-    status_code=201,
+PASSES = WalletService(
+    base="/wallet",
+    packages="passes",
+    scheme="ApplePass",
+    since_parameter="passesUpdatedSince",
+    list_key="serialNumbers",
+    tag_key="lastUpdated",
+    unknown_status=401,
+    media_type=PKPASS,
+    check_type=_issuer,
+    find=passes.get,
+    changed_for_device=passes.updated_for_device,
+    build=lambda services, record: _issuer(services).build(record),
 )
-async def register_device(
-    request: Request[Any, Any, Any],
-    device: FromPath[str],
-    pass_type: FromPath[str],
-    serial: FromPath[str],
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        await asyncio.to_thread(_authorised, request, services, serial)
-        try:
-            body = _decode(await read_body(request, 16 * 1024))
-        except msgspec.DecodeError:
-            body = {}
-        push_token = body.get("pushToken") if isinstance(body, dict) else None
-        if not isinstance(push_token, str) or not push_token:
-            raise HttpError(400, "pushToken is required", "pushToken")
-
-        def write() -> bool:
-            with services.db.write() as conn:
-                return passes.register(conn, device, serial, push_token, services.clock.now_ms())
-
-        created = await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
-    return Response(b"", status_code=201 if created else 200)
-
-
-@delete(
-    "/wallet/v1/devices/{device:str}/registrations/{pass_type:str}/{serial:str}",
-    status_code=200,
-)
-async def unregister_device(
-    request: Request[Any, Any, Any],
-    device: FromPath[str],
-    pass_type: FromPath[str],
-    serial: FromPath[str],
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        await asyncio.to_thread(_authorised, request, services, serial)
-
-        def write() -> None:
-            with services.db.write() as conn:
-                passes.unregister(conn, device, serial)
-
-        await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
-    return Response(b"", status_code=200)
-
-
-@get("/wallet/v1/devices/{device:str}/registrations/{pass_type:str}")
-async def updated_passes(
-    request: Request[Any, Any, Any], device: FromPath[str], pass_type: FromPath[str]
-) -> Response[bytes]:
-    """The device's passes changed since `passesUpdatedSince` (our tag: milliseconds)."""
-    try:
-        services = services_of(request)
-        _issuer(services, pass_type)
-        since_text = request.query_params.get("passesUpdatedSince")
-        since = int(since_text) if since_text and since_text.isdigit() else None
-
-        def read() -> list[tuple[str, int]]:
-            with services.db.read() as conn:
-                return passes.updated_for_device(conn, device, since)
-
-        changed = await asyncio.to_thread(read)
-    except HttpError as exc:
-        return exc.response()
-    if not changed:
-        return Response(b"", status_code=204)
-    return json_response(
-        {"serialNumbers": [s for s, _ in changed], "lastUpdated": str(max(t for _, t in changed))}
-    )
-
-
-@get("/wallet/v1/passes/{pass_type:str}/{serial:str}")
-async def latest_pass(
-    request: Request[Any, Any, Any], pass_type: FromPath[str], serial: FromPath[str]
-) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        issuer = _issuer(services, pass_type)
-        record = await asyncio.to_thread(_authorised, request, services, serial)
-        since = request.headers.get("if-modified-since")
-        if since:
-            try:
-                seen = parsedate_to_datetime(since).timestamp() * 1000
-            except (TypeError, ValueError):
-                seen = 0
-            if record["updated_at"] // 1000 * 1000 <= seen:
-                return Response(b"", status_code=304)
-    except HttpError as exc:
-        return exc.response()
-    return _pkpass(issuer, record)
-
-
-@post("/wallet/v1/log", status_code=200)
-async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
-    raw = await read_body(request, 64 * 1024)
-    try:
-        for line in _decode(raw).get("logs", [])[:50]:
-            log.warning("Apple Wallet: %s", str(line)[:500])
-    except (msgspec.DecodeError, AttributeError):
-        pass
-    return Response(b"", status_code=200)
 
 
 def wallet_routes() -> list[HTTPRouteHandler]:
-    return [
-        issue_pass,
-        download,
-        register_device,
-        unregister_device,
-        updated_passes,
-        latest_pass,
-        device_log,
-    ]
+    return [issue_pass, update_pass, download, *PASSES.routes()]

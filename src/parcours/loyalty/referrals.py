@@ -1,0 +1,287 @@
+"""Referrals: a code for every customer who orders, and the friend's first order with it
+credits them, once.
+
+The log's append hook hands every `Order Completed` to a `loyalty.referrals` job, in the
+transaction that stored it. The job issues the customer's code if they have none
+(`Referral Code Issued`, trait `referral_code`), and when the order carries a code of
+someone else's and is the friend's first order, credits that referrer (`Referral
+Converted`, with a reward code); a credit refused is `Referral Not Credited` with its
+reason. Each change of the loyalty tables is written with its event, through the log's one
+door, in one transaction. See docs/loyalty.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.customers import api as customers
+from parcours.customers.projection import MERGE_EVENT, order_key
+from parcours.ingest.model import Event, internal_event
+from parcours.ingest.writer import Hook, append_events
+from parcours.loyalty import codes
+from parcours.loyalty.tables import referral_codes
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import insert_rows, lock_keys, run, select_in
+from parcours.runtime.queue import Job, Worker, enqueue
+
+ORDER_EVENT = "Order Completed"
+ISSUED_EVENT = "Referral Code Issued"
+CONVERTED_EVENT = "Referral Converted"
+NOT_CREDITED_EVENT = "Referral Not Credited"
+CODE_TRAIT = "referral_code"
+SOURCE = "loyalty"
+JOB = "loyalty.referrals"
+# Why a code on an order credited nobody (`reason` of Referral Not Credited).
+SELF_REFERRAL = "self_referral"
+NOT_FIRST_ORDER = "not_first_order"
+ALREADY_CREDITED = "already_credited"
+_FRESH_ATTEMPTS = 20
+
+
+class Referrals:
+    def __init__(self, clock: Clock, default_region: str, hooks: list[Hook]) -> None:
+        self.clock = clock
+        self.region = default_region
+        # The appends of this module run every hook, so journeys see what it records.
+        self.hooks = hooks
+
+    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+        worker.register(JOB, self.react)
+        hooks.append(self.on_events)
+
+    # ---- in the append transaction ------------------------------------------------------
+
+    def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
+        """Append hook: codes follow merged profiles; orders go to a job."""
+        orders: list[dict[str, Any]] = []
+        for event in events:
+            if event.name == MERGE_EVENT and event.source == "system":
+                _follow_merge(conn, event)
+            elif event.type == "track" and event.name == ORDER_EVENT and event.customer_id:
+                orders.append(
+                    {
+                        "customer_id": event.customer_id,
+                        "occurred_at": event.occurred_at,
+                        "order_id": order_key(event.properties, event.message_id),
+                        "codes": codes.codes_in_order(event.properties),
+                    }
+                )
+        if orders:
+            enqueue(conn, JOB, {"orders": orders}, run_at=now, now=now)
+
+    # ---- the job ------------------------------------------------------------------------
+
+    def react(self, conn: Connection, job: Job) -> None:
+        orders: list[dict[str, Any]] = sorted(
+            job.payload["orders"], key=lambda order: order["occurred_at"]
+        )
+        live = customers.live_customers(conn, [order["customer_id"] for order in orders])
+        now = self.clock.now_ms()
+        ordered_at: dict[int, int] = {}  # each customer -> the time of their first order here
+        for order in orders:
+            customer = live.get(int(order["customer_id"]))
+            if customer is None:
+                continue  # erased since
+            if order["codes"]:
+                self._credit(conn, customer, order, now)
+            ordered_at.setdefault(customer, int(order["occurred_at"]))
+        if ordered_at:
+            self._issue(conn, ordered_at, now)
+
+    def _issue(self, conn: Connection, ordered_at: dict[int, int], now: int) -> None:
+        """A code for each of these customers who has none, dated by the order it was issued
+        for (so that importing history issues codes and sends nothing); one append for the
+        whole job. Two workers holding orders of the same customer take turns, and the
+        second finds the code."""
+        lock_keys(conn, [f"referral:{customer}" for customer in ordered_at])
+        wanted = sorted(set(ordered_at) - _holders(conn, set(ordered_at)))
+        first_names: dict[int, str | None] = {}
+        for customer, traits in customers.traits_of(conn, wanted).items():
+            name = traits.get("first_name") or traits.get("firstName")
+            first_names[customer] = name if isinstance(name, str) else None
+        issued = _fresh_codes(conn, first_names)
+        if not issued:
+            return
+        insert_rows(
+            conn,
+            referral_codes,
+            ("code", "customer_id", "issued_at"),
+            [(code, customer, now) for customer, code in issued.items()],
+        )
+        events: list[Event] = []
+        for customer, code in issued.items():
+            at, message_id = ordered_at[customer], f"referral:code:{code}"
+            events += [
+                internal_event(
+                    customer, ISSUED_EVENT, {"code": code}, at, message_id, SOURCE, received_at=now
+                ),
+                internal_event(
+                    customer,
+                    None,
+                    {},
+                    at,
+                    f"{message_id}:trait",
+                    SOURCE,
+                    traits={CODE_TRAIT: code},
+                    received_at=now,
+                ),
+            ]
+        self._append(conn, events, now)
+
+    def _credit(self, conn: Connection, referee: int, order: dict[str, Any], now: int) -> None:
+        owners = dict(
+            select_in(
+                conn,
+                "SELECT code, customer_id FROM referral_codes WHERE code IN ({marks})",
+                order["codes"],
+            )
+        )
+        code = next((c for c in order["codes"] if c in owners), None)
+        if code is None:
+            return  # a discount code of the shop's, or a mistyped one: nobody to credit
+        referrer = customers.live_customers(conn, [owners[code]]).get(int(owners[code]))
+        if referrer is None:
+            return  # the code's owner was erased
+        # Several workers may hold orders of the same friend (one order reported by the shop
+        # and by the site): they take turns here; the referee's primary key is the last guard.
+        lock_keys(conn, [f"referral:{referee}", f"referral:{referrer}"])
+        order_id = str(order["order_id"])
+        at = int(order["occurred_at"])
+        details = {"code": code, "referee_id": customers.public_id(referee), "order_id": order_id}
+        reason = _refusal(conn, referee, referrer, order_id)
+        if reason == "":
+            return  # this very order was already credited (reported twice)
+        if reason is not None:
+            event = internal_event(
+                referrer,
+                NOT_CREDITED_EVENT,
+                {**details, "reason": reason},
+                at,
+                f"referral:not-credited:{referee}:{order_id}",
+                SOURCE,
+                received_at=now,
+            )
+            self._append(conn, [event], now)
+            return
+        reward = _fresh_reward_code(conn)
+        inserted = run(
+            conn,
+            "INSERT INTO referral_conversions (referee_id, referrer_id, code, order_id, "
+            "reward_code, converted_at) VALUES (:referee, :referrer, :code, :o, :reward, :at) "
+            "ON CONFLICT (referee_id) DO NOTHING RETURNING referee_id",
+            {
+                "referee": referee,
+                "referrer": referrer,
+                "code": code,
+                "o": order_id,
+                "reward": reward,
+                "at": now,
+            },
+        ).first()
+        if inserted is None:
+            return
+        count = run(
+            conn,
+            "SELECT count(*) FROM referral_conversions WHERE referrer_id = :r",
+            {"r": referrer},
+        ).scalar_one()
+        event = internal_event(
+            referrer,
+            CONVERTED_EVENT,
+            {**details, "reward_code": reward, "referrals_count": int(count)},
+            at,
+            f"referral:converted:{referee}",
+            SOURCE,
+            received_at=now,
+        )
+        self._append(conn, [event], now)
+
+    def _append(self, conn: Connection, events: list[Event], now: int) -> None:
+        append_events(conn, [events], now, self.region, self.hooks)
+
+
+def _refusal(conn: Connection, referee: int, referrer: int, order_id: str) -> str | None:
+    """Why this order credits nobody: a reason; "" for an order already credited; None
+    when it credits the referrer."""
+    if referee == referrer:
+        return SELF_REFERRAL
+    credited = run(
+        conn,
+        "SELECT order_id FROM referral_conversions WHERE referee_id = :r",
+        {"r": referee},
+    ).scalar()
+    if credited == order_id:
+        return ""
+    if customers.first_order(conn, referee) != order_id:
+        return NOT_FIRST_ORDER
+    if credited is not None:
+        return ALREADY_CREDITED  # a first order again: profiles merged after the credit
+    return None
+
+
+def _holders(conn: Connection, candidates: set[int]) -> set[int]:
+    """Which of these customers hold a referral code."""
+    return {
+        int(customer)
+        for (customer,) in select_in(
+            conn,
+            "SELECT DISTINCT customer_id FROM referral_codes WHERE customer_id IN ({marks})",
+            sorted(candidates),
+        )
+    }
+
+
+def _fresh_codes(conn: Connection, first_names: dict[int, str | None]) -> dict[int, str]:
+    """A new referral code for each customer, none already taken nor given twice here (a
+    race for the same one is the primary key's to refuse; the job is then retried)."""
+    chosen: dict[int, str] = {}
+    pending = dict(first_names)
+    for _ in range(_FRESH_ATTEMPTS):
+        if not pending:
+            return chosen
+        offered: dict[str, int] = {}
+        for customer, name in pending.items():
+            offered.setdefault(codes.new_referral_code(name), customer)
+        taken = {
+            code
+            for (code,) in select_in(
+                conn, "SELECT code FROM referral_codes WHERE code IN ({marks})", list(offered)
+            )
+        }
+        for code, customer in offered.items():
+            if code not in taken:
+                chosen[customer] = code
+                del pending[customer]
+    if pending:
+        raise RuntimeError(f"no free referral code after {_FRESH_ATTEMPTS} attempts")
+    return chosen
+
+
+def _fresh_reward_code(conn: Connection) -> str:
+    for _ in range(_FRESH_ATTEMPTS):
+        candidate = codes.new_reward_code()
+        if (
+            run(
+                conn,
+                "SELECT 1 FROM referral_conversions WHERE reward_code = :v",
+                {"v": candidate},
+            ).first()
+            is None
+        ):
+            return candidate
+    raise RuntimeError(f"no free reward code after {_FRESH_ATTEMPTS} attempts")
+
+
+def _follow_merge(conn: Connection, event: Event) -> None:
+    params = {
+        "new": int(event.properties["survivor_id"]),
+        "old": int(event.properties["merged_id"]),
+    }
+    run(conn, "UPDATE referral_codes SET customer_id = :new WHERE customer_id = :old", params)
+    run(
+        conn,
+        "UPDATE referral_conversions SET referrer_id = :new WHERE referrer_id = :old",
+        params,
+    )

@@ -1,0 +1,187 @@
+"""Definitions people write (journeys, segments): YAML or JSON read into msgspec structs, every
+problem named with its line and path; and the durations they are written with (`90s`, `3d`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import msgspec
+import yaml
+
+T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true and false. YAML 1.1 also reads on, off, yes and no as
+    booleans, which would turn a journey's `on: leave` into `True: leave`."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class DefinitionError(ValueError):
+    """A definition that cannot be used; `problems` lists every mistake with its line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class LineMap:
+    """The line of every mapping key and list item, by JSONPath-like path ($.steps[0].send)."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, int] = {}
+
+    def walk(self, node: Any, path: str) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = f"{path}.{key_node.value}"
+                self.lines[child] = key_node.start_mark.line + 1
+                self.walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, f"{path}[{index}]")
+
+    def line_of(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path) if path != "$" else ""
+        return None
+
+    def problems(self, found: list[tuple[str, str]]) -> list[Problem]:
+        """(path, message) pairs as problems with their lines."""
+        return [Problem(self.line_of(path), show(path), message) for path, message in found]
+
+
+def load_document(
+    source: str, kind: type[T], what: str, error: type[DefinitionError]
+) -> tuple[T, LineMap]:
+    """Parse YAML (JSON is YAML too) into `kind`; raise `error` naming the line of the first
+    mistake msgspec finds. `what` says what the document should be, for a non-mapping."""
+    lines = LineMap()
+    try:
+        node = yaml.compose(source, Loader=_Loader)
+        document = yaml.load(source, Loader=_Loader)  # a SafeLoader: no Python objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise error([Problem(line, "", f"not valid YAML: {_yaml_reason(exc)}")]) from None
+    if not isinstance(document, dict):
+        raise error([Problem(1, "", what)])
+    lines.walk(node, "$")
+    try:
+        return msgspec.convert(document, kind), lines
+    except msgspec.ValidationError as exc:
+        raise error(lines.problems([split_msgspec(str(exc))])) from None
+
+
+_MSGSPEC_AT = re.compile(r"^(.*?)(?: - at `(\$[^`]*)`)?$", re.S)
+
+
+def split_msgspec(text: str, base: str = "$") -> tuple[str, str]:
+    """A msgspec validation message as (path, message); `base` prefixes its path when the
+    struct was converted from a part of the document."""
+    match = _MSGSPEC_AT.match(text)
+    assert match is not None
+    message, path = match.group(1), base + (match.group(2) or "$")[1:]
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        return f"{path}.{missing.group(1)}", "is required"
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        return f"{path}.{unknown.group(1)}", "is not a known field here"
+    return path, message[:1].lower() + message[1:]
+
+
+def show(path: str) -> str:
+    return path.removeprefix("$").removeprefix(".")
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    return str(problem) if problem else str(exc).splitlines()[0]
+
+
+# ---- durations ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<y>\d+)Y)?(?:(?P<mo>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<mi>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A plain duration (elapsed time), or calendar months/years for P1M, P1Y."""
+
+    seconds: int
+    months: int = 0
+
+
+def parse_duration(text: str, *, signed: bool = False) -> Duration:
+    """`90s`, `45m`, `2h`, `3d`, `2w`, or ISO 8601 (`PT2H`, `P1M`); raise ValueError."""
+    value = text.strip()
+    negative = signed and value.startswith("-")
+    if negative:
+        value = value[1:]
+    match = _DURATION.match(value)
+    if match:
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+        return Duration(-seconds if negative else seconds)
+    iso = _ISO_DURATION.match(value)
+    if iso and value not in ("P", "PT") and not value.endswith("T"):
+        parts = {k: int(v) for k, v in iso.groupdict().items() if v}
+        seconds = int(
+            timedelta(
+                weeks=parts.get("w", 0),
+                days=parts.get("d", 0),
+                hours=parts.get("h", 0),
+                minutes=parts.get("mi", 0),
+                seconds=parts.get("s", 0),
+            ).total_seconds()
+        )
+        months = parts.get("y", 0) * 12 + parts.get("mo", 0)
+        return Duration(-seconds, -months) if negative else Duration(seconds, months)
+    raise ValueError(
+        f"{text!r} is not a duration: write 90s, 45m, 2h, 3d, 2w or ISO 8601 such as PT2H or P1M"
+    )
+
+
+def check_duration(
+    text: Any, path: str, problems: list[tuple[str, str]], *, signed: bool = False
+) -> None:
+    if not isinstance(text, str):
+        problems.append((path, f"{text!r} is not a duration: write 90s, 45m, 2h, 3d or 2w"))
+        return
+    try:
+        parse_duration(text, signed=signed)
+    except ValueError as exc:
+        problems.append((path, str(exc)))

@@ -1,0 +1,131 @@
+"""Admin API for segments: define and change them, read them and their members."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from litestar import Request, Response, get, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
+
+from parcours.customers.api import public_id
+from parcours.ingest.http import HttpError, json_response, read_body
+from parcours.segments import api as segments
+from parcours.segments.definition import SegmentError
+from parcours.web.api import problems_response, require_admin
+
+MAX_DEFINITION_BYTES = 64 * 1024
+
+
+async def _save(
+    request: Request[Any, Any, Any], mode: Literal["create", "update"], segment_id: str | None
+) -> Response[bytes]:
+    try:
+        services, user = require_admin(request)
+        source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
+        saved = await asyncio.to_thread(
+            segments.save,
+            services.db,
+            source,
+            user,
+            services.clock.now_ms(),
+            mode=mode,
+            segment_id=segment_id,
+        )
+    except HttpError as exc:
+        return exc.response()
+    except SegmentError as exc:
+        return problems_response(exc, "the segment is not valid")
+    except segments.SegmentExists as exc:
+        return HttpError(409, str(exc), "id").response()
+    except segments.UnknownSegment as exc:
+        return HttpError(404, str(exc), "id").response()
+    except segments.SegmentIdMismatch as exc:
+        return HttpError(400, str(exc), "id").response()
+    return json_response(
+        {
+            "id": saved.segment_id,
+            "generation": saved.generation,
+            "changed": saved.changed,
+            "evaluation": "evaluating" if saved.changed else "unchanged",
+        },
+        201 if mode == "create" else 200,
+    )
+
+
+@post("/api/segments")
+async def create_segment(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The body is the definition (YAML or JSON); every customer is then evaluated on it."""
+    return await _save(request, "create", None)
+
+
+@put("/api/segments/{segment_id:str}")
+async def update_segment(
+    request: Request[Any, Any, Any], segment_id: FromPath[str]
+) -> Response[bytes]:
+    """A new definition for the segment; every customer is evaluated on it again."""
+    return await _save(request, "update", segment_id)
+
+
+@get("/api/segments", sync_to_thread=True)
+def list_segments(request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+    except HttpError as exc:
+        return exc.response()
+    with services.db.read() as conn:
+        return json_response({"segments": segments.listing(conn)})
+
+
+@get("/api/segments/{segment_id:str}", sync_to_thread=True)
+def get_segment(request: Request[Any, Any, Any], segment_id: FromPath[str]) -> Response[bytes]:
+    try:
+        services, _ = require_admin(request)
+        with services.db.read() as conn:
+            return json_response(segments.describe(conn, segment_id))
+    except HttpError as exc:
+        return exc.response()
+    except segments.UnknownSegment as exc:
+        return HttpError(404, str(exc), "segment_id").response()
+
+
+@get("/api/segments/{segment_id:str}/members", sync_to_thread=True)
+def segment_members(
+    request: Request[Any, Any, Any],
+    segment_id: FromPath[str],
+    limit: FromQuery[int] = 100,
+    after: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    """Current members in customer id order; `next_after` is the cursor of the next page."""
+    try:
+        services, _ = require_admin(request)
+        if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
+            raise HttpError(
+                400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit"
+            )
+        cursor = 0
+        if after:
+            digits = after.removeprefix("cus_")
+            if not digits.isdigit():
+                raise HttpError(
+                    400, f"after is a customer id such as cus_42, not {after!r}", "after"
+                )
+            cursor = int(digits)
+        with services.db.read() as conn:
+            page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
+    except HttpError as exc:
+        return exc.response()
+    except segments.UnknownSegment as exc:
+        return HttpError(404, str(exc), "segment_id").response()
+    return json_response(
+        {
+            "segment": segment_id,
+            "members": page,
+            "next_after": public_id(last) if last is not None else None,
+        }
+    )
+
+
+def segments_admin_routes() -> list[HTTPRouteHandler]:
+    return [create_segment, update_segment, list_segments, get_segment, segment_members]

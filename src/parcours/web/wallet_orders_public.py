@@ -1,0 +1,119 @@
+"""Apple Wallet orders: the customer's "Add to Apple Wallet" link (the signed .order of
+their order), the merchant's look at an order's Wallet order, and Apple's Wallet Orders web
+service at `{public_url}/wallet/orders/v1/...` (web/wallet_service.py), each call about an
+order authenticated by its token (`Authorization: AppleOrder <token>`) (docs/channels.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from parcours.channels.wallet import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
+from parcours.ingest.http import HttpError, json_response, services_of
+from parcours.messaging import passes, wallet_orders
+from parcours.messaging.links import BadLink
+from parcours.runtime.clock import iso
+from parcours.runtime.i18n import accept_language, pick_locale, text
+from parcours.services import Services
+from parcours.web.api import require_admin
+from parcours.web.wallet_service import WalletService, package_response
+
+
+def _orders(services: Services, order_type: str | None = None) -> WalletOrders:
+    """The brand's Wallet orders; with `order_type`, only when it is ours."""
+    provider = services.delivery.providers.for_channel("wallet")
+    orders = provider.orders if isinstance(provider, WalletIssuer) else None
+    if orders is None:
+        raise HttpError(404, "Wallet orders are not configured (channels.wallet.orders)", "")
+    if order_type is not None and order_type != orders.order_type_identifier:
+        raise HttpError(404, "not our order type", "orderTypeIdentifier")
+    return orders
+
+
+@get("/wallet/orders/add/{token:str}")
+async def add_order(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
+    """The customer's link: the signed .order, which Safari offers to add to Wallet. A
+    link that is not ours, or an order not issued yet, is told in the customer's words."""
+    services = services_of(request)
+    try:
+        orders = _orders(services)
+        signed = services.delivery.links.signer.verify("order", token.removesuffix(".order"))
+        order_id = str(signed["o"])
+    except (HttpError, BadLink, KeyError):
+        return _not_found(request)
+
+    def read() -> dict[str, Any] | None:
+        with services.db.read() as conn:
+            return wallet_orders.by_order(conn, order_id)
+
+    record = await asyncio.to_thread(read)
+    if record is None:
+        return _not_found(request)
+    return package_response(orders.build(record), ORDER_MEDIA_TYPE, record)
+
+
+def _not_found(request: Request[Any, Any, Any]) -> Response[bytes]:
+    locale = pick_locale(accept_language(request.headers.get("accept-language")))
+    return Response(
+        text(locale, "wallet.not_found").encode(),
+        status_code=404,
+        media_type="text/plain; charset=utf-8",
+    )
+
+
+@get("/api/wallet/orders/{order_id:str}")
+async def order_status(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[bytes]:
+    """An order's Wallet order as the merchant sees it: status, latest shipment status,
+    its tag, how many devices hold it, and the customer's link."""
+    try:
+        services, _ = require_admin(request)
+        _orders(services)
+
+        def read() -> tuple[dict[str, Any] | None, int]:
+            with services.db.read() as conn:
+                record = wallet_orders.by_order(conn, order_id)
+                devices = len(passes.push_tokens(conn, record["identifier"])) if record else 0
+                return record, devices
+
+        record, devices = await asyncio.to_thread(read)
+        if record is None:
+            raise HttpError(404, f"no Wallet order for order {order_id}", "order_id")
+    except HttpError as exc:
+        return exc.response()
+    links = services.delivery.links.for_order({"order_id": order_id})
+    return json_response(
+        {
+            "order_id": order_id,
+            "order_identifier": record["identifier"],
+            "customer": f"cus_{record['customer_id']}",
+            "status": record["status"],
+            "fulfillment_status": record["fulfillment_status"],
+            "updated_at": iso(record["updated_at"]),
+            "devices": devices,
+            "add_to_wallet": links.get("wallet_order"),
+        }
+    )
+
+
+ORDERS = WalletService(
+    base="/wallet/orders",
+    packages="orders",
+    scheme="AppleOrder",
+    since_parameter="ordersModifiedSince",
+    list_key="orderIdentifiers",
+    tag_key="lastModified",
+    unknown_status=404,
+    media_type=ORDER_MEDIA_TYPE,
+    check_type=_orders,
+    find=wallet_orders.get,
+    changed_for_device=wallet_orders.updated_for_device,
+    build=lambda services, record: _orders(services).build(record),
+)
+
+
+def wallet_order_routes() -> list[HTTPRouteHandler]:
+    return [add_order, order_status, *ORDERS.routes()]
