@@ -317,3 +317,15 @@ def test_health_and_readiness(client: TestClient[Any]) -> None:
     assert client.get("/healthz").json() == {"status": "alive"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["migration"]
+
+
+def test_a_stopped_writer_answers_503_so_that_clients_retry(
+    client: TestClient[Any], services: Services
+) -> None:
+    services.writer.close()
+    single = post(client, "/v1/track", {"userId": "u", "event": "Product Viewed"})
+    batch = post(client, "/v1/batch", {"batch": [{"type": "track", "userId": "u", "event": "E"}]})
+    for response in (single, batch):
+        assert response.status_code == 503
+        assert response.json()["code"] == "unavailable"
+    assert count(services) == 0

@@ -68,7 +68,8 @@ def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOpti
 
 def _serve(settings: Settings, *, demo: bool) -> None:
     made_metrics_dir = None
-    if settings.http_workers > 1 and METRICS_DIR_VARIABLE not in os.environ:
+    several = settings.http_workers > 1 or _own_writer_process(settings)
+    if several and METRICS_DIR_VARIABLE not in os.environ:
         import tempfile
 
         made_metrics_dir = tempfile.mkdtemp(prefix="parcours-metrics-")
@@ -82,6 +83,19 @@ def _serve(settings: Settings, *, demo: bool) -> None:
             shutil.rmtree(made_metrics_dir, ignore_errors=True)
 
 
+def _own_writer_process(settings: Settings) -> bool:
+    """One server process on SQLite: the writer runs in a child of its own (docs/core.md),
+    whose counters reach /metrics through the multiprocess directory."""
+    from parcours.ingest.writer_process import available
+
+    return (
+        settings.http_workers == 1
+        and settings.writer_process
+        and settings.resolved_database_url.startswith("sqlite")
+        and available()
+    )
+
+
 def _serve_with(settings: Settings, *, demo: bool) -> None:
     import uvicorn
 
@@ -90,7 +104,7 @@ def _serve_with(settings: Settings, *, demo: bool) -> None:
     from parcours.services import Services
 
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    services = Services.open(settings)
+    services = Services.open(settings, writer_process=_own_writer_process(settings))
     if settings.serve_worker:
         services.start_worker()
     _first_start_keys(services)

@@ -16,6 +16,7 @@ from parcours.channels.sms import Pricing
 from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
+from parcours.ingest.writer_process import RemoteWriter
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
 from parcours.loyalty.referrals import Referrals
@@ -53,7 +54,7 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
-    writer: Writer
+    writer: Writer | RemoteWriter
     keys: KeyChecker
     worker: Worker
     engine: JourneyEngine
@@ -66,9 +67,15 @@ class Services:
 
     @classmethod
     def open(
-        cls, settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        run_migrations: bool = True,
+        writer_process: bool = False,
     ) -> Services:
-        """Connect, migrate, register the keys given in the settings, start the writer."""
+        """Connect, migrate, register the keys given in the settings, start the writer (in
+        a child process of its own with `writer_process`: `parcours serve`)."""
         if settings.sector and settings.sector not in SECTOR_PRESETS:
             raise SettingsError(
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
@@ -91,13 +98,17 @@ class Services:
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None
-        writer = Writer(
-            db,
-            clock=clock,
-            default_region=settings.default_region,
-            batch_events=settings.ingest_batch_events,
-            threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
-        )
+        writer: Writer | RemoteWriter
+        if writer_process:
+            writer = RemoteWriter(settings)
+        else:
+            writer = Writer(
+                db,
+                clock=clock,
+                default_region=settings.default_region,
+                batch_events=settings.ingest_batch_events,
+                threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
+            )
         worker = Worker(
             db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE)
         )
@@ -133,8 +144,12 @@ class Services:
         )
         delivery.install(worker)
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
-        writer.on_commit(lambda _events: worker.wake.set())
-        writer.start()
+        writer.on_commit(worker.wake.set)
+        try:
+            writer.start()
+        except Exception:
+            db.dispose()
+            raise
         return cls(
             settings,
             db,

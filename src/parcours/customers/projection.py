@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -34,6 +34,9 @@ DEFAULT_CURRENCY = "USD"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+
+
+_OBSERVED_AT = {name: f"{name}_at" for name in ("timezone", "locale", "country")}
 
 
 @dataclass
@@ -61,10 +64,11 @@ class Profile:
 
     def observe(self, name: str, value: Any, at: int) -> None:
         """A computed value read from context, kept if it is the newest seen."""
-        previous = self.computed.get(f"{name}_at")
+        at_name = _OBSERVED_AT.get(name) or f"{name}_at"
+        previous = self.computed.get(at_name)
         if previous is None or at >= previous:
             self.computed[name] = value
-            self.computed[f"{name}_at"] = at
+            self.computed[at_name] = at
 
     def absorb(self, other: Profile) -> None:
         """Take every trait of a merged profile; the newer value of each wins."""
@@ -78,6 +82,26 @@ class Profile:
             if values:
                 self.computed[name] = pick(values)
         self.created_at = min(self.created_at, other.created_at)
+
+
+_ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "currency",
+    "total",
+    "refunded",
+    "status",
+    "occurred_at",
+)
+
+
+class _OrderRow(NamedTuple):
+    customer_id: int
+    currency: str
+    total: str
+    refunded: str
+    status: str
+    occurred_at: int
 
 
 @dataclass
@@ -103,30 +127,13 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
-        self._keys: dict[int, list[Key]] = {}
         self._highest: int | None = None
 
     # ---- identity -------------------------------------------------------------------
 
     def keys_of(self, event: Event) -> list[Key]:
         """The event's identities, normalised (computed once per event)."""
-        cached = self._keys.get(id(event))
-        if cached is not None:
-            return cached
-        keys: list[Key] = []
-        if event.user_id:
-            keys.append(("user_id", event.user_id))
-        if event.anonymous_id:
-            keys.append(("anonymous_id", event.anonymous_id))
-        keys.extend(event.external_ids)
-        context_traits = event.context.get("traits")
-        if context_traits and isinstance(context_traits, dict):
-            keys.extend(traits_identities(context_traits, self.region))
-        if event.type == "identify":
-            keys.extend(traits_identities(event.traits, self.region))
-        unique = list(dict.fromkeys(keys))
-        self._keys[id(event)] = unique
-        return unique
+        return event_keys(event, self.region)
 
     def resolve(self, events: list[Event]) -> list[Event]:
         """Give every event its customer; return the merge events to append with them."""
@@ -143,9 +150,10 @@ class Projector:
                 event.customer_id = self._resolve_alias(event, keys)
             else:
                 event.customer_id = self._resolve_one(event, keys)
-        for event in events:
-            if event.customer_id is not None:
-                event.customer_id = self._find(event.customer_id)
+        if self.parent:  # merges in this group: point every event at the survivor
+            for event in events:
+                if event.customer_id is not None:
+                    event.customer_id = self._find(event.customer_id)
         self._attribute_by_order([e for e in events if e.customer_id is None])
         self._write_identities()
         return self._merge_events()
@@ -173,8 +181,12 @@ class Projector:
         if not keys:
             return None
         owner = self.owner.get(keys[0])
-        if owner is not None and all(self.owner.get(key) == owner for key in keys[1:]):
-            return self._find(owner)  # the usual case: every identity already known, one person
+        if owner is not None:
+            for key in keys[1:]:
+                if self.owner.get(key) != owner:
+                    break
+            else:  # the usual case: every identity already known, one person
+                return self._find(owner)
         user_id = event.user_id
         candidates = self._owners_by_priority(keys)
         target: int | None = None
@@ -463,30 +475,21 @@ class Projector:
     def _write_orders(self, orders: _Orders) -> set[int]:
         """Record orders once per order id; return the customers whose totals changed."""
         touched: set[int] = set()
-        ids = list(orders.placed)
-        existing: set[str] = set()
-        for part in chunks(ids):
-            existing |= set(
-                self.conn.execute(
-                    select(customer_orders.c.order_id).where(customer_orders.c.order_id.in_(part))
-                ).scalars()
+        existing = {
+            row[0]
+            for row in select_in(
+                self.conn,
+                "SELECT order_id FROM customer_orders WHERE order_id IN ({marks})",
+                list(orders.placed),
             )
-        rows: list[dict[str, Any]] = [
-            {
-                "order_id": order_id,
-                "customer_id": customer,
-                "currency": currency,
-                "total": str(total),
-                "refunded": "0",
-                "status": "placed",
-                "occurred_at": at,
-            }
+        }
+        rows = [
+            (order_id, customer, currency, str(total), "0", "placed", at)
             for order_id, (customer, currency, total, at) in orders.placed.items()
             if order_id not in existing
         ]
-        if rows:
-            self.conn.execute(insert(customer_orders), rows)
-            touched |= {int(row["customer_id"]) for row in rows}
+        insert_rows(self.conn, customer_orders, _ORDER_COLUMNS, rows)
+        touched |= {row[1] for row in rows}
         changed = list(orders.cancelled | {order_id for order_id, _ in orders.refunds})
         if changed:
             current = {
@@ -513,12 +516,16 @@ class Projector:
         return touched
 
     def _recount_orders(self, profiles: dict[int, Profile], customer_ids: set[int]) -> None:
-        per_customer: dict[int, list[Any]] = defaultdict(list)
-        for part in chunks(sorted(customer_ids)):
-            for row in self.conn.execute(
-                select(customer_orders).where(customer_orders.c.customer_id.in_(part))
-            ):
-                per_customer[row.customer_id].append(row)
+        per_customer: dict[int, list[_OrderRow]] = defaultdict(list)
+        rows = select_in(
+            self.conn,
+            f"SELECT {', '.join(_OrderRow._fields)} FROM customer_orders "
+            "WHERE customer_id IN ({marks})",
+            sorted(customer_ids),
+        )
+        for row in rows:
+            order = _OrderRow(*row)
+            per_customer[order.customer_id].append(order)
         for customer in customer_ids:
             if customer in profiles:
                 _set_order_traits(profiles[customer], per_customer.get(customer, []))
@@ -590,6 +597,29 @@ class Projector:
         )
 
 
+def event_keys(event: Event, default_region: str) -> list[Key]:
+    """The event's identities, normalised: user id, anonymous id, external ids, and the
+    email and phone of its traits. Kept on the event (`Event.identities`)."""
+    if event.identities is not None:
+        return event.identities
+    keys: list[Key] = []
+    if event.user_id:
+        keys.append(("user_id", event.user_id))
+    if event.anonymous_id:
+        keys.append(("anonymous_id", event.anonymous_id))
+    ids_only = len(keys)  # a user id and an anonymous id cannot repeat each other
+    keys.extend(event.external_ids)
+    context_traits = event.context.get("traits")
+    if context_traits and isinstance(context_traits, dict):
+        keys.extend(traits_identities(context_traits, default_region))
+    if event.type == "identify":
+        keys.extend(traits_identities(event.traits, default_region))
+    if len(keys) > ids_only:
+        keys = list(dict.fromkeys(keys))
+    event.identities = keys
+    return keys
+
+
 def _apply(profile: Profile, event: Event) -> None:
     at = event.occurred_at
     computed = profile.computed
@@ -642,7 +672,7 @@ def _country_of(event: Event) -> str | None:
     return None
 
 
-def _set_order_traits(profile: Profile, rows: list[Any]) -> None:
+def _set_order_traits(profile: Profile, rows: list[_OrderRow]) -> None:
     placed = [row for row in rows if row.status != "cancelled"]
     computed = profile.computed
     computed["orders_count"] = len(placed)

@@ -20,6 +20,7 @@ from parcours.ingest.model import (
     parse_event,
     write_key_in_body,
 )
+from parcours.ingest.writer import WriterClosed
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -138,7 +139,10 @@ def _single(kind: str) -> HTTPRouteHandler:
         except EventError as exc:
             ingest_metrics.rejected("api", exc.kind)
             return HttpError(400, str(exc), exc.field).response()
-        result = await services.writer.append([event])
+        try:
+            result = await services.writer.append([event])
+        except WriterClosed as exc:
+            return HttpError(503, str(exc)).response()
         return json_response(
             {"success": True, "messageId": event.message_id, "duplicate": result.duplicates == 1}
         )
@@ -164,7 +168,10 @@ async def segment_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         return HttpError(400, str(exc), exc.field).response()
     for rejection in parsed.rejected:
         ingest_metrics.rejected("api", rejection.kind)
-    result = await services.writer.append(parsed.events)
+    try:
+        result = await services.writer.append(parsed.events)
+    except WriterClosed as exc:  # stopping, or the writer process is being replaced
+        return HttpError(503, str(exc)).response()
     return json_response(
         {
             "success": True,

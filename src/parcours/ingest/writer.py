@@ -70,12 +70,12 @@ class Writer:
         self._start_lock = threading.Lock()
         self._thread_count = threads
         self._closed = False
-        self._listeners: list[Callable[[list[Event]], None]] = []
+        self._listeners: list[Callable[[], None]] = []
         self.hooks: list[Hook] = []
         self._counted = counting()  # False for the journey simulator's own writer
 
-    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
-        """Call `listener` with the newly stored events after each commit (in the writer)."""
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit that stored events (in the writer thread)."""
         self._listeners.append(listener)
 
     def add_hook(self, hook: Hook) -> None:
@@ -117,6 +117,18 @@ class Writer:
 
     async def append(self, events: list[Event]) -> AppendResult:
         return await asyncio.wrap_future(self.submit(events))
+
+    @property
+    def batch_events(self) -> int:
+        return self._batch_events
+
+    def commit_now(self, batches: list[list[Event]]) -> list[Future[AppendResult]]:
+        """Commit these submissions as one group in the calling thread, as the writer thread
+        would (retries, a bad submission failing alone, listeners): the writer process
+        feeds its writer this way, from the thread that reads the socket."""
+        group = [_Submission(events, Future()) for events in batches]
+        self._commit_group(group)
+        return [submission.future for submission in group]
 
     def append_sync(self, events: list[Event]) -> AppendResult:
         return self.submit(events).result()
@@ -179,7 +191,7 @@ class Writer:
         if stored:
             for listener in self._listeners:
                 try:
-                    listener(stored)
+                    listener()
                 except Exception:
                     log.exception("commit listener failed")
 
@@ -258,13 +270,15 @@ def append_events(
     return results, new_events
 
 
-def _lock_keys(projector: Projector, events: list[Event]) -> list[str]:
-    keys: list[str] = []
+def _lock_keys(projector: Projector, events: list[Event]) -> set[str]:
+    """The identity keys these events may touch, each once (a shopper's events repeat
+    theirs, and each key is hashed to its lock)."""
+    keys: set[str] = set()
     for event in events:
-        keys.extend(f"{kind}:{value}" for kind, value in projector.keys_of(event))
+        keys.update(f"{kind}:{value}" for kind, value in projector.keys_of(event))
         if event.previous_id:
-            keys.append(f"user_id:{event.previous_id}")
-            keys.append(f"anonymous_id:{event.previous_id}")
+            keys.add(f"user_id:{event.previous_id}")
+            keys.add(f"anonymous_id:{event.previous_id}")
     return keys
 
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.pool import QueuePool
+
+try:
+    import fcntl
+except ImportError:  # Windows: processes fall back on SQLite's busy handler
+    fcntl = None  # type: ignore[assignment]
 
 metadata = MetaData(
     naming_convention={
@@ -46,7 +53,9 @@ class Database:
                 connect_args={"check_same_thread": False, "timeout": 30},
             )
             _configure_sqlite(self.engine)
+            self._gate: WriteGate | None = WriteGate.for_sqlite(self.url)
         else:
+            self._gate = None
             self.engine = create_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
 
     @property
@@ -56,7 +65,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that will write: BEGIN IMMEDIATE on SQLite, so it never upgrades late."""
-        with self.engine.connect() as conn:
+        with self._gate or nullcontext(), self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield conn
@@ -69,6 +78,79 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._gate is not None:
+            self._gate.close()
+
+
+class WriteGate:
+    """SQLite's one writer at a time, as a queue: threads of this process take turns in
+    arrival order, processes on a file lock beside the database. A waiting writer starts
+    the moment the lock is free, where SQLite's busy handler would poll it with sleeps of
+    1 to 100 ms (and let one thread starve another)."""
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._turns = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()
+        self._holder = threading.local()
+        self._path = lock_path if fcntl is not None else None
+        self._fd = -1  # opened at the first write, closed by Database.dispose
+
+    @classmethod
+    def for_sqlite(cls, url: str) -> WriteGate:
+        if ":///" not in url:
+            return cls(None)  # an in-memory database: this process only
+        path = url.split(":///", 1)[1].split("?", 1)[0]
+        return cls(None if path in ("", ":memory:") else f"{path}-writer.lock")
+
+    def __enter__(self) -> None:
+        if getattr(self._holder, "inside", False):
+            raise RuntimeError("a write transaction inside another on the same SQLite database")
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            try:
+                while ticket != self._serving:
+                    self._turns.wait()
+            except BaseException:  # interrupted while waiting: give the turn up
+                self._abandoned.add(ticket)
+                if ticket == self._serving:
+                    self._advance()
+                raise
+        try:
+            if self._path is not None:
+                if self._fd < 0:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._next_turn()
+            raise
+        self._holder.inside = True
+
+    def __exit__(self, *_: object) -> None:
+        self._holder.inside = False
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._next_turn()
+
+    def _next_turn(self) -> None:
+        with self._turns:
+            self._advance()
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.remove(self._serving)
+            self._serving += 1
+        self._turns.notify_all()
+
+    def close(self) -> None:
+        with self._turns:  # not while a thread holds the lock
+            if self._fd < 0 or self._serving != self._next_ticket:
+                return
+            os.close(self._fd)
+            self._fd = -1
 
 
 def normalise_url(url: str) -> str:

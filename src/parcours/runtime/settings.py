@@ -32,6 +32,8 @@ class Settings:
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
     http_workers: int = 1
+    # serve on SQLite: the writer in a process of its own (with http_workers = 1; POSIX)
+    writer_process: bool = True
     log_level: str = "info"
     log_format: str = "auto"  # text on a terminal, JSON lines otherwise; or text, json
     brand_name: str = "Parcours demo shop"
@@ -121,6 +123,7 @@ _FIELD_TYPES: dict[str, type] = {
     "ingest_batch_events": int,
     "ingest_writers": int,
     "http_workers": int,
+    "writer_process": bool,
     "log_level": str,
     "log_format": str,
     "brand_name": str,

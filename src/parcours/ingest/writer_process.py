@@ -1,0 +1,452 @@
+"""The writer in a process of its own, for `parcours serve`.
+
+Python runs one thread at a time per process: parsing requests and writing events shared
+one core. Here the HTTP process parses and validates, and hands each submission over a
+socket pair to a child process that owns the `Writer` (its group commit, its hooks). The
+child answers once the submission is committed, and only then does the HTTP process
+acknowledge the request: durability is unchanged (docs/core.md).
+
+Frames are a 4-byte length then the body: `m` or `j` (msgpack, or JSON for the rare event
+holding an integer msgpack cannot carry) and `[number, events]`; the answer is
+`[number, stored, duplicates, error]`. The child stops when the socket closes: it commits
+what it has received, answers what it can, and exits; a child that dies is replaced, the
+submissions in flight failing with `WriterClosed` (the client retries; message ids make a
+retry harmless). A child that exits cleanly was told to stop (SIGTERM) and is not replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from sqlalchemy import Connection
+
+from parcours.customers.projection import event_keys
+from parcours.ingest.model import Event
+from parcours.ingest.writer import AppendResult, Hook, Writer, WriterClosed
+from parcours.runtime.queue import next_run_at
+
+if TYPE_CHECKING:
+    from parcours.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("!I")
+_BUFFER = 4 * 1024 * 1024
+_START_TIMEOUT = 120.0
+_READY = b"ready"
+_COMMITTED = -1  # the number of the frame saying "a commit left jobs due" (listeners)
+
+_encode_msgpack = msgspec.msgpack.Encoder().encode
+_encode_json = msgspec.json.Encoder().encode
+_decode_submission = {
+    ord("m"): msgspec.msgpack.Decoder(tuple[int, list[Event]]).decode,
+    ord("j"): msgspec.json.Decoder(tuple[int, list[Event]]).decode,
+}
+_decode_answer = msgspec.msgpack.Decoder(tuple[int, int, int, str | None]).decode
+
+
+def available() -> bool:
+    """A child process fed through an inherited socket needs POSIX."""
+    return os.name == "posix"
+
+
+class RemoteWriter:
+    """The `Writer` interface, backed by a writer child process.
+
+    `hooks` are the hooks of this process: they run in the transactions this process makes
+    itself (the queue worker's); the child installs the same ones for what it commits.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.hooks: list[Hook] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()  # guards _pending, _socket, _closed
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Future[AppendResult]] = {}
+        self._numbers = itertools.count()
+        self._closed = False
+        self._socket: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after a commit of the child that left jobs due (the listener
+        wakes the queue worker; see serve_submissions), in the thread reading answers."""
+        self._listeners.append(listener)
+
+    def add_hook(self, hook: Hook) -> None:
+        self.hooks.append(hook)
+
+    def start(self) -> None:
+        """Start the child and wait until it is ready to write."""
+        with self._lock:
+            if self._reader is not None or self._closed:
+                return
+            self._socket = self._spawn()
+            self._reader = threading.Thread(
+                target=self._supervise, name="parcours-writer-link", daemon=True
+            )
+        self._reader.start()
+
+    def submit(self, events: list[Event]) -> Future[AppendResult]:
+        future: Future[AppendResult] = Future()
+        if not events:
+            future.set_result(AppendResult(0, 0))
+            return future
+        region = self._settings.default_region
+        for event in events:  # work this process can take off the writer's hands
+            event_keys(event, region)
+        number = next(self._numbers)
+        frame = _frame(number, events)
+        with self._lock:
+            connection = self._socket
+            if self._closed or connection is None:
+                future.set_exception(WriterClosed("the writer is not running; retry"))
+                return future
+            self._pending[number] = future
+        try:
+            with self._send_lock:
+                connection.sendall(frame)
+        except OSError:
+            self._fail(number, "the writer process stopped; retry")
+        return future
+
+    async def append(self, events: list[Event]) -> AppendResult:
+        return await asyncio.wrap_future(self.submit(events))
+
+    def append_sync(self, events: list[Event]) -> AppendResult:
+        return self.submit(events).result()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for the answers to what was submitted, then stop the child (it commits what
+        it holds first)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.01)
+        connection, process = self._socket, self._process
+        if connection is not None:
+            with contextlib.suppress(OSError):  # end of input: the child finishes
+                connection.shutdown(socket.SHUT_WR)
+        if process is not None:
+            try:
+                process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("the writer process did not stop in time; killing it")
+                process.kill()
+                process.wait()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(5)
+        with self._lock:
+            failed = list(self._pending)
+        for number in failed:
+            self._fail(number, "the writer stopped before answering")
+
+    # ---- the child and its answers ----------------------------------------------------
+
+    def _spawn(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for side in (ours, theirs):
+            side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        command = [
+            sys.executable,
+            "-c",
+            "from parcours.ingest.writer_process import child_main; child_main()",
+            str(theirs.fileno()),
+        ]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=[theirs.fileno()])
+        theirs.close()
+        assert process.stdin is not None
+        process.stdin.write(pickle.dumps(self._settings))
+        process.stdin.close()
+        ours.settimeout(_START_TIMEOUT)
+        try:
+            greeting = ours.recv(len(_READY))  # the child's first words, before any answer
+        except OSError:
+            greeting = b""
+        ours.settimeout(None)
+        if greeting != _READY:
+            ours.close()
+            process.kill()
+            process.wait()
+            raise RuntimeError("the writer process did not start (see its error above)")
+        self._process = process
+        return ours
+
+    def _connected(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._socket = connection
+
+    def _supervise(self) -> None:
+        """Read answers; when the child dies (not asked to), fail what it held and start
+        another one."""
+        while True:
+            connection = self._socket
+            assert connection is not None
+            self._read_answers(connection)
+            connection.close()
+            with self._lock:
+                self._socket = None
+                failed = list(self._pending)
+                stopping = self._closed
+            for number in failed:
+                self._fail(number, "the writer process stopped; retry")
+            if stopping:
+                return
+            process = self._process
+            code = process.wait() if process is not None else None
+            if code == 0:  # it was told to stop (SIGTERM from a service manager): so be it
+                log.info("the writer process stopped")
+                return
+            log.error("the writer process stopped (exit code %s); starting another", code)
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                try:
+                    replacement = self._spawn()
+                    break
+                except Exception:
+                    log.exception("the writer process failed to start; trying again")
+                    time.sleep(1.0)
+            self._connected(replacement)
+
+    def _read_answers(self, connection: socket.socket) -> None:
+        reader = connection.makefile("rb", buffering=_BUFFER)
+        try:
+            while True:
+                try:
+                    frame = _read_frame(reader)
+                except (OSError, ConnectionError):
+                    return
+                number, stored, duplicates, error = _decode_answer(frame)
+                if number == _COMMITTED:
+                    for listener in self._listeners:
+                        try:
+                            listener()
+                        except Exception:
+                            log.exception("commit listener failed")
+                    continue
+                with self._lock:
+                    entry = self._pending.pop(number, None)
+                if entry is None:
+                    continue
+                future = entry
+                if error is not None:
+                    future.set_exception(RuntimeError(error))
+                    continue
+                future.set_result(AppendResult(stored, duplicates))
+        finally:
+            reader.close()
+
+    def _fail(self, number: int, message: str) -> None:
+        with self._lock:
+            entry = self._pending.pop(number, None)
+        if entry is not None and not entry.done():
+            entry.set_exception(WriterClosed(message))
+
+
+def _frame(number: int, events: list[Event]) -> bytes:
+    try:
+        body = b"m" + _encode_msgpack((number, events))
+    except OverflowError:  # an integer beyond 64 bits: JSON carries any integer
+        body = b"j" + _encode_json((number, events))
+    return _LENGTH.pack(len(body)) + body
+
+
+def _read_frame(reader: Any) -> bytes:
+    """One frame from a buffered reader over the socket; ConnectionError at its end."""
+    head = reader.read(_LENGTH.size)
+    if len(head) == _LENGTH.size:
+        (length,) = _LENGTH.unpack(head)
+        body: bytes = reader.read(length)
+        if len(body) == length:
+            return body
+    raise ConnectionError("the other side closed the connection")
+
+
+# ---- the child ------------------------------------------------------------------------
+
+
+def child_main() -> None:
+    """Entry point of the writer process: settings on stdin, the socket's fd in argv."""
+    from parcours.cli import tune_garbage_collector
+    from parcours.services import Services
+
+    # Ctrl-C reaches the whole process group: the parent decides when the writer stops
+    # (it closes the socket once its requests are answered).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = socket.socket(fileno=int(sys.argv[1]))
+    # SIGTERM (a service manager stopping the group): stop reading, commit, answer, exit.
+    signal.signal(signal.SIGTERM, lambda *_: _stop_reading(connection))
+    settings: Settings = pickle.loads(sys.stdin.buffer.read())
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
+    services = Services.open(settings, run_migrations=False)
+    assert isinstance(services.writer, Writer)
+    tune_garbage_collector()
+    try:
+        serve_submissions(connection, services.writer, services.worker.queues)
+    finally:
+        services.close()
+
+
+def _stop_reading(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RD)
+
+
+def serve_submissions(
+    connection: socket.socket, writer: Writer, queues: Iterable[str] = ()
+) -> None:
+    """Feed the writer from the socket until it closes; answer each submission once
+    committed. Returns when everything received has been committed and answered.
+
+    The parent's queue worker is told of a commit only when the commit left jobs due on
+    its `queues` (a journey reaction, say): an idle worker's pass takes SQLite's write
+    lock, and waking it after every commit had it take the lock turn about with the
+    writer while waiting for its own process's interpreter lock."""
+    send_lock = threading.Lock()
+    jobs_due = threading.Event()
+    watched = tuple(queues)
+
+    def send(data: bytes) -> None:
+        with contextlib.suppress(OSError), send_lock:  # the parent gone: committed anyway
+            connection.sendall(data)
+
+    def note_due_jobs(conn: Connection, _events: list[Event], now: int) -> None:
+        due = next_run_at(conn, watched) if watched else None
+        if due is not None and due <= now:
+            jobs_due.set()
+
+    def committed() -> None:
+        if jobs_due.is_set():
+            jobs_due.clear()
+            send(_answer(_COMMITTED, 0, 0))
+
+    writer.add_hook(note_due_jobs)
+    writer.on_commit(committed)
+    send(_READY)
+    _serve_inline(_Frames(connection), send, writer)
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+    connection.close()
+
+
+def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer) -> None:
+    """One thread reads, decodes, commits and answers (SQLite has one writer anyway, and
+    `serve` uses the writer process on SQLite only): no second thread to take Python's
+    lock from the writer at every database call. What arrives during a commit waits in
+    the socket and goes into the next group."""
+    limit = writer.batch_events
+    while True:
+        received = frames.next(block=True)
+        if received is None:
+            return
+        numbers: list[int] = []
+        batches: list[list[Event]] = []
+        count = 0
+        while received is not None:
+            number, events = _decode(received)
+            numbers.append(number)
+            batches.append(events)
+            count += len(events)
+            if count >= limit:
+                break
+            received = frames.next(block=False)
+        answers = [
+            _answer_of(number, future)
+            for number, future in zip(numbers, writer.commit_now(batches), strict=True)
+        ]
+        send(b"".join(answers))
+
+
+def _decode(frame: memoryview) -> tuple[int, list[Event]]:
+    return _decode_submission[frame[0]](frame[1:])
+
+
+def _answer(number: int, stored: int, duplicates: int, error: str | None = None) -> bytes:
+    body = _encode_msgpack((number, stored, duplicates, error))
+    return _LENGTH.pack(len(body)) + body
+
+
+def _answer_of(number: int, future: Future[AppendResult]) -> bytes:
+    error = future.exception()
+    if error is not None:
+        return _answer(number, 0, 0, f"{type(error).__name__}: {error}")
+    result = future.result()
+    return _answer(number, result.stored, result.duplicates)
+
+
+class _Frames:
+    """Frames off a socket; `next(block=False)` returns None when no whole frame is there
+    yet, `next(block=True)` waits, and returns None at the end of input."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._buffer = bytearray()
+        self._start = 0
+        self._ended = False
+
+    def next(self, *, block: bool) -> memoryview | None:
+        while True:
+            frame = self._take()
+            if frame is not None or self._ended:
+                return frame
+            if not self._fill(block):
+                return None
+
+    def _take(self) -> memoryview | None:
+        available = len(self._buffer) - self._start
+        if available < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack_from(self._buffer, self._start)
+        if available < _LENGTH.size + length:
+            return None
+        begin = self._start + _LENGTH.size
+        frame = memoryview(bytes(self._buffer[begin : begin + length]))
+        self._start = begin + length
+        if self._start > _BUFFER:
+            del self._buffer[: self._start]
+            self._start = 0
+        return frame
+
+    def _fill(self, block: bool) -> bool:
+        """Read what is there (waiting for something if `block`); False if nothing came."""
+        self._connection.setblocking(block)
+        try:
+            chunk = self._connection.recv(_BUFFER)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            chunk = b""
+        finally:
+            self._connection.setblocking(True)
+        if not chunk:
+            self._ended = True
+            return False
+        self._buffer += chunk
+        return True

@@ -1,0 +1,171 @@
+"""The writer in a process of its own (what `parcours serve` runs): answers come once the
+events are committed, a bad submission fails alone, a writer that dies is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from parcours.customers.tables import customers
+from parcours.ingest.model import Event
+from parcours.ingest.tables import events as events_table
+from parcours.ingest.writer import WriterClosed
+from parcours.ingest.writer_process import RemoteWriter, available
+from parcours.runtime.db import Database, migrate
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.skipif(not available(), reason="the writer process needs POSIX")
+
+
+@pytest.fixture
+def remote(settings: Settings) -> Iterator[RemoteWriter]:
+    db = Database(settings.resolved_database_url)
+    migrate(db)
+    db.dispose()
+    writer = RemoteWriter(settings)
+    writer.start()
+    yield writer
+    writer.close()
+
+
+def count(settings: Settings, table: object = events_table) -> int:
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+    finally:
+        db.dispose()
+
+
+def shopper_events(prefix: str, number: int) -> list[Event]:
+    return [
+        make_event(
+            "track",
+            anonymousId=f"{prefix}-anon-{n // 4}",
+            event="Product Viewed",
+            messageId=f"{prefix}-{n}",
+            properties={"product_id": f"p-{n}", "price": 12.5},
+        )
+        for n in range(number)
+    ]
+
+
+def test_an_answer_means_the_events_are_committed_and_projected(
+    remote: RemoteWriter, settings: Settings
+) -> None:
+    result = remote.append_sync(shopper_events("a", 40))
+    assert (result.stored, result.duplicates) == (40, 0)
+    assert count(settings) == 40
+    assert count(settings, customers) == 10  # four events per shopper
+
+    again = remote.append_sync(shopper_events("a", 40))
+    assert (again.stored, again.duplicates) == (0, 40)
+    assert count(settings) == 40
+
+
+def test_concurrent_submissions_are_each_answered(remote: RemoteWriter, settings: Settings) -> None:
+    futures = [remote.submit(shopper_events(f"c{n}", 25)) for n in range(12)]
+    results = [future.result(60) for future in futures]
+    assert [r.stored for r in results] == [25] * 12
+    assert count(settings) == 300
+
+
+def test_a_bad_submission_fails_alone(remote: RemoteWriter, settings: Settings) -> None:
+    good = shopper_events("good", 10)
+    bad = make_event("track", userId="u-bad", event="Product Viewed", messageId="bad-1")
+    # Not something the API lets through: a consent event whose properties are wrong.
+    bad.name = "Consent Updated"
+    bad.properties = {"channel": "carrier-pigeon"}
+    futures = [remote.submit(good[:5]), remote.submit([bad]), remote.submit(good[5:])]
+    assert futures[0].result(60).stored == 5
+    with pytest.raises(RuntimeError, match="channel"):
+        futures[1].result(60)
+    assert futures[2].result(60).stored == 5
+    assert count(settings) == 10
+
+
+def test_an_integer_beyond_64_bits_is_carried_whole(
+    remote: RemoteWriter, settings: Settings
+) -> None:
+    event = make_event(
+        "track", userId="u-big", event="Product Viewed", properties={"n": 2**70}, messageId="big"
+    )
+    assert remote.append_sync([event]).stored == 1
+    db = Database(settings.resolved_database_url)
+    with db.read() as conn:
+        payload = conn.execute(
+            select(events_table.c.payload).where(events_table.c.message_id == "big")
+        ).scalar_one()
+    db.dispose()
+    assert str(2**70) in payload
+
+
+def test_a_writer_process_that_dies_is_replaced(remote: RemoteWriter, settings: Settings) -> None:
+    assert remote.append_sync(shopper_events("before", 4)).stored == 4
+    process = remote._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    deadline = time.monotonic() + 120
+    while True:  # in flight while it died: refused, to be retried by the client
+        try:
+            result = remote.append_sync(shopper_events("after", 4))
+            break
+        except WriterClosed:
+            assert time.monotonic() < deadline, "no new writer process"
+            time.sleep(0.2)
+    assert result.stored == 4
+    assert remote._process is not process
+    assert count(settings) == 8
+
+
+def test_closing_commits_what_was_submitted_and_stops_the_child(
+    settings: Settings,
+) -> None:
+    db = Database(settings.resolved_database_url)
+    migrate(db)
+    db.dispose()
+    writer = RemoteWriter(settings)
+    writer.start()
+    futures = [writer.submit(shopper_events(f"z{n}", 20)) for n in range(10)]
+    writer.close()
+    assert [f.result(0).stored for f in futures] == [20] * 10
+    assert writer._process is not None and writer._process.poll() is not None
+    assert count(settings) == 200
+    with pytest.raises(WriterClosed):
+        writer.append_sync(shopper_events("late", 1))
+
+
+def test_the_queue_worker_is_woken_only_when_a_commit_leaves_work(
+    settings: Settings, services: Services
+) -> None:
+    from tests.test_journeys_engine import CART, publish
+
+    publish(services, CART)  # a live journey: checkouts start runs
+    services.worker.run_due()  # what publishing left to do
+    woken = threading.Event()
+    writer = RemoteWriter(settings)
+    writer.on_commit(woken.set)
+    writer.start()
+    try:
+        assert writer.append_sync(shopper_events("browse", 8)).stored == 8
+        time.sleep(0.5)
+        assert not woken.is_set(), "nothing for the worker to do, yet it was woken"
+        checkout = make_event(
+            "track",
+            userId="u-cart",
+            event="Checkout Started",
+            properties={"checkout_id": "co-1", "total": 80},
+        )
+        assert writer.append_sync([checkout]).stored == 1
+        assert woken.wait(10), "a reaction is due and the worker was not woken"
+    finally:
+        writer.close()
