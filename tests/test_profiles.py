@@ -333,3 +333,61 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
         opened.close()
     assert profile["traits"]["vip"] is True
     assert profile["computed"]["last_seen_at"] == iso(START + 5000)
+
+
+def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """PostgreSQL: another transaction holds the lock of one of an identify's keys and
+    then waits for a lock the writer took first. PostgreSQL breaks the deadlock by failing
+    the writer's statement (the other side waits longer before it checks); the writer
+    tries the transaction again and the event is stored, with no error for the client."""
+    import threading
+
+    import psycopg
+
+    from parcours.customers.projection import Projector
+    from parcours.ingest.writer import _lock_keys
+    from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.db import _bucket
+    from parcours.runtime.settings import Settings
+    from tests.conftest import truncate_all
+
+    truncate_all(postgres_url)
+    opened = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SimulatedClock(START)
+    )
+    try:
+        identify = make_event(
+            "identify", userId="noor", at=START, traits={"email": "noor@example.com"}
+        )
+        with opened.db.read() as conn:
+            keys = _lock_keys(Projector(conn, now_ms=START, default_region="FR"), [identify])
+        buckets = sorted({_bucket(key) for key in keys})
+        assert len(buckets) >= 2, keys  # the writer takes the lower one, then the higher
+        low, high = buckets[0], buckets[-1]
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                append(opened, identify)
+            except BaseException as exc:  # reported to the test
+                failure.append(exc)
+
+        with psycopg.connect(postgres_url) as other:
+            other.execute("SET deadlock_timeout = '60s'")  # the writer's backend checks first
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (high,))
+            writer = threading.Thread(target=write)
+            writer.start()
+            writer.join(0.5)  # the writer holds `low` and waits for `high`
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (low,))  # granted after the abort
+            other.rollback()
+        writer.join(30)
+        assert not writer.is_alive()
+        assert failure == []
+        profile = profile_of(opened, "noor")
+    finally:
+        opened.close()
+    assert {"kind": "email", "value": "noor@example.com"} in [
+        {"kind": i["kind"], "value": i["value"]} for i in profile["identities"]
+    ]

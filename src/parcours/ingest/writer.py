@@ -18,14 +18,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from parcours.customers.projection import Projector
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, insert_rows, lock_keys, select_in
+from parcours.runtime.db import Database, insert_rows, is_transient, lock_keys, select_in
 from parcours.runtime.metrics import counting
 
 log = logging.getLogger(__name__)
@@ -206,8 +205,8 @@ class Writer:
                         self._region,
                         self.hooks,
                     )
-            except (OperationalError, DBAPIError) as exc:
-                if attempt == _RETRIES - 1 or not _is_transient(exc):
+            except Exception as exc:  # SQLAlchemy's errors, and the driver's (`db.run`)
+                if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
                 time.sleep(0.01 * 2**attempt + random.random() * 0.01)
         raise AssertionError("unreachable")
@@ -320,12 +319,4 @@ def _insert(conn: Connection, events: list[Event]) -> None:
             )
             for e in events
         ],
-    )
-
-
-def _is_transient(exc: DBAPIError) -> bool:
-    message = str(exc.orig).lower() if exc.orig else str(exc).lower()
-    return any(
-        marker in message
-        for marker in ("database is locked", "deadlock", "could not serialize", "busy")
     )

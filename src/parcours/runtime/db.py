@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import threading
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 try:
@@ -204,7 +206,11 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
     already made this the only writer. With `space` (a number of the caller's own), the
     buckets are PostgreSQL's two-key advisory locks, a key space apart from the one-key
     locks the writer takes: work holding many of them for a while (a segment's batch
-    evaluation) then never delays ingestion.
+    evaluation) then never delays ingestion. Only appends to the log (ingest/writer.py
+    `append_events`) use the one-key space; everything else locks in a space of its own
+    (segments 5101, referrals 5102, send checks 5103). A transaction that locks
+    keys in several calls (a batch of jobs) may still deadlock with another: PostgreSQL
+    detects it, and the victim is tried again (`is_transient`).
     """
     if conn.dialect.name == "sqlite":
         return
@@ -230,6 +236,23 @@ def _bucket(key: str) -> int:
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     # Keep clear of the small integers other advisory-lock users may take.
     return 7_000_000 + int.from_bytes(digest, "big") % LOCK_BUCKETS
+
+
+# SQLSTATEs after which the whole transaction may simply be tried again (PostgreSQL).
+_RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying the transaction again may succeed: a deadlock or a serialization
+    failure on PostgreSQL, a locked or busy database on SQLite. Recognises SQLAlchemy's
+    wrapped errors and the driver's own, which `run` raises as they are."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_STATES:
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        message = str(orig).lower()
+        return "database is locked" in message or "busy" in message
+    return False
 
 
 def migrate(db: Database) -> None:
