@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,8 +63,6 @@ def held_reasons(services: Services) -> list[str]:
         rows = conn.execute(
             text("SELECT payload FROM events WHERE name = 'Message Held' ORDER BY seq")
         ).scalars()
-        import json
-
         return [json.loads(r)["properties"]["reason"] for r in rows]
 
 
@@ -175,6 +174,34 @@ def test_a_second_marketing_sms_within_7_days_is_deferred(
     assert held_reasons(services) == ["frequency cap: 1 marketing message(s) per 168h on sms"]
     advance(services, clock, 7 * DAY, step=6 * HOUR)
     assert sent(services, "una") == [("sms", "promo-a"), ("sms", "promo-b")]
+
+
+def test_a_fourth_marketing_message_in_a_local_day_waits_for_the_next_local_day(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The shipped cap: at most 3 marketing messages per day in the customer's calendar,
+    across all channels. The fourth, at 22:00 in Paris, waits for midnight in Paris."""
+    clock.set(datetime(2026, 11, 23, 20, 0, tzinfo=UTC))  # Monday 21:00 in Paris
+    for name in ("a", "b", "c", "d"):
+        publish(services, journey(name, "email", f"promo-{name}"))
+    opt_in(services, "lea")
+    for name in ("a", "b", "c"):
+        go(services, "lea", name)
+    advance(services, clock, HOUR)
+    go(services, "lea", "d")
+    advance(services, clock, 10 * 60_000)
+    assert [t for _, t in sent(services, "lea")] == ["promo-a", "promo-b", "promo-c"]
+    assert held_reasons(services) == [
+        "frequency cap: 3 marketing message(s) per local day on all channels"
+    ]
+    with services.db.read() as conn:
+        held = conn.execute(
+            text("SELECT payload FROM events WHERE name = 'Message Held'")
+        ).scalar_one()
+    midnight_paris = to_ms(datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
+    assert json.loads(held)["properties"]["until"] == midnight_paris
+    advance(services, clock, 2 * HOUR)
+    assert [t for _, t in sent(services, "lea")][-1] == "promo-d"
 
 
 def test_the_same_content_never_goes_on_two_channels(

@@ -225,7 +225,7 @@ class Delivery:
     def _render(
         self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]
     ) -> message_templates.Rendered:
-        template = self._template(conn, row.template)
+        template = message_templates.get(conn, row.template)
         context = self.context(
             conn,
             row.customer_id,
@@ -242,20 +242,6 @@ class Delivery:
             locale if isinstance(locale, str) else None,
             self.brand.locale,
         )
-
-    def _template(self, conn: Connection, template_id: str) -> message_templates.MessageTemplate:
-        """The template, read once per transaction: a batch renders many messages of a few
-        templates, and a query per message was a tenth of the claim's statements."""
-        cached: tuple[Any, dict[str, message_templates.MessageTemplate]] | None = getattr(
-            self._local, "templates", None
-        )
-        transaction = conn.get_transaction()
-        if cached is None or cached[0] is not transaction:
-            cached = self._local.templates = (transaction, {})
-        template = cached[1].get(template_id)
-        if template is None:
-            template = cached[1][template_id] = message_templates.get(conn, template_id)
-        return template
 
     def context(
         self,

@@ -27,6 +27,8 @@ from parcours.runtime.definitions import parse_duration
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The send checks' advisory locks, a space apart from the writer's (runtime/db.py lock_keys).
+LOCK_SPACE = 5_103
 
 
 class PolicyError(ValueError):
@@ -102,19 +104,46 @@ def check(
 ) -> Decision:
     """Whether this message may go now. Serialised per customer, so two sends racing for
     the last place under a cap cannot both go."""
-    lock_keys(conn, [f"customer-sends:{message.customer_id}"])
-    for rule in (_consent, _duplicate):
-        decision = rule(conn, policies, message, now)
-        if not decision.allowed:
-            return decision
-    if message.purpose == "transactional":
-        return Decision(True)
+    lock_keys(conn, [f"customer-sends:{message.customer_id}"], space=LOCK_SPACE)
+    decision = _consent(conn, policies, message, now)
+    if not decision.allowed:
+        return decision
     zone = _zone(message.profile)
+    caps = [] if message.purpose == "transactional" else _caps_for(policies, message, now, zone)
+    # The customer's sends read once, as far back as the longest window looks.
+    since = min([now - policies.duplicate_window_ms, *(since for _, since, _ in caps)])
+    sent = _sent_since(conn, message, since)
+    decision = _duplicate(policies, message, now, sent)
+    if not decision.allowed or message.purpose == "transactional":
+        return decision
     country = customer_country(message.profile, default_region)
     decision = _quiet_hours(policies, message, now, zone, country)
     if not decision.allowed:
         return decision
-    return _caps(conn, policies, message, now, zone)
+    return _caps(message, caps, sent)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    channel: str
+    template: str
+    purpose: str
+    created_at: int
+
+
+def _sent_since(conn: Connection, message: Message, since: int) -> list[_Sent]:
+    """The customer's messages created after `since`, oldest first, leaving out the
+    earlier attempts of this same message (a fallback is not a second message)."""
+    earlier, params = message._not_earlier_attempt()
+    return [
+        _Sent(row.channel, row.template, row.purpose, int(row.created_at))
+        for row in run(
+            conn,
+            "SELECT channel, template, purpose, created_at FROM outbox WHERE customer_id = :c "
+            f"AND created_at > :since{earlier} ORDER BY created_at",
+            {"c": message.customer_id, "since": since, **params},
+        ).all()
+    ]
 
 
 def _consent(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
@@ -131,24 +160,18 @@ def _consent(conn: Connection, policies: Policies, message: Message, now: int) -
     return Decision(True)
 
 
-def _duplicate(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
-    earlier, params = message._not_earlier_attempt()
-    row = run(
-        conn,
-        "SELECT channel FROM outbox WHERE customer_id = :c AND template = :t "
-        f"AND channel <> :ch AND purpose <> 'test' AND created_at > :since{earlier} LIMIT 1",
-        {
-            "c": message.customer_id,
-            "t": message.template,
-            "ch": message.channel,
-            "since": now - policies.duplicate_window_ms,
-            **params,
-        },
-    ).first()
-    if row is not None:
-        return Decision(
-            False, f"the same content ({message.template}) already went by {row.channel}"
-        )
+def _duplicate(policies: Policies, message: Message, now: int, sent: list[_Sent]) -> Decision:
+    since = now - policies.duplicate_window_ms
+    for earlier in sent:
+        if (
+            earlier.created_at > since
+            and earlier.template == message.template
+            and earlier.channel != message.channel
+            and earlier.purpose != "test"
+        ):
+            return Decision(
+                False, f"the same content ({message.template}) already went by {earlier.channel}"
+            )
     return Decision(True)
 
 
@@ -198,9 +221,12 @@ def _is_holiday(country: str, day: date) -> bool:
     return day in _holidays(country, day.year)
 
 
-def _caps(
-    conn: Connection, policies: Policies, message: Message, now: int, zone: ZoneInfo
-) -> Decision:
+def _caps_for(
+    policies: Policies, message: Message, now: int, zone: ZoneInfo
+) -> list[tuple[Cap, int, int | None]]:
+    """The caps this message falls under, each with the start of its window and, for a
+    local day, the moment the next day begins."""
+    found: list[tuple[Cap, int, int | None]] = []
     for cap in policies.caps:
         if cap.purpose != message.purpose or cap.channel not in ("all", message.channel):
             continue
@@ -208,28 +234,25 @@ def _caps(
             local_midnight = (
                 from_ms(now).astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
             )
-            since = to_ms(local_midnight)
-            retry = to_ms((local_midnight + timedelta(days=1)).replace(tzinfo=zone))
+            next_day = to_ms((local_midnight + timedelta(days=1)).replace(tzinfo=zone))
+            found.append((cap, to_ms(local_midnight), next_day))
         else:
-            since = now - cap.window_ms
-            retry = None
-        channel_filter = "" if cap.channel == "all" else " AND channel = :ch"
-        earlier, params = message._not_earlier_attempt()
-        rows = run(
-            conn,
-            "SELECT created_at FROM outbox WHERE customer_id = :c AND purpose = :p "
-            f"AND created_at > :since{channel_filter}{earlier} ORDER BY created_at",
-            {
-                "c": message.customer_id,
-                "p": message.purpose,
-                "since": since,
-                "ch": message.channel,
-                **params,
-            },
-        ).scalars()
-        if len(rows) >= cap.count:
+            found.append((cap, now - cap.window_ms, None))
+    return found
+
+
+def _caps(message: Message, caps: list[tuple[Cap, int, int | None]], sent: list[_Sent]) -> Decision:
+    for cap, since, retry in caps:
+        counted = [
+            earlier.created_at
+            for earlier in sent
+            if earlier.created_at > since
+            and earlier.purpose == message.purpose
+            and cap.channel in ("all", earlier.channel)
+        ]
+        if len(counted) >= cap.count:
             if retry is None:
-                retry = int(rows[len(rows) - cap.count]) + cap.window_ms + 1
+                retry = counted[len(counted) - cap.count] + cap.window_ms + 1
             scope = "all channels" if cap.channel == "all" else cap.channel
             period = "local day" if cap.per == "local_day" else f"{cap.window_ms // 3_600_000}h"
             return Decision(

@@ -210,7 +210,23 @@ def shipped() -> dict[str, MessageTemplate]:
 
 
 def get(conn: Connection, template_id: str) -> MessageTemplate:
-    """The brand's version of a template if it has one, else the shipped one."""
+    """The brand's version of a template if it has one, else the shipped one. Read once per
+    transaction: a batch of steps or deliveries uses a few templates many times, and a query
+    per message was a tenth of a delivery batch's statements (`save` forgets it)."""
+    transaction = conn.get_transaction()
+    cached: tuple[Any, dict[str, MessageTemplate]] | None = conn.info.get(_CACHE)
+    if cached is None or cached[0] is not transaction:
+        cached = conn.info[_CACHE] = (transaction, {})
+    template = cached[1].get(template_id)
+    if template is None:
+        template = cached[1][template_id] = _read(conn, template_id)
+    return template
+
+
+_CACHE = "parcours_templates"
+
+
+def _read(conn: Connection, template_id: str) -> MessageTemplate:
     row = run(
         conn, "SELECT content FROM message_templates WHERE id = :id", {"id": template_id}
     ).first()
@@ -225,6 +241,7 @@ def get(conn: Connection, template_id: str) -> MessageTemplate:
 def save(conn: Connection, template_id: str, source: Any, user: str, now: int) -> MessageTemplate:
     """Check, then add or replace the brand's template (nothing is written if it is wrong)."""
     template = check(template_id, source)
+    conn.info.pop(_CACHE, None)
     values = {"id": template_id, "c": _encode(template.content).decode(), "u": user, "now": now}
     run(
         conn,

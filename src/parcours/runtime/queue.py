@@ -96,24 +96,34 @@ def enqueue(
         "customer_id": customer_id,
         "max_attempts": max_attempts,
     }
-    columns = ", ".join(values)
-    marks = ", ".join(f":{name}" for name in values)
-    conflict = ""
-    if unique_key is not None:
-        conflict = " ON CONFLICT (unique_key) DO " + (
-            "NOTHING"
-            if on_conflict == "ignore"
-            else "UPDATE SET kind = excluded.kind, payload = excluded.payload, "
-            "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
-            "queue = excluded.queue, max_attempts = excluded.max_attempts"
-        )
-    run(
-        conn,
-        f"INSERT INTO jobs (state, {columns}) VALUES ('available', {marks}){conflict}",
-        values,
-    )
+    run(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
+
+
+_COLUMNS = (
+    "queue",
+    "kind",
+    "unique_key",
+    "payload",
+    "run_at",
+    "created_at",
+    "customer_id",
+    "max_attempts",
+)
+_INSERT_JOB = (
+    f"INSERT INTO jobs (state, {', '.join(_COLUMNS)}) "
+    f"VALUES ('available', {', '.join(':' + name for name in _COLUMNS)})"
+)
+# The statement for each conflict rule, built once (enqueue runs for every step and send).
+_ENQUEUE: dict[OnConflict | None, str] = {
+    None: _INSERT_JOB,
+    "ignore": _INSERT_JOB + " ON CONFLICT (unique_key) DO NOTHING",
+    "replace": _INSERT_JOB
+    + " ON CONFLICT (unique_key) DO UPDATE SET kind = excluded.kind, payload = excluded.payload, "
+    "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
+    "queue = excluded.queue, max_attempts = excluded.max_attempts",
+}
 
 
 def _notify_once(conn: Connection) -> None:
