@@ -110,8 +110,11 @@ class Server:
             "--data-dir",
             str(data_dir),
         ]
+        # Warnings and errors go to a file beside the data directory, shown if any appear.
+        self.log_path = data_dir.parent / "server.log"
+        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, stdout=subprocess.DEVNULL, stderr=self._log
         )
         self._wait_ready()
 
@@ -140,12 +143,29 @@ class Server:
             total += times.user + times.system
         return total
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
+        """SIGTERM, then wait (once; a second call does nothing)."""
+        if self._log.closed:
+            return
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._log.close()
+        self.show_log()
+
+    def show_log(self) -> None:
+        """Print what the server logged (warnings and errors), if anything."""
+        logged = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
+        if logged:
+            print(f"the server logged:\n{logged[-4000:]}", file=sys.stderr)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -177,17 +177,16 @@ def _check_batch_answer(status: int, answer: bytes, events: int) -> None:
 def throughput(database_url: str, data_dir: Path, events: int, concurrency: int) -> dict[str, Any]:
     generated = realistic_events(events)
     work = batches(generated)
-    server = Server(database_url, data_dir)
-    sampler = MemorySampler(server.pid)
-    cpu_before = server.cpu_seconds()
-    client_before = time.process_time()
-    started = time.perf_counter()
-    latencies = asyncio.run(_send_all(server.url, work, concurrency))
-    elapsed = time.perf_counter() - started
-    client = time.process_time() - client_before
-    cpu = server.cpu_seconds() - cpu_before
-    sampler.stop()
-    server.stop()
+    with Server(database_url, data_dir) as server:
+        sampler = MemorySampler(server.pid)
+        cpu_before = server.cpu_seconds()
+        client_before = time.process_time()
+        started = time.perf_counter()
+        latencies = asyncio.run(_send_all(server.url, work, concurrency))
+        elapsed = time.perf_counter() - started
+        client = time.process_time() - client_before
+        cpu = server.cpu_seconds() - cpu_before
+        sampler.stop()
     return {
         "events": events,
         "events_per_s": round(events / elapsed),
@@ -335,9 +334,8 @@ async def _paced(url: str, rate: int, seconds: float) -> tuple[list[float], int]
 
 
 def latency(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
-    server = Server(database_url, data_dir)
-    latencies, failures = asyncio.run(_paced(server.url, rate, seconds))
-    server.stop()
+    with Server(database_url, data_dir) as server:
+        latencies, failures = asyncio.run(_paced(server.url, rate, seconds))
     return {
         "rate_per_s": rate,
         "calls": len(latencies),
@@ -349,16 +347,15 @@ def latency(database_url: str, data_dir: Path, rate: int, seconds: float) -> dic
 
 def memory(database_url: str, data_dir: Path, events: int, concurrency: int) -> dict[str, Any]:
     """Stream `events` through in chunks (generated as it goes) and watch resident memory."""
-    server = Server(database_url, data_dir)
-    sampler = MemorySampler(server.pid, interval=1.0)
-    chunk = 100_000
-    started = time.perf_counter()
-    for offset in range(0, events, chunk):
-        generated = realistic_events(min(chunk, events - offset), seed=1000 + offset)
-        asyncio.run(_send_all(server.url, batches(generated), concurrency))
-    elapsed = time.perf_counter() - started
-    sampler.stop()
-    server.stop()
+    with Server(database_url, data_dir) as server:
+        sampler = MemorySampler(server.pid, interval=1.0)
+        chunk = 100_000
+        started = time.perf_counter()
+        for offset in range(0, events, chunk):
+            generated = realistic_events(min(chunk, events - offset), seed=1000 + offset)
+            asyncio.run(_send_all(server.url, batches(generated), concurrency))
+        elapsed = time.perf_counter() - started
+        sampler.stop()
     rss = [value for _, value in sampler.samples]
     tenth = max(1, len(rss) // 10)
     return {

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import text
 
-from bench.common import WRITE_KEY, Server, percentile, scratch_database
+from bench.common import Server, percentile, scratch_database
 from parcours.runtime.queue import next_run_at
 
 # The shipped abandoned-cart journey: push, email recap, SMS for high-value carts.
@@ -140,35 +140,39 @@ def _drain(services: Any, clock: Any) -> int:
 
 
 async def _send_orders(url: str, rate: int, seconds: float) -> None:
-    """Open loop at `rate` calls per second, over bare keep-alive connections."""
-    import base64
+    """Open loop at `rate` calls per second, over bare keep-alive connections (the load
+    client of `bench ingest`, requests built before the clock starts)."""
+    from bench.ingest import _Connection, _host_port, _request
 
-    from bench.ingest import _Connection
-
-    host, port = url.removeprefix("http://").split(":")
-    authorization = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    host, port = _host_port(url)
     idle: asyncio.Queue[_Connection] = asyncio.Queue()
     encoder = msgspec.json.Encoder()
+    requests = [
+        _request(
+            "/v1/track",
+            encoder.encode(
+                {
+                    "userId": f"buyer-{number}",
+                    "event": "Order Completed",
+                    "messageId": f"order-{number}",
+                    "properties": {"order_id": f"o-{number}", "total": 20},
+                    "context": {"traits": {"email": f"buyer-{number}@example.com"}},
+                }
+            ),
+        )
+        for number in range(int(rate * seconds))
+    ]
 
     async def call(number: int) -> None:
-        body = encoder.encode(
-            {
-                "userId": f"buyer-{number}",
-                "event": "Order Completed",
-                "messageId": f"order-{number}",
-                "properties": {"order_id": f"o-{number}", "total": 20},
-                "context": {"traits": {"email": f"buyer-{number}@example.com"}},
-            }
-        )
-        connection = (
-            idle.get_nowait() if not idle.empty() else await _Connection.open(host, int(port))
-        )
-        await connection.post("/v1/track", body, authorization)
+        connection = idle.get_nowait() if not idle.empty() else await _Connection.open(host, port)
+        status, answer = await connection.send(requests[number])
+        if status != 200:
+            raise RuntimeError(f"event refused: {status} {answer[:300]!r}")
         idle.put_nowait(connection)
 
     tasks = []
     begin = time.perf_counter()
-    for number in range(int(rate * seconds)):
+    for number in range(len(requests)):
         delay = begin + number / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -185,10 +189,9 @@ def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> di
     migrate(db)
     journeys.publish(db, INSTANT, "bench", "bench reviewer", int(time.time() * 1000))
     db.dispose()
-    server = Server(database_url, data_dir)
-    asyncio.run(_send_orders(server.url, rate, seconds))
-    time.sleep(3)  # let the last reactions land
-    server.stop()
+    with Server(database_url, data_dir) as server:
+        asyncio.run(_send_orders(server.url, rate, seconds))
+        time.sleep(3)  # let the last reactions land
     db = Database(database_url)
     with db.read() as conn:
         rows = (

@@ -428,19 +428,19 @@ def _run_bench(name: str, arguments: list[str]) -> None:
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@bench_app.command("ingest", context_settings=_PASS_THROUGH)
+@bench_app.command("ingest", context_settings=_PASS_THROUGH, add_help_option=False)
 def bench_ingest(context: typer.Context) -> None:
     """Ingestion: events/s end to end, latency at a fixed rate, memory; see --help."""
     _run_bench("ingest", list(context.args))
 
 
-@bench_app.command("journeys", context_settings=_PASS_THROUGH)
+@bench_app.command("journeys", context_settings=_PASS_THROUGH, add_help_option=False)
 def bench_journeys(context: typer.Context) -> None:
     """Journeys: steps/s on a simulated clock, event-to-intent time; see --help."""
     _run_bench("journeys", list(context.args))
 
 
-@bench_app.command("channels", context_settings=_PASS_THROUGH)
+@bench_app.command("channels", context_settings=_PASS_THROUGH, add_help_option=False)
 def bench_channels(context: typer.Context) -> None:
     """Channels: emails/s through SMTP with DKIM against a bare smtplib floor; rendering."""
     _run_bench("channels", list(context.args))
