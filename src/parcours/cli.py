@@ -350,7 +350,9 @@ def customers_erase(
     out.print(
         f"Erased cus_{erasure.customer_id}: {erasure.events} events, "
         f"{erasure.identities} identities, {erasure.consents} consent records, "
-        f"{erasure.orders} orders."
+        f"{erasure.orders} orders"
+        + "".join(f", {n} {table.replace('_', ' ')}" for table, n in erasure.other.items())
+        + "."
     )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from babel.core import get_global
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, inspect, select, update
 
 from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
@@ -401,15 +401,53 @@ class Erasure:
     identities: int
     consents: int
     orders: int
+    # Every other table's rows about the person: outbox, journey runs, jobs, push
+    # subscriptions, Wallet passes and orders, referral codes, segment memberships...
+    other: dict[str, int] = field(default_factory=dict)
+
+
+# Columns other than `customer_id` that name a person; their rows go with the person.
+PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
+    "referral_conversions": ("referee_id", "referrer_id"),
+}
+# Handled on their own: the profile row is emptied and kept (merges and lookups point at
+# it), and the audit event is written after the person's events are gone.
+_KEPT = {"customers"}
+_FIRST = ("events", "identities", "consents", "customer_orders")
 
 
 def erase(db: Database, ref: str, default_region: str, now_ms: int, source: str) -> Erasure:
-    """Remove a person: events, identities, consents and orders deleted; the profile row (and
-    those merged into it) emptied and marked erased; one audit event that holds no personal
-    data. All in one transaction."""
+    """Remove a person: the rows of every table that holds something about them (any
+    table with a `customer_id` column, found in the database itself so that no module's
+    table is forgotten, and the columns of PERSON_COLUMNS) deleted; the profile row (and
+    those merged into it) emptied and marked erased; one audit event that holds no
+    personal data. All in one transaction."""
     with db.write() as conn:
         customer_id = resolve(conn, ref, default_region)
         return erase_in(conn, customer_id, now_ms, source)
+
+
+def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
+    """Each table (other than `customers`) with the columns that name a person in it,
+    read from the database's schema once per connection (it only changes by migration,
+    before anything runs)."""
+    cached: list[tuple[str, tuple[str, ...]]] | None = conn.info.get("parcours_person_tables")
+    if cached is not None:
+        return cached
+    inspector = inspect(conn)
+    found = []
+    for table in inspector.get_table_names():
+        if table in _KEPT:
+            continue
+        names = {column["name"] for column in inspector.get_columns(table)}
+        wanted = ("customer_id", *PERSON_COLUMNS.get(table, ()))
+        columns = tuple(name for name in wanted if name in names)
+        if columns:
+            found.append((table, columns))
+    order = {name: index for index, name in enumerate(_FIRST)}
+    found.sort(key=lambda entry: (order.get(entry[0], len(order)), entry[0]))
+    conn.info["parcours_person_tables"] = found
+    return found
 
 
 def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Erasure:
@@ -419,21 +457,31 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
             select(customers.c.id).where(customers.c.merged_into == customer_id)
         ).scalars(),
     ]
-    counts = {}
-    for name, table in (
-        ("events", events_table),
-        ("identities", identities),
-        ("consents", consents),
-        ("orders", customer_orders),
-    ):
-        counts[name] = conn.execute(delete(table).where(table.c.customer_id.in_(family))).rowcount
+    counts: dict[str, int] = {}
+    for table, columns in _person_tables(conn):
+        deleted = 0
+        for column in columns:
+            deleted += sum(
+                1
+                for _ in select_in(
+                    conn,
+                    f"DELETE FROM {table} WHERE {column} IN ({{marks}}) RETURNING 1",
+                    family,
+                )
+            )
+        counts[table] = deleted
     conn.execute(
         update(customers)
         .where(customers.c.id.in_(family))
         .values(traits="{}", trait_times="{}", computed="{}", erased_at=now_ms, updated_at=now_ms)
     )
     erasure = Erasure(
-        customer_id, counts["events"], counts["identities"], counts["consents"], counts["orders"]
+        customer_id,
+        counts.pop("events", 0),
+        counts.pop("identities", 0),
+        counts.pop("consents", 0),
+        counts.pop("customer_orders", 0),
+        {table: n for table, n in counts.items() if n},
     )
     properties = {
         "customer_id": public_id(customer_id),
@@ -441,6 +489,7 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
         "identities_deleted": erasure.identities,
         "consents_deleted": erasure.consents,
         "orders_deleted": erasure.orders,
+        "other_rows_deleted": erasure.other,
         "requested_by": source,
     }
     message_id = f"erase:{customer_id}:{now_ms}"
