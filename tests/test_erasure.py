@@ -1,8 +1,9 @@
-"""Erasure reaches every table that holds something about the person, whichever module
-wrote it: after it, no row anywhere names them or holds their data."""
+"""Export and erasure reach every table that holds something about the person, whichever
+module wrote it: after erasure, no row anywhere names them or holds their data."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import inspect, text
@@ -63,7 +64,7 @@ def _every_row(services: Services) -> dict[str, list[dict[str, Any]]]:
         }
 
 
-def test_erasure_leaves_no_row_about_the_person_in_any_table(
+def test_export_holds_and_erasure_leaves_no_row_about_the_person_in_any_table(
     services: Services, clock: SimulatedClock
 ) -> None:
     publish(services, JOURNEY)
@@ -89,6 +90,17 @@ def test_erasure_leaves_no_row_about_the_person_in_any_table(
         "referral_codes",
         "suppressions",
     } <= holding
+
+    # The export holds the same rows (credentials left out), as JSON.
+    exported = customers.export(services.db, PERSON, "FR")
+    held = exported["held_elsewhere"]
+    assert {"outbox", "journey_runs", "push_subscriptions", "wallet_passes"} <= set(held)
+    assert "referral_codes" in held and "jobs" not in held
+    assert held["push_subscriptions"][0]["endpoint"] == f"https://push.example/{PERSON}"
+    assert "auth" not in held["push_subscriptions"][0]
+    assert "auth_token" not in held["wallet_passes"][0]
+    assert {row["template"] for row in held["outbox"]} == {"erasure-hello"}
+    json.dumps(exported)
 
     erasure = customers.erase(services.db, PERSON, "FR", clock.now_ms(), "test")
 

@@ -346,6 +346,16 @@ def event_view(row: Any) -> dict[str, Any]:
     return dict(document)
 
 
+# Columns other than `customer_id` that name a person; their rows go with the person.
+PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
+    "referral_conversions": ("referee_id", "referrer_id"),
+}
+# Handled on their own: the profile row is emptied and kept (merges and lookups point at
+# it), and the audit event is written after the person's events are gone.
+_KEPT = {"customers"}
+_FIRST_TABLES = ("events", "identities", "consents", "customer_orders")
+
+
 def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
     """Everything held on a person, as one JSON-ready document."""
     with db.read() as conn:
@@ -391,7 +401,33 @@ def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
                 .order_by(events_table.c.seq)
             )
         ]
+        document["held_elsewhere"] = _held_elsewhere(conn, customer_id)
     return document
+
+
+# In the export, left out: the platform's own work (jobs), and credentials (Wallet and push
+# keys and tokens) that are no information about the person.
+_NOT_EXPORTED_TABLES = {*_FIRST_TABLES, "jobs"}
+_NOT_EXPORTED_COLUMNS = {"auth_token", "auth", "p256dh", "push_token"}
+
+
+def _held_elsewhere(conn: Connection, customer_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every other table's rows about the person (the tables erasure deletes from), by
+    table: messages, journey runs, push subscriptions, Wallet passes, referral codes..."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    for table, columns in _person_tables(conn):
+        if table in _NOT_EXPORTED_TABLES:
+            continue
+        rows: list[dict[str, Any]] = []
+        for column in columns:
+            result = run(conn, f"SELECT * FROM {table} WHERE {column} = :c", {"c": customer_id})
+            rows += [
+                {k: v for k, v in row._asdict().items() if k not in _NOT_EXPORTED_COLUMNS}
+                for row in result.all()
+            ]
+        if rows:
+            held[table] = rows
+    return held
 
 
 @dataclass(frozen=True)
@@ -404,16 +440,6 @@ class Erasure:
     # Every other table's rows about the person: outbox, journey runs, jobs, push
     # subscriptions, Wallet passes and orders, referral codes, segment memberships...
     other: dict[str, int] = field(default_factory=dict)
-
-
-# Columns other than `customer_id` that name a person; their rows go with the person.
-PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
-    "referral_conversions": ("referee_id", "referrer_id"),
-}
-# Handled on their own: the profile row is emptied and kept (merges and lookups point at
-# it), and the audit event is written after the person's events are gone.
-_KEPT = {"customers"}
-_FIRST = ("events", "identities", "consents", "customer_orders")
 
 
 def erase(db: Database, ref: str, default_region: str, now_ms: int, source: str) -> Erasure:
@@ -444,7 +470,7 @@ def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
         columns = tuple(name for name in wanted if name in names)
         if columns:
             found.append((table, columns))
-    order = {name: index for index, name in enumerate(_FIRST)}
+    order = {name: index for index, name in enumerate(_FIRST_TABLES)}
     found.sort(key=lambda entry: (order.get(entry[0], len(order)), entry[0]))
     conn.info["parcours_person_tables"] = found
     return found
