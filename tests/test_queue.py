@@ -94,6 +94,58 @@ def test_due_jobs_run_in_time_order(db: Database, effects: str) -> None:
     assert order == ["1", "2", "0"]
 
 
+def test_a_batch_out_of_time_commits_and_the_next_takes_what_fell_due_first(
+    db: Database, effects: str
+) -> None:
+    """With no time for a batch, each claims one job and commits: all jobs run once, in
+    time order, and a job that fell due meanwhile goes before the later ones."""
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock, batch_seconds=0)
+    executed: list[str] = []
+    commits: list[list[str]] = []
+    original = worker._run_batch
+
+    def batch(limit: int) -> int:
+        before = len(executed)
+        ran = original(limit)
+        commits.append(executed[before:])
+        return ran
+
+    worker._run_batch = batch  # type: ignore[method-assign]
+
+    def step(conn: Connection, job: Job) -> None:
+        record(effects)(conn, job)  # type: ignore[operator]
+        executed.append(job.payload["note"])
+        if job.payload["note"] == "0":  # the first one makes an urgent job due now
+            enqueue(conn, "step", {"note": "urgent"}, run_at=START, now=START)
+
+    worker.register("step", step)
+    for number in range(5):
+        add(db, "step", START + 100 * number, note=str(number))
+    assert worker.run_due() == 6
+    assert commits == [["0"], ["urgent"], ["1"], ["2"], ["3"], ["4"], []]
+    assert sorted(notes(db, effects)) == ["0", "1", "2", "3", "4", "urgent"]
+    assert live_jobs(db) == []
+
+
+def test_a_batch_with_time_left_also_runs_what_its_jobs_made_due(
+    db: Database, effects: str
+) -> None:
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock, batch_seconds=60)
+
+    def step(conn: Connection, job: Job) -> None:
+        record(effects)(conn, job)  # type: ignore[operator]
+        if job.payload["note"] == "0":
+            enqueue(conn, "step", {"note": "urgent"}, run_at=START, now=START)
+
+    worker.register("step", step)
+    for number in range(3):
+        add(db, "step", START + 100 * number, note=str(number))
+    assert worker._run_batch(100) == 4  # one transaction, two claims
+    assert sorted(notes(db, effects)) == ["0", "1", "2", "urgent"]
+
+
 def test_a_unique_key_keeps_one_live_job(db: Database, effects: str) -> None:
     clock = SimulatedClock(START)
     add(db, "wait", START + 1000, unique_key="run-1", note="first")
@@ -232,6 +284,42 @@ def test_a_failed_job_gives_way_to_a_newer_job_under_its_key(db: Database, effec
     worker.run_due()
     assert notes(db, effects) == ["newer"]
     assert live_jobs(db) == []
+
+
+def test_a_failed_job_is_kept_when_a_job_scheduled_before_it_took_its_id(
+    db: Database, effects: str
+) -> None:
+    """SQLite gives a deleted row's id to the next insert: the claimed jobs are deleted, the
+    first schedules two jobs (which take the freed ids), the second fails. It is put back
+    all the same, and runs once it succeeds."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    failing = {"fail": True}
+
+    def first(conn: Connection, job: Job) -> None:
+        for n in (1, 2):
+            enqueue(conn, "later", {"note": f"later-{n}"}, run_at=START + 3_600_000, now=START)
+
+    def second(conn: Connection, job: Job) -> None:
+        if failing["fail"]:
+            raise RuntimeError("not now")
+        record(effects)(conn, job)  # type: ignore[operator]
+
+    worker.register("first", first)
+    worker.register("second", second)
+    add(db, "first", START)
+    add(db, "second", START + 1)
+    clock.advance_ms(10)
+    worker.run_due()
+    assert sorted(live_jobs(db)) == [
+        ("later", 0, "available"),
+        ("later", 0, "available"),
+        ("second", 1, "available"),
+    ]
+    failing["fail"] = False
+    clock.advance_ms(600_000)
+    worker.run_due()
+    assert notes(db, effects) == ["second"]
 
 
 def test_a_preparer_sees_the_batch_and_one_that_fails_changes_nothing(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -175,12 +176,20 @@ class Worker:
         *,
         queues: Iterable[str] = ("default",),
         batch: int = 100,
+        batch_seconds: float = 0.05,
         poll_seconds: float = 1.0,
     ) -> None:
         self.db = db
         self.clock = clock
         self.queues = tuple(queues)
         self.batch = batch
+        # A batch takes on no more jobs once it has run about this long: it commits, and a
+        # job that fell due meanwhile (a journey's reaction to an event, which on SQLite
+        # cannot even be stored while the batch holds the write lock) waits about this
+        # long, not for a whole batch of deliveries.
+        self.batch_seconds = batch_seconds
+        self._seconds_per_job = 0.001  # a moving average of what jobs have taken
+        self._busy_queues = 1  # how many queues the last claim found work in
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
         self.preparers: dict[str, Preparer] = {}
@@ -275,10 +284,26 @@ class Worker:
         self._after.batch = []
         try:
             with self.db.write() as conn:
-                claimed = self._claim(conn, now, limit)
-                self._prepare(conn, claimed)
-                for job in claimed:
-                    self._run_one(conn, job, now)
+                deadline = time.monotonic() + self.batch_seconds
+                ran = 0
+                # Claimed as many at a time as the time left allows, by the time jobs have
+                # been taking, so that the batch ends (and commits) about when its time is
+                # up, with nothing claimed left over.
+                while ran < limit:
+                    started = time.monotonic()
+                    fits = (deadline - started) / self._seconds_per_job / self._busy_queues
+                    claimed = self._claim(conn, now, max(1, min(limit - ran, int(fits))))
+                    if not claimed:
+                        break
+                    self._prepare(conn, claimed)
+                    for job in claimed:
+                        self._run_one(conn, job, now)
+                    ran += len(claimed)
+                    spent = (time.monotonic() - started) / len(claimed)
+                    self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * spent
+                    self._busy_queues = len({job.queue for job in claimed})
+                    if time.monotonic() > deadline:
+                        break
             actions: list[Callable[[], None]] = self._after.batch
         finally:
             self._after.batch = []
@@ -287,7 +312,7 @@ class Worker:
                 action()
             except Exception:
                 log.exception("an after-commit action failed")
-        return len(claimed)
+        return ran
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
         """Take the due jobs: deleted as they are claimed (one statement, not one per job),
@@ -372,13 +397,14 @@ class Worker:
             state, run_at = "available", now + backoff_ms(attempt)
         # Put back as it was claimed, one attempt further. Should a job with the same key
         # have been scheduled since (by another job of this batch), that newer one stands.
+        # Under a new id: SQLite gives a deleted row's id to the next insert, so a job
+        # scheduled earlier in this batch may hold the claimed one's by now.
         run(
             conn,
-            "INSERT INTO jobs (id, queue, kind, unique_key, payload, state, run_at, attempt, "
-            "max_attempts, last_error, created_at, customer_id) VALUES (:id, :q, :k, :u, :p, "
-            ":s, :r, :a, :m, :e, :c, :cu) ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (queue, kind, unique_key, payload, state, run_at, attempt, "
+            "max_attempts, last_error, created_at, customer_id) VALUES (:q, :k, :u, :p, "
+            ":s, :r, :a, :m, :e, :c, :cu) ON CONFLICT (unique_key) DO NOTHING",
             {
-                "id": job.id,
                 "q": job.queue,
                 "k": job.kind,
                 "u": job.unique_key,
