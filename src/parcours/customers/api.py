@@ -470,8 +470,6 @@ def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
         columns = tuple(name for name in wanted if name in names)
         if columns:
             found.append((table, columns))
-    order = {name: index for index, name in enumerate(_FIRST_TABLES)}
-    found.sort(key=lambda entry: (order.get(entry[0], len(order)), entry[0]))
     conn.info["parcours_person_tables"] = found
     return found
 
@@ -487,12 +485,9 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
     for table, columns in _person_tables(conn):
         deleted = 0
         for column in columns:
-            deleted += sum(
-                1
-                for _ in select_in(
-                    conn,
-                    f"DELETE FROM {table} WHERE {column} IN ({{marks}}) RETURNING 1",
-                    family,
+            deleted += len(
+                select_in(
+                    conn, f"DELETE FROM {table} WHERE {column} IN ({{marks}}) RETURNING 1", family
                 )
             )
         counts[table] = deleted
