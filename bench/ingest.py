@@ -290,7 +290,6 @@ class _Connection:
 
 async def _paced(url: str, rate: int, seconds: float) -> tuple[list[float], int]:
     """Open loop: one single-event call every 1/rate s, whatever the answers' delays."""
-    host, port = _host_port(url)
     encoder = msgspec.json.Encoder()
     requests = [
         _request(
@@ -306,6 +305,14 @@ async def _paced(url: str, rate: int, seconds: float) -> tuple[list[float], int]
         )
         for number in range(int(rate * seconds))
     ]
+    return await paced_calls(url, rate, requests)
+
+
+async def paced_calls(url: str, rate: int, requests: list[bytes]) -> tuple[list[float], int]:
+    """Send single-event requests (built by `_request`) at `rate` per second, in an open
+    loop over keep-alive connections; each call's latency, and how many were not stored
+    (an error, or an answer that is not a new event)."""
+    host, port = _host_port(url)
     idle: deque[_Connection] = deque()  # oldest first: none idles into the keep-alive timeout
     latencies: list[float] = []
     failures = 0

@@ -140,12 +140,9 @@ def _drain(services: Any, clock: Any) -> int:
 
 
 async def _send_orders(url: str, rate: int, seconds: float) -> None:
-    """Open loop at `rate` calls per second, over bare keep-alive connections (the load
-    client of `bench ingest`, requests built before the clock starts)."""
-    from bench.ingest import _Connection, _host_port, _request
+    """Order events at `rate` per second, through `bench ingest`'s paced load client."""
+    from bench.ingest import _request, paced_calls
 
-    host, port = _host_port(url)
-    idle: asyncio.Queue[_Connection] = asyncio.Queue()
     encoder = msgspec.json.Encoder()
     requests = [
         _request(
@@ -162,22 +159,9 @@ async def _send_orders(url: str, rate: int, seconds: float) -> None:
         )
         for number in range(int(rate * seconds))
     ]
-
-    async def call(number: int) -> None:
-        connection = idle.get_nowait() if not idle.empty() else await _Connection.open(host, port)
-        status, answer = await connection.send(requests[number])
-        if status != 200:
-            raise RuntimeError(f"event refused: {status} {answer[:300]!r}")
-        idle.put_nowait(connection)
-
-    tasks = []
-    begin = time.perf_counter()
-    for number in range(len(requests)):
-        delay = begin + number / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(call(number)))
-    await asyncio.gather(*tasks)
+    _, failures = await paced_calls(url, rate, requests)
+    if failures:
+        raise RuntimeError(f"{failures} of {len(requests)} order events were not stored")
 
 
 def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
