@@ -29,7 +29,9 @@ identities = Table(
     Column("created_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("kind", "value"),
 )
-Index("ix_identities_customer", identities.c.customer_id)
+# (customer_id, kind): reads of one kind for many customers must not take the primary key
+# (kind, value) and read every identity of that kind.
+Index("ix_identities_customer", identities.c.customer_id, identities.c.kind)
 
 consents = Table(
     "consents",

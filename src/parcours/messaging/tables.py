@@ -61,6 +61,7 @@ suppressions = Table(
     Column("customer_id", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
 )
+Index("ix_suppressions_customer", suppressions.c.customer_id)
 
 # Browsers' Web Push subscriptions (RFC 8030): where to push and the keys to encrypt for.
 push_subscriptions = Table(

@@ -1,0 +1,138 @@
+"""Per-customer reads use an index on the customer, whatever the number of customers.
+
+SQLite plans without statistics: it once chose the identities primary key (kind, value)
+for `kind = 'user_id' AND customer_id IN (...)`, reading every identity of that kind on
+each batch, so ingest and the journey engine slowed down as customers were added. This
+test traces every statement of the hot path (ingest, identity merge, a journey with its
+waits, sends and delivery) and asks SQLite how it runs each one.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event
+
+from parcours.journeys import api as journeys
+from parcours.runtime.clock import SimulatedClock, from_ms
+from parcours.runtime.queue import next_run_at
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import START, make_event
+
+CART = (
+    Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates/abandoned-cart.yaml"
+).read_text(encoding="utf-8")
+
+# Tables of configuration, a handful of rows each, which may be read whole.
+SMALL_TABLES = {
+    "journey_versions",
+    "journeys",
+    "segments",
+    "templates",
+    "instance_secrets",
+    "alembic_version",
+    "sqlite_master",
+    "sqlite_temp_master",
+}
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def trace(dbapi_conn: object, _record: object) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            dbapi_conn.set_trace_callback(statements.append)
+
+    event.listen(Engine, "connect", trace)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "connect", trace)
+
+
+def test_the_hot_path_reads_no_per_customer_table_whole(traced: list[str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'parcours.db'}"
+    clock = SimulatedClock(START)
+    services = Services.open(
+        Settings(data_dir=tmp_path, database_url=url, default_region="FR"), clock=clock
+    )
+    traced.clear()  # the migrations' statements: not the hot path
+    try:
+        journeys.publish(services.db, CART, "editor", "reviewer", START)
+        consent = {ch: {"marketing": True} for ch in ("push", "email", "sms")}
+        for n in range(30):
+            services.writer.append_sync(
+                [
+                    make_event(
+                        "identify",
+                        at=START - 1000,
+                        anonymousId=f"anon-{n}",
+                        traits={"consent": consent, "push_token": f"token-{n}"},
+                    ),
+                    make_event(
+                        "identify",
+                        at=START - 500,
+                        userId=f"c-{n}",
+                        anonymousId=f"anon-{n}",
+                        traits={"email": f"c-{n}@example.com", "phone": f"+3361234{n:04d}"},
+                        context={"timezone": "Europe/Paris"},
+                    ),
+                    make_event(
+                        "track",
+                        at=START,
+                        userId=f"c-{n}",
+                        event="Checkout Started",
+                        properties={"checkout_id": f"k-{n}", "total": 150 + n},
+                    ),
+                ]
+            )
+        services.writer.append_sync(
+            [
+                make_event(
+                    "track",
+                    at=START + 1000,
+                    userId=f"c-{n}",
+                    event="Order Completed",
+                    properties={"order_id": f"o-{n}", "checkout_id": f"k-{n}", "total": 150},
+                )
+                for n in range(0, 30, 3)
+            ]
+        )
+        services.worker.run_due()
+        while True:
+            with services.db.read() as conn:
+                upcoming = next_run_at(conn, services.worker.queues)
+            if upcoming is None:
+                break
+            clock.set(from_ms(max(int(upcoming), clock.now_ms())))
+            services.worker.run_due()
+        with services.db.read() as conn:
+            sent = conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one()
+    finally:
+        services.close()
+    assert sent > 30  # the journey really ran: push, email and SMS went out
+
+    plans = sqlite3.connect(tmp_path / "parcours.db")
+    whole: dict[str, str] = {}
+    kind_only: dict[str, str] = {}
+    for statement in set(traced):
+        if not re.match(r"\s*(SELECT|UPDATE|DELETE|WITH)\b", statement, re.IGNORECASE):
+            continue
+        try:
+            plan = [row[3] for row in plans.execute("EXPLAIN QUERY PLAN " + statement)]
+        except sqlite3.OperationalError:  # a migration's temporary table, gone since
+            continue
+        for line in plan:
+            scanned = re.match(r"SCAN (\w+)", line)
+            if scanned and scanned.group(1) not in SMALL_TABLES and "count(" not in statement:
+                whole[statement[:200]] = line
+            if re.search(r"USING (COVERING )?INDEX \w+ \(kind=\?\)$", line):
+                kind_only[statement[:200]] = line
+    assert whole == {}
+    assert kind_only == {}
