@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from parcours.customers.tables import customers
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
 from parcours.ingest.writer import WriterClosed
 from parcours.ingest.writer_process import RemoteWriter, available
+from parcours.loyalty.referrals import JOB as REFERRAL_JOB
+from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database, migrate
+from parcours.runtime.queue import enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import make_event
@@ -144,28 +146,65 @@ def test_closing_commits_what_was_submitted_and_stops_the_child(
         writer.append_sync(shopper_events("late", 1))
 
 
-def test_the_queue_worker_is_woken_only_when_a_commit_leaves_work(
+def _wait_for(settings: Settings, sql: str, expected: int, seconds: float = 15) -> int:
+    """Poll `sql` (a count) until it gives `expected` or `seconds` pass; the last count."""
+    db = Database(settings.resolved_database_url)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            with db.read() as conn:
+                found = int(conn.execute(text(sql)).scalar_one())
+            if found == expected or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+    finally:
+        db.dispose()
+
+
+def test_the_writer_process_runs_the_worker_woken_by_its_own_commits(
     settings: Settings, services: Services
 ) -> None:
     from tests.test_journeys_engine import CART, publish
 
     publish(services, CART)  # a live journey: checkouts start runs
     services.worker.run_due()  # what publishing left to do
-    woken = threading.Event()
-    writer = RemoteWriter(settings)
-    writer.on_commit(woken.set)
+    # The worker's poll is a minute: only the commit's wake-up can start the run in time.
+    patient = settings.with_overrides(worker_poll_seconds=60)
+    writer = RemoteWriter(patient, run_worker=True)
     writer.start()
     try:
-        assert writer.append_sync(shopper_events("browse", 8)).stored == 8
-        time.sleep(0.5)
-        assert not woken.is_set(), "nothing for the worker to do, yet it was woken"
+        now = SystemClock().now_ms()
         checkout = make_event(
             "track",
+            at=now,
+            received_at=now,
             userId="u-cart",
             event="Checkout Started",
             properties={"checkout_id": "co-1", "total": 80},
         )
         assert writer.append_sync([checkout]).stored == 1
-        assert woken.wait(10), "a reaction is due and the worker was not woken"
+        assert _wait_for(settings, "SELECT count(*) FROM journey_runs", 1) == 1
     finally:
         writer.close()
+
+
+def test_a_job_the_http_process_schedules_wakes_the_writer_process_worker(
+    settings: Settings,
+) -> None:
+    patient = settings.with_overrides(worker_poll_seconds=60)
+    services = Services.open(patient, writer_process=True)
+    try:
+        assert services.worker_in_writer
+        services.start_worker()  # the writer process runs it: nothing starts here
+        deadline = time.monotonic() + 30
+        while not (readiness := services.readiness()).ready:
+            assert time.monotonic() < deadline, readiness.report
+            time.sleep(0.1)
+        assert readiness.report["worker"].startswith("in the writer process")
+        now = services.clock.now_ms()
+        with services.db.write() as conn:  # as an admin call scheduling work would
+            enqueue(conn, REFERRAL_JOB, {"orders": []}, run_at=now, now=now)
+        # Claimed and done by the child's worker long before its next poll.
+        assert _wait_for(settings, "SELECT count(*) FROM jobs", 0) == 0
+    finally:
+        services.close()

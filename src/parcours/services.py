@@ -4,6 +4,7 @@ the worker and its heartbeat; whether it is ready; and its orderly stop."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from parcours.messaging.policies import Policies
 from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
-from parcours.runtime.heartbeats import Heartbeat, worker_counts
+from parcours.runtime.heartbeats import Heartbeat, beat_of, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker
@@ -75,7 +76,8 @@ class Services:
         writer_process: bool = False,
     ) -> Services:
         """Connect, migrate, register the keys given in the settings, start the writer (in
-        a child process of its own with `writer_process`: `parcours serve`)."""
+        a child process of its own with `writer_process`: `parcours serve` on SQLite; the
+        child then runs the queue worker too, unless `serve_worker` is off)."""
         if settings.sector and settings.sector not in SECTOR_PRESETS:
             raise SettingsError(
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
@@ -100,7 +102,7 @@ class Services:
             raise SettingsError(str(exc)) from None
         writer: Writer | RemoteWriter
         if writer_process:
-            writer = RemoteWriter(settings)
+            writer = RemoteWriter(settings, run_worker=settings.serve_worker)
         else:
             writer = Writer(
                 db,
@@ -110,7 +112,10 @@ class Services:
                 threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
             )
         worker = Worker(
-            db, clock, queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE)
+            db,
+            clock,
+            queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE),
+            poll_seconds=settings.worker_poll_seconds,
         )
         policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
         brand = Brand(
@@ -144,7 +149,14 @@ class Services:
         )
         delivery.install(worker)
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
-        writer.on_commit(worker.wake.set)
+        if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
+            # A commit that scheduled a job wakes the worker: this process's, or the
+            # writer process's when it runs the worker.
+            db.after_jobs_scheduled(
+                writer.wake_worker
+                if isinstance(writer, RemoteWriter) and writer.run_worker
+                else worker.wake.set
+            )
         try:
             writer.start()
         except Exception:
@@ -164,9 +176,15 @@ class Services:
             Heartbeat(db, clock),
         )
 
+    @property
+    def worker_in_writer(self) -> bool:
+        """The queue worker runs in the writer process, not in this one."""
+        return isinstance(self.writer, RemoteWriter) and self.writer.run_worker
+
     def start_worker(self) -> None:
-        """Run due jobs in a background thread of this process (parcours serve)."""
-        if self._worker_thread is None:
+        """Run due jobs in a background thread of this process (parcours serve), unless
+        the writer process runs them."""
+        if self._worker_thread is None and not self.worker_in_writer:
             self._worker_thread = threading.Thread(
                 target=self.run_worker, name="parcours-worker", daemon=True
             )
@@ -209,7 +227,9 @@ class Services:
             report["migrations"] = f"at {current}, expected {head}"
         stale_ms = self.settings.worker_stale_seconds * 1000
         now = self.clock.now_ms()
-        if self.runs_worker:
+        if self.worker_in_writer:
+            self._writer_worker_readiness(now, stale_ms, failed, report)
+        elif self.runs_worker:
             beat = self.heartbeat.last_beat_at
             alive = self._worker_thread is None or self._worker_thread.is_alive()
             if beat is None or not alive or now - beat > stale_ms:
@@ -237,6 +257,27 @@ class Services:
         if counts.fresh < self.settings.ready_min_workers:
             failed.append("workers")
         return Readiness(not failed, failed, report)
+
+    def _writer_worker_readiness(
+        self, now: int, stale_ms: int, failed: list[str], report: dict[str, Any]
+    ) -> None:
+        """The writer process's worker: its heartbeat row, by that process's id."""
+        assert isinstance(self.writer, RemoteWriter)
+        pid = self.writer.pid
+        beat = None
+        if pid is not None:
+            with self.db.read() as conn:
+                beat = beat_of(conn, socket.gethostname(), pid)
+        if beat is None or now - beat > stale_ms:
+            failed.append("worker")
+            report["worker"] = (
+                "the writer process's worker has not beaten yet"
+                if beat is None
+                else f"the writer process's worker last beat {(now - beat) / 1000:.0f} s ago "
+                f"(fresh: within {self.settings.worker_stale_seconds} s)"
+            )
+        else:
+            report["worker"] = f"in the writer process, last beat {(now - beat) / 1000:.0f} s ago"
 
     def start_inbound_email(self) -> int | None:
         """Receive bounces, complaint reports and replies over SMTP when

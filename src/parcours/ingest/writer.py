@@ -69,13 +69,8 @@ class Writer:
         self._start_lock = threading.Lock()
         self._thread_count = threads
         self._closed = False
-        self._listeners: list[Callable[[], None]] = []
         self.hooks: list[Hook] = []
         self._counted = counting()  # False for the journey simulator's own writer
-
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after each commit that stored events (in the writer thread)."""
-        self._listeners.append(listener)
 
     def add_hook(self, hook: Hook) -> None:
         """Run `hook(conn, new_events, now)` inside every append transaction."""
@@ -123,7 +118,7 @@ class Writer:
 
     def commit_now(self, batches: list[list[Event]]) -> list[Future[AppendResult]]:
         """Commit these submissions as one group in the calling thread, as the writer thread
-        would (retries, a bad submission failing alone, listeners): the writer process
+        would (retries, a bad submission failing alone): the writer process
         feeds its writer this way, from the thread that reads the socket."""
         group = [_Submission(events, Future()) for events in batches]
         self._commit_group(group)
@@ -170,7 +165,7 @@ class Writer:
 
     def _commit_group(self, group: list[_Submission]) -> None:
         try:
-            results, stored = self._with_retries(group)
+            results, _ = self._with_retries(group)
         except Exception as exc:
             if len(group) == 1:
                 log.exception("append failed")
@@ -187,12 +182,6 @@ class Writer:
                 )
         if self._counted:
             ingest_metrics.committed(group[0].events[0].received_at, self._clock.now_ms())
-        if stored:
-            for listener in self._listeners:
-                try:
-                    listener()
-                except Exception:
-                    log.exception("commit listener failed")
 
     def _with_retries(self, group: list[_Submission]) -> tuple[list[AppendResult], list[Event]]:
         for attempt in range(_RETRIES):

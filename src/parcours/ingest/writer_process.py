@@ -1,4 +1,4 @@
-"""The writer in a process of its own, for `parcours serve`.
+"""The writer in a process of its own, for `parcours serve` on SQLite.
 
 Python runs one thread at a time per process: parsing requests and writing events shared
 one core. Here the HTTP process parses and validates, and hands each submission over a
@@ -6,12 +6,20 @@ socket pair to a child process that owns the `Writer` (its group commit, its hoo
 child answers once the submission is committed, and only then does the HTTP process
 acknowledge the request: durability is unchanged (docs/core.md).
 
+The child also runs the queue worker (`run_worker`): SQLite has one writer at a time, and
+the worker writes in every batch. In the HTTP process, its transactions waited for that
+process's interpreter lock while holding SQLite's write lock, so the writer waited too;
+in the child, the writer's commits wake it directly and the two take the write lock in
+turn, in the same process (docs/core.md, "The writer process").
+
 Frames are a 4-byte length then the body: `m` or `j` (msgpack, or JSON for the rare event
 holding an integer msgpack cannot carry) and `[number, events]`; the answer is
-`[number, stored, duplicates, error]`. The child stops when the socket closes: it commits
-what it has received, answers what it can, and exits; a child that dies is replaced, the
-submissions in flight failing with `WriterClosed` (the client retries; message ids make a
-retry harmless). A child that exits cleanly was told to stop (SIGTERM) and is not replaced.
+`[number, stored, duplicates, error]`. A frame `w` alone asks the child to wake its worker
+(the HTTP process scheduled a job) and has no answer. The child stops when the socket
+closes: it commits what it has received, answers what it can, stops its worker after its
+batch, and exits; a child that dies is replaced, the submissions in flight failing with
+`WriterClosed` (the client retries; message ids make a retry harmless). A child that exits
+cleanly was told to stop (SIGTERM) and is not replaced.
 """
 
 from __future__ import annotations
@@ -29,17 +37,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Connection
 
 from parcours.customers.projection import event_keys
 from parcours.ingest.model import Event
 from parcours.ingest.writer import AppendResult, Hook, Writer, WriterClosed
-from parcours.runtime.queue import next_run_at
 
 if TYPE_CHECKING:
     from parcours.runtime.settings import Settings
@@ -50,7 +56,7 @@ _LENGTH = struct.Struct("!I")
 _BUFFER = 4 * 1024 * 1024
 _START_TIMEOUT = 120.0
 _READY = b"ready"
-_COMMITTED = -1  # the number of the frame saying "a commit left jobs due" (listeners)
+_WAKE = b"w"
 
 _encode_msgpack = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
@@ -67,16 +73,17 @@ def available() -> bool:
 
 
 class RemoteWriter:
-    """The `Writer` interface, backed by a writer child process.
+    """The `Writer` interface, backed by a writer child process, which also runs the queue
+    worker when `run_worker` is set.
 
     `hooks` are the hooks of this process: they run in the transactions this process makes
-    itself (the queue worker's); the child installs the same ones for what it commits.
+    itself; the child installs the same ones for what it commits.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, run_worker: bool = False) -> None:
         self._settings = settings
+        self.run_worker = run_worker
         self.hooks: list[Hook] = []
-        self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # guards _pending, _socket, _closed
         self._send_lock = threading.Lock()
         self._pending: dict[int, Future[AppendResult]] = {}
@@ -86,10 +93,11 @@ class RemoteWriter:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
 
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after a commit of the child that left jobs due (the listener
-        wakes the queue worker; see serve_submissions), in the thread reading answers."""
-        self._listeners.append(listener)
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def add_hook(self, hook: Hook) -> None:
         self.hooks.append(hook)
@@ -134,6 +142,16 @@ class RemoteWriter:
     def append_sync(self, events: list[Event]) -> AppendResult:
         return self.submit(events).result()
 
+    def wake_worker(self) -> None:
+        """Tell the child's worker that a job of this process's making is due now (without
+        it, the worker finds it at its next poll)."""
+        with self._lock:
+            connection = None if self._closed else self._socket
+        if connection is None:
+            return
+        with contextlib.suppress(OSError), self._send_lock:
+            connection.sendall(_LENGTH.pack(len(_WAKE)) + _WAKE)
+
     def close(self, timeout: float = 30.0) -> None:
         """Wait for the answers to what was submitted, then stop the child (it commits what
         it holds first)."""
@@ -177,6 +195,7 @@ class RemoteWriter:
             "-c",
             "from parcours.ingest.writer_process import child_main; child_main()",
             str(theirs.fileno()),
+            *(["--worker"] if self.run_worker else []),
         ]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=[theirs.fileno()])
         theirs.close()
@@ -244,13 +263,6 @@ class RemoteWriter:
                 except (OSError, ConnectionError):
                     return
                 number, stored, duplicates, error = _decode_answer(frame)
-                if number == _COMMITTED:
-                    for listener in self._listeners:
-                        try:
-                            listener()
-                        except Exception:
-                            log.exception("commit listener failed")
-                    continue
                 with self._lock:
                     entry = self._pending.pop(number, None)
                 if entry is None:
@@ -293,7 +305,8 @@ def _read_frame(reader: Any) -> bytes:
 
 
 def child_main() -> None:
-    """Entry point of the writer process: settings on stdin, the socket's fd in argv."""
+    """Entry point of the writer process: settings on stdin, the socket's fd in argv, then
+    `--worker` when it runs the queue worker too."""
     from parcours.cli import tune_garbage_collector
     from parcours.services import Services
 
@@ -308,8 +321,10 @@ def child_main() -> None:
     services = Services.open(settings, run_migrations=False)
     assert isinstance(services.writer, Writer)
     tune_garbage_collector()
+    if "--worker" in sys.argv[2:]:
+        services.start_worker()  # woken by the writer's commits (Services.open)
     try:
-        serve_submissions(connection, services.writer, services.worker.queues)
+        serve_submissions(connection, services.writer, services.worker.wake.set)
     finally:
         services.close()
 
@@ -320,43 +335,27 @@ def _stop_reading(connection: socket.socket) -> None:
 
 
 def serve_submissions(
-    connection: socket.socket, writer: Writer, queues: Iterable[str] = ()
+    connection: socket.socket, writer: Writer, wake: Callable[[], None] = lambda: None
 ) -> None:
     """Feed the writer from the socket until it closes; answer each submission once
-    committed. Returns when everything received has been committed and answered.
-
-    The parent's queue worker is told of a commit only when the commit left jobs due on
-    its `queues` (a journey reaction, say): an idle worker's pass takes SQLite's write
-    lock, and waking it after every commit had it take the lock turn about with the
-    writer while waiting for its own process's interpreter lock."""
+    committed; `wake` the worker when asked to. Returns when everything received has been
+    committed and answered."""
     send_lock = threading.Lock()
-    jobs_due = threading.Event()
-    watched = tuple(queues)
 
     def send(data: bytes) -> None:
         with contextlib.suppress(OSError), send_lock:  # the parent gone: committed anyway
             connection.sendall(data)
 
-    def note_due_jobs(conn: Connection, _events: list[Event], now: int) -> None:
-        due = next_run_at(conn, watched) if watched else None
-        if due is not None and due <= now:
-            jobs_due.set()
-
-    def committed() -> None:
-        if jobs_due.is_set():
-            jobs_due.clear()
-            send(_answer(_COMMITTED, 0, 0))
-
-    writer.add_hook(note_due_jobs)
-    writer.on_commit(committed)
     send(_READY)
-    _serve_inline(_Frames(connection), send, writer)
+    _serve_inline(_Frames(connection), send, writer, wake)
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
     connection.close()
 
 
-def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer) -> None:
+def _serve_inline(
+    frames: _Frames, send: Callable[[bytes], None], writer: Writer, wake: Callable[[], None]
+) -> None:
     """One thread reads, decodes, commits and answers (SQLite has one writer anyway, and
     `serve` uses the writer process on SQLite only): no second thread to take Python's
     lock from the writer at every database call. What arrives during a commit waits in
@@ -370,6 +369,10 @@ def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer
         batches: list[list[Event]] = []
         count = 0
         while received is not None:
+            if received[0] == _WAKE[0]:
+                wake()
+                received = frames.next(block=False)
+                continue
             number, events = _decode(received)
             numbers.append(number)
             batches.append(events)
@@ -377,6 +380,8 @@ def _serve_inline(frames: _Frames, send: Callable[[bytes], None], writer: Writer
             if count >= limit:
                 break
             received = frames.next(block=False)
+        if not batches:
+            continue
         answers = [
             _answer_of(number, future)
             for number, future in zip(numbers, writer.commit_now(batches), strict=True)

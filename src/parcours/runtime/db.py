@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import sqlite3
 import threading
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,8 @@ IN_CHUNK = 500
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
+log = logging.getLogger(__name__)
+
 
 class Database:
     """An engine plus what the rest of the code needs to know about its dialect."""
@@ -46,6 +49,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self._scheduled_listeners: list[Callable[[], None]] = []
         if self.is_sqlite:
             _ensure_sqlite_dir(self.url)
             self.engine: Engine = create_engine(
@@ -66,11 +70,25 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that will write: BEGIN IMMEDIATE on SQLite, so it never upgrades late."""
+        """A transaction that will write: BEGIN IMMEDIATE on SQLite, so it never upgrades late.
+        After a commit that scheduled jobs, the `after_jobs_scheduled` listeners are called
+        (outside the write lock)."""
         with self._gate or nullcontext(), self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
+            with conn.begin() as transaction:
                 yield conn
+            scheduled = conn.info.get(_JOBS_SCHEDULED) is transaction
+        if scheduled:
+            for listener in self._scheduled_listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("a jobs-scheduled listener failed")
+
+    def after_jobs_scheduled(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each write transaction of this process that scheduled a
+        job (`note_jobs_scheduled`): on SQLite, how a worker learns of new work."""
+        self._scheduled_listeners.append(listener)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -188,6 +206,14 @@ def _configure_sqlite(engine: Engine) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         # Straight to the driver: SQLAlchemy's execution path cost half a transaction.
         conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+
+
+_JOBS_SCHEDULED = "parcours_jobs_scheduled"
+
+
+def note_jobs_scheduled(conn: Connection) -> None:
+    """This transaction scheduled a job: its commit calls `after_jobs_scheduled`."""
+    conn.info[_JOBS_SCHEDULED] = conn.get_transaction()
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:

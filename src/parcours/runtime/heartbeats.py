@@ -111,4 +111,14 @@ def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
     return WorkerCounts(int(row.fresh), int(row.total) - int(row.fresh))
 
 
-__all__ = ["Heartbeat", "WorkerCounts", "worker_counts", "worker_heartbeats"]
+def beat_of(conn: Connection, host: str, pid: int) -> int | None:
+    """When the worker of that process last beat, if it has."""
+    value = run(
+        conn,
+        "SELECT max(beat_at) FROM worker_heartbeats WHERE host = :host AND pid = :pid",
+        {"host": host, "pid": pid},
+    ).scalar()
+    return None if value is None else int(value)
+
+
+__all__ = ["Heartbeat", "WorkerCounts", "beat_of", "worker_counts", "worker_heartbeats"]

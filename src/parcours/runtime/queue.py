@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import BigId, Database, metadata, run
+from parcours.runtime.db import BigId, Database, metadata, note_jobs_scheduled, run
 from parcours.runtime.logs import bind_job, unbind_job
 from parcours.runtime.metrics import counting
 
@@ -100,6 +100,8 @@ def enqueue(
     run(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
+    else:
+        note_jobs_scheduled(conn)
 
 
 _COLUMNS = (

@@ -48,6 +48,9 @@ class Settings:
     metrics_port: int = 0  # `parcours worker` serves its own /metrics there; 0: not served
     serve_worker: bool = True  # `parcours serve` runs the worker too; false: HTTP only
     worker_stale_seconds: int = 30  # a worker heartbeat older than this is not fresh
+    # an idle worker looks for due jobs this often even when nothing woke it (a commit of
+    # its own process that scheduled a job does; on PostgreSQL, any process's NOTIFY)
+    worker_poll_seconds: int = 1
     ready_min_workers: int = 0  # /readyz fails with fewer fresh workers than this, anywhere
     shutdown_timeout_seconds: int = 20  # each of: requests in flight, the worker's batch
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
@@ -138,6 +141,7 @@ _FIELD_TYPES: dict[str, type] = {
     "metrics_port": int,
     "serve_worker": bool,
     "worker_stale_seconds": int,
+    "worker_poll_seconds": int,
     "ready_min_workers": int,
     "shutdown_timeout_seconds": int,
 }
@@ -265,6 +269,7 @@ def _check(settings: Settings, where: str) -> None:
             f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
         )
     _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
+    _check_range(where, "worker_poll_seconds", settings.worker_poll_seconds, 1, 3600)
     _check_range(where, "ready_min_workers", settings.ready_min_workers, 0, 1000)
     _check_range(where, "shutdown_timeout_seconds", settings.shutdown_timeout_seconds, 1, 600)
 

@@ -218,7 +218,6 @@ async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str])
             raise HttpError(404, f"no customer {exc}", "customer") from None
         except templates.TemplateProblem as exc:
             raise HttpError(400, str(exc), "template") from None
-        services.worker.wake.set()
     except HttpError as exc:
         return exc.response()
     return json_response({"message": f"msg_{outbox_id}", "to": to}, 202)
