@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_a_batch_out_of_time_commits_and_the_next_takes_what_fell_due_first(
     commits: list[list[str]] = []
     original = worker._run_batch
 
-    def batch(limit: int) -> int:
+    def batch(limit: int) -> tuple[int, bool]:
         before = len(executed)
         ran = original(limit)
         commits.append(executed[before:])
@@ -142,8 +143,37 @@ def test_a_batch_with_time_left_also_runs_what_its_jobs_made_due(
     worker.register("step", step)
     for number in range(3):
         add(db, "step", START + 100 * number, note=str(number))
-    assert worker._run_batch(100) == 4  # one transaction, two claims
+    assert worker._run_batch(100) == (4, True)  # one transaction, two claims
     assert sorted(notes(db, effects)) == ["0", "1", "2", "urgent"]
+
+
+def test_a_batch_that_runs_out_of_due_jobs_is_the_last_write(db: Database, effects: str) -> None:
+    """Finding that nothing is left due takes no write transaction of its own: an idle
+    worker's empty batch held SQLite's write lock for nothing after every wake-up."""
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock, batch_seconds=60)
+    worker.register("step", record(effects))
+    for number in range(3):
+        add(db, "step", START + 100 * number, note=str(number))
+    writes = 0
+    original = db.write
+
+    @contextmanager
+    def counted() -> Iterator[Connection]:
+        nonlocal writes
+        writes += 1
+        with original() as conn:
+            yield conn
+
+    db.write = counted  # type: ignore[method-assign]
+    try:
+        assert worker.run_due() == 3
+        assert writes == 1
+        assert worker.run_due() == 0
+        assert writes == 2  # an empty pass: one claim, nothing more
+    finally:
+        db.write = original  # type: ignore[method-assign]
+    assert sorted(notes(db, effects)) == ["0", "1", "2"]
 
 
 def test_a_unique_key_keeps_one_live_job(db: Database, effects: str) -> None:

@@ -230,14 +230,16 @@ class Worker:
         Every after-commit action has finished when it returns."""
         done = 0
         while True:
-            ran = 0
+            ran, exhausted = 0, True
             # Shutting down: no new batch, but what is in flight is finished and recorded.
             if (limit is None or done < limit) and not self.stopping.is_set():
-                ran = self._run_batch(
+                ran, exhausted = self._run_batch(
                     self.batch if limit is None else min(self.batch, limit - done)
                 )
             done += ran
-            if ran == 0 and not self._finish():
+            # A batch that ran out of due jobs leaves nothing due: no second write
+            # transaction to find that out, unless finishing its actions made more work.
+            if (ran == 0 or exhausted) and not self._finish():
                 return done
 
     def _finish(self) -> bool:
@@ -282,7 +284,9 @@ class Worker:
             self.wake.wait(timeout)
             self.wake.clear()
 
-    def _run_batch(self, limit: int) -> int:
+    def _run_batch(self, limit: int) -> tuple[int, bool]:
+        """Run due jobs in one transaction: how many, and whether it stopped because none
+        was left due (rather than at its limit or its time)."""
         if self.heartbeat is not None:
             self.heartbeat()
         now = self.clock.now_ms()
@@ -291,6 +295,7 @@ class Worker:
             with self.db.write() as conn:
                 deadline = time.monotonic() + self.batch_seconds
                 ran = 0
+                exhausted = False
                 # Claimed as many at a time as the time left allows, by the time jobs have
                 # been taking, so that the batch ends (and commits) about when its time is
                 # up, with nothing claimed left over.
@@ -299,6 +304,7 @@ class Worker:
                     fits = (deadline - started) / self._seconds_per_job / self._busy_queues
                     claimed = self._claim(conn, now, max(1, int(min(limit - ran, fits))))
                     if not claimed:
+                        exhausted = True
                         break
                     self._prepare(conn, claimed)
                     for job in claimed:
@@ -317,7 +323,8 @@ class Worker:
                 action()
             except Exception:
                 log.exception("an after-commit action failed")
-        return ran
+        # What the actions did (a send's outcome recorded) may have made jobs due.
+        return ran, exhausted and not actions
 
     def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
         """Take the due jobs: deleted as they are claimed (one statement, not one per job),
