@@ -395,8 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         with scratch_database(args.postgres) as (url, directory):
             measured = throughput(url, directory / "data", args.events, args.concurrency)
         generated = measured.pop("generated")
-        with scratch_database(args.postgres) as (url, _):
-            measured |= storage_floor(url, generated)
+        # The floor moves by a quarter from one run to the next on this machine: the median
+        # of three runs, each on a fresh database, with all three shown.
+        floors = []
+        for _ in range(3):
+            with scratch_database(args.postgres) as (url, _directory):
+                floors.append(storage_floor(url, generated)["floor_events_per_s"])
+        measured["floor_runs"] = floors
+        measured["floor_events_per_s"] = sorted(floors)[1]
         measured["fraction_of_floor"] = round(
             measured["events_per_s"] / measured["floor_events_per_s"], 3
         )
@@ -418,7 +424,8 @@ def _report(results: dict[str, Any]) -> str:
         lines += [
             f"throughput: {t['events_per_s']:,} events/s end to end (target >= 20,000 on "
             f"SQLite); batch of 100: p50 {t['batch_p50_ms']} ms, p99 {t['batch_p99_ms']} ms",
-            f"  storage floor {t['floor_events_per_s']:,} events/s: we reach "
+            f"  storage floor {t['floor_events_per_s']:,} events/s (median of "
+            f"{', '.join(f'{f:,}' for f in t['floor_runs'])}): we reach "
             f"{t['fraction_of_floor']:.1%} of it (target >= 25%)",
             f"  server: {t['server_cpu_s_per_10k_events']} CPU s per 10k events, peak RSS "
             f"{t['server_peak_rss_mb']} MB; load client: {t['client_cpu_s_per_10k_events']} "
