@@ -119,6 +119,55 @@ def test_a_first_order_issues_one_code_made_from_the_first_name(services: Servic
     assert computed["orders_count"] == 2
 
 
+def _three_commits_of_orders(services: Services) -> None:
+    """Three ingest commits, so three jobs; buyer-0 orders in each of them."""
+    for n in range(3):
+        services.writer.append_sync([order(f"buyer-{n}", f"b-{n}"), order("buyer-0", f"b0-{n}")])
+
+
+def test_the_buyers_of_a_batch_of_jobs_get_their_codes_in_one_append(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_commits_of_orders(services)
+    appended: list[int] = []
+    original = Referrals._append
+
+    def counted(self: Referrals, conn: Any, events: list[Any], now: int) -> None:
+        appended.append(len(events))
+        original(self, conn, events, now)
+
+    monkeypatch.setattr(Referrals, "_append", counted)
+    assert services.worker.run_due() == 3
+    assert appended == [6]  # three buyers, each an event and its trait: one append
+    for n in range(3):
+        assert len(events_of(services, f"buyer-{n}", "Referral Code Issued")) == 1
+        assert code_of(services, f"buyer-{n}")
+
+
+def test_when_preparing_the_batch_fails_each_job_issues_its_own_codes(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_commits_of_orders(services)
+    original = Referrals._issue
+    calls: list[set[int]] = []
+
+    def failing_first(self: Referrals, conn: Any, ordered_at: dict[int, int], now: int) -> None:
+        calls.append(set(ordered_at))
+        if len(calls) == 1:
+            raise RuntimeError("the batch's issuance broke")
+        original(self, conn, ordered_at, now)
+
+    monkeypatch.setattr(Referrals, "_issue", failing_first)
+    assert services.worker.run_due() == 3
+    assert len(calls) == 4  # the batch's, rolled back; then each job its own
+    for n in range(3):
+        assert len(events_of(services, f"buyer-{n}", "Referral Code Issued")) == 1
+    assert count_events(services, "Referral Code Issued") == 3
+    with services.db.read() as conn:
+        failed = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+    assert failed == 0
+
+
 def test_a_code_already_taken_is_never_issued_again(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

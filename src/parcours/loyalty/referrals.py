@@ -12,6 +12,7 @@ door, in one transaction. See docs/loyalty.md.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Connection
@@ -46,11 +47,14 @@ class Referrals:
     def __init__(self, clock: Clock, default_region: str, hooks: list[Hook]) -> None:
         self.clock = clock
         self.region = default_region
+        # What `prepare` did for the batch running in this thread: its connection, the
+        # live profile of each customer, the customers whose codes it issued.
+        self._local = threading.local()
         # The appends of this module run every hook, so journeys see what it records.
         self.hooks = hooks
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
-        worker.register(JOB, self.react)
+        worker.register(JOB, self.react, prepare=self.prepare)
         hooks.append(self.on_events)
 
     # ---- in the append transaction ------------------------------------------------------
@@ -75,20 +79,37 @@ class Referrals:
 
     # ---- the job ------------------------------------------------------------------------
 
-    def react(self, conn: Connection, job: Job) -> None:
-        orders: list[dict[str, Any]] = sorted(
-            job.payload["orders"], key=lambda order: order["occurred_at"]
-        )
+    def prepare(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a batch of these jobs: the codes of all their buyers, issued at once (one
+        append for the batch, where each job made its own). Each job then credits what its
+        orders earn and finds its buyers served. An optimisation only (docs/queue.md): if
+        it fails, it is rolled back and each job issues its own codes."""
+        self._local.prepared = None
+        orders = [order for job in jobs for order in job.payload["orders"]]
         live = customers.live_customers(conn, [order["customer_id"] for order in orders])
+        ordered_at = _first_orders(orders, live)
+        if ordered_at:
+            self._issue(conn, ordered_at, self.clock.now_ms())
+        self._local.prepared = (conn, live, set(ordered_at))
+
+    def react(self, conn: Connection, job: Job) -> None:
+        orders: list[dict[str, Any]] = job.payload["orders"]
+        prepared = getattr(self._local, "prepared", None)
+        if prepared is not None and prepared[0] is conn:
+            _, live, served = prepared
+        else:
+            live = customers.live_customers(conn, [order["customer_id"] for order in orders])
+            served = set()
         now = self.clock.now_ms()
-        ordered_at: dict[int, int] = {}  # each customer -> the time of their first order here
-        for order in orders:
+        for order in sorted(orders, key=lambda order: order["occurred_at"]):
             customer = live.get(int(order["customer_id"]))
-            if customer is None:
-                continue  # erased since
-            if order["codes"]:
+            if customer is not None and order["codes"]:
                 self._credit(conn, customer, order, now)
-            ordered_at.setdefault(customer, int(order["occurred_at"]))
+        ordered_at = {
+            customer: at
+            for customer, at in _first_orders(orders, live).items()
+            if customer not in served
+        }
         if ordered_at:
             self._issue(conn, ordered_at, now)
 
@@ -202,6 +223,18 @@ class Referrals:
 
     def _append(self, conn: Connection, events: list[Event], now: int) -> None:
         append_events(conn, [events], now, self.region, self.hooks)
+
+
+def _first_orders(orders: list[dict[str, Any]], live: dict[int, int]) -> dict[int, int]:
+    """Each live customer of these orders -> the time of their first order among them
+    (erased customers are left out)."""
+    first: dict[int, int] = {}
+    for order in orders:
+        customer = live.get(int(order["customer_id"]))
+        if customer is not None:
+            at = int(order["occurred_at"])
+            first[customer] = min(at, first.get(customer, at))
+    return first
 
 
 def _refusal(conn: Connection, referee: int, referrer: int, order_id: str) -> str | None:
