@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -169,11 +170,63 @@ def test_a_batch_that_runs_out_of_due_jobs_is_the_last_write(db: Database, effec
     try:
         assert worker.run_due() == 3
         assert writes == 1
-        assert worker.run_due() == 0
-        assert writes == 2  # an empty pass: one claim, nothing more
     finally:
         db.write = original  # type: ignore[method-assign]
-    assert sorted(notes(db, effects)) == ["0", "1", "2"]
+    add(db, "step", clock.now_ms() + 1000, note="later")
+    writes = 0
+    db.write = counted  # type: ignore[method-assign]
+    try:
+        assert worker.run_due() == 0
+        # Nothing due (woken for a job scheduled for later): on SQLite a read says so, and
+        # the write lock stays the writer's; PostgreSQL claims with SKIP LOCKED.
+        assert writes == (0 if db.is_sqlite else 1)
+        clock.advance_ms(1000)
+        assert worker.run_due() == 1
+    finally:
+        db.write = original  # type: ignore[method-assign]
+    assert sorted(notes(db, effects)) == ["0", "1", "2", "later"]
+
+
+def test_an_idle_worker_wakes_for_work_due_before_it_would_have_woken(
+    db: Database, effects: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that schedules a job wakes an idle worker only if the job is due before
+    the worker would look again: under a stream of ingest commits scheduling later work,
+    a worker woken each time read the queue for nothing (SQLite; PostgreSQL's NOTIFY
+    wakes its workers for any job)."""
+    import parcours.runtime.queue as queue_module
+
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock, poll_seconds=60)
+    worker.register("step", record(effects))
+    db.after_jobs_scheduled(worker.wake_for)
+    looks: list[int] = []
+    original = queue_module.next_run_at
+
+    def counted(conn: Connection, queues: object) -> int | None:
+        looks.append(1)
+        return original(conn, queues)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queue_module, "next_run_at", counted)
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker._sleeping_until in (0.0, math.inf):  # until it is idle
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = len(looks)
+        add(db, "step", START + 3_600_000, note="in an hour")
+        time.sleep(0.3)
+        if db.is_sqlite:
+            assert len(looks) == before  # left asleep: its poll comes before that
+        add(db, "step", START, note="now")
+        while notes(db, effects) != ["now"]:  # long before its 60-second poll
+            assert time.monotonic() < deadline, notes(db, effects)
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        thread.join(10)
 
 
 def test_a_unique_key_keeps_one_live_job(db: Database, effects: str) -> None:

@@ -17,7 +17,7 @@ from parcours.app import create_app
 from parcours.customers import api as customers
 from parcours.ingest.writer import Hook
 from parcours.loyalty import codes
-from parcours.loyalty.referrals import Referrals
+from parcours.loyalty.referrals import GATHER_MS, Referrals
 from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database
@@ -64,10 +64,19 @@ def count_events(services: Services, name: str) -> int:
         )
 
 
+def issue_codes(services: Services) -> None:
+    """Let the codes of the orders so far be issued (their jobs wait GATHER_MS)."""
+    clock = services.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance_ms(GATHER_MS)
+    services.worker.run_due()
+
+
 def referrer(services: Services, user: str = "camille", first_name: str = "Camille") -> str:
     """A customer who ordered once, and so holds a referral code."""
     opt_in(services, user, first_name=first_name)
     track(services, user, "Order Completed", order_id=f"{user}-1")
+    issue_codes(services)
     return code_of(services, user)
 
 
@@ -110,9 +119,14 @@ def test_a_first_order_issues_one_code_made_from_the_first_name(services: Servic
     assert re.fullmatch(f"CAMILLE-{RANDOM}{{6}}", code)
     assert events_of(services, "camille", "Referral Code Issued") == [{"code": code}]
     track(services, "camille", "Order Completed", order_id="camille-2")
+    issue_codes(services)
     assert code_of(services, "camille") == code
     assert len(events_of(services, "camille", "Referral Code Issued")) == 1
     track(services, "nameless", "Order Completed", order_id="n-1")
+    with services.db.read() as conn:  # the code comes within GATHER_MS, not at once
+        traits = customers.profile(conn, customer_id(services, "nameless"))["traits"]
+    assert "referral_code" not in traits
+    issue_codes(services)
     assert re.fullmatch(f"{RANDOM}{{4}}-{RANDOM}{{4}}", code_of(services, "nameless"))
     with services.db.read() as conn:
         computed = customers.profile(conn, customer_id(services, "camille"))["computed"]
@@ -129,6 +143,7 @@ def test_the_buyers_of_a_batch_of_jobs_get_their_codes_in_one_append(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _three_commits_of_orders(services)
+    services.clock.advance_ms(GATHER_MS)  # type: ignore[attr-defined]
     appended: list[int] = []
     original = Referrals._append
 
@@ -148,6 +163,7 @@ def test_when_preparing_the_batch_fails_each_job_issues_its_own_codes(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _three_commits_of_orders(services)
+    services.clock.advance_ms(GATHER_MS)  # type: ignore[attr-defined]
     original = Referrals._issue
     calls: list[set[int]] = []
 
@@ -176,6 +192,7 @@ def test_a_code_already_taken_is_never_issued_again(
     monkeypatch.setattr(codes, "new_referral_code", lambda _name: next(offered))
     opt_in(services, "camille-2", first_name="Camille")
     track(services, "camille-2", "Order Completed", order_id="c2-1")
+    issue_codes(services)
     assert code_of(services, "camille-2") == "CAMILLE-QQQQQQ"
     with services.db.write() as conn, pytest.raises(IntegrityError):  # the database refuses
         conn.execute(

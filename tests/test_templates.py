@@ -135,6 +135,7 @@ def test_referral_loop_invites_rewards_at_once_and_asks_again(
     services: Services, clock: SimulatedClock
 ) -> None:
     from parcours.customers import api as customers
+    from parcours.loyalty.referrals import GATHER_MS
     from tests.test_channels import outbox
     from tests.test_referrals import events_of
 
@@ -143,6 +144,7 @@ def test_referral_loop_invites_rewards_at_once_and_asks_again(
     opt_in(services, "camille", first_name="Camille")
     opt_in(services, "lea", first_name="Léa", locale="fr")
     track(services, "camille", "Order Completed", order_id="c-1")
+    advance(services, clock, GATHER_MS)  # her code is issued
     with services.db.read() as conn:
         camille = customers.resolve(conn, "camille", "FR")
         code = customers.profile(conn, camille)["traits"]["referral_code"]

@@ -155,7 +155,7 @@ class Services:
             db.after_jobs_scheduled(
                 writer.wake_worker
                 if isinstance(writer, RemoteWriter) and writer.run_worker
-                else worker.wake.set
+                else worker.wake_for
             )
         try:
             writer.start()

@@ -49,7 +49,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        self._scheduled_listeners: list[Callable[[], None]] = []
+        self._scheduled_listeners: list[Callable[[int], None]] = []
         if self.is_sqlite:
             _ensure_sqlite_dir(self.url)
             self.engine: Engine = create_engine(
@@ -77,17 +77,19 @@ class Database:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin() as transaction:
                 yield conn
-            scheduled = conn.info.get(_JOBS_SCHEDULED) is transaction
-        if scheduled:
+            noted = conn.info.get(_JOBS_SCHEDULED)
+            earliest = noted[1] if noted is not None and noted[0] is transaction else None
+        if earliest is not None:
             for listener in self._scheduled_listeners:
                 try:
-                    listener()
+                    listener(earliest)
                 except Exception:
                     log.exception("a jobs-scheduled listener failed")
 
-    def after_jobs_scheduled(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after each write transaction of this process that scheduled a
-        job (`note_jobs_scheduled`): on SQLite, how a worker learns of new work."""
+    def after_jobs_scheduled(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(run_at)` after each write transaction of this process that
+        scheduled jobs (`note_jobs_scheduled`), with the earliest time they are due: on
+        SQLite, how a worker learns of new work."""
         self._scheduled_listeners.append(listener)
 
     @contextmanager
@@ -211,9 +213,14 @@ def _configure_sqlite(engine: Engine) -> None:
 _JOBS_SCHEDULED = "parcours_jobs_scheduled"
 
 
-def note_jobs_scheduled(conn: Connection) -> None:
-    """This transaction scheduled a job: its commit calls `after_jobs_scheduled`."""
-    conn.info[_JOBS_SCHEDULED] = conn.get_transaction()
+def note_jobs_scheduled(conn: Connection, run_at: int) -> None:
+    """This transaction scheduled a job due at `run_at`: its commit calls the
+    `after_jobs_scheduled` listeners with the earliest such time."""
+    transaction = conn.get_transaction()
+    noted = conn.info.get(_JOBS_SCHEDULED)
+    if noted is not None and noted[0] is transaction:
+        run_at = min(run_at, noted[1])
+    conn.info[_JOBS_SCHEDULED] = (transaction, run_at)
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:

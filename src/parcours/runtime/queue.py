@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -101,7 +102,7 @@ def enqueue(
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
     else:
-        note_jobs_scheduled(conn)
+        note_jobs_scheduled(conn, run_at)
 
 
 _COLUMNS = (
@@ -194,6 +195,9 @@ class Worker:
             batch_seconds = 0.05 if db.is_sqlite else float("inf")
         self.batch_seconds = batch_seconds
         self._seconds_per_job = 0.001  # a moving average of what jobs have taken
+        # While idle: the clock time (ms) it sleeps until; infinite while it decides how
+        # long; 0 while it runs (see wake_for).
+        self._sleeping_until = 0.0
         self._busy_queues = 1  # how many queues the last claim found work in
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
@@ -270,19 +274,31 @@ class Worker:
         self.stopping.set()
         self.wake.set()
 
+    def wake_for(self, run_at: int) -> None:
+        """A job due at `run_at` was scheduled (SQLite; `Database.after_jobs_scheduled`):
+        wake the worker if it is idle and would sleep past that time. A worker running a
+        batch, or woken already, looks for due jobs again before it sleeps."""
+        if run_at < self._sleeping_until:
+            self.wake.set()
+
     def _sleep(self, listener: _Listener | None) -> None:
         if self.heartbeat is not None:
             self.heartbeat()
-        with self.db.read() as conn:
-            upcoming = next_run_at(conn, self.queues)
-        timeout = self.poll_seconds
-        if upcoming is not None:
-            timeout = min(timeout, max(0.0, (upcoming - self.clock.now_ms()) / 1000))
-        if listener is not None:
-            listener.wait(timeout)
-        else:
-            self.wake.wait(timeout)
-            self.wake.clear()
+        self._sleeping_until = math.inf  # deciding: any job scheduled now wakes it
+        try:
+            with self.db.read() as conn:
+                upcoming = next_run_at(conn, self.queues)
+            timeout = self.poll_seconds
+            if upcoming is not None:
+                timeout = min(timeout, max(0.0, (upcoming - self.clock.now_ms()) / 1000))
+            self._sleeping_until = self.clock.now_ms() + timeout * 1000
+            if listener is not None:
+                listener.wait(timeout)
+            else:
+                self.wake.wait(timeout)
+                self.wake.clear()
+        finally:
+            self._sleeping_until = 0.0
 
     def _run_batch(self, limit: int) -> tuple[int, bool]:
         """Run due jobs in one transaction: how many, and whether it stopped because none
@@ -290,6 +306,13 @@ class Worker:
         if self.heartbeat is not None:
             self.heartbeat()
         now = self.clock.now_ms()
+        if self.db.is_sqlite:
+            # Woken for a job that is not due yet (a commit scheduled one for later): a
+            # read says so without taking SQLite's one write lock from the writer.
+            with self.db.read() as conn:
+                upcoming = next_run_at(conn, self.queues)
+            if upcoming is None or upcoming > now:
+                return 0, True
         self._after.batch = []
         try:
             with self.db.write() as conn:
