@@ -77,7 +77,7 @@ class Database:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin() as transaction:
                 yield conn
-            noted = conn.info.get(_JOBS_SCHEDULED)
+            noted = conn.info.pop(_JOBS_SCHEDULED, None)
             earliest = noted[1] if noted is not None and noted[0] is transaction else None
         if earliest is not None:
             for listener in self._scheduled_listeners:
