@@ -107,9 +107,9 @@ def test_a_batch_out_of_time_commits_and_the_next_takes_what_fell_due_first(
     commits: list[list[str]] = []
     original = worker._run_batch
 
-    def batch(limit: int) -> tuple[int, bool]:
+    def batch(limit: int, *, look_first: bool = True) -> tuple[int, bool]:
         before = len(executed)
-        ran = original(limit)
+        ran = original(limit, look_first=look_first)
         commits.append(executed[before:])
         return ran
 

@@ -152,11 +152,10 @@ class Services:
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
             # A commit that scheduled a job wakes the worker: this process's, or the
             # writer process's when it runs the worker.
-            db.after_jobs_scheduled(
-                writer.wake_worker
-                if isinstance(writer, RemoteWriter) and writer.run_worker
-                else worker.wake_for
-            )
+            if isinstance(writer, RemoteWriter) and writer.run_worker:
+                db.after_jobs_scheduled(lambda _run_at: writer.wake_worker())
+            else:
+                db.after_jobs_scheduled(worker.wake_for)
         try:
             writer.start()
         except Exception:

@@ -142,10 +142,10 @@ class RemoteWriter:
     def append_sync(self, events: list[Event]) -> AppendResult:
         return self.submit(events).result()
 
-    def wake_worker(self, run_at: int | None = None) -> None:
-        """Tell the child's worker that this process scheduled a job (due at `run_at`;
-        without the wake-up, the worker finds it at its next poll). Such jobs are few
-        (admin calls, callbacks): the child is always woken."""
+    def wake_worker(self) -> None:
+        """Tell the child's worker that this process scheduled a job (without the wake-up,
+        the worker finds it at its next poll). Such jobs are few (admin calls, callbacks):
+        the child is woken whenever they are due."""
         with self._lock:
             connection = None if self._closed else self._socket
         if connection is None:

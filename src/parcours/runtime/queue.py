@@ -233,13 +233,16 @@ class Worker:
         """Run every job due now (up to `limit`); return how many were run or retried.
         Every after-commit action has finished when it returns."""
         done = 0
+        more_due = False  # the last batch stopped at its limit or its time, jobs left due
         while True:
             ran, exhausted = 0, True
             # Shutting down: no new batch, but what is in flight is finished and recorded.
             if (limit is None or done < limit) and not self.stopping.is_set():
                 ran, exhausted = self._run_batch(
-                    self.batch if limit is None else min(self.batch, limit - done)
+                    self.batch if limit is None else min(self.batch, limit - done),
+                    look_first=not more_due,
                 )
+            more_due = ran > 0 and not exhausted
             done += ran
             # A batch that ran out of due jobs leaves nothing due: no second write
             # transaction to find that out, unless finishing its actions made more work.
@@ -300,13 +303,14 @@ class Worker:
         finally:
             self._sleeping_until = 0.0
 
-    def _run_batch(self, limit: int) -> tuple[int, bool]:
+    def _run_batch(self, limit: int, *, look_first: bool = True) -> tuple[int, bool]:
         """Run due jobs in one transaction: how many, and whether it stopped because none
-        was left due (rather than at its limit or its time)."""
+        was left due (rather than at its limit or its time). `look_first=False`: jobs are
+        known to be due (the last batch left some), so no read first."""
         if self.heartbeat is not None:
             self.heartbeat()
         now = self.clock.now_ms()
-        if self.db.is_sqlite:
+        if self.db.is_sqlite and look_first:
             # Woken for a job that is not due yet (a commit scheduled one for later): a
             # read says so without taking SQLite's one write lock from the writer.
             with self.db.read() as conn:
