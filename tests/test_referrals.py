@@ -159,6 +159,28 @@ def test_the_buyers_of_a_batch_of_jobs_get_their_codes_in_one_append(
         assert code_of(services, f"buyer-{n}")
 
 
+def test_orders_committed_apart_within_a_gathering_span_fall_due_together(
+    services: Services,
+) -> None:
+    """Jobs due GATHER_MS after each commit fell due one at a time, and a worker woken
+    for each ran them one by one: they are due at the next whole span instead."""
+    clock = services.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance_ms(GATHER_MS - clock.now_ms() % GATHER_MS + 1)  # just after a span starts
+    for n in range(3):
+        services.writer.append_sync([order(f"buyer-{n}", f"b-{n}")])
+        clock.advance_ms(GATHER_MS // 4)
+    with services.db.read() as conn:
+        due = {row[0] for row in conn.execute(text("SELECT run_at FROM jobs"))}
+    assert len(due) == 1
+    (when,) = due
+    assert when % GATHER_MS == 0 and when > clock.now_ms()
+    clock.advance_ms(when - clock.now_ms())
+    assert services.worker.run_due() == 3  # the first one's time is the others' too
+    for n in range(3):
+        assert code_of(services, f"buyer-{n}")
+
+
 def test_when_preparing_the_batch_fails_each_job_issues_its_own_codes(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

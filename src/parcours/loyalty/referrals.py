@@ -78,14 +78,17 @@ class Referrals:
                     }
                 )
         # An order carrying a code is credited at once. The others only need the buyer's
-        # code, which can wait GATHER_MS: their jobs then run together, and the preparer
-        # issues all their codes in one append.
+        # code, which can wait: their jobs are due at the next whole GATHER_MS, so that the
+        # jobs of every commit in that span fall due together and the preparer issues all
+        # their codes in one append. (Due GATHER_MS after each commit, they fell due one
+        # by one, and the worker, woken for each, ran them one by one.)
         crediting = [order for order in orders if order["codes"]]
         if crediting:
             enqueue(conn, JOB, {"orders": crediting}, run_at=now, now=now)
         if len(crediting) < len(orders):
             issuing = [order for order in orders if not order["codes"]]
-            enqueue(conn, JOB, {"orders": issuing}, run_at=now + GATHER_MS, now=now)
+            due = (now // GATHER_MS + 1) * GATHER_MS
+            enqueue(conn, JOB, {"orders": issuing}, run_at=due, now=now)
 
     # ---- the job ------------------------------------------------------------------------
 
