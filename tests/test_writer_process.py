@@ -4,7 +4,11 @@ events are committed, a bad submission fails alone, a writer that dies is replac
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,7 +19,7 @@ from parcours.customers.tables import customers
 from parcours.ingest.model import Event
 from parcours.ingest.tables import events as events_table
 from parcours.ingest.writer import WriterClosed
-from parcours.ingest.writer_process import RemoteWriter, available
+from parcours.ingest.writer_process import _BUFFER, RemoteWriter, _Frames, available
 from parcours.loyalty.referrals import JOB as REFERRAL_JOB
 from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database, migrate
@@ -208,3 +212,33 @@ def test_a_job_the_http_process_schedules_wakes_the_writer_process_worker(
         assert _wait_for(settings, "SELECT count(*) FROM jobs", 0) == 0
     finally:
         services.close()
+
+
+def test_frames_come_out_whole_and_in_order_however_the_socket_splits_them() -> None:
+    """The child's reader: frames cut across reads at every size, one larger than its
+    buffer, and the end of input after the last."""
+    rng = random.Random(3)
+    bodies = [bytes([n % 251]) * rng.choice((1, 7, 300, 70_000)) for n in range(300)]
+    bodies.insert(150, b"y" * (_BUFFER + 123_457))
+    stream = b"".join(struct.pack("!I", len(body)) + body for body in bodies)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def send() -> None:
+        position = 0
+        while position < len(stream):
+            size = rng.choice((1, 3, 1000, 65_536, 1_000_000))
+            theirs.sendall(stream[position : position + size])
+            position += size
+        theirs.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    frames = _Frames(ours)
+    received: list[bytes] = []
+    while (frame := frames.next(block=rng.random() < 0.5)) is not None or not frames._ended:
+        if frame is not None:
+            received.append(frame)
+    sender.join()
+    ours.close()
+    theirs.close()
+    assert received == bodies
