@@ -153,7 +153,7 @@ def test_the_buyers_of_a_batch_of_jobs_get_their_codes_in_one_append(
 
     monkeypatch.setattr(Referrals, "_append", counted)
     assert services.worker.run_due() == 3
-    assert appended == [6]  # three buyers, each an event and its trait: one append
+    assert appended == [3]  # three buyers, an event each (giving the trait): one append
     for n in range(3):
         assert len(events_of(services, f"buyer-{n}", "Referral Code Issued")) == 1
         assert code_of(services, f"buyer-{n}")

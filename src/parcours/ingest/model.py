@@ -342,19 +342,24 @@ def internal_event(
     source: str,
     *,
     traits: dict[str, Any] | None = None,
+    context_traits: dict[str, Any] | None = None,
     received_at: int | None = None,
 ) -> Event:
     """An event Parcours itself records about a known customer: a journey's decision
     (source "system"), a channel's feedback ("channel"), a click on an unsubscribe link.
     The message id makes it idempotent: the same fact recorded twice is stored once.
-    With `traits` (and no name) it is an identify call that sets them on the profile.
-    `received_at` defaults to `at`; a fact dated by an earlier one (a referral credited
-    for an order) gives both."""
+    With `traits` (and no name) it is an identify call that sets them on the profile;
+    `context_traits` sets traits from a track, as Segment's `context.traits` does (the
+    fact and the trait it gives in one event). `received_at` defaults to `at`; a fact
+    dated by an earlier one (a referral credited for an order) gives both."""
     kind = "identify" if traits is not None else "track"
+    context: dict[str, Any] = {"traits": context_traits} if context_traits else {}
     if kind == "track":
         document = {"type": kind, "event": name, "messageId": message_id, "properties": properties}
     else:
         document = {"type": kind, "messageId": message_id, "traits": traits}
+    if context:
+        document["context"] = context
     document["timestamp"] = iso(at)
     return Event(
         message_id=message_id,
@@ -364,7 +369,7 @@ def internal_event(
         anonymous_id=None,
         properties=properties,
         traits=traits or {},
-        context={},
+        context=context,
         occurred_at=at,
         received_at=at if received_at is None else received_at,
         timestamp=at,

@@ -3,7 +3,7 @@ credits them, once.
 
 The log's append hook hands every `Order Completed` to a `loyalty.referrals` job, in the
 transaction that stored it. The job issues the customer's code if they have none
-(`Referral Code Issued`, trait `referral_code`), and when the order carries a code of
+(`Referral Code Issued`, which sets the trait `referral_code`), and when the order carries a code of
 someone else's and is the friend's first order, credits that referrer (`Referral
 Converted`, with a reward code); a credit refused is `Referral Not Credited` with its
 reason. Each change of the loyalty tables is written with its event, through the log's one
@@ -146,24 +146,20 @@ class Referrals:
             ("code", "customer_id", "issued_at"),
             [(code, customer, now) for customer, code in issued.items()],
         )
-        events: list[Event] = []
-        for customer, code in issued.items():
-            at, message_id = ordered_at[customer], f"referral:code:{code}"
-            events += [
-                internal_event(
-                    customer, ISSUED_EVENT, {"code": code}, at, message_id, SOURCE, received_at=now
-                ),
-                internal_event(
-                    customer,
-                    None,
-                    {},
-                    at,
-                    f"{message_id}:trait",
-                    SOURCE,
-                    traits={CODE_TRAIT: code},
-                    received_at=now,
-                ),
-            ]
+        # One event per code: the fact, and the trait it gives (`context.traits`).
+        events = [
+            internal_event(
+                customer,
+                ISSUED_EVENT,
+                {"code": code},
+                ordered_at[customer],
+                f"referral:code:{code}",
+                SOURCE,
+                context_traits={CODE_TRAIT: code},
+                received_at=now,
+            )
+            for customer, code in issued.items()
+        ]
         self._append(conn, events, now)
 
     def _credit(self, conn: Connection, referee: int, order: dict[str, Any], now: int) -> None:
