@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import Connection, text
 
 from parcours.runtime.clock import SimulatedClock
-from parcours.runtime.db import Database, migrate
-from parcours.runtime.queue import Job, Worker, cancel, enqueue
+from parcours.runtime.db import Database, _bucket, lock_keys, migrate, run
+from parcours.runtime.queue import Job, Worker, _rollback_to, cancel, enqueue
 from tests.conftest import START, truncate_all
 
 
@@ -346,6 +346,30 @@ def test_a_failing_handler_is_rolled_back_and_retried_with_backoff(
     assert live_jobs(db) == []
 
 
+def test_in_a_batch_each_failing_job_is_undone_alone_and_the_others_commit(
+    db: Database, effects: str
+) -> None:
+    """Jobs that fail first, between two that succeed, twice in a row and last: each is
+    rolled back to its own savepoint (on PostgreSQL a job's savepoint is released with
+    the next one's creation, and the last by the commit)."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    writes = record(effects)
+
+    def writes_then_fails(conn: Connection, job: Job) -> None:
+        writes(conn, job)  # type: ignore[operator]
+        raise RuntimeError("broke after writing")
+
+    worker.register("ok", writes)  # type: ignore[arg-type]
+    worker.register("bad", writes_then_fails)
+    kinds = ["bad", "ok", "bad", "ok", "bad", "bad", "ok", "ok", "bad"]
+    for n, kind in enumerate(kinds):
+        add(db, kind, START, note=f"{kind}-{n}")
+    assert worker.run_due() == len(kinds)
+    assert notes(db, effects) == [f"ok-{n}" for n, kind in enumerate(kinds) if kind == "ok"]
+    assert live_jobs(db) == [("bad", 1, "available")] * kinds.count("bad")
+
+
 def test_a_failed_job_gives_way_to_a_newer_job_under_its_key(db: Database, effects: str) -> None:
     """A job that fails is put back, unless a job of the same batch has scheduled a newer
     one under its key meanwhile: the newer job stands, the stale one is not retried."""
@@ -551,3 +575,28 @@ def test_an_enqueue_wakes_a_sleeping_worker(db: Database, effects: str) -> None:
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_a_lock_given_back_by_a_rollback_to_a_savepoint_is_taken_again(pg_db: Database) -> None:
+    """`lock_keys` does not ask again for what the transaction holds; a rollback to a
+    savepoint gives back the locks taken since, and it then asks again."""
+    space = 5_999
+
+    def free_elsewhere(key: str) -> bool:
+        with pg_db.read() as other:
+            return bool(
+                other.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:s, :b)"),
+                    {"s": space, "b": _bucket(key)},
+                ).scalar_one()
+            )
+
+    with pg_db.write() as conn:
+        lock_keys(conn, ["kept"], space=space)
+        run(conn, "SAVEPOINT parcours_job")
+        lock_keys(conn, ["kept", "undone"], space=space)
+        assert not free_elsewhere("undone")
+        _rollback_to(conn, "parcours_job")
+        assert free_elsewhere("undone") and not free_elsewhere("kept")
+        lock_keys(conn, ["kept", "undone"], space=space)
+        assert not free_elsewhere("undone")

@@ -43,7 +43,7 @@ from parcours.messaging import choice, subscriptions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import Intent, add_intent, reassign_intents
-from parcours.messaging.policies import Policies
+from parcours.messaging.policies import Policies, hold_sends
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.db import insert_rows
@@ -519,9 +519,11 @@ class JourneyEngine:
             {f"r{i}": run_id for i, run_id in enumerate(ids)},
         ).all()
         runs = {int(row.id): (_run_of(row), str(row.version_status)) for row in rows}
-        profiles = customers.condition_views(
-            conn, sorted({r.customer_id for r, _ in runs.values()})
-        )
+        customer_ids = sorted({r.customer_id for r, _ in runs.values()})
+        # Steps may send: the send locks of all the batch's customers in one round trip,
+        # where each send took its own (PostgreSQL; nothing on SQLite).
+        hold_sends(conn, customer_ids)
+        profiles = customers.condition_views(conn, customer_ids)
         self._local.batch = _Batch(conn, runs, profiles)
 
     def _batch(self, conn: Connection) -> _Batch | None:

@@ -9,6 +9,7 @@ tighten the shipped ones.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -99,12 +100,18 @@ class Message:
         return " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'", {"attempts": escaped + "%"}
 
 
+def hold_sends(conn: Connection, customer_ids: Iterable[int]) -> None:
+    """Take the send locks of these customers, at once, until the transaction ends (a batch
+    of journey steps that may send to each: `check` then has none left to take)."""
+    lock_keys(conn, [f"customer-sends:{customer}" for customer in customer_ids], space=LOCK_SPACE)
+
+
 def check(
     conn: Connection, policies: Policies, message: Message, now: int, default_region: str
 ) -> Decision:
     """Whether this message may go now. Serialised per customer, so two sends racing for
     the last place under a cap cannot both go."""
-    lock_keys(conn, [f"customer-sends:{message.customer_id}"], space=LOCK_SPACE)
+    hold_sends(conn, [message.customer_id])
     decision = _consent(conn, policies, message, now)
     if not decision.allowed:
         return decision

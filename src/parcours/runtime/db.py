@@ -247,9 +247,13 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
     """
     if conn.dialect.name == "sqlite":
         return
-    buckets = sorted({_bucket(key) for key in keys})
+    # What the transaction holds already is not asked for again (a batch of journey steps
+    # takes its customers' send locks at once, and each send would take its own).
+    held = _locks_held(conn)
+    buckets = sorted({_bucket(key) for key in keys} - held.get(space, set()))
     if not buckets:
         return
+    held.setdefault(space, set()).update(buckets)
     # One round trip; the subquery's ORDER BY makes the locks be taken in order.
     if space is None:
         _cursor(conn).execute(
@@ -263,6 +267,26 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
             "(SELECT unnest(%s::int[]) AS k ORDER BY 1) AS ordered",
             (space, buckets),
         )
+
+
+_LOCKS_HELD = "parcours_locks_held"
+
+
+def _locks_held(conn: Connection) -> dict[int | None, set[int]]:
+    """The advisory-lock buckets this transaction holds, by key space."""
+    transaction = conn.get_transaction()
+    noted = conn.info.get(_LOCKS_HELD)
+    if noted is None or noted[0] is not transaction:
+        noted = (transaction, {})
+        conn.info[_LOCKS_HELD] = noted
+    held: dict[int | None, set[int]] = noted[1]
+    return held
+
+
+def forget_locks(conn: Connection) -> None:
+    """After a rollback to a savepoint, which gives back the locks taken since: what the
+    transaction holds is no longer known, and the next `lock_keys` asks again."""
+    conn.info.pop(_LOCKS_HELD, None)
 
 
 def _bucket(key: str) -> int:

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import BigId, Database, metadata, note_jobs_scheduled, run
+from parcours.runtime.db import BigId, Database, forget_locks, metadata, note_jobs_scheduled, run
 from parcours.runtime.logs import bind_job, unbind_job
 from parcours.runtime.metrics import counting
 
@@ -318,6 +318,7 @@ class Worker:
             if upcoming is None or upcoming > now:
                 return 0, True
         self._after.batch = []
+        self._after.savepoint_open = False  # a job's, left for the next one to release
         try:
             with self.db.write() as conn:
                 deadline = time.monotonic() + self.batch_seconds
@@ -398,14 +399,21 @@ class Worker:
                 prepare(conn, jobs)
             except Exception:
                 log.exception("preparing %s jobs failed; they read what they need one by one", kind)
-                run(conn, "ROLLBACK TO SAVEPOINT parcours_prepare")
-            run(conn, "RELEASE SAVEPOINT parcours_prepare")
+                _rollback_to(conn, "parcours_prepare")
+            else:
+                run(conn, "RELEASE SAVEPOINT parcours_prepare")
 
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
         # A savepoint per job: a handler that fails is rolled back alone. The job was
         # deleted when claimed, so the handler may schedule the next job under its key.
-        run(conn, "SAVEPOINT parcours_job")
+        # PostgreSQL: each statement is a round trip, so a job's savepoint is released
+        # with the next one's creation, in one, and the batch's commit releases the last.
+        if self._after.savepoint_open:
+            run(conn, "RELEASE SAVEPOINT parcours_job; SAVEPOINT parcours_job")
+        else:
+            run(conn, "SAVEPOINT parcours_job")
+        self._after.savepoint_open = False
         self._after.job = []
         logged_as = bind_job(job.id, job.kind)  # its log lines carry its id and kind
         try:
@@ -413,11 +421,13 @@ class Worker:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
             handler(conn, job)
         except Exception as exc:
-            run(conn, "ROLLBACK TO SAVEPOINT parcours_job")
-            run(conn, "RELEASE SAVEPOINT parcours_job")
+            _rollback_to(conn, "parcours_job")
             self._record_failure(conn, job, now, exc)
         else:
-            run(conn, "RELEASE SAVEPOINT parcours_job")
+            if conn.dialect.name == "sqlite":  # one statement at a time; no round trip
+                run(conn, "RELEASE SAVEPOINT parcours_job")
+            else:
+                self._after.savepoint_open = True
             self._after.batch.extend(self._after.job)
         finally:
             self._after.job = []
@@ -574,6 +584,17 @@ class CallAfterCommit:
             customer_id=job.customer_id,
             max_attempts=job.max_attempts,
         )
+
+
+def _rollback_to(conn: Connection, savepoint: str) -> None:
+    """Undo what was done since the savepoint, and drop it (one round trip on PostgreSQL);
+    the advisory locks taken since are given back too."""
+    forget_locks(conn)
+    if conn.dialect.name == "sqlite":
+        run(conn, f"ROLLBACK TO SAVEPOINT {savepoint}")
+        run(conn, f"RELEASE SAVEPOINT {savepoint}")
+    else:
+        run(conn, f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
 
 
 def backoff_ms(attempt: int) -> int:
