@@ -109,7 +109,7 @@ class Services:
                 clock=clock,
                 default_region=settings.default_region,
                 batch_events=settings.ingest_batch_events,
-                threads=settings.ingest_writers or (1 if db.is_sqlite else 4),
+                threads=settings.ingest_writers or 1,
             )
         worker = Worker(
             db,

@@ -393,16 +393,32 @@ def select_in(
     """Rows of `sql`, whose `{marks}` stands for an IN list, for every chunk of `values`.
 
     `leading` are the parameters that come before the IN list. Straight through the driver,
-    as for insert_rows.
+    as for insert_rows. On PostgreSQL the list is one array parameter (`= ANY(%s)`): a
+    statement of 500 placeholders cost more to build and parse than to run, and each
+    length was a statement of its own, never prepared.
     """
     mark = _placeholder(conn)
     found: list[Any] = []
     cursor = _cursor(conn)
-    for part in chunks(list(values)):
+    items = list(values)
+    if not items:
+        return found
+    if conn.dialect.name != "sqlite":
+        cast = "::bigint[]" if isinstance(items[0], int) else "::text[]"
+        statement = sql.replace("IN ({marks})", f"= ANY(%s{cast})").replace("{mark}", mark)
+        assert "{marks}" not in statement, "select_in takes `IN ({marks})`"
+        for part in chunks(items, _ARRAY_CHUNK):
+            cursor.execute(statement, (*leading, list(part)))
+            found.extend(cursor.fetchall())
+        return found
+    for part in chunks(items):
         statement = sql.replace("{marks}", ", ".join(mark for _ in part)).replace("{mark}", mark)
         cursor.execute(statement, (*leading, *part))
         found.extend(cursor.fetchall())
     return found
+
+
+_ARRAY_CHUNK = 10_000
 
 
 def _cursor(conn: Connection) -> Any:

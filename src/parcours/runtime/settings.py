@@ -30,7 +30,7 @@ class Settings:
     shopify_webhook_secret: str = ""
     policies_file: str = ""
     ingest_batch_events: int = 1000
-    ingest_writers: int = 0  # 0: 1 on SQLite, 4 on PostgreSQL
+    ingest_writers: int = 0  # 0: the default, 1 (docs/architecture.md, concurrency)
     http_workers: int = 1
     # serve on SQLite: the writer in a process of its own (with http_workers = 1; POSIX)
     writer_process: bool = True
