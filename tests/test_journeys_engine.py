@@ -427,7 +427,27 @@ def set_trait(services: Services, user: str, **traits: Any) -> None:
     services.worker.run_due()
 
 
-def test_a_date_trait_wait_follows_the_trait(services: Services, clock: SimulatedClock) -> None:
+def set_trait_in_context(services: Services, user: str, **traits: Any) -> None:
+    """Traits set by a track's `context.traits` (Segment's rule; how Parcours sets a
+    customer's referral code)."""
+    services.writer.append_sync(
+        [
+            make_event(
+                "track",
+                userId=user,
+                event="Preferences Saved",
+                at=services.clock.now_ms(),
+                context={"traits": traits},
+            )
+        ]
+    )
+    services.worker.run_due()
+
+
+@pytest.mark.parametrize("setter", [set_trait, set_trait_in_context])
+def test_a_date_trait_wait_follows_the_trait(
+    services: Services, clock: SimulatedClock, setter: Any
+) -> None:
     publish(services, REORDER)
     opt_in(services, "ivy", reorder_on=iso_day(clock, 10))
     track(services, "ivy", "Order Completed", order_id="r1")
@@ -435,7 +455,7 @@ def test_a_date_trait_wait_follows_the_trait(services: Services, clock: Simulate
     assert run["waiting"] == "trait"
     first_due = run["until"]
     # The trait moves later while the customer waits: the wait follows it.
-    set_trait(services, "ivy", reorder_on=iso_day(clock, 20))
+    setter(services, "ivy", reorder_on=iso_day(clock, 20))
     assert runs(services, "ivy")[0]["until"] > first_due
     advance(services, clock, 10 * DAY, step=6 * HOUR)
     assert sent(services, "ivy") == []

@@ -164,7 +164,7 @@ class JourneyEngine:
             e.message_id
             for e in events
             if e.customer_id is not None
-            and (e.name in names or (e.type == "identify" and not traits.isdisjoint(e.traits)))
+            and (e.name in names or not traits.isdisjoint(_traits_set(e.type, e.traits, e.context)))
         ]
         if relevant:
             enqueue(conn, REACT, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
@@ -189,10 +189,10 @@ class JourneyEngine:
             event["event"] = row.name
             customer = int(row.customer_id)
             self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now, row.seq)
-            changed = event.get("traits") if event.get("type") == "identify" else None
+            changed = _traits_set(event.get("type"), event.get("traits"), event.get("context"))
             for program in live:
                 trait = program.journey.entry.date_trait
-                if trait and isinstance(changed, dict) and trait in changed:
+                if trait and trait in changed:
                     self._schedule_date_entry(conn, program, customer, now)
                 if enters_on(program.journey, row.name, event):
                     self._try_enter(
@@ -222,8 +222,8 @@ class JourneyEngine:
             if leave is not None:
                 self._end(conn, run, f"exit condition: {leave.event}", now)
                 continue
-            traits = event.get("traits")
-            if run.waiting == "trait" and isinstance(traits, dict) and run.wait_event in traits:
+            traits = _traits_set(event.get("type"), event.get("traits"), event.get("context"))
+            if run.waiting == "trait" and run.wait_event in traits:
                 self._schedule(conn, run, now, now)  # the step reads the new date
                 continue
             if run.consumed_seq is not None and seq <= run.consumed_seq:
@@ -507,6 +507,7 @@ class JourneyEngine:
         """Before a batch of steps: their runs (locked) and their customers, read at once
         (two or three queries instead of two or three per step). What the batch changes
         is dropped from this as it goes (`_save`, `_end`, appends, merges)."""
+        self._local.batch = None  # should this fail, the jobs read what they need themselves
         ids = sorted({int(job.payload["run"]) for job in jobs})
         lock = " FOR UPDATE OF r" if conn.dialect.name != "sqlite" else ""
         rows = sql(
@@ -1272,6 +1273,18 @@ def _run_of(row: Any) -> _Run:
         entry_message_id=row.entry_message_id,
         consumed_seq=row.consumed_seq,
     )
+
+
+def _traits_set(kind: Any, traits: Any, context: Any) -> dict[str, Any]:
+    """The traits an event sets: an identify's, and any event's `context.traits` (Segment's
+    rule, and how Parcours sets `referral_code` with `Referral Code Issued`)."""
+    found: dict[str, Any] = {}
+    in_context = context.get("traits") if isinstance(context, dict) else None
+    if isinstance(in_context, dict):
+        found.update(in_context)
+    if kind == "identify" and isinstance(traits, dict):
+        found.update(traits)
+    return found
 
 
 def _first_match(goals: list[Goal], name: str, event: dict[str, Any], run: _Run) -> Goal | None:

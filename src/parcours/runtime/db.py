@@ -75,8 +75,11 @@ class Database:
         (outside the write lock)."""
         with self._gate or nullcontext(), self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin() as transaction:
-                yield conn
+            try:
+                with conn.begin() as transaction:
+                    yield conn
+            finally:
+                conn.info.pop(_LOCKS_HELD, None)  # the transaction's locks are gone
             noted = conn.info.pop(_JOBS_SCHEDULED, None)
             earliest = noted[1] if noted is not None and noted[0] is transaction else None
         if earliest is not None:
@@ -253,7 +256,6 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
     buckets = sorted({_bucket(key) for key in keys} - held.get(space, set()))
     if not buckets:
         return
-    held.setdefault(space, set()).update(buckets)
     # One round trip; the subquery's ORDER BY makes the locks be taken in order.
     if space is None:
         _cursor(conn).execute(
@@ -267,6 +269,7 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
             "(SELECT unnest(%s::int[]) AS k ORDER BY 1) AS ordered",
             (space, buckets),
         )
+    held.setdefault(space, set()).update(buckets)  # once taken (a deadlock raises above)
 
 
 _LOCKS_HELD = "parcours_locks_held"
@@ -275,6 +278,8 @@ _LOCKS_HELD = "parcours_locks_held"
 def _locks_held(conn: Connection) -> dict[int | None, set[int]]:
     """The advisory-lock buckets this transaction holds, by key space."""
     transaction = conn.get_transaction()
+    if transaction is None:  # autocommit: each statement's locks end with it
+        return {}
     noted = conn.info.get(_LOCKS_HELD)
     if noted is None or noted[0] is not transaction:
         noted = (transaction, {})

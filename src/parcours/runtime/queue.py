@@ -409,6 +409,8 @@ class Worker:
         # deleted when claimed, so the handler may schedule the next job under its key.
         # PostgreSQL: each statement is a round trip, so a job's savepoint is released
         # with the next one's creation, in one, and the batch's commit releases the last.
+        # (Two statements in one string: psycopg sends a statement without parameters by
+        # the simple query protocol, which allows it; `run` passes no parameters here.)
         if self._after.savepoint_open:
             run(conn, "RELEASE SAVEPOINT parcours_job; SAVEPOINT parcours_job")
         else:
