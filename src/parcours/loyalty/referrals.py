@@ -3,10 +3,10 @@ credits them, once.
 
 The log's append hook hands every `Order Completed` to a `loyalty.referrals` job, in the
 transaction that stored it. The job issues the customer's code if they have none
-(`Referral Code Issued`, which sets the trait `referral_code`), and when the order carries a code of
-someone else's and is the friend's first order, credits that referrer (`Referral
-Converted`, with a reward code); a credit refused is `Referral Not Credited` with its
-reason. Each change of the loyalty tables is written with its event, through the log's one
+(`Referral Code Issued`, which sets the trait `referral_code`), and when the order
+carries a code of someone else's and is the friend's first order, credits that referrer
+(`Referral Converted`, with a reward code); a credit refused is `Referral Not Credited`
+with its reason. Each change of the loyalty tables is written with its event, through the log's one
 door, in one transaction. See docs/loyalty.md.
 """
 
