@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from mjml import mjml_to_html
 from sqlalchemy import Connection
 
-from parcours.runtime.db import run
+from parcours.runtime.db import run, transaction_note
 
 SHIPPED_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
@@ -213,13 +213,10 @@ def get(conn: Connection, template_id: str) -> MessageTemplate:
     """The brand's version of a template if it has one, else the shipped one. Read once per
     transaction: a batch of steps or deliveries uses a few templates many times, and a query
     per message was a tenth of a delivery batch's statements (`save` forgets it)."""
-    transaction = conn.get_transaction()
-    cached: tuple[Any, dict[str, MessageTemplate]] | None = conn.info.get(_CACHE)
-    if cached is None or cached[0] is not transaction:
-        cached = conn.info[_CACHE] = (transaction, {})
-    template = cached[1].get(template_id)
+    cached: dict[str, MessageTemplate] = transaction_note(conn, _CACHE)
+    template = cached.get(template_id)
     if template is None:
-        template = cached[1][template_id] = _read(conn, template_id)
+        template = cached[template_id] = _read(conn, template_id)
     return template
 
 

@@ -81,7 +81,7 @@ class Database:
             finally:
                 conn.info.pop(_LOCKS_HELD, None)  # the transaction's locks are gone
             noted = conn.info.pop(_JOBS_SCHEDULED, None)
-            earliest = noted[1] if noted is not None and noted[0] is transaction else None
+            earliest = noted[1].get("run_at") if noted and noted[0] is transaction else None
         if earliest is not None:
             for listener in self._scheduled_listeners:
                 try:
@@ -219,11 +219,21 @@ _JOBS_SCHEDULED = "parcours_jobs_scheduled"
 def note_jobs_scheduled(conn: Connection, run_at: int) -> None:
     """This transaction scheduled a job due at `run_at`: its commit calls the
     `after_jobs_scheduled` listeners with the earliest such time."""
+    note = transaction_note(conn, _JOBS_SCHEDULED)
+    note["run_at"] = min(run_at, note.get("run_at", run_at))
+
+
+def transaction_note(conn: Connection, name: str) -> dict[Any, Any]:
+    """A dict that lives as long as the connection's current transaction: kept in
+    `conn.info` under `name`, tagged with the transaction, so that the next transaction
+    on the pooled connection starts with an empty one."""
     transaction = conn.get_transaction()
-    noted = conn.info.get(_JOBS_SCHEDULED)
-    if noted is not None and noted[0] is transaction:
-        run_at = min(run_at, noted[1])
-    conn.info[_JOBS_SCHEDULED] = (transaction, run_at)
+    noted = conn.info.get(name)
+    if noted is None or noted[0] is not transaction:
+        noted = (transaction, {})
+        conn.info[name] = noted
+    note: dict[Any, Any] = noted[1]
+    return note
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -277,15 +287,9 @@ _LOCKS_HELD = "parcours_locks_held"
 
 def _locks_held(conn: Connection) -> dict[int | None, set[int]]:
     """The advisory-lock buckets this transaction holds, by key space."""
-    transaction = conn.get_transaction()
-    if transaction is None:  # autocommit: each statement's locks end with it
+    if conn.get_transaction() is None:  # autocommit: each statement's locks end with it
         return {}
-    noted = conn.info.get(_LOCKS_HELD)
-    if noted is None or noted[0] is not transaction:
-        noted = (transaction, {})
-        conn.info[_LOCKS_HELD] = noted
-    held: dict[int | None, set[int]] = noted[1]
-    return held
+    return transaction_note(conn, _LOCKS_HELD)
 
 
 def forget_locks(conn: Connection) -> None:

@@ -17,7 +17,15 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import BigId, Database, forget_locks, metadata, note_jobs_scheduled, run
+from parcours.runtime.db import (
+    BigId,
+    Database,
+    forget_locks,
+    metadata,
+    note_jobs_scheduled,
+    run,
+    transaction_note,
+)
 from parcours.runtime.logs import bind_job, unbind_job
 from parcours.runtime.metrics import counting
 
@@ -133,11 +141,11 @@ _ENQUEUE: dict[OnConflict | None, str] = {
 def _notify_once(conn: Connection) -> None:
     """NOTIFY the workers, once per transaction (delivered at commit, and one wakes them
     all: a second in the same transaction would only cost a round trip)."""
-    transaction = conn.get_transaction()
-    if conn.info.get("parcours_notified") is transaction:
+    note = transaction_note(conn, "parcours_notified")
+    if note:
         return
     run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
-    conn.info["parcours_notified"] = transaction
+    note["sent"] = True
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
