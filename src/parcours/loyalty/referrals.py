@@ -6,8 +6,8 @@ transaction that stored it. The job issues the customer's code if they have none
 (`Referral Code Issued`, which sets the trait `referral_code`), and when the order
 carries a code of someone else's and is the friend's first order, credits that referrer
 (`Referral Converted`, with a reward code); a credit refused is `Referral Not Credited`
-with its reason. Each change of the loyalty tables is written with its event, through the log's one
-door, in one transaction. See docs/loyalty.md.
+with its reason. Each change of the loyalty tables is written with its event, through
+the log's one door, in one transaction. See docs/loyalty.md.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ SELF_REFERRAL = "self_referral"
 NOT_FIRST_ORDER = "not_first_order"
 ALREADY_CREDITED = "already_credited"
 _FRESH_ATTEMPTS = 20
-# How long the issuing of a buyer's code may wait, so that the codes of many orders are
-# issued by one batch (measured: 12-15 % of ingest throughput under a stream of orders).
+# The codes of plain orders are issued at the next whole GATHER_MS, so that the orders of
+# that span are served by one batch (docs/loyalty.md, "The referral code").
 GATHER_MS = 1_000
 
 
