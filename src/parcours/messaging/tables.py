@@ -50,8 +50,9 @@ message_templates = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
-# Addresses that must not be written to again (hard bounces, invalid numbers, removed
-# push subscriptions), per channel.
+# Addresses that must not be written to again (hard bounces, too many soft bounces,
+# invalid numbers, removed push subscriptions), per channel; `source` says what said so
+# and `outbox_id` which message it was about (messaging/suppressions.py).
 suppressions = Table(
     "suppressions",
     metadata,
@@ -60,8 +61,49 @@ suppressions = Table(
     Column("reason", Text, nullable=False),
     Column("customer_id", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("source", Text, nullable=True),
+    Column("outbox_id", BigInteger, nullable=True),
 )
 Index("ix_suppressions_customer", suppressions.c.customer_id)
+
+# Every bounce, hard or soft, per address: soft ones not yet cleared (by a lifted
+# suppression) are counted against the limit within its window.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("outbox_id", BigInteger, nullable=True),
+    Column("kind", Text, nullable=False),  # hard | soft
+    Column("reason", Text, nullable=False),
+    Column("source", Text, nullable=False),  # smtp reply | bounce message | postmark
+    Column("at", BigInteger, nullable=False),
+    Column("cleared_at", BigInteger, nullable=True),
+)
+Index("ix_bounces_address", bounces.c.channel, bounces.c.address, bounces.c.at)
+Index("ix_bounces_customer", bounces.c.customer_id)
+
+# Mail received on the inbound endpoint that changed nothing (an auto-reply, a delay
+# warning, a bounce for no message of ours...), with why: what an admin reads.
+inbound_ignored = Table(
+    "inbound_ignored",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("received_at", BigInteger, nullable=False),
+    Column("mail_from", Text, nullable=True),  # the envelope sender
+    Column("rcpt_to", Text, nullable=False),  # our address it came to
+    Column("from_address", Text, nullable=True),  # the From header's address
+    Column("subject", Text, nullable=True),
+    Column("message_id", Text, nullable=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("outbox_id", BigInteger, nullable=True),
+    Column("code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+Index("ix_inbound_ignored_received", inbound_ignored.c.received_at)
+Index("ix_inbound_ignored_customer", inbound_ignored.c.customer_id)
 
 # Browsers' Web Push subscriptions (RFC 8030): where to push and the keys to encrypt for.
 push_subscriptions = Table(

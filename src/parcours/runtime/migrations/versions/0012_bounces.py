@@ -57,12 +57,8 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_ignored")),
     )
-    op.create_index(
-        "ix_inbound_ignored_received", "inbound_ignored", ["received_at"], unique=False
-    )
-    op.create_index(
-        "ix_inbound_ignored_customer", "inbound_ignored", ["customer_id"], unique=False
-    )
+    op.create_index("ix_inbound_ignored_received", "inbound_ignored", ["received_at"], unique=False)
+    op.create_index("ix_inbound_ignored_customer", "inbound_ignored", ["customer_id"], unique=False)
 
 
 def downgrade() -> None:
