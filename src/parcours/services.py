@@ -18,6 +18,7 @@ from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
 from parcours.ingest.writer_process import RemoteWriter
+from parcours.journeys import webhooks
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
 from parcours.loyalty.referrals import Referrals
@@ -123,6 +124,12 @@ class Services:
         )
         engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
         engine.install(worker, writer.hooks)
+        worker.register(
+            webhooks.DELIVER,
+            webhooks.WebhookSender(
+                db, clock, worker, webhooks.WebhookSettings.from_table(settings.webhooks)
+            ).deliver,
+        )
         referrals = Referrals(clock, settings.default_region, writer.hooks)
         referrals.install(worker, writer.hooks)
         segments = SegmentEngine(clock, settings.default_region)

@@ -123,7 +123,7 @@ class Task(_Strict):
 
 class Webhook(_Strict):
     url: str
-    secret_env: str | None = None
+    secret: str | None = None  # a key of [webhooks.secrets], never the key itself
     body: dict[str, Any] = {}
     retries: int = 5
 
@@ -298,6 +298,22 @@ def _check_action(
         _check_split(step.split, f"{here}.split", problems, seen)
     elif step.send is not None and step.send.fallback_after is not None:
         check_duration(step.send.fallback_after, f"{here}.send.fallback_after", problems)
+    elif step.webhook is not None:
+        _check_webhook(step.webhook, f"{here}.webhook", problems)
+
+
+def _check_webhook(hook: Webhook, path: str, problems: Problems) -> None:
+    if not hook.url.startswith(("https://", "http://")):
+        problems.append((f"{path}.url", f"{hook.url!r} is not an https:// URL"))
+    if hook.secret is not None and not re.match(r"^[a-z0-9_]{1,64}$", hook.secret):
+        problems.append(
+            (
+                f"{path}.secret",
+                "the name of a key in [webhooks.secrets]: lowercase letters, digits and _",
+            )
+        )
+    if not 0 <= hook.retries <= 20:
+        problems.append((f"{path}.retries", "between 0 and 20"))
 
 
 def _check_branch(

@@ -132,9 +132,6 @@ class JourneyEngine:
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
         worker.register(DATE_ENTRY, self.date_entry)
         worker.register(DATE_SCAN, self.date_scan)
-        worker.register(
-            webhooks.DELIVER, webhooks.WebhookSender(worker.db, worker.clock, worker).deliver
-        )
         hooks.append(self.on_events)
         self._hooks = hooks  # what a journey emits goes through every hook (segments too)
 
@@ -971,20 +968,21 @@ class JourneyEngine:
         elif step.webhook is not None:
             hook = step.webhook
             delivery_id = f"run:{run.id}:{instruction.step_id}"
-            body = {
-                "journey_id": run.journey_id,
-                "run_id": run.id,
-                "step": instruction.step_id,
-                "customer_id": customers.public_id(run.customer_id),
-                "entry_event": run.entry_event.get("event"),
-                **hook.body,
-            }
             webhooks.schedule_delivery(
                 conn,
                 delivery_id=delivery_id,
                 url=hook.url,
-                body=body,
-                secret_env=hook.secret_env,
+                envelope=webhooks.envelope(
+                    delivery_id=delivery_id,
+                    now=now,
+                    journey_id=run.journey_id,
+                    run_id=run.id,
+                    step=instruction.step_id,
+                    customer_id=customers.public_id(run.customer_id),
+                    entry_event=run.entry_event.get("event"),
+                    data=hook.body,
+                ),
+                secret=hook.secret,
                 retries=hook.retries,
                 now=now,
                 customer_id=run.customer_id,

@@ -2,30 +2,80 @@
 
 The step enqueues a delivery job in the run's transaction; the job makes the call after
 its own commit. A call that succeeded but whose result was lost is made again, so
-receivers deduplicate on the `X-Parcours-Delivery` header, the same for every attempt.
+receivers deduplicate on the `Parcours-Delivery` header, the same for every attempt.
+
+Outbound webhooks are signed with keys made for them alone (`[webhooks.secrets]`), in a
+scheme of their own (`Parcours-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<body>">`) that no inbound check of Parcours or of its providers accepts, and the
+step's `body` travels under `data` in a fixed envelope: a signed delivery can never be
+replayed as a Shopify, Meta or Segment call. The destination must be `https`, and it must
+resolve to public addresses only, checked after DNS resolution and on every redirect,
+unless the operator allows the host by name (`[webhooks] allow_hosts`). docs/security.md
+has the threat model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
-import os
+import socket
+import ssl
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.runtime.clock import Clock
+from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
 
 log = logging.getLogger(__name__)
 
 DELIVER = "journeys.webhook"
+SIGNATURE_HEADER = "Parcours-Signature"
+DELIVERY_HEADER = "Parcours-Delivery"
+TOLERANCE_SECONDS = 300  # what receivers should accept between `t` and their own clock
+MAX_REDIRECTS = 3
+RESPONSE_BYTES = 16_384  # what is read of an answer at most (only its status matters)
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+LEASE_MS = 5 * 60_000
+
 _encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """What the operator allows: the signing keys by name, and the hosts that may be
+    reached over plain http or at a private address (an internal CRM, a test receiver)."""
+
+    secrets: Mapping[str, str]
+    allow_hosts: frozenset[str]
+    ca_file: str | None = None  # certificates trusted besides the system's (a private CA)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> WebhookSettings:
+        """From the `[webhooks]` table of the settings (checked when they were loaded)."""
+        return cls(
+            secrets=dict(table.get("secrets", {})),
+            allow_hosts=frozenset(host.lower() for host in table.get("allow_hosts", [])),
+            ca_file=table.get("ca_file"),
+        )
+
+    def tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
+
+
+class UnsafeDestination(Exception):
+    """The URL may not be called: the message says which rule it breaks."""
 
 
 def schedule_delivery(
@@ -33,16 +83,18 @@ def schedule_delivery(
     *,
     delivery_id: str,
     url: str,
-    body: dict[str, Any],
-    secret_env: str | None,
+    envelope: dict[str, Any],
+    secret: str | None,
     retries: int,
     now: int,
     customer_id: int,
 ) -> None:
+    """Enqueue the call. `envelope` is the whole document sent; `secret` names a key of
+    `[webhooks.secrets]` (never the key itself, which stays out of the database)."""
     enqueue(
         conn,
         DELIVER,
-        {"delivery_id": delivery_id, "url": url, "body": body, "secret_env": secret_env},
+        {"delivery_id": delivery_id, "url": url, "body": envelope, "secret": secret},
         run_at=now,
         now=now,
         queue="journeys",
@@ -53,12 +105,89 @@ def schedule_delivery(
     )
 
 
-def signature(secret: str, body: bytes) -> str:
-    """`sha256=` and the hex HMAC-SHA256 of the exact body with the shared secret."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+def envelope(
+    *,
+    delivery_id: str,
+    now: int,
+    journey_id: str,
+    run_id: int,
+    step: str,
+    customer_id: str,
+    entry_event: str | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The document a receiver gets: Parcours' fields at the top, the step's body under
+    `data`, so that nothing a journey author writes can shape what is signed."""
+    return {
+        "id": delivery_id,
+        "type": "journey.webhook",
+        "created_at": iso(now),
+        "journey_id": journey_id,
+        "run_id": run_id,
+        "step": step,
+        "customer_id": customer_id,
+        "entry_event": entry_event,
+        "data": data,
+    }
 
 
-LEASE_MS = 5 * 60_000
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Parcours-Signature` value for this body sent at `timestamp` (unix seconds)."""
+    digest = hmac.new(
+        secret.encode("utf-8"), str(timestamp).encode("ascii") + b"." + body, hashlib.sha256
+    ).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(
+    secret: str, header: str, body: bytes, now: int, tolerance: int = TOLERANCE_SECONDS
+) -> bool:
+    """What a receiver does: the signature matches this body and `t` is within
+    `tolerance` seconds of `now` (unix seconds), which bounds a replay."""
+    fields = dict(part.partition("=")[::2] for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields.get("t", ""))
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).partition(",v1=")[2]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def public_address(address: str) -> bool:
+    """True for an address on the public internet: never loopback, private, link-local
+    (cloud metadata), shared, multicast, reserved or unspecified, IPv4 inside IPv6 too."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve(url: httpx.URL, allow_hosts: frozenset[str]) -> str:
+    """The address to connect to for this URL, or UnsafeDestination saying why not."""
+    if url.scheme not in ("https", "http"):
+        raise UnsafeDestination(f"{url}: only https URLs can be called")
+    host = url.host.lower()
+    allowed = host in allow_hosts
+    if url.scheme == "http" and not allowed:
+        raise UnsafeDestination(
+            f"{url}: plain http is refused; use https, or allow the host {host} by name "
+            "in [webhooks] allow_hosts"
+        )
+    try:
+        found = socket.getaddrinfo(host, url.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UnsafeDestination(f"{url}: the host {host} does not resolve ({exc})") from None
+    addresses = [str(info[4][0]) for info in found]
+    if not allowed:
+        for address in addresses:
+            if not public_address(address):
+                raise UnsafeDestination(
+                    f"{url}: {host} resolves to {address}, which is not a public address; "
+                    "allow the host by name in [webhooks] allow_hosts if it is meant"
+                )
+    return addresses[0]
 
 
 class WebhookSender:
@@ -67,17 +196,19 @@ class WebhookSender:
     first put back for the end of a lease, so a crash during the call means one more
     call with the same delivery id, never none."""
 
-    def __init__(self, db: Database, clock: Clock, worker: Worker) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, worker: Worker, settings: WebhookSettings
+    ) -> None:
         self.db = db
         self.clock = clock
         self.worker = worker
+        self.settings = settings
         self._local = threading.local()
 
     def deliver(self, conn: Connection, job: Job) -> None:
         now = self.clock.now_ms()
         payload = dict(job.payload)
-        payload.setdefault("attempt", job.attempt)
-        payload["attempt"] = int(payload["attempt"]) + 1
+        payload["attempt"] = int(payload.get("attempt", job.attempt)) + 1
         # Put back for the end of the lease (the rescue), with the attempt counted.
         enqueue(
             conn,
@@ -90,8 +221,7 @@ class WebhookSender:
             customer_id=job.customer_id,
             max_attempts=job.max_attempts,
         )
-        calls: list[tuple[Job, dict[str, Any]]] = self._calls()
-        calls.append((job, payload))
+        self._calls().append((job, payload))
         self.worker.after_commit(self._send_all)
 
     def _calls(self) -> list[tuple[Job, dict[str, Any]]]:
@@ -102,59 +232,105 @@ class WebhookSender:
 
     def _send_all(self) -> None:
         calls, self._local.calls = self._calls(), []
-        outcomes = [(job, payload, _post(payload)) for job, payload in calls]
+        outcomes = [(job, payload, self._post(payload)) for job, payload in calls]
         with self.db.write() as conn:
             now = self.clock.now_ms()
-            for job, payload, error in outcomes:
-                if error is None:
+            for job, payload, outcome in outcomes:
+                if outcome is None:
                     cancel(conn, str(job.unique_key))
-                elif payload["attempt"] >= job.max_attempts:
+                    continue
+                error, final = outcome
+                where = {"delivery_id": payload["delivery_id"], "url": payload["url"]}
+                if final or payload["attempt"] >= job.max_attempts:
                     cancel(conn, str(job.unique_key))
                     log.error(
-                        "webhook %s to %s failed for good after %s attempts: %s",
-                        payload["delivery_id"],
-                        payload["url"],
-                        payload["attempt"],
-                        error,
-                    )
-                else:
-                    log.warning(
-                        "webhook %s failed, attempt %s: %s",
+                        "webhook %s given up after %s attempts: %s",
                         payload["delivery_id"],
                         payload["attempt"],
                         error,
+                        extra=where,
                     )
-                    enqueue(
-                        conn,
-                        DELIVER,
-                        payload,
-                        run_at=now + backoff_ms(int(payload["attempt"])),
-                        now=now,
-                        queue=job.queue,
-                        unique_key=job.unique_key,
-                        customer_id=job.customer_id,
-                        max_attempts=job.max_attempts,
-                    )
+                    continue
+                log.warning(
+                    "webhook %s failed, attempt %s: %s",
+                    payload["delivery_id"],
+                    payload["attempt"],
+                    error,
+                    extra=where,
+                )
+                enqueue(
+                    conn,
+                    DELIVER,
+                    payload,
+                    run_at=now + backoff_ms(int(payload["attempt"])),
+                    now=now,
+                    queue=job.queue,
+                    unique_key=job.unique_key,
+                    customer_id=job.customer_id,
+                    max_attempts=job.max_attempts,
+                )
+
+    def _post(self, payload: dict[str, Any]) -> tuple[str, bool] | None:
+        """Make the call: None when the receiver answered 2xx, else what went wrong and
+        whether trying again is pointless (a refused destination, a missing key)."""
+        body = _encode(payload["body"])
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Parcours-Webhook/2",
+            DELIVERY_HEADER: payload["delivery_id"],
+        }
+        name = payload.get("secret")
+        if name:
+            secret = self.settings.secrets.get(name)
+            if secret is None:
+                return f"no webhook secret named {name!r} in [webhooks.secrets]", True
+            headers[SIGNATURE_HEADER] = sign(secret, body, self.clock.now_ms() // 1000)
+        try:
+            status = _post_guarded(httpx.URL(payload["url"]), body, headers, self.settings)
+        except UnsafeDestination as exc:
+            return str(exc), True
+        except httpx.HTTPError as exc:
+            return f"{payload['url']}: {exc}", False
+        if not 200 <= status < 300:
+            return f"{payload['url']} answered {status}", False
+        return None
 
 
-def _post(payload: dict[str, Any]) -> str | None:
-    """Make the call; None when the receiver answered 2xx, else what went wrong."""
-    body = _encode(payload["body"])
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Parcours-Webhook/1",
-        "X-Parcours-Delivery": payload["delivery_id"],
-    }
-    secret_env = payload.get("secret_env")
-    if secret_env:
-        secret = os.environ.get(secret_env)
-        if not secret:
-            return f"the environment variable {secret_env} holding the webhook secret is not set"
-        headers["X-Parcours-Signature"] = signature(secret, body)
-    try:
-        response = httpx.post(payload["url"], content=body, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        return f"{payload['url']}: {exc}"
-    if not 200 <= response.status_code < 300:
-        return f"{payload['url']} answered {response.status_code}"
-    return None
+def _post_guarded(
+    url: httpx.URL, body: bytes, headers: dict[str, str], settings: WebhookSettings
+) -> int:
+    """POST to the address that was checked (not to a second DNS answer: the connection
+    goes to that address, with the host name in `Host` and in TLS's SNI, against which the
+    certificate is verified), following only 307 and 308 (which keep the method and body)
+    and checking each new destination. No proxy from the environment is used."""
+    with httpx.Client(
+        timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=settings.tls()
+    ) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            address = resolve(url, settings.allow_hosts)
+            host_header = url.host if url.port is None else f"{url.host}:{url.port}"
+            request = client.build_request(
+                "POST",
+                url.copy_with(host=address),
+                content=body,
+                headers={**headers, "Host": host_header},
+                extensions={"sni_hostname": url.host},
+            )
+            response = client.send(request, stream=True)
+            try:
+                _read_at_most(response, RESPONSE_BYTES)
+            finally:
+                response.close()
+            location = response.headers.get("location")
+            if response.status_code not in (307, 308) or not location:
+                return response.status_code
+            url = url.join(location)
+    raise UnsafeDestination(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> None:
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read >= limit:
+            return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,8 @@ class Settings:
     public_url: str = ""  # where customers reach Parcours' links; default http://host:port
     secret_key: str = ""  # signs links; made and kept in the database when empty
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
+    # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
+    webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
     delivery_lease_seconds: int = 300  # a send not recorded by then is made again, same key
     metrics_token: str = ""  # GET /metrics needs `Authorization: Bearer` it; empty: no metrics
     metrics_port: int = 0  # `parcours worker` serves its own /metrics there; 0: not served
@@ -81,6 +84,7 @@ class Settings:
         if at and ":" in credentials:
             found.add(credentials.partition(":")[2])
         found.update(_secret_strings(self.channels, secret=False))
+        found.update(_secret_strings(self.webhooks, secret=False))
         return {value for value in found if len(value) >= _SHORTEST_SECRET}
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -136,6 +140,7 @@ _FIELD_TYPES: dict[str, type] = {
     "public_url": str,
     "secret_key": str,
     "channels": dict,
+    "webhooks": dict,
     "delivery_lease_seconds": int,
     "metrics_token": str,
     "metrics_port": int,
@@ -268,10 +273,52 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
         )
+    _check_webhooks(settings, where)
     _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
     _check_range(where, "worker_poll_seconds", settings.worker_poll_seconds, 1, 3600)
     _check_range(where, "ready_min_workers", settings.ready_min_workers, 0, 1000)
     _check_range(where, "shutdown_timeout_seconds", settings.shutdown_timeout_seconds, 1, 600)
+
+
+_SHORTEST_WEBHOOK_SECRET = 16
+
+
+def _check_webhooks(settings: Settings, where: str) -> None:
+    """`[webhooks]`: signing keys of their own (never a key that also checks what comes
+    in, so a signed delivery cannot pass for an inbound call) and hosts allowed by name."""
+    table = settings.webhooks
+    unknown = set(table) - {"secrets", "allow_hosts", "ca_file"}
+    if unknown:
+        raise SettingsError(
+            f"{where}: webhooks has unknown keys {sorted(unknown)} "
+            "(known: allow_hosts, ca_file, secrets)"
+        )
+    ca_file = table.get("ca_file")
+    if ca_file is not None and not (isinstance(ca_file, str) and Path(ca_file).is_file()):
+        raise SettingsError(f"{where}: webhooks.ca_file {ca_file!r} is not a file")
+    hosts = table.get("allow_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise SettingsError(f"{where}: webhooks.allow_hosts must be a list of host names")
+    keys = table.get("secrets", {})
+    if not isinstance(keys, dict):
+        raise SettingsError(f"{where}: webhooks.secrets must be a table of name = key")
+    inbound = replace(settings, webhooks={}).secrets()
+    for name, key in keys.items():
+        if not re.match(r"^[a-z0-9_]{1,64}$", str(name)):
+            raise SettingsError(
+                f"{where}: webhooks.secrets.{name}: a name is lowercase letters, digits and _"
+            )
+        if not isinstance(key, str) or len(key) < _SHORTEST_WEBHOOK_SECRET:
+            raise SettingsError(
+                f"{where}: webhooks.secrets.{name} must be text of at least "
+                f"{_SHORTEST_WEBHOOK_SECRET} characters"
+            )
+        if key in inbound:
+            raise SettingsError(
+                f"{where}: webhooks.secrets.{name} is also a key Parcours holds for something "
+                "else (an API key, an inbound webhook secret, a provider's token): give "
+                "outbound webhooks keys of their own"
+            )
 
 
 def _check_range(where: str, name: str, value: int, low: int, high: int) -> None:
