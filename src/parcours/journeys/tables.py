@@ -15,8 +15,10 @@ journey_versions = Table(
     # draft | in_review | approved | live | paused | archived | superseded
     Column("status", Text, nullable=False),
     Column("source", Text, nullable=False),  # the YAML as written
-    Column("edited_by", Text, nullable=False),
+    Column("edited_by", Text, nullable=False),  # the person (their admin key's name)
     Column("approved_by", Text, nullable=True),
+    Column("edited_by_key", BigInteger, nullable=True),  # the admin key, when one was used
+    Column("approved_by_key", BigInteger, nullable=True),
     Column("approved_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
@@ -44,6 +46,12 @@ journey_runs = Table(
     Column("end_reason", Text, nullable=True),
     Column("converted", Integer, nullable=False, server_default="0"),
     Column("consumed_seq", BigInteger, nullable=True),
+    # Held out as the control group by a split: measured, sent nothing.
+    Column("control", Integer, nullable=False, server_default="0"),
+    # The wait_for it last timed out of (its position and deadline): an event dated before
+    # the deadline that arrives later still takes the event's path, until the run acts.
+    Column("race_pc", Integer, nullable=True),
+    Column("race_until", BigInteger, nullable=True),
 )
 # At most one active run per customer, journey and key.
 Index(
@@ -76,4 +84,25 @@ Index(
     journey_passes.c.journey_id,
     journey_passes.c.version,
     journey_passes.c.step_id,
+)
+
+# Entries refused (already entered, re-entry too soon, active run exists, journey paused,
+# trigger too old...), counted per version and reason for the stats; `count` refusals of
+# one customer for one reason in one reaction.
+journey_refusals = Table(
+    "journey_refusals",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("journey_id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("count", Integer, nullable=False, server_default="1"),
+    Column("at", BigInteger, nullable=False),
+)
+Index(
+    "ix_journey_refusals_version",
+    journey_refusals.c.journey_id,
+    journey_refusals.c.version,
+    journey_refusals.c.reason,
 )
