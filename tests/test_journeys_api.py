@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 
 from parcours.runtime.clock import SimulatedClock
@@ -110,3 +111,45 @@ def test_simulation_through_the_api(client: TestClient[Any], services: Services)
     whats = [e["what"] for e in response.json()["timeline"]]
     assert whats[0] == "entered (trigger: Checkout Started)"
     assert "held back cart-push: no push subscription" in whats
+
+
+def test_an_admin_key_is_one_person_and_approval_compares_people(
+    client: TestClient[Any], services: Services
+) -> None:
+    """A person cannot approve their own edit with a second key: two live admin keys never
+    share a name, and a new key for the same name is the same person."""
+    from parcours.runtime.keys import KeyNameTaken, list_keys, revoke_key
+
+    define_templates(services, CART)
+    ana = create_key(services.db, "admin", "Ana Lima")
+    with pytest.raises(KeyNameTaken, match="already belongs to 'Ana Lima'"):
+        create_key(services.db, "admin", "Ana Lima")
+    created = client.post("/api/journeys", content=CART, headers=YAML | bearer(ana))
+    base = f"/api/journeys/cart/versions/{created.json()['version']}"
+    assert client.post(f"{base}/submit", headers=bearer(ana)).status_code == 200
+    # Ana's key revoked and a new one made under her name: still Ana, still refused.
+    (ana_key,) = [k for k in list_keys(services.db) if k.name == "Ana Lima"]
+    assert revoke_key(services.db, ana_key.id)
+    ana_again = create_key(services.db, "admin", "ana lima ")
+    refused = client.post(f"{base}/approve", headers=bearer(ana_again))
+    assert refused.status_code == 409
+    assert "Ana Lima edited version 1 last" in refused.json()["error"]["message"]
+    ben = create_key(services.db, "admin", "Ben Roy")
+    approved = client.post(f"{base}/approve", headers=bearer(ben))
+    assert approved.status_code == 200 and approved.json()["approved_by"] == "Ben Roy"
+    (ben_key,) = [k for k in list_keys(services.db) if k.name == "Ben Roy"]
+    (version,) = client.get("/api/journeys", headers=admin_headers()).json()["versions"]
+    assert version["edited_by"] == "Ana Lima" and version["edited_by_key"] == ana_key.id
+    assert version["approved_by"] == "Ben Roy" and version["approved_by_key"] == ben_key.id
+
+
+def test_the_same_key_cannot_approve_its_own_edit_whatever_its_name(services: Services) -> None:
+    """Through the API the key itself is compared, not only the name it carries."""
+    from parcours.journeys import api as journeys
+
+    define_templates(services, CART)
+    now = services.clock.now_ms()
+    draft = journeys.save_draft(services.db, CART, "Ana Lima", now, editor_key=7)
+    journeys.change_status(services.db, "cart", draft.version, "submit", "Ana Lima", now, key=7)
+    with pytest.raises(journeys.LifecycleError, match="another person must approve"):
+        journeys.change_status(services.db, "cart", draft.version, "approve", "Ana L.", now, key=7)

@@ -42,8 +42,11 @@ class Version:
     approved_by: str | None
 
 
-def save_draft(db: Database, source: str, editor: str, now: int) -> Version:
-    """Check the YAML and store it as the next version of its journey, a draft.
+def save_draft(
+    db: Database, source: str, editor: str, now: int, *, editor_key: int | None = None
+) -> Version:
+    """Check the YAML and store it as the next version of its journey, a draft, edited by
+    this person (with the admin key they used, through the API).
 
     Editing a live journey makes a new version; customers already inside finish on theirs.
     """
@@ -62,6 +65,7 @@ def save_draft(db: Database, source: str, editor: str, now: int) -> Version:
                 status="draft",
                 source=source,
                 edited_by=editor,
+                edited_by_key=editor_key,
                 created_at=now,
                 updated_at=now,
             )
@@ -79,9 +83,19 @@ _MOVES = {
 
 
 def change_status(
-    db: Database, journey_id: str, version: int, move: str, user: str, now: int
+    db: Database,
+    journey_id: str,
+    version: int,
+    move: str,
+    user: str,
+    now: int,
+    *,
+    key: int | None = None,
 ) -> Version:
-    """submit, approve (by someone other than the last editor), go_live, pause, archive."""
+    """submit, approve, go_live, pause, archive, by this person (with this admin key).
+
+    Approval is by another person than the last editor: another name, and, when both
+    acted through the API, another admin key."""
     allowed_from, target = _MOVES[move]
     with db.write() as conn:
         row = conn.execute(
@@ -99,11 +113,12 @@ def change_status(
             )
         values: dict[str, Any] = {"status": target, "updated_at": now}
         if move == "approve":
-            if user == row.edited_by:
+            same_key = key is not None and key == row.edited_by_key
+            if same_key or user.strip().casefold() == row.edited_by.strip().casefold():
                 raise LifecycleError(
-                    f"{user} edited version {version} last; another person must approve it"
+                    f"{row.edited_by} edited version {version} last; another person must approve it"
                 )
-            values |= {"approved_by": user, "approved_at": now}
+            values |= {"approved_by": user, "approved_by_key": key, "approved_at": now}
         if move == "go_live":
             check_templates(conn, parse(row.source))
             check_segments(conn, parse(row.source))
@@ -375,6 +390,8 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
             "status": r.status,
             "edited_by": r.edited_by,
             "approved_by": r.approved_by,
+            "edited_by_key": r.edited_by_key,
+            "approved_by_key": r.approved_by_key,
             "approved_at": iso(r.approved_at),
             "updated_at": iso(r.updated_at),
         }

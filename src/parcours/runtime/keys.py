@@ -9,7 +9,19 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import BigInteger, Column, Table, Text, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from parcours.runtime.db import BigId, Database, metadata
 
@@ -24,6 +36,14 @@ api_keys = Table(
     Column("key_hash", Text, nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # an admin key is one person: two live admin keys never share a name
+    Index(
+        "uq_api_keys_live_admin_name",
+        "name",
+        unique=True,
+        sqlite_where=text("kind = 'admin' AND revoked_at IS NULL"),
+        postgresql_where=text("kind = 'admin' AND revoked_at IS NULL"),
+    ),
 )
 
 
@@ -36,6 +56,19 @@ class ApiKey:
     revoked_at: int | None
 
 
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who acts with a key: the key's number and its name (for an admin key, the person
+    who holds it, unique among live admin keys)."""
+
+    key_id: int
+    name: str
+
+
+class KeyNameTaken(ValueError):
+    """A live admin key already belongs to a person of that name."""
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -45,9 +78,15 @@ def new_secret(kind: KeyKind) -> str:
 
 
 def create_key(db: Database, kind: KeyKind, name: str, secret: str | None = None) -> str:
-    """Store a key and return its secret (shown once; only its hash is kept)."""
+    """Store a key and return its secret (shown once; only its hash is kept). An admin
+    key's name is the person who holds it: KeyNameTaken if a live admin key has it."""
     secret = secret or new_secret(kind)
+    name = name.strip()
+    if not name:
+        raise ValueError("a key needs a name (for an admin key, the person who holds it)")
     with db.write() as conn:
+        if kind == "admin":
+            _check_name_free(conn, name)
         conn.execute(
             insert(api_keys).values(
                 kind=kind, name=name, key_hash=hash_key(secret), created_at=_now_ms()
@@ -57,18 +96,44 @@ def create_key(db: Database, kind: KeyKind, name: str, secret: str | None = None
 
 
 def ensure_key(db: Database, kind: KeyKind, secret: str, name: str) -> None:
-    """Make sure this secret is a live key of this kind (for keys given in the environment)."""
+    """Make sure this secret is a live key of this kind (for keys given in the environment).
+    A new admin key from the settings replaces the live one of the same name: rotated."""
     digest = hash_key(secret)
     with db.write() as conn:
         row = conn.execute(
             select(api_keys.c.kind, api_keys.c.revoked_at).where(api_keys.c.key_hash == digest)
         ).first()
         if row is None:
+            if kind == "admin":
+                conn.execute(
+                    update(api_keys)
+                    .where(
+                        api_keys.c.kind == "admin",
+                        func.lower(api_keys.c.name) == name.lower(),
+                        api_keys.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=_now_ms())
+                )
             conn.execute(
                 insert(api_keys).values(kind=kind, name=name, key_hash=digest, created_at=_now_ms())
             )
         elif row.kind != kind:
             raise ValueError(f"the {name} is already registered as a {row.kind} key")
+
+
+def _check_name_free(conn: Connection, name: str) -> None:
+    taken = conn.execute(
+        select(api_keys.c.id).where(
+            api_keys.c.kind == "admin",
+            func.lower(api_keys.c.name) == name.lower(),
+            api_keys.c.revoked_at.is_(None),
+        )
+    ).scalar()
+    if taken is not None:
+        raise KeyNameTaken(
+            f"the live admin key {taken} already belongs to {name!r}: an admin key is one "
+            "person's; revoke it first (parcours keys revoke) or give this person's full name"
+        )
 
 
 def revoke_key(db: Database, key_id: int) -> bool:
@@ -95,13 +160,13 @@ class KeyChecker:
         self._db = db
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._known: dict[str, tuple[str | None, str | None, float]] = {}
+        self._known: dict[str, tuple[str | None, KeyHolder | None, float]] = {}
 
     def check(self, kind: KeyKind, secret: str) -> bool:
         return self.holder(kind, secret) is not None
 
-    def holder(self, kind: KeyKind, secret: str) -> str | None:
-        """The name of the live key of this kind with this secret (who is acting), or None."""
+    def holder(self, kind: KeyKind, secret: str) -> KeyHolder | None:
+        """The live key of this kind with this secret (who is acting), or None."""
         if not secret:
             return None
         digest = hash_key(secret)
@@ -111,11 +176,14 @@ class KeyChecker:
         if cached is None or now - cached[2] > self._ttl:
             with self._db.read() as conn:
                 row = conn.execute(
-                    select(api_keys.c.kind, api_keys.c.name).where(
+                    select(api_keys.c.id, api_keys.c.kind, api_keys.c.name).where(
                         api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
                     )
                 ).first()
-            cached = (row.kind if row else None, row.name if row else None, now)
+            if row is None:
+                cached = (None, None, now)
+            else:
+                cached = (row.kind, KeyHolder(int(row.id), row.name), now)
             with self._lock:
                 if len(self._known) > 10_000:
                     self._known.clear()

@@ -15,14 +15,15 @@ from parcours.ingest.http import HttpError, json_response, read_body, services_o
 from parcours.ingest.model import EventError, parse_event
 from parcours.runtime.clock import iso
 from parcours.runtime.definitions import DefinitionError
+from parcours.runtime.keys import KeyHolder
 from parcours.segments import api as segments
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
 
 
-def require_admin(request: Request[Any, Any, Any]) -> tuple[Services, str]:
-    """The services and the name of the admin key acting (who edits, who approves)."""
+def require_admin(request: Request[Any, Any, Any]) -> tuple[Services, KeyHolder]:
+    """The services and the admin key acting: its person edits, approves."""
     services = services_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")

@@ -49,7 +49,12 @@ async def create_draft(request: Request[Any, Any, Any]) -> Response[bytes]:
         services, user = require_admin(request)
         source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
         version = await asyncio.to_thread(
-            journeys.save_draft, services.db, source, user, services.clock.now_ms()
+            journeys.save_draft,
+            services.db,
+            source,
+            user.name,
+            services.clock.now_ms(),
+            editor_key=user.key_id,
         )
     except HttpError as exc:
         return exc.response()
@@ -76,7 +81,13 @@ def change_status(
                 404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
             )
         changed = journeys.change_status(
-            services.db, journey_id, version, move, user, services.clock.now_ms()
+            services.db,
+            journey_id,
+            version,
+            move,
+            user.name,
+            services.clock.now_ms(),
+            key=user.key_id,
         )
     except HttpError as exc:
         return exc.response()

@@ -120,7 +120,7 @@ async def put_template(
 
         def write() -> templates.MessageTemplate:
             with services.db.write() as conn:
-                return templates.save(conn, template_id, source, user, services.clock.now_ms())
+                return templates.save(conn, template_id, source, user.name, services.clock.now_ms())
 
         try:
             saved = await asyncio.to_thread(write)

@@ -28,7 +28,7 @@ async def _save(
             segments.save,
             services.db,
             source,
-            user,
+            user.name,
             services.clock.now_ms(),
             mode=mode,
             segment_id=segment_id,
