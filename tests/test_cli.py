@@ -1,9 +1,11 @@
-"""The command line: import, export, erase, keys, settings errors."""
+"""The command line: import, export, erase, keys, settings errors, one data directory,
+no database made as a side effect, messages printed as they are."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,17 +13,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from parcours.cli import app
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.ingest.bulk import checkpoint_path
+from parcours.ingest.bulk import import_file, saved_position
 from parcours.ingest.tables import events
 from parcours.runtime.db import Database, head_revision, migrate
+from parcours.runtime.settings import Settings
+from parcours.services import Services
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def url(database_url: str) -> str:
+    """The test's database, made as `parcours migrate` makes it: the commands tested here
+    use a database and never create one."""
+    db = Database(database_url)
+    migrate(db)
+    db.dispose()
+    return database_url
 
 
 def run(database_url: str, *args: str) -> Any:
@@ -61,57 +76,68 @@ def viewed(number: int, with_id: bool = True) -> dict[str, Any]:
 
 
 def test_import_reports_rejected_lines_by_number_and_keeps_the_rest(
-    database_url: str, tmp_path: Path
+    url: str, tmp_path: Path
 ) -> None:
     file = tmp_path / "events.jsonl"
     write_lines(file, [viewed(1), "{not json", viewed(2), {"type": "track", "userId": "x"}, ""])
-    result = run(database_url, "import", "events", str(file))
+    result = run(url, "import", "events", str(file))
     assert result.exit_code == 1
     assert "line 2: not valid JSON" in result.output
     assert "line 4: event: a track call needs a non-empty event name" in result.output
     assert "2 events stored" in result.output
-    assert count(database_url, events) == 2
+    assert count(url, events) == 2
 
 
-def test_import_goes_on_from_where_it_stopped(database_url: str, tmp_path: Path) -> None:
+def position(url: str, file: Path) -> int | None:
+    db = Database(url)
+    try:
+        saved = saved_position(db, file)
+    finally:
+        db.dispose()
+    return None if saved is None else saved.line
+
+
+def test_import_goes_on_from_where_it_stopped(url: str, tmp_path: Path) -> None:
     file = tmp_path / "events.jsonl"
     write_lines(file, [viewed(n, with_id=False) for n in range(1500)])
-    assert run(database_url, "import", "events", str(file)).exit_code == 0
-    assert json.loads(checkpoint_path(file).read_text())["line"] == 1500
+    assert run(url, "import", "events", str(file)).exit_code == 0
+    # The position is the database's: nothing is written beside the file.
+    assert position(url, file) == 1500
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("events")) == [
+        "events.jsonl"
+    ]
     write_lines(file, [viewed(n, with_id=False) for n in range(1500, 1800)])
-    second = run(database_url, "import", "events", str(file))
+    second = run(url, "import", "events", str(file))
     assert "300 events stored, 0 already present" in second.output
     assert "resumed after line 1500" in second.output
     # Reading everything again stores nothing twice, even lines without a messageId.
-    third = run(database_url, "import", "events", str(file), "--restart")
+    third = run(url, "import", "events", str(file), "--restart")
     assert "0 events stored, 1800 already present" in third.output
-    assert count(database_url, events) == 1800
+    assert count(url, events) == 1800
 
 
 @pytest.mark.slow
-def test_import_killed_midway_loses_and_duplicates_nothing(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_import_killed_midway_loses_and_duplicates_nothing(url: str, tmp_path: Path) -> None:
     file = tmp_path / "big.jsonl"
     write_lines(file, [viewed(n, with_id=False) for n in range(40_000)])
-    env = {**os.environ, "PARCOURS_DATABASE_URL": database_url}
+    env = {**os.environ, "PARCOURS_DATABASE_URL": url}
     command = [str(Path(sys.executable).parent / "parcours"), "import", "events", str(file)]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
-    while not checkpoint_path(file).exists() and time.monotonic() < deadline:
+    while position(url, file) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    stopped_at = json.loads(checkpoint_path(file).read_text())["line"]
-    assert stopped_at < 40_000, "the import finished before it could be killed"
-    result = run(database_url, "import", "events", str(file))
+    stopped_at = position(url, file)
+    assert stopped_at is not None and stopped_at < 40_000, "the import ended before the kill"
+    result = run(url, "import", "events", str(file))
     assert result.exit_code == 0
-    assert count(database_url, events) == 40_000
+    assert count(url, events) == 40_000
 
 
-def _seed_person(database_url: str, tmp_path: Path) -> None:
+def _seed_person(url: str, tmp_path: Path) -> None:
     file = tmp_path / "person.jsonl"
     write_lines(
         file,
@@ -142,13 +168,13 @@ def _seed_person(database_url: str, tmp_path: Path) -> None:
             },
         ],
     )
-    assert run(database_url, "import", "events", str(file)).exit_code == 0
+    assert run(url, "import", "events", str(file)).exit_code == 0
 
 
-def test_export_holds_everything_about_the_person(database_url: str, tmp_path: Path) -> None:
-    _seed_person(database_url, tmp_path)
+def test_export_holds_everything_about_the_person(url: str, tmp_path: Path) -> None:
+    _seed_person(url, tmp_path)
     output = tmp_path / "export.json"
-    result = run(database_url, "customers", "export", "erin@example.com", "--output", str(output))
+    result = run(url, "customers", "export", "erin@example.com", "--output", str(output))
     assert result.exit_code == 0
     document = json.loads(output.read_text())
     assert document["traits"]["email"] == "Erin@example.com"
@@ -159,17 +185,17 @@ def test_export_holds_everything_about_the_person(database_url: str, tmp_path: P
 
 
 def test_erase_removes_the_person_and_leaves_an_audit_without_personal_data(
-    database_url: str, tmp_path: Path
+    url: str, tmp_path: Path
 ) -> None:
-    _seed_person(database_url, tmp_path)
-    result = run(database_url, "customers", "erase", "erin", "--yes")
+    _seed_person(url, tmp_path)
+    result = run(url, "customers", "erase", "erin", "--yes")
     assert result.exit_code == 0, result.output
     assert "2 events" in result.output
-    assert count(database_url, identities) == 2  # only the other person's id and email
-    assert count(database_url, consents) == 0
-    assert count(database_url, customer_orders) == 0
-    assert count(database_url, customers, customers.c.erased_at.is_not(None)) == 1
-    db = Database(database_url)
+    assert count(url, identities) == 2  # only the other person's id and email
+    assert count(url, consents) == 0
+    assert count(url, customer_orders) == 0
+    assert count(url, customers, customers.c.erased_at.is_not(None)) == 1
+    db = Database(url)
     with db.read() as conn:
         audit = conn.execute(select(events.c.payload).where(events.c.name == "Customer Erased"))
         payload = audit.scalar_one()
@@ -181,18 +207,18 @@ def test_erase_removes_the_person_and_leaves_an_audit_without_personal_data(
     for personal in ("erin", "Erin@example.com", "+33601020304", "dev-1"):
         assert personal.lower() not in everything.lower()
     # The person is gone for every lookup.
-    assert run(database_url, "customers", "export", "erin").exit_code == 1
+    assert run(url, "customers", "export", "erin").exit_code == 1
 
 
-def test_keys_create_list_and_revoke(database_url: str) -> None:
-    created = run(database_url, "keys", "create", "write", "--name", "shop")
+def test_keys_create_list_and_revoke(url: str) -> None:
+    created = run(url, "keys", "create", "write", "--name", "shop")
     assert created.exit_code == 0
     assert created.output.strip().startswith("pc_write_")
-    listing = run(database_url, "keys", "list")
+    listing = run(url, "keys", "list")
     assert "write\tshop" in listing.output
-    assert run(database_url, "keys", "revoke", "1").exit_code == 0
-    assert "revoked" in run(database_url, "keys", "list").output
-    assert run(database_url, "keys", "revoke", "1").exit_code == 1
+    assert run(url, "keys", "revoke", "1").exit_code == 0
+    assert "revoked" in run(url, "keys", "list").output
+    assert run(url, "keys", "revoke", "1").exit_code == 1
 
 
 def test_a_wrong_setting_stops_with_a_message_naming_it(tmp_path: Path) -> None:
@@ -216,3 +242,284 @@ def test_migrate_brings_a_new_database_to_the_latest_schema(tmp_path: Path) -> N
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 0
     db.dispose()
+
+
+# ---- one data directory; no database made as a side effect ----------------------------
+
+
+def environment_without_settings(**extra: str) -> dict[str, str]:
+    """This process's environment without any Parcours setting, plus `extra`."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    return {**kept, **extra}
+
+
+COMMANDS_NEEDING_A_DATABASE = [
+    ["keys", "list"],
+    ["keys", "create", "admin", "--name", "ana"],
+    ["keys", "revoke", "1"],
+    ["customers", "export", "ana@example.com"],
+    ["customers", "erase", "ana@example.com", "--yes"],
+    ["import", "events", "{events}"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS_NEEDING_A_DATABASE, ids=" ".join)
+def test_a_command_pointed_at_no_database_says_so_and_creates_none(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "events.jsonl"
+    write_lines(file, [viewed(1)])
+    arguments = [part.replace("{events}", str(file)) for part in command]
+    for key in [k for k in os.environ if k.startswith("PARCOURS_")]:
+        monkeypatch.delenv(key)
+    result = runner.invoke(app, arguments, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "No Parcours database in parcours-data/" in result.output
+    assert f"{tmp_path / 'parcours-data' / 'parcours.db'} does not exist" in result.output
+    assert "Create it with `parcours migrate`" in result.output
+    assert not (tmp_path / "parcours-data").exists()
+    # Pointed elsewhere, the message names that directory and the command that makes it.
+    other = tmp_path / "elsewhere"
+    result = runner.invoke(app, [*arguments, "--data-dir", str(other)], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"No Parcours database in {other}/" in result.output
+    assert f"`parcours migrate --data-dir {other}`" in result.output
+    assert not other.exists()
+
+
+def test_a_database_without_parcours_tables_is_named_and_left_alone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    (tmp_path / "empty.db").touch()
+    result = run(url, "keys", "list")
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'empty.db'} is not a Parcours database (it has no tables)" in (
+        result.output
+    )
+    assert "parcours migrate" in result.output
+    assert (tmp_path / "empty.db").stat().st_size == 0
+
+
+def test_an_earlier_demo_database_is_pointed_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("PARCOURS_")]:
+        monkeypatch.delenv(key)
+    old = Database(f"sqlite:///{tmp_path / 'parcours-demo' / 'parcours.db'}")
+    migrate(old)
+    old.dispose()
+    result = runner.invoke(app, ["keys", "list"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "add --data-dir parcours-demo" in result.output
+    listed = runner.invoke(app, ["keys", "list", "--data-dir", "parcours-demo"])
+    assert listed.exit_code == 0, listed.output
+
+
+def test_keys_list_on_an_unreachable_database_says_so_without_a_traceback() -> None:
+    closed_port = "postgresql://parcours:hunter22@127.0.0.1:9/parcours"
+    result = run(closed_port, "keys", "list")
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Cannot use the database at postgresql://parcours:***@127.0.0.1:9/parcours: "
+    )
+    assert "Traceback" not in result.output and "hunter22" not in result.output
+
+
+def test_a_wrong_channel_setting_is_a_message_not_a_traceback(url: str, tmp_path: Path) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text('[channels.email]\nprovider = "smtp"\n')
+    file = tmp_path / "events.jsonl"
+    write_lines(file, [viewed(1)])
+    env = {"PARCOURS_CONFIG": str(config), "PARCOURS_DATABASE_URL": url}
+    result = runner.invoke(app, ["import", "events", str(file)], env=env, catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.output == "Configuration error: channels.email.host is required\n"
+
+
+@pytest.mark.slow
+def test_keys_made_for_the_demo_open_the_demo(tmp_path: Path) -> None:
+    """`parcours demo`, then `parcours keys create admin` with no option, as a newcomer
+    types them: the key is the demo's."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = environment_without_settings(PARCOURS_LOG_LEVEL="warning")
+    parcours = str(Path(sys.executable).parent / "parcours")
+    demo = subprocess.Popen(
+        [parcours, "demo", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_health(f"http://127.0.0.1:{port}", demo)
+        created = subprocess.run(
+            [parcours, "keys", "create", "admin", "--name", "newcomer"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = created.stdout.strip()
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/api/customers/camille@example.com",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["traits"]["first_name"] == "Camille"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["parcours-data"]
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        status = demo.wait(60)
+        errors = demo.stderr.read().decode(errors="replace") if demo.stderr else ""
+    assert status == 0, errors[-3000:]
+
+
+def _wait_for_health(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited at start"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not answer /healthz within 60 s")
+
+
+# ---- import: its position is the database's, its progress is shown ---------------------
+
+
+def test_an_import_into_another_database_starts_from_the_first_line(
+    url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "events.jsonl"
+    write_lines(file, [viewed(n) for n in range(30)])
+    assert run(url, "import", "events", str(file)).exit_code == 0
+    other = f"sqlite:///{tmp_path / 'other' / 'parcours.db'}"
+    assert run(other, "migrate").exit_code == 0
+    result = run(other, "import", "events", str(file))
+    assert "30 events stored, 0 already present, 0 lines rejected." in result.output
+    assert count(other, events) == 30
+    # ... and the first database's position is still its own.
+    again = run(url, "import", "events", str(file))
+    assert "0 events stored, 0 already present, 0 lines rejected, resumed after line 30" in (
+        again.output
+    )
+
+
+def test_a_file_changed_since_its_import_stopped_is_read_again(url: str, tmp_path: Path) -> None:
+    file = tmp_path / "events.jsonl"
+    write_lines(file, [viewed(n) for n in range(20)])
+    assert run(url, "import", "events", str(file)).exit_code == 0
+    file.write_text("")  # another file of the same name, longer than the first
+    write_lines(file, [viewed(n) for n in range(100, 125)])
+    result = run(url, "import", "events", str(file))
+    assert f"{file} changed since its import stopped at line 20" in result.output
+    assert "25 events stored, 0 already present, 0 lines rejected." in result.output
+    assert position(url, file) == 25
+
+
+def test_import_shows_a_progress_bar_with_rate_and_time_left(url: str, tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    file = tmp_path / "events.jsonl"
+    write_lines(file, [viewed(n) for n in range(2500)])
+    screen = StringIO()
+    console = Console(file=screen, force_terminal=True, width=160, color_system=None)
+    services = Services.open(Settings(data_dir=tmp_path / "data", database_url=url))
+    try:
+        report = import_file(services, file, console=console)
+    finally:
+        services.close()
+    assert report.stored == 2500
+    shown = screen.getvalue()
+    assert "importing events.jsonl" in shown
+    assert "100%" in shown
+    assert re.search(r"[\d,]+ lines/s eta \d+:\d\d:\d\d", shown), shown[-500:]
+    assert "━" in shown  # the bar
+
+
+# ---- messages are printed as they are ----------------------------------------------------
+
+
+def test_messages_keep_text_in_square_brackets(url: str, tmp_path: Path) -> None:
+    result = run(url, "customers", "export", "[channels.email]")
+    assert result.exit_code == 1
+    assert "'[channels.email]'" in result.output
+    journey = tmp_path / "[channels.email].yaml"
+    journey.write_text("id: x\nname: y\nentry: {event: A}\nsteps:\n  - send: {channel: email}\n")
+    result = run(url, "journeys", "validate", str(journey))
+    assert result.exit_code == 1
+    assert f"{journey}:line 5: steps[0].send.template: is required" in result.output
+
+
+# ---- files only their owner reads -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_creates_its_files_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """A real start: the data directory, the database, its WAL and shared-memory files and
+    the first keys are the owner's alone."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    data = tmp_path / "nested" / "data"
+    env = environment_without_settings(PARCOURS_LOG_LEVEL="warning")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "parcours"),
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_health(f"http://127.0.0.1:{port}", server)
+        modes = {
+            path.name: oct(path.stat().st_mode & 0o777) for path in [data, *sorted(data.iterdir())]
+        }
+    finally:
+        server.send_signal(signal.SIGTERM)
+        status = server.wait(60)
+        errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
+    assert status == 0, errors[-3000:]
+    assert modes == {
+        "data": "0o700",
+        "first-keys.txt": "0o600",
+        "parcours.db": "0o600",
+        "parcours.db-shm": "0o600",
+        "parcours.db-wal": "0o600",
+        "parcours.db-writer.lock": "0o600",
+    }
+
+
+def test_an_export_file_and_the_first_keys_file_are_the_owners_alone(
+    url: str, tmp_path: Path
+) -> None:
+    _seed_person(url, tmp_path)
+    output = tmp_path / "export.json"
+    output.write_text("")
+    output.chmod(0o644)  # there before, readable by all: rewritten for its owner only
+    assert run(url, "customers", "export", "erin", "--output", str(output)).exit_code == 0
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    from parcours.cli import write_private
+
+    keys = tmp_path / "first-keys.txt"
+    keys.write_text("old")
+    keys.chmod(0o644)
+    write_private(keys, "write key: k\n")
+    assert (oct(keys.stat().st_mode & 0o777), keys.read_text()) == ("0o600", "write key: k\n")

@@ -85,6 +85,7 @@ def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
         ' "phone": "+33612345678", "consent": {"whatsapp": {"marketing": true}}}}\n'
     )
     runner = CliRunner()
+    assert runner.invoke(app, ["migrate"], env=env).exit_code == 0  # import creates none
     assert runner.invoke(app, ["import", "events", str(events)], env=env).exit_code == 0
     # The brand's own template, in the real database, comes into the simulation.
     template = {

@@ -9,18 +9,64 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 
-app = typer.Typer(help="Parcours: one customer profile, every channel.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from parcours.runtime.db import Database
+
+
+class CommandError(Exception):
+    """A command cannot do what it was asked: the message says why and what to do; the
+    process exits with `code`, without a traceback."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Commands(TyperGroup):
+    """Every command's expected failures (a wrong setting, no database, a database that
+    cannot be reached) end with a message on standard error and a non-zero exit code,
+    never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from alembic.util import CommandError as MigrationError
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        _used.clear()
+        try:
+            return super().invoke(ctx)
+        except CommandError as exc:
+            error(str(exc))
+            raise typer.Exit(exc.code) from None
+        except SettingsError as exc:
+            error(f"Configuration error: {exc}")
+            raise typer.Exit(2) from None
+        except (OperationalError, InterfaceError) as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            error(f"Cannot use the database at {_shown_url()}: {reason}")
+            raise typer.Exit(1) from None
+        except MigrationError as exc:
+            error(f"Cannot bring the database at {_shown_url()} up to date: {exc}")
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    help="Parcours: one customer profile, every channel.", no_args_is_help=True, cls=_Commands
+)
 customers_app = typer.Typer(help="Export or erase what is held on a customer.")
 keys_app = typer.Typer(help="Create, list and revoke API keys.")
 import_app = typer.Typer(help="Bulk import.")
-bench_app = typer.Typer(help="Benchmarks (results go to bench/RESULTS.md by hand).")
+bench_app = typer.Typer(
+    help="Benchmarks (their results are kept by hand in the repository's bench/RESULTS.md)."
+)
 journeys_app = typer.Typer(help="Journeys: check a YAML definition, print the JSON Schema.")
 segments_app = typer.Typer(help="Segments: check a definition.")
 app.add_typer(journeys_app, name="journeys")
@@ -30,8 +76,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# No markup or emoji codes: what is printed is printed as it is (an error naming
+# `[channels.email]` keeps it); colour is given with Text and styles.
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+out = Console(soft_wrap=True, markup=False, emoji=False)
 log = logging.getLogger("parcours.cli")
 # prometheus-client's own variable: set before it is first imported, every process of one
 # `parcours serve` counts into this directory and any of them shows the sum.
@@ -40,16 +88,140 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
 DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Where the embedded database lives.")
+    Path | None,
+    typer.Option("--data-dir", help="Where the embedded database lives (default: parcours-data)."),
 ]
+DEFAULT_DATA_DIR = Settings().data_dir
+# Where `parcours demo` kept its data before it shared the one default data directory.
+OLD_DEMO_DIR = Path("parcours-demo")
+
+
+def error(message: str) -> None:
+    """An error for the person at the terminal, printed as it is, in red."""
+    err.print(Text(message, style="red"))
 
 
 def settings_or_exit(**overrides: Any) -> Settings:
     try:
         return load_settings().with_overrides(**overrides)
     except SettingsError as exc:
-        err.print(f"[red]Configuration error:[/red] {exc}")
+        error(f"Configuration error: {exc}")
         raise typer.Exit(2) from None
+
+
+# The settings of the command running, for its error messages.
+_used: list[Settings] = []
+
+
+def _shown_url() -> str:
+    """The database URL the failing command used, without its password."""
+    from sqlalchemy.engine import make_url
+
+    if not _used:
+        return "the configured URL"
+    return make_url(_used[-1].resolved_database_url).render_as_string(hide_password=True)
+
+
+def _remember(settings: Settings) -> Settings:
+    """Keep the command's settings where an error message can find them."""
+    _used.append(settings)
+    return settings
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL (None for another database or an in-memory one)."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _no_database(settings: Settings, problem: str) -> CommandError:
+    """The message of a command pointed at no Parcours database: where it looked, how to
+    make one, and where the demo's data may be."""
+    where = f" --data-dir {settings.data_dir}" if settings.data_dir != DEFAULT_DATA_DIR else ""
+    message = (
+        f"{problem}. Create it with `parcours migrate{where}`, or start `parcours serve{where}`"
+        f" or `parcours demo{where}`, which create it; or point this command at an existing "
+        "one with --data-dir (or PARCOURS_DATA_DIR, or PARCOURS_DATABASE_URL)."
+    )
+    if (
+        not settings.database_url
+        and settings.data_dir == DEFAULT_DATA_DIR
+        and (OLD_DEMO_DIR / "parcours.db").exists()
+    ):
+        message += (
+            f" An earlier `parcours demo` kept its data in {OLD_DEMO_DIR}/: to use that "
+            f"database, add --data-dir {OLD_DEMO_DIR}."
+        )
+    return CommandError(message)
+
+
+def require_database(settings: Settings) -> None:
+    """Commands other than migrate, serve, demo and worker never create a database: this
+    one must exist and carry Parcours' tables, else CommandError says where it looked and
+    how to create it."""
+    from parcours.runtime.db import Database, current_revision
+
+    _remember(settings)
+    url = settings.resolved_database_url
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
+        directory = file.parent
+        if settings.database_url:
+            problem = f"No Parcours database at {file} (the file does not exist)"
+        else:
+            problem = (
+                f"No Parcours database in {settings.data_dir}/ ({directory / file.name} does "
+                "not exist)"
+            )
+        raise _no_database(settings, problem)
+    if file is not None:
+        revision = _sqlite_revision(file)
+    else:
+        db = Database(url)
+        try:
+            revision = current_revision(db)
+        finally:
+            db.dispose()
+    if revision is None:
+        from sqlalchemy.engine import make_url
+
+        shown = str(file) if file else make_url(url).render_as_string(hide_password=True)
+        raise _no_database(settings, f"{shown} is not a Parcours database (it has no tables)")
+
+
+def _sqlite_revision(file: Path) -> str | None:
+    """The migration an SQLite file is at, read without changing it (opening it through
+    Database would turn any SQLite file into a WAL one); None: not a Parcours database."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError:  # no such table; not a database at all
+        return None
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+def existing_database(settings: Settings) -> Database:
+    """The database of an existing Parcours (see require_database), its schema brought up
+    to date as `serve` would."""
+    from parcours.runtime.db import Database, migrate
+
+    require_database(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        migrate(db)
+    except BaseException:
+        db.dispose()
+        raise
+    return db
 
 
 @app.command()
@@ -62,11 +234,12 @@ def serve(host: HostOption = None, port: PortOption = None, data_dir: DataDirOpt
 @app.command()
 def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOption = None) -> None:
     """Serve with a small seeded data set (created on the first run)."""
-    settings = settings_or_exit(host=host, port=port, data_dir=data_dir or Path("parcours-demo"))
+    settings = settings_or_exit(host=host, port=port, data_dir=data_dir)
     _serve(settings, demo=True)
 
 
 def _serve(settings: Settings, *, demo: bool) -> None:
+    _remember(settings)
     made_metrics_dir = None
     several = settings.http_workers > 1 or _own_writer_process(settings)
     if several and METRICS_DIR_VARIABLE not in os.environ:
@@ -85,14 +258,14 @@ def _serve(settings: Settings, *, demo: bool) -> None:
 
 def _own_writer_process(settings: Settings) -> bool:
     """One server process on SQLite: the writer runs in a child of its own (docs/core.md),
-    whose counters reach /metrics through the multiprocess directory."""
-    from parcours.ingest.writer_process import available
-
+    whose counters reach /metrics through the multiprocess directory. Decided before
+    anything imports prometheus_client (not through parcours.ingest.writer_process, which
+    does): the directory must be set first, or this process's counters never reach it."""
     return (
         settings.http_workers == 1
         and settings.writer_process
         and settings.resolved_database_url.startswith("sqlite")
-        and available()
+        and os.name == "posix"  # writer_process.available(): a socket pair handed down
     )
 
 
@@ -104,7 +277,10 @@ def _serve_with(settings: Settings, *, demo: bool) -> None:
     from parcours.services import Services
 
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    if demo:
+        _mention_old_demo_data(settings)
     services = Services.open(settings, writer_process=_own_writer_process(settings))
+    _warn_if_readable_by_others(settings)
     if settings.serve_worker:
         services.start_worker()
     _first_start_keys(services)
@@ -156,6 +332,45 @@ def _serve_with(settings: Settings, *, demo: bool) -> None:
             services.close()
 
 
+def _mention_old_demo_data(settings: Settings) -> None:
+    """The demo used to keep its data apart, in parcours-demo/: say where it went."""
+    if (
+        settings.database_url
+        or settings.data_dir != DEFAULT_DATA_DIR
+        or not (OLD_DEMO_DIR / "parcours.db").exists()
+        or (DEFAULT_DATA_DIR / "parcours.db").exists()
+    ):
+        return
+    _tell(
+        f"The demo now keeps its data in {DEFAULT_DATA_DIR}/, as every command does; the "
+        f"database of an earlier demo is in {OLD_DEMO_DIR}/ (add --data-dir {OLD_DEMO_DIR} "
+        "to keep using it)."
+    )
+
+
+def _warn_if_readable_by_others(settings: Settings) -> None:
+    """The data directory and the database hold secrets (link signing, the VAPID private
+    key, API key hashes) and personal data: Parcours creates them readable by their owner
+    only, and warns about ones made before, or by hand, that others can read."""
+    file = sqlite_file(settings.resolved_database_url)
+    if file is None:
+        return
+    for path in (file.parent, file):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            log.warning(
+                "%s is readable by other users (mode %04o) and holds secrets and personal "
+                "data: chmod %s %s",
+                path,
+                mode,
+                "700" if path.is_dir() else "600",
+                path,
+            )
+
+
 def _stop_quietly_on_signals() -> None:
     """The server stops gracefully on SIGTERM or SIGINT, then raises the signal again
     with the handlers it found: these make that second time a no-op, so that a graceful
@@ -201,15 +416,21 @@ def _first_start_keys(services: Any) -> None:
         out.print(f"  admin key: {admin}")
         return
     path = Path(services.settings.data_dir) / "first-keys.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(f"write key: {write}\nadmin key: {admin}\n")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, f"write key: {write}\nadmin key: {admin}\n")
     log.warning(
         "no API key existed: made a write key and an admin key, written to %s (readable by "
         "this user only; keep them elsewhere and delete the file)",
         path.resolve(),
     )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), whatever mode it had before."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 @app.command()
@@ -222,9 +443,10 @@ def worker(data_dir: DataDirOption = None) -> None:
     from parcours.runtime.metrics import serve_metrics
     from parcours.services import Services
 
-    settings = settings_or_exit(data_dir=data_dir)
+    settings = _remember(settings_or_exit(data_dir=data_dir))
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
     services = Services.open(settings)
+    _warn_if_readable_by_others(settings)
     stopping = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stopping.set())
@@ -256,11 +478,15 @@ def migrate(data_dir: DataDirOption = None) -> None:
     from parcours.runtime.db import Database, head_revision
     from parcours.runtime.db import migrate as run_migrations
 
-    settings = settings_or_exit(data_dir=data_dir)
+    settings = _remember(settings_or_exit(data_dir=data_dir))
     db = Database(settings.resolved_database_url)
-    run_migrations(db)
-    out.print(f"Database at migration {head_revision()} ({db.dialect}).")
-    db.dispose()
+    try:
+        run_migrations(db)
+    finally:
+        db.dispose()
+    file = sqlite_file(db.url)
+    where = f"{file}, " if file else ""
+    out.print(f"Database at migration {head_revision()} ({where}{db.dialect}).")
 
 
 @import_app.command("events")
@@ -275,15 +501,17 @@ def import_events(
     from parcours.ingest.bulk import import_file
     from parcours.services import Services
 
-    if not file.exists():
-        err.print(f"[red]No such file:[/red] {file}")
-        raise typer.Exit(2)
+    if not file.is_file():
+        raise CommandError(f"No such file: {file}")
     settings = settings_or_exit(data_dir=data_dir)
+    require_database(settings)
     services = Services.open(settings)
     try:
         report = import_file(services, file, restart=restart, console=err)
     finally:
         services.close()
+    if report.started_over:
+        err.print(report.started_over)
     for line_number, reason in report.rejected[:200]:
         err.print(f"line {line_number}: {reason}")
     if len(report.rejected) > 200:
@@ -306,20 +534,18 @@ def customers_export(
 ) -> None:
     """Print as JSON everything held on a person."""
     from parcours.customers.api import CustomerNotFound, export
-    from parcours.runtime.db import Database
 
     settings = settings_or_exit(data_dir=data_dir)
-    db = Database(settings.resolved_database_url)
+    db = existing_database(settings)
     try:
         document = export(db, customer, settings.default_region)
     except CustomerNotFound as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        raise CommandError(str(exc), 1) from None
     finally:
         db.dispose()
     text = json.dumps(document, indent=2, ensure_ascii=False)
     if output:
-        output.write_text(text + "\n", encoding="utf-8")
+        write_private(output, text + "\n")  # everything held on a person: theirs alone
         out.print(f"Wrote {output}.")
     else:
         sys.stdout.write(text + "\n")
@@ -334,17 +560,16 @@ def customers_erase(
     """Erase a person: events, identities, consents, orders; an audit event remains."""
     from parcours.customers.api import CustomerNotFound, erase
     from parcours.runtime.clock import SystemClock
-    from parcours.runtime.db import Database
 
     settings = settings_or_exit(data_dir=data_dir)
+    require_database(settings)
     if not yes and not typer.confirm(f"Erase everything held on {customer}?"):
         raise typer.Exit(1)
-    db = Database(settings.resolved_database_url)
+    db = existing_database(settings)
     try:
         erasure = erase(db, customer, settings.default_region, SystemClock().now_ms(), "cli")
     except CustomerNotFound as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        raise CommandError(str(exc), 1) from None
     finally:
         db.dispose()
     out.print(
@@ -359,22 +584,33 @@ def customers_erase(
 @keys_app.command("create")
 def keys_create(
     kind: Annotated[str, typer.Argument(help="write or admin")],
-    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    name: Annotated[
+        str,
+        typer.Option(
+            help="An admin key: the person who holds it (unique among live admin keys). "
+            "A write key: what sends with it."
+        ),
+    ] = "",
     data_dir: DataDirOption = None,
 ) -> None:
     """Create a key and print its secret (shown once)."""
-    from parcours.runtime.db import Database
-    from parcours.runtime.db import migrate as run_migrations
     from parcours.runtime.keys import create_key
 
     if kind not in ("write", "admin"):
-        err.print(f"[red]kind must be write or admin, got {kind!r}[/red]")
-        raise typer.Exit(2)
+        raise CommandError(f"kind must be write or admin, got {kind!r}")
+    if kind == "admin" and not name.strip():
+        raise CommandError(
+            "an admin key belongs to one person: give their name with --name "
+            '(for example --name "Camille Martin")'
+        )
     settings = settings_or_exit(data_dir=data_dir)
-    db = Database(settings.resolved_database_url)
-    run_migrations(db)
-    secret = create_key(db, "write" if kind == "write" else "admin", name or f"{kind} key")
-    db.dispose()
+    db = existing_database(settings)
+    try:
+        secret = create_key(db, "write" if kind == "write" else "admin", name or "write key")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        db.dispose()
     sys.stdout.write(secret + "\n")
 
 
@@ -382,49 +618,48 @@ def keys_create(
 def keys_list(data_dir: DataDirOption = None) -> None:
     """List keys (never their secrets)."""
     from parcours.runtime.clock import iso
-    from parcours.runtime.db import Database
     from parcours.runtime.keys import list_keys
 
     settings = settings_or_exit(data_dir=data_dir)
-    db = Database(settings.resolved_database_url)
-    for key in list_keys(db):
+    db = existing_database(settings)
+    try:
+        keys = list_keys(db)
+    finally:
+        db.dispose()
+    for key in keys:
         state = f"revoked {iso(key.revoked_at)}" if key.revoked_at else "live"
         sys.stdout.write(f"{key.id}\t{key.kind}\t{key.name}\t{iso(key.created_at)}\t{state}\n")
-    db.dispose()
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, data_dir: DataDirOption = None) -> None:
     """Revoke a key by its number (see `parcours keys list`)."""
-    from parcours.runtime.db import Database
     from parcours.runtime.keys import revoke_key
 
     settings = settings_or_exit(data_dir=data_dir)
-    db = Database(settings.resolved_database_url)
-    done = revoke_key(db, key_id)
-    db.dispose()
+    db = existing_database(settings)
+    try:
+        done = revoke_key(db, key_id)
+    finally:
+        db.dispose()
     if not done:
-        err.print(f"[red]no live key number {key_id}[/red]")
-        raise typer.Exit(1)
+        raise CommandError(f"no live key number {key_id}", 1)
     out.print(f"Key {key_id} revoked.")
 
 
 def _run_bench(name: str, arguments: list[str]) -> None:
-    """Benchmarks live in the repository's bench/ folder, beside src/."""
+    """The benchmarks ship in the package (parcours.bench); they measure CPU and memory
+    with psutil, the `bench` extra."""
     import importlib
 
-    import parcours
+    from parcours.bench.common import MissingTool
 
-    root = Path(parcours.__file__).resolve().parents[2]
-    if not (root / "bench" / f"{name}.py").exists():
-        err.print(
-            f"[red]bench/{name}.py not found beside {root / 'src'}: benchmarks run from a "
-            "source checkout (pip install -e .)[/red]"
-        )
-        raise typer.Exit(2)
-    sys.path.insert(0, str(root))
-    module = importlib.import_module(f"bench.{name}")
-    raise typer.Exit(module.main(arguments))
+    module = importlib.import_module(f"parcours.bench.{name}")
+    try:
+        code = module.main(arguments)
+    except MissingTool as exc:
+        raise CommandError(str(exc)) from None
+    raise typer.Exit(code)
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -451,15 +686,45 @@ def bench_channels(context: typer.Context) -> None:
 @journeys_app.command("validate")
 def journeys_validate(
     files: Annotated[list[Path], typer.Argument(help="Journey YAML files.")],
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Check journeys against the format; every problem is named with its line."""
-    from parcours.journeys.definition import load_journey
+    """Check journeys: the format, and the templates their sends name (the shipped ones,
+    and the brand's when the database exists); every problem is named with its line."""
+    from parcours.journeys.api import validate
+    from parcours.messaging.templates import MessageTemplate, shipped
+
+    brand = _brand_templates(_remember(settings_or_exit(data_dir=data_dir)))
+
+    def lookup(template_id: str) -> MessageTemplate | None:
+        if template_id in brand:
+            return MessageTemplate(template_id, brand[template_id], "brand")
+        return shipped().get(template_id)
 
     def check(text: str) -> str:
-        journey = load_journey(text)
+        journey = validate(text, lookup)
         return f"journey {journey.id!r} is valid ({len(journey.steps)} steps)"
 
     _validate(files, check)
+
+
+def _brand_templates(settings: Settings) -> dict[str, Any]:
+    """The brand's own templates when the database exists and is Parcours' (read without
+    creating anything), else none."""
+    from parcours.runtime.db import Database, current_revision
+
+    file = sqlite_file(settings.resolved_database_url)
+    if file is not None and not file.exists():
+        return {}
+    db = Database(settings.resolved_database_url)
+    try:
+        if current_revision(db) is None:
+            return {}
+        from parcours.messaging.templates import brand_templates
+
+        with db.read() as conn:
+            return brand_templates(conn)
+    finally:
+        db.dispose()
 
 
 @segments_app.command("validate")
@@ -516,28 +781,33 @@ def journeys_simulate(
     from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
     from parcours.runtime.clock import SystemClock, parse_iso
 
-    settings = settings_or_exit(data_dir=data_dir)
+    settings = _remember(settings_or_exit(data_dir=data_dir))
     history = None
     brand_templates = None
     from parcours.runtime.db import Database, current_revision
 
-    db = Database(settings.resolved_database_url)
+    if customer:
+        require_database(settings)  # a real customer needs the database they are in
+    file_of_db = sqlite_file(settings.resolved_database_url)
+    # Without one, the simulation uses the shipped templates (and creates no database).
+    missing = file_of_db is not None and not file_of_db.exists()
+    db = None if missing else Database(settings.resolved_database_url)
     try:
-        if current_revision(db) is not None:  # a database Parcours already uses
+        if db is not None and current_revision(db) is not None:  # a Parcours database
             from parcours.messaging.templates import brand_templates as read_templates
 
             with db.read() as conn:
                 brand_templates = read_templates(conn)
-        if customer:
+        if customer and db is not None:
             from parcours.customers.api import CustomerNotFound, export
 
             try:
                 history = export(db, customer, settings.default_region)["events"]
             except CustomerNotFound as exc:
-                err.print(f"[red]{exc}[/red]")
-                raise typer.Exit(1) from None
+                raise CommandError(str(exc), 1) from None
     finally:
-        db.dispose()
+        if db is not None:
+            db.dispose()
     begin = parse_iso(start) if start else SystemClock().now_ms()
     try:
         entries = simulate(

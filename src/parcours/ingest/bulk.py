@@ -1,29 +1,44 @@
 """Bulk import of Segment events from a JSON-lines file, resumable.
 
-The position of the last committed line is saved beside the file
-(`FILE.parcours-import.json`) after each committed chunk, so a second run goes on from
-there. Lines without a messageId get one derived from their line number and content, so
-that re-reading a line can never store it twice.
+Where a file's import stopped is kept in the database it imports into (table
+`import_positions`, keyed by the file's absolute path), written after each committed chunk,
+so a second run into the same database goes on from there, and a run into another database
+starts from the first line. A file whose bytes before that point changed (replaced,
+rewritten) is read again from its first line. Lines without a messageId get one derived
+from their line number and content, so that re-reading a line can never store it twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from sqlalchemy import select
 
 from parcours.ingest.model import Event, EventError, parse_event
+from parcours.ingest.tables import import_positions
 
 if TYPE_CHECKING:
+    from parcours.runtime.db import Database
     from parcours.services import Services
 
 CHUNK_EVENTS = 1000
+# The digest that recognises a file again: its first and last bytes before the position.
+_SAMPLE_BYTES = 65_536
 
 
 @dataclass
@@ -32,54 +47,102 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     resumed_after: int = 0
+    # Why a saved position was not used (the file changed), or "".
+    started_over: str = ""
 
 
-def checkpoint_path(file: Path) -> Path:
-    return file.with_name(file.name + ".parcours-import.json")
+@dataclass(frozen=True)
+class Position:
+    byte_offset: int
+    line: int
+    digest: str
+
+
+def file_key(file: Path) -> str:
+    """What a file's position is kept under: its absolute path."""
+    return str(file.resolve())
+
+
+def saved_position(db: Database, file: Path) -> Position | None:
+    """Where the last import of `file` into this database stopped, if it ran."""
+    with db.read() as conn:
+        row = conn.execute(
+            select(
+                import_positions.c.byte_offset,
+                import_positions.c.line,
+                import_positions.c.prefix_sha256,
+            ).where(import_positions.c.file == file_key(file))
+        ).first()
+    return None if row is None else Position(int(row[0]), int(row[1]), str(row[2]))
 
 
 def import_file(
     services: Services, file: Path, *, restart: bool = False, console: Console | None = None
 ) -> ImportReport:
+    """Import `file` into the services' database, from where its last import stopped
+    (unless `restart`); `console`: where the progress bar goes (none without)."""
     report = ImportReport()
-    checkpoint = checkpoint_path(file)
     offset, line_number = 0, 0
-    if checkpoint.exists() and not restart:
-        saved = json.loads(checkpoint.read_text(encoding="utf-8"))
-        offset, line_number = int(saved["offset"]), int(saved["line"])
-        report.resumed_after = line_number
     size = file.stat().st_size
-    progress = Progress(
-        TextColumn("importing {task.fields[name]}"),
-        BarColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=console is None,
-    )
-    with progress, file.open("rb") as handle:
-        task = progress.add_task("import", total=size, completed=offset, name=file.name)
-        handle.seek(offset)
-        chunk: list[Event] = []
-        for raw in handle:
-            line_number += 1
-            offset += len(raw)
-            line = raw.strip()
-            if line:
-                try:
-                    chunk.append(_parse_line(line, line_number, services.clock.now_ms()))
-                except EventError as exc:
-                    report.rejected.append((line_number, str(exc)))
-            if len(chunk) >= CHUNK_EVENTS:
-                _commit(services, chunk, report)
-                _save(checkpoint, offset, line_number)
-                progress.update(task, completed=offset)
-                chunk = []
-        _commit(services, chunk, report)
-        _save(checkpoint, offset, line_number)
-        progress.update(task, completed=offset)
+    with file.open("rb") as handle:
+        saved = None if restart else saved_position(services.db, file)
+        if saved is not None:
+            if saved.byte_offset > size or _digest(handle, saved.byte_offset) != saved.digest:
+                report.started_over = (
+                    f"{file} changed since its import stopped at line {saved.line}: "
+                    "read again from the first line (lines already stored are not stored twice)"
+                )
+            else:
+                offset, line_number = saved.byte_offset, saved.line
+                report.resumed_after = line_number
+        progress = Progress(
+            TextColumn("importing {task.fields[name]}", markup=False),
+            BarColumn(),
+            TaskProgressColumn(),
+            _LinesPerSecond(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=console is None,
+        )
+        with progress:
+            task = progress.add_task(
+                "import", total=size, completed=offset, name=file.name, lines=0
+            )
+            handle.seek(offset)
+            chunk: list[Event] = []
+            read = 0
+            for raw in handle:
+                line_number += 1
+                read += 1
+                offset += len(raw)
+                line = raw.strip()
+                if line:
+                    try:
+                        chunk.append(_parse_line(line, line_number, services.clock.now_ms()))
+                    except EventError as exc:
+                        report.rejected.append((line_number, str(exc)))
+                if len(chunk) >= CHUNK_EVENTS:
+                    _commit(services, chunk, report)
+                    _save(services, file, handle, offset, line_number)
+                    progress.update(task, completed=offset, lines=read)
+                    chunk = []
+            _commit(services, chunk, report)
+            _save(services, file, handle, offset, line_number)
+            progress.update(task, completed=offset, lines=read)
     return report
+
+
+class _LinesPerSecond(ProgressColumn):
+    """Lines read per second by this run (the bar and the time left go by bytes)."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed
+        lines = int(task.fields.get("lines", 0))
+        if not elapsed or not lines:
+            return Text("- lines/s", style="progress.data.speed")
+        return Text(f"{lines / elapsed:,.0f} lines/s", style="progress.data.speed")
 
 
 def _parse_line(line: bytes, line_number: int, now_ms: int) -> Event:
@@ -106,7 +169,33 @@ def _commit(services: Services, chunk: list[Event], report: ImportReport) -> Non
     report.duplicates += result.duplicates
 
 
-def _save(checkpoint: Path, offset: int, line_number: int) -> None:
-    temporary = checkpoint.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"offset": offset, "line": line_number}), encoding="utf-8")
-    temporary.replace(checkpoint)
+def _digest(handle: BinaryIO, end: int) -> str:
+    """A digest of the file's bytes before `end`: the first and the last 64 KiB of them
+    and their length (reading them all again could take minutes on a large file). The
+    handle's position is kept."""
+    kept = handle.tell()
+    digest = hashlib.sha256(str(end).encode())
+    handle.seek(0)
+    digest.update(handle.read(min(end, _SAMPLE_BYTES)))
+    tail = max(0, end - _SAMPLE_BYTES)
+    handle.seek(tail)
+    digest.update(handle.read(end - tail))
+    handle.seek(kept)
+    return digest.hexdigest()
+
+
+def _save(services: Services, file: Path, handle: BinaryIO, offset: int, line: int) -> None:
+    """Keep where the import stands, after the events before it are committed."""
+    values = {
+        "byte_offset": offset,
+        "line": line,
+        "prefix_sha256": _digest(handle, offset),
+        "updated_at": services.clock.now_ms(),
+    }
+    key = file_key(file)
+    with services.db.write() as conn:
+        updated = conn.execute(
+            import_positions.update().where(import_positions.c.file == key).values(**values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(import_positions.insert().values(file=key, **values))

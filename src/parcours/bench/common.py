@@ -16,12 +16,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
-import psutil
 
 WRITE_KEY = "bench-write-key"
 ADMIN_KEY = "bench-admin-key"
+
+
+class MissingTool(RuntimeError):
+    """A module the benchmarks need and a plain install of Parcours does not bring."""
+
+
+def psutil() -> Any:
+    """psutil, which the benchmarks measure CPU and memory with: an extra of its own
+    (`parcours[bench]`), since the server never needs it."""
+    try:
+        import psutil as module
+    except ModuleNotFoundError:
+        raise MissingTool(
+            "the benchmarks measure CPU and memory with psutil, which is not installed: "
+            "pip install 'parcours[bench]' (or pip install psutil)"
+        ) from None
+    return module
 
 
 def free_port() -> int:
@@ -65,17 +82,18 @@ class MemorySampler:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
+        self._psutil = psutil()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        process = psutil.Process(self.pid)
+        process = self._psutil.Process(self.pid)
         start = time.monotonic()
         while not self._stop.is_set():
             try:
                 family = [process, *process.children(recursive=True)]
                 rss = sum(member.memory_info().rss for member in family)
-            except psutil.Error:
+            except self._psutil.Error:
                 return
             self.samples.append((time.monotonic() - start, rss))
             self._stop.wait(self.interval)
@@ -136,7 +154,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU of the server and its worker processes (several with http_workers)."""
-        process = psutil.Process(self.pid)
+        process = psutil().Process(self.pid)
         total = 0.0
         for member in [process, *process.children(recursive=True)]:
             times = member.cpu_times()

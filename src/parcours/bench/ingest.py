@@ -16,11 +16,12 @@ from typing import Any
 
 import msgspec
 
-from bench.common import (
+from parcours.bench.common import (
     WRITE_KEY,
     MemorySampler,
     Server,
     percentile,
+    psutil,
     scratch_database,
 )
 
@@ -46,12 +47,13 @@ def realistic_events(count: int, seed: int = 7, customers: int = 50_000) -> list
         anonymous = f"anon-{shopper}"
         product = PRODUCTS[rng.randrange(len(PRODUCTS))]
         roll = rng.random()
-        context = {
+        context: dict[str, Any] = {
             "locale": "fr-FR",
             "timezone": "Europe/Paris",
             "page": {"url": f"https://shop.example/p/{product['product_id']}"},
             "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
         }
+        event: dict[str, Any]
         if roll < 0.25:
             event = {"type": "page", "anonymousId": anonymous, "name": "Product"}
         elif roll < 0.65:
@@ -426,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
+    psutil()  # before anything runs: a missing psutil is said at once
     results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
     if args.mode in ("throughput", "all"):
         results["throughput"] = rounds_of_throughput(

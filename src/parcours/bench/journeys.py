@@ -15,13 +15,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import text
 
-from bench.common import Server, percentile, scratch_database
+from parcours.bench.common import Server, percentile, psutil, scratch_database
 from parcours.runtime.queue import next_run_at
 
 # The shipped abandoned-cart journey: push, email recap, SMS for high-value carts.
-CART = (
-    Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates/abandoned-cart.yaml"
-).read_text(encoding="utf-8")
+CART = (Path(__file__).resolve().parents[1] / "journeys/templates/abandoned-cart.yaml").read_text(
+    encoding="utf-8"
+)
 
 INSTANT = """\
 id: instant
@@ -141,7 +141,7 @@ def _drain(services: Any, clock: Any) -> int:
 
 async def _send_orders(url: str, rate: int, seconds: float) -> None:
     """Order events at `rate` per second, through `bench ingest`'s paced load client."""
-    from bench.ingest import _request, paced_calls
+    from parcours.bench.ingest import _request, paced_calls
 
     encoder = msgspec.json.Encoder()
     requests = [
@@ -308,15 +308,13 @@ steps:
 
 def waiting_runs(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
     """Memory of a process (ingest and worker) while `customers` runs wait 30 days."""
-    import psutil
-
     from parcours.journeys import api as journeys
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.settings import Settings
     from parcours.services import Services
 
     start = int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp() * 1000)
-    process = psutil.Process()
+    process = psutil().Process()
     services = Services.open(
         Settings(data_dir=data_dir, database_url=database_url), clock=SimulatedClock(start)
     )
@@ -365,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    psutil()  # before anything runs: a missing psutil is said at once
     results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
     if args.mode in ("steps", "all"):
         with scratch_database(args.postgres) as (url, directory):

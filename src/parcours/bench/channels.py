@@ -2,8 +2,7 @@
 floor of the same messages, pre-built and pre-signed, sent by a bare smtplib loop over one
 connection; and templates rendered per second.
 
-The SMTP server is aiosmtpd's sink in a process of its own (a test dependency: install
-with `pip install -e ".[test]"`).
+The SMTP server is aiosmtpd's sink in a process of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import free_port, scratch_database
+from parcours.bench.common import free_port, psutil, scratch_database
 
 CART = {
     "event": "Checkout Started",
@@ -67,9 +66,7 @@ class SinkServer:
         raise RuntimeError("the SMTP sink did not start")
 
     def cpu(self) -> float:
-        import psutil
-
-        times = psutil.Process(self.process.pid).cpu_times()
+        times = psutil().Process(self.process.pid).cpu_times()
         return float(times.user + times.system)
 
     def stop(self) -> None:
@@ -149,7 +146,7 @@ def pipeline(database_url: str, data_dir: Path, count: int, port: int) -> dict[s
                 ]
             )
         with services.db.write() as conn:
-            ids = dict(
+            ids: dict[str, int] = dict(
                 conn.exec_driver_sql(
                     "SELECT value, customer_id FROM identities WHERE kind = 'email'"
                 )
@@ -172,7 +169,7 @@ def pipeline(database_url: str, data_dir: Path, count: int, port: int) -> dict[s
             pass
         elapsed, cpu_used = time.perf_counter() - began, _cpu() - cpu
         with services.db.read() as conn:
-            states = dict(
+            states: dict[str, int] = dict(
                 conn.exec_driver_sql("SELECT state, count(*) FROM outbox GROUP BY state")
                 .tuples()
                 .all()
@@ -271,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", metavar="URL")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    psutil()  # before anything runs: a missing psutil is said at once
     results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
     sink = SinkServer()
     try:
