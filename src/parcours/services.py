@@ -122,7 +122,13 @@ class Services:
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
         )
-        engine = JourneyEngine(clock, settings.default_region, policies, sector=settings.sector)
+        engine = JourneyEngine(
+            clock,
+            settings.default_region,
+            policies,
+            sector=settings.sector,
+            timezone=settings.brand_timezone,
+        )
         engine.install(worker, writer.hooks)
         worker.register(
             webhooks.DELIVER,

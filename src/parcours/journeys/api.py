@@ -13,7 +13,12 @@ from parcours.customers import api as customers
 from parcours.ingest.model import Event, parse_event
 from parcours.journeys.definition import Journey, load_journey
 from parcours.journeys.program import ENTRY_REQUESTED, compile_journey
-from parcours.journeys.tables import journey_passes, journey_runs, journey_versions
+from parcours.journeys.tables import (
+    journey_passes,
+    journey_refusals,
+    journey_runs,
+    journey_versions,
+)
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths
@@ -329,6 +334,7 @@ def runs_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
             "ended_at": iso(r.ended_at),
             "end_reason": r.end_reason,
             "converted": bool(r.converted),
+            "control": bool(r.control),
         }
         for r in rows
     ]
@@ -339,14 +345,16 @@ def parse(source: str) -> Journey:
 
 
 def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
-    """Per-version counts: entered, waiting now (per step), exited, converted, and what
-    happened at each step."""
+    """Per-version counts: entered, waiting now (per step), exited, converted, what
+    happened at each step, the treated and control groups' entries and conversions side
+    by side, and the entries refused by reason."""
     runs = conn.execute(
         select(
             journey_runs.c.state,
             journey_runs.c.converted,
             journey_runs.c.waiting,
             journey_runs.c.pc,
+            journey_runs.c.control,
             func.count(),
         )
         .where(journey_runs.c.journey_id == journey_id, journey_runs.c.version == version)
@@ -355,12 +363,32 @@ def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
             journey_runs.c.converted,
             journey_runs.c.waiting,
             journey_runs.c.pc,
+            journey_runs.c.control,
         )
     ).all()
-    entered = sum(r[4] for r in runs)
-    active = sum(r[4] for r in runs if r.state == "active")
-    converted = sum(r[4] for r in runs if r.state == "ended" and r.converted)
-    exited = sum(r[4] for r in runs if r.state == "ended" and not r.converted)
+    entered = sum(r[5] for r in runs)
+    active = sum(r[5] for r in runs if r.state == "active")
+    converted = sum(r[5] for r in runs if r.converted)
+    exited = sum(r[5] for r in runs if r.state == "ended" and not r.converted)
+    groups = {
+        name: {
+            "entered": sum(r[5] for r in runs if bool(r.control) == control),
+            "converted": sum(r[5] for r in runs if bool(r.control) == control and r.converted),
+        }
+        for name, control in (("treated", False), ("control", True))
+    }
+    refused = {
+        str(reason): int(count)
+        for reason, count in conn.execute(
+            select(journey_refusals.c.reason, func.sum(journey_refusals.c.count))
+            .where(
+                journey_refusals.c.journey_id == journey_id,
+                journey_refusals.c.version == version,
+            )
+            .group_by(journey_refusals.c.reason)
+            .order_by(journey_refusals.c.reason)
+        ).all()
+    }
     steps: dict[str, dict[str, int]] = {}
     for step_id, outcome, count in conn.execute(
         select(journey_passes.c.step_id, journey_passes.c.outcome, func.count())
@@ -376,7 +404,30 @@ def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
         "exited": exited,
         "converted": converted,
         "steps": steps,
+        "treated": groups["treated"],
+        "control": groups["control"],
+        "refused": refused,
     }
+
+
+def trace(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    """Every decision about the customer, oldest first: the event's own name, when, and its
+    properties (the reason, the step...) apart, so that a property called `event` (the
+    event a wait took) never hides the name of the decision."""
+    rows = run(
+        conn,
+        "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
+        "AND source = 'system' ORDER BY seq",
+        {"c": customer_id},
+    ).all()
+    return [
+        {
+            "at": iso(r.occurred_at),
+            "event": r.name,
+            "properties": _decode(r.payload).get("properties", {}),
+        }
+        for r in rows
+    ]
 
 
 def versions(conn: Connection) -> list[dict[str, Any]]:

@@ -51,6 +51,9 @@ class Goal(_Strict):
     event: str
     key: str | None = None
     where: list[dict[str, Any]] = []
+    # The conversion window, from the entry event's time: a goal event within it is the
+    # run's conversion even after the run ended, and a control group's too. Goals only.
+    window: str | None = None
 
 
 class WaitUntil(_Strict):
@@ -212,15 +215,44 @@ def _check(journey: Journey) -> Problems:
     if not re.match(r"^[a-z0-9][a-z0-9-]*$", journey.id):
         problems.append(("$.id", "use lowercase letters, digits and dashes"))
     _check_entry(journey.entry, problems)
+    held_out = _holds_out(journey.steps)
     for index, goal in enumerate(journey.goals):
         _check_conditions(goal.where, f"$.goals[{index}].where", problems)
+        if goal.window is not None:
+            check_duration(goal.window, f"$.goals[{index}].window", problems)
+        elif held_out:
+            problems.append(
+                (
+                    f"$.goals[{index}]",
+                    "a split holds out a control group: give each goal a window (for example "
+                    "window: 7d), over which both groups' conversions are measured",
+                )
+            )
     for index, goal in enumerate(journey.exits):
         _check_conditions(goal.where, f"$.exits[{index}].where", problems)
+        if goal.window is not None:
+            problems.append((f"$.exits[{index}].window", "only goals have a conversion window"))
     if not journey.steps:
         problems.append(("$.steps", "a journey needs at least one step"))
     seen_ids: dict[str, str] = {}
     _check_steps(journey.steps, "$.steps", problems, seen_ids)
     return problems
+
+
+def _holds_out(steps: list[Step]) -> bool:
+    """Whether some split, at any depth, holds out a control group."""
+    pending = list(steps)
+    while pending:
+        step = pending.pop()
+        if step.split is not None:
+            if step.split.holdout > 0:
+                return True
+            pending += [s for option in step.split.paths for s in option.steps]
+        if step.wait_for is not None:
+            pending += step.wait_for.then + step.wait_for.otherwise
+        for arm in step.branch or []:
+            pending += arm.steps + (arm.otherwise or [])
+    return False
 
 
 def _check_entry(entry: Entry, problems: Problems) -> None:

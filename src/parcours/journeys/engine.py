@@ -38,7 +38,7 @@ from parcours.journeys.program import (
     listened_events,
     waited_traits,
 )
-from parcours.journeys.tables import journey_passes
+from parcours.journeys.tables import journey_passes, journey_refusals
 from parcours.messaging import choice, subscriptions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
@@ -59,6 +59,8 @@ SCAN_CHUNK = 500
 QUEUE = "journeys"
 MAX_INSTRUCTIONS_PER_JOB = 200
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+REFUSED = "Journey Entry Refused"
+DUPLICATE = "duplicate"  # the trigger delivered again: no run, and no refusal either
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -80,6 +82,11 @@ class _Run:
     entry_event: dict[str, Any]
     entry_message_id: str = ""
     consumed_seq: int | None = None  # the last event a wait_for of this run took
+    control: bool = False  # held out by a split: measured, sent nothing
+    # The wait_for it last timed out of, and that wait's deadline: an event dated before
+    # the deadline that arrives later still takes the event's path, until the run acts.
+    race_pc: int | None = None
+    race_until: int | None = None
     dirty: bool = False  # moved in memory, not yet written (written once per job)
     has_job: bool | None = None  # whether its step job exists; None: not known
 
@@ -103,6 +110,8 @@ class _Journal:
         self.events: list[Event] = []
         self.passes: list[tuple[str, int, str, str, int, int]] = []
         self.profiles: dict[int, dict[str, Any]] = {}
+        # (journey, version, customer, reason) -> [count, at]: refused entries, counted
+        self.refusals: dict[tuple[str, int, int, str], list[int]] = {}
 
 
 class JourneyEngine:
@@ -113,17 +122,21 @@ class JourneyEngine:
         policies: Policies | None = None,
         *,
         sector: str = "",
+        timezone: str = "UTC",
     ) -> None:
         self.clock = clock
         self.region = default_region
         self.policies = policies or Policies.load()
         self.sector = sector
+        self.timezone = timezone  # the brand's: for customers with no valid time zone
         self._programs: dict[tuple[str, int], Program] = {}
         self._waited_traits: set[str] = set()
         self._entry_traits: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._interest: tuple[tuple[tuple[str, int, str], ...], set[str]] | None = None
+        self._goal_names: set[str] = set()  # goals of versions that may still have runs
+        self._longest_window = 0  # the longest goal window among them, in ms
         self._hooks: list[Hook] = []
 
     def install(self, worker: Worker, hooks: list[Hook]) -> None:
@@ -180,12 +193,18 @@ class JourneyEngine:
             {f"m{i}": message_id for i, message_id in enumerate(ids)},
         ).all()
         live = self._live_programs(conn)
+        paused = self._paused_programs(conn)
+        self._listened_names(conn)  # the goals that may convert runs that have ended
         now = self.clock.now_ms()
         for row in rows:
             event = _decode(row.payload)
             event["event"] = row.name
             customer = int(row.customer_id)
-            self._apply_to_runs(conn, customer, row.name, row.occurred_at, event, now, row.seq)
+            self._apply_to_runs(
+                conn, customer, row.name, row.occurred_at, event, now, row.seq, row.message_id
+            )
+            if row.name in self._goal_names:
+                self._convert_ended(conn, customer, row.name, row.occurred_at, event, now)
             changed = _traits_set(event.get("type"), event.get("traits"), event.get("context"))
             for program in live:
                 trait = program.journey.entry.date_trait
@@ -194,6 +213,18 @@ class JourneyEngine:
                 if enters_on(program.journey, row.name, event):
                     self._try_enter(
                         conn, program, customer, row.message_id, row.occurred_at, event, now
+                    )
+            for program in paused:  # no entry, but the customer's trace says why
+                if enters_on(program.journey, row.name, event):
+                    self._try_enter(
+                        conn,
+                        program,
+                        customer,
+                        row.message_id,
+                        row.occurred_at,
+                        event,
+                        now,
+                        paused=True,
                     )
 
     def _apply_to_runs(
@@ -205,6 +236,7 @@ class JourneyEngine:
         event: dict[str, Any],
         now: int,
         seq: int,
+        message_id: str = "",
     ) -> None:
         for run in self._active_runs(conn, customer):
             program = self._program(conn, run.journey_id, run.version)
@@ -213,7 +245,10 @@ class JourneyEngine:
                 continue  # only what happens after entry counts for goals and exits
             goal = _first_match(journey.goals, name, event, run)
             if goal is not None:
-                self._end(conn, run, f"goal reached: {goal.event}", now, converted=True)
+                if _within_window(goal, run, occurred_at):
+                    self._end(conn, run, f"goal reached: {goal.event}", now, converted=True)
+                else:
+                    self._end(conn, run, f"goal reached: {goal.event} (after its window)", now)
                 continue
             leave = _first_match(journey.exits, name, event, run)
             if leave is not None:
@@ -225,6 +260,10 @@ class JourneyEngine:
                 continue
             if run.consumed_seq is not None and seq <= run.consumed_seq:
                 continue  # an earlier wait_for of this run already took this event
+            if self._late_for_wait(conn, run, program, name, occurred_at, event, now, seq):
+                continue
+            if message_id and message_id == run.entry_message_id:
+                continue  # the event that started the run satisfies no wait of it
             if run.waiting == "event" and run.wait_event == name:
                 instruction = program.at(run.pc)
                 spec = instruction.spec
@@ -242,7 +281,90 @@ class JourneyEngine:
                     run.consumed_seq = seq  # a later wait_for will not take it again
                     self._move(conn, run, instruction.targets[0], now)
                     self._save(conn, run)
-                    self._schedule(conn, run, now, now)
+                    # What follows counts from the event's own time.
+                    self._schedule(conn, run, min(max(occurred_at, run.entered_at), now), now)
+
+    def _late_for_wait(
+        self,
+        conn: Connection,
+        run: _Run,
+        program: Program,
+        name: str,
+        occurred_at: int,
+        event: dict[str, Any],
+        now: int,
+        seq: int,
+    ) -> bool:
+        """An event dated before the deadline of the wait_for the run timed out of, arriving
+        after the timeout was taken: event time decides, so the run takes the event's path
+        instead, as long as it has not acted since (a message not yet sent is not sent)."""
+        if run.race_pc is None or run.race_until is None or occurred_at >= run.race_until:
+            return False
+        instruction = program.at(run.race_pc)
+        spec = instruction.spec
+        if (
+            instruction.op != "wait_for"
+            or spec.event != name
+            or not _wait_matches(spec, event, run)
+        ):
+            return False
+        self._log(
+            conn,
+            run,
+            "Journey Event Received",
+            now,
+            {"step": instruction.step_id, "event": name, "after_timeout": True},
+        )
+        run.consumed_seq = seq
+        run.race_pc = run.race_until = None
+        self._move(conn, run, instruction.targets[0], now)
+        self._save(conn, run)
+        self._schedule(conn, run, min(max(occurred_at, run.entered_at), now), now)
+        return True
+
+    def _convert_ended(
+        self,
+        conn: Connection,
+        customer: int,
+        name: str,
+        occurred_at: int,
+        event: dict[str, Any],
+        now: int,
+    ) -> None:
+        """A goal event for runs that have ended: it is their conversion when its own time
+        is within the goal's window from entry, or, for a goal without a window, before the
+        run ended (it arrived late). Control runs are measured so."""
+        rows = sql(
+            conn,
+            "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'ended' "
+            "AND converted = 0 AND entered_at <= :t AND (ended_at > :t OR entered_at >= :w) "
+            "ORDER BY id",
+            {"c": customer, "t": occurred_at, "w": occurred_at - self._longest_window},
+        ).all()
+        for row in rows:
+            run = _run_of(row)
+            goal = _first_match(
+                self._program(conn, run.journey_id, run.version).journey.goals, name, event, run
+            )
+            if goal is None:
+                continue
+            if goal.window is None and occurred_at >= int(row.ended_at):
+                continue
+            if goal.window is not None and not _within_window(goal, run, occurred_at):
+                continue
+            converted = sql(
+                conn,
+                "UPDATE journey_runs SET converted = 1 WHERE id = :id AND converted = 0",
+                {"id": run.id},
+            ).rowcount
+            if converted:
+                self._log(
+                    conn,
+                    run,
+                    "Journey Converted",
+                    now,
+                    {"goal": goal.event, "control": run.control, "after_end": True},
+                )
 
     def _try_enter(
         self,
@@ -253,16 +375,19 @@ class JourneyEngine:
         occurred_at: int,
         event: dict[str, Any],
         now: int,
+        *,
+        paused: bool = False,
     ) -> None:
+        """Enter the customer on this trigger, or record why not (in their trace and the
+        stats): the trigger too old, the journey paused, already entered, re-entry too soon,
+        an active run for this key. A duplicate delivery of the trigger is no refusal."""
         journey = program.journey
         entry = journey.entry
-        lateness = parse_duration(entry.lateness).seconds * 1000
-        if now - occurred_at > lateness:
-            return  # history: importing old events never sends anything
         key = ""
         if entry.key:
             value = normalise_key(resolve_path(entry.key, {"event": event}))
             if value is None:
+                self._refuse(conn, program, customer, message_id, event, f"no {entry.key}", now)
                 return
             key = value
         if entry.where:  # the profile and memberships are read only when a condition may
@@ -271,7 +396,19 @@ class JourneyEngine:
                 scope["segment"] = segments.membership_flags(conn, customer)
             if not matches(entry.where, scope):
                 return
-        if self._entered_already(conn, journey, customer, message_id, key, now):
+        lateness = parse_duration(entry.lateness).seconds * 1000
+        if now - occurred_at > lateness:
+            # History: importing old events never sends anything.
+            self._refuse(conn, program, customer, message_id, event, "trigger too old", now)
+            return
+        if paused:
+            self._refuse(conn, program, customer, message_id, event, "journey paused", now)
+            return
+        refused = self._entered_already(conn, journey, customer, message_id, key, occurred_at)
+        if refused == DUPLICATE:
+            return
+        if refused is not None:
+            self._refuse(conn, program, customer, message_id, event, refused, now)
             return
         run_id = sql(
             conn,
@@ -312,7 +449,61 @@ class JourneyEngine:
             {"trigger": entry_event(journey), "entry_message_id": message_id},
         )
         # The first steps run now, in the reaction's transaction: no second job, no wait.
-        self._advance(conn, run, now, now)
+        # The run's time starts at the entry event's own (corrected) time: a wait counts
+        # from it, and one already past when the event is processed goes on at once.
+        self._advance(conn, run, now, occurred_at)
+
+    def _refuse(
+        self,
+        conn: Connection,
+        program: Program,
+        customer: int,
+        message_id: str,
+        event: dict[str, Any],
+        reason: str,
+        now: int,
+    ) -> None:
+        """An entry refused: a `Journey Entry Refused` line in the customer's trace and a
+        count for the stats, once per customer, journey and reason in one reaction (a
+        history import of a thousand old triggers writes one line, counting them)."""
+        state = self._state()
+        counted = (program.journey.id, program.version, customer, reason)
+        seen = state.refusals.get(counted)
+        if seen is not None:
+            seen[0] += 1
+            return
+        state.refusals[counted] = [1, now]
+        properties = {
+            "journey_id": program.journey.id,
+            "version": program.version,
+            "reason": reason,
+            "trigger": event.get("event"),
+            "trigger_message_id": message_id,
+        }
+        document = {"type": "track", "event": REFUSED, "properties": properties}
+        refusal_id = f"journey-refused:{program.journey.id}:{message_id}:{now}"
+        document["messageId"] = refusal_id
+        line = Event(
+            message_id=refusal_id,
+            type="track",
+            name=REFUSED,
+            user_id=None,
+            anonymous_id=None,
+            properties=properties,
+            traits={},
+            context={},
+            occurred_at=now,
+            received_at=now,
+            timestamp=None,
+            sent_at=None,
+            source="system",
+            payload=_encode(document).decode(),
+            customer_id=customer,
+        )
+        if state.depth > 0:
+            state.events.append(line)
+        else:
+            append_events(conn, [[line]], now, self.region, ())
 
     def _entered_already(
         self,
@@ -321,27 +512,31 @@ class JourneyEngine:
         customer: int,
         message_id: str,
         key: str,
-        now: int,
-    ) -> bool:
-        """A duplicate delivery, an active run for this key, or the re-entry rule."""
+        occurred_at: int,
+    ) -> str | None:
+        """Why this trigger makes no run: DUPLICATE (the same event delivered again, or a
+        retried reaction), "active run exists" (for this key), "already entered" (`reentry:
+        once`), "re-entry too soon" (within `period` of the last entry, by event time);
+        None when it enters."""
         rows = sql(
             conn,
             "SELECT state, run_key, entered_at, entry_message_id FROM journey_runs "
             "WHERE journey_id = :j AND customer_id = :c",
             {"j": journey.id, "c": customer},
         ).all()
+        if any(row.entry_message_id == message_id for row in rows):
+            return DUPLICATE
         reentry = journey.entry.reentry
         period = parse_duration(journey.entry.period).seconds * 1000 if journey.entry.period else 0
-        for row in rows:
-            if row.entry_message_id == message_id:
-                return True
-            if row.state == "active" and row.run_key == key:
-                return True
-            if reentry == "once":
-                return True
-            if reentry == "once_per_period" and row.entered_at > now - period:
-                return True
-        return False
+        if any(row.state == "active" and row.run_key == key for row in rows):
+            return "active run exists"
+        if rows and reentry == "once":
+            return "already entered"
+        if reentry == "once_per_period" and any(
+            row.entered_at > occurred_at - period for row in rows
+        ):
+            return "re-entry too soon"
+        return None
 
     def status_changed(self, conn: Connection, job: Job) -> None:
         """A version was paused, resumed, superseded or archived: act on its runs."""
@@ -420,7 +615,7 @@ class JourneyEngine:
         time, each year with `yearly`); none when the trait is missing or past."""
         entry = program.journey.entry
         key = f"date-entry:{program.journey.id}:{customer}"
-        due, _ = trait_moment(self._profile(conn, customer), _date_spec(entry), now)
+        due, _ = trait_moment(self._profile(conn, customer), _date_spec(entry), now, self.timezone)
         if due is None or due < now:
             cancel(conn, key)
             return
@@ -441,8 +636,12 @@ class JourneyEngine:
 
     def _date_entry(self, conn: Connection, payload: dict[str, Any]) -> None:
         program = self._live_program(conn, payload["journey_id"])
+        paused = False
         if program is None:
-            return
+            held = [p for p in self._paused_programs(conn) if p.journey.id == payload["journey_id"]]
+            if not held:
+                return
+            program, paused = held[0], True  # no entry; the customer's trace says why
         customer, due = int(payload["customer"]), int(payload["due"])
         now = self.clock.now_ms()
         entry = program.journey.entry
@@ -462,8 +661,9 @@ class JourneyEngine:
             due,
             event,
             now,
+            paused=paused,
         )
-        if entry.yearly:
+        if entry.yearly and not paused:
             self._schedule_date_entry(conn, program, customer, due + 1)
 
     def _live_program(self, conn: Connection, journey_id: str) -> Program | None:
@@ -595,7 +795,8 @@ class JourneyEngine:
                 instruction,
                 now,
                 logical,
-                lambda base: next_local_time(base, instruction.spec, profile),
+                lambda base: next_local_time(base, instruction.spec, profile, self.timezone),
+                _zone_details(profile, self.timezone),
             )
         if op == "wait_for":
             return self._wait_for(conn, run, instruction, now, logical)
@@ -617,6 +818,7 @@ class JourneyEngine:
         now: int,
         logical: int,
         due: Any,
+        details: dict[str, Any] | None = None,
     ) -> int | None:
         if run.waiting == "timer" and run.due_at is not None:
             if now < run.due_at:
@@ -627,7 +829,13 @@ class JourneyEngine:
             return finished
         due_at = int(due(logical))
         run.waiting, run.due_at, run.dirty = "timer", due_at, True
-        self._log(conn, run, "Journey Waiting", now, {"step": instruction.step_id, "until": due_at})
+        self._log(
+            conn,
+            run,
+            "Journey Waiting",
+            now,
+            {"step": instruction.step_id, "until": due_at, **(details or {})},
+        )
         if due_at <= now:
             self._move(conn, run, run.pc + 1, now)
             return due_at
@@ -642,7 +850,7 @@ class JourneyEngine:
         date never fires: the run takes the step's `if_missing` path, with the reason."""
         spec = instruction.spec
         profile = self._profile(conn, run.customer_id)
-        due, problem = trait_moment(profile, spec, now)
+        due, problem = trait_moment(profile, spec, now, self.timezone)
         if due is None or (due < now and run.waiting != "trait"):
             reason = problem or f"the date in {spec.trait} has passed"
             if spec.if_missing == "exit":
@@ -668,7 +876,12 @@ class JourneyEngine:
                 run,
                 "Journey Waiting",
                 now,
-                {"step": instruction.step_id, "until": due, "trait": spec.trait},
+                {
+                    "step": instruction.step_id,
+                    "until": due,
+                    "trait": spec.trait,
+                    **_zone_details(profile, self.timezone),
+                },
             )
         self._schedule(conn, run, due, now)
         return None
@@ -684,6 +897,19 @@ class JourneyEngine:
         spec = instruction.spec
         if run.waiting == "event":
             if run.due_at is not None and now >= run.due_at:
+                # Event time decides: an event dated before the deadline counts even if it
+                # was stored after it, or its reaction has not run yet (a worker behind).
+                seen = self._seen_since_entry(conn, run, spec, run.due_at)
+                if seen is not None:
+                    self._log(
+                        conn,
+                        run,
+                        "Journey Event Received",
+                        now,
+                        {"step": instruction.step_id, "event": spec.event, "by_event_time": True},
+                    )
+                    self._move(conn, run, instruction.targets[0], now)
+                    return seen  # what follows counts from the event's time
                 self._log(
                     conn,
                     run,
@@ -692,12 +918,13 @@ class JourneyEngine:
                     {"step": instruction.step_id, "event": spec.event},
                 )
                 finished = run.due_at
+                run.race_pc, run.race_until = run.pc, run.due_at  # for an event arriving late
                 self._move(conn, run, instruction.otherwise or run.pc + 1, now)
                 return finished
             self._schedule(conn, run, run.due_at or now, now)
             return None
         deadline = logical + parse_duration(spec.timeout).seconds * 1000
-        if self._seen_since_entry(conn, run, spec, deadline):
+        if self._seen_since_entry(conn, run, spec, deadline) is not None:
             self._log(
                 conn,
                 run,
@@ -720,13 +947,17 @@ class JourneyEngine:
         self._schedule(conn, run, deadline, now)
         return None
 
-    def _seen_since_entry(self, conn: Connection, run: _Run, spec: Any, deadline: int) -> bool:
+    def _seen_since_entry(
+        self, conn: Connection, run: _Run, spec: Any, deadline: int
+    ) -> int | None:
         """Events since entry count: an order placed before the wait began satisfies it.
         Not the event that started the run, and not one an earlier wait_for of this run
-        already took (three views are three events, not one seen three times)."""
+        already took (three views are three events, not one seen three times). Returns the
+        time of the event taken, or None."""
         rows = sql(
             conn,
-            "SELECT seq, message_id, payload FROM events WHERE customer_id = :c AND name = :n "
+            "SELECT seq, message_id, occurred_at, payload FROM events "
+            "WHERE customer_id = :c AND name = :n "
             "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
             "ORDER BY seq",
             {
@@ -742,8 +973,8 @@ class JourneyEngine:
                 continue
             if _wait_matches(spec, _decode(row.payload), run):
                 run.consumed_seq = int(row.seq)
-                return True
-        return False
+                return int(row.occurred_at)
+        return None
 
     def _branch(
         self, conn: Connection, run: _Run, instruction: Instruction, now: int, logical: int
@@ -787,6 +1018,7 @@ class JourneyEngine:
         split = instruction.spec
         seed = split.seed or f"{program.journey.id}:{instruction.step_id}"
         if _bucket(f"{seed}:holdout:{run.customer_id}") < split.holdout:
+            run.control = True  # measured over the goals' window, sent nothing
             self._log(
                 conn, run, "Journey Split", now, {"step": instruction.step_id, "path": "holdout"}
             )
@@ -1035,13 +1267,15 @@ class JourneyEngine:
         sql(
             conn,
             "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
-            "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs WHERE id = :id",
+            "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs, control = :ctl "
+            "WHERE id = :id",
             {
                 "now": now,
                 "r": reason,
                 "c": int(converted),
                 "pc": run.pc,
                 "cs": run.consumed_seq,
+                "ctl": int(run.control),
                 "id": run.id,
             },
         )
@@ -1049,7 +1283,10 @@ class JourneyEngine:
         self._forget(conn, run)
         if run.has_job is not False:
             cancel(conn, f"run:{run.id}")  # its timer, if any, goes with it
-        self._log(conn, run, "Journey Exited", now, {"reason": reason, "converted": converted})
+        details: dict[str, Any] = {"reason": reason, "converted": converted}
+        if run.control:
+            details["control"] = True
+        self._log(conn, run, "Journey Exited", now, details)
 
     def _save(self, conn: Connection, run: _Run) -> None:
         run.dirty = False
@@ -1057,7 +1294,8 @@ class JourneyEngine:
         sql(
             conn,
             "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
-            "wait_key = :wk, due_at = :d, consumed_seq = :cs WHERE id = :id",
+            "wait_key = :wk, due_at = :d, consumed_seq = :cs, race_pc = :rp, "
+            "race_until = :ru WHERE id = :id",
             {
                 "pc": run.pc,
                 "w": run.waiting,
@@ -1065,6 +1303,8 @@ class JourneyEngine:
                 "wk": run.wait_key,
                 "d": run.due_at,
                 "cs": run.consumed_seq,
+                "rp": run.race_pc,
+                "ru": run.race_until,
                 "id": run.id,
             },
         )
@@ -1073,6 +1313,8 @@ class JourneyEngine:
         self, conn: Connection, run: _Run, name: str, now: int, details: dict[str, Any]
     ) -> None:
         """Record a decision with its reason (written with the job's other log lines)."""
+        if name in _ACTS:
+            _acted(run)
         if "step" in details:
             self._state().passes.append(
                 (run.journey_id, run.version, details["step"], name, run.id, now)
@@ -1094,6 +1336,7 @@ class JourneyEngine:
             state.depth -= 1
             if state.depth == 0:
                 state.events, state.passes, state.profiles = [], [], {}
+                state.refusals = {}
 
     def _state(self) -> _Journal:
         state: _Journal | None = getattr(self._local, "journal", None)
@@ -1113,6 +1356,14 @@ class JourneyEngine:
                 state.passes,
             )
             state.passes = []
+        if state.refusals:
+            insert_rows(
+                conn,
+                journey_refusals,
+                ("journey_id", "version", "customer_id", "reason", "count", "at"),
+                [(*counted, n, at) for counted, (n, at) in state.refusals.items()],
+            )
+            state.refusals = {}
         if state.events:
             events, state.events = state.events, []
             append_events(conn, [events], events[-1].received_at, self.region, ())
@@ -1150,6 +1401,8 @@ class JourneyEngine:
         source: str,
     ) -> None:
         """Append an event about this run to the log, in this transaction (the one door)."""
+        if source != "system":
+            _acted(run)
         self._sequence = getattr(self, "_sequence", 0) + 1
         properties = dict(body.get("properties", {}))
         properties.setdefault("journey_id", run.journey_id)
@@ -1205,6 +1458,14 @@ class JourneyEngine:
     def _live_programs(self, conn: Connection) -> list[Program]:
         return [self._program(conn, j, v) for j, v, _ in journeys_api.live_versions(conn)]
 
+    def _paused_programs(self, conn: Connection) -> list[Program]:
+        """Paused versions: they take no entry, and say so in the customer's trace."""
+        return [
+            self._program(conn, j, v)
+            for j, v, status in journeys_api.running_versions(conn)
+            if status == "paused"
+        ]
+
     def _listened_names(self, conn: Connection) -> set[str]:
         """Entry events of live journeys, and every event that can move or end a run of a
         version that may still have runs (live, paused or superseded)."""
@@ -1216,11 +1477,17 @@ class JourneyEngine:
         names: set[str] = set()
         traits: set[str] = set()
         entry_traits: dict[str, list[str]] = {}
+        goals: set[str] = set()
+        longest = 0
         for journey_id, version, status in versions:
             journey = self._program(conn, journey_id, version).journey
             trigger = entry_event(journey)
-            if status == "live" and trigger:
-                names.add(trigger)
+            if status in ("live", "paused") and trigger:
+                names.add(trigger)  # a paused journey records the refusal
+            for goal in journey.goals:
+                goals.add(goal.event)
+                if goal.window is not None:
+                    longest = max(longest, _window_ms(goal.window))
             if status == "live" and journey.entry.date_trait:
                 entry_traits.setdefault(journey.entry.date_trait, []).append(journey_id)
             names |= listened_events(journey)
@@ -1228,6 +1495,7 @@ class JourneyEngine:
         with self._lock:
             self._waited_traits = traits
             self._entry_traits = entry_traits
+            self._goal_names, self._longest_window = goals, longest
             self._interest = (versions, names)
         return names
 
@@ -1270,6 +1538,9 @@ def _run_of(row: Any) -> _Run:
         entry_event=_decode(row.entry_event),
         entry_message_id=row.entry_message_id,
         consumed_seq=row.consumed_seq,
+        control=bool(row.control),
+        race_pc=row.race_pc,
+        race_until=row.race_until,
     )
 
 
@@ -1313,6 +1584,30 @@ def _wait_matches(spec: Any, event: dict[str, Any], run: _Run) -> bool:
     return not spec.where or matches(spec.where, {"event": event, "entry": run.entry_event})
 
 
+def _within_window(goal: Goal, run: _Run, occurred_at: int) -> bool:
+    """Whether a goal event at this time is the run's conversion: within the goal's window
+    from entry (any time while the run goes on, for a goal without one)."""
+    if goal.window is None:
+        return True
+    return occurred_at <= _after(run.entered_at, parse_duration(goal.window))
+
+
+def _window_ms(window: str) -> int:
+    duration = parse_duration(window)
+    return duration.seconds * 1000 + duration.months * 31 * 86_400_000
+
+
+# What a run does that cannot be taken back: once done, a late event no longer turns it
+# onto the path of the wait it timed out of.
+_ACTS = frozenset({"Message Queued", "Webhook Scheduled"})
+
+
+def _acted(run: _Run) -> None:
+    if run.race_pc is not None:
+        run.race_pc = run.race_until = None
+        run.dirty = True
+
+
 def _after(base: int, duration: Duration) -> int:
     moment = from_ms(base)
     if duration.months:
@@ -1331,20 +1626,49 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, 28))
 
 
-def customer_zone(profile: dict[str, Any]) -> ZoneInfo:
-    name = profile.get("computed", {}).get("timezone") or "UTC"
+def zone_of(profile: dict[str, Any], fallback: str = "UTC") -> tuple[ZoneInfo, str]:
+    """The customer's time zone and where it comes from; the brand's time zone (setting
+    `brand_timezone`) for a customer with none, or with one that is not a valid IANA name."""
+    computed = profile.get("computed", {})
+    name = computed.get("timezone")
+    if name:
+        try:
+            zone = ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            why = f"the customer's time zone {name!r} is not valid"
+        else:
+            source = computed.get("timezone_source")
+            return zone, (
+                "the customer's, from their country"
+                if source == "country"
+                else "the customer's, from their device"
+            )
+    else:
+        why = "no time zone is known for the customer"
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(fallback), f"{why}: the brand's"
     except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+        return ZoneInfo("UTC"), f"{why}: UTC"
 
 
-def next_local_time(base: int, spec: WaitUntil, profile: dict[str, Any]) -> int:
+def customer_zone(profile: dict[str, Any], fallback: str = "UTC") -> ZoneInfo:
+    return zone_of(profile, fallback)[0]
+
+
+def _zone_details(profile: dict[str, Any], fallback: str) -> dict[str, str]:
+    """What a local-time wait's trace says of the time zone it used, and why."""
+    zone, why = zone_of(profile, fallback)
+    return {"time_zone": zone.key, "time_zone_reason": why}
+
+
+def next_local_time(
+    base: int, spec: WaitUntil, profile: dict[str, Any], fallback: str = "UTC"
+) -> int:
     """The first moment at or after `base` that is `spec.time` on an allowed weekday, in the
     customer's time zone. A local time that does not exist that day (spring forward) moves
     forward by the gap; an ambiguous one (fall back) takes its first occurrence."""
     assert spec.time is not None
-    zone = customer_zone(profile)
+    zone = customer_zone(profile, fallback)
     hour, minute = (int(part) for part in spec.time.split(":"))
     allowed = {WEEKDAYS.index(day) for day in spec.weekdays} or set(range(7))
     local = from_ms(base).astimezone(zone)
@@ -1371,7 +1695,9 @@ def _date_spec(entry: Any) -> WaitUntil:
     return WaitUntil(trait=entry.date_trait, offset=entry.offset, at=entry.at, yearly=entry.yearly)
 
 
-def trait_moment(profile: dict[str, Any], spec: WaitUntil, now: int) -> tuple[int | None, str]:
+def trait_moment(
+    profile: dict[str, Any], spec: WaitUntil, now: int, fallback: str = "UTC"
+) -> tuple[int | None, str]:
     """The moment a date trait points at, plus the offset; (None, why) when there is none.
 
     A date without a time is that day in the customer's time zone, at `at` (default
@@ -1381,7 +1707,7 @@ def trait_moment(profile: dict[str, Any], spec: WaitUntil, now: int) -> tuple[in
     value = profile.get("traits", {}).get(spec.trait)
     if value is None or value == "":
         return None, f"{spec.trait} is missing"
-    zone = customer_zone(profile)
+    zone = customer_zone(profile, fallback)
     offset = parse_duration(spec.offset, signed=True) if spec.offset else Duration(0)
     try:
         moment = _trait_datetime(str(value), zone, spec.at)

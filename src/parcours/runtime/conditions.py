@@ -55,7 +55,9 @@ def matches(conditions: list[dict[str, Any]], scope: dict[str, Any]) -> bool:
 
 
 def normalise_key(value: Any) -> str | None:
-    """One text per identifier: "100", 100 and 100.0 are one cart; None stays None."""
+    """One text per identifier. A text is kept exactly as written: cart "0100" is not cart
+    "100" (an id is not a number). A JSON number is written the way JSON writes it, so 100
+    and 100.0 are the cart "100". None stays None."""
     if value is None or value is _MISSING or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
@@ -64,9 +66,7 @@ def normalise_key(value: Any) -> str | None:
         return str(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
-    digits = text[1:] if text.startswith("-") else text
-    return str(int(text)) if digits.isdigit() else text
+    return str(value)
 
 
 def _holds(operator: str, value: Any, expected: Any) -> bool:
@@ -102,6 +102,8 @@ def _holds(operator: str, value: Any, expected: Any) -> bool:
 def _equal(left: Any, right: Any) -> bool:
     if isinstance(left, bool) or isinstance(right, bool):
         return left is right
+    if isinstance(left, str) and isinstance(right, str):
+        return left == right  # text is compared as written: "0100" is not "100"
     a, b = as_number(left), as_number(right)
     if a is not None and b is not None:
         return a == b

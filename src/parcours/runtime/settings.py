@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -40,6 +41,9 @@ class Settings:
     brand_name: str = "Parcours demo shop"
     brand_url: str = "https://shop.example.com"
     brand_locale: str = "en"
+    # the IANA time zone for customers with none known (or an invalid one): local-time
+    # waits and date traits use it instead of UTC (docs/journeys.md)
+    brand_timezone: str = "UTC"
     sector: str = ""
     public_url: str = ""  # where customers reach Parcours' links; default http://host:port
     secret_key: str = ""  # signs links; made and kept in the database when empty
@@ -136,6 +140,7 @@ _FIELD_TYPES: dict[str, type] = {
     "brand_name": str,
     "brand_url": str,
     "brand_locale": str,
+    "brand_timezone": str,
     "sector": str,
     "public_url": str,
     "secret_key": str,
@@ -257,6 +262,11 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: brand_locale must be en or fr, got {settings.brand_locale!r}"
         )
+    if not _is_zone(settings.brand_timezone):
+        raise SettingsError(
+            f"{where}: brand_timezone must be an IANA time zone such as Europe/Paris, "
+            f"got {settings.brand_timezone!r}"
+        )
     if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
         raise SettingsError(
             f"{where}: public_url must start with http:// or https://, got {settings.public_url!r}"
@@ -319,6 +329,14 @@ def _check_webhooks(settings: Settings, where: str) -> None:
                 "else (an API key, an inbound webhook secret, a provider's token): give "
                 "outbound webhooks keys of their own"
             )
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return bool(name)
 
 
 def _check_range(where: str, name: str, value: int, low: int, high: int) -> None:

@@ -9,7 +9,6 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
-from sqlalchemy import text
 
 from parcours.customers import api as customers
 from parcours.ingest.http import HttpError, json_response, read_body, read_json
@@ -123,22 +122,12 @@ def customer_trace(request: Request[Any, Any, Any], ref: FromPath[str]) -> Respo
         services, _ = require_admin(request)
         with services.db.read() as conn:
             customer = customers.resolve(conn, ref, services.settings.default_region)
-            rows = conn.execute(
-                text(
-                    "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
-                    "AND source = 'system' ORDER BY seq"
-                ),
-                {"c": customer},
-            ).all()
+            history = journeys.trace(conn, customer)
             runs = journeys.runs_of(conn, customer)
     except HttpError as exc:
         return exc.response()
     except customers.CustomerNotFound as exc:
         return HttpError(404, str(exc), "id").response()
-    history = [
-        {"at": iso(r.occurred_at), "event": r.name, **_decode(r.payload).get("properties", {})}
-        for r in rows
-    ]
     return json_response(
         {"customer_id": customers.public_id(customer), "runs": runs, "history": history}
     )
