@@ -523,3 +523,35 @@ def test_an_export_file_and_the_first_keys_file_are_the_owners_alone(
     keys.chmod(0o644)
     write_private(keys, "write key: k\n")
     assert (oct(keys.stat().st_mode & 0o777), keys.read_text()) == ("0o600", "write key: k\n")
+
+
+def test_a_database_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files made before (or by hand) keep their mode; serve, demo and worker say so."""
+    from parcours.cli import _warn_if_readable_by_others
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    file = data / "parcours.db"
+    migrate_and_close(f"sqlite:///{file}")
+    file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="parcours.cli"):
+        _warn_if_readable_by_others(Settings(data_dir=data))
+    said = "is readable by other users (mode {}) and holds secrets and personal data: chmod"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{data} {said.format('0755')} 700 {data}",
+        f"{file} {said.format('0644')} 600 {file}",
+    ]
+    caplog.clear()
+    data.chmod(0o700)
+    file.chmod(0o600)
+    _warn_if_readable_by_others(Settings(data_dir=data))
+    assert caplog.records == []
+
+
+def migrate_and_close(url: str) -> None:
+    db = Database(url)
+    migrate(db)
+    db.dispose()
