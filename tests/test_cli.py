@@ -221,6 +221,16 @@ def test_keys_create_list_and_revoke(url: str) -> None:
     assert run(url, "keys", "revoke", "1").exit_code == 1
 
 
+def test_an_admin_key_is_made_for_one_named_person(url: str) -> None:
+    unnamed = run(url, "keys", "create", "admin")
+    assert unnamed.exit_code == 2 and "belongs to one person" in unnamed.output
+    assert run(url, "keys", "create", "admin", "--name", "Camille Martin").exit_code == 0
+    again = run(url, "keys", "create", "admin", "--name", "camille martin")
+    assert again.exit_code == 2 and "already belongs to 'camille martin'" in again.output
+    assert "Traceback" not in again.output
+    assert run(url, "keys", "list").output.count("admin\tCamille Martin") == 1
+
+
 def test_a_wrong_setting_stops_with_a_message_naming_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["migrate"], env={"PARCOURS_PORT": "eighty"})
     assert result.exit_code == 2
