@@ -4,6 +4,7 @@ belongs to, with every configured secret left out (docs/operations.md)."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -17,6 +18,13 @@ _request_id: ContextVar[str | None] = ContextVar("parcours_request_id", default=
 _job: ContextVar[tuple[int, str] | None] = ContextVar("parcours_job", default=None)
 
 REDACTED = "[redacted]"
+# A value in a URL's query string under a name that says it is secret (`?writeKey=`,
+# `&token=`, `&userHash=`): the server logs a WebSocket's path with its query, and a key
+# made with `parcours keys create` is not among the configured secrets.
+_SECRET_IN_QUERY = re.compile(
+    r"([?&][\w.-]*(?:key|token|hash|secret|password|signature|auth)[\w.-]*=)[^&\s\"'#]+",
+    re.IGNORECASE,
+)
 # Ours, and the server's own lines (start, stop, errors); the libraries' only from warnings on.
 _OURS = ("parcours", "uvicorn")
 _encode = msgspec.json.Encoder().encode
@@ -50,6 +58,8 @@ class _Redacting(logging.Formatter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if "=" in text:
+            text = _SECRET_IN_QUERY.sub(lambda found: found.group(1) + REDACTED, text)
         return text
 
     def parts(self, record: logging.LogRecord) -> dict[str, Any]:

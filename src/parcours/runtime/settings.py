@@ -47,6 +47,8 @@ class Settings:
     sector: str = ""
     public_url: str = ""  # where customers reach Parcours' links; default http://host:port
     secret_key: str = ""  # signs links; made and kept in the database when empty
+    # the brand's server signs a chat visitor's user id with it (docs/security.md, Site chat)
+    chat_identity_secret: str = ""
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
     webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -82,6 +84,7 @@ class Settings:
             self.shopify_webhook_secret,
             self.secret_key,
             self.metrics_token,
+            self.chat_identity_secret,
         }
         _, _, authority = self.database_url.partition("://")
         credentials, at, _ = authority.rpartition("@")
@@ -144,6 +147,7 @@ _FIELD_TYPES: dict[str, type] = {
     "sector": str,
     "public_url": str,
     "secret_key": str,
+    "chat_identity_secret": str,
     "channels": dict,
     "webhooks": dict,
     "delivery_lease_seconds": int,
@@ -284,6 +288,7 @@ def _check(settings: Settings, where: str) -> None:
             f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
         )
     _check_webhooks(settings, where)
+    _check_chat_identity_secret(settings, where)
     _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
     _check_range(where, "worker_poll_seconds", settings.worker_poll_seconds, 1, 3600)
     _check_range(where, "ready_min_workers", settings.ready_min_workers, 0, 1000)
@@ -342,6 +347,27 @@ def _is_zone(name: str) -> bool:
 def _check_range(where: str, name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise SettingsError(f"{where}: {name} must be between {low} and {high}, got {value}")
+
+
+_SHORTEST_IDENTITY_SECRET = 16
+
+
+def _check_chat_identity_secret(settings: Settings, where: str) -> None:
+    """Long, and used for nothing else: whoever holds it can sign in as any customer."""
+    secret = settings.chat_identity_secret
+    if not secret:
+        return
+    if len(secret) < _SHORTEST_IDENTITY_SECRET:
+        raise SettingsError(
+            f"{where}: chat_identity_secret must be at least {_SHORTEST_IDENTITY_SECRET} "
+            "characters (a random value such as the output of `openssl rand -hex 32`)"
+        )
+    if secret in replace(settings, chat_identity_secret="").secrets():
+        raise SettingsError(
+            f"{where}: chat_identity_secret is also a key Parcours holds for something else "
+            "(an API key, the link-signing key, a webhook or provider secret): give it a "
+            "value of its own"
+        )
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

@@ -1,30 +1,52 @@
-"""The site chat: a small widget script for the brand's pages and its WebSocket. What the
-customer writes becomes `Message Received` events; what Parcours sends on the chat
-channel waits in the outbox until the widget is open, then is delivered and marked read
-when seen (docs/channels.md)."""
+"""The site chat: a small widget script for the brand's pages, the endpoint that gives it a
+visitor token, and its WebSocket. What the customer writes becomes `Message Received`
+events; what Parcours sends on the chat channel waits in the outbox until the widget is
+open, is delivered when the widget confirms it has it, and read when seen
+(docs/channels.md). Only a visitor token opens a conversation (docs/security.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Response, WebSocket, get, websocket
+from litestar import Litestar, Request, Response, WebSocket, get, route, websocket
+from litestar.enums import HttpMethod
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
 from litestar.params import FromQuery
 
+from parcours.channels.chat import Visitor, VisitorRefused, VisitorTokens, verified_user_id
 from parcours.customers import api as customers
+from parcours.ingest.http import HttpError, json_response, read_body, require_write_key
 from parcours.ingest.model import EventError, parse_event
 from parcours.messaging.delivery import public_message_id
+from parcours.runtime.clock import iso
 from parcours.runtime.db import run
 from parcours.runtime.i18n import pick_locale, text
+from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 POLL_SECONDS = 1.0
+HELLO_SECONDS = 10.0  # a socket that has not shown its token by then is closed
 MAX_TEXT = 4000
+MAX_SESSION_BODY = 8 * 1024
+TOKEN_KEY_NAME = "chat-visitor-tokens"
+# Close codes: 4400 a bad first frame, 4401 no valid token (the widget asks for a new
+# one), 4403 a token that is not this conversation's.
+_CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403}
+# The session endpoint is called from the brand's pages, another origin; it needs no
+# cookie, so any origin may read its answer.
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    "Access-Control-Max-Age": "600",
+}
 
 
 def widget_script(locale: str) -> str:
@@ -34,6 +56,7 @@ def widget_script(locale: str) -> str:
         "placeholder": text(locale, "chat.placeholder"),
         "send": text(locale, "chat.send"),
         "open": text(locale, "chat.open"),
+        "unavailable": text(locale, "chat.unavailable"),
     }
     return f"(function () {{\n  const TEXTS = {json.dumps(texts, ensure_ascii=False)};\n" + _WIDGET
 
@@ -41,17 +64,16 @@ def widget_script(locale: str) -> str:
 _WIDGET = """\
   const script = document.currentScript;
   const writeKey = script.dataset.writeKey;
-  const origin = new URL(script.src).origin.replace(/^http/, 'ws');
-  let anonymousId = localStorage.getItem('parcours.anonymousId');
-  if (!anonymousId) {
-    anonymousId = crypto.randomUUID();
-    localStorage.setItem('parcours.anonymousId', anonymousId);
-  }
   const userId = script.dataset.userId || '';
+  const userHash = script.dataset.userHash || '';
+  const base = new URL(script.src).origin;
+  const KEPT = 'parcours.chat.token';  // an anonymous visitor's token, for their next visit
+  localStorage.removeItem('parcours.anonymousId');
   const box = document.createElement('div');
   box.id = 'parcours-chat';
   box.innerHTML = '<button type="button" class="pc-open"></button>' +
     '<section hidden><header></header><ol class="pc-log"></ol>' +
+    '<p class="pc-notice" hidden></p>' +
     '<form><input name="text" autocomplete="off"><button type="submit"></button></form>' +
     '</section>';
   box.querySelector('.pc-open').textContent = TEXTS.open;
@@ -60,32 +82,97 @@ _WIDGET = """\
   box.querySelector('form button').textContent = TEXTS.send;
   document.body.appendChild(box);
   const log = box.querySelector('.pc-log');
+  const notice = box.querySelector('.pc-notice');
+  const shown = new Set();
   let socket = null;
-  function show(who, body, id) {
+  let token = null;
+  let renewal = null;
+  let failures = 0;
+  function show(who, body) {
     const item = document.createElement('li');
     item.className = 'pc-' + who;
     item.textContent = body;
     log.appendChild(item);
-    if (id && socket) { socket.send(JSON.stringify({type: 'read', id: id})); }
+  }
+  function unavailable(problem) {
+    notice.textContent = TEXTS.unavailable;
+    notice.hidden = false;
+    if (problem) { console.warn('Parcours chat: ' + problem); }
+  }
+  async function ask(body) {
+    return fetch(base + '/chat/session', {method: 'POST', body: JSON.stringify(body),
+      headers: {'Content-Type': 'text/plain'}});
+  }
+  // A token for this visitor: signed in (the brand's page gives the user id and its
+  // hash), or anonymous (the one kept from an earlier visit renewed, else a new one).
+  async function session() {
+    const body = {writeKey};
+    const kept = userId ? null : localStorage.getItem(KEPT);
+    if (userId) { body.userId = userId; body.userHash = userHash; }
+    if (kept) { body.token = kept; }
+    let answer = null;
+    try {
+      answer = await ask(body);
+      if (answer.status === 401 && kept) {
+        localStorage.removeItem(KEPT);  // too old or not ours: start as a new visitor
+        delete body.token;
+        answer = await ask(body);
+      }
+    } catch (error) {
+      unavailable(String(error));
+      return false;
+    }
+    const granted = await answer.json().catch(() => ({}));
+    if (!answer.ok) { unavailable(granted.message || String(answer.status)); return false; }
+    token = granted.token;
+    if (!userId) { localStorage.setItem(KEPT, token); }
+    clearTimeout(renewal);  // renewed on the open socket a few minutes before it expires
+    renewal = setTimeout(renew, Math.max(granted.expiresIn - 300, 30) * 1000);
+    return true;
+  }
+  async function renew() {
+    if (await session() && socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({type: 'token', token}));
+    }
   }
   function connect() {
-    const query = new URLSearchParams({writeKey, anonymousId, userId,
-      locale: navigator.language || ''});
-    socket = new WebSocket(origin + '/chat/ws?' + query.toString());
+    socket = new WebSocket(base.replace(/^http/, 'ws') + '/chat/ws');
+    socket.onopen = () => {
+      socket.send(JSON.stringify({type: 'hello', token, locale: navigator.language || ''}));
+    };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
-      if (message.type === 'message') { show('them', message.text, message.id); }
+      if (message.type === 'ready') { failures = 0; notice.hidden = true; }
+      if (message.type !== 'message') { return; }
+      // Confirmed even when shown already: the confirmation may have been lost.
+      socket.send(JSON.stringify({type: 'delivered', id: message.id}));
+      if (!shown.has(message.id)) {
+        shown.add(message.id);
+        show('them', message.text);
+      }
+      socket.send(JSON.stringify({type: 'read', id: message.id}));
     };
-    socket.onclose = () => { setTimeout(connect, 3000); };
+    socket.onclose = (event) => {
+      socket = null;
+      failures += 1;
+      const wait = Math.min(3000 * failures, 60000);
+      if (event.code === 4401) {  // the token expired or was refused: a new one first
+        setTimeout(async () => { if (await session()) { connect(); } }, failures > 1 ? wait : 0);
+      } else if (event.code === 4400 || event.code === 4403) {
+        unavailable(event.reason);
+      } else {
+        setTimeout(connect, wait);
+      }
+    };
   }
-  box.querySelector('.pc-open').addEventListener('click', () => {
+  box.querySelector('.pc-open').addEventListener('click', async () => {
     box.querySelector('section').hidden = false;
-    if (!socket) { connect(); }
+    if (!socket && (token || await session())) { connect(); }
   });
   box.querySelector('form').addEventListener('submit', (event) => {
     event.preventDefault();
     const input = box.querySelector('input');
-    if (!input.value.trim() || !socket) { return; }
+    if (!input.value.trim() || !socket || socket.readyState !== WebSocket.OPEN) { return; }
     socket.send(JSON.stringify({type: 'message', text: input.value}));
     show('me', input.value);
     input.value = '';
@@ -96,8 +183,8 @@ _WIDGET = """\
 
 @get("/chat/widget.js")
 async def widget(lang: FromQuery[str] = "") -> Response[str]:
-    """`<script src="https://parcours.example/chat/widget.js?lang=fr"
-    data-write-key="..." data-user-id="..."></script>`"""
+    """`<script src="https://parcours.example/chat/widget.js?lang=fr" data-write-key="..."
+    data-user-id="..." data-user-hash="..."></script>`"""
     return Response(
         widget_script(pick_locale(lang)),
         media_type="text/javascript; charset=utf-8",
@@ -105,65 +192,205 @@ async def widget(lang: FromQuery[str] = "") -> Response[str]:
     )
 
 
+@route("/chat/session", http_method=[HttpMethod.POST, HttpMethod.OPTIONS], status_code=200)
+async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A visitor token. Body (JSON, sent as text/plain by the widget so that browsers ask
+    no preflight; a page sending application/json gets its preflight answered):
+    {"writeKey", then "userId" and "userHash" for a signed-in customer, or "token" to
+    renew an anonymous visitor's, or nothing more for a new visitor}."""
+    if request.method == HttpMethod.OPTIONS:
+        return _cors(Response(b"", status_code=204))
+    services: Services = request.app.state.services
+    try:
+        raw = await read_body(request, MAX_SESSION_BODY)
+        try:
+            body = _decode(raw)
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "the body must be a JSON object", "body")
+        require_write_key(services, request, body.get("writeKey"))
+        tokens = await _tokens(request.app)
+        now = services.clock.now_ms()
+        user_id, user_hash, kept = body.get("userId"), body.get("userHash"), body.get("token")
+        if user_id is not None:
+            verified = verified_user_id(services.settings.chat_identity_secret, user_id, user_hash)
+            token, visitor = tokens.issue("user", verified, now)
+        elif user_hash is not None:
+            raise HttpError(400, "userHash was sent without the userId it signs", "userHash")
+        elif kept is not None:
+            if not isinstance(kept, str):
+                raise HttpError(400, "token must be a string", "token")
+            token, visitor = tokens.renew(kept, now)
+        else:
+            token, visitor = tokens.new_anonymous(now)
+    except VisitorRefused as exc:
+        return _cors(HttpError(exc.status, exc.message, exc.field).response())
+    except HttpError as exc:
+        return _cors(exc.response())
+    answer = {
+        "token": token,
+        "expiresAt": iso(visitor.expires_at),
+        "expiresIn": (visitor.expires_at - now) // 1000,
+        **visitor.identity,
+    }
+    return _cors(json_response(answer))
+
+
+def _cors(response: Response[Any]) -> Response[Any]:
+    response.headers.update(_CORS)
+    return response
+
+
+async def _tokens(app: Litestar) -> VisitorTokens:
+    """The signer of visitor tokens, with the key every process shares (made once)."""
+    tokens = app.state.get("chat_visitor_tokens")
+    if tokens is None:
+        services: Services = app.state.services
+        key = await asyncio.to_thread(
+            instance_secret, services.db, TOKEN_KEY_NAME, services.clock.now_ms()
+        )
+        tokens = app.state["chat_visitor_tokens"] = VisitorTokens(bytes.fromhex(key))
+    assert isinstance(tokens, VisitorTokens)
+    return tokens
+
+
+_EXPIRED = VisitorRefused(401, "the visitor token expired: renew it", "token")
+
+
+@dataclass
+class _Conversation:
+    """One open widget: who it speaks for (renewed tokens extend it) and their customer."""
+
+    visitor: Visitor
+    customer: int
+
+
 @websocket("/chat/ws")
 async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    """First frame: {"type": "hello", "token", "locale"}. Then from the widget: "message"
+    (acknowledged), "delivered" and "read" (by message id), "token" (a renewed one)."""
     services: Services = socket.app.state.services
-    query = socket.query_params
-    key = query.get("writeKey", "")
-    if not key or not services.keys.check("write", key):
-        await socket.close(code=4401, reason="unknown write key")
-        return
     await socket.accept()
-    identity = {
-        "userId": query.get("userId") or None,
-        "anonymousId": query.get("anonymousId") or None,
-    }
+    try:
+        hello = await asyncio.wait_for(_receive(socket), HELLO_SECONDS)
+    except (TimeoutError, WebSocketDisconnect, RuntimeError):
+        await _close(socket, VisitorRefused(401, "no hello with a visitor token", "token"))
+        return
+    tokens = await _tokens(socket.app)
+    try:
+        if hello is None or hello.get("type") != "hello":
+            raise VisitorRefused(400, "the first frame must be a hello with the token", "type")
+        visitor = tokens.read(_text(hello.get("token")), services.clock.now_ms())
+    except VisitorRefused as exc:
+        await _close(socket, exc)
+        return
     try:
         await _append(
             services,
-            identity,
+            visitor,
             "Chat Opened",
             {"channel": "chat"},
-            {"locale": query.get("locale") or None},
+            {"locale": _text(hello.get("locale"))[:35] or None},
         )
     except EventError as exc:
-        await socket.send_json({"type": "error", "field": exc.field, "message": exc.reason})
-        await socket.close(code=4400, reason="an anonymousId or a userId is required")
+        await _close(socket, VisitorRefused(400, exc.reason, exc.field))
         return
-    ref = str(identity["userId"] or identity["anonymousId"])
-    customer_id = await asyncio.to_thread(_customer, services, ref)
-    poller = asyncio.create_task(_deliver_pending(services, socket, customer_id))
+    try:
+        customer = await asyncio.to_thread(_customer, services, visitor)
+    except customers.CustomerNotFound:  # erased as the chat opened
+        await _close(socket, VisitorRefused(403, "this visitor's data was erased", "token"))
+        return
+    conversation = _Conversation(visitor, customer)
+    await socket.send_json({"type": "ready", "expiresIn": _expires_in(services, visitor)})
+    poller = asyncio.create_task(_deliver_pending(services, socket, conversation))
     try:
         while True:
-            incoming = await socket.receive_json()
-            if not isinstance(incoming, dict):
+            incoming = await _receive(socket)
+            if incoming is None:
                 continue
-            if incoming.get("type") == "message":
-                body = str(incoming.get("text", "")).strip()[:MAX_TEXT]
+            kind = incoming.get("type")
+            if kind != "token" and services.clock.now_ms() >= conversation.visitor.expires_at:
+                await _close(socket, _EXPIRED)  # nothing is done on an expired token
+                return
+            if kind == "message":
+                body = _text(incoming.get("text")).strip()[:MAX_TEXT]
                 if body:
-                    await _append(
-                        services,
-                        identity,
-                        "Message Received",
-                        {"channel": "chat", "text": body},
-                        {},
-                    )
+                    try:
+                        await _append(
+                            services,
+                            conversation.visitor,
+                            "Message Received",
+                            {"channel": "chat", "text": body},
+                            {},
+                        )
+                    except EventError as exc:
+                        error = {"type": "error", "field": exc.field, "message": exc.reason}
+                        await socket.send_json(error)
+                        continue
                     await socket.send_json({"type": "ack"})
-            elif incoming.get("type") == "read":
-                reference = str(incoming.get("id", ""))
-                if reference.startswith("msg_") and reference[4:].isdigit():
-                    await asyncio.to_thread(
-                        _status, services, customer_id, int(reference[4:]), "read"
-                    )
+            elif kind in ("delivered", "read"):
+                outbox_id = _outbox_id(incoming.get("id"))
+                if outbox_id is not None:
+                    await asyncio.to_thread(_status, services, customer, outbox_id, str(kind))
+            elif kind == "token":
+                try:
+                    renewed = tokens.read(_text(incoming.get("token")), services.clock.now_ms())
+                    if not renewed.is_same_person(conversation.visitor):
+                        raise VisitorRefused(
+                            403, "the token is another visitor's: open a new chat", "token"
+                        )
+                except VisitorRefused as exc:
+                    await _close(socket, exc)
+                    return
+                conversation.visitor = renewed
+                expires_in = _expires_in(services, renewed)
+                await socket.send_json({"type": "renewed", "expiresIn": expires_in})
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         poller.cancel()
 
 
+async def _receive(socket: WebSocket[Any, Any, Any]) -> dict[str, Any] | None:
+    """The next frame as a JSON object; None for anything else (ignored)."""
+    frame = await socket.receive_text()
+    try:
+        value = _decode(frame)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _outbox_id(reference: Any) -> int | None:
+    if isinstance(reference, str) and reference.startswith("msg_") and reference[4:].isdigit():
+        return int(reference[4:])
+    return None
+
+
+def _expires_in(services: Services, visitor: Visitor) -> int:
+    return max(0, (visitor.expires_at - services.clock.now_ms()) // 1000)
+
+
+async def _close(socket: WebSocket[Any, Any, Any], refused: VisitorRefused) -> None:
+    """Say why in a frame the widget can read, then close with the matching code."""
+    try:
+        await socket.send_json(
+            {"type": "error", "field": refused.field, "message": refused.message}
+        )
+        reason = refused.message.encode()[:120].decode(errors="ignore")  # 123 bytes at most
+        await socket.close(code=_CLOSE_CODES.get(refused.status, 4400), reason=reason)
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the widget left first
+
+
 async def _append(
     services: Services,
-    identity: dict[str, Any],
+    visitor: Visitor,
     name: str,
     properties: dict[str, Any],
     context: dict[str, Any],
@@ -171,7 +398,7 @@ async def _append(
     document = {
         "type": "track",
         "event": name,
-        **identity,
+        **visitor.identity,
         "properties": properties,
         "context": {k: v for k, v in context.items() if v},
     }
@@ -179,21 +406,37 @@ async def _append(
     await services.writer.append([event])
 
 
-def _customer(services: Services, ref: str) -> int:
+def _customer(services: Services, visitor: Visitor) -> int:
+    """The visitor's customer. Their event was just appended under their exact id, and
+    `resolve` tries an id as a user id, then as an anonymous id, before anything else
+    (a `cus_N` user id is never issued a token)."""
     with services.db.read() as conn:
-        return customers.resolve(conn, ref, services.settings.default_region)
+        return customers.resolve(conn, visitor.id, services.settings.default_region)
 
 
 async def _deliver_pending(
-    services: Services, socket: WebSocket[Any, Any, Any], customer: int
+    services: Services, socket: WebSocket[Any, Any, Any], conversation: _Conversation
 ) -> None:
-    """Every second, the chat messages sent to this customer and not yet delivered."""
+    """Every second: the chat messages sent to this customer that no widget has confirmed
+    yet, each offered once on this socket (again on the next one if still unconfirmed);
+    and the token's expiry, which closes the socket."""
+    offered: set[int] = set()
     while True:
-        for outbox_id, content in await asyncio.to_thread(_pending, services, customer):
-            await socket.send_json(
-                {"type": "message", "id": public_message_id(outbox_id), "text": content["text"]}
-            )
-            await asyncio.to_thread(_status, services, customer, outbox_id, "delivered")
+        if services.clock.now_ms() >= conversation.visitor.expires_at:
+            await _close(socket, _EXPIRED)
+            return
+        for outbox_id, content in await asyncio.to_thread(
+            _pending, services, conversation.customer
+        ):
+            if outbox_id not in offered:
+                offered.add(outbox_id)
+                await socket.send_json(
+                    {
+                        "type": "message",
+                        "id": public_message_id(outbox_id),
+                        "text": content["text"],
+                    }
+                )
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -209,12 +452,18 @@ def _pending(services: Services, customer: int) -> list[tuple[int, dict[str, Any
 
 
 def _status(services: Services, customer: int, outbox_id: int, status: str) -> None:
+    """The widget confirms a message it has ("delivered") or showed ("read"). A read
+    message was delivered: that is recorded first if the confirmation was lost (each
+    status is recorded once, whatever the number of confirmations)."""
     with services.db.write() as conn:
         known = services.delivery.message_of(conn, outbox_id)
         if known is None or known["customer_id"] != customer or known["channel"] != "chat":
             return  # not this customer's chat message: ignored
-        services.delivery.status(conn, outbox_id, status, services.clock.now_ms())
+        now = services.clock.now_ms()
+        if status == "read":
+            services.delivery.status(conn, outbox_id, "delivered", now)
+        services.delivery.status(conn, outbox_id, status, now)
 
 
 def chat_routes() -> list[HTTPRouteHandler | WebsocketRouteHandler]:
-    return [widget, chat_socket]
+    return [widget, session, chat_socket]
