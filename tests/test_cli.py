@@ -221,6 +221,16 @@ def test_keys_create_list_and_revoke(url: str) -> None:
     assert run(url, "keys", "revoke", "1").exit_code == 1
 
 
+def test_an_admin_key_is_made_for_one_named_person(url: str) -> None:
+    unnamed = run(url, "keys", "create", "admin")
+    assert unnamed.exit_code == 2 and "belongs to one person" in unnamed.output
+    assert run(url, "keys", "create", "admin", "--name", "Camille Martin").exit_code == 0
+    again = run(url, "keys", "create", "admin", "--name", "camille martin")
+    assert again.exit_code == 2 and "already belongs to 'camille martin'" in again.output
+    assert "Traceback" not in again.output
+    assert run(url, "keys", "list").output.count("admin\tCamille Martin") == 1
+
+
 def test_a_wrong_setting_stops_with_a_message_naming_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["migrate"], env={"PARCOURS_PORT": "eighty"})
     assert result.exit_code == 2
@@ -523,3 +533,35 @@ def test_an_export_file_and_the_first_keys_file_are_the_owners_alone(
     keys.chmod(0o644)
     write_private(keys, "write key: k\n")
     assert (oct(keys.stat().st_mode & 0o777), keys.read_text()) == ("0o600", "write key: k\n")
+
+
+def test_a_database_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files made before (or by hand) keep their mode; serve, demo and worker say so."""
+    from parcours.cli import _warn_if_readable_by_others
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    file = data / "parcours.db"
+    migrate_and_close(f"sqlite:///{file}")
+    file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="parcours.cli"):
+        _warn_if_readable_by_others(Settings(data_dir=data))
+    said = "is readable by other users (mode {}) and holds secrets and personal data: chmod"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{data} {said.format('0755')} 700 {data}",
+        f"{file} {said.format('0644')} 600 {file}",
+    ]
+    caplog.clear()
+    data.chmod(0o700)
+    file.chmod(0o600)
+    _warn_if_readable_by_others(Settings(data_dir=data))
+    assert caplog.records == []
+
+
+def migrate_and_close(url: str) -> None:
+    db = Database(url)
+    migrate(db)
+    db.dispose()
