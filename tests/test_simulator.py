@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 from typer.testing import CliRunner
 
 from parcours.cli import app
@@ -15,7 +21,9 @@ from parcours.journeys.simulator import ScriptError, format_timeline, load_scrip
 from parcours.messaging import templates
 from parcours.runtime.clock import parse_iso
 from parcours.runtime.db import Database
-from tests.conftest import plain_templates
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import admin_headers, plain_templates
 from tests.test_journeys_engine import CART
 
 START = parse_iso("2026-11-24T10:00:00Z")
@@ -122,3 +130,259 @@ def test_simulate_command_starts_from_a_real_customer(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "would send vip-hello on whatsapp (marketing)" in result.output
+
+
+# ---- no side effects ---------------------------------------------------------------------
+
+
+class _Receiver(ThreadingHTTPServer):
+    """A real HTTP server on loopback that records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.requests.append((self.command, self.path))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+def webhook_journey(url: str) -> str:
+    return (
+        "id: crm-sync\nname: CRM sync\nentry: {event: Signed Up}\nsteps:\n"
+        "  - id: tell-crm\n"
+        f'    webhook: {{url: "{url}", secret: crm, body: {{plan: gold}}}}\n'
+        "  - id: after\n"
+        "    emit: {event: CRM Told}\n"
+    )
+
+
+SIGNING_KEY = "outbound-signing-key-0123456789"
+
+
+def test_a_simulated_webhook_calls_nothing_and_shows_the_call_it_would_make() -> None:
+    with _Receiver() as receiver:
+        # Even a brand that allows this host and holds the step's key: nothing is called.
+        brand = Settings(webhooks={"allow_hosts": ["127.0.0.1"], "secrets": {"crm": SIGNING_KEY}})
+        entries = simulate(
+            webhook_journey(receiver.url),
+            [{"at": "+0m", "event": "Signed Up"}],
+            start=START,
+            days=1,
+            brand_settings=brand,
+        )
+        assert receiver.requests == []
+    calls = [e for e in entries if e.call is not None]
+    assert [e.what for e in calls] == [f"would call POST {receiver.url} (nothing is sent)"]
+    call = calls[0].call
+    assert call is not None
+    assert call["method"] == "POST" and call["url"] == receiver.url
+    assert call["body"]["data"] == {"plan": "gold"}
+    assert call["body"]["step"] == "tell-crm" and call["body"]["entry_event"] == "Signed Up"
+    assert SIGNING_KEY not in json.dumps(call)  # the key is never read, let alone shown
+    assert "'crm'" in call["headers"]["Parcours-Signature"]
+    assert [e.what for e in entries][-2:] == ["emits CRM Told", "exited: completed"]
+
+
+def test_the_simulate_command_calls_nothing_either(tmp_path: Path) -> None:
+    with _Receiver() as receiver:
+        journey = tmp_path / "crm.yaml"
+        journey.write_text(webhook_journey(receiver.url))
+        script = tmp_path / "script.yaml"
+        script.write_text("- {at: +0m, event: Signed Up}\n")
+        result = CliRunner().invoke(
+            app,
+            ["journeys", "simulate", str(journey), "--script", str(script), "--days", "1"],
+            env={"PARCOURS_DATA_DIR": str(tmp_path / "data")},
+        )
+        assert receiver.requests == []
+    assert result.exit_code == 0, result.output
+    assert f"would call POST {receiver.url} (nothing is sent)" in result.output
+    assert '"data":{"plan":"gold"}' in result.output
+    assert not (tmp_path / "data").exists()  # and it wrote nothing outside its scratch
+
+
+# ---- what journeys do: the brand's policies, segments, several customers -----------------
+
+TWO_EMAILS = """\
+id: two-emails
+name: Two emails
+entry: {event: Signed Up}
+steps:
+  - id: first
+    send: {channel: email, template: first-email}
+  - wait: 1h
+  - id: second
+    send: {channel: email, template: second-email, if_held: drop}
+"""
+
+OPT_IN = (
+    "- {at: +0m, type: identify, traits: {email: ana@example.com,"
+    " consent: {email: {marketing: true}}}}\n"
+    "- {at: +1m, event: Signed Up}\n"
+)
+
+
+def test_the_brands_policies_file_applies(tmp_path: Path) -> None:
+    rules = tmp_path / "policies.toml"
+    rules.write_text(
+        '[[caps]]\nchannel = "email"\npurpose = "marketing"\ncount = 1\nwindow = "7d"\n'
+    )
+    kept = [
+        e.what
+        for e in simulate(
+            TWO_EMAILS,
+            load_script(OPT_IN),
+            start=START,
+            days=1,
+            brand_templates=plain_templates(TWO_EMAILS),
+            brand_settings=Settings(policies_file=str(rules)),
+        )
+    ]
+    assert "would send first-email on email (marketing)" in kept
+    assert (
+        "held back second-email: frequency cap: 1 marketing message(s) per 168h on email"
+    ) in kept
+    assert "would send second-email on email (marketing)" not in kept
+    # Without the brand's file, both go.
+    plain = [
+        e.what
+        for e in simulate(
+            TWO_EMAILS,
+            load_script(OPT_IN),
+            start=START,
+            days=1,
+            brand_templates=plain_templates(TWO_EMAILS),
+        )
+    ]
+    assert "would send second-email on email (marketing)" in plain
+
+
+VIP_WELCOME = """\
+id: vip-welcome
+name: Welcome to VIP
+entry: {segment: vip, on: enter}
+steps:
+  - wait: 1d
+  - branch:
+      - when: {segment.vip: {eq: true}}
+        steps:
+          - id: still
+            send: {channel: email, template: vip-still, purpose: transactional}
+      - otherwise: []
+"""
+
+
+def test_a_segment_entry_journey_with_scripted_membership_and_several_customers() -> None:
+    script = load_script(
+        "- {at: +0m, customer: ana, type: identify, traits: {email: ana@example.com}}\n"
+        "- {at: +0m, customer: bo, type: identify, traits: {email: bo@example.com}}\n"
+        "- {at: +1h, customer: ana, enters: vip}\n"
+        "- {at: +1h, customer: bo, enters: vip}\n"
+        "- {at: +3h, customer: ana, leaves: vip}\n"
+    )
+    entries = simulate(
+        VIP_WELCOME, script, start=START, days=2, brand_templates=plain_templates(VIP_WELCOME)
+    )
+    said = [(e.customer, e.what) for e in entries]
+    assert said == [
+        ("ana", "enters segment vip"),
+        ("ana", "entered (trigger: Segment Entered)"),
+        ("ana", "waits until 2026-11-25T11:00:00.000Z"),
+        ("bo", "enters segment vip"),
+        ("bo", "entered (trigger: Segment Entered)"),
+        ("bo", "waits until 2026-11-25T11:00:00.000Z"),
+        ("ana", "leaves segment vip"),
+        ("ana", "branched at s2: arm otherwise"),
+        ("ana", "exited: completed"),
+        ("bo", "branched at s2: arm 1"),
+        ("bo", "would send vip-still on email (transactional)"),
+        ("bo", "exited: completed"),
+    ]
+    lines = format_timeline(entries, START).splitlines()
+    assert lines[0] == "2026-11-24T11:00:00.000Z  (+01:00)  [ana] enters segment vip"
+
+
+def test_a_segment_the_brand_defines_is_evaluated_as_the_brand_defines_it() -> None:
+    gold = "id: vip\nname: VIP\nconditions:\n  - profile.traits.tier: {eq: gold}\n"
+    script = load_script(
+        "- {at: +1h, type: identify, traits: {email: cy@example.com, tier: gold}}\n"
+    )
+    entries = simulate(
+        VIP_WELCOME,
+        script,
+        start=START,
+        days=2,
+        brand_templates=plain_templates(VIP_WELCOME),
+        brand_segments={"vip": gold},
+    )
+    assert [e.what for e in entries][:2] == [
+        "enters segment vip",
+        "entered (trigger: Segment Entered)",
+    ]
+    assert "would send vip-still on email (transactional)" in [e.what for e in entries]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"at": "+1h", "event": "X", "colour": "red"}, "item 1: unknown key 'colour'"),
+        ({"event": "X", "enters": "vip"}, "item 1: say one of event, enters or leaves"),
+        ({"enters": "v ip"}, "item 1: enters: 'v ip' is not a segment id"),
+        ({"event": "X", "customer": ""}, "item 1: customer: a name"),
+        ({"event": "X", "type": "shout"}, "item 1: type: 'shout' is not one of"),
+        ({"event": "X", "properties": [1]}, "item 1: properties: must be a mapping"),
+        ("just text", "item 1: an item is a mapping"),
+    ],
+)
+def test_a_bad_script_item_is_named(item: object, message: str) -> None:
+    with pytest.raises(ScriptError, match=re.escape(message)):
+        simulate(CART, [item], start=START, brand_templates=TEMPLATES)  # type: ignore[list-item]
+
+
+def test_simulation_through_the_api_shows_customers_and_the_call(
+    client: TestClient[Any], services: Services
+) -> None:
+    with _Receiver() as receiver:
+        response = client.post(
+            "/api/journeys/simulate",
+            json={
+                "journey": webhook_journey(receiver.url),
+                "start": "2026-11-24T10:00:00Z",
+                "days": 1,
+                "script": [{"at": "+0m", "customer": "dee", "event": "Signed Up"}],
+            },
+            headers=admin_headers(),
+        )
+        assert receiver.requests == []
+    assert response.status_code == 200, response.text
+    timeline = response.json()["timeline"]
+    assert {item["customer"] for item in timeline} == {"dee"}
+    [call] = [item["call"] for item in timeline if "call" in item]
+    assert call["url"] == receiver.url and call["body"]["data"] == {"plan": "gold"}
+    too_long = client.post(
+        "/api/journeys/simulate",
+        json={"journey": CART, "script": [], "days": 10**9},
+        headers=admin_headers(),
+    )
+    assert too_long.status_code == 400 and too_long.json()["error"]["field"] == "days"

@@ -765,7 +765,13 @@ def _validate(files: list[Path], check: Callable[[str], str]) -> None:
 @journeys_app.command("simulate")
 def journeys_simulate(
     file: Annotated[Path, typer.Argument(help="The journey YAML.")],
-    script: Annotated[Path, typer.Option(help="YAML list of {at: +2h, event: ..., properties}.")],
+    script: Annotated[
+        Path,
+        typer.Option(
+            help="YAML list of {at: +2h, customer: ana, event: ..., properties} (or "
+            "enters/leaves: a segment); docs/journeys.md has the format."
+        ),
+    ],
     customer: Annotated[
         str | None, typer.Option(help="Start from this real customer's profile (any id).")
     ] = None,
@@ -784,6 +790,7 @@ def journeys_simulate(
     settings = _remember(settings_or_exit(data_dir=data_dir))
     history = None
     brand_templates = None
+    segment_sources = None
     from parcours.runtime.db import Database, current_revision
 
     if customer:
@@ -794,10 +801,12 @@ def journeys_simulate(
     db = None if missing else Database(settings.resolved_database_url)
     try:
         if db is not None and current_revision(db) is not None:  # a Parcours database
+            from parcours.journeys.simulator import brand_segments
             from parcours.messaging.templates import brand_templates as read_templates
 
             with db.read() as conn:
                 brand_templates = read_templates(conn)
+                segment_sources = brand_segments(conn)
         if customer and db is not None:
             from parcours.customers.api import CustomerNotFound, export
 
@@ -818,6 +827,8 @@ def journeys_simulate(
             history=history,
             default_region=settings.default_region,
             brand_templates=brand_templates,
+            brand_segments=segment_sources,
+            brand_settings=settings,
         )
     except JourneyError as exc:
         for problem in exc.problems:

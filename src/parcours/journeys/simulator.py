@@ -1,35 +1,53 @@
 """The journey simulator: the real engine on a simulated clock, in a scratch database.
 
-It sends nothing: message intents are written to the scratch outbox and shown as "would
-send". A script says which events the customer does and when; the customer may start as
-a copy of a real profile (their whole event history is replayed into the scratch database,
-old enough never to enter a journey).
+It has no side effects. It runs in a temporary database of its own, with the sandbox
+provider on every channel (message intents are shown as "would send", none leaves), its
+webhook steps are recorded as the call they would make and never made (the delivery job
+is handled by the simulator, so the real sender is never reached and no signing key is
+read), and nothing is written to the brand's database: what it takes from the brand (its
+templates, segment definitions, policies file, region, time zone and sector, a real
+customer's event history) is read and copied in.
+
+A script says what the customers do and when (docs/journeys.md, "Simulating a journey"):
+several customers may act in one script, and a segment's membership may be scripted
+(`enters: vip`, `leaves: vip`), for journeys entered on a segment or branching on one.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
-from parcours.ingest.model import Event, EventError, parse_event
+from parcours.customers import api as customers
+from parcours.ingest.model import EVENT_TYPES, Event, EventError, parse_event
 from parcours.journeys import api as journeys_api
+from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
+from parcours.runtime.definitions import DefinitionError
 from parcours.runtime.metrics import not_counted
-from parcours.runtime.queue import next_run_at
+from parcours.runtime.queue import Job, next_run_at
 from parcours.runtime.settings import Settings
+from parcours.segments import api as segments
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 SIM_USER = "simulated-customer"
+MAX_DAYS = 366  # how far a simulation may run after its last scripted event
+# The trait a scripted segment's stand-in definition reads: the segments the script says
+# the customer is in. It exists only in the scratch database.
+SCRIPTED_SEGMENTS = "parcours_simulated_segments"
+_ITEM_KEYS = frozenset(
+    {"at", "customer", "type", "event", "properties", "traits", "context", "enters", "leaves"}
+)
 
 
 class ScriptError(ValueError):
@@ -40,6 +58,42 @@ class ScriptError(ValueError):
 class TimelineEntry:
     at: int
     what: str
+    customer: str = SIM_USER  # the script's name for the customer it is about
+    call: dict[str, Any] | None = None  # a webhook step: the call it would have made
+
+
+@dataclass
+class _Item:
+    at: int
+    customer: str
+    document: dict[str, Any]
+    enters: str | None = None
+    leaves: str | None = None
+    number: int = 0
+
+
+@dataclass
+class _Recorder:
+    """Takes the webhook delivery jobs of the scratch worker: each is the call the step
+    would make, kept to be shown, and never made."""
+
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def deliver(self, conn: Connection, job: Job) -> None:
+        payload = job.payload
+        secret = payload.get("secret") or payload.get("secret_env")
+        headers = {
+            "Content-Type": "application/json",
+            webhooks.DELIVERY_HEADER: str(payload.get("delivery_id")),
+        }
+        if secret:
+            headers[webhooks.SIGNATURE_HEADER] = f"t=<unix time>,v1=<signed with key {secret!r}>"
+        self.calls[str(payload.get("delivery_id"))] = {
+            "method": "POST",
+            "url": payload.get("url"),
+            "headers": headers,
+            "body": payload.get("body"),
+        }
 
 
 def simulate(
@@ -51,37 +105,99 @@ def simulate(
     history: list[dict[str, Any]] | None = None,
     default_region: str = "FR",
     brand_templates: dict[str, Any] | None = None,
+    brand_segments: dict[str, str] | None = None,
+    brand_settings: Settings | None = None,
 ) -> list[TimelineEntry]:
-    """Run the journey against the scripted events; return what happened, in order. The
-    brand's own message templates (id -> content) come along into the scratch database."""
+    """Run the journey against the scripted events; return what happened, in order.
+
+    What comes from the brand is copied into the scratch database: its message templates
+    (id -> content), its segment definitions (id -> source), and from its settings the
+    policies file, region, time zone, sector and brand; `history` (a real customer's
+    events) becomes the history of the script's default customer."""
     from parcours.services import Services
 
     load_journey(journey_source)  # a clear error before anything else
-    # What the simulated customer does is not the brand's: nothing of it is counted in the
+    if not 0 <= days <= MAX_DAYS:
+        raise ScriptError(f"days must be between 0 and {MAX_DAYS}, got {days}")
+    items = _script_items(script, start)
+    scripted = {name for item in items for name in (item.enters, item.leaves) if name}
+    # What the simulated customers do is not the brand's: nothing of it is counted in the
     # metrics (this thread, and the scratch writer made in it).
     with tempfile.TemporaryDirectory(prefix="parcours-sim-") as scratch, not_counted():
         clock = SimulatedClock(start)
-        settings = Settings(data_dir=Path(scratch), default_region=default_region)
+        settings = _scratch_settings(Path(scratch), brand_settings, default_region)
         services = Services.open(settings, clock=clock)
+        recorder = _Recorder()
+        # No webhook step reaches the real sender: no call, no signing key read.
+        services.worker.register(webhooks.DELIVER, recorder.deliver)
         try:
             if brand_templates:
                 with services.db.write() as conn:
                     for template_id, content in brand_templates.items():
                         message_templates.save(conn, template_id, content, "simulator", start)
+            for segment_id, source in sorted((brand_segments or {}).items()):
+                if segment_id not in scripted:
+                    segments.save(services.db, source, "simulator", start, mode="create")
+            for segment_id in sorted(scripted):
+                try:
+                    segments.save(
+                        services.db, _stand_in(segment_id), "simulator", start, mode="create"
+                    )
+                except DefinitionError as exc:
+                    raise ScriptError(f"segment {segment_id!r}: {exc}") from None
+            services.worker.run_due()  # the segments' evaluations, of nobody yet
             if history:
                 services.writer.append_sync([_history_event(doc, start) for doc in history])
             journeys_api.publish(
                 services.db, journey_source, "simulator", "simulator review", start
             )
-            items = sorted(_script_items(script, start), key=lambda item: item[0])
-            for at, document in items:
-                _run_until(services, clock, at)
-                services.writer.append_sync([_scripted_event(document, at)])
+            memberships: dict[str, set[str]] = {}
+            for item in items:
+                _run_until(services, clock, item.at)
+                services.writer.append_sync([_scripted_event(item, memberships)])
                 services.worker.run_due()
             _run_until(services, clock, start + days * 86_400_000)
-            return _timeline(services)
+            return _timeline(services, {item.customer for item in items} | {SIM_USER}, recorder)
         finally:
             services.close()
+
+
+def brand_segments(conn: Connection) -> dict[str, str]:
+    """The brand's segment definitions (id -> source), for a simulation to copy."""
+    found: dict[str, str] = {}
+    for segment_id, _ in segments.definitions(conn):
+        definition = segments.source_of(conn, segment_id)
+        if definition is not None:
+            found[segment_id] = definition[1]
+    return found
+
+
+def _scratch_settings(scratch: Path, brand: Settings | None, default_region: str) -> Settings:
+    """Settings for the scratch run: the brand's rules, none of its providers, keys,
+    webhook keys or database. Every channel is the sandbox."""
+    if brand is None:
+        return Settings(data_dir=scratch, default_region=default_region)
+    return Settings(
+        data_dir=scratch,
+        default_region=brand.default_region,
+        policies_file=brand.policies_file,
+        brand_timezone=brand.brand_timezone,
+        brand_name=brand.brand_name,
+        brand_url=brand.brand_url,
+        brand_locale=brand.brand_locale,
+        sector=brand.sector,
+    )
+
+
+def _stand_in(segment_id: str) -> str:
+    """A scripted segment's definition in the scratch database: its members are those the
+    script says are in it."""
+    return (
+        f"id: {segment_id}\n"
+        f"name: {segment_id} (membership scripted by the simulation)\n"
+        "conditions:\n"
+        f"  - profile.traits.{SCRIPTED_SEGMENTS}: {{contains: {segment_id}}}\n"
+    )
 
 
 def _run_until(services: Any, clock: SimulatedClock, end: int) -> None:
@@ -97,27 +213,68 @@ def _run_until(services: Any, clock: SimulatedClock, end: int) -> None:
     clock.set(from_ms(max(end, clock.now_ms())))
 
 
-def _script_items(script: list[dict[str, Any]], start: int) -> list[tuple[int, dict[str, Any]]]:
-    items: list[tuple[int, dict[str, Any]]] = []
+def _script_items(script: list[dict[str, Any]], start: int) -> list[_Item]:
+    """The script's items, checked, in time order (items at the same time keep theirs)."""
+    if not isinstance(script, list):
+        raise ScriptError("a script is a list of items")
+    items: list[_Item] = []
     for number, item in enumerate(script, 1):
-        if not isinstance(item, dict) or "event" not in item:
-            raise ScriptError(
-                f"item {number}: needs `event` (a name) and optionally `at` and `properties`"
-            )
-        at = item.get("at", "+0s")
-        try:
-            moment = _moment(str(at), start)
-        except ValueError as exc:
-            raise ScriptError(f"item {number}: at: {exc}") from None
-        document = {
-            "type": item.get("type", "track"),
-            "event": item["event"],
-            "properties": item.get("properties", {}),
-            "traits": item.get("traits", {}),
-            "context": item.get("context", {}),
-        }
-        items.append((moment, document))
-    return items
+        items.append(_item(number, item, start))
+    return sorted(items, key=lambda item: (item.at, item.number))
+
+
+def _item(number: int, item: Any, start: int) -> _Item:
+    where = f"item {number}"
+    if not isinstance(item, dict):
+        raise ScriptError(f"{where}: an item is a mapping such as {{at: +2h, event: ...}}")
+    unknown = sorted(str(key) for key in set(item) - _ITEM_KEYS)
+    if unknown:
+        raise ScriptError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_ITEM_KEYS))})"
+        )
+    kind = item.get("type", "track")
+    if kind not in EVENT_TYPES:
+        raise ScriptError(f"{where}: type: {kind!r} is not one of {', '.join(sorted(EVENT_TYPES))}")
+    changes = [key for key in ("enters", "leaves") if key in item]
+    if len(changes) > 1 or (changes and "event" in item):
+        raise ScriptError(f"{where}: say one of event, enters or leaves")
+    if not changes and kind == "track" and "event" not in item:
+        raise ScriptError(
+            f"{where}: needs `event` (a name), `enters` or `leaves` (a segment), or "
+            "`type: identify` with traits; optionally `at`, `customer` and `properties`"
+        )
+    for key in changes:
+        if not isinstance(item[key], str) or not segments_id_like(item[key]):
+            raise ScriptError(f"{where}: {key}: {item[key]!r} is not a segment id")
+    customer = item.get("customer", SIM_USER)
+    if not isinstance(customer, str) or not customer.strip():
+        raise ScriptError(f"{where}: customer: a name such as ana (text)")
+    for key in ("properties", "traits", "context"):
+        if not isinstance(item.get(key, {}), dict):
+            raise ScriptError(f"{where}: {key}: must be a mapping")
+    try:
+        moment = _moment(str(item.get("at", "+0s")), start)
+    except ValueError as exc:
+        raise ScriptError(f"{where}: at: {exc}") from None
+    document = {
+        "type": "identify" if changes else kind,
+        "event": item.get("event"),
+        "properties": item.get("properties", {}),
+        "traits": item.get("traits", {}),
+        "context": item.get("context", {}),
+    }
+    return _Item(
+        moment,
+        customer.strip(),
+        document,
+        enters=item.get("enters"),
+        leaves=item.get("leaves"),
+        number=number,
+    )
+
+
+def segments_id_like(value: str) -> bool:
+    return bool(value) and all(c.isalnum() or c in "-_" for c in value)
 
 
 def _moment(at: str, start: int) -> int:
@@ -130,14 +287,21 @@ def _moment(at: str, start: int) -> int:
         raise ValueError(f"{at!r} is neither +DURATION nor an ISO 8601 time") from None
 
 
-def _scripted_event(document: dict[str, Any], at: int) -> Event:
-    body = {**document, "userId": SIM_USER, "timestamp": iso(at)}
+def _scripted_event(item: _Item, memberships: dict[str, set[str]]) -> Event:
+    body = {**item.document, "userId": item.customer, "timestamp": iso(item.at)}
+    if item.enters or item.leaves:
+        member_of = memberships.setdefault(item.customer, set())
+        if item.enters:
+            member_of.add(item.enters)
+        if item.leaves:
+            member_of.discard(item.leaves)
+        body["traits"] = {**body["traits"], SCRIPTED_SEGMENTS: sorted(member_of)}
     if body["type"] != "track":
         body.pop("event", None)
     try:
-        return parse_event(_encode(body), source="simulator", received_at=at)
+        return parse_event(_encode(body), source="simulator", received_at=item.at)
     except EventError as exc:
-        raise ScriptError(f"event {document.get('event')!r}: {exc}") from None
+        raise ScriptError(f"item {item.number} ({item.document.get('event')!r}): {exc}") from None
 
 
 def _history_event(document: dict[str, Any], start: int) -> Event:
@@ -154,13 +318,18 @@ def _history_event(document: dict[str, Any], start: int) -> Event:
 
 _SAYINGS = {
     "Journey Entered": lambda p: f"entered (trigger: {p.get('trigger')})",
+    "Journey Entry Refused": lambda p: (
+        f"not entered in {p.get('journey_id')}: {p.get('reason')} (trigger: {p.get('trigger')})"
+    ),
     "Journey Waiting": lambda p: (
         f"waits for {p['for']} until {iso(p['until'])}"
         if "for" in p
         else f"waits until {iso(p['until'])}"
+        + (f" ({p['time_zone']}: {p['time_zone_reason']})" if "time_zone" in p else "")
     ),
     "Journey Event Received": lambda p: f"{p.get('event')} arrived: goes on",
     "Journey Wait Timed Out": lambda p: f"no {p.get('event')} in time: timeout path",
+    "Journey Wait Skipped": lambda p: f"wait skipped: {p.get('reason')}",
     "Journey Branched": lambda p: f"branched at {p.get('step')}: arm {p.get('arm')}",
     "Journey Split": lambda p: f"split at {p.get('step')}: path {p.get('path')}",
     "Message Queued": lambda p: (
@@ -168,30 +337,61 @@ _SAYINGS = {
     ),
     "Message Held": lambda p: f"held back {p.get('template')}: {p.get('reason')}",
     "Journey Exited": lambda p: f"exited: {p.get('reason')}",
+    "Journey Converted": lambda p: f"converted: {p.get('goal')}",
     "Journey Held": lambda p: f"held where it stands: {p.get('reason')}",
     "Task Created": lambda p: f"task for a person: {p.get('title')}",
+    "Segment Entered": lambda p: f"enters segment {p.get('segment')}",
+    "Segment Exited": lambda p: f"leaves segment {p.get('segment')}",
 }
 
 
-def _timeline(services: Any) -> list[TimelineEntry]:
+def _timeline(services: Any, names: set[str], recorder: _Recorder) -> list[TimelineEntry]:
     with services.db.read() as conn:
+        who = _customer_names(conn, names, services.settings.default_region)
         rows = conn.execute(
             text(
-                "SELECT occurred_at, name, payload, source FROM events "
+                "SELECT occurred_at, name, payload, source, customer_id FROM events "
                 "WHERE source IN ('system', 'journey') ORDER BY seq"
             )
         ).all()
     entries: list[TimelineEntry] = []
     for row in rows:
         properties = _decode(row.payload).get("properties", {})
+        customer = who.get(int(row.customer_id), SIM_USER) if row.customer_id else SIM_USER
+        if row.name == "Webhook Scheduled":
+            call = recorder.calls.get(str(properties.get("delivery_id")))
+            url = call["url"] if call else properties.get("url")
+            what = f"would call POST {url} (nothing is sent)"
+            entries.append(TimelineEntry(row.occurred_at, what, customer, call))
+            continue
         say = _SAYINGS.get(row.name)
         if say is not None:
-            entries.append(TimelineEntry(row.occurred_at, say(properties)))
+            entries.append(TimelineEntry(row.occurred_at, say(properties), customer))
         elif row.source == "journey":
             entries.append(
-                TimelineEntry(row.occurred_at, f"emits {row.name or 'a profile update'}")
+                TimelineEntry(row.occurred_at, f"emits {row.name or 'a profile update'}", customer)
             )
     return entries
+
+
+def timeline_item(entry: TimelineEntry) -> dict[str, Any]:
+    """A timeline entry as the API shows it: when, which customer, what; and for a
+    webhook step, the call it would have made (method, URL, headers, body)."""
+    item: dict[str, Any] = {"at": iso(entry.at), "customer": entry.customer, "what": entry.what}
+    if entry.call is not None:
+        item["call"] = entry.call
+    return item
+
+
+def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int, str]:
+    """The scratch customer id of each name the script used."""
+    found: dict[int, str] = {}
+    for name in sorted(names):
+        try:
+            found[customers.resolve(conn, name, region)] = name
+        except customers.CustomerNotFound:
+            continue
+    return found
 
 
 def load_script(text_value: str) -> list[dict[str, Any]]:
@@ -207,10 +407,15 @@ def load_script(text_value: str) -> list[dict[str, Any]]:
 
 
 def format_timeline(entries: list[TimelineEntry], start: int) -> str:
+    """One line per decision; each names its customer when the script has several."""
+    several = len({entry.customer for entry in entries}) > 1
     lines = []
     for entry in entries:
         offset = timedelta(milliseconds=entry.at - start)
-        lines.append(f"{iso(entry.at)}  (+{_human(offset)})  {entry.what}")
+        who = f"[{entry.customer}] " if several else ""
+        lines.append(f"{iso(entry.at)}  (+{_human(offset)})  {who}{entry.what}")
+        if entry.call is not None:
+            lines.append(f"    body: {_encode(entry.call['body']).decode()}")
     return "\n".join(lines)
 
 

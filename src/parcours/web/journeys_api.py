@@ -15,9 +15,15 @@ from parcours.ingest.http import HttpError, json_response, read_body, read_json
 from parcours.ingest.model import Event
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
-from parcours.journeys.simulator import ScriptError, simulate
+from parcours.journeys.simulator import (
+    MAX_DAYS,
+    ScriptError,
+    brand_segments,
+    simulate,
+    timeline_item,
+)
 from parcours.messaging import templates
-from parcours.runtime.clock import iso, parse_iso
+from parcours.runtime.clock import parse_iso
 from parcours.web.api import problems_response, require_admin
 
 _decode = msgspec.json.Decoder().decode
@@ -153,6 +159,8 @@ def simulate_journey(
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise HttpError(400, str(exc), "body") from None
         start = parse_iso(body.start) if body.start else services.clock.now_ms()
+        if not 0 <= body.days <= MAX_DAYS:
+            raise HttpError(400, f"days must be between 0 and {MAX_DAYS}", "days")
         history = None
         if body.customer:
             history = customers.export(
@@ -160,6 +168,7 @@ def simulate_journey(
             )["events"]
         with services.db.read() as conn:
             brand_templates = templates.brand_templates(conn)
+            segment_sources = brand_segments(conn)
         entries = simulate(
             body.journey,
             body.script,
@@ -168,6 +177,8 @@ def simulate_journey(
             history=history,
             default_region=services.settings.default_region,
             brand_templates=brand_templates,
+            brand_segments=segment_sources,
+            brand_settings=services.settings,
         )
     except HttpError as exc:
         return exc.response()
@@ -181,7 +192,7 @@ def simulate_journey(
         return HttpError(400, str(exc), "journey").response()
     except ValueError as exc:
         return HttpError(400, str(exc), "start").response()
-    return json_response({"timeline": [{"at": iso(e.at), "what": e.what} for e in entries]})
+    return json_response({"timeline": [timeline_item(e) for e in entries]})
 
 
 class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
