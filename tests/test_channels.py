@@ -221,24 +221,38 @@ def test_templates_api_saves_checks_and_previews(
     assert preview.json()["locale"] == "fr"
 
 
-def test_a_journey_with_an_unknown_template_does_not_go_live(
+def test_a_journey_with_an_unknown_template_is_not_submitted_nor_goes_live(
     client: TestClient[Any], services: Services
 ) -> None:
     source = journey("{channel: email, template: nowhere}")
     draft = client.post("/api/journeys", content=source, headers=admin_headers()).json()
     base = f"/api/journeys/j/versions/{draft['version']}"
-    client.post(f"{base}/submit", headers=admin_headers())
+    refused = client.post(f"{base}/submit", headers=admin_headers())
+    assert refused.status_code == 409, refused.text
+    assert "step s: unknown template 'nowhere'" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["problems"] == [
+        {"line": 7, "path": "steps[0].send.template", "message": "unknown template 'nowhere'"}
+    ]
+    # Submitted and approved with the template, which then loses its email content.
+    with services.db.write() as conn:
+        templates.save(conn, "nowhere", {"en": {"email": PLAIN_EMAIL}}, "test", 0)
+    assert client.post(f"{base}/submit", headers=admin_headers()).status_code == 200
     other = {"Authorization": "Bearer other"}
     from parcours.runtime.keys import ensure_key
 
     ensure_key(services.db, "admin", "other", "reviewer")
-    client.post(f"{base}/approve", headers=other)
+    assert client.post(f"{base}/approve", headers=other).status_code == 200
+    with services.db.write() as conn:
+        templates.save(conn, "nowhere", {"en": {"sms": {"text": "Hello"}}}, "test", 0)
     refused = client.post(f"{base}/go_live", headers=other)
     assert refused.status_code == 409, refused.text
-    assert "step s: unknown template 'nowhere'" in refused.json()["error"]["message"]
+    assert "step s: template 'nowhere' has no email content (it has sms)" in refused.text
     sms_only = journey("{channel: email, template: delivery-today}")
     with pytest.raises(Exception, match="template 'delivery-today' has no email content"):
         publish_strict(services, sms_only)
+
+
+PLAIN_EMAIL = {"subject": "Hello", "text": "Hello"}
 
 
 def publish_strict(services: Services, source: str) -> None:

@@ -46,7 +46,8 @@ def test_a_wrong_enum_names_the_line_and_path() -> None:
     source = ABANDONED_CART.replace("channel: sms", "channel: fax")
     line = line_of(ABANDONED_CART, "channel: sms")
     assert problems(source) == [
-        f"line {line}: steps[5].branch[0].steps[0].send.channel: invalid enum value 'fax'"
+        f"line {line}: steps[5].branch[0].steps[0].send.channel: 'fax' is not one of email, sms, "
+        "whatsapp, push, wallet, chat, best"
     ]
 
 
@@ -158,3 +159,40 @@ def test_on_and_yes_are_words_not_booleans() -> None:
     assert journey.entry.on == "leave"
     assert journey.steps[0].emit is not None
     assert journey.steps[0].emit.properties == {"answer": "yes"}
+
+
+HELD_OUT = """\
+id: ab
+name: A/B
+entry: {event: Signed Up}
+goals:
+  - {event: Order Completed, window: 7d}
+  - {event: Subscribed}
+exits:
+  - {event: Unsubscribed, window: 2d}
+steps:
+  - split:
+      holdout: 10
+      paths: [{weight: 1, steps: [{send: {channel: email, template: hello}}]}]
+"""
+
+
+def test_goals_have_a_window_and_a_control_group_needs_one() -> None:
+    found = problems(HELD_OUT)
+    assert found == [
+        f"line {line_of(HELD_OUT, 'Subscribed}')}: goals[1]: a split holds out a control group: "
+        "give each goal a window (for example window: 7d), over which both groups' "
+        "conversions are measured",
+        f"line {line_of(HELD_OUT, 'Unsubscribed')}: exits[0].window: only goals have a "
+        "conversion window",
+    ]
+    fixed = HELD_OUT.replace("{event: Subscribed}", "{event: Subscribed, window: P1M}").replace(
+        ", window: 2d}", "}"
+    )
+    journey = load_journey(fixed)
+    assert [goal.window for goal in journey.goals] == ["7d", "P1M"]
+    assert problems(fixed.replace("window: 7d", "window: a week")) == [
+        "line 5: goals[0].window: 'a week' is not a duration: write 90s, 45m, 2h, 3d, 2w or "
+        "ISO 8601 such as PT2H or P1M"
+    ]
+    assert "window" in journey_schema()["$defs"]["Goal"]["properties"]

@@ -277,6 +277,7 @@ def test_editing_a_live_journey_keeps_runs_on_their_version(
 
 
 def test_approval_must_come_from_another_person(services: Services) -> None:
+    define_templates(services, CART)  # a version is submitted with its templates
     version = journeys.save_draft(services.db, CART, "ana", 0)
     journeys.change_status(services.db, "cart", version.version, "submit", "ana", 0)
     with pytest.raises(journeys.LifecycleError, match="another person must approve"):

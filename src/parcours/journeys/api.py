@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,13 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.customers import api as customers
 from parcours.ingest.model import Event, parse_event
-from parcours.journeys.definition import Journey, load_journey
+from parcours.journeys.definition import (
+    Journey,
+    JourneyError,
+    Problem,
+    load_journey,
+    send_steps,
+)
 from parcours.journeys.program import ENTRY_REQUESTED, compile_journey
 from parcours.journeys.tables import (
     journey_passes,
@@ -124,8 +131,9 @@ def change_status(
                     f"{row.edited_by} edited version {version} last; another person must approve it"
                 )
             values |= {"approved_by": user, "approved_by_key": key, "approved_at": now}
+        if move in ("submit", "go_live"):  # and again at go-live: templates may change
+            check_templates(conn, row.source)
         if move == "go_live":
-            check_templates(conn, parse(row.source))
             check_segments(conn, parse(row.source))
             for older in conn.execute(
                 select(journey_versions.c.version, journey_versions.c.status).where(
@@ -153,23 +161,75 @@ def change_status(
         )
 
 
-def check_templates(conn: Connection, journey: Journey) -> None:
-    """Every send step names a template that exists and has content for each channel the
-    step may use; LifecycleError names the step otherwise."""
-    for instruction in compile_journey(journey, 0).instructions:
-        send = getattr(instruction.spec, "send", None) if instruction.op == "action" else None
-        if send is None:
-            continue
+TemplateLookup = Callable[[str], templates.MessageTemplate | None]
+
+
+class NotReady(LifecycleError):
+    """A version that cannot be submitted or go live as it is: `problems` names each
+    step whose template is missing or lacks content, with its line."""
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+def template_lookup(conn: Connection | None) -> TemplateLookup:
+    """Templates by id: the brand's (in this database) or the shipped ones; without a
+    database, the shipped ones only."""
+    if conn is None:
+        return templates.shipped().get
+
+    def lookup(template_id: str) -> templates.MessageTemplate | None:
         try:
-            templates.check_usage(
-                conn,
-                send.template,
-                [send.channel, *send.fallback],
-                f"step {instruction.step_id}",
-                send.purpose,
-            )
-        except templates.TemplateProblem as exc:
-            raise LifecycleError(f"{journey.id}: {exc}") from None
+            return templates.get(conn, template_id)
+        except templates.TemplateProblem:
+            return None
+
+    return lookup
+
+
+def template_problems(journey: Journey, lookup: TemplateLookup) -> list[tuple[str, str]]:
+    """(path, message) for every send step whose template is unknown, has no content for
+    a channel the step may use, or is a WhatsApp marketing template on a transactional
+    step."""
+    found: list[tuple[str, str]] = []
+    for path, step in send_steps(journey):
+        send = step.send
+        assert send is not None
+        template = lookup(send.template)
+        if template is None:
+            found.append((f"{path}.send.template", f"unknown template {send.template!r}"))
+            continue
+        problem = templates.usage_problem(template, [send.channel, *send.fallback], send.purpose)
+        if problem is not None:
+            found.append((f"{path}.send.template", problem))
+    return found
+
+
+def validate(source: str, lookup: TemplateLookup) -> Journey:
+    """A journey ready to be reviewed: its form, its meaning and the templates it names;
+    JourneyError lists every problem with its line."""
+    return load_journey(source, lambda journey: template_problems(journey, lookup))
+
+
+def check_templates(conn: Connection, source: str) -> None:
+    """Every send step names a template that exists and has content for each channel the
+    step may use; NotReady names every step that does not, with its line."""
+    try:
+        validate(source, template_lookup(conn))
+    except JourneyError as exc:
+        try:
+            journey: Journey | None = parse(source)
+        except JourneyError:  # written under rules since changed: its problems say which
+            journey = None
+        sends = send_steps(journey) if journey is not None else []
+        steps = {f"{path}.send.template": step.id for path, step in sends}
+        said = []
+        for problem in exc.problems:
+            label = steps.get(f"$.{problem.path}") or problem.path.removesuffix(".send.template")
+            said.append(f"step {label}: {problem.message}")
+        name = journey.id if journey is not None else "the journey"
+        raise NotReady(f"{name}: {'; '.join(said)}", exc.problems) from None
 
 
 def check_segments(conn: Connection, journey: Journey) -> None:
@@ -448,3 +508,55 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def _version_view(row: Any) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "status": row.status,
+        "edited_by": row.edited_by,
+        "approved_by": row.approved_by,
+        "edited_by_key": row.edited_by_key,
+        "approved_by_key": row.approved_by_key,
+        "approved_at": iso(row.approved_at),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def journey_view(conn: Connection, journey_id: str) -> dict[str, Any]:
+    """A journey read back: every version with its status and review (oldest first), which
+    one is live, and the latest version's YAML as written. Raises UnknownJourney."""
+    rows = conn.execute(
+        select(journey_versions)
+        .where(journey_versions.c.journey_id == journey_id)
+        .order_by(journey_versions.c.version)
+    ).all()
+    if not rows:
+        raise UnknownJourney(journey_id)
+    live = [r.version for r in rows if r.status == "live"]
+    latest = rows[-1]
+    return {
+        "journey_id": journey_id,
+        "live_version": live[-1] if live else None,
+        "latest": {**_version_view(latest), "source": latest.source},
+        "versions": [_version_view(r) for r in rows],
+    }
+
+
+def version_view(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
+    """One version: its YAML as written, status and review. Raises UnknownJourney, or
+    LookupError naming the versions there are."""
+    rows = conn.execute(
+        select(journey_versions)
+        .where(journey_versions.c.journey_id == journey_id)
+        .order_by(journey_versions.c.version)
+    ).all()
+    if not rows:
+        raise UnknownJourney(journey_id)
+    for row in rows:
+        if row.version == version:
+            return {"journey_id": journey_id, **_version_view(row), "source": row.source}
+    raise LookupError(
+        f"journey {journey_id!r} has no version {version} (it has 1 to {rows[-1].version})"
+    )

@@ -8,6 +8,7 @@ problem with its line, path and reason. The schema is generated from the same st
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -190,8 +191,10 @@ class JourneyError(DefinitionError):
     """A journey that cannot be used; `problems` names every mistake with its line."""
 
 
-def load_journey(source: str) -> Journey:
-    """Parse and check a journey; raise JourneyError naming every problem and its line."""
+def load_journey(source: str, more_checks: Callable[[Journey], Problems] | None = None) -> Journey:
+    """Parse and check a journey; raise JourneyError naming every problem and its line:
+    every mistake of form at once, else every mistake of meaning and those `more_checks`
+    finds (the templates its sends name, for example) at once."""
     journey, lines = load_document(
         source,
         Journey,
@@ -199,9 +202,34 @@ def load_journey(source: str) -> Journey:
         JourneyError,
     )
     problems = _check(journey)
+    if more_checks is not None:
+        problems += more_checks(journey)
     if problems:
-        raise JourneyError(lines.problems(problems))
+        found = lines.problems(problems)
+        raise JourneyError(sorted(found, key=lambda p: (p.line or 0, p.path)))
     return journey
+
+
+def send_steps(journey: Journey) -> list[tuple[str, Step]]:
+    """Every send step, at any depth, with its path (`$.steps[3].branch[0].steps[0]`)."""
+    found: list[tuple[str, Step]] = []
+
+    def walk(steps: list[Step], path: str) -> None:
+        for index, step in enumerate(steps):
+            here = f"{path}[{index}]"
+            if step.send is not None:
+                found.append((here, step))
+            if step.wait_for is not None:
+                walk(step.wait_for.then, f"{here}.wait_for.then")
+                walk(step.wait_for.otherwise, f"{here}.wait_for.otherwise")
+            for number, arm in enumerate(step.branch or []):
+                walk(arm.steps, f"{here}.branch[{number}].steps")
+                walk(arm.otherwise or [], f"{here}.branch[{number}].otherwise")
+            for number, option in enumerate(step.split.paths if step.split else []):
+                walk(option.steps, f"{here}.split.paths[{number}].steps")
+
+    walk(journey.steps, "$.steps")
+    return found
 
 
 # ---- checks the schema cannot express ---------------------------------------------------

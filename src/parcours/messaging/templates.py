@@ -291,24 +291,33 @@ def check_usage(
         template = get(conn, template_id)
     except TemplateProblem as exc:
         raise TemplateProblem(f"{where}: {exc}") from exc
+    problem = usage_problem(template, channels, purpose)
+    if problem is not None:
+        raise TemplateProblem(f"{where}: {problem}")
+
+
+def usage_problem(template: MessageTemplate, channels: list[str], purpose: str) -> str | None:
+    """What stops a send step from using this template on these channels (check_usage),
+    or None."""
     has = template.channels()
     named = [c for c in channels if c != "best"]
     lacking = [c for c in named if c not in has]
     if lacking:
-        raise TemplateProblem(
-            f"{where}: template {template_id!r} has no {lacking[0]} content "
+        return (
+            f"template {template.id!r} has no {lacking[0]} content "
             f"(it has {', '.join(sorted(has))})"
         )
     if "best" in channels and not has:
-        raise TemplateProblem(f"{where}: template {template_id!r} has no content")
+        return f"template {template.id!r} has no content"
     if purpose == "transactional" and ("whatsapp" in named or "best" in channels):
         for locale, per_channel in sorted(template.content.items()):
             category = per_channel.get("whatsapp", {}).get("category")
             if category == "marketing":
-                raise TemplateProblem(
-                    f"{where}: template {template_id!r} ({locale}) is a WhatsApp marketing "
-                    "template; a transactional step needs a utility or authentication one"
+                return (
+                    f"template {template.id!r} ({locale}) is a WhatsApp marketing template; "
+                    "a transactional step needs a utility or authentication one"
                 )
+    return None
 
 
 # ---- rendering ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 import yaml
@@ -98,7 +99,50 @@ def load_document(
     try:
         return msgspec.convert(document, kind), lines
     except msgspec.ValidationError as exc:
-        raise error(lines.problems([split_msgspec(str(exc))])) from None
+        found = structure_problems(document, kind) or [split_msgspec(str(exc))]
+        problems = lines.problems(found)
+        raise error(sorted(problems, key=lambda p: (p.line or 0, p.path))) from None
+
+
+def structure_problems(value: Any, kind: Any, path: str = "$") -> list[tuple[str, str]]:
+    """Every place where `value` does not fit the type `kind`, as (path, message) pairs:
+    msgspec stops at the first mistake, and a person fixing a definition wants them all.
+    Structs are gone through field by field (unknown fields, missing ones, each value),
+    lists item by item, `X | None` as X; anything else is msgspec's own message."""
+    try:
+        msgspec.convert(value, kind)
+        return []
+    except msgspec.ValidationError as exc:
+        first = [split_msgspec(str(exc), path)]
+    if get_origin(kind) is Literal and isinstance(value, str):
+        return [(path, f"{value!r} is not one of {', '.join(map(str, get_args(kind)))}")]
+    if get_origin(kind) in (Union, UnionType):
+        options = [option for option in get_args(kind) if option is not type(None)]
+        if value is not None and len(options) == 1:
+            return structure_problems(value, options[0], path) or first
+        return first
+    if get_origin(kind) is list and isinstance(value, list):
+        [item_kind] = get_args(kind)
+        found = [
+            problem
+            for index, item in enumerate(value)
+            for problem in structure_problems(item, item_kind, f"{path}[{index}]")
+        ]
+        return found or first
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(value, dict):
+        fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+        found = []
+        if kind.__struct_config__.forbid_unknown_fields:
+            found += [
+                (f"{path}.{key}", "is not a known field here") for key in value if key not in fields
+            ]
+        for name, field in fields.items():
+            if name in value:
+                found += structure_problems(value[name], field.type, f"{path}.{name}")
+            elif field.required:
+                found.append((f"{path}.{name}", "is required"))
+        return found or first
+    return first
 
 
 _MSGSPEC_AT = re.compile(r"^(.*?)(?: - at `(\$[^`]*)`)?$", re.S)

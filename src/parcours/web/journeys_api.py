@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import msgspec
@@ -71,6 +72,60 @@ async def create_draft(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+_JOURNEY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,199}")
+
+
+def _wants_yaml(request: Request[Any, Any, Any]) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(kind in accept for kind in ("application/yaml", "text/yaml", "application/x-yaml"))
+
+
+@get("/api/journeys/{journey_id:str}", sync_to_thread=True)
+def get_journey(request: Request[Any, Any, Any], journey_id: FromPath[str]) -> Response[bytes]:
+    """The journey read back: its versions with status and review, which one is live, and
+    the latest version's YAML (`Accept: application/yaml`: that YAML alone)."""
+    try:
+        services, _ = require_admin(request)
+        if not _JOURNEY_ID.fullmatch(journey_id):
+            raise journeys.UnknownJourney(journey_id)
+        with services.db.read() as conn:
+            found = journeys.journey_view(conn, journey_id)
+    except HttpError as exc:
+        return exc.response()
+    except journeys.UnknownJourney as exc:
+        return HttpError(404, str(exc), "journey_id").response()
+    if _wants_yaml(request):
+        return _yaml(found["latest"]["source"])
+    return json_response(found)
+
+
+@get("/api/journeys/{journey_id:str}/versions/{version:int}", sync_to_thread=True)
+def get_version(
+    request: Request[Any, Any, Any], journey_id: FromPath[str], version: FromPath[int]
+) -> Response[bytes]:
+    """One version: its YAML as written, status and review (`Accept: application/yaml`:
+    the YAML alone)."""
+    try:
+        services, _ = require_admin(request)
+        if not _JOURNEY_ID.fullmatch(journey_id):
+            raise journeys.UnknownJourney(journey_id)
+        with services.db.read() as conn:
+            found = journeys.version_view(conn, journey_id, version)
+    except HttpError as exc:
+        return exc.response()
+    except journeys.UnknownJourney as exc:
+        return HttpError(404, str(exc), "journey_id").response()
+    except LookupError as exc:
+        return HttpError(404, str(exc), "version").response()
+    if _wants_yaml(request):
+        return _yaml(found["source"])
+    return json_response(found)
+
+
+def _yaml(source: str) -> Response[bytes]:
+    return Response(source.encode("utf-8"), media_type="application/yaml; charset=utf-8")
+
+
 @post("/api/journeys/{journey_id:str}/versions/{version:int}/{move:str}", sync_to_thread=True)
 def change_status(
     request: Request[Any, Any, Any],
@@ -96,6 +151,8 @@ def change_status(
         )
     except HttpError as exc:
         return exc.response()
+    except journeys.NotReady as exc:
+        return _not_ready(exc)
     except journeys.LifecycleError as exc:
         return HttpError(409, str(exc), "status").response()
     return json_response(
@@ -105,6 +162,21 @@ def change_status(
             "status": changed.status,
             "approved_by": changed.approved_by,
         }
+    )
+
+
+def _not_ready(exc: journeys.NotReady) -> Response[bytes]:
+    """409, with every step whose template is missing or lacks content, and its line."""
+    found = [{"line": p.line, "path": p.path, "message": p.message} for p in exc.problems]
+    message = str(exc)
+    return json_response(
+        {
+            "success": False,
+            "code": "conflict",
+            "message": message,
+            "error": {"field": "template", "message": message, "problems": found},
+        },
+        409,
     )
 
 
@@ -266,6 +338,8 @@ def journey_routes() -> list[HTTPRouteHandler]:
     return [
         list_journeys,
         create_draft,
+        get_journey,
+        get_version,
         change_status,
         journey_stats,
         customer_trace,
