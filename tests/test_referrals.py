@@ -27,7 +27,7 @@ from parcours.services import Services
 from tests import shopify_payloads as shopify
 from tests.conftest import make_event
 from tests.test_journeys_engine import DAY, advance, opt_in, publish, sent, track
-from tests.test_shopify import SECRET, deliver
+from tests.test_shopify import SECRET, SHOP, deliver
 from tests.test_templates import TEMPLATES
 
 RANDOM = f"[{codes.ALPHABET}]"
@@ -351,7 +351,7 @@ def test_the_code_of_an_erased_customer_credits_nobody(services: Services) -> No
 
 @pytest.fixture
 def shop(settings: Settings, clock: SimulatedClock) -> Iterator[tuple[Services, TestClient[Any]]]:
-    configured = settings.with_overrides(shopify_webhook_secret=SECRET)
+    configured = settings.with_overrides(shopify_webhook_secret=SECRET, shopify_shops=(SHOP,))
     services = Services.open(configured, clock=clock)
     with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
         yield services, client
@@ -374,7 +374,7 @@ def test_a_shopify_order_with_the_code_among_its_discount_codes_credits_the_refe
     )  # Shopify delivering the same order again, as a new webhook
     services.worker.run_due()
     [converted] = events_of(services, "camille", "Referral Converted")
-    assert converted["order_id"] == str(shopify.order()["id"])
+    assert converted["order_id"] == f"{SHOP}:{shopify.order()['id']}"
     assert converted["referee_id"] == customers.public_id(customer_id(services, "bob@example.com"))
 
 

@@ -1,17 +1,26 @@
-"""Shopify webhooks: verified, deduplicated, mapped onto events, profiles and consent."""
+"""Shopify webhooks: verified, deduplicated, mapped onto events, profiles and consent, each
+shop changing only what came from it."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import io
 import json
+import os
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from alembic import command
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text
 
 from parcours.app import create_app
 from parcours.ingest.shopify import (
@@ -21,17 +30,29 @@ from parcours.ingest.shopify import (
     verify_shopify_hmac,
 )
 from parcours.ingest.tables import events
-from parcours.runtime.settings import Settings
+from parcours.runtime.db import Database, alembic_config
+from parcours.runtime.logs import configure_logging, remove_logging
+from parcours.runtime.settings import Settings, SettingsError, load_settings
 from parcours.services import Services
 from tests import shopify_payloads as shopify
-from tests.conftest import admin_headers
+from tests.conftest import POSTGRES_ENV, WRITE_KEY, admin_headers
 
 SECRET = "shpss_test_secret"
+SHOP = "demo.myshopify.com"
+OTHER_SHOP = "second-store.myshopify.com"
+BOB = shopify.CUSTOMER["id"]
 
 
 @pytest.fixture
 def shop(settings: Settings, clock: Any) -> Iterator[TestClient[Any]]:
-    configured = Settings(**{**settings.__dict__, "shopify_webhook_secret": SECRET})
+    """The app serving two shops: SHOP and OTHER_SHOP."""
+    configured = Settings(
+        **{
+            **settings.__dict__,
+            "shopify_webhook_secret": SECRET,
+            "shopify_shops": (SHOP, OTHER_SHOP),
+        }
+    )
     services = Services.open(configured, clock=clock)
     with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
         client.app.state.test_services = services  # type: ignore[attr-defined]
@@ -49,19 +70,18 @@ def deliver(
     payload: dict[str, Any],
     webhook_id: str = "wh-1",
     secret: str = SECRET,
+    shop: str | None = SHOP,
 ) -> Any:
     body = json.dumps(payload).encode()
-    return client.post(
-        "/webhooks/shopify",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Shopify-Topic": topic,
-            "X-Shopify-Hmac-Sha256": signature(body, secret),
-            "X-Shopify-Webhook-Id": webhook_id,
-            "X-Shopify-Shop-Domain": "demo.myshopify.com",
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": signature(body, secret),
+        "X-Shopify-Webhook-Id": webhook_id,
+    }
+    if shop is not None:
+        headers["X-Shopify-Shop-Domain"] = shop
+    return client.post("/webhooks/shopify", content=body, headers=headers)
 
 
 def customer_view(client: TestClient[Any], ref: str) -> dict[str, Any]:
@@ -90,23 +110,26 @@ def test_hmac_with_the_wrong_secret_or_a_changed_body_is_refused() -> None:
 
 
 def test_redelivered_webhook_maps_to_the_same_message_ids() -> None:
-    first = map_shopify_webhook("customers/update", shopify.customer(), "wh-7")
-    again = map_shopify_webhook("customers/update", shopify.customer(), "wh-7")
+    first = map_shopify_webhook("customers/update", shopify.customer(), "wh-7", SHOP)
+    again = map_shopify_webhook("customers/update", shopify.customer(), "wh-7", SHOP)
     assert [e["messageId"] for e in first.events] == ["shopify:wh-7:0", "shopify:wh-7:1"]
     assert first == again
 
 
 def test_checkout_and_order_with_the_same_number_get_distinct_keys() -> None:
-    checkout = map_shopify_webhook("checkouts/create", shopify.checkout(token="42"), "a")
-    placed = map_shopify_webhook("orders/create", shopify.order(id=42), "b")
-    assert checkout.events[0]["properties"]["checkout_id"] == "42"
+    checkout = map_shopify_webhook("checkouts/create", shopify.checkout(token="42"), "a", SHOP)
+    placed = map_shopify_webhook("orders/create", shopify.order(id=42), "b", SHOP)
+    assert checkout.events[0]["properties"]["checkout_id"] == f"{SHOP}:42"
+    # The storefront's cart token, as the storefront's own tracking sends it.
+    assert checkout.events[0]["properties"]["cart_id"] == "eeafa272cebfd4b22385bc4b645e762c"
     assert "order_id" not in checkout.events[0]["properties"]
-    assert placed.events[0]["properties"]["order_id"] == "42"
+    assert placed.events[0]["properties"]["order_id"] == f"{SHOP}:42"
+    assert placed.events[0]["properties"]["shopify_order_id"] == "42"
     assert placed.events[0]["event"] == "Order Completed"
 
 
 def test_order_properties_follow_the_ecommerce_spec() -> None:
-    event = map_shopify_webhook("orders/create", shopify.order(), "x").events[0]
+    event = map_shopify_webhook("orders/create", shopify.order(), "x", SHOP).events[0]
     props = event["properties"]
     assert props["total"] == 403.0 and props["currency"] == "EUR"
     assert props["shipping"] == 10.0 and props["discount"] == 5.0 and props["coupon"] == "TENOFF"
@@ -119,8 +142,11 @@ def test_order_properties_follow_the_ecommerce_spec() -> None:
         "price": 199.0,
         "quantity": 1,
     }
+    assert event["context"]["shop"] == SHOP
+    assert props["order_id"] == f"{SHOP}:820982911946154508"
+    assert props["checkout_id"] == f"{SHOP}:123123123"
     assert event["context"]["externalIds"][0] == {
-        "id": "706405506930370084",
+        "id": f"{SHOP}:706405506930370084",
         "type": "shopify_customer_id",
         "collection": "users",
         "encoding": "none",
@@ -144,7 +170,7 @@ def test_fulfillment_status_becomes_our_shipment_event(
     status: str | None, event: str, word: str
 ) -> None:
     mapped = map_shopify_webhook(
-        "fulfillments/update", shopify.fulfillment(shipment_status=status), "f"
+        "fulfillments/update", shopify.fulfillment(shipment_status=status), "f", SHOP
     ).events[0]
     assert mapped["event"] == event
     assert mapped["properties"]["status"] == word
@@ -153,10 +179,11 @@ def test_fulfillment_status_becomes_our_shipment_event(
 
 
 def test_refund_sums_only_successful_refund_transactions() -> None:
-    mapped = map_shopify_webhook("refunds/create", shopify.refund(), "r").events[0]
+    mapped = map_shopify_webhook("refunds/create", shopify.refund(), "r", SHOP).events[0]
     assert mapped["event"] == "Order Refunded"
     assert mapped["properties"]["total"] == 199.0
-    assert mapped["properties"]["refund_id"] == "509562969"
+    assert mapped["properties"]["refund_id"] == f"{SHOP}:509562969"
+    assert mapped["properties"]["order_id"] == f"{SHOP}:820982911946154508"
 
 
 def test_unsubscribed_is_a_withdrawal_and_not_subscribed_records_nothing() -> None:
@@ -170,6 +197,7 @@ def test_unsubscribed_is_a_withdrawal_and_not_subscribed_records_nothing() -> No
             }
         ),
         "c",
+        SHOP,
     ).events
     consents = [e for e in mapped if e.get("event") == "Consent Updated"]
     assert [(c["properties"]["channel"], c["properties"]["status"]) for c in consents] == [
@@ -182,7 +210,7 @@ def test_legacy_accepts_marketing_is_read_for_older_shops() -> None:
         accepts_marketing=True, accepts_marketing_updated_at="2026-01-01T00:00:00Z"
     )
     del legacy["email_marketing_consent"]
-    mapped = map_shopify_webhook("customers/update", legacy, "c").events
+    mapped = map_shopify_webhook("customers/update", legacy, "c", SHOP).events
     consent = next(e for e in mapped if e.get("event") == "Consent Updated")
     assert consent["properties"]["status"] == "granted"
     assert consent["timestamp"] == "2026-01-01T00:00:00Z"
@@ -190,9 +218,9 @@ def test_legacy_accepts_marketing_is_read_for_older_shops() -> None:
 
 def test_unknown_topic_and_missing_ids_are_named() -> None:
     with pytest.raises(ShopifyWebhookError, match="unsupported topic 'products/create'"):
-        map_shopify_webhook("products/create", {}, "x")
+        map_shopify_webhook("products/create", {}, "x", SHOP)
     with pytest.raises(ShopifyWebhookError, match="orders/create: the payload has no id"):
-        map_shopify_webhook("orders/create", {"email": "a@b.c"}, "x")
+        map_shopify_webhook("orders/create", {"email": "a@b.c"}, "x", SHOP)
     assert "customers/redact" in SUPPORTED_TOPICS
 
 
@@ -219,6 +247,8 @@ def test_orders_and_customers_build_one_profile(shop: TestClient[Any]) -> None:
     deliver(shop, "orders/create", shopify.order(), "wh-o")
     deliver(shop, "refunds/create", shopify.refund(), "wh-r")
     profile = customer_view(shop, "bob@example.com")
+    assert profile == customer_view(shop, f"shopify_customer_id:{SHOP}:706405506930370084")
+    # With one shop holding that id, the bare id finds the customer too.
     assert profile == customer_view(shop, "shopify_customer_id:706405506930370084")
     assert profile["traits"]["tags"] == ["vip", "newsletter"]
     assert profile["computed"]["orders_count"] == 1
@@ -283,7 +313,7 @@ def test_customers_redact_erases_the_person(shop: TestClient[Any]) -> None:
         },
         "wh-red",
     )
-    assert response.json()["erased"] == 1
+    assert response.json()["erased"] == 1 and response.json()["partly_erased"] == 0
     assert shop.get("/api/customers/bob@example.com", headers=admin_headers()).status_code == 404
     # A redelivery finds nobody left and still succeeds.
     assert (
@@ -300,3 +330,346 @@ def test_webhooks_need_a_configured_secret(client: TestClient[Any]) -> None:
     )
     assert response.status_code == 503
     assert "PARCOURS_SHOPIFY_WEBHOOK_SECRET" in response.json()["error"]["message"]
+
+
+def test_webhooks_need_the_shops_they_may_come_from(settings: Settings, clock: Any) -> None:
+    configured = Settings(**{**settings.__dict__, "shopify_webhook_secret": SECRET})
+    services = Services.open(configured, clock=clock)
+    try:
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            client.app.state.test_services = services  # type: ignore[attr-defined]
+            response = deliver(client, "orders/create", shopify.order())
+            assert response.status_code == 503
+            assert "shopify_shops" in response.json()["error"]["message"]
+            assert stored(client) == 0
+    finally:
+        services.close()
+
+
+# ---- each shop changes only what came from it -------------------------------------------
+
+
+def erase_response(client: TestClient[Any], shop: str, webhook_id: str = "wh-sr") -> Any:
+    response = deliver(
+        client,
+        "shop/redact",
+        {"shop_id": 954889, "shop_domain": shop},
+        webhook_id,
+        shop=shop,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def identities_of(profile: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(i["kind"], i["value"]) for i in profile["identities"]}
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (None, "X-Shopify-Shop-Domain is required"),
+        ("", "X-Shopify-Shop-Domain is required"),
+        ("shop.example.com", "X-Shopify-Shop-Domain must be a shop's myshopify.com domain"),
+        ("a b.myshopify.com", "X-Shopify-Shop-Domain must be a shop's myshopify.com domain"),
+    ],
+)
+def test_a_delivery_without_a_valid_shop_domain_is_refused_naming_the_header(
+    shop: TestClient[Any], header: str | None, problem: str
+) -> None:
+    response = deliver(shop, "orders/create", shopify.order(), shop=header)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "X-Shopify-Shop-Domain"
+    assert problem in response.json()["error"]["message"]
+    assert stored(shop) == 0
+
+
+def test_a_shop_that_is_not_configured_changes_nothing_and_is_answered_200(
+    shop: TestClient[Any],
+) -> None:
+    stranger = "dev-store-of-someone.myshopify.com"
+    deliver(shop, "customers/create", shopify.customer(), "wh-c")
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    before = customer_view(shop, "bob@example.com")
+    ignored = REGISTRY.get_sample_value(
+        "parcours_events_rejected_total", {"source": "shopify", "reason": "unknown_shop"}
+    )
+    stream = io.StringIO()
+    handler = configure_logging("info", "json", [], stream)
+    try:
+        answers = [
+            deliver(shop, "orders/create", shopify.order(id=5), "wh-s1", shop=stranger),
+            deliver(shop, "customers/redact", {"customer": {"id": BOB}}, "wh-s2", shop=stranger),
+            deliver(shop, "shop/redact", {"shop_domain": stranger}, "wh-s3", shop=stranger),
+        ]
+    finally:
+        remove_logging(handler)
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].json() == {
+        "success": True,
+        "topic": "orders/create",
+        "ignored": f"{stranger} is not in shopify_shops",
+    }
+    assert stored(shop) == 3  # the identify, the consent, the order: nothing since
+    assert customer_view(shop, "bob@example.com") == before
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [r for r in records if r["logger"] == "parcours.ingest.shopify_http"]
+    assert [(r["level"], r["shop"], r["topic"]) for r in mine] == [
+        ("warning", stranger, "orders/create"),
+        ("warning", stranger, "customers/redact"),
+        ("warning", stranger, "shop/redact"),
+    ]
+    after = REGISTRY.get_sample_value(
+        "parcours_events_rejected_total", {"source": "shopify", "reason": "unknown_shop"}
+    )
+    assert (after or 0) - (ignored or 0) == 3
+
+
+def test_shop_redact_from_another_shop_leaves_the_first_shops_customers(
+    shop: TestClient[Any],
+) -> None:
+    deliver(shop, "customers/create", shopify.customer(), "wh-c")
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    before = customer_view(shop, "bob@example.com")
+    assert erase_response(shop, OTHER_SHOP) == {
+        "success": True,
+        "topic": "shop/redact",
+        "erased": 0,
+        "partly_erased": 0,
+    }
+    assert customer_view(shop, "bob@example.com") == before
+    assert before["computed"]["orders_count"] == 1
+    # The shop's own redaction erases its customer, who was known through it alone.
+    assert erase_response(shop, SHOP)["erased"] == 1
+    assert shop.get("/api/customers/bob@example.com", headers=admin_headers()).status_code == 404
+    # Shopify delivering it again finds nobody left.
+    assert erase_response(shop, SHOP)["erased"] == 0
+
+
+def test_two_shops_same_numeric_ids_stay_distinct(shop: TestClient[Any]) -> None:
+    for number, (where, email) in enumerate(
+        [(SHOP, "ana@example.com"), (OTHER_SHOP, "ben@example.com")]
+    ):
+        person = {"id": 42, "email": email, "first_name": email[:3], "phone": None}
+        deliver(shop, "customers/create", shopify.customer(**person), f"wh-c{number}", shop=where)
+        deliver(
+            shop,
+            "orders/create",
+            shopify.order(id=1001, email=email, customer=person, total_price="10.00"),
+            f"wh-o{number}",
+            shop=where,
+        )
+    ana = customer_view(shop, "ana@example.com")
+    ben = customer_view(shop, "ben@example.com")
+    assert ana["id"] != ben["id"]
+    assert ana == customer_view(shop, f"shopify_customer_id:{SHOP}:42")
+    assert ben == customer_view(shop, f"shopify_customer_id:{OTHER_SHOP}:42")
+    assert ("shopify_customer_id", f"{SHOP}:42") in identities_of(ana)
+    assert ("shopify_customer_id", f"{OTHER_SHOP}:42") in identities_of(ben)
+    for profile in (ana, ben):
+        assert profile["computed"]["orders_count"] == 1
+        assert Decimal(profile["computed"]["revenue"]["EUR"]["total_spent"]) == Decimal(10)
+    # The bare id is held in two shops: the answer names both ways to write it.
+    response = shop.get("/api/customers/shopify_customer_id:42", headers=admin_headers())
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert f"shopify_customer_id:{SHOP}:42" in message
+    assert f"shopify_customer_id:{OTHER_SHOP}:42" in message
+
+
+def test_customers_redact_acts_only_on_its_own_shops_customer(shop: TestClient[Any]) -> None:
+    deliver(shop, "customers/create", shopify.customer(), "wh-c")
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    before = customer_view(shop, "bob@example.com")
+    # Another shop names a customer with the same id, email and phone: it never told us
+    # anything about Bob, so Bob stays whole.
+    response = deliver(
+        shop,
+        "customers/redact",
+        {
+            "shop_domain": OTHER_SHOP,
+            "customer": {"id": BOB, "email": "bob@example.com", "phone": "+33612345678"},
+            "orders_to_redact": [820982911946154508],
+        },
+        "wh-red",
+        shop=OTHER_SHOP,
+    )
+    assert response.json()["erased"] == 0 and response.json()["partly_erased"] == 0
+    assert customer_view(shop, "bob@example.com") == before
+
+
+def test_shop_redact_keeps_a_person_known_elsewhere_and_takes_away_the_shops_part(
+    shop: TestClient[Any],
+) -> None:
+    # Bob is known to the brand's own site, to SHOP and to OTHER_SHOP.
+    site = shop.post(
+        "/v1/identify",
+        json={
+            "userId": "u-bob",
+            "traits": {"email": "bob@example.com", "first_name": "Robert"},
+            "timestamp": "2026-09-01T10:00:00Z",
+        },
+        headers={"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()},
+    )
+    assert site.status_code == 200, site.text
+    unsubscribed_sms = {
+        "state": "unsubscribed",
+        "opt_in_level": "single_opt_in",
+        "consent_updated_at": "2026-11-20T11:00:00-05:00",
+    }
+    deliver(
+        shop, "customers/create", shopify.customer(sms_marketing_consent=unsubscribed_sms), "wh-c"
+    )
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    deliver(
+        shop,
+        "orders/create",
+        shopify.order(id=77, total_price="30.00", customer={"id": BOB, "email": "bob@example.com"}),
+        "wh-o2",
+        shop=OTHER_SHOP,
+    )
+    # Alice bought once from SHOP and is known nowhere else.
+    alice = {"id": 9, "email": "alice@example.com", "phone": None, "first_name": "Alice"}
+    deliver(shop, "orders/create", shopify.order(id=5, email=alice["email"], customer=alice), "a")
+    before = customer_view(shop, "u-bob")
+    assert before["traits"]["first_name"] == "Bob"  # SHOP's, newer than the site's
+    assert before["computed"]["orders_count"] == 2
+    assert ("phone", "+33612345678") in identities_of(before)
+
+    assert erase_response(shop, SHOP) == {
+        "success": True,
+        "topic": "shop/redact",
+        "erased": 1,
+        "partly_erased": 1,
+    }
+    assert shop.get("/api/customers/alice@example.com", headers=admin_headers()).status_code == 404
+    after = customer_view(shop, "u-bob")
+    assert after["id"] == before["id"]
+    # What came from SHOP is gone: its id, the phone only it knew, its order, its traits,
+    # the email consent it granted. The SMS withdrawal stays: it protects the person.
+    assert identities_of(after) == {
+        ("user_id", "u-bob"),
+        ("email", "bob@example.com"),
+        ("shopify_customer_id", f"{OTHER_SHOP}:{BOB}"),
+    }
+    assert after["traits"]["first_name"] == "Robert"
+    assert "tags" not in after["traits"] and "address" not in after["traits"]
+    assert after["computed"]["orders_count"] == 1
+    assert Decimal(after["computed"]["revenue"]["EUR"]["total_spent"]) == Decimal(30)
+    assert {(c["channel"], c["status"]) for c in after["consents"]} == {("sms", "withdrawn")}
+    timeline = shop.get(
+        f"/api/customers/{after['id']}/events?limit=100", headers=admin_headers()
+    ).json()["events"]
+    assert not [e for e in timeline if e.get("context", {}).get("shop") == SHOP]
+    [audit] = [e for e in timeline if e.get("event") == "Customer Partly Erased"]
+    assert audit["properties"]["origin"] == f"shopify {SHOP}"
+    assert audit["properties"]["requested_by"] == f"shopify shop/redact {SHOP}"
+    assert audit["properties"]["identities_deleted"] == 2
+    assert audit["properties"]["orders_deleted"] == 1
+    assert audit["properties"]["consents_deleted"] == 1
+    # The other shop's view is whole, and the redaction again changes nothing.
+    assert customer_view(shop, f"shopify_customer_id:{OTHER_SHOP}:{BOB}") == after
+    assert erase_response(shop, SHOP, "wh-sr2")["partly_erased"] == 0
+    assert customer_view(shop, "u-bob") == after
+
+
+# ---- settings ---------------------------------------------------------------------------
+
+
+def test_the_shops_are_read_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    settings = load_settings({"PARCOURS_SHOPIFY_SHOPS": " Brand.myshopify.com, b2.myshopify.com"})
+    assert settings.shopify_shops == ("brand.myshopify.com", "b2.myshopify.com")
+    config = tmp_path / "parcours.toml"
+    config.write_text('shopify_shops = ["brand.myshopify.com"]\n')
+    assert load_settings({}, config_file=config).shopify_shops == ("brand.myshopify.com",)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("brand.com", "shopify_shops: 'brand.com' is not a shop's myshopify.com domain"),
+        ("https://brand.myshopify.com", "is not a shop's myshopify.com domain"),
+        ("a.myshopify.com,a.myshopify.com", "shopify_shops lists a.myshopify.com twice"),
+    ],
+)
+def test_a_wrong_shop_is_refused_at_start(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({"PARCOURS_SHOPIFY_SHOPS": value})
+
+
+# ---- data stored before ids were keyed by shop ------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema yet, to run the migrations one by one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrating.db'}"
+        return
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (CI sets it; see README)")
+    name = f"parcours_migrate_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{admin_url.rpartition('/')[0]}/{name}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migration_0015_keys_stored_shopify_ids_by_the_shop_their_webhooks_named(
+    empty_database_url: str,
+) -> None:
+    db = Database(empty_database_url)
+    try:
+        command.upgrade(alembic_config(db), "0014")
+        old_order = {
+            "type": "track",
+            "event": "Order Completed",
+            "messageId": "shopify:wh-1:0",
+            "properties": {"order_id": "1001", "total": 20.0, "currency": "EUR"},
+            "context": {
+                "source": "shopify",
+                "shop": SHOP,
+                "externalIds": [{"id": "42", "type": "shopify_customer_id"}],
+            },
+        }
+        with db.write() as conn:
+            conn.execute(
+                text("INSERT INTO customers (id, created_at, updated_at) VALUES (1, 0, 0)")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO identities (kind, value, customer_id, created_at) VALUES "
+                    "('shopify_customer_id', '42', 1, 5), "
+                    "('shopify_customer_id', '7', 1, 5), ('email', 'bob@example.com', 1, 5)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO events (message_id, customer_id, type, name, occurred_at, "
+                    "received_at, source, payload) VALUES ('shopify:wh-1:0', 1, 'track', "
+                    "'Order Completed', 10, 10, 'shopify', :p)"
+                ),
+                {"p": json.dumps(old_order)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO customer_orders (order_id, customer_id, currency, total, "
+                    "refunded, status, occurred_at) VALUES "
+                    "('1001', 1, 'EUR', '20.0', '0', 'placed', 10), "
+                    "('site-9', 1, 'EUR', '5', '0', 'placed', 11)"
+                )
+            )
+        command.upgrade(alembic_config(db), "0015")
+        with db.read() as conn:
+            held = set(conn.execute(text("SELECT kind, value, customer_id FROM identities")))
+            orders = set(conn.execute(text("SELECT order_id FROM customer_orders")).scalars())
+        assert held == {
+            ("shopify_customer_id", f"{SHOP}:42", 1),
+            ("shopify_customer_id", "7", 1),  # no stored event names its shop: as it was
+            ("email", "bob@example.com", 1),
+        }
+        assert orders == {f"{SHOP}:1001", "site-9"}
+    finally:
+        db.dispose()

@@ -29,6 +29,21 @@ class CustomerNotFound(LookupError):
         self.ref = ref
 
 
+class AmbiguousCustomer(CustomerNotFound):
+    """An unscoped external id that several scopes (shops) hold for different customers."""
+
+    def __init__(self, ref: str, choices: Sequence[str]) -> None:
+        LookupError.__init__(
+            self, f"{ref!r} names several customers; write one of: {', '.join(choices)}"
+        )
+        self.ref = ref
+
+
+# External ids written `<scope>:<id>` (a Shopify customer id is keyed by its shop:
+# docs/events.md): `kind:id` also finds the one customer whose id it is in some scope.
+SCOPED_KINDS = frozenset({"shopify_customer_id"})
+
+
 def public_id(customer_id: int) -> str:
     return f"cus_{customer_id}"
 
@@ -59,7 +74,26 @@ def resolve(conn: Connection, ref: str, default_region: str) -> int:
         ).first()
         if row is not None:
             return int(row.customer_id)
+    if ":" in ref:
+        kind, _, value = ref.partition(":")
+        if kind.lower() in SCOPED_KINDS and value and ":" not in value:
+            return _in_some_scope(conn, ref, kind.lower(), value)
     raise CustomerNotFound(ref)
+
+
+def _in_some_scope(conn: Connection, ref: str, kind: str, value: str) -> int:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = conn.execute(
+        select(identities.c.value, identities.c.customer_id).where(
+            identities.c.kind == kind, identities.c.value.like(f"%:{escaped}", escape="\\")
+        )
+    ).all()
+    owners = {int(row.customer_id) for row in rows}
+    if len(owners) > 1:
+        raise AmbiguousCustomer(ref, sorted(f"{kind}:{row.value}" for row in rows))
+    if not owners:
+        raise CustomerNotFound(ref)
+    return owners.pop()
 
 
 def _follow(conn: Connection, customer_id: int) -> int | None:
@@ -534,17 +568,6 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
         )
     )
     return erasure
-
-
-def customers_with_identity_kind(conn: Connection, kind: str) -> list[int]:
-    """Every live customer holding an identity of this kind (e.g. all Shopify customers)."""
-    return sorted(
-        set(
-            conn.execute(
-                select(identities.c.customer_id).where(identities.c.kind == kind)
-            ).scalars()
-        )
-    )
 
 
 def count_customers(conn: Connection) -> int:

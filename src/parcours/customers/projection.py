@@ -753,3 +753,52 @@ def _is_zone(name: str) -> bool:
 
 def _json(value: Any) -> str:
     return _encode(value).decode()
+
+
+def stored_event(row: Any) -> Event:
+    """An event as the log holds it (a row of `events`), for derive_profile and event_keys."""
+    document = _decode(row.payload)
+    properties = document.get("properties")
+    traits = document.get("traits")
+    context = document.get("context")
+    return Event(
+        message_id=row.message_id,
+        type=row.type,
+        name=row.name,
+        user_id=row.user_id,
+        anonymous_id=row.anonymous_id,
+        properties=properties if isinstance(properties, dict) else {},
+        traits=traits if isinstance(traits, dict) else {},
+        context=context if isinstance(context, dict) else {},
+        occurred_at=row.occurred_at,
+        received_at=row.received_at,
+        timestamp=row.timestamp,
+        sent_at=row.sent_at,
+        source=row.source,
+        payload=row.payload,
+        customer_id=row.customer_id,
+        external_ids=_stored_external_ids(context),
+    )
+
+
+def _stored_external_ids(context: Any) -> list[Key]:
+    items = context.get("externalIds") if isinstance(context, dict) else None
+    return [
+        (item["type"].strip().lower(), str(item["id"]))
+        for item in items or []
+        if isinstance(item, dict) and isinstance(item.get("type"), str) and "id" in item
+    ]
+
+
+def derive_profile(
+    customer_id: int, created_at: int, events: Iterable[Event], orders: Iterable[Any]
+) -> Profile:
+    """The profile the projection would hold had only these events (in their order of
+    arrival) and order rows (of `customer_orders`) been recorded: used when part of what
+    was known about a person is taken away (customers/origins.py)."""
+    profile = Profile(customer_id, created_at, {}, {}, {})
+    for event in events:
+        _apply(profile, event)
+    rows = [_OrderRow(*(getattr(order, name) for name in _OrderRow._fields)) for order in orders]
+    _set_order_traits(profile, rows)
+    return profile

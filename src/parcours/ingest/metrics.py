@@ -15,7 +15,7 @@ ACCEPTED = Counter(
 REJECTED = Counter(
     "parcours_events_rejected_total",
     "Events refused, by source and reason (unauthorized, too_large, malformed, invalid, "
-    "not_configured); "
+    "not_configured, unknown_shop); "
     "a request refused whole counts as one",
     ["source", "reason"],
 )

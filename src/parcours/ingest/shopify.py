@@ -2,7 +2,12 @@
 
 Pure functions, no database: `shopify_http.py` calls them and appends the events.
 Shopify's ids repeat across resources (a checkout and an order may share a number), so
-every id is put under a key that names its kind (`order_id`, `checkout_id`, ...).
+every id is put under a key that names its kind (`order_id`, `checkout_id`, ...). One app
+serves several shops, so the ids of what a shop records about people (customers, orders,
+checkouts, refunds, fulfillments) are written `<shop>:<id>`: two shops' order 1001 are two
+orders, and what came from a shop can be told apart from the rest (docs/security.md).
+Catalogue ids (products, variants, inventory items) and the storefront's cart token keep
+Shopify's form, so that they match what the storefront sends through the tracking API.
 """
 
 from __future__ import annotations
@@ -21,11 +26,21 @@ class ShopifyWebhookError(ValueError):
     """A webhook that cannot be mapped; the message names the topic and what is wrong."""
 
 
+CUSTOMER_ID_KIND = "shopify_customer_id"
+
+
 @dataclass(frozen=True)
 class ShopifyMapping:
     events: list[dict[str, Any]]
+    # customers/redact: the shop's customer (its shop-keyed id) and the email and phone
+    # Shopify names, to find the shop's data on them; shop/redact: the whole shop's.
     erase_identities: list[tuple[str, str]] = field(default_factory=list)
     erase_shop: bool = False
+
+
+def shop_key(shop: str, value: Any) -> str:
+    """A shop's record id as Parcours keys it: `brand.myshopify.com:820982911946154508`."""
+    return f"{shop}:{value}"
 
 
 def verify_shopify_hmac(secret: str, raw_body: bytes, header_value: str | None) -> bool:
@@ -59,7 +74,7 @@ SHIPMENT_STATUSES: dict[str, tuple[str, str]] = {
 class _Delivery:
     """One webhook delivery being mapped: numbers its events for stable messageIds."""
 
-    def __init__(self, topic: str, webhook_id: str, shop: str | None) -> None:
+    def __init__(self, topic: str, webhook_id: str, shop: str) -> None:
         self.topic = topic
         self.webhook_id = webhook_id
         self.shop = shop
@@ -75,10 +90,8 @@ class _Delivery:
         traits: dict[str, Any] | None = None,
         person: dict[str, Any] | None = None,
     ) -> None:
-        context: dict[str, Any] = {"source": "shopify", "topic": self.topic}
-        if self.shop:
-            context["shop"] = self.shop
-        context.update(_identity_context(person or {}))
+        context: dict[str, Any] = {"source": "shopify", "topic": self.topic, "shop": self.shop}
+        context.update(_identity_context(self.shop, person or {}))
         event: dict[str, Any] = {
             "type": kind,
             "messageId": f"shopify:{self.webhook_id}:{len(self.events)}",
@@ -94,6 +107,11 @@ class _Delivery:
             event["traits"] = _drop_none(traits)
         self.events.append(event)
 
+    def key(self, value: Any) -> str | None:
+        """The shop-keyed form of one of the shop's record ids (None stays None)."""
+        text = _text(value)
+        return None if text is None else shop_key(self.shop, text)
+
     def require(self, payload: dict[str, Any], name: str) -> Any:
         value = payload.get(name)
         if value is None or value == "":
@@ -102,9 +120,9 @@ class _Delivery:
 
 
 def map_shopify_webhook(
-    topic: str, payload: dict[str, Any], webhook_id: str, shop_domain: str | None = None
+    topic: str, payload: dict[str, Any], webhook_id: str, shop_domain: str
 ) -> ShopifyMapping:
-    """The canonical events (Segment spec JSON) for one webhook delivery."""
+    """The canonical events (Segment spec JSON) for one webhook delivery from a shop."""
     handler = _HANDLERS.get(topic)
     if handler is None:
         supported = ", ".join(sorted(_HANDLERS))
@@ -125,7 +143,7 @@ def _checkout(delivery: _Delivery, payload: dict[str, Any]) -> None:
         name,
         payload.get("updated_at") or payload.get("created_at"),
         properties={
-            "checkout_id": str(token),
+            "checkout_id": delivery.key(token),
             "cart_id": _text(payload.get("cart_token")),
             "total": _money(payload.get("total_price")),
             "subtotal": _money(payload.get("subtotal_price")),
@@ -152,10 +170,11 @@ def _order_created(delivery: _Delivery, payload: dict[str, Any]) -> None:
         "Order Completed",
         payload.get("processed_at") or payload.get("created_at"),
         properties={
-            "order_id": str(order_id),
+            "order_id": delivery.key(order_id),
+            "shopify_order_id": str(order_id),
             "order_number": payload.get("order_number"),
             "order_name": payload.get("name"),
-            "checkout_id": _text(payload.get("checkout_token")),
+            "checkout_id": delivery.key(payload.get("checkout_token")),
             "cart_id": _text(payload.get("cart_token")),
             "total": _money(payload.get("total_price")),
             "subtotal": _money(payload.get("subtotal_price")),
@@ -177,7 +196,8 @@ def _order_paid(delivery: _Delivery, payload: dict[str, Any]) -> None:
         "Order Paid",
         payload.get("updated_at") or payload.get("processed_at"),
         properties={
-            "order_id": str(order_id),
+            "order_id": delivery.key(order_id),
+            "shopify_order_id": str(order_id),
             "total": _money(payload.get("total_price")),
             "currency": payload.get("currency"),
         },
@@ -192,7 +212,8 @@ def _order_cancelled(delivery: _Delivery, payload: dict[str, Any]) -> None:
         "Order Cancelled",
         payload.get("cancelled_at") or payload.get("updated_at"),
         properties={
-            "order_id": str(order_id),
+            "order_id": delivery.key(order_id),
+            "shopify_order_id": str(order_id),
             "cancel_reason": payload.get("cancel_reason"),
             "total": _money(payload.get("total_price")),
             "currency": payload.get("currency"),
@@ -221,8 +242,9 @@ def _refund(delivery: _Delivery, payload: dict[str, Any]) -> None:
         "Order Refunded",
         payload.get("created_at") or payload.get("processed_at"),
         properties={
-            "order_id": str(order_id),
-            "refund_id": _text(payload.get("id")),
+            "order_id": delivery.key(order_id),
+            "shopify_order_id": str(order_id),
+            "refund_id": delivery.key(payload.get("id")),
             "total": float(amount),
             "currency": currency,
             "products": products,
@@ -232,7 +254,7 @@ def _refund(delivery: _Delivery, payload: dict[str, Any]) -> None:
 
 
 def _fulfillment(delivery: _Delivery, payload: dict[str, Any]) -> None:
-    fulfillment_id = str(delivery.require(payload, "id"))
+    fulfillment_id = delivery.key(delivery.require(payload, "id"))
     raw_status = payload.get("shipment_status")
     if raw_status is None:
         status, name = "created", "Shipment Created"
@@ -245,7 +267,8 @@ def _fulfillment(delivery: _Delivery, payload: dict[str, Any]) -> None:
         name,
         payload.get("updated_at") or payload.get("created_at"),
         properties={
-            "order_id": _text(payload.get("order_id")),
+            "order_id": delivery.key(payload.get("order_id")),
+            "shopify_order_id": _text(payload.get("order_id")),
             "fulfillment_id": fulfillment_id,
             "shipment_id": fulfillment_id,
             "status": status,
@@ -378,7 +401,9 @@ def _data_request(delivery: _Delivery, payload: dict[str, Any]) -> None:
         None,
         properties={
             "data_request_id": _text(request.get("id")),
-            "orders_requested": [str(o) for o in payload.get("orders_requested") or []],
+            "orders_requested": [
+                shop_key(delivery.shop, o) for o in payload.get("orders_requested") or []
+            ],
         },
         person=_person({}, customer=customer),
     )
@@ -388,7 +413,7 @@ def _redact_customer(delivery: _Delivery, payload: dict[str, Any]) -> ShopifyMap
     customer = _object(payload, "customer")
     identities: list[tuple[str, str]] = []
     if customer.get("id") is not None:
-        identities.append(("shopify_customer_id", str(customer["id"])))
+        identities.append((CUSTOMER_ID_KIND, shop_key(delivery.shop, customer["id"])))
     if customer.get("email"):
         identities.append(("email", str(customer["email"])))
     if customer.get("phone"):
@@ -439,7 +464,7 @@ def _person(payload: dict[str, Any], customer: dict[str, Any] | None = None) -> 
     }
 
 
-def _identity_context(person: dict[str, Any]) -> dict[str, Any]:
+def _identity_context(shop: str, person: dict[str, Any]) -> dict[str, Any]:
     context: dict[str, Any] = {}
     traits = _drop_none(
         {k: person.get(k) or None for k in ("email", "phone", "first_name", "last_name")}
@@ -449,8 +474,8 @@ def _identity_context(person: dict[str, Any]) -> dict[str, Any]:
     if person.get("customer_id") is not None:
         context["externalIds"] = [
             {
-                "id": str(person["customer_id"]),
-                "type": "shopify_customer_id",
+                "id": shop_key(shop, person["customer_id"]),
+                "type": CUSTOMER_ID_KIND,
                 "collection": "users",
                 "encoding": "none",
             }

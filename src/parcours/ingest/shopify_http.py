@@ -1,21 +1,40 @@
-"""POST /webhooks/shopify: verify, deduplicate and map Shopify webhooks onto events."""
+"""POST /webhooks/shopify: verify, deduplicate and map Shopify webhooks onto events.
+
+One app secret signs the webhooks of every shop that installs the app, so a signature
+only proves that Shopify sent the delivery, not which shop it should change. Each
+delivery names its shop (`X-Shopify-Shop-Domain`); a shop that is not in `shopify_shops`
+changes nothing, and a shop's webhook changes only what came from that shop
+(docs/security.md, Shopify).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
 
 from parcours.customers import api as customers
+from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, json_response, services_of
 from parcours.ingest.model import Event, EventError, parse_event
-from parcours.ingest.shopify import ShopifyWebhookError, map_shopify_webhook, verify_shopify_hmac
+from parcours.ingest.shopify import (
+    CUSTOMER_ID_KIND,
+    ShopifyMapping,
+    ShopifyWebhookError,
+    map_shopify_webhook,
+    verify_shopify_hmac,
+)
+from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN
 from parcours.services import Services
 
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
+SHOP_HEADER = "X-Shopify-Shop-Domain"
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 
 
 @post("/webhooks/shopify")
@@ -23,13 +42,18 @@ async def shopify_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
     try:
         raw = await request.body()
-        mapping, topic = _verify_and_map(services, request, raw)
-        now = services.clock.now_ms()
+        topic, shop = _verify(services, request, raw)
+        if shop not in services.settings.shopify_shops:
+            return _ignore(topic, shop)
+        mapping = _map(request, raw, topic, shop)
         if mapping.erase_identities or mapping.erase_shop:
             # A redaction request is carried out, not stored: the erasure's audit event,
             # which holds no personal data, is its record.
-            erased = _erase(services, mapping.erase_identities, mapping.erase_shop, topic)
-            return json_response({"success": True, "topic": topic, "erased": erased})
+            whole, partly = await asyncio.to_thread(_redact, services, shop, topic, mapping)
+            return json_response(
+                {"success": True, "topic": topic, "erased": whole, "partly_erased": partly}
+            )
+        now = services.clock.now_ms()
         events = [_to_event(document, now) for document in mapping.events]
     except HttpError as exc:
         ingest_metrics.refused_request("shopify", exc.status)
@@ -45,23 +69,59 @@ async def shopify_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-def _verify_and_map(
-    services: Services, request: Request[Any, Any, Any], raw: bytes
-) -> tuple[Any, str]:
-    secret = services.settings.shopify_webhook_secret
-    if not secret:
+def _verify(services: Services, request: Request[Any, Any, Any], raw: bytes) -> tuple[str, str]:
+    """The delivery's topic and shop, once its signature is checked."""
+    settings = services.settings
+    if not settings.shopify_webhook_secret:
         raise HttpError(
             503, "Shopify webhooks are not configured: set PARCOURS_SHOPIFY_WEBHOOK_SECRET"
         )
+    if not settings.shopify_shops:
+        raise HttpError(
+            503,
+            "Shopify webhooks are not configured: list the shops they may come from in "
+            "shopify_shops (PARCOURS_SHOPIFY_SHOPS)",
+        )
     if len(raw) > MAX_WEBHOOK_BYTES:
         raise HttpError(413, f"body is larger than {MAX_WEBHOOK_BYTES} bytes", "body")
-    if not verify_shopify_hmac(secret, raw, request.headers.get("x-shopify-hmac-sha256")):
+    if not verify_shopify_hmac(
+        settings.shopify_webhook_secret, raw, request.headers.get("x-shopify-hmac-sha256")
+    ):
         raise HttpError(
             401, "X-Shopify-Hmac-Sha256 does not match the body", "X-Shopify-Hmac-Sha256"
         )
     topic = request.headers.get("x-shopify-topic", "").strip()
     if not topic:
         raise HttpError(400, "X-Shopify-Topic is required", "X-Shopify-Topic")
+    shop = request.headers.get(SHOP_HEADER, "").strip().lower()
+    if not shop:
+        raise HttpError(400, f"{SHOP_HEADER} is required", SHOP_HEADER)
+    if not SHOPIFY_SHOP_DOMAIN.fullmatch(shop):
+        raise HttpError(
+            400,
+            f"{SHOP_HEADER} must be a shop's myshopify.com domain, got {shop[:100]!r}",
+            SHOP_HEADER,
+        )
+    return topic, shop
+
+
+def _ignore(topic: str, shop: str) -> Response[bytes]:
+    """A genuine delivery from a shop this Parcours does not serve (a development store
+    that installed the same app, say): nothing changes, and 200 so that Shopify does not
+    deliver it again."""
+    log.warning(
+        "Shopify webhook %s from %s ignored: the shop is not in shopify_shops",
+        topic,
+        shop,
+        extra={"fields": {"shop": shop, "topic": topic}},
+    )
+    ingest_metrics.rejected("shopify", "unknown_shop")
+    return json_response(
+        {"success": True, "topic": topic, "ignored": f"{shop} is not in shopify_shops"}
+    )
+
+
+def _map(request: Request[Any, Any, Any], raw: bytes, topic: str, shop: str) -> ShopifyMapping:
     webhook_id = request.headers.get("x-shopify-webhook-id", "").strip()
     if not webhook_id:
         raise HttpError(400, "X-Shopify-Webhook-Id is required", "X-Shopify-Webhook-Id")
@@ -71,9 +131,8 @@ def _verify_and_map(
         raise HttpError(400, f"not valid JSON: {exc}", "body") from None
     if not isinstance(payload, dict):
         raise HttpError(400, "the body must be a JSON object", "body")
-    shop = request.headers.get("x-shopify-shop-domain")
     try:
-        return map_shopify_webhook(topic, payload, webhook_id, shop), topic
+        return map_shopify_webhook(topic, payload, webhook_id, shop)
     except ShopifyWebhookError as exc:
         raise HttpError(400, str(exc), "body") from None
 
@@ -87,24 +146,35 @@ def _to_event(document: dict[str, Any], now: int) -> Event:
         raise HttpError(400, f"the webhook maps to an invalid event: {exc}", exc.field) from None
 
 
-def _erase(
-    services: Services, identities: list[tuple[str, str]], whole_shop: bool, topic: str
-) -> int:
-    """Erase each distinct customer behind these identities (or every customer known
-    through Shopify, for shop/redact). Returns how many were erased."""
+def _redact(services: Services, shop: str, topic: str, mapping: ShopifyMapping) -> tuple[int, int]:
+    """Take away what this shop gave: about the customer it names (customers/redact), or
+    about everyone (shop/redact). A person known only through the shop is erased; one
+    known otherwise too loses the shop's part only. Returns (erased, partly erased)."""
     region = services.settings.default_region
-    erased = 0
+    origin = Origin(
+        source="shopify", context_key="shop", scope=shop, identity_kind=CUSTOMER_ID_KIND
+    )
+    requested_by = f"shopify {topic} {shop}"
+    whole = partly = 0
     with services.db.write() as conn:
         targets: set[int] = set()
-        if whole_shop:
-            targets |= set(customers.customers_with_identity_kind(conn, "shopify_customer_id"))
-        for kind, value in identities:
-            ref = f"{kind}:{value}" if kind not in ("email", "phone") else value
+        if mapping.erase_shop:
+            targets |= set(origin_customers(conn, origin))
+            erase_unattributed(conn, origin)
+        for kind, value in mapping.erase_identities:
+            ref = value if kind in ("email", "phone") else f"{kind}:{value}"
             try:
                 targets.add(customers.resolve(conn, ref, region))
             except customers.CustomerNotFound:
                 continue
-        for customer_id in sorted(targets):
-            customers.erase_in(conn, customer_id, services.clock.now_ms(), f"shopify {topic}")
-            erased += 1
-    return erased
+        for customer_id in sorted(targets):  # one order, whoever else locks profiles
+            outcome = erase_origin(
+                conn, customer_id, origin, services.clock.now_ms(), requested_by, region
+            )
+            if outcome is None:
+                continue  # found by its email or phone, but this shop told nothing of them
+            if outcome.whole:
+                whole += 1
+            else:
+                partly += 1
+    return whole, partly

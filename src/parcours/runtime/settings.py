@@ -30,6 +30,8 @@ class Settings:
     admin_key: str = ""
     default_region: str = "FR"
     shopify_webhook_secret: str = ""
+    # the shops whose webhooks this Parcours serves (`brand.myshopify.com`); docs/security.md
+    shopify_shops: tuple[str, ...] = ()
     policies_file: str = ""
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: the default, 1 (docs/architecture.md, concurrency)
@@ -133,6 +135,7 @@ _FIELD_TYPES: dict[str, type] = {
     "admin_key": str,
     "default_region": str,
     "shopify_webhook_secret": str,
+    "shopify_shops": tuple,
     "policies_file": str,
     "ingest_batch_events": int,
     "ingest_writers": int,
@@ -211,6 +214,8 @@ def _convert(name: str, value: Any, where: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: {name} must be a whole number, got {value!r}") from None
+    if wanted is tuple:
+        return _shop_list(name, value, where)
     if wanted is dict:
         if isinstance(value, str):  # from the environment: JSON
             try:
@@ -288,6 +293,7 @@ def _check(settings: Settings, where: str) -> None:
             f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
         )
     _check_webhooks(settings, where)
+    _check_shopify_shops(settings, where)
     _check_chat_identity_secret(settings, where)
     _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
     _check_range(where, "worker_poll_seconds", settings.worker_poll_seconds, 1, 3600)
@@ -370,4 +376,34 @@ def _check_chat_identity_secret(settings: Settings, where: str) -> None:
         )
 
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+# A shop as Shopify names it in X-Shopify-Shop-Domain: its permanent myshopify.com domain.
+SHOPIFY_SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]{0,99}\.myshopify\.com")
+
+
+def _shop_list(name: str, value: Any, where: str) -> tuple[str, ...]:
+    """A TOML array of domains, or (from the environment) domains separated by commas."""
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise SettingsError(f"{where}: {name} must be a list of shop domains, got {value!r}")
+    if not all(isinstance(item, str) for item in items):
+        raise SettingsError(f"{where}: {name} must be a list of shop domains, got {value!r}")
+    return tuple(item.strip().lower() for item in items)
+
+
+def _check_shopify_shops(settings: Settings, where: str) -> None:
+    seen: set[str] = set()
+    for shop in settings.shopify_shops:
+        if not SHOPIFY_SHOP_DOMAIN.fullmatch(shop):
+            raise SettingsError(
+                f"{where}: shopify_shops: {shop!r} is not a shop's myshopify.com domain "
+                "(such as brand.myshopify.com, as Shopify sends it in X-Shopify-Shop-Domain)"
+            )
+        if shop in seen:
+            raise SettingsError(f"{where}: shopify_shops lists {shop} twice")
+        seen.add(shop)
+
+
+__all__ = ["SHOPIFY_SHOP_DOMAIN", "Settings", "SettingsError", "load_settings"]
