@@ -306,6 +306,21 @@ def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
+def with_merged(conn: Connection, customer_id: int) -> list[int]:
+    """This customer and every customer merged into them, at any depth (what was recorded
+    under an id before a merge stays under it)."""
+    found, frontier = [customer_id], [customer_id]
+    while frontier:
+        frontier = list(
+            conn.execute(
+                select(customers.c.id).where(customers.c.merged_into.in_(frontier))
+            ).scalars()
+        )
+        frontier = [int(c) for c in frontier if c not in found]
+        found += frontier
+    return found
+
+
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
     return [

@@ -864,15 +864,24 @@ def _about(row: Any) -> dict[str, Any]:
     return about
 
 
-def outbox_page(conn: Connection, limit: int, before: int | None) -> list[dict[str, Any]]:
-    """The outbox, newest first: what each customer got, as they got it."""
-    where = "" if before is None else " WHERE id < :before"
+def outbox_page(
+    conn: Connection, limit: int, before: int | None, customer_ids: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The outbox, newest first: what each customer got, as they got it; only what went
+    to `customer_ids` when given."""
+    conditions = [] if before is None else ["id < :before"]
+    params: dict[str, Any] = {"limit": limit, "before": before}
+    if customer_ids is not None:
+        marks = ", ".join(f":c{n}" for n in range(len(customer_ids)))
+        conditions.append(f"customer_id IN ({marks})")
+        params |= {f"c{n}": customer_id for n, customer_id in enumerate(customer_ids)}
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = run(
         conn,
         "SELECT id, customer_id, journey_id, step_id, channel, template, purpose, state, "
         "status, status_at, created_at, sent_at, provider, address, locale, rendered, error, "
         f"attempt, idempotency_key FROM outbox{where} ORDER BY id DESC LIMIT :limit",
-        {"limit": limit, "before": before},
+        params,
     ).all()
     from parcours.runtime.clock import iso
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 import phonenumbers
@@ -33,27 +34,42 @@ _decode = msgspec.json.Decoder().decode
 @get("/api/outbox")
 async def list_outbox(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The messages, newest first, as the customer sees them. `?limit=` (1-500, 50) and
-    `?before=msg_N` to page back."""
+    `?before=msg_N` to page back; `?customer=` (any id) for one customer's messages."""
     try:
         services, _ = require_admin(request)
         limit = _int_param(request, "limit", 50, 1, 500)
         before_text = request.query_params.get("before")
         before = None
         if before_text:
-            if not before_text.startswith("msg_") or not before_text[4:].isdigit():
+            if (
+                not before_text.startswith("msg_")
+                or not before_text[4:].isdigit()
+                or not 0 < int(before_text[4:]) < 2**63
+            ):
                 raise HttpError(400, "before must be a message id such as msg_42", "before")
             before = int(before_text[4:])
+        customer = request.query_params.get("customer")
+        if customer is not None and not customer.strip():
+            raise HttpError(400, "customer must be a customer's id (any id)", "customer")
     except HttpError as exc:
         return exc.response()
 
     def read() -> list[dict[str, Any]]:
         with services.db.read() as conn:
-            return outbox_page(conn, limit, before)
+            ids = None
+            if customer is not None:
+                found = customers.resolve(conn, customer, services.settings.default_region)
+                ids = customers.with_merged(conn, found)
+            return outbox_page(conn, limit, before, ids)
 
-    messages = await asyncio.to_thread(read)
+    try:
+        messages = await asyncio.to_thread(read)
+    except customers.CustomerNotFound as exc:
+        return HttpError(404, str(exc), "customer").response()
     page: dict[str, Any] = {"messages": messages}
     if len(messages) == limit:
-        page["next"] = f"/api/outbox?limit={limit}&before={messages[-1]['id']}"
+        more = urlencode({"customer": customer}) + "&" if customer is not None else ""
+        page["next"] = f"/api/outbox?{more}limit={limit}&before={messages[-1]['id']}"
     return json_response(page)
 
 
