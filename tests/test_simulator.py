@@ -386,3 +386,33 @@ def test_simulation_through_the_api_shows_customers_and_the_call(
         headers=admin_headers(),
     )
     assert too_long.status_code == 400 and too_long.json()["error"]["field"] == "days"
+
+
+def test_the_documented_script_runs() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs/journeys.md").read_text()
+    found = re.search(r"a simulation script.*?```yaml\n(.*?)```", docs, re.S)
+    assert found is not None
+    script = load_script(found.group(1))
+    cart = [
+        (e.customer, e.what)
+        for e in simulate(CART, script, start=START, days=1, brand_templates=TEMPLATES)
+    ]
+    assert cart[:2] == [
+        ("ana", "entered (trigger: Checkout Started)"),
+        ("ana", "waits until 2026-11-24T11:05:00.000Z"),
+    ]
+    vip = [
+        (e.customer, e.what)
+        for e in simulate(
+            VIP_WELCOME, script, start=START, days=3, brand_templates=plain_templates(VIP_WELCOME)
+        )
+    ]
+    assert vip == [
+        ("bo", "enters segment vip"),
+        ("bo", "entered (trigger: Segment Entered)"),
+        ("bo", "waits until 2026-11-25T11:00:00.000Z"),
+        ("bo", "branched at s2: arm 1"),
+        ("bo", "would send vip-still on email (transactional)"),
+        ("bo", "exited: completed"),
+        ("bo", "leaves segment vip"),
+    ]
