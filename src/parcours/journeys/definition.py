@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -48,13 +48,21 @@ class Entry(_Strict):
     lateness: str = "24h"
 
 
+WINDOW = (
+    "Goals only: the conversion window, a duration from the entry event's time (7d, P1M). "
+    "A goal event dated within it is the run's conversion even after the run ended, and "
+    "the control group's too; one dated after it ends the run without converting. A "
+    "journey whose split holds out a control group gives each goal a window."
+)
+
+
 class Goal(_Strict):
     event: str
     key: str | None = None
     where: list[dict[str, Any]] = []
     # The conversion window, from the entry event's time: a goal event within it is the
     # run's conversion even after the run ended, and a control group's too. Goals only.
-    window: str | None = None
+    window: Annotated[str | None, msgspec.Meta(description=WINDOW)] = None
 
 
 class WaitUntil(_Strict):
