@@ -252,7 +252,7 @@ def test_orders_and_customers_build_one_profile(shop: TestClient[Any]) -> None:
     assert profile == customer_view(shop, "shopify_customer_id:706405506930370084")
     assert profile["traits"]["tags"] == ["vip", "newsletter"]
     assert profile["computed"]["orders_count"] == 1
-    assert profile["computed"]["revenue"]["EUR"]["total_spent"] == "204.0"
+    assert Decimal(profile["computed"]["revenue"]["EUR"]["total_spent"]) == Decimal(204)
     assert profile["computed"]["country"] == "FR"
     consents = {(c["channel"], c["purpose"]): c["status"] for c in profile["consents"]}
     assert consents == {("email", "marketing"): "granted"}
