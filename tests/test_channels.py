@@ -121,9 +121,9 @@ def test_mjml_is_compiled_once_and_keeps_jinja_loops() -> None:
     rendered = templates.render(template, "email", context, "fr-FR")
     assert rendered.locale == "fr"
     html = rendered.fields["html"]
-    assert html.index("Scarf") < html.index("Coat") < html.index("180.00")
+    assert html.index("Scarf") < html.index("Coat") < html.index("180,00\xa0€")
     assert 'href="https://maison.example/cart"' in html
-    assert "font-weight: bold" in html.split("180.00")[0].rsplit("<", 3)[0] + html  # inlined
+    assert "font-weight: bold" in html.split("180,00")[0].rsplit("<", 3)[0] + html  # inlined
     assert "Scarf × 2" in rendered.fields["text"]
 
 

@@ -9,19 +9,27 @@ compiled to HTML with their CSS inlined once per template version; Jinja runs pe
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import hashlib
 import html as html_module
 import re
 import threading
+import zoneinfo
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import babel
+import babel.dates
+import babel.numbers
 import css_inline
 import msgspec
 import yaml
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from mjml import mjml_to_html
 from sqlalchemy import Connection
@@ -104,6 +112,75 @@ class _Environment(SandboxedEnvironment):
 
 _env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _html_env = _Environment(undefined=StrictUndefined, autoescape=True)
+
+
+# ---- amounts and dates in the customer's language (Babel) --------------------------------
+# `{{ order.total | money(order.currency) }}` gives `129,00 €` to a French reader and
+# `€129.00` to an English one; `{{ event.timestamp | date }}` gives `21 septembre 2026`, in
+# the customer's time zone. The language is the one the content was chosen in
+# (`message.locale`). A missing value gives an empty text, as `default('')` would.
+
+
+@functools.lru_cache(maxsize=64)
+def _babel_locale(locale: str) -> babel.Locale:
+    try:
+        return babel.Locale.parse(locale.replace("-", "_"))
+    except (ValueError, babel.UnknownLocaleError):
+        return babel.Locale.parse(DEFAULT_LOCALE)
+
+
+def _reader(context: Context) -> babel.Locale:
+    message = context.get("message")
+    locale = message.get("locale") if isinstance(message, dict) else None
+    return _babel_locale(locale if isinstance(locale, str) else DEFAULT_LOCALE)
+
+
+@pass_context
+def _money(context: Context, amount: Any, currency: Any = None) -> str:
+    if isinstance(amount, Undefined) or amount is None or amount == "":
+        return ""
+    try:
+        value = Decimal(str(amount).strip())
+    except ArithmeticError:
+        return str(amount)  # not a number: shown as it came
+    if not value.is_finite():
+        return str(amount)
+    locale = _reader(context)
+    if isinstance(currency, str) and re.fullmatch(r"[A-Za-z]{3}", currency.strip()):
+        return babel.numbers.format_currency(value, currency.strip().upper(), locale=locale)
+    return babel.numbers.format_decimal(value, format="#,##0.00", locale=locale)
+
+
+_DATE_FORMATS = ("short", "medium", "long", "full")
+
+
+@pass_context
+def _date(context: Context, value: Any, format: str = "long") -> str:
+    if isinstance(value, Undefined) or value is None or value == "":
+        return ""
+    if format not in _DATE_FORMATS:
+        raise TemplateError(f"date: the format is one of {', '.join(_DATE_FORMATS)}")
+    when: datetime.date
+    if isinstance(value, datetime.date):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return value  # not a date: shown as it came
+    else:
+        return str(value)
+    if isinstance(when, datetime.datetime) and when.tzinfo is not None:
+        customer = context.get("customer")
+        zone = customer.get("timezone") if isinstance(customer, dict) else None
+        with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):  # unknown zone
+            when = when.astimezone(zoneinfo.ZoneInfo(zone)) if isinstance(zone, str) else when
+    return babel.dates.format_date(when, format=format, locale=_reader(context))
+
+
+for _each in (_env, _html_env):
+    _each.filters["money"] = _money
+    _each.filters["date"] = _date
 
 
 def check(template_id: str, source: Any) -> MessageTemplate:
@@ -384,9 +461,9 @@ def _compiled_field(template: MessageTemplate, channel: str, locale: str, name: 
         source = template.content[locale][channel][name]
         where = f"{template.id}.{locale}.{channel}.{name}"
         if name == "mjml":
-            found = _compile_text(_html_env, _compile_mjml(where, source))
+            found = _compile_text(_html_env, _compile_mjml(where, _with_lang(source, locale)))
         elif name == "html":
-            found = _compile_text(_html_env, source)
+            found = _compile_text(_html_env, _with_lang(source, locale))
         elif isinstance(source, list):
             found = [_compile_text(_env, item) for item in source]
         else:
@@ -409,6 +486,12 @@ def render(
     if chosen is None:
         raise TemplateProblem(f"template {template.id!r} has no {channel} content")
     fields: dict[str, Any] = {}
+    # The language the content is in, for `money` and `date` (and for templates to read).
+    message = context.get("message")
+    context = {
+        **context,
+        "message": {**(message if isinstance(message, dict) else {}), "locale": chosen},
+    }
     for name in template.content[chosen][channel]:
         compiled = _compiled_field(template, channel, chosen, name)
         try:
@@ -431,11 +514,43 @@ def render(
 _TAGS = re.compile(r"<(?:(?i:(script|style|head))\b.*?</(?i:\1)>|[^>]+>)", re.S)
 
 
+_LINK = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*("[^"]*"|'[^']*')[^>]*>(.*?)</a\s*>""", re.S | re.I)
+_KEPT = re.compile("\x00(\\d+)\x00")
+_ITEMS = re.compile(r"<li\b[^>]*>", re.I)
+_BREAKS = re.compile(r"<br\s*/?>|</(?:p|div|li|ul|ol|tr|h[1-6])\s*>", re.I)
+
+
 def html_to_text(html: str) -> str:
-    """A plain-text alternative for an HTML body without one: tags out, blank runs closed."""
-    text = html_module.unescape(_TAGS.sub(" ", html))
+    """A plain-text alternative for an HTML body without one: tags out, blank runs closed,
+    and every link kept as its words and its address, `Back to my cart <https://...>` (the
+    unsubscribe link, the button to the cart: a reader of the text part needs them too)."""
+    links: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        address = html_module.unescape(match.group(1)[1:-1]).strip()
+        words = " ".join(html_module.unescape(_TAGS.sub(" ", match.group(2))).split())
+        if not address or address.startswith("#"):
+            links.append(words)
+        else:
+            links.append(f"{words} <{address}>" if words and words != address else address)
+        return f"\x00{len(links) - 1}\x00"
+
+    text = _LINK.sub(keep, html)
+    text = _BREAKS.sub("\n", _ITEMS.sub("\n- ", text))  # a list item, a paragraph: a line
+    text = html_module.unescape(_TAGS.sub(" ", text))
     lines = [" ".join(line.split()) for line in text.splitlines()]
-    return "\n".join(line for line in lines if line).strip() + "\n"
+    text = "\n".join(line for line in lines if line).strip() + "\n"
+    return _KEPT.sub(lambda match: links[int(match.group(1))], text)
+
+
+def _with_lang(source: str, locale: str) -> str:
+    """An email body says its language (`<html lang="fr">`, `<mjml lang="fr">`, which MJML
+    otherwise writes `und`), unless its author said one."""
+    root = re.search(r"<(mjml|html)\b[^>]*>", source, re.I)
+    if root is None or re.search(r"\blang\s*=", root.group(0), re.I):
+        return source
+    at = root.start() + 1 + len(root.group(1))
+    return f'{source[:at]} lang="{html_module.escape(locale)}"{source[at:]}'
 
 
 __all__ = [

@@ -288,6 +288,13 @@ def _locale_for(services: Any, request: Request[Any, Any, Any], customer_id: int
     )
 
 
+def _unsubscribe_words(locale: str, channel: str, brand: str) -> dict[str, str]:
+    """What the customer stops receiving, as a whole phrase per channel: in French the
+    article and the agreement change with the word (d’e-mails promotionnels, de
+    notifications promotionnelles)."""
+    return {"what": text(locale, f"unsubscribe.what.{channel}"), "brand": brand}
+
+
 @get("/u/{token:str}")
 async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
     """The visible link: a page with one button (a GET never unsubscribes, since mail
@@ -297,10 +304,7 @@ async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]
     except BadLink:
         return _invalid_link(request)
     locale = await asyncio.to_thread(_locale_for, services, request, int(data["c"]))
-    values = {
-        "channel": text(locale, f"channel.{data['ch']}"),
-        "brand": services.settings.brand_name,
-    }
+    values = _unsubscribe_words(locale, str(data["ch"]), services.settings.brand_name)
     title = text(locale, "unsubscribe.title")
     return _page(
         locale,
@@ -322,10 +326,7 @@ async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> 
     customer_id, channel, outbox_id = int(data["c"]), str(data["ch"]), int(data["m"])
     if customer_id == 0:  # the link in a test send: shown, never acted on
         locale = pick_locale(accept_language(request.headers.get("accept-language")))
-        values = {
-            "channel": text(locale, f"channel.{channel}"),
-            "brand": services.settings.brand_name,
-        }
+        values = _unsubscribe_words(locale, channel, services.settings.brand_name)
         message = text(locale, "unsubscribe.done", **values)
         return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
     now = services.clock.now_ms()
@@ -351,7 +352,7 @@ async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> 
     ]
     await services.writer.append(events)
     locale = await asyncio.to_thread(_locale_for, services, request, customer_id)
-    values = {"channel": text(locale, f"channel.{channel}"), "brand": services.settings.brand_name}
+    values = _unsubscribe_words(locale, channel, services.settings.brand_name)
     message = text(locale, "unsubscribe.done", **values)
     return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
 
