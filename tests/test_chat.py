@@ -26,7 +26,8 @@ import websockets
 from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
-from parcours.channels.chat import VisitorTokens, user_hash
+from parcours.channels.chat import VisitorTokens
+from parcours.customers.verification import user_hash
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import create_key
@@ -55,7 +56,7 @@ def serving(
 
 @pytest.fixture
 def live(settings: Settings, clock: SimulatedClock) -> Iterator[tuple[Services, str]]:
-    with serving(settings, clock, chat_identity_secret=IDENTITY_SECRET) as running:
+    with serving(settings, clock, identity_verification_secret=IDENTITY_SECRET) as running:
         yield running
 
 
@@ -427,7 +428,7 @@ def test_a_signed_in_customer_needs_the_brands_hash(live: tuple[Services, str]) 
     assert missing.json()["error"] == {
         "field": "userHash",
         "message": "userHash is required with userId: HMAC-SHA256 of the user id keyed with "
-        "the chat identity secret, in hex",
+        "the identity verification secret, in hex",
     }
     wrong = new_session(host, userId="ana", userHash=user_hash(IDENTITY_SECRET, "ben"))
     assert wrong.status_code == 403
@@ -474,8 +475,8 @@ def test_internal_customer_ids_are_refused(live: tuple[Services, str]) -> None:
     assert answer.status_code == 400
     assert answer.json()["error"] == {
         "field": "userId",
-        "message": f"userId {internal!r} is a Parcours customer id, which the chat never "
-        "accepts: pass the brand's own user id",
+        "message": f"userId {internal!r} is a Parcours customer id, which is never "
+        "accepted from a browser: pass the brand's own user id",
     }
 
     async def the_old_way() -> tuple[dict[str, Any], int | None]:
@@ -494,13 +495,13 @@ def test_signed_in_customers_are_refused_without_identity_verification(
     settings: Settings, clock: SimulatedClock
 ) -> None:
     with serving(settings, clock) as (services, host):
-        assert services.settings.chat_identity_secret == ""
+        assert services.settings.identity_verification_secret == ""
         answer = new_session(host, userId="ana", userHash="00" * 32)
         assert answer.status_code == 403
         assert answer.json()["error"] == {
             "field": "userId",
             "message": "signed-in visitors are refused: identity verification is not set up "
-            "(chat_identity_secret)",
+            "(identity_verification_secret)",
         }
         assert new_session(host).status_code == 200  # anonymous visitors still chat
 
@@ -537,18 +538,18 @@ def test_a_session_needs_a_live_write_key(live: tuple[Services, str]) -> None:
 
 
 def test_the_identity_secret_is_a_secret_of_its_own(tmp_path: Path) -> None:
-    loaded = load_settings({"PARCOURS_CHAT_IDENTITY_SECRET": IDENTITY_SECRET}, None)
-    assert loaded.chat_identity_secret == IDENTITY_SECRET
+    loaded = load_settings({"PARCOURS_IDENTITY_VERIFICATION_SECRET": IDENTITY_SECRET}, None)
+    assert loaded.identity_verification_secret == IDENTITY_SECRET
     assert IDENTITY_SECRET in loaded.secrets()  # left out of the logs
     shared = "the-same-long-secret-value"
     for other in ("write_key", "admin_key", "secret_key", "metrics_token"):
-        with pytest.raises(SettingsError, match="chat_identity_secret is also a key"):
+        with pytest.raises(SettingsError, match="identity_verification_secret is also a key"):
             load_settings(
-                {"PARCOURS_CHAT_IDENTITY_SECRET": shared, f"PARCOURS_{other.upper()}": shared},
+                {"PARCOURS_IDENTITY_VERIFICATION_SECRET": shared, f"PARCOURS_{other.upper()}": shared},
                 None,
             )
-    with pytest.raises(SettingsError, match="chat_identity_secret must be at least 16"):
-        load_settings({"PARCOURS_CHAT_IDENTITY_SECRET": "short"}, None)
+    with pytest.raises(SettingsError, match="identity_verification_secret must be at least 16"):
+        load_settings({"PARCOURS_IDENTITY_VERIFICATION_SECRET": "short"}, None)
 
 
 # ---- keys and tokens stay out of the logs ---------------------------------------------

@@ -11,17 +11,30 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from parcours.app import create_app
+from parcours.customers.verification import user_hash
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY
+from tests.conftest import WRITE_KEY, admin_headers
 from tests.peers import PushService
 from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in, track
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+IDENTITY_SECRET = "identity-secret-0123456789"
+
+
+def signed_in(user_id: str) -> dict[str, str]:
+    """How the brand's site names a signed-in customer: the id and its identity hash."""
+    return {"userId": user_id, "userHash": user_hash(IDENTITY_SECRET, user_id)}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(identity_verification_secret=IDENTITY_SECRET)
 
 
 @pytest.fixture
@@ -70,10 +83,38 @@ def test_subscribing_is_checked(client: TestClient[Any], push_service: PushServi
     assert nobody.status_code == 400
     ok = client.post(
         "/v1/push/subscribe",
-        json={"userId": "ana", "subscription": browser.subscription()},
+        json={**signed_in("ana"), "subscription": browser.subscription()},
         headers=AUTH,
     )
     assert ok.status_code == 200 and ok.json()["customer"].startswith("cus_")
+
+
+def test_a_browser_subscribes_only_for_who_it_proves_to_be(
+    client: TestClient[Any], services: Services, push_service: PushService
+) -> None:
+    """The write key is public: a stated userId, a customer id, an email or an
+    anonymousId shaped like a customer id never attach a browser to someone else."""
+    opt_in(services, "ana", email="ana@example.com")
+    browser = push_service.browser("mallory")
+
+    def subscribe(**who: str) -> Any:
+        body = {**who, "subscription": browser.subscription()}
+        return client.post("/v1/push/subscribe", json=body, headers=AUTH)
+
+    unproven = subscribe(userId="ana")
+    assert unproven.status_code == 401 and unproven.json()["error"]["field"] == "userHash"
+    forged = subscribe(userId="ana", userHash=user_hash("another-secret-0123", "ana"))
+    assert forged.status_code == 403
+    internal = subscribe(**signed_in("cus_1"))
+    assert internal.status_code == 400 and "customer id" in internal.json()["error"]["message"]
+    by_email = subscribe(**signed_in("ana@example.com"))  # vouched for, but as a user id
+    by_anonymous = subscribe(anonymousId="cus_1")
+    assert by_email.status_code == 200 and by_anonymous.status_code == 200
+    ana = client.get("/api/customers/ana", headers=admin_headers()).json()
+    assert {by_email.json()["customer"], by_anonymous.json()["customer"]}.isdisjoint({ana["id"]})
+    with services.db.read() as conn:
+        owners = conn.execute(text("SELECT DISTINCT customer_id FROM push_subscriptions"))
+        assert int(ana["id"][4:]) not in {row[0] for row in owners}
 
 
 def test_a_push_reaches_the_browser_encrypted_and_signed(
@@ -85,7 +126,7 @@ def test_a_push_reaches_the_browser_encrypted_and_signed(
     opt_in(services, "ana", push_token="")  # no mobile token: the browser is the device
     answer = client.post(
         "/v1/push/subscribe",
-        json={"userId": "ana", "subscription": browser.subscription()},
+        json={**signed_in("ana"), "subscription": browser.subscription()},
         headers=AUTH,
     )
     assert answer.status_code == 200
@@ -110,7 +151,7 @@ def test_a_gone_subscription_is_removed_and_the_message_falls_back(
     opt_in(services, "ana", push_token="")
     client.post(
         "/v1/push/subscribe",
-        json={"userId": "ana", "subscription": browser.subscription()},
+        json={**signed_in("ana"), "subscription": browser.subscription()},
         headers=AUTH,
     )
     push_service.gone.add("/push/ana")
@@ -166,7 +207,7 @@ def test_app_devices_go_through_fcm_and_browsers_through_web_push(
     browser = push_service.browser("bob")
     client.post(
         "/v1/push/subscribe",
-        json={"userId": "bob", "subscription": browser.subscription()},
+        json={**signed_in("bob"), "subscription": browser.subscription()},
         headers=AUTH,
     )
     track(services, "ana", "Go")

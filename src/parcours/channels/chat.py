@@ -10,23 +10,21 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from parcours.channels.base import OutgoingMessage
+from parcours.customers.verification import IdentityRefused
 
 VisitorKind = Literal["anonymous", "user"]
 
 TOKEN_LIFETIME_MS = 60 * 60 * 1000  # a token opens the chat for an hour...
 RENEWAL_MS = 30 * 24 * 60 * 60 * 1000  # ...and an anonymous one is renewed within 30 days
-MAX_USER_ID = 200
 _PREFIX = "pcv1"
 _KINDS: dict[str, VisitorKind] = {"a": "anonymous", "u": "user"}
-_CUSTOMER_ID = re.compile(r"cus_\d+", re.IGNORECASE)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -44,18 +42,6 @@ class SiteChatProvider:
 
     def close(self) -> None:
         return None
-
-
-class VisitorRefused(Exception):
-    """A token, a user id or its hash is not accepted: the HTTP status to answer (401: no
-    valid proof; 403: a proof that does not hold; 400: a value that can never be one), the
-    field at fault and what is wrong, for the brand's developer."""
-
-    def __init__(self, status: int, message: str, field: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -99,10 +85,10 @@ class VisitorTokens:
         return self.issue("anonymous", "visitor_" + secrets.token_hex(16), now)
 
     def read(self, token: str, now: int) -> Visitor:
-        """The visitor a valid, unexpired token speaks for; VisitorRefused (401) if not."""
+        """The visitor a valid, unexpired token speaks for; IdentityRefused (401) if not."""
         visitor = self._verified(token)
         if now >= visitor.expires_at:
-            raise VisitorRefused(
+            raise IdentityRefused(
                 401, "the visitor token expired: ask POST /chat/session for a new one", "token"
             )
         return visitor
@@ -112,14 +98,14 @@ class VisitorTokens:
         window of the one given."""
         visitor = self._verified(token)
         if visitor.kind != "anonymous":
-            raise VisitorRefused(
+            raise IdentityRefused(
                 401,
                 "a signed-in visitor's token is not renewed by itself: send userId and "
                 "userHash again",
                 "token",
             )
         if now >= visitor.issued_at + RENEWAL_MS:
-            raise VisitorRefused(
+            raise IdentityRefused(
                 401,
                 "the visitor token is too old to renew (30 days): start a new session without it",
                 "token",
@@ -130,7 +116,7 @@ class VisitorTokens:
         return hmac.digest(self._key, f"{_PREFIX}.{body}".encode(), "sha256")
 
     def _verified(self, token: str) -> Visitor:
-        invalid = VisitorRefused(
+        invalid = IdentityRefused(
             401, "the visitor token is not valid (not made by this Parcours, or altered)", "token"
         )
         prefix, _, rest = token.partition(".")
@@ -152,51 +138,6 @@ class VisitorTokens:
         if not isinstance(issued_at, int) or not isinstance(expires_at, int):
             raise invalid
         return Visitor(kind, visitor_id, issued_at, expires_at)
-
-
-def user_hash(secret: str, user_id: str) -> str:
-    """What the brand's server computes for a signed-in customer: HMAC-SHA256 of the user
-    id, keyed with the chat identity secret, in lowercase hex."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def verified_user_id(secret: str, user_id: Any, given_hash: Any) -> str:
-    """The user id, once its hash proves the brand's server vouches for it; VisitorRefused
-    naming the problem otherwise."""
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise VisitorRefused(400, "userId must be a non-empty string", "userId")
-    if user_id != user_id.strip() or len(user_id) > MAX_USER_ID or "\x00" in user_id:
-        raise VisitorRefused(
-            400,
-            f"userId must be at most {MAX_USER_ID} characters, without surrounding spaces or NUL",
-            "userId",
-        )
-    if _CUSTOMER_ID.fullmatch(user_id):
-        raise VisitorRefused(
-            400,
-            f"userId {user_id!r} is a Parcours customer id, which the chat never accepts: "
-            "pass the brand's own user id",
-            "userId",
-        )
-    if not secret:
-        raise VisitorRefused(
-            403,
-            "signed-in visitors are refused: identity verification is not set up "
-            "(chat_identity_secret)",
-            "userId",
-        )
-    if not given_hash:
-        raise VisitorRefused(
-            401,
-            "userHash is required with userId: HMAC-SHA256 of the user id keyed with the "
-            "chat identity secret, in hex",
-            "userHash",
-        )
-    if not isinstance(given_hash, str) or not hmac.compare_digest(
-        given_hash.strip().lower().encode(), user_hash(secret, user_id).encode()
-    ):
-        raise VisitorRefused(403, "userHash does not match userId", "userHash")
-    return user_id
 
 
 def _b64(data: bytes) -> str:

@@ -50,7 +50,7 @@ class Settings:
     public_url: str = ""  # where customers reach Parcours' links; default http://host:port
     secret_key: str = ""  # signs links; made and kept in the database when empty
     # the brand's server signs a chat visitor's user id with it (docs/security.md, Site chat)
-    chat_identity_secret: str = ""
+    identity_verification_secret: str = ""
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
     webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -86,7 +86,7 @@ class Settings:
             self.shopify_webhook_secret,
             self.secret_key,
             self.metrics_token,
-            self.chat_identity_secret,
+            self.identity_verification_secret,
         }
         _, _, authority = self.database_url.partition("://")
         credentials, at, _ = authority.rpartition("@")
@@ -150,7 +150,7 @@ _FIELD_TYPES: dict[str, type] = {
     "sector": str,
     "public_url": str,
     "secret_key": str,
-    "chat_identity_secret": str,
+    "identity_verification_secret": str,
     "channels": dict,
     "webhooks": dict,
     "delivery_lease_seconds": int,
@@ -294,7 +294,7 @@ def _check(settings: Settings, where: str) -> None:
         )
     _check_webhooks(settings, where)
     _check_shopify_shops(settings, where)
-    _check_chat_identity_secret(settings, where)
+    _check_identity_verification_secret(settings, where)
     _check_range(where, "worker_stale_seconds", settings.worker_stale_seconds, 3, 3600)
     _check_range(where, "worker_poll_seconds", settings.worker_poll_seconds, 1, 3600)
     _check_range(where, "ready_min_workers", settings.ready_min_workers, 0, 1000)
@@ -358,21 +358,21 @@ def _check_range(where: str, name: str, value: int, low: int, high: int) -> None
 _SHORTEST_IDENTITY_SECRET = 16
 
 
-def _check_chat_identity_secret(settings: Settings, where: str) -> None:
+def _check_identity_verification_secret(settings: Settings, where: str) -> None:
     """Long, and used for nothing else: whoever holds it can sign in as any customer."""
-    secret = settings.chat_identity_secret
+    secret = settings.identity_verification_secret
     if not secret:
         return
     if len(secret) < _SHORTEST_IDENTITY_SECRET:
         raise SettingsError(
-            f"{where}: chat_identity_secret must be at least {_SHORTEST_IDENTITY_SECRET} "
+            f"{where}: identity_verification_secret must be at least {_SHORTEST_IDENTITY_SECRET} "
             "characters (a random value such as the output of `openssl rand -hex 32`)"
         )
-    if secret in replace(settings, chat_identity_secret="").secrets():
+    if secret in replace(settings, identity_verification_secret="").secrets():
         raise SettingsError(
-            f"{where}: chat_identity_secret is also a key Parcours holds for something else "
-            "(an API key, the link-signing key, a webhook or provider secret): give it a "
-            "value of its own"
+            f"{where}: identity_verification_secret is also a key Parcours holds for something "
+            "else (an API key, the link-signing key, a webhook or provider secret): give it "
+            "a value of its own"
         )
 
 

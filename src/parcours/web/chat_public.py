@@ -18,8 +18,9 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
 from litestar.params import FromQuery
 
-from parcours.channels.chat import Visitor, VisitorRefused, VisitorTokens, verified_user_id
+from parcours.channels.chat import Visitor, VisitorTokens
 from parcours.customers import api as customers
+from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import HttpError, json_response, read_body, require_write_key
 from parcours.ingest.model import EventError, parse_event
 from parcours.messaging.delivery import public_message_id
@@ -214,7 +215,9 @@ async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
         now = services.clock.now_ms()
         user_id, user_hash, kept = body.get("userId"), body.get("userHash"), body.get("token")
         if user_id is not None:
-            verified = verified_user_id(services.settings.chat_identity_secret, user_id, user_hash)
+            verified = verified_user_id(
+                services.settings.identity_verification_secret, user_id, user_hash
+            )
             token, visitor = tokens.issue("user", verified, now)
         elif user_hash is not None:
             raise HttpError(400, "userHash was sent without the userId it signs", "userHash")
@@ -224,7 +227,7 @@ async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
             token, visitor = tokens.renew(kept, now)
         else:
             token, visitor = tokens.new_anonymous(now)
-    except VisitorRefused as exc:
+    except IdentityRefused as exc:
         return _cors(HttpError(exc.status, exc.message, exc.field).response())
     except HttpError as exc:
         return _cors(exc.response())
@@ -255,7 +258,7 @@ async def _tokens(app: Litestar) -> VisitorTokens:
     return tokens
 
 
-_EXPIRED = VisitorRefused(401, "the visitor token expired: renew it", "token")
+_EXPIRED = IdentityRefused(401, "the visitor token expired: renew it", "token")
 
 
 @dataclass
@@ -275,14 +278,14 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
     try:
         hello = await asyncio.wait_for(_receive(socket), HELLO_SECONDS)
     except (TimeoutError, WebSocketDisconnect, RuntimeError):
-        await _close(socket, VisitorRefused(401, "no hello with a visitor token", "token"))
+        await _close(socket, IdentityRefused(401, "no hello with a visitor token", "token"))
         return
     tokens = await _tokens(socket.app)
     try:
         if hello is None or hello.get("type") != "hello":
-            raise VisitorRefused(400, "the first frame must be a hello with the token", "type")
+            raise IdentityRefused(400, "the first frame must be a hello with the token", "type")
         visitor = tokens.read(_text(hello.get("token")), services.clock.now_ms())
-    except VisitorRefused as exc:
+    except IdentityRefused as exc:
         await _close(socket, exc)
         return
     try:
@@ -294,12 +297,12 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
             {"locale": _text(hello.get("locale"))[:35] or None},
         )
     except EventError as exc:
-        await _close(socket, VisitorRefused(400, exc.reason, exc.field))
+        await _close(socket, IdentityRefused(400, exc.reason, exc.field))
         return
     try:
         customer = await asyncio.to_thread(_customer, services, visitor)
     except customers.CustomerNotFound:  # erased as the chat opened
-        await _close(socket, VisitorRefused(403, "this visitor's data was erased", "token"))
+        await _close(socket, IdentityRefused(403, "this visitor's data was erased", "token"))
         return
     conversation = _Conversation(visitor, customer)
     await socket.send_json({"type": "ready", "expiresIn": _expires_in(services, visitor)})
@@ -337,10 +340,10 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
                 try:
                     renewed = tokens.read(_text(incoming.get("token")), services.clock.now_ms())
                     if not renewed.is_same_person(conversation.visitor):
-                        raise VisitorRefused(
+                        raise IdentityRefused(
                             403, "the token is another visitor's: open a new chat", "token"
                         )
-                except VisitorRefused as exc:
+                except IdentityRefused as exc:
                     await _close(socket, exc)
                     return
                 conversation.visitor = renewed
@@ -376,7 +379,7 @@ def _expires_in(services: Services, visitor: Visitor) -> int:
     return max(0, (visitor.expires_at - services.clock.now_ms()) // 1000)
 
 
-async def _close(socket: WebSocket[Any, Any, Any], refused: VisitorRefused) -> None:
+async def _close(socket: WebSocket[Any, Any, Any], refused: IdentityRefused) -> None:
     """Say why in a frame the widget can read, then close with the matching code."""
     try:
         await socket.send_json(

@@ -12,6 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from parcours.channels.push import application_server_key
 from parcours.customers import api as customers
+from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import (
     HttpError,
     json_response,
@@ -22,6 +23,7 @@ from parcours.ingest.http import (
 from parcours.ingest.model import EventError, parse_event
 from parcours.messaging import subscriptions
 from parcours.runtime.secrets import instance_secret
+from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -69,8 +71,11 @@ async def service_worker() -> Response[str]:
 
 @post("/v1/push/subscribe", status_code=200)
 async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Body: {"userId" or "anonymousId", "subscription": PushSubscription.toJSON()}. The
-    subscription joins that customer's profile and a `Push Subscribed` event is logged."""
+    """Body: {"anonymousId", or "userId" with "userHash", "subscription":
+    PushSubscription.toJSON()}. The subscription joins that visitor's profile and a `Push
+    Subscribed` event is logged. A signed-in customer is named by the brand's user id with
+    its identity hash (customers/verification.py): the browser's word alone would let
+    anyone with the public write key receive another customer's pushes."""
     try:
         services = services_of(request)
         raw = await read_body(request, 16 * 1024)
@@ -85,12 +90,13 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
             subscription = subscriptions.check(body.get("subscription"))
         except subscriptions.SubscriptionError as exc:
             raise HttpError(400, str(exc), exc.field) from None
+        ref = _identity(services, body)
         now = services.clock.now_ms()
         document = {
             "type": "track",
             "event": "Push Subscribed",
             "userId": body.get("userId"),
-            "anonymousId": body.get("anonymousId"),
+            "anonymousId": None if body.get("userId") is not None else body.get("anonymousId"),
             "properties": {"channel": "push", "endpoint_host": _host(subscription["endpoint"])},
             "context": {"userAgent": request.headers.get("user-agent", "")},
         }
@@ -102,7 +108,6 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
 
         def store() -> str:
             with services.db.write() as conn:
-                ref = str(body.get("userId") or body.get("anonymousId"))
                 customer_id = customers.resolve(conn, ref, services.settings.default_region)
                 subscriptions.save(
                     conn, customer_id, subscription, request.headers.get("user-agent"), now
@@ -113,6 +118,24 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
     except HttpError as exc:
         return exc.response()
     return json_response({"success": True, "customer": customer})
+
+
+def _identity(services: Services, body: dict[str, Any]) -> str:
+    """Who subscribes, as an id of one kind only (`user_id:...`, `anonymous_id:...`), so
+    that a stated id never resolves to a customer by their email, phone or `cus_N`."""
+    user_id = body.get("userId")
+    if user_id is not None:
+        try:
+            verified = verified_user_id(
+                services.settings.identity_verification_secret, user_id, body.get("userHash")
+            )
+        except IdentityRefused as exc:
+            raise HttpError(exc.status, exc.message, exc.field) from None
+        return f"user_id:{verified}"
+    anonymous_id = body.get("anonymousId")
+    if not isinstance(anonymous_id, str) or not anonymous_id.strip():
+        raise HttpError(400, "say who subscribes: anonymousId, or userId with userHash", "userId")
+    return f"anonymous_id:{anonymous_id}"
 
 
 def _host(endpoint: str) -> str:
