@@ -366,6 +366,31 @@ def test_a_customer_without_a_time_zone_waits_in_the_brands(
     assert waiting[0]["time_zone_reason"] == "the customer's, from their device"
 
 
+PUSH_NOW = """\
+id: push-now
+name: Push now
+entry: {event: Signed Up}
+steps:
+  - id: push
+    send: {channel: push, template: push-now}
+"""
+
+
+def test_quiet_hours_of_a_customer_without_a_time_zone_are_the_brands(
+    brand_services: Services, clock: SimulatedClock
+) -> None:
+    services = brand_services
+    publish(services, PUSH_NOW)
+    clock.advance_ms(12 * HOUR)  # 02:13 UTC, 22:13 in New York: no marketing push there
+    track(services, "liz", "Signed Up")
+    assert sent(services, "liz") == []
+    held = [p for name, p in trace_of(services, "liz") if name == "Message Held"]
+    # Held till 08:00 in New York (EDT), 12:00 UTC; in UTC it would have been 08:00 UTC.
+    assert [(p["reason"], iso(p["until"])) for p in held] == [
+        ("quiet hours (*:08:00-21:00) in America/New_York", "2026-09-22T12:00:00.000Z")
+    ]
+
+
 def test_the_brand_time_zone_setting_is_checked() -> None:
     assert load_settings({"PARCOURS_BRAND_TIMEZONE": "Europe/Paris"}).brand_timezone == (
         "Europe/Paris"

@@ -118,7 +118,10 @@ class Services:
             queues=("default", JOURNEYS_QUEUE, MESSAGING_QUEUE, SEGMENTS_QUEUE),
             poll_seconds=settings.worker_poll_seconds,
         )
-        policies = Policies.load(Path(settings.policies_file) if settings.policies_file else None)
+        policies = Policies.load(
+            Path(settings.policies_file) if settings.policies_file else None,
+            timezone=settings.brand_timezone,
+        )
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
         )

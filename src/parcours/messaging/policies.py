@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -61,17 +61,19 @@ class Policies:
     quiet_hours: tuple[QuietHours, ...] = ()
     caps: tuple[Cap, ...] = ()
     duplicate_window_ms: int = 24 * 3_600_000
+    timezone: str = "UTC"  # the brand's, for customers with no valid time zone of their own
 
     @classmethod
-    def load(cls, brand_file: Path | None = None) -> Policies:
+    def load(cls, brand_file: Path | None = None, timezone: str = "UTC") -> Policies:
         shipped = _read(DEFAULTS)
         if brand_file is None:
-            return shipped
+            return replace(shipped, timezone=timezone)
         brand = _read(brand_file)
         return cls(
             shipped.quiet_hours + brand.quiet_hours,
             shipped.caps + brand.caps,
             max(shipped.duplicate_window_ms, brand.duplicate_window_ms),  # longer is stricter
+            timezone,
         )
 
 
@@ -115,7 +117,7 @@ def check(
     decision = _consent(conn, policies, message, now)
     if not decision.allowed:
         return decision
-    zone = _zone(message.profile)
+    zone = _zone(message.profile, policies.timezone)
     caps = [] if message.purpose == "transactional" else _caps_for(policies, message, now, zone)
     # The customer's sends read once, as far back as the longest window looks.
     since = min([now - policies.duplicate_window_ms, *(since for _, since, _ in caps)])
@@ -283,12 +285,15 @@ def customer_country(profile: dict[str, Any], default_region: str) -> str | None
     return default_region.upper()
 
 
-def _zone(profile: dict[str, Any]) -> ZoneInfo:
-    name = profile.get("computed", {}).get("timezone") or "UTC"
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+def _zone(profile: dict[str, Any], fallback: str = "UTC") -> ZoneInfo:
+    """The customer's time zone; the brand's (`brand_timezone`) when none is valid."""
+    for name in (profile.get("computed", {}).get("timezone"), fallback):
+        if name:
+            try:
+                return ZoneInfo(str(name))
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
 
 
 def _read(path: Path) -> Policies:
