@@ -12,14 +12,19 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, run
-from parcours.runtime.heartbeats import worker_counts
 
 # Set (to an empty directory) before anything is counted, it makes every process write its
 # counters there, and any of them expose the sum: `parcours serve` with `http_workers` > 1.
@@ -109,6 +114,8 @@ class DatabaseFigures(Collector):
                 jobs.add_metric([queue, "failed"], int(failed or 0))
                 late = (now - int(first)) / 1000 if due else 0.0
                 oldest.add_metric([queue], late)
+            from parcours.runtime.heartbeats import worker_counts  # it imports the queue
+
             counts = worker_counts(conn, now, self.stale_ms)
         workers.add_metric(["fresh"], counts.fresh)
         workers.add_metric(["stale"], counts.stale)
@@ -129,6 +136,12 @@ class Exposition:
     def __init__(self, figures: Collector | None = None) -> None:
         self.registry = CollectorRegistry()
         if MULTIPROCESS_DIR in os.environ:
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                # This process counts in memory: the sum would leave its counters out.
+                raise RuntimeError(
+                    f"{MULTIPROCESS_DIR} was set after prometheus_client was imported: set it "
+                    "before anything imports parcours' metrics (cli._serve does)"
+                )
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         else:
             self.registry.register(_ThisProcess())
