@@ -122,10 +122,12 @@ class SmtpPeer:
 
 
 class RunningSmtp:
-    def __init__(self, peer: SmtpPeer) -> None:
+    def __init__(self, peer: SmtpPeer, *, smtputf8: bool = True) -> None:
         self.peer = peer
         self.port = free_port()
-        self.controller = Controller(peer, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(
+            peer, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8
+        )
 
     def __enter__(self) -> RunningSmtp:
         self.controller.start()

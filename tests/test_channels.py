@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -662,6 +663,260 @@ def test_an_address_that_would_break_the_smtp_commands_is_refused_for_good() -> 
         with pytest.raises(PermanentFailure, match="is not an email address") as caught:
             provider.send(message)
         assert caught.value.suppress
+
+
+def customer_of(services: Services, address: str) -> int:
+    """The customer with this email address, made when there is none."""
+    with services.db.read() as conn:
+        try:
+            return customers.resolve(conn, address, "FR")
+        except customers.CustomerNotFound:
+            pass
+    event = make_event("identify", userId=f"c:{address}", traits={"email": address})
+    services.writer.append_sync([event])
+    with services.db.read() as conn:
+        return customers.resolve(conn, address, "FR")
+
+
+def send_email(services: Services, address: str) -> int:
+    """A real email to this address through the configured provider (a test send: no
+    journey, policy or cap in the way, suppressions neither); its outbox id."""
+    customer_id = customer_of(services, address)
+    with services.db.write() as conn:
+        try:
+            templates.get(conn, "note")
+        except templates.TemplateProblem:
+            content = {"en": {"email": {"subject": "A note", "text": "Hello"}}}
+            templates.save(conn, "note", content, "test", services.clock.now_ms())
+        outbox_id = services.delivery.test_send(
+            conn, "note", customer_id, "email", address, {}, services.clock.now_ms()
+        )
+    services.worker.run_due()
+    return outbox_id
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("a@@b.c", "invalid characters: '@'"),
+        ("a@b.", "cannot end with a period"),
+        ("a@b.c,d@e.f", "invalid characters: ',', '@'"),
+    ],
+)
+def test_an_email_address_is_checked_by_one_rule_everywhere(
+    sandboxed: Services, address: str, why: str
+) -> None:
+    from parcours.channels.base import OutgoingMessage, PermanentFailure
+    from parcours.channels.email import SmtpProvider
+    from parcours.customers.identity import BadEmail, check_email, traits_identities
+
+    with pytest.raises(BadEmail, match=re.escape(why)):
+        check_email(address)
+    # As an identity: not an email of the customer's.
+    assert traits_identities({"email": address}, "FR") == []
+    # As a test send's address: refused, naming the field.
+    opt_in(sandboxed, "lea")
+    with TestClient(app=create_app(sandboxed, close_on_shutdown=False)) as client:
+        answer = client.post(
+            "/api/templates/welcome/test-send",
+            json={"customer": "lea", "channel": "email", "to": address},
+            headers=admin_headers(),
+        )
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "to"
+    assert why in answer.json()["error"]["message"]
+    # At the last moment, as a send's address (one stored before this check).
+    provider = SmtpProvider(host="127.0.0.1", port=1, from_address="news@maison.example")
+    message = OutgoingMessage("k:0", 1, 1, "email", "marketing", address, {"subject": "Hi"}, "en")
+    with pytest.raises(PermanentFailure, match="is not an email address") as caught:
+        provider.send(message)
+    assert caught.value.suppress
+
+
+def test_good_addresses_are_kept_as_identities_lowercased() -> None:
+    from parcours.customers.identity import check_email, normalise_email
+
+    assert normalise_email(" Ana.Person+news@Example.COM ") == "ana.person+news@example.com"
+    assert check_email("Zoé@Exemple.fr").address == "zoé@exemple.fr"
+    assert check_email("zoé@exemple.fr").ascii is None  # its mailbox name needs SMTPUTF8
+    assert check_email("ana@exèmple.fr").ascii == "ana@xn--exmple-4ua.fr"
+
+
+def _message_to(address: str, n: int = 0) -> Any:
+    from parcours.channels.base import OutgoingMessage
+
+    content = {"subject": "Bonjour", "text": "Bonjour Zoé\n"}
+    return OutgoingMessage(f"k:{n}", n, 1, "email", "marketing", address, content, "fr")
+
+
+def test_a_mailbox_name_beyond_ascii_goes_by_smtputf8_when_the_server_offers_it(
+    dkim_key: DkimKey,
+) -> None:
+    from parcours.channels.email import SmtpProvider
+
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    with RunningSmtp(peer, smtputf8=True) as smtp:
+        provider = SmtpProvider(
+            host="127.0.0.1",
+            port=smtp.port,
+            from_address="news@maison.example",
+            security="none",
+            dkim_selector="s1",
+            dkim_key=dkim_key.private_pem,
+        )
+        try:
+            provider.send(_message_to("Zoé@exemple.fr"))
+            provider.send(_message_to("ana@exèmple.fr", 1))
+        finally:
+            provider.close()
+    first, second = peer.received
+    assert first.recipients == ["zoé@exemple.fr"] and first.dkim_valid
+    assert "\r\nTo: zoé@exemple.fr\r\n".encode() in first.raw  # UTF-8 headers (RFC 6532)
+    assert second.recipients == ["ana@xn--exmple-4ua.fr"]  # a domain beyond ASCII: IDNA
+
+
+def test_without_smtputf8_such_an_address_is_refused_with_a_reason(
+    settings: Settings, clock: SimulatedClock, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    from parcours.channels.base import PermanentFailure
+    from parcours.channels.email import SmtpProvider
+
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    with RunningSmtp(peer, smtputf8=False) as smtp:
+        provider = SmtpProvider(
+            host="127.0.0.1", port=smtp.port, from_address="news@maison.example", security="none"
+        )
+        try:
+            with pytest.raises(PermanentFailure, match="needs SMTPUTF8") as caught:
+                provider.send(_message_to("zoé@exemple.fr"))
+            assert not caught.value.suppress and not caught.value.soft_bounce
+            provider.send(_message_to("ana@exèmple.fr", 1))  # IDNA needs no SMTPUTF8
+            provider.send(_message_to("ana@example.com", 2))
+        finally:
+            provider.close()
+        # The connection the refusal used went back to the pool and served the others.
+        assert peer.connections == 1
+        assert [r.recipients for r in peer.received] == [
+            ["ana@xn--exmple-4ua.fr"],
+            ["ana@example.com"],
+        ]
+        # Through the pipeline: the send fails with that reason, the fallback goes on,
+        # the address is not barred (the server is what lacks it).
+        services = open_services(
+            settings, clock, channels=smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        )
+        try:
+            publish(services, journey("{channel: email, template: welcome, fallback: [sms]}"))
+            opt_in(services, "zoe", email="zoé@exemple.fr")
+            track(services, "zoe", "Go")
+            email_message, sms_message = outbox(services)
+            assert email_message["state"] == "failed"
+            assert "needs SMTPUTF8" in email_message["error"]
+            assert sms_message["channel"] == "sms" and sms_message["state"] == "sent"
+            with services.db.read() as conn:
+                assert conn.execute(text("SELECT count(*) FROM suppressions")).scalar() == 0
+        finally:
+            services.close()
+
+
+def test_a_lone_carriage_return_never_reaches_smtp(dkim_key: DkimKey) -> None:
+    from parcours.channels.base import OutgoingMessage
+    from parcours.channels.email import SmtpProvider
+
+    content = {
+        "subject": "Hi\rthere",
+        "text": "Line one\rLine two\r\nLine three\n\r",
+        "html": "<p>one\rtwo</p>",
+    }
+    message = OutgoingMessage("k:0", 1, 1, "email", "marketing", "ana@example.com", content, "en")
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    with RunningSmtp(peer) as smtp:
+        provider = SmtpProvider(
+            host="127.0.0.1",
+            port=smtp.port,
+            from_address="news@maison.example",
+            security="none",
+            dkim_selector="s1",
+            dkim_key=dkim_key.private_pem,
+        )
+        raw = provider.build(message)
+        try:
+            provider.send(message)
+        finally:
+            provider.close()
+    assert re.search(rb"\r(?!\n)", raw) is None and re.search(rb"(?<!\r)\n", raw) is None
+    [received] = peer.received
+    assert received.dkim_valid
+    plain, html = received.message.get_payload()
+    assert plain.get_payload(decode=True).decode() == "Line one\r\nLine two\r\nLine three\r\n\r\n"
+    assert html.get_payload(decode=True).decode() == "<p>one\ntwo</p>"
+
+
+def test_send_time_replies_follow_the_one_bounce_rule(
+    settings: Settings, clock: SimulatedClock, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    """What a receiving server answers at RCPT is read by the same rule as the bounces
+    that come back later: a bad address is barred at once; a full mailbox or Gmail's
+    "likely unsolicited" block fails the message and is counted, three bar the address;
+    a 4xx is retried, and counted once when the retries run out."""
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    peer.refuse = {
+        "ana@example.com": "550 5.1.1 no such user",
+        "bob@example.com": "552 5.2.2 mailbox full",
+        "cyd@example.com": "550 5.7.1 this message is likely unsolicited mail",
+        "dan@example.com": "452 4.2.2 mailbox full, try again later",
+    }
+    with RunningSmtp(peer) as smtp:
+        services = open_services(
+            settings, clock, channels=smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        )
+        try:
+            names = ("ana", "bob", "cyd", "dan")
+            ids = {name: send_email(services, f"{name}@example.com") for name in names}
+            ids["bob2"] = send_email(services, "bob@example.com")
+
+            def barred() -> dict[str, str]:
+                with services.db.read() as conn:
+                    found = conn.execute(text("SELECT address, source FROM suppressions"))
+                    return {row.address: row.source for row in found}
+
+            def bounces() -> list[tuple[str, str, int]]:
+                with services.db.read() as conn:
+                    found = conn.execute(
+                        text("SELECT address, kind, outbox_id FROM bounces ORDER BY id")
+                    )
+                    return [tuple(row) for row in found]
+
+            assert barred() == {"ana@example.com": "smtp"}
+            assert bounces() == [
+                ("ana@example.com", "hard", ids["ana"]),
+                ("bob@example.com", "soft", ids["bob"]),
+                ("cyd@example.com", "soft", ids["cyd"]),
+                ("bob@example.com", "soft", ids["bob2"]),
+            ]
+            states = {m["id"]: (m["state"], m["error"]) for m in outbox(services)}
+            assert states[f"msg_{ids['cyd']}"][0] == "failed"
+            assert states[f"msg_{ids['dan']}"] == (
+                "pending",
+                "452 4.2.2 mailbox full, try again later",
+            )
+            third = send_email(services, "bob@example.com")
+            assert barred()["bob@example.com"] == "soft bounces"
+            with services.db.read() as conn:
+                reason = conn.execute(
+                    text("SELECT reason, outbox_id FROM suppressions WHERE address = :a"),
+                    {"a": "bob@example.com"},
+                ).one()
+            assert reason[0].startswith("3 soft bounces within 30 days; the last: 552 5.2.2")
+            assert reason[1] == third
+            advance(services, clock, 400_000, step=5_000)  # dan's retries run out
+            states = {m["id"]: (m["state"], m["error"]) for m in outbox(services)}
+            assert states[f"msg_{ids['dan']}"][0] == "failed"
+            assert states[f"msg_{ids['dan']}"][1].startswith("gave up after 8 attempts: 452")
+            assert bounces()[-1] == ("dan@example.com", "soft", ids["dan"])
+            assert "dan@example.com" not in barred()
+        finally:
+            services.close()
+    assert peer.received == []
 
 
 def message_id(raw: bytes) -> str:

@@ -20,6 +20,7 @@ from parcours.web.messaging_api import messaging_routes
 from parcours.web.operations import observe_requests, operations_routes
 from parcours.web.push_public import push_routes
 from parcours.web.segments_api import segments_admin_routes
+from parcours.web.suppressions_api import suppression_routes
 from parcours.web.wallet_orders_public import wallet_order_routes
 from parcours.web.wallet_public import wallet_routes
 
@@ -44,6 +45,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *journey_routes(),
             *segments_admin_routes(),
             *messaging_routes(),
+            *suppression_routes(),
             *channel_callback_routes(),
             *push_routes(),
             *chat_routes(),

@@ -27,6 +27,7 @@ from parcours.messaging.delivery import Brand, Delivery
 from parcours.messaging.links import Links, Signer
 from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
 from parcours.messaging.policies import Policies
+from parcours.messaging.suppressions import BounceRule
 from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
@@ -93,6 +94,7 @@ class Services:
         clock = clock or SystemClock()
         try:  # the channels, checked before any thread starts (the VAPID key is the db's)
             sms_pricing = Pricing.from_config(settings.channels.get("sms", {}))
+            bounce_rule = BounceRule.from_config(settings.channels.get("email", {}))
             whatsapp_pricing = WhatsAppPricing.from_config(settings.channels.get("whatsapp", {}))
             vapid = instance_secret(db, "vapid-private-key", clock.now_ms(), make_vapid_key)
             providers = Providers.from_settings(
@@ -162,6 +164,7 @@ class Services:
             lease_ms=settings.delivery_lease_seconds * 1000,
             sms_pricing=sms_pricing,
             whatsapp_pricing=whatsapp_pricing,
+            bounce_rule=bounce_rule,
         )
         delivery.install(worker)
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
@@ -307,9 +310,9 @@ class Services:
 
         address = str(section.get("return_path") or section.get("from_address") or "")
         domain = address.rpartition("@")[2] or "localhost"
-        handler = InboundHandler(domain, self.delivery.email_report)
+        handler = InboundHandler(domain, self.delivery.email_mail)
         host = str(section.get("inbound_host", "0.0.0.0"))
-        self._inbound = Controller(handler, hostname=host, port=int(port))
+        self._inbound = Controller(handler, hostname=host, port=int(port), enable_SMTPUTF8=True)
         self._inbound.start()
         return int(port)
 

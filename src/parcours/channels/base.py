@@ -8,14 +8,18 @@ from typing import Any, Protocol
 
 
 class DeliveryFailure(Exception):
-    """The provider did not take the message. `reason` is safe to show and to log."""
+    """The provider did not take the message. `reason` is safe to show and to log.
+    `soft_bounce`: the receiving mail server refused it for a reason that may pass (a full
+    mailbox, a policy block, a temporary failure): counted against the address when the
+    message finally fails (channels/email_bounces.py)."""
 
     permanent = False
 
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
+    def __init__(self, reason: str, *, code: str | None = None, soft_bounce: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.soft_bounce = soft_bounce
 
 
 class TransientFailure(DeliveryFailure):
@@ -28,8 +32,15 @@ class PermanentFailure(DeliveryFailure):
 
     permanent = True
 
-    def __init__(self, reason: str, *, code: str | None = None, suppress: bool = False) -> None:
-        super().__init__(reason, code=code)
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str | None = None,
+        suppress: bool = False,
+        soft_bounce: bool = False,
+    ) -> None:
+        super().__init__(reason, code=code, soft_bounce=soft_bounce)
         self.suppress = suppress
 
 

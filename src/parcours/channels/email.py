@@ -29,6 +29,8 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.channels.email_bounces import classify
+from parcours.customers.identity import BadEmail, check_email
 
 # What the DKIM signature covers: the unsubscribe headers among them, so that nobody on the
 # way can change where the one-click unsubscribe goes.
@@ -47,8 +49,6 @@ SIGNED_HEADERS = (
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WSP = re.compile(r"[ \t]+")
-# What we put in MAIL FROM and RCPT TO: no spaces, controls or angle brackets, one "@".
-_ADDRESS = re.compile(r"[^\x00-\x20<>\x7f]+@[^\x00-\x20<>@\x7f]+")
 
 
 def _header_value(value: str) -> str:
@@ -127,7 +127,7 @@ def mime_parts(
     Written directly: the standard library's generator cost as much as the DKIM signature
     (measured). The boundary comes from the key, so a re-sent message is the same bytes but
     for its Date."""
-    plain = text.replace("\r\n", "\n").encode("utf-8")
+    plain = _lines(text).encode("utf-8")
     plain_body = binascii.b2a_qp(plain, istext=True).replace(b"\n", b"\r\n")
     if html is None:
         return [
@@ -137,7 +137,7 @@ def mime_parts(
         ], plain_body
     boundary = f"=_parcours_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
     mark = boundary.encode()
-    encoded = binascii.b2a_base64(html.encode("utf-8"), newline=False)
+    encoded = binascii.b2a_base64(_lines(html).encode("utf-8"), newline=False)
     html_body = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
     body = b"".join(
         [
@@ -149,6 +149,12 @@ def mime_parts(
         ]
     )
     return [*headers, ("Content-Type", f'multipart/alternative; boundary="{boundary}"')], body
+
+
+def _lines(text: str) -> str:
+    """Line breaks as "\\n" only, a lone carriage return included: SMTP knows no line
+    break but CRLF, and a bare CR is what mail-smuggling tricks are made of."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def message_id_for(key: str, domain: str) -> str:
@@ -234,13 +240,16 @@ class SmtpProvider:
 
     # ---- building -------------------------------------------------------------------
 
-    def build(self, message: OutgoingMessage, now_s: float | None = None) -> bytes:
-        """The message as it goes on the wire, DKIM signature first."""
+    def build(
+        self, message: OutgoingMessage, now_s: float | None = None, to: str | None = None
+    ) -> bytes:
+        """The message as it goes on the wire, DKIM signature first; `to` is the address
+        as written in it (the checked one, by default the message's)."""
         content = message.content
         now = time.time() if now_s is None else now_s
         headers: list[tuple[str, str]] = [
             ("From", self._from_header),
-            ("To", message.address),
+            ("To", to or message.address),
             ("Subject", _header_value(content["subject"])),
             ("Date", formatdate(now, usegmt=True)),
             ("Message-ID", message_id_for(message.key, self.domain)),
@@ -266,13 +275,31 @@ class SmtpProvider:
 
     def send(self, message: OutgoingMessage) -> str:
         sender = (self.return_path or self.from_address).replace("{id}", str(message.outbox_id))
-        if not _ADDRESS.fullmatch(message.address):
-            raise PermanentFailure(f"{message.address!r} is not an email address", suppress=True)
-        raw = self.build(message)
+        try:
+            address = check_email(message.address)
+        except BadEmail as exc:
+            raise PermanentFailure(
+                f"{message.address!r} is not an email address: {exc}", suppress=True
+            ) from None
+        # A mailbox name that is not ASCII goes only through a server offering SMTPUTF8
+        # (RFC 6531); a domain that is not ASCII goes as IDNA, through any server.
+        utf8 = address.ascii is None
+        recipient = address.ascii or address.address
+        raw = self.build(message, to=recipient)
         for attempt in (1, 2):
             connection = self._connection()
             try:
-                _transmit(connection, sender, message.address, raw)
+                connection.ehlo_or_helo_if_needed()
+                if utf8 and not connection.has_extn("smtputf8"):
+                    self._release(connection)
+                    raise PermanentFailure(
+                        f"{recipient} has a mailbox name that is not ASCII, which needs "
+                        f"SMTPUTF8, and the SMTP server {self.host} does not offer it",
+                        code="smtputf8",
+                    )
+                _transmit(connection, sender, recipient, raw, utf8=utf8)
+            except PermanentFailure:
+                raise
             except smtplib.SMTPServerDisconnected as exc:
                 # A reused connection the server closed: once more on a fresh one.
                 self._discard(connection)
@@ -287,13 +314,19 @@ class SmtpProvider:
                     self._discard(connection)
                 else:
                     self._release(connection)
-                raise _failure(code, text) from None
+                raise _failure(code, text, about_recipient=True) from None
+            except smtplib.SMTPSenderRefused as exc:
+                self._discard(connection)
+                raise _failure(exc.smtp_code, exc.smtp_error, about_recipient=False) from None
             except smtplib.SMTPResponseException as exc:
                 self._discard(connection)
-                raise _failure(exc.smtp_code, exc.smtp_error) from None
+                raise _failure(exc.smtp_code, exc.smtp_error, about_recipient=True) from None
             except (OSError, smtplib.SMTPException) as exc:
                 self._discard(connection)
                 raise TransientFailure(f"SMTP error: {exc}") from None
+            except BaseException:
+                self._discard(connection)  # never left open and out of the pool
+                raise
             self._release(connection)
             return message_id_for(message.key, self.domain).strip("<>")
         raise AssertionError("unreachable")
@@ -346,18 +379,29 @@ class SmtpProvider:
                 connection.close()
 
 
-def _transmit(connection: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> None:
+def _transmit(
+    connection: smtplib.SMTP, sender: str, recipient: str, raw: bytes, *, utf8: bool = False
+) -> None:
     """One mail transaction (MAIL, RCPT, DATA), as smtplib's `sendmail` does it, for a
     message we built ourselves: its addresses are bare and checked, its lines end in CRLF,
     so neither is parsed again (sendmail cost eight times as many instructions, measured).
+    `utf8`: the transaction is SMTPUTF8 (the server offers it; the caller checked).
     Raises smtplib's exceptions; after a refused recipient the connection is reset, ready
     for the next message (as sendmail does, a server gone meanwhile is found out then)."""
     connection.ehlo_or_helo_if_needed()
-    size = f" SIZE={len(raw)}" if connection.has_extn("size") else ""
-    code, reply = connection.docmd("MAIL", f"FROM:<{sender}>{size}")
+    options = f" SIZE={len(raw)}" if connection.has_extn("size") else ""
+    if utf8:
+        options += " SMTPUTF8"
+        if connection.has_extn("8bitmime"):
+            options += " BODY=8BITMIME"
+    code, reply = connection.docmd("MAIL", f"FROM:<{sender}>{options}")
     if code != 250:
         raise smtplib.SMTPSenderRefused(code, reply, sender)
-    code, reply = connection.docmd("RCPT", f"TO:<{recipient}>")
+    connection.command_encoding = "utf-8" if utf8 else "ascii"
+    try:
+        code, reply = connection.docmd("RCPT", f"TO:<{recipient}>")
+    finally:
+        connection.command_encoding = "ascii"
     if code not in (250, 251):
         if code != 421:
             with contextlib.suppress(smtplib.SMTPServerDisconnected):
@@ -376,11 +420,21 @@ def _transmit(connection: smtplib.SMTP, sender: str, recipient: str, raw: bytes)
         raise smtplib.SMTPDataError(code, reply)
 
 
-def _failure(code: int, text: bytes | str) -> PermanentFailure | TransientFailure:
-    """5xx: the server will never take it (a hard bounce when it is about the mailbox);
-    anything else: try again later."""
+def _failure(
+    code: int, text: bytes | str, *, about_recipient: bool
+) -> PermanentFailure | TransientFailure:
+    """5xx: the server will never take it; 4xx: try again later. A reply about the
+    recipient (to RCPT or DATA) is a bounce, hard or soft by the shared rule
+    (channels/email_bounces.py); one about our sender (to MAIL) says nothing of the
+    address."""
     reason = f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
+    if not about_recipient or code == 421:  # 421: the server closes, whoever is asked
+        if 500 <= code < 600:
+            return PermanentFailure(reason, code=str(code))
+        return TransientFailure(reason, code=str(code))
+    verdict = classify(reason, code=code)
     if 500 <= code < 600:
-        mailbox = code in (550, 551, 553) or "5.1." in reason
-        return PermanentFailure(reason, code=str(code), suppress=mailbox)
-    return TransientFailure(reason, code=str(code))
+        return PermanentFailure(
+            reason, code=str(code), suppress=verdict.hard, soft_bounce=not verdict.hard
+        )
+    return TransientFailure(reason, code=str(code), soft_bounce=True)

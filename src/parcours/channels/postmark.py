@@ -17,10 +17,44 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.channels.email_bounces import (
+    BAD_ADDRESS,
+    HARD,
+    POLICY,
+    SOFT,
+    TEMPORARY,
+    Verdict,
+    classify,
+)
 
 # Postmark's ErrorCode values that mean this address will not work.
 SUPPRESS_ERRORS = {300, 406}  # invalid address; inactive recipient (bounced or complained)
-HARD_BOUNCES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "SpamNotification"}
+# Postmark's bounce types, read by the shared rule (channels/email_bounces.py): a bad
+# address is hard; a block, a DNS error or a soft bounce is soft; "Undeliverable" and
+# "Unknown" are read from their text like any bounce. The rest (Transient: a delay while
+# Postmark retries; AutoResponder; Subscribe...) are no bounce.
+_BOUNCE_TYPES = {
+    "HardBounce": Verdict(HARD, BAD_ADDRESS),
+    "BadEmailAddress": Verdict(HARD, BAD_ADDRESS),
+    "ManuallyDeactivated": Verdict(HARD, BAD_ADDRESS),
+    "SoftBounce": Verdict(SOFT, TEMPORARY),
+    "DnsError": Verdict(SOFT, TEMPORARY),
+    "SpamNotification": Verdict(SOFT, POLICY),
+    "Blocked": Verdict(SOFT, POLICY),
+    "VirusNotification": Verdict(SOFT, POLICY),
+    "DMARCPolicy": Verdict(SOFT, POLICY),
+}
+_READ_FROM_TEXT = {"Undeliverable", "Unknown"}
+
+
+def bounce_verdict(record: dict[str, Any]) -> Verdict | None:
+    """Hard or soft for a Bounce webhook's record; None when it is no bounce."""
+    kind = str(record.get("Type") or "")
+    if kind in _BOUNCE_TYPES:
+        return _BOUNCE_TYPES[kind]
+    if kind in _READ_FROM_TEXT:
+        return classify(f"{record.get('Description') or ''} {record.get('Details') or ''}")
+    return None
 
 
 @dataclass

@@ -338,20 +338,23 @@ def _postmark_record(services: Services, record: dict[str, Any]) -> None:
     if kind == "Delivery":
         with services.db.write() as conn:
             services.delivery.status(conn, outbox_id, "delivered", services.clock.now_ms())
-    elif kind == "Bounce" and record.get("Type") in postmark.HARD_BOUNCES:
+    elif kind == "Bounce" and (verdict := postmark.bounce_verdict(record)) is not None:
         services.delivery.email_report(
             Report(
                 "bounce",
                 outbox_id,
                 message_id,
-                record.get("Email"),
-                record.get("Type"),
-                record.get("Description"),
-            )
+                str(record.get("Email") or "").lower() or None,
+                str(record.get("Type")),
+                str(record.get("Description") or "") or None,
+                verdict=verdict,
+            ),
+            "postmark",
         )
     elif kind == "SpamComplaint":
         services.delivery.email_report(
-            Report("complaint", outbox_id, message_id, record.get("Email"), None, "abuse")
+            Report("complaint", outbox_id, message_id, record.get("Email"), None, "abuse"),
+            "postmark",
         )
 
 

@@ -25,7 +25,8 @@ from parcours.channels.base import (
     Provider,
     TransientFailure,
 )
-from parcours.channels.email_inbound import Report
+from parcours.channels.email_bounces import classify
+from parcours.channels.email_inbound import Ignored, InboundMail, Report
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
@@ -33,7 +34,7 @@ from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.model import Event, internal_event
 from parcours.ingest.writer import Hook, append_events
-from parcours.messaging import choice, passes, policies, subscriptions
+from parcours.messaging import choice, passes, policies, subscriptions, suppressions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
@@ -49,6 +50,9 @@ FEEDBACK = "messaging.feedback"
 FALLBACK = "messaging.fallback"
 LEASE_MS = 5 * 60_000  # a send not recorded within this is tried again, with the same key
 MAX_SEND_ATTEMPTS = 8
+# A bounce that names only the address is taken as the newest email sent to it within
+# this (mail servers give up on a message after five days at most).
+BOUNCE_MATCH_MS = 14 * 24 * 3600_000
 # How far a message got; `success` in a send step names one of these.
 RANK = {"queued": 0, "sent": 1, "delivered": 2, "opened": 3, "read": 3, "clicked": 4}
 EVENT_NAMES = {
@@ -102,7 +106,9 @@ class Delivery:
         lease_ms: int = LEASE_MS,
         sms_pricing: Pricing | None = None,
         whatsapp_pricing: WhatsAppPricing | None = None,
+        bounce_rule: suppressions.BounceRule | None = None,
     ) -> None:
+        self.bounce_rule = bounce_rule or suppressions.BounceRule()
         self.whatsapp_pricing = whatsapp_pricing or WhatsAppPricing.from_config({})
         self.lease_ms = lease_ms
         self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
@@ -420,7 +426,10 @@ class Delivery:
             )
             return
         if isinstance(outcome, TransientFailure):
-            outcome = PermanentFailure(f"gave up after {row.attempt} attempts: {outcome.reason}")
+            outcome = PermanentFailure(
+                f"gave up after {row.attempt} attempts: {outcome.reason}",
+                soft_bounce=outcome.soft_bounce,  # the receiver's 4xx to the last: one bounce
+            )
         self._failed(conn, row, detail, outcome, now)
 
     def _failed(
@@ -430,6 +439,7 @@ class Delivery:
         detail: dict[str, Any],
         failure: DeliveryFailure,
         now: int,
+        source: str | None = None,
     ) -> None:
         run(
             conn,
@@ -439,8 +449,10 @@ class Delivery:
         )
         cancel(conn, f"deliver:{row.id}")
         cancel(conn, f"fallback:{row.id}")
-        if isinstance(failure, PermanentFailure) and failure.suppress and row.address:
-            suppress(conn, row.channel, row.address, failure.reason, row.customer_id, now)
+        # A bad address is barred; an email's soft bounce counted (messaging/suppressions.py).
+        suppressions.after_failure(
+            conn, self.bounce_rule, row, failure, source or row.provider or "delivery", now
+        )
         self._event(
             conn, row, "failed", now, {"permanent": failure.permanent, "reason": failure.reason}
         )
@@ -468,12 +480,15 @@ class Delivery:
         *,
         permanent: bool = False,
         suppress: bool = False,
+        soft_bounce: bool = False,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
+        source: str | None = None,
     ) -> bool:
         """A provider or a tracking link says how far a message got. A failure ends the
         attempt (and the fallback takes over) when `permanent`; `suppress` also bars the
-        address. False when the message is unknown."""
+        address, `soft_bounce` counts a soft bounce against it; `source` says who said
+        so. False when the message is unknown."""
         row = _row(conn, outbox_id)
         if row is None:
             return False
@@ -482,11 +497,11 @@ class Delivery:
                 return True
             detail = _decode(row.detail)
             failure: DeliveryFailure = (
-                PermanentFailure(reason or "failed", suppress=suppress)
+                PermanentFailure(reason or "failed", suppress=suppress, soft_bounce=soft_bounce)
                 if permanent
                 else TransientFailure(reason or "failed")
             )
-            self._failed(conn, row, detail, failure, now)
+            self._failed(conn, row, detail, failure, now, source)
             return True
         if status not in RANK:
             raise ValueError(f"unknown message status {status!r}")
@@ -532,65 +547,214 @@ class Delivery:
         assert outbox_id is not None
         return outbox_id
 
-    def email_report(self, report: Report) -> None:
-        """A bounce, a complaint or a reply, matched to the message it is about (by the
-        tagged address, else by the original Message-ID) and recorded at once."""
+    def email_report(self, report: Report, source: str) -> None:
+        """A bounce or a complaint a provider's webhook reports (Postmark), recorded at
+        once; one about no message of ours changes nothing."""
         now = self.clock.now_ms()
         with self.db.write() as conn:
-            outbox_id = report.outbox_id
-            if outbox_id is None and report.original_message_id:
-                outbox_id = self.find(conn, "smtp", report.original_message_id)
-            row = _row(conn, outbox_id) if outbox_id is not None else None
-            if row is None or row.channel != "email":
-                log.info("an email %s for no message of ours", report.kind)
-                return
-            if report.kind == "bounce":
-                self.status(
+            skipped = self._email_report(conn, report, now, source)
+        if skipped is not None:
+            log.info("an email %s from %s not acted on: %s", report.kind, source, skipped.reason)
+
+    def email_mail(self, mail: InboundMail) -> None:
+        """Mail received on the inbound endpoint: each bounce, complaint or reply in it
+        matched to the message it is about and recorded; whatever changes nothing kept
+        with its reason, for an admin (`GET /api/inbound-email`). One transaction."""
+        now = self.clock.now_ms()
+        with self.db.write() as conn:
+            ignored = list(mail.ignored)
+            for report in mail.reports:
+                skipped = self._email_report(conn, report, now, suppressions.BOUNCE_MESSAGE)
+                if skipped is not None:
+                    ignored.append(skipped)
+            for item in ignored:
+                row = _row(conn, item.outbox_id) if item.outbox_id is not None else None
+                suppressions.record_ignored(
                     conn,
+                    suppressions.IgnoredMail(
+                        mail.rcpt_to,
+                        mail.mail_from,
+                        mail.from_address,
+                        mail.subject,
+                        mail.message_id,
+                        item.code,
+                        item.reason,
+                        customer_id=None if row is None else row.customer_id,
+                        outbox_id=None if row is None else row.id,
+                    ),
+                    now,
+                )
+
+    def _email_report(
+        self, conn: Connection, report: Report, now: int, source: str
+    ) -> Ignored | None:
+        """Act on one report; what was not acted on, and why, else None."""
+        row = self._email_message(conn, report, now)
+        if row is None:
+            about = f" about {report.recipient}" if report.recipient else ""
+            return Ignored(
+                "unknown_message",
+                f"a {report.kind}{about} that matches no email of ours (by its tagged "
+                "address, the Message-ID it quotes or the address it names)",
+                report.outbox_id,
+            )
+        if report.kind == "bounce":
+            verdict = report.verdict or classify(report.reason)
+            if row.state == "failed":
+                return Ignored(
+                    "already_failed",
+                    f"a {verdict.kind} bounce for {public_message_id(row.id)}, which had "
+                    "already failed: counted once",
                     row.id,
-                    "failed",
-                    now,
-                    permanent=True,
-                    suppress=True,
-                    reason=f"bounce: {report.reason}",
                 )
-            elif report.kind == "complaint":
-                consent = {
+            self.status(
+                conn,
+                row.id,
+                "failed",
+                now,
+                permanent=True,
+                suppress=verdict.hard,
+                soft_bounce=not verdict.hard,
+                reason=f"bounce: {report.reason} ({verdict.kind} bounce: {verdict.cause})",
+                source=source,
+            )
+        elif report.kind == "complaint":
+            consent = {
+                "channel": "email",
+                "purpose": "marketing",
+                "status": "withdrawn",
+                "source": "spam complaint (feedback loop)",
+            }
+            self._append(
+                conn,
+                row.customer_id,
+                CONSENT_EVENT,
+                consent,
+                now,
+                f"msg:{row.id}:complaint-consent",
+            )
+            self._append(
+                conn,
+                row.customer_id,
+                "Message Complained",
+                {**_about(row), "feedback": report.diagnostic},
+                now,
+                f"msg:{row.id}:complained",
+            )
+        elif report.kind == "reply":
+            sender = (report.sender or "").lower()
+            known = {value for kind, value in customers.contact_points(conn, row.customer_id)}
+            if sender != (row.address or "").lower() and sender not in known:
+                return Ignored(
+                    "not_the_customer",
+                    f"a reply to {public_message_id(row.id)} from {sender or 'no address'}, "
+                    "which is not the customer's address: not recorded as theirs",
+                    row.id,
+                )
+            self._append(
+                conn,
+                row.customer_id,
+                "Message Received",
+                {
                     "channel": "email",
-                    "purpose": "marketing",
-                    "status": "withdrawn",
-                    "source": "spam complaint (feedback loop)",
-                }
+                    "text": report.text,
+                    "from": report.sender,
+                    "in_reply_to": public_message_id(row.id),
+                },
+                now,
+                f"msg:{row.id}:reply:{_digest(report.text or '')}",
+            )
+        return None
+
+    def _email_message(self, conn: Connection, report: Report, now: int) -> Any:
+        """The email a report is about: by its tagged address (bounces+ID@, reply+ID@),
+        else the Message-ID it quotes, else (a bounce) the newest email sent to the
+        address it names. A bounce naming another address than the tagged message's
+        is not taken as that message's."""
+        recipient = (report.recipient or "").lower()
+
+        def fits(row: Any) -> bool:
+            if row is None or row.channel != "email":
+                return False
+            return report.kind != "bounce" or not recipient or row.address == recipient
+
+        if report.outbox_id is not None:
+            row = _row(conn, report.outbox_id)
+            if fits(row):
+                return row
+        if report.original_message_id:
+            found = self.find(conn, "smtp", report.original_message_id)
+            row = _row(conn, found) if found is not None else None
+            if fits(row):
+                return row
+        if report.kind == "bounce" and recipient:
+            return self._last_email_to(conn, recipient, now)
+        return None
+
+    def _last_email_to(self, conn: Connection, address: str, now: int) -> Any:
+        """The newest email sent to this address within BOUNCE_MATCH_MS, through the
+        customers who have it (indexed reads only)."""
+        try:
+            customer_id = customers.resolve(conn, address, self.region)
+        except customers.CustomerNotFound:
+            return None
+        family = customers.with_merged(conn, customer_id)
+        marks = ", ".join(f":c{n}" for n in range(len(family)))
+        found = run(
+            conn,
+            f"SELECT id FROM outbox WHERE customer_id IN ({marks}) AND channel = 'email' "
+            "AND address = :a AND created_at >= :since ORDER BY id DESC LIMIT 1",
+            {
+                **{f"c{n}": value for n, value in enumerate(family)},
+                "a": address,
+                "since": now - BOUNCE_MATCH_MS,
+            },
+        ).scalar()
+        return None if found is None else _row(conn, int(found))
+
+    def lift_suppression(
+        self, channel: str, address: str, by: str, note: str
+    ) -> dict[str, Any] | None:
+        """An admin lifts a suppression: the address may be written to again, its soft
+        bounces start counting afresh, and a `Suppression Lifted` event on the
+        customer's timeline says who did it and why, in the same transaction. What was
+        lifted, or None when the address was not suppressed."""
+        now = self.clock.now_ms()
+        with self.db.write() as conn:
+            lifted = suppressions.lift(conn, channel, address, now)
+            if lifted is None:
+                return None
+            customer = lifted["customer"]
+            customer_id = int(customer[4:]) if customer else None
+            if customer_id is None and channel == "email":
+                try:
+                    customer_id = customers.resolve(conn, address, self.region)
+                except customers.CustomerNotFound:
+                    customer_id = None
+            if customer_id is not None:
                 self._append(
                     conn,
-                    row.customer_id,
-                    CONSENT_EVENT,
-                    consent,
-                    now,
-                    f"msg:{row.id}:complaint-consent",
-                )
-                self._append(
-                    conn,
-                    row.customer_id,
-                    "Message Complained",
-                    {**_about(row), "feedback": report.diagnostic},
-                    now,
-                    f"msg:{row.id}:complained",
-                )
-            elif report.kind == "reply":
-                self._append(
-                    conn,
-                    row.customer_id,
-                    "Message Received",
+                    customer_id,
+                    "Suppression Lifted",
                     {
-                        "channel": "email",
-                        "text": report.text,
-                        "from": report.sender,
-                        "in_reply_to": public_message_id(row.id),
+                        "channel": channel,
+                        "address": address,
+                        "reason": lifted["reason"],
+                        "source": lifted["source"],
+                        "suppressed_at": lifted["created_at"],
+                        "lifted_by": by,
+                        "note": note,
                     },
                     now,
-                    f"msg:{row.id}:reply:{_digest(report.text or '')}",
+                    f"suppression-lifted:{channel}:{_digest(address)}:{now}",
                 )
+        log.info(
+            "suppression lifted",
+            extra={
+                "fields": {"channel": channel, "customer": lifted["customer"], "lifted_by": by}
+            },
+        )
+        return lifted
 
     def find(self, conn: Connection, provider: str, provider_message_id: str) -> int | None:
         """The message a provider knows by this id."""
@@ -812,19 +976,7 @@ class _Sends:
         return results
 
 
-def suppress(
-    conn: Connection, channel: str, address: str, reason: str, customer_id: int | None, now: int
-) -> None:
-    """Never write to this address on this channel again (a hard bounce, a dead number);
-    a push subscription the push service says is gone is removed."""
-    if channel == "push":
-        subscriptions.remove(conn, address)
-    run(
-        conn,
-        "INSERT INTO suppressions (channel, address, reason, customer_id, created_at) VALUES "
-        "(:ch, :a, :r, :c, :now) ON CONFLICT (channel, address) DO NOTHING",
-        {"ch": channel, "a": address, "r": reason, "c": customer_id, "now": now},
-    )
+suppress = suppressions.suppress  # messaging/suppressions.py
 
 
 def _digest(text: str) -> str:

@@ -17,6 +17,7 @@ from litestar.params import FromPath
 
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
+from parcours.customers.identity import BadEmail, check_email
 from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
 from parcours.ingest.model import internal_event
 from parcours.messaging import templates
@@ -241,9 +242,10 @@ async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str])
 
 def _test_address(channel: str, to: str, region: str) -> str:
     if channel == "email":
-        if "@" not in to or to.startswith("@") or to.endswith("@") or " " in to:
-            raise HttpError(400, f"{to!r} is not an email address", "to")
-        return to.strip()
+        try:
+            return check_email(to).address
+        except BadEmail as exc:
+            raise HttpError(400, f"{to!r} is not an email address: {exc}", "to") from None
     if channel in ("sms", "whatsapp"):
         try:
             number = phonenumbers.parse(to, region)

@@ -1,0 +1,283 @@
+"""Suppressed addresses, email bounces and the inbound mail that changed nothing, in the
+admin API (Bearer admin key): read them, and lift a suppression (an audited change: a
+`Suppression Lifted` event names the admin and the note). docs/channels.md, "The API"."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromQuery
+
+from parcours.customers import api as customers
+from parcours.customers.identity import BadEmail, check_email
+from parcours.ingest.http import HttpError, json_response, read_json
+from parcours.messaging import suppressions
+from parcours.services import Services
+from parcours.web.api import require_admin
+
+MAX_ID = 2**63 - 1
+CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
+
+
+# ---- what the routes answer (their schemas in the OpenAPI document) ----------------------
+
+
+class Suppression(msgspec.Struct):
+    channel: str
+    address: str
+    reason: str  # what the provider or the receiving server said
+    source: str | None  # what said so: "smtp", "bounce message", "soft bounces", "postmark"...
+    created_at: str  # ISO 8601 UTC
+    customer: str | None  # cus_N
+    message: str | None  # msg_N, the message it was about
+
+
+class SuppressionPage(msgspec.Struct):
+    suppressions: list[Suppression]
+    next: str | None  # the URL of the next page, when there may be one
+
+
+class Bounce(msgspec.Struct):
+    address: str
+    kind: str  # hard | soft
+    reason: str
+    source: str
+    at: str
+    counted: bool  # a soft bounce that counts toward the limit now
+    cleared_at: str | None  # when a lifted suppression cleared it
+    customer: str | None
+    message: str | None
+
+
+class BouncePage(msgspec.Struct):
+    bounces: list[Bounce]
+    soft_limit: int
+    soft_window_days: int
+
+
+class LiftBody(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+    address: str
+    note: str  # why it is lifted: kept in the audit event
+
+
+class Lifted(msgspec.Struct):
+    lifted: Suppression
+    lifted_by: str
+    note: str
+
+
+class IgnoredMail(msgspec.Struct):
+    id: int
+    received_at: str
+    mail_from: str | None  # the envelope sender
+    to: str  # our address it came to
+    # the From header's address (named `from` in the JSON)
+    from_: str | None = msgspec.field(name="from")
+    subject: str | None = None
+    message_id: str | None = None
+    customer: str | None = None
+    message: str | None = None
+    code: str = ""  # delay, auto_reply, spam, unknown_message, not_the_customer...
+    reason: str = ""
+
+
+class IgnoredPage(msgspec.Struct):
+    messages: list[IgnoredMail]
+    next: str | None
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+@get(
+    "/api/suppressions",
+    responses={200: ResponseSpec(SuppressionPage, description="Suppressions, newest first")},
+)
+async def list_suppressions(
+    request: Request[Any, Any, Any],
+    channel: FromQuery[str | None] = None,
+    address: FromQuery[str | None] = None,
+    customer: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 50,
+    before: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    """The addresses Parcours will not write to, newest first, each with its reason,
+    when and what barred it (`source`) and the message it was about. Filter by
+    `channel`, `address` or `customer` (any id); `before` is the cursor the previous
+    page gave in `next`."""
+    try:
+        services, _ = require_admin(request)
+        _check_limit(limit)
+        channel = _channel(channel) if channel is not None else None
+        wanted = _address(channel or "email", address) if address is not None else None
+
+        def read() -> tuple[list[dict[str, Any]], str | None]:
+            with services.db.read() as conn:
+                ids = _customer_ids(conn, services, customer)
+                return suppressions.page(
+                    conn,
+                    limit,
+                    channel=channel,
+                    address=wanted,
+                    customer_ids=ids,
+                    before=before,
+                )
+
+        try:
+            rows, cursor = await asyncio.to_thread(read)
+        except suppressions.BadCursor as exc:
+            raise HttpError(400, str(exc), "before") from None
+    except HttpError as exc:
+        return exc.response()
+    following = None
+    if cursor is not None:
+        kept = {"channel": channel, "address": address, "customer": customer}
+        query = {name: value for name, value in kept.items() if value is not None}
+        following = "/api/suppressions?" + urlencode({**query, "limit": limit, "before": cursor})
+    return json_response({"suppressions": rows, "next": following})
+
+
+@post(
+    "/api/suppressions/lift",
+    status_code=200,
+    responses={200: ResponseSpec(Lifted, description="The suppression lifted")},
+)
+async def lift_suppression(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Lift a suppression: the address may be written to again and its soft bounces
+    count afresh. Audited: a `Suppression Lifted` event on the customer's timeline
+    names the admin and the `note` (required). 404 when the address is not suppressed."""
+    try:
+        services, holder = require_admin(request)
+        body = await read_json(request, 16 * 1024, LiftBody)
+        channel = _channel(body.channel)
+        address = _address(channel, body.address)
+        note = body.note.strip()
+        if not note or len(note) > 500 or "\x00" in note:
+            raise HttpError(400, "note must say why, in 1 to 500 characters", "note")
+        lifted = await asyncio.to_thread(
+            services.delivery.lift_suppression, channel, address, holder.name, note
+        )
+        if lifted is None:
+            raise HttpError(404, f"{address} is not suppressed on {channel}", "address")
+    except HttpError as exc:
+        return exc.response()
+    return json_response({"lifted": lifted, "lifted_by": holder.name, "note": note})
+
+
+@get(
+    "/api/bounces",
+    responses={200: ResponseSpec(BouncePage, description="Email bounces, newest first")},
+)
+async def list_bounces(
+    request: Request[Any, Any, Any],
+    address: FromQuery[str | None] = None,
+    customer: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 50,
+) -> Response[bytes]:
+    """The email bounces of an `address` or a `customer` (one of the two is required),
+    newest first: hard or soft, why, from where, and whether a soft one still counts
+    toward the limit (`soft_limit` within `soft_window_days` bars the address)."""
+    try:
+        services, _ = require_admin(request)
+        _check_limit(limit)
+        if address is None and customer is None:
+            raise HttpError(400, "give an address or a customer", "address")
+        wanted = _address("email", address) if address is not None else None
+
+        def read() -> list[dict[str, Any]]:
+            with services.db.read() as conn:
+                ids = _customer_ids(conn, services, customer)
+                return suppressions.bounce_history(conn, wanted, ids, limit)
+
+        rows = await asyncio.to_thread(read)
+    except HttpError as exc:
+        return exc.response()
+    rule = services.delivery.bounce_rule
+    return json_response(
+        {
+            "bounces": rows,
+            "soft_limit": rule.soft_limit,
+            "soft_window_days": rule.soft_window_days,
+        }
+    )
+
+
+@get(
+    "/api/inbound-email",
+    responses={200: ResponseSpec(IgnoredPage, description="Inbound mail not acted on")},
+)
+async def list_ignored_mail(
+    request: Request[Any, Any, Any],
+    limit: FromQuery[int] = 50,
+    before: FromQuery[int | None] = None,
+    code: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    """Mail received on the inbound endpoint that changed nothing, newest first, with
+    why (`code` and `reason`): delay warnings, auto-replies, spam, reports about no
+    message of ours, replies from another address than the customer's... Kept 90 days.
+    `before` is an `id` from the previous page; `code` filters."""
+    try:
+        services, _ = require_admin(request)
+        _check_limit(limit)
+        if before is not None and not 1 <= before <= MAX_ID:
+            raise HttpError(400, f"before must be an id from 1 to {MAX_ID}", "before")
+
+        def read() -> list[dict[str, Any]]:
+            with services.db.read() as conn:
+                return suppressions.ignored_page(conn, limit, before, code)
+
+        rows = await asyncio.to_thread(read)
+    except HttpError as exc:
+        return exc.response()
+    following = None
+    if len(rows) == limit:
+        query = {"limit": limit, "before": rows[-1]["id"], **({"code": code} if code else {})}
+        following = "/api/inbound-email?" + urlencode(query)
+    return json_response({"messages": rows, "next": following})
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= 500:
+        raise HttpError(400, "limit must be a whole number from 1 to 500", "limit")
+
+
+def _channel(value: str) -> str:
+    if value not in CHANNELS:
+        raise HttpError(400, f"channel must be one of {', '.join(CHANNELS)}", "channel")
+    return value
+
+
+def _address(channel: str, value: str) -> str:
+    """An email address as identities keep it (checked, lowercased); others as given."""
+    if channel != "email":
+        if not value or len(value) > 2000 or "\x00" in value:
+            raise HttpError(400, "address must be 1 to 2000 characters", "address")
+        return value
+    try:
+        return check_email(value).address
+    except BadEmail as exc:
+        raise HttpError(400, f"{value!r} is not an email address: {exc}", "address") from None
+
+
+def _customer_ids(conn: Any, services: Services, ref: str | None) -> list[int] | None:
+    if ref is None:
+        return None
+    try:
+        customer_id = customers.resolve(conn, ref, services.settings.default_region)
+    except customers.CustomerNotFound as exc:
+        raise HttpError(404, str(exc), "customer") from None
+    return customers.with_merged(conn, customer_id)
+
+
+def suppression_routes() -> list[HTTPRouteHandler]:
+    return [list_suppressions, lift_suppression, list_bounces, list_ignored_mail]
+
+
+__all__ = ["suppression_routes"]
