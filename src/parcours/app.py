@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 
 from parcours import __version__
 from parcours.ingest.channel_callbacks import channel_callback_routes
@@ -14,6 +13,7 @@ from parcours.ingest.http import segment_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
+from parcours.web.api_docs import openapi_config
 from parcours.web.chat_public import chat_routes
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
@@ -54,7 +54,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
         ],
         lifespan=[lifespan],
         middleware=[observe_requests],
-        openapi_config=OpenAPIConfig(title="Parcours", version=__version__, path="/api/schema"),
+        openapi_config=openapi_config("Parcours", __version__),  # web/api_docs.py
         request_max_body_size=2 * 1024 * 1024,
         logging_config=None,
         debug=False,
