@@ -706,7 +706,7 @@ def send_email(services: Services, address: str) -> int:
 def test_an_email_address_is_checked_by_one_rule_everywhere(
     sandboxed: Services, address: str, why: str
 ) -> None:
-    from parcours.channels.base import OutgoingMessage, PermanentFailure
+    from parcours.channels.base import ConfigError, OutgoingMessage, PermanentFailure
     from parcours.channels.email import SmtpProvider
     from parcours.customers.identity import BadEmail, check_email, traits_identities
 
@@ -730,6 +730,11 @@ def test_an_email_address_is_checked_by_one_rule_everywhere(
     with pytest.raises(PermanentFailure, match="is not an email address") as caught:
         provider.send(message)
     assert caught.value.suppress
+    # As the brand's own address in the settings: the start stops, naming the setting.
+    with pytest.raises(ConfigError, match=r"channels\.email\.reply_to is not an email"):
+        SmtpProvider.from_config(
+            {"host": "127.0.0.1", "from_address": "news@maison.example", "reply_to": address}
+        )
 
 
 def test_good_addresses_are_kept_as_identities_lowercased() -> None:

@@ -151,6 +151,17 @@ def mime_parts(
     return [*headers, ("Content-Type", f'multipart/alternative; boundary="{boundary}"')], body
 
 
+def check_configured_address(where: str, name: str, value: Any) -> None:
+    """An address of the brand's settings (from, reply-to, return path; `{id}` stands for
+    a message's id) passes the same check as every address: ConfigError naming it."""
+    if value is None:
+        return
+    try:
+        check_email(str(value).replace("{id}", "0"))
+    except BadEmail as exc:
+        raise ConfigError(f"{where}.{name} is not an email address: {exc}") from None
+
+
 def _lines(text: str) -> str:
     """Line breaks as "\\n" only, a lone carriage return included: SMTP knows no line
     break but CRLF, and a bare CR is what mail-smuggling tricks are made of."""
@@ -230,6 +241,8 @@ class SmtpProvider:
         )
         if not 1 <= provider.connections <= 64:
             raise ConfigError(f"{where}.connections must be between 1 and 64")
+        for name in ("from_address", "reply_to", "return_path"):
+            check_configured_address(where, name, getattr(provider, name))
         if (provider.dkim_key is None) != (provider.dkim_selector is None):
             raise ConfigError(f"{where}: DKIM needs both dkim_selector and dkim_key_file")
         return provider

@@ -17,6 +17,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.channels.email import check_configured_address
 from parcours.channels.email_bounces import (
     BAD_ADDRESS,
     HARD,
@@ -96,6 +97,8 @@ class PostmarkProvider:
             timeout=setting(config, where, "timeout", float, 15.0),
             connections=setting(config, where, "connections", int, 4),
         )
+        for name in ("from_address", "reply_to"):
+            check_configured_address(where, name, getattr(provider, name))
         if not provider.webhook_user or not provider.webhook_password:
             raise ConfigError(
                 f"{where}: webhook_user and webhook_password protect the Postmark webhook"
