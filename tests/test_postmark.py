@@ -96,3 +96,52 @@ def test_email_through_postmark_and_its_webhooks(wired: tuple[Services, str, Pos
     assert [c["message_id"] for c in events_named(services, "Message Complained")] == [
         by_to["ana@example.com"]["id"]
     ]
+
+
+def test_postmark_bounces_follow_the_one_bounce_rule(
+    wired: tuple[Services, str, PostmarkPeer],
+) -> None:
+    """A soft bounce, a block or a spam notification fails the message and is counted,
+    without barring the address; a transient one (Postmark still trying) changes nothing;
+    an "Undeliverable" is read from its text."""
+    from sqlalchemy import text
+
+    services, hook, peer = wired
+    publish(services, journey("{channel: email, template: welcome}"))
+    kinds = {
+        "ana": ("SoftBounce", "The server could not temporarily deliver your message"),
+        "bob": ("SpamNotification", "The message was delivered, but was flagged as spam"),
+        "cyd": ("Transient", "Delivery delayed, Postmark retries"),
+        "dan": ("Undeliverable", "550 5.1.1 The email account does not exist"),
+    }
+    for user in kinds:
+        opt_in(services, user)
+        track(services, user, "Go")
+    sent = {m["To"]: m for m in peer.messages}
+    for user, (kind, description) in kinds.items():
+        message = sent[f"{user}@example.com"]
+        record = {
+            "RecordType": "Bounce",
+            "Type": kind,
+            "Description": description,
+            "MessageID": message["MessageID"],
+            "Email": f"{user}@example.com",
+            "Metadata": message["Metadata"],
+        }
+        assert peer.webhook(hook, record, "pm", "hook-secret").status_code == 200
+    states = {m["to"]: m["state"] for m in outbox(services)}
+    assert states == {
+        "ana@example.com": "failed",
+        "bob@example.com": "failed",
+        "cyd@example.com": "sent",
+        "dan@example.com": "failed",
+    }
+    with services.db.read() as conn:
+        bounces = conn.execute(text("SELECT address, kind, source FROM bounces ORDER BY id"))
+        assert [tuple(row) for row in bounces] == [
+            ("ana@example.com", "soft", "postmark"),
+            ("bob@example.com", "soft", "postmark"),
+            ("dan@example.com", "hard", "postmark"),
+        ]
+        barred = conn.execute(text("SELECT address FROM suppressions")).scalars().all()
+    assert barred == ["dan@example.com"]
