@@ -116,7 +116,9 @@ async def list_suppressions(
         services, _ = require_admin(request)
         _check_limit(limit)
         channel = _channel(channel) if channel is not None else None
-        wanted = _address(channel or "email", address) if address is not None else None
+        wanted = None
+        if address is not None:  # without a channel, an address with an @ is an email
+            wanted = _address(channel or ("email" if "@" in address else "sms"), address)
 
         def read() -> tuple[list[dict[str, Any]], str | None]:
             with services.db.read() as conn:
