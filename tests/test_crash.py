@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from parcours.ingest.tables import events
 from parcours.runtime.db import Database
@@ -153,3 +153,116 @@ def test_graceful_stop_commits_what_was_accepted(database_url: str, data_dir: Pa
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 2000
     db.dispose()
+
+
+CONFIRMATION = """\
+id: confirm
+name: Confirmation
+entry: {event: Order Completed}
+steps:
+  - id: confirm
+    send: {channel: email, template: crash-confirm, purpose: transactional}
+"""
+
+
+def test_a_send_cut_by_a_kill_is_made_again_at_the_restart_not_after_the_lease(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A worker is killed while the SMTP server holds its message (the server has it, the
+    worker never hears back). The lease is the default five minutes, yet the worker started
+    next sees that the claim's worker is gone (its heartbeat's process is dead) and sends
+    again at once, under the same Message-ID: the receiver gets the same message twice,
+    the outbox records one send."""
+    import json
+
+    from parcours.ingest.model import parse_event
+    from parcours.journeys import api as journeys
+    from parcours.runtime.clock import SystemClock, iso
+    from parcours.runtime.settings import Settings
+    from parcours.services import Services
+    from tests.conftest import define_templates
+    from tests.peers import RunningSmtp, SmtpPeer
+
+    peer = SmtpPeer(dns={})
+    peer.hold = threading.Event()
+    with RunningSmtp(peer) as smtp:
+        channels = {
+            "email": {
+                "provider": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "security": "none",
+                "from_address": "news@maison.example",
+            }
+        }
+        data = tmp_path / "data"
+        services = Services.open(
+            Settings(data_dir=data, database_url=database_url, channels=channels),
+            clock=SystemClock(),
+        )  # ingest only: the sends are the worker processes'
+        env = {
+            **os.environ,
+            "PARCOURS_DATABASE_URL": database_url,
+            "PARCOURS_CHANNELS": json.dumps(channels),
+            "PARCOURS_LOG_LEVEL": "error",
+        }
+        command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data)]
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+        try:
+            define_templates(services, CONFIRMATION)
+            now = services.clock.now_ms()
+            journeys.publish(services.db, CONFIRMATION, "ana", "ben", now)
+            services.writer.append_sync(
+                [
+                    parse_event(
+                        json.dumps(
+                            {
+                                "type": "track",
+                                "userId": "ana",
+                                "event": "Order Completed",
+                                "timestamp": iso(now),
+                                "context": {"traits": {"email": "ana@example.com"}},
+                            }
+                        ).encode(),
+                        source="api",
+                        received_at=now,
+                    )
+                ]
+            )
+            first = start()
+            assert peer.data_started.wait(60), "the first worker never reached DATA"
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            peer.hold.set()  # the server keeps the message of the dead worker
+            peer.hold = None
+            second = start()
+            db = Database(database_url)
+            try:
+                # A minute at most, where the lease would have made it five.
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    with db.read() as conn:
+                        row = conn.execute(
+                            text("SELECT state, attempt, idempotency_key FROM outbox")
+                        ).one()
+                    if row.state == "sent":
+                        break
+                    time.sleep(0.2)
+                with db.read() as conn:
+                    sent = conn.execute(
+                        text("SELECT count(*) FROM events WHERE name = 'Message Sent'")
+                    ).scalar_one()
+            finally:
+                db.dispose()
+                second.send_signal(signal.SIGTERM)
+                second.wait(30)
+        finally:
+            services.close()
+    assert (row.state, row.attempt, sent) == ("sent", 2, 1)
+    assert len(peer.received) == 2
+    assert len({r.message["Message-ID"] for r in peer.received}) == 1  # the same message

@@ -20,7 +20,16 @@ from sqlalchemy import Connection, text
 
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database, _bucket, lock_keys, migrate, run
-from parcours.runtime.queue import Job, Worker, _rollback_to, cancel, enqueue
+from parcours.runtime.queue import (
+    Job,
+    Worker,
+    _rollback_to,
+    cancel,
+    enqueue,
+    lock_customers,
+    rescue_leases,
+    try_lock_customers,
+)
 from tests.conftest import START, truncate_all
 
 
@@ -600,3 +609,129 @@ def test_a_lock_given_back_by_a_rollback_to_a_savepoint_is_taken_again(pg_db: Da
         assert free_elsewhere("undone") and not free_elsewhere("kept")
         lock_keys(conn, ["kept", "undone"], space=space)
         assert not free_elsewhere("undone")
+
+
+def test_stop_wakes_a_worker_asleep_even_on_postgresql_listen(db: Database) -> None:
+    """A worker asleep with nothing due (here for up to an hour) stops at once when told:
+    on PostgreSQL it sleeps on LISTEN, which `stop()` wakes through a pipe of its own."""
+    worker = Worker(db, SimulatedClock(START), poll_seconds=3600)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not 0 < worker._sleeping_until < math.inf:  # asleep
+            assert time.monotonic() < deadline and thread.is_alive(), "the worker never slept"
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()  # woken: an hour of sleep would outlast the join
+
+
+def test_a_job_whose_customer_another_worker_holds_waits_for_it(pg_db: Database) -> None:
+    """Claims take their customer's lock without waiting: a due job of a customer another
+    transaction holds (another worker deciding about them) is left, and the worker runs
+    the jobs behind it; once the other is done, the job runs."""
+    done: list[str] = []
+
+    def handler(conn: Connection, job: Job) -> None:
+        done.append(job.payload["note"])
+
+    worker = Worker(pg_db, SimulatedClock(START))
+    worker.register("about", handler)
+    with pg_db.write() as conn:
+        enqueue(conn, "about", {"note": "7 first"}, run_at=0, now=0, customer_id=7)
+        enqueue(conn, "about", {"note": "8"}, run_at=1, now=0, customer_id=8)
+        enqueue(conn, "about", {"note": "7 again"}, run_at=2, now=0, customer_id=7)
+        enqueue(conn, "about", {"note": "nobody's"}, run_at=3, now=0)
+    with pg_db.write() as other:  # another worker, deciding about customer 7
+        assert try_lock_customers(other, [7]) == {7}
+        assert worker.run_due() == 2
+        assert done == ["8", "nobody's"]
+        assert [kind for kind, _, _ in live_jobs(pg_db)] == ["about", "about"]
+    assert worker.run_due() == 2
+    assert done == ["8", "nobody's", "7 first", "7 again"]
+    assert live_jobs(pg_db) == []
+
+
+def test_customer_locks_are_taken_once_and_given_back_with_a_savepoint(pg_db: Database) -> None:
+    def free_elsewhere(customer: int) -> bool:
+        with pg_db.read() as other:
+            return try_lock_customers(other, [customer]) == {customer}
+
+    with pg_db.write() as conn:
+        lock_customers(conn, [3, 1, 2])
+        assert not free_elsewhere(2)
+        run(conn, "SAVEPOINT parcours_job")
+        assert try_lock_customers(conn, [1, 5]) == {1, 5}
+        _rollback_to(conn, "parcours_job")
+        assert free_elsewhere(5) and not free_elsewhere(1)
+        assert try_lock_customers(conn, [5]) == {5}
+        assert not free_elsewhere(5)
+    assert free_elsewhere(1) and free_elsewhere(5)
+
+
+def test_the_lease_jobs_of_a_gone_worker_are_brought_forward(db: Database) -> None:
+    with db.write() as conn:
+        for note, owner in (("dead", "h:1:dead"), ("alive", "h:2:alive"), ("none", None)):
+            enqueue(
+                conn,
+                "call",
+                {"note": note},
+                run_at=START + 300_000,
+                now=START,
+                unique_key=f"call:{note}",
+                lease_owner=owner,
+            )
+    with db.write() as conn:
+        assert rescue_leases(conn, {"h:2:alive", "h:3:idle"}, START + 5_000) == 1
+        assert rescue_leases(conn, {"h:2:alive"}, START + 6_000) == 0  # done already
+    with db.read() as conn:
+        rows = conn.execute(
+            text("SELECT unique_key, run_at, lease_owner FROM jobs ORDER BY unique_key")
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("call:alive", START + 300_000, "h:2:alive"),
+        ("call:dead", START + 5_000, None),
+        ("call:none", START + 300_000, None),
+    ]
+
+
+def test_a_worker_is_live_while_it_beats_and_its_process_runs(db: Database) -> None:
+    """Fresh heartbeats count as live, except, on this host, those whose process is gone
+    (a worker killed and started again is known gone at once) or that are this process's
+    pid under an id it does not run (from before a restart)."""
+    import socket
+
+    from parcours.runtime.heartbeats import Heartbeat, live_workers
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    here = socket.gethostname()
+    mine = Heartbeat(db, SimulatedClock(START))
+    rows = [
+        (mine.id, here, os.getpid(), START),
+        (f"{here}:{os.getpid()}:before", here, os.getpid(), START),
+        (f"{here}:{ended.pid}:x", here, ended.pid, START),
+        (f"{here}:{sleeper.pid}:x", here, sleeper.pid, START),
+        ("elsewhere:1:fresh", "elsewhere", 1, START - 29_000),
+        ("elsewhere:2:stale", "elsewhere", 2, START - 31_000),
+    ]
+    try:
+        with db.write() as conn:
+            for ident, host, pid, beat in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO worker_heartbeats (id, host, pid, started_at, beat_at) "
+                        "VALUES (:i, :h, :p, :s, :b)"
+                    ),
+                    {"i": ident, "h": host, "p": pid, "s": START - 60_000, "b": beat},
+                )
+        with db.read() as conn:
+            live = live_workers(conn, START, 30_000)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        mine.remove()
+    assert live == {mine.id, f"{here}:{sleeper.pid}:x", "elsewhere:1:fresh"}

@@ -191,7 +191,7 @@ class Services:
             delivery,
             referrals,
             segments,
-            Heartbeat(db, clock),
+            Heartbeat(db, clock, stale_ms=settings.worker_stale_seconds * 1000),
         )
 
     @property

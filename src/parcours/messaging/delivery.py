@@ -42,7 +42,7 @@ from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, chunks, run
 from parcours.runtime.definitions import parse_duration
-from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
+from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue, lock_customers
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,9 @@ class Delivery:
             },
         )
         # If this process dies before the result is recorded, this job sends again, with
-        # the same key, once the lease is over.
+        # the same key, once the lease is over, or as soon as another worker sees that
+        # this one is gone (its heartbeat: runtime/heartbeats.py).
+        assert self._worker is not None
         enqueue(
             conn,
             DELIVER,
@@ -197,6 +199,7 @@ class Delivery:
             queue=QUEUE,
             unique_key=f"deliver:{outbox_id}",
             customer_id=row.customer_id,
+            lease_owner=self._worker.lease_owner,
         )
         message = OutgoingMessage(
             key=row.idempotency_key,
@@ -211,7 +214,6 @@ class Delivery:
             target=self._target(conn, row),
         )
         self._batch().append(_Sending(message, provider))
-        assert self._worker is not None
         self._worker.after_commit(self._send_batch)
 
     def _target(self, conn: Connection, row: Any) -> dict[str, Any]:
@@ -330,7 +332,10 @@ class Delivery:
         self, conn: Connection, results: list[tuple[_Sending, str | DeliveryFailure]]
     ) -> None:
         """What the providers said about a batch, in one transaction; the `Message Sent`
-        events appended together (one pass of the log's door for the batch)."""
+        events appended together (one pass of the log's door for the batch). The batch's
+        customers are locked first, at once and in order (a failure's fallback decides a
+        send for its customer), before any row is touched."""
+        lock_customers(conn, sorted({s.message.customer_id for s, _ in results}))
         now = self.clock.now_ms()
         for sending, outcome in results:
             failure = outcome if isinstance(outcome, DeliveryFailure) else None

@@ -23,13 +23,12 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.customers.identity import phone_country
 from parcours.runtime.clock import from_ms, to_ms
-from parcours.runtime.db import lock_keys, run
+from parcours.runtime.db import run
 from parcours.runtime.definitions import parse_duration
+from parcours.runtime.queue import lock_customers
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# The send checks' advisory locks, a space apart from the writer's (runtime/db.py lock_keys).
-LOCK_SPACE = 5_103
 
 
 class PolicyError(ValueError):
@@ -103,9 +102,10 @@ class Message:
 
 
 def hold_sends(conn: Connection, customer_ids: Iterable[int]) -> None:
-    """Take the send locks of these customers, at once, until the transaction ends (a batch
-    of journey steps that may send to each: `check` then has none left to take)."""
-    lock_keys(conn, [f"customer-sends:{customer}" for customer in customer_ids], space=LOCK_SPACE)
+    """Hold these customers' locks (runtime/queue.py, "per-customer locks") until the
+    transaction ends: the one lock under which a customer's runs and sends are decided. A
+    worker's job holds its customer's from its claim, so this takes none there."""
+    lock_customers(conn, customer_ids)
 
 
 def check(

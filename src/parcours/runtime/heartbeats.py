@@ -1,5 +1,7 @@
 """Worker heartbeats: each process running the worker writes its row every few seconds from
-the worker's own loop, so that /readyz and the metrics can tell live workers from gone ones."""
+the worker's own loop, so that /readyz and the metrics can tell live workers from gone ones,
+and so that the lease jobs of a worker that died during a call (a send) are brought forward
+by another at once rather than when the lease runs out (`rescue_leases`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sqlalchemy import BigInteger, Column, Connection, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, metadata, run
+from parcours.runtime.queue import rescue_leases
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ worker_heartbeats = Table(
 
 BEAT_EVERY_SECONDS = 5.0
 FORGET_AFTER_MS = 24 * 3_600_000  # a row of a process gone for a day is removed
+STALE_MS = 30_000  # the default of `worker_stale_seconds`
+_HOST = socket.gethostname()
+_IN_THIS_PROCESS: set[str] = set()  # the heartbeats of this process's worker loops
 
 
 @dataclass(frozen=True)
@@ -39,13 +45,23 @@ class WorkerCounts:
 
 class Heartbeat:
     """Called by the worker at every turn of its loop and before each batch; writes at most
-    once every `every` seconds (measured on the monotonic clock, written on `clock`)."""
+    once every `every` seconds (measured on the monotonic clock, written on `clock`). Each
+    write also brings forward the lease jobs of workers that are gone (`live_workers`)."""
 
-    def __init__(self, db: Database, clock: Clock, every: float = BEAT_EVERY_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        every: float = BEAT_EVERY_SECONDS,
+        *,
+        stale_ms: int = STALE_MS,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.every = every
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stale_ms = stale_ms
+        self.id = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        _IN_THIS_PROCESS.add(self.id)
         self.started_at = clock.now_ms()
         self.last_beat_at: int | None = None  # on `clock`, the last one written
         self._next = 0.0
@@ -74,7 +90,7 @@ class Heartbeat:
                     "VALUES (:id, :host, :pid, :started, :now)",
                     {
                         "id": self.id,
-                        "host": socket.gethostname(),
+                        "host": _HOST,
                         "pid": os.getpid(),
                         "started": self.started_at,
                         "now": now,
@@ -85,10 +101,13 @@ class Heartbeat:
                     "DELETE FROM worker_heartbeats WHERE beat_at < :old",
                     {"old": now - FORGET_AFTER_MS},
                 )
+            # A send claimed by a worker that died is made again now, not after its lease.
+            rescue_leases(conn, live_workers(conn, now, self.stale_ms) | {self.id}, now)
         self.last_beat_at = now
 
     def remove(self) -> None:
         """The worker stopped: its row goes (it would only turn stale)."""
+        _IN_THIS_PROCESS.discard(self.id)
         if self.last_beat_at is None:
             return
         try:
@@ -111,6 +130,43 @@ def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
     return WorkerCounts(int(row.fresh), int(row.total) - int(row.fresh))
 
 
+def live_workers(conn: Connection, now: int, stale_ms: int) -> set[str]:
+    """The heartbeat ids of the workers that may be alive: they beat within `stale_ms`,
+    and, when they ran on this host, their process still runs (a worker killed here and
+    started again is known gone at once, not `stale_ms` later). A worker whose row is
+    missing (it stopped, or it never beat) is not among them."""
+    alive: set[str] = set()
+    for row in run(
+        conn,
+        "SELECT id, host, pid FROM worker_heartbeats WHERE beat_at >= :fresh",
+        {"fresh": now - stale_ms},
+    ).all():
+        if row.host == _HOST:
+            if row.pid == os.getpid():
+                if row.id not in _IN_THIS_PROCESS:
+                    continue  # this process's pid, from before a restart
+            elif not _process_runs(int(row.pid)):
+                continue
+        alive.add(str(row.id))
+    return alive
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a zombie, dead but not yet
+    reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: it exists
+
+
 def beat_of(conn: Connection, host: str, pid: int) -> int | None:
     """When the worker of that process last beat, if it has."""
     value = run(
@@ -121,4 +177,11 @@ def beat_of(conn: Connection, host: str, pid: int) -> int | None:
     return None if value is None else int(value)
 
 
-__all__ = ["Heartbeat", "WorkerCounts", "beat_of", "worker_counts", "worker_heartbeats"]
+__all__ = [
+    "Heartbeat",
+    "WorkerCounts",
+    "beat_of",
+    "live_workers",
+    "worker_counts",
+    "worker_heartbeats",
+]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import random
+import select
 import threading
 import time
 import traceback
@@ -14,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 from prometheus_client import Counter
-from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text, text
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import (
@@ -46,8 +49,17 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("customer_id", BigInteger, nullable=True),
+    # A job put back for the end of a lease names the worker holding it (its heartbeat
+    # id): when that worker is gone, the job is brought forward (`rescue_leases`).
+    Column("lease_owner", Text, nullable=True),
 )
 Index("ix_jobs_due", jobs.c.state, jobs.c.queue, jobs.c.run_at, jobs.c.id)
+Index(
+    "ix_jobs_lease_owner",
+    jobs.c.lease_owner,
+    sqlite_where=text("lease_owner IS NOT NULL"),
+    postgresql_where=text("lease_owner IS NOT NULL"),
+)
 JOBS_FAILED = Counter(
     "parcours_jobs_failed_total",
     "Job attempts whose handler failed (tried again with backoff, or failed for good), by kind",
@@ -92,9 +104,12 @@ def enqueue(
     on_conflict: OnConflict = "replace",
     customer_id: int | None = None,
     max_attempts: int = 10,
+    lease_owner: str | None = None,
 ) -> None:
     """Add a job in the caller's transaction. With a unique key that is already live, either
-    keep the live job (`ignore`) or replace its kind, payload and time (`replace`)."""
+    keep the live job (`ignore`) or replace its kind, payload and time (`replace`).
+    `lease_owner`: the job is put back for the end of a lease while that worker makes a
+    call (`Worker.lease_owner`); it is brought forward should the worker be gone."""
     body = _encode(payload).decode()
     values = {
         "queue": queue,
@@ -105,6 +120,7 @@ def enqueue(
         "created_at": now,
         "customer_id": customer_id,
         "max_attempts": max_attempts,
+        "lease_owner": lease_owner,
     }
     run(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
@@ -122,6 +138,7 @@ _COLUMNS = (
     "created_at",
     "customer_id",
     "max_attempts",
+    "lease_owner",
 )
 _INSERT_JOB = (
     f"INSERT INTO jobs (state, {', '.join(_COLUMNS)}) "
@@ -134,7 +151,8 @@ _ENQUEUE: dict[OnConflict | None, str] = {
     "replace": _INSERT_JOB
     + " ON CONFLICT (unique_key) DO UPDATE SET kind = excluded.kind, payload = excluded.payload, "
     "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
-    "queue = excluded.queue, max_attempts = excluded.max_attempts",
+    "queue = excluded.queue, max_attempts = excluded.max_attempts, "
+    "lease_owner = excluded.lease_owner",
 }
 
 
@@ -177,6 +195,100 @@ def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
     return min(known) if known else None
 
 
+def rescue_leases(conn: Connection, live: set[str], now: int) -> int:
+    """Bring forward, to `now`, the lease jobs of workers that are not in `live` (their
+    process died during a call): the call is made again at once, with the same key, rather
+    than when the lease runs out. Returns how many jobs were brought forward."""
+    owners = {
+        str(owner)
+        for owner in run(
+            conn, "SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
+        ).scalars()
+    }
+    gone = sorted(owners - live)
+    if not gone:
+        return 0
+    marks = ", ".join(f":o{n}" for n in range(len(gone)))
+    result = run(
+        conn,
+        f"UPDATE jobs SET run_at = :now, lease_owner = NULL WHERE lease_owner IN ({marks}) "
+        "AND state = 'available'",
+        {"now": now, **{f"o{n}": owner for n, owner in enumerate(gone)}},
+    )
+    if result.rowcount:
+        log.warning(
+            "brought %s lease job(s) of %s gone worker(s) forward: %s",
+            result.rowcount,
+            len(gone),
+            ", ".join(gone),
+        )
+    return int(result.rowcount)
+
+
+# ---- per-customer locks (PostgreSQL) ------------------------------------------------------
+# The journey engine and delivery decide about one customer (their runs, their sends) only
+# while holding that customer's lock, so that two workers never decide from two different
+# views. A worker takes a job's customer lock when it claims the job, without waiting (a
+# job whose customer another worker holds is left for later), so a worker never waits for
+# a customer lock while it holds anything: no deadlock between workers. Locks are
+# transaction-scoped advisory locks in a key space of their own (never the writer's), on
+# 4,096 buckets of the customer id. SQLite has one writer at a time: nothing to take.
+CUSTOMER_LOCK_SPACE = 5_103
+CUSTOMER_LOCK_BUCKETS = 4_096
+_CUSTOMER_LOCKS = "parcours_customer_locks"
+
+
+def customer_bucket(customer_id: int) -> int:
+    return customer_id % CUSTOMER_LOCK_BUCKETS
+
+
+def _customer_buckets_held(conn: Connection) -> set[int]:
+    """The customer-lock buckets this transaction is known to hold."""
+    held: set[int] = transaction_note(conn, _CUSTOMER_LOCKS).setdefault("buckets", set())
+    return held
+
+
+def lock_customers(conn: Connection, customer_ids: Iterable[int]) -> None:
+    """Take these customers' locks until the transaction ends, waiting for them, in one
+    round trip and in sorted order. Only for a transaction that holds no row another worker
+    may want yet (its first statement: recording a batch of sends); a worker's jobs take
+    them when claimed (`Worker`), and what is held is not asked for again."""
+    if conn.dialect.name == "sqlite":
+        return
+    held = _customer_buckets_held(conn)
+    buckets = sorted({customer_bucket(c) for c in customer_ids} - held)
+    if not buckets:
+        return
+    run(
+        conn,
+        "SELECT count(pg_advisory_xact_lock(:space, k)) FROM "
+        "(SELECT unnest(CAST(:keys AS int[])) AS k ORDER BY 1) AS ordered",
+        {"space": CUSTOMER_LOCK_SPACE, "keys": buckets},
+    )
+    held.update(buckets)
+
+
+def try_lock_customers(conn: Connection, customer_ids: Iterable[int]) -> set[int]:
+    """Take what can be taken of these customers' locks without waiting; return the
+    customers whose lock this transaction now holds (all of them on SQLite)."""
+    wanted = set(customer_ids)
+    if conn.dialect.name == "sqlite":
+        return wanted
+    held = _customer_buckets_held(conn)
+    missing = sorted({customer_bucket(c) for c in wanted} - held)
+    if missing:
+        held.update(
+            int(bucket)
+            for bucket in run(
+                conn,
+                "SELECT k FROM unnest(CAST(:keys AS int[])) AS k "
+                "WHERE pg_try_advisory_xact_lock(:space, k)",
+                {"space": CUSTOMER_LOCK_SPACE, "keys": missing},
+            ).scalars()
+        )
+    return {c for c in wanted if customer_bucket(c) in held}
+
+
 class Worker:
     """Runs due jobs. `run_due()` for one pass (tests, simulator); `run_forever()` to serve."""
 
@@ -216,6 +328,23 @@ class Worker:
         self.stopping = threading.Event()
         # Called at each turn of `run_forever` and before each batch (runtime/heartbeats.py).
         self.heartbeat: Callable[[], None] | None = None
+        self._listener: _Listener | None = None  # while `run_forever` listens (PostgreSQL)
+        # PostgreSQL: the due jobs a batch left because another worker holds their
+        # customer (their ids, not claimed again by this batch), and whether the last
+        # batch left any (the worker then waits a moment rather than looking again at once).
+        self._skipped: list[int] = []
+        self._held_back = False
+
+    @property
+    def lease_owner(self) -> str | None:
+        """The id this worker's heartbeat is written under, once written: a job put back
+        for a lease names it, so that another worker brings the job forward should this
+        one die (`rescue_leases`). None without a heartbeat (tests, the simulator)."""
+        beat = self.heartbeat
+        if beat is None or getattr(beat, "last_beat_at", None) is None:
+            return None
+        owner = getattr(beat, "id", None)
+        return owner if isinstance(owner, str) else None
 
     def register(self, kind: str, handler: Handler, *, prepare: Preparer | None = None) -> None:
         self.handlers[kind] = handler
@@ -268,6 +397,7 @@ class Worker:
 
     def run_forever(self) -> None:
         listener = _Listener(self.db) if not self.db.is_sqlite else None
+        self._listener = listener
         try:
             while not self.stopping.is_set():
                 try:
@@ -278,12 +408,17 @@ class Worker:
                     log.exception("worker pass failed; retrying")
                     self.stopping.wait(self.poll_seconds)
         finally:
+            self._listener = None
             if listener is not None:
                 listener.close()
 
     def stop(self) -> None:
+        """Take no new batch; wake the worker if it sleeps (on PostgreSQL's LISTEN too)."""
         self.stopping.set()
         self.wake.set()
+        listener = self._listener
+        if listener is not None:
+            listener.interrupt()
 
     def wake_for(self, run_at: int) -> None:
         """A job due at `run_at` was scheduled (SQLite; `Database.after_jobs_scheduled`):
@@ -302,7 +437,12 @@ class Worker:
             timeout = self.poll_seconds
             if upcoming is not None:
                 timeout = min(timeout, max(0.0, (upcoming - self.clock.now_ms()) / 1000))
+            if self._held_back:
+                # Due jobs are another worker's customers': it commits (and NOTIFYs) soon.
+                timeout = max(timeout, min(self.poll_seconds, HELD_BACK_SECONDS))
             self._sleeping_until = self.clock.now_ms() + timeout * 1000
+            if self.stopping.is_set():
+                return
             if listener is not None:
                 listener.wait(timeout)
             else:
@@ -327,6 +467,8 @@ class Worker:
                 return 0, True
         self._after.batch = []
         self._after.savepoint_open = False  # a job's, left for the next one to release
+        self._skipped = []
+        self._held_back = False
         try:
             with self.db.write() as conn:
                 deadline = time.monotonic() + self.batch_seconds
@@ -367,19 +509,21 @@ class Worker:
         so their unique keys are free for the next jobs their handlers schedule. The
         deletion commits with the handlers' effects; a job whose handler fails is put back
         (`_record_failure`)."""
-        lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
         # One statement per queue: each walks the (state, queue, run_at, id) index in order
         # and stops at the limit, where `queue IN (...)` made the database sort every due job.
         rows = []
         for name in self.queues:
-            rows += run(
-                conn,
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'available' "
-                f"AND queue = :q AND run_at <= :now ORDER BY run_at, id LIMIT :limit{lock}) "
-                "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, "
-                "max_attempts, customer_id, created_at",
-                {"now": now, "limit": limit, "q": name},
-            ).all()
+            if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE: the only writer
+                rows += run(
+                    conn,
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = "
+                    "'available' AND queue = :q AND run_at <= :now ORDER BY run_at, id "
+                    "LIMIT :limit) RETURNING id, queue, kind, unique_key, payload, run_at, "
+                    "attempt, max_attempts, customer_id, created_at",
+                    {"now": now, "limit": limit, "q": name},
+                ).all()
+            else:
+                rows += self._claim_postgres(conn, name, now, limit)
         rows.sort(key=lambda r: (r.run_at, r.id))
         return [
             Job(
@@ -396,6 +540,28 @@ class Worker:
             )
             for r in rows
         ]
+
+    def _claim_postgres(self, conn: Connection, queue: str, now: int, limit: int) -> list[Any]:
+        """Claim due jobs of one queue together with their customers' locks, taken without
+        waiting: a job whose customer another worker holds is left to it (and to later),
+        and this batch looks past it. Rows claimed by another worker are skipped."""
+        held = _customer_buckets_held(conn)
+        while True:
+            rows = run(
+                conn,
+                _CLAIM_POSTGRES,
+                {"now": now, "limit": limit, "q": queue, "skip": self._skipped},
+            ).all()
+            taken = [row for row in rows if row.kind is not None]
+            held.update(
+                customer_bucket(row.customer_id) for row in taken if row.customer_id is not None
+            )
+            left = [row.candidate for row in rows if row.kind is None]
+            if left:
+                self._skipped += left
+                self._held_back = True
+            if taken or not left:
+                return taken
 
     def _prepare(self, conn: Connection, claimed: list[Job]) -> None:
         for kind, prepare in self.preparers.items():
@@ -479,6 +645,27 @@ class Worker:
         )
 
 
+# PostgreSQL's claim: the first `limit` due jobs (not already looked at by this batch),
+# those whose customer's lock can be had at once (or that have no customer), and of those
+# the rows no other worker has claimed, deleted. Every candidate comes back: the ones not
+# taken (`kind` NULL) are looked past by the batch's next claim.
+_CLAIM_POSTGRES = (
+    "WITH candidates AS MATERIALIZED (SELECT id, customer_id FROM jobs "
+    "WHERE state = 'available' AND queue = :q AND run_at <= :now "
+    "AND id <> ALL(CAST(:skip AS bigint[])) ORDER BY run_at, id LIMIT :limit), "
+    "free AS MATERIALIZED (SELECT id FROM candidates WHERE customer_id IS NULL "
+    f"OR pg_try_advisory_xact_lock({CUSTOMER_LOCK_SPACE}, "
+    f"CAST(customer_id % {CUSTOMER_LOCK_BUCKETS} AS int))), "
+    "taken AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+    "WHERE id IN (SELECT id FROM free) FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
+    "customer_id, created_at) "
+    "SELECT c.id AS candidate, t.id, t.queue, t.kind, t.unique_key, t.payload, t.run_at, "
+    "t.attempt, t.max_attempts, t.customer_id, t.created_at "
+    "FROM candidates c LEFT JOIN taken t ON t.id = c.id"
+)
+# How long a worker waits, at most, when the due jobs are other workers' customers'.
+HELD_BACK_SECONDS = 0.05
 CALL_LEASE_MS = 5 * 60_000
 
 
@@ -543,6 +730,7 @@ class CallAfterCommit:
             unique_key=job.unique_key,
             customer_id=job.customer_id,
             max_attempts=job.max_attempts,
+            lease_owner=self.worker.lease_owner,
         )
         self._pending().append((job, payload, request))
         self.worker.after_commit(self._call_all)
@@ -600,6 +788,7 @@ def _rollback_to(conn: Connection, savepoint: str) -> None:
     """Undo what was done since the savepoint, and drop it (one round trip on PostgreSQL);
     the advisory locks taken since are given back too."""
     forget_locks(conn)
+    conn.info.pop(_CUSTOMER_LOCKS, None)
     if conn.dialect.name == "sqlite":
         run(conn, f"ROLLBACK TO SAVEPOINT {savepoint}")
         run(conn, f"RELEASE SAVEPOINT {savepoint}")
@@ -614,7 +803,8 @@ def backoff_ms(attempt: int) -> int:
 
 
 class _Listener:
-    """LISTEN on PostgreSQL so that an enqueue anywhere wakes this worker at once."""
+    """LISTEN on PostgreSQL so that an enqueue anywhere wakes this worker at once; and a
+    pipe of its own, so that `Worker.stop()` wakes it too."""
 
     def __init__(self, db: Database) -> None:
         import psycopg
@@ -622,10 +812,31 @@ class _Listener:
         url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn = psycopg.connect(url, autocommit=True)
         self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._woken, self._wake = os.pipe()
+        os.set_blocking(self._woken, False)
+        os.set_blocking(self._wake, False)
 
     def wait(self, timeout: float) -> None:
-        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            break
+        """Until a notification, an `interrupt()`, or the timeout."""
+        if self._drain():  # read by the driver already
+            return
+        ready, _, _ = select.select([self._conn.fileno(), self._woken], [], [], timeout)
+        if self._conn.fileno() in ready:
+            self._drain()
+        if self._woken in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._woken, 64)
+
+    def _drain(self) -> bool:
+        """Take the notifications that have come (without waiting); whether there were."""
+        return len(list(self._conn.notifies(timeout=0))) > 0
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake, b"!")
 
     def close(self) -> None:
         self._conn.close()
+        for end in (self._woken, self._wake):
+            with contextlib.suppress(OSError):
+                os.close(end)
