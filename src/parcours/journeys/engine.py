@@ -48,7 +48,14 @@ from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.db import insert_rows
 from parcours.runtime.db import run as sql
-from parcours.runtime.queue import Job, Worker, cancel, enqueue, reassign_jobs
+from parcours.runtime.queue import (
+    Job,
+    Worker,
+    cancel,
+    enqueue,
+    reassign_jobs,
+    try_lock_customers,
+)
 from parcours.segments import api as segments
 
 REACT = "journeys.react"
@@ -98,6 +105,28 @@ class _Batch:
     conn: Connection
     runs: dict[int, tuple[_Run, str]]
     profiles: dict[int, dict[str, Any]]
+    now: int = 0  # the moment the batch looked: its steps act as of it
+    ending: _EndingLog | None = None
+
+
+@dataclass
+class _EndingLog:
+    """The events that may end runs (goals and exits by these names) of these customers,
+    dated from `since`, read for all of them in one query when the first is needed."""
+
+    customers: set[int]
+    names: frozenset[str]
+    since: int
+    rows: dict[int, list[Any]] | None = None  # None: not read yet
+
+    def covers(self, customer: int, names: frozenset[str], since: int) -> bool:
+        return customer in self.customers and names <= self.names and since >= self.since
+
+    def forget(self, customer: int) -> None:
+        """An event about this customer was appended since: read theirs again."""
+        self.customers.discard(customer)
+        if self.rows is not None:
+            self.rows.pop(customer, None)
 
 
 class _Journal:
@@ -110,6 +139,7 @@ class _Journal:
         self.events: list[Event] = []
         self.passes: list[tuple[str, int, str, str, int, int]] = []
         self.profiles: dict[int, dict[str, Any]] = {}
+        self.ending: _EndingLog | None = None  # a reaction's customers' goal and exit events
         # (journey, version, customer, reason) -> [count, at]: refused entries, counted
         self.refusals: dict[tuple[str, int, int, str], list[int]] = {}
 
@@ -158,6 +188,11 @@ class JourneyEngine:
             for event in events:
                 if event.source != "system" and event.customer_id is not None:
                     batch.profiles.pop(event.customer_id, None)
+        for log in (batch.ending if batch is not None else None, self._state().ending):
+            if log is not None:  # a goal appended in this transaction is read again
+                for event in events:
+                    if event.customer_id is not None and event.name in log.names:
+                        log.forget(event.customer_id)
         merges = [e for e in events if e.name == MERGE_EVENT and e.source == "system"]
         if merges:
             if batch is not None:
@@ -177,7 +212,17 @@ class JourneyEngine:
             and (e.name in names or not traits.isdisjoint(_traits_set(e.type, e.traits, e.context)))
         ]
         if relevant:
-            enqueue(conn, REACT, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
+            # A reaction about one customer is claimed with that customer's lock.
+            about = {e.customer_id for e in events if e.message_id in relevant}
+            enqueue(
+                conn,
+                REACT,
+                {"events": relevant},
+                run_at=now,
+                now=now,
+                queue=QUEUE,
+                customer_id=about.pop() if len(about) == 1 else None,
+            )
 
     def react(self, conn: Connection, job: Job) -> None:
         with self._journal(conn):
@@ -192,10 +237,17 @@ class JourneyEngine:
             ),
             {f"m{i}": message_id for i, message_id in enumerate(ids)},
         ).all()
+        rows = self._own_customers(conn, rows)
         live = self._live_programs(conn)
         paused = self._paused_programs(conn)
         self._listened_names(conn)  # the goals that may convert runs that have ended
         now = self.clock.now_ms()
+        if rows:  # the runs this reaction enters: their goals, read at once if they act
+            self._state().ending = _EndingLog(
+                {int(row.customer_id) for row in rows},
+                frozenset(name for p in live for name in _ending_names(p.journey)),
+                min(int(row.occurred_at) for row in rows),
+            )
         for row in rows:
             event = _decode(row.payload)
             event["event"] = row.name
@@ -243,16 +295,9 @@ class JourneyEngine:
             journey = program.journey
             if occurred_at < run.entered_at:
                 continue  # only what happens after entry counts for goals and exits
-            goal = _first_match(journey.goals, name, event, run)
-            if goal is not None:
-                if _within_window(goal, run, occurred_at):
-                    self._end(conn, run, f"goal reached: {goal.event}", now, converted=True)
-                else:
-                    self._end(conn, run, f"goal reached: {goal.event} (after its window)", now)
-                continue
-            leave = _first_match(journey.exits, name, event, run)
-            if leave is not None:
-                self._end(conn, run, f"exit condition: {leave.event}", now)
+            ending = _ending(journey, run, name, event, occurred_at)
+            if ending is not None:
+                self._end(conn, run, ending[0], now, converted=ending[1])
                 continue
             traits = _traits_set(event.get("type"), event.get("traits"), event.get("context"))
             if run.waiting == "trait" and run.wait_event in traits:
@@ -702,9 +747,13 @@ class JourneyEngine:
 
     def prepare_steps(self, conn: Connection, jobs: list[Job]) -> None:
         """Before a batch of steps: their runs (locked) and their customers, read at once
-        (two or three queries instead of two or three per step). What the batch changes
-        is dropped from this as it goes (`_save`, `_end`, appends, merges)."""
+        (two or three queries instead of two or three per step), and, when the first step
+        acts, the goal and exit events of all their customers (one query). What the batch
+        changes is dropped from this as it goes (`_save`, `_end`, appends, merges). The
+        batch's steps act as of the moment it looked (`_Batch.now`): anything stored
+        before then is in what they read."""
         self._local.batch = None  # should this fail, the jobs read what they need themselves
+        now = self.clock.now_ms()
         ids = sorted({int(job.payload["run"]) for job in jobs})
         lock = " FOR UPDATE OF r" if conn.dialect.name != "sqlite" else ""
         rows = sql(
@@ -718,11 +767,20 @@ class JourneyEngine:
         ).all()
         runs = {int(row.id): (_run_of(row), str(row.version_status)) for row in rows}
         customer_ids = sorted({r.customer_id for r, _ in runs.values()})
-        # Steps may send: the send locks of all the batch's customers in one round trip,
-        # where each send took its own (PostgreSQL; nothing on SQLite).
+        # The customers' locks (PostgreSQL): taken with their jobs when claimed, so none is
+        # asked for here unless a merge moved a run since (nothing on SQLite).
         hold_sends(conn, customer_ids)
         profiles = customers.condition_views(conn, customer_ids)
-        self._local.batch = _Batch(conn, runs, profiles)
+        ending = _EndingLog(
+            set(customer_ids),
+            frozenset(
+                name
+                for r, _ in runs.values()
+                for name in _ending_names(self._program(conn, r.journey_id, r.version).journey)
+            ),
+            min((r.entered_at for r, _ in runs.values()), default=now),
+        )
+        self._local.batch = _Batch(conn, runs, profiles, now, ending)
 
     def _batch(self, conn: Connection) -> _Batch | None:
         """What `prepare_steps` read for the batch running on this connection, if any."""
@@ -738,7 +796,7 @@ class JourneyEngine:
             return  # the run ended: its timer fires with no effect
         run, status = loaded
         run.has_job = False  # this job was its one job, taken when claimed
-        now = self.clock.now_ms()
+        now = batch.now if batch is not None else self.clock.now_ms()
         if status == "paused":
             # Held where it stands; resuming the journey schedules it again.
             self._log(
@@ -804,6 +862,8 @@ class JourneyEngine:
             return self._branch(conn, run, instruction, now, logical)
         if op == "split":
             return self._split(conn, run, program, instruction, now, logical)
+        if self._ended_by_log(conn, run, program.journey, now):
+            return None  # an order already stored stops what follows, reacted to or not
         if instruction.spec.send is not None:
             return self._send(conn, run, program, instruction, now, logical)
         self._act(conn, run, program, instruction, now)
@@ -975,6 +1035,66 @@ class JourneyEngine:
                 run.consumed_seq = int(row.seq)
                 return int(row.occurred_at)
         return None
+
+    def _ended_by_log(self, conn: Connection, run: _Run, journey: Journey, now: int) -> bool:
+        """Before the run acts (a send, a webhook, an emit): a goal or an exit of the run
+        already in the log, dated from its entry up to now, ends it here, even if that
+        event's reaction has not run yet (a worker behind, or another worker's). Read in
+        this transaction, under the customer's lock: a message is never sent after an
+        order that was stored before the send looked."""
+        names = _ending_names(journey)
+        if not names:
+            return False
+        for row in self._ending_events(conn, run, names):
+            if (
+                row.occurred_at < run.entered_at
+                or row.occurred_at > now
+                or row.name not in names
+                or row.message_id == run.entry_message_id
+            ):
+                continue
+            event = _decode(row.payload)
+            event["event"] = row.name
+            ending = _ending(journey, run, row.name, event, int(row.occurred_at))
+            if ending is not None:
+                self._end(conn, run, ending[0], now, converted=ending[1])
+                return True
+        return False
+
+    def _ending_events(self, conn: Connection, run: _Run, names: frozenset[str]) -> list[Any]:
+        """The customer's events that may end this run, oldest first: from what the batch
+        (or the reaction) read for all its customers at once when it covers the run, else
+        read for this run alone."""
+        batch = self._batch(conn)
+        for log in (self._state().ending, batch.ending if batch is not None else None):
+            if log is not None and log.covers(run.customer_id, names, run.entered_at):
+                if log.rows is None:
+                    log.rows = _read_ending(conn, log.customers, log.names, log.since)
+                return log.rows.get(run.customer_id, [])
+        return _read_ending(conn, {run.customer_id}, names, run.entered_at).get(run.customer_id, [])
+
+    def _own_customers(self, conn: Connection, rows: list[Any]) -> list[Any]:
+        """The events of the customers whose lock this reaction holds or can take at once
+        (PostgreSQL; all of them on SQLite). Another worker's customers get a reaction of
+        their own, claimed once that worker is done with them: a worker never waits for a
+        customer's lock, so two workers never deadlock, and never decide about one
+        customer from two different views."""
+        about = {int(row.customer_id) for row in rows if row.customer_id is not None}
+        mine = try_lock_customers(conn, about)
+        if len(mine) == len(about):
+            return rows
+        now = self.clock.now_ms()
+        for customer in sorted(about - mine):
+            enqueue(
+                conn,
+                REACT,
+                {"events": [row.message_id for row in rows if row.customer_id == customer]},
+                run_at=now,
+                now=now,
+                queue=QUEUE,
+                customer_id=customer,
+            )
+        return [row for row in rows if row.customer_id in mine]
 
     def _branch(
         self, conn: Connection, run: _Run, instruction: Instruction, now: int, logical: int
@@ -1336,6 +1456,7 @@ class JourneyEngine:
             state.depth -= 1
             if state.depth == 0:
                 state.events, state.passes, state.profiles = [], [], {}
+                state.ending = None
                 state.refusals = {}
 
     def _state(self) -> _Journal:
@@ -1568,6 +1689,53 @@ def _first_match(goals: list[Goal], name: str, event: dict[str, Any], run: _Run)
             continue
         return goal
     return None
+
+
+def _ending(
+    journey: Journey, run: _Run, name: str, event: dict[str, Any], occurred_at: int
+) -> tuple[str, bool] | None:
+    """Whether this event ends the run: the reason, and whether it is a conversion (a goal,
+    within the goal's window); None if it is neither a goal nor an exit of the run."""
+    goal = _first_match(journey.goals, name, event, run)
+    if goal is not None:
+        if _within_window(goal, run, occurred_at):
+            return f"goal reached: {goal.event}", True
+        return f"goal reached: {goal.event} (after its window)", False
+    leave = _first_match(journey.exits, name, event, run)
+    if leave is not None:
+        return f"exit condition: {leave.event}", False
+    return None
+
+
+def _ending_names(journey: Journey) -> frozenset[str]:
+    """The events that may end a run of this journey: its goals' and its exits'."""
+    return frozenset(goal.event for goal in (*journey.goals, *journey.exits))
+
+
+def _read_ending(
+    conn: Connection, customers: set[int], names: frozenset[str], since: int
+) -> dict[int, list[Any]]:
+    """These customers' events named so, dated from `since`, oldest first, in one query."""
+    if not customers or not names:
+        return {}
+    ids, wanted = sorted(customers), sorted(names)
+    found: dict[int, list[Any]] = {}
+    for row in sql(
+        conn,
+        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+        "WHERE customer_id IN ({}) AND name IN ({}) AND occurred_at >= :since "
+        "ORDER BY occurred_at, seq".format(
+            ", ".join(f":c{i}" for i in range(len(ids))),
+            ", ".join(f":n{i}" for i in range(len(wanted))),
+        ),
+        {
+            "since": since,
+            **{f"c{i}": customer for i, customer in enumerate(ids)},
+            **{f"n{i}": name for i, name in enumerate(wanted)},
+        },
+    ).all():
+        found.setdefault(int(row.customer_id), []).append(row)
+    return found
 
 
 def _entry_key(path: str | None, run: _Run) -> str | None:

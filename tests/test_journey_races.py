@@ -1,0 +1,320 @@
+"""A journey stops the moment it should, under load and across workers: a send checks the
+log itself for the run's goals, so an order already stored stops the messages after it,
+even when its own reaction has not run yet; two PostgreSQL workers never deadlock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from parcours.ingest.model import parse_event
+from parcours.journeys import api as journeys
+from parcours.runtime.clock import SimulatedClock, SystemClock, from_ms, iso
+from parcours.runtime.db import Database
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import define_templates, make_event, truncate_all
+
+# The abandoned cart of the issue, on a short clock: a message at once, one after a wait,
+# a last one for big carts; the customer's order for that cart ends the run.
+RACE_JOURNEY = """\
+id: cart-race
+name: Cart race
+entry: {event: Checkout Started, key: properties.checkout_id}
+goals:
+  - {event: Order Completed, key: properties.checkout_id}
+steps:
+  - id: push
+    send: {channel: email, template: race-push, purpose: transactional}
+  - wait: 2s
+  - id: email
+    send: {channel: email, template: race-email, purpose: transactional}
+  - wait: 2s
+  - branch:
+      - when: {entry.properties.total: {gte: 150}}
+        steps:
+          - id: sms
+            send: {channel: sms, template: race-sms, purpose: transactional}
+      - otherwise: []
+"""
+
+
+def _identify(services: Services, customers: int) -> None:
+    now = services.clock.now_ms()
+    services.writer.append_sync(
+        [
+            make_event(
+                "identify",
+                userId=f"r-{n}",
+                at=now - 1,
+                traits={"email": f"r-{n}@example.com", "phone": f"+3361{n:07d}"},
+            )
+            for n in range(customers)
+        ]
+    )
+
+
+def _carts_and_orders(services: Services, name: str, people: list[int]) -> None:
+    """Append, at the clock's time, each person's cart (or their order for it)."""
+    now = services.clock.now_ms()
+    for first in range(0, len(people), 50):
+        services.writer.append_sync(
+            [
+                make_event(
+                    "track",
+                    userId=f"r-{n}",
+                    event=name,
+                    at=now,
+                    messageId=f"{name}-{n}",
+                    properties={"checkout_id": f"k-{n}", "total": 100 + n % 100},
+                )
+                for n in people[first : first + 50]
+            ]
+        )
+
+
+def _sends(services: Services) -> list[tuple[int, str, int]]:
+    """(person, step, moment the message was queued) of every message."""
+    with services.db.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT i.value, o.step_id, o.created_at FROM outbox o JOIN identities i "
+                "ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
+            )
+        ).all()
+    return [(int(user.split("-")[1]), step, int(at)) for user, step, at in rows]
+
+
+# The same on the simulated clock, with waits of two minutes.
+SLOW_JOURNEY = RACE_JOURNEY.replace("wait: 2s", "wait: 2m")
+
+
+def test_a_burst_sends_nothing_after_an_order_while_the_worker_is_behind(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The worker is behind (nothing runs while carts and orders arrive): the message due
+    at once, and the ones after a wait, check the log for the order when they are made, so
+    none goes to a customer whose order was stored before it, reacted to or not."""
+    customers = 200
+    define_templates(services, SLOW_JOURNEY)
+    journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+    _identify(services, customers)
+    start = clock.now_ms()
+    _carts_and_orders(services, "Checkout Started", list(range(customers)))
+    clock.advance_ms(1_000)
+    ordered = {n: clock.now_ms() for n in range(1, customers, 4)}  # a second after the cart
+    _carts_and_orders(services, "Order Completed", sorted(ordered))
+    clock.advance_ms(9_000)
+    services.worker.run_due()  # ten seconds behind: the carts' reactions come first
+    clock.set(from_ms(start + 125_000))  # just after the second message fell due
+    later = {n: clock.now_ms() for n in range(2, customers, 4)}
+    _carts_and_orders(services, "Order Completed", sorted(later))
+    clock.set(from_ms(start + 200_000))
+    services.worker.run_due()  # behind again
+    for _ in range(20):
+        clock.advance_ms(30_000)
+        services.worker.run_due()
+    ordered |= later
+    sends = _sends(services)
+    assert [(n, step, at) for n, step, at in sends if n in ordered and at > ordered[n]] == []
+    assert sorted((n, step) for n, step, _ in sends if n in ordered) == [
+        (n, "push") for n in sorted(later)
+    ]  # the push went out before they ordered; nothing after
+    assert sorted((n, step) for n, step, _ in sends if n not in ordered) == sorted(
+        (n, step)
+        for n in range(customers)
+        if n not in ordered
+        for step in ("push", "email", "sms")
+        if step != "sms" or n % 100 >= 50
+    )  # who never ordered got every message, once
+    with services.db.read() as conn:
+        ended = dict(
+            conn.execute(
+                text("SELECT end_reason, count(*) FROM journey_runs GROUP BY end_reason")
+            ).all()
+        )
+    assert ended == {"goal reached: Order Completed": customers // 2, "completed": customers // 2}
+
+
+def _start_worker(url: str, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PARCOURS_DATABASE_URL": url,
+        "PARCOURS_LOG_LEVEL": "warning",
+    }
+    command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=out)
+
+
+def _deadlocks(conn: object) -> int:
+    value = conn.execute(  # type: ignore[attr-defined]
+        text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    ).scalar_one()
+    return int(value)
+
+
+@pytest.mark.slow
+def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    truncate_all(postgres_url)
+    customers = 600
+    services = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SystemClock()
+    )  # ingest only: the work is the worker processes'
+    db = Database(postgres_url)
+    committed: dict[int, int] = {}  # customer -> wall time by which their order was stored
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    try:
+        define_templates(services, RACE_JOURNEY)
+        journeys.publish(services.db, RACE_JOURNEY, "ana", "ben", services.clock.now_ms())
+        now = services.clock.now_ms()
+        services.writer.append_sync(
+            [
+                parse_event(
+                    (
+                        f'{{"type": "identify", "userId": "r-{n}", "messageId": "ri-{n}", '
+                        f'"timestamp": "{iso(now - 1)}", "traits": {{"email": '
+                        f'"r-{n}@example.com", "phone": "+3361{n:07d}"}}}}'
+                    ).encode(),
+                    source="api",
+                    received_at=now,
+                )
+                for n in range(customers)
+            ]
+        )
+        with db.read() as conn:
+            deadlocks_before = _deadlocks(conn)
+        workers = [_start_worker(postgres_url, tmp_path, log) for log in logs]
+
+        def cart(n: int, stamp: int) -> bytes:
+            return (
+                f'{{"type": "track", "userId": "r-{n}", "event": "Checkout Started", '
+                f'"messageId": "cart-{n}", "timestamp": "{iso(stamp)}", '
+                f'"properties": {{"checkout_id": "k-{n}", "total": {100 + n % 100}}}}}'
+            ).encode()
+
+        # Carts in groups of 30 every 100 ms; each customer's order, for three in four,
+        # comes at once, one second or three seconds after their cart (around the steps'
+        # due times), interleaved with the next carts.
+        delays = [None, 0.0, 1.0, 3.0]
+        started = time.monotonic()
+        due_orders: list[tuple[float, int]] = []
+        group = 30
+        for first in range(0, customers, group):
+            cart_at = time.monotonic()
+            stamp = int(time.time() * 1000)
+            people = range(first, min(customers, first + group))
+            services.writer.append_sync(
+                [parse_event(cart(n, stamp), source="api", received_at=stamp) for n in people]
+            )
+            due_orders += [(cart_at + d, n) for n in people if (d := delays[n % 4]) is not None]
+            _orders_due(services, due_orders, committed)
+            time.sleep(0.1)
+        while due_orders:
+            _orders_due(services, due_orders, committed)
+            time.sleep(0.05)
+        # Every cart entered, every run ended (by its order or at its end), every
+        # message handed over.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db.read() as conn:
+                left = conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys') + "
+                        "(SELECT count(*) FROM journey_runs WHERE state = 'active') + "
+                        "(SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')) + "
+                        ":customers - (SELECT count(*) FROM journey_runs)"
+                    ),
+                    {"customers": customers},
+                ).scalar_one()
+            if left == 0:
+                break
+            assert all(w.poll() is None for w in workers), "a worker exited"
+            time.sleep(0.2)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(30)
+        with db.read() as conn:
+            sends = conn.execute(
+                text(
+                    "SELECT i.value, o.step_id, o.created_at FROM outbox o JOIN identities i "
+                    "ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
+                )
+            ).all()
+            reasons = conn.execute(
+                text("SELECT end_reason, count(*) FROM journey_runs GROUP BY end_reason")
+            ).all()
+        # The workers' backends have exited, so their statistics are in.
+        deadline = time.monotonic() + 10
+        while True:
+            with db.read() as conn:
+                conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+                deadlocks = _deadlocks(conn) - deadlocks_before
+            if deadlocks or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        db.dispose()
+        services.close()
+    logged = sum(log.read_text(errors="replace").count("deadlock detected") for log in logs)
+    after_order = [
+        (user, step, at)
+        for user, step, at in sends
+        if (n := int(user.split("-")[1])) in committed and at > committed[n]
+    ]
+    print(
+        f"{len(sends)} sends, {len(after_order)} after an order, {deadlocks} deadlocks "
+        f"({logged} logged), runs {sorted(reasons)}, {elapsed:.1f} s"
+    )
+    assert after_order == []
+    assert (deadlocks, logged) == (0, 0)
+    # Those who never ordered got every message of their cart, once.
+    never_ordered = sorted(
+        (user, step) for user, step, _ in sends if int(user.split("-")[1]) not in committed
+    )
+    assert never_ordered == sorted(
+        (f"r-{n}", step)
+        for n in range(0, customers, 4)
+        for step in ("push", "email", "sms")
+        if step != "sms" or n % 100 >= 50
+    )
+
+
+def _orders_due(
+    services: Services, due_orders: list[tuple[float, int]], committed: dict[int, int]
+) -> None:
+    """Append the orders whose moment has come; note when each was surely stored."""
+    now = time.monotonic()
+    ready = [n for at, n in due_orders if at <= now]
+    if not ready:
+        return
+    due_orders[:] = [(at, n) for at, n in due_orders if at > now]
+    stamp = int(time.time() * 1000)
+    services.writer.append_sync(
+        [
+            parse_event(
+                (
+                    f'{{"type": "track", "userId": "r-{n}", "event": "Order Completed", '
+                    f'"messageId": "order-{n}", "timestamp": "{iso(stamp)}", '
+                    f'"properties": {{"checkout_id": "k-{n}"}}}}'
+                ).encode(),
+                source="api",
+                received_at=stamp,
+            )
+            for n in ready
+        ]
+    )
+    stored = int(time.time() * 1000)
+    for n in ready:
+        committed[n] = stored
