@@ -4,6 +4,7 @@ even when its own reaction has not run yet; two PostgreSQL workers never deadloc
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from parcours.ingest.model import parse_event
 from parcours.journeys import api as journeys
@@ -143,6 +144,40 @@ def test_a_burst_sends_nothing_after_an_order_while_the_worker_is_behind(
     assert ended == {"goal reached: Order Completed": customers // 2, "completed": customers // 2}
 
 
+def test_a_batch_of_steps_reads_the_goals_of_all_its_customers_in_one_query(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """The check costs one query per batch, not one per send (every statement the worker
+    runs is traced, through SQLite's own hook)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    services = Services.open(settings, clock=clock)
+    try:
+        define_templates(services, SLOW_JOURNEY)
+        journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+        _identify(services, 50)
+        _carts_and_orders(services, "Checkout Started", list(range(50)))
+        services.worker.run_due()  # entered; the first message of each at once
+        statements: list[str] = []
+        services.db.engine.dispose()  # the worker's next connections are traced
+        event.listen(
+            services.db.engine,
+            "connect",
+            lambda raw, _: raw.set_trace_callback(statements.append),
+        )
+        clock.advance_ms(120_000)
+        services.worker.batch_seconds = math.inf  # one batch, however slow the machine
+        services.worker.run_due()  # the 50 second messages
+        reads = [
+            sql
+            for sql in statements
+            if "FROM events WHERE customer_id IN" in sql and "name IN" in sql
+        ]
+        assert len(reads) == 1
+        assert sorted(step for _, step, _ in _sends(services)).count("email") == 50
+    finally:
+        services.close()
+
+
 def _start_worker(url: str, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -166,7 +201,7 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
     postgres_url: str, tmp_path: Path
 ) -> None:
     truncate_all(postgres_url)
-    customers = 600
+    customers = 1500
     services = Services.open(
         Settings(data_dir=tmp_path, database_url=postgres_url), clock=SystemClock()
     )  # ingest only: the work is the worker processes'

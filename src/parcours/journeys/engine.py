@@ -112,15 +112,22 @@ class _Batch:
 @dataclass
 class _EndingLog:
     """The events that may end runs (goals and exits by these names) of these customers,
-    dated from `since`, read for all of them in one query when the first is needed."""
+    dated from `since`, read for all of them in one query when the first is needed: after
+    `as_of`, so everything stored before that moment is in it."""
 
     customers: set[int]
     names: frozenset[str]
     since: int
+    as_of: int
     rows: dict[int, list[Any]] | None = None  # None: not read yet
 
-    def covers(self, customer: int, names: frozenset[str], since: int) -> bool:
-        return customer in self.customers and names <= self.names and since >= self.since
+    def covers(self, customer: int, names: frozenset[str], since: int, now: int) -> bool:
+        return (
+            customer in self.customers
+            and names <= self.names
+            and since >= self.since
+            and now <= self.as_of
+        )
 
     def forget(self, customer: int) -> None:
         """An event about this customer was appended since: read theirs again."""
@@ -247,6 +254,7 @@ class JourneyEngine:
                 {int(row.customer_id) for row in rows},
                 frozenset(name for p in live for name in _ending_names(p.journey)),
                 min(int(row.occurred_at) for row in rows),
+                now,
             )
         for row in rows:
             event = _decode(row.payload)
@@ -779,6 +787,7 @@ class JourneyEngine:
                 for name in _ending_names(self._program(conn, r.journey_id, r.version).journey)
             ),
             min((r.entered_at for r, _ in runs.values()), default=now),
+            now,
         )
         self._local.batch = _Batch(conn, runs, profiles, now, ending)
 
@@ -1045,7 +1054,7 @@ class JourneyEngine:
         names = _ending_names(journey)
         if not names:
             return False
-        for row in self._ending_events(conn, run, names):
+        for row in self._ending_events(conn, run, names, now):
             if (
                 row.occurred_at < run.entered_at
                 or row.occurred_at > now
@@ -1061,13 +1070,15 @@ class JourneyEngine:
                 return True
         return False
 
-    def _ending_events(self, conn: Connection, run: _Run, names: frozenset[str]) -> list[Any]:
+    def _ending_events(
+        self, conn: Connection, run: _Run, names: frozenset[str], now: int
+    ) -> list[Any]:
         """The customer's events that may end this run, oldest first: from what the batch
-        (or the reaction) read for all its customers at once when it covers the run, else
-        read for this run alone."""
+        (or the reaction) read for all its customers at once when it covers the run and
+        this moment, else read for this run alone."""
         batch = self._batch(conn)
         for log in (self._state().ending, batch.ending if batch is not None else None):
-            if log is not None and log.covers(run.customer_id, names, run.entered_at):
+            if log is not None and log.covers(run.customer_id, names, run.entered_at, now):
                 if log.rows is None:
                     log.rows = _read_ending(conn, log.customers, log.names, log.since)
                 return log.rows.get(run.customer_id, [])
