@@ -815,6 +815,8 @@ class _Listener:
         self._woken, self._wake = os.pipe()
         os.set_blocking(self._woken, False)
         os.set_blocking(self._wake, False)
+        self._pipe_lock = threading.Lock()  # `interrupt` never writes to a closed pipe
+        self._closed = False
 
     def wait(self, timeout: float) -> None:
         """Until a notification, an `interrupt()`, or the timeout."""
@@ -832,11 +834,15 @@ class _Listener:
         return len(list(self._conn.notifies(timeout=0))) > 0
 
     def interrupt(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake, b"!")
+        """Wake `wait` (from another thread), now or at its next call."""
+        with self._pipe_lock:
+            if not self._closed:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
+                    os.write(self._wake, b"!")
 
     def close(self) -> None:
         self._conn.close()
-        for end in (self._woken, self._wake):
-            with contextlib.suppress(OSError):
-                os.close(end)
+        with self._pipe_lock:
+            self._closed = True
+            os.close(self._woken)
+            os.close(self._wake)
