@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
+from parcours.customers import api as customers_api
 from parcours.ingest.model import parse_event
 from parcours.journeys import api as journeys
 from parcours.runtime.clock import SimulatedClock, SystemClock, from_ms, iso
 from parcours.runtime.db import Database
+from parcours.runtime.queue import try_lock_customers
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import define_templates, make_event, truncate_all
@@ -142,6 +144,45 @@ def test_a_burst_sends_nothing_after_an_order_while_the_worker_is_behind(
             ).all()
         )
     assert ended == {"goal reached: Order Completed": customers // 2, "completed": customers // 2}
+
+
+def test_archiving_leaves_a_run_another_worker_is_deciding_about_until_it_is_done(
+    postgres_url: str, tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """Stopping a journey ends its runs under each customer's lock, taken without waiting:
+    the run of a customer another worker holds is ended in a second pass, once that
+    worker is done; the others at once."""
+    truncate_all(postgres_url)
+    services = Services.open(Settings(data_dir=tmp_path, database_url=postgres_url), clock=clock)
+    try:
+        define_templates(services, SLOW_JOURNEY)
+        journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+        _identify(services, 3)
+        _carts_and_orders(services, "Checkout Started", [0, 1, 2])
+        services.worker.run_due()
+        with services.db.read() as conn:
+            held = customers_api.resolve(conn, "r-1", "FR")
+        journeys.change_status(services.db, "cart-race", 1, "archive", "ben", clock.now_ms())
+        with services.db.write() as other:  # another worker, deciding about r-1
+            assert try_lock_customers(other, [held]) == {held}
+            services.worker.run_due()
+            assert _states(services) == {0: "ended", 1: "active", 2: "ended"}
+        clock.advance_ms(1_000)
+        services.worker.run_due()
+        assert _states(services) == {0: "ended", 1: "ended", 2: "ended"}
+    finally:
+        services.close()
+
+
+def _states(services: Services) -> dict[int, str]:
+    with services.db.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT i.value, r.state FROM journey_runs r JOIN identities i "
+                "ON i.customer_id = r.customer_id AND i.kind = 'user_id'"
+            )
+        ).all()
+    return {int(user.split("-")[1]): state for user, state in rows}
 
 
 def test_a_batch_of_steps_reads_the_goals_of_all_its_customers_in_one_query(

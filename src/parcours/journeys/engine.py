@@ -605,7 +605,21 @@ class JourneyEngine:
             "AND state = 'active' ORDER BY id",
             {"j": journey_id, "v": version},
         ).all()
-        if change["to"] == "live":
+        # The runs of customers another worker is deciding about are left to a second
+        # pass, a second later: their locks are taken without waiting, as claims do.
+        about = {int(row.customer_id) for row in rows}
+        mine = try_lock_customers(conn, about)
+        if len(mine) < len(about):
+            rows = [row for row in rows if row.customer_id in mine]
+            enqueue(
+                conn,
+                journeys_api.STATUS_JOB,
+                {**change, "again": True},
+                run_at=now + 1000,
+                now=now,
+                queue=QUEUE,
+            )
+        if change["to"] == "live" and not change.get("again"):
             program = self._program(conn, journey_id, version)
             if program.journey.entry.date_trait:  # every customer's date, scheduled
                 enqueue(
