@@ -150,7 +150,8 @@ def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> 
     # served by `parcours serve`).
     assert scraped.status_code == 200
     samples = _samples(scraped.text)
-    assert samples[("parcours_journey_steps_total", (("journey", "confirm"),))] > 0
+    # Its sends, not its steps: waits count from the orders' own times, so the first worker
+    # may have run every step before it stopped, leaving only deliveries to the second.
     sent_by_it = samples[
         ("parcours_messages_sent_total", (("channel", "email"), ("provider", "sandbox")))
     ]
