@@ -14,9 +14,13 @@ import datetime
 import functools
 import hashlib
 import html as html_module
+import math
 import re
+import string
 import threading
 import zoneinfo
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,8 +33,9 @@ import css_inline
 import msgspec
 import yaml
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes, pass_context
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from mjml import mjml_to_html
 from sqlalchemy import Connection
 
@@ -95,11 +100,135 @@ class MessageTemplate:
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
-class _Environment(SandboxedEnvironment):
-    """The sandbox, with one shortcut: `customer.first_name` on a plain dict. Jinja tries
+# ---- sandbox limits ----------------------------------------------------------------------
+# A template is written by an admin key's holder and runs for every customer; it must not
+# take the worker's memory or time (docs/security.md, "Input limits"). Jinja's sandbox keeps
+# a template from Python's internals; these keep it small, checked when the template is
+# saved (what can be computed from its text alone) and when it renders (everything else):
+MAX_RANGE = 10_000  # items in one range()
+MAX_STEPS = 100_000  # loop iterations and calls, in one field's render
+MAX_OUTPUT = 512 * 1024  # characters of one rendered field
+MAX_VALUE = 100_000  # length of a text or list made by an operator, a filter or a method
+MAX_POWER_BITS = 4_096  # size of a number made by **
+
+# The steps left to the render in progress (None outside a render: compiling, checking).
+_steps: ContextVar[list[int] | None] = ContextVar("parcours_template_steps", default=None)
+
+
+def _step() -> None:
+    left = _steps.get()
+    if left is not None:
+        left[0] -= 1
+        if left[0] < 0:
+            raise SecurityError(f"the template takes more than {MAX_STEPS} loop steps and calls")
+
+
+def _refuse(what: str) -> SecurityError:
+    return SecurityError(f"{what} (the limit is {MAX_VALUE:,})")
+
+
+def _sized(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple) else 0
+
+
+def _checked_binop(operator: str, left: Any, right: Any) -> Any:
+    """`*`, `**` and `%` with the sizes of their results bounded before they are made."""
+    if operator == "*":
+        for sequence, times in ((left, right), (right, left)):
+            if _sized(sequence) and isinstance(times, int) and _sized(sequence) * times > MAX_VALUE:
+                raise _refuse(f"repeating a text or list {times} times makes it too long")
+        return left * right
+    if operator == "**":
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right * math.log2(abs(left)) > MAX_POWER_BITS
+        ):
+            raise SecurityError(f"{left} ** {right} is too large a number")
+        return left**right
+    if operator == "%" and isinstance(left, str):
+        _check_percent_format(left)
+    return left % right
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_percent_format(text: str) -> None:
+    for width, precision in _PERCENT_SPEC.findall(text):
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > MAX_VALUE):
+                raise _refuse(f"a width of {number} in {text[:40]!r} is too wide")
+
+
+def _check_format_string(text: str) -> None:
+    """str.format: no replacement field wider than the limit, no nested width."""
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError:
+        return  # format() itself says what is wrong
+    for _, _, spec, _ in fields:
+        if spec and "{" in spec:
+            raise SecurityError("a format width given by another field is not accepted")
+        for number in re.findall(r"\d+", spec or ""):
+            if int(number) > MAX_VALUE:
+                raise _refuse(f"a width of {number} is too wide")
+
+
+def _limited_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(numbers)} items: the limit is {MAX_RANGE:,}")
+    return numbers
+
+
+# Filters whose numeric arguments say how long the result is.
+_SIZED_FILTERS = ("center", "indent", "batch", "slice", "tojson", "wordwrap", "truncate")
+# Methods of str that pad to a width.
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    # The value filtered comes first, after the environment or evaluation context for the
+    # filters that take one: its own size is bounded already; the arguments after it are
+    # the sizes asked for.
+    first = 1 if getattr(function, "jinja_pass_arg", None) is None else 2
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        for argument in (*args[first:], *kwargs.values()):
+            if (
+                isinstance(argument, int)
+                and not isinstance(argument, bool)
+                and abs(argument) > MAX_VALUE
+            ):
+                raise _refuse(f"{name}({argument}) would make too long a text")
+        if name == "format" and args:
+            _check_percent_format(str(args[0]))
+        if name == "replace":
+            _check_replace(*[a for a in args[first - 1 :] if isinstance(a, str)][:3])
+        return function(*args, **kwargs)
+
+    functools.update_wrapper(guarded, function)
+    return guarded
+
+
+def _check_replace(text: str = "", old: str = "", new: str = "", *_: str) -> None:
+    if not new:
+        return
+    times = len(text) + 1 if old == "" else text.count(old)
+    if len(text) + times * len(new) > MAX_VALUE:
+        raise _refuse("replace() would make too long a text")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox (immutable: a template cannot grow a list or a dict in a loop), with
+    the limits above, and one shortcut: `customer.first_name` on a plain dict. Jinja tries
     the attribute first, which for a dict can only fail (an exception per lookup, the
     sandbox's largest cost in a render, measured) unless the name is one of dict's own;
     the item is what it then returns, and so does this, directly."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})  # also kept from constant folding
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
@@ -109,9 +238,105 @@ class _Environment(SandboxedEnvironment):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        return _checked_binop(operator, left, right)
 
-_env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_html_env = _Environment(undefined=StrictUndefined, autoescape=True)
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Every call a template makes (a macro, a method, a function) is a step."""
+        _step()
+        name = getattr(obj, "__name__", "")
+        if isinstance(getattr(obj, "__self__", None), str):
+            if name in _PADDING_METHODS and any(isinstance(a, int) and a > MAX_VALUE for a in args):
+                raise _refuse(f"{name}() to a width of more than the limit")
+            if name == "replace":
+                _check_replace(obj.__self__, *[a for a in args if isinstance(a, str)][:2])
+        return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format_string(value.__self__)
+        return wrapped
+
+    def guarded_loop(self, items: Iterable[Any]) -> Iterator[Any]:
+        """What every `{% for %}` iterates over (see `_parse`): one step per item."""
+        for item in items:
+            _step()
+            yield item
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            guard = nodes.EnvironmentAttribute("guarded_loop", lineno=loop.lineno)
+            loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.lineno)
+        return tree
+
+
+def _limited(env: _Environment) -> _Environment:
+    env.globals["range"] = _limited_range
+    for name in ("namespace", "lipsum"):  # a namespace grows across iterations; lipsum(n)
+        env.globals.pop(name, None)
+    for name in (*_SIZED_FILTERS, "format", "replace"):
+        env.filters[name] = _guard_filter(name, env.filters[name])
+    return env
+
+
+_env = _limited(
+    _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+)
+_html_env = _limited(_Environment(undefined=StrictUndefined, autoescape=True))
+
+
+def _render_field(compiled: Any, context: dict[str, Any]) -> str:
+    """One field, within the steps and the output size of the limits."""
+    if isinstance(compiled, _Fixed):
+        return compiled.text
+    token = _steps.set([MAX_STEPS])
+    try:
+        parts: list[str] = []
+        size = 0
+        for part in compiled.generate(context):
+            size += len(part)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"the text rendered is longer than {MAX_OUTPUT:,} characters")
+            parts.append(part)
+        return "".join(parts)
+    finally:
+        _steps.reset(token)
+
+
+def _limit_problem(parsed: nodes.Template) -> str | None:
+    """What the template's text alone shows to be over the limits: a constant range()
+    too long, a constant expression too large (`{{ 'x' * 10**9 }}`, a filter given a huge
+    width); None when nothing is."""
+    for node in parsed.find_all(nodes.Expr):
+        if isinstance(node, nodes.Call | nodes.BinExpr | nodes.Filter):
+            try:
+                _constant(node)
+            except (SecurityError, OverflowError, MemoryError) as exc:
+                return str(exc)
+            except Exception:  # not constant, or an error that only a render can tell
+                continue
+    return None
+
+
+def _constant(node: nodes.Expr) -> Any:
+    """The value of a constant expression, computed under the limits; raises Impossible
+    (or another error) when it is not constant."""
+    if isinstance(node, nodes.BinExpr) and node.operator in _Environment.intercepted_binops:
+        return _checked_binop(node.operator, _constant(node.left), _constant(node.right))
+    if (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "range"
+        and not node.kwargs
+    ):
+        return _limited_range(*[_constant(argument) for argument in node.args])
+    if isinstance(node, nodes.Filter) and node.name in ("center", "indent", "batch", "format"):
+        value = _constant(node.node) if node.node is not None else None
+        arguments = [_constant(argument) for argument in node.args]
+        return _env.filters[node.name](value, *arguments)
+    return node.as_const(nodes.EvalContext(_env))
 
 
 # ---- amounts and dates in the customer's language (Babel) --------------------------------
@@ -262,6 +487,9 @@ def _check_source(where: str, text: str) -> None:
         )
     for node in parsed.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         raise TemplateProblem(f"{where}: templates cannot include or import other files ({node})")
+    over = _limit_problem(parsed)
+    if over is not None:
+        raise TemplateProblem(f"{where}: {over}")
 
 
 # ---- the store ---------------------------------------------------------------------------
@@ -496,12 +724,16 @@ def render(
         compiled = _compiled_field(template, channel, chosen, name)
         try:
             if isinstance(compiled, list):
-                value: Any = [item.render(context) for item in compiled]
+                value: Any = [_render_field(item, context) for item in compiled]
             else:
-                value = compiled.render(context)
+                value = _render_field(compiled, context)
         except TemplateError as exc:
             raise TemplateProblem(
                 f"{template.id}.{chosen}.{channel}.{name}: {exc.message or exc}"
+            ) from exc
+        except Exception as exc:  # a template's own error (1/0, int('x')...): named too
+            raise TemplateProblem(
+                f"{template.id}.{chosen}.{channel}.{name}: {type(exc).__name__}: {exc}"
             ) from exc
         fields["html" if name == "mjml" else name] = value
     if channel == "email" and "text" not in fields and "html" in fields:
