@@ -84,7 +84,7 @@ def test_orders_count_once_per_order_id_and_sum_per_currency(services: Services)
         "total_spent": "150.50",
         "average_order_value": "75.25",
     }
-    assert computed["revenue"]["USD"]["total_spent"] == "20"
+    assert computed["revenue"]["USD"]["total_spent"] == "20.00"
     assert computed["first_order_at"] == iso(START)
     assert computed["last_order_at"] == iso(START + 2 * DAY)
 
@@ -103,7 +103,7 @@ def test_cancelled_order_leaves_the_totals_and_refund_is_subtracted(services: Se
     )
     computed = profile_of(services, "b")["computed"]
     assert computed["orders_count"] == 1
-    assert computed["revenue"]["EUR"]["total_spent"] == "70"
+    assert computed["revenue"]["EUR"]["total_spent"] == "70.00"
     assert computed["last_order_at"] == iso(START)
 
 
@@ -127,7 +127,7 @@ def test_order_total_falls_back_to_revenue_then_products(services: Services) -> 
             },
         ),
     )
-    assert profile_of(services, "c")["computed"]["revenue"]["EUR"]["total_spent"] == "37"
+    assert profile_of(services, "c")["computed"]["revenue"]["EUR"]["total_spent"] == "37.00"
 
 
 def test_time_zone_locale_country_and_last_seen(services: Services) -> None:

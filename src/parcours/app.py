@@ -15,6 +15,7 @@ from parcours.services import Services
 from parcours.web.api import admin_routes
 from parcours.web.api_docs import openapi_config
 from parcours.web.chat_public import chat_routes
+from parcours.web.errors import exception_handlers, guard_parameters
 from parcours.web.journeys_api import journey_routes
 from parcours.web.messaging_api import messaging_routes
 from parcours.web.operations import observe_requests, operations_routes
@@ -53,7 +54,8 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *wallet_order_routes(),
         ],
         lifespan=[lifespan],
-        middleware=[observe_requests],
+        middleware=[observe_requests, guard_parameters],
+        exception_handlers=exception_handlers(),
         openapi_config=openapi_config("Parcours", __version__),  # web/api_docs.py
         request_max_body_size=2 * 1024 * 1024,
         logging_config=None,

@@ -16,9 +16,10 @@ from parcours.customers.tables import consents, customer_orders, customers, iden
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database, run, select_in
+from parcours.runtime.presentation import money_text, own_event_properties
 
 ERASED_EVENT = "Customer Erased"
-_CUSTOMER_REF = re.compile(r"^cus_(\d+)$")
+_CUSTOMER_REF = re.compile(r"^cus_([0-9]{1,18})$")  # ids are 64-bit: more digits, no one
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -353,7 +354,14 @@ def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
         timezone_source = "country" if timezone else None
     return {
         "orders_count": computed.get("orders_count", 0),
-        "revenue": computed.get("revenue", {}),
+        "revenue": {
+            currency: {
+                **figures,
+                "total_spent": money_text(figures.get("total_spent"), currency),
+                "average_order_value": money_text(figures.get("average_order_value"), currency),
+            }
+            for currency, figures in computed.get("revenue", {}).items()
+        },
         "first_order_at": iso(computed.get("first_order_at")),
         "last_order_at": iso(computed.get("last_order_at")),
         "first_seen_at": iso(computed.get("first_seen_at")),
@@ -386,6 +394,8 @@ def event_page(
 
 def event_view(row: Any) -> dict[str, Any]:
     document = _decode(row.payload)
+    if isinstance(document.get("properties"), dict):
+        document["properties"] = own_event_properties(document["properties"], row.source)
     document["messageId"] = row.message_id
     document["type"] = row.type
     document["receivedAt"] = iso(row.received_at)
@@ -431,8 +441,8 @@ def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
             {
                 "order_id": r.order_id,
                 "currency": r.currency,
-                "total": r.total,
-                "refunded": r.refunded,
+                "total": money_text(r.total, r.currency),
+                "refunded": money_text(r.refunded, r.currency),
                 "status": r.status,
                 "at": iso(r.occurred_at),
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,13 +16,21 @@ from litestar.handlers import HTTPRouteHandler
 from parcours.channels import postmark, sms, whatsapp
 from parcours.channels.email_inbound import Report
 from parcours.customers.consent import CONSENT_EVENT
-from parcours.ingest.http import HttpError, read_body, services_of
-from parcours.ingest.model import Event, parse_event
+from parcours.ingest.http import HttpError, read_body, services_of, validation_field
+from parcours.ingest.model import (
+    DEPTH_MESSAGE,
+    MAX_TIME_MS,
+    Event,
+    EventError,
+    json_too_deep,
+    parse_event,
+)
 from parcours.runtime.clock import iso
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+log = logging.getLogger(__name__)
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -176,6 +185,60 @@ async def whatsapp_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(challenge.encode(), status_code=200, media_type="text/plain")
 
 
+# What Parcours reads of Meta's webhook (any other field is ignored): a body of another
+# shape, even signed, is refused naming the field, logged, and changes nothing.
+
+
+class _WaError(msgspec.Struct):
+    code: int | None = None
+    title: str | None = None
+
+
+class _WaStatus(msgspec.Struct):
+    id: str | int = ""
+    status: str = ""
+    errors: list[_WaError] | None = None
+
+
+class _WaText(msgspec.Struct):
+    body: str | None = None
+    text: str | None = None  # a button's
+    title: str | None = None  # a reply's
+
+
+class _WaInteractive(msgspec.Struct):
+    button_reply: _WaText | None = None
+    list_reply: _WaText | None = None
+
+
+class _WaMessage(msgspec.Struct):
+    id: str | int = ""
+    sender: str | int = msgspec.field(default="", name="from")
+    type: str = "text"
+    timestamp: str | int | None = None
+    text: _WaText | None = None
+    button: _WaText | None = None
+    interactive: _WaInteractive | None = None
+
+
+class _WaValue(msgspec.Struct):
+    statuses: list[_WaStatus] = []
+    messages: list[_WaMessage] = []
+
+
+class _WaChange(msgspec.Struct):
+    field: str = ""
+    value: msgspec.Raw = msgspec.Raw(b"")  # read only for the `messages` field
+
+
+class _WaEntry(msgspec.Struct):
+    changes: list[_WaChange] = []
+
+
+class _WaDocument(msgspec.Struct):
+    entry: list[_WaEntry] = []
+
+
 @post("/webhooks/whatsapp", status_code=200)
 async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Statuses of our messages and the customers' own messages, signed with the app
@@ -187,24 +250,19 @@ async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
         if not provider.verify(raw, request.headers.get("x-hub-signature-256")):
             raise HttpError(403, "the X-Hub-Signature-256 does not match the body", "signature")
         try:
-            document = _decode(raw)
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
-        values = [
-            change.get("value", {})
-            for entry in document.get("entry", [])
-            for change in entry.get("changes", [])
-            if change.get("field") == "messages"
-        ]
-        statuses = [s for value in values for s in value.get("statuses", [])]
+            values = _whatsapp_values(raw)
+            now = services.clock.now_ms()
+            statuses = [s for value in values for s in value.statuses]
+            events: list[Event] = []
+            for value in values:
+                for message in value.messages:
+                    events += _whatsapp_message(message, now)
+        except HttpError as exc:
+            log.warning("a signed WhatsApp webhook was refused: %s", exc.message)
+            raise
         if statuses and not await asyncio.to_thread(_whatsapp_statuses, services, statuses):
             # A status for a message whose send is still being recorded: Meta retries.
             raise HttpError(503, "a message is still being recorded; try again", "statuses")
-        events: list[Event] = []
-        now = services.clock.now_ms()
-        for value in values:
-            for message in value.get("messages", []):
-                events += _whatsapp_message(message, now)
         if events:
             await services.writer.append(events)
     except HttpError as exc:
@@ -212,23 +270,50 @@ async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(b"", status_code=200)
 
 
-def _whatsapp_statuses(services: Services, statuses: list[dict[str, Any]]) -> bool:
+def _whatsapp_values(raw: bytes) -> list[_WaValue]:
+    """The `value` of every `messages` change, or HttpError 400 naming what is not as
+    Meta documents it."""
+    if json_too_deep(raw):
+        raise HttpError(400, f"the body is {DEPTH_MESSAGE}", "body")
+    try:
+        document = msgspec.json.decode(raw, type=_WaDocument)
+    except msgspec.ValidationError as exc:
+        field, message = validation_field(str(exc))
+        raise HttpError(400, message, field or "body") from None
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+    values: list[_WaValue] = []
+    for i, entry in enumerate(document.entry):
+        for j, change in enumerate(entry.changes):
+            if change.field != "messages" or not change.value:
+                continue
+            try:
+                values.append(msgspec.json.decode(change.value, type=_WaValue))
+            except msgspec.ValidationError as exc:
+                field, message = validation_field(str(exc))
+                where = f"entry[{i}].changes[{j}].value" + (f".{field}" if field else "")
+                said = message.partition(": ")[2] or message
+                raise HttpError(400, f"{where}: {said}", where) from None
+    return values
+
+
+def _whatsapp_statuses(services: Services, statuses: list[_WaStatus]) -> bool:
     """Apply each status; False when one names a message not recorded yet while a
     WhatsApp send is in flight (its result is about to be recorded)."""
     now = services.clock.now_ms()
     with services.db.write() as conn:
         for item in statuses:
-            status = whatsapp.STATUSES.get(item.get("status", ""))
+            status = whatsapp.STATUSES.get(item.status)
             if status is None:
                 continue
-            outbox_id = services.delivery.find(conn, "meta", str(item.get("id", "")))
+            outbox_id = services.delivery.find(conn, "meta", str(item.id))
             if outbox_id is None:
                 if services.delivery.in_flight(conn, "whatsapp"):
                     return False
                 continue
-            errors = item.get("errors") or [{}]
-            code = int(errors[0].get("code") or 0)
-            reason = f"WhatsApp {code} {errors[0].get('title', '')}".strip()
+            error = (item.errors or [_WaError()])[0]
+            code = error.code or 0
+            reason = f"WhatsApp {code} {error.title or ''}".strip()
             services.delivery.status(
                 conn,
                 outbox_id,
@@ -241,17 +326,29 @@ def _whatsapp_statuses(services: Services, statuses: list[dict[str, Any]]) -> bo
     return True
 
 
-def _whatsapp_message(message: dict[str, Any], now: int) -> list[Event]:
-    number = "+" + str(message.get("from", "")).lstrip("+")
-    sid = str(message.get("id", ""))
-    kind = message.get("type", "text")
+def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
+    """A customer's message as events; HttpError 400 when it cannot be one."""
+    number = "+" + str(message.sender).lstrip("+")
+    sid = str(message.id)
+    kind = message.type
+    reply = message.interactive or _WaInteractive()
     text = {
-        "text": (message.get("text") or {}).get("body"),
-        "button": (message.get("button") or {}).get("text"),
-        "interactive": ((message.get("interactive") or {}).get("button_reply") or {}).get("title")
-        or ((message.get("interactive") or {}).get("list_reply") or {}).get("title"),
+        "text": message.text.body if message.text else None,
+        "button": message.button.text if message.button else None,
+        "interactive": (reply.button_reply.title if reply.button_reply else None)
+        or (reply.list_reply.title if reply.list_reply else None),
     }.get(kind) or f"[{kind}]"
-    at = int(message.get("timestamp") or 0) * 1000 or now
+    stamp = str(message.timestamp or "0")
+    if (
+        not stamp.isascii()
+        or not stamp.isdigit()
+        or len(stamp) > 12
+        or int(stamp) * 1000 > MAX_TIME_MS
+    ):
+        raise HttpError(
+            400, f"messages[].timestamp: {stamp[:40]!r} is not a Unix time", "timestamp"
+        )
+    at = int(stamp) * 1000 or now
     word = sms.keyword(text)
     anonymous = f"whatsapp:{number}"
     documents: list[dict[str, Any]] = [
@@ -293,7 +390,10 @@ def _whatsapp_message(message: dict[str, Any], now: int) -> list[Event]:
                 },
             }
         )
-    return [parse_event(_encode(d), source="whatsapp", received_at=now) for d in documents]
+    try:
+        return [parse_event(_encode(d), source="whatsapp", received_at=now) for d in documents]
+    except EventError as exc:
+        raise HttpError(400, f"messages[]: {exc}", "messages") from None
 
 
 # ---- Postmark ----------------------------------------------------------------------------

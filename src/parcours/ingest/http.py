@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import zlib
 from typing import Any, TypeVar
 
@@ -13,52 +14,89 @@ from litestar.handlers import HTTPRouteHandler
 
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.model import (
+    DEPTH_MESSAGE,
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
+    NUL_MESSAGE,
+    Event,
     EventError,
+    json_too_deep,
+    nul_path,
     parse_batch,
     parse_event,
     write_key_in_body,
 )
-from parcours.ingest.writer import WriterClosed
+from parcours.ingest.writer import AppendResult, WriterClosed
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
+MAX_INT64 = 2**63 - 1  # every id, cursor and version is a 64-bit integer in the database
 
 
 T = TypeVar("T")
 
 
-class HttpError(Exception):
-    """An error answered as JSON: {"success": false, "error": {"field", "message"}}."""
+def error_body(
+    status: int, message: str, field: str = "", problems: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The one error envelope of the whole API (README, "Errors"): `success`, `code` and
+    `message` at the top are what Segment's and RudderStack's libraries read; `error`
+    names the field, and for a definition lists every problem with its line."""
+    message, field = _printable(message), _printable(field)
+    error: dict[str, Any] = {"field": field, "message": message}
+    if problems is not None:
+        error["problems"] = [
+            {k: _printable(v) if isinstance(v, str) else v for k, v in p.items()} for p in problems
+        ]
+    return {
+        "success": False,
+        "code": ERROR_CODES.get(status, "server_error" if status >= 500 else "invalid_request"),
+        "message": message,
+        "error": error,
+    }
 
-    def __init__(self, status: int, message: str, field: str = "") -> None:
+
+def _printable(text: str) -> str:
+    """Text JSON can carry whatever input it quotes (a lone surrogate as \\udXXX)."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+
+
+ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_encoding",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class HttpError(Exception):
+    """An error answered in the envelope of `error_body`; raised anywhere under a route,
+    the application's exception handler answers it (web/errors.py)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str = "",
+        problems: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.problems = problems
 
     def response(self) -> Response[bytes]:
-        # `code` and `message` at the top are what Segment's and RudderStack's libraries
-        # read from an error; `error` names the field.
-        body = {
-            "success": False,
-            "code": _CODES.get(self.status, "error"),
-            "message": self.message,
-            "error": {"field": self.field, "message": self.message},
-        }
+        body = error_body(self.status, self.message, self.field, self.problems)
         return Response(_encode(body), status_code=self.status, media_type="application/json")
-
-
-_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_encoding",
-    503: "unavailable",
-}
 
 
 def json_response(body: Any, status: int = 200) -> Response[bytes]:
@@ -89,13 +127,52 @@ async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
 
 async def read_json(request: Request[Any, Any, Any], limit: int, kind: type[T]) -> T:
     """The request body as `kind`; HttpError 400 naming the problem when it is not."""
-    raw = await read_body(request, limit)
+    return decode_json(await read_body(request, limit), kind)
+
+
+def decode_json(raw: bytes, kind: type[T]) -> T:
+    """JSON as `kind`, within the limits of every body (nesting, no NUL character);
+    HttpError 400 naming the field otherwise."""
+    if json_too_deep(raw):
+        raise HttpError(400, f"the body is {DEPTH_MESSAGE}", "body")
     try:
-        return msgspec.json.decode(raw, type=kind)
+        value = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise HttpError(400, str(exc), "body") from None
+        field, message = validation_field(str(exc))
+        raise HttpError(400, message, field or "body") from None
     except msgspec.DecodeError as exc:
         raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+    if b"\\u0000" in raw:
+        where = nul_path(msgspec.to_builtins(value))
+        if where is not None:
+            raise HttpError(400, f"{where}: {NUL_MESSAGE}", where)
+    return value
+
+
+def validation_field(text: str) -> tuple[str, str]:
+    """msgspec's "Expected `str`, got `int` - at `$.channel`" as ("channel", "channel:
+    expected `str`, got `int`"); a missing or unknown field is named too."""
+    message, _, where = text.partition(" - at `$")
+    field = where.rstrip("`").lstrip(".")
+    for lead, said in (
+        ("Object missing required field `", "is required"),
+        ("Object contains unknown field `", "is not a known field here"),
+    ):
+        if message.startswith(lead):
+            name = message[len(lead) :].split("`")[0]
+            field = f"{field}.{name}" if field else name
+            return field, f"{field}: {said}"
+    said = message[:1].lower() + message[1:]
+    return field, f"{field}: {said}" if field else said
+
+
+def prefixed_id(text: str, prefix: str, field: str) -> int:
+    """The number of an id such as `msg_42` or `cus_42` given as a cursor; HttpError 400
+    naming `field` when it is not one (a number past 64 bits included)."""
+    digits = text.removeprefix(prefix)
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 19 or int(digits) > MAX_INT64:
+        raise HttpError(400, f"{field} is an id such as {prefix}42, not {text!r}", field)
+    return int(digits)
 
 
 def basic_write_key(request: Request[Any, Any, Any]) -> str | None:
@@ -166,29 +243,78 @@ async def segment_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
     except EventError as exc:
         ingest_metrics.rejected("api", exc.kind)
         return HttpError(400, str(exc), exc.field).response()
-    for rejection in parsed.rejected:
-        ingest_metrics.rejected("api", rejection.kind)
     try:
-        result = await services.writer.append(parsed.events)
+        result, failed = await _append_each_alone(services, parsed.events)
     except WriterClosed as exc:  # stopping, or the writer process is being replaced
         return HttpError(503, str(exc)).response()
+    rejected: list[dict[str, Any]] = [
+        {
+            "index": r.index,
+            "messageId": r.message_id,
+            "field": r.field,
+            "message": f"{r.field}: {r.reason}" if r.field else r.reason,
+        }
+        for r in parsed.rejected
+    ]
+    for position in failed:
+        event = parsed.events[position]
+        rejected.append(
+            {
+                "index": parsed.indexes[position],
+                "messageId": event.message_id,
+                "field": "",
+                "message": "this event could not be stored (the error is logged); the others were",
+            }
+        )
+    rejected.sort(key=lambda r: r["index"])
+    for rejection in parsed.rejected:
+        ingest_metrics.rejected("api", rejection.kind)
+    for _ in failed:
+        ingest_metrics.rejected("api", "invalid")
     return json_response(
         {
             "success": True,
-            "accepted": len(parsed.events),
+            "accepted": len(parsed.events) - len(failed),
             "stored": result.stored,
             "duplicates": result.duplicates,
-            "rejected": [
-                {
-                    "index": r.index,
-                    "messageId": r.message_id,
-                    "field": r.field,
-                    "message": f"{r.field}: {r.reason}" if r.field else r.reason,
-                }
-                for r in parsed.rejected
-            ],
+            "rejected": rejected,
         }
     )
+
+
+async def _append_each_alone(
+    services: Services, events: list[Event]
+) -> tuple[AppendResult, list[int]]:
+    """Append a batch's events together; if that fails, each alone, so that an event that
+    cannot be stored (a case validation did not foresee) is rejected by itself and the
+    others are kept, as for the ones validation refused. The positions that failed come
+    back; when every one fails (the database is down), the error is raised."""
+    try:
+        return await services.writer.append(events), []
+    except WriterClosed:
+        raise
+    except Exception:
+        if len(events) <= 1:
+            raise
+        log.exception("a batch of %d events could not be stored together", len(events))
+    stored = duplicates = 0
+    failed: list[int] = []
+    last_error: Exception | None = None
+    for position, event in enumerate(events):
+        try:
+            result = await services.writer.append([event])
+        except WriterClosed:
+            raise
+        except Exception as exc:
+            log.exception("event %d of a batch could not be stored", position)
+            failed.append(position)
+            last_error = exc
+            continue
+        stored += result.stored
+        duplicates += result.duplicates
+    if last_error is not None and len(failed) == len(events):
+        raise last_error
+    return AppendResult(stored=stored, duplicates=duplicates), failed
 
 
 def segment_routes() -> list[HTTPRouteHandler]:

@@ -9,6 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -21,6 +22,14 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_ID_LENGTH = 512
+# Bounds that keep a hostile event from failing later, where it would take its batch with
+# it (docs/security.md, "Input limits"): nesting, money, times.
+MAX_JSON_DEPTH = 64  # nested objects and arrays
+MAX_AMOUNT = 10**15  # an amount (total, price...) is less than this in absolute value
+MAX_QUANTITY = 10**6
+MONEY_PROPERTIES = ("total", "revenue", "value", "subtotal", "shipping", "tax", "discount", "price")
+MIN_TIME_MS = 0  # 1970-01-01T00:00:00Z
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class EventError(ValueError):
@@ -111,12 +120,18 @@ def parse_event(
         raise EventError(
             "", f"event is {len(raw)} bytes, more than the limit of {MAX_EVENT_BYTES}", "too_large"
         )
+    if json_too_deep(raw, MAX_JSON_DEPTH):
+        raise EventError("", DEPTH_MESSAGE, "too_large")
     try:
         incoming = _decode_event(raw)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     except msgspec.DecodeError as exc:
         raise EventError("", f"not valid JSON: {exc}", "malformed") from None
+    if b"\\u0000" in raw:  # rare: then find where (an escaped backslash may be all it is)
+        where = nul_path(_decode_any(raw))
+        if where is not None:
+            raise EventError(where, NUL_MESSAGE)
     kind = default_type or incoming.type
     if kind is None:
         raise EventError("type", f"is required, one of {', '.join(sorted(EVENT_TYPES))}")
@@ -150,10 +165,16 @@ def parse_event(
         raise EventError("groupId", "a group call needs groupId")
     if kind == "identify" or (track and name == consent.CONSENT_EVENT):
         _check_consent(kind, name, incoming)
+    if track and incoming.properties:
+        _check_amounts(incoming.properties)
     moment = incoming.timestamp or incoming.originalTimestamp
-    timestamp = None if moment is None else _ms(moment)
-    sent_at = batch_sent_at if incoming.sentAt is None else _ms(incoming.sentAt)
+    timestamp = None if moment is None else _ms(moment, "timestamp")
+    sent_at = batch_sent_at if incoming.sentAt is None else _ms(incoming.sentAt, "sentAt")
     occurred_at = corrected_time(timestamp, sent_at, received_at)
+    if not MIN_TIME_MS <= occurred_at <= MAX_TIME_MS:
+        raise EventError(
+            "timestamp", "corrected by sentAt, it falls outside the years 1970 to 9999"
+        )
     message_id = incoming.messageId
     if message_id is not None:
         message_id = message_id.strip()
@@ -221,6 +242,8 @@ def parse_batch(raw: bytes, *, source: str, received_at: int) -> ParsedBatch:
         raise _field_error(exc) from None
     except msgspec.DecodeError as exc:
         raise EventError("", f"not valid JSON: {exc}", "malformed") from None
+    except RecursionError:  # deeper than the decoder goes: no event can be told apart
+        raise EventError("", DEPTH_MESSAGE, "too_large") from None
     if len(incoming.batch) > MAX_BATCH_EVENTS:
         raise EventError(
             "batch",
@@ -228,7 +251,7 @@ def parse_batch(raw: bytes, *, source: str, received_at: int) -> ParsedBatch:
             "too_large",
         )
     parsed = ParsedBatch([], [], [], incoming.writeKey)
-    sent_at = None if incoming.sentAt is None else _ms(incoming.sentAt)
+    sent_at = None if incoming.sentAt is None else _ms(incoming.sentAt, "sentAt")
     for index, item in enumerate(incoming.batch):
         try:
             event = parse_event(
@@ -248,7 +271,7 @@ def write_key_in_body(raw: bytes) -> str | None:
     """The writeKey field of a single event's body, if any (Segment allows it there)."""
     try:
         value = msgspec.json.decode(raw, type=_WriteKeyOnly)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     return value.writeKey
 
@@ -287,11 +310,93 @@ def _identifier(value: str | int | None, name: str) -> str | None:
     return text
 
 
-def _ms(value: datetime) -> int:
+def _ms(value: datetime, field: str) -> int:
     """Milliseconds since the epoch; a time written without a zone is UTC."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return round(value.timestamp() * 1000)
+    ms = round(value.timestamp() * 1000)
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise EventError(field, "is outside the years 1970 to 9999")
+    return ms
+
+
+DEPTH_MESSAGE = f"JSON nested more than {MAX_JSON_DEPTH} levels deep (the limit)"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which is not accepted"
+# A JSON string, unrolled (no backtracking), and every byte that is not a bracket.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests objects and arrays more than `limit` levels deep,
+    found before decoding it (a decoder recurses, and fails past its own limit). On the
+    ingestion path: the common case is two counts over the bytes."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        if byte in (91, 123):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def nul_path(document: Any, path: str = "") -> str | None:
+    """The path of the first key or text holding a NUL character, if any (PostgreSQL
+    cannot store one in text, SQLite can: refused everywhere, alike)."""
+    pending: list[tuple[Any, str]] = [(document, path)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return child
+                pending.append((item, child))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def _check_amounts(properties: dict[str, Any]) -> None:
+    """Amounts within sane bounds: one of 1e26 would fail the order's projection, and
+    with it every event committed alongside."""
+    for name in MONEY_PROPERTIES:
+        value = properties.get(name)
+        if value is not None:
+            _check_number(value, f"properties.{name}", MAX_AMOUNT)
+    products = properties.get("products")
+    if isinstance(products, list):
+        for position, product in enumerate(products):
+            if isinstance(product, dict):
+                where = f"properties.products[{position}]"
+                for name, bound in (("price", MAX_AMOUNT), ("quantity", MAX_QUANTITY)):
+                    value = product.get(name)
+                    if value is not None:
+                        _check_number(value, f"{where}.{name}", bound)
+
+
+def _check_number(value: Any, field: str, bound: int) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        within = abs(value) < bound
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return  # not a number: ignored where amounts are read, as before
+        within = not number.is_finite() or abs(number) < bound
+    else:
+        return
+    if not within:
+        raise EventError(field, f"is out of range: an amount is less than {bound:,} in size")
 
 
 def _external_ids(context: dict[str, Any]) -> list[tuple[str, str]]:

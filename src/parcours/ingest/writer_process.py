@@ -309,6 +309,7 @@ def child_main() -> None:
     """Entry point of the writer process: settings on stdin, the socket's fd in argv, then
     `--worker` when it runs the queue worker too."""
     from parcours.cli import tune_garbage_collector
+    from parcours.runtime.logs import configure_logging
     from parcours.services import Services
 
     # Ctrl-C reaches the whole process group: the parent decides when the writer stops
@@ -318,7 +319,9 @@ def child_main() -> None:
     # SIGTERM (a service manager stopping the group): stop reading, commit, answer, exit.
     signal.signal(signal.SIGTERM, lambda *_: _stop_reading(connection))
     settings: Settings = pickle.loads(sys.stdin.buffer.read())
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
+    # The server's format (JSON lines when not on a terminal) and its redaction: one record
+    # per error, traceback inside, never plain text in the middle of the JSON stream.
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
     services = Services.open(settings, run_migrations=False)
     assert isinstance(services.writer, Writer)
     tune_garbage_collector()

@@ -30,6 +30,7 @@ from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths
 from parcours.runtime.db import Database, run
+from parcours.runtime.presentation import own_event_properties
 from parcours.runtime.queue import enqueue
 from parcours.segments import api as segments
 
@@ -484,7 +485,7 @@ def trace(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
         {
             "at": iso(r.occurred_at),
             "event": r.name,
-            "properties": _decode(r.payload).get("properties", {}),
+            "properties": own_event_properties(_decode(r.payload).get("properties", {}), "system"),
         }
         for r in rows
     ]

@@ -1,5 +1,11 @@
-"""Definitions people write (journeys, segments): YAML or JSON read into msgspec structs, every
-problem named with its line and path; and the durations they are written with (`90s`, `3d`).
+"""Definitions people write (journeys, segments, templates): YAML or JSON read into msgspec
+structs, every problem named with its line and path; and the durations they are written with
+(`90s`, `3d`).
+
+A definition comes from an admin key's holder, but is still bounded (docs/security.md,
+"Input limits"): no anchors or aliases (a few hundred bytes of nested aliases expand to
+gigabytes), at most `MAX_DEPTH` levels of nesting, at most `MAX_DEFINITION_BYTES`, no key
+given twice in one mapping (YAML would silently keep the last), no NUL character.
 """
 
 from __future__ import annotations
@@ -16,9 +22,48 @@ import yaml
 T = TypeVar("T")
 
 
+MAX_DEFINITION_BYTES = 256 * 1024
+MAX_DEPTH = 64  # nested mappings and lists
+
+
+class _Refused(Exception):
+    """A document over one of the limits, found while composing it."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true and false. YAML 1.1 also reads on, off, yes and no as
-    booleans, which would turn a journey's `on: leave` into `True: leave`."""
+    booleans, which would turn a journey's `on: leave` into `True: leave`.
+
+    Anchors and aliases are refused as they are met, and nesting is counted, so that
+    nothing is expanded or recursed into past the limits."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise _Refused(
+                line,
+                "anchors and aliases (&name, *name) are not accepted in a definition: "
+                "write each value out",
+            )
+        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(line, f"nested more than {MAX_DEPTH} levels deep (the limit)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -80,19 +125,103 @@ class LineMap:
         return [Problem(self.line_of(path), show(path), message) for path, message in found]
 
 
+def load_yaml(
+    source: str,
+    error: type[DefinitionError] = DefinitionError,
+    *,
+    max_bytes: int = MAX_DEFINITION_BYTES,
+) -> tuple[Any, Any]:
+    """The document in `source` (YAML; JSON is YAML too) and its composed node (None for
+    an empty document), within the limits above; raise `error` listing every problem."""
+    size = len(source.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise error([Problem(None, "", f"is {size} bytes, more than the limit of {max_bytes}")])
+    loader = None
+    try:
+        loader = _Loader(source)  # reads the first characters: may raise already
+        node = loader.get_single_node()
+        problems = [] if node is None else _node_problems(node, "$")
+        if not problems and node is not None:
+            return loader.construct_document(node), node  # a SafeLoader: no Python objects
+    except _Refused as exc:
+        raise error([Problem(exc.line, "", exc.message)]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise error([Problem(line, "", f"not valid YAML: {_yaml_reason(exc)}")]) from None
+    except ValueError as exc:  # an integer of more digits than Python reads from text
+        raise error([Problem(None, "", f"not a usable value: {exc}")]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if problems:
+        raise error(problems)
+    return None, None
+
+
+def _node_problems(node: Any, path: str) -> list[Problem]:
+    """Keys given twice in one mapping (both lines named) and NUL characters, everywhere
+    in a composed document (a tree: aliases are refused)."""
+    found: list[Problem] = []
+    pending = [(node, path)]
+    while pending:
+        current, where = pending.pop()
+        if isinstance(current, yaml.ScalarNode):
+            wrong = _scalar_problem(current.value)
+            if wrong is not None:
+                found.append(Problem(current.start_mark.line + 1, show(where), wrong))
+        elif isinstance(current, yaml.MappingNode):
+            first_lines: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = printable(key_node.value)
+                    wrong = _scalar_problem(key_node.value)
+                    if wrong is not None:
+                        found.append(Problem(line, show(f"{where}.{key}"), f"its key {wrong}"))
+                    if key in first_lines:
+                        lines = (
+                            f"on line {line}"
+                            if first_lines[key] == line
+                            else f"(lines {first_lines[key]} and {line})"
+                        )
+                        message = f"is given twice {lines}; keep one"
+                        found.append(Problem(line, show(f"{where}.{key}"), message))
+                    else:
+                        first_lines[key] = line
+                    child = f"{where}.{key}"
+                else:
+                    pending.append((key_node, where))
+                    child = where
+                pending.append((value_node, child))
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(current.value))
+    return sorted(found, key=lambda p: (p.line or 0, p.path))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scalar_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    if _SURROGATE.search(value):
+        return "contains an escaped lone surrogate, which is not a character"
+    return None
+
+
+def printable(text: str) -> str:
+    """Text that can be written out whatever it holds (a lone surrogate as \\udXXX)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def load_document(
     source: str, kind: type[T], what: str, error: type[DefinitionError]
 ) -> tuple[T, LineMap]:
     """Parse YAML (JSON is YAML too) into `kind`; raise `error` naming the line of the first
     mistake msgspec finds. `what` says what the document should be, for a non-mapping."""
     lines = LineMap()
-    try:
-        node = yaml.compose(source, Loader=_Loader)
-        document = yaml.load(source, Loader=_Loader)  # a SafeLoader: no Python objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise error([Problem(line, "", f"not valid YAML: {_yaml_reason(exc)}")]) from None
+    document, node = load_yaml(source, error)
     if not isinstance(document, dict):
         raise error([Problem(1, "", what)])
     lines.walk(node, "$")

@@ -38,6 +38,11 @@ def unbind_request(token: Token[str | None]) -> None:
     _request_id.reset(token)
 
 
+def current_request_id() -> str | None:
+    """The id of the request being answered, if any (named in an error's answer)."""
+    return _request_id.get()
+
+
 def bind_job(job_id: int, kind: str) -> Token[tuple[int, str] | None]:
     return _job.set((job_id, kind))
 
@@ -152,6 +157,7 @@ __all__ = [
     "bind_job",
     "bind_request",
     "configure_logging",
+    "current_request_id",
     "remove_logging",
     "unbind_job",
     "unbind_request",

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, RawBody
 
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, json_response, read_body, read_json
+from parcours.ingest.http import HttpError, decode_json, json_response, read_body, read_json
 from parcours.ingest.model import Event
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
@@ -220,32 +220,27 @@ class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/journeys/simulate", sync_to_thread=True)
-def simulate_journey(
-    request: Request[Any, Any, Any], data: JSONBody[dict[str, Any]]
-) -> Response[bytes]:
+def simulate_journey(request: Request[Any, Any, Any], body: RawBody) -> Response[bytes]:
     """Run a journey (YAML in `journey`) on a simulated clock; nothing is sent."""
     try:
         services, _ = require_admin(request)
-        try:
-            body = msgspec.convert(data, type=_SimulationRequest)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise HttpError(400, str(exc), "body") from None
-        start = parse_iso(body.start) if body.start else services.clock.now_ms()
-        if not 0 <= body.days <= MAX_DAYS:
+        asked = decode_json(body, _SimulationRequest)  # the limits of every body
+        start = parse_iso(asked.start) if asked.start else services.clock.now_ms()
+        if not 0 <= asked.days <= MAX_DAYS:
             raise HttpError(400, f"days must be between 0 and {MAX_DAYS}", "days")
         history = None
-        if body.customer:
+        if asked.customer:
             history = customers.export(
-                services.db, body.customer, services.settings.default_region
+                services.db, asked.customer, services.settings.default_region
             )["events"]
         with services.db.read() as conn:
             brand_templates = templates.brand_templates(conn)
             segment_sources = brand_segments(conn)
         entries = simulate(
-            body.journey,
-            body.script,
+            asked.journey,
+            asked.script,
             start=start,
-            days=body.days,
+            days=asked.days,
             history=history,
             default_region=services.settings.default_region,
             brand_templates=brand_templates,

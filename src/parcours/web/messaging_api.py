@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 
 import msgspec
 import phonenumbers
-import yaml
 from litestar import Request, Response, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
@@ -23,8 +22,9 @@ from parcours.ingest.model import internal_event
 from parcours.messaging import templates
 from parcours.messaging.delivery import outbox_page
 from parcours.messaging.links import PIXEL_GIF, BadLink
+from parcours.runtime.definitions import DefinitionError, load_yaml
 from parcours.runtime.i18n import accept_language, pick_locale, text
-from parcours.web.api import require_admin
+from parcours.web.api import problems_error, require_admin
 
 _decode = msgspec.json.Decoder().decode
 
@@ -121,6 +121,9 @@ async def get_template(
     )
 
 
+MAX_TEMPLATE_BYTES = 512 * 1024
+
+
 @put("/api/templates/{template_id:str}")
 async def put_template(
     request: Request[Any, Any, Any], template_id: FromPath[str]
@@ -129,11 +132,13 @@ async def put_template(
     fields. Checked first; nothing is saved if anything is wrong."""
     try:
         services, user = require_admin(request)
-        raw = await read_body(request, 512 * 1024)
-        try:
-            source = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise HttpError(400, f"the body is not JSON or YAML: {exc}", "body") from None
+        raw = await read_body(request, MAX_TEMPLATE_BYTES)
+        try:  # YAML is a superset of JSON; read within the limits of every definition
+            source, _ = load_yaml(raw.decode("utf-8"), max_bytes=MAX_TEMPLATE_BYTES)
+        except UnicodeDecodeError as exc:
+            raise HttpError(400, f"the body is not UTF-8 text: {exc}", "body") from None
+        except DefinitionError as exc:
+            raise problems_error(exc, "the template is not valid") from None
 
         def write() -> templates.MessageTemplate:
             with services.db.write() as conn:

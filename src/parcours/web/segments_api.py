@@ -10,7 +10,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from parcours.customers.api import public_id
-from parcours.ingest.http import HttpError, json_response, read_body
+from parcours.ingest.http import HttpError, json_response, prefixed_id, read_body
 from parcours.segments import api as segments
 from parcours.segments.definition import SegmentError
 from parcours.web.api import problems_response, require_admin
@@ -104,14 +104,7 @@ def segment_members(
             raise HttpError(
                 400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit"
             )
-        cursor = 0
-        if after:
-            digits = after.removeprefix("cus_")
-            if not digits.isdigit():
-                raise HttpError(
-                    400, f"after is a customer id such as cus_42, not {after!r}", "after"
-                )
-            cursor = int(digits)
+        cursor = prefixed_id(after, "cus_", "after") if after else 0
         with services.db.read() as conn:
             page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
     except HttpError as exc:
