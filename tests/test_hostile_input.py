@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from parcours.app import create_app
 from parcours.ingest.tables import events
 from parcours.journeys.definition import JourneyError
+from parcours.journeys.simulator import ScriptError, load_script
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.definitions import MAX_DEFINITION_BYTES, load_document
 from parcours.runtime.schema import load_all_tables
@@ -198,6 +199,13 @@ def test_a_definition_nested_too_deep_or_too_large_is_refused(client: TestClient
         "path": "name",
         "message": "contains a NUL character",
     }
+
+
+def test_a_simulator_script_is_read_within_the_same_limits() -> None:
+    with pytest.raises(ScriptError, match="line 1: anchors and aliases"):
+        load_script("- &e {event: Checkout Started}\n- *e\n")
+    with pytest.raises(ScriptError, match=r"line 3: events\[0\].at: is given twice"):
+        load_script("events:\n  - at: 1h\n    at: 2h\n    event: E\n")
 
 
 # ---- JSON nesting --------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 from sqlalchemy import Connection, text
 
 from parcours.customers import api as customers
@@ -32,7 +31,7 @@ from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
-from parcours.runtime.definitions import DefinitionError
+from parcours.runtime.definitions import DefinitionError, load_yaml
 from parcours.runtime.metrics import not_counted
 from parcours.runtime.queue import Job, next_run_at
 from parcours.runtime.settings import Settings
@@ -395,10 +394,10 @@ def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int,
 
 
 def load_script(text_value: str) -> list[dict[str, Any]]:
-    try:
-        document = yaml.safe_load(text_value)
-    except yaml.YAMLError as exc:
-        raise ScriptError(f"not valid YAML: {exc}") from None
+    try:  # within the limits of every definition: no anchors, no key given twice...
+        document, _ = load_yaml(text_value)
+    except DefinitionError as exc:
+        raise ScriptError(str(exc)) from None
     if isinstance(document, dict):
         document = document.get("events")
     if not isinstance(document, list):
