@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +23,12 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from parcours.app import create_app
+from parcours.channels.sms import twilio_signature
 from parcours.ingest.tables import events
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, load_script
 from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.conditions import resolve_path
 from parcours.runtime.definitions import MAX_DEFINITION_BYTES, load_document
 from parcours.runtime.schema import load_all_tables
 from parcours.runtime.settings import Settings
@@ -371,6 +373,59 @@ def test_a_nul_character_is_refused_alike_on_both_databases(
     )
     assert_envelope(identify, 400, "traits.email")
     assert fingerprint(services) == before
+
+
+@pytest.mark.parametrize("number", ["²", "٣", "9" * 5000, str(2**64)])
+def test_a_number_that_is_not_one_is_a_400_not_a_500(client: TestClient[Any], number: str) -> None:
+    for path, field in (
+        (f"/api/outbox?limit={quote(number)}", "limit"),
+        (f"/api/outbox?before=msg_{quote(number)}", "before"),
+        (f"/api/segments/gold/members?after=cus_{quote(number)}", "after"),
+    ):
+        response = client.get(path, headers=admin_headers())
+        assert response.status_code in (400, 404), response.text
+        if response.status_code == 400:
+            assert response.json()["error"]["field"] == field
+    missing = resolve_path("nowhere", {})
+    assert resolve_path("items.²", {"items": [1, 2]}) is missing
+    assert resolve_path(f"items.{'9' * 5000}", {"items": [1, 2]}) is missing
+    assert resolve_path("items.1", {"items": [1, 2]}) == 2
+
+
+def test_a_signed_twilio_text_with_a_nul_is_refused_naming_the_field(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    channels = {
+        "sms": {
+            "provider": "twilio",
+            "account_sid": "AC1",
+            "auth_token": "twilio-token",
+            "from_number": "+33700000000",
+            "api_base": "http://127.0.0.1:9",
+        }
+    }
+    services = Services.open(
+        settings.with_overrides(channels=channels, public_url="http://testserver.local"),
+        clock=clock,
+    )
+    try:
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            params = {"From": "+33612345678", "Body": "STOP\x00", "MessageSid": "SM1"}
+            signature = twilio_signature(
+                "twilio-token", "http://testserver.local/webhooks/twilio/inbound", params
+            )
+            response = client.post(
+                "/webhooks/twilio/inbound",
+                content=urlencode(params).encode(),
+                headers={
+                    "X-Twilio-Signature": signature,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            assert_envelope(response, 400, "properties.text")
+            assert count(services) == 0
+    finally:
+        services.close()
 
 
 # ---- WhatsApp: signed bodies of the wrong shape -------------------------------------------

@@ -16,7 +16,13 @@ from litestar.handlers import HTTPRouteHandler
 from parcours.channels import postmark, sms, whatsapp
 from parcours.channels.email_inbound import Report
 from parcours.customers.consent import CONSENT_EVENT
-from parcours.ingest.http import HttpError, read_body, services_of, validation_field
+from parcours.ingest.http import (
+    HttpError,
+    read_body,
+    services_of,
+    validation_field,
+    whole_number,
+)
 from parcours.ingest.model import (
     DEPTH_MESSAGE,
     MAX_TIME_MS,
@@ -58,38 +64,35 @@ async def _signed_form(
 @post("/webhooks/twilio/status", status_code=200)
 async def twilio_status(request: Request[Any, Any, Any]) -> Response[bytes]:
     """A message's status moved: sent, delivered, undelivered, failed (with ErrorCode)."""
-    try:
-        services = services_of(request)
-        provider = _twilio(services)
-        params = await _signed_form(request, services, provider)
-        reference = request.query_params.get("m", "")
-        if not reference.isdigit():
-            raise HttpError(400, "the status callback URL lacks its message (?m=)", "m")
-        status = sms.STATUSES.get(params.get("MessageStatus", ""))
-        if status is None:  # queued, accepted, sending...: nothing to record
-            return Response(b"", status_code=204)
-        code = params.get("ErrorCode") or ""
-        number = int(code) if code.isdigit() else 0
+    services = services_of(request)
+    provider = _twilio(services)
+    params = await _signed_form(request, services, provider)
+    reference = whole_number(request.query_params.get("m", ""))
+    if reference is None:
+        raise HttpError(400, "the status callback URL lacks its message (?m=)", "m")
+    status = sms.STATUSES.get(params.get("MessageStatus", ""))
+    if status is None:  # queued, accepted, sending...: nothing to record
+        return Response(b"", status_code=204)
+    code = params.get("ErrorCode") or ""
+    number = whole_number(code) or 0
 
-        def record() -> bool:
-            with services.db.write() as conn:
-                known = services.delivery.message_of(conn, int(reference))
-                if known is None or known["provider_message_id"] != params.get("MessageSid"):
-                    return False
-                return services.delivery.status(
-                    conn,
-                    int(reference),
-                    status,
-                    services.clock.now_ms(),
-                    permanent=True,
-                    suppress=sms.PERMANENT_ERRORS.get(number, False),
-                    reason=f"Twilio {params.get('MessageStatus')} {code}".strip(),
-                )
+    def record() -> bool:
+        with services.db.write() as conn:
+            known = services.delivery.message_of(conn, reference)
+            if known is None or known["provider_message_id"] != params.get("MessageSid"):
+                return False
+            return services.delivery.status(
+                conn,
+                reference,
+                status,
+                services.clock.now_ms(),
+                permanent=True,
+                suppress=sms.PERMANENT_ERRORS.get(number, False),
+                reason=f"Twilio {params.get('MessageStatus')} {code}".strip(),
+            )
 
-        if not await asyncio.to_thread(record):
-            raise HttpError(404, "no such message", "MessageSid")
-    except HttpError as exc:
-        return exc.response()
+    if not await asyncio.to_thread(record):
+        raise HttpError(404, "no such message", "MessageSid")
     return Response(b"", status_code=204)
 
 
@@ -97,62 +100,61 @@ async def twilio_status(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     """A text to one of the brand's numbers: STOP, START and HELP (and their usual
     synonyms) update the consent ledger; every text is a `Message Received` event."""
-    try:
-        services = services_of(request)
-        provider = _twilio(services)
-        params = await _signed_form(request, services, provider)
-        number, text, sid = (
-            params.get("From", ""),
-            params.get("Body", ""),
-            params.get("MessageSid", ""),
-        )
-        if not number or not sid:
-            raise HttpError(400, "From and MessageSid are required", "From")
-        now = services.clock.now_ms()
-        word = sms.keyword(text)
-        anonymous = f"sms:{number}"
-        documents: list[dict[str, Any]] = [
-            {
-                "type": "identify",
-                "anonymousId": anonymous,
-                "traits": {"phone": number},
-                "messageId": f"twilio:{sid}:identify",
+    services = services_of(request)
+    provider = _twilio(services)
+    params = await _signed_form(request, services, provider)
+    number, text, sid = (
+        params.get("From", ""),
+        params.get("Body", ""),
+        params.get("MessageSid", ""),
+    )
+    if not number or not sid:
+        raise HttpError(400, "From and MessageSid are required", "From")
+    now = services.clock.now_ms()
+    word = sms.keyword(text)
+    anonymous = f"sms:{number}"
+    documents: list[dict[str, Any]] = [
+        {
+            "type": "identify",
+            "anonymousId": anonymous,
+            "traits": {"phone": number},
+            "messageId": f"twilio:{sid}:identify",
+        },
+        {
+            "type": "track",
+            "anonymousId": anonymous,
+            "event": "Message Received",
+            "messageId": f"twilio:{sid}:received",
+            "properties": {
+                "channel": "sms",
+                "text": text,
+                "keyword": word,
+                "provider_message_id": sid,
+                "to": params.get("To"),
             },
+        },
+    ]
+    if word in ("stop", "start"):
+        documents.append(
             {
                 "type": "track",
                 "anonymousId": anonymous,
-                "event": "Message Received",
-                "messageId": f"twilio:{sid}:received",
+                "event": CONSENT_EVENT,
+                "messageId": f"twilio:{sid}:consent",
                 "properties": {
                     "channel": "sms",
-                    "text": text,
-                    "keyword": word,
-                    "provider_message_id": sid,
-                    "to": params.get("To"),
+                    "purpose": "marketing",
+                    "status": "withdrawn" if word == "stop" else "granted",
+                    "source": f"SMS keyword {text.strip().upper()}",
                 },
-            },
-        ]
-        if word in ("stop", "start"):
-            documents.append(
-                {
-                    "type": "track",
-                    "anonymousId": anonymous,
-                    "event": CONSENT_EVENT,
-                    "messageId": f"twilio:{sid}:consent",
-                    "properties": {
-                        "channel": "sms",
-                        "purpose": "marketing",
-                        "status": "withdrawn" if word == "stop" else "granted",
-                        "source": f"SMS keyword {text.strip().upper()}",
-                    },
-                }
-            )
-        events: list[Event] = [
-            parse_event(_encode(d), source="twilio", received_at=now) for d in documents
-        ]
-        await services.writer.append(events)
-    except HttpError as exc:
-        return exc.response()
+            }
+        )
+    try:
+        events = [parse_event(_encode(d), source="twilio", received_at=now) for d in documents]
+    except EventError as exc:  # a NUL in the text, an id too long...
+        log.warning("a signed Twilio message was refused: %s", exc)
+        raise HttpError(400, str(exc), exc.field) from None
+    await services.writer.append(events)
     return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
 
 
@@ -171,17 +173,14 @@ def _meta(services: Services) -> whatsapp.MetaWhatsAppProvider:
 @get("/webhooks/whatsapp")
 async def whatsapp_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Meta's subscription check: echo hub.challenge when hub.verify_token is ours."""
-    try:
-        provider = _meta(services_of(request))
-        query = request.query_params
-        token = query.get("hub.verify_token", "")
-        if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
-            token.encode(), provider.verify_token.encode()
-        ):
-            raise HttpError(403, "hub.verify_token does not match", "hub.verify_token")
-        challenge = query.get("hub.challenge", "")
-    except HttpError as exc:
-        return exc.response()
+    provider = _meta(services_of(request))
+    query = request.query_params
+    token = query.get("hub.verify_token", "")
+    if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+        token.encode(), provider.verify_token.encode()
+    ):
+        raise HttpError(403, "hub.verify_token does not match", "hub.verify_token")
+    challenge = query.get("hub.challenge", "")
     return Response(challenge.encode(), status_code=200, media_type="text/plain")
 
 
@@ -243,30 +242,27 @@ class _WaDocument(msgspec.Struct):
 async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Statuses of our messages and the customers' own messages, signed with the app
     secret (X-Hub-Signature-256) over the raw body."""
+    services = services_of(request)
+    provider = _meta(services)
+    raw = await read_body(request, 1024 * 1024)
+    if not provider.verify(raw, request.headers.get("x-hub-signature-256")):
+        raise HttpError(403, "the X-Hub-Signature-256 does not match the body", "signature")
     try:
-        services = services_of(request)
-        provider = _meta(services)
-        raw = await read_body(request, 1024 * 1024)
-        if not provider.verify(raw, request.headers.get("x-hub-signature-256")):
-            raise HttpError(403, "the X-Hub-Signature-256 does not match the body", "signature")
-        try:
-            values = _whatsapp_values(raw)
-            now = services.clock.now_ms()
-            statuses = [s for value in values for s in value.statuses]
-            events: list[Event] = []
-            for value in values:
-                for message in value.messages:
-                    events += _whatsapp_message(message, now)
-        except HttpError as exc:
-            log.warning("a signed WhatsApp webhook was refused: %s", exc.message)
-            raise
-        if statuses and not await asyncio.to_thread(_whatsapp_statuses, services, statuses):
-            # A status for a message whose send is still being recorded: Meta retries.
-            raise HttpError(503, "a message is still being recorded; try again", "statuses")
-        if events:
-            await services.writer.append(events)
+        values = _whatsapp_values(raw)
+        now = services.clock.now_ms()
+        statuses = [s for value in values for s in value.statuses]
+        events: list[Event] = []
+        for value in values:
+            for message in value.messages:
+                events += _whatsapp_message(message, now)
     except HttpError as exc:
-        return exc.response()
+        log.warning("a signed WhatsApp webhook was refused: %s", exc.message)
+        raise
+    if statuses and not await asyncio.to_thread(_whatsapp_statuses, services, statuses):
+        # A status for a message whose send is still being recorded: Meta retries.
+        raise HttpError(503, "a message is still being recorded; try again", "statuses")
+    if events:
+        await services.writer.append(events)
     return Response(b"", status_code=200)
 
 
@@ -403,22 +399,19 @@ def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
 async def postmark_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Postmark's Delivery, Bounce and SpamComplaint webhooks, with the HTTP Basic
     credentials of the webhook URL."""
+    services = services_of(request)
+    provider = services.delivery.providers.for_channel("email")
+    if not isinstance(provider, postmark.PostmarkProvider):
+        raise HttpError(404, "Postmark is not the email provider here", "provider")
+    if not provider.webhook_allowed(request.headers.get("authorization")):
+        raise HttpError(401, "wrong webhook credentials", "authorization")
     try:
-        services = services_of(request)
-        provider = services.delivery.providers.for_channel("email")
-        if not isinstance(provider, postmark.PostmarkProvider):
-            raise HttpError(404, "Postmark is not the email provider here", "provider")
-        if not provider.webhook_allowed(request.headers.get("authorization")):
-            raise HttpError(401, "wrong webhook credentials", "authorization")
-        try:
-            record = _decode(await read_body(request, 256 * 1024))
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
-        if not isinstance(record, dict):
-            raise HttpError(400, "the body must be a JSON object", "body")
-        await asyncio.to_thread(_postmark_record, services, record)
-    except HttpError as exc:
-        return exc.response()
+        record = _decode(await read_body(request, 256 * 1024))
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+    if not isinstance(record, dict):
+        raise HttpError(400, "the body must be a JSON object", "body")
+    await asyncio.to_thread(_postmark_record, services, record)
     return Response(b"", status_code=200)
 
 
@@ -426,7 +419,7 @@ def _postmark_record(services: Services, record: dict[str, Any]) -> None:
     kind = record.get("RecordType")
     metadata = record.get("Metadata") or {}
     reference = str(metadata.get("parcours_message", ""))
-    outbox_id = int(reference) if reference.isdigit() else None
+    outbox_id = whole_number(reference)
     message_id = str(record.get("MessageID", ""))
     with services.db.read() as conn:
         if outbox_id is None:

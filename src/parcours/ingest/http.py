@@ -166,6 +166,14 @@ def validation_field(text: str) -> tuple[str, str]:
     return field, f"{field}: {said}" if field else said
 
 
+def whole_number(text: str) -> int | None:
+    """The 64-bit whole number written in `text` (ASCII digits only: `str.isdigit` also
+    takes `²`, which `int` refuses), or None."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_INT64:
+        return None
+    return int(text)
+
+
 def prefixed_id(text: str, prefix: str, field: str) -> int:
     """The number of an id such as `msg_42` or `cus_42` given as a cursor; HttpError 400
     naming `field` when it is not one (a number past 64 bits included)."""

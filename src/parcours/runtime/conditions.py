@@ -32,11 +32,19 @@ def resolve_path(path: str, scope: dict[str, Any]) -> Any:
     for part in parts:
         if isinstance(value, dict) and part in value:
             value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and _position(part) < len(value):
             value = value[int(part)]
         else:
             return _MISSING
     return value
+
+
+def _position(part: str) -> int:
+    """A list index written in a path (`products.0`); past any list when it is not one
+    (`str.isdigit` also takes `²`, which `int` refuses)."""
+    if part.isascii() and part.isdigit() and len(part) < 10:
+        return int(part)
+    return 2**31
 
 
 def matches(conditions: list[dict[str, Any]], scope: dict[str, Any]) -> bool:

@@ -21,7 +21,13 @@ from litestar.params import FromQuery
 from parcours.channels.chat import Visitor, VisitorTokens
 from parcours.customers import api as customers
 from parcours.customers.verification import IdentityRefused, verified_user_id
-from parcours.ingest.http import HttpError, json_response, read_body, require_write_key
+from parcours.ingest.http import (
+    HttpError,
+    json_response,
+    read_body,
+    require_write_key,
+    whole_number,
+)
 from parcours.ingest.model import EventError, parse_event
 from parcours.messaging.delivery import public_message_id
 from parcours.runtime.clock import iso
@@ -370,8 +376,8 @@ def _text(value: Any) -> str:
 
 
 def _outbox_id(reference: Any) -> int | None:
-    if isinstance(reference, str) and reference.startswith("msg_") and reference[4:].isdigit():
-        return int(reference[4:])
+    if isinstance(reference, str) and reference.startswith("msg_"):
+        return whole_number(reference[4:])
     return None
 
 

@@ -36,10 +36,7 @@ def _problems(exc: JourneyError) -> Response[bytes]:
 
 @get("/api/journeys")
 async def list_journeys(request: Request[Any, Any, Any]) -> Response[bytes]:
-    try:
-        services, _ = require_admin(request)
-    except HttpError as exc:
-        return exc.response()
+    services, _ = require_admin(request)
 
     def read() -> list[dict[str, Any]]:
         with services.db.read() as conn:
@@ -62,8 +59,6 @@ async def create_draft(request: Request[Any, Any, Any]) -> Response[bytes]:
             services.clock.now_ms(),
             editor_key=user.key_id,
         )
-    except HttpError as exc:
-        return exc.response()
     except JourneyError as exc:
         return _problems(exc)
     return json_response(
@@ -90,10 +85,8 @@ def get_journey(request: Request[Any, Any, Any], journey_id: FromPath[str]) -> R
             raise journeys.UnknownJourney(journey_id)
         with services.db.read() as conn:
             found = journeys.journey_view(conn, journey_id)
-    except HttpError as exc:
-        return exc.response()
     except journeys.UnknownJourney as exc:
-        return HttpError(404, str(exc), "journey_id").response()
+        raise HttpError(404, str(exc), "journey_id") from None
     if _wants_yaml(request):
         return _yaml(found["latest"]["source"])
     return json_response(found)
@@ -111,12 +104,10 @@ def get_version(
             raise journeys.UnknownJourney(journey_id)
         with services.db.read() as conn:
             found = journeys.version_view(conn, journey_id, version)
-    except HttpError as exc:
-        return exc.response()
     except journeys.UnknownJourney as exc:
-        return HttpError(404, str(exc), "journey_id").response()
+        raise HttpError(404, str(exc), "journey_id") from None
     except LookupError as exc:
-        return HttpError(404, str(exc), "version").response()
+        raise HttpError(404, str(exc), "version") from None
     if _wants_yaml(request):
         return _yaml(found["source"])
     return json_response(found)
@@ -149,12 +140,10 @@ def change_status(
             services.clock.now_ms(),
             key=user.key_id,
         )
-    except HttpError as exc:
-        return exc.response()
     except journeys.NotReady as exc:
         return _not_ready(exc)
     except journeys.LifecycleError as exc:
-        return HttpError(409, str(exc), "status").response()
+        raise HttpError(409, str(exc), "status") from None
     return json_response(
         {
             "journey_id": journey_id,
@@ -184,10 +173,7 @@ def _not_ready(exc: journeys.NotReady) -> Response[bytes]:
 def journey_stats(
     request: Request[Any, Any, Any], journey_id: FromPath[str], version: FromPath[int]
 ) -> Response[bytes]:
-    try:
-        services, _ = require_admin(request)
-    except HttpError as exc:
-        return exc.response()
+    services, _ = require_admin(request)
     with services.db.read() as conn:
         return json_response(journeys.stats(conn, journey_id, version))
 
@@ -202,10 +188,8 @@ def customer_trace(request: Request[Any, Any, Any], ref: FromPath[str]) -> Respo
             customer = customers.resolve(conn, ref, services.settings.default_region)
             history = journeys.trace(conn, customer)
             runs = journeys.runs_of(conn, customer)
-    except HttpError as exc:
-        return exc.response()
     except customers.CustomerNotFound as exc:
-        return HttpError(404, str(exc), "id").response()
+        raise HttpError(404, str(exc), "id") from None
     return json_response(
         {"customer_id": customers.public_id(customer), "runs": runs, "history": history}
     )
@@ -247,18 +231,16 @@ def simulate_journey(request: Request[Any, Any, Any], body: RawBody) -> Response
             brand_segments=segment_sources,
             brand_settings=services.settings,
         )
-    except HttpError as exc:
-        return exc.response()
     except JourneyError as exc:
         return _problems(exc)
     except ScriptError as exc:
-        return HttpError(400, str(exc), "script").response()
+        raise HttpError(400, str(exc), "script") from None
     except customers.CustomerNotFound as exc:
-        return HttpError(404, str(exc), "customer").response()
+        raise HttpError(404, str(exc), "customer") from None
     except journeys.LifecycleError as exc:
-        return HttpError(400, str(exc), "journey").response()
+        raise HttpError(400, str(exc), "journey") from None
     except ValueError as exc:
-        return HttpError(400, str(exc), "start").response()
+        raise HttpError(400, str(exc), "start") from None
     return json_response({"timeline": [timeline_item(e) for e in entries]})
 
 
@@ -308,16 +290,14 @@ async def enter_customer(
         event: Event = await asyncio.to_thread(build)
         result = await services.writer.append([event])
         assert event.customer_id is not None
-    except HttpError as exc:
-        return exc.response()
     except journeys.UnknownJourney as exc:
-        return HttpError(404, str(exc), "journey_id").response()
+        raise HttpError(404, str(exc), "journey_id") from None
     except journeys.LifecycleError as exc:
-        return HttpError(409, str(exc), "journey_id").response()
+        raise HttpError(409, str(exc), "journey_id") from None
     except customers.CustomerNotFound as exc:
-        return HttpError(404, str(exc), "customer").response()
+        raise HttpError(404, str(exc), "customer") from None
     except ValueError as exc:
-        return HttpError(400, str(exc), "properties").response()
+        raise HttpError(400, str(exc), "properties") from None
     return json_response(
         {
             "journey_id": journey_id,

@@ -17,7 +17,15 @@ from litestar.params import FromPath
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.identity import BadEmail, check_email
-from parcours.ingest.http import HttpError, json_response, read_body, read_json, services_of
+from parcours.ingest.http import (
+    HttpError,
+    json_response,
+    prefixed_id,
+    read_body,
+    read_json,
+    services_of,
+    whole_number,
+)
 from parcours.ingest.model import internal_event
 from parcours.messaging import templates
 from parcours.messaging.delivery import outbox_page
@@ -36,24 +44,13 @@ _decode = msgspec.json.Decoder().decode
 async def list_outbox(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The messages, newest first, as the customer sees them. `?limit=` (1-500, 50) and
     `?before=msg_N` to page back; `?customer=` (any id) for one customer's messages."""
-    try:
-        services, _ = require_admin(request)
-        limit = _int_param(request, "limit", 50, 1, 500)
-        before_text = request.query_params.get("before")
-        before = None
-        if before_text:
-            if (
-                not before_text.startswith("msg_")
-                or not before_text[4:].isdigit()
-                or not 0 < int(before_text[4:]) < 2**63
-            ):
-                raise HttpError(400, "before must be a message id such as msg_42", "before")
-            before = int(before_text[4:])
-        customer = request.query_params.get("customer")
-        if customer is not None and not customer.strip():
-            raise HttpError(400, "customer must be a customer's id (any id)", "customer")
-    except HttpError as exc:
-        return exc.response()
+    services, _ = require_admin(request)
+    limit = _int_param(request, "limit", 50, 1, 500)
+    before_text = request.query_params.get("before")
+    before = prefixed_id(before_text, "msg_", "before") if before_text else None
+    customer = request.query_params.get("customer")
+    if customer is not None and not customer.strip():
+        raise HttpError(400, "customer must be a customer's id (any id)", "customer")
 
     def read() -> list[dict[str, Any]]:
         with services.db.read() as conn:
@@ -80,17 +77,15 @@ def _int_param(
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    number = whole_number(raw)
+    if number is None or not low <= number <= high:
         raise HttpError(400, f"{name} must be a whole number from {low} to {high}", name)
-    return int(raw)
+    return number
 
 
 @get("/api/templates")
 async def list_templates(request: Request[Any, Any, Any]) -> Response[bytes]:
-    try:
-        services, _ = require_admin(request)
-    except HttpError as exc:
-        return exc.response()
+    services, _ = require_admin(request)
 
     def read() -> list[dict[str, Any]]:
         with services.db.read() as conn:
@@ -103,19 +98,16 @@ async def list_templates(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def get_template(
     request: Request[Any, Any, Any], template_id: FromPath[str]
 ) -> Response[bytes]:
+    services, _ = require_admin(request)
+
+    def read() -> templates.MessageTemplate:
+        with services.db.read() as conn:
+            return templates.get(conn, template_id)
+
     try:
-        services, _ = require_admin(request)
-
-        def read() -> templates.MessageTemplate:
-            with services.db.read() as conn:
-                return templates.get(conn, template_id)
-
-        try:
-            found = await asyncio.to_thread(read)
-        except templates.TemplateProblem as exc:
-            raise HttpError(404, str(exc), "template") from None
-    except HttpError as exc:
-        return exc.response()
+        found = await asyncio.to_thread(read)
+    except templates.TemplateProblem as exc:
+        raise HttpError(404, str(exc), "template") from None
     return json_response(
         {"id": found.id, "origin": found.origin, "version": found.version, "content": found.content}
     )
@@ -130,26 +122,23 @@ async def put_template(
 ) -> Response[bytes]:
     """Add or replace the brand's template. The body is JSON or YAML: locale -> channel ->
     fields. Checked first; nothing is saved if anything is wrong."""
+    services, user = require_admin(request)
+    raw = await read_body(request, MAX_TEMPLATE_BYTES)
+    try:  # YAML is a superset of JSON; read within the limits of every definition
+        source, _ = load_yaml(raw.decode("utf-8"), max_bytes=MAX_TEMPLATE_BYTES)
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, f"the body is not UTF-8 text: {exc}", "body") from None
+    except DefinitionError as exc:
+        raise problems_error(exc, "the template is not valid") from None
+
+    def write() -> templates.MessageTemplate:
+        with services.db.write() as conn:
+            return templates.save(conn, template_id, source, user.name, services.clock.now_ms())
+
     try:
-        services, user = require_admin(request)
-        raw = await read_body(request, MAX_TEMPLATE_BYTES)
-        try:  # YAML is a superset of JSON; read within the limits of every definition
-            source, _ = load_yaml(raw.decode("utf-8"), max_bytes=MAX_TEMPLATE_BYTES)
-        except UnicodeDecodeError as exc:
-            raise HttpError(400, f"the body is not UTF-8 text: {exc}", "body") from None
-        except DefinitionError as exc:
-            raise problems_error(exc, "the template is not valid") from None
-
-        def write() -> templates.MessageTemplate:
-            with services.db.write() as conn:
-                return templates.save(conn, template_id, source, user.name, services.clock.now_ms())
-
-        try:
-            saved = await asyncio.to_thread(write)
-        except templates.TemplateProblem as exc:
-            raise HttpError(400, str(exc), "template") from None
-    except HttpError as exc:
-        return exc.response()
+        saved = await asyncio.to_thread(write)
+    except templates.TemplateProblem as exc:
+        raise HttpError(400, str(exc), "template") from None
     return json_response({"id": saved.id, "origin": saved.origin, "version": saved.version})
 
 
@@ -165,32 +154,27 @@ async def preview_template(
     request: Request[Any, Any, Any], template_id: FromPath[str]
 ) -> Response[bytes]:
     """The template rendered for a real customer, on one channel, as they would see it."""
+    services, _ = require_admin(request)
+    body = await read_json(request, 256 * 1024, _PreviewBody)
+
+    def render() -> templates.Rendered:
+        with services.db.read() as conn:
+            customer_id = customers.resolve(conn, body.customer, services.settings.default_region)
+            template = templates.get(conn, template_id)
+            context = services.delivery.preview_context(
+                conn, customer_id, body.channel, body.event or {}
+            )
+            locale = body.locale or context["customer"].get("locale")
+            return templates.render(
+                template, body.channel, context, locale, services.settings.brand_locale
+            )
+
     try:
-        services, _ = require_admin(request)
-        body = await read_json(request, 256 * 1024, _PreviewBody)
-
-        def render() -> templates.Rendered:
-            with services.db.read() as conn:
-                customer_id = customers.resolve(
-                    conn, body.customer, services.settings.default_region
-                )
-                template = templates.get(conn, template_id)
-                context = services.delivery.preview_context(
-                    conn, customer_id, body.channel, body.event or {}
-                )
-                locale = body.locale or context["customer"].get("locale")
-                return templates.render(
-                    template, body.channel, context, locale, services.settings.brand_locale
-                )
-
-        try:
-            rendered = await asyncio.to_thread(render)
-        except customers.CustomerNotFound as exc:
-            raise HttpError(404, f"no customer {exc}", "customer") from None
-        except templates.TemplateProblem as exc:
-            raise HttpError(400, str(exc), "template") from None
-    except HttpError as exc:
-        return exc.response()
+        rendered = await asyncio.to_thread(render)
+    except customers.CustomerNotFound as exc:
+        raise HttpError(404, f"no customer {exc}", "customer") from None
+    except templates.TemplateProblem as exc:
+        raise HttpError(400, str(exc), "template") from None
     return json_response(
         {
             "template": rendered.template,
@@ -214,34 +198,29 @@ async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str])
     """Send the template, rendered for a real customer, to an address of the brand's own
     (`to`): subject marked [TEST], outside journeys, policies and caps. It appears in the
     outbox like any message."""
+    services, _ = require_admin(request)
+    body = await read_json(request, 256 * 1024, _TestSendBody)
+    to = _test_address(body.channel, body.to, services.settings.default_region)
+
+    def send() -> int:
+        with services.db.write() as conn:
+            customer_id = customers.resolve(conn, body.customer, services.settings.default_region)
+            return services.delivery.test_send(
+                conn,
+                template_id,
+                customer_id,
+                body.channel,
+                to,
+                body.event or {},
+                services.clock.now_ms(),
+            )
+
     try:
-        services, _ = require_admin(request)
-        body = await read_json(request, 256 * 1024, _TestSendBody)
-        to = _test_address(body.channel, body.to, services.settings.default_region)
-
-        def send() -> int:
-            with services.db.write() as conn:
-                customer_id = customers.resolve(
-                    conn, body.customer, services.settings.default_region
-                )
-                return services.delivery.test_send(
-                    conn,
-                    template_id,
-                    customer_id,
-                    body.channel,
-                    to,
-                    body.event or {},
-                    services.clock.now_ms(),
-                )
-
-        try:
-            outbox_id = await asyncio.to_thread(send)
-        except customers.CustomerNotFound as exc:
-            raise HttpError(404, f"no customer {exc}", "customer") from None
-        except templates.TemplateProblem as exc:
-            raise HttpError(400, str(exc), "template") from None
-    except HttpError as exc:
-        return exc.response()
+        outbox_id = await asyncio.to_thread(send)
+    except customers.CustomerNotFound as exc:
+        raise HttpError(404, f"no customer {exc}", "customer") from None
+    except templates.TemplateProblem as exc:
+        raise HttpError(400, str(exc), "template") from None
     return json_response({"message": f"msg_{outbox_id}", "to": to}, 202)
 
 

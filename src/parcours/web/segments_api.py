@@ -1,4 +1,5 @@
-"""Admin API for segments: define and change them, read them and their members."""
+"""Admin API for segments: define and change them, read them and their members. Errors are
+raised as HttpError and answered by the application's handlers (web/errors.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from parcours.customers.api import public_id
 from parcours.ingest.http import HttpError, json_response, prefixed_id, read_body
 from parcours.segments import api as segments
 from parcours.segments.definition import SegmentError
-from parcours.web.api import problems_response, require_admin
+from parcours.web.api import problems_error, require_admin
 
 MAX_DEFINITION_BYTES = 64 * 1024
 
@@ -21,9 +22,9 @@ MAX_DEFINITION_BYTES = 64 * 1024
 async def _save(
     request: Request[Any, Any, Any], mode: Literal["create", "update"], segment_id: str | None
 ) -> Response[bytes]:
+    services, user = require_admin(request)
+    source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
     try:
-        services, user = require_admin(request)
-        source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
         saved = await asyncio.to_thread(
             segments.save,
             services.db,
@@ -33,16 +34,14 @@ async def _save(
             mode=mode,
             segment_id=segment_id,
         )
-    except HttpError as exc:
-        return exc.response()
     except SegmentError as exc:
-        return problems_response(exc, "the segment is not valid")
+        raise problems_error(exc, "the segment is not valid") from None
     except segments.SegmentExists as exc:
-        return HttpError(409, str(exc), "id").response()
+        raise HttpError(409, str(exc), "id") from None
     except segments.UnknownSegment as exc:
-        return HttpError(404, str(exc), "id").response()
+        raise HttpError(404, str(exc), "id") from None
     except segments.SegmentIdMismatch as exc:
-        return HttpError(400, str(exc), "id").response()
+        raise HttpError(400, str(exc), "id") from None
     return json_response(
         {
             "id": saved.segment_id,
@@ -70,24 +69,19 @@ async def update_segment(
 
 @get("/api/segments", sync_to_thread=True)
 def list_segments(request: Request[Any, Any, Any]) -> Response[bytes]:
-    try:
-        services, _ = require_admin(request)
-    except HttpError as exc:
-        return exc.response()
+    services, _ = require_admin(request)
     with services.db.read() as conn:
         return json_response({"segments": segments.listing(conn)})
 
 
 @get("/api/segments/{segment_id:str}", sync_to_thread=True)
 def get_segment(request: Request[Any, Any, Any], segment_id: FromPath[str]) -> Response[bytes]:
+    services, _ = require_admin(request)
     try:
-        services, _ = require_admin(request)
         with services.db.read() as conn:
             return json_response(segments.describe(conn, segment_id))
-    except HttpError as exc:
-        return exc.response()
     except segments.UnknownSegment as exc:
-        return HttpError(404, str(exc), "segment_id").response()
+        raise HttpError(404, str(exc), "segment_id") from None
 
 
 @get("/api/segments/{segment_id:str}/members", sync_to_thread=True)
@@ -98,19 +92,15 @@ def segment_members(
     after: FromQuery[str | None] = None,
 ) -> Response[bytes]:
     """Current members in customer id order; `next_after` is the cursor of the next page."""
+    services, _ = require_admin(request)
+    if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
+        raise HttpError(400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit")
+    cursor = prefixed_id(after, "cus_", "after") if after else 0
     try:
-        services, _ = require_admin(request)
-        if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
-            raise HttpError(
-                400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit"
-            )
-        cursor = prefixed_id(after, "cus_", "after") if after else 0
         with services.db.read() as conn:
             page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
-    except HttpError as exc:
-        return exc.response()
     except segments.UnknownSegment as exc:
-        return HttpError(404, str(exc), "segment_id").response()
+        raise HttpError(404, str(exc), "segment_id") from None
     return json_response(
         {
             "segment": segment_id,

@@ -20,7 +20,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
-from parcours.ingest.http import HttpError, json_response, read_body, services_of
+from parcours.ingest.http import HttpError, json_response, read_body, services_of, whole_number
 from parcours.messaging import passes
 from parcours.services import Services
 
@@ -157,7 +157,7 @@ async def changed_since(
         services = services_of(request)
         service.check_type(services, kind)
         since_text = request.query_params.get(service.since_parameter)
-        since = int(since_text) if since_text and since_text.isdigit() else None
+        since = whole_number(since_text) if since_text else None
 
         def read() -> list[tuple[str, int]]:
             with services.db.read() as conn:
