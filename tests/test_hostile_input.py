@@ -231,6 +231,11 @@ def test_json_nested_past_the_limit_is_a_400(client: TestClient[Any], services: 
         headers=admin_headers(),
     )
     assert_envelope(simulation, 400, "body")
+    for public in ("/v1/push/subscribe", "/chat/session"):
+        refused = client.post(public, content=deep_json(3000).encode(), headers=BASIC)
+        assert assert_envelope(refused, 400, "body")["message"] == (
+            "the body is JSON nested more than 64 levels deep (the limit)"
+        )
     whole_batch = client.post(
         "/v1/batch", content=f'{{"batch": [{deep_json(5000)}]}}'.encode(), headers=BASIC
     )

@@ -18,6 +18,7 @@ from parcours.channels.email_inbound import Report
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.http import (
     HttpError,
+    decode_json,
     read_body,
     services_of,
     validation_field,
@@ -35,7 +36,6 @@ from parcours.runtime.clock import iso
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 log = logging.getLogger(__name__)
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -405,10 +405,7 @@ async def postmark_events(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise HttpError(404, "Postmark is not the email provider here", "provider")
     if not provider.webhook_allowed(request.headers.get("authorization")):
         raise HttpError(401, "wrong webhook credentials", "authorization")
-    try:
-        record = _decode(await read_body(request, 256 * 1024))
-    except msgspec.DecodeError as exc:
-        raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+    record = decode_json(await read_body(request, 256 * 1024), object)
     if not isinstance(record, dict):
         raise HttpError(400, "the body must be a JSON object", "body")
     await asyncio.to_thread(_postmark_record, services, record)

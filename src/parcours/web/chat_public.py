@@ -23,6 +23,7 @@ from parcours.customers import api as customers
 from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import (
     HttpError,
+    decode_json,
     json_response,
     read_body,
     require_write_key,
@@ -210,10 +211,7 @@ async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
     services: Services = request.app.state.services
     try:
         raw = await read_body(request, MAX_SESSION_BODY)
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object", "body")
         require_write_key(services, request, body.get("writeKey"))
@@ -366,7 +364,7 @@ async def _receive(socket: WebSocket[Any, Any, Any]) -> dict[str, Any] | None:
     frame = await socket.receive_text()
     try:
         value = _decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or deeper than the decoder goes
         return None
     return value if isinstance(value, dict) else None
 

@@ -15,6 +15,7 @@ from parcours.customers import api as customers
 from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import (
     HttpError,
+    decode_json,
     json_response,
     read_body,
     require_write_key,
@@ -26,7 +27,6 @@ from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 # The service worker the site registers (navigator.serviceWorker.register('/push/sw.js')).
 SERVICE_WORKER = """\
@@ -79,10 +79,7 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
     try:
         services = services_of(request)
         raw = await read_body(request, 16 * 1024)
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            raise HttpError(400, f"the body is not JSON: {exc}", "body") from None
+        body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object", "body")
         require_write_key(services, request, body.get("writeKey"))

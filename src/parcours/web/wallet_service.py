@@ -196,7 +196,7 @@ async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     as Apple documents it, or a bare list), into our log, cut short."""
     try:
         document = _decode(await read_body(request, 64 * 1024))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or deeper than the decoder goes
         document = []
     lines = document.get("logs", []) if isinstance(document, dict) else document
     if isinstance(lines, list):
@@ -233,7 +233,7 @@ def push_token_of(body: bytes) -> str:
     """The `pushToken` of a device registration's body."""
     try:
         document = _decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or deeper than the decoder goes
         document = {}
     push_token = document.get("pushToken") if isinstance(document, dict) else None
     if not isinstance(push_token, str) or not push_token:
