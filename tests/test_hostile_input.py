@@ -5,6 +5,7 @@ admin API close the file."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -24,6 +25,8 @@ from sqlalchemy import func, select
 
 from parcours.app import create_app
 from parcours.channels.sms import twilio_signature
+from parcours.customers.consent import ConsentError
+from parcours.ingest.http import _append_each_alone as append_each_alone
 from parcours.ingest.tables import events
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, load_script
@@ -33,7 +36,7 @@ from parcours.runtime.definitions import MAX_DEFINITION_BYTES, load_document
 from parcours.runtime.schema import load_all_tables
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, admin_headers
+from tests.conftest import WRITE_KEY, admin_headers, make_event
 
 BASIC = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
@@ -321,6 +324,34 @@ def test_one_bad_event_in_a_batch_is_rejected_alone(
     alone = track(client, bad)
     assert assert_envelope(alone, 400, field)
     assert count(services) == 2
+
+
+def test_a_batch_that_cannot_be_stored_together_is_stored_one_event_at_a_time(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """For what validation does not foresee: here an event the API would never let through
+    (built by hand), which the writer refuses."""
+    good = [
+        make_event("track", userId="ana", event="Product Viewed", messageId=f"g-{n}")
+        for n in range(2)
+    ]
+    bad = make_event("track", userId="ana", event="Product Viewed", messageId="bad")
+    bad.name = "Consent Updated"
+    bad.properties = {"channel": "carrier-pigeon"}
+    with caplog.at_level(logging.ERROR, logger="parcours"):
+        result, failed = asyncio.run(append_each_alone(services, [good[0], bad, good[1]]))
+    assert (result.stored, result.duplicates, failed) == (2, 0, [1])
+    with services.db.read() as conn:
+        stored = conn.execute(select(events.c.message_id).order_by(events.c.seq)).scalars().all()
+    assert stored == ["g-0", "g-1"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "append failed",  # the writer's, for the batch
+        "a batch of 3 events could not be stored together",
+        "append failed",  # the writer's, for the event alone
+        "event 1 of a batch could not be stored",
+    ]
+    with pytest.raises(ConsentError, match="carrier-pigeon"):  # all fail: the error itself
+        asyncio.run(append_each_alone(services, [bad, bad]))
 
 
 def test_a_customer_id_past_64_bits_on_every_admin_route_is_a_4xx(
