@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -173,12 +174,7 @@ def test_a_webhook_to_an_internal_host_is_refused_and_not_retried(
     host_of: Any,
     refusal: str,
 ) -> None:
-    services.worker.register(
-        webhooks.DELIVER,
-        webhooks.WebhookSender(
-            services.db, clock, services.worker, webhooks.WebhookSettings({}, frozenset())
-        ).deliver,
-    )
+    webhooks.WebhookSender(services.worker, webhooks.WebhookSettings({}, frozenset()))
     receiver = Receiver()
     try:
         publish(services, journey(host_of(receiver.port)))
@@ -249,6 +245,44 @@ def test_an_answer_is_read_no_further_than_the_cap(services: Services) -> None:
         chatty.close()
 
 
+def test_an_answer_dripped_slowly_is_cut_at_the_total_time_and_tried_again(
+    services: Services,
+    clock: SimulatedClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read has its timeout; a receiver sending a byte at a time within it would hold
+    the worker for hours without a limit on the whole call."""
+    monkeypatch.setattr(webhooks, "TOTAL_SECONDS", 1.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65_536)
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 1000:
+                if stop.wait(0.1):
+                    break
+                connection.send(bytes([byte]))
+        except OSError:
+            pass
+        connection.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        publish(services, journey(f"http://127.0.0.1:{port}/hook"))
+        opt_in(services, "ola")
+        track(services, "ola", "Order Completed", order_id="o-1")
+        services.worker.run_due()
+        assert "no whole answer within 1 s" in caplog.text
+        assert jobs(services) == 1  # to be tried again
+    finally:
+        stop.set()
+        listener.close()
+
+
 def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
     services: Services, clock: SimulatedClock, tmp_path: Path
 ) -> None:
@@ -259,10 +293,7 @@ def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
     server_tls.load_cert_chain(cert_file, key_file)
     receiver = Receiver(tls=server_tls)
     settings = webhooks.WebhookSettings({}, frozenset({"localhost"}), ca_file=str(cert_file))
-    services.worker.register(
-        webhooks.DELIVER,
-        webhooks.WebhookSender(services.db, clock, services.worker, settings).deliver,
-    )
+    webhooks.WebhookSender(services.worker, settings)
     try:
         publish(services, journey(f"https://localhost:{receiver.port}/hook"))
         opt_in(services, "ola")
@@ -293,6 +324,14 @@ def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
         ("::ffff:10.0.0.1", False),
         ("fd00:ec2::254", False),  # cloud metadata over IPv6
         ("fe80::1%eth0", False),
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::808:808", False),  # a network's own NAT64: inside by definition
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ],
 )
 def test_only_public_addresses_may_be_called(address: str, public: bool) -> None:

@@ -135,12 +135,7 @@ class Services:
             timezone=settings.brand_timezone,
         )
         engine.install(worker, writer.hooks)
-        worker.register(
-            webhooks.DELIVER,
-            webhooks.WebhookSender(
-                db, clock, worker, webhooks.WebhookSettings.from_table(settings.webhooks)
-            ).deliver,
-        )
+        webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
         referrals = Referrals(clock, settings.default_region, writer.hooks)
         referrals.install(worker, writer.hooks)
         segments = SegmentEngine(clock, settings.default_region)

@@ -31,9 +31,8 @@ import httpx
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.runtime.clock import Clock, iso
-from parcours.runtime.db import Database
-from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue
+from parcours.runtime.clock import iso
+from parcours.runtime.queue import CallAfterCommit, Job, Outcome, Worker, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ TOLERANCE_SECONDS = 300  # what receivers should accept between `t` and their ow
 MAX_REDIRECTS = 3
 RESPONSE_BYTES = 16_384  # what is read of an answer at most (only its status matters)
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+TOTAL_SECONDS = 30.0  # for the whole call, redirects included
 LEASE_MS = 5 * 60_000
 
 _encode = msgspec.json.Encoder().encode
@@ -155,12 +155,24 @@ def verify(
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address in the last 32 bits
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: a network's own translator
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
 def public_address(address: str) -> bool:
     """True for an address on the public internet: never loopback, private, link-local
-    (cloud metadata), shared, multicast, reserved or unspecified, IPv4 inside IPv6 too."""
+    (cloud metadata), shared, multicast, reserved or unspecified, and an IPv4 address
+    carried inside IPv6 (mapped, 6to4, NAT64, IPv4-compatible) is judged as itself."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        carried = ip.ipv4_mapped or ip.sixtofour
+        if carried is None and (ip in _NAT64 or ip in _IPV4_COMPATIBLE):
+            carried = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+        if carried is not None:
+            return carried.is_global and not carried.is_multicast
     return ip.is_global and not ip.is_multicast
 
 
@@ -191,88 +203,22 @@ def resolve(url: httpx.URL, allow_hosts: frozenset[str]) -> str:
 
 
 class WebhookSender:
-    """The delivery job's handler. The call is made after the job's transaction commits,
-    never inside it (an SQLite write lock is never held across the network); the job is
-    first put back for the end of a lease, so a crash during the call means one more
-    call with the same delivery id, never none."""
+    """The delivery job's handler: a call made after the job's transaction commits
+    (`CallAfterCommit`: put back first for the end of a lease naming this worker, so a
+    crash during the call means one more call with the same delivery id, never none, and
+    a dead worker's call is made again as soon as its death is seen)."""
 
-    def __init__(
-        self, db: Database, clock: Clock, worker: Worker, settings: WebhookSettings
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.worker = worker
+    def __init__(self, worker: Worker, settings: WebhookSettings) -> None:
+        self.clock = worker.clock
         self.settings = settings
-        self._local = threading.local()
+        CallAfterCommit(worker, DELIVER, self._request, self._call, lease_ms=LEASE_MS)
 
-    def deliver(self, conn: Connection, job: Job) -> None:
-        now = self.clock.now_ms()
-        payload = dict(job.payload)
-        payload["attempt"] = int(payload.get("attempt", job.attempt)) + 1
-        # Put back for the end of the lease (the rescue), with the attempt counted.
-        enqueue(
-            conn,
-            DELIVER,
-            payload,
-            run_at=now + LEASE_MS,
-            now=now,
-            queue=job.queue,
-            unique_key=job.unique_key,
-            customer_id=job.customer_id,
-            max_attempts=job.max_attempts,
-        )
-        self._calls().append((job, payload))
-        self.worker.after_commit(self._send_all)
+    def _request(self, conn: Connection, job: Job) -> dict[str, Any]:
+        return dict(job.payload)
 
-    def _calls(self) -> list[tuple[Job, dict[str, Any]]]:
-        if not hasattr(self._local, "calls"):
-            self._local.calls = []
-        calls: list[tuple[Job, dict[str, Any]]] = self._local.calls
-        return calls
-
-    def _send_all(self) -> None:
-        calls, self._local.calls = self._calls(), []
-        outcomes = [(job, payload, self._post(payload)) for job, payload in calls]
-        with self.db.write() as conn:
-            now = self.clock.now_ms()
-            for job, payload, outcome in outcomes:
-                if outcome is None:
-                    cancel(conn, str(job.unique_key))
-                    continue
-                error, final = outcome
-                where = {"delivery_id": payload["delivery_id"], "url": payload["url"]}
-                if final or payload["attempt"] >= job.max_attempts:
-                    cancel(conn, str(job.unique_key))
-                    log.error(
-                        "webhook %s given up after %s attempts: %s",
-                        payload["delivery_id"],
-                        payload["attempt"],
-                        error,
-                        extra=where,
-                    )
-                    continue
-                log.warning(
-                    "webhook %s failed, attempt %s: %s",
-                    payload["delivery_id"],
-                    payload["attempt"],
-                    error,
-                    extra=where,
-                )
-                enqueue(
-                    conn,
-                    DELIVER,
-                    payload,
-                    run_at=now + backoff_ms(int(payload["attempt"])),
-                    now=now,
-                    queue=job.queue,
-                    unique_key=job.unique_key,
-                    customer_id=job.customer_id,
-                    max_attempts=job.max_attempts,
-                )
-
-    def _post(self, payload: dict[str, Any]) -> tuple[str, bool] | None:
-        """Make the call: None when the receiver answered 2xx, else what went wrong and
-        whether trying again is pointless (a refused destination, a missing key)."""
+    def _call(self, payload: dict[str, Any]) -> Outcome:
+        """Make the call: done when the receiver answered 2xx; else what went wrong, not
+        retried when trying again is pointless (a refused destination, a missing key)."""
         body = _encode(payload["body"])
         headers = {
             "Content-Type": "application/json",
@@ -283,17 +229,17 @@ class WebhookSender:
         if name:
             secret = self.settings.secrets.get(name)
             if secret is None:
-                return f"no webhook secret named {name!r} in [webhooks.secrets]", True
+                return Outcome(f"no webhook secret named {name!r} in [webhooks.secrets]", False)
             headers[SIGNATURE_HEADER] = sign(secret, body, self.clock.now_ms() // 1000)
         try:
             status = _post_guarded(httpx.URL(payload["url"]), body, headers, self.settings)
         except UnsafeDestination as exc:
-            return str(exc), True
+            return Outcome(str(exc), retry=False)
         except httpx.HTTPError as exc:
-            return f"{payload['url']}: {exc}", False
+            return Outcome(f"{payload['url']}: {exc}")
         if not 200 <= status < 300:
-            return f"{payload['url']} answered {status}", False
-        return None
+            return Outcome(f"{payload['url']} answered {status}")
+        return Outcome()
 
 
 def _post_guarded(
@@ -306,25 +252,52 @@ def _post_guarded(
     with httpx.Client(
         timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=settings.tls()
     ) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            address = resolve(url, settings.allow_hosts)
-            host_header = url.host if url.port is None else f"{url.host}:{url.port}"
-            request = client.build_request(
-                "POST",
-                url.copy_with(host=address),
-                content=body,
-                headers={**headers, "Host": host_header},
-                extensions={"sni_hostname": url.host},
-            )
-            response = client.send(request, stream=True)
-            try:
-                _read_at_most(response, RESPONSE_BYTES)
-            finally:
-                response.close()
-            location = response.headers.get("location")
-            if response.status_code not in (307, 308) or not location:
-                return response.status_code
-            url = url.join(location)
+        # Timeouts count per read: a receiver dripping its answer is cut at a total too.
+        out_of_time = threading.Event()
+
+        def cut() -> None:
+            out_of_time.set()
+            client.close()
+
+        watchdog = threading.Timer(TOTAL_SECONDS, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return _follow(client, url, body, headers, settings)
+        except httpx.HTTPError:
+            if out_of_time.is_set():
+                raise httpx.ReadTimeout(f"no whole answer within {TOTAL_SECONDS:g} s") from None
+            raise
+        finally:
+            watchdog.cancel()
+
+
+def _follow(
+    client: httpx.Client,
+    url: httpx.URL,
+    body: bytes,
+    headers: dict[str, str],
+    settings: WebhookSettings,
+) -> int:
+    for _ in range(MAX_REDIRECTS + 1):
+        address = resolve(url, settings.allow_hosts)
+        host_header = url.host if url.port is None else f"{url.host}:{url.port}"
+        request = client.build_request(
+            "POST",
+            url.copy_with(host=address),
+            content=body,
+            headers={**headers, "Host": host_header},
+            extensions={"sni_hostname": url.host},
+        )
+        response = client.send(request, stream=True)
+        try:
+            _read_at_most(response, RESPONSE_BYTES)
+        finally:
+            response.close()
+        location = response.headers.get("location")
+        if response.status_code not in (307, 308) or not location:
+            return response.status_code
+        url = url.join(location)
     raise UnsafeDestination(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
