@@ -49,3 +49,28 @@ def test_a_new_admin_key_in_the_settings_replaces_the_old_one(db: Database) -> N
     assert checker.holder("admin", "pc_admin_new_0123456789") is not None
     assert [k.revoked_at is None for k in list_keys(db)] == [False, True]
     db.dispose()
+
+
+def test_the_database_itself_refuses_a_second_live_admin_key_of_a_name(db: Database) -> None:
+    """The check before the insert is not the only guard: two processes making "Ana" and
+    "ana" at once meet the unique index."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from parcours.runtime.keys import api_keys
+
+    create_key(db, "admin", "Ana Lima")
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(
+            insert(api_keys).values(kind="admin", name="ANA LIMA", key_hash="x", created_at=1)
+        )
+    with db.write() as conn:  # a revoked key, or a write key, may share it
+        conn.execute(
+            insert(api_keys).values(
+                kind="admin", name="ana lima", key_hash="y", created_at=1, revoked_at=2
+            )
+        )
+        conn.execute(
+            insert(api_keys).values(kind="write", name="ana lima", key_hash="z", created_at=1)
+        )
+    db.dispose()

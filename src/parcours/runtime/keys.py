@@ -22,6 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from parcours.runtime.db import BigId, Database, metadata
 
@@ -36,14 +37,14 @@ api_keys = Table(
     Column("key_hash", Text, nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
-    # an admin key is one person: two live admin keys never share a name
-    Index(
-        "uq_api_keys_live_admin_name",
-        "name",
-        unique=True,
-        sqlite_where=text("kind = 'admin' AND revoked_at IS NULL"),
-        postgresql_where=text("kind = 'admin' AND revoked_at IS NULL"),
-    ),
+)
+# An admin key is one person: two live admin keys never share a name, whatever its case.
+Index(
+    "uq_api_keys_live_admin_name",
+    func.lower(api_keys.c.name),
+    unique=True,
+    sqlite_where=text("kind = 'admin' AND revoked_at IS NULL"),
+    postgresql_where=text("kind = 'admin' AND revoked_at IS NULL"),
 )
 
 
@@ -84,14 +85,21 @@ def create_key(db: Database, kind: KeyKind, name: str, secret: str | None = None
     name = name.strip()
     if not name:
         raise ValueError("a key needs a name (for an admin key, the person who holds it)")
-    with db.write() as conn:
-        if kind == "admin":
-            _check_name_free(conn, name)
-        conn.execute(
-            insert(api_keys).values(
-                kind=kind, name=name, key_hash=hash_key(secret), created_at=_now_ms()
+    try:
+        with db.write() as conn:
+            if kind == "admin":
+                _check_name_free(conn, name)
+            conn.execute(
+                insert(api_keys).values(
+                    kind=kind, name=name, key_hash=hash_key(secret), created_at=_now_ms()
+                )
             )
-        )
+    except IntegrityError:  # another key of that name committed between check and insert
+        if kind != "admin":
+            raise
+        with db.read() as conn:
+            _check_name_free(conn, name)
+        raise
     return secret
 
 

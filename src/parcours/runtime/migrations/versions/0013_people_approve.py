@@ -35,15 +35,15 @@ def upgrade() -> None:
         .order_by(keys.c.id)
     ).all()
     for key_id, name in live_admins:
-        if name in seen:
+        if name.lower() in seen:
             conn.execute(
                 sa.update(keys).where(keys.c.id == key_id).values(name=f"{name} (key {key_id})")
             )
-        seen.add(name)
+        seen.add(name.lower())
     op.create_index(
         "uq_api_keys_live_admin_name",
         "api_keys",
-        ["name"],
+        [sa.text("lower(name)")],
         unique=True,
         sqlite_where=sa.text("kind = 'admin' AND revoked_at IS NULL"),
         postgresql_where=sa.text("kind = 'admin' AND revoked_at IS NULL"),
