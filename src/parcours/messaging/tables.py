@@ -116,6 +116,9 @@ push_subscriptions = Table(
     Column("auth", Text, nullable=False),
     Column("user_agent", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The brand's user id it was made with, proven by its identity hash; NULL: made
+    # anonymously (docs/security.md, Web Push).
+    Column("verified_user_id", Text, nullable=True),
 )
 Index("ix_push_subscriptions_customer", push_subscriptions.c.customer_id)
 
