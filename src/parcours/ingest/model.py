@@ -23,7 +23,8 @@ MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_ID_LENGTH = 512
 # Bounds that keep a hostile event from failing later, where it would take its batch with
-# it (docs/security.md, "Input limits"): nesting, money, times.
+# it (docs/security.md, "Input limits"): nesting, money (of the order events, which the
+# profile adds up in decimal), times.
 MAX_JSON_DEPTH = 64  # nested objects and arrays
 MAX_AMOUNT = 10**15  # an amount (total, price...) is less than this in absolute value
 MAX_QUANTITY = 10**6
@@ -165,7 +166,7 @@ def parse_event(
         raise EventError("groupId", "a group call needs groupId")
     if kind == "identify" or (track and name == consent.CONSENT_EVENT):
         _check_consent(kind, name, incoming)
-    if track and incoming.properties:
+    if track and incoming.properties and name is not None and name.startswith("Order "):
         _check_amounts(incoming.properties)
     moment = incoming.timestamp or incoming.originalTimestamp
     timestamp = None if moment is None else _ms(moment, "timestamp")
@@ -366,20 +367,34 @@ def nul_path(document: Any, path: str = "") -> str | None:
 
 def _check_amounts(properties: dict[str, Any]) -> None:
     """Amounts within sane bounds: one of 1e26 would fail the order's projection, and
-    with it every event committed alongside."""
-    for name in MONEY_PROPERTIES:
-        value = properties.get(name)
-        if value is not None:
+    with it every event committed alongside. On the ingestion path: a plain number in
+    bounds is let through by a type test and two comparisons."""
+    for name, value in properties.items():
+        if (
+            name in _MONEY
+            and value is not None
+            and not (type(value) in _PLAIN and -MAX_AMOUNT < value < MAX_AMOUNT)
+        ):
             _check_number(value, f"properties.{name}", MAX_AMOUNT)
     products = properties.get("products")
-    if isinstance(products, list):
+    if type(products) is list:
         for position, product in enumerate(products):
-            if isinstance(product, dict):
-                where = f"properties.products[{position}]"
-                for name, bound in (("price", MAX_AMOUNT), ("quantity", MAX_QUANTITY)):
-                    value = product.get(name)
-                    if value is not None:
-                        _check_number(value, f"{where}.{name}", bound)
+            if type(product) is not dict:
+                continue
+            price, quantity = product.get("price"), product.get("quantity")
+            if price is not None and not (
+                type(price) in _PLAIN and -MAX_AMOUNT < price < MAX_AMOUNT
+            ):
+                _check_number(price, f"properties.products[{position}].price", MAX_AMOUNT)
+            if quantity is not None and not (
+                type(quantity) in _PLAIN and -MAX_QUANTITY < quantity < MAX_QUANTITY
+            ):
+                where = f"properties.products[{position}].quantity"
+                _check_number(quantity, where, MAX_QUANTITY)
+
+
+_PLAIN = (int, float)  # exactly: a bool is not an amount
+_MONEY = frozenset(MONEY_PROPERTIES)
 
 
 def _check_number(value: Any, field: str, bound: int) -> None:
