@@ -701,14 +701,12 @@ def test_a_worker_is_live_while_it_beats_and_its_process_runs(db: Database) -> N
     """Fresh heartbeats count as live, except, on this host, those whose process is gone
     (a worker killed and started again is known gone at once) or that are this process's
     pid under an id it does not run (from before a restart)."""
-    import socket
-
-    from parcours.runtime.heartbeats import Heartbeat, live_workers
+    from parcours.runtime.heartbeats import HOST, Heartbeat, live_workers
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    here = socket.gethostname()
+    here = HOST
     mine = Heartbeat(db, SimulatedClock(START))
     rows = [
         (mine.id, here, os.getpid(), START),
@@ -735,3 +733,46 @@ def test_a_worker_is_live_while_it_beats_and_its_process_runs(db: Database) -> N
         sleeper.wait()
         mine.remove()
     assert live == {mine.id, f"{here}:{sleeper.pid}:x", "elsewhere:1:fresh"}
+
+
+def test_another_pid_namespace_on_a_host_of_the_same_name_is_not_this_one(db: Database) -> None:
+    """Two containers sharing a host name (host networking) have pid namespaces of their
+    own: a pid of the other one is never looked up here, where it would seem gone."""
+    import socket
+
+    from parcours.runtime.heartbeats import HOST, live_workers
+
+    assert HOST.startswith(socket.gethostname() + "/")  # boot and pid namespace follow
+    other = socket.gethostname() + "/elsewhere/4026531836"
+    with db.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO worker_heartbeats (id, host, pid, started_at, beat_at) "
+                "VALUES (:i, :h, :p, :s, :b)"
+            ),
+            {"i": f"{other}:999999:x", "h": other, "p": 999_999, "s": START, "b": START},
+        )
+    with db.read() as conn:
+        assert live_workers(conn, START, 30_000) == {f"{other}:999999:x"}
+
+
+def test_the_heartbeat_goes_on_while_the_worker_is_busy(db: Database) -> None:
+    """A call longer than `worker_stale_seconds` (a slow SMTP server) must not make a live
+    worker look dead to the others, who would send its messages again."""
+    from parcours.runtime.heartbeats import Heartbeat
+
+    clock = SimulatedClock(START)
+    beat = Heartbeat(db, clock, every=0.05)
+    try:
+        beat()  # the worker's loop, once; then it is busy for a long while
+        first = beat.last_beat_at
+        clock.advance_ms(60_000)
+        for _ in range(200):
+            if beat.last_beat_at != first:
+                break
+            threading.Event().wait(0.05)
+        assert beat.last_beat_at == START + 60_000
+    finally:
+        beat.remove()
+    with db.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM worker_heartbeats")).scalar_one() == 0

@@ -31,7 +31,7 @@ from parcours.messaging.suppressions import BounceRule
 from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
-from parcours.runtime.heartbeats import Heartbeat, beat_of, worker_counts
+from parcours.runtime.heartbeats import HOST, Heartbeat, beat_of, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker
@@ -280,7 +280,7 @@ class Services:
         beat = None
         if pid is not None:
             with self.db.read() as conn:
-                beat = beat_of(conn, socket.gethostname(), pid)
+                beat = beat_of(conn, HOST, pid)
         if beat is None or now - beat > stale_ms:
             failed.append("worker")
             report["worker"] = (

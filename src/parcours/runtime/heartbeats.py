@@ -1,14 +1,16 @@
 """Worker heartbeats: each process running the worker writes its row every few seconds from
-the worker's own loop, so that /readyz and the metrics can tell live workers from gone ones,
+a thread of its own, so that /readyz and the metrics can tell live workers from gone ones,
 and so that the lease jobs of a worker that died during a call (a send) are brought forward
-by another at once rather than when the lease runs out (`rescue_leases`)."""
+by another at once rather than when the lease runs out (`rescue_leases`). The beat does not
+wait for the worker's loop: a call that takes longer than `worker_stale_seconds` (a slow
+SMTP server) must not make a live worker look dead, or its sends would be made twice."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-import time
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -33,7 +35,23 @@ worker_heartbeats = Table(
 BEAT_EVERY_SECONDS = 5.0
 FORGET_AFTER_MS = 24 * 3_600_000  # a row of a process gone for a day is removed
 STALE_MS = 30_000  # the default of `worker_stale_seconds`
-_HOST = socket.gethostname()
+
+
+def _host_identity() -> str:
+    """This host as far as process ids go: the host name, and on Linux the boot and the
+    pid namespace, so that two containers sharing a host name (host networking) never
+    take each other's processes for their own when asking whether a pid still runs."""
+    name = socket.gethostname()
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip()[:8]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return name
+    return f"{name}/{boot_id}/{namespace}"
+
+
+HOST = _host_identity()
 _IN_THIS_PROCESS: set[str] = set()  # the heartbeats of this process's worker loops
 
 
@@ -44,9 +62,11 @@ class WorkerCounts:
 
 
 class Heartbeat:
-    """Called by the worker at every turn of its loop and before each batch; writes at most
-    once every `every` seconds (measured on the monotonic clock, written on `clock`). Each
-    write also brings forward the lease jobs of workers that are gone (`live_workers`)."""
+    """Called by the worker at every turn of its loop: the first call writes the row and
+    starts a thread that writes it again every `every` seconds until `remove()`, whatever
+    the loop is doing. Each write also brings forward the lease jobs of workers that are
+    gone (`live_workers`). What it says is that the process lives; a worker thread stuck
+    for good is not told from a busy one (its leases run out, then its jobs go on)."""
 
     def __init__(
         self,
@@ -60,16 +80,28 @@ class Heartbeat:
         self.clock = clock
         self.every = every
         self.stale_ms = stale_ms
-        self.id = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _IN_THIS_PROCESS.add(self.id)
         self.started_at = clock.now_ms()
         self.last_beat_at: int | None = None  # on `clock`, the last one written
-        self._next = 0.0
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def __call__(self) -> None:
-        if time.monotonic() < self._next:
+        if self._thread is not None:
             return
-        self._next = time.monotonic() + self.every
+        self._beat_logged()
+        self._stopped.clear()
+        self._thread = threading.Thread(
+            target=self._beat_until_removed, name="parcours-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _beat_until_removed(self) -> None:
+        while not self._stopped.wait(self.every):
+            self._beat_logged()
+
+    def _beat_logged(self) -> None:
         try:
             self.beat()
         except Exception:  # the database may be away for a moment; readyz will say so
@@ -90,7 +122,7 @@ class Heartbeat:
                     "VALUES (:id, :host, :pid, :started, :now)",
                     {
                         "id": self.id,
-                        "host": _HOST,
+                        "host": HOST,
                         "pid": os.getpid(),
                         "started": self.started_at,
                         "now": now,
@@ -106,7 +138,11 @@ class Heartbeat:
         self.last_beat_at = now
 
     def remove(self) -> None:
-        """The worker stopped: its row goes (it would only turn stale)."""
+        """The worker stopped: the beats stop and its row goes (it would only turn stale)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
         _IN_THIS_PROCESS.discard(self.id)
         if self.last_beat_at is None:
             return
@@ -141,7 +177,7 @@ def live_workers(conn: Connection, now: int, stale_ms: int) -> set[str]:
         "SELECT id, host, pid FROM worker_heartbeats WHERE beat_at >= :fresh",
         {"fresh": now - stale_ms},
     ).all():
-        if row.host == _HOST:
+        if row.host == HOST:
             if row.pid == os.getpid():
                 if row.id not in _IN_THIS_PROCESS:
                     continue  # this process's pid, from before a restart
@@ -178,6 +214,7 @@ def beat_of(conn: Connection, host: str, pid: int) -> int | None:
 
 
 __all__ = [
+    "HOST",
     "Heartbeat",
     "WorkerCounts",
     "beat_of",
