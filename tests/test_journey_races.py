@@ -1,6 +1,9 @@
-"""A journey stops the moment it should, under load and across workers: a send checks the
-log itself for the run's goals, so an order already stored stops the messages after it,
-even when its own reaction has not run yet; two PostgreSQL workers never deadlock."""
+"""A journey stops the moment it should, under load and across workers: a step checks the
+log itself for the run's goals before it makes a message, and delivery checks it again
+before the message is handed over, so an order already stored stops the messages after
+it, even when its own reaction has not run yet or the messaging queue is behind; two
+PostgreSQL workers never deadlock. What is measured is when each message was sent
+(`outbox.sent_at`), not when it was made."""
 
 from __future__ import annotations
 
@@ -84,15 +87,30 @@ def _carts_and_orders(services: Services, name: str, people: list[int]) -> None:
 
 
 def _sends(services: Services) -> list[tuple[int, str, int]]:
-    """(person, step, moment the message was queued) of every message."""
+    """(person, step, moment the message was handed to its provider) of every message
+    sent."""
     with services.db.read() as conn:
         rows = conn.execute(
             text(
-                "SELECT i.value, o.step_id, o.created_at FROM outbox o JOIN identities i "
-                "ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
+                "SELECT i.value, o.step_id, o.sent_at FROM outbox o JOIN identities i "
+                "ON i.customer_id = o.customer_id AND i.kind = 'user_id' "
+                "WHERE o.sent_at IS NOT NULL"
             )
         ).all()
     return [(int(user.split("-")[1]), step, int(at)) for user, step, at in rows]
+
+
+def _not_sent(services: Services) -> list[tuple[int, str, str, str]]:
+    """(person, step, state, why) of every message that was not sent."""
+    with services.db.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT i.value, o.step_id, o.state, o.error FROM outbox o JOIN identities i "
+                "ON i.customer_id = o.customer_id AND i.kind = 'user_id' "
+                "WHERE o.sent_at IS NULL"
+            )
+        ).all()
+    return sorted((int(user.split("-")[1]), step, state, why) for user, step, state, why in rows)
 
 
 # The same on the simulated clock, with waits of two minutes.
@@ -144,6 +162,71 @@ def test_a_burst_sends_nothing_after_an_order_while_the_worker_is_behind(
             ).all()
         )
     assert ended == {"goal reached: Order Completed": customers // 2, "completed": customers // 2}
+    assert _not_sent(services) == []  # every message made was sent
+
+
+def test_a_message_made_before_an_order_and_delivered_after_it_is_not_sent(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The messaging queue is behind the journeys queue: the messages are made, the
+    customers order, and only then does delivery come. An order stored before delivery
+    looked stops the message, whether its own reaction has run (the run ended, its
+    messages not yet sent cancelled with it) or not (delivery reads the log itself); the
+    others go."""
+    customers = 12
+    define_templates(services, SLOW_JOURNEY)
+    journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+    _identify(services, customers)
+    every_queue = services.worker.queues
+    services.worker.queues = ("journeys",)  # no delivery for now
+    _carts_and_orders(services, "Checkout Started", list(range(customers)))
+    services.worker.run_due()  # every cart entered, every push made, none sent
+    assert [(n, step, state) for n, step, state, _ in _not_sent(services)] == [
+        (n, "push", "pending") for n in range(customers)
+    ]
+    clock.advance_ms(5_000)
+    reacted = [n for n in range(customers) if n % 3 == 1]
+    _carts_and_orders(services, "Order Completed", reacted)
+    services.worker.run_due()  # their orders' reactions end their runs, and cancel their push
+    goal = "goal reached: Order Completed"
+    assert _not_sent(services) == [
+        (n, "push", "cancelled", goal) if n in reacted else (n, "push", "pending", None)
+        for n in range(customers)
+    ]
+    clock.advance_ms(5_000)
+    not_reacted = [n for n in range(customers) if n % 3 == 2]
+    _carts_and_orders(services, "Order Completed", not_reacted)
+    ordered = {n: clock.now_ms() - (5_000 if n in reacted else 0) for n in reacted + not_reacted}
+    clock.advance_ms(5_000)
+    services.worker.queues = ("messaging",)  # delivery comes; those reactions still wait
+    services.worker.run_due()
+    assert _not_sent(services) == [(n, "push", "cancelled", goal) for n in sorted(ordered)]
+    assert sorted((n, step) for n, step, _ in _sends(services)) == [
+        (n, "push") for n in range(customers) if n % 3 == 0
+    ]
+    with services.db.read() as conn:
+        traces = [  # at delivery (r-2), and when the reaction ended the run (r-1)
+            journeys.trace(conn, customers_api.resolve(conn, user, "FR")) for user in ("r-2", "r-1")
+        ]
+    for trace in traces:  # the customer's trace says why, either way
+        lines = [line["properties"] for line in trace if line["event"] == "Message Held"]
+        assert [(p["step"], p["reason"], p["outcome"]) for p in lines] == [
+            ("push", goal, "cancelled")
+        ]
+    services.worker.queues = every_queue
+    for _ in range(10):  # the rest of the journey, for everyone
+        clock.advance_ms(60_000)
+        services.worker.run_due()
+    sends = _sends(services)
+    assert [(n, step) for n, step, at in sends if n in ordered and at > ordered[n]] == []
+    assert sorted((n, step) for n, step, _ in sends) == sorted(
+        (n, step)
+        for n in range(customers)
+        if n % 3 == 0
+        for step in ("push", "email", "sms")
+        if step != "sms" or n % 100 >= 50
+    )
+    assert len(_not_sent(services)) == len(ordered)  # nothing else was made for them
 
 
 def test_archiving_leaves_a_run_another_worker_is_deciding_about_until_it_is_done(
@@ -185,11 +268,12 @@ def _states(services: Services) -> dict[int, str]:
     return {int(user.split("-")[1]): state for user, state in rows}
 
 
-def test_a_batch_of_steps_reads_the_goals_of_all_its_customers_in_one_query(
+def test_a_batch_of_steps_or_sends_reads_the_goals_of_all_its_customers_in_one_query(
     tmp_path: Path, clock: SimulatedClock
 ) -> None:
-    """The check costs one query per batch, not one per send (every statement the worker
-    runs is traced, through SQLite's own hook)."""
+    """The checks cost one query per batch, not one per message: the steps' before they
+    make the messages, and delivery's before it hands them over (every statement the
+    worker runs is traced, through SQLite's own hook)."""
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'p.db'}")
     services = Services.open(settings, clock=clock)
     try:
@@ -207,16 +291,28 @@ def test_a_batch_of_steps_reads_the_goals_of_all_its_customers_in_one_query(
         )
         clock.advance_ms(120_000)
         services.worker.batch_seconds = math.inf  # one batch, however slow the machine
-        services.worker.run_due()  # the 50 second messages
-        reads = [
-            sql
-            for sql in statements
-            if "FROM events WHERE customer_id IN" in sql and "name IN" in sql
-        ]
-        assert len(reads) == 1
+        queues = services.worker.queues
+        services.worker.queues = ("journeys",)
+        services.worker.run_due()  # the 50 second messages made
+        assert len(_goal_reads(statements)) == 1
+        # Delivery checks them again before they go: once for the batch too, reading
+        # the runs and then their customers' goals.
+        statements.clear()
+        services.worker.queues = queues
+        services.worker.batch = 1_000  # the 50 sends and the first messages' feedback
+        services.worker.run_due()
+        assert len(_goal_reads(statements)) == 1
+        assert len([sql for sql in statements if "FROM journey_runs WHERE id IN" in sql]) == 1
         assert sorted(step for _, step, _ in _sends(services)).count("email") == 50
     finally:
         services.close()
+
+
+def _goal_reads(statements: list[str]) -> list[str]:
+    """The reads of the goal events of a group of customers (`_read_ending`)."""
+    return [
+        sql for sql in statements if "FROM events WHERE customer_id IN" in sql and "name IN" in sql
+    ]
 
 
 def _start_worker(url: str, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -321,10 +417,10 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
         for worker in workers:
             worker.wait(30)
         with db.read() as conn:
-            sends = conn.execute(
+            messages = conn.execute(
                 text(
-                    "SELECT i.value, o.step_id, o.created_at FROM outbox o JOIN identities i "
-                    "ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
+                    "SELECT i.value, o.step_id, o.checked_at, o.sent_at FROM outbox o "
+                    "JOIN identities i ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
                 )
             ).all()
             reasons = conn.execute(
@@ -344,20 +440,31 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
         db.dispose()
         services.close()
     logged = sum(log.read_text(errors="replace").count("deadlock detected") for log in logs)
+    sends = [(user, step, checked, sent) for user, step, checked, sent in messages if sent]
+    # Delivery checks the log just before a message is handed over (`checked_at`, read
+    # before the check's query): an order stored before then stops it. One stored after
+    # the check cannot take it back, though the send is recorded after it (`sent_at`).
     after_order = [
-        (user, step, at)
-        for user, step, at in sends
-        if (n := int(user.split("-")[1])) in committed and at > committed[n]
+        (user, step, checked, sent)
+        for user, step, checked, sent in sends
+        if (n := int(user.split("-")[1])) in committed and checked > committed[n]
+    ]
+    in_flight = [
+        sent - committed[n]
+        for user, _, _, sent in sends
+        if (n := int(user.split("-")[1])) in committed and sent > committed[n]
     ]
     print(
-        f"{len(sends)} sends, {len(after_order)} after an order, {deadlocks} deadlocks "
+        f"{len(sends)} sends ({len(messages) - len(sends)} cancelled or not sent), "
+        f"{len(after_order)} checked after an order, {len(in_flight)} checked before it and "
+        f"recorded after it (by {sorted(in_flight)} ms), {deadlocks} deadlocks "
         f"({logged} logged), runs {sorted(reasons)}, {elapsed:.1f} s"
     )
     assert after_order == []
     assert (deadlocks, logged) == (0, 0)
     # Those who never ordered got every message of their cart, once.
     never_ordered = sorted(
-        (user, step) for user, step, _ in sends if int(user.split("-")[1]) not in committed
+        (user, step) for user, step, _, _ in sends if int(user.split("-")[1]) not in committed
     )
     assert never_ordered == sorted(
         (f"r-{n}", step)

@@ -162,6 +162,7 @@ class Services:
             bounce_rule=bounce_rule,
         )
         delivery.install(worker)
+        delivery.add_send_check(engine.messages_no_longer_wanted)  # an order stops its sends
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
             # A commit that scheduled a job wakes the worker: this process's, or the

@@ -42,7 +42,13 @@ from parcours.journeys.tables import journey_passes, journey_refusals
 from parcours.messaging import choice, subscriptions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
-from parcours.messaging.outbox import Intent, add_intent, reassign_intents
+from parcours.messaging.outbox import (
+    Intent,
+    add_intent,
+    cancel_run_intents,
+    public_message_id,
+    reassign_intents,
+)
 from parcours.messaging.policies import Policies, hold_sends
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
@@ -305,7 +311,7 @@ class JourneyEngine:
                 continue  # only what happens after entry counts for goals and exits
             ending = _ending(journey, run, name, event, occurred_at)
             if ending is not None:
-                self._end(conn, run, ending[0], now, converted=ending[1])
+                self._end(conn, run, ending[0], now, converted=ending[1], stop_messages=True)
                 continue
             traits = _traits_set(event.get("type"), event.get("traits"), event.get("context"))
             if run.waiting == "trait" and run.wait_event in traits:
@@ -1068,21 +1074,56 @@ class JourneyEngine:
         names = _ending_names(journey)
         if not names:
             return False
-        for row in self._ending_events(conn, run, names, now):
-            if (
-                row.occurred_at < run.entered_at
-                or row.occurred_at > now
-                or row.name not in names
-                or row.message_id == run.entry_message_id
-            ):
-                continue
-            event = _decode(row.payload)
-            event["event"] = row.name
-            ending = _ending(journey, run, row.name, event, int(row.occurred_at))
+        ending = _first_ending(journey, run, self._ending_events(conn, run, names, now), now)
+        if ending is None:
+            return False
+        self._end(conn, run, ending[0], now, converted=ending[1], stop_messages=True)
+        return True
+
+    def messages_no_longer_wanted(
+        self, conn: Connection, messages: list[Any], now: int
+    ) -> dict[int, str]:
+        """Delivery's check before a send (services.py registers it): of these messages
+        (outbox rows of journey runs), those whose run a goal or an exit in the log, dated
+        from its entry up to `now`, has ended or would end, each with that reason (`goal
+        reached: Order Completed`, `exit condition: ...`). Read in the transaction that
+        claims them, whether or not that event's reaction has run (the journeys queue
+        behind), and whether or not the run has ended since the message was made (the
+        messaging queue behind): an order stored before the send looked stops it. Two
+        queries for the whole batch: the runs, and their customers' ending events."""
+        by_run: dict[int, list[int]] = {}
+        for message in messages:
+            if message.run_id is not None:
+                by_run.setdefault(int(message.run_id), []).append(int(message.id))
+        if not by_run:
+            return {}
+        ids = sorted(by_run)
+        runs = [
+            _run_of(row)
+            for row in sql(
+                conn,
+                "SELECT * FROM journey_runs WHERE id IN ({})".format(
+                    ", ".join(f":r{i}" for i in range(len(ids)))
+                ),
+                {f"r{i}": run_id for i, run_id in enumerate(ids)},
+            ).all()
+        ]
+        journeys = {
+            run.id: self._program(conn, run.journey_id, run.version).journey for run in runs
+        }
+        names = frozenset(name for j in journeys.values() for name in _ending_names(j))
+        if not names:
+            return {}
+        found = _read_ending(
+            conn, {run.customer_id for run in runs}, names, min(run.entered_at for run in runs)
+        )
+        unwanted: dict[int, str] = {}
+        for run in runs:
+            journey = journeys[run.id]
+            ending = _first_ending(journey, run, found.get(run.customer_id, []), now)
             if ending is not None:
-                self._end(conn, run, ending[0], now, converted=ending[1])
-                return True
-        return False
+                unwanted.update((outbox_id, ending[0]) for outbox_id in by_run[run.id])
+        return unwanted
 
     def _ending_events(
         self, conn: Connection, run: _Run, names: frozenset[str], now: int
@@ -1407,8 +1448,17 @@ class JourneyEngine:
         )
 
     def _end(
-        self, conn: Connection, run: _Run, reason: str, now: int, converted: bool = False
+        self,
+        conn: Connection,
+        run: _Run,
+        reason: str,
+        now: int,
+        converted: bool = False,
+        *,
+        stop_messages: bool = False,
     ) -> None:
+        """End the run with the reason. Ended by a goal or an exit (`stop_messages`), its
+        messages not yet handed to a provider are cancelled, in the same transaction."""
         sql(
             conn,
             "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
@@ -1428,6 +1478,29 @@ class JourneyEngine:
         self._forget(conn, run)
         if run.has_job is not False:
             cancel(conn, f"run:{run.id}")  # its timer, if any, goes with it
+        if stop_messages:
+            # In the customer's trace as delivery records a message it finds unwanted
+            # (messaging/delivery.py); the step's counts keep it as queued.
+            for message in cancel_run_intents(conn, run.customer_id, run.id, reason, now):
+                properties = {
+                    "message_id": public_message_id(message.outbox_id),
+                    "channel": message.channel,
+                    "template": message.template,
+                    "purpose": message.purpose,
+                    "step": message.step_id,
+                    "reason": reason,
+                    "outcome": "cancelled",
+                }
+                self._append(
+                    conn,
+                    run,
+                    None,
+                    now,
+                    "track",
+                    "Message Held",
+                    {"properties": properties},
+                    source="system",
+                )
         details: dict[str, Any] = {"reason": reason, "converted": converted}
         if run.control:
             details["control"] = True
@@ -1729,6 +1802,29 @@ def _ending(
     leave = _first_match(journey.exits, name, event, run)
     if leave is not None:
         return f"exit condition: {leave.event}", False
+    return None
+
+
+def _first_ending(
+    journey: Journey, run: _Run, rows: list[Any], now: int
+) -> tuple[str, bool] | None:
+    """The first of these events (oldest first, as `_read_ending` gives them) that ends
+    the run: a goal or an exit of it dated from its entry up to `now`, not the event that
+    started it. Its reason and whether it converts, or None."""
+    names = _ending_names(journey)
+    for row in rows:
+        if (
+            row.occurred_at < run.entered_at
+            or row.occurred_at > now
+            or row.name not in names
+            or row.message_id == run.entry_message_id
+        ):
+            continue
+        event = _decode(row.payload)
+        event["event"] = row.name
+        ending = _ending(journey, run, row.name, event, int(row.occurred_at))
+        if ending is not None:
+            return ending
     return None
 
 

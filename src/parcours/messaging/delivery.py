@@ -10,7 +10,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -38,7 +38,14 @@ from parcours.messaging import choice, passes, policies, subscriptions, suppress
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links, track_html
-from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
+from parcours.messaging.outbox import (
+    CANCELLED,
+    DELIVER,
+    QUEUE,
+    Intent,
+    add_intent,
+    public_message_id,
+)
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, chunks, run
 from parcours.runtime.definitions import parse_duration
@@ -82,8 +89,21 @@ class Brand:
     sector: str
 
 
-def public_message_id(outbox_id: int) -> str:
-    return f"msg_{outbox_id}"
+# A check a message must pass when delivery claims it to send: given the batch's messages
+# that belong to a journey run and are not yet handed over (outbox rows) and the moment of
+# the check, the ids of those no longer wanted, each with its reason. The composition root
+# (services.py) registers the journey engine's: messaging does not know about journeys.
+SendCheck = Callable[[Connection, list[Any], int], dict[int, str]]
+
+
+@dataclass
+class _Checked:
+    """What `prepare_deliveries` found for a batch of sends, valid on its connection only."""
+
+    conn: Connection
+    at: int  # the moment it looked: what was stored before then is in what it read
+    ids: set[int]  # the messages it checked
+    unwanted: dict[int, str]  # of those, the ones no longer wanted, and why
 
 
 @dataclass
@@ -122,22 +142,91 @@ class Delivery:
         self.hooks = hooks
         self._local = threading.local()
         self._worker: Worker | None = None
+        self._checks: list[SendCheck] = []
+
+    def add_send_check(self, check: SendCheck) -> None:
+        """Have every message of a journey run checked when it is claimed to be sent, in
+        the claim's transaction: one the check says is no longer wanted is cancelled."""
+        self._checks.append(check)
 
     def install(self, worker: Worker) -> None:
         self._worker = worker
-        worker.register(DELIVER, self.deliver)
+        worker.register(DELIVER, self.deliver, prepare=self.prepare_deliveries)
         worker.register(FEEDBACK, self.feedback)
         worker.register(FALLBACK, self.fallback_due)
         worker.finish_with(self.finish_sends)
 
     # ---- 1. claim and render, in the job's transaction ----------------------------------
 
+    def prepare_deliveries(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a batch of sends: whether each message is still wanted, checked for the
+        whole batch at once (its rows, then each check in a query or two, whatever the
+        batch's size), in the transaction that claimed them (on PostgreSQL, holding their
+        customers' locks). Should this fail, each send checks its own message."""
+        self._local.checked = None
+        if not self._checks:
+            return
+        now = self.clock.now_ms()
+        rows = _rows(
+            conn,
+            sorted({int(job.payload["id"]) for job in jobs}),
+            "id, customer_id, journey_id, run_id, step_id, state",
+        )
+        pending = [row for row in rows if row.state == "pending"]
+        self._local.checked = _Checked(
+            conn, now, {int(row.id) for row in pending}, self._unwanted(conn, pending, now)
+        )
+
+    def _unwanted(self, conn: Connection, rows: list[Any], now: int) -> dict[int, str]:
+        """Of these messages, those the checks say are no longer wanted, and why."""
+        runs = [row for row in rows if row.run_id is not None]
+        unwanted: dict[int, str] = {}
+        for check in self._checks if runs else ():
+            for outbox_id, reason in check(conn, runs, now).items():
+                unwanted.setdefault(outbox_id, reason)
+        return unwanted
+
+    def _check(self, conn: Connection, row: Any, now: int) -> tuple[int, str | None]:
+        """When this message was checked, and why it is no longer wanted (None: it is):
+        from the batch's check when it covers it, else checked now on its own."""
+        checked: _Checked | None = getattr(self._local, "checked", None)
+        if checked is not None and checked.conn is conn and int(row.id) in checked.ids:
+            return checked.at, checked.unwanted.get(int(row.id))
+        return now, self._unwanted(conn, [row], now).get(int(row.id))
+
+    def _cancel(self, conn: Connection, row: Any, reason: str, checked_at: int, now: int) -> None:
+        """A message no longer wanted when its delivery came (its customer ordered
+        meanwhile): never sent; the row and the customer's trace say why."""
+        run(
+            conn,
+            "UPDATE outbox SET state = :s, status = :s, status_at = :now, error = :r, "
+            "checked_at = :at WHERE id = :id",
+            {"s": CANCELLED, "now": now, "r": reason, "at": checked_at, "id": row.id},
+        )
+        event = internal_event(
+            row.customer_id,
+            "Message Held",
+            {**_about(row), "reason": reason, "outcome": CANCELLED},
+            now,
+            f"msg:{row.id}:{CANCELLED}",
+            "system",
+        )
+        append_events(conn, [[event]], now, self.region, self.hooks)
+
     def deliver(self, conn: Connection, job: Job) -> None:
         outbox_id = int(job.payload["id"])
         now = self.clock.now_ms()
         row = _row(conn, outbox_id)
-        if row is None or row.state in ("sent", "failed"):
-            return
+        if row is None or row.state not in ("pending", "sending"):
+            return  # sent, failed, or cancelled
+        checked_at = now
+        if row.state == "pending" and self._checks:
+            # Not handed over yet: still wanted? (A message being sent is not checked: it
+            # may have gone already, and goes again with the same key.)
+            checked_at, reason = self._check(conn, row, now)
+            if reason is not None:
+                self._cancel(conn, row, reason, checked_at, now)
+                return
         detail = _decode(row.detail)
         provider = self.providers.for_channel(row.channel)
         route = getattr(provider, "provider_for", None)
@@ -176,9 +265,10 @@ class Delivery:
         run(
             conn,
             "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
-            "rendered = :r, locale = :l, provider = :p WHERE id = :id",
+            "rendered = :r, locale = :l, provider = :p, checked_at = :checked WHERE id = :id",
             {
                 "a": attempt,
+                "checked": checked_at,
                 "lease": now + self.lease_ms,
                 "r": _encode(content).decode(),
                 "l": locale,
@@ -999,13 +1089,13 @@ def _row(conn: Connection, outbox_id: int) -> Any:
     return run(conn, f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
 
 
-def _rows(conn: Connection, outbox_ids: list[int]) -> list[Any]:
-    """The rows of these messages, as `_row` gives one."""
+def _rows(conn: Connection, outbox_ids: list[int], columns: str = _ROW_COLUMNS) -> list[Any]:
+    """The rows of these messages, as `_row` gives one (or only these columns)."""
     found: list[Any] = []
     for part in chunks(outbox_ids):
         marks = ", ".join(f":id{n}" for n in range(len(part)))
         params = {f"id{n}": outbox_id for n, outbox_id in enumerate(part)}
-        found += run(conn, f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks})", params).all()
+        found += run(conn, f"SELECT {columns} FROM outbox WHERE id IN ({marks})", params).all()
     return found
 
 
@@ -1036,8 +1126,9 @@ def outbox_page(
     rows = run(
         conn,
         "SELECT id, customer_id, journey_id, step_id, channel, template, purpose, state, "
-        "status, status_at, created_at, sent_at, provider, address, locale, rendered, error, "
-        f"attempt, idempotency_key FROM outbox{where} ORDER BY id DESC LIMIT :limit",
+        "status, status_at, created_at, checked_at, sent_at, provider, address, locale, "
+        "rendered, error, attempt, idempotency_key "
+        f"FROM outbox{where} ORDER BY id DESC LIMIT :limit",
         params,
     ).all()
     from parcours.runtime.clock import iso
@@ -1055,6 +1146,7 @@ def outbox_page(
             "status": r.status,
             "status_at": iso(r.status_at),
             "created_at": iso(r.created_at),
+            "checked_at": iso(r.checked_at),
             "sent_at": iso(r.sent_at),
             "provider": r.provider,
             "to": r.address,

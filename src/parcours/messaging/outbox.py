@@ -11,12 +11,18 @@ from sqlalchemy import Connection, select
 
 from parcours.messaging.tables import outbox
 from parcours.runtime.db import run
-from parcours.runtime.queue import enqueue
+from parcours.runtime.queue import cancel, enqueue
 
 DELIVER = "messaging.deliver"
 QUEUE = "messaging"
+CANCELLED = "cancelled"  # the state of a message no longer wanted before it was sent
 
 _encode = msgspec.json.Encoder().encode
+
+
+def public_message_id(outbox_id: int) -> str:
+    """How the API and the log name a message."""
+    return f"msg_{outbox_id}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,39 @@ def add_intent(
         customer_id=intent.customer_id,
     )
     return outbox_id
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A message cancelled before it was handed to its provider."""
+
+    outbox_id: int
+    channel: str
+    template: str
+    purpose: str
+    step_id: str | None
+
+
+def cancel_run_intents(
+    conn: Connection, customer_id: int, run_id: int, reason: str, now: int
+) -> list[Cancelled]:
+    """A journey run ended by a goal or an exit: its messages not yet handed to a provider
+    (`pending`) are cancelled with the reason, and their delivery jobs go, in the caller's
+    transaction. A message being sent (`sending`) is left to its delivery: it may have
+    gone already. One statement through the customer's index, and one per message found."""
+    rows = run(
+        conn,
+        "UPDATE outbox SET state = :cancelled, status = :cancelled, status_at = :now, "
+        "error = :r WHERE customer_id = :c AND run_id = :run AND state = 'pending' "
+        "RETURNING id, channel, template, purpose, step_id",
+        {"cancelled": CANCELLED, "now": now, "r": reason, "c": customer_id, "run": run_id},
+    ).all()
+    for row in rows:
+        cancel(conn, f"deliver:{row.id}")
+    return [
+        Cancelled(int(row.id), row.channel, row.template, row.purpose, row.step_id)
+        for row in sorted(rows, key=lambda row: int(row.id))
+    ]
 
 
 def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:

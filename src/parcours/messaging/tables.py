@@ -19,7 +19,8 @@ outbox = Table(
     Column("channel", Text, nullable=False),
     Column("template", Text, nullable=False),
     Column("purpose", Text, nullable=False),
-    # pending -> sending -> sent | failed; `status` is the furthest feedback reached.
+    # pending -> sending -> sent | failed, or pending -> cancelled (no longer wanted when
+    # its delivery came: messaging/delivery.py); `status` is the furthest feedback reached.
     Column("state", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("detail", Text, nullable=False, server_default="{}"),
@@ -34,6 +35,9 @@ outbox = Table(
     Column("error", Text, nullable=True),
     Column("sent_at", BigInteger, nullable=True),
     Column("lease_until", BigInteger, nullable=True),
+    # When delivery last checked, claiming it to send, that the message was still wanted
+    # (its journey run's goals and exits in the log; messaging/delivery.py).
+    Column("checked_at", BigInteger, nullable=True),
 )
 Index("ix_outbox_customer", outbox.c.customer_id, outbox.c.created_at)
 Index("ix_outbox_created", outbox.c.created_at, outbox.c.id)
