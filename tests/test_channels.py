@@ -924,6 +924,49 @@ def test_send_time_replies_follow_the_one_bounce_rule(
     assert peer.received == []
 
 
+def test_a_send_time_refusal_of_our_sending_setup_counts_against_no_address(
+    settings: Settings,
+    clock: SimulatedClock,
+    dkim_key: DkimKey,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A DKIM or IP-reputation incident: every receiver refuses our mail. Each message
+    fails (the fallback takes over) with the receiver's words, the operator is told (a
+    warning, the `sender` kind of parcours_provider_errors_total), and no address is
+    counted against: three sends in 30 days bar nobody."""
+    from prometheus_client import REGISTRY
+
+    def sender_errors() -> float:
+        labels = {"provider": "smtp", "kind": "sender"}
+        return REGISTRY.get_sample_value("parcours_provider_errors_total", labels) or 0.0
+
+    dmarc = (
+        "550 5.7.26 Unauthenticated email from maison.example is not accepted due to "
+        "domain's DMARC policy"
+    )
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    peer.refuse = {"ana@example.com": dmarc}
+    before = sender_errors()
+    with RunningSmtp(peer) as smtp:
+        services = open_services(
+            settings, clock, channels=smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        )
+        try:
+            with caplog.at_level("WARNING", logger="parcours.channels.email"):
+                for _ in range(3):
+                    send_email(services, "ana@example.com")
+            assert [(m["state"], m["error"]) for m in outbox(services)] == [("failed", dmarc)] * 3
+            with services.db.read() as conn:
+                assert conn.execute(text("SELECT count(*) FROM bounces")).scalar_one() == 0
+                assert conn.execute(text("SELECT count(*) FROM suppressions")).scalar_one() == 0
+        finally:
+            services.close()
+    assert sender_errors() - before == 3
+    warned = [r.getMessage() for r in caplog.records if "our sending setup" in r.getMessage()]
+    assert len(warned) == 3 and "DMARC" in warned[0]
+
+
 def message_id(raw: bytes) -> str:
     import email as email_module
 

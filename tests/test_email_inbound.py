@@ -15,6 +15,7 @@ import smtplib
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,20 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from flufl.bounce import all_failures
 from litestar.testing import TestClient
 from sqlalchemy import text
 
 from parcours.app import create_app
-from parcours.channels.email_bounces import classify
-from parcours.channels.email_inbound import parse, tagged_id
+from parcours.channels.email_bounces import OUR_SETUP, classify
+from parcours.channels.email_inbound import parse, tag_of, tagged_id
+from parcours.channels.email_tags import SIGNED_FROM_NAME as SIGNED
+from parcours.channels.email_tags import EmailTags, unsigned_message_id
 from parcours.customers.identity import BadEmail, check_email
+from parcours.messaging.suppressions import BounceRule, record_bounce
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import ADMIN_KEY, POSTGRES_ENV, WRITE_KEY, admin_headers
+from tests.conftest import ADMIN_KEY, POSTGRES_ENV, START, WRITE_KEY, admin_headers, truncate_all
 from tests.peers import DkimKey, RunningSmtp, SmtpPeer, free_port
 from tests.test_channels import (
     consent_status,
@@ -192,7 +197,6 @@ def test_delivery_status_reports_as_servers_really_write_them(
         ("554 5.4.14 Hop count exceeded - possible mail loop", "soft", "mail loop"),
         ("451 4.7.1 Greylisted, please try again later", "soft", "temporary failure"),
         ("421 4.4.2 Connection timed out", "soft", "temporary failure"),
-        ("550 5.1.8 Sender address rejected: Domain not found", "soft", "policy or spam block"),
         (
             "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
             "soft",
@@ -215,6 +219,52 @@ def test_one_rule_says_hard_or_soft(reply: str, kind: str, cause: str) -> None:
     assert (verdict.kind, verdict.cause) == (kind, cause)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # Gmail: DMARC, SPF, PTR and authentication
+        "550-5.7.26 Unauthenticated email from maison.example is not accepted due to "
+        "domain's DMARC policy. Please contact the administrator of maison.example domain "
+        "if this was a legitimate mail.",
+        "550-5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail "
+        "requires all senders to authenticate with either SPF or DKIM.",
+        "550-5.7.1 [192.0.2.10] The SPF check did not pass for news@maison.example",
+        "550-5.7.25 [192.0.2.10] The IP address sending this message does not have a PTR "
+        "record setup, or the corresponding forward DNS entry does not point to the sending "
+        "IP.",
+        "421-4.7.0 [192.0.2.10] Our system has detected that this message is suspicious due "
+        "to the very low reputation of the sending domain.",
+        # Microsoft
+        "550 5.7.606 Access denied, banned sending IP [192.0.2.10]. To request removal from "
+        "this list please visit https://sender.office.com/",
+        "550 5.7.1 Unfortunately, messages from [192.0.2.10] weren't sent. Please contact "
+        "your Internet service provider since part of their network is on our block list "
+        "(S3150).",
+        # Spamhaus through any server
+        "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using "
+        "zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.10",
+        # Postfix's sender checks, and a policy server's SPF verdict
+        "550 5.1.8 <news@maison.example>: Sender address rejected: Domain not found",
+        "450 4.1.8 <news@maison.example>: Sender address rejected: Domain not found",
+        "550 5.7.23 Message rejected due to: SPF fail - not authorized",
+        # Yahoo, and no enhanced status at all
+        "550 5.7.9 This mail has been blocked because the sender is unauthenticated. Yahoo "
+        "requires all senders to authenticate with either SPF or DKIM.",
+        "550 Message rejected because the DKIM signature does not verify",
+    ],
+)
+def test_a_refusal_of_our_sending_setup_counts_against_no_address(reply: str) -> None:
+    """Our sender address, SPF, DKIM, DMARC, sending IP or domain: during such an
+    incident every send fails, and counting them would bar the whole list."""
+    verdict = classify(reply)
+    assert (verdict.kind, verdict.cause, verdict.counted, verdict.hard) == (
+        "sender",
+        OUR_SETUP,
+        False,
+        False,
+    )
+
+
 @pytest.fixture
 def inbound(
     settings: Settings, clock: SimulatedClock, tmp_path: Any
@@ -234,6 +284,12 @@ def inbound(
             services.close()
 
 
+def tag_address(services: Services, local: str, outbox_id: int) -> str:
+    """The signed address of a message's return path (bounces) or reply-to (reply)."""
+    tags = EmailTags.load(services.db, services.clock.now_ms())
+    return f"{local}+{tags.tag(outbox_id)}@maison.example"
+
+
 def deliver_to(
     port: int, recipient: str, raw: bytes, sender: str = "MAILER-DAEMON@mx.example.net"
 ) -> None:
@@ -251,7 +307,8 @@ def test_a_bounce_fails_the_message_and_bars_the_address(
     [message] = outbox(services)
     assert message["state"] == "sent"
     sender = peer.received[0].sender  # the per-message return path
-    assert sender == f"bounces+{message['id'][4:]}@maison.example"
+    assert sender == tag_address(services, "bounces", int(message["id"][4:]))
+    assert re.fullmatch(r"bounces\+\d+-[a-z2-7]{12}@maison\.example", sender)
     deliver_to(port, sender, dsn("ana@example.com", "whatever@elsewhere"))
     email, sms = outbox(services)
     assert email["state"] == "failed" and email["error"].startswith("bounce: 5.1.1")
@@ -478,7 +535,10 @@ def test_the_corpus_of_real_bounces(
     sent to the addresses it names: each address flufl.bounce finds failed for good is
     barred (hard) or counted (soft) by our rule; delays and the rest bar nothing and are
     kept with their reason. Each message is tried on its own: 31 days apart (past the soft
-    window), its suppressions lifted after."""
+    window), its suppressions lifted after. We send one message per address, so a
+    bounce that names several addresses stands for one bounce per message: it is sent to
+    the signed return path of each (a tag vouches only for its own message's address; the
+    others it names are recorded as not acted on)."""
     services, port, _ = inbound
     messages = corpus(bounce_corpus)
     assert len(messages) == 117
@@ -493,11 +553,21 @@ def test_the_corpus_of_real_bounces(
                 counts["unsendable"] += 1  # never an address of ours: e.g. david...@gmail.com
                 continue
             sent[address] = send_email(services, address)
-        first = next(iter(sent.values()), None)
-        to = f"bounces+{first}@maison.example" if first else "postmaster@maison.example"
-        deliver_to(port, to, re.sub(rb"\r?\n", b"\r\n", message.raw))  # on the wire: CRLF
+        tagged: list[str | None] = list(sent) or [None]
+        expected: list[str] = []
+        for own in tagged:
+            to = tag_address(services, "bounces", sent[own]) if own else "postmaster@maison.example"
+            deliver_to(port, to, re.sub(rb"\r?\n", b"\r\n", message.raw))  # on the wire: CRLF
+            expected += ["delay"] * len(message.temporary)
+            for address in message.permanent:
+                if address in sent and address != own:
+                    expected.append("address_only")  # its own tag has it counted
+                elif address not in sent:  # a report about an address never written to
+                    expected.append("other_address" if own else "unknown_message")
         for address, outbox_id in sent.items():
-            [state] = rows(services, "SELECT state FROM outbox WHERE id = :i", i=outbox_id)
+            [(state, error)] = rows(
+                services, "SELECT state, error FROM outbox WHERE id = :i", i=outbox_id
+            )
             found = rows(
                 services, "SELECT kind, source FROM bounces WHERE outbox_id = :i", i=outbox_id
             )
@@ -507,9 +577,14 @@ def test_the_corpus_of_real_bounces(
                 a=address,
             )
             if address in message.temporary:
-                assert (state[0], found, barred) == ("sent", [], []), message.name
+                assert (state, found, barred) == ("sent", [], []), message.name
                 continue
-            assert state[0] == "failed", message.name
+            assert state == "failed", message.name
+            if not found:  # refused our sending setup: counted against no address
+                assert "about our sending setup, not the address" in error, message.name
+                assert barred == [], message.name
+                counts["sender"] = counts.get("sender", 0) + 1
+                continue
             [(kind, source)] = found
             assert source == "bounce message"
             counts[kind] += 1
@@ -526,12 +601,9 @@ def test_the_corpus_of_real_bounces(
                 now=clock.now_ms(),
             )
         ]
-        if message.permanent:  # a report about an address never written to matches nothing
-            unsent = [a for a in message.permanent if a not in sent]
-            assert codes == ["unknown_message"] * len(unsent), (message.name, codes)
-        elif message.temporary:
-            assert codes == ["delay"] * len(message.temporary), message.name
-            counts["delay"] += len(codes)
+        if message.permanent or message.temporary:
+            assert sorted(codes) == sorted(expected), (message.name, codes)
+            counts["delay"] += len(message.temporary)
         else:
             [code] = codes
             counts[code] = counts.get(code, 0) + 1
@@ -564,12 +636,12 @@ def test_a_full_mailbox_alone_does_not_bar_three_soft_bounces_do(
         ("4.4.7", "smtp; 421 4.4.7 message expired in queue: connection timed out"),
     ]
     first = send_email(services, address)
-    deliver_to(port, f"bounces+{first}@maison.example", soft_dsn(address, *soft[0]))
+    deliver_to(port, tag_address(services, "bounces", first), soft_dsn(address, *soft[0]))
     [message] = [m for m in outbox(services) if m["id"] == f"msg_{first}"]
     assert message["state"] == "failed" and "soft bounce: mailbox full" in message["error"]
     assert rows(services, "SELECT * FROM suppressions") == []
     # The same report again counts once: one bounce per message.
-    deliver_to(port, f"bounces+{first}@maison.example", soft_dsn(address, *soft[0]))
+    deliver_to(port, tag_address(services, "bounces", first), soft_dsn(address, *soft[0]))
     assert rows(services, "SELECT kind FROM bounces") == [("soft",)]
     [again] = rows(services, "SELECT code, outbox_id FROM inbound_ignored")
     assert tuple(again) == ("already_failed", first)
@@ -579,12 +651,12 @@ def test_a_full_mailbox_alone_does_not_bar_three_soft_bounces_do(
         outbox_id = send_email(services, address)
         assert peer.received[-1].recipients == [address]  # not barred: it went out
         deliver_to(
-            port, f"bounces+{outbox_id}@maison.example", soft_dsn(address, status, diagnostic)
+            port, tag_address(services, "bounces", outbox_id), soft_dsn(address, status, diagnostic)
         )
     assert rows(services, "SELECT * FROM suppressions") == []
     clock.advance_ms(DAY)
     third = send_email(services, address)
-    deliver_to(port, f"bounces+{third}@maison.example", soft_dsn(address, *soft[0]))
+    deliver_to(port, tag_address(services, "bounces", third), soft_dsn(address, *soft[0]))
     [(reason, source, outbox_id)] = rows(
         services, "SELECT reason, source, outbox_id FROM suppressions WHERE address = :a", a=address
     )
@@ -640,7 +712,7 @@ def test_an_auto_reply_is_never_the_customers_message(
 ) -> None:
     services, port, _ = inbound
     outbox_id = send_email(services, "ana@example.com")
-    reply_to = f"reply+{outbox_id}@maison.example"
+    reply_to = tag_address(services, "reply", outbox_id)
     raw = reply_from("Ana <ana@example.com>", reply_to, "Je suis absente jusqu'au 3.", **headers)
     if "Subject_" in headers:
         raw = raw.replace(b"Subject: Re: Welcome", b"Subject: Out of Office: Welcome")
@@ -660,7 +732,7 @@ def test_spam_on_the_reply_address_is_not_the_customers_message(
 ) -> None:
     services, port, _ = inbound
     outbox_id = send_email(services, "ana@example.com")
-    reply_to = f"reply+{outbox_id}@maison.example"
+    reply_to = tag_address(services, "reply", outbox_id)
     stranger = reply_from("Promo <deals@spam.example>", reply_to, "Cheap watches")
     deliver_to(port, reply_to, stranger, sender="deals@spam.example")
     flagged = reply_from("Ana <ana@example.com>", reply_to, "Buy now", X_Spam_Flag="YES")
@@ -679,7 +751,7 @@ def test_a_customers_reply_that_reads_like_a_bounce_stays_theirs(
 ) -> None:
     services, port, _ = inbound
     outbox_id = send_email(services, "ana@example.com")
-    reply_to = f"reply+{outbox_id}@maison.example"
+    reply_to = tag_address(services, "reply", outbox_id)
     text_ = "Mon amie a eu 'User unknown' avec bob@example.org. Où est mon colis ?"
     raw = reply_from("Ana <ana@example.com>", reply_to, text_)
     raw = raw.replace(b"Subject: Re: Welcome", b"Subject: Absence de colis")
@@ -693,7 +765,7 @@ def test_inbound_mail_not_acted_on_is_kept_with_its_reason(
 ) -> None:
     services, port, _ = inbound
     outbox_id = send_email(services, "ana@example.com")
-    bounces_to = f"bounces+{outbox_id}@maison.example"
+    bounces_to = tag_address(services, "bounces", outbox_id)
     deliver_to(port, bounces_to, dsn("ana@example.com", "x@y", "4.2.2", "delayed"))
     deliver_to(port, "postmaster@maison.example", dsn("nobody@example.org", "x@y"))
     deliver_to(port, bounces_to, b"Subject: hello\r\n\r\nJust saying hello.\r\n")
@@ -722,17 +794,285 @@ def test_inbound_mail_not_acted_on_is_kept_with_its_reason(
 def test_a_bounce_naming_another_address_than_the_tagged_message_is_not_its(
     inbound: tuple[Services, int, SmtpPeer],
 ) -> None:
-    """A bounce names the address that failed: sent to the return path of a message to
-    ana, a bounce for bob's address fails bob's message (found by the address), never
-    ana's."""
+    """A tag vouches for its own message only: sent to the return path of a message to
+    ana (whom anyone she forwards her mail to can read), a bounce for bob's address fails
+    neither message, and the address it names alone is not enough to fail bob's (anyone
+    can write an address): both are kept with why."""
     services, port, _ = inbound
     ana = send_email(services, "ana@example.com")
     bob = send_email(services, "bob@example.com")
-    deliver_to(port, f"bounces+{ana}@maison.example", dsn("bob@example.com", "x@y"))
+    deliver_to(port, tag_address(services, "bounces", ana), dsn("bob@example.com", "x@y"))
+    deliver_to(port, tag_address(services, "bounces", ana), dsn("cyd@example.net", "x@y"))
     states = {m["id"]: m["state"] for m in outbox(services)}
-    assert (states[f"msg_{ana}"], states[f"msg_{bob}"]) == ("sent", "failed")
-    barred = rows(services, "SELECT address, outbox_id FROM suppressions")
-    assert [tuple(row) for row in barred] == [("bob@example.com", bob)]
+    assert (states[f"msg_{ana}"], states[f"msg_{bob}"]) == ("sent", "sent")
+    assert rows(services, "SELECT * FROM suppressions") == []
+    assert rows(services, "SELECT * FROM bounces") == []
+    kept = ignored(services)
+    assert [(i["code"], i["message"]) for i in kept] == [
+        ("address_only", f"msg_{bob}"),
+        ("other_address", f"msg_{ana}"),
+    ]
+    assert "an address alone can be written by anyone" in kept[0]["reason"]
+
+
+# ---- forged reports ----------------------------------------------------------------------
+
+
+def test_a_forged_complaint_changes_nothing_and_is_kept_with_why(
+    inbound: tuple[Services, int, SmtpPeer],
+) -> None:
+    """Ids are sequential, so anyone could write `bounces+N@` for every N: a complaint
+    whose tag carries no MAC or a wrong one, or names the message only by the Message-ID
+    it would have had before Message-IDs were signed, withdraws no consent and is kept as
+    not acted on; the same complaint with the message's own tag withdraws it."""
+    services, port, peer = inbound
+    publish(services, journey("{channel: email, template: welcome}"))
+    opt_in(services, "ana")
+    track(services, "ana", "Go")
+    [message] = outbox(services)
+    outbox_id = int(message["id"][4:])
+    [key] = rows(services, "SELECT idempotency_key FROM outbox WHERE id = :i", i=outbox_id)
+    guessed = unsigned_message_id(key[0], "maison.example").strip("<>")
+    assert peer.received[0].message["Message-ID"] != f"<{guessed}>"  # not the guessable form
+    wrong = f"bounces+{outbox_id}-aaaaaaaaaaaa@maison.example"
+    deliver_to(port, f"bounces+{outbox_id}@maison.example", arf("ana@example.com", "x@y"))
+    deliver_to(port, wrong, arf("ana@example.com", "x@y"))
+    quoted = arf("ana@example.com", guessed).replace(
+        b"Version: 1\r\n", f"Original-Mail-From: <bounces+{outbox_id}@maison.example>\r\n".encode()
+    )
+    deliver_to(port, "postmaster@maison.example", quoted)
+    assert consent_status(services, "ana", "email") == "granted"
+    assert events_named(services, "Message Complained") == []
+    kept = ignored(services)
+    assert [(i["code"], i["message"], i["to"]) for i in kept] == [
+        ("bad_tag", None, f"bounces+{outbox_id}@maison.example"),
+        ("bad_tag", None, wrong),
+        ("bad_tag", None, "postmaster@maison.example"),
+    ]
+    assert f"its tag (+{outbox_id}@) is unsigned" in kept[0]["reason"]
+    assert "carries a wrong signature" in kept[1]["reason"]
+    # The message's own tag: the complaint is the recipient's, and it counts.
+    deliver_to(port, tag_address(services, "bounces", outbox_id), arf("ana@example.com", "x@y"))
+    assert consent_status(services, "ana", "email") == "withdrawn"
+
+
+def test_a_forged_bounce_naming_an_address_counts_and_bars_nothing(
+    inbound: tuple[Services, int, SmtpPeer],
+) -> None:
+    """A bounce sent to postmaster@ naming an address we just wrote to, or to a tag with a
+    wrong MAC, fails no message and counts nothing against the address; a reply to a
+    forged tag is no message of the customer's."""
+    services, port, _ = inbound
+    outbox_id = send_email(services, "ana@example.com")
+    deliver_to(port, "postmaster@maison.example", dsn("ana@example.com", "x@y"))
+    full = soft_dsn("ana@example.com", "5.2.2", "smtp; 552 5.2.2 mailbox full")
+    for _ in range(3):
+        deliver_to(port, f"bounces+{outbox_id}-bbbbbbbbbbbb@maison.example", full)
+    forged_reply = f"reply+{outbox_id}@maison.example"
+    raw = reply_from("Ana <ana@example.com>", forged_reply, "Supprimez mon compte.")
+    deliver_to(port, forged_reply, raw, sender="ana@example.com")
+    [message] = outbox(services)
+    assert message["state"] == "sent"
+    assert rows(services, "SELECT * FROM bounces") == []
+    assert rows(services, "SELECT * FROM suppressions") == []
+    assert events_named(services, "Message Received") == []
+    codes = [(i["code"], i["message"]) for i in ignored(services)]
+    assert codes == [("address_only", f"msg_{outbox_id}")] + [("bad_tag", None)] * 4
+
+
+def test_unsigned_tags_count_only_for_messages_sent_before_signing_and_for_14_days(
+    inbound: tuple[Services, int, SmtpPeer], clock: SimulatedClock
+) -> None:
+    """The messages sent before tags were signed (numbered below the id migration 0018
+    kept) went out with `bounces+N@`: a bounce to such a tag counts within 14 days of the
+    send, never for a message sent since, never later."""
+    services, port, _ = inbound
+    before = send_email(services, "ana@example.com")
+    since = send_email(services, "bob@example.com")
+
+    def signed_from(first_signed: int) -> None:
+        with services.db.write() as conn:
+            conn.execute(text("DELETE FROM instance_secrets WHERE name = :n"), {"n": SIGNED})
+            conn.execute(
+                text("INSERT INTO instance_secrets VALUES (:n, :v, 0)"),
+                {"n": SIGNED, "v": str(first_signed)},
+            )
+
+    def states() -> list[str]:
+        return [m["state"] for m in sorted(outbox(services), key=lambda m: int(m["id"][4:]))]
+
+    signed_from(since)
+    deliver_to(port, f"bounces+{before}@maison.example", dsn("ana@example.com", "x@y"))
+    deliver_to(port, f"bounces+{since}@maison.example", dsn("bob@example.com", "x@y"))
+    assert states() == ["failed", "sent"]
+    signed_from(since + 1)
+    clock.advance_ms(15 * DAY)
+    deliver_to(port, f"bounces+{since}@maison.example", dsn("bob@example.com", "x@y"))
+    assert states() == ["failed", "sent"]
+    reasons = [i["reason"] for i in ignored(services)]
+    assert len(reasons) == 2
+    assert f"msg_{since} went out with a signed one" in reasons[0]
+    assert "count only within 14 days of the send" in reasons[1]
+    # A signed tag does not expire.
+    deliver_to(port, tag_address(services, "bounces", since), dsn("bob@example.com", "x@y"))
+    assert states() == ["failed", "failed"]
+
+
+def test_tags_and_message_ids_are_signed() -> None:
+    tags = EmailTags(b"k" * 32, signed_from=10)
+    tag = tags.tag(42)
+    assert re.fullmatch(r"42-[a-z2-7]{12}", tag)
+    mac = tag.partition("-")[2]
+    assert tags.valid(42, mac) and tags.valid(42, mac.upper())  # servers may change the case
+    assert not tags.valid(43, mac) and not tags.valid(42, None)
+    assert not EmailTags(b"j" * 32).valid(42, mac)  # another installation's key
+    assert tag_of(f"bounces+{tag}@maison.example") == (42, mac)
+    assert tag_of("bounces+42@maison.example") == (42, None)
+    message_id = tags.message_id("run:1:welcome:0", 42, "maison.example")
+    assert re.fullmatch(r"<[0-9a-f]{32}@maison\.example>", message_id)
+    assert message_id != unsigned_message_id("run:1:welcome:0", "maison.example")
+    assert message_id != EmailTags(b"j" * 32).message_id("run:1:welcome:0", 42, "maison.example")
+    # A message sent before signing keeps its Message-ID: a re-send is the same message.
+    assert tags.message_id("run:1:welcome:0", 9, "maison.example") == unsigned_message_id(
+        "run:1:welcome:0", "maison.example"
+    )
+
+
+def test_a_bounce_about_our_sending_setup_fails_the_message_and_counts_nothing(
+    inbound: tuple[Services, int, SmtpPeer],
+) -> None:
+    """Gmail refuses our DMARC, Spamhaus lists our IP: the message fails (the fallback
+    takes over) with the reason, and no address is counted against or barred."""
+    services, port, _ = inbound
+    errors_before = _sender_errors()
+    replies = [
+        (
+            "5.7.26",
+            "smtp; 550-5.7.26 Unauthenticated email from maison.example is not "
+            "accepted due to domain's DMARC policy",
+        ),
+        (
+            "5.7.1",
+            "smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked "
+            "using zen.spamhaus.org",
+        ),
+        ("5.7.606", "smtp; 550 5.7.606 Access denied, banned sending IP [192.0.2.10]"),
+    ]
+    for status, diagnostic in replies:
+        outbox_id = send_email(services, "ana@example.com")
+        bounce = dsn("ana@example.com", "x@y", status=status, diagnostic=diagnostic)
+        deliver_to(port, tag_address(services, "bounces", outbox_id), bounce)
+    messages = outbox(services)
+    assert [m["state"] for m in messages] == ["failed"] * 3
+    assert all("about our sending setup, not the address" in m["error"] for m in messages)
+    assert rows(services, "SELECT * FROM bounces") == []
+    assert rows(services, "SELECT * FROM suppressions") == []
+    assert _sender_errors() - errors_before == 3
+
+
+def _sender_errors() -> float:
+    from prometheus_client import REGISTRY
+
+    return (
+        REGISTRY.get_sample_value(
+            "parcours_provider_errors_total", {"provider": "smtp", "kind": "sender"}
+        )
+        or 0.0
+    )
+
+
+# ---- at most one bounce per message ----------------------------------------------------
+
+
+def test_two_reports_about_one_message_at_once_count_one_bounce(postgres_url: str) -> None:
+    """Two reports about one message recorded at the same moment on PostgreSQL (two
+    inbound connections, or a bounce message and a webhook): the second waits on the
+    first's row and counts nothing."""
+    truncate_all(postgres_url)
+    db = Database(postgres_url)
+    rule = BounceRule()
+
+    def record(conn: Any) -> str | None:
+        return record_bounce(
+            conn,
+            rule,
+            address="ana@example.com",
+            kind="soft",
+            reason="552 5.2.2 mailbox full",
+            source="bounce message",
+            customer_id=1,
+            outbox_id=7,
+            now=START,
+        )
+
+    results: dict[str, str | None] = {}
+
+    def second() -> None:
+        with db.write() as conn:
+            results["second"] = record(conn)
+
+    try:
+        with db.write() as conn:
+            results["first"] = record(conn)
+            thread = threading.Thread(target=second)
+            thread.start()
+            # The first transaction is still open: the second report waits for it to end
+            # (or, without the unique index, runs through at once).
+            with psycopg.connect(postgres_url, autocommit=True) as watcher:
+                while (
+                    thread.is_alive()
+                    and not watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    ).fetchone()[0]
+                ):  # type: ignore[index]
+                    time.sleep(0.01)
+        thread.join()
+        with db.read() as conn:
+            counted = conn.execute(text("SELECT count(*) FROM bounces")).scalar_one()
+    finally:
+        db.dispose()
+    assert (counted, results) == (1, {"first": None, "second": None})
+
+
+def test_the_migration_keeps_one_bounce_per_message_and_where_signing_starts(
+    tmp_path: Path,
+) -> None:
+    """An installation upgraded with messages already sent: unsigned tags stay readable
+    for those (below the id kept), and the double counts a race left are undone."""
+    from alembic import command
+
+    from parcours.runtime.db import alembic_config, migrate
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        command.upgrade(alembic_config(db), "0017")
+        with db.write() as conn:
+            for n in (1, 2, 3):
+                conn.execute(
+                    text(
+                        "INSERT INTO outbox (idempotency_key, customer_id, channel, template, "
+                        "purpose, state, created_at) VALUES (:k, 1, 'email', 'note', "
+                        "'marketing', 'sent', 0)"
+                    ),
+                    {"k": f"k{n}"},
+                )
+            for outbox_id in (2, 2, 3):
+                conn.execute(
+                    text(
+                        "INSERT INTO bounces (channel, address, outbox_id, kind, reason, "
+                        "source, at) VALUES ('email', 'a@b.c', :o, 'soft', 'full', 'smtp', 0)"
+                    ),
+                    {"o": outbox_id},
+                )
+        migrate(db)
+        with db.read() as conn:
+            kept = conn.execute(text("SELECT id, outbox_id FROM bounces ORDER BY id")).all()
+        tags = EmailTags.load(db, START)
+    finally:
+        db.dispose()
+    assert [tuple(row) for row in kept] == [(1, 2), (3, 3)]
+    assert tags.signed_from == 4 and tags.before_signing(3) and not tags.before_signing(4)
 
 
 # ---- suppressions in the admin API -------------------------------------------------------
@@ -743,7 +1083,7 @@ def test_suppressions_are_listed_and_lifted_through_the_api(
 ) -> None:
     services, port, peer = inbound
     outbox_id = send_email(services, "ana@example.com")
-    deliver_to(port, f"bounces+{outbox_id}@maison.example", dsn("ana@example.com", "x@y"))
+    deliver_to(port, tag_address(services, "bounces", outbox_id), dsn("ana@example.com", "x@y"))
     customer = f"cus_{customer_of(services, 'ana@example.com')}"
     with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
         assert client.get("/api/suppressions").status_code == 401
@@ -790,7 +1130,9 @@ def test_suppressions_page_with_a_cursor(inbound: tuple[Services, int, SmtpPeer]
     services, port, _ = inbound
     for name in ("ana", "bob", "cyd"):
         outbox_id = send_email(services, f"{name}@example.com")
-        deliver_to(port, f"bounces+{outbox_id}@maison.example", dsn(f"{name}@example.com", "x@y"))
+        deliver_to(
+            port, tag_address(services, "bounces", outbox_id), dsn(f"{name}@example.com", "x@y")
+        )
     seen: list[str] = []
     with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
         url: str | None = "/api/suppressions?limit=2"

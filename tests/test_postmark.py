@@ -103,7 +103,8 @@ def test_postmark_bounces_follow_the_one_bounce_rule(
 ) -> None:
     """A soft bounce, a block or a spam notification fails the message and is counted,
     without barring the address; a transient one (Postmark still trying) changes nothing;
-    an "Undeliverable" is read from its text."""
+    an "Undeliverable" is read from its text; a DMARC refusal, or a block of our sending IP,
+    fails the message and counts against no address."""
     from sqlalchemy import text
 
     services, hook, peer = wired
@@ -113,6 +114,9 @@ def test_postmark_bounces_follow_the_one_bounce_rule(
         "bob": ("SpamNotification", "The message was delivered, but was flagged as spam"),
         "cyd": ("Transient", "Delivery delayed, Postmark retries"),
         "dan": ("Undeliverable", "550 5.1.1 The email account does not exist"),
+        # About our domain and IP, not the address: fails the message, counts nothing.
+        "eve": ("DMARCPolicy", "The message was rejected by the DMARC policy of the domain"),
+        "fay": ("Blocked", "554 5.7.1 Client host [192.0.2.10] blocked using zen.spamhaus.org"),
     }
     for user in kinds:
         opt_in(services, user)
@@ -135,6 +139,8 @@ def test_postmark_bounces_follow_the_one_bounce_rule(
         "bob@example.com": "failed",
         "cyd@example.com": "sent",
         "dan@example.com": "failed",
+        "eve@example.com": "failed",
+        "fay@example.com": "failed",
     }
     with services.db.read() as conn:
         bounces = conn.execute(text("SELECT address, kind, source FROM bounces ORDER BY id"))

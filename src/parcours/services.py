@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from parcours.channels.base import ConfigError
+from parcours.channels.email_tags import EmailTags, hand_to
 from parcours.channels.push import make_vapid_key
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
@@ -100,6 +101,8 @@ class Services:
             providers = Providers.from_settings(
                 settings.channels, settings.resolved_public_url, vapid
             )
+            # Bounce and reply addresses, and Message-IDs, signed (channels/email_tags.py).
+            hand_to(providers.for_channel("email"), EmailTags.load(db, clock.now_ms()))
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None

@@ -7,6 +7,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import logging
 import re
 import smtplib
 import ssl
@@ -29,8 +30,11 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
-from parcours.channels.email_bounces import classify
+from parcours.channels.email_bounces import SENDER_CODE, classify
+from parcours.channels.email_tags import EmailTags, tagged, unsigned_message_id
 from parcours.customers.identity import BadEmail, check_email
+
+log = logging.getLogger(__name__)
 
 # What the DKIM signature covers: the unsubscribe headers among them, so that nobody on the
 # way can change where the one-click unsubscribe goes.
@@ -168,11 +172,6 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def message_id_for(key: str, domain: str) -> str:
-    """The same Message-ID for every attempt to send the same message."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
-
-
 @dataclass
 class SmtpProvider:
     host: str
@@ -182,8 +181,8 @@ class SmtpProvider:
     security: str = "starttls"  # starttls | tls | none
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    reply_to: str | None = None
-    return_path: str | None = None  # envelope sender; `{id}` becomes the outbox id (VERP)
+    reply_to: str | None = None  # `{id}` becomes the message's signed tag
+    return_path: str | None = None  # envelope sender; `{id}` as above (VERP)
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_key: bytes | None = field(default=None, repr=False)
@@ -192,6 +191,8 @@ class SmtpProvider:
     connections: int = 4  # messages sent at once, each on a connection of its own
     channel: str = "email"
     name: str = "smtp"
+    # What signs the tags and Message-IDs (channels/email_tags.py), given by Services.open.
+    tags: EmailTags | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._idle: list[smtplib.SMTP] = []
@@ -251,6 +252,12 @@ class SmtpProvider:
     def domain(self) -> str:
         return self.dkim_domain or self.from_address.rpartition("@")[2]
 
+    def message_id(self, message: OutgoingMessage) -> str:
+        """The same Message-ID for every attempt to send the same message."""
+        if self.tags is None:
+            return unsigned_message_id(message.key, self.domain)
+        return self.tags.message_id(message.key, message.outbox_id, self.domain)
+
     # ---- building -------------------------------------------------------------------
 
     def build(
@@ -265,10 +272,10 @@ class SmtpProvider:
             ("To", to or message.address),
             ("Subject", _header_value(content["subject"])),
             ("Date", formatdate(now, usegmt=True)),
-            ("Message-ID", message_id_for(message.key, self.domain)),
+            ("Message-ID", self.message_id(message)),
         ]
         if self.reply_to:
-            headers.append(("Reply-To", self.reply_to.replace("{id}", str(message.outbox_id))))
+            headers.append(("Reply-To", tagged(self.reply_to, message.outbox_id, self.tags)))
         unsubscribe = message.links.get("unsubscribe")
         if unsubscribe:
             headers.append(("List-Unsubscribe", f"<{_header_value(unsubscribe)}>"))
@@ -287,7 +294,7 @@ class SmtpProvider:
     # ---- sending --------------------------------------------------------------------
 
     def send(self, message: OutgoingMessage) -> str:
-        sender = (self.return_path or self.from_address).replace("{id}", str(message.outbox_id))
+        sender = tagged(self.return_path or self.from_address, message.outbox_id, self.tags)
         try:
             address = check_email(message.address)
         except BadEmail as exc:
@@ -341,7 +348,7 @@ class SmtpProvider:
                 self._discard(connection)  # never left open and out of the pool
                 raise
             self._release(connection)
-            return message_id_for(message.key, self.domain).strip("<>")
+            return self.message_id(message).strip("<>")
         raise AssertionError("unreachable")
 
     def _connection(self) -> smtplib.SMTP:
@@ -438,16 +445,26 @@ def _failure(
 ) -> PermanentFailure | TransientFailure:
     """5xx: the server will never take it; 4xx: try again later. A reply about the
     recipient (to RCPT or DATA) is a bounce, hard or soft by the shared rule
-    (channels/email_bounces.py); one about our sender (to MAIL) says nothing of the
-    address."""
+    (channels/email_bounces.py). One about our sender (to MAIL), or one the rule puts
+    down to our sending setup (SPF, DKIM, DMARC, our IP on a block list...), says nothing
+    of the address: it counts against none, is logged for the operator and carries the
+    code `sender` (counted as such in parcours_provider_errors_total)."""
     reason = f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
-    if not about_recipient or code == 421:  # 421: the server closes, whoever is asked
-        if 500 <= code < 600:
-            return PermanentFailure(reason, code=str(code))
+    if code == 421:  # the server closes, whoever is asked
         return TransientFailure(reason, code=str(code))
+    ours = not about_recipient or classify(reason, code=code).ours
+    if ours:
+        log.warning(
+            "the receiving server refused our sending setup, not the address: %s "
+            "(check the sender address, SPF, DKIM, DMARC and the sending IP's reputation)",
+            reason,
+        )
+        if 500 <= code < 600:
+            return PermanentFailure(reason, code=SENDER_CODE)
+        return TransientFailure(reason, code=SENDER_CODE)
     verdict = classify(reason, code=code)
     if 500 <= code < 600:
         return PermanentFailure(
-            reason, code=str(code), suppress=verdict.hard, soft_bounce=not verdict.hard
+            reason, code=str(code), suppress=verdict.hard, soft_bounce=verdict.counted
         )
     return TransientFailure(reason, code=str(code), soft_bounce=True)

@@ -7,7 +7,10 @@ not exist, the account is disabled): the address is barred at once. Anything els
 *soft*: a full mailbox, a loop at the receiver, a policy or spam block, a temporary
 failure, or a permanent failure that says no more than that. The message fails (the
 fallback takes over) and the bounce is counted; several within a window bar the address
-(messaging/suppressions.py). docs/channels.md, "Hard and soft bounces", says why.
+(messaging/suppressions.py). A failure put down to our own *sender* (our sender address,
+SPF, DKIM or DMARC, our sending IP or domain on a block list or of poor reputation) fails
+the message and counts against no address: it is the operator's to fix, and one incident
+must not bar the whole list. docs/channels.md, "Hard and soft bounces", says why.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from dataclasses import dataclass
 
 HARD = "hard"
 SOFT = "soft"
+SENDER = "sender"  # about us, not the address
+# A DeliveryFailure's code when the receiving server refused our sending setup.
+SENDER_CODE = "sender"
 
 # Causes, as recorded with a bounce.
 BAD_ADDRESS = "bad address"
@@ -25,6 +31,7 @@ LOOP = "mail loop"
 POLICY = "policy or spam block"
 TEMPORARY = "temporary failure"
 OTHER = "permanent failure, cause not stated"
+OUR_SETUP = "our sending setup (sender address, SPF, DKIM, DMARC, sending IP or domain)"
 
 # An enhanced status code (RFC 3463), alone: not part of an IP address or a version.
 _STATUS = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
@@ -125,16 +132,21 @@ _BAD = (
     "sconosciuto",
     "inesistente",
 )
+# What receivers say when they refuse our sending setup rather than this message to this
+# address: authentication (RFC 7372's words), block lists of IPs and domains, reputation.
+_OURS = re.compile(
+    r"\b(dmarc|dkim|domainkeys|spf|sender policy framework|ptr record|reverse dns|rdns|"
+    r"dnsbl|rbl|spamhaus|spamcop|barracuda|sorbs|blocked using|"
+    r"block ?list(ed)?|black ?list(ed)?|on our block|reputation|"
+    r"sending ip|your ip|ip address sending|client host|"
+    r"sender address rejected|sender domain|sender rejected|sender verify|"
+    r"unauthenticated|not authenticated|authentication required)\b"
+)
 _POLICY = (
     "spam",
     "unsolicited",
     "junk",
     "blocked",
-    "blacklist",
-    "blocklist",
-    "black list",
-    "block list",
-    "reputation",
     "policy",
     "prohibited",
     "not allowed",
@@ -142,12 +154,7 @@ _POLICY = (
     "not permitted",
     "denied",
     "refused",
-    "dmarc",
-    "dkim",
-    "spf",
     "virus",
-    "rbl",
-    "spamhaus",
     "content rejected",
     "rate limit",
     "too many",
@@ -169,13 +176,23 @@ _TEMPORARY = (
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str  # hard | soft
-    cause: str  # BAD_ADDRESS, MAILBOX_FULL, LOOP, POLICY, TEMPORARY or OTHER
+    kind: str  # hard | soft | sender
+    cause: str  # BAD_ADDRESS, MAILBOX_FULL, LOOP, POLICY, TEMPORARY, OTHER or OUR_SETUP
     status: str | None = None  # the enhanced status code it was read from, if any
 
     @property
     def hard(self) -> bool:
         return self.kind == HARD
+
+    @property
+    def counted(self) -> bool:
+        """A soft bounce, counted against the address."""
+        return self.kind == SOFT
+
+    @property
+    def ours(self) -> bool:
+        """The receiver refused our sending setup: counted against no address."""
+        return self.kind == SENDER
 
 
 def statuses(text: str) -> list[str]:
@@ -201,10 +218,10 @@ def classify(text: str, *, code: int | None = None, status: str | None = None) -
         code = reply_code(text)
     if chosen is not None:
         klass, subject, detail = (int(part) for part in chosen.split("."))
+        if _about_us(subject, detail, lowered):
+            return Verdict(SENDER, OUR_SETUP, chosen)
         if klass == 4 or klass == 2:
             return Verdict(SOFT, _soft_cause(lowered) or TEMPORARY, chosen)
-        if subject == 1 and detail in (7, 8):  # our sender address, not theirs
-            return Verdict(SOFT, POLICY, chosen)
         if subject == 1 or (subject, detail) in ((2, 1), (4, 4)):
             return Verdict(HARD, BAD_ADDRESS, chosen)
         if (subject, detail) == (2, 2):
@@ -214,6 +231,8 @@ def classify(text: str, *, code: int | None = None, status: str | None = None) -
         if subject == 7:
             return Verdict(SOFT, POLICY, chosen)
     elif code is not None and 400 <= code < 500:
+        if _OURS.search(lowered):
+            return Verdict(SENDER, OUR_SETUP)
         return Verdict(SOFT, _soft_cause(lowered) or TEMPORARY)
     if any(phrase in lowered for phrase in _LOOP):
         return Verdict(SOFT, LOOP, chosen)
@@ -223,6 +242,8 @@ def classify(text: str, *, code: int | None = None, status: str | None = None) -
         return Verdict(SOFT, TEMPORARY, chosen)
     if any(phrase in lowered for phrase in _BAD):
         return Verdict(HARD, BAD_ADDRESS, chosen)
+    if _OURS.search(lowered):
+        return Verdict(SENDER, OUR_SETUP, chosen)
     if any(phrase in lowered for phrase in _POLICY):
         return Verdict(SOFT, POLICY, chosen)
     if chosen is None and code in (550, 551, 553):
@@ -230,6 +251,20 @@ def classify(text: str, *, code: int | None = None, status: str | None = None) -
     if code == 552:
         return Verdict(SOFT, MAILBOX_FULL, chosen)
     return Verdict(SOFT, OTHER, chosen)
+
+
+def _about_us(subject: int, detail: int, lowered: str) -> bool:
+    """An enhanced status about our side: our sender address (x.1.7, x.1.8), our
+    authentication (x.7.20 to x.7.29, RFC 7372: DKIM, SPF, reverse DNS, DMARC), Microsoft's
+    banned sending IP or tenant (5.7.6xx, 5.7.7xx); or a policy status (x.7.x) whose words
+    name our IP, domain, authentication or a block list."""
+    if subject == 1:
+        return detail in (7, 8)
+    if subject != 7:
+        return False
+    if 20 <= detail <= 29 or 600 <= detail < 800:
+        return True
+    return _OURS.search(lowered) is not None
 
 
 def _soft_cause(lowered: str) -> str | None:

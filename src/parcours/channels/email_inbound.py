@@ -4,8 +4,11 @@ Exchange, Yahoo, AOL, Gmail... read by flufl.bounce, GNU Mailman's bounce detect
 complaint reports (ARF, RFC 5965) and customers' replies, received by an SMTP endpoint
 (aiosmtpd) on the per-message return path and reply-to addresses (docs/channels.md).
 
-Whatever arrives and changes nothing (a delay warning, an auto-reply, a report about no
-message of ours...) is handed on as `Ignored` with the reason, to be kept for an admin.
+A tagged address (`bounces+42-<mac>@`) is read here as it is written; whether its MAC is
+right, and so whether the report may act on message 42, is decided where the key is
+(messaging/delivery.py, channels/email_tags.py). Whatever arrives and changes nothing (a
+delay warning, an auto-reply, a report about no message of ours...) is handed on as
+`Ignored` with the reason, to be kept for an admin.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from parcours.channels.email_bounces import OTHER, Verdict, classify, statuses
 
 log = logging.getLogger(__name__)
 
-_TAGGED = re.compile(r"^[^@+]+\+(\d{1,18})@", re.I)
+# `bounces+42-<mac>@`, or `bounces+42@` as tags were before they were signed.
+_TAGGED = re.compile(r"^[^@+]+\+(\d{1,18})(?:-([a-z0-9]{1,64}))?@", re.I)
 _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*<([^>\s]{1,300})>", re.I | re.M)
 # Where a plain-text bounce starts quoting the returned message.
 _RETURNED = re.compile(
@@ -74,14 +78,15 @@ _OUT_OF_OFFICE = (
 @dataclass(frozen=True)
 class Report:
     kind: str  # bounce | complaint | reply
-    outbox_id: int | None  # from the tagged address (bounces+ID@, reply+ID@)
+    outbox_id: int | None  # from the tagged address (bounces+ID-MAC@, reply+ID-MAC@)
     original_message_id: str | None  # from the report's copy of the original headers
     recipient: str | None
     status: str | None  # the DSN status code (5.1.1), or the provider's bounce type
     diagnostic: str | None
     text: str | None = None  # a reply's text
     sender: str | None = None
-    verdict: Verdict | None = None  # a bounce: hard or soft, and why
+    verdict: Verdict | None = None  # a bounce: hard, soft or ours, and why
+    tag_mac: str | None = None  # the MAC the tagged address carried (None: unsigned)
 
     @property
     def reason(self) -> str:
@@ -94,9 +99,10 @@ class Report:
 class Ignored:
     """Something received that changes nothing, and why (`code` for machines)."""
 
-    code: str  # delay | auto_reply | spam | feedback | not_understood | unreadable
+    code: str  # delay | auto_reply | spam | feedback | not_understood | unreadable | ...
     reason: str
-    outbox_id: int | None = None
+    outbox_id: int | None = None  # the message it names (by its tag: see tag_mac)
+    tag_mac: str | None = None
 
 
 @dataclass
@@ -111,18 +117,29 @@ class InboundMail:
     outbox_id: int | None
     reports: list[Report] = field(default_factory=list)
     ignored: list[Ignored] = field(default_factory=list)
+    tag_mac: str | None = None
+
+
+def tag_of(address: str) -> tuple[int, str | None] | None:
+    """`bounces+42-abcdefghijkl@maison.example` -> (42, "abcdefghijkl"); an unsigned
+    `bounces+42@` -> (42, None); None when the address carries no tag (never past a
+    64-bit id)."""
+    match = _TAGGED.match(address.strip().strip("<>"))
+    if match is None:
+        return None
+    return int(match.group(1)), (match.group(2).lower() if match.group(2) else None)
 
 
 def tagged_id(address: str) -> int | None:
-    """`bounces+42@maison.example` -> 42 (never past a 64-bit id)."""
-    match = _TAGGED.match(address.strip("<>"))
-    return int(match.group(1)) if match else None
+    """The message id a tagged address names, its MAC unchecked."""
+    tag = tag_of(address)
+    return tag[0] if tag else None
 
 
 def parse(raw: bytes, recipient: str, sender: str | None = None) -> InboundMail:
     """What an incoming message, received for `recipient`, says about messages of ours."""
     message = email.message_from_bytes(raw)
-    outbox_id = tagged_id(recipient)
+    outbox_id, mac = tag_of(recipient) or (None, None)
     mail = InboundMail(
         rcpt_to=recipient,
         mail_from=sender,
@@ -130,8 +147,9 @@ def parse(raw: bytes, recipient: str, sender: str | None = None) -> InboundMail:
         subject=_header(message, "Subject")[:300] or None,
         message_id=_strip(_header(message, "Message-ID"))[:300] or None,
         outbox_id=outbox_id,
+        tag_mac=mac,
     )
-    complaint = _arf(message, outbox_id)
+    complaint = _arf(message, outbox_id, mac)
     if complaint is not None:
         if isinstance(complaint, Ignored):
             mail.ignored.append(complaint)
@@ -140,18 +158,18 @@ def parse(raw: bytes, recipient: str, sender: str | None = None) -> InboundMail:
         return mail
     local = recipient.lower().partition("@")[0]
     if _may_be_bounce(message, local, sender):
-        reports, delays = _bounces(message, outbox_id)
+        reports, delays = _bounces(message, outbox_id, mac)
         if reports or delays:
             mail.reports += reports
             mail.ignored += delays
             return mail
     automatic = automatic_reason(message, sender)
     if automatic is not None:
-        mail.ignored.append(Ignored("auto_reply", automatic, outbox_id))
+        mail.ignored.append(Ignored("auto_reply", automatic, outbox_id, mac))
         return mail
     spam = spam_reason(message)
     if spam is not None:
-        mail.ignored.append(Ignored("spam", spam, outbox_id))
+        mail.ignored.append(Ignored("spam", spam, outbox_id, mac))
         return mail
     if local.startswith("reply+"):
         mail.reports.append(
@@ -164,6 +182,7 @@ def parse(raw: bytes, recipient: str, sender: str | None = None) -> InboundMail:
                 None,
                 text=_text_of(message)[:_REPLY_CHARS],
                 sender=mail.from_address or sender,
+                tag_mac=mac,
             )
         )
         return mail
@@ -172,6 +191,7 @@ def parse(raw: bytes, recipient: str, sender: str | None = None) -> InboundMail:
             "not_understood",
             "neither a bounce, a complaint report nor a reply: nothing in it was recognised",
             outbox_id,
+            mac,
         )
     )
     return mail
@@ -195,7 +215,9 @@ def _may_be_bounce(message: Message, local: str, sender: str | None) -> bool:
     return from_local in ("mailer-daemon", "mail-daemon", "postmaster")
 
 
-def _bounces(message: Message, outbox_id: int | None) -> tuple[list[Report], list[Ignored]]:
+def _bounces(
+    message: Message, outbox_id: int | None, mac: str | None
+) -> tuple[list[Report], list[Ignored]]:
     """The recipients this message says failed for good (one report each, classified by
     the shared rule) and those it says are only delayed. flufl.bounce decides which
     addresses failed and whether for good; the reason comes from the report's own fields
@@ -231,6 +253,7 @@ def _bounces(message: Message, outbox_id: int | None) -> tuple[list[Report], lis
                 status or verdict.status,
                 diagnostic,
                 verdict=verdict,
+                tag_mac=mac,
             )
         )
     delays = [
@@ -239,6 +262,7 @@ def _bounces(message: Message, outbox_id: int | None) -> tuple[list[Report], lis
             f"a delay warning for {raw.decode('ascii', errors='replace').lower()}: the "
             "receiving side keeps trying; only a final failure counts",
             outbox_id,
+            mac,
         )
         for raw in sorted(temporary - permanent)
     ]
@@ -340,9 +364,10 @@ def _original_id(message: Message) -> str | None:
 # ---- complaints -----------------------------------------------------------------------
 
 
-def _arf(message: Message, outbox_id: int | None) -> Report | Ignored | None:
+def _arf(message: Message, outbox_id: int | None, mac: str | None) -> Report | Ignored | None:
     """A feedback report (ARF): a complaint to act on, one to ignore (not-spam), or None
-    when the message is no feedback report."""
+    when the message is no feedback report. Without a tag of its own (a feedback loop
+    writes to postmaster@), the original's return path may carry one."""
     part = next(
         (p for p in message.walk() if p.get_content_type() == "message/feedback-report"), None
     )
@@ -352,16 +377,18 @@ def _arf(message: Message, outbox_id: int | None) -> Report | Ignored | None:
     fields: Message = blocks[0] if blocks else email.message_from_string(_decoded(part))
     feedback = (fields.get("Feedback-Type") or "").strip().lower()
     recipient = _address(fields.get("Original-Rcpt-To"))
-    outbox_id = outbox_id or tagged_id(_address(fields.get("Original-Mail-From")) or "")
+    if outbox_id is None:
+        outbox_id, mac = tag_of(_address(fields.get("Original-Mail-From")) or "") or (None, None)
     if feedback not in ("abuse", "fraud", "virus", "other", ""):
         return Ignored(
             "feedback",
             f"a feedback report of type {feedback!r}: only complaints (abuse, fraud, virus, "
             "other) withdraw consent",
             outbox_id,
+            mac,
         )
     original = _original_id(message)
-    return Report("complaint", outbox_id, original, recipient, None, feedback or None)
+    return Report("complaint", outbox_id, original, recipient, None, feedback or None, tag_mac=mac)
 
 
 # ---- auto-replies and spam ------------------------------------------------------------
@@ -485,9 +512,11 @@ class InboundHandler:
                 mail = parse(raw, recipient, envelope.mail_from)
             except Exception:  # a malformed message must not stop the others
                 log.exception("could not read the mail for %s", recipient)
-                mail = InboundMail(recipient, envelope.mail_from, None, None, None, None)
+                outbox_id, mac = tag_of(recipient) or (None, None)
+                mail = InboundMail(recipient, envelope.mail_from, None, None, None, outbox_id)
+                mail.tag_mac = mac
                 mail.ignored.append(
-                    Ignored("unreadable", "the message could not be read", tagged_id(recipient))
+                    Ignored("unreadable", "the message could not be read", outbox_id, mac)
                 )
             mails.append(mail)
         try:

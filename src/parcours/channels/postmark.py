@@ -21,17 +21,21 @@ from parcours.channels.email import check_configured_address
 from parcours.channels.email_bounces import (
     BAD_ADDRESS,
     HARD,
+    OUR_SETUP,
     POLICY,
+    SENDER,
     SOFT,
     TEMPORARY,
     Verdict,
     classify,
 )
+from parcours.channels.email_tags import EmailTags, tagged
 
 # Postmark's ErrorCode values that mean this address will not work.
 SUPPRESS_ERRORS = {300, 406}  # invalid address; inactive recipient (bounced or complained)
 # Postmark's bounce types, read by the shared rule (channels/email_bounces.py): a bad
-# address is hard; a block, a DNS error or a soft bounce is soft; "Undeliverable" and
+# address is hard; a block, a DNS error or a soft bounce is soft, unless its text puts it
+# down to our sending setup; a DMARC refusal is about our domain; "Undeliverable" and
 # "Unknown" are read from their text like any bounce. The rest (Transient: a delay while
 # Postmark retries; AutoResponder; Subscribe...) are no bounce.
 _BOUNCE_TYPES = {
@@ -43,7 +47,7 @@ _BOUNCE_TYPES = {
     "SpamNotification": Verdict(SOFT, POLICY),
     "Blocked": Verdict(SOFT, POLICY),
     "VirusNotification": Verdict(SOFT, POLICY),
-    "DMARCPolicy": Verdict(SOFT, POLICY),
+    "DMARCPolicy": Verdict(SENDER, OUR_SETUP),
 }
 _READ_FROM_TEXT = {"Undeliverable", "Unknown"}
 
@@ -51,10 +55,14 @@ _READ_FROM_TEXT = {"Undeliverable", "Unknown"}
 def bounce_verdict(record: dict[str, Any]) -> Verdict | None:
     """Hard or soft for a Bounce webhook's record; None when it is no bounce."""
     kind = str(record.get("Type") or "")
+    text = f"{record.get('Description') or ''} {record.get('Details') or ''}"
     if kind in _BOUNCE_TYPES:
-        return _BOUNCE_TYPES[kind]
+        verdict = _BOUNCE_TYPES[kind]
+        if verdict.counted and classify(text).ours:
+            return Verdict(SENDER, OUR_SETUP)
+        return verdict
     if kind in _READ_FROM_TEXT:
-        return classify(f"{record.get('Description') or ''} {record.get('Details') or ''}")
+        return classify(text)
     return None
 
 
@@ -73,6 +81,8 @@ class PostmarkProvider:
     connections: int = 4
     channel: str = "email"
     name: str = "postmark"
+    # What signs the reply-to tag (channels/email_tags.py), given by Services.open.
+    tags: EmailTags | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(
@@ -131,7 +141,7 @@ class PostmarkProvider:
         if content.get("html"):
             document["HtmlBody"] = content["html"]
         if self.reply_to:
-            document["ReplyTo"] = self.reply_to.replace("{id}", str(message.outbox_id))
+            document["ReplyTo"] = tagged(self.reply_to, message.outbox_id, self.tags)
         return document
 
     def send(self, message: OutgoingMessage) -> str:

@@ -27,6 +27,7 @@ from parcours.channels.base import (
 )
 from parcours.channels.email_bounces import classify
 from parcours.channels.email_inbound import Ignored, InboundMail, Report
+from parcours.channels.email_tags import EmailTags
 from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
@@ -57,8 +58,9 @@ FEEDBACK = "messaging.feedback"
 FALLBACK = "messaging.fallback"
 LEASE_MS = 5 * 60_000  # a send not recorded within this is tried again, with the same key
 MAX_SEND_ATTEMPTS = 8
-# A bounce that names only the address is taken as the newest email sent to it within
-# this (mail servers give up on a message after five days at most).
+# How long after its send a message's unsigned tag or old Message-ID still counts (for
+# the messages sent before tags were signed; mail servers give up after five days at
+# most), and how far back the newest email to an address is named for an admin.
 BOUNCE_MATCH_MS = 14 * 24 * 3600_000
 # How far a message got; `success` in a send step names one of these.
 RANK = {"queued": 0, "sent": 1, "delivered": 2, "opened": 3, "read": 3, "clicked": 4}
@@ -644,26 +646,33 @@ class Delivery:
 
     def email_report(self, report: Report, source: str) -> None:
         """A bounce or a complaint a provider's webhook reports (Postmark), recorded at
-        once; one about no message of ours changes nothing."""
+        once; one about no message of ours changes nothing. The webhook is authenticated
+        and its message checked against the provider's own id (ingest/channel_callbacks.py):
+        the report's message is taken as it names it."""
         now = self.clock.now_ms()
         with self.db.write() as conn:
-            skipped = self._email_report(conn, report, now, source)
+            skipped = self._email_report(conn, report, now, source, None)
         if skipped is not None:
             log.info("an email %s from %s not acted on: %s", report.kind, source, skipped.reason)
 
     def email_mail(self, mail: InboundMail) -> None:
         """Mail received on the inbound endpoint: each bounce, complaint or reply in it
-        matched to the message it is about and recorded; whatever changes nothing kept
+        matched to the message it is about, through evidence nobody else can write (a
+        signed tag, one of our Message-IDs), and recorded; whatever changes nothing kept
         with its reason, for an admin (`GET /api/inbound-email`). One transaction."""
         now = self.clock.now_ms()
+        tags = EmailTags.load(self.db, now)
         with self.db.write() as conn:
-            ignored = list(mail.ignored)
+            kept: list[tuple[Ignored, Any]] = [
+                (item, self._tagged(conn, item.outbox_id, item.tag_mac, tags, now)[0])
+                for item in mail.ignored
+            ]
             for report in mail.reports:
-                skipped = self._email_report(conn, report, now, suppressions.BOUNCE_MESSAGE)
+                skipped = self._email_report(conn, report, now, suppressions.BOUNCE_MESSAGE, tags)
                 if skipped is not None:
-                    ignored.append(skipped)
-            for item in ignored:
-                row = _row(conn, item.outbox_id) if item.outbox_id is not None else None
+                    about = skipped.outbox_id
+                    kept.append((skipped, _row(conn, about) if about is not None else None))
+            for item, row in kept:
                 suppressions.record_ignored(
                     conn,
                     suppressions.IgnoredMail(
@@ -681,18 +690,13 @@ class Delivery:
                 )
 
     def _email_report(
-        self, conn: Connection, report: Report, now: int, source: str
+        self, conn: Connection, report: Report, now: int, source: str, tags: EmailTags | None
     ) -> Ignored | None:
-        """Act on one report; what was not acted on, and why, else None."""
-        row = self._email_message(conn, report, now)
+        """Act on one report; what was not acted on, and why, else None. `tags` checks
+        what inbound mail claims; None for a provider's authenticated webhook."""
+        row, skipped = self._email_message(conn, report, now, tags)
         if row is None:
-            about = f" about {report.recipient}" if report.recipient else ""
-            return Ignored(
-                "unknown_message",
-                f"a {report.kind}{about} that matches no email of ours (by its tagged "
-                "address, the Message-ID it quotes or the address it names)",
-                report.outbox_id,
-            )
+            return skipped
         if report.kind == "bounce":
             verdict = report.verdict or classify(report.reason)
             if row.state == "failed":
@@ -702,6 +706,17 @@ class Delivery:
                     "already failed: counted once",
                     row.id,
                 )
+            if verdict.ours:
+                # Our DKIM, SPF, DMARC, sending IP or sender address: the operator's to fix.
+                log.warning(
+                    "a receiving server refused our sending setup, not the address (%s): %s",
+                    public_message_id(row.id),
+                    report.reason,
+                )
+                messaging_metrics.sender_refused(row.provider or source)
+                label = f"about our sending setup, not the address: {verdict.cause}"
+            else:
+                label = f"{verdict.kind} bounce: {verdict.cause}"
             self.status(
                 conn,
                 row.id,
@@ -709,8 +724,8 @@ class Delivery:
                 now,
                 permanent=True,
                 suppress=verdict.hard,
-                soft_bounce=not verdict.hard,
-                reason=f"bounce: {report.reason} ({verdict.kind} bounce: {verdict.cause})",
+                soft_bounce=verdict.counted,
+                reason=f"bounce: {report.reason} ({label})",
                 source=source,
             )
         elif report.kind == "complaint":
@@ -761,11 +776,18 @@ class Delivery:
             )
         return None
 
-    def _email_message(self, conn: Connection, report: Report, now: int) -> Any:
-        """The email a report is about: by its tagged address (bounces+ID@, reply+ID@),
-        else the Message-ID it quotes, else (a bounce) the newest email sent to the
-        address it names. A bounce naming another address than the tagged message's
-        is not taken as that message's."""
+    def _email_message(
+        self, conn: Connection, report: Report, now: int, tags: EmailTags | None
+    ) -> tuple[Any, Ignored | None]:
+        """The email a report is about, found only through what nobody but its recipient
+        and us can write: its tagged address with a valid MAC (bounces+ID-MAC@,
+        reply+ID-MAC@), else one of our Message-IDs it quotes (an HMAC: unguessable). An
+        unsigned tag or old Message-ID counts only for a message sent before tags were
+        signed and within BOUNCE_MATCH_MS. A tag vouches for its own message only: a
+        bounce naming another address is not taken as that message's. The address a
+        bounce names is never enough on its own (anyone can write one): the newest email
+        to it is named in the record of what was not acted on. (None, why) when no
+        message is found."""
         recipient = (report.recipient or "").lower()
 
         def fits(row: Any) -> bool:
@@ -773,18 +795,86 @@ class Delivery:
                 return False
             return report.kind != "bounce" or not recipient or row.address == recipient
 
-        if report.outbox_id is not None:
-            row = _row(conn, report.outbox_id)
-            if fits(row):
-                return row
+        row, refused = self._tagged(conn, report.outbox_id, report.tag_mac, tags, now)
+        if fits(row):
+            return row, None
+        tagged_elsewhere = row
         if report.original_message_id:
             found = self.find(conn, "smtp", report.original_message_id)
             row = _row(conn, found) if found is not None else None
-            if fits(row):
-                return row
+            if fits(row) and (tags is None or self._trusted_id(row, tags, now)):
+                return row, None
+        about = f" about {report.recipient}" if report.recipient else ""
+        if refused is not None:
+            return None, Ignored("bad_tag", f"a {report.kind}{about} not acted on: {refused}", None)
         if report.kind == "bounce" and recipient:
-            return self._last_email_to(conn, recipient, now)
-        return None
+            last = self._last_email_to(conn, recipient, now)
+            if last is not None:
+                return None, Ignored(
+                    "address_only",
+                    f"a bounce{about} with neither a valid tag of that message nor one of "
+                    f"our Message-IDs: the newest email to that address is "
+                    f"{public_message_id(last.id)}, but an address alone can be written by "
+                    "anyone, so nothing was counted or barred",
+                    last.id,
+                )
+        if tagged_elsewhere is not None:
+            return None, Ignored(
+                "other_address",
+                f"a bounce{about} sent to the tag of {public_message_id(tagged_elsewhere.id)}"
+                ", which went to another address: a tag vouches for its own message only",
+                tagged_elsewhere.id,
+            )
+        return None, Ignored(
+            "unknown_message",
+            f"a {report.kind}{about} that matches no email of ours (by its tagged "
+            "address or the Message-ID it quotes)",
+            None,
+        )
+
+    def _tagged(
+        self,
+        conn: Connection,
+        outbox_id: int | None,
+        mac: str | None,
+        tags: EmailTags | None,
+        now: int,
+    ) -> tuple[Any, str | None]:
+        """The email a tag names, when the tag vouches for it (`tags` None: a provider's
+        authenticated webhook named it); else None and why not (None: no tag, or no such
+        message)."""
+        if outbox_id is None:
+            return None, None
+        if tags is not None and not tags.valid(outbox_id, mac):
+            written = f"+{outbox_id}-{mac}@" if mac else f"+{outbox_id}@"
+            if mac is not None:
+                return None, (
+                    f"its tag ({written}) carries a wrong signature: written by someone who "
+                    "was not sent that message"
+                )
+            if not tags.before_signing(outbox_id):
+                return None, (
+                    f"its tag ({written}) is unsigned, and {public_message_id(outbox_id)} "
+                    "went out with a signed one: written by someone who was not sent it"
+                )
+            row = _row(conn, outbox_id)
+            if row is not None and row.channel == "email" and not self._recent(row, now):
+                return None, (
+                    f"its tag ({written}) is unsigned: such tags, of the messages sent before "
+                    "tags were signed, count only within 14 days of the send"
+                )
+        else:
+            row = _row(conn, outbox_id)
+        return (row, None) if row is not None and row.channel == "email" else (None, None)
+
+    def _trusted_id(self, row: Any, tags: EmailTags, now: int) -> bool:
+        """The Message-ID of this message is evidence: an HMAC, or an old guessable one
+        within 14 days of the send."""
+        return not tags.before_signing(int(row.id)) or self._recent(row, now)
+
+    @staticmethod
+    def _recent(row: Any, now: int) -> bool:
+        return row.sent_at is not None and now - int(row.sent_at) <= BOUNCE_MATCH_MS
 
     def _last_email_to(self, conn: Connection, address: str, now: int) -> Any:
         """The newest email sent to this address within BOUNCE_MATCH_MS, through the

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from parcours.channels.base import DeliveryFailure
+from parcours.channels.email_bounces import SENDER_CODE
 from parcours.messaging.choice import reason_kind
 from parcours.runtime.metrics import counting
 
@@ -25,7 +26,9 @@ HELD = Counter(
 PROVIDER_ERRORS = Counter(
     "parcours_provider_errors_total",
     "Sends a provider did not take, by provider and kind: transient (tried again, including "
-    "a provider's code that raised) or permanent",
+    "a provider's code that raised), permanent, or sender (a receiving server refused our "
+    "sending setup: sender address, SPF, DKIM, DMARC, sending IP; at send time or in a "
+    "bounce later)",
     ["provider", "kind"],
 )
 
@@ -36,8 +39,17 @@ def sent_or_failed(channel: str, provider: str, failure: DeliveryFailure | None)
         return
     if failure is None:
         SENT.labels(channel, provider).inc()
+    elif failure.code == SENDER_CODE:
+        PROVIDER_ERRORS.labels(provider, "sender").inc()
     else:
         PROVIDER_ERRORS.labels(provider, "permanent" if failure.permanent else "transient").inc()
+
+
+def sender_refused(provider: str) -> None:
+    """A bounce that came after the send (a bounce message, a provider's webhook) says
+    a receiving server refused our sending setup."""
+    if counting():
+        PROVIDER_ERRORS.labels(provider, "sender").inc()
 
 
 def held(channel: str, passed: list[dict[str, Any]]) -> None:

@@ -140,22 +140,15 @@ def record_bounce(
     outbox_id: int | None,
     now: int,
 ) -> str | None:
-    """Count one email bounce (at most one per message); the reason the address is now
-    barred, or None when it is not (or was already)."""
-    if (
-        outbox_id is not None
-        and run(
-            conn,
-            "SELECT 1 FROM bounces WHERE outbox_id = :o AND channel = 'email'",
-            {"o": outbox_id},
-        ).first()
-        is not None
-    ):
-        return None
-    run(
+    """Count one email bounce (at most one per message: the unique index on
+    `bounces.outbox_id` keeps the first, even when two reports about one message are
+    recorded at once); the reason the address is now barred, or None when it is not (or
+    was already, or this message's bounce was counted before)."""
+    inserted = run(
         conn,
         "INSERT INTO bounces (channel, address, customer_id, outbox_id, kind, reason, source, "
-        "at) VALUES ('email', :a, :c, :o, :k, :r, :s, :now)",
+        "at) VALUES ('email', :a, :c, :o, :k, :r, :s, :now) "
+        "ON CONFLICT (outbox_id) DO NOTHING",
         {
             "a": address,
             "c": customer_id,
@@ -165,7 +158,9 @@ def record_bounce(
             "s": source,
             "now": now,
         },
-    )
+    ).rowcount
+    if not inserted:
+        return None
     if kind == HARD:
         barred = reason
         suppress(

@@ -88,6 +88,8 @@ bounces = Table(
 )
 Index("ix_bounces_address", bounces.c.channel, bounces.c.address, bounces.c.at)
 Index("ix_bounces_customer", bounces.c.customer_id)
+# At most one bounce per message, whoever records it first (messaging/suppressions.py).
+Index("uq_bounces_outbox", bounces.c.outbox_id, unique=True)
 
 # Mail received on the inbound endpoint that changed nothing (an auto-reply, a delay
 # warning, a bounce for no message of ours...), with why: what an admin reads.

@@ -1,5 +1,7 @@
-"""Secrets Parcours makes for itself on first start (link signing, VAPID keys), kept in the
-database so that every process on every machine shares them."""
+"""Secrets Parcours makes for itself on first start (link signing, VAPID keys, the key of
+signed email tags), kept in the database so that every process on every machine shares
+them; and a value made once beside them (`email-tags-signed-from`, where signed email tags
+start, written by migration 0018)."""
 
 from __future__ import annotations
 
