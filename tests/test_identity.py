@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 from parcours.customers import api as customers
 from parcours.customers.tables import customers as customers_table
 from parcours.ingest.tables import events as events_table
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import START, make_event
 
@@ -208,3 +210,108 @@ def test_external_ids_identify_a_customer(services: Services) -> None:
     profile = profile_of(services, "shopify_customer_id:42")
     assert profile["id"] == profile_of(services, "web-7")["id"]
     assert profile["computed"]["revenue"]["EUR"]["total_spent"] == "10.50"
+
+
+# ---- looking a customer up: the id's own kind first ---------------------------------------
+
+
+def decoy(services: Services, user_id: str) -> None:
+    """What anyone holding the public write key can make: a profile whose user id is a
+    text of their choosing."""
+    append(services, make_event("identify", userId=user_id, traits={"first_name": "Decoy"}))
+
+
+def test_an_id_that_reads_as_an_email_or_phone_is_looked_up_as_that_first(
+    services: Services,
+) -> None:
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="marie",
+            traits={"email": "marie@example.com", "phone": "+33611223344"},
+            context={"externalIds": [{"id": "s.myshopify.com:7", "type": "shopify_customer_id"}]},
+        ),
+    )
+    for text in ("marie@example.com", "0611223344", "shopify_customer_id:s.myshopify.com:7"):
+        decoy(services, text)
+    marie = profile_of(services, "marie")["id"]
+    for ref in (
+        "marie@example.com",
+        " Marie@Example.com",
+        "0611223344",
+        "+33 6 11 22 33 44",
+        "shopify_customer_id:s.myshopify.com:7",
+        "shopify_customer_id:7",
+        "email:MARIE@example.com",
+        "phone:06 11 22 33 44",
+    ):
+        assert profile_of(services, ref)["id"] == marie, ref
+    # Written `user_id:...`, the decoy is what is asked for.
+    assert profile_of(services, "user_id:marie@example.com")["traits"] == {"first_name": "Decoy"}
+    assert profile_of(services, "user_id:0611223344")["id"] != marie
+    # An erasure asked by email reaches Marie, not the decoy.
+    erasure = customers.erase(services.db, "marie@example.com", "FR", START, "test")
+    assert customers.public_id(erasure.customer_id) == marie
+    assert profile_of(services, "user_id:marie@example.com")["erased"] is False
+
+
+def test_a_kind_written_before_an_id_is_never_read_as_a_phone_number(services: Services) -> None:
+    append(services, make_event("identify", userId="ana", traits={"phone": "+33612345678"}))
+    with services.db.read() as conn:
+        for ref in ("anonymous_id:0612345678", "user_id:0612345678"):
+            try:
+                found = customers.resolve(conn, ref, "FR")
+            except customers.CustomerNotFound:
+                found = None
+            assert found is None, ref
+
+
+def test_exact_lookups_take_an_identity_of_one_kind_and_follow_merges(
+    services: Services,
+) -> None:
+    append(services, make_event("track", anonymousId="a-1", event="Product Viewed"))
+    append(services, make_event("identify", userId="u-9", traits={"email": "nine@example.com"}))
+    decoy(services, "nine@example.com")
+    append(services, make_event("identify", userId="u-9", anonymousId="a-1"))  # a merge
+    nine = int(profile_of(services, "u-9")["id"][4:])
+    with services.db.read() as conn:
+        found = {
+            (kind, value): customers.customers_with_identity(conn, kind, value)
+            for kind, value in (
+                ("email", "nine@example.com"),
+                ("anonymous_id", "a-1"),
+                ("user_id", "u-9"),
+                ("user_id", "a-1"),
+                ("anonymous_id", "nine@example.com"),
+            )
+        }
+    assert found == {
+        ("email", "nine@example.com"): [nine],
+        ("anonymous_id", "a-1"): [nine],
+        ("user_id", "u-9"): [nine],
+        ("user_id", "a-1"): [],
+        ("anonymous_id", "nine@example.com"): [],
+    }
+
+
+def test_a_bounce_naming_only_an_address_finds_the_email_sent_to_it_not_a_decoy(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    """The fallback of a bounce that names only the address: the emails sent to the
+    customers holding that email, never a profile whose user id is the address."""
+    from tests.test_channels import journey, open_services, outbox, publish
+    from tests.test_journeys_engine import opt_in, track
+
+    services = open_services(settings, clock)
+    try:
+        publish(services, journey("{channel: email, template: t}"))
+        opt_in(services, "ana")
+        track(services, "ana", "Go")
+        [sent] = outbox(services)
+        decoy(services, "ana@example.com")
+        with services.db.read() as conn:
+            last = services.delivery._last_email_to(conn, "ana@example.com", clock.now_ms())
+    finally:
+        services.close()
+    assert last is not None and f"msg_{last.id}" == sent["id"]

@@ -15,7 +15,7 @@ from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.tables import events as events_table
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database, run, select_in
+from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, run, select_in
 from parcours.runtime.presentation import money_text, own_event_properties
 
 ERASED_EVENT = "Customer Erased"
@@ -50,8 +50,17 @@ def public_id(customer_id: int) -> str:
 
 
 def resolve(conn: Connection, ref: str, default_region: str) -> int:
-    """The live customer behind any id: `cus_N`, a userId, an anonymousId, an email, a phone
-    or an external id written `kind:value`. A merged customer's id resolves to the survivor."""
+    """The live customer behind any id an admin types: `cus_N`, an email, a phone, an
+    external id written `kind:value`, a userId or an anonymousId. A merged customer's id
+    resolves to the survivor.
+
+    The order is what keeps it safe, as anyone with the public write key can give a
+    customer any user or anonymous id: `kind:value` is looked up as that kind first, a
+    text that reads as an email or a phone number as that, and only then as a user id,
+    then an anonymous id. A decoy profile whose userId is someone's email never captures
+    that person's erasure or export (README, "ID is any id"). Public endpoints, webhooks
+    and bounces never call this: they know the kind of id they hold
+    (`customers_with_identity`)."""
     ref = ref.strip()
     match = _CUSTOMER_REF.match(ref)
     if match:
@@ -59,42 +68,87 @@ def resolve(conn: Connection, ref: str, default_region: str) -> int:
         if found is None:
             raise CustomerNotFound(ref)
         return found
-    candidates: list[tuple[str, str]] = [("user_id", ref), ("anonymous_id", ref)]
-    for kind in ("email", "phone"):
-        normalised = identity_of(kind, ref, default_region)
-        if normalised:
-            candidates.append(normalised)
-    if ":" in ref:
-        kind, _, value = ref.partition(":")
-        candidates.append((kind.lower(), value))
-    for kind, value in candidates:
-        row = conn.execute(
-            select(identities.c.customer_id).where(
-                identities.c.kind == kind, identities.c.value == value
-            )
-        ).first()
-        if row is not None:
-            return int(row.customer_id)
-    if ":" in ref:
-        kind, _, value = ref.partition(":")
-        if kind.lower() in SCOPED_KINDS and value and ":" not in value:
-            return _in_some_scope(conn, ref, kind.lower(), value)
+    kind, colon, value = ref.partition(":")
+    if colon and value and _KIND.fullmatch(kind):
+        found = _by_kind(conn, ref, kind.lower(), value, default_region)
+        if found is not None:
+            return found
+    candidates: list[tuple[str, str]] = []
+    email = identity_of("email", ref, default_region)
+    if email:
+        candidates.append(email)
+    if _PHONE_TEXT.fullmatch(ref):
+        phone = identity_of("phone", ref, default_region)
+        if phone:
+            candidates.append(phone)
+    for kind, value in [*candidates, ("user_id", ref), ("anonymous_id", ref)]:
+        found = _owner(conn, kind, value)
+        if found is not None:
+            return found
     raise CustomerNotFound(ref)
 
 
-def _in_some_scope(conn: Connection, ref: str, kind: str, value: str) -> int:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+# `kind:value`: a kind is a word; a phone number is written with digits, spaces, `+`, `-`,
+# `.`, `/` and brackets only (the phone parser alone would read `anonymous_id:0612345678`
+# as a French number).
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_PHONE_TEXT = re.compile(r"\+?[0-9 ().\-/]+")
+
+
+def _owner(conn: Connection, kind: str, value: str) -> int | None:
+    row = conn.execute(
+        select(identities.c.customer_id).where(
+            identities.c.kind == kind, identities.c.value == value
+        )
+    ).first()
+    return None if row is None else int(row.customer_id)
+
+
+def _by_kind(conn: Connection, ref: str, kind: str, value: str, default_region: str) -> int | None:
+    """The customer of `kind:value` (an email or phone normalised), or of an unscoped
+    external id held in one scope only (AmbiguousCustomer when several hold it)."""
+    found = _owner(conn, *(identity_of(kind, value, default_region) or (kind, value)))
+    if found is None and kind in SCOPED_KINDS and ":" not in value:
+        found = _in_some_scope(conn, ref, kind, value)
+    return found
+
+
+def customers_with_identity(conn: Connection, kind: str, value: str) -> list[int]:
+    """The live customers holding exactly this identity (normalised as stored: an email
+    lowercased, a phone in E.164), merges followed, erased customers left out. The one
+    lookup of public endpoints, webhooks and bounces, which know what kind of id they
+    hold: a text is never tried as another kind, so a decoy id cannot capture it."""
+    owners = conn.execute(
+        select(identities.c.customer_id).where(
+            identities.c.kind == kind, identities.c.value == value
+        )
+    ).scalars()
+    return sorted(set(live_customers(conn, [int(owner) for owner in owners]).values()))
+
+
+def has_user_id(conn: Connection, customer_id: int) -> bool:
+    """Whether the brand knows this customer by one of its user ids (signed in once)."""
+    return (
+        run(
+            conn,
+            "SELECT 1 FROM identities WHERE customer_id = :c AND kind = 'user_id' LIMIT 1",
+            {"c": customer_id},
+        ).first()
+        is not None
+    )
+
+
+def _in_some_scope(conn: Connection, ref: str, kind: str, value: str) -> int | None:
     rows = conn.execute(
         select(identities.c.value, identities.c.customer_id).where(
-            identities.c.kind == kind, identities.c.value.like(f"%:{escaped}", escape="\\")
+            identities.c.kind == kind,
+            identities.c.value.like(f"%:{like_escape(value)}", escape=LIKE_ESCAPE),
         )
     ).all()
     owners = {int(row.customer_id) for row in rows}
     if len(owners) > 1:
         raise AmbiguousCustomer(ref, sorted(f"{kind}:{row.value}" for row in rows))
-    if not owners:
-        raise CustomerNotFound(ref)
-    return owners.pop()
+    return owners.pop() if owners else None
 
 
 def _follow(conn: Connection, customer_id: int) -> int | None:

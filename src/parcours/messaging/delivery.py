@@ -33,6 +33,7 @@ from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
+from parcours.customers.identity import normalise_email
 from parcours.ingest.model import Event, internal_event
 from parcours.ingest.writer import Hook, append_events
 from parcours.messaging import choice, passes, policies, subscriptions, suppressions
@@ -878,12 +879,13 @@ class Delivery:
 
     def _last_email_to(self, conn: Connection, address: str, now: int) -> Any:
         """The newest email sent to this address within BOUNCE_MATCH_MS, through the
-        customers who have it (indexed reads only)."""
-        try:
-            customer_id = customers.resolve(conn, address, self.region)
-        except customers.CustomerNotFound:
+        customers who hold it as their email (indexed reads only): never a profile that
+        merely took the address as its userId."""
+        email = normalise_email(address)
+        holders = customers.customers_with_identity(conn, "email", email) if email else []
+        family = [c for holder in holders for c in customers.with_merged(conn, holder)]
+        if not family:
             return None
-        family = customers.with_merged(conn, customer_id)
         marks = ", ".join(f":c{n}" for n in range(len(family)))
         found = run(
             conn,

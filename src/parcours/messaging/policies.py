@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.customers.identity import phone_country
 from parcours.runtime.clock import from_ms, to_ms
-from parcours.runtime.db import run
+from parcours.runtime.db import like_escape, run
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import lock_customers
 
@@ -97,7 +97,7 @@ class Message:
     def _not_earlier_attempt(self) -> tuple[str, dict[str, Any]]:
         if self.attempts_of is None:
             return "", {}
-        escaped = self.attempts_of.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = like_escape(self.attempts_of)
         return " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'", {"attempts": escaped + "%"}
 
 

@@ -249,6 +249,16 @@ def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]
         yield items[start : start + size]
 
 
+LIKE_ESCAPE = "\\"  # the escape character of every LIKE pattern built with like_escape
+
+
+def like_escape(value: str) -> str:
+    """`value` matched as written inside a LIKE pattern whose escape character is
+    LIKE_ESCAPE (`ESCAPE '\\'`, `.like(..., escape=LIKE_ESCAPE)`): an id holding `_` or
+    `%` is not a wildcard."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 LOCK_BUCKETS = 4096
 
 
