@@ -28,12 +28,14 @@ from websockets.asyncio.client import ClientConnection
 
 from parcours.channels.chat import VisitorTokens
 from parcours.customers.verification import user_hash
-from parcours.runtime.clock import SimulatedClock
+from parcours.ingest.bulk import import_file
+from parcours.ingest.model import parse_event
+from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import create_key
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, LiveServer, free_port, make_event
+from tests.conftest import WRITE_KEY, LiveServer, free_port
 from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in
 
@@ -123,8 +125,14 @@ def message(services: Services, message_id: str) -> dict[str, Any]:
 
 
 def go(services: Services, name: str = "Go", **identity: Any) -> None:
-    """The journey answers this visitor on the chat channel."""
-    event = make_event("track", event=name, at=services.clock.now_ms(), **identity)
+    """The journey answers this visitor on the chat channel: `name` recorded about them as
+    the chat records its visitors' events (a chat visitor's id is written by the chat
+    only)."""
+    now = services.clock.now_ms()
+    document = {"type": "track", "event": name, "timestamp": iso(now), **identity}
+    event = parse_event(
+        json.dumps(document).encode(), source="chat", received_at=now, chat_visitor=True
+    )
     services.writer.append_sync([event])
     services.worker.run_due()
 
@@ -382,6 +390,104 @@ def test_a_forged_or_expired_token_opens_nothing(
     }
 
 
+def track_with_write_key(host: str, kind: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"http://{host}/v1/{kind}", json={"writeKey": WRITE_KEY, **body})
+
+
+def test_a_tracking_call_cannot_tie_a_chat_visitor_to_another_customer(
+    live: tuple[Services, str],
+) -> None:
+    """The attack: a visitor token of one's own, then a tracking call (public write key)
+    naming Ana's user id beside one's visitor id, as if identity merging made the two one
+    person; the visitor's chat would then be Ana's."""
+    services, host = live
+    publish(services, journey(CHAT_STEP))
+    opt_in(services, "ana")
+    ana = new_session(host, userId="ana", userHash=user_hash(IDENTITY_SECRET, "ana"))
+    token_m, visitor_m = visitor(host)
+
+    async def scenario() -> tuple[list[httpx.Response], str, dict[str, Any]]:
+        async with await open_chat(host, ana.json()["token"]):
+            pass  # Ana opened the chat once, and left
+        await asyncio.to_thread(go, services, userId="ana")
+        [for_ana] = [m["id"] for m in outbox(services)]
+        tie = {"userId": "ana", "anonymousId": visitor_m}
+        answers = [
+            track_with_write_key(host, "track", {**tie, "event": "Product Viewed"}),
+            track_with_write_key(host, "identify", tie),
+            track_with_write_key(host, "alias", {"userId": "ana", "previousId": visitor_m}),
+        ]
+        socket = await open_chat(host, token_m)
+        await asyncio.to_thread(go, services, anonymousId=visitor_m)
+        first = await receive(socket)  # Ana's message, older, would have come first
+        await confirm(socket, for_ana, "delivered", "read")
+        await confirm(socket, first["id"], "delivered")
+        await until_status(services, first["id"], "delivered")
+        await socket.close()
+        return answers, for_ana, first
+
+    answers, for_ana, first = asyncio.run(scenario())
+    assert [(a.status_code, a.json()["error"]["field"]) for a in answers] == [
+        (400, "anonymousId"),
+        (400, "anonymousId"),
+        (400, "previousId"),
+    ]
+    assert answers[0].json()["error"]["message"] == (
+        "anonymousId: ids starting with 'visitor_' are the site chat's visitors' and are "
+        "written by the chat only: use another anonymous id"
+    )
+    assert first["id"] != for_ana
+    assert message(services, for_ana)["status"] == "sent"
+    assert delivered_ids(services) == [first["id"]]
+    assert message(services, first["id"])["customer"] != customer_of(services, "ana")
+
+
+def test_a_chat_visitor_id_is_refused_on_every_path_but_the_chat(
+    live: tuple[Services, str], tmp_path: Path
+) -> None:
+    """Refused alone: the other events of a batch or an import are stored."""
+    services, host = live
+    _, visitor_id = visitor(host)
+    good = {"type": "track", "event": "Product Viewed", "anonymousId": "anon-1"}
+    batch = track_with_write_key(
+        host,
+        "batch",
+        {
+            "batch": [
+                {"type": "track", "event": "Product Viewed", "anonymousId": visitor_id},
+                good,
+                {
+                    "type": "track",
+                    "event": "Product Viewed",
+                    "userId": "ana",
+                    "context": {"externalIds": [{"id": visitor_id, "type": "anonymous_id"}]},
+                },
+            ]
+        },
+    )
+    assert batch.status_code == 200
+    assert batch.json()["accepted"] == 1
+    assert [(r["index"], r["field"]) for r in batch.json()["rejected"]] == [
+        (0, "anonymousId"),
+        (2, "context.externalIds[0].id"),
+    ]
+    file = tmp_path / "events.jsonl"
+    lines = [
+        {"type": "identify", "userId": "ana", "anonymousId": visitor_id},
+        {**good, "anonymousId": "anon-2"},
+    ]
+    file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = import_file(services, file)
+    assert report.stored == 1
+    assert [number for number, _ in report.rejected] == [1]
+    assert report.rejected[0][1].startswith("anonymousId: ids starting with 'visitor_'")
+    with services.db.read() as conn:
+        held = conn.execute(
+            text("SELECT count(*) FROM identities WHERE value = :v"), {"v": visitor_id}
+        ).scalar_one()
+    assert held == 0  # the chat writes the visitor's id when the visitor first writes
+
+
 def test_an_open_chat_closes_when_its_token_expires_unless_renewed(
     live: tuple[Services, str], clock: SimulatedClock
 ) -> None:
@@ -545,7 +651,10 @@ def test_the_identity_secret_is_a_secret_of_its_own(tmp_path: Path) -> None:
     for other in ("write_key", "admin_key", "secret_key", "metrics_token"):
         with pytest.raises(SettingsError, match="identity_verification_secret is also a key"):
             load_settings(
-                {"PARCOURS_IDENTITY_VERIFICATION_SECRET": shared, f"PARCOURS_{other.upper()}": shared},
+                {
+                    "PARCOURS_IDENTITY_VERIFICATION_SECRET": shared,
+                    f"PARCOURS_{other.upper()}": shared,
+                },
                 None,
             )
     with pytest.raises(SettingsError, match="identity_verification_secret must be at least 16"):

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from parcours.customers import consent
+from parcours.customers.verification import CHAT_VISITOR_PREFIX
 from parcours.runtime.clock import iso
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -112,11 +113,14 @@ def parse_event(
     default_type: str | None = None,
     batch_sent_at: int | None = None,
     identity_required: bool = True,
+    chat_visitor: bool = False,
 ) -> Event:
     """Validate one event's JSON and return it with its corrected time; raise EventError.
 
-    `batch_sent_at` is the sentAt of the batch around it, in milliseconds. The hot path of
-    ingestion: the common case (text ids, no external ids) is tested first."""
+    `batch_sent_at` is the sentAt of the batch around it, in milliseconds. An anonymous id
+    starting `visitor_` is the site chat's alone: only the chat, which drew it and signed
+    it into the visitor's token, passes `chat_visitor` (docs/security.md, Site chat). The
+    hot path of ingestion: the common case (text ids, no external ids) is tested first."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(
             "", f"event is {len(raw)} bytes, more than the limit of {MAX_EVENT_BYTES}", "too_large"
@@ -142,10 +146,15 @@ def parse_event(
     user_id = None if value is None else _identifier(value, "userId")
     value = incoming.anonymousId
     anonymous_id = None if value is None else _identifier(value, "anonymousId")
+    if anonymous_id is not None and anonymous_id.startswith(CHAT_VISITOR_PREFIX):
+        _chat_visitor_only(chat_visitor, "anonymousId")
     context = incoming.context
     if context is None:
         context = {}
     external_ids = _external_ids(context) if "externalIds" in context else []
+    for position, (id_kind, ident) in enumerate(external_ids):
+        if id_kind == "anonymous_id" and ident.startswith(CHAT_VISITOR_PREFIX):
+            _chat_visitor_only(chat_visitor, f"context.externalIds[{position}].id")
     if identity_required and user_id is None and anonymous_id is None:
         raise EventError("userId", "userId or anonymousId is required")
     track = kind == "track"
@@ -155,6 +164,8 @@ def parse_event(
         raise EventError("event", "a track call needs a non-empty event name")
     value = incoming.previousId
     previous_id = None if value is None else _identifier(value, "previousId")
+    if previous_id is not None and previous_id.startswith(CHAT_VISITOR_PREFIX):
+        _chat_visitor_only(chat_visitor, "previousId")
     if kind == "alias":
         if previous_id is None:
             raise EventError("previousId", "an alias call needs previousId")
@@ -309,6 +320,16 @@ def _identifier(value: str | int | None, name: str) -> str | None:
     if len(text) > MAX_ID_LENGTH:
         raise EventError(name, f"is longer than {MAX_ID_LENGTH} characters")
     return text
+
+
+def _chat_visitor_only(chat_visitor: bool, field: str) -> None:
+    """A chat visitor's id is accepted from the chat only."""
+    if not chat_visitor:
+        raise EventError(
+            field,
+            f"ids starting with {CHAT_VISITOR_PREFIX!r} are the site chat's visitors' and are "
+            "written by the chat only: use another anonymous id",
+        )
 
 
 def _ms(value: datetime, field: str) -> int:

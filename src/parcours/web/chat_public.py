@@ -36,6 +36,7 @@ from parcours.runtime.db import run
 from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
+from parcours.web.errors import identity_refused
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -232,7 +233,7 @@ async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
         else:
             token, visitor = tokens.new_anonymous(now)
     except IdentityRefused as exc:
-        return _cors(HttpError(exc.status, exc.message, exc.field).response())
+        return _cors(identity_refused(exc).response())
     except HttpError as exc:
         return _cors(exc.response())
     answer = {
@@ -409,16 +410,22 @@ async def _append(
         "properties": properties,
         "context": {k: v for k, v in context.items() if v},
     }
-    event = parse_event(_encode(document), source="chat", received_at=services.clock.now_ms())
+    event = parse_event(
+        _encode(document), source="chat", received_at=services.clock.now_ms(), chat_visitor=True
+    )
     await services.writer.append([event])
 
 
 def _customer(services: Services, visitor: Visitor) -> int:
-    """The visitor's customer. Their event was just appended under their exact id, and
-    `resolve` tries an id as a user id, then as an anonymous id, before anything else
-    (a `cus_N` user id is never issued a token)."""
+    """The visitor's customer: the one holding their exact id, of their kind (their
+    event was just appended under it). An anonymous visitor's id is one only the chat
+    writes (`CHAT_VISITOR_PREFIX`), so no tracking call can tie it to another profile."""
+    kind = "user_id" if visitor.kind == "user" else "anonymous_id"
     with services.db.read() as conn:
-        return customers.resolve(conn, visitor.id, services.settings.default_region)
+        found = customers.customers_with_identity(conn, kind, visitor.id)
+    if not found:
+        raise customers.CustomerNotFound(visitor.id)
+    return found[0]  # an identity belongs to one profile: never more than one
 
 
 async def _deliver_pending(

@@ -19,6 +19,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
 
+from parcours.customers.verification import IdentityRefused
 from parcours.ingest.http import MAX_INT64, HttpError, error_body
 from parcours.runtime.logs import current_request_id
 
@@ -39,6 +40,16 @@ def _answer(
 
 def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[bytes]:
     return exc.response()
+
+
+def identity_refused(exc: IdentityRefused) -> HttpError:
+    """A visitor's proof of identity refused (customers/verification.py: a token, a user
+    id or its hash), as the HTTP error it is answered with."""
+    return HttpError(exc.status, exc.message, exc.field)
+
+
+def _identity_refused(_: Request[Any, Any, Any], exc: IdentityRefused) -> Response[bytes]:
+    return identity_refused(exc).response()
 
 
 def _litestar_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -85,6 +96,7 @@ def exception_handlers() -> ExceptionHandlersMap:
     """For `Litestar(exception_handlers=...)`."""
     return {
         HttpError: _http_error,
+        IdentityRefused: _identity_refused,
         HTTPException: _litestar_error,
         Exception: _unexpected,
     }
@@ -132,4 +144,4 @@ def _refusal(scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["exception_handlers", "guard_parameters"]
+__all__ = ["exception_handlers", "guard_parameters", "identity_refused"]
