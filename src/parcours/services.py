@@ -4,9 +4,8 @@ the worker and its heartbeat; whether it is ready; and its orderly stop."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +126,7 @@ class Services:
             Path(settings.policies_file) if settings.policies_file else None,
             timezone=settings.brand_timezone,
         )
+        policies = replace(policies, verified_push_only=bool(settings.identity_verification_secret))
         brand = Brand(
             settings.brand_name, settings.brand_url, settings.brand_locale, settings.sector
         )

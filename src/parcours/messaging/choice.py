@@ -62,10 +62,18 @@ class Plan:
 
 
 def addresses(
-    conn: Connection, customer_id: int, traits: dict[str, Any], now: int, wanted: set[str]
+    conn: Connection,
+    customer_id: int,
+    traits: dict[str, Any],
+    now: int,
+    wanted: set[str],
+    *,
+    verified_push_only: bool = False,
 ) -> dict[str, str]:
     """Where this customer can be reached on the `wanted` channels, leaving out suppressed
-    addresses. Only the wanted channels are looked up: this runs at every send."""
+    addresses. Only the wanted channels are looked up: this runs at every send. With
+    `verified_push_only` (Policies), a customer known by a user id is pushed only through
+    a browser subscribed with their verified user id."""
     found: dict[str, str] = {}
     if wanted & {"email", "sms", "whatsapp"}:
         for kind, value in customers.contact_points(conn, customer_id):
@@ -80,7 +88,8 @@ def addresses(
             found["chat"] = "site"
     if "push" in wanted:
         token = traits.get("push_token")
-        endpoint = subscriptions.newest_endpoint(conn, customer_id)
+        verified_only = verified_push_only and customers.has_user_id(conn, customer_id)
+        endpoint = subscriptions.newest_endpoint(conn, customer_id, verified_only=verified_only)
         if endpoint is not None:
             found["push"] = endpoint
         elif isinstance(token, str) and token:
@@ -162,7 +171,14 @@ def plan(
     template_channels = template.channels()
     named = {request.channel, *request.fallback} if request.channel != "best" else set()
     wanted = template_channels & (named or set(SENDABLE_CHANNELS))
-    reachable = addresses(conn, request.customer_id, profile.get("traits", {}), now, wanted)
+    reachable = addresses(
+        conn,
+        request.customer_id,
+        profile.get("traits", {}),
+        now,
+        wanted,
+        verified_push_only=rules.verified_push_only,
+    )
     closed = "whatsapp" in reachable and not whatsapp_possible(
         conn, request.customer_id, template, now
     )

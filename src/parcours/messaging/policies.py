@@ -61,6 +61,10 @@ class Policies:
     caps: tuple[Cap, ...] = ()
     duplicate_window_ms: int = 24 * 3_600_000
     timezone: str = "UTC"  # the brand's, for customers with no valid time zone of their own
+    # Identity verification is set up: a customer the brand knows by a user id is pushed
+    # only through Web Push subscriptions made with their verified user id
+    # (docs/security.md, Web Push).
+    verified_push_only: bool = False
 
     @classmethod
     def load(cls, brand_file: Path | None = None, timezone: str = "UTC") -> Policies:

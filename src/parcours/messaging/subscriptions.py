@@ -43,14 +43,19 @@ def save(
     subscription: dict[str, Any],
     user_agent: str | None,
     now: int,
+    *,
+    verified_user_id: str | None = None,
 ) -> None:
-    """Add the subscription, or move it to this customer (the same browser, signed in)."""
+    """Add the subscription, or move it to this customer (the same browser, signed in),
+    recording the user id it was made with once its identity hash proved it (None: made
+    anonymously; a browser that subscribes again anonymously loses its proof)."""
     run(
         conn,
         "INSERT INTO push_subscriptions (customer_id, endpoint, p256dh, auth, user_agent, "
-        "created_at) VALUES (:c, :e, :p, :a, :ua, :now) ON CONFLICT (endpoint) DO UPDATE SET "
-        "customer_id = excluded.customer_id, p256dh = excluded.p256dh, auth = excluded.auth, "
-        "user_agent = excluded.user_agent, created_at = excluded.created_at",
+        "created_at, verified_user_id) VALUES (:c, :e, :p, :a, :ua, :now, :v) "
+        "ON CONFLICT (endpoint) DO UPDATE SET customer_id = excluded.customer_id, "
+        "p256dh = excluded.p256dh, auth = excluded.auth, user_agent = excluded.user_agent, "
+        "created_at = excluded.created_at, verified_user_id = excluded.verified_user_id",
         {
             "c": customer_id,
             "e": subscription["endpoint"],
@@ -58,14 +63,21 @@ def save(
             "a": subscription["keys"]["auth"],
             "ua": (user_agent or "")[:300] or None,
             "now": now,
+            "v": verified_user_id,
         },
     )
 
 
-def newest_endpoint(conn: Connection, customer_id: int) -> str | None:
+def newest_endpoint(
+    conn: Connection, customer_id: int, *, verified_only: bool = False
+) -> str | None:
+    """The endpoint of the customer's newest subscription; with `verified_only`, of the
+    newest made with a verified user id (a signed-in customer, with identity verification
+    set up: docs/security.md, Web Push)."""
+    verified = " AND verified_user_id IS NOT NULL" if verified_only else ""
     value = run(
         conn,
-        "SELECT endpoint FROM push_subscriptions WHERE customer_id = :c "
+        f"SELECT endpoint FROM push_subscriptions WHERE customer_id = :c{verified} "
         "ORDER BY created_at DESC, id DESC LIMIT 1",
         {"c": customer_id},
     ).scalar()

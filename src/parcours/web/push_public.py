@@ -12,7 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from parcours.channels.push import application_server_key
 from parcours.customers import api as customers
-from parcours.customers.verification import IdentityRefused, verified_user_id
+from parcours.customers.verification import verified_user_id
 from parcours.ingest.http import (
     HttpError,
     decode_json,
@@ -72,10 +72,11 @@ async def service_worker() -> Response[str]:
 @post("/v1/push/subscribe", status_code=200)
 async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Body: {"anonymousId", or "userId" with "userHash", "subscription":
-    PushSubscription.toJSON()}. The subscription joins that visitor's profile and a `Push
-    Subscribed` event is logged. A signed-in customer is named by the brand's user id with
-    its identity hash (customers/verification.py): the browser's word alone would let
-    anyone with the public write key receive another customer's pushes."""
+    PushSubscription.toJSON()}. The subscription joins the profile holding exactly that
+    id, and a `Push Subscribed` event is logged. A signed-in customer is named by the
+    brand's user id with its identity hash (customers/verification.py): the browser's word
+    alone would let anyone with the public write key receive another customer's pushes.
+    The answer says only that it succeeded: it never tells who holds an id."""
     try:
         services = services_of(request)
         raw = await read_body(request, 16 * 1024)
@@ -87,13 +88,13 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
             subscription = subscriptions.check(body.get("subscription"))
         except subscriptions.SubscriptionError as exc:
             raise HttpError(400, str(exc), exc.field) from None
-        ref = _identity(services, body)
+        kind, ident = _identity(services, body)
         now = services.clock.now_ms()
         document = {
             "type": "track",
             "event": "Push Subscribed",
-            "userId": body.get("userId"),
-            "anonymousId": None if body.get("userId") is not None else body.get("anonymousId"),
+            "userId": ident if kind == "user_id" else None,
+            "anonymousId": ident if kind == "anonymous_id" else None,
             "properties": {"channel": "push", "endpoint_host": _host(subscription["endpoint"])},
             "context": {"userAgent": request.headers.get("user-agent", "")},
         }
@@ -102,37 +103,41 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
         except EventError as exc:
             raise HttpError(400, str(exc), exc.field) from None
         await services.writer.append([event])
+        verified = ident if kind == "user_id" else None
 
-        def store() -> str:
+        def store() -> None:
             with services.db.write() as conn:
-                customer_id = customers.resolve(conn, ref, services.settings.default_region)
+                found = customers.customers_with_identity(conn, kind, ident)
+                if not found:  # erased between the event and now
+                    field = "userId" if kind == "user_id" else "anonymousId"
+                    raise HttpError(409, "this visitor's data was erased as they subscribed", field)
                 subscriptions.save(
-                    conn, customer_id, subscription, request.headers.get("user-agent"), now
+                    conn,
+                    found[0],  # an identity belongs to one profile
+                    subscription,
+                    request.headers.get("user-agent"),
+                    now,
+                    verified_user_id=verified,
                 )
-                return customers.public_id(customer_id)
 
-        customer = await asyncio.to_thread(store)
+        await asyncio.to_thread(store)
     except HttpError as exc:
         return exc.response()
-    return json_response({"success": True, "customer": customer})
+    return json_response({"success": True})
 
 
-def _identity(services: Services, body: dict[str, Any]) -> str:
-    """Who subscribes, as an id of one kind only (`user_id:...`, `anonymous_id:...`), so
-    that a stated id never resolves to a customer by their email, phone or `cus_N`."""
+def _identity(services: Services, body: dict[str, Any]) -> tuple[str, str]:
+    """Who subscribes: ("user_id", the verified user id) or ("anonymous_id", the id),
+    looked up as exactly that kind, never as an email, a phone or a `cus_N`. A refused
+    proof raises IdentityRefused, answered by the application (web/errors.py)."""
     user_id = body.get("userId")
     if user_id is not None:
-        try:
-            verified = verified_user_id(
-                services.settings.identity_verification_secret, user_id, body.get("userHash")
-            )
-        except IdentityRefused as exc:
-            raise HttpError(exc.status, exc.message, exc.field) from None
-        return f"user_id:{verified}"
+        secret = services.settings.identity_verification_secret
+        return "user_id", verified_user_id(secret, user_id, body.get("userHash"))
     anonymous_id = body.get("anonymousId")
     if not isinstance(anonymous_id, str) or not anonymous_id.strip():
         raise HttpError(400, "say who subscribes: anonymousId, or userId with userHash", "userId")
-    return f"anonymous_id:{anonymous_id}"
+    return "anonymous_id", anonymous_id.strip()
 
 
 def _host(endpoint: str) -> str:
