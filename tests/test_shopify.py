@@ -316,12 +316,8 @@ def test_customers_redact_erases_the_person(shop: TestClient[Any]) -> None:
     assert response.json()["erased"] == 1 and response.json()["partly_erased"] == 0
     assert shop.get("/api/customers/bob@example.com", headers=admin_headers()).status_code == 404
     # A redelivery finds nobody left and still succeeds.
-    assert (
-        deliver(
-            shop, "customers/redact", {"customer": {"id": 706405506930370084}}, "wh-red"
-        ).json()["erased"]
-        == 0
-    )
+    again = {"shop_domain": SHOP, "customer": {"id": 706405506930370084}}
+    assert deliver(shop, "customers/redact", again, "wh-red").json()["erased"] == 0
 
 
 def test_webhooks_need_a_configured_secret(client: TestClient[Any]) -> None:
@@ -571,6 +567,131 @@ def test_shop_redact_keeps_a_person_known_elsewhere_and_takes_away_the_shops_par
     assert customer_view(shop, f"shopify_customer_id:{OTHER_SHOP}:{BOB}") == after
     assert erase_response(shop, SHOP, "wh-sr2")["partly_erased"] == 0
     assert customer_view(shop, "u-bob") == after
+
+
+def write_key_call(client: TestClient[Any], kind: str, body: dict[str, Any]) -> None:
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+    answer = client.post(f"/v1/{kind}", json=body, headers=auth)
+    assert answer.status_code == 200, answer.text
+
+
+def test_customers_redact_is_not_drawn_away_by_a_decoy_with_the_same_texts(
+    shop: TestClient[Any],
+) -> None:
+    """With the public write key, decoy profiles whose userId is the shop's id for Bob, or
+    his email: the redaction still finds Bob by exactly those identities."""
+    deliver(shop, "customers/create", shopify.customer(), "wh-c")
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    bob = customer_view(shop, f"shopify_customer_id:{SHOP}:{BOB}")
+    decoys = [f"shopify_customer_id:{SHOP}:{BOB}", "bob@example.com", "+33612345678"]
+    for decoy in decoys:
+        write_key_call(shop, "identify", {"userId": decoy, "traits": {"first_name": "Decoy"}})
+    response = deliver(
+        shop,
+        "customers/redact",
+        {
+            "shop_domain": SHOP,
+            "customer": {"id": BOB, "email": "bob@example.com", "phone": "+33612345678"},
+            "orders_to_redact": [820982911946154508],
+        },
+        "wh-red",
+    )
+    assert response.json() == {
+        "success": True,
+        "topic": "customers/redact",
+        "erased": 1,
+        "partly_erased": 0,
+    }
+    gone = shop.get(f"/api/customers/{bob['id']}", headers=admin_headers()).json()
+    assert gone["erased"] is True and gone["identities"] == []
+    for decoy in decoys:  # untouched: they hold nothing the shop gave
+        kept = customer_view(shop, f"user_id:{decoy}")
+        assert kept["traits"] == {"first_name": "Decoy"} and not kept["erased"]
+
+
+@pytest.fixture
+def messaging_shop(settings: Settings, clock: Any) -> Iterator[TestClient[Any]]:
+    """The app serving SHOP, whose messages always go out (the sandbox, never failing)."""
+    from tests.test_channels import CERTAIN
+
+    configured = settings.with_overrides(
+        shopify_webhook_secret=SECRET, shopify_shops=(SHOP,), channels={"sandbox": CERTAIN}
+    )
+    services = Services.open(configured, clock=clock)
+    with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+        client.app.state.test_services = services  # type: ignore[attr-defined]
+        yield client
+    services.close()
+
+
+def test_shop_redact_erases_a_shop_only_customer_parcours_wrote_to(
+    messaging_shop: TestClient[Any],
+) -> None:
+    """Parcours' own record of the messages it sent (their statuses, source "channel") is
+    no sign that the person is known elsewhere."""
+    from tests.test_channels import journey, publish
+
+    client = messaging_shop
+    services: Services = client.app.state.test_services  # type: ignore[attr-defined]
+    send = "{channel: email, template: t, purpose: transactional}"
+    publish(services, journey(send, entry="Order Completed", goal="Never"))
+    deliver(client, "customers/create", shopify.customer(), "wh-c")
+    deliver(client, "orders/create", shopify.order(), "wh-o")
+    services.worker.run_due()
+    bob = customer_view(client, "bob@example.com")
+    timeline = client.get(
+        f"/api/customers/{bob['id']}/events?limit=100", headers=admin_headers()
+    ).json()["events"]
+    assert {(e["source"], e.get("event")) for e in timeline} >= {
+        ("shopify", "Order Completed"),
+        ("channel", "Message Sent"),
+    }
+    assert erase_response(client, SHOP) == {
+        "success": True,
+        "topic": "shop/redact",
+        "erased": 1,
+        "partly_erased": 0,
+    }
+    assert client.get("/api/customers/bob@example.com", headers=admin_headers()).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "message"),
+    [
+        (
+            "customers/redact",
+            {"shop_domain": OTHER_SHOP, "customer": {"id": BOB}},
+            f"customers/redact: X-Shopify-Shop-Domain is {SHOP} but the body's shop_domain "
+            f"is '{OTHER_SHOP}': a GDPR webhook acts only on the shop its signed body names",
+        ),
+        (
+            "shop/redact",
+            {"shop_domain": OTHER_SHOP},
+            f"shop/redact: X-Shopify-Shop-Domain is {SHOP} but the body's shop_domain is "
+            f"'{OTHER_SHOP}': a GDPR webhook acts only on the shop its signed body names",
+        ),
+        (
+            "customers/data_request",
+            {"customer": {"id": BOB}, "data_request": {"id": 9}},
+            "customers/data_request: the body's shop_domain is required, and must be the "
+            f"shop of X-Shopify-Shop-Domain ({SHOP})",
+        ),
+    ],
+)
+def test_a_gdpr_webhook_acts_only_when_its_header_and_signed_body_name_one_shop(
+    shop: TestClient[Any], topic: str, body: dict[str, Any], message: str
+) -> None:
+    deliver(shop, "customers/create", shopify.customer(), "wh-c")
+    deliver(shop, "orders/create", shopify.order(), "wh-o")
+    before, count = customer_view(shop, "bob@example.com"), stored(shop)
+    response = deliver(shop, topic, body, "wh-gdpr", shop=SHOP)
+    assert response.status_code == 400
+    assert response.json()["error"] == {"field": "shop_domain", "message": message}
+    assert customer_view(shop, "bob@example.com") == before
+    assert stored(shop) == count
+    # The same shop in both, written in capitals in the body: carried out.
+    same = deliver(shop, topic, {**body, "shop_domain": SHOP.upper()}, "wh-gdpr2", shop=SHOP)
+    assert same.status_code == 200
 
 
 # ---- settings ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import Connection, delete, insert, select, text, update
 
 from parcours.customers.api import Erasure, erase_in, live_customers, public_id
+from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.projection import (
     MERGE_EVENT,
     derive_profile,
@@ -27,11 +28,17 @@ from parcours.customers.projection import (
 )
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.tables import events as events_table
-from parcours.runtime.db import chunks
+from parcours.runtime.db import LIKE_ESCAPE, chunks, like_escape
 
-# Events Parcours writes itself in reaction to others (merges, journey steps, referral
-# codes): they tell nothing about where a person is known from.
-REACTION_SOURCES = frozenset({"system", "journey", "loyalty"})
+# Events that record what Parcours or the brand's team did to a person, not what anyone
+# told about them: merges and segment changes ("system"), journey steps ("journey"),
+# referral codes ("loyalty"), the statuses of the messages Parcours sent and the
+# unsubscribes and complaints they drew ("channel"), a journey entered through the admin
+# API ("admin"). They tell nothing about where a person is known from...
+REACTION_SOURCES = frozenset({"system", "journey", "loyalty", "channel", "admin"})
+# ...except these, which carry what the person or the brand's team said: a reply the
+# customer wrote to an email, a consent the team recorded.
+TOLD_IN_REACTION = frozenset({("channel", "Message Received"), ("admin", CONSENT_EVENT)})
 PART_ERASED_EVENT = "Customer Partly Erased"
 _CONTACT_KINDS = ("email", "phone")
 _decode = msgspec.json.Decoder().decode
@@ -68,7 +75,7 @@ class Origin:
         """A LIKE pattern every stored document of the origin matches (documents are
         stored as compact JSON): a first filter, checked exactly by `holds`."""
         needle = f'"{self.context_key}":{_encode(self.scope).decode()}'
-        return f"%{_like_escape(needle)}%"
+        return f"%{like_escape(needle)}%"
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def origin_customers(conn: Connection, origin: Origin) -> list[int]:
         conn.execute(
             select(identities.c.customer_id).where(
                 identities.c.kind == origin.identity_kind,
-                identities.c.value.like(f"{_like_escape(origin.prefix)}%", escape="\\"),
+                identities.c.value.like(f"{like_escape(origin.prefix)}%", escape=LIKE_ESCAPE),
             )
         ).scalars()
     )
@@ -96,7 +103,7 @@ def origin_customers(conn: Connection, origin: Origin) -> list[int]:
             .where(
                 events_table.c.source == origin.source,
                 events_table.c.customer_id.is_not(None),
-                events_table.c.payload.like(origin.marker(), escape="\\"),
+                events_table.c.payload.like(origin.marker(), escape=LIKE_ESCAPE),
             )
         ).scalars()
     )
@@ -134,7 +141,7 @@ def erase_origin(
     ]
     if not mine and not any(origin.owns_identity(kind, value) for kind, value in held):
         return None
-    known_elsewhere = any(row.source not in REACTION_SOURCES for row in rest) or any(
+    known_elsewhere = any(_tells(row.source, row.name) for row in rest) or any(
         not origin.owns_identity(kind, value) and kind not in _CONTACT_KINDS for kind, value in held
     )
     if not known_elsewhere:
@@ -152,7 +159,7 @@ def erase_unattributed(conn: Connection, origin: Origin) -> int:
             select(events_table.c.seq, events_table.c.payload).where(
                 events_table.c.source == origin.source,
                 events_table.c.customer_id.is_(None),
-                events_table.c.payload.like(origin.marker(), escape="\\"),
+                events_table.c.payload.like(origin.marker(), escape=LIKE_ESCAPE),
             )
         )
         if origin.holds(_decode(row.payload))
@@ -305,8 +312,9 @@ def _named_identity(properties: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _tells(source: str, name: str | None) -> bool:
+    """Whether an event tells where a person is known from (not a mere reaction)."""
+    return source not in REACTION_SOURCES or (source, name) in TOLD_IN_REACTION
 
 
 __all__ = [

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, post
 
 from parcours.customers import api as customers
+from parcours.customers.identity import identity_of
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, json_response, services_of
@@ -32,6 +33,8 @@ from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN
 from parcours.services import Services
 
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
+# The topics Shopify's GDPR rules make every app take: they erase or ask for a shop's data.
+GDPR_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 SHOP_HEADER = "X-Shopify-Shop-Domain"
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
@@ -131,10 +134,33 @@ def _map(request: Request[Any, Any, Any], raw: bytes, topic: str, shop: str) -> 
         raise HttpError(400, f"not valid JSON: {exc}", "body") from None
     if not isinstance(payload, dict):
         raise HttpError(400, "the body must be a JSON object", "body")
+    if topic in GDPR_TOPICS:
+        _same_shop(payload, topic, shop)
     try:
         return map_shopify_webhook(topic, payload, webhook_id, shop)
     except ShopifyWebhookError as exc:
         raise HttpError(400, str(exc), "body") from None
+
+
+def _same_shop(payload: dict[str, Any], topic: str, shop: str) -> None:
+    """The shop header is not covered by the signature, the body is: a GDPR webhook (which
+    erases, or asks for, a shop's data) acts only when both name the same shop."""
+    named = payload.get("shop_domain")
+    if not isinstance(named, str) or not named.strip():
+        raise HttpError(
+            400,
+            f"{topic}: the body's shop_domain is required, and must be the shop of "
+            f"{SHOP_HEADER} ({shop})",
+            "shop_domain",
+        )
+    if named.strip().lower() != shop:
+        raise HttpError(
+            400,
+            f"{topic}: {SHOP_HEADER} is {shop} but the body's shop_domain is "
+            f"{named.strip()[:100]!r}: a GDPR webhook acts only on the shop its signed body "
+            "names",
+            "shop_domain",
+        )
 
 
 def _to_event(document: dict[str, Any], now: int) -> Event:
@@ -162,11 +188,11 @@ def _redact(services: Services, shop: str, topic: str, mapping: ShopifyMapping) 
             targets |= set(origin_customers(conn, origin))
             erase_unattributed(conn, origin)
         for kind, value in mapping.erase_identities:
-            ref = value if kind in ("email", "phone") else f"{kind}:{value}"
-            try:
-                targets.add(customers.resolve(conn, ref, region))
-            except customers.CustomerNotFound:
-                continue
+            # Exactly this identity, of this kind: a decoy whose userId is the email or
+            # the `shopify_customer_id:...` text never draws the redaction away.
+            identity = identity_of(kind, value, region)
+            if identity is not None:
+                targets.update(customers.customers_with_identity(conn, *identity))
         for customer_id in sorted(targets):  # one order, whoever else locks profiles
             outcome = erase_origin(
                 conn, customer_id, origin, services.clock.now_ms(), requested_by, region
