@@ -315,3 +315,22 @@ def test_a_bounce_naming_only_an_address_finds_the_email_sent_to_it_not_a_decoy(
     finally:
         services.close()
     assert last is not None and f"msg_{last.id}" == sent["id"]
+
+
+def test_alias_never_merges_two_customers_who_each_have_a_user_id(services: Services) -> None:
+    """As for identify: an alias from the public write key could otherwise make one person
+    of a signed-in customer and whoever sent it, who would then read the other's chat."""
+    append(services, make_event("identify", userId="victim", traits={"email": "v@example.com"}))
+    append(services, make_event("identify", userId="mallory", traits={"email": "m@example.com"}))
+    append(services, make_event("alias", previousId="mallory", userId="victim"))
+    with services.db.read() as conn:
+        victim = customers.resolve(conn, "user_id:victim", "FR")
+        mallory = customers.resolve(conn, "user_id:mallory", "FR")
+        merged = conn.execute(
+            select(func.count()).where(customers_table.c.merged_into.is_not(None))
+        ).scalar_one()
+    assert victim != mallory and merged == 0
+    # An id that no other signed-in customer holds still becomes this person's.
+    append(services, make_event("alias", previousId="victim", userId="victim-2026"))
+    with services.db.read() as conn:
+        assert customers.resolve(conn, "user_id:victim-2026", "FR") == victim

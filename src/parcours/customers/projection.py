@@ -220,7 +220,13 @@ class Projector:
             if target is None:
                 if self._uids(candidate) <= allowed:
                     target = candidate
-            elif candidate != target and (self._uids(candidate) | self._uids(target)) <= allowed:
+            elif (
+                candidate != target
+                and self._mergeable(target, candidate)
+                and (self._uids(candidate) | self._uids(target)) <= allowed
+            ):
+                # Never two customers who each carry a userId of their own: the public
+                # write key could otherwise make one signed-in person of two.
                 target = self._merge(target, candidate, key, event)
         if target is None:
             target = self._new_customer()
