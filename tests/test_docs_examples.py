@@ -165,11 +165,17 @@ def test_every_example_runs(
                 if block.not_a_test:
                     continue
                 try:
+                    if block.lang != "http":
+                        _unanswered_request_succeeded(run)
                     runner = RUNNERS.get(block.lang)
                     assert runner is not None, f"say the language: one of {', '.join(LANGUAGES)}"
                     runner(run, block)
                 except Exception as exc:  # every failing example is reported, not the first
                     failures.append(f"{block}: {type(exc).__name__}: {exc}")
+            try:
+                _unanswered_request_succeeded(run)
+            except AssertionError as exc:
+                failures.append(f"{document.name}, its last request: {exc}")
     finally:
         services.close()
     assert not failures, "\n".join(failures)
@@ -257,6 +263,7 @@ def _http(run: Run, block: Block) -> None:
         if body.strip():
             _same(json.loads(body), real.json(), "$")
         return
+    _unanswered_request_succeeded(run)
     method, target = first.split()
     headers = dict(line.split(": ", 1) for line in header_lines)
     headers.pop("Authorization", None)
@@ -266,8 +273,17 @@ def _http(run: Run, block: Block) -> None:
     elif target.startswith("/v1/"):
         auth = (WRITE_KEY, "")
     real = run.client.request(method, target, content=body.encode(), headers=headers, auth=auth)
-    assert real.status_code < 400, f"{real.status_code} {real.text}"
-    run.answer_due = (block, real)
+    run.answer_due = (block, real)  # the answer shown next, if any, says what to expect
+
+
+def _unanswered_request_succeeded(run: Run) -> None:
+    """A request shown without its answer must succeed; one whose answer is shown (an
+    error, for example) is checked against that answer instead."""
+    if run.answer_due is None:
+        return
+    request, real = run.answer_due
+    run.answer_due = None
+    assert real.status_code < 400, f"{request}: {real.status_code} {real.text}"
 
 
 def _same(documented: Any, real: Any, where: str) -> None:
