@@ -7,6 +7,7 @@ PostgreSQL workers never deadlock. What is measured is when each message was sen
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -253,6 +254,60 @@ def test_archiving_leaves_a_run_another_worker_is_deciding_about_until_it_is_don
         clock.advance_ms(1_000)
         services.worker.run_due()
         assert _states(services) == {0: "ended", 1: "ended", 2: "ended"}
+    finally:
+        services.close()
+
+
+def test_a_resume_leaves_the_runs_of_a_customer_another_worker_holds_to_a_second_pass(
+    postgres_url: str, tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """Resuming a journey releases the runs of the customers whose locks it can take at
+    once; the second pass, a second later, names the runs it leaves (it reads those, not
+    every run of the version again each second while another worker holds a customer)."""
+    truncate_all(postgres_url)
+    services = Services.open(Settings(data_dir=tmp_path, database_url=postgres_url), clock=clock)
+    try:
+        define_templates(services, SLOW_JOURNEY)
+        journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+        _identify(services, 3)
+        _carts_and_orders(services, "Checkout Started", [0, 1, 2])
+        services.worker.run_due()  # the pushes; the emails wait two minutes
+        journeys.change_status(services.db, "cart-race", 1, "pause", "ben", clock.now_ms())
+        clock.advance_ms(180_000)
+        services.worker.run_due()  # the emails' steps come due and are held
+        with services.db.read() as conn:
+            held = customers_api.resolve(conn, "r-1", "FR")
+            run_of_held = conn.execute(
+                text("SELECT id FROM journey_runs WHERE customer_id = :c"), {"c": held}
+            ).scalar_one()
+        journeys.change_status(services.db, "cart-race", 1, "go_live", "ben", clock.now_ms())
+        with services.db.write() as other:  # another worker, deciding about r-1
+            assert try_lock_customers(other, [held]) == {held}
+            services.worker.run_due()
+            with services.db.read() as conn:
+                second = conn.execute(
+                    text("SELECT payload FROM jobs WHERE kind = :k"),
+                    {"k": journeys.STATUS_JOB},
+                ).scalar_one()
+            assert json.loads(second) == {
+                "journey_id": "cart-race",
+                "version": 1,
+                "from": "paused",
+                "to": "live",
+                "again": True,
+                "runs": [run_of_held],
+            }
+            assert sorted((n, step) for n, step, _ in _sends(services) if step == "email") == [
+                (0, "email"),
+                (2, "email"),
+            ]
+        clock.advance_ms(1_000)
+        services.worker.run_due()
+        assert sorted((n, step) for n, step, _ in _sends(services) if step == "email") == [
+            (0, "email"),
+            (1, "email"),
+            (2, "email"),
+        ]
     finally:
         services.close()
 

@@ -52,7 +52,7 @@ from parcours.messaging.outbox import (
 from parcours.messaging.policies import Policies, hold_sends
 from parcours.runtime.clock import Clock, from_ms, to_ms
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
-from parcours.runtime.db import insert_rows
+from parcours.runtime.db import chunks, insert_rows
 from parcours.runtime.db import run as sql
 from parcours.runtime.queue import (
     Job,
@@ -605,22 +605,39 @@ class JourneyEngine:
     def _status_changed(self, conn: Connection, change: dict[str, Any]) -> None:
         journey_id, version = change["journey_id"], int(change["version"])
         now = self.clock.now_ms()
-        rows = sql(
-            conn,
-            "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
-            "AND state = 'active' ORDER BY id",
-            {"j": journey_id, "v": version},
-        ).all()
+        if "runs" in change:  # a second pass: the runs the first one left, still active
+            named = sorted(int(run_id) for run_id in change["runs"])
+            rows = [
+                row
+                for part in chunks(named)
+                for row in sql(
+                    conn,
+                    "SELECT * FROM journey_runs WHERE id IN ({}) AND state = 'active'".format(
+                        ", ".join(f":r{i}" for i in range(len(part)))
+                    ),
+                    {f"r{i}": run_id for i, run_id in enumerate(part)},
+                ).all()
+            ]
+            rows.sort(key=lambda row: int(row.id))
+        else:
+            rows = sql(
+                conn,
+                "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
+                "AND state = 'active' ORDER BY id",
+                {"j": journey_id, "v": version},
+            ).all()
         # The runs of customers another worker is deciding about are left to a second
-        # pass, a second later: their locks are taken without waiting, as claims do.
+        # pass, a second later, which names them: their locks are taken without waiting,
+        # as claims do, and the runs already acted on are not read again.
         about = {int(row.customer_id) for row in rows}
         mine = try_lock_customers(conn, about)
         if len(mine) < len(about):
+            left = sorted(int(row.id) for row in rows if row.customer_id not in mine)
             rows = [row for row in rows if row.customer_id in mine]
             enqueue(
                 conn,
                 journeys_api.STATUS_JOB,
-                {**change, "again": True},
+                {**change, "again": True, "runs": left},
                 run_at=now + 1000,
                 now=now,
                 queue=QUEUE,
