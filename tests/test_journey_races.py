@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -310,6 +311,73 @@ def test_a_resume_leaves_the_runs_of_a_customer_another_worker_holds_to_a_second
         ]
     finally:
         services.close()
+
+
+def test_a_record_of_sends_chosen_as_a_deadlocks_victim_is_made_again(
+    postgres_url: str, tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """Recording a batch of sends locks their outbox rows, then (projecting `Message
+    Sent`) their customers' rows; a merge locks the customers' rows, then (following the
+    merge into the journeys) their outbox rows. PostgreSQL fails one of the two: here the
+    record, which is tried again, whole. The send is recorded once and never made again
+    (before, the record was lost and the lease made the send a second time)."""
+    truncate_all(postgres_url)
+    services = Services.open(Settings(data_dir=tmp_path, database_url=postgres_url), clock=clock)
+    merger = services.db.engine.connect()  # plays the writer merging this customer
+    try:
+        define_templates(services, SLOW_JOURNEY)
+        journeys.publish(services.db, SLOW_JOURNEY, "ana", "ben", clock.now_ms())
+        _identify(services, 1)
+        queues = services.worker.queues
+        services.worker.queues = ("journeys",)
+        _carts_and_orders(services, "Checkout Started", [0])
+        services.worker.run_due()  # the push made, not sent
+        services.worker.queues = queues
+        with services.db.read() as conn:
+            customer = customers_api.resolve(conn, "r-0", "FR")
+        transaction = merger.begin()
+        merger.execute(text("SET LOCAL deadlock_timeout = '60s'"))  # the record finds it
+        merger.execute(text("SELECT id FROM customers WHERE id = :c FOR UPDATE"), {"c": customer})
+        worker = threading.Thread(target=services.worker.run_due)
+        worker.start()
+        _until_a_statement_waits(services, "FROM customers")  # the record, projecting
+        merger.execute(  # as a merge moves the messages: waits for the record's row
+            text("UPDATE outbox SET customer_id = customer_id WHERE customer_id = :c"),
+            {"c": customer},
+        )
+        transaction.commit()
+        worker.join(60)
+        with services.db.read() as conn:
+            rows = conn.execute(text("SELECT state, attempt FROM outbox")).all()
+            recorded = conn.execute(
+                text("SELECT count(*) FROM events WHERE name = 'Message Sent'")
+            ).scalar_one()
+            leases = conn.execute(
+                text("SELECT count(*) FROM jobs WHERE kind = 'messaging.deliver'")
+            ).scalar_one()
+        assert [tuple(row) for row in rows] == [("sent", 1)]
+        assert (recorded, leases) == (1, 0)
+    finally:
+        merger.close()
+        services.close()
+
+
+def _until_a_statement_waits(services: Services, fragment: str) -> None:
+    """Wait until a backend waits for a lock in a statement containing `fragment`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with services.db.read() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND position(:f in query) > 0"
+                ),
+                {"f": fragment},
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no statement with {fragment!r} came to wait")
 
 
 def _states(services: Services) -> dict[int, str]:

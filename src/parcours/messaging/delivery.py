@@ -49,7 +49,7 @@ from parcours.messaging.outbox import (
     public_message_id,
 )
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, chunks, run
+from parcours.runtime.db import Database, chunks, is_transient, run
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, Worker, backoff_ms, cancel, enqueue, lock_customers
 
@@ -107,6 +107,9 @@ class _Checked:
     at: int  # the moment it looked: what was stored before then is in what it read
     ids: set[int]  # the messages it checked
     unwanted: dict[int, str]  # of those, the ones no longer wanted, and why
+
+
+RECORD_TRIES = 3  # a batch's outcomes, recorded again after a deadlock (docs/architecture.md)
 
 
 @dataclass
@@ -401,8 +404,7 @@ class Delivery:
         results = previous.results() if previous is not None else []
         self._local.sends = _Sends(batch) if batch else None
         if results:
-            with self.db.write() as conn:
-                self._record(conn, results)
+            self._record_all(results)
 
     def finish_sends(self) -> bool:
         """Wait for the batch in flight, if any, and record it (the worker calls this
@@ -410,9 +412,29 @@ class Delivery:
         sends = self._take_sends()
         if sends is None:
             return False
-        with self.db.write() as conn:
-            self._record(conn, sends.results())
+        self._record_all(sends.results())
         return True
+
+    def _record_all(self, results: list[tuple[_Sending, str | DeliveryFailure]]) -> None:
+        """Record a batch's outcomes in a transaction of their own. One that PostgreSQL
+        fails as a deadlock's victim (a merge of one of its customers: docs/architecture.md,
+        "Concurrency on PostgreSQL") or a serialization failure is tried again, whole:
+        what the providers said is never lost to it, so no send is made again for it."""
+        for attempt in range(RECORD_TRIES):
+            try:
+                with self.db.write() as conn:
+                    self._record(conn, results)
+            except Exception as exc:
+                if attempt == RECORD_TRIES - 1 or not is_transient(exc):
+                    raise
+                log.warning("recording %d sends failed, trying again: %s", len(results), exc)
+                continue
+            break
+        for sending, outcome in results:
+            failure = outcome if isinstance(outcome, DeliveryFailure) else None
+            messaging_metrics.sent_or_failed(
+                sending.message.channel, sending.provider.name, failure
+            )
 
     def _take_sends(self) -> _Sends | None:
         sends: _Sends | None = getattr(self._local, "sends", None)
@@ -430,11 +452,6 @@ class Delivery:
         send for its customer), before any row is touched."""
         lock_customers(conn, sorted({s.message.customer_id for s, _ in results}))
         now = self.clock.now_ms()
-        for sending, outcome in results:
-            failure = outcome if isinstance(outcome, DeliveryFailure) else None
-            messaging_metrics.sent_or_failed(
-                sending.message.channel, sending.provider.name, failure
-            )
         rows = {row.id: row for row in _rows(conn, [s.message.outbox_id for s, _ in results])}
         sent: list[Event] = []
         for sending, outcome in results:
