@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from parcours.customers import api as customers
 from parcours.journeys import api as journeys
@@ -564,3 +565,64 @@ def test_a_date_trait_entry_enters_each_customer_on_their_date(
     assert sent(services, "moved") == [("email", "birthday")]
     advance(services, clock, 330 * DAY, step=DAY)  # and again the next year
     assert sent(services, "old") == [("email", "birthday"), ("email", "birthday")]
+
+
+AFTER_TIMEOUT = """\
+id: after-timeout
+name: After the timeout
+entry: {event: Checkout Started, key: properties.checkout_id}
+steps:
+  - wait_for: {event: Cart Viewed, key: properties.checkout_id, timeout: 1h, on_event: exit}
+  - id: act
+    ACT
+  - wait: 2h
+  - id: nudge
+    send: {channel: email, template: cart-nudge}
+"""
+
+
+@pytest.mark.parametrize(
+    ("act", "effect"),
+    [
+        ("emit: {event: Nudge Planned}", "Nudge Planned"),
+        ("update_profile: {add_tags: [nudged]}", None),
+        ("task: {title: Call them, assignee: team:sales}", "Task Created"),
+    ],
+)
+def test_once_the_timeout_path_has_emitted_a_late_event_no_longer_turns_the_run(
+    services: Services, clock: SimulatedClock, act: str, effect: str | None
+) -> None:
+    """An emit, a profile update or a task is done once and for all, as a message is: a
+    view dated before the wait's deadline that arrives after the run has done it no
+    longer turns the run onto the view's path (which would have ended it here)."""
+    publish(services, AFTER_TIMEOUT.replace("ACT", act))
+    track(services, "lea", "Checkout Started", checkout_id="c-1")
+    started = clock.now_ms()
+    advance(services, clock, HOUR + 10 * MINUTE)  # timed out at the hour, and acted
+    late_view = make_event(
+        "track",
+        userId="lea",
+        event="Cart Viewed",
+        at=started + 50 * MINUTE,
+        received_at=clock.now_ms(),
+        properties={"checkout_id": "c-1"},
+    )
+    services.writer.append_sync([late_view])
+    advance(services, clock, 2 * HOUR, step=10 * MINUTE)
+    assert sent(services, "lea") == [("email", "cart-nudge")]
+    assert runs(services, "lea")[0]["end_reason"] == "completed"
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, "lea", "FR")
+        history = journeys.trace(conn, customer)
+        names = [
+            row[0]
+            for row in conn.execute(
+                text("SELECT name FROM events WHERE customer_id = :c AND source = 'journey'"),
+                {"c": customer},
+            ).all()
+        ]
+        tags = customers.traits_view(conn, customer)[0].get("tags")
+    assert [h["properties"] for h in history if h["event"] == "Journey Event Received"] == []
+    assert names == [effect]  # done once
+    if effect is None:
+        assert tags == ["nudged"]

@@ -1904,7 +1904,9 @@ def _window_ms(window: str) -> int:
 
 
 # What a run does that cannot be taken back: once done, a late event no longer turns it
-# onto the path of the wait it timed out of.
+# onto the path of the wait it timed out of. These are the decisions logged for it; what a
+# run emits, sets on the profile or creates as a task goes through `_append` with source
+# "journey", which counts as acting too.
 _ACTS = frozenset({"Message Queued", "Webhook Scheduled"})
 
 
