@@ -2,7 +2,7 @@
 
 Revision ID: 0019
 Revises: 0018
-Create Date: 2026-12-12 10:00:00.000000
+Create Date: 2026-12-06 08:00:00.000000
 
 `checked_at`: the moment delivery, claiming a message to hand it to its provider, last
 checked that it was still wanted (its journey run's goals and exits read in the log):
