@@ -225,7 +225,7 @@ class Delivery:
         row = _row(conn, outbox_id)
         if row is None or row.state not in ("pending", "sending"):
             return  # sent, failed, or cancelled
-        checked_at = now
+        checked_at: int | None = None  # a message being sent again keeps its last check
         if row.state == "pending" and self._checks:
             # Not handed over yet: still wanted? (A message being sent is not checked: it
             # may have gone already, and goes again with the same key.)
@@ -271,7 +271,8 @@ class Delivery:
         run(
             conn,
             "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
-            "rendered = :r, locale = :l, provider = :p, checked_at = :checked WHERE id = :id",
+            "rendered = :r, locale = :l, provider = :p, "
+            "checked_at = COALESCE(:checked, checked_at) WHERE id = :id",
             {
                 "a": attempt,
                 "checked": checked_at,
