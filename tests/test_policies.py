@@ -147,6 +147,34 @@ def test_a_goal_reached_while_deferred_cancels_the_message(
     assert runs(services, "wes")[0]["converted"] is True
 
 
+def test_a_message_cancelled_before_it_went_counts_toward_no_cap(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The order came while the SMS waited for delivery: it was cancelled, never reached
+    the customer, and so does not hold back the next marketing SMS."""
+    clock.set(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))  # Monday 10:00 in Paris
+    publish(services, journey("j", "sms", "promo", wait="0s"))
+    publish(services, journey("k", "sms", "promo-k", wait="0s", goal="Never"))
+    opt_in(services, "wes")
+    every_queue = services.worker.queues
+    services.worker.queues = ("journeys",)  # delivery behind: the SMS is made, not sent
+    go(services, "wes", "j")
+    services.writer.append_sync(
+        [make_event("track", userId="wes", event="Order Completed", at=clock.now_ms())]
+    )
+    services.worker.queues = every_queue
+    advance(services, clock, HOUR)
+    with services.db.read() as conn:
+        states = conn.execute(text("SELECT template, state FROM outbox")).all()
+    assert [tuple(row) for row in states] == [("promo", "cancelled")]
+    go(services, "wes", "k")
+    advance(services, clock, HOUR)
+    with services.db.read() as conn:
+        states = conn.execute(text("SELECT template, state FROM outbox ORDER BY id")).all()
+    assert [tuple(row) for row in states] == [("promo", "cancelled"), ("promo-k", "sent")]
+    assert held_reasons(services) == ["goal reached: Order Completed"]  # no frequency cap
+
+
 def test_no_marketing_sms_on_a_french_public_holiday(
     services: Services, clock: SimulatedClock
 ) -> None:

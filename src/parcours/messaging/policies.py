@@ -146,14 +146,15 @@ class _Sent:
 
 def _sent_since(conn: Connection, message: Message, since: int) -> list[_Sent]:
     """The customer's messages created after `since`, oldest first, leaving out the
-    earlier attempts of this same message (a fallback is not a second message)."""
+    earlier attempts of this same message (a fallback is not a second message) and those
+    cancelled before they were handed over (they never reached the customer)."""
     earlier, params = message._not_earlier_attempt()
     return [
         _Sent(row.channel, row.template, row.purpose, int(row.created_at))
         for row in run(
             conn,
             "SELECT channel, template, purpose, created_at FROM outbox WHERE customer_id = :c "
-            f"AND created_at > :since{earlier} ORDER BY created_at",
+            f"AND created_at > :since AND state <> 'cancelled'{earlier} ORDER BY created_at",
             {"c": message.customer_id, "since": since, **params},
         ).all()
     ]
