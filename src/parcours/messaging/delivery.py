@@ -955,9 +955,7 @@ class Delivery:
                 )
         log.info(
             "suppression lifted",
-            extra={
-                "fields": {"channel": channel, "customer": lifted["customer"], "lifted_by": by}
-            },
+            extra={"fields": {"channel": channel, "customer": lifted["customer"], "lifted_by": by}},
         )
         return lifted
 

@@ -23,9 +23,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("journey_runs", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("control", sa.Integer(), server_default="0", nullable=False)
-        )
+        batch_op.add_column(sa.Column("control", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("race_pc", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("race_until", sa.BigInteger(), nullable=True))
     op.create_table(
