@@ -24,7 +24,8 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from parcours.app import create_app
-from parcours.ingest.model import Event, parse_event
+from parcours.ingest.model import parse_event
+from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.schema import load_all_tables

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from parcours.cli import app
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.bulk import import_file, saved_position
-from parcours.ingest.tables import events
+from parcours.log import events
 from parcours.runtime.db import Database, head_revision, migrate
 from parcours.runtime.settings import Settings
 from parcours.services import Services

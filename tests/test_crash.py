@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from parcours.ingest.tables import events
+from parcours.log import events
 from parcours.runtime.db import Database
 from tests.conftest import WRITE_KEY, free_port
 

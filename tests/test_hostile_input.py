@@ -27,9 +27,9 @@ from parcours.app import create_app
 from parcours.channels.sms import twilio_signature
 from parcours.customers.consent import ConsentError
 from parcours.ingest.http import _append_each_alone as append_each_alone
-from parcours.ingest.tables import events
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, load_script
+from parcours.log import events
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.conditions import resolve_path
 from parcours.runtime.definitions import MAX_DEFINITION_BYTES, load_document

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from parcours.customers import api as customers
 from parcours.customers.tables import customers as customers_table
-from parcours.ingest.tables import events as events_table
+from parcours.log import events as events_table
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services

@@ -304,8 +304,7 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
     for it and reads the profile after: both changes are kept."""
     import threading
 
-    from parcours.ingest.model import internal_event
-    from parcours.ingest.writer import append_events
+    from parcours.log import append_events, internal_event
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.settings import Settings
     from tests.conftest import truncate_all
@@ -347,7 +346,7 @@ def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
     import psycopg
 
     from parcours.customers.projection import Projector
-    from parcours.ingest.writer import _lock_keys
+    from parcours.log.append import _lock_keys
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.db import _bucket
     from parcours.runtime.settings import Settings

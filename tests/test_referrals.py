@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from parcours.app import create_app
 from parcours.customers import api as customers
-from parcours.ingest.writer import Hook
+from parcours.log import Hook
 from parcours.loyalty import codes
 from parcours.loyalty.referrals import GATHER_MS, Referrals
 from parcours.messaging import templates

@@ -11,7 +11,7 @@ from segment.analytics.request import APIError
 from sqlalchemy import select
 
 from parcours.customers import api as customers
-from parcours.ingest.tables import events
+from parcours.log import events
 from parcours.services import Services
 from tests.conftest import WRITE_KEY, LiveServer
 

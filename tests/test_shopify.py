@@ -29,7 +29,7 @@ from parcours.ingest.shopify import (
     map_shopify_webhook,
     verify_shopify_hmac,
 )
-from parcours.ingest.tables import events
+from parcours.log import events
 from parcours.runtime.db import Database, alembic_config
 from parcours.runtime.logs import configure_logging, remove_logging
 from parcours.runtime.settings import Settings, SettingsError, load_settings

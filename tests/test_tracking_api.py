@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
-from parcours.ingest.tables import events
+from parcours.log import events
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.services import Services
 from tests.conftest import START, WRITE_KEY, admin_headers

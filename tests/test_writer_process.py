@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import func, select, text
 
 from parcours.customers.tables import customers
-from parcours.ingest.model import Event
-from parcours.ingest.tables import events as events_table
 from parcours.ingest.writer import WriterClosed
 from parcours.ingest.writer_process import _BUFFER, RemoteWriter, _Frames, available
+from parcours.log import Event
+from parcours.log import events as events_table
 from parcours.loyalty.referrals import JOB as REFERRAL_JOB
 from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database, migrate

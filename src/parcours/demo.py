@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from parcours.ingest.model import Event, parse_event
+from parcours.ingest.model import parse_event
+from parcours.log import Event
 from parcours.runtime.clock import iso
 
 if TYPE_CHECKING:

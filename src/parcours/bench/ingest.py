@@ -235,8 +235,8 @@ def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[st
     """The same rows inserted straight into the events table, one transaction,
     executemany: what the database alone costs."""
     from parcours.ingest.model import parse_event
-    from parcours.ingest.tables import events as events_table
-    from parcours.ingest.writer import _EVENT_COLUMNS
+    from parcours.log import events as events_table
+    from parcours.log.append import _EVENT_COLUMNS
     from parcours.runtime.db import Database, migrate
 
     encoder = msgspec.json.Encoder()

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, func, insert, inspect, select, update
 
 from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.ingest.tables import events as events_table
+from parcours.log import events as events_table
 from parcours.runtime.clock import iso
 from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, run, select_in
 from parcours.runtime.presentation import money_text, own_event_properties

@@ -27,7 +27,7 @@ from parcours.customers.projection import (
     stored_event,
 )
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.ingest.tables import events as events_table
+from parcours.log import events as events_table
 from parcours.runtime.db import LIKE_ESCAPE, chunks, like_escape
 
 # Events that record what Parcours or the brand's team did to a person, not what anyone

@@ -21,8 +21,8 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.ingest.model import Event
-from parcours.ingest.tables import events as events_table
+from parcours.log import Event
+from parcours.log import events as events_table
 from parcours.runtime.db import chunks, insert_rows, select_in, update_rows
 
 Key = tuple[str, str]

@@ -24,14 +24,8 @@ from parcours.ingest.http import (
     validation_field,
     whole_number,
 )
-from parcours.ingest.model import (
-    DEPTH_MESSAGE,
-    MAX_TIME_MS,
-    Event,
-    EventError,
-    json_too_deep,
-    parse_event,
-)
+from parcours.ingest.model import DEPTH_MESSAGE, MAX_TIME_MS, EventError, json_too_deep, parse_event
+from parcours.log import Event
 from parcours.runtime.clock import iso
 from parcours.services import Services
 

@@ -18,7 +18,6 @@ from parcours.ingest.model import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
     NUL_MESSAGE,
-    Event,
     EventError,
     json_too_deep,
     nul_path,
@@ -26,7 +25,8 @@ from parcours.ingest.model import (
     parse_event,
     write_key_in_body,
 )
-from parcours.ingest.writer import AppendResult, WriterClosed
+from parcours.ingest.writer import WriterClosed
+from parcours.log import AppendResult, Event
 from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode

@@ -21,7 +21,7 @@ from parcours.customers.identity import identity_of
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, json_response, services_of
-from parcours.ingest.model import Event, EventError, parse_event
+from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.shopify import (
     CUSTOMER_ID_KIND,
     ShopifyMapping,
@@ -29,6 +29,7 @@ from parcours.ingest.shopify import (
     map_shopify_webhook,
     verify_shopify_hmac,
 )
+from parcours.log import Event
 from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN
 from parcours.services import Services
 

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from parcours.customers.projection import event_keys
-from parcours.ingest.model import Event
-from parcours.ingest.writer import AppendResult, Hook, Writer, WriterClosed
+from parcours.ingest.writer import Writer, WriterClosed
+from parcours.log import AppendResult, Event, Hook
 
 if TYPE_CHECKING:
     from parcours.runtime.settings import Settings

@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.customers import api as customers
-from parcours.ingest.model import Event, parse_event
+from parcours.ingest.model import parse_event
 from parcours.journeys.definition import (
     Journey,
     JourneyError,
@@ -26,6 +26,7 @@ from parcours.journeys.tables import (
     journey_runs,
     journey_versions,
 )
+from parcours.log import Event
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths

@@ -23,8 +23,6 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
-from parcours.ingest.model import Event
-from parcours.ingest.writer import Hook, append_events
 from parcours.journeys import api as journeys_api
 from parcours.journeys import metrics as journey_metrics
 from parcours.journeys import webhooks
@@ -39,6 +37,7 @@ from parcours.journeys.program import (
     waited_traits,
 )
 from parcours.journeys.tables import journey_passes, journey_refusals
+from parcours.log import Event, Hook, append_events
 from parcours.messaging import choice, subscriptions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates

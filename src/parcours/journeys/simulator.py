@@ -25,10 +25,11 @@ import msgspec
 from sqlalchemy import Connection, text
 
 from parcours.customers import api as customers
-from parcours.ingest.model import EVENT_TYPES, Event, EventError, parse_event
+from parcours.ingest.model import EVENT_TYPES, EventError, parse_event
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
+from parcours.log import Event
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
 from parcours.runtime.definitions import DefinitionError, load_yaml

@@ -19,8 +19,7 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT, order_key
-from parcours.ingest.model import Event, internal_event
-from parcours.ingest.writer import Hook, append_events
+from parcours.log import Event, Hook, append_events, internal_event
 from parcours.loyalty import codes
 from parcours.loyalty.tables import referral_codes
 from parcours.runtime.clock import Clock

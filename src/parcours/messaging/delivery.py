@@ -34,8 +34,7 @@ from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.identity import normalise_email
-from parcours.ingest.model import Event, internal_event
-from parcours.ingest.writer import Hook, append_events
+from parcours.log import Event, Hook, append_events, internal_event
 from parcours.messaging import choice, passes, policies, subscriptions, suppressions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates

@@ -16,8 +16,7 @@ from parcours.channels.base import DeliveryFailure
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
-from parcours.ingest.model import Event
-from parcours.ingest.writer import Hook
+from parcours.log import Event, Hook
 from parcours.messaging import passes, wallet_orders
 from parcours.messaging.outbox import QUEUE
 from parcours.runtime.clock import Clock

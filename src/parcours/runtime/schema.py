@@ -12,6 +12,7 @@ def load_all_tables() -> MetaData:
     import parcours.customers.tables
     import parcours.ingest.tables
     import parcours.journeys.tables
+    import parcours.log.tables
     import parcours.loyalty.tables
     import parcours.messaging.tables
     import parcours.runtime.heartbeats

@@ -24,8 +24,7 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
-from parcours.ingest.model import Event, internal_event
-from parcours.ingest.writer import Hook, append_events
+from parcours.log import Event, Hook, append_events, internal_event
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import chunks, lock_keys, run, select_in
 from parcours.runtime.queue import Job, Worker, enqueue

@@ -13,7 +13,6 @@ from litestar.params import FromPath, RawBody
 
 from parcours.customers import api as customers
 from parcours.ingest.http import HttpError, decode_json, json_response, read_body, read_json
-from parcours.ingest.model import Event
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import (
@@ -23,6 +22,7 @@ from parcours.journeys.simulator import (
     simulate,
     timeline_item,
 )
+from parcours.log import Event
 from parcours.messaging import templates
 from parcours.runtime.clock import parse_iso
 from parcours.web.api import problems_response, require_admin

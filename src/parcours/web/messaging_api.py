@@ -26,7 +26,7 @@ from parcours.ingest.http import (
     services_of,
     whole_number,
 )
-from parcours.ingest.model import internal_event
+from parcours.log import internal_event
 from parcours.messaging import templates
 from parcours.messaging.delivery import outbox_page
 from parcours.messaging.links import PIXEL_GIF, BadLink

@@ -1,0 +1,11 @@
+"""The event log: `Event`, its table, and `append_events`, the one door into it.
+
+Everything that happens is an event appended here once, never edited; profiles, journey
+positions, segment memberships and reports are derived from it (docs/house.md).
+"""
+
+from parcours.log.append import AppendResult, Hook, append_events
+from parcours.log.event import Event, internal_event
+from parcours.log.tables import events
+
+__all__ = ["AppendResult", "Event", "Hook", "append_events", "events", "internal_event"]

@@ -1,0 +1,142 @@
+"""Appending to the log: the one door for every event, Parcours' own included.
+
+`append_events` stores a group's new events in the caller's transaction, deduplicated by
+message id, resolves their customers and projects their profiles (docs/core.md), then
+calls the hooks registered for an append (journeys, segments, referrals...) in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from parcours.log.event import Event
+from parcours.log.tables import events as events_table
+from parcours.runtime.db import insert_rows, lock_keys, select_in
+
+if TYPE_CHECKING:
+    from parcours.customers.projection import Projector
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+
+
+Hook = Callable[[Connection, list[Event], int], None]
+
+
+def append_events(
+    conn: Connection,
+    group: list[list[Event]],
+    now_ms: int,
+    region: str,
+    hooks: Iterable[Hook] = (),
+) -> tuple[list[AppendResult], list[Event]]:
+    """Append the group's new events and project them, in the caller's transaction.
+
+    The one door into the log: the writer thread calls it for the API, and the journey
+    engine calls it inside its own transactions for the events it emits. System events
+    (source "system", customer already known) are logged but change no profile.
+    """
+    if len(group) == 1 and all(
+        e.source == "system" and e.customer_id is not None for e in group[0]
+    ):
+        # Parcours' own decisions: unique ids by construction, about a known customer,
+        # changing no profile. Nothing to deduplicate, resolve or project; the hooks still
+        # see them (a journey may enter on a segment entry).
+        _insert(conn, group[0])
+        for hook in hooks:
+            hook(conn, group[0], now_ms)
+        return [AppendResult(len(group[0]), 0)], group[0]
+    # The one import across the layers left (docs/house.md, slice 2): the projection
+    # becomes a reaction registered with the log instead of being called from here.
+    from parcours.customers.projection import Projector
+
+    first_by_id: dict[str, tuple[int, Event]] = {}
+    for index, events in enumerate(group):
+        for event in events:
+            first_by_id.setdefault(event.message_id, (index, event))
+    projector = Projector(conn, now_ms=now_ms, default_region=region)
+    if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
+        lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
+    existing = {
+        row[0]
+        for row in select_in(
+            conn, "SELECT message_id FROM events WHERE message_id IN ({marks})", list(first_by_id)
+        )
+    }
+    new = [(i, e) for message_id, (i, e) in first_by_id.items() if message_id not in existing]
+    new_events = [event for _, event in new]
+    if new_events:
+        produced = projector.resolve(new_events)
+        _insert(conn, new_events + produced)
+        projector.project([e for e in new_events if e.source != "system"])
+        for hook in hooks:
+            hook(conn, new_events + produced, now_ms)
+    counts = [0] * len(group)
+    for index, _ in new:
+        counts[index] += 1
+    results = [
+        AppendResult(stored=counts[i], duplicates=len(events) - counts[i])
+        for i, events in enumerate(group)
+    ]
+    return results, new_events
+
+
+def _lock_keys(projector: Projector, events: list[Event]) -> set[str]:
+    """The identity keys these events may touch, each once (a shopper's events repeat
+    theirs, and each key is hashed to its lock)."""
+    keys: set[str] = set()
+    for event in events:
+        keys.update(f"{kind}:{value}" for kind, value in projector.keys_of(event))
+        if event.previous_id:
+            keys.add(f"user_id:{event.previous_id}")
+            keys.add(f"anonymous_id:{event.previous_id}")
+    return keys
+
+
+_EVENT_COLUMNS = (
+    "message_id",
+    "customer_id",
+    "type",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "occurred_at",
+    "timestamp",
+    "sent_at",
+    "received_at",
+    "source",
+    "payload",
+)
+
+
+def _insert(conn: Connection, events: list[Event]) -> None:
+    insert_rows(
+        conn,
+        events_table,
+        _EVENT_COLUMNS,
+        [
+            (
+                e.message_id,
+                e.customer_id,
+                e.type,
+                e.name,
+                e.user_id,
+                e.anonymous_id,
+                e.occurred_at,
+                e.timestamp,
+                e.sent_at,
+                e.received_at,
+                e.source,
+                e.payload,
+            )
+            for e in events
+        ],
+    )
