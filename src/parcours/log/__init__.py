@@ -4,8 +4,8 @@ Everything that happens is an event appended here once, never edited; profiles, 
 positions, segment memberships and reports are derived from it (docs/house.md).
 """
 
-from parcours.log.append import AppendResult, Hook, append_events
+from parcours.log.append import Appender, AppendResult, Hook, append_events
 from parcours.log.event import Event, internal_event
 from parcours.log.tables import events
 
-__all__ = ["AppendResult", "Event", "Hook", "append_events", "events", "internal_event"]
+__all__ = ["AppendResult", "Appender", "Event", "Hook", "append_events", "events", "internal_event"]

@@ -9,8 +9,9 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection
 
@@ -29,6 +30,17 @@ class AppendResult:
 
 
 Hook = Callable[[Connection, list[Event], int], None]
+
+
+class Appender(Protocol):
+    """What takes events from a transport (the tracking API, Shopify, a provider's
+    callback, bulk import) to `append_events`: the writer, in this process or its own."""
+
+    def submit(self, events: list[Event]) -> Future[AppendResult]: ...
+
+    async def append(self, events: list[Event]) -> AppendResult: ...
+
+    def append_sync(self, events: list[Event]) -> AppendResult: ...
 
 
 def append_events(
