@@ -35,10 +35,10 @@ from parcours.customers import api as customers
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.identity import normalise_email
 from parcours.log import Event, Hook, append_events, internal_event
-from parcours.messaging import choice, passes, policies, subscriptions, suppressions
+from parcours.messaging import choice, policies, suppressions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
-from parcours.messaging.links import Links, track_html
+from parcours.messaging.links import Links
 from parcours.messaging.outbox import (
     CANCELLED,
     DELIVER,
@@ -46,6 +46,14 @@ from parcours.messaging.outbox import (
     Intent,
     add_intent,
     public_message_id,
+)
+from parcours.messaging.preparers import (
+    Draft,
+    Preparer,
+    Unsendable,
+    preparer_for,
+    preparer_table,
+    whatsapp_form,
 )
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, chunks, is_transient, run
@@ -148,6 +156,7 @@ class Delivery:
         self._local = threading.local()
         self._worker: Worker | None = None
         self._checks: list[SendCheck] = []
+        self.preparers = preparer_table(links, self.sms_pricing, self.whatsapp_pricing)
 
     def add_send_check(self, check: SendCheck) -> None:
         """Have every message of a journey run checked when it is claimed to be sent, in
@@ -232,38 +241,17 @@ class Delivery:
             if reason is not None:
                 self._cancel(conn, row, reason, checked_at, now)
                 return
-        detail = _decode(row.detail)
+        preparer = preparer_for(self.preparers, row.channel)
         provider = self.providers.for_channel(row.channel)
         route = getattr(provider, "provider_for", None)
         if route is not None and row.address:  # browsers and app devices go different ways
             provider = route(row.address)
         links = self._links(row)
         if row.rendered is None:
-            try:
-                rendered = self._render(conn, row, detail, links)
-            except message_templates.TemplateProblem as exc:
-                self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
-                return
-            content, locale = dict(rendered.fields), rendered.locale
-            if detail.get("test") and "subject" in content:
-                content["subject"] = f"[TEST] {content['subject']}"
-            if row.channel == "whatsapp":
-                form = whatsapp_form(conn, row.customer_id, content, now)
-                if form is None:
-                    failure = PermanentFailure(choice.WINDOW_CLOSED)
-                    self._failed(conn, row, detail, failure, now)
-                    return
-                content = {**form, "pricing": self.whatsapp_pricing.estimate(form["category"])}
-            if row.channel == "sms":
-                content["segments"] = self.sms_pricing.estimate(content["text"], row.address)
-            if row.channel == "wallet" and row.address:
-                passes.set_message(conn, row.address, content["header"], content["body"], now)
-            if row.channel == "push" and content.get("url"):
-                content["url"] = self.links.click(row.id, content["url"])
-            if row.channel == "email" and content.get("html"):
-                content["html"] = track_html(
-                    content["html"], self.links, row.id, set(links.values())
-                )
+            prepared = self._prepare(conn, row, preparer, links, now)
+            if prepared is None:
+                return  # it cannot go: failed, and the fallback took over
+            content, locale = prepared
         else:  # sent before, by a process that died: the very same content again
             content, locale = _decode(row.rendered), row.locale
         attempt = int(row.attempt) + 1
@@ -307,18 +295,31 @@ class Delivery:
             content=content,
             locale=locale,
             links=links,
-            target=self._target(conn, row),
+            target=preparer.target(conn, row.address),
         )
         self._batch().append(_Sending(message, provider))
         self._worker.after_commit(self._send_batch)
 
-    def _target(self, conn: Connection, row: Any) -> dict[str, Any]:
-        """Provider-specific addressing that is not content: a push subscription's keys."""
-        if row.channel == "push" and row.address:
-            return subscriptions.by_endpoint(conn, row.address) or {}
-        if row.channel == "wallet" and row.address:
-            return {"push_tokens": passes.push_tokens(conn, row.address)}
-        return {}
+    def _prepare(
+        self, conn: Connection, row: Any, preparer: Preparer, links: dict[str, str], now: int
+    ) -> tuple[dict[str, Any], str] | None:
+        """The message rendered and made ready by its channel's preparer, with its locale;
+        None when it cannot go (a rendering error, a closed WhatsApp window): failed."""
+        detail = _decode(row.detail)
+        try:
+            rendered = self._render(conn, row, detail, links)
+        except message_templates.TemplateProblem as exc:
+            self._failed(conn, row, detail, PermanentFailure(str(exc)), now)
+            return None
+        content = dict(rendered.fields)
+        if detail.get("test") and "subject" in content:
+            content["subject"] = f"[TEST] {content['subject']}"
+        draft = Draft(row.id, row.customer_id, row.address, content, links, now)
+        result = preparer.prepare(conn, draft)
+        if isinstance(result, Unsendable):
+            self._failed(conn, row, detail, PermanentFailure(result.reason), now)
+            return None
+        return result.content, rendered.locale
 
     def _batch(self) -> list[_Sending]:
         if not hasattr(self._local, "batch"):
@@ -1109,24 +1110,6 @@ class Delivery:
         append_events(conn, [[event]], now, self.region, self.hooks)
 
 
-def whatsapp_form(
-    conn: Connection, customer_id: int, content: dict[str, Any], now: int
-) -> dict[str, Any] | None:
-    """Free-form text inside the 24-hour window when the template has it, else the
-    approved template; None when neither may go now."""
-    if "text" in content and choice.whatsapp_window_open(conn, customer_id, now):
-        return {"mode": "text", "text": content["text"], "category": "service"}
-    if "template" in content:
-        return {
-            "mode": "template",
-            "template": content["template"],
-            "language": content.get("language"),
-            "category": content.get("category"),
-            "parameters": content.get("parameters", []),
-        }
-    return None
-
-
 def _send_one(sending: _Sending) -> str | DeliveryFailure:
     try:
         return sending.provider.send(sending.message)
@@ -1267,4 +1250,11 @@ def outbox_page(
     ]
 
 
-__all__ = ["Brand", "Delivery", "outbox_page", "public_message_id", "suppress"]
+__all__ = [
+    "Brand",
+    "Delivery",
+    "outbox_page",
+    "public_message_id",
+    "suppress",
+    "whatsapp_form",
+]
