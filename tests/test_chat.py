@@ -681,7 +681,6 @@ def test_keys_and_tokens_in_a_websocket_url_are_left_out_of_the_server_log(
         "PARCOURS_LOG_LEVEL": "info",
         "PARCOURS_LOG_FORMAT": "json",
         "PARCOURS_SERVE_WORKER": "false",
-        "PARCOURS_WRITER_PROCESS": "false",
     }
     command = [str(Path(sys.executable).parent / "parcours"), "serve", "--port", str(port)]
     command += ["--data-dir", str(data_dir)]

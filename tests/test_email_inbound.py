@@ -354,11 +354,9 @@ def test_a_reply_reaches_the_customer_timeline(inbound: tuple[Services, int, Smt
 
 
 @pytest.mark.slow
-def test_serve_with_two_http_processes_receives_bounces_on_one_port(
-    database_url: str, tmp_path: Path
-) -> None:
-    """`parcours serve` with http_workers = 2: the inbound endpoint listens once (in the
-    supervising process) and a bounce sent to it fails the message a worker sent."""
+def test_serve_receives_bounces_on_its_inbound_port(database_url: str, tmp_path: Path) -> None:
+    """A real `parcours serve`: its inbound SMTP endpoint takes a bounce, which fails the
+    message its worker sent."""
     key = DkimKey.make()
     peer = SmtpPeer(dns={"s1._domainkey.maison.example": key.dns_record})
     with RunningSmtp(peer) as smtp:
@@ -380,7 +378,6 @@ def test_serve_with_two_http_processes_receives_bounces_on_one_port(
             **os.environ,
             "PARCOURS_DATABASE_URL": database_url,
             "PARCOURS_DATA_DIR": str(tmp_path / "data"),
-            "PARCOURS_HTTP_WORKERS": "2",
             "PARCOURS_PORT": str(http_port),
             "PARCOURS_CHANNELS": json.dumps(channels),
             "PARCOURS_WRITE_KEY": WRITE_KEY,
@@ -399,7 +396,7 @@ def test_serve_with_two_http_processes_receives_bounces_on_one_port(
             assert httpx.post(f"{base}/v1/identify", json=identify, auth=auth).status_code == 200
             track_go = {"userId": "ana", "event": "Go"}
             assert httpx.post(f"{base}/v1/track", json=track_go, auth=auth).status_code == 200
-            wait_until(lambda: len(peer.received) == 1, server)  # a worker sent the welcome
+            wait_until(lambda: len(peer.received) == 1, server)  # its worker sent the welcome
             sender = peer.received[0].sender
             deliver_to(inbound_port, sender, dsn("ana@example.com", "whatever@elsewhere"))
             db = Database(database_url)

@@ -1,5 +1,5 @@
 """An unexpected error is one JSON log record carrying its traceback and the request's id
-(the HTTP process and the writer process alike), and the answer names that id."""
+(the HTTP handlers and the writer thread alike), and the answer names that id."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from litestar import get
 from litestar.testing import TestClient
 
 from parcours.app import create_app
-from parcours.ingest.writer_process import RemoteWriter, available
-from parcours.runtime.db import Database, migrate
 from parcours.runtime.logs import configure_logging, remove_logging
-from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import make_event
 
@@ -70,28 +67,15 @@ def test_an_unexpected_error_is_one_json_record_with_its_traceback_and_request_i
     assert [r["status"] for r in access if r["level"] == "info"] == [500]
 
 
-@pytest.mark.skipif(not available(), reason="the writer process needs POSIX")
-def test_the_writer_process_logs_json_records_not_plain_text(
-    settings: Settings, capfd: pytest.CaptureFixture[str]
+def test_a_failed_append_is_one_json_record_with_its_traceback(
+    services: Services, json_log: io.StringIO
 ) -> None:
-    db = Database(settings.resolved_database_url)
-    migrate(db)
-    db.dispose()
-    writer = RemoteWriter(settings.with_overrides(log_format="json"))
-    writer.start()
-    try:
-        capfd.readouterr()
-        bad = make_event("track", userId="u-bad", event="Product Viewed", messageId="bad-1")
-        bad.name = "Consent Updated"  # not something the API lets through
-        bad.properties = {"channel": "carrier-pigeon"}
-        with pytest.raises(RuntimeError, match="channel"):
-            writer.submit([bad]).result(60)
-    finally:
-        writer.close()
-    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-    assert lines, "the writer process logged nothing"
-    logged = [json.loads(line) for line in lines]  # every line is a JSON record
-    failures = [r for r in logged if r["message"] == "append failed"]
+    bad = make_event("track", userId="u-bad", event="Product Viewed", messageId="bad-1")
+    bad.name = "Consent Updated"  # not something the API lets through
+    bad.properties = {"channel": "carrier-pigeon"}
+    with pytest.raises(Exception, match="channel"):
+        services.writer.submit([bad]).result(60)
+    failures = [r for r in records(json_log) if r["message"] == "append failed"]
     assert len(failures) == 1
     assert failures[0]["level"] == "error" and failures[0]["logger"] == "parcours.ingest.writer"
     assert "Traceback (most recent call last):" in failures[0]["exception"]

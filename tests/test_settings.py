@@ -57,6 +57,19 @@ def test_an_unknown_setting_in_the_file_is_named(tmp_path: Path) -> None:
         load_settings({}, config_file=config)
 
 
+@pytest.mark.parametrize(
+    ("name", "instead"),
+    [("writer_process", "serve` is one process"), ("http_workers", "several `parcours serve`")],
+)
+def test_a_removed_setting_says_what_to_do_instead(tmp_path: Path, name: str, instead: str) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text(f"{name} = 2\n")
+    with pytest.raises(SettingsError, match=f"{name} was removed: .*{instead}"):
+        load_settings({}, config_file=config)
+    with pytest.raises(SettingsError, match=f"PARCOURS_{name.upper()}: {name} was removed"):
+        load_settings({f"PARCOURS_{name.upper()}": "2"})
+
+
 def test_a_broken_file_is_named(tmp_path: Path) -> None:
     config = tmp_path / "parcours.toml"
     config.write_text("port = \n")

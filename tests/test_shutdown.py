@@ -1,6 +1,5 @@
 """Real processes stopped with SIGTERM: `parcours serve` commits every event it accepted,
-`parcours worker` loses no job, both exit 0 in bounded time; several server processes
-count as one in /metrics."""
+`parcours worker` loses no job, both exit 0 in bounded time."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -157,83 +154,6 @@ def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> 
     ]
     assert 0 < sent_by_it <= 2 * CUSTOMERS - sent
     assert not any(name == "parcours_queue_jobs" for name, _ in samples)
-
-
-def test_several_server_processes_count_as_one(tmp_path: Path) -> None:
-    server = Server(
-        f"sqlite:///{tmp_path / 'parcours.db'}",
-        tmp_path / "data",
-        http_workers="2",
-        metrics_token=TOKEN,
-    )
-    try:
-        # The directory the server made for its processes' counters, seen in theirs.
-        [metrics_dir] = {
-            child.environ()["PROMETHEUS_MULTIPROC_DIR"]
-            for child in psutil.Process(server.process.pid).children()
-        }
-        sent = 0
-
-        def send_round(first: int) -> None:
-            """40 batches of 10 events, each on a new connection, from 8 threads: the
-            processes share the connections out as the kernel hands them over."""
-            sends = iter(range(first, first + 40))
-
-            def sender() -> None:
-                for number in sends:
-                    events = [
-                        {"type": "track", "userId": f"m-{number}", "event": "E"} for _ in range(10)
-                    ]
-                    response = httpx.post(
-                        f"{server.url}/v1/batch",
-                        json={"batch": events},
-                        auth=(WRITE_KEY, ""),
-                        timeout=30,
-                    )
-                    assert response.status_code == 200
-
-            threads = [threading.Thread(target=sender) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-
-        # Until both processes have taken some (the kernel may give one process every
-        # connection for a while on a busy machine), at most ten rounds.
-        for _ in range(10):
-            send_round(sent // 10)
-            sent += 400
-            by_process = _stored_by_process(Path(metrics_dir))
-            if len([count for count in by_process.values() if count]) == 2:
-                break
-        figures = set()
-        for _ in range(10):  # each on a new connection, answered by either process
-            scraped = httpx.get(
-                f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
-            )
-            assert scraped.status_code == 200
-            stored = (("result", "stored"), ("source", "api"))
-            figures.add(_samples(scraped.text)[("parcours_events_accepted_total", stored)])
-        by_process = _stored_by_process(Path(metrics_dir))
-    finally:
-        assert server.stop() == 0
-    assert figures == {float(sent)}  # the sum, whichever process answered
-    assert len([count for count in by_process.values() if count]) == 2  # both took some
-    assert sum(by_process.values()) == sent
-    assert not Path(metrics_dir).exists()  # removed when the server stopped
-
-
-def _stored_by_process(directory: Path) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for path in directory.glob("counter_*.db"):
-        for metric in MultiProcessCollector.merge([str(path)], accumulate=True):
-            for sample in metric.samples:
-                if (
-                    sample.name == "parcours_events_accepted_total"
-                    and sample.labels.get("result") == "stored"
-                ):
-                    counts[path.stem] = counts.get(path.stem, 0) + sample.value
-    return counts
 
 
 def _samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

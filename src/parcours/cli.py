@@ -81,9 +81,6 @@ app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 out = Console(soft_wrap=True, markup=False, emoji=False)
 log = logging.getLogger("parcours.cli")
-# prometheus-client's own variable: set before it is first imported, every process of one
-# `parcours serve` counts into this directory and any of them shows the sum.
-METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -239,47 +236,18 @@ def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOpti
 
 
 def _serve(settings: Settings, *, demo: bool) -> None:
-    _remember(settings)
-    made_metrics_dir = None
-    several = settings.http_workers > 1 or _own_writer_process(settings)
-    if several and METRICS_DIR_VARIABLE not in os.environ:
-        import tempfile
-
-        made_metrics_dir = tempfile.mkdtemp(prefix="parcours-metrics-")
-        os.environ[METRICS_DIR_VARIABLE] = made_metrics_dir
-    try:
-        _serve_with(settings, demo=demo)
-    finally:
-        if made_metrics_dir is not None:
-            import shutil
-
-            shutil.rmtree(made_metrics_dir, ignore_errors=True)
-
-
-def _own_writer_process(settings: Settings) -> bool:
-    """One server process on SQLite: the writer runs in a child of its own (docs/core.md),
-    whose counters reach /metrics through the multiprocess directory. Decided before
-    anything imports prometheus_client (not through parcours.ingest.writer_process, which
-    does): the directory must be set first, or this process's counters never reach it."""
-    return (
-        settings.http_workers == 1
-        and settings.writer_process
-        and settings.resolved_database_url.startswith("sqlite")
-        and os.name == "posix"  # writer_process.available(): a socket pair handed down
-    )
-
-
-def _serve_with(settings: Settings, *, demo: bool) -> None:
+    """One process: HTTP, the writer and (unless `serve_worker` is off) the worker."""
     import uvicorn
 
     from parcours.app import create_app
     from parcours.runtime.logs import configure_logging
     from parcours.services import Services
 
+    _remember(settings)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
     if demo:
         _mention_old_demo_data(settings)
-    services = Services.open(settings, writer_process=_own_writer_process(settings))
+    services = Services.open(settings)
     _warn_if_readable_by_others(settings)
     if settings.serve_worker:
         services.start_worker()
@@ -295,41 +263,19 @@ def _serve_with(settings: Settings, *, demo: bool) -> None:
         f"Parcours on http://{settings.host}:{settings.port} "
         f"({services.db.dialect}, data in {settings.data_dir})"
     )
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "log_config": None,  # our handler (runtime/logs.py) writes the server's lines too
-        "access_log": False,  # ours carries the request id (web/operations.py)
-        "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
-    }
-    # The inbound SMTP endpoint listens on one port: it runs once, in this process,
-    # whatever the number of HTTP processes.
     inbound = services.start_inbound_email()
     if inbound:
         _tell(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
     _stop_quietly_on_signals()
-    if settings.http_workers == 1:
-        uvicorn.run(create_app(services), **common)  # type: ignore[arg-type]
-        return
-    # Several processes: each opens its own services (writer, worker) from the same
-    # settings, handed over through the environment. This one supervises them and keeps
-    # its own services (writer and worker, sharing the queue with theirs) only for the
-    # inbound endpoint.
-    if not inbound:
-        services.close()
-    for name in ("data_dir", "database_url", "host", "port", "default_region"):
-        os.environ[f"PARCOURS_{name.upper()}"] = str(getattr(settings, name))
-    try:
-        uvicorn.run(
-            "parcours.app:app_from_environment",
-            factory=True,
-            workers=settings.http_workers,
-            **common,  # type: ignore[arg-type]
-        )
-    finally:
-        if inbound:
-            services.close()
+    uvicorn.run(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # our handler (runtime/logs.py) writes the server's lines too
+        access_log=False,  # ours carries the request id (web/operations.py)
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )
 
 
 def _mention_old_demo_data(settings: Settings) -> None:

@@ -17,7 +17,6 @@ from parcours.channels.sms import Pricing
 from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.ingest.writer import Writer
-from parcours.ingest.writer_process import RemoteWriter
 from parcours.journeys import webhooks
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
@@ -31,7 +30,7 @@ from parcours.messaging.suppressions import BounceRule
 from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
-from parcours.runtime.heartbeats import HOST, Heartbeat, beat_of, worker_counts
+from parcours.runtime.heartbeats import Heartbeat, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker
@@ -57,7 +56,7 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
-    writer: Writer | RemoteWriter
+    writer: Writer
     keys: KeyChecker
     worker: Worker
     engine: JourneyEngine
@@ -75,11 +74,8 @@ class Services:
         *,
         clock: Clock | None = None,
         run_migrations: bool = True,
-        writer_process: bool = False,
     ) -> Services:
-        """Connect, migrate, register the keys given in the settings, start the writer (in
-        a child process of its own with `writer_process`: `parcours serve` on SQLite; the
-        child then runs the queue worker too, unless `serve_worker` is off)."""
+        """Connect, migrate, register the keys given in the settings, start the writer."""
         if settings.sector and settings.sector not in SECTOR_PRESETS:
             raise SettingsError(
                 f"sector must be one of {', '.join(SECTOR_PRESETS)}, got {settings.sector!r}"
@@ -105,17 +101,13 @@ class Services:
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None
-        writer: Writer | RemoteWriter
-        if writer_process:
-            writer = RemoteWriter(settings, run_worker=settings.serve_worker)
-        else:
-            writer = Writer(
-                db,
-                clock=clock,
-                default_region=settings.default_region,
-                batch_events=settings.ingest_batch_events,
-                threads=settings.ingest_writers or 1,
-            )
+        writer = Writer(
+            db,
+            clock=clock,
+            default_region=settings.default_region,
+            batch_events=settings.ingest_batch_events,
+            threads=settings.ingest_writers or 1,
+        )
         worker = Worker(
             db,
             clock,
@@ -168,12 +160,7 @@ class Services:
         delivery.add_send_check(engine.messages_no_longer_wanted)  # an order stops its sends
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
-            # A commit that scheduled a job wakes the worker: this process's, or the
-            # writer process's when it runs the worker.
-            if isinstance(writer, RemoteWriter) and writer.run_worker:
-                db.after_jobs_scheduled(lambda _run_at: writer.wake_worker())
-            else:
-                db.after_jobs_scheduled(worker.wake_for)
+            db.after_jobs_scheduled(worker.wake_for)  # a commit that scheduled a job
         try:
             writer.start()
         except Exception:
@@ -193,15 +180,9 @@ class Services:
             Heartbeat(db, clock, stale_ms=settings.worker_stale_seconds * 1000),
         )
 
-    @property
-    def worker_in_writer(self) -> bool:
-        """The queue worker runs in the writer process, not in this one."""
-        return isinstance(self.writer, RemoteWriter) and self.writer.run_worker
-
     def start_worker(self) -> None:
-        """Run due jobs in a background thread of this process (parcours serve), unless
-        the writer process runs them."""
-        if self._worker_thread is None and not self.worker_in_writer:
+        """Run due jobs in a background thread of this process (parcours serve)."""
+        if self._worker_thread is None:
             self._worker_thread = threading.Thread(
                 target=self.run_worker, name="parcours-worker", daemon=True
             )
@@ -244,9 +225,7 @@ class Services:
             report["migrations"] = f"at {current}, expected {head}"
         stale_ms = self.settings.worker_stale_seconds * 1000
         now = self.clock.now_ms()
-        if self.worker_in_writer:
-            self._writer_worker_readiness(now, stale_ms, failed, report)
-        elif self.runs_worker:
+        if self.runs_worker:
             beat = self.heartbeat.last_beat_at
             alive = self._worker_thread is None or self._worker_thread.is_alive()
             if beat is None or not alive or now - beat > stale_ms:
@@ -274,27 +253,6 @@ class Services:
         if counts.fresh < self.settings.ready_min_workers:
             failed.append("workers")
         return Readiness(not failed, failed, report)
-
-    def _writer_worker_readiness(
-        self, now: int, stale_ms: int, failed: list[str], report: dict[str, Any]
-    ) -> None:
-        """The writer process's worker: its heartbeat row, by that process's id."""
-        assert isinstance(self.writer, RemoteWriter)
-        pid = self.writer.pid
-        beat = None
-        if pid is not None:
-            with self.db.read() as conn:
-                beat = beat_of(conn, HOST, pid)
-        if beat is None or now - beat > stale_ms:
-            failed.append("worker")
-            report["worker"] = (
-                "the writer process's worker has not beaten yet"
-                if beat is None
-                else f"the writer process's worker last beat {(now - beat) / 1000:.0f} s ago "
-                f"(fresh: within {self.settings.worker_stale_seconds} s)"
-            )
-        else:
-            report["worker"] = f"in the writer process, last beat {(now - beat) / 1000:.0f} s ago"
 
     def start_inbound_email(self) -> int | None:
         """Receive bounces, complaint reports and replies over SMTP when

@@ -153,7 +153,7 @@ class Server:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        """CPU of the server and its worker processes (several with http_workers)."""
+        """CPU of the server process and any children it has."""
         process = psutil().Process(self.pid)
         total = 0.0
         for member in [process, *process.children(recursive=True)]:

@@ -106,14 +106,6 @@ class Writer:
     def batch_events(self) -> int:
         return self._batch_events
 
-    def commit_now(self, batches: list[list[Event]]) -> list[Future[AppendResult]]:
-        """Commit these submissions as one group in the calling thread, as the writer thread
-        would (retries, a bad submission failing alone): the writer process
-        feeds its writer this way, from the thread that reads the socket."""
-        group = [_Submission(events, Future()) for events in batches]
-        self._commit_group(group)
-        return [submission.future for submission in group]
-
     def append_sync(self, events: list[Event]) -> AppendResult:
         return self.submit(events).result()
 

@@ -5,7 +5,6 @@ the oldest due job, worker heartbeats (docs/operations.md)."""
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,18 +16,13 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     generate_latest,
-    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, run
 
-# Set (to an empty directory) before anything is counted, it makes every process write its
-# counters there, and any of them expose the sum: `parcours serve` with `http_workers` > 1.
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Latency buckets, in seconds, for requests and ingestion alike.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -130,21 +124,12 @@ class _ThisProcess(Collector):
 
 
 class Exposition:
-    """The text Prometheus scrapes: this process's counters, or all the processes' when
-    they share a multiprocess directory, and the database's figures when given."""
+    """The text Prometheus scrapes: this process's counters (each `parcours serve` and
+    each `parcours worker` is one target), and the database's figures when given."""
 
     def __init__(self, figures: Collector | None = None) -> None:
         self.registry = CollectorRegistry()
-        if MULTIPROCESS_DIR in os.environ:
-            if not getattr(values.ValueClass, "_multiprocess", False):
-                # This process counts in memory: the sum would leave its counters out.
-                raise RuntimeError(
-                    f"{MULTIPROCESS_DIR} was set after prometheus_client was imported: set it "
-                    "before anything imports parcours' metrics (cli._serve does)"
-                )
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
-        else:
-            self.registry.register(_ThisProcess())
+        self.registry.register(_ThisProcess())
         if figures is not None:
             self.registry.register(figures)
 
@@ -190,7 +175,6 @@ REFUSED = _REFUSED.strip()
 
 __all__ = [
     "LATENCY_BUCKETS",
-    "MULTIPROCESS_DIR",
     "REFUSED",
     "DatabaseFigures",
     "Exposition",

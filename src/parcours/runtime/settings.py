@@ -35,9 +35,6 @@ class Settings:
     policies_file: str = ""
     ingest_batch_events: int = 1000
     ingest_writers: int = 0  # 0: the default, 1 (docs/architecture.md, concurrency)
-    http_workers: int = 1
-    # serve on SQLite: the writer in a process of its own (with http_workers = 1; POSIX)
-    writer_process: bool = True
     log_level: str = "info"
     log_format: str = "auto"  # text on a terminal, JSON lines otherwise; or text, json
     brand_name: str = "Parcours demo shop"
@@ -139,8 +136,6 @@ _FIELD_TYPES: dict[str, type] = {
     "policies_file": str,
     "ingest_batch_events": int,
     "ingest_writers": int,
-    "http_workers": int,
-    "writer_process": bool,
     "log_level": str,
     "log_format": str,
     "brand_name": str,
@@ -182,6 +177,9 @@ def load_settings(
         for key, value in table.items():
             values[key] = _convert(key, value, f"{path}")
         sources.append(str(path))
+    for name, why in REMOVED.items():
+        if f"{ENV_PREFIX}{name.upper()}" in env:
+            raise SettingsError(f"environment variable {ENV_PREFIX}{name.upper()}: {why}")
     for name in _FIELD_TYPES:
         env_name = ENV_PREFIX + name.upper()
         if env_name in env:
@@ -195,7 +193,22 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+# Settings that no longer exist, and what to do instead: an error, never silently ignored.
+REMOVED = {
+    "writer_process": (
+        "writer_process was removed: on SQLite, `parcours serve` is one process "
+        "(docs/architecture.md, topologies)"
+    ),
+    "http_workers": (
+        "http_workers was removed: on PostgreSQL, run several `parcours serve` processes "
+        "behind your load balancer (docs/operations.md); on SQLite, serve is one process"
+    ),
+}
+
+
 def _convert(name: str, value: Any, where: str) -> Any:
+    if name in REMOVED:
+        raise SettingsError(f"{where}: {REMOVED[name]}")
     if name not in _FIELD_TYPES:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise SettingsError(f"{where}: unknown setting {name!r} (known: {known})")
@@ -246,10 +259,6 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: default_region must be a two-letter region code such as FR or US, "
             f"got {settings.default_region!r}"
-        )
-    if not 1 <= settings.http_workers <= 64:
-        raise SettingsError(
-            f"{where}: http_workers must be between 1 and 64, got {settings.http_workers}"
         )
     if not 0 <= settings.ingest_writers <= 64:
         raise SettingsError(
