@@ -1,11 +1,19 @@
-"""Assembles the HTTP application: the only place, with cli.py, that knows every module."""
+"""Assembles the HTTP application: the only place, with cli.py, that knows every module.
+
+It hands each handler what it needs through Litestar's dependency injection (the parts of
+the running process, by name: `db`, `clock`, `appender`...), and puts each group of
+routes behind the guard of its key: the admin API behind the admin key, the tracking
+calls and the site's scripts behind the write key (docs/http-layer.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.types import ControllerRouterHandler, Guard
 
 from parcours import __version__
 from parcours.ingest.channel_callbacks import channel_callback_routes
@@ -14,16 +22,24 @@ from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
 from parcours.web.api_docs import openapi_config
-from parcours.web.chat_public import chat_routes
+from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
 from parcours.web.errors import exception_handlers, guard_parameters
+from parcours.web.guards import (
+    ADMIN_KEY,
+    SECURITY_SCHEMES,
+    WRITE_KEY,
+    AdminKeyGuard,
+    WriteKeyGuard,
+    acting_admin,
+)
 from parcours.web.journeys_api import journey_routes
-from parcours.web.messaging_api import messaging_routes
+from parcours.web.messaging_api import messaging_admin_routes, messaging_public_routes
 from parcours.web.operations import observe_requests, operations_routes
-from parcours.web.push_public import push_routes
+from parcours.web.push_public import push_public_routes, push_write_routes
 from parcours.web.segments_api import segments_admin_routes
 from parcours.web.suppressions_api import suppression_routes
-from parcours.web.wallet_orders_public import wallet_order_routes
-from parcours.web.wallet_public import wallet_routes
+from parcours.web.wallet_orders_public import wallet_order_admin_routes, wallet_order_routes
+from parcours.web.wallet_public import wallet_admin_routes, wallet_routes
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litestar:
@@ -37,33 +53,83 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             if close_on_shutdown:
                 services.close()
 
-    app = Litestar(
-        route_handlers=[
-            *operations_routes(),
-            *segment_routes(),
-            shopify_webhook,
+    admin = _behind(
+        AdminKeyGuard(services.keys),
+        ADMIN_KEY,
+        [
             *admin_routes(),
             *journey_routes(),
             *segments_admin_routes(),
-            *messaging_routes(),
+            *messaging_admin_routes(),
             *suppression_routes(),
+            *wallet_admin_routes(),
+            *wallet_order_admin_routes(),
+        ],
+    )
+    tracking = _behind(
+        WriteKeyGuard(services.keys),
+        WRITE_KEY,
+        [*segment_routes(), *push_write_routes(), *chat_write_routes()],
+    )
+    return Litestar(
+        route_handlers=[
+            *operations_routes(),
+            tracking,
+            shopify_webhook,
+            admin,
+            *messaging_public_routes(),
             *channel_callback_routes(),
-            *push_routes(),
+            *push_public_routes(),
             *chat_routes(),
             *wallet_routes(),
             *wallet_order_routes(),
         ],
+        dependencies=_dependencies(services),
         lifespan=[lifespan],
         middleware=[observe_requests, guard_parameters],
         exception_handlers=exception_handlers(),
-        openapi_config=openapi_config("Parcours", __version__),  # web/api_docs.py
+        openapi_config=openapi_config("Parcours", __version__, SECURITY_SCHEMES),  # web/api_docs.py
         request_max_body_size=2 * 1024 * 1024,
         logging_config=None,
         debug=False,
     )
-    app.state.services = services
-    app.state.metrics = services.metrics()
-    return app
+
+
+def _behind(guard: Guard, scheme: str, handlers: Sequence[ControllerRouterHandler]) -> Router:
+    """Routes that answer only past `guard`, documented as needing `scheme`."""
+    return Router("/", route_handlers=handlers, guards=[guard], security=[{scheme: []}])
+
+
+def _dependencies(services: Services) -> dict[str, Provide]:
+    """What handlers may ask for, by parameter name (docs/http-layer.md)."""
+    exposition = services.metrics()
+    parts: dict[str, Any] = {
+        "settings": services.settings,
+        "db": services.db,
+        "clock": services.clock,
+        "keys": services.keys,
+        "appender": services.writer,  # the writer: the way into the log (log.Appender)
+        "engine": services.engine,
+        "delivery": services.delivery,
+        "segment_engine": services.segments,
+        "referrals": services.referrals,
+        "exposition": exposition,
+    }
+    provided = {
+        name: Provide(_constant(part), use_cache=True, sync_to_thread=False)
+        for name, part in parts.items()
+    }
+    provided["readiness"] = Provide(services.readiness, sync_to_thread=True)
+    provided["admin"] = Provide(acting_admin, sync_to_thread=False)
+    provided["chat_tokens"] = Provide(visitor_tokens(services.db, services.clock), use_cache=True)
+    return provided
+
+
+def _constant(part: Any) -> Callable[[], Any]:
+    def provide() -> Any:
+        return part
+
+    return provide
 
 
 def app_from_environment() -> Litestar:

@@ -18,36 +18,38 @@ from parcours.channels.email_inbound import Report
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.ingest.http import (
     HttpError,
+    Injected,
     decode_json,
     read_body,
-    services_of,
     validation_field,
     whole_number,
 )
 from parcours.ingest.model import DEPTH_MESSAGE, MAX_TIME_MS, EventError, json_too_deep, parse_event
-from parcours.log import Event
-from parcours.runtime.clock import iso
-from parcours.services import Services
+from parcours.log import Appender, Event
+from parcours.messaging.delivery import Delivery
+from parcours.runtime.clock import Clock, iso
+from parcours.runtime.db import Database
+from parcours.runtime.settings import Settings
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-def _twilio(services: Services) -> sms.TwilioProvider:
-    provider = services.delivery.providers.for_channel("sms")
+def _twilio(delivery: Delivery) -> sms.TwilioProvider:
+    provider = delivery.providers.for_channel("sms")
     if not isinstance(provider, sms.TwilioProvider):
         raise HttpError(404, "Twilio is not the SMS provider here (channels.sms)", "provider")
     return provider
 
 
 async def _signed_form(
-    request: Request[Any, Any, Any], services: Services, provider: sms.TwilioProvider
+    request: Request[Any, Any, Any], settings: Settings, provider: sms.TwilioProvider
 ) -> dict[str, str]:
     """The form Twilio posted, once its X-Twilio-Signature matches the URL it called."""
     raw = await read_body(request, 64 * 1024)
     params = dict(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
-    url = services.settings.resolved_public_url + request.url.path
+    url = settings.resolved_public_url + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     if not provider.verify(url, params, request.headers.get("x-twilio-signature")):
@@ -56,11 +58,16 @@ async def _signed_form(
 
 
 @post("/webhooks/twilio/status", status_code=200)
-async def twilio_status(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def twilio_status(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
+) -> Response[bytes]:
     """A message's status moved: sent, delivered, undelivered, failed (with ErrorCode)."""
-    services = services_of(request)
-    provider = _twilio(services)
-    params = await _signed_form(request, services, provider)
+    provider = _twilio(delivery)
+    params = await _signed_form(request, settings, provider)
     reference = whole_number(request.query_params.get("m", ""))
     if reference is None:
         raise HttpError(400, "the status callback URL lacks its message (?m=)", "m")
@@ -71,15 +78,15 @@ async def twilio_status(request: Request[Any, Any, Any]) -> Response[bytes]:
     number = whole_number(code) or 0
 
     def record() -> bool:
-        with services.db.write() as conn:
-            known = services.delivery.message_of(conn, reference)
+        with db.write() as conn:
+            known = delivery.message_of(conn, reference)
             if known is None or known["provider_message_id"] != params.get("MessageSid"):
                 return False
-            return services.delivery.status(
+            return delivery.status(
                 conn,
                 reference,
                 status,
-                services.clock.now_ms(),
+                clock.now_ms(),
                 permanent=True,
                 suppress=sms.PERMANENT_ERRORS.get(number, False),
                 reason=f"Twilio {params.get('MessageStatus')} {code}".strip(),
@@ -91,12 +98,17 @@ async def twilio_status(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @post("/webhooks/twilio/inbound", status_code=200)
-async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def twilio_inbound(
+    request: Request[Any, Any, Any],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
+    appender: Injected[Appender],
+) -> Response[bytes]:
     """A text to one of the brand's numbers: STOP, START and HELP (and their usual
     synonyms) update the consent ledger; every text is a `Message Received` event."""
-    services = services_of(request)
-    provider = _twilio(services)
-    params = await _signed_form(request, services, provider)
+    provider = _twilio(delivery)
+    params = await _signed_form(request, settings, provider)
     number, text, sid = (
         params.get("From", ""),
         params.get("Body", ""),
@@ -104,7 +116,7 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
     if not number or not sid:
         raise HttpError(400, "From and MessageSid are required", "From")
-    now = services.clock.now_ms()
+    now = clock.now_ms()
     word = sms.keyword(text)
     anonymous = f"sms:{number}"
     documents: list[dict[str, Any]] = [
@@ -148,15 +160,15 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     except EventError as exc:  # a NUL in the text, an id too long...
         log.warning("a signed Twilio message was refused: %s", exc)
         raise HttpError(400, str(exc), exc.field) from None
-    await services.writer.append(events)
+    await appender.append(events)
     return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
 
 
 # ---- WhatsApp (Meta's Cloud API) ---------------------------------------------------------
 
 
-def _meta(services: Services) -> whatsapp.MetaWhatsAppProvider:
-    provider = services.delivery.providers.for_channel("whatsapp")
+def _meta(delivery: Delivery) -> whatsapp.MetaWhatsAppProvider:
+    provider = delivery.providers.for_channel("whatsapp")
     if not isinstance(provider, whatsapp.MetaWhatsAppProvider):
         raise HttpError(
             404, "Meta is not the WhatsApp provider here (channels.whatsapp)", "provider"
@@ -165,9 +177,11 @@ def _meta(services: Services) -> whatsapp.MetaWhatsAppProvider:
 
 
 @get("/webhooks/whatsapp")
-async def whatsapp_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def whatsapp_verify(
+    request: Request[Any, Any, Any], delivery: Injected[Delivery]
+) -> Response[bytes]:
     """Meta's subscription check: echo hub.challenge when hub.verify_token is ours."""
-    provider = _meta(services_of(request))
+    provider = _meta(delivery)
     query = request.query_params
     token = query.get("hub.verify_token", "")
     if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
@@ -233,17 +247,22 @@ class _WaDocument(msgspec.Struct):
 
 
 @post("/webhooks/whatsapp", status_code=200)
-async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def whatsapp_events(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    delivery: Injected[Delivery],
+    appender: Injected[Appender],
+) -> Response[bytes]:
     """Statuses of our messages and the customers' own messages, signed with the app
     secret (X-Hub-Signature-256) over the raw body."""
-    services = services_of(request)
-    provider = _meta(services)
+    provider = _meta(delivery)
     raw = await read_body(request, 1024 * 1024)
     if not provider.verify(raw, request.headers.get("x-hub-signature-256")):
         raise HttpError(403, "the X-Hub-Signature-256 does not match the body", "signature")
     try:
         values = _whatsapp_values(raw)
-        now = services.clock.now_ms()
+        now = clock.now_ms()
         statuses = [s for value in values for s in value.statuses]
         events: list[Event] = []
         for value in values:
@@ -252,11 +271,11 @@ async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     except HttpError as exc:
         log.warning("a signed WhatsApp webhook was refused: %s", exc.message)
         raise
-    if statuses and not await asyncio.to_thread(_whatsapp_statuses, services, statuses):
+    if statuses and not await asyncio.to_thread(_whatsapp_statuses, db, clock, delivery, statuses):
         # A status for a message whose send is still being recorded: Meta retries.
         raise HttpError(503, "a message is still being recorded; try again", "statuses")
     if events:
-        await services.writer.append(events)
+        await appender.append(events)
     return Response(b"", status_code=200)
 
 
@@ -287,24 +306,26 @@ def _whatsapp_values(raw: bytes) -> list[_WaValue]:
     return values
 
 
-def _whatsapp_statuses(services: Services, statuses: list[_WaStatus]) -> bool:
+def _whatsapp_statuses(
+    db: Database, clock: Clock, delivery: Delivery, statuses: list[_WaStatus]
+) -> bool:
     """Apply each status; False when one names a message not recorded yet while a
     WhatsApp send is in flight (its result is about to be recorded)."""
-    now = services.clock.now_ms()
-    with services.db.write() as conn:
+    now = clock.now_ms()
+    with db.write() as conn:
         for item in statuses:
             status = whatsapp.STATUSES.get(item.status)
             if status is None:
                 continue
-            outbox_id = services.delivery.find(conn, "meta", str(item.id))
+            outbox_id = delivery.find(conn, "meta", str(item.id))
             if outbox_id is None:
-                if services.delivery.in_flight(conn, "whatsapp"):
+                if delivery.in_flight(conn, "whatsapp"):
                     return False
                 continue
             error = (item.errors or [_WaError()])[0]
             code = error.code or 0
             reason = f"WhatsApp {code} {error.title or ''}".strip()
-            services.delivery.status(
+            delivery.status(
                 conn,
                 outbox_id,
                 status,
@@ -390,11 +411,15 @@ def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
 
 
 @post("/webhooks/postmark", status_code=200)
-async def postmark_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def postmark_events(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    delivery: Injected[Delivery],
+) -> Response[bytes]:
     """Postmark's Delivery, Bounce and SpamComplaint webhooks, with the HTTP Basic
     credentials of the webhook URL."""
-    services = services_of(request)
-    provider = services.delivery.providers.for_channel("email")
+    provider = delivery.providers.for_channel("email")
     if not isinstance(provider, postmark.PostmarkProvider):
         raise HttpError(404, "Postmark is not the email provider here", "provider")
     if not provider.webhook_allowed(request.headers.get("authorization")):
@@ -402,28 +427,30 @@ async def postmark_events(request: Request[Any, Any, Any]) -> Response[bytes]:
     record = decode_json(await read_body(request, 256 * 1024), object)
     if not isinstance(record, dict):
         raise HttpError(400, "the body must be a JSON object", "body")
-    await asyncio.to_thread(_postmark_record, services, record)
+    await asyncio.to_thread(_postmark_record, db, clock, delivery, record)
     return Response(b"", status_code=200)
 
 
-def _postmark_record(services: Services, record: dict[str, Any]) -> None:
+def _postmark_record(
+    db: Database, clock: Clock, delivery: Delivery, record: dict[str, Any]
+) -> None:
     kind = record.get("RecordType")
     metadata = record.get("Metadata") or {}
     reference = str(metadata.get("parcours_message", ""))
     outbox_id = whole_number(reference)
     message_id = str(record.get("MessageID", ""))
-    with services.db.read() as conn:
+    with db.read() as conn:
         if outbox_id is None:
-            outbox_id = services.delivery.find(conn, "postmark", message_id)
-        known = services.delivery.message_of(conn, outbox_id) if outbox_id else None
+            outbox_id = delivery.find(conn, "postmark", message_id)
+        known = delivery.message_of(conn, outbox_id) if outbox_id else None
     if known is None or known["provider_message_id"] != message_id:
         return  # not one of ours (or not this one): acknowledged, nothing recorded
     assert outbox_id is not None
     if kind == "Delivery":
-        with services.db.write() as conn:
-            services.delivery.status(conn, outbox_id, "delivered", services.clock.now_ms())
+        with db.write() as conn:
+            delivery.status(conn, outbox_id, "delivered", clock.now_ms())
     elif kind == "Bounce" and (verdict := postmark.bounce_verdict(record)) is not None:
-        services.delivery.email_report(
+        delivery.email_report(
             Report(
                 "bounce",
                 outbox_id,
@@ -436,7 +463,7 @@ def _postmark_record(services: Services, record: dict[str, Any]) -> None:
             "postmark",
         )
     elif kind == "SpamComplaint":
-        services.delivery.email_report(
+        delivery.email_report(
             Report("complaint", outbox_id, message_id, record.get("Email"), None, "abuse"),
             "postmark",
         )

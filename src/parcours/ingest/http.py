@@ -6,11 +6,13 @@ import base64
 import binascii
 import logging
 import zlib
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import SkipValidation
 
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.model import (
@@ -23,11 +25,10 @@ from parcours.ingest.model import (
     nul_path,
     parse_batch,
     parse_event,
-    write_key_in_body,
 )
 from parcours.ingest.writer import WriterClosed
-from parcours.log import AppendResult, Event
-from parcours.services import Services
+from parcours.log import Appender, AppendResult, Event
+from parcours.runtime.clock import Clock
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
@@ -35,6 +36,16 @@ MAX_INT64 = 2**63 - 1  # every id, cursor and version is a 64-bit integer in the
 
 
 T = TypeVar("T")
+# A part of the running process a handler asks for by its parameter's name (`db: Injected
+# [Database]`), provided by the composition root (app.py). Not checked by Litestar on each
+# call: the root built it, and Protocols such as `Clock` cannot be checked with isinstance.
+Injected: TypeAlias = NamedDependency[SkipValidation[T]]
+# What a route under the write key's guard (web/guards.py) says in its `opt`: the most
+# bytes its body may hold (the key may be in it), the source its refusals are counted
+# under, and whether a refused call counts each event of a batch.
+BODY_LIMIT = "body_limit"
+INGEST_SOURCE = "ingest_source"
+COUNTS_BATCH = "counts_batch"
 
 
 def error_body(
@@ -101,11 +112,6 @@ class HttpError(Exception):
 
 def json_response(body: Any, status: int = 200) -> Response[bytes]:
     return Response(_encode(body), status_code=status, media_type="application/json")
-
-
-def services_of(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -183,8 +189,8 @@ def prefixed_id(text: str, prefix: str, field: str) -> int:
     return int(digits)
 
 
-def basic_write_key(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
+def basic_write_key(header: str) -> str | None:
+    """The write key of an `Authorization: Basic` header (`writeKey:`), or None."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
         return None
@@ -195,110 +201,116 @@ def basic_write_key(request: Request[Any, Any, Any]) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-def require_write_key(
-    services: Services, request: Request[Any, Any, Any], body_key: str | None
-) -> None:
-    key = basic_write_key(request) or body_key
-    if not key:
-        raise HttpError(
-            401,
-            "a write key is required: HTTP Basic auth 'writeKey:' or writeKey in the body",
-            "writeKey",
-        )
-    if not services.keys.check("write", key):
-        raise HttpError(401, "unknown or revoked write key", "writeKey")
+class Accepted(msgspec.Struct):
+    """A tracking call's event, stored (or already stored: `duplicate`)."""
+
+    success: bool
+    messageId: str
+    duplicate: bool
+
+
+class Rejection(msgspec.Struct):
+    """One event of a batch that was not kept, by its place in the batch."""
+
+    index: int
+    messageId: str | None
+    field: str
+    message: str
+
+
+class BatchAccepted(msgspec.Struct):
+    """What a batch kept (`accepted`: stored or duplicates) and what it rejected."""
+
+    success: bool
+    accepted: int
+    stored: int
+    duplicates: int
+    rejected: list[Rejection]
 
 
 def _single(kind: str) -> HTTPRouteHandler:
-    async def handler(request: Request[Any, Any, Any]) -> Response[bytes]:
-        services = services_of(request)
+    async def handler(
+        request: Request[Any, Any, Any], clock: Injected[Clock], appender: Injected[Appender]
+    ) -> Accepted:
         try:
             raw = await read_body(request, MAX_EVENT_BYTES)
-            require_write_key(services, request, write_key_in_body(raw))
-            event = parse_event(
-                raw, source="api", received_at=services.clock.now_ms(), default_type=kind
-            )
+            event = parse_event(raw, source="api", received_at=clock.now_ms(), default_type=kind)
         except HttpError as exc:
             ingest_metrics.refused_request("api", exc.status)
-            return exc.response()
+            raise
         except EventError as exc:
             ingest_metrics.rejected("api", exc.kind)
-            return HttpError(400, str(exc), exc.field).response()
+            raise HttpError(400, str(exc), exc.field) from None
         try:
-            result = await services.writer.append([event])
+            result = await appender.append([event])
         except WriterClosed as exc:
-            return HttpError(503, str(exc)).response()
-        return json_response(
-            {"success": True, "messageId": event.message_id, "duplicate": result.duplicates == 1}
-        )
+            raise HttpError(503, str(exc)) from None
+        return Accepted(True, event.message_id, result.duplicates == 1)
 
     handler.__name__ = f"segment_{kind}"
-    return post(f"/v1/{kind}")(handler)
+    handler.__doc__ = f"Segment's `{kind}` call: one event, stored once (by its messageId)."
+    return post(
+        f"/v1/{kind}",
+        status_code=200,
+        opt={BODY_LIMIT: MAX_EVENT_BYTES, INGEST_SOURCE: "api"},
+    )(handler)
 
 
-@post("/v1/batch")
-async def segment_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services = services_of(request)
+@post(
+    "/v1/batch",
+    status_code=200,
+    opt={BODY_LIMIT: MAX_BATCH_BYTES, INGEST_SOURCE: "api", COUNTS_BATCH: True},
+)
+async def segment_batch(
+    request: Request[Any, Any, Any], clock: Injected[Clock], appender: Injected[Appender]
+) -> BatchAccepted:
+    """Segment's batch: each bad event is rejected alone, the good ones are kept."""
     parsed = None
     try:
         raw = await read_body(request, MAX_BATCH_BYTES)
-        parsed = parse_batch(raw, source="api", received_at=services.clock.now_ms())
-        require_write_key(services, request, parsed.write_key)
+        parsed = parse_batch(raw, source="api", received_at=clock.now_ms())
     except HttpError as exc:
-        events = len(parsed.events) + len(parsed.rejected) if parsed is not None else 1
-        ingest_metrics.refused_request("api", exc.status, events)
-        return exc.response()
+        ingest_metrics.refused_request("api", exc.status)
+        raise
     except EventError as exc:
         ingest_metrics.rejected("api", exc.kind)
-        return HttpError(400, str(exc), exc.field).response()
+        raise HttpError(400, str(exc), exc.field) from None
     try:
-        result, failed = await _append_each_alone(services, parsed.events)
-    except WriterClosed as exc:  # stopping, or the writer process is being replaced
-        return HttpError(503, str(exc)).response()
-    rejected: list[dict[str, Any]] = [
-        {
-            "index": r.index,
-            "messageId": r.message_id,
-            "field": r.field,
-            "message": f"{r.field}: {r.reason}" if r.field else r.reason,
-        }
+        result, failed = await _append_each_alone(appender, parsed.events)
+    except WriterClosed as exc:  # the server is stopping
+        raise HttpError(503, str(exc)) from None
+    rejected = [
+        Rejection(r.index, r.message_id, r.field, f"{r.field}: {r.reason}" if r.field else r.reason)
         for r in parsed.rejected
     ]
     for position in failed:
-        event = parsed.events[position]
         rejected.append(
-            {
-                "index": parsed.indexes[position],
-                "messageId": event.message_id,
-                "field": "",
-                "message": "this event could not be stored (the error is logged); the others were",
-            }
+            Rejection(
+                parsed.indexes[position],
+                parsed.events[position].message_id,
+                "",
+                "this event could not be stored (the error is logged); the others were",
+            )
         )
-    rejected.sort(key=lambda r: r["index"])
+    rejected.sort(key=lambda r: r.index)
     for rejection in parsed.rejected:
         ingest_metrics.rejected("api", rejection.kind)
     for _ in failed:
         ingest_metrics.rejected("api", "invalid")
-    return json_response(
-        {
-            "success": True,
-            "accepted": len(parsed.events) - len(failed),
-            "stored": result.stored,
-            "duplicates": result.duplicates,
-            "rejected": rejected,
-        }
+    return BatchAccepted(
+        True, len(parsed.events) - len(failed), result.stored, result.duplicates, rejected
     )
 
 
 async def _append_each_alone(
-    services: Services, events: list[Event]
+    appender: Appender, events: list[Event]
 ) -> tuple[AppendResult, list[int]]:
     """Append a batch's events together; if that fails, each alone, so that an event that
     cannot be stored (a case validation did not foresee) is rejected by itself and the
     others are kept, as for the ones validation refused. The positions that failed come
     back; when every one fails (the database is down), the error is raised."""
     try:
-        return await services.writer.append(events), []
+        return await appender.append(events), []
     except WriterClosed:
         raise
     except Exception:
@@ -310,7 +322,7 @@ async def _append_each_alone(
     last_error: Exception | None = None
     for position, event in enumerate(events):
         try:
-            result = await services.writer.append([event])
+            result = await appender.append([event])
         except WriterClosed:
             raise
         except Exception as exc:

@@ -20,7 +20,7 @@ from parcours.customers import api as customers
 from parcours.customers.identity import identity_of
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
 from parcours.ingest import metrics as ingest_metrics
-from parcours.ingest.http import HttpError, json_response, services_of
+from parcours.ingest.http import HttpError, Injected, json_response
 from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.shopify import (
     CUSTOMER_ID_KIND,
@@ -29,9 +29,10 @@ from parcours.ingest.shopify import (
     map_shopify_webhook,
     verify_shopify_hmac,
 )
-from parcours.log import Event
-from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN
-from parcours.services import Services
+from parcours.log import Appender, Event
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
+from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN, Settings
 
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
 # The topics Shopify's GDPR rules make every app take: they erase or ask for a shop's data.
@@ -42,27 +43,35 @@ log = logging.getLogger(__name__)
 
 
 @post("/webhooks/shopify")
-async def shopify_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services = services_of(request)
+async def shopify_webhook(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    appender: Injected[Appender],
+) -> Response[bytes]:
+    """A Shopify webhook, signed with the app's secret (X-Shopify-Hmac-Sha256)."""
     try:
         raw = await request.body()
-        topic, shop = _verify(services, request, raw)
-        if shop not in services.settings.shopify_shops:
+        topic, shop = _verify(settings, request, raw)
+        if shop not in settings.shopify_shops:
             return _ignore(topic, shop)
         mapping = _map(request, raw, topic, shop)
         if mapping.erase_identities or mapping.erase_shop:
             # A redaction request is carried out, not stored: the erasure's audit event,
             # which holds no personal data, is its record.
-            whole, partly = await asyncio.to_thread(_redact, services, shop, topic, mapping)
+            whole, partly = await asyncio.to_thread(
+                _redact, db, clock, settings.default_region, shop, topic, mapping
+            )
             return json_response(
                 {"success": True, "topic": topic, "erased": whole, "partly_erased": partly}
             )
-        now = services.clock.now_ms()
+        now = clock.now_ms()
         events = [_to_event(document, now) for document in mapping.events]
     except HttpError as exc:
         ingest_metrics.refused_request("shopify", exc.status)
-        return exc.response()
-    result = await services.writer.append(events)
+        raise
+    result = await appender.append(events)
     return json_response(
         {
             "success": True,
@@ -73,9 +82,8 @@ async def shopify_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-def _verify(services: Services, request: Request[Any, Any, Any], raw: bytes) -> tuple[str, str]:
+def _verify(settings: Settings, request: Request[Any, Any, Any], raw: bytes) -> tuple[str, str]:
     """The delivery's topic and shop, once its signature is checked."""
-    settings = services.settings
     if not settings.shopify_webhook_secret:
         raise HttpError(
             503, "Shopify webhooks are not configured: set PARCOURS_SHOPIFY_WEBHOOK_SECRET"
@@ -173,17 +181,18 @@ def _to_event(document: dict[str, Any], now: int) -> Event:
         raise HttpError(400, f"the webhook maps to an invalid event: {exc}", exc.field) from None
 
 
-def _redact(services: Services, shop: str, topic: str, mapping: ShopifyMapping) -> tuple[int, int]:
+def _redact(
+    db: Database, clock: Clock, region: str, shop: str, topic: str, mapping: ShopifyMapping
+) -> tuple[int, int]:
     """Take away what this shop gave: about the customer it names (customers/redact), or
     about everyone (shop/redact). A person known only through the shop is erased; one
     known otherwise too loses the shop's part only. Returns (erased, partly erased)."""
-    region = services.settings.default_region
     origin = Origin(
         source="shopify", context_key="shop", scope=shop, identity_kind=CUSTOMER_ID_KIND
     )
     requested_by = f"shopify {topic} {shop}"
     whole = partly = 0
-    with services.db.write() as conn:
+    with db.write() as conn:
         targets: set[int] = set()
         if mapping.erase_shop:
             targets |= set(origin_customers(conn, origin))
@@ -195,9 +204,7 @@ def _redact(services: Services, shop: str, topic: str, mapping: ShopifyMapping) 
             if identity is not None:
                 targets.update(customers.customers_with_identity(conn, *identity))
         for customer_id in sorted(targets):  # one order, whoever else locks profiles
-            outcome = erase_origin(
-                conn, customer_id, origin, services.clock.now_ms(), requested_by, region
-            )
+            outcome = erase_origin(conn, customer_id, origin, clock.now_ms(), requested_by, region)
             if outcome is None:
                 continue  # found by its email or phone, but this shop told nothing of them
             if outcome.whole:

@@ -11,28 +11,22 @@ from litestar.params import FromPath, FromQuery
 
 from parcours.customers import api as customers
 from parcours.customers.consent import CHANNELS, CONSENT_EVENT, PURPOSES
-from parcours.ingest.http import MAX_INT64, HttpError, json_response, read_json, services_of
+from parcours.ingest.http import (
+    MAX_INT64,
+    HttpError,
+    Injected,
+    json_response,
+    read_json,
+)
 from parcours.ingest.model import EventError, parse_event
-from parcours.runtime.clock import iso
+from parcours.log import Appender
+from parcours.runtime.clock import Clock, iso
+from parcours.runtime.db import Database
 from parcours.runtime.definitions import DefinitionError
-from parcours.runtime.keys import KeyHolder
+from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
-from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
-
-
-def require_admin(request: Request[Any, Any, Any]) -> tuple[Services, KeyHolder]:
-    """The services and the admin key acting: its person edits, approves."""
-    services = services_of(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise HttpError(401, "an admin key is required: Authorization: Bearer KEY", "authorization")
-    holder = services.keys.holder("admin", key.strip())
-    if holder is None:
-        raise HttpError(401, "unknown or revoked admin key", "authorization")
-    return services, holder
 
 
 def problems_response(exc: DefinitionError, message: str) -> Response[bytes]:
@@ -52,10 +46,10 @@ def problems_error(exc: DefinitionError, message: str) -> HttpError:
     return HttpError(400, said, first.path if first else "", problems)
 
 
-def resolve_customer(services: Services, conn: Any, ref: str, field: str = "id") -> int:
+def resolve_customer(settings: Settings, conn: Any, ref: str, field: str = "id") -> int:
     """The customer behind any id, or a 404 naming the field that held it."""
     try:
-        return customers.resolve(conn, ref, services.settings.default_region)
+        return customers.resolve(conn, ref, settings.default_region)
     except customers.CustomerNotFound as exc:
         raise HttpError(404, str(exc), field) from None
 
@@ -64,10 +58,11 @@ def resolve_customer(services: Services, conn: Any, ref: str, field: str = "id")
 
 
 @get("/api/customers/{ref:str}", sync_to_thread=True)
-def get_customer(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
-    services, _ = require_admin(request)
-    with services.db.read() as conn:
-        customer_id = resolve_customer(services, conn, ref)
+def get_customer(
+    db: Injected[Database], settings: Injected[Settings], ref: FromPath[str]
+) -> Response[bytes]:
+    with db.read() as conn:
+        customer_id = resolve_customer(settings, conn, ref)
         return json_response(
             {
                 **customers.profile(conn, customer_id),
@@ -78,18 +73,18 @@ def get_customer(request: Request[Any, Any, Any], ref: FromPath[str]) -> Respons
 
 @get("/api/customers/{ref:str}/events", sync_to_thread=True)
 def get_customer_events(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    settings: Injected[Settings],
     ref: FromPath[str],
     limit: FromQuery[int] = 50,
     before: FromQuery[int | None] = None,
 ) -> Response[bytes]:
-    services, _ = require_admin(request)
     if not 1 <= limit <= 500:
         raise HttpError(400, "limit must be between 1 and 500", "limit")
     if before is not None and not 0 < before <= MAX_INT64:
         raise HttpError(400, "before is the next_before of a previous page", "before")
-    with services.db.read() as conn:
-        customer_id = resolve_customer(services, conn, ref)
+    with db.read() as conn:
+        customer_id = resolve_customer(settings, conn, ref)
         page, cursor = customers.event_page(conn, customer_id, limit=limit, before=before)
     return json_response(
         {"customer_id": customers.public_id(customer_id), "events": page, "next_before": cursor}
@@ -107,13 +102,19 @@ class _ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/customers/{ref:str}/consents")
-async def record_consent(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
+async def record_consent(
+    request: Request[Any, Any, Any],
+    ref: FromPath[str],
+    db: Injected[Database],
+    settings: Injected[Settings],
+    clock: Injected[Clock],
+    appender: Injected[Appender],
+) -> Response[bytes]:
     """Record a consent change; it is appended to the log as a `Consent Updated` event."""
-    services, _ = require_admin(request)
     body = await read_json(request, 32 * 1024, _ConsentRequest)
-    with services.db.read() as conn:
-        customer_id = resolve_customer(services, conn, ref)
-    now = services.clock.now_ms()
+    with db.read() as conn:
+        customer_id = resolve_customer(settings, conn, ref)
+    now = clock.now_ms()
     document = {
         "type": "track",
         "event": CONSENT_EVENT,
@@ -136,8 +137,8 @@ async def record_consent(request: Request[Any, Any, Any], ref: FromPath[str]) ->
         field = "occurred_at" if field == "timestamp" else field
         raise HttpError(400, f"{field}: {exc.reason}" if field else exc.reason, field) from None
     event.customer_id = customer_id
-    await services.writer.append([event])
-    with services.db.read() as conn:
+    await appender.append([event])
+    with db.read() as conn:
         states = customers.current_consents(conn, customer_id)
     return json_response(
         {

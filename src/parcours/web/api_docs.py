@@ -20,6 +20,7 @@ from litestar import Request, Response, Router, get
 from litestar.datastructures import ResponseHeader
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 PATH = "/api/schema"
 ASSETS_DIR = Path(__file__).parent / "api_docs_assets"
@@ -99,8 +100,11 @@ def asset(name: str) -> Response[bytes]:
     )
 
 
-def openapi_config(title: str, version: str) -> OpenAPIConfig:
-    """The OpenAPI description and its pages, under `/api/schema`."""
+def openapi_config(
+    title: str, version: str, security_schemes: dict[str, SecurityScheme] | None = None
+) -> OpenAPIConfig:
+    """The OpenAPI description and its pages, under `/api/schema`, with the security
+    schemes the routes name (web/guards.py)."""
     router = Router(
         PATH,
         route_handlers=[asset],
@@ -114,6 +118,7 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
         title=title,
         version=version,
         path=PATH,
+        components=Components(security_schemes=dict(security_schemes or {})),
         openapi_router=router,
         render_plugins=[
             RedocPage(),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, WebSocket, get, route, websocket
+from litestar import Request, Response, WebSocket, get, route, websocket
 from litestar.enums import HttpMethod
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
@@ -22,21 +23,23 @@ from parcours.channels.chat import Visitor, VisitorTokens
 from parcours.customers import api as customers
 from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import (
+    BODY_LIMIT,
     HttpError,
+    Injected,
     decode_json,
     json_response,
     read_body,
-    require_write_key,
     whole_number,
 )
 from parcours.ingest.model import EventError, parse_event
-from parcours.messaging.delivery import public_message_id
-from parcours.runtime.clock import iso
-from parcours.runtime.db import run
+from parcours.log import Appender
+from parcours.messaging.delivery import Delivery, public_message_id
+from parcours.runtime.clock import Clock, iso
+from parcours.runtime.db import Database, run
 from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
-from parcours.services import Services
-from parcours.web.errors import identity_refused
+from parcours.runtime.settings import Settings
+from parcours.web.errors import ERROR_HEADERS
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -201,41 +204,43 @@ async def widget(lang: FromQuery[str] = "") -> Response[str]:
     )
 
 
-@route("/chat/session", http_method=[HttpMethod.POST, HttpMethod.OPTIONS], status_code=200)
-async def session(request: Request[Any, Any, Any]) -> Response[bytes]:
+@route(
+    "/chat/session",
+    http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
+    status_code=200,
+    opt={BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
+)
+async def session(
+    request: Request[Any, Any, Any],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    chat_tokens: Injected[VisitorTokens],
+) -> Response[bytes]:
     """A visitor token. Body (JSON, sent as text/plain by the widget so that browsers ask
     no preflight; a page sending application/json gets its preflight answered):
     {"writeKey", then "userId" and "userHash" for a signed-in customer, or "token" to
     renew an anonymous visitor's, or nothing more for a new visitor}."""
     if request.method == HttpMethod.OPTIONS:
         return _cors(Response(b"", status_code=204))
-    services: Services = request.app.state.services
-    try:
-        raw = await read_body(request, MAX_SESSION_BODY)
-        body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object", "body")
-        require_write_key(services, request, body.get("writeKey"))
-        tokens = await _tokens(request.app)
-        now = services.clock.now_ms()
-        user_id, user_hash, kept = body.get("userId"), body.get("userHash"), body.get("token")
-        if user_id is not None:
-            verified = verified_user_id(
-                services.settings.identity_verification_secret, user_id, user_hash
-            )
-            token, visitor = tokens.issue("user", verified, now)
-        elif user_hash is not None:
-            raise HttpError(400, "userHash was sent without the userId it signs", "userHash")
-        elif kept is not None:
-            if not isinstance(kept, str):
-                raise HttpError(400, "token must be a string", "token")
-            token, visitor = tokens.renew(kept, now)
-        else:
-            token, visitor = tokens.new_anonymous(now)
-    except IdentityRefused as exc:
-        return _cors(identity_refused(exc).response())
-    except HttpError as exc:
-        return _cors(exc.response())
+    # The write key's guard let the call in; a refusal is answered with the CORS headers
+    # (ERROR_HEADERS), so that the widget on the brand's pages can read it.
+    raw = await read_body(request, MAX_SESSION_BODY)
+    body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body must be a JSON object", "body")
+    now = clock.now_ms()
+    user_id, user_hash, kept = body.get("userId"), body.get("userHash"), body.get("token")
+    if user_id is not None:
+        verified = verified_user_id(settings.identity_verification_secret, user_id, user_hash)
+        token, visitor = chat_tokens.issue("user", verified, now)
+    elif user_hash is not None:
+        raise HttpError(400, "userHash was sent without the userId it signs", "userHash")
+    elif kept is not None:
+        if not isinstance(kept, str):
+            raise HttpError(400, "token must be a string", "token")
+        token, visitor = chat_tokens.renew(kept, now)
+    else:
+        token, visitor = chat_tokens.new_anonymous(now)
     answer = {
         "token": token,
         "expiresAt": iso(visitor.expires_at),
@@ -250,17 +255,15 @@ def _cors(response: Response[Any]) -> Response[Any]:
     return response
 
 
-async def _tokens(app: Litestar) -> VisitorTokens:
-    """The signer of visitor tokens, with the key every process shares (made once)."""
-    tokens = app.state.get("chat_visitor_tokens")
-    if tokens is None:
-        services: Services = app.state.services
-        key = await asyncio.to_thread(
-            instance_secret, services.db, TOKEN_KEY_NAME, services.clock.now_ms()
-        )
-        tokens = app.state["chat_visitor_tokens"] = VisitorTokens(bytes.fromhex(key))
-    assert isinstance(tokens, VisitorTokens)
-    return tokens
+def visitor_tokens(db: Database, clock: Clock) -> Callable[[], Awaitable[VisitorTokens]]:
+    """What provides the `chat_tokens` dependency: the signer of visitor tokens, with the
+    key every process shares (made once, on first use)."""
+
+    async def provide() -> VisitorTokens:
+        key = await asyncio.to_thread(instance_secret, db, TOKEN_KEY_NAME, clock.now_ms())
+        return VisitorTokens(bytes.fromhex(key))
+
+    return provide
 
 
 _EXPIRED = IdentityRefused(401, "the visitor token expired: renew it", "token")
@@ -275,27 +278,34 @@ class _Conversation:
 
 
 @websocket("/chat/ws")
-async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
+async def chat_socket(
+    socket: WebSocket[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    delivery: Injected[Delivery],
+    appender: Injected[Appender],
+    chat_tokens: Injected[VisitorTokens],
+) -> None:
     """First frame: {"type": "hello", "token", "locale"}. Then from the widget: "message"
     (acknowledged), "delivered" and "read" (by message id), "token" (a renewed one)."""
-    services: Services = socket.app.state.services
     await socket.accept()
     try:
         hello = await asyncio.wait_for(_receive(socket), HELLO_SECONDS)
     except (TimeoutError, WebSocketDisconnect, RuntimeError):
         await _close(socket, IdentityRefused(401, "no hello with a visitor token", "token"))
         return
-    tokens = await _tokens(socket.app)
+    tokens = chat_tokens
     try:
         if hello is None or hello.get("type") != "hello":
             raise IdentityRefused(400, "the first frame must be a hello with the token", "type")
-        visitor = tokens.read(_text(hello.get("token")), services.clock.now_ms())
+        visitor = tokens.read(_text(hello.get("token")), clock.now_ms())
     except IdentityRefused as exc:
         await _close(socket, exc)
         return
     try:
         await _append(
-            services,
+            appender,
+            clock,
             visitor,
             "Chat Opened",
             {"channel": "chat"},
@@ -305,20 +315,20 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await _close(socket, IdentityRefused(400, exc.reason, exc.field))
         return
     try:
-        customer = await asyncio.to_thread(_customer, services, visitor)
+        customer = await asyncio.to_thread(_customer, db, visitor)
     except customers.CustomerNotFound:  # erased as the chat opened
         await _close(socket, IdentityRefused(403, "this visitor's data was erased", "token"))
         return
     conversation = _Conversation(visitor, customer)
-    await socket.send_json({"type": "ready", "expiresIn": _expires_in(services, visitor)})
-    poller = asyncio.create_task(_deliver_pending(services, socket, conversation))
+    await socket.send_json({"type": "ready", "expiresIn": _expires_in(clock, visitor)})
+    poller = asyncio.create_task(_deliver_pending(db, clock, socket, conversation))
     try:
         while True:
             incoming = await _receive(socket)
             if incoming is None:
                 continue
             kind = incoming.get("type")
-            if kind != "token" and services.clock.now_ms() >= conversation.visitor.expires_at:
+            if kind != "token" and clock.now_ms() >= conversation.visitor.expires_at:
                 await _close(socket, _EXPIRED)  # nothing is done on an expired token
                 return
             if kind == "message":
@@ -326,7 +336,8 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
                 if body:
                     try:
                         await _append(
-                            services,
+                            appender,
+                            clock,
                             conversation.visitor,
                             "Message Received",
                             {"channel": "chat", "text": body},
@@ -340,10 +351,12 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
             elif kind in ("delivered", "read"):
                 outbox_id = _outbox_id(incoming.get("id"))
                 if outbox_id is not None:
-                    await asyncio.to_thread(_status, services, customer, outbox_id, str(kind))
+                    await asyncio.to_thread(
+                        _status, db, clock, delivery, customer, outbox_id, str(kind)
+                    )
             elif kind == "token":
                 try:
-                    renewed = tokens.read(_text(incoming.get("token")), services.clock.now_ms())
+                    renewed = tokens.read(_text(incoming.get("token")), clock.now_ms())
                     if not renewed.is_same_person(conversation.visitor):
                         raise IdentityRefused(
                             403, "the token is another visitor's: open a new chat", "token"
@@ -352,7 +365,7 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
                     await _close(socket, exc)
                     return
                 conversation.visitor = renewed
-                expires_in = _expires_in(services, renewed)
+                expires_in = _expires_in(clock, renewed)
                 await socket.send_json({"type": "renewed", "expiresIn": expires_in})
     except (WebSocketDisconnect, RuntimeError):
         pass
@@ -380,8 +393,8 @@ def _outbox_id(reference: Any) -> int | None:
     return None
 
 
-def _expires_in(services: Services, visitor: Visitor) -> int:
-    return max(0, (visitor.expires_at - services.clock.now_ms()) // 1000)
+def _expires_in(clock: Clock, visitor: Visitor) -> int:
+    return max(0, (visitor.expires_at - clock.now_ms()) // 1000)
 
 
 async def _close(socket: WebSocket[Any, Any, Any], refused: IdentityRefused) -> None:
@@ -397,7 +410,8 @@ async def _close(socket: WebSocket[Any, Any, Any], refused: IdentityRefused) -> 
 
 
 async def _append(
-    services: Services,
+    appender: Appender,
+    clock: Clock,
     visitor: Visitor,
     name: str,
     properties: dict[str, Any],
@@ -411,17 +425,17 @@ async def _append(
         "context": {k: v for k, v in context.items() if v},
     }
     event = parse_event(
-        _encode(document), source="chat", received_at=services.clock.now_ms(), chat_visitor=True
+        _encode(document), source="chat", received_at=clock.now_ms(), chat_visitor=True
     )
-    await services.writer.append([event])
+    await appender.append([event])
 
 
-def _customer(services: Services, visitor: Visitor) -> int:
+def _customer(db: Database, visitor: Visitor) -> int:
     """The visitor's customer: the one holding their exact id, of their kind (their
     event was just appended under it). An anonymous visitor's id is one only the chat
     writes (`CHAT_VISITOR_PREFIX`), so no tracking call can tie it to another profile."""
     kind = "user_id" if visitor.kind == "user" else "anonymous_id"
-    with services.db.read() as conn:
+    with db.read() as conn:
         found = customers.customers_with_identity(conn, kind, visitor.id)
     if not found:
         raise customers.CustomerNotFound(visitor.id)
@@ -429,19 +443,17 @@ def _customer(services: Services, visitor: Visitor) -> int:
 
 
 async def _deliver_pending(
-    services: Services, socket: WebSocket[Any, Any, Any], conversation: _Conversation
+    db: Database, clock: Clock, socket: WebSocket[Any, Any, Any], conversation: _Conversation
 ) -> None:
     """Every second: the chat messages sent to this customer that no widget has confirmed
     yet, each offered once on this socket (again on the next one if still unconfirmed);
     and the token's expiry, which closes the socket."""
     offered: set[int] = set()
     while True:
-        if services.clock.now_ms() >= conversation.visitor.expires_at:
+        if clock.now_ms() >= conversation.visitor.expires_at:
             await _close(socket, _EXPIRED)
             return
-        for outbox_id, content in await asyncio.to_thread(
-            _pending, services, conversation.customer
-        ):
+        for outbox_id, content in await asyncio.to_thread(_pending, db, conversation.customer):
             if outbox_id not in offered:
                 offered.add(outbox_id)
                 await socket.send_json(
@@ -454,8 +466,8 @@ async def _deliver_pending(
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _pending(services: Services, customer: int) -> list[tuple[int, dict[str, Any]]]:
-    with services.db.read() as conn:
+def _pending(db: Database, customer: int) -> list[tuple[int, dict[str, Any]]]:
+    with db.read() as conn:
         rows = run(
             conn,
             "SELECT id, rendered FROM outbox WHERE customer_id = :c AND channel = 'chat' "
@@ -465,19 +477,28 @@ def _pending(services: Services, customer: int) -> list[tuple[int, dict[str, Any
     return [(int(row.id), json.loads(row.rendered)) for row in rows]
 
 
-def _status(services: Services, customer: int, outbox_id: int, status: str) -> None:
+def _status(
+    db: Database, clock: Clock, delivery: Delivery, customer: int, outbox_id: int, status: str
+) -> None:
     """The widget confirms a message it has ("delivered") or showed ("read"). A read
     message was delivered: that is recorded first if the confirmation was lost (each
     status is recorded once, whatever the number of confirmations)."""
-    with services.db.write() as conn:
-        known = services.delivery.message_of(conn, outbox_id)
+    with db.write() as conn:
+        known = delivery.message_of(conn, outbox_id)
         if known is None or known["customer_id"] != customer or known["channel"] != "chat":
             return  # not this customer's chat message: ignored
-        now = services.clock.now_ms()
+        now = clock.now_ms()
         if status == "read":
-            services.delivery.status(conn, outbox_id, "delivered", now)
-        services.delivery.status(conn, outbox_id, status, now)
+            delivery.status(conn, outbox_id, "delivered", now)
+        delivery.status(conn, outbox_id, status, now)
 
 
 def chat_routes() -> list[HTTPRouteHandler | WebsocketRouteHandler]:
-    return [widget, session, chat_socket]
+    """The widget's script and its socket (the socket checks the visitor's token)."""
+    return [widget, chat_socket]
+
+
+def chat_write_routes() -> list[HTTPRouteHandler]:
+    """The visitor token's endpoint: behind the write key (in the body, as the widget
+    sends it)."""
+    return [session]

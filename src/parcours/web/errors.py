@@ -38,18 +38,28 @@ def _answer(
     )
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[bytes]:
-    return exc.response()
+# A route's `opt` key: headers every error it answers carries (the chat's session
+# endpoint: its CORS headers, so that the brand's pages can read a refusal).
+ERROR_HEADERS = "error_headers"
 
 
-def identity_refused(exc: IdentityRefused) -> HttpError:
+def _route_headers(request: Request[Any, Any, Any]) -> dict[str, str] | None:
+    handler = request.scope.get("route_handler")
+    headers = handler.opt.get(ERROR_HEADERS) if handler is not None else None
+    return dict(headers) if headers else None
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HttpError) -> Response[bytes]:
+    response = exc.response()
+    if headers := _route_headers(request):
+        response.headers.update(headers)
+    return response
+
+
+def _identity_refused(request: Request[Any, Any, Any], exc: IdentityRefused) -> Response[bytes]:
     """A visitor's proof of identity refused (customers/verification.py: a token, a user
-    id or its hash), as the HTTP error it is answered with."""
-    return HttpError(exc.status, exc.message, exc.field)
-
-
-def _identity_refused(_: Request[Any, Any, Any], exc: IdentityRefused) -> Response[bytes]:
-    return identity_refused(exc).response()
+    id or its hash)."""
+    return _http_error(request, HttpError(exc.status, exc.message, exc.field))
 
 
 def _litestar_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -144,4 +154,4 @@ def _refusal(scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["exception_handlers", "guard_parameters", "identity_refused"]
+__all__ = ["ERROR_HEADERS", "exception_handlers", "guard_parameters"]

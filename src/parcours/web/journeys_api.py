@@ -12,7 +12,14 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, RawBody
 
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, decode_json, json_response, read_body, read_json
+from parcours.ingest.http import (
+    HttpError,
+    Injected,
+    decode_json,
+    json_response,
+    read_body,
+    read_json,
+)
 from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import (
@@ -22,10 +29,13 @@ from parcours.journeys.simulator import (
     simulate,
     timeline_item,
 )
-from parcours.log import Event
+from parcours.log import Appender, Event
 from parcours.messaging import templates
-from parcours.runtime.clock import parse_iso
-from parcours.web.api import problems_response, require_admin
+from parcours.runtime.clock import Clock, parse_iso
+from parcours.runtime.db import Database
+from parcours.runtime.keys import KeyHolder
+from parcours.runtime.settings import Settings
+from parcours.web.api import problems_response
 
 _decode = msgspec.json.Decoder().decode
 
@@ -35,29 +45,31 @@ def _problems(exc: JourneyError) -> Response[bytes]:
 
 
 @get("/api/journeys")
-async def list_journeys(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services, _ = require_admin(request)
-
+async def list_journeys(db: Injected[Database]) -> Response[bytes]:
     def read() -> list[dict[str, Any]]:
-        with services.db.read() as conn:
+        with db.read() as conn:
             return journeys.versions(conn)
 
     return json_response({"versions": await asyncio.to_thread(read)})
 
 
 @post("/api/journeys")
-async def create_draft(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def create_draft(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    admin: Injected[KeyHolder],
+) -> Response[bytes]:
     """The body is the journey's YAML; it becomes the next version, a draft."""
     try:
-        services, user = require_admin(request)
         source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
         version = await asyncio.to_thread(
             journeys.save_draft,
-            services.db,
+            db,
             source,
-            user.name,
-            services.clock.now_ms(),
-            editor_key=user.key_id,
+            admin.name,
+            clock.now_ms(),
+            editor_key=admin.key_id,
         )
     except JourneyError as exc:
         return _problems(exc)
@@ -76,14 +88,15 @@ def _wants_yaml(request: Request[Any, Any, Any]) -> bool:
 
 
 @get("/api/journeys/{journey_id:str}", sync_to_thread=True)
-def get_journey(request: Request[Any, Any, Any], journey_id: FromPath[str]) -> Response[bytes]:
+def get_journey(
+    request: Request[Any, Any, Any], db: Injected[Database], journey_id: FromPath[str]
+) -> Response[bytes]:
     """The journey read back: its versions with status and review, which one is live, and
     the latest version's YAML (`Accept: application/yaml`: that YAML alone)."""
     try:
-        services, _ = require_admin(request)
         if not _JOURNEY_ID.fullmatch(journey_id):
             raise journeys.UnknownJourney(journey_id)
-        with services.db.read() as conn:
+        with db.read() as conn:
             found = journeys.journey_view(conn, journey_id)
     except journeys.UnknownJourney as exc:
         raise HttpError(404, str(exc), "journey_id") from None
@@ -94,15 +107,17 @@ def get_journey(request: Request[Any, Any, Any], journey_id: FromPath[str]) -> R
 
 @get("/api/journeys/{journey_id:str}/versions/{version:int}", sync_to_thread=True)
 def get_version(
-    request: Request[Any, Any, Any], journey_id: FromPath[str], version: FromPath[int]
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    journey_id: FromPath[str],
+    version: FromPath[int],
 ) -> Response[bytes]:
     """One version: its YAML as written, status and review (`Accept: application/yaml`:
     the YAML alone)."""
     try:
-        services, _ = require_admin(request)
         if not _JOURNEY_ID.fullmatch(journey_id):
             raise journeys.UnknownJourney(journey_id)
-        with services.db.read() as conn:
+        with db.read() as conn:
             found = journeys.version_view(conn, journey_id, version)
     except journeys.UnknownJourney as exc:
         raise HttpError(404, str(exc), "journey_id") from None
@@ -119,26 +134,27 @@ def _yaml(source: str) -> Response[bytes]:
 
 @post("/api/journeys/{journey_id:str}/versions/{version:int}/{move:str}", sync_to_thread=True)
 def change_status(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    admin: Injected[KeyHolder],
     journey_id: FromPath[str],
     version: FromPath[int],
     move: FromPath[str],
 ) -> Response[bytes]:
     """submit, approve (by another person than the last editor), go_live, pause, archive."""
     try:
-        services, user = require_admin(request)
         if move not in ("submit", "approve", "go_live", "pause", "archive"):
             raise HttpError(
                 404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
             )
         changed = journeys.change_status(
-            services.db,
+            db,
             journey_id,
             version,
             move,
-            user.name,
-            services.clock.now_ms(),
-            key=user.key_id,
+            admin.name,
+            clock.now_ms(),
+            key=admin.key_id,
         )
     except journeys.NotReady as exc:
         return _not_ready(exc)
@@ -171,21 +187,21 @@ def _not_ready(exc: journeys.NotReady) -> Response[bytes]:
 
 @get("/api/journeys/{journey_id:str}/versions/{version:int}/stats", sync_to_thread=True)
 def journey_stats(
-    request: Request[Any, Any, Any], journey_id: FromPath[str], version: FromPath[int]
+    db: Injected[Database], journey_id: FromPath[str], version: FromPath[int]
 ) -> Response[bytes]:
-    services, _ = require_admin(request)
-    with services.db.read() as conn:
+    with db.read() as conn:
         return json_response(journeys.stats(conn, journey_id, version))
 
 
 @get("/api/customers/{ref:str}/journeys", sync_to_thread=True)
-def customer_trace(request: Request[Any, Any, Any], ref: FromPath[str]) -> Response[bytes]:
+def customer_trace(
+    db: Injected[Database], settings: Injected[Settings], ref: FromPath[str]
+) -> Response[bytes]:
     """The journeys a customer is in, where each run stands, and every decision with its
     reason, oldest first."""
     try:
-        services, _ = require_admin(request)
-        with services.db.read() as conn:
-            customer = customers.resolve(conn, ref, services.settings.default_region)
+        with db.read() as conn:
+            customer = customers.resolve(conn, ref, settings.default_region)
             history = journeys.trace(conn, customer)
             runs = journeys.runs_of(conn, customer)
     except customers.CustomerNotFound as exc:
@@ -204,20 +220,19 @@ class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/journeys/simulate", sync_to_thread=True)
-def simulate_journey(request: Request[Any, Any, Any], body: RawBody) -> Response[bytes]:
+def simulate_journey(
+    body: RawBody, db: Injected[Database], clock: Injected[Clock], settings: Injected[Settings]
+) -> Response[bytes]:
     """Run a journey (YAML in `journey`) on a simulated clock; nothing is sent."""
     try:
-        services, _ = require_admin(request)
         asked = decode_json(body, _SimulationRequest)  # the limits of every body
-        start = parse_iso(asked.start) if asked.start else services.clock.now_ms()
+        start = parse_iso(asked.start) if asked.start else clock.now_ms()
         if not 0 <= asked.days <= MAX_DAYS:
             raise HttpError(400, f"days must be between 0 and {MAX_DAYS}", "days")
         history = None
         if asked.customer:
-            history = customers.export(
-                services.db, asked.customer, services.settings.default_region
-            )["events"]
-        with services.db.read() as conn:
+            history = customers.export(db, asked.customer, settings.default_region)["events"]
+        with db.read() as conn:
             brand_templates = templates.brand_templates(conn)
             segment_sources = brand_segments(conn)
         entries = simulate(
@@ -226,10 +241,10 @@ def simulate_journey(request: Request[Any, Any, Any], body: RawBody) -> Response
             start=start,
             days=asked.days,
             history=history,
-            default_region=services.settings.default_region,
+            default_region=settings.default_region,
             brand_templates=brand_templates,
             brand_segments=segment_sources,
-            brand_settings=services.settings,
+            brand_settings=settings,
         )
     except JourneyError as exc:
         return _problems(exc)
@@ -252,13 +267,17 @@ class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 @post("/api/journeys/{journey_id:str}/runs")
 async def enter_customer(
-    request: Request[Any, Any, Any], journey_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    journey_id: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    appender: Injected[Appender],
 ) -> Response[bytes]:
     """Enter a customer in a live `api: true` journey. The Idempotency-Key header (or
     `idempotency_key`) makes a repeated call change nothing; the run starts within the
     second, when the worker reads the request from the log."""
     try:
-        services, _ = require_admin(request)
         body = await read_json(request, 32 * 1024, _EntryRequest)
         header = request.headers.get("idempotency-key", "").strip()
         given = (body.idempotency_key or "").strip()
@@ -276,19 +295,19 @@ async def enter_customer(
             )
 
         def build() -> Event:
-            with services.db.read() as conn:
+            with db.read() as conn:
                 return journeys.entry_request(
                     conn,
                     journey_id,
                     body.customer,
                     body.properties,
                     key,
-                    services.settings.default_region,
-                    services.clock.now_ms(),
+                    settings.default_region,
+                    clock.now_ms(),
                 )
 
         event: Event = await asyncio.to_thread(build)
-        result = await services.writer.append([event])
+        result = await appender.append([event])
         assert event.customer_id is not None
     except journeys.UnknownJourney as exc:
         raise HttpError(404, str(exc), "journey_id") from None

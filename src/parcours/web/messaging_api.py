@@ -19,20 +19,24 @@ from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.identity import BadEmail, check_email
 from parcours.ingest.http import (
     HttpError,
+    Injected,
     json_response,
     prefixed_id,
     read_body,
     read_json,
-    services_of,
     whole_number,
 )
-from parcours.log import internal_event
+from parcours.log import Appender, internal_event
 from parcours.messaging import templates
-from parcours.messaging.delivery import outbox_page
+from parcours.messaging.delivery import Delivery, outbox_page
 from parcours.messaging.links import PIXEL_GIF, BadLink
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
 from parcours.runtime.definitions import DefinitionError, load_yaml
 from parcours.runtime.i18n import accept_language, pick_locale, text
-from parcours.web.api import problems_error, require_admin
+from parcours.runtime.keys import KeyHolder
+from parcours.runtime.settings import Settings
+from parcours.web.api import problems_error
 
 _decode = msgspec.json.Decoder().decode
 
@@ -41,10 +45,11 @@ _decode = msgspec.json.Decoder().decode
 
 
 @get("/api/outbox")
-async def list_outbox(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def list_outbox(
+    request: Request[Any, Any, Any], db: Injected[Database], settings: Injected[Settings]
+) -> Response[bytes]:
     """The messages, newest first, as the customer sees them. `?limit=` (1-500, 50) and
     `?before=msg_N` to page back; `?customer=` (any id) for one customer's messages."""
-    services, _ = require_admin(request)
     limit = _int_param(request, "limit", 50, 1, 500)
     before_text = request.query_params.get("before")
     before = prefixed_id(before_text, "msg_", "before") if before_text else None
@@ -53,10 +58,10 @@ async def list_outbox(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise HttpError(400, "customer must be a customer's id (any id)", "customer")
 
     def read() -> list[dict[str, Any]]:
-        with services.db.read() as conn:
+        with db.read() as conn:
             ids = None
             if customer is not None:
-                found = customers.resolve(conn, customer, services.settings.default_region)
+                found = customers.resolve(conn, customer, settings.default_region)
                 ids = customers.with_merged(conn, found)
             return outbox_page(conn, limit, before, ids)
 
@@ -84,24 +89,18 @@ def _int_param(
 
 
 @get("/api/templates")
-async def list_templates(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services, _ = require_admin(request)
-
+async def list_templates(db: Injected[Database]) -> Response[bytes]:
     def read() -> list[dict[str, Any]]:
-        with services.db.read() as conn:
+        with db.read() as conn:
             return templates.listing(conn)
 
     return json_response({"templates": await asyncio.to_thread(read)})
 
 
 @get("/api/templates/{template_id:str}")
-async def get_template(
-    request: Request[Any, Any, Any], template_id: FromPath[str]
-) -> Response[bytes]:
-    services, _ = require_admin(request)
-
+async def get_template(db: Injected[Database], template_id: FromPath[str]) -> Response[bytes]:
     def read() -> templates.MessageTemplate:
-        with services.db.read() as conn:
+        with db.read() as conn:
             return templates.get(conn, template_id)
 
     try:
@@ -118,11 +117,14 @@ MAX_TEMPLATE_BYTES = 512 * 1024
 
 @put("/api/templates/{template_id:str}")
 async def put_template(
-    request: Request[Any, Any, Any], template_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    template_id: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    admin: Injected[KeyHolder],
 ) -> Response[bytes]:
     """Add or replace the brand's template. The body is JSON or YAML: locale -> channel ->
     fields. Checked first; nothing is saved if anything is wrong."""
-    services, user = require_admin(request)
     raw = await read_body(request, MAX_TEMPLATE_BYTES)
     try:  # YAML is a superset of JSON; read within the limits of every definition
         source, _ = load_yaml(raw.decode("utf-8"), max_bytes=MAX_TEMPLATE_BYTES)
@@ -132,8 +134,8 @@ async def put_template(
         raise problems_error(exc, "the template is not valid") from None
 
     def write() -> templates.MessageTemplate:
-        with services.db.write() as conn:
-            return templates.save(conn, template_id, source, user.name, services.clock.now_ms())
+        with db.write() as conn:
+            return templates.save(conn, template_id, source, admin.name, clock.now_ms())
 
     try:
         saved = await asyncio.to_thread(write)
@@ -151,23 +153,22 @@ class _PreviewBody(msgspec.Struct, forbid_unknown_fields=True):
 
 @post("/api/templates/{template_id:str}/preview")
 async def preview_template(
-    request: Request[Any, Any, Any], template_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    template_id: FromPath[str],
+    db: Injected[Database],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
 ) -> Response[bytes]:
     """The template rendered for a real customer, on one channel, as they would see it."""
-    services, _ = require_admin(request)
     body = await read_json(request, 256 * 1024, _PreviewBody)
 
     def render() -> templates.Rendered:
-        with services.db.read() as conn:
-            customer_id = customers.resolve(conn, body.customer, services.settings.default_region)
+        with db.read() as conn:
+            customer_id = customers.resolve(conn, body.customer, settings.default_region)
             template = templates.get(conn, template_id)
-            context = services.delivery.preview_context(
-                conn, customer_id, body.channel, body.event or {}
-            )
+            context = delivery.preview_context(conn, customer_id, body.channel, body.event or {})
             locale = body.locale or context["customer"].get("locale")
-            return templates.render(
-                template, body.channel, context, locale, services.settings.brand_locale
-            )
+            return templates.render(template, body.channel, context, locale, settings.brand_locale)
 
     try:
         rendered = await asyncio.to_thread(render)
@@ -194,25 +195,31 @@ class _TestSendBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/templates/{template_id:str}/test-send")
-async def test_send(request: Request[Any, Any, Any], template_id: FromPath[str]) -> Response[bytes]:
+async def test_send(
+    request: Request[Any, Any, Any],
+    template_id: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
+) -> Response[bytes]:
     """Send the template, rendered for a real customer, to an address of the brand's own
     (`to`): subject marked [TEST], outside journeys, policies and caps. It appears in the
     outbox like any message."""
-    services, _ = require_admin(request)
     body = await read_json(request, 256 * 1024, _TestSendBody)
-    to = _test_address(body.channel, body.to, services.settings.default_region)
+    to = _test_address(body.channel, body.to, settings.default_region)
 
     def send() -> int:
-        with services.db.write() as conn:
-            customer_id = customers.resolve(conn, body.customer, services.settings.default_region)
-            return services.delivery.test_send(
+        with db.write() as conn:
+            customer_id = customers.resolve(conn, body.customer, settings.default_region)
+            return delivery.test_send(
                 conn,
                 template_id,
                 customer_id,
                 body.channel,
                 to,
                 body.event or {},
-                services.clock.now_ms(),
+                clock.now_ms(),
             )
 
     try:
@@ -255,13 +262,10 @@ def _page(locale: str, title: str, body: str, status: int = 200) -> Response[str
     return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 
-def _unsubscribe_target(request: Request[Any, Any, Any], token: str) -> tuple[Any, dict[str, Any]]:
-    services = services_of(request)
-    return services, services.delivery.links.signer.verify("unsubscribe", token)
-
-
-def _locale_for(services: Any, request: Request[Any, Any, Any], customer_id: int) -> str:
-    with services.db.read() as conn:
+def _locale_for(
+    db: Database, settings: Settings, request: Request[Any, Any, Any], customer_id: int
+) -> str:
+    with db.read() as conn:
         try:
             view = customers.conditions_view(conn, customer_id)
         except customers.CustomerNotFound:
@@ -270,7 +274,7 @@ def _locale_for(services: Any, request: Request[Any, Any, Any], customer_id: int
         view["computed"].get("locale"),
         view["traits"].get("locale"),
         accept_language(request.headers.get("accept-language")),
-        services.settings.brand_locale,
+        settings.brand_locale,
     )
 
 
@@ -282,15 +286,21 @@ def _unsubscribe_words(locale: str, channel: str, brand: str) -> dict[str, str]:
 
 
 @get("/u/{token:str}")
-async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+async def unsubscribe_page(
+    request: Request[Any, Any, Any],
+    token: FromPath[str],
+    db: Injected[Database],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
+) -> Response[str]:
     """The visible link: a page with one button (a GET never unsubscribes, since mail
     scanners follow links)."""
     try:
-        services, data = _unsubscribe_target(request, token)
+        data = delivery.links.signer.verify("unsubscribe", token)
     except BadLink:
         return _invalid_link(request)
-    locale = await asyncio.to_thread(_locale_for, services, request, int(data["c"]))
-    values = _unsubscribe_words(locale, str(data["ch"]), services.settings.brand_name)
+    locale = await asyncio.to_thread(_locale_for, db, settings, request, int(data["c"]))
+    values = _unsubscribe_words(locale, str(data["ch"]), settings.brand_name)
     title = text(locale, "unsubscribe.title")
     return _page(
         locale,
@@ -302,20 +312,28 @@ async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]
 
 
 @post("/u/{token:str}", status_code=200)
-async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+async def unsubscribe(
+    request: Request[Any, Any, Any],
+    token: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
+    appender: Injected[Appender],
+) -> Response[str]:
     """One click (RFC 8058: the mail client POSTs `List-Unsubscribe=One-Click`) or the
     page's button: marketing consent for the channel is withdrawn at once."""
     try:
-        services, data = _unsubscribe_target(request, token)
+        data = delivery.links.signer.verify("unsubscribe", token)
     except BadLink:
         return _invalid_link(request)
     customer_id, channel, outbox_id = int(data["c"]), str(data["ch"]), int(data["m"])
     if customer_id == 0:  # the link in a test send: shown, never acted on
         locale = pick_locale(accept_language(request.headers.get("accept-language")))
-        values = _unsubscribe_words(locale, channel, services.settings.brand_name)
+        values = _unsubscribe_words(locale, channel, settings.brand_name)
         message = text(locale, "unsubscribe.done", **values)
         return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
-    now = services.clock.now_ms()
+    now = clock.now_ms()
     one_click = b"List-Unsubscribe=One-Click" in await request.body()
     source = "one-click unsubscribe" if one_click else "unsubscribe link"
     events = [
@@ -336,23 +354,27 @@ async def unsubscribe(request: Request[Any, Any, Any], token: FromPath[str]) -> 
             "channel",
         ),
     ]
-    await services.writer.append(events)
-    locale = await asyncio.to_thread(_locale_for, services, request, customer_id)
-    values = _unsubscribe_words(locale, channel, services.settings.brand_name)
+    await appender.append(events)
+    locale = await asyncio.to_thread(_locale_for, db, settings, request, customer_id)
+    values = _unsubscribe_words(locale, channel, settings.brand_name)
     message = text(locale, "unsubscribe.done", **values)
     return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
 
 
 @get("/t/o/{token:str}")
-async def open_pixel(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
+async def open_pixel(
+    token: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    delivery: Injected[Delivery],
+) -> Response[bytes]:
     """The open pixel: a transparent GIF, whatever the token (a bad one records nothing)."""
-    services = services_of(request)
     try:
-        data = services.delivery.links.signer.verify("open", token.removesuffix(".gif"))
+        data = delivery.links.signer.verify("open", token.removesuffix(".gif"))
     except BadLink:
         data = None
     if data is not None:
-        await asyncio.to_thread(_record, services, int(data["m"]), "opened", {})
+        await asyncio.to_thread(_record, db, clock, delivery, int(data["m"]), "opened", {})
     return Response(
         PIXEL_GIF,
         media_type="image/gif",
@@ -361,21 +383,33 @@ async def open_pixel(request: Request[Any, Any, Any], token: FromPath[str]) -> R
 
 
 @get("/t/c/{token:str}")
-async def click(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[Any]:
+async def click(
+    request: Request[Any, Any, Any],
+    token: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    delivery: Injected[Delivery],
+) -> Response[Any]:
     """A tracked link: record the click, then go where the signed link says, nowhere else."""
-    services = services_of(request)
     try:
-        data = services.delivery.links.signer.verify("click", token)
+        data = delivery.links.signer.verify("click", token)
     except BadLink:
         return _invalid_link(request)
     url = str(data["u"])
-    await asyncio.to_thread(_record, services, int(data["m"]), "clicked", {"url": url})
+    await asyncio.to_thread(_record, db, clock, delivery, int(data["m"]), "clicked", {"url": url})
     return Response(b"", status_code=302, headers={"Location": url})
 
 
-def _record(services: Any, outbox_id: int, status: str, extra: dict[str, Any]) -> None:
-    with services.db.write() as conn:
-        services.delivery.status(conn, outbox_id, status, services.clock.now_ms(), extra=extra)
+def _record(
+    db: Database,
+    clock: Clock,
+    delivery: Delivery,
+    outbox_id: int,
+    status: str,
+    extra: dict[str, Any],
+) -> None:
+    with db.write() as conn:
+        delivery.status(conn, outbox_id, status, clock.now_ms(), extra=extra)
 
 
 def _invalid_link(request: Request[Any, Any, Any]) -> Response[str]:
@@ -384,19 +418,14 @@ def _invalid_link(request: Request[Any, Any, Any]) -> Response[str]:
     return _page(locale, message, f"<p>{escape(message)}</p>", 404)
 
 
-def messaging_routes() -> list[HTTPRouteHandler]:
-    return [
-        list_outbox,
-        list_templates,
-        get_template,
-        put_template,
-        preview_template,
-        test_send,
-        unsubscribe_page,
-        unsubscribe,
-        open_pixel,
-        click,
-    ]
+def messaging_admin_routes() -> list[HTTPRouteHandler]:
+    """The outbox and templates: behind the admin key."""
+    return [list_outbox, list_templates, get_template, put_template, preview_template, test_send]
 
 
-__all__ = ["messaging_routes"]
+def messaging_public_routes() -> list[HTTPRouteHandler]:
+    """The links in messages: each carries its own signature."""
+    return [unsubscribe_page, unsubscribe, open_pixel, click]
+
+
+__all__ = ["messaging_admin_routes", "messaging_public_routes"]

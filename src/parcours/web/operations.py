@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
@@ -16,9 +16,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from parcours.ingest.http import json_response, services_of
+from parcours.ingest.http import Injected, json_response
 from parcours.runtime.logs import bind_request, unbind_request
-from parcours.runtime.metrics import LATENCY_BUCKETS, REFUSED, metrics_allowed
+from parcours.runtime.metrics import LATENCY_BUCKETS, REFUSED, Exposition, metrics_allowed
+from parcours.runtime.settings import Settings
 
 log = logging.getLogger("parcours.http")
 
@@ -110,10 +111,23 @@ def healthz() -> Response[bytes]:
     return json_response({"status": "alive"})
 
 
-@get("/readyz", sync_to_thread=True)
-def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Ready to take traffic, or 503 naming the checks that failed (Services.readiness)."""
-    readiness = services_of(request).readiness()
+class Readiness(Protocol):
+    """What the `readiness` dependency gives: ready or not, the checks that failed, and
+    what each found (computed for each request by the composition root)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def failed(self) -> list[str]: ...
+
+    @property
+    def report(self) -> dict[str, Any]: ...
+
+
+@get("/readyz", sync_to_thread=False)
+def readyz(readiness: Injected[Readiness]) -> Response[bytes]:
+    """Ready to take traffic, or 503 naming the checks that failed."""
     if readiness.ready:
         return json_response({"status": "ready", **readiness.report})
     return json_response(
@@ -122,14 +136,12 @@ def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/metrics", sync_to_thread=True)
-def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+def metrics(
+    request: Request[Any, Any, Any], settings: Injected[Settings], exposition: Injected[Exposition]
+) -> Response[bytes]:
     """Prometheus' text format, for `Authorization: Bearer <metrics_token>`."""
-    services = services_of(request)
-    if not metrics_allowed(
-        services.settings.metrics_token, request.headers.get("authorization", "")
-    ):
+    if not metrics_allowed(settings.metrics_token, request.headers.get("authorization", "")):
         return Response(REFUSED.encode(), status_code=401, media_type="text/plain")
-    exposition = request.app.state.metrics
     return Response(exposition.render(), media_type=exposition.content_type)
 
 

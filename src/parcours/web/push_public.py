@@ -14,17 +14,20 @@ from parcours.channels.push import application_server_key
 from parcours.customers import api as customers
 from parcours.customers.verification import verified_user_id
 from parcours.ingest.http import (
+    BODY_LIMIT,
     HttpError,
+    Injected,
     decode_json,
     json_response,
     read_body,
-    require_write_key,
-    services_of,
 )
 from parcours.ingest.model import EventError, parse_event
+from parcours.log import Appender
 from parcours.messaging import subscriptions
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
 from parcours.runtime.secrets import instance_secret
-from parcours.services import Services
+from parcours.runtime.settings import Settings
 
 _encode = msgspec.json.Encoder().encode
 
@@ -51,12 +54,9 @@ self.addEventListener('notificationclick', (event) => {
 
 
 @get("/push/vapid-public-key")
-async def vapid_public_key(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def vapid_public_key(db: Injected[Database], clock: Injected[Clock]) -> Response[bytes]:
     """The applicationServerKey for `pushManager.subscribe`."""
-    services = services_of(request)
-    pem = await asyncio.to_thread(
-        instance_secret, services.db, "vapid-private-key", services.clock.now_ms()
-    )
+    pem = await asyncio.to_thread(instance_secret, db, "vapid-private-key", clock.now_ms())
     return json_response({"publicKey": application_server_key(pem)})
 
 
@@ -69,8 +69,17 @@ async def service_worker() -> Response[str]:
     )
 
 
-@post("/v1/push/subscribe", status_code=200)
-async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
+MAX_SUBSCRIBE_BYTES = 16 * 1024
+
+
+@post("/v1/push/subscribe", status_code=200, opt={BODY_LIMIT: MAX_SUBSCRIBE_BYTES})
+async def subscribe(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    appender: Injected[Appender],
+) -> Response[bytes]:
     """Body: {"anonymousId", or "userId" with "userHash", "subscription":
     PushSubscription.toJSON()}. The subscription joins the profile holding exactly that
     id, and a `Push Subscribed` event is logged. A signed-in customer is named by the
@@ -78,18 +87,16 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
     alone would let anyone with the public write key receive another customer's pushes.
     The answer says only that it succeeded: it never tells who holds an id."""
     try:
-        services = services_of(request)
-        raw = await read_body(request, 16 * 1024)
+        raw = await read_body(request, MAX_SUBSCRIBE_BYTES)
         body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object", "body")
-        require_write_key(services, request, body.get("writeKey"))
         try:
             subscription = subscriptions.check(body.get("subscription"))
         except subscriptions.SubscriptionError as exc:
             raise HttpError(400, str(exc), exc.field) from None
-        kind, ident = _identity(services, body)
-        now = services.clock.now_ms()
+        kind, ident = _identity(settings, body)
+        now = clock.now_ms()
         document = {
             "type": "track",
             "event": "Push Subscribed",
@@ -102,11 +109,11 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
             event = parse_event(_encode(document), source="api", received_at=now)
         except EventError as exc:
             raise HttpError(400, str(exc), exc.field) from None
-        await services.writer.append([event])
+        await appender.append([event])
         verified = ident if kind == "user_id" else None
 
         def store() -> None:
-            with services.db.write() as conn:
+            with db.write() as conn:
                 found = customers.customers_with_identity(conn, kind, ident)
                 if not found:  # erased between the event and now
                     field = "userId" if kind == "user_id" else "anonymousId"
@@ -126,13 +133,13 @@ async def subscribe(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response({"success": True})
 
 
-def _identity(services: Services, body: dict[str, Any]) -> tuple[str, str]:
+def _identity(settings: Settings, body: dict[str, Any]) -> tuple[str, str]:
     """Who subscribes: ("user_id", the verified user id) or ("anonymous_id", the id),
     looked up as exactly that kind, never as an email, a phone or a `cus_N`. A refused
     proof raises IdentityRefused, answered by the application (web/errors.py)."""
     user_id = body.get("userId")
     if user_id is not None:
-        secret = services.settings.identity_verification_secret
+        secret = settings.identity_verification_secret
         return "user_id", verified_user_id(secret, user_id, body.get("userHash"))
     anonymous_id = body.get("anonymousId")
     if not isinstance(anonymous_id, str) or not anonymous_id.strip():
@@ -144,5 +151,11 @@ def _host(endpoint: str) -> str:
     return endpoint.split("/")[2] if endpoint.count("/") >= 2 else ""
 
 
-def push_routes() -> list[HTTPRouteHandler]:
-    return [vapid_public_key, service_worker, subscribe]
+def push_public_routes() -> list[HTTPRouteHandler]:
+    """The key and the script the brand's site loads: public."""
+    return [vapid_public_key, service_worker]
+
+
+def push_write_routes() -> list[HTTPRouteHandler]:
+    """Subscribing: behind the write key (in Basic auth or the body)."""
+    return [subscribe]

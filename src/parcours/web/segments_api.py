@@ -11,26 +11,33 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from parcours.customers.api import public_id
-from parcours.ingest.http import HttpError, json_response, prefixed_id, read_body
+from parcours.ingest.http import HttpError, Injected, json_response, prefixed_id, read_body
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
+from parcours.runtime.keys import KeyHolder
 from parcours.segments import api as segments
 from parcours.segments.definition import SegmentError
-from parcours.web.api import problems_error, require_admin
+from parcours.web.api import problems_error
 
 MAX_DEFINITION_BYTES = 64 * 1024
 
 
 async def _save(
-    request: Request[Any, Any, Any], mode: Literal["create", "update"], segment_id: str | None
+    request: Request[Any, Any, Any],
+    db: Database,
+    clock: Clock,
+    admin: KeyHolder,
+    mode: Literal["create", "update"],
+    segment_id: str | None,
 ) -> Response[bytes]:
-    services, user = require_admin(request)
     source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
     try:
         saved = await asyncio.to_thread(
             segments.save,
-            services.db,
+            db,
             source,
-            user.name,
-            services.clock.now_ms(),
+            admin.name,
+            clock.now_ms(),
             mode=mode,
             segment_id=segment_id,
         )
@@ -54,31 +61,38 @@ async def _save(
 
 
 @post("/api/segments")
-async def create_segment(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def create_segment(
+    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    admin: Injected[KeyHolder],
+) -> Response[bytes]:
     """The body is the definition (YAML or JSON); every customer is then evaluated on it."""
-    return await _save(request, "create", None)
+    return await _save(request, db, clock, admin, "create", None)
 
 
 @put("/api/segments/{segment_id:str}")
 async def update_segment(
-    request: Request[Any, Any, Any], segment_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    segment_id: FromPath[str],
+    db: Injected[Database],
+    clock: Injected[Clock],
+    admin: Injected[KeyHolder],
 ) -> Response[bytes]:
     """A new definition for the segment; every customer is evaluated on it again."""
-    return await _save(request, "update", segment_id)
+    return await _save(request, db, clock, admin, "update", segment_id)
 
 
 @get("/api/segments", sync_to_thread=True)
-def list_segments(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services, _ = require_admin(request)
-    with services.db.read() as conn:
+def list_segments(db: Injected[Database]) -> Response[bytes]:
+    with db.read() as conn:
         return json_response({"segments": segments.listing(conn)})
 
 
 @get("/api/segments/{segment_id:str}", sync_to_thread=True)
-def get_segment(request: Request[Any, Any, Any], segment_id: FromPath[str]) -> Response[bytes]:
-    services, _ = require_admin(request)
+def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> Response[bytes]:
     try:
-        with services.db.read() as conn:
+        with db.read() as conn:
             return json_response(segments.describe(conn, segment_id))
     except segments.UnknownSegment as exc:
         raise HttpError(404, str(exc), "segment_id") from None
@@ -86,18 +100,17 @@ def get_segment(request: Request[Any, Any, Any], segment_id: FromPath[str]) -> R
 
 @get("/api/segments/{segment_id:str}/members", sync_to_thread=True)
 def segment_members(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
     segment_id: FromPath[str],
     limit: FromQuery[int] = 100,
     after: FromQuery[str | None] = None,
 ) -> Response[bytes]:
     """Current members in customer id order; `next_after` is the cursor of the next page."""
-    services, _ = require_admin(request)
     if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
         raise HttpError(400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit")
     cursor = prefixed_id(after, "cus_", "after") if after else 0
     try:
-        with services.db.read() as conn:
+        with db.read() as conn:
             page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
     except segments.UnknownSegment as exc:
         raise HttpError(404, str(exc), "segment_id") from None

@@ -16,10 +16,12 @@ from litestar.params import FromQuery
 
 from parcours.customers import api as customers
 from parcours.customers.identity import BadEmail, check_email
-from parcours.ingest.http import HttpError, json_response, read_json
+from parcours.ingest.http import HttpError, Injected, json_response, read_json
 from parcours.messaging import suppressions
-from parcours.services import Services
-from parcours.web.api import require_admin
+from parcours.messaging.delivery import Delivery
+from parcours.runtime.db import Database
+from parcours.runtime.keys import KeyHolder
+from parcours.runtime.settings import Settings
 
 MAX_ID = 2**63 - 1
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
@@ -101,7 +103,8 @@ class IgnoredPage(msgspec.Struct):
     responses={200: ResponseSpec(SuppressionPage, description="Suppressions, newest first")},
 )
 async def list_suppressions(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    settings: Injected[Settings],
     channel: FromQuery[str | None] = None,
     address: FromQuery[str | None] = None,
     customer: FromQuery[str | None] = None,
@@ -113,7 +116,6 @@ async def list_suppressions(
     `channel`, `address` or `customer` (any id); `before` is the cursor the previous
     page gave in `next`."""
     try:
-        services, _ = require_admin(request)
         _check_limit(limit)
         channel = _channel(channel) if channel is not None else None
         wanted = None
@@ -121,8 +123,8 @@ async def list_suppressions(
             wanted = _address(channel or ("email" if "@" in address else "sms"), address)
 
         def read() -> tuple[list[dict[str, Any]], str | None]:
-            with services.db.read() as conn:
-                ids = _customer_ids(conn, services, customer)
+            with db.read() as conn:
+                ids = _customer_ids(conn, settings, customer)
                 return suppressions.page(
                     conn,
                     limit,
@@ -151,12 +153,13 @@ async def list_suppressions(
     status_code=200,
     responses={200: ResponseSpec(Lifted, description="The suppression lifted")},
 )
-async def lift_suppression(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def lift_suppression(
+    request: Request[Any, Any, Any], delivery: Injected[Delivery], admin: Injected[KeyHolder]
+) -> Response[bytes]:
     """Lift a suppression: the address may be written to again and its soft bounces
     count afresh. Audited: a `Suppression Lifted` event on the customer's timeline
     names the admin and the `note` (required). 404 when the address is not suppressed."""
     try:
-        services, holder = require_admin(request)
         body = await read_json(request, 16 * 1024, LiftBody)
         channel = _channel(body.channel)
         address = _address(channel, body.address)
@@ -164,13 +167,13 @@ async def lift_suppression(request: Request[Any, Any, Any]) -> Response[bytes]:
         if not note or len(note) > 500 or "\x00" in note:
             raise HttpError(400, "note must say why, in 1 to 500 characters", "note")
         lifted = await asyncio.to_thread(
-            services.delivery.lift_suppression, channel, address, holder.name, note
+            delivery.lift_suppression, channel, address, admin.name, note
         )
         if lifted is None:
             raise HttpError(404, f"{address} is not suppressed on {channel}", "address")
     except HttpError as exc:
         return exc.response()
-    return json_response({"lifted": lifted, "lifted_by": holder.name, "note": note})
+    return json_response({"lifted": lifted, "lifted_by": admin.name, "note": note})
 
 
 @get(
@@ -178,7 +181,9 @@ async def lift_suppression(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={200: ResponseSpec(BouncePage, description="Email bounces, newest first")},
 )
 async def list_bounces(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
+    settings: Injected[Settings],
+    delivery: Injected[Delivery],
     address: FromQuery[str | None] = None,
     customer: FromQuery[str | None] = None,
     limit: FromQuery[int] = 50,
@@ -187,21 +192,20 @@ async def list_bounces(
     newest first: hard or soft, why, from where, and whether a soft one still counts
     toward the limit (`soft_limit` within `soft_window_days` bars the address)."""
     try:
-        services, _ = require_admin(request)
         _check_limit(limit)
         if address is None and customer is None:
             raise HttpError(400, "give an address or a customer", "address")
         wanted = _address("email", address) if address is not None else None
 
         def read() -> list[dict[str, Any]]:
-            with services.db.read() as conn:
-                ids = _customer_ids(conn, services, customer)
+            with db.read() as conn:
+                ids = _customer_ids(conn, settings, customer)
                 return suppressions.bounce_history(conn, wanted, ids, limit)
 
         rows = await asyncio.to_thread(read)
     except HttpError as exc:
         return exc.response()
-    rule = services.delivery.bounce_rule
+    rule = delivery.bounce_rule
     return json_response(
         {
             "bounces": rows,
@@ -216,7 +220,7 @@ async def list_bounces(
     responses={200: ResponseSpec(IgnoredPage, description="Inbound mail not acted on")},
 )
 async def list_ignored_mail(
-    request: Request[Any, Any, Any],
+    db: Injected[Database],
     limit: FromQuery[int] = 50,
     before: FromQuery[int | None] = None,
     code: FromQuery[str | None] = None,
@@ -226,13 +230,12 @@ async def list_ignored_mail(
     message of ours, replies from another address than the customer's... Kept 90 days.
     `before` is an `id` from the previous page; `code` filters."""
     try:
-        services, _ = require_admin(request)
         _check_limit(limit)
         if before is not None and not 1 <= before <= MAX_ID:
             raise HttpError(400, f"before must be an id from 1 to {MAX_ID}", "before")
 
         def read() -> list[dict[str, Any]]:
-            with services.db.read() as conn:
+            with db.read() as conn:
                 return suppressions.ignored_page(conn, limit, before, code)
 
         rows = await asyncio.to_thread(read)
@@ -268,11 +271,11 @@ def _address(channel: str, value: str) -> str:
         raise HttpError(400, f"{value!r} is not an email address: {exc}", "address") from None
 
 
-def _customer_ids(conn: Any, services: Services, ref: str | None) -> list[int] | None:
+def _customer_ids(conn: Any, settings: Settings, ref: str | None) -> list[int] | None:
     if ref is None:
         return None
     try:
-        customer_id = customers.resolve(conn, ref, services.settings.default_region)
+        customer_id = customers.resolve(conn, ref, settings.default_region)
     except customers.CustomerNotFound as exc:
         raise HttpError(404, str(exc), "customer") from None
     return customers.with_merged(conn, customer_id)

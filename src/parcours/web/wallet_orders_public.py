@@ -13,19 +13,19 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from parcours.channels.wallet import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
-from parcours.ingest.http import HttpError, json_response, services_of
+from parcours.ingest.http import HttpError, Injected, json_response
 from parcours.messaging import passes, wallet_orders
+from parcours.messaging.delivery import Delivery
 from parcours.messaging.links import BadLink
 from parcours.runtime.clock import iso
+from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale, text
-from parcours.services import Services
-from parcours.web.api import require_admin
 from parcours.web.wallet_service import WalletService, package_response
 
 
-def _orders(services: Services, order_type: str | None = None) -> WalletOrders:
+def _orders(delivery: Delivery, order_type: str | None = None) -> WalletOrders:
     """The brand's Wallet orders; with `order_type`, only when it is ours."""
-    provider = services.delivery.providers.for_channel("wallet")
+    provider = delivery.providers.for_channel("wallet")
     orders = provider.orders if isinstance(provider, WalletIssuer) else None
     if orders is None:
         raise HttpError(404, "Wallet orders are not configured (channels.wallet.orders)", "")
@@ -35,19 +35,23 @@ def _orders(services: Services, order_type: str | None = None) -> WalletOrders:
 
 
 @get("/wallet/orders/add/{token:str}")
-async def add_order(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
+async def add_order(
+    request: Request[Any, Any, Any],
+    token: FromPath[str],
+    db: Injected[Database],
+    delivery: Injected[Delivery],
+) -> Response[bytes]:
     """The customer's link: the signed .order, which Safari offers to add to Wallet. A
     link that is not ours, or an order not issued yet, is told in the customer's words."""
-    services = services_of(request)
     try:
-        orders = _orders(services)
-        signed = services.delivery.links.signer.verify("order", token.removesuffix(".order"))
+        orders = _orders(delivery)
+        signed = delivery.links.signer.verify("order", token.removesuffix(".order"))
         order_id = str(signed["o"])
     except (HttpError, BadLink, KeyError):
         return _not_found(request)
 
     def read() -> dict[str, Any] | None:
-        with services.db.read() as conn:
+        with db.read() as conn:
             return wallet_orders.by_order(conn, order_id)
 
     record = await asyncio.to_thread(read)
@@ -66,25 +70,23 @@ def _not_found(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/api/wallet/orders/{order_id:str}")
-async def order_status(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[bytes]:
+async def order_status(
+    order_id: FromPath[str], db: Injected[Database], delivery: Injected[Delivery]
+) -> Response[bytes]:
     """An order's Wallet order as the merchant sees it: status, latest shipment status,
     its tag, how many devices hold it, and the customer's link."""
-    try:
-        services, _ = require_admin(request)
-        _orders(services)
+    _orders(delivery)
 
-        def read() -> tuple[dict[str, Any] | None, int]:
-            with services.db.read() as conn:
-                record = wallet_orders.by_order(conn, order_id)
-                devices = len(passes.push_tokens(conn, record["identifier"])) if record else 0
-                return record, devices
+    def read() -> tuple[dict[str, Any] | None, int]:
+        with db.read() as conn:
+            record = wallet_orders.by_order(conn, order_id)
+            devices = len(passes.push_tokens(conn, record["identifier"])) if record else 0
+            return record, devices
 
-        record, devices = await asyncio.to_thread(read)
-        if record is None:
-            raise HttpError(404, f"no Wallet order for order {order_id}", "order_id")
-    except HttpError as exc:
-        return exc.response()
-    links = services.delivery.links.for_order({"order_id": order_id})
+    record, devices = await asyncio.to_thread(read)
+    if record is None:
+        raise HttpError(404, f"no Wallet order for order {order_id}", "order_id")
+    links = delivery.links.for_order({"order_id": order_id})
     return json_response(
         {
             "order_id": order_id,
@@ -111,9 +113,15 @@ ORDERS = WalletService(
     check_type=_orders,
     find=wallet_orders.get,
     changed_for_device=wallet_orders.updated_for_device,
-    build=lambda services, record: _orders(services).build(record),
+    build=lambda delivery, record: _orders(delivery).build(record),
 )
 
 
+def wallet_order_admin_routes() -> list[HTTPRouteHandler]:
+    """The merchant's look at an order's Wallet order: behind the admin key."""
+    return [order_status]
+
+
 def wallet_order_routes() -> list[HTTPRouteHandler]:
-    return [add_order, order_status, *ORDERS.routes()]
+    """The customer's link and Apple's web service: each authenticated by its own token."""
+    return [add_order, *ORDERS.routes()]

@@ -20,9 +20,11 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
-from parcours.ingest.http import HttpError, json_response, read_body, services_of, whole_number
+from parcours.ingest.http import HttpError, Injected, json_response, read_body, whole_number
 from parcours.messaging import passes
-from parcours.services import Services
+from parcours.messaging.delivery import Delivery
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -40,16 +42,16 @@ class WalletService:
     tag_key: str  # lastUpdated | lastModified
     unknown_status: int  # what an unknown pass (401, as Apple asks) or order (404) gets
     media_type: str
-    check_type: Callable[[Services, str], Any]  # raises HttpError (404) for another type
+    check_type: Callable[[Delivery, str], Any]  # raises HttpError (404) for another type
     find: Callable[[Connection, str], dict[str, Any] | None]
     changed_for_device: Callable[[Connection, str, int | None], list[tuple[str, int]]]
-    build: Callable[[Services, dict[str, Any]], bytes]
+    build: Callable[[Delivery, dict[str, Any]], bytes]
 
     def authorised(
-        self, request: Request[Any, Any, Any], services: Services, identifier: str
+        self, request: Request[Any, Any, Any], db: Database, identifier: str
     ) -> dict[str, Any]:
         """The pass or order, when the request carries its token."""
-        with services.db.read() as conn:
+        with db.read() as conn:
             record = self.find(conn, identifier)
         if record is None:
             raise HttpError(self.unknown_status, "unknown pass or order", "authorization")
@@ -69,8 +71,12 @@ class WalletService:
             device: FromPath[str],
             kind: FromPath[str],
             identifier: FromPath[str],
+            db: Injected[Database],
+            clock: Injected[Clock],
+            delivery: Injected[Delivery],
         ) -> Response[bytes]:
-            return await register(service, request, device, kind, identifier)
+            service.check_type(delivery, kind)
+            return await register(service, request, db, clock, device, identifier)
 
         @delete(one, status_code=200)
         async def unregister_device(
@@ -78,20 +84,33 @@ class WalletService:
             device: FromPath[str],
             kind: FromPath[str],
             identifier: FromPath[str],
+            db: Injected[Database],
+            delivery: Injected[Delivery],
         ) -> Response[bytes]:
-            return await unregister(service, request, device, kind, identifier)
+            service.check_type(delivery, kind)
+            return await unregister(service, request, db, device, identifier)
 
         @get(registration)
         async def changed(
-            request: Request[Any, Any, Any], device: FromPath[str], kind: FromPath[str]
+            request: Request[Any, Any, Any],
+            device: FromPath[str],
+            kind: FromPath[str],
+            db: Injected[Database],
+            delivery: Injected[Delivery],
         ) -> Response[bytes]:
-            return await changed_since(service, request, device, kind)
+            service.check_type(delivery, kind)
+            return await changed_since(service, request, db, device)
 
         @get(f"{self.base}/v1/{self.packages}/{{kind:str}}/{{identifier:str}}")
         async def latest_package(
-            request: Request[Any, Any, Any], kind: FromPath[str], identifier: FromPath[str]
+            request: Request[Any, Any, Any],
+            kind: FromPath[str],
+            identifier: FromPath[str],
+            db: Injected[Database],
+            delivery: Injected[Delivery],
         ) -> Response[bytes]:
-            return await latest(service, request, kind, identifier)
+            service.check_type(delivery, kind)
+            return await latest(service, request, db, delivery, identifier)
 
         @post(f"{self.base}/v1/log", status_code=200)
         async def log_lines(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -103,69 +122,54 @@ class WalletService:
 async def register(
     service: WalletService,
     request: Request[Any, Any, Any],
+    db: Database,
+    clock: Clock,
     device: str,
-    kind: str,
     identifier: str,
 ) -> Response[bytes]:
     """A device added the pass or order: 201, or 200 when it had already."""
-    try:
-        services = services_of(request)
-        service.check_type(services, kind)
-        record = await asyncio.to_thread(service.authorised, request, services, identifier)
-        push_token = push_token_of(await read_body(request, 16 * 1024))
+    record = await asyncio.to_thread(service.authorised, request, db, identifier)
+    push_token = push_token_of(await read_body(request, 16 * 1024))
 
-        def write() -> bool:
-            with services.db.write() as conn:
-                now = services.clock.now_ms()
-                customer = record["customer_id"]
-                return passes.register(conn, device, identifier, push_token, customer, now)
+    def write() -> bool:
+        with db.write() as conn:
+            customer = record["customer_id"]
+            return passes.register(conn, device, identifier, push_token, customer, clock.now_ms())
 
-        created = await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
+    created = await asyncio.to_thread(write)
     return Response(b"", status_code=201 if created else 200)
 
 
 async def unregister(
     service: WalletService,
     request: Request[Any, Any, Any],
+    db: Database,
     device: str,
-    kind: str,
     identifier: str,
 ) -> Response[bytes]:
-    try:
-        services = services_of(request)
-        service.check_type(services, kind)
-        await asyncio.to_thread(service.authorised, request, services, identifier)
+    await asyncio.to_thread(service.authorised, request, db, identifier)
 
-        def write() -> None:
-            with services.db.write() as conn:
-                passes.unregister(conn, device, identifier)
+    def write() -> None:
+        with db.write() as conn:
+            passes.unregister(conn, device, identifier)
 
-        await asyncio.to_thread(write)
-    except HttpError as exc:
-        return exc.response()
+    await asyncio.to_thread(write)
     return Response(b"", status_code=200)
 
 
 async def changed_since(
-    service: WalletService, request: Request[Any, Any, Any], device: str, kind: str
+    service: WalletService, request: Request[Any, Any, Any], db: Database, device: str
 ) -> Response[bytes]:
     """The device's passes or orders changed since the tag it was last given (our tags
     are milliseconds); 204 when none has."""
-    try:
-        services = services_of(request)
-        service.check_type(services, kind)
-        since_text = request.query_params.get(service.since_parameter)
-        since = whole_number(since_text) if since_text else None
+    since_text = request.query_params.get(service.since_parameter)
+    since = whole_number(since_text) if since_text else None
 
-        def read() -> list[tuple[str, int]]:
-            with services.db.read() as conn:
-                return service.changed_for_device(conn, device, since)
+    def read() -> list[tuple[str, int]]:
+        with db.read() as conn:
+            return service.changed_for_device(conn, device, since)
 
-        changed = await asyncio.to_thread(read)
-    except HttpError as exc:
-        return exc.response()
+    changed = await asyncio.to_thread(read)
     if not changed:
         return Response(b"", status_code=204)
     return json_response(
@@ -177,18 +181,17 @@ async def changed_since(
 
 
 async def latest(
-    service: WalletService, request: Request[Any, Any, Any], kind: str, identifier: str
+    service: WalletService,
+    request: Request[Any, Any, Any],
+    db: Database,
+    delivery: Delivery,
+    identifier: str,
 ) -> Response[bytes]:
     """The latest signed pass or order, or 304 when the device's copy is it."""
-    try:
-        services = services_of(request)
-        service.check_type(services, kind)
-        record = await asyncio.to_thread(service.authorised, request, services, identifier)
-        if not_modified(request, record["updated_at"]):
-            return Response(b"", status_code=304)
-    except HttpError as exc:
-        return exc.response()
-    return package_response(service.build(services, record), service.media_type, record)
+    record = await asyncio.to_thread(service.authorised, request, db, identifier)
+    if not_modified(request, record["updated_at"]):
+        return Response(b"", status_code=304)
+    return package_response(service.build(delivery, record), service.media_type, record)
 
 
 async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:

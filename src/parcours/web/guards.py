@@ -1,0 +1,145 @@
+"""Who may call a route: the write key (tracking and the site's scripts) and the admin key
+(the admin API), checked by Litestar guards before any handler runs. The composition root
+(app.py) puts each group of routes behind its guard; the admin key's holder reaches the
+handlers that need it as the `admin` dependency (`acting_admin`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import SecurityScheme
+
+from parcours.ingest import metrics as ingest_metrics
+from parcours.ingest.http import (
+    BODY_LIMIT,
+    COUNTS_BATCH,
+    INGEST_SOURCE,
+    HttpError,
+    basic_write_key,
+    read_body,
+)
+from parcours.ingest.model import write_key_in_body
+from parcours.runtime.keys import KeyChecker, KeyHolder
+
+# The names of the schemes in the OpenAPI document, and what each is.
+WRITE_KEY = "writeKey"
+ADMIN_KEY = "adminKey"
+SECURITY_SCHEMES = {
+    WRITE_KEY: SecurityScheme(
+        type="http",
+        scheme="basic",
+        description="The write key as the user name, the password empty (as Segment's "
+        "libraries send it); the tracking routes also take it as `writeKey` in the body.",
+    ),
+    ADMIN_KEY: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="An admin key, one person's: `Authorization: Bearer KEY`.",
+    ),
+}
+_HOLDER = "parcours_key_holder"  # where a guard leaves the acting holder, in the scope's state
+
+
+class _KeyGuard:
+    """A guard over the process's key checker, shared (never copied) by every route."""
+
+    def __init__(self, keys: KeyChecker) -> None:
+        self.keys = keys
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _KeyGuard:
+        return self
+
+
+class _BatchKey(msgspec.Struct):
+    writeKey: str | None = None
+    batch: list[msgspec.Raw] = []
+
+
+class WriteKeyGuard(_KeyGuard):
+    """A live write key, in HTTP Basic auth (`writeKey:`) or, failing that, as `writeKey`
+    in the body (read within the route's `body_limit`: it answers 413, 415 or 400 as the
+    handler would). A refused tracking call is counted as its events refused."""
+
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            return  # a browser's preflight carries no key
+        source = handler.opt.get(INGEST_SOURCE)
+        try:
+            await self._check(connection, handler)
+        except HttpError as exc:
+            if source:
+                events = await _events_in(connection, handler) if exc.status == 401 else 1
+                ingest_metrics.refused_request(source, exc.status, events)
+            raise
+
+    async def _check(
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        key = basic_write_key(connection.headers.get("authorization", ""))
+        if key is None and isinstance(connection, Request):
+            raw = await read_body(connection, int(handler.opt.get(BODY_LIMIT, 0)))
+            key = write_key_in_body(raw)
+        if not key:
+            raise HttpError(
+                401,
+                "a write key is required: HTTP Basic auth 'writeKey:' or writeKey in the body",
+                "writeKey",
+            )
+        if not self.keys.check("write", key):
+            raise HttpError(401, "unknown or revoked write key", "writeKey")
+
+
+async def _events_in(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> int:
+    """How many events a refused batch held (1 for any other call)."""
+    if not handler.opt.get(COUNTS_BATCH) or not isinstance(connection, Request):
+        return 1
+    try:
+        raw = await read_body(connection, int(handler.opt.get(BODY_LIMIT, 0)))
+        return len(msgspec.json.decode(raw, type=_BatchKey).batch) or 1
+    except (HttpError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return 1
+
+
+class AdminKeyGuard(_KeyGuard):
+    """A live admin key as `Authorization: Bearer KEY`; its holder (the person acting)
+    is kept for the `admin` dependency."""
+
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        header = connection.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise HttpError(
+                401, "an admin key is required: Authorization: Bearer KEY", "authorization"
+            )
+        holder = self.keys.holder("admin", key.strip())
+        if holder is None:
+            raise HttpError(401, "unknown or revoked admin key", "authorization")
+        connection.scope.setdefault("state", {})[_HOLDER] = holder
+
+
+def acting_admin(request: Request[Any, Any, Any]) -> KeyHolder:
+    """The admin key's holder the guard let in (the `admin` dependency)."""
+    holder = request.scope.get("state", {}).get(_HOLDER)
+    if not isinstance(holder, KeyHolder):
+        raise HttpError(401, "an admin key is required: Authorization: Bearer KEY", "authorization")
+    return holder
+
+
+__all__ = [
+    "ADMIN_KEY",
+    "SECURITY_SCHEMES",
+    "WRITE_KEY",
+    "AdminKeyGuard",
+    "WriteKeyGuard",
+    "acting_admin",
+]
