@@ -28,7 +28,7 @@ from parcours.ingest.model import parse_event
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
-from parcours.runtime.schema import load_all_tables
+from parcours.schema import load_all_tables
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from parcours.runtime.db import Database, alembic_config, migrate
-from parcours.runtime.schema import load_all_tables
+from parcours.schema import load_all_tables
 
 
 def test_migrations_match_the_declared_tables(database_url: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from parcours.runtime.schema import load_all_tables
-
-target_metadata = load_all_tables()
+# Upgrades need no metadata; a caller comparing or autogenerating hands it over
+# (`parcours.schema.load_all_tables()`), so that the runtime never imports the packages.
+target_metadata = context.config.attributes.get("metadata")
 engine = context.config.attributes["engine"]
 
 with engine.connect() as connection:

@@ -1,4 +1,6 @@
-"""Every module's tables on the one shared metadata (for migrations and tests)."""
+"""Every package's tables on the one shared metadata, assembled at the top of the house:
+each package declares its own tables (`tables.py`) on `runtime.db.metadata`, and only this
+module, beside the composition root, knows them all (tests, schema checks, autogenerate)."""
 
 from __future__ import annotations
 
