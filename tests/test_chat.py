@@ -477,7 +477,7 @@ def test_a_chat_visitor_id_is_refused_on_every_path_but_the_chat(
         {**good, "anonymousId": "anon-2"},
     ]
     file.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    report = import_file(services, file)
+    report = import_file(services.db, services.writer, services.clock, file)
     assert report.stored == 1
     assert [number for number, _ in report.rejected] == [1]
     assert report.rejected[0][1].startswith("anonymousId: ids starting with 'visitor_'")

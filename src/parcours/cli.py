@@ -453,7 +453,9 @@ def import_events(
     require_database(settings)
     services = Services.open(settings)
     try:
-        report = import_file(services, file, restart=restart, console=err)
+        report = import_file(
+            services.db, services.writer, services.clock, file, restart=restart, console=err
+        )
     finally:
         services.close()
     if report.started_over:

@@ -31,11 +31,11 @@ from sqlalchemy import select
 
 from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.tables import import_positions
-from parcours.log import Event
+from parcours.log import Appender, Event
 
 if TYPE_CHECKING:
+    from parcours.runtime.clock import Clock
     from parcours.runtime.db import Database
-    from parcours.services import Services
 
 CHUNK_EVENTS = 1000
 # The digest that recognises a file again: its first and last bytes before the position.
@@ -77,16 +77,33 @@ def saved_position(db: Database, file: Path) -> Position | None:
     return None if row is None else Position(int(row[0]), int(row[1]), str(row[2]))
 
 
+@dataclass(frozen=True)
+class _Into:
+    """Where an import goes: the database its position is kept in, the door its events
+    take into the log, and the clock that stamps them."""
+
+    db: Database
+    appender: Appender
+    clock: Clock
+
+
 def import_file(
-    services: Services, file: Path, *, restart: bool = False, console: Console | None = None
+    db: Database,
+    appender: Appender,
+    clock: Clock,
+    file: Path,
+    *,
+    restart: bool = False,
+    console: Console | None = None,
 ) -> ImportReport:
-    """Import `file` into the services' database, from where its last import stopped
+    """Import `file` through `appender`, from where its last import into `db` stopped
     (unless `restart`); `console`: where the progress bar goes (none without)."""
+    into = _Into(db, appender, clock)
     report = ImportReport()
     offset, line_number = 0, 0
     size = file.stat().st_size
     with file.open("rb") as handle:
-        saved = None if restart else saved_position(services.db, file)
+        saved = None if restart else saved_position(into.db, file)
         if saved is not None:
             if saved.byte_offset > size or _digest(handle, saved.byte_offset) != saved.digest:
                 report.started_over = (
@@ -121,16 +138,16 @@ def import_file(
                 line = raw.strip()
                 if line:
                     try:
-                        chunk.append(_parse_line(line, line_number, services.clock.now_ms()))
+                        chunk.append(_parse_line(line, line_number, into.clock.now_ms()))
                     except EventError as exc:
                         report.rejected.append((line_number, str(exc)))
                 if len(chunk) >= CHUNK_EVENTS:
-                    _commit(services, chunk, report)
-                    _save(services, file, handle, offset, line_number)
+                    _commit(into, chunk, report)
+                    _save(into, file, handle, offset, line_number)
                     progress.update(task, completed=offset, lines=read)
                     chunk = []
-            _commit(services, chunk, report)
-            _save(services, file, handle, offset, line_number)
+            _commit(into, chunk, report)
+            _save(into, file, handle, offset, line_number)
             progress.update(task, completed=offset, lines=read)
     return report
 
@@ -162,10 +179,10 @@ def _has_message_id(line: bytes) -> bool:
     return msgspec.json.decode(line, type=_MessageIdOnly).messageId is not None
 
 
-def _commit(services: Services, chunk: list[Event], report: ImportReport) -> None:
+def _commit(into: _Into, chunk: list[Event], report: ImportReport) -> None:
     if not chunk:
         return
-    result = services.writer.append_sync(chunk)
+    result = into.appender.append_sync(chunk)
     report.stored += result.stored
     report.duplicates += result.duplicates
 
@@ -185,16 +202,16 @@ def _digest(handle: BinaryIO, end: int) -> str:
     return digest.hexdigest()
 
 
-def _save(services: Services, file: Path, handle: BinaryIO, offset: int, line: int) -> None:
+def _save(into: _Into, file: Path, handle: BinaryIO, offset: int, line: int) -> None:
     """Keep where the import stands, after the events before it are committed."""
     values = {
         "byte_offset": offset,
         "line": line,
         "prefix_sha256": _digest(handle, offset),
-        "updated_at": services.clock.now_ms(),
+        "updated_at": into.clock.now_ms(),
     }
     key = file_key(file)
-    with services.db.write() as conn:
+    with into.db.write() as conn:
         updated = conn.execute(
             import_positions.update().where(import_positions.c.file == key).values(**values)
         )
