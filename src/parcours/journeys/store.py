@@ -1,0 +1,310 @@
+"""Where journey runs are kept: the SQL that reads and writes `journey_runs`, and the
+reads of the event log a run's rules need (a reaction's events, a wait's, a goal's).
+
+Every statement of the engine is here, so a reader of the engine sees what it decides and
+this module shows what that costs in queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection
+
+from parcours.journeys.runs import LoggedEvent, Run
+from parcours.runtime.db import chunks
+from parcours.runtime.db import run as sql
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def _params(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values, for an IN list."""
+    names = ", ".join(f":{prefix}{i}" for i in range(len(values)))
+    return names, {f"{prefix}{i}": value for i, value in enumerate(values)}
+
+
+def _for_update(conn: Connection, of: str = "") -> str:
+    """Rows read to be changed are locked on PostgreSQL (SQLite has one writer)."""
+    if conn.dialect.name == "sqlite":
+        return ""
+    return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
+
+
+def run_of(row: Any) -> Run:
+    return Run(
+        id=row.id,
+        journey_id=row.journey_id,
+        version=row.version,
+        customer_id=row.customer_id,
+        run_key=row.run_key,
+        pc=row.pc,
+        waiting=row.waiting,
+        wait_event=row.wait_event,
+        wait_key=row.wait_key,
+        due_at=row.due_at,
+        entered_at=row.entered_at,
+        entry_event=_decode(row.entry_event),
+        entry_message_id=row.entry_message_id,
+        consumed_seq=row.consumed_seq,
+        control=bool(row.control),
+        race_pc=row.race_pc,
+        race_until=row.race_until,
+    )
+
+
+def _logged(row: Any) -> LoggedEvent:
+    return LoggedEvent(
+        int(row.seq),
+        row.message_id,
+        int(row.customer_id),
+        row.name,
+        int(row.occurred_at),
+        row.payload,
+    )
+
+
+# ---- runs -------------------------------------------------------------------------------
+
+
+def insert_run(
+    conn: Connection,
+    journey_id: str,
+    version: int,
+    customer: int,
+    key: str,
+    entered_at: int,
+    message_id: str,
+    event: dict[str, Any],
+) -> int:
+    """A new active run at the first instruction; its id."""
+    return int(
+        sql(
+            conn,
+            "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, "
+            "pc, entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, "
+            "'active', 0, :at, :m, :e) RETURNING id",
+            {
+                "j": journey_id,
+                "v": version,
+                "c": customer,
+                "k": key,
+                "at": entered_at,
+                "m": message_id,
+                "e": _encode(event).decode(),
+            },
+        ).scalar_one()
+    )
+
+
+def save_run(conn: Connection, run: Run) -> None:
+    """Write where the run stands."""
+    run.dirty = False
+    sql(
+        conn,
+        "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
+        "wait_key = :wk, due_at = :d, consumed_seq = :cs, race_pc = :rp, "
+        "race_until = :ru WHERE id = :id",
+        {
+            "pc": run.pc,
+            "w": run.waiting,
+            "we": run.wait_event,
+            "wk": run.wait_key,
+            "d": run.due_at,
+            "cs": run.consumed_seq,
+            "rp": run.race_pc,
+            "ru": run.race_until,
+            "id": run.id,
+        },
+    )
+
+
+def end_run(conn: Connection, run: Run, reason: str, now: int, converted: bool) -> None:
+    """Write the run as ended, with the reason."""
+    run.dirty = False
+    sql(
+        conn,
+        "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
+        "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs, control = :ctl "
+        "WHERE id = :id",
+        {
+            "now": now,
+            "r": reason,
+            "c": int(converted),
+            "pc": run.pc,
+            "cs": run.consumed_seq,
+            "ctl": int(run.control),
+            "id": run.id,
+        },
+    )
+
+
+def mark_converted(conn: Connection, run_id: int) -> bool:
+    """Count an ended run as converted; False if it already was."""
+    return bool(
+        sql(
+            conn,
+            "UPDATE journey_runs SET converted = 1 WHERE id = :id AND converted = 0",
+            {"id": run_id},
+        ).rowcount
+    )
+
+
+def active_runs(conn: Connection, customer: int) -> list[Run]:
+    """The customer's active runs, locked, oldest first."""
+    rows = sql(
+        conn,
+        "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
+        f"ORDER BY id{_for_update(conn)}",
+        {"c": customer},
+    ).all()
+    return [run_of(row) for row in rows]
+
+
+def load_run(conn: Connection, run_id: int) -> tuple[Run, str] | None:
+    """An active run, locked, and its version's status (a paused journey holds it)."""
+    row = sql(
+        conn,
+        "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
+        "ON v.journey_id = r.journey_id AND v.version = r.version "
+        f"WHERE r.id = :id AND r.state = 'active'{_for_update(conn, 'r')}",
+        {"id": run_id},
+    ).first()
+    return (run_of(row), str(row.version_status)) if row is not None else None
+
+
+def load_runs(conn: Connection, ids: list[int]) -> dict[int, tuple[Run, str]]:
+    """These runs if active, locked, each with its version's status: one query."""
+    names, params = _params("r", ids)
+    rows = sql(
+        conn,
+        "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
+        "ON v.journey_id = r.journey_id AND v.version = r.version "
+        f"WHERE r.state = 'active' AND r.id IN ({names}) ORDER BY r.id{_for_update(conn, 'r')}",
+        params,
+    ).all()
+    return {int(row.id): (run_of(row), str(row.version_status)) for row in rows}
+
+
+def runs_by_id(conn: Connection, ids: list[int], *, active_only: bool = False) -> list[Run]:
+    """These runs (only the active ones, with `active_only`), by id."""
+    found: list[Run] = []
+    state = " AND state = 'active'" if active_only else ""
+    for part in chunks(ids):
+        names, params = _params("r", part)
+        query = f"SELECT * FROM journey_runs WHERE id IN ({names}){state}"
+        found += [run_of(row) for row in sql(conn, query, params).all()]
+    found.sort(key=lambda run: run.id)
+    return found
+
+
+def active_runs_of_version(conn: Connection, journey_id: str, version: int) -> list[Run]:
+    rows = sql(
+        conn,
+        "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
+        "AND state = 'active' ORDER BY id",
+        {"j": journey_id, "v": version},
+    ).all()
+    return [run_of(row) for row in rows]
+
+
+def ended_runs_to_convert(
+    conn: Connection, customer: int, occurred_at: int, longest_window: int
+) -> list[tuple[Run, int]]:
+    """The customer's ended runs, not converted, that an event at this time may convert
+    (entered before it, and ended after it or within the longest goal window): each with
+    the moment it ended."""
+    rows = sql(
+        conn,
+        "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'ended' "
+        "AND converted = 0 AND entered_at <= :t AND (ended_at > :t OR entered_at >= :w) "
+        "ORDER BY id",
+        {"c": customer, "t": occurred_at, "w": occurred_at - longest_window},
+    ).all()
+    return [(run_of(row), int(row.ended_at)) for row in rows]
+
+
+def entries_of(conn: Connection, journey_id: str, customer: int) -> list[Any]:
+    """The customer's runs of this journey, as re-entry rules read them."""
+    return list(
+        sql(
+            conn,
+            "SELECT state, run_key, entered_at, entry_message_id FROM journey_runs "
+            "WHERE journey_id = :j AND customer_id = :c",
+            {"j": journey_id, "c": customer},
+        ).all()
+    )
+
+
+def move_runs(conn: Connection, merged: int, survivor: int) -> None:
+    """Every run of a merged profile now belongs to the profile that survives."""
+    sql(
+        conn,
+        "UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old",
+        {"new": survivor, "old": merged},
+    )
+
+
+def customers_after(conn: Connection, after: int, limit: int) -> list[int]:
+    """The next `limit` customers (not merged away) by id, after this one."""
+    return [
+        int(value)
+        for value in sql(
+            conn,
+            "SELECT id FROM customers WHERE id > :after AND merged_into IS NULL "
+            "ORDER BY id LIMIT :n",
+            {"after": after, "n": limit},
+        ).scalars()
+    ]
+
+
+# ---- the event log, as runs read it ---------------------------------------------------------
+
+
+def events_by_message_id(conn: Connection, ids: list[str]) -> list[LoggedEvent]:
+    """These events, in the order they happened."""
+    names, params = _params("m", ids)
+    rows = sql(
+        conn,
+        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+        f"WHERE message_id IN ({names}) ORDER BY occurred_at, seq",
+        params,
+    ).all()
+    return [_logged(row) for row in rows if row.customer_id is not None]
+
+
+def events_since(
+    conn: Connection, customer: int, name: str, since: int, before: int, after_seq: int
+) -> list[LoggedEvent]:
+    """The customer's events named so, dated in [since, before), stored after `after_seq`."""
+    rows = sql(
+        conn,
+        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+        "WHERE customer_id = :c AND name = :n "
+        "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
+        "ORDER BY seq",
+        {"c": customer, "n": name, "since": since, "deadline": before, "after": after_seq},
+    ).all()
+    return [_logged(row) for row in rows]
+
+
+def ending_events(
+    conn: Connection, customers: set[int], names: frozenset[str], since: int
+) -> dict[int, list[LoggedEvent]]:
+    """These customers' events named so, dated from `since`, oldest first, in one query."""
+    if not customers or not names:
+        return {}
+    ids, id_params = _params("c", sorted(customers))
+    wanted, name_params = _params("n", sorted(names))
+    found: dict[int, list[LoggedEvent]] = {}
+    for row in sql(
+        conn,
+        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+        f"WHERE customer_id IN ({ids}) AND name IN ({wanted}) AND occurred_at >= :since "
+        "ORDER BY occurred_at, seq",
+        {"since": since, **id_params, **name_params},
+    ).all():
+        found.setdefault(int(row.customer_id), []).append(_logged(row))
+    return found
