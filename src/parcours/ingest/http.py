@@ -241,10 +241,7 @@ def _single(kind: str) -> HTTPRouteHandler:
         except EventError as exc:
             ingest_metrics.rejected("api", exc.kind)
             raise HttpError(400, str(exc), exc.field) from None
-        try:
-            result = await appender.append([event])
-        except WriterClosed as exc:
-            raise HttpError(503, str(exc)) from None
+        result = await appender.append([event])  # WriterClosed: 503 (web/errors.py)
         return Accepted(True, event.message_id, result.duplicates == 1)
 
     handler.__name__ = f"segment_{kind}"

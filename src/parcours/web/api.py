@@ -22,39 +22,19 @@ from parcours.ingest.model import EventError, parse_event
 from parcours.log import Appender
 from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
-from parcours.runtime.definitions import DefinitionError
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
 
 _encode = msgspec.json.Encoder().encode
 
 
-def problems_response(exc: DefinitionError, message: str) -> Response[bytes]:
-    """400 with every problem of a definition (journey, segment), each with its line."""
-    return problems_error(exc, message).response()
+def resolve_customer(settings: Settings, conn: Any, ref: str) -> int:
+    """The customer behind any id (CustomerNotFound: 404, web/errors.py)."""
+    return customers.resolve(conn, ref, settings.default_region)
 
 
-def problems_error(exc: DefinitionError, message: str) -> HttpError:
-    """A definition's problems in the error envelope: `error.problems` lists every one
-    with its line; `message` says what is not valid and the first problem, `error.field`
-    names its place."""
-    problems = [{"line": p.line, "path": p.path, "message": p.message} for p in exc.problems]
-    first = exc.problems[0] if exc.problems else None
-    said = message if first is None else f"{message}: {first}"
-    if len(exc.problems) > 1:
-        said += f" (and {len(exc.problems) - 1} more)"
-    return HttpError(400, said, first.path if first else "", problems)
-
-
-def resolve_customer(settings: Settings, conn: Any, ref: str, field: str = "id") -> int:
-    """The customer behind any id, or a 404 naming the field that held it."""
-    try:
-        return customers.resolve(conn, ref, settings.default_region)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, str(exc), field) from None
-
-
-# Errors are raised as HttpError; the application's handlers answer them (web/errors.py).
+# Errors are raised (HttpError, or a domain's error); the application's handlers answer
+# them (web/errors.py).
 
 
 @get("/api/customers/{ref:str}", sync_to_thread=True)

@@ -2,14 +2,18 @@
 "Errors"): the application's exception handlers, and a guard that refuses, before any
 handler runs, the path and query values no database column can hold.
 
-A handler raises `HttpError` (or lets a Litestar exception through: an unknown route, a
-query parameter of the wrong type); the handlers here answer it. Anything else is a bug:
-it is logged as one record with its traceback and the request's id, and answered 500 in
-the same envelope, naming that id."""
+A handler raises `HttpError`, or lets through a domain's error that always means one
+answer (`DOMAIN_ERRORS`: no such customer is a 404 naming `id`...; a route whose parameter
+has another name says so in its `opt`, `ERROR_FIELDS`), or a definition's problems
+(`DEFINITION_ERRORS`), or a Litestar exception (an unknown route, a query parameter of the
+wrong type); the handlers here answer each. Anything else is a bug: it is logged as one
+record with its traceback and the request's id, and answered 500 in the same envelope,
+naming that id."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,9 +23,20 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
 
+from parcours.customers.api import CustomerNotFound
 from parcours.customers.verification import IdentityRefused
 from parcours.ingest.http import MAX_INT64, HttpError, error_body
+from parcours.ingest.writer import WriterClosed
+from parcours.journeys.api import LifecycleError, NotReady, UnknownJourney
+from parcours.journeys.definition import JourneyError
+from parcours.journeys.simulator import ScriptError
+from parcours.messaging.subscriptions import SubscriptionError
+from parcours.messaging.suppressions import BadCursor
+from parcours.messaging.templates import TemplateProblem
+from parcours.runtime.definitions import DefinitionError
 from parcours.runtime.logs import current_request_id
+from parcours.segments.api import SegmentExists, SegmentIdMismatch, UnknownSegment
+from parcours.segments.definition import SegmentError
 
 log = logging.getLogger("parcours.http")
 _encode = msgspec.json.Encoder().encode
@@ -43,10 +58,86 @@ def _answer(
 ERROR_HEADERS = "error_headers"
 
 
-def _route_headers(request: Request[Any, Any, Any]) -> dict[str, str] | None:
+# A route's `opt` key: {domain error: field} for a route that names the thing otherwise
+# (no such customer is `id` on /api/customers/{id}, `customer` where the body names one).
+ERROR_FIELDS = "error_fields"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How a domain's error is answered: its status, and the field it names (None: the
+    error's own `field`)."""
+
+    status: int
+    field: str | None
+
+
+DOMAIN_ERRORS: dict[type[Exception], Refusal] = {
+    CustomerNotFound: Refusal(404, "id"),
+    UnknownJourney: Refusal(404, "journey_id"),
+    LifecycleError: Refusal(409, "status"),
+    UnknownSegment: Refusal(404, "segment_id"),
+    SegmentExists: Refusal(409, "id"),
+    SegmentIdMismatch: Refusal(400, "id"),
+    TemplateProblem: Refusal(400, "template"),
+    ScriptError: Refusal(400, "script"),
+    SubscriptionError: Refusal(400, None),
+    BadCursor: Refusal(400, "before"),
+    WriterClosed: Refusal(503, ""),  # stopping: the client tries again
+}
+# A definition that is not valid: 400 with every problem and its line (`problems_error`).
+DEFINITION_ERRORS: dict[type[DefinitionError], str] = {
+    JourneyError: "the journey is not valid",
+    SegmentError: "the segment is not valid",
+    DefinitionError: "the template is not valid",  # the only other definition sent
+}
+
+
+def _route_opt(request: Request[Any, Any, Any], key: str) -> Any:
     handler = request.scope.get("route_handler")
-    headers = handler.opt.get(ERROR_HEADERS) if handler is not None else None
+    return handler.opt.get(key) if handler is not None else None
+
+
+def _route_headers(request: Request[Any, Any, Any]) -> dict[str, str] | None:
+    headers = _route_opt(request, ERROR_HEADERS)
     return dict(headers) if headers else None
+
+
+def _nearest(kind: type[Exception], table: dict[type[Any], Any]) -> Any:
+    """The entry of the closest class of `kind` in `table` (NotReady before LifecycleError)."""
+    return next(table[base] for base in kind.__mro__ if base in table)
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    refusal: Refusal = _nearest(type(exc), DOMAIN_ERRORS)
+    fields = _route_opt(request, ERROR_FIELDS) or {}
+    named = next((fields[base] for base in type(exc).__mro__ if base in fields), None)
+    field = named if named is not None else refusal.field
+    if field is None:
+        field = str(getattr(exc, "field", ""))
+    return _http_error(request, HttpError(refusal.status, str(exc), field))
+
+
+def problems_error(exc: DefinitionError, message: str) -> HttpError:
+    """A definition's problems in the error envelope: `error.problems` lists every one
+    with its line; `message` says what is not valid and the first problem, `error.field`
+    names its place."""
+    problems = [{"line": p.line, "path": p.path, "message": p.message} for p in exc.problems]
+    first = exc.problems[0] if exc.problems else None
+    said = message if first is None else f"{message}: {first}"
+    if len(exc.problems) > 1:
+        said += f" (and {len(exc.problems) - 1} more)"
+    return HttpError(400, said, first.path if first else "", problems)
+
+
+def _definition_error(request: Request[Any, Any, Any], exc: DefinitionError) -> Response[bytes]:
+    return _http_error(request, problems_error(exc, _nearest(type(exc), DEFINITION_ERRORS)))
+
+
+def _not_ready(request: Request[Any, Any, Any], exc: NotReady) -> Response[bytes]:
+    """409, with every step whose template is missing or lacks content, and its line."""
+    found = [{"line": p.line, "path": p.path, "message": p.message} for p in exc.problems]
+    return _http_error(request, HttpError(409, str(exc), "template", found))
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HttpError) -> Response[bytes]:
@@ -107,6 +198,9 @@ def exception_handlers() -> ExceptionHandlersMap:
     return {
         HttpError: _http_error,
         IdentityRefused: _identity_refused,
+        **dict.fromkeys(DOMAIN_ERRORS, _domain_error),
+        **dict.fromkeys(DEFINITION_ERRORS, _definition_error),
+        NotReady: _not_ready,
         HTTPException: _litestar_error,
         Exception: _unexpected,
     }
@@ -154,4 +248,12 @@ def _refusal(scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["ERROR_HEADERS", "exception_handlers", "guard_parameters"]
+__all__ = [
+    "DEFINITION_ERRORS",
+    "DOMAIN_ERRORS",
+    "ERROR_FIELDS",
+    "ERROR_HEADERS",
+    "exception_handlers",
+    "guard_parameters",
+    "problems_error",
+]

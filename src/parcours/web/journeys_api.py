@@ -35,13 +35,9 @@ from parcours.runtime.clock import Clock, parse_iso
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
-from parcours.web.api import problems_response
+from parcours.web.errors import ERROR_FIELDS
 
 _decode = msgspec.json.Decoder().decode
-
-
-def _problems(exc: JourneyError) -> Response[bytes]:
-    return problems_response(exc, "the journey is not valid")
 
 
 @get("/api/journeys")
@@ -61,18 +57,10 @@ async def create_draft(
     admin: Injected[KeyHolder],
 ) -> Response[bytes]:
     """The body is the journey's YAML; it becomes the next version, a draft."""
-    try:
-        source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
-        version = await asyncio.to_thread(
-            journeys.save_draft,
-            db,
-            source,
-            admin.name,
-            clock.now_ms(),
-            editor_key=admin.key_id,
-        )
-    except JourneyError as exc:
-        return _problems(exc)
+    source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
+    version = await asyncio.to_thread(
+        journeys.save_draft, db, source, admin.name, clock.now_ms(), editor_key=admin.key_id
+    )
     return json_response(
         {"journey_id": version.journey_id, "version": version.version, "status": version.status},
         201,
@@ -93,13 +81,10 @@ def get_journey(
 ) -> Response[bytes]:
     """The journey read back: its versions with status and review, which one is live, and
     the latest version's YAML (`Accept: application/yaml`: that YAML alone)."""
-    try:
-        if not _JOURNEY_ID.fullmatch(journey_id):
-            raise journeys.UnknownJourney(journey_id)
-        with db.read() as conn:
-            found = journeys.journey_view(conn, journey_id)
-    except journeys.UnknownJourney as exc:
-        raise HttpError(404, str(exc), "journey_id") from None
+    if not _JOURNEY_ID.fullmatch(journey_id):
+        raise journeys.UnknownJourney(journey_id)
+    with db.read() as conn:
+        found = journeys.journey_view(conn, journey_id)
     if _wants_yaml(request):
         return _yaml(found["latest"]["source"])
     return json_response(found)
@@ -114,14 +99,14 @@ def get_version(
 ) -> Response[bytes]:
     """One version: its YAML as written, status and review (`Accept: application/yaml`:
     the YAML alone)."""
+    if not _JOURNEY_ID.fullmatch(journey_id):
+        raise journeys.UnknownJourney(journey_id)
     try:
-        if not _JOURNEY_ID.fullmatch(journey_id):
-            raise journeys.UnknownJourney(journey_id)
         with db.read() as conn:
             found = journeys.version_view(conn, journey_id, version)
-    except journeys.UnknownJourney as exc:
-        raise HttpError(404, str(exc), "journey_id") from None
-    except LookupError as exc:
+    except journeys.UnknownJourney:
+        raise
+    except LookupError as exc:  # no such version of a journey that exists
         raise HttpError(404, str(exc), "version") from None
     if _wants_yaml(request):
         return _yaml(found["source"])
@@ -142,24 +127,13 @@ def change_status(
     move: FromPath[str],
 ) -> Response[bytes]:
     """submit, approve (by another person than the last editor), go_live, pause, archive."""
-    try:
-        if move not in ("submit", "approve", "go_live", "pause", "archive"):
-            raise HttpError(
-                404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
-            )
-        changed = journeys.change_status(
-            db,
-            journey_id,
-            version,
-            move,
-            admin.name,
-            clock.now_ms(),
-            key=admin.key_id,
+    if move not in ("submit", "approve", "go_live", "pause", "archive"):
+        raise HttpError(
+            404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
         )
-    except journeys.NotReady as exc:
-        return _not_ready(exc)
-    except journeys.LifecycleError as exc:
-        raise HttpError(409, str(exc), "status") from None
+    changed = journeys.change_status(
+        db, journey_id, version, move, admin.name, clock.now_ms(), key=admin.key_id
+    )
     return json_response(
         {
             "journey_id": journey_id,
@@ -167,21 +141,6 @@ def change_status(
             "status": changed.status,
             "approved_by": changed.approved_by,
         }
-    )
-
-
-def _not_ready(exc: journeys.NotReady) -> Response[bytes]:
-    """409, with every step whose template is missing or lacks content, and its line."""
-    found = [{"line": p.line, "path": p.path, "message": p.message} for p in exc.problems]
-    message = str(exc)
-    return json_response(
-        {
-            "success": False,
-            "code": "conflict",
-            "message": message,
-            "error": {"field": "template", "message": message, "problems": found},
-        },
-        409,
     )
 
 
@@ -199,13 +158,10 @@ def customer_trace(
 ) -> Response[bytes]:
     """The journeys a customer is in, where each run stands, and every decision with its
     reason, oldest first."""
-    try:
-        with db.read() as conn:
-            customer = customers.resolve(conn, ref, settings.default_region)
-            history = journeys.trace(conn, customer)
-            runs = journeys.runs_of(conn, customer)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, str(exc), "id") from None
+    with db.read() as conn:
+        customer = customers.resolve(conn, ref, settings.default_region)
+        history = journeys.trace(conn, customer)
+        runs = journeys.runs_of(conn, customer)
     return json_response(
         {"customer_id": customers.public_id(customer), "runs": runs, "history": history}
     )
@@ -219,7 +175,11 @@ class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
     customer: str | None = None
 
 
-@post("/api/journeys/simulate", sync_to_thread=True)
+@post(
+    "/api/journeys/simulate",
+    sync_to_thread=True,
+    opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}},
+)
 def simulate_journey(
     body: RawBody, db: Injected[Database], clock: Injected[Clock], settings: Injected[Settings]
 ) -> Response[bytes]:
@@ -246,15 +206,11 @@ def simulate_journey(
             brand_segments=segment_sources,
             brand_settings=settings,
         )
-    except JourneyError as exc:
-        return _problems(exc)
-    except ScriptError as exc:
-        raise HttpError(400, str(exc), "script") from None
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, str(exc), "customer") from None
-    except journeys.LifecycleError as exc:
+    except (JourneyError, ScriptError):
+        raise  # answered by the application (web/errors.py)
+    except journeys.LifecycleError as exc:  # the journey cannot run as it is
         raise HttpError(400, str(exc), "journey") from None
-    except ValueError as exc:
+    except ValueError as exc:  # the start time
         raise HttpError(400, str(exc), "start") from None
     return json_response({"timeline": [timeline_item(e) for e in entries]})
 
@@ -265,7 +221,15 @@ class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: str | None = None
 
 
-@post("/api/journeys/{journey_id:str}/runs")
+@post(
+    "/api/journeys/{journey_id:str}/runs",
+    opt={
+        ERROR_FIELDS: {
+            customers.CustomerNotFound: "customer",
+            journeys.LifecycleError: "journey_id",
+        }
+    },
+)
 async def enter_customer(
     request: Request[Any, Any, Any],
     journey_id: FromPath[str],
@@ -308,15 +272,11 @@ async def enter_customer(
 
         event: Event = await asyncio.to_thread(build)
         result = await appender.append([event])
-        assert event.customer_id is not None
-    except journeys.UnknownJourney as exc:
-        raise HttpError(404, str(exc), "journey_id") from None
-    except journeys.LifecycleError as exc:
-        raise HttpError(409, str(exc), "journey_id") from None
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, str(exc), "customer") from None
-    except ValueError as exc:
+    except (journeys.LifecycleError, customers.CustomerNotFound):
+        raise  # answered by the application (web/errors.py)
+    except ValueError as exc:  # the properties
         raise HttpError(400, str(exc), "properties") from None
+    assert event.customer_id is not None
     return json_response(
         {
             "journey_id": journey_id,

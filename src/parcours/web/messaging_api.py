@@ -32,11 +32,11 @@ from parcours.messaging.delivery import Delivery, outbox_page
 from parcours.messaging.links import PIXEL_GIF, BadLink
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
-from parcours.runtime.definitions import DefinitionError, load_yaml
+from parcours.runtime.definitions import load_yaml
 from parcours.runtime.i18n import accept_language, pick_locale, text
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
-from parcours.web.api import problems_error
+from parcours.web.errors import ERROR_FIELDS
 
 _decode = msgspec.json.Decoder().decode
 
@@ -44,7 +44,10 @@ _decode = msgspec.json.Decoder().decode
 # ---- admin: outbox and templates --------------------------------------------------------
 
 
-@get("/api/outbox")
+_CUSTOMER = {ERROR_FIELDS: {customers.CustomerNotFound: "customer"}}
+
+
+@get("/api/outbox", opt=_CUSTOMER)
 async def list_outbox(
     request: Request[Any, Any, Any], db: Injected[Database], settings: Injected[Settings]
 ) -> Response[bytes]:
@@ -65,10 +68,7 @@ async def list_outbox(
                 ids = customers.with_merged(conn, found)
             return outbox_page(conn, limit, before, ids)
 
-    try:
-        messages = await asyncio.to_thread(read)
-    except customers.CustomerNotFound as exc:
-        return HttpError(404, str(exc), "customer").response()
+    messages = await asyncio.to_thread(read)
     page: dict[str, Any] = {"messages": messages}
     if len(messages) == limit:
         more = urlencode({"customer": customer}) + "&" if customer is not None else ""
@@ -130,17 +130,12 @@ async def put_template(
         source, _ = load_yaml(raw.decode("utf-8"), max_bytes=MAX_TEMPLATE_BYTES)
     except UnicodeDecodeError as exc:
         raise HttpError(400, f"the body is not UTF-8 text: {exc}", "body") from None
-    except DefinitionError as exc:
-        raise problems_error(exc, "the template is not valid") from None
 
     def write() -> templates.MessageTemplate:
         with db.write() as conn:
             return templates.save(conn, template_id, source, admin.name, clock.now_ms())
 
-    try:
-        saved = await asyncio.to_thread(write)
-    except templates.TemplateProblem as exc:
-        raise HttpError(400, str(exc), "template") from None
+    saved = await asyncio.to_thread(write)
     return json_response({"id": saved.id, "origin": saved.origin, "version": saved.version})
 
 
@@ -151,7 +146,7 @@ class _PreviewBody(msgspec.Struct, forbid_unknown_fields=True):
     event: dict[str, Any] | None = None
 
 
-@post("/api/templates/{template_id:str}/preview")
+@post("/api/templates/{template_id:str}/preview", opt=_CUSTOMER)
 async def preview_template(
     request: Request[Any, Any, Any],
     template_id: FromPath[str],
@@ -170,12 +165,7 @@ async def preview_template(
             locale = body.locale or context["customer"].get("locale")
             return templates.render(template, body.channel, context, locale, settings.brand_locale)
 
-    try:
-        rendered = await asyncio.to_thread(render)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, f"no customer {exc}", "customer") from None
-    except templates.TemplateProblem as exc:
-        raise HttpError(400, str(exc), "template") from None
+    rendered = await asyncio.to_thread(render)
     return json_response(
         {
             "template": rendered.template,
@@ -194,7 +184,7 @@ class _TestSendBody(msgspec.Struct, forbid_unknown_fields=True):
     event: dict[str, Any] | None = None
 
 
-@post("/api/templates/{template_id:str}/test-send")
+@post("/api/templates/{template_id:str}/test-send", opt=_CUSTOMER)
 async def test_send(
     request: Request[Any, Any, Any],
     template_id: FromPath[str],
@@ -222,12 +212,7 @@ async def test_send(
                 clock.now_ms(),
             )
 
-    try:
-        outbox_id = await asyncio.to_thread(send)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, f"no customer {exc}", "customer") from None
-    except templates.TemplateProblem as exc:
-        raise HttpError(400, str(exc), "template") from None
+    outbox_id = await asyncio.to_thread(send)
     return json_response({"message": f"msg_{outbox_id}", "to": to}, 202)
 
 

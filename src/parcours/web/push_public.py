@@ -86,50 +86,44 @@ async def subscribe(
     brand's user id with its identity hash (customers/verification.py): the browser's word
     alone would let anyone with the public write key receive another customer's pushes.
     The answer says only that it succeeded: it never tells who holds an id."""
+    raw = await read_body(request, MAX_SUBSCRIBE_BYTES)
+    body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body must be a JSON object", "body")
+    subscription = subscriptions.check(body.get("subscription"))
+    kind, ident = _identity(settings, body)
+    now = clock.now_ms()
+    document = {
+        "type": "track",
+        "event": "Push Subscribed",
+        "userId": ident if kind == "user_id" else None,
+        "anonymousId": ident if kind == "anonymous_id" else None,
+        "properties": {"channel": "push", "endpoint_host": _host(subscription["endpoint"])},
+        "context": {"userAgent": request.headers.get("user-agent", "")},
+    }
     try:
-        raw = await read_body(request, MAX_SUBSCRIBE_BYTES)
-        body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object", "body")
-        try:
-            subscription = subscriptions.check(body.get("subscription"))
-        except subscriptions.SubscriptionError as exc:
-            raise HttpError(400, str(exc), exc.field) from None
-        kind, ident = _identity(settings, body)
-        now = clock.now_ms()
-        document = {
-            "type": "track",
-            "event": "Push Subscribed",
-            "userId": ident if kind == "user_id" else None,
-            "anonymousId": ident if kind == "anonymous_id" else None,
-            "properties": {"channel": "push", "endpoint_host": _host(subscription["endpoint"])},
-            "context": {"userAgent": request.headers.get("user-agent", "")},
-        }
-        try:
-            event = parse_event(_encode(document), source="api", received_at=now)
-        except EventError as exc:
-            raise HttpError(400, str(exc), exc.field) from None
-        await appender.append([event])
-        verified = ident if kind == "user_id" else None
+        event = parse_event(_encode(document), source="api", received_at=now)
+    except EventError as exc:
+        raise HttpError(400, str(exc), exc.field) from None
+    await appender.append([event])
+    verified = ident if kind == "user_id" else None
 
-        def store() -> None:
-            with db.write() as conn:
-                found = customers.customers_with_identity(conn, kind, ident)
-                if not found:  # erased between the event and now
-                    field = "userId" if kind == "user_id" else "anonymousId"
-                    raise HttpError(409, "this visitor's data was erased as they subscribed", field)
-                subscriptions.save(
-                    conn,
-                    found[0],  # an identity belongs to one profile
-                    subscription,
-                    request.headers.get("user-agent"),
-                    now,
-                    verified_user_id=verified,
-                )
+    def store() -> None:
+        with db.write() as conn:
+            found = customers.customers_with_identity(conn, kind, ident)
+            if not found:  # erased between the event and now
+                field = "userId" if kind == "user_id" else "anonymousId"
+                raise HttpError(409, "this visitor's data was erased as they subscribed", field)
+            subscriptions.save(
+                conn,
+                found[0],  # an identity belongs to one profile
+                subscription,
+                request.headers.get("user-agent"),
+                now,
+                verified_user_id=verified,
+            )
 
-        await asyncio.to_thread(store)
-    except HttpError as exc:
-        return exc.response()
+    await asyncio.to_thread(store)
     return json_response({"success": True})
 
 

@@ -1,5 +1,6 @@
 """Admin API for segments: define and change them, read them and their members. Errors are
-raised as HttpError and answered by the application's handlers (web/errors.py)."""
+raised (HttpError, or the segments' own) and answered by the application's handlers
+(web/errors.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.segments import api as segments
-from parcours.segments.definition import SegmentError
-from parcours.web.api import problems_error
+from parcours.web.errors import ERROR_FIELDS
 
 MAX_DEFINITION_BYTES = 64 * 1024
 
@@ -31,24 +31,9 @@ async def _save(
     segment_id: str | None,
 ) -> Response[bytes]:
     source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
-    try:
-        saved = await asyncio.to_thread(
-            segments.save,
-            db,
-            source,
-            admin.name,
-            clock.now_ms(),
-            mode=mode,
-            segment_id=segment_id,
-        )
-    except SegmentError as exc:
-        raise problems_error(exc, "the segment is not valid") from None
-    except segments.SegmentExists as exc:
-        raise HttpError(409, str(exc), "id") from None
-    except segments.UnknownSegment as exc:
-        raise HttpError(404, str(exc), "id") from None
-    except segments.SegmentIdMismatch as exc:
-        raise HttpError(400, str(exc), "id") from None
+    saved = await asyncio.to_thread(
+        segments.save, db, source, admin.name, clock.now_ms(), mode=mode, segment_id=segment_id
+    )
     return json_response(
         {
             "id": saved.segment_id,
@@ -71,7 +56,7 @@ async def create_segment(
     return await _save(request, db, clock, admin, "create", None)
 
 
-@put("/api/segments/{segment_id:str}")
+@put("/api/segments/{segment_id:str}", opt={ERROR_FIELDS: {segments.UnknownSegment: "id"}})
 async def update_segment(
     request: Request[Any, Any, Any],
     segment_id: FromPath[str],
@@ -91,11 +76,8 @@ def list_segments(db: Injected[Database]) -> Response[bytes]:
 
 @get("/api/segments/{segment_id:str}", sync_to_thread=True)
 def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> Response[bytes]:
-    try:
-        with db.read() as conn:
-            return json_response(segments.describe(conn, segment_id))
-    except segments.UnknownSegment as exc:
-        raise HttpError(404, str(exc), "segment_id") from None
+    with db.read() as conn:
+        return json_response(segments.describe(conn, segment_id))
 
 
 @get("/api/segments/{segment_id:str}/members", sync_to_thread=True)
@@ -109,11 +91,8 @@ def segment_members(
     if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
         raise HttpError(400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit")
     cursor = prefixed_id(after, "cus_", "after") if after else 0
-    try:
-        with db.read() as conn:
-            page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
-    except segments.UnknownSegment as exc:
-        raise HttpError(404, str(exc), "segment_id") from None
+    with db.read() as conn:
+        page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
     return json_response(
         {
             "segment": segment_id,

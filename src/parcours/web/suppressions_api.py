@@ -22,6 +22,7 @@ from parcours.messaging.delivery import Delivery
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
+from parcours.web.errors import ERROR_FIELDS
 
 MAX_ID = 2**63 - 1
 CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
@@ -97,9 +98,12 @@ class IgnoredPage(msgspec.Struct):
 
 # ---- routes -------------------------------------------------------------------------------
 
+_CUSTOMER = {ERROR_FIELDS: {customers.CustomerNotFound: "customer"}}
+
 
 @get(
     "/api/suppressions",
+    opt=_CUSTOMER,
     responses={200: ResponseSpec(SuppressionPage, description="Suppressions, newest first")},
 )
 async def list_suppressions(
@@ -115,31 +119,25 @@ async def list_suppressions(
     when and what barred it (`source`) and the message it was about. Filter by
     `channel`, `address` or `customer` (any id); `before` is the cursor the previous
     page gave in `next`."""
-    try:
-        _check_limit(limit)
-        channel = _channel(channel) if channel is not None else None
-        wanted = None
-        if address is not None:  # without a channel, an address with an @ is an email
-            wanted = _address(channel or ("email" if "@" in address else "sms"), address)
+    _check_limit(limit)
+    channel = _channel(channel) if channel is not None else None
+    wanted = None
+    if address is not None:  # without a channel, an address with an @ is an email
+        wanted = _address(channel or ("email" if "@" in address else "sms"), address)
 
-        def read() -> tuple[list[dict[str, Any]], str | None]:
-            with db.read() as conn:
-                ids = _customer_ids(conn, settings, customer)
-                return suppressions.page(
-                    conn,
-                    limit,
-                    channel=channel,
-                    address=wanted,
-                    customer_ids=ids,
-                    before=before,
-                )
+    def read() -> tuple[list[dict[str, Any]], str | None]:
+        with db.read() as conn:
+            ids = _customer_ids(conn, settings, customer)
+            return suppressions.page(
+                conn,
+                limit,
+                channel=channel,
+                address=wanted,
+                customer_ids=ids,
+                before=before,
+            )
 
-        try:
-            rows, cursor = await asyncio.to_thread(read)
-        except suppressions.BadCursor as exc:
-            raise HttpError(400, str(exc), "before") from None
-    except HttpError as exc:
-        return exc.response()
+    rows, cursor = await asyncio.to_thread(read)
     following = None
     if cursor is not None:
         kept = {"channel": channel, "address": address, "customer": customer}
@@ -159,25 +157,21 @@ async def lift_suppression(
     """Lift a suppression: the address may be written to again and its soft bounces
     count afresh. Audited: a `Suppression Lifted` event on the customer's timeline
     names the admin and the `note` (required). 404 when the address is not suppressed."""
-    try:
-        body = await read_json(request, 16 * 1024, LiftBody)
-        channel = _channel(body.channel)
-        address = _address(channel, body.address)
-        note = body.note.strip()
-        if not note or len(note) > 500 or "\x00" in note:
-            raise HttpError(400, "note must say why, in 1 to 500 characters", "note")
-        lifted = await asyncio.to_thread(
-            delivery.lift_suppression, channel, address, admin.name, note
-        )
-        if lifted is None:
-            raise HttpError(404, f"{address} is not suppressed on {channel}", "address")
-    except HttpError as exc:
-        return exc.response()
+    body = await read_json(request, 16 * 1024, LiftBody)
+    channel = _channel(body.channel)
+    address = _address(channel, body.address)
+    note = body.note.strip()
+    if not note or len(note) > 500 or "\x00" in note:
+        raise HttpError(400, "note must say why, in 1 to 500 characters", "note")
+    lifted = await asyncio.to_thread(delivery.lift_suppression, channel, address, admin.name, note)
+    if lifted is None:
+        raise HttpError(404, f"{address} is not suppressed on {channel}", "address")
     return json_response({"lifted": lifted, "lifted_by": admin.name, "note": note})
 
 
 @get(
     "/api/bounces",
+    opt=_CUSTOMER,
     responses={200: ResponseSpec(BouncePage, description="Email bounces, newest first")},
 )
 async def list_bounces(
@@ -191,20 +185,17 @@ async def list_bounces(
     """The email bounces of an `address` or a `customer` (one of the two is required),
     newest first: hard or soft, why, from where, and whether a soft one still counts
     toward the limit (`soft_limit` within `soft_window_days` bars the address)."""
-    try:
-        _check_limit(limit)
-        if address is None and customer is None:
-            raise HttpError(400, "give an address or a customer", "address")
-        wanted = _address("email", address) if address is not None else None
+    _check_limit(limit)
+    if address is None and customer is None:
+        raise HttpError(400, "give an address or a customer", "address")
+    wanted = _address("email", address) if address is not None else None
 
-        def read() -> list[dict[str, Any]]:
-            with db.read() as conn:
-                ids = _customer_ids(conn, settings, customer)
-                return suppressions.bounce_history(conn, wanted, ids, limit)
+    def read() -> list[dict[str, Any]]:
+        with db.read() as conn:
+            ids = _customer_ids(conn, settings, customer)
+            return suppressions.bounce_history(conn, wanted, ids, limit)
 
-        rows = await asyncio.to_thread(read)
-    except HttpError as exc:
-        return exc.response()
+    rows = await asyncio.to_thread(read)
     rule = delivery.bounce_rule
     return json_response(
         {
@@ -229,18 +220,15 @@ async def list_ignored_mail(
     why (`code` and `reason`): delay warnings, auto-replies, spam, reports about no
     message of ours, replies from another address than the customer's... Kept 90 days.
     `before` is an `id` from the previous page; `code` filters."""
-    try:
-        _check_limit(limit)
-        if before is not None and not 1 <= before <= MAX_ID:
-            raise HttpError(400, f"before must be an id from 1 to {MAX_ID}", "before")
+    _check_limit(limit)
+    if before is not None and not 1 <= before <= MAX_ID:
+        raise HttpError(400, f"before must be an id from 1 to {MAX_ID}", "before")
 
-        def read() -> list[dict[str, Any]]:
-            with db.read() as conn:
-                return suppressions.ignored_page(conn, limit, before, code)
+    def read() -> list[dict[str, Any]]:
+        with db.read() as conn:
+            return suppressions.ignored_page(conn, limit, before, code)
 
-        rows = await asyncio.to_thread(read)
-    except HttpError as exc:
-        return exc.response()
+    rows = await asyncio.to_thread(read)
     following = None
     if len(rows) == limit:
         query = {"limit": limit, "before": rows[-1]["id"], **({"code": code} if code else {})}
@@ -274,10 +262,7 @@ def _address(channel: str, value: str) -> str:
 def _customer_ids(conn: Any, settings: Settings, ref: str | None) -> list[int] | None:
     if ref is None:
         return None
-    try:
-        customer_id = customers.resolve(conn, ref, settings.default_region)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, str(exc), "customer") from None
+    customer_id = customers.resolve(conn, ref, settings.default_region)
     return customers.with_merged(conn, customer_id)
 
 

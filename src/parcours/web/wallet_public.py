@@ -21,6 +21,7 @@ from parcours.messaging.links import BadLink
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
+from parcours.web.errors import ERROR_FIELDS
 from parcours.web.wallet_service import WalletService, package_response
 
 PKPASS = "application/vnd.apple.pkpass"
@@ -42,7 +43,7 @@ class _IssueBody(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[str, Any] = {}
 
 
-@post("/api/wallet/passes")
+@post("/api/wallet/passes", opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}})
 async def issue_pass(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -63,10 +64,7 @@ async def issue_pass(
             google = issuer.google.issuer_id if issuer.google is not None else None
             return passes.issue(conn, customer_id, body.kind, body.fields, clock.now_ms(), google)
 
-    try:
-        record = await asyncio.to_thread(write)
-    except customers.CustomerNotFound as exc:
-        raise HttpError(404, f"no customer {exc}", "customer") from None
+    record = await asyncio.to_thread(write)
     token = delivery.links.signer.sign("pass", {"s": record["serial"]})
     link = f"{settings.resolved_public_url}/wallet/download/{token}.pkpass"
     answer: dict[str, Any] = {"serial": record["serial"], "download": link}
