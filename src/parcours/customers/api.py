@@ -9,11 +9,12 @@ from typing import Any
 
 import msgspec
 from babel.core import get_global
-from sqlalchemy import Connection, and_, func, insert, inspect, select, update
+from sqlalchemy import Connection, and_, func, inspect, select, update
 
 from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.log import events as events_table
+from parcours.log import append_events, internal_event
+from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
 from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, run, select_in
 from parcours.runtime.presentation import money_text, own_event_properties
@@ -391,12 +392,7 @@ def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
 
 def last_event_at(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
     """When the customer last did `name` through `source` (e.g. wrote on WhatsApp)."""
-    value = run(
-        conn,
-        "SELECT max(occurred_at) FROM events WHERE customer_id = :c AND name = :n AND source = :s",
-        {"c": customer_id, "n": name, "s": source},
-    ).scalar()
-    return None if value is None else int(value)
+    return log_queries.last_time_from(conn, customer_id, name, source)
 
 
 def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
@@ -437,13 +433,8 @@ def event_page(
     conn: Connection, customer_id: int, *, limit: int = 50, before: int | None = None
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of the customer's events, newest first; the cursor is the last seq shown."""
-    query = select(events_table).where(events_table.c.customer_id == customer_id)
-    if before is not None:
-        query = query.where(events_table.c.seq < before)
-    rows = conn.execute(query.order_by(events_table.c.seq.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [event_view(row) for row in rows], (rows[-1].seq if more and rows else None)
+    rows, cursor = log_queries.page_of(conn, customer_id, limit=limit, before=before)
+    return [event_view(row) for row in rows], cursor
 
 
 def event_view(row: Any) -> dict[str, Any]:
@@ -506,14 +497,7 @@ def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
                 .order_by(customer_orders.c.occurred_at)
             )
         ]
-        document["events"] = [
-            event_view(row)
-            for row in conn.execute(
-                select(events_table)
-                .where(events_table.c.customer_id == customer_id)
-                .order_by(events_table.c.seq)
-            )
-        ]
+        document["events"] = [event_view(row) for row in log_queries.all_of(conn, customer_id)]
         document["held_elsewhere"] = _held_elsewhere(conn, customer_id)
     return document
 
@@ -626,27 +610,27 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
         "other_rows_deleted": erasure.other,
         "requested_by": source,
     }
-    message_id = f"erase:{customer_id}:{now_ms}"
-    conn.execute(
-        insert(events_table).values(
-            message_id=message_id,
-            customer_id=customer_id,
-            type="track",
-            name=ERASED_EVENT,
-            occurred_at=now_ms,
-            received_at=now_ms,
-            source="system",
-            payload=_encode(
-                {
-                    "type": "track",
-                    "event": ERASED_EVENT,
-                    "messageId": message_id,
-                    "properties": properties,
-                }
-            ).decode(),
-        )
+    # What remains of the person: the fact of the erasure, through the log's one door.
+    # Nothing reacts to it (no reactions are given): the person is gone.
+    recorded = internal_event(
+        customer_id, ERASED_EVENT, properties, now_ms, f"erase:{customer_id}:{now_ms}", "system"
     )
+    append_events(conn, [[recorded]], now_ms, "", ())
     return erasure
+
+
+def ids_after(conn: Connection, after: int, limit: int) -> list[int]:
+    """The next `limit` customers by id after `after` that were not merged into another
+    (a batch that walks every profile, such as a segment's first evaluation)."""
+    return [
+        int(value)
+        for value in conn.execute(
+            select(customers.c.id)
+            .where(customers.c.id > after, customers.c.merged_into.is_(None))
+            .order_by(customers.c.id)
+            .limit(limit)
+        ).scalars()
+    ]
 
 
 def count_customers(conn: Connection) -> int:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from parcours.customers.api import public_id
+from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database, run, select_in
 from parcours.runtime.queue import enqueue
@@ -104,7 +105,7 @@ def save(
             )
         # One batch evaluation per segment: a change restarts it from the first customer.
         # What customers do from here on is theirs: the evaluation tells it apart by seq.
-        since = run(conn, "SELECT coalesce(max(seq), 0) FROM events").scalar_one()
+        since = log_queries.last_seq(conn)
         enqueue(
             conn,
             BACKFILL,

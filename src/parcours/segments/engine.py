@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
 from parcours.log import Event, Hook, append_events, internal_event
+from parcours.log import queries as log_queries
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import chunks, lock_keys, run, select_in
 from parcours.runtime.queue import Job, Worker, enqueue
@@ -130,15 +131,7 @@ class SegmentEngine:
         if segment is None or self._generation(segment.id) != int(payload["generation"]):
             return  # changed again since: a newer batch evaluation has started
         now = self.clock.now_ms()
-        ids = [
-            int(value)
-            for value in run(
-                conn,
-                "SELECT id FROM customers WHERE id > :after AND merged_into IS NULL "
-                "ORDER BY id LIMIT :n",
-                {"after": int(payload["after"]), "n": BACKFILL_CHUNK},
-            ).scalars()
-        ]
+        ids = customers.ids_after(conn, int(payload["after"]), BACKFILL_CHUNK)
         _serialise(conn, set(ids))
         self.evaluate_customers(conn, segment, ids, now, backfill_since=int(payload["since_seq"]))
         if len(ids) == BACKFILL_CHUNK:
@@ -368,28 +361,15 @@ def load_facts(
         if not live:
             break
         if aggregate.only_last:
-            rows = select_in(
-                conn,
-                "SELECT customer_id, max(occurred_at) FROM events WHERE name = {mark} "
-                "AND customer_id IN ({marks}) GROUP BY customer_id",
-                live,
-                (aggregate.name,),
-            )
-            for customer, last in rows:
-                found[int(customer)][number].append((int(last), None))
+            for customer, last in log_queries.last_times(conn, aggregate.name, live).items():
+                found[customer][number].append((last, None))
             continue
-        columns = "customer_id, occurred_at" + (", payload" if aggregate.needs_payload else "")
-        window = ""
-        leading: list[Any] = [aggregate.name]
-        if aggregate.within_ms is not None:
-            window = " AND occurred_at > {mark}"
-            leading.append(now - aggregate.within_ms)
-        rows = select_in(
+        rows = log_queries.occurrences(
             conn,
-            f"SELECT {columns} FROM events WHERE name = {{mark}}{window} "
-            "AND customer_id IN ({marks})",
+            aggregate.name,
             live,
-            leading,
+            after=None if aggregate.within_ms is None else now - aggregate.within_ms,
+            with_payload=aggregate.needs_payload,
         )
         for row in rows:
             event = _decode(row[2]) if aggregate.needs_payload else None
@@ -437,13 +417,7 @@ def _acted_since(
     """The customers who did something bearing on the segment after event `seq` (the last
     one when the segment was saved): the batch evaluation only got to them first, and
     their entry or exit is their own, not the batch's."""
-    rows = select_in(
-        conn,
-        "SELECT customer_id, type, name, source, payload FROM events "
-        "WHERE seq > {mark} AND customer_id IN ({marks})",
-        customer_ids,
-        (seq,),
-    )
+    rows = log_queries.appended_since(conn, seq, customer_ids)
     acted: set[int] = set()
     for customer, kind, name, source, payload in rows:
         if customer in acted:

@@ -1,0 +1,116 @@
+"""Reading the log: the one place other packages' questions about events are answered.
+
+The events table belongs to the log; every package that needs what customers did asks
+here, so that the table's shape and its indexes are known in one module. The functions
+that the hot paths call (segment evaluation) read many customers at once and return rows
+as the driver gives them; the others return frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from parcours.log.tables import events
+from parcours.runtime.db import run, select_in
+
+
+def last_seq(conn: Connection) -> int:
+    """The position of the newest event (0 when there is none): what happened after it is
+    told apart by `seq`."""
+    return int(run(conn, "SELECT coalesce(max(seq), 0) FROM events").scalar_one())
+
+
+def last_times(conn: Connection, name: str, customer_ids: Sequence[int]) -> dict[int, int]:
+    """When each of these customers last did `name` (customers who never did are left out)."""
+    rows = select_in(
+        conn,
+        "SELECT customer_id, max(occurred_at) FROM events WHERE name = {mark} "
+        "AND customer_id IN ({marks}) GROUP BY customer_id",
+        list(customer_ids),
+        (name,),
+    )
+    return {int(customer): int(last) for customer, last in rows}
+
+
+def occurrences(
+    conn: Connection,
+    name: str,
+    customer_ids: Sequence[int],
+    *,
+    after: int | None = None,
+    with_payload: bool = False,
+) -> list[Any]:
+    """Every `name` event of these customers (occurring after `after`, when given), as
+    rows of (customer_id, occurred_at[, payload])."""
+    columns = "customer_id, occurred_at" + (", payload" if with_payload else "")
+    window = ""
+    leading: list[Any] = [name]
+    if after is not None:
+        window = " AND occurred_at > {mark}"
+        leading.append(after)
+    return select_in(
+        conn,
+        f"SELECT {columns} FROM events WHERE name = {{mark}}{window} "
+        "AND customer_id IN ({marks})",
+        list(customer_ids),
+        leading,
+    )
+
+
+def appended_since(conn: Connection, seq: int, customer_ids: Sequence[int]) -> list[Any]:
+    """What these customers did after event `seq`, as rows of (customer_id, type, name,
+    source, payload)."""
+    return select_in(
+        conn,
+        "SELECT customer_id, type, name, source, payload FROM events "
+        "WHERE seq > {mark} AND customer_id IN ({marks})",
+        list(customer_ids),
+        (seq,),
+    )
+
+
+def last_time_from(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
+    """When the customer last did `name` through `source` (e.g. wrote on WhatsApp)."""
+    value = run(
+        conn,
+        "SELECT max(occurred_at) FROM events WHERE customer_id = :c AND name = :n AND source = :s",
+        {"c": customer_id, "n": name, "s": source},
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def page_of(
+    conn: Connection, customer_id: int, *, limit: int, before: int | None = None
+) -> tuple[list[Row[Any]], int | None]:
+    """A page of the customer's events, newest first, and the cursor of the next page (the
+    last seq shown), or None when this is the last."""
+    query = select(events).where(events.c.customer_id == customer_id)
+    if before is not None:
+        query = query.where(events.c.seq < before)
+    rows = list(conn.execute(query.order_by(events.c.seq.desc()).limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (int(rows[-1].seq) if more and rows else None)
+
+
+def all_of(conn: Connection, customer_id: int) -> list[Row[Any]]:
+    """Every event of the customer, oldest first (an export)."""
+    return list(
+        conn.execute(
+            select(events).where(events.c.customer_id == customer_id).order_by(events.c.seq)
+        ).all()
+    )
+
+
+__all__ = [
+    "all_of",
+    "appended_since",
+    "last_seq",
+    "last_time_from",
+    "last_times",
+    "occurrences",
+    "page_of",
+]
