@@ -1,0 +1,100 @@
+"""A message's words: what its template sees (docs/channels.md, "Templates"), the links it
+carries, and its rendering in the customer's language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.customers import api as customers
+from parcours.messaging import templates as message_templates
+from parcours.messaging.links import Links
+
+CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated"}
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str
+    url: str
+    locale: str
+    sector: str
+
+
+@dataclass(frozen=True)
+class Renderer:
+    brand: Brand
+    links: Links
+
+    def render(
+        self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]
+    ) -> message_templates.Rendered:
+        """An outbox row's template rendered for its customer and channel; TemplateProblem
+        names what is missing."""
+        template = message_templates.get(conn, row.template)
+        context = self.context(
+            conn,
+            row.customer_id,
+            row.channel,
+            row.purpose,
+            detail.get("event") or {},
+            links,
+        )
+        locale = context["customer"].get("locale")
+        return message_templates.render(
+            template,
+            row.channel,
+            context,
+            locale if isinstance(locale, str) else None,
+            self.brand.locale,
+        )
+
+    def context(
+        self,
+        conn: Connection,
+        customer_id: int,
+        channel: str,
+        purpose: str,
+        event: dict[str, Any],
+        links: dict[str, str],
+    ) -> dict[str, Any]:
+        """What a template sees (docs/channels.md, "Templates")."""
+        traits, computed = customers.traits_view(conn, customer_id)
+        if "first_name" not in traits and isinstance(traits.get("firstName"), str):
+            traits["first_name"] = traits["firstName"]
+        if "last_name" not in traits and isinstance(traits.get("lastName"), str):
+            traits["last_name"] = traits["lastName"]
+        customer = {**computed, **traits, "id": f"cus_{customer_id}"}
+        properties = event.get("properties") or {}
+        name = event.get("event") or ""
+        order = properties if name.startswith("Order") else None
+        return {
+            "customer": customer,
+            "event": {**event, "event": name, "properties": properties},
+            "cart": properties if name in CART_EVENTS else None,
+            "order": order,
+            "brand": {"name": self.brand.name, "url": self.brand.url},
+            "links": {"shop": self.brand.url, **self.links.for_order(order), **links},
+            "message": {"channel": channel, "purpose": purpose},
+        }
+
+    def preview_context(
+        self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The context of a preview: a real customer, a sample unsubscribe link."""
+        links = {"unsubscribe": self.links.unsubscribe(0, customer_id, channel)}
+        return self.context(conn, customer_id, channel, "marketing", event, links)
+
+    def links_of(self, row: Any) -> dict[str, str]:
+        """Marketing messages carry an unsubscribe link (and email its one-click headers);
+        transactional ones do not, since they cannot be unsubscribed from. A test send
+        shows the link as the customer would see it."""
+        if row.purpose not in ("marketing", "test"):
+            return {}
+        customer = 0 if row.purpose == "test" else row.customer_id  # 0: a link that does nothing
+        return {"unsubscribe": self.links.unsubscribe(row.id, customer, row.channel)}
+
+
+__all__ = ["CART_EVENTS", "Brand", "Renderer"]

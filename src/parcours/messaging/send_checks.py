@@ -1,0 +1,109 @@
+"""Whether a message of a journey run is still wanted when delivery claims it: a goal or
+an exit of its run in the log (an order, say) cancels it, never sent (docs/channels.md,
+"Delivery"; docs/journeys.md, "Nothing goes out after an order")."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.messaging.outbox import CANCELLED
+from parcours.messaging.outbox_rows import rows as outbox_rows
+from parcours.messaging.timeline import Timeline, about
+from parcours.runtime.clock import Clock
+from parcours.runtime.db import run
+from parcours.runtime.queue import Job
+
+# A check a message must pass when delivery claims it to send: given the batch's messages
+# that belong to a journey run and are not yet handed over (outbox rows) and the moment of
+# the check, the ids of those no longer wanted, each with its reason. The composition root
+# (services.py) registers the journey engine's: messaging does not know about journeys.
+SendCheck = Callable[[Connection, list[Any], int], dict[int, str]]
+
+
+@dataclass
+class _Checked:
+    """What `before_batch` found for a batch of sends, valid on its connection only."""
+
+    conn: Connection
+    at: int  # the moment it looked: what was stored before then is in what it read
+    ids: set[int]  # the messages it checked
+    unwanted: dict[int, str]  # of those, the ones no longer wanted, and why
+
+
+class SendChecks:
+    def __init__(self, clock: Clock, timeline: Timeline) -> None:
+        self.clock = clock
+        self.timeline = timeline
+        self._checks: list[SendCheck] = []
+        self._local = threading.local()
+
+    def add(self, check: SendCheck) -> None:
+        self._checks.append(check)
+
+    @property
+    def any(self) -> bool:
+        """Some check is registered (without one, every message is wanted)."""
+        return bool(self._checks)
+
+    def before_batch(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a batch of sends: whether each message is still wanted, checked for the
+        whole batch at once (its rows, then each check in a query or two, whatever the
+        batch's size), in the transaction that claimed them (on PostgreSQL, holding their
+        customers' locks). Should this fail, each send checks its own message."""
+        self._local.checked = None
+        if not self._checks:
+            return
+        now = self.clock.now_ms()
+        rows = outbox_rows(
+            conn,
+            sorted({int(job.payload["id"]) for job in jobs}),
+            "id, customer_id, journey_id, run_id, step_id, state",
+        )
+        pending = [row for row in rows if row.state == "pending"]
+        self._local.checked = _Checked(
+            conn, now, {int(row.id) for row in pending}, self._unwanted(conn, pending, now)
+        )
+
+    def when_claimed(self, conn: Connection, row: Any, now: int) -> tuple[int, str | None]:
+        """When this message was checked, and why it is no longer wanted (None: it is):
+        from the batch's check when it covers it, else checked now on its own."""
+        checked: _Checked | None = getattr(self._local, "checked", None)
+        if checked is not None and checked.conn is conn and int(row.id) in checked.ids:
+            return checked.at, checked.unwanted.get(int(row.id))
+        return now, self._unwanted(conn, [row], now).get(int(row.id))
+
+    def _unwanted(self, conn: Connection, rows: list[Any], now: int) -> dict[int, str]:
+        """Of these messages, those the checks say are no longer wanted, and why."""
+        runs = [row for row in rows if row.run_id is not None]
+        unwanted: dict[int, str] = {}
+        for check in self._checks if runs else ():
+            for outbox_id, reason in check(conn, runs, now).items():
+                unwanted.setdefault(outbox_id, reason)
+        return unwanted
+
+    def cancel(self, conn: Connection, row: Any, reason: str, checked_at: int, now: int) -> None:
+        """A message no longer wanted when its delivery came (its customer ordered
+        meanwhile): never sent; the row and the customer's trace say why."""
+        run(
+            conn,
+            "UPDATE outbox SET state = :s, status = :s, status_at = :now, error = :r, "
+            "checked_at = :at WHERE id = :id",
+            {"s": CANCELLED, "now": now, "r": reason, "at": checked_at, "id": row.id},
+        )
+        self.timeline.append(
+            conn,
+            row.customer_id,
+            "Message Held",
+            {**about(row), "reason": reason, "outcome": CANCELLED},
+            now,
+            f"msg:{row.id}:{CANCELLED}",
+            "system",
+        )
+
+
+__all__ = ["SendCheck", "SendChecks"]

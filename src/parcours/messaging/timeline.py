@@ -1,0 +1,88 @@
+"""What a message's events say on its customer's timeline (`Message Sent` ...
+`Message Failed`), how far a message got, and the one call that appends them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcours.log import Event, Hook, append_events, internal_event
+from parcours.messaging.outbox import public_message_id
+
+# How far a message got; `success` in a send step names one of these.
+RANK = {"queued": 0, "sent": 1, "delivered": 2, "opened": 3, "read": 3, "clicked": 4}
+EVENT_NAMES = {
+    "sent": "Message Sent",
+    "delivered": "Message Delivered",
+    "opened": "Message Opened",
+    "read": "Message Read",
+    "clicked": "Message Clicked",
+    "failed": "Message Failed",
+}
+# RANK as SQL; a failed message keeps its status.
+STATUS_RANK_SQL = (
+    "(CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'opened' THEN 3 "
+    "WHEN 'read' THEN 3 WHEN 'clicked' THEN 4 WHEN 'failed' THEN 9 ELSE 0 END)"
+)
+
+
+def about(row: Any) -> dict[str, Any]:
+    """The properties every event about this outbox row carries."""
+    about = {
+        "message_id": public_message_id(row.id),
+        "channel": row.channel,
+        "template": row.template,
+        "purpose": row.purpose,
+    }
+    if row.journey_id:
+        about |= {"journey_id": row.journey_id, "run_id": row.run_id, "step": row.step_id}
+    return about
+
+
+def digest(text: str) -> str:
+    """A short stable digest, for the message ids of events about a text or an address."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Appends the events of messages through the log's door, in the caller's transaction."""
+
+    region: str
+    hooks: list[Hook]  # the writer's: what reacts to an append
+
+    def append(
+        self,
+        conn: Connection,
+        customer_id: int,
+        name: str,
+        properties: dict[str, Any],
+        now: int,
+        message_id: str,
+        source: str = "channel",
+    ) -> None:
+        event = internal_event(customer_id, name, properties, now, message_id, source)
+        self.append_all(conn, [event], now)
+
+    def append_all(self, conn: Connection, events: list[Event], now: int) -> None:
+        """These events in one pass of the log's door."""
+        append_events(conn, [events], now, self.region, self.hooks)
+
+    def status(
+        self, conn: Connection, row: Any, status: str, now: int, extra: dict[str, Any]
+    ) -> None:
+        """The event of a status a message reached (`Message Delivered` ...)."""
+        self.append(
+            conn,
+            row.customer_id,
+            EVENT_NAMES[status],
+            {**about(row), **extra},
+            now,
+            f"msg:{row.id}:{status}",
+        )
+
+
+__all__ = ["EVENT_NAMES", "RANK", "STATUS_RANK_SQL", "Timeline", "about", "digest"]
