@@ -21,7 +21,7 @@ from parcours.ingest.http import segment_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
 from parcours.web.api import admin_routes
-from parcours.web.api_docs import openapi_config
+from parcours.web.api_docs import document_errors, openapi_config
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
 from parcours.web.errors import exception_handlers, guard_parameters
 from parcours.web.guards import (
@@ -71,19 +71,19 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
         WRITE_KEY,
         [*segment_routes(), *push_write_routes(), *chat_write_routes()],
     )
+    public = [
+        *operations_routes(),
+        shopify_webhook,
+        *messaging_public_routes(),
+        *channel_callback_routes(),
+        *push_public_routes(),
+        *chat_routes(),
+        *wallet_routes(),
+        *wallet_order_routes(),
+    ]
+    document_errors(public)
     return Litestar(
-        route_handlers=[
-            *operations_routes(),
-            tracking,
-            shopify_webhook,
-            admin,
-            *messaging_public_routes(),
-            *channel_callback_routes(),
-            *push_public_routes(),
-            *chat_routes(),
-            *wallet_routes(),
-            *wallet_order_routes(),
-        ],
+        route_handlers=[tracking, admin, *public],
         dependencies=_dependencies(services),
         lifespan=[lifespan],
         middleware=[observe_requests, guard_parameters],
@@ -96,7 +96,9 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
 
 
 def _behind(guard: Guard, scheme: str, handlers: Sequence[ControllerRouterHandler]) -> Router:
-    """Routes that answer only past `guard`, documented as needing `scheme`."""
+    """Routes that answer only past `guard`, documented as needing `scheme` (and as
+    answering 401 without it)."""
+    document_errors(handlers, guarded=True)
     return Router("/", route_handlers=handlers, guards=[guard], security=[{scheme: []}])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
@@ -15,7 +15,6 @@ from parcours.ingest.http import (
     MAX_INT64,
     HttpError,
     Injected,
-    json_response,
     read_json,
 )
 from parcours.ingest.model import EventError, parse_event
@@ -24,6 +23,7 @@ from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
+from parcours.web.api_docs import request_body
 
 _encode = msgspec.json.Encoder().encode
 
@@ -37,18 +37,40 @@ def resolve_customer(settings: Settings, conn: Any, ref: str) -> int:
 # them (web/errors.py).
 
 
+class EventPage(msgspec.Struct):
+    """A customer's events, newest first; `next_before` is the cursor of the next page."""
+
+    customer_id: str
+    events: list[dict[str, Any]]
+    next_before: int | None
+
+
+class ConsentState(msgspec.Struct):
+    channel: str
+    purpose: str
+    status: str
+    at: str | None
+
+
+class ConsentRecorded(msgspec.Struct):
+    """The change appended (its messageId), and the customer's consents now."""
+
+    customer_id: str
+    messageId: str
+    consents: list[ConsentState]
+
+
 @get("/api/customers/{ref:str}", sync_to_thread=True)
 def get_customer(
     db: Injected[Database], settings: Injected[Settings], ref: FromPath[str]
-) -> Response[bytes]:
+) -> dict[str, Any]:
+    """The profile: traits, identities, consents, computed traits, merged ids, segments."""
     with db.read() as conn:
         customer_id = resolve_customer(settings, conn, ref)
-        return json_response(
-            {
-                **customers.profile(conn, customer_id),
-                "segments": segments.segments_of(conn, customer_id),
-            }
-        )
+        return {
+            **customers.profile(conn, customer_id),
+            "segments": segments.segments_of(conn, customer_id),
+        }
 
 
 @get("/api/customers/{ref:str}/events", sync_to_thread=True)
@@ -58,7 +80,8 @@ def get_customer_events(
     ref: FromPath[str],
     limit: FromQuery[int] = 50,
     before: FromQuery[int | None] = None,
-) -> Response[bytes]:
+) -> EventPage:
+    """The customer's events, newest first, a page at a time."""
     if not 1 <= limit <= 500:
         raise HttpError(400, "limit must be between 1 and 500", "limit")
     if before is not None and not 0 < before <= MAX_INT64:
@@ -66,9 +89,7 @@ def get_customer_events(
     with db.read() as conn:
         customer_id = resolve_customer(settings, conn, ref)
         page, cursor = customers.event_page(conn, customer_id, limit=limit, before=before)
-    return json_response(
-        {"customer_id": customers.public_id(customer_id), "events": page, "next_before": cursor}
-    )
+    return EventPage(customers.public_id(customer_id), page, cursor)
 
 
 class _ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,7 +102,11 @@ class _ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
     occurred_at: str | None = None
 
 
-@post("/api/customers/{ref:str}/consents")
+@post(
+    "/api/customers/{ref:str}/consents",
+    status_code=201,
+    operation_class=request_body(_ConsentRequest),
+)
 async def record_consent(
     request: Request[Any, Any, Any],
     ref: FromPath[str],
@@ -89,7 +114,7 @@ async def record_consent(
     settings: Injected[Settings],
     clock: Injected[Clock],
     appender: Injected[Appender],
-) -> Response[bytes]:
+) -> ConsentRecorded:
     """Record a consent change; it is appended to the log as a `Consent Updated` event."""
     body = await read_json(request, 32 * 1024, _ConsentRequest)
     with db.read() as conn:
@@ -120,21 +145,10 @@ async def record_consent(
     await appender.append([event])
     with db.read() as conn:
         states = customers.current_consents(conn, customer_id)
-    return json_response(
-        {
-            "customer_id": customers.public_id(customer_id),
-            "messageId": event.message_id,
-            "consents": [
-                {
-                    "channel": s.channel,
-                    "purpose": s.purpose,
-                    "status": s.status,
-                    "at": iso(s.at),
-                }
-                for s in states
-            ],
-        },
-        201,
+    return ConsentRecorded(
+        customers.public_id(customer_id),
+        event.message_id,
+        [ConsentState(s.channel, s.purpose, s.status, iso(s.at)) for s in states],
     )
 
 

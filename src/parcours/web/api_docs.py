@@ -12,15 +12,26 @@ Content-Security-Policy that lets them load nothing from anywhere else (docs/sec
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from litestar import Request, Response, Router, get
 from litestar.datastructures import ResponseHeader
-from litestar.openapi import OpenAPIConfig
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 
 PATH = "/api/schema"
 ASSETS_DIR = Path(__file__).parent / "api_docs_assets"
@@ -129,4 +140,89 @@ def openapi_config(
     )
 
 
-__all__ = ["ASSETS", "PATH", "POLICY", "VERSIONS", "openapi_config"]
+# ---- what the document says of bodies and errors ------------------------------------------
+
+
+class Problem(msgspec.Struct):
+    """One problem of a definition, with its line."""
+
+    line: int | None
+    path: str
+    message: str
+
+
+class ErrorDetail(msgspec.Struct):
+    field: str  # the field, parameter or header at fault ("" when none is)
+    message: str
+    problems: list[Problem] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ErrorBody(msgspec.Struct):
+    """The one error envelope (README, "Errors")."""
+
+    success: bool
+    code: str
+    message: str
+    error: ErrorDetail
+
+
+def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
+    """A JSON Schema with its `$ref`s to `$defs` replaced by what they name."""
+    if isinstance(schema, dict):
+        reference = schema.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {k: _inline(v, definitions) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, definitions) for item in schema]
+    return schema
+
+
+def request_body(
+    kind: Any, media_types: Iterable[str] = ("application/json",), description: str = ""
+) -> type[Operation]:
+    """For `operation_class=`: the route's body is `kind` (a msgspec type), in the
+    document. The handler reads the body itself (within its limits, gzip, NUL and depth
+    checks, ingest/http.py `read_json`), so Litestar cannot see it from the signature."""
+    generated = msgspec.json.schema(kind)
+    schema = _inline(generated, generated.get("$defs", {}))
+    content = {media: OpenAPIMediaType(schema=cast(Schema, schema)) for media in media_types}
+
+    @dataclass
+    class WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content=content, description=description or None, required=True
+            )
+
+    return WithBody
+
+
+YAML_OR_JSON = ("application/yaml", "application/json")
+_ERROR = ResponseSpec(ErrorBody, description="Refused, in the one error envelope")
+
+
+def document_errors(handlers: Iterable[Any], *, guarded: bool = False) -> None:
+    """Every route answers its refusals in the one envelope: a 400 (a bad parameter or
+    body) and any other error status (`default`); a guarded route, a 401. Said once here
+    for every route, each route adding its own statuses."""
+    for handler in handlers:
+        if not isinstance(handler, HTTPRouteHandler) or not handler.include_in_schema:
+            continue
+        errors: dict[Any, ResponseSpec] = {400: _ERROR, "default": _ERROR}
+        if guarded:
+            errors[401] = ResponseSpec(ErrorBody, description="No key, or not a live one")
+        handler.responses = {**errors, **(handler.responses or {})}
+
+
+__all__ = [
+    "ASSETS",
+    "PATH",
+    "POLICY",
+    "VERSIONS",
+    "YAML_OR_JSON",
+    "ErrorBody",
+    "document_errors",
+    "openapi_config",
+    "request_body",
+]

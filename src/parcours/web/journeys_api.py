@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, RawBody
 
 from parcours.customers import api as customers
@@ -35,36 +36,76 @@ from parcours.runtime.clock import Clock, parse_iso
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 
 _decode = msgspec.json.Decoder().decode
+_YAML = request_body(str, ("application/yaml",), "The journey, in YAML")
+_AS_YAML = "with `Accept: application/yaml`, the YAML alone"
+
+
+class VersionList(msgspec.Struct):
+    versions: list[dict[str, Any]]
+
+
+class DraftSaved(msgspec.Struct):
+    journey_id: str
+    version: int
+    status: str
+
+
+class StatusChanged(msgspec.Struct):
+    journey_id: str
+    version: int
+    status: str
+    approved_by: str | None
+
+
+class CustomerTrace(msgspec.Struct):
+    """The runs a customer is in, and every decision with its reason, oldest first."""
+
+    customer_id: str
+    runs: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+class Timeline(msgspec.Struct):
+    timeline: list[dict[str, Any]]
+
+
+class Entered(msgspec.Struct):
+    """The entry request appended (`duplicate`: this Idempotency-Key already was)."""
+
+    journey_id: str
+    customer_id: str
+    messageId: str
+    duplicate: bool
 
 
 @get("/api/journeys")
-async def list_journeys(db: Injected[Database]) -> Response[bytes]:
+async def list_journeys(db: Injected[Database]) -> VersionList:
+    """Every version of every journey, with its status."""
+
     def read() -> list[dict[str, Any]]:
         with db.read() as conn:
             return journeys.versions(conn)
 
-    return json_response({"versions": await asyncio.to_thread(read)})
+    return VersionList(await asyncio.to_thread(read))
 
 
-@post("/api/journeys")
+@post("/api/journeys", status_code=201, operation_class=_YAML)
 async def create_draft(
     request: Request[Any, Any, Any],
     db: Injected[Database],
     clock: Injected[Clock],
     admin: Injected[KeyHolder],
-) -> Response[bytes]:
+) -> DraftSaved:
     """The body is the journey's YAML; it becomes the next version, a draft."""
     source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
     version = await asyncio.to_thread(
         journeys.save_draft, db, source, admin.name, clock.now_ms(), editor_key=admin.key_id
     )
-    return json_response(
-        {"journey_id": version.journey_id, "version": version.version, "status": version.status},
-        201,
-    )
+    return DraftSaved(version.journey_id, version.version, version.status)
 
 
 _JOURNEY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,199}")
@@ -75,7 +116,12 @@ def _wants_yaml(request: Request[Any, Any, Any]) -> bool:
     return any(kind in accept for kind in ("application/yaml", "text/yaml", "application/x-yaml"))
 
 
-@get("/api/journeys/{journey_id:str}", sync_to_thread=True)
+_JOURNEY_VIEW = {
+    200: ResponseSpec(dict[str, Any], description=f"The journey ({_AS_YAML})"),
+}
+
+
+@get("/api/journeys/{journey_id:str}", sync_to_thread=True, responses=_JOURNEY_VIEW)
 def get_journey(
     request: Request[Any, Any, Any], db: Injected[Database], journey_id: FromPath[str]
 ) -> Response[bytes]:
@@ -90,7 +136,11 @@ def get_journey(
     return json_response(found)
 
 
-@get("/api/journeys/{journey_id:str}/versions/{version:int}", sync_to_thread=True)
+@get(
+    "/api/journeys/{journey_id:str}/versions/{version:int}",
+    sync_to_thread=True,
+    responses=_JOURNEY_VIEW,
+)
 def get_version(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -117,7 +167,11 @@ def _yaml(source: str) -> Response[bytes]:
     return Response(source.encode("utf-8"), media_type="application/yaml; charset=utf-8")
 
 
-@post("/api/journeys/{journey_id:str}/versions/{version:int}/{move:str}", sync_to_thread=True)
+@post(
+    "/api/journeys/{journey_id:str}/versions/{version:int}/{move:str}",
+    status_code=200,
+    sync_to_thread=True,
+)
 def change_status(
     db: Injected[Database],
     clock: Injected[Clock],
@@ -125,7 +179,7 @@ def change_status(
     journey_id: FromPath[str],
     version: FromPath[int],
     move: FromPath[str],
-) -> Response[bytes]:
+) -> StatusChanged:
     """submit, approve (by another person than the last editor), go_live, pause, archive."""
     if move not in ("submit", "approve", "go_live", "pause", "archive"):
         raise HttpError(
@@ -134,37 +188,29 @@ def change_status(
     changed = journeys.change_status(
         db, journey_id, version, move, admin.name, clock.now_ms(), key=admin.key_id
     )
-    return json_response(
-        {
-            "journey_id": journey_id,
-            "version": version,
-            "status": changed.status,
-            "approved_by": changed.approved_by,
-        }
-    )
+    return StatusChanged(journey_id, version, changed.status, changed.approved_by)
 
 
 @get("/api/journeys/{journey_id:str}/versions/{version:int}/stats", sync_to_thread=True)
 def journey_stats(
     db: Injected[Database], journey_id: FromPath[str], version: FromPath[int]
-) -> Response[bytes]:
+) -> dict[str, Any]:
+    """Entered, active, exited, converted, each step; treated and control side by side."""
     with db.read() as conn:
-        return json_response(journeys.stats(conn, journey_id, version))
+        return journeys.stats(conn, journey_id, version)
 
 
 @get("/api/customers/{ref:str}/journeys", sync_to_thread=True)
 def customer_trace(
     db: Injected[Database], settings: Injected[Settings], ref: FromPath[str]
-) -> Response[bytes]:
+) -> CustomerTrace:
     """The journeys a customer is in, where each run stands, and every decision with its
     reason, oldest first."""
     with db.read() as conn:
         customer = customers.resolve(conn, ref, settings.default_region)
         history = journeys.trace(conn, customer)
         runs = journeys.runs_of(conn, customer)
-    return json_response(
-        {"customer_id": customers.public_id(customer), "runs": runs, "history": history}
-    )
+    return CustomerTrace(customers.public_id(customer), runs, history)
 
 
 class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -177,12 +223,14 @@ class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 @post(
     "/api/journeys/simulate",
+    status_code=200,
     sync_to_thread=True,
+    operation_class=request_body(_SimulationRequest),
     opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}},
 )
 def simulate_journey(
     body: RawBody, db: Injected[Database], clock: Injected[Clock], settings: Injected[Settings]
-) -> Response[bytes]:
+) -> Timeline:
     """Run a journey (YAML in `journey`) on a simulated clock; nothing is sent."""
     try:
         asked = decode_json(body, _SimulationRequest)  # the limits of every body
@@ -212,7 +260,7 @@ def simulate_journey(
         raise HttpError(400, str(exc), "journey") from None
     except ValueError as exc:  # the start time
         raise HttpError(400, str(exc), "start") from None
-    return json_response({"timeline": [timeline_item(e) for e in entries]})
+    return Timeline([timeline_item(e) for e in entries])
 
 
 class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -223,6 +271,8 @@ class _EntryRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 @post(
     "/api/journeys/{journey_id:str}/runs",
+    status_code=202,
+    operation_class=request_body(_EntryRequest),
     opt={
         ERROR_FIELDS: {
             customers.CustomerNotFound: "customer",
@@ -237,7 +287,7 @@ async def enter_customer(
     clock: Injected[Clock],
     settings: Injected[Settings],
     appender: Injected[Appender],
-) -> Response[bytes]:
+) -> Entered:
     """Enter a customer in a live `api: true` journey. The Idempotency-Key header (or
     `idempotency_key`) makes a repeated call change nothing; the run starts within the
     second, when the worker reads the request from the log."""
@@ -277,14 +327,8 @@ async def enter_customer(
     except ValueError as exc:  # the properties
         raise HttpError(400, str(exc), "properties") from None
     assert event.customer_id is not None
-    return json_response(
-        {
-            "journey_id": journey_id,
-            "customer_id": customers.public_id(event.customer_id),
-            "messageId": event.message_id,
-            "duplicate": result.duplicates > 0,
-        },
-        202,
+    return Entered(
+        journey_id, customers.public_id(event.customer_id), event.message_id, result.duplicates > 0
     )
 
 

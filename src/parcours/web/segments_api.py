@@ -7,19 +7,45 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from litestar import Request, Response, get, post, put
+import msgspec
+from litestar import Request, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from parcours.customers.api import public_id
-from parcours.ingest.http import HttpError, Injected, json_response, prefixed_id, read_body
+from parcours.ingest.http import HttpError, Injected, prefixed_id, read_body
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.segments import api as segments
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 
 MAX_DEFINITION_BYTES = 64 * 1024
+_DEFINITION = request_body(
+    str, ("application/yaml",), "The segment's definition, in YAML (JSON is YAML too)"
+)
+
+
+class SegmentSaved(msgspec.Struct):
+    """The definition kept (`changed`: it differs from the last one) and its evaluation."""
+
+    id: str
+    generation: int
+    changed: bool
+    evaluation: str  # evaluating | unchanged
+
+
+class SegmentList(msgspec.Struct):
+    segments: list[dict[str, Any]]
+
+
+class MemberPage(msgspec.Struct):
+    """Current members in customer id order; `next_after` is the next page's cursor."""
+
+    segment: str
+    members: list[dict[str, Any]]
+    next_after: str | None
 
 
 async def _save(
@@ -29,55 +55,55 @@ async def _save(
     admin: KeyHolder,
     mode: Literal["create", "update"],
     segment_id: str | None,
-) -> Response[bytes]:
+) -> SegmentSaved:
     source = (await read_body(request, MAX_DEFINITION_BYTES)).decode("utf-8", "replace")
     saved = await asyncio.to_thread(
         segments.save, db, source, admin.name, clock.now_ms(), mode=mode, segment_id=segment_id
     )
-    return json_response(
-        {
-            "id": saved.segment_id,
-            "generation": saved.generation,
-            "changed": saved.changed,
-            "evaluation": "evaluating" if saved.changed else "unchanged",
-        },
-        201 if mode == "create" else 200,
-    )
+    evaluation = "evaluating" if saved.changed else "unchanged"
+    return SegmentSaved(saved.segment_id, saved.generation, saved.changed, evaluation)
 
 
-@post("/api/segments")
+@post("/api/segments", status_code=201, operation_class=_DEFINITION)
 async def create_segment(
     request: Request[Any, Any, Any],
     db: Injected[Database],
     clock: Injected[Clock],
     admin: Injected[KeyHolder],
-) -> Response[bytes]:
+) -> SegmentSaved:
     """The body is the definition (YAML or JSON); every customer is then evaluated on it."""
     return await _save(request, db, clock, admin, "create", None)
 
 
-@put("/api/segments/{segment_id:str}", opt={ERROR_FIELDS: {segments.UnknownSegment: "id"}})
+@put(
+    "/api/segments/{segment_id:str}",
+    status_code=200,
+    operation_class=_DEFINITION,
+    opt={ERROR_FIELDS: {segments.UnknownSegment: "id"}},
+)
 async def update_segment(
     request: Request[Any, Any, Any],
     segment_id: FromPath[str],
     db: Injected[Database],
     clock: Injected[Clock],
     admin: Injected[KeyHolder],
-) -> Response[bytes]:
+) -> SegmentSaved:
     """A new definition for the segment; every customer is evaluated on it again."""
     return await _save(request, db, clock, admin, "update", segment_id)
 
 
 @get("/api/segments", sync_to_thread=True)
-def list_segments(db: Injected[Database]) -> Response[bytes]:
+def list_segments(db: Injected[Database]) -> SegmentList:
+    """Every segment, with its evaluation and member count."""
     with db.read() as conn:
-        return json_response({"segments": segments.listing(conn)})
+        return SegmentList(segments.listing(conn))
 
 
 @get("/api/segments/{segment_id:str}", sync_to_thread=True)
-def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> Response[bytes]:
+def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> dict[str, Any]:
+    """The segment: its definition, evaluation and members count."""
     with db.read() as conn:
-        return json_response(segments.describe(conn, segment_id))
+        return segments.describe(conn, segment_id)
 
 
 @get("/api/segments/{segment_id:str}/members", sync_to_thread=True)
@@ -86,20 +112,14 @@ def segment_members(
     segment_id: FromPath[str],
     limit: FromQuery[int] = 100,
     after: FromQuery[str | None] = None,
-) -> Response[bytes]:
+) -> MemberPage:
     """Current members in customer id order; `next_after` is the cursor of the next page."""
     if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
         raise HttpError(400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit")
     cursor = prefixed_id(after, "cus_", "after") if after else 0
     with db.read() as conn:
         page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
-    return json_response(
-        {
-            "segment": segment_id,
-            "members": page,
-            "next_after": public_id(last) if last is not None else None,
-        }
-    )
+    return MemberPage(segment_id, page, public_id(last) if last is not None else None)
 
 
 def segments_admin_routes() -> list[HTTPRouteHandler]:
