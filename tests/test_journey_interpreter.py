@@ -678,3 +678,35 @@ def test_profile_updates_and_webhooks_are_decisions_for_the_runner() -> None:
         Move(2),
         Exit("completed"),
     ]
+
+
+def test_a_paused_journeys_run_is_held_where_it_stands() -> None:
+    cart = program_of(CART)
+    run = run_of(cart, pc=2, waiting="timer", due_at=ENTERED + DAY)
+    assert interpreter.while_paused(run) == [
+        Log("Journey Held", {"reason": "journey paused", "position": 2})
+    ]
+
+
+def test_resuming_counts_a_wait_that_came_due_while_held_from_the_resume() -> None:
+    cart = program_of(CART)
+    resumed = ENTERED + 3 * DAY
+    overdue = run_of(cart, pc=2, waiting="timer", due_at=ENTERED + DAY)
+    assert interpreter.on_version_change(overdue, "paused", "live", resumed) == [
+        Wait("timer", resumed),
+        Save(),
+        Schedule(resumed),
+    ]
+    later = run_of(cart, pc=2, waiting="timer", due_at=ENTERED + 5 * DAY)
+    assert interpreter.on_version_change(later, "paused", "superseded", resumed) == [
+        Schedule(ENTERED + 5 * DAY)
+    ]
+    assert interpreter.on_version_change(later, "live", "paused", resumed) == []
+
+
+def test_archiving_stops_the_run_with_a_reason() -> None:
+    cart = program_of(CART)
+    run = run_of(cart, pc=2, waiting="timer", due_at=ENTERED + DAY)
+    assert interpreter.on_version_change(run, "live", "archived", ENTERED) == [
+        Exit("journey stopped (archived)")
+    ]

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
 from parcours.journeys import api as journeys_api
-from parcours.journeys import store
+from parcours.journeys import interpreter, store
 from parcours.journeys.entries import DATE_ENTRY, DATE_SCAN, Entries
 from parcours.journeys.journal import Batch, EndingLog, Journal
 from parcours.journeys.merges import follow_merge
@@ -210,15 +210,8 @@ class JourneyEngine:
                 scan = {"journey_id": journey_id, "version": version, "after": 0}
                 enqueue(conn, DATE_SCAN, scan, run_at=now, now=now, queue=QUEUE)
         for run in runs:
-            if change["to"] == "archived":
-                self.runner.end(conn, run, "journey stopped (archived)", now)
-            elif change["from"] == "paused" and change["to"] in ("live", "superseded"):
-                if run.waiting and run.due_at is not None and run.due_at < now:
-                    # Time stood still for the run while it was held: what follows counts
-                    # from the resume, rather than everything going out at once.
-                    run.due_at = now
-                    self.runner.save(conn, run)
-                self.runner.schedule(conn, run, run.due_at or now, now)
+            decisions = interpreter.on_version_change(run, change["from"], change["to"], now)
+            self.runner.apply(conn, run, decisions, now)
 
     def _runs_to_act_on(
         self, conn: Connection, runs: list[Run], change: dict[str, Any], now: int
@@ -298,9 +291,7 @@ class JourneyEngine:
         run.has_job = False  # this job was its one job, taken when claimed
         now = batch.now if batch is not None else self.clock.now_ms()
         if status == "paused":
-            # Held where it stands; resuming the journey schedules it again.
-            held = {"reason": "journey paused", "position": run.pc}
-            self.journal.log(conn, run, "Journey Held", now, held)
+            self.runner.apply(conn, run, interpreter.while_paused(run), now)
             return
         # After downtime a timer fires late; the run's own time is when it was due, so that
         # chained waits catch up in order.

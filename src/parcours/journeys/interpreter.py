@@ -387,6 +387,28 @@ def _profile_update(change: Any, facts: Facts) -> Emit:
     return Emit("identify", None, {"traits": traits})
 
 
+# ---- the journey's version paused, resumed or archived -------------------------------------
+
+
+def on_version_change(run: Run, was: str, now_is: str, now: int) -> list[Decision]:
+    """What a change of its version's status does to an active run: archived, it ends;
+    released from a pause, it goes on, and a wait that came due while it was held counts
+    from the resume (rather than everything going out at once)."""
+    if now_is == "archived":
+        return [Exit("journey stopped (archived)")]
+    if was != "paused" or now_is not in ("live", "superseded"):
+        return []
+    if run.waiting and run.due_at is not None and run.due_at < now:
+        return [Wait(run.waiting, now, run.wait_event, run.wait_key), Save(), Schedule(now)]
+    return [Schedule(run.due_at or now)]
+
+
+def while_paused(run: Run) -> list[Decision]:
+    """A step of a paused journey's run came due: held where it stands (resuming the
+    journey schedules it again)."""
+    return [Log("Journey Held", {"reason": "journey paused", "position": run.pc})]
+
+
 # ---- an event about the run's customer ----------------------------------------------------
 
 
