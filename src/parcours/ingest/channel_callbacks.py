@@ -57,14 +57,14 @@ async def _signed_form(
     return params
 
 
-@post("/webhooks/twilio/status", status_code=200)
+@post("/webhooks/twilio/status", status_code=204)
 async def twilio_status(
     request: Request[Any, Any, Any],
     db: Injected[Database],
     clock: Injected[Clock],
     settings: Injected[Settings],
     delivery: Injected[Delivery],
-) -> Response[bytes]:
+) -> None:
     """A message's status moved: sent, delivered, undelivered, failed (with ErrorCode)."""
     provider = _twilio(delivery)
     params = await _signed_form(request, settings, provider)
@@ -73,7 +73,7 @@ async def twilio_status(
         raise HttpError(400, "the status callback URL lacks its message (?m=)", "m")
     status = sms.STATUSES.get(params.get("MessageStatus", ""))
     if status is None:  # queued, accepted, sending...: nothing to record
-        return Response(b"", status_code=204)
+        return None
     code = params.get("ErrorCode") or ""
     number = whole_number(code) or 0
 
@@ -94,10 +94,9 @@ async def twilio_status(
 
     if not await asyncio.to_thread(record):
         raise HttpError(404, "no such message", "MessageSid")
-    return Response(b"", status_code=204)
 
 
-@post("/webhooks/twilio/inbound", status_code=200)
+@post("/webhooks/twilio/inbound", status_code=200, media_type="text/xml")
 async def twilio_inbound(
     request: Request[Any, Any, Any],
     clock: Injected[Clock],
@@ -176,7 +175,7 @@ def _meta(delivery: Delivery) -> whatsapp.MetaWhatsAppProvider:
     return provider
 
 
-@get("/webhooks/whatsapp")
+@get("/webhooks/whatsapp", media_type="text/plain")
 async def whatsapp_verify(
     request: Request[Any, Any, Any], delivery: Injected[Delivery]
 ) -> Response[bytes]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.openapi import ResponseSpec
 
 from parcours.customers import api as customers
 from parcours.customers.identity import identity_of
@@ -42,7 +43,11 @@ _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
 
 
-@post("/webhooks/shopify")
+@post(
+    "/webhooks/shopify",
+    status_code=200,
+    responses={200: ResponseSpec(dict[str, Any], description="What the delivery changed")},
+)
 async def shopify_webhook(
     request: Request[Any, Any, Any],
     db: Injected[Database],

@@ -17,6 +17,7 @@ from litestar import Request, Response, WebSocket, get, route, websocket
 from litestar.enums import HttpMethod
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery
 
 from parcours.channels.chat import Visitor, VisitorTokens
@@ -39,6 +40,7 @@ from parcours.runtime.db import Database, run
 from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_HEADERS
 
 _encode = msgspec.json.Encoder().encode
@@ -193,7 +195,27 @@ _WIDGET = """\
 """
 
 
-@get("/chat/widget.js")
+class SessionBody(msgspec.Struct):
+    """What the widget sends (read by the handler, which names what is wrong)."""
+
+    writeKey: str | None = None
+    userId: str | None = None
+    userHash: str | None = None
+    token: str | None = None
+
+
+class VisitorSession(msgspec.Struct):
+    """A visitor token and when it expires; who it stands for (`userId` for a signed-in
+    customer, `anonymousId` for a visitor)."""
+
+    token: str
+    expiresAt: str
+    expiresIn: int
+    userId: str | msgspec.UnsetType = msgspec.UNSET
+    anonymousId: str | msgspec.UnsetType = msgspec.UNSET
+
+
+@get("/chat/widget.js", media_type="text/javascript; charset=utf-8")
 async def widget(lang: FromQuery[str] = "") -> Response[str]:
     """`<script src="https://parcours.example/chat/widget.js?lang=fr" data-write-key="..."
     data-user-id="..." data-user-hash="..."></script>`"""
@@ -209,6 +231,8 @@ async def widget(lang: FromQuery[str] = "") -> Response[str]:
     http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
     status_code=200,
     opt={BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
+    operation_class=request_body(SessionBody, ("application/json", "text/plain")),
+    responses={200: ResponseSpec(VisitorSession, description="A visitor token")},
 )
 async def session(
     request: Request[Any, Any, Any],

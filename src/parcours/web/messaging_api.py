@@ -12,6 +12,7 @@ import msgspec
 import phonenumbers
 from litestar import Request, Response, get, post, put
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.customers import api as customers
@@ -20,7 +21,6 @@ from parcours.customers.identity import BadEmail, check_email
 from parcours.ingest.http import (
     HttpError,
     Injected,
-    json_response,
     prefixed_id,
     read_body,
     read_json,
@@ -36,9 +36,47 @@ from parcours.runtime.definitions import load_yaml
 from parcours.runtime.i18n import accept_language, pick_locale, text
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 
 _decode = msgspec.json.Decoder().decode
+
+
+class OutboxPage(msgspec.Struct):
+    """Messages, newest first; `next` (when the page is full) is the next page's URL."""
+
+    messages: list[dict[str, Any]]
+    next: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TemplateList(msgspec.Struct):
+    templates: list[dict[str, Any]]
+
+
+class TemplateSaved(msgspec.Struct):
+    id: str
+    origin: str
+    version: str
+
+
+class TemplateView(msgspec.Struct):
+    id: str
+    origin: str
+    version: str
+    content: dict[str, Any]  # locale -> channel -> fields
+
+
+class Preview(msgspec.Struct):
+    template: str
+    version: str
+    channel: str
+    locale: str
+    content: dict[str, Any]
+
+
+class SentForTest(msgspec.Struct):
+    message: str  # msg_N, in the outbox
+    to: str
 
 
 # ---- admin: outbox and templates --------------------------------------------------------
@@ -50,7 +88,7 @@ _CUSTOMER = {ERROR_FIELDS: {customers.CustomerNotFound: "customer"}}
 @get("/api/outbox", opt=_CUSTOMER)
 async def list_outbox(
     request: Request[Any, Any, Any], db: Injected[Database], settings: Injected[Settings]
-) -> Response[bytes]:
+) -> OutboxPage:
     """The messages, newest first, as the customer sees them. `?limit=` (1-500, 50) and
     `?before=msg_N` to page back; `?customer=` (any id) for one customer's messages."""
     limit = _int_param(request, "limit", 50, 1, 500)
@@ -69,11 +107,11 @@ async def list_outbox(
             return outbox_page(conn, limit, before, ids)
 
     messages = await asyncio.to_thread(read)
-    page: dict[str, Any] = {"messages": messages}
+    page = OutboxPage(messages)
     if len(messages) == limit:
         more = urlencode({"customer": customer}) + "&" if customer is not None else ""
-        page["next"] = f"/api/outbox?{more}limit={limit}&before={messages[-1]['id']}"
-    return json_response(page)
+        page.next = f"/api/outbox?{more}limit={limit}&before={messages[-1]['id']}"
+    return page
 
 
 def _int_param(
@@ -89,16 +127,16 @@ def _int_param(
 
 
 @get("/api/templates")
-async def list_templates(db: Injected[Database]) -> Response[bytes]:
+async def list_templates(db: Injected[Database]) -> TemplateList:
     def read() -> list[dict[str, Any]]:
         with db.read() as conn:
             return templates.listing(conn)
 
-    return json_response({"templates": await asyncio.to_thread(read)})
+    return TemplateList(await asyncio.to_thread(read))
 
 
 @get("/api/templates/{template_id:str}")
-async def get_template(db: Injected[Database], template_id: FromPath[str]) -> Response[bytes]:
+async def get_template(db: Injected[Database], template_id: FromPath[str]) -> TemplateView:
     def read() -> templates.MessageTemplate:
         with db.read() as conn:
             return templates.get(conn, template_id)
@@ -107,22 +145,26 @@ async def get_template(db: Injected[Database], template_id: FromPath[str]) -> Re
         found = await asyncio.to_thread(read)
     except templates.TemplateProblem as exc:
         raise HttpError(404, str(exc), "template") from None
-    return json_response(
-        {"id": found.id, "origin": found.origin, "version": found.version, "content": found.content}
-    )
+    return TemplateView(found.id, found.origin, found.version, found.content)
 
 
 MAX_TEMPLATE_BYTES = 512 * 1024
 
 
-@put("/api/templates/{template_id:str}")
+@put(
+    "/api/templates/{template_id:str}",
+    status_code=200,
+    operation_class=request_body(
+        str, ("application/yaml",), "locale -> channel -> fields, in YAML (JSON is YAML too)"
+    ),
+)
 async def put_template(
     request: Request[Any, Any, Any],
     template_id: FromPath[str],
     db: Injected[Database],
     clock: Injected[Clock],
     admin: Injected[KeyHolder],
-) -> Response[bytes]:
+) -> TemplateSaved:
     """Add or replace the brand's template. The body is JSON or YAML: locale -> channel ->
     fields. Checked first; nothing is saved if anything is wrong."""
     raw = await read_body(request, MAX_TEMPLATE_BYTES)
@@ -136,7 +178,7 @@ async def put_template(
             return templates.save(conn, template_id, source, admin.name, clock.now_ms())
 
     saved = await asyncio.to_thread(write)
-    return json_response({"id": saved.id, "origin": saved.origin, "version": saved.version})
+    return TemplateSaved(saved.id, saved.origin, saved.version)
 
 
 class _PreviewBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,14 +188,19 @@ class _PreviewBody(msgspec.Struct, forbid_unknown_fields=True):
     event: dict[str, Any] | None = None
 
 
-@post("/api/templates/{template_id:str}/preview", opt=_CUSTOMER)
+@post(
+    "/api/templates/{template_id:str}/preview",
+    status_code=200,
+    opt=_CUSTOMER,
+    operation_class=request_body(_PreviewBody),
+)
 async def preview_template(
     request: Request[Any, Any, Any],
     template_id: FromPath[str],
     db: Injected[Database],
     settings: Injected[Settings],
     delivery: Injected[Delivery],
-) -> Response[bytes]:
+) -> Preview:
     """The template rendered for a real customer, on one channel, as they would see it."""
     body = await read_json(request, 256 * 1024, _PreviewBody)
 
@@ -166,14 +213,8 @@ async def preview_template(
             return templates.render(template, body.channel, context, locale, settings.brand_locale)
 
     rendered = await asyncio.to_thread(render)
-    return json_response(
-        {
-            "template": rendered.template,
-            "version": rendered.version,
-            "channel": rendered.channel,
-            "locale": rendered.locale,
-            "content": rendered.fields,
-        }
+    return Preview(
+        rendered.template, rendered.version, rendered.channel, rendered.locale, rendered.fields
     )
 
 
@@ -184,7 +225,12 @@ class _TestSendBody(msgspec.Struct, forbid_unknown_fields=True):
     event: dict[str, Any] | None = None
 
 
-@post("/api/templates/{template_id:str}/test-send", opt=_CUSTOMER)
+@post(
+    "/api/templates/{template_id:str}/test-send",
+    status_code=202,
+    opt=_CUSTOMER,
+    operation_class=request_body(_TestSendBody),
+)
 async def test_send(
     request: Request[Any, Any, Any],
     template_id: FromPath[str],
@@ -192,7 +238,7 @@ async def test_send(
     clock: Injected[Clock],
     settings: Injected[Settings],
     delivery: Injected[Delivery],
-) -> Response[bytes]:
+) -> SentForTest:
     """Send the template, rendered for a real customer, to an address of the brand's own
     (`to`): subject marked [TEST], outside journeys, policies and caps. It appears in the
     outbox like any message."""
@@ -213,7 +259,7 @@ async def test_send(
             )
 
     outbox_id = await asyncio.to_thread(send)
-    return json_response({"message": f"msg_{outbox_id}", "to": to}, 202)
+    return SentForTest(f"msg_{outbox_id}", to)
 
 
 def _test_address(channel: str, to: str, region: str) -> str:
@@ -270,7 +316,11 @@ def _unsubscribe_words(locale: str, channel: str, brand: str) -> dict[str, str]:
     return {"what": text(locale, f"unsubscribe.what.{channel}"), "brand": brand}
 
 
-@get("/u/{token:str}")
+_HTML = "text/html; charset=utf-8"
+_INVALID_LINK = {404: ResponseSpec(str, media_type=_HTML, description="Not a valid link")}
+
+
+@get("/u/{token:str}", media_type=_HTML, responses=_INVALID_LINK)
 async def unsubscribe_page(
     request: Request[Any, Any, Any],
     token: FromPath[str],
@@ -296,7 +346,15 @@ async def unsubscribe_page(
     )
 
 
-@post("/u/{token:str}", status_code=200)
+@post(
+    "/u/{token:str}",
+    status_code=200,
+    media_type=_HTML,
+    responses=_INVALID_LINK,
+    operation_class=request_body(
+        str, ("application/x-www-form-urlencoded",), "List-Unsubscribe=One-Click (RFC 8058)"
+    ),
+)
 async def unsubscribe(
     request: Request[Any, Any, Any],
     token: FromPath[str],
@@ -346,7 +404,7 @@ async def unsubscribe(
     return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
 
 
-@get("/t/o/{token:str}")
+@get("/t/o/{token:str}", media_type="image/gif")
 async def open_pixel(
     token: FromPath[str],
     db: Injected[Database],
@@ -367,7 +425,7 @@ async def open_pixel(
     )
 
 
-@get("/t/c/{token:str}")
+@get("/t/c/{token:str}", status_code=302, responses=_INVALID_LINK)
 async def click(
     request: Request[Any, Any, Any],
     token: FromPath[str],

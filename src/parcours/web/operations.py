@@ -10,9 +10,11 @@ import time
 import uuid
 from typing import Any, Protocol
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
@@ -105,10 +107,14 @@ def _request_id(scope: Scope) -> str:
     return f"{_PREFIX}{next(_numbers):016x}"
 
 
+class Alive(msgspec.Struct):
+    status: str  # alive
+
+
 @get("/healthz", sync_to_thread=False)
-def healthz() -> Response[bytes]:
+def healthz() -> Alive:
     """Alive: the process answers (nothing else is checked)."""
-    return json_response({"status": "alive"})
+    return Alive("alive")
 
 
 class Readiness(Protocol):
@@ -125,7 +131,14 @@ class Readiness(Protocol):
     def report(self) -> dict[str, Any]: ...
 
 
-@get("/readyz", sync_to_thread=False)
+@get(
+    "/readyz",
+    sync_to_thread=False,
+    responses={
+        200: ResponseSpec(dict[str, Any], description="Ready: status, and what each check found"),
+        503: ResponseSpec(dict[str, Any], description="Not ready: `failed` names the checks"),
+    },
+)
 def readyz(readiness: Injected[Readiness]) -> Response[bytes]:
     """Ready to take traffic, or 503 naming the checks that failed."""
     if readiness.ready:
@@ -135,7 +148,12 @@ def readyz(readiness: Injected[Readiness]) -> Response[bytes]:
     )
 
 
-@get("/metrics", sync_to_thread=True)
+@get(
+    "/metrics",
+    sync_to_thread=True,
+    media_type="text/plain; version=0.0.4; charset=utf-8",
+    responses={401: ResponseSpec(str, media_type="text/plain", description="No metrics token")},
+)
 def metrics(
     request: Request[Any, Any, Any], settings: Injected[Settings], exposition: Injected[Exposition]
 ) -> Response[bytes]:

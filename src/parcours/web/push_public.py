@@ -18,7 +18,6 @@ from parcours.ingest.http import (
     HttpError,
     Injected,
     decode_json,
-    json_response,
     read_body,
 )
 from parcours.ingest.model import EventError, parse_event
@@ -28,6 +27,7 @@ from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 
 _encode = msgspec.json.Encoder().encode
 
@@ -53,14 +53,32 @@ self.addEventListener('notificationclick', (event) => {
 """
 
 
+class VapidKey(msgspec.Struct):
+    publicKey: str  # the applicationServerKey, URL-safe base64
+
+
+class Subscribed(msgspec.Struct):
+    success: bool
+
+
+class SubscribeBody(msgspec.Struct):
+    """What the site's script sends (read by the handler, which names what is wrong)."""
+
+    subscription: dict[str, Any]  # PushSubscription.toJSON()
+    writeKey: str | None = None
+    anonymousId: str | None = None
+    userId: str | None = None
+    userHash: str | None = None
+
+
 @get("/push/vapid-public-key")
-async def vapid_public_key(db: Injected[Database], clock: Injected[Clock]) -> Response[bytes]:
+async def vapid_public_key(db: Injected[Database], clock: Injected[Clock]) -> VapidKey:
     """The applicationServerKey for `pushManager.subscribe`."""
     pem = await asyncio.to_thread(instance_secret, db, "vapid-private-key", clock.now_ms())
-    return json_response({"publicKey": application_server_key(pem)})
+    return VapidKey(application_server_key(pem))
 
 
-@get("/push/sw.js")
+@get("/push/sw.js", media_type="text/javascript; charset=utf-8")
 async def service_worker() -> Response[str]:
     return Response(
         SERVICE_WORKER,
@@ -72,14 +90,19 @@ async def service_worker() -> Response[str]:
 MAX_SUBSCRIBE_BYTES = 16 * 1024
 
 
-@post("/v1/push/subscribe", status_code=200, opt={BODY_LIMIT: MAX_SUBSCRIBE_BYTES})
+@post(
+    "/v1/push/subscribe",
+    status_code=200,
+    opt={BODY_LIMIT: MAX_SUBSCRIBE_BYTES},
+    operation_class=request_body(SubscribeBody),
+)
 async def subscribe(
     request: Request[Any, Any, Any],
     db: Injected[Database],
     clock: Injected[Clock],
     settings: Injected[Settings],
     appender: Injected[Appender],
-) -> Response[bytes]:
+) -> Subscribed:
     """Body: {"anonymousId", or "userId" with "userHash", "subscription":
     PushSubscription.toJSON()}. The subscription joins the profile holding exactly that
     id, and a `Push Subscribed` event is logged. A signed-in customer is named by the
@@ -124,7 +147,7 @@ async def subscribe(
             )
 
     await asyncio.to_thread(store)
-    return json_response({"success": True})
+    return Subscribed(True)
 
 
 def _identity(settings: Settings, body: dict[str, Any]) -> tuple[str, str]:

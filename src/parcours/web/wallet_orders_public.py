@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.channels.wallet import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
@@ -34,7 +35,11 @@ def _orders(delivery: Delivery, order_type: str | None = None) -> WalletOrders:
     return orders
 
 
-@get("/wallet/orders/add/{token:str}")
+@get(
+    "/wallet/orders/add/{token:str}",
+    media_type=ORDER_MEDIA_TYPE,
+    responses={404: ResponseSpec(str, media_type="text/plain", description="Not a valid link")},
+)
 async def add_order(
     request: Request[Any, Any, Any],
     token: FromPath[str],
@@ -69,7 +74,10 @@ def _not_found(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/api/wallet/orders/{order_id:str}")
+@get(
+    "/api/wallet/orders/{order_id:str}",
+    responses={200: ResponseSpec(dict[str, Any], description="The order's Wallet order")},
+)
 async def order_status(
     order_id: FromPath[str], db: Injected[Database], delivery: Injected[Delivery]
 ) -> Response[bytes]:

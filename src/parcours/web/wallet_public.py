@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, patch, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.channels.wallet import WalletIssuer
@@ -21,6 +22,7 @@ from parcours.messaging.links import BadLink
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 from parcours.web.wallet_service import WalletService, package_response
 
@@ -43,7 +45,27 @@ class _IssueBody(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[str, Any] = {}
 
 
-@post("/api/wallet/passes", opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}})
+class PassIssued(msgspec.Struct):
+    """The pass's serial, the link that adds it to Wallet, and its Google Wallet link
+    (with `channels.wallet.google`)."""
+
+    serial: str
+    download: str
+    google_save_url: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class PassFields(msgspec.Struct):
+    serial: str
+    fields: dict[str, Any]
+
+
+@post(
+    "/api/wallet/passes",
+    status_code=201,
+    opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}},
+    operation_class=request_body(_IssueBody),
+    responses={201: ResponseSpec(PassIssued, description="The pass issued")},
+)
 async def issue_pass(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -79,7 +101,11 @@ class _FieldsBody(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[str, Any]
 
 
-@patch("/api/wallet/passes/{serial:str}")
+@patch(
+    "/api/wallet/passes/{serial:str}",
+    operation_class=request_body(_FieldsBody),
+    responses={200: ResponseSpec(PassFields, description="The pass's fields now")},
+)
 async def update_pass(
     request: Request[Any, Any, Any],
     serial: FromPath[str],
@@ -104,7 +130,7 @@ async def update_pass(
     return json_response({"serial": serial, "fields": record["fields"]})
 
 
-@get("/wallet/download/{token:str}")
+@get("/wallet/download/{token:str}", media_type=PKPASS)
 async def download(
     token: FromPath[str], db: Injected[Database], delivery: Injected[Delivery]
 ) -> Response[bytes]:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
@@ -65,7 +66,11 @@ class WalletService:
         registration = f"{self.base}/v1/devices/{{device:str}}/registrations/{{kind:str}}"
         one = registration + "/{identifier:str}"
 
-        @post(one, status_code=201)
+        @post(
+            one,
+            status_code=201,
+            responses={200: ResponseSpec(None, description="The device had it already")},
+        )
         async def register_device(
             request: Request[Any, Any, Any],
             device: FromPath[str],
@@ -90,7 +95,13 @@ class WalletService:
             service.check_type(delivery, kind)
             return await unregister(service, request, db, device, identifier)
 
-        @get(registration)
+        @get(
+            registration,
+            responses={
+                200: ResponseSpec(dict[str, Any], description="The ones changed, and a tag"),
+                204: ResponseSpec(None, description="None changed"),
+            },
+        )
         async def changed(
             request: Request[Any, Any, Any],
             device: FromPath[str],
@@ -101,7 +112,11 @@ class WalletService:
             service.check_type(delivery, kind)
             return await changed_since(service, request, db, device)
 
-        @get(f"{self.base}/v1/{self.packages}/{{kind:str}}/{{identifier:str}}")
+        @get(
+            f"{self.base}/v1/{self.packages}/{{kind:str}}/{{identifier:str}}",
+            media_type=self.media_type,
+            responses={304: ResponseSpec(None, description="The device's copy is the latest")},
+        )
         async def latest_package(
             request: Request[Any, Any, Any],
             kind: FromPath[str],
