@@ -28,8 +28,8 @@ from parcours.ingest.model import parse_event
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
-from parcours.schema import load_all_tables
 from parcours.runtime.settings import Settings
+from parcours.schema import load_all_tables
 from parcours.services import Services
 
 WRITE_KEY = "test-write-key"

@@ -446,9 +446,7 @@ def test_import_shows_a_progress_bar_with_rate_and_time_left(url: str, tmp_path:
     console = Console(file=screen, force_terminal=True, width=160, color_system=None)
     services = Services.open(Settings(data_dir=tmp_path / "data", database_url=url))
     try:
-        report = import_file(
-            services.db, services.writer, services.clock, file, console=console
-        )
+        report = import_file(services.db, services.writer, services.clock, file, console=console)
     finally:
         services.close()
     assert report.stored == 2500

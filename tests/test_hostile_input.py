@@ -33,8 +33,8 @@ from parcours.log import events
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.conditions import resolve_path
 from parcours.runtime.definitions import MAX_DEFINITION_BYTES, load_document
-from parcours.schema import load_all_tables
 from parcours.runtime.settings import Settings
+from parcours.schema import load_all_tables
 from parcours.services import Services
 from tests.conftest import WRITE_KEY, admin_headers, make_event
 

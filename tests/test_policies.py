@@ -264,7 +264,7 @@ def test_two_sends_racing_for_the_last_place_under_a_cap(
     # Two workers take the two due sends at the same moment.
     workers = [Worker(services.db, clock, queues=("journeys",), batch=1) for _ in range(2)]
     for worker in workers:
-        services.engine.install(worker, [])
+        services.engine.register_jobs(worker)
     threads = [threading.Thread(target=w.run_due) for w in workers]
     for thread in threads:
         thread.start()

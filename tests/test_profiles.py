@@ -304,7 +304,8 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
     for it and reads the profile after: both changes are kept."""
     import threading
 
-    from parcours.log import append_events, internal_event
+    from parcours.customers.projection import identity_resolver
+    from parcours.log import Reactions, append_events, internal_event
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.settings import Settings
     from tests.conftest import truncate_all
@@ -322,7 +323,7 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
             seen = internal_event(
                 customer, "Message Opened", {"channel": "email"}, START + 5000, "m-1", "channel"
             )
-            append_events(conn, [[seen]], START + 5000, "FR", ())
+            append_events(conn, [[seen]], START + 5000, Reactions(identity_resolver("FR")))
             writer = threading.Thread(target=append, args=(opened, identify))
             writer.start()
             writer.join(0.5)  # the writer reaches the customer's row and waits

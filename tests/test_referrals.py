@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from parcours.app import create_app
 from parcours.customers import api as customers
-from parcours.log import Hook
+from parcours.customers.projection import identity_resolver
+from parcours.log import Reactions
 from parcours.loyalty import codes
 from parcours.loyalty.referrals import GATHER_MS, Referrals
 from parcours.messaging import templates
@@ -396,8 +397,8 @@ def test_workers_racing_over_the_same_friends_orders_credit_each_friend_once(
     workers = []
     for db in databases:
         worker = Worker(db, clock, queues=("default",), batch=1)
-        hooks: list[Hook] = []
-        Referrals(clock, "FR", hooks).install(worker, hooks)
+        reactions = Reactions(identity_resolver("FR"))
+        Referrals(clock, "FR", reactions).install(worker, reactions)
         workers.append(worker)
     errors: list[BaseException] = []
 

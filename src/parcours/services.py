@@ -16,10 +16,12 @@ from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
+from parcours.customers.projection import identity_resolver
 from parcours.ingest.writer import Writer
 from parcours.journeys import webhooks
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
+from parcours.log import Reactions
 from parcours.loyalty.referrals import Referrals
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery
@@ -101,10 +103,13 @@ class Services:
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None
+        # What reacts to an append, registered once here (log/reactions.py): the
+        # customers' identities and profiles first, then each package's reaction below.
+        reactions = Reactions(identity_resolver(settings.default_region))
         writer = Writer(
             db,
             clock=clock,
-            default_region=settings.default_region,
+            reactions=reactions,
             batch_events=settings.ingest_batch_events,
             threads=settings.ingest_writers or 1,
         )
@@ -129,12 +134,12 @@ class Services:
             sector=settings.sector,
             timezone=settings.brand_timezone,
         )
-        engine.install(worker, writer.hooks)
+        engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
-        referrals = Referrals(clock, settings.default_region, writer.hooks)
-        referrals.install(worker, writer.hooks)
+        referrals = Referrals(clock, settings.default_region, reactions)
+        referrals.install(worker, reactions)
         segments = SegmentEngine(clock, settings.default_region)
-        segments.install(worker, writer.hooks)
+        segments.install(worker, reactions)
         secret = settings.secret_key or instance_secret(db, "link-signing", clock.now_ms())
         wallet = providers.for_channel("wallet")
         issuer = wallet if isinstance(wallet, WalletIssuer) else None
@@ -150,7 +155,7 @@ class Services:
             brand,
             policies,
             settings.default_region,
-            writer.hooks,
+            reactions,
             lease_ms=settings.delivery_lease_seconds * 1000,
             sms_pricing=sms_pricing,
             whatsapp_pricing=whatsapp_pricing,
@@ -158,7 +163,7 @@ class Services:
         )
         delivery.install(worker)
         delivery.add_send_check(engine.messages_no_longer_wanted)  # an order stops its sends
-        WalletUpdates(clock, issuer, settings.brand_locale).install(worker, writer.hooks)
+        WalletUpdates(clock, issuer, settings.brand_locale).install(worker, reactions)
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
             db.after_jobs_scheduled(worker.wake_for)  # a commit that scheduled a job
         try:

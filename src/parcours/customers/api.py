@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, func, inspect, select, update
 
 from parcours.customers.identity import identity_of
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.log import append_events, internal_event
+from parcours.log import QUIET, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
 from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, run, select_in
@@ -615,7 +615,7 @@ def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Er
     recorded = internal_event(
         customer_id, ERASED_EVENT, properties, now_ms, f"erase:{customer_id}:{now_ms}", "system"
     )
-    append_events(conn, [[recorded]], now_ms, "", ())
+    append_events(conn, [[recorded]], now_ms, QUIET)
     return erasure
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.log import Event
+from parcours.log import Event, IdentitiesFactory
 from parcours.log import events as events_table
 from parcours.runtime.db import chunks, insert_rows, select_in, update_rows
 
@@ -808,3 +808,13 @@ def derive_profile(
     rows = [_OrderRow(*(getattr(order, name) for name in _OrderRow._fields)) for order in orders]
     _set_order_traits(profile, rows)
     return profile
+
+
+def identity_resolver(default_region: str) -> IdentitiesFactory:
+    """The log's identities (log/reactions.py): a Projector for each append, resolving ids
+    written without a country in `default_region`."""
+
+    def for_append(conn: Connection, now_ms: int) -> Projector:
+        return Projector(conn, now_ms=now_ms, default_region=default_region)
+
+    return for_append

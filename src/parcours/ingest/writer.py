@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from parcours.ingest import metrics as ingest_metrics
-from parcours.log import AppendResult, Event, Hook, append_events
+from parcours.log import AppendResult, Event, Reactions, append_events
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, is_transient
 from parcours.runtime.metrics import counting
@@ -46,25 +46,20 @@ class Writer:
         db: Database,
         *,
         clock: Clock,
-        default_region: str,
+        reactions: Reactions,
         batch_events: int = 1000,
         threads: int = 1,
     ) -> None:
         self._db = db
         self._clock = clock
-        self._region = default_region
+        self._reactions = reactions
         self._batch_events = batch_events
         self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._thread_count = threads
         self._closed = False
-        self.hooks: list[Hook] = []
         self._counted = counting()  # False for the journey simulator's own writer
-
-    def add_hook(self, hook: Hook) -> None:
-        """Run `hook(conn, new_events, now)` inside every append transaction."""
-        self.hooks.append(hook)
 
     def start(self) -> None:
         """One thread on SQLite (one writer at a time anyway); on PostgreSQL several, whose
@@ -173,8 +168,7 @@ class Writer:
                         conn,
                         [s.events for s in group],
                         self._clock.now_ms(),
-                        self._region,
-                        self.hooks,
+                        self._reactions,
                     )
             except Exception as exc:  # SQLAlchemy's errors, and the driver's (`db.run`)
                 if attempt == _RETRIES - 1 or not is_transient(exc):

@@ -27,7 +27,7 @@ from parcours.journeys.programs import Programs
 from parcours.journeys.runner import QUEUE, STEP, Runner
 from parcours.journeys.runs import LoggedEvent, Run, ending_names, first_ending, traits_set
 from parcours.journeys.times import next_local_time, trait_moment, zone_of
-from parcours.log import Event, Hook
+from parcours.log import Event, Reactions
 from parcours.messaging.policies import Policies, hold_sends
 from parcours.runtime.clock import Clock
 from parcours.runtime.queue import Job, Worker, enqueue, try_lock_customers
@@ -60,14 +60,19 @@ class JourneyEngine:
         )
         self.entries = Entries(self.journal, self.programs, self.runner)
 
-    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+    def install(self, worker: Worker, reactions: Reactions) -> None:
+        """Run the journeys' jobs on `worker`, and react to every append."""
+        self.register_jobs(worker)
+        reactions.react("journeys", self.on_events)
+        self.journal.reactions = reactions  # what a journey emits goes through them all
+
+    def register_jobs(self, worker: Worker) -> None:
+        """Run the journeys' jobs on `worker` too (one more worker of the same process)."""
         worker.register(REACT, self.react)
         worker.register(STEP, self.step, prepare=self.prepare_steps)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
         worker.register(DATE_ENTRY, self.date_entry)
         worker.register(DATE_SCAN, self.date_scan)
-        hooks.append(self.on_events)
-        self.journal.hooks = hooks  # what a journey emits goes through every hook
 
     # ---- reacting to events ---------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from parcours.customers import api as customers
 from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
 from parcours.journeys.tables import journey_passes, journey_refusals
-from parcours.log import Event, Hook, append_events
+from parcours.log import QUIET, Event, Reactions, append_events
 from parcours.runtime.db import insert_rows
 
 _encode = msgspec.json.Encoder().encode
@@ -80,7 +80,7 @@ class _Pending:
 class Journal:
     def __init__(self, region: str) -> None:
         self.region = region
-        self.hooks: list[Hook] = []  # what a journey emits goes through every append hook
+        self.reactions = QUIET  # what a journey emits goes through every reaction
         self._local = threading.local()
         self._sequence = 0
 
@@ -137,7 +137,7 @@ class Journal:
             state.refusals = {}
         if state.events:
             events, state.events = state.events, []
-            append_events(conn, [events], events[-1].received_at, self.region, ())
+            append_events(conn, [events], events[-1].received_at, QUIET)
 
     # ---- what a job read ------------------------------------------------------------------
 
@@ -237,20 +237,20 @@ class Journal:
             document,
             source,
         )
-        self.add(conn, event, now, hooks=() if source == "system" else tuple(self.hooks))
+        self.add(conn, event, now, reactions=QUIET if source == "system" else self.reactions)
 
     def add(
-        self, conn: Connection, event: Event, now: int, *, hooks: tuple[Hook, ...] = ()
+        self, conn: Connection, event: Event, now: int, *, reactions: Reactions = QUIET
     ) -> None:
-        """A log line is kept for the job's end; an event with hooks goes in now."""
+        """A log line is kept for the job's end; an event with reactions goes in now."""
         state = self.pending()
-        if not hooks and event.source == "system" and state.depth > 0:
+        if not reactions and event.source == "system" and state.depth > 0:
             state.events.append(event)
             return
         # What the journey emits may start or move other journeys, change a segment, and
         # change the profile: earlier log lines go first, and the profile is read again.
         self.flush(conn)
-        append_events(conn, [[event]], now, self.region, hooks)
+        append_events(conn, [[event]], now, reactions)
         state.profiles.clear()
 
 

@@ -4,8 +4,21 @@ Everything that happens is an event appended here once, never edited; profiles, 
 positions, segment memberships and reports are derived from it (docs/house.md).
 """
 
-from parcours.log.append import Appender, AppendResult, Hook, append_events
+from parcours.log.append import Appender, AppendResult, append_events
 from parcours.log.event import Event, internal_event
+from parcours.log.reactions import QUIET, Hook, Identities, IdentitiesFactory, Reactions
 from parcours.log.tables import events
 
-__all__ = ["AppendResult", "Appender", "Event", "Hook", "append_events", "events", "internal_event"]
+__all__ = [
+    "QUIET",
+    "AppendResult",
+    "Appender",
+    "Event",
+    "Hook",
+    "Identities",
+    "IdentitiesFactory",
+    "Reactions",
+    "append_events",
+    "events",
+    "internal_event",
+]

@@ -1,35 +1,29 @@
 """Appending to the log: the one door for every event, Parcours' own included.
 
 `append_events` stores a group's new events in the caller's transaction, deduplicated by
-message id, resolves their customers and projects their profiles (docs/core.md), then
-calls the hooks registered for an append (journeys, segments, referrals...) in the same
-transaction.
+message id, has their customers resolved and their profiles projected (docs/core.md), then
+calls the reactions registered for an append (log/reactions.py: journeys, segments,
+referrals...) in the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection
 
 from parcours.log.event import Event
+from parcours.log.reactions import Identities, Reactions
 from parcours.log.tables import events as events_table
 from parcours.runtime.db import insert_rows, lock_keys, select_in
-
-if TYPE_CHECKING:
-    from parcours.customers.projection import Projector
 
 
 @dataclass(frozen=True)
 class AppendResult:
     stored: int
     duplicates: int
-
-
-Hook = Callable[[Connection, list[Event], int], None]
 
 
 class Appender(Protocol):
@@ -47,8 +41,7 @@ def append_events(
     conn: Connection,
     group: list[list[Event]],
     now_ms: int,
-    region: str,
-    hooks: Iterable[Hook] = (),
+    reactions: Reactions,
 ) -> tuple[list[AppendResult], list[Event]]:
     """Append the group's new events and project them, in the caller's transaction.
 
@@ -60,21 +53,22 @@ def append_events(
         e.source == "system" and e.customer_id is not None for e in group[0]
     ):
         # Parcours' own decisions: unique ids by construction, about a known customer,
-        # changing no profile. Nothing to deduplicate, resolve or project; the hooks still
-        # see them (a journey may enter on a segment entry).
+        # changing no profile. Nothing to deduplicate, resolve or project; the reactions
+        # still see them (a journey may enter on a segment entry).
         _insert(conn, group[0])
-        for hook in hooks:
+        for hook in reactions:
             hook(conn, group[0], now_ms)
         return [AppendResult(len(group[0]), 0)], group[0]
-    # The one import across the layers left (docs/house.md, slice 2): the projection
-    # becomes a reaction registered with the log instead of being called from here.
-    from parcours.customers.projection import Projector
-
+    if reactions.identities is None:
+        raise RuntimeError(
+            "events from outside Parcours need their customers resolved: append them with "
+            "the Reactions the composition root made (Reactions(identities=...))"
+        )
     first_by_id: dict[str, tuple[int, Event]] = {}
     for index, events in enumerate(group):
         for event in events:
             first_by_id.setdefault(event.message_id, (index, event))
-    projector = Projector(conn, now_ms=now_ms, default_region=region)
+    projector = reactions.identities(conn, now_ms)
     if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
         lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
     existing = {
@@ -89,7 +83,7 @@ def append_events(
         produced = projector.resolve(new_events)
         _insert(conn, new_events + produced)
         projector.project([e for e in new_events if e.source != "system"])
-        for hook in hooks:
+        for hook in reactions:
             hook(conn, new_events + produced, now_ms)
     counts = [0] * len(group)
     for index, _ in new:
@@ -101,7 +95,7 @@ def append_events(
     return results, new_events
 
 
-def _lock_keys(projector: Projector, events: list[Event]) -> set[str]:
+def _lock_keys(projector: Identities, events: list[Event]) -> set[str]:
     """The identity keys these events may touch, each once (a shopper's events repeat
     theirs, and each key is hashed to its lock)."""
     keys: set[str] = set()

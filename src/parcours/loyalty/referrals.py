@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT, order_key
-from parcours.log import Event, Hook, append_events, internal_event
+from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.loyalty import codes
 from parcours.loyalty.tables import referral_codes
 from parcours.runtime.clock import Clock
@@ -46,18 +46,18 @@ GATHER_MS = 1_000
 
 
 class Referrals:
-    def __init__(self, clock: Clock, default_region: str, hooks: list[Hook]) -> None:
+    def __init__(self, clock: Clock, default_region: str, reactions: Reactions) -> None:
         self.clock = clock
         self.region = default_region
         # What `prepare` did for the batch running in this thread: its connection, the
         # live profile of each customer, the customers whose codes it issued.
         self._local = threading.local()
         # The appends of this module run every hook, so journeys see what it records.
-        self.hooks = hooks
+        self.reactions = reactions
 
-    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+    def install(self, worker: Worker, reactions: Reactions) -> None:
         worker.register(JOB, self.react, prepare=self.prepare)
-        hooks.append(self.on_events)
+        reactions.react("referrals", self.on_events)
 
     # ---- in the append transaction ------------------------------------------------------
 
@@ -230,7 +230,7 @@ class Referrals:
         self._append(conn, [event], now)
 
     def _append(self, conn: Connection, events: list[Event], now: int) -> None:
-        append_events(conn, [events], now, self.region, self.hooks)
+        append_events(conn, [events], now, self.reactions)
 
 
 def _first_orders(orders: list[dict[str, Any]], live: dict[int, int]) -> dict[int, int]:

@@ -23,7 +23,7 @@ from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
 from parcours.customers import api as customers
-from parcours.log import Hook
+from parcours.log import Reactions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import outbox_rows, policies, suppressions
 from parcours.messaging import templates as message_templates
@@ -68,7 +68,7 @@ class Delivery:
         brand: Brand,
         rules: policies.Policies,
         region: str,
-        hooks: list[Hook],
+        reactions: Reactions,
         lease_ms: int = LEASE_MS,
         sms_pricing: Pricing | None = None,
         whatsapp_pricing: WhatsAppPricing | None = None,
@@ -81,14 +81,14 @@ class Delivery:
         self.brand = brand
         self.rules = rules
         self.region = region
-        self.hooks = hooks
+        self.reactions = reactions
         self.lease_ms = lease_ms
         self.bounce_rule = bounce_rule or suppressions.BounceRule()
         self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
         self.whatsapp_pricing = whatsapp_pricing or WhatsAppPricing.from_config({})
         self.preparers = preparer_table(links, self.sms_pricing, self.whatsapp_pricing)
         self.renderer = Renderer(brand, links)
-        self.timeline = Timeline(region, hooks)
+        self.timeline = Timeline(region, reactions)
         self.checks = SendChecks(clock, self.timeline)
         self.fallback = Fallback(clock, rules, brand.sector, self.timeline)
         self.outcomes = Outcomes(clock, self.timeline, self.fallback, self.bounce_rule)

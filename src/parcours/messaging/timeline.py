@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.log import Event, Hook, append_events, internal_event
+from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.messaging.outbox import public_message_id
 
 # How far a message got; `success` in a send step names one of these.
@@ -52,7 +52,7 @@ class Timeline:
     """Appends the events of messages through the log's door, in the caller's transaction."""
 
     region: str
-    hooks: list[Hook]  # the writer's: what reacts to an append
+    reactions: Reactions  # what reacts to an append (log/reactions.py)
 
     def append(
         self,
@@ -69,7 +69,7 @@ class Timeline:
 
     def append_all(self, conn: Connection, events: list[Event], now: int) -> None:
         """These events in one pass of the log's door."""
-        append_events(conn, [events], now, self.region, self.hooks)
+        append_events(conn, [events], now, self.reactions)
 
     def status(
         self, conn: Connection, row: Any, status: str, now: int, extra: dict[str, Any]

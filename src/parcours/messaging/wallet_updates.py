@@ -16,7 +16,7 @@ from parcours.channels.base import DeliveryFailure
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
-from parcours.log import Event, Hook
+from parcours.log import Event, Reactions
 from parcours.messaging import passes, wallet_orders
 from parcours.messaging.outbox import QUEUE
 from parcours.runtime.clock import Clock
@@ -38,11 +38,11 @@ class WalletUpdates:
     def follows_orders(self) -> bool:
         return self.issuer is not None and self.issuer.orders is not None
 
-    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+    def install(self, worker: Worker, reactions: Reactions) -> None:
         worker.register(FOLLOW, self.follow)
         CallAfterCommit(worker, passes.PUSH, self._push_request, self._push)
         CallAfterCommit(worker, passes.GOOGLE_SYNC, self._google_request, self._google)
-        hooks.append(self.on_events)
+        reactions.react("wallet updates", self.on_events)
 
     # ---- events -------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.customers.projection import MERGE_EVENT
-from parcours.log import Event, Hook, append_events, internal_event
+from parcours.log import QUIET, Event, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import chunks, lock_keys, run, select_in
@@ -49,15 +49,15 @@ class SegmentEngine:
         self.region = default_region
         self._compiled: dict[str, tuple[int, CompiledSegment]] = {}
         self._lock = threading.Lock()
-        self._hooks: list[Hook] = []
+        self._reactions = QUIET
 
-    def install(self, worker: Worker, hooks: list[Hook]) -> None:
+    def install(self, worker: Worker, reactions: Reactions) -> None:
         worker.register(api.EVALUATE, self.evaluate)
         worker.register(api.RECHECK, self.recheck)
         worker.register(api.BACKFILL, self.backfill)
-        hooks.append(self.on_events)
-        # Entries and exits go through the same hooks, so that journeys see them.
-        self._hooks = hooks
+        reactions.react("segments", self.on_events)
+        # Entries and exits go through the same reactions, so that journeys see them.
+        self._reactions = reactions
 
     # ---- the append hook -------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ class SegmentEngine:
         ]
         recorded = self._enter(conn, segment.id, entering, own, now)
         recorded += self._exit(conn, segment.id, exits, own, now)
-        append_events(conn, [recorded], now, self.region, self._hooks)
+        append_events(conn, [recorded], now, self._reactions)
 
     def _enter(
         self, conn: Connection, segment_id: str, customers: list[int], own: set[int], now: int
