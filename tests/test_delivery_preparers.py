@@ -12,8 +12,10 @@ from sqlalchemy import Connection
 from parcours.channels.registry import CHANNELS
 from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
+from parcours.customers import api as customers
 from parcours.messaging import choice
 from parcours.messaging.links import Links, Signer
+from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent
 from parcours.messaging.preparers import (
     AsRendered,
     Draft,
@@ -29,7 +31,9 @@ from parcours.messaging.preparers import (
     preparer_for,
     preparer_table,
 )
+from parcours.runtime.queue import Job
 from parcours.services import Services
+from tests.test_journeys_engine import opt_in
 
 LINKS = Links(Signer(b"test-secret"), "https://parcours.example")
 SMS_PRICING = Pricing({"FR": Decimal("0.07"), "*": Decimal("0.10")}, "EUR")
@@ -175,3 +179,19 @@ def test_push_and_wallet_without_an_address_have_nothing_to_address(services: Se
 def test_delivery_sends_on_every_channel_of_its_providers(services: Services) -> None:
     delivery = services.delivery
     assert set(delivery.preparers) == set(delivery.providers.by_channel)
+
+
+def test_delivery_refuses_a_message_on_a_channel_without_a_preparer(services: Services) -> None:
+    opt_in(services, "ana")
+    now = services.clock.now_ms()
+    with services.db.write() as conn:
+        customer_id = customers.resolve(conn, "ana", "FR")
+        intent = Intent("test:fax:0", customer_id, "fax", "cart-reminder", "marketing")
+        outbox_id = add_intent(conn, intent, now, {"rest": []}, "+33612345678")
+    job = Job(0, QUEUE, DELIVER, None, {"id": outbox_id}, now, 0, 1, customer_id)
+    refused = pytest.raises(UnknownChannel, match="no preparer for channel 'fax'")
+    with refused, services.db.write() as conn:
+        services.delivery.deliver(conn, job)
+    with services.db.read() as conn:
+        state = conn.exec_driver_sql(f"SELECT state FROM outbox WHERE id = {outbox_id}").scalar()
+    assert state == "pending"
