@@ -132,19 +132,3 @@ def _constant(part: Any) -> Callable[[], Any]:
         return part
 
     return provide
-
-
-def app_from_environment() -> Litestar:
-    """The application of one of several server processes (`http_workers` > 1): settings
-    from the environment, migrations already applied by the parent."""
-    from parcours.cli import tune_garbage_collector
-    from parcours.runtime.logs import configure_logging
-    from parcours.runtime.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    services = Services.open(settings, run_migrations=False)
-    if settings.serve_worker:
-        services.start_worker()
-    tune_garbage_collector()
-    return create_app(services)

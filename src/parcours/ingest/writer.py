@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from parcours.ingest import metrics as ingest_metrics
 from parcours.log import AppendResult, Event, Reactions, append_events
 from parcours.runtime.clock import Clock
+from parcours.runtime.counting import counting
 from parcours.runtime.db import Database, is_transient
-from parcours.runtime.metrics import counting
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from parcours.journeys.program import Instruction, Program
-from parcours.runtime.metrics import counting
+from parcours.runtime.counting import counting
 
 STEPS = Counter(
     "parcours_journey_steps_total",

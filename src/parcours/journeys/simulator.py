@@ -32,8 +32,8 @@ from parcours.journeys.definition import load_journey, parse_duration
 from parcours.log import Event
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
+from parcours.runtime.counting import not_counted
 from parcours.runtime.definitions import DefinitionError, load_yaml
-from parcours.runtime.metrics import not_counted
 from parcours.runtime.queue import Job, next_run_at
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments

@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from parcours.channels.base import DeliveryFailure
 from parcours.channels.email_bounces import SENDER_CODE
 from parcours.messaging.choice import reason_kind
-from parcours.runtime.metrics import counting
+from parcours.runtime.counting import counting
 
 SENT = Counter(
     "parcours_messages_sent_total",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,28 +21,10 @@ from prometheus_client.registry import Collector
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, run
+from parcours.runtime.heartbeats import worker_counts
 
 # Latency buckets, in seconds, for requests and ingestion alike.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-_switch = threading.local()
-
-
-def counting() -> bool:
-    """False in this thread inside `not_counted()`: the journey simulator runs the real
-    engine, writer and delivery, and what it does must not count as the brand's."""
-    return not getattr(_switch, "off", False)
-
-
-@contextmanager
-def not_counted() -> Iterator[None]:
-    previous = getattr(_switch, "off", False)
-    _switch.off = True
-    try:
-        yield
-    finally:
-        _switch.off = previous
 
 
 def metrics_allowed(token: str, authorization: str) -> bool:
@@ -108,7 +89,6 @@ class DatabaseFigures(Collector):
                 jobs.add_metric([queue, "failed"], int(failed or 0))
                 late = (now - int(first)) / 1000 if due else 0.0
                 oldest.add_metric([queue], late)
-            from parcours.runtime.heartbeats import worker_counts  # it imports the queue
 
             counts = worker_counts(conn, now, self.stale_ms)
         workers.add_metric(["fresh"], counts.fresh)
@@ -178,8 +158,6 @@ __all__ = [
     "REFUSED",
     "DatabaseFigures",
     "Exposition",
-    "counting",
     "metrics_allowed",
-    "not_counted",
     "serve_metrics",
 ]

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text, text
 
 from parcours.runtime.clock import Clock
+from parcours.runtime.counting import counting
 from parcours.runtime.db import (
     BigId,
     Database,
@@ -30,7 +31,6 @@ from parcours.runtime.db import (
     transaction_note,
 )
 from parcours.runtime.logs import bind_job, unbind_job
-from parcours.runtime.metrics import counting
 
 log = logging.getLogger(__name__)
 
