@@ -2,20 +2,29 @@
 
 PostgreSQL tests need PARCOURS_TEST_POSTGRES_URL (for example
 postgresql://postgres@127.0.0.1:5432/postgres); CI sets it and makes them mandatory. Without
-it they are skipped and say why. Each test session gets its own fresh database there.
+it they are skipped and say why. Each test session (each pytest-xdist worker) gets its own
+fresh database there.
+
+The suite runs on every core (pytest-xdist, `addopts` in pyproject.toml). Tests that start or
+kill OS processes are marked `processes` and run one after another on one worker, so that
+they never compete with each other for the machine's cores. A test waits for a condition
+with `wait_until`, never with a sleep.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import msgspec
 import psycopg
 import pytest
@@ -36,6 +45,42 @@ WRITE_KEY = "test-write-key"
 ADMIN_KEY = "test-admin-key"
 POSTGRES_ENV = "PARCOURS_TEST_POSTGRES_URL"
 START = 1_790_000_000_000  # 2026-09-21T14:13:20Z
+PROCESSES_GROUP = "processes"
+T = TypeVar("T")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start or kill OS processes go to one xdist group: one worker runs them one
+    at a time (two of them at once on two cores starve each other's servers and workers),
+    and, the largest unit of work, it gets it first. Runs before xdist names each test
+    after its group. `slow` is the older name of the mark."""
+    for item in items:
+        if any(item.iter_markers("processes")) or any(item.iter_markers("slow")):
+            item.add_marker(pytest.mark.xdist_group(PROCESSES_GROUP))
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float = 30,
+    *,
+    every: float = 0.1,
+    what: str | Callable[[], str] = "",
+) -> T:
+    """Ask `condition` until it gives something true, and return that; fail the test once
+    `timeout` seconds pass, saying `what` was awaited (a function for a description made
+    at that moment). What a test does instead of sleeping for a guessed time: it goes on
+    as soon as the condition holds, however busy the machine is. The pause between two
+    looks grows from 5 ms to `every` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = min(0.005, every)
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            awaited = what() if callable(what) else what or condition.__name__
+            pytest.fail(f"waited {timeout} s for {awaited}")
+        time.sleep(pause)
+        pause = min(pause * 2, every)
+    return result
 
 
 def _postgres_admin_url() -> str | None:
@@ -127,11 +172,7 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, 10, what="the test server to start")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -145,11 +186,47 @@ def live_server(services: Services) -> Iterator[LiveServer]:
         yield server
 
 
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout: float = 60) -> None:
+    """Wait until the server `process` started answers `url`/healthz; fail at once, with
+    the end of what it wrote to stderr (when piped), if it exits first."""
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            errors = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            pytest.fail(f"the server exited at start ({process.returncode}):\n{errors[-3000:]}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout, what=f"{url}/healthz to answer")
+
+
+# Ports handed out below the kernel's ephemeral range (32768 and up), where no outgoing
+# connection takes one between the pick and the listen: a slice per xdist worker.
+_PORTS_FROM, _PORTS_PER_WORKER, _WORKER_SLICES = 20_000, 1_000, 12
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nothing listens on, never handed out before in this process nor by another
+    xdist worker of this run (each has its own slice)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    first = _PORTS_FROM + (index % _WORKER_SLICES) * _PORTS_PER_WORKER
+    offset = random.randrange(_PORTS_PER_WORKER)
+    for step in range(_PORTS_PER_WORKER):
+        port = first + (offset + step) % _PORTS_PER_WORKER
+        if port in _ports_given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, by something else on this machine
+        _ports_given.add(port)
         return port
+    raise RuntimeError(f"no free port left in {first}-{first + _PORTS_PER_WORKER - 1}")
 
 
 _counter = iter(range(10**9))

@@ -20,6 +20,8 @@ from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.conftest import free_port, wait_until
+
 
 class JsonHandler(http.server.BaseHTTPRequestHandler):
     """What the loopback peers below have in common: quiet, and JSON answers."""
@@ -34,13 +36,6 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -1016,19 +1011,17 @@ class ApnsPeer:
         asyncio.run(main())
 
     def __enter__(self) -> ApnsPeer:
-        import socket
-        import time
-
         self.thread.start()
         self._ready.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until(self._listening, 10, what="the APNs peer to listen")
         return self
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)

@@ -21,7 +21,7 @@ from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings, SettingsError
 from parcours.services import Services
-from tests.conftest import admin_headers, define_templates, make_event
+from tests.conftest import admin_headers, define_templates, make_event, wait_until
 from tests.peers import DkimKey, RunningSmtp, SmtpPeer
 from tests.test_journeys_engine import HOUR, MINUTE, advance, contact_traits, opt_in, track
 
@@ -1145,6 +1145,7 @@ def test_channel_settings_errors_name_the_setting(
 # ---- a worker killed in the middle of a send ----------------------------------------------
 
 
+@pytest.mark.processes
 def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
     settings: Settings, dkim_key: DkimKey, tmp_path: Path
 ) -> None:
@@ -1157,7 +1158,6 @@ def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
     import subprocess
     import sys
     import threading
-    import time
 
     from parcours.runtime.clock import SystemClock
 
@@ -1199,9 +1199,7 @@ def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
             peer.hold = None
             second = start()
             try:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and len(outbox_sent(services)) < 1:
-                    time.sleep(0.2)
+                wait_until(lambda: outbox_sent(services), 60, what="the message to be sent again")
             finally:
                 second.send_signal(signal.SIGTERM)
                 second.wait(30)

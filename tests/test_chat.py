@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -35,7 +34,7 @@ from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import create_key
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, LiveServer, free_port
+from tests.conftest import WRITE_KEY, LiveServer, free_port, wait_until_serving
 from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in
 
@@ -664,6 +663,7 @@ def test_the_identity_secret_is_a_secret_of_its_own(tmp_path: Path) -> None:
 # ---- keys and tokens stay out of the logs ---------------------------------------------
 
 
+@pytest.mark.processes
 def test_keys_and_tokens_in_a_websocket_url_are_left_out_of_the_server_log(
     tmp_path: Path,
 ) -> None:
@@ -688,7 +688,7 @@ def test_keys_and_tokens_in_a_websocket_url_are_left_out_of_the_server_log(
         server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         try:
             host = f"127.0.0.1:{port}"
-            wait_until_up(server, host)
+            wait_until_serving(server, f"http://{host}")
             answer = httpx.post(f"http://{host}/chat/session", json={"writeKey": site_key})
             token = answer.json()["token"]
             secret_hash = "ab" * 32
@@ -709,15 +709,3 @@ def test_keys_and_tokens_in_a_websocket_url_are_left_out_of_the_server_log(
     text = log_file.read_text()
     for secret in (site_key, secret_hash, token, token.split(".")[2]):
         assert secret not in text
-
-
-def wait_until_up(server: subprocess.Popen[bytes], host: str) -> None:
-    for _ in range(300):
-        assert server.poll() is None, "the server exited at start"
-        try:
-            if httpx.get(f"http://{host}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not start")

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from parcours.log import events
 from parcours.runtime.db import Database, head_revision, migrate
 from parcours.runtime.settings import Settings
 from parcours.services import Services
+from tests.conftest import free_port, wait_until, wait_until_serving
 
 runner = CliRunner()
 
@@ -116,7 +116,7 @@ def test_import_goes_on_from_where_it_stopped(url: str, tmp_path: Path) -> None:
     assert count(url, events) == 1800
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_import_killed_midway_loses_and_duplicates_nothing(url: str, tmp_path: Path) -> None:
     file = tmp_path / "big.jsonl"
     write_lines(file, [viewed(n, with_id=False) for n in range(40_000)])
@@ -125,9 +125,7 @@ def test_import_killed_midway_loses_and_duplicates_nothing(url: str, tmp_path: P
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
-    while position(url, file) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: position(url, file) is not None, 60, every=0.05, what="a first commit")
     process.send_signal(signal.SIGKILL)
     process.wait()
     stopped_at = position(url, file)
@@ -347,12 +345,10 @@ def test_a_wrong_channel_setting_is_a_message_not_a_traceback(url: str, tmp_path
     assert result.output == "Configuration error: channels.email.host is required\n"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_keys_made_for_the_demo_open_the_demo(tmp_path: Path) -> None:
     """`parcours demo`, then `parcours keys create admin` with no option, as a newcomer
     types them: the key is the demo's."""
-    from tests.conftest import free_port
-
     port = free_port()
     env = environment_without_settings(PARCOURS_LOG_LEVEL="warning")
     parcours = str(Path(sys.executable).parent / "parcours")
@@ -364,7 +360,7 @@ def test_keys_made_for_the_demo_open_the_demo(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for_health(f"http://127.0.0.1:{port}", demo)
+        wait_until_serving(demo, f"http://127.0.0.1:{port}")
         created = subprocess.run(
             [parcours, "keys", "create", "admin", "--name", "newcomer"],
             env=env,
@@ -387,19 +383,6 @@ def test_keys_made_for_the_demo_open_the_demo(tmp_path: Path) -> None:
         status = demo.wait(60)
         errors = demo.stderr.read().decode(errors="replace") if demo.stderr else ""
     assert status == 0, errors[-3000:]
-
-
-def _wait_for_health(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited at start"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not answer /healthz within 60 s")
 
 
 # ---- import: its position is the database's, its progress is shown ---------------------
@@ -474,12 +457,10 @@ def test_messages_keep_text_in_square_brackets(url: str, tmp_path: Path) -> None
 # ---- files only their owner reads -------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_serve_creates_its_files_readable_by_their_owner_only(tmp_path: Path) -> None:
     """A real start: the data directory, the database, its WAL and shared-memory files and
     the first keys are the owner's alone."""
-    from tests.conftest import free_port
-
     port = free_port()
     data = tmp_path / "nested" / "data"
     env = environment_without_settings(PARCOURS_LOG_LEVEL="warning")
@@ -498,7 +479,7 @@ def test_serve_creates_its_files_readable_by_their_owner_only(tmp_path: Path) ->
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for_health(f"http://127.0.0.1:{port}", server)
+        wait_until_serving(server, f"http://127.0.0.1:{port}")
         modes = {
             path.name: oct(path.stat().st_mode & 0o777) for path in [data, *sorted(data.iterdir())]
         }

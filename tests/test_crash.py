@@ -8,19 +8,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Row, func, select, text
 
 from parcours.log import events
 from parcours.runtime.db import Database
-from tests.conftest import WRITE_KEY, free_port
+from tests.conftest import WRITE_KEY, free_port, wait_until, wait_until_serving
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 BATCHES = 300
 
 
@@ -64,16 +64,7 @@ class Server:
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, "the server exited at start"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+        wait_until_serving(self.process, self.url, 30)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -119,8 +110,7 @@ def test_killed_server_keeps_every_acknowledged_batch(database_url: str, data_di
     threads = [threading.Thread(target=sender) for _ in range(4)]
     for thread in threads:
         thread.start()
-    while len(acknowledged) < 30:
-        time.sleep(0.005)
+    wait_until(lambda: len(acknowledged) >= 30, 60, every=0.005, what="30 acknowledged batches")
     server.kill()  # mid-stream: other requests are in flight
     for thread in threads:
         thread.join(30)
@@ -242,17 +232,17 @@ def test_a_send_cut_by_a_kill_is_made_again_at_the_restart_not_after_the_lease(
             peer.hold = None
             second = start()
             db = Database(database_url)
+
+            def sent_message() -> Row[Any] | None:
+                with db.read() as conn:
+                    row = conn.execute(
+                        text("SELECT state, attempt, idempotency_key FROM outbox")
+                    ).one()
+                return row if row.state == "sent" else None
+
             try:
                 # A minute at most, where the lease would have made it five.
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    with db.read() as conn:
-                        row = conn.execute(
-                            text("SELECT state, attempt, idempotency_key FROM outbox")
-                        ).one()
-                    if row.state == "sent":
-                        break
-                    time.sleep(0.2)
+                row = wait_until(sent_message, 60, what="the message to be sent again")
                 with db.read() as conn:
                     sent = conn.execute(
                         text("SELECT count(*) FROM events WHERE name = 'Message Sent'")

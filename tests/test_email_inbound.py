@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,18 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import ADMIN_KEY, POSTGRES_ENV, START, WRITE_KEY, admin_headers, truncate_all
-from tests.peers import DkimKey, RunningSmtp, SmtpPeer, free_port
+from tests.conftest import (
+    ADMIN_KEY,
+    POSTGRES_ENV,
+    START,
+    WRITE_KEY,
+    admin_headers,
+    free_port,
+    truncate_all,
+    wait_until,
+    wait_until_serving,
+)
+from tests.peers import DkimKey, RunningSmtp, SmtpPeer
 from tests.test_channels import (
     consent_status,
     customer_of,
@@ -353,7 +362,7 @@ def test_a_reply_reaches_the_customer_timeline(inbound: tuple[Services, int, Smt
     assert received["from"] == "ana@example.com"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_serve_receives_bounces_on_its_inbound_port(database_url: str, tmp_path: Path) -> None:
     """A real `parcours serve`: its inbound SMTP endpoint takes a bounce, which fails the
     message its worker sent."""
@@ -390,18 +399,18 @@ def test_serve_receives_bounces_on_its_inbound_port(database_url: str, tmp_path:
         )
         try:
             base = f"http://127.0.0.1:{http_port}"
-            wait_until(lambda: _answers(f"{base}/healthz"), server)
+            wait_until_serving(server, base)
             auth = (WRITE_KEY, "")
             identify = {"userId": "ana", "traits": {**OPTED_IN, "email": "ana@example.com"}}
             assert httpx.post(f"{base}/v1/identify", json=identify, auth=auth).status_code == 200
             track_go = {"userId": "ana", "event": "Go"}
             assert httpx.post(f"{base}/v1/track", json=track_go, auth=auth).status_code == 200
-            wait_until(lambda: len(peer.received) == 1, server)  # its worker sent the welcome
+            while_serving(lambda: len(peer.received) == 1, server)  # its worker sent the welcome
             sender = peer.received[0].sender
             deliver_to(inbound_port, sender, dsn("ana@example.com", "whatever@elsewhere"))
             db = Database(database_url)
             try:
-                wait_until(lambda: _email_state(db) == ("failed", 1), server)
+                while_serving(lambda: _email_state(db) == ("failed", 1), server)
                 with db.read() as conn:
                     error = conn.execute(text("SELECT error FROM outbox")).scalar_one()
             finally:
@@ -419,13 +428,6 @@ def test_serve_receives_bounces_on_its_inbound_port(database_url: str, tmp_path:
         smtplib.SMTP("127.0.0.1", inbound_port, timeout=2)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _email_state(db: Database) -> tuple[str, int]:
     with db.read() as conn:
         state = conn.execute(text("SELECT state FROM outbox")).scalar_one()
@@ -435,15 +437,16 @@ def _email_state(db: Database) -> tuple[str, int]:
     return str(state), int(barred)
 
 
-def wait_until(condition: Callable[[], bool], server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
+def while_serving(condition: Callable[[], bool], server: subprocess.Popen[bytes]) -> None:
+    """Wait until `condition` holds; fail at once if `parcours serve` exits first."""
+
+    def holds() -> bool:
         if server.poll() is not None:
             errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
             pytest.fail(f"parcours serve exited ({server.returncode}):\n{errors[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for parcours serve")
-        time.sleep(0.2)
+        return condition()
+
+    wait_until(holds, 60, what="parcours serve")
 
 
 # ---- the corpus of real bounces ---------------------------------------------------------
@@ -1016,14 +1019,15 @@ def test_two_reports_about_one_message_at_once_count_one_bounce(postgres_url: st
             # The first transaction is still open: the second report waits for it to end
             # (or, without the unique index, runs through at once).
             with psycopg.connect(postgres_url, autocommit=True) as watcher:
-                while (
-                    thread.is_alive()
-                    and not watcher.execute(
+
+                def waiting_or_through() -> bool:
+                    [waiting] = watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                         " AND wait_event_type = 'Lock'"
-                    ).fetchone()[0]
-                ):  # type: ignore[index]
-                    time.sleep(0.01)
+                    ).fetchone() or (0,)
+                    return not thread.is_alive() or waiting > 0
+
+                wait_until(waiting_or_through, 30, every=0.01, what="the second report to wait")
         thread.join()
         with db.read() as conn:
             counted = conn.execute(text("SELECT count(*) FROM bounces")).scalar_one()

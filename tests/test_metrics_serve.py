@@ -1,6 +1,6 @@
-"""`/metrics` of the default `parcours serve` (SQLite, the writer in a process of its own)
-shows every metric docs/operations.md lists: those of the HTTP process (requests,
-rejections) as well as those of the writer process (events stored, steps, sends)."""
+"""`/metrics` of the default `parcours serve` (SQLite, one process) shows every metric
+docs/operations.md lists: those of the HTTP handlers (requests, rejections) as well as
+those of the writer and the worker (events stored, steps, sends)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,9 +21,9 @@ from parcours.messaging import templates
 from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.queue import enqueue
-from tests.conftest import WRITE_KEY, free_port
+from tests.conftest import WRITE_KEY, free_port, wait_until, wait_until_serving
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "metrics-serve-token"
 JOURNEY = """\
@@ -105,7 +104,7 @@ def test_default_serve_exposes_every_documented_metric(tmp_path: Path) -> None:
         command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        _wait_for_health(url, server)
+        wait_until_serving(server, url)
         with httpx.Client(base_url=url, timeout=10) as client:
             identify = {
                 "type": "identify",
@@ -120,15 +119,16 @@ def test_default_serve_exposes_every_documented_metric(tmp_path: Path) -> None:
             nameless = {"type": "track", "userId": "ana"}
             assert client.post("/v1/track", json=nameless, auth=(WRITE_KEY, "")).status_code == 400
             wanted = set(documented_metrics())
-            # The writer process sends and records in its own time: scrape until all show.
-            deadline = time.monotonic() + 60
-            while True:
-                shown = _shown(client, wanted)
-                if shown == wanted or time.monotonic() > deadline:
-                    break
+            shown: set[str] = set()
+
+            def all_shown() -> bool:
+                nonlocal shown
                 assert server.poll() is None, "the server exited"
-                time.sleep(0.2)
-        assert sorted(wanted - shown) == []
+                shown = _shown(client, wanted)
+                return shown == wanted
+
+            # The writer and the worker record in their own time: scrape until all show.
+            wait_until(all_shown, 60, every=0.2, what=lambda: f"{sorted(wanted - shown)} to show")
     finally:
         server.send_signal(signal.SIGTERM)
         status = server.wait(60)
@@ -146,18 +146,3 @@ def _shown(client: httpx.Client, wanted: set[str]) -> set[str]:
         for sample in family.samples
     }
     return {n for n in wanted if names & {n, f"{n}_bucket", f"{n}_count", f"{n}_sum"}}
-
-
-def _wait_for_health(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
-            raise AssertionError(f"the server exited at start: {errors[-3000:]}")
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)

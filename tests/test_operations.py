@@ -25,7 +25,7 @@ from parcours.runtime.logs import configure_logging, remove_logging
 from parcours.runtime.queue import Job, enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, admin_headers, make_event
+from tests.conftest import WRITE_KEY, admin_headers, make_event, wait_until
 from tests.peers import TwilioPeer
 from tests.test_channels import CERTAIN, journey, outbox, publish
 from tests.test_journeys_engine import advance, opt_in, track
@@ -384,7 +384,7 @@ def test_readyz_fails_when_this_process_worker_stops_beating(
     try:
         with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
             services.start_worker()
-            _wait_for(lambda: services.heartbeat.last_beat_at is not None)
+            wait_until(lambda: services.heartbeat.last_beat_at is not None, 10, what="a beat")
             ready = client.get("/readyz").json()
             assert ready["status"] == "ready" and ready["worker"].startswith("beating")
             assert ready["workers"]["fresh"] == 1
@@ -452,12 +452,3 @@ def _phone(user: str) -> str:
     from tests.test_journeys_engine import contact_traits
 
     return contact_traits(user)["phone"]
-
-
-def _wait_for(condition: Any, seconds: float = 10) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)

@@ -30,7 +30,7 @@ from parcours.runtime.queue import (
     rescue_leases,
     try_lock_customers,
 )
-from tests.conftest import START, truncate_all
+from tests.conftest import START, truncate_all, wait_until
 
 
 @pytest.fixture
@@ -220,19 +220,17 @@ def test_an_idle_worker_wakes_for_work_due_before_it_would_have_woken(
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while worker._sleeping_until in (0.0, math.inf):  # until it is idle
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        before = len(looks)
+        wait_until(lambda: worker._sleeping_until not in (0.0, math.inf), 10, what="idle")
+        asleep_until, before = worker._sleeping_until, len(looks)
         add(db, "step", START + 3_600_000, note="in an hour")
-        time.sleep(0.3)
         if db.is_sqlite:
-            assert len(looks) == before  # left asleep: its poll comes before that
+            # Left asleep (its poll comes before that): the commit called `wake_for` before
+            # `add` returned, and it did not wake the worker, so nothing can wake it now.
+            assert not worker.wake.is_set()
+            assert (worker._sleeping_until, len(looks)) == (asleep_until, before)
         add(db, "step", START, note="now")
-        while notes(db, effects) != ["now"]:  # long before its 60-second poll
-            assert time.monotonic() < deadline, notes(db, effects)
-            time.sleep(0.01)
+        # Long before its 60-second poll.
+        wait_until(lambda: notes(db, effects) == ["now"], 10, every=0.01, what="the job")
     finally:
         worker.stop()
         thread.join(10)
@@ -494,7 +492,7 @@ worker.run_due()
 """
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_a_worker_killed_mid_step_loses_nothing_and_repeats_nothing(
     db: Database, effects: str, tmp_path: Path, database_url: str
 ) -> None:
@@ -504,10 +502,7 @@ def test_a_worker_killed_mid_step_loses_nothing_and_repeats_nothing(
         [sys.executable, "-c", textwrap.dedent(_KILLED_WORKER), database_url, effects, str(marker)],
         env={**os.environ},
     )
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the worker never started the step"
-        time.sleep(0.02)
+    wait_until(marker.exists, 30, what="the worker to start the step")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert notes(db, effects) == []  # the half-done step left nothing behind
@@ -572,14 +567,13 @@ def test_an_enqueue_wakes_a_sleeping_worker(db: Database, effects: str) -> None:
     thread = threading.Thread(target=worker.run_forever)
     thread.start()
     try:
-        time.sleep(0.3)  # the worker is now asleep, for up to 30 s
-        started = time.monotonic()
+        # Asleep, for up to 30 s.
+        wait_until(lambda: 0 < worker._sleeping_until < math.inf, 10, what="the worker to sleep")
         with db.write() as conn:
             enqueue(conn, "ping", {"note": "now"}, run_at=0, now=0)
         if db.is_sqlite:
             worker.wake.set()  # in-process wake-up, as the application does after commit
-        while not notes(db, effects) and time.monotonic() - started < 10:
-            time.sleep(0.01)
+        wait_until(lambda: notes(db, effects), 10, every=0.01, what="the job")
         assert notes(db, effects) == ["now"]
     finally:
         worker.stop()
@@ -618,10 +612,7 @@ def test_stop_wakes_a_worker_asleep_even_on_postgresql_listen(db: Database) -> N
     thread = threading.Thread(target=worker.run_forever)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not 0 < worker._sleeping_until < math.inf:  # asleep
-            assert time.monotonic() < deadline and thread.is_alive(), "the worker never slept"
-            time.sleep(0.01)
+        wait_until(lambda: 0 < worker._sleeping_until < math.inf, 30, what="the worker to sleep")
     finally:
         worker.stop()
         thread.join(60)
@@ -697,6 +688,7 @@ def test_the_lease_jobs_of_a_gone_worker_are_brought_forward(db: Database) -> No
     ]
 
 
+@pytest.mark.processes
 def test_a_worker_is_live_while_it_beats_and_its_process_runs(db: Database) -> None:
     """Fresh heartbeats count as live, except, on this host, those whose process is gone
     (a worker killed and started again is known gone at once) or that are this process's

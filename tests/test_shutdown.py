@@ -19,11 +19,11 @@ from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import WRITE_KEY, define_templates, free_port
+from tests.conftest import WRITE_KEY, define_templates, free_port, wait_until
 from tests.test_crash import Server, batch, stored_ids
 from tests.test_worker_processes import JOURNEY, order_for_everyone, start_worker
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 SHUTDOWN_SECONDS = 10
 # Requests in flight get the shutdown time, then the worker's batch gets it again.
 BOUND = 2 * SHUTDOWN_SECONDS + 5
@@ -54,8 +54,7 @@ def test_sigterm_commits_every_event_accepted_before_it(database_url: str, tmp_p
     threads = [threading.Thread(target=sender) for _ in range(4)]
     for thread in threads:
         thread.start()
-    while len(acknowledged) < 20:
-        time.sleep(0.005)
+    wait_until(lambda: len(acknowledged) >= 20, 60, every=0.005, what="20 acknowledged batches")
     stopped_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)  # mid-stream: requests are in flight
     status = server.process.wait(BOUND)
@@ -165,10 +164,8 @@ def _samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 def _wait_until(db: Database, query: str, *, at_least: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
+    def reached() -> bool:
         with db.read() as conn:
-            if conn.execute(text(query)).scalar_one() >= at_least:
-                return
-        assert time.monotonic() < deadline, f"timed out waiting for {query} >= {at_least}"
-        time.sleep(0.05)
+            return int(conn.execute(text(query)).scalar_one()) >= at_least
+
+    wait_until(reached, seconds, what=f"{query} >= {at_least}")

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,9 @@ from parcours.runtime.clock import SystemClock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import define_templates, truncate_all
+from tests.conftest import define_templates, truncate_all, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 CUSTOMERS = 400
 JOURNEY = """\
 id: confirm
@@ -48,6 +48,50 @@ def start_worker(url: str, data_dir: Path, **settings: str) -> subprocess.Popen[
     }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def count_rows(db: Database, query: str) -> int:
+    with db.read() as conn:
+        return int(conn.execute(text(query)).scalar_one())
+
+
+def states(db: Database) -> list[tuple[object, ...]]:
+    """The outbox's steps and the queue's jobs, counted by state (a failure's explanation)."""
+    with db.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT step_id, state, status, count(*) FROM outbox GROUP BY 1, 2, 3 "
+                "UNION ALL SELECT kind, state, last_error, count(*) FROM jobs GROUP BY 1, 2, 3"
+            )
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def jobs_due(db: Database) -> int:
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM jobs WHERE state = 'available' AND run_at <= :now"),
+                {"now": SystemClock().now_ms()},
+            ).scalar_one()
+        )
+
+
+def sent_at_least(
+    db: Database, expected: int, workers: list[subprocess.Popen[bytes]]
+) -> Callable[[], bool]:
+    """A condition for `wait_until`: `expected` messages are sent; fails the test at once if
+    every worker has exited."""
+
+    def all_sent() -> bool:
+        if count_rows(db, "SELECT count(*) FROM outbox WHERE state = 'sent'") >= expected:
+            return True
+        if all(worker.poll() is not None for worker in workers):
+            errors = b"".join(w.stderr.read() for w in workers if w.stderr)
+            pytest.fail(f"every worker exited:\n{errors.decode(errors='replace')[-3000:]}")
+        return False
+
+    return all_sent
 
 
 def order_for_everyone(services: Services, customers: int) -> None:
@@ -90,33 +134,22 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
         journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
         workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
         order_for_everyone(services, CUSTOMERS)
-        time.sleep(0.5)
-        workers[0].send_signal(signal.SIGKILL)  # mid-work
-        workers[0].wait()
         db = Database(postgres_url)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with db.read() as conn:
-                done = conn.execute(
-                    text("SELECT count(*) FROM outbox WHERE state = 'sent'")
-                ).scalar_one()
-            if done >= 2 * CUSTOMERS:
-                break
-            if all(worker.poll() is not None for worker in workers[1:]):
-                errors = b"".join(w.stderr.read() for w in workers[1:] if w.stderr)
-                pytest.fail(f"every worker exited:\n{errors.decode(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+        # Mid-work: the workers have sent some messages, far from all.
+        wait_until(sent_at_least(db, 10, workers), 120, what="the first sends")
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        wait_until(
+            sent_at_least(db, 2 * CUSTOMERS, workers[1:]),
+            180,  # a bound for a busy machine: it goes on as soon as all are sent
+            what=lambda: f"every send, with outbox and jobs at {states(db)}",
+        )
+        seen = states(db)
         with db.read() as conn:
             keys = conn.execute(text("SELECT idempotency_key FROM outbox")).scalars().all()
             sent = conn.execute(
                 text("SELECT count(*) FROM events WHERE name = 'Message Sent'")
             ).scalar_one()
-            states = conn.execute(
-                text(
-                    "SELECT step_id, state, status, count(*) FROM outbox GROUP BY 1, 2, 3 "
-                    "UNION ALL SELECT kind, state, last_error, count(*) FROM jobs GROUP BY 1, 2, 3"
-                )
-            ).all()
             left = conn.execute(
                 text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
             ).scalar_one()
@@ -126,7 +159,7 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
             worker.wait(30)
     finally:
         services.close()
-    assert len(keys) == len(set(keys)) == 2 * CUSTOMERS, states  # every step once, none twice
+    assert len(keys) == len(set(keys)) == 2 * CUSTOMERS, seen  # every step once, none twice
     assert sent == 2 * CUSTOMERS  # every message handed to its provider and recorded once
     assert left == 0
 
@@ -179,19 +212,10 @@ def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_
                     ]
                 )
         db = Database(postgres_url)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with db.read() as conn:
-                done = conn.execute(
-                    text("SELECT count(*) FROM outbox WHERE state = 'sent'")
-                ).scalar_one()
-            if done >= count:
-                time.sleep(1)  # anything still racing would show now
-                break
-            if all(worker.poll() is not None for worker in workers):
-                errors = b"".join(w.stderr.read() for w in workers if w.stderr)
-                pytest.fail(f"every worker exited:\n{errors.decode(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+        wait_until(sent_at_least(db, count, workers), 180, what="every send")
+        # Anything still racing shows once no job is due: a job being run is still seen
+        # (its claim, a delete, is not committed), the jobs its commit made due are too.
+        wait_until(lambda: jobs_due(db) == 0, 30, what="no job due")
         with db.read() as conn:
             memberships = conn.execute(
                 text("SELECT count(*), count(DISTINCT customer_id) FROM segment_memberships")
