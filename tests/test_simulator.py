@@ -16,8 +16,9 @@ from litestar.testing import TestClient
 from typer.testing import CliRunner
 
 from parcours.cli import app
+from parcours.journeys import simulator
 from parcours.journeys.api import LifecycleError
-from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
+from parcours.journeys.simulator import ScriptError, TimelineEntry, format_timeline, load_script
 from parcours.messaging import templates
 from parcours.runtime.clock import parse_iso
 from parcours.runtime.db import Database
@@ -27,6 +28,13 @@ from tests.conftest import admin_headers, plain_templates
 from tests.test_journeys_engine import CART
 
 START = parse_iso("2026-11-24T10:00:00Z")
+
+
+def simulate(*args: Any, **options: Any) -> list[TimelineEntry]:
+    """The simulator on a scratch Parcours opened as the composition root opens it."""
+    return simulator.simulate(*args, open_scratch=Services.open_scratch, **options)
+
+
 TEMPLATES = plain_templates(CART)
 
 

@@ -116,6 +116,7 @@ def _dependencies(services: Services) -> dict[str, Provide]:
         "segment_engine": services.segments,
         "referrals": services.referrals,
         "exposition": exposition,
+        "open_scratch": Services.open_scratch,  # the journey simulator's scratch Parcours
     }
     provided = {
         name: Provide(_constant(part), use_cache=True, sync_to_thread=False)

@@ -734,6 +734,7 @@ def journeys_simulate(
     from parcours.journeys.definition import JourneyError
     from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
     from parcours.runtime.clock import SystemClock, parse_iso
+    from parcours.services import Services
 
     settings = _remember(settings_or_exit(data_dir=data_dir))
     history = None
@@ -770,6 +771,7 @@ def journeys_simulate(
         entries = simulate(
             file.read_text(encoding="utf-8"),
             load_script(script.read_text(encoding="utf-8")),
+            open_scratch=Services.open_scratch,
             start=begin,
             days=days,
             history=history,

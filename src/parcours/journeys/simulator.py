@@ -16,10 +16,11 @@ several customers may act in one script, and a segment's membership may be scrip
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from sqlalchemy import Connection, text
@@ -29,12 +30,13 @@ from parcours.ingest.model import EVENT_TYPES, EventError, parse_event
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
-from parcours.log import Event
+from parcours.log import Appender, Event
 from parcours.messaging import templates as message_templates
-from parcours.runtime.clock import SimulatedClock, from_ms, iso, parse_iso
+from parcours.runtime.clock import Clock, SimulatedClock, from_ms, iso, parse_iso
 from parcours.runtime.counting import not_counted
+from parcours.runtime.db import Database
 from parcours.runtime.definitions import DefinitionError, load_yaml
-from parcours.runtime.queue import Job, next_run_at
+from parcours.runtime.queue import Job, Worker, next_run_at
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
 
@@ -52,6 +54,29 @@ _ITEM_KEYS = frozenset(
 
 class ScriptError(ValueError):
     """A simulation script that cannot be run; the message says where and why."""
+
+
+class Scratch(Protocol):
+    """A whole Parcours on a scratch database: what the composition root opens for a
+    simulation (the simulator runs the real engine, writer and worker on it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def worker(self) -> Worker: ...
+
+    @property
+    def writer(self) -> Appender: ...
+
+    def close(self) -> None: ...
+
+
+# Opens a scratch Parcours from its settings, on the simulation's clock.
+OpenScratch = Callable[[Settings, Clock], Scratch]
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,7 @@ def simulate(
     journey_source: str,
     script: list[dict[str, Any]],
     *,
+    open_scratch: OpenScratch,
     start: int,
     days: int = 30,
     history: list[dict[str, Any]] | None = None,
@@ -113,9 +139,8 @@ def simulate(
     What comes from the brand is copied into the scratch database: its message templates
     (id -> content), its segment definitions (id -> source), and from its settings the
     policies file, region, time zone, sector and brand; `history` (a real customer's
-    events) becomes the history of the script's default customer."""
-    from parcours.services import Services
-
+    events) becomes the history of the script's default customer. `open_scratch`: the
+    composition root's way of opening the scratch Parcours (`Services.open`)."""
     load_journey(journey_source)  # a clear error before anything else
     if not 0 <= days <= MAX_DAYS:
         raise ScriptError(f"days must be between 0 and {MAX_DAYS}, got {days}")
@@ -126,7 +151,7 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="parcours-sim-") as scratch, not_counted():
         clock = SimulatedClock(start)
         settings = _scratch_settings(Path(scratch), brand_settings, default_region)
-        services = Services.open(settings, clock=clock)
+        services = open_scratch(settings, clock)
         recorder = _Recorder()
         # No webhook step reaches the real sender: no call, no signing key read.
         services.worker.register(webhooks.DELIVER, recorder.deliver)
@@ -200,7 +225,7 @@ def _stand_in(segment_id: str) -> str:
     )
 
 
-def _run_until(services: Any, clock: SimulatedClock, end: int) -> None:
+def _run_until(services: Scratch, clock: SimulatedClock, end: int) -> None:
     """Advance the clock to `end`, jumping from one due job to the next."""
     services.worker.run_due()
     while True:
@@ -345,7 +370,7 @@ _SAYINGS = {
 }
 
 
-def _timeline(services: Any, names: set[str], recorder: _Recorder) -> list[TimelineEntry]:
+def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[TimelineEntry]:
     with services.db.read() as conn:
         who = _customer_names(conn, names, services.settings.default_region)
         rows = conn.execute(

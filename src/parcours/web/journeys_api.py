@@ -25,6 +25,7 @@ from parcours.journeys import api as journeys
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import (
     MAX_DAYS,
+    OpenScratch,
     ScriptError,
     brand_segments,
     simulate,
@@ -229,7 +230,11 @@ class _SimulationRequest(msgspec.Struct, forbid_unknown_fields=True):
     opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}},
 )
 def simulate_journey(
-    body: RawBody, db: Injected[Database], clock: Injected[Clock], settings: Injected[Settings]
+    body: RawBody,
+    db: Injected[Database],
+    clock: Injected[Clock],
+    settings: Injected[Settings],
+    open_scratch: Injected[OpenScratch],
 ) -> Timeline:
     """Run a journey (YAML in `journey`) on a simulated clock; nothing is sent."""
     try:
@@ -246,6 +251,7 @@ def simulate_journey(
         entries = simulate(
             asked.journey,
             asked.script,
+            open_scratch=open_scratch,
             start=start,
             days=asked.days,
             history=history,
