@@ -21,11 +21,6 @@ _TABLE = re.compile(r'Table\(\s*"([a-z_0-9]+)"')
 
 # Who still touches tables of another package, and why; each entry goes with a slice.
 KNOWN_CROSSINGS: dict[str, set[str]] = {
-    # The journeys' store reads what customers did and their profiles for the steps of a
-    # batch at once; it moves onto the log's and the customers' query functions next.
-    "journeys/store.py": {"customers", "events"},
-    "journeys/api.py": {"events"},
-    "journeys/simulator.py": {"events"},
     # A merge moves a person's events to the surviving profile, and a shop's redaction
     # finds the events it brought: until merges and erasure are each package's own hook.
     "customers/projection.py": {"events"},

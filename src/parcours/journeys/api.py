@@ -27,6 +27,7 @@ from parcours.journeys.tables import (
     journey_versions,
 )
 from parcours.log import Event
+from parcours.log import queries as log_queries
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths
@@ -476,12 +477,7 @@ def trace(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
     """Every decision about the customer, oldest first: the event's own name, when, and its
     properties (the reason, the step...) apart, so that a property called `event` (the
     event a wait took) never hides the name of the decision."""
-    rows = run(
-        conn,
-        "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
-        "AND source = 'system' ORDER BY seq",
-        {"c": customer_id},
-    ).all()
+    rows = log_queries.own_decisions(conn, customer_id)
     return [
         {
             "at": iso(r.occurred_at),

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours.customers import api as customers
 from parcours.journeys import store
 from parcours.journeys.definition import Entry, Journey, WaitUntil, parse_duration
 from parcours.journeys.journal import Journal, system_event
@@ -183,7 +184,7 @@ class Entries:
         program = self.programs.live_one(conn, payload["journey_id"])
         if program is None or program.version != int(payload["version"]):
             return
-        ids = store.customers_after(conn, int(payload["after"]), SCAN_CHUNK)
+        ids = customers.ids_after(conn, int(payload["after"]), SCAN_CHUNK)
         for customer in ids:
             self.schedule_date_entry(conn, program, customer, now)
         if len(ids) == SCAN_CHUNK:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from parcours.customers import api as customers
 from parcours.ingest.model import EVENT_TYPES, EventError, parse_event
@@ -31,6 +31,7 @@ from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.log import Appender, Event
+from parcours.log import queries as log_queries
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import Clock, SimulatedClock, from_ms, iso, parse_iso
 from parcours.runtime.counting import not_counted
@@ -373,12 +374,7 @@ _SAYINGS = {
 def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[TimelineEntry]:
     with services.db.read() as conn:
         who = _customer_names(conn, names, services.settings.default_region)
-        rows = conn.execute(
-            text(
-                "SELECT occurred_at, name, payload, source, customer_id FROM events "
-                "WHERE source IN ('system', 'journey') ORDER BY seq"
-            )
-        ).all()
+        rows = log_queries.from_sources(conn, ("system", "journey"))
     entries: list[TimelineEntry] = []
     for row in rows:
         properties = _decode(row.payload).get("properties", {})

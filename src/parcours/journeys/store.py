@@ -13,6 +13,7 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.journeys.runs import LoggedEvent, Run
+from parcours.log import queries as log_queries
 from parcours.runtime.db import chunks
 from parcours.runtime.db import run as sql
 
@@ -247,46 +248,19 @@ def move_runs(conn: Connection, merged: int, survivor: int) -> None:
     )
 
 
-def customers_after(conn: Connection, after: int, limit: int) -> list[int]:
-    """The next `limit` customers (not merged away) by id, after this one."""
-    return [
-        int(value)
-        for value in sql(
-            conn,
-            "SELECT id FROM customers WHERE id > :after AND merged_into IS NULL "
-            "ORDER BY id LIMIT :n",
-            {"after": after, "n": limit},
-        ).scalars()
-    ]
-
-
 # ---- the event log, as runs read it ---------------------------------------------------------
 
 
 def events_by_message_id(conn: Connection, ids: list[str]) -> list[LoggedEvent]:
     """These events, in the order they happened."""
-    names, params = _params("m", ids)
-    rows = sql(
-        conn,
-        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
-        f"WHERE message_id IN ({names}) ORDER BY occurred_at, seq",
-        params,
-    ).all()
-    return [_logged(row) for row in rows if row.customer_id is not None]
+    return [_logged(row) for row in log_queries.by_message_ids(conn, ids)]
 
 
 def events_since(
     conn: Connection, customer: int, name: str, since: int, before: int, after_seq: int
 ) -> list[LoggedEvent]:
     """The customer's events named so, dated in [since, before), stored after `after_seq`."""
-    rows = sql(
-        conn,
-        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
-        "WHERE customer_id = :c AND name = :n "
-        "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
-        "ORDER BY seq",
-        {"c": customer, "n": name, "since": since, "deadline": before, "after": after_seq},
-    ).all()
+    rows = log_queries.named_between(conn, customer, name, since, before, after_seq)
     return [_logged(row) for row in rows]
 
 
@@ -296,15 +270,7 @@ def ending_events(
     """These customers' events named so, dated from `since`, oldest first, in one query."""
     if not customers or not names:
         return {}
-    ids, id_params = _params("c", sorted(customers))
-    wanted, name_params = _params("n", sorted(names))
     found: dict[int, list[LoggedEvent]] = {}
-    for row in sql(
-        conn,
-        "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
-        f"WHERE customer_id IN ({ids}) AND name IN ({wanted}) AND occurred_at >= :since "
-        "ORDER BY occurred_at, seq",
-        {"since": since, **id_params, **name_params},
-    ).all():
+    for row in log_queries.named_since(conn, sorted(customers), sorted(names), since):
         found.setdefault(int(row.customer_id), []).append(_logged(row))
     return found

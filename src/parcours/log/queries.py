@@ -72,6 +72,94 @@ def appended_since(conn: Connection, seq: int, customer_ids: Sequence[int]) -> l
     )
 
 
+# What the journeys read of an event: (seq, message_id, customer_id, name, occurred_at,
+# payload).
+_AS_LOGGED = "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
+_LOGGED_COLUMNS = (
+    events.c.seq,
+    events.c.message_id,
+    events.c.customer_id,
+    events.c.name,
+    events.c.occurred_at,
+    events.c.payload,
+)
+
+
+def by_message_ids(conn: Connection, message_ids: Sequence[str]) -> list[Any]:
+    """These events (with a customer), in the order they happened."""
+    return list(
+        conn.execute(
+            select(*_LOGGED_COLUMNS)
+            .where(events.c.message_id.in_(list(message_ids)), events.c.customer_id.is_not(None))
+            .order_by(events.c.occurred_at, events.c.seq)
+        ).all()
+    )
+
+
+def named_between(
+    conn: Connection, customer_id: int, name: str, since: int, before: int, after_seq: int
+) -> list[Any]:
+    """The customer's events named so, dated in [since, before), stored after `after_seq`,
+    in the order they were stored."""
+    return list(
+        run(
+            conn,
+            _AS_LOGGED + "WHERE customer_id = :c AND name = :n "
+            "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
+            "ORDER BY seq",
+            {"c": customer_id, "n": name, "since": since, "deadline": before, "after": after_seq},
+        ).all()
+    )
+
+
+def named_since(
+    conn: Connection, customer_ids: Sequence[int], names: Sequence[str], since: int
+) -> list[Any]:
+    """These customers' events named so, dated from `since`, oldest first."""
+    return list(
+        conn.execute(
+            select(*_LOGGED_COLUMNS)
+            .where(
+                events.c.customer_id.in_(list(customer_ids)),
+                events.c.name.in_(list(names)),
+                events.c.occurred_at >= since,
+            )
+            .order_by(events.c.occurred_at, events.c.seq)
+        ).all()
+    )
+
+
+def own_decisions(conn: Connection, customer_id: int) -> list[Any]:
+    """Parcours' own records about the customer (source "system"), oldest first, as rows
+    of (occurred_at, name, payload)."""
+    return list(
+        run(
+            conn,
+            "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
+            "AND source = 'system' ORDER BY seq",
+            {"c": customer_id},
+        ).all()
+    )
+
+
+def from_sources(conn: Connection, sources: Sequence[str]) -> list[Any]:
+    """Every event recorded by these sources, in the order stored, as rows of
+    (occurred_at, name, payload, source, customer_id): a scratch database's whole story."""
+    return list(
+        conn.execute(
+            select(
+                events.c.occurred_at,
+                events.c.name,
+                events.c.payload,
+                events.c.source,
+                events.c.customer_id,
+            )
+            .where(events.c.source.in_(list(sources)))
+            .order_by(events.c.seq)
+        ).all()
+    )
+
+
 def last_time_from(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
     """When the customer last did `name` through `source` (e.g. wrote on WhatsApp)."""
     value = run(
@@ -108,9 +196,14 @@ def all_of(conn: Connection, customer_id: int) -> list[Row[Any]]:
 __all__ = [
     "all_of",
     "appended_since",
+    "by_message_ids",
+    "from_sources",
     "last_seq",
     "last_time_from",
     "last_times",
+    "named_between",
+    "named_since",
     "occurrences",
+    "own_decisions",
     "page_of",
 ]
