@@ -106,14 +106,14 @@ def steps(
         jobs = _drain(services, clock)
         elapsed = time.perf_counter() - began
         with services.db.read() as conn:
-            passes = conn.execute(text("SELECT count(*) FROM journey_passes")).scalar_one()
+            visits = conn.execute(text("SELECT count(*) FROM journey_step_visits")).scalar_one()
             intents = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
             active = conn.execute(
                 text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
             ).scalar_one()
     finally:
         services.close()
-    step_count = passes + customers  # every recorded step, plus each entry
+    step_count = visits + customers  # every recorded step, plus each entry
     return {
         "customers": customers,
         "delivery": deliver,
@@ -282,10 +282,10 @@ def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> di
             for process in processes:
                 process.wait(30)
         with services.db.read() as conn:
-            passes = conn.execute(text("SELECT count(*) FROM journey_passes")).scalar_one()
+            visits = conn.execute(text("SELECT count(*) FROM journey_step_visits")).scalar_one()
     finally:
         services.close()
-    steps = passes + customers
+    steps = visits + customers
     return {
         "workers": count,
         "customers": customers,

@@ -21,9 +21,9 @@ from parcours.journeys.definition import (
 )
 from parcours.journeys.program import ENTRY_REQUESTED, compile_journey
 from parcours.journeys.tables import (
-    journey_passes,
     journey_refusals,
     journey_runs,
+    journey_step_visits,
     journey_versions,
 )
 from parcours.log import Event
@@ -454,9 +454,11 @@ def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
     }
     steps: dict[str, dict[str, int]] = {}
     for step_id, outcome, count in conn.execute(
-        select(journey_passes.c.step_id, journey_passes.c.outcome, func.count())
-        .where(journey_passes.c.journey_id == journey_id, journey_passes.c.version == version)
-        .group_by(journey_passes.c.step_id, journey_passes.c.outcome)
+        select(journey_step_visits.c.step_id, journey_step_visits.c.outcome, func.count())
+        .where(
+            journey_step_visits.c.journey_id == journey_id, journey_step_visits.c.version == version
+        )
+        .group_by(journey_step_visits.c.step_id, journey_step_visits.c.outcome)
     ).all():
         steps.setdefault(step_id, {})[outcome] = int(count)
     return {

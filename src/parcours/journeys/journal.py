@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
-from parcours.journeys.tables import journey_passes, journey_refusals
+from parcours.journeys.tables import journey_refusals, journey_step_visits
 from parcours.log import QUIET, Event, Reactions, append_events
 from parcours.runtime.db import insert_rows
 
@@ -69,7 +69,7 @@ class _Pending:
 
     depth: int = 0
     events: list[Event] = field(default_factory=list)
-    passes: list[tuple[str, int, str, str, int, int]] = field(default_factory=list)
+    visits: list[tuple[str, int, str, str, int, int]] = field(default_factory=list)
     profiles: dict[int, dict[str, Any]] = field(default_factory=dict)
     ending: EndingLog | None = None  # a reaction's customers' goal and exit events
     # (journey, version, customer, reason) -> [count, at]: refused entries, counted
@@ -100,7 +100,7 @@ class Journal:
         finally:
             state.depth -= 1
             if state.depth == 0:
-                state.events, state.passes, state.profiles = [], [], {}
+                state.events, state.visits, state.profiles = [], [], {}
                 state.ending = None
                 state.refusals = {}
 
@@ -119,14 +119,14 @@ class Journal:
         """Write the pending log lines: one insert for the counts, one append for the
         events (Parcours' own, about known customers: the log's fast path)."""
         state = self.pending()
-        if state.passes:
+        if state.visits:
             insert_rows(
                 conn,
-                journey_passes,
+                journey_step_visits,
                 ("journey_id", "version", "step_id", "outcome", "run_id", "at"),
-                state.passes,
+                state.visits,
             )
-            state.passes = []
+            state.visits = []
         if state.refusals:
             insert_rows(
                 conn,
@@ -196,7 +196,7 @@ class Journal:
         if name in ACTS:
             acted(run)
         if "step" in details:
-            self.pending().passes.append(
+            self.pending().visits.append(
                 (run.journey_id, run.version, details["step"], name, run.id, now)
             )
         self.append(conn, run, now, "track", name, {"properties": details}, source="system")

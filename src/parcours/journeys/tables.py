@@ -66,10 +66,10 @@ Index(
 Index("ix_journey_runs_customer", journey_runs.c.customer_id, journey_runs.c.state)
 Index("ix_journey_runs_entry", journey_runs.c.journey_id, journey_runs.c.entry_message_id)
 
-# One row each time a run passes a step, with what happened there (sent, held, waited,
-# branched...): per-step counts without reading the event log.
-journey_passes = Table(
-    "journey_passes",
+# One row each time a run reaches a step (a visit), with what happened there (sent, held,
+# waited, branched...): per-step counts without reading the event log.
+journey_step_visits = Table(
+    "journey_step_visits",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("journey_id", Text, nullable=False),
@@ -80,10 +80,10 @@ journey_passes = Table(
     Column("at", BigInteger, nullable=False),
 )
 Index(
-    "ix_journey_passes_step",
-    journey_passes.c.journey_id,
-    journey_passes.c.version,
-    journey_passes.c.step_id,
+    "ix_journey_step_visits_step",
+    journey_step_visits.c.journey_id,
+    journey_step_visits.c.version,
+    journey_step_visits.c.step_id,
 )
 
 # Entries refused (already entered, re-entry too soon, active run exists, journey paused,
