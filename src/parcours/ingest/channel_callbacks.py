@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.enums import MediaType
 from litestar.handlers import HTTPRouteHandler
 
 from parcours.channels import postmark, sms, whatsapp
@@ -245,7 +246,7 @@ class _WaDocument(msgspec.Struct):
     entry: list[_WaEntry] = []
 
 
-@post("/webhooks/whatsapp", status_code=200)
+@post("/webhooks/whatsapp", status_code=200, media_type=MediaType.TEXT)
 async def whatsapp_events(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -275,7 +276,7 @@ async def whatsapp_events(
         raise HttpError(503, "a message is still being recorded; try again", "statuses")
     if events:
         await appender.append(events)
-    return Response(b"", status_code=200)
+    return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
 def _whatsapp_values(raw: bytes) -> list[_WaValue]:
@@ -409,7 +410,7 @@ def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
 # ---- Postmark ----------------------------------------------------------------------------
 
 
-@post("/webhooks/postmark", status_code=200)
+@post("/webhooks/postmark", status_code=200, media_type=MediaType.TEXT)
 async def postmark_events(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -427,7 +428,7 @@ async def postmark_events(
     if not isinstance(record, dict):
         raise HttpError(400, "the body must be a JSON object", "body")
     await asyncio.to_thread(_postmark_record, db, clock, delivery, record)
-    return Response(b"", status_code=200)
+    return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
 def _postmark_record(

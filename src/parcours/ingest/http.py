@@ -6,12 +6,16 @@ import base64
 import binascii
 import logging
 import zlib
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar, cast
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import SkipValidation
 
 from parcours.ingest import metrics as ingest_metrics
@@ -201,6 +205,72 @@ def basic_write_key(header: str) -> str | None:
     return decoded.partition(":")[0] or None
 
 
+def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
+    """A JSON Schema with its `$ref`s to `$defs` replaced by what they name."""
+    if isinstance(schema, dict):
+        reference = schema.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {k: _inline(v, definitions) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, definitions) for item in schema]
+    return schema
+
+
+def request_body(
+    kind: Any, media_types: Iterable[str] = ("application/json",), description: str = ""
+) -> type[Operation]:
+    """For `operation_class=`: the route's body is `kind` (a msgspec type), in the
+    document. The handler reads the body itself (within its limits, gzip, NUL and depth
+    checks, ingest/http.py `read_json`), so Litestar cannot see it from the signature."""
+    generated = msgspec.json.schema(kind)
+    schema = _inline(generated, generated.get("$defs", {}))
+    content = {media: OpenAPIMediaType(schema=cast(Schema, schema)) for media in media_types}
+
+    @dataclass
+    class WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content=content, description=description or None, required=True
+            )
+
+    return WithBody
+
+
+class SegmentCall(msgspec.Struct):
+    """A call as Segment's spec writes it, for the document: the parser (ingest/model.py)
+    checks each field, names what is wrong, and keeps fields it does not know."""
+
+    type: str | None = None
+    messageId: str | None = None
+    userId: str | int | None = None
+    anonymousId: str | int | None = None
+    previousId: str | int | None = None
+    groupId: str | int | None = None
+    event: str | None = None
+    name: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    writeKey: str | None = None
+
+
+class SegmentBatch(msgspec.Struct):
+    """Segment's batch: up to 2,500 calls, each with its `type`."""
+
+    batch: list[SegmentCall]
+    sentAt: datetime | None = None
+    writeKey: str | None = None
+    context: dict[str, Any] | None = None
+
+
+_GZIP_OR_NOT = "JSON, gzip-compressed or not (Content-Encoding: gzip)"
+
+
 class Accepted(msgspec.Struct):
     """A tracking call's event, stored (or already stored: `duplicate`)."""
 
@@ -250,6 +320,7 @@ def _single(kind: str) -> HTTPRouteHandler:
         f"/v1/{kind}",
         status_code=200,
         opt={BODY_LIMIT: MAX_EVENT_BYTES, INGEST_SOURCE: "api"},
+        operation_class=request_body(SegmentCall, description=_GZIP_OR_NOT),
     )(handler)
 
 
@@ -257,6 +328,7 @@ def _single(kind: str) -> HTTPRouteHandler:
     "/v1/batch",
     status_code=200,
     opt={BODY_LIMIT: MAX_BATCH_BYTES, INGEST_SOURCE: "api", COUNTS_BATCH: True},
+    operation_class=request_body(SegmentBatch, description=_GZIP_OR_NOT),
 )
 async def segment_batch(
     request: Request[Any, Any, Any], clock: Injected[Clock], appender: Injected[Appender]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 from html import escape
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get
@@ -24,14 +24,9 @@ from litestar.datastructures import ResponseHeader
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import (
-    Components,
-    OpenAPIMediaType,
-    Operation,
-    RequestBody,
-    Schema,
-    SecurityScheme,
-)
+from litestar.openapi.spec import Components, SecurityScheme
+
+from parcours.ingest.http import request_body
 
 PATH = "/api/schema"
 ASSETS_DIR = Path(__file__).parent / "api_docs_assets"
@@ -166,38 +161,6 @@ class ErrorBody(msgspec.Struct):
     error: ErrorDetail
 
 
-def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
-    """A JSON Schema with its `$ref`s to `$defs` replaced by what they name."""
-    if isinstance(schema, dict):
-        reference = schema.get("$ref")
-        if isinstance(reference, str) and reference.startswith("#/$defs/"):
-            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
-        return {k: _inline(v, definitions) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(item, definitions) for item in schema]
-    return schema
-
-
-def request_body(
-    kind: Any, media_types: Iterable[str] = ("application/json",), description: str = ""
-) -> type[Operation]:
-    """For `operation_class=`: the route's body is `kind` (a msgspec type), in the
-    document. The handler reads the body itself (within its limits, gzip, NUL and depth
-    checks, ingest/http.py `read_json`), so Litestar cannot see it from the signature."""
-    generated = msgspec.json.schema(kind)
-    schema = _inline(generated, generated.get("$defs", {}))
-    content = {media: OpenAPIMediaType(schema=cast(Schema, schema)) for media in media_types}
-
-    @dataclass
-    class WithBody(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = RequestBody(
-                content=content, description=description or None, required=True
-            )
-
-    return WithBody
-
-
 YAML_OR_JSON = ("application/yaml", "application/json")
 _ERROR = ResponseSpec(ErrorBody, description="Refused, in the one error envelope")
 
@@ -212,7 +175,11 @@ def document_errors(handlers: Iterable[Any], *, guarded: bool = False) -> None:
         errors: dict[Any, ResponseSpec] = {400: _ERROR, "default": _ERROR}
         if guarded:
             errors[401] = ResponseSpec(ErrorBody, description="No key, or not a live one")
-        handler.responses = {**errors, **(handler.responses or {})}
+        responses = {**errors, **(handler.responses or {})}
+        # No made-up examples: they would change the document at every start.
+        handler.responses = {
+            status: replace(spec, generate_examples=False) for status, spec in responses.items()
+        }
 
 
 __all__ = [

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, WebSocket, get, route, websocket
+from litestar import Request, Response, WebSocket, get, post, route, websocket
+from litestar.datastructures import ResponseHeader
 from litestar.enums import HttpMethod
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
@@ -228,7 +229,18 @@ async def widget(lang: FromQuery[str] = "") -> Response[str]:
 
 @route(
     "/chat/session",
-    http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
+    http_method=[HttpMethod.OPTIONS],
+    status_code=204,
+    response_headers=[ResponseHeader(name=name, value=value) for name, value in _CORS.items()],
+    include_in_schema=False,  # the browser's business, not an operation of the API
+)
+async def session_preflight() -> None:
+    """A browser's preflight for a page that sends the session's body as JSON (it asks
+    for no key: the write key's guard lets every preflight through)."""
+
+
+@post(
+    "/chat/session",
     status_code=200,
     opt={BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
     operation_class=request_body(SessionBody, ("application/json", "text/plain")),
@@ -244,8 +256,6 @@ async def session(
     no preflight; a page sending application/json gets its preflight answered):
     {"writeKey", then "userId" and "userHash" for a signed-in customer, or "token" to
     renew an anonymous visitor's, or nothing more for a new visitor}."""
-    if request.method == HttpMethod.OPTIONS:
-        return _cors(Response(b"", status_code=204))
     # The write key's guard let the call in; a refusal is answered with the CORS headers
     # (ERROR_HEADERS), so that the widget on the brand's pages can read it.
     raw = await read_body(request, MAX_SESSION_BODY)
@@ -525,4 +535,6 @@ def chat_routes() -> list[HTTPRouteHandler | WebsocketRouteHandler]:
 def chat_write_routes() -> list[HTTPRouteHandler]:
     """The visitor token's endpoint: behind the write key (in the body, as the widget
     sends it)."""
-    return [session]
+    # The preflight first: registered after the POST, Litestar's own OPTIONS answer (with
+    # no CORS headers) would take the path.
+    return [session_preflight, session]

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
+from litestar.enums import MediaType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
@@ -69,6 +70,7 @@ class WalletService:
         @post(
             one,
             status_code=201,
+            media_type=MediaType.TEXT,
             responses={200: ResponseSpec(None, description="The device had it already")},
         )
         async def register_device(
@@ -83,7 +85,7 @@ class WalletService:
             service.check_type(delivery, kind)
             return await register(service, request, db, clock, device, identifier)
 
-        @delete(one, status_code=200)
+        @delete(one, status_code=200, media_type=MediaType.TEXT)
         async def unregister_device(
             request: Request[Any, Any, Any],
             device: FromPath[str],
@@ -127,7 +129,7 @@ class WalletService:
             service.check_type(delivery, kind)
             return await latest(service, request, db, delivery, identifier)
 
-        @post(f"{self.base}/v1/log", status_code=200)
+        @post(f"{self.base}/v1/log", status_code=200, media_type=MediaType.TEXT)
         async def log_lines(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await device_log(request)
 
@@ -152,7 +154,7 @@ async def register(
             return passes.register(conn, device, identifier, push_token, customer, clock.now_ms())
 
     created = await asyncio.to_thread(write)
-    return Response(b"", status_code=201 if created else 200)
+    return Response(b"", status_code=201 if created else 200, media_type=MediaType.TEXT)
 
 
 async def unregister(
@@ -169,7 +171,7 @@ async def unregister(
             passes.unregister(conn, device, identifier)
 
     await asyncio.to_thread(write)
-    return Response(b"", status_code=200)
+    return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
 async def changed_since(
@@ -220,7 +222,7 @@ async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     if isinstance(lines, list):
         for line in lines[:50]:
             log.warning("Apple Wallet: %s", str(line)[:500])
-    return Response(b"", status_code=200)
+    return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
 def package_response(content: bytes, media_type: str, record: dict[str, Any]) -> Response[bytes]:
