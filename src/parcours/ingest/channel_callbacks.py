@@ -22,6 +22,7 @@ from parcours.ingest.http import (
     Injected,
     decode_json,
     read_body,
+    request_body,
     validation_field,
     whole_number,
 )
@@ -58,7 +59,12 @@ async def _signed_form(
     return params
 
 
-@post("/webhooks/twilio/status", status_code=204)
+_TWILIO_FORM = request_body(
+    dict[str, str], ("application/x-www-form-urlencoded",), "Twilio's form, signed"
+)
+
+
+@post("/webhooks/twilio/status", status_code=204, operation_class=_TWILIO_FORM)
 async def twilio_status(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -97,7 +103,12 @@ async def twilio_status(
         raise HttpError(404, "no such message", "MessageSid")
 
 
-@post("/webhooks/twilio/inbound", status_code=200, media_type="text/xml")
+@post(
+    "/webhooks/twilio/inbound",
+    status_code=200,
+    media_type="text/xml",
+    operation_class=_TWILIO_FORM,
+)
 async def twilio_inbound(
     request: Request[Any, Any, Any],
     clock: Injected[Clock],
@@ -246,7 +257,12 @@ class _WaDocument(msgspec.Struct):
     entry: list[_WaEntry] = []
 
 
-@post("/webhooks/whatsapp", status_code=200, media_type=MediaType.TEXT)
+@post(
+    "/webhooks/whatsapp",
+    status_code=200,
+    media_type=MediaType.TEXT,
+    operation_class=request_body(dict[str, Any], description="Meta's webhook, signed"),
+)
 async def whatsapp_events(
     request: Request[Any, Any, Any],
     db: Injected[Database],
@@ -410,7 +426,12 @@ def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
 # ---- Postmark ----------------------------------------------------------------------------
 
 
-@post("/webhooks/postmark", status_code=200, media_type=MediaType.TEXT)
+@post(
+    "/webhooks/postmark",
+    status_code=200,
+    media_type=MediaType.TEXT,
+    operation_class=request_body(dict[str, Any], description="Postmark's webhook record"),
+)
 async def postmark_events(
     request: Request[Any, Any, Any],
     db: Injected[Database],

@@ -20,8 +20,9 @@ from litestar.openapi import ResponseSpec
 from parcours.customers import api as customers
 from parcours.customers.identity import identity_of
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
+from parcours.customers.people import People
 from parcours.ingest import metrics as ingest_metrics
-from parcours.ingest.http import HttpError, Injected, json_response
+from parcours.ingest.http import HttpError, Injected, json_response, request_body
 from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.shopify import (
     CUSTOMER_ID_KIND,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 @post(
     "/webhooks/shopify",
     status_code=200,
+    operation_class=request_body(dict[str, Any], description="The topic's payload, signed"),
     responses={200: ResponseSpec(dict[str, Any], description="What the delivery changed")},
 )
 async def shopify_webhook(
@@ -54,6 +56,7 @@ async def shopify_webhook(
     clock: Injected[Clock],
     settings: Injected[Settings],
     appender: Injected[Appender],
+    people: Injected[People],
 ) -> Response[bytes]:
     """A Shopify webhook, signed with the app's secret (X-Shopify-Hmac-Sha256)."""
     try:
@@ -66,7 +69,7 @@ async def shopify_webhook(
             # A redaction request is carried out, not stored: the erasure's audit event,
             # which holds no personal data, is its record.
             whole, partly = await asyncio.to_thread(
-                _redact, db, clock, settings.default_region, shop, topic, mapping
+                _redact, db, people, clock, settings.default_region, shop, topic, mapping
             )
             return json_response(
                 {"success": True, "topic": topic, "erased": whole, "partly_erased": partly}
@@ -187,7 +190,13 @@ def _to_event(document: dict[str, Any], now: int) -> Event:
 
 
 def _redact(
-    db: Database, clock: Clock, region: str, shop: str, topic: str, mapping: ShopifyMapping
+    db: Database,
+    people: People,
+    clock: Clock,
+    region: str,
+    shop: str,
+    topic: str,
+    mapping: ShopifyMapping,
 ) -> tuple[int, int]:
     """Take away what this shop gave: about the customer it names (customers/redact), or
     about everyone (shop/redact). A person known only through the shop is erased; one
@@ -209,7 +218,9 @@ def _redact(
             if identity is not None:
                 targets.update(customers.customers_with_identity(conn, *identity))
         for customer_id in sorted(targets):  # one order, whoever else locks profiles
-            outcome = erase_origin(conn, customer_id, origin, clock.now_ms(), requested_by, region)
+            outcome = erase_origin(
+                conn, people, customer_id, origin, clock.now_ms(), requested_by, region
+            )
             if outcome is None:
                 continue  # found by its email or phone, but this shop told nothing of them
             if outcome.whole:

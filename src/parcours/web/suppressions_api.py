@@ -22,6 +22,7 @@ from parcours.messaging.delivery import Delivery
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
+from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 
 MAX_ID = 2**63 - 1
@@ -149,6 +150,7 @@ async def list_suppressions(
 @post(
     "/api/suppressions/lift",
     status_code=200,
+    operation_class=request_body(LiftBody),
     responses={200: ResponseSpec(Lifted, description="The suppression lifted")},
 )
 async def lift_suppression(

@@ -22,7 +22,14 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
-from parcours.ingest.http import HttpError, Injected, json_response, read_body, whole_number
+from parcours.ingest.http import (
+    HttpError,
+    Injected,
+    json_response,
+    read_body,
+    request_body,
+    whole_number,
+)
 from parcours.messaging import passes
 from parcours.messaging.delivery import Delivery
 from parcours.runtime.clock import Clock
@@ -30,6 +37,18 @@ from parcours.runtime.db import Database
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
+
+
+class Registration(msgspec.Struct):
+    """What a device sends when it adds a pass or an order."""
+
+    pushToken: str
+
+
+class DeviceLog(msgspec.Struct):
+    """What Wallet on a device reports going wrong (a bare list is taken too)."""
+
+    logs: list[str]
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,7 @@ class WalletService:
             one,
             status_code=201,
             media_type=MediaType.TEXT,
+            operation_class=request_body(Registration),
             responses={200: ResponseSpec(None, description="The device had it already")},
         )
         async def register_device(
@@ -129,7 +149,12 @@ class WalletService:
             service.check_type(delivery, kind)
             return await latest(service, request, db, delivery, identifier)
 
-        @post(f"{self.base}/v1/log", status_code=200, media_type=MediaType.TEXT)
+        @post(
+            f"{self.base}/v1/log",
+            status_code=200,
+            media_type=MediaType.TEXT,
+            operation_class=request_body(DeviceLog),
+        )
         async def log_lines(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await device_log(request)
 
