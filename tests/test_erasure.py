@@ -102,7 +102,7 @@ def test_export_holds_and_erasure_leaves_no_row_about_the_person_in_any_table(
     assert {row["template"] for row in held["outbox"]} == {"erasure-hello"}
     json.dumps(exported)
 
-    erasure = customers.erase(services.db, PERSON, "FR", clock.now_ms(), "test")
+    erasure = customers.erase(services.db, services.people, PERSON, "FR", clock.now_ms(), "test")
 
     after = _every_row(services)
     for table, rows in after.items():

@@ -21,10 +21,6 @@ _TABLE = re.compile(r'Table\(\s*"([a-z_0-9]+)"')
 
 # Who still touches tables of another package, and why; each entry goes with a slice.
 KNOWN_CROSSINGS: dict[str, set[str]] = {
-    # A merge moves a person's events to the surviving profile, and a shop's redaction
-    # finds the events it brought: until merges and erasure are each package's own hook.
-    "customers/projection.py": {"events"},
-    "customers/origins.py": {"events"},
     # The chat endpoint reads the messages of a conversation.
     "web/chat_public.py": {"outbox"},
 }

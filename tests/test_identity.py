@@ -251,7 +251,9 @@ def test_an_id_that_reads_as_an_email_or_phone_is_looked_up_as_that_first(
     assert profile_of(services, "user_id:marie@example.com")["traits"] == {"first_name": "Decoy"}
     assert profile_of(services, "user_id:0611223344")["id"] != marie
     # An erasure asked by email reaches Marie, not the decoy.
-    erasure = customers.erase(services.db, "marie@example.com", "FR", START, "test")
+    erasure = customers.erase(
+        services.db, services.people, "marie@example.com", "FR", START, "test"
+    )
     assert customers.public_id(erasure.customer_id) == marie
     assert profile_of(services, "user_id:marie@example.com")["erased"] is False
 

@@ -344,7 +344,7 @@ def test_a_merged_referrer_is_credited_on_the_surviving_profile(services: Servic
 
 def test_the_code_of_an_erased_customer_credits_nobody(services: Services) -> None:
     code = referrer(services)
-    customers.erase(services.db, "camille", "FR", services.clock.now_ms(), "test")
+    customers.erase(services.db, services.people, "camille", "FR", services.clock.now_ms(), "test")
     track(services, "lea", "Order Completed", order_id="lea-1", coupon=code)
     assert count_events(services, "Referral Converted") == 0
     assert count_events(services, "Referral Not Credited") == 0

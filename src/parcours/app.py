@@ -115,6 +115,7 @@ def _dependencies(services: Services) -> dict[str, Provide]:
         "delivery": services.delivery,
         "segment_engine": services.segments,
         "referrals": services.referrals,
+        "people": services.people,  # each package's hooks for a person erased (Shopify)
         "exposition": exposition,
         "open_scratch": Services.open_scratch,  # the journey simulator's scratch Parcours
     }

@@ -507,7 +507,9 @@ def customers_erase(
 ) -> None:
     """Erase a person: events, identities, consents, orders; an audit event remains."""
     from parcours.customers.api import CustomerNotFound, erase
+    from parcours.journeys.engine import JourneyEngine
     from parcours.runtime.clock import SystemClock
+    from parcours.services import people_hooks
 
     settings = settings_or_exit(data_dir=data_dir)
     require_database(settings)
@@ -515,7 +517,9 @@ def customers_erase(
         raise typer.Exit(1)
     db = existing_database(settings)
     try:
-        erasure = erase(db, customer, settings.default_region, SystemClock().now_ms(), "cli")
+        clock = SystemClock()
+        people = people_hooks(JourneyEngine(clock, settings.default_region))
+        erasure = erase(db, people, customer, settings.default_region, clock.now_ms(), "cli")
     except CustomerNotFound as exc:
         raise CommandError(str(exc), 1) from None
     finally:

@@ -16,13 +16,18 @@ from parcours.channels.registry import Providers
 from parcours.channels.sms import Pricing
 from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import WhatsAppPricing
+from parcours.customers.people import CUSTOMER_TABLES, People, erase_customer_rows
 from parcours.customers.projection import identity_resolver
 from parcours.ingest.writer import Writer
+from parcours.journeys import people as journeys_people
 from parcours.journeys import webhooks
 from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
 from parcours.journeys.engine import JourneyEngine
 from parcours.log import Reactions
+from parcours.log import people as log_people
+from parcours.loyalty import people as loyalty_people
 from parcours.loyalty.referrals import Referrals
+from parcours.messaging import people as messaging_people
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery
 from parcours.messaging.links import Links, Signer
@@ -35,9 +40,10 @@ from parcours.runtime.db import Database, current_revision, head_revision, migra
 from parcours.runtime.heartbeats import Heartbeat, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.metrics import DatabaseFigures, Exposition
-from parcours.runtime.queue import Worker
+from parcours.runtime.queue import Worker, erase_jobs, reassign_jobs
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
+from parcours.segments import people as segments_people
 from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
 from parcours.segments.engine import SegmentEngine
 
@@ -53,6 +59,28 @@ class Readiness:
     report: dict[str, Any]
 
 
+def people_hooks(journeys: JourneyEngine) -> People:
+    """What each package does with a person's rows when two profiles merge or the person
+    is erased (customers/people.py), in the order the hooks run: the events first, then
+    the journeys (a run both profiles had is ended before the runs move), the queue,
+    messaging, segments and loyalty. The customers' own rows move as the projection
+    resolves a merge, and the segment engine moves memberships in its evaluation job."""
+    people = People()
+    people.on_merge("log", log_people.move_events)
+    people.on_merge("journeys", journeys.follow_merge)
+    people.on_merge("queue", reassign_jobs)
+    people.on_merge("messaging", messaging_people.follow_merge)
+    people.on_merge("loyalty", loyalty_people.follow_merge)
+    people.on_erase("log", log_people.TABLES, log_people.erase_events)
+    people.on_erase("customers", CUSTOMER_TABLES, erase_customer_rows)
+    people.on_erase("journeys", journeys_people.TABLES, journeys_people.erase)
+    people.on_erase("queue", ("jobs",), erase_jobs)
+    people.on_erase("messaging", messaging_people.TABLES, messaging_people.erase)
+    people.on_erase("segments", segments_people.TABLES, segments_people.erase)
+    people.on_erase("loyalty", loyalty_people.TABLES, loyalty_people.erase)
+    return people
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -65,6 +93,7 @@ class Services:
     delivery: Delivery
     referrals: Referrals
     segments: SegmentEngine
+    people: People
     heartbeat: Heartbeat
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
@@ -134,6 +163,9 @@ class Services:
             sector=settings.sector,
             timezone=settings.brand_timezone,
         )
+        people = people_hooks(engine)
+        # Before every other reaction: each package moves a merged profile's rows first.
+        reactions.react("merges", people.follow_merges)
         engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
         referrals = Referrals(clock, settings.default_region, reactions)
@@ -182,6 +214,7 @@ class Services:
             delivery,
             referrals,
             segments,
+            people,
             Heartbeat(db, clock, stale_ms=settings.worker_stale_seconds * 1000),
         )
 

@@ -12,6 +12,7 @@ from babel.core import get_global
 from sqlalchemy import Connection, and_, func, inspect, select, update
 
 from parcours.customers.identity import identity_of
+from parcours.customers.people import People
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import QUIET, append_events, internal_event
 from parcours.log import queries as log_queries
@@ -450,12 +451,13 @@ def event_view(row: Any) -> dict[str, Any]:
     return dict(document)
 
 
-# Columns other than `customer_id` that name a person; their rows go with the person.
+# Columns other than `customer_id` that name a person: the export shows their rows, and
+# an erase hook deletes them (tests/test_people.py checks that one does).
 PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
     "referral_conversions": ("referee_id", "referrer_id"),
 }
-# Handled on their own: the profile row is emptied and kept (merges and lookups point at
-# it), and the audit event is written after the person's events are gone.
+# The profile row, shown on its own (and on erasure emptied and kept: merges and lookups
+# point at it).
 _KEPT = {"customers"}
 _FIRST_TABLES = ("events", "identities", "consents", "customer_orders")
 
@@ -539,21 +541,22 @@ class Erasure:
     other: dict[str, int] = field(default_factory=dict)
 
 
-def erase(db: Database, ref: str, default_region: str, now_ms: int, source: str) -> Erasure:
-    """Remove a person: the rows of every table that holds something about them (any
-    table with a `customer_id` column, found in the database itself so that no module's
-    table is forgotten, and the columns of PERSON_COLUMNS) deleted; the profile row (and
-    those merged into it) emptied and marked erased; one audit event that holds no
-    personal data. All in one transaction."""
+def erase(
+    db: Database, people: People, ref: str, default_region: str, now_ms: int, source: str
+) -> Erasure:
+    """Remove a person: their rows deleted from every package's tables (each package's
+    erase hook, registered with `people`); the profile row (and those merged into it)
+    emptied and marked erased; one audit event that holds no personal data. All in one
+    transaction."""
     with db.write() as conn:
         customer_id = resolve(conn, ref, default_region)
-        return erase_in(conn, customer_id, now_ms, source)
+        return erase_in(conn, people, customer_id, now_ms, source)
 
 
 def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
     """Each table (other than `customers`) with the columns that name a person in it,
     read from the database's schema once per connection (it only changes by migration,
-    before anything runs)."""
+    before anything runs): what the export shows."""
     cached: list[tuple[str, tuple[str, ...]]] | None = conn.info.get("parcours_person_tables")
     if cached is not None:
         return cached
@@ -571,23 +574,17 @@ def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
-def erase_in(conn: Connection, customer_id: int, now_ms: int, source: str) -> Erasure:
+def erase_in(
+    conn: Connection, people: People, customer_id: int, now_ms: int, source: str
+) -> Erasure:
+    """`erase` in the caller's transaction, for a customer already resolved."""
     family = [
         customer_id,
         *conn.execute(
             select(customers.c.id).where(customers.c.merged_into == customer_id)
         ).scalars(),
     ]
-    counts: dict[str, int] = {}
-    for table, columns in _person_tables(conn):
-        deleted = 0
-        for column in columns:
-            deleted += len(
-                select_in(
-                    conn, f"DELETE FROM {table} WHERE {column} IN ({{marks}}) RETURNING 1", family
-                )
-            )
-        counts[table] = deleted
+    counts = people.erase(conn, family)
     conn.execute(
         update(customers)
         .where(customers.c.id.in_(family))

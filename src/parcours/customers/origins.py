@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, select, text, update
 
 from parcours.customers.api import Erasure, erase_in, live_customers, public_id
 from parcours.customers.consent import CONSENT_EVENT
+from parcours.customers.people import People
 from parcours.customers.projection import (
     MERGE_EVENT,
     derive_profile,
@@ -27,7 +28,9 @@ from parcours.customers.projection import (
     stored_event,
 )
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.log import events as events_table
+from parcours.log import QUIET, append_events, internal_event
+from parcours.log import people as log_people
+from parcours.log import queries as log_queries
 from parcours.runtime.db import LIKE_ESCAPE, chunks, like_escape
 
 # Events that record what Parcours or the brand's team did to a person, not what anyone
@@ -96,22 +99,13 @@ def origin_customers(conn: Connection, origin: Origin) -> list[int]:
             )
         ).scalars()
     )
-    found |= set(
-        conn.execute(
-            select(events_table.c.customer_id)
-            .distinct()
-            .where(
-                events_table.c.source == origin.source,
-                events_table.c.customer_id.is_not(None),
-                events_table.c.payload.like(origin.marker(), escape=LIKE_ESCAPE),
-            )
-        ).scalars()
-    )
+    found |= log_people.customers_with_events(conn, origin.source, origin.marker())
     return sorted(set(live_customers(conn, found).values()))
 
 
 def erase_origin(
     conn: Connection,
+    people: People,
     customer_id: int,
     origin: Origin,
     now_ms: int,
@@ -121,11 +115,7 @@ def erase_origin(
     """Take away what the origin gave about this customer: the person, when nothing else
     is known of them; otherwise the origin's part only. None when it gave nothing."""
     _lock(conn, customer_id)
-    rows = conn.execute(
-        select(events_table)
-        .where(events_table.c.customer_id == customer_id)
-        .order_by(events_table.c.seq)
-    ).all()
+    rows = log_queries.all_of(conn, customer_id)
     mine: list[Any] = []
     rest: list[Any] = []
     for row in rows:
@@ -145,7 +135,7 @@ def erase_origin(
         not origin.owns_identity(kind, value) and kind not in _CONTACT_KINDS for kind, value in held
     )
     if not known_elsewhere:
-        return Outcome(customer_id, True, erase_in(conn, customer_id, now_ms, requested_by))
+        return Outcome(customer_id, True, erase_in(conn, people, customer_id, now_ms, requested_by))
     erasure = _erase_part(conn, customer_id, origin, mine, rest, held, now_ms, default_region)
     _audit(conn, erasure, origin, now_ms, requested_by)
     return Outcome(customer_id, False, erasure)
@@ -155,17 +145,10 @@ def erase_unattributed(conn: Connection, origin: Origin) -> int:
     """Delete the origin's events that name no person (a shop's inventory levels)."""
     seqs = [
         row.seq
-        for row in conn.execute(
-            select(events_table.c.seq, events_table.c.payload).where(
-                events_table.c.source == origin.source,
-                events_table.c.customer_id.is_(None),
-                events_table.c.payload.like(origin.marker(), escape=LIKE_ESCAPE),
-            )
-        )
+        for row in log_people.unattributed_events(conn, origin.source, origin.marker())
         if origin.holds(_decode(row.payload))
     ]
-    for part in chunks(seqs):
-        conn.execute(delete(events_table).where(events_table.c.seq.in_(part)))
+    log_people.delete_events(conn, seqs)
     return len(seqs)
 
 
@@ -226,8 +209,7 @@ def _erase_part(
             )
         ).rowcount
     seqs = [row.seq for row in mine] + [row.seq for row in rest if row.message_id in naming_dropped]
-    for part in chunks(seqs):
-        conn.execute(delete(events_table).where(events_table.c.seq.in_(part)))
+    log_people.delete_events(conn, seqs)
     for kind, value in dropped_ids:
         conn.execute(
             delete(identities).where(
@@ -278,24 +260,11 @@ def _audit(
         "orders_deleted": erasure.orders,
         "requested_by": requested_by,
     }
-    document = {
-        "type": "track",
-        "event": PART_ERASED_EVENT,
-        "messageId": message_id,
-        "properties": properties,
-    }
-    conn.execute(
-        insert(events_table).values(
-            message_id=message_id,
-            customer_id=customer_id,
-            type="track",
-            name=PART_ERASED_EVENT,
-            occurred_at=now_ms,
-            received_at=now_ms,
-            source="system",
-            payload=_encode(document).decode(),
-        )
+    # Through the log's door; nothing reacts to it (no reactions are given).
+    recorded = internal_event(
+        customer_id, PART_ERASED_EVENT, properties, now_ms, message_id, "system"
     )
+    append_events(conn, [[recorded]], now_ms, QUIET)
 
 
 def _lock(conn: Connection, customer_id: int) -> None:

@@ -22,7 +22,6 @@ from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import Event, IdentitiesFactory
-from parcours.log import events as events_table
 from parcours.runtime.db import chunks, insert_rows, select_in, update_rows
 
 Key = tuple[str, str]
@@ -354,7 +353,10 @@ class Projector:
                 continue
             survivor = self._find(merge.merged)
             params = {"old": merge.merged, "new": survivor}
-            for table in (identities, events_table, consents, customer_orders):
+            # The customers' own rows move here, as the profile is derived from them;
+            # every other package's (events included) move in its merge hook, when the
+            # merge event is appended (customers.people).
+            for table in (identities, consents, customer_orders):
                 self.conn.execute(
                     update(table)
                     .where(table.c.customer_id == bindparam("old"))

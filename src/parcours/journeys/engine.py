@@ -6,7 +6,7 @@ same transaction as whatever decided it. The event log's append hook enqueues a
 `journeys.react` job for events some live journey listens to, in the transaction that
 stored them. See docs/journeys.md for the semantics and docs/journeys-engine.md for the
 modules: what a run does is decided by `interpreter`, carried out by `runner`, kept by
-`store`; `entries` says who enters, `merges` follows a merge of two customers.
+`store`; `entries` says who enters, `people` follows a merge of two customers.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.customers.projection import MERGE_EVENT
 from parcours.journeys import api as journeys_api
-from parcours.journeys import interpreter, store
+from parcours.journeys import interpreter, people, store
 from parcours.journeys.entries import DATE_ENTRY, DATE_SCAN, Entries
 from parcours.journeys.journal import Batch, EndingLog, Journal
-from parcours.journeys.merges import follow_merge
 from parcours.journeys.program import Program, enters_on
 from parcours.journeys.programs import Programs
 from parcours.journeys.runner import QUEUE, STEP, Runner
@@ -76,19 +74,19 @@ class JourneyEngine:
 
     # ---- reacting to events ---------------------------------------------------------------
 
+    def follow_merge(self, conn: Connection, merged: int, survivor: int, now: int) -> None:
+        """The journeys' merge hook (customers.people): the runs of both profiles go on, on
+        the survivor, a keyed run both had kept once (journeys.people)."""
+        batch = self.journal.batch(conn)
+        if batch is not None:  # what the running batch read of either is out of date
+            batch.runs.clear()
+            batch.profiles.clear()
+        with self.journal.job(conn):
+            people.follow_merge(conn, merged, survivor, now, self.runner)
+
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: follow merges, and enqueue a reaction for the events some live
-        journey listens to."""
+        """Append hook: enqueue a reaction for the events some live journey listens to."""
         self.journal.appended(conn, events)
-        merges = [e for e in events if e.name == MERGE_EVENT and e.source == "system"]
-        if merges:
-            batch = self.journal.batch(conn)
-            if batch is not None:
-                batch.runs.clear()
-                batch.profiles.clear()
-            with self.journal.job(conn):
-                for event in merges:
-                    follow_merge(conn, event, now, self.runner)
         names = self.programs.listened_names(conn)
         traits = self.programs.waited_traits | set(self.programs.entry_traits)
         if not names and not traits:

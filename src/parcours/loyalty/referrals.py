@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.customers.projection import MERGE_EVENT, order_key
+from parcours.customers.projection import order_key
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.loyalty import codes
 from parcours.loyalty.tables import referral_codes
@@ -62,12 +62,10 @@ class Referrals:
     # ---- in the append transaction ------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: codes follow merged profiles; orders go to a job."""
+        """Append hook: orders go to a job. (Codes follow merged profiles: loyalty.people.)"""
         orders: list[dict[str, Any]] = []
         for event in events:
-            if event.name == MERGE_EVENT and event.source == "system":
-                _follow_merge(conn, event)
-            elif event.type == "track" and event.name == ORDER_EVENT and event.customer_id:
+            if event.type == "track" and event.name == ORDER_EVENT and event.customer_id:
                 orders.append(
                     {
                         "customer_id": event.customer_id,
@@ -315,16 +313,3 @@ def _fresh_reward_code(conn: Connection) -> str:
         ):
             return candidate
     raise RuntimeError(f"no free reward code after {_FRESH_ATTEMPTS} attempts")
-
-
-def _follow_merge(conn: Connection, event: Event) -> None:
-    params = {
-        "new": int(event.properties["survivor_id"]),
-        "old": int(event.properties["merged_id"]),
-    }
-    run(conn, "UPDATE referral_codes SET customer_id = :new WHERE customer_id = :old", params)
-    run(
-        conn,
-        "UPDATE referral_conversions SET referrer_id = :new WHERE referrer_id = :old",
-        params,
-    )

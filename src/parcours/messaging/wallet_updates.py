@@ -15,7 +15,6 @@ from sqlalchemy import Connection
 from parcours.channels.base import DeliveryFailure
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
-from parcours.customers.projection import MERGE_EVENT
 from parcours.log import Event, Reactions
 from parcours.messaging import passes, wallet_orders
 from parcours.messaging.outbox import QUEUE
@@ -47,13 +46,8 @@ class WalletUpdates:
     # ---- events -------------------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: profiles merged carry their Wallet passes, orders and devices
-        along; order and shipment events are applied to Wallet orders by a job."""
-        for event in events:
-            if event.name == MERGE_EVENT and event.source == "system":
-                old, new = int(event.properties["merged_id"]), int(event.properties["survivor_id"])
-                passes.reassign(conn, old, new)
-                wallet_orders.reassign(conn, old, new)
+        """Append hook: order and shipment events are applied to Wallet orders by a job.
+        (Merged profiles carry their passes and orders along: messaging.people.)"""
         if not self.follows_orders:
             return
         relevant = [

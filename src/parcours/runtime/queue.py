@@ -11,7 +11,7 @@ import select
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -172,13 +172,20 @@ def cancel(conn: Connection, unique_key: str) -> bool:
     return bool(result.rowcount)
 
 
-def reassign_jobs(conn: Connection, old: int, new: int) -> None:
-    """Profiles merged: the merged customer's jobs are the survivor's."""
+def reassign_jobs(conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
+    """Profiles merged: the merged customer's jobs are the survivor's (the queue's merge
+    hook, customers.people)."""
     run(
         conn,
         "UPDATE jobs SET customer_id = :new WHERE customer_id = :old",
-        {"new": new, "old": old},
+        {"new": survivor_id, "old": merged_id},
     )
+
+
+def erase_jobs(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
+    """A person erased: the jobs keyed by them go too (the queue's erase hook)."""
+    deleted = conn.execute(jobs.delete().where(jobs.c.customer_id.in_(list(customer_ids))))
+    return {"jobs": deleted.rowcount}
 
 
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
