@@ -50,11 +50,13 @@ T = TypeVar("T")
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start or kill OS processes go to one xdist group: one worker runs them one
     at a time (two of them at once on two cores starve each other's servers and workers),
     and, the largest unit of work, it gets it first. Runs before xdist names each test
     after its group. `slow` is the older name of the mark."""
+    if not config.pluginmanager.hasplugin("xdist"):  # run with -p no:xdist
+        return
     for item in items:
         if any(item.iter_markers("processes")) or any(item.iter_markers("slow")):
             item.add_marker(pytest.mark.xdist_group(PROCESSES_GROUP))

@@ -121,14 +121,27 @@ def test_killed_server_keeps_every_acknowledged_batch(database_url: str, data_di
         missing = {f"crash-{number}-{n}" for n in range(100)} - after_crash
         assert not missing, f"acknowledged batch {number} lost {len(missing)} events"
 
-    # The client retries everything, acknowledged or not, against the restarted server.
+    # The client retries everything, acknowledged or not, against the restarted server,
+    # from as many threads as it sent.
     server = Server(database_url, data_dir)
-    try:
+    retries = iter(range(BATCHES))
+    answers: list[int] = []
+
+    def retrier() -> None:
         with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as client:
-            for number in range(BATCHES):
-                assert client.post(f"{server.url}/v1/batch", json=batch(number)).status_code == 200
+            for number in retries:
+                response = client.post(f"{server.url}/v1/batch", json=batch(number))
+                answers.append(response.status_code)
+
+    threads = [threading.Thread(target=retrier) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
     finally:
         server.stop()
+    assert answers == [200] * BATCHES
     ids = stored_ids(database_url)
     assert len(ids) == len(set(ids)) == BATCHES * 100
 

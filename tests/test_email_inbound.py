@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import smtplib
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -461,11 +463,14 @@ FLUFL_BOUNCE_SHA256 = "a1df16b9d1877ae4536f7d76c00d8421fcefbe694f80f5285d05c45a2
 @pytest.fixture(scope="session")
 def bounce_corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """flufl.bounce's test data folder, from its sdist (downloaded once, kept in pytest's
-    cache). Offline: skipped for a newcomer without PostgreSQL, a failure in CI."""
+    cache). Offline: skipped for a newcomer without PostgreSQL, a failure in CI. Each
+    xdist worker may download and unpack it at the same time: each does so in a folder of
+    its own, then moves the whole into place."""
     kept = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
     cache = Path(kept.mkdir("flufl-bounce")) if kept else tmp_path_factory.mktemp("flufl")
     sdist = cache / f"flufl_bounce-{FLUFL_BOUNCE_VERSION}.tar.gz"
     if not sdist.exists():
+        mine = Path(tempfile.mkdtemp(dir=cache))
         command = [
             sys.executable,
             "-m",
@@ -476,25 +481,36 @@ def bounce_corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             ":all:",
             "--no-deps",
             "-d",
-            str(cache),
+            str(mine),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0 or not sdist.exists():
-            reason = (
-                f"the bounce corpus (flufl.bounce {FLUFL_BOUNCE_VERSION} sdist) could not be "
-                f"downloaded from PyPI: {(done.stderr or done.stdout).strip()[-500:]}"
-            )
-            if not os.environ.get(POSTGRES_ENV):
-                pytest.skip(reason + f" (offline without {POSTGRES_ENV}: skipped; CI fails)")
-            pytest.fail(reason)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            downloaded = mine / sdist.name
+            if done.returncode != 0 or not downloaded.exists():
+                reason = (
+                    f"the bounce corpus (flufl.bounce {FLUFL_BOUNCE_VERSION} sdist) could not be "
+                    f"downloaded from PyPI: {(done.stderr or done.stdout).strip()[-500:]}"
+                )
+                if not os.environ.get(POSTGRES_ENV):
+                    pytest.skip(reason + f" (offline without {POSTGRES_ENV}: skipped; CI fails)")
+                pytest.fail(reason)
+            downloaded.replace(sdist)
+        finally:
+            shutil.rmtree(mine)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     assert digest == FLUFL_BOUNCE_SHA256, f"{sdist} is not the published sdist ({digest})"
     folder = cache / f"flufl_bounce-{FLUFL_BOUNCE_VERSION}"
     data = folder / "tests" / "data"
     if not data.is_dir():
+        mine = Path(tempfile.mkdtemp(dir=cache))
         with tarfile.open(sdist) as archive:
             members = [m for m in archive.getmembers() if "/tests/data/" in m.name]
-            archive.extractall(cache, members=members, filter="data")
+            archive.extractall(mine, members=members, filter="data")
+        try:
+            (mine / folder.name).rename(folder)
+        except OSError:  # another worker's, as whole, is there already
+            assert data.is_dir()
+        shutil.rmtree(mine)
     return data
 
 
