@@ -433,8 +433,11 @@ def test_a_batch_of_steps_or_sends_reads_the_goals_of_all_its_customers_in_one_q
 
 def _goal_reads(statements: list[str]) -> list[str]:
     """The reads of the goal events of a group of customers (`_read_ending`)."""
+    flat = [" ".join(sql.split()) for sql in statements]
     return [
-        sql for sql in statements if "FROM events WHERE customer_id IN" in sql and "name IN" in sql
+        sql
+        for sql in flat
+        if "FROM events WHERE" in sql and "customer_id IN" in sql and "name IN" in sql
     ]
 
 
