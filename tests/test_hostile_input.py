@@ -339,7 +339,7 @@ def test_a_batch_that_cannot_be_stored_together_is_stored_one_event_at_a_time(
     bad.name = "Consent Updated"
     bad.properties = {"channel": "carrier-pigeon"}
     with caplog.at_level(logging.ERROR, logger="parcours"):
-        result, failed = asyncio.run(append_each_alone(services, [good[0], bad, good[1]]))
+        result, failed = asyncio.run(append_each_alone(services.writer, [good[0], bad, good[1]]))
     assert (result.stored, result.duplicates, failed) == (2, 0, [1])
     with services.db.read() as conn:
         stored = conn.execute(select(events.c.message_id).order_by(events.c.seq)).scalars().all()
@@ -351,7 +351,7 @@ def test_a_batch_that_cannot_be_stored_together_is_stored_one_event_at_a_time(
         "event 1 of a batch could not be stored",
     ]
     with pytest.raises(ConsentError, match="carrier-pigeon"):  # all fail: the error itself
-        asyncio.run(append_each_alone(services, [bad, bad]))
+        asyncio.run(append_each_alone(services.writer, [bad, bad]))
 
 
 def test_a_customer_id_past_64_bits_on_every_admin_route_is_a_4xx(

@@ -3,7 +3,7 @@ change to this file or to `tests/openapi.json`.
 
 To regenerate both after a deliberate change to the API:
 
-    PARCOURS_UPDATE_OPENAPI=1 pytest tests/test_openapi_document.py
+    PARCOURS_UPDATE_OPENAPI=1 pytest -n 0 -s tests/test_openapi_document.py
 
 then read the diff of `tests/openapi.json` and copy the printed route list into
 ROUTES_IN_DOCUMENT."""
@@ -75,7 +75,7 @@ ROUTES_IN_DOCUMENT: list[tuple[str, str, list[str], str]] = [
     ("POST", "/chat/session", ["200", "400", "401", "default"], "writeKey"),
     ("GET", "/chat/widget.js", ["200", "400", "default"], "none"),
     ("GET", "/healthz", ["200", "400", "default"], "none"),
-    ("GET", "/metrics", ["200", "400", "401", "default"], "none"),
+    ("GET", "/metrics", ["200", "400", "401", "default"], "metricsToken"),
     ("GET", "/push/sw.js", ["200", "400", "default"], "none"),
     ("GET", "/push/vapid-public-key", ["200", "400", "default"], "none"),
     ("GET", "/readyz", ["200", "400", "503", "default"], "none"),

@@ -28,6 +28,7 @@ from parcours.runtime.keys import KeyChecker, KeyHolder
 # The names of the schemes in the OpenAPI document, and what each is.
 WRITE_KEY = "writeKey"
 ADMIN_KEY = "adminKey"
+METRICS_TOKEN = "metricsToken"  # checked by /metrics itself (web/operations.py)
 SECURITY_SCHEMES = {
     WRITE_KEY: SecurityScheme(
         type="http",
@@ -39,6 +40,11 @@ SECURITY_SCHEMES = {
         type="http",
         scheme="bearer",
         description="An admin key, one person's: `Authorization: Bearer KEY`.",
+    ),
+    METRICS_TOKEN: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="The `metrics_token` setting, for Prometheus (no metrics without one).",
     ),
 }
 _HOLDER = "parcours_key_holder"  # where a guard leaves the acting holder, in the scope's state
@@ -137,6 +143,7 @@ def acting_admin(request: Request[Any, Any, Any]) -> KeyHolder:
 
 __all__ = [
     "ADMIN_KEY",
+    "METRICS_TOKEN",
     "SECURITY_SCHEMES",
     "WRITE_KEY",
     "AdminKeyGuard",

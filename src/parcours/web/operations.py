@@ -152,6 +152,7 @@ def readyz(readiness: Injected[Readiness]) -> Response[bytes]:
     "/metrics",
     sync_to_thread=True,
     media_type="text/plain; version=0.0.4; charset=utf-8",
+    security=[{"metricsToken": []}],  # web/guards.py, METRICS_TOKEN
     responses={401: ResponseSpec(str, media_type="text/plain", description="No metrics token")},
 )
 def metrics(
