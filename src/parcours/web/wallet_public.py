@@ -10,12 +10,11 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, patch, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.channels.wallet import WalletIssuer
 from parcours.customers import api as customers
-from parcours.ingest.http import HttpError, Injected, json_response, read_json
+from parcours.ingest.http import HttpError, Injected, read_json
 from parcours.messaging import passes
 from parcours.messaging.delivery import Delivery
 from parcours.messaging.links import BadLink
@@ -64,7 +63,7 @@ class PassFields(msgspec.Struct):
     status_code=201,
     opt={ERROR_FIELDS: {customers.CustomerNotFound: "customer"}},
     operation_class=request_body(_IssueBody),
-    responses={201: ResponseSpec(PassIssued, description="The pass issued")},
+    response_description="The pass issued",
 )
 async def issue_pass(
     request: Request[Any, Any, Any],
@@ -72,7 +71,7 @@ async def issue_pass(
     clock: Injected[Clock],
     settings: Injected[Settings],
     delivery: Injected[Delivery],
-) -> Response[bytes]:
+) -> PassIssued:
     """Issue a loyalty card, a coupon or a VIP invitation to a customer; the answer holds
     the link the customer opens to add it to Wallet."""
     issuer = _issuer(delivery)
@@ -89,12 +88,12 @@ async def issue_pass(
     record = await asyncio.to_thread(write)
     token = delivery.links.signer.sign("pass", {"s": record["serial"]})
     link = f"{settings.resolved_public_url}/wallet/download/{token}.pkpass"
-    answer: dict[str, Any] = {"serial": record["serial"], "download": link}
+    answer = PassIssued(record["serial"], link)
     if issuer.google is not None:
-        answer["google_save_url"] = issuer.google.save_url(
+        answer.google_save_url = issuer.google.save_url(
             record, issuer.organization_name, clock.now_ms()
         )
-    return json_response(answer, 201)
+    return answer
 
 
 class _FieldsBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,7 +103,7 @@ class _FieldsBody(msgspec.Struct, forbid_unknown_fields=True):
 @patch(
     "/api/wallet/passes/{serial:str}",
     operation_class=request_body(_FieldsBody),
-    responses={200: ResponseSpec(PassFields, description="The pass's fields now")},
+    response_description="The pass's fields now",
 )
 async def update_pass(
     request: Request[Any, Any, Any],
@@ -112,7 +111,7 @@ async def update_pass(
     db: Injected[Database],
     clock: Injected[Clock],
     delivery: Injected[Delivery],
-) -> Response[bytes]:
+) -> PassFields:
     """New values for a pass's fields (the points of a loyalty card, a coupon's offer):
     the devices holding it are told, and its Google Wallet object is patched."""
     _issuer(delivery)
@@ -127,7 +126,7 @@ async def update_pass(
     record = await asyncio.to_thread(write)
     if record is None:
         raise HttpError(404, f"no pass {serial}", "serial")
-    return json_response({"serial": serial, "fields": record["fields"]})
+    return PassFields(serial, record["fields"])
 
 
 @get("/wallet/download/{token:str}", media_type=PKPASS)
