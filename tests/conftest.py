@@ -118,11 +118,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def truncate_all(url: str) -> None:
+    """Empty every table and start every sequence again, as in a fresh database. Only the
+    tables written since their last truncation (a file that is not empty) are truncated:
+    TRUNCATE gives a table and its indexes new files, about 15 ms a table, and a test
+    writes to a few of them."""
+    names = [t.name for t in load_all_tables().sorted_tables]
     db = Database(url)
-    names = ", ".join(t.name for t in load_all_tables().sorted_tables)
-    with db.write() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    db.dispose()
+    try:
+        with db.write() as conn:
+            written = conn.execute(
+                text(
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname = ANY(:names)"
+                    " AND relnamespace = current_schema()::regnamespace"
+                    " AND pg_relation_size(oid) > 0"
+                ),
+                {"names": names},
+            ).scalars()
+            if tables := ", ".join(written):
+                conn.execute(text(f"TRUNCATE {tables}"))
+            used = conn.execute(
+                text(
+                    "SELECT sequencename FROM pg_sequences"
+                    " WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+                )
+            ).scalars()
+            for sequence in used.all():
+                conn.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
+    finally:
+        db.dispose()
 
 
 @pytest.fixture
