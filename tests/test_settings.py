@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -58,16 +59,35 @@ def test_an_unknown_setting_in_the_file_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "instead"),
-    [("writer_process", "serve` is one process"), ("http_workers", "several `parcours serve`")],
+    ("name", "value", "instead"),
+    [
+        ("writer_process", "true", "serve` is one process"),
+        ("http_workers", "2", "several `parcours serve`"),
+    ],
 )
-def test_a_removed_setting_says_what_to_do_instead(tmp_path: Path, name: str, instead: str) -> None:
+def test_a_removed_setting_asking_for_what_is_gone_says_what_to_do_instead(
+    tmp_path: Path, name: str, value: str, instead: str
+) -> None:
     config = tmp_path / "parcours.toml"
-    config.write_text(f"{name} = 2\n")
+    config.write_text(f"{name} = {value}\n")
     with pytest.raises(SettingsError, match=f"{name} was removed: .*{instead}"):
         load_settings({}, config_file=config)
     with pytest.raises(SettingsError, match=f"PARCOURS_{name.upper()}: {name} was removed"):
-        load_settings({f"PARCOURS_{name.upper()}": "2"})
+        load_settings({f"PARCOURS_{name.upper()}": value})
+
+
+@pytest.mark.parametrize(("name", "value"), [("writer_process", "false"), ("http_workers", "1")])
+def test_a_removed_setting_asking_for_the_one_way_left_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, value: str
+) -> None:
+    config = tmp_path / "parcours.toml"
+    config.write_text(f"{name} = {value}\nport = 8123\n")
+    with caplog.at_level(logging.WARNING, logger="parcours.runtime.settings"):
+        assert load_settings({}, config_file=config).port == 8123
+        assert load_settings({f"PARCOURS_{name.upper()}": value}).port == 8000
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert all(f"{name} was removed" in w and "is ignored" in w for w in warnings)
 
 
 def test_a_broken_file_is_named(tmp_path: Path) -> None:

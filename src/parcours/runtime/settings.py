@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tomllib
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 
 ENV_PREFIX = "PARCOURS_"
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -175,11 +177,15 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
         for key, value in table.items():
+            if key in REMOVED:
+                _removed(key, value, f"{path}")
+                continue
             values[key] = _convert(key, value, f"{path}")
         sources.append(str(path))
-    for name, why in REMOVED.items():
-        if f"{ENV_PREFIX}{name.upper()}" in env:
-            raise SettingsError(f"environment variable {ENV_PREFIX}{name.upper()}: {why}")
+    for name in REMOVED:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env:
+            _removed(name, env[env_name], f"environment variable {env_name}")
     for name in _FIELD_TYPES:
         env_name = ENV_PREFIX + name.upper()
         if env_name in env:
@@ -193,22 +199,32 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-# Settings that no longer exist, and what to do instead: an error, never silently ignored.
-REMOVED = {
+# Settings that no longer exist: a value asking for what is gone is refused, with what to do
+# instead; one asking for what is now the only way (the old default's opposite for
+# writer_process, one HTTP process) is ignored with a warning, so that an upgrade starts.
+REMOVED: dict[str, tuple[frozenset[str], str]] = {
     "writer_process": (
+        frozenset(_FALSE),
         "writer_process was removed: on SQLite, `parcours serve` is one process "
-        "(docs/architecture.md, topologies)"
+        '(docs/architecture.md, "One topology per database")',
     ),
     "http_workers": (
+        frozenset({"1"}),
         "http_workers was removed: on PostgreSQL, run several `parcours serve` processes "
-        "behind your load balancer (docs/operations.md); on SQLite, serve is one process"
+        "behind your load balancer (docs/operations.md); on SQLite, serve is one process",
     ),
 }
 
 
+def _removed(name: str, value: Any, where: str) -> None:
+    harmless, why = REMOVED[name]
+    if str(value).strip().lower() in harmless:
+        log.warning("%s: %s; %s = %s asks for nothing more and is ignored", where, why, name, value)
+        return
+    raise SettingsError(f"{where}: {why}")
+
+
 def _convert(name: str, value: Any, where: str) -> Any:
-    if name in REMOVED:
-        raise SettingsError(f"{where}: {REMOVED[name]}")
     if name not in _FIELD_TYPES:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise SettingsError(f"{where}: unknown setting {name!r} (known: {known})")
