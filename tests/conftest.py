@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import threading
@@ -108,10 +109,24 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def sqlite_migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database at the latest migration, made once a session: each test gets a
+    copy (migrating a new file takes 0.2-0.4 s, copying it a few milliseconds)."""
+    path = tmp_path_factory.mktemp("sqlite-migrated") / "parcours.db"
+    db = Database(f"sqlite:///{path}")
+    migrate(db)
+    db.dispose()  # the last connection closed: the write-ahead log is in the file
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Migrated, and empty but for what the migrations put there, on either database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'parcours.db'}"
+        path = tmp_path / "parcours.db"
+        shutil.copy(request.getfixturevalue("sqlite_migrated"), path)
+        return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
     return url
