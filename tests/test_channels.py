@@ -1192,9 +1192,11 @@ def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
                 [make_event("track", userId="ana", event="Go", at=services.clock.now_ms())]
             )
             first = start()
-            assert peer.data_started.wait(60), "the first worker never reached DATA"
-            first.send_signal(signal.SIGKILL)
-            first.wait()
+            try:
+                assert peer.data_started.wait(60), "the first worker never reached DATA"
+            finally:  # killed there, or not left running if it never got there
+                first.send_signal(signal.SIGKILL)
+                first.wait()
             peer.hold.set()  # the server keeps the message of the dead worker
             peer.hold = None
             second = start()

@@ -238,9 +238,11 @@ def test_a_send_cut_by_a_kill_is_made_again_at_the_restart_not_after_the_lease(
                 ]
             )
             first = start()
-            assert peer.data_started.wait(60), "the first worker never reached DATA"
-            first.send_signal(signal.SIGKILL)
-            first.wait()
+            try:
+                assert peer.data_started.wait(60), "the first worker never reached DATA"
+            finally:  # killed there, or not left running if it never got there
+                first.send_signal(signal.SIGKILL)
+                first.wait()
             peer.hold.set()  # the server keeps the message of the dead worker
             peer.hold = None
             second = start()

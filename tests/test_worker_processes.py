@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,29 @@ def start_worker(url: str, data_dir: Path, **settings: str) -> subprocess.Popen[
     }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@contextmanager
+def running_workers(
+    url: str, data_dir: Path, number: int
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`number` worker processes, stopped with SIGTERM at the end, whatever happened (a
+    worker still running 30 s later is killed, and fails the test)."""
+    workers = [start_worker(url, data_dir) for _ in range(number)]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        try:
+            for worker in workers:
+                worker.wait(30)
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
 
 
 def count_rows(db: Database, query: str) -> int:
@@ -132,18 +156,18 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
     try:
         define_templates(services, JOURNEY)
         journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
-        workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
-        order_for_everyone(services, CUSTOMERS)
         db = Database(postgres_url)
-        # Mid-work: the workers have sent some messages, far from all.
-        wait_until(sent_at_least(db, 10, workers), 120, what="the first sends")
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
-        wait_until(
-            sent_at_least(db, 2 * CUSTOMERS, workers[1:]),
-            180,  # a bound for a busy machine: it goes on as soon as all are sent
-            what=lambda: f"every send, with outbox and jobs at {states(db)}",
-        )
+        with running_workers(postgres_url, tmp_path, 3) as workers:
+            order_for_everyone(services, CUSTOMERS)
+            # Mid-work: the workers have sent some messages, far from all.
+            wait_until(sent_at_least(db, 10, workers), 120, what="the first sends")
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait()
+            wait_until(
+                sent_at_least(db, 2 * CUSTOMERS, workers[1:]),
+                180,  # a bound for a busy machine: it goes on as soon as all are sent
+                what=lambda: f"every send, with outbox and jobs at {states(db)}",
+            )
         seen = states(db)
         with db.read() as conn:
             keys = conn.execute(text("SELECT idempotency_key FROM outbox")).scalars().all()
@@ -154,9 +178,6 @@ def test_worker_processes_share_the_work_and_survive_a_kill(
                 text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
             ).scalar_one()
         db.dispose()
-        for worker in workers[1:]:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
     finally:
         services.close()
     assert len(keys) == len(set(keys)) == 2 * CUSTOMERS, seen  # every step once, none twice
@@ -191,7 +212,6 @@ def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_
         segments.save(services.db, SEGMENT, "ana", services.clock.now_ms(), mode="create")
         define_templates(services, REGULARS_JOURNEY)
         journeys.publish(services.db, REGULARS_JOURNEY, "ana", "ben", services.clock.now_ms())
-        workers = [start_worker(postgres_url, tmp_path) for _ in range(3)]
         now = services.clock.now_ms()
 
         def order(n: int, k: int) -> bytes:
@@ -202,20 +222,22 @@ def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_
                 f'"properties": {{"order_id": "ro-{n}-{k}"}}}}'
             ).encode()
 
-        # Each customer's orders in separate groups, so that their evaluations race.
-        for k in range(3):
-            for start in range(0, count, 25):
-                services.writer.append_sync(
-                    [
-                        parse_event(order(n, k), source="api", received_at=now)
-                        for n in range(start, start + 25)
-                    ]
-                )
         db = Database(postgres_url)
-        wait_until(sent_at_least(db, count, workers), 180, what="every send")
-        # Anything still racing shows once no job is due: a job being run is still seen
-        # (its claim, a delete, is not committed), the jobs its commit made due are too.
-        wait_until(lambda: jobs_due(db) == 0, 30, what="no job due")
+        with running_workers(postgres_url, tmp_path, 3) as workers:
+            # Each customer's orders in separate groups, so that their evaluations race.
+            for k in range(3):
+                for start in range(0, count, 25):
+                    services.writer.append_sync(
+                        [
+                            parse_event(order(n, k), source="api", received_at=now)
+                            for n in range(start, start + 25)
+                        ]
+                    )
+            wait_until(sent_at_least(db, count, workers), 180, what="every send")
+            # Anything still racing shows once no job is due: a job being run is still
+            # seen (its claim, a delete, is not committed), the jobs its commit made due
+            # are too.
+            wait_until(lambda: jobs_due(db) == 0, 30, what="no job due")
         with db.read() as conn:
             memberships = conn.execute(
                 text("SELECT count(*), count(DISTINCT customer_id) FROM segment_memberships")
@@ -228,9 +250,6 @@ def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_
                 text("SELECT kind, last_error FROM jobs WHERE state = 'failed'")
             ).all()
         db.dispose()
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
     finally:
         services.close()
     assert failed == []
