@@ -13,6 +13,7 @@ with `wait_until`, never with a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
+import psutil
 import psycopg
 import pytest
 import uvicorn
@@ -59,8 +61,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not config.pluginmanager.hasplugin("xdist"):  # run with -p no:xdist
         return
     for item in items:
-        if any(item.iter_markers("processes")) or any(item.iter_markers("slow")):
+        if _starts_processes(item):
             item.add_marker(pytest.mark.xdist_group(PROCESSES_GROUP))
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that starts processes, none it started is left running: one that fails
+    may not get to stopping its servers and workers, which would go on taking the cores
+    from the tests after it. Those left get SIGTERM, then SIGKILL 10 s later."""
+    if not _starts_processes(request.node):
+        yield
+        return
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    left = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    for child in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    return any(item.iter_markers("processes")) or any(item.iter_markers("slow"))
 
 
 def wait_until(
