@@ -36,13 +36,13 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from parcours.app import create_app
-from parcours.ingest.model import parse_event
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.settings import Settings
 from parcours.schema import load_all_tables
 from parcours.services import Services
+from parcours.tracking import parse_event
 
 WRITE_KEY = "test-write-key"
 ADMIN_KEY = "test-admin-key"

@@ -28,12 +28,12 @@ from websockets.asyncio.client import ClientConnection
 from parcours.channels.chat import VisitorTokens
 from parcours.customers.verification import user_hash
 from parcours.ingest.bulk import import_file
-from parcours.ingest.model import parse_event
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.keys import create_key
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 from parcours.services import Services
+from parcours.tracking import parse_event
 from tests.conftest import WRITE_KEY, LiveServer, free_port, wait_until_serving
 from tests.test_channels import CERTAIN, events_named, journey, outbox, publish
 from tests.test_journeys_engine import opt_in

@@ -178,11 +178,11 @@ def test_a_send_cut_by_a_kill_is_made_again_at_the_restart_not_after_the_lease(
     the outbox records one send."""
     import json
 
-    from parcours.ingest.model import parse_event
     from parcours.journeys import api as journeys
     from parcours.runtime.clock import SystemClock, iso
     from parcours.runtime.settings import Settings
     from parcours.services import Services
+    from parcours.tracking import parse_event
     from tests.conftest import define_templates
     from tests.peers import RunningSmtp, SmtpPeer
 

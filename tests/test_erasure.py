@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from parcours.customers import api as customers
 from parcours.messaging import passes, subscriptions
 from parcours.runtime.clock import SimulatedClock
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.services import Services
 from tests.test_journeys_engine import HOUR, advance, opt_in, publish, track
 
@@ -46,7 +46,7 @@ def _give_everything(services: Services, user: str) -> int:
             now,
         )
         passes.issue(conn, customer, "loyalty", {"member": user}, now)
-        run(
+        sql(
             conn,
             "INSERT INTO suppressions (channel, address, reason, customer_id, created_at) "
             "VALUES ('sms', :a, 'invalid number', :c, :now)",

@@ -1,10 +1,12 @@
 """The house's rules that import-linter's layers do not cover (docs/house.md): no import
-circle anywhere, and no package reading or writing another package's tables. Each rule
-lists what still breaks it, with the reason; the lists may only shrink."""
+circle anywhere, each domain reached only through its face (its package's `__all__`), and
+no package reading or writing another package's tables. Each rule lists what still breaks
+it, with the reason; the lists may only shrink."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +26,13 @@ KNOWN_CROSSINGS: dict[str, set[str]] = {
     # The chat endpoint reads the messages of a conversation.
     "web/chat_public.py": {"outbox"},
 }
+
+
+# The domains: each is reached from outside only through `parcours.<domain>` and the names
+# of its `__all__` (which may list public modules, such as messaging's `templates`).
+DOMAINS = ("log", "customers", "channels", "messaging", "segments", "loyalty", "journeys")
+# The schema module assembles every package's tables; the benchmarks measure internals.
+FACE_EXEMPT = ("schema", "bench")
 
 
 def _package(path: Path) -> str:
@@ -86,6 +95,31 @@ def test_no_package_touches_another_packages_tables_beyond_the_known_list() -> N
         if tables - crossings.get(module, set())
     }
     assert gone == {}, "take these off KNOWN_CROSSINGS"
+
+
+def test_each_domain_is_reached_only_through_its_face() -> None:
+    faces = {name: set(importlib.import_module(f"parcours.{name}").__all__) for name in DOMAINS}
+    reaching: list[str] = []
+    for path in SOURCE.rglob("*.py"):
+        relative = path.relative_to(SOURCE)
+        importer = _package(path)
+        if importer in FACE_EXEMPT or relative.parts[:2] == ("runtime", "migrations"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                "parcours."
+            ):
+                continue
+            parts = (node.module or "").split(".")
+            if parts[1] not in DOMAINS or parts[1] == importer:
+                continue
+            where = f"{relative.as_posix()}:{node.lineno}"
+            if len(parts) > 2:
+                reaching.append(f"{where} imports {node.module}")
+            for alias in node.names:
+                if len(parts) == 2 and alias.name not in faces[parts[1]]:
+                    reaching.append(f"{where} takes {alias.name}, not in parcours.{parts[1]}")
+    assert reaching == [], "import from the package; add what is public to its __all__"
 
 
 def test_no_import_circle() -> None:

@@ -21,13 +21,13 @@ import pytest
 from sqlalchemy import event, text
 
 from parcours.customers import api as customers_api
-from parcours.ingest.model import parse_event
 from parcours.journeys import api as journeys
 from parcours.runtime.clock import SimulatedClock, SystemClock, from_ms, iso
 from parcours.runtime.db import Database
 from parcours.runtime.queue import try_lock_customers
 from parcours.runtime.settings import Settings
 from parcours.services import Services
+from parcours.tracking import parse_event
 from tests.conftest import define_templates, make_event, truncate_all
 
 # The abandoned cart of the issue, on a short clock: a message at once, one after a wait,

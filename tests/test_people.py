@@ -13,7 +13,7 @@ from parcours.customers.people import People
 from parcours.journeys.engine import JourneyEngine
 from parcours.messaging import passes, subscriptions
 from parcours.runtime.clock import SimulatedClock
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.schema import load_all_tables
 from parcours.services import Services, people_hooks
 from tests.conftest import START, make_event
@@ -89,7 +89,7 @@ def test_a_merged_profiles_rows_in_every_package_go_to_the_survivor(
                 now,
             )
             passes.issue(conn, customer, "loyalty", {"member": str(customer)}, now)
-        run(
+        sql(
             conn,
             "INSERT INTO referral_codes (code, customer_id, issued_at) VALUES ('MAX-1', :c, :n)",
             {"c": newer, "n": now},
@@ -102,7 +102,7 @@ def test_a_merged_profiles_rows_in_every_package_go_to_the_survivor(
         assert customers.resolve(conn, "u-max", "FR") == older
         held = {
             table: sorted(
-                run(
+                sql(
                     conn,
                     f"SELECT customer_id FROM {table} WHERE customer_id IN (:a, :b)",
                     {

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from parcours.customers import api as customers
-from parcours.ingest.model import EventError
 from parcours.runtime.clock import iso
 from parcours.services import Services
+from parcours.tracking import EventError
 from tests.conftest import START, make_event
 
 HOUR = 3_600_000

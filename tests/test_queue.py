@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from parcours.runtime.clock import SimulatedClock
-from parcours.runtime.db import Database, _bucket, lock_keys, migrate, run
+from parcours.runtime.db import Database, _bucket, lock_keys, migrate, sql
 from parcours.runtime.queue import (
     Job,
     Worker,
@@ -606,7 +606,7 @@ def test_a_lock_given_back_by_a_rollback_to_a_savepoint_is_taken_again(pg_db: Da
 
     with pg_db.write() as conn:
         lock_keys(conn, ["kept"], space=space)
-        run(conn, "SAVEPOINT parcours_job")
+        sql(conn, "SAVEPOINT parcours_job")
         lock_keys(conn, ["kept", "undone"], space=space)
         assert not free_elsewhere("undone")
         _rollback_to(conn, "parcours_job")
@@ -663,7 +663,7 @@ def test_customer_locks_are_taken_once_and_given_back_with_a_savepoint(pg_db: Da
     with pg_db.write() as conn:
         lock_customers(conn, [3, 1, 2])
         assert not free_elsewhere(2)
-        run(conn, "SAVEPOINT parcours_job")
+        sql(conn, "SAVEPOINT parcours_job")
         assert try_lock_customers(conn, [1, 5]) == {1, 5}
         _rollback_to(conn, "parcours_job")
         assert free_elsewhere(5) and not free_elsewhere(1)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from parcours.ingest.model import parse_event
 from parcours.journeys import api as journeys
 from parcours.runtime.clock import SystemClock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.services import Services
+from parcours.tracking import parse_event
 from tests.conftest import define_templates, truncate_all, wait_until
 
 pytestmark = pytest.mark.processes

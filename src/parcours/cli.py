@@ -481,7 +481,7 @@ def customers_export(
     data_dir: DataDirOption = None,
 ) -> None:
     """Print as JSON everything held on a person."""
-    from parcours.customers.api import CustomerNotFound, export
+    from parcours.customers import CustomerNotFound, export
 
     settings = settings_or_exit(data_dir=data_dir)
     db = existing_database(settings)
@@ -506,8 +506,8 @@ def customers_erase(
     data_dir: DataDirOption = None,
 ) -> None:
     """Erase a person: events, identities, consents, orders; an audit event remains."""
-    from parcours.customers.api import CustomerNotFound, erase
-    from parcours.journeys.engine import JourneyEngine
+    from parcours.customers import CustomerNotFound, erase
+    from parcours.journeys import JourneyEngine
     from parcours.runtime.clock import SystemClock
     from parcours.services import people_hooks
 
@@ -642,8 +642,8 @@ def journeys_validate(
 ) -> None:
     """Check journeys: the format, and the templates their sends name (the shipped ones,
     and the brand's when the database exists); every problem is named with its line."""
-    from parcours.journeys.api import validate
-    from parcours.messaging.templates import MessageTemplate, shipped
+    from parcours.journeys import validate
+    from parcours.messaging import MessageTemplate, shipped
 
     brand = _brand_templates(_remember(settings_or_exit(data_dir=data_dir)))
 
@@ -671,7 +671,7 @@ def _brand_templates(settings: Settings) -> dict[str, Any]:
     try:
         if current_revision(db) is None:
             return {}
-        from parcours.messaging.templates import brand_templates
+        from parcours.messaging import brand_templates
 
         with db.read() as conn:
             return brand_templates(conn)
@@ -684,7 +684,7 @@ def segments_validate(
     files: Annotated[list[Path], typer.Argument(help="Segment definitions (YAML or JSON).")],
 ) -> None:
     """Check segment definitions; every problem is named with its line."""
-    from parcours.segments.definition import load_segment
+    from parcours.segments import load_segment
 
     def check(text: str) -> str:
         segment = load_segment(text)
@@ -734,9 +734,14 @@ def journeys_simulate(
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the real engine on a simulated clock; send nothing; print the timeline."""
-    from parcours.journeys.api import LifecycleError
-    from parcours.journeys.definition import JourneyError
-    from parcours.journeys.simulator import ScriptError, format_timeline, load_script, simulate
+    from parcours.journeys import (
+        JourneyError,
+        LifecycleError,
+        ScriptError,
+        format_timeline,
+        load_script,
+        simulate,
+    )
     from parcours.runtime.clock import SystemClock, parse_iso
     from parcours.services import Services
 
@@ -754,14 +759,14 @@ def journeys_simulate(
     db = None if missing else Database(settings.resolved_database_url)
     try:
         if db is not None and current_revision(db) is not None:  # a Parcours database
-            from parcours.journeys.simulator import brand_segments
-            from parcours.messaging.templates import brand_templates as read_templates
+            from parcours.journeys import brand_segments
+            from parcours.messaging import brand_templates as read_templates
 
             with db.read() as conn:
                 brand_templates = read_templates(conn)
                 segment_sources = brand_segments(conn)
         if customer and db is not None:
-            from parcours.customers.api import CustomerNotFound, export
+            from parcours.customers import CustomerNotFound, export
 
             try:
                 history = export(db, customer, settings.default_region)["events"]
@@ -800,7 +805,7 @@ def journeys_simulate(
 @journeys_app.command("schema")
 def journeys_schema() -> None:
     """Print the JSON Schema of the journey format."""
-    from parcours.journeys.definition import journey_schema
+    from parcours.journeys import journey_schema
 
     sys.stdout.write(json.dumps(journey_schema(), indent=2) + "\n")
 

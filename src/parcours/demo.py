@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from parcours.ingest.model import parse_event
 from parcours.log import Event
 from parcours.runtime.clock import iso
+from parcours.tracking import parse_event
 
 if TYPE_CHECKING:
     from parcours.services import Services

@@ -9,32 +9,37 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from parcours.channels.base import ConfigError
-from parcours.channels.email_tags import EmailTags, hand_to
-from parcours.channels.push import make_vapid_key
-from parcours.channels.registry import Providers
-from parcours.channels.sms import Pricing
-from parcours.channels.wallet import WalletIssuer
-from parcours.channels.whatsapp import WhatsAppPricing
-from parcours.customers.people import CUSTOMER_TABLES, People, erase_customer_rows
-from parcours.customers.projection import identity_resolver
+from parcours.channels import (
+    ConfigError,
+    EmailTags,
+    Pricing,
+    Providers,
+    WalletIssuer,
+    WhatsAppPricing,
+    hand_to,
+    make_vapid_key,
+)
+from parcours.customers import CUSTOMER_TABLES, People, erase_customer_rows, identity_resolver
 from parcours.ingest.writer import Writer
+from parcours.journeys import QUEUE as JOURNEYS_QUEUE
+from parcours.journeys import JourneyEngine, webhooks
 from parcours.journeys import people as journeys_people
-from parcours.journeys import webhooks
-from parcours.journeys.engine import QUEUE as JOURNEYS_QUEUE
-from parcours.journeys.engine import JourneyEngine
 from parcours.log import Reactions
 from parcours.log import people as log_people
+from parcours.loyalty import Referrals
 from parcours.loyalty import people as loyalty_people
-from parcours.loyalty.referrals import Referrals
+from parcours.messaging import QUEUE as MESSAGING_QUEUE
+from parcours.messaging import (
+    SECTOR_PRESETS,
+    BounceRule,
+    Brand,
+    Delivery,
+    Links,
+    Policies,
+    Signer,
+    WalletUpdates,
+)
 from parcours.messaging import people as messaging_people
-from parcours.messaging.choice import SECTOR_PRESETS
-from parcours.messaging.delivery import Brand, Delivery
-from parcours.messaging.links import Links, Signer
-from parcours.messaging.outbox import QUEUE as MESSAGING_QUEUE
-from parcours.messaging.policies import Policies
-from parcours.messaging.suppressions import BounceRule
-from parcours.messaging.wallet_updates import WalletUpdates
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
 from parcours.runtime.heartbeats import Heartbeat, worker_counts
@@ -43,9 +48,9 @@ from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker, erase_jobs, reassign_jobs
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings, SettingsError
+from parcours.segments import QUEUE as SEGMENTS_QUEUE
+from parcours.segments import SegmentEngine
 from parcours.segments import people as segments_people
-from parcours.segments.api import QUEUE as SEGMENTS_QUEUE
-from parcours.segments.engine import SegmentEngine
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +312,7 @@ class Services:
             return None
         from aiosmtpd.controller import Controller
 
-        from parcours.channels.email_inbound import InboundHandler
+        from parcours.channels import InboundHandler
 
         address = str(section.get("return_path") or section.get("from_address") or "")
         domain = address.rpartition("@")[2] or "localhost"

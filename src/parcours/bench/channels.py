@@ -110,11 +110,11 @@ def email_settings(port: int, key: Path) -> dict[str, Any]:
 def pipeline(database_url: str, data_dir: Path, count: int, port: int) -> dict[str, Any]:
     """Intents for `count` customers in the outbox; the worker renders, claims, signs and
     sends them all, recording each result."""
-    from parcours.ingest.model import parse_event
     from parcours.messaging.outbox import Intent, add_intent
     from parcours.runtime.clock import SimulatedClock, iso
     from parcours.runtime.settings import Settings
     from parcours.services import Services
+    from parcours.tracking import parse_event
 
     start = int(datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000)
     clock = SimulatedClock(start)

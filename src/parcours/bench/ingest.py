@@ -234,10 +234,10 @@ def rounds_of_throughput(
 def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[str, Any]:
     """The same rows inserted straight into the events table, one transaction,
     executemany: what the database alone costs."""
-    from parcours.ingest.model import parse_event
     from parcours.log import events as events_table
     from parcours.log.append import _EVENT_COLUMNS
     from parcours.runtime.db import Database, migrate
+    from parcours.tracking import parse_event
 
     encoder = msgspec.json.Encoder()
     rows = []

@@ -40,11 +40,11 @@ def steps(
     every message is also rendered, handed to the sandbox and its feedback played back, in
     the same process; without, only the journey engine runs (intents stay in the outbox,
     as when delivery has workers of its own)."""
-    from parcours.ingest.model import parse_event
     from parcours.journeys import api as journeys
     from parcours.runtime.clock import SimulatedClock, iso
     from parcours.runtime.settings import Settings
     from parcours.services import Services
+    from parcours.tracking import parse_event
 
     start = int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp() * 1000)  # a Monday
     clock = SimulatedClock(start)
@@ -203,8 +203,8 @@ def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> di
 def _customers_and_events(start: int, count: int, name: str) -> Iterator[list[Any]]:
     """Per chunk of 1,000: identify (with an email) then the event that enters (made as
     they are needed, so that the benchmark's own events do not weigh on its memory)."""
-    from parcours.ingest.model import parse_event
     from parcours.runtime.clock import iso
+    from parcours.tracking import parse_event
 
     encoder = msgspec.json.Encoder()
     for offset in range(0, count, 1000):

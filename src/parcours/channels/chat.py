@@ -17,7 +17,7 @@ from typing import Literal
 import msgspec
 
 from parcours.channels.base import OutgoingMessage
-from parcours.customers.verification import IdentityRefused
+from parcours.customers import IdentityRefused
 
 VisitorKind = Literal["anonymous", "user"]
 

@@ -32,7 +32,7 @@ from parcours.channels.base import (
 )
 from parcours.channels.email_bounces import SENDER_CODE, classify
 from parcours.channels.email_tags import EmailTags, tagged, unsigned_message_id
-from parcours.customers.identity import BadEmail, check_email
+from parcours.customers import BadEmail, check_email
 
 log = logging.getLogger(__name__)
 

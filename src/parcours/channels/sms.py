@@ -19,7 +19,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
-from parcours.customers.identity import phone_country
+from parcours.customers import phone_country
 
 # ---- segments --------------------------------------------------------------------------
 

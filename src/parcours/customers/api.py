@@ -17,7 +17,7 @@ from parcours.customers.tables import consents, customer_orders, customers, iden
 from parcours.log import QUIET, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
-from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, run, select_in
+from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, select_in, sql
 from parcours.runtime.presentation import money_text, own_event_properties
 
 ERASED_EVENT = "Customer Erased"
@@ -131,7 +131,7 @@ def customers_with_identity(conn: Connection, kind: str, value: str) -> list[int
 def has_user_id(conn: Connection, customer_id: int) -> bool:
     """Whether the brand knows this customer by one of its user ids (signed in once)."""
     return (
-        run(
+        sql(
             conn,
             "SELECT 1 FROM identities WHERE customer_id = :c AND kind = 'user_id' LIMIT 1",
             {"c": customer_id},
@@ -207,7 +207,7 @@ def traits_of(conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]
 
 def first_order(conn: Connection, customer_id: int) -> str | None:
     """The id of the customer's earliest order (cancelled ones included), if any."""
-    value = run(
+    value = sql(
         conn,
         "SELECT order_id FROM customer_orders WHERE customer_id = :c "
         "ORDER BY occurred_at, order_id LIMIT 1",
@@ -230,7 +230,7 @@ class ConsentState:
 def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
     """The consent in force per channel and purpose: the latest change; at equal times a
     withdrawal wins over a grant."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT channel, purpose, status, occurred_at, source, wording, wording_version "
         "FROM consents WHERE customer_id = :id ORDER BY occurred_at, id",
@@ -303,7 +303,7 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
     if not computed.get("country"):
         phones = [
             {"kind": "phone", "value": value}
-            for value in run(
+            for value in sql(
                 conn,
                 "SELECT value FROM identities WHERE customer_id = :id AND kind = 'phone'",
                 {"id": customer_id},
@@ -315,7 +315,7 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
 def traits_view(conn: Connection, customer_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The customer's traits and computed traits (what a message template sees), in one
     query."""
-    row = run(
+    row = sql(
         conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
     ).first()
     if row is None:
@@ -382,7 +382,7 @@ def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
     return [
         (row.kind, row.value)
-        for row in run(
+        for row in sql(
             conn,
             "SELECT kind, value FROM identities WHERE customer_id = :c AND kind IN "
             "('email', 'phone') ORDER BY created_at DESC, value",
@@ -519,7 +519,7 @@ def _held_elsewhere(conn: Connection, customer_id: int) -> dict[str, list[dict[s
             continue
         rows: list[dict[str, Any]] = []
         for column in columns:
-            result = run(conn, f"SELECT * FROM {table} WHERE {column} = :c", {"c": customer_id})
+            result = sql(conn, f"SELECT * FROM {table} WHERE {column} = :c", {"c": customer_id})
             rows += [
                 {k: v for k, v in row._asdict().items() if k not in _NOT_EXPORTED_COLUMNS}
                 for row in result.all()

@@ -15,7 +15,7 @@ MAX_USER_ID = 200
 _CUSTOMER_ID = re.compile(r"cus_\d+", re.IGNORECASE)
 # The anonymous ids of the site chat's visitors (drawn by Parcours, signed into their
 # tokens). The chat finds a visitor's conversation by this id, so no other path may write
-# one: an event naming one anywhere else is refused (ingest/model.py), else the public
+# one: an event naming one anywhere else is refused (tracking.py), else the public
 # write key could tie a visitor id of its own to another customer's profile and read
 # their chat (docs/security.md, Site chat).
 CHAT_VISITOR_PREFIX = "visitor_"

@@ -29,9 +29,9 @@ from rich.progress import (
 from rich.text import Text
 from sqlalchemy import select
 
-from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.tables import import_positions
 from parcours.log import Appender, Event
+from parcours.tracking import EventError, parse_event
 
 if TYPE_CHECKING:
     from parcours.runtime.clock import Clock

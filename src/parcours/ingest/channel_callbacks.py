@@ -14,9 +14,8 @@ from litestar import Request, Response, get, post
 from litestar.enums import MediaType
 from litestar.handlers import HTTPRouteHandler
 
-from parcours.channels import postmark, sms, whatsapp
-from parcours.channels.email_inbound import Report
-from parcours.customers.consent import CONSENT_EVENT
+from parcours.channels import Report, postmark, sms, whatsapp
+from parcours.customers import CONSENT_EVENT
 from parcours.ingest.http import (
     HttpError,
     Injected,
@@ -26,12 +25,12 @@ from parcours.ingest.http import (
     validation_field,
     whole_number,
 )
-from parcours.ingest.model import DEPTH_MESSAGE, MAX_TIME_MS, EventError, json_too_deep, parse_event
 from parcours.log import Appender, Event
-from parcours.messaging.delivery import Delivery
+from parcours.messaging import Delivery
 from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
+from parcours.tracking import DEPTH_MESSAGE, MAX_TIME_MS, EventError, json_too_deep, parse_event
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)

@@ -19,7 +19,10 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.params import SkipValidation
 
 from parcours.ingest import metrics as ingest_metrics
-from parcours.ingest.model import (
+from parcours.ingest.writer import WriterClosed
+from parcours.log import Appender, AppendResult, Event
+from parcours.runtime.clock import Clock
+from parcours.tracking import (
     DEPTH_MESSAGE,
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
@@ -30,9 +33,6 @@ from parcours.ingest.model import (
     parse_batch,
     parse_event,
 )
-from parcours.ingest.writer import WriterClosed
-from parcours.log import Appender, AppendResult, Event
-from parcours.runtime.clock import Clock
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def request_body(
 
 
 class SegmentCall(msgspec.Struct):
-    """A call as Segment's spec writes it, for the document: the parser (ingest/model.py)
+    """A call as Segment's spec writes it, for the document: the parser (tracking.py)
     checks each field, names what is wrong, and keeps fields it does not know."""
 
     type: str | None = None

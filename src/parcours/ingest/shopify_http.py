@@ -17,13 +17,17 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.openapi import ResponseSpec
 
+from parcours.customers import (
+    Origin,
+    People,
+    erase_origin,
+    erase_unattributed,
+    identity_of,
+    origin_customers,
+)
 from parcours.customers import api as customers
-from parcours.customers.identity import identity_of
-from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
-from parcours.customers.people import People
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, Injected, json_response, request_body
-from parcours.ingest.model import EventError, parse_event
 from parcours.ingest.shopify import (
     CUSTOMER_ID_KIND,
     ShopifyMapping,
@@ -35,6 +39,7 @@ from parcours.log import Appender, Event
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import SHOPIFY_SHOP_DOMAIN, Settings
+from parcours.tracking import EventError, parse_event
 
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
 # The topics Shopify's GDPR rules make every app take: they erase or ask for a shop's data.

@@ -1,1 +1,41 @@
-"""Journeys: definitions, the durable engine, policies, simulation (not built yet)."""
+"""Journeys: definitions, versions and their review, the engine (interpreter, runner, store),
+entries, the simulator and outbound webhooks. Other packages use only what this face lists."""
+
+# The package's face: what other packages may use of it (tests/test_house.py): its
+# public modules, and the names below.
+from parcours.journeys import api, people, webhooks
+from parcours.journeys.api import LifecycleError, NotReady, UnknownJourney, validate
+from parcours.journeys.definition import JourneyError, journey_schema
+from parcours.journeys.engine import QUEUE, JourneyEngine
+from parcours.journeys.simulator import (
+    MAX_DAYS,
+    OpenScratch,
+    ScriptError,
+    brand_segments,
+    format_timeline,
+    load_script,
+    simulate,
+    timeline_item,
+)
+
+__all__ = [
+    "MAX_DAYS",
+    "QUEUE",
+    "JourneyEngine",
+    "JourneyError",
+    "LifecycleError",
+    "NotReady",
+    "OpenScratch",
+    "ScriptError",
+    "UnknownJourney",
+    "api",
+    "brand_segments",
+    "format_timeline",
+    "journey_schema",
+    "load_script",
+    "people",
+    "simulate",
+    "timeline_item",
+    "validate",
+    "webhooks",
+]

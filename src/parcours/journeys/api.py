@@ -11,7 +11,6 @@ import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.customers import api as customers
-from parcours.ingest.model import parse_event
 from parcours.journeys.definition import (
     Journey,
     JourneyError,
@@ -31,10 +30,11 @@ from parcours.log import queries as log_queries
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, sql
 from parcours.runtime.presentation import own_event_properties
 from parcours.runtime.queue import enqueue
 from parcours.segments import api as segments
+from parcours.tracking import parse_event
 
 _decode = msgspec.json.Decoder().decode
 
@@ -267,7 +267,7 @@ def entry_request(
     it. Its messageId is derived from the idempotency key, so the log stores a repeated
     request once and the engine makes one run. Raises UnknownJourney, LifecycleError (not
     live, not entered through the API), CustomerNotFound, or ValueError for properties."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT version, status, source FROM journey_versions WHERE journey_id = :j "
         "ORDER BY version DESC",
@@ -327,7 +327,7 @@ def _announce(
 def version_status(conn: Connection, journey_id: str, version: int) -> str:
     """Read at every step (a paused journey holds its runs), so straight through the driver."""
     return str(
-        run(
+        sql(
             conn,
             "SELECT status FROM journey_versions WHERE journey_id = :j AND version = :v",
             {"j": journey_id, "v": version},
@@ -345,7 +345,7 @@ def publish(db: Database, source: str, editor: str, approver: str, now: int) -> 
 
 def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
     """(journey id, version, YAML) of every live journey."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT journey_id, version, source FROM journey_versions WHERE status = 'live' "
         "ORDER BY journey_id",
@@ -356,7 +356,7 @@ def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
 def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
     """(journey id, version, status) of versions that are live or may still have runs.
     Read for every group of events ingested, so straight through the driver."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT journey_id, version, status FROM journey_versions "
         "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version",

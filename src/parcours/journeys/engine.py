@@ -26,7 +26,7 @@ from parcours.journeys.runner import QUEUE, STEP, Runner
 from parcours.journeys.runs import LoggedEvent, Run, ending_names, first_ending, traits_set
 from parcours.journeys.times import next_local_time, trait_moment, zone_of
 from parcours.log import Event, Reactions
-from parcours.messaging.policies import Policies, hold_sends
+from parcours.messaging import Policies, hold_sends
 from parcours.runtime.clock import Clock
 from parcours.runtime.queue import Job, Worker, enqueue, try_lock_customers
 

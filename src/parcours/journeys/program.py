@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parcours.journeys.definition import Journey, Step, parse_duration
-from parcours.segments.api import SEGMENT_ENTERED, SEGMENT_EXITED
+from parcours.segments import SEGMENT_ENTERED, SEGMENT_EXITED
 
 # The event `POST /api/journeys/{id}/runs` appends; an `api: true` journey enters on it.
 ENTRY_REQUESTED = "Journey Entry Requested"

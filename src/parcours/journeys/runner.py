@@ -18,11 +18,16 @@ from parcours.journeys.interpreter import SendPlan
 from parcours.journeys.journal import Journal
 from parcours.journeys.programs import Programs
 from parcours.journeys.runs import LoggedEvent, Run, conversion_after_end
-from parcours.messaging import choice
+from parcours.messaging import (
+    Intent,
+    Policies,
+    add_intent,
+    cancel_run_intents,
+    choice,
+    public_message_id,
+)
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
-from parcours.messaging.outbox import Intent, add_intent, cancel_run_intents, public_message_id
-from parcours.messaging.policies import Policies
 from parcours.runtime.queue import cancel, enqueue
 from parcours.segments import api as segments
 

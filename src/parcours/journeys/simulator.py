@@ -26,7 +26,6 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.ingest.model import EVENT_TYPES, EventError, parse_event
 from parcours.journeys import api as journeys_api
 from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
@@ -40,6 +39,7 @@ from parcours.runtime.definitions import DefinitionError, load_yaml
 from parcours.runtime.queue import Job, Worker, next_run_at
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
+from parcours.tracking import EVENT_TYPES, EventError, parse_event
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode

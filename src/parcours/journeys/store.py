@@ -14,8 +14,7 @@ from sqlalchemy import Connection
 
 from parcours.journeys.runs import LoggedEvent, Run
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks
-from parcours.runtime.db import run as sql
+from parcours.runtime.db import chunks, sql
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode

@@ -4,6 +4,9 @@ Everything that happens is an event appended here once, never edited; profiles, 
 positions, segment memberships and reports are derived from it (docs/house.md).
 """
 
+# The package's face: what other packages may use of it (tests/test_house.py): its
+# public modules, and the names below.
+from parcours.log import people, queries
 from parcours.log.append import Appender, AppendResult, append_events
 from parcours.log.event import Event, internal_event
 from parcours.log.reactions import QUIET, Hook, Identities, IdentitiesFactory, Reactions
@@ -21,4 +24,6 @@ __all__ = [
     "append_events",
     "events",
     "internal_event",
+    "people",
+    "queries",
 ]

@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from parcours.log.tables import events
-from parcours.runtime.db import run, select_in
+from parcours.runtime.db import select_in, sql
 
 
 def last_seq(conn: Connection) -> int:
     """The position of the newest event (0 when there is none): what happened after it is
     told apart by `seq`."""
-    return int(run(conn, "SELECT coalesce(max(seq), 0) FROM events").scalar_one())
+    return int(sql(conn, "SELECT coalesce(max(seq), 0) FROM events").scalar_one())
 
 
 def last_times(conn: Connection, name: str, customer_ids: Sequence[int]) -> dict[int, int]:
@@ -102,7 +102,7 @@ def named_between(
     """The customer's events named so, dated in [since, before), stored after `after_seq`,
     in the order they were stored."""
     return list(
-        run(
+        sql(
             conn,
             _AS_LOGGED + "WHERE customer_id = :c AND name = :n "
             "AND occurred_at >= :since AND occurred_at < :deadline AND seq > :after "
@@ -133,7 +133,7 @@ def own_decisions(conn: Connection, customer_id: int) -> list[Any]:
     """Parcours' own records about the customer (source "system"), oldest first, as rows
     of (occurred_at, name, payload)."""
     return list(
-        run(
+        sql(
             conn,
             "SELECT occurred_at, name, payload FROM events WHERE customer_id = :c "
             "AND source = 'system' ORDER BY seq",
@@ -162,7 +162,7 @@ def from_sources(conn: Connection, sources: Sequence[str]) -> list[Any]:
 
 def last_time_from(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
     """When the customer last did `name` through `source` (e.g. wrote on WhatsApp)."""
-    value = run(
+    value = sql(
         conn,
         "SELECT max(occurred_at) FROM events WHERE customer_id = :c AND name = :n AND source = :s",
         {"c": customer_id, "n": name, "s": source},

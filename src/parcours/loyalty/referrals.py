@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.customers.projection import order_key
+from parcours.customers import order_key
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.loyalty import codes
 from parcours.loyalty.tables import referral_codes
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import insert_rows, lock_keys, run, select_in
+from parcours.runtime.db import insert_rows, lock_keys, select_in, sql
 from parcours.runtime.queue import Job, Worker, enqueue
 
 ORDER_EVENT = "Order Completed"
@@ -195,7 +195,7 @@ class Referrals:
             self._append(conn, [event], now)
             return
         reward = _fresh_reward_code(conn)
-        inserted = run(
+        inserted = sql(
             conn,
             "INSERT INTO referral_conversions (referee_id, referrer_id, code, order_id, "
             "reward_code, converted_at) VALUES (:referee, :referrer, :code, :o, :reward, :at) "
@@ -211,7 +211,7 @@ class Referrals:
         ).first()
         if inserted is None:
             return
-        count = run(
+        count = sql(
             conn,
             "SELECT count(*) FROM referral_conversions WHERE referrer_id = :r",
             {"r": referrer},
@@ -248,7 +248,7 @@ def _refusal(conn: Connection, referee: int, referrer: int, order_id: str) -> st
     when it credits the referrer."""
     if referee == referrer:
         return SELF_REFERRAL
-    credited = run(
+    credited = sql(
         conn,
         "SELECT order_id FROM referral_conversions WHERE referee_id = :r",
         {"r": referee},
@@ -304,7 +304,7 @@ def _fresh_reward_code(conn: Connection) -> str:
     for _ in range(_FRESH_ATTEMPTS):
         candidate = codes.new_reward_code()
         if (
-            run(
+            sql(
                 conn,
                 "SELECT 1 FROM referral_conversions WHERE reward_code = :v",
                 {"v": candidate},

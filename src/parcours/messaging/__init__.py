@@ -1,1 +1,65 @@
-"""Templates, rendering, the outbox, channel choice and fallback (not built yet)."""
+"""Messaging: templates and rendering, the outbox, channel choice and the send-time policies,
+delivery (claim, per-channel preparers, providers, outcomes, fallback), suppressions,
+Wallet passes and orders. Other packages use only what this face lists."""
+
+# The package's face: what other packages may use of it (tests/test_house.py): its
+# public modules, and the names below.
+from parcours.messaging import (
+    choice,
+    metrics,
+    passes,
+    people,
+    subscriptions,
+    suppressions,
+    templates,
+    wallet_orders,
+)
+from parcours.messaging.choice import SECTOR_PRESETS
+from parcours.messaging.delivery import Brand, Delivery, outbox_page
+from parcours.messaging.links import PIXEL_GIF, BadLink, Links, Signer
+from parcours.messaging.outbox import (
+    QUEUE,
+    Intent,
+    add_intent,
+    cancel_run_intents,
+    public_message_id,
+)
+from parcours.messaging.policies import Policies, hold_sends
+from parcours.messaging.subscriptions import SubscriptionError
+from parcours.messaging.suppressions import BadCursor, BounceRule
+from parcours.messaging.templates import MessageTemplate, TemplateProblem, brand_templates, shipped
+from parcours.messaging.wallet_updates import WalletUpdates
+
+__all__ = [
+    "PIXEL_GIF",
+    "QUEUE",
+    "SECTOR_PRESETS",
+    "BadCursor",
+    "BadLink",
+    "BounceRule",
+    "Brand",
+    "Delivery",
+    "Intent",
+    "Links",
+    "MessageTemplate",
+    "Policies",
+    "Signer",
+    "SubscriptionError",
+    "TemplateProblem",
+    "WalletUpdates",
+    "add_intent",
+    "brand_templates",
+    "cancel_run_intents",
+    "choice",
+    "hold_sends",
+    "metrics",
+    "outbox_page",
+    "passes",
+    "people",
+    "public_message_id",
+    "shipped",
+    "subscriptions",
+    "suppressions",
+    "templates",
+    "wallet_orders",
+]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from parcours.customers import api as customers
 from parcours.messaging import passes, policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 
 ENGAGEMENT_WINDOW_MS = 90 * 86_400_000
 WHATSAPP_WINDOW_MS = 24 * 3_600_000
@@ -102,7 +102,7 @@ def addresses(
     if found:
         suppressed = {
             (row.channel, row.address)
-            for row in run(
+            for row in sql(
                 conn,
                 "SELECT channel, address FROM suppressions WHERE customer_id = :c",
                 {"c": customer_id},
@@ -115,7 +115,7 @@ def addresses(
 def _engagement(conn: Connection, customer_id: int, now: int) -> dict[str, int]:
     return {
         row.channel: int(row.n)
-        for row in run(
+        for row in sql(
             conn,
             "SELECT channel, count(*) AS n FROM outbox WHERE customer_id = :c AND created_at > "
             ":since AND status IN ('opened', 'read', 'clicked') GROUP BY channel",

@@ -17,11 +17,17 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.channels.base import DeliveryFailure, OutgoingMessage, PermanentFailure, Provider
-from parcours.channels.email_inbound import InboundMail, Report
-from parcours.channels.registry import Providers
-from parcours.channels.sms import Pricing
-from parcours.channels.whatsapp import WhatsAppPricing
+from parcours.channels import (
+    DeliveryFailure,
+    InboundMail,
+    OutgoingMessage,
+    PermanentFailure,
+    Pricing,
+    Provider,
+    Providers,
+    Report,
+    WhatsAppPricing,
+)
 from parcours.customers import api as customers
 from parcours.log import Reactions
 from parcours.messaging import metrics as messaging_metrics
@@ -46,7 +52,7 @@ from parcours.messaging.send_checks import SendCheck, SendChecks
 from parcours.messaging.sending import Outcome, Sending, Sends
 from parcours.messaging.timeline import Timeline, digest
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, is_transient, run
+from parcours.runtime.db import Database, is_transient, sql
 from parcours.runtime.queue import Job, Worker, enqueue
 
 log = logging.getLogger(__name__)
@@ -196,7 +202,7 @@ class Delivery:
         process dies before the result is recorded, the lease job sends again, with the
         same key, once the lease is over, or as soon as another worker sees that this one
         is gone (its heartbeat: runtime/heartbeats.py)."""
-        run(
+        sql(
             conn,
             "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
             "rendered = :r, locale = :l, provider = :p, "

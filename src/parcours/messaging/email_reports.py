@@ -9,12 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.channels.email_bounces import classify
-from parcours.channels.email_inbound import Ignored, InboundMail, Report
-from parcours.channels.email_tags import EmailTags
+from parcours.channels import EmailTags, Ignored, InboundMail, Report, classify
+from parcours.customers import CONSENT_EVENT, normalise_email
 from parcours.customers import api as customers
-from parcours.customers.consent import CONSENT_EVENT
-from parcours.customers.identity import normalise_email
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import suppressions
 from parcours.messaging.outbox import public_message_id
@@ -23,7 +20,7 @@ from parcours.messaging.outbox_rows import row as outbox_row
 from parcours.messaging.outcomes import Outcomes
 from parcours.messaging.timeline import Timeline, about, digest
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, sql
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +279,7 @@ class EmailReports:
         if not family:
             return None
         marks = ", ".join(f":c{n}" for n in range(len(family)))
-        found = run(
+        found = sql(
             conn,
             f"SELECT id FROM outbox WHERE customer_id IN ({marks}) AND channel = 'email' "
             "AND address = :a AND created_at >= :since ORDER BY id DESC LIMIT 1",

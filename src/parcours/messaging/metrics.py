@@ -7,8 +7,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from parcours.channels.base import DeliveryFailure
-from parcours.channels.email_bounces import SENDER_CODE
+from parcours.channels import SENDER_CODE, DeliveryFailure
 from parcours.messaging.choice import reason_kind
 from parcours.runtime.counting import counting
 

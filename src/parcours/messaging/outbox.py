@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy import Connection, select
 
 from parcours.messaging.tables import outbox
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.runtime.queue import cancel, enqueue
 
 DELIVER = "messaging.deliver"
@@ -43,7 +43,7 @@ def add_intent(
     """Write the intent once, and the job that delivers it; a second write with the same
     key changes nothing (None). The key ends in `:<attempt>` (0 first, then one per
     fallback channel). Returns the outbox id."""
-    row = run(
+    row = sql(
         conn,
         "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
         "channel, template, purpose, state, created_at, detail, address, status) VALUES "
@@ -97,7 +97,7 @@ def cancel_run_intents(
     (`pending`) are cancelled with the reason, and their delivery jobs go, in the caller's
     transaction. A message being sent (`sending`) is left to its delivery: it may have
     gone already. One statement through the customer's index, and one per message found."""
-    rows = run(
+    rows = sql(
         conn,
         "UPDATE outbox SET state = :cancelled, status = :cancelled, status_at = :now, "
         "error = :r WHERE customer_id = :c AND run_id = :run AND state = 'pending' "
@@ -121,7 +121,7 @@ def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 
 def reassign_intents(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the intents of the merged customer belong to the survivor."""
-    run(
+    sql(
         conn,
         "UPDATE outbox SET customer_id = :new WHERE customer_id = :old",
         {"new": new, "old": old},

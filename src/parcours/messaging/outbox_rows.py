@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from parcours.messaging.outbox import public_message_id
 from parcours.runtime.clock import iso
-from parcours.runtime.db import chunks, run
+from parcours.runtime.db import chunks, sql
 
 _decode = msgspec.json.Decoder().decode
 
@@ -23,7 +23,7 @@ ROW_COLUMNS = (
 
 def row(conn: Connection, outbox_id: int) -> Any:
     """One message's row, or None."""
-    return run(conn, f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
+    return sql(conn, f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
 
 
 def rows(conn: Connection, outbox_ids: list[int], columns: str = ROW_COLUMNS) -> list[Any]:
@@ -32,13 +32,13 @@ def rows(conn: Connection, outbox_ids: list[int], columns: str = ROW_COLUMNS) ->
     for part in chunks(outbox_ids):
         marks = ", ".join(f":id{n}" for n in range(len(part)))
         params = {f"id{n}": outbox_id for n, outbox_id in enumerate(part)}
-        found += run(conn, f"SELECT {columns} FROM outbox WHERE id IN ({marks})", params).all()
+        found += sql(conn, f"SELECT {columns} FROM outbox WHERE id IN ({marks})", params).all()
     return found
 
 
 def find(conn: Connection, provider: str, provider_message_id: str) -> int | None:
     """The message a provider knows by this id."""
-    value = run(
+    value = sql(
         conn,
         "SELECT id FROM outbox WHERE provider = :p AND provider_message_id = :pid",
         {"p": provider, "pid": provider_message_id},
@@ -49,7 +49,7 @@ def find(conn: Connection, provider: str, provider_message_id: str) -> int | Non
 def in_flight(conn: Connection, channel: str) -> bool:
     """Some message on this channel is being sent, its result not recorded yet."""
     return (
-        run(
+        sql(
             conn,
             "SELECT 1 FROM outbox WHERE state = 'sending' AND channel = :ch LIMIT 1",
             {"ch": channel},
@@ -83,7 +83,7 @@ def outbox_page(
         conditions.append(f"customer_id IN ({marks})")
         params |= {f"c{n}": customer_id for n, customer_id in enumerate(customer_ids)}
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    found = run(
+    found = sql(
         conn,
         "SELECT id, customer_id, journey_id, step_id, channel, template, purpose, state, "
         "status, status_at, created_at, checked_at, sent_at, provider, address, locale, "

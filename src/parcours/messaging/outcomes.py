@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.channels.base import DeliveryFailure, PermanentFailure, TransientFailure
+from parcours.channels import DeliveryFailure, PermanentFailure, TransientFailure
 from parcours.log import Event, internal_event
 from parcours.messaging import suppressions
 from parcours.messaging.fallback import FALLBACK, Fallback
@@ -19,7 +19,7 @@ from parcours.messaging.outbox_rows import rows as outbox_rows
 from parcours.messaging.sending import Outcome, Sending
 from parcours.messaging.timeline import EVENT_NAMES, RANK, STATUS_RANK_SQL, Timeline, about
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, backoff_ms, cancel, enqueue, lock_customers
 
@@ -70,7 +70,7 @@ class Outcomes:
         """The provider took it: the row says so, its lease job goes, the feedback and the
         fallback (if any) are scheduled; the `Message Sent` event is returned."""
         detail = _decode(row.detail)
-        run(
+        sql(
             conn,
             "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
             "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
@@ -127,7 +127,7 @@ class Outcomes:
         else ends the attempt."""
         detail = _decode(row.detail)
         if isinstance(outcome, TransientFailure) and row.attempt < MAX_SEND_ATTEMPTS:
-            run(
+            sql(
                 conn,
                 "UPDATE outbox SET state = 'pending', error = :e, lease_until = NULL "
                 "WHERE id = :id",
@@ -162,7 +162,7 @@ class Outcomes:
     ) -> None:
         """The attempt ends: the row and the timeline say why, a bad address is barred,
         and the next channel of the chain (if any) takes over."""
-        run(
+        sql(
             conn,
             "UPDATE outbox SET state = 'failed', status = 'failed', status_at = :now, "
             "error = :e, lease_until = NULL WHERE id = :id",
@@ -235,7 +235,7 @@ class Outcomes:
         """Only ever forward, decided by the row as it is when updated: a read receipt and
         a delivery report racing each other leave "read", in either order. Success
         reached: no fallback."""
-        run(
+        sql(
             conn,
             "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND "
             f"{STATUS_RANK_SQL} < :rank",

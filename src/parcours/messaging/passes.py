@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.messaging.outbox import QUEUE
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.runtime.queue import enqueue
 
 KINDS = ("loyalty", "coupon", "vip")
@@ -45,7 +45,7 @@ def issue(
         "updated_at": now,
         "google_object_id": f"{google_issuer_id}.{serial}" if google_issuer_id else None,
     }
-    run(
+    sql(
         conn,
         "INSERT INTO wallet_passes (serial, customer_id, kind, auth_token, fields, created_at, "
         "updated_at, google_object_id) VALUES (:serial, :customer_id, :kind, :auth_token, "
@@ -59,7 +59,7 @@ def get(conn: Connection, serial: str, *, lock: bool = False) -> dict[str, Any] 
     """The pass; with `lock`, its row is locked until the transaction ends (PostgreSQL;
     SQLite has one writer), for a read that an update follows."""
     suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    row = run(
+    row = sql(
         conn,
         "SELECT serial, customer_id, kind, auth_token, fields, created_at, updated_at, "
         f"google_object_id FROM wallet_passes WHERE serial = :s{suffix}",
@@ -113,7 +113,7 @@ def _save_fields(
 ) -> dict[str, Any]:
     fields = {**record["fields"], **changes}
     tag = next_tag(int(record["updated_at"]), now)
-    run(
+    sql(
         conn,
         "UPDATE wallet_passes SET fields = :f, updated_at = :now WHERE serial = :s",
         {"f": _encode(fields).decode(), "now": tag, "s": record["serial"]},
@@ -155,12 +155,12 @@ def register(
 ) -> bool:
     """True when the device is new for this pass (or order); a known device's push token
     is brought up to date."""
-    known = run(
+    known = sql(
         conn,
         "SELECT 1 FROM wallet_registrations WHERE device_id = :d AND serial = :s",
         {"d": device, "s": serial},
     ).first()
-    run(
+    sql(
         conn,
         "INSERT INTO wallet_registrations (device_id, serial, push_token, customer_id, "
         "created_at) VALUES (:d, :s, :p, :c, :now) ON CONFLICT (device_id, serial) DO UPDATE "
@@ -171,7 +171,7 @@ def register(
 
 
 def unregister(conn: Connection, device: str, serial: str) -> None:
-    run(
+    sql(
         conn,
         "DELETE FROM wallet_registrations WHERE device_id = :d AND serial = :s",
         {"d": device, "s": serial},
@@ -182,7 +182,7 @@ def updated_for_device(conn: Connection, device: str, since: int | None) -> list
     """(serial, updated_at) of the device's passes changed after `since`."""
     return [
         (row.serial, int(row.updated_at))
-        for row in run(
+        for row in sql(
             conn,
             "SELECT p.serial, p.updated_at FROM wallet_registrations r JOIN wallet_passes p "
             "ON p.serial = r.serial WHERE r.device_id = :d AND p.updated_at > :since "
@@ -194,7 +194,7 @@ def updated_for_device(conn: Connection, device: str, since: int | None) -> list
 
 def installed(conn: Connection, customer_id: int) -> str | None:
     """The serial of the customer's newest pass that some device has added."""
-    value = run(
+    value = sql(
         conn,
         "SELECT p.serial FROM wallet_passes p WHERE p.customer_id = :c AND EXISTS "
         "(SELECT 1 FROM wallet_registrations r WHERE r.serial = p.serial) "
@@ -208,7 +208,7 @@ def push_tokens(conn: Connection, serial: str) -> list[str]:
     """The APNs push tokens of the devices holding this pass (or order)."""
     return [
         str(value)
-        for value in run(
+        for value in sql(
             conn,
             "SELECT push_token FROM wallet_registrations WHERE serial = :s ORDER BY device_id",
             {"s": serial},
@@ -219,7 +219,7 @@ def push_tokens(conn: Connection, serial: str) -> list[str]:
 def forget_push_tokens(conn: Connection, serial: str, tokens: list[str]) -> None:
     """APNs says these devices are gone: they no longer hold this pass (or order)."""
     for token in tokens:
-        run(
+        sql(
             conn,
             "DELETE FROM wallet_registrations WHERE serial = :s AND push_token = :p",
             {"s": serial, "p": token},
@@ -229,7 +229,7 @@ def forget_push_tokens(conn: Connection, serial: str, tokens: list[str]) -> None
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's passes and devices are the survivor's."""
     for table in ("wallet_passes", "wallet_registrations"):
-        run(
+        sql(
             conn,
             f"UPDATE {table} SET customer_id = :new WHERE customer_id = :old",
             {"new": new, "old": old},

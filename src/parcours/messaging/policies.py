@@ -21,9 +21,9 @@ import holidays
 from sqlalchemy import Connection
 
 from parcours.customers import api as customers
-from parcours.customers.identity import phone_country
+from parcours.customers import phone_country
 from parcours.runtime.clock import from_ms, to_ms
-from parcours.runtime.db import like_escape, run
+from parcours.runtime.db import like_escape, sql
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import lock_customers
 
@@ -151,7 +151,7 @@ def _sent_since(conn: Connection, message: Message, since: int) -> list[_Sent]:
     earlier, params = message._not_earlier_attempt()
     return [
         _Sent(row.channel, row.template, row.purpose, int(row.created_at))
-        for row in run(
+        for row in sql(
             conn,
             "SELECT channel, template, purpose, created_at FROM outbox WHERE customer_id = :c "
             f"AND created_at > :since AND state <> 'cancelled'{earlier} ORDER BY created_at",

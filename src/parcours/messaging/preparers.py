@@ -14,8 +14,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from parcours.channels.sms import Pricing
-from parcours.channels.whatsapp import WhatsAppPricing
+from parcours.channels import Pricing, WhatsAppPricing
 from parcours.messaging import choice, passes, subscriptions
 from parcours.messaging.links import Links, track_html
 

@@ -15,7 +15,7 @@ from parcours.messaging.outbox import CANCELLED
 from parcours.messaging.outbox_rows import rows as outbox_rows
 from parcours.messaging.timeline import Timeline, about
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 from parcours.runtime.queue import Job
 
 # A check a message must pass when delivery claims it to send: given the batch's messages
@@ -89,7 +89,7 @@ class SendChecks:
     def cancel(self, conn: Connection, row: Any, reason: str, checked_at: int, now: int) -> None:
         """A message no longer wanted when its delivery came (its customer ordered
         meanwhile): never sent; the row and the customer's trace say why."""
-        run(
+        sql(
             conn,
             "UPDATE outbox SET state = :s, status = :s, status_at = :now, error = :r, "
             "checked_at = :at WHERE id = :id",

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from parcours.channels.base import DeliveryFailure, OutgoingMessage, Provider, TransientFailure
+from parcours.channels import DeliveryFailure, OutgoingMessage, Provider, TransientFailure
 from parcours.messaging.outbox import public_message_id
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 
 
 class SubscriptionError(ValueError):
@@ -49,7 +49,7 @@ def save(
     """Add the subscription, or move it to this customer (the same browser, signed in),
     recording the user id it was made with once its identity hash proved it (None: made
     anonymously; a browser that subscribes again anonymously loses its proof)."""
-    run(
+    sql(
         conn,
         "INSERT INTO push_subscriptions (customer_id, endpoint, p256dh, auth, user_agent, "
         "created_at, verified_user_id) VALUES (:c, :e, :p, :a, :ua, :now, :v) "
@@ -75,7 +75,7 @@ def newest_endpoint(
     newest made with a verified user id (a signed-in customer, with identity verification
     set up: docs/security.md, Web Push)."""
     verified = " AND verified_user_id IS NOT NULL" if verified_only else ""
-    value = run(
+    value = sql(
         conn,
         f"SELECT endpoint FROM push_subscriptions WHERE customer_id = :c{verified} "
         "ORDER BY created_at DESC, id DESC LIMIT 1",
@@ -85,7 +85,7 @@ def newest_endpoint(
 
 
 def by_endpoint(conn: Connection, endpoint: str) -> dict[str, Any] | None:
-    row = run(
+    row = sql(
         conn,
         "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = :e",
         {"e": endpoint},
@@ -96,12 +96,12 @@ def by_endpoint(conn: Connection, endpoint: str) -> dict[str, Any] | None:
 
 
 def remove(conn: Connection, endpoint: str) -> None:
-    run(conn, "DELETE FROM push_subscriptions WHERE endpoint = :e", {"e": endpoint})
+    sql(conn, "DELETE FROM push_subscriptions WHERE endpoint = :e", {"e": endpoint})
 
 
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's subscriptions are the survivor's."""
-    run(
+    sql(
         conn,
         "UPDATE push_subscriptions SET customer_id = :new WHERE customer_id = :old",
         {"new": new, "old": old},

@@ -14,11 +14,10 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.channels.base import ConfigError, DeliveryFailure, PermanentFailure
-from parcours.channels.email_bounces import HARD, SOFT
+from parcours.channels import HARD, SOFT, ConfigError, DeliveryFailure, PermanentFailure
 from parcours.messaging import subscriptions
 from parcours.runtime.clock import iso
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 
 DAY_MS = 86_400_000
 # Peers: Klaviyo bars after 7 soft bounces in a row, Postmark and Braze never bar on soft
@@ -73,7 +72,7 @@ def suppress(
     a push subscription the push service says is gone is removed."""
     if channel == "push":
         subscriptions.remove(conn, address)
-    run(
+    sql(
         conn,
         "INSERT INTO suppressions (channel, address, reason, customer_id, created_at, source, "
         "outbox_id) VALUES (:ch, :a, :r, :c, :now, :s, :o) "
@@ -144,7 +143,7 @@ def record_bounce(
     `bounces.outbox_id` keeps the first, even when two reports about one message are
     recorded at once); the reason the address is now barred, or None when it is not (or
     was already, or this message's bounce was counted before)."""
-    inserted = run(
+    inserted = sql(
         conn,
         "INSERT INTO bounces (channel, address, customer_id, outbox_id, kind, reason, source, "
         "at) VALUES ('email', :a, :c, :o, :k, :r, :s, :now) "
@@ -168,7 +167,7 @@ def record_bounce(
         )
         return barred
     count = int(
-        run(
+        sql(
             conn,
             "SELECT count(*) FROM bounces WHERE channel = 'email' AND address = :a "
             "AND kind = 'soft' AND cleared_at IS NULL AND at >= :since",
@@ -188,7 +187,7 @@ def record_bounce(
 
 def is_suppressed(conn: Connection, channel: str, address: str) -> bool:
     return (
-        run(
+        sql(
             conn,
             "SELECT 1 FROM suppressions WHERE channel = :ch AND address = :a",
             {"ch": channel, "a": address},
@@ -200,19 +199,19 @@ def is_suppressed(conn: Connection, channel: str, address: str) -> bool:
 def lift(conn: Connection, channel: str, address: str, now: int) -> dict[str, Any] | None:
     """Remove the suppression (the address may be written to again) and clear its soft
     bounces, so that counting starts again; what was lifted, or None if nothing was."""
-    row = run(
+    row = sql(
         conn,
         f"SELECT {_COLUMNS} FROM suppressions WHERE channel = :ch AND address = :a",
         {"ch": channel, "a": address},
     ).first()
     if row is None:
         return None
-    run(
+    sql(
         conn,
         "DELETE FROM suppressions WHERE channel = :ch AND address = :a",
         {"ch": channel, "a": address},
     )
-    run(
+    sql(
         conn,
         "UPDATE bounces SET cleared_at = :now WHERE channel = :ch AND address = :a "
         "AND cleared_at IS NULL",
@@ -260,7 +259,7 @@ def page(
         )
         params |= {"bt": at, "bc": before_channel, "ba": before_address}
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = run(
+    rows = sql(
         conn,
         f"SELECT {_COLUMNS} FROM suppressions{where} "
         "ORDER BY created_at DESC, channel, address LIMIT :limit",
@@ -286,7 +285,7 @@ def bounce_history(
         marks = ", ".join(f":c{n}" for n in range(len(customer_ids)))
         conditions.append(f"customer_id IN ({marks})")
         params |= {f"c{n}": value for n, value in enumerate(customer_ids)}
-    rows = run(
+    rows = sql(
         conn,
         "SELECT id, address, customer_id, outbox_id, kind, reason, source, at, cleared_at "
         f"FROM bounces WHERE {' AND '.join(conditions)} ORDER BY at DESC, id DESC "
@@ -368,12 +367,12 @@ class IgnoredMail:
 
 def record_ignored(conn: Connection, item: IgnoredMail, now: int) -> None:
     """Keep it, with why, for IGNORED_KEPT_DAYS (older ones are deleted as new come)."""
-    run(
+    sql(
         conn,
         "DELETE FROM inbound_ignored WHERE received_at < :cut",
         {"cut": now - IGNORED_KEPT_DAYS * DAY_MS},
     )
-    run(
+    sql(
         conn,
         "INSERT INTO inbound_ignored (received_at, mail_from, rcpt_to, from_address, subject, "
         "message_id, customer_id, outbox_id, code, reason) VALUES (:now, :mf, :rt, :fa, :s, "
@@ -406,7 +405,7 @@ def ignored_page(
         conditions.append("code = :code")
         params["code"] = code
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT id, received_at, mail_from, rcpt_to, from_address, subject, message_id, "
         f"customer_id, outbox_id, code, reason FROM inbound_ignored{where} "

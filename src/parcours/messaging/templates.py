@@ -39,7 +39,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from mjml import mjml_to_html
 from sqlalchemy import Connection
 
-from parcours.runtime.db import run, transaction_note
+from parcours.runtime.db import sql, transaction_note
 
 SHIPPED_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
@@ -529,7 +529,7 @@ _CACHE = "parcours_templates"
 
 
 def _read(conn: Connection, template_id: str) -> MessageTemplate:
-    row = run(
+    row = sql(
         conn, "SELECT content FROM message_templates WHERE id = :id", {"id": template_id}
     ).first()
     if row is not None:
@@ -545,7 +545,7 @@ def save(conn: Connection, template_id: str, source: Any, user: str, now: int) -
     template = check(template_id, source)
     conn.info.pop(_CACHE, None)
     values = {"id": template_id, "c": _encode(template.content).decode(), "u": user, "now": now}
-    run(
+    sql(
         conn,
         "INSERT INTO message_templates (id, content, updated_by, updated_at) VALUES "
         "(:id, :c, :u, :now) ON CONFLICT (id) DO UPDATE SET content = excluded.content, "
@@ -559,14 +559,14 @@ def brand_templates(conn: Connection) -> dict[str, Any]:
     """The brand's own templates: id -> content."""
     return {
         row.id: _decode(row.content)
-        for row in run(conn, "SELECT id, content FROM message_templates ORDER BY id").all()
+        for row in sql(conn, "SELECT id, content FROM message_templates ORDER BY id").all()
     }
 
 
 def listing(conn: Connection) -> list[dict[str, Any]]:
     brand = {
         row.id: row
-        for row in run(
+        for row in sql(
             conn, "SELECT id, content, updated_at, updated_by FROM message_templates"
         ).all()
     }

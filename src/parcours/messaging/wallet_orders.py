@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.customers.projection import decimal_of, order_total
+from parcours.customers import decimal_of, order_total
 from parcours.messaging.passes import next_tag
 from parcours.runtime.clock import parse_iso
-from parcours.runtime.db import run
+from parcours.runtime.db import sql
 
 PLACED = "Order Completed"
 ORDER_EVENTS = frozenset({PLACED, "Order Cancelled", "Order Refunded"})
@@ -93,7 +93,7 @@ def issue(
         "created_at": now,
         "updated_at": now,
     }
-    created = run(
+    created = sql(
         conn,
         f"INSERT INTO wallet_orders ({_COLUMNS}) VALUES (:identifier, :order_id, :customer_id, "
         ":auth_token, :status, :fulfillment_status, :details, :created_at, :updated_at) "
@@ -104,7 +104,7 @@ def issue(
 
 
 def get(conn: Connection, identifier: str) -> dict[str, Any] | None:
-    row = run(
+    row = sql(
         conn, f"SELECT {_COLUMNS} FROM wallet_orders WHERE identifier = :i", {"i": identifier}
     ).first()
     return None if row is None else _record(row)
@@ -114,7 +114,7 @@ def by_order(conn: Connection, order_id: str, *, lock: bool = False) -> dict[str
     """The Wallet order of the shop's order; with `lock`, its row is locked until the
     transaction ends (PostgreSQL; SQLite has one writer), for a read an update follows."""
     suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    row = run(
+    row = sql(
         conn,
         f"SELECT {_COLUMNS} FROM wallet_orders WHERE order_id = :o{suffix}",
         {"o": order_id},
@@ -149,7 +149,7 @@ def apply(
     if changed is None:
         return None
     changed["updated_at"] = next_tag(record["updated_at"], now)
-    run(
+    sql(
         conn,
         "UPDATE wallet_orders SET status = :status, fulfillment_status = :fulfillment_status, "
         "details = :details, updated_at = :updated_at WHERE identifier = :identifier",
@@ -227,7 +227,7 @@ def updated_for_device(conn: Connection, device: str, since: int | None) -> list
     """(identifier, updated_at) of the device's orders changed after `since`."""
     return [
         (row.identifier, int(row.updated_at))
-        for row in run(
+        for row in sql(
             conn,
             "SELECT o.identifier, o.updated_at FROM wallet_registrations r JOIN wallet_orders o "
             "ON o.identifier = r.serial WHERE r.device_id = :d AND o.updated_at > :since "
@@ -239,7 +239,7 @@ def updated_for_device(conn: Connection, device: str, since: int | None) -> list
 
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's Wallet orders are the survivor's."""
-    run(
+    sql(
         conn,
         "UPDATE wallet_orders SET customer_id = :new WHERE customer_id = :old",
         {"new": new, "old": old},

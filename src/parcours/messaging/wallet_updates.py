@@ -12,8 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.channels.base import DeliveryFailure
-from parcours.channels.wallet import WalletIssuer
+from parcours.channels import DeliveryFailure, WalletIssuer
 from parcours.customers import api as customers
 from parcours.log import Event, Reactions
 from parcours.messaging import passes, wallet_orders

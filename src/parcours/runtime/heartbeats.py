@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Column, Connection, Integer, Table, Text
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, metadata, run
+from parcours.runtime.db import Database, metadata, sql
 from parcours.runtime.queue import rescue_leases
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,13 @@ class Heartbeat:
     def beat(self) -> None:
         now = self.clock.now_ms()
         with self.db.write() as conn:
-            updated = run(
+            updated = sql(
                 conn,
                 "UPDATE worker_heartbeats SET beat_at = :now WHERE id = :id",
                 {"now": now, "id": self.id},
             ).rowcount
             if not updated:
-                run(
+                sql(
                     conn,
                     "INSERT INTO worker_heartbeats (id, host, pid, started_at, beat_at) "
                     "VALUES (:id, :host, :pid, :started, :now)",
@@ -128,7 +128,7 @@ class Heartbeat:
                         "now": now,
                     },
                 )
-                run(
+                sql(
                     conn,
                     "DELETE FROM worker_heartbeats WHERE beat_at < :old",
                     {"old": now - FORGET_AFTER_MS},
@@ -148,7 +148,7 @@ class Heartbeat:
             return
         try:
             with self.db.write() as conn:
-                run(conn, "DELETE FROM worker_heartbeats WHERE id = :id", {"id": self.id})
+                sql(conn, "DELETE FROM worker_heartbeats WHERE id = :id", {"id": self.id})
         except Exception:
             log.warning("could not remove the worker heartbeat", exc_info=True)
         self.last_beat_at = None
@@ -156,7 +156,7 @@ class Heartbeat:
 
 def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
     """How many workers, anywhere, beat within `stale_ms` (fresh), and how many did not."""
-    row = run(
+    row = sql(
         conn,
         "SELECT count(*) AS total, "
         "coalesce(sum(CASE WHEN beat_at >= :fresh THEN 1 ELSE 0 END), 0) AS fresh "
@@ -172,7 +172,7 @@ def live_workers(conn: Connection, now: int, stale_ms: int) -> set[str]:
     started again is known gone at once, not `stale_ms` later). A worker whose row is
     missing (it stopped, or it never beat) is not among them."""
     alive: set[str] = set()
-    for row in run(
+    for row in sql(
         conn,
         "SELECT id, host, pid FROM worker_heartbeats WHERE beat_at >= :fresh",
         {"fresh": now - stale_ms},
@@ -205,7 +205,7 @@ def _process_runs(pid: int) -> bool:
 
 def beat_of(conn: Connection, host: str, pid: int) -> int | None:
     """When the worker of that process last beat, if it has."""
-    value = run(
+    value = sql(
         conn,
         "SELECT max(beat_at) FROM worker_heartbeats WHERE host = :host AND pid = :pid",
         {"host": host, "pid": pid},

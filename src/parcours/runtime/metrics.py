@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, sql
 from parcours.runtime.heartbeats import worker_counts
 
 # Latency buckets, in seconds, for requests and ingestion alike.
@@ -67,20 +67,20 @@ class DatabaseFigures(Collector):
                 # Index lookups on (state, queue, run_at, id): the first due time, then the
                 # range of due jobs only. Jobs scheduled for later are not counted: a
                 # million waiting timers took 0.7 s to count at each scrape (measured).
-                first = run(
+                first = sql(
                     conn,
                     "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
                     {"q": queue},
                 ).scalar()
                 due = 0
                 if first is not None and int(first) <= now:
-                    due = run(
+                    due = sql(
                         conn,
                         "SELECT count(*) FROM jobs WHERE state = 'available' AND queue = :q "
                         "AND run_at <= :now",
                         {"q": queue, "now": now},
                     ).scalar()
-                failed = run(
+                failed = sql(
                     conn,
                     "SELECT count(*) FROM jobs WHERE state = 'failed' AND queue = :q",
                     {"q": queue},

@@ -27,7 +27,7 @@ from parcours.runtime.db import (
     forget_locks,
     metadata,
     note_jobs_scheduled,
-    run,
+    sql,
     transaction_note,
 )
 from parcours.runtime.logs import bind_job, unbind_job
@@ -122,7 +122,7 @@ def enqueue(
         "max_attempts": max_attempts,
         "lease_owner": lease_owner,
     }
-    run(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
+    sql(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
     else:
@@ -162,20 +162,20 @@ def _notify_once(conn: Connection) -> None:
     note = transaction_note(conn, "parcours_notified")
     if note:
         return
-    run(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+    sql(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
     note["sent"] = True
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
     """Remove the live job with this key, if any (in the caller's transaction)."""
-    result = run(conn, "DELETE FROM jobs WHERE unique_key = :k", {"k": unique_key})
+    result = sql(conn, "DELETE FROM jobs WHERE unique_key = :k", {"k": unique_key})
     return bool(result.rowcount)
 
 
 def reassign_jobs(conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
     """Profiles merged: the merged customer's jobs are the survivor's (the queue's merge
     hook, customers.people)."""
-    run(
+    sql(
         conn,
         "UPDATE jobs SET customer_id = :new WHERE customer_id = :old",
         {"new": survivor_id, "old": merged_id},
@@ -191,7 +191,7 @@ def erase_jobs(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
     """The earliest due time among these queues (one index lookup per queue)."""
     times = [
-        run(
+        sql(
             conn,
             "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
             {"q": name},
@@ -208,7 +208,7 @@ def rescue_leases(conn: Connection, live: set[str], now: int) -> int:
     than when the lease runs out. Returns how many jobs were brought forward."""
     owners = {
         str(owner)
-        for owner in run(
+        for owner in sql(
             conn, "SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
         ).scalars()
     }
@@ -216,7 +216,7 @@ def rescue_leases(conn: Connection, live: set[str], now: int) -> int:
     if not gone:
         return 0
     marks = ", ".join(f":o{n}" for n in range(len(gone)))
-    result = run(
+    result = sql(
         conn,
         f"UPDATE jobs SET run_at = :now, lease_owner = NULL WHERE lease_owner IN ({marks}) "
         "AND state = 'available'",
@@ -266,7 +266,7 @@ def lock_customers(conn: Connection, customer_ids: Iterable[int]) -> None:
     buckets = sorted({customer_bucket(c) for c in customer_ids} - held)
     if not buckets:
         return
-    run(
+    sql(
         conn,
         "SELECT count(pg_advisory_xact_lock(:space, k)) FROM "
         "(SELECT unnest(CAST(:keys AS int[])) AS k ORDER BY 1) AS ordered",
@@ -286,7 +286,7 @@ def try_lock_customers(conn: Connection, customer_ids: Iterable[int]) -> set[int
     if missing:
         held.update(
             int(bucket)
-            for bucket in run(
+            for bucket in sql(
                 conn,
                 "SELECT k FROM unnest(CAST(:keys AS int[])) AS k "
                 "WHERE pg_try_advisory_xact_lock(:space, k)",
@@ -521,7 +521,7 @@ class Worker:
         rows = []
         for name in self.queues:
             if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE: the only writer
-                rows += run(
+                rows += sql(
                     conn,
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = "
                     "'available' AND queue = :q AND run_at <= :now ORDER BY run_at, id "
@@ -554,7 +554,7 @@ class Worker:
         and this batch looks past it. Rows claimed by another worker are skipped."""
         held = _customer_buckets_held(conn)
         while True:
-            rows = run(
+            rows = sql(
                 conn,
                 _CLAIM_POSTGRES,
                 {"now": now, "limit": limit, "q": queue, "skip": self._skipped},
@@ -575,14 +575,14 @@ class Worker:
             jobs = [job for job in claimed if job.kind == kind]
             if not jobs:
                 continue
-            run(conn, "SAVEPOINT parcours_prepare")
+            sql(conn, "SAVEPOINT parcours_prepare")
             try:
                 prepare(conn, jobs)
             except Exception:
                 log.exception("preparing %s jobs failed; they read what they need one by one", kind)
                 _rollback_to(conn, "parcours_prepare")
             else:
-                run(conn, "RELEASE SAVEPOINT parcours_prepare")
+                sql(conn, "RELEASE SAVEPOINT parcours_prepare")
 
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
@@ -593,9 +593,9 @@ class Worker:
         # (Two statements in one string: psycopg sends a statement without parameters by
         # the simple query protocol, which allows it; `run` passes no parameters here.)
         if self._after.savepoint_open:
-            run(conn, "RELEASE SAVEPOINT parcours_job; SAVEPOINT parcours_job")
+            sql(conn, "RELEASE SAVEPOINT parcours_job; SAVEPOINT parcours_job")
         else:
-            run(conn, "SAVEPOINT parcours_job")
+            sql(conn, "SAVEPOINT parcours_job")
         self._after.savepoint_open = False
         self._after.job = []
         logged_as = bind_job(job.id, job.kind)  # its log lines carry its id and kind
@@ -608,7 +608,7 @@ class Worker:
             self._record_failure(conn, job, now, exc)
         else:
             if conn.dialect.name == "sqlite":  # one statement at a time; no round trip
-                run(conn, "RELEASE SAVEPOINT parcours_job")
+                sql(conn, "RELEASE SAVEPOINT parcours_job")
             else:
                 self._after.savepoint_open = True
             self._after.batch.extend(self._after.job)
@@ -631,7 +631,7 @@ class Worker:
         # have been scheduled since (by another job of this batch), that newer one stands.
         # Under a new id: SQLite gives a deleted row's id to the next insert, so a job
         # scheduled earlier in this batch may hold the claimed one's by now.
-        run(
+        sql(
             conn,
             "INSERT INTO jobs (queue, kind, unique_key, payload, state, run_at, attempt, "
             "max_attempts, last_error, created_at, customer_id) VALUES (:q, :k, :u, :p, "
@@ -762,7 +762,7 @@ class CallAfterCommit:
     def _settle(
         self, conn: Connection, job: Job, payload: dict[str, Any], outcome: Outcome, now: int
     ) -> None:
-        lease = run(
+        lease = sql(
             conn,
             "DELETE FROM jobs WHERE unique_key = :k AND payload = :p",
             {"k": job.unique_key, "p": _encode(payload).decode()},
@@ -797,10 +797,10 @@ def _rollback_to(conn: Connection, savepoint: str) -> None:
     forget_locks(conn)
     conn.info.pop(_CUSTOMER_LOCKS, None)
     if conn.dialect.name == "sqlite":
-        run(conn, f"ROLLBACK TO SAVEPOINT {savepoint}")
-        run(conn, f"RELEASE SAVEPOINT {savepoint}")
+        sql(conn, f"ROLLBACK TO SAVEPOINT {savepoint}")
+        sql(conn, f"RELEASE SAVEPOINT {savepoint}")
     else:
-        run(conn, f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
+        sql(conn, f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
 
 
 def backoff_ms(attempt: int) -> int:

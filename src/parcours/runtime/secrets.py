@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sqlalchemy import BigInteger, Column, Table, Text
 
-from parcours.runtime.db import Database, metadata, run
+from parcours.runtime.db import Database, metadata, sql
 
 instance_secrets = Table(
     "instance_secrets",
@@ -27,20 +27,20 @@ def instance_secret(
 ) -> str:
     """The secret called `name`, made once: two processes starting together agree on it."""
     with db.read() as conn:
-        value = run(
+        value = sql(
             conn, "SELECT value FROM instance_secrets WHERE name = :n", {"n": name}
         ).scalar()
     if value is not None:
         return str(value)
     with db.write() as conn:
-        run(
+        sql(
             conn,
             "INSERT INTO instance_secrets (name, value, created_at) VALUES (:n, :v, :now) "
             "ON CONFLICT (name) DO NOTHING",
             {"n": name, "v": make(), "now": now},
         )
         return str(
-            run(
+            sql(
                 conn, "SELECT value FROM instance_secrets WHERE name = :n", {"n": name}
             ).scalar_one()
         )

@@ -1,1 +1,30 @@
-"""Segments: a predicate language over traits and event aggregates (not built yet)."""
+"""Segments: sets of customers kept true by conditions over traits and events, evaluated on
+events, on time and in batches. Other packages use only what this face lists."""
+
+# The package's face: what other packages may use of it (tests/test_house.py): its
+# public modules, and the names below.
+from parcours.segments import api, people
+from parcours.segments.api import (
+    QUEUE,
+    SEGMENT_ENTERED,
+    SEGMENT_EXITED,
+    SegmentExists,
+    SegmentIdMismatch,
+    UnknownSegment,
+)
+from parcours.segments.definition import SegmentError, load_segment
+from parcours.segments.engine import SegmentEngine
+
+__all__ = [
+    "QUEUE",
+    "SEGMENT_ENTERED",
+    "SEGMENT_EXITED",
+    "SegmentEngine",
+    "SegmentError",
+    "SegmentExists",
+    "SegmentIdMismatch",
+    "UnknownSegment",
+    "api",
+    "load_segment",
+    "people",
+]

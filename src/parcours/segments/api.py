@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection
 
-from parcours.customers.api import public_id
+from parcours.customers import public_id
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database, run, select_in
+from parcours.runtime.db import Database, select_in, sql
 from parcours.runtime.queue import enqueue
 from parcours.segments.definition import Segment, load_segment
 
@@ -69,7 +69,7 @@ def save(
             f"the definition's id {segment.id!r} is not the segment addressed, {segment_id!r}"
         )
     with db.write() as conn:
-        row = run(
+        row = sql(
             conn,
             "SELECT generation, source FROM segments WHERE id = :id",
             {"id": segment.id},
@@ -90,14 +90,14 @@ def save(
             "by": editor,
         }
         if row is None:
-            run(
+            sql(
                 conn,
                 "INSERT INTO segments (id, name, source, generation, created_at, updated_at, "
                 "updated_by) VALUES (:id, :name, :source, :g, :now, :now, :by)",
                 values,
             )
         else:
-            run(
+            sql(
                 conn,
                 "UPDATE segments SET name = :name, source = :source, generation = :g, "
                 "updated_at = :now, updated_by = :by, evaluated_at = NULL WHERE id = :id",
@@ -121,12 +121,12 @@ def save(
 def definitions(conn: Connection) -> list[tuple[str, int]]:
     """(id, generation) of every segment. Read for each group of events ingested, so
     straight through the driver."""
-    rows = run(conn, "SELECT id, generation FROM segments").all()
+    rows = sql(conn, "SELECT id, generation FROM segments").all()
     return [(r.id, int(r.generation)) for r in rows]
 
 
 def source_of(conn: Connection, segment_id: str) -> tuple[int, str] | None:
-    row = run(
+    row = sql(
         conn, "SELECT generation, source FROM segments WHERE id = :id", {"id": segment_id}
     ).first()
     return None if row is None else (int(row.generation), str(row.source))
@@ -148,20 +148,20 @@ def missing(conn: Connection, segment_ids: set[str]) -> list[str]:
 
 
 def describe(conn: Connection, segment_id: str) -> dict[str, Any]:
-    row = run(conn, "SELECT * FROM segments WHERE id = :id", {"id": segment_id}).first()
+    row = sql(conn, "SELECT * FROM segments WHERE id = :id", {"id": segment_id}).first()
     if row is None:
         raise UnknownSegment(segment_id)
     return {**_summary(conn, row), "source": row.source}
 
 
 def listing(conn: Connection) -> list[dict[str, Any]]:
-    rows = run(conn, "SELECT * FROM segments ORDER BY id").all()
+    rows = sql(conn, "SELECT * FROM segments ORDER BY id").all()
     return [_summary(conn, row) for row in rows]
 
 
 def _summary(conn: Connection, row: Any) -> dict[str, Any]:
     segment = load_segment(row.source)
-    members = run(
+    members = sql(
         conn,
         "SELECT count(*) FROM segment_memberships WHERE segment_id = :s AND exited_at IS NULL",
         {"s": row.id},
@@ -186,9 +186,9 @@ def members(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of the segment's current members in customer id order; the cursor is the
     last customer id shown, or None on the last page."""
-    if run(conn, "SELECT 1 FROM segments WHERE id = :id", {"id": segment_id}).first() is None:
+    if sql(conn, "SELECT 1 FROM segments WHERE id = :id", {"id": segment_id}).first() is None:
         raise UnknownSegment(segment_id)
-    rows = run(
+    rows = sql(
         conn,
         "SELECT customer_id, entered_at, backfill FROM segment_memberships "
         "WHERE segment_id = :s AND exited_at IS NULL AND customer_id > :after "
@@ -210,7 +210,7 @@ def members(
 
 def segments_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
     """The segments the customer is in now, with when they entered (the customer view)."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT segment_id, entered_at FROM segment_memberships WHERE customer_id = :c "
         "AND exited_at IS NULL ORDER BY segment_id",
@@ -222,7 +222,7 @@ def segments_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 def membership_flags(conn: Connection, customer_id: int) -> dict[str, bool]:
     """segment id -> whether the customer is in it now, for every defined segment: what
     journey conditions read as `segment.<id>` (`{eq: false}` holds for a non-member)."""
-    rows = run(
+    rows = sql(
         conn,
         "SELECT s.id, m.id AS membership FROM segments s LEFT JOIN segment_memberships m "
         "ON m.segment_id = s.id AND m.customer_id = :c AND m.exited_at IS NULL",

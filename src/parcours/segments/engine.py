@@ -22,12 +22,12 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
+from parcours.customers import MERGE_EVENT
 from parcours.customers import api as customers
-from parcours.customers.projection import MERGE_EVENT
 from parcours.log import QUIET, Event, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import chunks, lock_keys, run, select_in
+from parcours.runtime.db import chunks, lock_keys, select_in, sql
 from parcours.runtime.queue import Job, Worker, enqueue
 from parcours.segments import api
 from parcours.segments.definition import CompiledSegment, compile_segment
@@ -145,7 +145,7 @@ class SegmentEngine:
                 unique_key=f"segment-backfill:{segment.id}",
             )
         else:
-            run(
+            sql(
                 conn,
                 "UPDATE segments SET evaluated_at = :now WHERE id = :id AND generation = :g",
                 {"now": now, "id": segment.id, "g": int(payload["generation"])},
@@ -231,7 +231,7 @@ class SegmentEngine:
             for number, customer in enumerate(part):
                 params[f"c{number}"], params[f"b{number}"] = customer, int(customer not in own)
                 rows.append(f"(:c{number}, :s, :now, :b{number})")
-            inserted = run(
+            inserted = sql(
                 conn,
                 "INSERT INTO segment_memberships (customer_id, segment_id, entered_at, backfill) "
                 f"VALUES {', '.join(rows)} RETURNING customer_id, id",
@@ -261,7 +261,7 @@ class SegmentEngine:
             ids = [membership for _, membership, why in exits if why == reason]
             for part in chunks(ids, BACKFILL_CHUNK):
                 marks = ", ".join(f":m{n}" for n in range(len(part)))
-                run(
+                sql(
                     conn,
                     "UPDATE segment_memberships SET exited_at = :now, exit_reason = :r "
                     f"WHERE id IN ({marks})",
@@ -283,7 +283,7 @@ class SegmentEngine:
         """Two profiles became one person: the merged profile's memberships are the
         survivor's (no event: the person was in those segments already). In a segment both
         were in, the earlier stay goes on. The survivor is then evaluated on every segment."""
-        rows = run(
+        rows = sql(
             conn,
             "SELECT id, customer_id, segment_id, entered_at FROM segment_memberships "
             "WHERE customer_id IN (:a, :b) AND exited_at IS NULL ORDER BY entered_at, id",
@@ -292,7 +292,7 @@ class SegmentEngine:
         kept: set[str] = set()
         for row in rows:
             if row.segment_id in kept:
-                run(
+                sql(
                     conn,
                     "UPDATE segment_memberships SET exited_at = :now, exit_reason = :r "
                     "WHERE id = :id",
@@ -303,7 +303,7 @@ class SegmentEngine:
                     },
                 )
             kept.add(row.segment_id)
-        run(
+        sql(
             conn,
             "UPDATE segment_memberships SET customer_id = :new WHERE customer_id = :old",
             {"new": survivor, "old": merged},

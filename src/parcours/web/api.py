@@ -9,20 +9,20 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
+from parcours.customers import CHANNELS, CONSENT_EVENT, PURPOSES
 from parcours.customers import api as customers
-from parcours.customers.consent import CHANNELS, CONSENT_EVENT, PURPOSES
 from parcours.ingest.http import (
     MAX_INT64,
     HttpError,
     Injected,
     read_json,
 )
-from parcours.ingest.model import EventError, parse_event
 from parcours.log import Appender
 from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
 from parcours.segments import api as segments
+from parcours.tracking import EventError, parse_event
 from parcours.web.api_docs import request_body
 
 _encode = msgspec.json.Encoder().encode

@@ -21,9 +21,9 @@ from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery
 
-from parcours.channels.chat import Visitor, VisitorTokens
+from parcours.channels import Visitor, VisitorTokens
+from parcours.customers import IdentityRefused, verified_user_id
 from parcours.customers import api as customers
-from parcours.customers.verification import IdentityRefused, verified_user_id
 from parcours.ingest.http import (
     BODY_LIMIT,
     HttpError,
@@ -33,14 +33,14 @@ from parcours.ingest.http import (
     read_body,
     whole_number,
 )
-from parcours.ingest.model import EventError, parse_event
 from parcours.log import Appender
-from parcours.messaging.delivery import Delivery, public_message_id
+from parcours.messaging import Delivery, public_message_id
 from parcours.runtime.clock import Clock, iso
-from parcours.runtime.db import Database, run
+from parcours.runtime.db import Database, sql
 from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
+from parcours.tracking import EventError, parse_event
 from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_HEADERS
 
@@ -502,7 +502,7 @@ async def _deliver_pending(
 
 def _pending(db: Database, customer: int) -> list[tuple[int, dict[str, Any]]]:
     with db.read() as conn:
-        rows = run(
+        rows = sql(
             conn,
             "SELECT id, rendered FROM outbox WHERE customer_id = :c AND channel = 'chat' "
             "AND state = 'sent' AND status = 'sent' ORDER BY id",

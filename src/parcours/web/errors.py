@@ -23,20 +23,14 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
 
-from parcours.customers.api import CustomerNotFound
-from parcours.customers.verification import IdentityRefused
+from parcours.customers import CustomerNotFound, IdentityRefused
 from parcours.ingest.http import MAX_INT64, HttpError, error_body
 from parcours.ingest.writer import WriterClosed
-from parcours.journeys.api import LifecycleError, NotReady, UnknownJourney
-from parcours.journeys.definition import JourneyError
-from parcours.journeys.simulator import ScriptError
-from parcours.messaging.subscriptions import SubscriptionError
-from parcours.messaging.suppressions import BadCursor
-from parcours.messaging.templates import TemplateProblem
+from parcours.journeys import JourneyError, LifecycleError, NotReady, ScriptError, UnknownJourney
+from parcours.messaging import BadCursor, SubscriptionError, TemplateProblem
 from parcours.runtime.definitions import DefinitionError
 from parcours.runtime.logs import current_request_id
-from parcours.segments.api import SegmentExists, SegmentIdMismatch, UnknownSegment
-from parcours.segments.definition import SegmentError
+from parcours.segments import SegmentError, SegmentExists, SegmentIdMismatch, UnknownSegment
 
 log = logging.getLogger("parcours.http")
 _encode = msgspec.json.Encoder().encode

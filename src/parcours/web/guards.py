@@ -22,8 +22,8 @@ from parcours.ingest.http import (
     basic_write_key,
     read_body,
 )
-from parcours.ingest.model import write_key_in_body
 from parcours.runtime.keys import KeyChecker, KeyHolder
+from parcours.tracking import write_key_in_body
 
 # The names of the schemes in the OpenAPI document, and what each is.
 WRITE_KEY = "writeKey"

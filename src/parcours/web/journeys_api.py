@@ -21,16 +21,16 @@ from parcours.ingest.http import (
     read_body,
     read_json,
 )
-from parcours.journeys import api as journeys
-from parcours.journeys.definition import JourneyError
-from parcours.journeys.simulator import (
+from parcours.journeys import (
     MAX_DAYS,
+    JourneyError,
     OpenScratch,
     ScriptError,
     brand_segments,
     simulate,
     timeline_item,
 )
+from parcours.journeys import api as journeys
 from parcours.log import Appender, Event
 from parcours.messaging import templates
 from parcours.runtime.clock import Clock, parse_iso

@@ -15,9 +15,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
+from parcours.customers import CONSENT_EVENT, BadEmail, check_email
 from parcours.customers import api as customers
-from parcours.customers.consent import CONSENT_EVENT
-from parcours.customers.identity import BadEmail, check_email
 from parcours.ingest.http import (
     HttpError,
     Injected,
@@ -27,9 +26,7 @@ from parcours.ingest.http import (
     whole_number,
 )
 from parcours.log import Appender, internal_event
-from parcours.messaging import templates
-from parcours.messaging.delivery import Delivery, outbox_page
-from parcours.messaging.links import PIXEL_GIF, BadLink
+from parcours.messaging import PIXEL_GIF, BadLink, Delivery, outbox_page, templates
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.definitions import load_yaml

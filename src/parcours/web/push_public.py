@@ -10,9 +10,9 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
-from parcours.channels.push import application_server_key
+from parcours.channels import application_server_key
 from parcours.customers import api as customers
-from parcours.customers.verification import verified_user_id
+from parcours.customers import verified_user_id
 from parcours.ingest.http import (
     BODY_LIMIT,
     HttpError,
@@ -20,13 +20,13 @@ from parcours.ingest.http import (
     decode_json,
     read_body,
 )
-from parcours.ingest.model import EventError, parse_event
 from parcours.log import Appender
 from parcours.messaging import subscriptions
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
+from parcours.tracking import EventError, parse_event
 from parcours.web.api_docs import request_body
 
 _encode = msgspec.json.Encoder().encode

@@ -12,7 +12,7 @@ from litestar import Request, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from parcours.customers.api import public_id
+from parcours.customers import public_id
 from parcours.ingest.http import HttpError, Injected, prefixed_id, read_body
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database

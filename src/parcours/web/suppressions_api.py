@@ -14,11 +14,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
+from parcours.customers import BadEmail, check_email
 from parcours.customers import api as customers
-from parcours.customers.identity import BadEmail, check_email
 from parcours.ingest.http import HttpError, Injected, json_response, read_json
-from parcours.messaging import suppressions
-from parcours.messaging.delivery import Delivery
+from parcours.messaging import Delivery, suppressions
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings

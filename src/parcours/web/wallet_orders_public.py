@@ -13,11 +13,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
-from parcours.channels.wallet import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
+from parcours.channels import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
 from parcours.ingest.http import HttpError, Injected, json_response
-from parcours.messaging import passes, wallet_orders
-from parcours.messaging.delivery import Delivery
-from parcours.messaging.links import BadLink
+from parcours.messaging import BadLink, Delivery, passes, wallet_orders
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale, text

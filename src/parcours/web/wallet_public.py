@@ -12,12 +12,10 @@ from litestar import Request, Response, get, patch, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from parcours.channels.wallet import WalletIssuer
+from parcours.channels import WalletIssuer
 from parcours.customers import api as customers
 from parcours.ingest.http import HttpError, Injected, read_json
-from parcours.messaging import passes
-from parcours.messaging.delivery import Delivery
-from parcours.messaging.links import BadLink
+from parcours.messaging import BadLink, Delivery, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings

@@ -30,8 +30,7 @@ from parcours.ingest.http import (
     request_body,
     whole_number,
 )
-from parcours.messaging import passes
-from parcours.messaging.delivery import Delivery
+from parcours.messaging import Delivery, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 
