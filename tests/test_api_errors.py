@@ -95,6 +95,33 @@ def test_every_refusal_has_the_one_envelope(
     assert (body["code"], body["error"]["field"]) == (code, field)
 
 
+@pytest.mark.parametrize(
+    ("path", "content", "said"),
+    [
+        ("/v1/batch", b'{"writeKey": "k", "batch": [{},]}', "not valid JSON"),
+        ("/v1/batch", b"[]", "expected `object`, got `array`"),
+        ("/chat/session", b'{"writeKey": "k", "token": 5,}', "the body is not JSON"),
+        ("/chat/session", b"[]", "the body must be a JSON object"),
+        ("/v1/push/subscribe", b"not json", "the body is not JSON"),
+        ("/v1/push/subscribe", b"{}", None),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_a_400_before_its_key_is_looked_for(
+    client: TestClient[Any], path: str, content: bytes, said: str | None
+) -> None:
+    """The routes that read the key from their body say what is wrong with a body they
+    cannot read, rather than that no key was found in it; a readable body without a key
+    is refused for its key."""
+    response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+    body = envelope(response)
+    if said is None:
+        assert response.status_code == 401, response.text
+        assert body["error"]["field"] == "writeKey"
+    else:
+        assert response.status_code == 400, response.text
+        assert said in body["message"]
+
+
 def test_a_definition_s_problems_come_in_the_envelope(client: TestClient[Any]) -> None:
     source = "id: j\nname: J\nentry: {event: E}\nsteps:\n  - wait: soon\n  - wait: later\n"
     body = envelope(client.post("/api/journeys", content=source, headers=admin_headers()))

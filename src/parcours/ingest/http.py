@@ -46,10 +46,13 @@ T = TypeVar("T")
 Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 # What a route under the write key's guard (web/guards.py) says in its `opt`: the most
 # bytes its body may hold (the key may be in it), the source its refusals are counted
-# under, and whether a refused call counts each event of a batch.
+# under, whether a refused call counts each event of a batch, and, for a route that reads
+# its body before it looks for the key in it, its own answer to a body it cannot read
+# (a call `(raw) -> None` raising HttpError), given before any 401.
 BODY_LIMIT = "body_limit"
 INGEST_SOURCE = "ingest_source"
 COUNTS_BATCH = "counts_batch"
+BODY_FIRST = "body_first"
 
 
 def error_body(
@@ -157,6 +160,14 @@ def decode_json(raw: bytes, kind: type[T]) -> T:
         if where is not None:
             raise HttpError(400, f"{where}: {NUL_MESSAGE}", where)
     return value
+
+
+def object_body(raw: bytes) -> dict[str, Any]:
+    """A body that must be a JSON object, within the limits of every body."""
+    body = decode_json(raw, object)
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body must be a JSON object", "body")
+    return body
 
 
 def validation_field(text: str) -> tuple[str, str]:
@@ -324,10 +335,25 @@ def _single(kind: str) -> HTTPRouteHandler:
     )(handler)
 
 
+def _unreadable_batch(raw: bytes) -> None:
+    """What the batch answers for a body it cannot read (not JSON, not a batch), counted as
+    it counts them: the key in a body that cannot be read is not looked for."""
+    try:
+        parse_batch(raw, source="api", received_at=0)
+    except EventError as exc:
+        ingest_metrics.rejected("api", exc.kind)
+        raise HttpError(400, str(exc), exc.field) from None
+
+
 @post(
     "/v1/batch",
     status_code=200,
-    opt={BODY_LIMIT: MAX_BATCH_BYTES, INGEST_SOURCE: "api", COUNTS_BATCH: True},
+    opt={
+        BODY_LIMIT: MAX_BATCH_BYTES,
+        INGEST_SOURCE: "api",
+        COUNTS_BATCH: True,
+        BODY_FIRST: _unreadable_batch,
+    },
     operation_class=request_body(SegmentBatch, description=_GZIP_OR_NOT),
 )
 async def segment_batch(

@@ -25,11 +25,12 @@ from parcours.channels import Visitor, VisitorTokens
 from parcours.customers import IdentityRefused, verified_user_id
 from parcours.customers import api as customers
 from parcours.ingest.http import (
+    BODY_FIRST,
     BODY_LIMIT,
     HttpError,
     Injected,
-    decode_json,
     json_response,
+    object_body,
     read_body,
     whole_number,
 )
@@ -242,7 +243,7 @@ async def session_preflight() -> None:
 @post(
     "/chat/session",
     status_code=200,
-    opt={BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
+    opt={BODY_FIRST: object_body, BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
     operation_class=request_body(SessionBody, ("application/json", "text/plain")),
     responses={200: ResponseSpec(VisitorSession, description="A visitor token")},
 )
@@ -259,9 +260,7 @@ async def session(
     # The write key's guard let the call in; a refusal is answered with the CORS headers
     # (ERROR_HEADERS), so that the widget on the brand's pages can read it.
     raw = await read_body(request, MAX_SESSION_BODY)
-    body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
-    if not isinstance(body, dict):
-        raise HttpError(400, "the body must be a JSON object", "body")
+    body = object_body(raw)
     now = clock.now_ms()
     user_id, user_hash, kept = body.get("userId"), body.get("userHash"), body.get("token")
     if user_id is not None:

@@ -15,6 +15,7 @@ from litestar.openapi.spec import SecurityScheme
 
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import (
+    BODY_FIRST,
     BODY_LIMIT,
     COUNTS_BATCH,
     INGEST_SOURCE,
@@ -67,8 +68,10 @@ class _BatchKey(msgspec.Struct):
 
 class WriteKeyGuard(_KeyGuard):
     """A live write key, in HTTP Basic auth (`writeKey:`) or, failing that, as `writeKey`
-    in the body (read within the route's `body_limit`: it answers 413, 415 or 400 as the
-    handler would). A refused tracking call is counted as its events refused."""
+    in the body (read within the route's `body_limit`: 413, 415 or 400 as the handler
+    would answer). A route that reads its body before it looks for the key there
+    (`BODY_FIRST`) answers a body it cannot read with its own 400, not with a 401. A
+    refused tracking call is counted as its events refused."""
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
@@ -77,20 +80,33 @@ class WriteKeyGuard(_KeyGuard):
             return  # a browser's preflight carries no key
         source = handler.opt.get(INGEST_SOURCE)
         try:
-            await self._check(connection, handler)
+            key, raw = await self._key(connection, handler)
+        except HttpError as exc:  # the body's size, encoding or compression
+            if source:
+                ingest_metrics.refused_request(source, exc.status, 1)
+            raise
+        answer_first = handler.opt.get(BODY_FIRST)
+        if not key and raw is not None and answer_first is not None:
+            answer_first(raw)  # the route's own answer to a body it cannot read (counted)
+        try:
+            self._verify(key)
         except HttpError as exc:
             if source:
-                events = await _events_in(connection, handler) if exc.status == 401 else 1
+                events = await _events_in(connection, handler)
                 ingest_metrics.refused_request(source, exc.status, events)
             raise
 
-    async def _check(
+    async def _key(
         self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-    ) -> None:
+    ) -> tuple[str | None, bytes | None]:
+        """The key from Basic auth, else from the body (then read, and given back)."""
         key = basic_write_key(connection.headers.get("authorization", ""))
-        if key is None and isinstance(connection, Request):
-            raw = await read_body(connection, int(handler.opt.get(BODY_LIMIT, 0)))
-            key = write_key_in_body(raw)
+        if key is not None or not isinstance(connection, Request):
+            return key, None
+        raw = await read_body(connection, int(handler.opt.get(BODY_LIMIT, 0)))
+        return write_key_in_body(raw), raw
+
+    def _verify(self, key: str | None) -> None:
         if not key:
             raise HttpError(
                 401,

@@ -14,10 +14,11 @@ from parcours.channels import application_server_key
 from parcours.customers import api as customers
 from parcours.customers import verified_user_id
 from parcours.ingest.http import (
+    BODY_FIRST,
     BODY_LIMIT,
     HttpError,
     Injected,
-    decode_json,
+    object_body,
     read_body,
 )
 from parcours.log import Appender
@@ -93,7 +94,7 @@ MAX_SUBSCRIBE_BYTES = 16 * 1024
 @post(
     "/v1/push/subscribe",
     status_code=200,
-    opt={BODY_LIMIT: MAX_SUBSCRIBE_BYTES},
+    opt={BODY_FIRST: object_body, BODY_LIMIT: MAX_SUBSCRIBE_BYTES},
     operation_class=request_body(SubscribeBody),
 )
 async def subscribe(
@@ -110,9 +111,7 @@ async def subscribe(
     alone would let anyone with the public write key receive another customer's pushes.
     The answer says only that it succeeded: it never tells who holds an id."""
     raw = await read_body(request, MAX_SUBSCRIBE_BYTES)
-    body = decode_json(raw, object)  # within the limits of every body (nesting, NUL)
-    if not isinstance(body, dict):
-        raise HttpError(400, "the body must be a JSON object", "body")
+    body = object_body(raw)
     subscription = subscriptions.check(body.get("subscription"))
     kind, ident = _identity(settings, body)
     now = clock.now_ms()
