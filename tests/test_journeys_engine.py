@@ -347,6 +347,33 @@ def test_weekday_waits_skip_to_an_allowed_day() -> None:
     )
 
 
+def test_the_survivor_s_trace_tells_why_the_merged_profile_s_run_ended(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The newer of the two runs is the merged profile's: it is ended, and the line that
+    says so moves to the survivor with the rest of its events."""
+    publish(services, CART)
+    opt_in(services, "mia")
+    for ident in ({"userId": "mia"}, {"anonymousId": "phone"}):  # the phone's run is newer
+        event = make_event(
+            "track",
+            event="Checkout Started",
+            at=clock.now_ms(),
+            properties={"checkout_id": "c-8", "total": 300},
+            **ident,
+        )
+        services.writer.append_sync([event])
+    services.worker.run_due()
+    services.writer.append_sync(
+        [make_event("identify", anonymousId="phone", userId="mia", at=clock.now_ms())]
+    )
+    services.worker.run_due()
+    with services.db.read() as conn:
+        trace = journeys.trace(conn, customers.resolve(conn, "mia", "FR"))
+    exits = [d for d in trace if d["event"] == "Journey Exited"]
+    assert [d["properties"]["reason"][:15] for d in exits] == ["profiles merged"]
+
+
 def test_identity_merge_mid_journey_keeps_one_run_per_cart(
     services: Services, clock: SimulatedClock
 ) -> None:

@@ -323,7 +323,8 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
             seen = internal_event(
                 customer, "Message Opened", {"channel": "email"}, START + 5000, "m-1", "channel"
             )
-            append_events(conn, [[seen]], START + 5000, Reactions(identity_resolver("FR")))
+            reactions = Reactions(identity_resolver("FR"), merges=opened.people.follow_merges)
+            append_events(conn, [[seen]], START + 5000, reactions)
             writer = threading.Thread(target=append, args=(opened, identify))
             writer.start()
             writer.join(0.5)  # the writer reaches the customer's row and waits

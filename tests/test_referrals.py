@@ -397,7 +397,7 @@ def test_workers_racing_over_the_same_friends_orders_credit_each_friend_once(
     workers = []
     for db in databases:
         worker = Worker(db, clock, queues=("default",), batch=1)
-        reactions = Reactions(identity_resolver("FR"))
+        reactions = Reactions(identity_resolver("FR"), merges=services.people.follow_merges)
         Referrals(clock, "FR", reactions).install(worker, reactions)
         workers.append(worker)
     errors: list[BaseException] = []

@@ -66,13 +66,14 @@ class Readiness:
 
 def people_hooks(journeys: JourneyEngine) -> People:
     """What each package does with a person's rows when two profiles merge or the person
-    is erased (customers/people.py), in the order the hooks run: the events first, then
-    the journeys (a run both profiles had is ended before the runs move), the queue,
-    messaging, segments and loyalty. The customers' own rows move as the projection
+    is erased (customers/people.py), in the order the hooks run: the journeys first (a
+    run both profiles had is ended, and the line saying so logged, before the runs move),
+    then the events (that line with them, so that the survivor's trace shows it), the
+    queue, messaging, segments and loyalty. The customers' own rows move as the projection
     resolves a merge, and the segment engine moves memberships in its evaluation job."""
     people = People()
-    people.on_merge("log", log_people.move_events)
     people.on_merge("journeys", journeys.follow_merge)
+    people.on_merge("log", log_people.move_events)
     people.on_merge("queue", reassign_jobs)
     people.on_merge("messaging", messaging_people.follow_merge)
     people.on_merge("loyalty", loyalty_people.follow_merge)
@@ -99,6 +100,7 @@ class Services:
     referrals: Referrals
     segments: SegmentEngine
     people: People
+    reactions: Reactions
     heartbeat: Heartbeat
     _worker_thread: threading.Thread | None = field(default=None, repr=False)
     _inbound: Any = field(default=None, repr=False)
@@ -137,16 +139,6 @@ class Services:
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None
-        # What reacts to an append, registered once here (log/reactions.py): the
-        # customers' identities and profiles first, then each package's reaction below.
-        reactions = Reactions(identity_resolver(settings.default_region))
-        writer = Writer(
-            db,
-            clock=clock,
-            reactions=reactions,
-            batch_events=settings.ingest_batch_events,
-            threads=settings.ingest_writers or 1,
-        )
         worker = Worker(
             db,
             clock,
@@ -169,8 +161,19 @@ class Services:
             timezone=settings.brand_timezone,
         )
         people = people_hooks(engine)
-        # Before every other reaction: each package moves a merged profile's rows first.
-        reactions.react("merges", people.follow_merges)
+        # What reacts to an append, registered once here (log/reactions.py): the
+        # customers' identities, with the merges they make followed by every package
+        # first; then each package's reaction, in the order below.
+        reactions = Reactions(
+            identity_resolver(settings.default_region), merges=people.follow_merges
+        )
+        writer = Writer(
+            db,
+            clock=clock,
+            reactions=reactions,
+            batch_events=settings.ingest_batch_events,
+            threads=settings.ingest_writers or 1,
+        )
         engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
         referrals = Referrals(clock, settings.default_region, reactions)
@@ -220,6 +223,7 @@ class Services:
             referrals,
             segments,
             people,
+            reactions,
             Heartbeat(db, clock, stale_ms=settings.worker_stale_seconds * 1000),
         )
 

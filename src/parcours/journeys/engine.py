@@ -2,7 +2,7 @@
 
 It runs on the durable queue (runtime/queue.py): each active run has at most one live job,
 keyed `run:<id>`, so moving a run on replaces its job and ending it deletes the job, in the
-same transaction as whatever decided it. The event log's append hook enqueues a
+same transaction as whatever decided it. The event log's reaction enqueues a
 `journeys.react` job for events some live journey listens to, in the transaction that
 stored them. See docs/journeys.md for the semantics and docs/journeys-engine.md for the
 modules: what a run does is decided by `interpreter`, carried out by `runner`, kept by
@@ -85,7 +85,7 @@ class JourneyEngine:
             people.follow_merge(conn, merged, survivor, now, self.runner)
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: enqueue a reaction for the events some live journey listens to."""
+        """Reaction to an append: enqueue a reaction for the events some live journey listens to."""
         self.journal.appended(conn, events)
         names = self.programs.listened_names(conn)
         traits = self.programs.waited_traits | set(self.programs.entry_traits)

@@ -214,7 +214,7 @@ class Journal:
     ) -> None:
         """Append an event about this run to the log, in this transaction (the one door):
         a log line (`source="system"`) waits for the job's end; what the journey emits
-        goes in at once, through every append hook."""
+        goes in at once, through every reaction."""
         if source != "system":
             acted(run)
         self._sequence += 1

@@ -9,7 +9,7 @@ positions, segment memberships and reports are derived from it (docs/house.md).
 from parcours.log import people, queries
 from parcours.log.append import Appender, AppendResult, append_events
 from parcours.log.event import Event, internal_event
-from parcours.log.reactions import QUIET, Hook, Identities, IdentitiesFactory, Reactions
+from parcours.log.reactions import QUIET, Identities, IdentitiesFactory, Reaction, Reactions
 from parcours.log.tables import events
 
 __all__ = [
@@ -17,9 +17,9 @@ __all__ = [
     "AppendResult",
     "Appender",
     "Event",
-    "Hook",
     "Identities",
     "IdentitiesFactory",
+    "Reaction",
     "Reactions",
     "append_events",
     "events",

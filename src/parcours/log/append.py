@@ -28,7 +28,7 @@ class AppendResult:
 
 class Appender(Protocol):
     """What takes events from a transport (the tracking API, Shopify, a provider's
-    callback, bulk import) to `append_events`: the writer, in this process or its own."""
+    callback, bulk import) to `append_events`: the writer (ingest/writer.py)."""
 
     def submit(self, events: list[Event]) -> Future[AppendResult]: ...
 

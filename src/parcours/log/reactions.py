@@ -1,10 +1,12 @@
 """What reacts to an append: the registry the log's door calls, in the append's transaction.
 
-The composition root makes one `Reactions` per process and registers, once, who resolves
-the customers of what is appended (the customers' identities and profiles) and then each
-reaction in order: journeys, segments, referrals, Wallet updates. Whoever appends (the
-writer for the API, an action, a journey's own decisions) hands it to `append_events`;
-reading `Reactions.names` tells a newcomer what happens after an event is appended.
+The composition root makes one `Reactions` per process. It gives it who resolves the
+customers of what is appended (the customers' identities and profiles) together with the
+reaction that follows the merges this resolution makes (every package moving a merged
+profile's rows: customers/people.py), which runs first; then it registers each reaction
+in order: journeys, referrals, segments, Wallet updates. Whoever appends (the writer for
+the API, an action, a journey's own decisions) hands it to `append_events`;
+`Reactions.names` tells a newcomer what happens after an event is appended.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from parcours.log.event import Event
 
 # A reaction: the connection of the append's transaction, the events newly stored (and
 # those their resolution produced, such as merges), and the time of the append.
-Hook = Callable[[Connection, list[Event], int], None]
+Reaction = Callable[[Connection, list[Event], int], None]
 
 
 class Identities(Protocol):
@@ -37,30 +39,46 @@ IdentitiesFactory = Callable[[Connection, int], Identities]
 
 
 class Reactions:
-    """The registry of one running Parcours: identities first, then each reaction in the
-    order it was registered. Registered at start-up only; appends read it."""
+    """The registry of one running Parcours: identities first, then the merges' reaction,
+    then each reaction in the order it was registered. Registered at start-up only;
+    appends read it. Resolving customers merges profiles, so identities come only with
+    the reaction that follows those merges."""
 
-    def __init__(self, identities: IdentitiesFactory | None = None) -> None:
+    def __init__(
+        self, identities: IdentitiesFactory | None = None, *, merges: Reaction | None = None
+    ) -> None:
+        if (identities is None) != (merges is None):
+            raise ValueError(
+                "identities and merges go together: resolving customers merges profiles, "
+                "and each package must follow the merges (customers.People.follow_merges)"
+            )
         self.identities = identities
-        self._hooks: list[tuple[str, Hook]] = []
+        self._reactions: list[tuple[str, Reaction]] = []
+        if merges is not None:
+            self._reactions.append(("merges", merges))
 
-    def react(self, name: str, hook: Hook) -> None:
-        """Call `hook` after every append (named for docs, logs and tests)."""
-        if any(known == name for known, _ in self._hooks):
+    def react(self, name: str, reaction: Reaction) -> None:
+        """Call `reaction` after every append (named for docs, logs and tests)."""
+        if any(known == name for known, _ in self._reactions):
             raise ValueError(f"a reaction named {name!r} is already registered")
-        self._hooks.append((name, hook))
+        self._reactions.append((name, reaction))
 
     @property
     def names(self) -> list[str]:
-        return [name for name, _ in self._hooks]
+        return [name for name, _ in self._reactions]
 
-    def __iter__(self) -> Iterator[Hook]:
-        return iter([hook for _, hook in self._hooks])
+    def __iter__(self) -> Iterator[Reaction]:
+        return iter([reaction for _, reaction in self._reactions])
 
     def __bool__(self) -> bool:
-        return self.identities is not None or bool(self._hooks)
+        return self.identities is not None or bool(self._reactions)
+
+
+class _Quiet(Reactions):
+    def react(self, name: str, reaction: Reaction) -> None:
+        raise TypeError("QUIET takes no reaction: make a Reactions of your own")
 
 
 # Parcours' own facts about a known customer that nothing reacts to (a journey's log
 # lines, the record of an erasure): stored, never resolved or projected.
-QUIET = Reactions()
+QUIET: Reactions = _Quiet()

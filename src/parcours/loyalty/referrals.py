@@ -1,7 +1,7 @@
 """Referrals: a code for every customer who orders, and the friend's first order with it
 credits them, once.
 
-The log's append hook hands every `Order Completed` to a `loyalty.referrals` job, in the
+The log's reaction hands every `Order Completed` to a `loyalty.referrals` job, in the
 transaction that stored it. The job issues the customer's code if they have none
 (`Referral Code Issued`, which sets the trait `referral_code`), and when the order
 carries a code of someone else's and is the friend's first order, credits that referrer
@@ -62,7 +62,7 @@ class Referrals:
     # ---- in the append transaction ------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: orders go to a job. (Codes follow merged profiles: loyalty.people.)"""
+        """Reaction to an append: orders go to a job. (Codes follow merged profiles: loyalty.people.)"""
         orders: list[dict[str, Any]] = []
         for event in events:
             if event.type == "track" and event.name == ORDER_EVENT and event.customer_id:

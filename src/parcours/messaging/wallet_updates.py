@@ -45,7 +45,7 @@ class WalletUpdates:
     # ---- events -------------------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Append hook: order and shipment events are applied to Wallet orders by a job.
+        """Reaction to an append: order and shipment events are applied to Wallet orders by a job.
         (Merged profiles carry their passes and orders along: messaging.people.)"""
         if not self.follows_orders:
             return

@@ -1,6 +1,6 @@
 """Keeps memberships true: on each event, when time alone changes them, and in batch.
 
-- The event log's append hook enqueues a `segments.evaluate` job for the customers whose
+- The event log's reaction enqueues a `segments.evaluate` job for the customers whose
   new events or traits some segment depends on (only those segments), in the transaction
   that stored the events; a merge re-evaluates the surviving profile on every segment.
 - Evaluating a customer records an entry or an exit (a membership row and a `Segment
@@ -59,7 +59,7 @@ class SegmentEngine:
         # Entries and exits go through the same reactions, so that journeys see them.
         self._reactions = reactions
 
-    # ---- the append hook -------------------------------------------------------------------
+    # ---- the reaction to an append -------------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
         """Enqueue the evaluation of each customer on the segments their events may change."""
