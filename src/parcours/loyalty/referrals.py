@@ -62,7 +62,8 @@ class Referrals:
     # ---- in the append transaction ------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Reaction to an append: orders go to a job. (Codes follow merged profiles: loyalty.people.)"""
+        """Reaction to an append: orders go to a job. (Codes follow merged profiles:
+        loyalty.people.)"""
         orders: list[dict[str, Any]] = []
         for event in events:
             if event.type == "track" and event.name == ORDER_EVENT and event.customer_id:

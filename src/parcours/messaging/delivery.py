@@ -236,18 +236,6 @@ class Delivery:
         batch: list[Sending] = self._local.batch
         return batch
 
-    def context(
-        self,
-        conn: Connection,
-        customer_id: int,
-        channel: str,
-        purpose: str,
-        event: dict[str, Any],
-        links: dict[str, str],
-    ) -> dict[str, Any]:
-        """What a template sees (docs/channels.md, "Templates")."""
-        return self.renderer.context(conn, customer_id, channel, purpose, event, links)
-
     def preview_context(
         self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
     ) -> dict[str, Any]:

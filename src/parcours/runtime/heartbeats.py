@@ -203,21 +203,10 @@ def _process_runs(pid: int) -> bool:
         return True  # no /proc: it exists
 
 
-def beat_of(conn: Connection, host: str, pid: int) -> int | None:
-    """When the worker of that process last beat, if it has."""
-    value = sql(
-        conn,
-        "SELECT max(beat_at) FROM worker_heartbeats WHERE host = :host AND pid = :pid",
-        {"host": host, "pid": pid},
-    ).scalar()
-    return None if value is None else int(value)
-
-
 __all__ = [
     "HOST",
     "Heartbeat",
     "WorkerCounts",
-    "beat_of",
     "live_workers",
     "worker_counts",
     "worker_heartbeats",

@@ -59,7 +59,7 @@ class SegmentEngine:
         # Entries and exits go through the same reactions, so that journeys see them.
         self._reactions = reactions
 
-    # ---- the reaction to an append -------------------------------------------------------------------
+    # ---- the reaction to an append ---------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
         """Enqueue the evaluation of each customer on the segments their events may change."""
