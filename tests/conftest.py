@@ -337,7 +337,7 @@ PLAIN_FIELDS = {
 
 def template_channels(journey_source: str) -> dict[str, set[str]]:
     """Template name -> the channels the journey's send steps may use it on."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.journeys.program import compile_journey
 
     wanted: dict[str, set[str]] = {}

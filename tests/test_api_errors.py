@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.services import Services
 from tests.conftest import START, WRITE_KEY, admin_headers
 from tests.test_journeys_engine import publish, track

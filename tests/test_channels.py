@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from parcours.app import create_app
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings, SettingsError
@@ -49,7 +49,7 @@ def sandboxed(settings: Settings, clock: SimulatedClock) -> Iterator[Services]:
 
 
 def publish(services: Services, source: str) -> None:
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
 
     define_templates(services, source)
     journeys.publish(services.db, source, "ana", "ben", services.clock.now_ms())
@@ -257,7 +257,7 @@ PLAIN_EMAIL = {"subject": "Hello", "text": "Hello"}
 
 
 def publish_strict(services: Services, source: str) -> None:
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
 
     journeys.publish(services.db, source, "ana", "ben", services.clock.now_ms())
 

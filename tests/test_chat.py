@@ -565,7 +565,7 @@ def test_a_signed_in_customer_needs_the_brands_hash(live: tuple[Services, str]) 
 
 
 def customer_of(services: Services, user: str) -> str:
-    from parcours.customers import api as customers
+    from parcours.customers import profiles as customers
 
     with services.db.read() as conn:
         return customers.public_id(customers.resolve(conn, user, "FR"))

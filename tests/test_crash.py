@@ -178,7 +178,7 @@ def test_a_send_cut_by_a_kill_is_made_again_at_the_restart_not_after_the_lease(
     the outbox records one send."""
     import json
 
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.runtime.clock import SystemClock, iso
     from parcours.runtime.settings import Settings
     from parcours.services import Services

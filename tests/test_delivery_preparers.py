@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from parcours.channels.registry import CHANNELS
 from parcours.channels.sms import Pricing
 from parcours.channels.whatsapp import WhatsAppPricing
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import choice
 from parcours.messaging.links import Links, Signer
 from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import passes, subscriptions
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import sql

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.customers.tables import customers as customers_table
 from parcours.log import events as events_table
 from parcours.runtime.clock import SimulatedClock

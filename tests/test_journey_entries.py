@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SimulatedClock
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.services import Services
 from tests.conftest import admin_headers, make_event
 from tests.test_journeys_engine import opt_in, publish, runs, sent

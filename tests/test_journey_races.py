@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-from parcours.customers import api as customers_api
-from parcours.journeys import api as journeys
+from parcours.customers import profiles as customers_api
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SimulatedClock, SystemClock, from_ms, iso
 from parcours.runtime.db import Database
 from parcours.runtime.queue import try_lock_customers

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from parcours.customers import api as customers
-from parcours.journeys import api as journeys
+from parcours.customers import profiles as customers
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.conditions import matches, normalise_key
 from parcours.runtime.settings import Settings, SettingsError, load_settings

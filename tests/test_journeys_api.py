@@ -145,7 +145,7 @@ def test_an_admin_key_is_one_person_and_approval_compares_people(
 
 def test_the_same_key_cannot_approve_its_own_edit_whatever_its_name(services: Services) -> None:
     """Through the API the key itself is compared, not only the name it carries."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
 
     define_templates(services, CART)
     now = services.clock.now_ms()

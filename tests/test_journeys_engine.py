@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from parcours.customers import api as customers
-from parcours.journeys import api as journeys
+from parcours.customers import profiles as customers
+from parcours.journeys import versions as journeys
 from parcours.journeys.definition import WaitUntil
 from parcours.journeys.engine import next_local_time
 from parcours.messaging.outbox import intents_for

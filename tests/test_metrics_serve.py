@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.messaging import templates
 from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database, migrate

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.customers.people import People
 from parcours.journeys.engine import JourneyEngine
 from parcours.messaging import passes, subscriptions

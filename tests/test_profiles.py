@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.runtime.clock import iso
 from parcours.services import Services
 from parcours.tracking import EventError

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event
 
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SimulatedClock, from_ms
 from parcours.runtime.queue import next_run_at
 from parcours.runtime.settings import Settings

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from parcours.app import create_app
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.customers.projection import identity_resolver
 from parcours.log import Reactions
 from parcours.loyalty import codes

@@ -10,7 +10,7 @@ from segment.analytics.client import Client as SegmentClient
 from segment.analytics.request import APIError
 from sqlalchemy import select
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.log import events
 from parcours.services import Services
 from tests.conftest import WRITE_KEY, LiveServer

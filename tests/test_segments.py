@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.runtime.clock import SimulatedClock
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.services import Services
 from tests.conftest import make_event
 

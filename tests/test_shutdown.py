@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SystemClock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings

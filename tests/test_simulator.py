@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from parcours.cli import app
 from parcours.journeys import simulator
-from parcours.journeys.api import LifecycleError
 from parcours.journeys.simulator import ScriptError, TimelineEntry, format_timeline, load_script
+from parcours.journeys.versions import LifecycleError
 from parcours.messaging import templates
 from parcours.runtime.clock import parse_iso
 from parcours.runtime.db import Database

@@ -134,7 +134,7 @@ def test_win_back_after_ninety_days_without_an_order(
 def test_referral_loop_invites_rewards_at_once_and_asks_again(
     services: Services, clock: SimulatedClock
 ) -> None:
-    from parcours.customers import api as customers
+    from parcours.customers import profiles as customers
     from parcours.loyalty.referrals import GATHER_MS
     from tests.test_channels import outbox
     from tests.test_referrals import events_of

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from typer.testing import CliRunner
 
 from parcours.cli import app
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.journeys.definition import JourneyError, load_journey
 from parcours.messaging import templates
 from parcours.runtime.definitions import DefinitionError

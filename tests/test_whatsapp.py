@@ -144,7 +144,7 @@ def test_a_template_goes_outside_the_window_text_inside_it(
 
 def test_a_transactional_step_cannot_send_a_marketing_template(wired: tuple[Services, str]) -> None:
     services, _ = wired
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
 
     with pytest.raises(journeys.LifecycleError, match="WhatsApp marketing template"):
         journeys.publish(

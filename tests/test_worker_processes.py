@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SystemClock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
@@ -202,7 +202,7 @@ steps:
 
 
 def test_worker_processes_record_each_segment_entry_once(postgres_url: str, tmp_path: Path) -> None:
-    from parcours.segments import api as segments
+    from parcours.segments import catalog as segments
 
     truncate_all(postgres_url)
     settings = Settings(data_dir=tmp_path, database_url=postgres_url)

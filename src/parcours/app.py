@@ -17,12 +17,12 @@ from litestar.types import ControllerRouterHandler, Guard
 
 from parcours import __version__
 from parcours.ingest.channel_callbacks import channel_callback_routes
-from parcours.ingest.http import segment_routes
+from parcours.ingest.http import tracking_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.services import Services
-from parcours.web.api import admin_routes
 from parcours.web.api_docs import document_errors, openapi_config
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
+from parcours.web.customers_api import admin_routes
 from parcours.web.errors import exception_handlers, guard_parameters
 from parcours.web.guards import (
     ADMIN_KEY,
@@ -69,7 +69,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
     tracking = _behind(
         WriteKeyGuard(services.keys),
         WRITE_KEY,
-        [*segment_routes(), *push_write_routes(), *chat_write_routes()],
+        [*tracking_routes(), *push_write_routes(), *chat_write_routes()],
     )
     public = [
         *operations_routes(),

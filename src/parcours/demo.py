@@ -138,7 +138,7 @@ def seed(services: Services) -> int:
     """Put the demo journeys live (once), then append the demo events (deduplicated by
     messageId, so a second run adds nothing): Camille's recent order gets its
     confirmation, in French, in the sandbox outbox (GET /api/outbox)."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
 
     now = services.clock.now_ms()
     with services.db.read() as conn:

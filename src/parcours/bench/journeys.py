@@ -40,7 +40,7 @@ def steps(
     every message is also rendered, handed to the sandbox and its feedback played back, in
     the same process; without, only the journey engine runs (intents stay in the outbox,
     as when delivery has workers of its own)."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.runtime.clock import SimulatedClock, iso
     from parcours.runtime.settings import Settings
     from parcours.services import Services
@@ -166,7 +166,7 @@ async def _send_orders(url: str, rate: int, seconds: float) -> None:
 
 def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> dict[str, Any]:
     """With the real clock: how long from an event accepted to its message intent."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.runtime.db import Database, migrate
 
     db = Database(database_url)
@@ -240,7 +240,7 @@ def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> di
     import subprocess
     import sys
 
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.runtime.clock import SystemClock
     from parcours.runtime.settings import Settings
     from parcours.services import Services
@@ -308,7 +308,7 @@ steps:
 
 def waiting_runs(database_url: str, data_dir: Path, customers: int) -> dict[str, Any]:
     """Memory of a process (ingest and worker) while `customers` runs wait 30 days."""
-    from parcours.journeys import api as journeys
+    from parcours.journeys import versions as journeys
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.settings import Settings
     from parcours.services import Services

@@ -5,8 +5,7 @@ Other packages use only what this face lists (tests/test_house.py).
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.customers import api, consent
-from parcours.customers.api import CustomerNotFound, erase, export, public_id
+from parcours.customers import consent, profiles
 from parcours.customers.consent import CHANNELS, CONSENT_EVENT, PURPOSES
 from parcours.customers.identity import (
     BadEmail,
@@ -17,6 +16,7 @@ from parcours.customers.identity import (
 )
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
 from parcours.customers.people import CUSTOMER_TABLES, People, erase_customer_rows
+from parcours.customers.profiles import CustomerNotFound, erase, export, public_id
 from parcours.customers.projection import (
     MERGE_EVENT,
     decimal_of,
@@ -38,7 +38,6 @@ __all__ = [
     "IdentityRefused",
     "Origin",
     "People",
-    "api",
     "check_email",
     "consent",
     "decimal_of",
@@ -54,6 +53,7 @@ __all__ = [
     "order_total",
     "origin_customers",
     "phone_country",
+    "profiles",
     "public_id",
     "verified_user_id",
 ]

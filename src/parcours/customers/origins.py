@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, delete, select, text, update
 
-from parcours.customers.api import Erasure, erase_in, live_customers, public_id
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.people import People
+from parcours.customers.profiles import Erasure, erase_in, live_customers, public_id
 from parcours.customers.projection import (
     MERGE_EVENT,
     derive_profile,

@@ -248,7 +248,7 @@ def request_body(
     return WithBody
 
 
-class SegmentCall(msgspec.Struct):
+class TrackingCall(msgspec.Struct):
     """A call as Segment's spec writes it, for the document: the parser (tracking.py)
     checks each field, names what is wrong, and keeps fields it does not know."""
 
@@ -270,10 +270,10 @@ class SegmentCall(msgspec.Struct):
     writeKey: str | None = None
 
 
-class SegmentBatch(msgspec.Struct):
+class TrackingBatch(msgspec.Struct):
     """Segment's batch: up to 2,500 calls, each with its `type`."""
 
-    batch: list[SegmentCall]
+    batch: list[TrackingCall]
     sentAt: datetime | None = None
     writeKey: str | None = None
     context: dict[str, Any] | None = None
@@ -325,13 +325,13 @@ def _single(kind: str) -> HTTPRouteHandler:
         result = await appender.append([event])  # WriterClosed: 503 (web/errors.py)
         return Accepted(True, event.message_id, result.duplicates == 1)
 
-    handler.__name__ = f"segment_{kind}"
+    handler.__name__ = f"{kind}_call"
     handler.__doc__ = f"Segment's `{kind}` call: one event, stored once (by its messageId)."
     return post(
         f"/v1/{kind}",
         status_code=200,
         opt={BODY_LIMIT: MAX_EVENT_BYTES, INGEST_SOURCE: "api"},
-        operation_class=request_body(SegmentCall, description=_GZIP_OR_NOT),
+        operation_class=request_body(TrackingCall, description=_GZIP_OR_NOT),
     )(handler)
 
 
@@ -354,9 +354,9 @@ def _unreadable_batch(raw: bytes) -> None:
         COUNTS_BATCH: True,
         BODY_FIRST: _unreadable_batch,
     },
-    operation_class=request_body(SegmentBatch, description=_GZIP_OR_NOT),
+    operation_class=request_body(TrackingBatch, description=_GZIP_OR_NOT),
 )
-async def segment_batch(
+async def batch_call(
     request: Request[Any, Any, Any], clock: Injected[Clock], appender: Injected[Appender]
 ) -> BatchAccepted:
     """Segment's batch: each bad event is rejected alone, the good ones are kept."""
@@ -432,6 +432,6 @@ async def _append_each_alone(
     return AppendResult(stored=stored, duplicates=duplicates), failed
 
 
-def segment_routes() -> list[HTTPRouteHandler]:
+def tracking_routes() -> list[HTTPRouteHandler]:
     kinds = ("track", "identify", "page", "screen", "group", "alias")
-    return [*(_single(kind) for kind in kinds), segment_batch]
+    return [*(_single(kind) for kind in kinds), batch_call]

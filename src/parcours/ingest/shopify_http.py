@@ -25,7 +25,7 @@ from parcours.customers import (
     identity_of,
     origin_customers,
 )
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest import metrics as ingest_metrics
 from parcours.ingest.http import HttpError, Injected, json_response, request_body
 from parcours.ingest.shopify import (

@@ -3,8 +3,7 @@ entries, the simulator and outbound webhooks. Other packages use only what this 
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.journeys import api, people, webhooks
-from parcours.journeys.api import LifecycleError, NotReady, UnknownJourney, validate
+from parcours.journeys import people, versions, webhooks
 from parcours.journeys.definition import JourneyError, journey_schema
 from parcours.journeys.engine import QUEUE, JourneyEngine
 from parcours.journeys.simulator import (
@@ -17,6 +16,7 @@ from parcours.journeys.simulator import (
     simulate,
     timeline_item,
 )
+from parcours.journeys.versions import LifecycleError, NotReady, UnknownJourney, validate
 
 __all__ = [
     "MAX_DAYS",
@@ -28,7 +28,6 @@ __all__ = [
     "OpenScratch",
     "ScriptError",
     "UnknownJourney",
-    "api",
     "brand_segments",
     "format_timeline",
     "journey_schema",
@@ -37,5 +36,6 @@ __all__ = [
     "simulate",
     "timeline_item",
     "validate",
+    "versions",
     "webhooks",
 ]

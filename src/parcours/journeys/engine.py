@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
-from parcours.journeys import api as journeys_api
+from parcours.customers import profiles as customers
 from parcours.journeys import interpreter, people, store
+from parcours.journeys import versions as journeys_api
 from parcours.journeys.entries import DATE_ENTRY, DATE_SCAN, Entries
 from parcours.journeys.journal import Batch, EndingLog, Journal
 from parcours.journeys.program import Program, enters_on

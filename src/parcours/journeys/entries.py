@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.journeys import store
 from parcours.journeys.definition import Entry, Journey, WaitUntil, parse_duration
 from parcours.journeys.journal import Journal, system_event
@@ -20,7 +20,7 @@ from parcours.journeys.runs import Run
 from parcours.journeys.times import trait_moment
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.queue import cancel, enqueue
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 
 DATE_ENTRY = "journeys.date_entry"
 DATE_SCAN = "journeys.date_scan"

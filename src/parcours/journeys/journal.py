@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
 from parcours.journeys.tables import journey_refusals, journey_step_visits

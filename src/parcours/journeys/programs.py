@@ -10,7 +10,7 @@ import threading
 
 from sqlalchemy import Connection
 
-from parcours.journeys import api as journeys_api
+from parcours.journeys import versions as journeys_api
 from parcours.journeys.program import (
     Program,
     compile_journey,

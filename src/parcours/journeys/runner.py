@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.journeys import decisions as decide
 from parcours.journeys import interpreter, store, webhooks
 from parcours.journeys import metrics as journey_metrics
@@ -29,7 +29,7 @@ from parcours.messaging import (
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.runtime.queue import cancel, enqueue
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 
 QUEUE = "journeys"
 STEP = "journeys.step"

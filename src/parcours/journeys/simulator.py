@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
-from parcours.journeys import api as journeys_api
+from parcours.customers import profiles as customers
+from parcours.journeys import versions as journeys_api
 from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.log import Appender, Event
@@ -38,7 +38,7 @@ from parcours.runtime.db import Database
 from parcours.runtime.definitions import DefinitionError, load_yaml
 from parcours.runtime.queue import Job, Worker, next_run_at
 from parcours.runtime.settings import Settings
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.tracking import EVENT_TYPES, EventError, parse_event
 
 _encode = msgspec.json.Encoder().encode

@@ -75,25 +75,24 @@ def appended_since(conn: Connection, seq: int, customer_ids: Sequence[int]) -> l
 # What the journeys read of an event: (seq, message_id, customer_id, name, occurred_at,
 # payload).
 _AS_LOGGED = "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
-_LOGGED_COLUMNS = (
-    events.c.seq,
-    events.c.message_id,
-    events.c.customer_id,
-    events.c.name,
-    events.c.occurred_at,
-    events.c.payload,
-)
+
+
+def _listed(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values: an IN list of named parameters."""
+    return ", ".join(f":{prefix}{n}" for n in range(len(values))), {
+        f"{prefix}{n}": value for n, value in enumerate(values)
+    }
 
 
 def by_message_ids(conn: Connection, message_ids: Sequence[str]) -> list[Any]:
-    """These events (with a customer), in the order they happened."""
-    return list(
-        conn.execute(
-            select(*_LOGGED_COLUMNS)
-            .where(events.c.message_id.in_(list(message_ids)), events.c.customer_id.is_not(None))
-            .order_by(events.c.occurred_at, events.c.seq)
-        ).all()
-    )
+    """These events (with a customer), in the order they happened. Raw, as the journeys'
+    per-reaction reads are (runtime/db.py, `sql`: SQLAlchemy's own cost per statement is
+    many times the database's here)."""
+    names, params = _listed("m", message_ids)
+    rows = sql(
+        conn, _AS_LOGGED + f"WHERE message_id IN ({names}) ORDER BY occurred_at, seq", params
+    ).all()
+    return [row for row in rows if row.customer_id is not None]
 
 
 def named_between(
@@ -115,18 +114,16 @@ def named_between(
 def named_since(
     conn: Connection, customer_ids: Sequence[int], names: Sequence[str], since: int
 ) -> list[Any]:
-    """These customers' events named so, dated from `since`, oldest first."""
-    return list(
-        conn.execute(
-            select(*_LOGGED_COLUMNS)
-            .where(
-                events.c.customer_id.in_(list(customer_ids)),
-                events.c.name.in_(list(names)),
-                events.c.occurred_at >= since,
-            )
-            .order_by(events.c.occurred_at, events.c.seq)
-        ).all()
-    )
+    """These customers' events named so, dated from `since`, oldest first (raw: one per
+    batch of steps or sends)."""
+    ids, id_params = _listed("c", customer_ids)
+    wanted, name_params = _listed("n", names)
+    return sql(
+        conn,
+        _AS_LOGGED + f"WHERE customer_id IN ({ids}) AND name IN ({wanted}) "
+        "AND occurred_at >= :since ORDER BY occurred_at, seq",
+        {"since": since, **id_params, **name_params},
+    ).all()
 
 
 def own_decisions(conn: Connection, customer_id: int) -> list[Any]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
 from parcours.customers import order_key
+from parcours.customers import profiles as customers
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.loyalty import codes
 from parcours.loyalty.tables import referral_codes

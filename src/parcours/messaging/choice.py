@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import passes, policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
 from parcours.runtime.db import sql

@@ -28,7 +28,7 @@ from parcours.channels import (
     Report,
     WhatsAppPricing,
 )
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.log import Reactions
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import outbox_rows, policies, suppressions

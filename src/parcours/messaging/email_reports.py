@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from parcours.channels import EmailTags, Ignored, InboundMail, Report, classify
 from parcours.customers import CONSENT_EVENT, normalise_email
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import suppressions
 from parcours.messaging.outbox import public_message_id

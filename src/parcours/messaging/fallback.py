@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import choice, policies
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates

@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
 from parcours.customers import phone_country
+from parcours.customers import profiles as customers
 from parcours.runtime.clock import from_ms, to_ms
 from parcours.runtime.db import like_escape, sql
 from parcours.runtime.definitions import parse_duration

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
 

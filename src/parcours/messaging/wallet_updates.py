@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.channels import DeliveryFailure, WalletIssuer
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.log import Event, Reactions
 from parcours.messaging import passes, wallet_orders
 from parcours.messaging.outbox import QUEUE

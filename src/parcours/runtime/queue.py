@@ -316,10 +316,13 @@ class Worker:
         # A batch takes on no more jobs once it has run about this long: it commits, and a
         # job that fell due meanwhile (a journey's reaction to an event, which on SQLite
         # cannot even be stored while the batch holds the write lock) waits about this
-        # long, not for a whole batch of deliveries. 50 ms on SQLite; on PostgreSQL, where
-        # a batch holds no lock the writer needs and each commit is a flush to disk, none.
+        # long, not for a whole batch of deliveries. 25 ms on SQLite, where the worker
+        # shares one process (and its interpreter lock) with the HTTP handlers and the
+        # writer: 50 ms put the event-to-intent p99 over 200 ms at 500 events/s, 10 ms let
+        # the backlog grow (bench/RESULTS.md, issue 18). On PostgreSQL, where a batch
+        # holds no lock the writer needs and each commit is a flush to disk, none.
         if batch_seconds is None:
-            batch_seconds = 0.05 if db.is_sqlite else float("inf")
+            batch_seconds = 0.025 if db.is_sqlite else float("inf")
         self.batch_seconds = batch_seconds
         self._seconds_per_job = 0.001  # a moving average of what jobs have taken
         # While idle: the clock time (ms) it sleeps until; infinite while it decides how

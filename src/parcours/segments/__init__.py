@@ -3,8 +3,8 @@ events, on time and in batches. Other packages use only what this face lists."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.segments import api, people
-from parcours.segments.api import (
+from parcours.segments import catalog, people
+from parcours.segments.catalog import (
     QUEUE,
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
@@ -24,7 +24,7 @@ __all__ = [
     "SegmentExists",
     "SegmentIdMismatch",
     "UnknownSegment",
-    "api",
+    "catalog",
     "load_segment",
     "people",
 ]

@@ -23,13 +23,13 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.customers import MERGE_EVENT
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.log import QUIET, Event, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import chunks, lock_keys, select_in, sql
 from parcours.runtime.queue import Job, Worker, enqueue
-from parcours.segments import api
+from parcours.segments import catalog
 from parcours.segments.definition import CompiledSegment, compile_segment
 from parcours.segments.evaluation import Facts, Occurrence, is_member, next_change, occurrence
 
@@ -52,9 +52,9 @@ class SegmentEngine:
         self._reactions = QUIET
 
     def install(self, worker: Worker, reactions: Reactions) -> None:
-        worker.register(api.EVALUATE, self.evaluate)
-        worker.register(api.RECHECK, self.recheck)
-        worker.register(api.BACKFILL, self.backfill)
+        worker.register(catalog.EVALUATE, self.evaluate)
+        worker.register(catalog.RECHECK, self.recheck)
+        worker.register(catalog.BACKFILL, self.backfill)
         reactions.react("segments", self.on_events)
         # Entries and exits go through the same reactions, so that journeys see them.
         self._reactions = reactions
@@ -91,7 +91,12 @@ class SegmentEngine:
         ]
         for part in chunks(items, CUSTOMERS_PER_JOB):
             enqueue(
-                conn, api.EVALUATE, {"customers": list(part)}, run_at=now, now=now, queue=api.QUEUE
+                conn,
+                catalog.EVALUATE,
+                {"customers": list(part)},
+                run_at=now,
+                now=now,
+                queue=catalog.QUEUE,
             )
 
     # ---- jobs --------------------------------------------------------------------------------
@@ -137,11 +142,11 @@ class SegmentEngine:
         if len(ids) == BACKFILL_CHUNK:
             enqueue(
                 conn,
-                api.BACKFILL,
+                catalog.BACKFILL,
                 {**payload, "after": ids[-1]},
                 run_at=now,
                 now=now,
-                queue=api.QUEUE,
+                queue=catalog.QUEUE,
                 unique_key=f"segment-backfill:{segment.id}",
             )
         else:
@@ -191,11 +196,11 @@ class SegmentEngine:
                 if moment is not None:
                     enqueue(
                         conn,
-                        api.RECHECK,
+                        catalog.RECHECK,
                         {"segment": segment.id, "customer": customer},
                         run_at=moment,
                         now=now,
-                        queue=api.QUEUE,
+                        queue=catalog.QUEUE,
                         unique_key=f"segment-recheck:{segment.id}:{customer}",
                         customer_id=customer,
                     )
@@ -243,7 +248,7 @@ class SegmentEngine:
                 message_id = f"segment:{row.id}:entered"
                 recorded.append(
                     internal_event(
-                        customer, api.SEGMENT_ENTERED, properties, now, message_id, "system"
+                        customer, catalog.SEGMENT_ENTERED, properties, now, message_id, "system"
                     )
                 )
         return recorded
@@ -270,7 +275,7 @@ class SegmentEngine:
         return [
             internal_event(
                 customer,
-                api.SEGMENT_EXITED,
+                catalog.SEGMENT_EXITED,
                 {**_change(segment_id, backfill=customer not in own), "reason": reason},
                 now,
                 f"segment:{membership}:exited",
@@ -315,7 +320,7 @@ class SegmentEngine:
         """Every segment, compiled once per generation (several processes may change them:
         the generations are read each time, the sources only when one changed)."""
         found: list[CompiledSegment] = []
-        for segment_id, generation in api.definitions(conn):
+        for segment_id, generation in catalog.definitions(conn):
             with self._lock:
                 cached = self._compiled.get(segment_id)
             if cached is not None and cached[0] == generation:
@@ -333,11 +338,11 @@ class SegmentEngine:
         return None
 
     def _load(self, conn: Connection, segment_id: str) -> CompiledSegment | None:
-        stored = api.source_of(conn, segment_id)
+        stored = catalog.source_of(conn, segment_id)
         if stored is None:
             return None
         generation, source = stored
-        compiled = compile_segment(api.parse(source))
+        compiled = compile_segment(catalog.parse(source))
         with self._lock:
             self._compiled[segment_id] = (generation, compiled)
         return compiled

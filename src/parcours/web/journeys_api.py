@@ -12,7 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, RawBody
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest.http import (
     HttpError,
     Injected,
@@ -30,7 +30,7 @@ from parcours.journeys import (
     simulate,
     timeline_item,
 )
-from parcours.journeys import api as journeys
+from parcours.journeys import versions as journeys
 from parcours.log import Appender, Event
 from parcours.messaging import templates
 from parcours.runtime.clock import Clock, parse_iso

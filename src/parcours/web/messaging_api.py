@@ -16,7 +16,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.customers import CONSENT_EVENT, BadEmail, check_email
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest.http import (
     HttpError,
     Injected,

@@ -11,7 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
 from parcours.channels import application_server_key
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.customers import verified_user_id
 from parcours.ingest.http import (
     BODY_FIRST,

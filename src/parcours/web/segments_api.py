@@ -17,7 +17,7 @@ from parcours.ingest.http import HttpError, Injected, prefixed_id, read_body
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.web.api_docs import request_body
 from parcours.web.errors import ERROR_FIELDS
 

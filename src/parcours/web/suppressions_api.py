@@ -15,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
 from parcours.customers import BadEmail, check_email
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest.http import HttpError, Injected, json_response, read_json
 from parcours.messaging import Delivery, suppressions
 from parcours.runtime.db import Database

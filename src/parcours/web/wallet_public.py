@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from parcours.channels import WalletIssuer
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest.http import HttpError, Injected, read_json
 from parcours.messaging import BadLink, Delivery, passes
 from parcours.runtime.clock import Clock

@@ -10,7 +10,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from parcours.customers import CHANNELS, CONSENT_EVENT, PURPOSES
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.ingest.http import (
     MAX_INT64,
     HttpError,
@@ -21,7 +21,7 @@ from parcours.log import Appender
 from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.tracking import EventError, parse_event
 from parcours.web.api_docs import request_body
 

@@ -1,4 +1,4 @@
-"""The customers module's facade: look a customer up, read a profile, export, erase."""
+"""Profiles: look a customer up, read a profile, export, erase (public through the package)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The journeys module's facade: versions and their review lifecycle, runs and traces."""
+"""Journey versions and their review lifecycle, runs and traces."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 
-from parcours.customers import api as customers
+from parcours.customers import profiles as customers
 from parcours.journeys.definition import (
     Journey,
     JourneyError,
@@ -33,7 +33,7 @@ from parcours.runtime.conditions import condition_paths
 from parcours.runtime.db import Database, sql
 from parcours.runtime.presentation import own_event_properties
 from parcours.runtime.queue import enqueue
-from parcours.segments import api as segments
+from parcours.segments import catalog as segments
 from parcours.tracking import parse_event
 
 _decode = msgspec.json.Decoder().decode

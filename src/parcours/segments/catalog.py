@@ -1,4 +1,4 @@
-"""The segments module's facade: save and read definitions, members, a customer's segments.
+"""The catalog of segments: save and read definitions, members, a customer's segments.
 
 Saving a segment starts its batch evaluation (every customer, in chunks, by the worker);
 from then on each event re-evaluates the customers it concerns (segments/engine.py).
