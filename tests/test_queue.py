@@ -108,10 +108,11 @@ def test_due_jobs_run_in_time_order(db: Database, effects: str) -> None:
 def test_a_batch_out_of_time_commits_and_the_next_takes_what_fell_due_first(
     db: Database, effects: str
 ) -> None:
-    """With no time for a batch, each claims one job and commits: all jobs run once, in
-    time order, and a job that fell due meanwhile goes before the later ones."""
+    """With no time for a batch (and claims of one), each claims one job and commits: all
+    jobs run once, in time order, and a job that fell due meanwhile goes before the later
+    ones."""
     clock = SimulatedClock(START + 10_000)
-    worker = Worker(db, clock, batch_seconds=0)
+    worker = Worker(db, clock, batch_seconds=0, min_claim=1)
     executed: list[str] = []
     commits: list[list[str]] = []
     original = worker._run_batch
@@ -137,6 +138,27 @@ def test_a_batch_out_of_time_commits_and_the_next_takes_what_fell_due_first(
     assert commits == [["0"], ["urgent"], ["1"], ["2"], ["3"], ["4"], []]
     assert sorted(notes(db, effects)) == ["0", "1", "2", "3", "4", "urgent"]
     assert live_jobs(db) == []
+
+
+def test_a_batch_out_of_time_still_claims_its_minimum(db: Database, effects: str) -> None:
+    """However slow jobs look, a batch claims at least `min_claim` of them (so that a busy
+    worker does not spend its time on transactions of one job)."""
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock, batch_seconds=0, min_claim=3)
+    sizes: list[int] = []
+    original = worker._claim
+
+    def claim(conn: Connection, now: int, limit: int) -> list[Job]:
+        sizes.append(limit)
+        return original(conn, now, limit)
+
+    worker._claim = claim  # type: ignore[method-assign]
+    worker.register("step", record(effects))
+    for number in range(7):
+        add(db, "step", START + 100 * number, note=str(number))
+    assert worker.run_due() == 7
+    assert sizes[:3] == [3, 3, 3]
+    assert sorted(notes(db, effects)) == [str(n) for n in range(7)]
 
 
 def test_a_batch_with_time_left_also_runs_what_its_jobs_made_due(

@@ -307,6 +307,7 @@ class Worker:
         queues: Iterable[str] = ("default",),
         batch: int = 100,
         batch_seconds: float | None = None,
+        min_claim: int = 10,
         poll_seconds: float = 1.0,
     ) -> None:
         self.db = db
@@ -324,6 +325,11 @@ class Worker:
         if batch_seconds is None:
             batch_seconds = 0.025 if db.is_sqlite else float("inf")
         self.batch_seconds = batch_seconds
+        # Jobs a batch claims at least (when that many are left to its limit), its time
+        # up or not: under contention jobs look slow, and batches of one or two spent
+        # their time on the transaction itself until the backlog ran away (SQLite, 500
+        # events/s: event-to-intent p50 1.2 s in one run of four; bench/RESULTS.md).
+        self.min_claim = min_claim
         self._seconds_per_job = 0.001  # a moving average of what jobs have taken
         # While idle: the clock time (ms) it sleeps until; infinite while it decides how
         # long; 0 while it runs (see wake_for).
@@ -490,7 +496,8 @@ class Worker:
                 while ran < limit:
                     started = time.monotonic()
                     fits = (deadline - started) / self._seconds_per_job / self._busy_queues
-                    claimed = self._claim(conn, now, max(1, int(min(limit - ran, fits))))
+                    wanted = int(min(limit - ran, max(self.min_claim, fits)))
+                    claimed = self._claim(conn, now, wanted)
                     if not claimed:
                         exhausted = True
                         break
