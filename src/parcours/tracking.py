@@ -44,7 +44,10 @@ class EventError(ValueError):
         self.kind = kind
 
 
-class _Incoming(msgspec.Struct):
+class TrackingCall(msgspec.Struct):
+    """A call as Segment's spec writes it, for the document: the parser (tracking.py)
+    checks each field, names what is wrong, and keeps fields it does not know."""
+
     type: str | None = None
     messageId: str | None = None
     userId: str | int | None = None
@@ -63,15 +66,15 @@ class _Incoming(msgspec.Struct):
     writeKey: str | None = None
 
 
-class _IncomingBatch(msgspec.Struct):
+class TrackingCallBatch(msgspec.Struct):
     batch: list[msgspec.Raw]
     sentAt: datetime | None = None
     writeKey: str | None = None
     context: dict[str, Any] | None = None
 
 
-_decode_event = msgspec.json.Decoder(_Incoming).decode
-_decode_batch = msgspec.json.Decoder(_IncomingBatch).decode
+_decode_event = msgspec.json.Decoder(TrackingCall).decode
+_decode_batch = msgspec.json.Decoder(TrackingCallBatch).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _FIELD_RE = re.compile(r"at `\$\.?([^`]*)`")
@@ -273,7 +276,7 @@ def corrected_time(timestamp: int | None, sent_at: int | None, received_at: int)
     return timestamp + (received_at - sent_at)
 
 
-def _check_consent(kind: str, name: str | None, incoming: _Incoming) -> None:
+def _check_consent(kind: str, name: str | None, incoming: TrackingCall) -> None:
     try:
         if kind == "identify" and incoming.traits and "consent" in incoming.traits:
             consent.from_trait(incoming.traits["consent"])

@@ -28,6 +28,7 @@ from parcours.tracking import (
     MAX_EVENT_BYTES,
     NUL_MESSAGE,
     EventError,
+    TrackingCall,
     json_too_deep,
     nul_path,
     parse_batch,
@@ -246,28 +247,6 @@ def request_body(
             )
 
     return WithBody
-
-
-class TrackingCall(msgspec.Struct):
-    """A call as Segment's spec writes it, for the document: the parser (tracking.py)
-    checks each field, names what is wrong, and keeps fields it does not know."""
-
-    type: str | None = None
-    messageId: str | None = None
-    userId: str | int | None = None
-    anonymousId: str | int | None = None
-    previousId: str | int | None = None
-    groupId: str | int | None = None
-    event: str | None = None
-    name: str | None = None
-    properties: dict[str, Any] | None = None
-    traits: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    integrations: dict[str, Any] | None = None
-    timestamp: datetime | None = None
-    originalTimestamp: datetime | None = None
-    sentAt: datetime | None = None
-    writeKey: str | None = None
 
 
 class TrackingBatch(msgspec.Struct):

@@ -6,7 +6,6 @@ this module shows what that costs in queries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -14,16 +13,10 @@ from sqlalchemy import Connection
 
 from parcours.journeys.runs import LoggedEvent, Run
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks, sql
+from parcours.runtime.db import chunks, in_list, sql
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-
-
-def _params(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    """`:p0, :p1, ...` and their values, for an IN list."""
-    names = ", ".join(f":{prefix}{i}" for i in range(len(values)))
-    return names, {f"{prefix}{i}": value for i, value in enumerate(values)}
 
 
 def _for_update(conn: Connection, of: str = "") -> str:
@@ -177,7 +170,7 @@ def load_run(conn: Connection, run_id: int) -> tuple[Run, str] | None:
 
 def load_runs(conn: Connection, ids: list[int]) -> dict[int, tuple[Run, str]]:
     """These runs if active, locked, each with its version's status: one query."""
-    names, params = _params("r", ids)
+    names, params = in_list("r", ids)
     rows = sql(
         conn,
         "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
@@ -193,7 +186,7 @@ def runs_by_id(conn: Connection, ids: list[int], *, active_only: bool = False) -
     found: list[Run] = []
     state = " AND state = 'active'" if active_only else ""
     for part in chunks(ids):
-        names, params = _params("r", part)
+        names, params = in_list("r", part)
         query = f"SELECT * FROM journey_runs WHERE id IN ({names}){state}"
         found += [run_of(row) for row in sql(conn, query, params).all()]
     found.sort(key=lambda run: run.id)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from parcours.log.tables import events
-from parcours.runtime.db import select_in, sql
+from parcours.runtime.db import in_list, select_in, sql
 
 
 def last_seq(conn: Connection) -> int:
@@ -77,18 +77,11 @@ def appended_since(conn: Connection, seq: int, customer_ids: Sequence[int]) -> l
 _AS_LOGGED = "SELECT seq, message_id, customer_id, name, occurred_at, payload FROM events "
 
 
-def _listed(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    """`:p0, :p1, ...` and their values: an IN list of named parameters."""
-    return ", ".join(f":{prefix}{n}" for n in range(len(values))), {
-        f"{prefix}{n}": value for n, value in enumerate(values)
-    }
-
-
 def by_message_ids(conn: Connection, message_ids: Sequence[str]) -> list[Any]:
     """These events (with a customer), in the order they happened. Raw, as the journeys'
     per-reaction reads are (runtime/db.py, `sql`: SQLAlchemy's own cost per statement is
     many times the database's here)."""
-    names, params = _listed("m", message_ids)
+    names, params = in_list("m", message_ids)
     rows = sql(
         conn, _AS_LOGGED + f"WHERE message_id IN ({names}) ORDER BY occurred_at, seq", params
     ).all()
@@ -116,8 +109,8 @@ def named_since(
 ) -> list[Any]:
     """These customers' events named so, dated from `since`, oldest first (raw: one per
     batch of steps or sends)."""
-    ids, id_params = _listed("c", customer_ids)
-    wanted, name_params = _listed("n", names)
+    ids, id_params = in_list("c", customer_ids)
+    wanted, name_params = in_list("n", names)
     return sql(
         conn,
         _AS_LOGGED + f"WHERE customer_id IN ({ids}) AND name IN ({wanted}) "

@@ -501,6 +501,12 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
     return Rows(cursor, driver_sql)
 
 
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values: an IN list of named parameters for `sql`."""
+    names = ", ".join(f":{prefix}{i}" for i in range(len(values)))
+    return names, {f"{prefix}{i}": value for i, value in enumerate(values)}
+
+
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
