@@ -104,11 +104,14 @@ def jobs_due(db: Database) -> int:
 def sent_at_least(
     db: Database, expected: int, workers: list[subprocess.Popen[bytes]]
 ) -> Callable[[], bool]:
-    """A condition for `wait_until`: `expected` messages are sent; fails the test at once if
-    every worker has exited."""
+    """A condition for `wait_until`: `expected` messages were handed to their provider
+    (each records `Message Sent` once; the sandbox's later feedback may fail a row that was
+    sent, so the rows' state would never reach the count); fails the test at once if every
+    worker has exited."""
 
     def all_sent() -> bool:
-        if count_rows(db, "SELECT count(*) FROM outbox WHERE state = 'sent'") >= expected:
+        handed = "SELECT count(*) FROM events WHERE name = 'Message Sent'"
+        if count_rows(db, handed) >= expected:
             return True
         if all(worker.poll() is not None for worker in workers):
             errors = b"".join(w.stderr.read() for w in workers if w.stderr)
