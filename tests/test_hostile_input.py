@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from parcours.app import create_app
 from parcours.channels.sms import twilio_signature
 from parcours.customers.consent import ConsentError
-from parcours.ingest.http import _append_each_alone as append_each_alone
+from parcours.ingest.tracking_api import _append_each_alone as append_each_alone
 from parcours.journeys.definition import JourneyError
 from parcours.journeys.simulator import ScriptError, load_script
 from parcours.log import events

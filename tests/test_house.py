@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -131,3 +132,215 @@ def test_no_import_circle() -> None:
         if graph.chain_exists(importer=imported, imported=module)
     ]
     assert circles == []
+
+
+# Raw SQL (statements as text, `db.sql`, `text()`, the bulk helpers of runtime/db.py) is
+# written in one named module per package: its measured hot path. Everything else is
+# SQLAlchemy Core (docs/architecture.md, "One way to write SQL"). The runtime has two: the
+# dialect's own statements (locks, pragmas) and the job queue's hot path.
+RAW_SQL_HOMES: dict[str, set[str]] = {
+    "bench": {"bench/common.py"},
+    "customers": {"customers/projection.py"},
+    "journeys": {"journeys/store.py"},
+    "log": {"log/queries.py"},
+    "loyalty": {"loyalty/referrals.py"},
+    "messaging": {"messaging/outbox_rows.py"},
+    "runtime": {"runtime/db.py", "runtime/queue.py"},
+    "segments": {"segments/engine.py"},
+}
+# Modules that still write raw SQL outside their package's home; the list only shrinks.
+KNOWN_RAW_ELSEWHERE: set[str] = {
+    "bench/channels.py",
+    "bench/ingest.py",
+    "bench/journeys.py",
+    "cli.py",
+    "customers/origins.py",
+    "customers/profiles.py",
+    "journeys/journal.py",
+    "journeys/versions.py",
+    "log/append.py",
+    "messaging/choice.py",
+    "messaging/delivery.py",
+    "messaging/email_reports.py",
+    "messaging/outbox.py",
+    "messaging/outcomes.py",
+    "messaging/passes.py",
+    "messaging/policies.py",
+    "messaging/send_checks.py",
+    "messaging/subscriptions.py",
+    "messaging/suppressions.py",
+    "messaging/templates.py",
+    "messaging/wallet_orders.py",
+    "runtime/heartbeats.py",
+    "runtime/metrics.py",
+    "runtime/secrets.py",
+    "segments/catalog.py",
+    "web/chat_public.py",
+}
+_STATEMENT = re.compile(
+    r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|DROP|ALTER|PRAGMA|TRUNCATE|LOCK|COPY)\b"
+)
+# (`text()` is caught by the statement it holds; a partial index's predicate is not one.)
+_RAW_CALLS = {"sql", "exec_driver_sql", "select_in", "insert_rows", "update_rows"}
+
+
+def _writes_raw_sql(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _STATEMENT.match(node.value):
+                return True
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            if isinstance(first, ast.Constant) and _STATEMENT.match(str(first.value)):
+                return True
+        elif isinstance(node, ast.Call):
+            called = node.func
+            name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", "")
+            if name in _RAW_CALLS:
+                return True
+    return False
+
+
+def _raw_sql_modules() -> set[str]:
+    found: set[str] = set()
+    for path in SOURCE.rglob("*.py"):
+        relative = path.relative_to(SOURCE)
+        if relative.parts[:2] == ("runtime", "migrations"):
+            continue
+        if _writes_raw_sql(ast.parse(path.read_text(encoding="utf-8"))):
+            found.add(relative.as_posix())
+    return found
+
+
+def test_raw_sql_is_written_only_in_each_packages_named_module() -> None:
+    homes = set().union(*RAW_SQL_HOMES.values())
+    raw = _raw_sql_modules()
+    stray = raw - homes - KNOWN_RAW_ELSEWHERE
+    assert stray == set(), "write it with SQLAlchemy Core, or move it to the package's home"
+    assert KNOWN_RAW_ELSEWHERE - raw == set(), "take these off KNOWN_RAW_ELSEWHERE"
+
+
+def test_the_raw_sql_detector_sees_each_way_of_writing_it() -> None:
+    for source in (
+        'x = "SELECT 1"',
+        'x = f"UPDATE {table} SET a = 1"',
+        "sql(conn, query)",
+        "conn.exec_driver_sql(query)",
+        "select_in(conn, query, ids)",
+    ):
+        assert _writes_raw_sql(ast.parse(source)), source
+    assert not _writes_raw_sql(ast.parse('x = "Select a journey"; select(table)'))
+
+
+# A domain's public functions answer with types of their own, not dicts: a document whose
+# shape belongs to someone else (a provider's body, a Wallet pass, a JSON Schema) is
+# named `JsonObject` (runtime/documents.py).
+_UNTYPED = re.compile(r"dict\[str, (Any|object)\]|\bAny\b|\bRow\b|\bRows\b")
+# What still answers with a dict, by face name; the list only shrinks.
+KNOWN_UNTYPED_ANSWERS: set[str] = {
+    "log.people.unattributed_events",
+    "log.queries.occurrences",
+    "log.queries.appended_since",
+    "log.queries.by_message_ids",
+    "log.queries.named_between",
+    "log.queries.named_since",
+    "log.queries.own_decisions",
+    "log.queries.from_sources",
+    "log.queries.page_of",
+    "log.queries.all_of",
+    "customers.export",
+    "customers.profiles.traits_of",
+    "customers.profiles.profile",
+    "customers.profiles.conditions_view",
+    "customers.profiles.traits_view",
+    "customers.profiles.condition_views",
+    "customers.profiles.computed_view",
+    "customers.profiles.event_page",
+    "customers.profiles.event_view",
+    "channels.Pricing.estimate",
+    "channels.WalletIssuer.pass_json",
+    "channels.WalletOrders.order_json",
+    "channels.postmark.PostmarkProvider.payload",
+    "channels.sms.Segments.as_dict",
+    "channels.whatsapp.MetaWhatsAppProvider.payload",
+    "messaging.Delivery.preview_context",
+    "messaging.Delivery.lift_suppression",
+    "messaging.Delivery.message_of",
+    "messaging.Signer.verify",
+    "messaging.brand_templates",
+    "messaging.outbox_page",
+    "messaging.passes.issue",
+    "messaging.passes.get",
+    "messaging.passes.update_fields",
+    "messaging.subscriptions.check",
+    "messaging.subscriptions.by_endpoint",
+    "messaging.suppressions.lift",
+    "messaging.suppressions.page",
+    "messaging.suppressions.bounce_history",
+    "messaging.suppressions.ignored_page",
+    "messaging.templates.listing",
+    "messaging.wallet_orders.issue",
+    "messaging.wallet_orders.get",
+    "messaging.wallet_orders.by_order",
+    "messaging.wallet_orders.apply",
+    "messaging.wallet_orders.changed_record",
+    "segments.catalog.describe",
+    "segments.catalog.listing",
+    "segments.catalog.members",
+    "segments.catalog.segments_of",
+    "journeys.journey_schema",
+    "journeys.load_script",
+    "journeys.timeline_item",
+    "journeys.versions.runs_of",
+    "journeys.versions.stats",
+    "journeys.versions.trace",
+    "journeys.versions.versions",
+    "journeys.versions.journey_view",
+    "journeys.versions.version_view",
+    "journeys.webhooks.envelope",
+}
+
+
+def _public_functions(name: str, obj: object) -> list[tuple[str, object]]:
+    if inspect.isfunction(obj):
+        return [(name, obj)]
+    if inspect.isclass(obj):
+        return [
+            (f"{name}.{member}", value)
+            for member, value in vars(obj).items()
+            if inspect.isfunction(value) and not member.startswith("_")
+        ]
+    return []
+
+
+def _untyped_answers() -> set[str]:
+    found: set[str] = set()
+    seen: set[int] = set()
+    for domain in DOMAINS:
+        face = importlib.import_module(f"parcours.{domain}")
+        functions: list[tuple[str, object]] = []
+        modules = [name for name in face.__all__ if inspect.ismodule(getattr(face, name))]
+        for name in face.__all__:
+            if name not in modules:
+                functions += _public_functions(name, getattr(face, name))
+        for name in modules:
+            module = getattr(face, name)
+            for member, value in vars(module).items():
+                if not member.startswith("_") and getattr(value, "__module__", "") == (
+                    module.__name__
+                ):
+                    functions += _public_functions(f"{name}.{member}", value)
+        for qualified, function in functions:
+            if id(function) in seen:
+                continue
+            seen.add(id(function))
+            answer = str(getattr(function, "__annotations__", {}).get("return"))
+            if _UNTYPED.search(answer):
+                found.add(f"{domain}.{qualified}")
+    return found
+
+
+def test_domain_faces_answer_with_types_not_dicts() -> None:
+    untyped = _untyped_answers()
+    assert untyped - KNOWN_UNTYPED_ANSWERS == set(), "answer with a Struct or a dataclass"
+    assert KNOWN_UNTYPED_ANSWERS - untyped == set(), "take these off KNOWN_UNTYPED_ANSWERS"

@@ -17,8 +17,8 @@ from litestar.types import ControllerRouterHandler, Guard
 
 from parcours import __version__
 from parcours.ingest.channel_callbacks import channel_callback_routes
-from parcours.ingest.http import tracking_routes
 from parcours.ingest.shopify_http import shopify_webhook
+from parcours.ingest.tracking_api import tracking_routes
 from parcours.services import Services
 from parcours.web.api_docs import document_errors, openapi_config
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens

@@ -16,7 +16,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from parcours.channels import Report, postmark, sms, whatsapp
 from parcours.customers import CONSENT_EVENT
-from parcours.ingest.http import (
+from parcours.http import (
     HttpError,
     Injected,
     decode_json,

@@ -26,8 +26,8 @@ from parcours.customers import (
     origin_customers,
 )
 from parcours.customers import profiles as customers
+from parcours.http import HttpError, Injected, json_response, request_body
 from parcours.ingest import metrics as ingest_metrics
-from parcours.ingest.http import HttpError, Injected, json_response, request_body
 from parcours.ingest.shopify import (
     CUSTOMER_ID_KIND,
     ShopifyMapping,

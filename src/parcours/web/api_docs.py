@@ -26,7 +26,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from parcours.ingest.http import request_body
+from parcours.http import request_body
 
 PATH = "/api/schema"
 ASSETS_DIR = Path(__file__).parent / "api_docs_assets"

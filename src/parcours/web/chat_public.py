@@ -24,7 +24,7 @@ from litestar.params import FromQuery
 from parcours.channels import Visitor, VisitorTokens
 from parcours.customers import IdentityRefused, verified_user_id
 from parcours.customers import profiles as customers
-from parcours.ingest.http import (
+from parcours.http import (
     BODY_FIRST,
     BODY_LIMIT,
     HttpError,

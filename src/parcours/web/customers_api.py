@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery
 
 from parcours.customers import CHANNELS, CONSENT_EVENT, PURPOSES
 from parcours.customers import profiles as customers
-from parcours.ingest.http import (
+from parcours.http import (
     MAX_INT64,
     HttpError,
     Injected,

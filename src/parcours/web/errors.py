@@ -1,4 +1,4 @@
-"""Every error the HTTP API answers, in one envelope (`ingest.http.error_body`, README,
+"""Every error the HTTP API answers, in one envelope (`parcours.http.error_body`, README,
 "Errors"): the application's exception handlers, and a guard that refuses, before any
 handler runs, the path and query values no database column can hold.
 
@@ -24,7 +24,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
 
 from parcours.customers import CustomerNotFound, IdentityRefused
-from parcours.ingest.http import MAX_INT64, HttpError, error_body
+from parcours.http import MAX_INT64, HttpError, error_body
 from parcours.ingest.writer import WriterClosed
 from parcours.journeys import JourneyError, LifecycleError, NotReady, ScriptError, UnknownJourney
 from parcours.messaging import BadCursor, SubscriptionError, TemplateProblem

@@ -13,8 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import SecurityScheme
 
-from parcours.ingest import metrics as ingest_metrics
-from parcours.ingest.http import (
+from parcours.http import (
     BODY_FIRST,
     BODY_LIMIT,
     COUNTS_BATCH,
@@ -23,6 +22,7 @@ from parcours.ingest.http import (
     basic_write_key,
     read_body,
 )
+from parcours.ingest import metrics as ingest_metrics
 from parcours.runtime.keys import KeyChecker, KeyHolder
 from parcours.tracking import write_key_in_body
 

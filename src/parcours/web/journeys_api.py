@@ -13,7 +13,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, RawBody
 
 from parcours.customers import profiles as customers
-from parcours.ingest.http import (
+from parcours.http import (
     HttpError,
     Injected,
     decode_json,

@@ -17,7 +17,7 @@ from litestar.params import FromPath
 
 from parcours.customers import CONSENT_EVENT, BadEmail, check_email
 from parcours.customers import profiles as customers
-from parcours.ingest.http import (
+from parcours.http import (
     HttpError,
     Injected,
     prefixed_id,

@@ -18,7 +18,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from parcours.ingest.http import Injected, json_response
+from parcours.http import Injected, json_response
 from parcours.runtime.logs import bind_request, unbind_request
 from parcours.runtime.metrics import LATENCY_BUCKETS, REFUSED, Exposition, metrics_allowed
 from parcours.runtime.settings import Settings

@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from parcours.channels import application_server_key
 from parcours.customers import profiles as customers
 from parcours.customers import verified_user_id
-from parcours.ingest.http import (
+from parcours.http import (
     BODY_FIRST,
     BODY_LIMIT,
     HttpError,

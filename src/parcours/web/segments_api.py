@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from parcours.customers import public_id
-from parcours.ingest.http import HttpError, Injected, prefixed_id, read_body
+from parcours.http import HttpError, Injected, prefixed_id, read_body
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder

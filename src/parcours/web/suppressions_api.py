@@ -16,7 +16,7 @@ from litestar.params import FromQuery
 
 from parcours.customers import BadEmail, check_email
 from parcours.customers import profiles as customers
-from parcours.ingest.http import HttpError, Injected, json_response, read_json
+from parcours.http import HttpError, Injected, json_response, read_json
 from parcours.messaging import Delivery, suppressions
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder

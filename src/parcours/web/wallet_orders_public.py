@@ -14,7 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from parcours.channels import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
-from parcours.ingest.http import HttpError, Injected, json_response
+from parcours.http import HttpError, Injected, json_response
 from parcours.messaging import BadLink, Delivery, passes, wallet_orders
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database

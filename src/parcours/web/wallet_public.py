@@ -14,7 +14,7 @@ from litestar.params import FromPath
 
 from parcours.channels import WalletIssuer
 from parcours.customers import profiles as customers
-from parcours.ingest.http import HttpError, Injected, read_json
+from parcours.http import HttpError, Injected, read_json
 from parcours.messaging import BadLink, Delivery, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database

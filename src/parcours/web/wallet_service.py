@@ -22,7 +22,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
-from parcours.ingest.http import (
+from parcours.http import (
     HttpError,
     Injected,
     json_response,
