@@ -56,8 +56,8 @@ def test_segments(text: str, encoding: str, units: int, segments: int) -> None:
 def test_cost_follows_the_recipient_country() -> None:
     pricing = Pricing.from_config({"prices": {"FR": "0.0725", "*": "0.10"}, "currency": "EUR"})
     french = pricing.estimate("a" * 200, "+33612345678")
-    assert french["segments"] == 2 and Decimal(french["cost"]) == Decimal("0.1450")
-    assert Decimal(pricing.estimate("hi", "+14155550100")["cost"]) == Decimal("0.10")
+    assert french.segments == 2 and Decimal(french.cost) == Decimal("0.1450")
+    assert Decimal(pricing.estimate("hi", "+14155550100").cost) == Decimal("0.10")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from parcours.channels import (
     ConfigError,
     EmailTags,
@@ -51,17 +53,9 @@ from parcours.runtime.settings import Settings, SettingsError
 from parcours.segments import QUEUE as SEGMENTS_QUEUE
 from parcours.segments import SegmentEngine
 from parcours.segments import people as segments_people
+from parcours.web.operations import Readiness, WorkerFigures
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """What /readyz answers: ready or not, the checks that failed, and what each found."""
-
-    ready: bool
-    failed: list[str]
-    report: dict[str, Any]
 
 
 def people_hooks(journeys: JourneyEngine) -> People:
@@ -264,18 +258,18 @@ class Services:
     def readiness(self) -> Readiness:
         """The database reachable, its migrations current, this process's worker beating
         (when it runs one), and at least `ready_min_workers` fresh workers anywhere."""
-        failed: list[str] = []
-        report: dict[str, Any] = {}
         try:
             current = current_revision(self.db)
         except Exception as exc:
-            return Readiness(False, ["database"], {"database": f"unreachable: {exc}"})
-        report["database"] = self.db.dialect
+            return Readiness(
+                status="not ready", failed=["database"], database=f"unreachable: {exc}"
+            )
+        failed: list[str] = []
         head = head_revision()
-        report["migration"] = current
+        migrations: str | msgspec.UnsetType = msgspec.UNSET
         if current != head:
             failed.append("migrations")
-            report["migrations"] = f"at {current}, expected {head}"
+            migrations = f"at {current}, expected {head}"
         stale_ms = self.settings.worker_stale_seconds * 1000
         now = self.clock.now_ms()
         if self.runs_worker:
@@ -283,29 +277,37 @@ class Services:
             alive = self._worker_thread is None or self._worker_thread.is_alive()
             if beat is None or not alive or now - beat > stale_ms:
                 failed.append("worker")
-                report["worker"] = (
+                worker = (
                     "this process's worker has not beaten yet"
                     if beat is None
                     else f"this process's worker last beat {(now - beat) / 1000:.0f} s ago "
                     f"(fresh: within {self.settings.worker_stale_seconds} s)"
                 )
             else:
-                report["worker"] = f"beating, last {(now - beat) / 1000:.0f} s ago"
+                worker = f"beating, last {(now - beat) / 1000:.0f} s ago"
         else:
-            report["worker"] = "none in this process"
+            worker = "none in this process"
+        workers: WorkerFigures | str
         try:
             with self.db.read() as conn:
                 counts = worker_counts(conn, now, stale_ms)
         except Exception as exc:  # the table is missing until the migrations ran
-            return Readiness(False, [*failed, "workers"], {**report, "workers": str(exc)})
-        report["workers"] = {
-            "fresh": counts.fresh,
-            "stale": counts.stale,
-            "required": self.settings.ready_min_workers,
-        }
-        if counts.fresh < self.settings.ready_min_workers:
             failed.append("workers")
-        return Readiness(not failed, failed, report)
+            workers = str(exc)
+        else:
+            required = self.settings.ready_min_workers
+            workers = WorkerFigures(counts.fresh, counts.stale, required)
+            if counts.fresh < required:
+                failed.append("workers")
+        return Readiness(
+            status="not ready" if failed else "ready",
+            failed=failed or msgspec.UNSET,
+            database=self.db.dialect,
+            migration=current,
+            migrations=migrations,
+            worker=worker,
+            workers=workers,
+        )
 
     def start_inbound_email(self) -> int | None:
         """Receive bounces, complaint reports and replies over SMTP when

@@ -20,7 +20,13 @@ from typing import Any
 
 import msgspec
 
-from parcours.bench.common import free_port, psutil, scratch_database
+from parcours.bench.common import (
+    email_identities,
+    free_port,
+    outbox_states,
+    psutil,
+    scratch_database,
+)
 
 CART = {
     "event": "Checkout Started",
@@ -146,13 +152,7 @@ def pipeline(database_url: str, data_dir: Path, count: int, port: int) -> dict[s
                 ]
             )
         with services.db.write() as conn:
-            ids: dict[str, int] = dict(
-                conn.exec_driver_sql(
-                    "SELECT value, customer_id FROM identities WHERE kind = 'email'"
-                )
-                .tuples()
-                .all()
-            )
+            ids = email_identities(conn)
             for n in range(count):
                 address = f"c-{n}@example.com"
                 add_intent(
@@ -169,11 +169,7 @@ def pipeline(database_url: str, data_dir: Path, count: int, port: int) -> dict[s
             pass
         elapsed, cpu_used = time.perf_counter() - began, _cpu() - cpu
         with services.db.read() as conn:
-            states: dict[str, int] = dict(
-                conn.exec_driver_sql("SELECT state, count(*) FROM outbox GROUP BY state")
-                .tuples()
-                .all()
-            )
+            states = outbox_states(conn)
     finally:
         services.close()
     return {

@@ -1,4 +1,6 @@
-"""What the benchmarks share: a server subprocess, a scratch database, memory sampling."""
+"""What the benchmarks share: a server subprocess, a scratch database, memory sampling, and
+the statements they read and write the database with. Those are raw by design: a floor
+measures the storage alone, and a count must not depend on the code it measures."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection, text
 
 WRITE_KEY = "bench-write-key"
 ADMIN_KEY = "bench-admin-key"
@@ -191,3 +194,83 @@ def percentile(values: list[float], fraction: float) -> float:
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def insert_events_straight(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """The storage floor: `rows` (in the order of the events table's columns as appended)
+    inserted by the driver's executemany, in the caller's transaction."""
+    from parcours.log import events as events_table
+    from parcours.log.append import _EVENT_COLUMNS
+
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = (
+        f"INSERT INTO {events_table.name} ({', '.join(_EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join(mark for _ in _EVENT_COLUMNS)})"
+    )
+    conn.connection.driver_connection.cursor().executemany(sql, rows)  # type: ignore[union-attr]
+
+
+def email_identities(conn: Connection) -> dict[str, int]:
+    """Each email address known, and its customer's id."""
+    return dict(
+        conn.exec_driver_sql("SELECT value, customer_id FROM identities WHERE kind = 'email'")
+        .tuples()
+        .all()
+    )
+
+
+def outbox_states(conn: Connection) -> dict[str, int]:
+    """How many messages of the outbox are in each state."""
+    return dict(
+        conn.exec_driver_sql("SELECT state, count(*) FROM outbox GROUP BY state").tuples().all()
+    )
+
+
+def step_visits(conn: Connection) -> int:
+    """How many journey steps were recorded."""
+    count: int = conn.execute(text("SELECT count(*) FROM journey_step_visits")).scalar_one()
+    return count
+
+
+def intents(conn: Connection) -> int:
+    """How many messages journeys asked for (the outbox's rows)."""
+    count: int = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+    return count
+
+
+def messages_done(conn: Connection) -> int:
+    """How many messages were sent, or failed later by the sandbox's feedback."""
+    count: int = conn.execute(
+        text("SELECT count(*) FROM outbox WHERE state IN ('sent', 'failed')")
+    ).scalar_one()
+    return count
+
+
+def active_runs(conn: Connection) -> int:
+    """How many journey runs are still active."""
+    count: int = conn.execute(
+        text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
+    ).scalar_one()
+    return count
+
+
+def queued_jobs(conn: Connection) -> int:
+    """How many jobs the queue holds."""
+    count: int = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+    return count
+
+
+def event_to_intent_delays(conn: Connection) -> list[int]:
+    """For each message a journey asked for, the time from its run's entry event being
+    received to the message's row, in milliseconds."""
+    return list(
+        conn.execute(
+            text(
+                "SELECT o.created_at - e.received_at FROM outbox o "
+                "JOIN journey_runs r ON r.id = o.run_id "
+                "JOIN events e ON e.message_id = r.entry_message_id"
+            )
+        )
+        .scalars()
+        .all()
+    )

@@ -20,6 +20,7 @@ from parcours.bench.common import (
     WRITE_KEY,
     MemorySampler,
     Server,
+    insert_events_straight,
     percentile,
     psutil,
     scratch_database,
@@ -234,8 +235,6 @@ def rounds_of_throughput(
 def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[str, Any]:
     """The same rows inserted straight into the events table, one transaction,
     executemany: what the database alone costs."""
-    from parcours.log import events as events_table
-    from parcours.log.append import _EVENT_COLUMNS
     from parcours.runtime.db import Database, migrate
     from parcours.tracking import parse_event
 
@@ -261,14 +260,9 @@ def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[st
         )
     db = Database(database_url)
     migrate(db)
-    mark = "?" if db.is_sqlite else "%s"
-    sql = (
-        f"INSERT INTO {events_table.name} ({', '.join(_EVENT_COLUMNS)}) "
-        f"VALUES ({', '.join(mark for _ in _EVENT_COLUMNS)})"
-    )
     started = time.perf_counter()
     with db.write() as conn:
-        conn.connection.driver_connection.cursor().executemany(sql, rows)  # type: ignore[union-attr]
+        insert_events_straight(conn, rows)
     elapsed = time.perf_counter() - started
     db.dispose()
     return {"floor_events_per_s": round(len(rows) / elapsed)}

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 
+from parcours.bench import common as bench
 from parcours.bench.common import Server, percentile, psutil, scratch_database
 from parcours.runtime.queue import next_run_at
 
@@ -106,11 +106,9 @@ def steps(
         jobs = _drain(services, clock)
         elapsed = time.perf_counter() - began
         with services.db.read() as conn:
-            visits = conn.execute(text("SELECT count(*) FROM journey_step_visits")).scalar_one()
-            intents = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
-            active = conn.execute(
-                text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
-            ).scalar_one()
+            visits = bench.step_visits(conn)
+            intents = bench.intents(conn)
+            active = bench.active_runs(conn)
     finally:
         services.close()
     step_count = visits + customers  # every recorded step, plus each entry
@@ -178,17 +176,7 @@ def reaction(database_url: str, data_dir: Path, rate: int, seconds: float) -> di
         time.sleep(3)  # let the last reactions land
     db = Database(database_url)
     with db.read() as conn:
-        rows = (
-            conn.execute(
-                text(
-                    "SELECT o.created_at - e.received_at FROM outbox o "
-                    "JOIN journey_runs r ON r.id = o.run_id "
-                    "JOIN events e ON e.message_id = r.entry_message_id"
-                )
-            )
-            .scalars()
-            .all()
-        )
+        rows = bench.event_to_intent_delays(conn)
     db.dispose()
     delays = [float(value) for value in rows]
     return {
@@ -267,9 +255,7 @@ def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> di
         try:
             while True:
                 with services.db.read() as conn:
-                    done = conn.execute(  # sent, or failed later by the sandbox's feedback
-                        text("SELECT count(*) FROM outbox WHERE state IN ('sent', 'failed')")
-                    ).scalar_one()
+                    done = bench.messages_done(conn)
                 if done >= customers:
                     break
                 if all(process.poll() is not None for process in processes):
@@ -282,7 +268,7 @@ def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> di
             for process in processes:
                 process.wait(30)
         with services.db.read() as conn:
-            visits = conn.execute(text("SELECT count(*) FROM journey_step_visits")).scalar_one()
+            visits = bench.step_visits(conn)
     finally:
         services.close()
     steps = visits + customers
@@ -331,10 +317,8 @@ def waiting_runs(database_url: str, data_dir: Path, customers: int) -> dict[str,
         elapsed = time.perf_counter() - began
         samples.append((customers, process.memory_info().rss / 2**20))
         with services.db.read() as conn:
-            waiting = conn.execute(
-                text("SELECT count(*) FROM journey_runs WHERE state = 'active'")
-            ).scalar_one()
-            jobs = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+            waiting = bench.active_runs(conn)
+            jobs = bench.queued_jobs(conn)
     finally:
         services.close()
     return {

@@ -27,6 +27,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.runtime.documents import JsonObject
 
 HOSTS = {
     "production": "https://api.push.apple.com",
@@ -111,7 +112,7 @@ class ApnsProvider:
             self._token = (f"{header}.{claims}.{signature}", now)
             return self._token[0]
 
-    def payload(self, message: OutgoingMessage) -> dict[str, Any]:
+    def payload(self, message: OutgoingMessage) -> JsonObject:
         content = message.content
         body: dict[str, Any] = {
             "aps": {

@@ -24,6 +24,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.runtime.documents import JsonObject
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GONE = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
@@ -163,7 +164,7 @@ class FcmProvider:
             connections=setting(config, where, "connections", int, 4),
         )
 
-    def payload(self, message: OutgoingMessage) -> dict[str, Any]:
+    def payload(self, message: OutgoingMessage) -> JsonObject:
         content = message.content
         notification = {"title": content["title"], "body": content["body"]}
         if content.get("image"):

@@ -30,6 +30,7 @@ from parcours.channels.email_bounces import (
     classify,
 )
 from parcours.channels.email_tags import EmailTags, tagged
+from parcours.runtime.documents import JsonObject
 
 # Postmark's ErrorCode values that mean this address will not work.
 SUPPRESS_ERRORS = {300, 406}  # invalid address; inactive recipient (bounced or complained)
@@ -115,7 +116,7 @@ class PostmarkProvider:
             )
         return provider
 
-    def payload(self, message: OutgoingMessage) -> dict[str, Any]:
+    def payload(self, message: OutgoingMessage) -> JsonObject:
         content = message.content
         sender = f"{self.from_name} <{self.from_address}>" if self.from_name else self.from_address
         headers = [{"Name": "X-Parcours-Message", "Value": str(message.outbox_id)}]

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import msgspec
 
 from parcours.channels.base import (
     ConfigError,
@@ -38,14 +39,6 @@ class Segments:
     segments: int
     per_segment: int  # what one segment holds, given how many there are
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "encoding": self.encoding,
-            "units": self.units,
-            "segments": self.segments,
-            "per_segment": self.per_segment,
-        }
-
 
 def count_segments(text: str) -> Segments:
     """GSM-7 when every character is in the GSM alphabet: 160 septets in one segment, 153
@@ -61,6 +54,18 @@ def count_segments(text: str) -> Segments:
     if units <= single:
         return Segments(encoding, units, 1 if units else 0, single)
     return Segments(encoding, units, -(-units // multi), multi)
+
+
+class Estimate(msgspec.Struct, frozen=True):
+    """An SMS's segments and their cost, stored with the message as its content's
+    `segments` (`msgspec.to_builtins`) and shown with it."""
+
+    encoding: str  # GSM-7 | UCS-2
+    units: int
+    segments: int
+    per_segment: int
+    cost: str  # a decimal, exact
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -82,16 +87,19 @@ class Pricing:
             raise ConfigError("channels.sms.prices: every price must be a number") from None
         return cls(prices, str(config.get("currency", "EUR")))
 
-    def estimate(self, text: str, number: str | None) -> dict[str, Any]:
+    def estimate(self, text: str, number: str | None) -> Estimate:
         """Encoding, segments and what they cost, as shown with the message."""
-        segments = count_segments(text)
+        counted = count_segments(text)
         country = phone_country(number) if number else None
         price = self.prices.get(country or "", self.prices.get("*", Decimal("0")))
-        return {
-            **segments.as_dict(),
-            "cost": str(price * segments.segments),
-            "currency": self.currency,
-        }
+        return Estimate(
+            counted.encoding,
+            counted.units,
+            counted.segments,
+            counted.per_segment,
+            str(price * counted.segments),
+            self.currency,
+        )
 
 
 # ---- keywords ----------------------------------------------------------------------------

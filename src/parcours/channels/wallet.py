@@ -34,6 +34,7 @@ from parcours.channels.base import (
 )
 from parcours.channels.fcm import AccessTokens, ServiceAccount, google_error
 from parcours.runtime.clock import iso
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.i18n import text
 
 PASS_STYLES = {"loyalty": "storeCard", "coupon": "coupon", "vip": "eventTicket"}
@@ -171,7 +172,7 @@ class WalletIssuer:
             orders,
         )
 
-    def pass_json(self, record: dict[str, Any]) -> dict[str, Any]:
+    def pass_json(self, record: dict[str, Any]) -> JsonObject:
         """pass.json for a stored pass: its kind, fields and the latest message."""
         style = PASS_STYLES[record["kind"]]
         fields: dict[str, Any] = record["fields"]
@@ -420,7 +421,7 @@ class WalletOrders:
             _pusher(config, wallet, order_type),
         )
 
-    def order_json(self, record: dict[str, Any]) -> dict[str, Any]:
+    def order_json(self, record: dict[str, Any]) -> JsonObject:
         """order.json for a stored Wallet order, in the customer's language."""
         details = record["details"]
         locale = str(details.get("locale") or "en")

@@ -19,6 +19,7 @@ from parcours.channels.base import (
     TransientFailure,
     setting,
 )
+from parcours.runtime.documents import JsonObject
 
 WINDOW_MS = 24 * 3_600_000  # the customer-service window after the customer's last message
 # Errors worth trying again later (rate limits, temporary trouble at Meta).
@@ -73,7 +74,7 @@ class MetaWhatsAppProvider:
             connections=setting(config, where, "connections", int, 4),
         )
 
-    def payload(self, message: OutgoingMessage) -> dict[str, Any]:
+    def payload(self, message: OutgoingMessage) -> JsonObject:
         """The Cloud API request for a message rendered as text or as a template."""
         content = message.content
         base = {

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 from sqlalchemy import Connection
 
 from parcours.channels import Pricing, WhatsAppPricing
@@ -92,7 +93,8 @@ class SmsPreparer(AsRendered):
 
     def prepare(self, conn: Connection, draft: Draft) -> Prepared | Unsendable:
         content = dict(draft.content)
-        content["segments"] = self.pricing.estimate(content["text"], draft.address)
+        estimate = self.pricing.estimate(content["text"], draft.address)
+        content["segments"] = msgspec.to_builtins(estimate)
         return Prepared(content)
 
 

@@ -14,10 +14,23 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    Table,
+    Text,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, metadata, sql
+from parcours.runtime.db import Database, metadata
 from parcours.runtime.queue import rescue_leases
 
 log = logging.getLogger(__name__)
@@ -110,28 +123,25 @@ class Heartbeat:
     def beat(self) -> None:
         now = self.clock.now_ms()
         with self.db.write() as conn:
-            updated = sql(
-                conn,
-                "UPDATE worker_heartbeats SET beat_at = :now WHERE id = :id",
-                {"now": now, "id": self.id},
+            updated = conn.execute(
+                update(worker_heartbeats)
+                .where(worker_heartbeats.c.id == self.id)
+                .values(beat_at=now)
             ).rowcount
             if not updated:
-                sql(
-                    conn,
-                    "INSERT INTO worker_heartbeats (id, host, pid, started_at, beat_at) "
-                    "VALUES (:id, :host, :pid, :started, :now)",
-                    {
-                        "id": self.id,
-                        "host": HOST,
-                        "pid": os.getpid(),
-                        "started": self.started_at,
-                        "now": now,
-                    },
+                conn.execute(
+                    insert(worker_heartbeats).values(
+                        id=self.id,
+                        host=HOST,
+                        pid=os.getpid(),
+                        started_at=self.started_at,
+                        beat_at=now,
+                    )
                 )
-                sql(
-                    conn,
-                    "DELETE FROM worker_heartbeats WHERE beat_at < :old",
-                    {"old": now - FORGET_AFTER_MS},
+                conn.execute(
+                    delete(worker_heartbeats).where(
+                        worker_heartbeats.c.beat_at < now - FORGET_AFTER_MS
+                    )
                 )
             # A send claimed by a worker that died is made again now, not after its lease.
             rescue_leases(conn, live_workers(conn, now, self.stale_ms) | {self.id}, now)
@@ -148,7 +158,7 @@ class Heartbeat:
             return
         try:
             with self.db.write() as conn:
-                sql(conn, "DELETE FROM worker_heartbeats WHERE id = :id", {"id": self.id})
+                conn.execute(delete(worker_heartbeats).where(worker_heartbeats.c.id == self.id))
         except Exception:
             log.warning("could not remove the worker heartbeat", exc_info=True)
         self.last_beat_at = None
@@ -156,13 +166,12 @@ class Heartbeat:
 
 def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
     """How many workers, anywhere, beat within `stale_ms` (fresh), and how many did not."""
-    row = sql(
-        conn,
-        "SELECT count(*) AS total, "
-        "coalesce(sum(CASE WHEN beat_at >= :fresh THEN 1 ELSE 0 END), 0) AS fresh "
-        "FROM worker_heartbeats",
-        {"fresh": now - stale_ms},
-    ).first()
+    fresh = func.coalesce(
+        func.sum(case((worker_heartbeats.c.beat_at >= now - stale_ms, 1), else_=0)), 0
+    )
+    row = conn.execute(
+        select(func.count().label("total"), fresh.label("fresh")).select_from(worker_heartbeats)
+    ).one()
     return WorkerCounts(int(row.fresh), int(row.total) - int(row.fresh))
 
 
@@ -172,10 +181,11 @@ def live_workers(conn: Connection, now: int, stale_ms: int) -> set[str]:
     started again is known gone at once, not `stale_ms` later). A worker whose row is
     missing (it stopped, or it never beat) is not among them."""
     alive: set[str] = set()
-    for row in sql(
-        conn,
-        "SELECT id, host, pid FROM worker_heartbeats WHERE beat_at >= :fresh",
-        {"fresh": now - stale_ms},
+    heartbeats = worker_heartbeats.c
+    for row in conn.execute(
+        select(heartbeats.id, heartbeats.host, heartbeats.pid).where(
+            heartbeats.beat_at >= now - stale_ms
+        )
     ).all():
         if row.host == HOST:
             if row.pid == os.getpid():

@@ -18,10 +18,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
 
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, sql
+from parcours.runtime.db import Database
 from parcours.runtime.heartbeats import worker_counts
+from parcours.runtime.queue import jobs
 
 # Latency buckets, in seconds, for requests and ingestion alike.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -46,7 +48,7 @@ class DatabaseFigures(Collector):
         self.stale_ms = stale_ms
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily(
+        queued = GaugeMetricFamily(
             "parcours_queue_jobs",
             "Jobs in the queue: due (to run now), failed (for good)",
             labels=["queue", "state"],
@@ -67,33 +69,29 @@ class DatabaseFigures(Collector):
                 # Index lookups on (state, queue, run_at, id): the first due time, then the
                 # range of due jobs only. Jobs scheduled for later are not counted: a
                 # million waiting timers took 0.7 s to count at each scrape (measured).
-                first = sql(
-                    conn,
-                    "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
-                    {"q": queue},
-                ).scalar()
-                due = 0
-                if first is not None and int(first) <= now:
-                    due = sql(
-                        conn,
-                        "SELECT count(*) FROM jobs WHERE state = 'available' AND queue = :q "
-                        "AND run_at <= :now",
-                        {"q": queue, "now": now},
-                    ).scalar()
-                failed = sql(
-                    conn,
-                    "SELECT count(*) FROM jobs WHERE state = 'failed' AND queue = :q",
-                    {"q": queue},
-                ).scalar()
-                jobs.add_metric([queue, "due"], int(due or 0))
-                jobs.add_metric([queue, "failed"], int(failed or 0))
-                late = (now - int(first)) / 1000 if due else 0.0
+                available = (jobs.c.state == "available") & (jobs.c.queue == queue)
+                first = conn.execute(select(func.min(jobs.c.run_at)).where(available)).scalar()
+                due, late = 0, 0.0
+                if first is not None and first <= now:
+                    due = conn.execute(
+                        select(func.count())
+                        .select_from(jobs)
+                        .where(available, jobs.c.run_at <= now)
+                    ).scalar_one()
+                    late = (now - first) / 1000 if due else 0.0
+                failed = conn.execute(
+                    select(func.count())
+                    .select_from(jobs)
+                    .where(jobs.c.state == "failed", jobs.c.queue == queue)
+                ).scalar_one()
+                queued.add_metric([queue, "due"], due)
+                queued.add_metric([queue, "failed"], failed)
                 oldest.add_metric([queue], late)
 
             counts = worker_counts(conn, now, self.stale_ms)
         workers.add_metric(["fresh"], counts.fresh)
         workers.add_metric(["stale"], counts.stale)
-        yield from (jobs, oldest, workers)
+        yield from (queued, oldest, workers)
 
 
 class _ThisProcess(Collector):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from sqlalchemy import BigInteger, Column, Table, Text
+from sqlalchemy import BigInteger, Column, Select, Table, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from parcours.runtime.db import Database, metadata, sql
+from parcours.runtime.db import Database, metadata
 
 instance_secrets = Table(
     "instance_secrets",
@@ -19,7 +20,10 @@ instance_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
-_READ = "SELECT value FROM instance_secrets WHERE name = :n"
+
+
+def _select_value(name: str) -> Select[str]:
+    return select(instance_secrets.c.value).where(instance_secrets.c.name == name)
 
 
 def instance_secret(
@@ -27,20 +31,14 @@ def instance_secret(
 ) -> str:
     """The secret called `name`, made once: two processes starting together agree on it."""
     with db.read() as conn:
-        value = sql(
-            conn, "SELECT value FROM instance_secrets WHERE name = :n", {"n": name}
-        ).scalar()
+        value = conn.execute(_select_value(name)).scalar()
     if value is not None:
         return str(value)
     with db.write() as conn:
-        sql(
-            conn,
-            "INSERT INTO instance_secrets (name, value, created_at) VALUES (:n, :v, :now) "
-            "ON CONFLICT (name) DO NOTHING",
-            {"n": name, "v": make(), "now": now},
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(
+            insert(instance_secrets)
+            .values(name=name, value=make(), created_at=now)
+            .on_conflict_do_nothing(index_elements=[instance_secrets.c.name])
         )
-        return str(
-            sql(
-                conn, "SELECT value FROM instance_secrets WHERE name = :n", {"n": name}
-            ).scalar_one()
-        )
+        return conn.execute(_select_value(name)).scalar_one()

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
@@ -117,35 +117,43 @@ def healthz() -> Alive:
     return Alive("alive")
 
 
-class Readiness(Protocol):
-    """What the `readiness` dependency gives: ready or not, the checks that failed, and
-    what each found (computed for each request by the composition root)."""
+class WorkerFigures(msgspec.Struct, frozen=True):
+    """Worker loops anywhere whose heartbeat is fresh (within `worker_stale_seconds`) or
+    stale, and how many fresh ones readiness requires (`ready_min_workers`)."""
+
+    fresh: int
+    stale: int
+    required: int
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    """What /readyz answers: ready or not, the checks that failed, and what each found
+    (computed for each request by the composition root). A check not made is left out."""
+
+    status: str  # ready | not ready
+    failed: list[str] | msgspec.UnsetType = msgspec.UNSET  # the checks that failed
+    database: str  # the dialect, or why it could not be reached
+    migration: str | msgspec.UnsetType | None = msgspec.UNSET  # the revision it is at
+    migrations: str | msgspec.UnsetType = msgspec.UNSET  # behind: where, and where not
+    worker: str | msgspec.UnsetType = msgspec.UNSET  # this process's worker loop
+    workers: WorkerFigures | str | msgspec.UnsetType = msgspec.UNSET  # or why not counted
 
     @property
-    def ready(self) -> bool: ...
-
-    @property
-    def failed(self) -> list[str]: ...
-
-    @property
-    def report(self) -> dict[str, Any]: ...
+    def ready(self) -> bool:
+        return self.status == "ready"
 
 
 @get(
     "/readyz",
     sync_to_thread=False,
     responses={
-        200: ResponseSpec(dict[str, Any], description="Ready: status, and what each check found"),
-        503: ResponseSpec(dict[str, Any], description="Not ready: `failed` names the checks"),
+        200: ResponseSpec(Readiness, description="Ready: status, and what each check found"),
+        503: ResponseSpec(Readiness, description="Not ready: `failed` names the checks"),
     },
 )
 def readyz(readiness: Injected[Readiness]) -> Response[bytes]:
     """Ready to take traffic, or 503 naming the checks that failed."""
-    if readiness.ready:
-        return json_response({"status": "ready", **readiness.report})
-    return json_response(
-        {"status": "not ready", "failed": readiness.failed, **readiness.report}, 503
-    )
+    return json_response(readiness, 200 if readiness.ready else 503)
 
 
 @get(
@@ -168,4 +176,4 @@ def operations_routes() -> list[HTTPRouteHandler]:
     return [healthz, readyz, metrics]
 
 
-__all__ = ["observe_requests", "operations_routes"]
+__all__ = ["Readiness", "WorkerFigures", "observe_requests", "operations_routes"]
