@@ -21,7 +21,7 @@ def append(services: Services, *events: Any) -> None:
     services.writer.append_sync(list(events))
 
 
-def profile_of(services: Services, ref: str) -> dict[str, Any]:
+def profile_of(services: Services, ref: str) -> customers.CustomerProfile:
     with services.db.read() as conn:
         return customers.profile(conn, customers.resolve(conn, ref, "FR"))
 
@@ -42,10 +42,10 @@ def test_anonymous_browsing_joins_the_profile_on_identify(services: Services) ->
     )
     profile = profile_of(services, "u-1")
     assert profile == profile_of(services, "anon-1")
-    assert {"kind": "anonymous_id", "value": "anon-1"} in profile["identities"]
+    assert customers.KnownIdentity("anonymous_id", "anon-1") in profile.identities
     assert live_customers(services) == 1
     with services.db.read() as conn:
-        page, _ = customers.event_page(conn, customers.resolve(conn, "u-1", "FR"))
+        page = customers.event_page(conn, customers.resolve(conn, "u-1", "FR")).events
     assert [e["type"] for e in page] == ["identify", "track", "page"]
 
 
@@ -59,22 +59,22 @@ def test_email_and_phone_are_normalised_identities(services: Services) -> None:
         ),
     )
     profile = profile_of(services, "marie@example.com")
-    assert profile["id"] == profile_of(services, "+33611223344")["id"]
-    assert profile_of(services, "0611223344")["id"] == profile["id"]
-    kinds = {(i["kind"], i["value"]) for i in profile["identities"]}
+    assert profile.id == profile_of(services, "+33611223344").id
+    assert profile_of(services, "0611223344").id == profile.id
+    kinds = {(i.kind, i.value) for i in profile.identities}
     assert ("email", "marie@example.com") in kinds
     assert ("phone", "+33611223344") in kinds
     # The trait keeps what the customer typed; the identity is normalised.
-    assert profile["traits"]["email"] == "  Marie@Example.COM "
+    assert profile.traits["email"] == "  Marie@Example.COM "
 
 
 def test_a_person_may_have_several_emails(services: Services) -> None:
     append(services, make_event("identify", userId="u-3", traits={"email": "a@example.com"}))
     append(services, make_event("identify", userId="u-3", traits={"email": "b@example.com"}))
     profile = profile_of(services, "u-3")
-    emails = {i["value"] for i in profile["identities"] if i["kind"] == "email"}
+    emails = {i.value for i in profile.identities if i.kind == "email"}
     assert emails == {"a@example.com", "b@example.com"}
-    assert profile["traits"]["email"] == "b@example.com"
+    assert profile.traits["email"] == "b@example.com"
 
 
 def test_two_profiles_proven_one_are_merged_with_all_their_history(services: Services) -> None:
@@ -97,7 +97,7 @@ def test_two_profiles_proven_one_are_merged_with_all_their_history(services: Ser
         make_event("identify", userId="u-lea", traits={"last_name": "Martin"}, at=START + MINUTE),
     )
     assert live_customers(services) == 2
-    older = profile_of(services, "phone-app")["id"]
+    older = profile_of(services, "phone-app").id
     # Logging in on the phone app proves they are one person.
     append(
         services,
@@ -105,16 +105,16 @@ def test_two_profiles_proven_one_are_merged_with_all_their_history(services: Ser
     )
     assert live_customers(services) == 1
     merged = profile_of(services, "u-lea")
-    assert merged["id"] == older
-    assert merged["traits"]["first_name"] == "Léa"
-    assert merged["traits"]["last_name"] == "Martin"
-    assert merged["computed"]["orders_count"] == 1
-    assert len(merged["merged_from"]) == 1
+    assert merged.id == older
+    assert merged.traits["first_name"] == "Léa"
+    assert merged.traits["last_name"] == "Martin"
+    assert merged.computed["orders_count"] == 1
+    assert len(merged.merged_from) == 1
     # The merged id still resolves, to the survivor.
-    assert profile_of(services, merged["merged_from"][0])["id"] == older
+    assert profile_of(services, merged.merged_from[0]).id == older
     with services.db.read() as conn:
         survivor = customers.resolve(conn, "u-lea", "FR")
-        names = [e.get("event") for e in customers.event_page(conn, survivor, limit=100)[0]]
+        names = [e.get("event") for e in customers.event_page(conn, survivor, limit=100).events]
         orphans = conn.execute(
             select(func.count())
             .select_from(events_table)
@@ -147,7 +147,7 @@ def test_merge_event_says_why(services: Services) -> None:
     )
     with services.db.read() as conn:
         survivor = customers.resolve(conn, "u-a", "FR")
-        page, _ = customers.event_page(conn, survivor)
+        page = customers.event_page(conn, survivor).events
     merge = next(e for e in page if e.get("event") == "Customers Merged")
     assert merge["properties"]["identity"] == {"kind": "email", "value": "same@example.com"}
     assert "proof-1" in merge["properties"]["reason"]
@@ -158,16 +158,16 @@ def test_two_logged_in_people_sharing_a_device_are_not_merged(services: Services
     append(services, make_event("identify", anonymousId="family-ipad", userId="mum"))
     append(services, make_event("identify", anonymousId="family-ipad", userId="son"))
     assert live_customers(services) == 2
-    assert profile_of(services, "mum")["id"] != profile_of(services, "son")["id"]
-    son = {(i["kind"], i["value"]) for i in profile_of(services, "son")["identities"]}
+    assert profile_of(services, "mum").id != profile_of(services, "son").id
+    son = {(i.kind, i.value) for i in profile_of(services, "son").identities}
     assert ("anonymous_id", "family-ipad") not in son
 
 
 def test_a_shared_mailbox_does_not_merge_two_accounts(services: Services) -> None:
     append(services, make_event("identify", userId="alice", traits={"email": "home@example.com"}))
     append(services, make_event("identify", userId="bob", traits={"email": "home@example.com"}))
-    assert profile_of(services, "alice")["id"] != profile_of(services, "bob")["id"]
-    assert profile_of(services, "home@example.com")["id"] == profile_of(services, "alice")["id"]
+    assert profile_of(services, "alice").id != profile_of(services, "bob").id
+    assert profile_of(services, "home@example.com").id == profile_of(services, "alice").id
 
 
 def test_alias_merges_previous_id_into_user(services: Services) -> None:
@@ -175,7 +175,7 @@ def test_alias_merges_previous_id_into_user(services: Services) -> None:
     append(services, make_event("identify", userId="new-user", traits={"plan": "gold"}))
     append(services, make_event("alias", previousId="old-anon", userId="new-user"))
     assert live_customers(services) == 1
-    assert profile_of(services, "old-anon")["traits"]["plan"] == "gold"
+    assert profile_of(services, "old-anon").traits["plan"] == "gold"
 
 
 def test_merges_inside_one_batch_leave_one_profile(services: Services) -> None:
@@ -208,8 +208,8 @@ def test_external_ids_identify_a_customer(services: Services) -> None:
     )
     append(services, event)
     profile = profile_of(services, "shopify_customer_id:42")
-    assert profile["id"] == profile_of(services, "web-7")["id"]
-    assert profile["computed"]["revenue"]["EUR"]["total_spent"] == "10.50"
+    assert profile.id == profile_of(services, "web-7").id
+    assert profile.computed["revenue"]["EUR"]["total_spent"] == "10.50"
 
 
 # ---- looking a customer up: the id's own kind first ---------------------------------------
@@ -235,7 +235,7 @@ def test_an_id_that_reads_as_an_email_or_phone_is_looked_up_as_that_first(
     )
     for text in ("marie@example.com", "0611223344", "shopify_customer_id:s.myshopify.com:7"):
         decoy(services, text)
-    marie = profile_of(services, "marie")["id"]
+    marie = profile_of(services, "marie").id
     for ref in (
         "marie@example.com",
         " Marie@Example.com",
@@ -246,16 +246,16 @@ def test_an_id_that_reads_as_an_email_or_phone_is_looked_up_as_that_first(
         "email:MARIE@example.com",
         "phone:06 11 22 33 44",
     ):
-        assert profile_of(services, ref)["id"] == marie, ref
+        assert profile_of(services, ref).id == marie, ref
     # Written `user_id:...`, the decoy is what is asked for.
-    assert profile_of(services, "user_id:marie@example.com")["traits"] == {"first_name": "Decoy"}
-    assert profile_of(services, "user_id:0611223344")["id"] != marie
+    assert profile_of(services, "user_id:marie@example.com").traits == {"first_name": "Decoy"}
+    assert profile_of(services, "user_id:0611223344").id != marie
     # An erasure asked by email reaches Marie, not the decoy.
     erasure = customers.erase(
         services.db, services.people, "marie@example.com", "FR", START, "test"
     )
     assert customers.public_id(erasure.customer_id) == marie
-    assert profile_of(services, "user_id:marie@example.com")["erased"] is False
+    assert profile_of(services, "user_id:marie@example.com").erased is False
 
 
 def test_a_kind_written_before_an_id_is_never_read_as_a_phone_number(services: Services) -> None:
@@ -276,7 +276,7 @@ def test_exact_lookups_take_an_identity_of_one_kind_and_follow_merges(
     append(services, make_event("identify", userId="u-9", traits={"email": "nine@example.com"}))
     decoy(services, "nine@example.com")
     append(services, make_event("identify", userId="u-9", anonymousId="a-1"))  # a merge
-    nine = int(profile_of(services, "u-9")["id"][4:])
+    nine = int(profile_of(services, "u-9").id[4:])
     with services.db.read() as conn:
         found = {
             (kind, value): customers.customers_with_identity(conn, kind, value)

@@ -20,7 +20,7 @@ def append(services: Services, *events: Any) -> None:
     services.writer.append_sync(list(events))
 
 
-def profile_of(services: Services, ref: str) -> dict[str, Any]:
+def profile_of(services: Services, ref: str) -> customers.CustomerProfile:
     with services.db.read() as conn:
         return customers.profile(conn, customers.resolve(conn, ref, "FR"))
 
@@ -43,8 +43,8 @@ def test_a_late_identify_never_overwrites_a_newer_trait(services: Services) -> N
         make_event("identify", userId="u", traits={"city": "Paris", "vip": True}, at=START),
     )
     profile = profile_of(services, "u")
-    assert profile["traits"]["city"] == "Lyon"
-    assert profile["traits"]["vip"] is True
+    assert profile.traits["city"] == "Lyon"
+    assert profile.traits["vip"] is True
 
 
 def test_corrected_time_orders_traits_when_the_client_clock_is_off(services: Services) -> None:
@@ -66,7 +66,7 @@ def test_corrected_time_orders_traits_when_the_client_clock_is_off(services: Ser
     )
     assert skewed.occurred_at == START
     append(services, skewed)
-    assert profile_of(services, "u")["traits"]["size"] == "M"
+    assert profile_of(services, "u").traits["size"] == "M"
 
 
 def test_orders_count_once_per_order_id_and_sum_per_currency(services: Services) -> None:
@@ -77,7 +77,7 @@ def test_orders_count_once_per_order_id_and_sum_per_currency(services: Services)
         order("buyer", "o-2", "50.50", at=START + DAY),
         order("buyer", "o-3", 20, currency="usd", at=START + 2 * DAY),
     )
-    computed = profile_of(services, "buyer")["computed"]
+    computed = profile_of(services, "buyer").computed
     assert computed["orders_count"] == 3
     assert computed["revenue"]["EUR"] == {
         "orders": 2,
@@ -101,7 +101,7 @@ def test_cancelled_order_leaves_the_totals_and_refund_is_subtracted(services: Se
             "track", userId="b", event="Order Refunded", properties={"order_id": "o-1", "total": 30}
         ),
     )
-    computed = profile_of(services, "b")["computed"]
+    computed = profile_of(services, "b").computed
     assert computed["orders_count"] == 1
     assert computed["revenue"]["EUR"]["total_spent"] == "70.00"
     assert computed["last_order_at"] == iso(START)
@@ -127,7 +127,7 @@ def test_order_total_falls_back_to_revenue_then_products(services: Services) -> 
             },
         ),
     )
-    assert profile_of(services, "c")["computed"]["revenue"]["EUR"]["total_spent"] == "37.00"
+    assert profile_of(services, "c").computed["revenue"]["EUR"]["total_spent"] == "37.00"
 
 
 def test_time_zone_locale_country_and_last_seen(services: Services) -> None:
@@ -141,7 +141,7 @@ def test_time_zone_locale_country_and_last_seen(services: Services) -> None:
             context={"locale": "fr-FR", "location": {"country": "fr"}},
         ),
     )
-    computed = profile_of(services, "d")["computed"]
+    computed = profile_of(services, "d").computed
     # No time zone from the device: the country's.
     assert computed["timezone"] == "Europe/Paris"
     assert computed["timezone_source"] == "country"
@@ -163,7 +163,7 @@ def test_time_zone_locale_country_and_last_seen(services: Services) -> None:
             "track", userId="d", event="Old", at=START - DAY, context={"timezone": "Asia/Tokyo"}
         ),
     )
-    computed = profile_of(services, "d")["computed"]
+    computed = profile_of(services, "d").computed
     assert computed["timezone"] == "America/Montreal"
     assert computed["timezone_source"] == "context"
     assert computed["last_seen_at"] == iso(START + DAY)
@@ -172,7 +172,7 @@ def test_time_zone_locale_country_and_last_seen(services: Services) -> None:
 
 def test_an_unknown_time_zone_is_ignored(services: Services) -> None:
     append(services, make_event("page", userId="e", context={"timezone": "Mars/Olympus"}))
-    assert profile_of(services, "e")["computed"]["timezone"] is None
+    assert profile_of(services, "e").computed["timezone"] is None
 
 
 def test_consent_from_identify_traits_is_recorded_with_source_and_wording(
@@ -197,12 +197,12 @@ def test_consent_from_identify_traits_is_recorded_with_source_and_wording(
         ),
     )
     profile = profile_of(services, "f")
-    states = {(c["channel"], c["purpose"]): c for c in profile["consents"]}
-    assert states[("email", "marketing")]["status"] == "granted"
-    assert states[("email", "marketing")]["wording"] == "Send me offers"
-    assert states[("email", "marketing")]["source"] == "checkout"
-    assert states[("sms", "marketing")]["status"] == "withdrawn"
-    assert "consent" not in profile["traits"]
+    states = {(c.channel, c.purpose): c for c in profile.consents}
+    assert states[("email", "marketing")].status == "granted"
+    assert states[("email", "marketing")].wording == "Send me offers"
+    assert states[("email", "marketing")].source == "checkout"
+    assert states[("sms", "marketing")].status == "withdrawn"
+    assert "consent" not in profile.traits
 
 
 def test_withdrawal_wins_over_an_older_grant_that_arrives_later(services: Services) -> None:
@@ -239,9 +239,7 @@ def test_withdrawal_wins_over_an_older_grant_that_arrives_later(services: Servic
             traits={"consent": {"sms": {"marketing": False}}},
         ),
     )
-    states = {
-        (c["channel"], c["purpose"]): c["status"] for c in profile_of(services, "g")["consents"]
-    }
+    states = {(c.channel, c.purpose): c.status for c in profile_of(services, "g").consents}
     assert states[("email", "marketing")] == "withdrawn"
     # Grant and withdrawal at the same instant: the withdrawal wins.
     assert states[("sms", "marketing")] == "withdrawn"
@@ -263,9 +261,7 @@ def test_a_newer_grant_after_a_withdrawal_is_in_force(services: Services) -> Non
             traits={"consent": {"push": {"marketing": True}}},
         ),
     )
-    states = {
-        (c["channel"], c["purpose"]): c["status"] for c in profile_of(services, "h")["consents"]
-    }
+    states = {(c.channel, c.purpose): c.status for c in profile_of(services, "h").consents}
     assert states[("push", "marketing")] == "granted"
 
 
@@ -332,8 +328,8 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
         profile = profile_of(opened, "ines")
     finally:
         opened.close()
-    assert profile["traits"]["vip"] is True
-    assert profile["computed"]["last_seen_at"] == iso(START + 5000)
+    assert profile.traits["vip"] is True
+    assert profile.computed["last_seen_at"] == iso(START + 5000)
 
 
 def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
@@ -390,5 +386,5 @@ def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
     finally:
         opened.close()
     assert {"kind": "email", "value": "noor@example.com"} in [
-        {"kind": i["kind"], "value": i["value"]} for i in profile["identities"]
+        {"kind": i.kind, "value": i.value} for i in profile.identities
     ]

@@ -42,7 +42,7 @@ def customer_id(services: Services, user: str) -> int:
 
 def code_of(services: Services, user: str) -> str:
     with services.db.read() as conn:
-        traits = customers.profile(conn, customers.resolve(conn, user, "FR"))["traits"]
+        traits = customers.profile(conn, customers.resolve(conn, user, "FR")).traits
     code: str = traits["referral_code"]
     return code
 
@@ -125,12 +125,12 @@ def test_a_first_order_issues_one_code_made_from_the_first_name(services: Servic
     assert len(events_of(services, "camille", "Referral Code Issued")) == 1
     track(services, "nameless", "Order Completed", order_id="n-1")
     with services.db.read() as conn:  # the code comes within GATHER_MS, not at once
-        traits = customers.profile(conn, customer_id(services, "nameless"))["traits"]
+        traits = customers.profile(conn, customer_id(services, "nameless")).traits
     assert "referral_code" not in traits
     issue_codes(services)
     assert re.fullmatch(f"{RANDOM}{{4}}-{RANDOM}{{4}}", code_of(services, "nameless"))
     with services.db.read() as conn:
-        computed = customers.profile(conn, customer_id(services, "camille"))["computed"]
+        computed = customers.profile(conn, customer_id(services, "camille")).computed
     assert computed["orders_count"] == 2
 
 

@@ -60,7 +60,7 @@ def test_segment_library_lands_every_call(
         person = customers.resolve(conn, "lou@example.com", "FR")
         assert customers.resolve(conn, "anon-42", "FR") == person
         assert customers.resolve(conn, "anon-old", "FR") == person
-        traits = customers.profile(conn, person)["traits"]
+        traits = customers.profile(conn, person).traits
     assert traits["first_name"] == "Lou"
 
 

@@ -74,7 +74,7 @@ def member_of(services: Services, user: str) -> list[str]:
 def segment_events(services: Services, user: str) -> list[tuple[str, str, bool]]:
     """(event, segment, backfill) of the customer's Segment Entered / Exited events."""
     with services.db.read() as conn:
-        page, _ = customers.event_page(conn, customer_of(services, user), limit=500)
+        page = customers.event_page(conn, customer_of(services, user), limit=500).events
     return [
         (e["event"], e["properties"]["segment"], bool(e["properties"].get("backfill")))
         for e in reversed(page)

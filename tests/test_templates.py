@@ -147,7 +147,7 @@ def test_referral_loop_invites_rewards_at_once_and_asks_again(
     advance(services, clock, GATHER_MS)  # her code is issued
     with services.db.read() as conn:
         camille = customers.resolve(conn, "camille", "FR")
-        code = customers.profile(conn, camille)["traits"]["referral_code"]
+        code = customers.profile(conn, camille).traits["referral_code"]
     advance(services, clock, 3 * DAY, step=HOUR)
     assert sent(services, "camille") == [("email", "referral-invitation")]
     # Léa orders with Camille's code: Camille is rewarded and told at once.

@@ -193,17 +193,24 @@ def _sqlite_revision(file: Path) -> str | None:
     Database would turn any SQLite file into a WAL one); None: not a Parcours database."""
     import sqlite3
 
+    from sqlalchemy import column, create_engine, select, table
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    uri = f"{file.resolve().as_uri()}?mode=ro"
+    engine = create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool
+    )
     try:
-        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return None
-    try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.DatabaseError:  # no such table; not a database at all
+        with engine.connect() as conn:
+            version = conn.execute(
+                select(column("version_num")).select_from(table("alembic_version"))
+            ).scalar()
+    except DBAPIError:  # no such table; not a database at all
         return None
     finally:
-        conn.close()
-    return None if row is None else str(row[0])
+        engine.dispose()
+    return None if version is None else str(version)
 
 
 def existing_database(settings: Settings) -> Database:

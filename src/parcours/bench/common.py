@@ -200,7 +200,7 @@ def insert_events_straight(conn: Connection, rows: Sequence[tuple[Any, ...]]) ->
     """The storage floor: `rows` (in the order of the events table's columns as appended)
     inserted by the driver's executemany, in the caller's transaction."""
     from parcours.log import events as events_table
-    from parcours.log.append import _EVENT_COLUMNS
+    from parcours.log.queries import _EVENT_COLUMNS
 
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     sql = (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, delete, select, update
 
 from parcours.customers.consent import CONSENT_EVENT
 from parcours.customers.people import People
@@ -116,8 +116,8 @@ def erase_origin(
     is known of them; otherwise the origin's part only. None when it gave nothing."""
     _lock(conn, customer_id)
     rows = log_queries.all_of(conn, customer_id)
-    mine: list[Any] = []
-    rest: list[Any] = []
+    mine: list[log_queries.StoredEvent] = []
+    rest: list[log_queries.StoredEvent] = []
     for row in rows:
         from_origin = row.source == origin.source and origin.holds(_decode(row.payload))
         (mine if from_origin else rest).append(row)
@@ -156,8 +156,8 @@ def _erase_part(
     conn: Connection,
     customer_id: int,
     origin: Origin,
-    mine: list[Any],
-    rest: list[Any],
+    mine: list[log_queries.StoredEvent],
+    rest: list[log_queries.StoredEvent],
     held: list[tuple[str, str]],
     now_ms: int,
     default_region: str,
@@ -271,7 +271,7 @@ def _lock(conn: Connection, customer_id: int) -> None:
     """PostgreSQL: the profile row is held until commit, so that the writer projecting a
     new event onto this customer waits rather than writing a profile derived before."""
     if conn.dialect.name != "sqlite":
-        conn.execute(text("SELECT id FROM customers WHERE id = :c FOR UPDATE"), {"c": customer_id})
+        conn.execute(select(customers.c.id).where(customers.c.id == customer_id).with_for_update())
 
 
 def _named_identity(properties: dict[str, Any]) -> tuple[str, str] | None:

@@ -5,19 +5,32 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import msgspec
 from babel.core import get_global
-from sqlalchemy import Connection, and_, func, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    column,
+    func,
+    inspect,
+    literal_column,
+    select,
+    table,
+    update,
+)
 
+from parcours.customers import projection
 from parcours.customers.identity import identity_of
 from parcours.customers.people import People
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import QUIET, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
-from parcours.runtime.db import LIKE_ESCAPE, Database, like_escape, select_in, sql
+from parcours.runtime.db import LIKE_ESCAPE, Database, chunks, like_escape
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.presentation import money_text, own_event_properties
 
 ERASED_EVENT = "Customer Erased"
@@ -130,14 +143,7 @@ def customers_with_identity(conn: Connection, kind: str, value: str) -> list[int
 
 def has_user_id(conn: Connection, customer_id: int) -> bool:
     """Whether the brand knows this customer by one of its user ids (signed in once)."""
-    return (
-        sql(
-            conn,
-            "SELECT 1 FROM identities WHERE customer_id = :c AND kind = 'user_id' LIMIT 1",
-            {"c": customer_id},
-        ).first()
-        is not None
-    )
+    return projection.holds_user_id(conn, customer_id)
 
 
 def _in_some_scope(conn: Connection, ref: str, kind: str, value: str) -> int | None:
@@ -176,11 +182,7 @@ def live_customers(conn: Connection, ids: Iterable[int]) -> dict[int, int]:
     for _ in range(100):
         if not pending:
             break
-        rows = select_in(
-            conn,
-            "SELECT id, merged_into, erased_at FROM customers WHERE id IN ({marks})",
-            sorted(set(pending.values())),
-        )
+        rows = projection.merge_states(conn, sorted(set(pending.values())))
         state = {int(ident): (merged_into, erased_at) for ident, merged_into, erased_at in rows}
         following: dict[int, int] = {}
         for asked, current in pending.items():
@@ -195,23 +197,22 @@ def live_customers(conn: Connection, ids: Iterable[int]) -> dict[int, int]:
     return found
 
 
-def traits_of(conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """The traits of each of these customers, in one query per thousand."""
+def traits_of(conn: Connection, ids: Iterable[int]) -> dict[int, JsonObject]:
+    """The traits of each of these customers (free-form: what the brand sent), in one
+    query per thousand."""
     return {
         int(ident): _decode(traits)
-        for ident, traits in select_in(
-            conn, "SELECT id, traits FROM customers WHERE id IN ({marks})", sorted(set(ids))
-        )
+        for ident, traits in projection.stored_traits(conn, sorted(set(ids)))
     }
 
 
 def first_order(conn: Connection, customer_id: int) -> str | None:
     """The id of the customer's earliest order (cancelled ones included), if any."""
-    value = sql(
-        conn,
-        "SELECT order_id FROM customer_orders WHERE customer_id = :c "
-        "ORDER BY occurred_at, order_id LIMIT 1",
-        {"c": customer_id},
+    value = conn.execute(
+        select(customer_orders.c.order_id)
+        .where(customer_orders.c.customer_id == customer_id)
+        .order_by(customer_orders.c.occurred_at, customer_orders.c.order_id)
+        .limit(1)
     ).scalar()
     return None if value is None else str(value)
 
@@ -230,14 +231,8 @@ class ConsentState:
 def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
     """The consent in force per channel and purpose: the latest change; at equal times a
     withdrawal wins over a grant."""
-    rows = sql(
-        conn,
-        "SELECT channel, purpose, status, occurred_at, source, wording, wording_version "
-        "FROM consents WHERE customer_id = :id ORDER BY occurred_at, id",
-        {"id": customer_id},
-    ).all()
-    current: dict[tuple[str, str], Any] = {}
-    for row in rows:
+    current: dict[tuple[str, str], projection.ConsentRow] = {}
+    for row in projection.consent_changes(conn, customer_id):
         key = (row.channel, row.purpose)
         held = current.get(key)
         if (
@@ -254,7 +249,42 @@ def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
     ]
 
 
-def profile(conn: Connection, customer_id: int) -> dict[str, Any]:
+class KnownIdentity(msgspec.Struct, frozen=True):
+    """One id the customer is known by (an email, a phone, a user id...)."""
+
+    kind: str
+    value: str
+
+
+class ProfileConsent(msgspec.Struct, frozen=True):
+    """The consent in force for a channel and a purpose, as the API shows it."""
+
+    channel: str
+    purpose: str
+    status: str
+    at: str | None
+    source: str
+    wording: str | None
+    wording_version: str | None
+
+
+class CustomerProfile(msgspec.Struct, frozen=True):
+    """Everything the API shows about a customer (no event history): the traits as the
+    brand sent them, the computed traits (`computed_view`), ids, consents, merged ids."""
+
+    id: str
+    created_at: str | None
+    updated_at: str | None
+    erased: bool
+    traits: JsonObject
+    trait_times: dict[str, str | None]
+    identities: list[KnownIdentity]
+    merged_from: list[str]
+    consents: list[ProfileConsent]
+    computed: JsonObject
+
+
+def profile(conn: Connection, customer_id: int) -> CustomerProfile:
     """Everything the API shows about a customer (no event history)."""
     row = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
     computed = _decode(row.computed)
@@ -269,32 +299,32 @@ def profile(conn: Connection, customer_id: int) -> dict[str, Any]:
         .order_by(customers.c.id)
     ).scalars()
     trait_times = _decode(row.trait_times)
-    return {
-        "id": public_id(row.id),
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-        "erased": row.erased_at is not None,
-        "traits": _decode(row.traits),
-        "trait_times": {name: iso(at) for name, at in trait_times.items()},
-        "identities": [{"kind": r.kind, "value": r.value} for r in ident_rows],
-        "merged_from": [public_id(m) for m in merged_from],
-        "consents": [
-            {
-                "channel": c.channel,
-                "purpose": c.purpose,
-                "status": c.status,
-                "at": iso(c.at),
-                "source": c.source,
-                "wording": c.wording,
-                "wording_version": c.wording_version,
-            }
+    return CustomerProfile(
+        id=public_id(row.id),
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
+        erased=row.erased_at is not None,
+        traits=_decode(row.traits),
+        trait_times={name: iso(at) for name, at in trait_times.items()},
+        identities=[KnownIdentity(r.kind, r.value) for r in ident_rows],
+        merged_from=[public_id(m) for m in merged_from],
+        consents=[
+            ProfileConsent(
+                c.channel, c.purpose, c.status, iso(c.at), c.source, c.wording, c.wording_version
+            )
             for c in current_consents(conn, customer_id)
         ],
-        "computed": computed_view(computed),
-    }
+        computed=computed_view(computed),
+    )
 
 
-def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
+# What conditions read about a customer is a document: the `profile` of the condition
+# language's scope (runtime/conditions.py), read by path (`profile.traits.tier`,
+# `profile.computed.country`), handed as such to journeys, segments and messaging's
+# policies. Hence JsonObject.
+
+
+def conditions_view(conn: Connection, customer_id: int) -> JsonObject:
     """What journey conditions and policies read about a customer, in one query: traits,
     computed traits, and the phone numbers (for the country of a customer without one).
     Straight through the driver: journeys call it at every step that looks at a profile."""
@@ -303,37 +333,34 @@ def conditions_view(conn: Connection, customer_id: int) -> dict[str, Any]:
     if not computed.get("country"):
         phones = [
             {"kind": "phone", "value": value}
-            for value in sql(
-                conn,
-                "SELECT value FROM identities WHERE customer_id = :id AND kind = 'phone'",
-                {"id": customer_id},
-            ).scalars()
+            for value in projection.phone_numbers(conn, customer_id)
         ]
     return {"traits": traits, "computed": computed, "identities": phones}
 
 
-def traits_view(conn: Connection, customer_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+class TraitsView(NamedTuple):
+    """The customer's traits (free-form) and computed traits (`computed_view`)."""
+
+    traits: JsonObject
+    computed: JsonObject
+
+
+def traits_view(conn: Connection, customer_id: int) -> TraitsView:
     """The customer's traits and computed traits (what a message template sees), in one
     query."""
-    row = sql(
-        conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
-    ).first()
+    row = projection.stored_profile(conn, customer_id)
     if row is None:
         raise CustomerNotFound(public_id(customer_id))
-    return _decode(row.traits), computed_view(_decode(row.computed))
+    traits, computed = row
+    return TraitsView(_decode(traits), computed_view(_decode(computed)))
 
 
-def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, JsonObject]:
     """`conditions_view` of many customers at once, in two queries (segments evaluate
     customers in chunks; the journey engine reads those of a batch of steps). Merged and
     erased customers are left out."""
-    rows = select_in(
-        conn,
-        "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
-        "AND erased_at IS NULL AND id IN ({marks})",
-        list(customer_ids),
-    )
-    views = {
+    rows = projection.stored_live_profiles(conn, list(customer_ids))
+    views: dict[int, JsonObject] = {
         int(ident): {
             "traits": _decode(traits),
             "computed": computed_view(_decode(computed)),
@@ -343,24 +370,24 @@ def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, 
     }
     countryless = [ident for ident, view in views.items() if not view["computed"].get("country")]
     if countryless:
-        for customer_id, value in select_in(
-            conn,
-            "SELECT customer_id, value FROM identities WHERE kind = 'phone' "
-            "AND customer_id IN ({marks})",
-            countryless,
-        ):
+        for customer_id, value in projection.phones_of(conn, countryless):
             views[int(customer_id)]["identities"].append({"kind": "phone", "value": value})
     return views
 
 
 def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
     """Those of these customers that were merged into another (the survivor has it all)."""
-    rows = select_in(
-        conn,
-        "SELECT id FROM customers WHERE merged_into IS NOT NULL AND id IN ({marks})",
-        list(customer_ids),
-    )
-    return {int(row[0]) for row in rows}
+    found: set[int] = set()
+    for part in chunks(list(customer_ids)):
+        found.update(
+            int(ident)
+            for ident in conn.execute(
+                select(customers.c.id).where(
+                    customers.c.merged_into.is_not(None), customers.c.id.in_(part)
+                )
+            ).scalars()
+        )
+    return found
 
 
 def with_merged(conn: Connection, customer_id: int) -> list[int]:
@@ -380,15 +407,7 @@ def with_merged(conn: Connection, customer_id: int) -> list[int]:
 
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
-    return [
-        (row.kind, row.value)
-        for row in sql(
-            conn,
-            "SELECT kind, value FROM identities WHERE customer_id = :c AND kind IN "
-            "('email', 'phone') ORDER BY created_at DESC, value",
-            {"c": customer_id},
-        ).all()
-    ]
+    return projection.contacts(conn, customer_id)
 
 
 def last_event_at(conn: Connection, customer_id: int, name: str, source: str) -> int | None:
@@ -396,7 +415,9 @@ def last_event_at(conn: Connection, customer_id: int, name: str, source: str) ->
     return log_queries.last_time_from(conn, customer_id, name, source)
 
 
-def computed_view(computed: dict[str, Any]) -> dict[str, Any]:
+def computed_view(computed: JsonObject) -> JsonObject:
+    """The computed traits as conditions (`profile.computed`), templates and the API read
+    them: the stored figures with money as text and times in ISO 8601."""
     country = computed.get("country")
     timezone = computed.get("timezone")
     timezone_source = "context" if timezone else None
@@ -430,15 +451,25 @@ def zone_for_country(country: str) -> str | None:
     return str(zones[0]) if zones else None
 
 
+class EventPage(msgspec.Struct):
+    """A customer's events, newest first; `next_before` is the cursor of the next page."""
+
+    customer_id: str
+    events: list[JsonObject]
+    next_before: int | None
+
+
 def event_page(
     conn: Connection, customer_id: int, *, limit: int = 50, before: int | None = None
-) -> tuple[list[dict[str, Any]], int | None]:
+) -> EventPage:
     """A page of the customer's events, newest first; the cursor is the last seq shown."""
     rows, cursor = log_queries.page_of(conn, customer_id, limit=limit, before=before)
-    return [event_view(row) for row in rows], cursor
+    return EventPage(public_id(customer_id), [event_view(row) for row in rows], cursor)
 
 
-def event_view(row: Any) -> dict[str, Any]:
+def event_view(row: log_queries.StoredEvent) -> JsonObject:
+    """The event's document as it was sent (Segment's spec), with what the log adds: its
+    message id, times, source and place in the log."""
     document = _decode(row.payload)
     if isinstance(document.get("properties"), dict):
         document["properties"] = own_event_properties(document["properties"], row.source)
@@ -462,11 +493,11 @@ _KEPT = {"customers"}
 _FIRST_TABLES = ("events", "identities", "consents", "customer_orders")
 
 
-def export(db: Database, ref: str, default_region: str) -> dict[str, Any]:
+def export(db: Database, ref: str, default_region: str) -> JsonObject:
     """Everything held on a person, as one JSON-ready document."""
     with db.read() as conn:
         customer_id = resolve(conn, ref, default_region)
-        document = profile(conn, customer_id)
+        document: JsonObject = msgspec.to_builtins(profile(conn, customer_id))
         document["consent_ledger"] = [
             {
                 "channel": r.channel,
@@ -510,22 +541,26 @@ _NOT_EXPORTED_TABLES = {*_FIRST_TABLES, "jobs"}
 _NOT_EXPORTED_COLUMNS = {"auth_token", "auth", "p256dh", "push_token"}
 
 
-def _held_elsewhere(conn: Connection, customer_id: int) -> dict[str, list[dict[str, Any]]]:
+def _held_elsewhere(conn: Connection, customer_id: int) -> dict[str, list[JsonObject]]:
     """Every other table's rows about the person (the tables erasure deletes from), by
     table: messages, journey runs, push subscriptions, Wallet passes, referral codes..."""
-    held: dict[str, list[dict[str, Any]]] = {}
-    for table, columns in _person_tables(conn):
-        if table in _NOT_EXPORTED_TABLES:
+    held: dict[str, list[JsonObject]] = {}
+    for name, columns in _person_tables(conn):
+        if name in _NOT_EXPORTED_TABLES:
             continue
-        rows: list[dict[str, Any]] = []
-        for column in columns:
-            result = sql(conn, f"SELECT * FROM {table} WHERE {column} = :c", {"c": customer_id})
+        rows: list[JsonObject] = []
+        for person in columns:
+            query: Select[tuple[object]] = (
+                select(literal_column("*"))
+                .select_from(table(name))
+                .where(column(person) == customer_id)
+            )
             rows += [
-                {k: v for k, v in row._asdict().items() if k not in _NOT_EXPORTED_COLUMNS}
-                for row in result.all()
+                {k: v for k, v in row._mapping.items() if k not in _NOT_EXPORTED_COLUMNS}
+                for row in conn.execute(query)
             ]
         if rows:
-            held[table] = rows
+            held[name] = rows
     return held
 
 
@@ -562,14 +597,14 @@ def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
         return cached
     inspector = inspect(conn)
     found = []
-    for table in inspector.get_table_names():
-        if table in _KEPT:
+    for name in inspector.get_table_names():
+        if name in _KEPT:
             continue
-        names = {column["name"] for column in inspector.get_columns(table)}
-        wanted = ("customer_id", *PERSON_COLUMNS.get(table, ()))
-        columns = tuple(name for name in wanted if name in names)
+        names = {found_column["name"] for found_column in inspector.get_columns(name)}
+        wanted = ("customer_id", *PERSON_COLUMNS.get(name, ()))
+        columns = tuple(person for person in wanted if person in names)
         if columns:
-            found.append((table, columns))
+            found.append((name, columns))
     conn.info["parcours_person_tables"] = found
     return found
 

@@ -4,12 +4,16 @@ One `Projector` per group of events: it resolves each event to a customer (mergi
 profiles when an event proves two are one person), then updates traits, computed traits,
 orders and the consent ledger, with a handful of statements for the whole group.
 See docs/core.md for the rules.
+
+The customers' raw SQL lives here (tests/test_house.py, RAW_SQL_HOMES): the projection's
+own statements, and at the end the reads of a profile that run per journey step, per
+message or per batch of jobs (customers/profiles.py shapes their answers).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -22,7 +26,8 @@ from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import Event, IdentitiesFactory
-from parcours.runtime.db import chunks, insert_rows, select_in, update_rows
+from parcours.log import queries as log_queries
+from parcours.runtime.db import chunks, insert_rows, select_in, sql, update_rows
 
 Key = tuple[str, str]
 
@@ -763,7 +768,7 @@ def _json(value: Any) -> str:
     return _encode(value).decode()
 
 
-def stored_event(row: Any) -> Event:
+def stored_event(row: log_queries.StoredEvent) -> Event:
     """An event as the log holds it (a row of `events`), for derive_profile and event_keys."""
     document = _decode(row.payload)
     properties = document.get("properties")
@@ -820,3 +825,111 @@ def identity_resolver(default_region: str) -> IdentitiesFactory:
         return Projector(conn, now_ms=now_ms, default_region=default_region)
 
     return for_append
+
+
+# ---- the profile as the hot paths read it ----------------------------------------------------
+# Per journey step, per message sent, per batch of referral or segment jobs: straight
+# through the driver (runtime/db.py, `sql`: SQLAlchemy's own cost per statement is many
+# times the database's here). customers/profiles.py turns the rows into its answers.
+
+
+def holds_user_id(conn: Connection, customer_id: int) -> bool:
+    """Whether one of the customer's identities is a user id."""
+    return (
+        sql(
+            conn,
+            "SELECT 1 FROM identities WHERE customer_id = :c AND kind = 'user_id' LIMIT 1",
+            {"c": customer_id},
+        ).first()
+        is not None
+    )
+
+
+def merge_states(
+    conn: Connection, customer_ids: Sequence[int]
+) -> list[tuple[int, int | None, int | None]]:
+    """(id, merged_into, erased_at) of each of these customers that exists."""
+    return select_in(
+        conn,
+        "SELECT id, merged_into, erased_at FROM customers WHERE id IN ({marks})",
+        customer_ids,
+    )
+
+
+def stored_traits(conn: Connection, customer_ids: Sequence[int]) -> list[tuple[int, str]]:
+    """(id, traits as stored JSON) of each of these customers."""
+    return select_in(conn, "SELECT id, traits FROM customers WHERE id IN ({marks})", customer_ids)
+
+
+class ConsentRow(NamedTuple):
+    channel: str
+    purpose: str
+    status: str
+    occurred_at: int
+    source: str
+    wording: str | None
+    wording_version: str | None
+
+
+def consent_changes(conn: Connection, customer_id: int) -> list[ConsentRow]:
+    """The customer's consent ledger, in the order the changes happened."""
+    rows = sql(
+        conn,
+        "SELECT channel, purpose, status, occurred_at, source, wording, wording_version "
+        "FROM consents WHERE customer_id = :id ORDER BY occurred_at, id",
+        {"id": customer_id},
+    ).all()
+    return [ConsentRow(*row) for row in rows]
+
+
+def phone_numbers(conn: Connection, customer_id: int) -> list[str]:
+    """The customer's phone numbers."""
+    return sql(
+        conn,
+        "SELECT value FROM identities WHERE customer_id = :id AND kind = 'phone'",
+        {"id": customer_id},
+    ).scalars()
+
+
+def stored_profile(conn: Connection, customer_id: int) -> tuple[str, str] | None:
+    """(traits, computed) of the customer as stored JSON; None for no such customer."""
+    row = sql(
+        conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
+    ).first()
+    return None if row is None else (row.traits, row.computed)
+
+
+def stored_live_profiles(
+    conn: Connection, customer_ids: Sequence[int]
+) -> list[tuple[int, str, str]]:
+    """(id, traits, computed) as stored JSON of those of these customers neither merged
+    nor erased."""
+    return select_in(
+        conn,
+        "SELECT id, traits, computed FROM customers WHERE merged_into IS NULL "
+        "AND erased_at IS NULL AND id IN ({marks})",
+        customer_ids,
+    )
+
+
+def phones_of(conn: Connection, customer_ids: Sequence[int]) -> list[tuple[int, str]]:
+    """(customer_id, phone number) of these customers' phone numbers."""
+    return select_in(
+        conn,
+        "SELECT customer_id, value FROM identities WHERE kind = 'phone' "
+        "AND customer_id IN ({marks})",
+        customer_ids,
+    )
+
+
+def contacts(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
+    """(kind, value) of the customer's email addresses and phone numbers, newest first."""
+    return [
+        (row.kind, row.value)
+        for row in sql(
+            conn,
+            "SELECT kind, value FROM identities WHERE customer_id = :c AND kind IN "
+            "('email', 'phone') ORDER BY created_at DESC, value",
+            {"c": customer_id},
+        ).all()
+    ]

@@ -15,9 +15,9 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from parcours.log.event import Event
+from parcours.log.queries import insert_events, stored_message_ids
 from parcours.log.reactions import Identities, Reactions
-from parcours.log.tables import events as events_table
-from parcours.runtime.db import insert_rows, lock_keys, select_in
+from parcours.runtime.db import lock_keys
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def append_events(
         # Parcours' own decisions: unique ids by construction, about a known customer,
         # changing no profile. Nothing to deduplicate, resolve or project; the reactions
         # still see them (a journey may enter on a segment entry).
-        _insert(conn, group[0])
+        insert_events(conn, group[0])
         for hook in reactions:
             hook(conn, group[0], now_ms)
         return [AppendResult(len(group[0]), 0)], group[0]
@@ -71,17 +71,12 @@ def append_events(
     projector = reactions.identities(conn, now_ms)
     if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
         lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
-    existing = {
-        row[0]
-        for row in select_in(
-            conn, "SELECT message_id FROM events WHERE message_id IN ({marks})", list(first_by_id)
-        )
-    }
+    existing = stored_message_ids(conn, list(first_by_id))
     new = [(i, e) for message_id, (i, e) in first_by_id.items() if message_id not in existing]
     new_events = [event for _, event in new]
     if new_events:
         produced = projector.resolve(new_events)
-        _insert(conn, new_events + produced)
+        insert_events(conn, new_events + produced)
         projector.project([e for e in new_events if e.source != "system"])
         for hook in reactions:
             hook(conn, new_events + produced, now_ms)
@@ -105,44 +100,3 @@ def _lock_keys(projector: Identities, events: list[Event]) -> set[str]:
             keys.add(f"user_id:{event.previous_id}")
             keys.add(f"anonymous_id:{event.previous_id}")
     return keys
-
-
-_EVENT_COLUMNS = (
-    "message_id",
-    "customer_id",
-    "type",
-    "name",
-    "user_id",
-    "anonymous_id",
-    "occurred_at",
-    "timestamp",
-    "sent_at",
-    "received_at",
-    "source",
-    "payload",
-)
-
-
-def _insert(conn: Connection, events: list[Event]) -> None:
-    insert_rows(
-        conn,
-        events_table,
-        _EVENT_COLUMNS,
-        [
-            (
-                e.message_id,
-                e.customer_id,
-                e.type,
-                e.name,
-                e.user_id,
-                e.anonymous_id,
-                e.occurred_at,
-                e.timestamp,
-                e.sent_at,
-                e.received_at,
-                e.source,
-                e.payload,
-            )
-            for e in events
-        ],
-    )

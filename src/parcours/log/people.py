@@ -4,7 +4,7 @@ events follow the person. And what a partial erasure of one origin's part needs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -47,17 +47,25 @@ def customers_with_events(conn: Connection, source: str, pattern: str) -> set[in
     }
 
 
-def unattributed_events(conn: Connection, source: str, pattern: str) -> list[Any]:
-    """(seq, payload) of the events of `source` about no customer matching `pattern`."""
-    return list(
-        conn.execute(
+class UnattributedEvent(NamedTuple):
+    """An event about no customer: its place in the log and its stored document."""
+
+    seq: int
+    payload: str
+
+
+def unattributed_events(conn: Connection, source: str, pattern: str) -> list[UnattributedEvent]:
+    """The events of `source` about no customer matching `pattern`."""
+    return [
+        UnattributedEvent(*row)
+        for row in conn.execute(
             select(events.c.seq, events.c.payload).where(
                 events.c.source == source,
                 events.c.customer_id.is_(None),
                 events.c.payload.like(pattern, escape=LIKE_ESCAPE),
             )
-        ).all()
-    )
+        )
+    ]
 
 
 def delete_events(conn: Connection, seqs: Sequence[int]) -> None:

@@ -377,10 +377,10 @@ def load_facts(
             with_payload=aggregate.needs_payload,
         )
         for row in rows:
-            event = _decode(row[2]) if aggregate.needs_payload else None
-            counted = occurrence(aggregate, int(row[1]), event)
+            event = _decode(row.payload) if row.payload is not None else None
+            counted = occurrence(aggregate, int(row.occurred_at), event)
             if counted is not None:
-                found[int(row[0])][number].append(counted)
+                found[int(row.customer_id)][number].append(counted)
     return {
         customer: Facts(
             profiles[customer], tuple(sorted(lists, key=_time) for lists in found[customer])

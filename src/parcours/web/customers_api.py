@@ -37,14 +37,6 @@ def resolve_customer(settings: Settings, conn: Any, ref: str) -> int:
 # them (web/errors.py).
 
 
-class EventPage(msgspec.Struct):
-    """A customer's events, newest first; `next_before` is the cursor of the next page."""
-
-    customer_id: str
-    events: list[dict[str, Any]]
-    next_before: int | None
-
-
 class ConsentState(msgspec.Struct):
     channel: str
     purpose: str
@@ -68,7 +60,7 @@ def get_customer(
     with db.read() as conn:
         customer_id = resolve_customer(settings, conn, ref)
         return {
-            **customers.profile(conn, customer_id),
+            **msgspec.to_builtins(customers.profile(conn, customer_id)),
             "segments": segments.segments_of(conn, customer_id),
         }
 
@@ -80,7 +72,7 @@ def get_customer_events(
     ref: FromPath[str],
     limit: FromQuery[int] = 50,
     before: FromQuery[int | None] = None,
-) -> EventPage:
+) -> customers.EventPage:
     """The customer's events, newest first, a page at a time."""
     if not 1 <= limit <= 500:
         raise HttpError(400, "limit must be between 1 and 500", "limit")
@@ -88,8 +80,7 @@ def get_customer_events(
         raise HttpError(400, "before is the next_before of a previous page", "before")
     with db.read() as conn:
         customer_id = resolve_customer(settings, conn, ref)
-        page, cursor = customers.event_page(conn, customer_id, limit=limit, before=before)
-    return EventPage(customers.public_id(customer_id), page, cursor)
+        return customers.event_page(conn, customer_id, limit=limit, before=before)
 
 
 class _ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
