@@ -66,7 +66,7 @@ def test_entering_a_segment_enters_its_journey(services: Services) -> None:
     opt_in(services, "ana")
     identify(services, "ana", tier="gold")
     assert sent(services, "ana") == [("email", "gold-hello")]
-    assert runs(services, "ana")[0]["journey_id"] == "gold-welcome"
+    assert runs(services, "ana")[0].journey_id == "gold-welcome"
     identify(services, "ana", tier="gold")  # still gold: no second entry
     assert len(runs(services, "ana")) == 1
 
@@ -96,7 +96,7 @@ def test_a_segments_batch_evaluation_enters_nobody_unless_the_journey_asks(
     services.worker.run_due()
     # The segment now takes silver too: Cy enters it by the batch evaluation.
     define(services, GOLD.replace("eq: gold", "in: [gold, silver]"), update=True)
-    assert [r["journey_id"] for r in runs(services, "cy")] == ["gold-all"]
+    assert [r.journey_id for r in runs(services, "cy")] == ["gold-all"]
 
 
 def test_a_customer_who_acts_while_the_batch_runs_enters_the_journey(
@@ -123,7 +123,7 @@ def test_a_customer_who_acts_while_the_batch_runs_enters_the_journey(
         ]
     )
     services.worker.run_due()
-    assert [r["journey_id"] for r in runs(services, "cy")] == ["gold-welcome"]
+    assert [r.journey_id for r in runs(services, "cy")] == ["gold-welcome"]
 
 
 def test_a_branch_reads_the_customers_segments(services: Services) -> None:
@@ -164,7 +164,7 @@ def test_the_api_enters_a_customer_once_per_idempotency_key(
     assert again.status_code == 202 and again.json()["duplicate"] is True
     assert again.json()["messageId"] == first.json()["messageId"]
     services.worker.run_due()
-    assert [(r["journey_id"], r["key"]) for r in runs(services, "fa")] == [("concierge", "T-9")]
+    assert [(r.journey_id, r.key) for r in runs(services, "fa")] == [("concierge", "T-9")]
     assert sent(services, "fa") == [("email", "concierge-note")]
     in_body = enter(
         client,
@@ -174,7 +174,7 @@ def test_the_api_enters_a_customer_once_per_idempotency_key(
     )
     assert in_body.status_code == 202 and in_body.json()["duplicate"] is False
     services.worker.run_due()
-    assert sorted(r["key"] for r in runs(services, "fa")) == ["T-10", "T-9"]
+    assert sorted(r.key for r in runs(services, "fa")) == ["T-10", "T-9"]
 
 
 def test_an_api_entry_says_what_is_wrong(client: TestClient[Any], services: Services) -> None:

@@ -211,7 +211,7 @@ def test_a_message_made_before_an_order_and_delivered_after_it_is_not_sent(
             journeys.trace(conn, customers_api.resolve(conn, user, "FR")) for user in ("r-2", "r-1")
         ]
     for trace in traces:  # the customer's trace says why, either way
-        lines = [line["properties"] for line in trace if line["event"] == "Message Held"]
+        lines = [line.properties for line in trace if line.event == "Message Held"]
         assert [(p["step"], p["reason"], p["outcome"]) for p in lines] == [
             ("push", goal, "cancelled")
         ]

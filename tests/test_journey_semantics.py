@@ -95,13 +95,13 @@ def test_a_cart_id_keeps_its_leading_zeros_end_to_end(
             client, "ana", "Checkout Started", {"checkout_id": cart, "total": 20}, clock.now_ms()
         )
     services.worker.run_due()
-    assert sorted(r["key"] for r in runs(services, "ana")) == ["0100", "100"]
+    assert sorted(r.key for r in runs(services, "ana")) == ["0100", "100"]
     # The order of cart 100 ends cart 100's reminders, not those of cart 0100.
     post_track(client, "ana", "Order Completed", {"checkout_id": "100"}, clock.now_ms())
     services.worker.run_due()
-    by_key = {r["key"]: r for r in runs(services, "ana")}
-    assert by_key["100"]["state"] == "ended" and by_key["100"]["converted"] is True
-    assert by_key["0100"]["state"] == "active" and by_key["0100"]["converted"] is False
+    by_key = {r.key: r for r in runs(services, "ana")}
+    assert by_key["100"].state == "ended" and by_key["100"].converted is True
+    assert by_key["0100"].state == "active" and by_key["0100"].converted is False
     advance(services, clock, HOUR)
     assert sent(services, "ana") == [("push", "cart-push")]  # cart 0100's, alone
 
@@ -128,8 +128,8 @@ def test_a_wait_counts_from_the_entry_events_own_time(
     started = clock.now_ms() - 30 * MINUTE  # stored now, done half an hour ago
     arrives(services, "bea", "Checkout Started", started, checkout_id="c-1", total=20)
     services.worker.run_due()
-    assert runs(services, "bea")[0]["entered_at"] == iso(started)
-    assert runs(services, "bea")[0]["until"] == iso(started + HOUR)
+    assert runs(services, "bea")[0].entered_at == iso(started)
+    assert runs(services, "bea")[0].until == iso(started + HOUR)
     advance(services, clock, 29 * MINUTE)
     assert sent(services, "bea") == []
     advance(services, clock, MINUTE)
@@ -148,7 +148,7 @@ def test_waits_already_past_when_the_event_is_processed_go_on_at_once(
     # are both past: they go now, and the day's wait counts from the email's due time.
     assert sent(services, "cal") == [("push", "cart-push"), ("email", "cart-email")]
     run = runs(services, "cal")[0]
-    assert run["waiting"] == "timer" and run["until"] == iso(started + 2 * HOUR + DAY)
+    assert run.waiting == "timer" and run.until == iso(started + 2 * HOUR + DAY)
 
 
 # ---- event time decides races ------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_an_event_dated_before_the_timeout_wins_when_the_worker_is_behind(
     arrives(services, "dan", "Cart Viewed", started + 59 * MINUTE, checkout_id="c-1")
     services.worker.run_due()  # the timeout is due first, the view's reaction after it
     run = runs(services, "dan")[0]
-    assert run["state"] == "ended" and run["end_reason"] == "s1 ended the run"
+    assert run.state == "ended" and run.end_reason == "s1 ended the run"
     advance(services, clock, 3 * HOUR, step=10 * MINUTE)
     assert sent(services, "dan") == []
 
@@ -187,11 +187,11 @@ def test_an_event_dated_before_the_timeout_arriving_after_it_stops_the_message(
     track(services, "eve", "Checkout Started", checkout_id="c-2")
     started = clock.now_ms()
     advance(services, clock, HOUR + 10 * MINUTE)  # the timeout was taken at the hour
-    assert runs(services, "eve")[0]["waiting"] == "timer"
+    assert runs(services, "eve")[0].waiting == "timer"
     arrives(services, "eve", "Cart Viewed", started + 50 * MINUTE, checkout_id="c-2")
     services.worker.run_due()
     run = runs(services, "eve")[0]
-    assert run["state"] == "ended" and run["end_reason"] == "s1 ended the run"
+    assert run.state == "ended" and run.end_reason == "s1 ended the run"
     received = [p for name, p in trace_of(services, "eve") if name == "Journey Event Received"]
     assert [(p["step"], p["event"], p["after_timeout"]) for p in received] == [
         ("s1", "Cart Viewed", True)
@@ -252,12 +252,12 @@ def test_a_goal_dated_before_the_run_ended_is_its_conversion_even_arriving_after
         track(services, user, "Checkout Started", checkout_id=f"c-{user}")
     started = clock.now_ms()
     advance(services, clock, HOUR + 5 * MINUTE)
-    assert [runs(services, u)[0]["end_reason"] for u in ("hal", "ivy")] == ["completed"] * 2
+    assert [runs(services, u)[0].end_reason for u in ("hal", "ivy")] == ["completed"] * 2
     arrives(services, "hal", "Order Completed", started + 59 * MINUTE, checkout_id="c-hal")
     arrives(services, "ivy", "Order Completed", started + 61 * MINUTE, checkout_id="c-ivy")
     services.worker.run_due()
-    assert runs(services, "hal")[0]["converted"] is True
-    assert runs(services, "ivy")[0]["converted"] is False
+    assert runs(services, "hal")[0].converted is True
+    assert runs(services, "ivy")[0].converted is False
     converted = [p for name, p in trace_of(services, "hal") if name == "Journey Converted"]
     assert [(p["goal"], p["control"], p["after_end"]) for p in converted] == [
         ("Order Completed", False, True)
@@ -289,11 +289,11 @@ def test_the_control_group_is_measured_beside_the_treated_group(
     users = [f"w{n}" for n in range(12)]
     for user in users:
         track(services, user, "Checkout Started")
-    control = {u for u in users if runs(services, u)[0]["control"]}
+    control = {u for u in users if runs(services, u)[0].control}
     assert 0 < len(control) < len(users)
     for user in users:  # the control group receives nothing; the others the offer
         assert sent(services, user) == ([] if user in control else [("email", "wb-offer")])
-        assert runs(services, user)[0]["state"] == "ended"
+        assert runs(services, user)[0].state == "ended"
     advance(services, clock, DAY, step=HOUR)
     buyers = set(users[:6])
     for user in users[:6]:  # within the window
@@ -311,7 +311,7 @@ def test_the_control_group_is_measured_beside_the_treated_group(
         "converted": len(buyers - control),
     }
     assert counts["converted"] == len(buyers)
-    assert {u for u in users if runs(services, u)[0]["converted"]} == buyers
+    assert {u for u in users if runs(services, u)[0].converted} == buyers
 
 
 # ---- a brand time zone ---------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_a_customer_without_a_time_zone_waits_in_the_brands(
     track(services, "joe", "Signed Up")  # no device zone, no country
     # 2026-09-21 14:13 UTC is 10:13 in New York: the next 09:00 there is 13:00 UTC tomorrow
     # (not 09:00 UTC, as before there was a brand time zone).
-    assert runs(services, "joe")[0]["until"] == "2026-09-22T13:00:00.000Z"
+    assert runs(services, "joe")[0].until == "2026-09-22T13:00:00.000Z"
     waiting = [p for name, p in trace_of(services, "joe") if name == "Journey Waiting"]
     assert waiting[0]["time_zone"] == "America/New_York"
     assert waiting[0]["time_zone_reason"] == "no time zone is known for the customer: the brand's"
@@ -360,7 +360,7 @@ def test_a_customer_without_a_time_zone_waits_in_the_brands(
         ]
     )
     services.worker.run_due()
-    assert runs(services, "kim")[0]["until"] == "2026-09-22T00:00:00.000Z"
+    assert runs(services, "kim")[0].until == "2026-09-22T00:00:00.000Z"
     waiting = [p for name, p in trace_of(services, "kim") if name == "Journey Waiting"]
     assert waiting[0]["time_zone"] == "Asia/Tokyo"
     assert waiting[0]["time_zone_reason"] == "the customer's, from their device"
@@ -466,7 +466,7 @@ def test_every_refused_entry_says_why_in_the_trace_and_the_stats(
     assert stats(client, "once")["refused"] == {"already entered": 1}
     assert stats(client, "monthly")["refused"] == {"re-entry too soon": 1}
     assert stats(client, "newsletter")["refused"] == {"journey paused": 1}
-    assert sorted(r["journey_id"] for r in runs(services, "lea")) == ["cart", "monthly", "once"]
+    assert sorted(r.journey_id for r in runs(services, "lea")) == ["cart", "monthly", "once"]
 
 
 def test_a_history_import_writes_one_refusal_per_customer_and_counts_them(
@@ -519,4 +519,4 @@ def trace_of(services: Services, user: str) -> list[tuple[str, dict[str, Any]]]:
     """The customer's trace as (decision, properties), as the API shows it."""
     with services.db.read() as conn:
         history = journeys.trace(conn, customers.resolve(conn, user, "FR"))
-    return [(h["event"], h["properties"]) for h in history]
+    return [(h.event, h.properties) for h in history]

@@ -102,7 +102,7 @@ def sent(services: Services, user: str) -> list[tuple[str, str]]:
         return [(i["channel"], i["template"]) for i in intents_for(conn, customer)]
 
 
-def runs(services: Services, user: str) -> list[dict[str, Any]]:
+def runs(services: Services, user: str) -> list[journeys.RunView]:
     with services.db.read() as conn:
         return journeys.runs_of(conn, customers.resolve(conn, user, "FR"))
 
@@ -121,8 +121,8 @@ def test_high_value_cart_gets_push_then_email_then_sms(
     assert sent(services, "ana") == [("push", "cart-push"), ("email", "cart-email")]
     advance(services, clock, DAY, step=HOUR)
     assert sent(services, "ana")[-1] == ("sms", "cart-sms")
-    assert runs(services, "ana")[0]["state"] == "ended"
-    assert runs(services, "ana")[0]["end_reason"] == "completed"
+    assert runs(services, "ana")[0].state == "ended"
+    assert runs(services, "ana")[0].end_reason == "completed"
 
 
 def test_low_value_cart_gets_no_sms(services: Services, clock: SimulatedClock) -> None:
@@ -141,8 +141,8 @@ def test_order_completed_ends_abandoned_cart_mid_wait(
     assert sent(services, "cy") == [("push", "cart-push")]
     track(services, "cy", "Order Completed", checkout_id="c-3", order_id="o-3")
     run = runs(services, "cy")[0]
-    assert run["state"] == "ended" and run["converted"] is True
-    assert run["end_reason"] == "goal reached: Order Completed"
+    assert run.state == "ended" and run.converted is True
+    assert run.end_reason == "goal reached: Order Completed"
     advance(services, clock, 2 * DAY, step=HOUR)
     assert sent(services, "cy") == [("push", "cart-push")]
 
@@ -166,7 +166,7 @@ def test_an_order_just_before_the_push_is_due_ends_the_run_in_the_same_batch(
     clock.advance_ms(1000)
     services.worker.run_due()  # the reaction (due first) and the push step, one batch
     run = runs(services, "cyd")[0]
-    assert run["state"] == "ended" and run["converted"] is True
+    assert run.state == "ended" and run.converted is True
     assert sent(services, "cyd") == []
 
 
@@ -176,10 +176,10 @@ def test_an_order_for_another_cart_does_not_end_the_run(
     publish(services, CART)
     track(services, "di", "Checkout Started", checkout_id="100", total=20)
     track(services, "di", "Order Completed", checkout_id="200")
-    assert runs(services, "di")[0]["state"] == "active"
+    assert runs(services, "di")[0].state == "active"
     # The same cart written as a number is the same cart.
     track(services, "di", "Order Completed", checkout_id=100)
-    assert runs(services, "di")[0]["converted"] is True
+    assert runs(services, "di")[0].converted is True
 
 
 def test_one_active_run_per_cart_and_a_resent_event_never_enters_twice(
@@ -198,7 +198,7 @@ def test_one_active_run_per_cart_and_a_resent_event_never_enters_twice(
     services.writer.append_sync([event])
     track(services, "ed", "Checkout Started", checkout_id="c-5", total=10)
     track(services, "ed", "Checkout Started", checkout_id="c-6", total=10)
-    keys = sorted(r["key"] for r in runs(services, "ed"))
+    keys = sorted(r.key for r in runs(services, "ed"))
     assert keys == ["c-5", "c-6"]
 
 
@@ -238,7 +238,7 @@ def test_wait_for_event_keyed_to_the_order(services: Services, clock: SimulatedC
     track(services, "gi", "Order Completed", order_id="o-1")
     advance(services, clock, DAY, step=HOUR)
     track(services, "gi", "Shipment Delivered", order_id="o-2")  # another order
-    assert runs(services, "gi")[0]["waiting"] == "event"
+    assert runs(services, "gi")[0].waiting == "event"
     track(services, "gi", "Shipment Delivered", order_id="o-1")
     advance(services, clock, 3 * DAY, step=HOUR)
     assert sent(services, "gi") == [("email", "review-request")]
@@ -249,8 +249,8 @@ def test_wait_for_times_out(services: Services, clock: SimulatedClock) -> None:
     track(services, "ho", "Order Completed", order_id="o-9")
     advance(services, clock, 11 * DAY, step=6 * HOUR)
     run = runs(services, "ho")[0]
-    assert run["state"] == "ended"
-    assert "ended the run" in run["end_reason"]
+    assert run.state == "ended"
+    assert "ended the run" in run.end_reason
     assert sent(services, "ho") == []
 
 
@@ -273,8 +273,8 @@ def test_editing_a_live_journey_keeps_runs_on_their_version(
     advance(services, clock, HOUR)
     assert sent(services, "jo") == [("push", "cart-push")]
     assert sent(services, "ka") == [("push", "cart-push-v2")]
-    assert runs(services, "jo")[0]["version"] == 1
-    assert runs(services, "ka")[0]["version"] == 2
+    assert runs(services, "jo")[0].version == 1
+    assert runs(services, "ka")[0].version == 2
 
 
 def test_approval_must_come_from_another_person(services: Services) -> None:
@@ -370,8 +370,8 @@ def test_the_survivor_s_trace_tells_why_the_merged_profile_s_run_ended(
     services.worker.run_due()
     with services.db.read() as conn:
         trace = journeys.trace(conn, customers.resolve(conn, "mia", "FR"))
-    exits = [d for d in trace if d["event"] == "Journey Exited"]
-    assert [d["properties"]["reason"][:15] for d in exits] == ["profiles merged"]
+    exits = [d for d in trace if d.event == "Journey Exited"]
+    assert [d.properties["reason"][:15] for d in exits] == ["profiles merged"]
 
 
 def test_identity_merge_mid_journey_keeps_one_run_per_cart(
@@ -396,10 +396,10 @@ def test_identity_merge_mid_journey_keeps_one_run_per_cart(
         [make_event("identify", anonymousId="phone", userId="mia", at=clock.now_ms())]
     )
     services.worker.run_due()
-    active = [r for r in runs(services, "mia") if r["state"] == "active"]
-    ended = [r for r in runs(services, "mia") if r["state"] == "ended"]
+    active = [r for r in runs(services, "mia") if r.state == "active"]
+    ended = [r for r in runs(services, "mia") if r.state == "ended"]
     assert len(active) == 1 and len(ended) == 1
-    assert ended[0]["end_reason"].startswith("profiles merged")
+    assert ended[0].end_reason.startswith("profiles merged")
     advance(services, clock, 2 * DAY, step=HOUR)
     assert sent(services, "mia") == [
         ("push", "cart-push"),
@@ -418,7 +418,7 @@ def test_pause_holds_runs_where_they_stand_and_resume_releases_them(
     advance(services, clock, 3 * HOUR)
     assert sent(services, "pia") == []  # held: the push due after 1 h did not go
     run = runs(services, "pia")[0]
-    assert run["state"] == "active" and run["position"] == 0
+    assert run.state == "active" and run.position == 0
     # Nobody enters a paused journey.
     track(services, "quy", "Checkout Started", checkout_id="p-2", total=10)
     assert runs(services, "quy") == []
@@ -433,7 +433,7 @@ def test_archiving_stops_the_runs_with_a_reason(services: Services, clock: Simul
     journeys.change_status(services.db, "cart", 1, "archive", "ben", clock.now_ms())
     services.worker.run_due()
     run = runs(services, "rae")[0]
-    assert run["state"] == "ended" and run["end_reason"] == "journey stopped (archived)"
+    assert run.state == "ended" and run.end_reason == "journey stopped (archived)"
     advance(services, clock, 2 * HOUR)
     assert sent(services, "rae") == []
 
@@ -481,11 +481,11 @@ def test_a_date_trait_wait_follows_the_trait(
     opt_in(services, "ivy", reorder_on=iso_day(clock, 10))
     track(services, "ivy", "Order Completed", order_id="r1")
     run = runs(services, "ivy")[0]
-    assert run["waiting"] == "trait"
-    first_due = run["until"]
+    assert run.waiting == "trait"
+    first_due = run.until
     # The trait moves later while the customer waits: the wait follows it.
     setter(services, "ivy", reorder_on=iso_day(clock, 20))
-    assert runs(services, "ivy")[0]["until"] > first_due
+    assert runs(services, "ivy")[0].until > first_due
     advance(services, clock, 10 * DAY, step=6 * HOUR)
     assert sent(services, "ivy") == []
     advance(services, clock, 8 * DAY, step=6 * HOUR)
@@ -507,7 +507,7 @@ def test_a_missing_or_past_date_never_fires_and_says_why(
     opt_in(services, "jay", **({"reorder_on": value} if value else {}))
     track(services, "jay", "Order Completed", order_id="r2")
     run = runs(services, "jay")[0]
-    assert run["state"] == "ended" and run["end_reason"] == f"step s1: {reason}"
+    assert run.state == "ended" and run.end_reason == f"step s1: {reason}"
     assert sent(services, "jay") == []
 
 
@@ -586,7 +586,7 @@ def test_a_date_trait_entry_enters_each_customer_on_their_date(
     assert sent(services, "moved") == []  # now in October
     with services.db.read() as conn:
         runs_old = journeys.runs_of(conn, customers.resolve(conn, "old", "FR"))
-        entered = min(r["entered_at"] for r in runs_old)
+        entered = min(r.entered_at for r in runs_old)
     assert entered == "2026-09-23T07:00:00.000Z"
     advance(services, clock, 40 * DAY, step=DAY)
     assert sent(services, "moved") == [("email", "birthday")]
@@ -637,7 +637,7 @@ def test_once_the_timeout_path_has_emitted_a_late_event_no_longer_turns_the_run(
     services.writer.append_sync([late_view])
     advance(services, clock, 2 * HOUR, step=10 * MINUTE)
     assert sent(services, "lea") == [("email", "cart-nudge")]
-    assert runs(services, "lea")[0]["end_reason"] == "completed"
+    assert runs(services, "lea")[0].end_reason == "completed"
     with services.db.read() as conn:
         customer = customers.resolve(conn, "lea", "FR")
         history = journeys.trace(conn, customer)
@@ -649,7 +649,7 @@ def test_once_the_timeout_path_has_emitted_a_late_event_no_longer_turns_the_run(
             ).all()
         ]
         tags = customers.traits_view(conn, customer)[0].get("tags")
-    assert [h["properties"] for h in history if h["event"] == "Journey Event Received"] == []
+    assert [h.properties for h in history if h.event == "Journey Event Received"] == []
     assert names == [effect]  # done once
     if effect is None:
         assert tags == ["nudged"]

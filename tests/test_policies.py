@@ -80,7 +80,7 @@ def test_marketing_without_consent_is_held_and_dropped(
     advance(services, clock, HOUR)
     assert sent(services, "nobody") == []
     assert held_reasons(services) == ["no marketing consent for email (never given)"]
-    assert runs(services, "nobody")[0]["end_reason"] == "completed"
+    assert runs(services, "nobody")[0].end_reason == "completed"
 
 
 def test_consent_withdrawn_while_waiting_stops_the_send(
@@ -125,7 +125,7 @@ def test_french_marketing_sms_waits_for_monday_8_local(
     reason = held_reasons(services)[0]
     assert reason.startswith("quiet hours (FR:08:00-20:00") and "Europe/Paris" in reason
     run = runs(services, "xia")[0]
-    assert run["waiting"] == "held" and run["until"] == iso(MONDAY_8_PARIS)
+    assert run.waiting == "held" and run.until == iso(MONDAY_8_PARIS)
     advance(services, sunday, MONDAY_8_PARIS - sunday.now_ms() - 1, step=HOUR)
     assert sent(services, "xia") == []
     advance(services, sunday, 60_000)
@@ -144,7 +144,7 @@ def test_a_goal_reached_while_deferred_cancels_the_message(
     )
     advance(services, sunday, DAY, step=HOUR)
     assert sent(services, "wes") == []
-    assert runs(services, "wes")[0]["converted"] is True
+    assert runs(services, "wes")[0].converted is True
 
 
 def test_a_message_cancelled_before_it_went_counts_toward_no_cap(

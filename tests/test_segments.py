@@ -68,7 +68,7 @@ def customer_of(services: Services, user: str) -> int:
 
 def member_of(services: Services, user: str) -> list[str]:
     with services.db.read() as conn:
-        return [m["segment"] for m in segments.segments_of(conn, customer_of(services, user))]
+        return [m.segment for m in segments.segments_of(conn, customer_of(services, user))]
 
 
 def segment_events(services: Services, user: str) -> list[tuple[str, str, bool]]:
@@ -235,7 +235,7 @@ def test_a_new_segment_is_evaluated_for_every_customer_in_chunks(
     assert segment_events(services, "c0") == [("Segment Entered", "gold", True)]
     with services.db.read() as conn:
         described = segments.describe(conn, "gold")
-    assert described["members"] == 3 and described["evaluation"] == "done"
+    assert described.members == 3 and described.evaluation == "done"
     # A changed definition: everyone again; those who no longer match leave (backfill too).
     define(services, GOLD.replace("eq: gold", "in: [gold, silver]"), update=True)
     assert all(member_of(services, f"c{n}") == ["gold"] for n in range(5))

@@ -142,7 +142,7 @@ def seed(services: Services) -> int:
 
     now = services.clock.now_ms()
     with services.db.read() as conn:
-        present = {version["journey_id"] for version in journeys.versions(conn)}
+        present = {version.journey_id for version in journeys.versions(conn)}
     for name in DEMO_JOURNEYS:
         if name not in present:
             source = (TEMPLATES_DIR / f"{name}.yaml").read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from parcours.runtime.definitions import DefinitionError, check_duration, load_d
 from parcours.runtime.definitions import Duration as Duration
 from parcours.runtime.definitions import Problem as Problem
 from parcours.runtime.definitions import parse_duration as parse_duration
+from parcours.runtime.documents import JsonObject
 
 # ---- the format --------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ ACTIONS = (
 )
 
 
-def journey_schema() -> dict[str, Any]:
+def journey_schema() -> JsonObject:
     """The published JSON Schema of the journey format."""
     schema = msgspec.json.schema(Journey)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -20,7 +20,7 @@ from parcours.journeys.runs import Run
 from parcours.journeys.times import trait_moment
 from parcours.runtime.conditions import matches, normalise_key, resolve_path, uses_root
 from parcours.runtime.queue import cancel, enqueue
-from parcours.segments import catalog as segments
+from parcours.segments import membership_flags
 
 DATE_ENTRY = "journeys.date_entry"
 DATE_SCAN = "journeys.date_scan"
@@ -74,7 +74,7 @@ class Entries:
         """The entry's `where`: the profile and memberships are read only when needed."""
         scope = {"event": event, "entry": event, "profile": self.journal.profile(conn, customer)}
         if uses_root(entry.where, "segment"):
-            scope["segment"] = segments.membership_flags(conn, customer)
+            scope["segment"] = membership_flags(conn, customer)
         return matches(entry.where, scope)
 
     def _refusal(

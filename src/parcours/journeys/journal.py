@@ -18,9 +18,7 @@ from sqlalchemy import Connection
 from parcours.customers import profiles as customers
 from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
-from parcours.journeys.tables import journey_refusals, journey_step_visits
 from parcours.log import QUIET, Event, Reactions, append_events
-from parcours.runtime.db import insert_rows
 
 _encode = msgspec.json.Encoder().encode
 
@@ -120,19 +118,11 @@ class Journal:
         events (Parcours' own, about known customers: the log's fast path)."""
         state = self.pending()
         if state.visits:
-            insert_rows(
-                conn,
-                journey_step_visits,
-                ("journey_id", "version", "step_id", "outcome", "run_id", "at"),
-                state.visits,
-            )
+            store.insert_visits(conn, state.visits)
             state.visits = []
         if state.refusals:
-            insert_rows(
-                conn,
-                journey_refusals,
-                ("journey_id", "version", "customer_id", "reason", "count", "at"),
-                [(*counted, n, at) for counted, (n, at) in state.refusals.items()],
+            store.insert_refusals(
+                conn, [(*counted, n, at) for counted, (n, at) in state.refusals.items()]
             )
             state.refusals = {}
         if state.events:

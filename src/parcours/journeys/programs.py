@@ -10,6 +10,7 @@ import threading
 
 from sqlalchemy import Connection
 
+from parcours.journeys import store
 from parcours.journeys import versions as journeys_api
 from parcours.journeys.program import (
     Program,
@@ -43,7 +44,7 @@ class Programs:
         return program
 
     def live(self, conn: Connection) -> list[Program]:
-        return [self.get(conn, j, v) for j, v, _ in journeys_api.live_versions(conn)]
+        return [self.get(conn, j, v) for j, v, _ in store.live_versions(conn)]
 
     def live_one(self, conn: Connection, journey_id: str) -> Program | None:
         for program in self.live(conn):
@@ -55,7 +56,7 @@ class Programs:
         """Paused versions: they take no entry, and say so in the customer's trace."""
         return [
             self.get(conn, j, v)
-            for j, v, status in journeys_api.running_versions(conn)
+            for j, v, status in store.running_versions(conn)
             if status == "paused"
         ]
 
@@ -63,7 +64,7 @@ class Programs:
         """Entry events of live journeys, and every event that can move or end a run of a
         version that may still have runs (live, paused or superseded). Also keeps
         `waited_traits`, `entry_traits`, `goal_names` and `longest_window` up to date."""
-        versions = tuple(journeys_api.running_versions(conn))
+        versions = tuple(store.running_versions(conn))
         with self._lock:
             known = self._interest
         if known is not None and known[0] == versions:

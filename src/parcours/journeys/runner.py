@@ -29,7 +29,7 @@ from parcours.messaging import (
 from parcours.messaging import metrics as messaging_metrics
 from parcours.messaging import templates as message_templates
 from parcours.runtime.queue import cancel, enqueue
-from parcours.segments import catalog as segments
+from parcours.segments import membership_flags
 
 QUEUE = "journeys"
 STEP = "journeys.step"
@@ -257,7 +257,7 @@ class _Facts:
         return self._runner.journal.profile(self._conn, self._run.customer_id)
 
     def segments(self) -> dict[str, bool]:
-        return segments.membership_flags(self._conn, self._run.customer_id)
+        return membership_flags(self._conn, self._run.customer_id)
 
     def events_since(self, name: str, since: int, before: int, after_seq: int) -> list[LoggedEvent]:
         return store.events_since(self._conn, self._run.customer_id, name, since, before, after_seq)

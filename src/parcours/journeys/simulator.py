@@ -16,7 +16,7 @@ several customers may act in one script, and a segment's membership may be scrip
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from parcours.runtime.clock import Clock, SimulatedClock, from_ms, iso, parse_is
 from parcours.runtime.counting import not_counted
 from parcours.runtime.db import Database
 from parcours.runtime.definitions import DefinitionError, load_yaml
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import Job, Worker, next_run_at
 from parcours.runtime.settings import Settings
 from parcours.segments import catalog as segments
@@ -80,12 +81,38 @@ class Scratch(Protocol):
 OpenScratch = Callable[[Settings, Clock], Scratch]
 
 
+class SimulatedCall(msgspec.Struct, frozen=True):
+    """The call a webhook step would have made: never made, and never signed."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: JsonObject  # the envelope the receiver would get (journeys/webhooks.py)
+
+
 @dataclass(frozen=True)
 class TimelineEntry:
     at: int
     what: str
     customer: str = SIM_USER  # the script's name for the customer it is about
-    call: dict[str, Any] | None = None  # a webhook step: the call it would have made
+    call: SimulatedCall | None = None  # a webhook step: the call it would have made
+
+
+@dataclass(frozen=True)
+class ScriptItem:
+    """One item of a simulation script, checked: at a moment (`+2h` from the start, or an
+    ISO 8601 time), a customer (the script's name for them) does something (a call of
+    `type`, an `event` for a track) or enters or leaves a segment."""
+
+    at: str = "+0s"
+    customer: str = SIM_USER
+    type: str = "track"
+    event: object = None  # as written: the tracking parser checks it with the whole call
+    properties: JsonObject = field(default_factory=dict)
+    traits: JsonObject = field(default_factory=dict)
+    context: JsonObject = field(default_factory=dict)
+    enters: str | None = None
+    leaves: str | None = None
 
 
 @dataclass
@@ -103,7 +130,7 @@ class _Recorder:
     """Takes the webhook delivery jobs of the scratch worker: each is the call the step
     would make, kept to be shown, and never made."""
 
-    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[str, SimulatedCall] = field(default_factory=dict)
 
     def deliver(self, conn: Connection, job: Job) -> None:
         payload = job.payload
@@ -114,17 +141,14 @@ class _Recorder:
         }
         if secret:
             headers[webhooks.SIGNATURE_HEADER] = f"t=<unix time>,v1=<signed with key {secret!r}>"
-        self.calls[str(payload.get("delivery_id"))] = {
-            "method": "POST",
-            "url": payload.get("url"),
-            "headers": headers,
-            "body": payload.get("body"),
-        }
+        self.calls[str(payload.get("delivery_id"))] = SimulatedCall(
+            "POST", payload["url"], headers, payload["body"]
+        )
 
 
 def simulate(
     journey_source: str,
-    script: list[dict[str, Any]],
+    script: Sequence[ScriptItem | JsonObject],
     *,
     open_scratch: OpenScratch,
     start: int,
@@ -190,12 +214,7 @@ def simulate(
 
 def brand_segments(conn: Connection) -> dict[str, str]:
     """The brand's segment definitions (id -> source), for a simulation to copy."""
-    found: dict[str, str] = {}
-    for segment_id, _ in segments.definitions(conn):
-        definition = segments.source_of(conn, segment_id)
-        if definition is not None:
-            found[segment_id] = definition[1]
-    return found
+    return segments.sources(conn)
 
 
 def _scratch_settings(scratch: Path, brand: Settings | None, default_region: str) -> Settings:
@@ -239,17 +258,19 @@ def _run_until(services: Scratch, clock: SimulatedClock, end: int) -> None:
     clock.set(from_ms(max(end, clock.now_ms())))
 
 
-def _script_items(script: list[dict[str, Any]], start: int) -> list[_Item]:
+def _script_items(script: Sequence[ScriptItem | JsonObject], start: int) -> list[_Item]:
     """The script's items, checked, in time order (items at the same time keep theirs)."""
     if not isinstance(script, list):
         raise ScriptError("a script is a list of items")
     items: list[_Item] = []
     for number, item in enumerate(script, 1):
-        items.append(_item(number, item, start))
+        checked = item if isinstance(item, ScriptItem) else script_item(number, item)
+        items.append(_item(number, checked, start))
     return sorted(items, key=lambda item: (item.at, item.number))
 
 
-def _item(number: int, item: Any, start: int) -> _Item:
+def script_item(number: int, item: object) -> ScriptItem:
+    """The script's item `number` (from 1), checked; ScriptError says what is wrong."""
     where = f"item {number}"
     if not isinstance(item, dict):
         raise ScriptError(f"{where}: an item is a mapping such as {{at: +2h, event: ...}}")
@@ -278,24 +299,35 @@ def _item(number: int, item: Any, start: int) -> _Item:
     for key in ("properties", "traits", "context"):
         if not isinstance(item.get(key, {}), dict):
             raise ScriptError(f"{where}: {key}: must be a mapping")
-    try:
-        moment = _moment(str(item.get("at", "+0s")), start)
-    except ValueError as exc:
-        raise ScriptError(f"{where}: at: {exc}") from None
-    document = {
-        "type": "identify" if changes else kind,
-        "event": item.get("event"),
-        "properties": item.get("properties", {}),
-        "traits": item.get("traits", {}),
-        "context": item.get("context", {}),
-    }
-    return _Item(
-        moment,
-        customer.strip(),
-        document,
+    return ScriptItem(
+        at=str(item.get("at", "+0s")),
+        customer=customer.strip(),
+        type=kind,
+        event=item.get("event"),
+        properties=item.get("properties", {}),
+        traits=item.get("traits", {}),
+        context=item.get("context", {}),
         enters=item.get("enters"),
         leaves=item.get("leaves"),
-        number=number,
+    )
+
+
+def _item(number: int, item: ScriptItem, start: int) -> _Item:
+    """A checked item at its moment of the simulation, as the event it becomes."""
+    try:
+        moment = _moment(item.at, start)
+    except ValueError as exc:
+        raise ScriptError(f"item {number}: at: {exc}") from None
+    changes = item.enters is not None or item.leaves is not None
+    document = {
+        "type": "identify" if changes else item.type,
+        "event": item.event,
+        "properties": item.properties,
+        "traits": item.traits,
+        "context": item.context,
+    }
+    return _Item(
+        moment, item.customer, document, enters=item.enters, leaves=item.leaves, number=number
     )
 
 
@@ -381,11 +413,11 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
         customer = who.get(int(row.customer_id), SIM_USER) if row.customer_id else SIM_USER
         if row.name == "Webhook Scheduled":
             call = recorder.calls.get(str(properties.get("delivery_id")))
-            url = call["url"] if call else properties.get("url")
+            url = call.url if call else properties.get("url")
             what = f"would call POST {url} (nothing is sent)"
             entries.append(TimelineEntry(row.occurred_at, what, customer, call))
             continue
-        say = _SAYINGS.get(row.name)
+        say = _SAYINGS.get(row.name or "")
         if say is not None:
             entries.append(TimelineEntry(row.occurred_at, say(properties), customer))
         elif row.source == "journey":
@@ -395,13 +427,21 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
     return entries
 
 
-def timeline_item(entry: TimelineEntry) -> dict[str, Any]:
+class TimelineItem(msgspec.Struct, frozen=True, omit_defaults=True):
     """A timeline entry as the API shows it: when, which customer, what; and for a
     webhook step, the call it would have made (method, URL, headers, body)."""
-    item: dict[str, Any] = {"at": iso(entry.at), "customer": entry.customer, "what": entry.what}
-    if entry.call is not None:
-        item["call"] = entry.call
-    return item
+
+    at: str
+    customer: str
+    what: str
+    call: SimulatedCall | None = None
+
+
+def timeline_item(entry: TimelineEntry) -> TimelineItem:
+    """A timeline entry as the API shows it."""
+    at = iso(entry.at)
+    assert at is not None
+    return TimelineItem(at, entry.customer, entry.what, entry.call)
 
 
 def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int, str]:
@@ -415,7 +455,8 @@ def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int,
     return found
 
 
-def load_script(text_value: str) -> list[dict[str, Any]]:
+def load_script(text_value: str) -> list[ScriptItem]:
+    """A simulation script (YAML), its items checked; ScriptError says what is wrong."""
     try:  # within the limits of every definition: no anchors, no key given twice...
         document, _ = load_yaml(text_value)
     except DefinitionError as exc:
@@ -424,7 +465,7 @@ def load_script(text_value: str) -> list[dict[str, Any]]:
         document = document.get("events")
     if not isinstance(document, list):
         raise ScriptError("a script is a list of events (or a mapping with an `events` list)")
-    return document
+    return [script_item(number, item) for number, item in enumerate(document, 1)]
 
 
 def format_timeline(entries: list[TimelineEntry], start: int) -> str:
@@ -436,7 +477,7 @@ def format_timeline(entries: list[TimelineEntry], start: int) -> str:
         who = f"[{entry.customer}] " if several else ""
         lines.append(f"{iso(entry.at)}  (+{_human(offset)})  {who}{entry.what}")
         if entry.call is not None:
-            lines.append(f"    body: {_encode(entry.call['body']).decode()}")
+            lines.append(f"    body: {_encode(entry.call.body).decode()}")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
-"""Where journey runs are kept: the SQL that reads and writes `journey_runs`, and the
-reads of the event log a run's rules need (a reaction's events, a wait's, a goal's).
+"""Where journey runs are kept: the SQL that reads and writes `journey_runs`, a job's log
+lines (step visits and refused entries), the versions that may have runs, and the reads of
+the event log a run's rules need (a reaction's events, a wait's, a goal's).
 
 Every statement of the engine is here, so a reader of the engine sees what it decides and
 this module shows what that costs in queries."""
@@ -12,8 +13,9 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.journeys.runs import LoggedEvent, Run
+from parcours.journeys.tables import journey_refusals, journey_step_visits
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks, in_list, sql
+from parcours.runtime.db import chunks, in_list, insert_rows, sql
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -238,6 +240,50 @@ def move_runs(conn: Connection, merged: int, survivor: int) -> None:
         "UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old",
         {"new": survivor, "old": merged},
     )
+
+
+# ---- a job's log lines, and the versions that may have runs -----------------------------------
+
+
+def insert_visits(conn: Connection, visits: list[tuple[str, int, str, str, int, int]]) -> None:
+    """(journey, version, step, outcome, run, at) of the steps a job's runs reached."""
+    insert_rows(
+        conn,
+        journey_step_visits,
+        ("journey_id", "version", "step_id", "outcome", "run_id", "at"),
+        visits,
+    )
+
+
+def insert_refusals(conn: Connection, refusals: list[tuple[str, int, int, str, int, int]]) -> None:
+    """(journey, version, customer, reason, count, at) of the entries a job refused."""
+    insert_rows(
+        conn,
+        journey_refusals,
+        ("journey_id", "version", "customer_id", "reason", "count", "at"),
+        refusals,
+    )
+
+
+def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
+    """(journey id, version, YAML) of every live journey. Read for every reaction."""
+    rows = sql(
+        conn,
+        "SELECT journey_id, version, source FROM journey_versions WHERE status = 'live' "
+        "ORDER BY journey_id",
+    ).all()
+    return [(r.journey_id, r.version, r.source) for r in rows]
+
+
+def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
+    """(journey id, version, status) of versions that are live or may still have runs.
+    Read for every group of events ingested."""
+    rows = sql(
+        conn,
+        "SELECT journey_id, version, status FROM journey_versions "
+        "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version",
+    ).all()
+    return [(r.journey_id, r.version, r.status) for r in rows]
 
 
 # ---- the event log, as runs read it ---------------------------------------------------------

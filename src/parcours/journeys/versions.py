@@ -30,7 +30,8 @@ from parcours.log import queries as log_queries
 from parcours.messaging import templates
 from parcours.runtime.clock import iso
 from parcours.runtime.conditions import condition_paths
-from parcours.runtime.db import Database, sql
+from parcours.runtime.db import Database
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.presentation import own_event_properties
 from parcours.runtime.queue import enqueue
 from parcours.segments import catalog as segments
@@ -267,11 +268,10 @@ def entry_request(
     it. Its messageId is derived from the idempotency key, so the log stores a repeated
     request once and the engine makes one run. Raises UnknownJourney, LifecycleError (not
     live, not entered through the API), CustomerNotFound, or ValueError for properties."""
-    rows = sql(
-        conn,
-        "SELECT version, status, source FROM journey_versions WHERE journey_id = :j "
-        "ORDER BY version DESC",
-        {"j": journey_id},
+    rows = conn.execute(
+        select(journey_versions.c.version, journey_versions.c.status, journey_versions.c.source)
+        .where(journey_versions.c.journey_id == journey_id)
+        .order_by(journey_versions.c.version.desc())
     ).all()
     if not rows:
         raise UnknownJourney(journey_id)
@@ -324,44 +324,12 @@ def _announce(
     )
 
 
-def version_status(conn: Connection, journey_id: str, version: int) -> str:
-    """Read at every step (a paused journey holds its runs), so straight through the driver."""
-    return str(
-        sql(
-            conn,
-            "SELECT status FROM journey_versions WHERE journey_id = :j AND version = :v",
-            {"j": journey_id, "v": version},
-        ).scalar_one()
-    )
-
-
 def publish(db: Database, source: str, editor: str, approver: str, now: int) -> Version:
     """Draft, review, approval by a second person and going live, in one call."""
     version = save_draft(db, source, editor, now)
     change_status(db, version.journey_id, version.version, "submit", editor, now)
     change_status(db, version.journey_id, version.version, "approve", approver, now)
     return change_status(db, version.journey_id, version.version, "go_live", approver, now)
-
-
-def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
-    """(journey id, version, YAML) of every live journey."""
-    rows = sql(
-        conn,
-        "SELECT journey_id, version, source FROM journey_versions WHERE status = 'live' "
-        "ORDER BY journey_id",
-    ).all()
-    return [(r.journey_id, r.version, r.source) for r in rows]
-
-
-def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
-    """(journey id, version, status) of versions that are live or may still have runs.
-    Read for every group of events ingested, so straight through the driver."""
-    rows = sql(
-        conn,
-        "SELECT journey_id, version, status FROM journey_versions "
-        "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version",
-    ).all()
-    return [(r.journey_id, r.version, r.status) for r in rows]
 
 
 def version_source(conn: Connection, journey_id: str, version: int) -> str:
@@ -375,7 +343,26 @@ def version_source(conn: Connection, journey_id: str, version: int) -> str:
     )
 
 
-def runs_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+class RunView(msgspec.Struct, frozen=True):
+    """Where one of the customer's runs stands, or why it ended."""
+
+    run_id: int
+    journey_id: str
+    version: int
+    key: str | None  # the entry's key (`entry.key`), when the journey has one
+    state: str  # active | ended
+    position: int  # the instruction the run is at
+    waiting: str | None  # timer | event, while it waits
+    waiting_for: str | None  # the event a wait takes
+    until: str | None  # when the wait times out
+    entered_at: str
+    ended_at: str | None
+    end_reason: str | None
+    converted: bool
+    control: bool  # in the control group: holds out of the journey's sends
+
+
+def runs_of(conn: Connection, customer_id: int) -> list[RunView]:
     """The customer's journey runs, newest first: where each stands and why it ended."""
     rows = conn.execute(
         select(journey_runs)
@@ -383,22 +370,22 @@ def runs_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
         .order_by(journey_runs.c.id.desc())
     ).all()
     return [
-        {
-            "run_id": r.id,
-            "journey_id": r.journey_id,
-            "version": r.version,
-            "key": r.run_key or None,
-            "state": r.state,
-            "position": r.pc,
-            "waiting": r.waiting,
-            "waiting_for": r.wait_event,
-            "until": iso(r.due_at) if r.waiting else None,
-            "entered_at": iso(r.entered_at),
-            "ended_at": iso(r.ended_at),
-            "end_reason": r.end_reason,
-            "converted": bool(r.converted),
-            "control": bool(r.control),
-        }
+        RunView(
+            run_id=r.id,
+            journey_id=r.journey_id,
+            version=r.version,
+            key=r.run_key or None,
+            state=r.state,
+            position=r.pc,
+            waiting=r.waiting,
+            waiting_for=r.wait_event,
+            until=iso(r.due_at) if r.waiting else None,
+            entered_at=_time(r.entered_at),
+            ended_at=iso(r.ended_at),
+            end_reason=r.end_reason,
+            converted=bool(r.converted),
+            control=bool(r.control),
+        )
         for r in rows
     ]
 
@@ -407,7 +394,28 @@ def parse(source: str) -> Journey:
     return load_journey(source)
 
 
-def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
+class GroupCounts(msgspec.Struct, frozen=True):
+    entered: int
+    converted: int
+
+
+class JourneyStats(msgspec.Struct, frozen=True):
+    """A version's runs: entered, active, exited and converted; what happened at each step
+    (step id -> outcome -> count); the treated and control groups; refused entries."""
+
+    journey_id: str
+    version: int
+    entered: int
+    active: int
+    exited: int
+    converted: int
+    steps: dict[str, dict[str, int]]
+    treated: GroupCounts
+    control: GroupCounts
+    refused: dict[str, int]  # reason -> entries refused
+
+
+def stats(conn: Connection, journey_id: str, version: int) -> JourneyStats:
     """Per-version counts: entered, waiting now (per step), exited, converted, what
     happened at each step, the treated and control groups' entries and conversions side
     by side, and the entries refused by reason."""
@@ -434,10 +442,10 @@ def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
     converted = sum(r[5] for r in runs if r.converted)
     exited = sum(r[5] for r in runs if r.state == "ended" and not r.converted)
     groups = {
-        name: {
-            "entered": sum(r[5] for r in runs if bool(r.control) == control),
-            "converted": sum(r[5] for r in runs if bool(r.control) == control and r.converted),
-        }
+        name: GroupCounts(
+            entered=sum(r[5] for r in runs if bool(r.control) == control),
+            converted=sum(r[5] for r in runs if bool(r.control) == control and r.converted),
+        )
         for name, control in (("treated", False), ("control", True))
     }
     refused = {
@@ -461,70 +469,140 @@ def stats(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
         .group_by(journey_step_visits.c.step_id, journey_step_visits.c.outcome)
     ).all():
         steps.setdefault(step_id, {})[outcome] = int(count)
-    return {
-        "journey_id": journey_id,
-        "version": version,
-        "entered": entered,
-        "active": active,
-        "exited": exited,
-        "converted": converted,
-        "steps": steps,
-        "treated": groups["treated"],
-        "control": groups["control"],
-        "refused": refused,
-    }
+    return JourneyStats(
+        journey_id=journey_id,
+        version=version,
+        entered=entered,
+        active=active,
+        exited=exited,
+        converted=converted,
+        steps=steps,
+        treated=groups["treated"],
+        control=groups["control"],
+        refused=refused,
+    )
 
 
-def trace(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+class TraceEntry(msgspec.Struct, frozen=True):
+    """One decision about a customer: its name, when, and its properties (the reason, the
+    step...)."""
+
+    at: str
+    event: str | None
+    properties: JsonObject
+
+
+def trace(conn: Connection, customer_id: int) -> list[TraceEntry]:
     """Every decision about the customer, oldest first: the event's own name, when, and its
     properties (the reason, the step...) apart, so that a property called `event` (the
     event a wait took) never hides the name of the decision."""
     rows = log_queries.own_decisions(conn, customer_id)
     return [
-        {
-            "at": iso(r.occurred_at),
-            "event": r.name,
-            "properties": own_event_properties(_decode(r.payload).get("properties", {}), "system"),
-        }
+        TraceEntry(
+            at=_time(r.occurred_at),
+            event=r.name,
+            properties=own_event_properties(_decode(r.payload).get("properties", {}), "system"),
+        )
         for r in rows
     ]
 
 
-def versions(conn: Connection) -> list[dict[str, Any]]:
+class VersionSummary(msgspec.Struct, frozen=True):
+    """A version of a journey: its status and review."""
+
+    journey_id: str
+    version: int
+    status: str
+    edited_by: str
+    approved_by: str | None
+    edited_by_key: int | None  # the admin key used, through the API
+    approved_by_key: int | None
+    approved_at: str | None
+    updated_at: str
+
+
+def versions(conn: Connection) -> list[VersionSummary]:
+    """Every version of every journey, by journey and version."""
     rows = conn.execute(
         select(journey_versions).order_by(journey_versions.c.journey_id, journey_versions.c.version)
     ).all()
     return [
-        {
-            "journey_id": r.journey_id,
-            "version": r.version,
-            "status": r.status,
-            "edited_by": r.edited_by,
-            "approved_by": r.approved_by,
-            "edited_by_key": r.edited_by_key,
-            "approved_by_key": r.approved_by_key,
-            "approved_at": iso(r.approved_at),
-            "updated_at": iso(r.updated_at),
-        }
+        VersionSummary(
+            journey_id=r.journey_id,
+            version=r.version,
+            status=r.status,
+            edited_by=r.edited_by,
+            approved_by=r.approved_by,
+            edited_by_key=r.edited_by_key,
+            approved_by_key=r.approved_by_key,
+            approved_at=iso(r.approved_at),
+            updated_at=_time(r.updated_at),
+        )
         for r in rows
     ]
 
 
-def _version_view(row: Any) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "status": row.status,
-        "edited_by": row.edited_by,
-        "approved_by": row.approved_by,
-        "edited_by_key": row.edited_by_key,
-        "approved_by_key": row.approved_by_key,
-        "approved_at": iso(row.approved_at),
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-    }
+class VersionReview(msgspec.Struct, frozen=True):
+    """A version's status and review."""
+
+    version: int
+    status: str
+    edited_by: str
+    approved_by: str | None
+    edited_by_key: int | None  # the admin key used, through the API
+    approved_by_key: int | None
+    approved_at: str | None
+    created_at: str
+    updated_at: str
 
 
-def journey_view(conn: Connection, journey_id: str) -> dict[str, Any]:
+class VersionWithSource(VersionReview, frozen=True):
+    """A version's status and review, and its YAML as written."""
+
+    source: str
+
+
+class JourneyView(msgspec.Struct, frozen=True):
+    """A journey read back: its versions (oldest first), which one is live, and the latest
+    with its YAML."""
+
+    journey_id: str
+    live_version: int | None
+    latest: VersionWithSource
+    versions: list[VersionReview]
+
+
+class VersionView(msgspec.Struct, frozen=True):
+    """One version of a journey: its status and review, and its YAML as written."""
+
+    journey_id: str
+    version: int
+    status: str
+    edited_by: str
+    approved_by: str | None
+    edited_by_key: int | None
+    approved_by_key: int | None
+    approved_at: str | None
+    created_at: str
+    updated_at: str
+    source: str
+
+
+def _review(row: Any) -> VersionReview:
+    return VersionReview(
+        version=row.version,
+        status=row.status,
+        edited_by=row.edited_by,
+        approved_by=row.approved_by,
+        edited_by_key=row.edited_by_key,
+        approved_by_key=row.approved_by_key,
+        approved_at=iso(row.approved_at),
+        created_at=_time(row.created_at),
+        updated_at=_time(row.updated_at),
+    )
+
+
+def journey_view(conn: Connection, journey_id: str) -> JourneyView:
     """A journey read back: every version with its status and review (oldest first), which
     one is live, and the latest version's YAML as written. Raises UnknownJourney."""
     rows = conn.execute(
@@ -536,15 +614,15 @@ def journey_view(conn: Connection, journey_id: str) -> dict[str, Any]:
         raise UnknownJourney(journey_id)
     live = [r.version for r in rows if r.status == "live"]
     latest = rows[-1]
-    return {
-        "journey_id": journey_id,
-        "live_version": live[-1] if live else None,
-        "latest": {**_version_view(latest), "source": latest.source},
-        "versions": [_version_view(r) for r in rows],
-    }
+    return JourneyView(
+        journey_id=journey_id,
+        live_version=live[-1] if live else None,
+        latest=VersionWithSource(**msgspec.structs.asdict(_review(latest)), source=latest.source),
+        versions=[_review(r) for r in rows],
+    )
 
 
-def version_view(conn: Connection, journey_id: str, version: int) -> dict[str, Any]:
+def version_view(conn: Connection, journey_id: str, version: int) -> VersionView:
     """One version: its YAML as written, status and review. Raises UnknownJourney, or
     LookupError naming the versions there are."""
     rows = conn.execute(
@@ -556,7 +634,15 @@ def version_view(conn: Connection, journey_id: str, version: int) -> dict[str, A
         raise UnknownJourney(journey_id)
     for row in rows:
         if row.version == version:
-            return {"journey_id": journey_id, **_version_view(row), "source": row.source}
+            review = msgspec.structs.asdict(_review(row))
+            return VersionView(journey_id=journey_id, **review, source=row.source)
     raise LookupError(
         f"journey {journey_id!r} has no version {version} (it has 1 to {rows[-1].version})"
     )
+
+
+def _time(ms: int) -> str:
+    """A time the row always has, as the API shows it."""
+    shown = iso(ms)
+    assert shown is not None
+    return shown

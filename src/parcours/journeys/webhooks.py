@@ -32,6 +32,7 @@ import msgspec
 from sqlalchemy import Connection
 
 from parcours.runtime.clock import iso
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import CallAfterCommit, Job, Outcome, Worker, enqueue
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def schedule_delivery(
     *,
     delivery_id: str,
     url: str,
-    envelope: dict[str, Any],
+    envelope: JsonObject,
     secret: str | None,
     retries: int,
     now: int,
@@ -114,8 +115,8 @@ def envelope(
     step: str,
     customer_id: str,
     entry_event: str | None,
-    data: dict[str, Any],
-) -> dict[str, Any]:
+    data: JsonObject,
+) -> JsonObject:
     """The document a receiver gets: Parcours' fields at the top, the step's body under
     `data`, so that nothing a journey author writes can shape what is signed."""
     return {

@@ -13,7 +13,7 @@ from parcours.segments.catalog import (
     UnknownSegment,
 )
 from parcours.segments.definition import SegmentError, load_segment
-from parcours.segments.engine import SegmentEngine
+from parcours.segments.engine import SegmentEngine, membership_flags
 
 __all__ = [
     "QUEUE",
@@ -26,5 +26,6 @@ __all__ = [
     "UnknownSegment",
     "catalog",
     "load_segment",
+    "membership_flags",
     "people",
 ]

@@ -1,7 +1,8 @@
 """The catalog of segments: save and read definitions, members, a customer's segments.
 
 Saving a segment starts its batch evaluation (every customer, in chunks, by the worker);
-from then on each event re-evaluates the customers it concerns (segments/engine.py).
+from then on each event re-evaluates the customers it concerns (segments/engine.py, where
+the reads run for every event are too).
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection
+import msgspec
+from sqlalchemy import Connection, func, insert, select, update
 
 from parcours.customers import public_id
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
-from parcours.runtime.db import Database, select_in, sql
+from parcours.runtime.db import Database
 from parcours.runtime.queue import enqueue
 from parcours.segments.definition import Segment, load_segment
+from parcours.segments.tables import segment_memberships, segments
 
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
@@ -69,10 +72,8 @@ def save(
             f"the definition's id {segment.id!r} is not the segment addressed, {segment_id!r}"
         )
     with db.write() as conn:
-        row = sql(
-            conn,
-            "SELECT generation, source FROM segments WHERE id = :id",
-            {"id": segment.id},
+        row = conn.execute(
+            select(segments.c.generation, segments.c.source).where(segments.c.id == segment.id)
         ).first()
         if mode == "create" and row is not None:
             raise SegmentExists(segment.id)
@@ -82,26 +83,19 @@ def save(
             return Saved(segment.id, int(row.generation), False)
         generation = 1 if row is None else int(row.generation) + 1
         values = {
-            "id": segment.id,
             "name": segment.name,
             "source": source,
-            "g": generation,
-            "now": now,
-            "by": editor,
+            "generation": generation,
+            "updated_at": now,
+            "updated_by": editor,
         }
         if row is None:
-            sql(
-                conn,
-                "INSERT INTO segments (id, name, source, generation, created_at, updated_at, "
-                "updated_by) VALUES (:id, :name, :source, :g, :now, :now, :by)",
-                values,
-            )
+            conn.execute(insert(segments).values(id=segment.id, created_at=now, **values))
         else:
-            sql(
-                conn,
-                "UPDATE segments SET name = :name, source = :source, generation = :g, "
-                "updated_at = :now, updated_by = :by, evaluated_at = NULL WHERE id = :id",
-                values,
+            conn.execute(
+                update(segments)
+                .where(segments.c.id == segment.id)
+                .values(evaluated_at=None, **values)
             )
         # One batch evaluation per segment: a change restarts it from the first customer.
         # What customers do from here on is theirs: the evaluation tells it apart by seq.
@@ -118,18 +112,18 @@ def save(
     return Saved(segment.id, generation, True)
 
 
-def definitions(conn: Connection) -> list[tuple[str, int]]:
-    """(id, generation) of every segment. Read for each group of events ingested, so
-    straight through the driver."""
-    rows = sql(conn, "SELECT id, generation FROM segments").all()
-    return [(r.id, int(r.generation)) for r in rows]
-
-
 def source_of(conn: Connection, segment_id: str) -> tuple[int, str] | None:
-    row = sql(
-        conn, "SELECT generation, source FROM segments WHERE id = :id", {"id": segment_id}
+    """(generation, source) of the segment; read when its generation changed."""
+    row = conn.execute(
+        select(segments.c.generation, segments.c.source).where(segments.c.id == segment_id)
     ).first()
     return None if row is None else (int(row.generation), str(row.source))
+
+
+def sources(conn: Connection) -> dict[str, str]:
+    """Every segment's definition as written, by id."""
+    rows = conn.execute(select(segments.c.id, segments.c.source).order_by(segments.c.id))
+    return {str(row.id): str(row.source) for row in rows}
 
 
 def parse(source: str) -> Segment:
@@ -138,94 +132,134 @@ def parse(source: str) -> Segment:
 
 def missing(conn: Connection, segment_ids: set[str]) -> list[str]:
     """Which of these segment ids are not defined."""
-    known = {
-        row[0]
-        for row in select_in(
-            conn, "SELECT id FROM segments WHERE id IN ({marks})", sorted(segment_ids)
-        )
-    }
+    known = set(
+        conn.execute(select(segments.c.id).where(segments.c.id.in_(sorted(segment_ids))))
+        .scalars()
+        .all()
+    )
     return sorted(segment_ids - known)
 
 
-def describe(conn: Connection, segment_id: str) -> dict[str, Any]:
-    row = sql(conn, "SELECT * FROM segments WHERE id = :id", {"id": segment_id}).first()
+class SegmentSummary(msgspec.Struct, frozen=True):
+    """A segment, its evaluation and how many customers are in it now."""
+
+    id: str
+    name: str
+    description: str
+    generation: int
+    members: int
+    # `evaluating` until every existing customer has been evaluated on this definition.
+    evaluation: str  # evaluating | done
+    evaluated_at: str | None
+    created_at: str
+    updated_at: str
+    updated_by: str
+
+
+class SegmentView(SegmentSummary, frozen=True):
+    """A segment, its evaluation, how many customers are in it now, and its definition."""
+
+    source: str
+
+
+class SegmentList(msgspec.Struct, frozen=True):
+    segments: list[SegmentSummary]
+
+
+def describe(conn: Connection, segment_id: str) -> SegmentView:
+    row = conn.execute(select(segments).where(segments.c.id == segment_id)).first()
     if row is None:
         raise UnknownSegment(segment_id)
-    return {**_summary(conn, row), "source": row.source}
+    return SegmentView(**msgspec.structs.asdict(_summary(conn, row)), source=row.source)
 
 
-def listing(conn: Connection) -> list[dict[str, Any]]:
-    rows = sql(conn, "SELECT * FROM segments ORDER BY id").all()
-    return [_summary(conn, row) for row in rows]
+def listing(conn: Connection) -> SegmentList:
+    """Every segment, in id order."""
+    rows = conn.execute(select(segments).order_by(segments.c.id)).all()
+    return SegmentList([_summary(conn, row) for row in rows])
 
 
-def _summary(conn: Connection, row: Any) -> dict[str, Any]:
-    segment = load_segment(row.source)
-    members = sql(
-        conn,
-        "SELECT count(*) FROM segment_memberships WHERE segment_id = :s AND exited_at IS NULL",
-        {"s": row.id},
+def _summary(conn: Connection, row: Any) -> SegmentSummary:
+    members = conn.execute(
+        select(func.count())
+        .select_from(segment_memberships)
+        .where(
+            segment_memberships.c.segment_id == row.id,
+            segment_memberships.c.exited_at.is_(None),
+        )
     ).scalar_one()
-    return {
-        "id": row.id,
-        "name": row.name,
-        "description": segment.description,
-        "generation": row.generation,
-        "members": int(members),
-        # `evaluating` until every existing customer has been evaluated on this definition.
-        "evaluation": "done" if row.evaluated_at is not None else "evaluating",
-        "evaluated_at": iso(row.evaluated_at),
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-        "updated_by": row.updated_by,
-    }
+    return SegmentSummary(
+        id=row.id,
+        name=row.name,
+        description=load_segment(row.source).description,
+        generation=row.generation,
+        members=int(members),
+        evaluation="done" if row.evaluated_at is not None else "evaluating",
+        evaluated_at=iso(row.evaluated_at),
+        created_at=_time(row.created_at),
+        updated_at=_time(row.updated_at),
+        updated_by=row.updated_by,
+    )
 
 
-def members(
-    conn: Connection, segment_id: str, *, limit: int = 100, after: int = 0
-) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of the segment's current members in customer id order; the cursor is the
-    last customer id shown, or None on the last page."""
-    if sql(conn, "SELECT 1 FROM segments WHERE id = :id", {"id": segment_id}).first() is None:
+class SegmentMember(msgspec.Struct, frozen=True):
+    customer_id: str  # cus_N
+    entered_at: str
+    backfill: bool  # entered by the batch evaluation of a new or changed definition
+
+
+class MemberPage(msgspec.Struct, frozen=True):
+    """Current members in customer id order; `next_after` is the next page's cursor."""
+
+    segment: str
+    members: list[SegmentMember]
+    next_after: str | None
+
+
+def members(conn: Connection, segment_id: str, *, limit: int = 100, after: int = 0) -> MemberPage:
+    """A page of the segment's current members in customer id order, after the customer id
+    `after`; the next page's cursor is the last customer shown, or None on the last page."""
+    known = conn.execute(select(segments.c.id).where(segments.c.id == segment_id)).first()
+    if known is None:
         raise UnknownSegment(segment_id)
-    rows = sql(
-        conn,
-        "SELECT customer_id, entered_at, backfill FROM segment_memberships "
-        "WHERE segment_id = :s AND exited_at IS NULL AND customer_id > :after "
-        "ORDER BY customer_id LIMIT :n",
-        {"s": segment_id, "after": after, "n": limit + 1},
+    stays = segment_memberships.c
+    rows = conn.execute(
+        select(stays.customer_id, stays.entered_at, stays.backfill)
+        .where(
+            stays.segment_id == segment_id,
+            stays.exited_at.is_(None),
+            stays.customer_id > after,
+        )
+        .order_by(stays.customer_id)
+        .limit(limit + 1)
     ).all()
     more = len(rows) > limit
     rows = rows[:limit]
     page = [
-        {
-            "customer_id": public_id(r.customer_id),
-            "entered_at": iso(r.entered_at),
-            "backfill": bool(r.backfill),
-        }
-        for r in rows
+        SegmentMember(public_id(r.customer_id), _time(r.entered_at), bool(r.backfill)) for r in rows
     ]
-    return page, (int(rows[-1].customer_id) if more and rows else None)
+    last = public_id(rows[-1].customer_id) if more and rows else None
+    return MemberPage(segment_id, page, last)
 
 
-def segments_of(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+class SegmentMembership(msgspec.Struct, frozen=True):
+    segment: str
+    entered_at: str
+
+
+def segments_of(conn: Connection, customer_id: int) -> list[SegmentMembership]:
     """The segments the customer is in now, with when they entered (the customer view)."""
-    rows = sql(
-        conn,
-        "SELECT segment_id, entered_at FROM segment_memberships WHERE customer_id = :c "
-        "AND exited_at IS NULL ORDER BY segment_id",
-        {"c": customer_id},
+    stays = segment_memberships.c
+    rows = conn.execute(
+        select(stays.segment_id, stays.entered_at)
+        .where(stays.customer_id == customer_id, stays.exited_at.is_(None))
+        .order_by(stays.segment_id)
     ).all()
-    return [{"segment": r.segment_id, "entered_at": iso(r.entered_at)} for r in rows]
+    return [SegmentMembership(r.segment_id, _time(r.entered_at)) for r in rows]
 
 
-def membership_flags(conn: Connection, customer_id: int) -> dict[str, bool]:
-    """segment id -> whether the customer is in it now, for every defined segment: what
-    journey conditions read as `segment.<id>` (`{eq: false}` holds for a non-member)."""
-    rows = sql(
-        conn,
-        "SELECT s.id, m.id AS membership FROM segments s LEFT JOIN segment_memberships m "
-        "ON m.segment_id = s.id AND m.customer_id = :c AND m.exited_at IS NULL",
-        {"c": customer_id},
-    ).all()
-    return {r.id: r.membership is not None for r in rows}
+def _time(ms: int) -> str:
+    """A time the row always has, as the API shows it."""
+    shown = iso(ms)
+    assert shown is not None
+    return shown

@@ -320,7 +320,7 @@ class SegmentEngine:
         """Every segment, compiled once per generation (several processes may change them:
         the generations are read each time, the sources only when one changed)."""
         found: list[CompiledSegment] = []
-        for segment_id, generation in catalog.definitions(conn):
+        for segment_id, generation in definitions(conn):
             with self._lock:
                 cached = self._compiled.get(segment_id)
             if cached is not None and cached[0] == generation:
@@ -351,6 +351,28 @@ class SegmentEngine:
         with self._lock:
             cached = self._compiled.get(segment_id)
         return None if cached is None else cached[0]
+
+
+# ---- the reads on the hot path, straight through the driver -------------------------------
+
+
+def definitions(conn: Connection) -> list[tuple[str, int]]:
+    """(id, generation) of every segment. Read for each group of events ingested."""
+    rows = sql(conn, "SELECT id, generation FROM segments").all()
+    return [(r.id, int(r.generation)) for r in rows]
+
+
+def membership_flags(conn: Connection, customer_id: int) -> dict[str, bool]:
+    """segment id -> whether the customer is in it now, for every defined segment: what
+    journey conditions read as `segment.<id>` (`{eq: false}` holds for a non-member). Read
+    at each journey entry and step that looks at segments."""
+    rows = sql(
+        conn,
+        "SELECT s.id, m.id AS membership FROM segments s LEFT JOIN segment_memberships m "
+        "ON m.segment_id = s.id AND m.customer_id = :c AND m.exited_at IS NULL",
+        {"c": customer_id},
+    ).all()
+    return {r.id: r.membership is not None for r in rows}
 
 
 def load_facts(

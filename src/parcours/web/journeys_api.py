@@ -26,6 +26,7 @@ from parcours.journeys import (
     JourneyError,
     OpenScratch,
     ScriptError,
+    TimelineItem,
     brand_segments,
     simulate,
     timeline_item,
@@ -46,7 +47,7 @@ _AS_YAML = "with `Accept: application/yaml`, the YAML alone"
 
 
 class VersionList(msgspec.Struct):
-    versions: list[dict[str, Any]]
+    versions: list[journeys.VersionSummary]
 
 
 class DraftSaved(msgspec.Struct):
@@ -66,12 +67,12 @@ class CustomerTrace(msgspec.Struct):
     """The runs a customer is in, and every decision with its reason, oldest first."""
 
     customer_id: str
-    runs: list[dict[str, Any]]
-    history: list[dict[str, Any]]
+    runs: list[journeys.RunView]
+    history: list[journeys.TraceEntry]
 
 
 class Timeline(msgspec.Struct):
-    timeline: list[dict[str, Any]]
+    timeline: list[TimelineItem]
 
 
 class Entered(msgspec.Struct):
@@ -87,7 +88,7 @@ class Entered(msgspec.Struct):
 async def list_journeys(db: Injected[Database]) -> VersionList:
     """Every version of every journey, with its status."""
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> list[journeys.VersionSummary]:
         with db.read() as conn:
             return journeys.versions(conn)
 
@@ -117,12 +118,11 @@ def _wants_yaml(request: Request[Any, Any, Any]) -> bool:
     return any(kind in accept for kind in ("application/yaml", "text/yaml", "application/x-yaml"))
 
 
-_JOURNEY_VIEW = {
-    200: ResponseSpec(dict[str, Any], description=f"The journey ({_AS_YAML})"),
-}
-
-
-@get("/api/journeys/{journey_id:str}", sync_to_thread=True, responses=_JOURNEY_VIEW)
+@get(
+    "/api/journeys/{journey_id:str}",
+    sync_to_thread=True,
+    responses={200: ResponseSpec(journeys.JourneyView, description=f"The journey ({_AS_YAML})")},
+)
 def get_journey(
     request: Request[Any, Any, Any], db: Injected[Database], journey_id: FromPath[str]
 ) -> Response[bytes]:
@@ -133,14 +133,14 @@ def get_journey(
     with db.read() as conn:
         found = journeys.journey_view(conn, journey_id)
     if _wants_yaml(request):
-        return _yaml(found["latest"]["source"])
+        return _yaml(found.latest.source)
     return json_response(found)
 
 
 @get(
     "/api/journeys/{journey_id:str}/versions/{version:int}",
     sync_to_thread=True,
-    responses=_JOURNEY_VIEW,
+    responses={200: ResponseSpec(journeys.VersionView, description=f"The journey ({_AS_YAML})")},
 )
 def get_version(
     request: Request[Any, Any, Any],
@@ -160,7 +160,7 @@ def get_version(
     except LookupError as exc:  # no such version of a journey that exists
         raise HttpError(404, str(exc), "version") from None
     if _wants_yaml(request):
-        return _yaml(found["source"])
+        return _yaml(found.source)
     return json_response(found)
 
 
@@ -195,7 +195,7 @@ def change_status(
 @get("/api/journeys/{journey_id:str}/versions/{version:int}/stats", sync_to_thread=True)
 def journey_stats(
     db: Injected[Database], journey_id: FromPath[str], version: FromPath[int]
-) -> dict[str, Any]:
+) -> journeys.JourneyStats:
     """Entered, active, exited, converted, each step; treated and control side by side."""
     with db.read() as conn:
         return journeys.stats(conn, journey_id, version)

@@ -12,7 +12,6 @@ from litestar import Request, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from parcours.customers import public_id
 from parcours.http import HttpError, Injected, prefixed_id, read_body
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
@@ -34,18 +33,6 @@ class SegmentSaved(msgspec.Struct):
     generation: int
     changed: bool
     evaluation: str  # evaluating | unchanged
-
-
-class SegmentList(msgspec.Struct):
-    segments: list[dict[str, Any]]
-
-
-class MemberPage(msgspec.Struct):
-    """Current members in customer id order; `next_after` is the next page's cursor."""
-
-    segment: str
-    members: list[dict[str, Any]]
-    next_after: str | None
 
 
 async def _save(
@@ -93,14 +80,14 @@ async def update_segment(
 
 
 @get("/api/segments", sync_to_thread=True)
-def list_segments(db: Injected[Database]) -> SegmentList:
+def list_segments(db: Injected[Database]) -> segments.SegmentList:
     """Every segment, with its evaluation and member count."""
     with db.read() as conn:
-        return SegmentList(segments.listing(conn))
+        return segments.listing(conn)
 
 
 @get("/api/segments/{segment_id:str}", sync_to_thread=True)
-def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> dict[str, Any]:
+def get_segment(db: Injected[Database], segment_id: FromPath[str]) -> segments.SegmentView:
     """The segment: its definition, evaluation and members count."""
     with db.read() as conn:
         return segments.describe(conn, segment_id)
@@ -112,14 +99,13 @@ def segment_members(
     segment_id: FromPath[str],
     limit: FromQuery[int] = 100,
     after: FromQuery[str | None] = None,
-) -> MemberPage:
+) -> segments.MemberPage:
     """Current members in customer id order; `next_after` is the cursor of the next page."""
     if not 1 <= limit <= segments.MEMBERS_PAGE_MAX:
         raise HttpError(400, f"limit must be between 1 and {segments.MEMBERS_PAGE_MAX}", "limit")
     cursor = prefixed_id(after, "cus_", "after") if after else 0
     with db.read() as conn:
-        page, last = segments.members(conn, segment_id, limit=limit, after=cursor)
-    return MemberPage(segment_id, page, public_id(last) if last is not None else None)
+        return segments.members(conn, segment_id, limit=limit, after=cursor)
 
 
 def segments_admin_routes() -> list[HTTPRouteHandler]:
