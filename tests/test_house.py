@@ -152,16 +152,10 @@ RAW_SQL_HOMES: dict[str, set[str]] = {
 KNOWN_RAW_ELSEWHERE: set[str] = {
     "messaging/choice.py",
     "messaging/delivery.py",
-    "messaging/email_reports.py",
     "messaging/outbox.py",
     "messaging/outcomes.py",
-    "messaging/passes.py",
     "messaging/policies.py",
     "messaging/send_checks.py",
-    "messaging/subscriptions.py",
-    "messaging/suppressions.py",
-    "messaging/templates.py",
-    "messaging/wallet_orders.py",
     "web/chat_public.py",
 }
 _STATEMENT = re.compile(
@@ -226,26 +220,9 @@ _UNTYPED = re.compile(r"dict\[str, (Any|object)\]|\bAny\b|\bRow\b|\bRows\b")
 # What still answers with a dict, by face name; the list only shrinks.
 KNOWN_UNTYPED_ANSWERS: set[str] = {
     "messaging.Delivery.preview_context",
-    "messaging.Delivery.lift_suppression",
     "messaging.Delivery.message_of",
     "messaging.Signer.verify",
-    "messaging.brand_templates",
     "messaging.outbox_page",
-    "messaging.passes.issue",
-    "messaging.passes.get",
-    "messaging.passes.update_fields",
-    "messaging.subscriptions.check",
-    "messaging.subscriptions.by_endpoint",
-    "messaging.suppressions.lift",
-    "messaging.suppressions.page",
-    "messaging.suppressions.bounce_history",
-    "messaging.suppressions.ignored_page",
-    "messaging.templates.listing",
-    "messaging.wallet_orders.issue",
-    "messaging.wallet_orders.get",
-    "messaging.wallet_orders.by_order",
-    "messaging.wallet_orders.apply",
-    "messaging.wallet_orders.changed_record",
 }
 
 

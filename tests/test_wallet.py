@@ -178,7 +178,7 @@ def test_the_pass_web_service_and_a_wallet_message(
     with services.db.read() as conn:
         from parcours.messaging import passes
 
-        token = passes.get(conn, serial)["auth_token"]  # type: ignore[index]
+        token = passes.get(conn, serial).auth_token  # type: ignore[union-attr]
     path = f"/wallet/v1/devices/dev-1/registrations/{PASS_TYPE}/{serial}"
     wrong = client.post(path, json={"pushToken": "p"}, headers={"Authorization": "ApplePass x"})
     assert wrong.status_code == 401
@@ -277,7 +277,7 @@ def register_device(
     from parcours.messaging import passes
 
     with services.db.read() as conn:
-        token = passes.get(conn, serial)["auth_token"]  # type: ignore[index]
+        token = passes.get(conn, serial).auth_token  # type: ignore[union-attr]
     answer = client.post(
         f"/wallet/v1/devices/{device}/registrations/{PASS_TYPE}/{serial}",
         json={"pushToken": push_token},

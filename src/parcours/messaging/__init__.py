@@ -24,10 +24,18 @@ from parcours.messaging.outbox import (
     cancel_run_intents,
     public_message_id,
 )
+from parcours.messaging.passes import WalletPass
 from parcours.messaging.policies import Policies, hold_sends
 from parcours.messaging.subscriptions import SubscriptionError
-from parcours.messaging.suppressions import BadCursor, BounceRule
-from parcours.messaging.templates import MessageTemplate, TemplateProblem, brand_templates, shipped
+from parcours.messaging.suppressions import BadCursor, Bounce, BounceRule, IgnoredMail, Suppression
+from parcours.messaging.templates import (
+    MessageTemplate,
+    TemplateProblem,
+    TemplateSummary,
+    brand_templates,
+    shipped,
+)
+from parcours.messaging.wallet_orders import WalletOrder
 from parcours.messaging.wallet_updates import WalletUpdates
 
 __all__ = [
@@ -36,16 +44,22 @@ __all__ = [
     "SECTOR_PRESETS",
     "BadCursor",
     "BadLink",
+    "Bounce",
     "BounceRule",
     "Brand",
     "Delivery",
+    "IgnoredMail",
     "Intent",
     "Links",
     "MessageTemplate",
     "Policies",
     "Signer",
     "SubscriptionError",
+    "Suppression",
     "TemplateProblem",
+    "TemplateSummary",
+    "WalletOrder",
+    "WalletPass",
     "WalletUpdates",
     "add_intent",
     "brand_templates",

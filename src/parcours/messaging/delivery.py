@@ -336,7 +336,7 @@ class Delivery:
 
     def lift_suppression(
         self, channel: str, address: str, by: str, note: str
-    ) -> dict[str, Any] | None:
+    ) -> suppressions.Suppression | None:
         """An admin lifts a suppression: the address may be written to again, its soft
         bounces start counting afresh, and a `Suppression Lifted` event on the
         customer's timeline says who did it and why, in the same transaction. What was
@@ -346,7 +346,7 @@ class Delivery:
             lifted = suppressions.lift(conn, channel, address, now)
             if lifted is None:
                 return None
-            customer = lifted["customer"]
+            customer = lifted.customer
             customer_id = int(customer[4:]) if customer else None
             if customer_id is None and channel == "email":
                 try:
@@ -361,9 +361,9 @@ class Delivery:
                     {
                         "channel": channel,
                         "address": address,
-                        "reason": lifted["reason"],
-                        "source": lifted["source"],
-                        "suppressed_at": lifted["created_at"],
+                        "reason": lifted.reason,
+                        "source": lifted.source,
+                        "suppressed_at": lifted.created_at,
                         "lifted_by": by,
                         "note": note,
                     },
@@ -372,7 +372,7 @@ class Delivery:
                 )
         log.info(
             "suppression lifted",
-            extra={"fields": {"channel": channel, "customer": lifted["customer"], "lifted_by": by}},
+            extra={"fields": {"channel": channel, "customer": lifted.customer, "lifted_by": by}},
         )
         return lifted
 

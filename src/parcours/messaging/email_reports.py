@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from parcours.channels import EmailTags, Ignored, InboundMail, Report, classify
 from parcours.customers import CONSENT_EVENT, normalise_email
@@ -18,9 +18,10 @@ from parcours.messaging.outbox import public_message_id
 from parcours.messaging.outbox_rows import find
 from parcours.messaging.outbox_rows import row as outbox_row
 from parcours.messaging.outcomes import Outcomes
+from parcours.messaging.tables import outbox
 from parcours.messaging.timeline import Timeline, about, digest
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, sql
+from parcours.runtime.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -278,17 +279,18 @@ class EmailReports:
         family = [c for holder in holders for c in customers.with_merged(conn, holder)]
         if not family:
             return None
-        marks = ", ".join(f":c{n}" for n in range(len(family)))
-        found = sql(
-            conn,
-            f"SELECT id FROM outbox WHERE customer_id IN ({marks}) AND channel = 'email' "
-            "AND address = :a AND created_at >= :since ORDER BY id DESC LIMIT 1",
-            {
-                **{f"c{n}": value for n, value in enumerate(family)},
-                "a": address,
-                "since": now - BOUNCE_MATCH_MS,
-            },
-        ).scalar()
+        newest = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.customer_id.in_(family),
+                outbox.c.channel == "email",
+                outbox.c.address == address,
+                outbox.c.created_at >= now - BOUNCE_MATCH_MS,
+            )
+            .order_by(outbox.c.id.desc())
+            .limit(1)
+        )
+        found = conn.execute(newest).scalar()
         return None if found is None else outbox_row(conn, int(found))
 
 
@@ -296,9 +298,9 @@ def _recent(row: Any, now: int) -> bool:
     return row.sent_at is not None and now - int(row.sent_at) <= BOUNCE_MATCH_MS
 
 
-def _ignored_mail(mail: InboundMail, item: Ignored, row: Any) -> suppressions.IgnoredMail:
+def _ignored_mail(mail: InboundMail, item: Ignored, row: Any) -> suppressions.NotActedOn:
     """What an admin sees of inbound mail that changed nothing."""
-    return suppressions.IgnoredMail(
+    return suppressions.NotActedOn(
         mail.rcpt_to,
         mail.mail_from,
         mail.from_address,

@@ -119,4 +119,67 @@ def _as_shown(r: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["ROW_COLUMNS", "find", "in_flight", "message_of", "outbox_page", "row", "rows"]
+# ---- where a push or a Wallet message goes, read at every send (choice.py, preparers.py) --
+
+
+def newest_push_endpoint(conn: Connection, customer_id: int, verified_only: bool) -> str | None:
+    """The endpoint of the customer's newest push subscription (subscriptions.py); with
+    `verified_only`, of the newest made with a verified user id."""
+    verified = " AND verified_user_id IS NOT NULL" if verified_only else ""
+    value = sql(
+        conn,
+        f"SELECT endpoint FROM push_subscriptions WHERE customer_id = :c{verified} "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        {"c": customer_id},
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def push_subscription(conn: Connection, endpoint: str) -> tuple[str, str, str] | None:
+    """The push subscription at this endpoint: (endpoint, p256dh, auth)."""
+    found = sql(
+        conn,
+        "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = :e",
+        {"e": endpoint},
+    ).first()
+    return None if found is None else (found.endpoint, found.p256dh, found.auth)
+
+
+def installed_pass(conn: Connection, customer_id: int) -> str | None:
+    """The serial of the customer's newest Wallet pass that some device has added
+    (passes.py)."""
+    value = sql(
+        conn,
+        "SELECT p.serial FROM wallet_passes p WHERE p.customer_id = :c AND EXISTS "
+        "(SELECT 1 FROM wallet_registrations r WHERE r.serial = p.serial) "
+        "ORDER BY p.created_at DESC LIMIT 1",
+        {"c": customer_id},
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def wallet_push_tokens(conn: Connection, serial: str) -> list[str]:
+    """The APNs push tokens of the devices holding this pass (or Wallet order)."""
+    return [
+        str(value)
+        for value in sql(
+            conn,
+            "SELECT push_token FROM wallet_registrations WHERE serial = :s ORDER BY device_id",
+            {"s": serial},
+        ).scalars()
+    ]
+
+
+__all__ = [
+    "ROW_COLUMNS",
+    "find",
+    "in_flight",
+    "installed_pass",
+    "message_of",
+    "newest_push_endpoint",
+    "outbox_page",
+    "push_subscription",
+    "row",
+    "rows",
+    "wallet_push_tokens",
+]

@@ -5,14 +5,18 @@ registrations serve Wallet orders (messaging/wallet_orders.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from parcours.messaging import outbox_rows
 from parcours.messaging.outbox import QUEUE
-from parcours.runtime.db import sql
+from parcours.messaging.tables import wallet_passes, wallet_registrations
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import enqueue
 
 KINDS = ("loyalty", "coupon", "vip")
@@ -22,61 +26,94 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
+@dataclass(frozen=True)
+class WalletPass:
+    """A pass as it is stored: `fields` are the brand's own (the points of a loyalty card,
+    a coupon's offer, the news `message`), `updated_at` the tag devices ask "changed
+    since" about."""
+
+    serial: str
+    customer_id: int
+    kind: str  # loyalty | coupon | vip
+    auth_token: str  # what Apple's web service calls about it carry
+    fields: JsonObject
+    created_at: int
+    updated_at: int
+    google_object_id: str | None  # its Google Wallet generic object, when offered there
+
+    def record(self) -> JsonObject:
+        """The pass as channels/wallet.py builds pass.json and the Google card from it."""
+        return dataclasses.asdict(self)
+
+
+_PASS_COLUMNS = (
+    wallet_passes.c.serial,
+    wallet_passes.c.customer_id,
+    wallet_passes.c.kind,
+    wallet_passes.c.auth_token,
+    wallet_passes.c.fields,
+    wallet_passes.c.created_at,
+    wallet_passes.c.updated_at,
+    wallet_passes.c.google_object_id,
+)
+
+
 def issue(
     conn: Connection,
     customer_id: int,
     kind: str,
-    fields: dict[str, Any],
+    fields: JsonObject,
     now: int,
     google_issuer_id: str | None = None,
-) -> dict[str, Any]:
+) -> WalletPass:
     """A new pass; with `google_issuer_id`, the same card is also offered for Google
     Wallet as the generic object `<issuer>.<serial>`, kept in step from then on."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     serial = secrets.token_hex(12)
-    record = {
-        "serial": serial,
-        "customer_id": customer_id,
-        "kind": kind,
-        "auth_token": secrets.token_urlsafe(24),
-        "fields": fields,
-        "created_at": now,
-        "updated_at": now,
-        "google_object_id": f"{google_issuer_id}.{serial}" if google_issuer_id else None,
-    }
-    sql(
-        conn,
-        "INSERT INTO wallet_passes (serial, customer_id, kind, auth_token, fields, created_at, "
-        "updated_at, google_object_id) VALUES (:serial, :customer_id, :kind, :auth_token, "
-        ":fields, :created_at, :updated_at, :google_object_id)",
-        {**record, "fields": _encode(fields).decode()},
+    issued = WalletPass(
+        serial=serial,
+        customer_id=customer_id,
+        kind=kind,
+        auth_token=secrets.token_urlsafe(24),
+        fields=fields,
+        created_at=now,
+        updated_at=now,
+        google_object_id=f"{google_issuer_id}.{serial}" if google_issuer_id else None,
     )
-    return record
+    conn.execute(
+        wallet_passes.insert().values(
+            serial=issued.serial,
+            customer_id=issued.customer_id,
+            kind=issued.kind,
+            auth_token=issued.auth_token,
+            fields=_encode(fields).decode(),
+            created_at=issued.created_at,
+            updated_at=issued.updated_at,
+            google_object_id=issued.google_object_id,
+        )
+    )
+    return issued
 
 
-def get(conn: Connection, serial: str, *, lock: bool = False) -> dict[str, Any] | None:
+def get(conn: Connection, serial: str, *, lock: bool = False) -> WalletPass | None:
     """The pass; with `lock`, its row is locked until the transaction ends (PostgreSQL;
-    SQLite has one writer), for a read that an update follows."""
-    suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    row = sql(
-        conn,
-        "SELECT serial, customer_id, kind, auth_token, fields, created_at, updated_at, "
-        f"google_object_id FROM wallet_passes WHERE serial = :s{suffix}",
-        {"s": serial},
-    ).first()
+    SQLite has one writer, and SQLAlchemy writes no FOR UPDATE for it), for a read that
+    an update follows."""
+    query = select(*_PASS_COLUMNS).where(wallet_passes.c.serial == serial)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         return None
-    return {
-        "serial": row.serial,
-        "customer_id": row.customer_id,
-        "kind": row.kind,
-        "auth_token": row.auth_token,
-        "fields": _decode(row.fields),
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "google_object_id": row.google_object_id,
-    }
+    return WalletPass(
+        serial=row.serial,
+        customer_id=int(row.customer_id),
+        kind=row.kind,
+        auth_token=row.auth_token,
+        fields=_decode(row.fields),
+        created_at=int(row.created_at),
+        updated_at=int(row.updated_at),
+        google_object_id=row.google_object_id,
+    )
 
 
 def next_tag(previous: int, now: int) -> int:
@@ -94,42 +131,38 @@ def set_message(conn: Connection, serial: str, header: str, body: str, now: int)
     _save_fields(conn, record, {"message": {"header": header, "body": body}}, now)
 
 
-def update_fields(
-    conn: Connection, serial: str, fields: dict[str, Any], now: int
-) -> dict[str, Any] | None:
+def update_fields(conn: Connection, serial: str, fields: JsonObject, now: int) -> WalletPass | None:
     """New values for a pass's fields (the points on a loyalty card, a coupon's offer):
     the devices holding it are told through APNs, and Google Wallet is brought in step.
-    None when there is no such pass."""
+    The pass as saved, or None when there is no such pass."""
     record = get(conn, serial, lock=True)
     if record is None:
         return None
     updated = _save_fields(conn, record, fields, now)
-    request_push(conn, serial, int(record["customer_id"]), now)
+    request_push(conn, serial, record.customer_id, now)
     return updated
 
 
-def _save_fields(
-    conn: Connection, record: dict[str, Any], changes: dict[str, Any], now: int
-) -> dict[str, Any]:
-    fields = {**record["fields"], **changes}
-    tag = next_tag(int(record["updated_at"]), now)
-    sql(
-        conn,
-        "UPDATE wallet_passes SET fields = :f, updated_at = :now WHERE serial = :s",
-        {"f": _encode(fields).decode(), "now": tag, "s": record["serial"]},
+def _save_fields(conn: Connection, record: WalletPass, changes: JsonObject, now: int) -> WalletPass:
+    fields = {**record.fields, **changes}
+    tag = next_tag(record.updated_at, now)
+    conn.execute(
+        update(wallet_passes)
+        .where(wallet_passes.c.serial == record.serial)
+        .values(fields=_encode(fields).decode(), updated_at=tag)
     )
-    if record.get("google_object_id"):
+    if record.google_object_id:
         enqueue(
             conn,
             GOOGLE_SYNC,
-            {"serial": record["serial"]},
+            {"serial": record.serial},
             run_at=now,
             now=now,
             queue=QUEUE,
-            unique_key=f"wallet-google:{record['serial']}",
-            customer_id=int(record["customer_id"]),
+            unique_key=f"wallet-google:{record.serial}",
+            customer_id=record.customer_id,
         )
-    return {**record, "fields": fields, "updated_at": tag}
+    return dataclasses.replace(record, fields=fields, updated_at=tag)
 
 
 def request_push(
@@ -155,82 +188,77 @@ def register(
 ) -> bool:
     """True when the device is new for this pass (or order); a known device's push token
     is brought up to date."""
-    known = sql(
-        conn,
-        "SELECT 1 FROM wallet_registrations WHERE device_id = :d AND serial = :s",
-        {"d": device, "s": serial},
-    ).first()
-    sql(
-        conn,
-        "INSERT INTO wallet_registrations (device_id, serial, push_token, customer_id, "
-        "created_at) VALUES (:d, :s, :p, :c, :now) ON CONFLICT (device_id, serial) DO UPDATE "
-        "SET push_token = excluded.push_token",
-        {"d": device, "s": serial, "p": push_token, "c": customer_id, "now": now},
+    registered = (wallet_registrations.c.device_id == device) & (
+        wallet_registrations.c.serial == serial
+    )
+    known = conn.execute(select(1).select_from(wallet_registrations).where(registered)).first()
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(wallet_registrations).values(
+        device_id=device,
+        serial=serial,
+        push_token=push_token,
+        customer_id=customer_id,
+        created_at=now,
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[wallet_registrations.c.device_id, wallet_registrations.c.serial],
+            set_={"push_token": statement.excluded.push_token},
+        )
     )
     return known is None
 
 
 def unregister(conn: Connection, device: str, serial: str) -> None:
-    sql(
-        conn,
-        "DELETE FROM wallet_registrations WHERE device_id = :d AND serial = :s",
-        {"d": device, "s": serial},
+    conn.execute(
+        delete(wallet_registrations).where(
+            wallet_registrations.c.device_id == device, wallet_registrations.c.serial == serial
+        )
     )
 
 
 def updated_for_device(conn: Connection, device: str, since: int | None) -> list[tuple[str, int]]:
     """(serial, updated_at) of the device's passes changed after `since`."""
-    return [
-        (row.serial, int(row.updated_at))
-        for row in sql(
-            conn,
-            "SELECT p.serial, p.updated_at FROM wallet_registrations r JOIN wallet_passes p "
-            "ON p.serial = r.serial WHERE r.device_id = :d AND p.updated_at > :since "
-            "ORDER BY p.serial",
-            {"d": device, "since": since or 0},
-        ).all()
-    ]
+    query = (
+        select(wallet_passes.c.serial, wallet_passes.c.updated_at)
+        .join_from(
+            wallet_registrations,
+            wallet_passes,
+            wallet_passes.c.serial == wallet_registrations.c.serial,
+        )
+        .where(
+            wallet_registrations.c.device_id == device,
+            wallet_passes.c.updated_at > (since or 0),
+        )
+        .order_by(wallet_passes.c.serial)
+    )
+    return [(row.serial, int(row.updated_at)) for row in conn.execute(query)]
 
 
 def installed(conn: Connection, customer_id: int) -> str | None:
-    """The serial of the customer's newest pass that some device has added."""
-    value = sql(
-        conn,
-        "SELECT p.serial FROM wallet_passes p WHERE p.customer_id = :c AND EXISTS "
-        "(SELECT 1 FROM wallet_registrations r WHERE r.serial = p.serial) "
-        "ORDER BY p.created_at DESC LIMIT 1",
-        {"c": customer_id},
-    ).scalar()
-    return None if value is None else str(value)
+    """The serial of the customer's newest pass that some device has added. Read at every
+    Wallet message sent (outbox_rows.py)."""
+    return outbox_rows.installed_pass(conn, customer_id)
 
 
 def push_tokens(conn: Connection, serial: str) -> list[str]:
-    """The APNs push tokens of the devices holding this pass (or order)."""
-    return [
-        str(value)
-        for value in sql(
-            conn,
-            "SELECT push_token FROM wallet_registrations WHERE serial = :s ORDER BY device_id",
-            {"s": serial},
-        ).scalars()
-    ]
+    """The APNs push tokens of the devices holding this pass (or order). Read at every
+    Wallet message sent (outbox_rows.py)."""
+    return outbox_rows.wallet_push_tokens(conn, serial)
 
 
 def forget_push_tokens(conn: Connection, serial: str, tokens: list[str]) -> None:
     """APNs says these devices are gone: they no longer hold this pass (or order)."""
     for token in tokens:
-        sql(
-            conn,
-            "DELETE FROM wallet_registrations WHERE serial = :s AND push_token = :p",
-            {"s": serial, "p": token},
+        conn.execute(
+            delete(wallet_registrations).where(
+                wallet_registrations.c.serial == serial,
+                wallet_registrations.c.push_token == token,
+            )
         )
 
 
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's passes and devices are the survivor's."""
-    for table in ("wallet_passes", "wallet_registrations"):
-        sql(
-            conn,
-            f"UPDATE {table} SET customer_id = :new WHERE customer_id = :old",
-            {"new": new, "old": old},
-        )
+    for table in (wallet_passes, wallet_registrations):
+        conn.execute(update(table).where(table.c.customer_id == old).values(customer_id=new))

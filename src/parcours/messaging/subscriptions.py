@@ -3,11 +3,12 @@ push service says they are gone."""
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import Connection, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from sqlalchemy import Connection
-
-from parcours.runtime.db import sql
+from parcours.messaging import outbox_rows
+from parcours.messaging.tables import push_subscriptions
+from parcours.runtime.documents import JsonObject
 
 
 class SubscriptionError(ValueError):
@@ -18,8 +19,9 @@ class SubscriptionError(ValueError):
         self.field = field
 
 
-def check(subscription: Any) -> dict[str, Any]:
-    """The browser's PushSubscription.toJSON(): an https endpoint and its two keys."""
+def check(subscription: object) -> JsonObject:
+    """The browser's PushSubscription.toJSON(): an https endpoint and its two keys (the
+    document the Push API defines, handed as it is to the push service's client)."""
     if not isinstance(subscription, dict):
         raise SubscriptionError("subscription", "expected the browser's PushSubscription JSON")
     endpoint = subscription.get("endpoint")
@@ -40,7 +42,7 @@ def check(subscription: Any) -> dict[str, Any]:
 def save(
     conn: Connection,
     customer_id: int,
-    subscription: dict[str, Any],
+    subscription: JsonObject,
     user_agent: str | None,
     now: int,
     *,
@@ -49,22 +51,29 @@ def save(
     """Add the subscription, or move it to this customer (the same browser, signed in),
     recording the user id it was made with once its identity hash proved it (None: made
     anonymously; a browser that subscribes again anonymously loses its proof)."""
-    sql(
-        conn,
-        "INSERT INTO push_subscriptions (customer_id, endpoint, p256dh, auth, user_agent, "
-        "created_at, verified_user_id) VALUES (:c, :e, :p, :a, :ua, :now, :v) "
-        "ON CONFLICT (endpoint) DO UPDATE SET customer_id = excluded.customer_id, "
-        "p256dh = excluded.p256dh, auth = excluded.auth, user_agent = excluded.user_agent, "
-        "created_at = excluded.created_at, verified_user_id = excluded.verified_user_id",
-        {
-            "c": customer_id,
-            "e": subscription["endpoint"],
-            "p": subscription["keys"]["p256dh"],
-            "a": subscription["keys"]["auth"],
-            "ua": (user_agent or "")[:300] or None,
-            "now": now,
-            "v": verified_user_id,
-        },
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(push_subscriptions).values(
+        customer_id=customer_id,
+        endpoint=subscription["endpoint"],
+        p256dh=subscription["keys"]["p256dh"],
+        auth=subscription["keys"]["auth"],
+        user_agent=(user_agent or "")[:300] or None,
+        created_at=now,
+        verified_user_id=verified_user_id,
+    )
+    new = statement.excluded
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[push_subscriptions.c.endpoint],
+            set_={
+                "customer_id": new.customer_id,
+                "p256dh": new.p256dh,
+                "auth": new.auth,
+                "user_agent": new.user_agent,
+                "created_at": new.created_at,
+                "verified_user_id": new.verified_user_id,
+            },
+        )
     )
 
 
@@ -73,36 +82,28 @@ def newest_endpoint(
 ) -> str | None:
     """The endpoint of the customer's newest subscription; with `verified_only`, of the
     newest made with a verified user id (a signed-in customer, with identity verification
-    set up: docs/security.md, Web Push)."""
-    verified = " AND verified_user_id IS NOT NULL" if verified_only else ""
-    value = sql(
-        conn,
-        f"SELECT endpoint FROM push_subscriptions WHERE customer_id = :c{verified} "
-        "ORDER BY created_at DESC, id DESC LIMIT 1",
-        {"c": customer_id},
-    ).scalar()
-    return None if value is None else str(value)
+    set up: docs/security.md, Web Push). Read at every push sent (outbox_rows.py)."""
+    return outbox_rows.newest_push_endpoint(conn, customer_id, verified_only)
 
 
-def by_endpoint(conn: Connection, endpoint: str) -> dict[str, Any] | None:
-    row = sql(
-        conn,
-        "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = :e",
-        {"e": endpoint},
-    ).first()
-    if row is None:
+def by_endpoint(conn: Connection, endpoint: str) -> JsonObject | None:
+    """The subscription as the browser gave it (PushSubscription.toJSON()): the push
+    service's client takes it as it is. Read at every push sent (outbox_rows.py)."""
+    found = outbox_rows.push_subscription(conn, endpoint)
+    if found is None:
         return None
-    return {"endpoint": row.endpoint, "keys": {"p256dh": row.p256dh, "auth": row.auth}}
+    stored, p256dh, auth = found
+    return {"endpoint": stored, "keys": {"p256dh": p256dh, "auth": auth}}
 
 
 def remove(conn: Connection, endpoint: str) -> None:
-    sql(conn, "DELETE FROM push_subscriptions WHERE endpoint = :e", {"e": endpoint})
+    conn.execute(delete(push_subscriptions).where(push_subscriptions.c.endpoint == endpoint))
 
 
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's subscriptions are the survivor's."""
-    sql(
-        conn,
-        "UPDATE push_subscriptions SET customer_id = :new WHERE customer_id = :old",
-        {"new": new, "old": old},
+    conn.execute(
+        update(push_subscriptions)
+        .where(push_subscriptions.c.customer_id == old)
+        .values(customer_id=new)
     )

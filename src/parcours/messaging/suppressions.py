@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from parcours.channels import HARD, SOFT, ConfigError, DeliveryFailure, PermanentFailure
 from parcours.messaging import subscriptions
+from parcours.messaging.tables import bounces, inbound_ignored, suppressions
 from parcours.runtime.clock import iso
-from parcours.runtime.db import sql
 
 DAY_MS = 86_400_000
 # Peers: Klaviyo bars after 7 soft bounces in a row, Postmark and Braze never bar on soft
@@ -72,20 +73,19 @@ def suppress(
     a push subscription the push service says is gone is removed."""
     if channel == "push":
         subscriptions.remove(conn, address)
-    sql(
-        conn,
-        "INSERT INTO suppressions (channel, address, reason, customer_id, created_at, source, "
-        "outbox_id) VALUES (:ch, :a, :r, :c, :now, :s, :o) "
-        "ON CONFLICT (channel, address) DO NOTHING",
-        {
-            "ch": channel,
-            "a": address,
-            "r": _text(reason, 1000),
-            "c": customer_id,
-            "now": now,
-            "s": source,
-            "o": outbox_id,
-        },
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(suppressions)
+        .values(
+            channel=channel,
+            address=address,
+            reason=_text(reason, 1000),
+            customer_id=customer_id,
+            created_at=now,
+            source=source,
+            outbox_id=outbox_id,
+        )
+        .on_conflict_do_nothing(index_elements=[suppressions.c.channel, suppressions.c.address])
     )
 
 
@@ -143,20 +143,20 @@ def record_bounce(
     `bounces.outbox_id` keeps the first, even when two reports about one message are
     recorded at once); the reason the address is now barred, or None when it is not (or
     was already, or this message's bounce was counted before)."""
-    inserted = sql(
-        conn,
-        "INSERT INTO bounces (channel, address, customer_id, outbox_id, kind, reason, source, "
-        "at) VALUES ('email', :a, :c, :o, :k, :r, :s, :now) "
-        "ON CONFLICT (outbox_id) DO NOTHING",
-        {
-            "a": address,
-            "c": customer_id,
-            "o": outbox_id,
-            "k": kind,
-            "r": _text(reason, 1000),
-            "s": source,
-            "now": now,
-        },
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    inserted = conn.execute(
+        insert(bounces)
+        .values(
+            channel="email",
+            address=address,
+            customer_id=customer_id,
+            outbox_id=outbox_id,
+            kind=kind,
+            reason=_text(reason, 1000),
+            source=source,
+            at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[bounces.c.outbox_id])
     ).rowcount
     if not inserted:
         return None
@@ -166,14 +166,18 @@ def record_bounce(
             conn, "email", address, reason, customer_id, now, source=source, outbox_id=outbox_id
         )
         return barred
-    count = int(
-        sql(
-            conn,
-            "SELECT count(*) FROM bounces WHERE channel = 'email' AND address = :a "
-            "AND kind = 'soft' AND cleared_at IS NULL AND at >= :since",
-            {"a": address, "since": now - rule.soft_window_days * DAY_MS},
-        ).scalar_one()
+    counted = (
+        select(func.count())
+        .select_from(bounces)
+        .where(
+            bounces.c.channel == "email",
+            bounces.c.address == address,
+            bounces.c.kind == SOFT,
+            bounces.c.cleared_at.is_(None),
+            bounces.c.at >= now - rule.soft_window_days * DAY_MS,
+        )
     )
+    count = int(conn.execute(counted).scalar_one())
     if count < rule.soft_limit:
         return None
     barred = (f"{count} soft bounces within {rule.soft_window_days} days; the last: {reason}")[
@@ -186,43 +190,82 @@ def record_bounce(
 
 
 def is_suppressed(conn: Connection, channel: str, address: str) -> bool:
-    return (
-        sql(
-            conn,
-            "SELECT 1 FROM suppressions WHERE channel = :ch AND address = :a",
-            {"ch": channel, "a": address},
-        ).first()
-        is not None
-    )
+    found = select(1).select_from(suppressions).where(_the(channel, address))
+    return conn.execute(found).first() is not None
 
 
-def lift(conn: Connection, channel: str, address: str, now: int) -> dict[str, Any] | None:
+def _the(channel: str, address: str) -> ColumnElement[bool]:
+    return and_(suppressions.c.channel == channel, suppressions.c.address == address)
+
+
+def lift(conn: Connection, channel: str, address: str, now: int) -> Suppression | None:
     """Remove the suppression (the address may be written to again) and clear its soft
     bounces, so that counting starts again; what was lifted, or None if nothing was."""
-    row = sql(
-        conn,
-        f"SELECT {_COLUMNS} FROM suppressions WHERE channel = :ch AND address = :a",
-        {"ch": channel, "a": address},
-    ).first()
+    row = conn.execute(select(*_COLUMNS).where(_the(channel, address))).first()
     if row is None:
         return None
-    sql(
-        conn,
-        "DELETE FROM suppressions WHERE channel = :ch AND address = :a",
-        {"ch": channel, "a": address},
-    )
-    sql(
-        conn,
-        "UPDATE bounces SET cleared_at = :now WHERE channel = :ch AND address = :a "
-        "AND cleared_at IS NULL",
-        {"now": now, "ch": channel, "a": address},
+    conn.execute(delete(suppressions).where(_the(channel, address)))
+    conn.execute(
+        update(bounces)
+        .where(
+            bounces.c.channel == channel,
+            bounces.c.address == address,
+            bounces.c.cleared_at.is_(None),
+        )
+        .values(cleared_at=now)
     )
     return _view(row)
 
 
 # ---- reading, for the admin API -----------------------------------------------------------
 
-_COLUMNS = "channel, address, reason, customer_id, created_at, source, outbox_id"
+
+class Suppression(msgspec.Struct, frozen=True):
+    channel: str
+    address: str
+    reason: str  # what the provider or the receiving server said
+    source: str | None  # what said so: "smtp", "bounce message", "soft bounces", "postmark"...
+    created_at: str  # ISO 8601 UTC
+    customer: str | None  # cus_N
+    message: str | None  # msg_N, the message it was about
+
+
+class Bounce(msgspec.Struct, frozen=True):
+    address: str
+    kind: str  # hard | soft
+    reason: str
+    source: str
+    at: str
+    counted: bool  # a soft bounce that counts toward the limit now
+    cleared_at: str | None  # when a lifted suppression cleared it
+    customer: str | None
+    message: str | None
+
+
+class IgnoredMail(msgspec.Struct, frozen=True):
+    id: int
+    received_at: str
+    mail_from: str | None  # the envelope sender
+    to: str  # our address it came to
+    # the From header's address (named `from` in the JSON)
+    from_: str | None = msgspec.field(name="from")
+    subject: str | None = None
+    message_id: str | None = None
+    customer: str | None = None
+    message: str | None = None
+    code: str = ""  # delay, auto_reply, spam, unknown_message, not_the_customer...
+    reason: str = ""
+
+
+_COLUMNS = (
+    suppressions.c.channel,
+    suppressions.c.address,
+    suppressions.c.reason,
+    suppressions.c.customer_id,
+    suppressions.c.created_at,
+    suppressions.c.source,
+    suppressions.c.outbox_id,
+)
 
 
 class BadCursor(ValueError):
@@ -237,33 +280,38 @@ def page(
     address: str | None = None,
     customer_ids: list[int] | None = None,
     before: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Suppression], str | None]:
     """Suppressions, newest first, and the cursor of the next page (None at the end)."""
-    conditions: list[str] = []
-    params: dict[str, Any] = {"limit": limit}
+    query = select(*_COLUMNS)
     if channel is not None:
-        conditions.append("channel = :ch")
-        params["ch"] = channel
+        query = query.where(suppressions.c.channel == channel)
     if address is not None:
-        conditions.append("address = :a")
-        params["a"] = address
+        query = query.where(suppressions.c.address == address)
     if customer_ids is not None:
-        marks = ", ".join(f":c{n}" for n in range(len(customer_ids)))
-        conditions.append(f"customer_id IN ({marks})")
-        params |= {f"c{n}": value for n, value in enumerate(customer_ids)}
+        query = query.where(suppressions.c.customer_id.in_(customer_ids))
     if before is not None:
         at, before_channel, before_address = _read_cursor(before)
-        conditions.append(
-            "(created_at < :bt OR (created_at = :bt AND (channel > :bc OR "
-            "(channel = :bc AND address > :ba))))"
+        created_at, channel_of, address_of = (
+            suppressions.c.created_at,
+            suppressions.c.channel,
+            suppressions.c.address,
         )
-        params |= {"bt": at, "bc": before_channel, "ba": before_address}
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = sql(
-        conn,
-        f"SELECT {_COLUMNS} FROM suppressions{where} "
-        "ORDER BY created_at DESC, channel, address LIMIT :limit",
-        params,
+        query = query.where(
+            or_(
+                created_at < at,
+                and_(
+                    created_at == at,
+                    or_(
+                        channel_of > before_channel,
+                        and_(channel_of == before_channel, address_of > before_address),
+                    ),
+                ),
+            )
+        )
+    rows = conn.execute(
+        query.order_by(
+            suppressions.c.created_at.desc(), suppressions.c.channel, suppressions.c.address
+        ).limit(limit)
     ).all()
     cursor = None
     if len(rows) == limit:
@@ -274,50 +322,55 @@ def page(
 
 def bounce_history(
     conn: Connection, address: str | None, customer_ids: list[int] | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Bounce]:
     """An address's (or customers') email bounces, newest first."""
-    conditions = ["channel = 'email'"]
-    params: dict[str, Any] = {"limit": limit}
+    query = select(
+        bounces.c.id,
+        bounces.c.address,
+        bounces.c.customer_id,
+        bounces.c.outbox_id,
+        bounces.c.kind,
+        bounces.c.reason,
+        bounces.c.source,
+        bounces.c.at,
+        bounces.c.cleared_at,
+    ).where(bounces.c.channel == "email")
     if address is not None:
-        conditions.append("address = :a")
-        params["a"] = address
+        query = query.where(bounces.c.address == address)
     if customer_ids is not None:
-        marks = ", ".join(f":c{n}" for n in range(len(customer_ids)))
-        conditions.append(f"customer_id IN ({marks})")
-        params |= {f"c{n}": value for n, value in enumerate(customer_ids)}
-    rows = sql(
-        conn,
-        "SELECT id, address, customer_id, outbox_id, kind, reason, source, at, cleared_at "
-        f"FROM bounces WHERE {' AND '.join(conditions)} ORDER BY at DESC, id DESC "
-        "LIMIT :limit",
-        params,
-    ).all()
+        query = query.where(bounces.c.customer_id.in_(customer_ids))
+    rows = conn.execute(query.order_by(bounces.c.at.desc(), bounces.c.id.desc()).limit(limit)).all()
     return [
-        {
-            "address": row.address,
-            "kind": row.kind,
-            "reason": row.reason,
-            "source": row.source,
-            "at": iso(row.at),
-            "counted": row.kind == SOFT and row.cleared_at is None,
-            "cleared_at": iso(row.cleared_at) if row.cleared_at is not None else None,
-            "customer": _customer(row.customer_id),
-            "message": _message(row.outbox_id),
-        }
+        Bounce(
+            address=row.address,
+            kind=row.kind,
+            reason=row.reason,
+            source=row.source,
+            at=_at(row.at),
+            counted=row.kind == SOFT and row.cleared_at is None,
+            cleared_at=iso(row.cleared_at) if row.cleared_at is not None else None,
+            customer=_customer(row.customer_id),
+            message=_message(row.outbox_id),
+        )
         for row in rows
     ]
 
 
-def _view(row: Any) -> dict[str, Any]:
-    return {
-        "channel": row.channel,
-        "address": row.address,
-        "reason": row.reason,
-        "source": row.source,
-        "created_at": iso(row.created_at),
-        "customer": _customer(row.customer_id),
-        "message": _message(row.outbox_id),
-    }
+def _view(row: Any) -> Suppression:
+    return Suppression(
+        channel=row.channel,
+        address=row.address,
+        reason=row.reason,
+        source=row.source,
+        created_at=_at(row.created_at),
+        customer=_customer(row.customer_id),
+        message=_message(row.outbox_id),
+    )
+
+
+def _at(ms: int) -> str:
+    """A time of a NOT NULL column, as the API shows it."""
+    return iso(ms) or ""
 
 
 def _customer(customer_id: int | None) -> str | None:
@@ -353,7 +406,10 @@ def _read_cursor(text: str) -> tuple[int, str, str]:
 
 
 @dataclass(frozen=True)
-class IgnoredMail:
+class NotActedOn:
+    """Inbound mail that changed nothing, as it is kept (what an admin reads of it is an
+    `IgnoredMail`)."""
+
     rcpt_to: str
     mail_from: str | None
     from_address: str | None
@@ -365,67 +421,65 @@ class IgnoredMail:
     outbox_id: int | None = None
 
 
-def record_ignored(conn: Connection, item: IgnoredMail, now: int) -> None:
+def record_ignored(conn: Connection, item: NotActedOn, now: int) -> None:
     """Keep it, with why, for IGNORED_KEPT_DAYS (older ones are deleted as new come)."""
-    sql(
-        conn,
-        "DELETE FROM inbound_ignored WHERE received_at < :cut",
-        {"cut": now - IGNORED_KEPT_DAYS * DAY_MS},
+    conn.execute(
+        delete(inbound_ignored).where(
+            inbound_ignored.c.received_at < now - IGNORED_KEPT_DAYS * DAY_MS
+        )
     )
-    sql(
-        conn,
-        "INSERT INTO inbound_ignored (received_at, mail_from, rcpt_to, from_address, subject, "
-        "message_id, customer_id, outbox_id, code, reason) VALUES (:now, :mf, :rt, :fa, :s, "
-        ":mid, :c, :o, :code, :r)",
-        {
-            "now": now,
-            "mf": _short(item.mail_from, 320),
-            "rt": _short(item.rcpt_to, 320) or "",
-            "fa": _short(item.from_address, 320),
-            "s": _short(item.subject, 300),
-            "mid": _short(item.message_id, 300),
-            "c": item.customer_id,
-            "o": item.outbox_id,
-            "code": item.code,
-            "r": _text(item.reason, 1000),
-        },
+    conn.execute(
+        inbound_ignored.insert().values(
+            received_at=now,
+            mail_from=_short(item.mail_from, 320),
+            rcpt_to=_short(item.rcpt_to, 320) or "",
+            from_address=_short(item.from_address, 320),
+            subject=_short(item.subject, 300),
+            message_id=_short(item.message_id, 300),
+            customer_id=item.customer_id,
+            outbox_id=item.outbox_id,
+            code=item.code,
+            reason=_text(item.reason, 1000),
+        )
     )
 
 
 def ignored_page(
     conn: Connection, limit: int, before: int | None, code: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[IgnoredMail]:
     """Inbound mail not acted on, newest first."""
-    conditions: list[str] = []
-    params: dict[str, Any] = {"limit": limit}
+    query = select(
+        inbound_ignored.c.id,
+        inbound_ignored.c.received_at,
+        inbound_ignored.c.mail_from,
+        inbound_ignored.c.rcpt_to,
+        inbound_ignored.c.from_address,
+        inbound_ignored.c.subject,
+        inbound_ignored.c.message_id,
+        inbound_ignored.c.customer_id,
+        inbound_ignored.c.outbox_id,
+        inbound_ignored.c.code,
+        inbound_ignored.c.reason,
+    )
     if before is not None:
-        conditions.append("id < :before")
-        params["before"] = before
+        query = query.where(inbound_ignored.c.id < before)
     if code is not None:
-        conditions.append("code = :code")
-        params["code"] = code
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = sql(
-        conn,
-        "SELECT id, received_at, mail_from, rcpt_to, from_address, subject, message_id, "
-        f"customer_id, outbox_id, code, reason FROM inbound_ignored{where} "
-        "ORDER BY id DESC LIMIT :limit",
-        params,
-    ).all()
+        query = query.where(inbound_ignored.c.code == code)
+    rows = conn.execute(query.order_by(inbound_ignored.c.id.desc()).limit(limit)).all()
     return [
-        {
-            "id": int(row.id),
-            "received_at": iso(row.received_at),
-            "mail_from": row.mail_from,
-            "to": row.rcpt_to,
-            "from": row.from_address,
-            "subject": row.subject,
-            "message_id": row.message_id,
-            "customer": _customer(row.customer_id),
-            "message": _message(row.outbox_id),
-            "code": row.code,
-            "reason": row.reason,
-        }
+        IgnoredMail(
+            id=int(row.id),
+            received_at=_at(row.received_at),
+            mail_from=row.mail_from,
+            to=row.rcpt_to,
+            from_=row.from_address,
+            subject=row.subject,
+            message_id=row.message_id,
+            customer=_customer(row.customer_id),
+            message=_message(row.outbox_id),
+            code=row.code,
+            reason=row.reason,
+        )
         for row in rows
     ]
 
@@ -442,8 +496,11 @@ def _text(value: str, limit: int) -> str:
 
 
 __all__ = [
+    "Bounce",
     "BounceRule",
     "IgnoredMail",
+    "NotActedOn",
+    "Suppression",
     "after_failure",
     "bounce_history",
     "ignored_page",

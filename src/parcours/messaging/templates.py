@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import babel
 import babel.dates
@@ -37,9 +37,12 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from mjml import mjml_to_html
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from parcours.runtime.db import sql, transaction_note
+from parcours.messaging.tables import message_templates
+from parcours.runtime.db import transaction_note
+from parcours.runtime.documents import JsonObject
 
 SHIPPED_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
@@ -71,10 +74,14 @@ class TemplateProblem(ValueError):
     """A template is unknown, malformed or cannot be rendered; the message says where."""
 
 
+# A template as the brand writes it: locale -> channel -> field -> value.
+TemplateContent: TypeAlias = dict[str, dict[str, JsonObject]]
+
+
 @dataclass(frozen=True)
 class MessageTemplate:
     id: str
-    content: dict[str, dict[str, dict[str, Any]]]  # locale -> channel -> field -> value
+    content: TemplateContent
     origin: str  # "shipped" or "brand"
 
     @functools.cached_property
@@ -529,8 +536,8 @@ _CACHE = "parcours_templates"
 
 
 def _read(conn: Connection, template_id: str) -> MessageTemplate:
-    row = sql(
-        conn, "SELECT content FROM message_templates WHERE id = :id", {"id": template_id}
+    row = conn.execute(
+        select(message_templates.c.content).where(message_templates.c.id == template_id)
     ).first()
     if row is not None:
         return MessageTemplate(template_id, _decode(row.content), "brand")
@@ -544,44 +551,57 @@ def save(conn: Connection, template_id: str, source: Any, user: str, now: int) -
     """Check, then add or replace the brand's template (nothing is written if it is wrong)."""
     template = check(template_id, source)
     conn.info.pop(_CACHE, None)
-    values = {"id": template_id, "c": _encode(template.content).decode(), "u": user, "now": now}
-    sql(
-        conn,
-        "INSERT INTO message_templates (id, content, updated_by, updated_at) VALUES "
-        "(:id, :c, :u, :now) ON CONFLICT (id) DO UPDATE SET content = excluded.content, "
-        "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-        values,
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(message_templates).values(
+        id=template_id,
+        content=_encode(template.content).decode(),
+        updated_by=user,
+        updated_at=now,
+    )
+    new = statement.excluded
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[message_templates.c.id],
+            set_={
+                "content": new.content,
+                "updated_by": new.updated_by,
+                "updated_at": new.updated_at,
+            },
+        )
     )
     return MessageTemplate(template_id, template.content, "brand")
 
 
-def brand_templates(conn: Connection) -> dict[str, Any]:
+def brand_templates(conn: Connection) -> dict[str, TemplateContent]:
     """The brand's own templates: id -> content."""
-    return {
-        row.id: _decode(row.content)
-        for row in sql(conn, "SELECT id, content FROM message_templates ORDER BY id").all()
-    }
+    query = select(message_templates.c.id, message_templates.c.content).order_by(
+        message_templates.c.id
+    )
+    return {row.id: _decode(row.content) for row in conn.execute(query)}
 
 
-def listing(conn: Connection) -> list[dict[str, Any]]:
-    brand = {
-        row.id: row
-        for row in sql(
-            conn, "SELECT id, content, updated_at, updated_by FROM message_templates"
-        ).all()
-    }
-    ids = sorted(set(brand) | set(shipped()))
+class TemplateSummary(msgspec.Struct, frozen=True):
+    id: str
+    origin: str  # shipped | brand
+    locales: list[str]
+    channels: list[str]
+    version: str
+
+
+def listing(conn: Connection) -> list[TemplateSummary]:
+    """Every template, the brand's and the shipped ones, by id."""
+    brand = set(conn.execute(select(message_templates.c.id)).scalars())
     result = []
-    for template_id in ids:
+    for template_id in sorted(brand | set(shipped())):
         template = get(conn, template_id)
         result.append(
-            {
-                "id": template_id,
-                "origin": template.origin,
-                "locales": sorted(template.content),
-                "channels": sorted(template.channels()),
-                "version": template.version,
-            }
+            TemplateSummary(
+                id=template_id,
+                origin=template.origin,
+                locales=sorted(template.content),
+                channels=sorted(template.channels()),
+                version=template.version,
+            )
         )
     return result
 
@@ -789,7 +809,10 @@ __all__ = [
     "CONTEXT_NAMES",
     "MessageTemplate",
     "Rendered",
+    "TemplateContent",
     "TemplateProblem",
+    "TemplateSummary",
+    "brand_templates",
     "check",
     "check_usage",
     "get",

@@ -7,17 +7,21 @@ passes use (messaging/passes.py)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from parcours.customers import decimal_of, order_total
 from parcours.messaging.passes import next_tag
+from parcours.messaging.tables import wallet_orders, wallet_registrations
 from parcours.runtime.clock import parse_iso
-from parcours.runtime.db import sql
+from parcours.runtime.documents import JsonObject
 
 PLACED = "Order Completed"
 ORDER_EVENTS = frozenset({PLACED, "Order Cancelled", "Order Refunded"})
@@ -39,12 +43,43 @@ SHIPMENT_WORDS = frozenset(
     }
 )
 _TRACKING = ("carrier", "tracking_number", "tracking_url")
-_COLUMNS = (
-    "identifier, order_id, customer_id, auth_token, status, fulfillment_status, details, "
-    "created_at, updated_at"
-)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True)
+class WalletOrder:
+    """A Wallet order as it is stored. `details` is what order.json shows, in Parcours'
+    words (locale, currency, total, refunded, placed_at, lines, shipments), which
+    channels/wallet.py turns into Apple's; `updated_at` is the tag devices ask "changed
+    since" about."""
+
+    identifier: str  # Apple's orderIdentifier (random)
+    order_id: str  # the shop's
+    customer_id: int
+    auth_token: str  # what Apple's web service calls about it carry
+    status: str  # open | completed | cancelled
+    fulfillment_status: str | None  # the latest shipment's, Apple's word
+    details: JsonObject
+    created_at: int
+    updated_at: int
+
+    def record(self) -> JsonObject:
+        """The order as channels/wallet.py builds order.json from it."""
+        return dataclasses.asdict(self)
+
+
+_COLUMNS = (
+    wallet_orders.c.identifier,
+    wallet_orders.c.order_id,
+    wallet_orders.c.customer_id,
+    wallet_orders.c.auth_token,
+    wallet_orders.c.status,
+    wallet_orders.c.fulfillment_status,
+    wallet_orders.c.details,
+    wallet_orders.c.created_at,
+    wallet_orders.c.updated_at,
+)
 
 
 def follows(name: str | None) -> bool:
@@ -56,11 +91,11 @@ def issue(
     conn: Connection,
     customer_id: int,
     order_id: str,
-    properties: dict[str, Any],
+    properties: JsonObject,
     placed_at: int,
     locale: str,
     now: int,
-) -> dict[str, Any] | None:
+) -> WalletOrder | None:
     """The Wallet order of a placed order; None when it already has one (an order that
     two sources reported counts once)."""
     lines = [
@@ -82,63 +117,57 @@ def issue(
         "lines": lines,
         "shipments": [],
     }
-    record = {
-        "identifier": f"ord_{secrets.token_hex(12)}",
-        "order_id": order_id,
-        "customer_id": customer_id,
-        "auth_token": secrets.token_urlsafe(24),
-        "status": "open",
-        "fulfillment_status": None,
-        "details": details,
-        "created_at": now,
-        "updated_at": now,
-    }
-    created = sql(
-        conn,
-        f"INSERT INTO wallet_orders ({_COLUMNS}) VALUES (:identifier, :order_id, :customer_id, "
-        ":auth_token, :status, :fulfillment_status, :details, :created_at, :updated_at) "
-        "ON CONFLICT (order_id) DO NOTHING",
-        {**record, "details": _encode(details).decode()},
+    issued = WalletOrder(
+        identifier=f"ord_{secrets.token_hex(12)}",
+        order_id=order_id,
+        customer_id=customer_id,
+        auth_token=secrets.token_urlsafe(24),
+        status="open",
+        fulfillment_status=None,
+        details=details,
+        created_at=now,
+        updated_at=now,
     )
-    return record if created.rowcount else None
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    created = conn.execute(
+        insert(wallet_orders)
+        .values({**issued.record(), "details": _encode(details).decode()})
+        .on_conflict_do_nothing(index_elements=[wallet_orders.c.order_id])
+    )
+    return issued if created.rowcount else None
 
 
-def get(conn: Connection, identifier: str) -> dict[str, Any] | None:
-    row = sql(
-        conn, f"SELECT {_COLUMNS} FROM wallet_orders WHERE identifier = :i", {"i": identifier}
-    ).first()
+def get(conn: Connection, identifier: str) -> WalletOrder | None:
+    row = conn.execute(select(*_COLUMNS).where(wallet_orders.c.identifier == identifier)).first()
     return None if row is None else _record(row)
 
 
-def by_order(conn: Connection, order_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+def by_order(conn: Connection, order_id: str, *, lock: bool = False) -> WalletOrder | None:
     """The Wallet order of the shop's order; with `lock`, its row is locked until the
-    transaction ends (PostgreSQL; SQLite has one writer), for a read an update follows."""
-    suffix = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    row = sql(
-        conn,
-        f"SELECT {_COLUMNS} FROM wallet_orders WHERE order_id = :o{suffix}",
-        {"o": order_id},
-    ).first()
+    transaction ends (PostgreSQL; SQLite has one writer, and SQLAlchemy writes no FOR
+    UPDATE for it), for a read an update follows."""
+    query = select(*_COLUMNS).where(wallet_orders.c.order_id == order_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     return None if row is None else _record(row)
 
 
-def _record(row: Any) -> dict[str, Any]:
-    return {
-        "identifier": row.identifier,
-        "order_id": row.order_id,
-        "customer_id": int(row.customer_id),
-        "auth_token": row.auth_token,
-        "status": row.status,
-        "fulfillment_status": row.fulfillment_status,
-        "details": _decode(row.details),
-        "created_at": int(row.created_at),
-        "updated_at": int(row.updated_at),
-    }
+def _record(row: Any) -> WalletOrder:
+    return WalletOrder(
+        identifier=row.identifier,
+        order_id=row.order_id,
+        customer_id=int(row.customer_id),
+        auth_token=row.auth_token,
+        status=row.status,
+        fulfillment_status=row.fulfillment_status,
+        details=_decode(row.details),
+        created_at=int(row.created_at),
+        updated_at=int(row.updated_at),
+    )
 
 
 def apply(
-    conn: Connection, name: str, properties: dict[str, Any], occurred_at: int, now: int
-) -> dict[str, Any] | None:
+    conn: Connection, name: str, properties: JsonObject, occurred_at: int, now: int
+) -> WalletOrder | None:
     """What an order or shipment event changes on the order's Wallet order: the record
     as saved, with its tag moved on, or None when there is nothing to change."""
     order_id = properties.get("order_id")
@@ -148,24 +177,28 @@ def apply(
     changed = changed_record(record, name, properties, occurred_at)
     if changed is None:
         return None
-    changed["updated_at"] = next_tag(record["updated_at"], now)
-    sql(
-        conn,
-        "UPDATE wallet_orders SET status = :status, fulfillment_status = :fulfillment_status, "
-        "details = :details, updated_at = :updated_at WHERE identifier = :identifier",
-        {**changed, "details": _encode(changed["details"]).decode()},
+    changed = dataclasses.replace(changed, updated_at=next_tag(record.updated_at, now))
+    conn.execute(
+        update(wallet_orders)
+        .where(wallet_orders.c.identifier == changed.identifier)
+        .values(
+            status=changed.status,
+            fulfillment_status=changed.fulfillment_status,
+            details=_encode(changed.details).decode(),
+            updated_at=changed.updated_at,
+        )
     )
     return changed
 
 
 def changed_record(
-    record: dict[str, Any], name: str, properties: dict[str, Any], occurred_at: int
-) -> dict[str, Any] | None:
+    record: WalletOrder, name: str, properties: JsonObject, occurred_at: int
+) -> WalletOrder | None:
     """The record after this event, or None when the event changes nothing on it. An
     older shipment status than the one shown (events arriving out of order) is not
     taken; its tracking details are."""
-    details = _decode(_encode(record["details"]))  # a deep copy
-    status = record["status"]
+    details = _decode(_encode(record.details))  # a deep copy
+    status = record.status
     if name == "Order Cancelled":
         status = "cancelled"
     elif name == "Order Refunded":
@@ -178,22 +211,21 @@ def changed_record(
         delivered = all(s["status"] == "delivered" for s in shipments)
         status = "completed" if delivered else "open"
     latest = max(shipments, key=lambda s: s["status_at"], default=None)
-    changed = {
-        **record,
-        "status": status,
-        "fulfillment_status": latest["status"] if latest else None,
-        "details": details,
-    }
-    same = (status, changed["fulfillment_status"], details) == (
-        record["status"],
-        record["fulfillment_status"],
-        record["details"],
+    fulfillment_status = latest["status"] if latest else None
+    same = (status, fulfillment_status, details) == (
+        record.status,
+        record.fulfillment_status,
+        record.details,
     )
-    return None if same else changed
+    if same:
+        return None
+    return dataclasses.replace(
+        record, status=status, fulfillment_status=fulfillment_status, details=details
+    )
 
 
 def _apply_shipment(
-    details: dict[str, Any], name: str, properties: dict[str, Any], occurred_at: int
+    details: JsonObject, name: str, properties: JsonObject, occurred_at: int
 ) -> None:
     word = str(properties.get("status") or "")
     if word not in SHIPMENT_WORDS:
@@ -225,24 +257,26 @@ def _apply_shipment(
 
 def updated_for_device(conn: Connection, device: str, since: int | None) -> list[tuple[str, int]]:
     """(identifier, updated_at) of the device's orders changed after `since`."""
-    return [
-        (row.identifier, int(row.updated_at))
-        for row in sql(
-            conn,
-            "SELECT o.identifier, o.updated_at FROM wallet_registrations r JOIN wallet_orders o "
-            "ON o.identifier = r.serial WHERE r.device_id = :d AND o.updated_at > :since "
-            "ORDER BY o.identifier",
-            {"d": device, "since": since or 0},
-        ).all()
-    ]
+    query = (
+        select(wallet_orders.c.identifier, wallet_orders.c.updated_at)
+        .join_from(
+            wallet_registrations,
+            wallet_orders,
+            wallet_orders.c.identifier == wallet_registrations.c.serial,
+        )
+        .where(
+            wallet_registrations.c.device_id == device,
+            wallet_orders.c.updated_at > (since or 0),
+        )
+        .order_by(wallet_orders.c.identifier)
+    )
+    return [(row.identifier, int(row.updated_at)) for row in conn.execute(query)]
 
 
 def reassign(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the merged customer's Wallet orders are the survivor's."""
-    sql(
-        conn,
-        "UPDATE wallet_orders SET customer_id = :new WHERE customer_id = :old",
-        {"new": new, "old": old},
+    conn.execute(
+        update(wallet_orders).where(wallet_orders.c.customer_id == old).values(customer_id=new)
     )
 
 

@@ -88,7 +88,7 @@ class WalletUpdates:
             )
             if changed is not None:
                 passes.request_push(
-                    conn, changed["identifier"], changed["customer_id"], now, kind="order"
+                    conn, changed.identifier, changed.customer_id, now, kind="order"
                 )
 
     def _locale(self, conn: Connection, customer_id: int) -> str:
@@ -131,10 +131,10 @@ class WalletUpdates:
     def _google_request(self, conn: Connection, job: Job) -> dict[str, Any] | None:
         record = passes.get(conn, str(job.payload["serial"]))
         google = self.issuer.google if self.issuer is not None else None
-        if record is None or not record.get("google_object_id") or google is None:
+        if record is None or not record.google_object_id or google is None:
             return None
         assert self.issuer is not None
-        return google.card(record, self.issuer.organization_name)
+        return google.card(record.record(), self.issuer.organization_name)
 
     def _google(self, card: dict[str, Any]) -> Outcome:
         assert self.issuer is not None and self.issuer.google is not None

@@ -26,7 +26,7 @@ from parcours.http import (
     whole_number,
 )
 from parcours.log import Appender, internal_event
-from parcours.messaging import PIXEL_GIF, BadLink, Delivery, outbox_page, templates
+from parcours.messaging import PIXEL_GIF, BadLink, Delivery, TemplateSummary, outbox_page, templates
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.definitions import load_yaml
@@ -47,7 +47,7 @@ class OutboxPage(msgspec.Struct):
 
 
 class TemplateList(msgspec.Struct):
-    templates: list[dict[str, Any]]
+    templates: list[TemplateSummary]
 
 
 class TemplateSaved(msgspec.Struct):
@@ -125,7 +125,7 @@ def _int_param(
 
 @get("/api/templates")
 async def list_templates(db: Injected[Database]) -> TemplateList:
-    def read() -> list[dict[str, Any]]:
+    def read() -> list[TemplateSummary]:
         with db.read() as conn:
             return templates.listing(conn)
 

@@ -17,7 +17,7 @@ from litestar.params import FromQuery
 from parcours.customers import BadEmail, check_email
 from parcours.customers import profiles as customers
 from parcours.http import HttpError, Injected, json_response, read_json
-from parcours.messaging import Delivery, suppressions
+from parcours.messaging import Bounce, Delivery, IgnoredMail, Suppression, suppressions
 from parcours.runtime.db import Database
 from parcours.runtime.keys import KeyHolder
 from parcours.runtime.settings import Settings
@@ -29,33 +29,13 @@ CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat")
 
 
 # ---- what the routes answer (their schemas in the OpenAPI document) ----------------------
-
-
-class Suppression(msgspec.Struct):
-    channel: str
-    address: str
-    reason: str  # what the provider or the receiving server said
-    source: str | None  # what said so: "smtp", "bounce message", "soft bounces", "postmark"...
-    created_at: str  # ISO 8601 UTC
-    customer: str | None  # cus_N
-    message: str | None  # msg_N, the message it was about
+# Each suppression, bounce and inbound mail is messaging's answer (messaging/suppressions.py);
+# the pages around them are the API's.
 
 
 class SuppressionPage(msgspec.Struct):
     suppressions: list[Suppression]
     next: str | None  # the URL of the next page, when there may be one
-
-
-class Bounce(msgspec.Struct):
-    address: str
-    kind: str  # hard | soft
-    reason: str
-    source: str
-    at: str
-    counted: bool  # a soft bounce that counts toward the limit now
-    cleared_at: str | None  # when a lifted suppression cleared it
-    customer: str | None
-    message: str | None
 
 
 class BouncePage(msgspec.Struct):
@@ -74,21 +54,6 @@ class Lifted(msgspec.Struct):
     lifted: Suppression
     lifted_by: str
     note: str
-
-
-class IgnoredMail(msgspec.Struct):
-    id: int
-    received_at: str
-    mail_from: str | None  # the envelope sender
-    to: str  # our address it came to
-    # the From header's address (named `from` in the JSON)
-    from_: str | None = msgspec.field(name="from")
-    subject: str | None = None
-    message_id: str | None = None
-    customer: str | None = None
-    message: str | None = None
-    code: str = ""  # delay, auto_reply, spam, unknown_message, not_the_customer...
-    reason: str = ""
 
 
 class IgnoredPage(msgspec.Struct):
@@ -125,7 +90,7 @@ async def list_suppressions(
     if address is not None:  # without a channel, an address with an @ is an email
         wanted = _address(channel or ("email" if "@" in address else "sms"), address)
 
-    def read() -> tuple[list[dict[str, Any]], str | None]:
+    def read() -> tuple[list[Suppression], str | None]:
         with db.read() as conn:
             ids = _customer_ids(conn, settings, customer)
             return suppressions.page(
@@ -143,7 +108,7 @@ async def list_suppressions(
         kept = {"channel": channel, "address": address, "customer": customer}
         query = {name: value for name, value in kept.items() if value is not None}
         following = "/api/suppressions?" + urlencode({**query, "limit": limit, "before": cursor})
-    return json_response({"suppressions": rows, "next": following})
+    return json_response(SuppressionPage(rows, following))
 
 
 @post(
@@ -167,7 +132,7 @@ async def lift_suppression(
     lifted = await asyncio.to_thread(delivery.lift_suppression, channel, address, admin.name, note)
     if lifted is None:
         raise HttpError(404, f"{address} is not suppressed on {channel}", "address")
-    return json_response({"lifted": lifted, "lifted_by": admin.name, "note": note})
+    return json_response(Lifted(lifted, admin.name, note))
 
 
 @get(
@@ -191,20 +156,14 @@ async def list_bounces(
         raise HttpError(400, "give an address or a customer", "address")
     wanted = _address("email", address) if address is not None else None
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> list[Bounce]:
         with db.read() as conn:
             ids = _customer_ids(conn, settings, customer)
             return suppressions.bounce_history(conn, wanted, ids, limit)
 
     rows = await asyncio.to_thread(read)
     rule = delivery.bounce_rule
-    return json_response(
-        {
-            "bounces": rows,
-            "soft_limit": rule.soft_limit,
-            "soft_window_days": rule.soft_window_days,
-        }
-    )
+    return json_response(BouncePage(rows, rule.soft_limit, rule.soft_window_days))
 
 
 @get(
@@ -225,16 +184,16 @@ async def list_ignored_mail(
     if before is not None and not 1 <= before <= MAX_ID:
         raise HttpError(400, f"before must be an id from 1 to {MAX_ID}", "before")
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> list[IgnoredMail]:
         with db.read() as conn:
             return suppressions.ignored_page(conn, limit, before, code)
 
     rows = await asyncio.to_thread(read)
     following = None
     if len(rows) == limit:
-        query = {"limit": limit, "before": rows[-1]["id"], **({"code": code} if code else {})}
+        query = {"limit": limit, "before": rows[-1].id, **({"code": code} if code else {})}
         following = "/api/inbound-email?" + urlencode(query)
-    return json_response({"messages": rows, "next": following})
+    return json_response(IgnoredPage(rows, following))
 
 
 def _check_limit(limit: int) -> None:

@@ -15,7 +15,7 @@ from litestar.params import FromPath
 
 from parcours.channels import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
 from parcours.http import HttpError, Injected, json_response
-from parcours.messaging import BadLink, Delivery, passes, wallet_orders
+from parcours.messaging import BadLink, Delivery, WalletOrder, passes, wallet_orders
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale, text
@@ -53,14 +53,14 @@ async def add_order(
     except (HttpError, BadLink, KeyError):
         return _not_found(request)
 
-    def read() -> dict[str, Any] | None:
+    def read() -> WalletOrder | None:
         with db.read() as conn:
             return wallet_orders.by_order(conn, order_id)
 
     record = await asyncio.to_thread(read)
     if record is None:
         return _not_found(request)
-    return package_response(orders.build(record), ORDER_MEDIA_TYPE, record)
+    return package_response(orders.build(record.record()), ORDER_MEDIA_TYPE, record)
 
 
 def _not_found(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -83,10 +83,10 @@ async def order_status(
     its tag, how many devices hold it, and the customer's link."""
     _orders(delivery)
 
-    def read() -> tuple[dict[str, Any] | None, int]:
+    def read() -> tuple[WalletOrder | None, int]:
         with db.read() as conn:
             record = wallet_orders.by_order(conn, order_id)
-            devices = len(passes.push_tokens(conn, record["identifier"])) if record else 0
+            devices = len(passes.push_tokens(conn, record.identifier)) if record else 0
             return record, devices
 
     record, devices = await asyncio.to_thread(read)
@@ -96,11 +96,11 @@ async def order_status(
     return json_response(
         {
             "order_id": order_id,
-            "order_identifier": record["identifier"],
-            "customer": f"cus_{record['customer_id']}",
-            "status": record["status"],
-            "fulfillment_status": record["fulfillment_status"],
-            "updated_at": iso(record["updated_at"]),
+            "order_identifier": record.identifier,
+            "customer": f"cus_{record.customer_id}",
+            "status": record.status,
+            "fulfillment_status": record.fulfillment_status,
+            "updated_at": iso(record.updated_at),
             "devices": devices,
             "add_to_wallet": links.get("wallet_order"),
         }
@@ -119,7 +119,7 @@ ORDERS = WalletService(
     check_type=_orders,
     find=wallet_orders.get,
     changed_for_device=wallet_orders.updated_for_device,
-    build=lambda delivery, record: _orders(delivery).build(record),
+    build=lambda delivery, record: _orders(delivery).build(record.record()),
 )
 
 

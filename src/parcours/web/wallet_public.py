@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from parcours.channels import WalletIssuer
 from parcours.customers import profiles as customers
 from parcours.http import HttpError, Injected, read_json
-from parcours.messaging import BadLink, Delivery, passes
+from parcours.messaging import BadLink, Delivery, WalletPass, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
@@ -77,19 +77,19 @@ async def issue_pass(
     if body.kind not in passes.KINDS:
         raise HttpError(400, f"kind must be one of {', '.join(passes.KINDS)}", "kind")
 
-    def write() -> dict[str, Any]:
+    def write() -> WalletPass:
         with db.write() as conn:
             customer_id = customers.resolve(conn, body.customer, settings.default_region)
             google = issuer.google.issuer_id if issuer.google is not None else None
             return passes.issue(conn, customer_id, body.kind, body.fields, clock.now_ms(), google)
 
     record = await asyncio.to_thread(write)
-    token = delivery.links.signer.sign("pass", {"s": record["serial"]})
+    token = delivery.links.signer.sign("pass", {"s": record.serial})
     link = f"{settings.resolved_public_url}/wallet/download/{token}.pkpass"
-    answer = PassIssued(record["serial"], link)
+    answer = PassIssued(record.serial, link)
     if issuer.google is not None:
         answer.google_save_url = issuer.google.save_url(
-            record, issuer.organization_name, clock.now_ms()
+            record.record(), issuer.organization_name, clock.now_ms()
         )
     return answer
 
@@ -117,14 +117,14 @@ async def update_pass(
     if "message" in body.fields:
         raise HttpError(400, "message is set by a send step on the wallet channel", "fields")
 
-    def write() -> dict[str, Any] | None:
+    def write() -> WalletPass | None:
         with db.write() as conn:
             return passes.update_fields(conn, serial, body.fields, clock.now_ms())
 
     record = await asyncio.to_thread(write)
     if record is None:
         raise HttpError(404, f"no pass {serial}", "serial")
-    return PassFields(serial, record["fields"])
+    return PassFields(serial, record.fields)
 
 
 @get("/wallet/download/{token:str}", media_type=PKPASS)
@@ -143,13 +143,13 @@ async def download(
     return _pkpass(issuer, record)
 
 
-def _record(db: Database, serial: str) -> dict[str, Any] | None:
+def _record(db: Database, serial: str) -> WalletPass | None:
     with db.read() as conn:
         return passes.get(conn, serial)
 
 
-def _pkpass(issuer: WalletIssuer, record: dict[str, Any]) -> Response[bytes]:
-    return package_response(issuer.build(record), PKPASS, record)
+def _pkpass(issuer: WalletIssuer, record: WalletPass) -> Response[bytes]:
+    return package_response(issuer.build(record.record()), PKPASS, record)
 
 
 PASSES = WalletService(
@@ -164,7 +164,7 @@ PASSES = WalletService(
     check_type=_issuer,
     find=passes.get,
     changed_for_device=passes.updated_for_device,
-    build=lambda delivery, record: _issuer(delivery).build(record),
+    build=lambda delivery, record: _issuer(delivery).build(record.record()),
 )
 
 

@@ -30,12 +30,15 @@ from parcours.http import (
     request_body,
     whole_number,
 )
-from parcours.messaging import Delivery, passes
+from parcours.messaging import Delivery, WalletOrder, WalletPass, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
+
+# What the web service hands out: a pass, or a Wallet order.
+Packaged = WalletPass | WalletOrder
 
 
 class Registration(msgspec.Struct):
@@ -63,19 +66,19 @@ class WalletService:
     unknown_status: int  # what an unknown pass (401, as Apple asks) or order (404) gets
     media_type: str
     check_type: Callable[[Delivery, str], Any]  # raises HttpError (404) for another type
-    find: Callable[[Connection, str], dict[str, Any] | None]
+    find: Callable[[Connection, str], Packaged | None]
     changed_for_device: Callable[[Connection, str, int | None], list[tuple[str, int]]]
-    build: Callable[[Delivery, dict[str, Any]], bytes]
+    build: Callable[[Delivery, Packaged], bytes]
 
     def authorised(
         self, request: Request[Any, Any, Any], db: Database, identifier: str
-    ) -> dict[str, Any]:
+    ) -> Packaged:
         """The pass or order, when the request carries its token."""
         with db.read() as conn:
             record = self.find(conn, identifier)
         if record is None:
             raise HttpError(self.unknown_status, "unknown pass or order", "authorization")
-        if not carries_token(request, self.scheme, record["auth_token"]):
+        if not carries_token(request, self.scheme, record.auth_token):
             raise HttpError(401, "wrong authentication token", "authorization")
         return record
 
@@ -174,7 +177,7 @@ async def register(
 
     def write() -> bool:
         with db.write() as conn:
-            customer = record["customer_id"]
+            customer = record.customer_id
             return passes.register(conn, device, identifier, push_token, customer, clock.now_ms())
 
     created = await asyncio.to_thread(write)
@@ -230,7 +233,7 @@ async def latest(
 ) -> Response[bytes]:
     """The latest signed pass or order, or 304 when the device's copy is it."""
     record = await asyncio.to_thread(service.authorised, request, db, identifier)
-    if not_modified(request, record["updated_at"]):
+    if not_modified(request, record.updated_at):
         return Response(b"", status_code=304)
     return package_response(service.build(delivery, record), service.media_type, record)
 
@@ -249,9 +252,9 @@ async def device_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
-def package_response(content: bytes, media_type: str, record: dict[str, Any]) -> Response[bytes]:
+def package_response(content: bytes, media_type: str, record: Packaged) -> Response[bytes]:
     """A signed pass or order, with its Last-Modified date."""
-    headers = {"Last-Modified": formatdate(record["updated_at"] / 1000, usegmt=True)}
+    headers = {"Last-Modified": formatdate(record.updated_at / 1000, usegmt=True)}
     return Response(content, media_type=media_type, headers=headers)
 
 
