@@ -11,6 +11,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
@@ -56,10 +57,11 @@ def publish(services: Services, source: str) -> None:
 
 
 def outbox(services: Services) -> list[dict[str, Any]]:
+    """The outbox, oldest first, as `GET /api/outbox` shows it (its JSON)."""
     from parcours.messaging.delivery import outbox_page
 
     with services.db.read() as conn:
-        return list(reversed(outbox_page(conn, 500, None)))
+        return [msgspec.to_builtins(m) for m in reversed(outbox_page(conn, 500, None))]
 
 
 def events_named(services: Services, name: str) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ async def twilio_status(
     def record() -> bool:
         with db.write() as conn:
             known = delivery.message_of(conn, reference)
-            if known is None or known["provider_message_id"] != params.get("MessageSid"):
+            if known is None or known.provider_message_id != params.get("MessageSid"):
                 return False
             return delivery.status(
                 conn,
@@ -463,7 +463,7 @@ def _postmark_record(
         if outbox_id is None:
             outbox_id = delivery.find(conn, "postmark", message_id)
         known = delivery.message_of(conn, outbox_id) if outbox_id else None
-    if known is None or known["provider_message_id"] != message_id:
+    if known is None or known.provider_message_id != message_id:
         return  # not one of ours (or not this one): acknowledged, nothing recorded
     assert outbox_id is not None
     if kind == "Delivery":

@@ -16,14 +16,26 @@ from parcours.messaging import (
 )
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery, outbox_page
-from parcours.messaging.links import PIXEL_GIF, BadLink, Links, Signer
+from parcours.messaging.links import (
+    PIXEL_GIF,
+    BadLink,
+    ClickLink,
+    Links,
+    OpenLink,
+    OrderLink,
+    PassLink,
+    Signer,
+    UnsubscribeLink,
+)
 from parcours.messaging.outbox import (
     QUEUE,
     Intent,
+    OutboxMessage,
     add_intent,
     cancel_run_intents,
     public_message_id,
 )
+from parcours.messaging.outbox_rows import ChatMessage, unconfirmed_chat_messages
 from parcours.messaging.passes import WalletPass
 from parcours.messaging.policies import Policies, hold_sends
 from parcours.messaging.subscriptions import SubscriptionError
@@ -47,17 +59,24 @@ __all__ = [
     "Bounce",
     "BounceRule",
     "Brand",
+    "ChatMessage",
+    "ClickLink",
     "Delivery",
     "IgnoredMail",
     "Intent",
     "Links",
     "MessageTemplate",
+    "OpenLink",
+    "OrderLink",
+    "OutboxMessage",
+    "PassLink",
     "Policies",
     "Signer",
     "SubscriptionError",
     "Suppression",
     "TemplateProblem",
     "TemplateSummary",
+    "UnsubscribeLink",
     "WalletOrder",
     "WalletPass",
     "WalletUpdates",
@@ -75,5 +94,6 @@ __all__ = [
     "subscriptions",
     "suppressions",
     "templates",
+    "unconfirmed_chat_messages",
     "wallet_orders",
 ]

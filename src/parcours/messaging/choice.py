@@ -10,9 +10,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from parcours.customers import profiles as customers
-from parcours.messaging import passes, policies, subscriptions
+from parcours.messaging import outbox_rows, passes, policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
-from parcours.runtime.db import sql
 
 ENGAGEMENT_WINDOW_MS = 90 * 86_400_000
 WHATSAPP_WINDOW_MS = 24 * 3_600_000
@@ -100,28 +99,9 @@ def addresses(
             found["wallet"] = serial
     found = {channel: address for channel, address in found.items() if channel in wanted}
     if found:
-        suppressed = {
-            (row.channel, row.address)
-            for row in sql(
-                conn,
-                "SELECT channel, address FROM suppressions WHERE customer_id = :c",
-                {"c": customer_id},
-            ).all()
-        }
+        suppressed = outbox_rows.suppressed(conn, customer_id)
         found = {c: a for c, a in found.items() if (c, a) not in suppressed}
     return found
-
-
-def _engagement(conn: Connection, customer_id: int, now: int) -> dict[str, int]:
-    return {
-        row.channel: int(row.n)
-        for row in sql(
-            conn,
-            "SELECT channel, count(*) AS n FROM outbox WHERE customer_id = :c AND created_at > "
-            ":since AND status IN ('opened', 'read', 'clicked') GROUP BY channel",
-            {"c": customer_id, "since": now - ENGAGEMENT_WINDOW_MS},
-        ).all()
-    }
 
 
 def rank(
@@ -134,7 +114,7 @@ def rank(
 ) -> tuple[list[str], dict[str, int]]:
     """The channels that have content for this template, best first, with their scores."""
     traits = profile.get("traits", {})
-    engaged = _engagement(conn, request.customer_id, now)
+    engaged = outbox_rows.engagement(conn, request.customer_id, now - ENGAGEMENT_WINDOW_MS)
     preferred = traits.get("preferred_channel")
     scores: dict[str, int] = {}
     for channel in SENDABLE_CHANNELS:

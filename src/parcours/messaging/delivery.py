@@ -36,8 +36,15 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.email_reports import EmailReports
 from parcours.messaging.fallback import FALLBACK, Fallback
 from parcours.messaging.links import Links
-from parcours.messaging.outbox import DELIVER, QUEUE, Intent, add_intent, public_message_id
-from parcours.messaging.outbox_rows import outbox_page
+from parcours.messaging.outbox import (
+    DELIVER,
+    QUEUE,
+    Intent,
+    add_intent,
+    outbox_page,
+    public_message_id,
+)
+from parcours.messaging.outbox_rows import KnownMessage
 from parcours.messaging.outcomes import FEEDBACK, Outcomes
 from parcours.messaging.preparers import (
     Draft,
@@ -47,12 +54,12 @@ from parcours.messaging.preparers import (
     preparer_table,
     whatsapp_form,
 )
-from parcours.messaging.rendering import Brand, Renderer
+from parcours.messaging.rendering import Brand, PreviewContext, Renderer
 from parcours.messaging.send_checks import SendCheck, SendChecks
 from parcours.messaging.sending import Outcome, Sending, Sends
 from parcours.messaging.timeline import Timeline, digest
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, is_transient, sql
+from parcours.runtime.db import Database, is_transient
 from parcours.runtime.queue import Job, Worker, enqueue
 
 log = logging.getLogger(__name__)
@@ -202,20 +209,15 @@ class Delivery:
         process dies before the result is recorded, the lease job sends again, with the
         same key, once the lease is over, or as soon as another worker sees that this one
         is gone (its heartbeat: runtime/heartbeats.py)."""
-        sql(
+        outbox_rows.mark_sending(
             conn,
-            "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
-            "rendered = :r, locale = :l, provider = :p, "
-            "checked_at = COALESCE(:checked, checked_at) WHERE id = :id",
-            {
-                "a": int(row.attempt) + 1,
-                "checked": checked_at,
-                "lease": now + self.lease_ms,
-                "r": _encode(content).decode(),
-                "l": locale,
-                "p": provider.name,
-                "id": row.id,
-            },
+            row.id,
+            int(row.attempt) + 1,
+            now + self.lease_ms,
+            _encode(content).decode(),
+            locale,
+            provider.name,
+            checked_at,
         )
         assert self._worker is not None
         enqueue(
@@ -238,7 +240,7 @@ class Delivery:
 
     def preview_context(
         self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> PreviewContext:
         """The context of a preview: a real customer, a sample unsubscribe link."""
         return self.renderer.preview_context(conn, customer_id, channel, event)
 
@@ -413,7 +415,7 @@ class Delivery:
         """Some message on this channel is being sent, its result not recorded yet."""
         return outbox_rows.in_flight(conn, channel)
 
-    def message_of(self, conn: Connection, outbox_id: int) -> dict[str, Any] | None:
+    def message_of(self, conn: Connection, outbox_id: int) -> KnownMessage | None:
         """The provider and its id for a message, to check a callback against."""
         return outbox_rows.message_of(conn, outbox_id)
 

@@ -1,5 +1,6 @@
-"""Writing message intents, each with its delivery job, in the caller's transaction.
-Delivery (messaging/delivery.py) renders and sends them (docs/channels.md)."""
+"""Writing message intents, each with its delivery job, in the caller's transaction, and
+the outbox as the API shows it. Delivery (messaging/delivery.py) renders and sends them
+(docs/channels.md)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
+from parcours.messaging import outbox_rows
 from parcours.messaging.tables import outbox
-from parcours.runtime.db import sql
+from parcours.runtime.clock import iso
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import cancel, enqueue
 
 DELIVER = "messaging.deliver"
 QUEUE = "messaging"
-CANCELLED = "cancelled"  # the state of a message no longer wanted before it was sent
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 def public_message_id(outbox_id: int) -> str:
@@ -43,12 +46,8 @@ def add_intent(
     """Write the intent once, and the job that delivers it; a second write with the same
     key changes nothing (None). The key ends in `:<attempt>` (0 first, then one per
     fallback channel). Returns the outbox id."""
-    row = sql(
+    outbox_id = outbox_rows.insert_intent(
         conn,
-        "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
-        "channel, template, purpose, state, created_at, detail, address, status) VALUES "
-        "(:k, :c, :j, :r, :s, :ch, :t, :p, 'pending', :now, :d, :a, 'queued') "
-        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         {
             "k": intent.idempotency_key,
             "c": intent.customer_id,
@@ -62,10 +61,9 @@ def add_intent(
             "d": _encode(detail).decode(),
             "a": address,
         },
-    ).first()
-    if row is None:
+    )
+    if outbox_id is None:
         return None
-    outbox_id = int(row.id)
     enqueue(
         conn,
         DELIVER,
@@ -97,13 +95,7 @@ def cancel_run_intents(
     (`pending`) are cancelled with the reason, and their delivery jobs go, in the caller's
     transaction. A message being sent (`sending`) is left to its delivery: it may have
     gone already. One statement through the customer's index, and one per message found."""
-    rows = sql(
-        conn,
-        "UPDATE outbox SET state = :cancelled, status = :cancelled, status_at = :now, "
-        "error = :r WHERE customer_id = :c AND run_id = :run AND state = 'pending' "
-        "RETURNING id, channel, template, purpose, step_id",
-        {"cancelled": CANCELLED, "now": now, "r": reason, "c": customer_id, "run": run_id},
-    ).all()
+    rows = outbox_rows.cancel_pending_of_run(conn, customer_id, run_id, reason, now)
     for row in rows:
         cancel(conn, f"deliver:{row.id}")
     return [
@@ -121,8 +113,64 @@ def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 
 def reassign_intents(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the intents of the merged customer belong to the survivor."""
-    sql(
-        conn,
-        "UPDATE outbox SET customer_id = :new WHERE customer_id = :old",
-        {"new": new, "old": old},
+    conn.execute(update(outbox).where(outbox.c.customer_id == old).values(customer_id=new))
+
+
+class OutboxMessage(msgspec.Struct):
+    """A message in the outbox, as the customer got it (`GET /api/outbox`)."""
+
+    id: str  # msg_N
+    customer: str  # cus_N
+    journey: str | None
+    step: str | None
+    channel: str
+    template: str
+    purpose: str
+    state: str
+    status: str | None
+    status_at: str | None
+    created_at: str
+    checked_at: str | None
+    sent_at: str | None
+    provider: str | None
+    to: str | None
+    locale: str | None
+    content: JsonObject | None  # what the provider got
+    error: str | None
+    attempts: int
+    idempotency_key: str
+
+
+def outbox_page(
+    conn: Connection, limit: int, before: int | None, customer_ids: list[int] | None = None
+) -> list[OutboxMessage]:
+    """The outbox, newest first: what each customer got, as they got it; only what went
+    to `customer_ids` when given."""
+    return [_as_shown(r) for r in outbox_rows.page(conn, limit, before, customer_ids)]
+
+
+def _as_shown(r: Any) -> OutboxMessage:
+    created_at = iso(r.created_at)
+    assert created_at is not None  # NOT NULL
+    return OutboxMessage(
+        id=public_message_id(r.id),
+        customer=f"cus_{r.customer_id}",
+        journey=r.journey_id,
+        step=r.step_id,
+        channel=r.channel,
+        template=r.template,
+        purpose=r.purpose,
+        state=r.state,
+        status=r.status,
+        status_at=iso(r.status_at),
+        created_at=created_at,
+        checked_at=iso(r.checked_at),
+        sent_at=iso(r.sent_at),
+        provider=r.provider,
+        to=r.address,
+        locale=r.locale,
+        content=_decode(r.rendered) if r.rendered else None,
+        error=r.error,
+        attempts=r.attempt,
+        idempotency_key=r.idempotency_key,
     )

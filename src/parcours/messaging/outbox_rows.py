@@ -1,16 +1,19 @@
-"""The outbox as delivery and the API read it: one row or a batch, by the provider's id,
-and the page `GET /api/outbox` shows."""
+"""Messaging's hot path, in SQL written as text (tests/test_house.py, `RAW_SQL_HOMES`):
+the statements run for every message. The outbox as delivery and the API read it (one
+row or a batch, by the provider's id, the rows of `GET /api/outbox`) and as a send writes
+it (an intent, its claim, its outcome, a cancellation); what channel choice and the
+policies read at every send (suppressed addresses, engagement, the customer's recent
+messages); the chat messages a widget has not confirmed yet, polled every second."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.messaging.outbox import public_message_id
-from parcours.runtime.clock import iso
-from parcours.runtime.db import chunks, sql
+from parcours.runtime.db import chunks, like_escape, sql
 
 _decode = msgspec.json.Decoder().decode
 
@@ -19,6 +22,15 @@ ROW_COLUMNS = (
     "purpose, state, created_at, detail, attempt, provider, provider_message_id, address, "
     "locale, rendered, status, error, sent_at"
 )
+CANCELLED = "cancelled"  # the state of a message no longer wanted before it was sent
+# How far a message got (timeline.RANK) as SQL; a failed message keeps its status.
+STATUS_RANK_SQL = (
+    "(CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'opened' THEN 3 "
+    "WHEN 'read' THEN 3 WHEN 'clicked' THEN 4 WHEN 'failed' THEN 9 ELSE 0 END)"
+)
+
+
+# ---- reads of the outbox -------------------------------------------------------------------
 
 
 def row(conn: Connection, outbox_id: int) -> Any:
@@ -58,24 +70,31 @@ def in_flight(conn: Connection, channel: str) -> bool:
     )
 
 
-def message_of(conn: Connection, outbox_id: int) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class KnownMessage:
+    """What a provider's callback (or the chat widget) is checked against: the provider
+    and its id for the message, its channel and its customer."""
+
+    provider: str | None
+    provider_message_id: str | None
+    channel: str
+    customer_id: int
+
+
+def message_of(conn: Connection, outbox_id: int) -> KnownMessage | None:
     """The provider and its id for a message, to check a callback against."""
     found = row(conn, outbox_id)
     if found is None:
         return None
-    return {
-        "provider": found.provider,
-        "provider_message_id": found.provider_message_id,
-        "channel": found.channel,
-        "customer_id": found.customer_id,
-    }
+    return KnownMessage(
+        found.provider, found.provider_message_id, found.channel, int(found.customer_id)
+    )
 
 
-def outbox_page(
+def page(
     conn: Connection, limit: int, before: int | None, customer_ids: list[int] | None = None
-) -> list[dict[str, Any]]:
-    """The outbox, newest first: what each customer got, as they got it; only what went
-    to `customer_ids` when given."""
+) -> list[Any]:
+    """The rows of the outbox's page (outbox.outbox_page), newest first."""
     conditions = [] if before is None else ["id < :before"]
     params: dict[str, Any] = {"limit": limit, "before": before}
     if customer_ids is not None:
@@ -83,7 +102,7 @@ def outbox_page(
         conditions.append(f"customer_id IN ({marks})")
         params |= {f"c{n}": customer_id for n, customer_id in enumerate(customer_ids)}
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    found = sql(
+    return sql(
         conn,
         "SELECT id, customer_id, journey_id, step_id, channel, template, purpose, state, "
         "status, status_at, created_at, checked_at, sent_at, provider, address, locale, "
@@ -91,32 +110,189 @@ def outbox_page(
         f"FROM outbox{where} ORDER BY id DESC LIMIT :limit",
         params,
     ).all()
-    return [_as_shown(r) for r in found]
 
 
-def _as_shown(r: Any) -> dict[str, Any]:
+# ---- a message's way: intent, claim, outcome ------------------------------------------------
+
+
+def insert_intent(conn: Connection, values: dict[str, Any]) -> int | None:
+    """A new intent, `pending`; None when its idempotency key is taken (the values: `k`,
+    `c`, `j`, `r`, `s`, `ch`, `t`, `p`, `now`, `d`, `a`)."""
+    found = sql(
+        conn,
+        "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
+        "channel, template, purpose, state, created_at, detail, address, status) VALUES "
+        "(:k, :c, :j, :r, :s, :ch, :t, :p, 'pending', :now, :d, :a, 'queued') "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        values,
+    ).first()
+    return None if found is None else int(found.id)
+
+
+def cancel_pending_of_run(
+    conn: Connection, customer_id: int, run_id: int, reason: str, now: int
+) -> list[Any]:
+    """A run's messages not yet handed to a provider, cancelled with the reason: their
+    rows' id, channel, template, purpose and step, in no order."""
+    return sql(
+        conn,
+        "UPDATE outbox SET state = :cancelled, status = :cancelled, status_at = :now, "
+        "error = :r WHERE customer_id = :c AND run_id = :run AND state = 'pending' "
+        "RETURNING id, channel, template, purpose, step_id",
+        {"cancelled": CANCELLED, "now": now, "r": reason, "c": customer_id, "run": run_id},
+    ).all()
+
+
+def mark_cancelled(
+    conn: Connection, outbox_id: int, reason: str, checked_at: int, now: int
+) -> None:
+    """A message no longer wanted when its delivery came."""
+    sql(
+        conn,
+        "UPDATE outbox SET state = :s, status = :s, status_at = :now, error = :r, "
+        "checked_at = :at WHERE id = :id",
+        {"s": CANCELLED, "now": now, "r": reason, "at": checked_at, "id": outbox_id},
+    )
+
+
+def mark_sending(
+    conn: Connection,
+    outbox_id: int,
+    attempt: int,
+    lease_until: int,
+    rendered: str,
+    locale: str,
+    provider: str,
+    checked_at: int | None,
+) -> None:
+    """Claimed: `sending` until the lease's end, with its content (the last check kept
+    when `checked_at` is None)."""
+    sql(
+        conn,
+        "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
+        "rendered = :r, locale = :l, provider = :p, "
+        "checked_at = COALESCE(:checked, checked_at) WHERE id = :id",
+        {
+            "a": attempt,
+            "checked": checked_at,
+            "lease": lease_until,
+            "r": rendered,
+            "l": locale,
+            "p": provider,
+            "id": outbox_id,
+        },
+    )
+
+
+def mark_sent(conn: Connection, outbox_id: int, provider_message_id: str, now: int) -> None:
+    """The provider took it, under this id."""
+    sql(
+        conn,
+        "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
+        "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
+        "WHERE id = :id",
+        {"pid": provider_message_id, "now": now, "id": outbox_id},
+    )
+
+
+def mark_pending_again(conn: Connection, outbox_id: int, error: str) -> None:
+    """A transient failure: pending again, to be tried later."""
+    sql(
+        conn,
+        "UPDATE outbox SET state = 'pending', error = :e, lease_until = NULL WHERE id = :id",
+        {"e": error, "id": outbox_id},
+    )
+
+
+def mark_failed(conn: Connection, outbox_id: int, error: str, now: int) -> None:
+    """The attempt ended, failed."""
+    sql(
+        conn,
+        "UPDATE outbox SET state = 'failed', status = 'failed', status_at = :now, "
+        "error = :e, lease_until = NULL WHERE id = :id",
+        {"now": now, "e": error, "id": outbox_id},
+    )
+
+
+def move_status_forward(conn: Connection, outbox_id: int, status: str, rank: int, now: int) -> None:
+    """The status, if it is further than the row's (`rank`: its RANK), decided by the row
+    as it is when updated."""
+    sql(
+        conn,
+        "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND "
+        f"{STATUS_RANK_SQL} < :rank",
+        {"s": status, "now": now, "id": outbox_id, "rank": rank},
+    )
+
+
+# ---- what channel choice and the policies read at every send --------------------------------
+
+
+def suppressed(conn: Connection, customer_id: int) -> set[tuple[str, str]]:
+    """The customer's suppressed addresses, as (channel, address)."""
     return {
-        "id": public_message_id(r.id),
-        "customer": f"cus_{r.customer_id}",
-        "journey": r.journey_id,
-        "step": r.step_id,
-        "channel": r.channel,
-        "template": r.template,
-        "purpose": r.purpose,
-        "state": r.state,
-        "status": r.status,
-        "status_at": iso(r.status_at),
-        "created_at": iso(r.created_at),
-        "checked_at": iso(r.checked_at),
-        "sent_at": iso(r.sent_at),
-        "provider": r.provider,
-        "to": r.address,
-        "locale": r.locale,
-        "content": _decode(r.rendered) if r.rendered else None,
-        "error": r.error,
-        "attempts": r.attempt,
-        "idempotency_key": r.idempotency_key,
+        (found.channel, found.address)
+        for found in sql(
+            conn,
+            "SELECT channel, address FROM suppressions WHERE customer_id = :c",
+            {"c": customer_id},
+        ).all()
     }
+
+
+def engagement(conn: Connection, customer_id: int, since: int) -> dict[str, int]:
+    """How many of the customer's messages created after `since` were opened, read or
+    clicked, per channel."""
+    return {
+        found.channel: int(found.n)
+        for found in sql(
+            conn,
+            "SELECT channel, count(*) AS n FROM outbox WHERE customer_id = :c AND created_at > "
+            ":since AND status IN ('opened', 'read', 'clicked') GROUP BY channel",
+            {"c": customer_id, "since": since},
+        ).all()
+    }
+
+
+def sent_since(
+    conn: Connection, customer_id: int, since: int, attempts_of: str | None
+) -> list[Any]:
+    """The customer's messages created after `since` (channel, template, purpose,
+    created_at), oldest first, leaving out those cancelled before they were handed over
+    and, given `attempts_of`, the attempts whose key starts with it."""
+    earlier, params = "", {}
+    if attempts_of is not None:
+        earlier = " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'"
+        params = {"attempts": like_escape(attempts_of) + "%"}
+    return sql(
+        conn,
+        "SELECT channel, template, purpose, created_at FROM outbox WHERE customer_id = :c "
+        f"AND created_at > :since AND state <> 'cancelled'{earlier} ORDER BY created_at",
+        {"c": customer_id, "since": since, **params},
+    ).all()
+
+
+# ---- the site chat -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A chat message sent to a customer, waiting for a widget to confirm it has it."""
+
+    outbox_id: int
+    text: str
+
+
+def unconfirmed_chat_messages(conn: Connection, customer_id: int) -> list[ChatMessage]:
+    """The chat messages sent to this customer that no widget has confirmed yet, oldest
+    first (the chat endpoint polls this every second for each open widget)."""
+    found = sql(
+        conn,
+        "SELECT id, rendered FROM outbox WHERE customer_id = :c AND channel = 'chat' "
+        "AND state = 'sent' AND status = 'sent' ORDER BY id",
+        {"c": customer_id},
+    ).all()
+    return [ChatMessage(int(r.id), _decode(r.rendered)["text"]) for r in found]
 
 
 # ---- where a push or a Wallet message goes, read at every send (choice.py, preparers.py) --
@@ -171,15 +347,31 @@ def wallet_push_tokens(conn: Connection, serial: str) -> list[str]:
 
 
 __all__ = [
+    "CANCELLED",
     "ROW_COLUMNS",
+    "STATUS_RANK_SQL",
+    "ChatMessage",
+    "KnownMessage",
+    "cancel_pending_of_run",
+    "engagement",
     "find",
     "in_flight",
+    "insert_intent",
     "installed_pass",
+    "mark_cancelled",
+    "mark_failed",
+    "mark_pending_again",
+    "mark_sending",
+    "mark_sent",
     "message_of",
+    "move_status_forward",
     "newest_push_endpoint",
-    "outbox_page",
+    "page",
     "push_subscription",
     "row",
     "rows",
+    "sent_since",
+    "suppressed",
+    "unconfirmed_chat_messages",
     "wallet_push_tokens",
 ]

@@ -11,15 +11,12 @@ from sqlalchemy import Connection
 
 from parcours.channels import DeliveryFailure, PermanentFailure, TransientFailure
 from parcours.log import Event, internal_event
-from parcours.messaging import suppressions
+from parcours.messaging import outbox_rows, suppressions
 from parcours.messaging.fallback import FALLBACK, Fallback
 from parcours.messaging.outbox import DELIVER, QUEUE
-from parcours.messaging.outbox_rows import row as outbox_row
-from parcours.messaging.outbox_rows import rows as outbox_rows
 from parcours.messaging.sending import Outcome, Sending
-from parcours.messaging.timeline import EVENT_NAMES, RANK, STATUS_RANK_SQL, Timeline, about
+from parcours.messaging.timeline import EVENT_NAMES, RANK, Timeline, about
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import sql
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, backoff_ms, cancel, enqueue, lock_customers
 
@@ -51,7 +48,8 @@ class Outcomes:
         send for its customer), before any row is touched."""
         lock_customers(conn, sorted({s.message.customer_id for s, _ in results}))
         now = self.clock.now_ms()
-        rows = {r.id: r for r in outbox_rows(conn, [s.message.outbox_id for s, _ in results])}
+        ids = [s.message.outbox_id for s, _ in results]
+        rows = {r.id: r for r in outbox_rows.rows(conn, ids)}
         sent: list[Event] = []
         for sending, outcome in results:
             row = rows.get(sending.message.outbox_id)
@@ -70,13 +68,7 @@ class Outcomes:
         """The provider took it: the row says so, its lease job goes, the feedback and the
         fallback (if any) are scheduled; the `Message Sent` event is returned."""
         detail = _decode(row.detail)
-        sql(
-            conn,
-            "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
-            "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
-            "WHERE id = :id",
-            {"pid": provider_id, "now": now, "id": row.id},
-        )
+        outbox_rows.mark_sent(conn, row.id, provider_id, now)
         cancel(conn, f"deliver:{row.id}")
         self._schedule_feedback(conn, sending, row, now)
         after = detail.get("fallback_after")
@@ -127,12 +119,7 @@ class Outcomes:
         else ends the attempt."""
         detail = _decode(row.detail)
         if isinstance(outcome, TransientFailure) and row.attempt < MAX_SEND_ATTEMPTS:
-            sql(
-                conn,
-                "UPDATE outbox SET state = 'pending', error = :e, lease_until = NULL "
-                "WHERE id = :id",
-                {"e": outcome.reason, "id": row.id},
-            )
+            outbox_rows.mark_pending_again(conn, row.id, outcome.reason)
             enqueue(
                 conn,
                 DELIVER,
@@ -162,12 +149,7 @@ class Outcomes:
     ) -> None:
         """The attempt ends: the row and the timeline say why, a bad address is barred,
         and the next channel of the chain (if any) takes over."""
-        sql(
-            conn,
-            "UPDATE outbox SET state = 'failed', status = 'failed', status_at = :now, "
-            "error = :e, lease_until = NULL WHERE id = :id",
-            {"now": now, "e": failure.reason, "id": row.id},
-        )
+        outbox_rows.mark_failed(conn, row.id, failure.reason, now)
         cancel(conn, f"deliver:{row.id}")
         cancel(conn, f"fallback:{row.id}")
         # A bad address is barred; an email's soft bounce counted (messaging/suppressions.py).
@@ -211,7 +193,7 @@ class Outcomes:
         attempt (and the fallback takes over) when `permanent`; `suppress` also bars the
         address, `soft_bounce` counts a soft bounce against it; `source` says who said
         so. False when the message is unknown."""
-        row = outbox_row(conn, outbox_id)
+        row = outbox_rows.row(conn, outbox_id)
         if row is None:
             return False
         if status == "failed":
@@ -235,12 +217,7 @@ class Outcomes:
         """Only ever forward, decided by the row as it is when updated: a read receipt and
         a delivery report racing each other leave "read", in either order. Success
         reached: no fallback."""
-        sql(
-            conn,
-            "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND "
-            f"{STATUS_RANK_SQL} < :rank",
-            {"s": status, "now": now, "id": row.id, "rank": RANK[status]},
-        )
+        outbox_rows.move_status_forward(conn, row.id, status, RANK[status], now)
         detail = _decode(row.detail)
         if RANK[status] >= RANK[detail.get("success", "delivered")]:
             cancel(conn, f"fallback:{row.id}")

@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 from parcours.customers import phone_country
 from parcours.customers import profiles as customers
+from parcours.messaging import outbox_rows
 from parcours.runtime.clock import from_ms, to_ms
-from parcours.runtime.db import like_escape, sql
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import lock_customers
 
@@ -98,12 +98,6 @@ class Message:
     # not "the same content on another channel" and do not count twice against the caps.
     attempts_of: str | None = None
 
-    def _not_earlier_attempt(self) -> tuple[str, dict[str, Any]]:
-        if self.attempts_of is None:
-            return "", {}
-        escaped = like_escape(self.attempts_of)
-        return " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'", {"attempts": escaped + "%"}
-
 
 def hold_sends(conn: Connection, customer_ids: Iterable[int]) -> None:
     """Hold these customers' locks (runtime/queue.py, "per-customer locks") until the
@@ -148,15 +142,9 @@ def _sent_since(conn: Connection, message: Message, since: int) -> list[_Sent]:
     """The customer's messages created after `since`, oldest first, leaving out the
     earlier attempts of this same message (a fallback is not a second message) and those
     cancelled before they were handed over (they never reached the customer)."""
-    earlier, params = message._not_earlier_attempt()
     return [
         _Sent(row.channel, row.template, row.purpose, int(row.created_at))
-        for row in sql(
-            conn,
-            "SELECT channel, template, purpose, created_at FROM outbox WHERE customer_id = :c "
-            f"AND created_at > :since AND state <> 'cancelled'{earlier} ORDER BY created_at",
-            {"c": message.customer_id, "since": since, **params},
-        ).all()
+        for row in outbox_rows.sent_since(conn, message.customer_id, since, message.attempts_of)
     ]
 
 

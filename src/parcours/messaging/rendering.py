@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from parcours.customers import profiles as customers
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
+from parcours.runtime.documents import JsonObject
 
 CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated"}
 
@@ -21,6 +22,16 @@ class Brand:
     url: str
     locale: str
     sector: str
+
+
+@dataclass(frozen=True)
+class PreviewContext:
+    """What a template sees in a preview, for a real customer: `values`, the document the
+    template engine reads (the customer's traits and the event's properties, free-form),
+    and the customer's language as their traits say (None when they say none)."""
+
+    values: JsonObject
+    locale: str | None
 
 
 @dataclass(frozen=True)
@@ -42,13 +53,8 @@ class Renderer:
             detail.get("event") or {},
             links,
         )
-        locale = context["customer"].get("locale")
         return message_templates.render(
-            template,
-            row.channel,
-            context,
-            locale if isinstance(locale, str) else None,
-            self.brand.locale,
+            template, row.channel, context, _locale(context), self.brand.locale
         )
 
     def context(
@@ -82,10 +88,11 @@ class Renderer:
 
     def preview_context(
         self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> PreviewContext:
         """The context of a preview: a real customer, a sample unsubscribe link."""
         links = {"unsubscribe": self.links.unsubscribe(0, customer_id, channel)}
-        return self.context(conn, customer_id, channel, "marketing", event, links)
+        context = self.context(conn, customer_id, channel, "marketing", event, links)
+        return PreviewContext(context, _locale(context))
 
     def links_of(self, row: Any) -> dict[str, str]:
         """Marketing messages carry an unsubscribe link (and email its one-click headers);
@@ -97,4 +104,10 @@ class Renderer:
         return {"unsubscribe": self.links.unsubscribe(row.id, customer, row.channel)}
 
 
-__all__ = ["CART_EVENTS", "Brand", "Renderer"]
+def _locale(context: dict[str, Any]) -> str | None:
+    """The customer's language in a template's context, when their traits give one."""
+    locale = context["customer"].get("locale")
+    return locale if isinstance(locale, str) else None
+
+
+__all__ = ["CART_EVENTS", "Brand", "PreviewContext", "Renderer"]

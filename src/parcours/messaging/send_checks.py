@@ -11,11 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.messaging.outbox import CANCELLED
-from parcours.messaging.outbox_rows import rows as outbox_rows
+from parcours.messaging import outbox_rows
+from parcours.messaging.outbox_rows import CANCELLED
 from parcours.messaging.timeline import Timeline, about
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import sql
 from parcours.runtime.queue import Job
 
 # A check a message must pass when delivery claims it to send: given the batch's messages
@@ -59,7 +58,7 @@ class SendChecks:
         if not self._checks:
             return
         now = self.clock.now_ms()
-        rows = outbox_rows(
+        rows = outbox_rows.rows(
             conn,
             sorted({int(job.payload["id"]) for job in jobs}),
             "id, customer_id, journey_id, run_id, step_id, state",
@@ -89,12 +88,7 @@ class SendChecks:
     def cancel(self, conn: Connection, row: Any, reason: str, checked_at: int, now: int) -> None:
         """A message no longer wanted when its delivery came (its customer ordered
         meanwhile): never sent; the row and the customer's trace say why."""
-        sql(
-            conn,
-            "UPDATE outbox SET state = :s, status = :s, status_at = :now, error = :r, "
-            "checked_at = :at WHERE id = :id",
-            {"s": CANCELLED, "now": now, "r": reason, "at": checked_at, "id": row.id},
-        )
+        outbox_rows.mark_cancelled(conn, row.id, reason, checked_at, now)
         self.timeline.append(
             conn,
             row.customer_id,

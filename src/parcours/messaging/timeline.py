@@ -22,11 +22,7 @@ EVENT_NAMES = {
     "clicked": "Message Clicked",
     "failed": "Message Failed",
 }
-# RANK as SQL; a failed message keeps its status.
-STATUS_RANK_SQL = (
-    "(CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'opened' THEN 3 "
-    "WHEN 'read' THEN 3 WHEN 'clicked' THEN 4 WHEN 'failed' THEN 9 ELSE 0 END)"
-)
+# RANK is also written in SQL, in outbox_rows.STATUS_RANK_SQL.
 
 
 def about(row: Any) -> dict[str, Any]:
@@ -85,4 +81,4 @@ class Timeline:
         )
 
 
-__all__ = ["EVENT_NAMES", "RANK", "STATUS_RANK_SQL", "Timeline", "about", "digest"]
+__all__ = ["EVENT_NAMES", "RANK", "Timeline", "about", "digest"]

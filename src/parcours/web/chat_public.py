@@ -35,9 +35,14 @@ from parcours.http import (
     whole_number,
 )
 from parcours.log import Appender
-from parcours.messaging import Delivery, public_message_id
+from parcours.messaging import (
+    ChatMessage,
+    Delivery,
+    public_message_id,
+    unconfirmed_chat_messages,
+)
 from parcours.runtime.clock import Clock, iso
-from parcours.runtime.db import Database, sql
+from parcours.runtime.db import Database
 from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
@@ -486,28 +491,22 @@ async def _deliver_pending(
         if clock.now_ms() >= conversation.visitor.expires_at:
             await _close(socket, _EXPIRED)
             return
-        for outbox_id, content in await asyncio.to_thread(_pending, db, conversation.customer):
-            if outbox_id not in offered:
-                offered.add(outbox_id)
+        for message in await asyncio.to_thread(_pending, db, conversation.customer):
+            if message.outbox_id not in offered:
+                offered.add(message.outbox_id)
                 await socket.send_json(
                     {
                         "type": "message",
-                        "id": public_message_id(outbox_id),
-                        "text": content["text"],
+                        "id": public_message_id(message.outbox_id),
+                        "text": message.text,
                     }
                 )
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _pending(db: Database, customer: int) -> list[tuple[int, dict[str, Any]]]:
+def _pending(db: Database, customer: int) -> list[ChatMessage]:
     with db.read() as conn:
-        rows = sql(
-            conn,
-            "SELECT id, rendered FROM outbox WHERE customer_id = :c AND channel = 'chat' "
-            "AND state = 'sent' AND status = 'sent' ORDER BY id",
-            {"c": customer},
-        ).all()
-    return [(int(row.id), json.loads(row.rendered)) for row in rows]
+        return unconfirmed_chat_messages(conn, customer)
 
 
 def _status(
@@ -518,7 +517,7 @@ def _status(
     status is recorded once, whatever the number of confirmations)."""
     with db.write() as conn:
         known = delivery.message_of(conn, outbox_id)
-        if known is None or known["customer_id"] != customer or known["channel"] != "chat":
+        if known is None or known.customer_id != customer or known.channel != "chat":
             return  # not this customer's chat message: ignored
         now = clock.now_ms()
         if status == "read":

@@ -26,7 +26,18 @@ from parcours.http import (
     whole_number,
 )
 from parcours.log import Appender, internal_event
-from parcours.messaging import PIXEL_GIF, BadLink, Delivery, TemplateSummary, outbox_page, templates
+from parcours.messaging import (
+    PIXEL_GIF,
+    BadLink,
+    ClickLink,
+    Delivery,
+    OpenLink,
+    OutboxMessage,
+    TemplateSummary,
+    UnsubscribeLink,
+    outbox_page,
+    templates,
+)
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.definitions import load_yaml
@@ -42,7 +53,7 @@ _decode = msgspec.json.Decoder().decode
 class OutboxPage(msgspec.Struct):
     """Messages, newest first; `next` (when the page is full) is the next page's URL."""
 
-    messages: list[dict[str, Any]]
+    messages: list[OutboxMessage]
     next: str | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -95,7 +106,7 @@ async def list_outbox(
     if customer is not None and not customer.strip():
         raise HttpError(400, "customer must be a customer's id (any id)", "customer")
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> list[OutboxMessage]:
         with db.read() as conn:
             ids = None
             if customer is not None:
@@ -107,7 +118,7 @@ async def list_outbox(
     page = OutboxPage(messages)
     if len(messages) == limit:
         more = urlencode({"customer": customer}) + "&" if customer is not None else ""
-        page.next = f"/api/outbox?{more}limit={limit}&before={messages[-1]['id']}"
+        page.next = f"/api/outbox?{more}limit={limit}&before={messages[-1].id}"
     return page
 
 
@@ -206,8 +217,10 @@ async def preview_template(
             customer_id = customers.resolve(conn, body.customer, settings.default_region)
             template = templates.get(conn, template_id)
             context = delivery.preview_context(conn, customer_id, body.channel, body.event or {})
-            locale = body.locale or context["customer"].get("locale")
-            return templates.render(template, body.channel, context, locale, settings.brand_locale)
+            locale = body.locale or context.locale
+            return templates.render(
+                template, body.channel, context.values, locale, settings.brand_locale
+            )
 
     rendered = await asyncio.to_thread(render)
     return Preview(
@@ -328,11 +341,11 @@ async def unsubscribe_page(
     """The visible link: a page with one button (a GET never unsubscribes, since mail
     scanners follow links)."""
     try:
-        data = delivery.links.signer.verify("unsubscribe", token)
+        data = delivery.links.signer.verify("unsubscribe", token, UnsubscribeLink)
     except BadLink:
         return _invalid_link(request)
-    locale = await asyncio.to_thread(_locale_for, db, settings, request, int(data["c"]))
-    values = _unsubscribe_words(locale, str(data["ch"]), settings.brand_name)
+    locale = await asyncio.to_thread(_locale_for, db, settings, request, data.customer)
+    values = _unsubscribe_words(locale, data.channel, settings.brand_name)
     title = text(locale, "unsubscribe.title")
     return _page(
         locale,
@@ -364,10 +377,10 @@ async def unsubscribe(
     """One click (RFC 8058: the mail client POSTs `List-Unsubscribe=One-Click`) or the
     page's button: marketing consent for the channel is withdrawn at once."""
     try:
-        data = delivery.links.signer.verify("unsubscribe", token)
+        data = delivery.links.signer.verify("unsubscribe", token, UnsubscribeLink)
     except BadLink:
         return _invalid_link(request)
-    customer_id, channel, outbox_id = int(data["c"]), str(data["ch"]), int(data["m"])
+    customer_id, channel, outbox_id = data.customer, data.channel, data.message
     if customer_id == 0:  # the link in a test send: shown, never acted on
         locale = pick_locale(accept_language(request.headers.get("accept-language")))
         values = _unsubscribe_words(locale, channel, settings.brand_name)
@@ -410,11 +423,13 @@ async def open_pixel(
 ) -> Response[bytes]:
     """The open pixel: a transparent GIF, whatever the token (a bad one records nothing)."""
     try:
-        data = delivery.links.signer.verify("open", token.removesuffix(".gif"))
+        data: OpenLink | None = delivery.links.signer.verify(
+            "open", token.removesuffix(".gif"), OpenLink
+        )
     except BadLink:
         data = None
     if data is not None:
-        await asyncio.to_thread(_record, db, clock, delivery, int(data["m"]), "opened", {})
+        await asyncio.to_thread(_record, db, clock, delivery, data.message, "opened", {})
     return Response(
         PIXEL_GIF,
         media_type="image/gif",
@@ -432,11 +447,11 @@ async def click(
 ) -> Response[Any]:
     """A tracked link: record the click, then go where the signed link says, nowhere else."""
     try:
-        data = delivery.links.signer.verify("click", token)
+        data = delivery.links.signer.verify("click", token, ClickLink)
     except BadLink:
         return _invalid_link(request)
-    url = str(data["u"])
-    await asyncio.to_thread(_record, db, clock, delivery, int(data["m"]), "clicked", {"url": url})
+    url = data.url
+    await asyncio.to_thread(_record, db, clock, delivery, data.message, "clicked", {"url": url})
     return Response(b"", status_code=302, headers={"Location": url})
 
 

@@ -15,7 +15,7 @@ from litestar.params import FromPath
 
 from parcours.channels import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
 from parcours.http import HttpError, Injected, json_response
-from parcours.messaging import BadLink, Delivery, WalletOrder, passes, wallet_orders
+from parcours.messaging import BadLink, Delivery, OrderLink, WalletOrder, passes, wallet_orders
 from parcours.runtime.clock import iso
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale, text
@@ -48,8 +48,8 @@ async def add_order(
     link that is not ours, or an order not issued yet, is told in the customer's words."""
     try:
         orders = _orders(delivery)
-        signed = delivery.links.signer.verify("order", token.removesuffix(".order"))
-        order_id = str(signed["o"])
+        signed = delivery.links.signer.verify("order", token.removesuffix(".order"), OrderLink)
+        order_id = signed.order
     except (HttpError, BadLink, KeyError):
         return _not_found(request)
 

@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from parcours.channels import WalletIssuer
 from parcours.customers import profiles as customers
 from parcours.http import HttpError, Injected, read_json
-from parcours.messaging import BadLink, Delivery, WalletPass, passes
+from parcours.messaging import BadLink, Delivery, PassLink, WalletPass, passes
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
@@ -134,7 +134,9 @@ async def download(
     """The customer's link: the signed .pkpass, which Safari offers to add to Wallet."""
     issuer = _issuer(delivery)
     try:
-        serial = delivery.links.signer.verify("pass", token.removesuffix(".pkpass"))["s"]
+        serial = delivery.links.signer.verify(
+            "pass", token.removesuffix(".pkpass"), PassLink
+        ).serial
     except BadLink:
         raise HttpError(404, "this link is not valid", "token") from None
     record = await asyncio.to_thread(_record, db, str(serial))
