@@ -483,6 +483,12 @@ def test_serve_creates_its_files_readable_by_their_owner_only(tmp_path: Path) ->
         modes = {
             path.name: oct(path.stat().st_mode & 0o777) for path in [data, *sorted(data.iterdir())]
         }
+        # No owner yet: the one-time setup link, in a file (the output is not a terminal).
+        link = (data / "setup-link.txt").read_text().strip()
+        assert link.startswith(f"http://127.0.0.1:{port}/console/join?token=")
+        setup_page = httpx.get(link)
+        assert setup_page.status_code == 200
+        assert "Create the owner" in setup_page.text
     finally:
         server.send_signal(signal.SIGTERM)
         status = server.wait(60)
@@ -495,6 +501,7 @@ def test_serve_creates_its_files_readable_by_their_owner_only(tmp_path: Path) ->
         "parcours.db-shm": "0o600",
         "parcours.db-wal": "0o600",
         "parcours.db-writer.lock": "0o600",
+        "setup-link.txt": "0o600",
     }
 
 

@@ -25,7 +25,16 @@ _TABLE = re.compile(r'Table\(\s*"([a-z_0-9]+)"')
 
 # The domains: each is reached from outside only through `parcours.<domain>` and the names
 # of its `__all__` (which may list public modules, such as messaging's `templates`).
-DOMAINS = ("log", "customers", "channels", "messaging", "segments", "loyalty", "journeys")
+DOMAINS = (
+    "log",
+    "customers",
+    "channels",
+    "messaging",
+    "segments",
+    "loyalty",
+    "journeys",
+    "accounts",
+)
 # The schema module assembles every package's tables; the benchmarks measure internals.
 FACE_EXEMPT = ("schema", "bench")
 

@@ -16,9 +16,11 @@ from litestar.di import Provide
 from litestar.types import ControllerRouterHandler, Guard
 
 from parcours import __version__
+from parcours.console import ConsoleParts, console_router
 from parcours.ingest.channel_callbacks import channel_callback_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.ingest.tracking_api import tracking_routes
+from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 from parcours.web.api_docs import document_errors, openapi_config
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
@@ -83,7 +85,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
     ]
     document_errors(public)
     return Litestar(
-        route_handlers=[tracking, admin, *public],
+        route_handlers=[tracking, admin, *public, console_router()],
         dependencies=_dependencies(services),
         lifespan=[lifespan],
         middleware=[observe_requests, guard_parameters],
@@ -118,6 +120,7 @@ def _dependencies(services: Services) -> dict[str, Provide]:
         "people": services.people,  # each package's hooks for a person erased (Shopify)
         "exposition": exposition,
         "open_scratch": Services.open_scratch,  # the journey simulator's scratch Parcours
+        "console": _console_parts(services),
     }
     provided = {
         name: Provide(_constant(part), use_cache=True, sync_to_thread=False)
@@ -127,6 +130,19 @@ def _dependencies(services: Services) -> dict[str, Provide]:
     provided["admin"] = Provide(acting_admin, sync_to_thread=False)
     provided["chat_tokens"] = Provide(visitor_tokens(services.db, services.clock), use_cache=True)
     return provided
+
+
+def _console_parts(services: Services) -> ConsoleParts:
+    settings = services.settings
+    return ConsoleParts(
+        db=services.db,
+        clock=services.clock,
+        cookie_secret=instance_secret(services.db, "console-cookie", services.clock.now_ms()),
+        secure_cookies=settings.resolved_public_url.startswith("https://"),
+        brand=settings.brand_name,
+        timezone=settings.brand_timezone,
+        brand_locale=settings.brand_locale,
+    )
 
 
 def _constant(part: Any) -> Callable[[], Any]:

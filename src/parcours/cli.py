@@ -259,6 +259,7 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     if settings.serve_worker:
         services.start_worker()
     _first_start_keys(services)
+    _owner_setup_link(services)
     tune_garbage_collector()
     if demo:
         from parcours.demo import seed
@@ -351,6 +352,30 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def _owner_setup_link(services: Any) -> None:
+    """While the console has no owner, a one-time link to create the owner's account
+    (docs/console.md): on the terminal, or, when the output is not one, in a file only
+    this user can read (the link is a secret until it is used)."""
+    from parcours import accounts
+
+    token = accounts.setup_link_token(services.db, services.clock.now_ms())
+    if token is None:
+        return
+    link = f"{services.settings.resolved_public_url.rstrip('/')}/console/join?token={token}"
+    if sys.stdout.isatty():
+        out.print("No one owns this Parcours yet. Create the owner's account (valid 24 hours):")
+        out.print(f"  {link}")
+        return
+    path = Path(services.settings.data_dir) / "setup-link.txt"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, f"{link}\n")
+    log.warning(
+        "no one owns this Parcours yet: the one-time link to create the owner's account "
+        "(valid 24 hours) is in %s (readable by this user only)",
+        path.resolve(),
+    )
 
 
 def _first_start_keys(services: Any) -> None:

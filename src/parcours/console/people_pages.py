@@ -1,0 +1,227 @@
+"""The users of the console (invite, change a role, disable), each user's own account
+(language, second factor), and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
+
+from parcours import accounts
+from parcours.accounts import AccountError, Invitation
+from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
+from parcours.console.rendering import Viewer, page
+from parcours.http import Injected
+from parcours.runtime.i18n import SHIPPED
+
+AUDIT_PAGE = 50
+
+
+def _users_page(
+    viewer: Viewer,
+    parts: ConsoleParts,
+    *,
+    status: int = 200,
+    error: str = "",
+    new_link: str = "",
+    invited: Invitation | None = None,
+) -> Response[bytes]:
+    now = parts.clock.now_ms()
+    with parts.db.read() as conn:
+        users = accounts.all_users(conn)
+        invitations = accounts.pending_invitations(conn, now)
+    return page(
+        viewer,
+        "users.html",
+        status=status,
+        users=users,
+        invitations=invitations,
+        roles=accounts.ROLES,
+        error=error,
+        new_link=new_link,
+        invited=invited,
+    )
+
+
+@get("/console/users", sync_to_thread=True)
+def users_page(request: Request[Any, Any, Any], console: Injected[ConsoleParts]) -> Response[bytes]:
+    return _users_page(signed_in(request, console), console)
+
+
+@post("/console/users/invite", status_code=200, sync_to_thread=True)
+def invite(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[bytes]:
+    viewer = changing(request, console, "users.manage", data)
+    assert viewer.session is not None
+    try:
+        invitation, token = accounts.invite(
+            console.db,
+            viewer.session.user,
+            email=data.get("email", ""),
+            role=data.get("role", ""),
+            now=console.clock.now_ms(),
+        )
+    except AccountError as exc:
+        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
+    link = f"{request.base_url}".rstrip("/") + f"/console/join?token={token}"
+    return _users_page(viewer, console, status=201, new_link=link, invited=invitation)
+
+
+@post("/console/users/{user_id:int}/role", status_code=200, sync_to_thread=True)
+def change_role(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    user_id: FromPath[int],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, "users.manage", data)
+    assert viewer.session is not None
+    try:
+        accounts.change_role(
+            console.db, viewer.session.user, user_id, data.get("role", ""), console.clock.now_ms()
+        )
+    except AccountError as exc:
+        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
+    return go("/console/users")
+
+
+@post("/console/users/{user_id:int}/disable", status_code=200, sync_to_thread=True)
+def disable(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    user_id: FromPath[int],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, "users.manage", data)
+    assert viewer.session is not None
+    try:
+        accounts.disable(console.db, viewer.session.user, user_id, console.clock.now_ms())
+    except AccountError as exc:
+        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
+    return go("/console/users")
+
+
+@post("/console/invitations/{invitation_id:int}/revoke", status_code=200, sync_to_thread=True)
+def revoke(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    invitation_id: FromPath[int],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, "users.manage", data)
+    assert viewer.session is not None
+    try:
+        accounts.revoke_invitation(
+            console.db, viewer.session.user, invitation_id, console.clock.now_ms()
+        )
+    except AccountError as exc:
+        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
+    return go("/console/users")
+
+
+def _account_page(
+    viewer: Viewer, *, status: int = 200, error: str = "", secret: str = ""
+) -> Response[bytes]:
+    assert viewer.session is not None
+    secret = secret or accounts.new_totp_secret()
+    uri = accounts.totp_uri(secret, viewer.session.user.email, f"Parcours ({viewer.brand})")
+    return page(
+        viewer,
+        "account.html",
+        status=status,
+        error=error,
+        secret=secret,
+        uri=uri,
+        languages=SHIPPED,
+    )
+
+
+@get("/console/account", sync_to_thread=True)
+def account_page(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts]
+) -> Response[bytes]:
+    return _account_page(signed_in(request, console))
+
+
+@post("/console/account/language", status_code=200, sync_to_thread=True)
+def set_language(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, None, data)
+    assert viewer.session is not None
+    language = data.get("language") or None
+    if language is not None and language not in SHIPPED:
+        return _account_page(viewer, status=400, error=viewer.t("console.language_unknown"))
+    accounts.set_locale(console.db, viewer.session.user, language)
+    return go("/console/account")
+
+
+@post("/console/account/second-factor", status_code=200, sync_to_thread=True)
+def second_factor_on(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, None, data)
+    assert viewer.session is not None
+    secret = data.get("secret", "")
+    try:
+        accounts.enable_second_factor(
+            console.db, viewer.session.user, secret, data.get("code", ""), console.clock.now_ms()
+        )
+    except AccountError as exc:
+        return _account_page(viewer, status=400, error=viewer.t(exc.key), secret=secret)
+    return go("/console/account")
+
+
+@post("/console/account/second-factor/off", status_code=200, sync_to_thread=True)
+def second_factor_off(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    data: Form,
+) -> Response[Any]:
+    viewer = changing(request, console, None, data)
+    assert viewer.session is not None
+    try:
+        accounts.disable_second_factor(
+            console.db, viewer.session.user, data.get("password", ""), console.clock.now_ms()
+        )
+    except AccountError as exc:
+        return _account_page(viewer, status=400, error=viewer.t(exc.key))
+    return go("/console/account")
+
+
+@get("/console/audit", sync_to_thread=True)
+def audit_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    before: FromQuery[int | None] = None,
+    action: FromQuery[str] = "",
+) -> Response[bytes]:
+    viewer = signed_in(request, console)
+    if not viewer.may("audit.read"):
+        raise Refused(viewer, "accounts.not_allowed")
+    with console.db.read() as conn:
+        entries = accounts.entries(conn, before_id=before, limit=AUDIT_PAGE, action=action[:100])
+    more = entries[-1].id if len(entries) == AUDIT_PAGE else None
+    return page(viewer, "audit.html", entries=entries, more=more, action=action)
+
+
+def people_routes() -> list[HTTPRouteHandler]:
+    return [
+        users_page,
+        invite,
+        change_role,
+        disable,
+        revoke,
+        account_page,
+        set_language,
+        second_factor_on,
+        second_factor_off,
+        audit_page,
+    ]

@@ -1,0 +1,76 @@
+"""How a console page is drawn: one Jinja2 environment over the console's templates, the
+viewer's language for every text (the catalogue of `runtime.i18n`) and Babel for dates and
+numbers, and the headers every page carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+from babel.numbers import format_decimal
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from litestar import Response
+
+from parcours.accounts import Session
+from parcours.runtime.i18n import SHIPPED, text
+
+_ENV = Environment(
+    loader=PackageLoader("parcours.console", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# No script, style or frame from anywhere else; no inline script (htmx is told not to
+# add its own style: base.html).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the setup and invitation links carry their token
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking at a page, and how to say things to them."""
+
+    locale: str
+    timezone: str
+    brand: str
+    session: Session | None = None
+
+    def t(self, key: str, **values: Any) -> str:
+        return text(self.locale, key, **{k: str(v) for k, v in values.items()})
+
+    def when(self, ms: int | None) -> str:
+        if ms is None:
+            return ""
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+        return format_datetime(
+            moment, format="medium", tzinfo=ZoneInfo(self.timezone), locale=self.locale
+        )
+
+    def number(self, value: float) -> str:
+        return str(format_decimal(value, locale=self.locale))
+
+    def may(self, permission: str) -> bool:
+        return self.session is not None and self.session.user.may(permission)  # type: ignore[arg-type]
+
+
+def page(viewer: Viewer, template: str, status: int = 200, **values: Any) -> Response[bytes]:
+    """The page `template` drawn for `viewer`, with every page's headers."""
+    html = _ENV.get_template(template).render(v=viewer, t=viewer.t, locales=SHIPPED, **values)
+    return Response(
+        html.encode("utf-8"),
+        status_code=status,
+        media_type="text/html; charset=utf-8",
+        headers=SECURITY_HEADERS,
+    )

@@ -1,0 +1,52 @@
+"""Debian's Chromium driven by Playwright for the console's browser tests: no browser is
+downloaded (`.ci/run` installs the `chromium` package). Without it the tests skip, saying
+so, unless PARCOURS_TEST_BROWSER_REQUIRED is set (CI), where its absence is an error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("PARCOURS_CHROMIUM", ""), *CHROMIUM_CANDIDATES):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    path = chromium_path()
+    if path is None:
+        reason = "no Chromium: install Debian's `chromium` package (apt-get install chromium)"
+        if os.environ.get("PARCOURS_TEST_BROWSER_REQUIRED"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=path, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def screenshots_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: PARCOURS_SCREENSHOTS when set (the README's come from there),
+    else the test's own directory."""
+    chosen = os.environ.get("PARCOURS_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

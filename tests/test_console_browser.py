@@ -1,0 +1,154 @@
+"""The console checked as a person would, in Debian's Chromium (docs/console.md): the owner
+sets up the account from the setup link and invites a marketer, a reviewer and a viewer,
+who join from their links; a viewer is refused every change on the server; every page so
+far in English and French at phone and desktop widths, saved as screenshots."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parcours import accounts
+from parcours.services import Services
+from tests.browser import DESKTOP, PHONE, browser, screenshots_dir
+from tests.conftest import LiveServer
+
+__all__ = ["browser"]  # the fixture, used by name
+
+PASSWORD = "a long enough passphrase"
+
+
+def _join(context: Any, link: str, name: str, email: str | None = None) -> Any:
+    page = context.new_page()
+    page.goto(link)
+    if email is not None:
+        page.get_by_label("Email address").fill(email)
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create my account").click()
+    page.wait_for_url(re.compile(r".*/console/$"))
+    return page
+
+
+def _invite(page: Any, email: str, role: str) -> str:
+    page.goto(page.url.split("/console")[0] + "/console/users")
+    page.get_by_label("Email address").fill(email)
+    page.locator("#f-role").select_option(role)
+    page.get_by_role("button", name="Invite", exact=True).click()
+    link = page.get_by_label("Invitation link").input_value()
+    assert "/console/join?token=" in link
+    return str(link)
+
+
+def test_the_owner_sets_up_and_invites_the_team(
+    browser: Any, live_server: LiveServer, services: Services, tmp_path: Path
+) -> None:
+    token = accounts.setup_link_token(services.db, services.clock.now_ms())
+    setup_link = f"{live_server.url}/console/join?token={token}"
+
+    owner_context = browser.new_context(locale="en-GB", viewport=DESKTOP)
+    owner = _join(owner_context, setup_link, "Olivia Owner", "olivia@brand.example")
+    assert owner.get_by_role("link", name="Olivia Owner").is_visible()
+
+    links = {
+        role: _invite(owner, f"{role}@brand.example", role)
+        for role in ("marketer", "reviewer", "viewer")
+    }
+    pending = owner.locator("table").nth(1)
+    assert pending.get_by_text("marketer@brand.example").is_visible()
+
+    # The setup link worked once.
+    again = owner_context.new_page()
+    again.goto(setup_link)
+    assert again.get_by_role("alert").inner_text().startswith("This link no longer works")
+
+    for role, link in links.items():
+        context = browser.new_context(locale="en-GB", viewport=PHONE)
+        page = _join(context, link, f"{role.title()} Person")
+        page.goto(f"{live_server.url}/console/users")
+        row = page.get_by_role("row", name=re.compile(f"{role}@brand.example"))
+        assert row.get_by_role("cell", name=role.title(), exact=True).is_visible()
+        if role == "viewer":
+            _viewer_is_refused_every_change(page, live_server, services)
+        context.close()
+
+    owner.goto(f"{live_server.url}/console/audit")
+    assert owner.get_by_text("invitation.created").count() == 3
+    assert owner.get_by_text("user.created").count() == 4
+    owner_context.close()
+
+
+def _viewer_is_refused_every_change(page: Any, live_server: LiveServer, services: Services) -> None:
+    # Nothing to change is shown...
+    assert page.get_by_role("button", name="Invite", exact=True).count() == 0
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    with services.db.read() as conn:
+        owner = next(u for u in accounts.all_users(conn) if u.role == "owner")
+    # ...and what a hand-made request asks is refused by the server all the same.
+    for path, form in (
+        ("/console/users/invite", {"email": "intruder@brand.example", "role": "owner"}),
+        (f"/console/users/{owner.id}/role", {"role": "viewer"}),
+        (f"/console/users/{owner.id}/disable", {}),
+    ):
+        answer = page.request.post(f"{live_server.url}{path}", form={"csrf": csrf, **form})
+        assert answer.status == 403, path
+    with services.db.read() as conn:
+        users = accounts.all_users(conn)
+    assert {u.email for u in users} == {
+        "olivia@brand.example",
+        "marketer@brand.example",
+        "reviewer@brand.example",
+        "viewer@brand.example",
+    }
+    assert next(u for u in users if u.id == owner.id).role == "owner"
+
+
+def test_a_post_without_the_sessions_csrf_token_changes_nothing(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    token = accounts.setup_link_token(services.db, services.clock.now_ms())
+    context = browser.new_context(viewport=DESKTOP)
+    page = _join(context, f"{live_server.url}/console/join?token={token}", "O", "o@brand.example")
+    for csrf in ("", "forged"):
+        answer = page.request.post(
+            f"{live_server.url}/console/users/invite",
+            form={"csrf": csrf, "email": "x@brand.example", "role": "viewer"},
+        )
+        assert answer.status == 403
+    with services.db.read() as conn:
+        assert accounts.pending_invitations(conn, services.clock.now_ms()) == []
+    context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_every_page_in_both_languages_at_both_widths(
+    browser: Any, live_server: LiveServer, services: Services, tmp_path: Path, language: str
+) -> None:
+    folder = screenshots_dir(tmp_path)
+    token = accounts.setup_link_token(services.db, services.clock.now_ms())
+    context = browser.new_context(locale=language, viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/console/join?token={token}")
+    assert page.locator("html").get_attribute("lang") == language
+    page.screenshot(path=folder / f"setup-{language}-desktop.png", full_page=True)
+    page.locator("#f-email").fill("owner@brand.example")
+    page.locator("#f-name").fill("Olivia Owner")
+    page.locator("#f-password").fill(PASSWORD)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/console/$"))
+    expected = {"en": "Users", "fr": "Utilisateurs"}[language]
+    for name in ("overview", "users", "audit", "account"):
+        path = {"overview": "/console/", "users": "/console/users"}.get(name, f"/console/{name}")
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(viewport)
+            answer = page.goto(f"{live_server.url}{path}")
+            assert answer is not None and answer.status == 200, (name, answer)
+            assert page.get_by_role("link", name=expected, exact=True).count() == 1
+            # Nothing wider than the screen at phone width.
+            overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+            assert overflow <= 1, (name, width, overflow)
+            page.screenshot(path=folder / f"{name}-{language}-{width}.png", full_page=True)
+    context.close()
