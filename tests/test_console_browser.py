@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from parcours import accounts
@@ -75,7 +76,24 @@ def test_the_owner_sets_up_and_invites_the_team(
             _viewer_is_refused_every_change(page, live_server, services)
         context.close()
 
+    # A write key for the site, shown once, that the tracking API takes.
+    owner.goto(f"{live_server.url}/console/keys")
+    owner.get_by_label("Name of a write key").fill("site")
+    owner.get_by_role("button", name="Create the key").click()
+    secret = owner.get_by_label("The new key").input_value()
+    assert secret.startswith("pc_write_")
+    tracked = httpx.post(
+        f"{live_server.url}/v1/track",
+        json={"userId": "u1", "event": "Product Viewed", "messageId": "m-console-1"},
+        auth=(secret, ""),
+    )
+    assert tracked.status_code == 200, tracked.text
+    owner.goto(f"{live_server.url}/console/keys")
+    assert owner.get_by_label("The new key").count() == 0  # shown once only
+    assert owner.get_by_role("row", name=re.compile("site")).is_visible()
+
     owner.goto(f"{live_server.url}/console/audit")
+    assert owner.get_by_text("key.created").count() == 1
     assert owner.get_by_text("invitation.created").count() == 3
     assert owner.get_by_text("user.created").count() == 4
     owner_context.close()
@@ -92,6 +110,7 @@ def _viewer_is_refused_every_change(page: Any, live_server: LiveServer, services
         ("/console/users/invite", {"email": "intruder@brand.example", "role": "owner"}),
         (f"/console/users/{owner.id}/role", {"role": "viewer"}),
         (f"/console/users/{owner.id}/disable", {}),
+        ("/console/keys", {"kind": "admin", "user": str(owner.id)}),
     ):
         answer = page.request.post(f"{live_server.url}{path}", form={"csrf": csrf, **form})
         assert answer.status == 403, path

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +38,8 @@ api_keys = Table(
     Column("key_hash", Text, nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # The console's user the key belongs to (None: made by the command line or settings).
+    Column("user_id", BigInteger, nullable=True),
 )
 # An admin key is one person: two live admin keys never share a name, whatever its case.
 Index(
@@ -55,6 +58,7 @@ class ApiKey:
     name: str
     created_at: int
     revoked_at: int | None
+    user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,23 @@ def new_secret(kind: KeyKind) -> str:
     return f"pc_{kind}_{secrets.token_urlsafe(24)}"
 
 
-def create_key(db: Database, kind: KeyKind, name: str, secret: str | None = None) -> str:
+# Run in the transaction of a change, with the key's number: how the console records
+# who changed a key in its audit log, with the change or not at all.
+AlsoInTransaction = Callable[[Connection, int], None]
+
+
+def create_key(
+    db: Database,
+    kind: KeyKind,
+    name: str,
+    secret: str | None = None,
+    *,
+    user_id: int | None = None,
+    also: AlsoInTransaction | None = None,
+) -> str:
     """Store a key and return its secret (shown once; only its hash is kept). An admin
-    key's name is the person who holds it: KeyNameTaken if a live admin key has it."""
+    key's name is the person who holds it: KeyNameTaken if a live admin key has it.
+    `user_id`: the console's user the key belongs to."""
     secret = secret or new_secret(kind)
     name = name.strip()
     if not name:
@@ -89,11 +107,19 @@ def create_key(db: Database, kind: KeyKind, name: str, secret: str | None = None
         with db.write() as conn:
             if kind == "admin":
                 _check_name_free(conn, name)
-            conn.execute(
-                insert(api_keys).values(
-                    kind=kind, name=name, key_hash=hash_key(secret), created_at=_now_ms()
+            key_id = conn.execute(
+                insert(api_keys)
+                .values(
+                    kind=kind,
+                    name=name,
+                    key_hash=hash_key(secret),
+                    created_at=_now_ms(),
+                    user_id=user_id,
                 )
-            )
+                .returning(api_keys.c.id)
+            ).scalar_one()
+            if also is not None:
+                also(conn, int(key_id))
     except IntegrityError:  # another key of that name committed between check and insert
         if kind != "admin":
             raise
@@ -144,20 +170,22 @@ def _check_name_free(conn: Connection, name: str) -> None:
         )
 
 
-def revoke_key(db: Database, key_id: int) -> bool:
+def revoke_key(db: Database, key_id: int, *, also: AlsoInTransaction | None = None) -> bool:
     with db.write() as conn:
         result = conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=_now_ms())
         )
+        if result.rowcount and also is not None:
+            also(conn, key_id)
         return bool(result.rowcount)
 
 
 def list_keys(db: Database) -> list[ApiKey]:
     with db.read() as conn:
         rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
-    return [ApiKey(r.id, r.kind, r.name, r.created_at, r.revoked_at) for r in rows]
+    return [ApiKey(r.id, r.kind, r.name, r.created_at, r.revoked_at, r.user_id) for r in rows]
 
 
 class KeyChecker:

@@ -6,7 +6,7 @@ Create Date: 2026-12-06 12:40:00.000000
 
 The people who use the console and what they do in it (docs/console.md): users with a
 role, invitations (the owner's setup link is one), console sessions, the login attempts
-the rate limit counts, and the audit log.
+the rate limit counts, the audit log; and the user each API key belongs to.
 """
 
 from __future__ import annotations
@@ -90,9 +90,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_entries")),
     )
     op.create_index("ix_audit_entries_at", "audit_entries", ["at"], unique=False)
+    # ADD COLUMN, not a batch (which would rebuild the table on SQLite and lose its index
+    # on lower(name), which SQLite cannot reflect).
+    op.add_column("api_keys", sa.Column("user_id", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("api_keys", "user_id")
     op.drop_index("ix_audit_entries_at", table_name="audit_entries")
     op.drop_table("audit_entries")
     op.drop_index("ix_login_attempts_client", table_name="login_attempts")
