@@ -91,6 +91,11 @@ def test_the_owner_sets_up_and_invites_the_team(
     owner.goto(f"{live_server.url}/console/keys")
     assert owner.get_by_label("The new key").count() == 0  # shown once only
     assert owner.get_by_role("row", name=re.compile("site")).is_visible()
+    # The overview counts it (the hour's counts follow the log: docs/console.md).
+    owner.goto(f"{live_server.url}/console/")
+    today = owner.locator("section", has=owner.get_by_role("heading", name="Today"))
+    events = today.locator(".figure", has_text="Events").locator(".value")
+    assert events.inner_text() == "1"
 
     owner.goto(f"{live_server.url}/console/audit")
     assert owner.get_by_text("key.created").count() == 1

@@ -142,6 +142,8 @@ def _console_parts(services: Services) -> ConsoleParts:
         brand=settings.brand_name,
         timezone=settings.brand_timezone,
         brand_locale=settings.brand_locale,
+        queues=tuple(services.worker.queues),
+        stale_ms=settings.worker_stale_seconds * 1000,
     )
 
 

@@ -12,6 +12,7 @@ from parcours.runtime.db import metadata
 def load_all_tables() -> MetaData:
     """Import each module's tables so that they are registered on the metadata."""
     import parcours.accounts.tables
+    import parcours.analytics.tables
     import parcours.customers.tables
     import parcours.ingest.tables
     import parcours.journeys.tables

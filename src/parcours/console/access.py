@@ -40,6 +40,8 @@ class ConsoleParts:
     brand: str
     timezone: str
     brand_locale: str
+    queues: tuple[str, ...] = ()  # the worker's queues, for the overview's health
+    stale_ms: int = 30_000  # a worker's heartbeat older than this is stale
 
 
 class SignInNeeded(Exception):

@@ -5,11 +5,11 @@ numbers, and the headers every page carries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from litestar import Response
@@ -57,6 +57,9 @@ class Viewer:
         return format_datetime(
             moment, format="medium", tzinfo=ZoneInfo(self.timezone), locale=self.locale
         )
+
+    def day(self, value: date) -> str:
+        return format_date(value, format="medium", locale=self.locale)
 
     def number(self, value: float) -> str:
         return str(format_decimal(value, locale=self.locale))

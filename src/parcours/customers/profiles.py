@@ -673,3 +673,19 @@ def count_customers(conn: Connection) -> int:
             .where(and_(customers.c.merged_into.is_(None), customers.c.erased_at.is_(None)))
         ).scalar_one()
     )
+
+
+def new_since(conn: Connection, since_ms: int) -> int:
+    """How many customers Parcours first saw at or after `since_ms` (merged away and erased
+    ones left out)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(customers)
+            .where(
+                customers.c.created_at >= since_ms,
+                customers.c.merged_into.is_(None),
+                customers.c.erased_at.is_(None),
+            )
+        ).scalar_one()
+    )

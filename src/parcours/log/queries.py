@@ -303,3 +303,35 @@ __all__ = [
     "own_decisions",
     "page_of",
 ]
+
+
+class LoggedEvent(NamedTuple):
+    """What a count of the log needs of an event: its place, name and time, its body."""
+
+    seq: int
+    type: str
+    name: str | None
+    occurred_at: int
+    payload: str
+
+
+def committed_seq(conn: Connection) -> int:
+    """The highest `seq` below which every event is committed, as of now: on PostgreSQL a
+    transaction may take a `seq` and commit after a later one, so the table is locked
+    against new appends for an instant (SHARE: waits for the appends in flight, blocks new
+    ones until this transaction ends; call it in a transaction of its own). SQLite has one
+    writer at a time: its last `seq` is it."""
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql("LOCK TABLE events IN SHARE MODE")
+    return last_seq(conn)
+
+
+def logged_between(conn: Connection, after: int, upto: int, limit: int) -> list[LoggedEvent]:
+    """The events with `after` < seq <= `upto`, in order, at most `limit`."""
+    rows = conn.execute(
+        select(events.c.seq, events.c.type, events.c.name, events.c.occurred_at, events.c.payload)
+        .where(events.c.seq > after, events.c.seq <= upto)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return [LoggedEvent(*row) for row in rows]

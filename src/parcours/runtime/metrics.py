@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,11 +19,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
-from parcours.runtime.heartbeats import worker_counts
+from parcours.runtime.heartbeats import WorkerCounts, worker_counts
 from parcours.runtime.queue import jobs
 
 # Latency buckets, in seconds, for requests and ingestion alike.
@@ -35,6 +36,46 @@ def metrics_allowed(token: str, authorization: str) -> bool:
     if not token or scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    queue: str
+    due: int  # jobs to run now
+    failed: int  # jobs failed for good
+    oldest_due_seconds: float  # how long the oldest due job has waited (0: none due)
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """How the background work stands, the same whichever process asks: per queue, and
+    the workers whose heartbeat is fresh or stale (/metrics, the console's overview)."""
+
+    queues: list[QueueFigures]
+    workers: WorkerCounts
+
+
+def queue_health(conn: Connection, queues: Iterable[str], now: int, stale_ms: int) -> QueueHealth:
+    figures: list[QueueFigures] = []
+    for queue in queues:
+        # Index lookups on (state, queue, run_at, id): the first due time, then the range
+        # of due jobs only. Jobs scheduled for later are not counted: a million waiting
+        # timers took 0.7 s to count at each scrape (measured).
+        available = (jobs.c.state == "available") & (jobs.c.queue == queue)
+        first = conn.execute(select(func.min(jobs.c.run_at)).where(available)).scalar()
+        due, late = 0, 0.0
+        if first is not None and first <= now:
+            due = conn.execute(
+                select(func.count()).select_from(jobs).where(available, jobs.c.run_at <= now)
+            ).scalar_one()
+            late = (now - first) / 1000 if due else 0.0
+        failed = conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(jobs.c.state == "failed", jobs.c.queue == queue)
+        ).scalar_one()
+        figures.append(QueueFigures(queue, int(due), int(failed), late))
+    return QueueHealth(figures, worker_counts(conn, now, stale_ms))
 
 
 class DatabaseFigures(Collector):
@@ -63,34 +104,14 @@ class DatabaseFigures(Collector):
             "Worker loops whose heartbeat is fresh (within worker_stale_seconds) or stale",
             labels=["state"],
         )
-        now = self.clock.now_ms()
         with self.db.read() as conn:
-            for queue in self.queues:
-                # Index lookups on (state, queue, run_at, id): the first due time, then the
-                # range of due jobs only. Jobs scheduled for later are not counted: a
-                # million waiting timers took 0.7 s to count at each scrape (measured).
-                available = (jobs.c.state == "available") & (jobs.c.queue == queue)
-                first = conn.execute(select(func.min(jobs.c.run_at)).where(available)).scalar()
-                due, late = 0, 0.0
-                if first is not None and first <= now:
-                    due = conn.execute(
-                        select(func.count())
-                        .select_from(jobs)
-                        .where(available, jobs.c.run_at <= now)
-                    ).scalar_one()
-                    late = (now - first) / 1000 if due else 0.0
-                failed = conn.execute(
-                    select(func.count())
-                    .select_from(jobs)
-                    .where(jobs.c.state == "failed", jobs.c.queue == queue)
-                ).scalar_one()
-                queued.add_metric([queue, "due"], due)
-                queued.add_metric([queue, "failed"], failed)
-                oldest.add_metric([queue], late)
-
-            counts = worker_counts(conn, now, self.stale_ms)
-        workers.add_metric(["fresh"], counts.fresh)
-        workers.add_metric(["stale"], counts.stale)
+            health = queue_health(conn, self.queues, self.clock.now_ms(), self.stale_ms)
+        for figures in health.queues:
+            queued.add_metric([figures.queue, "due"], figures.due)
+            queued.add_metric([figures.queue, "failed"], figures.failed)
+            oldest.add_metric([figures.queue], figures.oldest_due_seconds)
+        workers.add_metric(["fresh"], health.workers.fresh)
+        workers.add_metric(["stale"], health.workers.stale)
         yield from (queued, oldest, workers)
 
 

@@ -1,0 +1,164 @@
+"""Counts of the log by hour: how many events of each name, per channel, per reason for a
+held message, and the revenue of orders per currency. Read by the console's overview in a
+few hundred rows whatever the size of the log (docs/console.md, "The overview's figures").
+
+The counts follow the log from behind: `catch_up` reads the events appended since it last
+ran, in order of `seq`, up to the point below which every append is committed, and adds
+them to the hourly rows in the same transaction that moves its position. Nothing on the
+append's path changes; a reader sees the counts as of its last catch-up.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from parcours.analytics.tables import analytics_positions, event_counts
+from parcours.customers import CONSENT_EVENT, order_total
+from parcours.log import queries
+from parcours.runtime.db import Database
+
+HOUR_MS = 3_600_000
+POSITION = "event_counts"
+CHUNK = 10_000
+ORDER_EVENTS = frozenset({"Order Completed"})
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True)
+class HourCount:
+    hour: int  # hours since the epoch, UTC
+    name: str
+    channel: str
+    detail: str
+    currency: str
+    count: int
+    amount: Decimal
+
+
+def _key(event: queries.LoggedEvent) -> tuple[str, str, str, str, Decimal]:
+    name = event.name or event.type
+    channel = detail = currency = ""
+    amount = Decimal(0)
+    if name.startswith("Message ") or name in ORDER_EVENTS or name == CONSENT_EVENT:
+        try:
+            document = _decode(event.payload)
+        except msgspec.DecodeError:
+            document = {}
+        properties: Any = document.get("properties") if isinstance(document, dict) else None
+        if isinstance(properties, dict):
+            if name.startswith("Message "):
+                channel = str(properties.get("channel") or "")[:40]
+                if name == "Message Held":
+                    detail = str(properties.get("reason") or "")[:200]
+            elif name == CONSENT_EVENT:  # purpose:status, such as marketing:withdrawn
+                channel = str(properties.get("channel") or "")[:40]
+                detail = f"{properties.get('purpose')}:{properties.get('status')}"[:80]
+            else:
+                currency = str(properties.get("currency") or "").upper()[:8]
+                amount = order_total(properties)
+    return name[:200], channel, detail, currency, amount
+
+
+def catch_up(db: Database, *, limit: int = 1_000_000) -> int:
+    """Count the events appended since the last catch-up (at most `limit` of them);
+    how many were counted. Two catching up at once count each event once."""
+    with db.write() as conn:
+        upto = queries.committed_seq(conn)
+    counted = 0
+    while counted < limit:
+        with db.write() as conn:
+            after = _position(conn)
+            batch = queries.logged_between(conn, after, upto, min(CHUNK, limit - counted))
+            if not batch:
+                return counted
+            _add(conn, batch)
+            conn.execute(
+                update(analytics_positions)
+                .where(analytics_positions.c.name == POSITION)
+                .values(seq=batch[-1].seq)
+            )
+        counted += len(batch)
+    return counted
+
+
+def _position(conn: Connection) -> int:
+    """Where the counts stand, the row locked so that a second catch-up waits (SQLite:
+    the write transaction already serialises them)."""
+    statement = select(analytics_positions.c.seq).where(analytics_positions.c.name == POSITION)
+    if conn.dialect.name != "sqlite":
+        statement = statement.with_for_update()
+    found = conn.execute(statement).scalar()
+    if found is None:
+        conn.execute(insert(analytics_positions).values(name=POSITION, seq=0))
+        return 0
+    return int(found)
+
+
+def _add(conn: Connection, batch: Iterable[queries.LoggedEvent]) -> None:
+    totals: dict[tuple[int, str, str, str, str], list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+    for event in batch:
+        name, channel, detail, currency, amount = _key(event)
+        total = totals[(event.occurred_at // HOUR_MS, name, channel, detail, currency)]
+        total[0] += 1
+        total[1] += amount
+    rows = [
+        {
+            "hour": hour,
+            "name": name,
+            "channel": channel,
+            "detail": detail,
+            "currency": currency,
+            "count": count,
+            "amount_e4": int(amount * 10_000),
+        }
+        for (hour, name, channel, detail, currency), (count, amount) in sorted(totals.items())
+    ]
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = dialect_insert(event_counts)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["hour", "name", "channel", "detail", "currency"],
+            set_={
+                "count": event_counts.c.count + statement.excluded.count,
+                "amount_e4": event_counts.c.amount_e4 + statement.excluded.amount_e4,
+            },
+        ),
+        rows,
+    )
+
+
+def hourly(conn: Connection, since_ms: int, until_ms: int) -> list[HourCount]:
+    """The hourly counts of the hours from that of `since_ms` to that of `until_ms`."""
+    c = event_counts.c
+    rows = conn.execute(
+        select(
+            c.hour, c.name, c.channel, c.detail, c.currency, c.count.label("events"), c.amount_e4
+        ).where(c.hour >= since_ms // HOUR_MS, c.hour <= until_ms // HOUR_MS)
+    )
+    return [
+        HourCount(
+            row.hour,
+            row.name,
+            row.channel,
+            row.detail,
+            row.currency,
+            int(row.events),
+            Decimal(int(row.amount_e4)) / 10_000,
+        )
+        for row in rows
+    ]
+
+
+def local_day(hour: int, timezone: str) -> date:
+    """The day, in `timezone`, of an hour counted since the epoch."""
+    return datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(ZoneInfo(timezone)).date()

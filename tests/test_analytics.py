@@ -1,0 +1,93 @@
+"""The log counted by hour (parcours.analytics): what the console's overview reads. Counts
+follow the log from behind, each event once, whoever catches up and however often."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+from parcours import analytics
+from parcours.services import Services
+from tests.conftest import START, make_event
+
+HOUR = 3_600_000
+
+
+def _totals(services: Services) -> dict[tuple[str, str, str, str], tuple[int, Decimal]]:
+    with services.db.read() as conn:
+        counts = analytics.hourly(conn, START - 48 * HOUR, START + 48 * HOUR)
+    found: dict[tuple[str, str, str, str], tuple[int, Decimal]] = {}
+    for c in counts:
+        key = (c.name, c.channel, c.detail, c.currency)
+        count, amount = found.get(key, (0, Decimal(0)))
+        found[key] = (count + c.count, amount + c.amount)
+    return found
+
+
+def test_events_are_counted_by_name_channel_reason_and_currency(services: Services) -> None:
+    events = [
+        make_event(userId="a", event="Product Viewed", at=START),
+        make_event(userId="a", event="Product Viewed", at=START + 10),
+        make_event(userId="b", type="identify", traits={"email": "b@example.com"}, at=START),
+        make_event(
+            userId="a",
+            event="Order Completed",
+            at=START,
+            properties={"order_id": "o1", "total": "19.99", "currency": "eur"},
+        ),
+        make_event(
+            userId="b",
+            event="Order Completed",
+            at=START,
+            properties={"order_id": "o2", "revenue": 5.01, "currency": "EUR"},
+        ),
+        make_event(
+            userId="a",
+            event="Message Held",
+            at=START,
+            properties={"channel": "sms", "reason": "quiet hours"},
+        ),
+        make_event(
+            userId="a",
+            event="Consent Updated",
+            at=START,
+            properties={"channel": "email", "purpose": "marketing", "status": "withdrawn"},
+        ),
+    ]
+    services.writer.append_sync(events)
+    assert analytics.catch_up(services.db) == 7
+    assert analytics.catch_up(services.db) == 0  # each event once
+    assert _totals(services) == {
+        ("Product Viewed", "", "", ""): (2, Decimal(0)),
+        ("identify", "", "", ""): (1, Decimal(0)),
+        ("Order Completed", "", "", "EUR"): (2, Decimal("25.00")),
+        ("Message Held", "sms", "quiet hours", ""): (1, Decimal(0)),
+        ("Consent Updated", "email", "marketing:withdrawn", ""): (1, Decimal(0)),
+    }
+
+
+def test_catching_up_in_chunks_and_from_two_threads_counts_each_event_once(
+    services: Services,
+) -> None:
+    services.writer.append_sync(
+        [make_event(userId=f"u{i}", event="Page Viewed", at=START + i) for i in range(120)]
+    )
+    assert analytics.catch_up(services.db, limit=50) == 50
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(analytics.catch_up(services.db)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [0, 70]
+    assert _totals(services)[("Page Viewed", "", "", "")] == (120, Decimal(0))
+
+
+def test_hours_fall_on_the_brand_s_local_day() -> None:
+    # 23:30 UTC on 31 March 2026 is already 1 April in Paris (UTC+2 in summer time).
+    hour = 1_775_000_000_000 // HOUR
+    assert analytics.local_day(hour, "UTC").isoformat() == "2026-03-31"
+    assert analytics.local_day(hour, "Europe/Paris").isoformat() == "2026-04-01"
