@@ -23,8 +23,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
+    """A Chromium of the test's own: Playwright's sync API keeps an event loop running in
+    this thread while it lives, which any later `asyncio.run` of another test would meet
+    (a browser for the whole session broke them)."""
     path = chromium_path()
     if path is None:
         reason = "no Chromium: install Debian's `chromium` package (apt-get install chromium)"

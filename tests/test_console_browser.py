@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from parcours import accounts
+from parcours.journeys import LifecycleError, versions
 from parcours.services import Services
 from tests.browser import DESKTOP, PHONE, browser, screenshots_dir
 from tests.conftest import LiveServer
@@ -70,8 +71,8 @@ def test_the_owner_sets_up_and_invites_the_team(
         context = browser.new_context(locale="en-GB", viewport=PHONE)
         page = _join(context, link, f"{role.title()} Person")
         page.goto(f"{live_server.url}/console/users")
-        row = page.get_by_role("row", name=re.compile(f"{role}@brand.example"))
-        assert row.get_by_role("cell", name=role.title(), exact=True).is_visible()
+        row = page.get_by_role("row", name=re.compile(rf"\b{role}@brand\.example"))
+        assert row.locator("td[data-label=Role]").inner_text() == role.title()
         if role == "viewer":
             _viewer_is_refused_every_change(page, live_server, services)
         context.close()
@@ -176,3 +177,124 @@ def test_every_page_in_both_languages_at_both_widths(
             assert overflow <= 1, (name, width, overflow)
             page.screenshot(path=folder / f"{name}-{language}-{width}.png", full_page=True)
     context.close()
+
+
+def _sign_in(browser: Any, live_server: LiveServer, email: str) -> Any:
+    context = browser.new_context(locale="en-GB", viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/console/login")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/console/$"))
+    return page
+
+
+def test_a_journey_is_built_by_one_person_and_approved_by_another(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    db, now = services.db, services.clock.now_ms()
+    token = accounts.setup_link_token(db, now)
+    assert token is not None
+    owner = accounts.accept_invitation(
+        db, token, email="owner@brand.example", name="Owner", password=PASSWORD, now=now
+    )
+    for role in ("marketer", "reviewer"):
+        _, link = accounts.invite(db, owner, email=f"{role}@brand.example", role=role, now=now)
+        accounts.accept_invitation(db, link, email="", name=role, password=PASSWORD, now=now)
+
+    marketer = _sign_in(browser, live_server, "marketer@brand.example")
+    marketer.get_by_role("link", name="Journeys").click()
+    marketer.get_by_role("link", name="Start from this one Abandoned cart").click()
+    editor = marketer.get_by_label("The journey, in YAML")
+    assert "id: abandoned-cart" in editor.input_value()
+    # Checked as one types: a mistake is shown with its line, then its correction.
+    editor.fill(editor.input_value().replace("steps:", "stepz:", 1))
+    marketer.locator("#problems ul.problems").wait_for()
+    assert "line" in marketer.locator("#problems").inner_text()
+    editor.fill(editor.input_value().replace("stepz:", "steps:", 1))
+    marketer.get_by_text("No problem found.").wait_for()
+    marketer.get_by_role("button", name="Save as a new draft").click()
+    marketer.wait_for_url(re.compile(r".*/console/journeys/abandoned-cart$"))
+    marketer.get_by_role("button", name="Submit for review").click()
+    marketer.get_by_text("in review").first.wait_for()
+    # The marketer cannot approve: no button, and the server refuses the request.
+    assert marketer.get_by_role("button", name="Approve").count() == 0
+    csrf = marketer.locator("input[name=csrf]").first.input_value()
+    refused = marketer.request.post(
+        f"{live_server.url}/console/journeys/abandoned-cart/versions/1/approve",
+        form={"csrf": csrf},
+    )
+    assert refused.status == 403
+
+    reviewer = _sign_in(browser, live_server, "reviewer@brand.example")
+    reviewer.goto(f"{live_server.url}/console/journeys/abandoned-cart")
+    reviewer.get_by_role("button", name="Approve").click()
+    reviewer.get_by_role("button", name="Go live").click()
+    reviewer.get_by_text("live", exact=True).first.wait_for()
+    with db.read() as conn:
+        review = versions.version_view(conn, "abandoned-cart", 1)
+    assert (review.status, review.edited_by, review.submitted_by, review.approved_by) == (
+        "live",
+        "marketer@brand.example",
+        "marketer@brand.example",
+        "reviewer@brand.example",
+    )
+    assert review.approved_diff is not None and "+id: abandoned-cart" in review.approved_diff
+
+    reviewer.goto(f"{live_server.url}/console/audit?action=journey.")
+    log = reviewer.locator("tbody").inner_text()
+    for action in ("journey.draft_saved", "journey.submit", "journey.approve", "journey.go_live"):
+        assert action in log
+
+
+def test_a_reviewer_who_submitted_a_version_cannot_approve_it(services: Services) -> None:
+    """The domain refuses it, whatever the way in (the console checks first, in words)."""
+    from parcours.journeys import ready_made_source
+
+    db, now = services.db, services.clock.now_ms()
+    source = ready_made_source("abandoned-cart")
+    assert source is not None
+    saved = versions.save_draft(db, source, "mia@brand.example", now)
+    versions.change_status(db, saved.journey_id, 1, "submit", "rob@brand.example", now)
+    with pytest.raises(LifecycleError, match="submitted version 1"):
+        versions.change_status(db, saved.journey_id, 1, "approve", "ROB@brand.example", now)
+    approved = versions.change_status(db, saved.journey_id, 1, "approve", "ana@brand.example", now)
+    assert approved.approved_by == "ana@brand.example"
+
+
+def test_an_admin_key_of_a_user_acts_with_that_users_role(client: Any, services: Services) -> None:
+    """Through the admin API, a key made in the console for a user approves only if the
+    user's role allows it: approvals are people's, not keys'."""
+    from parcours.journeys import ready_made_source
+    from parcours.runtime.keys import create_key
+
+    db, now = services.db, services.clock.now_ms()
+    token = accounts.setup_link_token(db, now)
+    assert token is not None
+    owner = accounts.accept_invitation(
+        db, token, email="owner@brand.example", name="Owner", password=PASSWORD, now=now
+    )
+    keys = {}
+    for role in ("marketer", "viewer", "reviewer"):
+        _, link = accounts.invite(db, owner, email=f"{role}@brand.example", role=role, now=now)
+        user = accounts.accept_invitation(db, link, email="", name=role, password=PASSWORD, now=now)
+        keys[role] = create_key(db, "admin", user.email, user_id=user.id)
+    source = ready_made_source("abandoned-cart")
+    assert source is not None
+
+    def call(role: str, method: str, path: str, body: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {keys[role]}", "Content-Type": "application/yaml"}
+        return client.request(method, path, headers=headers, content=body)
+
+    assert call("viewer", "POST", "/api/journeys", source).status_code == 403
+    assert call("marketer", "POST", "/api/journeys", source).status_code == 201
+    submit = "/api/journeys/abandoned-cart/versions/1/submit"
+    assert call("marketer", "POST", submit).status_code == 200
+    approve = "/api/journeys/abandoned-cart/versions/1/approve"
+    refused = call("marketer", "POST", approve)
+    assert refused.status_code == 403 and "journeys.approve" in refused.json()["message"]
+    approved = call("reviewer", "POST", approve)
+    assert (
+        approved.status_code == 200 and approved.json()["approved_by"] == "reviewer@brand.example"
+    )

@@ -34,6 +34,7 @@ DOMAINS = (
     "loyalty",
     "journeys",
     "accounts",
+    "analytics",
 )
 # The schema module assembles every package's tables; the benchmarks measure internals.
 FACE_EXEMPT = ("schema", "bench")

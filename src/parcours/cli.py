@@ -269,7 +269,8 @@ def _serve(settings: Settings, *, demo: bool) -> None:
             _tell(f"Seeded the demo data set: {created} events.")
     _tell(
         f"Parcours on http://{settings.host}:{settings.port} "
-        f"({services.db.dialect}, data in {settings.data_dir})"
+        f"({services.db.dialect}, data in {settings.data_dir}); "
+        f"the console at http://{settings.host}:{settings.port}/console/"
     )
     inbound = services.start_inbound_email()
     if inbound:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from parcours.services import Services
 
 _encode = msgspec.json.Encoder().encode
-TEMPLATES_DIR = Path(__file__).parent / "journeys" / "templates"
 
 _PRODUCTS = [
     {"product_id": "sku-trench", "name": "Trench coat", "price": 189.0, "quantity": 1},
@@ -138,6 +136,7 @@ def seed(services: Services) -> int:
     """Put the demo journeys live (once), then append the demo events (deduplicated by
     messageId, so a second run adds nothing): Camille's recent order gets its
     confirmation, in French, in the sandbox outbox (GET /api/outbox)."""
+    from parcours.journeys import ready_made_source as journeys_ready_made
     from parcours.journeys import versions as journeys
 
     now = services.clock.now_ms()
@@ -145,7 +144,8 @@ def seed(services: Services) -> int:
         present = {version.journey_id for version in journeys.versions(conn)}
     for name in DEMO_JOURNEYS:
         if name not in present:
-            source = (TEMPLATES_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+            source = journeys_ready_made(name)
+            assert source is not None, name
             journeys.publish(services.db, source, "demo", "demo reviewer", now)
     events: list[Event] = []
     for number, item in enumerate(_script(now)):

@@ -17,6 +17,7 @@ from parcours.console.access import (
     refused_page,
     sign_in_redirect,
 )
+from parcours.console.journeys_pages import journeys_routes
 from parcours.console.keys_pages import keys_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
@@ -44,6 +45,7 @@ def console_router() -> Router:
             *sign_in_routes(),
             *people_routes(),
             *keys_routes(),
+            *journeys_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal
+from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from litestar import Response
 
@@ -23,6 +24,7 @@ _ENV = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.do"],
 )
 # No script, style or frame from anywhere else; no inline script (htmx is told not to
 # add its own style: base.html).
@@ -60,6 +62,12 @@ class Viewer:
 
     def day(self, value: date) -> str:
         return format_date(value, format="medium", locale=self.locale)
+
+    def money(self, amount: Decimal, currency: str) -> str:
+        try:
+            return str(format_currency(amount, currency, locale=self.locale))
+        except (ValueError, KeyError):  # not a currency Babel knows
+            return f"{self.number(float(amount))} {currency}"
 
     def number(self, value: float) -> str:
         return str(format_decimal(value, locale=self.locale))

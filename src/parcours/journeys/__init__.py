@@ -6,6 +6,7 @@ entries, the simulator and outbound webhooks. Other packages use only what this 
 from parcours.journeys import people, versions, webhooks
 from parcours.journeys.definition import JourneyError, journey_schema
 from parcours.journeys.engine import QUEUE, JourneyEngine
+from parcours.journeys.ready_made import ReadyMade, ready_made, ready_made_source
 from parcours.journeys.simulator import (
     MAX_DAYS,
     OpenScratch,
@@ -27,6 +28,7 @@ __all__ = [
     "LifecycleError",
     "NotReady",
     "OpenScratch",
+    "ReadyMade",
     "ScriptError",
     "TimelineItem",
     "UnknownJourney",
@@ -35,6 +37,8 @@ __all__ = [
     "journey_schema",
     "load_script",
     "people",
+    "ready_made",
+    "ready_made_source",
     "simulate",
     "timeline_item",
     "validate",

@@ -22,6 +22,11 @@ journey_versions = Table(
     Column("approved_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Who submitted it for review (never its approver), and what the approver approved:
+    # the difference from the version live when they approved it (a unified diff).
+    Column("submitted_by", Text, nullable=True),
+    Column("submitted_at", BigInteger, nullable=True),
+    Column("approved_diff", Text, nullable=True),
     UniqueConstraint("journey_id", "version", name="uq_journey_versions_version"),
 )
 

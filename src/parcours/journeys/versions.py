@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,8 +59,19 @@ class Version:
     approved_by: str | None
 
 
+# Run in the transaction of a draft saved or a lifecycle change, with the version as it
+# is after it: how the console writes its audit entry with the change or not at all.
+AlsoInTransaction = Callable[[Connection, "Version"], None]
+
+
 def save_draft(
-    db: Database, source: str, editor: str, now: int, *, editor_key: int | None = None
+    db: Database,
+    source: str,
+    editor: str,
+    now: int,
+    *,
+    editor_key: int | None = None,
+    also: AlsoInTransaction | None = None,
 ) -> Version:
     """Check the YAML and store it as the next version of its journey, a draft, edited by
     this person (with the admin key they used, through the API).
@@ -86,7 +98,10 @@ def save_draft(
                 updated_at=now,
             )
         )
-    return Version(journey.id, version, "draft", editor, None)
+        saved = Version(journey.id, version, "draft", editor, None)
+        if also is not None:
+            also(conn, saved)
+    return saved
 
 
 _MOVES = {
@@ -107,11 +122,13 @@ def change_status(
     now: int,
     *,
     key: int | None = None,
+    also: AlsoInTransaction | None = None,
 ) -> Version:
     """submit, approve, go_live, pause, archive, by this person (with this admin key).
 
-    Approval is by another person than the last editor: another name, and, when both
-    acted through the API, another admin key."""
+    Approval is by another person than the one who edited the version last and the one
+    who submitted it: another name, and, when both acted through the API, another admin
+    key. The approval records what was approved: the difference from the live version."""
     allowed_from, target = _MOVES[move]
     with db.write() as conn:
         row = conn.execute(
@@ -128,13 +145,26 @@ def change_status(
                 f"{row.status} (allowed from {', '.join(sorted(allowed_from))})"
             )
         values: dict[str, Any] = {"status": target, "updated_at": now}
+        if move == "submit":
+            values |= {"submitted_by": user, "submitted_at": now}
         if move == "approve":
             same_key = key is not None and key == row.edited_by_key
-            if same_key or user.strip().casefold() == row.edited_by.strip().casefold():
+            person = user.strip().casefold()
+            if same_key or person == row.edited_by.strip().casefold():
                 raise LifecycleError(
                     f"{row.edited_by} edited version {version} last; another person must approve it"
                 )
-            values |= {"approved_by": user, "approved_by_key": key, "approved_at": now}
+            if row.submitted_by and person == row.submitted_by.strip().casefold():
+                raise LifecycleError(
+                    f"{row.submitted_by} submitted version {version}; another person must "
+                    "approve it"
+                )
+            values |= {
+                "approved_by": user,
+                "approved_by_key": key,
+                "approved_at": now,
+                "approved_diff": _difference(conn, journey_id, version, row.source),
+            }
         if move in ("submit", "go_live"):  # and again at go-live: templates may change
             check_templates(conn, row.source)
         if move == "go_live":
@@ -160,9 +190,35 @@ def change_status(
             update(journey_versions).where(journey_versions.c.id == row.id).values(**values)
         )
         _announce(conn, journey_id, version, row.status, target, now)
-        return Version(
+        changed = Version(
             journey_id, version, target, row.edited_by, values.get("approved_by", row.approved_by)
         )
+        if also is not None:
+            also(conn, changed)
+        return changed
+
+
+def _difference(conn: Connection, journey_id: str, version: int, source: str) -> str:
+    """The unified diff from the version live (or paused) now to this one's YAML; against
+    nothing for a journey's first version."""
+    live = conn.execute(
+        select(journey_versions.c.version, journey_versions.c.source)
+        .where(
+            journey_versions.c.journey_id == journey_id,
+            journey_versions.c.status.in_(("live", "paused")),
+        )
+        .order_by(journey_versions.c.version.desc())
+        .limit(1)
+    ).first()
+    before, label = (live.source, f"{journey_id} v{live.version}") if live else ("", "nothing")
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            source.splitlines(keepends=True),
+            fromfile=label,
+            tofile=f"{journey_id} v{version}",
+        )
+    )
 
 
 TemplateLookup = Callable[[str], templates.MessageTemplate | None]
@@ -554,6 +610,8 @@ class VersionReview(msgspec.Struct, frozen=True):
     approved_at: str | None
     created_at: str
     updated_at: str
+    submitted_by: str | None
+    submitted_at: str | None
 
 
 class VersionWithSource(VersionReview, frozen=True):
@@ -585,7 +643,10 @@ class VersionView(msgspec.Struct, frozen=True):
     approved_at: str | None
     created_at: str
     updated_at: str
+    submitted_by: str | None
+    submitted_at: str | None
     source: str
+    approved_diff: str | None  # what the approver approved: the diff from the live version
 
 
 def _review(row: Any) -> VersionReview:
@@ -599,6 +660,8 @@ def _review(row: Any) -> VersionReview:
         approved_at=iso(row.approved_at),
         created_at=_time(row.created_at),
         updated_at=_time(row.updated_at),
+        submitted_by=row.submitted_by,
+        submitted_at=iso(row.submitted_at),
     )
 
 
@@ -635,7 +698,9 @@ def version_view(conn: Connection, journey_id: str, version: int) -> VersionView
     for row in rows:
         if row.version == version:
             review = msgspec.structs.asdict(_review(row))
-            return VersionView(journey_id=journey_id, **review, source=row.source)
+            return VersionView(
+                journey_id=journey_id, **review, source=row.source, approved_diff=row.approved_diff
+            )
     raise LookupError(
         f"journey {journey_id!r} has no version {version} (it has 1 to {rows[-1].version})"
     )

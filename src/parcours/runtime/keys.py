@@ -64,10 +64,11 @@ class ApiKey:
 @dataclass(frozen=True)
 class KeyHolder:
     """Who acts with a key: the key's number and its name (for an admin key, the person
-    who holds it, unique among live admin keys)."""
+    who holds it, unique among live admin keys), and the console's user it belongs to."""
 
     key_id: int
     name: str
+    user_id: int | None = None
 
 
 class KeyNameTaken(ValueError):
@@ -212,14 +213,14 @@ class KeyChecker:
         if cached is None or now - cached[2] > self._ttl:
             with self._db.read() as conn:
                 row = conn.execute(
-                    select(api_keys.c.id, api_keys.c.kind, api_keys.c.name).where(
-                        api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
-                    )
+                    select(
+                        api_keys.c.id, api_keys.c.kind, api_keys.c.name, api_keys.c.user_id
+                    ).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
                 ).first()
             if row is None:
                 cached = (None, None, now)
             else:
-                cached = (row.kind, KeyHolder(int(row.id), row.name), now)
+                cached = (row.kind, KeyHolder(int(row.id), row.name, row.user_id), now)
             with self._lock:
                 if len(self._known) > 10_000:
                     self._known.clear()

@@ -12,6 +12,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, RawBody
 
+from parcours import accounts
+from parcours.accounts import Permission
 from parcours.customers import profiles as customers
 from parcours.http import (
     HttpError,
@@ -104,10 +106,33 @@ async def create_draft(
 ) -> DraftSaved:
     """The body is the journey's YAML; it becomes the next version, a draft."""
     source = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
+    await asyncio.to_thread(_check_role, db, admin, "journeys.edit")
     version = await asyncio.to_thread(
         journeys.save_draft, db, source, admin.name, clock.now_ms(), editor_key=admin.key_id
     )
     return DraftSaved(version.journey_id, version.version, version.status)
+
+
+# What each lifecycle move needs of the user an admin key belongs to (docs/console.md);
+# an admin key made at the command line belongs to no user and keeps its name's rights.
+MOVE_PERMISSIONS: dict[str, Permission] = {
+    "submit": "journeys.edit",
+    "approve": "journeys.approve",
+    "go_live": "journeys.operate",
+    "pause": "journeys.operate",
+    "archive": "journeys.operate",
+}
+
+
+def _check_role(db: Database, admin: KeyHolder, permission: Permission) -> None:
+    if admin.user_id is None:
+        return
+    with db.read() as conn:
+        user = accounts.user_by_id(conn, admin.user_id)
+    if user is None or not user.may(permission):
+        raise HttpError(
+            403, f"this admin key's user may not do this ({permission} is not in their role)"
+        )
 
 
 _JOURNEY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,199}")
@@ -186,6 +211,7 @@ def change_status(
         raise HttpError(
             404, f"unknown action {move!r}: submit, approve, go_live, pause or archive", "move"
         )
+    _check_role(db, admin, MOVE_PERMISSIONS[move])
     changed = journeys.change_status(
         db, journey_id, version, move, admin.name, clock.now_ms(), key=admin.key_id
     )
