@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, text
 
+from parcours.bench.latency import LatencyProxy, latency_added
+
 WRITE_KEY = "bench-write-key"
 ADMIN_KEY = "bench-admin-key"
 
@@ -73,6 +75,20 @@ def scratch_database(postgres_url: str | None) -> Iterator[tuple[str, Path]]:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def measured_database(
+    postgres_url: str | None, latency_ms: float | None
+) -> Iterator[tuple[str, Path, LatencyProxy | None]]:
+    """A scratch database for the code measured; with a latency (PostgreSQL), its URL
+    through the proxy that adds it (bench/latency.py), and the proxy, for its counts."""
+    with scratch_database(postgres_url) as (url, directory):
+        if latency_ms is None:
+            yield url, directory, None
+            return
+        with latency_added(url, latency_ms) as (proxied, proxy):
+            yield proxied, directory, proxy
 
 
 @dataclass

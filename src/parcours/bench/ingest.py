@@ -11,6 +11,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,13 @@ from parcours.bench.common import (
     MemorySampler,
     Server,
     insert_events_straight,
+    measured_database,
     percentile,
     psutil,
     scratch_database,
 )
+from parcours.bench.counting import StatementCounter, describe, figures
+from parcours.bench.latency import LatencyProxy
 
 PRODUCTS = [
     {
@@ -203,17 +207,23 @@ def throughput(database_url: str, data_dir: Path, events: int, concurrency: int)
 
 
 def rounds_of_throughput(
-    postgres: str | None, events: int, concurrency: int, rounds: int
+    postgres: str | None,
+    events: int,
+    concurrency: int,
+    rounds: int,
+    latency_ms: float | None = None,
 ) -> dict[str, Any]:
     """End-to-end runs, each followed at once by a run of the storage floor, each on a
     fresh database. This machine's speed drifts by a third within minutes, and the floor
     with it: a fraction is taken between two runs a few seconds apart, and the median
-    round is reported, with every round shown."""
+    round is reported, with every round shown. With a latency, the server reaches
+    PostgreSQL through the proxy; the floor does not (it stays what the database alone
+    costs, the same with or without)."""
     if rounds < 1:
         raise SystemExit("--rounds must be at least 1")
     measured: list[dict[str, Any]] = []
     for _ in range(rounds):
-        with scratch_database(postgres) as (url, directory):
+        with measured_database(postgres, latency_ms) as (url, directory, _):
             result = throughput(url, directory / "data", events, concurrency)
         generated = result.pop("generated")
         with scratch_database(postgres) as (url, _directory):
@@ -230,6 +240,67 @@ def rounds_of_throughput(
             for r in measured
         ],
     }
+
+
+COST_BATCHES = (100, 1000)  # events per commit: an HTTP batch of the load client alone,
+# and the writer's largest group (`ingest_batch_events`), as under load
+
+
+def cost(
+    database_url: str,
+    data_dir: Path,
+    generated: list[dict[str, Any]],
+    per_commit: int,
+    wire: LatencyProxy | None = None,
+) -> dict[str, Any]:
+    """Statements and round trips per event: the events appended by the writer, in this
+    process, `per_commit` to a transaction (one submission each, so that the grouping is
+    the same at every run), then the jobs those appends made run by the worker. The
+    server's HTTP side reads nothing per request (keys are checked from memory), so this
+    is what an event costs the database; the figures are exact and repeat from run to
+    run."""
+    from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.settings import Settings
+    from parcours.services import Services
+    from parcours.tracking import parse_event
+
+    start = int(datetime(2026, 11, 20, 10, 0, 2, tzinfo=UTC).timestamp() * 1000)  # as sent
+    clock = SimulatedClock(start)
+    services = Services.open(Settings(data_dir=data_dir, database_url=database_url), clock=clock)
+    counter = StatementCounter(wire)
+    counter.attach(services.db.engine)
+    encoder = msgspec.json.Encoder()
+    events = [
+        parse_event(encoder.encode(document), source="api", received_at=start)
+        for document in generated
+    ]
+    try:
+        before = counter.totals()
+        for offset in range(0, len(events), per_commit):
+            services.writer.append_sync(events[offset : offset + per_commit])
+        appended = counter.totals()
+        services.worker.run_due()
+        worked = counter.totals()
+    finally:
+        counter.detach()
+        services.close()
+    return {
+        "events_per_commit": per_commit,
+        "append": figures(appended - before, "event", len(events)),
+        "jobs_it_made": figures(worked - appended, "event", len(events)),
+    }
+
+
+def costs(
+    postgres: str | None, events: int, latency_ms: float | None = None
+) -> list[dict[str, Any]]:
+    """`cost` for each size of commit, each on a fresh database."""
+    generated = realistic_events(events, seed=11)
+    measured = []
+    for per_commit in COST_BATCHES:
+        with measured_database(postgres, latency_ms) as (url, directory, wire):
+            measured.append(cost(url, directory / "data", generated, per_commit, wire))
+    return measured
 
 
 def storage_floor(database_url: str, generated: list[dict[str, Any]]) -> dict[str, Any]:
@@ -403,7 +474,11 @@ def memory(database_url: str, data_dir: Path, events: int, concurrency: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parcours bench ingest", description=__doc__)
     parser.add_argument(
-        "--mode", choices=["throughput", "latency", "memory", "all"], default="throughput"
+        "--mode",
+        choices=["throughput", "latency", "memory", "all"],
+        default="throughput",
+        help="throughput (the default) and all end with the cost: statements and round "
+        "trips per event, counted in this process",
     )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -420,26 +495,59 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="run on a scratch database created through this PostgreSQL URL",
     )
+    parser.add_argument(
+        "--no-count", action="store_true", help="throughput, all: leave the cost out"
+    )
+    parser.add_argument(
+        "--cost-only", action="store_true", help="count the cost alone, whatever the mode"
+    )
+    parser.add_argument(
+        "--cost-events",
+        type=int,
+        default=10_000,
+        help="cost: how many events are counted (at most --events)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        metavar="N",
+        help="with --postgres: reach PostgreSQL through a proxy on loopback that adds N ms to "
+        "each round trip (N/2 each way), as from another machine; the storage floor "
+        "stays direct",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
+    if args.latency_ms is not None and not args.postgres:
+        parser.error("--latency-ms needs --postgres URL")
     psutil()  # before anything runs: a missing psutil is said at once
-    results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
-    if args.mode in ("throughput", "all"):
+    results: dict[str, Any] = {
+        "database": "postgresql" if args.postgres else "sqlite",
+        "latency_ms": args.latency_ms,
+    }
+    timed = not args.cost_only
+    if timed and args.mode in ("throughput", "all"):
         results["throughput"] = rounds_of_throughput(
-            args.postgres, args.events, args.concurrency, args.rounds
+            args.postgres, args.events, args.concurrency, args.rounds, args.latency_ms
         )
-    if args.mode in ("latency", "all"):
-        with scratch_database(args.postgres) as (url, directory):
+    if timed and args.mode in ("latency", "all"):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["latency"] = latency(url, directory / "data", args.rate, args.seconds)
-    if args.mode in ("memory", "all"):
-        with scratch_database(args.postgres) as (url, directory):
+    if timed and args.mode in ("memory", "all"):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["memory"] = memory(url, directory / "data", args.events, args.concurrency)
+    if args.cost_only or (args.mode in ("throughput", "all") and not args.no_count):
+        results["cost"] = costs(args.postgres, min(args.cost_events, args.events), args.latency_ms)
     print(json.dumps(results, indent=2) if args.json else _report(results))
     return 0
 
 
 def _report(results: dict[str, Any]) -> str:
     lines = [f"database: {results['database']}"]
+    if results.get("latency_ms") is not None:
+        lines[0] += (
+            f", {results['latency_ms']:g} ms added to each round trip (a proxy on loopback, "
+            "half each way; the storage floor direct)"
+        )
     if "throughput" in results:
         t = results["throughput"]
         lines += [
@@ -471,6 +579,12 @@ def _report(results: dict[str, Any]) -> str:
             f" MB, last tenth {m['rss_last_tenth_mb']} MB, peak {m['rss_peak_mb']} MB "
             "(target: flat, < 300 MB)"
         )
+    for measured in results.get("cost", []):
+        lines += [
+            f"cost, {measured['events_per_commit']:,} events per commit (counted in this process):",
+            f"  appended: {describe(measured['append'])}",
+            f"  the jobs it made: {describe(measured['jobs_it_made'])}",
+        ]
     return "\n".join(lines)
 
 

@@ -15,8 +15,14 @@ from typing import Any
 import msgspec
 
 from parcours.bench import common as bench
-from parcours.bench.common import Server, percentile, psutil, scratch_database
+from parcours.bench.common import Server, measured_database, percentile, psutil
+from parcours.bench.counting import Counts, StatementCounter, describe, figures
+from parcours.bench.latency import LatencyProxy
 from parcours.runtime.queue import next_run_at
+
+# Issue 19's target: statements per journey step, the engine's average over the abandoned
+# cart (`--without-delivery`: the engine alone).
+STATEMENTS_PER_STEP_TARGET = 4
 
 # The shipped abandoned-cart journey: push, email recap, SMS for high-value carts.
 CART = (Path(__file__).resolve().parents[1] / "journeys/templates/abandoned-cart.yaml").read_text(
@@ -33,13 +39,20 @@ steps:
 
 
 def steps(
-    database_url: str, data_dir: Path, customers: int, deliver: bool = True
+    database_url: str,
+    data_dir: Path,
+    customers: int,
+    deliver: bool = True,
+    wire: LatencyProxy | None = None,
+    count: bool = True,
 ) -> dict[str, Any]:
     """Customers enter the abandoned-cart journey; the clock is advanced through every
     wait, jumping from one due job to the next; every step runs for real. With `deliver`
     every message is also rendered, handed to the sandbox and its feedback played back, in
     the same process; without, only the journey engine runs (intents stay in the outbox,
-    as when delivery has workers of its own)."""
+    as when delivery has workers of its own). With `count`, every statement is counted
+    (bench/counting.py): those of the entry events' appends, and those of the worker's
+    jobs; the benchmark's own reads of when the next job is due are left out."""
     from parcours.journeys import versions as journeys
     from parcours.runtime.clock import SimulatedClock, iso
     from parcours.runtime.settings import Settings
@@ -52,6 +65,9 @@ def steps(
     if not deliver:
         services.worker.queues = tuple(q for q in services.worker.queues if q != "messaging")
     encoder = msgspec.json.Encoder()
+    counter = StatementCounter(wire)
+    if count:
+        counter.attach(services.db.engine)
     try:
         journeys.publish(services.db, CART, "bench", "bench reviewer", start)
         consent = {ch: {"marketing": True} for ch in ("push", "email", "sms")}
@@ -82,6 +98,7 @@ def steps(
                 ]
             )
         began = time.perf_counter()
+        entering = counter.totals()
         for offset in range(0, customers, 1000):
             chunk = range(offset, min(customers, offset + 1000))
             services.writer.append_sync(
@@ -103,16 +120,20 @@ def steps(
                     for n in chunk
                 ]
             )
-        jobs = _drain(services, clock)
+        entered = counter.totals()
+        own: list[Counts] = []
+        jobs = _drain(services, clock, counter, own)
         elapsed = time.perf_counter() - began
+        drained = counter.totals()
         with services.db.read() as conn:
             visits = bench.step_visits(conn)
             intents = bench.intents(conn)
             active = bench.active_runs(conn)
     finally:
+        counter.detach()
         services.close()
     step_count = visits + customers  # every recorded step, plus each entry
-    return {
+    result: dict[str, Any] = {
         "customers": customers,
         "delivery": deliver,
         "steps": step_count,
@@ -122,14 +143,26 @@ def steps(
         "seconds": round(elapsed, 1),
         "steps_per_s": round(step_count / elapsed),
     }
+    if count:
+        worked = drained - entered
+        for read in own:
+            worked = worked - read
+        result["cost"] = {
+            "entry_events": figures(entered - entering, "event", customers),
+            "steps": figures(worked, "step", step_count),
+            "statements_per_step_target": STATEMENTS_PER_STEP_TARGET,
+        }
+    return result
 
 
-def _drain(services: Any, clock: Any) -> int:
+def _drain(services: Any, clock: Any, counter: StatementCounter, own: list[Counts]) -> int:
+    """Run every job, advancing the clock to the next one due; what the benchmark reads to
+    find it is counted into `own`, apart from the worker's work."""
     from parcours.runtime.clock import from_ms
 
     ran = services.worker.run_due()
     while True:
-        with services.db.read() as conn:
+        with counter.excluded(own), services.db.read() as conn:
             upcoming = next_run_at(conn, services.worker.queues)
         if upcoming is None:
             return int(ran)
@@ -345,32 +378,55 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="steps mode: the journey engine alone (no message rendered or handed over)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        metavar="N",
+        help="with --postgres: reach PostgreSQL through a proxy on loopback that adds N ms to "
+        "each round trip (N/2 each way), as from another machine",
+    )
+    parser.add_argument(
+        "--no-count",
+        action="store_true",
+        help="steps mode: do not count statements (counting costs about 1 µs a statement)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.latency_ms is not None and not args.postgres:
+        parser.error("--latency-ms needs --postgres URL")
     psutil()  # before anything runs: a missing psutil is said at once
-    results: dict[str, Any] = {"database": "postgresql" if args.postgres else "sqlite"}
+    results: dict[str, Any] = {
+        "database": "postgresql" if args.postgres else "sqlite",
+        "latency_ms": args.latency_ms,
+    }
+
     if args.mode in ("steps", "all"):
-        with scratch_database(args.postgres) as (url, directory):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, wire):
             results["steps"] = steps(
-                url, directory / "data", args.customers, deliver=not args.without_delivery
+                url,
+                directory / "data",
+                args.customers,
+                deliver=not args.without_delivery,
+                wire=wire,
+                count=not args.no_count,
             )
     if args.mode in ("reaction", "all"):
-        with scratch_database(args.postgres) as (url, directory):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["reaction"] = reaction(url, directory / "data", args.rate, args.seconds)
     if args.mode == "workers":
         if not args.postgres:
             parser.error("--mode workers needs --postgres URL")
         results["workers"] = []
         for count in args.workers:
-            with scratch_database(args.postgres) as (url, directory):
+            with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
                 results["workers"].append(workers(url, directory / "data", args.customers, count))
     if args.mode == "waiting":
-        with scratch_database(args.postgres) as (url, directory):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["waiting"] = waiting_runs(url, directory / "data", args.customers)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"database: {results['database']}")
+    print(f"database: {results['database']}{_added(args.latency_ms)}")
     if "steps" in results:
         s = results["steps"]
         print(
@@ -379,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             f" steps in {s['seconds']} s: {s['steps_per_s']:,} steps/s (target >= 5,000 on "
             f"SQLite); {s['intents']:,} intents, {s['still_active']} runs left active"
         )
+        if "cost" in s:
+            print(_cost_report(s))
     for w in results.get("workers", []):
         print(
             f"{w['workers']} worker process(es): {w['steps']:,} steps in {w['seconds']} s: "
@@ -398,6 +456,33 @@ def main(argv: list[str] | None = None) -> int:
             "intents written"
         )
     return 0
+
+
+def _added(latency_ms: float | None) -> str:
+    if latency_ms is None:
+        return ""
+    return f", {latency_ms:g} ms added to each round trip (a proxy on loopback, half each way)"
+
+
+def _cost_report(s: dict[str, Any]) -> str:
+    """The statements and round trips of a steps run, with issue 19's target."""
+    cost = s["cost"]
+    engine = cost["steps"]
+    per_step = engine["per_unit"]["statements"]
+    target = cost["statements_per_step_target"]
+    if s["delivery"]:
+        verdict = "with delivery; the target is the engine's alone: --without-delivery"
+    else:
+        met = per_step is not None and per_step <= target
+        verdict = f"the engine alone: {'met' if met else 'not met'}"
+    return "\n".join(
+        [
+            "cost, counted in this process:",
+            f"  entry events appended: {describe(cost['entry_events'])}",
+            f"  journey steps: {describe(engine)}",
+            f"  statements per journey step: {per_step} (target <= {target}; {verdict})",
+        ]
+    )
 
 
 if __name__ == "__main__":
