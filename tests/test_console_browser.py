@@ -16,7 +16,7 @@ from parcours import accounts
 from parcours.journeys import LifecycleError, versions
 from parcours.services import Services
 from tests.browser import DESKTOP, PHONE, browser, screenshots_dir
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, make_event
 
 __all__ = ["browser"]  # the fixture, used by name
 
@@ -165,8 +165,17 @@ def test_every_page_in_both_languages_at_both_widths(
     page.locator("form button[type=submit]").click()
     page.wait_for_url(re.compile(r".*/console/$"))
     expected = {"en": "Users", "fr": "Utilisateurs"}[language]
-    for name in ("overview", "users", "audit", "account"):
-        path = {"overview": "/console/", "users": "/console/users"}.get(name, f"/console/{name}")
+    for name in (
+        "overview",
+        "customers",
+        "journeys",
+        "journeys-new",
+        "users",
+        "keys",
+        "audit",
+        "account",
+    ):
+        path = {"overview": "/console/"}.get(name, f"/console/{name}")
         for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(viewport)
             answer = page.goto(f"{live_server.url}{path}")
@@ -298,3 +307,70 @@ def test_an_admin_key_of_a_user_acts_with_that_users_role(client: Any, services:
     assert (
         approved.status_code == 200 and approved.json()["approved_by"] == "reviewer@brand.example"
     )
+
+
+def _team(services: Services, *roles: str) -> None:
+    db, now = services.db, services.clock.now_ms()
+    token = accounts.setup_link_token(db, now)
+    assert token is not None
+    owner = accounts.accept_invitation(
+        db, token, email="owner@brand.example", name="Owner", password=PASSWORD, now=now
+    )
+    for role in roles:
+        _, link = accounts.invite(db, owner, email=f"{role}@brand.example", role=role, now=now)
+        accounts.accept_invitation(db, link, email="", name=role, password=PASSWORD, now=now)
+
+
+def test_support_finds_a_customer_reads_their_page_and_erases_them(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    _team(services, "support", "viewer")
+    services.writer.append_sync(
+        [
+            make_event(
+                "identify",
+                userId="u-42",
+                traits={
+                    "email": "Lea.Martin@example.com",
+                    "name": "Léa Martin",
+                    "consent": {"email": {"marketing": True}, "source": "signup form"},
+                },
+            ),
+            make_event(userId="u-42", event="Product Viewed", properties={"sku": "SKU-9"}),
+        ]
+    )
+    support = _sign_in(browser, live_server, "support@brand.example")
+    support.get_by_role("link", name="Customers").click()
+    for query in ("lea.mar", "Léa", "u-42"):
+        support.get_by_label("Email, phone, name or any id").fill(query)
+        support.get_by_role("button", name="Find").click()
+        assert support.get_by_role("cell", name="lea.martin@example.com").is_visible(), query
+    support.get_by_role("link", name=re.compile("cus_")).click()
+    assert support.get_by_role("heading", name=re.compile("Léa Martin")).is_visible()
+    timeline = support.locator("section", has=support.get_by_role("heading", name="Timeline"))
+    assert "Product Viewed" in timeline.inner_text()
+    consents = support.locator("table", has_text="Proof")
+    assert "signup form" in consents.inner_text()
+    customer_url = support.url
+
+    viewer = _sign_in(browser, live_server, "viewer@brand.example")
+    viewer.goto(customer_url)
+    assert viewer.get_by_role("button", name="Erase this person").count() == 0
+    csrf = viewer.locator("input[name=csrf]").first.input_value()
+    customer_id = customer_url.rsplit("/", 1)[1]
+    refused = viewer.request.post(
+        f"{customer_url}/erase", form={"csrf": csrf, "confirm": f"cus_{customer_id}"}
+    )
+    assert refused.status == 403
+
+    support.get_by_label(re.compile("to confirm the erasure")).fill("wrong")
+    support.get_by_role("button", name="Erase this person").click()
+    assert "type the customer's id exactly" in support.get_by_role("alert").inner_text()
+    support.get_by_label(re.compile("to confirm the erasure")).fill(f"cus_{customer_id}")
+    support.get_by_role("button", name="Erase this person").click()
+    support.wait_for_url(re.compile(r".*/console/customers\?q=cus_"))
+    assert support.get_by_text("No customer matches.").is_visible()
+    with services.db.read() as conn:
+        assert accounts.entries(conn, action="customer.erased")[0].user_email == (
+            "support@brand.example"
+        )

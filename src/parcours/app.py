@@ -144,6 +144,8 @@ def _console_parts(services: Services) -> ConsoleParts:
         brand_locale=settings.brand_locale,
         queues=tuple(services.worker.queues),
         stale_ms=settings.worker_stale_seconds * 1000,
+        default_region=settings.default_region,
+        people=services.people,
     )
 
 

@@ -18,6 +18,7 @@ Permission = Literal[
     "segments.edit",
     "templates.edit",
     "customers.change",
+    "customers.export",
     "customers.erase",
     "audit.read",
 ]
@@ -29,7 +30,7 @@ _GRANTS: dict[Role, frozenset[Permission]] = {
         {"journeys.edit", "journeys.operate", "segments.edit", "templates.edit", "audit.read"}
     ),
     "reviewer": frozenset({"journeys.approve", "journeys.operate", "audit.read"}),
-    "support": frozenset({"customers.change", "customers.erase"}),
+    "support": frozenset({"customers.change", "customers.export", "customers.erase"}),
     "viewer": frozenset({"audit.read"}),
 }
 

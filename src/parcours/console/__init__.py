@@ -17,6 +17,7 @@ from parcours.console.access import (
     refused_page,
     sign_in_redirect,
 )
+from parcours.console.customers_pages import customers_routes
 from parcours.console.journeys_pages import journeys_routes
 from parcours.console.keys_pages import keys_routes
 from parcours.console.overview import overview_routes
@@ -46,6 +47,7 @@ def console_router() -> Router:
             *people_routes(),
             *keys_routes(),
             *journeys_routes(),
+            *customers_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -18,6 +18,7 @@ from litestar.response import Redirect
 from parcours import accounts
 from parcours.accounts import Permission, Session
 from parcours.console.rendering import Viewer, page
+from parcours.customers import People
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale
@@ -42,6 +43,8 @@ class ConsoleParts:
     brand_locale: str
     queues: tuple[str, ...] = ()  # the worker's queues, for the overview's health
     stale_ms: int = 30_000  # a worker's heartbeat older than this is stale
+    default_region: str = "FR"  # how a phone number typed without its country is read
+    people: People | None = None  # each package's hooks for a person erased
 
 
 class SignInNeeded(Exception):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -577,15 +578,25 @@ class Erasure:
 
 
 def erase(
-    db: Database, people: People, ref: str, default_region: str, now_ms: int, source: str
+    db: Database,
+    people: People,
+    ref: str,
+    default_region: str,
+    now_ms: int,
+    source: str,
+    *,
+    also: Callable[[Connection, Erasure], None] | None = None,
 ) -> Erasure:
     """Remove a person: their rows deleted from every package's tables (each package's
     erase hook, registered with `people`); the profile row (and those merged into it)
     emptied and marked erased; one audit event that holds no personal data. All in one
-    transaction."""
+    transaction (with `also`, run in it: the console's audit entry)."""
     with db.write() as conn:
         customer_id = resolve(conn, ref, default_region)
-        return erase_in(conn, people, customer_id, now_ms, source)
+        erased = erase_in(conn, people, customer_id, now_ms, source)
+        if also is not None:
+            also(conn, erased)
+        return erased
 
 
 def _person_tables(conn: Connection) -> list[tuple[str, tuple[str, ...]]]:
@@ -689,3 +700,88 @@ def new_since(conn: Connection, since_ms: int) -> int:
             )
         ).scalar_one()
     )
+
+
+@dataclass(frozen=True)
+class CustomerMatch:
+    """A customer found by a search, with what tells them apart in a list."""
+
+    customer_id: int
+    public_id: str
+    name: str
+    email: str | None
+    phone: str | None
+
+
+SEARCHED_KINDS = ("email", "phone", "user_id", "anonymous_id")
+NAME_TRAITS = ("name", "first_name", "last_name", "firstName", "lastName")
+
+
+def search(
+    conn: Connection, text: str, default_region: str, limit: int = 20
+) -> list[CustomerMatch]:
+    """Customers by any id typed whole (as `resolve` reads it), by the start of an email,
+    phone, user or anonymous id, or by a part of their name; live customers only (a
+    merged id finds the survivor), at most `limit`."""
+    text = text.strip()[:200]
+    if not text:
+        return []
+    found: list[int] = []
+    with suppress(CustomerNotFound):
+        found.append(resolve(conn, text, default_region))
+    prefix = text.lower()
+    for kind in SEARCHED_KINDS:  # a range on the primary key (kind, value)
+        start = prefix if kind != "phone" else text.replace(" ", "")
+        found.extend(
+            conn.execute(
+                select(identities.c.customer_id)
+                .where(
+                    identities.c.kind == kind,
+                    identities.c.value >= start,
+                    identities.c.value < start + "\U0010ffff",
+                )
+                .order_by(identities.c.value)
+                .limit(limit)
+            ).scalars()
+        )
+    if len(found) < limit:  # a part of a name: a scan of the traits, the last resort
+        pattern = f"%{like_escape(prefix)}%"
+        rows = conn.execute(
+            select(customers.c.id, customers.c.traits)
+            .where(
+                func.lower(customers.c.traits).like(pattern, escape=LIKE_ESCAPE),
+                customers.c.merged_into.is_(None),
+                customers.c.erased_at.is_(None),
+            )
+            .order_by(customers.c.id.desc())
+            .limit(limit * 5)
+        ).all()
+        found.extend(int(row.id) for row in rows if prefix in _name_of(_decode(row.traits)).lower())
+    live = live_customers(conn, found)
+    ordered = list(dict.fromkeys(live[ident] for ident in found if ident in live))[:limit]
+    traits = traits_of(conn, ordered)
+    contacts: dict[int, dict[str, str]] = {ident: {} for ident in ordered}
+    for row in conn.execute(
+        select(identities.c.customer_id, identities.c.kind, identities.c.value).where(
+            identities.c.customer_id.in_(ordered), identities.c.kind.in_(("email", "phone"))
+        )
+    ):
+        contacts[int(row.customer_id)].setdefault(row.kind, row.value)
+    return [
+        CustomerMatch(
+            ident,
+            public_id(ident),
+            _name_of(traits.get(ident, {})),
+            contacts[ident].get("email"),
+            contacts[ident].get("phone"),
+        )
+        for ident in ordered
+    ]
+
+
+def _name_of(traits: JsonObject) -> str:
+    name = traits.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    parts = [traits.get(key) for key in ("first_name", "firstName", "last_name", "lastName")]
+    return " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
