@@ -170,6 +170,7 @@ def test_every_page_in_both_languages_at_both_widths(
         "customers",
         "journeys",
         "journeys-new",
+        "outbox",
         "users",
         "keys",
         "audit",
@@ -374,3 +375,44 @@ def test_support_finds_a_customer_reads_their_page_and_erases_them(
         assert accounts.entries(conn, action="customer.erased")[0].user_email == (
             "support@brand.example"
         )
+
+
+def test_a_message_appears_in_the_outbox_page_without_a_reload(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    """An order sent through the tracking API enters the customer in the live order
+    confirmation; its message arrives on the open page by server-sent events."""
+    from parcours.journeys import ready_made_source
+    from parcours.runtime.keys import create_key
+
+    _team(services)
+    source = ready_made_source("order-confirmation")
+    assert source is not None
+    versions.publish(services.db, source, "mia@brand.example", "rob@brand.example", 0)
+    write_key = create_key(services.db, "write", "site")
+    services.start_worker()
+
+    owner = _sign_in(browser, live_server, "owner@brand.example")
+    owner.goto(f"{live_server.url}/console/outbox")
+    owner.evaluate("window.stillTheSamePage = true")
+    rows = owner.locator("#outbox-rows tr")
+    assert rows.count() == 0
+    owner.wait_for_timeout(500)  # the stream is open (EventSource connects on load)
+    answer = httpx.post(
+        f"{live_server.url}/v1/track",
+        json={
+            "userId": "u-7",
+            "event": "Order Completed",
+            "messageId": "order-7",
+            "context": {"traits": {"email": "nina@example.com"}},
+            "properties": {"order_id": "o-7", "total": 42, "currency": "EUR"},
+        },
+        auth=(write_key, ""),
+    )
+    assert answer.status_code == 200, answer.text
+    rows.first.wait_for(timeout=20_000)
+    assert "order-confirmation" in rows.first.inner_text()
+    assert owner.evaluate("window.stillTheSamePage") is True
+    # Filtered by another channel, the page shows nothing of it.
+    owner.goto(f"{live_server.url}/console/outbox?channel=sms")
+    assert owner.locator("#outbox-rows tr").count() == 0

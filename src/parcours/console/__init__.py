@@ -20,6 +20,7 @@ from parcours.console.access import (
 from parcours.console.customers_pages import customers_routes
 from parcours.console.journeys_pages import journeys_routes
 from parcours.console.keys_pages import keys_routes
+from parcours.console.outbox_pages import outbox_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.sign_in_pages import sign_in_routes
@@ -48,6 +49,7 @@ def console_router() -> Router:
             *keys_routes(),
             *journeys_routes(),
             *customers_routes(),
+            *outbox_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -76,9 +76,14 @@ class Viewer:
         return self.session is not None and self.session.user.may(permission)  # type: ignore[arg-type]
 
 
+def render(viewer: Viewer, template: str, **values: Any) -> str:
+    """`template` drawn for `viewer` (a page, or a part of one)."""
+    return _ENV.get_template(template).render(v=viewer, t=viewer.t, locales=SHIPPED, **values)
+
+
 def page(viewer: Viewer, template: str, status: int = 200, **values: Any) -> Response[bytes]:
     """The page `template` drawn for `viewer`, with every page's headers."""
-    html = _ENV.get_template(template).render(v=viewer, t=viewer.t, locales=SHIPPED, **values)
+    html = render(viewer, template, **values)
     return Response(
         html.encode("utf-8"),
         status_code=status,

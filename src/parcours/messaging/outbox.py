@@ -142,11 +142,30 @@ class OutboxMessage(msgspec.Struct):
 
 
 def outbox_page(
-    conn: Connection, limit: int, before: int | None, customer_ids: list[int] | None = None
+    conn: Connection,
+    limit: int,
+    before: int | None,
+    customer_ids: list[int] | None = None,
+    *,
+    after: int | None = None,
+    channel: str | None = None,
+    journey_id: str | None = None,
+    state: str | None = None,
 ) -> list[OutboxMessage]:
     """The outbox, newest first: what each customer got, as they got it; only what went
-    to `customer_ids` when given."""
-    return [_as_shown(r) for r in outbox_rows.page(conn, limit, before, customer_ids)]
+    to `customer_ids`, on `channel`, from `journey_id`, in `state`, after the message
+    numbered `after`, when given."""
+    rows = outbox_rows.page(
+        conn,
+        limit,
+        before,
+        customer_ids,
+        after=after,
+        channel=channel,
+        journey_id=journey_id,
+        state=state,
+    )
+    return [_as_shown(r) for r in rows]
 
 
 def _as_shown(r: Any) -> OutboxMessage:

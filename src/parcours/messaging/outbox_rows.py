@@ -92,7 +92,15 @@ def message_of(conn: Connection, outbox_id: int) -> KnownMessage | None:
 
 
 def page(
-    conn: Connection, limit: int, before: int | None, customer_ids: list[int] | None = None
+    conn: Connection,
+    limit: int,
+    before: int | None,
+    customer_ids: list[int] | None = None,
+    *,
+    after: int | None = None,
+    channel: str | None = None,
+    journey_id: str | None = None,
+    state: str | None = None,
 ) -> list[Any]:
     """The rows of the outbox's page (outbox.outbox_page), newest first."""
     conditions = [] if before is None else ["id < :before"]
@@ -101,6 +109,16 @@ def page(
         marks = ", ".join(f":c{n}" for n in range(len(customer_ids)))
         conditions.append(f"customer_id IN ({marks})")
         params |= {f"c{n}": customer_id for n, customer_id in enumerate(customer_ids)}
+    for column, value in (
+        ("id >", after),
+        ("channel =", channel),
+        ("journey_id =", journey_id),
+        ("state =", state),
+    ):
+        if value is not None:
+            name = column.split()[0]
+            conditions.append(f"{column} :{name}")
+            params[name] = value
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return sql(
         conn,
