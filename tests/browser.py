@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,22 @@ def screenshots_dir(tmp_path: Path) -> Path:
     folder = Path(chosen) if chosen else tmp_path / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+AXE = Path(__file__).parent / "assets" / "axe-core-4.14.1.min.js"
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """The serious and critical violations axe-core finds on the page as it is (WCAG 2.1
+    A and AA rules), each with the elements it found them on."""
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate(
+        "() => axe.run(document, {runOnly: {type: 'tag', values: "
+        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(str(node["target"]) for node in v["nodes"][:3])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]

@@ -15,7 +15,7 @@ import pytest
 from parcours import accounts
 from parcours.journeys import LifecycleError, versions
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, browser, screenshots_dir
+from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
 from tests.conftest import LiveServer, make_event
 
 __all__ = ["browser"]  # the fixture, used by name
@@ -154,7 +154,8 @@ def test_every_page_in_both_languages_at_both_widths(
 ) -> None:
     folder = screenshots_dir(tmp_path)
     token = accounts.setup_link_token(services.db, services.clock.now_ms())
-    context = browser.new_context(locale=language, viewport=DESKTOP)
+    # axe-core is injected into the page: past the console's own CSP, for this test only.
+    context = browser.new_context(locale=language, viewport=DESKTOP, bypass_csp=True)
     page = context.new_page()
     page.goto(f"{live_server.url}/console/join?token={token}")
     assert page.locator("html").get_attribute("lang") == language
@@ -182,6 +183,7 @@ def test_every_page_in_both_languages_at_both_widths(
             answer = page.goto(f"{live_server.url}{path}")
             assert answer is not None and answer.status == 200, (name, answer)
             assert page.get_by_role("link", name=expected, exact=True).count() == 1
+            assert accessibility_problems(page) == [], (name, width)
             # Nothing wider than the screen at phone width.
             overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
             assert overflow <= 1, (name, width, overflow)
@@ -416,3 +418,11 @@ def test_a_message_appears_in_the_outbox_page_without_a_reload(
     # Filtered by another channel, the page shows nothing of it.
     owner.goto(f"{live_server.url}/console/outbox?channel=sms")
     assert owner.locator("#outbox-rows tr").count() == 0
+
+
+def test_the_accessibility_check_sees_a_violation(browser: Any) -> None:
+    page = browser.new_page()
+    page.set_content('<html lang="en"><body><img src="x.png"><input type="text"></body></html>')
+    found = accessibility_problems(page)
+    assert any(problem.startswith("image-alt (critical)") for problem in found), found
+    page.close()
