@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from parcours import accounts
+from parcours.customers import profiles
 from parcours.journeys import LifecycleError, versions
 from parcours.services import Services
 from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
@@ -425,4 +427,55 @@ def test_the_accessibility_check_sees_a_violation(browser: Any) -> None:
     page.set_content('<html lang="en"><body><img src="x.png"><input type="text"></body></html>')
     found = accessibility_problems(page)
     assert any(problem.startswith("image-alt (critical)") for problem in found), found
+    page.close()
+
+
+def test_the_preference_centre_records_consent_with_its_proof(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    services.writer.append_sync(
+        [
+            make_event(
+                "identify",
+                userId="u-9",
+                traits={
+                    "email": "zoe@example.com",
+                    "locale": "fr",
+                    "consent": {
+                        "email": {"marketing": True},
+                        "sms": {"marketing": True},
+                        "source": "signup form",
+                    },
+                },
+            )
+        ]
+    )
+    with services.db.read() as conn:
+        customer_id = profiles.resolve(conn, "zoe@example.com", "FR")
+    link = services.delivery.links.preferences(customer_id)
+    assert link.startswith(services.settings.resolved_public_url)
+    page = browser.new_page()
+    page.goto(f"{live_server.url}{urlsplit(link).path}")
+    assert page.locator("html").get_attribute("lang") == "fr"  # the customer's language
+    assert page.get_by_label("E-mail").is_checked() and page.get_by_label("SMS").is_checked()
+    page.get_by_label("E-mail").uncheck()
+    page.get_by_role("button", name="Enregistrer mes choix").click()
+    assert page.get_by_role("status").inner_text() == "Vos choix sont enregistrés."
+    assert not page.get_by_label("E-mail").is_checked() and page.get_by_label("SMS").is_checked()
+    with services.db.read() as conn:
+        states = {(s.channel, s.purpose): s for s in profiles.current_consents(conn, customer_id)}
+    email = states[("email", "marketing")]
+    assert (email.status, email.source, email.wording_version) == (
+        "withdrawn",
+        "preference centre",
+        "preference-centre-1",
+    )
+    assert email.wording is not None and "J’accepte de recevoir" in email.wording
+    assert states[("sms", "marketing")].status == "granted"
+    # Stop everything: every channel withdrawn.
+    page.get_by_role("button", name="Ne plus rien recevoir de promotionnel").click()
+    assert not page.get_by_label("SMS").is_checked()
+    # A forged or altered link shows nothing of anyone.
+    page.goto(f"{live_server.url}/p/not-a-token")
+    assert page.get_by_role("alert").is_visible() and page.get_by_label("SMS").count() == 0
     page.close()

@@ -146,6 +146,8 @@ def _console_parts(services: Services) -> ConsoleParts:
         stale_ms=settings.worker_stale_seconds * 1000,
         default_region=settings.default_region,
         people=services.people,
+        links=services.delivery.links,
+        appender=services.writer,
     )
 
 

@@ -23,6 +23,7 @@ from parcours.console.keys_pages import keys_routes
 from parcours.console.outbox_pages import outbox_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
+from parcours.console.preferences_pages import preferences_routes
 from parcours.console.sign_in_pages import sign_in_routes
 
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +51,7 @@ def console_router() -> Router:
             *journeys_routes(),
             *customers_routes(),
             *outbox_routes(),
+            *preferences_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -19,6 +19,8 @@ from parcours import accounts
 from parcours.accounts import Permission, Session
 from parcours.console.rendering import Viewer, page
 from parcours.customers import People
+from parcours.log import Appender
+from parcours.messaging import Links
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale
@@ -45,6 +47,8 @@ class ConsoleParts:
     stale_ms: int = 30_000  # a worker's heartbeat older than this is stale
     default_region: str = "FR"  # how a phone number typed without its country is read
     people: People | None = None  # each package's hooks for a person erased
+    links: Links | None = None  # the signed links of messages (the preference centre's)
+    appender: Appender | None = None  # the way into the log (consents given on a page)
 
 
 class SignInNeeded(Exception):

@@ -24,6 +24,7 @@ from parcours.messaging.links import (
     OpenLink,
     OrderLink,
     PassLink,
+    PreferencesLink,
     Signer,
     UnsubscribeLink,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "OutboxMessage",
     "PassLink",
     "Policies",
+    "PreferencesLink",
     "Signer",
     "SubscriptionError",
     "Suppression",

@@ -54,7 +54,13 @@ class OrderLink(msgspec.Struct, frozen=True, rename={"order": "o"}):
     order: str  # the id of a Wallet order's order
 
 
-SignedLink = TypeVar("SignedLink", UnsubscribeLink, OpenLink, ClickLink, PassLink, OrderLink)
+class PreferencesLink(msgspec.Struct, frozen=True, rename={"customer": "c"}):
+    customer: int  # 0 in a test send: a page that changes nothing
+
+
+SignedLink = TypeVar(
+    "SignedLink", UnsubscribeLink, OpenLink, ClickLink, PassLink, OrderLink, PreferencesLink
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,10 @@ class Links:
     def unsubscribe(self, outbox_id: int, customer_id: int, channel: str) -> str:
         token = self.signer.sign("unsubscribe", {"m": outbox_id, "c": customer_id, "ch": channel})
         return f"{self.base_url}/u/{token}"
+
+    def preferences(self, customer_id: int) -> str:
+        """The customer's preference centre: every channel's marketing consent, in one page."""
+        return f"{self.base_url}/p/{self.signer.sign('preferences', {'c': customer_id})}"
 
     def open_pixel(self, outbox_id: int) -> str:
         return f"{self.base_url}/t/o/{self.signer.sign('open', {'m': outbox_id})}.gif"

@@ -90,18 +90,24 @@ class Renderer:
         self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
     ) -> PreviewContext:
         """The context of a preview: a real customer, a sample unsubscribe link."""
-        links = {"unsubscribe": self.links.unsubscribe(0, customer_id, channel)}
+        links = {
+            "unsubscribe": self.links.unsubscribe(0, customer_id, channel),
+            "preferences": self.links.preferences(0),
+        }
         context = self.context(conn, customer_id, channel, "marketing", event, links)
         return PreviewContext(context, _locale(context))
 
     def links_of(self, row: Any) -> dict[str, str]:
-        """Marketing messages carry an unsubscribe link (and email its one-click headers);
-        transactional ones do not, since they cannot be unsubscribed from. A test send
-        shows the link as the customer would see it."""
+        """Marketing messages carry an unsubscribe link (and email its one-click headers)
+        and a link to the preference centre; transactional ones do not, since they cannot
+        be unsubscribed from. A test send shows the links as the customer would see them."""
         if row.purpose not in ("marketing", "test"):
             return {}
         customer = 0 if row.purpose == "test" else row.customer_id  # 0: a link that does nothing
-        return {"unsubscribe": self.links.unsubscribe(row.id, customer, row.channel)}
+        return {
+            "unsubscribe": self.links.unsubscribe(row.id, customer, row.channel),
+            "preferences": self.links.preferences(customer),
+        }
 
 
 def _locale(context: dict[str, Any]) -> str | None:

@@ -326,6 +326,14 @@ def _unsubscribe_words(locale: str, channel: str, brand: str) -> dict[str, str]:
     return {"what": text(locale, f"unsubscribe.what.{channel}"), "brand": brand}
 
 
+def _preferences_link(delivery: Delivery, locale: str, customer_id: int) -> str:
+    """The way from an unsubscribe page to the customer's preference centre."""
+    if customer_id == 0:
+        return ""
+    link = delivery.links.preferences(customer_id)
+    return f'<p><a href="{escape(link)}">{escape(text(locale, "unsubscribe.preferences"))}</a></p>'
+
+
 _HTML = "text/html; charset=utf-8"
 _INVALID_LINK = {404: ResponseSpec(str, media_type=_HTML, description="Not a valid link")}
 
@@ -352,7 +360,8 @@ async def unsubscribe_page(
         title,
         f"<h1>{escape(title)}</h1><p>{escape(text(locale, 'unsubscribe.question', **values))}</p>"
         f'<form method="post"><button type="submit">'
-        f"{escape(text(locale, 'unsubscribe.button'))}</button></form>",
+        f"{escape(text(locale, 'unsubscribe.button'))}</button></form>"
+        + _preferences_link(delivery, locale, data.customer),
     )
 
 
@@ -411,7 +420,11 @@ async def unsubscribe(
     locale = await asyncio.to_thread(_locale_for, db, settings, request, customer_id)
     values = _unsubscribe_words(locale, channel, settings.brand_name)
     message = text(locale, "unsubscribe.done", **values)
-    return _page(locale, text(locale, "unsubscribe.title"), f"<p>{escape(message)}</p>")
+    return _page(
+        locale,
+        text(locale, "unsubscribe.title"),
+        f"<p>{escape(message)}</p>" + _preferences_link(delivery, locale, customer_id),
+    )
 
 
 @get("/t/o/{token:str}", media_type="image/gif")
