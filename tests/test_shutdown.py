@@ -71,6 +71,7 @@ def test_sigterm_commits_every_event_accepted_before_it(database_url: str, tmp_p
 
 
 CUSTOMERS = 300
+LEASE_SECONDS = "120"
 
 
 def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> None:
@@ -80,11 +81,16 @@ def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> 
     try:
         define_templates(services, JOURNEY)
         journeys.publish(services.db, JOURNEY, "ana", "ben", services.clock.now_ms())
+        # A lease longer than any batch: this worker stops gracefully, leaving nothing
+        # claimed, so no lease has to run out; the 3 s lease of start_worker (made for the
+        # kill -9 tests) ran out under a loaded machine while a batch was still sending,
+        # and the message was sent again, with the same idempotency key, as designed.
         worker = start_worker(
             database_url,
             tmp_path,
             shutdown_timeout_seconds=str(SHUTDOWN_SECONDS),
             channels=CERTAIN,
+            delivery_lease_seconds=LEASE_SECONDS,
         )
         order_for_everyone(services, CUSTOMERS)
         _wait_until(db, "SELECT count(*) FROM outbox WHERE state = 'sent'", at_least=30)
@@ -111,7 +117,12 @@ def test_sigterm_during_work_loses_no_job(database_url: str, tmp_path: Path) -> 
 
         port = free_port()
         again = start_worker(
-            database_url, tmp_path, metrics_port=str(port), metrics_token=TOKEN, channels=CERTAIN
+            database_url,
+            tmp_path,
+            metrics_port=str(port),
+            metrics_token=TOKEN,
+            channels=CERTAIN,
+            delivery_lease_seconds=LEASE_SECONDS,
         )
         try:
             _wait_until(
