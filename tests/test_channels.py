@@ -1219,6 +1219,53 @@ def test_a_worker_killed_mid_send_sends_again_under_the_same_message_id(
     assert all(r.dkim_valid for r in peer.received)
 
 
+@pytest.mark.processes
+def test_a_send_slower_than_its_lease_keeps_it_and_is_made_once(
+    settings: Settings, dkim_key: DkimKey, tmp_path: Path
+) -> None:
+    """The SMTP server holds the message for four leases: the worker, alive and still
+    sending, renews the lease, so neither it nor another worker, idle beside it, sends
+    the message again (without the renewal, the other one did, at the lease's end)."""
+    import threading
+    import time
+
+    from parcours.runtime.clock import SystemClock
+
+    peer = SmtpPeer(dns={"s1._domainkey.maison.example": dkim_key.dns_record})
+    peer.hold = threading.Event()
+    with RunningSmtp(peer) as smtp:
+        channels = smtp_settings(smtp.port, dkim_key.write(tmp_path))
+        services = Services.open(
+            settings.with_overrides(channels=channels, delivery_lease_seconds=1),
+            clock=SystemClock(),
+        )
+        other: Services | None = None
+        try:
+            publish(services, journey("{channel: email, template: welcome}"))
+            opt_in(services, "ana")
+            services.writer.append_sync(
+                [make_event("track", userId="ana", event="Go", at=services.clock.now_ms())]
+            )
+            services.start_worker()
+            assert peer.data_started.wait(60), "the worker never reached DATA"
+            other = Services.open(
+                settings.with_overrides(channels=channels, delivery_lease_seconds=1),
+                clock=SystemClock(),
+            )
+            other.start_worker()
+            time.sleep(4)  # four leases go by while the server holds the message
+            peer.hold.set()
+            wait_until(lambda: outbox_sent(services), 60, what="the message to be recorded")
+            time.sleep(2)  # had it been claimed again, the other worker would send it now
+            [message] = outbox(services)
+        finally:
+            if other is not None:
+                other.close()
+            services.close()
+    assert message["state"] == "sent" and message["attempts"] == 1
+    assert len(peer.received) == 1
+
+
 def outbox_sent(services: Services) -> list[dict[str, Any]]:
     return [m for m in outbox(services) if m["state"] == "sent"]
 

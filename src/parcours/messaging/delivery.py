@@ -56,11 +56,11 @@ from parcours.messaging.preparers import (
 )
 from parcours.messaging.rendering import Brand, PreviewContext, Renderer
 from parcours.messaging.send_checks import SendCheck, SendChecks
-from parcours.messaging.sending import Outcome, Sending, Sends
+from parcours.messaging.sending import LeaseKeeper, Outcome, Sending, Sends
 from parcours.messaging.timeline import Timeline, digest
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, is_transient
-from parcours.runtime.queue import Job, Worker, enqueue
+from parcours.runtime.queue import Job, Worker, enqueue, extend_leases
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,23 @@ class Delivery:
         batch, self._local.batch = self._batch(), []
         previous = self._take_sends()
         results = previous.results() if previous is not None else []
-        self._local.sends = Sends(batch) if batch else None
+        self._local.sends = Sends(batch, self._keeper(batch)) if batch else None
         if results:
             self._record_all(results)
+
+    def _keeper(self, batch: list[Sending]) -> LeaseKeeper:
+        """Keeps the batch's leases (the messages' and their lease jobs') while it is being
+        sent, renewed every third of a lease."""
+        ids = [sending.message.outbox_id for sending in batch]
+        keys = [f"deliver:{ident}" for ident in ids]
+
+        def renew() -> None:
+            until = self.clock.now_ms() + self.lease_ms
+            with self.db.write() as conn:
+                extend_leases(conn, keys, until)
+                outbox_rows.extend_lease(conn, ids, until)
+
+        return LeaseKeeper(renew, max(0.2, self.lease_ms / 3000))
 
     def finish_sends(self) -> bool:
         """Wait for the batch in flight, if any, and record it (the worker calls this

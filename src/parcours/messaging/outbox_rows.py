@@ -7,6 +7,7 @@ messages); the chat messages a widget has not confirmed yet, polled every second
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,18 @@ def page(
         f"FROM outbox{where} ORDER BY id DESC LIMIT :limit",
         params,
     ).all()
+
+
+def extend_lease(conn: Connection, outbox_ids: Sequence[int], until: int) -> None:
+    """The messages still being sent keep their lease until `until`."""
+    if not outbox_ids:
+        return
+    marks = ", ".join(f":i{n}" for n in range(len(outbox_ids)))
+    sql(
+        conn,
+        f"UPDATE outbox SET lease_until = :until WHERE id IN ({marks}) AND state = 'sending'",
+        {"until": until, **{f"i{n}": ident for n, ident in enumerate(outbox_ids)}},
+    )
 
 
 # ---- a message's way: intent, claim, outcome ------------------------------------------------

@@ -202,6 +202,21 @@ def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
     return min(known) if known else None
 
 
+def extend_leases(conn: Connection, unique_keys: Sequence[str], until: int) -> int:
+    """Put back to `until` the lease jobs of these keys (a worker still making its calls
+    keeps its lease: nobody makes them again meanwhile). Returns how many were moved."""
+    if not unique_keys:
+        return 0
+    marks = ", ".join(f":k{n}" for n in range(len(unique_keys)))
+    result = sql(
+        conn,
+        f"UPDATE jobs SET run_at = :until WHERE unique_key IN ({marks}) "
+        "AND state = 'available' AND run_at < :until",
+        {"until": until, **{f"k{n}": key for n, key in enumerate(unique_keys)}},
+    )
+    return int(result.rowcount)
+
+
 def rescue_leases(conn: Connection, live: set[str], now: int) -> int:
     """Bring forward, to `now`, the lease jobs of workers that are not in `live` (their
     process died during a call): the call is made again at once, with the same key, rather
