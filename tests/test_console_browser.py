@@ -16,6 +16,7 @@ import pytest
 from parcours import accounts
 from parcours.customers import profiles
 from parcours.journeys import LifecycleError, versions
+from parcours.messaging import templates
 from parcours.services import Services
 from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
 from tests.conftest import LiveServer, make_event
@@ -174,6 +175,8 @@ def test_every_page_in_both_languages_at_both_widths(
         "journeys",
         "journeys-new",
         "outbox",
+        "templates",
+        "templates/win-back-last-chance",
         "users",
         "keys",
         "audit",
@@ -189,7 +192,8 @@ def test_every_page_in_both_languages_at_both_widths(
             # Nothing wider than the screen at phone width.
             overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
             assert overflow <= 1, (name, width, overflow)
-            page.screenshot(path=folder / f"{name}-{language}-{width}.png", full_page=True)
+            shot = name.replace("/", "-")
+            page.screenshot(path=folder / f"{shot}-{language}-{width}.png", full_page=True)
     context.close()
 
 
@@ -479,3 +483,61 @@ def test_the_preference_centre_records_consent_with_its_proof(
     page.goto(f"{live_server.url}/p/not-a-token")
     assert page.get_by_role("alert").is_visible() and page.get_by_label("SMS").count() == 0
     page.close()
+
+
+def test_a_template_is_previewed_for_a_customer_and_edited(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    _team(services, "marketer", "viewer")
+    services.writer.append_sync(
+        [
+            make_event(
+                "identify", userId="u-5", traits={"email": "eva@example.com", "first_name": "Eva"}
+            )
+        ]
+    )
+    marketer = _sign_in(browser, live_server, "marketer@brand.example")
+    marketer.get_by_role("link", name="Templates").click()
+    marketer.get_by_role("link", name="win-back-last-chance", exact=True).click()
+    marketer.get_by_label("Customer (any id)").fill("eva@example.com")
+    marketer.locator("#f-channel").select_option("sms")
+    marketer.get_by_role("button", name="Show").click()
+    assert "SMS segment" in marketer.locator(".notice").inner_text()
+    # An edit that breaks the template is refused, naming the problem; nothing is saved.
+    editor = marketer.get_by_label("Language, channel, fields (YAML)")
+    editor.fill("en: {sms: {}}\n")
+    marketer.get_by_role("button", name="Check and save").click()
+    assert marketer.get_by_role("alert").is_visible()
+    with services.db.read() as conn:
+        assert templates.get(conn, "win-back-last-chance").origin == "shipped"
+    # A good one is saved as the brand's, and its email is previewed at both widths.
+    mjml = (
+        "<mjml><mj-body><mj-section><mj-column><mj-text>Hello {{ customer.first_name }}"
+        "</mj-text></mj-column></mj-section></mj-body></mjml>"
+    )
+    editor.fill(
+        "en:\n  email:\n    subject: We miss you\n    mjml: '" + mjml + "'\n"
+        "  sms:\n    text: 'Hi {{ customer.first_name }}'\n"
+    )
+    marketer.get_by_role("button", name="Check and save").click()
+    marketer.get_by_text("the brand's").first.wait_for()
+    marketer.get_by_label("Customer (any id)").fill("eva@example.com")
+    marketer.locator("#f-channel").select_option("email")
+    marketer.get_by_role("button", name="Show").click()
+    for width in ("phone", "desktop"):
+        body = marketer.frame_locator(f"iframe.{width}").locator("body")
+        body.get_by_text("Hello Eva").wait_for()
+    with services.db.read() as conn:
+        assert accounts.entries(conn, action="template.saved")[0].user_email == (
+            "marketer@brand.example"
+        )
+
+    viewer = _sign_in(browser, live_server, "viewer@brand.example")
+    viewer.goto(f"{live_server.url}/console/templates/win-back-last-chance")
+    assert viewer.get_by_role("button", name="Check and save").count() == 0
+    csrf = viewer.locator("input[name=csrf]").first.input_value()
+    refused = viewer.request.post(
+        f"{live_server.url}/console/templates/win-back-last-chance",
+        form={"csrf": csrf, "source": "en: {sms: {text: hi}}\n"},
+    )
+    assert refused.status == 403

@@ -147,6 +147,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         default_region=settings.default_region,
         people=services.people,
         links=services.delivery.links,
+        delivery=services.delivery,
         appender=services.writer,
     )
 

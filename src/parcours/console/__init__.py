@@ -25,6 +25,7 @@ from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.preferences_pages import preferences_routes
 from parcours.console.sign_in_pages import sign_in_routes
+from parcours.console.templates_pages import templates_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -52,6 +53,7 @@ def console_router() -> Router:
             *customers_routes(),
             *outbox_routes(),
             *preferences_routes(),
+            *templates_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -20,7 +20,7 @@ from parcours.accounts import Permission, Session
 from parcours.console.rendering import Viewer, page
 from parcours.customers import People
 from parcours.log import Appender
-from parcours.messaging import Links
+from parcours.messaging import Delivery, Links
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale
@@ -48,6 +48,7 @@ class ConsoleParts:
     default_region: str = "FR"  # how a phone number typed without its country is read
     people: People | None = None  # each package's hooks for a person erased
     links: Links | None = None  # the signed links of messages (the preference centre's)
+    delivery: Delivery | None = None  # for previews: a message's context, as it would go
     appender: Appender | None = None  # the way into the log (consents given on a page)
 
 
