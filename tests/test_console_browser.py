@@ -19,7 +19,7 @@ from parcours.journeys import LifecycleError, versions
 from parcours.messaging import templates
 from parcours.services import Services
 from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
-from tests.conftest import LiveServer, make_event
+from tests.conftest import LiveServer, make_event, wait_until
 
 __all__ = ["browser"]  # the fixture, used by name
 
@@ -172,6 +172,7 @@ def test_every_page_in_both_languages_at_both_widths(
     for name in (
         "overview",
         "customers",
+        "segments",
         "journeys",
         "journeys-new",
         "outbox",
@@ -541,3 +542,40 @@ def test_a_template_is_previewed_for_a_customer_and_edited(
         form={"csrf": csrf, "source": "en: {sms: {text: hi}}\n"},
     )
     assert refused.status == 403
+
+
+def test_a_marketer_builds_a_segment_and_sees_who_is_in_it(
+    browser: Any, live_server: LiveServer, services: Services
+) -> None:
+    _team(services, "marketer")
+    services.writer.append_sync(
+        [
+            make_event(userId="u-1", event="Order Completed", properties={"order_id": f"o{n}"})
+            for n in range(2)
+        ]
+        + [make_event(userId="u-2", event="Order Completed", properties={"order_id": "o9"})]
+    )
+    services.start_worker()
+    marketer = _sign_in(browser, live_server, "marketer@brand.example")
+    marketer.get_by_role("link", name="Segments").click()
+    editor = marketer.get_by_label("The segment, in YAML")
+    example = editor.input_value()
+    editor.fill(example.replace("conditions:", "conditionz:"))
+    marketer.get_by_role("button", name="Check and save").click()
+    assert "line" in marketer.locator("ul.problems").inner_text()
+    marketer.get_by_label("The segment, in YAML").fill(example)
+    marketer.get_by_role("button", name="Check and save").click()
+    marketer.wait_for_url(re.compile(r".*/console/segments/repeat-buyers$"))
+
+    def one_member() -> bool:
+        marketer.reload()
+        return "up to date" in marketer.locator(".figures").inner_text()
+
+    wait_until(one_member, 30, what="the segment to be evaluated")
+    figures = marketer.locator(".figures").inner_text()
+    assert figures.startswith("1")
+    assert marketer.locator("main ul li a").count() == 1
+    with services.db.read() as conn:
+        assert accounts.entries(conn, action="segment.saved")[0].user_email == (
+            "marketer@brand.example"
+        )

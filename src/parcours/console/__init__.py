@@ -24,6 +24,7 @@ from parcours.console.outbox_pages import outbox_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.preferences_pages import preferences_routes
+from parcours.console.segments_pages import segments_routes
 from parcours.console.sign_in_pages import sign_in_routes
 from parcours.console.templates_pages import templates_routes
 
@@ -54,6 +55,7 @@ def console_router() -> Router:
             *outbox_routes(),
             *preferences_routes(),
             *templates_routes(),
+            *segments_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

@@ -7,6 +7,7 @@ the reads run for every event are too).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,9 +64,11 @@ def save(
     *,
     mode: Literal["create", "update"],
     segment_id: str | None = None,
+    also: Callable[[Connection, Saved], None] | None = None,
 ) -> Saved:
     """Check the definition and store it; a new or changed definition is evaluated for every
-    customer (a chunked job). `create` refuses an existing id, `update` an unknown one."""
+    customer (a chunked job). `create` refuses an existing id, `update` an unknown one.
+    `also` runs in the save's transaction when something changed (the console's audit)."""
     segment = load_segment(source)
     if segment_id is not None and segment.id != segment_id:
         raise SegmentIdMismatch(
@@ -109,7 +112,10 @@ def save(
             queue=QUEUE,
             unique_key=f"segment-backfill:{segment.id}",
         )
-    return Saved(segment.id, generation, True)
+        saved = Saved(segment.id, generation, True)
+        if also is not None:
+            also(conn, saved)
+    return saved
 
 
 def source_of(conn: Connection, segment_id: str) -> tuple[int, str] | None:
