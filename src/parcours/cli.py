@@ -662,6 +662,12 @@ def bench_journeys(context: typer.Context) -> None:
     _run_bench("journeys", list(context.args))
 
 
+@bench_app.command("console", context_settings=_PASS_THROUGH, add_help_option=False)
+def bench_console(context: typer.Context) -> None:
+    """Console: each main page's server time with a brand's worth of data; see --help."""
+    _run_bench("console", list(context.args))
+
+
 @bench_app.command("channels", context_settings=_PASS_THROUGH, add_help_option=False)
 def bench_channels(context: typer.Context) -> None:
     """Channels: emails/s through SMTP with DKIM against a bare smtplib floor; rendering."""

@@ -94,7 +94,7 @@ def _as_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-@get("/console/outbox/stream", sync_to_thread=False)
+@get("/console/outbox/stream")
 async def outbox_stream(
     request: Request[Any, Any, Any],
     console: Injected[ConsoleParts],
