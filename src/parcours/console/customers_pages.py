@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from parcours import accounts, messaging
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
-from parcours.console.rendering import Viewer, page
+from parcours.console.rendering import Viewer, not_found, page
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
 from parcours.journeys import versions
@@ -47,9 +47,7 @@ def _customer_page(
     with parts.db.read() as conn:
         live = profiles.live_customers(conn, [customer_id])
         if customer_id not in live:
-            return page(
-                viewer, "refused.html", status=404, reason=viewer.t("console.customers.unknown")
-            )
+            return not_found(viewer, "console.customers.unknown")
         if live[customer_id] != customer_id:
             return go(f"/console/customers/{live[customer_id]}")
         profile = profiles.profile(conn, customer_id)
@@ -70,16 +68,7 @@ def _customer_page(
         runs=runs,
         decisions=decisions,
         messages=messages,
-        as_json=_as_json,
     )
-
-
-def _unknown(viewer: Viewer) -> Response[bytes]:
-    return page(viewer, "refused.html", status=404, reason=viewer.t("console.customers.unknown"))
-
-
-def _as_json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
 
 
 @get("/console/customers/{customer_id:int}", sync_to_thread=True)
@@ -105,9 +94,7 @@ def export(
     try:
         document = profiles.export(console.db, ref, console.default_region)
     except CustomerNotFound:
-        return page(
-            viewer, "refused.html", status=404, reason=viewer.t("console.customers.unknown")
-        )
+        return not_found(viewer, "console.customers.unknown")
     with console.db.write() as conn:
         accounts.record(conn, viewer.session.user.actor, "customer.exported", ref, now)
     return Response(
@@ -162,9 +149,7 @@ def erase(
             also=audited,
         )
     except CustomerNotFound:
-        return page(
-            viewer, "refused.html", status=404, reason=viewer.t("console.customers.unknown")
-        )
+        return not_found(viewer, "console.customers.unknown")
     return go(f"/console/customers?q={ref}")
 
 

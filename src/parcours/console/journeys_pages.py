@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from parcours import accounts
 from parcours.accounts import Permission
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
-from parcours.console.rendering import Viewer, page
+from parcours.console.rendering import Viewer, not_found, page
 from parcours.http import Injected
 from parcours.journeys import (
     JourneyError,
@@ -83,9 +83,7 @@ def _journey_page(
         try:
             journey = versions.journey_view(conn, journey_id)
         except UnknownJourney:
-            return page(
-                viewer, "refused.html", status=404, reason=viewer.t("console.journeys.unknown")
-            )
+            return not_found(viewer, "console.journeys.unknown")
         shown = [versions.version_view(conn, journey_id, r.version) for r in journey.versions]
         stats = (
             versions.stats(conn, journey_id, journey.live_version)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import msgspec
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery, Parameter
@@ -86,12 +85,7 @@ def outbox_page(
         messages=messages or [],
         unknown=messages is None,
         stream=f"/console/outbox/stream?{filters.query()}&after={last}",
-        as_json=_as_json,
     )
-
-
-def _as_json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
 
 
 @get("/console/outbox/stream")
@@ -118,7 +112,7 @@ async def outbox_stream(
             found = await asyncio.to_thread(_messages, console, filters, last)
             if found:
                 last = max(_number(m) for m in found)
-                html = render(viewer, "_outbox_rows.html", messages=found, as_json=_as_json)
+                html = render(viewer, "_outbox_rows.html", messages=found)
                 yield ServerSentEventMessage(data=html, event="message", id=str(last))
             await asyncio.sleep(POLL_SECONDS)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -70,6 +71,19 @@ def invite(
     return _users_page(viewer, console, status=201, new_link=link, invited=invitation)
 
 
+def _users_changed(
+    viewer: Viewer, parts: ConsoleParts, change: Callable[[accounts.User, int], object]
+) -> Response[Any]:
+    """A change to the users made by the viewer; the users' page again, with the refusal
+    in the viewer's language if there is one."""
+    assert viewer.session is not None
+    try:
+        change(viewer.session.user, parts.clock.now_ms())
+    except AccountError as exc:
+        return _users_page(viewer, parts, status=400, error=viewer.t(exc.key, **exc.values))
+    return go("/console/users")
+
+
 @post("/console/users/{user_id:int}/role", status_code=200, sync_to_thread=True)
 def change_role(
     request: Request[Any, Any, Any],
@@ -78,14 +92,13 @@ def change_role(
     data: Form,
 ) -> Response[Any]:
     viewer = changing(request, console, "users.manage", data)
-    assert viewer.session is not None
-    try:
-        accounts.change_role(
-            console.db, viewer.session.user, user_id, data.get("role", ""), console.clock.now_ms()
-        )
-    except AccountError as exc:
-        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
-    return go("/console/users")
+    return _users_changed(
+        viewer,
+        console,
+        lambda actor, now: accounts.change_role(
+            console.db, actor, user_id, data.get("role", ""), now
+        ),
+    )
 
 
 @post("/console/users/{user_id:int}/disable", status_code=200, sync_to_thread=True)
@@ -96,12 +109,9 @@ def disable(
     data: Form,
 ) -> Response[Any]:
     viewer = changing(request, console, "users.manage", data)
-    assert viewer.session is not None
-    try:
-        accounts.disable(console.db, viewer.session.user, user_id, console.clock.now_ms())
-    except AccountError as exc:
-        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
-    return go("/console/users")
+    return _users_changed(
+        viewer, console, lambda actor, now: accounts.disable(console.db, actor, user_id, now)
+    )
 
 
 @post("/console/invitations/{invitation_id:int}/revoke", status_code=200, sync_to_thread=True)
@@ -112,14 +122,11 @@ def revoke(
     data: Form,
 ) -> Response[Any]:
     viewer = changing(request, console, "users.manage", data)
-    assert viewer.session is not None
-    try:
-        accounts.revoke_invitation(
-            console.db, viewer.session.user, invitation_id, console.clock.now_ms()
-        )
-    except AccountError as exc:
-        return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
-    return go("/console/users")
+    return _users_changed(
+        viewer,
+        console,
+        lambda actor, now: accounts.revoke_invitation(console.db, actor, invitation_id, now),
+    )
 
 
 def _account_page(

@@ -54,22 +54,27 @@ def _subscribed(parts: ConsoleParts, customer_id: int) -> dict[str, bool]:
     return {channel: channel in granted for channel in CHANNELS}
 
 
+def _invalid(request: Request[Any, Any, Any], parts: ConsoleParts) -> Response[bytes]:
+    """A link we did not sign: nothing of anyone shown."""
+    viewer = _viewer(request, parts, 0)
+    return page(
+        viewer,
+        "preferences.html",
+        status=404,
+        invalid=True,
+        subscribed={},
+        saved=False,
+        channels=CHANNELS,
+    )
+
+
 @get("/p/{token:str}", sync_to_thread=True, include_in_schema=False)
 def preferences_page(
     request: Request[Any, Any, Any], console: Injected[ConsoleParts], token: FromPath[str]
 ) -> Response[bytes]:
     customer_id = _customer_of(console, token)
     if customer_id is None:
-        viewer = _viewer(request, console, 0)
-        return page(
-            viewer,
-            "preferences.html",
-            status=404,
-            invalid=True,
-            subscribed={},
-            saved=False,
-            channels=CHANNELS,
-        )
+        return _invalid(request, console)
     viewer = _viewer(request, console, customer_id)
     return page(
         viewer,
@@ -90,16 +95,7 @@ def save_preferences(
 ) -> Response[Any]:
     customer_id = _customer_of(console, token)
     if customer_id is None:
-        viewer = _viewer(request, console, 0)
-        return page(
-            viewer,
-            "preferences.html",
-            status=404,
-            invalid=True,
-            subscribed={},
-            saved=False,
-            channels=CHANNELS,
-        )
+        return _invalid(request, console)
     if customer_id == 0:  # the link of a test send: shown, never acted on
         return Redirect(f"/p/{token}?saved=1", status_code=303)
     viewer = _viewer(request, console, customer_id)

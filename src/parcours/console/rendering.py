@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -76,6 +77,14 @@ class Viewer:
         return self.session is not None and self.session.user.may(permission)  # type: ignore[arg-type]
 
 
+def _as_json(value: Any) -> str:
+    """A value as JSON, Structs included (a template escapes it where it shows it)."""
+    return msgspec.json.encode(value).decode()
+
+
+_ENV.globals["as_json"] = _as_json
+
+
 def render(viewer: Viewer, template: str, **values: Any) -> str:
     """`template` drawn for `viewer` (a page, or a part of one)."""
     return _ENV.get_template(template).render(v=viewer, t=viewer.t, locales=SHIPPED, **values)
@@ -90,3 +99,8 @@ def page(viewer: Viewer, template: str, status: int = 200, **values: Any) -> Res
         media_type="text/html; charset=utf-8",
         headers=SECURITY_HEADERS,
     )
+
+
+def not_found(viewer: Viewer, key: str) -> Response[bytes]:
+    """404, saying in the viewer's language what is not there."""
+    return page(viewer, "refused.html", status=404, reason=viewer.t(key))

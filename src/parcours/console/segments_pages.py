@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from parcours import accounts
 from parcours.console.access import ConsoleParts, Form, changing, go, signed_in
-from parcours.console.rendering import Viewer, page
+from parcours.console.rendering import Viewer, not_found, page
 from parcours.http import Injected
 from parcours.segments import (
     SegmentError,
@@ -66,8 +66,7 @@ def _segment_page(
         try:
             segment = catalog.describe(conn, segment_id)
         except UnknownSegment:
-            reason = viewer.t("console.segments.unknown")
-            return page(viewer, "refused.html", status=404, reason=reason)
+            return not_found(viewer, "console.segments.unknown")
         sample = catalog.members(conn, segment_id, limit=MEMBERS_SHOWN)
     return page(
         viewer,

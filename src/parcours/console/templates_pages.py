@@ -15,7 +15,7 @@ from litestar.params import FromPath, FromQuery
 from parcours import accounts
 from parcours.channels import sms
 from parcours.console.access import ConsoleParts, Form, changing, go, signed_in
-from parcours.console.rendering import Viewer, page
+from parcours.console.rendering import Viewer, not_found, page
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
 from parcours.messaging import templates
@@ -57,8 +57,7 @@ def _template_page(
         try:
             found = templates.get(conn, template_id)
         except templates.TemplateProblem:
-            reason = viewer.t("console.templates.unknown")
-            return page(viewer, "refused.html", status=404, reason=reason)
+            return not_found(viewer, "console.templates.unknown")
     text = yaml.safe_dump(found.content, allow_unicode=True, sort_keys=True, width=100)
     return page(
         viewer,
