@@ -3,7 +3,7 @@ entries, the simulator and outbound webhooks. Other packages use only what this 
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.journeys import people, versions, webhooks
+from parcours.journeys import graph, people, versions, webhooks
 from parcours.journeys.definition import JourneyError, journey_schema
 from parcours.journeys.engine import QUEUE, JourneyEngine
 from parcours.journeys.ready_made import ReadyMade, ready_made, ready_made_source
@@ -34,6 +34,7 @@ __all__ = [
     "UnknownJourney",
     "brand_segments",
     "format_timeline",
+    "graph",
     "journey_schema",
     "load_script",
     "people",

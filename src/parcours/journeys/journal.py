@@ -19,6 +19,7 @@ from parcours.customers import profiles as customers
 from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
 from parcours.log import QUIET, Event, Reactions, append_events
+from parcours.messaging import choice
 
 _encode = msgspec.json.Encoder().encode
 
@@ -187,7 +188,14 @@ class Journal:
             acted(run)
         if "step" in details:
             self.pending().visits.append(
-                (run.journey_id, run.version, details["step"], name, run.id, now)
+                (
+                    run.journey_id,
+                    run.version,
+                    details["step"],
+                    visit_outcome(name, details),
+                    run.id,
+                    now,
+                )
             )
         self.append(conn, run, now, "track", name, {"properties": details}, source="system")
 
@@ -242,6 +250,22 @@ class Journal:
         self.flush(conn)
         append_events(conn, [[event]], now, reactions)
         state.profiles.clear()
+
+
+def visit_outcome(name: str, details: dict[str, Any]) -> str:
+    """What a step visit records: the decision's name, and for a branch its arm, for a
+    split its path, for a held message the kind of its reason (`Message Held: consent`),
+    so that the step's counts say which way runs went and why messages were held."""
+    if name == "Journey Branched":
+        return f"{name}: {details.get('arm')}"
+    if name == "Journey Split":
+        return f"{name}: {details.get('path')}"
+    if name == "Message Held":
+        passed = details.get("passed_over") or []
+        reasons = [str(p.get("reason", "")) for p in passed if isinstance(p, dict)]
+        kinds = sorted({choice.reason_kind(r) for r in reasons or [str(details.get("reason"))]})
+        return f"{name}: {'+'.join(kinds)}"
+    return name
 
 
 def system_event(

@@ -42,7 +42,15 @@ _decode = msgspec.json.Decoder().decode
 
 
 class LifecycleError(ValueError):
-    """A lifecycle change that is not allowed; the message says why."""
+    """A lifecycle change that is not allowed; the message says why, in English (the
+    API's words). `code` names the refusal and `values` what it is about, so that the
+    console can say it in its viewer's language: no_version, wrong_status, same_editor,
+    same_submitter, not_ready, unknown_segments, not_live, not_api."""
+
+    def __init__(self, message: str, code: str = "refused", **values: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 class UnknownJourney(LookupError):
@@ -138,11 +146,22 @@ def change_status(
             )
         ).first()
         if row is None:
-            raise LifecycleError(f"journey {journey_id!r} has no version {version}")
+            raise LifecycleError(
+                f"journey {journey_id!r} has no version {version}",
+                "no_version",
+                journey=journey_id,
+                version=str(version),
+            )
         if row.status not in allowed_from:
             raise LifecycleError(
                 f"cannot {move.replace('_', ' ')} version {version} of {journey_id!r}: it is "
-                f"{row.status} (allowed from {', '.join(sorted(allowed_from))})"
+                f"{row.status} (allowed from {', '.join(sorted(allowed_from))})",
+                "wrong_status",
+                journey=journey_id,
+                version=str(version),
+                move=move,
+                status=row.status,
+                allowed=",".join(sorted(allowed_from)),
             )
         values: dict[str, Any] = {"status": target, "updated_at": now}
         if move == "submit":
@@ -152,12 +171,19 @@ def change_status(
             person = user.strip().casefold()
             if same_key or person == row.edited_by.strip().casefold():
                 raise LifecycleError(
-                    f"{row.edited_by} edited version {version} last; another person must approve it"
+                    f"{row.edited_by} edited version {version} last; another person must "
+                    "approve it",
+                    "same_editor",
+                    who=row.edited_by,
+                    version=str(version),
                 )
             if row.submitted_by and person == row.submitted_by.strip().casefold():
                 raise LifecycleError(
                     f"{row.submitted_by} submitted version {version}; another person must "
-                    "approve it"
+                    "approve it",
+                    "same_submitter",
+                    who=row.submitted_by,
+                    version=str(version),
                 )
             values |= {
                 "approved_by": user,
@@ -228,8 +254,8 @@ class NotReady(LifecycleError):
     """A version that cannot be submitted or go live as it is: `problems` names each
     step whose template is missing or lacks content, with its line."""
 
-    def __init__(self, message: str, problems: list[Problem]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, problems: list[Problem], journey: str = "") -> None:
+        super().__init__(message, "not_ready", journey=journey)
         self.problems = problems
 
 
@@ -289,7 +315,7 @@ def check_templates(conn: Connection, source: str) -> None:
             label = steps.get(f"$.{problem.path}") or problem.path.removesuffix(".send.template")
             said.append(f"step {label}: {problem.message}")
         name = journey.id if journey is not None else "the journey"
-        raise NotReady(f"{name}: {'; '.join(said)}", exc.problems) from None
+        raise NotReady(f"{name}: {'; '.join(said)}", exc.problems, name) from None
 
 
 def check_segments(conn: Connection, journey: Journey) -> None:
@@ -307,7 +333,10 @@ def check_segments(conn: Connection, journey: Journey) -> None:
     if unknown:
         raise LifecycleError(
             f"{journey.id}: no segment is defined with id {', '.join(map(repr, unknown))} "
-            "(define it with POST /api/segments first)"
+            "(define it with POST /api/segments first)",
+            "unknown_segments",
+            journey=journey.id,
+            segments=", ".join(unknown),
         )
 
 
@@ -335,14 +364,21 @@ def entry_request(
     if not live:
         raise LifecycleError(
             f"journey {journey_id!r} is not live (its latest version, {rows[0].version}, is "
-            f"{rows[0].status}): a customer can only enter a live journey"
+            f"{rows[0].status}): a customer can only enter a live journey",
+            "not_live",
+            journey=journey_id,
+            version=str(rows[0].version),
+            status=rows[0].status,
         )
     entry = parse(live[0].source).entry
     if not entry.api:
         trigger = entry.event or (f"segment {entry.segment}" if entry.segment else "a date")
         raise LifecycleError(
             f"journey {journey_id!r} is entered on {trigger}, not through the API "
-            "(its entry would say api: true)"
+            "(its entry would say api: true)",
+            "not_api",
+            journey=journey_id,
+            trigger=trigger,
         )
     if "journey_id" in properties:
         raise ValueError("properties.journey_id is set by Parcours; leave it out")
