@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from parcours.journeys import webhooks
 from parcours.journeys.definition import load_journey, parse_duration
 from parcours.log import Appender, Event
 from parcours.log import queries as log_queries
+from parcours.messaging import outbox_page
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import Clock, SimulatedClock, from_ms, iso, parse_iso
 from parcours.runtime.counting import not_counted
@@ -46,6 +47,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 SIM_USER = "simulated-customer"
 MAX_DAYS = 366  # how far a simulation may run after its last scripted event
+MAX_MESSAGES = 10_000  # the simulated messages whose content the timeline shows
 # The trait a scripted segment's stand-in definition reads: the segments the script says
 # the customer is in. It exists only in the scratch database.
 SCRIPTED_SEGMENTS = "parcours_simulated_segments"
@@ -55,7 +57,13 @@ _ITEM_KEYS = frozenset(
 
 
 class ScriptError(ValueError):
-    """A simulation script that cannot be run; the message says where and why."""
+    """A simulation script that cannot be run; the message says where and why, and,
+    when known, which item (from 1) and which line of the script's YAML."""
+
+    def __init__(self, message: str, *, item: int | None = None, line: int | None = None):
+        super().__init__(message)
+        self.item = item
+        self.line = line
 
 
 class Scratch(Protocol):
@@ -96,6 +104,10 @@ class TimelineEntry:
     what: str
     customer: str = SIM_USER  # the script's name for the customer it is about
     call: SimulatedCall | None = None  # a webhook step: the call it would have made
+    decision: str | None = None  # the decision's name (Journey Waiting, Message Queued...)
+    step: str | None = None  # the step it was made at
+    channel: str | None = None  # a message: the channel it would go on
+    message: JsonObject | None = None  # a message: its content, as the provider would get it
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ class ScriptItem:
     context: JsonObject = field(default_factory=dict)
     enters: str | None = None
     leaves: str | None = None
+    line: int | None = None  # where it is written in the script's YAML, when it was
 
 
 @dataclass
@@ -123,6 +136,7 @@ class _Item:
     enters: str | None = None
     leaves: str | None = None
     number: int = 0
+    line: int | None = None
 
 
 @dataclass
@@ -317,7 +331,7 @@ def _item(number: int, item: ScriptItem, start: int) -> _Item:
     try:
         moment = _moment(item.at, start)
     except ValueError as exc:
-        raise ScriptError(f"item {number}: at: {exc}") from None
+        raise ScriptError(f"item {number}: at: {exc}", item=number, line=item.line) from None
     changes = item.enters is not None or item.leaves is not None
     document = {
         "type": "identify" if changes else item.type,
@@ -327,7 +341,13 @@ def _item(number: int, item: ScriptItem, start: int) -> _Item:
         "context": item.context,
     }
     return _Item(
-        moment, item.customer, document, enters=item.enters, leaves=item.leaves, number=number
+        moment,
+        item.customer,
+        document,
+        enters=item.enters,
+        leaves=item.leaves,
+        number=number,
+        line=item.line,
     )
 
 
@@ -359,7 +379,11 @@ def _scripted_event(item: _Item, memberships: dict[str, set[str]]) -> Event:
     try:
         return parse_event(_encode(body), source="simulator", received_at=item.at)
     except EventError as exc:
-        raise ScriptError(f"item {item.number} ({item.document.get('event')!r}): {exc}") from None
+        raise ScriptError(
+            f"item {item.number} ({item.document.get('event')!r}): {exc}",
+            item=item.number,
+            line=item.line,
+        ) from None
 
 
 def _history_event(document: dict[str, Any], start: int) -> Event:
@@ -407,22 +431,43 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
     with services.db.read() as conn:
         who = _customer_names(conn, names, services.settings.default_region)
         rows = log_queries.from_sources(conn, ("system", "journey"))
+        # What each message would have been: the scratch outbox, delivered to the sandbox.
+        messages = {m.idempotency_key: m for m in outbox_page(conn, MAX_MESSAGES, None)}
     entries: list[TimelineEntry] = []
     for row in rows:
         properties = _decode(row.payload).get("properties", {})
         customer = who.get(int(row.customer_id), SIM_USER) if row.customer_id else SIM_USER
+        step = properties.get("step") if isinstance(properties.get("step"), str) else None
         if row.name == "Webhook Scheduled":
             call = recorder.calls.get(str(properties.get("delivery_id")))
             url = call.url if call else properties.get("url")
             what = f"would call POST {url} (nothing is sent)"
-            entries.append(TimelineEntry(row.occurred_at, what, customer, call))
+            entries.append(
+                TimelineEntry(row.occurred_at, what, customer, call, row.name, step=step)
+            )
             continue
         say = _SAYINGS.get(row.name or "")
         if say is not None:
-            entries.append(TimelineEntry(row.occurred_at, say(properties), customer))
+            message = messages.get(str(properties.get("idempotency_key")))
+            entries.append(
+                TimelineEntry(
+                    row.occurred_at,
+                    say(properties),
+                    customer,
+                    decision=row.name,
+                    step=step,
+                    channel=message.channel if message else None,
+                    message=message.content if message else None,
+                )
+            )
         elif row.source == "journey":
             entries.append(
-                TimelineEntry(row.occurred_at, f"emits {row.name or 'a profile update'}", customer)
+                TimelineEntry(
+                    row.occurred_at,
+                    f"emits {row.name or 'a profile update'}",
+                    customer,
+                    decision=row.name or "Profile Updated",
+                )
             )
     return entries
 
@@ -458,14 +503,24 @@ def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int,
 def load_script(text_value: str) -> list[ScriptItem]:
     """A simulation script (YAML), its items checked; ScriptError says what is wrong."""
     try:  # within the limits of every definition: no anchors, no key given twice...
-        document, _ = load_yaml(text_value)
+        document, node = load_yaml(text_value)
     except DefinitionError as exc:
-        raise ScriptError(str(exc)) from None
+        line = exc.problems[0].line if exc.problems else None
+        raise ScriptError(str(exc), line=line) from None
     if isinstance(document, dict):
         document = document.get("events")
+        node = next((v for k, v in node.value if k.value == "events"), None)
     if not isinstance(document, list):
         raise ScriptError("a script is a list of events (or a mapping with an `events` list)")
-    return [script_item(number, item) for number, item in enumerate(document, 1)]
+    lines = [item.start_mark.line + 1 for item in node.value]
+    items = []
+    for number, item in enumerate(document, 1):
+        try:
+            checked = script_item(number, item)
+        except ScriptError as exc:
+            raise ScriptError(str(exc), item=number, line=lines[number - 1]) from None
+        items.append(replace(checked, line=lines[number - 1]))
+    return items
 
 
 def format_timeline(entries: list[TimelineEntry], start: int) -> str:
