@@ -1,11 +1,16 @@
 """Journeys in the console: the list, the gallery of ready-made journeys, a journey's page
-(its versions and their review, the YAML editor checked as you type) and the lifecycle:
-submit, approve by another person with the reviewer's right, go live, pause, resume,
-archive. Each change is audited in its own transaction."""
+(its steps drawn as a graph with each step's counts, the simulator, its versions and their
+review, the YAML editor checked as you type), two versions side by side, and the
+lifecycle: submit, approve by another person with the reviewer's right, go live, pause,
+resume, archive, each refusal said in the viewer's language. Each change is audited in
+its own transaction."""
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -17,19 +22,30 @@ from parcours import accounts
 from parcours.accounts import Permission
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
 from parcours.console.rendering import Viewer, not_found, page
+from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
 from parcours.journeys import (
+    MAX_DAYS,
     JourneyError,
     LifecycleError,
     NotReady,
+    OpenScratch,
+    ScriptError,
     UnknownJourney,
+    brand_segments,
+    graph,
+    load_script,
     ready_made,
     ready_made_source,
+    simulate,
     versions,
 )
+from parcours.messaging import templates
 from parcours.runtime.definitions import Problem
+from parcours.runtime.settings import Settings
 
 MAX_SOURCE = 256 * 1024
+MAX_SCRIPT = 64 * 1024
 # What each move needs, and the status it starts from (resume: a paused version goes live).
 MOVES: dict[str, tuple[str, Permission]] = {
     "submit": ("submit", "journeys.edit"),
@@ -69,6 +85,89 @@ def journeys_page(
     return page(viewer, "journeys.html", journeys=by_journey, gallery=ready_made())
 
 
+# The decisions a simulation's timeline shows, by the name the log gives them.
+DECISIONS = {
+    "Journey Entered": "entered",
+    "Journey Entry Refused": "refused",
+    "Journey Waiting": "waiting",
+    "Journey Event Received": "received",
+    "Journey Wait Timed Out": "timed_out",
+    "Journey Wait Skipped": "skipped",
+    "Journey Branched": "branched",
+    "Journey Split": "split",
+    "Message Queued": "queued",
+    "Message Held": "held",
+    "Journey Exited": "exited",
+    "Journey Converted": "converted",
+    "Journey Held": "paused",
+    "Task Created": "task",
+    "Segment Entered": "segment_entered",
+    "Segment Exited": "segment_exited",
+    "Webhook Scheduled": "webhook",
+}
+# A message's fields shown in the timeline, in this order (an email's HTML is its text).
+MESSAGE_FIELDS = ("subject", "preheader", "title", "header", "text", "body", "template", "url")
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One moment of a simulation, as the page shows it."""
+
+    at: str
+    offset: str
+    customer: str
+    step: str
+    decision: str
+    what: str
+    channel: str
+    fields: list[tuple[str, str]]
+
+
+@dataclass
+class Simulation:
+    """What the simulator was asked, and what it answered (a timeline, or why not)."""
+
+    version: int | None = None
+    customer: str = ""
+    script: str = ""
+    days: int = 30
+    rows: list[TimelineRow] | None = None
+    several: bool = False
+    error: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+
+def refusal(viewer: Viewer, exc: LifecycleError) -> str:
+    """A lifecycle refusal in the viewer's language, from its code (the domain's English
+    when the console has no words for it)."""
+    if exc.code == "refused":  # a refusal without a code of its own
+        return str(exc)
+    values = dict(exc.values)
+    if "move" in values:
+        values["move"] = viewer.t(f"console.journeys.move.{values['move']}")
+    if "status" in values:
+        values["status"] = viewer.t(f"console.journeys.status.{values['status']}")
+    try:
+        return viewer.t(f"console.journeys.refused.{exc.code}", **values)
+    except KeyError:
+        return str(exc)
+
+
+def _script_example(source: str) -> str:
+    """A first script for the simulator: the journey's entry, now."""
+    try:
+        entry = versions.parse(source).entry
+    except JourneyError:
+        return "- at: +0m\n  event: Signed Up\n"
+    if entry.event is not None:
+        return f"- at: +0m\n  event: {entry.event}\n  properties: {{}}\n"
+    if entry.segment is not None:
+        return f"- at: +0m\n  {'enters' if entry.on == 'enter' else 'leaves'}: {entry.segment}\n"
+    if entry.date_trait is not None:
+        return f"- at: +0m\n  type: identify\n  traits: {{{entry.date_trait}: '2000-01-01'}}\n"
+    return "- at: +0m\n  event: Journey Entry Requested\n"
+
+
 def _journey_page(
     viewer: Viewer,
     parts: ConsoleParts,
@@ -78,6 +177,8 @@ def _journey_page(
     error: str = "",
     problems: list[Problem] | None = None,
     source: str | None = None,
+    drawn_version: int | None = None,
+    simulation: Simulation | None = None,
 ) -> Response[bytes]:
     with parts.db.read() as conn:
         try:
@@ -90,6 +191,13 @@ def _journey_page(
             if journey.live_version is not None
             else None
         )
+        numbers = [r.version for r in journey.versions]
+        drawn_at = drawn_version if drawn_version in numbers else None
+        drawn_at = drawn_at or journey.live_version or journey.latest.version
+        try:
+            drawn: graph.JourneyGraph | None = graph.journey_graph(conn, journey_id, drawn_at)
+        except JourneyError:  # written under rules since changed: the YAML shows why
+            drawn = None
     return page(
         viewer,
         "journey.html",
@@ -97,19 +205,229 @@ def _journey_page(
         journey=journey,
         shown=list(reversed(shown)),
         stats=stats,
+        drawn=drawn,
         available=AVAILABLE,
         moves=MOVES,
         error=error,
         problems=problems or [],
         source=journey.latest.source if source is None else source,
+        simulation=simulation
+        or Simulation(
+            version=journey.latest.version, script=_script_example(journey.latest.source)
+        ),
     )
 
 
 @get("/console/journeys/{journey_id:str}", sync_to_thread=True)
 def journey_page(
-    request: Request[Any, Any, Any], console: Injected[ConsoleParts], journey_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    journey_id: FromPath[str],
+    version: FromQuery[int | None] = None,
 ) -> Response[bytes]:
-    return _journey_page(signed_in(request, console), console, journey_id)
+    return _journey_page(signed_in(request, console), console, journey_id, drawn_version=version)
+
+
+def _offset(milliseconds: int) -> str:
+    shown = timedelta(milliseconds=max(0, milliseconds))
+    hours, rest = divmod(shown.seconds, 3600)
+    clock = f"{hours:02d}:{rest // 60:02d}"
+    return f"+{shown.days}d {clock}" if shown.days else f"+{clock}"
+
+
+def _fields(content: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not content:
+        return []
+    return [(name, str(content[name])) for name in MESSAGE_FIELDS if content.get(name)]
+
+
+def _simulate(
+    viewer: Viewer,
+    parts: ConsoleParts,
+    settings: Settings,
+    open_scratch: OpenScratch,
+    journey_id: str,
+    asked: Simulation,
+) -> Simulation:
+    """Run the simulator on the version asked for, with the brand's templates, segments
+    and settings, and a real customer's history when one is named; nothing is sent."""
+    try:
+        with parts.db.read() as conn:
+            source = versions.version_view(conn, journey_id, asked.version or 0).source
+            brand_templates = templates.brand_templates(conn)
+            segment_sources = brand_segments(conn)
+    except LookupError:
+        asked.error = viewer.t("console.journeys.sim.no_version")
+        return asked
+    if not 0 <= asked.days <= MAX_DAYS:
+        asked.error = viewer.t("console.journeys.sim.days", most=MAX_DAYS)
+        return asked
+    if len(asked.script) > MAX_SCRIPT:
+        asked.error = viewer.t("console.journeys.sim.too_long")
+        return asked
+    script = []
+    try:
+        if asked.script.strip() or not asked.customer.strip():
+            script = load_script(asked.script)
+        history = None
+        if asked.customer.strip():
+            document = profiles.export(parts.db, asked.customer.strip(), parts.default_region)
+            history = document["events"]
+        start = parts.clock.now_ms()
+        entries = simulate(
+            source,
+            script,
+            open_scratch=open_scratch,
+            start=start,
+            days=asked.days,
+            history=history,
+            default_region=settings.default_region,
+            brand_templates=brand_templates,
+            brand_segments=segment_sources,
+            brand_settings=settings,
+        )
+    except ScriptError as exc:
+        line = exc.line
+        if line is None and exc.item is not None and exc.item <= len(script):
+            line = script[exc.item - 1].line
+        where = viewer.t("console.journeys.line", line=line) + ": " if line else ""
+        asked.error = viewer.t("console.journeys.sim.script_problem", problem=f"{where}{exc}")
+        return asked
+    except CustomerNotFound:
+        asked.error = viewer.t("console.customers.unknown")
+        return asked
+    except JourneyError as exc:
+        asked.error, asked.problems = viewer.t("console.journeys.has_problems"), exc.problems
+        return asked
+    except LifecycleError as exc:
+        asked.error = refusal(viewer, exc)
+        asked.problems = exc.problems if isinstance(exc, NotReady) else []
+        return asked
+    asked.several = len({entry.customer for entry in entries}) > 1
+    asked.rows = [
+        TimelineRow(
+            at=viewer.when(entry.at),
+            offset=_offset(entry.at - start),
+            customer=entry.customer,
+            step=entry.step or "",
+            decision=viewer.t(f"console.journeys.decision.{DECISIONS[entry.decision]}")
+            if entry.decision in DECISIONS
+            else entry.decision or "",
+            what=entry.what,
+            channel=entry.channel or "",
+            fields=_fields(entry.message),
+        )
+        for entry in entries
+    ]
+    return asked
+
+
+@post("/console/journeys/{journey_id:str}/simulate", status_code=200, sync_to_thread=True)
+def simulate_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    settings: Injected[Settings],
+    open_scratch: Injected[OpenScratch],
+    journey_id: FromPath[str],
+    data: Form,
+) -> Response[bytes]:
+    """The timeline of a simulation (HTMX: the timeline alone; else the whole page)."""
+    viewer = changing(request, console, None, data)
+    try:
+        days = int(data.get("days") or 30)
+        version = int(data.get("version") or 0)
+    except ValueError:
+        days, version = -1, 0
+    asked = Simulation(
+        version=version,
+        customer=data.get("customer", "")[:200],
+        script=data.get("script", ""),
+        days=days,
+    )
+    done = _simulate(viewer, console, settings, open_scratch, journey_id, asked)
+    if request.headers.get("hx-request"):
+        return page(viewer, "journey_timeline.html", simulation=done, journey_id=journey_id)
+    return _journey_page(
+        viewer, console, journey_id, simulation=done, status=400 if done.error else 200
+    )
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    """One row of two versions side by side: a line of each (or none), and whether it
+    is the same, changed, removed or added."""
+
+    kind: str  # same | changed | removed | added
+    left_number: int | None
+    left: str | None
+    right_number: int | None
+    right: str | None
+
+
+def side_by_side(before: str, after: str) -> list[DiffRow]:
+    """Two texts line by line, the changed lines paired, for a side-by-side view."""
+    left, right = before.splitlines(), after.splitlines()
+    rows: list[DiffRow] = []
+    matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            rows += [
+                DiffRow("same", i + 1, left[i], j + 1, right[j])
+                for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+            ]
+            continue
+        for k in range(max(i2 - i1, j2 - j1)):
+            i, j = i1 + k, j1 + k
+            has_left, has_right = i < i2, j < j2
+            kind = "changed" if has_left and has_right else "removed" if has_left else "added"
+            rows.append(
+                DiffRow(
+                    kind,
+                    i + 1 if has_left else None,
+                    left[i] if has_left else None,
+                    j + 1 if has_right else None,
+                    right[j] if has_right else None,
+                )
+            )
+    return rows
+
+
+@get("/console/journeys/{journey_id:str}/compare", sync_to_thread=True)
+def compare_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    journey_id: FromPath[str],
+    a: FromQuery[int | None] = None,
+    b: FromQuery[int | None] = None,
+) -> Response[bytes]:
+    """Two versions' YAML side by side, the changed lines marked (by default: the latest
+    against the live one, or against the one before it)."""
+    viewer = signed_in(request, console)
+    with console.db.read() as conn:
+        try:
+            journey = versions.journey_view(conn, journey_id)
+        except UnknownJourney:
+            return not_found(viewer, "console.journeys.unknown")
+        numbers = [r.version for r in journey.versions]
+        right = b if b in numbers else journey.latest.version
+        fallback = journey.live_version if journey.live_version != right else None
+        fallback = fallback or max([n for n in numbers if n < right] or [right])
+        left = a if a in numbers else fallback
+        before = versions.version_view(conn, journey_id, left)
+        after = versions.version_view(conn, journey_id, right)
+    rows = side_by_side(before.source, after.source)
+    counts = {
+        kind: sum(1 for r in rows if r.kind == kind) for kind in ("changed", "removed", "added")
+    }
+    return page(
+        viewer,
+        "journey_compare.html",
+        journey=journey,
+        before=before,
+        after=after,
+        rows=rows,
+        counts=counts,
+    )
 
 
 @get("/console/journeys-new", sync_to_thread=True)
@@ -228,12 +546,26 @@ def change(
         )
     except NotReady as exc:
         return _journey_page(
-            viewer, console, journey_id, status=409, error=str(exc), problems=exc.problems
+            viewer,
+            console,
+            journey_id,
+            status=409,
+            error=refusal(viewer, exc),
+            problems=exc.problems,
         )
     except LifecycleError as exc:
-        return _journey_page(viewer, console, journey_id, status=409, error=str(exc))
+        return _journey_page(viewer, console, journey_id, status=409, error=refusal(viewer, exc))
     return go(f"/console/journeys/{journey_id}")
 
 
 def journeys_routes() -> list[HTTPRouteHandler]:
-    return [journeys_page, journey_page, new_journey, check, save, change]
+    return [
+        journeys_page,
+        journey_page,
+        compare_page,
+        simulate_page,
+        new_journey,
+        check,
+        save,
+        change,
+    ]
