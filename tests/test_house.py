@@ -35,6 +35,7 @@ DOMAINS = (
     "journeys",
     "accounts",
     "analytics",
+    "brand",
 )
 # The schema module assembles every package's tables; the benchmarks measure internals.
 FACE_EXEMPT = ("schema", "bench")

@@ -13,6 +13,7 @@ def load_all_tables() -> MetaData:
     """Import each module's tables so that they are registered on the metadata."""
     import parcours.accounts.tables
     import parcours.analytics.tables
+    import parcours.brand.tables
     import parcours.customers.tables
     import parcours.ingest.tables
     import parcours.journeys.tables
