@@ -165,12 +165,16 @@ class TwilioPeer:
         peer = self
 
         class Handler(JsonHandler):
+            def do_GET(self) -> None:
+                """Fetch an Account: the read the settings page's connection test makes."""
+                if self.headers.get("Authorization") != peer.basic():
+                    return self.answer(401, {"code": 20003, "message": "Authenticate"})
+                if self.path != f"/2010-04-01/Accounts/{peer.account_sid}.json":
+                    return self.answer(404, {"code": 20404, "message": "not found"})
+                self.answer(200, {"sid": peer.account_sid, "status": "active"})
+
             def do_POST(self) -> None:
-                expected = (
-                    "Basic "
-                    + base64.b64encode(f"{peer.account_sid}:{peer.auth_token}".encode()).decode()
-                )
-                if self.headers.get("Authorization") != expected:
+                if self.headers.get("Authorization") != peer.basic():
                     return self.answer(401, {"code": 20003, "message": "Authenticate"})
                 if self.path != f"/2010-04-01/Accounts/{peer.account_sid}/Messages.json":
                     return self.answer(404, {"code": 20404, "message": "not found"})
@@ -196,6 +200,10 @@ class TwilioPeer:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def basic(self) -> str:
+        credentials = f"{self.account_sid}:{self.auth_token}".encode()
+        return "Basic " + base64.b64encode(credentials).decode()
 
     def __enter__(self) -> TwilioPeer:
         self.thread.start()
@@ -268,6 +276,14 @@ class MetaPeer:
         peer = self
 
         class Handler(JsonHandler):
+            def do_GET(self) -> None:
+                """The phone number's fields: the settings page's connection test."""
+                if self.headers.get("Authorization") != f"Bearer {peer.access_token}":
+                    return self._error(401, 190, "Invalid OAuth access token.")
+                if not self.path.split("?")[0].endswith(f"/{peer.phone_number_id}"):
+                    return self._error(404, 100, "Unsupported get request.")
+                self.answer(200, {"id": peer.phone_number_id, "verified_name": "Maison"})
+
             def do_POST(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {peer.access_token}":
                     return self._error(401, 190, "Invalid OAuth access token.")

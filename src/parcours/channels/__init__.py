@@ -13,6 +13,12 @@ from parcours.channels.base import (
     TransientFailure,
 )
 from parcours.channels.chat import Visitor, VisitorTokens
+from parcours.channels.connection_check import (
+    Configured,
+    ConnectionCheck,
+    check_connection,
+    configured,
+)
 from parcours.channels.email_bounces import HARD, SENDER_CODE, SOFT, classify
 from parcours.channels.email_inbound import Ignored, InboundHandler, InboundMail, Report
 from parcours.channels.email_tags import EmailTags, hand_to
@@ -28,6 +34,8 @@ __all__ = [
     "SENDER_CODE",
     "SOFT",
     "ConfigError",
+    "Configured",
+    "ConnectionCheck",
     "DeliveryFailure",
     "EmailTags",
     "Ignored",
@@ -46,7 +54,9 @@ __all__ = [
     "WalletOrders",
     "WhatsAppPricing",
     "application_server_key",
+    "check_connection",
     "classify",
+    "configured",
     "hand_to",
     "make_vapid_key",
     "postmark",
