@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.messaging import outbox_rows, passes, policies, subscriptions
 from parcours.messaging.templates import SENDABLE_CHANNELS, MessageTemplate
@@ -169,6 +170,9 @@ def plan(
             elif channel == "whatsapp" and closed:
                 result.passed.append({"channel": channel, "reason": WINDOW_CLOSED})
         usable = template_channels & reachable.keys() - ({"whatsapp"} if closed else set())
+        stored = brand.send_time(conn)  # the sector set in the console, if one was
+        if stored is not None and stored.sector is not None:
+            sector = stored.sector
         candidates, result.scores = rank(conn, request, profile, usable, now, sector)
     else:
         candidates = [request.channel, *request.fallback]

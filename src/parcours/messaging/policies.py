@@ -3,11 +3,13 @@
 Each check either lets a message go or holds it back with a reason and, when waiting can
 help, the next moment it may go. Rules are data (rules/default_policies.toml, plus a
 brand's own file); every matching rule must allow a message, so a brand's rules can only
-tighten the shipped ones.
+tighten the shipped ones. Once the brand's owner saves quiet hours and caps in the
+console (parcours.brand), those replace the files' until they are put back (`in_force`).
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from sqlalchemy import Connection
 
+from parcours import brand
 from parcours.customers import phone_country
 from parcours.customers import profiles as customers
 from parcours.messaging import outbox_rows
@@ -29,6 +32,8 @@ from parcours.runtime.queue import lock_customers
 
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SECTIONS = ("quiet_hours", "caps", "duplicates")
+log = logging.getLogger(__name__)
 
 
 class PolicyError(ValueError):
@@ -110,7 +115,9 @@ def check(
     conn: Connection, policies: Policies, message: Message, now: int, default_region: str
 ) -> Decision:
     """Whether this message may go now. Serialised per customer, so two sends racing for
-    the last place under a cap cannot both go."""
+    the last place under a cap cannot both go. The brand's rules saved in the console
+    replace the files' (`in_force`)."""
+    policies = in_force(conn, policies)
     hold_sends(conn, [message.customer_id])
     decision = _consent(conn, policies, message, now)
     if not decision.allowed:
@@ -289,11 +296,104 @@ def _zone(profile: dict[str, Any], fallback: str = "UTC") -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
+def in_force(conn: Connection, policies: Policies) -> Policies:
+    """`policies` as the brand's settings made in the console change them: their quiet
+    hours, caps and duplicates' window in place of the files', their time zone for
+    customers with none. Read through the brand's short cache (`brand.SEND_TIME_TTL_S`),
+    so a change reaches every process's workers within seconds."""
+    stored = brand.send_time(conn)
+    if stored is None or (stored.send_rules is None and stored.timezone is None):
+        return policies
+    return _overlaid(policies, stored.send_rules, stored.timezone)
+
+
+@lru_cache(maxsize=32)
+def _overlaid(policies: Policies, rules: str | None, timezone: str | None) -> Policies:
+    result = policies
+    if rules is not None:
+        try:
+            parsed = rules_from_text(rules)
+        except PolicyError as exc:  # checked before it was saved: never expected
+            log.error("the send rules saved in the console are ignored: %s", exc)
+        else:
+            result = replace(
+                result,
+                quiet_hours=parsed.quiet_hours,
+                caps=parsed.caps,
+                duplicate_window_ms=parsed.duplicate_window_ms,
+            )
+    if timezone:
+        result = replace(result, timezone=timezone)
+    return result
+
+
+def rules_from_text(text: str, where: str = "rules") -> Policies:
+    """Quiet hours, caps and the duplicates' window written as in a policies file (TOML);
+    PolicyError names the rule and what is wrong with it."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+    unknown = sorted(set(document) - set(SECTIONS))
+    if unknown:
+        raise PolicyError(f"{where}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    try:
+        return _from_document(where, document)
+    except (TypeError, AttributeError):
+        raise PolicyError(
+            f"{where}: write each rule as a table of its list ([[quiet_hours]], [[caps]]), "
+            "with channels and days as lists of words"
+        ) from None
+
+
+def as_text(policies: Policies) -> str:
+    """`policies`' quiet hours, caps and duplicates' window, written as a policies file."""
+    lines: list[str] = []
+    for rule in policies.quiet_hours:
+        days = ", ".join(f'"{WEEKDAYS[day]}"' for day in sorted(rule.days))
+        channels = ", ".join(f'"{channel}"' for channel in rule.channels)
+        lines += [
+            "[[quiet_hours]]",
+            f'country = "{rule.country}"',
+            f"channels = [{channels}]",
+            f'purpose = "{rule.purpose}"',
+            f"days = [{days}]",
+            f'from = "{rule.start:%H:%M}"',
+            f'until = "{rule.end:%H:%M}"',
+            f"public_holidays = {'true' if rule.public_holidays else 'false'}",
+            "",
+        ]
+    for cap in policies.caps:
+        lines += [
+            "[[caps]]",
+            f'channel = "{cap.channel}"',
+            f'purpose = "{cap.purpose}"',
+            f"count = {cap.count}",
+            f'window = "{_duration(cap.window_ms)}"',
+            f'per = "{cap.per}"',
+            "",
+        ]
+    lines += ["[duplicates]", f'window = "{_duration(policies.duplicate_window_ms)}"', ""]
+    return "\n".join(lines)
+
+
+def _duration(ms: int) -> str:
+    seconds = ms // 1000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _read(path: Path) -> Policies:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    return _from_document(str(path), document)
+
+
+def _from_document(path: str, document: dict[str, Any]) -> Policies:
     quiet = tuple(
         _quiet(path, number, rule) for number, rule in enumerate(document.get("quiet_hours", []), 1)
     )
@@ -304,9 +404,16 @@ def _read(path: Path) -> Policies:
     return Policies(quiet, caps, parse_duration(window).seconds * 1000)
 
 
-def _quiet(path: Path, number: int, rule: dict[str, Any]) -> QuietHours:
+def _quiet(path: str, number: int, rule: dict[str, Any]) -> QuietHours:
     where = f"{path}: quiet_hours rule {number}"
     try:
+        for name, known in (("days", WEEKDAYS), ("channels", None)):
+            if not isinstance(rule[name], list) or not rule[name]:
+                raise ValueError(f"{name} must be a list, such as {name} = [...]")
+            wrong = [x for x in rule[name] if not isinstance(x, str) or (known and x not in known)]
+            if wrong:
+                allowed = f"one of {', '.join(known)}" if known else "text"
+                raise ValueError(f"{name}: {wrong[0]!r} is not {allowed}")
         days = frozenset(WEEKDAYS.index(day) for day in rule["days"])
         start = time.fromisoformat(rule["from"])
         end = time.fromisoformat(rule["until"])
@@ -325,13 +432,15 @@ def _quiet(path: Path, number: int, rule: dict[str, Any]) -> QuietHours:
         raise PolicyError(f"{where}: {exc}") from None
 
 
-def _cap(path: Path, number: int, rule: dict[str, Any]) -> Cap:
+def _cap(path: str, number: int, rule: dict[str, Any]) -> Cap:
     where = f"{path}: caps rule {number}"
     try:
         per = rule.get("per", "rolling")
         if per not in ("rolling", "local_day"):
             raise ValueError(f"per must be rolling or local_day, got {per!r}")
         window = parse_duration(rule.get("window", "1d")).seconds * 1000
+        if int(rule["count"]) < 0 or window <= 0:
+            raise ValueError("count must be 0 or more, and window a duration such as 1d")
         return Cap(rule["channel"], rule["purpose"], int(rule["count"]), window, per)
     except KeyError as exc:
         raise PolicyError(f"{where}: missing {exc.args[0]}") from None
