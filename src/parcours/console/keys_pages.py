@@ -1,6 +1,7 @@
 """API keys in the console: write keys for the shop's and the site's tracking calls, admin
-keys for the admin API, each belonging to a user; shown once when made, revoked here.
-Each change is in the audit log, written in the key's own transaction."""
+keys for the admin API, each belonging to a user and limited, if chosen, to scopes of the
+admin API; shown once when made, revoked here. Each change is in the audit log, written in
+the key's own transaction."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from parcours import accounts
 from parcours.console.access import ConsoleParts, Form, changing, go, signed_in
 from parcours.console.rendering import Viewer, page
 from parcours.http import Injected, whole_number
-from parcours.runtime.keys import KeyKind, KeyNameTaken, create_key, list_keys, revoke_key
+from parcours.runtime.keys import (
+    SCOPES,
+    KeyKind,
+    KeyNameTaken,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 
 
 def _keys_page(
@@ -35,6 +43,7 @@ def _keys_page(
         status=status,
         keys=keys,
         users=users,
+        scopes=SCOPES,
         error=error,
         secret=secret,
     )
@@ -50,6 +59,8 @@ def new_key(
     request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
 ) -> Response[bytes]:
     viewer = changing(request, console, "keys.manage", data)
+    # The ticked scopes (a form sends each as `scope.<name>`): none ticked, none limit.
+    chosen = [scope for scope in SCOPES if data.get(f"scope.{scope}") == "on"]
     assert viewer.session is not None
     actor, now = viewer.session.user.actor, console.clock.now_ms()
     kind: KeyKind = "admin" if data.get("kind") == "admin" else "write"
@@ -62,6 +73,7 @@ def new_key(
     name = owner.email if kind == "admin" else " ".join(data.get("name", "").split())[:200]
     if not name:
         return _keys_page(viewer, console, status=400, error=viewer.t("console.keys.name"))
+    scopes = chosen if kind == "admin" else []
 
     def audited(conn: Connection, key_id: int) -> None:
         accounts.record(
@@ -70,11 +82,13 @@ def new_key(
             "key.created",
             f"key:{key_id}",
             now,
-            after={"kind": kind, "name": name, "user": owner.email},
+            after={"kind": kind, "name": name, "user": owner.email, "scopes": scopes or None},
         )
 
     try:
-        secret = create_key(console.db, kind, name, user_id=owner.id, also=audited)
+        secret = create_key(
+            console.db, kind, name, user_id=owner.id, scopes=scopes or None, also=audited
+        )
     except KeyNameTaken:
         return _keys_page(viewer, console, status=409, error=viewer.t("console.keys.taken"))
     return _keys_page(viewer, console, status=201, secret=secret)
@@ -99,7 +113,9 @@ def revoke(
             "key.revoked",
             f"key:{revoked}",
             now,
-            before=None if before is None else {"kind": before.kind, "name": before.name},
+            before=None
+            if before is None
+            else {"kind": before.kind, "name": before.name, "scopes": before.scopes},
         )
 
     if not revoke_key(console.db, key_id, also=audited):

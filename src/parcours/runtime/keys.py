@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +29,25 @@ from parcours.runtime.db import BigId, Database, metadata
 
 KeyKind = Literal["write", "admin"]
 
+# What an admin key may be limited to, one scope per part of the admin API and what it does
+# there (web/guards.py says which route needs which). A key limited by none reaches every
+# route (its user's role still decides the journeys' lifecycle: web/journeys_api.py).
+SCOPES = (
+    "customers:read",
+    "customers:write",
+    "journeys:read",
+    "journeys:write",
+    "segments:read",
+    "segments:write",
+    "templates:read",
+    "templates:write",
+    "messages:read",
+    "suppressions:read",
+    "suppressions:write",
+    "wallet:read",
+    "wallet:write",
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -40,6 +59,8 @@ api_keys = Table(
     Column("revoked_at", BigInteger, nullable=True),
     # The console's user the key belongs to (None: made by the command line or settings).
     Column("user_id", BigInteger, nullable=True),
+    # The scopes an admin key is limited to, space-separated; NULL: limited by none.
+    Column("scopes", Text, nullable=True),
 )
 # An admin key is one person: two live admin keys never share a name, whatever its case.
 Index(
@@ -59,16 +80,41 @@ class ApiKey:
     created_at: int
     revoked_at: int | None
     user_id: int | None = None
+    scopes: tuple[str, ...] | None = None  # None: limited by none
 
 
 @dataclass(frozen=True)
 class KeyHolder:
     """Who acts with a key: the key's number and its name (for an admin key, the person
-    who holds it, unique among live admin keys), and the console's user it belongs to."""
+    who holds it, unique among live admin keys), the console's user it belongs to, and
+    the scopes it is limited to (None: none, every route)."""
 
     key_id: int
     name: str
     user_id: int | None = None
+    scopes: frozenset[str] | None = None
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+class UnknownScope(ValueError):
+    """A scope that is not one of SCOPES."""
+
+
+def _stored_scopes(scopes: Iterable[str] | None) -> str | None:
+    """Scopes as the column keeps them (None or nothing chosen: limited by none)."""
+    if scopes is None:
+        return None
+    chosen = sorted(set(scopes))
+    unknown = [scope for scope in chosen if scope not in SCOPES]
+    if unknown:
+        raise UnknownScope(f"unknown scope {unknown[0]!r} (one of {', '.join(SCOPES)})")
+    return " ".join(chosen) or None
+
+
+def _read_scopes(stored: str | None) -> tuple[str, ...] | None:
+    return tuple(stored.split()) if stored else None
 
 
 class KeyNameTaken(ValueError):
@@ -95,15 +141,20 @@ def create_key(
     secret: str | None = None,
     *,
     user_id: int | None = None,
+    scopes: Iterable[str] | None = None,
     also: AlsoInTransaction | None = None,
 ) -> str:
     """Store a key and return its secret (shown once; only its hash is kept). An admin
     key's name is the person who holds it: KeyNameTaken if a live admin key has it.
-    `user_id`: the console's user the key belongs to."""
+    `user_id`: the console's user the key belongs to; `scopes`: what of the admin API an
+    admin key is limited to (None or empty: limited by none; UnknownScope)."""
     secret = secret or new_secret(kind)
     name = name.strip()
     if not name:
         raise ValueError("a key needs a name (for an admin key, the person who holds it)")
+    stored_scopes = _stored_scopes(scopes)
+    if stored_scopes is not None and kind != "admin":
+        raise UnknownScope("only an admin key is limited to scopes")
     try:
         with db.write() as conn:
             if kind == "admin":
@@ -116,6 +167,7 @@ def create_key(
                     key_hash=hash_key(secret),
                     created_at=_now_ms(),
                     user_id=user_id,
+                    scopes=stored_scopes,
                 )
                 .returning(api_keys.c.id)
             ).scalar_one()
@@ -186,7 +238,10 @@ def revoke_key(db: Database, key_id: int, *, also: AlsoInTransaction | None = No
 def list_keys(db: Database) -> list[ApiKey]:
     with db.read() as conn:
         rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
-    return [ApiKey(r.id, r.kind, r.name, r.created_at, r.revoked_at, r.user_id) for r in rows]
+    return [
+        ApiKey(r.id, r.kind, r.name, r.created_at, r.revoked_at, r.user_id, _read_scopes(r.scopes))
+        for r in rows
+    ]
 
 
 class KeyChecker:
@@ -214,13 +269,24 @@ class KeyChecker:
             with self._db.read() as conn:
                 row = conn.execute(
                     select(
-                        api_keys.c.id, api_keys.c.kind, api_keys.c.name, api_keys.c.user_id
+                        api_keys.c.id,
+                        api_keys.c.kind,
+                        api_keys.c.name,
+                        api_keys.c.user_id,
+                        api_keys.c.scopes,
                     ).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
                 ).first()
             if row is None:
                 cached = (None, None, now)
             else:
-                cached = (row.kind, KeyHolder(int(row.id), row.name, row.user_id), now)
+                scopes = _read_scopes(row.scopes)
+                holder = KeyHolder(
+                    int(row.id),
+                    row.name,
+                    row.user_id,
+                    None if scopes is None else frozenset(scopes),
+                )
+                cached = (row.kind, holder, now)
             with self._lock:
                 if len(self._known) > 10_000:
                     self._known.clear()

@@ -23,7 +23,7 @@ from parcours.http import (
     read_body,
 )
 from parcours.ingest import metrics as ingest_metrics
-from parcours.runtime.keys import KeyChecker, KeyHolder
+from parcours.runtime.keys import SCOPES, KeyChecker, KeyHolder
 from parcours.tracking import write_key_in_body
 
 # The names of the schemes in the OpenAPI document, and what each is.
@@ -49,6 +49,54 @@ SECURITY_SCHEMES = {
     ),
 }
 _HOLDER = "parcours_key_holder"  # where a guard leaves the acting holder, in the scope's state
+
+# The scope each route of the admin API needs of a key limited to scopes (runtime/keys.py,
+# SCOPES): reading needs `:read`, changing `:write`; a simulation and a preview change
+# nothing, and a test send is a template's. A route missing here is refused to every
+# limited key (tests/test_console_support.py checks that none is missing).
+ADMIN_SCOPES: dict[str, str] = {
+    "GET /api/customers/{ref:str}": "customers:read",
+    "GET /api/customers/{ref:str}/events": "customers:read",
+    "GET /api/customers/{ref:str}/journeys": "customers:read",
+    "POST /api/customers/{ref:str}/consents": "customers:write",
+    "GET /api/journeys": "journeys:read",
+    "GET /api/journeys/{journey_id:str}": "journeys:read",
+    "GET /api/journeys/{journey_id:str}/versions/{version:int}": "journeys:read",
+    "GET /api/journeys/{journey_id:str}/versions/{version:int}/stats": "journeys:read",
+    "POST /api/journeys/simulate": "journeys:read",
+    "POST /api/journeys": "journeys:write",
+    "POST /api/journeys/{journey_id:str}/versions/{version:int}/{move:str}": "journeys:write",
+    "POST /api/journeys/{journey_id:str}/runs": "journeys:write",
+    "GET /api/segments": "segments:read",
+    "GET /api/segments/{segment_id:str}": "segments:read",
+    "GET /api/segments/{segment_id:str}/members": "segments:read",
+    "POST /api/segments": "segments:write",
+    "PUT /api/segments/{segment_id:str}": "segments:write",
+    "GET /api/templates": "templates:read",
+    "GET /api/templates/{template_id:str}": "templates:read",
+    "POST /api/templates/{template_id:str}/preview": "templates:read",
+    "PUT /api/templates/{template_id:str}": "templates:write",
+    "POST /api/templates/{template_id:str}/test-send": "templates:write",
+    "GET /api/outbox": "messages:read",
+    "GET /api/suppressions": "suppressions:read",
+    "GET /api/bounces": "suppressions:read",
+    "GET /api/inbound-email": "suppressions:read",
+    "POST /api/suppressions/lift": "suppressions:write",
+    "GET /api/wallet/orders/{order_id:str}": "wallet:read",
+    "POST /api/wallet/passes": "wallet:write",
+    "PATCH /api/wallet/passes/{serial:str}": "wallet:write",
+}
+assert set(ADMIN_SCOPES.values()) <= set(SCOPES)
+
+
+def scope_of(handler: BaseRouteHandler, method: str) -> str | None:
+    """The scope a key limited to scopes needs for this route and method (None: unknown
+    here, refused to such a key)."""
+    for path in sorted(handler.paths):
+        found = ADMIN_SCOPES.get(f"{method.upper()} {path}")
+        if found is not None:
+            return found
+    return None
 
 
 class _KeyGuard:
@@ -132,7 +180,8 @@ async def _events_in(
 
 class AdminKeyGuard(_KeyGuard):
     """A live admin key as `Authorization: Bearer KEY`; its holder (the person acting)
-    is kept for the `admin` dependency."""
+    is kept for the `admin` dependency. A key limited to scopes is refused (403, naming
+    the scope) a route whose scope it was not given."""
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
@@ -146,6 +195,16 @@ class AdminKeyGuard(_KeyGuard):
         holder = self.keys.holder("admin", key.strip())
         if holder is None:
             raise HttpError(401, "unknown or revoked admin key", "authorization")
+        if holder.scopes is not None:
+            method = str(connection.scope.get("method", "GET"))
+            needed = scope_of(handler, "GET" if method == "HEAD" else method)
+            if needed is None or not holder.allows(needed):
+                raise HttpError(
+                    403,
+                    f"this admin key lacks the scope {needed or 'this route needs'} "
+                    f"(it is limited to {', '.join(sorted(holder.scopes))})",
+                    "authorization",
+                )
         connection.scope.setdefault("state", {})[_HOLDER] = holder
 
 
@@ -159,10 +218,12 @@ def acting_admin(request: Request[Any, Any, Any]) -> KeyHolder:
 
 __all__ = [
     "ADMIN_KEY",
+    "ADMIN_SCOPES",
     "METRICS_TOKEN",
     "SECURITY_SCHEMES",
     "WRITE_KEY",
     "AdminKeyGuard",
     "WriteKeyGuard",
     "acting_admin",
+    "scope_of",
 ]
