@@ -1,11 +1,16 @@
 """Customers in the console: search by any id or a part of a name, and a customer's page:
-traits, identities, consents with their proof, computed traits, segments, the journeys
-they are in with every decision and its reason, their messages as they were sent, and the
-timeline of their events; export, and erasure after confirmation (audited)."""
+traits, identities, consents with their proof (and a consent recorded by hand, audited),
+computed traits, segments, orders, the journeys they are in with every decision and its
+reason, their messages as they were sent, and the timeline of their events, filtered by
+event and period a page at a time; export, and erasure after confirmation (audited)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -15,14 +20,71 @@ from sqlalchemy import Connection
 
 from parcours import accounts, messaging
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
+from parcours.console.outbox_pages import words_for
 from parcours.console.rendering import Viewer, not_found, page
-from parcours.customers import CustomerNotFound, profiles
+from parcours.customers import CHANNELS, PURPOSES, CustomerNotFound, consent, profiles
 from parcours.http import Injected
 from parcours.journeys import versions
 from parcours.segments import catalog
 
 EVENTS_PAGE = 50
 MESSAGES_SHOWN = 20
+ORDERS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class TimelineFilter:
+    """What the timeline shows: events of one name or type, in a period of days (the
+    brand's time zone, both days included), older than the `before` cursor."""
+
+    event: str = ""
+    since: str = ""  # YYYY-MM-DD
+    until: str = ""
+    before: int | None = None
+
+    @classmethod
+    def of(cls, event: str, since: str, until: str, before: int | None) -> TimelineFilter:
+        return cls(event.strip()[:200], _day(since), _day(until), before)
+
+    def query(self, **changed: Any) -> str:
+        values = {**vars(self), **changed}
+        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    def bounds(self, timezone: str) -> tuple[int | None, int | None]:
+        """The period in ms: from the start of `since` to the end of `until`."""
+        zone = ZoneInfo(timezone)
+
+        def start_of(day: str) -> int:
+            moment = datetime.combine(date.fromisoformat(day), time(), tzinfo=zone)
+            return int(moment.timestamp() * 1000)
+
+        since = start_of(self.since) if self.since else None
+        until = None
+        if self.until:
+            next_day = date.fromisoformat(self.until) + timedelta(days=1)
+            until = start_of(next_day.isoformat())
+        return since, until
+
+
+def _day(value: str) -> str:
+    """A day as a date field sends it, or nothing when it is not one."""
+    try:
+        return date.fromisoformat(value.strip()).isoformat() if value.strip() else ""
+    except ValueError:
+        return ""
+
+
+def _timeline(conn: Connection, customer_id: int, wanted: TimelineFilter, timezone: str) -> Any:
+    since, until = wanted.bounds(timezone)
+    return profiles.event_page(
+        conn,
+        customer_id,
+        limit=EVENTS_PAGE,
+        before=wanted.before,
+        named=wanted.event or None,
+        since=since,
+        until=until,
+    )
 
 
 @get("/console/customers", sync_to_thread=True)
@@ -40,9 +102,10 @@ def _customer_page(
     viewer: Viewer,
     parts: ConsoleParts,
     customer_id: int,
-    before: int | None,
+    wanted: TimelineFilter,
     status: int = 200,
     error: str = "",
+    consent_error: str = "",
 ) -> Response[Any]:
     with parts.db.read() as conn:
         live = profiles.live_customers(conn, [customer_id])
@@ -51,23 +114,31 @@ def _customer_page(
         if live[customer_id] != customer_id:
             return go(f"/console/customers/{live[customer_id]}")
         profile = profiles.profile(conn, customer_id)
-        events = profiles.event_page(conn, customer_id, limit=EVENTS_PAGE, before=before)
+        events = _timeline(conn, customer_id, wanted, viewer.timezone)
         segments = catalog.segments_of(conn, customer_id)
         runs = versions.runs_of(conn, customer_id)
         decisions = versions.trace(conn, customer_id)
         messages = messaging.outbox_page(conn, MESSAGES_SHOWN, None, [customer_id])
+        orders = profiles.orders_of(conn, customer_id, ORDERS_SHOWN)
     return page(
         viewer,
         "customer.html",
         status=status,
         error=error,
+        consent_error=consent_error,
         customer_id=customer_id,
         profile=profile,
         events=events,
+        wanted=wanted,
         segments=segments,
         runs=runs,
         decisions=decisions,
         messages=messages,
+        orders=orders,
+        orders_shown=ORDERS_SHOWN,
+        channels=CHANNELS,
+        purposes=PURPOSES,
+        **words_for(viewer),
     )
 
 
@@ -77,8 +148,92 @@ def customer_page(
     console: Injected[ConsoleParts],
     customer_id: FromPath[int],
     before: FromQuery[int | None] = None,
+    event: FromQuery[str] = "",
+    since: FromQuery[str] = "",
+    until: FromQuery[str] = "",
 ) -> Response[Any]:
-    return _customer_page(signed_in(request, console), console, customer_id, before)
+    wanted = TimelineFilter.of(event, since, until, before)
+    return _customer_page(signed_in(request, console), console, customer_id, wanted)
+
+
+@get("/console/customers/{customer_id:int}/timeline", sync_to_thread=True)
+def customer_timeline(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    customer_id: FromPath[int],
+    before: FromQuery[int | None] = None,
+    event: FromQuery[str] = "",
+    since: FromQuery[str] = "",
+    until: FromQuery[str] = "",
+) -> Response[Any]:
+    """The timeline's section alone, filtered (what HTMX puts in place of the one shown)."""
+    viewer = signed_in(request, console)
+    wanted = TimelineFilter.of(event, since, until, before)
+    with console.db.read() as conn:
+        if customer_id not in profiles.live_customers(conn, [customer_id]):
+            return not_found(viewer, "console.customers.unknown")
+        events = _timeline(conn, customer_id, wanted, viewer.timezone)
+    return page(
+        viewer, "customer_timeline.html", customer_id=customer_id, events=events, wanted=wanted
+    )
+
+
+@post("/console/customers/{customer_id:int}/consent", status_code=200, sync_to_thread=True)
+def consent_by_hand(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    customer_id: FromPath[int],
+    data: Form,
+) -> Response[Any]:
+    """A consent change a support agent or an owner records for the customer, with its
+    reason (required): a `Consent Updated` in the log with its proof, and the audit entry
+    in the same transaction."""
+    viewer = changing(request, console, "customers.change", data)
+    assert viewer.session is not None and console.delivery is not None
+    actor, now = viewer.session.user, console.clock.now_ms()
+    with console.db.read() as conn:
+        live = profiles.live_customers(conn, [customer_id])
+    if live.get(customer_id) != customer_id:
+        return not_found(viewer, "console.customers.unknown")
+    channel, purpose = data.get("channel", ""), data.get("purpose", "")
+    status, reason = data.get("status", ""), data.get("reason", "")
+    ref = profiles.public_id(customer_id)
+
+    def audited(conn: Connection, message_id: str) -> None:
+        accounts.record(
+            conn,
+            actor.actor,
+            "customer.consent_recorded",
+            ref,
+            now,
+            after={
+                "channel": channel,
+                "purpose": purpose,
+                "status": status,
+                "reason": " ".join(reason.split()),
+                "event": message_id,
+            },
+        )
+
+    try:
+        profiles.record_consent_by_hand(
+            console.db,
+            console.delivery.reactions,
+            customer_id,
+            channel=channel,
+            purpose=purpose,
+            status=status,
+            reason=reason,
+            recorded_by=actor.email,
+            now_ms=now,
+            also=audited,
+        )
+    except consent.ConsentError as exc:
+        key = "support.consent.reason_needed" if exc.field == "reason" else "support.consent.bad"
+        return _customer_page(
+            viewer, console, customer_id, TimelineFilter(), status=400, consent_error=viewer.t(key)
+        )
+    return go(f"/console/customers/{customer_id}#h-consents")
 
 
 @get("/console/customers/{customer_id:int}/export", sync_to_thread=True)
@@ -123,7 +278,7 @@ def erase(
             viewer,
             console,
             customer_id,
-            None,
+            TimelineFilter(),
             status=400,
             error=viewer.t("console.customers.confirm_wrong", id=ref),
         )
@@ -154,4 +309,4 @@ def erase(
 
 
 def customers_routes() -> list[HTTPRouteHandler]:
-    return [customers_page, customer_page, export, erase]
+    return [customers_page, customer_page, customer_timeline, consent_by_hand, export, erase]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import NamedTuple
 
 import msgspec
@@ -23,11 +25,11 @@ from sqlalchemy import (
     update,
 )
 
-from parcours.customers import projection
+from parcours.customers import consent, projection
 from parcours.customers.identity import identity_of
 from parcours.customers.people import People
 from parcours.customers.tables import consents, customer_orders, customers, identities
-from parcours.log import QUIET, append_events, internal_event
+from parcours.log import QUIET, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
 from parcours.runtime.db import LIKE_ESCAPE, Database, chunks, like_escape
@@ -461,11 +463,103 @@ class EventPage(msgspec.Struct):
 
 
 def event_page(
-    conn: Connection, customer_id: int, *, limit: int = 50, before: int | None = None
+    conn: Connection,
+    customer_id: int,
+    *,
+    limit: int = 50,
+    before: int | None = None,
+    named: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
 ) -> EventPage:
-    """A page of the customer's events, newest first; the cursor is the last seq shown."""
-    rows, cursor = log_queries.page_of(conn, customer_id, limit=limit, before=before)
+    """A page of the customer's events, newest first; the cursor is the last seq shown.
+    Only those `named` (a track's name, or a call's type such as `identify`) that occurred
+    from `since` and before `until` (ms), when given."""
+    rows, cursor = log_queries.page_of(
+        conn, customer_id, limit=limit, before=before, named=named, since=since, until=until
+    )
     return EventPage(public_id(customer_id), [event_view(row) for row in rows], cursor)
+
+
+@dataclass(frozen=True)
+class CustomerOrder:
+    """One of the customer's orders, as the orders projection keeps it."""
+
+    order_id: str
+    currency: str
+    total: Decimal
+    refunded: Decimal
+    status: str  # placed | cancelled
+    occurred_at: int
+
+
+def orders_of(conn: Connection, customer_id: int, limit: int = 50) -> list[CustomerOrder]:
+    """The customer's most recent orders, newest first (at most `limit`)."""
+    rows = conn.execute(
+        select(customer_orders)
+        .where(customer_orders.c.customer_id == customer_id)
+        .order_by(customer_orders.c.occurred_at.desc(), customer_orders.c.order_id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        CustomerOrder(
+            row.order_id,
+            row.currency,
+            projection.decimal_of(row.total) or Decimal(0),
+            projection.decimal_of(row.refunded) or Decimal(0),
+            row.status,
+            int(row.occurred_at),
+        )
+        for row in rows
+    ]
+
+
+HAND_SOURCE = "console"  # the consent source of a change a person of the brand recorded
+
+
+def record_consent_by_hand(
+    db: Database,
+    reactions: Reactions,
+    customer_id: int,
+    *,
+    channel: str,
+    purpose: str,
+    status: str,
+    reason: str,
+    recorded_by: str,
+    now_ms: int,
+    also: Callable[[Connection, str], None] | None = None,
+) -> str:
+    """A consent change a person of the brand records for the customer (asked on the
+    phone, by letter...): a `Consent Updated` appended through the log's door with its
+    proof (source "console", the reason as its wording, who recorded it, when), in one
+    transaction with `also` (the console's audit entry), given the event's message id.
+    ConsentError for a channel, purpose or status the ledger does not know, or no reason.
+    Returns the event's message id."""
+    reason = " ".join(reason.split())[:1000]
+    if not reason:
+        raise consent.ConsentError("reason", "a consent recorded by hand needs its reason")
+    properties = {
+        "channel": channel,
+        "purpose": purpose,
+        "status": status,
+        "source": HAND_SOURCE,
+        "wording": reason,
+        "reason": reason,
+        "recorded_by": recorded_by,
+    }
+    consent.from_properties(properties)  # the ledger's checks, before anything is written
+    message_id = f"consent-by-hand:{customer_id}:{uuid.uuid4().hex}"
+    # Source "admin": a change made for the customer, not something they did (it does
+    # not make them seen).
+    event = internal_event(
+        customer_id, consent.CONSENT_EVENT, properties, now_ms, message_id, "admin"
+    )
+    with db.write() as conn:
+        append_events(conn, [[event]], now_ms, reactions)
+        if also is not None:
+            also(conn, message_id)
+    return message_id
 
 
 def event_view(row: log_queries.StoredEvent) -> JsonObject:

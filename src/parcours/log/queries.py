@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from parcours.log.event import Event
 from parcours.log.tables import events
@@ -207,13 +207,27 @@ def last_time_from(conn: Connection, customer_id: int, name: str, source: str) -
 
 
 def page_of(
-    conn: Connection, customer_id: int, *, limit: int, before: int | None = None
+    conn: Connection,
+    customer_id: int,
+    *,
+    limit: int,
+    before: int | None = None,
+    named: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
 ) -> tuple[list[StoredEvent], int | None]:
     """A page of the customer's events, newest first, and the cursor of the next page (the
-    last seq shown), or None when this is the last."""
+    last seq shown), or None when this is the last. Only those `named` (a track's name or
+    a call's type: `identify`), that occurred from `since` and before `until`, if given."""
     query = select(events).where(events.c.customer_id == customer_id)
     if before is not None:
         query = query.where(events.c.seq < before)
+    if named:
+        query = query.where(or_(events.c.name == named, events.c.type == named))
+    if since is not None:
+        query = query.where(events.c.occurred_at >= since)
+    if until is not None:
+        query = query.where(events.c.occurred_at < until)
     rows = _stored(conn.execute(query.order_by(events.c.seq.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
