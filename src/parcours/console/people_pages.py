@@ -1,5 +1,5 @@
-"""The users of the console (invite, change a role, disable), each user's own account
-(language, second factor), and the audit log."""
+"""The users of the console (invite, the invitation sent by email too; change a role,
+disable), each user's own account (language, second factor), and the audit log."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from parcours import accounts
+from parcours import accounts, messaging
 from parcours.accounts import AccountError, Invitation
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
 from parcours.console.rendering import Viewer, page
 from parcours.http import Injected
-from parcours.runtime.i18n import SHIPPED
+from parcours.messaging import Handed
+from parcours.runtime.i18n import SHIPPED, text
 
 AUDIT_PAGE = 50
 
@@ -28,6 +29,7 @@ def _users_page(
     error: str = "",
     new_link: str = "",
     invited: Invitation | None = None,
+    emailed: Handed | None = None,
 ) -> Response[bytes]:
     now = parts.clock.now_ms()
     with parts.db.read() as conn:
@@ -43,6 +45,9 @@ def _users_page(
         error=error,
         new_link=new_link,
         invited=invited,
+        emailed=emailed,
+        languages=SHIPPED,
+        brand_locale=parts.brand_locale,
     )
 
 
@@ -68,7 +73,57 @@ def invite(
     except AccountError as exc:
         return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
     link = f"{request.base_url}".rstrip("/") + f"/console/join?token={token}"
-    return _users_page(viewer, console, status=201, new_link=link, invited=invitation)
+    language = data.get("language", "")
+    emailed = _email_invitation(
+        viewer, console, invitation, link, language if language in SHIPPED else None
+    )
+    return _users_page(
+        viewer, console, status=201, new_link=link, invited=invitation, emailed=emailed
+    )
+
+
+def _email_invitation(
+    viewer: Viewer, parts: ConsoleParts, invitation: Invitation, link: str, language: str | None
+) -> Handed | None:
+    """The invitation's link sent to the invitee through the email channel, in the
+    language chosen (else the brand's); whether it went is audited and shown. The
+    invitation stands either way: its link is on the page."""
+    if parts.delivery is None or invitation.email is None:
+        return None
+    assert viewer.session is not None
+    locale = language or parts.brand_locale
+    if locale not in SHIPPED:
+        locale = "en"
+    values = {
+        "brand": parts.brand,
+        "inviter": viewer.session.user.name,
+        "role": text(locale, f"console.role.{invitation.role}"),
+        "link": link,
+    }
+    emailed = messaging.send_email_now(
+        parts.delivery.providers,
+        f"invitation:{invitation.id}",
+        invitation.email,
+        text(locale, "support.invitation.subject", **values),
+        text(locale, "support.invitation.body", **values),
+        locale,
+    )
+    with parts.db.write() as conn:
+        accounts.record(
+            conn,
+            viewer.session.user.actor,
+            "invitation.emailed",
+            f"invitation:{invitation.id}",
+            parts.clock.now_ms(),
+            after={
+                "email": invitation.email,
+                "language": locale,
+                "provider": emailed.provider,
+                "sent": emailed.sent,
+                "error": emailed.error,
+            },
+        )
+    return emailed
 
 
 def _users_changed(
