@@ -2,6 +2,22 @@
 channel, held messages by reason, order revenue by currency), which the console's overview
 reads; attribution and customer value come later (DESIGN.md, "analytics")."""
 
-from parcours.analytics.counts import HOUR_MS, HourCount, catch_up, hourly, local_day
+from parcours.analytics.counts import (
+    BACKFILL,
+    HOUR_MS,
+    HourCount,
+    catch_up,
+    hourly,
+    local_day,
+    segment_changes,
+)
 
-__all__ = ["HOUR_MS", "HourCount", "catch_up", "hourly", "local_day"]
+__all__ = [
+    "BACKFILL",
+    "HOUR_MS",
+    "HourCount",
+    "catch_up",
+    "hourly",
+    "local_day",
+    "segment_changes",
+]

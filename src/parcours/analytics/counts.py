@@ -31,6 +31,10 @@ HOUR_MS = 3_600_000
 POSITION = "event_counts"
 CHUNK = 10_000
 ORDER_EVENTS = frozenset({"Order Completed"})
+# A segment's entries and exits are counted per segment (its id in `detail`), those of a
+# batch evaluation apart (`channel` "backfill"): segments.SEGMENT_ENTERED and _EXITED.
+SEGMENT_EVENTS = frozenset({"Segment Entered", "Segment Exited"})
+BACKFILL = "backfill"
 _decode = msgspec.json.Decoder().decode
 
 
@@ -49,7 +53,12 @@ def _key(event: queries.LoggedEvent) -> tuple[str, str, str, str, Decimal]:
     name = event.name or event.type
     channel = detail = currency = ""
     amount = Decimal(0)
-    if name.startswith("Message ") or name in ORDER_EVENTS or name == CONSENT_EVENT:
+    if (
+        name.startswith("Message ")
+        or name in ORDER_EVENTS
+        or name in SEGMENT_EVENTS
+        or name == CONSENT_EVENT
+    ):
         try:
             document = _decode(event.payload)
         except msgspec.DecodeError:
@@ -63,6 +72,9 @@ def _key(event: queries.LoggedEvent) -> tuple[str, str, str, str, Decimal]:
             elif name == CONSENT_EVENT:  # purpose:status, such as marketing:withdrawn
                 channel = str(properties.get("channel") or "")[:40]
                 detail = f"{properties.get('purpose')}:{properties.get('status')}"[:80]
+            elif name in SEGMENT_EVENTS:
+                detail = str(properties.get("segment") or "")[:200]
+                channel = BACKFILL if properties.get("backfill") else ""
             else:
                 currency = str(properties.get("currency") or "").upper()[:8]
                 amount = order_total(properties)
@@ -155,6 +167,27 @@ def hourly(conn: Connection, since_ms: int, until_ms: int) -> list[HourCount]:
             int(row.events),
             Decimal(int(row.amount_e4)) / 10_000,
         )
+        for row in rows
+    ]
+
+
+def segment_changes(
+    conn: Connection, segment_id: str, since_ms: int, until_ms: int
+) -> list[HourCount]:
+    """The hourly counts of a segment's entries and exits (`Segment Entered`, `Segment
+    Exited`; `channel` "backfill" for those of a batch evaluation) from the hour of
+    `since_ms` to that of `until_ms`."""
+    c = event_counts.c
+    rows = conn.execute(
+        select(c.hour, c.name, c.channel, c.detail, c.currency, c.count.label("events")).where(
+            c.hour >= since_ms // HOUR_MS,
+            c.hour <= until_ms // HOUR_MS,
+            c.name.in_(sorted(SEGMENT_EVENTS)),
+            c.detail == segment_id,
+        )
+    )
+    return [
+        HourCount(row.hour, row.name, row.channel, row.detail, "", int(row.events), Decimal(0))
         for row in rows
     ]
 

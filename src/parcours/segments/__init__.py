@@ -3,7 +3,7 @@ events, on time and in batches. Other packages use only what this face lists."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.segments import catalog, people
+from parcours.segments import catalog, drafts, people
 from parcours.segments.catalog import (
     QUEUE,
     SEGMENT_ENTERED,
@@ -25,6 +25,7 @@ __all__ = [
     "SegmentIdMismatch",
     "UnknownSegment",
     "catalog",
+    "drafts",
     "load_segment",
     "membership_flags",
     "people",
