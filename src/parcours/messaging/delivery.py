@@ -401,9 +401,13 @@ class Delivery:
         to: str,
         event: dict[str, Any],
         now: int,
+        *,
+        history: bool = True,
     ) -> int:
         """Send the template, rendered for a real customer, to the brand's own address,
-        outside journeys and policies; it is marked as a test and counts for nothing."""
+        outside journeys and policies; it is marked as a test and counts for nothing.
+        `history=False`: its events stay off the customer's timeline (the console's test
+        sends, which only borrow the customer's data)."""
         template = message_templates.get(conn, template_id)
         if channel not in template.channels():
             raise message_templates.TemplateProblem(
@@ -413,7 +417,7 @@ class Delivery:
             conn,
             Intent(f"test:{uuid.uuid4().hex}:0", customer_id, channel, template_id, "test"),
             now,
-            {"event": event, "test": True, "rest": []},
+            {"event": event, "test": True, "rest": [], **({} if history else {"history": False})},
             to,
         )
         assert outbox_id is not None

@@ -15,7 +15,7 @@ from parcours.messaging import outbox_rows, suppressions
 from parcours.messaging.fallback import FALLBACK, Fallback
 from parcours.messaging.outbox import DELIVER, QUEUE
 from parcours.messaging.sending import Outcome, Sending
-from parcours.messaging.timeline import EVENT_NAMES, RANK, Timeline, about
+from parcours.messaging.timeline import EVENT_NAMES, RANK, Timeline, about, in_history
 from parcours.runtime.clock import Clock
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import Job, backoff_ms, cancel, enqueue, lock_customers
@@ -56,7 +56,9 @@ class Outcomes:
             if row is None or row.state != "sending":
                 continue
             if isinstance(outcome, str):
-                sent.append(self._sent(conn, sending, row, outcome, now))
+                event = self._sent(conn, sending, row, outcome, now)
+                if in_history(row):
+                    sent.append(event)
             else:
                 self._not_sent(conn, row, outcome, now)
         if sent:

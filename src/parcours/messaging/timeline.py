@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection
 
 from parcours.log import Event, Reactions, append_events, internal_event
@@ -36,6 +37,15 @@ def about(row: Any) -> dict[str, Any]:
     if row.journey_id:
         about |= {"journey_id": row.journey_id, "run_id": row.run_id, "step": row.step_id}
     return about
+
+
+def in_history(row: Any) -> bool:
+    """Whether a message's events go on its customer's timeline: every message's do but
+    those of a test sent to the brand's own address with `history=False` (the console's
+    test sends: Delivery.test_send), which only borrowed the customer's data."""
+    if row.purpose != "test":
+        return True
+    return msgspec.json.decode(row.detail).get("history", True) is not False
 
 
 def digest(text: str) -> str:
@@ -71,6 +81,8 @@ class Timeline:
         self, conn: Connection, row: Any, status: str, now: int, extra: dict[str, Any]
     ) -> None:
         """The event of a status a message reached (`Message Delivered` ...)."""
+        if not in_history(row):
+            return
         self.append(
             conn,
             row.customer_id,
@@ -81,4 +93,4 @@ class Timeline:
         )
 
 
-__all__ = ["EVENT_NAMES", "RANK", "Timeline", "about", "digest"]
+__all__ = ["EVENT_NAMES", "RANK", "Timeline", "about", "digest", "in_history"]
