@@ -1,12 +1,20 @@
 """Message templates in the console: the list, a template's content per language and
 channel as YAML (edited and checked before anything is saved, audited in the save's
-transaction), and a preview for a real customer: an email at phone and desktop widths,
-an SMS with its segments and encoding, the other channels' fields as they would go."""
+transaction), a preview for a real customer drawn as the channel shows it (an email at
+phone and desktop widths, an SMS with its segments, the push card, the WhatsApp bubble,
+the Wallet pass: `_message.html`), the same preview of the YAML being typed (nothing
+saved), and a test sent to an address through delivery and the configured provider,
+marked as a test (audited in the send's transaction)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import zlib
 from typing import Any
+from urllib.parse import urlencode
 
+import phonenumbers
 import yaml
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
@@ -15,12 +23,16 @@ from litestar.params import FromPath, FromQuery
 from parcours import accounts
 from parcours.channels import sms
 from parcours.console.access import ConsoleParts, Form, changing, go, signed_in
-from parcours.console.rendering import Viewer, not_found, page
-from parcours.customers import CustomerNotFound, profiles
+from parcours.console.rendering import SECURITY_HEADERS, Viewer, not_found, page
+from parcours.customers import BadEmail, CustomerNotFound, check_email, profiles
 from parcours.http import Injected
-from parcours.messaging import templates
+from parcours.messaging import public_message_id, templates
 
 MAX_SOURCE = 512 * 1024
+# A draft's email travels to its frames in their address, compressed (a frame cannot be
+# posted to without a script): up to this many characters, else the text part is shown.
+MAX_DRAFT_IN_URL = 8_000
+TEST_CHANNELS = ("email", "sms", "whatsapp")  # those a test can go to an address on
 # An email's HTML is shown in a frame of its own, sandboxed (no script, an origin of its
 # own), with the styles and images a message has.
 PREVIEW_HEADERS = {
@@ -30,6 +42,14 @@ PREVIEW_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
+}
+# A template's page also shows a push's image, from wherever the template says (as the
+# email frames do); nothing else of the console's policy changes.
+TEMPLATE_PAGE_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "img-src 'self' data:", "img-src 'self' data: https:"
+    ),
 }
 
 
@@ -52,6 +72,7 @@ def _template_page(
     error: str = "",
     source: str | None = None,
     preview: dict[str, Any] | None = None,
+    test: dict[str, str] | None = None,
 ) -> Response[bytes]:
     with parts.db.read() as conn:
         try:
@@ -59,7 +80,8 @@ def _template_page(
         except templates.TemplateProblem:
             return not_found(viewer, "console.templates.unknown")
     text = yaml.safe_dump(found.content, allow_unicode=True, sort_keys=True, width=100)
-    return page(
+    channels = sorted(found.channels())
+    answer = page(
         viewer,
         "template.html",
         status=status,
@@ -67,9 +89,13 @@ def _template_page(
         error=error,
         source=text if source is None else source,
         preview=preview,
-        channels=sorted(found.channels()),
+        channels=channels,
+        test_channels=[c for c in channels if c in TEST_CHANNELS],
         languages=sorted(found.content),
+        test=test or {},
     )
+    answer.headers.update(TEMPLATE_PAGE_HEADERS)
+    return answer
 
 
 @get("/console/templates/{template_id:str}", sync_to_thread=True)
@@ -89,12 +115,18 @@ def template_page(
 
 
 def _render(
-    parts: ConsoleParts, template_id: str, customer: str, channel: str, locale: str
+    parts: ConsoleParts,
+    template_id: str,
+    customer: str,
+    channel: str,
+    locale: str,
+    draft: templates.MessageTemplate | None = None,
 ) -> templates.Rendered:
+    """The template (or a draft of it) rendered for the customer, as it would go."""
     assert parts.delivery is not None
     with parts.db.read() as conn:
         customer_id = profiles.resolve(conn, customer, parts.default_region)
-        template = templates.get(conn, template_id)
+        template = draft or templates.get(conn, template_id)
         context = parts.delivery.preview_context(conn, customer_id, channel, {})
         return templates.render(
             template, channel, context.values, locale or context.locale, parts.brand_locale
@@ -108,18 +140,62 @@ def _preview(
     customer: str,
     channel: str,
     locale: str,
+    draft: str | None = None,
 ) -> dict[str, Any]:
+    """What the preview shows: the rendered content with what the channel adds (an SMS's
+    segments), where the email's frames fetch their HTML, or what went wrong. `draft`:
+    the YAML being typed, previewed instead of the saved template."""
     query = {"customer": customer, "channel": channel, "locale": locale}
     try:
-        rendered = _render(parts, template_id, customer, channel, locale)
+        template = None if draft is None else _draft_template(template_id, draft)
+        rendered = _render(parts, template_id, customer, channel, locale, template)
     except CustomerNotFound:
         return {"error": viewer.t("console.customers.unknown"), **query}
     except templates.TemplateProblem as exc:
         return {"error": str(exc), **query}
-    shown: dict[str, Any] = {"rendered": rendered, **query}
-    if channel == "sms" and isinstance(rendered.fields.get("text"), str):
-        shown["segments"] = sms.count_segments(rendered.fields["text"])
-    return shown
+    content = dict(rendered.fields)
+    if channel == "sms" and isinstance(content.get("text"), str):
+        counted = sms.count_segments(content["text"])
+        content["segments"] = {
+            "segments": counted.segments,
+            "encoding": counted.encoding,
+            "units": counted.units,
+        }
+    html_src = ""
+    if "html" in content:
+        frame = {"customer": customer, "locale": rendered.locale}
+        if draft is not None:
+            frame["draft"] = _pack(draft)
+        if len(frame.get("draft", "")) <= MAX_DRAFT_IN_URL:
+            html_src = f"/console/templates/{template_id}/preview.html?{urlencode(frame)}"
+    return {"rendered": rendered, "content": content, "html_src": html_src, **query}
+
+
+def _draft_template(template_id: str, source: str) -> templates.MessageTemplate:
+    """A template's YAML as typed, checked as a save would check it (nothing saved)."""
+    if len(source) > MAX_SOURCE:
+        raise templates.TemplateProblem("the template is too long (at most 512 KB)")
+    try:
+        content = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise templates.TemplateProblem(str(exc)) from exc
+    return templates.check(template_id, content)
+
+
+def _pack(source: str) -> str:
+    return base64.urlsafe_b64encode(zlib.compress(source.encode("utf-8"), 9)).decode()
+
+
+def _unpack(packed: str) -> str:
+    """A draft packed by `_pack`, at most MAX_SOURCE bytes once unpacked; ValueError."""
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(base64.urlsafe_b64decode(packed.encode()), MAX_SOURCE + 1)
+    except (binascii.Error, zlib.error) as exc:
+        raise ValueError("not a draft") from exc
+    if len(raw) > MAX_SOURCE or inflater.unconsumed_tail:
+        raise ValueError("too long a draft")
+    return raw.decode("utf-8", errors="replace")
 
 
 @get("/console/templates/{template_id:str}/preview.html", sync_to_thread=True)
@@ -129,12 +205,15 @@ def preview_html(
     template_id: FromPath[str],
     customer: FromQuery[str] = "",
     locale: FromQuery[str] = "",
+    draft: FromQuery[str] = "",
 ) -> Response[bytes]:
-    """An email's HTML as the customer would get it, for the preview's frames."""
+    """An email's HTML as the customer would get it, for the preview's frames; of the
+    draft being typed when `draft` carries it."""
     signed_in(request, console)
     try:
-        rendered = _render(console, template_id, customer, "email", locale)
-    except (CustomerNotFound, templates.TemplateProblem) as exc:
+        template = _draft_template(template_id, _unpack(draft)) if draft else None
+        rendered = _render(console, template_id, customer, "email", locale, template)
+    except (CustomerNotFound, templates.TemplateProblem, ValueError) as exc:
         return Response(
             str(exc).encode(), status_code=404, media_type="text/plain", headers=PREVIEW_HEADERS
         )
@@ -142,6 +221,33 @@ def preview_html(
     return Response(
         html.encode("utf-8"), media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS
     )
+
+
+@post("/console/templates/{template_id:str}/draft", status_code=200, sync_to_thread=True)
+def draft_preview(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    template_id: FromPath[str],
+    data: Form,
+) -> Response[bytes]:
+    """As one types (HTMX): the preview of the YAML in the editor, for the customer,
+    channel and language chosen above it; nothing is saved."""
+    viewer = changing(request, console, "templates.edit", data)
+    customer, channel = data.get("customer", "").strip(), data.get("channel", "")
+    if not customer or not channel:
+        return page(viewer, "_template_preview.html", preview=None, draft=True)
+    preview = _preview(
+        viewer,
+        console,
+        template_id,
+        customer,
+        channel,
+        data.get("locale", ""),
+        draft=data.get("source", ""),
+    )
+    answer = page(viewer, "_template_preview.html", preview=preview, draft=True)
+    answer.headers.update(TEMPLATE_PAGE_HEADERS)
+    return answer
 
 
 @post("/console/templates/{template_id:str}", status_code=200, sync_to_thread=True)
@@ -188,5 +294,79 @@ def save_template(
     return go(f"/console/templates/{template_id}")
 
 
+def _address(viewer: Viewer, parts: ConsoleParts, channel: str, to: str) -> str:
+    """The address a test goes to, as the channel writes it; ValueError in the viewer's
+    words."""
+    if channel == "email":
+        try:
+            return check_email(to).address
+        except BadEmail:
+            raise ValueError(viewer.t("console_build.templates.bad_email", to=to)) from None
+    if channel in ("sms", "whatsapp"):
+        try:
+            number = phonenumbers.parse(to, parts.default_region)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_valid_number(number):
+            raise ValueError(viewer.t("console_build.templates.bad_phone", to=to))
+        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    raise ValueError(viewer.t("console_build.templates.test_channels"))
+
+
+@post("/console/templates/{template_id:str}/test", status_code=200, sync_to_thread=True)
+def send_test(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    template_id: FromPath[str],
+    data: Form,
+) -> Response[bytes]:
+    """The saved template, filled with a customer's data, sent to an address of the
+    brand's own through delivery and the configured provider: marked as a test (counted
+    in no cap, kept off the customer's timeline), audited in the send's transaction."""
+    viewer = changing(request, console, "templates.edit", data)
+    assert viewer.session is not None and console.delivery is not None
+    user, now = viewer.session.user, console.clock.now_ms()
+    customer, channel = data.get("customer", "").strip(), data.get("channel", "")
+    asked = {"customer": customer, "channel": channel, "to": data.get("to", "").strip()}
+
+    def again(status: int, error: str) -> Response[bytes]:
+        return _template_page(
+            viewer, console, template_id, status=status, test={**asked, "error": error}
+        )
+
+    try:
+        to = _address(viewer, console, channel, asked["to"])
+    except ValueError as exc:
+        return again(400, str(exc))
+    delivery = console.delivery
+    try:
+        with console.db.write() as conn:
+            customer_id = profiles.resolve(conn, customer, console.default_region)
+            outbox_id = delivery.test_send(
+                conn, template_id, customer_id, channel, to, {}, now, history=False
+            )
+            accounts.record(
+                conn,
+                user.actor,
+                "template.test_sent",
+                f"template:{template_id}",
+                now,
+                after={
+                    "channel": channel,
+                    "to": to,
+                    "customer": f"cus_{customer_id}",
+                    "message": public_message_id(outbox_id),
+                },
+            )
+    except CustomerNotFound:
+        return again(400, viewer.t("console.customers.unknown"))
+    except templates.TemplateProblem as exc:
+        return again(400, str(exc))
+    sent = viewer.t(
+        "console_build.templates.test_sent", to=to, message=public_message_id(outbox_id)
+    )
+    return _template_page(viewer, console, template_id, status=202, test={**asked, "sent": sent})
+
+
 def templates_routes() -> list[HTTPRouteHandler]:
-    return [templates_page, template_page, preview_html, save_template]
+    return [templates_page, template_page, preview_html, draft_preview, save_template, send_test]
