@@ -149,6 +149,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         links=services.delivery.links,
         delivery=services.delivery,
         appender=services.writer,
+        sector=settings.sector,
     )
 
 

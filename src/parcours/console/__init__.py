@@ -25,6 +25,7 @@ from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.preferences_pages import preferences_routes
 from parcours.console.segments_pages import segments_routes
+from parcours.console.settings_pages import settings_routes
 from parcours.console.sign_in_pages import sign_in_routes
 from parcours.console.templates_pages import templates_routes
 
@@ -56,6 +57,7 @@ def console_router() -> Router:
             *preferences_routes(),
             *templates_routes(),
             *segments_routes(),
+            *settings_routes(),
             create_static_files_router(
                 path="/console/static",
                 directories=[STATIC],

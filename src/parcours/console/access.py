@@ -15,8 +15,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect
 
-from parcours import accounts
+from parcours import accounts, brand
 from parcours.accounts import Permission, Session
+from parcours.brand import BrandSettings
 from parcours.console.rendering import Viewer, page
 from parcours.customers import People
 from parcours.log import Appender
@@ -50,6 +51,14 @@ class ConsoleParts:
     links: Links | None = None  # the signed links of messages (the preference centre's)
     delivery: Delivery | None = None  # for previews: a message's context, as it would go
     appender: Appender | None = None  # the way into the log (consents given on a page)
+    sector: str = ""  # the configured sector, under the one set on the Settings page
+
+
+def brand_of(parts: ConsoleParts) -> BrandSettings:
+    """The brand as the Settings page set it, over the configuration's values."""
+    defaults = brand.Defaults(parts.brand, parts.sector, parts.timezone, parts.brand_locale)
+    with parts.db.read() as conn:
+        return brand.current(conn, defaults)
 
 
 class SignInNeeded(Exception):
@@ -77,7 +86,10 @@ def viewer_of(
         accept_language(request.headers.get("accept-language")),
         parts.brand_locale,
     )
-    return Viewer(locale=locale, timezone=parts.timezone, brand=parts.brand, session=session)
+    look = brand_of(parts)
+    return Viewer(
+        locale=locale, timezone=look.timezone, brand=look.name, session=session, look=look
+    )
 
 
 def session_of(request: Request[Any, Any, Any], parts: ConsoleParts) -> Session | None:

@@ -14,7 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.response import Redirect
 
 from parcours import analytics
-from parcours.console.access import ConsoleParts, signed_in
+from parcours.console.access import ConsoleParts, brand_of, signed_in
 from parcours.console.rendering import page
 from parcours.customers import profiles
 from parcours.http import Injected
@@ -78,7 +78,8 @@ def _add(figures: Figures, count: analytics.HourCount) -> None:
 def overview_of(parts: ConsoleParts) -> Overview:
     now = parts.clock.now_ms()
     analytics.catch_up(parts.db)
-    today = analytics.local_day(now // analytics.HOUR_MS, parts.timezone)
+    zone = brand_of(parts).timezone  # the brand's, as the Settings page set it
+    today = analytics.local_day(now // analytics.HOUR_MS, zone)
     first = today - timedelta(days=DAYS - 1)
     with parts.db.read() as conn:
         counts = analytics.hourly(conn, now - (DAYS + 1) * DAY_MS, now)
@@ -88,7 +89,7 @@ def overview_of(parts: ConsoleParts) -> Overview:
     on_day: dict[date, Figures] = defaultdict(Figures)
     month = Figures(new_customers=new_month)
     for count in counts:
-        day = analytics.local_day(count.hour, parts.timezone)
+        day = analytics.local_day(count.hour, zone)
         if first <= day <= today:
             _add(on_day[day], count)
             _add(month, count)

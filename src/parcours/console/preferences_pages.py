@@ -2,7 +2,8 @@
 link, and the unsubscribe page), in the brand's name and the customer's language, where
 they choose on which channels they hear from the brand's marketing, or stop it all. Each
 change is recorded as consent with its proof: the words shown, their version, the time,
-and "preference centre" as the source."""
+and "preference centre" as the source. The words and their version are the ones in force
+on the Settings page (parcours.brand), the shipped ones until it changes them."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Redirect
 
-from parcours.console.access import ConsoleParts, Form
+from parcours import brand
+from parcours.console.access import ConsoleParts, Form, brand_of
 from parcours.console.rendering import Viewer, page
 from parcours.customers import CONSENT_EVENT, profiles
 from parcours.http import Injected
 from parcours.log import internal_event
 from parcours.messaging import BadLink, PreferencesLink
-from parcours.runtime.i18n import accept_language, pick_locale
+from parcours.runtime.i18n import accept_language
 
 CHANNELS = ("email", "sms", "whatsapp", "push")
-WORDING_VERSION = "preference-centre-1"
 SOURCE = "preference centre"
 
 
@@ -39,12 +40,24 @@ def _viewer(request: Request[Any, Any, Any], parts: ConsoleParts, customer_id: i
     if customer_id:
         with parts.db.read() as conn:
             traits = profiles.traits_of(conn, [customer_id]).get(customer_id, {})
-    locale = pick_locale(
+    look = brand_of(parts)
+    candidates = (
         traits.get("locale") if isinstance(traits.get("locale"), str) else None,
         accept_language(request.headers.get("accept-language")),
-        parts.brand_locale,
     )
-    return Viewer(locale=locale, timezone=parts.timezone, brand=parts.brand)
+    # The customer's language if the brand offers it (Settings page), else the brand's.
+    offered = (str(c).replace("_", "-").split("-")[0].lower() for c in candidates if c)
+    locale = next((x for x in offered if x in look.languages), look.locale)
+    return Viewer(locale=locale, timezone=look.timezone, brand=look.name, look=look)
+
+
+def _wording(parts: ConsoleParts, viewer: Viewer) -> tuple[str, str]:
+    """The words that ask for consent in the viewer's language, and their version."""
+    with parts.db.read() as conn:
+        saved = brand.consent_wording(conn)
+    if saved is not None and saved.texts.get(viewer.locale):
+        return saved.texts[viewer.locale], saved.version
+    return viewer.t("preferences.wording", brand=viewer.brand), brand.SHIPPED_VERSION
 
 
 def _subscribed(parts: ConsoleParts, customer_id: int) -> dict[str, bool]:
@@ -83,6 +96,7 @@ def preferences_page(
         subscribed=_subscribed(console, customer_id),
         saved=request.query_params.get("saved") == "1",
         channels=CHANNELS,
+        wording=_wording(console, viewer)[0],
     )
 
 
@@ -101,7 +115,7 @@ def save_preferences(
     viewer = _viewer(request, console, customer_id)
     before = _subscribed(console, customer_id)
     everything_off = "none" in data
-    wording = viewer.t("preferences.wording", brand=viewer.brand)
+    wording, version = _wording(console, viewer)
     now = console.clock.now_ms()
     events = []
     for channel in CHANNELS:
@@ -119,7 +133,7 @@ def save_preferences(
                     "status": status,
                     "source": SOURCE,
                     "wording": wording,
-                    "wording_version": WORDING_VERSION,
+                    "wording_version": version,
                 },
                 now,
                 f"preferences:{customer_id}:{channel}:{status}:{now}",

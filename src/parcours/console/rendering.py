@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from litestar import Response
 
 from parcours.accounts import Session
+from parcours.brand import BrandSettings
 from parcours.runtime.i18n import SHIPPED, text
 
 _ENV = Environment(
@@ -49,6 +50,7 @@ class Viewer:
     timezone: str
     brand: str
     session: Session | None = None
+    look: BrandSettings | None = None  # the brand's logo and colours (settings_pages.py)
 
     def t(self, key: str, **values: Any) -> str:
         return text(self.locale, key, **{k: str(v) for k, v in values.items()})

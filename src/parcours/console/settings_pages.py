@@ -1,0 +1,344 @@
+"""The Settings page: the brand (name, logo, colours, sector, languages, time zone), the
+channels' providers with a check of each connection, the quiet hours and frequency caps,
+and the words that ask for consent. Everyone signed in sees it; only who may change the
+settings (the owner) changes them, each change audited in its own transaction. The
+brand's look (its colours as a stylesheet, its logo) is served from here to the console
+and to the public pages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from babel.dates import get_day_names
+from litestar import Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import Body, FromPath
+from sqlalchemy import Connection
+
+from parcours import accounts, brand, channels
+from parcours.brand import BrandError, BrandSettings, ConsentWording, Logo
+from parcours.console.access import (
+    ConsoleParts,
+    Form,
+    brand_of,
+    changing,
+    go,
+    signed_in,
+)
+from parcours.console.rendering import Viewer, page, render
+from parcours.http import Injected
+from parcours.messaging import SECTOR_PRESETS, Policies, policies
+from parcours.runtime.i18n import SHIPPED, text
+
+PATH = "/console/settings"
+TARGET = "brand"
+LONG_CACHE = "public, max-age=31536000, immutable"
+ZONES = tuple(sorted(zone for zone in available_timezones() if "/" in zone or zone == "UTC"))
+Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+
+
+def _policies(parts: ConsoleParts) -> Policies:
+    """The send-time rules in force: the Settings page's, else the policies files'."""
+    assert parts.delivery is not None
+    with parts.db.read() as conn:
+        return policies.in_force(conn, parts.delivery.rules)
+
+
+def _wording(parts: ConsoleParts, look: BrandSettings) -> ConsentWording:
+    """The consent words in force; before any save, the shipped ones (their version 1)."""
+    with parts.db.read() as conn:
+        saved = brand.consent_wording(conn)
+    if saved is not None:
+        return saved
+    texts = {x: text(x, "preferences.wording", brand=look.name) for x in SHIPPED}
+    return ConsentWording(brand.SHIPPED_VERSION, texts)
+
+
+def _settings_page(
+    viewer: Viewer,
+    parts: ConsoleParts,
+    *,
+    status: int = 200,
+    error: str = "",
+    section: str = "",
+    rules_text: str | None = None,
+    checks: dict[tuple[str, str], channels.ConnectionCheck] | None = None,
+    saved: str = "",
+) -> Response[bytes]:
+    look = brand_of(parts)
+    rules = _policies(parts)
+    assert parts.delivery is not None
+    return page(
+        viewer,
+        "settings.html",
+        status=status,
+        look=look,
+        error=error,
+        section=section,
+        saved=saved,
+        sectors=tuple(SECTOR_PRESETS),
+        languages=SHIPPED,
+        zones=ZONES,
+        providers=channels.configured(parts.delivery.providers),
+        checks=checks or {},
+        rules=rules,
+        rules_text=policies.as_text(rules) if rules_text is None else rules_text,
+        days=get_day_names("abbreviated", locale=viewer.locale),
+        wording=_wording(parts, look),
+        largest_logo=brand.LARGEST_LOGO // 1024,
+        min_contrast=brand.MIN_CONTRAST,
+    )
+
+
+@get(PATH, sync_to_thread=True)
+def settings_page(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts]
+) -> Response[bytes]:
+    saved = request.query_params.get("saved", "")
+    return _settings_page(signed_in(request, console), console, saved=saved[:20])
+
+
+def _defaults(parts: ConsoleParts) -> brand.Defaults:
+    return brand.Defaults(parts.brand, parts.sector, parts.timezone, parts.brand_locale)
+
+
+def _refused(viewer: Viewer, parts: ConsoleParts, exc: BrandError, section: str) -> Response[bytes]:
+    values = dict(exc.values)
+    if "field" in values:
+        values["field"] = viewer.t(f"console.settings.{values['field']}")
+    return _settings_page(
+        viewer, parts, status=400, error=viewer.t(exc.key, **values), section=section
+    )
+
+
+def _save(
+    viewer: Viewer,
+    parts: ConsoleParts,
+    changes: brand.Changes,
+    action: str,
+    *,
+    reset: tuple[str, ...] = (),
+    section: str,
+) -> Response[Any]:
+    assert viewer.session is not None
+    actor, now = viewer.session.user.actor, parts.clock.now_ms()
+
+    def audited(conn: Connection, before: BrandSettings, after: BrandSettings) -> None:
+        accounts.record(
+            conn, actor, action, TARGET, now, before=before.audited(), after=after.audited()
+        )
+
+    try:
+        brand.save(
+            parts.db,
+            _defaults(parts),
+            changes,
+            now,
+            by=actor.email,
+            reset=reset,
+            sectors=SECTOR_PRESETS,
+            also=audited,
+        )
+    except BrandError as exc:
+        return _refused(viewer, parts, exc, section)
+    return go(f"{PATH}?saved={section}#{section}")
+
+
+@post(f"{PATH}/brand", status_code=200, sync_to_thread=True)
+def save_brand(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    viewer = changing(request, console, "settings.change", data)
+    languages = tuple(x for x in SHIPPED if data.get(f"language-{x}") == "on")
+    changes = brand.Changes(
+        name=data.get("name", ""),
+        primary=data.get("primary", "").strip(),
+        accent=data.get("accent", "").strip(),
+        sector=data.get("sector", ""),
+        languages=languages,
+        timezone=data.get("timezone", "").strip(),
+    )
+    return _save(viewer, console, changes, "settings.brand_changed", section="brand")
+
+
+@post(f"{PATH}/logo", status_code=200, sync_to_thread=True)
+def save_logo(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Multipart
+) -> Response[Any]:
+    fields = {k: v for k, v in data.items() if isinstance(v, str)}
+    viewer = changing(request, console, "settings.change", fields)
+    assert viewer.session is not None
+    actor, now = viewer.session.user.actor, console.clock.now_ms()
+    upload = data.get("logo")
+    content = b""
+    if isinstance(upload, UploadFile):
+        content = upload.file.read(brand.LARGEST_LOGO + 1)
+
+    def audited(conn: Connection, before: Logo | None, after: Logo) -> None:
+        accounts.record(
+            conn,
+            actor,
+            "settings.logo_changed",
+            TARGET,
+            now,
+            before=None if before is None else {"logo": before.digest},
+            after={"logo": after.digest, "media_type": after.media_type, "bytes": len(content)},
+        )
+
+    try:
+        brand.save_logo(console.db, content, now, also=audited)
+    except BrandError as exc:
+        return _refused(viewer, console, exc, "brand")
+    return go(f"{PATH}?saved=brand#brand")
+
+
+@post(f"{PATH}/logo/remove", status_code=200, sync_to_thread=True)
+def remove_logo(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    viewer = changing(request, console, "settings.change", data)
+    assert viewer.session is not None
+    actor, now = viewer.session.user.actor, console.clock.now_ms()
+
+    def audited(conn: Connection, before: Logo | None) -> None:
+        if before is not None:
+            accounts.record(
+                conn, actor, "settings.logo_removed", TARGET, now, before={"logo": before.digest}
+            )
+
+    brand.remove_logo(console.db, also=audited)
+    return go(f"{PATH}?saved=brand#brand")
+
+
+@post(f"{PATH}/rules", status_code=200, sync_to_thread=True)
+def save_rules(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    viewer = changing(request, console, "settings.change", data)
+    if "reset" in data:  # back to the policies files' rules
+        return _save(
+            viewer,
+            console,
+            brand.Changes(),
+            "settings.rules_reset",
+            reset=("send_rules",),
+            section="rules",
+        )
+    written = data.get("rules", "").replace("\r\n", "\n")
+    try:
+        policies.rules_from_text(written)
+    except policies.PolicyError as exc:
+        return _settings_page(
+            viewer,
+            console,
+            status=400,
+            error=viewer.t("console.settings.rules_invalid", problem=str(exc)),
+            section="rules",
+            rules_text=written,
+        )
+    return _save(
+        viewer,
+        console,
+        brand.Changes(send_rules=written),
+        "settings.rules_changed",
+        section="rules",
+    )
+
+
+@post(f"{PATH}/wording", status_code=200, sync_to_thread=True)
+def save_wording(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    viewer = changing(request, console, "settings.change", data)
+    assert viewer.session is not None
+    actor, now = viewer.session.user.actor, console.clock.now_ms()
+
+    def audited(conn: Connection, before: ConsentWording | None, after: ConsentWording) -> None:
+        accounts.record(
+            conn,
+            actor,
+            "settings.wording_changed",
+            TARGET,
+            now,
+            before=None if before is None else {"version": before.version, **before.texts},
+            after={"version": after.version, **after.texts},
+        )
+
+    texts = {x: data.get(f"wording-{x}", "") for x in SHIPPED}
+    try:
+        brand.save_consent_wording(console.db, texts, now, by=actor.email, also=audited)
+    except BrandError as exc:
+        return _refused(viewer, console, exc, "wording")
+    return go(f"{PATH}?saved=wording#wording")
+
+
+@post(f"{PATH}/check", status_code=200, sync_to_thread=True)
+def check_provider(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[bytes]:
+    """Check one provider's connection: the answer alone for HTMX, else the whole page."""
+    viewer = changing(request, console, "settings.change", data)
+    assert console.delivery is not None
+    channel, name = data.get("channel", ""), data.get("provider", "")
+    result = channels.check_connection(console.delivery.providers, channel, name)
+    if result is None:
+        return _settings_page(
+            viewer, console, status=404, error=viewer.t("console.settings.no_provider")
+        )
+    if request.headers.get("hx-request"):
+        html = render(viewer, "_settings_check.html", check=result)
+        return Response(html.encode(), media_type="text/html; charset=utf-8")
+    return _settings_page(viewer, console, checks={(channel, name): result}, section="providers")
+
+
+@get("/console/brand/{version:int}/look.css", sync_to_thread=True)
+def look_css(console: Injected[ConsoleParts], version: FromPath[int]) -> Response[bytes]:
+    """The brand's colours as custom properties, for the console and the public pages
+    (cached for good under its version's address; another version's answer is not)."""
+    look = brand_of(console)
+    css = (
+        f":root {{ --accent: {look.primary}; --brand-primary: {look.primary}; "
+        f"--brand-accent: {look.accent}; --brand-accent-ink: #ffffff; }}\n"
+    )
+    cache = LONG_CACHE if version == look.version else "no-cache"
+    return Response(
+        css.encode(),
+        media_type="text/css; charset=utf-8",
+        headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@get("/console/brand/logo/{digest:str}", sync_to_thread=True)
+def logo(console: Injected[ConsoleParts], digest: FromPath[str]) -> Response[bytes]:
+    """The brand's logo by its digest: a new logo has a new address, so each is cached
+    for good."""
+    with console.db.read() as conn:
+        found = brand.logo_file(conn, digest[:64])
+    if found is None:
+        return Response(b"", status_code=404, headers={"Cache-Control": "no-store"})
+    return Response(
+        found.content,
+        media_type=found.media_type,
+        headers={
+            "Cache-Control": LONG_CACHE,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'",
+        },
+    )
+
+
+def settings_routes() -> list[HTTPRouteHandler]:
+    return [
+        settings_page,
+        save_brand,
+        save_logo,
+        remove_logo,
+        save_rules,
+        save_wording,
+        check_provider,
+        look_css,
+        logo,
+    ]
