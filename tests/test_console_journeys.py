@@ -325,7 +325,7 @@ def test_two_versions_side_by_side_mark_exactly_the_changed_lines(
     added_at = [n for n, line in new.items() if line in ("exits:", "  - event: Unsubscribed")]
     assert marked["added"] == [("", str(n)) for n in added_at]
     words = _text(html)
-    assert "2 lines changed, 1 removed, 2 added." in words
+    assert "Lines changed: 2, removed: 1, added: 2." in words
     # Not by colour alone: each marked line says so in words, for screen readers too.
     assert words.count("changed from:") == 2 and words.count("changed to:") == 2
     assert words.count("removed:") == 1 and words.count("added:") == 2
