@@ -85,7 +85,9 @@ def _settings_page(
         providers=channels.configured(parts.delivery.providers),
         checks=checks or {},
         rules=rules,
-        rules_text=policies.as_text(rules) if rules_text is None else rules_text,
+        rules_text=rules_text
+        if rules_text is not None
+        else look.send_rules or policies.as_text(rules),
         days=get_day_names("abbreviated", locale=viewer.locale),
         wording=_wording(parts, look),
         largest_logo=brand.LARGEST_LOGO // 1024,
