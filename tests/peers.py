@@ -1062,6 +1062,16 @@ class PostmarkPeer:
         peer = self
 
         class Handler(JsonHandler):
+            def do_GET(self) -> None:
+                """The server's settings: the settings page's connection test."""
+                if self.headers.get("X-Postmark-Server-Token") != peer.token:
+                    return self.answer(
+                        401, {"ErrorCode": 10, "Message": "Bad or missing API token"}
+                    )
+                if self.path != "/server":
+                    return self.answer(404, {"ErrorCode": 404, "Message": "not found"})
+                self.answer(200, {"ID": 1, "Name": "Maison"})
+
             def do_POST(self) -> None:
                 if self.headers.get("X-Postmark-Server-Token") != peer.token:
                     return self.answer(

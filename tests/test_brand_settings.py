@@ -8,6 +8,7 @@ against a real loopback server; and a viewer refused every change."""
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import zlib
@@ -24,14 +25,14 @@ from litestar.testing import TestClient
 
 from parcours import accounts, brand
 from parcours.app import _console_parts, create_app
-from parcours.channels import Providers, check_connection, configured
+from parcours.channels import Providers, check_connection, configured, make_vapid_key
 from parcours.console.overview import overview_of
 from parcours.customers import profiles
 from parcours.messaging import policies
 from parcours.runtime.db import Database
 from parcours.services import Services
 from tests.conftest import make_event
-from tests.peers import MetaPeer, RunningSmtp, SmtpPeer, TwilioPeer
+from tests.peers import FcmPeer, MetaPeer, PostmarkPeer, RunningSmtp, SmtpPeer, TwilioPeer
 from tests.test_journeys_engine import opt_in
 
 PASSWORD = "a long enough passphrase"
@@ -595,6 +596,40 @@ def test_http_providers_are_tested_by_an_authenticated_read() -> None:
         )
         wrong.close()
     assert twilio.messages == [] and meta.messages == []
+
+
+def test_postmark_and_fcm_are_tested_with_their_credentials() -> None:
+    with PostmarkPeer() as postmark, FcmPeer() as fcm:
+        config: dict[str, Any] = {
+            "email": {
+                "provider": "postmark",
+                "server_token": postmark.token,
+                "from_address": "news@maison.example",
+                "webhook_user": "pm",
+                "webhook_password": "hook-secret",
+                "api_base": postmark.url,
+            },
+            "push": {
+                "provider": "webpush",
+                "subject": "mailto:ops@maison.example",
+                "fcm": {"service_account": json.dumps(fcm.service_account()), "api_base": fcm.url},
+            },
+        }
+        providers = Providers.from_settings(config, "http://127.0.0.1", make_vapid_key())
+        listed = {(p.channel, p.name): p.checkable for p in configured(providers)}
+        assert listed[("push", "webpush")] is False and listed[("push", "fcm")] is True
+        email = check_connection(providers, "email", "postmark")
+        assert email is not None and email.ok and email.key == "settings.check.http_ok"
+        push = check_connection(providers, "push", "fcm")
+        assert push is not None and push.ok and push.key == "settings.check.token_ok"
+        assert check_connection(providers, "push", "webpush") is not None
+        providers.close()
+        config["email"]["server_token"] = "wrong"
+        wrong = Providers.from_settings(config, "http://127.0.0.1", make_vapid_key())
+        refused = check_connection(wrong, "email", "postmark")
+        assert refused is not None and refused.values["detail"] == "401 Bad or missing API token"
+        wrong.close()
+    assert postmark.messages == []
 
 
 def test_the_test_button_answers_in_the_viewers_language(settings: Any, clock: Any) -> None:
