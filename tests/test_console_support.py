@@ -388,6 +388,41 @@ def test_a_messages_later_status_comes_down_the_open_pages_stream(
     assert _events(owner.get(fresh.group(1).replace("&amp;", "&")).text) == []
 
 
+def test_a_sent_message_is_drawn_as_its_customer_saw_it(
+    services: Services, people: dict[str, Person]
+) -> None:
+    from parcours.messaging import templates
+
+    _team(services, "viewer")
+    customer = _customer(services, email="lea@example.com", first_name="Léa")
+    mjml = (
+        "<mjml><mj-body><mj-section><mj-column><mj-text>Bonjour {{ customer.first_name }}"
+        "</mj-text></mj-column></mj-section></mj-body></mjml>"
+    )
+    with services.db.write() as conn:
+        content = {"en": {"email": {"subject": "A note", "mjml": mjml}, "sms": {"text": "Hi"}}}
+        templates.save(conn, "note", content, "test", START)
+        email = services.delivery.test_send(
+            conn, "note", customer, "email", "lea@example.com", {}, START
+        )
+        sms = services.delivery.test_send(conn, "note", customer, "sms", "+33612345678", {}, START)
+    services.worker.run_due()
+    viewer = people["viewer"] = Person(services, "viewer@brand.example")
+    outbox = viewer.get("/console/outbox").text
+    assert f'hx-get="/console/outbox/{email}/drawn"' in outbox
+    drawn = viewer.get(f"/console/outbox/{email}/drawn")
+    assert drawn.status_code == 200 and "A note" in drawn.text
+    frame = re.search(r'<iframe class="phone" sandbox="" src="([^"]+)"', drawn.text)
+    assert frame is not None
+    html = viewer.get(frame.group(1))
+    assert html.status_code == 200 and "Bonjour Léa" in html.text
+    assert "frame-ancestors 'self'" in html.headers["content-security-policy"]
+    assert 'class="bubble"' in viewer.get(f"/console/outbox/{sms}/drawn").text
+    assert f"/console/outbox/{email}/drawn" in viewer.get(f"/console/customers/{customer}").text
+    assert viewer.get("/console/outbox/999/drawn").status_code == 404
+    assert viewer.get(f"/console/outbox/{sms}/message.html").status_code == 404
+
+
 # ---- admin key scopes -----------------------------------------------------------------------
 
 

@@ -14,12 +14,13 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from parcours import messaging
 from parcours.console.access import ConsoleParts, signed_in
-from parcours.console.rendering import Viewer, page, render
+from parcours.console.rendering import Viewer, not_found, page, render
+from parcours.console.templates_pages import PREVIEW_HEADERS
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected, whole_number
 from parcours.messaging import OutboxMessage
@@ -237,5 +238,42 @@ async def outbox_stream(
     return ServerSentEvent(changes())
 
 
+# ---- one message, drawn as its customer saw it --------------------------------------------
+
+
+def _message(parts: ConsoleParts, outbox_id: int) -> OutboxMessage | None:
+    with parts.db.read() as conn:
+        found = messaging.outbox_page(conn, 1, outbox_id + 1, after=outbox_id - 1)
+    return found[0] if found else None
+
+
+@get("/console/outbox/{outbox_id:int}/drawn", sync_to_thread=True)
+def drawn_message(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], outbox_id: FromPath[int]
+) -> Response[bytes]:
+    """A message as its customer saw it (`_message.html`), what a row or a customer's
+    message puts in its details when they are opened."""
+    viewer = signed_in(request, console)
+    message = _message(console, outbox_id)
+    if message is None:
+        return not_found(viewer, "support.outbox.unknown")
+    return page(viewer, "outbox_message.html", m=message)
+
+
+@get("/console/outbox/{outbox_id:int}/message.html", sync_to_thread=True)
+def message_html(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], outbox_id: FromPath[int]
+) -> Response[bytes]:
+    """A sent email's HTML, for the sandboxed frames of its drawing."""
+    signed_in(request, console)
+    message = _message(console, outbox_id)
+    html = (message.content or {}).get("html") if message is not None else None
+    if not isinstance(html, str):
+        return Response(b"", status_code=404, media_type="text/plain", headers=PREVIEW_HEADERS)
+    return Response(
+        html.encode("utf-8"), media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS
+    )
+
+
 def outbox_routes() -> list[HTTPRouteHandler]:
-    return [outbox_page, outbox_stream]
+    return [outbox_page, outbox_stream, drawn_message, message_html]
