@@ -156,16 +156,19 @@ def refusal(viewer: Viewer, exc: LifecycleError) -> str:
 def _script_example(source: str) -> str:
     """A first script for the simulator: the journey's entry, now."""
     try:
-        entry = versions.parse(source).entry
+        journey = versions.parse(source)
     except JourneyError:
         return "- at: +0m\n  event: Signed Up\n"
+    entry = journey.entry
     if entry.event is not None:
         return f"- at: +0m\n  event: {entry.event}\n  properties: {{}}\n"
     if entry.segment is not None:
         return f"- at: +0m\n  {'enters' if entry.on == 'enter' else 'leaves'}: {entry.segment}\n"
     if entry.date_trait is not None:
         return f"- at: +0m\n  type: identify\n  traits: {{{entry.date_trait}: '2000-01-01'}}\n"
-    return "- at: +0m\n  event: Journey Entry Requested\n"
+    return (
+        f"- at: +0m\n  event: Journey Entry Requested\n  properties: {{journey_id: {journey.id}}}\n"
+    )
 
 
 def _journey_page(
@@ -186,11 +189,6 @@ def _journey_page(
         except UnknownJourney:
             return not_found(viewer, "console.journeys.unknown")
         shown = [versions.version_view(conn, journey_id, r.version) for r in journey.versions]
-        stats = (
-            versions.stats(conn, journey_id, journey.live_version)
-            if journey.live_version is not None
-            else None
-        )
         numbers = [r.version for r in journey.versions]
         drawn_at = drawn_version if drawn_version in numbers else None
         drawn_at = drawn_at or journey.live_version or journey.latest.version
@@ -198,6 +196,13 @@ def _journey_page(
             drawn: graph.JourneyGraph | None = graph.journey_graph(conn, journey_id, drawn_at)
         except JourneyError:  # written under rules since changed: the YAML shows why
             drawn = None
+        stats = None
+        if journey.live_version is not None:
+            stats = (
+                drawn.stats
+                if drawn is not None and drawn.version == journey.live_version
+                else versions.stats(conn, journey_id, journey.live_version)
+            )
     return page(
         viewer,
         "journey.html",
