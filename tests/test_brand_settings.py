@@ -443,6 +443,21 @@ def test_the_sector_and_zone_set_here_reach_the_send_time_reads(services: Servic
         assert policies.in_force(conn, services.delivery.rules).timezone == "Asia/Tokyo"
 
 
+def test_messages_carry_the_name_set_here(services: Services) -> None:
+    opt_in(services, "ana")
+    with services.db.read() as conn:
+        customer = profiles.resolve(conn, "ana", "FR")
+
+    def brand_name() -> str:
+        with services.db.read() as conn:
+            preview = services.delivery.preview_context(conn, customer, "email", {})
+        return str(preview.values["brand"]["name"])
+
+    assert brand_name() == "Parcours demo shop"
+    brand.save(services.db, DEFAULTS, brand.Changes(name="Maison Lune"), 0)
+    assert brand_name() == "Maison Lune"
+
+
 # ---- consent words --------------------------------------------------------------------
 
 

@@ -119,12 +119,14 @@ STORED_FIELDS = tuple(f.name for f in fields(Changes))
 
 @dataclass(frozen=True)
 class SendTime:
-    """What the send-time policies read of the brand's settings (messaging/policies.py)."""
+    """What sending reads of the brand's settings: the policies (messaging/policies.py),
+    the channel choice (its sector), the templates (its name)."""
 
     version: int
     send_rules: str | None
     timezone: str | None
     sector: str | None
+    name: str | None = None
 
 
 def current(conn: Connection, defaults: Defaults) -> BrandSettings:
@@ -247,10 +249,10 @@ def save(
     if unknown:
         raise ValueError(f"cannot reset {sorted(unknown)}")
     with db.write() as conn:
-        row = conn.execute(
-            select(brand_settings.c.version, brand_settings.c.document).where(
-                brand_settings.c.id == ROW
-            )
+        row = conn.execute(  # two owners saving at once: one after the other
+            select(brand_settings.c.version, brand_settings.c.document)
+            .where(brand_settings.c.id == ROW)
+            .with_for_update()
         ).first()
         before = current(conn, defaults)
         document: dict[str, object] = json.loads(row.document) if row else {}
@@ -314,6 +316,7 @@ def send_time(conn: Connection) -> SendTime | None:
             document.get("send_rules") or None,
             document.get("timezone") or None,
             document.get("sector"),
+            document.get("name") or None,
         )
     with _cache_lock:
         _cache[engine] = (time.monotonic() + SEND_TIME_TTL_S, found)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
@@ -76,12 +77,14 @@ class Renderer:
         properties = event.get("properties") or {}
         name = event.get("event") or ""
         order = properties if name.startswith("Order") else None
+        stored = brand.send_time(conn)  # the name set on the Settings page, if one was
+        brand_name = stored.name if stored is not None and stored.name else self.brand.name
         return {
             "customer": customer,
             "event": {**event, "event": name, "properties": properties},
             "cart": properties if name in CART_EVENTS else None,
             "order": order,
-            "brand": {"name": self.brand.name, "url": self.brand.url},
+            "brand": {"name": brand_name, "url": self.brand.url},
             "links": {"shop": self.brand.url, **self.links.for_order(order), **links},
             "message": {"channel": channel, "purpose": purpose},
         }
