@@ -156,6 +156,11 @@ def test_every_page_in_both_languages_at_both_widths(
     browser: Any, live_server: LiveServer, services: Services, tmp_path: Path, language: str
 ) -> None:
     folder = screenshots_dir(tmp_path)
+    from parcours.journeys import ready_made_source
+
+    journey = ready_made_source("abandoned-cart")  # a live journey: its page and its versions
+    assert journey is not None
+    versions.publish(services.db, journey, "mia@brand.example", "rob@brand.example", 0)
     token = accounts.setup_link_token(services.db, services.clock.now_ms())
     # axe-core is injected into the page: past the console's own CSP, for this test only.
     context = browser.new_context(locale=language, viewport=DESKTOP, bypass_csp=True)
@@ -175,6 +180,8 @@ def test_every_page_in_both_languages_at_both_widths(
         "segments",
         "journeys",
         "journeys-new",
+        "journeys/abandoned-cart",
+        "journeys/abandoned-cart/compare",
         "outbox",
         "templates",
         "templates/win-back-last-chance",
@@ -182,6 +189,7 @@ def test_every_page_in_both_languages_at_both_widths(
         "keys",
         "audit",
         "account",
+        "settings",
     ):
         path = {"overview": "/console/"}.get(name, f"/console/{name}")
         for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
@@ -236,7 +244,7 @@ def test_a_journey_is_built_by_one_person_and_approved_by_another(
     marketer.get_by_role("button", name="Save as a new draft").click()
     marketer.wait_for_url(re.compile(r".*/console/journeys/abandoned-cart$"))
     marketer.get_by_role("button", name="Submit for review").click()
-    marketer.get_by_text("in review").first.wait_for()
+    marketer.get_by_text("in review", exact=True).first.wait_for()
     # The marketer cannot approve: no button, and the server refuses the request.
     assert marketer.get_by_role("button", name="Approve").count() == 0
     csrf = marketer.locator("input[name=csrf]").first.input_value()

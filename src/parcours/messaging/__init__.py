@@ -9,6 +9,8 @@ from parcours.messaging import (
     metrics,
     passes,
     people,
+    policies,
+    reasons,
     subscriptions,
     suppressions,
     templates,
@@ -16,6 +18,7 @@ from parcours.messaging import (
 )
 from parcours.messaging.choice import SECTOR_PRESETS
 from parcours.messaging.delivery import Brand, Delivery, outbox_page
+from parcours.messaging.direct import Handed, send_email_now
 from parcours.messaging.links import (
     PIXEL_GIF,
     BadLink,
@@ -63,6 +66,7 @@ __all__ = [
     "ChatMessage",
     "ClickLink",
     "Delivery",
+    "Handed",
     "IgnoredMail",
     "Intent",
     "Links",
@@ -91,7 +95,10 @@ __all__ = [
     "outbox_page",
     "passes",
     "people",
+    "policies",
     "public_message_id",
+    "reasons",
+    "send_email_now",
     "shipped",
     "subscriptions",
     "suppressions",
