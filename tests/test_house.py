@@ -36,6 +36,7 @@ DOMAINS = (
     "accounts",
     "analytics",
     "brand",
+    "commerce",
 )
 # The schema module assembles every package's tables; the benchmarks measure internals.
 FACE_EXEMPT = ("schema", "bench")

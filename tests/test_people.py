@@ -47,7 +47,14 @@ def test_every_table_naming_a_person_is_cleared_by_exactly_one_erase_hook() -> N
 
 
 def test_merge_hooks_run_the_events_first_then_the_journeys_twin_rule() -> None:
-    assert _registry().merge_names == ["journeys", "log", "queue", "messaging", "loyalty"]
+    assert _registry().merge_names == [
+        "journeys",
+        "log",
+        "queue",
+        "messaging",
+        "loyalty",
+        "commerce",
+    ]
 
 
 def _nothing(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:

@@ -42,6 +42,7 @@ def test_a_running_parcours_reacts_in_the_documented_order(services: Services) -
     """docs/architecture.md and log/reactions.py name this order."""
     assert services.reactions.names == [
         "merges",
+        "commerce",
         "journeys",
         "referrals",
         "segments",

@@ -21,6 +21,8 @@ from parcours.channels import (
     hand_to,
     make_vapid_key,
 )
+from parcours.commerce import Commerce
+from parcours.commerce import people as commerce_people
 from parcours.customers import CUSTOMER_TABLES, People, erase_customer_rows, identity_resolver
 from parcours.ingest.writer import Writer
 from parcours.journeys import QUEUE as JOURNEYS_QUEUE
@@ -63,14 +65,16 @@ def people_hooks(journeys: JourneyEngine) -> People:
     is erased (customers/people.py), in the order the hooks run: the journeys first (a
     run both profiles had is ended, and the line saying so logged, before the runs move),
     then the events (that line with them, so that the survivor's trace shows it), the
-    queue, messaging, segments and loyalty. The customers' own rows move as the projection
-    resolves a merge, and the segment engine moves memberships in its evaluation job."""
+    queue, messaging, segments, loyalty and commerce. The customers' own rows move as the
+    projection resolves a merge, and the segment engine moves memberships in its
+    evaluation job."""
     people = People()
     people.on_merge("journeys", journeys.follow_merge)
     people.on_merge("log", log_people.move_events)
     people.on_merge("queue", reassign_jobs)
     people.on_merge("messaging", messaging_people.follow_merge)
     people.on_merge("loyalty", loyalty_people.follow_merge)
+    people.on_merge("commerce", commerce_people.follow_merge)
     people.on_erase("log", log_people.TABLES, log_people.erase_events)
     people.on_erase("customers", CUSTOMER_TABLES, erase_customer_rows)
     people.on_erase("journeys", journeys_people.TABLES, journeys_people.erase)
@@ -78,6 +82,7 @@ def people_hooks(journeys: JourneyEngine) -> People:
     people.on_erase("messaging", messaging_people.TABLES, messaging_people.erase)
     people.on_erase("segments", segments_people.TABLES, segments_people.erase)
     people.on_erase("loyalty", loyalty_people.TABLES, loyalty_people.erase)
+    people.on_erase("commerce", commerce_people.TABLES, commerce_people.erase)
     return people
 
 
@@ -168,6 +173,9 @@ class Services:
             batch_events=settings.ingest_batch_events,
             threads=settings.ingest_writers or 1,
         )
+        # Commerce first: its tables are current when the others' jobs read them.
+        commerce = Commerce(return_window_days=settings.return_window_days, sector=settings.sector)
+        commerce.install(reactions)
         engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
         referrals = Referrals(clock, settings.default_region, reactions)

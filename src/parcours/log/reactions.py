@@ -4,7 +4,7 @@ The composition root makes one `Reactions` per process. It gives it who resolves
 customers of what is appended (the customers' identities and profiles) together with the
 reaction that follows the merges this resolution makes (every package moving a merged
 profile's rows: customers/people.py), which runs first; then it registers each reaction
-in order: journeys, referrals, segments, Wallet updates. Whoever appends (the writer for
+in order: commerce, journeys, referrals, segments, Wallet updates. Whoever appends (the writer for
 the API, an action, a journey's own decisions) hands it to `append_events`;
 `Reactions.names` tells a newcomer what happens after an event is appended.
 """

@@ -50,6 +50,9 @@ class Settings:
     secret_key: str = ""  # signs links; made and kept in the database when empty
     # the brand's server signs a chat visitor's user id with it (docs/security.md, Site chat)
     identity_verification_secret: str = ""
+    # signs the generic carrier webhook's deliveries (docs/commerce.md); empty: refused
+    carrier_webhook_secret: str = ""
+    return_window_days: int = 0  # 0: the sector's custom, else 14 days (docs/commerce.md)
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
     webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -86,6 +89,7 @@ class Settings:
             self.secret_key,
             self.metrics_token,
             self.identity_verification_secret,
+            self.carrier_webhook_secret,
         }
         _, _, authority = self.database_url.partition("://")
         credentials, at, _ = authority.rpartition("@")
@@ -148,6 +152,8 @@ _FIELD_TYPES: dict[str, type] = {
     "public_url": str,
     "secret_key": str,
     "identity_verification_secret": str,
+    "carrier_webhook_secret": str,
+    "return_window_days": int,
     "channels": dict,
     "webhooks": dict,
     "delivery_lease_seconds": int,
@@ -287,6 +293,11 @@ def _check(settings: Settings, where: str) -> None:
         )
     if settings.policies_file and not Path(settings.policies_file).is_file():
         raise SettingsError(f"{where}: policies_file {settings.policies_file} does not exist")
+    if not 0 <= settings.return_window_days <= 3650:
+        raise SettingsError(
+            f"{where}: return_window_days must be between 0 (the default) and 3650, "
+            f"got {settings.return_window_days}"
+        )
     if not 1 <= settings.delivery_lease_seconds <= 86_400:
         raise SettingsError(
             f"{where}: delivery_lease_seconds must be between 1 and 86400, "

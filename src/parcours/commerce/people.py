@@ -1,0 +1,46 @@
+"""Commerce's part when two profiles merge or a person is erased (customers.people): a
+person's orders, their lines and refunds, shipments and their scans, and returns follow
+the person to the survivor, and go with them when they are erased."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, delete, update
+
+from parcours.commerce.tables import (
+    commerce_order_lines,
+    commerce_orders,
+    commerce_refunds,
+    commerce_returns,
+    commerce_shipment_scans,
+    commerce_shipments,
+)
+
+_TABLES = (
+    commerce_orders,
+    commerce_order_lines,
+    commerce_refunds,
+    commerce_shipments,
+    commerce_shipment_scans,
+    commerce_returns,
+)
+TABLES = tuple(table.name for table in _TABLES)
+
+
+def follow_merge(conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
+    """Profiles merged: the merged customer's orders (and all that hangs on them) are the
+    survivor's."""
+    for table in _TABLES:
+        conn.execute(
+            update(table).where(table.c.customer_id == merged_id).values(customer_id=survivor_id)
+        )
+
+
+def erase(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
+    """A person erased: their orders, lines, refunds, shipments, scans and returns."""
+    ids = list(customer_ids)
+    return {
+        table.name: conn.execute(delete(table).where(table.c.customer_id.in_(ids))).rowcount
+        for table in _TABLES
+    }

@@ -1,0 +1,564 @@
+"""Commerce projected from the log: the reaction that applies each appended order,
+refund, cancellation, shipment and return event to commerce's tables, in the append's
+transaction (docs/commerce.md, "Projected from the log").
+
+Statements are written per event (SQLAlchemy Core): the events it reads are a small part
+of what is appended, and `Commerce.on_events` skips the rest with one set lookup each.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, insert, select, update
+
+from parcours.commerce import statuses
+from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
+from parcours.commerce.tables import (
+    commerce_order_lines,
+    commerce_orders,
+    commerce_refunds,
+    commerce_returns,
+    commerce_shipment_scans,
+    commerce_shipments,
+)
+from parcours.customers import decimal_of, order_key, order_total
+from parcours.log import Event, Reactions
+from parcours.runtime.clock import parse_iso
+
+PLACED = "Order Completed"
+UPDATED = "Order Updated"
+CANCELLED = "Order Cancelled"
+REFUNDED = "Order Refunded"
+ORDER_EVENTS = frozenset({PLACED, UPDATED, CANCELLED, REFUNDED})
+SHIPMENT_PREFIX = "Shipment "
+DEFAULT_CURRENCY = "USD"  # as the customers' projection counts an order without one
+# Who reported an order, in commerce's words (Event.source -> source).
+SOURCES = {"api": "site", "shopify": "shopify", "import": "import", "admin": "admin"}
+_ZERO = Decimal(0)
+
+
+class Commerce:
+    """The commerce reaction of one running Parcours, with the return window's settings
+    (`return_window_days`, 0: the sector's custom or the default; the configured sector,
+    under the one set on the Settings page)."""
+
+    def __init__(self, *, return_window_days: int = 0, sector: str = "") -> None:
+        if return_window_days < 0:
+            raise ValueError("return_window_days must be 0 (the default) or more")
+        self.return_window_days = return_window_days
+        self.sector = sector
+
+    def install(self, reactions: Reactions) -> None:
+        reactions.react("commerce", self.on_events)
+
+    def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
+        """The log's reaction: apply the commerce events among those appended, in order."""
+        for event in events:
+            name = event.name
+            if event.type != "track" or name is None:
+                continue
+            if name in ORDER_EVENTS:
+                if name == REFUNDED:
+                    _refunded(conn, event)
+                elif name == CANCELLED:
+                    _cancelled(conn, event, now)
+                else:
+                    _placed(conn, event, now, update_amounts=name == UPDATED)
+            elif name.startswith(SHIPMENT_PREFIX):
+                _shipment(conn, event, now)
+            elif name in RETURN_EVENTS:
+                _return(conn, event, now, self)
+
+
+# ---- orders -------------------------------------------------------------------------------
+
+
+def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -> None:
+    props = event.properties
+    order_id = order_key(props, event.message_id)
+    found = _order_row(conn, order_id)
+    if found is None:
+        conn.execute(
+            insert(commerce_orders).values(
+                order_id=order_id,
+                customer_id=event.customer_id,
+                source=SOURCES.get(event.source, event.source),
+                number=_text(props.get("order_name") or props.get("order_number")),
+                status="placed",
+                currency=str(props.get("currency") or DEFAULT_CURRENCY).upper(),
+                total=str(order_total(props)),
+                refunded="0",
+                placed_at=event.occurred_at,
+                updated_at=now,
+                **_amounts(props),
+            )
+        )
+        _write_lines(conn, order_id, event.customer_id, props.get("products"))
+        _attach(conn, order_id)
+        return
+    changes: dict[str, Any] = {}
+    if found.customer_id is None and event.customer_id is not None:
+        changes["customer_id"] = event.customer_id
+    number = _text(props.get("order_name") or props.get("order_number"))
+    if found.number is None and number:
+        changes["number"] = number
+    if update_amounts:  # Order Updated: the amounts it gives; refunded never above total
+        changes.update(_amounts(props))
+        if any(props.get(name) is not None for name in ("total", "revenue", "products")):
+            total = order_total(props)
+            changes["total"] = str(total)
+            changes["refunded"] = str(min(_money(found.refunded), total))
+        if props.get("currency"):
+            changes["currency"] = str(props["currency"]).upper()
+    lines = _has_lines(conn, order_id)
+    products = props.get("products")
+    if isinstance(products, list) and products and (not lines or update_amounts):
+        refunded_lines = conn.execute(
+            select(commerce_order_lines.c.line).where(
+                commerce_order_lines.c.order_id == order_id,
+                commerce_order_lines.c.refunded_quantity > 0,
+            )
+        ).first()
+        if refunded_lines is None:  # lines already refunded are kept as they were
+            conn.execute(
+                commerce_order_lines.delete().where(commerce_order_lines.c.order_id == order_id)
+            )
+            _write_lines(conn, order_id, changes.get("customer_id", found.customer_id), products)
+    if changes:
+        changes["updated_at"] = now
+        conn.execute(
+            update(commerce_orders).where(commerce_orders.c.order_id == order_id).values(**changes)
+        )
+        if "customer_id" in changes:
+            _attach(conn, order_id)
+
+
+def _amounts(props: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in ("subtotal", "discount", "shipping", "tax"):
+        value = decimal_of(props.get(name))
+        if value is not None:
+            found[name] = str(value)
+    coupon = _text(props.get("coupon"))
+    if coupon:
+        found["coupon"] = coupon
+    return found
+
+
+def _write_lines(conn: Connection, order_id: str, customer_id: int | None, products: Any) -> None:
+    if not isinstance(products, list):
+        return
+    rows: list[dict[str, Any]] = []
+    for product in products:
+        if not isinstance(product, dict):
+            continue
+        rows.append(
+            {
+                "order_id": order_id,
+                "line": len(rows) + 1,
+                "customer_id": customer_id,
+                "product_id": _text(product.get("product_id")),
+                "variant_id": _text(product.get("variant_id")),
+                "sku": _text(product.get("sku")),
+                "name": _text(product.get("name")),
+                "image_url": _text(product.get("image_url")),
+                "price": str(decimal_of(product.get("price")) or _ZERO),
+                "quantity": _quantity(product.get("quantity")),
+                "refunded_quantity": 0,
+                "refunded_amount": "0",
+            }
+        )
+    if rows:
+        conn.execute(insert(commerce_order_lines), rows)
+
+
+def _cancelled(conn: Connection, event: Event, now: int) -> None:
+    order_id = _text(event.properties.get("order_id"))
+    found = _order_row(conn, order_id) if order_id else None
+    if found is None or found.status == "cancelled":
+        return
+    conn.execute(
+        update(commerce_orders)
+        .where(commerce_orders.c.order_id == order_id)
+        .values(
+            status="cancelled",
+            cancelled_at=event.occurred_at,
+            cancel_reason=_text(event.properties.get("cancel_reason")),
+            updated_at=now,
+        )
+    )
+
+
+def _refunded(conn: Connection, event: Event) -> None:
+    props = event.properties
+    order_id = _text(props.get("order_id"))
+    if not order_id:
+        return
+    refund_id = _text(props.get("refund_id")) or event.message_id
+    if conn.execute(
+        select(commerce_refunds.c.refund_id).where(commerce_refunds.c.refund_id == refund_id)
+    ).first():
+        return
+    lines = _refund_lines(props.get("products"))
+    reported = decimal_of(props.get("total", props.get("revenue")))
+    if reported is None:
+        reported = sum((line["amount"] for line in lines), _ZERO)
+    conn.execute(
+        insert(commerce_refunds).values(
+            refund_id=refund_id,
+            order_id=order_id,
+            customer_id=event.customer_id,
+            source=SOURCES.get(event.source, event.source),
+            reported=str(reported),
+            amount="0",
+            currency=_text(props.get("currency")),
+            lines=json.dumps(
+                [{**line, "amount": str(line["amount"])} for line in lines], sort_keys=True
+            ),
+            applied=False,
+            occurred_at=event.occurred_at,
+        )
+    )
+    order = _order_row(conn, order_id)
+    if order is not None:
+        _apply_refund(conn, order, refund_id)
+
+
+def _refund_lines(products: Any) -> list[dict[str, Any]]:
+    """What a refund names of each line: its keys, quantity and amount."""
+    found: list[dict[str, Any]] = []
+    for product in products if isinstance(products, list) else []:
+        if not isinstance(product, dict):
+            continue
+        quantity = _quantity(product.get("quantity"))
+        price = decimal_of(product.get("price"))
+        line = product.get("line")
+        found.append(
+            {
+                "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+                "product_id": _text(product.get("product_id")),
+                "variant_id": _text(product.get("variant_id")),
+                "sku": _text(product.get("sku")),
+                "quantity": quantity,
+                "price": None if price is None else str(price),
+                "amount": (price or _ZERO) * quantity,
+            }
+        )
+    return found
+
+
+def _apply_refund(conn: Connection, order: Row[Any], refund_id: str) -> None:
+    """Count a refund on its order and lines: never past what is left to refund of
+    either (the row keeps the amount reported)."""
+    refund = conn.execute(
+        select(commerce_refunds).where(commerce_refunds.c.refund_id == refund_id)
+    ).one()
+    total = _money(order.total)
+    refunded = _money(order.refunded)
+    counted = max(_ZERO, min(_money(refund.reported), total - refunded))
+    lines = {
+        row.line: row
+        for row in conn.execute(
+            select(commerce_order_lines).where(commerce_order_lines.c.order_id == order.order_id)
+        )
+    }
+    taken: dict[int, tuple[int, Decimal]] = {}
+    for asked in json.loads(refund.lines):
+        row = _matching_line(lines, asked, taken)
+        if row is None:
+            continue
+        done_quantity, done_amount = taken.get(
+            row.line, (row.refunded_quantity, _money(row.refunded_amount))
+        )
+        quantity = min(int(asked["quantity"]), row.quantity - done_quantity)
+        price = decimal_of(asked.get("price")) or _money(row.price)
+        amount = min(price * quantity, _money(row.price) * row.quantity - done_amount)
+        taken[row.line] = (done_quantity + quantity, done_amount + max(amount, _ZERO))
+    for line, (quantity, amount) in taken.items():
+        conn.execute(
+            update(commerce_order_lines)
+            .where(
+                commerce_order_lines.c.order_id == order.order_id,
+                commerce_order_lines.c.line == line,
+            )
+            .values(refunded_quantity=quantity, refunded_amount=str(amount))
+        )
+    conn.execute(
+        update(commerce_orders)
+        .where(commerce_orders.c.order_id == order.order_id)
+        .values(refunded=str(refunded + counted))
+    )
+    conn.execute(
+        update(commerce_refunds)
+        .where(commerce_refunds.c.refund_id == refund_id)
+        .values(amount=str(counted), applied=True, customer_id=order.customer_id)
+    )
+
+
+def _matching_line(
+    lines: dict[int, Row[Any]], asked: dict[str, Any], taken: dict[int, tuple[int, Decimal]]
+) -> Row[Any] | None:
+    """The order's line a refund names: by its number, else its variant, product or SKU
+    (the first with a quantity left)."""
+    if asked.get("line") is not None:
+        return lines.get(int(asked["line"]))
+    for key in ("variant_id", "product_id", "sku"):
+        if not asked.get(key):
+            continue
+        for row in lines.values():
+            done = taken.get(row.line, (row.refunded_quantity, _ZERO))[0]
+            if getattr(row, key) == asked[key] and done < row.quantity:
+                return row
+    return None
+
+
+def _attach(conn: Connection, order_id: str) -> None:
+    """An order arrived (or learnt its customer): what was kept for it takes its customer,
+    and its refunds kept meanwhile are counted, in their order."""
+    order = _order_row(conn, order_id)
+    if order is None:
+        return
+    customer = order.customer_id
+    if customer is not None:
+        shipment_ids = select(commerce_shipments.c.shipment_id).where(
+            commerce_shipments.c.order_id == order_id
+        )
+        conn.execute(
+            update(commerce_shipment_scans)
+            .where(
+                commerce_shipment_scans.c.shipment_id.in_(shipment_ids),
+                commerce_shipment_scans.c.customer_id.is_(None),
+            )
+            .values(customer_id=customer)
+        )
+        for table in (commerce_shipments, commerce_refunds, commerce_returns):
+            conn.execute(
+                update(table)
+                .where(table.c.order_id == order_id, table.c.customer_id.is_(None))
+                .values(customer_id=customer)
+            )
+    pending = conn.execute(
+        select(commerce_refunds.c.refund_id)
+        .where(commerce_refunds.c.order_id == order_id, commerce_refunds.c.applied.is_(False))
+        .order_by(commerce_refunds.c.occurred_at, commerce_refunds.c.refund_id)
+    ).scalars()
+    for refund_id in list(pending):
+        current = _order_row(conn, order_id)
+        assert current is not None
+        _apply_refund(conn, current, refund_id)
+
+
+# ---- shipments ----------------------------------------------------------------------------
+
+
+def _shipment(conn: Connection, event: Event, now: int) -> None:
+    props = event.properties
+    shipment_id = _text(props.get("shipment_id") or props.get("fulfillment_id"))
+    if not shipment_id:
+        return
+    named = (event.name or "").removeprefix(SHIPMENT_PREFIX)
+    word = _text(props.get("status")) or named.replace(" ", "_").lower()
+    status = statuses.status_of(word)
+    at = event.occurred_at
+    order_id = _text(props.get("order_id"))
+    found = conn.execute(
+        select(commerce_shipments).where(commerce_shipments.c.shipment_id == shipment_id)
+    ).first()
+    details: dict[str, Any] = {
+        name: value
+        for name in ("carrier", "tracking_number", "tracking_url")
+        if (value := _text(props.get(name))) is not None
+    }
+    estimate = _estimate(props)
+    applied: bool
+    if found is None:
+        customer = event.customer_id
+        if customer is None and order_id:
+            order = _order_row(conn, order_id)
+            customer = order.customer_id if order is not None else None
+        position = statuses.first_position(status, at)
+        conn.execute(
+            insert(commerce_shipments).values(
+                shipment_id=shipment_id,
+                order_id=order_id,
+                customer_id=customer,
+                status=position.status,
+                progress=position.progress,
+                status_at=at,
+                first_status=position.status,
+                estimated_from=estimate[0] if estimate else None,
+                estimated_to=estimate[1] if estimate else None,
+                estimate_at=at if estimate else None,
+                delivered_at=at if position.status == statuses.DELIVERED else None,
+                created_at=now,
+                updated_at=now,
+                **details,
+            )
+        )
+        applied = status is not None
+    else:
+        customer = found.customer_id if found.customer_id is not None else event.customer_id
+        changes: dict[str, Any] = dict(details)
+        if found.order_id is None and order_id:
+            changes["order_id"] = order_id
+        if found.customer_id is None and customer is not None:
+            changes["customer_id"] = customer
+        moved = statuses.advance(
+            statuses.Position(found.status, found.progress, found.status_at), status, at
+        )
+        applied = moved is not None
+        if moved is not None:
+            changes.update(status=moved.status, progress=moved.progress, status_at=moved.at)
+            if moved.status == statuses.DELIVERED:
+                changes["delivered_at"] = at
+        if estimate and (found.estimate_at is None or at >= found.estimate_at):
+            changes.update(estimated_from=estimate[0], estimated_to=estimate[1], estimate_at=at)
+        changes["updated_at"] = now
+        conn.execute(
+            update(commerce_shipments)
+            .where(commerce_shipments.c.shipment_id == shipment_id)
+            .values(**changes)
+        )
+    conn.execute(
+        insert(commerce_shipment_scans).values(
+            shipment_id=shipment_id,
+            customer_id=customer,
+            message_id=event.message_id,
+            reported=word,
+            status=status,
+            location=_text(props.get("location")),
+            source=SOURCES.get(event.source, event.source),
+            applied=applied,
+            occurred_at=at,
+            recorded_at=now,
+        )
+    )
+
+
+def _estimate(props: dict[str, Any]) -> tuple[int, int] | None:
+    """The estimated delivery window: `estimated_delivery_from`/`_to`, or the one time
+    `estimated_delivery_at` (ISO 8601)."""
+    single = _time(props.get("estimated_delivery_at"))
+    start = _time(props.get("estimated_delivery_from")) or single
+    end = _time(props.get("estimated_delivery_to")) or single or start
+    if start is None or end is None:
+        return None
+    return (min(start, end), max(start, end))
+
+
+# ---- returns ------------------------------------------------------------------------------
+
+
+def _return(conn: Connection, event: Event, now: int, commerce: Commerce) -> None:
+    props = event.properties
+    return_id = _text(props.get("return_id"))
+    if not return_id or event.name is None:
+        return
+    stage = RETURN_EVENTS[event.name]
+    at = event.occurred_at
+    found = conn.execute(
+        select(commerce_returns).where(commerce_returns.c.return_id == return_id)
+    ).first()
+    if found is None:
+        order_id = _text(props.get("order_id"))
+        if not order_id:
+            return
+        order = _order_row(conn, order_id)
+        customer = event.customer_id
+        if customer is None and order is not None:
+            customer = order.customer_id
+        values: dict[str, Any] = {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer,
+            "status": stage,
+            "reason": _text(props.get("reason")),
+            f"{stage}_at": at,
+            "updated_at": now,
+        }
+        if stage == "requested":
+            window = return_window(conn, commerce.return_window_days, commerce.sector)
+            values["window_days"] = window.days
+            since = _window_start(conn, order_id, order)
+            if since is not None:
+                values["within_window"] = at <= since + window.days * 86_400_000
+        conn.execute(insert(commerce_returns).values(**values))
+        return
+    changes: dict[str, Any] = {"updated_at": now}
+    if getattr(found, f"{stage}_at") is None:
+        changes[f"{stage}_at"] = at
+    if RETURN_STAGES.index(stage) > RETURN_STAGES.index(found.status):
+        changes["status"] = stage
+    conn.execute(
+        update(commerce_returns).where(commerce_returns.c.return_id == return_id).values(**changes)
+    )
+
+
+def _window_start(conn: Connection, order_id: str, order: Row[Any] | None) -> int | None:
+    """When the return window opened: the order's last delivery, else its placing."""
+    delivered = conn.execute(
+        select(commerce_shipments.c.delivered_at)
+        .where(
+            and_(
+                commerce_shipments.c.order_id == order_id,
+                commerce_shipments.c.delivered_at.is_not(None),
+            )
+        )
+        .order_by(commerce_shipments.c.delivered_at.desc())
+        .limit(1)
+    ).scalar()
+    if delivered is not None:
+        return int(delivered)
+    return int(order.placed_at) if order is not None else None
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _order_row(conn: Connection, order_id: str | None) -> Row[Any] | None:
+    if not order_id:
+        return None
+    return conn.execute(
+        select(commerce_orders).where(commerce_orders.c.order_id == order_id)
+    ).first()
+
+
+def _has_lines(conn: Connection, order_id: str) -> bool:
+    return (
+        conn.execute(
+            select(commerce_order_lines.c.line)
+            .where(commerce_order_lines.c.order_id == order_id)
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def _money(value: Any) -> Decimal:
+    return decimal_of(value) or _ZERO
+
+
+def _quantity(value: Any) -> int:
+    number = decimal_of(value)
+    if number is None or number < 1:
+        return 1
+    return int(number)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _time(value: Any) -> int | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None

@@ -1,0 +1,128 @@
+"""The tables the commerce package owns (docs/commerce.md): orders with their lines and
+refunds, shipments with their scans, and returns. Money is exact decimal text, times are
+milliseconds. Every row carries the customer (None while a shipment's, refund's or
+return's order is unknown and the event named nobody)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, Table, Text
+
+from parcours.runtime.db import BigId, metadata
+
+commerce_orders = Table(
+    "commerce_orders",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("source", Text, nullable=False),  # site | shopify | import | admin | ...
+    Column("number", Text, nullable=True),  # what the shop shows (#1001)
+    Column("status", Text, nullable=False),  # placed | cancelled
+    Column("currency", Text, nullable=False),
+    Column("subtotal", Text, nullable=True),
+    Column("discount", Text, nullable=True),
+    Column("coupon", Text, nullable=True),
+    Column("shipping", Text, nullable=True),
+    Column("tax", Text, nullable=True),
+    Column("total", Text, nullable=False),
+    Column("refunded", Text, nullable=False),  # never above total
+    Column("placed_at", BigInteger, nullable=False),
+    Column("cancelled_at", BigInteger, nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_orders_customer", commerce_orders.c.customer_id, commerce_orders.c.placed_at)
+
+commerce_order_lines = Table(
+    "commerce_order_lines",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("product_id", Text, nullable=True),
+    Column("variant_id", Text, nullable=True),
+    Column("sku", Text, nullable=True),
+    Column("name", Text, nullable=True),
+    Column("image_url", Text, nullable=True),
+    Column("price", Text, nullable=False),  # one unit's
+    Column("quantity", Integer, nullable=False),
+    Column("refunded_quantity", Integer, nullable=False),
+    Column("refunded_amount", Text, nullable=False),
+)
+Index("ix_commerce_order_lines_customer", commerce_order_lines.c.customer_id)
+
+commerce_refunds = Table(
+    "commerce_refunds",
+    metadata,
+    Column("refund_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("source", Text, nullable=False),
+    Column("reported", Text, nullable=False),  # the amount the event gave
+    Column("amount", Text, nullable=False),  # what it counted: never past what was paid
+    Column("currency", Text, nullable=True),
+    Column("lines", Text, nullable=False),  # JSON: the products it named
+    Column("applied", Boolean, nullable=False),  # false while its order is unknown
+    Column("occurred_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_refunds_order", commerce_refunds.c.order_id)
+Index("ix_commerce_refunds_customer", commerce_refunds.c.customer_id)
+
+commerce_shipments = Table(
+    "commerce_shipments",
+    metadata,
+    Column("shipment_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("carrier", Text, nullable=True),
+    Column("tracking_number", Text, nullable=True),
+    Column("tracking_url", Text, nullable=True),
+    Column("status", Text, nullable=False),  # the taxonomy (commerce/statuses.py)
+    Column("progress", Integer, nullable=False),  # the furthest stage's rank
+    Column("status_at", BigInteger, nullable=False),
+    Column("first_status", Text, nullable=False),
+    Column("estimated_from", BigInteger, nullable=True),
+    Column("estimated_to", BigInteger, nullable=True),
+    Column("estimate_at", BigInteger, nullable=True),  # when the estimate was reported
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_shipments_order", commerce_shipments.c.order_id)
+Index("ix_commerce_shipments_customer", commerce_shipments.c.customer_id)
+
+commerce_shipment_scans = Table(
+    "commerce_shipment_scans",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shipment_id", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("message_id", Text, nullable=False),
+    Column("reported", Text, nullable=False),  # the word as it came
+    Column("status", Text, nullable=True),  # in the taxonomy; None: no stage
+    Column("location", Text, nullable=True),
+    Column("source", Text, nullable=False),
+    Column("applied", Boolean, nullable=False),  # whether it moved the status
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_shipment_scans_shipment", commerce_shipment_scans.c.shipment_id)
+Index("ix_commerce_shipment_scans_customer", commerce_shipment_scans.c.customer_id)
+
+commerce_returns = Table(
+    "commerce_returns",
+    metadata,
+    Column("return_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("status", Text, nullable=False),  # requested | label_sent | received | refunded
+    Column("reason", Text, nullable=True),
+    Column("requested_at", BigInteger, nullable=True),
+    Column("label_sent_at", BigInteger, nullable=True),
+    Column("received_at", BigInteger, nullable=True),
+    Column("refunded_at", BigInteger, nullable=True),
+    Column("window_days", Integer, nullable=True),
+    Column("within_window", Boolean, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_returns_order", commerce_returns.c.order_id)
+Index("ix_commerce_returns_customer", commerce_returns.c.customer_id)
