@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler, Guard
 
 from parcours import __version__
 from parcours.console import ConsoleParts, console_router
+from parcours.ingest.carrier_http import carrier_webhook
 from parcours.ingest.channel_callbacks import channel_callback_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.ingest.tracking_api import tracking_routes
@@ -24,6 +25,7 @@ from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 from parcours.web.api_docs import document_errors, openapi_config
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
+from parcours.web.commerce_api import commerce_admin_routes
 from parcours.web.customers_api import admin_routes
 from parcours.web.errors import exception_handlers, guard_parameters
 from parcours.web.guards import (
@@ -66,6 +68,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
             *suppression_routes(),
             *wallet_admin_routes(),
             *wallet_order_admin_routes(),
+            *commerce_admin_routes(),
         ],
     )
     tracking = _behind(
@@ -76,6 +79,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
     public = [
         *operations_routes(),
         shopify_webhook,
+        carrier_webhook,
         *messaging_public_routes(),
         *channel_callback_routes(),
         *push_public_routes(),
@@ -118,6 +122,7 @@ def _dependencies(services: Services) -> dict[str, Provide]:
         "segment_engine": services.segments,
         "referrals": services.referrals,
         "people": services.people,  # each package's hooks for a person erased (Shopify)
+        "reactions": services.reactions,  # what an action appending through the log's door runs
         "exposition": exposition,
         "open_scratch": Services.open_scratch,  # the journey simulator's scratch Parcours
         "console": _console_parts(services),

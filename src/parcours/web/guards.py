@@ -85,6 +85,8 @@ ADMIN_SCOPES: dict[str, str] = {
     "GET /api/wallet/orders/{order_id:str}": "wallet:read",
     "POST /api/wallet/passes": "wallet:write",
     "PATCH /api/wallet/passes/{serial:str}": "wallet:write",
+    "GET /api/commerce/orders/{order_id:str}": "customers:read",
+    "POST /api/commerce/orders/{order_id:str}/refunds": "customers:write",
 }
 assert set(ADMIN_SCOPES.values()) <= set(SCOPES)
 
