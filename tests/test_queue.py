@@ -800,3 +800,83 @@ def test_the_heartbeat_goes_on_while_the_worker_is_busy(db: Database) -> None:
         beat.remove()
     with db.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM worker_heartbeats")).scalar_one() == 0
+
+
+# ---- jobs run in sets: writes held and sent together ------------------------------------------
+
+
+def test_a_set_whose_job_fails_runs_again_one_job_at_a_time(db: Database, effects: str) -> None:
+    """Kinds that run in sets share one savepoint: a job that fails undoes the set, which
+    runs again job by job, so the others' effects are there once and the failing one alone
+    is put back."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    writes = record(effects)
+    ran: list[str] = []
+
+    def writes_and_schedules(conn: Connection, job: Job) -> None:
+        ran.append(job.payload["note"])
+        writes(conn, job)  # type: ignore[operator]
+        enqueue(conn, "later", {"note": "next"}, run_at=START + 10_000, now=START)
+        if job.payload["note"] == "bad":
+            raise RuntimeError("broke after writing")
+
+    worker.register("set", writes_and_schedules, in_sets=True)
+    for note in ("a", "b", "bad", "c"):
+        add(db, "set", START, note=note)
+    assert worker.run_due() == 4
+    assert notes(db, effects) == ["a", "b", "c"]
+    assert sorted(live_jobs(db)) == [("later", 0, "available")] * 3 + [("set", 1, "available")]
+    assert ran == ["a", "b", "bad", "a", "b", "bad", "c"]  # the set, then one at a time
+
+
+def test_a_set_holds_its_jobs_and_sends_what_their_changes_come_to(db: Database) -> None:
+    """Scheduled, cancelled and scheduled again under a key within one set, replaced or
+    kept by `ignore`: the table ends as if each had been written at once."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    with db.write() as conn:
+        enqueue(conn, "t", {"n": 0}, run_at=START + 50_000, now=START, unique_key="gone")
+        enqueue(conn, "t", {"n": 0}, run_at=START + 50_000, now=START, unique_key="kept")
+
+    def changes(conn: Connection, job: Job) -> None:
+        at = START + 60_000
+        enqueue(conn, "t", {"n": 1}, run_at=at, now=START, unique_key="again")
+        assert cancel(conn, "again")  # held: dropped before it reached the table
+        enqueue(conn, "t", {"n": 2}, run_at=at, now=START, unique_key="again")
+        cancel(conn, "gone")  # in the table: deleted when the set's writes go
+        enqueue(conn, "t", {"n": 3}, run_at=at, now=START, unique_key="kept", on_conflict="ignore")
+        enqueue(conn, "t", {"n": 4}, run_at=at, now=START, unique_key="new")
+        enqueue(conn, "t", {"n": 5}, run_at=at, now=START, unique_key="new", on_conflict="ignore")
+
+    worker.register("change", changes, in_sets=True)
+    add(db, "change", START)
+    assert worker.run_due() == 1
+    with db.read() as conn:
+        rows = sql(conn, "SELECT unique_key, payload FROM jobs ORDER BY unique_key").all()
+    assert [(r.unique_key, r.payload) for r in rows] == [
+        ("again", '{"n":2}'),
+        ("kept", '{"n":0}'),
+        ("new", '{"n":4}'),
+    ]
+
+
+def test_a_job_of_a_set_sees_what_earlier_jobs_wrote_about_its_customer(db: Database) -> None:
+    """Held writes go to the table before a job whose customer an earlier job of the set
+    was about (and before a job about no one customer), so it reads them."""
+    clock = SimulatedClock(START)
+    worker = Worker(db, clock)
+    seen: list[tuple[int | None, int]] = []
+
+    def counts(conn: Connection, job: Job) -> None:
+        found = sql(conn, "SELECT count(*) FROM jobs WHERE kind = 'mark'").scalar()
+        seen.append((job.customer_id, int(found)))
+        enqueue(conn, "mark", {}, run_at=START + 60_000, now=START, customer_id=job.customer_id)
+
+    worker.register("count", counts, in_sets=True)
+    for customer in (1, 2, 1, None, 3):
+        add(db, "count", START, customer_id=customer)
+    assert worker.run_due() == 5
+    # 1 and 2 held theirs; the second job of 1 finds both; the one about no one the
+    # third; 3 comes after a release, so it finds the fourth.
+    assert seen == [(1, 0), (2, 0), (1, 2), (None, 3), (3, 4)]

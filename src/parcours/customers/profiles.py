@@ -408,6 +408,12 @@ def with_merged(conn: Connection, customer_id: int) -> list[int]:
     return found
 
 
+def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:
+    """For a set of jobs about to send to these customers: their contact points and
+    consents, read at once (`contact_points` and `current_consents` take them)."""
+    projection.read_ahead_for_sends(conn, customer_ids)
+
+
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
     return projection.contacts(conn, customer_id)

@@ -27,7 +27,16 @@ from parcours.customers.identity import priority, traits_identities
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import Event, IdentitiesFactory
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks, insert_rows, select_in, sql, update_rows
+from parcours.runtime.db import (
+    chunks,
+    insert_rows,
+    read_ahead,
+    reading_ahead,
+    select_in,
+    sql,
+    take_ahead,
+    update_rows,
+)
 
 Key = tuple[str, str]
 
@@ -873,6 +882,9 @@ class ConsentRow(NamedTuple):
 
 def consent_changes(conn: Connection, customer_id: int) -> list[ConsentRow]:
     """The customer's consent ledger, in the order the changes happened."""
+    ahead: list[ConsentRow] | None = take_ahead(conn, _CONSENTS_AHEAD, customer_id)
+    if ahead is not None:
+        return ahead
     rows = sql(
         conn,
         "SELECT channel, purpose, status, occurred_at, source, wording, wording_version "
@@ -922,8 +934,42 @@ def phones_of(conn: Connection, customer_ids: Sequence[int]) -> list[tuple[int, 
     )
 
 
+_CONSENTS_AHEAD = "customers.consents"
+_CONTACTS_AHEAD = "customers.contacts"
+
+
+def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:
+    """For a set of jobs about to send to these customers: their contact points and
+    consent ledgers, two queries for all of them (`contacts`, `consent_changes` take
+    them). Nothing when no set runs."""
+    if not customer_ids or not reading_ahead(conn):
+        return
+    contacts_of: dict[int, list[tuple[str, str]]] = {c: [] for c in customer_ids}
+    for customer, kind, value in select_in(
+        conn,
+        "SELECT customer_id, kind, value FROM identities WHERE kind IN ('email', 'phone') "
+        "AND customer_id IN ({marks}) ORDER BY customer_id, created_at DESC, value",
+        customer_ids,
+    ):
+        contacts_of[int(customer)].append((kind, value))
+    read_ahead(conn, _CONTACTS_AHEAD, contacts_of)
+    ledgers: dict[int, list[ConsentRow]] = {c: [] for c in customer_ids}
+    for customer, *change in select_in(
+        conn,
+        "SELECT customer_id, channel, purpose, status, occurred_at, source, wording, "
+        "wording_version FROM consents WHERE customer_id IN ({marks}) "
+        "ORDER BY customer_id, occurred_at, id",
+        customer_ids,
+    ):
+        ledgers[int(customer)].append(ConsentRow(*change))
+    read_ahead(conn, _CONSENTS_AHEAD, ledgers)
+
+
 def contacts(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
+    ahead: list[tuple[str, str]] | None = take_ahead(conn, _CONTACTS_AHEAD, customer_id)
+    if ahead is not None:
+        return ahead
     return [
         (row.kind, row.value)
         for row in sql(

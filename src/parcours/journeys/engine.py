@@ -26,7 +26,7 @@ from parcours.journeys.runner import QUEUE, STEP, Runner
 from parcours.journeys.runs import LoggedEvent, Run, ending_names, first_ending, traits_set
 from parcours.journeys.times import next_local_time, trait_moment, zone_of
 from parcours.log import Event, Reactions
-from parcours.messaging import Policies, hold_sends
+from parcours.messaging import Policies, hold_sends, read_ahead_sends
 from parcours.runtime.clock import Clock
 from parcours.runtime.queue import Job, Worker, enqueue, try_lock_customers
 
@@ -66,8 +66,8 @@ class JourneyEngine:
 
     def register_jobs(self, worker: Worker) -> None:
         """Run the journeys' jobs on `worker` too (one more worker of the same process)."""
-        worker.register(REACT, self.react)
-        worker.register(STEP, self.step, prepare=self.prepare_steps)
+        worker.register(REACT, self.react, in_sets=True)
+        worker.register(STEP, self.step, prepare=self.prepare_steps, in_sets=True)
         worker.register(journeys_api.STATUS_JOB, self.status_changed)
         worker.register(DATE_ENTRY, self.date_entry)
         worker.register(DATE_SCAN, self.date_scan)
@@ -265,6 +265,8 @@ class JourneyEngine:
         # asked for here unless a merge moved a run since (nothing on SQLite).
         hold_sends(conn, customer_ids)
         profiles = customers.condition_views(conn, customer_ids)
+        # What their sends will check, read for all of them (when the steps run as a set).
+        read_ahead_sends(conn, self.runner.policies, customer_ids, now)
         ending = EndingLog(
             set(customer_ids),
             frozenset(

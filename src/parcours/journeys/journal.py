@@ -20,6 +20,7 @@ from parcours.journeys import store
 from parcours.journeys.runs import ACTS, LoggedEvent, Run, acted
 from parcours.log import QUIET, Event, Reactions, append_events
 from parcours.messaging import choice
+from parcours.runtime.db import held, release_held
 
 _encode = msgspec.json.Encoder().encode
 
@@ -116,8 +117,16 @@ class Journal:
 
     def flush(self, conn: Connection) -> None:
         """Write the pending log lines: one insert for the counts, one append for the
-        events (Parcours' own, about known customers: the log's fast path)."""
+        events (Parcours' own, about known customers: the log's fast path). While a batch
+        of steps holds its writes, they join the batch's, written once at its end."""
         state = self.pending()
+        later = held(conn, _HELD_LOG, _HeldLog)
+        if later is not None:
+            later.visits += state.visits
+            later.refusals += [(*counted, n, at) for counted, (n, at) in state.refusals.items()]
+            later.events += state.events
+            state.visits, state.refusals, state.events = [], {}, []
+            return
         if state.visits:
             store.insert_visits(conn, state.visits)
             state.visits = []
@@ -246,8 +255,10 @@ class Journal:
             state.events.append(event)
             return
         # What the journey emits may start or move other journeys, change a segment, and
-        # change the profile: earlier log lines go first, and the profile is read again.
+        # change the profile: earlier log lines go first (and whatever the batch holds),
+        # and the profile is read again.
         self.flush(conn)
+        release_held(conn)
         append_events(conn, [[event]], now, reactions)
         state.profiles.clear()
 
@@ -266,6 +277,26 @@ def visit_outcome(name: str, details: dict[str, Any]) -> str:
         kinds = sorted({choice.reason_kind(r) for r in reasons or [str(details.get("reason"))]})
         return f"{name}: {'+'.join(kinds)}"
     return name
+
+
+_HELD_LOG = "journeys.log"
+
+
+class _HeldLog:
+    """The log lines and step counts of a batch of steps, written at its end: an insert
+    for the counts, one for the refusals, one append for the events."""
+
+    def __init__(self) -> None:
+        self.visits: list[tuple[str, int, str, str, int, int]] = []
+        self.refusals: list[tuple[str, int, int, str, int, int]] = []
+        self.events: list[Event] = []
+
+    def write(self, conn: Connection) -> None:
+        store.insert_visits(conn, self.visits)
+        store.insert_refusals(conn, self.refusals)
+        if self.events:
+            now = max(event.received_at for event in self.events)
+            append_events(conn, [self.events], now, QUIET)
 
 
 def system_event(

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from parcours.journeys.runs import LoggedEvent, Run
 from parcours.journeys.tables import journey_refusals, journey_step_visits
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks, in_list, insert_rows, sql
+from parcours.runtime.db import chunks, held, in_list, insert_rows, release_held, sql, sql_many
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -75,6 +75,7 @@ def insert_run(
     event: dict[str, Any],
 ) -> int:
     """A new active run at the first instruction; its id."""
+    _written(conn, customers=(customer,))
     return int(
         sql(
             conn,
@@ -94,50 +95,99 @@ def insert_run(
     )
 
 
+_SAVE_RUN = (
+    "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
+    "wait_key = :wk, due_at = :d, consumed_seq = :cs, race_pc = :rp, "
+    "race_until = :ru WHERE id = :id"
+)
+_END_RUN = (
+    "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
+    "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs, control = :ctl "
+    "WHERE id = :id"
+)
+_HELD_RUNS = "journeys.runs"
+
+
+class _HeldRuns:
+    """The runs a batch of steps saved and ended, written at its end: two statements for
+    the whole batch. Every read of journey_runs in this module writes them first when it
+    could see one of them (`_written`)."""
+
+    def __init__(self) -> None:
+        self.saves: dict[int, dict[str, Any]] = {}
+        self.ends: dict[int, dict[str, Any]] = {}
+        self.customers: set[int] = set()
+
+    def write(self, conn: Connection) -> None:
+        sql_many(conn, _SAVE_RUN, list(self.saves.values()))
+        sql_many(conn, _END_RUN, list(self.ends.values()))
+
+
+def _written(
+    conn: Connection, customers: Any = None, run_ids: Any = None, *, every: bool = False
+) -> None:
+    """Before a read of journey_runs: the batch's held writes of runs that it could see
+    (of these customers, these runs, or any with `every`) are written first."""
+    later = held(conn, _HELD_RUNS, _HeldRuns)
+    if later is None or not (later.saves or later.ends):
+        return
+    if (
+        every
+        or (customers is not None and not later.customers.isdisjoint(customers))
+        or (run_ids is not None and not set(run_ids).isdisjoint(later.saves.keys() | later.ends))
+    ):
+        release_held(conn, _HELD_RUNS)
+
+
 def save_run(conn: Connection, run: Run) -> None:
-    """Write where the run stands."""
+    """Write where the run stands (held to the end of a batch of steps, if it holds)."""
     run.dirty = False
-    sql(
-        conn,
-        "UPDATE journey_runs SET pc = :pc, waiting = :w, wait_event = :we, "
-        "wait_key = :wk, due_at = :d, consumed_seq = :cs, race_pc = :rp, "
-        "race_until = :ru WHERE id = :id",
-        {
-            "pc": run.pc,
-            "w": run.waiting,
-            "we": run.wait_event,
-            "wk": run.wait_key,
-            "d": run.due_at,
-            "cs": run.consumed_seq,
-            "rp": run.race_pc,
-            "ru": run.race_until,
-            "id": run.id,
-        },
-    )
+    values = {
+        "pc": run.pc,
+        "w": run.waiting,
+        "we": run.wait_event,
+        "wk": run.wait_key,
+        "d": run.due_at,
+        "cs": run.consumed_seq,
+        "rp": run.race_pc,
+        "ru": run.race_until,
+        "id": run.id,
+    }
+    later = held(conn, _HELD_RUNS, _HeldRuns)
+    if later is None:
+        sql(conn, _SAVE_RUN, values)
+        return
+    if run.id in later.ends:  # saved after it ended: in that order
+        release_held(conn, _HELD_RUNS)
+        later = held(conn, _HELD_RUNS, _HeldRuns)
+        assert later is not None
+    later.saves[run.id] = values
+    later.customers.add(run.customer_id)
 
 
 def end_run(conn: Connection, run: Run, reason: str, now: int, converted: bool) -> None:
-    """Write the run as ended, with the reason."""
+    """Write the run as ended, with the reason (held as `save_run`)."""
     run.dirty = False
-    sql(
-        conn,
-        "UPDATE journey_runs SET state = 'ended', ended_at = :now, end_reason = :r, "
-        "converted = :c, waiting = NULL, pc = :pc, consumed_seq = :cs, control = :ctl "
-        "WHERE id = :id",
-        {
-            "now": now,
-            "r": reason,
-            "c": int(converted),
-            "pc": run.pc,
-            "cs": run.consumed_seq,
-            "ctl": int(run.control),
-            "id": run.id,
-        },
-    )
+    values = {
+        "now": now,
+        "r": reason,
+        "c": int(converted),
+        "pc": run.pc,
+        "cs": run.consumed_seq,
+        "ctl": int(run.control),
+        "id": run.id,
+    }
+    later = held(conn, _HELD_RUNS, _HeldRuns)
+    if later is None:
+        sql(conn, _END_RUN, values)
+        return
+    later.ends[run.id] = values
+    later.customers.add(run.customer_id)
 
 
 def mark_converted(conn: Connection, run_id: int) -> bool:
     """Count an ended run as converted; False if it already was."""
+    _written(conn, run_ids=(run_id,))
     return bool(
         sql(
             conn,
@@ -149,6 +199,7 @@ def mark_converted(conn: Connection, run_id: int) -> bool:
 
 def active_runs(conn: Connection, customer: int) -> list[Run]:
     """The customer's active runs, locked, oldest first."""
+    _written(conn, customers=(customer,))
     rows = sql(
         conn,
         "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
@@ -160,6 +211,7 @@ def active_runs(conn: Connection, customer: int) -> list[Run]:
 
 def load_run(conn: Connection, run_id: int) -> tuple[Run, str] | None:
     """An active run, locked, and its version's status (a paused journey holds it)."""
+    _written(conn, run_ids=(run_id,))
     row = sql(
         conn,
         "SELECT r.*, v.status AS version_status FROM journey_runs r JOIN journey_versions v "
@@ -172,6 +224,7 @@ def load_run(conn: Connection, run_id: int) -> tuple[Run, str] | None:
 
 def load_runs(conn: Connection, ids: list[int]) -> dict[int, tuple[Run, str]]:
     """These runs if active, locked, each with its version's status: one query."""
+    _written(conn, run_ids=ids)
     names, params = in_list("r", ids)
     rows = sql(
         conn,
@@ -185,6 +238,7 @@ def load_runs(conn: Connection, ids: list[int]) -> dict[int, tuple[Run, str]]:
 
 def runs_by_id(conn: Connection, ids: list[int], *, active_only: bool = False) -> list[Run]:
     """These runs (only the active ones, with `active_only`), by id."""
+    _written(conn, run_ids=ids)
     found: list[Run] = []
     state = " AND state = 'active'" if active_only else ""
     for part in chunks(ids):
@@ -196,6 +250,7 @@ def runs_by_id(conn: Connection, ids: list[int], *, active_only: bool = False) -
 
 
 def active_runs_of_version(conn: Connection, journey_id: str, version: int) -> list[Run]:
+    _written(conn, every=True)
     rows = sql(
         conn,
         "SELECT * FROM journey_runs WHERE journey_id = :j AND version = :v "
@@ -211,6 +266,7 @@ def ended_runs_to_convert(
     """The customer's ended runs, not converted, that an event at this time may convert
     (entered before it, and ended after it or within the longest goal window): each with
     the moment it ended."""
+    _written(conn, customers=(customer,))
     rows = sql(
         conn,
         "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'ended' "
@@ -223,6 +279,7 @@ def ended_runs_to_convert(
 
 def entries_of(conn: Connection, journey_id: str, customer: int) -> list[Any]:
     """The customer's runs of this journey, as re-entry rules read them."""
+    _written(conn, customers=(customer,))
     return list(
         sql(
             conn,
@@ -235,6 +292,7 @@ def entries_of(conn: Connection, journey_id: str, customer: int) -> list[Any]:
 
 def move_runs(conn: Connection, merged: int, survivor: int) -> None:
     """Every run of a merged profile now belongs to the profile that survives."""
+    _written(conn, every=True)
     sql(
         conn,
         "UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old",

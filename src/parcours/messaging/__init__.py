@@ -41,7 +41,7 @@ from parcours.messaging.outbox import (
 )
 from parcours.messaging.outbox_rows import ChatMessage, unconfirmed_chat_messages
 from parcours.messaging.passes import WalletPass
-from parcours.messaging.policies import Policies, hold_sends
+from parcours.messaging.policies import Policies, hold_sends, read_ahead_sends
 from parcours.messaging.subscriptions import SubscriptionError
 from parcours.messaging.suppressions import BadCursor, Bounce, BounceRule, IgnoredMail, Suppression
 from parcours.messaging.templates import (
@@ -97,6 +97,7 @@ __all__ = [
     "people",
     "policies",
     "public_message_id",
+    "read_ahead_sends",
     "reasons",
     "send_email_now",
     "shipped",

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection
 
-from parcours.runtime.db import chunks, like_escape, sql
+from parcours.runtime.db import (
+    chunks,
+    like_escape,
+    read_ahead,
+    reading_ahead,
+    select_in,
+    sql,
+    take_ahead,
+)
 
 _decode = msgspec.json.Decoder().decode
 
@@ -259,8 +267,61 @@ def move_status_forward(conn: Connection, outbox_id: int, status: str, rank: int
 # ---- what channel choice and the policies read at every send --------------------------------
 
 
+_SUPPRESSED_AHEAD = "messaging.suppressed"
+_SENT_AHEAD = "messaging.sent"
+_PUSH_AHEAD = "messaging.push"
+
+
+def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int], since: int) -> None:
+    """For a set of jobs about to send to these customers: their suppressed addresses,
+    their messages created after `since` and their push subscriptions, three queries for
+    all of them (`suppressed`, `sent_since`, `newest_push_endpoint` take them). Nothing
+    when no set runs."""
+    if not customer_ids or not reading_ahead(conn):
+        return
+    suppressed_of: dict[int, set[tuple[str, str]]] = {c: set() for c in customer_ids}
+    for customer, channel, address in select_in(
+        conn,
+        "SELECT customer_id, channel, address FROM suppressions WHERE customer_id IN ({marks})",
+        customer_ids,
+    ):
+        suppressed_of[int(customer)].add((channel, address))
+    read_ahead(conn, _SUPPRESSED_AHEAD, suppressed_of)
+    sent: dict[int, tuple[int, list[Any]]] = {c: (since, []) for c in customer_ids}
+    for row in select_in(
+        conn,
+        "SELECT customer_id, channel, template, purpose, created_at, idempotency_key FROM outbox "
+        "WHERE created_at > {mark} AND state <> 'cancelled' AND customer_id IN ({marks}) "
+        "ORDER BY customer_id, created_at",
+        customer_ids,
+        (since,),
+    ):
+        sent[int(row[0])][1].append(_SentRow(*row[1:]))
+    read_ahead(conn, _SENT_AHEAD, sent)
+    endpoints: dict[int, list[tuple[str, bool]]] = {c: [] for c in customer_ids}
+    for customer, endpoint, verified in select_in(
+        conn,
+        "SELECT customer_id, endpoint, verified_user_id IS NOT NULL FROM push_subscriptions "
+        "WHERE customer_id IN ({marks}) ORDER BY customer_id, created_at DESC, id DESC",
+        customer_ids,
+    ):
+        endpoints[int(customer)].append((str(endpoint), bool(verified)))
+    read_ahead(conn, _PUSH_AHEAD, endpoints)
+
+
+class _SentRow(NamedTuple):
+    channel: str
+    template: str
+    purpose: str
+    created_at: int
+    idempotency_key: str
+
+
 def suppressed(conn: Connection, customer_id: int) -> set[tuple[str, str]]:
     """The customer's suppressed addresses, as (channel, address)."""
+    ahead: set[tuple[str, str]] | None = take_ahead(conn, _SUPPRESSED_AHEAD, customer_id)
+    if ahead is not None:
+        return ahead
     return {
         (found.channel, found.address)
         for found in sql(
@@ -291,6 +352,14 @@ def sent_since(
     """The customer's messages created after `since` (channel, template, purpose,
     created_at), oldest first, leaving out those cancelled before they were handed over
     and, given `attempts_of`, the attempts whose key starts with it."""
+    ahead: tuple[int, list[_SentRow]] | None = take_ahead(conn, _SENT_AHEAD, customer_id)
+    if ahead is not None and ahead[0] <= since:
+        return [
+            row
+            for row in ahead[1]
+            if row.created_at > since
+            and (attempts_of is None or not row.idempotency_key.startswith(attempts_of))
+        ]
     earlier, params = "", {}
     if attempts_of is not None:
         earlier = " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'"
@@ -332,6 +401,9 @@ def unconfirmed_chat_messages(conn: Connection, customer_id: int) -> list[ChatMe
 def newest_push_endpoint(conn: Connection, customer_id: int, verified_only: bool) -> str | None:
     """The endpoint of the customer's newest push subscription (subscriptions.py); with
     `verified_only`, of the newest made with a verified user id."""
+    ahead: list[tuple[str, bool]] | None = take_ahead(conn, _PUSH_AHEAD, customer_id)
+    if ahead is not None:
+        return next((e for e, verified in ahead if verified or not verified_only), None)
     verified = " AND verified_user_id IS NOT NULL" if verified_only else ""
     value = sql(
         conn,

@@ -60,6 +60,9 @@ class Cap:
     per: str  # rolling | local_day
 
 
+DAY_MS = 24 * 3_600_000
+
+
 @dataclass(frozen=True)
 class Policies:
     quiet_hours: tuple[QuietHours, ...] = ()
@@ -70,6 +73,13 @@ class Policies:
     # only through Web Push subscriptions made with their verified user id
     # (docs/security.md, Web Push).
     verified_push_only: bool = False
+
+    @property
+    def look_back_ms(self) -> int:
+        """How far back a check reads a customer's messages, at most (a local day's cap
+        looks back to the customer's midnight: less than two days)."""
+        windows = [cap.window_ms if cap.per != "local_day" else 2 * DAY_MS for cap in self.caps]
+        return max([self.duplicate_window_ms, *windows])
 
     @classmethod
     def load(cls, brand_file: Path | None = None, timezone: str = "UTC") -> Policies:
@@ -109,6 +119,18 @@ def hold_sends(conn: Connection, customer_ids: Iterable[int]) -> None:
     transaction ends: the one lock under which a customer's runs and sends are decided. A
     worker's job holds its customer's from its claim, so this takes none there."""
     lock_customers(conn, customer_ids)
+
+
+def read_ahead_sends(
+    conn: Connection, policies: Policies, customer_ids: Iterable[int], now: int
+) -> None:
+    """Before a set of jobs that may send to these customers (their locks held): what
+    `check` and the choice of channel read of each, read for all of them at once, five
+    queries in all (contact points, consents, suppressions, recent messages, push
+    subscriptions). Each job takes its customer's once; nothing when no set runs."""
+    ids = sorted(set(customer_ids))
+    customers.read_ahead_for_sends(conn, ids)
+    outbox_rows.read_ahead_for_sends(conn, ids, now - policies.look_back_ms)
 
 
 def check(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError
@@ -242,6 +242,103 @@ def transaction_note(conn: Connection, name: str) -> dict[Any, Any]:
         conn.info[name] = noted
     note: dict[Any, Any] = noted[1]
     return note
+
+
+class HeldPart(Protocol):
+    """One package's writes held by a batch of jobs (`held`), sent by `write`."""
+
+    def write(self, conn: Connection) -> None: ...
+
+
+_HELD = "parcours_held_writes"
+
+
+class HeldWrites:
+    """Writes a batch of jobs holds back and sends together, a statement per kind of write
+    for the whole batch instead of one per job (docs/architecture.md, "Work in sets").
+    Each package keeps its own part (`held`); `release` writes them all, in the order the
+    parts were first used. What a job reads of its own held writes is the owner's to
+    send first (`release` before the read); the worker releases everything before a job
+    whose customer an earlier job of the batch was about, so a job sees every earlier
+    job's writes about its customer, as when each wrote at once."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, HeldPart] = {}
+        # Rows read for all the set's customers at once (`read_ahead`), each taken once.
+        self.ahead: dict[str, dict[Any, Any]] = {}
+
+    def release(self, conn: Connection) -> None:
+        """Write everything held; what was read ahead may be out of date from now on."""
+        parts, self.parts = self.parts, {}
+        self.ahead = {}
+        for part in parts.values():
+            part.write(conn)
+
+
+_P = TypeVar("_P", bound=HeldPart)
+
+
+def holding_writes(conn: Connection) -> HeldWrites:
+    """From now until `stop_holding`, this connection's held parts keep their writes."""
+    holder = HeldWrites()
+    conn.info[_HELD] = holder
+    return holder
+
+
+def stop_holding(conn: Connection) -> None:
+    """Writes are sent at once again; what was held and not released is dropped."""
+    conn.info.pop(_HELD, None)
+
+
+def held(conn: Connection, name: str, make: Callable[[], _P]) -> _P | None:
+    """This package's part of the writes the connection holds (made on first use), or
+    None when it holds none: write at once."""
+    holder: HeldWrites | None = conn.info.get(_HELD)
+    if holder is None:
+        return None
+    part = holder.parts.get(name)
+    if part is None:
+        part = holder.parts[name] = make()
+    return cast(_P, part)
+
+
+def reading_ahead(conn: Connection) -> bool:
+    """Whether a set of jobs runs on this connection: what its jobs will read about their
+    customers is worth reading for all of them at once (`read_ahead`)."""
+    return _HELD in conn.info
+
+
+def read_ahead(conn: Connection, name: str, found: dict[Any, Any]) -> None:
+    """Keep what was read for many keys (customers) at once, under `name`, for the set's
+    jobs to take (`take_ahead`), each key once: a second read of it goes to the database,
+    and so does any after the set has written what it held (`HeldWrites.release`). A key
+    read and found with nothing must be given an empty value, not left out."""
+    holder: HeldWrites | None = conn.info.get(_HELD)
+    if holder is not None:
+        holder.ahead.setdefault(name, {}).update(found)
+
+
+def take_ahead(conn: Connection, name: str, key: Any) -> Any:
+    """What was read ahead under `name` for `key`, taken (None: not read ahead: read it)."""
+    holder: HeldWrites | None = conn.info.get(_HELD)
+    if holder is None:
+        return None
+    found = holder.ahead.get(name)
+    return None if found is None else found.pop(key, None)
+
+
+def release_held(conn: Connection, name: str | None = None) -> None:
+    """Send the held writes now (this package's part only, with `name`): before a read
+    that must see them."""
+    holder: HeldWrites | None = conn.info.get(_HELD)
+    if holder is None:
+        return
+    if name is None:
+        holder.release(conn)
+    else:
+        part = holder.parts.pop(name, None)
+        if part is not None:
+            part.write(conn)
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -499,6 +596,13 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
     driver_sql = _driver_sql(statement, conn.dialect.name)
     cursor.execute(driver_sql, params or {})
     return Rows(cursor, driver_sql)
+
+
+def sql_many(conn: Connection, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Run one statement with `:name` parameters for each of `rows`: one executemany (one
+    round trip on PostgreSQL, whose driver pipelines it)."""
+    if rows:
+        _cursor(conn).executemany(_driver_sql(statement, conn.dialect.name), rows)
 
 
 def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:

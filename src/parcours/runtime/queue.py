@@ -25,9 +25,14 @@ from parcours.runtime.db import (
     BigId,
     Database,
     forget_locks,
+    held,
+    holding_writes,
     metadata,
     note_jobs_scheduled,
+    release_held,
     sql,
+    sql_many,
+    stop_holding,
     transaction_note,
 )
 from parcours.runtime.logs import bind_job, unbind_job
@@ -122,11 +127,51 @@ def enqueue(
         "max_attempts": max_attempts,
         "lease_owner": lease_owner,
     }
-    sql(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
+    later = held(conn, _HELD_JOBS, _HeldJobs)
+    if later is not None:
+        later.put(values, on_conflict if unique_key is not None else None)
+    else:
+        sql(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
     else:
         note_jobs_scheduled(conn, run_at)
+
+
+_HELD_JOBS = "queue.jobs"
+
+
+class _HeldJobs:
+    """The jobs a batch schedules and cancels, sent at its end: for each unique key, what
+    the sequence of its changes comes to (a DELETE first when one went to the database's
+    row, then the last insert), in three statements at most."""
+
+    def __init__(self) -> None:
+        self.deleted: set[str] = set()
+        self.puts: dict[str, tuple[dict[str, Any], OnConflict]] = {}
+        self.unkeyed: list[dict[str, Any]] = []
+
+    def put(self, values: dict[str, Any], on_conflict: OnConflict | None) -> None:
+        key = values["unique_key"]
+        if on_conflict is None or key is None:
+            self.unkeyed.append(values)
+        elif on_conflict == "replace" or key not in self.puts:
+            self.puts[key] = (values, on_conflict)
+        # else `ignore` with a job held under its key: that one stands
+
+    def cancel(self, key: str) -> bool:
+        self.deleted.add(key)
+        return self.puts.pop(key, None) is not None
+
+    def write(self, conn: Connection) -> None:
+        if self.deleted:
+            sql_many(
+                conn, "DELETE FROM jobs WHERE unique_key = :k", [{"k": k} for k in self.deleted]
+            )
+        sql_many(conn, _ENQUEUE[None], self.unkeyed)
+        for rule in ("replace", "ignore"):
+            rows = [values for values, how in self.puts.values() if how == rule]
+            sql_many(conn, _ENQUEUE[rule], rows)
 
 
 _COLUMNS = (
@@ -167,7 +212,12 @@ def _notify_once(conn: Connection) -> None:
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
-    """Remove the live job with this key, if any (in the caller's transaction)."""
+    """Remove the live job with this key, if any (in the caller's transaction). While the
+    batch holds its writes: whether a job it held was dropped (one in the database goes
+    when the batch's writes are sent)."""
+    later = held(conn, _HELD_JOBS, _HeldJobs)
+    if later is not None:
+        return later.cancel(unique_key)
     result = sql(conn, "DELETE FROM jobs WHERE unique_key = :k", {"k": unique_key})
     return bool(result.rowcount)
 
@@ -175,6 +225,7 @@ def cancel(conn: Connection, unique_key: str) -> bool:
 def reassign_jobs(conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
     """Profiles merged: the merged customer's jobs are the survivor's (the queue's merge
     hook, customers.people)."""
+    release_held(conn, _HELD_JOBS)  # the jobs a batch holds are in the table first
     sql(
         conn,
         "UPDATE jobs SET customer_id = :new WHERE customer_id = :old",
@@ -184,6 +235,7 @@ def reassign_jobs(conn: Connection, merged_id: int, survivor_id: int, now: int) 
 
 def erase_jobs(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
     """A person erased: the jobs keyed by them go too (the queue's erase hook)."""
+    release_held(conn, _HELD_JOBS)  # the jobs a batch holds are in the table first
     deleted = conn.execute(jobs.delete().where(jobs.c.customer_id.in_(list(customer_ids))))
     return {"jobs": deleted.rowcount}
 
@@ -353,6 +405,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
         self.preparers: dict[str, Preparer] = {}
+        self.in_sets: set[str] = set()  # kinds whose jobs run with their writes held
         self._after = threading.local()
         self._finishers: list[Callable[[], bool]] = []
         self.wake = threading.Event()
@@ -377,10 +430,22 @@ class Worker:
         owner = getattr(beat, "id", None)
         return owner if isinstance(owner, str) else None
 
-    def register(self, kind: str, handler: Handler, *, prepare: Preparer | None = None) -> None:
+    def register(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        prepare: Preparer | None = None,
+        in_sets: bool = False,
+    ) -> None:
+        """`in_sets`: jobs of this kind may run with their writes held and sent for many
+        jobs at once (`HeldWrites`); their handler does nothing outside the database that
+        running it a second time would repeat (a batch that fails runs again job by job)."""
         self.handlers[kind] = handler
         if prepare is not None:
             self.preparers[kind] = prepare
+        if in_sets:
+            self.in_sets.add(kind)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the running job's transaction has committed, outside any
@@ -516,9 +581,7 @@ class Worker:
                     if not claimed:
                         exhausted = True
                         break
-                    self._prepare(conn, claimed)
-                    for job in claimed:
-                        self._run_one(conn, job, now)
+                    self._run_claimed(conn, claimed, now)
                     ran += len(claimed)
                     spent = (time.monotonic() - started) / len(claimed)
                     self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * spent
@@ -609,6 +672,74 @@ class Worker:
             else:
                 sql(conn, "RELEASE SAVEPOINT parcours_prepare")
 
+    def _run_claimed(self, conn: Connection, claimed: list[Job], now: int) -> None:
+        """Run claimed jobs in order: those of kinds that run in sets, a stretch at a time
+        with their writes held; the others one by one, each in its savepoint."""
+        self._prepare(conn, [job for job in claimed if job.kind not in self.in_sets])
+        stretch: list[Job] = []
+        for job in claimed:
+            if job.kind in self.in_sets:
+                stretch.append(job)
+                continue
+            self._run_set(conn, stretch, now)
+            stretch = []
+            self._run_one(conn, job, now)
+        self._run_set(conn, stretch, now)
+
+    def _run_set(self, conn: Connection, jobs: list[Job], now: int) -> None:
+        """Run these jobs with their writes held, sent together at the end (a statement per
+        kind of write, not per job), in one savepoint instead of one each. Before a job
+        about a customer an earlier one of the set was about (or about no one customer),
+        what is held is sent, so it reads what they wrote. Should any fail (or the writes
+        sent at the end), the set is undone and run again one job at a time, each in its
+        own savepoint, as other kinds are: the failing job alone is put back."""
+        if not jobs:
+            return
+        self._release_job_savepoint(conn)
+        sql(conn, "SAVEPOINT parcours_set")
+        actions = len(self._after.batch)
+        holder = holding_writes(conn)
+        try:
+            self._prepare(conn, jobs)  # it may read ahead for the set
+            about: set[int] = set()
+            for job in jobs:
+                if job.customer_id is None or job.customer_id in about or None in about:
+                    holder.release(conn)
+                    about.clear()
+                about.add(job.customer_id)  # type: ignore[arg-type]
+                self._run_held(conn, job)
+            holder.release(conn)
+        except Exception:
+            stop_holding(conn)
+            _rollback_to(conn, "parcours_set")
+            forget_locks(conn)
+            del self._after.batch[actions:]
+            log.info("a set of %s jobs failed: running them again one at a time", len(jobs))
+            self._prepare(conn, jobs)
+            for job in jobs:
+                self._run_one(conn, job, now)
+            self._release_job_savepoint(conn)
+        else:
+            stop_holding(conn)
+            sql(conn, "RELEASE SAVEPOINT parcours_set")
+
+    def _release_job_savepoint(self, conn: Connection) -> None:
+        if self._after.savepoint_open:
+            sql(conn, "RELEASE SAVEPOINT parcours_job")
+            self._after.savepoint_open = False
+
+    def _run_held(self, conn: Connection, job: Job) -> None:
+        """One job of a set: its failure is the set's."""
+        handler = self.handlers[job.kind]
+        self._after.job = []
+        logged_as = bind_job(job.id, job.kind)
+        try:
+            handler(conn, job)
+            self._after.batch.extend(self._after.job)
+        finally:
+            self._after.job = []
+            unbind_job(logged_as)
+
     def _run_one(self, conn: Connection, job: Job, now: int) -> None:
         handler = self.handlers.get(job.kind)
         # A savepoint per job: a handler that fails is rolled back alone. The job was
@@ -642,6 +773,7 @@ class Worker:
             unbind_job(logged_as)
 
     def _record_failure(self, conn: Connection, job: Job, now: int, exc: Exception) -> None:
+        release_held(conn, _HELD_JOBS)
         attempt = job.attempt + 1
         error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
         if counting():
