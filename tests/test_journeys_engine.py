@@ -653,3 +653,49 @@ def test_once_the_timeout_path_has_emitted_a_late_event_no_longer_turns_the_run(
     assert names == [effect]  # done once
     if effect is None:
         assert tags == ["nudged"]
+
+
+def test_a_burst_of_carts_waits_behind_the_reminders_due_before_it(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A flash sale: 200 carts arrive at the moment 20 earlier carts' reminders fall due.
+    The worker takes due work in the order it fell due, so every reminder already due
+    goes out before the burst is entered, and the burst's own reminders follow an hour
+    later, none forgotten (issue 19, bursts absorbed)."""
+    publish(services, CART)
+    early = [f"early-{n}" for n in range(20)]
+    for user in early:
+        opt_in(services, user)
+    for n, user in enumerate(early):
+        event = make_event(
+            "track",
+            userId=user,
+            event="Checkout Started",
+            at=clock.now_ms(),
+            properties={"checkout_id": f"e-{n}", "total": 50},
+        )
+        services.writer.append_sync([event])
+    services.worker.run_due()
+    clock.advance_ms(HOUR)  # the 20 pushes are due now
+    burst = [f"burst-{n}" for n in range(200)]
+    for user in burst:
+        opt_in(services, user)
+    carts = [
+        make_event(
+            "track",
+            userId=user,
+            event="Checkout Started",
+            at=clock.now_ms(),
+            properties={"checkout_id": f"b-{n}", "total": 50},
+        )
+        for n, user in enumerate(burst)
+    ]
+    services.writer.append_sync(carts)
+    assert services.worker.run_due(limit=len(early)) == len(early)
+    assert all(sent(services, user) == [("push", "cart-push")] for user in early)
+    assert all(runs(services, user) == [] for user in burst)  # not entered yet
+    services.worker.run_due()
+    assert all(runs(services, user)[0].state == "active" for user in burst)
+    advance(services, clock, HOUR)
+    assert all(sent(services, user) == [("push", "cart-push")] for user in burst)
+    assert all(len(sent(services, user)) == 2 for user in early)
