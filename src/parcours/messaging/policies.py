@@ -130,7 +130,8 @@ def read_ahead_sends(
     subscriptions). Each job takes its customer's once; nothing when no set runs."""
     ids = sorted(set(customer_ids))
     customers.read_ahead_for_sends(conn, ids)
-    outbox_rows.read_ahead_for_sends(conn, ids, now - policies.look_back_ms)
+    look_back = in_force(conn, policies).look_back_ms
+    outbox_rows.read_ahead_for_sends(conn, ids, now - look_back)
 
 
 def check(
