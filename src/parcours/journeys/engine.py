@@ -120,6 +120,12 @@ class JourneyEngine:
         paused = self.programs.paused(conn)
         self.programs.listened_names(conn)  # the goals that may convert runs that have ended
         now = self.clock.now_ms()
+        # Their runs, read for all of them (when reactions run as a set).
+        store.read_ahead_runs(
+            conn,
+            sorted({event.customer_id for event in events}),
+            sorted({p.journey.id for p in [*live, *paused]}),
+        )
         if events:  # the runs this reaction enters: their goals, read at once if they act
             self.journal.pending().ending = EndingLog(
                 {event.customer_id for event in events},

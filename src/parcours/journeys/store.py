@@ -15,7 +15,19 @@ from sqlalchemy import Connection
 from parcours.journeys.runs import LoggedEvent, Run
 from parcours.journeys.tables import journey_refusals, journey_step_visits
 from parcours.log import queries as log_queries
-from parcours.runtime.db import chunks, held, in_list, insert_rows, release_held, sql, sql_many
+from parcours.runtime.db import (
+    chunks,
+    forget_ahead,
+    held,
+    in_list,
+    insert_rows,
+    read_ahead,
+    reading_ahead,
+    release_held,
+    sql,
+    sql_many,
+    take_ahead,
+)
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -76,6 +88,7 @@ def insert_run(
 ) -> int:
     """A new active run at the first instruction; its id."""
     _written(conn, customers=(customer,))
+    _changed(conn, customer)
     return int(
         sql(
             conn,
@@ -123,6 +136,50 @@ class _HeldRuns:
         sql_many(conn, _END_RUN, list(self.ends.values()))
 
 
+_ACTIVE_AHEAD = "journeys.active_runs"
+_ENTRIES_AHEAD = "journeys.entries"
+
+
+def read_ahead_runs(conn: Connection, customers: list[int], journey_ids: list[str]) -> None:
+    """For a reaction about these customers, while a set of jobs runs: their active runs
+    (locked, as `active_runs` reads them) and their runs of these journeys (as re-entry
+    rules read them, `entries_of`), two queries for all of them instead of two each."""
+    if not customers or not reading_ahead(conn):
+        return
+    _written(conn, customers=customers)
+    active: dict[int, list[Run]] = {customer: [] for customer in customers}
+    entries: dict[int, dict[str, list[Any]]] = {c: {j: [] for j in journey_ids} for c in customers}
+    for part in chunks(customers):
+        names, params = in_list("c", part)
+        rows = sql(
+            conn,
+            f"SELECT * FROM journey_runs WHERE customer_id IN ({names}) AND state = 'active' "
+            f"ORDER BY customer_id, id{_for_update(conn)}",
+            params,
+        ).all()
+        for row in rows:
+            active[int(row.customer_id)].append(run_of(row))
+        if not journey_ids:
+            continue
+        journeys, more = in_list("j", journey_ids)
+        rows = sql(
+            conn,
+            "SELECT journey_id, customer_id, state, run_key, entered_at, entry_message_id "
+            f"FROM journey_runs WHERE customer_id IN ({names}) AND journey_id IN ({journeys})",
+            {**params, **more},
+        ).all()
+        for row in rows:
+            entries[int(row.customer_id)][row.journey_id].append(row)
+    read_ahead(conn, _ACTIVE_AHEAD, active)
+    read_ahead(conn, _ENTRIES_AHEAD, entries)
+
+
+def _changed(conn: Connection, customer: int) -> None:
+    """A run of this customer written: what was read ahead of their runs is out of date."""
+    forget_ahead(conn, _ACTIVE_AHEAD, customer)
+    forget_ahead(conn, _ENTRIES_AHEAD, customer)
+
+
 def _written(
     conn: Connection, customers: Any = None, run_ids: Any = None, *, every: bool = False
 ) -> None:
@@ -153,6 +210,7 @@ def save_run(conn: Connection, run: Run) -> None:
         "ru": run.race_until,
         "id": run.id,
     }
+    _changed(conn, run.customer_id)
     later = held(conn, _HELD_RUNS, _HeldRuns)
     if later is None:
         sql(conn, _SAVE_RUN, values)
@@ -177,6 +235,7 @@ def end_run(conn: Connection, run: Run, reason: str, now: int, converted: bool) 
         "ctl": int(run.control),
         "id": run.id,
     }
+    _changed(conn, run.customer_id)
     later = held(conn, _HELD_RUNS, _HeldRuns)
     if later is None:
         sql(conn, _END_RUN, values)
@@ -200,6 +259,9 @@ def mark_converted(conn: Connection, run_id: int) -> bool:
 def active_runs(conn: Connection, customer: int) -> list[Run]:
     """The customer's active runs, locked, oldest first."""
     _written(conn, customers=(customer,))
+    ahead: list[Run] | None = take_ahead(conn, _ACTIVE_AHEAD, customer)
+    if ahead is not None:
+        return ahead
     rows = sql(
         conn,
         "SELECT * FROM journey_runs WHERE customer_id = :c AND state = 'active' "
@@ -280,6 +342,9 @@ def ended_runs_to_convert(
 def entries_of(conn: Connection, journey_id: str, customer: int) -> list[Any]:
     """The customer's runs of this journey, as re-entry rules read them."""
     _written(conn, customers=(customer,))
+    ahead: dict[str, list[Any]] | None = take_ahead(conn, _ENTRIES_AHEAD, customer, keep=True)
+    if ahead is not None and journey_id in ahead:
+        return list(ahead[journey_id])
     return list(
         sql(
             conn,
@@ -293,6 +358,8 @@ def entries_of(conn: Connection, journey_id: str, customer: int) -> list[Any]:
 def move_runs(conn: Connection, merged: int, survivor: int) -> None:
     """Every run of a merged profile now belongs to the profile that survives."""
     _written(conn, every=True)
+    _changed(conn, merged)
+    _changed(conn, survivor)
     sql(
         conn,
         "UPDATE journey_runs SET customer_id = :new WHERE customer_id = :old",

@@ -318,13 +318,25 @@ def read_ahead(conn: Connection, name: str, found: dict[Any, Any]) -> None:
         holder.ahead.setdefault(name, {}).update(found)
 
 
-def take_ahead(conn: Connection, name: str, key: Any) -> Any:
-    """What was read ahead under `name` for `key`, taken (None: not read ahead: read it)."""
+def take_ahead(conn: Connection, name: str, key: Any, *, keep: bool = False) -> Any:
+    """What was read ahead under `name` for `key`, taken (None: not read ahead: read it).
+    `keep`: left for the next read too, until its owner forgets it (`forget_ahead`) when
+    it writes what it is made of."""
     holder: HeldWrites | None = conn.info.get(_HELD)
     if holder is None:
         return None
     found = holder.ahead.get(name)
-    return None if found is None else found.pop(key, None)
+    if found is None:
+        return None
+    return found.get(key) if keep else found.pop(key, None)
+
+
+def forget_ahead(conn: Connection, name: str, key: Any) -> None:
+    """What was read ahead under `name` for `key` is out of date: the next read goes to
+    the database."""
+    holder: HeldWrites | None = conn.info.get(_HELD)
+    if holder is not None and name in holder.ahead:
+        holder.ahead[name].pop(key, None)
 
 
 def release_held(conn: Connection, name: str | None = None) -> None:
