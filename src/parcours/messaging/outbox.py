@@ -45,25 +45,32 @@ def add_intent(
 ) -> int | None:
     """Write the intent once, and the job that delivers it; a second write with the same
     key changes nothing (None). The key ends in `:<attempt>` (0 first, then one per
-    fallback channel). Returns the outbox id."""
-    outbox_id = outbox_rows.insert_intent(
-        conn,
-        {
-            "k": intent.idempotency_key,
-            "c": intent.customer_id,
-            "j": intent.journey_id,
-            "r": intent.run_id,
-            "s": intent.step_id,
-            "ch": intent.channel,
-            "t": intent.template,
-            "p": intent.purpose,
-            "now": now,
-            "d": _encode(detail).decode(),
-            "a": address,
-        },
-    )
+    fallback channel). Returns the outbox id; None too while a set of jobs holds its
+    writes (the journeys' steps): the intent is inserted with the set's, and its job."""
+    values = {
+        "k": intent.idempotency_key,
+        "c": intent.customer_id,
+        "j": intent.journey_id,
+        "r": intent.run_id,
+        "s": intent.step_id,
+        "ch": intent.channel,
+        "t": intent.template,
+        "p": intent.purpose,
+        "now": now,
+        "d": _encode(detail).decode(),
+        "a": address,
+    }
+    if outbox_rows.hold_intent(conn, values, _deliver):
+        return None
+    outbox_id = outbox_rows.insert_intent(conn, values)
     if outbox_id is None:
         return None
+    _deliver(conn, outbox_id, intent.customer_id, now)
+    return outbox_id
+
+
+def _deliver(conn: Connection, outbox_id: int, customer_id: int, now: int) -> None:
+    """The job that delivers a new intent, due at once."""
     enqueue(
         conn,
         DELIVER,
@@ -72,9 +79,8 @@ def add_intent(
         now=now,
         queue=QUEUE,
         unique_key=f"deliver:{outbox_id}",
-        customer_id=intent.customer_id,
+        customer_id=customer_id,
     )
-    return outbox_id
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ def cancel_run_intents(
 
 
 def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    outbox_rows.release_intents(conn)
     rows = conn.execute(
         select(outbox).where(outbox.c.customer_id == customer_id).order_by(outbox.c.id)
     ).all()
@@ -113,6 +120,7 @@ def intents_for(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
 
 def reassign_intents(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the intents of the merged customer belong to the survivor."""
+    outbox_rows.release_intents(conn)
     conn.execute(update(outbox).where(outbox.c.customer_id == old).values(customer_id=new))
 
 

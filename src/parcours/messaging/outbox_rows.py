@@ -16,9 +16,11 @@ from sqlalchemy import Connection
 
 from parcours.runtime.db import (
     chunks,
+    held,
     like_escape,
     read_ahead,
     reading_ahead,
+    release_held,
     select_in,
     sql,
     take_ahead,
@@ -154,6 +156,55 @@ def extend_lease(conn: Connection, outbox_ids: Sequence[int], until: int) -> Non
 # ---- a message's way: intent, claim, outcome ------------------------------------------------
 
 
+_INTENT_COLUMNS = "(:k, :c, :j, :r, :s, :ch, :t, :p, 'pending', :now, :d, :a, 'queued')"
+_INSERT_INTENTS = (
+    "INSERT INTO outbox (idempotency_key, customer_id, journey_id, run_id, step_id, "
+    "channel, template, purpose, state, created_at, detail, address, status) VALUES "
+)
+_HELD_INTENTS = "messaging.intents"
+_INTENTS_A_STATEMENT = 80  # 11 parameters each: under SQLite's oldest limit of 999
+
+
+class HeldIntents:
+    """The intents a set of jobs writes, inserted at its end (`hold_intent`): one
+    statement for 80 of them, then their delivery jobs (`on_inserted`, given each new
+    row's id, customer and time; a key already taken gives none, as `insert_intent`)."""
+
+    def __init__(self, on_inserted: Any) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.on_inserted = on_inserted
+
+    def write(self, conn: Connection) -> None:
+        for part in chunks(self.rows, _INTENTS_A_STATEMENT):
+            marks, params = [], {}
+            for n, values in enumerate(part):
+                marks.append(_INTENT_COLUMNS.replace(":", f":i{n}_"))
+                params.update({f"i{n}_{name}": value for name, value in values.items()})
+            rows = sql(
+                conn,
+                _INSERT_INTENTS + ", ".join(marks) + " ON CONFLICT (idempotency_key) DO NOTHING "
+                "RETURNING id, customer_id, created_at",
+                params,
+            ).all()
+            for row in sorted(rows, key=lambda row: int(row.id)):
+                self.on_inserted(conn, int(row.id), int(row.customer_id), int(row.created_at))
+
+
+def hold_intent(conn: Connection, values: dict[str, Any], on_inserted: Any) -> bool:
+    """Keep this intent for the set of jobs running on `conn` to insert at its end (False:
+    none runs: insert it now)."""
+    later = held(conn, _HELD_INTENTS, lambda: HeldIntents(on_inserted))
+    if later is None:
+        return False
+    later.rows.append(values)
+    return True
+
+
+def release_intents(conn: Connection) -> None:
+    """Before a read that could see them: the intents a set holds are inserted."""
+    release_held(conn, _HELD_INTENTS)
+
+
 def insert_intent(conn: Connection, values: dict[str, Any]) -> int | None:
     """A new intent, `pending`; None when its idempotency key is taken (the values: `k`,
     `c`, `j`, `r`, `s`, `ch`, `t`, `p`, `now`, `d`, `a`)."""
@@ -173,6 +224,7 @@ def cancel_pending_of_run(
 ) -> list[Any]:
     """A run's messages not yet handed to a provider, cancelled with the reason: their
     rows' id, channel, template, purpose and step, in no order."""
+    release_intents(conn)
     return sql(
         conn,
         "UPDATE outbox SET state = :cancelled, status = :cancelled, status_at = :now, "
@@ -360,6 +412,7 @@ def sent_since(
             if row.created_at > since
             and (attempts_of is None or not row.idempotency_key.startswith(attempts_of))
         ]
+    release_intents(conn)
     earlier, params = "", {}
     if attempts_of is not None:
         earlier = " AND idempotency_key NOT LIKE :attempts ESCAPE '\\'"

@@ -269,10 +269,11 @@ class HeldWrites:
 
     def release(self, conn: Connection) -> None:
         """Write everything held; what was read ahead may be out of date from now on."""
-        parts, self.parts = self.parts, {}
         self.ahead = {}
-        for part in parts.values():
-            part.write(conn)
+        while self.parts:  # a part's writes may hold others' (an intent, its job)
+            parts, self.parts = self.parts, {}
+            for part in parts.values():
+                part.write(conn)
 
 
 _P = TypeVar("_P", bound=HeldPart)
@@ -350,7 +351,7 @@ def release_held(conn: Connection, name: str | None = None) -> None:
     else:
         part = holder.parts.pop(name, None)
         if part is not None:
-            part.write(conn)
+            part.write(conn)  # what it holds of others' stays held
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
