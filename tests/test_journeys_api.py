@@ -91,6 +91,9 @@ def test_trace_and_counts(
         f"/api/journeys/cart/versions/{version}/stats", headers=admin_headers()
     ).json()
     assert stats["active"] == 0 and stats["exited"] == 1
+    # Counted by decision, whichever way a branch went (the console's graph tells those).
+    decisions = {name for counted in stats["steps"].values() for name in counted}
+    assert "Journey Branched" in decisions and not any(": " in name for name in decisions)
 
 
 def test_simulation_through_the_api(client: TestClient[Any], services: Services) -> None:

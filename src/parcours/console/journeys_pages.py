@@ -201,7 +201,7 @@ def _journey_page(
             stats = (
                 drawn.stats
                 if drawn is not None and drawn.version == journey.live_version
-                else versions.stats(conn, journey_id, journey.live_version)
+                else versions.stats(conn, journey_id, journey.live_version, detailed=True)
             )
     return page(
         viewer,

@@ -82,7 +82,7 @@ def journey_graph(conn: Connection, journey_id: str, version: int) -> JourneyGra
     LookupError for a version that does not exist."""
     journey = parse(version_view(conn, journey_id, version).source)
     program = compile_journey(journey, version)
-    figures = stats(conn, journey_id, version)
+    figures = stats(conn, journey_id, version, detailed=True)
     reader = _Reader(program, _positions(conn, journey_id, version), figures.steps)
     steps, end = reader.block(journey.steps, 0, figures.entered)
     reached_end = max(0, figures.entered - sum(reader.stopped(0, end)))

@@ -507,7 +507,9 @@ class JourneyStats(msgspec.Struct, frozen=True):
     refused: dict[str, int]  # reason -> entries refused
 
 
-def stats(conn: Connection, journey_id: str, version: int) -> JourneyStats:
+def stats(
+    conn: Connection, journey_id: str, version: int, *, detailed: bool = False
+) -> JourneyStats:
     """Per-version counts: entered, waiting now (per step), exited, converted, what
     happened at each step, the treated and control groups' entries and conversions side
     by side, and the entries refused by reason."""
@@ -560,7 +562,12 @@ def stats(conn: Connection, journey_id: str, version: int) -> JourneyStats:
         )
         .group_by(journey_step_visits.c.step_id, journey_step_visits.c.outcome)
     ).all():
-        steps.setdefault(step_id, {})[outcome] = int(count)
+        # A visit names the way a branch or split went and a hold's kind of reason
+        # (`Message Held: consent`): kept `detailed` (the console's graph); the API counts
+        # by decision, as it always has.
+        decision = str(outcome) if detailed else str(outcome).split(": ", 1)[0]
+        counted = steps.setdefault(step_id, {})
+        counted[decision] = counted.get(decision, 0) + int(count)
     return JourneyStats(
         journey_id=journey_id,
         version=version,
