@@ -292,6 +292,8 @@ def test_a_refund_through_the_api_is_refused_past_what_is_left(
     assert line.status_code == 409
     assert "2 of line 2 (Cap)" in line.json()["message"]
     assert "1 left to refund" in line.json()["message"]
+    for bad in ({"amount": "-5"}, {"amount": "NaN"}, {"lines": [{"line": 1, "quantity": 0}]}):
+        assert client.post(url, json=bad, headers=admin_headers()).status_code == 400, bad
     assert the_order(services, "o-1").refunds == ()  # nothing recorded
     made = client.post(
         url,

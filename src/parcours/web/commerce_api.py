@@ -96,10 +96,13 @@ async def refund_order(
             raise HttpError(
                 400, f"amount must be a decimal number, got {body.amount!r}", "amount"
             ) from None
-        if not amount.is_finite():
-            raise HttpError(400, "amount must be a finite decimal number", "amount")
+        if not amount.is_finite() or amount <= 0:
+            raise HttpError(400, "amount must be a decimal number above 0", "amount")
     if body.refund_id is not None:
         _check_id(body.refund_id, "refund_id")
+    for index, line in enumerate(body.lines):
+        if line.quantity < 1:
+            raise HttpError(400, "a line's quantity must be 1 or more", f"lines[{index}].quantity")
     lines = [commerce.LineRefund(line.line, line.quantity) for line in body.lines]
 
     def make() -> commerce.Order:
