@@ -23,6 +23,14 @@ UPDATE = os.environ.get("PARCOURS_UPDATE_OPENAPI") == "1"
 # (method, path, the statuses documented, the key it needs)
 ROUTES_IN_DOCUMENT: list[tuple[str, str, list[str], str]] = [
     ("GET", "/api/bounces", ["200", "400", "401", "default"], "adminKey"),
+    ("POST", "/api/commerce/carrier-webhook", ["200", "400", "default"], "none"),
+    ("GET", "/api/commerce/orders/{order_id}", ["200", "400", "401", "default"], "adminKey"),
+    (
+        "POST",
+        "/api/commerce/orders/{order_id}/refunds",
+        ["200", "400", "401", "default"],
+        "adminKey",
+    ),
     ("GET", "/api/customers/{ref}", ["200", "400", "401", "default"], "adminKey"),
     ("POST", "/api/customers/{ref}/consents", ["201", "400", "401", "default"], "adminKey"),
     ("GET", "/api/customers/{ref}/events", ["200", "400", "401", "default"], "adminKey"),
