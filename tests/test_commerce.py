@@ -596,3 +596,42 @@ def test_a_merged_customers_orders_go_to_the_survivor_and_leave_with_an_erasure(
         assert commerce.order(conn, "o-1") is None
         assert commerce.shipment(conn, "s-1") is None
         assert commerce.orders_of(conn, survivor) == []
+
+
+def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> None:
+    """The new orders of one append are written together: each with its lines, the one a
+    shipment was kept for takes its customer, one cancelled earlier in the group stays
+    placed (the cancellation came before it was known), one reported twice counts once."""
+    append(
+        services,
+        make_event(
+            event="Shipment Updated",
+            at=START,
+            identity_required=False,
+            source="carrier",
+            properties={"shipment_id": "s-9", "order_id": "g-2", "status": "in_transit"},
+        ),
+    )
+    early_cancel = make_event(
+        userId="bo", event="Order Cancelled", at=START + 1, properties={"order_id": "g-4"}
+    )
+    append(
+        services,
+        placed("g-1", at=START + 2),
+        placed("g-2", user="bo", at=START + 3),
+        early_cancel,
+        placed("g-3", at=START + 4, total=80),
+        placed("g-4", user="bo", at=START + 5),
+        placed("g-3", at=START + 6, total=999),
+    )
+    ana, bo = customer_id(services, "ana"), customer_id(services, "bo")
+    orders = {order_id: the_order(services, order_id) for order_id in ("g-1", "g-2", "g-3", "g-4")}
+    assert {o: (x.customer_id, x.status) for o, x in orders.items()} == {
+        "g-1": (ana, "placed"),
+        "g-2": (bo, "placed"),
+        "g-3": (ana, "placed"),
+        "g-4": (bo, "placed"),
+    }
+    assert orders["g-3"].total == Decimal("80")  # counted once, as first reported
+    assert [line.sku for line in orders["g-1"].lines] == ["TEE-M", "CAP"]
+    assert the_shipment(services, "s-9").customer_id == bo
