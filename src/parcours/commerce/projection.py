@@ -156,9 +156,10 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
             if order_id not in named:
                 first[order_id] = event
         elif name in ORDER_EVENTS or name.startswith(SHIPMENT_PREFIX) or name in RETURN_EVENTS:
-            order_id = _text(event.properties.get("order_id"))
-            if order_id is None or order_id in first:
+            about = _text(event.properties.get("order_id"))
+            if about is None or about in first:
                 continue  # about an order placed earlier in the group: in order, after it
+            order_id = about
         else:
             continue
         named.add(order_id)
