@@ -29,6 +29,7 @@ from parcours.messaging.links import (
     PassLink,
     PreferencesLink,
     Signer,
+    TrackingLink,
     UnsubscribeLink,
 )
 from parcours.messaging.outbox import (
@@ -82,6 +83,7 @@ __all__ = [
     "Suppression",
     "TemplateProblem",
     "TemplateSummary",
+    "TrackingLink",
     "UnsubscribeLink",
     "WalletOrder",
     "WalletPass",

@@ -58,8 +58,19 @@ class PreferencesLink(msgspec.Struct, frozen=True, rename={"customer": "c"}):
     customer: int  # 0 in a test send: a page that changes nothing
 
 
+class TrackingLink(msgspec.Struct, frozen=True, rename={"order": "o"}):
+    order: str  # the order whose tracking page it opens, and no other
+
+
 SignedLink = TypeVar(
-    "SignedLink", UnsubscribeLink, OpenLink, ClickLink, PassLink, OrderLink, PreferencesLink
+    "SignedLink",
+    UnsubscribeLink,
+    OpenLink,
+    ClickLink,
+    PassLink,
+    OrderLink,
+    PreferencesLink,
+    TrackingLink,
 )
 
 
@@ -101,6 +112,19 @@ class Links:
     def preferences(self, customer_id: int) -> str:
         """The customer's preference centre: every channel's marketing consent, in one page."""
         return f"{self.base_url}/p/{self.signer.sign('preferences', {'c': customer_id})}"
+
+    def tracking(self, order_id: str) -> str:
+        """The order's tracking page (console/tracking_pages.py): its parcels, items and
+        return conditions, in the brand's look, for whoever holds the link."""
+        return f"{self.base_url}/o/{self.signer.sign('tracking', {'o': order_id})}"
+
+    def about_order(self, properties: dict[str, Any]) -> dict[str, str]:
+        """The links a message about an order offers whatever its event (an order's, a
+        shipment's, a return's): `tracking`, when the event names its `order_id`."""
+        order_id = properties.get("order_id")
+        if order_id is None or isinstance(order_id, dict | list) or str(order_id) == "":
+            return {}
+        return {"tracking": self.tracking(str(order_id))}
 
     def open_pixel(self, outbox_id: int) -> str:
         return f"{self.base_url}/t/o/{self.signer.sign('open', {'m': outbox_id})}.gif"

@@ -85,7 +85,12 @@ class Renderer:
             "cart": properties if name in CART_EVENTS else None,
             "order": order,
             "brand": {"name": brand_name, "url": self.brand.url},
-            "links": {"shop": self.brand.url, **self.links.for_order(order), **links},
+            "links": {
+                "shop": self.brand.url,
+                **self.links.for_order(order),
+                **self.links.about_order(properties),  # `tracking`: the order's page
+                **links,
+            },
             "message": {"channel": channel, "purpose": purpose},
         }
 
