@@ -174,8 +174,14 @@ class Services:
             threads=settings.ingest_writers or 1,
         )
         # Commerce first: its tables are current when the others' jobs read them.
-        commerce = Commerce(return_window_days=settings.return_window_days, sector=settings.sector)
-        commerce.install(reactions)
+        commerce = Commerce(
+            return_window_days=settings.return_window_days,
+            sector=settings.sector,
+            clock=clock,
+            cart_abandon_after_minutes=settings.cart_abandon_after_minutes,
+            cart_order_window_hours=settings.cart_order_window_hours,
+        )
+        commerce.install(reactions, worker)  # with its job: abandoned carts announced
         engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))
         referrals = Referrals(clock, settings.default_region, reactions)

@@ -1,5 +1,5 @@
 """Commerce's part when two profiles merge or a person is erased (customers.people): a
-person's orders, their lines and refunds, shipments and their scans, and returns follow
+person's orders, their lines and refunds, shipments and their scans, returns and carts follow
 the person to the survivor, and go with them when they are erased."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, update
 
 from parcours.commerce.tables import (
+    commerce_carts,
     commerce_order_lines,
     commerce_orders,
     commerce_refunds,
@@ -24,6 +25,7 @@ _TABLES = (
     commerce_shipments,
     commerce_shipment_scans,
     commerce_returns,
+    commerce_carts,
 )
 TABLES = tuple(table.name for table in _TABLES)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
 
-from parcours.commerce import statuses
+from parcours.commerce import carts, catalog, statuses
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -26,7 +26,8 @@ from parcours.commerce.tables import (
 )
 from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions
-from parcours.runtime.clock import parse_iso
+from parcours.runtime.clock import Clock, SystemClock, parse_iso
+from parcours.runtime.queue import Job, Worker
 
 PLACED = "Order Completed"
 UPDATED = "Order Updated"
@@ -45,14 +46,39 @@ class Commerce:
     (`return_window_days`, 0: the sector's custom or the default; the configured sector,
     under the one set on the Settings page)."""
 
-    def __init__(self, *, return_window_days: int = 0, sector: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        return_window_days: int = 0,
+        sector: str = "",
+        clock: Clock | None = None,
+        cart_abandon_after_minutes: int = 60,
+        cart_order_window_hours: int = 168,
+    ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
+        if cart_abandon_after_minutes < 1 or cart_order_window_hours < 0:
+            raise ValueError("cart_abandon_after_minutes must be 1 or more, the window 0 or more")
         self.return_window_days = return_window_days
         self.sector = sector
+        self.clock: Clock = clock or SystemClock()
+        self.cart_rules = carts.CartRules(
+            abandon_after_ms=cart_abandon_after_minutes * 60_000,
+            order_window_ms=cart_order_window_hours * 3_600_000,
+        )
+        self.reactions: Reactions | None = None
 
-    def install(self, reactions: Reactions) -> None:
+    def install(self, reactions: Reactions, worker: Worker | None = None) -> None:
+        """React to every append; with a worker, announce abandoned carts (its job)."""
         reactions.react("commerce", self.on_events)
+        self.reactions = reactions
+        if worker is not None:
+            worker.register(carts.JOB, self.cart_abandoned)
+
+    def cart_abandoned(self, conn: Connection, job: Job) -> None:
+        """The job of a cart without activity for the delay (commerce/carts.py)."""
+        assert self.reactions is not None, "install() first"
+        carts.abandon(conn, job, self.clock.now_ms(), self.cart_rules, self.reactions)
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
         """The log's reaction: apply the commerce events among those appended, in order.
@@ -75,6 +101,9 @@ class Commerce:
                 _shipment(conn, event, now)
             elif name in RETURN_EVENTS:
                 _return(conn, event, now, self)
+        # Carts and the catalog: each applies the whole group in a few statements.
+        carts.apply(conn, events, now, self.cart_rules)
+        catalog.apply(conn, events, now)
 
 
 # ---- orders -------------------------------------------------------------------------------

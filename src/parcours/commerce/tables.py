@@ -126,3 +126,72 @@ commerce_returns = Table(
 )
 Index("ix_commerce_returns_order", commerce_returns.c.order_id)
 Index("ix_commerce_returns_customer", commerce_returns.c.customer_id)
+
+# ---- carts and the catalog (migration 0028) ---------------------------------------------
+
+commerce_carts = Table(
+    "commerce_carts",
+    metadata,
+    # `cart:<cart_id>`, `checkout:<checkout_id>`, or `customer:<id>:<message id>` for a
+    # cart the events named by no id (commerce/carts.py)
+    Column("cart_key", Text, primary_key=True),
+    Column("cart_id", Text, nullable=True),
+    Column("checkout_id", Text, nullable=True),
+    Column("order_id", Text, nullable=True),  # the order its checkout named, or that closed it
+    Column("customer_id", BigInteger, nullable=True),
+    Column("status", Text, nullable=False),  # open | abandoned | ordered | recovered
+    Column("currency", Text, nullable=True),
+    Column("value", Text, nullable=False),
+    Column("items", Text, nullable=False),  # JSON: the cart's lines
+    Column("item_count", Integer, nullable=False),  # the sum of their quantities
+    Column("recovery_url", Text, nullable=True),  # checkout_url, else cart_url
+    Column("source", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_activity_at", BigInteger, nullable=False),
+    Column("checkout_started_at", BigInteger, nullable=True),
+    Column("abandoned_at", BigInteger, nullable=True),
+    Column("ordered_at", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_carts_cart_id", commerce_carts.c.cart_id)
+Index("ix_commerce_carts_checkout_id", commerce_carts.c.checkout_id)
+Index("ix_commerce_carts_order_id", commerce_carts.c.order_id)
+Index("ix_commerce_carts_customer", commerce_carts.c.customer_id, commerce_carts.c.status)
+
+commerce_products = Table(
+    "commerce_products",
+    metadata,
+    Column("product_id", Text, primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("category", Text, nullable=True),
+    Column("brand", Text, nullable=True),
+    Column("url", Text, nullable=True),
+    Column("image_url", Text, nullable=True),
+    Column("images", Text, nullable=False),  # JSON: its image links, the main one first
+    Column("consumable", Boolean, nullable=False),
+    Column("usage_days", Integer, nullable=True),  # how long one lasts, for a consumable
+    Column("source", Text, nullable=False),  # catalog | shopify | import | seen
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+commerce_variants = Table(
+    "commerce_variants",
+    metadata,
+    Column("variant_id", Text, primary_key=True),  # a product without variants: its own id
+    Column("product_id", Text, nullable=False),
+    Column("sku", Text, nullable=True),
+    Column("name", Text, nullable=True),
+    Column("image_url", Text, nullable=True),
+    Column("prices", Text, nullable=False),  # JSON: currency -> exact decimal text
+    Column("stock", Integer, nullable=True),  # None: not reported
+    Column("stock_locations", Text, nullable=True),  # JSON: location -> available (Shopify)
+    Column("inventory_item_id", Text, nullable=True),  # Shopify's, for its inventory levels
+    Column("stock_at", BigInteger, nullable=True),  # when the stock was last reported
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_variants_product", commerce_variants.c.product_id)
+Index("ix_commerce_variants_sku", commerce_variants.c.sku)
+Index("ix_commerce_variants_inventory_item", commerce_variants.c.inventory_item_id)

@@ -53,6 +53,10 @@ class Settings:
     # signs the generic carrier webhook's deliveries (docs/commerce.md); empty: refused
     carrier_webhook_secret: str = ""
     return_window_days: int = 0  # 0: the sector's custom, else 14 days (docs/commerce.md)
+    # a cart without activity this long is announced once as Cart Abandoned; an order of
+    # its customer within the window after its last activity closes it (docs/commerce.md)
+    cart_abandon_after_minutes: int = 60
+    cart_order_window_hours: int = 168
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
     webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -154,6 +158,8 @@ _FIELD_TYPES: dict[str, type] = {
     "identity_verification_secret": str,
     "carrier_webhook_secret": str,
     "return_window_days": int,
+    "cart_abandon_after_minutes": int,
+    "cart_order_window_hours": int,
     "channels": dict,
     "webhooks": dict,
     "delivery_lease_seconds": int,
@@ -297,6 +303,16 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: return_window_days must be between 0 (the default) and 3650, "
             f"got {settings.return_window_days}"
+        )
+    if not 1 <= settings.cart_abandon_after_minutes <= 43_200:
+        raise SettingsError(
+            f"{where}: cart_abandon_after_minutes must be between 1 and 43200 (30 days), "
+            f"got {settings.cart_abandon_after_minutes}"
+        )
+    if not 0 <= settings.cart_order_window_hours <= 8_760:
+        raise SettingsError(
+            f"{where}: cart_order_window_hours must be between 0 and 8760 (a year), "
+            f"got {settings.cart_order_window_hours}"
         )
     if not 1 <= settings.delivery_lease_seconds <= 86_400:
         raise SettingsError(

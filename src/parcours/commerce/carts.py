@@ -1,0 +1,674 @@
+"""Carts and checkouts projected from the shopper's events, announced once as `Cart
+Abandoned` after a time without activity, closed by an order (docs/commerce.md, "Carts
+and checkouts").
+
+A group of appended events is applied in memory, then written in a few statements for
+all its carts: one read of the carts it names (by cart, checkout or order id, or the
+shopper's live carts), one insert of the new carts, one update of those it changed and one
+of those an order closed; then each cart's abandonment job is scheduled (or cancelled)
+under its unique key, so that every activity pushes it back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from parcours.commerce.tables import commerce_carts
+from parcours.customers import decimal_of, order_key
+from parcours.log import Event, Reactions, append_events, internal_event
+from parcours.runtime.clock import iso
+from parcours.runtime.queue import Job, cancel, enqueue
+
+ADDED = "Product Added"
+REMOVED = "Product Removed"
+VIEWED = "Cart Viewed"
+CHECKOUT_STARTED = "Checkout Started"
+CHECKOUT_UPDATED = "Checkout Updated"
+CART_EVENTS = frozenset({ADDED, REMOVED, VIEWED, CHECKOUT_STARTED, CHECKOUT_UPDATED})
+ORDER_PLACED = "Order Completed"
+ABANDONED_EVENT = "Cart Abandoned"
+JOB = "commerce.cart_abandoned"
+
+OPEN = "open"
+ABANDONED = "abandoned"
+ORDERED = "ordered"
+RECOVERED = "recovered"
+LIVE = (OPEN, ABANDONED)
+STATUSES = (OPEN, ABANDONED, ORDERED, RECOVERED)
+_ZERO = Decimal(0)
+_SOURCES = {"api": "site", "shopify": "shopify", "import": "import", "admin": "admin"}
+
+
+@dataclass(frozen=True)
+class CartRules:
+    """When a cart is abandoned (`cart_abandon_after_minutes` without activity) and how
+    long after its last activity an order of its customer, naming no cart, closes it
+    (`cart_order_window_hours`)."""
+
+    abandon_after_ms: int = 60 * 60_000
+    order_window_ms: int = 168 * 3_600_000
+
+
+class CartItem(msgspec.Struct, frozen=True):
+    product_id: str | None
+    variant_id: str | None
+    sku: str | None
+    name: str | None
+    variant: str | None  # the variant's name (size, colour)
+    image_url: str | None
+    url: str | None
+    price: Decimal | None  # one unit's
+    quantity: int
+
+
+class Cart(msgspec.Struct, frozen=True):
+    cart_key: str  # cart:<cart_id>, checkout:<checkout_id> or customer:<id>:<first event>
+    cart_id: str | None
+    checkout_id: str | None
+    order_id: str | None  # the order its checkout named, or the one that closed it
+    customer_id: int | None
+    status: str  # open | abandoned | ordered | recovered
+    currency: str | None
+    value: Decimal
+    items: tuple[CartItem, ...]
+    item_count: int
+    recovery_url: str | None  # checkout_url, else cart_url
+    source: str
+    created_at: int
+    last_activity_at: int
+    checkout_started_at: int | None
+    abandoned_at: int | None
+    ordered_at: int | None
+
+    @property
+    def recovered(self) -> bool:
+        """Abandoned, then ordered."""
+        return self.status == RECOVERED
+
+
+# ---- the projection -----------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """A cart being changed by a group of events."""
+
+    key: str
+    cart_id: str | None
+    checkout_id: str | None
+    order_id: str | None
+    customer_id: int | None
+    status: str
+    currency: str | None
+    value: Decimal
+    items: list[dict[str, Any]]
+    recovery_url: str | None
+    source: str
+    created_at: int
+    last_activity_at: int
+    checkout_started_at: int | None
+    abandoned_at: int | None
+    ordered_at: int | None
+    new: bool = False
+    touched: bool = False
+    closed: bool = False
+    was_open_with_items: bool = False
+
+    @property
+    def item_count(self) -> int:
+        return sum(int(item["quantity"]) for item in self.items)
+
+
+def apply(conn: Connection, events: list[Event], now: int, rules: CartRules) -> None:
+    """The reaction's part for carts: the group's cart events and orders, in order."""
+    relevant = [
+        event
+        for event in events
+        if event.type == "track" and (event.name in CART_EVENTS or event.name == ORDER_PLACED)
+    ]
+    if not relevant:
+        return
+    carts = _load(conn, relevant)
+    for event in relevant:
+        if event.name == ORDER_PLACED:
+            _close(carts, event, rules)
+        else:
+            _activity(carts, event, now)
+    _write(conn, carts, now)
+    _schedule(conn, carts, now, rules)
+
+
+def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:
+    """The stored carts the group may touch, in one statement: those it names by cart,
+    checkout or order id, and the live carts of its shoppers."""
+    cart_ids: set[str] = set()
+    checkout_ids: set[str] = set()
+    order_ids: set[str] = set()
+    customers: set[int] = set()
+    for event in events:
+        props = event.properties
+        for found, name in ((cart_ids, "cart_id"), (checkout_ids, "checkout_id")):
+            if (value := _text(props.get(name))) is not None:
+                found.add(value)
+        if (order_id := _text(props.get("order_id"))) is not None:
+            order_ids.add(order_id)
+        if event.customer_id is not None:
+            customers.add(event.customer_id)
+    table = commerce_carts
+    conditions: list[ColumnElement[bool]] = []
+    if cart_ids:
+        conditions.append(table.c.cart_id.in_(sorted(cart_ids)))
+    if checkout_ids:
+        conditions.append(table.c.checkout_id.in_(sorted(checkout_ids)))
+    if order_ids:
+        conditions.append(table.c.order_id.in_(sorted(order_ids)))
+    if customers:
+        conditions.append(
+            and_(table.c.customer_id.in_(sorted(customers)), table.c.status.in_(LIVE))
+        )
+    if not conditions:
+        return {}
+    carts: dict[str, _State] = {}
+    for row in conn.execute(select(table).where(or_(*conditions))):
+        state = _State(
+            key=row.cart_key,
+            cart_id=row.cart_id,
+            checkout_id=row.checkout_id,
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            status=row.status,
+            currency=row.currency,
+            value=decimal_of(row.value) or _ZERO,
+            items=json.loads(row.items),
+            recovery_url=row.recovery_url,
+            source=row.source,
+            created_at=row.created_at,
+            last_activity_at=row.last_activity_at,
+            checkout_started_at=row.checkout_started_at,
+            abandoned_at=row.abandoned_at,
+            ordered_at=row.ordered_at,
+        )
+        state.was_open_with_items = state.status == OPEN and state.item_count > 0
+        carts[state.key] = state
+    return carts
+
+
+def _find(
+    carts: dict[str, _State], cart_id: str | None, checkout_id: str | None, customer: int | None
+) -> _State | None:
+    """The cart an event is about: the one with its cart id, else its checkout id, else
+    its shopper's live cart that names no other (the latest active)."""
+    if cart_id is not None:
+        for state in carts.values():
+            if state.cart_id == cart_id:
+                return state
+    if checkout_id is not None:
+        for state in carts.values():
+            if state.checkout_id == checkout_id:
+                return state
+    if customer is None:
+        return None
+    live = [
+        state
+        for state in carts.values()
+        if state.customer_id == customer
+        and state.status in LIVE
+        and (cart_id is None or state.cart_id is None)
+        and (checkout_id is None or state.checkout_id is None)
+    ]
+    return max(live, key=lambda state: state.last_activity_at, default=None)
+
+
+def _activity(carts: dict[str, _State], event: Event, now: int) -> None:
+    props = event.properties
+    name = event.name
+    cart_id = _text(props.get("cart_id"))
+    checkout_id = _text(props.get("checkout_id"))
+    at = event.occurred_at
+    state = _find(carts, cart_id, checkout_id, event.customer_id)
+    if state is None:
+        if cart_id is not None:
+            key = f"cart:{cart_id}"
+        elif checkout_id is not None:
+            key = f"checkout:{checkout_id}"
+        elif event.customer_id is not None:
+            key = f"customer:{event.customer_id}:{event.message_id}"
+        else:
+            return  # nobody's, and no id to find it by again
+        state = _State(
+            key=key,
+            cart_id=cart_id,
+            checkout_id=checkout_id,
+            order_id=None,
+            customer_id=event.customer_id,
+            status=OPEN,
+            currency=None,
+            value=_ZERO,
+            items=[],
+            recovery_url=None,
+            source=_SOURCES.get(event.source, event.source),
+            created_at=at,
+            last_activity_at=at,
+            checkout_started_at=None,
+            abandoned_at=None,
+            ordered_at=None,
+            new=True,
+        )
+        carts[key] = state
+    if state.status not in LIVE:
+        return  # a late report of a cart already ordered changes nothing
+    state.touched = True
+    if state.cart_id is None and cart_id is not None:
+        state.cart_id = cart_id
+    if state.checkout_id is None and checkout_id is not None:
+        state.checkout_id = checkout_id
+    if state.customer_id is None and event.customer_id is not None:
+        state.customer_id = event.customer_id
+    changed = False
+    if name == ADDED:
+        _add(state.items, _item(props))
+        changed = True
+    elif name == REMOVED:
+        _remove(state.items, _item(props), props.get("quantity") is not None)
+        changed = True
+    elif isinstance(props.get("products"), list):
+        state.items = [_item(p) for p in props["products"] if isinstance(p, dict)]
+        changed = True
+    given = None
+    if name != ADDED and name != REMOVED:
+        given = next(
+            (
+                value
+                for key in ("value", "total", "revenue")
+                if (value := decimal_of(props.get(key))) is not None
+            ),
+            None,
+        )
+    if given is not None:
+        state.value = given
+    elif changed:
+        state.value = sum(
+            (
+                (decimal_of(item.get("price")) or _ZERO) * int(item["quantity"])
+                for item in state.items
+            ),
+            _ZERO,
+        )
+    if currency := _text(props.get("currency")):
+        state.currency = currency.upper()
+    if url := _text(props.get("checkout_url")) or _text(props.get("cart_url")):
+        state.recovery_url = url
+    if name in (CHECKOUT_STARTED, CHECKOUT_UPDATED):
+        if state.checkout_started_at is None or at < state.checkout_started_at:
+            state.checkout_started_at = at
+        if (order_id := _text(props.get("order_id"))) is not None:
+            state.order_id = order_id  # Segment's Checkout Started names the order to come
+    state.last_activity_at = max(state.last_activity_at, at)
+    state.created_at = min(state.created_at, at)
+
+
+def _item(props: dict[str, Any]) -> dict[str, Any]:
+    price = decimal_of(props.get("price"))
+    quantity = decimal_of(props.get("quantity"))
+    return {
+        "product_id": _text(props.get("product_id")),
+        "variant_id": _text(props.get("variant_id")),
+        "sku": _text(props.get("sku")),
+        "name": _text(props.get("name")),
+        "variant": _text(props.get("variant")),
+        "image_url": _text(props.get("image_url")),
+        "url": _text(props.get("url")),
+        "price": None if price is None else str(price),
+        "quantity": int(quantity) if quantity is not None and quantity >= 1 else 1,
+    }
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two lines of one product and variant: by variant id, else SKU, else product and
+    variant name."""
+    for key in ("variant_id", "sku"):
+        if a[key] is not None or b[key] is not None:
+            return bool(a[key] == b[key])
+    return bool(a["product_id"] == b["product_id"] and a["variant"] == b["variant"])
+
+
+def _add(items: list[dict[str, Any]], item: dict[str, Any]) -> None:
+    for line in items:
+        if _same(line, item):
+            line["quantity"] = int(line["quantity"]) + item["quantity"]
+            for key, value in item.items():  # what the new report tells of it
+                if key != "quantity" and value is not None:
+                    line[key] = value
+            return
+    items.append(item)
+
+
+def _remove(items: list[dict[str, Any]], item: dict[str, Any], counted: bool) -> None:
+    """A `Product Removed` takes its quantity off the line, the whole line without one."""
+    for index, line in enumerate(items):
+        if _same(line, item):
+            left = int(line["quantity"]) - item["quantity"] if counted else 0
+            if left > 0:
+                line["quantity"] = left
+            else:
+                del items[index]
+            return
+
+
+def _close(carts: dict[str, _State], event: Event, rules: CartRules) -> None:
+    """An order closes the carts it names (cart, checkout or the order its checkout
+    announced) and its customer's live carts active within the window before it; a
+    cart abandoned before is recovered."""
+    props = event.properties
+    at = event.occurred_at
+    order_id = order_key(props, event.message_id)
+    cart_id = _text(props.get("cart_id"))
+    checkout_id = _text(props.get("checkout_id"))
+    customer = event.customer_id
+    for state in carts.values():
+        if state.status not in LIVE:
+            continue
+        named = (
+            (cart_id is not None and state.cart_id == cart_id)
+            or (checkout_id is not None and state.checkout_id == checkout_id)
+            or (state.order_id is not None and state.order_id == order_id)
+        )
+        recent = (
+            customer is not None
+            and state.customer_id == customer
+            and state.created_at <= at
+            and at - state.last_activity_at <= rules.order_window_ms
+        )
+        if not (named or recent):
+            continue
+        state.status = RECOVERED if state.status == ABANDONED else ORDERED
+        state.ordered_at = at
+        state.order_id = order_id
+        state.closed = True
+
+
+def _row(state: _State, now: int) -> dict[str, Any]:
+    return {
+        "cart_key": state.key,
+        "cart_id": state.cart_id,
+        "checkout_id": state.checkout_id,
+        "order_id": state.order_id,
+        "customer_id": state.customer_id,
+        "status": state.status,
+        "currency": state.currency,
+        "value": str(state.value),
+        "items": json.dumps(state.items, sort_keys=True),
+        "item_count": state.item_count,
+        "recovery_url": state.recovery_url,
+        "source": state.source,
+        "created_at": state.created_at,
+        "last_activity_at": state.last_activity_at,
+        "checkout_started_at": state.checkout_started_at,
+        "abandoned_at": state.abandoned_at,
+        "ordered_at": state.ordered_at,
+        "updated_at": now,
+    }
+
+
+# What an activity changes of a stored cart (never its status: the abandonment job may
+# have changed that meanwhile; an order's closing is written apart).
+_ACTIVITY_COLUMNS = (
+    "cart_id",
+    "checkout_id",
+    "customer_id",
+    "currency",
+    "value",
+    "items",
+    "item_count",
+    "recovery_url",
+    "created_at",
+    "last_activity_at",
+    "checkout_started_at",
+    "updated_at",
+)
+
+
+def _write(conn: Connection, carts: dict[str, _State], now: int) -> None:
+    table = commerce_carts
+    new = [_row(state, now) for state in carts.values() if state.new]
+    if new:
+        conn.execute(insert(table), new)
+    touched = [
+        {f"b_{name}": value for name, value in _row(state, now).items()}
+        for state in carts.values()
+        if state.touched and not state.new
+    ]
+    if touched:
+        statement = (
+            update(table)
+            .where(table.c.cart_key == bindparam("b_cart_key"))
+            .values({name: bindparam(f"b_{name}") for name in _ACTIVITY_COLUMNS})
+        )
+        conn.execute(statement, touched)
+    closed = [
+        {"b_key": state.key, "b_at": state.ordered_at, "b_order": state.order_id}
+        for state in carts.values()
+        if state.closed and not state.new
+    ]
+    if closed:
+        statement = (
+            update(table)
+            .where(
+                table.c.cart_key == bindparam("b_key"),
+                or_(table.c.status == OPEN, table.c.status == ABANDONED),  # no IN: executemany
+            )
+            .values(
+                status=case((table.c.status == ABANDONED, RECOVERED), else_=ORDERED),
+                ordered_at=bindparam("b_at"),
+                order_id=bindparam("b_order"),
+                updated_at=now,
+            )
+        )
+        conn.execute(statement, closed)
+
+
+def _schedule(conn: Connection, carts: dict[str, _State], now: int, rules: CartRules) -> None:
+    """Each open cart with items that an event touched: its abandonment job, at its last
+    activity plus the delay (one job per cart: its key replaces the one before). A cart
+    closed or emptied: its job cancelled. A cart whose last activity is already older than
+    the delay and the order window (events of long ago, imported) is not announced."""
+    for state in carts.values():
+        if not (state.touched or state.closed):
+            continue
+        key = job_key(state.key)
+        due = state.last_activity_at + rules.abandon_after_ms
+        wanted = (
+            state.status == OPEN
+            and state.item_count > 0
+            and state.customer_id is not None
+            and now - due < rules.order_window_ms
+        )
+        if wanted:
+            enqueue(
+                conn,
+                JOB,
+                {"cart": state.key},
+                run_at=due,
+                now=now,
+                unique_key=key,
+                customer_id=state.customer_id,
+            )
+        elif state.was_open_with_items:
+            cancel(conn, key)
+
+
+def job_key(cart_key: str) -> str:
+    return f"commerce:cart-abandoned:{cart_key}"
+
+
+# ---- the abandonment job ------------------------------------------------------------------
+
+
+def abandon(
+    conn: Connection,
+    job: Job,
+    now: int,
+    rules: CartRules,
+    reactions: Reactions,
+) -> None:
+    """A cart's time without activity is up: it is abandoned, and `Cart Abandoned` is
+    appended once (its message id is the cart's), unless an order or an activity came
+    meanwhile (then there is nothing to do, or the job is scheduled again)."""
+    key = str(job.payload.get("cart", ""))
+    table = commerce_carts
+    row = conn.execute(select(table).where(table.c.cart_key == key)).first()
+    if row is None or row.status != OPEN or row.item_count <= 0 or row.customer_id is None:
+        return
+    due = row.last_activity_at + rules.abandon_after_ms
+    if due > now:  # an activity the job was not moved for (it always is: a safeguard)
+        enqueue(
+            conn,
+            JOB,
+            {"cart": key},
+            run_at=due,
+            now=now,
+            unique_key=job_key(key),
+            customer_id=row.customer_id,
+        )
+        return
+    moved = conn.execute(
+        update(table)
+        .where(
+            table.c.cart_key == key,
+            table.c.status == OPEN,
+            table.c.last_activity_at == row.last_activity_at,
+        )
+        .values(status=ABANDONED, abandoned_at=now, updated_at=now)
+    )
+    if moved.rowcount != 1:
+        return  # an order or an activity got there first
+    event = internal_event(
+        int(row.customer_id),
+        ABANDONED_EVENT,
+        abandoned_properties(_cart(row), rules),
+        now,
+        f"commerce:cart-abandoned:{key}",
+        "system",
+    )
+    append_events(conn, [[event]], now, reactions)
+
+
+def abandoned_properties(cart: Cart, rules: CartRules) -> dict[str, Any]:
+    """The properties of `Cart Abandoned`: the cart's ids, items, value and recovery link,
+    as the cart events name them (so that a journey and its templates read them alike)."""
+    props: dict[str, Any] = {
+        "cart_id": cart.cart_id or cart.cart_key,
+        "cart_key": cart.cart_key,
+        "total": float(cart.value),
+        "value": float(cart.value),
+        "item_count": cart.item_count,
+        "products": [
+            {
+                key: (float(value) if isinstance(value, Decimal) else value)
+                for key, value in msgspec.structs.asdict(item).items()
+                if value is not None
+            }
+            for item in cart.items
+        ],
+        "last_activity_at": iso(cart.last_activity_at),
+        "inactive_minutes": rules.abandon_after_ms // 60_000,
+    }
+    for name, value in (
+        ("checkout_id", cart.checkout_id),
+        ("order_id", cart.order_id),
+        ("currency", cart.currency),
+        ("checkout_url", cart.recovery_url),
+        ("cart_url", cart.recovery_url),
+    ):
+        if value is not None:
+            props[name] = value
+    return props
+
+
+def _cart(row: Any) -> Cart:
+    return Cart(
+        cart_key=row.cart_key,
+        cart_id=row.cart_id,
+        checkout_id=row.checkout_id,
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        status=row.status,
+        currency=row.currency,
+        value=decimal_of(row.value) or _ZERO,
+        items=tuple(
+            CartItem(
+                product_id=item.get("product_id"),
+                variant_id=item.get("variant_id"),
+                sku=item.get("sku"),
+                name=item.get("name"),
+                variant=item.get("variant"),
+                image_url=item.get("image_url"),
+                url=item.get("url"),
+                price=decimal_of(item.get("price")),
+                quantity=int(item.get("quantity") or 1),
+            )
+            for item in json.loads(row.items)
+        ),
+        item_count=row.item_count,
+        recovery_url=row.recovery_url,
+        source=row.source,
+        created_at=row.created_at,
+        last_activity_at=row.last_activity_at,
+        checkout_started_at=row.checkout_started_at,
+        abandoned_at=row.abandoned_at,
+        ordered_at=row.ordered_at,
+    )
+
+
+# ---- the face's reads ---------------------------------------------------------------------
+
+
+def cart_of(conn: Connection, cart_id: str) -> Cart | None:
+    """A cart by its key, its cart id or its checkout id."""
+    table = commerce_carts
+    row = conn.execute(
+        select(table)
+        .where(
+            or_(
+                table.c.cart_key == cart_id,
+                table.c.cart_id == cart_id,
+                table.c.checkout_id == cart_id,
+            )
+        )
+        .order_by(table.c.last_activity_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _cart(row)
+
+
+def carts_of(conn: Connection, customer_id: int, *, status: str | None = None) -> list[Cart]:
+    """A customer's carts, the latest active first (only those of one status if given)."""
+    table = commerce_carts
+    query = select(table).where(table.c.customer_id == customer_id)
+    if status is not None:
+        query = query.where(table.c.status == status)
+    rows = conn.execute(query.order_by(table.c.last_activity_at.desc(), table.c.cart_key))
+    return [_cart(row) for row in rows]
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
