@@ -155,6 +155,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         delivery=services.delivery,
         appender=services.writer,
         sector=settings.sector,
+        return_window_days=settings.return_window_days,
     )
 
 

@@ -28,6 +28,7 @@ from parcours.console.segments_pages import segments_routes
 from parcours.console.settings_pages import settings_routes
 from parcours.console.sign_in_pages import sign_in_routes
 from parcours.console.templates_pages import templates_routes
+from parcours.console.tracking_pages import tracking_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -55,6 +56,7 @@ def console_router() -> Router:
             *customers_routes(),
             *outbox_routes(),
             *preferences_routes(),
+            *tracking_routes(),
             *templates_routes(),
             *segments_routes(),
             *settings_routes(),

@@ -52,6 +52,7 @@ class ConsoleParts:
     delivery: Delivery | None = None  # for previews: a message's context, as it would go
     appender: Appender | None = None  # the way into the log (consents given on a page)
     sector: str = ""  # the configured sector, under the one set on the Settings page
+    return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
 
 
 def brand_of(parts: ConsoleParts) -> BrandSettings:
