@@ -406,3 +406,50 @@ def test_the_catalog_import_goes_through_the_log_once(services: Services) -> Non
         commerce.import_events([rows[0], {"product_id": "p-3", "price": "abc"}], 0)
     with pytest.raises(commerce.CatalogImportError, match="unknown column 'colour'"):
         commerce.import_events([{"product_id": "p-3", "colour": "red"}], 0)
+
+
+def test_shopify_products_and_inventory_levels_keep_the_stock_per_variant(
+    shop: tuple[Services, TestClient[Any]],  # noqa: F811
+) -> None:
+    services, client = shop
+    product = {
+        "id": 632910392,
+        "title": "Phone case",
+        "vendor": "Acme",
+        "product_type": "accessories",
+        "updated_at": "2026-11-20T10:00:00-05:00",
+        "images": [{"id": 850703190, "src": "https://cdn.example/case.jpg"}],
+        "variants": [
+            {
+                "id": 808950810,
+                "title": "Pink",
+                "sku": "CASE-PINK",
+                "inventory_quantity": 10,
+                "inventory_item_id": 39072856,
+                "image_id": 850703190,
+                "presentment_prices": [{"price": {"amount": "19.00", "currency_code": "EUR"}}],
+            }
+        ],
+    }
+    assert deliver(client, "products/create", product, webhook_id="p-1").status_code == 200
+    for number, (location, available) in enumerate(((1, 4), (2, 3))):
+        level = {
+            "inventory_item_id": 39072856,
+            "location_id": location,
+            "available": available,
+            "updated_at": f"2026-11-21T10:00:0{number}-05:00",
+        }
+        response = deliver(client, "inventory_levels/update", level, webhook_id=f"i-{number}")
+        assert response.status_code == 200, response.text
+    with services.db.read() as conn:
+        found = commerce.product(conn, "632910392")
+        assert commerce.stock_of(conn, "CASE-PINK") == 7  # both locations
+    assert found is not None
+    assert (found.name, found.brand, found.category, found.source) == (
+        "Phone case",
+        "Acme",
+        "accessories",
+        "shopify",
+    )
+    [pink] = found.variants
+    assert (pink.image_url, pink.prices) == ("https://cdn.example/case.jpg", {"EUR": Decimal(19)})

@@ -392,6 +392,52 @@ def _inventory(delivery: _Delivery, payload: dict[str, Any]) -> None:
     )
 
 
+def _product(delivery: _Delivery, payload: dict[str, Any]) -> None:
+    """A product of the shop's catalog, with its variants and images: `Product Updated`
+    (docs/commerce.md, "The catalog"). The webhook names no currency: a variant's price
+    is kept when it has its `presentment_prices`."""
+    product_id = _text(delivery.require(payload, "id"))
+    images = [i for i in payload.get("images") or [] if isinstance(i, dict) and i.get("src")]
+    by_id = {_text(i.get("id")): str(i["src"]) for i in images}
+    main = _object(payload, "image").get("src") or (images[0]["src"] if images else None)
+    variants = []
+    for item in payload.get("variants") or []:
+        if not isinstance(item, dict) or item.get("id") is None:
+            continue
+        prices = {}
+        for entry in item.get("presentment_prices") or []:
+            price = _object(entry, "price") if isinstance(entry, dict) else {}
+            if price.get("currency_code") and price.get("amount") is not None:
+                prices[str(price["currency_code"])] = _money(price["amount"])
+        variants.append(
+            _drop_none(
+                {
+                    "variant_id": _text(item.get("id")),
+                    "sku": item.get("sku") or None,
+                    "variant": item.get("title"),
+                    "prices": prices or None,
+                    "stock": item.get("inventory_quantity"),
+                    "inventory_item_id": _text(item.get("inventory_item_id")),
+                    "image_url": by_id.get(_text(item.get("image_id"))),
+                }
+            )
+        )
+    delivery.add(
+        "track",
+        "Product Updated",
+        payload.get("updated_at") or payload.get("created_at"),
+        properties={
+            "product_id": product_id,
+            "name": payload.get("title"),
+            "brand": payload.get("vendor") or None,
+            "category": payload.get("product_type") or None,
+            "image_url": main,
+            "images": [str(i["src"]) for i in images] or None,
+            "variants": variants or None,
+        },
+    )
+
+
 def _data_request(delivery: _Delivery, payload: dict[str, Any]) -> None:
     customer = _object(payload, "customer")
     request = _object(payload, "data_request")
@@ -442,6 +488,8 @@ _HANDLERS: dict[str, _Handler] = {
     "customers/email_marketing_consent_update": _email_consent,
     "customers/marketing_consent_update": _sms_consent,
     "inventory_levels/update": _inventory,
+    "products/create": _product,
+    "products/update": _product,
     "customers/data_request": _data_request,
     "customers/redact": _redact_customer,
     "shop/redact": _redact_shop,
