@@ -20,6 +20,7 @@ from parcours.customers import profiles as customers
 from parcours.log import Event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.queue import jobs
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests import shopify_payloads as shopify
@@ -453,3 +454,34 @@ def test_shopify_products_and_inventory_levels_keep_the_stock_per_variant(
     )
     [pink] = found.variants
     assert (pink.image_url, pink.prices) == ("https://cdn.example/case.jpg", {"EUR": Decimal(19)})
+
+
+def test_a_group_of_carts_and_products_is_written_in_a_few_statements(
+    services: Services,
+) -> None:
+    """Forty shoppers adding to their carts in one append: the carts, their jobs and the
+    catalog are written in a handful of statements, not one (or more) per event."""
+    from sqlalchemy import event
+
+    append(services, make_event("identify", userId="warm-up", traits={"email": "w@example.com"}))
+    shoppers = [added(f"s-{n}", START + n, {**TEE, "variant_id": f"v-{n}"}) for n in range(40)]
+    baseline = [make_event("identify", userId=f"s-{n}", traits={"n": n}) for n in range(40)]
+    append(services, *baseline)
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    try:
+        append(services, *shoppers)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", count)
+    mine = [s for s in seen if "commerce_" in s or "jobs" in s]
+    assert len(mine) <= 8, mine  # (the jobs go in one executemany of the raw cursor)
+    with services.db.read() as conn:
+        assert len(commerce.carts_of(conn, customer_id(services, "s-7"))) == 1
+        assert commerce.stock_of(conn, "v-7") is None  # seen, never counted
+        assert commerce.variant(conn, "v-7") is not None
+        scheduled = select(func.count()).where(jobs.c.kind == "commerce.cart_abandoned")
+        assert conn.execute(scheduled).scalar() == 40

@@ -33,6 +33,7 @@ from parcours.commerce.tables import commerce_carts
 from parcours.customers import decimal_of, order_key
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.runtime.clock import iso
+from parcours.runtime.db import holding_writes, reading_ahead, stop_holding
 from parcours.runtime.queue import Job, cancel, enqueue
 
 ADDED = "Product Added"
@@ -487,10 +488,23 @@ def _schedule(conn: Connection, carts: dict[str, _State], now: int, rules: CartR
     """Each open cart with items that an event touched: its abandonment job, at its last
     activity plus the delay (one job per cart: its key replaces the one before). A cart
     closed or emptied: its job cancelled. A cart whose last activity is already older than
-    the delay and the order window (events of long ago, imported) is not announced."""
-    for state in carts.values():
-        if not (state.touched or state.closed):
-            continue
+    the delay and the order window (events of long ago, imported) is not announced.
+    Several carts' jobs are written together, in a statement or two (the queue's held
+    writes), unless the connection holds its writes already (a set of jobs appending)."""
+    changing = [state for state in carts.values() if state.touched or state.closed]
+    if len(changing) > 1 and not reading_ahead(conn):
+        holder = holding_writes(conn)
+        try:
+            _schedule_each(conn, changing, now, rules)
+            holder.release(conn)
+        finally:
+            stop_holding(conn)
+    else:
+        _schedule_each(conn, changing, now, rules)
+
+
+def _schedule_each(conn: Connection, carts: list[_State], now: int, rules: CartRules) -> None:
+    for state in carts:
         key = job_key(state.key)
         due = state.last_activity_at + rules.abandon_after_ms
         wanted = (
