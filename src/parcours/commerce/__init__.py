@@ -7,6 +7,19 @@ what this face lists."""
 # public modules, and the names below.
 from parcours.commerce import people, statuses
 from parcours.commerce.actions import LineRefund, OrderNotFound, RefundRefused, refund
+from parcours.commerce.carts import Cart, CartItem, cart_of, carts_of
+from parcours.commerce.catalog import (
+    CatalogImported,
+    CatalogImportError,
+    Product,
+    Variant,
+    import_catalog,
+    import_events,
+    product,
+    products,
+    stock_of,
+    variant,
+)
 from parcours.commerce.projection import Commerce
 from parcours.commerce.queries import (
     Order,
@@ -25,11 +38,16 @@ from parcours.commerce.queries import (
 from parcours.commerce.returns import ReturnWindow, return_window
 
 __all__ = [
+    "Cart",
+    "CartItem",
+    "CatalogImportError",
+    "CatalogImported",
     "Commerce",
     "LineRefund",
     "Order",
     "OrderLine",
     "OrderNotFound",
+    "Product",
     "Refund",
     "RefundLine",
     "RefundRefused",
@@ -37,13 +55,22 @@ __all__ = [
     "ReturnWindow",
     "Scan",
     "Shipment",
+    "Variant",
+    "cart_of",
+    "carts_of",
+    "import_catalog",
+    "import_events",
     "order",
     "orders_of",
     "people",
+    "product",
+    "products",
     "refund",
     "return_window",
     "returns_of_order",
     "shipment",
     "shipments_of_order",
     "statuses",
+    "stock_of",
+    "variant",
 ]
