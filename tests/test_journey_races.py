@@ -627,3 +627,186 @@ def _orders_due(
     stored = int(time.time() * 1000)
     for n in ready:
         committed[n] = stored
+
+
+def _json_event(document: dict[str, object], stamp: int) -> object:
+    return parse_event(json.dumps(document).encode(), source="api", received_at=stamp)
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("count", [2, 4])
+def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
+    postgres_url: str, tmp_path: Path, count: int
+) -> None:
+    """Two, then four worker processes over interleaved traffic (issue 19): carts; orders
+    at once, a second or three after their cart; anonymous carts whose person signs in half
+    a second later (a merge); people who withdraw email half a second after their cart. The
+    steps run in sets (their writes held, their reads made ahead) by workers that share
+    customers: each person gets each step's message at most once, never one checked after
+    their order, never an email after their withdrawal (delivery checks the consent in force
+    again before the hand-over); nothing is left; no deadlock, none logged."""
+    truncate_all(postgres_url)
+    people = 600
+    services = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SystemClock()
+    )  # ingest only: the work is the worker processes'
+    db = Database(postgres_url)
+    logs = [tmp_path / f"worker-{n}.log" for n in range(count)]
+    committed: dict[int, int] = {}  # person -> wall time by which their order was stored
+    withdrawn: dict[int, int] = {}  # person -> wall time by which their withdrawal was stored
+    kind = {
+        n: ("never", "withdraws", "merges", "order-0", "order-1", "order-3")[n % 6]
+        for n in range(people)
+    }
+    try:
+        define_templates(services, RACE_JOURNEY)
+        journeys.publish(services.db, RACE_JOURNEY, "ana", "ben", services.clock.now_ms())
+        _identify(services, people)
+        with db.read() as conn:
+            deadlocks_before = _deadlocks(conn)
+        workers = [_start_worker(postgres_url, tmp_path, log) for log in logs]
+        later: list[tuple[float, int]] = []  # (moment, person) of what follows a cart
+        started = time.monotonic()
+        for first in range(0, people, 30):
+            stamp = int(time.time() * 1000)
+            group = range(first, min(people, first + 30))
+            carts = []
+            for n in group:
+                who = {"anonymousId": f"anon-{n}"} if kind[n] == "merges" else {"userId": f"r-{n}"}
+                carts.append(
+                    _json_event(
+                        {
+                            "type": "track",
+                            **who,
+                            "event": "Checkout Started",
+                            "messageId": f"cart-{n}",
+                            "timestamp": iso(stamp),
+                            "properties": {"checkout_id": f"k-{n}", "total": 100 + n % 100},
+                        },
+                        stamp,
+                    )
+                )
+            services.writer.append_sync(carts)
+            now = time.monotonic()
+            for n in group:
+                delay = {"withdraws": 0.5, "merges": 0.5, "order-0": 0.0, "order-1": 1.0}.get(
+                    kind[n], 3.0 if kind[n] == "order-3" else None
+                )
+                if delay is not None:
+                    later.append((now + delay, n))
+            _what_follows(services, later, kind, committed, withdrawn)
+            time.sleep(0.1)
+        while later:
+            _what_follows(services, later, kind, committed, withdrawn)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db.read() as conn:
+                left = conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys' OR kind = "
+                        "'messaging.deliver') + (SELECT count(*) FROM journey_runs WHERE state = "
+                        "'active') + (SELECT count(*) FROM outbox WHERE state IN "
+                        "('pending', 'sending'))"
+                    )
+                ).scalar_one()
+            if left == 0:
+                break
+            assert all(w.poll() is None for w in workers), "a worker exited"
+            time.sleep(0.2)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(30)
+        with db.read() as conn:
+            messages = conn.execute(
+                text(
+                    "SELECT i.value, o.step_id, o.channel, o.checked_at, o.sent_at, o.state, "
+                    "o.error FROM outbox o "
+                    "JOIN identities i ON i.customer_id = o.customer_id AND i.kind = 'user_id'"
+                )
+            ).all()
+            runs = conn.execute(
+                text("SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM journey_runs")
+            ).one()
+        deadline = time.monotonic() + 10
+        while True:
+            with db.read() as conn:
+                conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+                deadlocks = _deadlocks(conn) - deadlocks_before
+            if deadlocks or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f"{count} workers: {len(messages)} messages in {time.monotonic() - started:.1f} s")
+
+    finally:
+        db.dispose()
+        services.close()
+    logged = sum(log.read_text(errors="replace").count("deadlock detected") for log in logs)
+    assert (deadlocks, logged) == (0, 0)
+    assert tuple(runs) == (people, 0)  # one run a cart, merged ones included; none left
+    sent = [
+        (int(u.split("-")[1]), step, ch, checked, at)
+        for u, step, ch, checked, at, *_ in messages
+        if at
+    ]
+    steps = [(n, step) for n, step, *_ in sent]
+    assert len(steps) == len(set(steps)), "a step's message was sent twice"
+    assert [s for s in sent if s[0] in committed and s[3] > committed[s[0]]] == []
+    assert [
+        s for s in sent if s[0] in withdrawn and s[2] == "email" and s[3] > withdrawn[s[0]]
+    ] == []
+    expected = {
+        n: {"push", "email", *(("sms",) if n % 100 >= 50 else ())}
+        for n in range(people)
+        if kind[n] == "never"
+    }
+    got: dict[int, set[str]] = {}
+    for n, step, *_ in sent:
+        got.setdefault(n, set()).add(step)
+    assert {n: got.get(n, set()) for n in expected} == expected
+    # Not asserted: that a merged cart's email reaches the person. A run entered in the
+    # same moment as the merge of its anonymous customer can stay on the merged profile
+    # (the merge's move of the runs does not see a run not yet committed), and its later
+    # steps then find no address (docs/architecture.md, "Concurrency on PostgreSQL").
+
+
+def _what_follows(
+    services: Services,
+    later: list[tuple[float, int]],
+    kind: dict[int, str],
+    committed: dict[int, int],
+    withdrawn: dict[int, int],
+) -> None:
+    """Append what follows each cart whose moment has come: an order, a withdrawal of email
+    (transactional included: the journey's messages are), or the sign-in that merges an
+    anonymous cart into its person. Notes when orders and withdrawals were surely stored."""
+    now = time.monotonic()
+    ready = [n for at, n in later if at <= now]
+    if not ready:
+        return
+    later[:] = [(at, n) for at, n in later if at > now]
+    stamp = int(time.time() * 1000)
+    events = []
+    for n in ready:
+        if kind[n] == "withdraws":
+            consent = {"email": {"transactional": False, "marketing": False}}
+            document = {"type": "identify", "userId": f"r-{n}", "traits": {"consent": consent}}
+        elif kind[n] == "merges":
+            document = {"type": "identify", "userId": f"r-{n}", "anonymousId": f"anon-{n}"}
+        else:
+            document = {
+                "type": "track",
+                "userId": f"r-{n}",
+                "event": "Order Completed",
+                "properties": {"checkout_id": f"k-{n}"},
+            }
+        document |= {"messageId": f"after-{n}", "timestamp": iso(stamp)}
+        events.append(_json_event(document, stamp))
+    services.writer.append_sync(events)  # type: ignore[arg-type]
+    stored = int(time.time() * 1000)
+    for n in ready:
+        if kind[n] == "withdraws":
+            withdrawn[n] = stored
+        elif kind[n] != "merges":
+            committed[n] = stored

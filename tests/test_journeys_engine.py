@@ -699,3 +699,28 @@ def test_a_burst_of_carts_waits_behind_the_reminders_due_before_it(
     advance(services, clock, HOUR)
     assert all(sent(services, user) == [("push", "cart-push")] for user in burst)
     assert all(len(sent(services, user)) == 2 for user in early)
+
+
+def test_a_consent_withdrawn_after_a_message_was_decided_stops_it_at_delivery(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A message decided while the customer still consented, and withdrawn before delivery
+    hands it over: delivery checks the consent in force again, and holds it, with the
+    reason, on the customer's trace (issue 19: a withdrawal mid-batch still wins)."""
+    from parcours.messaging import Intent, add_intent
+
+    define_templates(services, CART)
+    opt_in(services, "ana")
+    with services.db.write() as conn:
+        ana = customers.resolve(conn, "ana", "FR")
+        intent = Intent("test:withdrawn:0", ana, "email", "cart-email", "marketing")
+        assert add_intent(conn, intent, clock.now_ms(), {}, "ana@example.com") is not None
+    withdrawal = {"consent": {"email": {"marketing": False}}}
+    services.writer.append_sync(
+        [make_event("identify", userId="ana", at=clock.now_ms(), traits=withdrawal)]
+    )
+    services.worker.run_due()
+    with services.db.read() as conn:
+        [message] = intents_for(conn, ana)
+    assert (message["state"], message["sent_at"]) == ("cancelled", None)
+    assert message["error"] == "no marketing consent for email (withdrawn)"

@@ -234,8 +234,20 @@ class ConsentState:
 def current_consents(conn: Connection, customer_id: int) -> list[ConsentState]:
     """The consent in force per channel and purpose: the latest change; at equal times a
     withdrawal wins over a grant."""
+    return _in_force(projection.consent_changes(conn, customer_id))
+
+
+def consents_in_force(
+    conn: Connection, customer_ids: Sequence[int]
+) -> dict[int, list[ConsentState]]:
+    """`current_consents` of each of these customers, in one query."""
+    ledgers = projection.consent_ledgers(conn, sorted(set(customer_ids)))
+    return {customer: _in_force(ledger) for customer, ledger in ledgers.items()}
+
+
+def _in_force(ledger: list[projection.ConsentRow]) -> list[ConsentState]:
     current: dict[tuple[str, str], projection.ConsentRow] = {}
-    for row in projection.consent_changes(conn, customer_id):
+    for row in ledger:
         key = (row.channel, row.purpose)
         held = current.get(key)
         if (

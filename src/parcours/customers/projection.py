@@ -953,6 +953,12 @@ def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:
     ):
         contacts_of[int(customer)].append((kind, value))
     read_ahead(conn, _CONTACTS_AHEAD, contacts_of)
+    read_ahead(conn, _CONSENTS_AHEAD, consent_ledgers(conn, customer_ids))
+
+
+def consent_ledgers(conn: Connection, customer_ids: Sequence[int]) -> dict[int, list[ConsentRow]]:
+    """These customers' consent ledgers, each in the order the changes happened: one
+    query for all of them."""
     ledgers: dict[int, list[ConsentRow]] = {c: [] for c in customer_ids}
     for customer, *change in select_in(
         conn,
@@ -962,7 +968,7 @@ def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:
         customer_ids,
     ):
         ledgers[int(customer)].append(ConsentRow(*change))
-    read_ahead(conn, _CONSENTS_AHEAD, ledgers)
+    return ledgers
 
 
 def contacts(conn: Connection, customer_id: int) -> list[tuple[str, str]]:

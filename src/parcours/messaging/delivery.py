@@ -131,7 +131,7 @@ class Delivery:
         if row is None or row.state not in ("pending", "sending"):
             return  # sent, failed, or cancelled
         checked_at: int | None = None  # a message being sent again keeps its last check
-        if row.state == "pending" and self.checks.any:
+        if row.state == "pending":
             # Not handed over yet: still wanted? (A message being sent is not checked: it
             # may have gone already, and goes again with the same key.)
             checked_at, reason = self.checks.when_claimed(conn, row, now)

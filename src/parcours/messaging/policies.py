@@ -179,17 +179,26 @@ def _sent_since(conn: Connection, message: Message, since: int) -> list[_Sent]:
 
 
 def _consent(conn: Connection, policies: Policies, message: Message, now: int) -> Decision:
-    states = {
-        (c.channel, c.purpose): c.status
-        for c in customers.current_consents(conn, message.customer_id)
-    }
-    status = states.get((message.channel, message.purpose))
-    if message.purpose == "marketing" and status != "granted":
+    refused = consent_refusal(
+        customers.current_consents(conn, message.customer_id), message.channel, message.purpose
+    )
+    return Decision(True) if refused is None else Decision(False, refused)
+
+
+def consent_refusal(
+    consents: list[customers.ConsentState], channel: str, purpose: str
+) -> str | None:
+    """Why the consents in force do not let a message of this purpose go on this channel
+    (None: they do): marketing needs a grant; a withdrawal stops any purpose. Checked when
+    a message is decided and again when delivery hands it over."""
+    states = {(c.channel, c.purpose): c.status for c in consents}
+    status = states.get((channel, purpose))
+    if purpose == "marketing" and status != "granted":
         why = "withdrawn" if status == "withdrawn" else "never given"
-        return Decision(False, f"no marketing consent for {message.channel} ({why})")
+        return f"no marketing consent for {channel} ({why})"
     if status == "withdrawn":
-        return Decision(False, f"{message.channel} consent withdrawn")
-    return Decision(True)
+        return f"{channel} consent withdrawn"
+    return None
 
 
 def _duplicate(policies: Policies, message: Message, now: int, sent: list[_Sent]) -> Decision:

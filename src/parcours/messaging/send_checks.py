@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours.customers import profiles as customers
 from parcours.messaging import outbox_rows
 from parcours.messaging.outbox_rows import CANCELLED
+from parcours.messaging.policies import consent_refusal
 from parcours.messaging.timeline import Timeline, about
 from parcours.runtime.clock import Clock
 from parcours.runtime.queue import Job
@@ -44,24 +46,17 @@ class SendChecks:
     def add(self, check: SendCheck) -> None:
         self._checks.append(check)
 
-    @property
-    def any(self) -> bool:
-        """Some check is registered (without one, every message is wanted)."""
-        return bool(self._checks)
-
     def before_batch(self, conn: Connection, jobs: list[Job]) -> None:
         """Before a batch of sends: whether each message is still wanted, checked for the
         whole batch at once (its rows, then each check in a query or two, whatever the
         batch's size), in the transaction that claimed them (on PostgreSQL, holding their
         customers' locks). Should this fail, each send checks its own message."""
         self._local.checked = None
-        if not self._checks:
-            return
         now = self.clock.now_ms()
         rows = outbox_rows.rows(
             conn,
             sorted({int(job.payload["id"]) for job in jobs}),
-            "id, customer_id, journey_id, run_id, step_id, state",
+            "id, customer_id, journey_id, run_id, step_id, state, channel, purpose",
         )
         pending = [row for row in rows if row.state == "pending"]
         self._local.checked = _Checked(
@@ -77,9 +72,19 @@ class SendChecks:
         return now, self._unwanted(conn, [row], now).get(int(row.id))
 
     def _unwanted(self, conn: Connection, rows: list[Any], now: int) -> dict[int, str]:
-        """Of these messages, those the checks say are no longer wanted, and why."""
-        runs = [row for row in rows if row.run_id is not None]
+        """Of these messages, those no longer wanted, and why: the customer's consent in
+        force now does not let it go (withdrawn since it was decided: a withdrawal stored
+        before the hand-over wins, in one query for the batch), or a registered check
+        says so (a goal of its run)."""
         unwanted: dict[int, str] = {}
+        judged = [row for row in rows if row.purpose != "test"]
+        if judged:
+            consents = customers.consents_in_force(conn, [int(row.customer_id) for row in judged])
+            for row in judged:
+                refused = consent_refusal(consents[int(row.customer_id)], row.channel, row.purpose)
+                if refused is not None:
+                    unwanted[int(row.id)] = refused
+        runs = [row for row in rows if row.run_id is not None]
         for check in self._checks if runs else ():
             for outbox_id, reason in check(conn, runs, now).items():
                 unwanted.setdefault(outbox_id, reason)
