@@ -4,6 +4,8 @@ transaction (docs/commerce.md, "Projected from the log").
 
 Statements are written per event (SQLAlchemy Core): the events it reads are a small part
 of what is appended, and `Commerce.on_events` skips the rest with one set lookup each.
+The first time a shipment reaches a stage, one `Shipment Stage Reached` is appended
+through the log's door for the group (docs/commerce.md, "Post-purchase messages").
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from parcours.commerce.tables import (
     commerce_shipments,
 )
 from parcours.customers import decimal_of, order_key, order_total
-from parcours.log import Event, Reactions
-from parcours.runtime.clock import Clock, SystemClock, parse_iso
+from parcours.log import Event, Reactions, append_events, internal_event, queries
+from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
 from parcours.runtime.queue import Job, Worker
 
 PLACED = "Order Completed"
@@ -35,6 +37,9 @@ CANCELLED = "Order Cancelled"
 REFUNDED = "Order Refunded"
 ORDER_EVENTS = frozenset({PLACED, UPDATED, CANCELLED, REFUNDED})
 SHIPMENT_PREFIX = "Shipment "
+# Appended by commerce itself the first time a shipment reaches a stage: no report of a
+# shipment (the projection leaves it alone).
+STAGE_REACHED = "Shipment Stage Reached"
 DEFAULT_CURRENCY = "USD"  # as the customers' projection counts an order without one
 # Who reported an order, in commerce's words (Event.source -> source).
 SOURCES = {"api": "site", "shopify": "shopify", "import": "import", "admin": "admin"}
@@ -86,9 +91,10 @@ class Commerce:
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
         done = _place_new(conn, events, now)
+        reached: list[Event] = []
         for event in events:
             name = event.name
-            if event.type != "track" or name is None or id(event) in done:
+            if event.type != "track" or name is None or id(event) in done or name == STAGE_REACHED:
                 continue
             if name in ORDER_EVENTS:
                 if name == REFUNDED:
@@ -98,12 +104,28 @@ class Commerce:
                 else:
                     _placed(conn, event, now, update_amounts=name == UPDATED)
             elif name.startswith(SHIPMENT_PREFIX):
-                _shipment(conn, event, now)
+                stage = _shipment(conn, event, now)
+                if stage is not None:
+                    reached.append(stage)
             elif name in RETURN_EVENTS:
                 _return(conn, event, now, self)
         # Carts and the catalog: each applies the whole group in a few statements.
         carts.apply(conn, events, now, self.cart_rules)
         catalog.apply(conn, events, now)
+        if reached:
+            self._announce(conn, reached, now)
+
+    def _announce(self, conn: Connection, reached: list[Event], now: int) -> None:
+        """Append the group's `Shipment Stage Reached` events through the log's door, in
+        one group: each once (its message id is its shipment's and stage's: a stage
+        reached again, in this group or since its first time, is left out)."""
+        first: dict[str, Event] = {}
+        for event in reached:
+            first.setdefault(event.message_id, event)
+        stored = queries.stored_message_ids(conn, list(first))
+        new = [event for message_id, event in first.items() if message_id not in stored]
+        if new:
+            append_events(conn, [new], now, self.reactions or Reactions())
 
 
 # ---- orders -------------------------------------------------------------------------------
@@ -184,6 +206,8 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
             order_id = order_key(event.properties, event.message_id)
             if order_id not in named:
                 first[order_id] = event
+        elif name == STAGE_REACHED:
+            continue
         elif name in ORDER_EVENTS or name.startswith(SHIPMENT_PREFIX) or name in RETURN_EVENTS:
             about = _text(event.properties.get("order_id"))
             if about is None or about in first:
@@ -462,11 +486,13 @@ def _attach(conn: Connection, order_id: str) -> None:
 # ---- shipments ----------------------------------------------------------------------------
 
 
-def _shipment(conn: Connection, event: Event, now: int) -> None:
+def _shipment(conn: Connection, event: Event, now: int) -> Event | None:
+    """Apply a shipment's report; the `Shipment Stage Reached` it makes when it moves the
+    shipment to a stage (or `exception`), about a known customer (None otherwise)."""
     props = event.properties
     shipment_id = _text(props.get("shipment_id") or props.get("fulfillment_id"))
     if not shipment_id:
-        return
+        return None
     named = (event.name or "").removeprefix(SHIPMENT_PREFIX)
     word = _text(props.get("status")) or named.replace(" ", "_").lower()
     status = statuses.status_of(word)
@@ -482,6 +508,8 @@ def _shipment(conn: Connection, event: Event, now: int) -> None:
     }
     estimate = _estimate(props)
     applied: bool
+    moved_to: str | None = None  # the stage this report moved the shipment to
+    first_seen_delivered = False
     if found is None:
         customer = event.customer_id
         if customer is None and order_id:
@@ -507,6 +535,14 @@ def _shipment(conn: Connection, event: Event, now: int) -> None:
             )
         )
         applied = status is not None
+        moved_to = position.status if applied else None
+        first_seen_delivered = position.status == statuses.DELIVERED
+        current: dict[str, Any] = {
+            "order_id": order_id,
+            "estimated_from": estimate[0] if estimate else None,
+            "estimated_to": estimate[1] if estimate else None,
+            **details,
+        }
     else:
         customer = found.customer_id if found.customer_id is not None else event.customer_id
         changes: dict[str, Any] = dict(details)
@@ -522,8 +558,10 @@ def _shipment(conn: Connection, event: Event, now: int) -> None:
             changes.update(status=moved.status, progress=moved.progress, status_at=moved.at)
             if moved.status == statuses.DELIVERED:
                 changes["delivered_at"] = at
+            moved_to = moved.status
         if estimate and (found.estimate_at is None or at >= found.estimate_at):
             changes.update(estimated_from=estimate[0], estimated_to=estimate[1], estimate_at=at)
+        current = {**found._asdict(), **changes}
         changes["updated_at"] = now
         conn.execute(
             update(commerce_shipments)
@@ -543,6 +581,48 @@ def _shipment(conn: Connection, event: Event, now: int) -> None:
             occurred_at=at,
             recorded_at=now,
         )
+    )
+    if moved_to is None or customer is None:
+        return None
+    return _stage_reached(
+        int(customer), shipment_id, moved_to, current, event, now, first_seen_delivered
+    )
+
+
+def _stage_reached(
+    customer: int,
+    shipment_id: str,
+    stage: str,
+    shipment: dict[str, Any],
+    report: Event,
+    now: int,
+    first_seen_delivered: bool,
+) -> Event:
+    """`Shipment Stage Reached`: dated by the report that moved the shipment, its message
+    id made of the shipment and the stage (once each, ever)."""
+    props: dict[str, Any] = {
+        "shipment_id": shipment_id,
+        "stage": stage,
+        "stage_key": f"{shipment_id}:{stage}",  # a journey's entry key: one run each
+        "first_seen_delivered": first_seen_delivered,
+    }
+    for name in ("order_id", "carrier", "tracking_number", "tracking_url"):
+        if (value := shipment.get(name)) is not None:
+            props[name] = value
+    if shipment.get("estimated_from") is not None:
+        props["estimated_delivery_from"] = iso(int(shipment["estimated_from"]))
+    if shipment.get("estimated_to") is not None:
+        props["estimated_delivery_to"] = iso(int(shipment["estimated_to"]))
+    if (location := _text(report.properties.get("location"))) is not None:
+        props["location"] = location
+    return internal_event(
+        customer,
+        STAGE_REACHED,
+        props,
+        report.occurred_at,
+        f"commerce:shipment-stage:{shipment_id}:{stage}",
+        "system",
+        received_at=now,
     )
 
 
