@@ -644,7 +644,8 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
     steps run in sets (their writes held, their reads made ahead) by workers that share
     customers: each person gets each step's message at most once, never one checked after
     their order, never an email after their withdrawal (delivery checks the consent in force
-    again before the hand-over); nothing is left; no deadlock, none logged."""
+    again before the hand-over); a merged cart's email is made for its person; nothing is
+    left; no deadlock, none logged."""
     truncate_all(postgres_url)
     people = 600
     services = Services.open(
@@ -765,10 +766,12 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
     for n, step, *_ in sent:
         got.setdefault(n, set()).add(step)
     assert {n: got.get(n, set()) for n in expected} == expected
-    # Not asserted: that a merged cart's email reaches the person. A run entered in the
-    # same moment as the merge of its anonymous customer can stay on the merged profile
-    # (the merge's move of the runs does not see a run not yet committed), and its later
-    # steps then find no address (docs/architecture.md, "Concurrency on PostgreSQL").
+    # A merged cart's email is made for the person it merged into, even when its run was
+    # entered while the merge was being stored (the step follows the merge then). The
+    # sandbox fails a few addresses on purpose: made, not necessarily sent.
+    made = {(int(user.split("-")[1]), step) for user, step, *_ in messages}
+    lost = [n for n in range(people) if kind[n] == "merges" and (n, "email") not in made]
+    assert lost == []
 
 
 def _what_follows(

@@ -724,3 +724,28 @@ def test_a_consent_withdrawn_after_a_message_was_decided_stops_it_at_delivery(
         [message] = intents_for(conn, ana)
     assert (message["state"], message["sent_at"]) == ("cancelled", None)
     assert message["error"] == "no marketing consent for email (withdrawn)"
+
+
+def test_a_step_follows_a_merge_that_could_not_see_its_run(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A run entered by a worker while the writer was storing the merge of its customer
+    (not committed yet, so the merge's hooks did not move it) is moved to the survivor,
+    with its job and messages, by its next step, whose message goes to the survivor."""
+    publish(services, CART)
+    opt_in(services, "ana")
+    opt_in(services, "bo")
+    track(services, "ana", "Checkout Started", checkout_id="c-1", total=40)
+    with services.db.write() as conn:
+        ana = customers.resolve(conn, "ana", "FR")
+        bo = customers.resolve(conn, "bo", "FR")
+        # The merge as stored when the run was not there to be seen: the profile only.
+        conn.execute(
+            text("UPDATE customers SET merged_into = :b WHERE id = :a"), {"a": ana, "b": bo}
+        )
+    advance(services, clock, HOUR)
+    with services.db.read() as conn:
+        [run] = journeys.runs_of(conn, bo)
+        assert journeys.runs_of(conn, ana) == []
+        pushed = [(i["customer_id"], i["channel"]) for i in intents_for(conn, bo)]
+    assert run.state == "active" and pushed == [(bo, "push")]

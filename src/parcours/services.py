@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ def people_hooks(journeys: JourneyEngine) -> People:
     projection resolves a merge, and the segment engine moves memberships in its
     evaluation job."""
     people = People()
+    # What a worker made for a customer while their merge was being stored (not yet
+    # committed, so the merge did not move it), followed when a step meets it.
+    journeys.late_merge = partial(people.merged, only=("journeys", "log", "queue", "messaging"))
     people.on_merge("journeys", journeys.follow_merge)
     people.on_merge("log", log_people.move_events)
     people.on_merge("queue", reassign_jobs)

@@ -67,10 +67,21 @@ class People:
         """Each table an erasure clears, and the name of the hook that clears it."""
         return {table: eraser.name for eraser in self._erasers for table in eraser.tables}
 
-    def merged(self, conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
-        """`merged_id` is now `survivor_id`: every package moves its rows."""
-        for _, hook in self._merges:
-            hook(conn, merged_id, survivor_id, now)
+    def merged(
+        self,
+        conn: Connection,
+        merged_id: int,
+        survivor_id: int,
+        now: int,
+        *,
+        only: Sequence[str] | None = None,
+    ) -> None:
+        """`merged_id` is now `survivor_id`: every package moves its rows (those named in
+        `only`, when given: each hook moves what it finds still under the merged id, so a
+        second call moves what the first could not see)."""
+        for name, hook in self._merges:
+            if only is None or name in only:
+                hook(conn, merged_id, survivor_id, now)
 
     def erase(self, conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
         """Delete the rows of every registered table about these ids; the count per table."""

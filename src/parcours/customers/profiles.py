@@ -390,6 +390,17 @@ def condition_views(conn: Connection, customer_ids: Sequence[int]) -> dict[int, 
     return views
 
 
+def survivors(conn: Connection, customer_ids: Sequence[int]) -> dict[int, int]:
+    """Of these customers, those merged into another, each with the profile that holds
+    them now (the end of the chain of merges)."""
+    found: dict[int, int] = {}
+    for ident in sorted(merged_away(conn, customer_ids)):
+        survivor = _follow(conn, ident)
+        if survivor is not None and survivor != ident:
+            found[ident] = survivor
+    return found
+
+
 def merged_away(conn: Connection, customer_ids: Sequence[int]) -> set[int]:
     """Those of these customers that were merged into another (the survivor has it all)."""
     found: set[int] = set()

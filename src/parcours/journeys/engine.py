@@ -11,6 +11,7 @@ modules: what a run does is decided by `interpreter`, carried out by `runner`, k
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -57,6 +58,9 @@ class JourneyEngine:
             timezone=timezone,
         )
         self.entries = Entries(self.journal, self.programs, self.runner)
+        # The merge hooks of the packages a step writes to (services.py): for a run whose
+        # customer was merged while the run was being made (`_follow_late_merges`).
+        self.late_merge: Callable[..., None] | None = None
 
     def install(self, worker: Worker, reactions: Reactions) -> None:
         """Run the journeys' jobs on `worker`, and react to every append."""
@@ -271,6 +275,13 @@ class JourneyEngine:
         # asked for here unless a merge moved a run since (nothing on SQLite).
         hold_sends(conn, customer_ids)
         profiles = customers.condition_views(conn, customer_ids)
+        if len(profiles) < len(customer_ids) and self._follow_late_merges(
+            conn, [c for c in customer_ids if c not in profiles], now
+        ):  # where the runs stand now, and their customers
+            runs = store.load_runs(conn, sorted({int(job.payload["run"]) for job in jobs}))
+            customer_ids = sorted({run.customer_id for run, _ in runs.values()})
+            hold_sends(conn, customer_ids)
+            profiles = customers.condition_views(conn, customer_ids)
         # What their sends will check, read for all of them (when the steps run as a set).
         read_ahead_sends(conn, self.runner.policies, customer_ids, now)
         ending = EndingLog(
@@ -287,6 +298,19 @@ class JourneyEngine:
         )
         pending.batch = Batch(conn, runs, profiles, now, ending)
 
+    def _follow_late_merges(self, conn: Connection, gone: list[int], now: int) -> bool:
+        """Customers of runs that are no longer there (merged or erased; condition_views
+        leaves them out): those merged into another have their runs, jobs, messages and
+        events moved to the survivor now. A run entered by a worker while the merge of its
+        customer was being stored by the writer was not committed yet, so the merge could
+        not move it (docs/architecture.md, "Concurrency on PostgreSQL"). Whether any moved."""
+        merged = customers.survivors(conn, gone)
+        if self.late_merge is None or not merged:
+            return False
+        for merged_id, survivor in merged.items():
+            self.late_merge(conn, merged_id, survivor, now)
+        return True
+
     def step(self, conn: Connection, job: Job) -> None:
         with self.journal.job(conn):
             self._step(conn, job)
@@ -295,7 +319,12 @@ class JourneyEngine:
         run_id = int(job.payload["run"])
         batch = self.journal.batch(conn)
         loaded = batch.runs.pop(run_id, None) if batch is not None else None
-        loaded = loaded or store.load_run(conn, run_id)
+        if loaded is None:  # not read with a batch: read alone, its customer's merge followed
+            loaded = store.load_run(conn, run_id)
+            if loaded is not None and self._follow_late_merges(
+                conn, [loaded[0].customer_id], self.clock.now_ms()
+            ):
+                loaded = store.load_run(conn, run_id)
         if loaded is None:
             return  # the run ended: its timer fires with no effect
         run, status = loaded
