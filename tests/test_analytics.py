@@ -91,3 +91,25 @@ def test_hours_fall_on_the_brand_s_local_day() -> None:
     hour = 1_775_000_000_000 // HOUR
     assert analytics.local_day(hour, "UTC").isoformat() == "2026-03-31"
     assert analytics.local_day(hour, "Europe/Paris").isoformat() == "2026-04-01"
+
+
+def test_the_worker_keeps_the_counts_up_and_a_page_counts_a_bounded_share(
+    services: Services,
+) -> None:
+    """The worker counts the log when it rests (`KeepUp`, at most every two seconds), so
+    a page finds the counts current; a page itself counts at most `PAGE_LIMIT` events,
+    never a whole backlog."""
+    services.writer.append_sync(
+        [make_event(userId=f"u{n}", event="Product Viewed", at=START) for n in range(30)]
+    )
+    services.worker.run_due()  # resting, it counts
+    assert _totals(services)[("Product Viewed", "", "", "")][0] == 30
+    services.writer.append_sync(
+        [make_event(userId=f"u{n}", event="Product Viewed", at=START) for n in range(5)]
+    )
+    services.worker.run_due()  # two seconds have not passed: not counted yet
+    assert _totals(services)[("Product Viewed", "", "", "")][0] == 30
+    assert analytics.catch_up(services.db, limit=3) == 3  # a page's bounded share
+    services.clock.advance_ms(2_000)  # type: ignore[attr-defined]
+    services.worker.run_due()
+    assert _totals(services)[("Product Viewed", "", "", "")][0] == 35

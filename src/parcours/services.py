@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from parcours import analytics
 from parcours.channels import (
     ConfigError,
     EmailTags,
@@ -214,6 +215,7 @@ class Services:
             bounce_rule=bounce_rule,
         )
         delivery.install(worker)
+        worker.finish_with(analytics.KeepUp(db, clock))  # the overview's counts, kept up
         delivery.add_send_check(engine.messages_no_longer_wanted)  # an order stops its sends
         WalletUpdates(clock, issuer, settings.brand_locale).install(worker, reactions)
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)

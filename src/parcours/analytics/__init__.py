@@ -5,7 +5,9 @@ reads; attribution and customer value come later (DESIGN.md, "analytics")."""
 from parcours.analytics.counts import (
     BACKFILL,
     HOUR_MS,
+    PAGE_LIMIT,
     HourCount,
+    KeepUp,
     catch_up,
     hourly,
     local_day,
@@ -15,7 +17,9 @@ from parcours.analytics.counts import (
 __all__ = [
     "BACKFILL",
     "HOUR_MS",
+    "PAGE_LIMIT",
     "HourCount",
+    "KeepUp",
     "catch_up",
     "hourly",
     "local_day",

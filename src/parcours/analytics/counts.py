@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from parcours.analytics.tables import analytics_positions, event_counts
 from parcours.customers import CONSENT_EVENT, order_total
 from parcours.log import queries
+from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 
 HOUR_MS = 3_600_000
@@ -101,6 +102,30 @@ def catch_up(db: Database, *, limit: int = 1_000_000) -> int:
             )
         counted += len(batch)
     return counted
+
+
+class KeepUp:
+    """The worker's finisher (`Worker.finish_with`) that keeps the counts a few seconds
+    behind the log: when it rests, at most every `every_ms`, it counts up to `limit` new
+    events, in transactions of their own. The pages then catch up little or nothing
+    themselves (`PAGE_LIMIT`)."""
+
+    def __init__(self, db: Database, clock: Clock, *, every_ms: int = 2_000, limit: int = 50_000):
+        self.db, self.clock, self.every_ms, self.limit = db, clock, every_ms, limit
+        self._last = -every_ms
+
+    def __call__(self) -> bool:
+        now = self.clock.now_ms()
+        if now - self._last < self.every_ms:
+            return False
+        self._last = now
+        catch_up(self.db, limit=self.limit)
+        return False  # counting makes no job due
+
+
+# What a page counts itself before it reads, at most: a page never waits for a backlog
+# (a worker that was stopped, a large import); the worker's `KeepUp` counts the rest.
+PAGE_LIMIT = CHUNK
 
 
 def _position(conn: Connection) -> int:

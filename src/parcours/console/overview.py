@@ -77,7 +77,7 @@ def _add(figures: Figures, count: analytics.HourCount) -> None:
 
 def overview_of(parts: ConsoleParts) -> Overview:
     now = parts.clock.now_ms()
-    analytics.catch_up(parts.db)
+    analytics.catch_up(parts.db, limit=analytics.PAGE_LIMIT)  # the worker keeps up
     zone = brand_of(parts).timezone  # the brand's, as the Settings page set it
     today = analytics.local_day(now // analytics.HOUR_MS, zone)
     first = today - timedelta(days=DAYS - 1)

@@ -74,7 +74,7 @@ def changes_of(parts: ConsoleParts, segment_id: str) -> list[ChangeDay]:
     """The segment's entries and exits per day (the brand's time zone) over DAYS days,
     from the log's hourly counts (parcours.analytics), caught up first."""
     now = parts.clock.now_ms()
-    analytics.catch_up(parts.db)
+    analytics.catch_up(parts.db, limit=analytics.PAGE_LIMIT)  # the worker keeps up
     today = analytics.local_day(now // analytics.HOUR_MS, parts.timezone)
     first = today - timedelta(days=DAYS - 1)
     with parts.db.read() as conn:
