@@ -235,10 +235,10 @@ def test_the_simulator_answers_on_the_page(
     opt_in(services, "ana")
     csrf = _signed_in(client, services, "marketer")
     page = client.get("/console/journeys/abandoned-cart").text
-    assert "event: Checkout Started" in unescape(page)  # a first script, from the entry
+    assert "event: Cart Abandoned" in unescape(page)  # a first script, from the entry
     script = (
-        "- at: +0m\n  event: Checkout Started\n"
-        "  properties: {checkout_id: c-1, total: 200, currency: EUR}\n"
+        "- at: +0m\n  event: Cart Abandoned\n"
+        "  properties: {cart_id: c-1, total: 200, currency: EUR}\n"
     )
     answer = client.post(
         "/console/journeys/abandoned-cart/simulate",
@@ -293,7 +293,7 @@ def test_two_versions_side_by_side_mark_exactly_the_changed_lines(
     versions.publish(services.db, source, "mia@brand.example", "rob@brand.example", 0)
     lines = source.splitlines()
     changed = [
-        line.replace("wait: 45m", "wait: 30m").replace("name: Abandoned cart", "name: Carts")
+        line.replace("wait: 1h", "wait: 30m").replace("name: Abandoned cart", "name: Carts")
         for line in lines
         if "reentry: every_time" not in line
     ]
@@ -315,7 +315,7 @@ def test_two_versions_side_by_side_mark_exactly_the_changed_lines(
     new = {n + 1: line for n, line in enumerate(second.splitlines())}
     name_at, wait_at, reentry_at = (
         next(n for n, line in old.items() if needle in line)
-        for needle in ("name: Abandoned cart", "wait: 45m", "reentry: every_time")
+        for needle in ("name: Abandoned cart", "wait: 1h", "reentry: every_time")
     )
     assert marked["removed"] == [(str(reentry_at), "")]
     assert (str(name_at), str(name_at)) in marked["changed"]
@@ -359,7 +359,7 @@ def test_the_lifecycles_refusals_are_said_in_the_viewers_language(
     words = _text(answer.text)
     assert "Cette version ne peut pas avancer telle quelle" in words
     line = 1 + next(n for n, text in enumerate(broken.splitlines()) if "nowhere-recap" in text)
-    assert f"ligne {line} : steps[3].send.template unknown template 'nowhere-recap'" in words
+    assert f"ligne {line} : steps[2].send.template unknown template 'nowhere-recap'" in words
     # The domain keeps its English for the API.
     with pytest.raises(versions.LifecycleError, match="cannot go live version 1"):
         versions.change_status(services.db, "abandoned-cart", 1, "go_live", "x", clock.now_ms())

@@ -46,7 +46,7 @@ def test_a_marketer_simulates_a_journey_for_a_customer_and_compares_two_versions
     source = ready_made_source("abandoned-cart")
     assert source is not None
     versions.publish(services.db, source, "mia@brand.example", "rob@brand.example", 0)
-    changed = source.replace("wait: 45m", "wait: 30m")
+    changed = source.replace("wait: 1h", "wait: 30m")
     versions.save_draft(services.db, changed, "marketer@brand.example", services.clock.now_ms())
     opt_in(services, "ana")
 
@@ -63,8 +63,8 @@ def test_a_marketer_simulates_a_journey_for_a_customer_and_compares_two_versions
     page.locator("#f-sim-version").select_option("2")
     page.get_by_label("Customer (any id, optional)").fill("ana")
     page.get_by_label("What happens, in YAML").fill(
-        "- at: +0m\n  event: Checkout Started\n"
-        "  properties: {checkout_id: c-9, total: 40, currency: EUR}\n"
+        "- at: +0m\n  event: Cart Abandoned\n"
+        "  properties: {cart_id: c-9, total: 40, currency: EUR}\n"
     )
     page.get_by_role("button", name="Run the simulation").click()
     timeline = page.locator("ol.sim-timeline")
@@ -73,7 +73,7 @@ def test_a_marketer_simulates_a_journey_for_a_customer_and_compares_two_versions
     words = timeline.inner_text()
     assert "Entered" in words and "Would send" in words
     assert "would send abandoned-cart-recap on email" in words
-    assert "+00:30" in words  # version 2 waits 30 minutes, not 45
+    assert "+00:30" in words  # version 2 waits 30 minutes before the recap, not an hour
     assert page.locator(".sim-message").first.is_visible()  # a message as it would go
     assert accessibility_problems(page) == []
     page.screenshot(path=folder / "journey-simulated-desktop.png", full_page=True)
@@ -95,7 +95,7 @@ def test_a_marketer_simulates_a_journey_for_a_customer_and_compares_two_versions
     assert "Lines changed: 1, removed: 0, added: 0." in page.get_by_role("status").inner_text()
     changed_row = page.locator("tr.diff-changed")
     assert changed_row.count() == 1
-    assert "wait: 45m" in changed_row.inner_text() and "wait: 30m" in changed_row.inner_text()
+    assert "wait: 1h" in changed_row.inner_text() and "wait: 30m" in changed_row.inner_text()
     assert "changed to:" in changed_row.locator("td.diff-right").text_content()
     assert _overflow(page) <= 1
     page.screenshot(path=folder / "journey-compare-phone.png", full_page=True)
@@ -112,7 +112,7 @@ def test_the_journey_pages_pass_the_accessibility_check_in_french(
     source = ready_made_source("abandoned-cart")
     assert source is not None
     versions.publish(services.db, source, "mia@brand.example", "rob@brand.example", 0)
-    versions.save_draft(services.db, source.replace("45m", "1h"), "mia@brand.example", 0)
+    versions.save_draft(services.db, source.replace("wait: 1h", "wait: 2h"), "mia@brand.example", 0)
     page = _sign_in(browser, live_server, "viewer@brand.example", "fr-FR", PHONE)
     for path in ("/console/journeys/abandoned-cart", "/console/journeys/abandoned-cart/compare"):
         answer = page.goto(f"{live_server.url}{path}")

@@ -87,8 +87,8 @@ def test_the_hot_path_reads_no_per_customer_table_whole(traced: list[str], tmp_p
                         "track",
                         at=START,
                         userId=f"c-{n}",
-                        event="Checkout Started",
-                        properties={"checkout_id": f"k-{n}", "total": 150 + n},
+                        event="Cart Abandoned",  # as commerce announces a cart
+                        properties={"cart_id": f"k-{n}", "total": 150 + n},
                     ),
                 ]
             )

@@ -108,10 +108,10 @@ def steps(
                             {
                                 "type": "track",
                                 "userId": f"c-{n}",
-                                "event": "Checkout Started",
+                                "event": "Cart Abandoned",  # the journey's entry
                                 "messageId": f"co-{n}",
                                 "timestamp": iso(start),
-                                "properties": {"checkout_id": f"k-{n}", "total": 100 + n % 100},
+                                "properties": {"cart_id": f"k-{n}", "total": 100 + n % 100},
                             }
                         ),
                         source="bench",

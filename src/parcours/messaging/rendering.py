@@ -14,7 +14,10 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
 from parcours.runtime.documents import JsonObject
 
-CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated"}
+# The events whose properties are a cart (`cart` in a template): the shopper's, and
+# commerce's `Cart Abandoned`, which names the cart's items, total and recovery link as
+# they do (docs/commerce.md).
+CART_EVENTS = {"Checkout Started", "Cart Viewed", "Product Added", "Cart Updated", "Cart Abandoned"}
 
 
 @dataclass(frozen=True)
