@@ -10,8 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, exists, func, select
 
+from parcours.commerce import statuses
+from parcours.commerce.returns import DEFAULT_WINDOW_DAYS, SECTOR_WINDOW_DAYS, ReturnWindow
 from parcours.commerce.tables import (
     commerce_order_lines,
     commerce_orders,
@@ -133,14 +135,16 @@ def order(conn: Connection, order_id: str) -> Order | None:
     return found[0] if found else None
 
 
-def orders_of(conn: Connection, customer_id: int) -> list[Order]:
-    """A customer's orders, newest first."""
-    rows = conn.execute(
+def orders_of(conn: Connection, customer_id: int, limit: int | None = None) -> list[Order]:
+    """A customer's orders, newest first (the `limit` most recent when given)."""
+    query = (
         select(commerce_orders)
         .where(commerce_orders.c.customer_id == customer_id)
         .order_by(commerce_orders.c.placed_at.desc(), commerce_orders.c.order_id)
-    ).all()
-    return _orders(conn, rows)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return _orders(conn, conn.execute(query).all())
 
 
 def _is(order_id: str) -> Any:
@@ -315,23 +319,215 @@ def returns_of_order(conn: Connection, order_id: str) -> list[Return]:
         .where(commerce_returns.c.order_id == order_id)
         .order_by(commerce_returns.c.updated_at, commerce_returns.c.return_id)
     )
-    return [
-        Return(
-            return_id=row.return_id,
-            order_id=row.order_id,
-            customer_id=row.customer_id,
-            status=row.status,
-            reason=row.reason,
-            requested_at=row.requested_at,
-            label_sent_at=row.label_sent_at,
-            received_at=row.received_at,
-            refunded_at=row.refunded_at,
-            window_days=row.window_days,
-            within_window=None if row.within_window is None else bool(row.within_window),
-        )
-        for row in rows
-    ]
+    return [_return(row) for row in rows]
+
+
+def _return(row: Row[Any]) -> Return:
+    return Return(
+        return_id=row.return_id,
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        status=row.status,
+        reason=row.reason,
+        requested_at=row.requested_at,
+        label_sent_at=row.label_sent_at,
+        received_at=row.received_at,
+        refunded_at=row.refunded_at,
+        window_days=row.window_days,
+        within_window=None if row.within_window is None else bool(row.within_window),
+    )
 
 
 def _decimal(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
+
+
+# ---- the console's lists (issue 21: shipments, returns) --------------------------------------
+
+_OPEN = commerce_shipments.c.status.not_in(sorted(statuses.FINAL))
+_LATE_WORD = "delayed"  # a carrier's report that the parcel is late (it moves nothing)
+
+
+class ShipmentLine(msgspec.Struct, frozen=True):
+    """A shipment as a list shows it, without its scans: when its last report was
+    recorded (`last_report_at`), and whether a carrier reported it late."""
+
+    shipment_id: str
+    order_id: str | None
+    customer_id: int | None
+    carrier: str | None
+    tracking_number: str | None
+    status: str
+    status_at: int
+    estimated_from: int | None
+    estimated_to: int | None
+    delivered_at: int | None
+    first_seen_at: int
+    last_report_at: int
+    reported_late: bool
+
+
+def _lines_query() -> Any:
+    s = commerce_shipments.c
+    late = exists(
+        select(commerce_shipment_scans.c.id).where(
+            commerce_shipment_scans.c.shipment_id == s.shipment_id,
+            commerce_shipment_scans.c.reported == _LATE_WORD,
+        )
+    ).label("reported_late")
+    return select(
+        s.shipment_id,
+        s.order_id,
+        s.customer_id,
+        s.carrier,
+        s.tracking_number,
+        s.status,
+        s.status_at,
+        s.estimated_from,
+        s.estimated_to,
+        s.delivered_at,
+        s.created_at,
+        s.updated_at,
+        late,
+    )
+
+
+def _shipment_lines(conn: Connection, query: Any) -> list[ShipmentLine]:
+    return [
+        ShipmentLine(
+            shipment_id=row.shipment_id,
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            carrier=row.carrier,
+            tracking_number=row.tracking_number,
+            status=row.status,
+            status_at=row.status_at,
+            estimated_from=row.estimated_from,
+            estimated_to=row.estimated_to,
+            delivered_at=row.delivered_at,
+            first_seen_at=row.created_at,
+            last_report_at=row.updated_at,
+            reported_late=bool(row.reported_late),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def shipments_stalled(
+    conn: Connection, reported_before: int, status: str | None = None, limit: int = 50
+) -> list[ShipmentLine]:
+    """Parcels still on their way (not delivered nor returned) whose last report was
+    recorded before `reported_before`, the longest silent first."""
+    c = commerce_shipments.c
+    query = _lines_query().where(_OPEN, c.updated_at < reported_before)
+    if status:
+        query = query.where(c.status == status)
+    return _shipment_lines(conn, query.order_by(c.updated_at, c.shipment_id).limit(limit))
+
+
+def shipments_delayed(
+    conn: Connection, now: int, status: str | None = None, limit: int = 50
+) -> list[ShipmentLine]:
+    """Parcels still on their way whose estimated delivery has passed, or that a carrier
+    reported late (`delayed`); the earliest expected first."""
+    c = commerce_shipments.c
+    late = exists(
+        select(commerce_shipment_scans.c.id).where(
+            commerce_shipment_scans.c.shipment_id == c.shipment_id,
+            commerce_shipment_scans.c.reported == _LATE_WORD,
+        )
+    )
+    query = _lines_query().where(_OPEN, (c.estimated_to < now) | late)
+    if status:
+        query = query.where(c.status == status)
+    ordered = query.order_by(c.estimated_to.is_(None), c.estimated_to, c.shipment_id)
+    return _shipment_lines(conn, ordered.limit(limit))
+
+
+def shipments_latest(
+    conn: Connection, status: str | None = None, limit: int = 50, offset: int = 0
+) -> list[ShipmentLine]:
+    """Parcels by their last report, the latest first (of one status when given)."""
+    c = commerce_shipments.c
+    query = _lines_query()
+    if status:
+        query = query.where(c.status == status)
+    query = query.order_by(c.updated_at.desc(), c.shipment_id).limit(limit).offset(offset)
+    return _shipment_lines(conn, query)
+
+
+def shipment_counts(conn: Connection) -> dict[str, int]:
+    """How many parcels are at each status."""
+    c = commerce_shipments.c
+    return {
+        row.status: int(row.n)
+        for row in conn.execute(select(c.status, func.count().label("n")).group_by(c.status))
+    }
+
+
+def shipments_of_orders(conn: Connection, order_ids: Sequence[str]) -> dict[str, list[Shipment]]:
+    """The parcels of several orders with their scans, by order (first seen first)."""
+    if not order_ids:
+        return {}
+    rows = conn.execute(
+        select(commerce_shipments)
+        .where(commerce_shipments.c.order_id.in_(list(order_ids)))
+        .order_by(commerce_shipments.c.created_at, commerce_shipments.c.shipment_id)
+    ).all()
+    found: dict[str, list[Shipment]] = defaultdict(list)
+    for shipment_ in _shipments(conn, rows):
+        assert shipment_.order_id is not None
+        found[shipment_.order_id].append(shipment_)
+    return dict(found)
+
+
+def returns_of_orders(conn: Connection, order_ids: Sequence[str]) -> dict[str, list[Return]]:
+    """The returns of several orders, by order (first requested first)."""
+    if not order_ids:
+        return {}
+    found: dict[str, list[Return]] = defaultdict(list)
+    for row in conn.execute(
+        select(commerce_returns)
+        .where(commerce_returns.c.order_id.in_(list(order_ids)))
+        .order_by(commerce_returns.c.updated_at, commerce_returns.c.return_id)
+    ):
+        found[row.order_id].append(_return(row))
+    return dict(found)
+
+
+def returns_list(
+    conn: Connection,
+    status: str | None = None,
+    within_window: bool | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Return]:
+    """Returns, the latest changed first; of one stage, within the window or not, when
+    asked."""
+    c = commerce_returns.c
+    query = select(commerce_returns)
+    if status:
+        query = query.where(c.status == status)
+    if within_window is not None:
+        query = query.where(c.within_window == within_window)
+    query = query.order_by(c.updated_at.desc(), c.return_id).limit(limit).offset(offset)
+    return [_return(row) for row in conn.execute(query)]
+
+
+def return_counts(conn: Connection) -> dict[str, int]:
+    """How many returns are at each stage."""
+    c = commerce_returns.c
+    return {
+        row.status: int(row.n)
+        for row in conn.execute(select(c.status, func.count().label("n")).group_by(c.status))
+    }
+
+
+def return_window_of(setting_days: int, sector: str) -> ReturnWindow:
+    """The return window a brand of `sector` gives (the setting when set), without the
+    database: what the tracking page's preview shows for a sector picked on it."""
+    if setting_days > 0:
+        return ReturnWindow(setting_days, "setting", sector)
+    if sector in SECTOR_WINDOW_DAYS:
+        return ReturnWindow(SECTOR_WINDOW_DAYS[sector], "sector", sector)
+    return ReturnWindow(DEFAULT_WINDOW_DAYS, "default", sector)

@@ -17,6 +17,7 @@ from parcours.console.access import (
     refused_page,
     sign_in_redirect,
 )
+from parcours.console.commerce_pages import commerce_routes
 from parcours.console.customers_pages import customers_routes
 from parcours.console.journeys_pages import journeys_routes
 from parcours.console.keys_pages import keys_routes
@@ -57,6 +58,7 @@ def console_router() -> Router:
             *outbox_routes(),
             *preferences_routes(),
             *tracking_routes(),
+            *commerce_routes(),
             *templates_routes(),
             *segments_routes(),
             *settings_routes(),

@@ -19,6 +19,7 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy import Connection
 
 from parcours import accounts, messaging
+from parcours.console import commerce_pages
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
 from parcours.console.outbox_pages import words_for
 from parcours.console.rendering import Viewer, not_found, page
@@ -119,7 +120,7 @@ def _customer_page(
         runs = versions.runs_of(conn, customer_id)
         decisions = versions.trace(conn, customer_id)
         messages = messaging.outbox_page(conn, MESSAGES_SHOWN, None, [customer_id])
-        orders = profiles.orders_of(conn, customer_id, ORDERS_SHOWN)
+        orders = commerce_pages.orders_of(conn, parts, customer_id, ORDERS_SHOWN)
     return page(
         viewer,
         "customer.html",

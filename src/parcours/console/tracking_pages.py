@@ -176,13 +176,15 @@ def _tracked(conn: Connection, order_id: str) -> Tracked | None:
     )
 
 
-def _page(viewer: Viewer, status: int, **values: Any) -> Response[bytes]:
+def _page(
+    viewer: Viewer, status: int, headers: dict[str, str] = HEADERS, **values: Any
+) -> Response[bytes]:
     html = render(viewer, "tracking.html", **values)
     return Response(
         html.encode("utf-8"),
         status_code=status,
         media_type="text/html; charset=utf-8",
-        headers=HEADERS,
+        headers=headers,
     )
 
 
@@ -220,8 +222,23 @@ def tracking_page(
     locale = _locale(request, look, traits.get("locale") or computed.get("locale"))
     zone = _zone(traits.get("timezone") or computed.get("timezone"), look.timezone)
     viewer = Viewer(locale=locale, timezone=zone.key, brand=look.name, look=look)
-    moments = Moments(locale, zone)
-    now = console.clock.now_ms()
+    contact = _safe_url(console.delivery.brand.url if console.delivery else None)
+    return draw(viewer, zone, tracked, window, console.clock.now_ms(), contact)
+
+
+def draw(
+    viewer: Viewer,
+    zone: ZoneInfo,
+    tracked: Tracked,
+    window: commerce.ReturnWindow,
+    now: int,
+    contact: str | None,
+    headers: dict[str, str] = HEADERS,
+) -> Response[bytes]:
+    """The tracking page of `tracked` as its customer sees it (also drawn from sample data
+    by the console's preview, console/commerce_pages.py)."""
+    assert viewer.look is not None
+    moments = Moments(viewer.locale, zone)
     order = tracked.order
     delivered = [s.delivered_at for s in tracked.shipments if s.delivered_at is not None]
     opened_at = max(delivered) if delivered else None
@@ -229,6 +246,7 @@ def tracking_page(
     return _page(
         viewer,
         200,
+        headers,
         found=True,
         order=order,
         number=order.number or order.order_id,
@@ -250,9 +268,9 @@ def tracking_page(
         window=window,
         closes_at=closes_at,
         window_open=closes_at is None or now <= closes_at,
-        contact=_safe_url(console.delivery.brand.url if console.delivery else None),
+        contact=contact,
         moments=moments,
-        languages=[code for code in SHIPPED if code in look.languages],
+        languages=[code for code in SHIPPED if code in viewer.look.languages],
         recommendations=[],  # a later slice places them (issue 21, recommendations)
     )
 

@@ -1,0 +1,452 @@
+"""Commerce in the console (issue 21, docs/console.md "Commerce"): an order's page, the
+Shipments page (stalled, delayed and exceptions first), the Returns page, the Catalog and
+stock page, and the tracking page's preview per stage and sector from sample data. Every
+signed-in user reads them; nothing on them changes commerce's data. Everything is read
+through commerce's face."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from litestar import Request, Response, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
+from sqlalchemy import Connection
+
+from parcours import commerce
+from parcours.commerce import statuses
+from parcours.console.access import ConsoleParts, brand_of, signed_in
+from parcours.console.rendering import Viewer, not_found, page
+from parcours.console.tracking_pages import HEADERS, Stage, Tracked, draw, timeline
+from parcours.http import Injected
+from parcours.messaging import SECTOR_PRESETS
+from parcours.runtime.i18n import SHIPPED
+
+HOUR_MS = 3_600_000
+STALLED_AFTER_HOURS = 48  # no report for this long: stalled (the page's field changes it)
+MAX_STALLED_AFTER_HOURS = 24 * 60
+SHOWN = 50  # rows of each list
+RETURN_STAGES = ("requested", "label_sent", "received", "refunded")
+# The tracking page's preview is drawn in a frame of the console's own pages.
+FRAME_HEADERS = {
+    **HEADERS,
+    "Content-Security-Policy": HEADERS["Content-Security-Policy"].replace(
+        "frame-ancestors 'none'", "frame-ancestors 'self'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
+# ---- orders (the customer's page, an order's page) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order as the console shows it: its parcels with their stages, its returns, and
+    its tracking page's link."""
+
+    order: commerce.Order
+    parcels: list[tuple[commerce.Shipment, list[Stage]]]
+    returns: list[commerce.Return]
+    tracking: str | None
+
+
+def orders_of(
+    conn: Connection, parts: ConsoleParts, customer_id: int, limit: int
+) -> list[OrderView]:
+    """A customer's `limit` latest orders with their parcels and returns (four queries for
+    the orders, one for their parcels and one for their scans, one for their returns)."""
+    found = commerce.orders_of(conn, customer_id, limit)
+    ids = [o.order_id for o in found]
+    parcels = commerce.shipments_of_orders(conn, ids)
+    returns = commerce.returns_of_orders(conn, ids)
+    return [
+        _view(parts, o, parcels.get(o.order_id, []), returns.get(o.order_id, [])) for o in found
+    ]
+
+
+def _view(
+    parts: ConsoleParts,
+    order: commerce.Order,
+    parcels: list[commerce.Shipment],
+    returns: list[commerce.Return],
+) -> OrderView:
+    link = parts.links.tracking(order.order_id) if parts.links is not None else None
+    return OrderView(order, [(s, timeline(s)) for s in parcels], returns, link)
+
+
+@get("/console/orders/{order_id:str}", sync_to_thread=True)
+def order_page(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], order_id: FromPath[str]
+) -> Response[bytes]:
+    viewer = signed_in(request, console)
+    with console.db.read() as conn:
+        found = commerce.order(conn, order_id)
+        if found is None:
+            return not_found(viewer, "commerce.order.unknown")
+        view = _view(
+            console,
+            found,
+            commerce.shipments_of_order(conn, order_id),
+            commerce.returns_of_order(conn, order_id),
+        )
+    return page(viewer, "commerce_order.html", current="/console/shipments", view=view)
+
+
+# ---- shipments ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShipmentRow:
+    line: commerce.ShipmentLine
+    flags: tuple[str, ...]  # stalled, delayed, exception
+
+
+def flags_of(line: commerce.ShipmentLine, now: int, silent_since: int) -> tuple[str, ...]:
+    """Why a parcel needs attention: `stalled` (on its way, no report since
+    `silent_since`), `delayed` (on its way, its estimate passed or a carrier said it is
+    late), `exception` (a problem reported)."""
+    found: list[str] = []
+    if line.status not in statuses.FINAL:
+        if line.last_report_at < silent_since:
+            found.append("stalled")
+        if line.reported_late or (line.estimated_to is not None and line.estimated_to < now):
+            found.append("delayed")
+    if line.status == statuses.EXCEPTION:
+        found.append("exception")
+    return tuple(found)
+
+
+def _hours(value: str) -> int:
+    try:
+        hours = int(value)
+    except ValueError:
+        return STALLED_AFTER_HOURS
+    return min(max(hours, 1), MAX_STALLED_AFTER_HOURS)
+
+
+@get("/console/shipments", sync_to_thread=True)
+def shipments_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    status: FromQuery[str] = "",
+    stalled_after: FromQuery[str] = "",
+) -> Response[bytes]:
+    """Parcels needing attention first (stalled, then delayed, then exceptions), then the
+    others by their last report; of one status when asked."""
+    viewer = signed_in(request, console)
+    chosen = status if status in statuses.STATUSES else ""
+    hours = _hours(stalled_after) if stalled_after else STALLED_AFTER_HOURS
+    now = console.clock.now_ms()
+    silent_since = now - hours * HOUR_MS
+    wanted = chosen or None
+    with console.db.read() as conn:
+        attention = commerce.shipments_stalled(conn, silent_since, wanted, SHOWN)
+        attention += commerce.shipments_delayed(conn, now, wanted, SHOWN)
+        if chosen in ("", statuses.EXCEPTION):
+            attention += commerce.shipments_latest(conn, statuses.EXCEPTION, SHOWN)
+        latest = commerce.shipments_latest(conn, wanted, SHOWN)
+        counts = commerce.shipment_counts(conn)
+    seen: set[str] = set()
+    first: list[ShipmentRow] = []
+    for line in attention:
+        if line.shipment_id not in seen:
+            seen.add(line.shipment_id)
+            first.append(ShipmentRow(line, flags_of(line, now, silent_since)))
+    others = [
+        ShipmentRow(line, flags_of(line, now, silent_since))
+        for line in latest
+        if line.shipment_id not in seen
+    ]
+    return page(
+        viewer,
+        "commerce_shipments.html",
+        current="/console/shipments",
+        attention=first,
+        others=others,
+        counts=counts,
+        total=sum(counts.values()),
+        chosen=chosen,
+        statuses=statuses.STATUSES,
+        hours=hours,
+        tracking=_tracking_links(console),
+    )
+
+
+def _tracking_links(parts: ConsoleParts) -> Any:
+    def link(order_id: str | None) -> str | None:
+        if order_id is None or parts.links is None:
+            return None
+        return parts.links.tracking(order_id)
+
+    return link
+
+
+# ---- returns ------------------------------------------------------------------------------
+
+
+@get("/console/returns", sync_to_thread=True)
+def returns_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    status: FromQuery[str] = "",
+    window: FromQuery[str] = "",
+    page_number: FromQuery[int] = 1,
+) -> Response[bytes]:
+    """Returns, the latest changed first; by stage, within the window or not."""
+    viewer = signed_in(request, console)
+    chosen = status if status in RETURN_STAGES else ""
+    within = {"in": True, "out": False}.get(window)
+    number = max(page_number, 1)
+    with console.db.read() as conn:
+        found = commerce.returns_list(conn, chosen or None, within, SHOWN + 1, (number - 1) * SHOWN)
+        counts = commerce.return_counts(conn)
+    return page(
+        viewer,
+        "commerce_returns.html",
+        current="/console/returns",
+        returns=found[:SHOWN],
+        more=len(found) > SHOWN,
+        page_number=number,
+        counts=counts,
+        chosen=chosen,
+        window=window if within is not None else "",
+        stages=RETURN_STAGES,
+    )
+
+
+# ---- the catalog --------------------------------------------------------------------------
+
+
+@get("/console/catalog", sync_to_thread=True)
+def catalog_page(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], after: FromQuery[str] = ""
+) -> Response[bytes]:
+    """Products with their variants, prices and stock, a page at a time."""
+    viewer = signed_in(request, console)
+    with console.db.read() as conn:
+        found = commerce.products(conn, after=after or None, limit=SHOWN + 1)
+    return page(
+        viewer,
+        "commerce_catalog.html",
+        current="/console/catalog",
+        products=found[:SHOWN],
+        next_after=found[SHOWN - 1].product_id if len(found) > SHOWN else None,
+        after=after,
+    )
+
+
+# ---- the tracking page's preview ------------------------------------------------------------
+
+# How a parcel came to each stage, in the preview's sample.
+PATHS: dict[str, tuple[str, ...]] = {
+    statuses.INFO_RECEIVED: (statuses.INFO_RECEIVED,),
+    statuses.IN_TRANSIT: (statuses.INFO_RECEIVED, statuses.IN_TRANSIT),
+    statuses.OUT_FOR_DELIVERY: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.OUT_FOR_DELIVERY,
+    ),
+    statuses.FAILED_ATTEMPT: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.OUT_FOR_DELIVERY,
+        statuses.FAILED_ATTEMPT,
+    ),
+    statuses.AVAILABLE_FOR_PICKUP: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.AVAILABLE_FOR_PICKUP,
+    ),
+    statuses.DELIVERED: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.OUT_FOR_DELIVERY,
+        statuses.DELIVERED,
+    ),
+    statuses.EXCEPTION: (statuses.INFO_RECEIVED, statuses.IN_TRANSIT, statuses.EXCEPTION),
+    statuses.EXPIRED: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.AVAILABLE_FOR_PICKUP,
+        statuses.EXPIRED,
+    ),
+    statuses.RETURNED_TO_SENDER: (
+        statuses.INFO_RECEIVED,
+        statuses.IN_TRANSIT,
+        statuses.AVAILABLE_FOR_PICKUP,
+        statuses.EXPIRED,
+        statuses.RETURNED_TO_SENDER,
+    ),
+}
+PLACES = ("Lyon", "Mâcon", "Dijon", "Paris 11e", "Paris 11e")
+# Each sector's sample items: (its key in console_commerce.json, unit price, quantity).
+SAMPLES: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "fashion": (("linen_shirt", "59.00", 1), ("canvas_sneakers", "85.00", 1)),
+    "beauty": (("face_serum", "34.00", 1), ("lip_balm", "9.50", 2)),
+    "electronics": (("headphones", "129.00", 1), ("usb_cable", "15.00", 2)),
+    "home": (("linen_sheets", "119.00", 1), ("candle", "24.00", 2)),
+    "food": (("coffee_beans", "14.50", 3), ("olive_oil", "19.00", 1)),
+    "luxury": (("leather_bag", "890.00", 1),),
+    "children": (("baby_bodysuit", "22.00", 3), ("plush_toy", "29.00", 1)),
+    "subscription": (("monthly_box", "39.00", 1),),
+    "": (("sample_item", "45.00", 1), ("gift_card", "25.00", 1)),
+}
+
+
+def _stage(value: str) -> str:
+    return value if value in PATHS else statuses.IN_TRANSIT
+
+
+def sample(viewer: Viewer, stage: str, sector: str, now: int) -> Tracked:
+    """An order of `sector`'s sample items, with one parcel that reached `stage` (its
+    stages six hours apart, the last an hour ago), no real customer's."""
+    path = PATHS[_stage(stage)]
+    placed = now - (len(path) * 6 + 12) * HOUR_MS
+    lines = tuple(
+        commerce.OrderLine(
+            line=number,
+            product_id=f"sample-{key}",
+            variant_id=None,
+            sku=None,
+            name=viewer.t(f"commerce.sample.{key}"),
+            image_url=None,
+            price=Decimal(price),
+            quantity=quantity,
+            refunded_quantity=0,
+            refunded_amount=Decimal(0),
+        )
+        for number, (key, price, quantity) in enumerate(SAMPLES.get(sector, SAMPLES[""]), 1)
+    )
+    total = sum((line.price * line.quantity for line in lines), Decimal(0))
+    order = commerce.Order(
+        order_id="preview",
+        customer_id=None,
+        source="site",
+        number="#1042",
+        status="placed",
+        currency="EUR",
+        subtotal=total,
+        discount=None,
+        coupon=None,
+        shipping=Decimal(0),
+        tax=None,
+        total=total,
+        refunded=Decimal(0),
+        placed_at=placed,
+        cancelled_at=None,
+        cancel_reason=None,
+        lines=lines,
+        refunds=(),
+    )
+    times = [now - HOUR_MS - (len(path) - 1 - n) * 6 * HOUR_MS for n in range(len(path))]
+    scans = tuple(
+        commerce.Scan(
+            reported=status,
+            status=status,
+            location=PLACES[min(n, len(PLACES) - 1)] if n else None,
+            source="preview",
+            applied=True,
+            occurred_at=at,
+            recorded_at=at,
+        )
+        for n, (status, at) in enumerate(zip(path, times, strict=True))
+    )
+    final = path[-1]
+    tomorrow = _tomorrow_morning(now, viewer.timezone)
+    parcel = commerce.Shipment(
+        shipment_id="preview-1",
+        order_id=order.order_id,
+        order_known=True,
+        customer_id=None,
+        carrier="Colissimo",
+        tracking_number="6A00000000000",
+        tracking_url="https://carrier.example/track/6A00000000000",
+        status=final,
+        status_at=times[-1],
+        first_status=path[0],
+        estimated_from=tomorrow,
+        estimated_to=tomorrow + 4 * HOUR_MS,
+        delivered_at=times[-1] if final == statuses.DELIVERED else None,
+        scans=scans,
+    )
+    return Tracked(order, [parcel], [])
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _tomorrow_morning(now: int, timezone: str) -> int:
+    """9:00 tomorrow in the brand's time zone: the sample's estimated delivery."""
+    zone = _zone(timezone)
+    moment = datetime.fromtimestamp(now / 1000, tz=UTC).astimezone(zone) + timedelta(days=1)
+    morning = moment.replace(hour=9, minute=0, second=0, microsecond=0)
+    return int(morning.timestamp() * 1000)
+
+
+@get("/console/tracking-preview", sync_to_thread=True)
+def preview_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    stage: FromQuery[str] = statuses.IN_TRANSIT,
+    sector: FromQuery[str | None] = None,
+    lang: FromQuery[str] = "",
+) -> Response[bytes]:
+    """A stage and a sector picked, the tracking page drawn as a customer would see it
+    (in a frame at a phone's width), from sample data: no real order is read."""
+    viewer = signed_in(request, console)
+    look = brand_of(console)
+    chosen_sector = sector if sector is not None and sector in SECTOR_PRESETS else look.sector
+    chosen_stage = _stage(stage)
+    language = lang if lang in SHIPPED else viewer.locale
+    window = commerce.return_window_of(console.return_window_days, chosen_sector)
+    query = f"stage={chosen_stage}&sector={chosen_sector}&lang={language}"
+    return page(
+        viewer,
+        "commerce_preview.html",
+        current="/console/tracking-preview",
+        stages=tuple(PATHS),
+        sectors=tuple(SECTOR_PRESETS),
+        stage=chosen_stage,
+        sector=chosen_sector,
+        language=language,
+        languages=SHIPPED,
+        channel=SECTOR_PRESETS.get(chosen_sector),
+        window=window,
+        frame=f"/console/tracking-preview/page?{query}",
+    )
+
+
+@get("/console/tracking-preview/page", sync_to_thread=True)
+def preview_frame(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    stage: FromQuery[str] = statuses.IN_TRANSIT,
+    sector: FromQuery[str | None] = None,
+    lang: FromQuery[str] = "",
+) -> Response[bytes]:
+    """The tracking page itself, from the sample of a stage and a sector, in the brand's
+    look (the frame of the preview, or a page of its own)."""
+    viewer = signed_in(request, console)
+    look = brand_of(console)
+    chosen_sector = sector if sector is not None and sector in SECTOR_PRESETS else look.sector
+    locale = lang if lang in SHIPPED else viewer.locale
+    customer = Viewer(locale=locale, timezone=look.timezone, brand=look.name, look=look)
+    now = console.clock.now_ms()
+    tracked = sample(customer, stage, chosen_sector, now)
+    window = commerce.return_window_of(console.return_window_days, chosen_sector)
+    url = console.delivery.brand.url if console.delivery else None
+    contact = url if url and url.startswith(("https://", "http://")) else None
+    return draw(customer, _zone(look.timezone), tracked, window, now, contact, FRAME_HEADERS)
+
+
+def commerce_routes() -> list[HTTPRouteHandler]:
+    return [order_page, shipments_page, returns_page, catalog_page, preview_page, preview_frame]

@@ -1,0 +1,394 @@
+"""Commerce in the console (docs/console.md, "Commerce"), over HTTP on SQLite and
+PostgreSQL, with orders, parcels, returns and the catalog sent through the writer: the
+customer's orders with their lines, refunds, parcels and returns; the Shipments page with
+stalled, delayed and problem parcels first, filtered by status; the Returns page by stage
+and window; the Catalog and stock page; the tracking page's preview per stage and sector;
+a viewer reads everything and changes nothing; French."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html import unescape
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from litestar.testing import TestClient
+
+from parcours import accounts, commerce
+from parcours.app import create_app
+from parcours.customers import profiles
+from parcours.log import Event
+from parcours.runtime.clock import SimulatedClock, iso
+from parcours.services import Services
+from tests.conftest import START, make_event
+
+PASSWORD = "a long enough passphrase"
+HOUR = 3_600_000
+DAY = 24 * HOUR
+LATER = START + 3 * DAY  # when the later reports come, and the pages are read
+
+
+class Member:
+    """A signed-in member of the brand's team, without a browser."""
+
+    def __init__(self, services: Services, email: str, locale: str = "en") -> None:
+        self.client: TestClient[Any] = TestClient(app=create_app(services, close_on_shutdown=False))
+        self.client.__enter__()
+        self.headers = {"Accept-Language": locale}
+        answer = self.client.post(
+            "/console/login",
+            data={"email": email, "password": PASSWORD},
+            headers=self.headers,
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        found = re.search(r'name="csrf" value="([^"]+)"', self.get("/console/").text)
+        assert found is not None
+        self.csrf = found.group(1)
+
+    def get(self, path: str, **params: str) -> Any:
+        path, _, query = path.partition("?")
+        return self.client.get(
+            path, params={**dict(parse_qsl(query)), **params}, headers=self.headers
+        )
+
+    def page(self, path: str, **params: str) -> str:
+        answer = self.get(path, **params)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:500])
+        return unescape(str(answer.text))
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def team(services: Services) -> Iterator[dict[str, Member]]:
+    db, now = services.db, services.clock.now_ms()
+    token = accounts.setup_link_token(db, now)
+    assert token is not None
+    owner = accounts.accept_invitation(
+        db, token, email="owner@brand.example", name="Owner", password=PASSWORD, now=now
+    )
+    for role in ("support", "marketer", "reviewer", "viewer"):
+        _, link = accounts.invite(db, owner, email=f"{role}@brand.example", role=role, now=now)
+        accounts.accept_invitation(
+            db, link, email="", name=role.title(), password=PASSWORD, now=now
+        )
+    members: dict[str, Member] = {}
+    yield members
+    for member in members.values():
+        member.close()
+
+
+def append(services: Services, *events: Event) -> None:
+    services.writer.append_sync(list(events))
+
+
+def placed(order_id: str, at: int = START, user: str = "ana", **extra: Any) -> Event:
+    products = [
+        {"product_id": "p1", "sku": "TEE-M", "name": "Linen tee", "price": 40, "quantity": 2},
+        {"product_id": "p2", "name": "Canvas cap", "price": 25, "quantity": 1},
+    ]
+    return make_event(
+        userId=user,
+        event="Order Completed",
+        at=at,
+        properties={
+            "order_id": order_id,
+            "currency": "EUR",
+            "total": 105,
+            "products": products,
+            **extra,
+        },
+    )
+
+
+def scan(order_id: str, shipment_id: str, status: str, at: int, **extra: Any) -> Event:
+    return make_event(
+        userId="ana",
+        event="Shipment Updated",
+        at=at,
+        properties={"shipment_id": shipment_id, "order_id": order_id, "status": status, **extra},
+    )
+
+
+def returned(name: str, return_id: str, order_id: str, at: int, **extra: Any) -> Event:
+    return make_event(
+        userId="ana",
+        event=name,
+        at=at,
+        properties={"return_id": return_id, "order_id": order_id, **extra},
+    )
+
+
+def shop(services: Services, clock: SimulatedClock) -> int:
+    """Ana's orders, parcels in every state, returns, a refund and a catalog; the clock at
+    LATER plus an hour. Reports at START are recorded then, those at LATER then."""
+    append(services, make_event("identify", userId="ana", traits={"email": "ana@example.com"}))
+    append(
+        services,
+        placed("o-1", order_number="#1001"),
+        *(placed(f"o-{n}") for n in range(2, 7)),
+        placed("o-old", at=START - 40 * DAY),
+        # s-stalled: on its way, nothing since START
+        scan("o-1", "s-stalled", "label_created", START),
+        scan("o-1", "s-stalled", "in_transit", START + HOUR, carrier="Colissimo", location="Lyon"),
+        # s-done: delivered at START: old, but not stalled
+        scan("o-5", "s-done", "delivered", START),
+        scan("o-old", "s-old", "delivered", START - 39 * DAY),
+        make_event(
+            userId="ana",
+            event="Order Refunded",
+            at=START + HOUR,
+            properties={"order_id": "o-1", "refund_id": "rf-1", "total": 25, "currency": "EUR"},
+        ),
+        make_event(
+            userId="ana",
+            event="Product Updated",
+            at=START,
+            properties={
+                "product_id": "p1",
+                "name": "Linen tee",
+                "category": "Tops",
+                "variants": [
+                    {
+                        "variant_id": "v1",
+                        "sku": "TEE-M",
+                        "variant": "M",
+                        "price": 40,
+                        "currency": "EUR",
+                        "stock": 12,
+                    },
+                    {
+                        "variant_id": "v2",
+                        "sku": "TEE-L",
+                        "variant": "L",
+                        "price": 40,
+                        "currency": "EUR",
+                        "stock": 0,
+                    },
+                ],
+            },
+        ),
+        make_event(
+            userId="ana",
+            event="Product Viewed",
+            at=START,
+            properties={"product_id": "p2", "name": "Canvas cap", "price": 25, "currency": "EUR"},
+        ),
+        make_event(
+            userId="ana",
+            event="Product Updated",
+            at=START,
+            properties={
+                "product_id": "p9",
+                "name": "Face serum",
+                "consumable": True,
+                "usage_days": 45,
+                "price": 34,
+                "currency": "EUR",
+                "stock": 7,
+            },
+        ),
+    )
+    clock.advance_ms(3 * DAY)
+    append(
+        services,
+        # s-late: its estimate passed at START + 1 day
+        scan(
+            "o-2",
+            "s-late",
+            "in_transit",
+            LATER - HOUR,
+            estimated_delivery_from=iso(START + DAY - 4 * HOUR),
+            estimated_delivery_to=iso(START + DAY),
+        ),
+        # s-word: the carrier says it is late
+        scan("o-6", "s-word", "in_transit", LATER - 2 * HOUR),
+        scan("o-6", "s-word", "delayed", LATER - HOUR),
+        # s-exc: a problem
+        scan("o-3", "s-exc", "in_transit", LATER - 3 * HOUR),
+        scan("o-3", "s-exc", "failed", LATER - HOUR),
+        # s-ok: on its way, expected in two days
+        scan("o-4", "s-ok", "in_transit", LATER - HOUR, estimated_delivery_at=iso(LATER + 2 * DAY)),
+        returned("Return Requested", "r-1", "o-5", LATER - HOUR, reason="Too small"),
+        returned("Return Requested", "r-old", "o-old", LATER - HOUR),
+    )
+    clock.advance_ms(HOUR)
+    append(services, returned("Return Received", "r-old", "o-old", LATER))
+    with services.db.read() as conn:
+        return profiles.resolve(conn, "ana", "FR")
+
+
+def ids_in(html: str, section: str, following: str) -> list[str]:
+    part = html[html.index(section) : html.index(following)]
+    return re.findall(r'<tr class="shipment-row">\s*<td[^>]*><code>([^<]+)</code>', part)
+
+
+def test_the_customers_orders_with_their_parcels_refunds_and_returns(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    customer = shop(services, clock)
+    support = team["support"] = Member(services, "support@brand.example")
+    html = support.page(f"/console/customers/{customer}")
+    orders = html[html.index('id="h-orders"') : html.index('id="h-journeys"')]
+    # Newest first (o-old last), from commerce: lines, totals, refunds, parcels, returns.
+    shown = re.findall(r"<summary><code>([^<]+)</code>", orders)
+    assert shown[-1] == "o-old" and set(shown) == {f"o-{n}" for n in range(1, 7)} | {"o-old"}
+    first = orders[orders.index("<code>o-1</code>") : orders.index("<code>o-2</code>")]
+    assert "Linen tee" in first and "Canvas cap" in first and "€105.00" in first
+    assert "€25.00 refunded" in first  # the refund
+    assert "On its way" in first and "Lyon" in first and "Colissimo" in first  # the parcel
+    assert 'aria-current="step"' in first and "Next · Out for delivery" in first
+    fifth = orders[orders.index("<code>o-5</code>") :]
+    assert "r-1 · requested" in fifth and "Too small" in fifth and "within the window" in fifth
+    assert re.search(r'href="[^"]*/o/[^"]+">Tracking page</a>', first)
+    # An order's page of its own.
+    page = support.page("/console/orders/o-1")
+    assert "Order #1001" in page and "Linen tee" in page and "s-stalled" in page
+    assert f'href="/console/customers/{customer}"' in page
+    assert support.get("/console/orders/nothing").status_code == 404
+
+
+def test_stalled_delayed_and_problem_parcels_come_first(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    shop(services, clock)
+    viewer = team["viewer"] = Member(services, "viewer@brand.example")
+    html = viewer.page("/console/shipments")
+    attention = ids_in(html, 'id="h-attention"', 'id="h-others"')
+    assert attention == ["s-stalled", "s-late", "s-word", "s-exc"]
+    others = ids_in(html, 'id="h-others"', "</main>")
+    assert set(others) == {"s-ok", "s-done", "s-old"}
+    rows = html[html.index('id="h-attention"') : html.index('id="h-others"')]
+    stalled = rows[rows.index("s-stalled") : rows.index("s-late")]
+    assert "stalled" in stalled and 'href="/console/orders/o-1"' in stalled
+    assert re.search(r'href="[^"]*/o/[^"]+">Tracking page', stalled)
+    assert "delayed" in rows[rows.index("s-late") : rows.index("s-word")]
+    assert "problem" in rows[rows.index("s-exc") :]
+    # Stalled after a time of one's choosing: 100 hours, and s-stalled is not yet.
+    longer = viewer.page("/console/shipments", stalled_after="100")
+    assert ids_in(longer, 'id="h-attention"', 'id="h-others"') == ["s-late", "s-word", "s-exc"]
+    # By status.
+    moving = viewer.page("/console/shipments", status="in_transit")
+    assert ids_in(moving, 'id="h-attention"', 'id="h-others"') == ["s-stalled", "s-late", "s-word"]
+    assert ids_in(moving, 'id="h-others"', "</main>") == ["s-ok"]
+    delivered = viewer.page("/console/shipments", status="delivered")
+    assert ids_in(delivered, 'id="h-attention"', 'id="h-others"') == []
+    assert sorted(ids_in(delivered, 'id="h-others"', "</main>")) == ["s-done", "s-old"]
+    # A status not in the taxonomy is no filter.
+    assert len(ids_in(viewer.page("/console/shipments", status="lost"), "<h1", "</main>")) == 7
+
+
+def test_the_returns_and_the_catalog(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    shop(services, clock)
+    marketer = team["marketer"] = Member(services, "marketer@brand.example")
+
+    def returns(**params: str) -> list[str]:
+        html = marketer.page("/console/returns", **params)
+        return re.findall(r'<tr class="return-row">\s*<td[^>]*><code>([^<]+)</code>', html)
+
+    assert returns() == ["r-old", "r-1"]  # the latest changed first
+    assert returns(status="requested") == ["r-1"]
+    assert returns(status="received") == ["r-old"]
+    assert returns(window="in") == ["r-1"]
+    assert returns(window="out") == ["r-old"]
+    html = marketer.page("/console/returns")
+    assert "outside the window" in html and "Too small" in html
+    assert 'href="/console/orders/o-old"' in html
+
+    catalog = marketer.page("/console/catalog")
+    assert re.findall(r'<tr class="product-row">.*?<code>([^<]+)</code>', catalog, re.S) == [
+        "p1",
+        "p2",
+        "p9",
+    ]
+    tee = catalog[catalog.index("<code>p1</code>") : catalog.index("<code>p2</code>")]
+    assert "12 in stock" in tee and "out of stock" in tee and "€40.00" in tee
+    serum = catalog[catalog.index("<code>p9</code>") :]
+    assert "lasts 45 days" in serum and "7 in stock" in serum
+    cap = catalog[catalog.index("<code>p2</code>") : catalog.index("<code>p9</code>")]
+    assert "seen in shoppers’ events only" in cap
+
+
+@pytest.mark.parametrize("stage", ["in_transit", "delivered", "exception", "returned_to_sender"])
+def test_the_tracking_page_previewed_per_stage_and_sector(
+    services: Services, team: dict[str, Member], stage: str
+) -> None:
+    marketer = team["marketer"] = Member(services, "marketer@brand.example")
+    html = marketer.page("/console/tracking-preview", stage=stage, sector="beauty")
+    assert "Return window shown: 14 days." in html and "by whatsapp" in html
+    frame = re.search(r'<iframe class="phone"[^>]*src="([^"]+)"', html)
+    assert frame is not None
+    answer = marketer.get(frame.group(1))
+    assert answer.status_code == 200
+    assert "frame-ancestors 'self'" in answer.headers["content-security-policy"]
+    shown = unescape(answer.text)
+    assert "Face serum" in shown and "Lip balm" in shown and "Order #1042" in shown
+    words = {
+        "in_transit": "On its way",
+        "delivered": "Delivered",
+        "exception": "A problem on the way",
+        "returned_to_sender": "Returned to the sender",
+    }[stage]
+    current = re.search(r'aria-current="step">\s*<span class="stage-name">([^<]+)<', shown)
+    assert current is not None and current.group(1).strip() == words
+    # Fashion's custom: 30 days to return; French.
+    fashion = marketer.page("/console/tracking-preview", stage=stage, sector="fashion", lang="fr")
+    assert "Return window shown: 30 days." in fashion
+    page = marketer.page("/console/tracking-preview/page", stage=stage, sector="fashion", lang="fr")
+    assert 'lang="fr"' in page and "Chemise en lin" in page and "30 jours" in page
+    # Nothing real was read or written: there is no order.
+    with services.db.read() as conn:
+        assert commerce.order(conn, "preview") is None
+
+
+def test_a_viewer_reads_every_page_and_changes_nothing(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    customer = shop(services, clock)
+    viewer = team["viewer"] = Member(services, "viewer@brand.example")
+    paths = (
+        "/console/shipments",
+        "/console/returns",
+        "/console/catalog",
+        "/console/tracking-preview",
+        "/console/orders/o-1",
+        f"/console/customers/{customer}",
+    )
+    for path in paths:
+        html = viewer.page(path)
+        # No form that changes anything, but signing out.
+        actions = re.findall(r'<form method="post" action="([^"]+)"', html)
+        assert actions == ["/console/logout"], (path, actions)
+    for path in paths[:5]:
+        answer = viewer.client.post(path, data={"csrf": viewer.csrf}, headers=viewer.headers)
+        assert answer.status_code in (404, 405), (path, answer.status_code)
+    # Signed out: sent to sign in.
+    with TestClient(app=create_app(services, close_on_shutdown=False)) as anonymous:
+        for path in paths[:5]:
+            answer = anonymous.get(path, follow_redirects=False)
+            assert answer.status_code == 303 and "/console/login" in answer.headers["location"]
+    with services.db.read() as conn:
+        assert commerce.order(conn, "o-1") is not None
+        assert len(commerce.shipments_of_order(conn, "o-1")) == 1
+
+
+def test_in_french(services: Services, clock: SimulatedClock, team: dict[str, Member]) -> None:
+    customer = shop(services, clock)
+    support = team["support"] = Member(services, "support@brand.example", locale="fr")
+    shipments = support.page("/console/shipments")
+    assert "À surveiller" in shipments and "bloqué" in shipments and "en retard" in shipments
+    assert "incident" in shipments and "Expéditions" in shipments
+    returns = support.page("/console/returns")
+    assert "hors délai" in returns and "dans le délai" in returns
+    catalog = support.page("/console/catalog")
+    assert "12 en stock" in catalog and "en rupture" in catalog and "dure 45 jours" in catalog
+    customer_page = support.page(f"/console/customers/{customer}")
+    assert "Commandes" in customer_page and re.search(r"105,00\s€", customer_page)
+    preview = support.page("/console/tracking-preview", stage="delivered", sector="home")
+    assert "Délai de retour affiché : 30 jours." in preview
