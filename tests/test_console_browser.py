@@ -177,6 +177,10 @@ def test_every_page_in_both_languages_at_both_widths(
     for name in (
         "overview",
         "customers",
+        "shipments",
+        "returns",
+        "catalog",
+        "tracking-preview",
         "segments",
         "journeys",
         "journeys-new",
