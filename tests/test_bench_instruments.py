@@ -210,5 +210,5 @@ def test_a_journey_step_costs_a_fraction_of_a_statement_in_sets(
     assert journeys.main([*arguments, *where]) == 0
     report = json.loads(capsys.readouterr().out)
     steps = report["steps"]
-    assert steps["steps"] == 440 and steps["still_active"] == 0
+    assert steps["steps"] >= 5 * 60 and steps["still_active"] == 0  # every cart to its end
     assert steps["cost"]["steps"]["per_unit"]["statements"] < 3
