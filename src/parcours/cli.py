@@ -668,6 +668,13 @@ def bench_console(context: typer.Context) -> None:
     _run_bench("console", list(context.args))
 
 
+@bench_app.command("commerce", context_settings=_PASS_THROUGH, add_help_option=False)
+def bench_commerce(context: typer.Context) -> None:
+    """Commerce: orders/s end to end with their parcels' scans and the post-purchase
+    journey on a simulated clock, the checks, and the tracking page's p95; see --help."""
+    _run_bench("commerce", list(context.args))
+
+
 @bench_app.command("channels", context_settings=_PASS_THROUGH, add_help_option=False)
 def bench_channels(context: typer.Context) -> None:
     """Channels: emails/s through SMTP with DKIM against a bare smtplib floor; rendering."""
