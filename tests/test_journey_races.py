@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
 from parcours.customers import profiles as customers_api
 from parcours.journeys import versions as journeys
+from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, SystemClock, from_ms, iso
 from parcours.runtime.db import Database
 from parcours.runtime.queue import try_lock_customers
@@ -459,6 +461,26 @@ def _deadlocks(conn: object) -> int:
     return int(value)
 
 
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(30)
+
+
+def _deadlocks_since(db: Database, before: int) -> int:
+    """Deadlocks PostgreSQL counted since `before`, once the stopped workers' backends have
+    reported their statistics (they may take a moment)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with db.read() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            deadlocks = _deadlocks(conn) - before
+        if deadlocks or time.monotonic() > deadline:
+            return deadlocks
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
     postgres_url: str, tmp_path: Path
@@ -538,10 +560,7 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
                 break
             assert all(w.poll() is None for w in workers), "a worker exited"
             time.sleep(0.2)
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(30)
+        _stop(workers)
         with db.read() as conn:
             messages = conn.execute(
                 text(
@@ -552,15 +571,7 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
             reasons = conn.execute(
                 text("SELECT end_reason, count(*) FROM journey_runs GROUP BY end_reason")
             ).all()
-        # The workers' backends have exited, so their statistics are in.
-        deadline = time.monotonic() + 10
-        while True:
-            with db.read() as conn:
-                conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-                deadlocks = _deadlocks(conn) - deadlocks_before
-            if deadlocks or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        deadlocks = _deadlocks_since(db, deadlocks_before)
         elapsed = time.monotonic() - started
     finally:
         db.dispose()
@@ -629,7 +640,7 @@ def _orders_due(
         committed[n] = stored
 
 
-def _json_event(document: dict[str, object], stamp: int) -> object:
+def _json_event(document: dict[str, Any], stamp: int) -> Event:
     return parse_event(json.dumps(document).encode(), source="api", received_at=stamp)
 
 
@@ -715,10 +726,7 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
                 break
             assert all(w.poll() is None for w in workers), "a worker exited"
             time.sleep(0.2)
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(30)
+        _stop(workers)
         with db.read() as conn:
             messages = conn.execute(
                 text(
@@ -730,14 +738,7 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
             runs = conn.execute(
                 text("SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM journey_runs")
             ).one()
-        deadline = time.monotonic() + 10
-        while True:
-            with db.read() as conn:
-                conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-                deadlocks = _deadlocks(conn) - deadlocks_before
-            if deadlocks or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        deadlocks = _deadlocks_since(db, deadlocks_before)
         print(f"{count} workers: {len(messages)} messages in {time.monotonic() - started:.1f} s")
 
     finally:
@@ -792,6 +793,7 @@ def _what_follows(
     stamp = int(time.time() * 1000)
     events = []
     for n in ready:
+        document: dict[str, Any]
         if kind[n] == "withdraws":
             consent = {"email": {"transactional": False, "marketing": False}}
             document = {"type": "identify", "userId": f"r-{n}", "traits": {"consent": consent}}
@@ -806,7 +808,7 @@ def _what_follows(
             }
         document |= {"messageId": f"after-{n}", "timestamp": iso(stamp)}
         events.append(_json_event(document, stamp))
-    services.writer.append_sync(events)  # type: ignore[arg-type]
+    services.writer.append_sync(events)
     stored = int(time.time() * 1000)
     for n in ready:
         if kind[n] == "withdraws":
