@@ -186,7 +186,8 @@ def test_delivery_refuses_a_message_on_a_channel_without_a_preparer(services: Se
     now = services.clock.now_ms()
     with services.db.write() as conn:
         customer_id = customers.resolve(conn, "ana", "FR")
-        intent = Intent("test:fax:0", customer_id, "fax", "cart-reminder", "marketing")
+        # Transactional: nothing about consent stands in its way (fax has none recorded).
+        intent = Intent("test:fax:0", customer_id, "fax", "cart-reminder", "transactional")
         outbox_id = add_intent(conn, intent, now, {"rest": []}, "+33612345678")
     job = Job(0, QUEUE, DELIVER, None, {"id": outbox_id}, now, 0, 1, customer_id)
     refused = pytest.raises(UnknownChannel, match="no preparer for channel 'fax'")

@@ -34,8 +34,8 @@ from tests.test_openapi_document import ROUTES_IN_DOCUMENT
 
 EXAMPLES = int(os.environ.get("PARCOURS_FUZZ_EXAMPLES", "6"))
 # What the document allows, and what it does not (which must be refused with a 4xx).
-# Calls that carry their own proof (Shopify's HMAC): always refused here.
-SIGNED_ELSEWHERE = ["POST /webhooks/shopify"]
+# Calls that carry their own proof (Shopify's HMAC, the carriers'): always refused here.
+SIGNED_ELSEWHERE = ["POST /api/commerce/carrier-webhook", "POST /webhooks/shopify"]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 METRICS_TOKEN = "fuzz-metrics-token"
@@ -55,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             write_key=WRITE_KEY,
             admin_key=ADMIN_KEY,
             shopify_webhook_secret="fuzz-shopify-secret",  # configured: its checks are reached
+            carrier_webhook_secret="fuzz-carrier-secret",  # the same for the carriers
             shopify_shops=["brand.myshopify.com"],
             metrics_token=METRICS_TOKEN,
         ),

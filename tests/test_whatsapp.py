@@ -203,8 +203,8 @@ def test_abandoned_cart_last_call_falls_back_from_whatsapp_to_sms(
         consent={ch: {"marketing": True} for ch in ("email", "sms", "push")},
     )
     for user in ("ana", "bob"):
-        track(services, user, "Checkout Started", checkout_id=f"k-{user}", total=240)
-    advance(services, clock, 45 * 60_000 + HOUR + DAY, step=HOUR)
+        track(services, user, "Cart Abandoned", cart_id=f"k-{user}", total=240)
+    advance(services, clock, HOUR + DAY + HOUR, step=HOUR)
     # Ana: the WhatsApp template went; then Meta says it failed.
     [wa] = meta.messages
     assert wa["to"] == contact_traits("ana")["phone"].lstrip("+")
