@@ -666,6 +666,8 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
     logs = [tmp_path / f"worker-{n}.log" for n in range(count)]
     committed: dict[int, int] = {}  # person -> wall time by which their order was stored
     withdrawn: dict[int, int] = {}  # person -> wall time by which their withdrawal was stored
+    merged: dict[int, int] = {}  # person -> wall time by which their sign-in was stored
+    carted: dict[int, int] = {}  # person -> their cart's time (the email is due 2 s after)
     kind = {
         n: ("never", "withdraws", "merges", "order-0", "order-1", "order-3")[n % 6]
         for n in range(people)
@@ -699,6 +701,7 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
                     )
                 )
             services.writer.append_sync(carts)
+            carted.update((n, stamp) for n in group)
             now = time.monotonic()
             for n in group:
                 delay = {"withdraws": 0.5, "merges": 0.5, "order-0": 0.0, "order-1": 1.0}.get(
@@ -706,10 +709,10 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
                 )
                 if delay is not None:
                     later.append((now + delay, n))
-            _what_follows(services, later, kind, committed, withdrawn)
+            _what_follows(services, later, kind, committed, withdrawn, merged)
             time.sleep(0.1)
         while later:
-            _what_follows(services, later, kind, committed, withdrawn)
+            _what_follows(services, later, kind, committed, withdrawn, merged)
             time.sleep(0.05)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -775,7 +778,13 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
     # entered while the merge was being stored (the step follows the merge then). The
     # sandbox fails a few addresses on purpose: made, not necessarily sent.
     made = {(int(user.split("-")[1]), step) for user, step, *_ in messages}
-    lost = [n for n in range(people) if kind[n] == "merges" and (n, "email") not in made]
+    # Those whose sign-in was stored before their email was due (on a busy machine this
+    # test's own appends may come later than planned: then the email went before it).
+    lost = [
+        n
+        for n in range(people)
+        if kind[n] == "merges" and merged[n] < carted[n] + 2000 and (n, "email") not in made
+    ]
     assert lost == []
 
 
@@ -785,6 +794,7 @@ def _what_follows(
     kind: dict[int, str],
     committed: dict[int, int],
     withdrawn: dict[int, int],
+    merged: dict[int, int],
 ) -> None:
     """Append what follows each cart whose moment has come: an order, a withdrawal of email
     (transactional included: the journey's messages are), or the sign-in that merges an
@@ -817,5 +827,7 @@ def _what_follows(
     for n in ready:
         if kind[n] == "withdraws":
             withdrawn[n] = stored
-        elif kind[n] != "merges":
+        elif kind[n] == "merges":
+            merged[n] = stored
+        else:
             committed[n] = stored
