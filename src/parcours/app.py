@@ -24,6 +24,7 @@ from parcours.ingest.tracking_api import tracking_routes
 from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 from parcours.web.api_docs import document_errors, openapi_config
+from parcours.web.back_in_stock_api import back_in_stock_routes
 from parcours.web.chat_public import chat_routes, chat_write_routes, visitor_tokens
 from parcours.web.commerce_api import commerce_admin_routes
 from parcours.web.customers_api import admin_routes
@@ -74,7 +75,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = True) -> Litesta
     tracking = _behind(
         WriteKeyGuard(services.keys),
         WRITE_KEY,
-        [*tracking_routes(), *push_write_routes(), *chat_write_routes()],
+        [*tracking_routes(), *push_write_routes(), *chat_write_routes(), *back_in_stock_routes()],
     )
     public = [
         *operations_routes(),

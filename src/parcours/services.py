@@ -185,6 +185,7 @@ class Services:
             clock=clock,
             cart_abandon_after_minutes=settings.cart_abandon_after_minutes,
             cart_order_window_hours=settings.cart_order_window_hours,
+            back_in_stock_limit_to_stock=settings.back_in_stock_limit_to_stock,
         )
         commerce.install(reactions, worker)  # with its job: abandoned carts announced
         engine.install(worker, reactions)

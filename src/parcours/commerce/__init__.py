@@ -5,8 +5,9 @@ what this face lists."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.commerce import people, statuses
+from parcours.commerce import back_in_stock, people, statuses
 from parcours.commerce.actions import LineRefund, OrderNotFound, RefundRefused, refund
+from parcours.commerce.back_in_stock import BackInStockError, StockRequest, stock_requests
 from parcours.commerce.carts import Cart, CartItem, cart_of, carts_of
 from parcours.commerce.catalog import (
     CatalogImported,
@@ -48,6 +49,7 @@ from parcours.commerce.queries import (
 from parcours.commerce.returns import ReturnWindow, return_window
 
 __all__ = [
+    "BackInStockError",
     "Cart",
     "CartItem",
     "CatalogImportError",
@@ -66,7 +68,9 @@ __all__ = [
     "Scan",
     "Shipment",
     "ShipmentLine",
+    "StockRequest",
     "Variant",
+    "back_in_stock",
     "cart_of",
     "carts_of",
     "import_catalog",
@@ -92,5 +96,6 @@ __all__ = [
     "shipments_stalled",
     "statuses",
     "stock_of",
+    "stock_requests",
     "variant",
 ]

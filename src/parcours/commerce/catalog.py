@@ -119,13 +119,25 @@ class _Variant:
     locations: dict[str, int] | None = None
     new: bool = False
     changed: bool = False
+    stock_before: int | None = None  # as stored before the group (back in stock)
 
 
-def apply(conn: Connection, events: list[Event], now: int) -> None:
-    """The reaction's part for the catalog: the group's catalog and shopper events."""
+@dataclass(frozen=True)
+class Restocked:
+    """A variant whose stock went from 0 or unknown to above 0 in a group of events."""
+
+    variant_id: str
+    product_id: str
+    stock: int
+    at: int  # when the report that says so happened
+
+
+def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
+    """The reaction's part for the catalog: the group's catalog and shopper events. The
+    variants back in stock after it (from 0, or never reported, to above 0) come back."""
     relevant = [e for e in events if e.type == "track" and e.name in EVENTS]
     if not relevant:
-        return
+        return []
     product_ids: set[str] = set()
     variant_ids: set[str] = set()
     items: set[str] = set()
@@ -148,6 +160,14 @@ def apply(conn: Connection, events: list[Event], now: int) -> None:
             _product(products, product, own, source, now)
             _variant(variants, variant, own, event.occurred_at, now)
     _write(conn, products, variants)
+    return [
+        Restocked(v.values["variant_id"], v.values["product_id"], v.values["stock"], at)
+        for v in variants.values()
+        if v.changed
+        and (v.values["stock"] or 0) > 0
+        and (v.stock_before or 0) <= 0
+        and (at := v.values["stock_at"]) is not None
+    ]
 
 
 def _load(
@@ -175,6 +195,7 @@ def _load(
                 locations=json.loads(values["stock_locations"])
                 if values["stock_locations"]
                 else None,
+                stock_before=values["stock"],
             )
     return products, variants
 

@@ -1,6 +1,7 @@
 """Commerce's part when two profiles merge or a person is erased (customers.people): a
-person's orders, their lines and refunds, shipments and their scans, returns and carts follow
-the person to the survivor, and go with them when they are erased."""
+person's orders, their lines and refunds, shipments and their scans, returns, carts,
+back-in-stock requests and reviews follow the person to the survivor, and go with them
+when they are erased."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from parcours.commerce.tables import (
     commerce_orders,
     commerce_refunds,
     commerce_returns,
+    commerce_review_photos,
+    commerce_review_ratings,
+    commerce_reviews,
     commerce_shipment_scans,
     commerce_shipments,
+    commerce_stock_requests,
 )
 
 _TABLES = (
@@ -26,6 +31,10 @@ _TABLES = (
     commerce_shipment_scans,
     commerce_returns,
     commerce_carts,
+    commerce_stock_requests,
+    commerce_reviews,
+    commerce_review_ratings,
+    commerce_review_photos,
 )
 TABLES = tuple(table.name for table in _TABLES)
 

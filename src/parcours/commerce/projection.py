@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
 
-from parcours.commerce import carts, catalog, statuses
+from parcours.commerce import back_in_stock, carts, catalog, statuses
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -59,6 +59,7 @@ class Commerce:
         clock: Clock | None = None,
         cart_abandon_after_minutes: int = 60,
         cart_order_window_hours: int = 168,
+        back_in_stock_limit_to_stock: bool = False,
     ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
@@ -71,6 +72,8 @@ class Commerce:
             abandon_after_ms=cart_abandon_after_minutes * 60_000,
             order_window_ms=cart_order_window_hours * 3_600_000,
         )
+        # notify no more back-in-stock requests than the stock returned (docs/commerce.md)
+        self.back_in_stock_limit_to_stock = back_in_stock_limit_to_stock
         self.reactions: Reactions | None = None
 
     def install(self, reactions: Reactions, worker: Worker | None = None) -> None:
@@ -111,9 +114,18 @@ class Commerce:
                 _return(conn, event, now, self)
         # Carts and the catalog: each applies the whole group in a few statements.
         carts.apply(conn, events, now, self.cart_rules)
-        catalog.apply(conn, events, now)
+        back_in_stock.record(conn, events, now)
+        restocked = catalog.apply(conn, events, now)
         if reached:
             self._announce(conn, reached, now)
+        if restocked:
+            back_in_stock.announce(
+                conn,
+                restocked,
+                now,
+                self.reactions or Reactions(),
+                limit_to_stock=self.back_in_stock_limit_to_stock,
+            )
 
     def _announce(self, conn: Connection, reached: list[Event], now: int) -> None:
         """Append the group's `Shipment Stage Reached` events through the log's door, in

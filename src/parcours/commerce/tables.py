@@ -5,7 +5,7 @@ return's order is unknown and the event named nobody)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, Table, Text
 
 from parcours.runtime.db import BigId, metadata
 
@@ -195,3 +195,70 @@ commerce_variants = Table(
 Index("ix_commerce_variants_product", commerce_variants.c.product_id)
 Index("ix_commerce_variants_sku", commerce_variants.c.sku)
 Index("ix_commerce_variants_inventory_item", commerce_variants.c.inventory_item_id)
+
+# ---- back in stock and reviews (migration 0029) -----------------------------------------
+
+commerce_stock_requests = Table(
+    "commerce_stock_requests",
+    metadata,
+    Column("request_id", BigId, primary_key=True, autoincrement=True),  # their arrival order
+    Column("customer_id", BigInteger, nullable=False),
+    Column("product_id", Text, nullable=False),
+    Column("variant_id", Text, nullable=False),
+    Column("channel", Text, nullable=False),  # email
+    Column("status", Text, nullable=False),  # waiting | notified
+    Column("message_id", Text, nullable=False),  # the `Back In Stock Requested` event's
+    # the consent's proof: the words the shopper agreed to, their version, where, when
+    Column("consent_wording", Text, nullable=False),
+    Column("consent_version", Text, nullable=True),
+    Column("page_url", Text, nullable=True),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("notified_at", BigInteger, nullable=True),
+    Column("stock_returned", Integer, nullable=True),  # the stock that notified it
+)
+Index(
+    "ix_commerce_stock_requests_waiting",
+    commerce_stock_requests.c.variant_id,
+    commerce_stock_requests.c.status,
+    commerce_stock_requests.c.request_id,
+)
+Index(
+    "ix_commerce_stock_requests_customer",
+    commerce_stock_requests.c.customer_id,
+    commerce_stock_requests.c.variant_id,
+)
+
+commerce_reviews = Table(
+    "commerce_reviews",
+    metadata,
+    Column("order_id", Text, primary_key=True),  # one review per order
+    Column("customer_id", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("locale", Text, nullable=False),
+    Column("photo_type", Text, nullable=True),  # image/jpeg | image/png | image/webp
+    Column("photo_size", Integer, nullable=True),
+    Column("submissions", Integer, nullable=False),  # 1, then each change
+    Column("submitted_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_reviews_customer", commerce_reviews.c.customer_id)
+
+commerce_review_ratings = Table(
+    "commerce_review_ratings",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("product_id", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("rating", Integer, nullable=False),  # 1 to 5
+)
+Index("ix_commerce_review_ratings_customer", commerce_review_ratings.c.customer_id)
+Index("ix_commerce_review_ratings_product", commerce_review_ratings.c.product_id)
+
+commerce_review_photos = Table(
+    "commerce_review_photos",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # at most 5 MB, checked by its bytes
+)
+Index("ix_commerce_review_photos_customer", commerce_review_photos.c.customer_id)

@@ -57,6 +57,8 @@ class Settings:
     # its customer within the window after its last activity closes it (docs/commerce.md)
     cart_abandon_after_minutes: int = 60
     cart_order_window_hours: int = 168
+    # a variant back in stock notifies no more waiting requests than the stock returned
+    back_in_stock_limit_to_stock: bool = False
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
     # outbound webhooks: `secrets` (name -> signing key) and `allow_hosts` (docs/security.md)
     webhooks: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -160,6 +162,7 @@ _FIELD_TYPES: dict[str, type] = {
     "return_window_days": int,
     "cart_abandon_after_minutes": int,
     "cart_order_window_hours": int,
+    "back_in_stock_limit_to_stock": bool,
     "channels": dict,
     "webhooks": dict,
     "delivery_lease_seconds": int,

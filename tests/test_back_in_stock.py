@@ -1,0 +1,316 @@
+"""Back in stock (docs/commerce.md, "Back in stock"), on SQLite and PostgreSQL: the public
+"notify me" endpoint records a request with its consent; a variant's stock returning
+announces `Back In Stock` once per request, in the order they came, at most the stock
+returned when the brand says so; a repeat is one request; bad input names its field;
+merges and erasure follow; the ready-made journey sends the email asked for."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import func, select
+
+from parcours import commerce
+from parcours.app import create_app
+from parcours.commerce.tables import commerce_stock_requests
+from parcours.customers import profiles as customers
+from parcours.log import Event
+from parcours.log import queries as log_queries
+from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.conftest import START, WRITE_KEY, make_event
+from tests.test_journeys_engine import HOUR, advance, publish, sent
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+WORDING = "Email me once when this item is back in stock."
+JOURNEY = (
+    Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates/back-in-stock.yaml"
+).read_text(encoding="utf-8")
+
+
+def append(services: Services, *events: Event) -> None:
+    services.writer.append_sync(list(events))
+
+
+def stock(services: Services, at: int, **variants: int) -> None:
+    """The catalog's report: product p-tee with these variants' stock."""
+    append(
+        services,
+        make_event(
+            event="Product Updated",
+            at=at,
+            identity_required=False,
+            properties={
+                "product_id": "p-tee",
+                "name": "Linen tee",
+                "url": "https://shop.example/tee",
+                "variants": [
+                    {"variant_id": v, "variant": v.upper(), "stock": n, "sku": f"SKU-{v}"}
+                    for v, n in variants.items()
+                ],
+            },
+        ),
+    )
+
+
+def ask(client: TestClient[Any], **body: Any) -> Any:
+    return client.post(
+        "/v1/back-in-stock",
+        json={"variantId": "v-m", "consentWording": WORDING, **body},
+        headers=BASIC,
+    )
+
+
+def announced(services: Services) -> list[dict[str, Any]]:
+    """The properties of every `Back In Stock`, in the order they were appended, with
+    the customer's email."""
+    with services.db.read() as conn:
+        rows = log_queries.from_sources(conn, ("system",))
+        emails = {}
+        found = []
+        for row in rows:
+            if row.name != "Back In Stock":
+                continue
+            document = json.loads(row.payload)
+            customer = int(row.customer_id)
+            if customer not in emails:
+                traits, _ = customers.traits_view(conn, customer)
+                emails[customer] = traits.get("email")
+            found.append({"email": emails[customer], **document["properties"]})
+    return found
+
+
+def requests(services: Services, **where: Any) -> list[commerce.StockRequest]:
+    with services.db.read() as conn:
+        return commerce.stock_requests(conn, **where)
+
+
+@pytest.fixture
+def limited(
+    settings: Settings, clock: SimulatedClock
+) -> Iterator[tuple[Services, TestClient[Any]]]:
+    services = Services.open(
+        settings.with_overrides(back_in_stock_limit_to_stock=True), clock=clock
+    )
+    with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+        yield services, client
+    services.close()
+
+
+def test_a_return_to_stock_announces_each_request_once_in_the_order_they_came(
+    services: Services, client: TestClient[Any], clock: SimulatedClock
+) -> None:
+    stock(services, START, **{"v-m": 0, "v-l": 0})
+    for name in ("cy", "ana", "bo"):
+        answer = ask(client, email=f"{name}@example.com", pageUrl="https://shop.example/tee")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"success": True, "status": "waiting", "inStock": False}
+    ask(client, email="di@example.com", variantId="SKU-v-l")  # by SKU, the other size
+    assert [r.status for r in requests(services)] == ["waiting"] * 4
+    clock.advance_ms(HOUR)
+    stock(services, START + HOUR, **{"v-m": 5, "v-l": 0})
+    said = announced(services)
+    assert [(p["email"], p["variant_id"]) for p in said] == [
+        ("cy@example.com", "v-m"),
+        ("ana@example.com", "v-m"),
+        ("bo@example.com", "v-m"),
+    ]
+    first = requests(services)[0]
+    assert said[0] == {
+        "email": "cy@example.com",
+        "request_id": str(first.request_id),
+        "product_id": "p-tee",
+        "variant_id": "v-m",
+        "channel": "email",
+        "stock": 5,
+        "requested_at": "2026-09-21T14:13:20.000Z",
+        "name": "Linen tee",
+        "url": "https://shop.example/tee",
+        "sku": "SKU-v-m",
+        "variant": "V-M",
+    }
+    assert first.consent_wording == WORDING
+    assert first.page_url == "https://shop.example/tee"
+    assert [r.status for r in requests(services, variant_id="v-m")] == ["notified"] * 3
+    assert [r.status for r in requests(services, variant_id="v-l")] == ["waiting"]
+    # Out again and back again: those already told are not told twice.
+    stock(services, START + 2 * HOUR, **{"v-m": 0})
+    stock(services, START + 3 * HOUR, **{"v-m": 2, "v-l": 1})
+    assert [p["email"] for p in announced(services)] == [
+        "cy@example.com",
+        "ana@example.com",
+        "bo@example.com",
+        "di@example.com",
+    ]
+    # A stock that only grows is no return: nothing more.
+    stock(services, START + 4 * HOUR, **{"v-m": 9})
+    assert len(announced(services)) == 4
+
+
+def test_a_repeated_request_is_one_request_and_asking_again_after_a_notice_is_new(
+    services: Services, client: TestClient[Any], clock: SimulatedClock
+) -> None:
+    stock(services, START, **{"v-m": 0})
+    ask(client, email="ana@example.com", messageId="m-1")
+    ask(client, email="ana@example.com", messageId="m-1")  # a retry: stored once
+    ask(client, email="ANA@example.com ")  # the same person, again: still one waiting
+    assert len(requests(services)) == 1
+    stock(services, START + HOUR, **{"v-m": 3})
+    assert len(announced(services)) == 1
+    stock(services, START + 2 * HOUR, **{"v-m": 0})
+    answer = ask(client, email="ana@example.com")
+    assert answer.json()["inStock"] is False
+    assert [r.status for r in requests(services)] == ["notified", "waiting"]
+    stock(services, START + 3 * HOUR, **{"v-m": 1})
+    assert len(announced(services)) == 2
+
+
+def test_the_brand_may_notify_no_more_requests_than_the_stock_returned(
+    limited: tuple[Services, TestClient[Any]],
+) -> None:
+    services, client = limited
+    stock(services, START, **{"v-m": 0})
+    for name in ("ana", "bo", "cy"):
+        ask(client, email=f"{name}@example.com")
+    stock(services, START + HOUR, **{"v-m": 2})
+    assert [p["email"] for p in announced(services)] == ["ana@example.com", "bo@example.com"]
+    assert [r.status for r in requests(services)] == ["notified", "notified", "waiting"]
+    assert [r.stock_returned for r in requests(services)] == [2, 2, None]
+    stock(services, START + 2 * HOUR, **{"v-m": 0})
+    stock(services, START + 3 * HOUR, **{"v-m": 1})
+    assert [p["email"] for p in announced(services)][-1] == "cy@example.com"
+    assert [r.status for r in requests(services)] == ["notified"] * 3
+
+
+def test_a_variant_never_reported_then_in_stock_is_a_return(
+    services: Services, client: TestClient[Any]
+) -> None:
+    append(
+        services,
+        make_event(
+            event="Product Updated",
+            identity_required=False,
+            properties={"product_id": "p-cap", "name": "Cap"},  # no stock said
+        ),
+    )
+    assert ask(client, email="ana@example.com", variantId=None, productId="p-cap").json() == {
+        "success": True,
+        "status": "waiting",
+        "inStock": True,  # not tracked: the page may offer it
+    }
+    append(
+        services,
+        make_event(
+            event="Product Updated",
+            at=START + HOUR,
+            identity_required=False,
+            properties={"product_id": "p-cap", "stock": 4},
+        ),
+    )
+    assert [(p["email"], p["variant_id"]) for p in announced(services)] == [
+        ("ana@example.com", "p-cap")
+    ]
+
+
+def test_bad_requests_are_refused_naming_the_field(
+    services: Services, client: TestClient[Any]
+) -> None:
+    stock(services, START, **{"v-m": 0, "v-l": 0})
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"email": None}, 400, "email"),
+        ({"email": "not an address"}, 400, "email"),
+        ({"email": "a@example.com", "variantId": "v-xl"}, 404, "variantId"),
+        ({"email": "a@example.com", "variantId": None, "productId": "p-tee"}, 400, "variantId"),
+        ({"email": "a@example.com", "variantId": None, "productId": "p-nope"}, 404, "productId"),
+        ({"email": "a@example.com", "productId": "p-other"}, 400, "productId"),
+        ({"email": "a@example.com", "variantId": None}, 400, "variantId"),
+        ({"email": "a@example.com", "consentWording": None}, 400, "consentWording"),
+        ({"email": "a@example.com", "consentWording": 3}, 400, "consentWording"),
+        ({"email": "a@example.com", "channel": "fax"}, 400, "channel"),
+        ({"email": "a@example.com", "marketing": True}, 400, "marketingWording"),
+        ({"email": "a@example.com", "marketing": "yes"}, 400, "marketing"),
+        ({"email": "a@example.com", "pageUrl": "javascript:alert(1)"}, 400, "pageUrl"),
+        ({"email": "a@example.com", "colour": "red"}, 400, "colour"),
+        ({"email": "a@example.com", "userHash": "abc"}, 400, "userHash"),
+        ({"userId": "u-1", "userHash": "abc"}, 403, "userId"),  # verification not set up
+    ]
+    for body, status, field in cases:
+        answer = ask(client, **body)
+        assert (answer.status_code, answer.json()["error"]["field"]) == (status, field), body
+        assert answer.headers["access-control-allow-origin"] == "*"
+    refused = client.post("/v1/back-in-stock", json={"email": "a@example.com"})
+    assert refused.status_code == 401  # no write key
+    assert client.post("/v1/back-in-stock", content=b"[1]", headers=BASIC).status_code == 400
+    preflight = client.options("/v1/back-in-stock")
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert requests(services) == []
+
+
+def test_the_consent_is_the_request_s_and_marketing_only_when_agreed(
+    services: Services, client: TestClient[Any]
+) -> None:
+    stock(services, START, **{"v-m": 0})
+    ask(client, email="ana@example.com", consentVersion="bis-2", locale="fr-FR")
+    ask(
+        client,
+        email="bo@example.com",
+        marketing=True,
+        marketingWording="And the brand's news by email.",
+        marketingVersion="news-3",
+    )
+    with services.db.read() as conn:
+        ana = customers.resolve(conn, "ana@example.com", "FR")
+        bo = customers.resolve(conn, "bo@example.com", "FR")
+        assert customers.current_consents(conn, ana) == []
+        [granted] = customers.current_consents(conn, bo)
+        _, computed = customers.traits_view(conn, ana)
+    assert (granted.channel, granted.purpose, granted.status) == ("email", "marketing", "granted")
+    [first, _] = requests(services)
+    assert (first.consent_wording, first.consent_version) == (WORDING, "bis-2")
+    assert computed.get("locale") == "fr-FR"  # the notice goes in their language
+
+
+def test_merged_profiles_are_told_once_and_an_erasure_takes_the_requests(
+    services: Services, client: TestClient[Any]
+) -> None:
+    stock(services, START, **{"v-m": 0, "v-l": 0})
+    append(services, make_event("identify", userId="ana", traits={"email": "ana@example.com"}))
+    ask(client, email="ana@example.com")
+    ask(client, email="ana.work@example.com")  # another profile, until she signs in with it
+    ask(client, email="ana.work@example.com", variantId="v-l")
+    append(
+        services,
+        make_event("identify", userId="ana", traits={"email": "ana.work@example.com"}),
+    )
+    with services.db.read() as conn:
+        survivor = customers.resolve(conn, "ana", "FR")
+    assert {r.customer_id for r in requests(services)} == {survivor}
+    stock(services, START + HOUR, **{"v-m": 2})
+    assert [p["variant_id"] for p in announced(services)] == ["v-m"]  # once for two requests
+    assert [r.status for r in requests(services, variant_id="v-m")] == ["notified", "notified"]
+    erased = customers.erase(services.db, services.people, "ana", "FR", START, "test")
+    assert erased is not None
+    with services.db.read() as conn:
+        left = conn.execute(select(func.count()).select_from(commerce_stock_requests)).scalar()
+    assert left == 0
+
+
+def test_the_ready_made_journey_sends_the_email_asked_for(
+    services: Services, client: TestClient[Any], clock: SimulatedClock
+) -> None:
+    publish(services, JOURNEY)
+    stock(services, START, **{"v-m": 0})
+    ask(client, email="ana@example.com")
+    stock(services, START + 1, **{"v-m": 3})
+    advance(services, clock, 3 * HOUR, step=HOUR // 4)
+    # The email (transactional: her request is its consent); the push needs her marketing
+    # consent and an app, which she has not given.
+    assert sent(services, "ana@example.com") == [("email", "back-in-stock-details")]
