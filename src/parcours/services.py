@@ -181,6 +181,8 @@ class Services:
         # Commerce first: its tables are current when the others' jobs read them.
         commerce = Commerce(
             return_window_days=settings.return_window_days,
+            replenishment_lead_days=settings.replenishment_lead_days,
+            vip_spend=settings.vip_spend,
             sector=settings.sector,
             clock=clock,
             cart_abandon_after_minutes=settings.cart_abandon_after_minutes,

@@ -46,6 +46,13 @@ from parcours.commerce.queries import (
     shipments_of_orders,
     shipments_stalled,
 )
+from parcours.commerce.recommendations import (
+    ProductViews,
+    Recommendation,
+    product_views,
+    recommendations,
+)
+from parcours.commerce.replenishment import Replenishment, replenishments_of
 from parcours.commerce.returns import ReturnWindow, return_window
 
 __all__ = [
@@ -60,9 +67,12 @@ __all__ = [
     "OrderLine",
     "OrderNotFound",
     "Product",
+    "ProductViews",
+    "Recommendation",
     "Refund",
     "RefundLine",
     "RefundRefused",
+    "Replenishment",
     "Return",
     "ReturnWindow",
     "Scan",
@@ -79,8 +89,11 @@ __all__ = [
     "orders_of",
     "people",
     "product",
+    "product_views",
     "products",
+    "recommendations",
     "refund",
+    "replenishments_of",
     "return_counts",
     "return_window",
     "return_window_of",

@@ -9,11 +9,15 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, update
 
+from parcours.commerce import replenishment
+from parcours.commerce.recommendations import follow_merge as views_follow_merge
 from parcours.commerce.tables import (
     commerce_carts,
     commerce_order_lines,
     commerce_orders,
+    commerce_product_views,
     commerce_refunds,
+    commerce_replenishments,
     commerce_returns,
     commerce_review_photos,
     commerce_review_ratings,
@@ -22,6 +26,9 @@ from parcours.commerce.tables import (
     commerce_shipments,
     commerce_stock_requests,
 )
+from parcours.runtime.queue import enqueue
+
+REFRESH_JOB = "commerce.refresh_customer"  # Commerce.refresh_customer
 
 _TABLES = (
     commerce_orders,
@@ -36,7 +43,9 @@ _TABLES = (
     commerce_review_ratings,
     commerce_review_photos,
 )
-TABLES = tuple(table.name for table in _TABLES)
+# Kept per customer and product: merged by adding up or counting again, not moved.
+_PER_PRODUCT = (commerce_replenishments, commerce_product_views)
+TABLES = tuple(table.name for table in (*_TABLES, *_PER_PRODUCT))
 
 
 def follow_merge(conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
@@ -46,6 +55,19 @@ def follow_merge(conn: Connection, merged_id: int, survivor_id: int, now: int) -
         conn.execute(
             update(table).where(table.c.customer_id == merged_id).values(customer_id=survivor_id)
         )
+    # Views add up; the replenishments and order traits are counted again from the
+    # orders now the survivor's, by commerce's job (it knows the brand's settings).
+    views_follow_merge(conn, merged_id, survivor_id)
+    replenishment.forget(conn, [merged_id])
+    enqueue(
+        conn,
+        REFRESH_JOB,
+        {"customer": survivor_id},
+        run_at=now,
+        now=now,
+        unique_key=f"commerce:refresh:{survivor_id}",
+        customer_id=survivor_id,
+    )
 
 
 def erase(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
@@ -53,5 +75,5 @@ def erase(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
     ids = list(customer_ids)
     return {
         table.name: conn.execute(delete(table).where(table.c.customer_id.in_(ids))).rowcount
-        for table in _TABLES
+        for table in (*_TABLES, *_PER_PRODUCT)
     }

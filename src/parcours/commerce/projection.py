@@ -16,7 +16,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
 
-from parcours.commerce import back_in_stock, carts, catalog, statuses
+from parcours.commerce import (
+    back_in_stock,
+    carts,
+    catalog,
+    replenishment,
+    reviews,
+    statuses,
+    traits,
+)
+from parcours.commerce.people import REFRESH_JOB
+from parcours.commerce.recommendations import count_orders, count_views
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -29,6 +39,7 @@ from parcours.commerce.tables import (
 from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions, append_events, internal_event, queries
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
+from parcours.runtime.db import chunks
 from parcours.runtime.queue import Job, Worker
 
 PLACED = "Order Completed"
@@ -60,6 +71,8 @@ class Commerce:
         cart_abandon_after_minutes: int = 60,
         cart_order_window_hours: int = 168,
         back_in_stock_limit_to_stock: bool = False,
+        replenishment_lead_days: int = 3,
+        vip_spend: Decimal | int | str = 500,
     ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
@@ -74,6 +87,12 @@ class Commerce:
         )
         # notify no more back-in-stock requests than the stock returned (docs/commerce.md)
         self.back_in_stock_limit_to_stock = back_in_stock_limit_to_stock
+        if replenishment_lead_days < 0 or Decimal(vip_spend) < 0:
+            raise ValueError("replenishment_lead_days and vip_spend must be 0 or more")
+        self.replenishment_rules = replenishment.ReplenishmentRules(
+            lead_ms=replenishment_lead_days * 86_400_000
+        )
+        self.vip_spend = Decimal(vip_spend)
         self.reactions: Reactions | None = None
 
     def install(self, reactions: Reactions, worker: Worker | None = None) -> None:
@@ -82,11 +101,45 @@ class Commerce:
         self.reactions = reactions
         if worker is not None:
             worker.register(carts.JOB, self.cart_abandoned)
+            worker.register(reviews.JOB, self.review_due)
+            worker.register(replenishment.JOB, self.replenishment_due)
+            worker.register(REFRESH_JOB, self.refresh_customer)
+
+    def review_due(self, conn: Connection, job: Job) -> None:
+        """The job of an order's review falling due (commerce/reviews.py)."""
+        assert self.reactions is not None, "install() first"
+        reviews.announce_due(conn, job, self.clock.now_ms(), self.sector, self.reactions)
 
     def cart_abandoned(self, conn: Connection, job: Job) -> None:
         """The job of a cart without activity for the delay (commerce/carts.py)."""
         assert self.reactions is not None, "install() first"
         carts.abandon(conn, job, self.clock.now_ms(), self.cart_rules, self.reactions)
+
+    def replenishment_due(self, conn: Connection, job: Job) -> None:
+        """The job that announces a consumable about to run out (commerce/replenishment.py)."""
+        assert self.reactions is not None, "install() first"
+        now = self.clock.now_ms()
+        replenishment.announce(conn, job, now, self.replenishment_rules, self.reactions)
+
+    def refresh_customer(self, conn: Connection, job: Job) -> None:
+        """A merge's survivor: their order traits and replenishments counted again from
+        the orders that are now theirs (`people.follow_merge` schedules it)."""
+        customer = int(job.payload["customer"])
+        self._after_orders(conn, {customer}, set(), self.clock.now_ms())
+
+    def _after_orders(
+        self, conn: Connection, customers: set[int], new_orders: set[str], now: int
+    ) -> None:
+        """What orders change beyond themselves: the customers' traits and replenishments,
+        the counts recommendations read, and `Product Reordered` for a consumable bought
+        again."""
+        traits.refresh(conn, customers, self.vip_spend)
+        reordered = replenishment.refresh(
+            conn, customers, now, self.replenishment_rules, new_orders
+        )
+        count_orders(conn, sorted(new_orders))
+        if reordered:
+            append_events(conn, [reordered], now, self.reactions or Reactions())
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
         """The log's reaction: apply the commerce events among those appended, in order.
@@ -94,18 +147,25 @@ class Commerce:
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
         done = _place_new(conn, events, now)
+        new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
+        touched: set[str] = set()  # the orders the group's order events are about
         reached: list[Event] = []
         for event in events:
             name = event.name
             if event.type != "track" or name is None or id(event) in done or name == STAGE_REACHED:
                 continue
             if name in ORDER_EVENTS:
+                touched.add(
+                    _text(event.properties.get("order_id")) or ""
+                    if name in (REFUNDED, CANCELLED)
+                    else order_key(event.properties, event.message_id)
+                )
                 if name == REFUNDED:
                     _refunded(conn, event)
                 elif name == CANCELLED:
                     _cancelled(conn, event, now)
-                else:
-                    _placed(conn, event, now, update_amounts=name == UPDATED)
+                elif _placed(conn, event, now, update_amounts=name == UPDATED):
+                    new_orders.add(order_key(event.properties, event.message_id))
             elif name.startswith(SHIPMENT_PREFIX):
                 stage = _shipment(conn, event, now)
                 if stage is not None:
@@ -116,8 +176,15 @@ class Commerce:
         carts.apply(conn, events, now, self.cart_rules)
         back_in_stock.record(conn, events, now)
         restocked = catalog.apply(conn, events, now)
+        count_views(conn, events)
+        customers = _customers_of(conn, (touched | new_orders) - {""})
+        if customers:
+            self._after_orders(conn, customers, new_orders, now)
         if reached:
             self._announce(conn, reached, now)
+            delivered = [e for e in reached if e.properties.get("stage") == statuses.DELIVERED]
+            if delivered:
+                reviews.schedule(conn, delivered, now, self.sector)
         if restocked:
             back_in_stock.announce(
                 conn,
@@ -143,7 +210,8 @@ class Commerce:
 # ---- orders -------------------------------------------------------------------------------
 
 
-def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -> None:
+def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -> bool:
+    """Apply an order's report; whether it was the order's first (a new order)."""
     props = event.properties
     order_id = order_key(props, event.message_id)
     found = _order_row(conn, order_id)
@@ -165,7 +233,7 @@ def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -
         )
         _write_lines(conn, order_id, event.customer_id, props.get("products"))
         _attach(conn, order_id)
-        return
+        return True
     changes: dict[str, Any] = {}
     if found.customer_id is None and event.customer_id is not None:
         changes["customer_id"] = event.customer_id
@@ -201,6 +269,7 @@ def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -
         )
         if "customer_id" in changes:
             _attach(conn, order_id)
+    return False
 
 
 def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
@@ -272,6 +341,22 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
     for order_id in sorted(kept):
         _attach(conn, order_id)
     return {id(first[order_id]) for order_id in new}
+
+
+def _customers_of(conn: Connection, order_ids: set[str]) -> set[int]:
+    """The customers of these orders (those known, with a customer)."""
+    found: set[int] = set()
+    for part in chunks(sorted(order_ids)):
+        found.update(
+            int(customer)
+            for customer in conn.execute(
+                select(commerce_orders.c.customer_id).where(
+                    commerce_orders.c.order_id.in_(part),
+                    commerce_orders.c.customer_id.is_not(None),
+                )
+            ).scalars()
+        )
+    return found
 
 
 def _amounts(props: dict[str, Any]) -> dict[str, Any]:

@@ -196,6 +196,55 @@ Index("ix_commerce_variants_product", commerce_variants.c.product_id)
 Index("ix_commerce_variants_sku", commerce_variants.c.sku)
 Index("ix_commerce_variants_inventory_item", commerce_variants.c.inventory_item_id)
 
+# ---- replenishment, views and what sells together (migration 0030) ----------------------
+
+commerce_replenishments = Table(
+    "commerce_replenishments",
+    metadata,
+    # One row per customer and consumable product they bought (commerce/replenishment.py).
+    Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("product_id", Text, primary_key=True),
+    Column("last_order_id", Text, nullable=False),
+    Column("last_ordered_at", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),  # units of the last order
+    Column("orders", Integer, nullable=False),  # orders of it, cancelled and refunded ones out
+    Column("basis", Text, nullable=False),  # usage | own_pace | unknown
+    Column("pace_ms", BigInteger, nullable=True),  # how long one unit lasts them
+    Column("depletes_at", BigInteger, nullable=True),  # expected to run out
+    Column("due_at", BigInteger, nullable=True),  # when `Replenishment Due` is appended
+    Column("announced_at", BigInteger, nullable=True),  # when it was, for the last order
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+commerce_product_views = Table(
+    "commerce_product_views",
+    metadata,
+    # `Product Viewed` counted per customer, product and day (UTC).
+    Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("product_id", Text, primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),  # days since 1970-01-01
+    Column("views", Integer, nullable=False),
+    Column("last_viewed_at", BigInteger, nullable=False),
+)
+
+commerce_bought_together = Table(
+    "commerce_bought_together",
+    metadata,
+    # Orders holding both products, kept both ways (a, b) and (b, a).
+    Column("product_id", Text, primary_key=True),
+    Column("other_id", Text, primary_key=True),
+    Column("orders", Integer, nullable=False),
+)
+
+commerce_product_sales = Table(
+    "commerce_product_sales",
+    metadata,
+    Column("product_id", Text, primary_key=True),
+    Column("orders", Integer, nullable=False),  # orders holding it
+    Column("units", Integer, nullable=False),
+)
+Index("ix_commerce_products_category", commerce_products.c.category)
+
 # ---- back in stock and reviews (migration 0029) -----------------------------------------
 
 commerce_stock_requests = Table(

@@ -468,6 +468,7 @@ def computed_view(computed: JsonObject) -> JsonObject:
         },
         "first_order_at": iso(computed.get("first_order_at")),
         "last_order_at": iso(computed.get("last_order_at")),
+        "vip": bool(computed.get("vip", False)),
         "first_seen_at": iso(computed.get("first_seen_at")),
         "last_seen_at": iso(computed.get("last_seen_at")),
         "timezone": timezone,
@@ -541,6 +542,45 @@ def orders_of(conn: Connection, customer_id: int, limit: int = 50) -> list[Custo
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class OrderFigures:
+    """A customer's order traits as commerce counts them (docs/commerce.md, "Traits from
+    commerce"): money as exact decimal text per currency, times in milliseconds."""
+
+    orders_count: int
+    first_order_at: int | None
+    last_order_at: int | None
+    revenue: dict[str, dict[str, object]]  # currency -> orders, total_spent, average_order_value
+    vip: bool
+
+
+def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> None:
+    """Store commerce's order traits in these customers' computed traits (the customers
+    merged away meanwhile are left: their survivor is counted on its own). PostgreSQL:
+    the rows are locked first, as the projection locks them."""
+    for part in chunks(sorted(figures)):
+        query = select(customers.c.id, customers.c.computed).where(
+            customers.c.id.in_(part), customers.c.merged_into.is_(None)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.order_by(customers.c.id).with_for_update()
+        for ident, stored in conn.execute(query).all():
+            found = figures[int(ident)]
+            computed = _decode(stored)
+            computed.update(orders_count=found.orders_count, revenue=found.revenue, vip=found.vip)
+            for name in ("first_order_at", "last_order_at"):
+                value = getattr(found, name)
+                if value is None:
+                    computed.pop(name, None)
+                else:
+                    computed[name] = value
+            conn.execute(
+                update(customers)
+                .where(customers.c.id == ident)
+                .values(computed=_encode(computed).decode())
+            )
 
 
 HAND_SOURCE = "console"  # the consent source of a change a person of the brand recorded

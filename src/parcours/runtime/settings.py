@@ -72,6 +72,10 @@ class Settings:
     worker_poll_seconds: int = 1
     ready_min_workers: int = 0  # /readyz fails with fewer fresh workers than this, anywhere
     shutdown_timeout_seconds: int = 20  # each of: requests in flight, the worker's batch
+    # a consumable's `Replenishment Due` comes this many days before it is expected to run
+    # out; a customer who spent this much in one currency is a VIP (0: none is); commerce.md
+    replenishment_lead_days: int = 3
+    vip_spend: int = 500
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -173,6 +177,8 @@ _FIELD_TYPES: dict[str, type] = {
     "worker_poll_seconds": int,
     "ready_min_workers": int,
     "shutdown_timeout_seconds": int,
+    "replenishment_lead_days": int,
+    "vip_spend": int,
 }
 
 
@@ -316,6 +322,15 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: cart_order_window_hours must be between 0 and 8760 (a year), "
             f"got {settings.cart_order_window_hours}"
+        )
+    if not 0 <= settings.replenishment_lead_days <= 365:
+        raise SettingsError(
+            f"{where}: replenishment_lead_days must be between 0 and 365, "
+            f"got {settings.replenishment_lead_days}"
+        )
+    if settings.vip_spend < 0:
+        raise SettingsError(
+            f"{where}: vip_spend must be 0 (no VIP) or more, got {settings.vip_spend}"
         )
     if not 1 <= settings.delivery_lease_seconds <= 86_400:
         raise SettingsError(

@@ -31,8 +31,8 @@ AGGREGATES = ("count", "sum", "since_last")
 # The time since the last event compares with durations; equality would never hold.
 SINCE_OPERATORS = frozenset({"gt", "gte", "lt", "lte", "exists"})
 # Computed traits the order events change; any other computed trait can change on any event.
-ORDER_EVENTS = frozenset({"Order Completed", "Order Cancelled", "Order Refunded"})
-ORDER_TRAITS = frozenset({"orders_count", "revenue", "first_order_at", "last_order_at"})
+ORDER_EVENTS = frozenset({"Order Completed", "Order Updated", "Order Cancelled", "Order Refunded"})
+ORDER_TRAITS = frozenset({"orders_count", "revenue", "first_order_at", "last_order_at", "vip"})
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

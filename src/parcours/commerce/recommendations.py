@@ -1,0 +1,429 @@
+"""Recommendations: products to show a customer in a message or on an order's tracking
+page, each with its reason (docs/commerce.md, "Recommendations").
+
+Four sources, in this order: the consumables they will soon run out of (replenishment),
+what others bought with what they just bought (co-occurrence in orders), what they viewed
+and did not buy, and the best sellers of the categories they buy from. Never a product
+out of stock, nor one they just bought (the order's, or any order of the last week).
+
+Counted as the events arrive, not by a scan per request: each new order adds to the
+counts of its products and of each pair of them (`commerce_product_sales`,
+`commerce_bought_together`), each `Product Viewed` to the customer's views of that
+product that day (`commerce_product_views`); a recommendation reads a few rows by key.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import permutations
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from parcours.commerce.catalog import Product, _products_of
+from parcours.commerce.replenishment import DAY
+from parcours.commerce.tables import (
+    commerce_bought_together,
+    commerce_order_lines,
+    commerce_orders,
+    commerce_product_sales,
+    commerce_product_views,
+    commerce_products,
+    commerce_replenishments,
+)
+from parcours.log import Event
+from parcours.runtime.db import chunks
+
+VIEWED_EVENT = "Product Viewed"
+REASONS = ("replenish", "bought_together", "viewed", "best_seller")
+JUST_BOUGHT_DAYS = 7  # an order's products are not recommended for a week
+VIEWS_DAYS = 30  # views older than this are not recommended from
+REPLENISH_AHEAD_DAYS = 14  # a consumable expected to run out within: recommended
+PAIRS_PER_ORDER = 20  # an order's products counted in pairs (the first 20: 190 pairs)
+MAX_LIMIT = 12
+
+
+class Recommendation(msgspec.Struct, frozen=True):
+    """A product to show, and why."""
+
+    product_id: str
+    reason: str  # replenish | bought_together | viewed | best_seller
+    name: str | None
+    url: str | None
+    image_url: str | None
+    category: str | None
+    price: Decimal | None  # one unit's, the lowest of its variants in `currency`
+    currency: str | None
+
+
+# ---- counting as the events arrive -------------------------------------------------------
+
+
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Add rows' counts to those stored (a row not stored is inserted as it is)."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    added = {
+        name: table.c[name] + statement.excluded[name]
+        for name in rows[0]
+        if name not in keys and name != "last_viewed_at"
+    }
+    if "last_viewed_at" in rows[0]:  # the later of the two (SQLite's max of two values)
+        later = func.greatest if conn.dialect.name == "postgresql" else func.max
+        added["last_viewed_at"] = later(table.c.last_viewed_at, statement.excluded.last_viewed_at)
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), rows)
+
+
+def count_orders(conn: Connection, order_ids: Sequence[str]) -> None:
+    """New orders: each of their products sold once more (and its units), each pair of
+    their products bought together once more. Counted when an order is first stored;
+    lines given by a later report, and cancellations, do not change the counts."""
+    if not order_ids:
+        return
+    per_order: dict[str, dict[str, int]] = defaultdict(dict)
+    for part in chunks(sorted(order_ids)):
+        query = (
+            select(
+                commerce_order_lines.c.order_id,
+                commerce_order_lines.c.product_id,
+                commerce_order_lines.c.quantity,
+            )
+            .where(
+                commerce_order_lines.c.order_id.in_(part),
+                commerce_order_lines.c.product_id.is_not(None),
+            )
+            .order_by(commerce_order_lines.c.order_id, commerce_order_lines.c.line)
+        )
+        for row in conn.execute(query):
+            found = per_order[row.order_id]
+            found[row.product_id] = found.get(row.product_id, 0) + int(row.quantity)
+    sales: dict[str, list[int]] = {}
+    pairs: dict[tuple[str, str], int] = defaultdict(int)
+    for products in per_order.values():
+        for product_id, units in products.items():
+            counted = sales.setdefault(product_id, [0, 0])
+            counted[0] += 1
+            counted[1] += units
+        for pair in permutations(list(products)[:PAIRS_PER_ORDER], 2):
+            pairs[pair] += 1
+    _upsert(
+        conn,
+        commerce_product_sales,
+        [{"product_id": p, "orders": o, "units": u} for p, (o, u) in sorted(sales.items())],
+        ["product_id"],
+    )
+    _upsert(
+        conn,
+        commerce_bought_together,
+        [{"product_id": a, "other_id": b, "orders": n} for (a, b), n in sorted(pairs.items())],
+        ["product_id", "other_id"],
+    )
+
+
+def count_views(conn: Connection, events: list[Event]) -> None:
+    """The group's `Product Viewed` of known customers, per customer, product and day."""
+    views: dict[tuple[int, str, int], list[int]] = {}
+    for event in events:
+        if event.type != "track" or event.name != VIEWED_EVENT or event.customer_id is None:
+            continue
+        product_id = _text(event.properties.get("product_id"))
+        if product_id is None:
+            continue
+        key = (event.customer_id, product_id, event.occurred_at // DAY)
+        counted = views.setdefault(key, [0, event.occurred_at])
+        counted[0] += 1
+        counted[1] = max(counted[1], event.occurred_at)
+    _add_views(conn, views)
+
+
+def _add_views(conn: Connection, views: dict[tuple[int, str, int], list[int]]) -> None:
+    rows = [
+        {"customer_id": c, "product_id": p, "day": d, "views": n, "last_viewed_at": at}
+        for (c, p, d), (n, at) in sorted(views.items())
+    ]
+    _upsert(conn, commerce_product_views, rows, ["customer_id", "product_id", "day"])
+
+
+def follow_merge(conn: Connection, merged_id: int, survivor_id: int) -> None:
+    """Profiles merged: the merged customer's views are added to the survivor's."""
+    table = commerce_product_views
+    rows = conn.execute(select(table).where(table.c.customer_id == merged_id)).all()
+    if not rows:
+        return
+    _add_views(
+        conn,
+        {(survivor_id, r.product_id, r.day): [r.views, r.last_viewed_at] for r in rows},
+    )
+    conn.execute(delete(table).where(table.c.customer_id == merged_id))
+
+
+class ProductViews(msgspec.Struct, frozen=True):
+    """How many times a customer viewed a product on a day (UTC)."""
+
+    product_id: str
+    day: str  # YYYY-MM-DD
+    views: int
+    last_viewed_at: int
+
+
+def product_views(conn: Connection, customer_id: int, *, since: int) -> list[ProductViews]:
+    """The customer's views per product and day from `since` (ms), the latest day first."""
+    table = commerce_product_views
+    rows = conn.execute(
+        select(table)
+        .where(table.c.customer_id == customer_id, table.c.day >= since // DAY)
+        .order_by(table.c.day.desc(), table.c.views.desc(), table.c.product_id)
+    ).all()
+    return [
+        ProductViews(
+            r.product_id,
+            _day_text(int(r.day)),
+            int(r.views),
+            int(r.last_viewed_at),
+        )
+        for r in rows
+    ]
+
+
+def _day_text(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()
+
+
+# ---- choosing -------------------------------------------------------------------------------
+
+
+def recommendations(
+    conn: Connection,
+    customer_id: int,
+    *,
+    now: int,
+    for_order: str | None = None,
+    limit: int = 4,
+) -> list[Recommendation]:
+    """Up to `limit` products for this customer (at most 12), each once, with its reason:
+    their consumables due within two weeks, then what was bought with what they just
+    bought (the order `for_order`, else their latest), then what they viewed in the last
+    30 days and did not buy since, then the best sellers of the categories of what they
+    bought or viewed (of the whole shop when none is known). Never a product out of
+    stock, nor one of `for_order` or of their orders of the last week."""
+    limit = max(0, min(limit, MAX_LIMIT))
+    if limit == 0:
+        return []
+    orders = _recent_orders(conn, customer_id)
+    seed_order = for_order or (orders[0][0] if orders else None)
+    seed = _order_products(conn, [seed_order]) if seed_order else []
+    just_bought = set(seed) | set(
+        _order_products(conn, [o for o, at in orders if at >= now - JUST_BOUGHT_DAYS * DAY])
+    )
+    if for_order is not None:
+        just_bought |= set(_order_products(conn, [for_order]))
+    candidates: list[tuple[str, str]] = []  # (product, reason), best first
+    candidates += [(p, "replenish") for p in _due(conn, customer_id, now) if p not in seed]
+    candidates += [(p, "bought_together") for p in _bought_with(conn, seed, limit * 3)]
+    viewed = _viewed_not_bought(conn, customer_id, now)
+    candidates += [(p, "viewed") for p in viewed]
+    categories = _categories(conn, [*seed, *viewed])
+    candidates += [(p, "best_seller") for p in _best_sellers(conn, categories, limit * 3)]
+    chosen: dict[str, str] = {}
+    for product_id, reason in candidates:
+        if product_id in chosen or (reason != "replenish" and product_id in just_bought):
+            continue
+        chosen[product_id] = reason
+    return _shown(conn, chosen, _currency(conn, customer_id, for_order), limit)
+
+
+def _recent_orders(conn: Connection, customer_id: int) -> list[tuple[str, int]]:
+    """The customer's orders not cancelled, the latest first (at most 20)."""
+    rows = conn.execute(
+        select(commerce_orders.c.order_id, commerce_orders.c.placed_at)
+        .where(commerce_orders.c.customer_id == customer_id, commerce_orders.c.status == "placed")
+        .order_by(commerce_orders.c.placed_at.desc(), commerce_orders.c.order_id.desc())
+        .limit(20)
+    ).all()
+    return [(row.order_id, int(row.placed_at)) for row in rows]
+
+
+def _order_products(conn: Connection, order_ids: list[str]) -> list[str]:
+    if not order_ids:
+        return []
+    rows = conn.execute(
+        select(commerce_order_lines.c.product_id)
+        .where(
+            commerce_order_lines.c.order_id.in_(order_ids),
+            commerce_order_lines.c.product_id.is_not(None),
+        )
+        .order_by(commerce_order_lines.c.order_id, commerce_order_lines.c.line)
+    ).scalars()
+    return list(dict.fromkeys(str(p) for p in rows))
+
+
+def _due(conn: Connection, customer_id: int, now: int) -> list[str]:
+    table = commerce_replenishments
+    rows = conn.execute(
+        select(table.c.product_id)
+        .where(
+            table.c.customer_id == customer_id,
+            table.c.depletes_at.is_not(None),
+            table.c.depletes_at <= now + REPLENISH_AHEAD_DAYS * DAY,
+        )
+        .order_by(table.c.depletes_at, table.c.product_id)
+    ).scalars()
+    return [str(p) for p in rows]
+
+
+def _bought_with(conn: Connection, products: list[str], limit: int) -> list[str]:
+    if not products:
+        return []
+    table = commerce_bought_together
+    rows = conn.execute(
+        select(table.c.other_id, func.sum(table.c.orders).label("orders"))
+        .where(table.c.product_id.in_(products))
+        .group_by(table.c.other_id)
+        .order_by(func.sum(table.c.orders).desc(), table.c.other_id)
+        .limit(limit + len(products))
+    ).all()
+    return [str(row.other_id) for row in rows if row.other_id not in products]
+
+
+def _viewed_not_bought(conn: Connection, customer_id: int, now: int) -> list[str]:
+    """Products viewed in the last 30 days, the most viewed first, less those the customer
+    ordered after their last view."""
+    views = commerce_product_views
+    rows = conn.execute(
+        select(
+            views.c.product_id,
+            func.sum(views.c.views).label("views"),
+            func.max(views.c.last_viewed_at).label("last"),
+        )
+        .where(views.c.customer_id == customer_id, views.c.day >= (now - VIEWS_DAYS * DAY) // DAY)
+        .group_by(views.c.product_id)
+        .order_by(func.sum(views.c.views).desc(), func.max(views.c.last_viewed_at).desc())
+        .limit(50)
+    ).all()
+    if not rows:
+        return []
+    bought: dict[str, int] = {}
+    lines, orders = commerce_order_lines, commerce_orders
+    query = (
+        select(lines.c.product_id, func.max(orders.c.placed_at).label("at"))
+        .join(orders, orders.c.order_id == lines.c.order_id)
+        .where(
+            orders.c.customer_id == customer_id,
+            orders.c.status == "placed",
+            lines.c.product_id.in_([row.product_id for row in rows]),
+        )
+        .group_by(lines.c.product_id)
+    )
+    for row in conn.execute(query):
+        bought[str(row.product_id)] = int(row.at)
+    return [
+        str(row.product_id)
+        for row in rows
+        if row.product_id not in bought or bought[row.product_id] < int(row.last)
+    ]
+
+
+def _categories(conn: Connection, products: list[str]) -> list[str]:
+    if not products:
+        return []
+    rows = conn.execute(
+        select(commerce_products.c.product_id, commerce_products.c.category).where(
+            commerce_products.c.product_id.in_(products),
+            commerce_products.c.category.is_not(None),
+        )
+    ).all()
+    of = {row.product_id: row.category for row in rows}
+    return list(dict.fromkeys(of[p] for p in products if p in of))
+
+
+def _best_sellers(conn: Connection, categories: list[str], limit: int) -> list[str]:
+    sales, products = commerce_product_sales, commerce_products
+    query = (
+        select(sales.c.product_id)
+        .join(products, products.c.product_id == sales.c.product_id)
+        .order_by(sales.c.orders.desc(), sales.c.units.desc(), sales.c.product_id)
+        .limit(limit)
+    )
+    if categories:
+        query = query.where(products.c.category.in_(categories))
+    return [str(p) for p in conn.execute(query).scalars()]
+
+
+def _currency(conn: Connection, customer_id: int, for_order: str | None) -> str | None:
+    """The currency prices are shown in: the order's, else the customer's latest order's."""
+    query = select(commerce_orders.c.currency)
+    if for_order is not None:
+        query = query.where(commerce_orders.c.order_id == for_order)
+    else:
+        query = (
+            query.where(commerce_orders.c.customer_id == customer_id)
+            .order_by(commerce_orders.c.placed_at.desc())
+            .limit(1)
+        )
+    found = conn.execute(query).scalar()
+    return None if found is None else str(found)
+
+
+def _shown(
+    conn: Connection, chosen: dict[str, str], currency: str | None, limit: int
+) -> list[Recommendation]:
+    """The chosen products the catalog knows, by name, in stock, the first `limit`."""
+    ids = list(chosen)
+    known: dict[str, Product] = {}
+    for part in chunks(ids):
+        rows = conn.execute(
+            select(commerce_products).where(commerce_products.c.product_id.in_(part))
+        ).all()
+        known.update({item.product_id: item for item in _products_of(conn, rows)})
+    shown: list[Recommendation] = []
+    for product_id in ids:
+        item = known.get(product_id)
+        if item is None or not item.name or not _in_stock(item):
+            continue
+        price, in_currency = _price(item, currency)
+        shown.append(
+            Recommendation(
+                product_id=product_id,
+                reason=chosen[product_id],
+                name=item.name,
+                url=item.url,
+                image_url=item.image_url,
+                category=item.category,
+                price=price,
+                currency=in_currency,
+            )
+        )
+        if len(shown) == limit:
+            break
+    return shown
+
+
+def _in_stock(item: Product) -> bool:
+    """A product some variant of which can be bought (stock above 0, or not tracked)."""
+    return not item.variants or any(variant.in_stock for variant in item.variants)
+
+
+def _price(item: Product, currency: str | None) -> tuple[Decimal | None, str | None]:
+    in_stock = [variant for variant in item.variants if variant.in_stock]
+    for wanted in [currency] if currency else []:
+        prices = [v.prices[wanted] for v in in_stock if wanted in v.prices]
+        if prices:
+            return min(prices), wanted
+    for variant in in_stock:
+        for name, price in sorted(variant.prices.items()):
+            return price, name
+    return None, None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,192 @@
+"""Replenishment (issue 21): the expected depletion of each consumable a customer bought,
+from its usage days and quantity or from their own pace after two orders; `Replenishment
+Due` a few days before, and the ready-made journey's reminder; none once they reordered.
+On the simulated clock, SQLite and PostgreSQL (docs/commerce.md, "Replenishment")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from parcours import commerce
+from parcours.customers import profiles as customers
+from parcours.log import queries as log_queries
+from parcours.runtime.clock import SimulatedClock
+from parcours.services import Services
+from tests.conftest import make_event
+from tests.test_journeys_engine import DAY, HOUR, advance, opt_in, publish, sent, track
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
+REPLENISHMENT = (TEMPLATES / "replenishment.yaml").read_text(encoding="utf-8")
+
+
+def stock_catalog(services: Services) -> None:
+    """A serum that lasts 30 days, a cleanser with no usage days, a tee (not consumable)."""
+    products = [
+        {"product_id": "serum", "name": "Serum", "consumable": True, "usage_days": 30},
+        {"product_id": "cleanser", "name": "Cleanser", "consumable": True},
+        {"product_id": "tee", "name": "Tee", "consumable": False},
+    ]
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                at=services.clock.now_ms(),
+                identity_required=False,
+                properties={**product, "price": 30, "currency": "EUR", "stock": 50},
+            )
+            for product in products
+        ]
+    )
+
+
+def buy(services: Services, user: str, order_id: str, *items: tuple[str, int]) -> None:
+    track(
+        services,
+        user,
+        "Order Completed",
+        order_id=order_id,
+        currency="EUR",
+        total=30 * sum(quantity for _, quantity in items),
+        products=[{"product_id": p, "price": 30, "quantity": q} for p, q in items],
+    )
+
+
+def replenishments(services: Services, user: str) -> list[commerce.Replenishment]:
+    with services.db.read() as conn:
+        return commerce.replenishments_of(conn, customers.resolve(conn, user, "FR"))
+
+
+def named(services: Services, user: str, name: str) -> list[dict[str, Any]]:
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, user, "FR")
+        return [
+            json.loads(event.payload).get("properties", {})
+            for event in log_queries.all_of(conn, customer)
+            if event.name == name
+        ]
+
+
+def test_the_reminder_lands_about_three_days_before_the_consumable_runs_out(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, REPLENISHMENT)
+    stock_catalog(services)
+    opt_in(services, "ana")
+    ordered_at = clock.now_ms()
+    buy(services, "ana", "o-1", ("serum", 1), ("tee", 2), ("cleanser", 1))
+    [serum, cleanser] = replenishments(services, "ana")
+    assert (serum.product_id, serum.basis, serum.depletes_at) == (
+        "serum",
+        "usage",
+        ordered_at + 30 * DAY,
+    )
+    assert serum.due_at == ordered_at + 27 * DAY
+    assert (cleanser.product_id, cleanser.basis, cleanser.depletes_at) == (
+        "cleanser",
+        "unknown",
+        None,
+    )
+    advance(services, clock, 27 * DAY - HOUR, step=6 * HOUR)
+    assert named(services, "ana", "Replenishment Due") == []
+    assert sent(services, "ana") == []
+    advance(services, clock, 25 * HOUR, step=HOUR)  # the next 10:00, in the customer's zone
+    [due] = named(services, "ana", "Replenishment Due")
+    assert {key: due[key] for key in ("product_id", "order_id", "name", "days_left")} == {
+        "product_id": "serum",
+        "order_id": "o-1",
+        "name": "Serum",
+        "days_left": 3,
+    }
+    assert sent(services, "ana") == [("email", "reorder-reminder")]
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert sent(services, "ana") == [("email", "reorder-reminder"), ("push", "reorder-last-call")]
+    advance(services, clock, 40 * DAY, step=DAY)  # once per purchase
+    assert len(named(services, "ana", "Replenishment Due")) == 1
+
+
+def test_quantity_multiplies_the_usage_days(services: Services, clock: SimulatedClock) -> None:
+    stock_catalog(services)
+    ordered_at = clock.now_ms()
+    buy(services, "bo", "o-1", ("serum", 2))
+    [serum] = replenishments(services, "bo")
+    assert serum.depletes_at == ordered_at + 60 * DAY
+
+
+def test_no_reminder_when_they_reordered_before_it(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, REPLENISHMENT)
+    stock_catalog(services)
+    opt_in(services, "cy")
+    buy(services, "cy", "o-1", ("serum", 1))
+    advance(services, clock, 25 * DAY, step=12 * HOUR)
+    buy(services, "cy", "o-2", ("serum", 1))  # before the reminder: the date moves
+    advance(services, clock, 10 * DAY, step=12 * HOUR)  # past the first date
+    assert named(services, "cy", "Replenishment Due") == []
+    assert sent(services, "cy") == []
+    [reordered] = named(services, "cy", "Product Reordered")
+    assert reordered == {"product_id": "serum", "order_id": "o-2", "orders": 2}
+
+
+def test_a_reorder_after_the_reminder_ends_the_run_before_the_last_call(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, REPLENISHMENT)
+    stock_catalog(services)
+    opt_in(services, "di")
+    buy(services, "di", "o-1", ("serum", 1), ("cleanser", 1))
+    advance(services, clock, 28 * DAY, step=6 * HOUR)
+    assert sent(services, "di") == [("email", "reorder-reminder")]
+    buy(services, "di", "o-2", ("cleanser", 1))  # another product: the run goes on
+    advance(services, clock, HOUR)
+    buy(services, "di", "o-3", ("serum", 1))  # that product: the run's goal
+    advance(services, clock, 3 * DAY, step=HOUR)
+    assert sent(services, "di") == [("email", "reorder-reminder")]
+
+
+def test_the_customers_own_pace_counts_after_two_orders(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, REPLENISHMENT)
+    stock_catalog(services)
+    opt_in(services, "eve")
+    first = clock.now_ms()
+    buy(services, "eve", "o-1", ("serum", 1))
+    advance(services, clock, 12 * DAY, step=12 * HOUR)
+    buy(services, "eve", "o-2", ("serum", 1))  # one serum lasted her 12 days, not 30
+    [serum] = replenishments(services, "eve")
+    assert (serum.basis, serum.pace_days, serum.orders) == ("own_pace", 12.0, 2)
+    assert serum.depletes_at == first + 24 * DAY
+    advance(services, clock, 9 * DAY - HOUR, step=6 * HOUR)  # day 21 - 1h: three days before
+    assert sent(services, "eve") == []
+    advance(services, clock, 25 * HOUR, step=HOUR)
+    assert sent(services, "eve") == [("email", "reorder-reminder")]
+    # The cleanser has no usage days: its date comes from her pace alone.
+    buy(services, "eve", "o-3", ("cleanser", 1))
+    advance(services, clock, 20 * DAY, step=DAY)
+    buy(services, "eve", "o-4", ("cleanser", 2))
+    cleanser = next(r for r in replenishments(services, "eve") if r.product_id == "cleanser")
+    assert (cleanser.basis, cleanser.pace_days) == ("own_pace", 20.0)
+    assert cleanser.depletes_at == clock.now_ms() + 40 * DAY
+
+
+def test_a_cancelled_order_takes_its_replenishment_back(
+    services: Services, clock: SimulatedClock
+) -> None:
+    stock_catalog(services)
+    first = clock.now_ms()
+    buy(services, "fay", "o-1", ("serum", 1))
+    advance(services, clock, 10 * DAY, step=DAY)
+    buy(services, "fay", "o-2", ("serum", 1))
+    assert replenishments(services, "fay")[0].basis == "own_pace"
+    track(services, "fay", "Order Cancelled", order_id="o-2")
+    [serum] = replenishments(services, "fay")
+    assert (serum.last_order_id, serum.basis, serum.depletes_at) == (
+        "o-1",
+        "usage",
+        first + 30 * DAY,
+    )
+    track(services, "fay", "Order Cancelled", order_id="o-1")
+    assert replenishments(services, "fay") == []
