@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from parcours.demo import Demo, DemoOptions
     from parcours.runtime.db import Database
 
 
@@ -232,41 +233,70 @@ def existing_database(settings: Settings) -> Database:
 def serve(host: HostOption = None, port: PortOption = None, data_dir: DataDirOption = None) -> None:
     """Run the HTTP API and the background work in one process."""
     settings = settings_or_exit(host=host, port=port, data_dir=data_dir)
-    _serve(settings, demo=False)
+    _serve(settings, demo=None)
 
 
 @app.command()
-def demo(host: HostOption = None, port: PortOption = None, data_dir: DataDirOption = None) -> None:
-    """Serve with a small seeded data set (created on the first run)."""
+def demo(
+    host: HostOption = None,
+    port: PortOption = None,
+    data_dir: DataDirOption = None,
+    sector: Annotated[
+        str,
+        typer.Option(
+            help="The fictional brand's sector: fashion, beauty, electronics, home, food, "
+            "luxury, baby or subscription."
+        ),
+    ] = "fashion",
+    customers: Annotated[int, typer.Option(help="How many customers the demo seeds.")] = 2000,
+    speed: Annotated[
+        float,
+        typer.Option(help="Simulated seconds per real second (360: an hour every ten seconds)."),
+    ] = 360.0,
+    seed: Annotated[
+        int, typer.Option(help="Draws the customers and the traffic: the same seed, the same demo.")
+    ] = 1,
+) -> None:
+    """Serve a living demo: a fictional brand with its catalog and customers, every
+    ready-made journey live, and shoppers simulated on an accelerated clock (docs/demo.md).
+    A restart goes on where it stopped."""
+    from parcours.demo import DemoOptions
+
     settings = settings_or_exit(host=host, port=port, data_dir=data_dir)
-    _serve(settings, demo=True)
+    _serve(settings, demo=DemoOptions(sector, customers, speed, seed))
 
 
-def _serve(settings: Settings, *, demo: bool) -> None:
-    """One process: HTTP, the writer and (unless `serve_worker` is off) the worker."""
+def _serve(settings: Settings, *, demo: DemoOptions | None) -> None:
+    """One process: HTTP, the writer and (unless `serve_worker` is off) the worker; with
+    `demo`, on the demo's accelerated clock, its traffic running beside them."""
     import uvicorn
 
     from parcours.app import create_app
     from parcours.runtime.logs import configure_logging
     from parcours.services import Services
 
+    running: Demo | None = None
+    if demo is not None:
+        from parcours.demo import Demo, DemoError
+
+        _mention_old_demo_data(settings)
+        try:
+            running, settings = Demo.prepare(settings, demo)
+        except DemoError as exc:
+            raise CommandError(str(exc)) from None
     _remember(settings)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    if demo:
-        _mention_old_demo_data(settings)
-    services = Services.open(settings)
+    services = Services.open(settings, clock=running.clock if running else None)
     _warn_if_readable_by_others(settings)
     if settings.serve_worker:
         services.start_worker()
     _first_start_keys(services)
     _owner_setup_link(services)
     tune_garbage_collector()
-    if demo:
-        from parcours.demo import seed
-
-        created = seed(services)
-        if created:
-            _tell(f"Seeded the demo data set: {created} events.")
+    if running is not None:
+        running.start(services)
+        for line in running.said:
+            _tell(line)
     _tell(
         f"Parcours on http://{settings.host}:{settings.port} "
         f"({services.db.dialect}, data in {settings.data_dir}); "
@@ -276,15 +306,24 @@ def _serve(settings: Settings, *, demo: bool) -> None:
     if inbound:
         _tell(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
     _stop_quietly_on_signals()
-    uvicorn.run(
-        create_app(services),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # our handler (runtime/logs.py) writes the server's lines too
-        access_log=False,  # ours carries the request id (web/operations.py)
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-    )
+    # The demo's traffic stops, and saves where it is, before the services close.
+    application = create_app(services, close_on_shutdown=running is None)
+    for route in running.routes() if running else []:
+        application.register(route)
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # our handler (runtime/logs.py) writes the server's lines too
+            access_log=False,  # ours carries the request id (web/operations.py)
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        )
+    finally:
+        if running is not None:
+            running.stop()
+            services.close()
 
 
 def _mention_old_demo_data(settings: Settings) -> None:

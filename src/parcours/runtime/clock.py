@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -43,6 +44,42 @@ class SimulatedClock:
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = to_ms(moment)
+
+
+class AcceleratedClock:
+    """Simulated time that runs `factor` times faster than real time from `start` (the
+    demo's: one simulated hour every ten seconds is a factor of 360). It never goes back:
+    it reads the process's monotonic clock."""
+
+    def __init__(
+        self,
+        start: datetime | int,
+        factor: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not factor > 0:
+            raise ValueError(f"an accelerated clock's factor must be above 0, got {factor}")
+        self.start_ms = start if isinstance(start, int) else to_ms(start)
+        self.factor = factor
+        self._monotonic = monotonic
+        self._origin = monotonic()
+
+    def now_ms(self) -> int:
+        return self.start_ms + int((self._monotonic() - self._origin) * self.factor * 1000)
+
+
+def real_seconds(clock: Clock, milliseconds: float) -> float:
+    """How many real seconds `milliseconds` of `clock`'s time take to pass: fewer on an
+    accelerated clock (how long a worker may sleep until a job is due)."""
+    factor = clock.factor if isinstance(clock, AcceleratedClock) else 1.0
+    return milliseconds / 1000 / factor
+
+
+def clock_ms(clock: Clock, seconds: float) -> float:
+    """How many milliseconds of `clock`'s time pass in `seconds` real seconds."""
+    factor = clock.factor if isinstance(clock, AcceleratedClock) else 1.0
+    return seconds * 1000 * factor
 
 
 def to_ms(moment: datetime) -> int:

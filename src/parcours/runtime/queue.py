@@ -19,7 +19,7 @@ import msgspec
 from prometheus_client import Counter
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, Text, text
 
-from parcours.runtime.clock import Clock
+from parcours.runtime.clock import Clock, clock_ms, real_seconds
 from parcours.runtime.counting import counting
 from parcours.runtime.db import (
     BigId,
@@ -532,11 +532,14 @@ class Worker:
                 upcoming = next_run_at(conn, self.queues)
             timeout = self.poll_seconds
             if upcoming is not None:
-                timeout = min(timeout, max(0.0, (upcoming - self.clock.now_ms()) / 1000))
+                # In real seconds: on the demo's accelerated clock a job due in a simulated
+                # minute is due in a fraction of a second.
+                wait = real_seconds(self.clock, upcoming - self.clock.now_ms())
+                timeout = min(timeout, max(0.0, wait))
             if self._held_back:
                 # Due jobs are another worker's customers': it commits (and NOTIFYs) soon.
                 timeout = max(timeout, min(self.poll_seconds, HELD_BACK_SECONDS))
-            self._sleeping_until = self.clock.now_ms() + timeout * 1000
+            self._sleeping_until = self.clock.now_ms() + clock_ms(self.clock, timeout)
             if self.stopping.is_set():
                 return
             if listener is not None:

@@ -1,0 +1,149 @@
+"""The traffic simulator: which of the stories' events are due on the simulated clock
+(`Simulator`, pure), and the thread that appends them through the doors real traffic
+takes (`Traffic`): the site's events as the tracking API parses them, the carrier's
+scans as its webhook maps them, each then handed to the writer like any request's."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+import msgspec
+
+from parcours.demo.stories import CARRIER, Planned, World, slot_plan, story
+from parcours.ingest.carriers import CarrierError, webhook_event
+from parcours.ingest.writer import Writer, WriterClosed
+from parcours.log import Event
+from parcours.runtime.clock import Clock
+from parcours.tracking import EventError, parse_event
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+# A story's next step waiting in the heap: (when, slot, story, step).
+Step = tuple[int, int, int, int]
+TICK_SECONDS = 0.2  # how often the traffic looks for due events, in real time
+SAVE_EVERY_SECONDS = 2.0  # how often its position is saved, in real time
+CHUNK = 500  # events handed to the writer at once
+
+
+class Simulator:
+    """The stories' events in the order of their times: each slot's stories begin when the
+    clock reaches the slot, and only each story's next step is kept (in a heap), so the
+    position to save is small and a story is drawn again from its name when its next step
+    is due."""
+
+    def __init__(self, world: World, next_slot: int = 0, pending: Iterable[Step] = ()) -> None:
+        self.world = world
+        self.next_slot = next_slot
+        self._heap: list[Step] = [tuple(step) for step in pending]  # type: ignore[misc]
+        heapq.heapify(self._heap)
+        # Recent stories, kept while their steps come close together.
+        self._story = lru_cache(maxsize=1024)(lambda slot, index: story(world, slot, index))
+
+    def due(self, now: int) -> list[Planned]:
+        """The events due at `now` (the clock's time) not handed out yet, oldest first."""
+        while self.world.slot_start(self.next_slot) <= now:
+            slot = self.next_slot
+            for index in range(len(slot_plan(self.world, slot))):
+                events = self._story(slot, index)
+                if events:
+                    heapq.heappush(self._heap, (events[0].at, slot, index, 0))
+            self.next_slot += 1
+        found: list[Planned] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, slot, index, step = heapq.heappop(self._heap)
+            events = self._story(slot, index)
+            found.append(events[step])
+            if step + 1 < len(events):
+                heapq.heappush(self._heap, (events[step + 1].at, slot, index, step + 1))
+        return found
+
+    def pending(self) -> list[Step]:
+        """The stories' next steps, to save (with `next_slot`)."""
+        return sorted(self._heap)
+
+
+def as_event(planned: Planned, received_at: int) -> Event:
+    """The event a planned one becomes at its door (EventError or CarrierError when it
+    does not pass, as a request would be refused)."""
+    if planned.door == CARRIER:
+        document = webhook_event(_encode(planned.document))
+        return parse_event(
+            _encode(document), source="carrier", received_at=received_at, identity_required=False
+        )
+    # The catalog's reports name no customer (as Shopify's product webhooks do not).
+    return parse_event(
+        _encode(planned.document),
+        source="api",
+        received_at=received_at,
+        identity_required="userId" in planned.document,
+    )
+
+
+class Traffic:
+    """Appends what the simulator says is due, as the clock moves, until stopped; saves its
+    position every `SAVE_EVERY_SECONDS` (real) and when it stops."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        clock: Clock,
+        writer: Writer,
+        save: Callable[[Simulator, bool], None],
+    ) -> None:
+        self.simulator = simulator
+        self.clock = clock
+        self.writer = writer
+        self._save = save  # (simulator, stopped)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.appended = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="parcours-demo-traffic", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and save where it is (what was handed to the writer is stored: it answers
+        before this returns)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
+        saved_at = 0.0
+        ticks = 0
+        try:
+            while not self._stopping.is_set():
+                self.step()
+                ticks += 1
+                if ticks * TICK_SECONDS - saved_at >= SAVE_EVERY_SECONDS:
+                    self._save(self.simulator, False)
+                    saved_at = ticks * TICK_SECONDS
+                self._stopping.wait(TICK_SECONDS)
+        except WriterClosed:
+            pass  # the process is stopping
+        except Exception:
+            log.exception("the demo's traffic stopped")
+        finally:
+            self._save(self.simulator, True)
+
+    def step(self) -> int:
+        """Append what is due now; how many events were stored."""
+        now = self.clock.now_ms()
+        events: list[Event] = []
+        for planned in self.simulator.due(now):
+            try:
+                events.append(as_event(planned, now))
+            except (EventError, CarrierError) as exc:
+                log.warning("the demo made an event its door refuses: %s", exc)
+        stored = 0
+        for first in range(0, len(events), CHUNK):
+            stored += self.writer.append_sync(events[first : first + CHUNK]).stored
+        self.appended += stored
+        return stored

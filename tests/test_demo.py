@@ -1,0 +1,325 @@
+"""`parcours demo`: the accelerated clock that drives the whole process, the traffic drawn
+from a seed (the same seed, the same traffic; a restart goes on as if it never stopped),
+every event passing its door, and the demo itself started as a real process: messages in
+the outbox and tracking pages within seconds, a clean stop on Ctrl-C, and a restart that
+goes on where it was without seeding twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, func, select
+
+from parcours import brand
+from parcours.brand.tables import brand_settings
+from parcours.demo.people import people
+from parcours.demo.sectors import SECTORS, sector_named
+from parcours.demo.simulator import Simulator, as_event
+from parcours.demo.stories import CARRIER, DAY, HOUR, Planned, World
+from parcours.journeys.tables import journey_versions
+from parcours.log import events
+from parcours.runtime.clock import AcceleratedClock, clock_ms, real_seconds
+from parcours.runtime.db import Database, migrate
+from parcours.runtime.i18n import text
+from parcours.runtime.queue import Job, Worker, enqueue
+from tests.conftest import START, free_port, wait_until, wait_until_serving
+
+# ---- the accelerated clock ---------------------------------------------------------------
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_accelerated_clock_runs_its_factor_times_faster_from_its_start() -> None:
+    real = FakeMonotonic()
+    clock = AcceleratedClock(START, 360, monotonic=real)
+    assert clock.now_ms() == START
+    real.now += 10  # ten real seconds: a simulated hour
+    assert clock.now_ms() == START + 3_600_000
+    real.now += 0.001
+    assert clock.now_ms() == START + 3_600_360
+    assert real_seconds(clock, 3_600_000) == 10
+    assert clock_ms(clock, 10) == 3_600_000
+
+
+def test_an_accelerated_clock_refuses_a_factor_that_is_not_above_zero() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        AcceleratedClock(START, 0)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate(database)
+    yield database
+    database.dispose()
+
+
+def test_a_worker_on_an_accelerated_clock_runs_a_job_when_it_falls_due_in_real_time(
+    db: Database,
+) -> None:
+    """A job due in half a simulated hour, at an hour a second, runs about half a real
+    second later: the worker's sleep is counted in real seconds, not in the clock's
+    milliseconds (it would otherwise sleep its whole 30-second poll)."""
+    clock = AcceleratedClock(START, 3600)
+    worker = Worker(db, clock, poll_seconds=30)
+    ran = threading.Event()
+
+    def note(conn: Connection, job: Job) -> None:
+        ran.set()
+
+    worker.register("later", note)
+    db.after_jobs_scheduled(worker.wake_for)
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        began = time.monotonic()
+        with db.write() as conn:
+            now = clock.now_ms()
+            enqueue(conn, "later", {}, run_at=now + 1_800_000, now=now)
+        assert ran.wait(10), "the job did not run"
+        assert 0.3 < time.monotonic() - began < 5
+    finally:
+        worker.stop()
+        thread.join(10)
+
+
+# ---- the traffic, drawn from the seed -----------------------------------------------------
+
+
+def world(seed: int = 1, customers: int = 300, sector: str = "fashion") -> World:
+    return World.build(
+        seed, sector_named(sector), people(seed, customers), START, "http://127.0.0.1:8000"
+    )
+
+
+def drawn(simulator: Simulator, until: int, every: int = HOUR) -> list[Planned]:
+    found: list[Planned] = []
+    moment = START
+    while moment < until:
+        moment = min(moment + every, until)
+        found += simulator.due(moment)
+    return found
+
+
+def test_the_same_seed_draws_the_same_traffic_and_another_seed_another() -> None:
+    first = drawn(Simulator(world(seed=7)), START + 2 * DAY)
+    again = drawn(Simulator(world(seed=7)), START + 2 * DAY, every=7 * 60_000)
+    other = drawn(Simulator(world(seed=8)), START + 2 * DAY)
+    assert len(first) > 300
+    assert first == again  # looked at every hour or every seven minutes: the same
+    assert [p.document for p in first] != [p.document for p in other]
+    times = [p.at for p in first]
+    assert times == sorted(times)
+    ids = [p.document.get("messageId") or p.document["event_id"] for p in first]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_simulator_resumed_from_its_saved_position_goes_on_as_if_it_never_stopped() -> None:
+    uninterrupted = drawn(Simulator(world()), START + 3 * DAY)
+    before = Simulator(world())
+    first = drawn(before, START + DAY + 5 * HOUR)
+    saved = json.loads(json.dumps({"next": before.next_slot, "pending": before.pending()}))
+    after = Simulator(world(), saved["next"], [tuple(step) for step in saved["pending"]])
+    rest = [p for p in drawn(after, START + 3 * DAY) if p.at > START + DAY + 5 * HOUR]
+    assert first + rest == uninterrupted
+
+
+def test_every_event_the_traffic_makes_passes_its_door_and_tells_the_whole_story() -> None:
+    planned = drawn(Simulator(world(customers=2000)), START + 12 * DAY)
+    names: dict[str, int] = {}
+    for item in planned:
+        event = as_event(item, item.at)
+        key = f"carrier {item.document['status']}" if item.door == CARRIER else event.name
+        names[str(key)] = names.get(str(key), 0) + 1
+    for name in (
+        "Product Viewed",
+        "Product Added",
+        "Checkout Started",
+        "Order Completed",
+        "Shipment Label Created",
+        "carrier in_transit",
+        "carrier out_for_delivery",
+        "carrier delivery_attempted",
+        "carrier ready_for_pickup",
+        "Shipment Delayed",
+        "Shipment Delivered",
+        "Return Requested",
+        "Order Refunded",
+        "Review Submitted",
+        "Signed Up",
+        "Consent Updated",
+        "Product Updated",
+    ):
+        assert names.get(name, 0) > 0, f"no {name} in twelve days: {names}"
+
+
+def test_a_french_customer_reads_the_catalog_in_french_and_a_british_one_in_english() -> None:
+    shoppers = world(customers=400)
+    planned = drawn(Simulator(shoppers), START + DAY)
+    by_user = {person.user_id: person for person in shoppers.customers}
+    seen = {"fr": set(), "en": set()}
+    for item in planned:
+        document = item.document
+        if document.get("event") == "Product Viewed" and document["userId"] in by_user:
+            language = by_user[document["userId"]].language
+            seen[language].add(document["properties"]["name"])
+    fashion = SECTORS["fashion"]
+    french = {fashion.name(spec, "fr") for spec in fashion.products}
+    english = {fashion.name(spec, "en") for spec in fashion.products}
+    assert seen["fr"] and seen["fr"] <= french
+    assert seen["en"] and seen["en"] <= english
+
+
+def test_the_customers_are_plausible_and_each_has_an_address_of_their_own() -> None:
+    crowd = people(3, 2000)
+    assert crowd[0].email == "camille@example.com" and crowd[0].first_name == "Camille"
+    assert len({p.email for p in crowd}) == 2000
+    phones = [p.phone for p in crowd if p.phone]
+    assert len(phones) == len(set(phones)) > 1200
+    french = sum(p.locale == "fr-FR" for p in crowd)
+    assert 1000 < french < 1400
+    assert crowd == people(3, 2000)
+
+
+def test_every_sector_has_legible_colours_and_its_words_in_both_languages() -> None:
+    assert sorted(SECTORS) == sorted(
+        ["fashion", "beauty", "electronics", "home", "food", "luxury", "baby", "subscription"]
+    )
+    assert sector_named("children") is SECTORS["baby"]
+    for sector in SECTORS.values():
+        brand.check(brand.Changes(primary=sector.primary, accent=sector.accent))
+        for language in ("en", "fr"):
+            assert sector.tagline(language)
+            for spec in sector.products:
+                assert sector.name(spec, language) and sector.category(spec, language)
+    english = json.loads(Path("src/parcours/locales/en/demo.json").read_text(encoding="utf-8"))
+    french = json.loads(Path("src/parcours/locales/fr/demo.json").read_text(encoding="utf-8"))
+    assert english.keys() == french.keys()
+    assert text("fr", "demo.product.fashion.scarf") == "Foulard en soie"
+
+
+# ---- the demo, a real process -------------------------------------------------------------
+
+ADMIN_KEY = "demo-test-admin-key-1"
+CUSTOMERS = 60
+_LINK = re.compile(r"http://127\.0\.0\.1:\d+/o/[A-Za-z0-9._~-]+")
+
+
+def start_demo(data: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    env |= {"PARCOURS_ADMIN_KEY": ADMIN_KEY, "PARCOURS_LOG_LEVEL": "warning"}
+    parcours = str(Path(sys.executable).parent / "parcours")
+    options = ["--customers", str(CUSTOMERS), "--speed", "3600", "--sector", "beauty"]
+    process = subprocess.Popen(
+        [parcours, "demo", "--port", str(port), "--data-dir", str(data), *options],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_until_serving(process, f"http://127.0.0.1:{port}")
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    status = process.wait(60)
+    errors = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    assert status == 0, errors[-3000:]
+    assert "Traceback" not in errors, errors[-3000:]
+
+
+def outbox(port: int) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"http://127.0.0.1:{port}/api/outbox?limit=500",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    messages: list[dict[str, Any]] = answer.json()["messages"]
+    return messages
+
+
+def tracking_link(port: int) -> str | None:
+    for message in outbox(port):
+        found = _LINK.search(json.dumps(message["content"] or {}))
+        if found:
+            return found.group(0)
+    return None
+
+
+def count(db: Database, table: Any, *where: Any) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
+@pytest.mark.processes
+def test_the_demo_lives_stops_on_ctrl_c_and_goes_on_where_it_was(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    demo = start_demo(data, port)
+    try:
+        # Orders confirmed, parcels on their way: their messages link to tracking pages.
+        link = wait_until(lambda: tracking_link(port), 40, every=0.5, what="a tracking link")
+        page = httpx.get(link, timeout=10)
+        assert page.status_code == 200
+        assert "Éclat de Sève" in page.text
+        picture = re.search(r'src="(http://127\.0\.0\.1:\d+/demo/images/[a-z_-]+\.svg)"', page.text)
+        assert picture is not None, "the order's items have no picture"
+        image = httpx.get(picture.group(1), timeout=10)
+        assert image.status_code == 200
+        assert image.headers["content-type"].startswith("image/svg+xml")
+        first_run = outbox(port)
+        journeys = {m["journey"] for m in first_run}
+        assert {"order-confirmation", "post-purchase-updates"} <= journeys
+    finally:
+        stop(demo)
+    saved = json.loads((data / "demo.json").read_text(encoding="utf-8"))
+    assert saved["seeded"] is True and saved["sector"] == "beauty"
+    stopped_at = saved["clock_ms"]
+    assert stopped_at > saved["start_ms"] + 3 * 3_600_000
+    last_created = max(m["created_at"] for m in first_run)
+
+    demo = start_demo(data, port)
+    try:
+        # The simulated time goes on from where it stopped, and with it the messages.
+        wait_until(
+            lambda: any(m["created_at"] > last_created for m in outbox(port)),
+            40,
+            every=0.5,
+            what="a message made after the restart",
+        )
+    finally:
+        stop(demo)
+    again = json.loads((data / "demo.json").read_text(encoding="utf-8"))
+    assert again["start_ms"] == saved["start_ms"]
+    assert again["clock_ms"] > stopped_at
+    db = Database(f"sqlite:///{data / 'parcours.db'}")
+    try:
+        assert count(db, events, events.c.message_id.like("demo-1-person-%")) == CUSTOMERS
+        assert count(db, events, events.c.message_id.like("demo-1-product-%")) == 8
+        assert count(db, journey_versions) == count(
+            db, journey_versions, journey_versions.c.version == 1
+        )
+        assert count(db, journey_versions, journey_versions.c.status == "live") >= 15
+        with db.read() as conn:
+            assert conn.execute(select(brand_settings.c.version)).scalar() == 1
+    finally:
+        db.dispose()
