@@ -5,7 +5,7 @@ what this face lists."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.commerce import back_in_stock, people, statuses
+from parcours.commerce import back_in_stock, people, reviews, statuses
 from parcours.commerce.actions import LineRefund, OrderNotFound, RefundRefused, refund
 from parcours.commerce.back_in_stock import BackInStockError, StockRequest, stock_requests
 from parcours.commerce.carts import Cart, CartItem, cart_of, carts_of
@@ -54,6 +54,7 @@ from parcours.commerce.recommendations import (
 )
 from parcours.commerce.replenishment import Replenishment, replenishments_of
 from parcours.commerce.returns import ReturnWindow, return_window
+from parcours.commerce.reviews import Review, ReviewRefused, review_of_order, review_photo
 
 __all__ = [
     "BackInStockError",
@@ -75,6 +76,8 @@ __all__ = [
     "Replenishment",
     "Return",
     "ReturnWindow",
+    "Review",
+    "ReviewRefused",
     "Scan",
     "Shipment",
     "ShipmentLine",
@@ -100,6 +103,9 @@ __all__ = [
     "returns_list",
     "returns_of_order",
     "returns_of_orders",
+    "review_of_order",
+    "review_photo",
+    "reviews",
     "shipment",
     "shipment_counts",
     "shipments_delayed",

@@ -21,6 +21,7 @@ from parcours.commerce import (
     carts,
     catalog,
     replenishment,
+    reviews,
     statuses,
     traits,
 )
@@ -100,8 +101,14 @@ class Commerce:
         self.reactions = reactions
         if worker is not None:
             worker.register(carts.JOB, self.cart_abandoned)
+            worker.register(reviews.JOB, self.review_due)
             worker.register(replenishment.JOB, self.replenishment_due)
             worker.register(REFRESH_JOB, self.refresh_customer)
+
+    def review_due(self, conn: Connection, job: Job) -> None:
+        """The job of an order's review falling due (commerce/reviews.py)."""
+        assert self.reactions is not None, "install() first"
+        reviews.announce_due(conn, job, self.clock.now_ms(), self.sector, self.reactions)
 
     def cart_abandoned(self, conn: Connection, job: Job) -> None:
         """The job of a cart without activity for the delay (commerce/carts.py)."""
@@ -175,6 +182,9 @@ class Commerce:
             self._after_orders(conn, customers, new_orders, now)
         if reached:
             self._announce(conn, reached, now)
+            delivered = [e for e in reached if e.properties.get("stage") == statuses.DELIVERED]
+            if delivered:
+                reviews.schedule(conn, delivered, now, self.sector)
         if restocked:
             back_in_stock.announce(
                 conn,

@@ -25,6 +25,7 @@ from parcours.console.outbox_pages import outbox_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.preferences_pages import preferences_routes
+from parcours.console.review_pages import review_routes
 from parcours.console.segments_pages import segments_routes
 from parcours.console.settings_pages import settings_routes
 from parcours.console.sign_in_pages import sign_in_routes
@@ -58,6 +59,7 @@ def console_router() -> Router:
             *outbox_routes(),
             *preferences_routes(),
             *tracking_routes(),
+            *review_routes(),
             *commerce_routes(),
             *templates_routes(),
             *segments_routes(),

@@ -451,7 +451,7 @@ def _parcel(teller: _Teller, person: Person, parcel: _Parcel, ordered: int) -> i
         "tracking_number": parcel.tracking_number,
         "tracking_url": parcel.tracking_url,
     }
-    labelled = ordered + rng.randrange(2 * HOUR, 20 * HOUR)
+    labelled = ordered + rng.randrange(30 * MINUTE, 4 * HOUR)  # shipped the same day
     day = labelled - labelled % DAY + rng.choice((1, 2, 2, 3)) * DAY
     estimate = {
         "estimated_delivery_from": iso(day + 8 * HOUR),
@@ -463,7 +463,7 @@ def _parcel(teller: _Teller, person: Person, parcel: _Parcel, ordered: int) -> i
         "Shipment Label Created",
         {**shipment, "status": "label_created", **estimate},
     )
-    moving = labelled + rng.randrange(3 * HOUR, 12 * HOUR)
+    moving = labelled + rng.randrange(HOUR, 5 * HOUR)
     teller.carrier(moving, parcel, "in_transit", **estimate)
     chance = rng.random()
     if chance < 0.1:  # late: the estimate slips by a day

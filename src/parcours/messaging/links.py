@@ -62,6 +62,10 @@ class TrackingLink(msgspec.Struct, frozen=True, rename={"order": "o"}):
     order: str  # the order whose tracking page it opens, and no other
 
 
+class ReviewLink(msgspec.Struct, frozen=True, rename={"order": "o"}):
+    order: str  # the order whose review form it opens, and no other
+
+
 SignedLink = TypeVar(
     "SignedLink",
     UnsubscribeLink,
@@ -71,6 +75,7 @@ SignedLink = TypeVar(
     OrderLink,
     PreferencesLink,
     TrackingLink,
+    ReviewLink,
 )
 
 
@@ -118,13 +123,19 @@ class Links:
         return conditions, in the brand's look, for whoever holds the link."""
         return f"{self.base_url}/o/{self.signer.sign('tracking', {'o': order_id})}"
 
+    def review(self, order_id: str) -> str:
+        """The order's review form (console/review_pages.py): a rating per product, a text
+        and a photo, for whoever holds the link; the link is the only credential."""
+        return f"{self.base_url}/r/{self.signer.sign('review', {'o': order_id})}"
+
     def about_order(self, properties: dict[str, Any]) -> dict[str, str]:
         """The links a message about an order offers whatever its event (an order's, a
-        shipment's, a return's): `tracking`, when the event names its `order_id`."""
+        shipment's, a return's, a review's): `tracking` and `review`, when the event
+        names its `order_id`."""
         order_id = properties.get("order_id")
         if order_id is None or isinstance(order_id, dict | list) or str(order_id) == "":
             return {}
-        return {"tracking": self.tracking(str(order_id))}
+        return {"tracking": self.tracking(str(order_id)), "review": self.review(str(order_id))}
 
     def open_pixel(self, outbox_id: int) -> str:
         return f"{self.base_url}/t/o/{self.signer.sign('open', {'m': outbox_id})}.gif"
