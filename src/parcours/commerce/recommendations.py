@@ -4,7 +4,8 @@ page, each with its reason (docs/commerce.md, "Recommendations").
 Four sources, in this order: the consumables they will soon run out of (replenishment),
 what others bought with what they just bought (co-occurrence in orders), what they viewed
 and did not buy, and the best sellers of the categories they buy from. Never a product
-out of stock, nor one they just bought (the order's, or any order of the last week).
+out of stock, nor one they bought (the order's, or one of their last 20 orders') unless
+it is a consumable due again.
 
 Counted as the events arrive, not by a scan per request: each new order adds to the
 counts of its products and of each pair of them (`commerce_product_sales`,
@@ -22,7 +23,7 @@ from itertools import permutations
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from parcours.commerce.catalog import Product, _products_of
@@ -41,7 +42,6 @@ from parcours.runtime.db import chunks
 
 VIEWED_EVENT = "Product Viewed"
 REASONS = ("replenish", "bought_together", "viewed", "best_seller")
-JUST_BOUGHT_DAYS = 7  # an order's products are not recommended for a week
 VIEWS_DAYS = 30  # views older than this are not recommended from
 REPLENISH_AHEAD_DAYS = 14  # a consumable expected to run out within: recommended
 PAIRS_PER_ORDER = 20  # an order's products counted in pairs (the first 20: 190 pairs)
@@ -212,56 +212,73 @@ def recommendations(
     bought (the order `for_order`, else their latest), then what they viewed in the last
     30 days and did not buy since, then the best sellers of the categories of what they
     bought or viewed (of the whole shop when none is known). Never a product out of
-    stock, nor one of `for_order` or of their orders of the last week."""
+    stock, nor one they bought (`for_order`'s, their last 20 orders'), unless due again."""
     limit = max(0, min(limit, MAX_LIMIT))
     if limit == 0:
         return []
     orders = _recent_orders(conn, customer_id)
+    ids = [order_id for order_id, _, _ in orders]
+    if for_order is not None and for_order not in ids:
+        ids.append(for_order)
+    lines = _order_products(conn, ids)
     seed_order = for_order or (orders[0][0] if orders else None)
-    seed = _order_products(conn, [seed_order]) if seed_order else []
-    just_bought = set(seed) | set(
-        _order_products(conn, [o for o, at in orders if at >= now - JUST_BOUGHT_DAYS * DAY])
-    )
-    if for_order is not None:
-        just_bought |= set(_order_products(conn, [for_order]))
+    seed = lines.get(seed_order, []) if seed_order else []
+    last_bought: dict[str, int] = {}
+    for order_id, placed_at, _ in orders:
+        for product_id in lines.get(order_id, []):
+            last_bought[product_id] = max(last_bought.get(product_id, 0), placed_at)
+    bought = set(seed) | set(last_bought)
     candidates: list[tuple[str, str]] = []  # (product, reason), best first
-    candidates += [(p, "replenish") for p in _due(conn, customer_id, now) if p not in seed]
+    in_order = set(seed) if for_order is not None else set()  # its own page: not again
+    candidates += [(p, "replenish") for p in _due(conn, customer_id, now) if p not in in_order]
     candidates += [(p, "bought_together") for p in _bought_with(conn, seed, limit * 3)]
-    viewed = _viewed_not_bought(conn, customer_id, now)
+    viewed = [
+        product_id
+        for product_id, last_view in _viewed(conn, customer_id, now)
+        if last_bought.get(product_id, -1) < last_view
+    ]
     candidates += [(p, "viewed") for p in viewed]
-    categories = _categories(conn, [*seed, *viewed])
-    candidates += [(p, "best_seller") for p in _best_sellers(conn, categories, limit * 3)]
+    best = _best_sellers(conn, [*seed, *viewed], limit * 3 + len(bought))
+    candidates += [(p, "best_seller") for p in best]
     chosen: dict[str, str] = {}
     for product_id, reason in candidates:
-        if product_id in chosen or (reason != "replenish" and product_id in just_bought):
+        if product_id in chosen or (reason != "replenish" and product_id in bought):
             continue
         chosen[product_id] = reason
-    return _shown(conn, chosen, _currency(conn, customer_id, for_order), limit)
+    currencies = {order_id: currency for order_id, _, currency in orders}
+    currency = currencies.get(seed_order) if seed_order else None
+    return _shown(conn, chosen, currency, limit)
 
 
-def _recent_orders(conn: Connection, customer_id: int) -> list[tuple[str, int]]:
-    """The customer's orders not cancelled, the latest first (at most 20)."""
+def _recent_orders(conn: Connection, customer_id: int) -> list[tuple[str, int, str]]:
+    """The customer's orders not cancelled, the latest first (at most 20): id, time,
+    currency."""
     rows = conn.execute(
-        select(commerce_orders.c.order_id, commerce_orders.c.placed_at)
+        select(commerce_orders.c.order_id, commerce_orders.c.placed_at, commerce_orders.c.currency)
         .where(commerce_orders.c.customer_id == customer_id, commerce_orders.c.status == "placed")
         .order_by(commerce_orders.c.placed_at.desc(), commerce_orders.c.order_id.desc())
         .limit(20)
     ).all()
-    return [(row.order_id, int(row.placed_at)) for row in rows]
+    return [(row.order_id, int(row.placed_at), str(row.currency)) for row in rows]
 
 
-def _order_products(conn: Connection, order_ids: list[str]) -> list[str]:
+def _order_products(conn: Connection, order_ids: list[str]) -> dict[str, list[str]]:
+    """The products of these orders' lines, per order, in their lines' order."""
+    found: dict[str, list[str]] = defaultdict(list)
     if not order_ids:
-        return []
+        return found
     rows = conn.execute(
-        select(commerce_order_lines.c.product_id)
+        select(commerce_order_lines.c.order_id, commerce_order_lines.c.product_id)
         .where(
             commerce_order_lines.c.order_id.in_(order_ids),
             commerce_order_lines.c.product_id.is_not(None),
         )
         .order_by(commerce_order_lines.c.order_id, commerce_order_lines.c.line)
-    ).scalars()
-    return list(dict.fromkeys(str(p) for p in rows))
+    ).all()
+    for row in rows:
+        if row.product_id not in found[row.order_id]:
+            found[row.order_id].append(str(row.product_id))
+    return found
 
 
 def _due(conn: Connection, customer_id: int, now: int) -> list[str]:
@@ -292,9 +309,8 @@ def _bought_with(conn: Connection, products: list[str], limit: int) -> list[str]
     return [str(row.other_id) for row in rows if row.other_id not in products]
 
 
-def _viewed_not_bought(conn: Connection, customer_id: int, now: int) -> list[str]:
-    """Products viewed in the last 30 days, the most viewed first, less those the customer
-    ordered after their last view."""
+def _viewed(conn: Connection, customer_id: int, now: int) -> list[tuple[str, int]]:
+    """Products viewed in the last 30 days, the most viewed first, with the last view."""
     views = commerce_product_views
     rows = conn.execute(
         select(
@@ -304,71 +320,35 @@ def _viewed_not_bought(conn: Connection, customer_id: int, now: int) -> list[str
         )
         .where(views.c.customer_id == customer_id, views.c.day >= (now - VIEWS_DAYS * DAY) // DAY)
         .group_by(views.c.product_id)
-        .order_by(func.sum(views.c.views).desc(), func.max(views.c.last_viewed_at).desc())
+        .order_by(
+            func.sum(views.c.views).desc(),
+            func.max(views.c.last_viewed_at).desc(),
+            views.c.product_id,
+        )
         .limit(50)
     ).all()
-    if not rows:
-        return []
-    bought: dict[str, int] = {}
-    lines, orders = commerce_order_lines, commerce_orders
-    query = (
-        select(lines.c.product_id, func.max(orders.c.placed_at).label("at"))
-        .join(orders, orders.c.order_id == lines.c.order_id)
-        .where(
-            orders.c.customer_id == customer_id,
-            orders.c.status == "placed",
-            lines.c.product_id.in_([row.product_id for row in rows]),
-        )
-        .group_by(lines.c.product_id)
-    )
-    for row in conn.execute(query):
-        bought[str(row.product_id)] = int(row.at)
-    return [
-        str(row.product_id)
-        for row in rows
-        if row.product_id not in bought or bought[row.product_id] < int(row.last)
-    ]
+    return [(str(row.product_id), int(row.last)) for row in rows]
 
 
-def _categories(conn: Connection, products: list[str]) -> list[str]:
-    if not products:
-        return []
-    rows = conn.execute(
-        select(commerce_products.c.product_id, commerce_products.c.category).where(
-            commerce_products.c.product_id.in_(products),
-            commerce_products.c.category.is_not(None),
-        )
-    ).all()
-    of = {row.product_id: row.category for row in rows}
-    return list(dict.fromkeys(of[p] for p in products if p in of))
-
-
-def _best_sellers(conn: Connection, categories: list[str], limit: int) -> list[str]:
-    sales, products = commerce_product_sales, commerce_products
+def _best_sellers(conn: Connection, products: list[str], limit: int) -> list[str]:
+    """The best sellers of these products' categories (of the whole shop when they have
+    none): most orders, then most units."""
+    sales, catalog = commerce_product_sales, commerce_products
     query = (
         select(sales.c.product_id)
-        .join(products, products.c.product_id == sales.c.product_id)
+        .join(catalog, catalog.c.product_id == sales.c.product_id)
         .order_by(sales.c.orders.desc(), sales.c.units.desc(), sales.c.product_id)
         .limit(limit)
     )
-    if categories:
-        query = query.where(products.c.category.in_(categories))
-    return [str(p) for p in conn.execute(query).scalars()]
-
-
-def _currency(conn: Connection, customer_id: int, for_order: str | None) -> str | None:
-    """The currency prices are shown in: the order's, else the customer's latest order's."""
-    query = select(commerce_orders.c.currency)
-    if for_order is not None:
-        query = query.where(commerce_orders.c.order_id == for_order)
-    else:
-        query = (
-            query.where(commerce_orders.c.customer_id == customer_id)
-            .order_by(commerce_orders.c.placed_at.desc())
-            .limit(1)
+    if products:
+        of = commerce_products.alias("of")
+        categories = select(of.c.category).where(
+            of.c.product_id.in_(products), of.c.category.is_not(None)
         )
-    found = conn.execute(query).scalar()
-    return None if found is None else str(found)
+        query = query.where(  # their categories; any, when none has one
+            or_(catalog.c.category.in_(categories.scalar_subquery()), ~categories.exists())
+        )
+    return [str(p) for p in conn.execute(query).scalars()]
 
 
 def _shown(

@@ -7,6 +7,7 @@ erased with its customer), a 404 that shows nothing of anyone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -217,13 +218,22 @@ def tracking_page(
             except CustomerNotFound:  # erased: their order goes with them
                 tracked = None
         window = commerce.return_window(conn, console.return_window_days, look.sector)
+        recommended = (
+            commerce.recommendations(
+                conn, tracked.order.customer_id, now=console.clock.now_ms(), for_order=order_id
+            )
+            if tracked is not None and tracked.order.customer_id is not None
+            else []
+        )
     if tracked is None:
         return _not_found(request, look)
     locale = _locale(request, look, traits.get("locale") or computed.get("locale"))
     zone = _zone(traits.get("timezone") or computed.get("timezone"), look.timezone)
     viewer = Viewer(locale=locale, timezone=zone.key, brand=look.name, look=look)
     contact = _safe_url(console.delivery.brand.url if console.delivery else None)
-    return draw(viewer, zone, tracked, window, console.clock.now_ms(), contact)
+    return draw(
+        viewer, zone, tracked, window, console.clock.now_ms(), contact, recommended=recommended
+    )
 
 
 def draw(
@@ -234,6 +244,8 @@ def draw(
     now: int,
     contact: str | None,
     headers: dict[str, str] = HEADERS,
+    *,
+    recommended: Sequence[commerce.Recommendation] = (),
 ) -> Response[bytes]:
     """The tracking page of `tracked` as its customer sees it (also drawn from sample data
     by the console's preview, console/commerce_pages.py)."""
@@ -271,7 +283,17 @@ def draw(
         contact=contact,
         moments=moments,
         languages=[code for code in SHIPPED if code in viewer.look.languages],
-        recommendations=[],  # a later slice places them (issue 21, recommendations)
+        recommendations=[
+            (
+                product,
+                _safe_url(product.image_url),
+                _safe_url(product.url),
+                viewer.money(product.price, product.currency)
+                if product.price is not None and product.currency
+                else None,
+            )
+            for product in recommended
+        ],
     )
 
 

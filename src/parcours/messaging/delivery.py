@@ -100,7 +100,7 @@ class Delivery:
         self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
         self.whatsapp_pricing = whatsapp_pricing or WhatsAppPricing.from_config({})
         self.preparers = preparer_table(links, self.sms_pricing, self.whatsapp_pricing)
-        self.renderer = Renderer(brand, links)
+        self.renderer = Renderer(brand, links, clock)
         self.timeline = Timeline(region, reactions)
         self.checks = SendChecks(clock, self.timeline)
         self.fallback = Fallback(clock, rules, brand.sector, self.timeline)

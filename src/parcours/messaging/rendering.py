@@ -3,15 +3,17 @@ carries, and its rendering in the customer's language."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours import brand
+from parcours import brand, commerce
 from parcours.customers import profiles as customers
 from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
+from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.documents import JsonObject
 
 # The events whose properties are a cart (`cart` in a template): the shopper's, and
@@ -42,6 +44,7 @@ class PreviewContext:
 class Renderer:
     brand: Brand
     links: Links
+    clock: Clock = field(default_factory=SystemClock)  # what `recommendations()` counts from
 
     def render(
         self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]
@@ -95,6 +98,9 @@ class Renderer:
                 **links,
             },
             "message": {"channel": channel, "purpose": purpose},
+            "recommendations": _recommender(
+                conn, customer_id, properties.get("order_id"), self.clock.now_ms()
+            ),
         }
 
     def preview_context(
@@ -119,6 +125,42 @@ class Renderer:
             "unsubscribe": self.links.unsubscribe(row.id, customer, row.channel),
             "preferences": self.links.preferences(customer),
         }
+
+
+def _recommender(
+    conn: Connection, customer_id: int, order_id: Any, now: int
+) -> Callable[..., list[dict[str, Any]]]:
+    """`recommendations(limit=4)` in a template: commerce's products for this customer
+    (and the event's order, when it names one), each a mapping of `product_id`, `name`,
+    `url`, `image_url`, `category`, `price` (exact decimal text, for `money`), `currency`
+    and `reason` (replenish, bought_together, viewed, best_seller). Read when the
+    template calls it, once per limit asked."""
+    for_order = str(order_id) if isinstance(order_id, str | int) and order_id != "" else None
+    asked: dict[int, list[dict[str, Any]]] = {}
+
+    def recommendations(limit: int = 4) -> list[dict[str, Any]]:
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError("recommendations(limit): the limit is a whole number, 1 to 12")
+        if limit not in asked:
+            found = commerce.recommendations(
+                conn, customer_id, now=now, for_order=for_order, limit=limit
+            )
+            asked[limit] = [
+                {
+                    "product_id": item.product_id,
+                    "name": item.name,
+                    "url": item.url,
+                    "image_url": item.image_url,
+                    "category": item.category,
+                    "price": None if item.price is None else str(item.price),
+                    "currency": item.currency,
+                    "reason": item.reason,
+                }
+                for item in found
+            ]
+        return asked[limit]
+
+    return recommendations
 
 
 def _locale(context: dict[str, Any]) -> str | None:

@@ -63,7 +63,9 @@ FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 WHATSAPP_CATEGORIES = ("marketing", "utility", "authentication")
 # The names a template may use at its top level (docs/channels.md, "Templates").
-CONTEXT_NAMES = frozenset({"customer", "event", "cart", "order", "brand", "links", "message"})
+CONTEXT_NAMES = frozenset(
+    {"customer", "event", "cart", "order", "brand", "links", "message", "recommendations"}
+)
 
 _TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 _encode = msgspec.json.Encoder().encode

@@ -1,0 +1,226 @@
+"""Recommendations (issue 21): bought together, viewed but not bought, replenish and the
+best sellers of the category, counted as orders and views arrive; never a product out of
+stock nor one the customer bought; in a message's template and on the tracking page, in
+English and French. SQLite and PostgreSQL (docs/commerce.md, "Recommendations")."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+
+from parcours import commerce
+from parcours.commerce.tables import commerce_bought_together, commerce_product_sales
+from parcours.customers import profiles as customers
+from parcours.messaging import templates as message_templates
+from parcours.runtime.clock import SimulatedClock
+from parcours.services import Services
+from tests.conftest import make_event
+from tests.test_journeys_engine import DAY, advance, track
+
+CATALOG = [
+    # product, category, stock, consumable usage days
+    ("serum", "skincare", 10, 30),
+    ("cream", "skincare", 10, None),
+    ("mask", "skincare", 10, None),
+    ("tee", "clothing", 10, None),
+    ("cap", "clothing", 10, None),
+    ("socks", "clothing", 0, None),  # out of stock
+    ("scarf", "clothing", 10, None),
+]
+
+
+def stock_catalog(services: Services) -> None:
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                at=services.clock.now_ms(),
+                identity_required=False,
+                properties={
+                    "product_id": product_id,
+                    "name": product_id.title(),
+                    "category": category,
+                    "url": f"https://shop.example/{product_id}",
+                    "image_url": f"https://cdn.shop.example/{product_id}.jpg",
+                    "price": 20,
+                    "currency": "EUR",
+                    "stock": stock,
+                    "consumable": usage is not None,
+                    **({"usage_days": usage} if usage else {}),
+                },
+            )
+            for product_id, category, stock, usage in CATALOG
+        ]
+    )
+
+
+def buy(services: Services, user: str, order_id: str, *products: str) -> None:
+    track(
+        services,
+        user,
+        "Order Completed",
+        order_id=order_id,
+        currency="EUR",
+        total=20 * len(products),
+        products=[{"product_id": p, "price": 20, "quantity": 1} for p in products],
+    )
+
+
+def others_shop(services: Services) -> None:
+    """Tee and cap bought together twice, tee with socks once and with a scarf once."""
+    buy(services, "bo", "b-1", "tee", "cap")
+    buy(services, "cy", "c-1", "tee", "cap", "socks")
+    buy(services, "di", "d-1", "tee", "scarf")
+
+
+def recommended(
+    services: Services, user: str, for_order: str | None = None, limit: int = 4
+) -> list[tuple[str, str]]:
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, user, "FR")
+        found = commerce.recommendations(
+            conn, customer, now=services.clock.now_ms(), for_order=for_order, limit=limit
+        )
+    return [(r.product_id, r.reason) for r in found]
+
+
+def test_bought_together_is_counted_as_orders_arrive(services: Services) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "bo", "b-1", "tee", "cap")  # the same order reported again: counted once
+    with services.db.read() as conn:
+        pairs = conn.execute(
+            select(commerce_bought_together.c.other_id, commerce_bought_together.c.orders)
+            .where(commerce_bought_together.c.product_id == "tee")
+            .order_by(commerce_bought_together.c.other_id)
+        ).all()
+        sales = dict(
+            conn.execute(
+                select(commerce_product_sales.c.product_id, commerce_product_sales.c.orders)
+            ).all()
+        )
+    assert [tuple(row) for row in pairs] == [("cap", 2), ("scarf", 1), ("socks", 1)]
+    assert sales == {"tee": 3, "cap": 2, "socks": 1, "scarf": 1}
+
+
+def test_bought_together_with_the_order_never_what_it_holds_nor_out_of_stock(
+    services: Services,
+) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "ana", "a-1", "tee")
+    assert recommended(services, "ana", for_order="a-1") == [
+        ("cap", "bought_together"),
+        ("scarf", "bought_together"),  # socks were bought with a tee too: out of stock
+    ]
+    # The cap sold out: it goes.
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                at=services.clock.now_ms() + 1,
+                identity_required=False,
+                properties={"product_id": "cap", "stock": 0},
+            )
+        ]
+    )
+    assert recommended(services, "ana", for_order="a-1") == [("scarf", "bought_together")]
+
+
+def test_viewed_but_not_bought(services: Services, clock: SimulatedClock) -> None:
+    stock_catalog(services)
+    for product in ("mask", "mask", "mask", "cream", "tee"):
+        track(services, "eve", "Product Viewed", product_id=product)
+    buy(services, "eve", "e-1", "cream")  # bought after viewing it: not recommended
+    assert recommended(services, "eve") == [
+        ("mask", "viewed"),
+        ("tee", "viewed"),
+    ]
+    advance(services, clock, 31 * DAY, step=DAY)  # views older than 30 days: forgotten
+    assert [reason for _, reason in recommended(services, "eve")] == []
+
+
+def test_replenish_a_consumable_due_but_not_on_the_page_of_the_order_that_holds_it(
+    services: Services, clock: SimulatedClock
+) -> None:
+    stock_catalog(services)
+    buy(services, "fay", "f-1", "serum")
+    assert recommended(services, "fay") == []  # just bought: due in 30 days
+    advance(services, clock, 20 * DAY, step=DAY)  # due within two weeks
+    assert recommended(services, "fay") == [("serum", "replenish")]
+    buy(services, "fay", "f-2", "mask")
+    assert recommended(services, "fay", for_order="f-1") == []
+
+
+def test_best_sellers_of_the_category(services: Services, clock: SimulatedClock) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "gus", "g-1", "scarf")
+    assert recommended(services, "gus") == [
+        ("tee", "bought_together"),
+        ("cap", "best_seller"),  # clothing; socks out of stock; the scarf is his
+    ]
+    # Someone the shop knows nothing of: the best sellers of the whole shop.
+    track(services, "new", "Signed Up")
+    assert recommended(services, "new", limit=2) == [
+        ("tee", "best_seller"),
+        ("cap", "best_seller"),
+    ]
+
+
+def test_a_template_places_them_with_recommendations(
+    services: Services, clock: SimulatedClock
+) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "hal", "h-1", "tee")
+    source = {
+        "en": {
+            "email": {
+                "subject": "Hello",
+                "text": "{% for p in recommendations(3) %}{{ p.name }} {{ p.price | money"
+                "(p.currency) }} {{ p.reason }} {{ p.url }}\n{% endfor %}",
+            }
+        }
+    }
+    template = message_templates.check("recs", source)
+    renderer = services.delivery.renderer
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, "hal", "FR")
+        event = {"event": "Order Completed", "properties": {"order_id": "h-1"}}
+        context = renderer.context(conn, customer, "email", "marketing", event, {})
+        rendered = message_templates.render(template, "email", context, "en")
+    assert rendered.fields["text"].splitlines() == [
+        "Cap €20.00 bought_together https://shop.example/cap",
+        "Scarf €20.00 bought_together https://shop.example/scarf",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading", "reason"),
+    [
+        ("en", "You may also like", "Often bought together"),
+        ("fr", "Vous aimerez aussi", "Souvent achetés ensemble"),
+    ],
+)
+def test_the_tracking_page_shows_them(
+    services: Services, client: TestClient[Any], lang: str, heading: str, reason: str
+) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "ida", "i-1", "tee")
+    path = urlsplit(services.delivery.links.tracking("i-1")).path
+    html = client.get(f"{path}?lang={lang}").text
+    section = html.split('id="recommendations"', 1)[1].split("</section>", 1)[0]
+    assert heading in section
+    assert "https://shop.example/cap" in section and "Scarf" in section
+    assert "Socks" not in section and "Tee<" not in section
+    assert reason in section
+    # An order with nothing to recommend draws no section.
+    buy(services, "solo", "s-1", "mask")
+    alone = client.get(urlsplit(services.delivery.links.tracking("s-1")).path).text
+    assert 'id="recommendations"' not in alone
