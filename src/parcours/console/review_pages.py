@@ -30,6 +30,10 @@ from parcours.log import Reactions
 from parcours.messaging import BadLink, ReviewLink
 from parcours.runtime.i18n import SHIPPED
 
+# The tracking page's headers, but the referrer stays within this site only: the token
+# never leaves it, and the browser names this origin when the form is sent (under
+# `no-referrer` it says `Origin: null`).
+_HEADERS = {**HEADERS, "Referrer-Policy": "same-origin"}
 # A phone's photo may be larger than the 5 MB kept: the form says so in the customer's
 # language rather than the server refusing the body; beyond this, the server refuses it.
 MAX_FORM_BYTES = 16 * 1024 * 1024
@@ -94,7 +98,7 @@ def _draw(
     viewer = Viewer(locale=locale, timezone=zone.key, brand=look.name, look=look)
     if reviewed is None:
         html = render(viewer, "review.html", found=False)
-        return Response(html.encode(), status_code=404, media_type=_HTML, headers=HEADERS)
+        return Response(html.encode(), status_code=404, media_type=_HTML, headers=_HEADERS)
     review = reviewed.review
     entered: Entered = values.pop("entered", None) or Entered(
         {r.product_id: r.rating for r in review.ratings} if review else {},
@@ -116,7 +120,7 @@ def _draw(
         refused=values.pop("refused", False),
         **values,
     )
-    return Response(html.encode(), status_code=status, media_type=_HTML, headers=HEADERS)
+    return Response(html.encode(), status_code=status, media_type=_HTML, headers=_HEADERS)
 
 
 _HTML = "text/html; charset=utf-8"
@@ -202,13 +206,12 @@ def _store(
 
 
 def _same_origin(request: Request[Any, Any, Any]) -> bool:
-    """A browser says where a form was sent from (`Origin`, else `Sec-Fetch-Site`); it
-    must be this page's own site. A client that says neither (no browser) holds the link."""
+    """A browser says where a form was sent from: `Origin` (this page's own host), or,
+    when it hides it (`null`), `Sec-Fetch-Site`, which must not be another site's. A
+    client that says neither (no browser) holds the link, which is the credential."""
     origin = request.headers.get("origin")
     if origin and origin != "null":
         return urlsplit(origin).netloc == request.headers.get("host", "")
-    if origin == "null":
-        return False
     return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
