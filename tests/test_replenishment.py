@@ -190,3 +190,30 @@ def test_a_cancelled_order_takes_its_replenishment_back(
     )
     track(services, "fay", "Order Cancelled", order_id="o-1")
     assert replenishments(services, "fay") == []
+
+
+def test_the_shipped_reminder_names_the_product_and_what_goes_with_it(
+    services: Services, clock: SimulatedClock
+) -> None:
+    from parcours.messaging import templates as message_templates
+
+    stock_catalog(services)
+    buy(services, "bo", "b-1", ("serum", 1), ("tee", 1))  # bought together by someone else
+    opt_in(services, "gil")
+    buy(services, "gil", "g-1", ("serum", 1))
+    advance(services, clock, 28 * DAY, step=DAY)
+    [due] = named(services, "gil", "Replenishment Due")
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, "gil", "FR")
+        event = {"event": "Replenishment Due", "properties": due}
+        context = services.delivery.renderer.context(
+            conn, customer, "email", "marketing", event, {"unsubscribe": "https://u.example"}
+        )
+        template = message_templates.shipped()["reorder-reminder"]
+        english = message_templates.render(template, "email", context, "en").fields
+        french = message_templates.render(template, "email", context, "fr").fields
+    assert english["subject"] == "Running low on Serum?"
+    assert "You may also like:\n- Tee: " in english["text"]
+    assert "- Serum" not in english["text"]  # the product itself is the reminder's
+    assert french["subject"] == "Bientôt à court de Serum ?"
+    assert "Vous aimerez aussi :\n- Tee : " in french["text"]
