@@ -164,6 +164,7 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
         Restocked(v.values["variant_id"], v.values["product_id"], v.values["stock"], at)
         for v in variants.values()
         if v.changed
+        and not v.new  # no request can wait for a variant the catalog did not know
         and (v.values["stock"] or 0) > 0
         and (v.stock_before or 0) <= 0
         and (at := v.values["stock_at"]) is not None
