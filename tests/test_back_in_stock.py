@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, select
 
 from parcours import commerce
@@ -314,3 +315,38 @@ def test_the_ready_made_journey_sends_the_email_asked_for(
     # The email (transactional: her request is its consent); the push needs her marketing
     # consent and an app, which she has not given.
     assert sent(services, "ana@example.com") == [("email", "back-in-stock-details")]
+
+
+def test_requests_and_returns_read_the_requests_by_an_index(
+    services: Services, client: TestClient[Any], settings: Settings
+) -> None:
+    """Every statement on the requests, as SQLite plans it: none reads the table whole,
+    however many requests wait (a row-value IN of pairs once did)."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("the plans asked of SQLite; PostgreSQL plans by its statistics")
+    statements: list[tuple[str, Any]] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "commerce_stock_requests" in statement and statement.lstrip().startswith(
+            ("SELECT", "UPDATE")
+        ):
+            statements.append((statement, parameters))
+
+    engine = services.db.engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", trace)
+    try:
+        stock(services, START, **{"v-m": 0})
+        ask(client, email="ana@example.com")
+        ask(client, email="ana@example.com")
+        stock(services, START + HOUR, **{"v-m": 1})
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", trace)
+    assert statements
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            many = isinstance(parameters, list)
+            plan = conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters[0] if many else parameters
+            ).fetchall()
+            steps = " / ".join(str(row[-1]) for row in plan)
+            assert "SCAN commerce_stock_requests" not in steps, (statement, steps)
