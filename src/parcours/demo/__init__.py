@@ -21,7 +21,7 @@ from parcours.demo.images import images_route, product_svg
 from parcours.demo.people import people
 from parcours.demo.sectors import SECTORS, Sector, sector_named
 from parcours.demo.seeding import BRAND_LANGUAGE, BRAND_TIMEZONE, seed
-from parcours.demo.simulator import SAVE_EVERY_SECONDS, Simulator, Traffic
+from parcours.demo.simulator import SAVE_EVERY_SECONDS, Doors, Simulator, Traffic
 from parcours.demo.state import DemoState, load_state, save_state, state_path
 from parcours.demo.stories import BRAND_ZONE, World
 from parcours.runtime.clock import AcceleratedClock, iso, to_ms
@@ -128,7 +128,8 @@ class Demo:
                 f"{state.customers} customers, {len(world.catalog)} products ({stored} events)."
             )
         simulator = Simulator(world, state.next_slot, state.pending)
-        self.traffic = Traffic(simulator, self.clock, services.writer, self._save)
+        doors = Doors(services.db, services.writer, services.reactions)
+        self.traffic = Traffic(simulator, self.clock, doors, self._save)
         self.traffic.start()
         hour = 3600 / self.clock.factor
         self.said.append(

@@ -1,7 +1,9 @@
 """The traffic simulator: which of the stories' events are due on the simulated clock
-(`Simulator`, pure), and the thread that appends them through the doors real traffic
-takes (`Traffic`): the site's events as the tracking API parses them, the carrier's
-scans as its webhook maps them, each then handed to the writer like any request's."""
+(`Simulator`, pure), and the thread that takes them through the doors real traffic takes
+(`Traffic`): the site's events as the tracking API parses them, the carrier's scans as
+its webhook maps them, the "notify me" requests as their endpoint checks and records
+them, each then handed to the writer like any request's; and the reviews through the
+hosted form's action."""
 
 from __future__ import annotations
 
@@ -9,15 +11,26 @@ import heapq
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import msgspec
 
-from parcours.demo.stories import CARRIER, Planned, World, slot_plan, story
+from parcours.commerce import back_in_stock, reviews
+from parcours.demo.stories import (
+    CARRIER,
+    NOTIFY_ME,
+    REVIEW_FORM,
+    Planned,
+    World,
+    slot_plan,
+    story,
+)
 from parcours.ingest.carriers import CarrierError, webhook_event
 from parcours.ingest.writer import Writer, WriterClosed
-from parcours.log import Event
+from parcours.log import Event, Reactions
 from parcours.runtime.clock import Clock
+from parcours.runtime.db import Database
 from parcours.tracking import EventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -84,20 +97,55 @@ def as_event(planned: Planned, received_at: int) -> Event:
     )
 
 
+@dataclass(frozen=True)
+class Doors:
+    """What the traffic goes in through: the writer, as the tracking API, the carrier
+    webhook and the "notify me" endpoint hand it their events; the database and the
+    log's reactions, for the review form's action."""
+
+    db: Database
+    writer: Writer
+    reactions: Reactions
+
+
+def notify_me_events(db: Database, planned: Planned, received_at: int) -> list[Event]:
+    """A "notify me" request as its endpoint records it (BackInStockError when refused)."""
+    asked = back_in_stock.check_request(planned.document, "")
+    with db.read() as conn:
+        variant = back_in_stock.variant_asked(conn, asked)
+    return back_in_stock.request_events(asked, variant, received_at)
+
+
+def submit_review(doors: Doors, planned: Planned, now: int) -> None:
+    """A review as the hosted form submits it (ReviewRefused when refused)."""
+    form = planned.document
+    with doors.db.write() as conn:
+        reviews.submit_review(
+            conn,
+            str(form["order_id"]),
+            {str(k): int(v) for k, v in form["ratings"].items()},
+            str(form["text"]),
+            None,
+            str(form["locale"]),
+            now,
+            doors.reactions,
+        )
+
+
 class Traffic:
-    """Appends what the simulator says is due, as the clock moves, until stopped; saves its
-    position every `SAVE_EVERY_SECONDS` (real) and when it stops."""
+    """Takes what the simulator says is due through its doors, as the clock moves, until
+    stopped; saves its position every `SAVE_EVERY_SECONDS` (real) and when it stops."""
 
     def __init__(
         self,
         simulator: Simulator,
         clock: Clock,
-        writer: Writer,
+        doors: Doors,
         save: Callable[[Simulator, bool], None],
     ) -> None:
         self.simulator = simulator
         self.clock = clock
-        self.writer = writer
+        self.doors = doors
         self._save = save  # (simulator, stopped)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,16 +182,33 @@ class Traffic:
             self._save(self.simulator, True)
 
     def step(self) -> int:
-        """Append what is due now; how many events were stored."""
+        """Take what is due now through its doors; how many events were stored."""
         now = self.clock.now_ms()
         events: list[Event] = []
+        stored = 0
         for planned in self.simulator.due(now):
             try:
-                events.append(as_event(planned, now))
-            except (EventError, CarrierError) as exc:
-                log.warning("the demo made an event its door refuses: %s", exc)
+                if planned.door == REVIEW_FORM:
+                    stored += self._append(events)  # what came before it, first
+                    events = []
+                    submit_review(self.doors, planned, now)
+                elif planned.door == NOTIFY_ME:
+                    events += notify_me_events(self.doors.db, planned, now)
+                else:
+                    events.append(as_event(planned, now))
+            except (
+                EventError,
+                CarrierError,
+                back_in_stock.BackInStockError,
+                reviews.ReviewRefused,
+            ) as exc:
+                log.warning("the demo sent what its door refuses (%s): %s", planned.door, exc)
+        stored += self._append(events)
+        self.appended += stored
+        return stored
+
+    def _append(self, events: list[Event]) -> int:
         stored = 0
         for first in range(0, len(events), CHUNK):
-            stored += self.writer.append_sync(events[first : first + CHUNK]).stored
-        self.appended += stored
+            stored += self.doors.writer.append_sync(events[first : first + CHUNK]).stored
         return stored

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from parcours.commerce import reviews
 from parcours.demo.images import image_url
 from parcours.demo.people import Person, new_person
 from parcours.demo.sectors import ProductSpec, Sector
@@ -32,7 +33,9 @@ MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 SLOT_MS = 15 * MINUTE
-SITE, CARRIER = "site", "carrier"
+# The doors: the site's tracking calls, the carrier webhook, the product page's "notify
+# me" form (POST /v1/back-in-stock) and the hosted review form.
+SITE, CARRIER, NOTIFY_ME, REVIEW_FORM = "site", "carrier", "notify me", "review form"
 BRAND_ZONE = ZoneInfo("Europe/Paris")
 
 # Stories per hour for a thousand customers at the day's busiest, and at least this many
@@ -250,6 +253,10 @@ class _Teller:
             )
         )
 
+    def form(self, at: int, door: str, body: dict[str, Any]) -> None:
+        """What a customer sends through one of Parcours' own forms."""
+        self._events.append(Planned(at, door, body))
+
     def carrier(self, at: int, parcel: _Parcel, status: str, **more: str | None) -> None:
         body = {
             "shipment_id": parcel.shipment_id,
@@ -275,6 +282,8 @@ class _Teller:
 def _with_id(planned: Planned, message_id: str) -> dict[str, Any]:
     if planned.door == CARRIER:
         return {**planned.document, "event_id": message_id}
+    if planned.door == REVIEW_FORM:  # the form names the order; a review is one per order
+        return planned.document
     return {**planned.document, "messageId": message_id}
 
 
@@ -402,7 +411,10 @@ def _order_and_after(
     if rng.random() < 0.08:
         _return(teller, person, order_id, lines, delivered + rng.randrange(DAY, 10 * DAY))
     elif rng.random() < 0.35:
-        _review(teller, person, order_id, lines, delivered + rng.randrange(7 * DAY, 10 * DAY))
+        # Commerce asks for the review its sector's days after delivery, at 18:30 (Paris):
+        # the customer answers that evening, or one of the next two.
+        days = reviews.SECTOR_REVIEW_DAYS.get(teller.world.sector.preset, 7)
+        _review(teller, person, order_id, lines, delivered + days * DAY + rng.randrange(3) * DAY)
 
 
 @dataclass(frozen=True)
@@ -566,19 +578,22 @@ def _return(
 def _review(
     teller: _Teller, person: Person, order_id: str, lines: list[dict[str, Any]], at: int
 ) -> None:
-    """A review of the order, in the customer's words and language."""
+    """A review of the order through the hosted form: a rating per product and a few
+    words, in the customer's language."""
     rng = teller.rng
     rating = rng.choices((5, 4, 3, 2, 1), weights=(50, 30, 12, 5, 3))[0]
-    words = text(person.language, f"demo.review.{rating}.{rng.randrange(_REVIEWS)}")
-    teller.track(
-        person,
-        _daytime(at, rng, 17, 21),
-        "Review Submitted",
+    ratings = {
+        str(line["product_id"]): max(1, min(5, rating + rng.choice((0, 0, 0, -1, 1))))
+        for line in lines
+    }
+    teller.form(
+        _daytime(at, rng, 18, 22),
+        REVIEW_FORM,
         {
             "order_id": order_id,
-            "rating": rating,
-            "review_body": words,
-            "products": [{"product_id": line["product_id"], "rating": rating} for line in lines],
+            "ratings": ratings,
+            "text": text(person.language, f"demo.review.{rating}.{rng.randrange(_REVIEWS)}"),
+            "locale": person.language,
         },
     )
 
@@ -611,14 +626,30 @@ def _unsubscribe(teller: _Teller, at: int) -> None:
 
 
 def _stock(teller: _Teller, at: int) -> None:
-    """A product sells out, then comes back a day or three later."""
+    """A product sells out; a few shoppers ask, on its page, to be told when it is back
+    (by email, with the words they agreed to); it comes back a day or three later."""
+    rng = teller.rng
     item = teller.item()
-    size = teller.rng.choice(item.spec.sizes) if item.spec.sizes else None
+    size = rng.choice(item.spec.sizes) if item.spec.sizes else None
     variant = f"{item.product_id}-{size.lower()}" if size else item.product_id
     base = {"product_id": item.product_id}
     teller.catalog(at, {**base, "variants": [{"variant_id": variant, "stock": 0}]})
-    back = at + teller.rng.randrange(DAY, 3 * DAY)
-    stock = teller.rng.randrange(5, 40)
+    for _ in range(rng.randrange(1, 6)):
+        person = teller.customer()
+        teller.form(
+            at + rng.randrange(HOUR, DAY),
+            NOTIFY_ME,
+            {
+                "email": person.email,
+                "variantId": variant,
+                "productId": item.product_id,
+                "consentWording": text(person.language, "demo.notify_me.consent"),
+                "locale": person.locale,
+                "pageUrl": item.url,
+            },
+        )
+    back = at + rng.randrange(DAY, 3 * DAY)
+    stock = rng.randrange(5, 40)
     teller.catalog(back, {**base, "variants": [{"variant_id": variant, "stock": stock}]})
 
 
