@@ -217,3 +217,50 @@ def test_the_shipped_reminder_names_the_product_and_what_goes_with_it(
     assert "- Serum" not in english["text"]  # the product itself is the reminder's
     assert french["subject"] == "Bientôt à court de Serum ?"
     assert "Vous aimerez aussi :\n- Tee : " in french["text"]
+
+
+def test_a_merge_counts_both_profiles_purchases_and_an_erasure_takes_them(
+    services: Services, clock: SimulatedClock
+) -> None:
+    stock_catalog(services)
+    first = clock.now_ms()
+    services.writer.append_sync(
+        [
+            make_event(
+                anonymousId="phone-1",
+                event="Order Completed",
+                at=first,
+                properties={
+                    "order_id": "o-1",
+                    "total": 30,
+                    "currency": "EUR",
+                    "products": [{"product_id": "serum", "price": 30, "quantity": 1}],
+                },
+            ),
+            make_event(
+                anonymousId="phone-1",
+                event="Product Viewed",
+                at=first,
+                properties={"product_id": "mask"},
+            ),
+        ]
+    )
+    advance(services, clock, 10 * DAY, step=DAY)
+    buy(services, "mo", "o-2", ("serum", 1))
+    assert replenishments(services, "mo")[0].basis == "usage"  # one order of hers so far
+    services.writer.append_sync(
+        [make_event("identify", userId="mo", anonymousId="phone-1", at=clock.now_ms())]
+    )
+    services.worker.run_due()  # commerce counts the survivor again
+    [serum] = replenishments(services, "mo")
+    assert (serum.orders, serum.basis, serum.pace_days) == (2, "own_pace", 10.0)
+    assert serum.depletes_at == first + 20 * DAY
+    with services.db.read() as conn:
+        mo = customers.resolve(conn, "mo", "FR")
+        views = commerce.product_views(conn, mo, since=first)
+    assert [(v.product_id, v.views) for v in views] == [("mask", 1)]
+    erased = customers.erase(services.db, services.people, "mo", "FR", clock.now_ms(), "test")
+    assert erased is not None
+    with services.db.read() as conn:
+        assert commerce.replenishments_of(conn, mo) == []
+        assert commerce.product_views(conn, mo, since=0) == []

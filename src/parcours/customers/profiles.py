@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Select,
     and_,
+    bindparam,
     column,
     func,
     inspect,
@@ -566,6 +567,7 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
         )
         if conn.dialect.name == "postgresql":
             query = query.order_by(customers.c.id).with_for_update()
+        changed: list[dict[str, object]] = []
         for ident, stored in conn.execute(query).all():
             found = figures[int(ident)]
             computed = _decode(stored)
@@ -576,10 +578,13 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
                     computed.pop(name, None)
                 else:
                     computed[name] = value
+            changed.append({"b_id": ident, "b_computed": _encode(computed).decode()})
+        if changed:  # one statement for the group (executemany)
             conn.execute(
                 update(customers)
-                .where(customers.c.id == ident)
-                .values(computed=_encode(computed).decode())
+                .where(customers.c.id == bindparam("b_id"))
+                .values(computed=bindparam("b_computed")),
+                changed,
             )
 
 
