@@ -224,3 +224,67 @@ def test_the_tracking_page_shows_them(
     buy(services, "solo", "s-1", "mask")
     alone = client.get(urlsplit(services.delivery.links.tracking("s-1")).path).text
     assert 'id="recommendations"' not in alone
+
+
+def test_recommendations_and_replenishment_read_by_key(tmp_path: Any) -> None:
+    """On SQLite, what the order projection's new work and a recommendation read is found
+    by key or index: no statement scans the orders, their lines, the pairs, the views or
+    the replenishments whole (the catalog-sized best sellers of the whole shop may)."""
+    import re
+    import sqlite3
+    from pathlib import Path
+
+    from sqlalchemy import Engine, event
+
+    from parcours.runtime.settings import Settings
+    from tests.conftest import START
+
+    statements: list[str] = []
+
+    def trace(dbapi_conn: object, _record: object) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            dbapi_conn.set_trace_callback(statements.append)
+
+    path = Path(tmp_path) / "parcours.db"
+    event.listen(Engine, "connect", trace)
+    try:
+        services = Services.open(
+            Settings(data_dir=Path(tmp_path), database_url=f"sqlite:///{path}"),
+            clock=SimulatedClock(START),
+        )
+        try:
+            stock_catalog(services)
+            others_shop(services)
+            for user in ("ana", "eve"):
+                track(services, user, "Product Viewed", product_id="mask")
+                buy(services, user, f"{user}-1", "serum", "tee")
+            advance(services, services.clock, 20 * DAY, step=DAY)  # type: ignore[arg-type]
+            statements.clear()
+            buy(services, "ana", "ana-2", "serum", "cap")
+            recommended(services, "ana", for_order="ana-2")
+            recommended(services, "eve")
+        finally:
+            services.close()
+    finally:
+        event.remove(Engine, "connect", trace)
+    watched = {
+        "commerce_orders",
+        "commerce_order_lines",
+        "commerce_bought_together",
+        "commerce_product_views",
+        "commerce_replenishments",
+    }
+    read = {table for table in watched for statement in statements if table in statement}
+    assert read == watched  # each was read
+    plans = sqlite3.connect(path)
+    whole: dict[str, str] = {}
+    for statement in set(statements):
+        if not re.match(r"\s*(SELECT|UPDATE|DELETE|WITH)\b", statement, re.IGNORECASE):
+            continue
+        if not any(table in statement for table in watched):
+            continue
+        for row in plans.execute("EXPLAIN QUERY PLAN " + statement):
+            scanned = re.match(r"SCAN (\w+)", row[3])
+            if scanned and scanned.group(1) in watched:
+                whole[statement[:300]] = row[3]
+    assert whole == {}
