@@ -39,6 +39,7 @@ WORDS = {
         "send": "Send my review",
         "type": "Your photo must be a JPEG, PNG or WebP image.",
         "saved": "Thank you! Your review is saved.",
+        "yours": "Your photo",
     },
     "fr": {
         "heading": "Votre avis sur la commande #O-1",
@@ -49,6 +50,7 @@ WORDS = {
         "send": "Envoyer mon avis",
         "type": "Votre photo doit être une image JPEG, PNG ou WebP.",
         "saved": "Merci ! Votre avis est enregistré.",
+        "yours": "Votre photo",
     },
 }
 
@@ -116,6 +118,8 @@ def test_the_review_form_filled_and_sent_on_a_phone(
     page.get_by_role("button", name=words["send"]).click()
     page.wait_for_url(f"**{path}?saved=1")
     assert page.get_by_role("status").first.inner_text() == words["saved"]
+    shown = page.get_by_role("img", name=words["yours"])
+    assert shown.evaluate("image => image.naturalWidth") == 64  # the photo sent, shown back
     assert _no_horizontal_overflow(page)
     page.screenshot(path=folder / f"review-saved-{language}-phone.png", full_page=True)
     with services.db.read() as conn:

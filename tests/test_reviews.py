@@ -264,9 +264,18 @@ def test_a_submission_is_stored_and_appended_and_a_second_one_updates_it(
         "locale": "en",
         "submission": 1,
     }
+    # Its page shows the photo, served as the image its bytes are and nothing else.
+    shown = client.get(f"{path}/photo")
+    assert (shown.status_code, shown.content) == (200, PNG)
+    assert shown.headers["content-type"] == "image/png"
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in shown.headers["content-security-policy"]
+    tracking = urlsplit(services.delivery.links.tracking("o-1")).path.removeprefix("/o/")
+    assert client.get(f"/r/{tracking}/photo").status_code == 404  # another page's link
     # A second time: the ratings and text change, the photo stays.
     page = client.get(path)
     assert "Update my review" in page.text and "Your photo is kept" in page.text
+    assert f'src="{path}/photo"' in page.text
     assert send(client, path, {"rating-1": "4"}, "Washed well.").status_code == 303
     with services.db.read() as conn:
         review = commerce.review_of_order(conn, "o-1")

@@ -115,6 +115,8 @@ def _draw(
         entered=entered,
         moments=Moments(locale, zone),
         languages=[code for code in SHIPPED if code in look.languages],
+        # the stored photo, from this page's own path (/r/<token>/photo)
+        photo=f"{request.url.path}/photo" if review and review.photo_type else None,
         errors=values.pop("errors", {}),
         saved=values.pop("saved", False),
         refused=values.pop("refused", False),
@@ -215,5 +217,28 @@ def _same_origin(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
+@get("/r/{token:str}/photo", sync_to_thread=True, include_in_schema=False)
+def review_photo(console: Injected[ConsoleParts], token: FromPath[str]) -> Response[bytes]:
+    """The review's photo, for its page: its type is the one its bytes were checked to be,
+    and it is served so that no browser reads it as anything but that image."""
+    order_id = _order_of(console, token)
+    photo = None
+    if order_id is not None:
+        with console.db.read() as conn:
+            photo = commerce.review_photo(conn, order_id)
+    if photo is None:
+        return Response(b"", status_code=404, headers=_PHOTO_HEADERS)
+    return Response(photo.content, media_type=photo.content_type, headers=_PHOTO_HEADERS)
+
+
+_PHOTO_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Disposition": "inline",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-store",
+}
+
+
 def review_routes() -> list[HTTPRouteHandler]:
-    return [review_page, submit_review]
+    return [review_page, submit_review, review_photo]
