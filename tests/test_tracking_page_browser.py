@@ -14,9 +14,9 @@ import pytest
 from parcours import brand
 from parcours.services import Services
 from tests.browser import PHONE, accessibility_problems, browser, screenshots_dir
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, make_event
 from tests.test_brand_settings import png
-from tests.test_tracking_page import two_parcels
+from tests.test_tracking_page import TEE, placed, two_parcels
 
 __all__ = ["browser"]  # the fixture, used by name
 
@@ -37,6 +37,18 @@ def test_the_tracking_page_on_a_phone(
     brand.save(services.db, defaults, brand.Changes(name="Maison Lune", primary=PRIMARY), now)
     brand.save_logo(services.db, png(120, 40), now)
     two_parcels(services, locale=language, timezone="Europe/Paris")
+    # Another shopper bought the tee with a scarf: the page recommends the scarf.
+    scarf = {"product_id": "p3", "name": "Wool scarf", "price": 35, "quantity": 1}
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                identity_required=False,
+                properties={**scarf, "image_url": "https://cdn.shop.example/scarf.jpg"},
+            ),
+            placed("o-2", "bo", [{**TEE, "quantity": 1}, scarf]),
+        ]
+    )
     path = urlsplit(services.delivery.links.tracking("o-1")).path
     # axe-core is injected into the page: past the page's CSP, for this test only.
     context = browser.new_context(locale="en-GB", viewport=PHONE, bypass_csp=True)
@@ -63,6 +75,8 @@ def test_the_tracking_page_on_a_phone(
     assert page.locator("ul.items img").first.evaluate("image => image.naturalWidth") == 64
     follow = {"en": "Follow it on Colissimo’s site", "fr": "Le suivre sur le site de Colissimo"}
     assert page.get_by_role("link", name=follow[language]).is_visible()
+    suggested = page.locator("#recommendations li")
+    assert suggested.count() == 1 and "Wool scarf" in suggested.inner_text()
     assert _no_horizontal_overflow(page)
     assert accessibility_problems(page) == []
     page.screenshot(path=folder / f"tracking-{language}-phone.png", full_page=True)
