@@ -179,3 +179,22 @@ def test_browse_abandonment_after_three_views_of_one_product_in_a_day(
         [views] = commerce.product_views(conn, eye, since=clock.now_ms() - DAY)
     assert (views.product_id, views.views) == ("p-7", 3)
     assert sent(services, "eye") == [("email", "browse-abandonment")]
+
+
+def test_a_vip_segment_follows_spend_and_refunds(services: Services) -> None:
+    from tests.test_segments import define, member_of
+
+    define(
+        services,
+        """\
+id: vip
+name: VIP by spend
+conditions:
+  - profile.computed.vip: {eq: true}
+""",
+    )
+    order(services, "vera", "o-1", 600, currency="EUR")
+    assert member_of(services, "vera") == ["vip"]
+    track(services, "vera", "Order Refunded", order_id="o-1", total=200)
+    services.worker.run_due()
+    assert member_of(services, "vera") == []
