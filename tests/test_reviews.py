@@ -374,3 +374,16 @@ def test_an_erasure_takes_the_review_and_its_photo(
         for table in (commerce_reviews, commerce_review_photos):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
     assert client.get(path).status_code == 404
+
+
+def test_an_order_reported_without_its_lines_is_rated_as_a_whole(
+    services: Services, client: TestClient[Any]
+) -> None:
+    opt_in(services, "ana")
+    track(services, "ana", "Order Completed", order_id="o-9", total=30, currency="EUR")
+    path = form_path(services, "o-9")
+    page = client.get(path)
+    assert "Your order" in page.text and page.text.count('type="radio"') == 5
+    assert send(client, path, {"rating-1": "5"}, "Quick and kind.").status_code == 303
+    [event] = submitted(services, "ana")
+    assert (event["rating"], event["ratings"]) == (5.0, [{"product_id": "*", "rating": 5}])

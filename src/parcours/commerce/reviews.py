@@ -49,6 +49,7 @@ MAX_TEXT = 5000
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 # The photo's type is read from its first bytes, whatever the browser said it was.
 PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")
+WHOLE_ORDER = "*"  # what is rated when the order named no product (no product id is "*")
 
 
 class ReviewRefused(ValueError):
@@ -183,13 +184,14 @@ def _due_properties(found: Order, delivered_at: int, days: int) -> dict[str, Any
 
 
 def products_to_rate(found: Order) -> list[tuple[str, str | None, str | None]]:
-    """The order's products, each once, in the order's order: (id, name, image)."""
+    """The order's products, each once, in the order's order: (id, name, image); an
+    order reported without its lines is rated as a whole (`WHOLE_ORDER`)."""
     seen: dict[str, tuple[str, str | None, str | None]] = {}
     for line in found.lines:
         key = line.product_id or line.sku or line.variant_id
         if key is not None and key not in seen:
             seen[key] = (key, line.name, line.image_url)
-    return list(seen.values())
+    return list(seen.values()) or [(WHOLE_ORDER, None, None)]
 
 
 def check_photo(content: bytes, declared: str | None) -> Photo:
