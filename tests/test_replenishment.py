@@ -13,6 +13,7 @@ from parcours import commerce
 from parcours.customers import profiles as customers
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import make_event
 from tests.test_journeys_engine import DAY, HOUR, advance, opt_in, publish, sent, track
@@ -264,3 +265,22 @@ def test_a_merge_counts_both_profiles_purchases_and_an_erasure_takes_them(
     with services.db.read() as conn:
         assert commerce.replenishments_of(conn, mo) == []
         assert commerce.product_views(conn, mo, since=0) == []
+
+
+def test_the_brand_chooses_how_many_days_before(settings: Settings, clock: SimulatedClock) -> None:
+    for lead, announced_on in ((7, 23), (0, 30)):
+        services = Services.open(settings.with_overrides(replenishment_lead_days=lead), clock=clock)
+        try:
+            stock_catalog(services)
+            user = f"lead-{lead}"
+            ordered_at = clock.now_ms()
+            buy(services, user, f"{user}-1", ("serum", 1))
+            advance(services, clock, 31 * DAY, step=6 * HOUR)
+            [due] = named(services, user, "Replenishment Due")
+            with services.db.read() as conn:
+                customer = customers.resolve(conn, user, "FR")
+                [serum] = commerce.replenishments_of(conn, customer)
+            assert serum.announced_at == ordered_at + announced_on * DAY
+            assert due["days_left"] == lead
+        finally:
+            services.close()

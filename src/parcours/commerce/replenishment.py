@@ -274,7 +274,7 @@ def announce(
         or row.depletes_at is None
         or row.depletes_at != job.payload.get("depletes_at")
         or row.announced_at is not None
-        or row.depletes_at <= now
+        or row.depletes_at < now  # run out already (a worker long away): too late
     ):
         return
     moved = conn.execute(
