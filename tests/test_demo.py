@@ -28,7 +28,16 @@ from parcours.demo.people import people
 from parcours.demo.sectors import SECTORS, sector_named
 from parcours.demo.seeding import seed
 from parcours.demo.simulator import Doors, Simulator, Traffic, as_event
-from parcours.demo.stories import CARRIER, DAY, HOUR, NOTIFY_ME, REVIEW_FORM, Planned, World
+from parcours.demo.stories import (
+    CARRIER,
+    DAY,
+    HOUR,
+    NOTIFY_ME,
+    PUSH_SUBSCRIBE,
+    REVIEW_FORM,
+    Planned,
+    World,
+)
 from parcours.journeys.tables import journey_versions
 from parcours.log import events
 from parcours.runtime.clock import AcceleratedClock, SimulatedClock, clock_ms, real_seconds
@@ -148,7 +157,7 @@ def test_every_event_the_traffic_makes_passes_its_door_and_tells_the_whole_story
     planned = drawn(Simulator(world(customers=1000)), START + 12 * DAY)
     names: dict[str, int] = {}
     for item in planned:
-        if item.door in (NOTIFY_ME, REVIEW_FORM):  # they need the database: below
+        if item.door in (NOTIFY_ME, REVIEW_FORM, PUSH_SUBSCRIBE):  # with a database: below
             key = item.door
         elif item.door == CARRIER:
             assert as_event(item, item.at).name == "Shipment Updated"
@@ -172,9 +181,11 @@ def test_every_event_the_traffic_makes_passes_its_door_and_tells_the_whole_story
         "Order Refunded",
         REVIEW_FORM,
         NOTIFY_ME,
+        PUSH_SUBSCRIBE,
         "Signed Up",
         "Consent Updated",
         "Product Updated",
+        "Private Sale Announced",
     ):
         assert names.get(name, 0) > 0, f"no {name} in twelve days: {names}"
 
@@ -204,6 +215,11 @@ def test_the_traffic_through_its_doors_sets_the_journeys_to_work(
         held = conn.execute(
             select(func.count()).select_from(events).where(events.c.name == "Message Held")
         ).scalar()
+        pushed = conn.execute(
+            select(func.count())
+            .select_from(events)
+            .where(events.c.name == "Message Sent", events.c.payload.like('%"channel":"push"%'))
+        ).scalar()
     for name in (
         "Cart Abandoned",
         "Shipment Stage Reached",
@@ -212,9 +228,10 @@ def test_the_traffic_through_its_doors_sets_the_journeys_to_work(
         "Review Due",
         "Review Submitted",
         "Message Sent",
+        "Push Subscribed",
     ):
         assert names.get(name, 0) > 0, f"no {name}: {names}"
-    assert held
+    assert held and pushed
 
 
 def test_a_french_customer_reads_the_catalog_in_french_and_a_british_one_in_english() -> None:

@@ -14,7 +14,8 @@ import msgspec
 from parcours import brand
 from parcours.demo.images import logo_png
 from parcours.demo.people import Person
-from parcours.demo.stories import DAY, World
+from parcours.demo.simulator import Doors, subscribe_to_push
+from parcours.demo.stories import DAY, PUSH_CONSENT, World, push_subscription
 from parcours.journeys import LifecycleError, ready_made, versions
 from parcours.log import Event
 from parcours.messaging import SECTOR_PRESETS
@@ -34,6 +35,7 @@ BRAND_TIMEZONE = "Europe/Paris"
 EDITOR = "Parcours demo (ready-made gallery)"
 APPROVER = "Parcours demo (approved automatically)"
 CHUNK = 500
+PUSH_SHARE = 0.35  # of the seeded customers, subscribed to the site's notifications
 
 
 def seed(services: Services, world: World) -> int:
@@ -42,6 +44,7 @@ def seed(services: Services, world: World) -> int:
     _brand(services, world, now)
     stored = _append(services, _catalog(world, now), now)
     stored += _append(services, [_profile(world, person, now) for person in world.customers], now)
+    _push_subscriptions(services, world, now)
     live = put_journeys_live(services, now)
     log.info("demo seeded: %s events, %s journeys put live", stored, live)
     return stored
@@ -119,6 +122,32 @@ def _profile(world: World, person: Person, now: int) -> dict[str, Any]:
         "context": person.context(),
         "traits": person.traits(),
     }
+
+
+def _push_subscriptions(services: Services, world: World, now: int) -> int:
+    """About a third of the customers accepted the shop's notifications prompt: the site
+    recorded their consent, and its script gave their browser's subscription
+    (`POST /v1/push/subscribe`)."""
+    forms, consents = [], []
+    for person in world.customers:
+        form = push_subscription(world.seed, person, PUSH_SHARE)
+        if form is None:
+            continue
+        forms.append({**form, "messageId": f"demo-{world.seed}-push-{person.number}"})
+        consents.append(
+            {
+                "type": "track",
+                "event": "Consent Updated",
+                "userId": person.user_id,
+                "messageId": f"demo-{world.seed}-push-consent-{person.number}",
+                "timestamp": iso(now - person.joined_days_ago * DAY + 60_000),
+                "context": person.context(),
+                "properties": PUSH_CONSENT,
+            }
+        )
+    _append(services, consents, now)
+    doors = Doors(services.db, services.writer, services.reactions)
+    return subscribe_to_push(doors, forms, now)
 
 
 def _append(services: Services, documents: list[dict[str, Any]], now: int) -> int:

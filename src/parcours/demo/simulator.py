@@ -13,13 +13,16 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 
 from parcours.commerce import back_in_stock, reviews
+from parcours.customers import profiles as customers
 from parcours.demo.stories import (
     CARRIER,
     NOTIFY_ME,
+    PUSH_SUBSCRIBE,
     REVIEW_FORM,
     Planned,
     World,
@@ -29,6 +32,7 @@ from parcours.demo.stories import (
 from parcours.ingest.carriers import CarrierError, webhook_event
 from parcours.ingest.writer import Writer, WriterClosed
 from parcours.log import Event, Reactions
+from parcours.messaging import SubscriptionError, subscriptions
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.tracking import EventError, parse_event
@@ -116,6 +120,52 @@ def notify_me_events(db: Database, planned: Planned, received_at: int) -> list[E
     return back_in_stock.request_events(asked, variant, received_at)
 
 
+def subscribe_to_push(doors: Doors, forms: list[dict[str, Any]], now: int) -> int:
+    """Browsers' push subscriptions as `POST /v1/push/subscribe` takes them: each checked,
+    a `Push Subscribed` logged, then kept for the customer holding that user id (the demo
+    vouches for its user ids, as the shop's identity hash would); how many were kept."""
+    if not forms:
+        return 0
+    checked = [(form, subscriptions.check(form["subscription"])) for form in forms]
+    events = [
+        parse_event(
+            _encode(
+                {
+                    "type": "track",
+                    "event": "Push Subscribed",
+                    "userId": form["userId"],
+                    "messageId": form["messageId"],
+                    "properties": {
+                        "channel": "push",
+                        "endpoint_host": str(subscription["endpoint"]).split("/")[2],
+                    },
+                    "context": {"userAgent": form["userAgent"]},
+                }
+            ),
+            source="api",
+            received_at=now,
+        )
+        for form, subscription in checked
+    ]
+    for first in range(0, len(events), CHUNK):
+        doors.writer.append_sync(events[first : first + CHUNK])
+    kept = 0
+    with doors.db.write() as conn:
+        for form, subscription in checked:
+            found = customers.customers_with_identity(conn, "user_id", str(form["userId"]))
+            if found:
+                subscriptions.save(
+                    conn,
+                    found[0],
+                    subscription,
+                    str(form["userAgent"]),
+                    now,
+                    verified_user_id=str(form["userId"]),
+                )
+                kept += 1
+    return kept
+
+
 def submit_review(doors: Doors, planned: Planned, now: int) -> None:
     """A review as the hosted form submits it (ReviewRefused when refused)."""
     form = planned.document
@@ -194,6 +244,10 @@ class Traffic:
                     submit_review(self.doors, planned, now)
                 elif planned.door == NOTIFY_ME:
                     events += notify_me_events(self.doors.db, planned, now)
+                elif planned.door == PUSH_SUBSCRIBE:
+                    stored += self._append(events)  # the customer's sign-up, first
+                    events = []
+                    subscribe_to_push(self.doors, [planned.document], now)
                 else:
                     events.append(as_event(planned, now))
             except (
@@ -201,6 +255,7 @@ class Traffic:
                 CarrierError,
                 back_in_stock.BackInStockError,
                 reviews.ReviewRefused,
+                SubscriptionError,
             ) as exc:
                 log.warning("the demo sent what its door refuses (%s): %s", planned.door, exc)
         stored += self._append(events)

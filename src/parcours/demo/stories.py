@@ -13,6 +13,7 @@ carrier's webhook (its body, mapped as the webhook maps it)."""
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from collections.abc import Callable
@@ -36,6 +37,13 @@ SLOT_MS = 15 * MINUTE
 # The doors: the site's tracking calls, the carrier webhook, the product page's "notify
 # me" form (POST /v1/back-in-stock) and the hosted review form.
 SITE, CARRIER, NOTIFY_ME, REVIEW_FORM = "site", "carrier", "notify me", "review form"
+PUSH_SUBSCRIBE = "push subscribe"  # the site's script: POST /v1/push/subscribe
+_BROWSERS = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 15) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+)
 BRAND_ZONE = ZoneInfo("Europe/Paris")
 
 # Stories per hour for a thousand customers at the day's busiest, and at least this many
@@ -62,6 +70,8 @@ _CARRIERS = {
 _PICKUP = {"FR": ("Mondial Relay", "mondial-relay"), "GB": ("InPost", "inpost")}
 _RETURN_REASONS = ("size", "changed_mind", "damaged", "not_as_described")
 _REVIEWS = 4  # demo.review.<rating>.<n>: n texts per rating
+# Every Thursday at ten (Paris), the brand opens a private sale to its VIP customers.
+SALE_DAY, SALE_HOUR = 3, 10
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,9 @@ def slot_plan(world: World, slot: int) -> list[str]:
         expected = max(per_hour, floor) * busy * SLOT_MS / HOUR
         kinds += [kind] * _poisson(rng, expected)
     rng.shuffle(kinds)
+    local = datetime.fromtimestamp(world.slot_start(slot) / 1000, BRAND_ZONE)
+    if (local.weekday(), local.hour) == (SALE_DAY, SALE_HOUR) and local.minute < 15:
+        kinds.append("private_sale")
     return kinds
 
 
@@ -284,6 +297,8 @@ def _with_id(planned: Planned, message_id: str) -> dict[str, Any]:
         return {**planned.document, "event_id": message_id}
     if planned.door == REVIEW_FORM:  # the form names the order; a review is one per order
         return planned.document
+    if planned.door == PUSH_SUBSCRIBE:  # the site's script names no message id: the demo does
+        return {**planned.document, "messageId": message_id}
     return {**planned.document, "messageId": message_id}
 
 
@@ -598,12 +613,49 @@ def _review(
     )
 
 
+# What the site records when a shopper accepts its notifications prompt.
+PUSH_CONSENT = {
+    "channel": "push",
+    "purpose": "marketing",
+    "status": "granted",
+    "source": "notifications prompt",
+}
+
+
+def push_subscription(seed: int, person: Person, chance: float) -> dict[str, Any] | None:
+    """What the site's script sends when `person` lets the shop's pages notify them (with
+    this chance, drawn for them alone): their browser's subscription, whose endpoint only
+    the sandbox ever sees."""
+    rng = random.Random(f"parcours-demo:{seed}:push:{person.user_id}")
+    if rng.random() >= chance:
+        return None
+    point = bytes([4]) + rng.randbytes(64)  # an uncompressed P-256 point's size
+    return {
+        "userId": person.user_id,
+        "subscription": {
+            "endpoint": f"https://push.example.com/demo/{seed}/{person.user_id}",
+            "keys": {"p256dh": _base64url(point), "auth": _base64url(rng.randbytes(16))},
+        },
+        "userAgent": rng.choice(_BROWSERS),
+    }
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
 def _signup(teller: _Teller, at: int) -> None:
-    """A new customer signs up for the newsletter; some order within days."""
+    """A new customer signs up for the newsletter (some let the site notify them too);
+    some order within days."""
     rng = teller.rng
     person = new_person(teller.world.seed, teller.newcomer_number, rng.random() < 0.6)
     teller.identify(person, at, person.traits())
     teller.track(person, at + rng.randrange(MINUTE), "Signed Up", {"method": "newsletter"})
+    push = push_subscription(teller.world.seed, person, 0.4)
+    if push is not None:
+        allowed = at + rng.randrange(MINUTE, 5 * MINUTE)
+        teller.track(person, allowed, "Consent Updated", PUSH_CONSENT)
+        teller.form(allowed + 1000, PUSH_SUBSCRIBE, push)
     if rng.random() < 0.35:
         _order(teller, at + rng.randrange(DAY, 3 * DAY), person)
 
@@ -623,6 +675,26 @@ def _unsubscribe(teller: _Teller, at: int) -> None:
             "source": "unsubscribe link" if channel == "email" else "STOP reply",
         },
     )
+
+
+def _private_sale(teller: _Teller, at: int) -> None:
+    """The week's private sale, announced by the brand to each of its VIP customers (as
+    its shop or CRM tells Parcours, one event per customer), opening the next day."""
+    opens = at - at % DAY + DAY + 8 * HOUR
+    sale_id = f"sale-{str(iso(opens))[:10]}"
+    for number, person in enumerate(p for p in teller.world.customers if p.vip):
+        teller.track(
+            person,
+            at + number * 1000,
+            "Private Sale Announced",
+            {
+                "sale_id": sale_id,
+                "name": text(person.language, f"demo.private_sale.{teller.world.sector.key}"),
+                "starts_at": iso(opens),
+                "ends_at": iso(opens + 3 * DAY),
+                "url": f"{teller.world.shop_url}/private-sale",
+            },
+        )
 
 
 def _stock(teller: _Teller, at: int) -> None:
@@ -662,4 +734,5 @@ _STORIES: dict[str, Callable[[_Teller, int], None]] = {
     "signup": _signup,
     "unsubscribe": _unsubscribe,
     "stock": _stock,
+    "private_sale": _private_sale,
 }
