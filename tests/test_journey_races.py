@@ -461,6 +461,23 @@ def _deadlocks(conn: object) -> int:
     return int(value)
 
 
+def _until_nothing_left(
+    db: Database,
+    workers: list[subprocess.Popen[bytes]],
+    query: str,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Wait (two minutes at most) until `query`, a count of the work still to do, says
+    none is left; every worker must stay up meanwhile."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            if conn.execute(text(query), params or {}).scalar_one() == 0:
+                return
+        assert all(w.poll() is None for w in workers), "a worker exited"
+        time.sleep(0.2)
+
+
 def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
@@ -544,22 +561,15 @@ def test_two_postgresql_workers_send_nothing_after_an_order_and_never_deadlock(
             time.sleep(0.05)
         # Every cart entered, every run ended (by its order or at its end), every
         # message handed over.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with db.read() as conn:
-                left = conn.execute(
-                    text(
-                        "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys') + "
-                        "(SELECT count(*) FROM journey_runs WHERE state = 'active') + "
-                        "(SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')) + "
-                        ":customers - (SELECT count(*) FROM journey_runs)"
-                    ),
-                    {"customers": customers},
-                ).scalar_one()
-            if left == 0:
-                break
-            assert all(w.poll() is None for w in workers), "a worker exited"
-            time.sleep(0.2)
+        _until_nothing_left(
+            db,
+            workers,
+            "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys') + "
+            "(SELECT count(*) FROM journey_runs WHERE state = 'active') + "
+            "(SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')) + "
+            ":customers - (SELECT count(*) FROM journey_runs)",
+            {"customers": customers},
+        )
         _stop(workers)
         with db.read() as conn:
             messages = conn.execute(
@@ -714,21 +724,13 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
         while later:
             _what_follows(services, later, kind, committed, withdrawn, merged)
             time.sleep(0.05)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with db.read() as conn:
-                left = conn.execute(
-                    text(
-                        "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys' OR kind = "
-                        "'messaging.deliver') + (SELECT count(*) FROM journey_runs WHERE state = "
-                        "'active') + (SELECT count(*) FROM outbox WHERE state IN "
-                        "('pending', 'sending'))"
-                    )
-                ).scalar_one()
-            if left == 0:
-                break
-            assert all(w.poll() is None for w in workers), "a worker exited"
-            time.sleep(0.2)
+        _until_nothing_left(
+            db,
+            workers,
+            "SELECT (SELECT count(*) FROM jobs WHERE queue = 'journeys' OR kind = "
+            "'messaging.deliver') + (SELECT count(*) FROM journey_runs WHERE state = "
+            "'active') + (SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending'))",
+        )
         _stop(workers)
         with db.read() as conn:
             messages = conn.execute(
