@@ -7,6 +7,7 @@ and to the public pages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -116,6 +117,18 @@ def _refused(viewer: Viewer, parts: ConsoleParts, exc: BrandError, section: str)
     )
 
 
+def _saved(
+    viewer: Viewer, parts: ConsoleParts, section: str, save: Callable[[], object]
+) -> Response[Any]:
+    """Run one of the brand's saves: back to its section, or its section with the reason
+    it was refused."""
+    try:
+        save()
+    except BrandError as exc:
+        return _refused(viewer, parts, exc, section)
+    return go(f"{PATH}?saved={section}#{section}")
+
+
 def _save(
     viewer: Viewer,
     parts: ConsoleParts,
@@ -133,8 +146,11 @@ def _save(
             conn, actor, action, TARGET, now, before=before.audited(), after=after.audited()
         )
 
-    try:
-        brand.save(
+    return _saved(
+        viewer,
+        parts,
+        section,
+        lambda: brand.save(
             parts.db,
             _defaults(parts),
             changes,
@@ -143,10 +159,8 @@ def _save(
             reset=reset,
             sectors=SECTOR_PRESETS,
             also=audited,
-        )
-    except BrandError as exc:
-        return _refused(viewer, parts, exc, section)
-    return go(f"{PATH}?saved={section}#{section}")
+        ),
+    )
 
 
 @post(f"{PATH}/brand", status_code=200, sync_to_thread=True)
@@ -190,11 +204,9 @@ def save_logo(
             after={"logo": after.digest, "media_type": after.media_type, "bytes": len(content)},
         )
 
-    try:
-        brand.save_logo(console.db, content, now, also=audited)
-    except BrandError as exc:
-        return _refused(viewer, console, exc, "brand")
-    return go(f"{PATH}?saved=brand#brand")
+    return _saved(
+        viewer, console, "brand", lambda: brand.save_logo(console.db, content, now, also=audited)
+    )
 
 
 @post(f"{PATH}/logo/remove", status_code=200, sync_to_thread=True)
@@ -270,11 +282,12 @@ def save_wording(
         )
 
     texts = {x: data.get(f"wording-{x}", "") for x in SHIPPED}
-    try:
-        brand.save_consent_wording(console.db, texts, now, by=actor.email, also=audited)
-    except BrandError as exc:
-        return _refused(viewer, console, exc, "wording")
-    return go(f"{PATH}?saved=wording#wording")
+    return _saved(
+        viewer,
+        console,
+        "wording",
+        lambda: brand.save_consent_wording(console.db, texts, now, by=actor.email, also=audited),
+    )
 
 
 @post(f"{PATH}/check", status_code=200, sync_to_thread=True)
