@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Connection, Row, exists, func, select
+from sqlalchemy import Column, Connection, Row, Table, exists, func, select
 
 from parcours.commerce import statuses
 from parcours.commerce.returns import DEFAULT_WINDOW_DAYS, SECTOR_WINDOW_DAYS, ReturnWindow
@@ -151,37 +151,44 @@ def _is(order_id: str) -> Any:
     return commerce_orders.c.order_id == order_id
 
 
+_T = TypeVar("_T")
+
+
+def _by(
+    conn: Connection,
+    key: Column[Any],
+    ids: list[str],
+    order: tuple[Column[Any], ...],
+    make: Callable[[Row[Any]], _T],
+) -> defaultdict[str, list[_T]]:
+    """The rows of `key`'s table whose `key` is one of `ids`, made into records and grouped
+    by that key, in `order`: one query for a page's children (lines, refunds, scans)."""
+    table = key.table
+    assert isinstance(table, Table)
+    found: defaultdict[str, list[_T]] = defaultdict(list)
+    for row in conn.execute(select(table).where(key.in_(ids)).order_by(*order)):
+        found[getattr(row, key.name)].append(make(row))
+    return found
+
+
 def _orders(conn: Connection, rows: Sequence[Row[Any]]) -> list[Order]:
     if not rows:
         return []
     ids = [row.order_id for row in rows]
-    lines: dict[str, list[OrderLine]] = defaultdict(list)
-    for row in conn.execute(
-        select(commerce_order_lines)
-        .where(commerce_order_lines.c.order_id.in_(ids))
-        .order_by(commerce_order_lines.c.order_id, commerce_order_lines.c.line)
-    ):
-        lines[row.order_id].append(
-            OrderLine(
-                line=row.line,
-                product_id=row.product_id,
-                variant_id=row.variant_id,
-                sku=row.sku,
-                name=row.name,
-                image_url=row.image_url,
-                price=Decimal(row.price),
-                quantity=row.quantity,
-                refunded_quantity=row.refunded_quantity,
-                refunded_amount=Decimal(row.refunded_amount),
-            )
-        )
-    refunds: dict[str, list[Refund]] = defaultdict(list)
-    for row in conn.execute(
-        select(commerce_refunds)
-        .where(commerce_refunds.c.order_id.in_(ids))
-        .order_by(commerce_refunds.c.occurred_at, commerce_refunds.c.refund_id)
-    ):
-        refunds[row.order_id].append(_refund(row))
+    lines = _by(
+        conn,
+        commerce_order_lines.c.order_id,
+        ids,
+        (commerce_order_lines.c.order_id, commerce_order_lines.c.line),
+        _line,
+    )
+    refunds = _by(
+        conn,
+        commerce_refunds.c.order_id,
+        ids,
+        (commerce_refunds.c.occurred_at, commerce_refunds.c.refund_id),
+        _refund,
+    )
     return [
         Order(
             order_id=row.order_id,
@@ -205,6 +212,21 @@ def _orders(conn: Connection, rows: Sequence[Row[Any]]) -> list[Order]:
         )
         for row in rows
     ]
+
+
+def _line(row: Row[Any]) -> OrderLine:
+    return OrderLine(
+        line=row.line,
+        product_id=row.product_id,
+        variant_id=row.variant_id,
+        sku=row.sku,
+        name=row.name,
+        image_url=row.image_url,
+        price=Decimal(row.price),
+        quantity=row.quantity,
+        refunded_quantity=row.refunded_quantity,
+        refunded_amount=Decimal(row.refunded_amount),
+    )
 
 
 def _refund(row: Row[Any]) -> Refund:
@@ -257,27 +279,29 @@ def shipments_of_order(conn: Connection, order_id: str) -> list[Shipment]:
     )
 
 
+def _scan(row: Row[Any]) -> Scan:
+    return Scan(
+        reported=row.reported,
+        status=row.status,
+        location=row.location,
+        source=row.source,
+        applied=bool(row.applied),
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+    )
+
+
 def _shipments(conn: Connection, rows: Sequence[Row[Any]]) -> list[Shipment]:
     if not rows:
         return []
     ids = [row.shipment_id for row in rows]
-    scans: dict[str, list[Scan]] = defaultdict(list)
-    for scan in conn.execute(
-        select(commerce_shipment_scans)
-        .where(commerce_shipment_scans.c.shipment_id.in_(ids))
-        .order_by(commerce_shipment_scans.c.id)
-    ):
-        scans[scan.shipment_id].append(
-            Scan(
-                reported=scan.reported,
-                status=scan.status,
-                location=scan.location,
-                source=scan.source,
-                applied=bool(scan.applied),
-                occurred_at=scan.occurred_at,
-                recorded_at=scan.recorded_at,
-            )
-        )
+    scans = _by(
+        conn,
+        commerce_shipment_scans.c.shipment_id,
+        ids,
+        (commerce_shipment_scans.c.id,),
+        _scan,
+    )
     orders = {row.order_id for row in rows if row.order_id}
     known = (
         set(
@@ -485,14 +509,15 @@ def returns_of_orders(conn: Connection, order_ids: Sequence[str]) -> dict[str, l
     """The returns of several orders, by order (first requested first)."""
     if not order_ids:
         return {}
-    found: dict[str, list[Return]] = defaultdict(list)
-    for row in conn.execute(
-        select(commerce_returns)
-        .where(commerce_returns.c.order_id.in_(list(order_ids)))
-        .order_by(commerce_returns.c.updated_at, commerce_returns.c.return_id)
-    ):
-        found[row.order_id].append(_return(row))
-    return dict(found)
+    return dict(
+        _by(
+            conn,
+            commerce_returns.c.order_id,
+            list(order_ids),
+            (commerce_returns.c.updated_at, commerce_returns.c.return_id),
+            _return,
+        )
+    )
 
 
 def returns_list(
