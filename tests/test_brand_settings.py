@@ -349,7 +349,8 @@ def _decide(services: Services, channel: str = "email") -> policies.Decision:
         profile = profiles.conditions_view(conn, customer)
     message = policies.Message(customer, channel, "marketing", "newsletter", profile)
     with services.db.write() as conn:
-        return policies.check(conn, services.delivery.rules, message, services.clock.now_ms(), "FR")
+        rules = policies.in_force(conn, services.delivery.rules)
+        return policies.check(conn, rules, message, services.clock.now_ms(), "FR")
 
 
 QUIET_EMAIL = """\

@@ -149,6 +149,8 @@ def plan(
 ) -> Plan:
     """The first candidate channel that reaches the customer and is allowed now."""
     result = Plan()
+    stored = brand.send_time(conn)  # the brand's settings made in the console, if any
+    rules = policies.overlay(rules, stored)
     template_channels = template.channels()
     named = {request.channel, *request.fallback} if request.channel != "best" else set()
     wanted = template_channels & (named or set(SENDABLE_CHANNELS))
@@ -170,7 +172,6 @@ def plan(
             elif channel == "whatsapp" and closed:
                 result.passed.append({"channel": channel, "reason": WINDOW_CLOSED})
         usable = template_channels & reachable.keys() - ({"whatsapp"} if closed else set())
-        stored = brand.send_time(conn)  # the sector set in the console, if one was
         if stored is not None and stored.sector is not None:
             sector = stored.sector
         candidates, result.scores = rank(conn, request, profile, usable, now, sector)

@@ -138,9 +138,9 @@ def check(
     conn: Connection, policies: Policies, message: Message, now: int, default_region: str
 ) -> Decision:
     """Whether this message may go now. Serialised per customer, so two sends racing for
-    the last place under a cap cannot both go. The brand's rules saved in the console
-    replace the files' (`in_force`)."""
-    policies = in_force(conn, policies)
+    the last place under a cap cannot both go. `policies` are those in force: the caller
+    lays the brand's rules saved in the console over the files' (`in_force`, `overlay`),
+    once for all its candidate channels."""
     hold_sends(conn, [message.customer_id])
     decision = _consent(conn, policies, message, now)
     if not decision.allowed:
@@ -333,7 +333,11 @@ def in_force(conn: Connection, policies: Policies) -> Policies:
     hours, caps and duplicates' window in place of the files', their time zone for
     customers with none. Read through the brand's short cache (`brand.SEND_TIME_TTL_S`),
     so a change reaches every process's workers within seconds."""
-    stored = brand.send_time(conn)
+    return overlay(policies, brand.send_time(conn))
+
+
+def overlay(policies: Policies, stored: brand.SendTime | None) -> Policies:
+    """`policies` with the brand's send-time settings `stored` laid over them."""
     if stored is None or (stored.send_rules is None and stored.timezone is None):
         return policies
     return _overlaid(policies, stored.send_rules, stored.timezone)
