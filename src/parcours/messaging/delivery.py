@@ -59,7 +59,7 @@ from parcours.messaging.send_checks import SendCheck, SendChecks
 from parcours.messaging.sending import LeaseKeeper, Outcome, Sending, Sends
 from parcours.messaging.timeline import Timeline, digest
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, is_transient
+from parcours.runtime.db import Database, holding_writes, is_transient, stop_holding
 from parcours.runtime.queue import Job, Worker, enqueue, extend_leases
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Delivery:
     def install(self, worker: Worker) -> None:
         self._worker = worker
         worker.register(DELIVER, self.deliver, prepare=self.checks.before_batch)
-        worker.register(FEEDBACK, self.outcomes.feedback)
+        worker.register(FEEDBACK, self.outcomes.feedback, in_sets=True)
         worker.register(FALLBACK, self.fallback.due)
         worker.finish_with(self.finish_sends)
 
@@ -296,7 +296,14 @@ class Delivery:
         for attempt in range(RECORD_TRIES):
             try:
                 with self.db.write() as conn:
-                    self.outcomes.record(conn, results)
+                    # Its writes held and sent together: a statement per kind for the
+                    # batch (the rows marked sent, the jobs, the events), not per message.
+                    holder = holding_writes(conn)
+                    try:
+                        self.outcomes.record(conn, results)
+                        holder.release(conn)
+                    finally:
+                        stop_holding(conn)
             except Exception as exc:
                 if attempt == RECORD_TRIES - 1 or not is_transient(exc):
                     raise

@@ -23,6 +23,7 @@ from parcours.runtime.db import (
     release_held,
     select_in,
     sql,
+    sql_many,
     take_ahead,
 )
 
@@ -46,11 +47,13 @@ STATUS_RANK_SQL = (
 
 def row(conn: Connection, outbox_id: int) -> Any:
     """One message's row, or None."""
+    release_held(conn, _HELD_UPDATES)
     return sql(conn, f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
 
 
 def rows(conn: Connection, outbox_ids: list[int], columns: str = ROW_COLUMNS) -> list[Any]:
     """The rows of these messages, as `row` gives one (or only these columns)."""
+    release_held(conn, _HELD_UPDATES)
     found: list[Any] = []
     for part in chunks(outbox_ids):
         marks = ", ".join(f":id{n}" for n in range(len(part)))
@@ -275,15 +278,40 @@ def mark_sending(
     )
 
 
+_MARK_SENT = (
+    "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
+    "status = 'sent', status_at = :now, lease_until = NULL, error = NULL WHERE id = :id"
+)
+
+
 def mark_sent(conn: Connection, outbox_id: int, provider_message_id: str, now: int) -> None:
     """The provider took it, under this id."""
-    sql(
-        conn,
-        "UPDATE outbox SET state = 'sent', provider_message_id = :pid, sent_at = :now, "
-        "status = 'sent', status_at = :now, lease_until = NULL, error = NULL "
-        "WHERE id = :id",
-        {"pid": provider_message_id, "now": now, "id": outbox_id},
-    )
+    _update(conn, _MARK_SENT, {"pid": provider_message_id, "now": now, "id": outbox_id})
+
+
+_HELD_UPDATES = "messaging.outbox_updates"
+
+
+class _HeldUpdates:
+    """The outbox's updates a set of jobs (or a batch of sends recorded) holds: one
+    executemany per statement, in the order each was first used. A job reads only its
+    own customer's messages, and the set sends what it holds before a job whose customer
+    an earlier one was about: no job reads a row whose update is held."""
+
+    def __init__(self) -> None:
+        self.updates: dict[str, list[dict[str, Any]]] = {}
+
+    def write(self, conn: Connection) -> None:
+        for statement, params in self.updates.items():
+            sql_many(conn, statement, params)
+
+
+def _update(conn: Connection, statement: str, params: dict[str, Any]) -> None:
+    later = held(conn, _HELD_UPDATES, _HeldUpdates)
+    if later is not None:
+        later.updates.setdefault(statement, []).append(params)
+    else:
+        sql(conn, statement, params)
 
 
 def mark_pending_again(conn: Connection, outbox_id: int, error: str) -> None:
@@ -305,15 +333,15 @@ def mark_failed(conn: Connection, outbox_id: int, error: str, now: int) -> None:
     )
 
 
+_MOVE_FORWARD = (
+    f"UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND {STATUS_RANK_SQL} < :rank"
+)
+
+
 def move_status_forward(conn: Connection, outbox_id: int, status: str, rank: int, now: int) -> None:
     """The status, if it is further than the row's (`rank`: its RANK), decided by the row
     as it is when updated."""
-    sql(
-        conn,
-        "UPDATE outbox SET status = :s, status_at = :now WHERE id = :id AND "
-        f"{STATUS_RANK_SQL} < :rank",
-        {"s": status, "now": now, "id": outbox_id, "rank": rank},
-    )
+    _update(conn, _MOVE_FORWARD, {"s": status, "now": now, "id": outbox_id, "rank": rank})
 
 
 # ---- what channel choice and the policies read at every send --------------------------------
