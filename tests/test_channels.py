@@ -19,6 +19,7 @@ from sqlalchemy import text
 from parcours.app import create_app
 from parcours.customers import profiles as customers
 from parcours.messaging import templates
+from parcours.messaging.rendering import Renderer
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings, SettingsError
 from parcours.services import Services
@@ -397,6 +398,61 @@ def test_a_permanent_failure_falls_back_to_the_next_channel(
         assert "131026" in fell["reason"]
         keys = [m["idempotency_key"] for m in outbox(services)]
         assert keys[0].endswith(":0") and keys[1].endswith(":1")
+    finally:
+        services.close()
+
+
+def test_sends_undone_with_their_set_go_only_as_claimed_again_and_once(
+    settings: Settings, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends are claimed in sets. One failing undoes its set, whose jobs run again one at
+    a time: a message claimed by the undone set but not claimed again (its job failed on
+    its own this time) is not handed over then; the one that fails every time stays
+    pending, never sent; the others go once; the failed one goes once, later."""
+    services = open_services(settings, clock)
+    try:
+        publish(services, journey("{channel: email, template: t}"))
+        for user in ("ana", "bob", "cyd"):
+            opt_in(services, user)
+        with services.db.read() as conn:
+            ids = {user: customers.resolve(conn, user, "FR") for user in ("ana", "bob", "cyd")}
+        renders: dict[str, int] = {}
+        render = Renderer.render
+
+        def failing(self: Renderer, conn: Any, row: Any, detail: Any, links: Any) -> Any:
+            user = next(u for u, c in ids.items() if c == row.customer_id)
+            renders[user] = renders.get(user, 0) + 1
+            # bob fails each time; ana fails only the second time (in the set, then on
+            # her own): the undone set had claimed her message.
+            if user == "bob" or (user == "ana" and renders[user] == 2):
+                raise RuntimeError(f"rendering for {user} failed")
+            return render(self, conn, row, detail, links)
+
+        monkeypatch.setattr(Renderer, "render", failing)
+        provider = services.delivery.providers.by_channel["email"]
+        handed: list[int] = []
+        send = provider.send
+
+        def counted(message: Any) -> str:
+            handed.append(message.customer_id)
+            return send(message)
+
+        provider.send = counted  # type: ignore[method-assign]
+        services.writer.append_sync(
+            [make_event("track", userId=u, event="Go", at=clock.now_ms()) for u in ids]
+        )
+        services.worker.run_due()
+        assert renders["ana"] >= 2 and renders["bob"] >= 2  # the set was undone
+        assert sorted(handed) == [ids["cyd"]]  # ana's claim went with the set
+        advance(services, clock, 10 * MINUTE)  # ana's job is tried again, and goes
+        assert sorted(handed) == sorted([ids["cyd"], ids["ana"]])
+        assert sorted(m["state"] for m in outbox(services)) == ["pending", "sent", "sent"]
+        assert len(events_named(services, "Message Sent")) == 2
+        with services.db.read() as conn:
+            pending = conn.execute(
+                text("SELECT customer_id FROM outbox WHERE state = 'pending'")
+            ).scalar_one()
+        assert pending == ids["bob"]
     finally:
         services.close()
 

@@ -438,6 +438,12 @@ def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:
     projection.read_ahead_for_sends(conn, customer_ids)
 
 
+def read_ahead_profiles(conn: Connection, customer_ids: Sequence[int]) -> None:
+    """For a set of jobs about to render messages for these customers: their traits and
+    computed traits, read at once (`traits_view` takes them)."""
+    projection.read_ahead_profiles(conn, customer_ids)
+
+
 def contact_points(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     """(kind, value) of the customer's email addresses and phone numbers, newest first."""
     return projection.contacts(conn, customer_id)

@@ -905,6 +905,9 @@ def phone_numbers(conn: Connection, customer_id: int) -> list[str]:
 
 def stored_profile(conn: Connection, customer_id: int) -> tuple[str, str] | None:
     """(traits, computed) of the customer as stored JSON; None for no such customer."""
+    ahead: tuple[str, str] | None = take_ahead(conn, _PROFILES_AHEAD, customer_id)
+    if ahead is not None:
+        return ahead
     row = sql(
         conn, "SELECT traits, computed FROM customers WHERE id = :id", {"id": customer_id}
     ).first()
@@ -936,6 +939,21 @@ def phones_of(conn: Connection, customer_ids: Sequence[int]) -> list[tuple[int, 
 
 _CONSENTS_AHEAD = "customers.consents"
 _CONTACTS_AHEAD = "customers.contacts"
+_PROFILES_AHEAD = "customers.profiles"
+
+
+def read_ahead_profiles(conn: Connection, customer_ids: Sequence[int]) -> None:
+    """For a set of jobs about to render messages for these customers: their stored
+    profiles, one query for all of them (`stored_profile` takes them). Nothing when no
+    set runs."""
+    if not customer_ids or not reading_ahead(conn):
+        return
+    found = select_in(
+        conn, "SELECT id, traits, computed FROM customers WHERE id IN ({marks})", customer_ids
+    )
+    read_ahead(
+        conn, _PROFILES_AHEAD, {int(ident): (traits, computed) for ident, traits, computed in found}
+    )
 
 
 def read_ahead_for_sends(conn: Connection, customer_ids: Sequence[int]) -> None:

@@ -116,12 +116,25 @@ class Delivery:
 
     def install(self, worker: Worker) -> None:
         self._worker = worker
-        worker.register(DELIVER, self.deliver, prepare=self.checks.before_batch)
-        worker.register(FEEDBACK, self.outcomes.feedback, in_sets=True)
+        worker.register(DELIVER, self.deliver, prepare=self.before_sends, in_sets=True)
+        worker.register(
+            FEEDBACK, self.outcomes.feedback, prepare=self._before_feedback, in_sets=True
+        )
         worker.register(FALLBACK, self.fallback.due)
         worker.finish_with(self.finish_sends)
 
     # ---- 1. claim and prepare, in the job's transaction ---------------------------------
+
+    def before_sends(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a set of sends: their rows and their customers' profiles read at once
+        (two queries), and whether each is still wanted, checked at once."""
+        rows = outbox_rows.read_ahead_rows(conn, sorted({int(job.payload["id"]) for job in jobs}))
+        customers.read_ahead_profiles(conn, sorted({int(row.customer_id) for row in rows}))
+        self.checks.before_batch(conn, jobs, rows)
+
+    def _before_feedback(self, conn: Connection, jobs: list[Job]) -> None:
+        """Before a set of feedback: the messages' rows, read at once."""
+        outbox_rows.read_ahead_rows(conn, sorted({int(job.payload["id"]) for job in jobs}))
 
     def deliver(self, conn: Connection, job: Job) -> None:
         """Claim a message: still wanted, rendered and made ready by its channel's
@@ -161,7 +174,10 @@ class Delivery:
             links=links,
             target=preparer.target(conn, row.address),
         )
-        self._batch().append(Sending(message, provider))
+        # Kept until the commit, by message: a set undone and run again one job at a
+        # time claims its messages again (and replaces these); what goes is only what the
+        # commit kept claimed (`_claimed`).
+        self._batch()[row.id] = (int(row.attempt) + 1, Sending(message, provider))
         assert self._worker is not None
         self._worker.after_commit(self._send_batch)
 
@@ -232,11 +248,32 @@ class Delivery:
             lease_owner=self._worker.lease_owner,
         )
 
-    def _batch(self) -> list[Sending]:
+    def _batch(self) -> dict[int, tuple[int, Sending]]:
+        """The messages claimed by the batch of jobs running, by outbox id: the attempt
+        claimed and what to send."""
         if not hasattr(self._local, "batch"):
-            self._local.batch = []
-        batch: list[Sending] = self._local.batch
+            self._local.batch = {}
+        batch: dict[int, tuple[int, Sending]] = self._local.batch
         return batch
+
+    def _claimed(self, batch: dict[int, tuple[int, Sending]]) -> list[Sending]:
+        """Of the messages a batch of jobs claimed, those its commit kept claimed, with
+        the attempt claimed: a claim made by a set of jobs that was then undone (and not
+        made again when its jobs ran one at a time) is not in the database, and is not
+        sent. One read for the batch."""
+        if not batch:
+            return []
+        with self.db.read() as conn:
+            found = outbox_rows.rows(conn, sorted(batch), "id, state, attempt")
+        kept = {
+            int(row.id)
+            for row in found
+            if row.state == "sending" and int(row.attempt) == batch[int(row.id)][0]
+        }
+        dropped = len(batch) - len(kept)
+        if dropped:
+            log.info("%d messages claimed by a set that was undone are not sent now", dropped)
+        return [sending for ident, (_, sending) in batch.items() if ident in kept]
 
     def preview_context(
         self, conn: Connection, customer_id: int, channel: str, event: dict[str, Any]
@@ -251,7 +288,8 @@ class Delivery:
         their own while the worker claims and renders the next one; the batch sent
         meanwhile is recorded (the worker waits for its sends first, so at most one batch
         is ever in flight)."""
-        batch, self._local.batch = self._batch(), []
+        batch = self._claimed(self._batch())
+        self._local.batch = {}
         previous = self._take_sends()
         results = previous.results() if previous is not None else []
         self._local.sends = Sends(batch, self._keeper(batch)) if batch else None

@@ -47,18 +47,32 @@ STATUS_RANK_SQL = (
 
 def row(conn: Connection, outbox_id: int) -> Any:
     """One message's row, or None."""
-    release_held(conn, _HELD_UPDATES)
+    ahead = take_ahead(conn, _ROWS_AHEAD, outbox_id)
+    if ahead is not None:
+        return ahead
     return sql(conn, f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = :id", {"id": outbox_id}).first()
 
 
 def rows(conn: Connection, outbox_ids: list[int], columns: str = ROW_COLUMNS) -> list[Any]:
     """The rows of these messages, as `row` gives one (or only these columns)."""
-    release_held(conn, _HELD_UPDATES)
     found: list[Any] = []
     for part in chunks(outbox_ids):
         marks = ", ".join(f":id{n}" for n in range(len(part)))
         params = {f"id{n}": outbox_id for n, outbox_id in enumerate(part)}
         found += sql(conn, f"SELECT {columns} FROM outbox WHERE id IN ({marks})", params).all()
+    return found
+
+
+_ROWS_AHEAD = "messaging.rows"
+
+
+def read_ahead_rows(conn: Connection, outbox_ids: list[int]) -> list[Any]:
+    """For a set of sends: these messages' rows (as `rows` gives them), kept for `row` to
+    take, each once; what the set writes first makes them out of date (the set sends
+    what it holds before a job about a customer an earlier one was about, and forgets
+    what it read ahead)."""
+    found = rows(conn, outbox_ids)
+    read_ahead(conn, _ROWS_AHEAD, {int(found_row.id): found_row for found_row in found})
     return found
 
 
@@ -249,6 +263,12 @@ def mark_cancelled(
     )
 
 
+_MARK_SENDING = (
+    "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, rendered = :r, "
+    "locale = :l, provider = :p, checked_at = COALESCE(:checked, checked_at) WHERE id = :id"
+)
+
+
 def mark_sending(
     conn: Connection,
     outbox_id: int,
@@ -261,11 +281,9 @@ def mark_sending(
 ) -> None:
     """Claimed: `sending` until the lease's end, with its content (the last check kept
     when `checked_at` is None)."""
-    sql(
+    _update(
         conn,
-        "UPDATE outbox SET state = 'sending', attempt = :a, lease_until = :lease, "
-        "rendered = :r, locale = :l, provider = :p, "
-        "checked_at = COALESCE(:checked, checked_at) WHERE id = :id",
+        _MARK_SENDING,
         {
             "a": attempt,
             "checked": checked_at,

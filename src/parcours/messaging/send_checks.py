@@ -46,18 +46,22 @@ class SendChecks:
     def add(self, check: SendCheck) -> None:
         self._checks.append(check)
 
-    def before_batch(self, conn: Connection, jobs: list[Job]) -> None:
+    def before_batch(
+        self, conn: Connection, jobs: list[Job], rows: list[Any] | None = None
+    ) -> None:
         """Before a batch of sends: whether each message is still wanted, checked for the
-        whole batch at once (its rows, then each check in a query or two, whatever the
-        batch's size), in the transaction that claimed them (on PostgreSQL, holding their
-        customers' locks). Should this fail, each send checks its own message."""
+        whole batch at once (its rows, read here unless given, then each check in a query
+        or two, whatever the batch's size), in the transaction that claimed them (on
+        PostgreSQL, holding their customers' locks). Should this fail, each send checks
+        its own message."""
         self._local.checked = None
         now = self.clock.now_ms()
-        rows = outbox_rows.rows(
-            conn,
-            sorted({int(job.payload["id"]) for job in jobs}),
-            "id, customer_id, journey_id, run_id, step_id, state, channel, purpose",
-        )
+        if rows is None:
+            rows = outbox_rows.rows(
+                conn,
+                sorted({int(job.payload["id"]) for job in jobs}),
+                "id, customer_id, journey_id, run_id, step_id, state, channel, purpose",
+            )
         pending = [row for row in rows if row.state == "pending"]
         self._local.checked = _Checked(
             conn, now, {int(row.id) for row in pending}, self._unwanted(conn, pending, now)
