@@ -39,9 +39,6 @@ class Sector:
     def category(self, spec: ProductSpec, locale: str) -> str:
         return text(locale, f"demo.category.{self.key}.{spec.category}")
 
-    def tagline(self, locale: str) -> str:
-        return text(locale, f"demo.tagline.{self.key}")
-
 
 _CLOTHES = ("XS", "S", "M", "L", "XL")
 _SHOES = ("37", "38", "39", "40", "41", "42")
