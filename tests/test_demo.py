@@ -23,7 +23,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Connection, func, select
 
-from parcours import accounts, brand
+from parcours import accounts, brand, commerce
 from parcours.app import create_app
 from parcours.brand.tables import brand_settings
 from parcours.demo.people import people
@@ -392,6 +392,7 @@ def test_the_demo_lives_stops_on_ctrl_c_and_goes_on_where_it_was(tmp_path: Path)
     assert stopped_at > saved["start_ms"] + 3 * 3_600_000
     last_created = max(m["created_at"] for m in first_run)
 
+    port = free_port()  # started again on another port: the pictures follow
     demo = start_demo(data, port)
     try:
         # The simulated time goes on from where it stopped, and with it the messages.
@@ -416,5 +417,8 @@ def test_the_demo_lives_stops_on_ctrl_c_and_goes_on_where_it_was(tmp_path: Path)
         assert count(db, journey_versions, journey_versions.c.status == "live") >= 15
         with db.read() as conn:
             assert conn.execute(select(brand_settings.c.version)).scalar() == 1
+            pictures = {p.image_url for p in commerce.products(conn)}
+        assert len(pictures) == 8
+        assert all(str(p).startswith(f"http://127.0.0.1:{port}/demo/images/") for p in pictures)
     finally:
         db.dispose()

@@ -20,7 +20,7 @@ from litestar.handlers import HTTPRouteHandler
 from parcours.demo.images import images_route, product_svg
 from parcours.demo.people import people
 from parcours.demo.sectors import SECTORS, Sector, sector_named
-from parcours.demo.seeding import BRAND_LANGUAGE, BRAND_TIMEZONE, seed
+from parcours.demo.seeding import BRAND_LANGUAGE, BRAND_TIMEZONE, refresh_pictures, seed
 from parcours.demo.simulator import SAVE_EVERY_SECONDS, Doors, Simulator, Traffic
 from parcours.demo.state import DemoState, load_state, save_state, state_path
 from parcours.demo.stories import BRAND_ZONE, World
@@ -121,12 +121,16 @@ class Demo:
         self.world = world
         if not state.seeded:
             stored = seed(services, world)
-            state.seeded = True
+            state.seeded, state.public_url = True, world.public_url
             self._save(None, stopped=True)
             self.said.append(
                 f"Seeded the demo: {world.sector.brand} ({self.sector.key}), "
                 f"{state.customers} customers, {len(world.catalog)} products ({stored} events)."
             )
+        elif state.public_url != world.public_url:
+            refresh_pictures(services, world)
+            state.public_url = world.public_url
+            self.said.append(f"The catalog's pictures are now served from {world.public_url}.")
         simulator = Simulator(world, state.next_slot, state.pending)
         doors = Doors(services.db, services.writer, services.reactions)
         self.traffic = Traffic(simulator, self.clock, doors, self._save)

@@ -113,6 +113,27 @@ def _catalog(world: World, now: int) -> list[dict[str, Any]]:
     return documents
 
 
+def refresh_pictures(services: Services, world: World) -> int:
+    """The catalog's pictures at the address they are served from now (the demo started
+    again on another host or port), as the shop's catalog reports a change."""
+    now = services.clock.now_ms()
+    documents = [
+        {
+            "type": "track",
+            "event": "Product Updated",
+            "messageId": f"demo-{world.seed}-pictures-{item.product_id}-{now}",
+            "timestamp": iso(now),
+            "properties": {
+                "product_id": item.product_id,
+                "image_url": item.image,
+                "images": [item.image],
+            },
+        }
+        for item in world.catalog
+    ]
+    return _append(services, documents, now)
+
+
 def _profile(world: World, person: Person, now: int) -> dict[str, Any]:
     return {
         "type": "identify",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -214,20 +215,21 @@ class Traffic:
             self._thread = None
 
     def _run(self) -> None:
-        saved_at = 0.0
-        ticks = 0
+        saved_at = time.monotonic()
         try:
             while not self._stopping.is_set():
-                self.step()
-                ticks += 1
-                if ticks * TICK_SECONDS - saved_at >= SAVE_EVERY_SECONDS:
+                try:
+                    self.step()
+                except WriterClosed:
+                    raise
+                except Exception:  # the database away for a moment: the next tick goes on
+                    log.exception("the demo's traffic lost a step's events; it goes on")
+                if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
                     self._save(self.simulator, False)
-                    saved_at = ticks * TICK_SECONDS
+                    saved_at = time.monotonic()
                 self._stopping.wait(TICK_SECONDS)
         except WriterClosed:
             pass  # the process is stopping
-        except Exception:
-            log.exception("the demo's traffic stopped")
         finally:
             self._save(self.simulator, True)
 

@@ -19,6 +19,7 @@ class DemoState(msgspec.Struct, kw_only=True):
     start_ms: int  # the first simulated moment: the simulator's slot 0 begins there
     clock_ms: int  # the simulated time to go on from (never before any time it showed)
     seeded: bool = False
+    public_url: str = ""  # where its pictures were served when they were last announced
     next_slot: int = 0
     pending: list[tuple[int, int, int, int]] = msgspec.field(default_factory=list)
 
