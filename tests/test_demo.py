@@ -30,7 +30,7 @@ from parcours.demo.people import people
 from parcours.demo.sectors import SECTORS, sector_named
 from parcours.demo.seeding import seed
 from parcours.demo.simulator import Doors, Simulator, Traffic, as_event
-from parcours.demo.stories import (
+from parcours.demo.world import (
     CARRIER,
     DAY,
     HOUR,

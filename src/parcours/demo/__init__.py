@@ -23,7 +23,7 @@ from parcours.demo.sectors import SECTORS, Sector, sector_named
 from parcours.demo.seeding import BRAND_LANGUAGE, BRAND_TIMEZONE, refresh_pictures, seed
 from parcours.demo.simulator import SAVE_EVERY_SECONDS, Doors, Simulator, Traffic
 from parcours.demo.state import DemoState, load_state, save_state, state_path
-from parcours.demo.stories import BRAND_ZONE, World
+from parcours.demo.world import BRAND_ZONE, World
 from parcours.runtime.clock import AcceleratedClock, iso, to_ms
 from parcours.runtime.settings import Settings
 

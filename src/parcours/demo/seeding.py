@@ -15,7 +15,8 @@ from parcours import brand
 from parcours.demo.images import logo_png
 from parcours.demo.people import Person
 from parcours.demo.simulator import Doors, subscribe_to_push
-from parcours.demo.stories import DAY, PUSH_CONSENT, World, push_subscription
+from parcours.demo.stories import PUSH_CONSENT, push_subscription
+from parcours.demo.world import DAY, World
 from parcours.journeys import LifecycleError, ready_made, versions
 from parcours.log import Event
 from parcours.messaging import SECTOR_PRESETS
@@ -78,8 +79,8 @@ def _catalog(world: World, now: int) -> list[dict[str, Any]]:
         sizes = spec.sizes or (None,)
         variants = [
             {
-                "variant_id": f"{item.product_id}-{size.lower()}" if size else item.product_id,
-                "sku": (f"{item.product_id}-{size}" if size else item.product_id).upper(),
+                "variant_id": item.variant_id(size),
+                "sku": item.sku(size),
                 "variant": size,
                 "prices": {"EUR": str(item.price)},
                 # One product of the catalog is sold out from the start.

@@ -20,16 +20,8 @@ import msgspec
 
 from parcours.commerce import back_in_stock, reviews
 from parcours.customers import profiles as customers
-from parcours.demo.stories import (
-    CARRIER,
-    NOTIFY_ME,
-    PUSH_SUBSCRIBE,
-    REVIEW_FORM,
-    Planned,
-    World,
-    slot_plan,
-    story,
-)
+from parcours.demo.stories import slot_plan, story
+from parcours.demo.world import CARRIER, NOTIFY_ME, PUSH_SUBSCRIBE, REVIEW_FORM, Planned, World
 from parcours.ingest.carriers import CarrierError, webhook_event
 from parcours.ingest.writer import Writer, WriterClosed
 from parcours.log import Event, Reactions
