@@ -21,7 +21,7 @@ from parcours.journeys import interpreter, people, store
 from parcours.journeys import versions as journeys_api
 from parcours.journeys.entries import DATE_ENTRY, DATE_SCAN, Entries
 from parcours.journeys.journal import Batch, EndingLog, Journal
-from parcours.journeys.program import Program, enters_on
+from parcours.journeys.program import Program, enters_on, entry_event
 from parcours.journeys.programs import Programs
 from parcours.journeys.runner import QUEUE, STEP, Runner
 from parcours.journeys.runs import LoggedEvent, Run, ending_names, first_ending, traits_set
@@ -130,6 +130,13 @@ class JourneyEngine:
             sorted({event.customer_id for event in events}),
             sorted({p.journey.id for p in [*live, *paused]}),
         )
+        # What a first step's send checks, for the customers whose event enters a live
+        # journey (one may send at once: the abandoned cart's first email), read at once.
+        triggers = {entry_event(p.journey) for p in live}
+        entering = sorted({event.customer_id for event in events if event.name in triggers})
+        if entering:
+            read_ahead_sends(conn, self.runner.policies, entering, now)
+            self.journal.pending().profiles.update(customers.condition_views(conn, entering))
         if events:  # the runs this reaction enters: their goals, read at once if they act
             self.journal.pending().ending = EndingLog(
                 {event.customer_id for event in events},

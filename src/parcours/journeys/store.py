@@ -86,26 +86,40 @@ def insert_run(
     message_id: str,
     event: dict[str, Any],
 ) -> int:
-    """A new active run at the first instruction; its id."""
-    _written(conn, customers=(customer,))
+    """A new active run at the first instruction; its id. While a set of jobs holds its
+    writes on PostgreSQL, the run is held too, its id taken from the sequence a block at
+    a time (a round trip per block instead of one per entry)."""
     _changed(conn, customer)
-    return int(
-        sql(
-            conn,
-            "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, "
-            "pc, entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, "
-            "'active', 0, :at, :m, :e) RETURNING id",
-            {
-                "j": journey_id,
-                "v": version,
-                "c": customer,
-                "k": key,
-                "at": entered_at,
-                "m": message_id,
-                "e": _encode(event).decode(),
-            },
-        ).scalar_one()
-    )
+    values: dict[str, Any] = {
+        "j": journey_id,
+        "v": version,
+        "c": customer,
+        "k": key,
+        "at": entered_at,
+        "m": message_id,
+        "e": _encode(event).decode(),
+    }
+    later = held(conn, _HELD_RUNS, _HeldRuns)
+    if later is not None and conn.dialect.name != "sqlite":
+        values["id"] = later.next_id(conn)
+        later.inserts.append(values)
+        later.customers.add(customer)
+        return int(values["id"])
+    _written(conn, customers=(customer,))
+    return int(sql(conn, _INSERT_RUN + " RETURNING id", values).scalar_one())
+
+
+_INSERT_RUN = (
+    "INSERT INTO journey_runs (journey_id, version, customer_id, run_key, state, pc, "
+    "entered_at, entry_message_id, entry_event) VALUES (:j, :v, :c, :k, 'active', 0, :at, "
+    ":m, :e)"
+)
+_INSERT_HELD_RUN = (
+    "INSERT INTO journey_runs (id, journey_id, version, customer_id, run_key, state, pc, "
+    "entered_at, entry_message_id, entry_event) VALUES (:id, :j, :v, :c, :k, 'active', 0, "
+    ":at, :m, :e)"
+)
+RUN_IDS_BLOCK = 64  # run ids taken from PostgreSQL's sequence at once; unused ones are gaps
 
 
 _SAVE_RUN = (
@@ -119,6 +133,7 @@ _END_RUN = (
     "WHERE id = :id"
 )
 _HELD_RUNS = "journeys.runs"
+_RUN_IDS = "journeys.run_ids"  # ids taken from the sequence, not used yet (conn.info)
 
 
 class _HeldRuns:
@@ -127,11 +142,28 @@ class _HeldRuns:
     could see one of them (`_written`)."""
 
     def __init__(self) -> None:
+        self.inserts: list[dict[str, Any]] = []
         self.saves: dict[int, dict[str, Any]] = {}
         self.ends: dict[int, dict[str, Any]] = {}
         self.customers: set[int] = set()
 
+    def next_id(self, conn: Connection) -> int:
+        """A new run's id, from the ids this connection took from the sequence ahead."""
+        ids: list[int] = conn.info.setdefault(_RUN_IDS, [])
+        if not ids:
+            ids += sql(
+                conn,
+                "SELECT nextval('journey_runs_id_seq') FROM generate_series(1, :n)",
+                {"n": RUN_IDS_BLOCK},
+            ).scalars()
+            ids.reverse()
+        return ids.pop()
+
+    def ids(self) -> set[int]:
+        return {int(values["id"]) for values in self.inserts} | self.saves.keys() | self.ends.keys()
+
     def write(self, conn: Connection) -> None:
+        sql_many(conn, _INSERT_HELD_RUN, self.inserts)
         sql_many(conn, _SAVE_RUN, list(self.saves.values()))
         sql_many(conn, _END_RUN, list(self.ends.values()))
 
@@ -186,12 +218,12 @@ def _written(
     """Before a read of journey_runs: the batch's held writes of runs that it could see
     (of these customers, these runs, or any with `every`) are written first."""
     later = held(conn, _HELD_RUNS, _HeldRuns)
-    if later is None or not (later.saves or later.ends):
+    if later is None or not (later.inserts or later.saves or later.ends):
         return
     if (
         every
         or (customers is not None and not later.customers.isdisjoint(customers))
-        or (run_ids is not None and not set(run_ids).isdisjoint(later.saves.keys() | later.ends))
+        or (run_ids is not None and not set(run_ids).isdisjoint(later.ids()))
     ):
         release_held(conn, _HELD_RUNS)
 
