@@ -92,6 +92,7 @@ ROUTES_IN_DOCUMENT: list[tuple[str, str, list[str], str]] = [
     ("GET", "/u/{token}", ["200", "400", "404", "default"], "none"),
     ("POST", "/u/{token}", ["200", "400", "404", "default"], "none"),
     ("POST", "/v1/alias", ["200", "400", "401", "default"], "writeKey"),
+    ("POST", "/v1/back-in-stock", ["200", "400", "401", "default"], "writeKey"),
     ("POST", "/v1/batch", ["200", "400", "401", "default"], "writeKey"),
     ("POST", "/v1/group", ["200", "400", "401", "default"], "writeKey"),
     ("POST", "/v1/identify", ["200", "400", "401", "default"], "writeKey"),
