@@ -23,7 +23,13 @@ from parcours.brand import BrandSettings
 from parcours.commerce import reviews
 from parcours.console.access import ConsoleParts
 from parcours.console.rendering import Viewer, render
-from parcours.console.tracking_pages import HEADERS, Moments, _locale, _safe_url, _zone
+from parcours.console.tracking_pages import (
+    HEADERS,
+    Moments,
+    customer_locale,
+    customer_zone,
+    safe_url,
+)
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
 from parcours.log import Reactions
@@ -93,8 +99,8 @@ def _draw(
     status: int = 200,
     **values: Any,
 ) -> Response[bytes]:
-    locale = _locale(request, look, reviewed.locale if reviewed else None)
-    zone = _zone(reviewed.timezone if reviewed else None, look.timezone)
+    locale = customer_locale(request, look, reviewed.locale if reviewed else None)
+    zone = customer_zone(reviewed.timezone if reviewed else None, look.timezone)
     viewer = Viewer(locale=locale, timezone=zone.key, brand=look.name, look=look)
     if reviewed is None:
         html = render(viewer, "review.html", found=False)
@@ -110,7 +116,7 @@ def _draw(
         found=True,
         order=reviewed.order,
         number=reviewed.order.number or reviewed.order.order_id,
-        products=[(key, name, _safe_url(image)) for key, name, image in reviewed.products],
+        products=[(key, name, safe_url(image)) for key, name, image in reviewed.products],
         review=review,
         entered=entered,
         moments=Moments(locale, zone),
@@ -176,7 +182,7 @@ async def submit_review(
     except reviews.ReviewRefused as exc:
         errors[exc.field] = exc.reason
     if not errors:
-        locale = _locale(request, look, reviewed.locale)
+        locale = customer_locale(request, look, reviewed.locale)
         try:
             await asyncio.to_thread(_store, console, reactions, order_id, entered, photo, locale)
         except reviews.ReviewRefused as exc:

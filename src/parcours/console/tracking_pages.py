@@ -100,7 +100,7 @@ def next_stage(status: str, progress: int) -> str | None:
     return None
 
 
-def _safe_url(url: str | None) -> str | None:
+def safe_url(url: str | None) -> str | None:
     """A link or an image's address only when it is the web's (no `javascript:`)."""
     if url and url.lower().startswith(("https://", "http://")):
         return url
@@ -135,7 +135,7 @@ class Moments:
         )
 
 
-def _zone(name: Any, fallback: str) -> ZoneInfo:
+def customer_zone(name: Any, fallback: str) -> ZoneInfo:
     for candidate in (name, fallback):
         if isinstance(candidate, str) and candidate:
             try:
@@ -145,7 +145,7 @@ def _zone(name: Any, fallback: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-def _locale(request: Request[Any, Any, Any], look: BrandSettings, customer: Any) -> str:
+def customer_locale(request: Request[Any, Any, Any], look: BrandSettings, customer: Any) -> str:
     """`?lang=` when we ship it, else the customer's language, else the browser's, when
     the brand offers it; else the brand's."""
     asked = request.query_params.get("lang")
@@ -192,7 +192,10 @@ def _page(
 def _not_found(request: Request[Any, Any, Any], look: BrandSettings) -> Response[bytes]:
     """Nothing of any order: a link we did not sign, or an order no longer known."""
     viewer = Viewer(
-        locale=_locale(request, look, None), timezone=look.timezone, brand=look.name, look=look
+        locale=customer_locale(request, look, None),
+        timezone=look.timezone,
+        brand=look.name,
+        look=look,
     )
     return _page(viewer, 404, found=False)
 
@@ -227,10 +230,10 @@ def tracking_page(
         )
     if tracked is None:
         return _not_found(request, look)
-    locale = _locale(request, look, traits.get("locale") or computed.get("locale"))
-    zone = _zone(traits.get("timezone") or computed.get("timezone"), look.timezone)
+    locale = customer_locale(request, look, traits.get("locale") or computed.get("locale"))
+    zone = customer_zone(traits.get("timezone") or computed.get("timezone"), look.timezone)
     viewer = Viewer(locale=locale, timezone=zone.key, brand=look.name, look=look)
-    contact = _safe_url(console.delivery.brand.url if console.delivery else None)
+    contact = safe_url(console.delivery.brand.url if console.delivery else None)
     return draw(
         viewer, zone, tracked, window, console.clock.now_ms(), contact, recommended=recommended
     )
@@ -265,7 +268,7 @@ def draw(
         lines=[
             (
                 line,
-                _safe_url(line.image_url),
+                safe_url(line.image_url),
                 viewer.money(line.price * line.quantity, order.currency),
             )
             for line in order.lines
@@ -273,7 +276,7 @@ def draw(
         total=viewer.money(order.total, order.currency),
         refunded=viewer.money(order.refunded, order.currency) if order.refunded > 0 else None,
         parcels=[
-            (shipment, timeline(shipment), _safe_url(shipment.tracking_url))
+            (shipment, timeline(shipment), safe_url(shipment.tracking_url))
             for shipment in tracked.shipments
         ],
         returns=tracked.returns,
@@ -286,8 +289,8 @@ def draw(
         recommendations=[
             (
                 product,
-                _safe_url(product.image_url),
-                _safe_url(product.url),
+                safe_url(product.image_url),
+                safe_url(product.url),
                 viewer.money(product.price, product.currency)
                 if product.price is not None and product.currency
                 else None,
