@@ -455,17 +455,24 @@ def shipments_delayed(
     """Parcels still on their way whose estimated delivery has passed, or that a carrier
     reported late (`delayed`); the earliest expected first."""
     c = commerce_shipments.c
-    late = exists(
-        select(commerce_shipment_scans.c.id).where(
-            commerce_shipment_scans.c.shipment_id == c.shipment_id,
-            commerce_shipment_scans.c.reported == _LATE_WORD,
-        )
-    )
-    query = _lines_query().where(_OPEN, (c.estimated_to < now) | late)
+    query = _lines_query().where(_OPEN)
     if status:
         query = query.where(c.status == status)
-    ordered = query.order_by(c.estimated_to.is_(None), c.estimated_to, c.shipment_id)
-    return _shipment_lines(conn, ordered.limit(limit))
+    # Two lookups by index, not a test of every parcel: the earliest estimates passed (in
+    # the estimate's order), and the few parcels a carrier said were late whose estimate
+    # has not passed or is unknown; merged here.
+    passed = query.where(c.estimated_to < now).order_by(c.estimated_to, c.shipment_id)
+    late = select(commerce_shipment_scans.c.shipment_id).where(
+        commerce_shipment_scans.c.reported == _LATE_WORD
+    )
+    reported = query.where(
+        c.shipment_id.in_(late), c.estimated_to.is_(None) | (c.estimated_to >= now)
+    ).order_by(c.shipment_id)
+    found = _shipment_lines(conn, passed.limit(limit)) + _shipment_lines(
+        conn, reported.limit(limit)
+    )
+    found.sort(key=lambda s: (s.estimated_to is None, s.estimated_to or 0, s.shipment_id))
+    return found[:limit]
 
 
 def shipments_latest(

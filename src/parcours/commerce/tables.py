@@ -89,6 +89,15 @@ commerce_shipments = Table(
 )
 Index("ix_commerce_shipments_order", commerce_shipments.c.order_id)
 Index("ix_commerce_shipments_customer", commerce_shipments.c.customer_id)
+# The console's lists of parcels (migration 0031): counts per status and a status's
+# latest, the stalled and latest of all, the delayed by their estimate.
+Index(
+    "ix_commerce_shipments_status_updated",
+    commerce_shipments.c.status,
+    commerce_shipments.c.updated_at,
+)
+Index("ix_commerce_shipments_updated", commerce_shipments.c.updated_at)
+Index("ix_commerce_shipments_estimated", commerce_shipments.c.estimated_to)
 
 commerce_shipment_scans = Table(
     "commerce_shipment_scans",
@@ -107,6 +116,11 @@ commerce_shipment_scans = Table(
 )
 Index("ix_commerce_shipment_scans_shipment", commerce_shipment_scans.c.shipment_id)
 Index("ix_commerce_shipment_scans_customer", commerce_shipment_scans.c.customer_id)
+Index(  # the carriers' "delayed" reports, for the delayed parcels' list
+    "ix_commerce_shipment_scans_reported",
+    commerce_shipment_scans.c.reported,
+    commerce_shipment_scans.c.shipment_id,
+)
 
 commerce_returns = Table(
     "commerce_returns",
