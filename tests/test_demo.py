@@ -46,6 +46,7 @@ from parcours.runtime.clock import AcceleratedClock, SimulatedClock, clock_ms, r
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.i18n import text
 from parcours.runtime.queue import Job, Worker, enqueue
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import START, free_port, wait_until, wait_until_serving
 
@@ -112,6 +113,49 @@ def test_a_worker_on_an_accelerated_clock_runs_a_job_when_it_falls_due_in_real_t
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_people_keep_real_time_in_the_console_while_the_shop_runs_faster(
+    settings: Settings,
+) -> None:
+    """A console session opened in the demo still counts in real time: ten hours a second
+    on the shop's clock would end it after 1.2 real seconds without a request (its idle
+    limit is twelve hours), and no authenticator app's code would match."""
+    from litestar.testing import TestClient
+
+    from parcours import accounts
+    from parcours.app import create_app
+    from parcours.runtime.clock import SystemClock, wall_clock
+
+    clock = AcceleratedClock(START, 36_000)  # ten hours a real second
+    assert isinstance(wall_clock(clock), SystemClock)
+    simulated = SimulatedClock(START)
+    assert wall_clock(simulated) is simulated  # tests move people's time with the rest
+    services = Services.open(settings, clock=clock)
+    try:
+        now = SystemClock().now_ms()
+        token = accounts.setup_link_token(services.db, now)
+        assert token is not None
+        accounts.accept_invitation(
+            services.db,
+            token,
+            email="owner@example.com",
+            name="Owner",
+            password="a long passphrase 42",
+            now=now,
+        )
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            signed = client.post(
+                "/console/login",
+                data={"email": "owner@example.com", "password": "a long passphrase 42"},
+                follow_redirects=False,
+            )
+            assert signed.status_code in (302, 303)
+            time.sleep(2)  # 20 simulated hours: past the idle limit, on the shop's clock
+            page = client.get("/console/", follow_redirects=False)
+            assert page.status_code == 200, page.headers.get("location")
+    finally:
+        services.close()
 
 
 # ---- the traffic, drawn from the seed -----------------------------------------------------

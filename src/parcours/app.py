@@ -21,6 +21,7 @@ from parcours.ingest.carrier_http import carrier_webhook
 from parcours.ingest.channel_callbacks import channel_callback_routes
 from parcours.ingest.shopify_http import shopify_webhook
 from parcours.ingest.tracking_api import tracking_routes
+from parcours.runtime.clock import wall_clock
 from parcours.runtime.secrets import instance_secret
 from parcours.services import Services
 from parcours.web.api_docs import document_errors, openapi_config
@@ -157,6 +158,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         appender=services.writer,
         sector=settings.sector,
         return_window_days=settings.return_window_days,
+        wall=wall_clock(services.clock),
     )
 
 

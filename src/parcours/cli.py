@@ -399,8 +399,9 @@ def _owner_setup_link(services: Any) -> None:
     (docs/console.md): on the terminal, or, when the output is not one, in a file only
     this user can read (the link is a secret until it is used)."""
     from parcours import accounts
+    from parcours.runtime.clock import wall_clock
 
-    token = accounts.setup_link_token(services.db, services.clock.now_ms())
+    token = accounts.setup_link_token(services.db, wall_clock(services.clock).now_ms())
     if token is None:
         return
     link = f"{services.settings.resolved_public_url.rstrip('/')}/console/join?token={token}"

@@ -53,6 +53,13 @@ class ConsoleParts:
     appender: Appender | None = None  # the way into the log (consents given on a page)
     sector: str = ""  # the configured sector, under the one set on the Settings page
     return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
+    # People's own time (sessions, sign-in, second factor, invitations): `clock` but in the
+    # demo, whose clock runs faster (runtime/clock.py, `wall_clock`).
+    wall: Clock | None = None
+
+    @property
+    def people_clock(self) -> Clock:
+        return self.wall or self.clock
 
 
 def brand_of(parts: ConsoleParts) -> BrandSettings:
@@ -95,7 +102,7 @@ def viewer_of(
 
 def session_of(request: Request[Any, Any, Any], parts: ConsoleParts) -> Session | None:
     token = accounts.token_of_cookie(parts.cookie_secret, request.cookies.get(COOKIE))
-    return accounts.session_of(parts.db, token, parts.clock.now_ms())
+    return accounts.session_of(parts.db, token, parts.people_clock.now_ms())
 
 
 def signed_in(request: Request[Any, Any, Any], parts: ConsoleParts) -> Viewer:

@@ -31,7 +31,7 @@ def _users_page(
     invited: Invitation | None = None,
     emailed: Handed | None = None,
 ) -> Response[bytes]:
-    now = parts.clock.now_ms()
+    now = parts.people_clock.now_ms()
     with parts.db.read() as conn:
         users = accounts.all_users(conn)
         invitations = accounts.pending_invitations(conn, now)
@@ -68,7 +68,7 @@ def invite(
             viewer.session.user,
             email=data.get("email", ""),
             role=data.get("role", ""),
-            now=console.clock.now_ms(),
+            now=console.people_clock.now_ms(),
         )
     except AccountError as exc:
         return _users_page(viewer, console, status=400, error=viewer.t(exc.key, **exc.values))
@@ -234,7 +234,11 @@ def second_factor_on(
     secret = data.get("secret", "")
     try:
         accounts.enable_second_factor(
-            console.db, viewer.session.user, secret, data.get("code", ""), console.clock.now_ms()
+            console.db,
+            viewer.session.user,
+            secret,
+            data.get("code", ""),
+            console.people_clock.now_ms(),
         )
     except AccountError as exc:
         return _account_page(viewer, status=400, error=viewer.t(exc.key), secret=secret)
@@ -251,7 +255,7 @@ def second_factor_off(
     assert viewer.session is not None
     try:
         accounts.disable_second_factor(
-            console.db, viewer.session.user, data.get("password", ""), console.clock.now_ms()
+            console.db, viewer.session.user, data.get("password", ""), console.people_clock.now_ms()
         )
     except AccountError as exc:
         return _account_page(viewer, status=400, error=viewer.t(exc.key))

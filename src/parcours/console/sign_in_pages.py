@@ -54,7 +54,7 @@ def login(
             email=data.get("email", ""),
             password=data.get("password", ""),
             client=_client(request),
-            now=console.clock.now_ms(),
+            now=console.people_clock.now_ms(),
         )
     except SignInRefused as exc:
         status = 429 if exc.key == "accounts.too_many_attempts" else 400
@@ -98,7 +98,7 @@ def second_factor(
     check_csrf(request, viewer, data)
     try:
         accounts.confirm_second_factor(
-            console.db, session, data.get("code", ""), console.clock.now_ms()
+            console.db, session, data.get("code", ""), console.people_clock.now_ms()
         )
     except AccountError as exc:
         return page(
@@ -129,7 +129,7 @@ def join_form(
 ) -> Response[bytes]:
     viewer = viewer_of(request, console, None)
     try:
-        invitation = accounts.invitation_for(console.db, token, console.clock.now_ms())
+        invitation = accounts.invitation_for(console.db, token, console.people_clock.now_ms())
     except AccountError as exc:
         return page(viewer, "link_invalid.html", status=404, reason=viewer.t(exc.key))
     return page(
@@ -149,7 +149,7 @@ def join(
     request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
 ) -> Response[Any]:
     viewer = viewer_of(request, console, None)
-    token, now = data.get("token", ""), console.clock.now_ms()
+    token, now = data.get("token", ""), console.people_clock.now_ms()
     try:
         user = accounts.accept_invitation(
             console.db,

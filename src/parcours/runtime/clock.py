@@ -82,6 +82,14 @@ def clock_ms(clock: Clock, seconds: float) -> float:
     return seconds * 1000 * factor
 
 
+def wall_clock(clock: Clock) -> Clock:
+    """The clock of people's own time: their console sessions, sign-in attempts, second
+    factor codes, invitations and setup links. The real time when `clock` runs faster than
+    it (the demo's: a session would end after two real minutes, and a code of the
+    authenticator app would never match), else `clock` itself (tests move it)."""
+    return SystemClock() if isinstance(clock, AcceleratedClock) else clock
+
+
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the epoch for an aware datetime (naive ones are taken as UTC)."""
     if moment.tzinfo is None:
