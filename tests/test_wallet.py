@@ -21,9 +21,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from litestar.testing import TestClient
 
+from parcours import commerce
 from parcours.app import create_app
-from parcours.channels.wallet import ORDER_MEDIA_TYPE, PassSigner, order_package
+from parcours.channels.wallet import ORDER_MEDIA_TYPE, PassSigner, iso_duration, order_package
+from parcours.commerce import statuses
+from parcours.ingest.carriers import sign
+from parcours.messaging import wallet_orders
+from parcours.messaging.tables import wallet_orders as wallet_orders_table
+from parcours.messaging.wallet_orders import APPLE_STATUSES
 from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.i18n import text
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import admin_headers, make_event
@@ -35,6 +42,7 @@ PASS_TYPE = "pass.example.maison.loyalty"
 ORDER_TYPE = "order.example.maison"
 GOOGLE_ISSUER = "3388000000012345678"
 GOOGLE_CLASS = f"{GOOGLE_ISSUER}.maison_loyalty"
+CARRIER_SECRET = "carrier-secret"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +127,8 @@ def wired(
             },
         },
     }
-    services = Services.open(settings.with_overrides(channels=channels), clock=clock)
+    configured = settings.with_overrides(channels=channels, carrier_webhook_secret=CARRIER_SECRET)
+    services = Services.open(configured, clock=clock)
     try:
         with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
             yield services, client
@@ -574,7 +583,7 @@ def test_a_late_scan_does_not_move_a_parcel_back_and_a_cancellation_shows(
     assert fulfillment["statusDescription"] == "Delivered"
     # A second order, cancelled before it ships.
     place_order(services, order_id="o-2")
-    carrier(services, "Shipment Label Created", clock.now_ms(), order_id="o-2", shipment_id="")
+    carrier(services, "Shipment Label Created", clock.now_ms(), order_id="o-2", shipment_id="sh-2")
     clock.advance_ms(HOUR)
     track(services, "ana", "Order Cancelled", order_id="o-2")
     view = client.get("/api/wallet/orders/o-2", headers=admin_headers()).json()
@@ -640,3 +649,211 @@ def test_a_wrong_wallet_orders_setting_stops_parcours_with_its_name(
         channels = {"wallet": {**wallet, "orders": {k: v for k, v in broken.items() if v}}}
         with pytest.raises(SettingsError, match=message):
             Services.open(settings.with_overrides(channels=channels))
+
+
+# ---- Wallet orders read commerce's shipments ----------------------------------------------
+
+
+def carrier_webhook(
+    services: Services, client: TestClient[Any], event_id: str, **body: Any
+) -> None:
+    """The carrier's signed webhook (docs/commerce.md), then the jobs it made."""
+    raw = json.dumps({"event_id": event_id, "order_id": "o-1", "shipment_id": "sh-1", **body})
+    answer = client.post(
+        "/api/commerce/carrier-webhook",
+        content=raw.encode(),
+        headers={"X-Parcours-Signature": sign(CARRIER_SECRET, raw.encode())},
+    )
+    assert answer.status_code == 200, answer.text
+    services.worker.run_due()
+
+
+def as_commerce_has_it(services: Services, fulfillment: dict[str, Any]) -> None:
+    """The fulfillment shows the parcel as `commerce.shipment` gives it: its status (in
+    Apple's word, described in commerce's), estimated window, carrier and link (a web
+    address only, as the tracking page)."""
+    with services.db.read() as conn:
+        parcel = commerce.shipment(conn, fulfillment["fulfillmentIdentifier"])
+    assert parcel is not None
+    assert fulfillment["status"] == APPLE_STATUSES[parcel.status]
+    assert fulfillment["statusDescription"] == text("en", f"wallet_order.shipment.{parcel.status}")
+    assert fulfillment.get("carrier") == parcel.carrier
+    assert fulfillment.get("trackingNumber") == parcel.tracking_number
+    web = parcel.tracking_url and parcel.tracking_url.startswith(("https://", "http://"))
+    assert fulfillment.get("trackingURL") == (parcel.tracking_url if web else None)
+    assert parcel.estimated_from is not None and parcel.estimated_to is not None
+    assert fulfillment["estimatedDeliveryAt"] == iso(parcel.estimated_from)
+    window = parcel.estimated_to - parcel.estimated_from
+    assert fulfillment.get("estimatedDeliveryWindowDuration") == (
+        iso_duration(window) if window else None
+    )
+
+
+def test_a_parcel_reported_by_the_carrier_webhook_shows_in_wallet_as_commerce_has_it(
+    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock, apns: ApnsPeer
+) -> None:
+    services, client = wired
+    order, auth = ordered(services, client)
+    identifier = order["orderIdentifier"]
+    path = f"{REGISTRATIONS}/{identifier}"
+    assert client.post(path, json={"pushToken": "apns-o"}, headers=auth).status_code == 201
+    latest_path = f"/wallet/orders/v1/orders/{ORDER_TYPE}/{identifier}"
+    tag = client.get(REGISTRATIONS).json()["lastModified"]
+    # The carrier has the parcel, to be delivered the day after tomorrow between 9 and 13.
+    clock.advance_ms(HOUR)
+    day_after = clock.now_ms() + 48 * HOUR
+    carrier_webhook(
+        services,
+        client,
+        "evt-1",
+        status="in_transit",
+        occurred_at=iso(clock.now_ms()),
+        carrier="Colissimo",
+        tracking_number="6A1",
+        tracking_url="https://www.laposte.fr/suivi?code=6A1",
+        estimated_delivery_from=iso(day_after),
+        estimated_delivery_to=iso(day_after + 4 * HOUR),
+    )
+    assert [p["token"] for p in apns.received] == ["apns-o"]
+    changed = client.get(f"{REGISTRATIONS}?ordersModifiedSince={tag}").json()
+    assert changed["orderIdentifiers"] == [identifier]
+    [fulfillment] = order_of(client.get(latest_path, headers=auth))["fulfillments"]
+    assert fulfillment["status"] == "onTheWay" and fulfillment["statusDescription"] == "On its way"
+    assert fulfillment["estimatedDeliveryWindowDuration"] == "PT4H"
+    assert fulfillment["shippedAt"] == iso(clock.now_ms())
+    as_commerce_has_it(services, fulfillment)
+    # A later scan: out for delivery, the window narrowed; the phone is told again.
+    clock.advance_ms(40 * HOUR)
+    carrier_webhook(
+        services,
+        client,
+        "evt-2",
+        status="out_for_delivery",
+        occurred_at=iso(clock.now_ms()),
+        estimated_delivery_from=iso(day_after + HOUR),
+        estimated_delivery_to=iso(day_after + 2 * HOUR + 30 * 60_000),
+    )
+    assert [p["token"] for p in apns.received] == ["apns-o"] * 2
+    later = client.get(f"{REGISTRATIONS}?ordersModifiedSince={changed['lastModified']}").json()
+    assert later["orderIdentifiers"] == [identifier]
+    [fulfillment] = order_of(client.get(latest_path, headers=auth))["fulfillments"]
+    assert fulfillment["status"] == "outForDelivery"
+    assert fulfillment["estimatedDeliveryWindowDuration"] == "PT1H30M"
+    as_commerce_has_it(services, fulfillment)
+    # A report that moves nothing commerce shows (late, and an older stage): no push.
+    clock.advance_ms(HOUR)
+    late = iso(clock.now_ms() - 30 * HOUR)
+    carrier_webhook(services, client, "evt-3", status="in_transit", occurred_at=late)
+    assert len(apns.received) == 2
+    assert (
+        client.get(f"{REGISTRATIONS}?ordersModifiedSince={later['lastModified']}").status_code
+        == 204
+    )
+    # Delivered: the order is complete, as commerce has it.
+    clock.advance_ms(HOUR)
+    carrier_webhook(services, client, "evt-4", status="delivered", occurred_at=iso(clock.now_ms()))
+    done = order_of(client.get(latest_path, headers=auth))
+    assert done["status"] == "completed" and len(apns.received) == 3
+    assert done["fulfillments"][0]["deliveredAt"] == iso(clock.now_ms())
+    as_commerce_has_it(services, done["fulfillments"][0])
+    merchant_view = client.get("/api/wallet/orders/o-1", headers=admin_headers()).json()
+    assert merchant_view["fulfillment_status"] == "delivered"
+
+
+def test_shipment_events_show_in_wallet_as_commerce_has_them_parcel_by_parcel(
+    wired: tuple[Services, TestClient[Any]], clock: SimulatedClock, apns: ApnsPeer
+) -> None:
+    services, client = wired
+    order, auth = ordered(services, client)
+    latest_path = f"/wallet/orders/v1/orders/{ORDER_TYPE}/{order['orderIdentifier']}"
+    clock.advance_ms(HOUR)
+    tomorrow = clock.now_ms() + 24 * HOUR
+    # Two parcels: one missed at the door, one at a pickup point (Shopify's words too).
+    carrier(
+        services,
+        "Shipment Updated",
+        clock.now_ms(),
+        status="delivery_attempted",
+        carrier="DHL",
+        tracking_url="javascript:alert(1)",  # not the web's: shown nowhere
+        estimated_delivery_from=iso(tomorrow),
+        estimated_delivery_to=iso(tomorrow + 26 * HOUR),
+    )
+    carrier(
+        services,
+        "Shipment Updated",
+        clock.now_ms(),
+        shipment_id="sh-2",
+        status="ready_for_pickup",
+        estimated_delivery_at=iso(tomorrow),
+    )
+    first, second = order_of(client.get(latest_path, headers=auth))["fulfillments"]
+    assert (first["status"], second["status"]) == ("issue", "onTheWay")
+    assert second["statusDescription"] == "Ready for pickup"
+    assert "trackingURL" not in first and first["estimatedDeliveryWindowDuration"] == "P1DT2H"
+    with services.db.read() as conn:
+        assert commerce.shipment(conn, "sh-1").tracking_url == "javascript:alert(1)"  # type: ignore[union-attr]
+    as_commerce_has_it(services, first)
+    as_commerce_has_it(services, second)
+    # Shopify's `picked_up` is the customer collecting it: delivered, for Wallet as for commerce.
+    clock.advance_ms(HOUR)
+    carrier(services, "Shipment Updated", clock.now_ms(), shipment_id="sh-2", status="picked_up")
+    _, second = order_of(client.get(latest_path, headers=auth))["fulfillments"]
+    assert second["status"] == "delivered" and second["deliveredAt"] == iso(clock.now_ms())
+
+
+def test_every_status_of_commerce_has_apple_s_word_and_a_description_in_both_languages() -> None:
+    for status in (*statuses.STATUSES, "cancelled"):
+        assert status == "cancelled" or APPLE_STATUSES[status] in {
+            "processing",
+            "onTheWay",
+            "outForDelivery",
+            "delivered",
+            "issue",
+        }
+        key = f"wallet_order.shipment.{status}"
+        assert text("en", key) != text("fr", key)
+    assert [iso_duration(ms) for ms in (0, 1000, 90 * 60_000, 26 * HOUR, 48 * HOUR)] == [
+        "PT0S",
+        "PT1S",
+        "PT1H30M",
+        "P1DT2H",
+        "P2D",
+    ]
+
+
+def test_a_wallet_order_from_before_commerce_shows_what_it_stored(services: Services) -> None:
+    """A row issued before commerce projected orders (its order unknown to commerce)
+    shows what it stored then, its shipment words read through commerce's taxonomy."""
+    stored = {
+        "locale": "fr",
+        "currency": "EUR",
+        "total": "59.90",
+        "refunded": "0",
+        "placed_at": 1000,
+        "lines": [{"name": "Pull", "quantity": 2, "price": "29.95", "sku": "P-1"}],
+        "shipments": [
+            {"id": "sh-1", "status": "delivery_attempted", "status_at": 2000, "carrier": "DHL"}
+        ],
+    }
+    with services.db.write() as conn:
+        conn.execute(
+            wallet_orders_table.insert().values(
+                identifier="ord_old",
+                order_id="o-old",
+                customer_id=1,
+                auth_token="t",
+                status="open",
+                fulfillment_status="issue",
+                details=json.dumps(stored),
+                created_at=1000,
+                updated_at=3000,
+            )
+        )
+        assert wallet_orders.refresh(conn, "o-old", 4000) is None  # it changes no more
+    with services.db.read() as conn:
+        record = wallet_orders.by_order(conn, "o-old")
+    assert record is not None and record.updated_at == 3000
+    assert record.details["total"] == "59.90" and record.fulfillment_status == "issue"
+    [shipment] = record.details["shipments"]
+    assert (shipment["stage"], shipment["carrier"]) == (statuses.FAILED_ATTEMPT, "DHL")

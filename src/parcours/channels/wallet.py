@@ -39,21 +39,6 @@ from parcours.runtime.i18n import text
 
 PASS_STYLES = {"loyalty": "storeCard", "coupon": "coupon", "vip": "eventTicket"}
 ORDER_MEDIA_TYPE = "application/vnd.apple.finance.order"
-# Parcours' shipment status words (docs/events.md) as Apple's shipping fulfilment statuses;
-# the words Apple has no status for are told in the fulfilment's description.
-FULFILLMENT_STATUSES = {
-    "created": "processing",
-    "label_created": "processing",
-    "confirmed": "processing",
-    "picked_up": "shipped",
-    "in_transit": "onTheWay",
-    "ready_for_pickup": "onTheWay",
-    "delayed": "onTheWay",
-    "out_for_delivery": "outForDelivery",
-    "delivered": "delivered",
-    "delivery_attempted": "issue",
-    "failed": "issue",
-}
 GOOGLE_WALLET_SCOPE = "https://www.googleapis.com/auth/wallet_object.issuer"
 GOOGLE_WALLET_API = "https://walletobjects.googleapis.com"
 
@@ -487,29 +472,42 @@ def _line_item(line: dict[str, Any], currency: str) -> dict[str, Any]:
 
 
 def _fulfillment(shipment: dict[str, Any], order_status: str, locale: str) -> dict[str, Any]:
-    word = str(shipment["status"])
-    status = FULFILLMENT_STATUSES.get(word, "processing")
+    """A shipping fulfillment: Apple's status (`status`, mapped from commerce's by
+    messaging/wallet_orders.py), described in the customer's language from commerce's
+    (`stage`); the estimated delivery window as its start and duration."""
+    status, stage = str(shipment["status"]), str(shipment["stage"])
     if order_status == "cancelled" and status != "delivered":
-        status, word = "cancelled", "cancelled"
+        status, stage = "cancelled", "cancelled"
     fulfillment: dict[str, Any] = {
         "fulfillmentType": "shipping",
         "fulfillmentIdentifier": shipment["id"] or "shipment",
         "status": status,
-        "statusDescription": text(locale, f"wallet_order.shipment.{word}"),
+        "statusDescription": text(locale, f"wallet_order.shipment.{stage}"),
     }
-    names = {
-        "carrier": "carrier",
-        "tracking_number": "trackingNumber",
-        "tracking_url": "trackingURL",
-    }
-    for ours, apple in names.items():
+    for ours, apple in (("carrier", "carrier"), ("tracking_number", "trackingNumber")):
         if shipment.get(ours):
             fulfillment[apple] = shipment[ours]
-    for ours, apple in (
-        ("estimated_delivery_at", "estimatedDeliveryAt"),
-        ("shipped_at", "shippedAt"),
-        ("delivered_at", "deliveredAt"),
-    ):
+    link = str(shipment.get("tracking_url") or "")
+    if link.lower().startswith(("https://", "http://")):  # the web's only, as the tracking page
+        fulfillment["trackingURL"] = link
+    start, end = shipment.get("estimated_from"), shipment.get("estimated_to")
+    if start is not None:
+        fulfillment["estimatedDeliveryAt"] = iso(int(start))
+        if end is not None and int(end) > int(start):
+            fulfillment["estimatedDeliveryWindowDuration"] = iso_duration(int(end) - int(start))
+    for ours, apple in (("shipped_at", "shippedAt"), ("delivered_at", "deliveredAt")):
         if shipment.get(ours) is not None:
             fulfillment[apple] = iso(int(shipment[ours]))
     return fulfillment
+
+
+def iso_duration(milliseconds: int) -> str:
+    """An ISO 8601 duration to the second: `PT4H`, `P2DT30M`."""
+    seconds = milliseconds // 1000
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    time = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
+    if not (days or time):
+        return "PT0S"
+    return "P" + (f"{days}D" if days else "") + (f"T{time}" if time else "")

@@ -167,8 +167,13 @@ wallet_orders = Table(
     Column("order_id", Text, nullable=False, unique=True),  # the shop's order id
     Column("customer_id", BigInteger, nullable=False),
     Column("auth_token", Text, nullable=False),
-    Column("status", Text, nullable=False),  # open | completed | cancelled
-    Column("fulfillment_status", Text, nullable=True),  # the latest shipment's, Apple's word
+    # What the order shows is read from commerce (messaging/wallet_orders.py); these two
+    # keep its summary when the devices were last told: open | completed | cancelled, and
+    # the latest shipment's status in Apple's word.
+    Column("status", Text, nullable=False),
+    Column("fulfillment_status", Text, nullable=True),
+    # JSON: the customer's language and the digest of what the devices were last told (a
+    # row issued before commerce projected orders keeps what it showed then).
     Column("details", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),  # the tag devices ask "changed since"

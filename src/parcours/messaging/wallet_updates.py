@@ -1,6 +1,7 @@
 """Keeping what customers hold in their Wallets in step, through the durable queue: Wallet
-orders follow their order's events (issued when it is placed, changed by its shipments, a
-cancellation or a refund); the devices holding a pass or an order that changed are told
+orders follow their order's events (issued when it is placed; what it shows is commerce's
+order and shipments, and a change of them, told by an order or shipment event, moves its
+tag on); the devices holding a pass or an order that changed are told
 through APNs; a pass's Google Wallet object is patched through Google's REST API. Each
 call outside the database is made after its job's commit and retried with backoff
 (runtime/queue.py, `CallAfterCommit`)."""
@@ -23,7 +24,7 @@ from parcours.runtime.queue import CallAfterCommit, Job, Outcome, Worker, enqueu
 
 log = logging.getLogger(__name__)
 
-FOLLOW = "messaging.wallet_orders"  # apply order and shipment events to Wallet orders
+FOLLOW = "messaging.wallet_orders"  # bring Wallet orders in step after order and shipment events
 
 
 class WalletUpdates:
@@ -45,7 +46,8 @@ class WalletUpdates:
     # ---- events -------------------------------------------------------------------------
 
     def on_events(self, conn: Connection, events: list[Event], now: int) -> None:
-        """Reaction to an append: order and shipment events are applied to Wallet orders by a job.
+        """Reaction to an append: the Wallet orders of the orders that order and shipment
+        events name are brought in step by a job.
         (Merged profiles carry their passes and orders along: messaging.people.)"""
         if not self.follows_orders:
             return
@@ -54,7 +56,7 @@ class WalletUpdates:
                 "name": e.name,
                 "customer_id": e.customer_id,
                 "occurred_at": e.occurred_at,
-                "properties": e.properties,
+                "properties": {"order_id": e.properties["order_id"]},  # what is shown: commerce's
             }
             for e in events
             if wallet_orders.follows(e.name)
@@ -65,27 +67,25 @@ class WalletUpdates:
             enqueue(conn, FOLLOW, {"events": relevant}, run_at=now, now=now, queue=QUEUE)
 
     def follow(self, conn: Connection, job: Job) -> None:
-        """Issue the Wallet orders of placed orders; apply the other events, oldest first;
-        ask for the devices holding a changed order to be told."""
+        """Issue the Wallet orders of placed orders; bring each order the events name in
+        step with commerce (what it shows is read from commerce's face, which the append
+        that enqueued this job already projected); ask for the devices holding a changed
+        order to be told."""
         now = self.clock.now_ms()
-        events = sorted(job.payload["events"], key=lambda e: int(e["occurred_at"]))
+        events = job.payload["events"]
+        placed: dict[str, int] = {}  # order id -> the customer who placed it
+        named: dict[str, None] = {}  # the orders named, first named first
         for event in events:
-            properties: dict[str, Any] = event["properties"]
-            customer_id = int(event["customer_id"])
+            order_id = str(event["properties"]["order_id"])
+            named.setdefault(order_id)
             if event["name"] == wallet_orders.PLACED:
-                wallet_orders.issue(
-                    conn,
-                    customer_id,
-                    str(properties["order_id"]),
-                    properties,
-                    int(event["occurred_at"]),
-                    self._locale(conn, customer_id),
-                    now,
-                )
-                continue
-            changed = wallet_orders.apply(
-                conn, str(event["name"]), properties, int(event["occurred_at"]), now
-            )
+                placed.setdefault(order_id, int(event["customer_id"]))
+        for order_id in named:
+            if order_id in placed:
+                customer_id = placed[order_id]
+                locale = self._locale(conn, customer_id)
+                wallet_orders.issue(conn, customer_id, order_id, locale, now)
+            changed = wallet_orders.refresh(conn, order_id, now)
             if changed is not None:
                 passes.request_push(
                     conn, changed.identifier, changed.customer_id, now, kind="order"
