@@ -253,10 +253,11 @@ def _customers_and_events(start: int, count: int, name: str) -> Iterator[list[An
         yield chunk
 
 
-def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> dict[str, Any]:
-    """PostgreSQL: a backlog of customers entering the order-confirmation journey (entry,
-    send with its policy checks, delivery to the sandbox) is worked through by `count`
-    `parcours worker` processes; steps and messages per second."""
+def workers(database_url: str, data_dir: Path, customers: int, count: int) -> dict[str, Any]:
+    """A backlog of customers entering the order-confirmation journey (entry, send with
+    its policy checks, delivery to the sandbox) is worked through by `count` `parcours
+    worker` processes (PostgreSQL with `--postgres`, else SQLite, whose one writer at a
+    time makes one process its fair figure); steps and messages per second."""
     import os
     import subprocess
     import sys
@@ -266,14 +267,14 @@ def workers(postgres_url: str, data_dir: Path, customers: int, count: int) -> di
     from parcours.runtime.settings import Settings
     from parcours.services import Services
 
-    settings = Settings(data_dir=data_dir, database_url=postgres_url)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
     services = Services.open(settings, clock=SystemClock())  # ingest only, no worker
     try:
         now = services.clock.now_ms()
         journeys.publish(services.db, INSTANT, "bench", "bench reviewer", now)
         for chunk in _customers_and_events(now, customers, "Order Completed"):
             services.writer.append_sync(chunk)
-        env = {**os.environ, "PARCOURS_DATABASE_URL": postgres_url, "PARCOURS_LOG_LEVEL": "error"}
+        env = {**os.environ, "PARCOURS_DATABASE_URL": database_url, "PARCOURS_LOG_LEVEL": "error"}
         command = [
             str(Path(sys.executable).parent / "parcours"),
             "worker",
@@ -414,8 +415,6 @@ def main(argv: list[str] | None = None) -> int:
         with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["reaction"] = reaction(url, directory / "data", args.rate, args.seconds)
     if args.mode == "workers":
-        if not args.postgres:
-            parser.error("--mode workers needs --postgres URL")
         results["workers"] = []
         for count in args.workers:
             with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
