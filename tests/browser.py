@@ -73,3 +73,27 @@ def accessibility_problems(page: Any) -> list[str]:
         for v in results["violations"]
         if v["impact"] in ("serious", "critical")
     ]
+
+
+SHOP_CDN = "https://cdn.shop.example/**"  # where the test catalogs' pictures are
+
+
+def open_on_a_phone(browser: Any, url: str, picture: bytes) -> Any:
+    """A customer's page at `url` on a phone, answered 200, in a context of its own: axe-core
+    may be injected into it (past the page's CSP, for the tests only), and every picture of
+    the test shop's CDN is `picture` (no request leaves the machine). Its `context` opens
+    more pages the same way."""
+    context = browser.new_context(locale="en-GB", viewport=PHONE, bypass_csp=True)
+    context.route(
+        SHOP_CDN,
+        lambda route: route.fulfill(status=200, body=picture, content_type="image/png"),
+    )
+    page = context.new_page()
+    answer = page.goto(url)
+    assert answer is not None and answer.status == 200, url
+    return page
+
+
+def no_horizontal_overflow(page: Any) -> bool:
+    """Whether the page fits the screen's width (nothing to scroll sideways)."""
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))

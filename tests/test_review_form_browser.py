@@ -14,7 +14,13 @@ import pytest
 
 from parcours import brand, commerce
 from parcours.services import Services
-from tests.browser import PHONE, accessibility_problems, browser, screenshots_dir
+from tests.browser import (
+    accessibility_problems,
+    browser,
+    no_horizontal_overflow,
+    open_on_a_phone,
+    screenshots_dir,
+)
 from tests.conftest import LiveServer
 from tests.test_brand_settings import png
 from tests.test_journeys_engine import opt_in
@@ -55,10 +61,6 @@ WORDS = {
 }
 
 
-def _no_horizontal_overflow(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
-
-
 @pytest.mark.parametrize("language", ["en", "fr"])
 def test_the_review_form_filled_and_sent_on_a_phone(
     browser: Any, live_server: LiveServer, services: Services, tmp_path: Path, language: str
@@ -71,22 +73,14 @@ def test_the_review_form_filled_and_sent_on_a_phone(
     opt_in(services, "ana", locale=language)
     bought(services, "ana", "o-1", TEE, CAP)
     path = urlsplit(services.delivery.links.review("o-1")).path
-    # axe-core is injected into the page: past the page's CSP, for this test only.
-    context = browser.new_context(locale="en-GB", viewport=PHONE, bypass_csp=True)
     image = png(64, 64)
-    context.route(
-        "https://cdn.shop.example/**",
-        lambda route: route.fulfill(status=200, body=image, content_type="image/png"),
-    )
-    page = context.new_page()
-    answer = page.goto(f"{live_server.url}{path}")
-    assert answer is not None and answer.status == 200
+    page = open_on_a_phone(browser, f"{live_server.url}{path}", image)
     assert page.locator("html").get_attribute("lang") == language
     assert page.get_by_role("heading", level=1).inner_text() == words["heading"]
     assert page.locator("header.top .brand").inner_text() == "Maison Lune"
     assert page.get_by_role("group", name="Linen tee").is_visible()
     assert page.get_by_role("group", name="Canvas cap").is_visible()
-    assert _no_horizontal_overflow(page)
+    assert no_horizontal_overflow(page)
     assert accessibility_problems(page) == []
     page.screenshot(path=folder / f"review-{language}-phone.png", full_page=True)
 
@@ -107,7 +101,7 @@ def test_the_review_form_filled_and_sent_on_a_phone(
     assert page.get_by_role("alert").inner_text().strip().endswith(words["type"])
     assert page.get_by_label(words["text"]).input_value() == "Soft linen, true to size."
     assert tee.locator("input:checked").get_attribute("value") == "4"  # kept
-    assert _no_horizontal_overflow(page)
+    assert no_horizontal_overflow(page)
     assert accessibility_problems(page) == []
     page.screenshot(path=folder / f"review-refused-{language}-phone.png", full_page=True)
 
@@ -120,7 +114,7 @@ def test_the_review_form_filled_and_sent_on_a_phone(
     assert page.get_by_role("status").first.inner_text() == words["saved"]
     shown = page.get_by_role("img", name=words["yours"])
     assert shown.evaluate("image => image.naturalWidth") == 64  # the photo sent, shown back
-    assert _no_horizontal_overflow(page)
+    assert no_horizontal_overflow(page)
     page.screenshot(path=folder / f"review-saved-{language}-phone.png", full_page=True)
     with services.db.read() as conn:
         review = commerce.review_of_order(conn, "o-1")
@@ -132,4 +126,4 @@ def test_the_review_form_filled_and_sent_on_a_phone(
         language,
         image,
     )
-    context.close()
+    page.context.close()

@@ -13,7 +13,13 @@ import pytest
 
 from parcours import brand
 from parcours.services import Services
-from tests.browser import PHONE, accessibility_problems, browser, screenshots_dir
+from tests.browser import (
+    accessibility_problems,
+    browser,
+    no_horizontal_overflow,
+    open_on_a_phone,
+    screenshots_dir,
+)
 from tests.conftest import LiveServer, make_event
 from tests.test_brand_settings import png
 from tests.test_tracking_page import TEE, placed, two_parcels
@@ -21,10 +27,6 @@ from tests.test_tracking_page import TEE, placed, two_parcels
 __all__ = ["browser"]  # the fixture, used by name
 
 PRIMARY = "#7a1f3d"
-
-
-def _no_horizontal_overflow(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
 
 
 @pytest.mark.parametrize("language", ["en", "fr"])
@@ -50,16 +52,7 @@ def test_the_tracking_page_on_a_phone(
         ]
     )
     path = urlsplit(services.delivery.links.tracking("o-1")).path
-    # axe-core is injected into the page: past the page's CSP, for this test only.
-    context = browser.new_context(locale="en-GB", viewport=PHONE, bypass_csp=True)
-    image = png(64, 64)
-    context.route(
-        "https://cdn.shop.example/**",
-        lambda route: route.fulfill(status=200, body=image, content_type="image/png"),
-    )
-    page = context.new_page()
-    answer = page.goto(f"{live_server.url}{path}")
-    assert answer is not None and answer.status == 200
+    page = open_on_a_phone(browser, f"{live_server.url}{path}", png(64, 64))
     assert page.locator("html").get_attribute("lang") == language
     heading = {"en": "Order #PMK487123", "fr": "Commande #PMK487123"}[language]
     assert page.get_by_role("heading", level=1).inner_text() == heading
@@ -77,22 +70,22 @@ def test_the_tracking_page_on_a_phone(
     assert page.get_by_role("link", name=follow[language]).is_visible()
     suggested = page.locator("#recommendations li")
     assert suggested.count() == 1 and "Wool scarf" in suggested.inner_text()
-    assert _no_horizontal_overflow(page)
+    assert no_horizontal_overflow(page)
     assert accessibility_problems(page) == []
     page.screenshot(path=folder / f"tracking-{language}-phone.png", full_page=True)
     # The other language from the page's own link.
     other = {"en": "Français", "fr": "English"}[language]
     page.get_by_role("link", name=other).click()
     assert page.locator("html").get_attribute("lang") == ("fr" if language == "en" else "en")
-    assert _no_horizontal_overflow(page)
+    assert no_horizontal_overflow(page)
     # A bad link: a plain page in the visitor's language, nothing of the order.
-    lost = context.new_page()
+    lost = page.context.new_page()
     answer = lost.goto(f"{live_server.url}/o/not-a-link?lang={language}")
     assert answer is not None and answer.status == 404
     title = {"en": "Order not found", "fr": "Commande introuvable"}[language]
     assert lost.get_by_role("heading", level=1).inner_text() == title
     assert lost.get_by_text("Colissimo").count() == 0
-    assert _no_horizontal_overflow(lost)
+    assert no_horizontal_overflow(lost)
     assert accessibility_problems(lost) == []
     lost.screenshot(path=folder / f"tracking-not-found-{language}-phone.png", full_page=True)
-    context.close()
+    page.context.close()
