@@ -27,7 +27,7 @@ from parcours import accounts, brand, commerce
 from parcours.app import create_app
 from parcours.brand.tables import brand_settings
 from parcours.demo.people import people
-from parcours.demo.sectors import SECTORS, sector_named
+from parcours.demo.sectors import SECTORS, ProductSpec, load_sectors, sector_named
 from parcours.demo.seeding import seed
 from parcours.demo.simulator import Doors, Simulator, Traffic, as_event
 from parcours.demo.world import (
@@ -42,6 +42,7 @@ from parcours.demo.world import (
 )
 from parcours.journeys.tables import journey_versions
 from parcours.log import events
+from parcours.messaging import SECTOR_PRESETS
 from parcours.runtime.clock import AcceleratedClock, SimulatedClock, clock_ms, real_seconds
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.i18n import text
@@ -352,6 +353,45 @@ def test_every_sector_has_legible_colours_and_its_words_in_both_languages() -> N
     french = json.loads(Path("src/parcours/locales/fr/demo.json").read_text(encoding="utf-8"))
     assert english.keys() == french.keys()
     assert text("fr", "demo.product.fashion.scarf") == "Foulard en soie"
+
+
+def test_every_sector_in_the_data_is_complete_and_an_incomplete_one_is_refused() -> None:
+    """sectors.toml: each sector stands for a preset Parcours knows and has a host name of
+    its own and eight products with slugs of their own, each priced in exact euros, each
+    consumable lasting some days, each run of sizes not empty. A sector or a product that
+    lacks a value, or names a run of sizes that is not there, is refused, named."""
+    assert {sector.preset for sector in SECTORS.values()} <= SECTOR_PRESETS.keys()
+    assert len({sector.slug for sector in SECTORS.values()}) == len(SECTORS)
+    for sector in SECTORS.values():
+        slugs = [spec.slug for spec in sector.products]
+        assert len(slugs) == len(set(slugs)) == 8, sector.key
+        for spec in sector.products:
+            assert re.fullmatch(r"[1-9][0-9]*\.[0-9]{2}", spec.price), (sector.key, spec.slug)
+            assert spec.usage_days is None or spec.usage_days > 0, (sector.key, spec.slug)
+            assert all(spec.sizes), (sector.key, spec.slug)
+    assert SECTORS["beauty"].products[0].consumable
+    assert SECTORS["fashion"].products[0].sizes == ("XS", "S", "M", "L", "XL")
+    shop = '[sectors.shop]\nbrand = "Shop"\nslug = "shop"\nprimary = "#000000"\n'
+    assert refusal(shop) == "sector shop: missing accent, preset, products"
+    shop += 'accent = "#000000"\npreset = "home"\nproducts = [\n'
+    mug = '{ slug = "mug", category = "kitchen"'
+    assert refusal(f"{shop}{mug} }}]") == "sector shop, product mug: missing price"
+    mug += ', price = "9.00"'
+    assert refusal(f'{shop}{mug}, colour = "red" }}]') == (
+        "sector shop, product mug: unknown colour"
+    )
+    assert refusal(f'{shop}{mug}, sizes = "xl" }}]') == (
+        "sector shop, product mug: no run of sizes named 'xl'"
+    )
+    made = load_sectors(f"{shop}{mug} }}]")["shop"]
+    assert made.products == (ProductSpec("mug", "kitchen", "9.00"),)
+    assert not made.products[0].consumable
+
+
+def refusal(source: str) -> str:
+    with pytest.raises(ValueError) as refused:
+        load_sectors(source)
+    return str(refused.value)
 
 
 # ---- the demo, a real process -------------------------------------------------------------
