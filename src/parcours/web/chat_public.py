@@ -13,20 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, WebSocket, get, post, route, websocket
-from litestar.datastructures import ResponseHeader
-from litestar.enums import HttpMethod
+from litestar import Request, Response, WebSocket, get, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import HTTPRouteHandler, WebsocketRouteHandler
-from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery
 
 from parcours.channels import Visitor, VisitorTokens
 from parcours.customers import IdentityRefused, verified_user_id
 from parcours.customers import profiles as customers
 from parcours.http import (
-    BODY_FIRST,
-    BODY_LIMIT,
     HttpError,
     Injected,
     json_response,
@@ -47,8 +42,7 @@ from parcours.runtime.i18n import pick_locale, text
 from parcours.runtime.secrets import instance_secret
 from parcours.runtime.settings import Settings
 from parcours.tracking import EventError, parse_event
-from parcours.web.api_docs import request_body
-from parcours.web.errors import ERROR_HEADERS
+from parcours.web.cross_origin import cross_origin_post, preflight, with_cors
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -60,14 +54,8 @@ TOKEN_KEY_NAME = "chat-visitor-tokens"
 # Close codes: 4400 a bad first frame, 4401 no valid token (the widget asks for a new
 # one), 4403 a token that is not this conversation's.
 _CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403}
-# The session endpoint is called from the brand's pages, another origin; it needs no
-# cookie, so any origin may read its answer.
-_CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-    "Access-Control-Max-Age": "600",
-}
+# The session endpoint is called from the brand's pages, another origin (cross_origin).
+SESSION_PATH = "/chat/session"
 
 
 def widget_script(locale: str) -> str:
@@ -233,24 +221,15 @@ async def widget(lang: FromQuery[str] = "") -> Response[str]:
     )
 
 
-@route(
-    "/chat/session",
-    http_method=[HttpMethod.OPTIONS],
-    status_code=204,
-    response_headers=[ResponseHeader(name=name, value=value) for name, value in _CORS.items()],
-    include_in_schema=False,  # the browser's business, not an operation of the API
-)
-async def session_preflight() -> None:
-    """A browser's preflight for a page that sends the session's body as JSON (it asks
-    for no key: the write key's guard lets every preflight through)."""
+session_preflight = preflight(SESSION_PATH)
 
 
-@post(
-    "/chat/session",
-    status_code=200,
-    opt={BODY_FIRST: object_body, BODY_LIMIT: MAX_SESSION_BODY, ERROR_HEADERS: _CORS},
-    operation_class=request_body(SessionBody, ("application/json", "text/plain")),
-    responses={200: ResponseSpec(VisitorSession, description="A visitor token")},
+@cross_origin_post(
+    SESSION_PATH,
+    body=SessionBody,
+    answer=VisitorSession,
+    description="A visitor token",
+    max_body=MAX_SESSION_BODY,
 )
 async def session(
     request: Request[Any, Any, Any],
@@ -263,7 +242,7 @@ async def session(
     {"writeKey", then "userId" and "userHash" for a signed-in customer, or "token" to
     renew an anonymous visitor's, or nothing more for a new visitor}."""
     # The write key's guard let the call in; a refusal is answered with the CORS headers
-    # (ERROR_HEADERS), so that the widget on the brand's pages can read it.
+    # (cross_origin_post), so that the widget on the brand's pages can read it.
     raw = await read_body(request, MAX_SESSION_BODY)
     body = object_body(raw)
     now = clock.now_ms()
@@ -285,12 +264,7 @@ async def session(
         "expiresIn": (visitor.expires_at - now) // 1000,
         **visitor.identity,
     }
-    return _cors(json_response(answer))
-
-
-def _cors(response: Response[Any]) -> Response[Any]:
-    response.headers.update(_CORS)
-    return response
+    return with_cors(json_response(answer))
 
 
 def visitor_tokens(db: Database, clock: Clock) -> Callable[[], Awaitable[VisitorTokens]]:
@@ -533,6 +507,4 @@ def chat_routes() -> list[HTTPRouteHandler | WebsocketRouteHandler]:
 def chat_write_routes() -> list[HTTPRouteHandler]:
     """The visitor token's endpoint: behind the write key (in the body, as the widget
     sends it)."""
-    # The preflight first: registered after the POST, Litestar's own OPTIONS answer (with
-    # no CORS headers) would take the path.
-    return [session_preflight, session]
+    return [session_preflight, session]  # the preflight first (cross_origin.preflight)
