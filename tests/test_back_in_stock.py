@@ -2,7 +2,9 @@
 "notify me" endpoint records a request with its consent; a variant's stock returning
 announces `Back In Stock` once per request, in the order they came, at most the stock
 returned when the brand says so; a repeat is one request; bad input names its field;
-merges and erasure follow; the ready-made journey sends the email asked for."""
+merges and erasure follow; the ready-made journey sends the notice asked for on the
+channel asked for: the email, or an SMS through Twilio's and a WhatsApp message through
+Meta's loopback stand-ins, none once that channel's consent is withdrawn."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from litestar.testing import TestClient
@@ -27,10 +29,13 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import START, WRITE_KEY, make_event
+from tests.peers import MetaPeer, TwilioPeer
+from tests.test_channels import CERTAIN, events_named, outbox
 from tests.test_journeys_engine import HOUR, advance, publish, sent
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 WORDING = "Email me once when this item is back in stock."
+TEXT_WORDING = "Text me once when this item is back in stock."
 JOURNEY = (
     Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates/back-in-stock.yaml"
 ).read_text(encoding="utf-8")
@@ -91,6 +96,52 @@ def announced(services: Services) -> list[dict[str, Any]]:
 def requests(services: Services, **where: Any) -> list[commerce.StockRequest]:
     with services.db.read() as conn:
         return commerce.stock_requests(conn, **where)
+
+
+class Phones(NamedTuple):
+    services: Services
+    client: TestClient[Any]
+    twilio: TwilioPeer
+    meta: MetaPeer
+
+
+@pytest.fixture
+def phones(settings: Settings, clock: SimulatedClock) -> Iterator[Phones]:
+    """SMS through Twilio and WhatsApp through Meta, their loopback stand-ins, one call at
+    a time (so that they arrive in the order they were made); a brand that notifies no
+    more requests than the stock returned, its ready-made journey live, and the variant
+    v-m out of stock."""
+    with TwilioPeer() as twilio, MetaPeer() as meta:
+        channels = {
+            "sandbox": CERTAIN,
+            "sms": {
+                "provider": "twilio",
+                "account_sid": twilio.account_sid,
+                "auth_token": twilio.auth_token,
+                "from_number": "+33700000000",
+                "api_base": twilio.url,
+                "connections": 1,
+            },
+            "whatsapp": {
+                "provider": "meta",
+                "phone_number_id": meta.phone_number_id,
+                "access_token": meta.access_token,
+                "app_secret": meta.app_secret,
+                "verify_token": "let-me-in",
+                "api_base": meta.url,
+            },
+        }
+        services = Services.open(
+            settings.with_overrides(channels=channels, back_in_stock_limit_to_stock=True),
+            clock=clock,
+        )
+        try:
+            with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+                publish(services, JOURNEY)
+                stock(services, START, **{"v-m": 0})
+                yield Phones(services, client, twilio, meta)
+        finally:
+            services.close()
 
 
 @pytest.fixture
@@ -235,6 +286,14 @@ def test_bad_requests_are_refused_naming_the_field(
         ({"email": "a@example.com", "consentWording": None}, 400, "consentWording"),
         ({"email": "a@example.com", "consentWording": 3}, 400, "consentWording"),
         ({"email": "a@example.com", "channel": "fax"}, 400, "channel"),
+        ({"email": "a@example.com", "channel": "push"}, 400, "channel"),  # not offered
+        ({"email": "a@example.com", "channel": "sms"}, 400, "phone"),
+        ({"email": "a@example.com", "channel": "whatsapp", "phone": None}, 400, "phone"),
+        ({"channel": "sms", "phone": "+33 6 12"}, 400, "phone"),  # too short to be one
+        ({"channel": "sms", "phone": "not a number"}, 400, "phone"),
+        ({"channel": "whatsapp", "phone": 33612345678}, 400, "phone"),  # not text
+        ({"email": "a@example.com", "phone": "12"}, 400, "phone"),  # bad even by email
+        ({"email": None, "phone": "+33612345678"}, 400, "email"),  # a notice by email
         ({"email": "a@example.com", "marketing": True}, 400, "marketingWording"),
         ({"email": "a@example.com", "marketing": "yes"}, 400, "marketing"),
         ({"email": "a@example.com", "pageUrl": "javascript:alert(1)"}, 400, "pageUrl"),
@@ -252,7 +311,10 @@ def test_bad_requests_are_refused_naming_the_field(
     preflight = client.options("/v1/back-in-stock")
     assert preflight.status_code == 204
     assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-origin"] == "*"
     assert requests(services) == []
+    with services.db.read() as conn:  # nothing written: the catalog's report only
+        assert [e.name for e in log_queries.from_sources(conn, ("api",))] == ["Product Updated"]
 
 
 def test_the_consent_is_the_request_s_and_marketing_only_when_agreed(
@@ -267,15 +329,36 @@ def test_the_consent_is_the_request_s_and_marketing_only_when_agreed(
         marketingWording="And the brand's news by email.",
         marketingVersion="news-3",
     )
+    ask(
+        client,
+        phone="06 12 34 56 78",  # national: read in the brand's default region
+        channel="sms",
+        consentWording=TEXT_WORDING,
+        marketing=True,
+        marketingWording="And the brand's offers by text.",
+    )
     with services.db.read() as conn:
         ana = customers.resolve(conn, "ana@example.com", "FR")
         bo = customers.resolve(conn, "bo@example.com", "FR")
+        cy = customers.resolve(conn, "+33612345678", "FR")
         assert customers.current_consents(conn, ana) == []
         [granted] = customers.current_consents(conn, bo)
+        [texted] = customers.current_consents(conn, cy)
         _, computed = customers.traits_view(conn, ana)
     assert (granted.channel, granted.purpose, granted.status) == ("email", "marketing", "granted")
-    [first, _] = requests(services)
-    assert (first.consent_wording, first.consent_version) == (WORDING, "bis-2")
+    assert (texted.channel, texted.purpose, texted.status) == ("sms", "marketing", "granted")
+    assert texted.wording == "And the brand's offers by text."
+    [first, _, by_text] = requests(services)
+    assert (first.channel, first.consent_wording, first.consent_version) == (
+        "email",
+        WORDING,
+        "bis-2",
+    )
+    assert (by_text.customer_id, by_text.channel, by_text.consent_wording) == (
+        cy,
+        "sms",
+        TEXT_WORDING,
+    )
     assert computed.get("locale") == "fr-FR"  # the notice goes in their language
 
 
@@ -317,13 +400,107 @@ def test_the_ready_made_journey_sends_the_email_asked_for(
     assert sent(services, "ana@example.com") == [("email", "back-in-stock-details")]
 
 
+def test_requests_by_sms_and_whatsapp_are_sent_there_once_each_in_order(
+    phones: Phones, clock: SimulatedClock
+) -> None:
+    services, client, twilio, meta = phones
+    asked = [
+        ("sms", "+33612345601"),
+        ("whatsapp", "+33612345602"),
+        ("sms", "06 12 34 56 03"),  # national: read in the brand's default region
+        ("sms", "+33612345604"),  # beyond the stock returned: waits
+    ]
+    for channel, phone in asked:
+        answer = ask(client, channel=channel, phone=phone, consentWording=TEXT_WORDING)
+        assert answer.json() == {"success": True, "status": "waiting", "inStock": False}
+    assert [(r.channel, r.status) for r in requests(services)] == [
+        ("sms", "waiting"),
+        ("whatsapp", "waiting"),
+        ("sms", "waiting"),
+        ("sms", "waiting"),
+    ]
+    stock(services, START + 1, **{"v-m": 3})
+    advance(services, clock, 3 * HOUR, step=HOUR // 4)
+    assert [(p["channel"], p["stock"]) for p in announced(services)] == [
+        ("sms", 3),
+        ("whatsapp", 3),
+        ("sms", 3),
+    ]
+    body = "Parcours demo shop: Linen tee (V-M) is back in stock, as you asked. "
+    assert [(m["To"], m["Body"]) for m in twilio.messages] == [
+        ("+33612345601", body + "https://shop.example/tee"),
+        ("+33612345603", body + "https://shop.example/tee"),
+    ]
+    # Outside the 24-hour window: the approved template, a utility one.
+    [whatsapp] = meta.messages
+    assert (whatsapp["to"], whatsapp["type"]) == ("33612345602", "template")
+    assert whatsapp["template"] == {
+        "name": "back_in_stock",
+        "language": {"code": "en"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [
+                    {"type": "text", "text": "Linen tee (V-M)"},
+                    {"type": "text", "text": "https://shop.example/tee"},
+                ],
+            }
+        ],
+    }
+    assert [(m["channel"], m["template"], m["state"]) for m in outbox(services)] == [
+        ("sms", "back-in-stock-sms", "sent"),
+        ("whatsapp", "back-in-stock-whatsapp", "sent"),
+        ("sms", "back-in-stock-sms", "sent"),
+    ]
+    assert [r.status for r in requests(services)] == ["notified"] * 3 + ["waiting"]
+    # The next return tells the one left, and no one twice.
+    stock(services, START + 4 * HOUR, **{"v-m": 0})
+    stock(services, START + 5 * HOUR, **{"v-m": 1})
+    advance(services, clock, 3 * HOUR, step=HOUR // 4)
+    assert [m["To"] for m in twilio.messages] == ["+33612345601", "+33612345603", "+33612345604"]
+    assert len(meta.messages) == 1
+
+
+def test_no_sms_once_its_consent_is_withdrawn(phones: Phones, clock: SimulatedClock) -> None:
+    services, client, twilio, _ = phones
+    ask(
+        client,
+        channel="sms",
+        phone="+33612345601",
+        anonymousId="visitor-1",
+        consentWording=TEXT_WORDING,
+    )
+    append(
+        services,
+        make_event(
+            event="Consent Updated",
+            at=START + HOUR,
+            anonymousId="visitor-1",
+            properties={
+                "channel": "sms",
+                "purpose": "transactional",
+                "status": "withdrawn",
+                "source": "preference centre",
+            },
+        ),
+    )
+    clock.advance_ms(HOUR)
+    stock(services, START + 2 * HOUR, **{"v-m": 3})
+    advance(services, clock, 3 * HOUR, step=HOUR // 4)
+    assert [p["channel"] for p in announced(services)] == ["sms"]  # the request is told
+    assert twilio.messages == []  # but no SMS goes
+    assert sent(services, "+33612345601") == []
+    held = [(e["channel"], e["reason"]) for e in events_named(services, "Message Held")]
+    assert held == [("sms", "sms consent withdrawn"), ("push", "no push subscription")]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_requests_and_returns_read_the_requests_by_an_index(
-    services: Services, client: TestClient[Any], settings: Settings
+    services: Services, client: TestClient[Any]
 ) -> None:
     """Every statement on the requests, as SQLite plans it: none reads the table whole,
-    however many requests wait (a row-value IN of pairs once did)."""
-    if not settings.database_url.startswith("sqlite"):
-        pytest.skip("the plans asked of SQLite; PostgreSQL plans by its statistics")
+    however many requests wait (a row-value IN of pairs once did). SQLite only: it plans
+    without statistics, PostgreSQL by its own."""
     statements: list[tuple[str, Any]] = []
 
     def trace(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:

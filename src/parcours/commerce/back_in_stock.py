@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from parcours.commerce import catalog
 from parcours.commerce.tables import commerce_products, commerce_stock_requests, commerce_variants
-from parcours.customers import BadEmail, check_email, verified_user_id
+from parcours.customers import BadEmail, check_email, identity_of, verified_user_id
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.runtime.clock import iso
 from parcours.runtime.db import chunks
@@ -29,13 +29,15 @@ from parcours.tracking import EventError, parse_event
 
 REQUESTED = "Back In Stock Requested"  # a shopper asked (the public endpoint)
 BACK_IN_STOCK = "Back In Stock"  # appended by commerce, once per request
-CHANNELS = ("email",)
+CHANNELS = ("email", "sms", "whatsapp")
+PHONE_CHANNELS = ("sms", "whatsapp")  # the notice goes to the number the shopper gave
 SOURCE = "back in stock form"  # the consent's source, in the ledger and on the request
 MAX_TEXT = 2000  # the consent's words
 MAX_ID = 200
 FIELDS = (
     "writeKey",
     "email",
+    "phone",
     "userId",
     "userHash",
     "anonymousId",
@@ -68,6 +70,7 @@ class NotifyRequest:
     """A checked "notify me" request, before its variant is looked up."""
 
     email: str | None
+    phone: str | None  # E.164
     user_id: str | None  # the brand's, vouched for by its hash
     anonymous_id: str | None
     variant_id: str | None
@@ -100,24 +103,41 @@ class StockRequest(msgspec.Struct, frozen=True):
 # ---- the endpoint's part ------------------------------------------------------------------
 
 
-def check_request(body: dict[str, Any], identity_secret: str) -> NotifyRequest:
+def check_request(
+    body: dict[str, Any], identity_secret: str, default_region: str = "FR"
+) -> NotifyRequest:
     """The body of `POST /v1/back-in-stock`, checked: BackInStockError names the first bad
     field. A signed-in shopper is named by the brand's user id with its hash (anyone holds
-    the public write key, so a bare user id would let them speak for another)."""
+    the public write key, so a bare user id would let them speak for another). A notice
+    by SMS or WhatsApp goes to the phone the shopper gave, read as the profiles read one
+    (E.164; a national number is of `default_region`, the brand's setting)."""
     unknown = sorted(name for name in body if name not in FIELDS)
     if unknown:
         raise BackInStockError(400, f"{unknown[0]} is not a field of this request", unknown[0])
+    channel = body.get("channel", "email")
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise BackInStockError(
+            400, f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}", "channel"
+        )
     email = user_id = None
     if body.get("email") is not None:
         try:
             email = check_email(body["email"]).address
         except BadEmail as exc:
             raise BackInStockError(400, f"email: {exc}", "email") from None
+    phone = _phone(body, default_region)
     if body.get("userId") is not None:
         user_id = verified_user_id(identity_secret, body["userId"], body.get("userHash"))
     elif body.get("userHash") is not None:
         raise BackInStockError(400, "userHash was sent without the userId it signs", "userHash")
-    if email is None and user_id is None:
+    if channel in PHONE_CHANNELS:
+        if phone is None:
+            raise BackInStockError(
+                400,
+                f"phone is required for a notice by {channel}: the number to send it to",
+                "phone",
+            )
+    elif email is None and user_id is None:
         raise BackInStockError(
             400, "email is required (or userId with its userHash for a signed-in shopper)", "email"
         )
@@ -125,11 +145,6 @@ def check_request(body: dict[str, Any], identity_secret: str) -> NotifyRequest:
     product_id = _id(body, "productId")
     if variant_id is None and product_id is None:
         raise BackInStockError(400, "variantId is required (or productId)", "variantId")
-    channel = body.get("channel", "email")
-    if channel not in CHANNELS:
-        raise BackInStockError(
-            400, f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}", "channel"
-        )
     wording = _text(body, "consentWording", MAX_TEXT)
     if wording is None:
         raise BackInStockError(
@@ -151,11 +166,12 @@ def check_request(body: dict[str, Any], identity_secret: str) -> NotifyRequest:
         raise BackInStockError(400, "pageUrl must be an http(s) address", "pageUrl")
     return NotifyRequest(
         email=email,
+        phone=phone,
         user_id=user_id,
         anonymous_id=_id(body, "anonymousId"),
         variant_id=variant_id,
         product_id=product_id,
-        channel=str(channel),
+        channel=channel,
         consent_wording=wording,
         consent_version=_text(body, "consentVersion", MAX_ID),
         marketing_wording=marketing_wording if marketing else None,
@@ -206,12 +222,17 @@ def request_events(
     user_agent: str | None = None,
 ) -> list[Event]:
     """The request as events for the log: `Back In Stock Requested` naming the shopper
-    (by email in `context.traits`, or the brand's user id), and a marketing `Consent
-    Updated` when they agreed to that too."""
+    (by the email and phone in `context.traits`, or the brand's user id), and a marketing
+    `Consent Updated` for the request's channel when they agreed to that too."""
     message_id = asked.message_id or f"bis-{uuid.uuid4().hex}"
     context: dict[str, Any] = {}
-    if asked.email is not None:
-        context["traits"] = {"email": asked.email}
+    traits = {
+        name: value
+        for name, value in (("email", asked.email), ("phone", asked.phone))
+        if value is not None
+    }
+    if traits:
+        context["traits"] = traits
     if asked.locale is not None:
         context["locale"] = asked.locale
     if ip:
@@ -264,8 +285,8 @@ def request_events(
             }
         )
     try:
-        # Named by the email in `context.traits` (an identity the resolver keys on) when
-        # no user or anonymous id is given.
+        # Named by the email or phone in `context.traits` (identities the resolver keys
+        # on) when no user or anonymous id is given.
         return [
             parse_event(_encode(d), source="api", received_at=now, identity_required=False)
             for d in documents
@@ -464,6 +485,23 @@ def _id(body: dict[str, Any], name: str) -> str | None:
     if not text or len(text) > MAX_ID:
         raise BackInStockError(400, f"{name} must be 1 to {MAX_ID} characters", name)
     return text
+
+
+def _phone(body: dict[str, Any], default_region: str) -> str | None:
+    value = body.get("phone")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BackInStockError(400, "phone must be text, such as +33612345678", "phone")
+    found = identity_of("phone", value, default_region)
+    if found is None:
+        raise BackInStockError(
+            400,
+            f"phone: {value[:64]!r} is not a phone number (international as +33612345678, "
+            f"or national in {default_region})",
+            "phone",
+        )
+    return found[1]
 
 
 def _text(body: dict[str, Any], name: str, longest: int) -> str | None:

@@ -5,40 +5,22 @@ given, goes into the log, and commerce notifies it once when the variant is back
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
-from litestar import Request, Response, post, route
-from litestar.datastructures import ResponseHeader
-from litestar.enums import HttpMethod
+from litestar import Request, Response
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import ResponseSpec
 
 from parcours.commerce import BackInStockError, back_in_stock
-from parcours.http import (
-    BODY_FIRST,
-    BODY_LIMIT,
-    HttpError,
-    Injected,
-    json_response,
-    object_body,
-    read_body,
-)
+from parcours.http import HttpError, Injected, json_response, object_body, read_body
 from parcours.log import Appender
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
-from parcours.web.api_docs import request_body
-from parcours.web.errors import ERROR_HEADERS
+from parcours.web.cross_origin import cross_origin_post, preflight, with_cors
 
 MAX_BODY = 16 * 1024
-# Called from the brand's product pages, another origin; no cookie is involved.
-_CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-    "Access-Control-Max-Age": "600",
-}
+PATH = "/v1/back-in-stock"  # called from the brand's product pages, another origin
 
 
 class NotifyMeBody(msgspec.Struct):
@@ -49,12 +31,13 @@ class NotifyMeBody(msgspec.Struct):
     variantId: str | None = None  # the variant's id or SKU (else productId with one variant)
     productId: str | None = None
     email: str | None = None  # or userId with userHash for a signed-in shopper
+    phone: str | None = None  # for sms and whatsapp: E.164, or national in default_region
     userId: str | None = None
     userHash: str | None = None
     anonymousId: str | None = None  # the visitor's, to join what they browsed
-    channel: str = "email"
+    channel: Literal["email", "sms", "whatsapp"] = "email"  # the notice's channel
     consentVersion: str | None = None
-    marketing: bool = False  # they also agreed to the brand's marketing by email
+    marketing: bool = False  # they also agreed to the brand's marketing on that channel
     marketingWording: str | None = None
     marketingVersion: str | None = None
     pageUrl: str | None = None
@@ -72,23 +55,15 @@ class NotifyMeAccepted(msgspec.Struct):
     inStock: bool
 
 
-@route(
-    "/v1/back-in-stock",
-    http_method=[HttpMethod.OPTIONS],
-    status_code=204,
-    response_headers=[ResponseHeader(name=name, value=value) for name, value in _CORS.items()],
-    include_in_schema=False,  # the browser's business, not an operation of the API
-)
-async def notify_me_preflight() -> None:
-    """A browser's preflight (the write key's guard lets every preflight through)."""
+notify_me_preflight = preflight(PATH)
 
 
-@post(
-    "/v1/back-in-stock",
-    status_code=200,
-    opt={BODY_FIRST: object_body, BODY_LIMIT: MAX_BODY, ERROR_HEADERS: _CORS},
-    operation_class=request_body(NotifyMeBody, ("application/json", "text/plain")),
-    responses={200: ResponseSpec(NotifyMeAccepted, description="The request is waiting")},
+@cross_origin_post(
+    PATH,
+    body=NotifyMeBody,
+    answer=NotifyMeAccepted,
+    description="The request is waiting",
+    max_body=MAX_BODY,
 )
 async def notify_me(
     request: Request[Any, Any, Any],
@@ -99,12 +74,15 @@ async def notify_me(
 ) -> Response[bytes]:
     """Body: {"email" (or "userId" and "userHash"), "variantId" (its id or SKU; or
     "productId" of a product with one variant), "consentWording" (the words shown, kept as
-    the proof), optionally "consentVersion", "marketing" with "marketingWording", "pageUrl",
-    "locale", "anonymousId", "messageId"}. 400 names a bad field, 404 an unknown variant."""
+    the proof), optionally "channel" ("email", "sms" or "whatsapp", which need "phone"),
+    "consentVersion", "marketing" with "marketingWording", "pageUrl", "locale",
+    "anonymousId", "messageId"}. 400 names a bad field, 404 an unknown variant."""
     raw = await read_body(request, MAX_BODY)
     body = object_body(raw)
     try:
-        asked = back_in_stock.check_request(body, settings.identity_verification_secret)
+        asked = back_in_stock.check_request(
+            body, settings.identity_verification_secret, settings.default_region
+        )
         variant = await asyncio.to_thread(_variant, db, asked)
         events = back_in_stock.request_events(
             asked,
@@ -116,9 +94,7 @@ async def notify_me(
     except BackInStockError as exc:
         raise HttpError(exc.status, str(exc), exc.field) from None
     await appender.append(events)
-    response = json_response(NotifyMeAccepted(True, "waiting", variant.in_stock))
-    response.headers.update(_CORS)
-    return response
+    return with_cors(json_response(NotifyMeAccepted(True, "waiting", variant.in_stock)))
 
 
 def _variant(db: Database, asked: back_in_stock.NotifyRequest) -> Any:
