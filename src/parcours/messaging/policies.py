@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -20,12 +20,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
+import phonenumbers
 from sqlalchemy import Connection
 
 from parcours import brand
-from parcours.customers import phone_country
+from parcours.customers import PURPOSES, phone_country
 from parcours.customers import profiles as customers
 from parcours.messaging import outbox_rows
+from parcours.messaging.templates import SENDABLE_CHANNELS
 from parcours.runtime.clock import from_ms, to_ms
 from parcours.runtime.definitions import parse_duration
 from parcours.runtime.queue import lock_customers
@@ -33,11 +35,23 @@ from parcours.runtime.queue import lock_customers
 DEFAULTS = Path(__file__).parent / "rules" / "default_policies.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SECTIONS = ("quiet_hours", "caps", "duplicates")
+# What a rule may name: "*" (everywhere) or a country a phone number can be from; the
+# channels messages go by; the purposes of consent (transactional ones are never held).
+COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+CHANNELS = SENDABLE_CHANNELS
 log = logging.getLogger(__name__)
 
 
 class PolicyError(ValueError):
-    """A policy file that cannot be used; the message names the file and the rule."""
+    """A policy file that cannot be used; the message names the file and the rule, and
+    `section`, `number` (from 1) and `field` say where, for a form to show it on its field
+    (empty when the problem is about no one field)."""
+
+    def __init__(self, message: str, section: str = "", number: int = 0, field: str = "") -> None:
+        super().__init__(message)
+        self.section = section
+        self.number = number
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -370,6 +384,13 @@ def rules_from_text(text: str, where: str = "rules") -> Policies:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{where}: {exc}") from None
+    return rules_from_document(document, where)
+
+
+def rules_from_document(document: dict[str, Any], where: str = "rules") -> Policies:
+    """The rules of a policies file as TOML reads it (sections of tables, lists and
+    strings), checked as the file is: a form builds this document, so its rules meet the
+    same checks as the text's."""
     unknown = sorted(set(document) - set(SECTIONS))
     if unknown:
         raise PolicyError(f"{where}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
@@ -437,48 +458,83 @@ def _from_document(path: str, document: dict[str, Any]) -> Policies:
         _cap(path, number, rule) for number, rule in enumerate(document.get("caps", []), 1)
     )
     window = document.get("duplicates", {}).get("window", "24h")
-    return Policies(quiet, caps, parse_duration(window).seconds * 1000)
+    try:
+        window_ms = parse_duration(window).seconds * 1000
+    except ValueError as exc:
+        raise PolicyError(f"{path}: duplicates: {exc}", "duplicates", 0, "window") from None
+    return Policies(quiet, caps, window_ms)
+
+
+def _words(rule: dict[str, Any], name: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """A rule's list of words (`days`, `channels`), each one of `known`."""
+    if not isinstance(rule[name], list) or not rule[name]:
+        raise ValueError(f"{name} must be a list, such as {name} = [...]")
+    wrong = [x for x in rule[name] if not isinstance(x, str) or x not in known]
+    if wrong:
+        raise ValueError(f"{name}: {wrong[0]!r} is not one of {', '.join(known)}")
+    return tuple(rule[name])
+
+
+def _one_of(value: Any, name: str, known: Collection[str]) -> str:
+    if value not in known:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(sorted(known))}")
+    return str(value)
 
 
 def _quiet(path: str, number: int, rule: dict[str, Any]) -> QuietHours:
     where = f"{path}: quiet_hours rule {number}"
+    field = ""  # the one being read, for the error
     try:
-        for name, known in (("days", WEEKDAYS), ("channels", None)):
-            if not isinstance(rule[name], list) or not rule[name]:
-                raise ValueError(f"{name} must be a list, such as {name} = [...]")
-            wrong = [x for x in rule[name] if not isinstance(x, str) or (known and x not in known)]
-            if wrong:
-                allowed = f"one of {', '.join(known)}" if known else "text"
-                raise ValueError(f"{name}: {wrong[0]!r} is not {allowed}")
-        days = frozenset(WEEKDAYS.index(day) for day in rule["days"])
-        start = time.fromisoformat(rule["from"])
-        end = time.fromisoformat(rule["until"])
-        return QuietHours(
-            str(rule["country"]).upper(),
-            tuple(rule["channels"]),
-            rule["purpose"],
-            days,
-            start,
-            end,
-            bool(rule.get("public_holidays", True)),
-        )
+        field = "days"
+        days = frozenset(WEEKDAYS.index(day) for day in _words(rule, field, WEEKDAYS))
+        field = "channels"
+        channels = _words(rule, field, CHANNELS)
+        field = "country"
+        country = str(rule[field]).upper()
+        if country != "*" and country not in COUNTRIES:
+            raise ValueError(f"country: {country!r} is neither * nor a two-letter country code")
+        field = "purpose"
+        purpose = _one_of(rule[field], field, PURPOSES)
+        field = "from"
+        start = time.fromisoformat(rule[field])
+        field = "until"
+        end = time.fromisoformat(rule[field])
+        if end <= start:
+            raise ValueError(f"until ({end:%H:%M}) must come after from ({start:%H:%M})")
+        field = "public_holidays"
+        return QuietHours(country, channels, purpose, days, start, end, bool(rule.get(field, True)))
     except KeyError as exc:
-        raise PolicyError(f"{where}: missing {exc.args[0]}") from None
+        raise PolicyError(
+            f"{where}: missing {exc.args[0]}", "quiet_hours", number, str(exc.args[0])
+        ) from None
     except ValueError as exc:
-        raise PolicyError(f"{where}: {exc}") from None
+        raise PolicyError(f"{where}: {exc}", "quiet_hours", number, field) from None
 
 
 def _cap(path: str, number: int, rule: dict[str, Any]) -> Cap:
     where = f"{path}: caps rule {number}"
+    field = ""
     try:
-        per = rule.get("per", "rolling")
+        field = "channel"
+        channel = _one_of(rule[field], field, ("all", *CHANNELS))
+        field = "purpose"
+        purpose = _one_of(rule[field], field, PURPOSES)
+        field = "count"
+        count = int(rule[field])
+        if count < 1:
+            raise ValueError(f"count must be 1 or more, got {count}")
+        field = "per"
+        per = rule.get(field, "rolling")
         if per not in ("rolling", "local_day"):
             raise ValueError(f"per must be rolling or local_day, got {per!r}")
-        window = parse_duration(rule.get("window", "1d")).seconds * 1000
-        if int(rule["count"]) < 0 or window <= 0:
-            raise ValueError("count must be 0 or more, and window a duration such as 1d")
-        return Cap(rule["channel"], rule["purpose"], int(rule["count"]), window, per)
+        field = "window"
+        window = parse_duration(rule.get(field, "1d")).seconds * 1000
+        if window <= 0:
+            raise ValueError("window must be a duration such as 1d")
+        return Cap(channel, purpose, count, window, per)
     except KeyError as exc:
-        raise PolicyError(f"{where}: missing {exc.args[0]}") from None
+        raise PolicyError(
+            f"{where}: missing {exc.args[0]}", "caps", number, str(exc.args[0])
+        ) from None
     except ValueError as exc:
-        raise PolicyError(f"{where}: {exc}") from None
+        raise PolicyError(f"{where}: {exc}", "caps", number, field) from None
