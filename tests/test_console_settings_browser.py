@@ -2,8 +2,9 @@
 "Settings"): the owner gives the brand its name, colours and logo and sees them on the
 console and on a customer's preference centre; a colour white text cannot be read on is
 refused in words; a provider's connection is tested against a real SMTP server on
-loopback; a viewer reads the page and is refused every change; English and French, with
-no serious accessibility violation."""
+loopback; the owner adds quiet hours for French SMS with the rules' form, in French, and
+a wrong value is named beside its field; a viewer reads the page and is refused every
+change; English and French, with no serious accessibility violation."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from parcours.customers import profiles
+from parcours.messaging import policies
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
@@ -189,3 +191,69 @@ def test_a_viewer_reads_the_settings_and_is_refused_every_change(
         assert answer.status == 403, path
     page.reload()
     assert page.locator("header.top .brand").inner_text() == "Parcours demo shop"
+
+
+def test_the_owner_adds_quiet_hours_for_french_sms_with_the_form_in_french(
+    browser: Any, served: tuple[Services, LiveServer]
+) -> None:
+    services, server = served
+    _team(services)
+    page = _sign_in(browser, server, "owner@brand.example", locale="fr-FR")
+    page.goto(f"{server.url}/console/settings#rules")
+    quiet_hours = page.locator("#quiet-hours tbody tr")
+    assert quiet_hours.count() == 2
+
+    # "Add" brings a new rule in place (HTMX), the focus on its first field.
+    page.get_by_role("button", name="Ajouter une règle d’heures calmes").click()
+    rule = page.get_by_role("group", name="Heures calmes, règle 3", exact=True)
+    rule.wait_for()
+    assert page.evaluate("document.activeElement.id") == "f-quiet-2-country"
+    assert page.get_by_role("status").filter(has_text="Pas encore enregistré").is_visible()
+    page.keyboard.type("France")  # a select is chosen by typing, as with the keyboard
+    assert rule.get_by_label("Pays").input_value() == "FR"
+    rule.get_by_role("group", name="Canaux").get_by_label("SMS").check()
+    rule.get_by_role("group", name="Jours").get_by_label("dimanche").uncheck()
+    rule.get_by_label("Les messages peuvent partir de").fill("09:00")
+    rule.get_by_label("Jusqu’à").fill("19:00")
+    rule.get_by_label("Jours fériés").select_option("quiet")
+    assert accessibility_problems(page) == []
+    page.get_by_role("button", name="Enregistrer les règles", exact=True).click()
+    page.wait_for_url(re.compile(r".*saved=rules#rules$"))
+
+    # In the table, in force, and in the audit log.
+    assert quiet_hours.count() == 3
+    cells = quiet_hours.nth(2).locator("td").all_inner_texts()
+    assert cells == [
+        "France",
+        "SMS",
+        "Marketing",
+        "lun., mar., mer., jeu., ven., sam.",
+        "de 09:00 à 19:00",
+        "Calmes toute la journée",
+    ]
+    with services.db.read() as conn:
+        rules = policies.in_force(conn, services.delivery.rules)
+    assert [(r.country, r.channels, r.start.hour, r.end.hour) for r in rules.quiet_hours][2] == (
+        "FR",
+        ("sms",),
+        9,
+        19,
+    )
+
+    # A wrong count, sent with Enter from its field: named beside it, nothing saved.
+    count = page.locator("#f-cap-0-count")
+    count.fill("0")
+    count.press("Enter")
+    page.get_by_role("alert").filter(has_text="Rien n’a changé").wait_for()
+    assert page.locator("#e-cap-0-count").inner_text() == (
+        "Donnez un nombre de messages : 1 ou plus."
+    )
+    assert page.evaluate("document.activeElement.id") == "f-cap-0-count"
+    assert page.locator("#f-cap-0-count").get_attribute("aria-invalid") == "true"
+    assert quiet_hours.count() == 3
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        assert accessibility_problems(page) == []
+        assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 1
+    with services.db.read() as conn:
+        assert policies.in_force(conn, services.delivery.rules).caps[0].count == 1

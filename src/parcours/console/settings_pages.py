@@ -7,10 +7,12 @@ and to the public pages."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
+from babel import Locale
 from babel.dates import get_day_names
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
@@ -21,6 +23,7 @@ from sqlalchemy import Connection
 
 from parcours import accounts, brand, channels
 from parcours.brand import BrandError, BrandSettings, ConsentWording, Logo
+from parcours.console import rules_form
 from parcours.console.access import (
     ConsoleParts,
     Form,
@@ -30,6 +33,8 @@ from parcours.console.access import (
     signed_in,
 )
 from parcours.console.rendering import Viewer, page, render
+from parcours.console.rules_form import RulesForm
+from parcours.customers import PURPOSES
 from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS, Policies, policies
 from parcours.runtime.i18n import SHIPPED, text
@@ -68,6 +73,7 @@ def _settings_page(
     rules_text: str | None = None,
     checks: dict[tuple[str, str], channels.ConnectionCheck] | None = None,
     saved: str = "",
+    form: RulesForm | None = None,
 ) -> Response[bytes]:
     look = brand_of(parts)
     rules = _policies(parts)
@@ -76,6 +82,7 @@ def _settings_page(
         viewer,
         "settings.html",
         status=status,
+        **_rules_choices(viewer, rules_form.from_policies(rules) if form is None else form),
         look=look,
         error=error,
         section=section,
@@ -89,11 +96,36 @@ def _settings_page(
         rules_text=rules_text
         if rules_text is not None
         else look.send_rules or policies.as_text(rules),
+        text_open=rules_text is not None,
         days=get_day_names("abbreviated", locale=viewer.locale),
         wording=_wording(parts, look),
         largest_logo=brand.LARGEST_LOGO // 1024,
         min_contrast=brand.MIN_CONTRAST,
     )
+
+
+def _rules_choices(viewer: Viewer, form: RulesForm) -> dict[str, Any]:
+    """The rules' form and what its fields offer, named in the viewer's language."""
+    names = Locale.parse(viewer.locale).territories
+    countries = sorted(
+        ((code, str(names.get(code, code))) for code in policies.COUNTRIES),
+        key=lambda country: _sort_key(country[1]),
+    )
+    day_names = get_day_names("wide", locale=viewer.locale)
+    return {
+        "form": form,
+        "countries": countries,
+        "country_names": dict(countries),
+        "channels": policies.CHANNELS,
+        "purposes": PURPOSES,
+        "periods": rules_form.PERIODS,
+        "days_named": [(day, day_names[i]) for i, day in enumerate(policies.WEEKDAYS)],
+    }
+
+
+def _sort_key(name: str) -> str:
+    """A name as a list sorts it for a reader: Égypte among the E."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
 
 
 @get(PATH, sync_to_thread=True)
@@ -262,6 +294,35 @@ def save_rules(
     )
 
 
+@post(f"{PATH}/rules/form", status_code=200, sync_to_thread=True)
+def save_rules_form(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    """The rules' form: a rule added or removed draws it again (nothing saved); saving
+    checks the document it makes as the text's is checked and saves it as text, so the
+    two edit the same rules."""
+    viewer = changing(request, console, "settings.change", data)
+    form = rules_form.from_form(data)
+    if not form.draft:
+        try:
+            rules = policies.rules_from_document(rules_form.document(form))
+        except policies.PolicyError as exc:
+            form.place(exc)
+        else:
+            return _save(
+                viewer,
+                console,
+                brand.Changes(send_rules=policies.as_text(rules)),
+                "settings.rules_changed",
+                section="rules",
+            )
+    status = 400 if form.has_errors else 200
+    if request.headers.get("hx-request"):
+        html = render(viewer, "_settings_rules.html", **_rules_choices(viewer, form))
+        return Response(html.encode(), status_code=status, media_type="text/html; charset=utf-8")
+    return _settings_page(viewer, console, status=status, section="rules", form=form)
+
+
 @post(f"{PATH}/wording", status_code=200, sync_to_thread=True)
 def save_wording(
     request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
@@ -352,6 +413,7 @@ def settings_routes() -> list[HTTPRouteHandler]:
         save_logo,
         remove_logo,
         save_rules,
+        save_rules_form,
         save_wording,
         check_provider,
         look_css,
