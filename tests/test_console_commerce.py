@@ -3,10 +3,14 @@ PostgreSQL, with orders, parcels, returns and the catalog sent through the write
 customer's orders with their lines, refunds, parcels and returns; the Shipments page with
 stalled, delayed and problem parcels first, filtered by status; the Returns page by stage
 and window; the Catalog and stock page; the tracking page's preview per stage and sector;
-a viewer reads everything and changes nothing; French."""
+a viewer reads everything and changes nothing; French. Back-in-stock requests asked at the
+public endpoint and reviews sent from their form: the Back in stock page per variant,
+the Reviews page with its photos (to the signed-in only), filters, and moderation by a
+marketer, audited, that no viewer can do."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -17,12 +21,15 @@ import pytest
 from litestar.testing import TestClient
 
 from parcours import accounts, commerce
+from parcours.accounts import audit
 from parcours.app import create_app
 from parcours.customers import profiles
 from parcours.log import Event
+from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.services import Services
-from tests.conftest import START, make_event
+from tests.conftest import START, WRITE_KEY, make_event
+from tests.test_reviews import PNG, form_path, send
 
 PASSWORD = "a long enough passphrase"
 HOUR = 3_600_000
@@ -392,3 +399,254 @@ def test_in_french(services: Services, clock: SimulatedClock, team: dict[str, Me
     assert "Commandes" in customer_page and re.search(r"105,00\s€", customer_page)
     preview = support.page("/console/tracking-preview", stage="delivered", sector="home")
     assert "Délai de retour affiché : 30 jours." in preview
+
+
+# ---- back in stock and reviews --------------------------------------------------------------
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+
+
+def sizes(services: Services, **stock: int) -> None:
+    """The catalog's report of the shirt p-shirt, its variants with this stock."""
+    append(
+        services,
+        make_event(
+            event="Product Updated",
+            identity_required=False,
+            properties={
+                "product_id": "p-shirt",
+                "name": "Oxford shirt",
+                "variants": [
+                    {"variant_id": v, "variant": v.removeprefix("shirt-").upper(), "stock": n}
+                    for v, n in stock.items()
+                ],
+            },
+        ),
+    )
+
+
+def notify_me(client: TestClient[Any], email: str, variant_id: str) -> None:
+    answer = client.post(
+        "/v1/back-in-stock",
+        json={
+            "email": email,
+            "variantId": variant_id,
+            "consentWording": "Email me once when it is back.",
+        },
+        headers=BASIC,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def wishes(services: Services, client: TestClient[Any], clock: SimulatedClock) -> None:
+    """Two wait for the S, out of stock; the M came back for Cleo, and Dan waits for the
+    next return."""
+    sizes(services, **{"shirt-s": 0, "shirt-m": 0})
+    notify_me(client, "ana@example.com", "shirt-s")
+    notify_me(client, "cleo@example.com", "shirt-m")
+    clock.advance_ms(HOUR)
+    notify_me(client, "bob@example.com", "shirt-s")
+    sizes(services, **{"shirt-s": 0, "shirt-m": 3})
+    clock.advance_ms(HOUR)
+    notify_me(client, "dan@example.com", "shirt-m")
+
+
+def opinions(client: TestClient[Any], services: Services, clock: SimulatedClock) -> None:
+    """Ana's reviews of o-1 (the tee 5, the cap 4, a photo) and, an hour later, o-2 (the
+    tee 1), sent from their forms."""
+    first = send(
+        client,
+        form_path(services, "o-1"),
+        {"rating-1": "5", "rating-2": "4"},
+        "Soft linen, true to size.",
+        ("tee.png", PNG, "image/png"),
+    )
+    clock.advance_ms(HOUR)
+    second = send(client, form_path(services, "o-2"), {"rating-1": "1"}, "Shrank in the wash.")
+    assert (first.status_code, second.status_code) == (303, 303)
+
+
+def test_the_back_in_stock_requests_per_variant(
+    services: Services, clock: SimulatedClock, client: TestClient[Any], team: dict[str, Member]
+) -> None:
+    customer = shop(services, clock)
+    wishes(services, client, clock)
+    viewer = team["viewer"] = Member(services, "viewer@brand.example")
+
+    def variants(**params: str) -> list[tuple[str, str, str]]:
+        html = viewer.page("/console/back-in-stock", **params)
+        return re.findall(
+            r'<code>([^<]+)</code>.*?class="count-waiting">([^<]+)<.*?'
+            r'class="count-notified">([^<]+)<',
+            html,
+            re.S,
+        )
+
+    # The most waiting first, each with its counts.
+    assert variants() == [("shirt-s", "2", "0"), ("shirt-m", "1", "1")]
+    html = viewer.page("/console/back-in-stock")
+    small, medium = html.split('<section class="variant-requests"')[1:]
+    assert "Oxford shirt · S" in small and "out of stock" in small
+    assert "3 in stock" in medium
+    # Its requests: waiting first (in the order they came), then the notified.
+    assert re.findall(r'class="request-row request-(\w+)"', small) == ["waiting", "waiting"]
+    assert re.findall(r'class="request-row request-(\w+)"', medium) == ["waiting", "notified"]
+    assert "3 back in stock" in medium and "Email" in medium
+    with services.db.read() as conn:
+        ana = commerce.stock_requests(conn, variant_id="shirt-s")[0]
+    assert ana.customer_id == customer
+    assert f'href="/console/customers/{customer}">cus_{customer}</a>' in small
+    # Filtered: only the variants with requests of that status, and only those requests.
+    assert variants(status="notified") == [("shirt-m", "1", "1")]
+    notified = viewer.page("/console/back-in-stock", status="notified")
+    assert re.findall(r'class="request-row request-(\w+)"', notified) == ["notified"]
+    assert [v[0] for v in variants(status="waiting")] == ["shirt-s", "shirt-m"]
+    assert len(variants(status="lost")) == 2  # no such status: no filter
+    # On Ana's page, her request.
+    page = viewer.page(f"/console/customers/{customer}")
+    requests = page[page.index('id="h-requests"') :]
+    assert "<code>shirt-s</code>" in requests and "waiting" in requests
+
+
+def test_the_reviews_with_their_photos_filtered_by_rating_and_status(
+    services: Services, clock: SimulatedClock, client: TestClient[Any], team: dict[str, Member]
+) -> None:
+    customer = shop(services, clock)
+    opinions(client, services, clock)
+    support = team["support"] = Member(services, "support@brand.example")
+
+    def shown(**params: str) -> list[str]:
+        html = support.page("/console/reviews", **params)
+        return re.findall(r'<a href="/console/orders/([^"]+)">', html)
+
+    assert shown() == ["o-2", "o-1"]  # the latest first
+    html = support.page("/console/reviews")
+    rows = html.split('<tr class="review-row')[1:]
+    first = next(row for row in rows if 'href="/console/orders/o-1"' in row)
+    assert 'aria-label="5 out of 5 stars">★★★★★</span> <span>Linen tee' in first
+    assert 'aria-label="4 out of 5 stars">★★★★☆</span> <span>Canvas cap' in first
+    assert "Soft linen, true to size." in html and "Shrank in the wash." in html
+    assert f'href="/console/customers/{customer}"' in html and "in en" in html
+    assert '<img src="/console/reviews/o-1/photo"' in html
+    assert shown(rating="1") == ["o-2"]
+    assert shown(rating="4") == ["o-1"]
+    assert shown(rating="3") == []
+    assert shown(status="published") == ["o-2", "o-1"]
+    assert shown(status="hidden") == []
+    # The photo, to the signed-in: the image its bytes are, and nothing else.
+    photo = support.get("/console/reviews/o-1/photo")
+    assert (photo.status_code, photo.content) == (200, PNG)
+    assert photo.headers["content-type"] == "image/png"
+    assert photo.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in photo.headers["content-security-policy"]
+    assert support.get("/console/reviews/o-2/photo").status_code == 404  # none sent
+    with TestClient(app=create_app(services, close_on_shutdown=False)) as anonymous:
+        answer = anonymous.get("/console/reviews/o-1/photo", follow_redirects=False)
+        assert answer.status_code == 303 and "/console/login" in answer.headers["location"]
+        assert answer.content != PNG
+    # Support does not moderate: no button.
+    assert 'action="/console/reviews/o-1/status"' not in html
+    # On Ana's page, her reviews.
+    page = support.page(f"/console/customers/{customer}")
+    reviews = page[page.index('id="h-reviews"') : page.index('id="h-requests"')]
+    assert "Shrank in the wash." in reviews and "o-1" in reviews
+
+
+def test_a_marketer_hides_a_review_audited_and_a_viewer_cannot(
+    services: Services, clock: SimulatedClock, client: TestClient[Any], team: dict[str, Member]
+) -> None:
+    customer = shop(services, clock)
+    opinions(client, services, clock)
+    viewer = team["viewer"] = Member(services, "viewer@brand.example")
+    marketer = team["marketer"] = Member(services, "marketer@brand.example")
+    back = "/console/reviews?status=&rating=1&page_number=1"
+    # The viewer sees no button, and the server refuses them.
+    html = viewer.page("/console/reviews")
+    assert re.findall(r'<form method="post" action="([^"]+)"', html) == ["/console/logout"]
+    refused = viewer.client.post(
+        "/console/reviews/o-2/status",
+        data={"csrf": viewer.csrf, "status": "hidden", "back": back},
+        headers=viewer.headers,
+        follow_redirects=False,
+    )
+    assert refused.status_code == 403
+    # Nor without the session's CSRF token.
+    forged = marketer.client.post(
+        "/console/reviews/o-2/status",
+        data={"csrf": "forged", "status": "hidden"},
+        headers=marketer.headers,
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403
+    with services.db.read() as conn:
+        review = commerce.review_of_order(conn, "o-2")
+        assert review is not None and review.status == "published"
+        assert audit.entries(conn, action="review.moderated") == []
+        events_before = len(log_queries.all_of(conn, customer))
+    # The marketer hides it, back to the list they were on.
+    page = marketer.page("/console/reviews", rating="1")
+    assert 'action="/console/reviews/o-2/status"' in page and ">Hide<" in page
+    hidden = marketer.client.post(
+        "/console/reviews/o-2/status",
+        data={"csrf": marketer.csrf, "status": "hidden", "back": back},
+        headers=marketer.headers,
+        follow_redirects=False,
+    )
+    assert (hidden.status_code, hidden.headers["location"]) == (303, back)
+    now = services.clock.now_ms()
+    with services.db.read() as conn:
+        review = commerce.review_of_order(conn, "o-2")
+        [entry] = audit.entries(conn, action="review.moderated")
+        events_after = len(log_queries.all_of(conn, customer))
+    assert review is not None
+    assert (review.status, review.moderated_by, review.moderated_at) == (
+        "hidden",
+        "marketer@brand.example",
+        now,
+    )
+    assert (entry.user_email, entry.target, entry.at) == ("marketer@brand.example", "o-2", now)
+    assert (entry.before, entry.after) == ({"status": "published"}, {"status": "hidden"})
+    assert events_after == events_before  # nothing appended: the customer is told nothing
+    # Hidden: out of the published ones, in the hidden ones, marked.
+    assert "o-2" not in marketer.page("/console/reviews", status="published")
+    hidden_list = marketer.page("/console/reviews", status="hidden")
+    assert 'class="review-row review-hidden"' in hidden_list and ">Publish<" in hidden_list
+    assert "by marketer@brand.example" in hidden_list
+    # A second submission from the form keeps it hidden.
+    again = send(client, form_path(services, "o-2"), {"rating-1": "2"}, "Shrank a little.")
+    assert again.status_code == 303
+    with services.db.read() as conn:
+        review = commerce.review_of_order(conn, "o-2")
+    assert review is not None and (review.status, review.submissions) == ("hidden", 2)
+    # Published again, audited again; an unknown review or status is a 404.
+    marketer.client.post(
+        "/console/reviews/o-2/status",
+        data={"csrf": marketer.csrf, "status": "published"},
+        headers=marketer.headers,
+    )
+    with services.db.read() as conn:
+        entries = audit.entries(conn, action="review.moderated")
+    assert [e.after for e in entries] == [{"status": "published"}, {"status": "hidden"}]
+    for order_id, status in (("o-9", "hidden"), ("o-1", "deleted")):
+        answer = marketer.client.post(
+            f"/console/reviews/{order_id}/status",
+            data={"csrf": marketer.csrf, "status": status},
+            headers=marketer.headers,
+        )
+        assert answer.status_code == 404
+
+
+def test_back_in_stock_and_reviews_in_french(
+    services: Services, clock: SimulatedClock, client: TestClient[Any], team: dict[str, Member]
+) -> None:
+    shop(services, clock)
+    wishes(services, client, clock)
+    opinions(client, services, clock)
+    support = team["support"] = Member(services, "support@brand.example", locale="fr")
+    waiting = support.page("/console/back-in-stock")
+    assert "<h1>Retour en stock</h1>" in waiting and "en attente" in waiting
+    assert "prévenu" in waiting and "3 en stock" in waiting and "en rupture" in waiting
+    reviews = support.page("/console/reviews")
+    assert "<h1>Avis</h1>" in reviews and 'aria-label="5 étoiles sur 5"' in reviews
+    assert "publié" in reviews and "Toutes les notes" in reviews
+    assert 'href="/console/back-in-stock">Retour en stock<' in reviews  # the navigation

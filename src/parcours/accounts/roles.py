@@ -20,6 +20,7 @@ Permission = Literal[
     "customers.change",
     "customers.export",
     "customers.erase",
+    "reviews.moderate",
     "audit.read",
 ]
 PERMISSIONS: tuple[Permission, ...] = get_args(Permission)
@@ -27,7 +28,14 @@ PERMISSIONS: tuple[Permission, ...] = get_args(Permission)
 _GRANTS: dict[Role, frozenset[Permission]] = {
     "owner": frozenset(PERMISSIONS),
     "marketer": frozenset(
-        {"journeys.edit", "journeys.operate", "segments.edit", "templates.edit", "audit.read"}
+        {
+            "journeys.edit",
+            "journeys.operate",
+            "segments.edit",
+            "templates.edit",
+            "reviews.moderate",
+            "audit.read",
+        }
     ),
     "reviewer": frozenset({"journeys.approve", "journeys.operate", "audit.read"}),
     "support": frozenset({"customers.change", "customers.export", "customers.erase"}),

@@ -31,6 +31,7 @@ from parcours.commerce.queries import (
     Scan,
     Shipment,
     ShipmentLine,
+    VariantRequests,
     order,
     orders_of,
     return_counts,
@@ -45,6 +46,8 @@ from parcours.commerce.queries import (
     shipments_of_order,
     shipments_of_orders,
     shipments_stalled,
+    stock_request_counts,
+    stock_requests_by_variant,
 )
 from parcours.commerce.recommendations import (
     ProductViews,
@@ -54,7 +57,16 @@ from parcours.commerce.recommendations import (
 )
 from parcours.commerce.replenishment import Replenishment, replenishments_of
 from parcours.commerce.returns import ReturnWindow, return_window
-from parcours.commerce.reviews import Review, ReviewRefused, review_of_order, review_photo
+from parcours.commerce.reviews import (
+    Rating,
+    Review,
+    ReviewRefused,
+    moderate_review,
+    review_counts,
+    review_of_order,
+    review_photo,
+    reviews_list,
+)
 
 __all__ = [
     "BackInStockError",
@@ -69,6 +81,7 @@ __all__ = [
     "OrderNotFound",
     "Product",
     "ProductViews",
+    "Rating",
     "Recommendation",
     "Refund",
     "RefundLine",
@@ -83,11 +96,13 @@ __all__ = [
     "ShipmentLine",
     "StockRequest",
     "Variant",
+    "VariantRequests",
     "back_in_stock",
     "cart_of",
     "carts_of",
     "import_catalog",
     "import_events",
+    "moderate_review",
     "order",
     "orders_of",
     "people",
@@ -103,9 +118,11 @@ __all__ = [
     "returns_list",
     "returns_of_order",
     "returns_of_orders",
+    "review_counts",
     "review_of_order",
     "review_photo",
     "reviews",
+    "reviews_list",
     "shipment",
     "shipment_counts",
     "shipments_delayed",
@@ -115,6 +132,8 @@ __all__ = [
     "shipments_stalled",
     "statuses",
     "stock_of",
+    "stock_request_counts",
     "stock_requests",
+    "stock_requests_by_variant",
     "variant",
 ]

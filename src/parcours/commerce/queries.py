@@ -10,17 +10,21 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Column, Connection, Row, Table, exists, func, select
+from sqlalchemy import Column, Connection, Row, Table, case, exists, func, select
 
 from parcours.commerce import statuses
+from parcours.commerce.back_in_stock import StockRequest
 from parcours.commerce.returns import DEFAULT_WINDOW_DAYS, SECTOR_WINDOW_DAYS, ReturnWindow
 from parcours.commerce.tables import (
     commerce_order_lines,
     commerce_orders,
+    commerce_products,
     commerce_refunds,
     commerce_returns,
     commerce_shipment_scans,
     commerce_shipments,
+    commerce_stock_requests,
+    commerce_variants,
 )
 
 
@@ -563,3 +567,114 @@ def return_window_of(setting_days: int, sector: str) -> ReturnWindow:
     if sector in SECTOR_WINDOW_DAYS:
         return ReturnWindow(SECTOR_WINDOW_DAYS[sector], "sector", sector)
     return ReturnWindow(DEFAULT_WINDOW_DAYS, "default", sector)
+
+
+# ---- back-in-stock requests per variant (the console's Back in stock page) ----------------
+
+
+class VariantRequests(msgspec.Struct, frozen=True):
+    """A variant's back-in-stock requests: how many wait and how many were notified, its
+    stock now (None: unknown or never reported), its names, and its first requests
+    (waiting first, each status in the order they came)."""
+
+    variant_id: str
+    product_id: str
+    product_name: str | None
+    variant_name: str | None
+    sku: str | None
+    stock: int | None
+    stock_at: int | None
+    waiting: int
+    notified: int
+    requests: tuple[StockRequest, ...]
+
+
+def stock_requests_by_variant(
+    conn: Connection,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    per_variant: int = 20,
+) -> list[VariantRequests]:
+    """Variants with requests, the most waiting first (then the latest asked), each with
+    its counts, stock and `per_variant` requests; only variants with requests of
+    `status`, and only those requests, when asked (three queries: the counts grouped by
+    variant, the catalog's variants, the requests numbered per variant)."""
+    c = commerce_stock_requests.c
+    waiting = func.sum(case((c.status == "waiting", 1), else_=0))
+    notified = func.sum(case((c.status == "notified", 1), else_=0))
+    grouped = (
+        select(
+            c.variant_id,
+            func.min(c.product_id).label("product_id"),
+            waiting.label("waiting"),
+            notified.label("notified"),
+            func.max(c.requested_at).label("last_asked"),
+        )
+        .group_by(c.variant_id)
+        .order_by(waiting.desc(), func.max(c.requested_at).desc(), c.variant_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    if status is not None:
+        grouped = grouped.having(func.sum(case((c.status == status, 1), else_=0)) > 0)
+    counted = conn.execute(grouped).all()
+    ids = [row.variant_id for row in counted]
+    if not ids:
+        return []
+    v, p = commerce_variants.c, commerce_products.c
+    known = {
+        row.variant_id: row
+        for row in conn.execute(
+            select(v.variant_id, v.sku, v.name, v.stock, v.stock_at, p.name.label("product"))
+            .select_from(
+                commerce_variants.outerjoin(commerce_products, p.product_id == v.product_id)
+            )
+            .where(v.variant_id.in_(ids))
+        )
+    }
+    place = (
+        func.row_number()
+        .over(
+            partition_by=c.variant_id,
+            order_by=(case((c.status == "waiting", 0), else_=1), c.request_id),
+        )
+        .label("place")
+    )
+    numbered = select(commerce_stock_requests, place).where(c.variant_id.in_(ids))
+    if status is not None:
+        numbered = numbered.where(c.status == status)
+    inner = numbered.subquery()
+    listed: dict[str, list[StockRequest]] = {variant_id: [] for variant_id in ids}
+    fields = StockRequest.__struct_fields__
+    for row in conn.execute(
+        select(inner)
+        .where(inner.c.place <= per_variant)
+        .order_by(inner.c.variant_id, inner.c.place)
+    ):
+        listed[row.variant_id].append(StockRequest(**{name: getattr(row, name) for name in fields}))
+    found: list[VariantRequests] = []
+    for row in counted:
+        variant = known.get(row.variant_id)
+        found.append(
+            VariantRequests(
+                variant_id=row.variant_id,
+                product_id=row.product_id,
+                product_name=variant.product if variant is not None else None,
+                variant_name=variant.name if variant is not None else None,
+                sku=variant.sku if variant is not None else None,
+                stock=variant.stock if variant is not None else None,
+                stock_at=variant.stock_at if variant is not None else None,
+                waiting=int(row.waiting or 0),
+                notified=int(row.notified or 0),
+                requests=tuple(listed[row.variant_id]),
+            )
+        )
+    return found
+
+
+def stock_request_counts(conn: Connection) -> dict[str, int]:
+    """How many requests wait and how many were notified."""
+    c = commerce_stock_requests.c
+    query = select(c.status, func.count().label("n")).group_by(c.status)
+    return {row.status: int(row.n) for row in conn.execute(query)}

@@ -2,20 +2,22 @@
 plus the brand's sector's delay), `Review Due` is appended once per order unless it was
 returned, cancelled or reviewed; the hosted form's submission is the action
 `submit_review`, which stores one review per order (a rating per product, a text, an
-optional photo checked by its bytes) and appends `Review Submitted`."""
+optional photo checked by its bytes) and appends `Review Submitted`; a review is
+published until someone in the console hides it (`moderate_review`), which tells no one."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, exists, func, insert, select, update
 
 from parcours import brand
 from parcours.commerce.queries import Order, order
 from parcours.commerce.tables import (
+    commerce_order_lines,
     commerce_returns,
     commerce_review_photos,
     commerce_review_ratings,
@@ -23,6 +25,7 @@ from parcours.commerce.tables import (
 )
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.runtime.clock import iso
+from parcours.runtime.db import Database, chunks
 from parcours.runtime.queue import Job, enqueue
 
 DUE = "Review Due"  # appended by commerce, once per order
@@ -50,6 +53,9 @@ MAX_PHOTO_BYTES = 5 * 1024 * 1024
 # The photo's type is read from its first bytes, whatever the browser said it was.
 PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")
 WHOLE_ORDER = "*"  # what is rated when the order named no product (no product id is "*")
+PUBLISHED = "published"  # a new review's status: nothing holds it back
+HIDDEN = "hidden"  # hidden by someone in the console
+STATUSES = (PUBLISHED, HIDDEN)
 
 
 class ReviewRefused(ValueError):
@@ -71,6 +77,7 @@ class Photo:
 class Rating(msgspec.Struct, frozen=True):
     product_id: str
     rating: int  # 1 to 5
+    name: str | None = None  # the product's name on the order's line
 
 
 class Review(msgspec.Struct, frozen=True):
@@ -84,6 +91,9 @@ class Review(msgspec.Struct, frozen=True):
     submissions: int
     submitted_at: int
     updated_at: int
+    status: str  # published | hidden
+    moderated_by: str | None  # who last published or hid it, in the console
+    moderated_at: int | None
 
 
 def review_days(conn: Connection, configured_sector: str) -> int:
@@ -266,6 +276,7 @@ def submit_review(
                 customer_id=customer,
                 submissions=1,
                 submitted_at=now,
+                status=PUBLISHED,  # a second submission keeps the status a person chose
                 **{"photo_type": None, "photo_size": None, **values},
             )
         )
@@ -335,32 +346,122 @@ def _submitted_properties(
 
 
 def review_of_order(conn: Connection, order_id: str) -> Review | None:
-    """The order's review with its ratings (None when it has none)."""
+    """The order's review with its ratings (None when it has none), whatever its status:
+    the customer's own form shows it back to them."""
     row = conn.execute(
         select(commerce_reviews).where(commerce_reviews.c.order_id == order_id)
     ).first()
     if row is None:
         return None
-    ratings = tuple(
-        Rating(r.product_id, r.rating)
-        for r in conn.execute(
-            select(commerce_review_ratings)
-            .where(commerce_review_ratings.c.order_id == order_id)
-            .order_by(commerce_review_ratings.c.product_id)
+    return _reviews_of(conn, [row])[0]
+
+
+def reviews_list(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    rating: int | None = None,
+    customer_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Review]:
+    """Reviews, the latest submitted first, with their ratings and the products' names;
+    of one status, with a product rated `rating`, or of one customer, when asked (three
+    queries: the reviews, their ratings, their orders' lines)."""
+    c = commerce_reviews.c
+    query = select(commerce_reviews)
+    if status is not None:
+        query = query.where(c.status == status)
+    if rating is not None:
+        rated = commerce_review_ratings.c
+        query = query.where(exists().where(rated.order_id == c.order_id, rated.rating == rating))
+    if customer_id is not None:
+        query = query.where(c.customer_id == customer_id)
+    query = query.order_by(c.submitted_at.desc(), c.order_id).limit(limit).offset(offset)
+    return _reviews_of(conn, conn.execute(query).all())
+
+
+def review_counts(conn: Connection) -> dict[str, int]:
+    """How many reviews are published and hidden."""
+    c = commerce_reviews.c
+    query = select(c.status, func.count().label("n")).group_by(c.status)
+    return {row.status: int(row.n) for row in conn.execute(query)}
+
+
+def moderate_review(
+    db: Database,
+    order_id: str,
+    status: str,
+    by: str,
+    now: int,
+    *,
+    also: Callable[[Connection, Review, Review], None] | None = None,
+) -> Review | None:
+    """Publish or hide the order's review (`status`), named `by` whom, in one transaction
+    with `also` (the console's audit entry: the review before and after). Nothing is
+    appended to the log and no one is told: it is the brand's decision about what it
+    shows. A review already of that status is left as it is. None: no such review."""
+    if status not in STATUSES:
+        raise ValueError(f"a review's status is one of {', '.join(STATUSES)}, not {status!r}")
+    with db.write() as conn:
+        before = review_of_order(conn, order_id)
+        if before is None or before.status == status:
+            return before
+        conn.execute(
+            update(commerce_reviews)
+            .where(commerce_reviews.c.order_id == order_id)
+            .values(status=status, moderated_by=by, moderated_at=now)
         )
-    )
-    return Review(
-        order_id=row.order_id,
-        customer_id=row.customer_id,
-        ratings=ratings,
-        text=row.text,
-        locale=row.locale,
-        photo_type=row.photo_type,
-        photo_size=row.photo_size,
-        submissions=row.submissions,
-        submitted_at=row.submitted_at,
-        updated_at=row.updated_at,
-    )
+        after = review_of_order(conn, order_id)
+        assert after is not None
+        if also is not None:
+            also(conn, before, after)
+    return after
+
+
+def _reviews_of(conn: Connection, rows: Sequence[Any]) -> list[Review]:
+    order_ids = [row.order_id for row in rows]
+    ratings: dict[str, list[tuple[str, int]]] = {order_id: [] for order_id in order_ids}
+    names: dict[tuple[str, str], str] = {}
+    lines = commerce_order_lines.c
+    rated = commerce_review_ratings.c
+    for part in chunks(order_ids):
+        for r in conn.execute(
+            select(rated.order_id, rated.product_id, rated.rating)
+            .where(rated.order_id.in_(list(part)))
+            .order_by(rated.order_id, rated.product_id)
+        ):
+            ratings[r.order_id].append((r.product_id, r.rating))
+        # A product's name as products_to_rate keys it: its id, else its SKU, else its variant.
+        for line in conn.execute(
+            select(lines.order_id, lines.product_id, lines.sku, lines.variant_id, lines.name)
+            .where(lines.order_id.in_(list(part)), lines.name.is_not(None))
+            .order_by(lines.order_id, lines.line)
+        ):
+            key = line.product_id or line.sku or line.variant_id
+            if key is not None:
+                names.setdefault((line.order_id, key), line.name)
+    return [
+        Review(
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            ratings=tuple(
+                Rating(product_id, rating, names.get((row.order_id, product_id)))
+                for product_id, rating in ratings[row.order_id]
+            ),
+            text=row.text,
+            locale=row.locale,
+            photo_type=row.photo_type,
+            photo_size=row.photo_size,
+            submissions=row.submissions,
+            submitted_at=row.submitted_at,
+            updated_at=row.updated_at,
+            status=row.status,
+            moderated_by=row.moderated_by,
+            moderated_at=row.moderated_at,
+        )
+        for row in rows
+    ]
 
 
 def review_photo(conn: Connection, order_id: str) -> Photo | None:

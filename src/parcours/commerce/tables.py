@@ -303,8 +303,14 @@ commerce_reviews = Table(
     Column("submissions", Integer, nullable=False),  # 1, then each change
     Column("submitted_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # moderation (migration 0032): published | hidden, and who changed it last, when
+    Column("status", Text, nullable=False, server_default="published"),
+    Column("moderated_by", Text, nullable=True),
+    Column("moderated_at", BigInteger, nullable=True),
 )
 Index("ix_commerce_reviews_customer", commerce_reviews.c.customer_id)
+Index("ix_commerce_reviews_submitted", commerce_reviews.c.submitted_at)
+Index("ix_commerce_reviews_status", commerce_reviews.c.status, commerce_reviews.c.submitted_at)
 
 commerce_review_ratings = Table(
     "commerce_review_ratings",

@@ -1,8 +1,9 @@
 """Commerce in the console (issue 21, docs/console.md "Commerce"): an order's page, the
 Shipments page (stalled, delayed and exceptions first), the Returns page, the Catalog and
-stock page, and the tracking page's preview per stage and sector from sample data. Every
-signed-in user reads them; nothing on them changes commerce's data. Everything is read
-through commerce's face."""
+stock page, the Back in stock page, the Reviews page, and the tracking page's preview per
+stage and sector from sample data. Every signed-in user reads them; the one change made
+on them is a review hidden or published again, by those who moderate reviews, audited.
+Everything is read and changed through commerce's face."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import Connection
 
-from parcours import commerce
-from parcours.commerce import statuses
-from parcours.console.access import ConsoleParts, brand_of, signed_in
+from parcours import accounts, commerce
+from parcours.commerce import reviews, statuses
+from parcours.console.access import ConsoleParts, Form, brand_of, changing, go, signed_in
 from parcours.console.rendering import Viewer, not_found, page
+from parcours.console.review_pages import PHOTO_HEADERS
 from parcours.console.tracking_pages import HEADERS, Stage, Tracked, draw, timeline
+from parcours.customers import profiles
 from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS
 from parcours.runtime.i18n import SHIPPED
@@ -30,6 +33,9 @@ HOUR_MS = 3_600_000
 STALLED_AFTER_HOURS = 48  # no report for this long: stalled (the page's field changes it)
 MAX_STALLED_AFTER_HOURS = 24 * 60
 SHOWN = 50  # rows of each list
+REQUESTS_SHOWN = 20  # back-in-stock requests listed under each variant
+REQUEST_STATUSES = ("waiting", "notified")
+RATINGS = (5, 4, 3, 2, 1)
 RETURN_STAGES = ("requested", "label_sent", "received", "refunded")
 # The tracking page's preview is drawn in a frame of the console's own pages.
 FRAME_HEADERS = {
@@ -238,6 +244,138 @@ def catalog_page(
         next_after=found[SHOWN - 1].product_id if len(found) > SHOWN else None,
         after=after,
     )
+
+
+# ---- back in stock -------------------------------------------------------------------------
+
+
+@get("/console/back-in-stock", sync_to_thread=True)
+def back_in_stock_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    status: FromQuery[str] = "",
+    page_number: FromQuery[int] = 1,
+) -> Response[bytes]:
+    """Per variant, the requests waiting and notified, its stock now, and its requests
+    (waiting first); the variants with the most waiting first, 50 a page."""
+    viewer = signed_in(request, console)
+    chosen = status if status in REQUEST_STATUSES else ""
+    number = max(page_number, 1)
+    with console.db.read() as conn:
+        found = commerce.stock_requests_by_variant(
+            conn, chosen or None, SHOWN + 1, (number - 1) * SHOWN, REQUESTS_SHOWN
+        )
+        counts = commerce.stock_request_counts(conn)
+    return page(
+        viewer,
+        "commerce_back_in_stock.html",
+        current="/console/back-in-stock",
+        variants=found[:SHOWN],
+        more=len(found) > SHOWN,
+        page_number=number,
+        counts=counts,
+        chosen=chosen,
+        statuses=REQUEST_STATUSES,
+        customer_ref=profiles.public_id,
+    )
+
+
+# ---- reviews ------------------------------------------------------------------------------
+
+
+def _rating(value: str) -> int | None:
+    return int(value) if value in {str(r) for r in RATINGS} else None
+
+
+@get("/console/reviews", sync_to_thread=True)
+def reviews_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    status: FromQuery[str] = "",
+    rating: FromQuery[str] = "",
+    page_number: FromQuery[int] = 1,
+) -> Response[bytes]:
+    """Reviews, the latest first, 50 a page; by status and by a product's rating. Those
+    who moderate reviews may hide or publish each."""
+    viewer = signed_in(request, console)
+    chosen = status if status in reviews.STATUSES else ""
+    stars = _rating(rating)
+    number = max(page_number, 1)
+    with console.db.read() as conn:
+        found = commerce.reviews_list(
+            conn,
+            status=chosen or None,
+            rating=stars,
+            limit=SHOWN + 1,
+            offset=(number - 1) * SHOWN,
+        )
+        counts = commerce.review_counts(conn)
+    query = f"status={chosen}&rating={stars or ''}&page_number={number}"
+    return page(
+        viewer,
+        "commerce_reviews.html",
+        current="/console/reviews",
+        reviews=found[:SHOWN],
+        more=len(found) > SHOWN,
+        page_number=number,
+        counts=counts,
+        chosen=chosen,
+        rating=stars,
+        ratings=RATINGS,
+        statuses=reviews.STATUSES,
+        moderates=viewer.may("reviews.moderate"),
+        customer_ref=profiles.public_id,
+        back=f"/console/reviews?{query}",
+    )
+
+
+@get("/console/reviews/{order_id:str}/photo", sync_to_thread=True)
+def review_photo_page(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], order_id: FromPath[str]
+) -> Response[bytes]:
+    """A review's photo, to signed-in users only, served as the image its bytes were
+    checked to be and nothing else."""
+    signed_in(request, console)
+    with console.db.read() as conn:
+        photo = commerce.review_photo(conn, order_id)
+    if photo is None:
+        return Response(b"", status_code=404, headers=PHOTO_HEADERS)
+    return Response(photo.content, media_type=photo.content_type, headers=PHOTO_HEADERS)
+
+
+@post("/console/reviews/{order_id:str}/status", status_code=200, sync_to_thread=True)
+def moderate_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    order_id: FromPath[str],
+    data: Form,
+) -> Response[Any]:
+    """Hide a review or publish it again (`reviews.moderate`: owners and marketers),
+    audited in the change's transaction with the status before and after. The customer
+    is told nothing."""
+    viewer = changing(request, console, "reviews.moderate", data)
+    assert viewer.session is not None
+    actor, now = viewer.session.user, console.clock.now_ms()
+    status = data.get("status", "")
+    if status not in reviews.STATUSES:
+        return not_found(viewer, "commerce.reviews.unknown")
+
+    def audited(conn: Connection, before: commerce.Review, after: commerce.Review) -> None:
+        accounts.record(
+            conn,
+            actor.actor,
+            "review.moderated",
+            order_id,
+            now,
+            before={"status": before.status},
+            after={"status": after.status},
+        )
+
+    found = commerce.moderate_review(console.db, order_id, status, actor.email, now, also=audited)
+    if found is None:
+        return not_found(viewer, "commerce.reviews.unknown")
+    back = data.get("back", "")
+    return go(back if back.startswith("/console/reviews?") else "/console/reviews")
 
 
 # ---- the tracking page's preview ------------------------------------------------------------
@@ -449,4 +587,15 @@ def preview_frame(
 
 
 def commerce_routes() -> list[HTTPRouteHandler]:
-    return [order_page, shipments_page, returns_page, catalog_page, preview_page, preview_frame]
+    return [
+        order_page,
+        shipments_page,
+        returns_page,
+        catalog_page,
+        back_in_stock_page,
+        reviews_page,
+        review_photo_page,
+        moderate_page,
+        preview_page,
+        preview_frame,
+    ]

@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import Connection
 
-from parcours import accounts, messaging
+from parcours import accounts, commerce, messaging
 from parcours.console import commerce_pages
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
 from parcours.console.outbox_pages import words_for
@@ -121,6 +121,8 @@ def _customer_page(
         decisions = versions.trace(conn, customer_id)
         messages = messaging.outbox_page(conn, MESSAGES_SHOWN, None, [customer_id])
         orders = commerce_pages.orders_of(conn, parts, customer_id, ORDERS_SHOWN)
+        reviews = commerce.reviews_list(conn, customer_id=customer_id, limit=ORDERS_SHOWN)
+        stock_requests = commerce.stock_requests(conn, customer_id=customer_id)
     return page(
         viewer,
         "customer.html",
@@ -137,6 +139,8 @@ def _customer_page(
         messages=messages,
         orders=orders,
         orders_shown=ORDERS_SHOWN,
+        reviews=reviews,
+        stock_requests=stock_requests,
         channels=CHANNELS,
         purposes=PURPOSES,
         **words_for(viewer),

@@ -233,11 +233,12 @@ def review_photo(console: Injected[ConsoleParts], token: FromPath[str]) -> Respo
         with console.db.read() as conn:
             photo = commerce.review_photo(conn, order_id)
     if photo is None:
-        return Response(b"", status_code=404, headers=_PHOTO_HEADERS)
-    return Response(photo.content, media_type=photo.content_type, headers=_PHOTO_HEADERS)
+        return Response(b"", status_code=404, headers=PHOTO_HEADERS)
+    return Response(photo.content, media_type=photo.content_type, headers=PHOTO_HEADERS)
 
 
-_PHOTO_HEADERS = {
+# A review's photo, here and as the console's thumbnail: only ever read as that image.
+PHOTO_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; sandbox",
     "X-Content-Type-Options": "nosniff",
     "Content-Disposition": "inline",
