@@ -23,7 +23,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    insert,
     or_,
     select,
     update,
@@ -33,7 +32,13 @@ from parcours.commerce.tables import commerce_carts
 from parcours.customers import decimal_of, order_key
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.runtime.clock import iso
-from parcours.runtime.db import holding_writes, reading_ahead, stop_holding
+from parcours.runtime.db import (
+    holding_writes,
+    insert_rows,
+    reading_ahead,
+    stop_holding,
+    update_rows,
+)
 from parcours.runtime.queue import Job, cancel, enqueue
 
 ADDED = "Product Added"
@@ -449,19 +454,15 @@ def _write(conn: Connection, carts: dict[str, _State], now: int) -> None:
     table = commerce_carts
     new = [_row(state, now) for state in carts.values() if state.new]
     if new:
-        conn.execute(insert(table), new)
-    touched = [
-        {f"b_{name}": value for name, value in _row(state, now).items()}
-        for state in carts.values()
-        if state.touched and not state.new
-    ]
-    if touched:
-        statement = (
-            update(table)
-            .where(table.c.cart_key == bindparam("b_cart_key"))
-            .values({name: bindparam(f"b_{name}") for name in _ACTIVITY_COLUMNS})
-        )
-        conn.execute(statement, touched)
+        insert_rows(conn, table, list(new[0]), [tuple(row.values()) for row in new])
+    touched = [_row(state, now) for state in carts.values() if state.touched and not state.new]
+    update_rows(
+        conn,
+        table,
+        _ACTIVITY_COLUMNS,
+        "cart_key",
+        [(*(row[name] for name in _ACTIVITY_COLUMNS), row["cart_key"]) for row in touched],
+    )
     closed = [
         {"b_key": state.key, "b_at": state.ordered_at, "b_order": state.order_id}
         for state in carts.values()

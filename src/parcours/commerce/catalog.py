@@ -23,11 +23,12 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, insert, select
 
 from parcours.commerce.tables import commerce_products, commerce_variants
 from parcours.customers import decimal_of
 from parcours.log import AppendResult, Event, Reactions, append_events
+from parcours.runtime.db import select_in, update_rows
 
 CATALOG_EVENT = "Product Updated"
 INVENTORY_EVENT = "Inventory Updated"  # Shopify's inventory_levels/update
@@ -141,22 +142,26 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
     product_ids: set[str] = set()
     variant_ids: set[str] = set()
     items: set[str] = set()
+    reports: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
     for event in relevant:
         if event.name == INVENTORY_EVENT:
             if (item := _text(event.properties.get("inventory_item_id"))) is not None:
                 items.add(item)
+            reports.append([])
             continue
-        for product, variant in _reported(event):
+        reported = _reported(event)
+        reports.append(reported)
+        for product, variant in reported:
             product_ids.add(product["product_id"])
             variant_ids.add(variant["variant_id"])
     products, variants = _load(conn, product_ids, variant_ids, items)
-    for event in relevant:
+    for event, reported in zip(relevant, reports, strict=True):
         if event.name == INVENTORY_EVENT:
             _inventory(variants, event, now)
             continue
         own = event.name == CATALOG_EVENT
         source = _SOURCES.get(event.source, event.source) if own else "seen"
-        for product, variant in _reported(event):
+        for product, variant in reported:
             _product(products, product, own, source, now)
             _variant(variants, variant, own, event.occurred_at, now)
     _write(conn, products, variants)
@@ -176,28 +181,30 @@ def _load(
 ) -> tuple[dict[str, _Product], dict[str, _Variant]]:
     products: dict[str, _Product] = {}
     variants: dict[str, _Variant] = {}
-    if product_ids:
-        query = select(commerce_products).where(
-            commerce_products.c.product_id.in_(sorted(product_ids))
+    # Straight through the driver: every product a group's shoppers viewed is read, and
+    # SQLAlchemy's rows cost more than the reads.
+    product_columns = [c.name for c in commerce_products.c]
+    for row in select_in(
+        conn,
+        f"SELECT {', '.join(product_columns)} FROM commerce_products "
+        "WHERE product_id IN ({marks})",
+        sorted(product_ids),
+    ):
+        products[row[0]] = _Product(dict(zip(product_columns, row, strict=True)))
+    variant_columns = [c.name for c in commerce_variants.c]
+    read = f"SELECT {', '.join(variant_columns)} FROM commerce_variants WHERE "
+    found = select_in(conn, read + "variant_id IN ({marks})", sorted(variant_ids))
+    found += select_in(conn, read + "inventory_item_id IN ({marks})", sorted(items))
+    for row in found:
+        values = dict(zip(variant_columns, row, strict=True))
+        if values["variant_id"] in variants:
+            continue
+        variants[values["variant_id"]] = _Variant(
+            values,
+            prices=json.loads(values["prices"]),
+            locations=json.loads(values["stock_locations"]) if values["stock_locations"] else None,
+            stock_before=values["stock"],
         )
-        for row in conn.execute(query):
-            products[row.product_id] = _Product(dict(row._mapping))
-    conditions = []
-    if variant_ids:
-        conditions.append(commerce_variants.c.variant_id.in_(sorted(variant_ids)))
-    if items:
-        conditions.append(commerce_variants.c.inventory_item_id.in_(sorted(items)))
-    if conditions:
-        for row in conn.execute(select(commerce_variants).where(or_(*conditions))):
-            values = dict(row._mapping)
-            variants[row.variant_id] = _Variant(
-                values,
-                prices=json.loads(values["prices"]),
-                locations=json.loads(values["stock_locations"])
-                if values["stock_locations"]
-                else None,
-                stock_before=values["stock"],
-            )
     return products, variants
 
 
@@ -397,17 +404,11 @@ def _write(conn: Connection, products: dict[str, _Product], variants: dict[str, 
         if new:
             conn.execute(insert(table), new)
         changed = [
-            {f"b_{name}": value for name, value in row.values.items()}
+            (*(row.values[name] for name in columns), row.values[key])
             for row in rows
             if row.changed and not row.new
         ]
-        if changed:
-            statement = (
-                update(table)
-                .where(table.c[key] == bindparam(f"b_{key}"))
-                .values({name: bindparam(f"b_{name}") for name in columns})
-            )
-            conn.execute(statement, changed)
+        update_rows(conn, table, columns, key, changed)
 
 
 # ---- the import ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from parcours.commerce.tables import (
 from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions, append_events, internal_event, queries
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
-from parcours.runtime.db import chunks
+from parcours.runtime.db import chunks, insert_rows
 from parcours.runtime.queue import Job, Worker
 
 PLACED = "Order Completed"
@@ -330,9 +330,10 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
             }
         )
         lines += _lines(order_id, event.customer_id, props.get("products"))
-    conn.execute(insert(commerce_orders), orders)
-    if lines:
-        conn.execute(insert(commerce_order_lines), lines)
+    for table, rows in ((commerce_orders, orders), (commerce_order_lines, lines)):
+        if rows:  # COPY on PostgreSQL
+            columns = list(rows[0])
+            insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
     kept: set[str] = set()
     for table in (commerce_shipments, commerce_refunds, commerce_returns):
         kept.update(

@@ -24,7 +24,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from parcours.commerce.catalog import Product, _products_of
 from parcours.commerce.replenishment import DAY
@@ -38,7 +37,7 @@ from parcours.commerce.tables import (
     commerce_replenishments,
 )
 from parcours.log import Event
-from parcours.runtime.db import chunks
+from parcours.runtime.db import chunks, upsert_rows
 
 VIEWED_EVENT = "Product Viewed"
 REASONS = ("replenish", "bought_together", "viewed", "best_seller")
@@ -68,17 +67,25 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list
     """Add rows' counts to those stored (a row not stored is inserted as it is)."""
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    added = {
-        name: table.c[name] + statement.excluded[name]
-        for name in rows[0]
-        if name not in keys and name != "last_viewed_at"
-    }
-    if "last_viewed_at" in rows[0]:  # the later of the two (SQLite's max of two values)
-        later = func.greatest if conn.dialect.name == "postgresql" else func.max
-        added["last_viewed_at"] = later(table.c.last_viewed_at, statement.excluded.last_viewed_at)
-    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), rows)
+    columns = list(rows[0])
+    later = "greatest" if conn.dialect.name == "postgresql" else "max"
+    name = table.name
+    upsert_rows(
+        conn,
+        table,
+        columns,
+        [tuple(row[c] for c in columns) for row in rows],
+        conflict=keys,
+        updates={
+            c: (
+                f"{later}({name}.{c}, excluded.{c})"  # the later of the two
+                if c == "last_viewed_at"
+                else f"{name}.{c} + excluded.{c}"
+            )
+            for c in columns
+            if c not in keys
+        },
+    )
 
 
 def count_orders(conn: Connection, order_ids: Sequence[str]) -> None:

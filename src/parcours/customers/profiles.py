@@ -16,7 +16,6 @@ from sqlalchemy import (
     Connection,
     Select,
     and_,
-    bindparam,
     column,
     func,
     inspect,
@@ -33,7 +32,7 @@ from parcours.customers.tables import consents, customer_orders, customers, iden
 from parcours.log import QUIET, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
-from parcours.runtime.db import LIKE_ESCAPE, Database, chunks, like_escape
+from parcours.runtime.db import LIKE_ESCAPE, Database, chunks, like_escape, update_rows
 from parcours.runtime.documents import JsonObject
 from parcours.runtime.presentation import money_text, own_event_properties
 
@@ -573,7 +572,7 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
         )
         if conn.dialect.name == "postgresql":
             query = query.order_by(customers.c.id).with_for_update()
-        changed: list[dict[str, object]] = []
+        changed: list[tuple[str, int]] = []
         for ident, stored in conn.execute(query).all():
             found = figures[int(ident)]
             computed = _decode(stored)
@@ -584,14 +583,10 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
                     computed.pop(name, None)
                 else:
                     computed[name] = value
-            changed.append({"b_id": ident, "b_computed": _encode(computed).decode()})
-        if changed:  # one statement for the group (executemany)
-            conn.execute(
-                update(customers)
-                .where(customers.c.id == bindparam("b_id"))
-                .values(computed=bindparam("b_computed")),
-                changed,
-            )
+            encoded = _encode(computed).decode()
+            if encoded != stored:  # a view of a product changes no order figure
+                changed.append((encoded, ident))
+        update_rows(conn, customers, ("computed",), "id", changed)  # one statement
 
 
 HAND_SOURCE = "console"  # the consent source of a change a person of the brand recorded

@@ -505,6 +505,45 @@ def insert_rows(
     _cursor(conn).executemany(sql, rows)
 
 
+def upsert_rows(
+    conn: Connection,
+    table: Any,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    updates: dict[str, str] | None = None,
+) -> None:
+    """INSERT rows; where a stored row has the same `conflict` columns, set each column of
+    `updates` to its SQL (of the stored row's `table.column` and the new `excluded.column`),
+    or leave the stored row as it is when `updates` is None. No two rows may share their
+    `conflict` columns (PostgreSQL refuses to change a row twice in one statement).
+
+    On PostgreSQL one statement whatever the number of rows: the rows go as one array per
+    column (`unnest`), where a pipelined executemany cost the driver and the server a
+    message and an execution per row (the hot path of ingest: 8,000 rows of product views
+    a 20,000 events). On SQLite, in process, an executemany."""
+    if not rows:
+        return
+    action = (
+        "DO NOTHING"
+        if updates is None
+        else "DO UPDATE SET " + ", ".join(f"{c} = {e}" for c, e in updates.items())
+    )
+    tail = f"ON CONFLICT ({', '.join(conflict)}) {action}"
+    names = ", ".join(columns)
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        statement = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {tail}"
+        _cursor(conn).executemany(statement, rows)
+        return
+    arrays = _unnest(conn, table, columns)
+    _cursor(conn).execute(
+        f"INSERT INTO {table.name} ({names}) SELECT * FROM {arrays} {tail}",
+        _as_arrays(rows, len(columns)),
+    )
+
+
 def update_rows(
     conn: Connection,
     table: Any,
@@ -512,12 +551,37 @@ def update_rows(
     key: str,
     rows: Sequence[Sequence[Any]],
 ) -> None:
-    """UPDATE table SET columns... WHERE key = ?, for many rows (values first, key last)."""
+    """UPDATE table SET columns... WHERE key = ?, for many rows (values first, key last;
+    a key given twice: its last row counts). On PostgreSQL one statement (`UPDATE ... FROM
+    unnest(...)`, as `upsert_rows`), on SQLite an executemany."""
     if not rows:
         return
-    mark = _placeholder(conn)
-    assignments = ", ".join(f"{column} = {mark}" for column in columns)
-    conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {mark}", list(rows))
+    if conn.dialect.name == "sqlite":
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        _cursor(conn).executemany(f"UPDATE {table.name} SET {assignments} WHERE {key} = ?", rows)
+        return
+    last = list({row[-1]: row for row in rows}.values())
+    named = (*columns, key)
+    assignments = ", ".join(f"{column} = v.{column}" for column in columns)
+    _cursor(conn).execute(
+        f"UPDATE {table.name} SET {assignments} FROM {_unnest(conn, table, named)} "
+        f"AS v({', '.join(named)}) WHERE {table.name}.{key} = v.{key}",
+        _as_arrays(last, len(named)),
+    )
+
+
+def _unnest(conn: Connection, table: Any, columns: Sequence[str]) -> str:
+    """`unnest(%s::T1[], %s::T2[], ...)`: the columns' values as arrays of their types."""
+    dialect = conn.dialect
+    return (
+        "unnest("
+        + ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
+        + ")"
+    )
+
+
+def _as_arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def _placeholder(conn: Connection) -> str:

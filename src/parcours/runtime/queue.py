@@ -27,6 +27,7 @@ from parcours.runtime.db import (
     forget_locks,
     held,
     holding_writes,
+    insert_rows,
     metadata,
     note_jobs_scheduled,
     release_held,
@@ -34,6 +35,7 @@ from parcours.runtime.db import (
     sql_many,
     stop_holding,
     transaction_note,
+    upsert_rows,
 )
 from parcours.runtime.logs import bind_job, unbind_job
 
@@ -168,10 +170,22 @@ class _HeldJobs:
             sql_many(
                 conn, "DELETE FROM jobs WHERE unique_key = :k", [{"k": k} for k in self.deleted]
             )
-        sql_many(conn, _ENQUEUE[None], self.unkeyed)
+        columns = ("state", *_COLUMNS)
+        insert_rows(conn, jobs, columns, [_job_row(values) for values in self.unkeyed])
         for rule in ("replace", "ignore"):
-            rows = [values for values, how in self.puts.values() if how == rule]
-            sql_many(conn, _ENQUEUE[rule], rows)
+            rows = [_job_row(values) for values, how in self.puts.values() if how == rule]
+            upsert_rows(
+                conn,
+                jobs,
+                columns,
+                rows,
+                conflict=("unique_key",),
+                updates=_REPLACED if rule == "replace" else None,
+            )
+
+
+def _job_row(values: dict[str, Any]) -> tuple[Any, ...]:
+    return ("available", *(values[name] for name in _COLUMNS))
 
 
 _COLUMNS = (
@@ -189,15 +203,25 @@ _INSERT_JOB = (
     f"INSERT INTO jobs (state, {', '.join(_COLUMNS)}) "
     f"VALUES ('available', {', '.join(':' + name for name in _COLUMNS)})"
 )
+# A job scheduled again under its key: what it replaces of the one stored.
+_REPLACED = {
+    "kind": "excluded.kind",
+    "payload": "excluded.payload",
+    "run_at": "excluded.run_at",
+    "state": "'available'",
+    "attempt": "0",
+    "last_error": "NULL",
+    "queue": "excluded.queue",
+    "max_attempts": "excluded.max_attempts",
+    "lease_owner": "excluded.lease_owner",
+}
 # The statement for each conflict rule, built once (enqueue runs for every step and send).
 _ENQUEUE: dict[OnConflict | None, str] = {
     None: _INSERT_JOB,
     "ignore": _INSERT_JOB + " ON CONFLICT (unique_key) DO NOTHING",
     "replace": _INSERT_JOB
-    + " ON CONFLICT (unique_key) DO UPDATE SET kind = excluded.kind, payload = excluded.payload, "
-    "run_at = excluded.run_at, state = 'available', attempt = 0, last_error = NULL, "
-    "queue = excluded.queue, max_attempts = excluded.max_attempts, "
-    "lease_owner = excluded.lease_owner",
+    + " ON CONFLICT (unique_key) DO UPDATE SET "
+    + ", ".join(f"{column} = {value}" for column, value in _REPLACED.items()),
 }
 
 
