@@ -242,6 +242,101 @@ def rounds_of_throughput(
     }
 
 
+def order_history(orders: int, seed: int = 5) -> list[tuple[str, dict[str, Any]]]:
+    """A shop's order history to replay: for each order, its customer identified (email,
+    name, phone) then `Order Completed` with one to four products, over the past year,
+    customers ordering again now and then. Each as (method, the Segment client's
+    arguments)."""
+    rng = random.Random(seed)
+    year_ago = datetime(2025, 11, 20, tzinfo=UTC).timestamp()
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for number in range(orders):
+        customer = rng.randrange(max(1, orders * 2 // 3))
+        user_id = f"shop-customer-{customer}"
+        when = datetime.fromtimestamp(year_ago + number * 31_536_000 / orders, UTC)
+        products = rng.sample(PRODUCTS, rng.randint(1, 4))
+        calls.append(
+            (
+                "identify",
+                {
+                    "user_id": user_id,
+                    "traits": {
+                        "email": f"buyer{customer}@example.com",
+                        "first_name": "Camille",
+                        "last_name": f"Moreau{customer}",
+                        "phone": f"+336{customer:08d}",
+                    },
+                    "timestamp": when,
+                    "message_id": f"replay-identify-{number}",
+                },
+            )
+        )
+        calls.append(
+            (
+                "track",
+                {
+                    "user_id": user_id,
+                    "event": "Order Completed",
+                    "properties": {
+                        "order_id": f"replay-{number}",
+                        "total": round(sum(p["price"] for p in products), 2),
+                        "currency": "EUR",
+                        "products": [{**p, "quantity": 1} for p in products],
+                    },
+                    "timestamp": when,
+                    "message_id": f"replay-order-{number}",
+                },
+            )
+        )
+    return calls
+
+
+def segment_replay(database_url: str, data_dir: Path, orders: int) -> dict[str, Any]:
+    """The order history sent by Segment's own Python client (gzip, two upload threads,
+    batches of 100, as a shop's backend would) to `parcours serve`: events/s from the
+    first call to the last batch answered, every event checked stored."""
+    from segment.analytics.client import Client
+    from sqlalchemy import func, select
+
+    from parcours.log import events as events_table
+    from parcours.runtime.db import Database
+
+    calls = order_history(orders)
+    errors: list[Any] = []
+    with Server(database_url, data_dir) as server:
+        client = Client(
+            write_key=WRITE_KEY,
+            host=server.url,
+            gzip=True,
+            thread=2,
+            upload_size=100,
+            max_queue_size=len(calls) + 1,
+            max_retries=0,
+            on_error=lambda error, batch: errors.append(error),
+        )
+        started = time.perf_counter()
+        for method, arguments in calls:
+            success, _ = getattr(client, method)(**arguments)
+            if not success:
+                raise RuntimeError("the Segment client refused a call (its queue is full)")
+        client.flush()
+        elapsed = time.perf_counter() - started
+        client.join()
+    if errors:
+        raise RuntimeError(f"the Segment client reported {len(errors)} errors: {errors[0]}")
+    db = Database(database_url)
+    with db.read() as conn:
+        stored = conn.execute(select(func.count()).select_from(events_table)).scalar_one()
+    db.dispose()
+    if stored < len(calls):
+        raise RuntimeError(f"{len(calls)} events sent, {stored} stored")
+    return {
+        "orders": orders,
+        "events": len(calls),
+        "events_per_s": round(len(calls) / elapsed),
+    }
+
+
 COST_BATCHES = (100, 1000)  # events per commit: an HTTP batch of the load client alone,
 # and the writer's largest group (`ingest_batch_events`), as under load
 
@@ -475,12 +570,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parcours bench ingest", description=__doc__)
     parser.add_argument(
         "--mode",
-        choices=["throughput", "latency", "memory", "all"],
+        choices=["throughput", "latency", "memory", "segment", "all"],
         default="throughput",
         help="throughput (the default) and all end with the cost: statements and round "
         "trips per event, counted in this process",
     )
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument(
+        "--orders", type=int, default=20_000, help="segment mode: orders replayed (two events each)"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--rounds",
@@ -535,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     if timed and args.mode in ("memory", "all"):
         with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
             results["memory"] = memory(url, directory / "data", args.events, args.concurrency)
+    if timed and args.mode in ("segment", "all"):
+        with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
+            results["segment"] = segment_replay(url, directory / "data", args.orders)
     if args.cost_only or (args.mode in ("throughput", "all") and not args.no_count):
         results["cost"] = costs(args.postgres, min(args.cost_events, args.events), args.latency_ms)
     print(json.dumps(results, indent=2) if args.json else _report(results))
@@ -578,6 +679,12 @@ def _report(results: dict[str, Any]) -> str:
             f"memory over {m['events']:,} events: first tenth {m['rss_first_tenth_mb']}"
             f" MB, last tenth {m['rss_last_tenth_mb']} MB, peak {m['rss_peak_mb']} MB "
             "(target: flat, < 300 MB)"
+        )
+    if "segment" in results:
+        r = results["segment"]
+        lines.append(
+            f"Segment's Python client replaying {r['orders']:,} orders ({r['events']:,} "
+            f"events, gzip, two threads): {r['events_per_s']:,} events/s, every event stored"
         )
     for measured in results.get("cost", []):
         lines += [
