@@ -26,6 +26,7 @@ from sqlalchemy import Connection, func, select
 from parcours import accounts, brand, commerce
 from parcours.app import create_app
 from parcours.brand.tables import brand_settings
+from parcours.demo import Demo, DemoOptions
 from parcours.demo.people import people
 from parcours.demo.sectors import SECTORS, ProductSpec, load_sectors, sector_named
 from parcours.demo.seeding import seed
@@ -155,6 +156,28 @@ def test_people_keep_real_time_in_the_console_while_the_shop_runs_faster(
             time.sleep(2)  # 20 simulated hours: past the idle limit, on the shop's clock
             page = client.get("/console/", follow_redirects=False)
             assert page.status_code == 200, page.headers.get("location")
+    finally:
+        services.close()
+
+
+def test_the_demo_worker_heartbeat_is_counted_in_real_seconds(settings: Settings) -> None:
+    """The shop's clock runs an hour a real second, but a heartbeat says that the worker
+    lives now: /readyz tells its age in real seconds (not thousands of simulated ones),
+    and /metrics counts the worker fresh, under the default `worker_stale_seconds`."""
+    demo, demo_settings = Demo.prepare(settings, DemoOptions(customers=10, speed=3600))
+    assert demo_settings.worker_stale_seconds == settings.worker_stale_seconds
+    services = Services.open(demo_settings, clock=demo.clock)
+    try:
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            services.start_worker()
+            wait_until(lambda: services.heartbeat.last_beat_at is not None, 10, what="a beat")
+            time.sleep(2)  # two simulated hours
+            answer = client.get("/readyz")
+            assert answer.status_code == 200, answer.text
+            ready = answer.json()
+            assert re.fullmatch(r"beating, last [0-4] s ago", ready["worker"]), ready["worker"]
+            assert ready["workers"] == {"fresh": 1, "stale": 0, "required": 0}
+        assert 'parcours_workers{state="fresh"} 1.0' in services.metrics().render().decode()
     finally:
         services.close()
 
@@ -468,6 +491,9 @@ def test_the_demo_lives_stops_on_ctrl_c_and_goes_on_where_it_was(tmp_path: Path)
         first_run = outbox(port)
         journeys = {m["journey"] for m in first_run}
         assert {"order-confirmation", "post-purchase-updates"} <= journeys
+        # Simulated hours went by; the worker's heartbeat is seconds old, in real time.
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+        assert re.fullmatch(r"beating, last [0-9] s ago", ready["worker"]), ready
     finally:
         stop(demo)
     saved = json.loads((data / "demo.json").read_text(encoding="utf-8"))

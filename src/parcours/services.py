@@ -48,7 +48,7 @@ from parcours.messaging import (
 from parcours.messaging import people as messaging_people
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.db import Database, current_revision, head_revision, migrate
-from parcours.runtime.heartbeats import Heartbeat, worker_counts
+from parcours.runtime.heartbeats import Heartbeat, beat_clock, worker_counts
 from parcours.runtime.keys import KeyChecker, ensure_key
 from parcours.runtime.metrics import DatabaseFigures, Exposition
 from parcours.runtime.queue import Worker, erase_jobs, reassign_jobs
@@ -294,7 +294,7 @@ class Services:
             failed.append("migrations")
             migrations = f"at {current}, expected {head}"
         stale_ms = self.settings.worker_stale_seconds * 1000
-        now = self.clock.now_ms()
+        now = beat_clock(self.clock).now_ms()
         if self.runs_worker:
             beat = self.heartbeat.last_beat_at
             alive = self._worker_thread is None or self._worker_thread.is_alive()

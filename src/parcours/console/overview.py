@@ -83,7 +83,7 @@ def overview_of(parts: ConsoleParts) -> Overview:
     first = today - timedelta(days=DAYS - 1)
     with parts.db.read() as conn:
         counts = analytics.hourly(conn, now - (DAYS + 1) * DAY_MS, now)
-        health = queue_health(conn, parts.queues, now, parts.stale_ms)
+        health = queue_health(conn, parts.queues, parts.clock, parts.stale_ms)
         new_today = profiles.new_since(conn, now - DAY_MS)
         new_month = profiles.new_since(conn, now - DAYS * DAY_MS)
     on_day: dict[date, Figures] = defaultdict(Figures)

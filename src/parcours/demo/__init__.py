@@ -101,9 +101,9 @@ class Demo:
             sector=sector.preset,
             brand_timezone=BRAND_TIMEZONE,
             brand_locale=BRAND_LANGUAGE,
-            # The heartbeat beats every few real seconds, many simulated minutes; a send's
-            # lease is counted on the simulated clock too: both as long as they may be.
-            worker_stale_seconds=3600,
+            # A send's lease is counted on the simulated clock: as long as it may be, or
+            # a send slower than a few real seconds would be made twice. (Heartbeats are
+            # on real time, runtime/heartbeats.py: their staleness needs no change.)
             delivery_lease_seconds=86_400,
         )
         return cls(state, path, clock, sector, said), demo_settings

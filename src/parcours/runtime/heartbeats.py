@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from parcours.runtime.clock import Clock
+from parcours.runtime.clock import Clock, wall_clock
 from parcours.runtime.db import Database, metadata
 from parcours.runtime.queue import rescue_leases
 
@@ -74,6 +74,13 @@ class WorkerCounts:
     stale: int
 
 
+def beat_clock(clock: Clock) -> Clock:
+    """The clock heartbeats are written and read on: real time, even when `clock` runs
+    faster (the demo's), since a beat says that a process lives now and
+    `worker_stale_seconds` counts real seconds; `clock` itself in tests, which move it."""
+    return wall_clock(clock)
+
+
 class Heartbeat:
     """Called by the worker at every turn of its loop: the first call writes the row and
     starts a thread that writes it again every `every` seconds until `remove()`, whatever
@@ -90,13 +97,14 @@ class Heartbeat:
         stale_ms: int = STALE_MS,
     ) -> None:
         self.db = db
-        self.clock = clock
+        self.clock = clock  # the jobs': a lease brought forward is due at its `now`
+        self.beats = beat_clock(clock)
         self.every = every
         self.stale_ms = stale_ms
         self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _IN_THIS_PROCESS.add(self.id)
-        self.started_at = clock.now_ms()
-        self.last_beat_at: int | None = None  # on `clock`, the last one written
+        self.started_at = self.beats.now_ms()
+        self.last_beat_at: int | None = None  # on `beats`, the last one written
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -121,7 +129,7 @@ class Heartbeat:
             log.warning("could not write the worker heartbeat", exc_info=True)
 
     def beat(self) -> None:
-        now = self.clock.now_ms()
+        now = self.beats.now_ms()
         with self.db.write() as conn:
             updated = conn.execute(
                 update(worker_heartbeats)
@@ -144,7 +152,8 @@ class Heartbeat:
                     )
                 )
             # A send claimed by a worker that died is made again now, not after its lease.
-            rescue_leases(conn, live_workers(conn, now, self.stale_ms) | {self.id}, now)
+            live = live_workers(conn, now, self.stale_ms) | {self.id}
+            rescue_leases(conn, live, self.clock.now_ms())
         self.last_beat_at = now
 
     def remove(self) -> None:
@@ -165,7 +174,8 @@ class Heartbeat:
 
 
 def worker_counts(conn: Connection, now: int, stale_ms: int) -> WorkerCounts:
-    """How many workers, anywhere, beat within `stale_ms` (fresh), and how many did not."""
+    """How many workers, anywhere, beat within `stale_ms` (fresh), and how many did not;
+    `now` on the heartbeats' clock (`beat_clock`)."""
     fresh = func.coalesce(
         func.sum(case((worker_heartbeats.c.beat_at >= now - stale_ms, 1), else_=0)), 0
     )
@@ -217,6 +227,7 @@ __all__ = [
     "HOST",
     "Heartbeat",
     "WorkerCounts",
+    "beat_clock",
     "live_workers",
     "worker_counts",
     "worker_heartbeats",

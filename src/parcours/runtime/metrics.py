@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
-from parcours.runtime.heartbeats import WorkerCounts, worker_counts
+from parcours.runtime.heartbeats import WorkerCounts, beat_clock, worker_counts
 from parcours.runtime.queue import jobs
 
 # Latency buckets, in seconds, for requests and ingestion alike.
@@ -55,7 +55,10 @@ class QueueHealth:
     workers: WorkerCounts
 
 
-def queue_health(conn: Connection, queues: Iterable[str], now: int, stale_ms: int) -> QueueHealth:
+def queue_health(
+    conn: Connection, queues: Iterable[str], clock: Clock, stale_ms: int
+) -> QueueHealth:
+    now = clock.now_ms()  # the jobs'; the heartbeats have a clock of their own
     figures: list[QueueFigures] = []
     for queue in queues:
         # Index lookups on (state, queue, run_at, id): the first due time, then the range
@@ -75,7 +78,7 @@ def queue_health(conn: Connection, queues: Iterable[str], now: int, stale_ms: in
             .where(jobs.c.state == "failed", jobs.c.queue == queue)
         ).scalar_one()
         figures.append(QueueFigures(queue, int(due), int(failed), late))
-    return QueueHealth(figures, worker_counts(conn, now, stale_ms))
+    return QueueHealth(figures, worker_counts(conn, beat_clock(clock).now_ms(), stale_ms))
 
 
 class DatabaseFigures(Collector):
@@ -105,7 +108,7 @@ class DatabaseFigures(Collector):
             labels=["state"],
         )
         with self.db.read() as conn:
-            health = queue_health(conn, self.queues, self.clock.now_ms(), self.stale_ms)
+            health = queue_health(conn, self.queues, self.clock, self.stale_ms)
         for figures in health.queues:
             queued.add_metric([figures.queue, "due"], figures.due)
             queued.add_metric([figures.queue, "failed"], figures.failed)
