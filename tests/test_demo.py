@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +45,13 @@ from parcours.demo.world import (
 from parcours.journeys.tables import journey_versions
 from parcours.log import events
 from parcours.messaging import SECTOR_PRESETS
-from parcours.runtime.clock import AcceleratedClock, SimulatedClock, clock_ms, real_seconds
+from parcours.runtime.clock import (
+    AcceleratedClock,
+    SimulatedClock,
+    clock_ms,
+    iso,
+    real_seconds,
+)
 from parcours.runtime.db import Database, migrate
 from parcours.runtime.i18n import text
 from parcours.runtime.queue import Job, Worker, enqueue
@@ -425,9 +432,9 @@ CUSTOMERS = 60
 _LINK = re.compile(r"http://127\.0\.0\.1:\d+/o/[A-Za-z0-9._~-]+")
 
 
-def start_demo(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_demo(data: Path, port: int, log_level: str = "warning") -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
-    env |= {"PARCOURS_ADMIN_KEY": ADMIN_KEY, "PARCOURS_LOG_LEVEL": "warning"}
+    env |= {"PARCOURS_ADMIN_KEY": ADMIN_KEY, "PARCOURS_LOG_LEVEL": log_level}
     parcours = str(Path(sys.executable).parent / "parcours")
     options = ["--customers", str(CUSTOMERS), "--speed", "3600", "--sector", "beauty"]
     process = subprocess.Popen(
@@ -532,3 +539,34 @@ def test_the_demo_lives_stops_on_ctrl_c_and_goes_on_where_it_was(tmp_path: Path)
         assert all(str(p).startswith(f"http://127.0.0.1:{port}/demo/images/") for p in pictures)
     finally:
         db.dispose()
+
+
+@pytest.mark.processes
+def test_ctrl_c_twice_stops_the_demo_without_a_traceback_and_saves_it(tmp_path: Path) -> None:
+    """Ctrl-C while a request is in flight waits for it; Ctrl-C again stops waiting (a
+    person in a hurry, or a wrapper passing the terminal's signal on). uvicorn would then
+    skip the application's shutdown and cancel it, and the request, each with a
+    CancelledError traceback: the request sees its client gone instead, the shutdown runs,
+    the demo exits with 0, says that it stopped and saved, and demo.json holds where it was."""
+    data = tmp_path / "data"
+    port = free_port()
+    demo = start_demo(data, port, log_level="info")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as in_flight:
+        in_flight.sendall(  # a form whose body never comes
+            b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+            b"email="
+        )
+        time.sleep(0.5)
+        demo.send_signal(signal.SIGINT)
+        time.sleep(1)  # the server waits for the request (up to shutdown_timeout_seconds)
+        demo.send_signal(signal.SIGINT)
+        status = demo.wait(60)
+    errors = demo.stderr.read().decode(errors="replace") if demo.stderr else ""
+    assert status == 0, errors[-3000:]
+    assert "Traceback" not in errors and "CancelledError" not in errors, errors[-3000:]
+    assert "Waiting for connections to close" in errors
+    assert "Application shutdown complete." in errors
+    saved = json.loads((data / "demo.json").read_text(encoding="utf-8"))
+    assert saved["seeded"] is True and saved["clock_ms"] > saved["start_ms"]
+    assert f"The demo stopped at simulated time {iso(saved['clock_ms'])}, saved in " in errors

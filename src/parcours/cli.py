@@ -19,6 +19,8 @@ from typer.core import TyperGroup
 from parcours.runtime.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from litestar import Litestar
+
     from parcours.demo import Demo, DemoOptions
     from parcours.runtime.db import Database
 
@@ -269,8 +271,6 @@ def demo(
 def _serve(settings: Settings, *, demo: DemoOptions | None) -> None:
     """One process: HTTP, the writer and (unless `serve_worker` is off) the worker; with
     `demo`, on the demo's accelerated clock, its traffic running beside them."""
-    import uvicorn
-
     from parcours.app import create_app
     from parcours.runtime.logs import configure_logging
     from parcours.services import Services
@@ -305,25 +305,18 @@ def _serve(settings: Settings, *, demo: DemoOptions | None) -> None:
     inbound = services.start_inbound_email()
     if inbound:
         _tell(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
-    _stop_quietly_on_signals()
+    stops = _StopSignals()
     # The demo's traffic stops, and saves where it is, before the services close.
     application = create_app(services, close_on_shutdown=running is None)
     for route in running.routes() if running else []:
         application.register(route)
     try:
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,  # our handler (runtime/logs.py) writes the server's lines too
-            access_log=False,  # ours carries the request id (web/operations.py)
-            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        )
+        _run_server(application, settings, stops)
     finally:
         if running is not None:
             running.stop()
             services.close()
+            _tell(running.stopped())
 
 
 def _mention_old_demo_data(settings: Settings) -> None:
@@ -365,14 +358,70 @@ def _warn_if_readable_by_others(settings: Settings) -> None:
             )
 
 
-def _stop_quietly_on_signals() -> None:
-    """The server stops gracefully on SIGTERM or SIGINT, then raises the signal again
-    with the handlers it found: these make that second time a no-op, so that a graceful
-    stop exits with status 0 (not killed by the signal)."""
-    import signal
+FORCED_STOP_SECONDS = 2.0  # how long requests cut by a second Ctrl-C have to end
 
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: None)
+
+class _StopSignals:
+    """SIGTERM and SIGINT from the moment the services are open: one received before the
+    server runs is kept for it (the server starts, then stops at once) rather than lost or
+    raised as KeyboardInterrupt, which skipped the orderly stop."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.received: list[int] = []
+        self.numbers = (signal.SIGTERM, signal.SIGINT)
+        for number in self.numbers:
+            signal.signal(number, self.keep)
+
+    def keep(self, number: int, _frame: object) -> None:
+        self.received.append(number)
+
+
+def _run_server(application: Litestar, settings: Settings, stops: _StopSignals) -> None:
+    """uvicorn's server, stopped gracefully by SIGTERM or SIGINT (requests in flight
+    finish, then the application's shutdown). A second Ctrl-C stops the wait for open
+    connections (a console's live outbox), but not the application's shutdown: uvicorn
+    would skip it and cancel its lifespan, which logged a CancelledError traceback. The
+    server raises the signals it caught again once stopped, with the handlers it found:
+    its own, so that a graceful stop exits with status 0 (not killed by the signal)."""
+    import asyncio
+    import signal
+    import socket
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if not self.force_exit:
+                return
+            # The requests still in flight see their client gone, and end, rather than
+            # being cancelled as the loop closes (a traceback each).
+            for connection in list(self.server_state.connections):
+                connection.transport.close()
+            if self.server_state.tasks:
+                await asyncio.wait(self.server_state.tasks, timeout=FORCED_STOP_SECONDS)
+            await self.lifespan.shutdown()
+
+    server = Server(
+        uvicorn.Config(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # our handler (runtime/logs.py) writes the server's lines too
+            access_log=False,  # ours carries the request id (web/operations.py)
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        )
+    )
+    for number in stops.numbers:
+        signal.signal(number, server.handle_exit)
+    for received in stops.received:  # before the server ran
+        server.handle_exit(received, None)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the application did not start
 
 
 def _tell(message: str) -> None:

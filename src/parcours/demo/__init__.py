@@ -159,6 +159,13 @@ class Demo:
             self.traffic.stop()
             self.traffic = None
 
+    def stopped(self) -> str:
+        """What to tell the person at the terminal once `stop` saved."""
+        return (
+            f"The demo stopped at simulated time {iso(self.state.clock_ms)}, saved in "
+            f"{self.path}: a restart goes on from there."
+        )
+
     def _save(self, simulator: Simulator | None, stopped: bool) -> None:
         state = self.state
         now = self.clock.now_ms()
