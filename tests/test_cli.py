@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from parcours import commerce
 from parcours.cli import app
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.ingest.bulk import import_file, saved_position
@@ -553,3 +554,168 @@ def migrate_and_close(url: str) -> None:
     db = Database(url)
     migrate(db)
     db.dispose()
+
+
+# ---- CSV imports: shipments and the catalog (docs/commerce.md) ---------------------------
+
+SCANS = (
+    "shipment_id,order_id,status,occurred_at,carrier,tracking_number\n"
+    "s-1,o-1,in_transit,2026-03-02T08:00:00Z,DHL,JD01\n"
+    "s-1,o-1,delivered,2026-03-04T15:00:00Z,DHL,JD01\n"
+    "s-2,o-1,out_for_delivery,2026-03-03T09:00:00Z,Colissimo,6A01\n"
+)
+
+
+def read(url: str, query: Any) -> Any:
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            return query(conn)
+    finally:
+        db.dispose()
+
+
+def order_placed(url: str, tmp_path: Path) -> None:
+    file = tmp_path / "orders.ndjson"
+    write_lines(
+        file,
+        [
+            {
+                "type": "track",
+                "messageId": "order-1",
+                "userId": "ana",
+                "event": "Order Completed",
+                "timestamp": "2026-03-01T10:00:00Z",
+                "properties": {"order_id": "o-1", "currency": "EUR", "total": 40},
+            }
+        ],
+    )
+    assert run(url, "import", "events", str(file)).exit_code == 0
+
+
+def test_a_shipments_csv_puts_the_parcels_on_their_order_once(url: str, tmp_path: Path) -> None:
+    order_placed(url, tmp_path)
+    file = tmp_path / "scans.csv"
+    file.write_text(SCANS, encoding="utf-8")
+
+    first = run(url, "import", "shipments", str(file))
+    assert first.exit_code == 0, first.output
+    assert "3 lines read, 3 events stored, 0 already present, 0 lines rejected." in first.output
+    parcels = read(url, lambda c: commerce.shipments_of_order(c, "o-1"))
+    assert [(p.shipment_id, p.status, p.carrier, len(p.scans)) for p in parcels] == [
+        ("s-1", "delivered", "DHL", 2),
+        ("s-2", "out_for_delivery", "Colissimo", 1),
+    ]
+    assert all(p.order_known and p.customer_id is not None for p in parcels)
+
+    stored = count(url, events)
+    again = run(url, "import", "shipments", str(file))
+    assert again.exit_code == 0, again.output
+    assert "3 lines read, 0 events stored, 3 already present, 0 lines rejected." in again.output
+    assert count(url, events) == stored
+
+
+def test_a_catalog_csv_makes_products_and_variants_with_their_stock(
+    url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "catalog.csv"
+    file.write_text(
+        "product_id,name,category,variant_id,sku,variant,price,currency,stock\n"
+        "p-1,Linen shirt,shirts,v-1,SH-S,S,49.90,EUR,3\n"
+        "p-1,Linen shirt,shirts,v-2,SH-M,M,49.90,EUR,0\n"
+        '"p-2","Mug, large",kitchen,,,,12,EUR,8\n',
+        encoding="utf-8",
+    )
+    first = run(url, "import", "catalog", str(file))
+    assert first.exit_code == 0, first.output
+    assert "3 lines read, 3 events stored" in first.output
+
+    shirt = read(url, lambda c: commerce.product(c, "p-1"))
+    mug = read(url, lambda c: commerce.product(c, "p-2"))
+    assert shirt is not None and mug is not None
+    assert (shirt.name, shirt.category, shirt.stock) == ("Linen shirt", "shirts", 3)
+    assert sorted((v.variant_id, v.sku, v.stock) for v in shirt.variants) == [
+        ("v-1", "SH-S", 3),
+        ("v-2", "SH-M", 0),
+    ]
+    assert (mug.name, mug.stock) == ("Mug, large", 8)
+
+    again = run(url, "import", "catalog", str(file))
+    assert "0 events stored, 3 already present" in again.output
+
+
+def test_a_bad_csv_line_is_named_by_line_and_column_and_the_others_are_stored(
+    url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "scans.csv"
+    file.write_text(
+        SCANS
+        + "s-3,o-1,lost,2026-03-05T10:00:00Z,,\n"
+        + "\n"
+        + "s-4,o-1,delivered,yesterday,,\n"
+        + "s-5,,delivered,2026-03-05T10:00:00Z,,\n",
+        encoding="utf-8",
+    )
+    result = run(url, "import", "shipments", str(file))
+    assert result.exit_code == 1
+    assert "line 5: column status: status 'lost' is not one of" in result.output
+    assert "line 7: column occurred_at: occurred_at must be an ISO 8601 time" in result.output
+    assert "line 8: column order_id: order_id is required" in result.output
+    assert "6 lines read, 3 events stored, 0 already present, 3 lines rejected." in result.output
+
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text(
+        "product_id,name,price,currency,stock\np-1,Mug,12,EUR,lots\np-2,Cup,3,,1\n",
+        encoding="utf-8",
+    )
+    result = run(url, "import", "catalog", str(catalog))
+    assert result.exit_code == 1
+    assert "line 2: column stock: stock must be a number, got 'lots'" in result.output
+    assert "line 3: column currency: a price needs its currency" in result.output
+    assert read(url, lambda c: commerce.product(c, "p-1")) is None
+
+
+def test_a_csv_header_the_import_cannot_take_imports_nothing(url: str, tmp_path: Path) -> None:
+    file = tmp_path / "catalog.csv"
+    file.write_text("product_id,name,colour\np-1,Mug,red\n", encoding="utf-8")
+    result = run(url, "import", "catalog", str(file))
+    assert result.exit_code == 2
+    assert "line 1: unknown column 'colour'" in result.output
+    assert "stopped there, after 0 lines read and 0 events stored" in result.output
+    scans = tmp_path / "scans.csv"
+    scans.write_text("shipment_id,order_id,occurred_at\ns-1,o-1,2026-03-02T08:00:00Z\n")
+    result = run(url, "import", "shipments", str(scans))
+    assert result.exit_code == 2
+    assert "line 1: the header lacks status" in result.output
+    latin = tmp_path / "latin-1.csv"
+    latin.write_bytes("product_id;name\np-1;Bol à café\n".encode("latin-1"))
+    result = run(url, "import", "catalog", str(latin))
+    assert result.exit_code == 2
+    assert "not UTF-8" in result.output
+    assert count(url, events) == 0
+
+
+def test_a_french_spreadsheet_export_with_semicolons_and_a_bom(url: str, tmp_path: Path) -> None:
+    order_placed(url, tmp_path)
+    file = tmp_path / "expéditions.csv"
+    file.write_bytes(
+        "\ufeffshipment_id;order_id;status;occurred_at;location\r\n"
+        "s-1;o-1;in_transit;2026-03-02T08:00:00+01:00;Lyon, plateforme\r\n".encode()
+    )
+    result = run(url, "import", "shipments", str(file))
+    assert result.exit_code == 0, result.output
+    assert "1 lines read, 1 events stored" in result.output
+    parcels = read(url, lambda c: commerce.shipments_of_order(c, "o-1"))
+    assert [(p.shipment_id, p.status) for p in parcels] == [("s-1", "in_transit")]
+    assert parcels[0].scans[0].location == "Lyon, plateforme"
+
+    catalog = tmp_path / "catalogue.csv"
+    catalog.write_bytes(
+        "\ufeffproduct_id;name;price;currency;stock\r\np-1;Bol à café;12.5;EUR;4\r\n"
+        "p-2;Théière;12,5;EUR;4\r\n".encode()
+    )
+    result = run(url, "import", "catalog", str(catalog))
+    bowl = read(url, lambda c: commerce.product(c, "p-1"))
+    assert bowl is not None and (bowl.name, bowl.stock) == ("Bol à café", 4)
+    # a decimal comma is no number to the catalog's mapping: named, not guessed
+    assert "line 3: column price: price must be a number, got '12,5'" in result.output

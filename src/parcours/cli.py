@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
     from parcours.demo import Demo, DemoOptions
+    from parcours.ingest.bulk import ImportReport
+    from parcours.ingest.csv_import import Kind
     from parcours.runtime.db import Database
 
 
@@ -582,15 +584,75 @@ def import_events(
         services.close()
     if report.started_over:
         err.print(report.started_over)
-    for line_number, reason in report.rejected[:200]:
-        err.print(f"line {line_number}: {reason}")
-    if len(report.rejected) > 200:
-        err.print(f"... and {len(report.rejected) - 200} more rejected lines")
+    _print_rejected(report)
     out.print(
         f"{report.stored} events stored, {report.duplicates} already present, "
         f"{len(report.rejected)} lines rejected"
         + (f", resumed after line {report.resumed_after}" if report.resumed_after else "")
         + "."
+    )
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+def _print_rejected(report: ImportReport) -> None:
+    for line_number, reason in report.rejected[:200]:
+        err.print(f"line {line_number}: {reason}")
+    if len(report.rejected) > 200:
+        err.print(f"... and {len(report.rejected) - 200} more rejected lines")
+
+
+@import_app.command("shipments")
+def import_shipments(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV file of parcel scans: shipment_id, order_id, status, occurred_at, ..."
+        ),
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Import shipment scans from a CSV file (docs/commerce.md); a second run stores
+    nothing twice."""
+    _import_csv(file, "shipments", data_dir)
+
+
+@import_app.command("catalog")
+def import_catalog(
+    file: Annotated[
+        Path,
+        typer.Argument(help="A CSV file of the catalog, one variant a line: product_id, ..."),
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Import products, variants and stock from a CSV file (docs/commerce.md); a second run
+    stores nothing twice."""
+    _import_csv(file, "catalog", data_dir)
+
+
+def _import_csv(file: Path, kind: Kind, data_dir: Path | None) -> None:
+    from parcours.ingest.csv_import import CsvFileError, import_csv
+    from parcours.services import Services
+
+    if not file.is_file():
+        raise CommandError(f"No such file: {file}")
+    settings = settings_or_exit(data_dir=data_dir)
+    require_database(settings)
+    services = Services.open(settings)
+    try:
+        report = import_csv(services.writer, services.clock, file, kind)
+    except CsvFileError as exc:
+        _print_rejected(exc.report)
+        raise CommandError(
+            f"{file}: {exc}; stopped there, after {exc.report.read} lines read and "
+            f"{exc.report.stored} events stored"
+        ) from None
+    finally:
+        services.close()
+    _print_rejected(report)
+    out.print(
+        f"{report.read} lines read, {report.stored} events stored, "
+        f"{report.duplicates} already present, {len(report.rejected)} lines rejected."
     )
     if report.rejected:
         raise typer.Exit(1)

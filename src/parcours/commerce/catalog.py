@@ -88,11 +88,12 @@ class Product(msgspec.Struct, frozen=True):
 
 
 class CatalogImportError(ValueError):
-    """A row that cannot be imported: `row` is its index (0 for the first), `field` what
-    is wrong in it."""
+    """A row that cannot be imported: `row` is its index (0 for the first, -1 the header),
+    `field` what is wrong in it, `reason` why (the message without the row)."""
 
-    def __init__(self, message: str, row: int, field: str) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, row: int, field: str) -> None:
+        super().__init__(f"row {row + 1}: {reason}" if row >= 0 else f"header: {reason}")
+        self.reason = reason
         self.row = row
         self.field = field
 
@@ -439,35 +440,54 @@ def import_events(rows: Iterable[Mapping[str, object]], now: int) -> list[Event]
     may be a list or links separated by spaces; `consumable` true/false/yes/no/1/0; empty
     cells say nothing. Each event's message id is made of the row, so a file imported twice
     is stored once."""
-    events: list[Event] = []
-    for index, row in enumerate(rows):
-        props = _import_row(index, row)
-        digest = hashlib.sha256(_encode(props)).hexdigest()[:32]
-        document = {
-            "type": "track",
-            "event": CATALOG_EVENT,
-            "messageId": f"catalog:{digest}",
-            "properties": props,
-        }
-        events.append(
-            Event(
-                message_id=f"catalog:{digest}",
-                type="track",
-                name=CATALOG_EVENT,
-                user_id=None,
-                anonymous_id=None,
-                properties=props,
-                traits={},
-                context={},
-                occurred_at=now,
-                received_at=now,
-                timestamp=None,
-                sent_at=None,
-                source="import",
-                payload=_encode(document).decode("utf-8"),
-            )
+    return [import_event(row, now, index) for index, row in enumerate(rows)]
+
+
+def import_event(row: Mapping[str, object], now: int, index: int = 0) -> Event:
+    """The `Product Updated` event of one row (`index` names it in a refusal)."""
+    props = _import_row(index, row)
+    digest = hashlib.sha256(_encode(props)).hexdigest()[:32]
+    document = {
+        "type": "track",
+        "event": CATALOG_EVENT,
+        "messageId": f"catalog:{digest}",
+        "properties": props,
+    }
+    return Event(
+        message_id=f"catalog:{digest}",
+        type="track",
+        name=CATALOG_EVENT,
+        user_id=None,
+        anonymous_id=None,
+        properties=props,
+        traits={},
+        context={},
+        occurred_at=now,
+        received_at=now,
+        timestamp=None,
+        sent_at=None,
+        source="import",
+        payload=_encode(document).decode("utf-8"),
+    )
+
+
+def check_import_header(names: Iterable[object]) -> None:
+    """Refuse a file's header with a column the import does not know, or without
+    `product_id`."""
+    names = list(names)
+    _check_columns(names, -1)
+    if "product_id" not in names:
+        raise CatalogImportError("the header lacks product_id", -1, "product_id")
+
+
+def _check_columns(names: Iterable[object], index: int) -> None:
+    unknown = sorted(str(name) for name in names if name not in IMPORT_COLUMNS)
+    if unknown:
+        raise CatalogImportError(
+            f"unknown column {unknown[0]!r}; the columns are {', '.join(IMPORT_COLUMNS)}",
+            index,
+            unknown[0],
         )
-    return events
 
 
 def import_catalog(
@@ -484,14 +504,7 @@ def import_catalog(
 
 
 def _import_row(index: int, row: Mapping[str, object]) -> dict[str, Any]:
-    unknown = sorted(str(name) for name in row if name not in IMPORT_COLUMNS)
-    if unknown:
-        raise CatalogImportError(
-            f"row {index + 1}: unknown column {unknown[0]!r}; the columns are "
-            f"{', '.join(IMPORT_COLUMNS)}",
-            index,
-            unknown[0],
-        )
+    _check_columns(row, index)
     props: dict[str, Any] = {}
     for name in IMPORT_COLUMNS:
         value = row.get(name)
@@ -499,11 +512,11 @@ def _import_row(index: int, row: Mapping[str, object]) -> dict[str, Any]:
             continue
         props[name] = value.strip() if isinstance(value, str) else value
     if "product_id" not in props:
-        raise CatalogImportError(f"row {index + 1}: product_id is required", index, "product_id")
+        raise CatalogImportError("product_id is required", index, "product_id")
     for name in ("price", "stock", "usage_days"):
         if name in props and decimal_of(props[name]) is None:
             raise CatalogImportError(
-                f"row {index + 1}: {name} must be a number, got {str(props[name])[:40]!r}",
+                f"{name} must be a number, got {str(props[name])[:40]!r}",
                 index,
                 name,
             )
@@ -518,7 +531,7 @@ def _import_row(index: int, row: Mapping[str, object]) -> dict[str, Any]:
     if "images" in props and isinstance(props["images"], str):
         props["images"] = props["images"].split()
     if "price" in props and "currency" not in props:
-        raise CatalogImportError(f"row {index + 1}: a price needs its currency", index, "currency")
+        raise CatalogImportError("a price needs its currency", index, "currency")
     return props
 
 
@@ -531,7 +544,7 @@ def _flag(index: int, value: object) -> bool:
     if word in ("false", "no", "0", "n"):
         return False
     raise CatalogImportError(
-        f"row {index + 1}: consumable must be true or false, got {str(value)[:20]!r}",
+        f"consumable must be true or false, got {str(value)[:20]!r}",
         index,
         "consumable",
     )

@@ -44,6 +44,7 @@ _SAMPLE_BYTES = 65_536
 
 @dataclass
 class ImportReport:
+    read: int = 0  # lines read by this run, blank ones aside
     stored: int = 0
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
@@ -137,16 +138,17 @@ def import_file(
                 offset += len(raw)
                 line = raw.strip()
                 if line:
+                    report.read += 1
                     try:
                         chunk.append(_parse_line(line, line_number, into.clock.now_ms()))
                     except EventError as exc:
                         report.rejected.append((line_number, str(exc)))
                 if len(chunk) >= CHUNK_EVENTS:
-                    _commit(into, chunk, report)
+                    commit_chunk(into.appender, chunk, report)
                     _save(into, file, handle, offset, line_number)
                     progress.update(task, completed=offset, lines=read)
                     chunk = []
-            _commit(into, chunk, report)
+            commit_chunk(into.appender, chunk, report)
             _save(into, file, handle, offset, line_number)
             progress.update(task, completed=offset, lines=read)
     return report
@@ -179,10 +181,11 @@ def _has_message_id(line: bytes) -> bool:
     return msgspec.json.decode(line, type=_MessageIdOnly).messageId is not None
 
 
-def _commit(into: _Into, chunk: list[Event], report: ImportReport) -> None:
+def commit_chunk(appender: Appender, chunk: list[Event], report: ImportReport) -> None:
+    """Append a chunk of an import's events, in one transaction, and count them."""
     if not chunk:
         return
-    result = into.appender.append_sync(chunk)
+    result = appender.append_sync(chunk)
     report.stored += result.stored
     report.duplicates += result.duplicates
 

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import hmac
 import io
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -88,22 +89,35 @@ def shipments_from_csv(text: str) -> list[dict[str, Any]]:
     """The `Shipment Updated` events of a CSV file of scans (a header line, then one scan
     a line); a bad line refuses the file, naming its number (the header is line 1)."""
     reader = csv.DictReader(io.StringIO(text))
-    missing = [name for name in CSV_REQUIRED if name not in (reader.fieldnames or [])]
-    if missing:
-        raise CarrierError(f"line 1: the header lacks {', '.join(missing)}", "header")
+    check_csv_header(reader.fieldnames or [])
     found: list[dict[str, Any]] = []
     for number, row in enumerate(reader, start=2):
-        values = {name: (row.get(name) or "").strip() or None for name in reader.fieldnames or []}
         try:
-            for name in CSV_REQUIRED:
-                if not values.get(name):
-                    raise CarrierError(f"{name} is required", name)
-            key = "|".join(str(values[name]) for name in ("shipment_id", "status", "occurred_at"))
-            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-            found.append(_event(f"csv:{digest}", "import", values))
+            found.append(
+                shipment_from_row({name: row.get(name) for name in reader.fieldnames or []})
+            )
         except CarrierError as exc:
             raise CarrierError(f"line {number}: {exc}", exc.field) from None
     return found
+
+
+def check_csv_header(names: Sequence[str]) -> None:
+    """Refuse a header without the required columns (it is line 1)."""
+    missing = [name for name in CSV_REQUIRED if name not in names]
+    if missing:
+        raise CarrierError(f"line 1: the header lacks {', '.join(missing)}", "header")
+
+
+def shipment_from_row(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """The `Shipment Updated` event of one line of the CSV file, read as a dict; its
+    message id is made of the shipment, the status and the time."""
+    values = {name: (value or "").strip() or None for name, value in row.items()}
+    for name in CSV_REQUIRED:
+        if not values.get(name):
+            raise CarrierError(f"{name} is required", name)
+    key = "|".join(str(values[name]) for name in ("shipment_id", "status", "occurred_at"))
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return _event(f"csv:{digest}", "import", values)
 
 
 def _event(message_id: str, origin: str, values: dict[str, Any]) -> dict[str, Any]:
