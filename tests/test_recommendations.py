@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from parcours import commerce
 from parcours.commerce.tables import commerce_bought_together, commerce_product_sales
@@ -20,6 +20,8 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.services import Services
 from tests.conftest import make_event
 from tests.test_journeys_engine import DAY, advance, track
+
+WEEK = 7 * DAY
 
 CATALOG = [
     # product, category, stock, consumable usage days
@@ -92,19 +94,25 @@ def test_bought_together_is_counted_as_orders_arrive(services: Services) -> None
     stock_catalog(services)
     others_shop(services)
     buy(services, "bo", "b-1", "tee", "cap")  # the same order reported again: counted once
-    with services.db.read() as conn:
-        pairs = conn.execute(
-            select(commerce_bought_together.c.other_id, commerce_bought_together.c.orders)
-            .where(commerce_bought_together.c.product_id == "tee")
-            .order_by(commerce_bought_together.c.other_id)
-        ).all()
-        sales = dict(
-            conn.execute(
-                select(commerce_product_sales.c.product_id, commerce_product_sales.c.orders)
-            ).all()
-        )
-    assert [tuple(row) for row in pairs] == [("cap", 2), ("scarf", 1), ("socks", 1)]
+    pairs, sales = counts(services)
+    assert pairs == {"cap": 2, "scarf": 1, "socks": 1}
     assert sales == {"tee": 3, "cap": 2, "socks": 1, "scarf": 1}
+
+
+def counts(services: Services, product_id: str = "tee") -> tuple[dict[str, int], dict[str, int]]:
+    """The orders counted, all weeks together: with `product_id` per other product, and
+    per product."""
+    pairs, sales = commerce_bought_together, commerce_product_sales
+    with services.db.read() as conn:
+        together = conn.execute(
+            select(pairs.c.other_id, func.sum(pairs.c.orders))
+            .where(pairs.c.product_id == product_id)
+            .group_by(pairs.c.other_id)
+        ).all()
+        sold = conn.execute(
+            select(sales.c.product_id, func.sum(sales.c.orders)).group_by(sales.c.product_id)
+        ).all()
+    return {str(p): int(n) for p, n in together}, {str(p): int(n) for p, n in sold}
 
 
 def test_bought_together_with_the_order_never_what_it_holds_nor_out_of_stock(
@@ -172,12 +180,88 @@ def test_best_sellers_of_the_category(services: Services, clock: SimulatedClock)
     ]
 
 
-def test_a_template_places_them_with_recommendations(
+def test_best_sellers_and_pairs_of_the_last_twelve_weeks(
     services: Services, clock: SimulatedClock
 ) -> None:
     stock_catalog(services)
-    others_shop(services)
-    buy(services, "hal", "h-1", "tee")
+    others_shop(services)  # the tee in three orders, the cap in two, the scarf in one
+    track(services, "new", "Signed Up")
+    assert recommended(services, "new", limit=3) == [
+        ("tee", "best_seller"),
+        ("cap", "best_seller"),
+        ("scarf", "best_seller"),
+    ]
+    advance(services, clock, 8 * WEEK, step=WEEK)
+    for user in ("jo", "kim", "lou"):
+        buy(services, user, f"{user}-1", "scarf")
+    # Eight weeks on, the first orders still count: the scarf is in four orders.
+    assert recommended(services, "new", limit=3) == [
+        ("scarf", "best_seller"),
+        ("tee", "best_seller"),
+        ("cap", "best_seller"),
+    ]
+    buy(services, "ned", "n-1", "tee")
+    assert render_recommendations(services, "ned", "n-1") == [
+        "Cap €20.00 bought_together https://shop.example/cap",
+        "Scarf €20.00 bought_together https://shop.example/scarf",
+    ]
+    # Thirteen weeks after the first orders, their week is out of the last twelve.
+    advance(services, clock, 5 * WEEK, step=WEEK)
+    assert recommended(services, "new", limit=3) == [
+        ("scarf", "best_seller"),
+        ("tee", "best_seller"),  # ned's, eight weeks ago
+    ]
+    assert render_recommendations(services, "ned", "n-1") == [
+        "Scarf €20.00 best_seller https://shop.example/scarf",
+    ]
+    # The next order counted deletes the weeks no more read.
+    buy(services, "max", "m-1", "cream")
+    assert counts(services) == ({}, {"scarf": 3, "tee": 1, "cream": 1})
+
+
+def test_a_cancelled_order_is_taken_back_once(services: Services, client: TestClient[Any]) -> None:
+    stock_catalog(services)
+    others_shop(services)  # b-1 tee and cap, c-1 tee, cap and socks, d-1 tee and scarf
+    buy(services, "ida", "i-1", "tee")
+    path = urlsplit(services.delivery.links.tracking("i-1")).path
+
+    def shown() -> str:
+        html = client.get(f"{path}?lang=en").text
+        return html.split('id="recommendations"', 1)[1].split("</section>", 1)[0]
+
+    assert "https://shop.example/cap" in shown()
+    for _ in range(2):  # reported twice: taken back once
+        track(services, "bo", "Order Cancelled", order_id="b-1")
+    assert counts(services) == (
+        {"cap": 1, "scarf": 1, "socks": 1},
+        {"tee": 3, "cap": 1, "socks": 1, "scarf": 1},
+    )
+    for _ in range(2):
+        track(services, "cy", "Order Cancelled", order_id="c-1")
+    taken_back = ({"cap": 0, "scarf": 1, "socks": 0}, {"tee": 2, "cap": 0, "socks": 0, "scarf": 1})
+    assert counts(services) == taken_back
+    assert "Cap" not in shown() and "https://shop.example/scarf" in shown()
+    assert render_recommendations(services, "ida", "i-1") == [
+        "Scarf €20.00 bought_together https://shop.example/scarf",
+    ]
+    # An order not counted (its lines came after it), or not known: nothing taken back.
+    track(services, "nat", "Order Completed", order_id="n-1", currency="EUR", total=0)
+    track(
+        services,
+        "nat",
+        "Order Updated",
+        order_id="n-1",
+        currency="EUR",
+        total=40,
+        products=[{"product_id": p, "price": 20, "quantity": 1} for p in ("tee", "scarf")],
+    )
+    track(services, "nat", "Order Cancelled", order_id="n-1")
+    track(services, "nat", "Order Cancelled", order_id="unknown")
+    assert counts(services) == taken_back
+
+
+def render_recommendations(services: Services, user: str, order_id: str) -> list[str]:
+    """A message's template listing `recommendations(3)`, rendered for the user's order."""
     source = {
         "en": {
             "email": {
@@ -190,11 +274,20 @@ def test_a_template_places_them_with_recommendations(
     template = message_templates.check("recs", source)
     renderer = services.delivery.renderer
     with services.db.read() as conn:
-        customer = customers.resolve(conn, "hal", "FR")
-        event = {"event": "Order Completed", "properties": {"order_id": "h-1"}}
+        customer = customers.resolve(conn, user, "FR")
+        event = {"event": "Order Completed", "properties": {"order_id": order_id}}
         context = renderer.context(conn, customer, "email", "marketing", event, {})
         rendered = message_templates.render(template, "email", context, "en")
-    assert rendered.fields["text"].splitlines() == [
+    return rendered.fields["text"].splitlines()
+
+
+def test_a_template_places_them_with_recommendations(
+    services: Services, clock: SimulatedClock
+) -> None:
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "hal", "h-1", "tee")
+    assert render_recommendations(services, "hal", "h-1") == [
         "Cap €20.00 bought_together https://shop.example/cap",
         "Scarf €20.00 bought_together https://shop.example/scarf",
     ]
@@ -268,6 +361,7 @@ def test_recommendations_and_replenishment_read_by_key(tmp_path: Any) -> None:
     finally:
         event.remove(Engine, "connect", trace)
     watched = {
+        "commerce_counted_orders",
         "commerce_orders",
         "commerce_order_lines",
         "commerce_bought_together",

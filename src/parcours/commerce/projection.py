@@ -26,7 +26,7 @@ from parcours.commerce import (
     traits,
 )
 from parcours.commerce.people import REFRESH_JOB
-from parcours.commerce.recommendations import count_orders, count_views
+from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -137,7 +137,7 @@ class Commerce:
         reordered = replenishment.refresh(
             conn, customers, now, self.replenishment_rules, new_orders
         )
-        count_orders(conn, sorted(new_orders))
+        count_orders(conn, sorted(new_orders), now)
         if reordered:
             append_events(conn, [reordered], now, self.reactions or Reactions())
 
@@ -420,6 +420,7 @@ def _cancelled(conn: Connection, event: Event, now: int) -> None:
             updated_at=now,
         )
     )
+    uncount_orders(conn, [found.order_id])  # its recommendation counts taken back
 
 
 def _refunded(conn: Connection, event: Event) -> None:

@@ -8,13 +8,16 @@ out of stock, nor one they bought (the order's, or one of their last 20 orders')
 it is a consumable due again.
 
 Counted as the events arrive, not by a scan per request: each new order adds to the
-counts of its products and of each pair of them (`commerce_product_sales`,
-`commerce_bought_together`), each `Product Viewed` to the customer's views of that
+counts of its products and of each pair of them in the week of its placing
+(`commerce_product_sales`, `commerce_bought_together`; the last 12 weeks are read, older
+ones deleted), and is kept with what it added (`commerce_counted_orders`), which its
+cancellation takes back once; each `Product Viewed` adds to the customer's views of that
 product that day (`commerce_product_views`); a recommendation reads a few rows by key.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -29,6 +32,7 @@ from parcours.commerce.catalog import Product, _products_of
 from parcours.commerce.replenishment import DAY
 from parcours.commerce.tables import (
     commerce_bought_together,
+    commerce_counted_orders,
     commerce_order_lines,
     commerce_orders,
     commerce_product_sales,
@@ -37,13 +41,15 @@ from parcours.commerce.tables import (
     commerce_replenishments,
 )
 from parcours.log import Event
-from parcours.runtime.db import chunks, upsert_rows
+from parcours.runtime.db import chunks, insert_rows, upsert_rows
 
 VIEWED_EVENT = "Product Viewed"
 REASONS = ("replenish", "bought_together", "viewed", "best_seller")
 VIEWS_DAYS = 30  # views older than this are not recommended from
 REPLENISH_AHEAD_DAYS = 14  # a consumable expected to run out within: recommended
 PAIRS_PER_ORDER = 20  # an order's products counted in pairs (the first 20: 190 pairs)
+WEEK = 7 * DAY  # sales and pairs are counted per week of the orders' placing
+SALES_WEEKS = 12  # best sellers and bought together: the orders of the last 12 weeks
 MAX_LIMIT = 12
 
 
@@ -63,39 +69,103 @@ class Recommendation(msgspec.Struct, frozen=True):
 # ---- counting as the events arrive -------------------------------------------------------
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    """Add rows' counts to those stored (a row not stored is inserted as it is)."""
+def _upsert(
+    conn: Connection,
+    table: Any,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    *,
+    floor: bool = False,
+) -> None:
+    """Add rows' counts to those stored (a row not stored is inserted as it is); `floor`:
+    never below zero (a count taken back)."""
     if not rows:
         return
     columns = list(rows[0])
     later = "greatest" if conn.dialect.name == "postgresql" else "max"
     name = table.name
+
+    def added(column: str) -> str:
+        if column == "last_viewed_at":
+            return f"{later}({name}.{column}, excluded.{column})"  # the later of the two
+        if floor:
+            return f"{later}(0, {name}.{column} + excluded.{column})"
+        return f"{name}.{column} + excluded.{column}"
+
     upsert_rows(
         conn,
         table,
         columns,
         [tuple(row[c] for c in columns) for row in rows],
         conflict=keys,
-        updates={
-            c: (
-                f"{later}({name}.{c}, excluded.{c})"  # the later of the two
-                if c == "last_viewed_at"
-                else f"{name}.{c} + excluded.{c}"
-            )
-            for c in columns
-            if c not in keys
-        },
+        updates={c: added(c) for c in columns if c not in keys},
     )
 
 
-def count_orders(conn: Connection, order_ids: Sequence[str]) -> None:
+def first_week(now: int) -> int:
+    """The oldest week counted at `now`: the last SALES_WEEKS weeks, this one included."""
+    return now // WEEK - (SALES_WEEKS - 1)
+
+
+def count_orders(conn: Connection, order_ids: Sequence[str], now: int) -> None:
     """New orders: each of their products sold once more (and its units), each pair of
-    their products bought together once more. Counted when an order is first stored;
-    lines given by a later report, and cancellations, do not change the counts."""
+    their products bought together once more, in the week of their placing; each order
+    kept with what was counted (`commerce_counted_orders`), once. Counted when an order
+    is first stored; lines given by a later report do not change the counts. An order
+    placed before the window, cancelled, or counted already is left out. Counts of weeks
+    before the window are deleted (they are read no more)."""
     if not order_ids:
         return
+    oldest = first_week(now)
+    orders, counted = commerce_orders, commerce_counted_orders
+    weeks: dict[str, int] = {}
+    for part in chunks(sorted(set(order_ids))):
+        rows = conn.execute(
+            select(orders.c.order_id, orders.c.placed_at).where(
+                orders.c.order_id.in_(part), orders.c.status == "placed"
+            )
+        ).all()
+        weeks.update({row.order_id: int(row.placed_at) // WEEK for row in rows})
+        done = conn.execute(select(counted.c.order_id).where(counted.c.order_id.in_(part)))
+        for order_id in done.scalars():
+            weeks.pop(order_id, None)
+    weeks = {order_id: week for order_id, week in weeks.items() if week >= oldest}
+    per_order = _order_units(conn, sorted(weeks))
+    insert_rows(
+        conn,
+        counted,
+        ["order_id", "week", "products"],
+        [
+            (order_id, weeks[order_id], json.dumps([[p, u] for p, u in products.items()]))
+            for order_id, products in sorted(per_order.items())
+        ],
+    )
+    _add_counts(conn, [(weeks[o], products) for o, products in per_order.items()], 1)
+    for table in (commerce_product_sales, commerce_bought_together, counted):
+        conn.execute(delete(table).where(table.c.week < oldest))
+
+
+def uncount_orders(conn: Connection, order_ids: Sequence[str]) -> None:
+    """Cancelled orders: what was counted of each (`count_orders`) is taken back, once
+    (its row of `commerce_counted_orders` goes with it); an order not counted, or taken
+    back already, changes nothing. Never below zero."""
+    counted = commerce_counted_orders
+    taken: list[tuple[int, dict[str, int]]] = []
+    for part in chunks(sorted(set(order_ids))):
+        rows = conn.execute(
+            select(counted.c.week, counted.c.products).where(counted.c.order_id.in_(part))
+        ).all()
+        if rows:
+            conn.execute(delete(counted).where(counted.c.order_id.in_(part)))
+        taken += [(int(r.week), {str(p): int(u) for p, u in json.loads(r.products)}) for r in rows]
+    _add_counts(conn, taken, -1)
+
+
+def _order_units(conn: Connection, order_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The units of each product of these orders, in their lines' order (orders with
+    none left out)."""
     per_order: dict[str, dict[str, int]] = defaultdict(dict)
-    for part in chunks(sorted(order_ids)):
+    for part in chunks(order_ids):
         query = (
             select(
                 commerce_order_lines.c.order_id,
@@ -111,26 +181,41 @@ def count_orders(conn: Connection, order_ids: Sequence[str]) -> None:
         for row in conn.execute(query):
             found = per_order[row.order_id]
             found[row.product_id] = found.get(row.product_id, 0) + int(row.quantity)
-    sales: dict[str, list[int]] = {}
-    pairs: dict[tuple[str, str], int] = defaultdict(int)
-    for products in per_order.values():
+    return per_order
+
+
+def _add_counts(conn: Connection, orders: list[tuple[int, dict[str, int]]], sign: int) -> None:
+    """Add (`sign` 1) or take back (-1) these orders' sales and pairs, each in its week:
+    one statement per table."""
+    sales: dict[tuple[str, int], list[int]] = {}
+    pairs: dict[tuple[str, int, str], int] = defaultdict(int)
+    for week, products in orders:
         for product_id, units in products.items():
-            counted = sales.setdefault(product_id, [0, 0])
-            counted[0] += 1
-            counted[1] += units
-        for pair in permutations(list(products)[:PAIRS_PER_ORDER], 2):
-            pairs[pair] += 1
+            found = sales.setdefault((product_id, week), [0, 0])
+            found[0] += sign
+            found[1] += sign * units
+        for a, b in permutations(list(products)[:PAIRS_PER_ORDER], 2):
+            pairs[(a, week, b)] += sign
+    floor = sign < 0
     _upsert(
         conn,
         commerce_product_sales,
-        [{"product_id": p, "orders": o, "units": u} for p, (o, u) in sorted(sales.items())],
-        ["product_id"],
+        [
+            {"product_id": p, "week": w, "orders": o, "units": u}
+            for (p, w), (o, u) in sorted(sales.items())
+        ],
+        ["product_id", "week"],
+        floor=floor,
     )
     _upsert(
         conn,
         commerce_bought_together,
-        [{"product_id": a, "other_id": b, "orders": n} for (a, b), n in sorted(pairs.items())],
-        ["product_id", "other_id"],
+        [
+            {"product_id": a, "week": w, "other_id": b, "orders": n}
+            for (a, w, b), n in sorted(pairs.items())
+        ],
+        ["product_id", "week", "other_id"],
+        floor=floor,
     )
 
 
@@ -238,14 +323,14 @@ def recommendations(
     candidates: list[tuple[str, str]] = []  # (product, reason), best first
     in_order = set(seed) if for_order is not None else set()  # its own page: not again
     candidates += [(p, "replenish") for p in _due(conn, customer_id, now) if p not in in_order]
-    candidates += [(p, "bought_together") for p in _bought_with(conn, seed, limit * 3)]
+    candidates += [(p, "bought_together") for p in _bought_with(conn, seed, limit * 3, now)]
     viewed = [
         product_id
         for product_id, last_view in _viewed(conn, customer_id, now)
         if last_bought.get(product_id, -1) < last_view
     ]
     candidates += [(p, "viewed") for p in viewed]
-    best = _best_sellers(conn, [*seed, *viewed], limit * 3 + len(bought))
+    best = _best_sellers(conn, [*seed, *viewed], limit * 3 + len(bought), now)
     candidates += [(p, "best_seller") for p in best]
     chosen: dict[str, str] = {}
     for product_id, reason in candidates:
@@ -302,15 +387,19 @@ def _due(conn: Connection, customer_id: int, now: int) -> list[str]:
     return [str(p) for p in rows]
 
 
-def _bought_with(conn: Connection, products: list[str], limit: int) -> list[str]:
+def _bought_with(conn: Connection, products: list[str], limit: int, now: int) -> list[str]:
+    """What orders of the last SALES_WEEKS weeks held with these products, the most
+    orders first (the pairs' key begins with the product and the week)."""
     if not products:
         return []
     table = commerce_bought_together
+    orders = func.sum(table.c.orders)
     rows = conn.execute(
-        select(table.c.other_id, func.sum(table.c.orders).label("orders"))
-        .where(table.c.product_id.in_(products))
+        select(table.c.other_id)
+        .where(table.c.product_id.in_(products), table.c.week >= first_week(now))
         .group_by(table.c.other_id)
-        .order_by(func.sum(table.c.orders).desc(), table.c.other_id)
+        .having(orders > 0)
+        .order_by(orders.desc(), table.c.other_id)
         .limit(limit + len(products))
     ).all()
     return [str(row.other_id) for row in rows if row.other_id not in products]
@@ -337,14 +426,18 @@ def _viewed(conn: Connection, customer_id: int, now: int) -> list[tuple[str, int
     return [(str(row.product_id), int(row.last)) for row in rows]
 
 
-def _best_sellers(conn: Connection, products: list[str], limit: int) -> list[str]:
-    """The best sellers of these products' categories (of the whole shop when they have
-    none): most orders, then most units."""
+def _best_sellers(conn: Connection, products: list[str], limit: int, now: int) -> list[str]:
+    """The best sellers of the last SALES_WEEKS weeks in these products' categories (of
+    the whole shop when they have none): most orders, then most units."""
     sales, catalog = commerce_product_sales, commerce_products
+    orders, units = func.sum(sales.c.orders), func.sum(sales.c.units)
     query = (
         select(sales.c.product_id)
         .join(catalog, catalog.c.product_id == sales.c.product_id)
-        .order_by(sales.c.orders.desc(), sales.c.units.desc(), sales.c.product_id)
+        .where(sales.c.week >= first_week(now))
+        .group_by(sales.c.product_id)
+        .having(orders > 0)
+        .order_by(orders.desc(), units.desc(), sales.c.product_id)
         .limit(limit)
     )
     if products:

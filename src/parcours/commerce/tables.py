@@ -244,19 +244,36 @@ commerce_product_views = Table(
 commerce_bought_together = Table(
     "commerce_bought_together",
     metadata,
-    # Orders holding both products, kept both ways (a, b) and (b, a).
+    # Orders holding both products, kept both ways (a, b) and (b, a), per week of their
+    # placing (weeks since 1970-01-01, migration 0034).
     Column("product_id", Text, primary_key=True),
+    Column("week", Integer, primary_key=True, autoincrement=False),
     Column("other_id", Text, primary_key=True),
     Column("orders", Integer, nullable=False),
 )
+Index("ix_commerce_bought_together_week", commerce_bought_together.c.week)
 
 commerce_product_sales = Table(
     "commerce_product_sales",
     metadata,
     Column("product_id", Text, primary_key=True),
+    Column("week", Integer, primary_key=True, autoincrement=False),  # of their placing
     Column("orders", Integer, nullable=False),  # orders holding it
     Column("units", Integer, nullable=False),
 )
+Index("ix_commerce_product_sales_week", commerce_product_sales.c.week)
+
+commerce_counted_orders = Table(
+    "commerce_counted_orders",
+    metadata,
+    # The orders counted in the two tables above, with what was counted (JSON
+    # [[product, units], ...] in their lines' order): a cancellation takes back exactly
+    # that, once (migration 0034).
+    Column("order_id", Text, primary_key=True),
+    Column("week", Integer, nullable=False),
+    Column("products", Text, nullable=False),
+)
+Index("ix_commerce_counted_orders_week", commerce_counted_orders.c.week)
 Index("ix_commerce_products_category", commerce_products.c.category)
 
 # ---- back in stock and reviews (migration 0029) -----------------------------------------
