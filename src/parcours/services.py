@@ -188,6 +188,7 @@ class Services:
             cart_abandon_after_minutes=settings.cart_abandon_after_minutes,
             cart_order_window_hours=settings.cart_order_window_hours,
             back_in_stock_limit_to_stock=settings.back_in_stock_limit_to_stock,
+            shipment_stalled_after_hours=settings.shipment_stalled_after_hours,
         )
         commerce.install(reactions, worker)  # with its job: abandoned carts announced
         engine.install(worker, reactions)

@@ -22,6 +22,7 @@ from parcours.commerce import (
     catalog,
     replenishment,
     reviews,
+    shipment_alerts,
     statuses,
     traits,
 )
@@ -41,6 +42,7 @@ from parcours.log import Event, Reactions, append_events, internal_event, querie
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
 from parcours.runtime.db import chunks, insert_rows
 from parcours.runtime.queue import Job, Worker
+from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
 PLACED = "Order Completed"
 UPDATED = "Order Updated"
@@ -73,6 +75,7 @@ class Commerce:
         back_in_stock_limit_to_stock: bool = False,
         replenishment_lead_days: int = 3,
         vip_spend: Decimal | int | str = 500,
+        shipment_stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS,
     ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
@@ -93,6 +96,11 @@ class Commerce:
             lead_ms=replenishment_lead_days * 86_400_000
         )
         self.vip_spend = Decimal(vip_spend)
+        if shipment_stalled_after_hours < 1:
+            raise ValueError("shipment_stalled_after_hours must be 1 or more")
+        self.shipment_rules = shipment_alerts.ShipmentRules(
+            stalled_after_ms=shipment_stalled_after_hours * shipment_alerts.HOUR_MS
+        )
         self.reactions: Reactions | None = None
 
     def install(self, reactions: Reactions, worker: Worker | None = None) -> None:
@@ -104,6 +112,13 @@ class Commerce:
             worker.register(reviews.JOB, self.review_due)
             worker.register(replenishment.JOB, self.replenishment_due)
             worker.register(REFRESH_JOB, self.refresh_customer)
+            worker.register(shipment_alerts.JOB, self.shipment_stalled)
+
+    def shipment_stalled(self, conn: Connection, job: Job) -> None:
+        """The job of a parcel without a report for the delay (commerce/shipment_alerts.py)."""
+        assert self.reactions is not None, "install() first"
+        now = self.clock.now_ms()
+        shipment_alerts.stalled(conn, job, now, self.shipment_rules, self.reactions)
 
     def review_due(self, conn: Connection, job: Job) -> None:
         """The job of an order's review falling due (commerce/reviews.py)."""
@@ -152,7 +167,7 @@ class Commerce:
         reached: list[Event] = []
         for event in events:
             name = event.name
-            if event.type != "track" or name is None or id(event) in done or name == STAGE_REACHED:
+            if event.type != "track" or name is None or id(event) in done or _ours(event):
                 continue
             if name in ORDER_EVENTS:
                 touched.add(
@@ -167,9 +182,7 @@ class Commerce:
                 elif _placed(conn, event, now, update_amounts=name == UPDATED):
                     new_orders.add(order_key(event.properties, event.message_id))
             elif name.startswith(SHIPMENT_PREFIX):
-                stage = _shipment(conn, event, now)
-                if stage is not None:
-                    reached.append(stage)
+                reached += _shipment(conn, event, now, self.shipment_rules)
             elif name in RETURN_EVENTS:
                 _return(conn, event, now, self)
         # Carts and the catalog: each applies the whole group in a few statements.
@@ -195,9 +208,10 @@ class Commerce:
             )
 
     def _announce(self, conn: Connection, reached: list[Event], now: int) -> None:
-        """Append the group's `Shipment Stage Reached` events through the log's door, in
-        one group: each once (its message id is its shipment's and stage's: a stage
-        reached again, in this group or since its first time, is left out)."""
+        """Append the group's `Shipment Stage Reached` (and `Shipment Delayed`) events
+        through the log's door, in one group: each once (its message id is its shipment's
+        and stage's, or estimate's: one seen again, in this group or before, is left
+        out)."""
         first: dict[str, Event] = {}
         for event in reached:
             first.setdefault(event.message_id, event)
@@ -287,7 +301,7 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
             order_id = order_key(event.properties, event.message_id)
             if order_id not in named:
                 first[order_id] = event
-        elif name == STAGE_REACHED:
+        elif _ours(event):
             continue
         elif name in ORDER_EVENTS or name.startswith(SHIPMENT_PREFIX) or name in RETURN_EVENTS:
             about = _text(event.properties.get("order_id"))
@@ -585,13 +599,21 @@ def _attach(conn: Connection, order_id: str) -> None:
 # ---- shipments ----------------------------------------------------------------------------
 
 
-def _shipment(conn: Connection, event: Event, now: int) -> Event | None:
-    """Apply a shipment's report; the `Shipment Stage Reached` it makes when it moves the
-    shipment to a stage (or `exception`), about a known customer (None otherwise)."""
+def _ours(event: Event) -> bool:
+    """An event commerce appended itself about a parcel: no report of one."""
+    return event.name == STAGE_REACHED or shipment_alerts.emitted(event)
+
+
+def _shipment(
+    conn: Connection, event: Event, now: int, rules: shipment_alerts.ShipmentRules
+) -> list[Event]:
+    """Apply a shipment's report: the `Shipment Stage Reached` it makes when it moves the
+    shipment to a stage (or `exception`) and the `Shipment Delayed` when it moves its
+    estimate later, about a known customer; its stall job moved or cancelled."""
     props = event.properties
     shipment_id = _text(props.get("shipment_id") or props.get("fulfillment_id"))
     if not shipment_id:
-        return None
+        return []
     named = (event.name or "").removeprefix(SHIPMENT_PREFIX)
     word = _text(props.get("status")) or named.replace(" ", "_").lower()
     status = statuses.status_of(word)
@@ -636,6 +658,7 @@ def _shipment(conn: Connection, event: Event, now: int) -> Event | None:
         applied = status is not None
         moved_to = position.status if applied else None
         first_seen_delivered = position.status == statuses.DELIVERED
+        status_now, was_final = position.status, None
         current: dict[str, Any] = {
             "order_id": order_id,
             "estimated_from": estimate[0] if estimate else None,
@@ -661,6 +684,7 @@ def _shipment(conn: Connection, event: Event, now: int) -> Event | None:
         if estimate and (found.estimate_at is None or at >= found.estimate_at):
             changes.update(estimated_from=estimate[0], estimated_to=estimate[1], estimate_at=at)
         current = {**found._asdict(), **changes}
+        status_now, was_final = current["status"], found.status in statuses.FINAL
         changes["updated_at"] = now
         conn.execute(
             update(commerce_shipments)
@@ -681,11 +705,28 @@ def _shipment(conn: Connection, event: Event, now: int) -> Event | None:
             recorded_at=now,
         )
     )
-    if moved_to is None or customer is None:
-        return None
-    return _stage_reached(
-        int(customer), shipment_id, moved_to, current, event, now, first_seen_delivered
-    )
+    shipment_alerts.watch(conn, shipment_id, customer, status_now, was_final, now, rules)
+    made: list[Event] = []
+    if moved_to is not None and customer is not None:
+        made.append(
+            _stage_reached(
+                int(customer), shipment_id, moved_to, current, event, now, first_seen_delivered
+            )
+        )
+    if found is not None:
+        delayed = shipment_alerts.slipped(
+            customer,
+            shipment_id,
+            status_now,
+            (found.estimated_from, found.estimated_to),
+            (current["estimated_from"], current["estimated_to"]),
+            current,
+            event,
+            now,
+        )
+        if delayed is not None:
+            made.append(delayed)
+    return made
 
 
 def _stage_reached(

@@ -28,9 +28,12 @@ from parcours.customers import profiles
 from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS
 from parcours.runtime.i18n import SHIPPED
+from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
 HOUR_MS = 3_600_000
-STALLED_AFTER_HOURS = 48  # no report for this long: stalled (the page's field changes it)
+# no report for this long: stalled (the page's field changes it); the same figure as
+# the setting's default, after which commerce appends `Shipment Stalled`
+STALLED_AFTER_HOURS = SHIPMENT_STALLED_AFTER_HOURS
 MAX_STALLED_AFTER_HOURS = 24 * 60
 SHOWN = 50  # rows of each list
 REQUESTS_SHOWN = 20  # back-in-stock requests listed under each variant

@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 
 ENV_PREFIX = "PARCOURS_"
+# A parcel on its way this long without a report is stalled: `Shipment Stalled`, and the
+# console's Shipments page by default (docs/commerce.md, "Stalled and delayed parcels").
+SHIPMENT_STALLED_AFTER_HOURS = 48
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +60,7 @@ class Settings:
     # its customer within the window after its last activity closes it (docs/commerce.md)
     cart_abandon_after_minutes: int = 60
     cart_order_window_hours: int = 168
+    shipment_stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS  # then Shipment Stalled
     # a variant back in stock notifies no more waiting requests than the stock returned
     back_in_stock_limit_to_stock: bool = False
     channels: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -166,6 +170,7 @@ _FIELD_TYPES: dict[str, type] = {
     "return_window_days": int,
     "cart_abandon_after_minutes": int,
     "cart_order_window_hours": int,
+    "shipment_stalled_after_hours": int,
     "back_in_stock_limit_to_stock": bool,
     "channels": dict,
     "webhooks": dict,
@@ -322,6 +327,11 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: cart_order_window_hours must be between 0 and 8760 (a year), "
             f"got {settings.cart_order_window_hours}"
+        )
+    if not 1 <= settings.shipment_stalled_after_hours <= 1_440:
+        raise SettingsError(
+            f"{where}: shipment_stalled_after_hours must be between 1 and 1440 (60 days), "
+            f"got {settings.shipment_stalled_after_hours}"
         )
     if not 0 <= settings.replenishment_lead_days <= 365:
         raise SettingsError(

@@ -1,0 +1,310 @@
+"""Parcels Parcours notices itself (issue 21): `Shipment Stalled` once per silence of the
+stall delay (48 hours by default), `Shipment Delayed` once per slip of the estimated
+delivery, told apart from a carrier's own `delayed` report, and the ready-made journey
+`shipment-delayed` that sends one message per slip. On the simulated clock, SQLite and
+PostgreSQL (docs/commerce.md, "Stalled and delayed parcels")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from parcours import commerce
+from parcours.commerce import shipment_alerts
+from parcours.customers import profiles as customers
+from parcours.log import queries as log_queries
+from parcours.messaging import templates as message_templates
+from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.queue import enqueue
+from parcours.runtime.settings import Settings
+from parcours.services import Services
+from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
+DELAYED_JOURNEY = (TEMPLATES / "shipment-delayed.yaml").read_text(encoding="utf-8")
+STALL = 48 * HOUR  # the setting's default
+
+
+def ship(
+    services: Services, user: str, status: str, name: str = "Shipment Updated", **more: Any
+) -> None:
+    """A carrier's report of parcel s-1 of order o-1."""
+    props = {"order_id": "o-1", "shipment_id": "s-1", "status": status, **more}
+    track(services, user, name, **props)
+
+
+def events(services: Services, user: str, name: str) -> list[dict[str, Any]]:
+    """The properties of a customer's events of one name, in their order."""
+    with services.db.read() as conn:
+        customer = customers.resolve(conn, user, "FR")
+        return [
+            json.loads(event.payload).get("properties", {})
+            for event in log_queries.all_of(conn, customer)
+            if event.name == name
+        ]
+
+
+def ours(services: Services, user: str, name: str) -> list[dict[str, Any]]:
+    return [p for p in events(services, user, name) if p.get("detected_by") == "parcours"]
+
+
+def stall_job(services: Services) -> int | None:
+    """When the parcel's stall job is due (None: no job)."""
+    with services.db.read() as conn:
+        return conn.execute(
+            text("SELECT run_at FROM jobs WHERE unique_key = :k"),
+            {"k": shipment_alerts.job_key("s-1")},
+        ).scalar()
+
+
+def start(services: Services, user: str) -> None:
+    opt_in(services, user)
+    track(services, user, "Order Completed", order_id="o-1", total=80, currency="EUR")
+
+
+# ---- stalled ------------------------------------------------------------------------------
+
+
+def test_a_silence_past_the_delay_is_announced_once(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "ana")
+    sent_at = clock.now_ms()
+    ship(services, "ana", "in_transit", carrier="Colissimo", tracking_url="https://c.example/1")
+    assert stall_job(services) == sent_at + STALL
+    advance(services, clock, STALL - MINUTE, step=HOUR)
+    assert ours(services, "ana", "Shipment Stalled") == []
+    advance(services, clock, MINUTE)
+    assert ours(services, "ana", "Shipment Stalled") == [
+        {
+            "shipment_id": "s-1",
+            "detected_by": "parcours",
+            "order_id": "o-1",
+            "carrier": "Colissimo",
+            "tracking_url": "https://c.example/1",
+            "last_status": "in_transit",
+            "last_report_at": iso(sent_at),
+            "hours_silent": 48,
+            "stalled_after_hours": 48,
+        }
+    ]
+    advance(services, clock, 4 * DAY, step=HOUR)  # still silent: said once
+    assert len(ours(services, "ana", "Shipment Stalled")) == 1
+    with services.db.read() as conn:  # no report of the parcel: its history is the carrier's
+        found = commerce.shipment(conn, "s-1")
+        assert found is not None and [scan.reported for scan in found.scans] == ["in_transit"]
+
+
+def test_a_report_before_the_delay_says_nothing_and_a_new_silence_a_second_time(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "bo")
+    ship(services, "bo", "in_transit")
+    advance(services, clock, 40 * HOUR, step=HOUR)
+    ship(services, "bo", "in_transit", location="Lyon")  # a scan: the silence starts again
+    advance(services, clock, 40 * HOUR, step=HOUR)
+    assert ours(services, "bo", "Shipment Stalled") == []
+    advance(services, clock, 8 * HOUR, step=HOUR)
+    assert [p["hours_silent"] for p in ours(services, "bo", "Shipment Stalled")] == [48]
+    ship(services, "bo", "out_for_delivery")
+    advance(services, clock, STALL, step=HOUR)
+    stalled = ours(services, "bo", "Shipment Stalled")
+    assert [p["last_status"] for p in stalled] == ["in_transit", "out_for_delivery"]
+
+
+def test_a_delivered_parcel_is_not_stalled_and_its_job_goes(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "cy")
+    ship(services, "cy", "in_transit")
+    assert stall_job(services) is not None
+    advance(services, clock, DAY, step=HOUR)
+    ship(services, "cy", "delivered")
+    assert stall_job(services) is None
+    advance(services, clock, 4 * DAY, step=HOUR)
+    assert ours(services, "cy", "Shipment Stalled") == []
+
+
+def test_a_parcel_first_seen_delivered_has_no_job(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "di")
+    ship(services, "di", "delivered")
+    assert stall_job(services) is None
+
+
+def test_the_job_run_twice_announces_the_silence_once(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "eve")
+    ship(services, "eve", "in_transit")
+    advance(services, clock, STALL, step=HOUR)
+    assert len(ours(services, "eve", "Shipment Stalled")) == 1
+    with services.db.write() as conn:  # as after a worker died before recording it done
+        now = clock.now_ms()
+        enqueue(
+            conn,
+            shipment_alerts.JOB,
+            {"shipment": "s-1"},
+            run_at=now,
+            now=now,
+            unique_key=shipment_alerts.job_key("s-1"),
+        )
+    services.worker.run_due()
+    assert len(ours(services, "eve", "Shipment Stalled")) == 1
+
+
+def test_an_erased_customer_s_job_goes_with_them(services: Services, clock: SimulatedClock) -> None:
+    start(services, "fay")
+    ship(services, "fay", "in_transit")
+    assert stall_job(services) is not None
+    erased = customers.erase(services.db, services.people, "fay", "FR", clock.now_ms(), "test")
+    assert erased is not None
+    assert stall_job(services) is None
+    advance(services, clock, 3 * DAY, step=HOUR)  # nothing to run, nothing fails
+    with services.db.read() as conn:
+        assert commerce.shipment(conn, "s-1") is None
+
+
+# ---- delayed ------------------------------------------------------------------------------
+
+
+def estimate(day: int) -> dict[str, str]:
+    """A window on the morning of the given day after the clock's start."""
+    base = START_DAY + day * DAY
+    return {
+        "estimated_delivery_from": iso(base + 8 * HOUR),
+        "estimated_delivery_to": iso(base + 12 * HOUR),
+    }
+
+
+START_DAY = 1_788_220_800_000  # 2026-09-01T00:00:00Z
+
+
+def test_an_estimate_moved_later_is_announced_once_with_the_old_and_the_new(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "gus")
+    ship(services, "gus", "in_transit", carrier="DPD", **estimate(3))
+    ship(services, "gus", "in_transit", **estimate(3))  # the same again
+    ship(services, "gus", "in_transit", location="Paris", **estimate(2))  # earlier: fine
+    assert ours(services, "gus", "Shipment Delayed") == []
+    ship(services, "gus", "in_transit", **estimate(4))
+    delayed = ours(services, "gus", "Shipment Delayed")
+    assert delayed == [
+        {
+            "shipment_id": "s-1",
+            "detected_by": "parcours",
+            "order_id": "o-1",
+            "carrier": "DPD",
+            "reason": "estimate_slipped",
+            "delay_key": f"s-1:{START_DAY + 4 * DAY + 12 * HOUR}",
+            "last_status": "in_transit",
+            "previous_estimated_delivery_from": estimate(2)["estimated_delivery_from"],
+            "previous_estimated_delivery_to": estimate(2)["estimated_delivery_to"],
+            "estimated_delivery_from": estimate(4)["estimated_delivery_from"],
+            "estimated_delivery_to": estimate(4)["estimated_delivery_to"],
+            "delayed_hours": 48,
+        }
+    ]
+    ship(services, "gus", "out_for_delivery", **estimate(4))  # the same estimate: nothing
+    assert len(ours(services, "gus", "Shipment Delayed")) == 1
+
+
+def test_a_carrier_s_delayed_report_is_not_parcours_delayed(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """Shopify's `delayed` arrives as a `Shipment Delayed` of its own: a report of the
+    parcel (a scan), without `detected_by`; the slip it carries is Parcours'."""
+    start(services, "hal")
+    ship(services, "hal", "in_transit", **estimate(3))
+    ship(services, "hal", "delayed", name="Shipment Delayed")  # no new estimate
+    assert ours(services, "hal", "Shipment Delayed") == []
+    ship(services, "hal", "delayed", name="Shipment Delayed", **estimate(5))
+    everything = events(services, "hal", "Shipment Delayed")
+    assert [p.get("detected_by") for p in everything] == [None, None, "parcours"]
+    with services.db.read() as conn:
+        found = commerce.shipment(conn, "s-1")
+        assert found is not None
+        assert [scan.reported for scan in found.scans] == ["in_transit", "delayed", "delayed"]
+
+
+def test_a_parcel_delivered_with_a_later_date_is_not_delayed(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "ian")
+    ship(services, "ian", "in_transit", **estimate(3))
+    ship(services, "ian", "delivered", **estimate(4))
+    assert ours(services, "ian", "Shipment Delayed") == []
+
+
+# ---- the journey --------------------------------------------------------------------------
+
+
+def test_the_ready_made_journey_sends_one_message_per_slip(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, DELAYED_JOURNEY)
+    start(services, "jo")
+    ship(services, "jo", "in_transit", **estimate(3))
+    ship(services, "jo", "delayed", name="Shipment Delayed")  # the carrier's: no message
+    advance(services, clock, HOUR)
+    assert sent(services, "jo") == []
+    ship(services, "jo", "in_transit", **estimate(4))
+    ship(services, "jo", "in_transit", location="Lyon", **estimate(4))  # the same slip
+    advance(services, clock, HOUR)
+    assert sent(services, "jo") == [("whatsapp", "shipment-delayed")]
+    ship(services, "jo", "in_transit", **estimate(6))  # a second slip: a second message
+    advance(services, clock, HOUR)
+    assert sent(services, "jo") == [("whatsapp", "shipment-delayed")] * 2
+
+
+def test_the_message_names_both_days_in_english_and_french() -> None:
+    context = {
+        "customer": {"first_name": "Ana"},
+        "event": {
+            "event": "Shipment Delayed",
+            "properties": {
+                "order_id": "o-1",
+                "carrier": "DPD",
+                "previous_estimated_delivery_to": "2026-09-03T12:00:00.000Z",
+                "estimated_delivery_to": "2026-09-05T12:00:00.000Z",
+            },
+        },
+        "brand": {"name": "Maison", "url": "https://shop.example"},
+        "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
+        "message": {"channel": "sms", "purpose": "transactional"},
+        "cart": None,
+        "order": None,
+    }
+    template = message_templates.shipped()["shipment-delayed"]
+    assert template.channels() == {"whatsapp", "sms", "email"}
+    for locale in ("en", "fr"):
+        for channel in ("sms", "email"):
+            rendered = message_templates.render(template, channel, context, locale, "en")
+            words = " ".join(str(value) for value in rendered.fields.values())
+            assert "https://p.example/o/TOKEN" in words, (locale, channel)
+    sms = message_templates.render(template, "sms", context, "fr", "en")
+    assert "(commande o-1) a du retard (DPD)" in sms.fields["text"]
+    assert "5 septembre 2026 au lieu du 3 septembre 2026" in sms.fields["text"]
+    english = message_templates.render(template, "sms", context, "en", "en")
+    assert (
+        "now expected on September 5, 2026 instead of September 3, 2026" in (english.fields["text"])
+    )
+
+
+def test_the_delay_is_the_brand_s_setting(settings: Settings, clock: SimulatedClock) -> None:
+    opened = Services.open(replace(settings, shipment_stalled_after_hours=6), clock=clock)
+    try:
+        start(opened, "kim")
+        ship(opened, "kim", "in_transit")
+        advance(opened, clock, 6 * HOUR - MINUTE, step=HOUR)
+        assert ours(opened, "kim", "Shipment Stalled") == []
+        advance(opened, clock, MINUTE)
+        assert [p["stalled_after_hours"] for p in ours(opened, "kim", "Shipment Stalled")] == [6]
+    finally:
+        opened.close()
