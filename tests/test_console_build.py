@@ -508,3 +508,18 @@ def test_a_test_email_reaches_a_real_smtp_server(
     assert mail.recipients == ["qa@brand.example"]
     assert mail.message["Subject"] == "[TEST] Hello Eva"
     assert urlsplit(mail.message["List-Unsubscribe"].strip("<>")).path.startswith("/u/")
+
+
+def test_every_template_compiles_before_its_first_page() -> None:
+    """`parcours serve` compiles the console's templates as it starts (a page's first view
+    is not the one that pays for it): each one compiles, and each is then in Jinja's cache."""
+    from parcours.console import warm_templates
+    from parcours.console.rendering import _ENV
+
+    files = sorted(
+        p.name
+        for p in (Path(__file__).parents[1] / "src/parcours/console/templates").glob("*.html")
+    )
+    assert warm_templates() == len(files) > 40
+    cached = {template.name for template in _ENV.cache.values()} if _ENV.cache else set()
+    assert set(files) <= cached

@@ -116,6 +116,7 @@ def run(
 
     from parcours import accounts, analytics
     from parcours.app import create_app
+    from parcours.console import warm_templates
     from parcours.console.access import COOKIE
     from parcours.journeys import ready_made_source
     from parcours.journeys import versions as journeys
@@ -175,6 +176,7 @@ def run(
             "audit log": "/console/audit",
         }
         timings: dict[str, dict[str, float]] = {}
+        warm_templates()  # as `parcours serve` does when it starts
         with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
             secret = instance_secret(services.db, "console-cookie", now)  # the app's own
             client.cookies.set(COOKIE, accounts.sign_cookie(secret, signed.token))

@@ -25,6 +25,7 @@ from parcours.console.outbox_pages import outbox_routes
 from parcours.console.overview import overview_routes
 from parcours.console.people_pages import people_routes
 from parcours.console.preferences_pages import preferences_routes
+from parcours.console.rendering import warm_templates
 from parcours.console.review_pages import review_routes
 from parcours.console.segments_pages import segments_routes
 from parcours.console.settings_pages import settings_routes
@@ -76,4 +77,4 @@ def console_router() -> Router:
     )
 
 
-__all__ = ["ConsoleParts", "console_router"]
+__all__ = ["ConsoleParts", "console_router", "warm_templates"]
