@@ -279,7 +279,7 @@ def order_history(orders: int, seed: int = 5) -> list[tuple[str, dict[str, Any]]
                     "event": "Order Completed",
                     "properties": {
                         "order_id": f"replay-{number}",
-                        "total": round(sum(p["price"] for p in products), 2),
+                        "total": round(sum(float(p["price"]) for p in products), 2),
                         "currency": "EUR",
                         "products": [{**p, "quantity": 1} for p in products],
                     },
