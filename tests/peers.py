@@ -201,6 +201,17 @@ class TwilioPeer:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def provider_settings(self, **more: Any) -> dict[str, Any]:
+        """Parcours' `channels.sms` settings for this peer (a French sender number)."""
+        return {
+            "provider": "twilio",
+            "account_sid": self.account_sid,
+            "auth_token": self.auth_token,
+            "from_number": "+33700000000",
+            "api_base": self.url,
+            **more,
+        }
+
     def basic(self) -> str:
         credentials = f"{self.account_sid}:{self.auth_token}".encode()
         return "Basic " + base64.b64encode(credentials).decode()
@@ -323,6 +334,18 @@ class MetaPeer:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def provider_settings(self, **more: Any) -> dict[str, Any]:
+        """Parcours' `channels.whatsapp` settings for this peer."""
+        return {
+            "provider": "meta",
+            "phone_number_id": self.phone_number_id,
+            "access_token": self.access_token,
+            "app_secret": self.app_secret,
+            "verify_token": "let-me-in",
+            "api_base": self.url,
+            **more,
+        }
 
     @staticmethod
     def check(body: dict[str, Any]) -> str | None:

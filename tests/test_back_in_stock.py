@@ -114,22 +114,8 @@ def phones(settings: Settings, clock: SimulatedClock) -> Iterator[Phones]:
     with TwilioPeer() as twilio, MetaPeer() as meta:
         channels = {
             "sandbox": CERTAIN,
-            "sms": {
-                "provider": "twilio",
-                "account_sid": twilio.account_sid,
-                "auth_token": twilio.auth_token,
-                "from_number": "+33700000000",
-                "api_base": twilio.url,
-                "connections": 1,
-            },
-            "whatsapp": {
-                "provider": "meta",
-                "phone_number_id": meta.phone_number_id,
-                "access_token": meta.access_token,
-                "app_secret": meta.app_secret,
-                "verify_token": "let-me-in",
-                "api_base": meta.url,
-            },
+            "sms": twilio.provider_settings(connections=1),
+            "whatsapp": meta.provider_settings(),
         }
         services = Services.open(
             settings.with_overrides(channels=channels, back_in_stock_limit_to_stock=True),

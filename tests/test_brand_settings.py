@@ -579,21 +579,8 @@ def test_an_smtp_servers_connection_is_tested_without_sending_anything() -> None
 def test_http_providers_are_tested_by_an_authenticated_read() -> None:
     with TwilioPeer() as twilio, MetaPeer() as meta:
         config: dict[str, Any] = {
-            "sms": {
-                "provider": "twilio",
-                "account_sid": twilio.account_sid,
-                "auth_token": twilio.auth_token,
-                "from_number": "+33700000000",
-                "api_base": twilio.url,
-            },
-            "whatsapp": {
-                "provider": "meta",
-                "phone_number_id": meta.phone_number_id,
-                "access_token": meta.access_token,
-                "app_secret": meta.app_secret,
-                "verify_token": "verify",
-                "api_base": meta.url,
-            },
+            "sms": twilio.provider_settings(),
+            "whatsapp": meta.provider_settings(),
         }
         providers = Providers.from_settings(config, "http://127.0.0.1")
         for channel, name in (("sms", "twilio"), ("whatsapp", "meta")):
@@ -650,15 +637,7 @@ def test_postmark_and_fcm_are_tested_with_their_credentials() -> None:
 
 def test_the_test_button_answers_in_the_viewers_language(settings: Any, clock: Any) -> None:
     with TwilioPeer() as twilio:
-        channels = {
-            "sms": {
-                "provider": "twilio",
-                "account_sid": twilio.account_sid,
-                "auth_token": "not the token",
-                "from_number": "+33700000000",
-                "api_base": twilio.url,
-            }
-        }
+        channels = {"sms": twilio.provider_settings(auth_token="not the token")}
         wired = Services.open(settings.with_overrides(channels=channels), clock=clock)
         try:
             _team(wired)

@@ -93,15 +93,7 @@ def wired(
     public_url = f"http://127.0.0.1:{port}"
     channels = {
         "sandbox": CERTAIN,
-        "sms": {
-            "provider": "twilio",
-            "account_sid": twilio.account_sid,
-            "auth_token": twilio.auth_token,
-            "from_number": "+33700000000",
-            "senders": {"FR": "MAISON"},
-            "api_base": twilio.url,
-            "prices": {"FR": "0.0725"},
-        },
+        "sms": twilio.provider_settings(senders={"FR": "MAISON"}, prices={"FR": "0.0725"}),
     }
     services = Services.open(
         settings.with_overrides(channels=channels, public_url=public_url), clock=clock

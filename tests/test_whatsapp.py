@@ -39,21 +39,8 @@ def wired(
     public_url = f"http://127.0.0.1:{port}"
     channels = {
         "sandbox": CERTAIN,
-        "whatsapp": {
-            "provider": "meta",
-            "phone_number_id": meta.phone_number_id,
-            "access_token": meta.access_token,
-            "app_secret": meta.app_secret,
-            "verify_token": "let-me-in",
-            "api_base": meta.url,
-        },
-        "sms": {
-            "provider": "twilio",
-            "account_sid": twilio.account_sid,
-            "auth_token": twilio.auth_token,
-            "from_number": "+33700000000",
-            "api_base": twilio.url,
-        },
+        "whatsapp": meta.provider_settings(),
+        "sms": twilio.provider_settings(),
     }
     services = Services.open(
         settings.with_overrides(channels=channels, public_url=public_url), clock=clock
