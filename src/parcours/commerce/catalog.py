@@ -25,10 +25,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, insert, select
 
+from parcours.commerce.rows import catalog_rows
 from parcours.commerce.tables import commerce_products, commerce_variants
 from parcours.customers import decimal_of
 from parcours.log import AppendResult, Event, Reactions, append_events
-from parcours.runtime.db import select_in, update_rows
+from parcours.runtime.db import update_rows
 
 CATALOG_EVENT = "Product Updated"
 INVENTORY_EVENT = "Inventory Updated"  # Shopify's inventory_levels/update
@@ -182,24 +183,10 @@ def _load(
 ) -> tuple[dict[str, _Product], dict[str, _Variant]]:
     products: dict[str, _Product] = {}
     variants: dict[str, _Variant] = {}
-    # Straight through the driver: every product a group's shoppers viewed is read, and
-    # SQLAlchemy's rows cost more than the reads.
-    product_columns = [c.name for c in commerce_products.c]
-    for row in select_in(
-        conn,
-        f"SELECT {', '.join(product_columns)} FROM commerce_products "
-        "WHERE product_id IN ({marks})",
-        sorted(product_ids),
-    ):
-        products[row[0]] = _Product(dict(zip(product_columns, row, strict=True)))
-    variant_columns = [c.name for c in commerce_variants.c]
-    read = f"SELECT {', '.join(variant_columns)} FROM commerce_variants WHERE "
-    found = select_in(conn, read + "variant_id IN ({marks})", sorted(variant_ids))
-    found += select_in(conn, read + "inventory_item_id IN ({marks})", sorted(items))
-    for row in found:
-        values = dict(zip(variant_columns, row, strict=True))
-        if values["variant_id"] in variants:
-            continue
+    stored_products, stored_variants = catalog_rows(conn, product_ids, variant_ids, items)
+    for values in stored_products:
+        products[values["product_id"]] = _Product(values)
+    for values in stored_variants:
         variants[values["variant_id"]] = _Variant(
             values,
             prices=json.loads(values["prices"]),

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, delete, func, or_, select
 
 from parcours.commerce.catalog import Product, _products_of
 from parcours.commerce.replenishment import DAY
+from parcours.commerce.rows import add_counts
 from parcours.commerce.tables import (
     commerce_bought_together,
     commerce_counted_orders,
@@ -41,7 +42,7 @@ from parcours.commerce.tables import (
     commerce_replenishments,
 )
 from parcours.log import Event
-from parcours.runtime.db import chunks, insert_rows, upsert_rows
+from parcours.runtime.db import chunks, insert_rows
 
 VIEWED_EVENT = "Product Viewed"
 REASONS = ("replenish", "bought_together", "viewed", "best_seller")
@@ -67,39 +68,6 @@ class Recommendation(msgspec.Struct, frozen=True):
 
 
 # ---- counting as the events arrive -------------------------------------------------------
-
-
-def _upsert(
-    conn: Connection,
-    table: Any,
-    rows: list[dict[str, Any]],
-    keys: list[str],
-    *,
-    floor: bool = False,
-) -> None:
-    """Add rows' counts to those stored (a row not stored is inserted as it is); `floor`:
-    never below zero (a count taken back)."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    later = "greatest" if conn.dialect.name == "postgresql" else "max"
-    name = table.name
-
-    def added(column: str) -> str:
-        if column == "last_viewed_at":
-            return f"{later}({name}.{column}, excluded.{column})"  # the later of the two
-        if floor:
-            return f"{later}(0, {name}.{column} + excluded.{column})"
-        return f"{name}.{column} + excluded.{column}"
-
-    upsert_rows(
-        conn,
-        table,
-        columns,
-        [tuple(row[c] for c in columns) for row in rows],
-        conflict=keys,
-        updates={c: added(c) for c in columns if c not in keys},
-    )
 
 
 def first_week(now: int) -> int:
@@ -197,7 +165,7 @@ def _add_counts(conn: Connection, orders: list[tuple[int, dict[str, int]]], sign
         for a, b in permutations(list(products)[:PAIRS_PER_ORDER], 2):
             pairs[(a, week, b)] += sign
     floor = sign < 0
-    _upsert(
+    add_counts(
         conn,
         commerce_product_sales,
         [
@@ -207,7 +175,7 @@ def _add_counts(conn: Connection, orders: list[tuple[int, dict[str, int]]], sign
         ["product_id", "week"],
         floor=floor,
     )
-    _upsert(
+    add_counts(
         conn,
         commerce_bought_together,
         [
@@ -240,7 +208,7 @@ def _add_views(conn: Connection, views: dict[tuple[int, str, int], list[int]]) -
         {"customer_id": c, "product_id": p, "day": d, "views": n, "last_viewed_at": at}
         for (c, p, d), (n, at) in sorted(views.items())
     ]
-    _upsert(conn, commerce_product_views, rows, ["customer_id", "product_id", "day"])
+    add_counts(conn, commerce_product_views, rows, ["customer_id", "product_id", "day"])
 
 
 def follow_merge(conn: Connection, merged_id: int, survivor_id: int) -> None:
