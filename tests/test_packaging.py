@@ -97,7 +97,7 @@ def test_bench_runs_from_an_installed_package(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"from {site / 'parcours' / '__init__.py'}" in done.stdout
     assert "usage: parcours bench ingest" in done.stdout
-    assert "--mode {throughput,latency,memory,all}" in done.stdout
+    assert "--mode {throughput,latency,memory,segment,all}" in done.stdout
 
 
 def test_bench_without_psutil_says_which_extra_to_install(monkeypatch: object) -> None:
