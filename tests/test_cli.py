@@ -230,6 +230,61 @@ def test_an_admin_key_is_made_for_one_named_person(url: str) -> None:
     assert run(url, "keys", "list").output.count("admin\tCamille Martin") == 1
 
 
+def test_a_key_made_on_the_command_line_belongs_to_a_user_and_is_audited(url: str) -> None:
+    """`--user` gives the key to a user of the console, as the console does (an admin key
+    then acts with that user's role, and is named by their address); `--scope` limits an
+    admin key; the key's making is in the audit log; an address that is no user is
+    refused by name, and nothing is made."""
+    from parcours import accounts
+    from parcours.runtime.keys import list_keys
+
+    db = Database(url)
+    token = accounts.setup_link_token(db, 0)
+    assert token is not None
+    accounts.accept_invitation(
+        db, token, email="owner@maison.example", name="Owner", password="a long passphrase", now=0
+    )
+    try:
+        refused = run(url, "keys", "create", "admin", "--user", "nobody@maison.example")
+        assert refused.exit_code == 2
+        assert "--user 'nobody@maison.example': no active user" in refused.output
+        wrong = run(url, "keys", "create", "write", "--name", "shop", "--scope", "customers:read")
+        assert wrong.exit_code == 2 and "only an admin key is limited to scopes" in wrong.output
+        assert list_keys(db) == []
+        made = run(
+            url,
+            "keys",
+            "create",
+            "admin",
+            "--user",
+            "Owner@Maison.example",
+            "--scope",
+            "customers:read",
+        )
+        assert made.exit_code == 0, made.output
+        (key,) = list_keys(db)
+        with db.read() as conn:
+            owner = accounts.user_by_email(conn, "owner@maison.example")
+            (entry,) = [e for e in accounts.entries(conn) if e.action == "key.created"]
+        assert owner is not None
+        assert (key.kind, key.name, key.user_id, key.scopes) == (
+            "admin",
+            "owner@maison.example",
+            owner.id,
+            ("customers:read",),
+        )
+        assert entry.target == f"key:{key.id}" and entry.user_id is None
+        assert entry.after == {
+            "by": "the command line",
+            "kind": "admin",
+            "name": "owner@maison.example",
+            "scopes": ["customers:read"],
+            "user": "owner@maison.example",
+        }
+    finally:
+        db.dispose()
+
+
 def test_a_wrong_setting_stops_with_a_message_naming_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["migrate"], env={"PARCOURS_PORT": "eighty"})
     assert result.exit_code == 2

@@ -728,26 +728,79 @@ def keys_create(
     name: Annotated[
         str,
         typer.Option(
-            help="An admin key: the person who holds it (unique among live admin keys). "
-            "A write key: what sends with it."
+            help="An admin key: the person who holds it (unique among live admin keys; "
+            "with --user, their address). A write key: what sends with it."
         ),
     ] = "",
+    user: Annotated[
+        str,
+        typer.Option(
+            help="The address of the console's user the key belongs to, as a key made in "
+            "the console does (its admin key then acts with that user's role)."
+        ),
+    ] = "",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="An admin key limited to this scope of the admin API (repeat it)."),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Create a key and print its secret (shown once)."""
+    """Create a key and print its secret (shown once); audited, as the console's keys are."""
+    from sqlalchemy import Connection
+
+    from parcours import accounts
+    from parcours.runtime.clock import SystemClock
     from parcours.runtime.keys import create_key
 
     if kind not in ("write", "admin"):
         raise CommandError(f"kind must be write or admin, got {kind!r}")
-    if kind == "admin" and not name.strip():
-        raise CommandError(
-            "an admin key belongs to one person: give their name with --name "
-            '(for example --name "Camille Martin")'
-        )
     settings = settings_or_exit(data_dir=data_dir)
     db = existing_database(settings)
     try:
-        secret = create_key(db, "write" if kind == "write" else "admin", name or "write key")
+        owner = None
+        if user.strip():
+            with db.read() as conn:
+                owner = accounts.user_by_email(conn, user.strip())
+            if owner is None or owner.disabled_at is not None:
+                raise CommandError(
+                    f"--user {user.strip()!r}: no active user of the console has this address "
+                    "(parcours keys create needs one invited and joined first)"
+                )
+            if kind == "admin":
+                name = owner.email  # an admin key is one person's: its name is their address
+        if kind == "admin" and not name.strip():
+            raise CommandError(
+                "an admin key belongs to one person: give their address with --user "
+                '(a user of the console) or their name with --name (for example --name "Camille '
+                'Martin")'
+            )
+        chosen = sorted(set(scope or []))
+        key_name = " ".join(name.split()) or "write key"
+
+        def audited(conn: Connection, key_id: int) -> None:
+            accounts.record(
+                conn,
+                None,
+                "key.created",
+                f"key:{key_id}",
+                SystemClock().now_ms(),
+                after={
+                    "kind": kind,
+                    "name": key_name,
+                    "user": owner.email if owner else None,
+                    "scopes": chosen or None,
+                    "by": "the command line",
+                },
+            )
+
+        secret = create_key(
+            db,
+            "write" if kind == "write" else "admin",
+            key_name,
+            user_id=owner.id if owner else None,
+            scopes=chosen or None,
+            also=audited,
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     finally:

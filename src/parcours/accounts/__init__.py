@@ -35,6 +35,7 @@ from parcours.accounts.users import (
     revoke_invitation,
     set_locale,
     setup_link_token,
+    user_by_email,
     user_by_id,
 )
 
@@ -78,5 +79,6 @@ __all__ = [
     "sign_out",
     "token_of_cookie",
     "totp_uri",
+    "user_by_email",
     "user_by_id",
 ]

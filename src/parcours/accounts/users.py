@@ -365,6 +365,11 @@ def user_by_id(conn: Connection, user_id: int) -> User | None:
     return None if row is None else _user(row)
 
 
+def user_by_email(conn: Connection, address: str) -> User | None:
+    """The console's user of this address (whatever its case), disabled or not."""
+    return _user_by_email(conn, address)
+
+
 def _user_by_email(conn: Connection, address: str) -> User | None:
     row = conn.execute(select(users).where(func.lower(users.c.email) == address.lower())).first()
     return None if row is None else _user(row)
