@@ -511,8 +511,9 @@ def test_a_test_email_reaches_a_real_smtp_server(
 
 
 def test_every_template_compiles_before_its_first_page() -> None:
-    """`parcours serve` compiles the console's templates as it starts (a page's first view
-    is not the one that pays for it): each one compiles, and each is then in Jinja's cache."""
+    """A process's first page has the console's templates compiled in the background (a
+    page's first view is not the one that pays for it): each one compiles, and each is then
+    in Jinja's cache."""
     from parcours.console import warm_templates
     from parcours.console.rendering import _ENV
 

@@ -273,10 +273,7 @@ def demo(
 def _serve(settings: Settings, *, demo: DemoOptions | None) -> None:
     """One process: HTTP, the writer and (unless `serve_worker` is off) the worker; with
     `demo`, on the demo's accelerated clock, its traffic running beside them."""
-    import threading
-
     from parcours.app import create_app
-    from parcours.console import warm_templates
     from parcours.runtime.logs import configure_logging
     from parcours.services import Services
 
@@ -311,8 +308,6 @@ def _serve(settings: Settings, *, demo: DemoOptions | None) -> None:
     if inbound:
         _tell(f"Receiving bounces, complaints and replies by SMTP on port {inbound}")
     stops = _StopSignals()
-    # The console's templates compiled beside the first requests, not during them.
-    threading.Thread(target=warm_templates, name="parcours-templates", daemon=True).start()
     # The demo's traffic stops, and saves where it is, before the services close.
     application = create_app(services, close_on_shutdown=running is None)
     for route in running.routes() if running else []:
