@@ -372,3 +372,19 @@ def define_templates(services: Services, journey_source: str) -> None:
                 continue
             content = {"en": {channel: PLAIN_FIELDS[channel] for channel in channels | existing}}
             templates.save(conn, name, content, "test", services.clock.now_ms())
+
+
+def event_properties(services: Services, user: str, name: str) -> list[dict[str, Any]]:
+    """The properties of a customer's events of one name, in their order."""
+    import json
+
+    from parcours.customers import profiles
+    from parcours.log import queries
+
+    with services.db.read() as conn:
+        customer = profiles.resolve(conn, user, "FR")
+        return [
+            json.loads(event.payload).get("properties", {})
+            for event in queries.all_of(conn, customer)
+            if event.name == name
+        ]

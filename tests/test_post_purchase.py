@@ -16,7 +16,7 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import intents_for
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.services import Services
-from tests.conftest import make_event
+from tests.conftest import event_properties, make_event
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
@@ -36,13 +36,7 @@ def ship(services: Services, user: str, shipment: str, status: str, **more: Any)
 
 def reached(services: Services, user: str) -> list[dict[str, Any]]:
     """The properties of a customer's `Shipment Stage Reached` events, in their order."""
-    with services.db.read() as conn:
-        customer = customers.resolve(conn, user, "FR")
-        return [
-            json.loads(event.payload).get("properties", {})
-            for event in log_queries.all_of(conn, customer)
-            if event.name == "Shipment Stage Reached"
-        ]
+    return event_properties(services, user, "Shipment Stage Reached")
 
 
 def stages(services: Services, user: str) -> list[tuple[str, str, bool]]:
@@ -355,7 +349,6 @@ def _row(found: dict[str, Any]) -> Any:
 
 
 def _detail(found: dict[str, Any]) -> dict[str, Any]:
-    import json
 
     detail = found.get("detail")
     return json.loads(detail) if isinstance(detail, str) else dict(detail or {})

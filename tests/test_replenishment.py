@@ -5,17 +5,15 @@ On the simulated clock, SQLite and PostgreSQL (docs/commerce.md, "Replenishment"
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from parcours import commerce
 from parcours.customers import profiles as customers
-from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import make_event
+from tests.conftest import event_properties, make_event
 from tests.test_journeys_engine import DAY, HOUR, advance, opt_in, publish, sent, track
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
@@ -60,13 +58,7 @@ def replenishments(services: Services, user: str) -> list[commerce.Replenishment
 
 
 def named(services: Services, user: str, name: str) -> list[dict[str, Any]]:
-    with services.db.read() as conn:
-        customer = customers.resolve(conn, user, "FR")
-        return [
-            json.loads(event.payload).get("properties", {})
-            for event in log_queries.all_of(conn, customer)
-            if event.name == name
-        ]
+    return event_properties(services, user, name)
 
 
 def test_the_reminder_lands_about_three_days_before_the_consumable_runs_out(

@@ -6,7 +6,6 @@ PostgreSQL (docs/commerce.md, "Stalled and delayed parcels")."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from sqlalchemy import text
 from parcours import commerce
 from parcours.commerce import shipment_alerts
 from parcours.customers import profiles as customers
-from parcours.log import queries as log_queries
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.queue import enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
+from tests.conftest import event_properties
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
@@ -39,13 +38,7 @@ def ship(
 
 def events(services: Services, user: str, name: str) -> list[dict[str, Any]]:
     """The properties of a customer's events of one name, in their order."""
-    with services.db.read() as conn:
-        customer = customers.resolve(conn, user, "FR")
-        return [
-            json.loads(event.payload).get("properties", {})
-            for event in log_queries.all_of(conn, customer)
-            if event.name == name
-        ]
+    return event_properties(services, user, name)
 
 
 def ours(services: Services, user: str, name: str) -> list[dict[str, Any]]:
