@@ -443,11 +443,16 @@ def _goal_reads(statements: list[str]) -> list[str]:
     ]
 
 
-def _start_worker(url: str, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    url: str, data_dir: Path, log: Path, pg_options: str = ""
+) -> subprocess.Popen[bytes]:
+    """A `parcours worker` process; `pg_options` are PostgreSQL settings for its sessions
+    (libpq's PGOPTIONS)."""
     env = {
         **os.environ,
         "PARCOURS_DATABASE_URL": url,
         "PARCOURS_LOG_LEVEL": "warning",
+        "PGOPTIONS": pg_options,
     }
     command = [str(Path(sys.executable).parent / "parcours"), "worker", "--data-dir", str(data_dir)]
     with log.open("wb") as out:
@@ -655,9 +660,11 @@ def _json_event(document: dict[str, Any], stamp: int) -> Event:
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("count", [2, 4])
+@pytest.mark.parametrize(
+    ("count", "victims"), [(2, "either side"), (4, "the workers")], ids=["2-either", "4-workers"]
+)
 def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
-    postgres_url: str, tmp_path: Path, count: int
+    postgres_url: str, tmp_path: Path, count: int, victims: str
 ) -> None:
     """Two, then four worker processes over interleaved traffic (issue 19): carts; orders
     at once, a second or three after their cart; anonymous carts whose person signs in half
@@ -666,7 +673,12 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
     customers: each person gets each step's message at most once, never one checked after
     their order, never an email after their withdrawal (delivery checks the consent in force
     again before the hand-over); a merged cart's email is made for its person; nothing is
-    left; no worker a deadlock's victim."""
+    left. A merge meeting a worker that holds the merged customer's runs is a deadlock
+    (docs/architecture.md, "Merges") that PostgreSQL breaks on either side, whichever looks
+    first: with four workers, theirs look first (`deadlock_timeout` 10 ms in their sessions),
+    so a worker is the one failed and its jobs are tried again; the outcomes are exact
+    either way. (CI once saw four worker victims among five deadlocks on a loaded machine,
+    where this test asserted there would be none.)"""
     truncate_all(postgres_url)
     people = 600
     services = Services.open(
@@ -688,7 +700,8 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
         _identify(services, people)
         with db.read() as conn:
             deadlocks_before = _deadlocks(conn)
-        workers = [_start_worker(postgres_url, tmp_path, log) for log in logs]
+        pg_options = "-c deadlock_timeout=10ms" if victims == "the workers" else ""
+        workers = [_start_worker(postgres_url, tmp_path, log, pg_options) for log in logs]
         later: list[tuple[float, int]] = []  # (moment, person) of what follows a cart
         started = time.monotonic()
         for first in range(0, people, 30):
@@ -750,11 +763,7 @@ def test_workers_over_carts_orders_merges_and_withdrawals_decide_exactly_once(
         db.dispose()
         services.close()
     logged = sum(log.read_text(errors="replace").count("deadlock detected") for log in logs)
-    # No worker was a deadlock's victim (none logged). The writer may be, where a merge
-    # meets a worker holding the merged customer's runs (the lock-order inversion of
-    # docs/architecture.md, "Merges"): PostgreSQL counts it, the writer tries again, and
-    # the outcomes asserted below are exact all the same.
-    assert logged == 0, (deadlocks, logged)
+    print(f"{deadlocks} deadlocks, {logged} of them failed in a worker")
     assert tuple(runs) == (people, 0)  # one run a cart, merged ones included; none left
     sent = [
         (int(u.split("-")[1]), step, ch, checked, at)
