@@ -152,11 +152,12 @@ class Writer:
                 self._commit_group([submission])
             return
         for submission, result in zip(group, results, strict=True):
-            submission.future.set_result(result)
+            # Counted before the caller is answered: a scrape right after the answer sees it.
             if self._counted:
                 ingest_metrics.accepted(
                     submission.events[0].source, result.stored, result.duplicates
                 )
+            submission.future.set_result(result)
         if self._counted:
             ingest_metrics.committed(group[0].events[0].received_at, self._clock.now_ms())
 
