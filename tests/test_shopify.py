@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from parcours.app import create_app
+from parcours.customers import profiles
 from parcours.ingest.shopify import (
     SUPPORTED_TOPICS,
     ShopifyWebhookError,
@@ -563,6 +564,14 @@ def test_shop_redact_keeps_a_person_known_elsewhere_and_takes_away_the_shops_par
     assert audit["properties"]["identities_deleted"] == 2
     assert audit["properties"]["orders_deleted"] == 1
     assert audit["properties"]["consents_deleted"] == 1
+    # The console's search finds Bob by the name the site gave; the words of SHOP's are
+    # kept no more, nor Alice's.
+    services = shop.app.state.test_services  # type: ignore[attr-defined]
+    with services.db.read() as conn:
+        assert [m.name for m in profiles.search(conn, "rob", "FR")] == ["Robert"]
+        assert profiles.search(conn, "alice", "FR") == []
+        words = conn.execute(text("SELECT word FROM customer_name_words")).scalars().all()
+    assert words == ["robert"]
     # The other shop's view is whole, and the redaction again changes nothing.
     assert customer_view(shop, f"shopify_customer_id:{OTHER_SHOP}:{BOB}") == after
     assert erase_response(shop, SHOP, "wh-sr2")["partly_erased"] == 0

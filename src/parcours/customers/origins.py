@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import Connection, delete, select, update
 
 from parcours.customers.consent import CONSENT_EVENT
+from parcours.customers.names import name_of, write_name_words
 from parcours.customers.people import People
 from parcours.customers.profiles import Erasure, erase_in, live_customers, public_id
 from parcours.customers.projection import (
@@ -242,6 +243,7 @@ def _erase_part(
             updated_at=now_ms,
         )
     )
+    write_name_words(conn, {customer_id: name_of(derived.traits)})
     return Erasure(customer_id, len(seqs), len(dropped_ids), consents_deleted, len(dropped_orders))
 
 

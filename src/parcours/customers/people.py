@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete
 
 from parcours.customers.projection import MERGE_EVENT
-from parcours.customers.tables import consents, customer_orders, identities
+from parcours.customers.tables import consents, customer_name_words, customer_orders, identities
 from parcours.log import Event
 
 # The connection of the merge's transaction, the merged customer, the survivor, the time.
@@ -109,15 +109,15 @@ class People:
 # The customers' own rows. On a merge they move as the projection resolves it (the
 # profile is derived from them in the same step: customers.projection); on an erasure
 # they go with this hook, and the profile row is emptied and kept (customers.api).
-CUSTOMER_TABLES = ("identities", "consents", "customer_orders")
+CUSTOMER_TABLES = ("identities", "consents", "customer_orders", "customer_name_words")
 
 
 def erase_customer_rows(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
-    """The person's identities, consent ledger and orders."""
+    """The person's identities, consent ledger, orders and the words of their name."""
     ids = list(customer_ids)
     return {
         table.name: conn.execute(delete(table).where(table.c.customer_id.in_(ids))).rowcount
-        for table in (identities, consents, customer_orders)
+        for table in (identities, consents, customer_orders, customer_name_words)
     }
 
 

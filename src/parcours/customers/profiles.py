@@ -27,8 +27,15 @@ from sqlalchemy import (
 
 from parcours.customers import consent, projection
 from parcours.customers.identity import identity_of
+from parcours.customers.names import folded, name_of, words
 from parcours.customers.people import People
-from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.customers.tables import (
+    consents,
+    customer_name_words,
+    customer_orders,
+    customers,
+    identities,
+)
 from parcours.log import QUIET, Reactions, append_events, internal_event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import iso
@@ -883,7 +890,6 @@ class CustomerMatch:
 
 
 SEARCHED_KINDS = ("email", "phone", "user_id", "anonymous_id")
-NAME_TRAITS = ("name", "first_name", "last_name", "firstName", "lastName")
 
 
 def search(
@@ -913,19 +919,28 @@ def search(
                 .limit(limit)
             ).scalars()
         )
-    if len(found) < limit:  # a part of a name: a scan of the traits, the last resort
-        pattern = f"%{like_escape(prefix)}%"
-        rows = conn.execute(
-            select(customers.c.id, customers.c.traits)
-            .where(
-                func.lower(customers.c.traits).like(pattern, escape=LIKE_ESCAPE),
-                customers.c.merged_into.is_(None),
-                customers.c.erased_at.is_(None),
+    if len(found) < limit:  # the start of a word of a name: a range on the words' key
+        query = folded(text)
+        longest = max(words(text), key=len, default="")
+        named: list[int] = []
+        if longest:
+            named = list(
+                dict.fromkeys(
+                    conn.execute(
+                        select(customer_name_words.c.customer_id)
+                        .where(
+                            customer_name_words.c.word >= longest,
+                            customer_name_words.c.word < longest + "\U0010ffff",
+                        )
+                        .order_by(
+                            customer_name_words.c.word, customer_name_words.c.customer_id.desc()
+                        )
+                        .limit(limit * 5)
+                    ).scalars()
+                )
             )
-            .order_by(customers.c.id.desc())
-            .limit(limit * 5)
-        ).all()
-        found.extend(int(row.id) for row in rows if prefix in _name_of(_decode(row.traits)).lower())
+        names = {ident: name_of(t) for ident, t in traits_of(conn, named).items()}
+        found.extend(ident for ident in named if query in folded(names.get(ident, "")))
     live = live_customers(conn, found)
     ordered = list(dict.fromkeys(live[ident] for ident in found if ident in live))[:limit]
     traits = traits_of(conn, ordered)
@@ -940,17 +955,9 @@ def search(
         CustomerMatch(
             ident,
             public_id(ident),
-            _name_of(traits.get(ident, {})),
+            name_of(traits.get(ident, {})),
             contacts[ident].get("email"),
             contacts[ident].get("phone"),
         )
         for ident in ordered
     ]
-
-
-def _name_of(traits: JsonObject) -> str:
-    name = traits.get("name")
-    if isinstance(name, str) and name.strip():
-        return name.strip()
-    parts = [traits.get(key) for key in ("first_name", "firstName", "last_name", "lastName")]
-    return " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())

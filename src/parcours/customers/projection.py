@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
+from parcours.customers.names import name_of, write_name_words
 from parcours.customers.tables import consents, customer_orders, customers, identities
 from parcours.log import Event, IdentitiesFactory
 from parcours.log import queries as log_queries
@@ -68,6 +69,7 @@ class Profile:
     trait_times: dict[str, int]
     computed: dict[str, Any]
     new: bool = False
+    loaded_name: str = ""  # the name as it was read, to know whether its words change
 
     def set_trait(self, name: str, value: Any, at: int) -> None:
         previous = self.trait_times.get(name)
@@ -566,8 +568,14 @@ class Projector:
             sorted(ids - self.new_customers),
         )
         for ident, created_at, traits, trait_times, computed in rows:
+            decoded = _decode(traits)
             profiles[ident] = Profile(
-                ident, created_at, _decode(traits), _decode(trait_times), _decode(computed)
+                ident,
+                created_at,
+                decoded,
+                _decode(trait_times),
+                _decode(computed),
+                loaded_name=name_of(decoded),
             )
         for customer in ids:
             if customer not in profiles:
@@ -617,6 +625,9 @@ class Projector:
             "id",
             [(self._find(m), self.now, "{}", "{}", "{}", m) for m in sorted(merged)],
         )
+        named = {p.id: name_of(p.traits) for p in profiles.values()}
+        renamed = {p.id: named[p.id] for p in profiles.values() if named[p.id] != p.loaded_name}
+        write_name_words(self.conn, renamed | dict.fromkeys(merged, ""))
 
 
 def event_keys(event: Event, default_region: str) -> list[Key]:

@@ -20,6 +20,19 @@ customers = Table(
     Column("computed", Text, nullable=False, server_default="{}"),
 )
 
+# The words of each live customer's name, folded (customers/names.py): a search for a part
+# of a name is a range on the primary key, not a read of every profile.
+customer_name_words = Table(
+    "customer_name_words",
+    metadata,
+    # Byte order on PostgreSQL whatever the database's collation: the search's range ends
+    # with U+10FFFF, the last code point in that order only.
+    Column("word", Text().with_variant(Text(collation="C"), "postgresql"), nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("word", "customer_id"),
+)
+Index("ix_customer_name_words_customer", customer_name_words.c.customer_id)
+
 identities = Table(
     "identities",
     metadata,
