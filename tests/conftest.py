@@ -232,6 +232,9 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             access_log=False,
+            # A page still open on a stream (the outbox's server-sent events) would hold the
+            # stop for the whole join below; a second is enough for any other request.
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
