@@ -22,6 +22,7 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import alembic_config, head_revision
 from parcours.runtime.heartbeats import Heartbeat
 from parcours.runtime.logs import configure_logging, remove_logging
+from parcours.runtime.metrics import queue_health
 from parcours.runtime.queue import Job, enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
@@ -161,6 +162,16 @@ def test_queue_depth_and_the_oldest_due_job_are_read_from_the_database(
     assert value(samples, "parcours_queue_oldest_due_seconds", queue="journeys") == 0.0
     clock.advance_ms(10_000)
     assert value(scrape(client), "parcours_queue_oldest_due_seconds", queue="default") == 100.0
+    # A page counts up to a cap ("at least"); /metrics counts them all.
+    with services.db.write() as conn:
+        for n in range(3):
+            enqueue(conn, "test.nothing", {"n": n}, run_at=now, now=now, queue="default")
+        capped = queue_health(conn, ["default"], clock, 60_000, count_up_to=4)
+        exact = queue_health(conn, ["default"], clock, 60_000, count_up_to=6)
+    [figures] = capped.queues
+    assert (figures.due, figures.due_at_least, figures.oldest_due_seconds) == (4, True, 100.0)
+    assert (exact.queues[0].due, exact.queues[0].due_at_least) == (5, False)
+    assert value(scrape(client), "parcours_queue_jobs", queue="default", state="due") == 5
 
 
 def test_steps_sends_and_holds_are_counted(
