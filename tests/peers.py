@@ -360,13 +360,57 @@ class MetaPeer:
             if not template.get("name") or not template.get("language", {}).get("code"):
                 return "template.name and template.language.code are required"
             for component in template.get("components", []):
+                if component.get("type") == "button":
+                    problem = MetaPeer.check_button(component)
+                    if problem:
+                        return problem
+                    continue
                 for parameter in component.get("parameters", []):
                     if parameter.get("type") != "text" or not isinstance(
                         parameter.get("text"), str
                     ):
                         return "parameters are {type: text, text: ...}"
             return None
+        if body.get("type") == "interactive":
+            return MetaPeer.check_interactive(body.get("interactive", {}))
         return f"unsupported type {body.get('type')!r}"
+
+    @staticmethod
+    def check_button(component: dict[str, Any]) -> str | None:
+        """A template's button component: a quick reply's payload or a URL's suffix."""
+        wanted = {"quick_reply": "payload", "url": "text"}.get(component.get("sub_type", ""))
+        if wanted is None or not str(component.get("index", "")).isdigit():
+            return "a button component has a sub_type (quick_reply, url) and an index"
+        [parameter] = component.get("parameters") or [{}]
+        if parameter.get("type") != wanted or not isinstance(parameter.get(wanted), str):
+            return f"a {component['sub_type']} button's parameter is {{type: {wanted}, ...}}"
+        return None
+
+    @staticmethod
+    def check_interactive(interactive: dict[str, Any]) -> str | None:
+        """Reply buttons (at most 3, titles of at most 20 characters) or one cta_url."""
+        if not interactive.get("body", {}).get("text"):
+            return "interactive.body.text is required"
+        action = interactive.get("action", {})
+        if interactive.get("type") == "button":
+            buttons = action.get("buttons", [])
+            if not 1 <= len(buttons) <= 3:
+                return "interactive.action.buttons: 1 to 3 buttons"
+            for button in buttons:
+                reply = button.get("reply", {})
+                if button.get("type") != "reply" or not reply.get("id"):
+                    return "a button is {type: reply, reply: {id, title}}"
+                if not 1 <= len(reply.get("title", "")) <= 20:
+                    return "a reply button's title has 1 to 20 characters"
+            return None
+        if interactive.get("type") == "cta_url":
+            parameters = action.get("parameters", {})
+            if action.get("name") != "cta_url" or not parameters.get("display_text"):
+                return "interactive.action is {name: cta_url, parameters: {display_text, url}}"
+            if not str(parameters.get("url", "")).startswith(("https://", "http://")):
+                return "interactive.action.parameters.url must be a URL"
+            return None
+        return f"unsupported interactive type {interactive.get('type')!r}"
 
     def __enter__(self) -> MetaPeer:
         self.thread.start()
@@ -433,6 +477,31 @@ class MetaPeer:
         }
         contacts = [{"profile": {"name": "Ana"}, "wa_id": sender.lstrip("+")}]
         return self._post(url, {"contacts": contacts, "messages": [message]}, secret)
+
+    def tap(self, url: str, message: dict[str, Any], wamid: str, at_s: int) -> Any:
+        """The customer taps a button of a message we sent (`message`, as this peer
+        received it): a reply button of an interactive message comes back as Meta
+        documents it (`interactive.button_reply`), a template's quick reply as `button`
+        with the payload it was sent with; both with the message answered in `context`."""
+        tapped: dict[str, Any] = {
+            "context": {"from": "33700000000", "id": message["id"]},
+            "from": message["to"],
+            "id": wamid,
+            "timestamp": str(at_s),
+        }
+        if message["type"] == "interactive":
+            reply = message["interactive"]["action"]["buttons"][0]["reply"]
+            tapped["type"] = "interactive"
+            tapped["interactive"] = {"type": "button_reply", "button_reply": reply}
+        else:
+            component = next(
+                c for c in message["template"]["components"] if c.get("sub_type") == "quick_reply"
+            )
+            payload = component["parameters"][0]["payload"]
+            tapped["type"] = "button"
+            tapped["button"] = {"payload": payload, "text": payload.title()}
+        contacts = [{"profile": {"name": "Ana"}, "wa_id": message["to"]}]
+        return self._post(url, {"contacts": contacts, "messages": [tapped]})
 
 
 # ---- a Web Push service and the browser behind it --------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from parcours.channels import whatsapp_buttons
 from parcours.channels.base import (
     ConfigError,
     OutgoingMessage,
@@ -75,22 +76,29 @@ class MetaWhatsAppProvider:
         )
 
     def payload(self, message: OutgoingMessage) -> JsonObject:
-        """The Cloud API request for a message rendered as text or as a template."""
+        """The Cloud API request for a message rendered as text (interactive when it has
+        buttons) or as a template (its buttons' parameters after its body's)."""
         content = message.content
         base = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": wa_number(message.address),
         }
+        buttons = content.get("buttons") or []
         if content.get("mode") == "text":
+            if buttons:  # an interactive message: reply buttons, or one URL button
+                interactive = whatsapp_buttons.interactive(content["text"], buttons)
+                return {**base, "type": "interactive", "interactive": interactive}
             return {**base, "type": "text", "text": {"body": content["text"], "preview_url": True}}
         parameters = [{"type": "text", "text": value} for value in content.get("parameters", [])]
         template: dict[str, Any] = {
             "name": content["template"],
             "language": {"code": content.get("language") or message.locale},
         }
-        if parameters:
-            template["components"] = [{"type": "body", "parameters": parameters}]
+        components = [{"type": "body", "parameters": parameters}] if parameters else []
+        components += whatsapp_buttons.template_components(buttons)
+        if components:
+            template["components"] = components
         return {**base, "type": "template", "template": template}
 
     def send(self, message: OutgoingMessage) -> str:

@@ -26,7 +26,7 @@ from parcours.http import (
     whole_number,
 )
 from parcours.log import Appender, Event
-from parcours.messaging import Delivery
+from parcours.messaging import Delivery, public_message_id
 from parcours.runtime.clock import Clock, iso
 from parcours.runtime.db import Database
 from parcours.runtime.settings import Settings
@@ -34,6 +34,7 @@ from parcours.tracking import DEPTH_MESSAGE, MAX_TIME_MS, EventError, json_too_d
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
+BUTTON_EVENT = "WhatsApp Button Clicked"  # a customer tapped a button of a WhatsApp message
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -221,6 +222,12 @@ class _WaText(msgspec.Struct):
     body: str | None = None
     text: str | None = None  # a button's
     title: str | None = None  # a reply's
+    id: str | int | None = None  # a reply button's, as we sent it
+    payload: str | None = None  # a template's quick reply button's, as we sent it
+
+
+class _WaContext(msgspec.Struct):
+    id: str | int | None = None  # the message of ours the customer answered
 
 
 class _WaInteractive(msgspec.Struct):
@@ -236,6 +243,7 @@ class _WaMessage(msgspec.Struct):
     text: _WaText | None = None
     button: _WaText | None = None
     interactive: _WaInteractive | None = None
+    context: _WaContext | None = None
 
 
 class _WaValue(msgspec.Struct):
@@ -279,16 +287,21 @@ async def whatsapp_events(
         values = _whatsapp_values(raw)
         now = clock.now_ms()
         statuses = [s for value in values for s in value.statuses]
-        events: list[Event] = []
-        for value in values:
-            for message in value.messages:
-                events += _whatsapp_message(message, now)
+        messages = [message for value in values for message in value.messages]
+        events = [event for m in messages for event in _whatsapp_message(m, now, {})]
     except HttpError as exc:
         log.warning("a signed WhatsApp webhook was refused: %s", exc.message)
         raise
-    if statuses and not await asyncio.to_thread(_whatsapp_statuses, db, clock, delivery, statuses):
-        # A status for a message whose send is still being recorded: Meta retries.
-        raise HttpError(503, "a message is still being recorded; try again", "statuses")
+    clicks = [m for m in messages if _button_tapped(m) and m.context and m.context.id]
+    if statuses or clicks:
+        answered = await asyncio.to_thread(
+            _whatsapp_statuses, db, clock, delivery, statuses, clicks
+        )
+        if answered is None:
+            # A status for a message whose send is still being recorded: Meta retries.
+            raise HttpError(503, "a message is still being recorded; try again", "statuses")
+        if answered:  # the buttons' events name the messages they answered
+            events = [event for m in messages for event in _whatsapp_message(m, now, answered)]
     if events:
         await appender.append(events)
     return Response(b"", status_code=200, media_type=MediaType.TEXT)
@@ -322,12 +335,28 @@ def _whatsapp_values(raw: bytes) -> list[_WaValue]:
 
 
 def _whatsapp_statuses(
-    db: Database, clock: Clock, delivery: Delivery, statuses: list[_WaStatus]
-) -> bool:
-    """Apply each status; False when one names a message not recorded yet while a
-    WhatsApp send is in flight (its result is about to be recorded)."""
+    db: Database,
+    clock: Clock,
+    delivery: Delivery,
+    statuses: list[_WaStatus],
+    clicks: list[_WaMessage],
+) -> dict[str, int] | None:
+    """Apply each status, and mark `clicked` each message of ours whose button a customer
+    tapped; the messages answered (Meta's id -> outbox id), or None when a status names
+    a message not recorded yet while a WhatsApp send is in flight (its result is about
+    to be recorded)."""
     now = clock.now_ms()
+    answered: dict[str, int] = {}
     with db.write() as conn:
+        for message in clicks:
+            assert message.context is not None
+            wamid = str(message.context.id)
+            outbox_id = delivery.find(conn, "meta", wamid)
+            if outbox_id is not None:
+                answered[wamid] = outbox_id
+                button, title, _ = _button_tapped(message) or ("", "", "")
+                extra = {"button": button, "title": title}
+                delivery.status(conn, outbox_id, "clicked", now, extra=extra)
         for item in statuses:
             status = whatsapp.STATUSES.get(item.status)
             if status is None:
@@ -335,7 +364,7 @@ def _whatsapp_statuses(
             outbox_id = delivery.find(conn, "meta", str(item.id))
             if outbox_id is None:
                 if delivery.in_flight(conn, "whatsapp"):
-                    return False
+                    return None
                 continue
             error = (item.errors or [_WaError()])[0]
             code = error.code or 0
@@ -349,11 +378,26 @@ def _whatsapp_statuses(
                 suppress=code in whatsapp.SUPPRESS_ERRORS,
                 reason=reason if status == "failed" else None,
             )
-    return True
+    return answered
 
 
-def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
-    """A customer's message as events; HttpError 400 when it cannot be one."""
+def _button_tapped(message: _WaMessage) -> tuple[str, str, str] | None:
+    """The button a customer's message is the tap of (its id, its title, and whether it
+    was a reply button of an interactive message or a template's quick reply), or None."""
+    if message.type == "button" and message.button is not None:
+        button = message.button
+        title = button.text or ""
+        return (button.payload or title, title, "quick_reply")
+    reply = message.interactive.button_reply if message.interactive else None
+    if message.type == "interactive" and reply is not None:
+        return (str(reply.id or ""), reply.title or "", "reply")
+    return None
+
+
+def _whatsapp_message(message: _WaMessage, now: int, answered: dict[str, int]) -> list[Event]:
+    """A customer's message as events (a `WhatsApp Button Clicked` too for a button
+    tapped, naming the message of ours it answered when `answered` knows it); HttpError
+    400 when it cannot be one."""
     number = "+" + str(message.sender).lstrip("+")
     sid = str(message.id)
     kind = message.type
@@ -414,6 +458,29 @@ def _whatsapp_message(message: _WaMessage, now: int) -> list[Event]:
                     "status": "withdrawn" if word == "stop" else "granted",
                     "source": f"WhatsApp keyword {text.strip().upper()}",
                 },
+            }
+        )
+    tapped = _button_tapped(message)
+    if tapped is not None:
+        reply_to = str(message.context.id) if message.context and message.context.id else None
+        properties: dict[str, Any] = {
+            "channel": "whatsapp",
+            "button": tapped[0],
+            "title": tapped[1],
+            "kind": tapped[2],
+            "reply_to": reply_to,
+            "provider_message_id": sid,
+        }
+        if reply_to in answered:
+            properties["message_id"] = public_message_id(answered[reply_to])
+        documents.append(
+            {
+                "type": "track",
+                "anonymousId": anonymous,
+                "event": BUTTON_EVENT,
+                "messageId": f"wa:{sid}:button",
+                "timestamp": iso(at),
+                "properties": properties,
             }
         )
     try:

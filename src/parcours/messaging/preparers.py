@@ -176,9 +176,10 @@ def whatsapp_form(
     conn: Connection, customer_id: int, content: dict[str, Any], now: int
 ) -> dict[str, Any] | None:
     """Free-form text inside the 24-hour window when the template has it, else the
-    approved template; None when neither may go now."""
+    approved template, each with the template's buttons; None when neither may go now."""
+    buttons = {"buttons": content["buttons"]} if content.get("buttons") else {}
     if "text" in content and choice.whatsapp_window_open(conn, customer_id, now):
-        return {"mode": "text", "text": content["text"], "category": "service"}
+        return {"mode": "text", "text": content["text"], "category": "service", **buttons}
     if "template" in content:
         return {
             "mode": "template",
@@ -186,6 +187,7 @@ def whatsapp_form(
             "language": content.get("language"),
             "category": content.get("category"),
             "parameters": content.get("parameters", []),
+            **buttons,
         }
     return None
 

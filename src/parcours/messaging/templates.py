@@ -40,6 +40,7 @@ from mjml import mjml_to_html
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from parcours.channels import whatsapp_buttons
 from parcours.messaging.tables import message_templates
 from parcours.runtime.db import transaction_note
 from parcours.runtime.documents import JsonObject
@@ -56,7 +57,7 @@ FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "push": (frozenset({"title", "body"}), frozenset({"url", "image"})),
     "whatsapp": (
         frozenset(),
-        frozenset({"text", "template", "language", "category", "parameters"}),
+        frozenset({"text", "template", "language", "category", "parameters", "buttons"}),
     ),
     "wallet": (frozenset({"header", "body"}), frozenset({"url"})),
     "chat": (frozenset({"text"}), frozenset()),
@@ -472,7 +473,17 @@ def _check_channel(where: str, channel: str, fields: Any) -> dict[str, Any]:
                 )
             if not isinstance(fields.get("parameters", []), list):
                 raise TemplateProblem(f"{where}.parameters: expected a list")
+        if "buttons" in fields:
+            problem = whatsapp_buttons.source_problem(fields["buttons"])
+            if problem is not None:
+                joint = "" if problem.startswith("[") else ": "
+                raise TemplateProblem(f"{where}.buttons{joint}{problem}")
     for name, value in fields.items():
+        if name == "buttons":  # their shape checked above, each of their texts here
+            for n, button in enumerate(value):
+                for key, text in button.items():
+                    _check_source(f"{where}.buttons[{n}].{key}", text)
+            continue
         values = value if isinstance(value, list) else [value]
         for item in values:
             if not isinstance(item, str):
@@ -714,8 +725,13 @@ def _compiled_field(template: MessageTemplate, channel: str, locale: str, name: 
             found = _compile_text(_html_env, _compile_mjml(where, _with_lang(source, locale)))
         elif name == "html":
             found = _compile_text(_html_env, _with_lang(source, locale))
-        elif isinstance(source, list):
-            found = [_compile_text(_env, item) for item in source]
+        elif isinstance(source, list):  # parameters, or buttons (mappings of texts)
+            found = [
+                {key: _compile_text(_env, text) for key, text in item.items()}
+                if isinstance(item, dict)
+                else _compile_text(_env, item)
+                for item in source
+            ]
         else:
             found = _compile_text(_env, source)
         with _compiled_lock:
@@ -746,7 +762,12 @@ def render(
         compiled = _compiled_field(template, channel, chosen, name)
         try:
             if isinstance(compiled, list):
-                value: Any = [_render_field(item, context) for item in compiled]
+                value: Any = [
+                    {key: _render_field(text, context) for key, text in item.items()}
+                    if isinstance(item, dict)
+                    else _render_field(item, context)
+                    for item in compiled
+                ]
             else:
                 value = _render_field(compiled, context)
         except TemplateError as exc:
@@ -760,6 +781,11 @@ def render(
         fields["html" if name == "mjml" else name] = value
     if channel == "email" and "text" not in fields and "html" in fields:
         fields["text"] = html_to_text(fields["html"])
+    if channel == "whatsapp" and fields.get("buttons"):
+        problem = whatsapp_buttons.rendered_problem(fields["buttons"], fields.get("text"))
+        if problem is not None:
+            joint = "" if problem.startswith("[") else ": "
+            raise TemplateProblem(f"{template.id}.{chosen}.whatsapp.buttons{joint}{problem}")
     return Rendered(template.id, template.version, channel, chosen, fields)
 
 
