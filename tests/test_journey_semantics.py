@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.journeys import versions as journeys
 from parcours.runtime.clock import SimulatedClock, iso
@@ -364,6 +365,89 @@ def test_a_customer_without_a_time_zone_waits_in_the_brands(
     waiting = [p for name, p in trace_of(services, "kim") if name == "Journey Waiting"]
     assert waiting[0]["time_zone"] == "Asia/Tokyo"
     assert waiting[0]["time_zone_reason"] == "the customer's, from their device"
+
+
+def _brand_zone(services: Services, zone: str | None) -> None:
+    """The time zone saved as the console's Settings page saves it; None puts back the
+    configuration's."""
+    settings = services.settings
+    defaults = brand.Defaults(
+        settings.brand_name, settings.sector, settings.brand_timezone, settings.brand_locale
+    )
+    changes, reset = (
+        (brand.Changes(timezone=zone), ()) if zone else (brand.Changes(), ("timezone",))
+    )
+    brand.save(services.db, defaults, changes, services.clock.now_ms(), reset=reset)
+
+
+def test_local_times_follow_the_zone_set_on_the_settings_page(
+    brand_services: Services, clock: SimulatedClock
+) -> None:
+    services = brand_services  # configured in New York
+    publish(services, MORNING)
+    track(services, "joe", "Signed Up")  # no device zone, no country
+    assert runs(services, "joe")[0].until == "2026-09-22T13:00:00.000Z"  # 09:00 in New York
+    _brand_zone(services, "Asia/Tokyo")
+    # 14:13 UTC is 23:13 in Tokyo: the next 09:00 there is 00:00 UTC.
+    track(services, "amy", "Signed Up")
+    assert runs(services, "amy")[0].until == "2026-09-22T00:00:00.000Z"
+    waiting = [p for name, p in trace_of(services, "amy") if name == "Journey Waiting"]
+    assert waiting[0]["time_zone"] == "Asia/Tokyo"
+    assert waiting[0]["time_zone_reason"] == "no time zone is known for the customer: the brand's"
+    # A run already waiting keeps the moment it was given.
+    assert runs(services, "joe")[0].until == "2026-09-22T13:00:00.000Z"
+    # The customer's own zone still comes first.
+    opt_in(services, "kim")
+    services.writer.append_sync(
+        [
+            make_event(
+                "track",
+                userId="kim",
+                event="Signed Up",
+                at=clock.now_ms(),
+                context={"timezone": "Europe/Paris"},
+            )
+        ]
+    )
+    services.worker.run_due()
+    assert runs(services, "kim")[0].until == "2026-09-22T07:00:00.000Z"  # 09:00 in Paris
+    # The configuration's again once the brand's is put back.
+    _brand_zone(services, None)
+    track(services, "bea", "Signed Up")
+    assert runs(services, "bea")[0].until == "2026-09-22T13:00:00.000Z"
+    advance(services, clock, DAY)
+    assert [sent(services, u) for u in ("amy", "kim", "joe", "bea")] == [[("email", "hello")]] * 4
+
+
+RENEWAL = """\
+id: renewal
+name: Renewal
+entry: {date_trait: renews_on, at: "09:00"}
+steps:
+  - id: before
+    send: {channel: email, template: renewal-soon}
+  - wait_until: {trait: renews_on, offset: 1d, at: "10:00"}
+  - id: after
+    send: {channel: email, template: renewal-done}
+"""
+
+
+def test_dates_of_traits_are_days_in_the_zone_set_on_the_settings_page(
+    brand_services: Services, clock: SimulatedClock
+) -> None:
+    services = brand_services
+    _brand_zone(services, "Asia/Tokyo")
+    publish(services, RENEWAL)
+    services.worker.run_due()
+    opt_in(services, "ivy", renews_on="2026-09-23")
+    services.worker.run_due()
+    advance(services, clock, 3 * DAY, step=HOUR)
+    [run] = runs(services, "ivy")
+    assert run.entered_at == "2026-09-23T00:00:00.000Z"  # 09:00 in Tokyo, not in New York
+    assert sent(services, "ivy") == [("email", "renewal-soon"), ("email", "renewal-done")]
+    waiting = [p for name, p in trace_of(services, "ivy") if name == "Journey Waiting"]
+    assert waiting[0]["until"] == "2026-09-24T01:00:00.000Z"  # 10:00 in Tokyo, a day on
+    assert waiting[0]["time_zone"] == "Asia/Tokyo"
 
 
 PUSH_NOW = """\

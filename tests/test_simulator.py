@@ -15,6 +15,7 @@ import pytest
 from litestar.testing import TestClient
 from typer.testing import CliRunner
 
+from parcours import brand
 from parcours.cli import app
 from parcours.journeys import simulator
 from parcours.journeys.simulator import ScriptError, TimelineEntry, format_timeline, load_script
@@ -424,3 +425,39 @@ def test_the_documented_script_runs() -> None:
         ("bo", "exited: completed"),
         ("bo", "leaves segment vip"),
     ]
+
+
+MORNING = """\
+id: morning
+name: Good morning
+entry: {event: Signed Up}
+steps:
+  - wait_until: {time: "09:00"}
+  - emit: {event: Morning Came}
+"""
+
+
+def test_a_simulation_waits_in_the_zone_set_on_the_settings_page(
+    client: TestClient[Any], services: Services
+) -> None:
+    settings = services.settings
+    defaults = brand.Defaults(
+        settings.brand_name, settings.sector, settings.brand_timezone, settings.brand_locale
+    )
+    brand.save(services.db, defaults, brand.Changes(timezone="Asia/Tokyo"), 0)
+    response = client.post(
+        "/api/journeys/simulate",
+        json={
+            "journey": MORNING,
+            "start": "2026-11-24T10:00:00Z",  # 19:00 in Tokyo
+            "days": 1,
+            "script": [{"at": "+0m", "customer": "dee", "event": "Signed Up"}],
+        },
+        headers=admin_headers(),
+    )
+    assert response.status_code == 200, response.text
+    whats = [item["what"] for item in response.json()["timeline"]]
+    assert whats[1] == (  # 09:00 in Tokyo
+        "waits until 2026-11-25T00:00:00.000Z "
+        "(Asia/Tokyo: no time zone is known for the customer: the brand's)"
+    )

@@ -1009,12 +1009,13 @@ def journeys_simulate(
     db = None if missing else Database(settings.resolved_database_url)
     try:
         if db is not None and current_revision(db) is not None:  # a Parcours database
-            from parcours.journeys import brand_segments
+            from parcours.journeys import brand_in_force, brand_segments
             from parcours.messaging import brand_templates as read_templates
 
             with db.read() as conn:
                 brand_templates = read_templates(conn)
                 segment_sources = brand_segments(conn)
+                settings = brand_in_force(conn, settings)  # the Settings page's zone
         if customer and db is not None:
             from parcours.customers import CustomerNotFound, export
 

@@ -32,6 +32,7 @@ from parcours.journeys import (
     OpenScratch,
     ScriptError,
     UnknownJourney,
+    brand_in_force,
     brand_segments,
     graph,
     load_script,
@@ -261,6 +262,7 @@ def _simulate(
             source = versions.version_view(conn, journey_id, asked.version or 0).source
             brand_templates = templates.brand_templates(conn)
             segment_sources = brand_segments(conn)
+            settings = brand_in_force(conn, settings)  # the zone set on the Settings page
     except LookupError:
         asked.error = viewer.t("console.journeys.sim.no_version")
         return asked

@@ -199,7 +199,7 @@ class Entries:
         entry = program.journey.entry
         key = f"date-entry:{program.journey.id}:{customer}"
         profile = self.journal.profile(conn, customer)
-        due, _ = trait_moment(profile, date_spec(entry), now, self.runner.timezone)
+        due, _ = trait_moment(profile, date_spec(entry), now, self.runner.zone(conn))
         if due is None or due < now:
             cancel(conn, key)
             return

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.journeys import decisions as decide
 from parcours.journeys import interpreter, store, webhooks
@@ -52,7 +53,15 @@ class Runner:
         self.policies = policies
         self.region = region
         self.sector = sector
-        self.timezone = timezone  # the brand's: for customers with no valid time zone
+        self.timezone = timezone  # the configuration's (`brand_timezone`): see `zone`
+
+    def zone(self, conn: Connection) -> str:
+        """The brand's time zone, for the local times of customers with no valid zone of
+        their own: the one saved on the console's Settings page, else the configuration's.
+        Read through the brand's short cache (`brand.send_time`, as the send-time policies
+        read it), so a step asks the database for it at most every few seconds."""
+        stored = brand.send_time(conn)
+        return stored.timezone if stored is not None and stored.timezone else self.timezone
 
     # ---- instructions -------------------------------------------------------------------
 
@@ -61,11 +70,12 @@ class Runner:
         `logical` is the run's own time: when it entered, or when its timer was due."""
         program = self.programs.get(conn, run.journey_id, run.version)
         facts = _Facts(self, conn, run, now)
+        timezone = self.zone(conn)
         for _ in range(MAX_INSTRUCTIONS_PER_JOB):
             instruction = program.at(run.pc)
             journey_metrics.step_run(program, instruction)
             outcome = interpreter.execute(
-                program, run, instruction, facts, now=now, logical=logical, timezone=self.timezone
+                program, run, instruction, facts, now=now, logical=logical, timezone=timezone
             )
             self.apply(conn, run, outcome.decisions, now)
             if outcome.go_on is None:

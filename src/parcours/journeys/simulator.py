@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 from sqlalchemy import Connection
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.journeys import versions as journeys_api
 from parcours.journeys import webhooks
@@ -229,6 +230,15 @@ def simulate(
 def brand_segments(conn: Connection) -> dict[str, str]:
     """The brand's segment definitions (id -> source), for a simulation to copy."""
     return segments.sources(conn)
+
+
+def brand_in_force(conn: Connection, settings: Settings) -> Settings:
+    """`settings` with the brand's time zone as the console's Settings page set it (when
+    it did): a simulation waits for local times as the brand's real runs would."""
+    stored = brand.send_time(conn)
+    if stored is None or not stored.timezone:
+        return settings
+    return replace(settings, brand_timezone=stored.timezone)
 
 
 def _scratch_settings(scratch: Path, brand: Settings | None, default_region: str) -> Settings:

@@ -29,6 +29,7 @@ from parcours.journeys import (
     OpenScratch,
     ScriptError,
     TimelineItem,
+    brand_in_force,
     brand_segments,
     simulate,
     timeline_item,
@@ -274,6 +275,7 @@ def simulate_journey(
         with db.read() as conn:
             brand_templates = templates.brand_templates(conn)
             segment_sources = brand_segments(conn)
+            settings = brand_in_force(conn, settings)  # the zone set on the Settings page
         entries = simulate(
             asked.journey,
             asked.script,
