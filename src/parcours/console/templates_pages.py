@@ -3,8 +3,9 @@ channel as YAML (edited and checked before anything is saved, audited in the sav
 transaction), a preview for a real customer drawn as the channel shows it (an email at
 phone and desktop widths, an SMS with its segments, the push card, the WhatsApp bubble,
 the Wallet pass: `_message.html`), the same preview of the YAML being typed (nothing
-saved), and a test sent to an address through delivery and the configured provider,
-marked as a test (audited in the send's transaction)."""
+saved), and a test sent to an address (a push or a Wallet message: to the device of a
+customer named) through delivery and the configured provider, marked as a test
+(audited in the send's transaction)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
+from sqlalchemy import Connection
 
 from parcours import accounts
 from parcours.channels import sms
@@ -32,7 +34,10 @@ MAX_SOURCE = 512 * 1024
 # A draft's email travels to its frames in their address, compressed (a frame cannot be
 # posted to without a script): up to this many characters, else the text part is shown.
 MAX_DRAFT_IN_URL = 8_000
-TEST_CHANNELS = ("email", "sms", "whatsapp")  # those a test can go to an address on
+# The channels a test can go on: to an address typed on the page, or, for a push or a
+# Wallet message, to the device of a customer named there.
+TEST_CHANNELS = ("email", "sms", "whatsapp", "push", "wallet")
+DEVICE_CHANNELS = ("push", "wallet")
 # An email's HTML is shown in a frame of its own, sandboxed (no script, an origin of its
 # own), with the styles and images a message has.
 PREVIEW_HEADERS = {
@@ -313,6 +318,22 @@ def _address(viewer: Viewer, parts: ConsoleParts, channel: str, to: str) -> str:
     raise ValueError(viewer.t("console_build.templates.test_channels"))
 
 
+def _device(
+    viewer: Viewer, parts: ConsoleParts, conn: Connection, channel: str, to: str, now: int
+) -> tuple[int, str]:
+    """The customer named in `to` and the device of theirs a test of a push or a Wallet
+    message goes to; ValueError in the viewer's words when there is none."""
+    assert parts.delivery is not None
+    try:
+        owner = profiles.resolve(conn, to, parts.default_region)
+    except CustomerNotFound:
+        raise ValueError(viewer.t("console_build.templates.no_device_owner", to=to)) from None
+    device = parts.delivery.test_device(conn, channel, owner, now)
+    if device is None:
+        raise ValueError(viewer.t(f"console_build.templates.no_{channel}_device", to=to))
+    return owner, device
+
+
 @post("/console/templates/{template_id:str}/test", status_code=200, sync_to_thread=True)
 def send_test(
     request: Request[Any, Any, Any],
@@ -321,8 +342,9 @@ def send_test(
     data: Form,
 ) -> Response[bytes]:
     """The saved template, filled with a customer's data, sent to an address of the
-    brand's own through delivery and the configured provider: marked as a test (counted
-    in no cap, kept off the customer's timeline), audited in the send's transaction."""
+    brand's own (or, for a push or a Wallet message, to the device of a customer named
+    in `to`) through delivery and the configured provider: marked as a test (counted in
+    no cap, kept off the customer's timeline), audited in the send's transaction."""
     viewer = changing(request, console, "templates.edit", data)
     assert viewer.session is not None and console.delivery is not None
     user, now = viewer.session.user, console.clock.now_ms()
@@ -334,16 +356,21 @@ def send_test(
             viewer, console, template_id, status=status, test={**asked, "error": error}
         )
 
+    on_device = channel in DEVICE_CHANNELS
     try:
-        to = _address(viewer, console, channel, asked["to"])
+        to = asked["to"] if on_device else _address(viewer, console, channel, asked["to"])
     except ValueError as exc:
         return again(400, str(exc))
     delivery = console.delivery
     try:
         with console.db.write() as conn:
             customer_id = profiles.resolve(conn, customer, console.default_region)
+            address, audited = to, to
+            if on_device:  # the device of the customer named; audited by its owner's id
+                owner, address = _device(viewer, console, conn, channel, to, now)
+                audited = f"cus_{owner}"
             outbox_id = delivery.test_send(
-                conn, template_id, customer_id, channel, to, {}, now, history=False
+                conn, template_id, customer_id, channel, address, {}, now, history=False
             )
             accounts.record(
                 conn,
@@ -353,17 +380,19 @@ def send_test(
                 now,
                 after={
                     "channel": channel,
-                    "to": to,
+                    "to": audited,
                     "customer": f"cus_{customer_id}",
                     "message": public_message_id(outbox_id),
                 },
             )
     except CustomerNotFound:
         return again(400, viewer.t("console.customers.unknown"))
-    except templates.TemplateProblem as exc:
+    except (templates.TemplateProblem, ValueError) as exc:
         return again(400, str(exc))
     sent = viewer.t(
-        "console_build.templates.test_sent", to=to, message=public_message_id(outbox_id)
+        f"console_build.templates.test_sent{'_device' if on_device else ''}",
+        to=to,
+        message=public_message_id(outbox_id),
     )
     return _template_page(viewer, console, template_id, status=202, test={**asked, "sent": sent})
 

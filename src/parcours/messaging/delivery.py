@@ -30,8 +30,8 @@ from parcours.channels import (
 )
 from parcours.customers import profiles as customers
 from parcours.log import Reactions
+from parcours.messaging import choice, outbox_rows, policies, suppressions
 from parcours.messaging import metrics as messaging_metrics
-from parcours.messaging import outbox_rows, policies, suppressions
 from parcours.messaging import templates as message_templates
 from parcours.messaging.email_reports import EmailReports
 from parcours.messaging.fallback import FALLBACK, Fallback
@@ -202,8 +202,9 @@ class Delivery:
             self.outcomes.failed(conn, row, detail, PermanentFailure(str(exc)), now)
             return None
         content = dict(rendered.fields)
-        if detail.get("test") and "subject" in content:
-            content["subject"] = f"[TEST] {content['subject']}"
+        for marked in ("subject", "title", "header"):  # an email's, a push's, a pass's
+            if detail.get("test") and isinstance(content.get(marked), str):
+                content[marked] = f"[TEST] {content[marked]}"
         draft = Draft(row.id, row.customer_id, row.address, content, links, now)
         result = preparer.prepare(conn, draft)
         if isinstance(result, Unsendable):
@@ -467,6 +468,13 @@ class Delivery:
         )
         assert outbox_id is not None
         return outbox_id
+
+    def test_device(self, conn: Connection, channel: str, customer_id: int, now: int) -> str | None:
+        """Where a test of a push or a Wallet message goes for this customer: the device
+        one of their messages would reach now (their newest browser subscription, else
+        their app's push token; the pass they added to Wallet), or None."""
+        traits = customers.traits_of(conn, [customer_id]).get(customer_id, {})
+        return choice.addresses(conn, customer_id, dict(traits), now, {channel}).get(channel)
 
     # ---- reads for the providers' callbacks ----------------------------------------------
 
