@@ -27,7 +27,14 @@ from tests.test_channels import CERTAIN, outbox
 from tests.test_console_build import Console, _eva, _team
 from tests.test_journeys_engine import opt_in
 from tests.test_push import push_service  # noqa: F401  (the fixture)
-from tests.test_wallet import PASS_TYPE, apns, authority, issue, register_device  # noqa: F401
+from tests.test_wallet import (  # noqa: F401  (apns, authority: the fixtures)
+    PASS_TYPE,
+    apns,
+    apple_wallet,
+    authority,
+    issue,
+    register_device,
+)
 
 
 @pytest.fixture
@@ -40,17 +47,7 @@ def devices(
     channels = {
         "sandbox": CERTAIN,
         "push": {"provider": "webpush", "subject": "mailto:ops@maison.example"},
-        "wallet": {
-            "provider": "apple",
-            "pass_type_identifier": PASS_TYPE,
-            "team_identifier": "TEAM123456",
-            "organization_name": "Maison",
-            "certificate_file": str(authority["cert"]),
-            "key_file": str(authority["key"]),
-            "wwdr_file": str(authority["wwdr"]),
-            "apns_api_base": apns.url,
-            "apns_ca_file": str(authority["root"]),
-        },
+        "wallet": apple_wallet(authority, apns),
     }
     services = Services.open(settings.with_overrides(channels=channels), clock=clock)
     try:

@@ -91,6 +91,22 @@ def google() -> Iterator[GoogleWalletPeer]:
         yield peer
 
 
+def apple_wallet(authority: dict[str, Path], apns: ApnsPeer) -> dict[str, Any]:
+    """`channels.wallet` for Apple passes signed under the test authority, the phones
+    holding them told through the APNs peer."""
+    return {
+        "provider": "apple",
+        "pass_type_identifier": PASS_TYPE,
+        "team_identifier": "TEAM123456",
+        "organization_name": "Maison",
+        "certificate_file": str(authority["cert"]),
+        "key_file": str(authority["key"]),
+        "wwdr_file": str(authority["wwdr"]),
+        "apns_api_base": apns.url,
+        "apns_ca_file": str(authority["root"]),
+    }
+
+
 @pytest.fixture
 def wired(
     settings: Settings,
@@ -102,15 +118,7 @@ def wired(
     channels = {
         "sandbox": CERTAIN,
         "wallet": {
-            "provider": "apple",
-            "pass_type_identifier": PASS_TYPE,
-            "team_identifier": "TEAM123456",
-            "organization_name": "Maison",
-            "certificate_file": str(authority["cert"]),
-            "key_file": str(authority["key"]),
-            "wwdr_file": str(authority["wwdr"]),
-            "apns_api_base": apns.url,
-            "apns_ca_file": str(authority["root"]),
+            **apple_wallet(authority, apns),
             "google": {
                 "issuer_id": GOOGLE_ISSUER,
                 "class_suffix": "maison_loyalty",
