@@ -95,7 +95,11 @@ def test_every_shipped_template_renders_in_english_and_french(template_id: str) 
         "cart": None,
         "order": None,
         "brand": {"name": "Maison", "url": "https://maison.example"},
-        "links": {"shop": "https://maison.example", "unsubscribe": "https://p.example/u/x"},
+        "links": {
+            "shop": "https://maison.example",
+            "unsubscribe": "https://p.example/u/x",
+            "preferences": "https://p.example/p/x",
+        },
         "message": {},
         "recommendations": lambda limit=4: [],  # commerce's (messaging/rendering.py)
     }
@@ -120,7 +124,11 @@ def test_mjml_is_compiled_once_and_keeps_jinja_loops() -> None:
         },
         "order": None,
         "brand": {"name": "Maison", "url": "https://maison.example"},
-        "links": {"shop": "https://maison.example/cart", "unsubscribe": "https://p.example/u/x"},
+        "links": {
+            "shop": "https://maison.example/cart",
+            "unsubscribe": "https://p.example/u/x",
+            "preferences": "https://p.example/p/x",
+        },
         "message": {},
     }
     rendered = templates.render(template, "email", context, "fr-FR")
@@ -1101,6 +1109,61 @@ def test_one_click_unsubscribe_withdraws_consent_at_once(
         # And the next marketing email is held back.
         track(services, "lea", "Go")
         assert len(outbox(services)) == 1
+    finally:
+        services.close()
+
+
+def test_a_marketing_emails_footer_opens_the_customers_preference_centre(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        cart = "{channel: email, template: abandoned-cart-recap}"
+        publish_strict(services, journey(cart, entry="Checkout Started"))
+        opt_in(services, "lea", locale="fr")
+        track(services, "lea", "Checkout Started", checkout_id="c1", total=129, currency="EUR")
+        [message] = outbox(services)
+        html, text = message["content"]["html"], message["content"]["text"]
+        # In the HTML, signed and not through the click redirect; in the text part too.
+        [link] = re.findall(r'<a href="([^"]*/p/[^"]*)"[^>]*>Gérer mes préférences</a>', html)
+        assert text.endswith(f"Gérer mes préférences <{link}>\n")
+        path = link.removeprefix(settings.resolved_public_url)
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            page = client.get(path)
+            assert page.status_code == 200
+            assert 'lang="fr"' in page.text and "Vos préférences" in page.text
+            assert consent_status(services, "lea", "email") == "granted"  # a GET changes nothing
+            kept = {"sms": "on", "whatsapp": "on", "push": "on"}  # e-mail unticked
+            saved = client.post(path, data=kept, follow_redirects=False)
+            assert saved.status_code == 303
+            forged = client.get(path[:-3] + "abc")
+            assert forged.status_code == 404 and "Vos préférences" not in forged.text
+        assert consent_status(services, "lea", "email") == "withdrawn"  # hers, and only hers
+        assert consent_status(services, "lea", "sms") == "granted"
+        # A text email says it on its own line.
+        publish_strict(services, journey("{channel: email, template: welcome}", entry="Go"))
+        opt_in(services, "max", locale="en")
+        track(services, "max", "Go")
+        welcome = outbox(services)[-1]["content"]["text"]
+        assert re.search(r"\nManage preferences: http\S*/p/\S+\n$", welcome), welcome
+    finally:
+        services.close()
+
+
+def test_a_transactional_email_carries_neither_unsubscribe_nor_preferences(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    services = open_services(settings, clock)
+    try:
+        confirmation = "{channel: email, template: order-confirmation, purpose: transactional}"
+        publish_strict(services, journey(confirmation, entry="Order Completed", goal="Never"))
+        opt_in(services, "lea", locale="fr")
+        track(services, "lea", "Order Completed", order_id="1042", total=20, currency="EUR")
+        [message] = outbox(services)
+        assert message["purpose"] == "transactional" and message["state"] == "sent"
+        words = message["content"]["html"] + message["content"]["text"]
+        assert "/p/" not in words and "/u/" not in words
+        assert "préférences" not in words and "désabonner" not in words
     finally:
         services.close()
 

@@ -19,6 +19,7 @@ from tests.test_journeys_engine import opt_in, track
 
 SHOP = "https://maison.example/cart?from=email&step=2"
 UNSUBSCRIBE = "https://p.example/u/TOKEN"
+PREFERENCES = "https://p.example/p/TOKEN"
 
 
 def context(**customer: Any) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def context(**customer: Any) -> dict[str, Any]:
             "products": [{"name": "Manteau", "quantity": 1}],
         },
         "brand": {"name": "Maison", "url": "https://maison.example"},
-        "links": {"shop": SHOP, "unsubscribe": UNSUBSCRIBE},
+        "links": {"shop": SHOP, "unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
         "message": {"channel": "email", "purpose": "marketing"},
     }
 
@@ -55,7 +56,7 @@ def test_a_french_cart_reads_in_french_with_its_links_in_the_text() -> None:
         "- Gants × 2\n"
         "Total : 129,00 €\n"
         f"Retrouver mon panier <{SHOP}>\n"
-        f"Se désabonner <{UNSUBSCRIBE}>\n"
+        f"Se désabonner <{UNSUBSCRIBE}> · Gérer mes préférences <{PREFERENCES}>\n"
     )
     html = rendered.fields["html"]
     assert html.startswith('<!DOCTYPE html><html lang="fr" dir="auto"')
@@ -72,7 +73,7 @@ def test_an_english_cart_reads_in_english() -> None:
         "- Gants × 2\n"
         "Total: €129.00\n"
         f"Back to my cart <{SHOP}>\n"
-        f"Unsubscribe <{UNSUBSCRIBE}>\n"
+        f"Unsubscribe <{UNSUBSCRIBE}> · Manage preferences <{PREFERENCES}>\n"
     )
     assert '<html lang="en" dir="auto"' in rendered.fields["html"]
 
@@ -143,13 +144,14 @@ def test_a_sent_email_has_its_language_and_its_links_in_both_parts(
         [message] = outbox(services)
         html, text = message["content"]["html"], message["content"]["text"]
         [unsubscribe] = re.findall(r'href="([^"]*/u/[^"]*)"', html)
+        [preferences] = re.findall(r'href="([^"]*/p/[^"]*)"', html)
         assert '<html lang="fr"' in html
         assert text == (
             "Bonjour Léa,\n"
             "Vous avez laissé dans votre panier :\n"
             "Total : 129,00 €\n"
             "Retrouver mon panier <https://shop.example.com>\n"
-            f"Se désabonner <{unsubscribe}>\n"
+            f"Se désabonner <{unsubscribe}> · Gérer mes préférences <{preferences}>\n"
         )
     finally:
         services.close()

@@ -450,7 +450,11 @@ def test_referral_messages_show_the_codes_in_english_and_french(
         "cart": None,
         "order": None,
         "brand": {"name": "Maison", "url": "https://maison.example"},
-        "links": {"shop": "https://maison.example", "unsubscribe": "https://p.example/u/x"},
+        "links": {
+            "shop": "https://maison.example",
+            "unsubscribe": "https://p.example/u/x",
+            "preferences": "https://p.example/p/x",
+        },
         "message": {},
     }
     shipped = templates.shipped()

@@ -200,7 +200,12 @@ def test_the_shipped_reminder_names_the_product_and_what_goes_with_it(
         customer = customers.resolve(conn, "gil", "FR")
         event = {"event": "Replenishment Due", "properties": due}
         context = services.delivery.renderer.context(
-            conn, customer, "email", "marketing", event, {"unsubscribe": "https://u.example"}
+            conn,
+            customer,
+            "email",
+            "marketing",
+            event,
+            {"unsubscribe": "https://u.example", "preferences": "https://p.example"},
         )
         template = message_templates.shipped()["reorder-reminder"]
         english = message_templates.render(template, "email", context, "en").fields

@@ -234,7 +234,11 @@ def _context() -> dict[str, Any]:
         "cart": CART["properties"],
         "order": None,
         "brand": {"name": "Maison", "url": "https://maison.example"},
-        "links": {"shop": "https://maison.example", "unsubscribe": "https://p.example/u/x"},
+        "links": {
+            "shop": "https://maison.example",
+            "unsubscribe": "https://p.example/u/x",
+            "preferences": "https://p.example/p/x",
+        },
         "message": {"channel": "email", "purpose": "marketing"},
     }
 
