@@ -336,6 +336,14 @@ def brand_services(settings: Settings, clock: SimulatedClock) -> Iterator[Servic
     opened.close()
 
 
+def signs_up_on_a_device_in(services: Services, user: str, zone: str) -> None:
+    """`Signed Up` from a device that says its time zone (`context.timezone`)."""
+    at = services.clock.now_ms()
+    event = make_event("track", userId=user, event="Signed Up", at=at, context={"timezone": zone})
+    services.writer.append_sync([event])
+    services.worker.run_due()
+
+
 def test_a_customer_without_a_time_zone_waits_in_the_brands(
     brand_services: Services, clock: SimulatedClock
 ) -> None:
@@ -349,18 +357,7 @@ def test_a_customer_without_a_time_zone_waits_in_the_brands(
     assert waiting[0]["time_zone"] == "America/New_York"
     assert waiting[0]["time_zone_reason"] == "no time zone is known for the customer: the brand's"
     # A customer whose device says Tokyo waits in Tokyo, and the trace says so.
-    services.writer.append_sync(
-        [
-            make_event(
-                "track",
-                userId="kim",
-                event="Signed Up",
-                at=clock.now_ms(),
-                context={"timezone": "Asia/Tokyo"},
-            )
-        ]
-    )
-    services.worker.run_due()
+    signs_up_on_a_device_in(services, "kim", "Asia/Tokyo")
     assert runs(services, "kim")[0].until == "2026-09-22T00:00:00.000Z"
     waiting = [p for name, p in trace_of(services, "kim") if name == "Journey Waiting"]
     assert waiting[0]["time_zone"] == "Asia/Tokyo"
@@ -398,18 +395,7 @@ def test_local_times_follow_the_zone_set_on_the_settings_page(
     assert runs(services, "joe")[0].until == "2026-09-22T13:00:00.000Z"
     # The customer's own zone still comes first.
     opt_in(services, "kim")
-    services.writer.append_sync(
-        [
-            make_event(
-                "track",
-                userId="kim",
-                event="Signed Up",
-                at=clock.now_ms(),
-                context={"timezone": "Europe/Paris"},
-            )
-        ]
-    )
-    services.worker.run_due()
+    signs_up_on_a_device_in(services, "kim", "Europe/Paris")
     assert runs(services, "kim")[0].until == "2026-09-22T07:00:00.000Z"  # 09:00 in Paris
     # The configuration's again once the brand's is put back.
     _brand_zone(services, None)
