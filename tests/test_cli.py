@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -750,6 +751,36 @@ def test_a_csv_header_the_import_cannot_take_imports_nothing(url: str, tmp_path:
     assert count(url, events) == 0
 
 
+def test_a_french_catalog_export_reads_decimal_commas_and_spaced_thousands(
+    url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "catalogue.csv"
+    file.write_bytes(
+        "\ufeffproduct_id;name;price;currency;stock;usage_days\r\n"
+        "p-1;Crème, pot de 50 ml;12,50;EUR;1\u202f234;30\r\n"
+        "p-2;Coffret;1 049,9;EUR;2;\r\n"
+        "p-3;Savon;3;EUR;12,5;\r\n".encode()
+    )
+    result = run(url, "import", "catalog", str(file))
+    assert result.exit_code == 1
+    assert "line 4: column stock: stock must be a whole number, got 12.5" in result.output
+    assert "3 lines read, 2 events stored" in result.output
+    cream = read(url, lambda c: commerce.product(c, "p-1"))
+    box = read(url, lambda c: commerce.product(c, "p-2"))
+    assert cream is not None and box is not None
+    assert (cream.name, cream.stock, cream.usage_days) == ("Crème, pot de 50 ml", 1234, 30)
+    assert [v.prices for v in cream.variants] == [{"EUR": Decimal("12.50")}]
+    assert [v.prices for v in box.variants] == [{"EUR": Decimal("1049.9")}]
+
+    # Separated by commas, a comma in a number is ambiguous (1,234): refused, saying why.
+    english = tmp_path / "catalog.csv"
+    english.write_text('product_id,name,price,currency\np-9,Mug,"12,50",EUR\n')
+    result = run(url, "import", "catalog", str(english))
+    assert result.exit_code == 1
+    assert "line 2: column price: price '12,50' has a comma" in result.output
+    assert read(url, lambda c: commerce.product(c, "p-9")) is None
+
+
 def test_a_french_spreadsheet_export_with_semicolons_and_a_bom(url: str, tmp_path: Path) -> None:
     order_placed(url, tmp_path)
     file = tmp_path / "expéditions.csv"
@@ -772,5 +803,7 @@ def test_a_french_spreadsheet_export_with_semicolons_and_a_bom(url: str, tmp_pat
     result = run(url, "import", "catalog", str(catalog))
     bowl = read(url, lambda c: commerce.product(c, "p-1"))
     assert bowl is not None and (bowl.name, bowl.stock) == ("Bol à café", 4)
-    # a decimal comma is no number to the catalog's mapping: named, not guessed
-    assert "line 3: column price: price must be a number, got '12,5'" in result.output
+    # the spreadsheet's decimal comma beside a point: both read
+    assert "2 lines read, 2 events stored" in result.output
+    teapot = read(url, lambda c: commerce.product(c, "p-2"))
+    assert teapot is not None and [v.prices for v in teapot.variants] == [{"EUR": Decimal("12.5")}]

@@ -509,10 +509,14 @@ def _import_row(index: int, row: Mapping[str, object]) -> dict[str, Any]:
             )
         if name in props:
             props[name] = str(decimal_of(props[name]))
-    if "stock" in props:
-        props["stock"] = int(Decimal(props["stock"]))
-    if "usage_days" in props:
-        props["usage_days"] = int(Decimal(props["usage_days"]))
+    for name in ("stock", "usage_days"):
+        if name in props:
+            whole = Decimal(props[name])
+            if whole != whole.to_integral_value():
+                raise CatalogImportError(
+                    f"{name} must be a whole number, got {props[name]}", index, name
+                )
+            props[name] = int(whole)
     if "consumable" in props:
         props["consumable"] = _flag(index, props["consumable"])
     if "images" in props and isinstance(props["images"], str):

@@ -3,7 +3,10 @@ catalog (`commerce.import_event`), read a line at a time and appended in chunks 
 the same door as the JSON-lines import (docs/commerce.md).
 
 UTF-8 with or without a byte order mark; the separator is the header's: a semicolon when
-it has more of them than commas (a French spreadsheet's export), else a comma. Like the
+it has more of them than commas (a French spreadsheet's export), else a comma. A file
+separated by semicolons writes its numbers as that spreadsheet does: a decimal comma, and
+spaces between thousands (`1 234,50`); in a file separated by commas a number is written
+with a point (`1,234` could be either there, so a comma in a number is refused). Like the
 JSON-lines import, a bad line is reported (its number, the header being line 1, and its
 column) and skipped, and the others are stored: each chunk is one transaction of lines
 that all mapped. Each line's message id is made of its content, so the same file imported
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from parcours.runtime.clock import Clock
 
 Kind = Literal["shipments", "catalog"]
+NUMBER_COLUMNS = ("price", "stock", "usage_days")  # the catalog's numbers
 
 
 class CsvFileError(ValueError):
@@ -67,7 +72,7 @@ def _read(
     delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
     reader = csv.reader(itertools.chain([header_line], handle), delimiter=delimiter)
     header = [name.strip() for name in next(reader, [])]
-    to_event = _mapping(kind, header, clock.now_ms())
+    to_event = _mapping(kind, header, clock.now_ms(), decimal_comma=delimiter == ";")
     chunk: list[Event] = []
     for number, cells in _lines(reader):
         report.read += 1
@@ -107,8 +112,17 @@ def _lines(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
             yield start, cells
 
 
-def _mapping(kind: Kind, header: list[str], now: int) -> Callable[[dict[str, str | None]], Event]:
-    """The function from a line (as a dict) to its event, once the header is checked."""
+# A number as a French spreadsheet writes it: spaces (or the no-break ones) between
+# thousands, a decimal comma.
+_COMMA_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+)(?:,\d+)?")
+_THOUSANDS = re.compile(r"[ \u00a0\u202f]")
+
+
+def _mapping(
+    kind: Kind, header: list[str], now: int, *, decimal_comma: bool
+) -> Callable[[dict[str, str | None]], Event]:
+    """The function from a line (as a dict) to its event, once the header is checked;
+    `decimal_comma`: the catalog's numbers are written with one (module's docstring)."""
     if kind == "shipments":
         try:
             check_csv_header(header)
@@ -136,6 +150,17 @@ def _mapping(kind: Kind, header: list[str], now: int) -> Callable[[dict[str, str
         raise _Unreadable(f"line 1: {exc.reason}") from None
 
     def product(row: dict[str, str | None]) -> Event:
+        for name in NUMBER_COLUMNS:
+            cell = (row.get(name) or "").strip()
+            if decimal_comma and _COMMA_NUMBER.fullmatch(cell):
+                row[name] = _THOUSANDS.sub("", cell).replace(",", ".")
+            elif not decimal_comma and "," in cell:
+                raise _Refused(
+                    f"{name} {cell[:40]!r} has a comma: in a file separated by commas a "
+                    "number is written with a point (12.50); a file separated by "
+                    "semicolons may use a decimal comma (12,50)",
+                    name,
+                )
         try:
             return commerce.import_event(row, now)
         except commerce.CatalogImportError as exc:
