@@ -14,6 +14,7 @@ def load_all_tables() -> MetaData:
     import parcours.accounts.tables
     import parcours.analytics.tables
     import parcours.brand.tables
+    import parcours.channels.tables
     import parcours.commerce.tables
     import parcours.customers.tables
     import parcours.ingest.tables

@@ -17,11 +17,11 @@ from parcours.channels import (
     ConfigError,
     EmailTags,
     Pricing,
-    Providers,
     WalletIssuer,
     WhatsAppPricing,
     hand_to,
     make_vapid_key,
+    stored,
 )
 from parcours.commerce import Commerce
 from parcours.commerce import people as commerce_people
@@ -135,11 +135,17 @@ class Services:
             bounce_rule = BounceRule.from_config(settings.channels.get("email", {}))
             whatsapp_pricing = WhatsAppPricing.from_config(settings.channels.get("whatsapp", {}))
             vapid = instance_secret(db, "vapid-private-key", clock.now_ms(), make_vapid_key)
-            providers = Providers.from_settings(
-                settings.channels, settings.resolved_public_url, vapid
+            # Bounce and reply addresses, and Message-IDs, signed (channels/email_tags.py),
+            # by the configuration's providers and by those set up in the console.
+            tags = EmailTags.load(db, clock.now_ms())
+            providers = stored.LiveProviders(
+                db,
+                settings.channels,
+                settings.resolved_public_url,
+                stored.Sealer.for_database(db, settings.provider_secrets_key, clock.now_ms()),
+                vapid_pem=vapid,
+                prepare=lambda provider: hand_to(provider, tags),
             )
-            # Bounce and reply addresses, and Message-IDs, signed (channels/email_tags.py).
-            hand_to(providers.for_channel("email"), EmailTags.load(db, clock.now_ms()))
         except ConfigError as exc:
             db.dispose()
             raise SettingsError(str(exc)) from None

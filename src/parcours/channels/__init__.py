@@ -3,7 +3,7 @@ that builds the providers a brand configured (registry.py)."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.channels import postmark, sms, whatsapp
+from parcours.channels import postmark, sms, stored, whatsapp
 from parcours.channels.base import (
     ConfigError,
     DeliveryFailure,
@@ -23,7 +23,7 @@ from parcours.channels.email_bounces import HARD, SENDER_CODE, SOFT, classify
 from parcours.channels.email_inbound import Ignored, InboundHandler, InboundMail, Report
 from parcours.channels.email_tags import EmailTags, hand_to
 from parcours.channels.push import application_server_key, make_vapid_key
-from parcours.channels.registry import Providers
+from parcours.channels.registry import Providers, build_provider
 from parcours.channels.sms import Pricing
 from parcours.channels.wallet import ORDER_MEDIA_TYPE, WalletIssuer, WalletOrders
 from parcours.channels.whatsapp import WhatsAppPricing
@@ -54,6 +54,7 @@ __all__ = [
     "WalletOrders",
     "WhatsAppPricing",
     "application_server_key",
+    "build_provider",
     "check_connection",
     "classify",
     "configured",
@@ -61,5 +62,6 @@ __all__ = [
     "make_vapid_key",
     "postmark",
     "sms",
+    "stored",
     "whatsapp",
 ]

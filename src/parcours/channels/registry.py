@@ -52,44 +52,63 @@ class Providers:
             section = config.get(channel, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"channels.{channel} must be a table")
-            # The site chat needs nothing outside Parcours: it is the default for chat.
-            name = section.get("provider", "site" if channel == "chat" else "sandbox")
-            if name not in KNOWN[channel]:
-                raise ConfigError(
-                    f"channels.{channel}.provider: {name!r} is not available for {channel} "
-                    f"(available: {', '.join(KNOWN[channel])})"
-                )
-            if name == "smtp":
-                providers[channel] = SmtpProvider.from_config(section)
-            elif name == "apple":
-                providers[channel] = WalletIssuer.from_config(section, public_url)
-            elif name == "postmark":
-                providers[channel] = PostmarkProvider.from_config(section)
-            elif name == "site":
-                providers[channel] = SiteChatProvider()
-            elif name == "webpush":
-                if vapid_pem is None:
-                    raise ConfigError("channels.push: Web Push needs the VAPID key")
-                providers[channel] = WebPushProvider.from_config(section, vapid_pem)
-            elif name == "meta":
-                providers[channel] = MetaWhatsAppProvider.from_config(section)
-            elif name == "twilio":
-                providers[channel] = TwilioProvider.from_config(section, public_url)
-            else:
-                providers[channel] = SandboxProvider.from_config(channel, sandbox)
-            if channel == "push" and ("fcm" in section or "apns" in section):
-                for table in ("fcm", "apns"):
-                    if table in section and not isinstance(section[table], dict):
-                        raise ConfigError(f"channels.push.{table} must be a table")
-                web = providers[channel]
-                mobile = FcmProvider.from_config(section["fcm"]) if "fcm" in section else web
-                apple = ApnsProvider.from_config(section["apns"]) if "apns" in section else None
-                providers[channel] = PushRouter(web, mobile, apple)
+            providers[channel] = build_provider(channel, section, sandbox, public_url, vapid_pem)
         return cls(providers)
 
     def for_channel(self, channel: str) -> Provider:
         return self.by_channel[channel]
 
+    def refresh(self, *, force: bool = False) -> None:
+        """Read again what may have changed (the console's providers: channels/stored.py);
+        the configuration file's are fixed."""
+        return None
+
     def close(self) -> None:
         for provider in self.by_channel.values():
             provider.close()
+
+
+def build_provider(
+    channel: str,
+    section: dict[str, Any],
+    sandbox: dict[str, Any],
+    public_url: str,
+    vapid_pem: str | None = None,
+) -> Provider:
+    """The provider of one channel from its settings' table; ConfigError names what is
+    wrong (the console's settings are built here too: channels/stored.py)."""
+    # The site chat needs nothing outside Parcours: it is the default for chat.
+    name = section.get("provider", "site" if channel == "chat" else "sandbox")
+    if name not in KNOWN[channel]:
+        raise ConfigError(
+            f"channels.{channel}.provider: {name!r} is not available for {channel} "
+            f"(available: {', '.join(KNOWN[channel])})"
+        )
+    provider: Provider
+    if name == "smtp":
+        provider = SmtpProvider.from_config(section)
+    elif name == "apple":
+        provider = WalletIssuer.from_config(section, public_url)
+    elif name == "postmark":
+        provider = PostmarkProvider.from_config(section)
+    elif name == "site":
+        provider = SiteChatProvider()
+    elif name == "webpush":
+        if vapid_pem is None:
+            raise ConfigError("channels.push: Web Push needs the VAPID key")
+        provider = WebPushProvider.from_config(section, vapid_pem)
+    elif name == "meta":
+        provider = MetaWhatsAppProvider.from_config(section)
+    elif name == "twilio":
+        provider = TwilioProvider.from_config(section, public_url)
+    else:
+        provider = SandboxProvider.from_config(channel, sandbox)
+    if channel == "push" and ("fcm" in section or "apns" in section):
+        for table in ("fcm", "apns"):
+            if table in section and not isinstance(section[table], dict):
+                raise ConfigError(f"channels.push.{table} must be a table")
+        web = provider
+        mobile = FcmProvider.from_config(section["fcm"]) if "fcm" in section else web
+        apple = ApnsProvider.from_config(section["apns"]) if "apns" in section else None
+        provider = PushRouter(web, mobile, apple)
+    return provider

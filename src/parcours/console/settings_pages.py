@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -17,13 +18,15 @@ from babel.dates import get_day_names
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body, FromPath
 from sqlalchemy import Connection
 
 from parcours import accounts, brand, channels
 from parcours.brand import BrandError, BrandSettings, ConsentWording, Logo
-from parcours.console import rules_form
+from parcours.channels import stored
+from parcours.console import provider_form, rules_form
 from parcours.console.access import (
     ConsoleParts,
     Form,
@@ -74,10 +77,12 @@ def _settings_page(
     checks: dict[tuple[str, str], channels.ConnectionCheck] | None = None,
     saved: str = "",
     form: RulesForm | None = None,
+    attempt: provider_form.Attempt | None = None,
 ) -> Response[bytes]:
     look = brand_of(parts)
     rules = _policies(parts)
     assert parts.delivery is not None
+    parts.delivery.providers.refresh(force=True)
     return page(
         viewer,
         "settings.html",
@@ -91,6 +96,7 @@ def _settings_page(
         languages=SHIPPED,
         zones=ZONES,
         providers=channels.configured(parts.delivery.providers),
+        set_up=provider_form.channels_view(viewer, parts.delivery.providers, attempt),
         checks=checks or {},
         rules=rules,
         rules_text=rules_text
@@ -370,6 +376,109 @@ def check_provider(
     return _settings_page(viewer, console, checks={(channel, name): result}, section="providers")
 
 
+def _attempt(
+    request: Request[Any, Any, Any], console: ConsoleParts, data: dict[str, str]
+) -> tuple[Viewer, stored.LiveProviders, provider_form.Attempt, stored.Checked | None]:
+    """A provider's form posted by an owner, checked (its problem kept in the attempt)."""
+    viewer = changing(request, console, "settings.change", data)
+    assert console.delivery is not None
+    live = console.delivery.providers
+    channel, name = data.get("channel", ""), data.get("provider", "")
+    if not isinstance(live, stored.LiveProviders) or (channel, name) not in stored.FORMS:
+        raise NotFoundException()
+    values = provider_form.posted_values(data, channel, name)
+    if stored.by_configuration(live.config, channel):
+        error = stored.ProviderError("console.providers.by_configuration")
+        return viewer, live, provider_form.Attempt(channel, name, values, error), None
+    with console.db.read() as conn:
+        kept = stored.stored(conn, live.sealer).get(channel)
+    try:
+        checked = stored.check(
+            channel, name, data, kept, live.config.get(channel, {}), live.public_url
+        )
+    except stored.ProviderError as exc:
+        return viewer, live, provider_form.Attempt(channel, name, values, exc), None
+    return viewer, live, provider_form.Attempt(channel, name, values), checked
+
+
+@post(f"{PATH}/providers/test", status_code=200, sync_to_thread=True)
+def try_provider(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[bytes]:
+    """Test a provider's connection with the form's values (the stored secret where one
+    is left blank), saving nothing: the answer alone for HTMX, else the whole page."""
+    viewer, live, attempt, checked = _attempt(request, console, data)
+    if checked is not None:
+        one = channels.build_provider(attempt.channel, checked.section, {}, live.public_url)
+        try:
+            result = channels.check_connection(
+                channels.Providers({attempt.channel: one}), attempt.channel, attempt.provider
+            )
+        finally:
+            one.close()
+        attempt = replace(attempt, check=result)
+    if request.headers.get("hx-request"):  # answered in place, a refusal too (HTMX swaps a 200)
+        html = render(
+            viewer,
+            "_settings_check.html",
+            check=attempt.check,
+            problem=provider_form.problem_text(viewer, attempt.error) if attempt.error else "",
+        )
+        return Response(html.encode(), media_type="text/html; charset=utf-8")
+    status = 400 if attempt.error is not None else 200
+    return _settings_page(viewer, console, status=status, section="providers", attempt=attempt)
+
+
+@post(f"{PATH}/providers/save", status_code=200, sync_to_thread=True)
+def save_provider(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    """Save a provider's settings, checked first; audited in the same transaction, the
+    secrets said "changed" or "kept", never written."""
+    viewer, live, attempt, checked = _attempt(request, console, data)
+    if checked is None:
+        return _settings_page(viewer, console, status=400, section="providers", attempt=attempt)
+    assert viewer.session is not None
+    actor, now = viewer.session.user.actor, console.clock.now_ms()
+
+    def audited(conn: Connection, before: Any, after: Any) -> None:
+        accounts.record(
+            conn,
+            actor,
+            "settings.provider_changed",
+            f"channels.{attempt.channel}",
+            now,
+            before=before,
+            after=after,
+        )
+
+    stored.save(console.db, live.sealer, checked, now, by=actor.email, also=audited)
+    live.refresh(force=True)
+    return go(f"{PATH}?saved=providers#providers")
+
+
+@post(f"{PATH}/providers/remove", status_code=200, sync_to_thread=True)
+def remove_provider(
+    request: Request[Any, Any, Any], console: Injected[ConsoleParts], data: Form
+) -> Response[Any]:
+    """Forget a channel's provider set up here: back to the configuration's (the sandbox)."""
+    viewer = changing(request, console, "settings.change", data)
+    assert console.delivery is not None and viewer.session is not None
+    channel = data.get("channel", "")
+    if channel not in stored.CONSOLE_CHANNELS:
+        raise NotFoundException()
+    actor, now = viewer.session.user.actor, console.clock.now_ms()
+
+    def audited(conn: Connection, before: Any, after: Any) -> None:
+        accounts.record(
+            conn, actor, "settings.provider_removed", f"channels.{channel}", now, before=before
+        )
+
+    stored.remove(console.db, channel, also=audited)
+    console.delivery.providers.refresh(force=True)
+    return go(f"{PATH}?saved=providers#providers")
+
+
 @get("/console/brand/{version:int}/look.css", sync_to_thread=True)
 def look_css(console: Injected[ConsoleParts], version: FromPath[int]) -> Response[bytes]:
     """The brand's colours as custom properties, for the console and the public pages
@@ -416,6 +525,9 @@ def settings_routes() -> list[HTTPRouteHandler]:
         save_rules_form,
         save_wording,
         check_provider,
+        try_provider,
+        save_provider,
+        remove_provider,
         look_css,
         logo,
     ]

@@ -51,6 +51,9 @@ class Settings:
     sector: str = ""
     public_url: str = ""  # where customers reach Parcours' links; default http://host:port
     secret_key: str = ""  # signs links; made and kept in the database when empty
+    # seals the secrets of providers set up in the console (docs/security.md); when empty,
+    # a key made and kept in the database
+    provider_secrets_key: str = ""
     # the brand's server signs a chat visitor's user id with it (docs/security.md, Site chat)
     identity_verification_secret: str = ""
     # signs the generic carrier webhook's deliveries (docs/commerce.md); empty: refused
@@ -101,6 +104,7 @@ class Settings:
             self.admin_key,
             self.shopify_webhook_secret,
             self.secret_key,
+            self.provider_secrets_key,
             self.metrics_token,
             self.identity_verification_secret,
             self.carrier_webhook_secret,
@@ -165,6 +169,7 @@ _FIELD_TYPES: dict[str, type] = {
     "sector": str,
     "public_url": str,
     "secret_key": str,
+    "provider_secrets_key": str,
     "identity_verification_secret": str,
     "carrier_webhook_secret": str,
     "return_window_days": int,
@@ -371,6 +376,11 @@ def _check(settings: Settings, where: str) -> None:
     if not 0 <= settings.metrics_port < 65536:
         raise SettingsError(
             f"{where}: metrics_port must be between 0 (none) and 65535, got {settings.metrics_port}"
+        )
+    if 0 < len(settings.provider_secrets_key) < 16:
+        raise SettingsError(
+            f"{where}: provider_secrets_key must be at least 16 characters "
+            "(a random value such as the output of `openssl rand -hex 32`)"
         )
     _check_webhooks(settings, where)
     _check_shopify_shops(settings, where)

@@ -1,0 +1,546 @@
+"""The providers an owner sets up in the console's Settings page (docs/channels.md,
+"Providers set up in the console"): email by SMTP or Postmark, SMS by Twilio, WhatsApp by
+Meta's Cloud API.
+
+- What the configuration (file or environment) sets wins: a channel whose `[channels.<x>]`
+  names a `provider` is the configuration's, and the console cannot change it.
+- What is secret (passwords, tokens) is sealed with AES-GCM under a key derived (HKDF) from
+  the `provider_secrets_key` setting, else from a key Parcours makes and keeps in the
+  database (`instance_secrets`); each channel's secrets are bound to the channel and the
+  provider (associated data), and are never shown back nor audited.
+- Each save counts the channel's version up in the same transaction as its audit entry.
+  Every process reads the versions at most every `PROVIDERS_TTL_S` seconds, when it uses
+  a provider, and builds a channel's provider again when its version changed: a change is
+  in force everywhere within that time, without a restart. The process that saved builds
+  it at once."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Connection, delete, insert, select, update
+
+from parcours.channels.base import ConfigError, OutgoingMessage, Provider, TransientFailure
+from parcours.channels.registry import Providers, build_provider
+from parcours.channels.tables import channel_providers
+from parcours.customers import BadEmail, check_email
+from parcours.runtime.db import Database
+from parcours.runtime.documents import JsonObject
+from parcours.runtime.logs import redact_also
+from parcours.runtime.secrets import instance_secret
+
+log = logging.getLogger(__name__)
+
+PROVIDERS_TTL_S = 5.0  # how stale a process's copy of the console's providers may be
+RETIRED_FOR_S = 600.0  # a replaced provider is closed this long after (its sends finish)
+LONGEST_VALUE = 2000
+SEALED_PREFIX = "v1:"
+KEY_SECRET_NAME = "provider-secrets-key"
+
+Kind = Literal["text", "secret", "port", "choice", "email", "url"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a provider's form; its name is the configuration file's."""
+
+    name: str
+    kind: Kind = "text"
+    required: bool = False
+    default: str = ""
+    choices: tuple[str, ...] = ()
+
+
+# What the console sets up, per channel and provider, in the order of the form.
+FORMS: dict[tuple[str, str], tuple[Field, ...]] = {
+    ("email", "smtp"): (
+        Field("host", required=True),
+        Field("security", "choice", default="starttls", choices=("starttls", "tls", "none")),
+        Field("port", "port"),
+        Field("username"),
+        Field("password", "secret"),
+        Field("from_address", "email", required=True),
+        Field("from_name"),
+        Field("reply_to", "email"),
+    ),
+    ("email", "postmark"): (
+        Field("server_token", "secret", required=True),
+        Field("from_address", "email", required=True),
+        Field("from_name"),
+        Field("reply_to", "email"),
+        Field("message_stream", default="outbound"),
+        Field("marketing_stream", default="broadcast"),
+        Field("webhook_user", required=True),
+        Field("webhook_password", "secret", required=True),
+        Field("api_base", "url", default="https://api.postmarkapp.com"),
+    ),
+    ("sms", "twilio"): (
+        Field("account_sid", required=True),
+        Field("auth_token", "secret", required=True),
+        Field("from_number"),
+        Field("messaging_service_sid"),
+        Field("api_base", "url", default="https://api.twilio.com"),
+    ),
+    ("whatsapp", "meta"): (
+        Field("phone_number_id", required=True),
+        Field("access_token", "secret", required=True),
+        Field("app_secret", "secret", required=True),
+        Field("verify_token", "secret", required=True),
+        Field("api_version", default="v21.0"),
+        Field("api_base", "url", default="https://graph.facebook.com"),
+    ),
+}
+CONSOLE_CHANNELS = ("email", "sms", "whatsapp")
+
+
+class ProviderError(ValueError):
+    """What the console's provider settings refuse: `key` names the problem in the
+    catalogue, `field` the field it is about ("" for the whole), `values` fill it in."""
+
+    def __init__(self, key: str, field: str = "", **values: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.field = field
+        self.values = values
+
+
+class SealError(ValueError):
+    """Stored secrets that cannot be opened with this key (another key, or altered)."""
+
+
+# ---- sealing --------------------------------------------------------------------------------
+
+
+class Sealer:
+    """AES-GCM (256-bit key, 96-bit random nonce) under a key derived from `material` by
+    HKDF-SHA256; the associated data binds a sealed value to its channel and provider."""
+
+    def __init__(self, material: str) -> None:
+        if not material:
+            raise ValueError("a key is needed to seal provider secrets")
+        key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"parcours channel provider secrets v1",
+        ).derive(material.encode())
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def for_database(cls, db: Database, configured: str, now: int) -> Sealer:
+        """The setting's key when one is set (the database then holds nothing that opens
+        the secrets), else the one Parcours made and keeps in the database."""
+        return cls(configured or instance_secret(db, KEY_SECRET_NAME, now))
+
+    def seal(self, channel: str, provider: str, secrets: Mapping[str, str]) -> str:
+        nonce = os.urandom(12)
+        plain = json.dumps(dict(secrets), sort_keys=True).encode()
+        sealed = self._aead.encrypt(nonce, plain, _bound(channel, provider))
+        return SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
+
+    def open(self, channel: str, provider: str, sealed: str) -> dict[str, str]:
+        if not sealed.startswith(SEALED_PREFIX):
+            raise SealError("not sealed by this version of Parcours")
+        try:
+            raw = base64.b64decode(sealed[len(SEALED_PREFIX) :], validate=True)
+            plain = self._aead.decrypt(raw[:12], raw[12:], _bound(channel, provider))
+        except (InvalidTag, binascii.Error, ValueError):
+            raise SealError("cannot be opened with this key") from None
+        found = json.loads(plain)
+        return {str(k): str(v) for k, v in found.items()}
+
+
+def _bound(channel: str, provider: str) -> bytes:
+    return f"channel_providers/{channel}/{provider}".encode()
+
+
+# ---- what is stored -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A channel's provider as the console saved it. `secrets` is empty and `problem`
+    says why when they cannot be opened."""
+
+    channel: str
+    provider: str
+    settings: dict[str, str]
+    secrets: dict[str, str]
+    version: int
+    updated_at: int
+    updated_by: str | None
+    problem: str = ""
+
+    def section(self) -> JsonObject:
+        """The provider's table, as the configuration file would hold it."""
+        found: JsonObject = {"provider": self.provider}
+        for one in FORMS[(self.channel, self.provider)]:
+            value = self.secrets.get(one.name) if one.kind == "secret" else None
+            if one.kind != "secret":
+                value = self.settings.get(one.name)
+            if value in (None, ""):
+                continue
+            found[one.name] = int(value) if one.kind == "port" else value
+        return found
+
+
+def stored(conn: Connection, sealer: Sealer | None) -> dict[str, Stored]:
+    """Each channel's saved provider, its secrets opened (with `sealer`; None: left shut)."""
+    found: dict[str, Stored] = {}
+    for row in conn.execute(select(channel_providers)):
+        secrets: dict[str, str] = {}
+        problem = ""
+        if sealer is not None:
+            try:
+                secrets = sealer.open(row.channel, row.provider, row.secrets)
+            except SealError as exc:
+                problem = str(exc)
+            redact_also(secrets.values())
+        found[row.channel] = Stored(
+            row.channel,
+            row.provider,
+            json.loads(row.settings),
+            secrets,
+            int(row.version),
+            int(row.updated_at),
+            row.updated_by,
+            problem,
+        )
+    return found
+
+
+def versions(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(channel_providers.c.channel, channel_providers.c.version))
+    return {row.channel: int(row.version) for row in rows}
+
+
+# ---- checking a form ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A form's values, checked: what is not secret, the secrets (the stored ones where
+    the form left a secret blank), which secrets it changed, and the provider's table."""
+
+    channel: str
+    provider: str
+    settings: dict[str, str]
+    secrets: dict[str, str]
+    changed: tuple[str, ...]
+    section: dict[str, Any] = field(default_factory=dict)
+
+
+def check(
+    channel: str,
+    provider: str,
+    form: Mapping[str, str],
+    kept: Stored | None,
+    file_section: Mapping[str, Any],
+    public_url: str,
+) -> Checked:
+    """The form's values checked field by field (ProviderError names the field), then the
+    provider built with them as the configuration file's would be."""
+    fields = FORMS.get((channel, provider))
+    if fields is None:
+        raise ProviderError("console.providers.unknown", provider=provider)
+    settings: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    changed: list[str] = []
+    same = kept is not None and kept.provider == provider
+    for one in fields:
+        raw = form.get(one.name, "")
+        value = raw if one.kind == "secret" else raw.strip()
+        if len(value) > LONGEST_VALUE:
+            raise ProviderError("console.providers.too_long", one.name, longest=str(LONGEST_VALUE))
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ProviderError("console.providers.control", one.name)
+        if one.kind == "secret":
+            if value:
+                changed.append(one.name)
+            elif same and kept is not None and one.name in kept.secrets:
+                value = kept.secrets[one.name]  # blank: the stored one is kept
+        if not value:
+            value = one.default
+        if not value:
+            if one.required:
+                raise ProviderError("console.providers.required", one.name)
+            continue
+        _check_value(one, value)
+        (secrets if one.kind == "secret" else settings)[one.name] = value
+    redact_also(secrets.values())
+    if provider == "twilio" and not (
+        settings.get("from_number") or settings.get("messaging_service_sid")
+    ):
+        raise ProviderError("console.providers.twilio_sender", "from_number")
+    section = {
+        **{k: v for k, v in file_section.items() if k not in _PROVIDER_KEYS},
+        **Stored(channel, provider, settings, secrets, 0, 0, None).section(),
+    }
+    try:
+        build_provider(channel, section, {}, public_url).close()
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise ProviderError("console.providers.refused", problem=str(exc)) from None
+    return Checked(channel, provider, settings, secrets, tuple(changed), section)
+
+
+# Keys of a channel's table that choose or set up its provider: the console's replace them
+# all; the others (SMS prices, the email bounce rule...) stay the configuration's.
+_PROVIDER_KEYS = frozenset(
+    {"provider", *(one.name for fields in FORMS.values() for one in fields)}
+    | {f"{one.name}_env" for fields in FORMS.values() for one in fields}
+)
+
+
+def _check_value(one: Field, value: str) -> None:
+    if one.kind == "port":
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise ProviderError("console.providers.port", one.name)
+    elif one.kind == "choice":
+        if value not in one.choices:
+            raise ProviderError(
+                "console.providers.choice", one.name, choices=", ".join(one.choices)
+            )
+    elif one.kind == "email":
+        try:
+            check_email(value)
+        except BadEmail as exc:
+            raise ProviderError("console.providers.email", one.name, problem=str(exc)) from None
+    elif one.kind == "url" and (not value.startswith(("https://", "http://")) or len(value) < 10):
+        raise ProviderError("console.providers.url", one.name)
+
+
+# ---- saving ---------------------------------------------------------------------------------
+
+Audit = Callable[[Connection, dict[str, Any] | None, dict[str, Any] | None], None]
+
+
+def save(
+    db: Database,
+    sealer: Sealer,
+    checked: Checked,
+    now: int,
+    *,
+    by: str | None,
+    also: Audit | None = None,
+) -> int:
+    """Save a checked form as its channel's provider, its version counted up; `also(conn,
+    before, after)` runs in the same transaction with what the audit log may keep.
+    Returns the channel's new version."""
+    sealed = sealer.seal(checked.channel, checked.provider, checked.secrets)
+    with db.write() as conn:
+        row = conn.execute(
+            select(channel_providers)
+            .where(channel_providers.c.channel == checked.channel)
+            .with_for_update()
+        ).first()
+        values = {
+            "provider": checked.provider,
+            "settings": json.dumps(checked.settings, sort_keys=True),
+            "secrets": sealed,
+            "updated_at": now,
+            "updated_by": by,
+        }
+        if row is None:
+            version = 1
+            conn.execute(
+                insert(channel_providers).values(channel=checked.channel, version=1, **values)
+            )
+            before = None
+        else:
+            version = int(row.version) + 1
+            conn.execute(
+                update(channel_providers)
+                .where(channel_providers.c.channel == checked.channel)
+                .values(version=version, **values)
+            )
+            before = _audited(sealer, row)
+        after: dict[str, Any] = {"provider": checked.provider, **checked.settings}
+        for name in sorted(checked.secrets):
+            after[name] = "changed" if name in checked.changed else "kept"
+        if also is not None:
+            also(conn, before, after)
+    return version
+
+
+def remove(db: Database, channel: str, *, also: Audit | None = None) -> bool:
+    """Forget the channel's provider set up in the console (back to the configuration's,
+    else the sandbox); False when there was none."""
+    with db.write() as conn:
+        row = conn.execute(
+            select(channel_providers).where(channel_providers.c.channel == channel)
+        ).first()
+        if row is None:
+            return False
+        conn.execute(delete(channel_providers).where(channel_providers.c.channel == channel))
+        if also is not None:
+            also(conn, _audited(None, row), None)
+    return True
+
+
+def _audited(sealer: Sealer | None, row: Any) -> dict[str, Any]:
+    """A stored row as the audit log keeps it: its settings, and which secrets were set."""
+    found: dict[str, Any] = {"provider": row.provider, **json.loads(row.settings)}
+    if sealer is not None:
+        try:
+            found.update(
+                {name: "set" for name in sealer.open(row.channel, row.provider, row.secrets)}
+            )
+        except SealError:
+            found["secrets"] = "unreadable"
+    return found
+
+
+def hint(secret: str) -> str:
+    """What the console shows of a stored secret: its last four characters when it is long
+    enough for them to tell nothing, else nothing."""
+    return secret[-4:] if len(secret) >= 20 else ""
+
+
+# ---- in force -------------------------------------------------------------------------------
+
+
+@dataclass
+class Unavailable:
+    """A channel whose stored settings cannot be used (a key that does not open them):
+    its messages wait (a transient failure) rather than go to the sandbox."""
+
+    channel: str
+    why: str
+    name: str = "unavailable"
+    connections: int = 1
+
+    def send(self, message: OutgoingMessage) -> str:
+        raise TransientFailure(f"the {self.channel} provider set up in the console: {self.why}")
+
+    def close(self) -> None:
+        return None
+
+
+def by_configuration(config: Mapping[str, Any], channel: str) -> bool:
+    """Whether the configuration (file or environment) sets the channel's provider: it wins."""
+    section = config.get(channel)
+    return isinstance(section, dict) and "provider" in section
+
+
+class LiveProviders(Providers):
+    """The configuration's providers with the console's laid over them, read again at
+    most every `ttl` seconds when a provider is asked for."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: dict[str, Any],
+        public_url: str,
+        sealer: Sealer,
+        *,
+        vapid_pem: str | None = None,
+        prepare: Callable[[Provider], None] = lambda provider: None,
+        ttl: float = PROVIDERS_TTL_S,
+    ) -> None:
+        super().__init__(dict(Providers.from_settings(config, public_url, vapid_pem).by_channel))
+        self.db = db
+        self.config = config
+        self.public_url = public_url
+        self.sealer = sealer
+        self.prepare = prepare
+        self.ttl = ttl
+        self.problems: dict[str, str] = {}  # channel -> why its stored settings are not used
+        self._files = dict(self.by_channel)
+        self._seen: dict[str, int] = {}
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._retired: list[tuple[float, Provider]] = []
+        for provider in self.by_channel.values():
+            prepare(provider)
+        self.refresh(force=True)
+
+    def for_channel(self, channel: str) -> Provider:
+        self.refresh()
+        return self.by_channel[channel]
+
+    def refresh(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next:
+            return
+        # One thread reads at a time; the others go on with the providers they have.
+        if not self._lock.acquire(blocking=force):
+            return
+        try:
+            with self.db.read() as conn:
+                seen = versions(conn)
+                if seen != self._seen:
+                    self._use(stored(conn, self.sealer))
+                    self._seen = seen
+            self._next = time.monotonic() + self.ttl
+            self._close_retired()
+        finally:
+            self._lock.release()
+
+    def _use(self, found: dict[str, Stored]) -> None:
+        updated = dict(self.by_channel)
+        problems: dict[str, str] = {}
+        for channel in CONSOLE_CHANNELS:
+            one = found.get(channel)
+            if by_configuration(self.config, channel) or one is None:
+                wanted = self._files[channel]
+            elif one.version == self._seen.get(channel) and channel not in self.problems:
+                continue
+            elif one.problem:
+                problems[channel] = one.problem
+                wanted = Unavailable(channel, one.problem)
+            else:
+                section = {
+                    **{
+                        k: v
+                        for k, v in self.config.get(channel, {}).items()
+                        if k not in _PROVIDER_KEYS
+                    },
+                    **one.section(),
+                }
+                try:
+                    wanted = build_provider(channel, section, {}, self.public_url)
+                except (ConfigError, ValueError, TypeError) as exc:
+                    problems[channel] = str(exc)
+                    wanted = Unavailable(channel, str(exc))
+                else:
+                    self.prepare(wanted)
+            if wanted is not updated[channel]:
+                if updated[channel] is not self._files[channel]:
+                    self._retired.append((time.monotonic(), updated[channel]))
+                updated[channel] = wanted
+        for channel, why in problems.items():
+            log.error("the %s provider set up in the console cannot be used: %s", channel, why)
+        self.problems = problems
+        self.by_channel = updated  # one assignment: a reader sees the old or the new
+
+    def _close_retired(self) -> None:
+        now = time.monotonic()
+        keep: list[tuple[float, Provider]] = []
+        for since, provider in self._retired:
+            if now - since >= RETIRED_FOR_S:
+                provider.close()
+            else:
+                keep.append((since, provider))
+        self._retired = keep
+
+    def close(self) -> None:
+        for _, provider in self._retired:
+            provider.close()
+        self._retired = []
+        closed = {id(p) for p in self.by_channel.values()}
+        super().close()
+        for provider in self._files.values():
+            if id(provider) not in closed:
+                provider.close()
