@@ -3,7 +3,7 @@ that builds the providers a brand configured (registry.py)."""
 
 # The package's face: what other packages may use of it (tests/test_house.py): its
 # public modules, and the names below.
-from parcours.channels import postmark, sms, stored, whatsapp
+from parcours.channels import postmark, sms, stored, whatsapp, whatsapp_buttons
 from parcours.channels.base import (
     ConfigError,
     DeliveryFailure,
@@ -64,4 +64,5 @@ __all__ = [
     "sms",
     "stored",
     "whatsapp",
+    "whatsapp_buttons",
 ]
