@@ -13,6 +13,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from parcours.runtime.documents import JsonObject
+
 MAX_BUTTONS = 3  # reply buttons WhatsApp shows on one message
 MAX_TITLE = 20  # characters of a button's title (Meta's limit)
 MAX_INTERACTIVE_TEXT = 1024  # characters of the text of a message with buttons (Meta's)
@@ -104,7 +106,7 @@ def rendered_problem(buttons: list[dict[str, str]], text: str | None) -> str | N
     return None
 
 
-def interactive(text: str, buttons: list[dict[str, str]]) -> dict[str, Any]:
+def interactive(text: str, buttons: list[dict[str, str]]) -> JsonObject:
     """The `interactive` object of a message inside the 24-hour window: reply buttons
     (`type: button`) or one URL button (`type: cta_url`), as Meta documents them."""
     if "url" in buttons[0]:
@@ -131,7 +133,7 @@ def interactive(text: str, buttons: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def template_components(buttons: list[dict[str, str]]) -> list[dict[str, Any]]:
+def template_components(buttons: list[dict[str, str]]) -> list[JsonObject]:
     """The button components of an approved template, in the order of its buttons: a
     quick reply's payload is the button's id (Meta sends it back when it is tapped); a
     URL button's parameter is its `suffix` (a URL button without one is static: Meta
