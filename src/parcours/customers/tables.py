@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint, Table, Text
+from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint, Table, Text, text
 
 from parcours.runtime.db import BigId, metadata
 
@@ -77,3 +77,13 @@ customer_orders = Table(
 )
 Index("ix_customer_orders_customer", customer_orders.c.customer_id)
 Index("ix_customers_merged_into", customers.c.merged_into)
+# The live customers by when they were first seen: the overview's new customers and the
+# customers page's count read this index alone (a count over the table's wide rows took
+# 50-90 ms at 100,000 customers on PostgreSQL).
+_LIVE = text("merged_into IS NULL AND erased_at IS NULL")
+Index(
+    "ix_customers_live_created",
+    customers.c.created_at,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
