@@ -25,6 +25,7 @@ from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publi
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
 DELAYED_JOURNEY = (TEMPLATES / "shipment-delayed.yaml").read_text(encoding="utf-8")
+STALLED_JOURNEY = (TEMPLATES / "shipment-stalled.yaml").read_text(encoding="utf-8")
 STALL = 48 * HOUR  # the setting's default
 
 
@@ -83,6 +84,7 @@ def test_a_silence_past_the_delay_is_announced_once(
             "last_report_at": iso(sent_at),
             "hours_silent": 48,
             "stalled_after_hours": 48,
+            "stall_key": f"s-1:{sent_at}",
         }
     ]
     advance(services, clock, 4 * DAY, step=HOUR)  # still silent: said once
@@ -254,6 +256,58 @@ def test_the_ready_made_journey_sends_one_message_per_slip(
     ship(services, "jo", "in_transit", **estimate(6))  # a second slip: a second message
     advance(services, clock, HOUR)
     assert sent(services, "jo") == [("whatsapp", "shipment-delayed")] * 2
+
+
+def test_the_ready_made_journey_asks_the_team_and_tells_the_customer_once_per_silence(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, STALLED_JOURNEY)
+    start(services, "lu")
+    ship(services, "lu", "in_transit", carrier="DPD")
+    advance(services, clock, STALL - HOUR, step=HOUR)
+    assert sent(services, "lu") == [] and events(services, "lu", "Task Created") == []
+    advance(services, clock, 2 * HOUR, step=HOUR)
+    assert sent(services, "lu") == [("email", "shipment-stalled")]
+    [task] = events(services, "lu", "Task Created")
+    assert (task["title"], task["assignee"]) == (
+        "Chase the carrier: a parcel without news",
+        "team:care",
+    )
+    advance(services, clock, 3 * DAY, step=HOUR)  # the same silence: nothing more
+    assert sent(services, "lu") == [("email", "shipment-stalled")]
+    ship(services, "lu", "in_transit", location="Lyon")  # news, then a second silence
+    advance(services, clock, STALL + HOUR, step=HOUR)
+    assert sent(services, "lu") == [("email", "shipment-stalled")] * 2
+    assert len(events(services, "lu", "Task Created")) == 2
+
+
+def test_the_stalled_message_in_english_and_french() -> None:
+    context = {
+        "customer": {"first_name": "Lu"},
+        "event": {
+            "event": "Shipment Stalled",
+            "properties": {
+                "order_id": "o-1",
+                "carrier": "DPD",
+                "last_report_at": "2026-09-03T12:00:00.000Z",
+                "hours_silent": 48,
+            },
+        },
+        "brand": {"name": "Maison", "url": "https://shop.example"},
+        "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
+        "message": {"channel": "email", "purpose": "transactional"},
+        "cart": None,
+        "order": None,
+    }
+    template = message_templates.shipped()["shipment-stalled"]
+    assert template.channels() == {"sms", "email"}
+    french = message_templates.render(template, "email", context, "fr", "en")
+    assert french.fields["subject"] == "Nous veillons sur votre colis"
+    assert "(commande o-1) n'a pas de nouvelles du transporteur (DPD)" in french.fields["text"]
+    assert "depuis le 3 septembre 2026" in french.fields["text"]
+    sms = message_templates.render(template, "sms", context, "en", "en")
+    assert "no news from the carrier (DPD) for 48 hours" in sms.fields["text"]
+    assert "https://p.example/o/TOKEN" in sms.fields["text"]
 
 
 def test_the_message_names_both_days_in_english_and_french() -> None:

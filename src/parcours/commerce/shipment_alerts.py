@@ -110,6 +110,7 @@ def stalled(
         last_report_at=iso(last),
         hours_silent=(now - last) // HOUR_MS,
         stalled_after_hours=rules.stalled_after_ms // HOUR_MS,
+        stall_key=f"{shipment_id}:{last}",  # a journey's entry key: one run per silence
     )
     event = internal_event(int(row.customer_id), STALLED_EVENT, props, now, message_id, "system")
     append_events(conn, [[event]], now, reactions)
