@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from parcours import accounts, commerce, messaging
 from parcours.console import commerce_pages
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
+from parcours.console.counts import counted
 from parcours.console.outbox_pages import words_for
 from parcours.console.rendering import Viewer, not_found, page
 from parcours.customers import CHANNELS, PURPOSES, CustomerNotFound, consent, profiles
@@ -95,7 +96,7 @@ def customers_page(
     viewer = signed_in(request, console)
     with console.db.read() as conn:
         matches = profiles.search(conn, q, console.default_region) if q.strip() else []
-        total = profiles.count_customers(conn)
+        total = counted(conn, "customers", profiles.count_customers)
     return page(viewer, "customers.html", q=q, matches=matches, total=total)
 
 

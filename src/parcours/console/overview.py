@@ -15,6 +15,7 @@ from litestar.response import Redirect
 
 from parcours import analytics
 from parcours.console.access import ConsoleParts, brand_of, signed_in
+from parcours.console.counts import counted
 from parcours.console.rendering import page
 from parcours.customers import profiles
 from parcours.http import Injected
@@ -89,8 +90,10 @@ def overview_of(parts: ConsoleParts) -> Overview:
         health = queue_health(
             conn, parts.queues, parts.clock, parts.stale_ms, count_up_to=QUEUE_COUNT_UP_TO
         )
-        new_today = profiles.new_since(conn, now - DAY_MS)
-        new_month = profiles.new_since(conn, now - DAYS * DAY_MS)
+        new_today = counted(conn, "new today", lambda c: profiles.new_since(c, now - DAY_MS))
+        new_month = counted(
+            conn, "new in 30 days", lambda c: profiles.new_since(c, now - DAYS * DAY_MS)
+        )
     on_day: dict[date, Figures] = defaultdict(Figures)
     month = Figures(new_customers=new_month)
     for count in counts:
