@@ -5,6 +5,7 @@ viewer's language (docs/console.md, "A journey's page")."""
 
 from __future__ import annotations
 
+import json
 import re
 from html import unescape
 from typing import Any
@@ -367,3 +368,112 @@ def test_the_lifecycles_refusals_are_said_in_the_viewers_language(
         f"{base}/1/go_live", data={"csrf": csrf}, headers={"Accept-Language": "en"}
     )
     assert "“Go live” is not possible for version 1: it is draft." in _text(english.text)
+
+
+SAID = """\
+id: cart-words
+name: Cart words
+entry: {event: Cart Abandoned, key: properties.cart_id}
+steps:
+  - id: recap
+    send: {channel: email, template: abandoned-cart-recap, purpose: marketing}
+  - id: nudge
+    send: {channel: sms, template: abandoned-cart-last-call, purpose: marketing}
+  - id: later
+    wait: 1h
+  - id: big
+    branch:
+      - when: {entry.properties.total: {gte: 150}}
+        steps:
+          - id: call
+            task: {title: Appeler pour le panier, assignee: "team:care"}
+      - otherwise: []
+"""
+SAID_SCRIPT = (
+    "- at: +0m\n  type: identify\n"
+    "  traits: {email: ana@example.com, phone: '+33612345678',\n"
+    "           consent: {email: {marketing: true}}}\n"
+    "- at: +1m\n  event: Cart Abandoned\n"
+    "  properties: {cart_id: c-1, total: 200, currency: EUR}\n"
+)
+
+
+def _said_rows(html: str) -> list[str]:
+    """Each moment's sentence of a simulation's timeline."""
+    return [_text(what) for what in re.findall(r'<p class="sim-what">(.*?)</p>', html, re.S)]
+
+
+def test_the_simulation_says_each_decision_in_the_viewers_language(
+    client: TestClient[Any], services: Services, clock: SimulatedClock
+) -> None:
+    """A send, a hold for consent, a wait (until a date in the viewer's locale), a branch,
+    a task and the end: each said in French on a French page, in English on an English
+    one, the reasons by the codes the messages' page reads; the API's words are the same."""
+    versions.save_draft(services.db, SAID, "mia@brand.example", clock.now_ms())
+    csrf = _signed_in(client, services, "marketer")
+    asked = {"csrf": csrf, "version": "1", "script": SAID_SCRIPT, "days": "1"}
+    hx = {"HX-Request": "true"}
+
+    french = client.post(
+        "/console/journeys/cart-words/simulate",
+        data=asked,
+        headers={**hx, "Accept-Language": "fr"},
+    )
+    assert french.status_code == 200, french.text
+    said = _said_rows(french.text)
+    assert said[:2] == ["entré (déclencheur : Cart Abandoned)", said[1]], said
+    assert said[1] == "enverrait abandoned-cart-recap par email (marketing)", said
+    assert said[2] == (
+        "abandoned-cart-last-call retenu : pas de consentement marketing pour sms (jamais donné)"
+    ), said
+    # The wait's end in the viewer's locale (the simulation starts at 14:13 UTC, 21 September).
+    assert re.fullmatch(r"attend jusqu’au 21 sept\. 2026, \d\d:\d\d:\d\d", said[3]), said
+    assert said[4:] == [
+        "embranchement à big : voie 1",
+        "tâche pour une personne : Appeler pour le panier",
+        "sorti du parcours : terminé",
+    ], said
+    english_words = re.compile(
+        r"\b(entered|trigger|would|send|held|back|consent|never|given|waits|until|branched|"
+        r"arm|task|person|exited|completed|emits)\b"
+    )
+    assert not [line for line in said if english_words.search(line)], said
+
+    english = client.post(
+        "/console/journeys/cart-words/simulate",
+        data=asked,
+        headers={**hx, "Accept-Language": "en"},
+    )
+    said = _said_rows(english.text)
+    assert said[:3] == [
+        "entered (trigger: Cart Abandoned)",
+        "would send abandoned-cart-recap on email (marketing)",
+        "held back abandoned-cart-last-call: no marketing consent for sms (never given)",
+    ], said
+    assert re.fullmatch(r"waits until Sep 21, 2026, \d+:\d\d:\d\d\W?[AP]M", said[3]), said
+    assert said[4:] == [
+        "branched at big: arm 1",
+        "task for a person: Appeler pour le panier",
+        "exited: completed",
+    ], said
+
+
+def test_each_reason_read_back_has_words_in_english_and_french() -> None:
+    """The reasons the messages', customers' and simulator's pages say by their codes, and
+    the simulator's sentences: none of them falls back to the English text in French."""
+    from parcours.messaging import reasons
+    from parcours.runtime.i18n import LOCALES_DIR
+
+    keys = {
+        locale: {
+            key
+            for path in (LOCALES_DIR / locale).glob("*.json")
+            for key in json.loads(path.read_text(encoding="utf-8"))
+        }
+        for locale in ("en", "fr")
+    }
+    for locale in ("en", "fr"):
+        missing = [c for c, _ in reasons._PATTERNS if f"support.reason.{c}" not in keys[locale]]
+        assert missing == [], (locale, missing)
+    said = {key for key in keys["en"] if key.startswith("console.journeys.said.")}
+    assert said and said <= keys["fr"]

@@ -274,6 +274,15 @@ def test_the_timeline_is_filtered_by_event_and_period_a_page_at_a_time(
         ("exit condition: Unsubscribed", ["exit_condition"]),
         ("not delivered within 2h", ["not_within"]),
         ("gave up after 5 attempts: SMTP error: timed out", ["gave_up"]),
+        # the journeys' own (journeys/entries.py, program.py, interpreter.py, times.py)
+        ("trigger too old", ["trigger_too_old"]),
+        ("re-entry too soon", ["reentry_too_soon"]),
+        ("no properties.cart_id", ["no_entry_key"]),
+        ("completed", ["completed"]),
+        ("holdout (control group)", ["holdout"]),
+        ("step wish: birthday is missing", ["at_step"]),
+        ("the date in renewal has passed", ["date_passed"]),
+        ("no time zone is known for the customer: the brand's", ["zone_unknown"]),
         ("550 5.1.1 mailbox unavailable", [None]),
     ],
 )

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from parcours import accounts
 from parcours.accounts import Permission
 from parcours.console.access import ConsoleParts, Form, Refused, changing, go, signed_in
+from parcours.console.outbox_pages import reason_words
 from parcours.console.rendering import Viewer, not_found, page
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
@@ -31,6 +32,7 @@ from parcours.journeys import (
     NotReady,
     OpenScratch,
     ScriptError,
+    TimelineEntry,
     UnknownJourney,
     brand_in_force,
     brand_segments,
@@ -247,6 +249,44 @@ def _fields(content: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [(name, str(content[name])) for name in MESSAGE_FIELDS if content.get(name)]
 
 
+def _said(viewer: Viewer, entry: TimelineEntry) -> str:
+    """What a decision of the simulation did, in the viewer's language: said from the
+    decision's name and the details the log gives it (its reasons by their codes, as the
+    messages' and the customer's pages say them; its dates in the viewer's locale and time
+    zone). The simulator's English (`entry.what`) when the console has no words for it."""
+    p = entry.details
+    code = DECISIONS.get(entry.decision or "")
+    if code is None:
+        emitted = p.get("emits")
+        if isinstance(emitted, str):
+            return viewer.t("console.journeys.said.emits", name=emitted)
+        return entry.what
+    values: dict[str, Any] = {k: "" if v is None else v for k, v in p.items()}
+    if isinstance(p.get("reason"), str):
+        values["reason"] = reason_words(viewer, p["reason"])
+    if isinstance(p.get("until"), int):
+        values["until"] = viewer.when(p["until"])
+    if p.get("purpose") in ("marketing", "transactional"):
+        values["purpose"] = viewer.t(f"support.purpose.{p['purpose']}")
+    key = code
+    if code == "waiting":
+        if "for" in p:
+            key = "waiting_for"
+        elif "time_zone" in p:
+            key = "waiting_local"
+            values["zone_reason"] = reason_words(viewer, str(p.get("time_zone_reason", "")))
+    elif code == "held" and p.get("outcome") == "deferred" and isinstance(p.get("until"), int):
+        key = "held_until"
+    elif code == "branched" and p.get("arm") == "otherwise":
+        values["arm"] = viewer.t("console.journeys.said.otherwise")
+    elif code == "split" and p.get("path") == "holdout":
+        values["path"] = viewer.t("console.journeys.said.holdout")
+    try:
+        return viewer.t(f"console.journeys.said.{key}", **values)
+    except KeyError:
+        return entry.what
+
+
 def _simulate(
     viewer: Viewer,
     parts: ConsoleParts,
@@ -320,7 +360,7 @@ def _simulate(
             decision=viewer.t(f"console.journeys.decision.{DECISIONS[entry.decision]}")
             if entry.decision in DECISIONS
             else entry.decision or "",
-            what=entry.what,
+            what=_said(viewer, entry),
             channel=entry.channel or "",
             fields=_fields(entry.message),
         )

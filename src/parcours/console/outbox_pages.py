@@ -122,6 +122,8 @@ def _reason(viewer: Viewer, reason: messaging.reasons.Reason) -> str:
         values["scope"] = viewer.t("support.reason.all_channels")
     if "reason" in values:
         values["reason"] = reason_words(viewer, values["reason"])
+    if values.get("fallback") == "the brand's":  # a time zone (journeys/times.py)
+        values["fallback"] = viewer.t("support.reason.zone_brand")
     return viewer.t(f"support.reason.{reason.code}", **values)
 
 

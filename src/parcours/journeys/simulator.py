@@ -109,6 +109,9 @@ class TimelineEntry:
     step: str | None = None  # the step it was made at
     channel: str | None = None  # a message: the channel it would go on
     message: JsonObject | None = None  # a message: its content, as the provider would get it
+    # What the decision names, as the log has it (a reason, a date in ms, a template...):
+    # the console says `what` from the decision and these, in the viewer's language.
+    details: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -453,7 +456,9 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
             url = call.url if call else properties.get("url")
             what = f"would call POST {url} (nothing is sent)"
             entries.append(
-                TimelineEntry(row.occurred_at, what, customer, call, row.name, step=step)
+                TimelineEntry(
+                    row.occurred_at, what, customer, call, row.name, step=step, details={"url": url}
+                )
             )
             continue
         say = _SAYINGS.get(row.name or "")
@@ -468,6 +473,7 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
                     step=step,
                     channel=message.channel if message else None,
                     message=message.content if message else None,
+                    details=properties,
                 )
             )
         elif row.source == "journey":
@@ -477,6 +483,7 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
                     f"emits {row.name or 'a profile update'}",
                     customer,
                     decision=row.name or "Profile Updated",
+                    details={"emits": row.name or "Profile Updated"},
                 )
             )
     return entries

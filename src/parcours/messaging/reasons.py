@@ -1,8 +1,10 @@
 """Why a message was held, cancelled or given up, told by its code: the reasons are English
 text in the log, the outbox and the API (what the policies, channel choice, the send
-checks and the fallback write); `explain` reads one back into codes and values, so that
-the console can say it in the viewer's language (a text per code). A text it does not
-know (a provider's own words) is given back as it is, without a code."""
+checks and the fallback write; and the journeys' own: why a trigger entered nobody, a run
+ended or a wait was skipped, whose time zone a wait used); `explain` reads one back into
+codes and values, so that the console can say it in the viewer's language (a text per
+code). A text it does not know (a provider's own words) is given back as it is, without
+a code."""
 
 from __future__ import annotations
 
@@ -65,6 +67,32 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # messaging/fallback.py and outcomes.py
         ("not_within", r"not (?P<status>\w+) within (?P<after>.+)"),
         ("gave_up", r"gave up after (?P<attempts>\d+) attempts: (?P<reason>.+)"),
+        # journeys/entries.py: why a trigger entered nobody
+        ("trigger_too_old", r"trigger too old"),
+        ("journey_paused", r"journey paused"),
+        ("active_run", r"active run exists"),
+        ("already_entered", r"already entered"),
+        ("reentry_too_soon", r"re-entry too soon"),
+        ("no_entry_key", r"no (?P<key>properties\.\S+|event\.\S+|context\.\S+|traits\.\S+)"),
+        # journeys/program.py and interpreter.py: why a run ended, or a wait was skipped
+        ("completed", r"completed"),
+        ("holdout", r"holdout \(control group\)"),
+        ("archived", r"journey stopped \(archived\)"),
+        ("exit_step", r"exit step"),
+        ("arm_ended", r"(?P<step>\S+) ended the run"),
+        ("at_step", r"step (?P<step>[^\s:]+): (?P<reason>.+)"),
+        ("date_passed", r"the date in (?P<trait>\S+) has passed"),
+        ("date_missing", r"(?P<trait>\S+) is missing"),
+        ("date_unreadable", r"(?P<trait>\S+) is not a date: (?P<value>.+)"),
+        ("date_no_anniversary", r"(?P<trait>\S+) has no coming anniversary"),
+        # journeys/times.py: whose time zone a local-time wait used, and why
+        ("zone_country", r"the customer's, from their country"),
+        ("zone_device", r"the customer's, from their device"),
+        ("zone_unknown", r"no time zone is known for the customer: (?P<fallback>the brand's|UTC)"),
+        (
+            "zone_invalid",
+            r"the customer's time zone (?P<zone>.+) is not valid: (?P<fallback>the brand's|UTC)",
+        ),
     )
 )
 
