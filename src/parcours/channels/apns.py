@@ -78,12 +78,20 @@ class ApnsProvider:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ApnsProvider:
         where = "channels.push.apns"
-        path = Path(setting(config, where, "key_file", str))
-        if not path.is_file():
-            raise ConfigError(f"{where}.key_file: {path} does not exist")
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        # The .p8 key from its file, or its text itself (`key`, `key_env`: the console's).
+        if "key" in config or "key_env" in config:
+            pem, what = setting(config, where, "key", str).encode(), "key"
+        else:
+            path = Path(setting(config, where, "key_file", str))
+            if not path.is_file():
+                raise ConfigError(f"{where}.key_file: {path} does not exist")
+            pem, what = path.read_bytes(), "key_file"
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}.{what}: not a PEM private key ({exc})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ConfigError(f"{where}.key_file: an APNs key (.p8, P-256) is needed")
+            raise ConfigError(f"{where}.{what}: an APNs key (.p8, P-256) is needed")
         environment = setting(config, where, "environment", str, "production")
         if environment not in HOSTS:
             raise ConfigError(f"{where}.environment must be production or sandbox")

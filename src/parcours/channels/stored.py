@@ -1,6 +1,10 @@
 """The providers an owner sets up in the console's Settings page (docs/channels.md,
 "Providers set up in the console"): email by SMTP or Postmark, SMS by Twilio, WhatsApp by
-Meta's Cloud API.
+Meta's Cloud API, app push by FCM and by APNs.
+
+- A row is a *slot*: a channel (`email`), or one service of a channel that has several
+  beside each other (`push.fcm`, `push.apns`: the `fcm` and `apns` tables of
+  `[channels.push]`, Web Push staying the configuration's).
 
 - What the configuration (file or environment) sets wins: a channel whose `[channels.<x>]`
   names a `provider` is the configuration's, and the console cannot change it.
@@ -27,8 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, delete, insert, select, update
@@ -50,7 +55,10 @@ LONGEST_VALUE = 2000
 SEALED_PREFIX = "v1:"
 KEY_SECRET_NAME = "provider-secrets-key"
 
-Kind = Literal["text", "secret", "port", "choice", "email", "url"]
+LONGEST_KEY = 16000  # a key or a service account's JSON, pasted
+Kind = Literal["text", "secret", "key", "port", "choice", "email", "url"]
+# What a field's value must be beyond its kind (checked by `_check_content`).
+Content = Literal["", "service_account", "p256", "team_id", "key_id", "bundle_id"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,12 @@ class Field:
     required: bool = False
     default: str = ""
     choices: tuple[str, ...] = ()
+    content: Content = ""
+
+    @property
+    def secret(self) -> bool:
+        """Sealed, never shown back: a password or token, or a key pasted (`key`)."""
+        return self.kind in ("secret", "key")
 
 
 # What the console sets up, per channel and provider, in the order of the form.
@@ -102,8 +116,31 @@ FORMS: dict[tuple[str, str], tuple[Field, ...]] = {
         Field("api_version", default="v21.0"),
         Field("api_base", "url", default="https://graph.facebook.com"),
     ),
+    ("push.fcm", "fcm"): (
+        Field("service_account", "key", required=True, content="service_account"),
+        Field("api_base", "url", default="https://fcm.googleapis.com"),
+    ),
+    ("push.apns", "apns"): (
+        Field("key", "key", required=True, content="p256"),
+        Field("key_id", required=True, content="key_id"),
+        Field("team_id", required=True, content="team_id"),
+        Field("topic", required=True, content="bundle_id"),
+        Field("environment", "choice", default="production", choices=("production", "sandbox")),
+        Field("api_base", "url"),  # blank: the environment's host
+    ),
 }
-CONSOLE_CHANNELS = ("email", "sms", "whatsapp")
+# The slots the console sets up, in the order of the page.
+CONSOLE_CHANNELS = ("email", "sms", "whatsapp", "push.fcm", "push.apns")
+
+
+def channel_of(slot: str) -> str:
+    """The channel a slot is of (`push.fcm`: push)."""
+    return slot.split(".", 1)[0]
+
+
+def table_of(slot: str) -> str:
+    """The table of `[channels.<channel>]` a slot fills ("" for the channel's own)."""
+    return slot.split(".", 1)[1] if "." in slot else ""
 
 
 class ProviderError(ValueError):
@@ -185,11 +222,12 @@ class Stored:
     problem: str = ""
 
     def section(self) -> JsonObject:
-        """The provider's table, as the configuration file would hold it."""
-        found: JsonObject = {"provider": self.provider}
+        """The provider's table, as the configuration file would hold it (a slot's
+        sub-table: `[channels.push.fcm]`, without `provider`)."""
+        found: JsonObject = {} if table_of(self.channel) else {"provider": self.provider}
         for one in FORMS[(self.channel, self.provider)]:
-            value = self.secrets.get(one.name) if one.kind == "secret" else None
-            if one.kind != "secret":
+            value = self.secrets.get(one.name) if one.secret else None
+            if not one.secret:
                 value = self.settings.get(one.name)
             if value in (None, ""):
                 continue
@@ -208,7 +246,7 @@ def stored(conn: Connection, sealer: Sealer | None) -> dict[str, Stored]:
                 secrets = sealer.open(row.channel, row.provider, row.secrets)
             except SealError as exc:
                 problem = str(exc)
-            redact_also(secrets.values())
+            redact_also(_redactable(secrets))
         found[row.channel] = Stored(
             row.channel,
             row.provider,
@@ -263,11 +301,15 @@ def check(
     for one in fields:
         raw = form.get(one.name, "")
         value = raw if one.kind == "secret" else raw.strip()
-        if len(value) > LONGEST_VALUE:
-            raise ProviderError("console.providers.too_long", one.name, longest=str(LONGEST_VALUE))
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        longest = LONGEST_KEY if one.kind == "key" else LONGEST_VALUE
+        if len(value) > longest:
+            raise ProviderError("console.providers.too_long", one.name, longest=str(longest))
+        if one.kind == "key":  # pasted over several lines: those, and tabs, are allowed
+            value = value.replace("\r\n", "\n")
+        allowed = "\n\t" if one.kind == "key" else ""
+        if any((ord(c) < 32 or ord(c) == 127) and c not in allowed for c in value):
             raise ProviderError("console.providers.control", one.name)
-        if one.kind == "secret":
+        if one.secret:
             if value:
                 changed.append(one.name)
             elif same and kept is not None and one.name in kept.secrets:
@@ -279,21 +321,42 @@ def check(
                 raise ProviderError("console.providers.required", one.name)
             continue
         _check_value(one, value)
-        (secrets if one.kind == "secret" else settings)[one.name] = value
-    redact_also(secrets.values())
+        _check_content(one, value)
+        (secrets if one.secret else settings)[one.name] = value
+    redact_also(_redactable(secrets))
     if provider == "twilio" and not (
         settings.get("from_number") or settings.get("messaging_service_sid")
     ):
         raise ProviderError("console.providers.twilio_sender", "from_number")
-    section = {
-        **{k: v for k, v in file_section.items() if k not in _PROVIDER_KEYS},
-        **Stored(channel, provider, settings, secrets, 0, 0, None).section(),
-    }
+    own = Stored(channel, provider, settings, secrets, 0, 0, None).section()
+    if table_of(channel):  # tested alone: the channel's other services are not needed
+        section: dict[str, Any] = {table_of(channel): own}
+    else:
+        section = {**{k: v for k, v in file_section.items() if k not in _PROVIDER_KEYS}, **own}
     try:
-        build_provider(channel, section, {}, public_url).close()
+        build_provider(channel_of(channel), section, {}, public_url).close()
     except (ConfigError, ValueError, TypeError) as exc:
         raise ProviderError("console.providers.refused", problem=str(exc)) from None
     return Checked(channel, provider, settings, secrets, tuple(changed), section)
+
+
+def _redactable(secrets: Mapping[str, str]) -> list[str]:
+    """What the logs must leave out of these secrets: each whole, and each line of a key
+    (a PEM's lines, a service account's private key, as a log would quote them)."""
+    found = list(secrets.values())
+    for value in secrets.values():
+        if "\n" not in value and "\\n" not in value:
+            continue
+        text = value
+        try:
+            document = json.loads(value)
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("private_key"), str):
+            text = document["private_key"]
+            found.append(text)
+        found.extend(line for line in text.splitlines() if len(line) >= 16)
+    return found
 
 
 # Keys of a channel's table that choose or set up its provider: the console's replace them
@@ -320,6 +383,62 @@ def _check_value(one: Field, value: str) -> None:
             raise ProviderError("console.providers.email", one.name, problem=str(exc)) from None
     elif one.kind == "url" and (not value.startswith(("https://", "http://")) or len(value) < 10):
         raise ProviderError("console.providers.url", one.name)
+
+
+def _check_content(one: Field, value: str) -> None:
+    """What a key, an identifier, a service account must be, named on its field."""
+    if one.content == "service_account":
+        _check_service_account(one.name, value)
+    elif one.content == "p256":
+        key = _private_key(one.name, value)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ProviderError("console.providers.p256", one.name)
+    elif one.content == "team_id":
+        if len(value) != 10 or not value.isascii() or not value.isalnum():
+            raise ProviderError("console.providers.team_id", one.name)
+    elif one.content == "key_id":
+        if len(value) > 32 or not value.isascii() or not value.isalnum():
+            raise ProviderError("console.providers.key_id", one.name)
+    elif one.content == "bundle_id" and (
+        not value.isascii()
+        or not all(c.isalnum() or c in ".-_" for c in value)
+        or "." not in value.strip(".")
+    ):
+        raise ProviderError("console.providers.bundle_id", one.name)
+
+
+def _private_key(name: str, pem: str) -> Any:
+    if "-----BEGIN" not in pem:
+        raise ProviderError("console.providers.pem", name, problem="no -----BEGIN line")
+    try:
+        return serialization.load_pem_private_key(pem.encode(), password=None)
+    except TypeError:
+        raise ProviderError("console.providers.pem_encrypted", name) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        problem = str(exc).split("\n", 1)[0][:200]
+        raise ProviderError("console.providers.pem", name, problem=problem) from None
+
+
+def _check_service_account(name: str, value: str) -> None:
+    try:
+        document = json.loads(value)
+    except ValueError as exc:
+        raise ProviderError("console.providers.not_json", name, problem=str(exc)) from None
+    if not isinstance(document, dict):
+        raise ProviderError("console.providers.not_json", name, problem="not an object")
+    for key in ("client_email", "private_key", "project_id", "token_uri"):
+        if not isinstance(document.get(key), str) or not document[key].strip():
+            raise ProviderError("console.providers.account_missing", name, missing=key)
+    if not document["token_uri"].startswith(("https://", "http://")):
+        raise ProviderError("console.providers.account_missing", name, missing="token_uri")
+    try:
+        key = _private_key(name, document["private_key"])
+    except ProviderError as exc:
+        raise ProviderError(
+            "console.providers.account_key", name, problem=exc.values.get("problem", "")
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ProviderError("console.providers.account_not_rsa", name)
 
 
 # ---- saving ---------------------------------------------------------------------------------
@@ -429,10 +548,29 @@ class Unavailable:
         return None
 
 
-def by_configuration(config: Mapping[str, Any], channel: str) -> bool:
-    """Whether the configuration (file or environment) sets the channel's provider: it wins."""
-    section = config.get(channel)
-    return isinstance(section, dict) and "provider" in section
+def by_configuration(config: Mapping[str, Any], slot: str) -> bool:
+    """Whether the configuration (file or environment) sets the slot's provider: it wins
+    (a channel's: its `provider`; push's FCM or APNs: its `fcm` or `apns` table)."""
+    section = config.get(channel_of(slot))
+    return isinstance(section, dict) and (table_of(slot) or "provider") in section
+
+
+def _channel_section(
+    config: Mapping[str, Any], channel: str, found: Mapping[str, Stored]
+) -> dict[str, Any]:
+    """The channel's table with what the console set up laid over the configuration's:
+    a channel's provider replaces the configuration's provider keys; a slot's table
+    (`fcm`, `apns`) joins the channel's (Web Push's settings stay)."""
+    section: dict[str, Any] = dict(config.get(channel, {}))
+    for slot, one in found.items():
+        if channel_of(slot) != channel:
+            continue
+        if table_of(slot):
+            section[table_of(slot)] = one.section()
+        else:
+            section = {k: v for k, v in section.items() if k not in _PROVIDER_KEYS}
+            section.update(one.section())
+    return section
 
 
 class LiveProviders(Providers):
@@ -454,12 +592,14 @@ class LiveProviders(Providers):
         self.db = db
         self.config = config
         self.public_url = public_url
+        self.vapid_pem = vapid_pem
         self.sealer = sealer
         self.prepare = prepare
         self.ttl = ttl
         self.problems: dict[str, str] = {}  # channel -> why its stored settings are not used
         self._files = dict(self.by_channel)
         self._seen: dict[str, int] = {}
+        self._built: dict[str, tuple[tuple[str, int], ...]] = {}  # channel -> slots' versions
         self._next = 0.0
         self._lock = threading.Lock()
         self._retired: list[tuple[float, Provider]] = []
@@ -491,31 +631,37 @@ class LiveProviders(Providers):
     def _use(self, found: dict[str, Stored]) -> None:
         updated = dict(self.by_channel)
         problems: dict[str, str] = {}
-        for channel in CONSOLE_CHANNELS:
-            one = found.get(channel)
-            if by_configuration(self.config, channel) or one is None:
+        built = dict(self._built)
+        sandbox = self.config.get("sandbox", {})
+        for channel in dict.fromkeys(channel_of(slot) for slot in CONSOLE_CHANNELS):
+            mine = {
+                slot: one
+                for slot, one in found.items()
+                if channel_of(slot) == channel and not by_configuration(self.config, slot)
+            }
+            key = tuple(sorted((slot, one.version) for slot, one in mine.items()))
+            unusable = [one.problem for one in mine.values() if one.problem]
+            if not mine:
                 wanted = self._files[channel]
-            elif one.version == self._seen.get(channel) and channel not in self.problems:
+                built.pop(channel, None)
+            elif key == self._built.get(channel) and channel not in self.problems:
                 continue
-            elif one.problem:
-                problems[channel] = one.problem
-                wanted = Unavailable(channel, one.problem)
+            elif unusable:
+                problems[channel] = unusable[0]
+                wanted = Unavailable(channel, unusable[0])
             else:
-                section = {
-                    **{
-                        k: v
-                        for k, v in self.config.get(channel, {}).items()
-                        if k not in _PROVIDER_KEYS
-                    },
-                    **one.section(),
-                }
+                section = _channel_section(self.config, channel, mine)
                 try:
-                    wanted = build_provider(channel, section, {}, self.public_url)
+                    wanted = build_provider(
+                        channel, section, sandbox, self.public_url, self.vapid_pem
+                    )
                 except (ConfigError, ValueError, TypeError) as exc:
                     problems[channel] = str(exc)
                     wanted = Unavailable(channel, str(exc))
                 else:
                     self.prepare(wanted)
+            if mine:
+                built[channel] = key
             if wanted is not updated[channel]:
                 if updated[channel] is not self._files[channel]:
                     self._retired.append((time.monotonic(), updated[channel]))
@@ -523,6 +669,7 @@ class LiveProviders(Providers):
         for channel, why in problems.items():
             log.error("the %s provider set up in the console cannot be used: %s", channel, why)
         self.problems = problems
+        self._built = built
         self.by_channel = updated  # one assignment: a reader sees the old or the new
 
     def _close_retired(self) -> None:

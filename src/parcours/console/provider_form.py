@@ -1,8 +1,9 @@
 """The Settings page's forms for the providers an owner sets up in the console (email by
-SMTP or Postmark, SMS by Twilio, WhatsApp by Meta): what each form shows (the stored
-values, never a secret: "stored", with its last four characters when long), which
-channels the configuration sets (they are changed there), and a refused field's problem
-in the viewer's language (docs/console.md, "Settings")."""
+SMTP or Postmark, SMS by Twilio, WhatsApp by Meta, app push by FCM and APNs): what each
+form shows (the stored values, never a secret: "stored", with its last four characters
+when long; nothing of a pasted key), which channels the configuration sets (they are
+changed there), and a refused field's problem in the viewer's language (docs/console.md,
+"Settings")."""
 
 from __future__ import annotations
 
@@ -66,13 +67,19 @@ def channels_view(
         saved = stored.stored(conn, providers.sealer)
     found: list[ChannelView] = []
     for channel in stored.CONSOLE_CHANNELS:
-        section = providers.config.get(channel, {})
+        section = providers.config.get(stored.channel_of(channel), {})
         if stored.by_configuration(providers.config, channel):
             refused = ""
             if attempt is not None and attempt.channel == channel and attempt.error is not None:
                 refused = problem_text(viewer, attempt.error)
             found.append(
-                ChannelView(channel, str(section.get("provider")), None, "", error=refused)
+                ChannelView(
+                    channel,
+                    stored.table_of(channel) or str(section.get("provider")),
+                    None,
+                    "",
+                    error=refused,
+                )
             )
             continue
         one = saved.get(channel)
@@ -95,10 +102,12 @@ def _form(
     error = attempt.error if mine and attempt is not None else None
     fields: list[FieldView] = []
     for one in stored.FORMS[(channel, provider)]:
-        if one.kind == "secret":
+        if one.secret:
             value = ""
             secret = kept.secrets.get(one.name) if kept is not None else None
             hint = None if secret is None else stored.hint(secret)
+            if one.kind == "key" and hint:
+                hint = ""  # a key's last characters are its PEM's or JSON's closing
         else:
             hint = None
             if mine and attempt is not None:

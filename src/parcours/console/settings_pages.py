@@ -409,10 +409,11 @@ def try_provider(
     is left blank), saving nothing: the answer alone for HTMX, else the whole page."""
     viewer, live, attempt, checked = _attempt(request, console, data)
     if checked is not None:
-        one = channels.build_provider(attempt.channel, checked.section, {}, live.public_url)
+        channel = stored.channel_of(attempt.channel)  # push.fcm: the push channel's FCM
+        one = channels.build_provider(channel, checked.section, {}, live.public_url)
         try:
             result = channels.check_connection(
-                channels.Providers({attempt.channel: one}), attempt.channel, attempt.provider
+                channels.Providers({channel: one}), channel, attempt.provider
             )
         finally:
             one.close()
