@@ -444,6 +444,21 @@ def test_the_simulation_says_each_decision_in_the_viewers_language(
         data=asked,
         headers={**hx, "Accept-Language": "en"},
     )
+    # A script's mistake is said in the viewer's language too, with its line and item.
+    broken = "- at: +0m\n  event: Cart Abandoned\n- at: soon\n  event: Order Completed\n"
+    refused = client.post(
+        "/console/journeys/cart-words/simulate",
+        data={**asked, "script": broken},
+        headers={**hx, "Accept-Language": "fr"},
+    )
+    assert "ligne 3 : élément 2 : at : « soon » n’est ni +DURÉE" in _text(refused.text)
+    refused = client.post(
+        "/console/journeys/cart-words/simulate",
+        data={**asked, "script": "- at: +0m\n  event: Cart Abandoned\n  propertys: {}\n"},
+        headers={**hx, "Accept-Language": "fr"},
+    )
+    assert "ligne 1 : élément 1 : clé inconnue « propertys » (connues :" in _text(refused.text)
+
     said = _said_rows(english.text)
     assert said[:3] == [
         "entered (trigger: Cart Abandoned)",

@@ -287,6 +287,18 @@ def _said(viewer: Viewer, entry: TimelineEntry) -> str:
         return entry.what
 
 
+def _script_problem(viewer: Viewer, exc: ScriptError) -> str:
+    """What is wrong with a script, in the viewer's language, by its code (the item named);
+    the simulator's English when it has none (a YAML parser's, the tracking parser's)."""
+    if exc.code is None:
+        return str(exc)
+    said = viewer.t(f"console.journeys.script.{exc.code}", **exc.values)
+    if exc.item is None:
+        return said
+    where = viewer.t("console.journeys.script.item", item=exc.item)
+    return viewer.t("console.journeys.script.where", where=where, problem=said)
+
+
 def _simulate(
     viewer: Viewer,
     parts: ConsoleParts,
@@ -337,8 +349,11 @@ def _simulate(
         line = exc.line
         if line is None and exc.item is not None and exc.item <= len(script):
             line = script[exc.item - 1].line
-        where = viewer.t("console.journeys.line", line=line) + ": " if line else ""
-        asked.error = viewer.t("console.journeys.sim.script_problem", problem=f"{where}{exc}")
+        problem = _script_problem(viewer, exc)
+        if line:
+            where = viewer.t("console.journeys.line", line=line)
+            problem = viewer.t("console.journeys.script.where", where=where, problem=problem)
+        asked.error = viewer.t("console.journeys.sim.script_problem", problem=problem)
         return asked
     except CustomerNotFound:
         asked.error = viewer.t("console.customers.unknown")

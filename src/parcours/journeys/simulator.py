@@ -58,13 +58,25 @@ _ITEM_KEYS = frozenset(
 
 
 class ScriptError(ValueError):
-    """A simulation script that cannot be run; the message says where and why, and,
-    when known, which item (from 1) and which line of the script's YAML."""
+    """A simulation script that cannot be run; the message says where and why (English,
+    as the CLI and API say it), and, when known, which item (from 1) and which line of the
+    script's YAML; `code` and `values` say why for the console to say it in the viewer's
+    language (None: only the English is known, such as a YAML parser's)."""
 
-    def __init__(self, message: str, *, item: int | None = None, line: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        item: int | None = None,
+        line: int | None = None,
+        code: str | None = None,
+        values: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.item = item
         self.line = line
+        self.code = code
+        self.values = values or {}
 
 
 class Scratch(Protocol):
@@ -288,7 +300,7 @@ def _run_until(services: Scratch, clock: SimulatedClock, end: int) -> None:
 def _script_items(script: Sequence[ScriptItem | JsonObject], start: int) -> list[_Item]:
     """The script's items, checked, in time order (items at the same time keep theirs)."""
     if not isinstance(script, list):
-        raise ScriptError("a script is a list of items")
+        raise ScriptError("a script is a list of items", code="not_list")
     items: list[_Item] = []
     for number, item in enumerate(script, 1):
         checked = item if isinstance(item, ScriptItem) else script_item(number, item)
@@ -299,33 +311,50 @@ def _script_items(script: Sequence[ScriptItem | JsonObject], start: int) -> list
 def script_item(number: int, item: object) -> ScriptItem:
     """The script's item `number` (from 1), checked; ScriptError says what is wrong."""
     where = f"item {number}"
+
+    def refused(why: str, code: str, **values: str) -> ScriptError:
+        return ScriptError(f"{where}: {why}", item=number, code=code, values=values)
+
     if not isinstance(item, dict):
-        raise ScriptError(f"{where}: an item is a mapping such as {{at: +2h, event: ...}}")
+        raise refused("an item is a mapping such as {at: +2h, event: ...}", "not_mapping")
     unknown = sorted(str(key) for key in set(item) - _ITEM_KEYS)
     if unknown:
-        raise ScriptError(
-            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_ITEM_KEYS))})"
+        known = ", ".join(sorted(_ITEM_KEYS))
+        raise refused(
+            f"unknown key {unknown[0]!r} (known: {known})",
+            "unknown_key",
+            name=unknown[0],
+            known=known,
         )
     kind = item.get("type", "track")
     if kind not in EVENT_TYPES:
-        raise ScriptError(f"{where}: type: {kind!r} is not one of {', '.join(sorted(EVENT_TYPES))}")
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise refused(
+            f"type: {kind!r} is not one of {known}", "bad_type", type=str(kind), known=known
+        )
     changes = [key for key in ("enters", "leaves") if key in item]
     if len(changes) > 1 or (changes and "event" in item):
-        raise ScriptError(f"{where}: say one of event, enters or leaves")
+        raise refused("say one of event, enters or leaves", "one_of")
     if not changes and kind == "track" and "event" not in item:
-        raise ScriptError(
-            f"{where}: needs `event` (a name), `enters` or `leaves` (a segment), or "
-            "`type: identify` with traits; optionally `at`, `customer` and `properties`"
+        raise refused(
+            "needs `event` (a name), `enters` or `leaves` (a segment), or "
+            "`type: identify` with traits; optionally `at`, `customer` and `properties`",
+            "needs_event",
         )
     for key in changes:
         if not isinstance(item[key], str) or not segments_id_like(item[key]):
-            raise ScriptError(f"{where}: {key}: {item[key]!r} is not a segment id")
+            raise refused(
+                f"{key}: {item[key]!r} is not a segment id",
+                "not_segment",
+                name=key,
+                value=str(item[key]),
+            )
     customer = item.get("customer", SIM_USER)
     if not isinstance(customer, str) or not customer.strip():
-        raise ScriptError(f"{where}: customer: a name such as ana (text)")
+        raise refused("customer: a name such as ana (text)", "bad_customer")
     for key in ("properties", "traits", "context"):
         if not isinstance(item.get(key, {}), dict):
-            raise ScriptError(f"{where}: {key}: must be a mapping")
+            raise refused(f"{key}: must be a mapping", "not_a_mapping", name=key)
     return ScriptItem(
         at=str(item.get("at", "+0s")),
         customer=customer.strip(),
@@ -344,7 +373,13 @@ def _item(number: int, item: ScriptItem, start: int) -> _Item:
     try:
         moment = _moment(item.at, start)
     except ValueError as exc:
-        raise ScriptError(f"item {number}: at: {exc}", item=number, line=item.line) from None
+        raise ScriptError(
+            f"item {number}: at: {exc}",
+            item=number,
+            line=item.line,
+            code="bad_at",
+            values={"at": item.at},
+        ) from None
     changes = item.enters is not None or item.leaves is not None
     document = {
         "type": "identify" if changes else item.type,
@@ -396,6 +431,8 @@ def _scripted_event(item: _Item, memberships: dict[str, set[str]]) -> Event:
             f"item {item.number} ({item.document.get('event')!r}): {exc}",
             item=item.number,
             line=item.line,
+            code="bad_event",
+            values={"event": str(item.document.get("event")), "problem": str(exc)},
         ) from None
 
 
@@ -528,14 +565,18 @@ def load_script(text_value: str) -> list[ScriptItem]:
         document = document.get("events")
         node = next((v for k, v in node.value if k.value == "events"), None)
     if not isinstance(document, list):
-        raise ScriptError("a script is a list of events (or a mapping with an `events` list)")
+        raise ScriptError(
+            "a script is a list of events (or a mapping with an `events` list)", code="not_list"
+        )
     lines = [item.start_mark.line + 1 for item in node.value]
     items = []
     for number, item in enumerate(document, 1):
         try:
             checked = script_item(number, item)
         except ScriptError as exc:
-            raise ScriptError(str(exc), item=number, line=lines[number - 1]) from None
+            raise ScriptError(
+                str(exc), item=number, line=lines[number - 1], code=exc.code, values=exc.values
+            ) from None
         items.append(replace(checked, line=lines[number - 1]))
     return items
 
