@@ -111,9 +111,14 @@ def test_simulation_through_the_api(client: TestClient[Any], services: Services)
         headers=admin_headers(),
     )
     assert response.status_code == 200, response.text
-    whats = [e["what"] for e in response.json()["timeline"]]
+    timeline = response.json()["timeline"]
+    whats = [e["what"] for e in timeline]
     assert whats[0] == "entered (trigger: Checkout Started)"
     assert "held back cart-push: no push subscription" in whats
+    # Beside the English, the decision by its log name, its step and its details.
+    held = [e for e in timeline if e.get("decision") == "Message Held"]
+    assert ("push", "no push subscription") in [(e["step"], e["details"]["reason"]) for e in held]
+    assert timeline[0]["decision"] == "Journey Entered"
 
 
 def test_an_admin_key_is_one_person_and_approval_compares_people(

@@ -527,20 +527,29 @@ def _timeline(services: Scratch, names: set[str], recorder: _Recorder) -> list[T
 
 
 class TimelineItem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A timeline entry as the API shows it: when, which customer, what; and for a
-    webhook step, the call it would have made (method, URL, headers, body)."""
+    """A timeline entry as the API shows it: when, which customer, what (English, stable);
+    for a program, the decision by its log name (`Journey Waiting`, `Message Held`...),
+    the step it was made at, and its details as the log has them (a reason as the English
+    text messaging/reasons.py reads back to a code, a moment in ms...); and for a webhook
+    step, the call it would have made (method, URL, headers, body)."""
 
     at: str
     customer: str
     what: str
     call: SimulatedCall | None = None
+    decision: str | None = None
+    step: str | None = None
+    details: JsonObject | None = None
 
 
 def timeline_item(entry: TimelineEntry) -> TimelineItem:
     """A timeline entry as the API shows it."""
     at = iso(entry.at)
     assert at is not None
-    return TimelineItem(at, entry.customer, entry.what, entry.call)
+    details = entry.details or None
+    return TimelineItem(
+        at, entry.customer, entry.what, entry.call, entry.decision, entry.step, details
+    )
 
 
 def _customer_names(conn: Connection, names: set[str], region: str) -> dict[int, str]:
