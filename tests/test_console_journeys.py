@@ -438,6 +438,9 @@ def test_the_simulation_says_each_decision_in_the_viewers_language(
         r"arm|task|person|exited|completed|emits)\b"
     )
     assert not [line for line in said if english_words.search(line)], said
+    # The message as it would go: its fields named in French too (its words are the
+    # customer's language's, not the viewer's).
+    assert "Le message, par email objet" in _text(french.text)
 
     english = client.post(
         "/console/journeys/cart-words/simulate",
