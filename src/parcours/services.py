@@ -227,7 +227,13 @@ class Services:
         delivery.install(worker)
         worker.finish_with(analytics.KeepUp(db, clock))  # the overview's counts, kept up
         delivery.add_send_check(engine.messages_no_longer_wanted)  # an order stops its sends
-        WalletUpdates(clock, issuer, settings.brand_locale).install(worker, reactions)
+
+        # The Wallet in force at each use: one set up in the console may change meanwhile.
+        def wallet_in_force() -> WalletIssuer | None:
+            found = providers.for_channel("wallet")
+            return found if isinstance(found, WalletIssuer) else None
+
+        WalletUpdates(clock, wallet_in_force, settings.brand_locale).install(worker, reactions)
         if db.is_sqlite:  # PostgreSQL's workers LISTEN (runtime/queue.py)
             db.after_jobs_scheduled(worker.wake_for)  # a commit that scheduled a job
         try:

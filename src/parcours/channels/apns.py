@@ -184,16 +184,34 @@ class PassUpdatePusher:
     topic: str  # the pass type identifier, or the order type identifier
     api_base: str = HOSTS["production"]
     ca_file: str | None = None
+    # The certificate's, key's and intermediate's PEM texts instead of the files (a Wallet
+    # set up in the console): written to private temporary files for OpenSSL to load.
+    pems: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.pems is not None:
+            certificate, key, intermediate = self.pems
+        else:
+            certificate = Path(self.certificate_file).read_bytes()
+            key = b""
+            intermediate = Path(self.intermediate_file).read_bytes()
         # The client presents its certificate followed by the intermediate that signed it.
-        with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as chain:
-            chain.write(Path(self.certificate_file).read_bytes().rstrip(b"\n") + b"\n")
-            chain.write(Path(self.intermediate_file).read_bytes())
+        made: list[str] = []
         try:
-            context = _context(self.ca_file, (chain.name, self.key_file))
+            with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as chain:
+                made.append(chain.name)
+                chain.write(certificate.rstrip(b"\n") + b"\n")
+                chain.write(intermediate)
+            key_file = self.key_file
+            if self.pems is not None:
+                with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as sealed:
+                    made.append(sealed.name)  # mode 0600, removed once loaded
+                    sealed.write(key)
+                key_file = sealed.name
+            context = _context(self.ca_file, (chain.name, key_file))
         finally:
-            os.unlink(chain.name)
+            for name in made:
+                os.unlink(name)
         self._client = httpx.Client(http2=True, verify=context, timeout=10.0)
 
     def push(self, push_token: str) -> bool:

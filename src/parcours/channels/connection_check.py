@@ -6,8 +6,10 @@
   endpoint at the configured base URL (the account, the phone number, the server).
 - FCM: an access token asked of Google's token endpoint with the service account.
 - APNs: a TLS connection to Apple's host (APNs has no read request).
-- The sandbox, the site chat, Web Push (a push service per browser) and Wallet passes
-  (signed here) have nothing outside Parcours to reach.
+- Apple Wallet passes: a manifest signed with the pass certificate and key (nothing to
+  reach: passes are signed here).
+- The sandbox, the site chat and Web Push (a push service per browser) have nothing
+  outside Parcours to reach.
 
 The answer is a key of the catalogue and its values (the console says it in the
 viewer's language); the provider's own words are kept in `detail`."""
@@ -30,6 +32,7 @@ from parcours.channels.fcm import SCOPE, AccessTokens, FcmProvider, PushRouter
 from parcours.channels.postmark import PostmarkProvider
 from parcours.channels.registry import Providers
 from parcours.channels.sms import TwilioProvider
+from parcours.channels.wallet import WalletIssuer
 from parcours.channels.whatsapp import MetaWhatsAppProvider
 
 TIMEOUT_S = 10.0
@@ -102,6 +105,9 @@ def _check(provider: Provider, timeout: float) -> tuple[str, dict[str, str]]:
     where = _where(provider)
     if isinstance(provider, SmtpProvider):
         return _smtp(provider, timeout)
+    if isinstance(provider, WalletIssuer):
+        provider.signer.sign(b"{}")  # what a pass's manifest gets
+        return "settings.check.signed_ok", {"where": provider.pass_type_identifier}
     try:
         if isinstance(provider, TwilioProvider):
             return _http(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cryptography import x509
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -58,7 +59,17 @@ KEY_SECRET_NAME = "provider-secrets-key"
 LONGEST_KEY = 16000  # a key or a service account's JSON, pasted
 Kind = Literal["text", "secret", "key", "port", "choice", "email", "url"]
 # What a field's value must be beyond its kind (checked by `_check_content`).
-Content = Literal["", "service_account", "p256", "team_id", "key_id", "bundle_id"]
+Content = Literal[
+    "",
+    "service_account",
+    "p256",
+    "team_id",
+    "key_id",
+    "bundle_id",
+    "pass_type",
+    "certificate",
+    "signing_key",
+]
 
 
 @dataclass(frozen=True)
@@ -128,9 +139,21 @@ FORMS: dict[tuple[str, str], tuple[Field, ...]] = {
         Field("environment", "choice", default="production", choices=("production", "sandbox")),
         Field("api_base", "url"),  # blank: the environment's host
     ),
+    ("wallet", "apple"): (
+        Field("pass_type_identifier", required=True, content="pass_type"),
+        Field("team_identifier", required=True, content="team_id"),
+        Field("organization_name", required=True),
+        Field("certificate", "key", required=True, content="certificate"),
+        Field("signing_key", "key", required=True, content="signing_key"),
+        Field("wwdr", "key", required=True, content="certificate"),
+        Field(
+            "apns_environment", "choice", default="production", choices=("production", "sandbox")
+        ),
+        Field("apns_api_base", "url"),  # blank: the environment's host
+    ),
 }
 # The slots the console sets up, in the order of the page.
-CONSOLE_CHANNELS = ("email", "sms", "whatsapp", "push.fcm", "push.apns")
+CONSOLE_CHANNELS = ("email", "sms", "whatsapp", "push.fcm", "push.apns", "wallet")
 
 
 def channel_of(slot: str) -> str:
@@ -328,6 +351,8 @@ def check(
         settings.get("from_number") or settings.get("messaging_service_sid")
     ):
         raise ProviderError("console.providers.twilio_sender", "from_number")
+    if provider == "apple":
+        _check_pass_signer(secrets)
     own = Stored(channel, provider, settings, secrets, 0, 0, None).section()
     if table_of(channel):  # tested alone: the channel's other services are not needed
         section: dict[str, Any] = {table_of(channel): own}
@@ -399,12 +424,51 @@ def _check_content(one: Field, value: str) -> None:
     elif one.content == "key_id":
         if len(value) > 32 or not value.isascii() or not value.isalnum():
             raise ProviderError("console.providers.key_id", one.name)
+    elif one.content == "pass_type" and not value.startswith("pass."):
+        raise ProviderError("console.providers.pass_type", one.name)
+    elif one.content == "certificate":
+        _certificate(one.name, value)
+    elif one.content == "signing_key":
+        key = _private_key(one.name, value)
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ProviderError("console.providers.signing_key", one.name)
     elif one.content == "bundle_id" and (
         not value.isascii()
         or not all(c.isalnum() or c in ".-_" for c in value)
         or "." not in value.strip(".")
     ):
         raise ProviderError("console.providers.bundle_id", one.name)
+
+
+def _certificate(name: str, pem: str) -> x509.Certificate:
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ProviderError("console.providers.certificate", name, problem="no BEGIN CERTIFICATE")
+    try:
+        found = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        problem = str(exc).split("\n", 1)[0][:200]
+        raise ProviderError("console.providers.certificate", name, problem=problem) from None
+    if found.not_valid_after_utc.timestamp() < time.time():
+        raise ProviderError(
+            "console.providers.certificate_expired",
+            name,
+            when=found.not_valid_after_utc.date().isoformat(),
+        )
+    return found
+
+
+def _check_pass_signer(secrets: Mapping[str, str]) -> None:
+    """The Pass Type ID certificate is the key's, and was issued by the WWDR given."""
+    certificate = _certificate("certificate", secrets["certificate"])
+    key = _private_key("signing_key", secrets["signing_key"])
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, public) != (
+        certificate.public_key().public_bytes(serialization.Encoding.DER, public)
+    ):
+        raise ProviderError("console.providers.key_mismatch", "signing_key")
+    wwdr = _certificate("wwdr", secrets["wwdr"])
+    if certificate.issuer != wwdr.subject:
+        raise ProviderError("console.providers.wwdr_mismatch", "wwdr")
 
 
 def _private_key(name: str, pem: str) -> Any:

@@ -71,14 +71,24 @@ class PassSigner:
         for path in (certificate, key, intermediate):
             if not path.is_file():
                 raise ConfigError(f"{where}: {path} does not exist")
-        loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        return cls.from_pem(
+            certificate.read_bytes(), key.read_bytes(), intermediate.read_bytes(), where
+        )
+
+    @classmethod
+    def from_pem(
+        cls, certificate: bytes, key: bytes, intermediate: bytes, where: str = "channels.wallet"
+    ) -> PassSigner:
+        """From the PEM texts themselves (a Wallet set up in the console)."""
+        try:
+            loaded = serialization.load_pem_private_key(key, password=None)
+            found = x509.load_pem_x509_certificate(certificate)
+            wwdr = x509.load_pem_x509_certificate(intermediate)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: a certificate or the key does not load ({exc})") from None
         if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise ConfigError(f"{where}.key_file: an RSA or EC private key is needed")
-        return cls(
-            x509.load_pem_x509_certificate(certificate.read_bytes()),
-            loaded,
-            x509.load_pem_x509_certificate(intermediate.read_bytes()),
-        )
+        return cls(found, loaded, wwdr)
 
     def sign(self, manifest: bytes) -> bytes:
         """The detached PKCS#7 signature (DER) of the manifest, with the intermediate."""
@@ -132,13 +142,22 @@ class WalletIssuer:
     @classmethod
     def from_config(cls, config: dict[str, Any], public_url: str) -> WalletIssuer:
         where = "channels.wallet"
-        signer = PassSigner.from_files(
-            Path(setting(config, where, "certificate_file", str)),
-            Path(setting(config, where, "key_file", str)),
-            Path(setting(config, where, "wwdr_file", str)),
-        )
+        if "certificate" in config:  # the PEM texts themselves (set up in the console)
+            pems = (
+                setting(config, where, "certificate", str).encode(),
+                setting(config, where, "signing_key", str).encode(),
+                setting(config, where, "wwdr", str).encode(),
+            )
+            signer = PassSigner.from_pem(*pems)
+        else:
+            pems = None
+            signer = PassSigner.from_files(
+                Path(setting(config, where, "certificate_file", str)),
+                Path(setting(config, where, "key_file", str)),
+                Path(setting(config, where, "wwdr_file", str)),
+            )
         pass_type = setting(config, where, "pass_type_identifier", str)
-        pusher = _pusher(config, config, pass_type)
+        pusher = _pusher(config, config, pass_type, pems)
         orders = None
         if "orders" in config:
             orders = WalletOrders.from_config(config["orders"], config, public_url)
@@ -230,18 +249,30 @@ class WalletIssuer:
                 closing.close()
 
 
-def _pusher(config: dict[str, Any], wallet: dict[str, Any], topic: str) -> PassUpdatePusher | None:
+def _pusher(
+    config: dict[str, Any],
+    wallet: dict[str, Any],
+    topic: str,
+    pems: tuple[bytes, bytes, bytes] | None = None,
+) -> PassUpdatePusher | None:
     """The APNs client telling devices that a pass (or order) of this type changed; the
-    APNs settings are channels.wallet's (`apns`, `apns_environment`, `apns_api_base`)."""
+    APNs settings are channels.wallet's (`apns`, `apns_environment`, `apns_api_base`).
+    `pems`: the certificate, key and WWDR texts instead of files."""
     if not wallet.get("apns", True):
         return None
     environment = str(wallet.get("apns_environment", "production"))
+    base = str(wallet.get("apns_api_base", HOSTS.get(environment, HOSTS["production"])))
+    if pems is not None:
+        return PassUpdatePusher("", "", "", topic, base, wallet.get("apns_ca_file"), pems)
+    wwdr = config.get("wwdr_file", wallet.get("wwdr_file"))
+    if wwdr is None:
+        raise ConfigError("channels.wallet: wwdr_file is required")
     return PassUpdatePusher(
         str(config["certificate_file"]),
         str(config["key_file"]),
-        str(config.get("wwdr_file", wallet["wwdr_file"])),
+        str(wwdr),
         topic,
-        str(wallet.get("apns_api_base", HOSTS.get(environment, HOSTS["production"]))),
+        base,
         wallet.get("apns_ca_file"),
     )
 
@@ -392,7 +423,7 @@ class WalletOrders:
         signer = PassSigner.from_files(
             Path(setting(config, where, "certificate_file", str)),
             Path(setting(config, where, "key_file", str)),
-            Path(str(config.get("wwdr_file", wallet["wwdr_file"]))),
+            Path(setting(config, where, "wwdr_file", str, wallet.get("wwdr_file"))),
             where,
         )
         return cls(

@@ -411,10 +411,9 @@ def try_provider(
     if checked is not None:
         channel = stored.channel_of(attempt.channel)  # push.fcm: the push channel's FCM
         one = channels.build_provider(channel, checked.section, {}, live.public_url)
+        name = "apple-wallet" if attempt.provider == "apple" else attempt.provider
         try:
-            result = channels.check_connection(
-                channels.Providers({channel: one}), channel, attempt.provider
-            )
+            result = channels.check_connection(channels.Providers({channel: one}), channel, name)
         finally:
             one.close()
         attempt = replace(attempt, check=result)

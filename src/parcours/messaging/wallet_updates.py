@@ -9,6 +9,7 @@ call outside the database is made after its job's commit and retried with backof
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -28,10 +29,21 @@ FOLLOW = "messaging.wallet_orders"  # bring Wallet orders in step after order an
 
 
 class WalletUpdates:
-    def __init__(self, clock: Clock, issuer: WalletIssuer | None, brand_locale: str) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        issuer: WalletIssuer | Callable[[], WalletIssuer | None] | None,
+        brand_locale: str,
+    ) -> None:
+        """`issuer`: the Wallet issuer, or what gives the one in force at each use (a
+        Wallet set up in the console may change while Parcours runs)."""
         self.clock = clock
-        self.issuer = issuer
+        self._issuer = issuer
         self.brand_locale = brand_locale
+
+    @property
+    def issuer(self) -> WalletIssuer | None:
+        return self._issuer() if callable(self._issuer) else self._issuer
 
     @property
     def follows_orders(self) -> bool:
