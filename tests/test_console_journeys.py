@@ -380,7 +380,7 @@ steps:
   - id: nudge
     send: {channel: sms, template: abandoned-cart-last-call, purpose: marketing}
   - id: later
-    wait: 1h
+    wait: 1d
   - id: big
     branch:
       - when: {entry.properties.total: {gte: 150}}
@@ -411,7 +411,7 @@ def test_the_simulation_says_each_decision_in_the_viewers_language(
     one, the reasons by the codes the messages' page reads; the API's words are the same."""
     versions.save_draft(services.db, SAID, "mia@brand.example", clock.now_ms())
     csrf = _signed_in(client, services, "marketer")
-    asked = {"csrf": csrf, "version": "1", "script": SAID_SCRIPT, "days": "1"}
+    asked = {"csrf": csrf, "version": "1", "script": SAID_SCRIPT, "days": "2"}
     hx = {"HX-Request": "true"}
 
     french = client.post(
@@ -426,8 +426,10 @@ def test_the_simulation_says_each_decision_in_the_viewers_language(
     assert said[2] == (
         "abandoned-cart-last-call retenu : pas de consentement marketing pour sms (jamais donné)"
     ), said
-    # The wait's end in the viewer's locale (the simulation starts at 14:13 UTC, 21 September).
-    assert re.fullmatch(r"attend jusqu’au 21 sept\. 2026, \d\d:\d\d:\d\d", said[3]), said
+    # The wait's end in the viewer's locale (the simulation starts at 14:13 UTC, 21 September),
+    # and how long after the start the branch comes, in days said in French.
+    assert re.fullmatch(r"attend jusqu’au 22 sept\. 2026, \d\d:\d\d:\d\d", said[3]), said
+    assert "+1 j 00:01" in _text(french.text)
     assert said[4:] == [
         "embranchement à big : voie 1",
         "tâche pour une personne : Appeler pour le panier",
@@ -468,7 +470,7 @@ def test_the_simulation_says_each_decision_in_the_viewers_language(
         "would send abandoned-cart-recap on email (marketing)",
         "held back abandoned-cart-last-call: no marketing consent for sms (never given)",
     ], said
-    assert re.fullmatch(r"waits until Sep 21, 2026, \d+:\d\d:\d\d\W?[AP]M", said[3]), said
+    assert re.fullmatch(r"waits until Sep 22, 2026, \d+:\d\d:\d\d\W?[AP]M", said[3]), said
     assert said[4:] == [
         "branched at big: arm 1",
         "task for a person: Appeler pour le panier",

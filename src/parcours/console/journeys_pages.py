@@ -236,11 +236,15 @@ def journey_page(
     return _journey_page(signed_in(request, console), console, journey_id, drawn_version=version)
 
 
-def _offset(milliseconds: int) -> str:
+def _offset(viewer: Viewer, milliseconds: int) -> str:
+    """How long after the simulation's start: +02:30, or +3d 02:30 (days in the viewer's
+    language)."""
     shown = timedelta(milliseconds=max(0, milliseconds))
     hours, rest = divmod(shown.seconds, 3600)
     clock = f"{hours:02d}:{rest // 60:02d}"
-    return f"+{shown.days}d {clock}" if shown.days else f"+{clock}"
+    if not shown.days:
+        return f"+{clock}"
+    return viewer.t("console.journeys.sim.offset_days", days=shown.days, clock=clock)
 
 
 def _fields(content: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -369,7 +373,7 @@ def _simulate(
     asked.rows = [
         TimelineRow(
             at=viewer.when(entry.at),
-            offset=_offset(entry.at - start),
+            offset=_offset(viewer, entry.at - start),
             customer=entry.customer,
             step=entry.step or "",
             decision=viewer.t(f"console.journeys.decision.{DECISIONS[entry.decision]}")
