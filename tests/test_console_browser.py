@@ -180,6 +180,7 @@ def test_every_page_in_both_languages_at_both_widths(
         "shipments",
         "returns",
         "catalog",
+        "carts",
         "tracking-preview",
         "segments",
         "journeys",

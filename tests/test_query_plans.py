@@ -178,3 +178,38 @@ def test_the_console_lists_of_parcels_read_no_table_whole(
             ):
                 whole[statement[:200]] = row[3]
     assert whole == {}
+
+
+def test_the_console_page_of_carts_reads_no_table_whole(traced: list[str], tmp_path: Path) -> None:
+    """The Carts page with a million carts: a page of all or of a status, within a period
+    or not, from a cursor or not, walks an index in its order (no sort of every cart),
+    and the 30 days' figures walk the index of status and abandonment time (migration
+    0039)."""
+    from parcours import commerce
+
+    url = f"sqlite:///{tmp_path / 'parcours.db'}"
+    services = Services.open(
+        Settings(data_dir=tmp_path, database_url=url), clock=SimulatedClock(START)
+    )
+    try:
+        traced.clear()
+        now = services.clock.now_ms()
+        with services.db.read() as conn:
+            for status in (None, "abandoned"):
+                for since in (None, now - 86_400_000):
+                    for before in (None, (now, "cart:c-1")):
+                        commerce.carts_list(conn, status=status, active_since=since, before=before)
+            commerce.cart_summary(conn, now - 30 * 86_400_000)
+    finally:
+        services.close()
+    plans = sqlite3.connect(tmp_path / "parcours.db")
+    whole: dict[str, str] = {}
+    listed = [s for s in set(traced) if "commerce_carts" in s and s.lstrip().startswith("SELECT")]
+    assert len(listed) >= 10
+    for statement in listed:
+        for row in plans.execute("EXPLAIN QUERY PLAN " + statement, [None] * statement.count("?")):
+            # A scan only in the index's order, stopped by the page's limit.
+            scanned = row[3].startswith("SCAN commerce_carts") and " LIMIT " not in statement
+            if scanned or "TEMP B-TREE" in row[3]:
+                whole[statement[:300]] = row[3]
+    assert whole == {}

@@ -8,7 +8,16 @@ what this face lists."""
 from parcours.commerce import back_in_stock, people, reviews, statuses
 from parcours.commerce.actions import LineRefund, OrderNotFound, RefundRefused, refund
 from parcours.commerce.back_in_stock import BackInStockError, StockRequest, stock_requests
-from parcours.commerce.carts import Cart, CartItem, cart_of, carts_of
+from parcours.commerce.carts import STATUSES as CART_STATUSES
+from parcours.commerce.carts import (
+    Cart,
+    CartItem,
+    CartSummary,
+    cart_of,
+    cart_summary,
+    carts_list,
+    carts_of,
+)
 from parcours.commerce.catalog import (
     CatalogImported,
     CatalogImportError,
@@ -71,9 +80,11 @@ from parcours.commerce.reviews import (
 )
 
 __all__ = [
+    "CART_STATUSES",
     "BackInStockError",
     "Cart",
     "CartItem",
+    "CartSummary",
     "CatalogImportError",
     "CatalogImported",
     "Commerce",
@@ -101,6 +112,8 @@ __all__ = [
     "VariantRequests",
     "back_in_stock",
     "cart_of",
+    "cart_summary",
+    "carts_list",
     "carts_of",
     "check_import_header",
     "import_catalog",

@@ -171,6 +171,16 @@ Index("ix_commerce_carts_cart_id", commerce_carts.c.cart_id)
 Index("ix_commerce_carts_checkout_id", commerce_carts.c.checkout_id)
 Index("ix_commerce_carts_order_id", commerce_carts.c.order_id)
 Index("ix_commerce_carts_customer", commerce_carts.c.customer_id, commerce_carts.c.status)
+# The console's page of carts (migration 0039): the latest active, of all or of a status,
+# a page at a time; the carts abandoned over a period, counted per status.
+Index("ix_commerce_carts_activity", commerce_carts.c.last_activity_at, commerce_carts.c.cart_key)
+Index(
+    "ix_commerce_carts_status_activity",
+    commerce_carts.c.status,
+    commerce_carts.c.last_activity_at,
+    commerce_carts.c.cart_key,
+)
+Index("ix_commerce_carts_abandoned", commerce_carts.c.status, commerce_carts.c.abandoned_at)
 
 commerce_products = Table(
     "commerce_products",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from litestar import Request, Response, get, post
@@ -21,12 +22,13 @@ from sqlalchemy import Connection
 from parcours import accounts, commerce
 from parcours.commerce import reviews, statuses
 from parcours.console.access import ConsoleParts, Form, brand_of, changing, go, signed_in
-from parcours.console.rendering import Viewer, not_found, page
+from parcours.console.rendering import Viewer, not_found, page, render
 from parcours.console.review_pages import PHOTO_HEADERS
 from parcours.console.tracking_pages import HEADERS, Stage, Tracked, draw, timeline
 from parcours.customers import profiles
 from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.i18n import SHIPPED
 from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
@@ -281,6 +283,86 @@ def back_in_stock_page(
         statuses=REQUEST_STATUSES,
         customer_ref=profiles.public_id,
     )
+
+
+# ---- carts --------------------------------------------------------------------------------
+
+DAY_MS = 24 * HOUR_MS
+CART_PERIODS = (1, 7, 30, 90)  # days of last activity the page may be limited to
+SUMMARY_DAYS = 30  # the figures at the top: the carts abandoned over this many days
+
+
+def _cursor(value: str) -> tuple[int, str] | None:
+    """A page's cursor, `<last activity>:<cart key>` (the page before's last cart)."""
+    at, _, key = value.partition(":")
+    return (int(at), key) if at.isdigit() and key else None
+
+
+def _who(traits: JsonObject) -> str | None:
+    """How a cart's customer is named: the `name` trait, else first and last names, else
+    the email the brand sent (None: by their id alone)."""
+
+    def text(key: str) -> str:
+        value = traits.get(key)
+        return value.strip() if isinstance(value, str) else ""
+
+    full = " ".join(part for part in (text("first_name"), text("last_name")) if part)
+    return text("name") or full or text("email") or None
+
+
+def _period(value: str) -> int | None:
+    return int(value) if value in {str(d) for d in CART_PERIODS} else None
+
+
+@get("/console/carts", sync_to_thread=True)
+def carts_page(
+    request: Request[Any, Any, Any],
+    console: Injected[ConsoleParts],
+    status: FromQuery[str] = "",
+    period: FromQuery[str] = "",
+    after: FromQuery[str] = "",
+) -> Response[bytes]:
+    """Carts, the latest active first, 50 a page (by a cursor, however many carts), of a
+    status and active within a period when asked, each with its items; above them, the
+    carts abandoned over the last 30 days, those recovered, and their value. Read only."""
+    viewer = signed_in(request, console)
+    chosen = status if status in commerce.CART_STATUSES else ""
+    days = _period(period)
+    cursor = _cursor(after)
+    now = console.clock.now_ms()
+    with console.db.read() as conn:
+        found = commerce.carts_list(
+            conn,
+            status=chosen or None,
+            active_since=now - days * DAY_MS if days else None,
+            before=cursor,
+            limit=SHOWN + 1,
+        )
+        summary = commerce.cart_summary(conn, now - SUMMARY_DAYS * DAY_MS)
+        shown = found[:SHOWN]
+        traits = profiles.traits_of(conn, [c.customer_id for c in shown if c.customer_id])
+    names = {ident: _who(t) for ident, t in traits.items()}
+    last = shown[-1] if len(found) > SHOWN else None
+    query = f"status={chosen}&period={days or ''}"
+    html = render(
+        viewer,
+        "commerce_carts.html",
+        current="/console/carts",
+        carts=shown,
+        summary=summary,
+        summary_days=SUMMARY_DAYS,
+        chosen=chosen,
+        period=days,
+        periods=CART_PERIODS,
+        statuses=commerce.CART_STATUSES,
+        first=f"/console/carts?{query}" if cursor is not None else None,
+        next=f"/console/carts?{query}&after={last.last_activity_at}:{quote(last.cart_key)}"
+        if last is not None
+        else None,
+        customer_ref=lambda ident: names.get(ident) or profiles.public_id(ident),
+    )
+    # Product pictures come from the shop's own hosts (https), as on the tracking page.
+    return Response(html.encode("utf-8"), media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
 # ---- reviews ------------------------------------------------------------------------------
@@ -596,6 +678,7 @@ def commerce_routes() -> list[HTTPRouteHandler]:
         returns_page,
         catalog_page,
         back_in_stock_page,
+        carts_page,
         reviews_page,
         review_photo_page,
         moderate_page,

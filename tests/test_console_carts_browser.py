@@ -1,0 +1,76 @@
+"""The Carts page checked as a person would, in Debian's Chromium (docs/console.md,
+"Commerce"), with carts made by the shoppers' events and abandoned by the worker: no
+serious accessibility violation and nothing wider than the screen on a phone or a desktop,
+in English and French, with a cart's items opened (their pictures from the shop's CDN,
+served here: no request leaves the machine); a viewer reads it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from parcours.runtime.clock import SimulatedClock
+from parcours.services import Services
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    SHOP_CDN,
+    accessibility_problems,
+    browser,
+    no_horizontal_overflow,
+)
+from tests.conftest import LiveServer
+from tests.test_brand_settings import png
+from tests.test_console_carts import carts
+from tests.test_console_commerce import PASSWORD, Member, team
+
+__all__ = ["browser", "team"]  # the fixtures, used by name
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_the_carts_page_on_a_phone_with_a_carts_items_open(
+    browser: Any,
+    live_server: LiveServer,
+    services: Services,
+    clock: SimulatedClock,
+    team: dict[str, Member],
+    language: str,
+) -> None:
+    carts(services, clock)
+    # A phone's browser in the language asked, the shop's pictures served here.
+    context = browser.new_context(locale=language, viewport=PHONE, bypass_csp=True)
+    picture = png(64, 64)
+    context.route(
+        SHOP_CDN,
+        lambda route: route.fulfill(status=200, body=picture, content_type="image/png"),
+    )
+    page = context.new_page()
+    page.goto(f"{live_server.url}/console/login")
+    page.locator("#f-email").fill("viewer@brand.example")
+    page.locator("#f-password").fill(PASSWORD)
+    page.locator("#f-password").press("Enter")
+    page.wait_for_url(re.compile(r".*/console/$"))
+    answer = page.goto(f"{live_server.url}/console/carts")
+    assert answer is not None and answer.status == 200
+    title = {"en": "Carts", "fr": "Paniers"}[language]
+    assert page.get_by_role("heading", level=1).inner_text() == title
+    # Cleo's cart opened: its tee, three of them, with its picture.
+    page.locator("tr.cart-row", has_text="c-cleo").locator("summary").click()
+    shown = page.locator("tr.cart-row", has_text="c-cleo").locator("ul.cart-lines img")
+    shown.wait_for()
+    assert shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    for width, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(viewport)
+        assert accessibility_problems(page) == [], (language, width)
+        assert no_horizontal_overflow(page), (language, width)
+    # The filter by status, from the form.
+    page.set_viewport_size(PHONE)
+    page.locator("#f-status").select_option("abandoned")
+    page.locator("form.row button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*status=abandoned.*"))
+    assert page.locator("tr.cart-row").count() == 2
+    assert page.locator("tr.cart-abandoned").count() == 2
+    assert no_horizontal_overflow(page)
+    context.close()
