@@ -340,7 +340,9 @@ def carts_page(
         )
         summary = commerce.cart_summary(conn, now - SUMMARY_DAYS * DAY_MS)
         shown = found[:SHOWN]
-        traits = profiles.traits_of(conn, [c.customer_id for c in shown if c.customer_id])
+        traits = profiles.traits_of(
+            conn, [c.customer_id for c in shown if c.customer_id is not None]
+        )
     names = {ident: _who(t) for ident, t in traits.items()}
     last = shown[-1] if len(found) > SHOWN else None
     query = f"status={chosen}&period={days or ''}"
