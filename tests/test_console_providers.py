@@ -233,25 +233,41 @@ def test_a_wrong_value_is_named_on_its_field_and_nothing_is_written(services: Se
     assert _rows(services) == [] and _entries(services) == []
 
 
+def _refused_to(
+    services: Services,
+    roles: tuple[str, ...],
+    hidden: str,
+    actions: tuple[tuple[str, dict[str, Any]], ...],
+) -> None:
+    """Each of these roles sees no `hidden` form on the Settings page, and each of these
+    actions (test, save, remove with its form) is refused them server-side (403)."""
+    for role in roles:
+        with _signed_in(services, role) as someone:
+            page = someone.get("/console/settings").text
+            assert hidden not in page
+            csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page)
+            assert csrf is not None
+            for action, form in actions:
+                answer = someone.post(
+                    f"/console/settings/providers/{action}",
+                    data={"csrf": csrf.group(1), **form},
+                )
+                assert answer.status_code == 403, (role, action)
+
+
 def test_only_an_owner_sets_up_a_provider(services: Services) -> None:
     _team(services, "viewer", "marketer")
     with TwilioPeer() as twilio:
-        for role in ("viewer", "marketer"):
-            with _signed_in(services, role) as someone:
-                page = someone.get("/console/settings").text
-                assert "Set up Twilio" not in page
-                csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page)
-                assert csrf is not None
-                for action, form in (
-                    ("test", _twilio_form(twilio)),
-                    ("save", _twilio_form(twilio)),
-                    ("remove", {"channel": "sms"}),
-                ):
-                    answer = someone.post(
-                        f"/console/settings/providers/{action}",
-                        data={"csrf": csrf.group(1), **form},
-                    )
-                    assert answer.status_code == 403, (role, action)
+        _refused_to(
+            services,
+            ("viewer", "marketer"),
+            "Set up Twilio",
+            (
+                ("test", _twilio_form(twilio)),
+                ("save", _twilio_form(twilio)),
+                ("remove", {"channel": "sms"}),
+            ),
+        )
         assert twilio.messages == []
     assert _rows(services) == [] and _entries(services) == []
 

@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import json
 import logging
-import re
 import zipfile
 from collections.abc import Iterator
 from html import unescape
@@ -32,7 +31,15 @@ from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.peers import ApnsPeer, make_authority
 from tests.test_channels import CERTAIN, journey, outbox, publish
-from tests.test_console_providers import _csrf, _entries, _opened, _post, _rows, _signed_in
+from tests.test_console_providers import (
+    _csrf,
+    _entries,
+    _opened,
+    _post,
+    _refused_to,
+    _rows,
+    _signed_in,
+)
 from tests.test_journeys_engine import opt_in, track
 from tests.test_wallet import PASS_TYPE, issue, openssl_verifies
 
@@ -186,14 +193,10 @@ def test_certificates_and_keys_that_do_not_go_together_are_named(
             headers={"Accept-Language": "fr"},
         )
         assert "n’est pas la clé du certificat du Pass Type ID" in unescape(french.text)
-    with _signed_in(services, "marketer") as someone:
-        page = someone.get("/console/settings").text
-        assert "Set up Apple Wallet passes" not in page
-        csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page)
-        assert csrf is not None
-        answer = someone.post(
-            "/console/settings/providers/save",
-            data={"csrf": csrf.group(1), **_wallet_form(authority, apns)},
-        )
-        assert answer.status_code == 403
+    _refused_to(
+        services,
+        ("marketer",),
+        "Set up Apple Wallet passes",
+        (("save", _wallet_form(authority, apns)),),
+    )
     assert _rows(services) == [] and _entries(services) == []
