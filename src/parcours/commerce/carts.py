@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     and_,
     bindparam,
@@ -29,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 
+from parcours.commerce import rows as commerce_rows
 from parcours.commerce.tables import commerce_carts
 from parcours.customers import decimal_of, order_key
 from parcours.log import Event, Reactions, append_events, internal_event
@@ -177,22 +177,9 @@ def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:
             order_ids.add(order_id)
         if event.customer_id is not None:
             customers.add(event.customer_id)
-    table = commerce_carts
-    conditions: list[ColumnElement[bool]] = []
-    if cart_ids:
-        conditions.append(table.c.cart_id.in_(sorted(cart_ids)))
-    if checkout_ids:
-        conditions.append(table.c.checkout_id.in_(sorted(checkout_ids)))
-    if order_ids:
-        conditions.append(table.c.order_id.in_(sorted(order_ids)))
-    if customers:
-        conditions.append(
-            and_(table.c.customer_id.in_(sorted(customers)), table.c.status.in_(LIVE))
-        )
-    if not conditions:
-        return {}
     carts: dict[str, _State] = {}
-    for row in conn.execute(select(table).where(or_(*conditions))):
+    touched = commerce_rows.carts_touched(conn, cart_ids, checkout_ids, order_ids, customers, LIVE)
+    for row in touched:
         state = _State(
             key=row.cart_key,
             cart_id=row.cart_id,

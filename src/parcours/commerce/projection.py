@@ -26,6 +26,7 @@ from parcours.commerce import (
     statuses,
     traits,
 )
+from parcours.commerce import rows as commerce_rows
 from parcours.commerce.people import REFRESH_JOB
 from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
@@ -40,7 +41,7 @@ from parcours.commerce.tables import (
 from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions, append_events, internal_event, queries
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
-from parcours.runtime.db import chunks, insert_rows
+from parcours.runtime.db import insert_rows
 from parcours.runtime.queue import Job, Worker
 from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
@@ -314,11 +315,7 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
     if len(first) < 2:
         return set()  # one order: the general path costs no more
     ids = sorted(first)
-    stored = set(
-        conn.execute(
-            select(commerce_orders.c.order_id).where(commerce_orders.c.order_id.in_(ids))
-        ).scalars()
-    )
+    stored = commerce_rows.stored_order_ids(conn, ids)
     new = [order_id for order_id in ids if order_id not in stored]
     if not new:
         return set()
@@ -348,30 +345,14 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
         if rows:  # COPY on PostgreSQL
             columns = list(rows[0])
             insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-    kept: set[str] = set()
-    for table in (commerce_shipments, commerce_refunds, commerce_returns):
-        kept.update(
-            conn.execute(select(table.c.order_id).where(table.c.order_id.in_(new))).scalars()
-        )
-    for order_id in sorted(kept):
+    for order_id in sorted(commerce_rows.orders_named_by(conn, new)):
         _attach(conn, order_id)
     return {id(first[order_id]) for order_id in new}
 
 
 def _customers_of(conn: Connection, order_ids: set[str]) -> set[int]:
     """The customers of these orders (those known, with a customer)."""
-    found: set[int] = set()
-    for part in chunks(sorted(order_ids)):
-        found.update(
-            int(customer)
-            for customer in conn.execute(
-                select(commerce_orders.c.customer_id).where(
-                    commerce_orders.c.order_id.in_(part),
-                    commerce_orders.c.customer_id.is_not(None),
-                )
-            ).scalars()
-        )
-    return found
+    return commerce_rows.customers_of_orders(conn, order_ids)
 
 
 def _amounts(props: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ product that day (`commerce_product_views`); a recommendation reads a few rows b
 from __future__ import annotations
 
 import json
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, delete, func, or_, select
 
+from parcours.commerce import rows as commerce_rows
 from parcours.commerce.catalog import Product, _products_of
 from parcours.commerce.replenishment import DAY
 from parcours.commerce.rows import add_counts
@@ -85,23 +87,17 @@ def count_orders(conn: Connection, order_ids: Sequence[str], now: int) -> None:
     if not order_ids:
         return
     oldest = first_week(now)
-    orders, counted = commerce_orders, commerce_counted_orders
-    weeks: dict[str, int] = {}
-    for part in chunks(sorted(set(order_ids))):
-        rows = conn.execute(
-            select(orders.c.order_id, orders.c.placed_at).where(
-                orders.c.order_id.in_(part), orders.c.status == "placed"
-            )
-        ).all()
-        weeks.update({row.order_id: int(row.placed_at) // WEEK for row in rows})
-        done = conn.execute(select(counted.c.order_id).where(counted.c.order_id.in_(part)))
-        for order_id in done.scalars():
-            weeks.pop(order_id, None)
-    weeks = {order_id: week for order_id, week in weeks.items() if week >= oldest}
+    ids = sorted(set(order_ids))
+    counted_before = commerce_rows.counted_order_ids(conn, ids)
+    weeks = {
+        order_id: placed_at // WEEK
+        for order_id, placed_at in commerce_rows.placed_at_of(conn, ids).items()
+        if order_id not in counted_before and placed_at // WEEK >= oldest
+    }
     per_order = _order_units(conn, sorted(weeks))
     insert_rows(
         conn,
-        counted,
+        commerce_counted_orders,
         ["order_id", "week", "products"],
         [
             (order_id, weeks[order_id], json.dumps([[p, u] for p, u in products.items()]))
@@ -109,8 +105,21 @@ def count_orders(conn: Connection, order_ids: Sequence[str], now: int) -> None:
         ],
     )
     _add_counts(conn, [(weeks[o], products) for o, products in per_order.items()], 1)
-    for table in (commerce_product_sales, commerce_bought_together, counted):
+    _forget_weeks_before(conn, oldest)
+
+
+# The oldest week each database's counts were last pruned to, in this process: the counts
+# of weeks before the window are deleted once a week, not with every group of orders (three
+# statements that read the whole of three tables each time on PostgreSQL).
+_PRUNED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def _forget_weeks_before(conn: Connection, oldest: int) -> None:
+    if _PRUNED.get(conn.engine) == oldest:
+        return
+    for table in (commerce_product_sales, commerce_bought_together, commerce_counted_orders):
         conn.execute(delete(table).where(table.c.week < oldest))
+    _PRUNED[conn.engine] = oldest
 
 
 def uncount_orders(conn: Connection, order_ids: Sequence[str]) -> None:
@@ -133,22 +142,9 @@ def _order_units(conn: Connection, order_ids: Sequence[str]) -> dict[str, dict[s
     """The units of each product of these orders, in their lines' order (orders with
     none left out)."""
     per_order: dict[str, dict[str, int]] = defaultdict(dict)
-    for part in chunks(order_ids):
-        query = (
-            select(
-                commerce_order_lines.c.order_id,
-                commerce_order_lines.c.product_id,
-                commerce_order_lines.c.quantity,
-            )
-            .where(
-                commerce_order_lines.c.order_id.in_(part),
-                commerce_order_lines.c.product_id.is_not(None),
-            )
-            .order_by(commerce_order_lines.c.order_id, commerce_order_lines.c.line)
-        )
-        for row in conn.execute(query):
-            found = per_order[row.order_id]
-            found[row.product_id] = found.get(row.product_id, 0) + int(row.quantity)
+    for row in commerce_rows.order_units(conn, order_ids):
+        found = per_order[row.order_id]
+        found[row.product_id] = found.get(row.product_id, 0) + int(row.quantity)
     return per_order
 
 

@@ -20,16 +20,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
+from parcours.commerce import rows as commerce_rows
 from parcours.commerce.catalog import product as catalog_product
 from parcours.commerce.tables import (
-    commerce_order_lines,
-    commerce_orders,
-    commerce_products,
     commerce_replenishments,
 )
 from parcours.log import Event, Reactions, append_events, internal_event
 from parcours.runtime.clock import iso
-from parcours.runtime.db import chunks
 from parcours.runtime.queue import Job, cancel, enqueue
 
 JOB = "commerce.replenishment_due"
@@ -111,10 +108,7 @@ def refresh(
     bought, usage = _purchases(conn, customers)
     stored = {
         (row.customer_id, row.product_id): row
-        for part in chunks(customers)
-        for row in conn.execute(
-            select(commerce_replenishments).where(commerce_replenishments.c.customer_id.in_(part))
-        )
+        for row in commerce_rows.replenishment_rows(conn, customers)
     }
     reordered: list[Event] = []
     for key in sorted(set(bought) | set(stored)):
@@ -145,33 +139,13 @@ def _purchases(
     """Each customer's purchases of each consumable (an order's lines of one product
     added up, less what was refunded), in the order they were placed; and the products'
     usage days."""
-    orders, lines, products = commerce_orders, commerce_order_lines, commerce_products
     units: dict[tuple[int, str], dict[str, list[int]]] = defaultdict(dict)
     usage: dict[str, int | None] = {}
-    for part in chunks(customers):
-        query = (
-            select(
-                orders.c.customer_id,
-                orders.c.order_id,
-                orders.c.placed_at,
-                lines.c.product_id,
-                lines.c.quantity,
-                lines.c.refunded_quantity,
-                products.c.usage_days,
-            )
-            .join(lines, lines.c.order_id == orders.c.order_id)
-            .join(products, products.c.product_id == lines.c.product_id)
-            .where(
-                orders.c.customer_id.in_(part),
-                orders.c.status == "placed",
-                products.c.consumable.is_(True),
-            )
-        )
-        for row in conn.execute(query):
-            usage[row.product_id] = row.usage_days
-            found = units[(int(row.customer_id), row.product_id)]
-            entry = found.setdefault(row.order_id, [int(row.placed_at), 0])
-            entry[1] += int(row.quantity) - int(row.refunded_quantity)
+    for row in commerce_rows.consumable_purchases(conn, customers):
+        usage[row.product_id] = row.usage_days
+        found = units[(int(row.customer_id), row.product_id)]
+        entry = found.setdefault(row.order_id, [int(row.placed_at), 0])
+        entry[1] += int(row.quantity) - int(row.refunded_quantity)
     bought = {
         key: sorted(
             (

@@ -6,11 +6,18 @@ group added as one statement)."""
 
 from __future__ import annotations
 
+from collections import namedtuple
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 
-from parcours.commerce.tables import commerce_products, commerce_variants
+from parcours.commerce.tables import (
+    commerce_carts,
+    commerce_products,
+    commerce_replenishments,
+    commerce_variants,
+)
 from parcours.runtime.db import select_in, upsert_rows
 
 _PRODUCT_COLUMNS = [c.name for c in commerce_products.c]
@@ -72,3 +79,136 @@ def add_counts(
         conflict=keys,
         updates={c: added(c) for c in columns if c not in keys},
     )
+
+
+# ---- the orders, carts and replenishments a group of events touches ----------------------
+# Each a statement per list of ids (`select_in`: one array on PostgreSQL), read as named
+# tuples with the columns' names, as SQLAlchemy's rows were (ingest spent a third of the
+# writer's time in SQLAlchemy's execution of these few reads).
+
+
+def _named(table: Any) -> Any:
+    return namedtuple(f"{table.name}_row", [c.name for c in table.c])
+
+
+_CartRow = _named(commerce_carts)
+_ReplenishmentRow = _named(commerce_replenishments)
+_CART_COLUMNS = ", ".join(_CartRow._fields)
+OrderFiguresRow = namedtuple(
+    "OrderFiguresRow", "customer_id status currency total refunded placed_at"
+)
+OrderUnitsRow = namedtuple("OrderUnitsRow", "order_id product_id quantity")
+PurchaseRow = namedtuple(
+    "PurchaseRow",
+    "customer_id order_id placed_at product_id quantity refunded_quantity usage_days",
+)
+
+
+def stored_order_ids(conn: Connection, order_ids: Iterable[str]) -> set[str]:
+    """Those of these orders that are stored."""
+    statement = "SELECT order_id FROM commerce_orders WHERE order_id IN ({marks})"
+    return {row[0] for row in select_in(conn, statement, sorted(order_ids))}
+
+
+def orders_named_by(conn: Connection, order_ids: Iterable[str]) -> set[str]:
+    """Those of these orders that a shipment, a refund or a return kept before the order."""
+    ids = sorted(order_ids)
+    found: set[str] = set()
+    for table in ("commerce_shipments", "commerce_refunds", "commerce_returns"):
+        statement = f"SELECT order_id FROM {table} WHERE order_id IN ({{marks}})"
+        found.update(row[0] for row in select_in(conn, statement, ids))
+    return found
+
+
+def customers_of_orders(conn: Connection, order_ids: Iterable[str]) -> set[int]:
+    """The customers of these orders (those known, with a customer)."""
+    statement = (
+        "SELECT customer_id FROM commerce_orders "
+        "WHERE order_id IN ({marks}) AND customer_id IS NOT NULL"
+    )
+    return {int(row[0]) for row in select_in(conn, statement, sorted(order_ids))}
+
+
+def placed_at_of(conn: Connection, order_ids: Sequence[str]) -> dict[str, int]:
+    """When each of these orders still placed (not cancelled) was placed."""
+    statement = (
+        "SELECT order_id, placed_at FROM commerce_orders "
+        "WHERE order_id IN ({marks}) AND status = 'placed'"
+    )
+    return {row[0]: int(row[1]) for row in select_in(conn, statement, order_ids)}
+
+
+def counted_order_ids(conn: Connection, order_ids: Sequence[str]) -> set[str]:
+    """Those of these orders the recommendations counted already."""
+    statement = "SELECT order_id FROM commerce_counted_orders WHERE order_id IN ({marks})"
+    return {row[0] for row in select_in(conn, statement, order_ids)}
+
+
+def order_units(conn: Connection, order_ids: Sequence[str]) -> list[Any]:
+    """These orders' lines that name a product, each order's in its lines' order
+    (`OrderUnitsRow`)."""
+    statement = (
+        "SELECT order_id, product_id, quantity FROM commerce_order_lines "
+        "WHERE order_id IN ({marks}) AND product_id IS NOT NULL ORDER BY order_id, line"
+    )
+    return [OrderUnitsRow(*row) for row in select_in(conn, statement, order_ids)]
+
+
+def order_figures_rows(conn: Connection, customers: Sequence[int]) -> list[Any]:
+    """Every order of these customers, as the order traits read them (`OrderFiguresRow`)."""
+    statement = (
+        "SELECT customer_id, status, currency, total, refunded, placed_at "
+        "FROM commerce_orders WHERE customer_id IN ({marks})"
+    )
+    return [OrderFiguresRow(*row) for row in select_in(conn, statement, customers)]
+
+
+def consumable_purchases(conn: Connection, customers: Sequence[int]) -> list[Any]:
+    """The lines of these customers' placed orders that are of a consumable product, with
+    its usage days (`PurchaseRow`)."""
+    statement = (
+        "SELECT o.customer_id, o.order_id, o.placed_at, l.product_id, l.quantity, "
+        "l.refunded_quantity, p.usage_days FROM commerce_orders o "
+        "JOIN commerce_order_lines l ON l.order_id = o.order_id "
+        "JOIN commerce_products p ON p.product_id = l.product_id "
+        "WHERE o.customer_id IN ({marks}) AND o.status = 'placed' AND p.consumable"
+    )
+    return [PurchaseRow(*row) for row in select_in(conn, statement, customers)]
+
+
+def replenishment_rows(conn: Connection, customers: Sequence[int]) -> list[Any]:
+    """The stored replenishments of these customers (rows with the table's columns)."""
+    statement = (
+        f"SELECT {', '.join(_ReplenishmentRow._fields)} FROM commerce_replenishments "
+        "WHERE customer_id IN ({marks})"
+    )
+    return [_ReplenishmentRow(*row) for row in select_in(conn, statement, customers)]
+
+
+def carts_touched(
+    conn: Connection,
+    cart_ids: set[str],
+    checkout_ids: set[str],
+    order_ids: set[str],
+    customers: set[int],
+    live: Sequence[str],
+) -> list[Any]:
+    """The stored carts of these cart, checkout or order ids, and the carts of these
+    customers whose status is one of `live`, each once (rows with the table's columns)."""
+    statuses = ", ".join(f"'{status}'" for status in live)  # the module's own constants
+    found: dict[str, Any] = {}
+    for column, values in (
+        ("cart_id", sorted(cart_ids)),
+        ("checkout_id", sorted(checkout_ids)),
+        ("order_id", sorted(order_ids)),
+    ):
+        statement = f"SELECT {_CART_COLUMNS} FROM commerce_carts WHERE {column} IN ({{marks}})"
+        for row in select_in(conn, statement, values):
+            found.setdefault(row[0], _CartRow(*row))
+    statement = (
+        f"SELECT {_CART_COLUMNS} FROM commerce_carts "
+        f"WHERE customer_id IN ({{marks}}) AND status IN ({statuses})"
+    )
+    for row in select_in(conn, statement, sorted(customers)):
+        found.setdefault(row[0], _CartRow(*row))
+    return list(found.values())

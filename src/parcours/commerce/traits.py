@@ -15,12 +15,11 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from parcours.commerce.tables import commerce_orders
+from parcours.commerce import rows as commerce_rows
 from parcours.customers import decimal_of
 from parcours.customers import profiles as customer_profiles
-from parcours.runtime.db import chunks
 
 _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
@@ -32,17 +31,8 @@ def refresh(conn: Connection, customer_ids: Iterable[int], vip_spend: Decimal) -
     if not customers:
         return
     rows: dict[int, list[Any]] = defaultdict(list)
-    for part in chunks(customers):
-        query = select(
-            commerce_orders.c.customer_id,
-            commerce_orders.c.status,
-            commerce_orders.c.currency,
-            commerce_orders.c.total,
-            commerce_orders.c.refunded,
-            commerce_orders.c.placed_at,
-        ).where(commerce_orders.c.customer_id.in_(part))
-        for row in conn.execute(query):
-            rows[int(row.customer_id)].append(row)
+    for row in commerce_rows.order_figures_rows(conn, customers):
+        rows[int(row.customer_id)].append(row)
     customer_profiles.record_order_figures(
         conn, {customer: figures(rows.get(customer, []), vip_spend) for customer in customers}
     )

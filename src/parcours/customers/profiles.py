@@ -573,27 +573,21 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
     """Store commerce's order traits in these customers' computed traits (the customers
     merged away meanwhile are left: their survivor is counted on its own). PostgreSQL:
     the rows are locked first, as the projection locks them."""
-    for part in chunks(sorted(figures)):
-        query = select(customers.c.id, customers.c.computed).where(
-            customers.c.id.in_(part), customers.c.merged_into.is_(None)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.order_by(customers.c.id).with_for_update()
-        changed: list[tuple[str, int]] = []
-        for ident, stored in conn.execute(query).all():
-            found = figures[int(ident)]
-            computed = _decode(stored)
-            computed.update(orders_count=found.orders_count, revenue=found.revenue, vip=found.vip)
-            for name in ("first_order_at", "last_order_at"):
-                value = getattr(found, name)
-                if value is None:
-                    computed.pop(name, None)
-                else:
-                    computed[name] = value
-            encoded = _encode(computed).decode()
-            if encoded != stored:  # a view of a product changes no order figure
-                changed.append((encoded, ident))
-        update_rows(conn, customers, ("computed",), "id", changed)  # one statement
+    changed: list[tuple[str, int]] = []
+    for ident, stored in projection.computed_of(conn, figures):
+        found = figures[int(ident)]
+        computed = _decode(stored)
+        computed.update(orders_count=found.orders_count, revenue=found.revenue, vip=found.vip)
+        for name in ("first_order_at", "last_order_at"):
+            value = getattr(found, name)
+            if value is None:
+                computed.pop(name, None)
+            else:
+                computed[name] = value
+        encoded = _encode(computed).decode()
+        if encoded != stored:  # a view of a product changes no order figure
+            changed.append((encoded, ident))
+    update_rows(conn, customers, ("computed",), "id", changed)  # one statement
 
 
 HAND_SOURCE = "console"  # the consent source of a change a person of the brand recorded

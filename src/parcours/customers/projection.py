@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
@@ -142,6 +142,9 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
+        # Ids are taken from the sequence 32 at a time, then twice as many each time, up to
+        # 256: a group makes a few new customers, and each id taken costs a nextval.
+        self._pool_size = 32
         self._highest: int | None = None
 
     # ---- identity -------------------------------------------------------------------
@@ -301,7 +304,8 @@ class Projector:
 
     def _new_customer(self) -> int:
         if not self._id_pool:
-            self._id_pool = self._allocate_ids(256)[::-1]
+            self._id_pool = self._allocate_ids(self._pool_size)[::-1]
+            self._pool_size = min(256, self._pool_size * 2)
         customer = self._id_pool.pop()
         self.new_customers.add(customer)
         self.user_ids[customer] = set()
@@ -319,16 +323,29 @@ class Projector:
             start = self._highest + 1
             self._highest += count
             return list(range(start, start + count))
-        rows = self.conn.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
-                "FROM generate_series(1, :n)"
-            ),
+        rows = sql(
+            self.conn,
+            "SELECT nextval(pg_get_serial_sequence('customers', 'id')) FROM generate_series(1, :n)",
             {"n": count},
         ).scalars()
         return sorted(rows)
 
     def _load_owners(self, keys: set[Key]) -> None:
+        if not self.is_sqlite and keys:
+            # PostgreSQL: every kind in one statement (a statement per kind was a round
+            # trip and a driver call each, for a few values).
+            ordered = sorted(keys)
+            for part in chunks(ordered, 5_000):
+                found = sql(
+                    self.conn,
+                    "SELECT i.kind, i.value, i.customer_id FROM identities i JOIN "
+                    "unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
+                    "ON i.kind = k.kind AND i.value = k.value",
+                    {"kinds": [k for k, _ in part], "values": [v for _, v in part]},
+                )
+                for kind, value, customer in found.all():
+                    self.owner[(kind, value)] = customer
+            keys = set()
         by_kind: dict[str, list[str]] = defaultdict(list)
         for kind, value in keys:
             by_kind[kind].append(value)
@@ -1014,3 +1031,16 @@ def contacts(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
             {"c": customer_id},
         ).all()
     ]
+
+
+def computed_of(conn: Connection, ids: Iterable[int]) -> list[tuple[int, str]]:
+    """The stored computed traits (JSON) of these customers, those merged away left out;
+    on PostgreSQL their rows locked, in the order of their ids, as the projection locks
+    them (commerce's order traits write them in the append's transaction)."""
+    lock = "" if conn.dialect.name == "sqlite" else " ORDER BY id FOR UPDATE"
+    rows = select_in(
+        conn,
+        "SELECT id, computed FROM customers WHERE id IN ({marks}) AND merged_into IS NULL" + lock,
+        sorted(set(ids)),
+    )
+    return [(int(ident), computed) for ident, computed in rows]
