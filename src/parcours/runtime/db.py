@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 try:
@@ -62,7 +63,8 @@ class Database:
             self._gate: WriteGate | None = WriteGate.for_sqlite(self.url)
         else:
             self._gate = None
-            self.engine = create_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
+            self.engine = create_engine(self.url, pool_size=pool_size)
+            _ping_after_idle(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -199,6 +201,35 @@ def _ensure_sqlite_dir(url: str) -> None:
     file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with suppress(FileExistsError):
         os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it has been idle a while: after a
+    restart of PostgreSQL or a dropped connection, the pool gives a fresh one instead.
+    SQLAlchemy's `pool_pre_ping` checked before every transaction, one more round trip for
+    each of the writer's groups and the workers' batches, which take connections back to
+    back; a connection that breaks while in use fails its transaction either way."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["parcours_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("parcours_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection is gone") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
