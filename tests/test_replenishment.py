@@ -281,3 +281,42 @@ def test_the_brand_chooses_how_many_days_before(settings: Settings, clock: Simul
             assert due["days_left"] == lead
         finally:
             services.close()
+
+
+def test_orders_placed_together_count_as_one_by_one(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """Several new orders in one group take the set path (commerce/projection.py,
+    `_place_new`): a consumable's replenishment is made, a tee-only order leaves the
+    customer's standing one as it was, and order traits count every order."""
+    stock_catalog(services)
+    first = clock.now_ms()
+    buy(services, "gil", "o-1", ("serum", 1))
+    [before] = replenishments(services, "gil")
+    clock.advance_ms(DAY)
+    at = clock.now_ms()
+
+    def order(user: str, order_id: str, product: str) -> Any:
+        return make_event(
+            event="Order Completed",
+            userId=user,
+            at=at,
+            properties={
+                "order_id": order_id,
+                "currency": "EUR",
+                "total": 30,
+                "products": [{"product_id": product, "price": 30, "quantity": 1}],
+            },
+        )
+
+    services.writer.append_sync(
+        [order("gil", "o-2", "tee"), order("hal", "o-3", "serum"), order("ivy", "o-4", "tee")]
+    )
+    assert replenishments(services, "gil") == [before]  # the tee changed nothing
+    assert before.depletes_at == first + 30 * DAY
+    [hal] = replenishments(services, "hal")
+    assert (hal.product_id, hal.depletes_at, hal.orders) == ("serum", at + 30 * DAY, 1)
+    assert replenishments(services, "ivy") == []
+    with services.db.read() as conn:
+        gil = customers.profile(conn, customers.resolve(conn, "gil", "FR"))
+    assert gil.computed["orders_count"] == 2

@@ -141,19 +141,26 @@ class Commerce:
         """A merge's survivor: their order traits and replenishments counted again from
         the orders that are now theirs (`people.follow_merge` schedules it)."""
         customer = int(job.payload["customer"])
-        self._after_orders(conn, {customer}, set(), self.clock.now_ms())
+        self._after_orders(conn, {customer}, {customer}, set(), self.clock.now_ms())
 
     def _after_orders(
-        self, conn: Connection, customers: set[int], new_orders: set[str], now: int
+        self,
+        conn: Connection,
+        customers: set[int],
+        replenished: set[int],
+        new_orders: set[str],
+        now: int,
+        placed: dict[str, int] | None = None,
     ) -> None:
-        """What orders change beyond themselves: the customers' traits and replenishments,
-        the counts recommendations read, and `Product Reordered` for a consumable bought
-        again."""
+        """What orders change beyond themselves: the customers' traits, the replenishments
+        of those `replenished` (the others' orders changed none of their consumables), the
+        counts recommendations read (`placed`: new orders known placed, and when), and
+        `Product Reordered` for a consumable bought again."""
         traits.refresh(conn, customers, self.vip_spend)
         reordered = replenishment.refresh(
-            conn, customers, now, self.replenishment_rules, new_orders
+            conn, replenished, now, self.replenishment_rules, new_orders
         )
-        count_orders(conn, sorted(new_orders), now)
+        count_orders(conn, sorted(new_orders), now, placed)
         if reordered:
             append_events(conn, [reordered], now, self.reactions or Reactions())
 
@@ -162,7 +169,7 @@ class Commerce:
         The new orders of the group (the most common case by far) are written first, in
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
-        done = _place_new(conn, events, now)
+        done, kept = _place_new(conn, events, now)
         new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
         touched: set[str] = set()  # the orders the group's order events are about
         reached: list[Event] = []
@@ -191,9 +198,28 @@ class Commerce:
         back_in_stock.record(conn, events, now)
         restocked = catalog.apply(conn, events, now)
         count_views(conn, events)
-        customers = _customers_of(conn, (touched | new_orders) - {""})
+        # The orders placed by this group and named by no later event of it: their
+        # customers, times and products are those of their events (no read), and only
+        # those holding a consumable change their customer's replenishments.
+        fresh = {
+            order_key(e.properties, e.message_id): e
+            for e in events
+            if id(e) in done and order_key(e.properties, e.message_id) not in touched | kept
+        }
+        others = _customers_of(conn, (touched | new_orders) - {""} - set(fresh))
+        customers = others | {e.customer_id for e in fresh.values() if e.customer_id is not None}
         if customers:
-            self._after_orders(conn, customers, new_orders, now)
+            consumable = commerce_rows.consumable_products(
+                conn, {p for e in fresh.values() for p in _product_ids(e.properties)}
+            )
+            replenished = others | {
+                e.customer_id
+                for e in fresh.values()
+                if e.customer_id is not None
+                and not consumable.isdisjoint(_product_ids(e.properties))
+            }
+            placed = {order_id: e.occurred_at for order_id, e in fresh.items()}
+            self._after_orders(conn, customers, replenished, new_orders, now, placed)
         if reached:
             self._announce(conn, reached, now)
             delivered = [e for e in reached if e.properties.get("stage") == statuses.DELIVERED]
@@ -287,11 +313,12 @@ def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -
     return False
 
 
-def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
+def _place_new(conn: Connection, events: list[Event], now: int) -> tuple[set[int], set[str]]:
     """Orders placed in this group whose id is neither stored nor named by an earlier
     commerce event of the group, inserted with their lines in two statements for all of
     them; those that something kept before they came (a shipment, a refund, a return)
-    take their customer as one by one (`_attach`). The ids (`id()`) of the events done."""
+    take their customer as one by one (`_attach`). The ids (`id()`) of the events done,
+    and the orders among them something kept before."""
     first: dict[str, Event] = {}
     named: set[str] = set()
     for event in events:
@@ -313,12 +340,12 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
             continue
         named.add(order_id)
     if len(first) < 2:
-        return set()  # one order: the general path costs no more
+        return set(), set()  # one order: the general path costs no more
     ids = sorted(first)
     stored = commerce_rows.stored_order_ids(conn, ids)
     new = [order_id for order_id in ids if order_id not in stored]
     if not new:
-        return set()
+        return set(), set()
     orders: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     for order_id in new:
@@ -345,9 +372,19 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> set[int]:
         if rows:  # COPY on PostgreSQL
             columns = list(rows[0])
             insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-    for order_id in sorted(commerce_rows.orders_named_by(conn, new)):
+    kept = commerce_rows.orders_named_by(conn, new)
+    for order_id in sorted(kept):
         _attach(conn, order_id)
-    return {id(first[order_id]) for order_id in new}
+    return {id(first[order_id]) for order_id in new}, kept
+
+
+def _product_ids(props: dict[str, Any]) -> set[str]:
+    """The product ids of an order's lines, as `_lines` reads them."""
+    return {
+        product_id
+        for line in _lines("", None, props.get("products"))
+        if (product_id := line["product_id"]) is not None
+    }
 
 
 def _customers_of(conn: Connection, order_ids: set[str]) -> set[int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import permutations
@@ -77,7 +77,9 @@ def first_week(now: int) -> int:
     return now // WEEK - (SALES_WEEKS - 1)
 
 
-def count_orders(conn: Connection, order_ids: Sequence[str], now: int) -> None:
+def count_orders(
+    conn: Connection, order_ids: Sequence[str], now: int, placed: Mapping[str, int] | None = None
+) -> None:
     """New orders: each of their products sold once more (and its units), each pair of
     their products bought together once more, in the week of their placing; each order
     kept with what was counted (`commerce_counted_orders`), once. Counted when an order
@@ -88,11 +90,14 @@ def count_orders(conn: Connection, order_ids: Sequence[str], now: int) -> None:
         return
     oldest = first_week(now)
     ids = sorted(set(order_ids))
+    known = placed or {}
     counted_before = commerce_rows.counted_order_ids(conn, ids)
+    placed_at = {order_id: known[order_id] for order_id in ids if order_id in known}
+    placed_at |= commerce_rows.placed_at_of(conn, [o for o in ids if o not in known])
     weeks = {
-        order_id: placed_at // WEEK
-        for order_id, placed_at in commerce_rows.placed_at_of(conn, ids).items()
-        if order_id not in counted_before and placed_at // WEEK >= oldest
+        order_id: at // WEEK
+        for order_id, at in placed_at.items()
+        if order_id not in counted_before and at // WEEK >= oldest
     }
     per_order = _order_units(conn, sorted(weeks))
     insert_rows(

@@ -138,6 +138,14 @@ def placed_at_of(conn: Connection, order_ids: Sequence[str]) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in select_in(conn, statement, order_ids)}
 
 
+def consumable_products(conn: Connection, product_ids: Iterable[str]) -> set[str]:
+    """Those of these products that the catalog says are consumables."""
+    statement = (
+        "SELECT product_id FROM commerce_products WHERE product_id IN ({marks}) AND consumable"
+    )
+    return {row[0] for row in select_in(conn, statement, sorted(product_ids))}
+
+
 def counted_order_ids(conn: Connection, order_ids: Sequence[str]) -> set[str]:
     """Those of these orders the recommendations counted already."""
     statement = "SELECT order_id FROM commerce_counted_orders WHERE order_id IN ({marks})"
