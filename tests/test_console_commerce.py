@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from html import unescape
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,6 +28,7 @@ from parcours.customers import profiles
 from parcours.log import Event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import START, WRITE_KEY, make_event
 from tests.test_reviews import PNG, form_path, send
@@ -72,6 +74,15 @@ class Member:
 
 @pytest.fixture
 def team(services: Services) -> Iterator[dict[str, Member]]:
+    invite_team(services)
+    members: dict[str, Member] = {}
+    yield members
+    for member in members.values():
+        member.close()
+
+
+def invite_team(services: Services) -> None:
+    """The owner, and one member of each other role, each with PASSWORD."""
     db, now = services.db, services.clock.now_ms()
     token = accounts.setup_link_token(db, now)
     assert token is not None
@@ -83,10 +94,6 @@ def team(services: Services) -> Iterator[dict[str, Member]]:
         accounts.accept_invitation(
             db, link, email="", name=role.title(), password=PASSWORD, now=now
         )
-    members: dict[str, Member] = {}
-    yield members
-    for member in members.values():
-        member.close()
 
 
 def append(services: Services, *events: Event) -> None:
@@ -287,6 +294,32 @@ def test_stalled_delayed_and_problem_parcels_come_first(
     assert sorted(ids_in(delivered, 'id="h-others"', "</main>")) == ["s-done", "s-old"]
     # A status not in the taxonomy is no filter.
     assert len(ids_in(viewer.page("/console/shipments", status="lost"), "<h1", "</main>")) == 7
+
+
+def test_the_configured_stalled_delay_is_the_shipments_pages_own(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    """`shipment_stalled_after_hours`, the delay `Shipment Stalled` waits for, is the one
+    the page starts with: 100 hours, and s-stalled (silent for 72) is not yet."""
+    services = Services.open(replace(settings, shipment_stalled_after_hours=100), clock=clock)
+    try:
+        shop(services, clock)
+        invite_team(services)
+        viewer = Member(services, "viewer@brand.example")
+        try:
+            html = viewer.page("/console/shipments")
+            assert ids_in(html, 'id="h-attention"', 'id="h-others"') == [
+                "s-late",
+                "s-word",
+                "s-exc",
+            ]
+            assert 'name="stalled_after" type="number" min="1" max="1440" value="100"' in html
+            shorter = viewer.page("/console/shipments", stalled_after="48")
+            assert ids_in(shorter, 'id="h-attention"', 'id="h-others"')[0] == "s-stalled"
+        finally:
+            viewer.close()
+    finally:
+        services.close()
 
 
 def test_the_returns_and_the_catalog(

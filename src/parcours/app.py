@@ -158,6 +158,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         appender=services.writer,
         sector=settings.sector,
         return_window_days=settings.return_window_days,
+        stalled_after_hours=settings.shipment_stalled_after_hours,
         wall=wall_clock(services.clock),
     )
 

@@ -25,6 +25,7 @@ from parcours.messaging import Delivery, Links
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale
+from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
 COOKIE = "parcours_console"
 # A form's fields, as Litestar reads an urlencoded body (`data: Form`).
@@ -53,6 +54,7 @@ class ConsoleParts:
     appender: Appender | None = None  # the way into the log (consents given on a page)
     sector: str = ""  # the configured sector, under the one set on the Settings page
     return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
+    stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS  # the setting: Shipments' default
     # People's own time (sessions, sign-in, second factor, invitations): `clock` but in the
     # demo, whose clock runs faster (runtime/clock.py, `wall_clock`).
     wall: Clock | None = None

@@ -30,12 +30,10 @@ from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS
 from parcours.runtime.documents import JsonObject
 from parcours.runtime.i18n import SHIPPED
-from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
 HOUR_MS = 3_600_000
-# no report for this long: stalled (the page's field changes it); the same figure as
-# the setting's default, after which commerce appends `Shipment Stalled`
-STALLED_AFTER_HOURS = SHIPMENT_STALLED_AFTER_HOURS
+# the longest "stalled after" the page's field takes (by default the setting
+# `shipment_stalled_after_hours`, after which commerce appends `Shipment Stalled`)
 MAX_STALLED_AFTER_HOURS = 24 * 60
 SHOWN = 50  # rows of each list
 REQUESTS_SHOWN = 20  # back-in-stock requests listed under each variant
@@ -132,11 +130,11 @@ def flags_of(line: commerce.ShipmentLine, now: int, silent_since: int) -> tuple[
     return tuple(found)
 
 
-def _hours(value: str) -> int:
+def _hours(value: str, default: int) -> int:
     try:
         hours = int(value)
     except ValueError:
-        return STALLED_AFTER_HOURS
+        return default
     return min(max(hours, 1), MAX_STALLED_AFTER_HOURS)
 
 
@@ -151,7 +149,10 @@ def shipments_page(
     others by their last report; of one status when asked."""
     viewer = signed_in(request, console)
     chosen = status if status in statuses.STATUSES else ""
-    hours = _hours(stalled_after) if stalled_after else STALLED_AFTER_HOURS
+    # The configured delay (`shipment_stalled_after_hours`, the one `Shipment Stalled`
+    # waits for) unless the page asks for another.
+    default = console.stalled_after_hours
+    hours = _hours(stalled_after, default) if stalled_after else default
     now = console.clock.now_ms()
     silent_since = now - hours * HOUR_MS
     wanted = chosen or None
