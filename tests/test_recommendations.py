@@ -5,6 +5,7 @@ English and French. SQLite and PostgreSQL (docs/commerce.md, "Recommendations").
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,10 +14,12 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from parcours import commerce
+from parcours.app import create_app
 from parcours.commerce.tables import commerce_bought_together, commerce_product_sales
 from parcours.customers import profiles as customers
 from parcours.messaging import templates as message_templates
 from parcours.runtime.clock import SimulatedClock
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import make_event
 from tests.test_journeys_engine import DAY, advance, track
@@ -382,3 +385,30 @@ def test_recommendations_and_replenishment_read_by_key(tmp_path: Any) -> None:
             if scanned and scanned.group(1) in watched:
                 whole[statement[:300]] = row[3]
     assert whole == {}
+
+
+def test_the_brand_chooses_how_many_weeks_count(settings: Settings, clock: SimulatedClock) -> None:
+    """`recommendation_weeks`: 4, and orders of five weeks ago are no longer best sellers
+    nor bought together, in messages and on the tracking page alike."""
+    services = Services.open(replace(settings, recommendation_weeks=4), clock=clock)
+    try:
+        stock_catalog(services)
+        others_shop(services)  # the tee in three orders, the cap in two
+        advance(services, clock, 5 * WEEK, step=WEEK)
+        for user in ("jo", "kim"):
+            buy(services, user, f"{user}-1", "scarf")
+        buy(services, "ned", "n-1", "tee")
+        # Four weeks: only this week's orders count (the scarf in two, ned's tee in one).
+        assert render_recommendations(services, "ned", "n-1") == [
+            "Scarf €20.00 best_seller https://shop.example/scarf",
+        ]
+        with services.db.read() as conn:
+            weeks = conn.execute(select(func.min(commerce_product_sales.c.week))).scalar_one()
+        assert weeks == clock.now_ms() // WEEK  # the weeks before the window deleted
+        path = urlsplit(services.delivery.links.tracking("n-1")).path
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            html = client.get(f"{path}?lang=en").text
+        shown = html.split('id="recommendations"', 1)[1].split("</section>", 1)[0]
+        assert "https://shop.example/scarf" in shown and "https://shop.example/cap" not in shown
+    finally:
+        services.close()

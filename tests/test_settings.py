@@ -44,6 +44,7 @@ def test_the_command_line_wins_over_both(tmp_path: Path) -> None:
         ({"PARCOURS_WORKER_STALE_SECONDS": "1"}, "worker_stale_seconds must be between 3"),
         ({"PARCOURS_METRICS_PORT": "70000"}, "metrics_port must be between 0"),
         ({"PARCOURS_SHUTDOWN_TIMEOUT_SECONDS": "0"}, "shutdown_timeout_seconds must be between"),
+        ({"PARCOURS_RECOMMENDATION_WEEKS": "53"}, "recommendation_weeks must be between 1 and 52"),
     ],
 )
 def test_a_wrong_value_is_named(environ: dict[str, str], message: str) -> None:

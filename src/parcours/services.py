@@ -195,6 +195,7 @@ class Services:
             cart_order_window_hours=settings.cart_order_window_hours,
             back_in_stock_limit_to_stock=settings.back_in_stock_limit_to_stock,
             shipment_stalled_after_hours=settings.shipment_stalled_after_hours,
+            recommendation_weeks=settings.recommendation_weeks,
         )
         commerce.install(reactions, worker)  # with its job: abandoned carts announced
         engine.install(worker, reactions)
@@ -223,6 +224,7 @@ class Services:
             sms_pricing=sms_pricing,
             whatsapp_pricing=whatsapp_pricing,
             bounce_rule=bounce_rule,
+            recommendation_weeks=settings.recommendation_weeks,
         )
         delivery.install(worker)
         worker.finish_with(analytics.KeepUp(db, clock))  # the overview's counts, kept up

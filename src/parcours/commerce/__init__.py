@@ -61,6 +61,7 @@ from parcours.commerce.queries import (
     stock_requests_by_variant,
 )
 from parcours.commerce.recommendations import (
+    SALES_WEEKS,
     ProductViews,
     Recommendation,
     product_views,
@@ -80,6 +81,7 @@ from parcours.commerce.reviews import (
 )
 
 __all__ = [
+    "SALES_WEEKS",
     "CART_STATUSES",
     "BackInStockError",
     "Cart",

@@ -28,7 +28,13 @@ from parcours.commerce import (
 )
 from parcours.commerce import rows as commerce_rows
 from parcours.commerce.people import REFRESH_JOB
-from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
+from parcours.commerce.recommendations import (
+    MAX_SALES_WEEKS,
+    SALES_WEEKS,
+    count_orders,
+    count_views,
+    uncount_orders,
+)
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -77,6 +83,7 @@ class Commerce:
         replenishment_lead_days: int = 3,
         vip_spend: Decimal | int | str = 500,
         shipment_stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS,
+        recommendation_weeks: int = SALES_WEEKS,
     ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
@@ -102,6 +109,9 @@ class Commerce:
         self.shipment_rules = shipment_alerts.ShipmentRules(
             stalled_after_ms=shipment_stalled_after_hours * shipment_alerts.HOUR_MS
         )
+        if not 1 <= recommendation_weeks <= MAX_SALES_WEEKS:
+            raise ValueError(f"recommendation_weeks must be between 1 and {MAX_SALES_WEEKS}")
+        self.recommendation_weeks = recommendation_weeks
         self.reactions: Reactions | None = None
 
     def install(self, reactions: Reactions, worker: Worker | None = None) -> None:
@@ -160,7 +170,7 @@ class Commerce:
         reordered = replenishment.refresh(
             conn, replenished, now, self.replenishment_rules, new_orders
         )
-        count_orders(conn, sorted(new_orders), now, placed)
+        count_orders(conn, sorted(new_orders), now, placed, weeks=self.recommendation_weeks)
         if reordered:
             append_events(conn, [reordered], now, self.reactions or Reactions())
 

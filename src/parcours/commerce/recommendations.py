@@ -52,7 +52,10 @@ VIEWS_DAYS = 30  # views older than this are not recommended from
 REPLENISH_AHEAD_DAYS = 14  # a consumable expected to run out within: recommended
 PAIRS_PER_ORDER = 20  # an order's products counted in pairs (the first 20: 190 pairs)
 WEEK = 7 * DAY  # sales and pairs are counted per week of the orders' placing
-SALES_WEEKS = 12  # best sellers and bought together: the orders of the last 12 weeks
+# best sellers and bought together: the orders of the last 12 weeks by default (the
+# setting `recommendation_weeks`, at most a year)
+SALES_WEEKS = 12
+MAX_SALES_WEEKS = 52
 MAX_LIMIT = 12
 
 
@@ -72,44 +75,49 @@ class Recommendation(msgspec.Struct, frozen=True):
 # ---- counting as the events arrive -------------------------------------------------------
 
 
-def first_week(now: int) -> int:
-    """The oldest week counted at `now`: the last SALES_WEEKS weeks, this one included."""
-    return now // WEEK - (SALES_WEEKS - 1)
+def first_week(now: int, weeks: int = SALES_WEEKS) -> int:
+    """The oldest week counted at `now`: the last `weeks` weeks, this one included."""
+    return now // WEEK - (weeks - 1)
 
 
 def count_orders(
-    conn: Connection, order_ids: Sequence[str], now: int, placed: Mapping[str, int] | None = None
+    conn: Connection,
+    order_ids: Sequence[str],
+    now: int,
+    placed: Mapping[str, int] | None = None,
+    *,
+    weeks: int = SALES_WEEKS,
 ) -> None:
     """New orders: each of their products sold once more (and its units), each pair of
     their products bought together once more, in the week of their placing; each order
     kept with what was counted (`commerce_counted_orders`), once. Counted when an order
     is first stored; lines given by a later report do not change the counts. An order
-    placed before the window, cancelled, or counted already is left out. Counts of weeks
-    before the window are deleted (they are read no more)."""
+    placed before the window (the last `weeks` weeks), cancelled, or counted already is
+    left out. Counts of weeks before the window are deleted (they are read no more)."""
     if not order_ids:
         return
-    oldest = first_week(now)
+    oldest = first_week(now, weeks)
     ids = sorted(set(order_ids))
     known = placed or {}
     counted_before = commerce_rows.counted_order_ids(conn, ids)
     placed_at = {order_id: known[order_id] for order_id in ids if order_id in known}
     placed_at |= commerce_rows.placed_at_of(conn, [o for o in ids if o not in known])
-    weeks = {
+    week_of = {
         order_id: at // WEEK
         for order_id, at in placed_at.items()
         if order_id not in counted_before and at // WEEK >= oldest
     }
-    per_order = _order_units(conn, sorted(weeks))
+    per_order = _order_units(conn, sorted(week_of))
     insert_rows(
         conn,
         commerce_counted_orders,
         ["order_id", "week", "products"],
         [
-            (order_id, weeks[order_id], json.dumps([[p, u] for p, u in products.items()]))
+            (order_id, week_of[order_id], json.dumps([[p, u] for p, u in products.items()]))
             for order_id, products in sorted(per_order.items())
         ],
     )
-    _add_counts(conn, [(weeks[o], products) for o, products in per_order.items()], 1)
+    _add_counts(conn, [(week_of[o], products) for o, products in per_order.items()], 1)
     _forget_weeks_before(conn, oldest)
 
 
@@ -267,6 +275,7 @@ def recommendations(
     now: int,
     for_order: str | None = None,
     limit: int = 4,
+    weeks: int = SALES_WEEKS,
 ) -> list[Recommendation]:
     """Up to `limit` products for this customer (at most 12), each once, with its reason:
     their consumables due within two weeks, then what was bought with what they just
@@ -292,14 +301,15 @@ def recommendations(
     candidates: list[tuple[str, str]] = []  # (product, reason), best first
     in_order = set(seed) if for_order is not None else set()  # its own page: not again
     candidates += [(p, "replenish") for p in _due(conn, customer_id, now) if p not in in_order]
-    candidates += [(p, "bought_together") for p in _bought_with(conn, seed, limit * 3, now)]
+    together = _bought_with(conn, seed, limit * 3, first_week(now, weeks))
+    candidates += [(p, "bought_together") for p in together]
     viewed = [
         product_id
         for product_id, last_view in _viewed(conn, customer_id, now)
         if last_bought.get(product_id, -1) < last_view
     ]
     candidates += [(p, "viewed") for p in viewed]
-    best = _best_sellers(conn, [*seed, *viewed], limit * 3 + len(bought), now)
+    best = _best_sellers(conn, [*seed, *viewed], limit * 3 + len(bought), first_week(now, weeks))
     candidates += [(p, "best_seller") for p in best]
     chosen: dict[str, str] = {}
     for product_id, reason in candidates:
@@ -356,8 +366,8 @@ def _due(conn: Connection, customer_id: int, now: int) -> list[str]:
     return [str(p) for p in rows]
 
 
-def _bought_with(conn: Connection, products: list[str], limit: int, now: int) -> list[str]:
-    """What orders of the last SALES_WEEKS weeks held with these products, the most
+def _bought_with(conn: Connection, products: list[str], limit: int, oldest: int) -> list[str]:
+    """What orders of the weeks from `oldest` held with these products, the most
     orders first (the pairs' key begins with the product and the week)."""
     if not products:
         return []
@@ -365,7 +375,7 @@ def _bought_with(conn: Connection, products: list[str], limit: int, now: int) ->
     orders = func.sum(table.c.orders)
     rows = conn.execute(
         select(table.c.other_id)
-        .where(table.c.product_id.in_(products), table.c.week >= first_week(now))
+        .where(table.c.product_id.in_(products), table.c.week >= oldest)
         .group_by(table.c.other_id)
         .having(orders > 0)
         .order_by(orders.desc(), table.c.other_id)
@@ -395,15 +405,15 @@ def _viewed(conn: Connection, customer_id: int, now: int) -> list[tuple[str, int
     return [(str(row.product_id), int(row.last)) for row in rows]
 
 
-def _best_sellers(conn: Connection, products: list[str], limit: int, now: int) -> list[str]:
-    """The best sellers of the last SALES_WEEKS weeks in these products' categories (of
+def _best_sellers(conn: Connection, products: list[str], limit: int, oldest: int) -> list[str]:
+    """The best sellers of the weeks from `oldest` in these products' categories (of
     the whole shop when they have none): most orders, then most units."""
     sales, catalog = commerce_product_sales, commerce_products
     orders, units = func.sum(sales.c.orders), func.sum(sales.c.units)
     query = (
         select(sales.c.product_id)
         .join(catalog, catalog.c.product_id == sales.c.product_id)
-        .where(sales.c.week >= first_week(now))
+        .where(sales.c.week >= oldest)
         .group_by(sales.c.product_id)
         .having(orders > 0)
         .order_by(orders.desc(), units.desc(), sales.c.product_id)

@@ -18,6 +18,7 @@ from litestar.response import Redirect
 from parcours import accounts, brand
 from parcours.accounts import Permission, Session
 from parcours.brand import BrandSettings
+from parcours.commerce import SALES_WEEKS
 from parcours.console.rendering import Viewer, page
 from parcours.customers import People
 from parcours.log import Appender
@@ -55,6 +56,7 @@ class ConsoleParts:
     sector: str = ""  # the configured sector, under the one set on the Settings page
     return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
     stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS  # the setting: Shipments' default
+    recommendation_weeks: int = SALES_WEEKS  # the setting: the tracking page's best sellers'
     # People's own time (sessions, sign-in, second factor, invitations): `clock` but in the
     # demo, whose clock runs faster (runtime/clock.py, `wall_clock`).
     wall: Clock | None = None

@@ -223,7 +223,11 @@ def tracking_page(
         window = commerce.return_window(conn, console.return_window_days, look.sector)
         recommended = (
             commerce.recommendations(
-                conn, tracked.order.customer_id, now=console.clock.now_ms(), for_order=order_id
+                conn,
+                tracked.order.customer_id,
+                now=console.clock.now_ms(),
+                for_order=order_id,
+                weeks=console.recommendation_weeks,
             )
             if tracked is not None and tracked.order.customer_id is not None
             else []

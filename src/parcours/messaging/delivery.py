@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
+from parcours import commerce
 from parcours.channels import (
     DeliveryFailure,
     InboundMail,
@@ -86,6 +87,7 @@ class Delivery:
         sms_pricing: Pricing | None = None,
         whatsapp_pricing: WhatsAppPricing | None = None,
         bounce_rule: suppressions.BounceRule | None = None,
+        recommendation_weeks: int = commerce.SALES_WEEKS,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -100,7 +102,7 @@ class Delivery:
         self.sms_pricing = sms_pricing or Pricing({"*": Decimal("0.08")}, "EUR")
         self.whatsapp_pricing = whatsapp_pricing or WhatsAppPricing.from_config({})
         self.preparers = preparer_table(links, self.sms_pricing, self.whatsapp_pricing)
-        self.renderer = Renderer(brand, links, clock)
+        self.renderer = Renderer(brand, links, clock, recommendation_weeks)
         self.timeline = Timeline(region, reactions)
         self.checks = SendChecks(clock, self.timeline)
         self.fallback = Fallback(clock, rules, brand.sector, self.timeline)

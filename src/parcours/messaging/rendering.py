@@ -45,6 +45,7 @@ class Renderer:
     brand: Brand
     links: Links
     clock: Clock = field(default_factory=SystemClock)  # what `recommendations()` counts from
+    recommendation_weeks: int = commerce.SALES_WEEKS  # the setting: best sellers' window
 
     def render(
         self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]
@@ -99,7 +100,11 @@ class Renderer:
             },
             "message": {"channel": channel, "purpose": purpose},
             "recommendations": _recommender(
-                conn, customer_id, properties.get("order_id"), self.clock.now_ms()
+                conn,
+                customer_id,
+                properties.get("order_id"),
+                self.clock.now_ms(),
+                self.recommendation_weeks,
             ),
         }
 
@@ -128,7 +133,7 @@ class Renderer:
 
 
 def _recommender(
-    conn: Connection, customer_id: int, order_id: Any, now: int
+    conn: Connection, customer_id: int, order_id: Any, now: int, weeks: int
 ) -> Callable[..., list[dict[str, Any]]]:
     """`recommendations(limit=4)` in a template: commerce's products for this customer
     (and the event's order, when it names one), each a mapping of `product_id`, `name`,
@@ -143,7 +148,7 @@ def _recommender(
             raise TypeError("recommendations(limit): the limit is a whole number, 1 to 12")
         if limit not in asked:
             found = commerce.recommendations(
-                conn, customer_id, now=now, for_order=for_order, limit=limit
+                conn, customer_id, now=now, for_order=for_order, limit=limit, weeks=weeks
             )
             asked[limit] = [
                 {

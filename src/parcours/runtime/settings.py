@@ -82,6 +82,9 @@ class Settings:
     # a consumable's `Replenishment Due` comes this many days before it is expected to run
     # out; a customer who spent this much in one currency is a VIP (0: none is); commerce.md
     replenishment_lead_days: int = 3
+    # best sellers and "bought together" count the orders of this many weeks, this one
+    # included (docs/commerce.md, "Recommendations")
+    recommendation_weeks: int = 12
     vip_spend: int = 500
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -188,6 +191,7 @@ _FIELD_TYPES: dict[str, type] = {
     "ready_min_workers": int,
     "shutdown_timeout_seconds": int,
     "replenishment_lead_days": int,
+    "recommendation_weeks": int,
     "vip_spend": int,
 }
 
@@ -337,6 +341,11 @@ def _check(settings: Settings, where: str) -> None:
         raise SettingsError(
             f"{where}: shipment_stalled_after_hours must be between 1 and 1440 (60 days), "
             f"got {settings.shipment_stalled_after_hours}"
+        )
+    if not 1 <= settings.recommendation_weeks <= 52:
+        raise SettingsError(
+            f"{where}: recommendation_weeks must be between 1 and 52, "
+            f"got {settings.recommendation_weeks}"
         )
     if not 0 <= settings.replenishment_lead_days <= 365:
         raise SettingsError(
