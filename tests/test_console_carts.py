@@ -14,11 +14,13 @@ from litestar.testing import TestClient
 
 from parcours.app import create_app
 from parcours.customers import profiles
+from parcours.journeys import ready_made_source
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock
 from parcours.services import Services
 from tests.conftest import START, make_event
 from tests.test_console_commerce import DAY, HOUR, Member, append, team
+from tests.test_journeys_engine import advance, opt_in, publish
 
 __all__ = ["team"]  # the fixture, used by name
 
@@ -212,3 +214,99 @@ def test_a_viewer_reads_the_carts_and_changes_nothing(
     with TestClient(app=create_app(services, close_on_shutdown=False)) as anonymous:
         answer = anonymous.get("/console/carts", follow_redirects=False)
         assert answer.status_code == 303 and "/console/login" in answer.headers["location"]
+
+
+# ---- each abandoned cart's recovery message ------------------------------------------------
+
+
+def recovery_carts(services: Services, clock: SimulatedClock) -> dict[str, int]:
+    """The ready-made abandoned-cart journey live; Rita, who agreed to marketing on every
+    channel, and Hugo, who never did, each leave a cart; Rita's push and recap go out an
+    hour and two hours later, Hugo's are held; then Rita orders. Their customers' ids."""
+    source = ready_made_source("abandoned-cart")
+    assert source is not None
+    publish(services, source)
+    opt_in(services, "rita")
+    append(
+        services,
+        make_event(
+            "identify",
+            userId="hugo",
+            traits={"email": "hugo@example.com", "push_token": "token-hugo"},
+        ),
+        added("rita", "c-rita", clock.now_ms()),
+        added("hugo", "c-hugo", clock.now_ms(), CAP),
+    )
+    advance(services, clock, 2 * HOUR + 10 * MINUTE, step=5 * MINUTE)
+    append(services, ordered("rita", "o-rita", clock.now_ms(), cart_id="c-rita", total=40))
+    advance(services, clock, 10 * MINUTE, step=5 * MINUTE)
+    with services.db.read() as conn:
+        return {ref: profiles.resolve(conn, ref, "FR") for ref in ("rita", "hugo")}
+
+
+def test_each_abandoned_carts_recovery_messages_with_their_status_and_link(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    ids = recovery_carts(services, clock)
+    marketer = team["marketer"] = Member(services, "marketer@brand.example")
+    html = marketer.page("/console/carts")
+    assert rows(html) == [("recovered", "c-rita"), ("abandoned", "c-hugo")]  # same moment
+    assert '<th scope="col">Recovery message</th>' in html
+    rita = html[html.index("c-rita") : html.index("c-hugo")]
+    hugo = html[html.index("c-hugo") :]
+    # Rita's push then her recap, each linked to the message as she got it, with how far
+    # it got; the order after them recovered the cart, and ended the journey.
+    assert 'href="/console/journeys/abandoned-cart"' in rita
+    sent = re.findall(
+        rf'<a href="(/console/outbox\?customer=cus_{ids["rita"]}&journey=abandoned-cart)'
+        r'#msg_(\d+)">(\w+) · ([\w-]+)</a>\s*· '
+        r'<span class="state state-(\w+)">([^<]+)</span>',
+        rita,
+    )
+    assert [(channel, template) for _, _, channel, template, _, _ in sent] == [
+        ("push", "abandoned-cart-push"),
+        ("email", "abandoned-cart-recap"),
+    ]
+    assert all(status in ("sent", "delivered", "opened", "clicked") for *_, status, _ in sent)
+    assert all(words == status for *_, status, words in sent)
+    assert "Recovered " in rita and ", after the message" in rita
+    assert "Journey ended: goal reached: Order Completed" in rita
+    # The link opens the Messages page at that message's row; the row's drawing opens
+    # in place (and without script, by its own link).
+    link, number = sent[0][0], sent[0][1]
+    listed = marketer.get(link.replace("&amp;", "&"))
+    assert listed.status_code == 200 and f'<tr id="msg_{number}"' in listed.text
+    assert f'hx-get="/console/outbox/{number}/drawn"' in rita
+    assert f'<a href="/console/outbox/{number}/drawn">Open the message as it looked</a>' in rita
+    drawn = marketer.get(f"/console/outbox/{number}/drawn")
+    assert drawn.status_code == 200 and 'class="message message-push"' in drawn.text
+    # Hugo gave no consent: his push and his recap were held, each with the reason.
+    assert "/console/outbox/" not in hugo
+    held = re.findall(
+        r'(\w+) · ([\w-]+) · <span class="state state-held">held</span>\s*'
+        r"<br><small>[^<]+</small><br><small class=\"reason\">([^<]+)</small>",
+        hugo,
+    )
+    assert held == [
+        ("push", "abandoned-cart-push", "no marketing consent for push (never given)"),
+        ("email", "abandoned-cart-recap", "no marketing consent for email (never given)"),
+    ]
+    # In French.
+    french = Member(services, "marketer@brand.example", locale="fr").page("/console/carts")
+    assert "Message de relance" in french and "retenu" in french
+    assert "pas de consentement marketing pour push (jamais donné)" in french
+    assert "après le message" in french
+
+
+def test_a_cart_abandoned_while_no_journey_is_live_says_so(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    carts(services, clock)
+    support = team["support"] = Member(services, "support@brand.example")
+    html = support.page("/console/carts")
+    cleo = html[html.index("c-cleo") : html.index("c-bob")]
+    assert "No message: no live journey starts on Cart Abandoned" in cleo
+    ana = html[html.index("c-ana") :]
+    assert "Recovered " in ana and "before any message went out" in ana
+    dan = html[html.index("c-dan") : html.index("c-anon")]
+    assert "Cart Abandoned" not in dan  # open: nothing to say

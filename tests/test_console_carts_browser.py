@@ -23,7 +23,7 @@ from tests.browser import (
 )
 from tests.conftest import LiveServer
 from tests.test_brand_settings import png
-from tests.test_console_carts import carts
+from tests.test_console_carts import carts, recovery_carts
 from tests.test_console_commerce import PASSWORD, Member, team
 
 __all__ = ["browser", "team"]  # the fixtures, used by name
@@ -73,4 +73,29 @@ def test_the_carts_page_on_a_phone_with_a_carts_items_open(
     assert page.locator("tr.cart-row").count() == 2
     assert page.locator("tr.cart-abandoned").count() == 2
     assert no_horizontal_overflow(page)
+    context.close()
+
+
+def test_a_carts_recovery_message_on_a_phone(
+    browser: Any,
+    live_server: LiveServer,
+    services: Services,
+    clock: SimulatedClock,
+    team: dict[str, Member],
+) -> None:
+    recovery_carts(services, clock)
+    context = browser.new_context(locale="en", viewport=PHONE, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/console/login")
+    page.locator("#f-email").fill("viewer@brand.example")
+    page.locator("#f-password").fill(PASSWORD)
+    page.locator("#f-password").press("Enter")
+    page.wait_for_url(re.compile(r".*/console/$"))
+    page.goto(f"{live_server.url}/console/carts")
+    # Rita's push, seen on the phone with its status; Hugo's, held for want of consent.
+    rita = page.locator("tr.cart-row", has_text="c-rita").locator("li.cart-message").first
+    assert rita.is_visible() and "push · abandoned-cart-push" in rita.inner_text()
+    hugo = page.locator("tr.cart-row", has_text="c-hugo").locator("li.cart-message").first
+    assert "no marketing consent for push (never given)" in hugo.inner_text()
+    assert accessibility_problems(page) == [] and no_horizontal_overflow(page)
     context.close()

@@ -8,11 +8,13 @@ what this face lists."""
 from parcours.commerce import back_in_stock, people, reviews, statuses
 from parcours.commerce.actions import LineRefund, OrderNotFound, RefundRefused, refund
 from parcours.commerce.back_in_stock import BackInStockError, StockRequest, stock_requests
+from parcours.commerce.carts import ABANDONED_EVENT as CART_ABANDONED
 from parcours.commerce.carts import STATUSES as CART_STATUSES
 from parcours.commerce.carts import (
     Cart,
     CartItem,
     CartSummary,
+    abandoned_message_id,
     cart_of,
     cart_summary,
     carts_list,
@@ -81,8 +83,9 @@ from parcours.commerce.reviews import (
 )
 
 __all__ = [
-    "SALES_WEEKS",
+    "CART_ABANDONED",
     "CART_STATUSES",
+    "SALES_WEEKS",
     "BackInStockError",
     "Cart",
     "CartItem",
@@ -112,6 +115,7 @@ __all__ = [
     "StockRequest",
     "Variant",
     "VariantRequests",
+    "abandoned_message_id",
     "back_in_stock",
     "cart_of",
     "cart_summary",

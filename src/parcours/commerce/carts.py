@@ -566,10 +566,16 @@ def abandon(
         ABANDONED_EVENT,
         abandoned_properties(_cart(row), rules),
         now,
-        f"commerce:cart-abandoned:{key}",
+        abandoned_message_id(key),
         "system",
     )
     append_events(conn, [[event]], now, reactions)
+
+
+def abandoned_message_id(cart_key: str) -> str:
+    """The message id of a cart's `Cart Abandoned` (appended once per cart): how the
+    journeys it entered name it (their runs' entry message)."""
+    return f"commerce:cart-abandoned:{cart_key}"
 
 
 def abandoned_properties(cart: Cart, rules: CartRules) -> dict[str, Any]:

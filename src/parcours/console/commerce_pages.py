@@ -19,9 +19,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import Connection
 
-from parcours import accounts, commerce
+from parcours import accounts, commerce, journeys
 from parcours.commerce import reviews, statuses
 from parcours.console.access import ConsoleParts, Form, brand_of, changing, go, signed_in
+from parcours.console.outbox_pages import words_for
 from parcours.console.rendering import Viewer, not_found, page, render
 from parcours.console.review_pages import PHOTO_HEADERS
 from parcours.console.tracking_pages import HEADERS, Stage, Tracked, draw, timeline
@@ -344,6 +345,17 @@ def carts_page(
         traits = profiles.traits_of(
             conn, [c.customer_id for c in shown if c.customer_id is not None]
         )
+        # What each abandoned cart's `Cart Abandoned` led to: the journeys it entered and
+        # their messages, read for the whole page at once.
+        recovery = journeys.follow_ups(
+            conn,
+            commerce.CART_ABANDONED,
+            [
+                (c.customer_id, commerce.abandoned_message_id(c.cart_key), c.abandoned_at)
+                for c in shown
+                if c.customer_id is not None and c.abandoned_at is not None
+            ],
+        )
     names = {ident: _who(t) for ident, t in traits.items()}
     last = shown[-1] if len(found) > SHOWN else None
     query = f"status={chosen}&period={days or ''}"
@@ -363,6 +375,10 @@ def carts_page(
         if last is not None
         else None,
         customer_ref=lambda ident: names.get(ident) or profiles.public_id(ident),
+        recovery=lambda c: recovery.by_trigger.get(commerce.abandoned_message_id(c.cart_key), ()),
+        recovery_live=recovery.live,
+        public_id=profiles.public_id,
+        **words_for(viewer),
     )
     # Product pictures come from the shop's own hosts (https), as on the tracking page.
     return Response(html.encode("utf-8"), media_type="text/html; charset=utf-8", headers=HEADERS)

@@ -6,6 +6,7 @@ entries, the simulator and outbound webhooks. Other packages use only what this 
 from parcours.journeys import graph, people, versions, webhooks
 from parcours.journeys.definition import JourneyError, journey_schema
 from parcours.journeys.engine import QUEUE, JourneyEngine
+from parcours.journeys.follow_ups import FollowUp, FollowUpMessage, FollowUps, follow_ups
 from parcours.journeys.ready_made import ReadyMade, ready_made, ready_made_source
 from parcours.journeys.simulator import (
     MAX_DAYS,
@@ -25,6 +26,9 @@ from parcours.journeys.versions import LifecycleError, NotReady, UnknownJourney,
 __all__ = [
     "MAX_DAYS",
     "QUEUE",
+    "FollowUp",
+    "FollowUpMessage",
+    "FollowUps",
     "JourneyEngine",
     "JourneyError",
     "LifecycleError",
@@ -37,6 +41,7 @@ __all__ = [
     "UnknownJourney",
     "brand_in_force",
     "brand_segments",
+    "follow_ups",
     "format_timeline",
     "graph",
     "journey_schema",

@@ -37,8 +37,10 @@ from parcours.messaging.outbox import (
     QUEUE,
     Intent,
     OutboxMessage,
+    RunMessage,
     add_intent,
     cancel_run_intents,
+    messages_of_runs,
     public_message_id,
 )
 from parcours.messaging.outbox_rows import ChatMessage, unconfirmed_chat_messages
@@ -80,6 +82,7 @@ __all__ = [
     "Policies",
     "PreferencesLink",
     "ReviewLink",
+    "RunMessage",
     "Signer",
     "SubscriptionError",
     "Suppression",
@@ -95,6 +98,7 @@ __all__ = [
     "cancel_run_intents",
     "choice",
     "hold_sends",
+    "messages_of_runs",
     "metrics",
     "outbox_page",
     "passes",

@@ -4,6 +4,7 @@ the outbox as the API shows it. Delivery (messaging/delivery.py) renders and sen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,72 @@ def reassign_intents(conn: Connection, old: int, new: int) -> None:
     """Profiles merged: the intents of the merged customer belong to the survivor."""
     outbox_rows.release_intents(conn)
     conn.execute(update(outbox).where(outbox.c.customer_id == old).values(customer_id=new))
+
+
+class RunMessage(msgspec.Struct, frozen=True):
+    """A message a journey run wrote, and how far it got: what the pages that follow a
+    run show of it (the console's Carts page)."""
+
+    outbox_id: int
+    message_id: str  # msg_N
+    run_id: int
+    step_id: str | None
+    channel: str
+    template: str
+    state: str  # pending | sending | sent | failed | cancelled
+    status: str | None  # the furthest feedback: queued, sent, delivered, opened, clicked...
+    created_at: int
+    sent_at: int | None
+    status_at: int | None
+    error: str | None  # why it was cancelled or failed
+
+
+def messages_of_runs(
+    conn: Connection, customer_ids: Sequence[int], run_ids: Sequence[int], since: int
+) -> list[RunMessage]:
+    """The messages these runs (of these customers, entered from `since`) wrote, oldest
+    first: one statement through the customers' index of creation times, however many
+    runs."""
+    if not run_ids or not customer_ids:
+        return []
+    rows = conn.execute(
+        select(
+            outbox.c.id,
+            outbox.c.run_id,
+            outbox.c.step_id,
+            outbox.c.channel,
+            outbox.c.template,
+            outbox.c.state,
+            outbox.c.status,
+            outbox.c.created_at,
+            outbox.c.sent_at,
+            outbox.c.status_at,
+            outbox.c.error,
+        )
+        .where(
+            outbox.c.customer_id.in_(sorted(set(customer_ids))),
+            outbox.c.created_at >= since,
+            outbox.c.run_id.in_(sorted(set(run_ids))),
+        )
+        .order_by(outbox.c.id)
+    )
+    return [
+        RunMessage(
+            outbox_id=int(r.id),
+            message_id=public_message_id(int(r.id)),
+            run_id=int(r.run_id),
+            step_id=r.step_id,
+            channel=r.channel,
+            template=r.template,
+            state=r.state,
+            status=r.status,
+            created_at=int(r.created_at),
+            sent_at=r.sent_at,
+            status_at=r.status_at,
+            error=r.error,
+        )
+        for r in rows
+    ]
 
 
 class OutboxMessage(msgspec.Struct):
