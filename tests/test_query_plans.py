@@ -216,3 +216,42 @@ def test_the_console_page_of_carts_reads_no_table_whole(traced: list[str], tmp_p
         or "TEMP B-TREE" in step
     }
     assert whole == {}
+
+
+def test_the_recovery_messages_of_a_page_of_carts_are_read_in_a_few_statements(
+    traced: list[str], tmp_path: Path
+) -> None:
+    """What the Carts page's 50 abandoned carts led to (journeys.follow_ups: the runs
+    their `Cart Abandoned` entered, the runs' messages, the held ones and refused entries)
+    is read in a few statements for the whole page, each through an index: the runs by
+    journey and entry message, the messages and the log by the page's customers."""
+    from parcours import journeys as face
+    from parcours import messaging
+
+    url = f"sqlite:///{tmp_path / 'parcours.db'}"
+    services = Services.open(
+        Settings(data_dir=tmp_path, database_url=url), clock=SimulatedClock(START)
+    )
+    triggers = [(n, f"commerce:cart-abandoned:cart:c-{n}", START) for n in range(1, 51)]
+    try:
+        journeys.publish(services.db, CART, "editor", "reviewer", START)
+        traced.clear()
+        with services.db.read() as conn:
+            found = face.follow_ups(conn, "Cart Abandoned", triggers)
+        statements = [s for s in traced if s.lstrip().startswith("SELECT")]
+        with services.db.read() as conn:  # what the page reads once runs have messages
+            messaging.messages_of_runs(conn, list(range(1, 51)), list(range(1, 51)), START)
+    finally:
+        services.close()
+    assert found.live == ("abandoned-cart",) and found.by_trigger == {}
+    assert len(statements) <= 4
+    for table in ("journey_versions", "journey_runs", "events"):
+        assert any(f"FROM {table}" in s for s in statements), table
+    plans = sqlite3.connect(tmp_path / "parcours.db")
+    whole = {
+        statement[:300]: row[3]
+        for statement in {s for s in traced if s.lstrip().startswith("SELECT")}
+        for row in plans.execute("EXPLAIN QUERY PLAN " + statement, [None] * statement.count("?"))
+        if re.match(r"SCAN (journey_runs|outbox|events)\b", row[3])
+    }
+    assert whole == {}
