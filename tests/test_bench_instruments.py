@@ -14,6 +14,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
 
 from parcours.bench.counting import Counts, StatementCounter, figures
 from parcours.bench.latency import latency_added, server_address, through_proxy
+from parcours.runtime import db as db_module
 from parcours.runtime.db import Database, insert_rows, select_in, sql, update_rows
 
 
@@ -108,10 +109,14 @@ def test_a_phase_is_the_difference_of_two_totals_and_leaves_out_what_is_excluded
 
 
 @pytest.mark.processes  # the proxy
-def test_the_round_trips_counted_are_those_that_cross_the_wire(postgres_url: str) -> None:
+def test_the_round_trips_counted_are_those_that_cross_the_wire(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Through the proxy, with no latency: the client's count and the wire's agree, a
-    prepared statement (psycopg prepares the sixth run of a statement), a pool ping, an
-    executemany, a COPY and a rollback included."""
+    prepared statement (psycopg prepares the sixth run of a statement), a pool ping (each
+    use of a pooled connection checks it here), an executemany, a COPY and a rollback
+    included."""
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
     with latency_added(postgres_url, 0) as (url, proxy), _counted(url) as (db, counter):
         counter.wire = proxy
         with db.read() as conn:

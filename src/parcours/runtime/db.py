@@ -225,7 +225,7 @@ def _ping_after_idle(engine: Engine) -> None:
         try:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute("SELECT 1")
+                cursor.execute(";")  # an empty query: one round trip, as SQLAlchemy's ping
             finally:
                 cursor.close()
         except Exception as exc:
