@@ -373,6 +373,31 @@ def test_the_shoppers_events_fill_only_what_the_catalog_does_not_know(
     assert (cap.source, cap.name, cap.variants[0].sku) == ("seen", "Cap", "CAP")
 
 
+def test_a_shoppers_report_repeated_in_one_group_is_the_same_as_once(
+    services: Services,
+) -> None:
+    """A group's shopper events that repeat an earlier report word for word are not read
+    again (commerce/catalog.py): the outcome is that of applying each, in order, around
+    the catalog's own report between them."""
+    seen_cap = {"product_id": "p-cap", "name": "Cap", "price": 20, "currency": "EUR"}
+    append(
+        services,
+        make_event(userId="ana", event="Product Viewed", properties=seen_cap),
+        make_event(userId="bea", event="Product Viewed", properties=seen_cap),
+        catalog_event(product_id="p-cap", name="Canvas cap", variant_id="p-cap", stock=4),
+        make_event(userId="cy", event="Product Viewed", properties=seen_cap),
+        make_event(
+            userId="cy", event="Product Viewed", properties={**seen_cap, "category": "hats"}
+        ),
+    )
+    with services.db.read() as conn:
+        cap = commerce.product(conn, "p-cap")
+    assert cap is not None
+    # The catalog's name stands; the shoppers' price and the blank they filled are kept.
+    assert (cap.name, cap.category, cap.stock) == ("Canvas cap", "hats", 4)
+    assert cap.variants[0].prices == {"EUR": Decimal(20)}
+
+
 def test_the_catalog_import_goes_through_the_log_once(services: Services) -> None:
     rows = [
         {
