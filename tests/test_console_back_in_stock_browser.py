@@ -2,10 +2,11 @@
 "Commerce"), with "notify me" requests asked at the public endpoint for boots out of
 stock and their stock returned through the catalog's events, for a brand that notifies
 no more requests than the stock returned: before the return, each variant's requests
-waiting in the order they came; after it, the first two notified (with the stock that
-notified them) and the third still waiting, first in its list; the filter by status from
-the keyboard. In English and French (the viewer's language) on a phone, nothing wider
-than the screen and no serious accessibility violation (axe) on a phone or a desktop."""
+waiting in the order they came, each who asked named (else by their email) and linked to
+their page; after it, the first two notified (with the stock that notified them) and the
+third still waiting, first in its list; the filter by status from the keyboard. In
+English and French (the viewer's language) on a phone, nothing wider than the screen and
+no serious accessibility violation (axe) on a phone or a desktop."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ __all__ = ["browser", "team"]  # the fixtures, used by name
 
 HOUR = 3_600_000
 SHOPPERS = ("ines@example.com", "jon@example.com", "kim@example.com")  # in the order they ask
+INES = "Inès Martin"  # the first shopper's name: she is listed by it, the others by email
 
 
 @pytest.fixture
@@ -70,9 +72,12 @@ def boots(services: Services, **stock: int) -> None:
 
 
 def requested(services: Services, client: TestClient[Any], clock: SimulatedClock) -> None:
-    """Both sizes out of stock; Inès, Jon and Kim ask for the 38, an hour apart, and Lou
-    for the 40 in between."""
+    """Both sizes out of stock; Inès (whom the shop knows by her name), Jon and Kim ask
+    for the 38, an hour apart, and Lou for the 40 in between."""
     boots(services, **{"boots-38": 0, "boots-40": 0})
+    services.writer.append_sync(
+        [make_event("identify", userId="ines", traits={"email": SHOPPERS[0], "name": INES})]
+    )
     notify_me(client, SHOPPERS[0], "boots-38")
     clock.advance_ms(HOUR)
     notify_me(client, SHOPPERS[1], "boots-38")
@@ -146,8 +151,8 @@ def test_the_back_in_stock_page_before_and_after_a_restock(
 ) -> None:
     requested(services, client, clock)
     words = WORDS[language]
-    with services.db.read() as conn:
-        ines, jon, kim = (profiles.public_id(profiles.resolve(conn, e, "FR")) for e in SHOPPERS)
+    # Who asked, by name, else by the email they asked with (never by their bare id).
+    ines, jon, kim = INES, SHOPPERS[1], SHOPPERS[2]
     context = browser.new_context(locale=language, viewport=PHONE, bypass_csp=True)
     page = context.new_page()
     page.goto(f"{live_server.url}/console/login")
@@ -164,6 +169,11 @@ def test_the_back_in_stock_page_before_and_after_a_restock(
     waiting = words["waiting"]
     assert requests_of(page, "boots-38") == [(ines, waiting), (jon, waiting), (kim, waiting)]
     small = page.locator("section.variant-requests").first
+    with services.db.read() as conn:
+        ines_id = profiles.resolve(conn, SHOPPERS[0], "FR")
+    assert small.get_by_role("link", name=INES).get_attribute("href") == (
+        f"/console/customers/{ines_id}"
+    )
     assert "Chelsea boots · 38" in small.locator("h2").inner_text()
     assert "BOOT-38" in small.locator("h2").inner_text()
     assert words["out"] in small.locator("dl").inner_text()

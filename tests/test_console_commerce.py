@@ -503,6 +503,14 @@ def test_the_back_in_stock_requests_per_variant(
     services: Services, clock: SimulatedClock, client: TestClient[Any], team: dict[str, Member]
 ) -> None:
     customer = shop(services, clock)
+    # Ana and Bob are named; Cleo and Dan are known by the email they asked with.
+    append(
+        services,
+        make_event("identify", userId="ana", traits={"name": "Ana Lima"}),
+        make_event(
+            "identify", userId="bob", traits={"email": "bob@example.com", "name": "Bob Stone"}
+        ),
+    )
     wishes(services, client, clock)
     viewer = team["viewer"] = Member(services, "viewer@brand.example")
 
@@ -528,7 +536,13 @@ def test_the_back_in_stock_requests_per_variant(
     with services.db.read() as conn:
         ana = commerce.stock_requests(conn, variant_id="shirt-s")[0]
     assert ana.customer_id == customer
-    assert f'href="/console/customers/{customer}">cus_{customer}</a>' in small
+    # Who asked, by name, else the email they gave, each linked to their page.
+    with services.db.read() as conn:
+        bob, cleo = (profiles.resolve(conn, e, "FR") for e in ("bob", "cleo@example.com"))
+    assert f'href="/console/customers/{customer}">Ana Lima</a>' in small
+    assert f'href="/console/customers/{bob}">Bob Stone</a>' in small
+    assert f'href="/console/customers/{cleo}">cleo@example.com</a>' in medium
+    assert f"cus_{customer}" not in html
     # Filtered: only the variants with requests of that status, and only those requests.
     assert variants(status="notified") == [("shirt-m", "1", "1")]
     notified = viewer.page("/console/back-in-stock", status="notified")
@@ -539,6 +553,12 @@ def test_the_back_in_stock_requests_per_variant(
     page = viewer.page(f"/console/customers/{customer}")
     requests = page[page.index('id="h-requests"') :]
     assert "<code>shirt-s</code>" in requests and "waiting" in requests
+    # Bob erased: nothing of him is left on the page, neither his name nor his email.
+    assert profiles.erase(services.db, services.people, "bob", "FR", clock.now_ms(), "test")
+    html = viewer.page("/console/back-in-stock")
+    assert "Bob Stone" not in html and "bob@example.com" not in html
+    assert f"/console/customers/{bob}" not in html
+    assert "Ana Lima" in html
 
 
 def test_the_reviews_with_their_photos_filtered_by_rating_and_status(

@@ -273,17 +273,22 @@ def back_in_stock_page(
             conn, chosen or None, SHOWN + 1, (number - 1) * SHOWN, REQUESTS_SHOWN
         )
         counts = commerce.stock_request_counts(conn)
+        shown = found[:SHOWN]
+        # Who asked, named as on the Carts page: read for the whole page at once (an
+        # erased customer's traits are empty, so they are shown by their id alone).
+        traits = profiles.traits_of(conn, [r.customer_id for v in shown for r in v.requests])
+    names = {ident: _who(t) for ident, t in traits.items()}
     return page(
         viewer,
         "commerce_back_in_stock.html",
         current="/console/back-in-stock",
-        variants=found[:SHOWN],
+        variants=shown,
         more=len(found) > SHOWN,
         page_number=number,
         counts=counts,
         chosen=chosen,
         statuses=REQUEST_STATUSES,
-        customer_ref=profiles.public_id,
+        customer_ref=lambda ident: names.get(ident) or profiles.public_id(ident),
     )
 
 
@@ -301,15 +306,15 @@ def _cursor(value: str) -> tuple[int, str] | None:
 
 
 def _who(traits: JsonObject) -> str | None:
-    """How a cart's customer is named: the `name` trait, else first and last names, else
-    the email the brand sent (None: by their id alone)."""
+    """How a customer is named on the commerce pages: the `name` trait, else first and
+    last names, else the email the brand sent, else the phone (None: by their id alone)."""
 
     def text(key: str) -> str:
         value = traits.get(key)
         return value.strip() if isinstance(value, str) else ""
 
     full = " ".join(part for part in (text("first_name"), text("last_name")) if part)
-    return text("name") or full or text("email") or None
+    return text("name") or full or text("email") or text("phone") or None
 
 
 def _period(value: str) -> int | None:
