@@ -6,7 +6,8 @@ come first, in that order, each saying why; the others after, the latest reporte
 the counts per status in the filter; the filter by status; the "stalled after" hours
 changed from the keyboard alone; a parcel's order and its tracking page followed from
 their links. In English and French (the viewer's language) on a phone, nothing wider
-than the screen and no serious accessibility violation (axe) on a phone or a desktop."""
+than the screen and no serious accessibility violation (axe) on a phone, a small laptop or
+a desktop, where each parcel's id stays whole on one line."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tests.test_console_commerce import PASSWORD, Member, placed, team
 __all__ = ["browser", "team"]  # the fixtures, used by name
 
 HOUR = 3_600_000
+NARROW = {"width": 800, "height": 900}  # a small laptop's: where ids once broke mid-word
 NOW = START + 73 * HOUR  # when the page is read: s-quiet silent for 68 hours
 
 
@@ -244,10 +246,15 @@ def test_the_shipments_page_on_a_phone_attention_first(
         assert words[status] in options, (status, options)
     assert page.locator("#f-stalled").input_value() == "48"
     folder = screenshots_dir(tmp_path)
-    for width, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+    for width, viewport in (("phone", PHONE), ("narrow", NARROW), ("desktop", DESKTOP)):
         page.set_viewport_size(viewport)
         assert accessibility_problems(page) == [], (language, width)
         assert no_horizontal_overflow(page), (language, width)
+        # Each parcel's id on one line, whole ("s-moving", never "s-movin" then "g").
+        broken = page.locator("tr.shipment-row > td:first-child > code").evaluate_all(
+            "codes => codes.filter(c => c.getClientRects().length > 1).map(c => c.textContent)"
+        )
+        assert broken == [], (language, width)
         page.screenshot(path=folder / f"shipments-{language}-{width}.png", full_page=True)
     page.set_viewport_size(PHONE)
     # Stalled after 80 hours, from the keyboard alone: s-quiet is no longer stalled.
