@@ -376,9 +376,9 @@ def test_the_shoppers_events_fill_only_what_the_catalog_does_not_know(
 def test_a_shoppers_report_repeated_in_one_group_is_the_same_as_once(
     services: Services,
 ) -> None:
-    """A group's shopper events that repeat an earlier report word for word are not read
-    again (commerce/catalog.py): the outcome is that of applying each, in order, around
-    the catalog's own report between them."""
+    """A group's shopper events that repeat an earlier report word for word, around the
+    catalog's own report between them: each applied in order, the shoppers' filling only
+    the blanks the catalog left."""
     seen_cap = {"product_id": "p-cap", "name": "Cap", "price": 20, "currency": "EUR"}
     append(
         services,

@@ -145,22 +145,12 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
     variant_ids: set[str] = set()
     items: set[str] = set()
     reports: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
-    # A shopper's event that reports what an earlier one of the group reported, word for
-    # word, changes nothing more (their events only fill blanks): not read again. Most of
-    # a group's product events repeat a few products' properties.
-    seen: set[bytes] = set()
     for event in relevant:
         if event.name == INVENTORY_EVENT:
             if (item := _text(event.properties.get("inventory_item_id"))) is not None:
                 items.add(item)
             reports.append([])
             continue
-        if event.name != CATALOG_EVENT:
-            said = _encode(event.properties)
-            if said in seen:
-                reports.append([])
-                continue
-            seen.add(said)
         reported = _reported(event)
         reports.append(reported)
         for product, variant in reported:
@@ -186,9 +176,6 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
         and (v.stock_before or 0) <= 0
         and (at := v.values["stock_at"]) is not None
     ]
-
-
-_encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 def _load(
