@@ -324,7 +324,12 @@ def test_a_record_of_sends_chosen_as_a_deadlocks_victim_is_made_again(
     record, which is tried again, whole. The send is recorded once and never made again
     (before, the record was lost and the lease made the send a second time)."""
     truncate_all(postgres_url)
-    services = Services.open(Settings(data_dir=tmp_path, database_url=postgres_url), clock=clock)
+    # PostgreSQL looks for a cycle once, `deadlock_timeout` after a backend starts to wait.
+    # The record waits first; at the default (1 s) its one look could come before the
+    # merge below has begun to wait on a loaded machine, and the merge (60 s) would then
+    # be the one failed. Three seconds leave the merge ample time to close the cycle.
+    record_side = postgres_url + "?options=-c%20deadlock_timeout%3D3s"
+    services = Services.open(Settings(data_dir=tmp_path, database_url=record_side), clock=clock)
     merger = services.db.engine.connect()  # plays the writer merging this customer
     try:
         define_templates(services, SLOW_JOURNEY)
