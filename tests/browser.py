@@ -5,6 +5,7 @@ so, unless PARCOURS_TEST_BROWSER_REQUIRED is set (CI), where its absence is an e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,17 @@ def browser() -> Iterator[object]:
             yield launched
         finally:
             launched.close()
+
+
+def sign_in(page: Any, base_url: str, email: str, password: str) -> None:
+    """Sign `page` in to the console at `base_url` as `email`, by its login form (found by
+    its fields' ids, in whatever language the page speaks); the console's home page is
+    shown after."""
+    page.goto(f"{base_url}/console/login")
+    page.locator("#f-email").fill(email)
+    page.locator("#f-password").fill(password)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/console/$"))
 
 
 def screenshots_dir(tmp_path: Path) -> Path:

@@ -16,7 +16,7 @@ from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
+from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir, sign_in
 from tests.conftest import LiveServer, make_event, wait_until
 from tests.peers import RunningSmtp, SmtpPeer
 
@@ -40,11 +40,7 @@ def _sign_in(browser: Any, live_server: LiveServer) -> Any:
     # axe-core is injected into the page: past the console's own CSP, for this test only.
     context = browser.new_context(locale="en-GB", viewport=DESKTOP, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.get_by_label("Email address").fill("marketer@brand.example")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, "marketer@brand.example", PASSWORD)
     return page
 
 

@@ -20,6 +20,7 @@ from tests.browser import (
     accessibility_problems,
     browser,
     no_horizontal_overflow,
+    sign_in,
 )
 from tests.conftest import LiveServer
 from tests.test_brand_settings import png
@@ -47,11 +48,7 @@ def test_the_carts_page_on_a_phone_with_a_carts_items_open(
         lambda route: route.fulfill(status=200, body=picture, content_type="image/png"),
     )
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.locator("#f-email").fill("viewer@brand.example")
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("#f-password").press("Enter")
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, "viewer@brand.example", PASSWORD)
     answer = page.goto(f"{live_server.url}/console/carts")
     assert answer is not None and answer.status == 200
     title = {"en": "Carts", "fr": "Paniers"}[language]
@@ -86,11 +83,7 @@ def test_a_carts_recovery_message_on_a_phone(
     recovery_carts(services, clock)
     context = browser.new_context(locale="en", viewport=PHONE, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.locator("#f-email").fill("viewer@brand.example")
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("#f-password").press("Enter")
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, "viewer@brand.example", PASSWORD)
     page.goto(f"{live_server.url}/console/carts")
     # Rita's push, seen on the phone with its status; Hugo's, held for want of consent.
     rita = page.locator("tr.cart-row", has_text="c-rita").locator("li.cart-message").first

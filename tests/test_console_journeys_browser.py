@@ -11,7 +11,7 @@ from typing import Any
 
 from parcours.journeys import ready_made_source, versions
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir
+from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, screenshots_dir, sign_in
 from tests.conftest import LiveServer
 from tests.test_console_browser import PASSWORD, _team
 from tests.test_journeys_engine import opt_in
@@ -26,11 +26,7 @@ def _sign_in(
     CSP, for these tests only."""
     context = browser.new_context(locale=locale, viewport=viewport, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.locator("#f-email").fill(email)
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("form button[type=submit]").click()
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, email, PASSWORD)
     return page
 
 

@@ -7,14 +7,13 @@ serious accessibility violation."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from parcours.services import Services
-from tests.browser import DESKTOP, accessibility_problems, browser
+from tests.browser import DESKTOP, accessibility_problems, browser, sign_in
 from tests.conftest import LiveServer
 from tests.peers import RunningSmtp, SmtpPeer, TwilioPeer
 from tests.test_channels import send_email
@@ -35,11 +34,7 @@ def served(services: Services) -> Iterator[LiveServer]:
 def _settings(browser: Any, server: LiveServer, locale: str = "en-GB") -> Any:
     context = browser.new_context(locale=locale, viewport=DESKTOP, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{server.url}/console/login")
-    page.locator("#f-email").fill("owner@brand.example")
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("form button[type=submit]").click()
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, server.url, "owner@brand.example", PASSWORD)
     page.goto(f"{server.url}/console/settings")
     return page
 

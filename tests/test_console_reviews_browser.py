@@ -5,7 +5,6 @@ marketer hides a review from the keyboard alone, and the page says it is hidden.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from litestar.testing import TestClient
@@ -13,7 +12,14 @@ from litestar.testing import TestClient
 from parcours import commerce
 from parcours.runtime.clock import SimulatedClock
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, no_horizontal_overflow
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    accessibility_problems,
+    browser,
+    no_horizontal_overflow,
+    sign_in,
+)
 from tests.conftest import LiveServer
 from tests.test_console_commerce import PASSWORD, Member, opinions, shop, team, wishes
 
@@ -33,11 +39,7 @@ def test_the_pages_on_a_phone_and_a_review_hidden_from_the_keyboard(
     opinions(client, services, clock)
     context = browser.new_context(locale="en-GB", viewport=PHONE, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.get_by_label("Email address").fill("marketer@brand.example")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").press("Enter")
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, "marketer@brand.example", PASSWORD)
     for path in ("/console/back-in-stock", "/console/reviews"):
         page.goto(f"{live_server.url}{path}")
         for width, viewport in (("phone", PHONE), ("desktop", DESKTOP)):

@@ -22,7 +22,7 @@ from parcours.messaging import policies
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, accessibility_problems, browser
+from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, sign_in
 from tests.conftest import LiveServer, make_event
 from tests.peers import RunningSmtp, SmtpPeer
 from tests.test_console_browser import PASSWORD, _team
@@ -77,11 +77,7 @@ def served(
 def _sign_in(browser: Any, server: LiveServer, email: str, locale: str = "en-GB") -> Any:
     context = browser.new_context(locale=locale, viewport=DESKTOP, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{server.url}/console/login")
-    page.locator("#f-email").fill(email)
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("form button[type=submit]").click()
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, server.url, email, PASSWORD)
     return page
 
 

@@ -28,6 +28,7 @@ from tests.browser import (
     browser,
     no_horizontal_overflow,
     screenshots_dir,
+    sign_in,
 )
 from tests.conftest import START, LiveServer, make_event
 from tests.test_console_commerce import PASSWORD, Member, placed, team
@@ -215,11 +216,7 @@ def test_the_shipments_page_on_a_phone_attention_first(
     words = WORDS[language]
     context = browser.new_context(locale=language, viewport=PHONE, bypass_csp=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.locator("#f-email").fill("viewer@brand.example")
-    page.locator("#f-password").fill(PASSWORD)
-    page.locator("#f-password").press("Enter")
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, "viewer@brand.example", PASSWORD)
     answer = page.goto(f"{live_server.url}/console/shipments")
     assert answer is not None and answer.status == 200
     assert page.locator("html").get_attribute("lang") == language

@@ -16,7 +16,7 @@ from parcours import accounts
 from parcours.customers import profiles
 from parcours.messaging import Intent, add_intent
 from parcours.services import Services
-from tests.browser import DESKTOP, PHONE, accessibility_problems, browser
+from tests.browser import DESKTOP, PHONE, accessibility_problems, browser, sign_in
 from tests.conftest import START, LiveServer, make_event
 
 __all__ = ["browser"]  # the fixture, used by name
@@ -41,11 +41,7 @@ def _team(services: Services, *roles: str) -> None:
 def _sign_in(browser: Any, live_server: LiveServer, email: str, **options: Any) -> Any:
     context = browser.new_context(locale="en-GB", viewport=DESKTOP, **options)
     page = context.new_page()
-    page.goto(f"{live_server.url}/console/login")
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/console/$"))
+    sign_in(page, live_server.url, email, PASSWORD)
     return page
 
 
