@@ -77,7 +77,7 @@ def accessibility_problems(page: Any) -> list[str]:
     page.add_script_tag(path=str(AXE))
     results = page.evaluate(
         "() => axe.run(document, {runOnly: {type: 'tag', values: "
-        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}, resultTypes: ['violations']})"
     )
     return [
         f"{v['id']} ({v['impact']}): {v['help']} at "
