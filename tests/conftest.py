@@ -32,9 +32,11 @@ import psutil
 import psycopg
 import pytest
 import uvicorn
+from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlalchemy import text
 
+from parcours.accounts import passwords
 from parcours.app import create_app
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
@@ -50,6 +52,15 @@ POSTGRES_ENV = "PARCOURS_TEST_POSTGRES_URL"
 START = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 PROCESSES_GROUP = "processes"
 T = TypeVar("T")
+
+# Passwords are hashed at argon2id's lowest cost in this process's tests: at argon2-cffi's
+# defaults (what Parcours uses: 64 MiB, three passes) a hash or a check takes 0.12 s, and
+# the console's tests make a team of five and sign them in, test after test (several
+# minutes of the suite). What is stored is still an argon2id hash, checked the same way;
+# `test_accounts.py` checks the production cost, and `parcours serve` started by a test
+# runs with it.
+passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+passwords._DECOY = passwords._hasher.hash("parcours-decoy-password")
 
 
 @pytest.hookimpl(tryfirst=True)

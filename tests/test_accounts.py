@@ -3,6 +3,7 @@ sign-in with its limit and second factor, sessions, and the audit log of each ch
 
 from __future__ import annotations
 
+import argon2
 import pyotp
 import pytest
 
@@ -253,3 +254,18 @@ def test_roles_grant_what_docs_console_says() -> None:
     assert not accounts.may("marketer", "journeys.approve")
     assert accounts.may("support", "customers.erase")
     assert not accounts.may("nobody", "audit.read")
+
+
+def test_passwords_are_hashed_at_argon2_cffis_default_cost() -> None:
+    """The cost Parcours hashes with (the test suite lowers it for its own speed, in
+    conftest.py): argon2id at argon2-cffi's defaults, RFC 9106's second recommended
+    option (64 MiB, three passes), read from a fresh import of the module."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("parcours.accounts.passwords")
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    parameters = argon2.extract_parameters(fresh.hash_password("a long enough passphrase"))
+    assert parameters == argon2.profiles.RFC_9106_LOW_MEMORY
+    assert parameters.type is argon2.Type.ID
