@@ -96,9 +96,9 @@ def test_a_merge_counts_both_profiles_orders_on_the_survivor(
 def test_views_are_counted_per_product_and_day(services: Services, clock: SimulatedClock) -> None:
     for _ in range(3):
         track(services, "vic", "Product Viewed", product_id="p-1")
-        advance(services, clock, HOUR)
+        advance(services, clock, HOUR, step=HOUR)
     track(services, "vic", "Product Viewed", product_id="p-2")
-    advance(services, clock, DAY)
+    advance(services, clock, DAY, step=HOUR)
     track(services, "vic", "Product Viewed", product_id="p-1")
     with services.db.read() as conn:
         vic = customers.resolve(conn, "vic", "FR")
