@@ -63,7 +63,6 @@ from parcours.commerce.queries import (
     stock_requests_by_variant,
 )
 from parcours.commerce.recommendations import (
-    SALES_WEEKS,
     ProductViews,
     Recommendation,
     product_views,
@@ -85,7 +84,6 @@ from parcours.commerce.reviews import (
 __all__ = [
     "CART_ABANDONED",
     "CART_STATUSES",
-    "SALES_WEEKS",
     "BackInStockError",
     "Cart",
     "CartItem",

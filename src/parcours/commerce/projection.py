@@ -28,13 +28,7 @@ from parcours.commerce import (
 )
 from parcours.commerce import rows as commerce_rows
 from parcours.commerce.people import REFRESH_JOB
-from parcours.commerce.recommendations import (
-    MAX_SALES_WEEKS,
-    SALES_WEEKS,
-    count_orders,
-    count_views,
-    uncount_orders,
-)
+from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
     commerce_order_lines,
@@ -49,7 +43,11 @@ from parcours.log import Event, Reactions, append_events, internal_event, querie
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
 from parcours.runtime.db import insert_rows
 from parcours.runtime.queue import Job, Worker
-from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
+from parcours.runtime.settings import (
+    MAX_RECOMMENDATION_WEEKS,
+    RECOMMENDATION_WEEKS,
+    SHIPMENT_STALLED_AFTER_HOURS,
+)
 
 PLACED = "Order Completed"
 UPDATED = "Order Updated"
@@ -83,7 +81,7 @@ class Commerce:
         replenishment_lead_days: int = 3,
         vip_spend: Decimal | int | str = 500,
         shipment_stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS,
-        recommendation_weeks: int = SALES_WEEKS,
+        recommendation_weeks: int = RECOMMENDATION_WEEKS,
     ) -> None:
         if return_window_days < 0:
             raise ValueError("return_window_days must be 0 (the default) or more")
@@ -109,8 +107,10 @@ class Commerce:
         self.shipment_rules = shipment_alerts.ShipmentRules(
             stalled_after_ms=shipment_stalled_after_hours * shipment_alerts.HOUR_MS
         )
-        if not 1 <= recommendation_weeks <= MAX_SALES_WEEKS:
-            raise ValueError(f"recommendation_weeks must be between 1 and {MAX_SALES_WEEKS}")
+        if not 1 <= recommendation_weeks <= MAX_RECOMMENDATION_WEEKS:
+            raise ValueError(
+                f"recommendation_weeks must be between 1 and {MAX_RECOMMENDATION_WEEKS}"
+            )
         self.recommendation_weeks = recommendation_weeks
         self.reactions: Reactions | None = None
 

@@ -45,6 +45,7 @@ from parcours.commerce.tables import (
 )
 from parcours.log import Event
 from parcours.runtime.db import chunks, insert_rows
+from parcours.runtime.settings import RECOMMENDATION_WEEKS
 
 VIEWED_EVENT = "Product Viewed"
 REASONS = ("replenish", "bought_together", "viewed", "best_seller")
@@ -52,10 +53,6 @@ VIEWS_DAYS = 30  # views older than this are not recommended from
 REPLENISH_AHEAD_DAYS = 14  # a consumable expected to run out within: recommended
 PAIRS_PER_ORDER = 20  # an order's products counted in pairs (the first 20: 190 pairs)
 WEEK = 7 * DAY  # sales and pairs are counted per week of the orders' placing
-# best sellers and bought together: the orders of the last 12 weeks by default (the
-# setting `recommendation_weeks`, at most a year)
-SALES_WEEKS = 12
-MAX_SALES_WEEKS = 52
 MAX_LIMIT = 12
 
 
@@ -75,7 +72,7 @@ class Recommendation(msgspec.Struct, frozen=True):
 # ---- counting as the events arrive -------------------------------------------------------
 
 
-def first_week(now: int, weeks: int = SALES_WEEKS) -> int:
+def first_week(now: int, weeks: int = RECOMMENDATION_WEEKS) -> int:
     """The oldest week counted at `now`: the last `weeks` weeks, this one included."""
     return now // WEEK - (weeks - 1)
 
@@ -86,7 +83,7 @@ def count_orders(
     now: int,
     placed: Mapping[str, int] | None = None,
     *,
-    weeks: int = SALES_WEEKS,
+    weeks: int = RECOMMENDATION_WEEKS,
 ) -> None:
     """New orders: each of their products sold once more (and its units), each pair of
     their products bought together once more, in the week of their placing; each order
@@ -275,7 +272,7 @@ def recommendations(
     now: int,
     for_order: str | None = None,
     limit: int = 4,
-    weeks: int = SALES_WEEKS,
+    weeks: int = RECOMMENDATION_WEEKS,
 ) -> list[Recommendation]:
     """Up to `limit` products for this customer (at most 12), each once, with its reason:
     their consumables due within two weeks, then what was bought with what they just

@@ -18,7 +18,6 @@ from litestar.response import Redirect
 from parcours import accounts, brand
 from parcours.accounts import Permission, Session
 from parcours.brand import BrandSettings
-from parcours.commerce import SALES_WEEKS
 from parcours.console.rendering import Viewer, page
 from parcours.customers import People
 from parcours.log import Appender
@@ -26,7 +25,7 @@ from parcours.messaging import Delivery, Links
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database
 from parcours.runtime.i18n import accept_language, pick_locale
-from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
+from parcours.runtime.settings import RECOMMENDATION_WEEKS, SHIPMENT_STALLED_AFTER_HOURS
 
 COOKIE = "parcours_console"
 # A form's fields, as Litestar reads an urlencoded body (`data: Form`).
@@ -56,7 +55,7 @@ class ConsoleParts:
     sector: str = ""  # the configured sector, under the one set on the Settings page
     return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
     stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS  # the setting: Shipments' default
-    recommendation_weeks: int = SALES_WEEKS  # the setting: the tracking page's best sellers'
+    recommendation_weeks: int = RECOMMENDATION_WEEKS  # the setting: best sellers' window
     # People's own time (sessions, sign-in, second factor, invitations): `clock` but in the
     # demo, whose clock runs faster (runtime/clock.py, `wall_clock`).
     wall: Clock | None = None

@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from parcours import commerce
 from parcours.channels import (
     DeliveryFailure,
     InboundMail,
@@ -62,6 +61,7 @@ from parcours.messaging.timeline import Timeline, digest
 from parcours.runtime.clock import Clock
 from parcours.runtime.db import Database, holding_writes, is_transient, stop_holding
 from parcours.runtime.queue import Job, Worker, enqueue, extend_leases
+from parcours.runtime.settings import RECOMMENDATION_WEEKS
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Delivery:
         sms_pricing: Pricing | None = None,
         whatsapp_pricing: WhatsAppPricing | None = None,
         bounce_rule: suppressions.BounceRule | None = None,
-        recommendation_weeks: int = commerce.SALES_WEEKS,
+        recommendation_weeks: int = RECOMMENDATION_WEEKS,
     ) -> None:
         self.db = db
         self.clock = clock

@@ -15,6 +15,7 @@ from parcours.messaging import templates as message_templates
 from parcours.messaging.links import Links
 from parcours.runtime.clock import Clock, SystemClock
 from parcours.runtime.documents import JsonObject
+from parcours.runtime.settings import RECOMMENDATION_WEEKS
 
 # The events whose properties are a cart (`cart` in a template): the shopper's, and
 # commerce's `Cart Abandoned`, which names the cart's items, total and recovery link as
@@ -45,7 +46,7 @@ class Renderer:
     brand: Brand
     links: Links
     clock: Clock = field(default_factory=SystemClock)  # what `recommendations()` counts from
-    recommendation_weeks: int = commerce.SALES_WEEKS  # the setting: best sellers' window
+    recommendation_weeks: int = RECOMMENDATION_WEEKS  # the setting: best sellers' window
 
     def render(
         self, conn: Connection, row: Any, detail: dict[str, Any], links: dict[str, str]

@@ -18,6 +18,10 @@ ENV_PREFIX = "PARCOURS_"
 # A parcel on its way this long without a report is stalled: `Shipment Stalled`, and the
 # console's Shipments page by default (docs/commerce.md, "Stalled and delayed parcels").
 SHIPMENT_STALLED_AFTER_HOURS = 48
+# Best sellers and bought together count the orders of this many recent weeks by default
+# (`recommendation_weeks`), at most a year's (docs/commerce.md, "Recommendations").
+RECOMMENDATION_WEEKS = 12
+MAX_RECOMMENDATION_WEEKS = 52
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +88,7 @@ class Settings:
     replenishment_lead_days: int = 3
     # best sellers and "bought together" count the orders of this many weeks, this one
     # included (docs/commerce.md, "Recommendations")
-    recommendation_weeks: int = 12
+    recommendation_weeks: int = RECOMMENDATION_WEEKS
     vip_spend: int = 500
     extra_sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -342,9 +346,9 @@ def _check(settings: Settings, where: str) -> None:
             f"{where}: shipment_stalled_after_hours must be between 1 and 1440 (60 days), "
             f"got {settings.shipment_stalled_after_hours}"
         )
-    if not 1 <= settings.recommendation_weeks <= 52:
+    if not 1 <= settings.recommendation_weeks <= MAX_RECOMMENDATION_WEEKS:
         raise SettingsError(
-            f"{where}: recommendation_weeks must be between 1 and 52, "
+            f"{where}: recommendation_weeks must be between 1 and {MAX_RECOMMENDATION_WEEKS}, "
             f"got {settings.recommendation_weeks}"
         )
     if not 0 <= settings.replenishment_lead_days <= 365:
