@@ -6,7 +6,6 @@ group added as one statement)."""
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -87,21 +86,8 @@ def add_counts(
 # writer's time in SQLAlchemy's execution of these few reads).
 
 
-def _named(table: Any) -> Any:
-    return namedtuple(f"{table.name}_row", [c.name for c in table.c])
-
-
-_CartRow = _named(commerce_carts)
-_ReplenishmentRow = _named(commerce_replenishments)
-_CART_COLUMNS = ", ".join(_CartRow._fields)
-OrderFiguresRow = namedtuple(
-    "OrderFiguresRow", "customer_id status currency total refunded placed_at"
-)
-OrderUnitsRow = namedtuple("OrderUnitsRow", "order_id product_id quantity")
-PurchaseRow = namedtuple(
-    "PurchaseRow",
-    "customer_id order_id placed_at product_id quantity refunded_quantity usage_days",
-)
+_CART_COLUMNS = ", ".join(c.name for c in commerce_carts.c)
+_REPLENISHMENT_COLUMNS = ", ".join(c.name for c in commerce_replenishments.c)
 
 
 def stored_order_ids(conn: Connection, order_ids: Iterable[str]) -> set[str]:
@@ -153,27 +139,26 @@ def counted_order_ids(conn: Connection, order_ids: Sequence[str]) -> set[str]:
 
 
 def order_units(conn: Connection, order_ids: Sequence[str]) -> list[Any]:
-    """These orders' lines that name a product, each order's in its lines' order
-    (`OrderUnitsRow`)."""
+    """These orders' lines that name a product, each order's in its lines' order."""
     statement = (
         "SELECT order_id, product_id, quantity FROM commerce_order_lines "
         "WHERE order_id IN ({marks}) AND product_id IS NOT NULL ORDER BY order_id, line"
     )
-    return [OrderUnitsRow(*row) for row in select_in(conn, statement, order_ids)]
+    return select_in(conn, statement, order_ids, named=True)
 
 
 def order_figures_rows(conn: Connection, customers: Sequence[int]) -> list[Any]:
-    """Every order of these customers, as the order traits read them (`OrderFiguresRow`)."""
+    """Every order of these customers, as the order traits read them."""
     statement = (
         "SELECT customer_id, status, currency, total, refunded, placed_at "
         "FROM commerce_orders WHERE customer_id IN ({marks})"
     )
-    return [OrderFiguresRow(*row) for row in select_in(conn, statement, customers)]
+    return select_in(conn, statement, customers, named=True)
 
 
 def consumable_purchases(conn: Connection, customers: Sequence[int]) -> list[Any]:
     """The lines of these customers' placed orders that are of a consumable product, with
-    its usage days (`PurchaseRow`)."""
+    its usage days."""
     statement = (
         "SELECT o.customer_id, o.order_id, o.placed_at, l.product_id, l.quantity, "
         "l.refunded_quantity, p.usage_days FROM commerce_orders o "
@@ -181,16 +166,16 @@ def consumable_purchases(conn: Connection, customers: Sequence[int]) -> list[Any
         "JOIN commerce_products p ON p.product_id = l.product_id "
         "WHERE o.customer_id IN ({marks}) AND o.status = 'placed' AND p.consumable"
     )
-    return [PurchaseRow(*row) for row in select_in(conn, statement, customers)]
+    return select_in(conn, statement, customers, named=True)
 
 
 def replenishment_rows(conn: Connection, customers: Sequence[int]) -> list[Any]:
     """The stored replenishments of these customers (rows with the table's columns)."""
     statement = (
-        f"SELECT {', '.join(_ReplenishmentRow._fields)} FROM commerce_replenishments "
+        f"SELECT {_REPLENISHMENT_COLUMNS} FROM commerce_replenishments "
         "WHERE customer_id IN ({marks})"
     )
-    return [_ReplenishmentRow(*row) for row in select_in(conn, statement, customers)]
+    return select_in(conn, statement, customers, named=True)
 
 
 def carts_touched(
@@ -211,12 +196,12 @@ def carts_touched(
         ("order_id", sorted(order_ids)),
     ):
         statement = f"SELECT {_CART_COLUMNS} FROM commerce_carts WHERE {column} IN ({{marks}})"
-        for row in select_in(conn, statement, values):
-            found.setdefault(row[0], _CartRow(*row))
+        for row in select_in(conn, statement, values, named=True):
+            found.setdefault(row[0], row)
     statement = (
         f"SELECT {_CART_COLUMNS} FROM commerce_carts "
         f"WHERE customer_id IN ({{marks}}) AND status IN ({statuses})"
     )
-    for row in select_in(conn, statement, sorted(customers)):
-        found.setdefault(row[0], _CartRow(*row))
+    for row in select_in(conn, statement, sorted(customers), named=True):
+        found.setdefault(row[0], row)
     return list(found.values())

@@ -620,9 +620,15 @@ def _placeholder(conn: Connection) -> str:
 
 
 def select_in(
-    conn: Connection, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()
+    conn: Connection,
+    sql: str,
+    values: Sequence[Any],
+    leading: Sequence[Any] = (),
+    *,
+    named: bool = False,
 ) -> list[Any]:
-    """Rows of `sql`, whose `{marks}` stands for an IN list, for every chunk of `values`.
+    """Rows of `sql`, whose `{marks}` stands for an IN list, for every chunk of `values`:
+    plain tuples, or with `named` named tuples with the columns' names, as `sql` gives.
 
     `leading` are the parameters that come before the IN list. Straight through the driver,
     as for insert_rows. On PostgreSQL the list is one array parameter (`= ANY(%s)`): a
@@ -642,11 +648,14 @@ def select_in(
         for part in chunks(items, _ARRAY_CHUNK):
             cursor.execute(statement, (*leading, list(part)))
             found.extend(cursor.fetchall())
-        return found
-    for part in chunks(items):
-        statement = sql.replace("{marks}", ", ".join(mark for _ in part)).replace("{mark}", mark)
-        cursor.execute(statement, (*leading, *part))
-        found.extend(cursor.fetchall())
+    else:
+        for part in chunks(items):
+            statement = sql.replace("{marks}", ", ".join(mark for _ in part))
+            cursor.execute(statement.replace("{mark}", mark), (*leading, *part))
+            found.extend(cursor.fetchall())
+    if named:
+        make = _row_type_of(sql, cursor.description)
+        return [make(*row) for row in found]
     return found
 
 
