@@ -19,7 +19,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from alembic import command
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from parcours import accounts, commerce
 from parcours.accounts import audit
@@ -28,14 +30,17 @@ from parcours.customers import profiles
 from parcours.log import Event
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.db import Database, alembic_config
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import START, WRITE_KEY, make_event
 from tests.test_reviews import PNG, form_path, send
+from tests.test_shopify import empty_database_url
 
 PASSWORD = "a long enough passphrase"
 HOUR = 3_600_000
 DAY = 24 * HOUR
+__all__ = ["empty_database_url"]  # the fixture, used by name
 LATER = START + 3 * DAY  # when the later reports come, and the pages are read
 
 
@@ -294,6 +299,86 @@ def test_stalled_delayed_and_problem_parcels_come_first(
     assert sorted(ids_in(delivered, 'id="h-others"', "</main>")) == ["s-done", "s-old"]
     # A status not in the taxonomy is no filter.
     assert len(ids_in(viewer.page("/console/shipments", status="lost"), "<h1", "</main>")) == 7
+
+
+def test_a_parcel_whose_estimate_moved_later_is_delayed_before_it_passes(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    """The carrier's estimate moved from two days to four: delayed at once, with the first
+    estimate beside the new one (in both languages); an estimate brought forward, or one
+    reported again, is no delay; a parcel delivered is no longer in the list."""
+    first, later, sooner = LATER + 2 * DAY, LATER + 4 * DAY, LATER + DAY
+    clock.advance_ms(LATER - 3 * HOUR - clock.now_ms())  # each report recorded as it comes
+    append(services, make_event("identify", userId="ana", traits={"email": "ana@example.com"}))
+    append(
+        services,
+        *(placed(f"o-{n}") for n in (1, 2, 3, 4)),
+        *(
+            scan(
+                f"o-{n}",
+                f"s-{name}",
+                "in_transit",
+                LATER - 3 * HOUR,
+                estimated_delivery_at=iso(first),
+            )
+            for n, name in ((1, "slipped"), (2, "sooner"), (3, "same"), (4, "home"))
+        ),
+    )
+    clock.advance_ms(HOUR)
+    append(
+        services,
+        scan("o-1", "s-slipped", "in_transit", LATER - 2 * HOUR, estimated_delivery_at=iso(later)),
+        scan("o-2", "s-sooner", "in_transit", LATER - 2 * HOUR, estimated_delivery_at=iso(sooner)),
+        scan("o-3", "s-same", "in_transit", LATER - 2 * HOUR, estimated_delivery_at=iso(first)),
+        scan("o-4", "s-home", "in_transit", LATER - 2 * HOUR, estimated_delivery_at=iso(later)),
+        scan("o-4", "s-home", "delivered", LATER - HOUR),
+    )
+    clock.advance_ms(LATER - clock.now_ms())
+    viewer = team["viewer"] = Member(services, "viewer@brand.example")
+    html = viewer.page("/console/shipments")
+    assert ids_in(html, 'id="h-attention"', 'id="h-others"') == ["s-slipped"]
+    assert set(ids_in(html, 'id="h-others"', "</main>")) == {"s-sooner", "s-same", "s-home"}
+    row = html[html.index("<code>s-slipped</code>") : html.index('id="h-others"')]
+    assert "delayed" in row and "first expected by" in row
+    # Its status filter keeps it first; French says it too.
+    moving = viewer.page("/console/shipments", status="in_transit")
+    assert ids_in(moving, 'id="h-attention"', 'id="h-others"') == ["s-slipped"]
+    french = team["viewer-fr"] = Member(services, "viewer@brand.example", locale="fr")
+    page = french.page("/console/shipments")
+    row = page[page.index("<code>s-slipped</code>") : page.index('id="h-others"')]
+    assert "en retard" in row and "attendu d'abord au plus tard le" in row
+    with services.db.read() as conn:
+        [line] = [s for s in commerce.shipments_delayed(conn, clock.now_ms()) if s.slipped]
+    assert (line.shipment_id, line.first_estimated_to, line.estimated_to) == (
+        "s-slipped",
+        first,
+        later,
+    )
+
+
+def test_migration_0041_takes_each_parcels_estimate_as_its_first(
+    empty_database_url: str,
+) -> None:
+    db = Database(empty_database_url)
+    try:
+        command.upgrade(alembic_config(db), "0039")
+        with db.write() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO commerce_shipments (shipment_id, status, progress, status_at, "
+                    "first_status, estimated_to, created_at, updated_at) VALUES "
+                    "('s-1', 'in_transit', 2, 5, 'in_transit', 900, 5, 5), "
+                    "('s-2', 'in_transit', 2, 5, 'in_transit', NULL, 5, 5)"
+                )
+            )
+        command.upgrade(alembic_config(db), "0041")
+        with db.read() as conn:
+            rows = conn.execute(
+                text("SELECT shipment_id, first_estimated_to FROM commerce_shipments")
+            ).all()
+        assert sorted(tuple(row) for row in rows) == [("s-1", 900), ("s-2", None)]
+    finally:
+        db.dispose()
 
 
 def test_the_configured_stalled_delay_is_the_shipments_pages_own(

@@ -677,6 +677,7 @@ def _shipment(
                 estimated_from=estimate[0] if estimate else None,
                 estimated_to=estimate[1] if estimate else None,
                 estimate_at=at if estimate else None,
+                first_estimated_to=estimate[1] if estimate else None,
                 delivered_at=at if position.status == statuses.DELIVERED else None,
                 created_at=now,
                 updated_at=now,
@@ -711,6 +712,8 @@ def _shipment(
             moved_to = moved.status
         if estimate and (found.estimate_at is None or at >= found.estimate_at):
             changes.update(estimated_from=estimate[0], estimated_to=estimate[1], estimate_at=at)
+        if estimate and found.first_estimated_to is None:
+            changes["first_estimated_to"] = estimate[1]
         current = {**found._asdict(), **changes}
         status_now, was_final = current["status"], found.status in statuses.FINAL
         changes["updated_at"] = now

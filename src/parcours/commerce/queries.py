@@ -389,10 +389,17 @@ class ShipmentLine(msgspec.Struct, frozen=True):
     status_at: int
     estimated_from: int | None
     estimated_to: int | None
+    first_estimated_to: int | None  # the first estimate's end: a later one is a delay
     delivered_at: int | None
     first_seen_at: int
     last_report_at: int
     reported_late: bool
+
+    @property
+    def slipped(self) -> bool:
+        """Whether its estimate moved later than the first one recorded."""
+        first, now = self.first_estimated_to, self.estimated_to
+        return first is not None and now is not None and now > first
 
 
 def _lines_query() -> Any:
@@ -413,6 +420,7 @@ def _lines_query() -> Any:
         s.status_at,
         s.estimated_from,
         s.estimated_to,
+        s.first_estimated_to,
         s.delivered_at,
         s.created_at,
         s.updated_at,
@@ -432,6 +440,7 @@ def _shipment_lines(conn: Connection, query: Any) -> list[ShipmentLine]:
             status_at=row.status_at,
             estimated_from=row.estimated_from,
             estimated_to=row.estimated_to,
+            first_estimated_to=row.first_estimated_to,
             delivered_at=row.delivered_at,
             first_seen_at=row.created_at,
             last_report_at=row.updated_at,
@@ -456,27 +465,38 @@ def shipments_stalled(
 def shipments_delayed(
     conn: Connection, now: int, status: str | None = None, limit: int = 50
 ) -> list[ShipmentLine]:
-    """Parcels still on their way whose estimated delivery has passed, or that a carrier
-    reported late (`delayed`); the earliest expected first."""
+    """Parcels still on their way whose estimated delivery has passed, whose estimate
+    moved later than the first, or that a carrier reported late (`delayed`); the earliest
+    expected first, each once."""
     c = commerce_shipments.c
     query = _lines_query().where(_OPEN)
     if status:
         query = query.where(c.status == status)
-    # Two lookups by index, not a test of every parcel: the earliest estimates passed (in
-    # the estimate's order), and the few parcels a carrier said were late whose estimate
-    # has not passed or is unknown; merged here.
+    # Three lookups by index, not a test of every parcel: the earliest estimates passed
+    # (in the estimate's order), the parcels whose estimate slipped (a partial index) and
+    # the few a carrier said were late, those two whose estimate has not passed or is
+    # unknown; merged here.
     passed = query.where(c.estimated_to < now).order_by(c.estimated_to, c.shipment_id)
+    slipped = query.where(c.estimated_to > c.first_estimated_to, c.estimated_to >= now)
     late = select(commerce_shipment_scans.c.shipment_id).where(
         commerce_shipment_scans.c.reported == _LATE_WORD
     )
     reported = query.where(
         c.shipment_id.in_(late), c.estimated_to.is_(None) | (c.estimated_to >= now)
-    ).order_by(c.shipment_id)
-    found = _shipment_lines(conn, passed.limit(limit)) + _shipment_lines(
-        conn, reported.limit(limit)
     )
-    found.sort(key=lambda s: (s.estimated_to is None, s.estimated_to or 0, s.shipment_id))
-    return found[:limit]
+    found: dict[str, ShipmentLine] = {}
+    for part in (
+        passed.limit(limit),
+        slipped.order_by(c.estimated_to, c.shipment_id).limit(limit),
+        reported.order_by(c.shipment_id).limit(limit),
+    ):
+        for line in _shipment_lines(conn, part):
+            found.setdefault(line.shipment_id, line)
+    ordered = sorted(
+        found.values(),
+        key=lambda s: (s.estimated_to is None, s.estimated_to or 0, s.shipment_id),
+    )
+    return ordered[:limit]
 
 
 def shipments_latest(

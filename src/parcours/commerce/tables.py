@@ -5,7 +5,7 @@ return's order is unknown and the event named nobody)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, Table, Text, text
 
 from parcours.runtime.db import BigId, metadata
 
@@ -83,6 +83,9 @@ commerce_shipments = Table(
     Column("estimated_from", BigInteger, nullable=True),
     Column("estimated_to", BigInteger, nullable=True),
     Column("estimate_at", BigInteger, nullable=True),  # when the estimate was reported
+    # The end of the first estimate recorded: a later estimate past it is a delay, seen
+    # before either passes (migration 0041).
+    Column("first_estimated_to", BigInteger, nullable=True),
     Column("delivered_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
@@ -98,6 +101,13 @@ Index(
 )
 Index("ix_commerce_shipments_updated", commerce_shipments.c.updated_at)
 Index("ix_commerce_shipments_estimated", commerce_shipments.c.estimated_to)
+_SLIPPED = text("estimated_to > first_estimated_to")
+Index(  # the parcels whose estimate moved later than the first: a lookup, not a scan
+    "ix_commerce_shipments_slipped",
+    commerce_shipments.c.estimated_to,
+    sqlite_where=_SLIPPED,
+    postgresql_where=_SLIPPED,
+)
 
 commerce_shipment_scans = Table(
     "commerce_shipment_scans",

@@ -118,13 +118,14 @@ class ShipmentRow:
 
 def flags_of(line: commerce.ShipmentLine, now: int, silent_since: int) -> tuple[str, ...]:
     """Why a parcel needs attention: `stalled` (on its way, no report since
-    `silent_since`), `delayed` (on its way, its estimate passed or a carrier said it is
-    late), `exception` (a problem reported)."""
+    `silent_since`), `delayed` (on its way, its estimate passed, moved later than the
+    first, or a carrier said it is late), `exception` (a problem reported)."""
     found: list[str] = []
     if line.status not in statuses.FINAL:
         if line.last_report_at < silent_since:
             found.append("stalled")
-        if line.reported_late or (line.estimated_to is not None and line.estimated_to < now):
+        passed = line.estimated_to is not None and line.estimated_to < now
+        if line.reported_late or line.slipped or passed:
             found.append("delayed")
     if line.status == statuses.EXCEPTION:
         found.append("exception")
