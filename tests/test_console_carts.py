@@ -298,6 +298,27 @@ def test_each_abandoned_carts_recovery_messages_with_their_status_and_link(
     assert "après le message" in french
 
 
+def test_held_messages_follow_a_cart_into_the_profile_it_merged_into(
+    services: Services, clock: SimulatedClock, team: dict[str, Member]
+) -> None:
+    """Hugo's cart was held under his profile; he then signs in on a tablet known from
+    before (an older profile, which the merge keeps): the cart goes with him, and its page
+    still says what was held and why (recorded under the profile merged away)."""
+    append(services, make_event("page", anonymousId="tablet-7", name="Home"))
+    clock.advance_ms(MINUTE)
+    ids = recovery_carts(services, clock)
+    append(services, make_event("identify", userId="hugo", anonymousId="tablet-7"))
+    with services.db.read() as conn:
+        survivor = profiles.resolve(conn, "hugo", "FR")
+    assert survivor != ids["hugo"]  # the tablet's, the older, kept
+    marketer = team["marketer"] = Member(services, "marketer@brand.example")
+    html = marketer.page("/console/carts")
+    hugo = html[html.index("c-hugo") :]
+    assert f"/console/customers/{survivor}" in hugo
+    held = re.findall(r'(\w+) · ([\w-]+) · <span class="state state-held">held</span>', hugo)
+    assert held == [("push", "abandoned-cart-push"), ("email", "abandoned-cart-recap")]
+
+
 def test_a_cart_abandoned_while_no_journey_is_live_says_so(
     services: Services, clock: SimulatedClock, team: dict[str, Member]
 ) -> None:
