@@ -392,3 +392,103 @@ def test_secrets_sealed_under_another_key_hold_the_messages(services: Services) 
     with _signed_in(services) as owner:
         page = unescape(owner.get("/console/settings").text)
         assert "The saved settings cannot be used: cannot be opened with this key" in page
+
+
+# ---- a new key for the providers' secrets ---------------------------------------------------
+
+OLD_KEY, NEW_KEY = "old-key-0123456789abcdef", "new-key-fedcba9876543210"
+SMS = OutgoingMessage("k:1", 1, 1, "sms", "marketing", "+33612345678", {"text": "Hi"}, "en")
+
+
+@contextmanager
+def _services(settings: Settings, clock: Any, **overrides: Any) -> Iterator[Services]:
+    services = Services.open(settings.with_overrides(**overrides), clock=clock)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def _sealed_sms(services: Services) -> str:
+    with services.db.read() as conn:
+        return str(
+            conn.execute(
+                select(channel_providers.c.secrets).where(channel_providers.c.channel == "sms")
+            ).scalar_one()
+        )
+
+
+def _save_sms(services: Services, twilio: TwilioPeer) -> None:
+    providers = services.delivery.providers
+    assert isinstance(providers, stored.LiveProviders)
+    checked = stored.check("sms", "twilio", _twilio_form(twilio), None, {}, "http://x")
+    stored.save(services.db, providers.sealer, checked, 0, by="owner")
+
+
+def _sends(services: Services, twilio: TwilioPeer) -> None:
+    providers = services.delivery.providers
+    assert isinstance(providers, stored.LiveProviders)
+    providers.refresh(force=True)
+    providers.for_channel("sms").send(SMS)
+    assert twilio.messages[-1]["Body"] == "Hi"
+
+
+def test_a_new_key_with_the_old_one_among_the_previous_takes_over_the_secrets(
+    settings: Settings, clock: Any
+) -> None:
+    """A rotation: the old key moves to `provider_secrets_previous_keys`; the secrets it
+    sealed still open, and each process seals them again with the new key when it starts,
+    after which the old key can go. A key that neither is, nor lists, the old one opens
+    nothing: the messages wait."""
+    with TwilioPeer() as twilio:
+        with _services(settings, clock, provider_secrets_key=OLD_KEY) as services:
+            _save_sms(services, twilio)
+            before = _sealed_sms(services)
+        with _opened(
+            settings, clock, provider_secrets_key=NEW_KEY, provider_secrets_previous_keys=(OLD_KEY,)
+        ) as services:
+            _sends(services, twilio)
+            after = _sealed_sms(services)
+        assert after != before
+        assert (
+            stored.Sealer(NEW_KEY).open("sms", "twilio", after)["auth_token"] == twilio.auth_token
+        )
+        with pytest.raises(stored.SealError):
+            stored.Sealer(OLD_KEY).open("sms", "twilio", after)
+        with _services(settings, clock, provider_secrets_key=NEW_KEY) as services:  # old one gone
+            _sends(services, twilio)
+            assert _sealed_sms(services) == after  # nothing to seal again: left as it was
+        with _services(settings, clock, provider_secrets_key="a third key, 0123456789") as services:
+            providers = services.delivery.providers
+            assert isinstance(providers, stored.LiveProviders)
+            with pytest.raises(TransientFailure, match="cannot be opened with this key"):
+                providers.for_channel("sms").send(SMS)
+            assert _sealed_sms(services) == after
+
+
+def test_a_key_set_where_parcours_had_made_one_takes_over_its_secrets(
+    settings: Settings, clock: Any
+) -> None:
+    """Secrets sealed with the key Parcours made (no setting), then a key set: they open,
+    and are sealed again with the key set (the database's copy then opens nothing)."""
+    with TwilioPeer() as twilio:
+        with _services(settings, clock) as services:
+            _save_sms(services, twilio)
+        with _services(settings, clock, provider_secrets_key=NEW_KEY) as services:
+            _sends(services, twilio)
+            after = _sealed_sms(services)
+        assert (
+            stored.Sealer(NEW_KEY).open("sms", "twilio", after)["auth_token"] == twilio.auth_token
+        )
+
+
+def test_previous_keys_are_read_as_a_list_checked_and_kept_out_of_the_logs() -> None:
+    from parcours.runtime.settings import load_settings
+
+    loaded = load_settings(
+        {"PARCOURS_PROVIDER_SECRETS_PREVIOUS_KEYS": f" {OLD_KEY} , {NEW_KEY.upper()}"}
+    )
+    assert loaded.provider_secrets_previous_keys == (OLD_KEY, NEW_KEY.upper())  # case kept
+    assert {OLD_KEY, NEW_KEY.upper()} <= loaded.secrets()
+    with pytest.raises(SettingsError, match="provider_secrets_previous_keys: key 2 must be at"):
+        load_settings({"PARCOURS_PROVIDER_SECRETS_PREVIOUS_KEYS": f"{OLD_KEY},short"})

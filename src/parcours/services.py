@@ -138,11 +138,22 @@ class Services:
             # Bounce and reply addresses, and Message-IDs, signed (channels/email_tags.py),
             # by the configuration's providers and by those set up in the console.
             tags = EmailTags.load(db, clock.now_ms())
+            sealer = stored.Sealer.for_database(
+                db,
+                settings.provider_secrets_key,
+                clock.now_ms(),
+                settings.provider_secrets_previous_keys,
+            )
+            resealed = stored.seal_again(db, sealer)
+            if resealed:
+                log.info(
+                    "provider secrets sealed again with the current key: %s", ", ".join(resealed)
+                )
             providers = stored.LiveProviders(
                 db,
                 settings.channels,
                 settings.resolved_public_url,
-                stored.Sealer.for_database(db, settings.provider_secrets_key, clock.now_ms()),
+                sealer,
                 vapid_pem=vapid,
                 prepare=lambda provider: hand_to(provider, tags),
             )

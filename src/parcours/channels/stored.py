@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,7 +46,7 @@ from parcours.customers import BadEmail, check_email
 from parcours.runtime.db import Database
 from parcours.runtime.documents import JsonObject
 from parcours.runtime.logs import redact_also
-from parcours.runtime.secrets import instance_secret
+from parcours.runtime.secrets import existing_secret, instance_secret
 
 log = logging.getLogger(__name__)
 
@@ -186,41 +186,98 @@ class SealError(ValueError):
 
 class Sealer:
     """AES-GCM (256-bit key, 96-bit random nonce) under a key derived from `material` by
-    HKDF-SHA256; the associated data binds a sealed value to its channel and provider."""
+    HKDF-SHA256; the associated data binds a sealed value to its channel and provider.
+    `previous` keys (a rotation) open what they sealed; only `material` seals."""
 
-    def __init__(self, material: str) -> None:
+    def __init__(self, material: str, previous: Sequence[str] = ()) -> None:
         if not material:
             raise ValueError("a key is needed to seal provider secrets")
-        key = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=None,
-            info=b"parcours channel provider secrets v1",
-        ).derive(material.encode())
-        self._aead = AESGCM(key)
+        self._aeads = [_aead_of(material)] + [_aead_of(key) for key in previous if key]
 
     @classmethod
-    def for_database(cls, db: Database, configured: str, now: int) -> Sealer:
+    def for_database(
+        cls, db: Database, configured: str, now: int, previous: Sequence[str] = ()
+    ) -> Sealer:
         """The setting's key when one is set (the database then holds nothing that opens
-        the secrets), else the one Parcours made and keeps in the database."""
-        return cls(configured or instance_secret(db, KEY_SECRET_NAME, now))
+        the secrets once they are sealed again with it), else the one Parcours made and
+        keeps in the database. The previous keys open what they sealed; so does the key
+        Parcours made, if it did, when a key is set (what it sealed before the setting)."""
+        if not configured:
+            return cls(instance_secret(db, KEY_SECRET_NAME, now), previous)
+        made = existing_secret(db, KEY_SECRET_NAME)
+        return cls(configured, [*previous, *([made] if made else [])])
 
     def seal(self, channel: str, provider: str, secrets: Mapping[str, str]) -> str:
         nonce = os.urandom(12)
         plain = json.dumps(dict(secrets), sort_keys=True).encode()
-        sealed = self._aead.encrypt(nonce, plain, _bound(channel, provider))
+        sealed = self._aeads[0].encrypt(nonce, plain, _bound(channel, provider))
         return SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
 
     def open(self, channel: str, provider: str, sealed: str) -> dict[str, str]:
+        return self._opened(channel, provider, sealed)[0]
+
+    def sealed_again(self, channel: str, provider: str, sealed: str) -> str | None:
+        """`sealed` sealed with the current key, when a previous key sealed it; None when
+        the current key did. SealError when no key opens it."""
+        secrets, which = self._opened(channel, provider, sealed)
+        return None if which == 0 else self.seal(channel, provider, secrets)
+
+    def _opened(self, channel: str, provider: str, sealed: str) -> tuple[dict[str, str], int]:
         if not sealed.startswith(SEALED_PREFIX):
             raise SealError("not sealed by this version of Parcours")
         try:
             raw = base64.b64decode(sealed[len(SEALED_PREFIX) :], validate=True)
-            plain = self._aead.decrypt(raw[:12], raw[12:], _bound(channel, provider))
-        except (InvalidTag, binascii.Error, ValueError):
+        except (binascii.Error, ValueError):
             raise SealError("cannot be opened with this key") from None
-        found = json.loads(plain)
-        return {str(k): str(v) for k, v in found.items()}
+        for which, aead in enumerate(self._aeads):
+            try:
+                plain = aead.decrypt(raw[:12], raw[12:], _bound(channel, provider))
+            except (InvalidTag, ValueError):
+                continue
+            found = json.loads(plain)
+            return {str(k): str(v) for k, v in found.items()}, which
+        raise SealError("cannot be opened with this key")
+
+
+def _aead_of(material: str) -> AESGCM:
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"parcours channel provider secrets v1",
+    ).derive(material.encode())
+    return AESGCM(key)
+
+
+def seal_again(db: Database, sealer: Sealer) -> list[str]:
+    """Seal with the current key every provider's secrets that a previous key sealed (a
+    rotation, or a key set where Parcours had made one): the channels sealed again. What
+    no key opens is left as it is (the Settings page asks for it again); a row saved in
+    the meantime is left to its save. The version is not counted up: what the secrets say
+    has not changed. Written only when there is something to seal again."""
+    c = channel_providers.c
+    with db.read() as conn:
+        rows = conn.execute(select(c.channel, c.provider, c.secrets)).all()
+    again: list[tuple[str, str, str]] = []
+    for row in rows:
+        try:
+            sealed = sealer.sealed_again(row.channel, row.provider, row.secrets)
+        except SealError:
+            continue
+        if sealed is not None:
+            again.append((str(row.channel), str(row.secrets), sealed))
+    done: list[str] = []
+    if again:
+        with db.write() as conn:
+            for channel, before, sealed in again:
+                changed = conn.execute(
+                    update(channel_providers)
+                    .where(c.channel == channel, c.secrets == before)
+                    .values(secrets=sealed)
+                ).rowcount
+                if changed:
+                    done.append(channel)
+    return done
 
 
 def _bound(channel: str, provider: str) -> bytes:

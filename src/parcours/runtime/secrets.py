@@ -26,14 +26,20 @@ def _select_value(name: str) -> Select[str]:
     return select(instance_secrets.c.value).where(instance_secrets.c.name == name)
 
 
+def existing_secret(db: Database, name: str) -> str | None:
+    """The secret called `name` if it was made, without making it."""
+    with db.read() as conn:
+        value = conn.execute(_select_value(name)).scalar()
+    return None if value is None else str(value)
+
+
 def instance_secret(
     db: Database, name: str, now: int, make: Callable[[], str] = lambda: secrets.token_hex(32)
 ) -> str:
     """The secret called `name`, made once: two processes starting together agree on it."""
-    with db.read() as conn:
-        value = conn.execute(_select_value(name)).scalar()
+    value = existing_secret(db, name)
     if value is not None:
-        return str(value)
+        return value
     with db.write() as conn:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(

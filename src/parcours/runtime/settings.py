@@ -58,6 +58,9 @@ class Settings:
     # seals the secrets of providers set up in the console (docs/security.md); when empty,
     # a key made and kept in the database
     provider_secrets_key: str = ""
+    # keys that sealed them before (a rotation): they still open what they sealed, and
+    # each process re-seals that with the key above when it starts
+    provider_secrets_previous_keys: tuple[str, ...] = ()
     # the brand's server signs a chat visitor's user id with it (docs/security.md, Site chat)
     identity_verification_secret: str = ""
     # signs the generic carrier webhook's deliveries (docs/commerce.md); empty: refused
@@ -112,6 +115,7 @@ class Settings:
             self.shopify_webhook_secret,
             self.secret_key,
             self.provider_secrets_key,
+            *self.provider_secrets_previous_keys,
             self.metrics_token,
             self.identity_verification_secret,
             self.carrier_webhook_secret,
@@ -177,6 +181,7 @@ _FIELD_TYPES: dict[str, type] = {
     "public_url": str,
     "secret_key": str,
     "provider_secrets_key": str,
+    "provider_secrets_previous_keys": tuple,
     "identity_verification_secret": str,
     "carrier_webhook_secret": str,
     "return_window_days": int,
@@ -283,7 +288,8 @@ def _convert(name: str, value: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: {name} must be a whole number, got {value!r}") from None
     if wanted is tuple:
-        return _shop_list(name, value, where)
+        listed = _text_list(name, value, where)
+        return tuple(item.lower() for item in listed) if name == "shopify_shops" else listed
     if wanted is dict:
         if isinstance(value, str):  # from the environment: JSON
             try:
@@ -395,6 +401,12 @@ def _check(settings: Settings, where: str) -> None:
             f"{where}: provider_secrets_key must be at least 16 characters "
             "(a random value such as the output of `openssl rand -hex 32`)"
         )
+    for number, key in enumerate(settings.provider_secrets_previous_keys, 1):
+        if len(key) < 16:
+            raise SettingsError(
+                f"{where}: provider_secrets_previous_keys: key {number} must be at least 16 "
+                "characters (as provider_secrets_key was)"
+            )
     _check_webhooks(settings, where)
     _check_shopify_shops(settings, where)
     _check_identity_verification_secret(settings, where)
@@ -483,17 +495,19 @@ def _check_identity_verification_secret(settings: Settings, where: str) -> None:
 SHOPIFY_SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]{0,99}\.myshopify\.com")
 
 
-def _shop_list(name: str, value: Any, where: str) -> tuple[str, ...]:
-    """A TOML array of domains, or (from the environment) domains separated by commas."""
+def _text_list(name: str, value: Any, where: str) -> tuple[str, ...]:
+    """A TOML array of texts, or (from the environment) texts separated by commas; each
+    without its surrounding spaces."""
+    what = "shop domains" if name == "shopify_shops" else "texts"
     if isinstance(value, str):
         items: list[Any] = [part for part in value.split(",") if part.strip()]
     elif isinstance(value, list):
         items = value
     else:
-        raise SettingsError(f"{where}: {name} must be a list of shop domains, got {value!r}")
+        raise SettingsError(f"{where}: {name} must be a list of {what}, got {value!r}")
     if not all(isinstance(item, str) for item in items):
-        raise SettingsError(f"{where}: {name} must be a list of shop domains, got {value!r}")
-    return tuple(item.strip().lower() for item in items)
+        raise SettingsError(f"{where}: {name} must be a list of {what}, got {value!r}")
+    return tuple(item.strip() for item in items)
 
 
 def _check_shopify_shops(settings: Settings, where: str) -> None:
