@@ -59,6 +59,19 @@ def sign_in(page: Any, base_url: str, email: str, password: str) -> None:
     page.wait_for_url(re.compile(r".*/console/$"))
 
 
+def image_width(image: Any) -> int:
+    """The natural width of the image `image` (a locator) once it has loaded, 0 if it
+    failed: an image shown after the page loaded (in a `<details>` opened, lazily) may
+    still be on its way when it is first visible."""
+    return int(
+        image.evaluate(
+            "img => img.complete ? img.naturalWidth : new Promise(done => {"
+            " img.addEventListener('load', () => done(img.naturalWidth));"
+            " img.addEventListener('error', () => done(0)); })"
+        )
+    )
+
+
 def screenshots_dir(tmp_path: Path) -> Path:
     """Where screenshots go: PARCOURS_SCREENSHOTS when set (the README's come from there),
     else the test's own directory."""

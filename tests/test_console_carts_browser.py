@@ -19,6 +19,7 @@ from tests.browser import (
     SHOP_CDN,
     accessibility_problems,
     browser,
+    image_width,
     no_horizontal_overflow,
     sign_in,
 )
@@ -56,8 +57,7 @@ def test_the_carts_page_on_a_phone_with_a_carts_items_open(
     # Cleo's cart opened: its tee, three of them, with its picture.
     page.locator("tr.cart-row", has_text="c-cleo").locator("summary").click()
     shown = page.locator("tr.cart-row", has_text="c-cleo").locator("ul.cart-lines img")
-    shown.wait_for()
-    assert shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert image_width(shown) == 64
     for width, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(viewport)
         assert accessibility_problems(page) == [], (language, width)

@@ -17,6 +17,7 @@ from parcours.services import Services
 from tests.browser import (
     accessibility_problems,
     browser,
+    image_width,
     no_horizontal_overflow,
     open_on_a_phone,
     screenshots_dir,
@@ -113,7 +114,7 @@ def test_the_review_form_filled_and_sent_on_a_phone(
     page.wait_for_url(f"**{path}?saved=1")
     assert page.get_by_role("status").first.inner_text() == words["saved"]
     shown = page.get_by_role("img", name=words["yours"])
-    assert shown.evaluate("image => image.naturalWidth") == 64  # the photo sent, shown back
+    assert image_width(shown) == 64  # the photo sent, shown back
     assert no_horizontal_overflow(page)
     page.screenshot(path=folder / f"review-saved-{language}-phone.png", full_page=True)
     with services.db.read() as conn:
