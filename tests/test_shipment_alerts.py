@@ -20,7 +20,7 @@ from parcours.runtime.clock import SimulatedClock, iso
 from parcours.runtime.queue import enqueue
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.conftest import event_properties
+from tests.conftest import event_properties, make_event
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
@@ -92,6 +92,33 @@ def test_a_silence_past_the_delay_is_announced_once(
     with services.db.read() as conn:  # no report of the parcel: its history is the carrier's
         found = commerce.shipment(conn, "s-1")
         assert found is not None and [scan.reported for scan in found.scans] == ["in_transit"]
+
+
+def test_a_parcel_reported_before_its_order_is_watched_from_that_report(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """The carrier reports a parcel of an order that has not come (nobody to tell yet);
+    the order comes ten hours later: the parcel is watched from its report, so its
+    silence is announced once the delay has passed since that report (before, only its
+    next report armed the watch, and a parcel that never had one was never announced)."""
+    reported_at = clock.now_ms()
+    report = make_event(
+        event="Shipment Updated",
+        identity_required=False,
+        at=reported_at,
+        received_at=reported_at,
+        properties={"order_id": "o-1", "shipment_id": "s-1", "status": "in_transit"},
+    )
+    services.writer.append_sync([report])
+    assert stall_job(services) is None  # no customer: nobody to tell
+    advance(services, clock, 10 * HOUR, step=HOUR)
+    start(services, "cy")
+    assert stall_job(services) == reported_at + STALL
+    advance(services, clock, STALL - 10 * HOUR - MINUTE, step=HOUR)
+    assert ours(services, "cy", "Shipment Stalled") == []
+    advance(services, clock, MINUTE)
+    [stalled] = ours(services, "cy", "Shipment Stalled")
+    assert (stalled["last_report_at"], stalled["hours_silent"]) == (iso(reported_at), 48)
 
 
 def test_a_report_before_the_delay_says_nothing_and_a_new_silence_a_second_time(

@@ -179,7 +179,7 @@ class Commerce:
         The new orders of the group (the most common case by far) are written first, in
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
-        done, kept = _place_new(conn, events, now)
+        done, kept = _place_new(conn, events, now, self.shipment_rules)
         new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
         touched: set[str] = set()  # the orders the group's order events are about
         reached: list[Event] = []
@@ -197,7 +197,7 @@ class Commerce:
                     _refunded(conn, event)
                 elif name == CANCELLED:
                     _cancelled(conn, event, now)
-                elif _placed(conn, event, now, update_amounts=name == UPDATED):
+                elif _placed(conn, event, now, self.shipment_rules, update_amounts=name == UPDATED):
                     new_orders.add(order_key(event.properties, event.message_id))
             elif name.startswith(SHIPMENT_PREFIX):
                 reached += _shipment(conn, event, now, self.shipment_rules)
@@ -261,7 +261,14 @@ class Commerce:
 # ---- orders -------------------------------------------------------------------------------
 
 
-def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -> bool:
+def _placed(
+    conn: Connection,
+    event: Event,
+    now: int,
+    rules: shipment_alerts.ShipmentRules,
+    *,
+    update_amounts: bool,
+) -> bool:
     """Apply an order's report; whether it was the order's first (a new order)."""
     props = event.properties
     order_id = order_key(props, event.message_id)
@@ -283,7 +290,7 @@ def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -
             )
         )
         _write_lines(conn, order_id, event.customer_id, props.get("products"))
-        _attach(conn, order_id)
+        _attach(conn, order_id, now, rules)
         return True
     changes: dict[str, Any] = {}
     if found.customer_id is None and event.customer_id is not None:
@@ -319,11 +326,13 @@ def _placed(conn: Connection, event: Event, now: int, *, update_amounts: bool) -
             update(commerce_orders).where(commerce_orders.c.order_id == order_id).values(**changes)
         )
         if "customer_id" in changes:
-            _attach(conn, order_id)
+            _attach(conn, order_id, now, rules)
     return False
 
 
-def _place_new(conn: Connection, events: list[Event], now: int) -> tuple[set[int], set[str]]:
+def _place_new(
+    conn: Connection, events: list[Event], now: int, rules: shipment_alerts.ShipmentRules
+) -> tuple[set[int], set[str]]:
     """Orders placed in this group whose id is neither stored nor named by an earlier
     commerce event of the group, inserted with their lines in two statements for all of
     them; those that something kept before they came (a shipment, a refund, a return)
@@ -384,7 +393,7 @@ def _place_new(conn: Connection, events: list[Event], now: int) -> tuple[set[int
             insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
     kept = commerce_rows.orders_named_by(conn, new)
     for order_id in sorted(kept):
-        _attach(conn, order_id)
+        _attach(conn, order_id, now, rules)
     return {id(first[order_id]) for order_id in new}, kept
 
 
@@ -588,14 +597,25 @@ def _matching_line(
     return None
 
 
-def _attach(conn: Connection, order_id: str) -> None:
-    """An order arrived (or learnt its customer): what was kept for it takes its customer,
-    and its refunds kept meanwhile are counted, in their order."""
+def _attach(
+    conn: Connection, order_id: str, now: int, rules: shipment_alerts.ShipmentRules
+) -> None:
+    """An order arrived (or learnt its customer): what was kept for it takes its customer
+    (its parcels on their way are watched for a stall from their last report), and its
+    refunds kept meanwhile are counted, in their order."""
     order = _order_row(conn, order_id)
     if order is None:
         return
     customer = order.customer_id
     if customer is not None:
+        s = commerce_shipments.c
+        unwatched = conn.execute(
+            select(s.shipment_id, s.updated_at).where(
+                s.order_id == order_id,
+                s.customer_id.is_(None),
+                s.status.not_in(sorted(statuses.FINAL)),
+            )
+        ).all()
         shipment_ids = select(commerce_shipments.c.shipment_id).where(
             commerce_shipments.c.order_id == order_id
         )
@@ -613,6 +633,13 @@ def _attach(conn: Connection, order_id: str) -> None:
                 .where(table.c.order_id == order_id, table.c.customer_id.is_(None))
                 .values(customer_id=customer)
             )
+        shipment_alerts.watch_from_last_report(
+            conn,
+            [(row.shipment_id, int(row.updated_at)) for row in unwatched],
+            customer,
+            now,
+            rules,
+        )
     pending = conn.execute(
         select(commerce_refunds.c.refund_id)
         .where(commerce_refunds.c.order_id == order_id, commerce_refunds.c.applied.is_(False))

@@ -11,6 +11,7 @@ never does, and the projection takes these two for no report of a parcel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,20 @@ def watch(
         return
     if customer is not None:
         _arm(conn, shipment_id, customer, now + rules.stalled_after_ms, now)
+
+
+def watch_from_last_report(
+    conn: Connection,
+    parcels: Sequence[tuple[str, int]],
+    customer: int,
+    now: int,
+    rules: ShipmentRules,
+) -> None:
+    """Parcels on their way whose customer became known after their last report (their
+    order came later), each with that report's time: watched from it, as if the customer
+    had been known then (a parcel already silent for the delay is announced at once)."""
+    for shipment_id, last_report in parcels:
+        _arm(conn, shipment_id, customer, last_report + rules.stalled_after_ms, now)
 
 
 def _arm(conn: Connection, shipment_id: str, customer: int, due: int, now: int) -> None:
