@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from parcours import commerce
 from parcours.app import create_app
@@ -221,6 +222,46 @@ def test_a_cancellation_and_an_update(services: Services) -> None:
         START + HOUR,
         "customer",
     )
+
+
+def test_a_cancellation_that_comes_before_its_order_is_kept_and_applied_when_it_comes(
+    services: Services,
+) -> None:
+    """Webhooks come in any order: the cancellation of an order not known yet is kept;
+    when the order comes it is cancelled (with the cancellation's time and reason), counts
+    in neither the customer's order traits nor the best sellers, and nothing is left
+    kept. A second cancellation of it reported before it came changes nothing."""
+    for reason, at in (("fraud", START + HOUR), ("customer", START + 2 * HOUR)):
+        append(
+            services,
+            make_event(
+                userId="ana",
+                event="Order Cancelled",
+                at=at,
+                properties={"order_id": "o-7", "cancel_reason": reason},
+            ),
+        )
+    with services.db.read() as conn:
+        assert commerce.order(conn, "o-7") is None
+    append(services, placed("o-8", at=START))
+    append(services, placed("o-7", at=START))
+    order = the_order(services, "o-7")
+    assert (order.status, order.cancelled_at, order.cancel_reason) == (
+        "cancelled",
+        START + HOUR,
+        "fraud",
+    )
+    with services.db.read() as conn:
+        computed = customers.profile(conn, customer_id(services, "ana")).computed
+        kept = conn.execute(text("SELECT count(*) FROM commerce_cancellations")).scalar_one()
+        sold = (
+            conn.execute(text("SELECT order_id FROM commerce_counted_orders ORDER BY order_id"))
+            .scalars()
+            .all()
+        )
+    assert (computed["orders_count"], computed["revenue"]["EUR"]["orders"]) == (1, 1)
+    assert kept == 0
+    assert sold == ["o-8"]
 
 
 def test_refunds_are_counted_per_line_and_never_past_what_was_paid(services: Services) -> None:
@@ -600,8 +641,9 @@ def test_a_merged_customers_orders_go_to_the_survivor_and_leave_with_an_erasure(
 
 def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> None:
     """The new orders of one append are written together: each with its lines, the one a
-    shipment was kept for takes its customer, one cancelled earlier in the group stays
-    placed (the cancellation came before it was known), one reported twice counts once."""
+    shipment was kept for takes its customer, one cancelled earlier in the group is
+    cancelled when it comes (the cancellation kept until then), one reported twice counts
+    once."""
     append(
         services,
         make_event(
@@ -630,7 +672,7 @@ def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> N
         "g-1": (ana, "placed"),
         "g-2": (bo, "placed"),
         "g-3": (ana, "placed"),
-        "g-4": (bo, "placed"),
+        "g-4": (bo, "cancelled"),
     }
     assert orders["g-3"].total == Decimal("80")  # counted once, as first reported
     assert [line.sku for line in orders["g-1"].lines] == ["TEE-M", "CAP"]

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, update
 from parcours.commerce import replenishment
 from parcours.commerce.recommendations import follow_merge as views_follow_merge
 from parcours.commerce.tables import (
+    commerce_cancellations,
     commerce_carts,
     commerce_order_lines,
     commerce_orders,
@@ -34,6 +35,7 @@ _TABLES = (
     commerce_orders,
     commerce_order_lines,
     commerce_refunds,
+    commerce_cancellations,
     commerce_shipments,
     commerce_shipment_scans,
     commerce_returns,

@@ -14,7 +14,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, insert, select, update
 
 from parcours.commerce import (
     back_in_stock,
@@ -31,6 +31,7 @@ from parcours.commerce.people import REFRESH_JOB
 from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
 from parcours.commerce.returns import RETURN_EVENTS, RETURN_STAGES, return_window
 from parcours.commerce.tables import (
+    commerce_cancellations,
     commerce_order_lines,
     commerce_orders,
     commerce_refunds,
@@ -457,21 +458,38 @@ def _lines(order_id: str, customer_id: int | None, products: Any) -> list[dict[s
 
 
 def _cancelled(conn: Connection, event: Event, now: int) -> None:
+    """An order cancelled; one not known yet has its cancellation kept until it comes
+    (the first one reported), when `_attach` applies it."""
     order_id = _text(event.properties.get("order_id"))
-    found = _order_row(conn, order_id) if order_id else None
-    if found is None or found.status == "cancelled":
+    if not order_id:
+        return
+    reason = _text(event.properties.get("cancel_reason"))
+    found = _order_row(conn, order_id)
+    if found is not None:
+        _cancel(conn, found, event.occurred_at, reason, now)
+        return
+    c = commerce_cancellations.c
+    if conn.execute(select(c.order_id).where(c.order_id == order_id)).first() is None:
+        conn.execute(
+            insert(commerce_cancellations).values(
+                order_id=order_id,
+                customer_id=event.customer_id,
+                reason=reason,
+                occurred_at=event.occurred_at,
+                recorded_at=now,
+            )
+        )
+
+
+def _cancel(conn: Connection, order: Any, at: int, reason: str | None, now: int) -> None:
+    if order.status == "cancelled":
         return
     conn.execute(
         update(commerce_orders)
-        .where(commerce_orders.c.order_id == order_id)
-        .values(
-            status="cancelled",
-            cancelled_at=event.occurred_at,
-            cancel_reason=_text(event.properties.get("cancel_reason")),
-            updated_at=now,
-        )
+        .where(commerce_orders.c.order_id == order.order_id)
+        .values(status="cancelled", cancelled_at=at, cancel_reason=reason, updated_at=now)
     )
-    uncount_orders(conn, [found.order_id])  # its recommendation counts taken back
+    uncount_orders(conn, [order.order_id])  # its recommendation counts taken back
 
 
 def _refunded(conn: Connection, event: Event) -> None:
@@ -639,6 +657,14 @@ def _attach(
             customer,
             now,
             rules,
+        )
+    kept = conn.execute(
+        select(commerce_cancellations).where(commerce_cancellations.c.order_id == order_id)
+    ).first()
+    if kept is not None:  # cancelled before it came
+        _cancel(conn, order, int(kept.occurred_at), kept.reason, now)
+        conn.execute(
+            delete(commerce_cancellations).where(commerce_cancellations.c.order_id == order_id)
         )
     pending = conn.execute(
         select(commerce_refunds.c.refund_id)

@@ -97,10 +97,16 @@ def stored_order_ids(conn: Connection, order_ids: Iterable[str]) -> set[str]:
 
 
 def orders_named_by(conn: Connection, order_ids: Iterable[str]) -> set[str]:
-    """Those of these orders that a shipment, a refund or a return kept before the order."""
+    """Those of these orders that a shipment, a refund, a return or a cancellation kept
+    before the order."""
     ids = sorted(order_ids)
     found: set[str] = set()
-    for table in ("commerce_shipments", "commerce_refunds", "commerce_returns"):
+    for table in (
+        "commerce_shipments",
+        "commerce_refunds",
+        "commerce_returns",
+        "commerce_cancellations",
+    ):
         statement = f"SELECT order_id FROM {table} WHERE order_id IN ({{marks}})"
         found.update(row[0] for row in select_in(conn, statement, ids))
     return found

@@ -67,6 +67,19 @@ commerce_refunds = Table(
 Index("ix_commerce_refunds_order", commerce_refunds.c.order_id)
 Index("ix_commerce_refunds_customer", commerce_refunds.c.customer_id)
 
+# An `Order Cancelled` of an order not known yet (webhooks come in any order): kept until
+# the order comes, then applied to it and gone (migration 0042).
+commerce_cancellations = Table(
+    "commerce_cancellations",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+Index("ix_commerce_cancellations_customer", commerce_cancellations.c.customer_id)
+
 commerce_shipments = Table(
     "commerce_shipments",
     metadata,
