@@ -21,7 +21,7 @@ from parcours.commerce.tables import commerce_review_photos, commerce_reviews
 from parcours.customers import profiles as customers
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock
-from parcours.runtime.settings import Settings
+from parcours.runtime.settings import Settings, SettingsError
 from parcours.services import Services
 from tests.conftest import START
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
@@ -181,6 +181,27 @@ def test_the_delay_is_the_sector_s(food: Services, clock: SimulatedClock) -> Non
     assert due(food, "di") == []
     advance(food, clock, MINUTE)
     assert [p["review_after_days"] for p in due(food, "di")] == [3]
+
+
+def test_the_brands_setting_wins_over_the_sectors_delay(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    """`review_after_days`: a food brand (the sector's custom: 3 days) that asks after 10."""
+    services = Services.open(
+        settings.with_overrides(sector="food", review_after_days=10), clock=clock
+    )
+    try:
+        opt_in(services, "di")
+        bought(services, "di", "o-5", CAP)
+        delivered(services, "di", "o-5")
+        advance(services, clock, 10 * DAY - MINUTE, step=6 * HOUR)
+        assert due(services, "di") == []
+        advance(services, clock, MINUTE)
+        assert [p["review_after_days"] for p in due(services, "di")] == [10]
+    finally:
+        services.close()
+    with pytest.raises(SettingsError, match="review_after_days must be between 0"):
+        settings.with_overrides(review_after_days=400)
 
 
 def test_a_message_about_an_order_carries_its_review_link(services: Services) -> None:

@@ -198,6 +198,7 @@ class Services:
         # Commerce first: its tables are current when the others' jobs read them.
         commerce = Commerce(
             return_window_days=settings.return_window_days,
+            review_after_days=settings.review_after_days,
             replenishment_lead_days=settings.replenishment_lead_days,
             vip_spend=settings.vip_spend,
             sector=settings.sector,

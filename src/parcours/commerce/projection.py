@@ -74,6 +74,7 @@ class Commerce:
         self,
         *,
         return_window_days: int = 0,
+        review_after_days: int = 0,
         sector: str = "",
         clock: Clock | None = None,
         cart_abandon_after_minutes: int = 60,
@@ -88,7 +89,10 @@ class Commerce:
             raise ValueError("return_window_days must be 0 (the default) or more")
         if cart_abandon_after_minutes < 1 or cart_order_window_hours < 0:
             raise ValueError("cart_abandon_after_minutes must be 1 or more, the window 0 or more")
+        if review_after_days < 0:
+            raise ValueError("review_after_days must be 0 (the sector's custom) or more")
         self.return_window_days = return_window_days
+        self.review_after_days = review_after_days
         self.sector = sector
         self.clock: Clock = clock or SystemClock()
         self.cart_rules = carts.CartRules(
@@ -135,7 +139,9 @@ class Commerce:
     def review_due(self, conn: Connection, job: Job) -> None:
         """The job of an order's review falling due (commerce/reviews.py)."""
         assert self.reactions is not None, "install() first"
-        reviews.announce_due(conn, job, self.clock.now_ms(), self.sector, self.reactions)
+        reviews.announce_due(
+            conn, job, self.clock.now_ms(), self.sector, self.review_after_days, self.reactions
+        )
 
     def cart_abandoned(self, conn: Connection, job: Job) -> None:
         """The job of a cart without activity for the delay (commerce/carts.py)."""
@@ -235,7 +241,7 @@ class Commerce:
             self._announce(conn, reached, now)
             delivered = [e for e in reached if e.properties.get("stage") == statuses.DELIVERED]
             if delivered:
-                reviews.schedule(conn, delivered, now, self.sector)
+                reviews.schedule(conn, delivered, now, self.sector, self.review_after_days)
         if restocked:
             back_in_stock.announce(
                 conn,

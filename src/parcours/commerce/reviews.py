@@ -96,9 +96,12 @@ class Review(msgspec.Struct, frozen=True):
     moderated_at: int | None
 
 
-def review_days(conn: Connection, configured_sector: str) -> int:
-    """Days after delivery before the review is due: the sector's (set on the Settings
-    page, else configured), else 7."""
+def review_days(conn: Connection, configured_sector: str, setting_days: int = 0) -> int:
+    """Days after delivery before the review is due: the setting `review_after_days` when
+    set, else the sector's custom (the sector set on the Settings page, else configured),
+    else 7."""
+    if setting_days:
+        return setting_days
     stored = brand.send_time(conn)
     sector = (
         stored.sector if stored is not None and stored.sector is not None else configured_sector
@@ -110,10 +113,14 @@ def review_days(conn: Connection, configured_sector: str) -> int:
 
 
 def schedule(
-    conn: Connection, delivered: Sequence[Event], now: int, configured_sector: str
+    conn: Connection,
+    delivered: Sequence[Event],
+    now: int,
+    configured_sector: str,
+    setting_days: int = 0,
 ) -> None:
-    """Parcels delivered (their `Shipment Stage Reached`): each order's review falls due its
-    sector's days after its last delivery (a later parcel moves the job)."""
+    """Parcels delivered (their `Shipment Stage Reached`): each order's review falls due
+    `review_days` after its last delivery (a later parcel moves the job)."""
     latest: dict[str, tuple[int, int]] = {}
     for event in delivered:
         order_id = event.properties.get("order_id")
@@ -123,7 +130,7 @@ def schedule(
         latest[order_id] = (at, int(event.customer_id))
     if not latest:
         return
-    delay = review_days(conn, configured_sector) * DAY_MS
+    delay = review_days(conn, configured_sector, setting_days) * DAY_MS
     for order_id, (at, customer) in sorted(latest.items()):
         enqueue(
             conn,
@@ -137,7 +144,12 @@ def schedule(
 
 
 def announce_due(
-    conn: Connection, job: Job, now: int, configured_sector: str, reactions: Reactions
+    conn: Connection,
+    job: Job,
+    now: int,
+    configured_sector: str,
+    setting_days: int,
+    reactions: Reactions,
 ) -> None:
     """The job: `Review Due` for the order, dated when it fell due, once (its message id
     is the order's), unless the order was cancelled, returned or already reviewed."""
@@ -154,7 +166,7 @@ def announce_due(
     ).first()
     if returned is not None or reviewed is not None:
         return
-    days = review_days(conn, configured_sector)
+    days = review_days(conn, configured_sector, setting_days)
     event = internal_event(
         found.customer_id,
         DUE,

@@ -66,6 +66,8 @@ class Settings:
     # signs the generic carrier webhook's deliveries (docs/commerce.md); empty: refused
     carrier_webhook_secret: str = ""
     return_window_days: int = 0  # 0: the sector's custom, else 14 days (docs/commerce.md)
+    # days after delivery before a review is asked; 0: the sector's custom, else 7
+    review_after_days: int = 0
     # a cart without activity this long is announced once as Cart Abandoned; an order of
     # its customer within the window after its last activity closes it (docs/commerce.md)
     cart_abandon_after_minutes: int = 60
@@ -185,6 +187,7 @@ _FIELD_TYPES: dict[str, type] = {
     "identity_verification_secret": str,
     "carrier_webhook_secret": str,
     "return_window_days": int,
+    "review_after_days": int,
     "cart_abandon_after_minutes": int,
     "cart_order_window_hours": int,
     "shipment_stalled_after_hours": int,
@@ -332,6 +335,11 @@ def _check(settings: Settings, where: str) -> None:
         )
     if settings.policies_file and not Path(settings.policies_file).is_file():
         raise SettingsError(f"{where}: policies_file {settings.policies_file} does not exist")
+    if not 0 <= settings.review_after_days <= 365:
+        raise SettingsError(
+            f"{where}: review_after_days must be between 0 (the sector's custom) and 365, "
+            f"got {settings.review_after_days}"
+        )
     if not 0 <= settings.return_window_days <= 3650:
         raise SettingsError(
             f"{where}: return_window_days must be between 0 (the default) and 3650, "
