@@ -651,11 +651,13 @@ def _report(results: dict[str, Any]) -> str:
         )
     if "throughput" in results:
         t = results["throughput"]
+        # The floor's target: the first ingestion issue's on SQLite, issue 19's on PostgreSQL.
+        wanted = "40% on PostgreSQL" if results["database"] == "postgresql" else "25%"
         lines += [
             f"throughput: {t['events_per_s']:,} events/s end to end (target >= 20,000 on "
             f"SQLite); batch of 100: p50 {t['batch_p50_ms']} ms, p99 {t['batch_p99_ms']} ms",
             f"  storage floor {t['floor_events_per_s']:,} events/s, run right after: we "
-            f"reach {t['fraction_of_floor']:.1%} of it (target >= 25%); the median of "
+            f"reach {t['fraction_of_floor']:.1%} of it (target >= {wanted}); the median of "
             f"{len(t['rounds'])} rounds: "
             + "; ".join(
                 f"{r['events_per_s']:,} / {r['floor_events_per_s']:,} = "
