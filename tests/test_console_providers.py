@@ -53,13 +53,19 @@ def _signed_in(services: Services, role: str = "owner") -> Iterator[TestClient[A
 
 
 @contextmanager
-def _opened(settings: Settings, clock: Any, **overrides: Any) -> Iterator[Services]:
+def _services(settings: Settings, clock: Any, **overrides: Any) -> Iterator[Services]:
     services = Services.open(settings.with_overrides(**overrides), clock=clock)
     try:
-        _team(services, "viewer", "marketer")
         yield services
     finally:
         services.close()
+
+
+@contextmanager
+def _opened(settings: Settings, clock: Any, **overrides: Any) -> Iterator[Services]:
+    with _services(settings, clock, **overrides) as services:
+        _team(services, "viewer", "marketer")
+        yield services
 
 
 def _csrf(client: TestClient[Any]) -> str:
@@ -398,15 +404,6 @@ def test_secrets_sealed_under_another_key_hold_the_messages(services: Services) 
 
 OLD_KEY, NEW_KEY = "old-key-0123456789abcdef", "new-key-fedcba9876543210"
 SMS = OutgoingMessage("k:1", 1, 1, "sms", "marketing", "+33612345678", {"text": "Hi"}, "en")
-
-
-@contextmanager
-def _services(settings: Settings, clock: Any, **overrides: Any) -> Iterator[Services]:
-    services = Services.open(settings.with_overrides(**overrides), clock=clock)
-    try:
-        yield services
-    finally:
-        services.close()
 
 
 def _sealed_sms(services: Services) -> str:

@@ -173,14 +173,20 @@ def food(settings: Settings, clock: SimulatedClock) -> Iterator[Services]:
     services.close()
 
 
+def _review_asked_after(services: Services, clock: SimulatedClock, days: int) -> None:
+    """Di's order delivered now: no review asked a minute before `days` days, then one,
+    saying `days`."""
+    opt_in(services, "di")
+    bought(services, "di", "o-5", CAP)
+    delivered(services, "di", "o-5")
+    advance(services, clock, days * DAY - MINUTE, step=6 * HOUR)
+    assert due(services, "di") == []
+    advance(services, clock, MINUTE)
+    assert [p["review_after_days"] for p in due(services, "di")] == [days]
+
+
 def test_the_delay_is_the_sector_s(food: Services, clock: SimulatedClock) -> None:
-    opt_in(food, "di")
-    bought(food, "di", "o-5", CAP)
-    delivered(food, "di", "o-5")
-    advance(food, clock, 3 * DAY - MINUTE, step=6 * HOUR)
-    assert due(food, "di") == []
-    advance(food, clock, MINUTE)
-    assert [p["review_after_days"] for p in due(food, "di")] == [3]
+    _review_asked_after(food, clock, 3)
 
 
 def test_the_brands_setting_wins_over_the_sectors_delay(
@@ -191,13 +197,7 @@ def test_the_brands_setting_wins_over_the_sectors_delay(
         settings.with_overrides(sector="food", review_after_days=10), clock=clock
     )
     try:
-        opt_in(services, "di")
-        bought(services, "di", "o-5", CAP)
-        delivered(services, "di", "o-5")
-        advance(services, clock, 10 * DAY - MINUTE, step=6 * HOUR)
-        assert due(services, "di") == []
-        advance(services, clock, MINUTE)
-        assert [p["review_after_days"] for p in due(services, "di")] == [10]
+        _review_asked_after(services, clock, 10)
     finally:
         services.close()
     with pytest.raises(SettingsError, match="review_after_days must be between 0"):
