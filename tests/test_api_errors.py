@@ -163,7 +163,7 @@ def test_money_is_a_decimal_string_with_the_currency_s_decimals(
         "JPY": {"orders": 1, "total_spent": "570", "average_order_value": "570"},
         "KWD": {"orders": 1, "total_spent": "12.500", "average_order_value": "12.500"},
     }
-    exported = customers.export(services.db, "ana", "FR")
+    exported = customers.export(services.db, services.people, "ana", "FR")
     assert [(o["order_id"], o["total"], o["refunded"]) for o in exported["orders"]] == [
         ("o1", "287.00", "0.00"),
         ("o2", "129.00", "0.00"),

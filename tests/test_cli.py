@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from parcours import commerce
 from parcours.cli import app
-from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.commerce.tables import commerce_orders
+from parcours.customers.tables import consents, customers, identities
 from parcours.ingest.bulk import import_file, saved_position
 from parcours.log import events
 from parcours.runtime.db import Database, head_revision, migrate
@@ -193,7 +194,7 @@ def test_erase_removes_the_person_and_leaves_an_audit_without_personal_data(
     assert "2 events" in result.output
     assert count(url, identities) == 2  # only the other person's id and email
     assert count(url, consents) == 0
-    assert count(url, customer_orders) == 0
+    assert count(url, commerce_orders) == 0
     assert count(url, customers, customers.c.erased_at.is_not(None)) == 1
     db = Database(url)
     with db.read() as conn:

@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from alembic import command
 from litestar.testing import TestClient
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from parcours import commerce
 from parcours.app import create_app
@@ -23,12 +24,15 @@ from parcours.customers import profiles as customers
 from parcours.ingest.carriers import CarrierError, shipments_from_csv, sign
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.db import Database, alembic_config
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from parcours.tracking import parse_event
 from tests import shopify_payloads as shopify
 from tests.conftest import START, WRITE_KEY, admin_headers, make_event
-from tests.test_shopify import SECRET, SHOP, deliver
+from tests.test_shopify import SECRET, SHOP, deliver, empty_database_url
+
+__all__ = ["empty_database_url"]  # the fixture, used by name
 
 CARRIER_SECRET = "carrier-test-secret"
 HOUR = 3_600_000
@@ -639,6 +643,69 @@ def test_a_merged_customers_orders_go_to_the_survivor_and_leave_with_an_erasure(
         assert commerce.orders_of(conn, survivor) == []
 
 
+def test_a_merge_counts_the_survivors_order_traits_in_its_own_transaction(
+    services: Services,
+) -> None:
+    """Commerce keeps the only copy of the orders: when two profiles merge, the
+    survivor's order traits hold both profiles' orders as soon as the merge is stored,
+    before any job runs (a segment or a journey reading them next sees both)."""
+    append(services, placed("o-1", total=100))
+    append(
+        services,
+        make_event(
+            anonymousId="phone-1",
+            event="Order Completed",
+            properties={"order_id": "o-2", "total": 30, "currency": "EUR"},
+        ),
+    )
+    append(services, make_event("identify", userId="ana", anonymousId="phone-1"))
+    survivor = customer_id(services, "ana")
+    with services.db.read() as conn:
+        figures = customers.profile(conn, survivor).computed
+        pending = conn.execute(
+            text("SELECT count(*) FROM jobs WHERE kind = :k"), {"k": commerce.people.REFRESH_JOB}
+        )
+        assert pending.scalar_one() == 1  # commerce's job (the replenishments), not run yet
+    assert figures["orders_count"] == 2
+    assert figures["revenue"]["EUR"]["total_spent"] == "130.00"
+
+
+def test_an_event_naming_only_an_order_is_its_customers_even_in_the_orders_group(
+    services: Services,
+) -> None:
+    """A refund or a parcel that names an order and no person belongs to the customer
+    who placed the order: one stored before (as commerce keeps it), or one placed earlier
+    in the same group of events."""
+    append(services, placed("o-1"))
+    append(
+        services,
+        placed("o-2", user="bob"),
+        make_event(
+            event="Order Refunded",
+            identity_required=False,
+            properties={"order_id": "o-2", "refund_id": "r-2", "total": 20},
+        ),
+        make_event(
+            event="Shipment Updated",
+            identity_required=False,
+            properties={"shipment_id": "s-1", "order_id": "o-1", "status": "in_transit"},
+        ),
+    )
+    ana, bob = customer_id(services, "ana"), customer_id(services, "bob")
+    with services.db.read() as conn:
+        owners = dict(
+            conn.execute(
+                text(
+                    "SELECT name, customer_id FROM events "
+                    "WHERE name IN ('Order Refunded', 'Shipment Updated')"
+                )
+            ).all()
+        )
+    assert owners == {"Order Refunded": bob, "Shipment Updated": ana}
+    assert the_order(services, "o-2").refunded == Decimal(20)
+    assert the_shipment(services, "s-1").customer_id == ana
+
+
 def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> None:
     """The new orders of one append are written together: each with its lines, the one a
     shipment was kept for takes its customer, one cancelled earlier in the group is
@@ -677,3 +744,47 @@ def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> N
     assert orders["g-3"].total == Decimal("80")  # counted once, as first reported
     assert [line.sku for line in orders["g-1"].lines] == ["TEE-M", "CAP"]
     assert the_shipment(services, "s-9").customer_id == bo
+
+
+def test_migration_0043_keeps_the_orders_only_the_customers_copy_held(
+    empty_database_url: str,
+) -> None:
+    """A database from before commerce holds orders in `customer_orders` only: they are
+    copied into `commerce_orders` (an order commerce holds already is left as it is),
+    then the old table goes."""
+    db = Database(empty_database_url)
+    try:
+        command.upgrade(alembic_config(db), "0042")
+        with db.write() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO customer_orders (order_id, customer_id, currency, total, "
+                    "refunded, status, occurred_at) VALUES "
+                    "('old-1', 7, 'EUR', '20.00', '5', 'placed', 10), "
+                    f"('{SHOP}:9', 7, 'EUR', '12', '0', 'cancelled', 11), "
+                    "('both', 7, 'EUR', '1', '0', 'placed', 12)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO commerce_orders (order_id, customer_id, source, status, "
+                    "currency, total, refunded, placed_at, updated_at) VALUES "
+                    "('both', 7, 'import', 'placed', 'EUR', '99', '0', 12, 12)"
+                )
+            )
+        command.upgrade(alembic_config(db), "0043")
+        with db.read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT order_id, customer_id, source, status, total, refunded, placed_at, "
+                    "cancelled_at FROM commerce_orders ORDER BY placed_at"
+                )
+            ).all()
+            assert "customer_orders" not in inspect(conn).get_table_names()
+        assert [tuple(row) for row in rows] == [
+            ("old-1", 7, "site", "placed", "20.00", "5", 10, None),
+            (f"{SHOP}:9", 7, "shopify", "cancelled", "12", "0", 11, 11),
+            ("both", 7, "import", "placed", "99", "0", 12, None),
+        ]
+    finally:
+        db.dispose()

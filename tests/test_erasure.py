@@ -81,7 +81,7 @@ def test_export_holds_and_erasure_leaves_no_row_about_the_person_in_any_table(
         "events",
         "identities",
         "consents",
-        "customer_orders",
+        "commerce_orders",
         "journey_runs",
         "jobs",
         "outbox",
@@ -92,8 +92,11 @@ def test_export_holds_and_erasure_leaves_no_row_about_the_person_in_any_table(
     } <= holding
 
     # The export holds the same rows (credentials left out), as JSON.
-    exported = customers.export(services.db, PERSON, "FR")
+    exported = customers.export(services.db, services.people, PERSON, "FR")
     held = exported["held_elsewhere"]
+    # The orders once, as the export shows them (money with its decimals), not again
+    # among the other tables.
+    assert [o["order_id"] for o in exported["orders"]] and "commerce_orders" not in held
     assert {"outbox", "journey_runs", "push_subscriptions", "wallet_passes"} <= set(held)
     assert "referral_codes" in held and "jobs" not in held
     assert held["push_subscriptions"][0]["endpoint"] == f"https://push.example/{PERSON}"

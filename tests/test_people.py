@@ -15,7 +15,8 @@ from parcours.messaging import passes, subscriptions
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import sql
 from parcours.schema import load_all_tables
-from parcours.services import Services, people_hooks
+from parcours.runtime.settings import Settings
+from parcours.services import Services, commerce_of, people_hooks
 from tests.conftest import START, make_event
 
 MINUTE = 60_000
@@ -23,7 +24,8 @@ KEYS = {"p256dh": "k", "auth": "a"}
 
 
 def _registry() -> People:
-    return people_hooks(JourneyEngine(SimulatedClock(START), "FR"))
+    clock = SimulatedClock(START)
+    return people_hooks(JourneyEngine(clock, "FR"), commerce_of(Settings(), clock))
 
 
 def _person_tables() -> set[str]:

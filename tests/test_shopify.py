@@ -568,6 +568,11 @@ def test_shop_redact_keeps_a_person_known_elsewhere_and_takes_away_the_shops_par
     # kept no more, nor Alice's.
     services = shop.app.state.test_services  # type: ignore[attr-defined]
     with services.db.read() as conn:
+        # Commerce keeps the only copy of the orders: SHOP's went with its lines (Bob's
+        # by the part taken away, Alice's with her); the other shop's order stays.
+        kept = conn.execute(text("SELECT order_id FROM commerce_orders")).scalars().all()
+        lines = conn.execute(text("SELECT DISTINCT order_id FROM commerce_order_lines"))
+        assert kept == lines.scalars().all() == [f"{OTHER_SHOP}:77"]
         assert [m.name for m in profiles.search(conn, "rob", "FR")] == ["Robert"]
         assert profiles.search(conn, "alice", "FR") == []
         words = conn.execute(text("SELECT word FROM customer_name_words")).scalars().all()

@@ -666,11 +666,18 @@ def customers_export(
 ) -> None:
     """Print as JSON everything held on a person."""
     from parcours.customers import CustomerNotFound, export
+    from parcours.journeys import JourneyEngine
+    from parcours.runtime.clock import SystemClock
+    from parcours.services import commerce_of, people_hooks
 
     settings = settings_or_exit(data_dir=data_dir)
     db = existing_database(settings)
     try:
-        document = export(db, customer, settings.default_region)
+        clock = SystemClock()
+        people = people_hooks(
+            JourneyEngine(clock, settings.default_region), commerce_of(settings, clock)
+        )
+        document = export(db, people, customer, settings.default_region)
     except CustomerNotFound as exc:
         raise CommandError(str(exc), 1) from None
     finally:
@@ -693,7 +700,7 @@ def customers_erase(
     from parcours.customers import CustomerNotFound, erase
     from parcours.journeys import JourneyEngine
     from parcours.runtime.clock import SystemClock
-    from parcours.services import people_hooks
+    from parcours.services import commerce_of, people_hooks
 
     settings = settings_or_exit(data_dir=data_dir)
     require_database(settings)
@@ -702,7 +709,9 @@ def customers_erase(
     db = existing_database(settings)
     try:
         clock = SystemClock()
-        people = people_hooks(JourneyEngine(clock, settings.default_region))
+        people = people_hooks(
+            JourneyEngine(clock, settings.default_region), commerce_of(settings, clock)
+        )
         erasure = erase(db, people, customer, settings.default_region, clock.now_ms(), "cli")
     except CustomerNotFound as exc:
         raise CommandError(str(exc), 1) from None
@@ -1017,10 +1026,11 @@ def journeys_simulate(
                 segment_sources = brand_segments(conn)
                 settings = brand_in_force(conn, settings)  # the Settings page's zone
         if customer and db is not None:
-            from parcours.customers import CustomerNotFound, export
+            from parcours.customers import CustomerNotFound
+            from parcours.customers import history as history_of
 
             try:
-                history = export(db, customer, settings.default_region)["events"]
+                history = history_of(db, customer, settings.default_region)
             except CustomerNotFound as exc:
                 raise CommandError(str(exc), 1) from None
     finally:

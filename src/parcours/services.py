@@ -62,15 +62,34 @@ from parcours.web.operations import Readiness, WorkerFigures
 log = logging.getLogger(__name__)
 
 
-def people_hooks(journeys: JourneyEngine) -> People:
+def commerce_of(settings: Settings, clock: Clock) -> Commerce:
+    """Commerce with the brand's settings: the reaction that keeps carts, orders,
+    shipments and returns, and the keeper of the orders for the customers package."""
+    return Commerce(
+        return_window_days=settings.return_window_days,
+        review_after_days=settings.review_after_days,
+        replenishment_lead_days=settings.replenishment_lead_days,
+        vip_spend=settings.vip_spend,
+        sector=settings.sector,
+        clock=clock,
+        cart_abandon_after_minutes=settings.cart_abandon_after_minutes,
+        cart_order_window_hours=settings.cart_order_window_hours,
+        back_in_stock_limit_to_stock=settings.back_in_stock_limit_to_stock,
+        shipment_stalled_after_hours=settings.shipment_stalled_after_hours,
+        recommendation_weeks=settings.recommendation_weeks,
+    )
+
+
+def people_hooks(journeys: JourneyEngine, commerce: Commerce) -> People:
     """What each package does with a person's rows when two profiles merge or the person
     is erased (customers/people.py), in the order the hooks run: the journeys first (a
     run both profiles had is ended, and the line saying so logged, before the runs move),
     then the events (that line with them, so that the survivor's trace shows it), the
     queue, messaging, segments, loyalty and commerce. The customers' own rows move as the
     projection resolves a merge, and the segment engine moves memberships in its
-    evaluation job."""
+    evaluation job. Commerce keeps the orders the customers package asks about."""
     people = People()
+    people.keep_orders(commerce)
     # What a worker made for a customer while their merge was being stored (not yet
     # committed, so the merge did not move it), followed when a step meets it.
     journeys.late_merge = partial(people.merged, only=("journeys", "log", "queue", "messaging"))
@@ -79,7 +98,7 @@ def people_hooks(journeys: JourneyEngine) -> People:
     people.on_merge("queue", reassign_jobs)
     people.on_merge("messaging", messaging_people.follow_merge)
     people.on_merge("loyalty", loyalty_people.follow_merge)
-    people.on_merge("commerce", commerce_people.follow_merge)
+    people.on_merge("commerce", commerce.follow_merge)
     people.on_erase("log", log_people.TABLES, log_people.erase_events)
     people.on_erase("customers", CUSTOMER_TABLES, erase_customer_rows)
     people.on_erase("journeys", journeys_people.TABLES, journeys_people.erase)
@@ -181,12 +200,15 @@ class Services:
             sector=settings.sector,
             timezone=settings.brand_timezone,
         )
-        people = people_hooks(engine)
+        commerce = commerce_of(settings, clock)
+        people = people_hooks(engine, commerce)
         # What reacts to an append, registered once here (log/reactions.py): the
-        # customers' identities, with the merges they make followed by every package
+        # customers' identities (an event naming only an order is its customer's, as
+        # commerce knows them), with the merges they make followed by every package
         # first; then each package's reaction, in the order below.
         reactions = Reactions(
-            identity_resolver(settings.default_region), merges=people.follow_merges
+            identity_resolver(settings.default_region, commerce.order_owners),
+            merges=people.follow_merges,
         )
         writer = Writer(
             db,
@@ -196,19 +218,6 @@ class Services:
             threads=settings.ingest_writers or 1,
         )
         # Commerce first: its tables are current when the others' jobs read them.
-        commerce = Commerce(
-            return_window_days=settings.return_window_days,
-            review_after_days=settings.review_after_days,
-            replenishment_lead_days=settings.replenishment_lead_days,
-            vip_spend=settings.vip_spend,
-            sector=settings.sector,
-            clock=clock,
-            cart_abandon_after_minutes=settings.cart_abandon_after_minutes,
-            cart_order_window_hours=settings.cart_order_window_hours,
-            back_in_stock_limit_to_stock=settings.back_in_stock_limit_to_stock,
-            shipment_stalled_after_hours=settings.shipment_stalled_after_hours,
-            recommendation_weeks=settings.recommendation_weeks,
-        )
         commerce.install(reactions, worker)  # with its job: abandoned carts announced
         engine.install(worker, reactions)
         webhooks.WebhookSender(worker, webhooks.WebhookSettings.from_table(settings.webhooks))

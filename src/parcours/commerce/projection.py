@@ -11,6 +11,7 @@ through the log's door for the group (docs/commerce.md, "Post-purchase messages"
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +27,7 @@ from parcours.commerce import (
     statuses,
     traits,
 )
+from parcours.commerce import people as commerce_people
 from parcours.commerce import rows as commerce_rows
 from parcours.commerce.people import REFRESH_JOB
 from parcours.commerce.recommendations import count_orders, count_views, uncount_orders
@@ -43,6 +45,7 @@ from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions, append_events, internal_event, queries
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
 from parcours.runtime.db import insert_rows
+from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import Job, Worker
 from parcours.runtime.settings import (
     MAX_RECOMMENDATION_WEEKS,
@@ -153,6 +156,40 @@ class Commerce:
         assert self.reactions is not None, "install() first"
         now = self.clock.now_ms()
         replenishment.announce(conn, job, now, self.replenishment_rules, self.reactions)
+
+    # ---- the orders' keeper for the customers package (customers.people.OrderBook) ----
+
+    orders_table = commerce_orders.name
+
+    def order_owners(self, conn: Connection, order_ids: Sequence[str]) -> list[tuple[str, int]]:
+        """(order id, customer id) of these stored orders that have a customer."""
+        return commerce_rows.order_owners(conn, order_ids)
+
+    def order_ids_of(self, conn: Connection, customer_id: int) -> list[str]:
+        """The ids of the customer's orders, cancelled ones included."""
+        return commerce_people.order_ids_of(conn, customer_id)
+
+    def take_away(self, conn: Connection, customer_id: int, order_ids: Sequence[str]) -> int:
+        """Delete these orders of the customer and all that hangs on them."""
+        return commerce_people.take_away(conn, customer_id, order_ids)
+
+    def recount(self, conn: Connection, customer_ids: Sequence[int]) -> None:
+        """These customers' order traits and replenishments, counted again."""
+        customers = set(customer_ids)
+        traits.refresh(conn, customers, self.vip_spend)
+        replenishment.refresh(conn, customers, self.clock.now_ms(), self.replenishment_rules, set())
+
+    def exported(self, conn: Connection, customer_id: int) -> list[JsonObject]:
+        """The customer's orders as the export shows them."""
+        return commerce_people.exported(conn, customer_id)
+
+    def follow_merge(self, conn: Connection, merged_id: int, survivor_id: int, now: int) -> None:
+        """Profiles merged (the merge hook, customers.people): the merged customer's rows
+        are the survivor's, and so the survivor's order traits are counted again at once,
+        in the merge's transaction (a segment or a journey reading them next sees both
+        profiles' orders); the replenishments follow in commerce's job."""
+        commerce_people.follow_merge(conn, merged_id, survivor_id, now)
+        traits.refresh(conn, {survivor_id}, self.vip_spend)
 
     def refresh_customer(self, conn: Connection, job: Job) -> None:
         """A merge's survivor: their order traits and replenishments counted again from

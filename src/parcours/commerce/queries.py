@@ -151,6 +151,17 @@ def orders_of(conn: Connection, customer_id: int, limit: int | None = None) -> l
     return _orders(conn, conn.execute(query).all())
 
 
+def first_order(conn: Connection, customer_id: int) -> str | None:
+    """The id of the customer's earliest order (cancelled ones included), if any."""
+    value = conn.execute(
+        select(commerce_orders.c.order_id)
+        .where(commerce_orders.c.customer_id == customer_id)
+        .order_by(commerce_orders.c.placed_at, commerce_orders.c.order_id)
+        .limit(1)
+    ).scalar()
+    return None if value is None else str(value)
+
+
 def _is(order_id: str) -> Any:
     return commerce_orders.c.order_id == order_id
 

@@ -112,6 +112,18 @@ def orders_named_by(conn: Connection, order_ids: Iterable[str]) -> set[str]:
     return found
 
 
+def order_owners(conn: Connection, order_ids: Sequence[str]) -> list[tuple[str, int]]:
+    """(order id, customer id) of these orders that are stored with a customer: how the
+    customers' projection attributes an event that names an order and no person."""
+    statement = (
+        "SELECT order_id, customer_id FROM commerce_orders "
+        "WHERE order_id IN ({marks}) AND customer_id IS NOT NULL"
+    )
+    return [
+        (str(order), int(customer)) for order, customer in select_in(conn, statement, order_ids)
+    ]
+
+
 def customers_of_orders(conn: Connection, order_ids: Iterable[str]) -> set[int]:
     """The customers of these orders (those known, with a customer)."""
     statement = (

@@ -250,10 +250,10 @@ def export(
     viewer = signed_in(request, console)
     if not viewer.may("customers.export"):
         raise Refused(viewer, "accounts.not_allowed")
-    assert viewer.session is not None
+    assert viewer.session is not None and console.people is not None
     ref, now = profiles.public_id(customer_id), console.clock.now_ms()
     try:
-        document = profiles.export(console.db, ref, console.default_region)
+        document = profiles.export(console.db, console.people, ref, console.default_region)
     except CustomerNotFound:
         return not_found(viewer, "console.customers.unknown")
     with console.db.write() as conn:

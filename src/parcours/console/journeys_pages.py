@@ -334,8 +334,7 @@ def _simulate(
             script = load_script(asked.script)
         history = None
         if asked.customer.strip():
-            document = profiles.export(parts.db, asked.customer.strip(), parts.default_region)
-            history = document["events"]
+            history = profiles.history(parts.db, asked.customer.strip(), parts.default_region)
         start = parts.clock.now_ms()
         entries = simulate(
             source,

@@ -15,8 +15,8 @@ from parcours.customers.identity import (
     phone_country,
 )
 from parcours.customers.origins import Origin, erase_origin, erase_unattributed, origin_customers
-from parcours.customers.people import CUSTOMER_TABLES, People, erase_customer_rows
-from parcours.customers.profiles import CustomerNotFound, erase, export, public_id
+from parcours.customers.people import CUSTOMER_TABLES, OrderBook, People, erase_customer_rows
+from parcours.customers.profiles import CustomerNotFound, erase, export, history, public_id
 from parcours.customers.projection import (
     MERGE_EVENT,
     decimal_of,
@@ -36,6 +36,7 @@ __all__ = [
     "BadEmail",
     "CustomerNotFound",
     "IdentityRefused",
+    "OrderBook",
     "Origin",
     "People",
     "check_email",
@@ -46,6 +47,7 @@ __all__ = [
     "erase_origin",
     "erase_unattributed",
     "export",
+    "history",
     "identity_of",
     "identity_resolver",
     "normalise_email",

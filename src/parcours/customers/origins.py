@@ -28,7 +28,7 @@ from parcours.customers.projection import (
     order_key,
     stored_event,
 )
-from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.customers.tables import consents, customers, identities
 from parcours.log import QUIET, append_events, internal_event
 from parcours.log import people as log_people
 from parcours.log import queries as log_queries
@@ -137,7 +137,9 @@ def erase_origin(
     )
     if not known_elsewhere:
         return Outcome(customer_id, True, erase_in(conn, people, customer_id, now_ms, requested_by))
-    erasure = _erase_part(conn, customer_id, origin, mine, rest, held, now_ms, default_region)
+    erasure = _erase_part(
+        conn, people, customer_id, origin, mine, rest, held, now_ms, default_region
+    )
     _audit(conn, erasure, origin, now_ms, requested_by)
     return Outcome(customer_id, False, erasure)
 
@@ -155,6 +157,7 @@ def erase_unattributed(conn: Connection, origin: Origin) -> int:
 
 def _erase_part(
     conn: Connection,
+    people: People,
     customer_id: int,
     origin: Origin,
     mine: list[log_queries.StoredEvent],
@@ -191,11 +194,10 @@ def _erase_part(
         }
         for which, group in (("mine", mine_events), ("rest", rest_events))
     }
+    book = people.orders
     dropped_orders = [
         order_id
-        for order_id in conn.execute(
-            select(customer_orders.c.order_id).where(customer_orders.c.customer_id == customer_id)
-        ).scalars()
+        for order_id in (book.order_ids_of(conn, customer_id) if book is not None else [])
         if (order_id.startswith(origin.prefix) or order_id in placed_by["mine"])
         and order_id not in placed_by["rest"]
     ]
@@ -219,20 +221,11 @@ def _erase_part(
                 identities.c.value == value,
             )
         )
-    for part in chunks(dropped_orders):
-        conn.execute(
-            delete(customer_orders).where(
-                customer_orders.c.customer_id == customer_id,
-                customer_orders.c.order_id.in_(part),
-            )
-        )
+    orders_deleted = book.take_away(conn, customer_id, dropped_orders) if book is not None else 0
     created_at = conn.execute(
         select(customers.c.created_at).where(customers.c.id == customer_id)
     ).scalar_one()
-    remaining_orders = conn.execute(
-        select(customer_orders).where(customer_orders.c.customer_id == customer_id)
-    ).all()
-    derived = derive_profile(customer_id, created_at, rest_events, remaining_orders)
+    derived = derive_profile(customer_id, created_at, rest_events)
     conn.execute(
         update(customers)
         .where(customers.c.id == customer_id)
@@ -244,7 +237,9 @@ def _erase_part(
         )
     )
     write_name_words(conn, {customer_id: name_of(derived.traits)})
-    return Erasure(customer_id, len(seqs), len(dropped_ids), consents_deleted, len(dropped_orders))
+    if book is not None:  # the order traits, from the orders that remain
+        book.recount(conn, [customer_id])
+    return Erasure(customer_id, len(seqs), len(dropped_ids), consents_deleted, orders_deleted)
 
 
 def _audit(

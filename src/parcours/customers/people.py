@@ -12,18 +12,47 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Connection, delete
 
 from parcours.customers.projection import MERGE_EVENT
-from parcours.customers.tables import consents, customer_name_words, customer_orders, identities
+from parcours.customers.tables import consents, customer_name_words, identities
 from parcours.log import Event
+from parcours.runtime.documents import JsonObject
 
 # The connection of the merge's transaction, the merged customer, the survivor, the time.
 MergeHook = Callable[[Connection, int, int, int], None]
 # The connection of the erasure's transaction and the person's ids (the profile and those
 # merged into it); answers the rows deleted per table.
 EraseHook = Callable[[Connection, Sequence[int]], dict[str, int]]
+
+
+class OrderBook(Protocol):
+    """Whoever keeps the orders (commerce, handed over by the composition root): what the
+    customers package asks of them, as it keeps no copy of its own (docs/commerce.md,
+    "One copy of the orders")."""
+
+    # The table of the orders: an erasure's count of it is its `orders`.
+    orders_table: str
+
+    def order_ids_of(self, conn: Connection, customer_id: int) -> list[str]:
+        """The ids of the customer's orders (cancelled ones included)."""
+        ...
+
+    def take_away(self, conn: Connection, customer_id: int, order_ids: Sequence[str]) -> int:
+        """Delete these orders of the customer and all that hangs on them (one origin's
+        part taken away); how many orders went. The order traits are not counted again
+        (`recount`)."""
+        ...
+
+    def recount(self, conn: Connection, customer_ids: Sequence[int]) -> None:
+        """Count these customers' order traits again from their orders and store them."""
+        ...
+
+    def exported(self, conn: Connection, customer_id: int) -> list[JsonObject]:
+        """The customer's orders as the export shows them, oldest first."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +69,13 @@ class People:
     def __init__(self) -> None:
         self._merges: list[tuple[str, MergeHook]] = []
         self._erasers: list[_Eraser] = []
+        # The orders' keeper, once the composition root hands it over (`keep_orders`):
+        # the export shows its orders, taking an origin's part away takes its orders.
+        self.orders: OrderBook | None = None
+
+    def keep_orders(self, book: OrderBook) -> None:
+        """The orders are kept by `book` (commerce)."""
+        self.orders = book
 
     def on_merge(self, name: str, hook: MergeHook) -> None:
         """Call `hook` when a profile is merged into another, to move the package's rows."""
@@ -109,15 +145,15 @@ class People:
 # The customers' own rows. On a merge they move as the projection resolves it (the
 # profile is derived from them in the same step: customers.projection); on an erasure
 # they go with this hook, and the profile row is emptied and kept (customers.api).
-CUSTOMER_TABLES = ("identities", "consents", "customer_orders", "customer_name_words")
+CUSTOMER_TABLES = ("identities", "consents", "customer_name_words")
 
 
 def erase_customer_rows(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
-    """The person's identities, consent ledger, orders and the words of their name."""
+    """The person's identities, consent ledger and the words of their name."""
     ids = list(customer_ids)
     return {
         table.name: conn.execute(delete(table).where(table.c.customer_id.in_(ids))).rowcount
-        for table in (identities, consents, customer_orders, customer_name_words)
+        for table in (identities, consents, customer_name_words)
     }
 
 
@@ -125,6 +161,7 @@ __all__ = [
     "CUSTOMER_TABLES",
     "EraseHook",
     "MergeHook",
+    "OrderBook",
     "People",
     "erase_customer_rows",
 ]

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import NamedTuple
 
 import msgspec
@@ -32,7 +31,6 @@ from parcours.customers.people import People
 from parcours.customers.tables import (
     consents,
     customer_name_words,
-    customer_orders,
     customers,
     identities,
 )
@@ -214,17 +212,6 @@ def traits_of(conn: Connection, ids: Iterable[int]) -> dict[int, JsonObject]:
         int(ident): _decode(traits)
         for ident, traits in projection.stored_traits(conn, sorted(set(ids)))
     }
-
-
-def first_order(conn: Connection, customer_id: int) -> str | None:
-    """The id of the customer's earliest order (cancelled ones included), if any."""
-    value = conn.execute(
-        select(customer_orders.c.order_id)
-        .where(customer_orders.c.customer_id == customer_id)
-        .order_by(customer_orders.c.occurred_at, customer_orders.c.order_id)
-        .limit(1)
-    ).scalar()
-    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -525,39 +512,6 @@ def event_page(
 
 
 @dataclass(frozen=True)
-class CustomerOrder:
-    """One of the customer's orders, as the orders projection keeps it."""
-
-    order_id: str
-    currency: str
-    total: Decimal
-    refunded: Decimal
-    status: str  # placed | cancelled
-    occurred_at: int
-
-
-def orders_of(conn: Connection, customer_id: int, limit: int = 50) -> list[CustomerOrder]:
-    """The customer's most recent orders, newest first (at most `limit`)."""
-    rows = conn.execute(
-        select(customer_orders)
-        .where(customer_orders.c.customer_id == customer_id)
-        .order_by(customer_orders.c.occurred_at.desc(), customer_orders.c.order_id.desc())
-        .limit(limit)
-    ).all()
-    return [
-        CustomerOrder(
-            row.order_id,
-            row.currency,
-            projection.decimal_of(row.total) or Decimal(0),
-            projection.decimal_of(row.refunded) or Decimal(0),
-            row.status,
-            int(row.occurred_at),
-        )
-        for row in rows
-    ]
-
-
-@dataclass(frozen=True)
 class OrderFigures:
     """A customer's order traits as commerce counts them (docs/commerce.md, "Traits from
     commerce"): money as exact decimal text per currency, times in milliseconds."""
@@ -661,11 +615,22 @@ PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
 # The profile row, shown on its own (and on erasure emptied and kept: merges and lookups
 # point at it).
 _KEPT = {"customers"}
-_FIRST_TABLES = ("events", "identities", "consents", "customer_orders")
+_FIRST_TABLES = ("events", "identities", "consents")
 
 
-def export(db: Database, ref: str, default_region: str) -> JsonObject:
-    """Everything held on a person, as one JSON-ready document."""
+def history(db: Database, ref: str, default_region: str) -> list[JsonObject]:
+    """A person's events, oldest first, as the export shows them (what a simulation for
+    this customer starts from)."""
+    with db.read() as conn:
+        customer_id = resolve(conn, ref, default_region)
+        return [event_view(row) for row in log_queries.all_of(conn, customer_id)]
+
+
+def export(db: Database, people: People, ref: str, default_region: str) -> JsonObject:
+    """Everything held on a person, as one JSON-ready document: the profile, the consent
+    ledger, the orders (as their keeper shows them, `people.orders`), the events, and the
+    rows of every other table about them."""
+    book = people.orders
     with db.read() as conn:
         customer_id = resolve(conn, ref, default_region)
         document: JsonObject = msgspec.to_builtins(profile(conn, customer_id))
@@ -686,23 +651,11 @@ def export(db: Database, ref: str, default_region: str) -> JsonObject:
                 .order_by(consents.c.id)
             )
         ]
-        document["orders"] = [
-            {
-                "order_id": r.order_id,
-                "currency": r.currency,
-                "total": money_text(r.total, r.currency),
-                "refunded": money_text(r.refunded, r.currency),
-                "status": r.status,
-                "at": iso(r.occurred_at),
-            }
-            for r in conn.execute(
-                select(customer_orders)
-                .where(customer_orders.c.customer_id == customer_id)
-                .order_by(customer_orders.c.occurred_at)
-            )
-        ]
+        document["orders"] = [] if book is None else book.exported(conn, customer_id)
         document["events"] = [event_view(row) for row in log_queries.all_of(conn, customer_id)]
-        document["held_elsewhere"] = _held_elsewhere(conn, customer_id)
+        document["held_elsewhere"] = _held_elsewhere(
+            conn, customer_id, set() if book is None else {book.orders_table}
+        )
     return document
 
 
@@ -712,12 +665,15 @@ _NOT_EXPORTED_TABLES = {*_FIRST_TABLES, "jobs"}
 _NOT_EXPORTED_COLUMNS = {"auth_token", "auth", "p256dh", "push_token"}
 
 
-def _held_elsewhere(conn: Connection, customer_id: int) -> dict[str, list[JsonObject]]:
+def _held_elsewhere(
+    conn: Connection, customer_id: int, shown: set[str]
+) -> dict[str, list[JsonObject]]:
     """Every other table's rows about the person (the tables erasure deletes from), by
-    table: messages, journey runs, push subscriptions, Wallet passes, referral codes..."""
+    table: messages, journey runs, push subscriptions, Wallet passes, referral codes...
+    (those `shown` are left out: the export shows them already)."""
     held: dict[str, list[JsonObject]] = {}
     for name, columns in _person_tables(conn):
-        if name in _NOT_EXPORTED_TABLES:
+        if name in _NOT_EXPORTED_TABLES or name in shown:
             continue
         rows: list[JsonObject] = []
         for person in columns:
@@ -811,7 +767,7 @@ def erase_in(
         counts.pop("events", 0),
         counts.pop("identities", 0),
         counts.pop("consents", 0),
-        counts.pop("customer_orders", 0),
+        counts.pop(people.orders.orders_table, 0) if people.orders is not None else 0,
         {table: n for table, n in counts.items() if n},
     )
     properties = {

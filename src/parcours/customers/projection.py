@@ -1,8 +1,9 @@
 """Applies new events to the customer projections, inside the writer's transaction.
 
 One `Projector` per group of events: it resolves each event to a customer (merging
-profiles when an event proves two are one person), then updates traits, computed traits,
-orders and the consent ledger, with a handful of statements for the whole group.
+profiles when an event proves two are one person), then updates traits, computed traits
+and the consent ledger, with a handful of statements for the whole group. The orders and
+their traits are commerce's (docs/commerce.md, "One copy of the orders").
 See docs/core.md for the rules.
 
 The customers' raw SQL lives here (tests/test_house.py, RAW_SQL_HOMES): the projection's
@@ -13,8 +14,8 @@ message or per batch of jobs (customers/profiles.py shapes their answers).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,7 +26,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from parcours.customers import consent
 from parcours.customers.identity import priority, traits_identities
 from parcours.customers.names import name_of, write_name_words
-from parcours.customers.tables import consents, customer_orders, customers, identities
+from parcours.customers.tables import consents, customers, identities
 from parcours.log import Event, IdentitiesFactory
 from parcours.log import queries as log_queries
 from parcours.runtime.db import (
@@ -40,6 +41,9 @@ from parcours.runtime.db import (
 )
 
 Key = tuple[str, str]
+# The customer of each of these orders that is known to have one: (order id, customer id),
+# answered by whoever keeps the orders (commerce, handed over by the composition root).
+OrderOwners = Callable[[Connection, Sequence[str]], Iterable[tuple[str, int]]]
 
 MERGE_EVENT = "Customers Merged"
 # Events that do not show the customer doing anything (for last seen).
@@ -99,39 +103,17 @@ class Profile:
         self.created_at = min(self.created_at, other.created_at)
 
 
-_ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "currency",
-    "total",
-    "refunded",
-    "status",
-    "occurred_at",
-)
-
-
-class _OrderRow(NamedTuple):
-    customer_id: int
-    currency: str
-    total: str
-    refunded: str
-    status: str
-    occurred_at: int
-
-
-@dataclass
-class _Orders:
-    placed: dict[str, tuple[int, str, Decimal, int]] = field(default_factory=dict)
-    cancelled: set[str] = field(default_factory=set)
-    refunds: list[tuple[str, Decimal]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.placed or self.cancelled or self.refunds)
-
-
 class Projector:
-    def __init__(self, conn: Connection, *, now_ms: int, default_region: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        now_ms: int,
+        default_region: str,
+        order_owners: OrderOwners | None = None,
+    ) -> None:
         self.conn = conn
+        self.order_owners = order_owners
         self.now = now_ms
         self.region = default_region
         self.is_sqlite = conn.dialect.name == "sqlite"
@@ -172,28 +154,33 @@ class Projector:
             for event in events:
                 if event.customer_id is not None:
                     event.customer_id = self._find(event.customer_id)
-        self._attribute_by_order([e for e in events if e.customer_id is None])
+        self._attribute_by_order(events)
         self._write_identities()
         return self._merge_events()
 
     def _attribute_by_order(self, events: list[Event]) -> None:
         """An event that names no person but names an order (a refund, a shipment) belongs
-        to the customer who placed that order."""
+        to the customer who placed that order: placed earlier in this group, else as the
+        orders' keeper knows it."""
         by_order: dict[str, list[Event]] = defaultdict(list)
         for event in events:
-            order_id = _text_id(event.properties.get("order_id"))
-            if order_id:
-                by_order[order_id].append(event)
+            if event.customer_id is None:
+                order_id = _text_id(event.properties.get("order_id"))
+                if order_id:
+                    by_order[order_id].append(event)
         if not by_order:
             return
-        rows = select_in(
-            self.conn,
-            "SELECT order_id, customer_id FROM customer_orders WHERE order_id IN ({marks})",
-            list(by_order),
-        )
-        for order_id, customer in rows:
-            for event in by_order[order_id]:
-                event.customer_id = self._find(int(customer))
+        placed: dict[str, int] = {}
+        for event in events:
+            if event.customer_id is not None and event.name == "Order Completed":
+                placed.setdefault(order_key(event.properties, event.message_id), event.customer_id)
+        stored = [order_id for order_id in by_order if order_id not in placed]
+        if stored and self.order_owners is not None:
+            for order_id, customer in self.order_owners(self.conn, stored):
+                placed.setdefault(order_id, int(customer))
+        for order_id, customer in placed.items():
+            for event in by_order.get(order_id, ()):
+                event.customer_id = self._find(customer)
 
     def _resolve_one(self, event: Event, keys: list[Key]) -> int | None:
         if not keys:
@@ -389,7 +376,7 @@ class Projector:
             # The customers' own rows move here, as the profile is derived from them;
             # every other package's (events included) move in its merge hook, when the
             # merge event is appended (customers.people).
-            for table in (identities, consents, customer_orders):
+            for table in (identities, consents):
                 self.conn.execute(
                     update(table)
                     .where(table.c.customer_id == bindparam("old"))
@@ -446,16 +433,14 @@ class Projector:
     # ---- profiles -------------------------------------------------------------------
 
     def project(self, events: list[Event]) -> None:
-        """Update traits, computed traits, orders and consents for these (new) events."""
-        orders = _Orders()
+        """Update traits, computed traits and consents for these (new) events."""
         ledger: list[dict[str, Any]] = []
         for event in events:
             if event.customer_id is not None:
-                self._collect(event, orders, ledger)
-        order_customers = self._write_orders(orders) if orders else set()
+                self._collect(event, ledger)
         survivors = {self._find(m.survivor) for m in self.merges}
         wanted = {e.customer_id for e in events if e.customer_id is not None}
-        wanted |= order_customers | survivors
+        wanted |= survivors
         merged_in_db = {m.merged for m in self.merges if m.merged not in self.new_customers}
         profiles = self._load_profiles(wanted | merged_in_db)
         for merge in self.merges:
@@ -464,14 +449,11 @@ class Projector:
         for event in events:
             if event.customer_id is not None:
                 _apply(profiles[event.customer_id], event)
-        recount = order_customers | survivors
-        if recount:
-            self._recount_orders(profiles, recount)
         if ledger:
             self.conn.execute(insert(consents), ledger)  # rare: SQLAlchemy's executemany is fine
         self._write_profiles(profiles, merged_in_db)
 
-    def _collect(self, event: Event, orders: _Orders, ledger: list[dict[str, Any]]) -> None:
+    def _collect(self, event: Event, ledger: list[dict[str, Any]]) -> None:
         customer = event.customer_id
         assert customer is not None
         changes: list[consent.ConsentChange] = []
@@ -494,82 +476,6 @@ class Projector:
                     "message_id": event.message_id,
                 }
             )
-        if event.type != "track":
-            return
-        props = event.properties
-        if event.name == "Order Completed":
-            order_id = order_key(props, event.message_id)
-            currency = str(props.get("currency") or DEFAULT_CURRENCY).upper()
-            orders.placed.setdefault(
-                order_id, (customer, currency, order_total(props), event.occurred_at)
-            )
-        elif event.name == "Order Cancelled":
-            cancelled = _text_id(props.get("order_id"))
-            if cancelled:
-                orders.cancelled.add(cancelled)
-        elif event.name == "Order Refunded":
-            refunded = _text_id(props.get("order_id"))
-            amount = decimal_of(props.get("total", props.get("revenue")))
-            if refunded and amount:
-                orders.refunds.append((refunded, amount))
-
-    def _write_orders(self, orders: _Orders) -> set[int]:
-        """Record orders once per order id; return the customers whose totals changed."""
-        touched: set[int] = set()
-        existing = {
-            row[0]
-            for row in select_in(
-                self.conn,
-                "SELECT order_id FROM customer_orders WHERE order_id IN ({marks})",
-                list(orders.placed),
-            )
-        }
-        rows = [
-            (order_id, customer, currency, str(total), "0", "placed", at)
-            for order_id, (customer, currency, total, at) in orders.placed.items()
-            if order_id not in existing
-        ]
-        insert_rows(self.conn, customer_orders, _ORDER_COLUMNS, rows)
-        touched |= {row[1] for row in rows}
-        changed = list(orders.cancelled | {order_id for order_id, _ in orders.refunds})
-        if changed:
-            current = {
-                row.order_id: row
-                for part in chunks(changed)
-                for row in self.conn.execute(
-                    select(customer_orders).where(customer_orders.c.order_id.in_(part))
-                )
-            }
-            refunded = {oid: decimal_of(row.refunded) or Decimal(0) for oid, row in current.items()}
-            for order_id, amount in orders.refunds:
-                if order_id in refunded:
-                    refunded[order_id] += amount
-            for order_id, row in current.items():
-                self.conn.execute(
-                    update(customer_orders)
-                    .where(customer_orders.c.order_id == order_id)
-                    .values(
-                        refunded=str(refunded[order_id]),
-                        status="cancelled" if order_id in orders.cancelled else row.status,
-                    )
-                )
-                touched.add(row.customer_id)
-        return touched
-
-    def _recount_orders(self, profiles: dict[int, Profile], customer_ids: set[int]) -> None:
-        per_customer: dict[int, list[_OrderRow]] = defaultdict(list)
-        rows = select_in(
-            self.conn,
-            f"SELECT {', '.join(_OrderRow._fields)} FROM customer_orders "
-            "WHERE customer_id IN ({marks})",
-            sorted(customer_ids),
-        )
-        for row in rows:
-            order = _OrderRow(*row)
-            per_customer[order.customer_id].append(order)
-        for customer in customer_ids:
-            if customer in profiles:
-                _set_order_traits(profiles[customer], per_customer.get(customer, []))
 
     def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
         profiles: dict[int, Profile] = {}
@@ -722,33 +628,6 @@ def _country_of(event: Event) -> str | None:
     return None
 
 
-def _set_order_traits(profile: Profile, rows: list[_OrderRow]) -> None:
-    placed = [row for row in rows if row.status != "cancelled"]
-    computed = profile.computed
-    computed["orders_count"] = len(placed)
-    if not placed:
-        for name in ("first_order_at", "last_order_at"):
-            computed.pop(name, None)
-        computed["revenue"] = {}
-        return
-    computed["first_order_at"] = min(row.occurred_at for row in placed)
-    computed["last_order_at"] = max(row.occurred_at for row in placed)
-    revenue: dict[str, dict[str, Any]] = {}
-    for currency in sorted({row.currency for row in placed}):
-        in_currency = [row for row in placed if row.currency == currency]
-        spent = sum(
-            ((decimal_of(r.total) or Decimal(0)) - (decimal_of(r.refunded) or Decimal(0)))
-            for r in in_currency
-        )
-        spent = Decimal(spent)
-        revenue[currency] = {
-            "orders": len(in_currency),
-            "total_spent": str(spent),
-            "average_order_value": str((spent / len(in_currency)).quantize(Decimal("0.01"))),
-        }
-    computed["revenue"] = revenue
-
-
 def order_key(props: dict[str, Any], message_id: str) -> str:
     """The id an order counts under: its `order_id`, else the event's own id."""
     return _text_id(props.get("order_id")) or message_id
@@ -840,26 +719,28 @@ def _stored_external_ids(context: Any) -> list[Key]:
     ]
 
 
-def derive_profile(
-    customer_id: int, created_at: int, events: Iterable[Event], orders: Iterable[Any]
-) -> Profile:
-    """The profile the projection would hold had only these events (in their order of
-    arrival) and order rows (of `customer_orders`) been recorded: used when part of what
-    was known about a person is taken away (customers/origins.py)."""
+def derive_profile(customer_id: int, created_at: int, events: Iterable[Event]) -> Profile:
+    """The profile the projection would hold had only these events been recorded (in
+    their order of arrival), order traits aside (the orders' keeper counts them): used
+    when part of what was known about a person is taken away (customers/origins.py)."""
     profile = Profile(customer_id, created_at, {}, {}, {})
     for event in events:
         _apply(profile, event)
-    rows = [_OrderRow(*(getattr(order, name) for name in _OrderRow._fields)) for order in orders]
-    _set_order_traits(profile, rows)
     return profile
 
 
-def identity_resolver(default_region: str) -> IdentitiesFactory:
+def identity_resolver(
+    default_region: str, order_owners: OrderOwners | None = None
+) -> IdentitiesFactory:
     """The log's identities (log/reactions.py): a Projector for each append, resolving ids
-    written without a country in `default_region`."""
+    written without a country in `default_region`, and an event that names only an order
+    to its customer (`order_owners`: whoever keeps the orders; without it, the group's
+    own orders only)."""
 
     def for_append(conn: Connection, now_ms: int) -> Projector:
-        return Projector(conn, now_ms=now_ms, default_region=default_region)
+        return Projector(
+            conn, now_ms=now_ms, default_region=default_region, order_owners=order_owners
+        )
 
     return for_append
 

@@ -63,19 +63,6 @@ consents = Table(
 )
 Index("ix_consents_customer", consents.c.customer_id, consents.c.channel, consents.c.purpose)
 
-# One row per order, whichever source reported it, so that an order counts once.
-customer_orders = Table(
-    "customer_orders",
-    metadata,
-    Column("order_id", Text, primary_key=True),
-    Column("customer_id", BigInteger, nullable=False),
-    Column("currency", Text, nullable=False),
-    Column("total", Text, nullable=False),  # exact decimal as text
-    Column("refunded", Text, nullable=False, server_default="0"),
-    Column("status", Text, nullable=False),  # placed | cancelled
-    Column("occurred_at", BigInteger, nullable=False),
-)
-Index("ix_customer_orders_customer", customer_orders.c.customer_id)
 Index("ix_customers_merged_into", customers.c.merged_into)
 # The live customers by when they were first seen: the overview's new customers and the
 # customers page's count read this index alone (a count over the table's wide rows took

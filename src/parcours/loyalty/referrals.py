@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcours import commerce
 from parcours.customers import order_key
 from parcours.customers import profiles as customers
 from parcours.log import Event, Reactions, append_events, internal_event
@@ -256,7 +257,7 @@ def _refusal(conn: Connection, referee: int, referrer: int, order_id: str) -> st
     ).scalar()
     if credited == order_id:
         return ""
-    if customers.first_order(conn, referee) != order_id:
+    if commerce.first_order(conn, referee) != order_id:
         return NOT_FIRST_ORDER
     if credited is not None:
         return ALREADY_CREDITED  # a first order again: profiles merged after the credit

@@ -271,7 +271,7 @@ def simulate_journey(
             raise HttpError(400, f"days must be between 0 and {MAX_DAYS}", "days")
         history = None
         if asked.customer:
-            history = customers.export(db, asked.customer, settings.default_region)["events"]
+            history = customers.history(db, asked.customer, settings.default_region)
         with db.read() as conn:
             brand_templates = templates.brand_templates(conn)
             segment_sources = brand_segments(conn)
