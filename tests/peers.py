@@ -810,7 +810,9 @@ class GoogleWalletPeer(GooglePeer):
     `POST /walletobjects/v1/genericObject` (409 for one it holds), each with a bearer token
     from its token endpoint (scope wallet_object.issuer) and the body checked as Google
     documents a GenericObject (ids `issuer.identifier`, LocalizedStrings, text modules,
-    barcode). `fail_next` answers the next requests with these statuses (429, 503)."""
+    barcode); `GET /walletobjects/v1/issuer/{resourceId}` answers its issuer, and 403
+    PERMISSION_DENIED for another (the account is none of its users). `fail_next` answers
+    the next requests with these statuses (429, 503)."""
 
     scope = "https://www.googleapis.com/auth/wallet_object.issuer"
 
@@ -860,6 +862,18 @@ class GoogleWalletPeer(GooglePeer):
                     )
                 peer.objects[body["id"]] = body
                 self.answer(200, body)
+
+            def do_GET(self) -> None:
+                issuer = "/walletobjects/v1/issuer/"
+                if not self.path.startswith(issuer):
+                    return self.answer(404, google_api_error(404, "NOT_FOUND", "no such method"))
+                if not peer.authorised(self.headers.get("Authorization")):
+                    return self.answer(401, google_api_error(401, "UNAUTHENTICATED", "bad token"))
+                peer.requests.append(("GET", self.path))
+                if self.path.removeprefix(issuer) != peer.issuer_id:
+                    message = "The caller does not have permission"
+                    return self.answer(403, google_api_error(403, "PERMISSION_DENIED", message))
+                self.answer(200, {"issuerId": peer.issuer_id, "name": "Maison"})
 
             def do_PATCH(self) -> None:
                 body = self._body()

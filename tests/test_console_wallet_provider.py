@@ -4,7 +4,9 @@ pastes the Pass Type ID certificate, its key and Apple's WWDR certificate; a pas
 then is signed with them (checked by `openssl smime -verify` against the test authority)
 and a Wallet message tells the phone through APNs with that certificate as TLS client;
 the key is never in the page, the audit log or the logs; certificates and keys that do
-not go together are named on their field (EN, FR); a non-owner is refused."""
+not go together are named on their field (EN, FR); a non-owner is refused. Google Wallet
+beside it: tested against Google's issuer, saved only beside Apple Wallet, its cards
+then offered with the origins typed."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from parcours.app import create_app
 from parcours.runtime.logs import TextFormatter
 from parcours.runtime.settings import Settings
 from parcours.services import Services
-from tests.peers import ApnsPeer, make_authority
+from tests.peers import ApnsPeer, GoogleWalletPeer, make_authority
 from tests.test_channels import CERTAIN, journey, outbox, publish
 from tests.test_console_providers import (
     _csrf,
@@ -41,7 +43,7 @@ from tests.test_console_providers import (
     _signed_in,
 )
 from tests.test_journeys_engine import opt_in, track
-from tests.test_wallet import PASS_TYPE, issue, openssl_verifies
+from tests.test_wallet import GOOGLE_CLASS, GOOGLE_ISSUER, PASS_TYPE, issue, openssl_verifies
 
 
 def _wallet_form(authority: dict[str, Path], apns: ApnsPeer, **more: str) -> dict[str, str]:
@@ -200,3 +202,106 @@ def test_certificates_and_keys_that_do_not_go_together_are_named(
         (("save", _wallet_form(authority, apns)),),
     )
     assert _rows(services) == [] and _entries(services) == []
+
+
+def _google_form(google: GoogleWalletPeer, **more: str) -> dict[str, str]:
+    return {
+        "channel": "wallet.google",
+        "provider": "google",
+        "issuer_id": GOOGLE_ISSUER,
+        "service_account": json.dumps(google.service_account(), indent=2),
+        "class_suffix": "maison_loyalty",
+        "origins": "https://maison.example,\r\nhttps://shop.maison.example:8443",
+        "api_base": google.url,
+        **more,
+    }
+
+
+def _claims(save_url: str) -> dict[str, Any]:
+    import base64
+
+    claims = save_url.rsplit("/", 1)[1].split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4))))
+
+
+def test_google_wallet_is_tested_against_its_issuer_and_saved_beside_apple_wallet(
+    wallet: tuple[Services, dict[str, Path], ApnsPeer],
+) -> None:
+    services, authority, apns = wallet
+    with GoogleWalletPeer(GOOGLE_ISSUER, {GOOGLE_CLASS}) as google:
+        key_lines = [
+            line
+            for line in google.service_account()["private_key"].splitlines()
+            if "--" not in line
+        ]
+        with _signed_in(services) as owner:
+            page = unescape(owner.get("/console/settings").text)
+            assert "Set up Google Wallet (generic passes)" in page
+            # Tested on its own (no Apple pass needed): a token, then the issuer read.
+            tested = _post(owner, "test", _google_form(google), **{"HX-Request": "true"})
+            assert 'class="ok"' in tested.text and "took our credentials" in tested.text
+            assert ("GET", f"/walletobjects/v1/issuer/{GOOGLE_ISSUER}") in google.requests
+            other = _post(
+                owner, "test", _google_form(google, issuer_id="42"), **{"HX-Request": "true"}
+            )
+            assert "refused our credentials: 403 The caller does not have permission" in (
+                unescape(other.text)
+            )
+            # Not saved without Apple Wallet's passes, which its cards copy.
+            alone = _post(owner, "save", _google_form(google))
+            assert alone.status_code == 400
+            assert "set up Apple Wallet's passes first" in unescape(alone.text)
+            french = owner.post(
+                "/console/settings/providers/save",
+                data={"csrf": _csrf(owner), **_google_form(google)},
+                headers={"Accept-Language": "fr"},
+            )
+            assert "configurez d’abord les cartes Apple Wallet" in unescape(french.text)
+            assert _rows(services) == []
+            for form, problem in (
+                (_google_form(google, issuer_id="maison"), "Issuer ID must be the digits"),
+                (
+                    _google_form(google, origins="https://maison.example/shop"),
+                    "https://maison.example/shop is not a web origin",
+                ),
+                (_google_form(google, origins="http://maison.example"), "is not a web origin"),
+                (_google_form(google, class_suffix="maison loyalty"), "Pass class (the part"),
+                (_google_form(google, service_account="{}"), "has no client_email"),
+            ):
+                answer = _post(owner, "save", form)
+                assert answer.status_code == 400 and problem in unescape(answer.text), problem
+            # Beside Apple Wallet: saved, and a pass issued is offered for Google Wallet
+            # with the origins typed.
+            assert _post(owner, "save", _wallet_form(authority, apns)).status_code == 303
+            assert _post(owner, "save", _google_form(google)).status_code == 303
+            page = owner.get("/console/settings").text
+            assert not any(line in page for line in key_lines)
+            assert "https://shop.maison.example:8443" in page  # the origins, shown back
+        with TestClient(app=create_app(services, close_on_shutdown=False)) as client:
+            opt_in(services, "ana")
+            issued = issue(client, "ana")
+        claims = _claims(issued["google_save_url"])
+        assert claims["origins"] == ["https://maison.example", "https://shop.maison.example:8443"]
+        [card] = claims["payload"]["genericObjects"]
+        assert card["classId"] == GOOGLE_CLASS
+        [entry] = [e for e in _entries(services) if e.target == "channels.wallet.google"]
+        assert entry.after is not None
+        assert entry.after["service_account"] == "changed"
+        assert not any(line in json.dumps(entry.after) for line in key_lines)
+        # Apple Wallet removed: Google's kept, not used, and the page says so.
+        with _signed_in(services) as owner:
+            removed = owner.post(
+                "/console/settings/providers/remove",
+                data={"csrf": _csrf(owner), "channel": "wallet"},
+                follow_redirects=False,
+            )
+            assert removed.status_code == 303
+            page = unescape(owner.get("/console/settings").text)
+            assert "Not in use: Wallet has no Apple Wallet passes set up" in page
+        assert [row.channel for row in _rows(services)] == ["wallet.google"]
+    _refused_to(
+        services,
+        ("marketer",),
+        "Set up Google Wallet",
+        (("save", _google_form(google)), ("test", _google_form(google))),
+    )

@@ -17,6 +17,7 @@ from parcours.channels.connection_check import (
     Configured,
     ConnectionCheck,
     check_connection,
+    check_part,
     configured,
 )
 from parcours.channels.email_bounces import HARD, SENDER_CODE, SOFT, classify
@@ -56,6 +57,7 @@ __all__ = [
     "application_server_key",
     "build_provider",
     "check_connection",
+    "check_part",
     "classify",
     "configured",
     "hand_to",

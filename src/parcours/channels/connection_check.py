@@ -32,7 +32,7 @@ from parcours.channels.fcm import SCOPE, AccessTokens, FcmProvider, PushRouter
 from parcours.channels.postmark import PostmarkProvider
 from parcours.channels.registry import Providers
 from parcours.channels.sms import TwilioProvider
-from parcours.channels.wallet import WalletIssuer
+from parcours.channels.wallet import GOOGLE_WALLET_SCOPE, GoogleWalletLinks, WalletIssuer
 from parcours.channels.whatsapp import MetaWhatsAppProvider
 
 TIMEOUT_S = 10.0
@@ -44,7 +44,9 @@ class Configured:
     """A provider as the settings page lists it."""
 
     channel: str
-    name: str  # smtp, postmark, twilio, meta, webpush, fcm, apns, apple-wallet, site, sandbox
+    # smtp, postmark, twilio, meta, webpush, fcm, apns, apple-wallet, google-wallet, site,
+    # sandbox
+    name: str
     where: str  # the host or base URL it reaches; "" when it reaches nothing outside
     checkable: bool
 
@@ -73,7 +75,16 @@ def check_connection(
 ) -> ConnectionCheck | None:
     """Check the provider `name` of `channel` (None: there is no such provider)."""
     provider = providers.by_channel.get(channel)
-    one = next((p for p in _parts(provider) if p.name == name), None) if provider else None
+    return None if provider is None else check_part(channel, provider, name, timeout)
+
+
+def check_part(
+    channel: str, provider: Any, name: str, timeout: float = TIMEOUT_S
+) -> ConnectionCheck | None:
+    """Check the part `name` of a provider of `channel` (push's FCM within its router,
+    Google Wallet's links within the Wallet issuer, or the provider itself); None when it
+    has no such part."""
+    one = next((p for p in _parts(provider) if p.name == name), None)
     if one is None:
         return None
     try:
@@ -87,6 +98,8 @@ def _parts(provider: Any) -> list[Any]:
     if isinstance(provider, PushRouter):
         parts = [provider.web, provider.mobile, provider.apple]
         return list({id(p): p for p in parts if p is not None}.values())
+    if isinstance(provider, WalletIssuer) and provider.google is not None:
+        return [provider, provider.google]
     return [provider]
 
 
@@ -95,13 +108,18 @@ def _where(provider: Any) -> str:
         return f"{provider.host}:{provider.port}"
     if isinstance(
         provider,
-        TwilioProvider | MetaWhatsAppProvider | PostmarkProvider | FcmProvider | ApnsProvider,
+        TwilioProvider
+        | MetaWhatsAppProvider
+        | PostmarkProvider
+        | FcmProvider
+        | ApnsProvider
+        | GoogleWalletLinks,
     ):
         return str(provider.api_base)
     return ""
 
 
-def _check(provider: Provider, timeout: float) -> tuple[str, dict[str, str]]:
+def _check(provider: Provider | GoogleWalletLinks, timeout: float) -> tuple[str, dict[str, str]]:
     where = _where(provider)
     if isinstance(provider, SmtpProvider):
         return _smtp(provider, timeout)
@@ -142,11 +160,30 @@ def _check(provider: Provider, timeout: float) -> tuple[str, dict[str, str]]:
             return "settings.check.token_ok", {"where": provider.account.token_uri}
         if isinstance(provider, ApnsProvider):
             return _tls(provider.api_base, provider.ca_file, timeout)
+        if isinstance(provider, GoogleWalletLinks):
+            return _google_issuer(provider, timeout)
     except httpx.TimeoutException:
         return "settings.check.timeout", {"where": where, "seconds": f"{timeout:g}"}
     except httpx.HTTPError as exc:
         return "settings.check.unreachable", {"where": where, "detail": _short(exc)}
     return "settings.check.nothing", {}
+
+
+def _google_issuer(links: GoogleWalletLinks, timeout: float) -> tuple[str, dict[str, str]]:
+    """Google Wallet: an access token for the service account, then the issuer read with
+    it (Google's `issuer.get`): the account may issue this issuer's passes."""
+    with httpx.Client(timeout=timeout) as client:
+        try:
+            token = AccessTokens(links.account, GOOGLE_WALLET_SCOPE, client).get(renew=True)
+        except DeliveryFailure as exc:
+            where = links.account.token_uri
+            return "settings.check.refused", {"where": where, "detail": _short(exc)}
+    return _http(
+        links.api_base,
+        f"{links.api_base}/walletobjects/v1/issuer/{links.issuer_id}",
+        timeout,
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 def _http(

@@ -1,10 +1,13 @@
 """The providers an owner sets up in the console's Settings page (docs/channels.md,
 "Providers set up in the console"): email by SMTP or Postmark, SMS by Twilio, WhatsApp by
-Meta's Cloud API, app push by FCM and by APNs.
+Meta's Cloud API, app push by FCM and by APNs, Wallet passes for Apple Wallet and, beside
+them, for Google Wallet.
 
 - A row is a *slot*: a channel (`email`), or one service of a channel that has several
   beside each other (`push.fcm`, `push.apns`: the `fcm` and `apns` tables of
-  `[channels.push]`, Web Push staying the configuration's).
+  `[channels.push]`, Web Push staying the configuration's; `wallet.google`: the `google`
+  table of `[channels.wallet]`, the same cards offered for Google Wallet, which needs
+  Apple Wallet's passes set up, here or in the configuration).
 
 - What the configuration (file or environment) sets wins: a channel whose `[channels.<x>]`
   names a `provider` is the configuration's, and the console cannot change it.
@@ -42,6 +45,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from parcours.channels.base import ConfigError, OutgoingMessage, Provider, TransientFailure
 from parcours.channels.registry import Providers, build_provider
 from parcours.channels.tables import channel_providers
+from parcours.channels.wallet import GOOGLE_WALLET_API, GoogleWalletLinks
 from parcours.customers import BadEmail, check_email
 from parcours.runtime.db import Database
 from parcours.runtime.documents import JsonObject
@@ -57,7 +61,9 @@ SEALED_PREFIX = "v1:"
 KEY_SECRET_NAME = "provider-secrets-key"
 
 LONGEST_KEY = 16000  # a key or a service account's JSON, pasted
-Kind = Literal["text", "secret", "key", "port", "choice", "email", "url"]
+# `origins`: web origins (https://shop.example), one or more, apart by spaces, commas or
+# lines; the configuration's list.
+Kind = Literal["text", "secret", "key", "port", "choice", "email", "url", "origins"]
 # What a field's value must be beyond its kind (checked by `_check_content`).
 Content = Literal[
     "",
@@ -69,7 +75,10 @@ Content = Literal[
     "pass_type",
     "certificate",
     "signing_key",
+    "issuer_id",
+    "class_suffix",
 ]
+MOST_ORIGINS = 20
 
 
 @dataclass(frozen=True)
@@ -151,9 +160,22 @@ FORMS: dict[tuple[str, str], tuple[Field, ...]] = {
         ),
         Field("apns_api_base", "url"),  # blank: the environment's host
     ),
+    ("wallet.google", "google"): (
+        Field("issuer_id", required=True, content="issuer_id"),
+        Field("service_account", "key", required=True, content="service_account"),
+        Field("class_suffix", default="loyalty", content="class_suffix"),
+        Field("origins", "origins"),
+        Field("api_base", "url", default=GOOGLE_WALLET_API),
+    ),
 }
 # The slots the console sets up, in the order of the page.
-CONSOLE_CHANNELS = ("email", "sms", "whatsapp", "push.fcm", "push.apns", "wallet")
+CONSOLE_CHANNELS = ("email", "sms", "whatsapp", "push.fcm", "push.apns", "wallet", "wallet.google")
+# A slot that adds to a channel's own provider: it is used only beside that provider (set
+# up in the console or by the configuration), and saved only when there is one.
+NEEDS_OWN = frozenset({"wallet.google"})
+# A form's provider as the Settings page's list and its connection test name it, where
+# the names differ.
+PART_NAMES = {"apple": "apple-wallet", "google": "google-wallet"}
 
 
 def channel_of(slot: str) -> str:
@@ -311,8 +333,18 @@ class Stored:
                 value = self.settings.get(one.name)
             if value in (None, ""):
                 continue
-            found[one.name] = int(value) if one.kind == "port" else value
+            if one.kind == "port":
+                found[one.name] = int(value)
+            elif one.kind == "origins":
+                found[one.name] = origins_of(value)
+            else:
+                found[one.name] = value
         return found
+
+
+def origins_of(text: str) -> list[str]:
+    """The origins of an `origins` field: apart by spaces, commas or lines."""
+    return [one for one in text.replace(",", " ").split() if one]
 
 
 def stored(conn: Connection, sealer: Sealer | None) -> dict[str, Stored]:
@@ -384,9 +416,10 @@ def check(
         longest = LONGEST_KEY if one.kind == "key" else LONGEST_VALUE
         if len(value) > longest:
             raise ProviderError("console.providers.too_long", one.name, longest=str(longest))
-        if one.kind == "key":  # pasted over several lines: those, and tabs, are allowed
+        several_lines = one.kind in ("key", "origins")
+        if several_lines:  # pasted over several lines: those, and tabs, are allowed
             value = value.replace("\r\n", "\n")
-        allowed = "\n\t" if one.kind == "key" else ""
+        allowed = "\n\t" if several_lines else ""
         if any((ord(c) < 32 or ord(c) == 127) and c not in allowed for c in value):
             raise ProviderError("console.providers.control", one.name)
         if one.secret:
@@ -416,10 +449,19 @@ def check(
     else:
         section = {**{k: v for k, v in file_section.items() if k not in _PROVIDER_KEYS}, **own}
     try:
-        build_provider(channel_of(channel), section, {}, public_url).close()
+        alone(channel, section, public_url).close()
     except (ConfigError, ValueError, TypeError) as exc:
         raise ProviderError("console.providers.refused", problem=str(exc)) from None
     return Checked(channel, provider, settings, secrets, tuple(changed), section)
+
+
+def alone(slot: str, section: Mapping[str, Any], public_url: str) -> Any:
+    """The slot's provider built from its checked section on its own, to test it: a
+    channel's provider, push's FCM or APNs, or Google Wallet's links (which need no
+    Apple pass to be tried)."""
+    if slot == "wallet.google":
+        return GoogleWalletLinks.from_config(dict(section["google"]))
+    return build_provider(channel_of(slot), dict(section), {}, public_url)
 
 
 def _redactable(secrets: Mapping[str, str]) -> list[str]:
@@ -465,6 +507,29 @@ def _check_value(one: Field, value: str) -> None:
             raise ProviderError("console.providers.email", one.name, problem=str(exc)) from None
     elif one.kind == "url" and (not value.startswith(("https://", "http://")) or len(value) < 10):
         raise ProviderError("console.providers.url", one.name)
+    elif one.kind == "origins":
+        found = origins_of(value)
+        if len(found) > MOST_ORIGINS:
+            raise ProviderError("console.providers.origins_many", one.name, most=str(MOST_ORIGINS))
+        for origin in found:
+            if not _is_origin(origin):
+                raise ProviderError("console.providers.origin", one.name, origin=origin[:100])
+
+
+def _is_origin(text: str) -> bool:
+    """An https origin: the scheme and a host (a port at most), no path, query or user."""
+    if not text.startswith("https://"):
+        return False
+    host, _, port = text[len("https://") :].partition(":")
+    labels = host.split(".")
+    return (
+        bool(host)
+        and (not port or (port.isdigit() and 1 <= int(port) <= 65535))
+        and all(
+            label and label.isascii() and all(c.isalnum() or c == "-" for c in label)
+            for label in labels
+        )
+    )
 
 
 def _check_content(one: Field, value: str) -> None:
@@ -489,6 +554,12 @@ def _check_content(one: Field, value: str) -> None:
         key = _private_key(one.name, value)
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise ProviderError("console.providers.signing_key", one.name)
+    elif one.content == "issuer_id" and not (value.isascii() and value.isdigit()):
+        raise ProviderError("console.providers.issuer_id", one.name)
+    elif one.content == "class_suffix" and not (
+        value.isascii() and all(c.isalnum() or c in "._-" for c in value)
+    ):
+        raise ProviderError("console.providers.class_suffix", one.name)
     elif one.content == "bundle_id" and (
         not value.isascii()
         or not all(c.isalnum() or c in ".-_" for c in value)
@@ -676,6 +747,15 @@ def by_configuration(config: Mapping[str, Any], slot: str) -> bool:
     return isinstance(section, dict) and (table_of(slot) or "provider") in section
 
 
+def has_own(config: Mapping[str, Any], saved: Mapping[str, Stored], channel: str) -> bool:
+    """Whether the channel has a provider of its own beside the sandbox, set up in the
+    console (`saved`) or by the configuration: what a slot of `NEEDS_OWN` adds to."""
+    if channel in saved:
+        return True
+    section = config.get(channel)
+    return isinstance(section, dict) and section.get("provider", "sandbox") != "sandbox"
+
+
 def _channel_section(
     config: Mapping[str, Any], channel: str, found: Mapping[str, Stored]
 ) -> dict[str, Any]:
@@ -760,6 +840,9 @@ class LiveProviders(Providers):
                 for slot, one in found.items()
                 if channel_of(slot) == channel and not by_configuration(self.config, slot)
             }
+            for slot in sorted(NEEDS_OWN & set(mine)):
+                if not has_own(self.config, mine, channel):
+                    del mine[slot]  # beside no provider of its channel: not used
             key = tuple(sorted((slot, one.version) for slot, one in mine.items()))
             unusable = [one.problem for one in mine.values() if one.problem]
             if not mine:

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -288,6 +288,7 @@ class GoogleWalletLinks:
     origins: list[str]
     api_base: str = GOOGLE_WALLET_API
     timeout: float = 10.0
+    name: ClassVar[str] = "google-wallet"  # as the Settings page lists it
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(timeout=self.timeout)

@@ -1,5 +1,6 @@
 """The Settings page's forms for the providers an owner sets up in the console (email by
-SMTP or Postmark, SMS by Twilio, WhatsApp by Meta, app push by FCM and APNs): what each
+SMTP or Postmark, SMS by Twilio, WhatsApp by Meta, app push by FCM and APNs, Wallet passes
+for Apple Wallet and Google Wallet): what each
 form shows (the stored values, never a secret: "stored", with its last four characters
 when long; nothing of a pasted key), which channels the configuration sets (they are
 changed there), and a refused field's problem in the viewer's language (docs/console.md,
@@ -43,6 +44,7 @@ class ChannelView:
     problem: str
     forms: tuple[FormView, ...] = field(default_factory=tuple)
     error: str = ""  # why a form posted for the channel was refused, when not for a field
+    idle: bool = False  # saved, but beside no provider of its channel: not used
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,12 @@ def channels_view(
         forms = tuple(
             _form(viewer, channel, name, one, attempt) for (c, name) in stored.FORMS if c == channel
         )
-        found.append(ChannelView(channel, "", one, one.problem if one else "", forms))
+        idle = (
+            one is not None
+            and channel in stored.NEEDS_OWN
+            and not stored.has_own(providers.config, saved, stored.channel_of(channel))
+        )
+        found.append(ChannelView(channel, "", one, one.problem if one else "", forms, idle=idle))
     return found
 
 

@@ -377,9 +377,14 @@ def check_provider(
 
 
 def _attempt(
-    request: Request[Any, Any, Any], console: ConsoleParts, data: dict[str, str]
+    request: Request[Any, Any, Any],
+    console: ConsoleParts,
+    data: dict[str, str],
+    *,
+    saving: bool,
 ) -> tuple[Viewer, stored.LiveProviders, provider_form.Attempt, stored.Checked | None]:
-    """A provider's form posted by an owner, checked (its problem kept in the attempt)."""
+    """A provider's form posted by an owner, checked (its problem kept in the attempt);
+    to be saved, a slot that adds to its channel's provider needs one (tested, not)."""
     viewer = changing(request, console, "settings.change", data)
     assert console.delivery is not None
     live = console.delivery.providers
@@ -391,13 +396,18 @@ def _attempt(
         error = stored.ProviderError("console.providers.by_configuration")
         return viewer, live, provider_form.Attempt(channel, name, values, error), None
     with console.db.read() as conn:
-        kept = stored.stored(conn, live.sealer).get(channel)
+        saved = stored.stored(conn, live.sealer)
+    kept = saved.get(channel)
     try:
         checked = stored.check(
             channel, name, data, kept, live.config.get(channel, {}), live.public_url
         )
     except stored.ProviderError as exc:
         return viewer, live, provider_form.Attempt(channel, name, values, exc), None
+    own = stored.channel_of(channel)
+    if saving and channel in stored.NEEDS_OWN and not stored.has_own(live.config, saved, own):
+        error = stored.ProviderError("console.providers.needs_own", slot=own)
+        return viewer, live, provider_form.Attempt(channel, name, values, error), None
     return viewer, live, provider_form.Attempt(channel, name, values), checked
 
 
@@ -407,13 +417,13 @@ def try_provider(
 ) -> Response[bytes]:
     """Test a provider's connection with the form's values (the stored secret where one
     is left blank), saving nothing: the answer alone for HTMX, else the whole page."""
-    viewer, live, attempt, checked = _attempt(request, console, data)
+    viewer, live, attempt, checked = _attempt(request, console, data, saving=False)
     if checked is not None:
-        channel = stored.channel_of(attempt.channel)  # push.fcm: the push channel's FCM
-        one = channels.build_provider(channel, checked.section, {}, live.public_url)
-        name = "apple-wallet" if attempt.provider == "apple" else attempt.provider
+        # push.fcm: the push channel's FCM alone; wallet.google: Google Wallet's links
+        one = stored.alone(attempt.channel, checked.section, live.public_url)
+        name = stored.PART_NAMES.get(attempt.provider, attempt.provider)
         try:
-            result = channels.check_connection(channels.Providers({channel: one}), channel, name)
+            result = channels.check_part(stored.channel_of(attempt.channel), one, name)
         finally:
             one.close()
         attempt = replace(attempt, check=result)
@@ -435,7 +445,7 @@ def save_provider(
 ) -> Response[Any]:
     """Save a provider's settings, checked first; audited in the same transaction, the
     secrets said "changed" or "kept", never written."""
-    viewer, live, attempt, checked = _attempt(request, console, data)
+    viewer, live, attempt, checked = _attempt(request, console, data, saving=True)
     if checked is None:
         return _settings_page(viewer, console, status=400, section="providers", attempt=attempt)
     assert viewer.session is not None
