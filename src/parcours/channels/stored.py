@@ -455,7 +455,7 @@ def check(
     return Checked(channel, provider, settings, secrets, tuple(changed), section)
 
 
-def alone(slot: str, section: Mapping[str, Any], public_url: str) -> Any:
+def alone(slot: str, section: Mapping[str, Any], public_url: str) -> Provider | GoogleWalletLinks:
     """The slot's provider built from its checked section on its own, to test it: a
     channel's provider, push's FCM or APNs, or Google Wallet's links (which need no
     Apple pass to be tried)."""
