@@ -192,6 +192,48 @@ def test_a_return_to_stock_announces_each_request_once_in_the_order_they_came(
     assert len(announced(services)) == 4
 
 
+def test_a_product_deleted_from_the_catalog_is_withdrawn_until_reported_again(
+    services: Services, client: TestClient[Any], clock: SimulatedClock
+) -> None:
+    """`Product Deleted` (Shopify's products/delete): the product's variants out of
+    stock, no new request for it, no notice from a report older than the deletion; a
+    report after it brings the product back, and the requests waiting are told."""
+    stock(services, START, **{"v-m": 3, "v-l": 0})
+    assert ask(client, email="ana@example.com", variantId="v-l").status_code == 200
+    deleted_at = START + HOUR
+    append(
+        services,
+        make_event(
+            event="Product Deleted",
+            at=deleted_at,
+            identity_required=False,
+            properties={"product_id": "p-tee"},
+        ),
+    )
+    with services.db.read() as conn:
+        withdrawn = commerce.product(conn, "p-tee")
+    assert withdrawn is not None and withdrawn.deleted_at == deleted_at
+    assert {v.variant_id: v.stock for v in withdrawn.variants} == {"v-m": 0, "v-l": 0}
+    refused = ask(client, email="bo@example.com", variantId="v-m")
+    assert refused.status_code == 404
+    error = refused.json()["error"]
+    assert error["field"] == "productId" and "deleted from the catalog" in error["message"]
+    # A report from before the deletion, come late: nothing changes, nobody is told.
+    stock(services, START + HOUR // 2, **{"v-l": 5})
+    with services.db.read() as conn:
+        still = commerce.product(conn, "p-tee")
+    assert still is not None and still.deleted_at == deleted_at and still.stock == 0
+    assert announced(services) == []
+    # Published again: back, and the request waiting since before is told.
+    stock(services, START + 2 * HOUR, **{"v-l": 4})
+    with services.db.read() as conn:
+        back = commerce.product(conn, "p-tee")
+    assert back is not None and back.deleted_at is None
+    assert [(p["email"], p["variant_id"]) for p in announced(services)] == [
+        ("ana@example.com", "v-l")
+    ]
+
+
 def test_a_repeated_request_is_one_request_and_asking_again_after_a_notice_is_new(
     services: Services, client: TestClient[Any], clock: SimulatedClock
 ) -> None:

@@ -479,6 +479,15 @@ def test_shopify_products_and_inventory_levels_keep_the_stock_per_variant(
     )
     [pink] = found.variants
     assert (pink.image_url, pink.prices) == ("https://cdn.example/case.jpg", {"EUR": Decimal(19)})
+    # products/delete (its payload is the product's id): withdrawn, out of stock.
+    gone = deliver(client, "products/delete", {"id": 632910392}, webhook_id="p-del")
+    assert gone.status_code == 200, gone.text
+    with services.db.read() as conn:
+        withdrawn = commerce.product(conn, "632910392")
+        assert commerce.stock_of(conn, "CASE-PINK") == 0
+    assert withdrawn is not None and withdrawn.deleted_at is not None
+    refused = deliver(client, "products/delete", {"title": "no id"}, webhook_id="p-del-2")
+    assert refused.status_code == 400 and "products/delete: the payload has no id" in refused.text
 
 
 def test_a_group_of_carts_and_products_is_written_in_a_few_statements(

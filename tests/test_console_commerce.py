@@ -437,7 +437,21 @@ def test_the_returns_and_the_catalog(
     serum = catalog[catalog.index("<code>p9</code>") :]
     assert "lasts 45 days" in serum and "7 in stock" in serum
     cap = catalog[catalog.index("<code>p2</code>") : catalog.index("<code>p9</code>")]
-    assert "seen in shoppers’ events only" in cap
+    assert "seen in shoppers’ events only" in cap and "Deleted from the catalog" not in cap
+    # Deleted by the shop: the page says so, with when.
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Deleted",
+                at=clock.now_ms(),
+                identity_required=False,
+                properties={"product_id": "p1"},
+            )
+        ]
+    )
+    catalog = marketer.page("/console/catalog")
+    tee = catalog[catalog.index("<code>p1</code>") : catalog.index("<code>p2</code>")]
+    assert "Deleted from the catalog" in tee and "12 in stock" not in tee
 
 
 @pytest.mark.parametrize("stage", ["in_transit", "delivered", "exception", "returned_to_sender"])

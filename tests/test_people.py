@@ -14,8 +14,8 @@ from parcours.journeys.engine import JourneyEngine
 from parcours.messaging import passes, subscriptions
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import sql
-from parcours.schema import load_all_tables
 from parcours.runtime.settings import Settings
+from parcours.schema import load_all_tables
 from parcours.services import Services, commerce_of, people_hooks
 from tests.conftest import START, make_event
 

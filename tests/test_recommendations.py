@@ -142,6 +142,35 @@ def test_bought_together_with_the_order_never_what_it_holds_nor_out_of_stock(
     assert recommended(services, "ana", for_order="a-1") == [("scarf", "bought_together")]
 
 
+def test_a_product_deleted_from_the_catalog_is_never_recommended(services: Services) -> None:
+    """Deleted (Shopify's products/delete): withdrawn whatever its stock, even a product
+    whose variants' stock was never reported (in stock until then)."""
+    stock_catalog(services)
+    others_shop(services)
+    buy(services, "ana", "a-1", "tee")
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                at=services.clock.now_ms() + 1,
+                identity_required=False,
+                properties={"product_id": "scarf", "name": "Scarf", "stock": None},
+            ),
+            make_event(
+                event="Product Deleted",
+                at=services.clock.now_ms() + 2,
+                identity_required=False,
+                properties={"product_id": "cap"},
+            ),
+        ]
+    )
+    assert recommended(services, "ana", for_order="a-1") == [("scarf", "bought_together")]
+    with services.db.read() as conn:
+        cap = commerce.product(conn, "cap")
+    assert cap is not None and cap.deleted_at == services.clock.now_ms() + 2
+    assert [variant.stock for variant in cap.variants] == [0]
+
+
 def test_viewed_but_not_bought(services: Services, clock: SimulatedClock) -> None:
     stock_catalog(services)
     for product in ("mask", "mask", "mask", "cream", "tee"):

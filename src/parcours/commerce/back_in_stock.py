@@ -184,7 +184,18 @@ def check_request(
 
 def variant_asked(conn: Connection, asked: NotifyRequest) -> catalog.Variant:
     """The catalog's variant a request names (its id or SKU, else the product's only
-    variant): the stock that notifies it is the catalog's, so an unknown one is refused."""
+    variant): the stock that notifies it is the catalog's, so an unknown one is refused,
+    and so is one of a product the catalog deleted (it will not be back)."""
+    found = _variant_asked(conn, asked)
+    product = catalog.product(conn, found.product_id)
+    if product is not None and product.deleted_at is not None:
+        raise BackInStockError(
+            404, f"product {found.product_id!r} was deleted from the catalog", "productId"
+        )
+    return found
+
+
+def _variant_asked(conn: Connection, asked: NotifyRequest) -> catalog.Variant:
     if asked.variant_id is not None:
         found = catalog.variant(conn, asked.variant_id)
         if found is None:

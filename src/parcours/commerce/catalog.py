@@ -3,7 +3,9 @@ variant, a consumable flag and how long one lasts (docs/commerce.md, "The catalo
 
 Projected from the log like the rest of commerce. The catalog's own reports say what is
 true and overwrite what they give: `Product Updated` (Parcours' event, which the import
-and Shopify's product webhooks append too) and Shopify's `Inventory Updated`. The
+and Shopify's product webhooks append too), `Product Deleted` (Shopify's `products/delete`:
+the product withdrawn, its variants' stock 0, until a later report brings it back) and
+Shopify's `Inventory Updated`. The
 shopper's events (`Product Viewed`, `Product Added`, a cart's `products`...) only fill
 what is not known yet: a product seen before the catalog told of it, its name, image and
 price in that currency; never its stock nor whether it is consumable.
@@ -25,7 +27,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, insert, select
 
-from parcours.commerce.rows import catalog_rows
+from parcours.commerce.rows import catalog_rows, withdrawn_products
 from parcours.commerce.tables import commerce_products, commerce_variants
 from parcours.customers import decimal_of
 from parcours.log import AppendResult, Event, Reactions, append_events
@@ -33,6 +35,7 @@ from parcours.runtime.db import update_rows
 
 CATALOG_EVENT = "Product Updated"
 INVENTORY_EVENT = "Inventory Updated"  # Shopify's inventory_levels/update
+DELETED_EVENT = "Product Deleted"  # Shopify's products/delete, or the brand's own
 # The shopper's events that name products: they add what the catalog does not know yet.
 SEEN_EVENTS = frozenset(
     {
@@ -45,7 +48,7 @@ SEEN_EVENTS = frozenset(
         "Checkout Updated",
     }
 )
-EVENTS = SEEN_EVENTS | {CATALOG_EVENT, INVENTORY_EVENT}
+EVENTS = SEEN_EVENTS | {CATALOG_EVENT, INVENTORY_EVENT, DELETED_EVENT}
 _SOURCES = {"api": "catalog", "shopify": "shopify", "import": "import", "admin": "catalog"}
 _encode = msgspec.json.Encoder().encode
 
@@ -80,6 +83,7 @@ class Product(msgspec.Struct, frozen=True):
     source: str  # catalog | shopify | import | seen (from the shopper's events only)
     updated_at: int
     variants: tuple[Variant, ...]
+    deleted_at: int | None = None  # withdrawn from the catalog then (`Product Deleted`)
 
     @property
     def stock(self) -> int | None:
@@ -144,6 +148,7 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
     product_ids: set[str] = set()
     variant_ids: set[str] = set()
     items: set[str] = set()
+    deleted: set[str] = set()  # products withdrawn by the group: their variants are read
     reports: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
     for event in relevant:
         if event.name == INVENTORY_EVENT:
@@ -151,23 +156,32 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
                 items.add(item)
             reports.append([])
             continue
+        if event.name == DELETED_EVENT:
+            if (product_id := _text(event.properties.get("product_id"))) is not None:
+                product_ids.add(product_id)
+                deleted.add(product_id)
+            reports.append([])
+            continue
         reported = _reported(event)
         reports.append(reported)
         for product, variant in reported:
             product_ids.add(product["product_id"])
             variant_ids.add(variant["variant_id"])
-    products, variants = _load(conn, product_ids, variant_ids, items)
+    products, variants = _load(conn, product_ids, variant_ids, items, deleted)
     for event, reported in zip(relevant, reports, strict=True):
         if event.name == INVENTORY_EVENT:
             _inventory(variants, event, now)
             continue
+        if event.name == DELETED_EVENT:
+            _withdraw(products, variants, event, now)
+            continue
         own = event.name == CATALOG_EVENT
         source = _SOURCES.get(event.source, event.source) if own else "seen"
         for product, variant in reported:
-            _product(products, product, own, source, now)
+            _product(products, product, own, source, event.occurred_at, now)
             _variant(variants, variant, own, event.occurred_at, now)
     _write(conn, products, variants)
-    return [
+    restocked = [
         Restocked(v.values["variant_id"], v.values["product_id"], v.values["stock"], at)
         for v in variants.values()
         if v.changed
@@ -176,14 +190,25 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
         and (v.stock_before or 0) <= 0
         and (at := v.values["stock_at"]) is not None
     ]
+    if not restocked:
+        return []
+    # A withdrawn product's stock (a late inventory report) tells no shopper it is back.
+    unknown = {r.product_id for r in restocked} - set(products)
+    withdrawn = {p for p, found in products.items() if found.values.get("deleted_at") is not None}
+    withdrawn |= withdrawn_products(conn, unknown) if unknown else set()
+    return [r for r in restocked if r.product_id not in withdrawn]
 
 
 def _load(
-    conn: Connection, product_ids: set[str], variant_ids: set[str], items: set[str]
+    conn: Connection,
+    product_ids: set[str],
+    variant_ids: set[str],
+    items: set[str],
+    deleted: set[str],
 ) -> tuple[dict[str, _Product], dict[str, _Variant]]:
     products: dict[str, _Product] = {}
     variants: dict[str, _Variant] = {}
-    stored_products, stored_variants = catalog_rows(conn, product_ids, variant_ids, items)
+    stored_products, stored_variants = catalog_rows(conn, product_ids, variant_ids, items, deleted)
     for values in stored_products:
         products[values["product_id"]] = _Product(values)
     for values in stored_variants:
@@ -271,7 +296,12 @@ def _variant_fields(
 
 
 def _product(
-    products: dict[str, _Product], fields: dict[str, Any], own: bool, source: str, now: int
+    products: dict[str, _Product],
+    fields: dict[str, Any],
+    own: bool,
+    source: str,
+    at: int,
+    now: int,
 ) -> None:
     product_id = fields["product_id"]
     found = products.get(product_id)
@@ -290,11 +320,15 @@ def _product(
             "source": source,
             "created_at": now,
             "updated_at": now,
+            "deleted_at": None,
         }
         found = products[product_id] = _Product(values, new=True)
     values = found.values
     if own and values["source"] == "seen":
         values["source"] = source  # the catalog told of it at last
+    if own and values["deleted_at"] is not None and at > values["deleted_at"]:
+        values["deleted_at"] = None  # the catalog reports it again, after its deletion
+        found.changed = True
     for name, value in fields.items():
         if value is None or name == "product_id":
             continue
@@ -347,6 +381,32 @@ def _variant(
     if own and fields["stock"] is not None:
         found.locations = None  # the brand's own figure, all places together
         _set_stock(found, fields["stock"], at)
+
+
+def _withdraw(
+    products: dict[str, _Product], variants: dict[str, _Variant], event: Event, now: int
+) -> None:
+    """`Product Deleted`: the product withdrawn when the deletion happened, and each of
+    its variants' stock 0, whatever was reported before (a report older than the
+    deletion, come late, changes neither). One the catalog never knew is not recorded."""
+    product_id = _text(event.properties.get("product_id"))
+    found = products.get(product_id) if product_id is not None else None
+    if found is None:
+        return
+    at = event.occurred_at
+    deleted_at = found.values.get("deleted_at")
+    if deleted_at is not None and deleted_at <= at:
+        return  # withdrawn already, by an earlier deletion
+    found.values["deleted_at"] = at
+    found.values["updated_at"] = now
+    found.changed = True
+    for variant in variants.values():
+        values = variant.values
+        if values["product_id"] == product_id:
+            variant.locations = None
+            values["stock"] = 0
+            values["stock_at"] = max(at, values["stock_at"] or at)
+            variant.changed = True
 
 
 def _inventory(variants: dict[str, _Variant], event: Event, now: int) -> None:
@@ -583,6 +643,7 @@ def _products_of(conn: Connection, rows: Sequence[Any]) -> list[Product]:
             source=row.source,
             updated_at=row.updated_at,
             variants=tuple(variants[row.product_id]),
+            deleted_at=row.deleted_at,
         )
         for row in rows
     ]

@@ -462,7 +462,10 @@ def _shown(
 
 
 def _in_stock(item: Product) -> bool:
-    """A product some variant of which can be bought (stock above 0, or not tracked)."""
+    """A product some variant of which can be bought (stock above 0, or not tracked),
+    not withdrawn from the catalog."""
+    if item.deleted_at is not None:
+        return False
     return not item.variants or any(variant.in_stock for variant in item.variants)
 
 

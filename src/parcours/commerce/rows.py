@@ -6,7 +6,7 @@ group added as one statement)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -25,10 +25,14 @@ _READ_VARIANTS = f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM commerce_variants W
 
 
 def catalog_rows(
-    conn: Connection, product_ids: set[str], variant_ids: set[str], items: set[str]
+    conn: Connection,
+    product_ids: set[str],
+    variant_ids: set[str],
+    items: set[str],
+    of_products: Collection[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The stored products of these ids, and the variants of these ids or inventory items
-    (each once), as column -> value."""
+    """The stored products of these ids, and the variants of these ids, inventory items
+    or products (`of_products`), each once, as column -> value."""
     products = [
         dict(zip(_PRODUCT_COLUMNS, row, strict=True))
         for row in select_in(
@@ -40,6 +44,8 @@ def catalog_rows(
     ]
     found = select_in(conn, _READ_VARIANTS + "variant_id IN ({marks})", sorted(variant_ids))
     found += select_in(conn, _READ_VARIANTS + "inventory_item_id IN ({marks})", sorted(items))
+    if of_products:  # rare: products withdrawn
+        found += select_in(conn, _READ_VARIANTS + "product_id IN ({marks})", sorted(of_products))
     variants: dict[str, dict[str, Any]] = {}
     for row in found:
         values = dict(zip(_VARIANT_COLUMNS, row, strict=True))
@@ -88,6 +94,15 @@ def add_counts(
 
 _CART_COLUMNS = ", ".join(c.name for c in commerce_carts.c)
 _REPLENISHMENT_COLUMNS = ", ".join(c.name for c in commerce_replenishments.c)
+
+
+def withdrawn_products(conn: Connection, product_ids: Iterable[str]) -> set[str]:
+    """Those of these products the catalog deleted (`Product Deleted`)."""
+    statement = (
+        "SELECT product_id FROM commerce_products "
+        "WHERE product_id IN ({marks}) AND deleted_at IS NOT NULL"
+    )
+    return {row[0] for row in select_in(conn, statement, sorted(product_ids))}
 
 
 def stored_order_ids(conn: Connection, order_ids: Iterable[str]) -> set[str]:

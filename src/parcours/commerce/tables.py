@@ -221,6 +221,8 @@ commerce_products = Table(
     Column("source", Text, nullable=False),  # catalog | shopify | import | seen
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # When the catalog deleted it (`Product Deleted`): withdrawn, its stock 0; None: live.
+    Column("deleted_at", BigInteger, nullable=True),
 )
 
 commerce_variants = Table(

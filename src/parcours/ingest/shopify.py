@@ -438,6 +438,17 @@ def _product(delivery: _Delivery, payload: dict[str, Any]) -> None:
     )
 
 
+def _product_deleted(delivery: _Delivery, payload: dict[str, Any]) -> None:
+    """A product deleted from the shop's catalog (the payload holds its id alone):
+    `Product Deleted`, which withdraws it (docs/commerce.md, "The catalog")."""
+    delivery.add(
+        "track",
+        "Product Deleted",
+        None,  # the payload has no time: when it came
+        properties={"product_id": _text(delivery.require(payload, "id"))},
+    )
+
+
 def _data_request(delivery: _Delivery, payload: dict[str, Any]) -> None:
     customer = _object(payload, "customer")
     request = _object(payload, "data_request")
@@ -490,6 +501,7 @@ _HANDLERS: dict[str, _Handler] = {
     "inventory_levels/update": _inventory,
     "products/create": _product,
     "products/update": _product,
+    "products/delete": _product_deleted,
     "customers/data_request": _data_request,
     "customers/redact": _redact_customer,
     "shop/redact": _redact_shop,
