@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from parcours import commerce
+from parcours.journeys.versions import runs_of
 from parcours.customers import profiles as customers
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.services import Services
@@ -198,3 +199,53 @@ conditions:
     track(services, "vera", "Order Refunded", order_id="o-1", total=200)
     services.worker.run_due()
     assert member_of(services, "vera") == []
+
+
+def test_a_cancellation_reported_before_its_order_ends_the_journey_the_order_enters(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """Shops' webhooks come in any order: `Order Cancelled` first, then the `Order
+    Completed` it cancels. Commerce keeps the order cancelled; the journey the order
+    enters reads the cancellation by when it happened (after the order), so the
+    confirmation is not sent, and another order's is."""
+    publish(services, template("order-confirmation"))
+    opt_in(services, "ana")
+    now = clock.now_ms()
+    services.writer.append_sync(
+        [
+            make_event(
+                userId="ana",
+                event="Order Cancelled",
+                at=now - 60_000,
+                properties={"order_id": "o-9", "reason": "customer"},
+            )
+        ]
+    )
+    services.writer.append_sync(
+        [
+            make_event(
+                userId="ana",
+                event="Order Completed",
+                at=now - 120_000,
+                properties={"order_id": "o-9", "total": 30, "currency": "EUR"},
+            ),
+            make_event(
+                userId="ana",
+                event="Order Completed",
+                at=now - 120_000,
+                properties={"order_id": "o-10", "total": 20, "currency": "EUR"},
+            ),
+        ]
+    )
+    advance(services, clock, HOUR, step=5 * 60_000)
+    with services.db.read() as conn:
+        cancelled = commerce.order(conn, "o-9")
+        ana = customers.resolve(conn, "ana", "FR")
+        ended = {run.key: run for run in runs_of(conn, ana)}
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert sent(services, "ana") == [("email", "order-confirmation")]  # o-10's alone
+    assert (ended["o-9"].state, ended["o-9"].end_reason) == (
+        "ended",
+        "exit condition: Order Cancelled",
+    )
+    assert ended["o-10"].state == "ended" and ended["o-10"].end_reason == "completed"
