@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from parcours import commerce
-from parcours.journeys.versions import runs_of
 from parcours.customers import profiles as customers
+from parcours.journeys.versions import runs_of
 from parcours.runtime.clock import SimulatedClock, iso
 from parcours.services import Services
 from tests.conftest import make_event

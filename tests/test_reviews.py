@@ -24,6 +24,8 @@ from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.settings import Settings, SettingsError
 from parcours.services import Services
 from tests.conftest import START
+from tests.test_brand_settings import _brand_form, _post, _team
+from tests.test_console_providers import _signed_in
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
 
 JOURNEY = (
@@ -202,6 +204,42 @@ def test_the_brands_setting_wins_over_the_sectors_delay(
         services.close()
     with pytest.raises(SettingsError, match="review_after_days must be between 0"):
         settings.with_overrides(review_after_days=400)
+
+
+def test_the_delay_set_on_the_settings_page_wins_over_the_configured_one(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    """The owner sets the days on the Settings page (the brand form): they win over the
+    configuration's `review_after_days` and the sector's custom, which the form names;
+    a value out of range is refused in words, nothing saved."""
+    services = Services.open(
+        settings.with_overrides(sector="food", review_after_days=10), clock=clock
+    )
+    try:
+        _team(services)
+        with _signed_in(services) as client:
+            page = client.get("/console/settings").text
+            assert 'name="review_after_days"' in page and 'value="10"' in page
+            assert "(3 days for the sector chosen)" in page
+            for wrong in ("400", "abc", "-2"):
+                refused = _post(
+                    client,
+                    "/console/settings/brand",
+                    **_brand_form(sector="food"),
+                    review_after_days=wrong,
+                )
+                assert refused.status_code == 400, wrong
+                assert "must be a whole number from 0" in refused.text
+            saved = _post(
+                client,
+                "/console/settings/brand",
+                **_brand_form(sector="food"),
+                review_after_days="5",
+            )
+            assert saved.status_code == 303
+        _review_asked_after(services, clock, 5)
+    finally:
+        services.close()
 
 
 def test_a_message_about_an_order_carries_its_review_link(services: Services) -> None:

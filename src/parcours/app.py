@@ -158,6 +158,7 @@ def _console_parts(services: Services) -> ConsoleParts:
         appender=services.writer,
         sector=settings.sector,
         return_window_days=settings.return_window_days,
+        review_after_days=settings.review_after_days,
         stalled_after_hours=settings.shipment_stalled_after_hours,
         recommendation_weeks=settings.recommendation_weeks,
         wall=wall_clock(services.clock),

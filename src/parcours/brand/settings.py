@@ -24,6 +24,7 @@ from parcours.brand.tables import brand_logo, brand_settings
 from parcours.runtime.db import Database
 from parcours.runtime.documents import JsonObject
 from parcours.runtime.i18n import SHIPPED
+from parcours.runtime.settings import MAX_REVIEW_AFTER_DAYS
 
 ROW = 1
 COLOUR = re.compile(r"^#[0-9a-f]{6}$")
@@ -57,6 +58,7 @@ class Defaults:
     sector: str = ""
     timezone: str = "UTC"
     locale: str = "en"
+    review_after_days: int = 0  # 0: the sector's custom (setting `review_after_days`)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class BrandSettings:
     version: int = 0  # 0: nothing saved in the console yet
     logo: Logo | None = None
     stored: frozenset[str] = frozenset()  # which values are the console's
+    # Days after delivery before a review is asked for; 0: the sector's custom.
+    review_after_days: int = 0
 
     def audited(self) -> JsonObject:
         """What the audit log keeps of these settings."""
@@ -98,6 +102,7 @@ class BrandSettings:
             "languages": list(self.languages),
             "timezone": self.timezone,
             "send_rules": self.send_rules,
+            "review_after_days": self.review_after_days,
         }
 
 
@@ -112,6 +117,7 @@ class Changes:
     languages: tuple[str, ...] | None = None
     timezone: str | None = None
     send_rules: str | None = None
+    review_after_days: int | None = None
 
 
 STORED_FIELDS = tuple(f.name for f in fields(Changes))
@@ -127,6 +133,7 @@ class SendTime:
     timezone: str | None
     sector: str | None
     name: str | None = None
+    review_after_days: int | None = None  # None: the configuration's
 
 
 def current(conn: Connection, defaults: Defaults) -> BrandSettings:
@@ -165,7 +172,12 @@ def _layered(
         version=version,
         logo=logo,
         stored=frozenset(name for name in STORED_FIELDS if stored.get(name) is not None),
+        review_after_days=_days(stored.get("review_after_days"), defaults.review_after_days),
     )
+
+
+def _days(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def check(changes: Changes, *, sectors: Collection[str] = ()) -> None:
@@ -192,6 +204,9 @@ def check(changes: Changes, *, sectors: Collection[str] = ()) -> None:
         raise BrandError("settings.timezone_unknown", zone=changes.timezone)
     if changes.send_rules is not None and len(changes.send_rules) > LONGEST_RULES:
         raise BrandError("settings.rules_long", length=str(LONGEST_RULES))
+    days = changes.review_after_days
+    if days is not None and not 0 <= days <= MAX_REVIEW_AFTER_DAYS:
+        raise BrandError("settings.review_days", most=str(MAX_REVIEW_AFTER_DAYS))
 
 
 def check_colour(field_name: str, value: str) -> None:
@@ -317,6 +332,7 @@ def send_time(conn: Connection) -> SendTime | None:
             document.get("timezone") or None,
             document.get("sector"),
             document.get("name") or None,
+            document.get("review_after_days"),
         )
     with _cache_lock:
         _cache[engine] = (time.monotonic() + SEND_TIME_TTL_S, found)

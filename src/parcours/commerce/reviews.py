@@ -97,15 +97,22 @@ class Review(msgspec.Struct, frozen=True):
 
 
 def review_days(conn: Connection, configured_sector: str, setting_days: int = 0) -> int:
-    """Days after delivery before the review is due: the setting `review_after_days` when
-    set, else the sector's custom (the sector set on the Settings page, else configured),
-    else 7."""
+    """Days after delivery before the review is due: the brand's `review_after_days` (the
+    one set on the Settings page, else the setting) when not 0, else the sector's custom
+    (the sector set on the Settings page, else configured), else 7."""
+    stored = brand.send_time(conn)
+    if stored is not None and stored.review_after_days is not None:
+        setting_days = stored.review_after_days
     if setting_days:
         return setting_days
-    stored = brand.send_time(conn)
     sector = (
         stored.sector if stored is not None and stored.sector is not None else configured_sector
     )
+    return sector_review_days(sector)
+
+
+def sector_review_days(sector: str) -> int:
+    """The sector's custom: days after delivery before a review is asked for."""
     return SECTOR_REVIEW_DAYS.get(sector, DEFAULT_REVIEW_DAYS)
 
 

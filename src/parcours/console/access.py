@@ -54,6 +54,7 @@ class ConsoleParts:
     appender: Appender | None = None  # the way into the log (consents given on a page)
     sector: str = ""  # the configured sector, under the one set on the Settings page
     return_window_days: int = 0  # the setting (0: the sector's custom): the tracking page's
+    review_after_days: int = 0  # the setting (0: the sector's custom), under the page's
     stalled_after_hours: int = SHIPMENT_STALLED_AFTER_HOURS  # the setting: Shipments' default
     recommendation_weeks: int = RECOMMENDATION_WEEKS  # the setting: best sellers' window
     # People's own time (sessions, sign-in, second factor, invitations): `clock` but in the
@@ -65,11 +66,17 @@ class ConsoleParts:
         return self.wall or self.clock
 
 
+def brand_defaults(parts: ConsoleParts) -> brand.Defaults:
+    """The configuration's values of the brand, which the Settings page's are over."""
+    return brand.Defaults(
+        parts.brand, parts.sector, parts.timezone, parts.brand_locale, parts.review_after_days
+    )
+
+
 def brand_of(parts: ConsoleParts) -> BrandSettings:
     """The brand as the Settings page set it, over the configuration's values."""
-    defaults = brand.Defaults(parts.brand, parts.sector, parts.timezone, parts.brand_locale)
     with parts.db.read() as conn:
-        return brand.current(conn, defaults)
+        return brand.current(conn, brand_defaults(parts))
 
 
 class SignInNeeded(Exception):

@@ -21,7 +21,7 @@ from litestar.response import Redirect
 from parcours import brand, commerce
 from parcours.brand import BrandSettings
 from parcours.commerce import reviews
-from parcours.console.access import ConsoleParts
+from parcours.console.access import ConsoleParts, brand_defaults
 from parcours.console.rendering import Viewer, render
 from parcours.console.tracking_pages import (
     HEADERS,
@@ -73,7 +73,7 @@ def _order_of(console: ConsoleParts, token: str) -> str | None:
 
 
 def _load(console: ConsoleParts, order_id: str | None) -> tuple[BrandSettings, Reviewed | None]:
-    defaults = brand.Defaults(console.brand, console.sector, console.timezone, console.brand_locale)
+    defaults = brand_defaults(console)
     with console.db.read() as conn:
         look = brand.current(conn, defaults)
         found = commerce.order(conn, order_id) if order_id is not None else None

@@ -23,13 +23,14 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body, FromPath
 from sqlalchemy import Connection
 
-from parcours import accounts, brand, channels
+from parcours import accounts, brand, channels, commerce
 from parcours.brand import BrandError, BrandSettings, ConsentWording, Logo
 from parcours.channels import stored
 from parcours.console import provider_form, rules_form
 from parcours.console.access import (
     ConsoleParts,
     Form,
+    brand_defaults,
     brand_of,
     changing,
     go,
@@ -41,6 +42,7 @@ from parcours.customers import PURPOSES
 from parcours.http import Injected
 from parcours.messaging import SECTOR_PRESETS, Policies, policies
 from parcours.runtime.i18n import SHIPPED, text
+from parcours.runtime.settings import MAX_REVIEW_AFTER_DAYS
 
 PATH = "/console/settings"
 TARGET = "brand"
@@ -93,6 +95,8 @@ def _settings_page(
         section=section,
         saved=saved,
         sectors=tuple(SECTOR_PRESETS),
+        sector_review_days=commerce.reviews.sector_review_days(look.sector),
+        most_review_days=MAX_REVIEW_AFTER_DAYS,
         languages=SHIPPED,
         zones=ZONES,
         providers=channels.configured(parts.delivery.providers),
@@ -142,10 +146,6 @@ def settings_page(
     return _settings_page(signed_in(request, console), console, saved=saved[:20])
 
 
-def _defaults(parts: ConsoleParts) -> brand.Defaults:
-    return brand.Defaults(parts.brand, parts.sector, parts.timezone, parts.brand_locale)
-
-
 def _refused(viewer: Viewer, parts: ConsoleParts, exc: BrandError, section: str) -> Response[bytes]:
     values = dict(exc.values)
     if "field" in values:
@@ -190,7 +190,7 @@ def _save(
         section,
         lambda: brand.save(
             parts.db,
-            _defaults(parts),
+            brand_defaults(parts),
             changes,
             now,
             by=actor.email,
@@ -207,6 +207,7 @@ def save_brand(
 ) -> Response[Any]:
     viewer = changing(request, console, "settings.change", data)
     languages = tuple(x for x in SHIPPED if data.get(f"language-{x}") == "on")
+    days = _whole(data["review_after_days"]) if "review_after_days" in data else None
     changes = brand.Changes(
         name=data.get("name", ""),
         primary=data.get("primary", "").strip(),
@@ -214,8 +215,18 @@ def save_brand(
         sector=data.get("sector", ""),
         languages=languages,
         timezone=data.get("timezone", "").strip(),
+        review_after_days=days,
     )
     return _save(viewer, console, changes, "settings.brand_changed", section="brand")
+
+
+def _whole(text: str) -> int:
+    """A whole number typed in a form (blank: 0); -1 for anything else, which the brand's
+    check refuses with its range."""
+    text = text.strip()
+    if not text:
+        return 0
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else -1
 
 
 @post(f"{PATH}/logo", status_code=200, sync_to_thread=True)

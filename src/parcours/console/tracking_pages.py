@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from parcours import brand, commerce
 from parcours.brand import BrandSettings
 from parcours.commerce import statuses
-from parcours.console.access import ConsoleParts
+from parcours.console.access import ConsoleParts, brand_defaults
 from parcours.console.rendering import SECURITY_HEADERS, Viewer, render
 from parcours.customers import CustomerNotFound, profiles
 from parcours.http import Injected
@@ -205,7 +205,7 @@ def tracking_page(
     request: Request[Any, Any, Any], console: Injected[ConsoleParts], token: FromPath[str]
 ) -> Response[bytes]:
     assert console.links is not None
-    defaults = brand.Defaults(console.brand, console.sector, console.timezone, console.brand_locale)
+    defaults = brand_defaults(console)
     try:
         order_id = console.links.signer.verify("tracking", token, TrackingLink).order
     except BadLink:

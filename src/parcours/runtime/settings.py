@@ -22,6 +22,7 @@ SHIPMENT_STALLED_AFTER_HOURS = 48
 # (`recommendation_weeks`), at most a year's (docs/commerce.md, "Recommendations").
 RECOMMENDATION_WEEKS = 12
 MAX_RECOMMENDATION_WEEKS = 52
+MAX_REVIEW_AFTER_DAYS = 365  # the most days after delivery a review may wait for
 log = logging.getLogger(__name__)
 
 
@@ -335,10 +336,10 @@ def _check(settings: Settings, where: str) -> None:
         )
     if settings.policies_file and not Path(settings.policies_file).is_file():
         raise SettingsError(f"{where}: policies_file {settings.policies_file} does not exist")
-    if not 0 <= settings.review_after_days <= 365:
+    if not 0 <= settings.review_after_days <= MAX_REVIEW_AFTER_DAYS:
         raise SettingsError(
-            f"{where}: review_after_days must be between 0 (the sector's custom) and 365, "
-            f"got {settings.review_after_days}"
+            f"{where}: review_after_days must be between 0 (the sector's custom) and "
+            f"{MAX_REVIEW_AFTER_DAYS}, got {settings.review_after_days}"
         )
     if not 0 <= settings.return_window_days <= 3650:
         raise SettingsError(
