@@ -26,6 +26,7 @@ from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publi
 TEMPLATES = Path(__file__).resolve().parents[1] / "src/parcours/journeys/templates"
 DELAYED_JOURNEY = (TEMPLATES / "shipment-delayed.yaml").read_text(encoding="utf-8")
 STALLED_JOURNEY = (TEMPLATES / "shipment-stalled.yaml").read_text(encoding="utf-8")
+OVERDUE_JOURNEY = (TEMPLATES / "shipment-overdue.yaml").read_text(encoding="utf-8")
 STALL = 48 * HOUR  # the setting's default
 
 
@@ -382,3 +383,116 @@ def test_the_delay_is_the_brand_s_setting(settings: Settings, clock: SimulatedCl
         assert [p["stalled_after_hours"] for p in ours(opened, "kim", "Shipment Stalled")] == [6]
     finally:
         opened.close()
+
+
+# ---- overdue ------------------------------------------------------------------------------
+
+
+def expected_by(services: Services, hours: int) -> dict[str, str]:
+    """A window of two hours ending `hours` from now."""
+    end = services.clock.now_ms() + hours * HOUR
+    return {"estimated_delivery_from": iso(end - 2 * HOUR), "estimated_delivery_to": iso(end)}
+
+
+def overdue_job(services: Services) -> int | None:
+    """When the parcel's overdue job is due (None: no job)."""
+    with services.db.read() as conn:
+        return conn.execute(
+            text("SELECT run_at FROM jobs WHERE unique_key = :k"),
+            {"k": shipment_alerts.overdue_key("s-1")},
+        ).scalar()
+
+
+def test_an_estimate_that_passes_before_delivery_is_announced_once(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "lea")
+    window = expected_by(services, 30)
+    ship(services, "lea", "in_transit", carrier="GLS", **window)
+    end = clock.now_ms() + 30 * HOUR
+    assert overdue_job(services) == end
+    advance(services, clock, 30 * HOUR - MINUTE, step=HOUR)
+    assert ours(services, "lea", "Shipment Overdue") == []
+    ship(services, "lea", "in_transit", location="Lyon", **window)  # on its way, same day
+    advance(services, clock, 2 * MINUTE)
+    [overdue] = ours(services, "lea", "Shipment Overdue")
+    assert overdue == {
+        "shipment_id": "s-1",
+        "detected_by": "parcours",
+        "order_id": "o-1",
+        "carrier": "GLS",
+        "reason": "estimate_passed",
+        "overdue_key": f"s-1:{end}",
+        "last_status": "in_transit",
+        "estimated_delivery_from": window["estimated_delivery_from"],
+        "estimated_delivery_to": window["estimated_delivery_to"],
+        "hours_overdue": 0,
+    }
+    advance(services, clock, 3 * DAY, step=HOUR)  # still not delivered: said once
+    assert len(ours(services, "lea", "Shipment Overdue")) == 1
+    # A new estimate that passes too is a second announcement (and its slip a delay).
+    ship(services, "lea", "in_transit", **expected_by(services, 5))
+    assert len(ours(services, "lea", "Shipment Delayed")) == 1
+    advance(services, clock, 6 * HOUR, step=HOUR)
+    assert len(ours(services, "lea", "Shipment Overdue")) == 2
+
+
+def test_a_parcel_delivered_or_given_a_later_day_in_time_is_not_overdue(
+    services: Services, clock: SimulatedClock
+) -> None:
+    start(services, "max")
+    ship(services, "max", "in_transit", **expected_by(services, 10))
+    ship(services, "max", "in_transit", **expected_by(services, 40))  # moved later in time
+    assert overdue_job(services) == clock.now_ms() + 40 * HOUR
+    advance(services, clock, 20 * HOUR, step=HOUR)
+    assert ours(services, "max", "Shipment Overdue") == []
+    ship(services, "max", "delivered")
+    assert overdue_job(services) is None
+    advance(services, clock, 2 * DAY, step=HOUR)
+    assert ours(services, "max", "Shipment Overdue") == []
+
+
+def test_a_day_without_a_time_is_over_at_its_end(services: Services, clock: SimulatedClock) -> None:
+    """`estimated_delivery_at: 2026-09-24` (a carrier's day): late once that day is over,
+    not from its first minute."""
+    start(services, "noe")
+    day = iso(clock.now_ms() + 3 * DAY)[:10]
+    ship(services, "noe", "in_transit", estimated_delivery_at=day)
+    day_start = START_DAY + (clock.now_ms() + 3 * DAY - START_DAY) // DAY * DAY
+    assert overdue_job(services) == day_start + DAY - 1
+    with services.db.read() as conn:
+        found = commerce.shipment(conn, "s-1")
+    assert found is not None and found.estimated_to == day_start + DAY - 1
+
+
+def test_the_overdue_journey_sends_one_message_and_says_the_day_in_english_and_french(
+    services: Services, clock: SimulatedClock
+) -> None:
+    publish(services, OVERDUE_JOURNEY)
+    start(services, "ola")
+    ship(services, "ola", "in_transit", **expected_by(services, 2))
+    advance(services, clock, 3 * HOUR, step=HOUR)
+    assert sent(services, "ola") == [("whatsapp", "shipment-overdue")]
+    context = {
+        "customer": {"first_name": "Ola"},
+        "event": {
+            "event": "Shipment Overdue",
+            "properties": {
+                "order_id": "o-1",
+                "carrier": "GLS",
+                "estimated_delivery_to": "2026-09-05T12:00:00.000Z",
+            },
+        },
+        "brand": {"name": "Maison", "url": "https://shop.example"},
+        "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
+        "message": {"channel": "sms", "purpose": "transactional"},
+        "cart": None,
+        "order": None,
+    }
+    template = message_templates.shipped()["shipment-overdue"]
+    assert template.channels() == {"whatsapp", "sms", "email"}
+    english = message_templates.render(template, "sms", context, "en", "en").fields["text"]
+    assert "(order o-1) was expected by September 5, 2026 and has not arrived yet" in english
+    french = message_templates.render(template, "email", context, "fr", "en")
+    assert "attendu au plus tard le 5 septembre 2026" in french.fields["text"]
+    assert "https://p.example/o/TOKEN" in french.fields["text"]

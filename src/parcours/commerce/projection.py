@@ -66,6 +66,7 @@ DEFAULT_CURRENCY = "USD"  # as the customers' projection counts an order without
 # Who reported an order, in commerce's words (Event.source -> source).
 SOURCES = {"api": "site", "shopify": "shopify", "import": "import", "admin": "admin"}
 _ZERO = Decimal(0)
+DAY_MS = 86_400_000
 
 
 class Commerce:
@@ -132,12 +133,18 @@ class Commerce:
             worker.register(replenishment.JOB, self.replenishment_due)
             worker.register(REFRESH_JOB, self.refresh_customer)
             worker.register(shipment_alerts.JOB, self.shipment_stalled)
+            worker.register(shipment_alerts.OVERDUE_JOB, self.shipment_overdue)
 
     def shipment_stalled(self, conn: Connection, job: Job) -> None:
         """The job of a parcel without a report for the delay (commerce/shipment_alerts.py)."""
         assert self.reactions is not None, "install() first"
         now = self.clock.now_ms()
         shipment_alerts.stalled(conn, job, now, self.shipment_rules, self.reactions)
+
+    def shipment_overdue(self, conn: Connection, job: Job) -> None:
+        """The job of a parcel whose estimated delivery passed (commerce/shipment_alerts.py)."""
+        assert self.reactions is not None, "install() first"
+        shipment_alerts.overdue(conn, job, self.clock.now_ms(), self.reactions)
 
     def review_due(self, conn: Connection, job: Job) -> None:
         """The job of an order's review falling due (commerce/reviews.py)."""
@@ -671,7 +678,7 @@ def _attach(
     if customer is not None:
         s = commerce_shipments.c
         unwatched = conn.execute(
-            select(s.shipment_id, s.updated_at).where(
+            select(s.shipment_id, s.updated_at, s.estimated_to).where(
                 s.order_id == order_id,
                 s.customer_id.is_(None),
                 s.status.not_in(sorted(statuses.FINAL)),
@@ -696,7 +703,14 @@ def _attach(
             )
         shipment_alerts.watch_from_last_report(
             conn,
-            [(row.shipment_id, int(row.updated_at)) for row in unwatched],
+            [
+                (
+                    row.shipment_id,
+                    int(row.updated_at),
+                    None if row.estimated_to is None else int(row.estimated_to),
+                )
+                for row in unwatched
+            ],
             customer,
             now,
             rules,
@@ -832,7 +846,16 @@ def _shipment(
             recorded_at=now,
         )
     )
-    shipment_alerts.watch(conn, shipment_id, customer, status_now, was_final, now, rules)
+    shipment_alerts.watch(
+        conn,
+        shipment_id,
+        customer,
+        status_now,
+        was_final,
+        current["estimated_to"],
+        now,
+        rules,
+    )
     made: list[Event] = []
     if moved_to is not None and customer is not None:
         made.append(
@@ -895,13 +918,22 @@ def _stage_reached(
 
 def _estimate(props: dict[str, Any]) -> tuple[int, int] | None:
     """The estimated delivery window: `estimated_delivery_from`/`_to`, or the one time
-    `estimated_delivery_at` (ISO 8601)."""
-    single = _time(props.get("estimated_delivery_at"))
-    start = _time(props.get("estimated_delivery_from")) or single
-    end = _time(props.get("estimated_delivery_to")) or single or start
+    `estimated_delivery_at` (ISO 8601). A day without a time (`2026-12-10`) ends at the
+    end of that day (UTC): a parcel expected that day is late only once it is over."""
+    single = props.get("estimated_delivery_at")
+    start = _time(props.get("estimated_delivery_from")) or _time(single)
+    end = _day_end(props.get("estimated_delivery_to")) or _day_end(single) or start
     if start is None or end is None:
         return None
     return (min(start, end), max(start, end))
+
+
+def _day_end(value: Any) -> int | None:
+    """The time a window's end says; the last millisecond of a day given without a time."""
+    found = _time(value)
+    if found is not None and isinstance(value, str) and len(value.strip()) == len("2026-12-10"):
+        return found + DAY_MS - 1
+    return found
 
 
 # ---- returns ------------------------------------------------------------------------------

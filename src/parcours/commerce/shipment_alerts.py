@@ -1,12 +1,14 @@
 """What Parcours itself notices of a parcel on its way (issue 21, docs/commerce.md
 "Stalled and delayed parcels"): `Shipment Stalled` when no report came for the stall delay,
-`Shipment Delayed` when a report moves the estimated delivery later.
+`Shipment Delayed` when a report moves the estimated delivery later, `Shipment Overdue`
+when the estimated delivery passes and the parcel is not delivered.
 
-Each parcel on its way, of a known customer, has one job under its unique key, moved at
-every report to the report plus the delay and cancelled when the parcel reaches a final
-status (as carts' abandonment job). Both events are source `system` and carry
+Each parcel on its way, of a known customer, has one stall job under its unique key, moved
+at every report to the report plus the delay, and, with an estimate, one overdue job at
+the estimate's end, moved with the estimate; both are cancelled when the parcel reaches a
+final status (as carts' abandonment job). The three events are source `system` and carry
 `detected_by: parcours`: a carrier's own `delayed` report (Shopify's `Shipment Delayed`)
-never does, and the projection takes these two for no report of a parcel.
+never does, and the projection takes these for no report of a parcel.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from parcours.runtime.settings import SHIPMENT_STALLED_AFTER_HOURS
 
 STALLED_EVENT = "Shipment Stalled"
 DELAYED_EVENT = "Shipment Delayed"
-DETECTED_BY = "parcours"  # the property `detected_by` of both
+OVERDUE_EVENT = "Shipment Overdue"
+DETECTED_BY = "parcours"  # the property `detected_by` of the three
 JOB = "commerce.shipment_stalled"
+OVERDUE_JOB = "commerce.shipment_overdue"
 HOUR_MS = 3_600_000
 
 
@@ -40,10 +44,10 @@ class ShipmentRules:
 
 
 def emitted(event: Event) -> bool:
-    """One of the two events of this module (not a carrier's report)."""
+    """One of the events of this module (not a carrier's report)."""
     return (
         event.source == "system"
-        and event.name in (STALLED_EVENT, DELAYED_EVENT)
+        and event.name in (STALLED_EVENT, DELAYED_EVENT, OVERDUE_EVENT)
         and event.properties.get("detected_by") == DETECTED_BY
     )
 
@@ -52,38 +56,63 @@ def job_key(shipment_id: str) -> str:
     return f"commerce:shipment-stalled:{shipment_id}"
 
 
+def overdue_key(shipment_id: str) -> str:
+    return f"commerce:shipment-overdue:{shipment_id}"
+
+
 def watch(
     conn: Connection,
     shipment_id: str,
     customer: int | None,
     status: str,
     was_final: bool | None,
+    estimated_to: int | None,
     now: int,
     rules: ShipmentRules,
 ) -> None:
     """After a report of a parcel: while it is on its way (of a known customer), its
-    stall job at this report plus the delay (replacing the one before); once final, the
-    job cancelled. `was_final` is None for a parcel first seen (final then: no job)."""
+    stall job at this report plus the delay (replacing the one before) and, when it has
+    an estimate, its overdue job at the estimate's end; once final, both cancelled.
+    `was_final` is None for a parcel first seen (final then: no job)."""
     if status in statuses.FINAL:
         if was_final is False:
             cancel(conn, job_key(shipment_id))
+            cancel(conn, overdue_key(shipment_id))
         return
     if customer is not None:
         _arm(conn, shipment_id, customer, now + rules.stalled_after_ms, now)
+        if estimated_to is not None:
+            _arm_overdue(conn, shipment_id, customer, estimated_to, now)
 
 
 def watch_from_last_report(
     conn: Connection,
-    parcels: Sequence[tuple[str, int]],
+    parcels: Sequence[tuple[str, int, int | None]],
     customer: int,
     now: int,
     rules: ShipmentRules,
 ) -> None:
     """Parcels on their way whose customer became known after their last report (their
-    order came later), each with that report's time: watched from it, as if the customer
-    had been known then (a parcel already silent for the delay is announced at once)."""
-    for shipment_id, last_report in parcels:
+    order came later), each with that report's time and its estimate's end: watched from
+    it, as if the customer had been known then (a parcel already silent for the delay, or
+    past its estimate, is announced at once)."""
+    for shipment_id, last_report, estimated_to in parcels:
         _arm(conn, shipment_id, customer, last_report + rules.stalled_after_ms, now)
+        if estimated_to is not None:
+            _arm_overdue(conn, shipment_id, customer, estimated_to, now)
+
+
+def _arm_overdue(conn: Connection, shipment_id: str, customer: int, due: int, now: int) -> None:
+    """The parcel's one overdue job, at the end of its estimate (replacing the one before)."""
+    enqueue(
+        conn,
+        OVERDUE_JOB,
+        {"shipment": shipment_id},
+        run_at=due,
+        now=now,
+        unique_key=overdue_key(shipment_id),
+        customer_id=customer,
+    )
 
 
 def _arm(conn: Connection, shipment_id: str, customer: int, due: int, now: int) -> None:
@@ -128,6 +157,42 @@ def stalled(
         stall_key=f"{shipment_id}:{last}",  # a journey's entry key: one run per silence
     )
     event = internal_event(int(row.customer_id), STALLED_EVENT, props, now, message_id, "system")
+    append_events(conn, [[event]], now, reactions)
+
+
+def overdue(conn: Connection, job: Job, now: int, reactions: Reactions) -> None:
+    """A parcel's overdue job is due: unless it is final or gone (erased) or its estimate
+    moved later since (then it waits for that), `Shipment Overdue` is appended, once per
+    estimate (its message id is the parcel's and the estimate's end)."""
+    shipment_id = str(job.payload.get("shipment", ""))
+    row = conn.execute(
+        select(commerce_shipments).where(commerce_shipments.c.shipment_id == shipment_id)
+    ).first()
+    if (
+        row is None
+        or row.customer_id is None
+        or row.status in statuses.FINAL
+        or row.estimated_to is None
+    ):
+        return
+    expected = int(row.estimated_to)
+    if expected > now:  # moved later without the job (it always is: a safeguard)
+        _arm_overdue(conn, shipment_id, int(row.customer_id), expected, now)
+        return
+    message_id = f"commerce:shipment-overdue:{shipment_id}:{expected}"
+    if queries.stored_message_ids(conn, [message_id]):
+        return  # this estimate's passing was announced (the job ran twice)
+    props = _about(shipment_id, row._asdict())
+    props.update(
+        reason="estimate_passed",
+        overdue_key=f"{shipment_id}:{expected}",  # a journey's entry key: one run each
+        last_status=row.status,
+        estimated_delivery_to=iso(expected),
+        hours_overdue=(now - expected) // HOUR_MS,
+    )
+    if row.estimated_from is not None:
+        props["estimated_delivery_from"] = iso(int(row.estimated_from))
+    event = internal_event(int(row.customer_id), OVERDUE_EVENT, props, now, message_id, "system")
     append_events(conn, [[event]], now, reactions)
 
 
