@@ -218,8 +218,8 @@ def test_legacy_accepts_marketing_is_read_for_older_shops() -> None:
 
 
 def test_unknown_topic_and_missing_ids_are_named() -> None:
-    with pytest.raises(ShopifyWebhookError, match="unsupported topic 'products/delete'"):
-        map_shopify_webhook("products/delete", {}, "x", SHOP)
+    with pytest.raises(ShopifyWebhookError, match="unsupported topic 'collections/delete'"):
+        map_shopify_webhook("collections/delete", {}, "x", SHOP)
     with pytest.raises(ShopifyWebhookError, match="orders/create: the payload has no id"):
         map_shopify_webhook("orders/create", {"email": "a@b.c"}, "x", SHOP)
     assert "customers/redact" in SUPPORTED_TOPICS
