@@ -148,9 +148,9 @@ def test_a_batch_out_of_time_still_claims_its_minimum(db: Database, effects: str
     sizes: list[int] = []
     original = worker._claim
 
-    def claim(conn: Connection, now: int, limit: int) -> list[Job]:
-        sizes.append(limit)
-        return original(conn, now, limit)
+    def claim(conn: Connection, now: int, wanted: dict[str, int]) -> list[Job]:
+        sizes.append(wanted["default"])
+        return original(conn, now, wanted)
 
     worker._claim = claim  # type: ignore[method-assign]
     worker.register("step", record(effects))
@@ -159,6 +159,38 @@ def test_a_batch_out_of_time_still_claims_its_minimum(db: Database, effects: str
     assert worker.run_due() == 7
     assert sizes[:3] == [3, 3, 3]
     assert sorted(notes(db, effects)) == [str(n) for n in range(7)]
+
+
+def test_each_queue_claims_by_what_its_own_jobs_take(db: Database, effects: str) -> None:
+    """A queue whose jobs are slow (a journey's reactions to a thousand entries) is claimed
+    a few at a time, whatever a quick queue's jobs (deliveries) take, and a queue not
+    measured yet the least: one batch never takes a backlog of slow jobs whole while
+    another worker has nothing to do."""
+    clock = SimulatedClock(START + 10_000)
+    worker = Worker(db, clock, queues=("slow", "quick"), batch_seconds=0.2, min_claim=2)
+    wanted_seen: list[dict[str, int]] = []
+    original = worker._claim
+
+    def claim(conn: Connection, now: int, wanted: dict[str, int]) -> list[Job]:
+        wanted_seen.append(dict(wanted))
+        return original(conn, now, wanted)
+
+    def slow(conn: Connection, job: Job) -> None:
+        time.sleep(0.05)  # at least this long: the claim's upper bound below follows
+        record(effects)(conn, job)  # type: ignore[operator]
+
+    worker._claim = claim  # type: ignore[method-assign]
+    worker.register("slow-step", slow)
+    worker.register("quick-step", record(effects))  # type: ignore[arg-type]
+    for number in range(30):
+        add(db, "slow-step", START + number, queue="slow", note=f"s{number}")
+        add(db, "quick-step", START + number, queue="quick", note=f"q{number}")
+    assert worker.run_due() == 60
+    assert wanted_seen[0] == {"slow": 2, "quick": 2}  # nothing measured yet: the least
+    # Measured: at least 50 ms a slow job, so no more than 0.2 s / 0.05 s of them at once.
+    assert all(w["slow"] <= 4 for w in wanted_seen)
+    assert any(w["quick"] > w["slow"] for w in wanted_seen[1:])
+    assert len(notes(db, effects)) == 60
 
 
 def test_a_batch_with_time_left_also_runs_what_its_jobs_made_due(

@@ -34,6 +34,9 @@ from parcours.runtime.queue import Job, Worker, enqueue, try_lock_customers
 __all__ = ["QUEUE", "JourneyEngine", "next_local_time", "trait_moment", "zone_of"]
 
 REACT = "journeys.react"
+# The most events one reaction job takes (more when one customer has more): a group of
+# them is a few jobs, which several workers share.
+REACT_EVENTS = 200
 
 
 class JourneyEngine:
@@ -101,13 +104,15 @@ class JourneyEngine:
             if e.customer_id is not None
             and (e.name in names or not traits.isdisjoint(traits_set(e.type, e.traits, e.context)))
         ]
-        if about:
-            # A reaction about one customer is claimed with that customer's lock.
-            whom = {e.customer_id for e in about}
+        # A reaction about one customer is claimed with that customer's lock. A large
+        # group's reactions are split, a customer's events together, so that several
+        # workers share them (a reaction of a thousand entries was one worker's alone).
+        for part in _parts_by_customer(about, REACT_EVENTS):
+            whom = {e.customer_id for e in part}
             enqueue(
                 conn,
                 REACT,
-                {"events": [e.message_id for e in about]},
+                {"events": [e.message_id for e in part]},
                 run_at=now,
                 now=now,
                 queue=QUEUE,
@@ -196,16 +201,18 @@ class JourneyEngine:
         if len(mine) == len(about):
             return events
         now = self.clock.now_ms()
-        for customer in sorted(about - mine):
-            enqueue(
-                conn,
-                REACT,
-                {"events": [e.message_id for e in events if e.customer_id == customer]},
-                run_at=now,
-                now=now,
-                queue=QUEUE,
-                customer_id=customer,
-            )
+        left = sorted(about - mine)
+        # One reaction for all of them (a job per customer made hundreds when two workers'
+        # groups of a thousand shared some buckets of the customer locks).
+        enqueue(
+            conn,
+            REACT,
+            {"events": [e.message_id for e in events if e.customer_id not in mine]},
+            run_at=now,
+            now=now,
+            queue=QUEUE,
+            customer_id=left[0] if len(left) == 1 else None,
+        )
         return [event for event in events if event.customer_id in mine]
 
     # ---- a version paused, resumed, superseded or archived ---------------------------------
@@ -379,3 +386,20 @@ class JourneyEngine:
             if ending is not None:
                 unwanted.update((outbox_id, ending[0]) for outbox_id in by_run[run.id])
         return unwanted
+
+
+def _parts_by_customer(events: list[Event], most: int) -> list[list[Event]]:
+    """The events in parts of about `most`, in their order, a customer's all in one part
+    (the first part that holds one of them)."""
+    if len(events) <= most:
+        return [events] if events else []
+    parts: list[list[Event]] = []
+    where: dict[int | None, int] = {}
+    for event in events:
+        index = where.get(event.customer_id)
+        if index is None:
+            if not parts or len(parts[-1]) >= most:
+                parts.append([])
+            index = where[event.customer_id] = len(parts) - 1
+        parts[index].append(event)
+    return parts

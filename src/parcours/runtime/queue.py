@@ -412,16 +412,23 @@ class Worker:
         # shares one process (and its interpreter lock) with the HTTP handlers and the
         # writer: 50 ms put the event-to-intent p99 over 200 ms at 500 events/s, 10 ms let
         # the backlog grow (bench/RESULTS.md, issue 18). On PostgreSQL, where a batch
-        # holds no lock the writer needs and each commit is a flush to disk, none.
+        # holds no lock the writer needs and each commit is a flush to disk, half a
+        # second: enough that commits cost little, short enough that one worker does not
+        # claim a whole backlog in one transaction while another has nothing to do (one
+        # batch took every reaction of 20,000 entries, nine seconds, and a second worker
+        # added nothing to it: bench/RESULTS.md, session 16).
         if batch_seconds is None:
-            batch_seconds = 0.025 if db.is_sqlite else float("inf")
+            batch_seconds = 0.025 if db.is_sqlite else 0.5
         self.batch_seconds = batch_seconds
         # Jobs a batch claims at least (when that many are left to its limit), its time
         # up or not: under contention jobs look slow, and batches of one or two spent
         # their time on the transaction itself until the backlog ran away (SQLite, 500
         # events/s: event-to-intent p50 1.2 s in one run of four; bench/RESULTS.md).
         self.min_claim = min_claim
-        self._seconds_per_job = 0.001  # a moving average of what jobs have taken
+        # A moving average of what a job of each queue has taken: a journey's reaction to
+        # a group of entries takes a hundred times a delivery, and one average for both
+        # made a batch claim a backlog of reactions at a delivery's pace.
+        self._seconds_per_job: dict[str, float] = {}
         # While idle: the clock time (ms) it sleeps until; infinite while it decides how
         # long; 0 while it runs (see wake_for).
         self._sleeping_until = 0.0
@@ -602,16 +609,21 @@ class Worker:
                 # up, with nothing claimed left over.
                 while ran < limit:
                     started = time.monotonic()
-                    fits = (deadline - started) / self._seconds_per_job / self._busy_queues
-                    wanted = int(min(limit - ran, max(self.min_claim, fits)))
+                    left = (deadline - started) / self._busy_queues
+                    wanted = {
+                        queue: int(min(limit - ran, max(self.min_claim, left / cost)))
+                        if (cost := self._seconds_per_job.get(queue))
+                        # A queue not measured yet: the least (a backlog of heavy jobs
+                        # claimed whole at a light job's pace would be one transaction).
+                        else min(limit - ran, self.min_claim)
+                        for queue in self.queues
+                    }
                     claimed = self._claim(conn, now, wanted)
                     if not claimed:
                         exhausted = True
                         break
-                    self._run_claimed(conn, claimed, now)
+                    self._learn(self._run_claimed(conn, claimed, now), claimed)
                     ran += len(claimed)
-                    spent = (time.monotonic() - started) / len(claimed)
-                    self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * spent
                     self._busy_queues = len({job.queue for job in claimed})
                     if time.monotonic() > deadline:
                         break
@@ -626,7 +638,17 @@ class Worker:
         # What the actions did (a send's outcome recorded) may have made jobs due.
         return ran, exhausted and not actions
 
-    def _claim(self, conn: Connection, now: int, limit: int) -> list[Job]:
+    def _learn(self, spent: dict[str, float], claimed: list[Job]) -> None:
+        """What each queue's jobs of a claim took, into its moving average."""
+        counts: dict[str, int] = {}
+        for job in claimed:
+            counts[job.queue] = counts.get(job.queue, 0) + 1
+        for queue, count in counts.items():
+            each = spent.get(queue, 0.0) / count
+            before = self._seconds_per_job.get(queue, each)
+            self._seconds_per_job[queue] = 0.7 * before + 0.3 * each
+
+    def _claim(self, conn: Connection, now: int, wanted: dict[str, int]) -> list[Job]:
         """Take the due jobs: deleted as they are claimed (one statement, not one per job),
         so their unique keys are free for the next jobs their handlers schedule. The
         deletion commits with the handlers' effects; a job whose handler fails is put back
@@ -635,6 +657,7 @@ class Worker:
         # and stops at the limit, where `queue IN (...)` made the database sort every due job.
         rows = []
         for name in self.queues:
+            limit = wanted[name]
             if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE: the only writer
                 rows += sql(
                     conn,
@@ -699,19 +722,37 @@ class Worker:
             else:
                 sql(conn, "RELEASE SAVEPOINT parcours_prepare")
 
-    def _run_claimed(self, conn: Connection, claimed: list[Job], now: int) -> None:
+    def _run_claimed(self, conn: Connection, claimed: list[Job], now: int) -> dict[str, float]:
         """Run claimed jobs in order: those of kinds that run in sets, a stretch at a time
-        with their writes held; the others one by one, each in its savepoint."""
-        self._prepare(conn, [job for job in claimed if job.kind not in self.in_sets])
+        with their writes held; the others one by one, each in its savepoint. Returns the
+        seconds spent per queue (a set's and the reads ahead shared among their jobs)."""
+        spent: dict[str, float] = {}
+
+        def took(jobs: list[Job], since: float) -> None:
+            each = (time.monotonic() - since) / len(jobs) if jobs else 0.0
+            for job in jobs:
+                spent[job.queue] = spent.get(job.queue, 0.0) + each
+
+        began = time.monotonic()
+        singles = [job for job in claimed if job.kind not in self.in_sets]
+        self._prepare(conn, singles)
+        took(singles, began)
         stretch: list[Job] = []
         for job in claimed:
             if job.kind in self.in_sets:
                 stretch.append(job)
                 continue
+            began = time.monotonic()
             self._run_set(conn, stretch, now)
+            took(stretch, began)
             stretch = []
+            began = time.monotonic()
             self._run_one(conn, job, now)
+            took([job], began)
+        began = time.monotonic()
         self._run_set(conn, stretch, now)
+        took(stretch, began)
+        return spent
 
     def _run_set(self, conn: Connection, jobs: list[Job], now: int) -> None:
         """Run these jobs with their writes held, sent together at the end (a statement per
