@@ -107,6 +107,7 @@ def test_the_owner_brands_the_console_and_the_preference_centre(
     page.locator("#f-primary").fill("#7a1f3d")
     page.locator("#f-accent").fill("#1d4d4f")
     page.get_by_role("button", name="Save the brand").click()
+    page.wait_for_url(re.compile(r".*saved=brand"))  # the page after the save, not before
     assert page.get_by_role("status").first.inner_text().startswith("Saved.")
     assert page.locator("header.top .brand").inner_text() == "Maison Lune"
     save = page.get_by_role("button", name="Save the brand")
