@@ -359,7 +359,7 @@ def template_channels(journey_source: str) -> dict[str, set[str]]:
     for instruction in compile_journey(journeys.parse(journey_source), 0).instructions:
         send = getattr(instruction.spec, "send", None) if instruction.op == "action" else None
         if send is not None:
-            channels = {send.channel, *send.fallback} - {"best"} or {"email", "sms"}
+            channels = {send.channel, *send.fallback} - {"best", "sector"} or {"email", "sms"}
             wanted.setdefault(send.template, set()).update(channels)
     return wanted
 

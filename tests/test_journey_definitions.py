@@ -47,7 +47,7 @@ def test_a_wrong_enum_names_the_line_and_path() -> None:
     line = line_of(ABANDONED_CART, "channel: sms")
     assert problems(source) == [
         f"line {line}: steps[5].branch[0].steps[0].send.channel: 'fax' is not one of email, sms, "
-        "whatsapp, push, wallet, chat, best"
+        "whatsapp, push, wallet, chat, best, sector"
     ]
 
 

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from parcours import brand
 from parcours.customers import profiles as customers
 from parcours.log import queries as log_queries
 from parcours.messaging import templates as message_templates
 from parcours.messaging.outbox import intents_for
 from parcours.runtime.clock import SimulatedClock, iso
+from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests.conftest import event_properties, make_event
 from tests.test_journeys_engine import DAY, HOUR, MINUTE, advance, opt_in, publish, sent, track
@@ -168,6 +170,53 @@ def test_one_message_per_stage_reached_on_the_stage_s_channel(
         ("sms", "shipment-failed-attempt"),
         ("push", "shipment-delivered"),
     ]
+
+
+def test_the_sector_preset_s_channel_comes_first_then_the_stage_s(
+    settings: Settings, clock: SimulatedClock
+) -> None:
+    """SCENARIOS.md section 4: a beauty brand's parcel news goes by WhatsApp, an
+    electronics brand's by email; a home brand's preset is Wallet, whose live status is
+    the Wallet order's, so its messages take the stage's own channels; one set on the
+    Settings page wins over the configured one."""
+    for sector, expected in (
+        ("beauty", ["whatsapp", "whatsapp", "whatsapp"]),
+        ("electronics", ["email", "email", "email"]),
+        ("home", ["sms", "sms", "push"]),
+    ):
+        # One database for the three brands: each its own customer, order and parcel.
+        opened = Services.open(settings.with_overrides(sector=sector), clock=clock)
+        user, parcel = f"eva-{sector}", {"order_id": f"o-{sector}"}
+        try:
+            publish(opened, UPDATES)
+            opt_in(opened, user)
+            order(opened, user, f"o-{sector}")
+            for status in ("in_transit", "out_for_delivery", "delivered"):
+                ship(opened, user, f"s-{sector}", status, **parcel)
+            advance(opened, clock, HOUR)
+            assert [channel for channel, _ in sent(opened, user)] == expected, sector
+            if sector == "electronics":  # the Settings page's sector wins
+                brand.save(
+                    opened.db,
+                    brand.Defaults("Maison", sector),
+                    brand.Changes(sector="beauty"),
+                    clock.now_ms(),
+                    sectors=("beauty", "electronics"),
+                )
+                order(opened, user, "o-again")
+                # (a template not sent to them yet: the same one again would be a duplicate)
+                ship(opened, user, "s-again", "delivery_attempted", order_id="o-again")
+                advance(opened, clock, HOUR)
+                assert sent(opened, user)[-1] == ("whatsapp", "shipment-failed-attempt")
+                brand.save(  # back to none set there, for the next brand of this database
+                    opened.db,
+                    brand.Defaults("Maison", sector),
+                    brand.Changes(),
+                    clock.now_ms(),
+                    reset=("sector",),
+                )
+        finally:
+            opened.close()
 
 
 def test_the_other_stages_each_have_their_message(

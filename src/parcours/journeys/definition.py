@@ -23,8 +23,11 @@ from parcours.runtime.documents import JsonObject
 
 # ---- the format --------------------------------------------------------------------------
 
-CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat", "best")
-Channel = Literal["email", "sms", "whatsapp", "push", "wallet", "chat", "best"]
+# `best`: the channel ranked first for this customer (messaging/choice.py); `sector`: the
+# brand's sector preset's post-purchase channel, then the send's fallback (its default
+# chain, used alone when the brand has no sector).
+CHANNELS = ("email", "sms", "whatsapp", "push", "wallet", "chat", "best", "sector")
+Channel = Literal["email", "sms", "whatsapp", "push", "wallet", "chat", "best", "sector"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -365,10 +368,28 @@ def _check_action(
         _check_branch(step.branch, f"{here}.branch", problems, seen)
     elif step.split is not None:
         _check_split(step.split, f"{here}.split", problems, seen)
-    elif step.send is not None and step.send.fallback_after is not None:
-        check_duration(step.send.fallback_after, f"{here}.send.fallback_after", problems)
+    elif step.send is not None:
+        _check_send(step.send, f"{here}.send", problems)
     elif step.webhook is not None:
         _check_webhook(step.webhook, f"{here}.webhook", problems)
+
+
+def _check_send(send: Send, path: str, problems: Problems) -> None:
+    if send.fallback_after is not None:
+        check_duration(send.fallback_after, f"{path}.fallback_after", problems)
+    if send.channel == "sector" and not send.fallback:
+        problems.append(
+            (
+                f"{path}.fallback",
+                "channel: sector needs a fallback: the channels to use after the sector's "
+                "(alone when the brand has no sector)",
+            )
+        )
+    for choice in ("best", "sector"):
+        if choice in send.fallback:
+            problems.append(
+                (f"{path}.fallback", f"{choice} is a choice of channel, not one to fall back on")
+            )
 
 
 def _check_webhook(hook: Webhook, path: str, problems: Problems) -> None:

@@ -315,7 +315,7 @@ def _send(
         return _hold(run, send, plan, details, logical)
     key = f"run:{run.id}:{step}:0"
     decisions: list[Decision] = []
-    if send.channel == "best" or plan.passed:
+    if send.channel in ("best", "sector") or plan.passed:
         chosen = {"chosen": plan.channel, "passed_over": plan.passed, "scores": plan.scores}
         decisions.append(Log("Channel Chosen", {**details, **chosen}))
     extras = {

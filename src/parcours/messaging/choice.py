@@ -4,7 +4,7 @@ Every channel passed over is recorded with its reason (docs/channels.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -152,6 +152,10 @@ def plan(
     stored = brand.send_time(conn)  # the brand's settings made in the console, if any
     rules = policies.overlay(rules, stored)
     template_channels = template.channels()
+    if request.channel == "sector":
+        if stored is not None and stored.sector is not None:
+            sector = stored.sector
+        request = sector_request(request, sector, template_channels)
     named = {request.channel, *request.fallback} if request.channel != "best" else set()
     wanted = template_channels & (named or set(SENDABLE_CHANNELS))
     reachable = addresses(
@@ -212,6 +216,17 @@ def plan(
             result.rest = candidates[index + 1 :]
         return result
     return result
+
+
+def sector_request(request: Request, sector: str, template_channels: set[str]) -> Request:
+    """A `channel: sector` send as the channels it names: the sector preset's post-purchase
+    channel first (SCENARIOS.md section 4), when the template has content for it, then
+    the send's fallback (its default chain, alone without a sector)."""
+    preset = SECTOR_PRESETS.get(sector)
+    chain = [c for c in request.fallback if c != preset]
+    if preset is not None and preset in template_channels:
+        chain.insert(0, preset)
+    return replace(request, channel=chain[0], fallback=tuple(chain[1:]))
 
 
 WINDOW_CLOSED = (

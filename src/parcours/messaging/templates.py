@@ -638,7 +638,9 @@ def usage_problem(template: MessageTemplate, channels: list[str], purpose: str) 
     """What stops a send step from using this template on these channels (check_usage),
     or None."""
     has = template.channels()
-    named = [c for c in channels if c != "best"]
+    # `sector`: a channel known at send time only (the brand's sector), skipped then when
+    # the template has no content for it; its fallback is named.
+    named = [c for c in channels if c not in ("best", "sector")]
     lacking = [c for c in named if c not in has]
     if lacking:
         return (
