@@ -309,24 +309,27 @@ def test_the_ready_made_journey_asks_the_team_and_tells_the_customer_once_per_si
     assert len(events(services, "lu", "Task Created")) == 2
 
 
-def test_the_stalled_message_in_english_and_french() -> None:
-    context = {
-        "customer": {"first_name": "Lu"},
+def message_context(name: str, first_name: str, **properties: Any) -> dict[str, Any]:
+    """What a shipment message's template reads: the customer, commerce's event about the
+    parcel of order o-1 (carried by DPD, unless told), the brand and the tracking link."""
+    return {
+        "customer": {"first_name": first_name},
         "event": {
-            "event": "Shipment Stalled",
-            "properties": {
-                "order_id": "o-1",
-                "carrier": "DPD",
-                "last_report_at": "2026-09-03T12:00:00.000Z",
-                "hours_silent": 48,
-            },
+            "event": name,
+            "properties": {"order_id": "o-1", "carrier": "DPD", **properties},
         },
         "brand": {"name": "Maison", "url": "https://shop.example"},
         "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
-        "message": {"channel": "email", "purpose": "transactional"},
+        "message": {"channel": "sms", "purpose": "transactional"},
         "cart": None,
         "order": None,
     }
+
+
+def test_the_stalled_message_in_english_and_french() -> None:
+    context = message_context(
+        "Shipment Stalled", "Lu", last_report_at="2026-09-03T12:00:00.000Z", hours_silent=48
+    )
     template = message_templates.shipped()["shipment-stalled"]
     assert template.channels() == {"sms", "email"}
     french = message_templates.render(template, "email", context, "fr", "en")
@@ -339,23 +342,12 @@ def test_the_stalled_message_in_english_and_french() -> None:
 
 
 def test_the_message_names_both_days_in_english_and_french() -> None:
-    context = {
-        "customer": {"first_name": "Ana"},
-        "event": {
-            "event": "Shipment Delayed",
-            "properties": {
-                "order_id": "o-1",
-                "carrier": "DPD",
-                "previous_estimated_delivery_to": "2026-09-03T12:00:00.000Z",
-                "estimated_delivery_to": "2026-09-05T12:00:00.000Z",
-            },
-        },
-        "brand": {"name": "Maison", "url": "https://shop.example"},
-        "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
-        "message": {"channel": "sms", "purpose": "transactional"},
-        "cart": None,
-        "order": None,
-    }
+    context = message_context(
+        "Shipment Delayed",
+        "Ana",
+        previous_estimated_delivery_to="2026-09-03T12:00:00.000Z",
+        estimated_delivery_to="2026-09-05T12:00:00.000Z",
+    )
     template = message_templates.shipped()["shipment-delayed"]
     assert template.channels() == {"whatsapp", "sms", "email"}
     for locale in ("en", "fr"):
@@ -473,22 +465,9 @@ def test_the_overdue_journey_sends_one_message_and_says_the_day_in_english_and_f
     ship(services, "ola", "in_transit", **expected_by(services, 2))
     advance(services, clock, 3 * HOUR, step=HOUR)
     assert sent(services, "ola") == [("whatsapp", "shipment-overdue")]
-    context = {
-        "customer": {"first_name": "Ola"},
-        "event": {
-            "event": "Shipment Overdue",
-            "properties": {
-                "order_id": "o-1",
-                "carrier": "GLS",
-                "estimated_delivery_to": "2026-09-05T12:00:00.000Z",
-            },
-        },
-        "brand": {"name": "Maison", "url": "https://shop.example"},
-        "links": {"shop": "https://shop.example", "tracking": "https://p.example/o/TOKEN"},
-        "message": {"channel": "sms", "purpose": "transactional"},
-        "cart": None,
-        "order": None,
-    }
+    context = message_context(
+        "Shipment Overdue", "Ola", carrier="GLS", estimated_delivery_to="2026-09-05T12:00:00.000Z"
+    )
     template = message_templates.shipped()["shipment-overdue"]
     assert template.channels() == {"whatsapp", "sms", "email"}
     english = message_templates.render(template, "sms", context, "en", "en").fields["text"]

@@ -104,26 +104,21 @@ def watch_from_last_report(
 
 def _arm_overdue(conn: Connection, shipment_id: str, customer: int, due: int, now: int) -> None:
     """The parcel's one overdue job, at the end of its estimate (replacing the one before)."""
+    _arm(conn, shipment_id, customer, due, now, kind=OVERDUE_JOB)
+
+
+def _arm(
+    conn: Connection, shipment_id: str, customer: int, due: int, now: int, *, kind: str = JOB
+) -> None:
+    """The parcel's one job of this kind (its stall job, unless told), due then (replacing
+    the one before)."""
     enqueue(
         conn,
-        OVERDUE_JOB,
+        kind,
         {"shipment": shipment_id},
         run_at=due,
         now=now,
-        unique_key=overdue_key(shipment_id),
-        customer_id=customer,
-    )
-
-
-def _arm(conn: Connection, shipment_id: str, customer: int, due: int, now: int) -> None:
-    """The parcel's one stall job, due then (replacing the one before)."""
-    enqueue(
-        conn,
-        JOB,
-        {"shipment": shipment_id},
-        run_at=due,
-        now=now,
-        unique_key=job_key(shipment_id),
+        unique_key=job_key(shipment_id) if kind == JOB else overdue_key(shipment_id),
         customer_id=customer,
     )
 
