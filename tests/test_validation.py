@@ -71,7 +71,7 @@ def test_every_mistake_of_form_is_named_at_once() -> None:
         "line 6: entry.reentry: 'sometimes' is not one of once, once_per_period, every_time",
         "line 10: steps[0].sned: is not a known field here",
         "line 11: steps[1].send.channel: 'pigeon' is not one of email, sms, whatsapp, push, "
-        "wallet, chat, best",
+        "wallet, chat, best, sector",
         "line 12: steps[2].wait_for.timeout: is required",
         "line 16: steps[3].branch[0].steps[0].send.template: expected `str`, got `int`",
     ]
