@@ -611,8 +611,8 @@ class Worker:
                     started = time.monotonic()
                     left = (deadline - started) / self._busy_queues
                     wanted = {
-                        queue: int(min(limit - ran, max(self.min_claim, left / cost)))
-                        if (cost := self._seconds_per_job.get(queue))
+                        queue: int(min(limit - ran, max(self.min_claim, left / max(cost, 1e-6))))
+                        if (cost := self._seconds_per_job.get(queue)) is not None
                         # A queue not measured yet: the least (a backlog of heavy jobs
                         # claimed whole at a light job's pace would be one transaction).
                         else min(limit - ran, self.min_claim)
