@@ -204,6 +204,11 @@ def test_the_owner_adds_quiet_hours_for_french_sms_with_the_form_in_french(
     page.get_by_role("button", name="Ajouter une règle d’heures calmes").click()
     rule = page.get_by_role("group", name="Heures calmes, règle 3", exact=True)
     rule.wait_for()
+    # The focus moves once the swap has settled (HTMX's afterSettle): waited for, not read
+    # at the instant the rule appears (a loaded machine read it before, once).
+    page.wait_for_function(
+        "document.activeElement && document.activeElement.id === 'f-quiet-2-country'"
+    )
     assert page.evaluate("document.activeElement.id") == "f-quiet-2-country"
     assert page.get_by_role("status").filter(has_text="Pas encore enregistré").is_visible()
     page.keyboard.type("France")  # a select is chosen by typing, as with the keyboard
