@@ -706,6 +706,23 @@ def test_an_event_naming_only_an_order_is_its_customers_even_in_the_orders_group
     assert the_shipment(services, "s-1").customer_id == ana
 
 
+def test_what_is_known_of_new_orders_is_read_in_one_statement(services: Services) -> None:
+    """The orders stored, and those a parcel, a refund or a cancellation kept before they
+    came: one statement over the five tables (`select_in` with its list used five times),
+    the same answer on SQLite and PostgreSQL."""
+    from parcours.commerce import rows
+
+    append(services, placed("o-1"))
+    append(services, scan("s-2", "in_transit", START, order_id="o-2"))
+    append(
+        services,
+        make_event(userId="ana", event="Order Cancelled", properties={"order_id": "o-3"}),
+    )
+    with services.db.read() as conn:
+        found = rows.orders_stored_or_named(conn, ["o-1", "o-2", "o-3", "o-4"])
+    assert found == ({"o-1"}, {"o-2", "o-3"})
+
+
 def test_a_group_of_new_orders_is_written_as_one_by_one(services: Services) -> None:
     """The new orders of one append are written together: each with its lines, the one a
     shipment was kept for takes its customer, one cancelled earlier in the group is

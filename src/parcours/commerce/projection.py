@@ -412,7 +412,7 @@ def _place_new(
     if len(first) < 2:
         return set(), set()  # one order: the general path costs no more
     ids = sorted(first)
-    stored = commerce_rows.stored_order_ids(conn, ids)
+    stored, named_before = commerce_rows.orders_stored_or_named(conn, ids)
     new = [order_id for order_id in ids if order_id not in stored]
     if not new:
         return set(), set()
@@ -442,7 +442,7 @@ def _place_new(
         if rows:  # COPY on PostgreSQL
             columns = list(rows[0])
             insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-    kept = commerce_rows.orders_named_by(conn, new)
+    kept = named_before.intersection(new)
     for order_id in sorted(kept):
         _attach(conn, order_id, now, rules)
     return {id(first[order_id]) for order_id in new}, kept

@@ -105,26 +105,29 @@ def withdrawn_products(conn: Connection, product_ids: Iterable[str]) -> set[str]
     return {row[0] for row in select_in(conn, statement, sorted(product_ids))}
 
 
-def stored_order_ids(conn: Connection, order_ids: Iterable[str]) -> set[str]:
-    """Those of these orders that are stored."""
-    statement = "SELECT order_id FROM commerce_orders WHERE order_id IN ({marks})"
-    return {row[0] for row in select_in(conn, statement, sorted(order_ids))}
+# What a group of new orders is checked against: the orders stored (0), and what a
+# shipment, a refund, a return or a cancellation kept before its order came (1).
+_KNOWN_TABLES = (
+    "commerce_orders",
+    "commerce_shipments",
+    "commerce_refunds",
+    "commerce_returns",
+    "commerce_cancellations",
+)
+_KNOWN = " UNION ALL ".join(
+    f"SELECT {int(index > 0)}, order_id FROM {table} WHERE order_id IN ({{marks}})"
+    for index, table in enumerate(_KNOWN_TABLES)
+)
 
 
-def orders_named_by(conn: Connection, order_ids: Iterable[str]) -> set[str]:
-    """Those of these orders that a shipment, a refund, a return or a cancellation kept
-    before the order."""
-    ids = sorted(order_ids)
-    found: set[str] = set()
-    for table in (
-        "commerce_shipments",
-        "commerce_refunds",
-        "commerce_returns",
-        "commerce_cancellations",
-    ):
-        statement = f"SELECT order_id FROM {table} WHERE order_id IN ({{marks}})"
-        found.update(row[0] for row in select_in(conn, statement, ids))
-    return found
+def orders_stored_or_named(conn: Connection, order_ids: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Of these orders, those stored, and those a shipment, a refund, a return or a
+    cancellation kept before the order: one statement over the five tables."""
+    stored: set[str] = set()
+    named: set[str] = set()
+    for kind, order_id in select_in(conn, _KNOWN, sorted(order_ids), uses=len(_KNOWN_TABLES)):
+        (named if kind else stored).add(order_id)
+    return stored, named
 
 
 def order_owners(conn: Connection, order_ids: Sequence[str]) -> list[tuple[str, int]]:

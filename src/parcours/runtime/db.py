@@ -633,9 +633,12 @@ def select_in(
     leading: Sequence[Any] = (),
     *,
     named: bool = False,
+    uses: int = 1,
 ) -> list[Any]:
     """Rows of `sql`, whose `{marks}` stands for an IN list, for every chunk of `values`:
     plain tuples, or with `named` named tuples with the columns' names, as `sql` gives.
+    `uses`: how many times `sql` holds `IN ({marks})`, each the same list (one statement
+    over several tables, `UNION ALL`).
 
     `leading` are the parameters that come before the IN list. Straight through the driver,
     as for insert_rows. On PostgreSQL the list is one array parameter (`= ANY(%s)`): a
@@ -653,12 +656,12 @@ def select_in(
         statement = sql.replace("IN ({marks})", f"= ANY(%s{cast})").replace("{mark}", mark)
         assert "{marks}" not in statement, "select_in takes `IN ({marks})`"
         for part in chunks(items, _ARRAY_CHUNK):
-            cursor.execute(statement, (*leading, list(part)))
+            cursor.execute(statement, (*leading, *[list(part)] * uses))
             found.extend(cursor.fetchall())
     else:
         for part in chunks(items):
             statement = sql.replace("{marks}", ", ".join(mark for _ in part))
-            cursor.execute(statement.replace("{mark}", mark), (*leading, *part))
+            cursor.execute(statement.replace("{mark}", mark), (*leading, *list(part) * uses))
             found.extend(cursor.fetchall())
     if named:
         make = _row_type_of(sql, cursor.description)
