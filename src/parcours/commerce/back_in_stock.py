@@ -20,6 +20,7 @@ import msgspec
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from parcours.commerce import catalog
+from parcours.commerce.rows import withdrawn_products
 from parcours.commerce.tables import commerce_products, commerce_stock_requests, commerce_variants
 from parcours.customers import BadEmail, check_email, identity_of, verified_user_id
 from parcours.log import Event, Reactions, append_events, internal_event
@@ -187,8 +188,7 @@ def variant_asked(conn: Connection, asked: NotifyRequest) -> catalog.Variant:
     variant): the stock that notifies it is the catalog's, so an unknown one is refused,
     and so is one of a product the catalog deleted (it will not be back)."""
     found = _variant_asked(conn, asked)
-    product = catalog.product(conn, found.product_id)
-    if product is not None and product.deleted_at is not None:
+    if withdrawn_products(conn, [found.product_id]):
         raise BackInStockError(
             404, f"product {found.product_id!r} was deleted from the catalog", "productId"
         )

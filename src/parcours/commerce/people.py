@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, select, update
 
 from parcours.commerce import replenishment
+from parcours.commerce.queries import orders_of
 from parcours.commerce.recommendations import follow_merge as views_follow_merge
 from parcours.commerce.recommendations import uncount_orders
 from parcours.commerce.tables import (
@@ -148,21 +149,17 @@ def exported(conn: Connection, customer_id: int) -> list[JsonObject]:
     """The customer's orders as a person's export shows them, oldest first: money as
     decimal text with the currency's decimals (their lines, shipments and returns follow
     among the export's other tables)."""
-    rows = conn.execute(
-        select(commerce_orders)
-        .where(commerce_orders.c.customer_id == customer_id)
-        .order_by(commerce_orders.c.placed_at, commerce_orders.c.order_id)
-    ).all()
+    found = sorted(orders_of(conn, customer_id), key=lambda o: (o.placed_at, o.order_id))
     return [
         {
-            "order_id": row.order_id,
-            "number": row.number,
-            "source": row.source,
-            "currency": row.currency,
-            "total": money_text(row.total, row.currency),
-            "refunded": money_text(row.refunded, row.currency),
-            "status": row.status,
-            "at": iso(row.placed_at),
+            "order_id": order.order_id,
+            "number": order.number,
+            "source": order.source,
+            "currency": order.currency,
+            "total": money_text(order.total, order.currency),
+            "refunded": money_text(order.refunded, order.currency),
+            "status": order.status,
+            "at": iso(order.placed_at),
         }
-        for row in rows
+        for order in found
     ]

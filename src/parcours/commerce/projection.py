@@ -66,7 +66,6 @@ DEFAULT_CURRENCY = "USD"  # as the customers' projection counts an order without
 # Who reported an order, in commerce's words (Event.source -> source).
 SOURCES = {"api": "site", "shopify": "shopify", "import": "import", "admin": "admin"}
 _ZERO = Decimal(0)
-DAY_MS = 86_400_000
 
 
 class Commerce:
@@ -932,7 +931,7 @@ def _day_end(value: Any) -> int | None:
     """The time a window's end says; the last millisecond of a day given without a time."""
     found = _time(value)
     if found is not None and isinstance(value, str) and len(value.strip()) == len("2026-12-10"):
-        return found + DAY_MS - 1
+        return found + reviews.DAY_MS - 1
     return found
 
 
