@@ -42,6 +42,21 @@ def test_the_documented_example_is_valid() -> None:
     assert journey.goals[0].event == "Order Completed"
 
 
+def test_a_sector_send_names_its_fallback_and_choices_are_not_fallbacks() -> None:
+    """`channel: sector` needs the chain to use after the sector's channel (alone without a
+    sector); `best` and `sector` choose a channel, they are not one to fall back on."""
+    base = "id: j\nname: J\nentry: {event: Go}\nsteps:\n  - send: {template: t, %s}\n"
+    assert [p.split(": ", 1)[1] for p in problems(base % "channel: sector")] == [
+        "steps[0].send.fallback: channel: sector needs a fallback: the channels to use after "
+        "the sector's (alone when the brand has no sector)"
+    ]
+    found = problems(base % "channel: sms, fallback: [best]")
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "steps[0].send.fallback: best is a choice of channel, not one to fall back on"
+    ]
+    assert load_journey(base % "channel: sector, fallback: [sms, email]").steps[0].send
+
+
 def test_a_wrong_enum_names_the_line_and_path() -> None:
     source = ABANDONED_CART.replace("channel: sms", "channel: fax")
     line = line_of(ABANDONED_CART, "channel: sms")

@@ -749,3 +749,26 @@ def test_a_step_follows_a_merge_that_could_not_see_its_run(
         assert journeys.runs_of(conn, ana) == []
         pushed = [(i["customer_id"], i["channel"]) for i in intents_for(conn, bo)]
     assert run.state == "active" and pushed == [(bo, "push")]
+
+
+def test_a_large_group_s_reactions_are_parts_that_keep_a_customer_s_events_together() -> None:
+    """A group of more events than one reaction takes is split (several workers share
+    the parts), each customer's events in one part, in their order."""
+    from types import SimpleNamespace
+
+    from parcours.journeys.engine import _parts_by_customer
+
+    # Thirty customers, two events each (all thirty, then all thirty again).
+    events: list[Any] = [SimpleNamespace(customer_id=n % 30, n=n) for n in range(60)]
+    parts = _parts_by_customer(events, 10)
+    assert [len(part) for part in parts] == [20, 20, 20]  # ten customers a part
+    assert sorted(e.n for part in parts for e in part) == list(range(60))
+    for customer in range(30):
+        holding = [part for part in parts if any(e.customer_id == customer for e in part)]
+        assert len(holding) == 1
+        assert [e.n for e in holding[0] if e.customer_id == customer] == [
+            customer,
+            customer + 30,
+        ]
+    assert _parts_by_customer(events[:5], 10) == [events[:5]]
+    assert _parts_by_customer([], 10) == []
