@@ -65,6 +65,7 @@ class Database:
             self._gate = None
             self.engine = create_engine(self.url, pool_size=pool_size)
             _ping_after_idle(self.engine)
+            _configure_postgres(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -230,6 +231,37 @@ def _ping_after_idle(engine: Engine) -> None:
                 cursor.close()
         except Exception as exc:
             raise DisconnectionError("the pooled connection is gone") from exc
+
+
+# What PostgreSQL's planner is told an index probe costs, against a sequential read's 1.0:
+# its default (4) is a spinning disk's. Parcours reads its hot rows by key, from memory or
+# an SSD; at 4, the reads of a group's orders and customers (`= ANY(array)`) planned a
+# scan of the whole table while it held some thousands of rows, 1.2 ms where the index
+# took 0.07 (bench/RESULTS.md, session 17). A value an operator set (anything but the
+# default) is left as it is.
+RANDOM_PAGE_COST = "1.1"
+
+
+def _configure_postgres(engine: Engine) -> None:
+    """Each new connection: lists are sent to the server in binary (psycopg otherwise
+    writes an array's text form, quoting and escaping each element in Python: a third of
+    the writer's CPU, with profiles' JSON in the arrays of `update_rows`), and the
+    planner's random_page_cost set as above, for the session."""
+    from psycopg.types.array import ListBinaryDumper
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # the setting outlives any transaction
+        try:
+            dbapi_conn.execute(
+                "SELECT set_config('random_page_cost', %s, false) "
+                "WHERE current_setting('random_page_cost') = '4'",
+                (RANDOM_PAGE_COST,),
+            )
+        finally:
+            dbapi_conn.autocommit = autocommit
 
 
 def _configure_sqlite(engine: Engine) -> None:
