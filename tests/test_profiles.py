@@ -332,6 +332,57 @@ def test_two_transactions_on_one_customer_take_turns_and_lose_nothing(
     assert profile.computed["last_seen_at"] == iso(START + 5000)
 
 
+def test_two_writers_about_different_people_do_not_wait_for_each_other(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """PostgreSQL: a transaction holds the locks of a group of 200 people (as a second
+    writer would while it projects them); a writer's group about 200 others is stored at
+    once, not after that transaction ends. With 4,096 buckets the two groups' keys shared
+    some (about ten), and the second writer waited."""
+    import threading
+
+    from parcours.customers.projection import Projector
+    from parcours.log.append import _lock_keys
+    from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.db import lock_keys
+    from parcours.runtime.settings import Settings
+    from tests.conftest import truncate_all
+
+    def group(prefix: str) -> list[Any]:
+        return [
+            make_event(
+                "identify",
+                userId=f"{prefix}-{n}",
+                at=START,
+                traits={"email": f"{prefix}-{n}@example.com"},
+            )
+            for n in range(200)
+        ]
+
+    truncate_all(postgres_url)
+    opened = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SimulatedClock(START)
+    )
+    try:
+        held, written = group("held"), group("written")
+        done = threading.Event()
+
+        def write() -> None:
+            opened.writer.append_sync(written)
+            done.set()
+
+        with opened.db.write() as holder:
+            lock_keys(holder, _lock_keys(Projector(holder, now_ms=START, default_region="FR"), held))
+            writer = threading.Thread(target=write)
+            writer.start()
+            stored_while_held = done.wait(20)
+        writer.join(30)
+        assert stored_while_held, "the writer waited for locks of people it is not about"
+        assert profile_of(opened, "written-199").traits["email"] == "written-199@example.com"
+    finally:
+        opened.close()
+
+
 def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
     postgres_url: str, tmp_path: Any
 ) -> None:

@@ -432,13 +432,19 @@ def like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-LOCK_BUCKETS = 4096
+# The hashed buckets of the keys locked. Two writers' groups of 100 events (some 150 keys
+# each) shared a bucket almost every time among 4,096, and waited for each other as if
+# they were about the same people (bench/RESULTS.md, session 17). Among 2^30 (the most a
+# two-key lock's int4 takes above its offset), two groups of 1,000 events (some 2,000
+# keys each) share one about once in 270. A transaction holds about as many locks either
+# way: one per key.
+LOCK_BUCKETS = 1 << 30
 
 
 def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None) -> None:
     """Serialise writers that touch the same keys, until the transaction ends.
 
-    PostgreSQL: transaction-scoped advisory locks on 4,096 hashed buckets, taken
+    PostgreSQL: transaction-scoped advisory locks on hashed buckets (`LOCK_BUCKETS`), taken
     in sorted order so two writers cannot deadlock. SQLite: nothing to do, BEGIN IMMEDIATE
     already made this the only writer. With `space` (a number of the caller's own), the
     buckets are PostgreSQL's two-key advisory locks, a key space apart from the one-key
