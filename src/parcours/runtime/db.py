@@ -233,33 +233,47 @@ def _ping_after_idle(engine: Engine) -> None:
             raise DisconnectionError("the pooled connection is gone") from exc
 
 
-# What PostgreSQL's planner is told an index probe costs, against a sequential read's 1.0:
-# its default (4) is a spinning disk's. Parcours reads its hot rows by key, from memory or
-# an SSD; at 4, the reads of a group's orders and customers (`= ANY(array)`) planned a
-# scan of the whole table while it held some thousands of rows, 1.2 ms where the index
-# took 0.07 (bench/RESULTS.md, session 17). A value an operator set (anything but the
-# default) is left as it is.
-RANDOM_PAGE_COST = "1.1"
+# How PostgreSQL plans Parcours' statements, set on each connection unless an operator set
+# otherwise (bench/RESULTS.md, session 17):
+# - random_page_cost 1.1, against a sequential read's 1.0: the default (4) is a spinning
+#   disk's; Parcours reads its hot rows by key, from memory or an SSD. At 4, the reads of
+#   a group's orders by customer planned a scan of the whole table while it held some
+#   thousands of rows: 1.2 ms where the index took 0.07.
+# - plan_cache_mode force_custom_plan: a statement run often is prepared (psycopg, from its
+#   sixth run on a connection), and PostgreSQL then keeps one generic plan for it, made
+#   with the table sizes of that moment. In a fresh database that fills fast (a brand's
+#   history imported), the plans made while the tables were nearly empty scanned them
+#   whole until autovacuum's next ANALYZE, a minute or more later: the check of a group's
+#   new orders took 7 ms at 60,000 orders. Planned at each run, with its own array and
+#   the table as it is, the writer went from 4,100-4,600 to 5,800-6,700 events/s at
+#   30,000 orders; the journey steps, which plan more statements a second, moved within
+#   their noise (5,000-6,200 steps/s either way).
+PLANNER_SETTINGS = (
+    ("random_page_cost", "4", "1.1"),
+    ("plan_cache_mode", "auto", "force_custom_plan"),
+)
 
 
 def _configure_postgres(engine: Engine) -> None:
     """Each new connection: lists are sent to the server in binary (psycopg otherwise
     writes an array's text form, quoting and escaping each element in Python: a third of
     the writer's CPU, with profiles' JSON in the arrays of `update_rows`), and the
-    planner's random_page_cost set as above, for the session."""
+    planner's settings above, for the session (one round trip)."""
     from psycopg.types.array import ListBinaryDumper
+
+    statement = "SELECT " + ", ".join(
+        f"CASE WHEN current_setting('{name}') = '{default}' "
+        f"THEN set_config('{name}', '{ours}', false) END"
+        for name, default, ours in PLANNER_SETTINGS
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
         autocommit = dbapi_conn.autocommit
-        dbapi_conn.autocommit = True  # the setting outlives any transaction
+        dbapi_conn.autocommit = True  # the settings outlive any transaction
         try:
-            dbapi_conn.execute(
-                "SELECT set_config('random_page_cost', %s, false) "
-                "WHERE current_setting('random_page_cost') = '4'",
-                (RANDOM_PAGE_COST,),
-            )
+            dbapi_conn.execute(statement)
         finally:
             dbapi_conn.autocommit = autocommit
 
@@ -647,13 +661,15 @@ def update_rows(
 
 
 def _unnest(conn: Connection, table: Any, columns: Sequence[str]) -> str:
-    """`unnest(%s::T1[], %s::T2[], ...)`: the columns' values as arrays of their types."""
+    """`unnest(%s::T1[], %s::T2[], ...)`: the columns' values as arrays of their types
+    (without a column's collation, which an array's type cannot carry: the column applies
+    its own to what is stored)."""
     dialect = conn.dialect
-    return (
-        "unnest("
-        + ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
-        + ")"
-    )
+    types = (_COLLATION.sub("", table.c[name].type.compile(dialect=dialect)) for name in columns)
+    return "unnest(" + ", ".join(f"%s::{kind}[]" for kind in types) + ")"
+
+
+_COLLATION = re.compile(r'\s+COLLATE\s+"[^"]*"')
 
 
 def _as_arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
