@@ -233,32 +233,20 @@ def _ping_after_idle(engine: Engine) -> None:
             raise DisconnectionError("the pooled connection is gone") from exc
 
 
-# How PostgreSQL plans Parcours' statements, set on each connection unless an operator set
-# otherwise (bench/RESULTS.md, session 17):
-# - random_page_cost 1.1, against a sequential read's 1.0: the default (4) is a spinning
-#   disk's; Parcours reads its hot rows by key, from memory or an SSD. At 4, the reads of
-#   a group's orders by customer planned a scan of the whole table while it held some
-#   thousands of rows: 1.2 ms where the index took 0.07.
-# - plan_cache_mode force_custom_plan: a statement run often is prepared (psycopg, from its
-#   sixth run on a connection), and PostgreSQL then keeps one generic plan for it, made
-#   with the table sizes of that moment. In a fresh database that fills fast (a brand's
-#   history imported), the plans made while the tables were nearly empty scanned them
-#   whole until autovacuum's next ANALYZE, a minute or more later: the check of a group's
-#   new orders took 7 ms at 60,000 orders. Planned at each run, with its own array and
-#   the table as it is, the writer went from 4,100-4,600 to 5,800-6,700 events/s at
-#   30,000 orders; the journey steps, which plan more statements a second, moved within
-#   their noise (5,000-6,200 steps/s either way).
-PLANNER_SETTINGS = (
-    ("random_page_cost", "4", "1.1"),
-    ("plan_cache_mode", "auto", "force_custom_plan"),
-)
+# What PostgreSQL's planner is told an index probe costs, against a sequential read's 1.0,
+# set on each connection unless an operator set it: its default (4) is a spinning disk's;
+# Parcours reads its hot rows by key, from memory or an SSD. At 4, the reads of a group's
+# orders by customer planned a scan of the whole table while it held some thousands of
+# rows: 1.2 ms where the index took 0.07 (bench/RESULTS.md, session 17).
+PLANNER_SETTINGS = (("random_page_cost", "4", "1.1"),)
 
 
 def _configure_postgres(engine: Engine) -> None:
     """Each new connection: lists are sent to the server in binary (psycopg otherwise
     writes an array's text form, quoting and escaping each element in Python: a third of
     the writer's CPU, with profiles' JSON in the arrays of `update_rows`), and the
-    planner's settings above, for the session (one round trip)."""
+    planner's settings above, for the session (one round trip). Statements given arrays
+    are never prepared (`_ARRAYS_UNPREPARED`)."""
     from psycopg.types.array import ListBinaryDumper
 
     statement = "SELECT " + ", ".join(
@@ -595,6 +583,17 @@ def insert_rows(
     _cursor(conn).executemany(sql, rows)
 
 
+# PostgreSQL: a statement given arrays (the rows of a group, a batch of jobs) is planned at
+# each run, never prepared. psycopg prepares a statement from its sixth run on a
+# connection, and PostgreSQL then keeps a generic plan made with the table sizes of that
+# moment and ten elements to an array. In a fresh database that fills fast (a brand's
+# history imported), plans made while the tables were nearly empty scanned them whole
+# until autovacuum's next ANALYZE, a minute or more later: the check of a group's new
+# orders took 7 ms at 60,000 orders (bench/RESULTS.md, session 17). Statements of one
+# row (an executemany's) keep their prepared plans: they have no other to choose.
+_ARRAYS_UNPREPARED: dict[str, Any] = {"prepare": False}
+
+
 def upsert_rows(
     conn: Connection,
     table: Any,
@@ -631,6 +630,7 @@ def upsert_rows(
     _cursor(conn).execute(
         f"INSERT INTO {table.name} ({names}) SELECT * FROM {arrays} {tail}",
         _as_arrays(rows, len(columns)),
+        **_ARRAYS_UNPREPARED,
     )
 
 
@@ -657,6 +657,7 @@ def update_rows(
         f"UPDATE {table.name} SET {assignments} FROM {_unnest(conn, table, named)} "
         f"AS v({', '.join(named)}) WHERE {table.name}.{key} = v.{key}",
         _as_arrays(last, len(named)),
+        **_ARRAYS_UNPREPARED,
     )
 
 
@@ -710,7 +711,7 @@ def select_in(
         statement = sql.replace("IN ({marks})", f"= ANY(%s{cast})").replace("{mark}", mark)
         assert "{marks}" not in statement, "select_in takes `IN ({marks})`"
         for part in chunks(items, _ARRAY_CHUNK):
-            cursor.execute(statement, (*leading, *[list(part)] * uses))
+            cursor.execute(statement, (*leading, *[list(part)] * uses), **_ARRAYS_UNPREPARED)
             found.extend(cursor.fetchall())
     else:
         for part in chunks(items):
@@ -775,8 +776,15 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
     execution cost 40 times the database's (110 µs against 2.6 µs a query, measured)."""
     cursor = _cursor(conn)
     driver_sql = _driver_sql(statement, conn.dialect.name)
-    cursor.execute(driver_sql, params or {})
+    if params and conn.dialect.name != "sqlite" and _has_list(params):
+        cursor.execute(driver_sql, params, **_ARRAYS_UNPREPARED)
+    else:
+        cursor.execute(driver_sql, params or {})
     return Rows(cursor, driver_sql)
+
+
+def _has_list(params: dict[str, Any]) -> bool:
+    return any(isinstance(value, list) for value in params.values())
 
 
 def sql_many(conn: Connection, statement: str, rows: Sequence[dict[str, Any]]) -> None:
