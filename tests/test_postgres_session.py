@@ -5,7 +5,14 @@ otherwise."""
 from __future__ import annotations
 
 from parcours.customers.tables import customer_name_words
-from parcours.runtime.db import Database, insert_rows, select_in, update_rows
+from parcours.runtime.db import (
+    Database,
+    hold_writes,
+    insert_rows,
+    select_in,
+    update_rows,
+    upsert_rows,
+)
 
 AWKWARD = [
     'she said "hello"',
@@ -144,5 +151,88 @@ def test_a_list_of_numbers_is_read_as_an_in_list(database_url: str) -> None:
             )
         assert sorted(row[0] for row in found) == numbers
         assert nothing == []
+    finally:
+        db.dispose()
+
+
+def _words(db: Database) -> list[tuple[str, int]]:
+    with db.read() as conn:
+        rows = conn.exec_driver_sql("SELECT word, customer_id FROM customer_name_words")
+        return sorted((str(word), int(number)) for word, number in rows)
+
+
+def test_writes_held_are_read_back_by_the_next_statement(database_url: str) -> None:
+    """In a transaction holding its writes (the writer's), what `insert_rows`,
+    `upsert_rows` and `update_rows` wrote is there for the next statement, whether ours or
+    SQLAlchemy's, and for the commit when no statement follows."""
+    from sqlalchemy import func, select
+
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            hold_writes(conn)
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("ana", 1)])
+            assert select_in(
+                conn, "SELECT customer_id FROM customer_name_words WHERE word IN ({marks})", ["ana"]
+            ) == [(1,)]
+            update_rows(conn, customer_name_words, ("word",), "customer_id", [("anna", 1)])
+            rows = [(f"w{n}", n) for n in range(2, 40)]  # COPY's size, were it not held
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), rows)
+            counted = conn.execute(select(func.count()).select_from(customer_name_words))
+            assert counted.scalar_one() == 39
+            upsert_rows(
+                conn,
+                customer_name_words,
+                ("word", "customer_id"),
+                [("zoe", 40)],
+                conflict=("word", "customer_id"),
+            )
+        assert _words(db) == sorted([("anna", 1), *rows, ("zoe", 40)])
+    finally:
+        db.dispose()
+
+
+def test_a_held_write_that_fails_fails_its_transaction_whole(database_url: str) -> None:
+    """A held write the database refuses (a row stored twice) fails the statement it went
+    with: nothing of the transaction is kept, and the next transaction on the same
+    connection writes at once again."""
+    import sqlite3
+
+    import pytest
+    from psycopg.errors import UniqueViolation
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 1)])
+        with (
+            pytest.raises((IntegrityError, UniqueViolation, sqlite3.IntegrityError)),
+            db.write() as conn,
+        ):
+            hold_writes(conn)
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("new", 2)])
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 1)])
+            select_in(conn, "SELECT word FROM customer_name_words WHERE word IN ({marks})", ["x"])
+        assert _words(db) == [("kept", 1)]
+        with db.write() as conn:
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("after", 3)])
+            assert conn.info.get("parcours_writes_sent_with_next") is None
+        assert _words(db) == [("after", 3), ("kept", 1)]
+    finally:
+        db.dispose()
+
+
+def test_a_rollback_drops_the_writes_held(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        try:
+            with db.write() as conn:
+                hold_writes(conn)
+                insert_rows(conn, customer_name_words, ("word", "customer_id"), [("gone", 1)])
+                raise RuntimeError("changed my mind")
+        except RuntimeError:
+            pass
+        assert _words(db) == []
     finally:
         db.dispose()

@@ -21,7 +21,7 @@ from parcours.ingest import metrics as ingest_metrics
 from parcours.log import AppendResult, Event, Reactions, append_events
 from parcours.runtime.clock import Clock
 from parcours.runtime.counting import counting
-from parcours.runtime.db import Database, is_transient
+from parcours.runtime.db import Database, hold_writes, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class Writer:
         for attempt in range(_RETRIES):
             try:
                 with self._db.write() as conn:
+                    hold_writes(conn)  # PostgreSQL: each goes with the statement after it
                     return append_events(
                         conn,
                         [s.events for s in group],
