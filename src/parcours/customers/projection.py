@@ -31,6 +31,7 @@ from parcours.log import Event, IdentitiesFactory
 from parcours.log import queries as log_queries
 from parcours.runtime.db import (
     chunks,
+    forget_ahead,
     insert_rows,
     read_ahead,
     reading_ahead,
@@ -451,6 +452,8 @@ class Projector:
                 _apply(profiles[event.customer_id], event)
         if ledger:
             self.conn.execute(insert(consents), ledger)  # rare: SQLAlchemy's executemany is fine
+        for customer in wanted | merged_in_db:  # a set's sends read them again from here on
+            forget_ahead(self.conn, _CONSENTS_AHEAD, customer)
         self._write_profiles(profiles, merged_in_db)
 
     def _collect(self, event: Event, ledger: list[dict[str, Any]]) -> None:
@@ -790,8 +793,11 @@ class ConsentRow(NamedTuple):
 
 
 def consent_changes(conn: Connection, customer_id: int) -> list[ConsentRow]:
-    """The customer's consent ledger, in the order the changes happened."""
-    ahead: list[ConsentRow] | None = take_ahead(conn, _CONSENTS_AHEAD, customer_id)
+    """The customer's consent ledger, in the order the changes happened. Read ahead for a
+    set of sends, it is kept for every read of the set (a send reads it to choose its
+    channel, then its policies read it again) until the set writes what it held, or a
+    profile of the customer is projected."""
+    ahead: list[ConsentRow] | None = take_ahead(conn, _CONSENTS_AHEAD, customer_id, keep=True)
     if ahead is not None:
         return ahead
     rows = sql(
