@@ -372,7 +372,9 @@ def test_two_writers_about_different_people_do_not_wait_for_each_other(
             done.set()
 
         with opened.db.write() as holder:
-            lock_keys(holder, _lock_keys(Projector(holder, now_ms=START, default_region="FR"), held))
+            lock_keys(
+                holder, _lock_keys(Projector(holder, now_ms=START, default_region="FR"), held)
+            )
             writer = threading.Thread(target=write)
             writer.start()
             stored_while_held = done.wait(20)
