@@ -270,7 +270,8 @@ def _configure_postgres(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback")
     def _held_dropped(conn: Connection) -> None:
-        conn.info.pop(_HELD_WRITES, None)
+        if not conn.invalidated:  # a connection found broken has no info to read
+            conn.info.pop(_HELD_WRITES, None)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
