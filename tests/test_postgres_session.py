@@ -7,9 +7,12 @@ from __future__ import annotations
 from parcours.customers.tables import customer_name_words
 from parcours.runtime.db import (
     Database,
+    delete_rows,
     hold_writes,
     insert_rows,
     select_in,
+    sql,
+    sql_write,
     update_rows,
     upsert_rows,
 )
@@ -234,5 +237,29 @@ def test_a_rollback_drops_the_writes_held(database_url: str) -> None:
         except RuntimeError:
             pass
         assert _words(db) == []
+    finally:
+        db.dispose()
+
+
+def test_deletes_and_statements_nobody_reads_are_held_and_in_order(database_url: str) -> None:
+    """`delete_rows` and `sql_write` are held too, and everything held goes in the order it
+    was written: a row deleted then written again is there; one written then deleted is
+    not; the next read sees it all."""
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("old", 1), ("x", 2)])
+        with db.write() as conn:
+            hold_writes(conn)
+            delete_rows(conn, customer_name_words, "customer_id", [1, 2])
+            sql_write(
+                conn,
+                "INSERT INTO customer_name_words (word, customer_id) VALUES (:w, :c)",
+                {"w": "new", "c": 1},
+            )
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("gone", 3)])
+            delete_rows(conn, customer_name_words, "customer_id", [3])
+            assert sql(conn, "SELECT count(*) FROM customer_name_words").scalar_one() == 1
+        assert _words(db) == [("new", 1)]
     finally:
         db.dispose()

@@ -14,10 +14,10 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection
 
 from parcours.customers.tables import customer_name_words
-from parcours.runtime.db import chunks, insert_rows
+from parcours.runtime.db import delete_rows, insert_rows
 
 WORD_LENGTH = 64  # longer words are cut: a search types the start of a word
 WORDS_PER_NAME = 12
@@ -50,8 +50,7 @@ def write_name_words(conn: Connection, names: Mapping[int, str]) -> None:
     one merged away, erased or nameless): theirs are replaced."""
     if not names:
         return
-    for part in chunks(sorted(names)):
-        conn.execute(delete(customer_name_words).where(customer_name_words.c.customer_id.in_(part)))
+    delete_rows(conn, customer_name_words, "customer_id", sorted(names))
     insert_rows(
         conn,
         customer_name_words,

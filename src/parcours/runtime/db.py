@@ -761,8 +761,9 @@ _HELD_WRITES = "parcours_writes_sent_with_next"
 
 
 def hold_writes(conn: Connection) -> None:
-    """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`
-    and `update_rows` are held, and sent with the next statement, whatever it is (or the
+    """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`,
+    `update_rows`, `delete_rows` and `sql_write` are held, and sent with the next
+    statement, whatever it is (or the
     commit), in one round trip (psycopg's pipeline mode): a write whose result nobody
     reads need not be waited for. What follows reads what was written, as before; a held
     write that fails fails the statement it went with, and the transaction. The writer
@@ -807,9 +808,10 @@ def _send_held_writes(conn: Connection) -> None:
 
 
 def _send(driver: Any, held: list[tuple[str, Any, bool]]) -> None:
-    """The writes held, each on a cursor of its own. An INSERT of arrays has one plan and
-    may be prepared; an UPDATE or an upsert joins its arrays to a table, and is planned at
-    each run (`_ARRAYS_UNPREPARED`)."""
+    """The writes held, each on a cursor of its own. An INSERT of arrays, or a statement
+    of single values (`sql_write`), has one plan and may be prepared; an UPDATE, an upsert
+    or a DELETE joins its arrays to a table, and is planned at each run
+    (`_ARRAYS_UNPREPARED`)."""
     for write, arrays, plain_insert in held:
         driver.cursor().execute(write, arrays, prepare=None if plain_insert else False)
 
@@ -871,6 +873,32 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
 
 def _has_list(params: dict[str, Any]) -> bool:
     return any(isinstance(value, list) for value in params.values())
+
+
+def sql_write(conn: Connection, statement: str, params: dict[str, Any] | None = None) -> None:
+    """As `sql`, for a statement whose answer nobody reads (an insert, a NOTIFY): held
+    while the transaction holds its writes (`hold_writes`), else run at once."""
+    held = conn.info.get(_HELD_WRITES)
+    if held is None:
+        sql(conn, statement, params)
+        return
+    lists = bool(params) and _has_list(params or {})
+    held.append((_driver_sql(statement, conn.dialect.name), params or {}, not lists))
+
+
+def delete_rows(conn: Connection, table: Any, column: str, values: Sequence[Any]) -> None:
+    """DELETE the rows of `table` whose `column` is one of `values`: one statement on
+    PostgreSQL (an array, held while the transaction holds its writes), a statement per
+    chunk of an IN list on SQLite."""
+    if not values:
+        return
+    if conn.dialect.name == "sqlite":
+        for part in chunks(list(values)):
+            marks = ", ".join("?" for _ in part)
+            _cursor(conn).execute(f"DELETE FROM {table.name} WHERE {column} IN ({marks})", part)
+        return
+    kind = _COLLATION.sub("", table.c[column].type.compile(dialect=conn.dialect))
+    _write(conn, f"DELETE FROM {table.name} WHERE {column} = ANY(%s::{kind}[])", [list(values)])
 
 
 def sql_many(conn: Connection, statement: str, rows: Sequence[dict[str, Any]]) -> None:

@@ -33,6 +33,7 @@ from parcours.runtime.db import (
     release_held,
     sql,
     sql_many,
+    sql_write,
     stop_holding,
     transaction_note,
     upsert_rows,
@@ -133,7 +134,7 @@ def enqueue(
     if later is not None:
         later.put(values, on_conflict if unique_key is not None else None)
     else:
-        sql(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
+        sql_write(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
         _notify_once(conn)
     else:
@@ -231,7 +232,7 @@ def _notify_once(conn: Connection) -> None:
     note = transaction_note(conn, "parcours_notified")
     if note:
         return
-    sql(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
+    sql_write(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
     note["sent"] = True
 
 
