@@ -239,22 +239,20 @@ def _ping_after_idle(engine: Engine) -> None:
 # Parcours reads its hot rows by key, from memory or an SSD. At 4, the reads of a group's
 # orders by customer planned a scan of the whole table while it held some thousands of
 # rows: 1.2 ms where the index took 0.07 (bench/RESULTS.md, session 17).
-PLANNER_SETTINGS = (("random_page_cost", "4", "1.1"),)
+RANDOM_PAGE_COST = "1.1"
+_PLANNER = (
+    "SELECT set_config('random_page_cost', %s, false) "
+    "WHERE current_setting('random_page_cost') = '4'"
+)
 
 
 def _configure_postgres(engine: Engine) -> None:
     """Each new connection: lists are sent to the server in binary (psycopg otherwise
     writes an array's text form, quoting and escaping each element in Python: a third of
-    the writer's CPU, with profiles' JSON in the arrays of `update_rows`), and the
-    planner's settings above, for the session (one round trip). Statements given arrays
+    the writer's CPU, with profiles' JSON in the arrays of `update_rows`), and
+    random_page_cost as above, for the session (one round trip). Statements given arrays
     are never prepared (`_ARRAYS_UNPREPARED`)."""
     from psycopg.types.array import ListBinaryDumper
-
-    statement = "SELECT " + ", ".join(
-        f"CASE WHEN current_setting('{name}') = '{default}' "
-        f"THEN set_config('{name}', '{ours}', false) END"
-        for name, default, ours in PLANNER_SETTINGS
-    )
 
     # Writes held (`hold_writes`) go before anything SQLAlchemy sends, and before the
     # commit; a rollback drops them; the transaction's end ends the holding.
@@ -279,7 +277,7 @@ def _configure_postgres(engine: Engine) -> None:
         autocommit = dbapi_conn.autocommit
         dbapi_conn.autocommit = True  # the settings outlive any transaction
         try:
-            dbapi_conn.execute(statement)
+            dbapi_conn.execute(_PLANNER, (RANDOM_PAGE_COST,))
         finally:
             dbapi_conn.autocommit = autocommit
 
@@ -585,7 +583,7 @@ def insert_rows(
 ) -> None:
     """Insert many rows straight through the driver: executemany on SQLite, COPY on
     PostgreSQL (the hot path: SQLAlchemy's per-row parameter processing cost more than the
-    database here)."""
+    database here), or arrays held for the next statement (`hold_writes`)."""
     if not rows:
         return
     if _HELD_WRITES in conn.info:
@@ -693,9 +691,12 @@ def _unnest(conn: Connection, table: Any, columns: Sequence[str]) -> str:
     """`unnest(%s::T1[], %s::T2[], ...)`: the columns' values as arrays of their types
     (without a column's collation, which an array's type cannot carry: the column applies
     its own to what is stored)."""
-    dialect = conn.dialect
-    types = (_COLLATION.sub("", table.c[name].type.compile(dialect=dialect)) for name in columns)
-    return "unnest(" + ", ".join(f"%s::{kind}[]" for kind in types) + ")"
+    return "unnest(" + ", ".join(f"%s::{_element_type(conn, table, c)}[]" for c in columns) + ")"
+
+
+def _element_type(conn: Connection, table: Any, column: str) -> str:
+    """The SQL type of a column's values in an array (its collation left out)."""
+    return _COLLATION.sub("", table.c[column].type.compile(dialect=conn.dialect))
 
 
 _COLLATION = re.compile(r'\s+COLLATE\s+"[^"]*"')
@@ -763,12 +764,11 @@ _HELD_WRITES = "parcours_writes_sent_with_next"
 def hold_writes(conn: Connection) -> None:
     """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`,
     `update_rows`, `delete_rows` and `sql_write` are held, and sent with the next
-    statement, whatever it is (or the
-    commit), in one round trip (psycopg's pipeline mode): a write whose result nobody
-    reads need not be waited for. What follows reads what was written, as before; a held
-    write that fails fails the statement it went with, and the transaction. The writer
-    holds its groups' writes (ingest/writer.py): some ten round trips fewer a group of
-    orders. Nothing to do on SQLite, in process."""
+    statement, whatever it is (or the commit), in one round trip (psycopg's pipeline
+    mode): a write whose answer nobody reads need not be waited for. What follows reads
+    what was written, as before; a held write that fails fails the statement it went
+    with, and the transaction. The writer holds its groups' writes (ingest/writer.py):
+    40 -> 22 round trips a group of 100 events. Nothing to do on SQLite, in process."""
     if conn.dialect.name != "sqlite":
         conn.info[_HELD_WRITES] = []
 
@@ -897,7 +897,7 @@ def delete_rows(conn: Connection, table: Any, column: str, values: Sequence[Any]
             marks = ", ".join("?" for _ in part)
             _cursor(conn).execute(f"DELETE FROM {table.name} WHERE {column} IN ({marks})", part)
         return
-    kind = _COLLATION.sub("", table.c[column].type.compile(dialect=conn.dialect))
+    kind = _element_type(conn, table, column)
     _write(conn, f"DELETE FROM {table.name} WHERE {column} = ANY(%s::{kind}[])", [list(values)])
 
 
