@@ -224,10 +224,10 @@ def carts_touched(
 ) -> list[Any]:
     """The stored carts of these cart, checkout or order ids, and the carts of these
     customers whose status is one of `live`, each once (rows with the table's columns)."""
-    statuses = ", ".join(f"'{status}'" for status in live)  # the module's own constants
-    found: dict[str, Any] = {}
     if not (cart_ids or checkout_ids or order_ids or customers):
         return []
+    statuses = ", ".join(f"'{status}'" for status in live)  # the module's own constants
+    found: dict[str, Any] = {}
     if conn.dialect.name != "sqlite":
         # One statement, one round trip, where it took one for each kind of id.
         statement = " UNION ALL ".join(

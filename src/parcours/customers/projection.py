@@ -452,7 +452,8 @@ class Projector:
                 _apply(profiles[event.customer_id], event)
         if ledger:
             self.conn.execute(insert(consents), ledger)  # rare: SQLAlchemy's executemany is fine
-        for customer in wanted | merged_in_db:  # a set's sends read them again from here on
+        # Consents changed, or moved by a merge: a set's sends read them again from here on.
+        for customer in {row["customer_id"] for row in ledger} | survivors | merged_in_db:
             forget_ahead(self.conn, _CONSENTS_AHEAD, customer)
         self._write_profiles(profiles, merged_in_db)
 

@@ -589,10 +589,9 @@ def insert_rows(
     if _HELD_WRITES in conn.info:
         # Held for the next statement: COPY cannot ride psycopg's pipeline; the rows go
         # as one array per column (binary, see _configure_postgres).
-        statement = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM " + _unnest(
-            conn, table, columns
-        )
-        conn.info[_HELD_WRITES].append((statement, _as_arrays(rows, len(columns)), True))
+        arrays = _unnest(conn, table, columns)
+        statement = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM {arrays}"
+        _write(conn, statement, _as_arrays(rows, len(columns)), one_plan=True)
         return
     if conn.dialect.name != "sqlite" and len(rows) >= COPY_FROM_ROWS:
         # PostgreSQL: COPY is several times faster than a pipelined executemany for many
@@ -773,47 +772,47 @@ def hold_writes(conn: Connection) -> None:
         conn.info[_HELD_WRITES] = []
 
 
-def _write(conn: Connection, statement: str, params: Sequence[Any]) -> None:
-    """A write of many rows (arrays): held if the transaction holds its writes."""
+def _write(conn: Connection, statement: str, params: Any, *, one_plan: bool = False) -> None:
+    """A write whose answer nobody reads: held if the transaction holds its writes, else
+    run at once. `one_plan`: an INSERT of arrays, or a statement of single values, has one
+    plan and may be prepared; an UPDATE, an upsert or a DELETE joins its arrays to a
+    table, and is planned at each run (`_ARRAYS_UNPREPARED`)."""
+    options: dict[str, Any] = {} if one_plan else _ARRAYS_UNPREPARED
     held = conn.info.get(_HELD_WRITES)
     if held is not None:
-        held.append((statement, params, False))
+        held.append((statement, params, options))
     else:
-        _cursor(conn).execute(statement, params, **_ARRAYS_UNPREPARED)
+        _cursor(conn).execute(statement, params, **options)
 
 
 def _execute(conn: Connection, statement: str, params: Any, **options: Any) -> None:
-    """Run a statement on the connection's cursor, with the writes held before it."""
+    """Run a statement on the connection's cursor, after the writes held, in one round
+    trip with them."""
     cursor = _cursor(conn)
-    held = conn.info.get(_HELD_WRITES)
-    if not held:
+    if not conn.info.get(_HELD_WRITES):
         cursor.execute(statement, params, **options)
         return
-    conn.info[_HELD_WRITES] = []
-    driver = cursor.connection
-    with driver.pipeline():  # leaving it sends everything and reads every answer
-        _send(driver, held)
+    with _sending_held_writes(conn):
         cursor.execute(statement, params, **options)
 
 
 def _send_held_writes(conn: Connection) -> None:
     """Send the writes held, alone (before a statement that cannot go with them)."""
-    held = conn.info.get(_HELD_WRITES)
-    if not held:
-        return
-    conn.info[_HELD_WRITES] = []
+    if conn.info.get(_HELD_WRITES):
+        with _sending_held_writes(conn):
+            pass
+
+
+@contextmanager
+def _sending_held_writes(conn: Connection) -> Iterator[None]:
+    """The writes held, sent in psycopg's pipeline, each on a cursor of its own, with what
+    the caller sends inside; leaving it sends everything and reads every answer."""
+    held, conn.info[_HELD_WRITES] = conn.info[_HELD_WRITES], []
     driver = _cursor(conn).connection
     with driver.pipeline():
-        _send(driver, held)
-
-
-def _send(driver: Any, held: list[tuple[str, Any, bool]]) -> None:
-    """The writes held, each on a cursor of its own. An INSERT of arrays, or a statement
-    of single values (`sql_write`), has one plan and may be prepared; an UPDATE, an upsert
-    or a DELETE joins its arrays to a table, and is planned at each run
-    (`_ARRAYS_UNPREPARED`)."""
-    for write, arrays, plain_insert in held:
-        driver.cursor().execute(write, arrays, prepare=None if plain_insert else False)
+        for write, params, options in held:
+            driver.cursor().execute(write, params, **options)
+        yield
 
 
 def _cursor(conn: Connection) -> Any:
@@ -878,12 +877,11 @@ def _has_list(params: dict[str, Any]) -> bool:
 def sql_write(conn: Connection, statement: str, params: dict[str, Any] | None = None) -> None:
     """As `sql`, for a statement whose answer nobody reads (an insert, a NOTIFY): held
     while the transaction holds its writes (`hold_writes`), else run at once."""
-    held = conn.info.get(_HELD_WRITES)
-    if held is None:
+    if _HELD_WRITES not in conn.info:
         sql(conn, statement, params)
         return
-    lists = bool(params) and _has_list(params or {})
-    held.append((_driver_sql(statement, conn.dialect.name), params or {}, not lists))
+    lists = params is not None and _has_list(params)
+    _write(conn, _driver_sql(statement, conn.dialect.name), params or {}, one_plan=not lists)
 
 
 def delete_rows(conn: Connection, table: Any, column: str, values: Sequence[Any]) -> None:
