@@ -726,6 +726,38 @@ def test_a_consent_withdrawn_after_a_message_was_decided_stops_it_at_delivery(
     assert message["error"] == "no marketing consent for email (withdrawn)"
 
 
+def test_a_set_reads_a_customers_consents_once_and_again_after_they_change(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """In a set of jobs, the consents read ahead are kept for every read of the set (a
+    send reads them for its channel, then its policies again); a withdrawal projected in
+    the same transaction is read, not the ledger read ahead."""
+    from parcours.log import append_events
+    from parcours.runtime.db import holding_writes, sql, stop_holding
+
+    opt_in(services, "ana")
+    withdrawal = {"consent": {"email": {"marketing": False}}}
+    with services.db.write() as conn:
+        ana = customers.resolve(conn, "ana", "FR")
+        holding_writes(conn)
+        try:
+            customers.read_ahead_for_sends(conn, [ana])
+            sql(conn, "DELETE FROM consents WHERE customer_id = :c", {"c": ana})
+            first = customers.current_consents(conn, ana)
+            again = customers.current_consents(conn, ana)  # kept: the rows deleted unseen
+            event = make_event("identify", userId="ana", at=clock.now_ms(), traits=withdrawal)
+            append_events(conn, [[event]], clock.now_ms(), services.reactions)
+            after = customers.current_consents(conn, ana)
+        finally:
+            stop_holding(conn)
+        conn.rollback()
+    email = [(c.channel, c.purpose) for c in first if c.status == "granted"]
+    assert ("email", "marketing") in email and again == first
+    assert [(c.channel, c.purpose, c.status) for c in after] == [
+        ("email", "marketing", "withdrawn")
+    ]
+
+
 def test_a_step_follows_a_merge_that_could_not_see_its_run(
     services: Services, clock: SimulatedClock
 ) -> None:
