@@ -10,6 +10,7 @@ from parcours.runtime.db import (
     delete_rows,
     hold_writes,
     insert_rows,
+    lock_keys,
     select_in,
     sql,
     sql_write,
@@ -261,5 +262,68 @@ def test_deletes_and_statements_nobody_reads_are_held_and_in_order(database_url:
             delete_rows(conn, customer_name_words, "customer_id", [3])
             assert sql(conn, "SELECT count(*) FROM customer_name_words").scalar_one() == 1
         assert _words(db) == [("new", 1)]
+    finally:
+        db.dispose()
+
+
+def test_the_locks_a_transaction_holding_its_writes_takes_go_with_its_next_statement(
+    postgres_url: str,
+) -> None:
+    """In the writer's transaction (`hold_writes`), `lock_keys` sends nothing by itself: the
+    server takes the locks just before the next statement, in its round trip, and keeps
+    them until the transaction ends."""
+    db = Database(postgres_url)
+    try:
+
+        def locks_of(pid: int) -> int:
+            with db.read() as other:
+                query = (
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    f"AND pid = {int(pid)}"
+                )
+                return int(other.exec_driver_sql(query).scalar_one())
+
+        with db.write() as conn:
+            pid = int(sql(conn, "SELECT pg_backend_pid()").scalar_one())
+            hold_writes(conn)
+            lock_keys(conn, ["email:ana@example.com", "user_id:ana"])
+            assert locks_of(pid) == 0
+            assert sql(conn, "SELECT 1").scalar_one() == 1
+            assert locks_of(pid) == 2
+        assert locks_of(pid) == 0
+    finally:
+        db.dispose()
+
+
+def test_a_transaction_holding_its_writes_is_whole_from_its_first_statement(
+    postgres_url: str,
+) -> None:
+    """Its BEGIN is held and goes with the first statement (no round trip of its own):
+    whatever that statement is (ours or SQLAlchemy's), a failure after it keeps nothing,
+    and the connection goes back to transactions of its own: the next writes on it, held
+    or not, are undone by a failure too."""
+    import pytest
+    from sqlalchemy import insert
+
+    db = Database(postgres_url)
+    try:
+        for first in ("ours", "sqlalchemy", "not held"):
+            with pytest.raises(RuntimeError), db.write() as conn:
+                if first != "not held":
+                    hold_writes(conn)
+                if first == "sqlalchemy":
+                    conn.execute(insert(customer_name_words).values(word="a", customer_id=1))
+                else:
+                    sql(conn, "INSERT INTO customer_name_words VALUES ('a', 1)")
+                insert_rows(conn, customer_name_words, ("word", "customer_id"), [("b", 2)])
+                assert sql(conn, "SELECT count(*) FROM customer_name_words").scalar_one() == 2
+                raise RuntimeError("changed my mind")
+            assert _words(db) == [], first
+        with db.write() as conn:
+            hold_writes(conn)  # nothing written: the commit sends nothing
+        with db.write() as conn:
+            hold_writes(conn)
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 3)])
+        assert _words(db) == [("kept", 3)]
     finally:
         db.dispose()

@@ -84,6 +84,7 @@ class Database:
             finally:
                 conn.info.pop(_LOCKS_HELD, None)  # the transaction's locks are gone
                 conn.info.pop(_HELD_WRITES, None)
+                _end_begun_by_hand(conn)
             noted = conn.info.pop(_JOBS_SCHEDULED, None)
             earliest = noted[1].get("run_at") if noted and noted[0] is transaction else None
         if earliest is not None:
@@ -263,6 +264,8 @@ def _configure_postgres(engine: Engine) -> None:
 
     @event.listens_for(engine, "commit")
     def _held_before_commit(conn: Connection) -> None:
+        if conn.info.get(_HELD_WRITES) == [("BEGIN", None, {})]:
+            conn.info[_HELD_WRITES] = []  # nothing was written: nothing to begin
         _send_held_writes(conn)
         conn.info.pop(_HELD_WRITES, None)
 
@@ -481,20 +484,24 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
     buckets = sorted({_bucket(key) for key in keys} - held.get(space, set()))
     if not buckets:
         return
-    # One round trip; the subquery's ORDER BY makes the locks be taken in order.
+    # One statement; the subquery's ORDER BY makes the locks be taken in order. Its
+    # answer is not read: while the transaction holds its writes (`hold_writes`), it goes
+    # with the next statement, which the server runs once the locks are taken.
     if space is None:
-        _execute(
+        _write(
             conn,
             "SELECT count(pg_advisory_xact_lock(k)) FROM "
             "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
             (buckets,),
+            one_plan=True,
         )
     else:
-        _execute(
+        _write(
             conn,
             "SELECT count(pg_advisory_xact_lock(%s, k)) FROM "
             "(SELECT unnest(%s::int[]) AS k ORDER BY 1) AS ordered",
             (space, buckets),
+            one_plan=True,
         )
     held.setdefault(space, set()).update(buckets)  # once taken (a deadlock raises above)
 
@@ -762,18 +769,52 @@ _HELD_WRITES = "parcours_writes_sent_with_next"
 
 def hold_writes(conn: Connection) -> None:
     """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`,
-    `update_rows`, `delete_rows` and `sql_write` are held, and sent with the next
+    `update_rows`, `delete_rows` and `sql_write`, and the locks of `lock_keys`, are held,
+    and sent with the next
     statement, whatever it is (or the commit), in one round trip (psycopg's pipeline
     mode): a write whose answer nobody reads need not be waited for. What follows reads
     what was written, as before; a held write that fails fails the statement it went
     with, and the transaction. The writer holds its groups' writes (ingest/writer.py):
-    40 -> 22 round trips a group of 100 events. Nothing to do on SQLite, in process."""
-    if conn.dialect.name != "sqlite":
-        conn.info[_HELD_WRITES] = []
+    40 -> 22 round trips a group of 100 events. Nothing to do on SQLite, in process.
+
+    Called before the transaction's first statement, the BEGIN is held too: psycopg
+    sends its own BEGIN and waits for the answer, a round trip before every transaction.
+    The connection is then put in autocommit until the transaction ends, and BEGIN is the
+    first thing held, so that nothing ever runs before it (`Database.write` puts the
+    connection back)."""
+    if conn.dialect.name == "sqlite":
+        return
+    held: list[tuple[str, Any, dict[str, Any]]] = []
+    driver = _cursor(conn).connection
+    if driver.info.transaction_status.name == "IDLE" and not driver.autocommit:
+        driver.autocommit = True
+        held.append(("BEGIN", None, {}))
+        conn.info[_BEGUN_BY_HAND] = True
+    conn.info[_HELD_WRITES] = held
+
+
+_BEGUN_BY_HAND = "parcours_begun_by_hand"
+
+
+def _end_begun_by_hand(conn: Connection) -> None:
+    """After the transaction of `hold_writes`: the connection leaves autocommit (one that
+    cannot, broken, is not given to anyone again)."""
+    if conn.info.pop(_BEGUN_BY_HAND, None) is None:
+        return
+    try:
+        _cursor(conn).connection.autocommit = False
+    except Exception:
+        conn.invalidate()
+
+
+def holds_writes(conn: Connection) -> bool:
+    """Whether this transaction holds its writes (`hold_writes`): the writer's."""
+    return _HELD_WRITES in conn.info
 
 
 def _write(conn: Connection, statement: str, params: Any, *, one_plan: bool = False) -> None:
-    """A write whose answer nobody reads: held if the transaction holds its writes, else
+    """A write (or a lock) whose answer nobody reads: held if the transaction holds its
+    writes, else
     run at once. `one_plan`: an INSERT of arrays, or a statement of single values, has one
     plan and may be prepared; an UPDATE, an upsert or a DELETE joins its arrays to a
     table, and is planned at each run (`_ARRAYS_UNPREPARED`)."""
