@@ -94,6 +94,32 @@ def test_a_merge_counts_both_profiles_orders_on_the_survivor(
     assert seen["revenue"]["EUR"]["total_spent"] == "550.00"
 
 
+def test_one_group_keeps_both_what_the_profile_and_the_orders_computed(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A group that changes a known customer's profile and brings their order: the
+    computed traits hold the profile's (last seen, country) and the order's, whichever
+    wrote last in the transaction (on PostgreSQL the order traits start from what the
+    projection wrote, not read again)."""
+    order(services, "lu", "o-1", 30, currency="EUR")
+    later = clock.now_ms() + DAY
+    services.writer.append_sync(
+        [
+            make_event("identify", userId="lu", at=later, context={"location": {"country": "BE"}}),
+            make_event(
+                userId="lu",
+                event="Order Completed",
+                at=later,
+                properties={"order_id": "o-2", "total": 20, "currency": "EUR"},
+            ),
+        ]
+    )
+    seen = computed(services, "lu")
+    assert (seen["orders_count"], seen["revenue"]["EUR"]["total_spent"]) == (2, "50.00")
+    assert seen["last_order_at"] == seen["last_seen_at"] == iso(later)
+    assert seen["country"] == "BE"
+
+
 def test_views_are_counted_per_product_and_day(services: Services, clock: SimulatedClock) -> None:
     for _ in range(3):
         track(services, "vic", "Product Viewed", product_id="p-1")

@@ -542,6 +542,7 @@ def record_order_figures(conn: Connection, figures: dict[int, OrderFigures]) -> 
         if encoded != stored:  # a view of a product changes no order figure
             changed.append((encoded, ident))
     update_rows(conn, customers, ("computed",), "id", changed)  # one statement
+    projection.note_computed(conn, {ident: encoded for encoded, ident in changed})
 
 
 HAND_SOURCE = "console"  # the consent source of a change a person of the brand recorded

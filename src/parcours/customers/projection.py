@@ -32,12 +32,14 @@ from parcours.log import queries as log_queries
 from parcours.runtime.db import (
     chunks,
     forget_ahead,
+    holds_writes,
     insert_rows,
     read_ahead,
     reading_ahead,
     select_in,
     sql,
     take_ahead,
+    transaction_note,
     update_rows,
 )
 
@@ -125,8 +127,9 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
-        # Ids are taken from the sequence 32 at a time, then twice as many each time, up to
-        # 256: a group makes a few new customers, and each id taken costs a nextval.
+        # Ids are taken from the sequence as many as the group's new people look like
+        # (`_people_unknown`), then twice as many each time, up to 256 (each nextval call
+        # is a round trip; each id taken and not used a gap in the ids).
         self._pool_size = 32
         self._highest: int | None = None
 
@@ -144,6 +147,7 @@ class Projector:
             if event.type == "alias" and event.previous_id:
                 wanted |= set(_alias_keys(event.previous_id))
         self._load_owners(wanted)
+        self._pool_size = max(1, self._people_unknown(keyed))
         for event, keys in keyed:
             if event.customer_id is not None:
                 continue  # addressed to a known customer (admin API)
@@ -158,6 +162,24 @@ class Projector:
         self._attribute_by_order(events)
         self._write_identities()
         return self._merge_events()
+
+    def _people_unknown(self, keyed: list[tuple[Event, list[Key]]]) -> int:
+        """How many new customers the events will make, as far as can be told before
+        resolving them: the events of which no identity is known, those that share one
+        counted once (exact unless the group's events also merge people)."""
+        seen: set[Key] = set()
+        count = 0
+        for event, keys in keyed:
+            if event.type == "alias" and event.previous_id:
+                keys = keys + _alias_keys(event.previous_id)
+            if event.customer_id is not None or not keys:
+                continue
+            if any(key in self.owner for key in keys):
+                continue
+            if not seen.intersection(keys):
+                count += 1
+            seen.update(keys)
+        return count
 
     def _attribute_by_order(self, events: list[Event]) -> None:
         """An event that names no person but names an order (a refund, a shipment) belongs
@@ -319,21 +341,9 @@ class Projector:
         return sorted(rows)
 
     def _load_owners(self, keys: set[Key]) -> None:
-        if not self.is_sqlite and keys:
-            # PostgreSQL: every kind in one statement (a statement per kind was a round
-            # trip and a driver call each, for a few values).
-            ordered = sorted(keys)
-            for part in chunks(ordered, 5_000):
-                found = sql(
-                    self.conn,
-                    "SELECT i.kind, i.value, i.customer_id FROM identities i JOIN "
-                    "unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
-                    "ON i.kind = k.kind AND i.value = k.value",
-                    {"kinds": [k for k, _ in part], "values": [v for _, v in part]},
-                )
-                for kind, value, customer in found.all():
-                    self.owner[(kind, value)] = customer
-            keys = set()
+        if not self.is_sqlite:
+            self._load_owners_at_once(keys)
+            return
         by_kind: dict[str, list[str]] = defaultdict(list)
         for kind, value in keys:
             by_kind[kind].append(value)
@@ -358,6 +368,32 @@ class Projector:
         )
         for customer, value in rows:
             self.user_ids[customer].add(value)
+
+    def _load_owners_at_once(self, keys: set[Key]) -> None:
+        """PostgreSQL: the owners of these keys and the user ids each owner holds, in one
+        statement (a statement per kind, then one for the user ids, was a round trip
+        each)."""
+        for part in chunks(sorted(keys), 5_000):
+            found = sql(
+                self.conn,
+                "WITH found AS MATERIALIZED (SELECT i.kind, i.value, i.customer_id "
+                "FROM identities i JOIN unnest(CAST(:kinds AS text[]), "
+                "CAST(:values AS text[])) AS k(kind, value) "
+                "ON i.kind = k.kind AND i.value = k.value) "
+                "SELECT kind, value, customer_id FROM found UNION ALL "
+                "SELECT NULL, value, customer_id FROM identities WHERE kind = 'user_id' "
+                "AND customer_id IN (SELECT customer_id FROM found)",
+                {"kinds": [k for k, _ in part], "values": [v for _, v in part]},
+            )
+            user_ids: list[tuple[int, str]] = []
+            for kind, value, customer in found.all():
+                if kind is None:
+                    user_ids.append((customer, value))
+                else:
+                    self.owner[(kind, value)] = customer
+                    self.user_ids.setdefault(customer, set())
+            for customer, value in user_ids:
+                self.user_ids[customer].add(value)
 
     def _write_identities(self) -> None:
         insert_rows(
@@ -552,6 +588,11 @@ class Projector:
             "id",
             [(self._find(m), self.now, "{}", "{}", "{}", m) for m in sorted(merged)],
         )
+        if holds_writes(self.conn):
+            written = transaction_note(self.conn, _COMPUTED_WRITTEN)
+            written.update((p.id, _json(p.computed)) for p in profiles.values())
+            for m in merged:
+                written.pop(m, None)
         named = {p.id: name_of(p.traits) for p in profiles.values()}
         renamed = {p.id: named[p.id] for p in profiles.values() if named[p.id] != p.loaded_name}
         write_name_words(self.conn, renamed | dict.fromkeys(merged, ""))
@@ -921,14 +962,32 @@ def contacts(conn: Connection, customer_id: int) -> list[tuple[str, str]]:
     ]
 
 
+# The writer's transaction (`holds_writes`): the computed traits (JSON) it wrote of each
+# customer it projected, whose rows it holds locked; the customers merged away left out.
+_COMPUTED_WRITTEN = "parcours_computed_written"
+
+
 def computed_of(conn: Connection, ids: Iterable[int]) -> list[tuple[int, str]]:
-    """The stored computed traits (JSON) of these customers, those merged away left out;
-    on PostgreSQL their rows locked, in the order of their ids, as the projection locks
-    them (commerce's order traits write them in the append's transaction)."""
+    """The stored computed traits (JSON) of these customers, in the order of their ids,
+    those merged away left out; on PostgreSQL their rows locked, in that order, as the
+    projection locks them (commerce's order traits write them in the append's
+    transaction). In the writer's transaction, those the projection just wrote are not
+    read again (`note_computed`)."""
+    wanted = sorted(set(ids))
+    written = transaction_note(conn, _COMPUTED_WRITTEN) if holds_writes(conn) else {}
+    found = {ident: written[ident] for ident in wanted if ident in written}
     lock = "" if conn.dialect.name == "sqlite" else " ORDER BY id FOR UPDATE"
     rows = select_in(
         conn,
         "SELECT id, computed FROM customers WHERE id IN ({marks}) AND merged_into IS NULL" + lock,
-        sorted(set(ids)),
+        [ident for ident in wanted if ident not in found],
     )
-    return [(int(ident), computed) for ident, computed in rows]
+    found.update((int(ident), computed) for ident, computed in rows)
+    return sorted(found.items())
+
+
+def note_computed(conn: Connection, written: dict[int, str]) -> None:
+    """These customers' computed traits were written as given, in this transaction: the
+    writer's next `computed_of` takes them from here."""
+    if holds_writes(conn):
+        transaction_note(conn, _COMPUTED_WRITTEN).update(written)
