@@ -129,7 +129,7 @@ def test_the_hot_path_reads_no_per_customer_table_whole(traced: list[str], tmp_p
         except sqlite3.OperationalError:  # a migration's temporary table, gone since
             continue
         for line in plan:
-            scanned = re.match(r"SCAN (\w+)", line)
+            scanned = re.match(r"SCAN (?!CONSTANT ROW)(\w+)", line)  # a row of no table
             if scanned and scanned.group(1) not in SMALL_TABLES and "count(" not in statement:
                 whole[statement[:200]] = line
             if re.search(r"USING (COVERING )?INDEX \w+ \(kind=\?\)$", line):

@@ -27,6 +27,7 @@ from parcours.runtime.queue import (
     cancel,
     enqueue,
     lock_customers,
+    next_run_at,
     rescue_leases,
     try_lock_customers,
 )
@@ -191,6 +192,32 @@ def test_each_queue_claims_by_what_its_own_jobs_take(db: Database, effects: str)
     assert all(w["slow"] <= 4 for w in wanted_seen)
     assert any(w["quick"] > w["slow"] for w in wanted_seen[1:])
     assert len(notes(db, effects)) == 60
+
+
+def test_one_claim_takes_each_queues_earliest_due_jobs_up_to_its_own_limit(db: Database) -> None:
+    """A worker of several queues claims them all at once (on PostgreSQL one statement):
+    each queue's earliest due jobs, as many as its own limit, none not yet due, and no
+    queue it does not watch; the earliest time due among its queues is that of its own."""
+    clock = SimulatedClock(START + 1_000)
+    worker = Worker(db, clock, queues=("a", "b"))
+    for number in range(4):
+        add(db, "step", START + number, queue="a", note=f"a{number}")
+        add(db, "step", START + 10 + number, queue="b", note=f"b{number}")
+    add(db, "step", START + 5_000, queue="b", note="later")
+    add(db, "step", START - 50, queue="c", note="elsewhere")
+    with db.read() as conn:
+        assert next_run_at(conn, ("a", "b")) == START
+        assert next_run_at(conn, ("b",)) == START + 10
+        assert next_run_at(conn, ("c", "a")) == START - 50
+        assert next_run_at(conn, ()) is None
+    with db.write() as conn:
+        claimed = worker._claim(conn, clock.now_ms(), {"a": 2, "b": 3})
+        assert [job.payload["note"] for job in claimed] == ["a0", "a1", "b0", "b1", "b2"]
+        rest = worker._claim(conn, clock.now_ms(), {"a": 5, "b": 5})
+        assert [job.payload["note"] for job in rest] == ["a2", "a3", "b3"]
+        assert worker._claim(conn, clock.now_ms(), {"a": 5, "b": 5}) == []
+    with db.read() as conn:
+        assert next_run_at(conn, ("a", "b")) == START + 5_000
 
 
 def test_a_batch_with_time_left_also_runs_what_its_jobs_made_due(

@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import msgspec
@@ -266,17 +267,27 @@ def erase_jobs(conn: Connection, customer_ids: Sequence[int]) -> dict[str, int]:
 
 
 def next_run_at(conn: Connection, queues: Iterable[str]) -> int | None:
-    """The earliest due time among these queues (one index lookup per queue)."""
-    times = [
-        sql(
-            conn,
-            "SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q",
-            {"q": name},
-        ).scalar()
-        for name in queues
-    ]
-    known = [int(t) for t in times if t is not None]
-    return min(known) if known else None
+    """The earliest due time among these queues: one statement, one index lookup per
+    queue (a statement per queue was a round trip each, for a worker of four queues
+    going to sleep after each batch)."""
+    names = list(queues)
+    if not names:
+        return None
+    found = sql(conn, _next_run_at_sql(len(names)), _per_queue(names)).scalar()
+    return None if found is None else int(found)
+
+
+@lru_cache(maxsize=16)
+def _next_run_at_sql(queues: int) -> str:
+    per_queue = " UNION ALL ".join(
+        f"SELECT (SELECT min(run_at) FROM jobs WHERE state = 'available' AND queue = :q{n}) AS due"
+        for n in range(queues)
+    )
+    return f"SELECT min(due) FROM ({per_queue}) AS per_queue"
+
+
+def _per_queue(names: Sequence[str]) -> dict[str, Any]:
+    return {f"q{n}": name for n, name in enumerate(names)}
 
 
 def extend_leases(conn: Connection, unique_keys: Sequence[str], until: int) -> int:
@@ -654,22 +665,22 @@ class Worker:
         so their unique keys are free for the next jobs their handlers schedule. The
         deletion commits with the handlers' effects; a job whose handler fails is put back
         (`_record_failure`)."""
-        # One statement per queue: each walks the (state, queue, run_at, id) index in order
-        # and stops at the limit, where `queue IN (...)` made the database sort every due job.
-        rows = []
-        for name in self.queues:
-            limit = wanted[name]
-            if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE: the only writer
+        # A part per queue: each walks the (state, queue, run_at, id) index in order and
+        # stops at its limit, where `queue IN (...)` made the database sort every due job.
+        # PostgreSQL: the parts in one statement (`_claim_sql`), one round trip.
+        if conn.dialect.name != "sqlite":
+            rows = self._claim_postgres(conn, now, wanted)
+        else:  # BEGIN IMMEDIATE: the only writer; in process, no round trip to save
+            rows = []
+            for name in self.queues:
                 rows += sql(
                     conn,
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = "
                     "'available' AND queue = :q AND run_at <= :now ORDER BY run_at, id "
                     "LIMIT :limit) RETURNING id, queue, kind, unique_key, payload, run_at, "
                     "attempt, max_attempts, customer_id, created_at",
-                    {"now": now, "limit": limit, "q": name},
+                    {"now": now, "limit": wanted[name], "q": name},
                 ).all()
-            else:
-                rows += self._claim_postgres(conn, name, now, limit)
         rows.sort(key=lambda r: (r.run_at, r.id))
         return [
             Job(
@@ -687,16 +698,18 @@ class Worker:
             for r in rows
         ]
 
-    def _claim_postgres(self, conn: Connection, queue: str, now: int, limit: int) -> list[Any]:
-        """Claim due jobs of one queue together with their customers' locks, taken without
-        waiting: a job whose customer another worker holds is left to it (and to later),
-        and this batch looks past it. Rows claimed by another worker are skipped."""
+    def _claim_postgres(self, conn: Connection, now: int, wanted: dict[str, int]) -> list[Any]:
+        """Claim due jobs of every queue, up to each one's limit, together with their
+        customers' locks, taken without waiting: a job whose customer another worker holds
+        is left to it (and to later), and this batch looks past it. Rows claimed by
+        another worker are skipped."""
         held = _customer_buckets_held(conn)
+        params = _per_queue(self.queues) | {
+            f"l{n}": wanted[name] for n, name in enumerate(self.queues)
+        }
         while True:
             rows = sql(
-                conn,
-                _CLAIM_POSTGRES,
-                {"now": now, "limit": limit, "q": queue, "skip": self._skipped},
+                conn, _claim_sql(len(self.queues)), params | {"now": now, "skip": self._skipped}
             ).all()
             taken = [row for row in rows if row.kind is not None]
             held.update(
@@ -882,21 +895,32 @@ class Worker:
 # those whose customer's lock can be had at once (or that have no customer), and of those
 # the rows no other worker has claimed, deleted. Every candidate comes back: the ones not
 # taken (`kind` NULL) are looked past by the batch's next claim.
-_CLAIM_POSTGRES = (
-    "WITH candidates AS MATERIALIZED (SELECT id, customer_id FROM jobs "
-    "WHERE state = 'available' AND queue = :q AND run_at <= :now "
-    "AND id <> ALL(CAST(:skip AS bigint[])) ORDER BY run_at, id LIMIT :limit), "
-    "free AS MATERIALIZED (SELECT id FROM candidates WHERE customer_id IS NULL "
-    f"OR pg_try_advisory_xact_lock({CUSTOMER_LOCK_SPACE}, "
-    f"CAST(customer_id % {CUSTOMER_LOCK_BUCKETS} AS int))), "
-    "taken AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
-    "WHERE id IN (SELECT id FROM free) FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
-    "customer_id, created_at) "
-    "SELECT c.id AS candidate, t.id, t.queue, t.kind, t.unique_key, t.payload, t.run_at, "
-    "t.attempt, t.max_attempts, t.customer_id, t.created_at "
-    "FROM candidates c LEFT JOIN taken t ON t.id = c.id"
-)
+@lru_cache(maxsize=16)
+def _claim_sql(queues: int) -> str:
+    """PostgreSQL's claim of the due jobs of `queues` queues (`:q0`, `:q1`... each up to
+    `:l0`, `:l1`...): every candidate, and the job taken for it when its customer's lock
+    was free and no other worker had it."""
+    per_queue = " UNION ALL ".join(
+        "(SELECT id, customer_id FROM jobs "
+        f"WHERE state = 'available' AND queue = :q{n} AND run_at <= :now "
+        f"AND id <> ALL(CAST(:skip AS bigint[])) ORDER BY run_at, id LIMIT :l{n})"
+        for n in range(queues)
+    )
+    return (
+        f"WITH candidates AS MATERIALIZED ({per_queue}), "
+        "free AS MATERIALIZED (SELECT id FROM candidates WHERE customer_id IS NULL "
+        f"OR pg_try_advisory_xact_lock({CUSTOMER_LOCK_SPACE}, "
+        f"CAST(customer_id % {CUSTOMER_LOCK_BUCKETS} AS int))), "
+        "taken AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+        "WHERE id IN (SELECT id FROM free) FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, queue, kind, unique_key, payload, run_at, attempt, max_attempts, "
+        "customer_id, created_at) "
+        "SELECT c.id AS candidate, t.id, t.queue, t.kind, t.unique_key, t.payload, t.run_at, "
+        "t.attempt, t.max_attempts, t.customer_id, t.created_at "
+        "FROM candidates c LEFT JOIN taken t ON t.id = c.id"
+    )
+
+
 # How long a worker waits, at most, when the due jobs are other workers' customers'.
 HELD_BACK_SECONDS = 0.05
 CALL_LEASE_MS = 5 * 60_000
