@@ -13,6 +13,7 @@ from parcours.runtime.db import (
     lock_keys,
     select_in,
     sql,
+    sql_ahead,
     sql_write,
     update_rows,
     upsert_rows,
@@ -305,6 +306,9 @@ def test_a_transaction_holding_its_writes_is_whole_from_its_first_statement(
     import pytest
     from sqlalchemy import insert
 
+    from tests.conftest import truncate_all
+
+    truncate_all(postgres_url)
     db = Database(postgres_url)
     try:
         for first in ("ours", "sqlalchemy", "not held"):
@@ -325,5 +329,34 @@ def test_a_transaction_holding_its_writes_is_whole_from_its_first_statement(
             hold_writes(conn)
             insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 3)])
         assert _words(db) == [("kept", 3)]
+    finally:
+        db.dispose()
+
+
+def test_a_read_sent_ahead_is_answered_from_the_first_statement_after_it(
+    postgres_url: str,
+) -> None:
+    """In the writer's transaction, `sql_ahead` sends its read with the next statement:
+    the transaction's next `sql` of it is answered from there (the clock it read is that
+    of the first statement), once; a second `sql` reads again. Outside it, `sql_ahead`
+    does nothing and `sql` reads when asked."""
+    import time
+
+    clock = "SELECT clock_timestamp() AS t"
+    db = Database(postgres_url)
+    try:
+        with db.write() as conn:
+            hold_writes(conn)
+            sql_ahead(conn, clock)
+            first = sql(conn, "SELECT clock_timestamp() AS first").scalar_one()
+            time.sleep(0.05)
+            ahead = sql(conn, clock).scalar_one()
+            again = sql(conn, clock).scalar_one()
+        assert ahead < first < again
+        assert (again - ahead).total_seconds() >= 0.05
+        with db.write() as conn:
+            sql_ahead(conn, clock)
+            first = sql(conn, "SELECT clock_timestamp() AS first").scalar_one()
+            assert sql(conn, clock).scalar_one() > first
     finally:
         db.dispose()

@@ -69,6 +69,7 @@ class JourneyEngine:
         """Run the journeys' jobs on `worker`, and react to every append."""
         self.register_jobs(worker)
         reactions.react("journeys", self.on_events)
+        reactions.read_ahead(store.RUNNING_VERSIONS)
         self.journal.reactions = reactions  # what a journey emits goes through them all
 
     def register_jobs(self, worker: Worker) -> None:

@@ -432,14 +432,17 @@ def live_versions(conn: Connection) -> list[tuple[str, int, str]]:
     return [(r.journey_id, r.version, r.source) for r in rows]
 
 
+RUNNING_VERSIONS = (
+    "SELECT journey_id, version, status FROM journey_versions "
+    "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version"
+)
+
+
 def running_versions(conn: Connection) -> list[tuple[str, int, str]]:
     """(journey id, version, status) of versions that are live or may still have runs.
-    Read for every group of events ingested."""
-    rows = sql(
-        conn,
-        "SELECT journey_id, version, status FROM journey_versions "
-        "WHERE status IN ('live', 'paused', 'superseded') ORDER BY journey_id, version",
-    ).all()
+    Read for every group of events ingested (sent ahead by the writer: the engine's
+    `install`)."""
+    rows = sql(conn, RUNNING_VERSIONS).all()
     return [(r.journey_id, r.version, r.status) for r in rows]
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from parcours.log.event import Event
 from parcours.log.queries import insert_events, stored_message_ids
 from parcours.log.reactions import Identities, Reactions
-from parcours.runtime.db import lock_keys
+from parcours.runtime.db import lock_keys, sql_ahead
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def append_events(
         for event in events:
             first_by_id.setdefault(event.message_id, (index, event))
     projector = reactions.identities(conn, now_ms)
+    for statement in reactions.reads_ahead:
+        sql_ahead(conn, statement)  # the writer's: with its first statement
     if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
         lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
     existing = stored_message_ids(conn, list(first_by_id))

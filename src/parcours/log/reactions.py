@@ -54,6 +54,7 @@ class Reactions:
             )
         self.identities = identities
         self._reactions: list[tuple[str, Reaction]] = []
+        self.reads_ahead: list[str] = []
         if merges is not None:
             self._reactions.append(("merges", merges))
 
@@ -62,6 +63,13 @@ class Reactions:
         if any(known == name for known, _ in self._reactions):
             raise ValueError(f"a reaction named {name!r} is already registered")
         self._reactions.append((name, reaction))
+
+    def read_ahead(self, statement: str) -> None:
+        """A read of no parameters that a reaction makes at every append, of what appends
+        do not write (the journeys, the segments defined): the writer sends it with its
+        first statement (`runtime.db.sql_ahead`), and the reaction's read costs no round
+        trip."""
+        self.reads_ahead.append(statement)
 
     @property
     def names(self) -> list[str]:

@@ -850,10 +850,34 @@ def _sending_held_writes(conn: Connection) -> Iterator[None]:
     the caller sends inside; leaving it sends everything and reads every answer."""
     held, conn.info[_HELD_WRITES] = conn.info[_HELD_WRITES], []
     driver = _cursor(conn).connection
+    kept: list[tuple[str, Any]] = []
     with driver.pipeline():
         for write, params, options in held:
-            driver.cursor().execute(write, params, **options)
+            cursor = driver.cursor()
+            cursor.execute(write, params, **options)
+            if options is _READ_AHEAD_OPTIONS:
+                kept.append((write, cursor))
         yield
+    if kept:
+        ahead = transaction_note(conn, _READ_AHEAD)
+        for statement, cursor in kept:
+            ahead[statement] = Rows(cursor, statement)
+
+
+# A read sent ahead (`sql_ahead`) is held with these options, by which it is known.
+_READ_AHEAD_OPTIONS: dict[str, Any] = {}
+_READ_AHEAD = "parcours_read_ahead"
+
+
+def sql_ahead(conn: Connection, statement: str) -> None:
+    """In a transaction holding its writes (the writer's): send this read, of no
+    parameters, with the next statement, and keep its rows for the transaction's next
+    `sql` of the same statement, which then costs no round trip. For what the
+    transaction does not write itself (the journeys and the segments defined, read at each
+    group). Elsewhere nothing: `sql` reads when asked."""
+    held = conn.info.get(_HELD_WRITES)
+    if held is not None:
+        held.append((_driver_sql(statement, conn.dialect.name), None, _READ_AHEAD_OPTIONS))
 
 
 def _cursor(conn: Connection) -> Any:
@@ -904,6 +928,10 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
     transaction: the engine's and the queue's per-step statements, where SQLAlchemy's own
     execution cost 40 times the database's (110 µs against 2.6 µs a query, measured)."""
     driver_sql = _driver_sql(statement, conn.dialect.name)
+    if not params and _READ_AHEAD in conn.info:
+        ahead = transaction_note(conn, _READ_AHEAD).pop(driver_sql, None)
+        if ahead is not None:
+            return cast(Rows, ahead)
     if params and conn.dialect.name != "sqlite" and _has_list(params):
         _execute(conn, driver_sql, params, **_ARRAYS_UNPREPARED)
     else:

@@ -56,6 +56,7 @@ class SegmentEngine:
         worker.register(catalog.RECHECK, self.recheck)
         worker.register(catalog.BACKFILL, self.backfill)
         reactions.react("segments", self.on_events)
+        reactions.read_ahead(DEFINITIONS)
         # Entries and exits go through the same reactions, so that journeys see them.
         self._reactions = reactions
 
@@ -356,9 +357,13 @@ class SegmentEngine:
 # ---- the reads on the hot path, straight through the driver -------------------------------
 
 
+DEFINITIONS = "SELECT id, generation FROM segments"
+
+
 def definitions(conn: Connection) -> list[tuple[str, int]]:
-    """(id, generation) of every segment. Read for each group of events ingested."""
-    rows = sql(conn, "SELECT id, generation FROM segments").all()
+    """(id, generation) of every segment. Read for each group of events ingested (sent
+    ahead by the writer: `install`)."""
+    rows = sql(conn, DEFINITIONS).all()
     return [(r.id, int(r.generation)) for r in rows]
 
 
