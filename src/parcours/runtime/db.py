@@ -264,7 +264,7 @@ def _configure_postgres(engine: Engine) -> None:
 
     @event.listens_for(engine, "commit")
     def _held_before_commit(conn: Connection) -> None:
-        if conn.info.get(_HELD_WRITES) == [("BEGIN", None, {})]:
+        if conn.info.get(_HELD_WRITES) == [_HELD_BEGIN]:
             conn.info[_HELD_WRITES] = []  # nothing was written: nothing to begin
         _send_held_writes(conn)
         conn.info.pop(_HELD_WRITES, None)
@@ -769,13 +769,13 @@ _HELD_WRITES = "parcours_writes_sent_with_next"
 
 def hold_writes(conn: Connection) -> None:
     """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`,
-    `update_rows`, `delete_rows` and `sql_write`, and the locks of `lock_keys`, are held,
-    and sent with the next
-    statement, whatever it is (or the commit), in one round trip (psycopg's pipeline
-    mode): a write whose answer nobody reads need not be waited for. What follows reads
-    what was written, as before; a held write that fails fails the statement it went
-    with, and the transaction. The writer holds its groups' writes (ingest/writer.py):
-    40 -> 22 round trips a group of 100 events. Nothing to do on SQLite, in process.
+    `update_rows`, `delete_rows` and `sql_write`, and the locks of `lock_keys`, are held
+    and sent with the next statement, whatever it is (or the commit), in one round trip
+    (psycopg's pipeline mode): a write whose answer nobody reads need not be waited for.
+    What follows reads what was written, as before; a held write that fails fails the
+    statement it went with, and the transaction. The writer holds its groups' writes
+    (ingest/writer.py): 40 -> 14 round trips a group of 100 events, with what else goes
+    with the first statement (`sql_ahead`). Nothing to do on SQLite, in process.
 
     Called before the transaction's first statement, the BEGIN is held too: psycopg
     sends its own BEGIN and waits for the answer, a round trip before every transaction.
@@ -788,12 +788,13 @@ def hold_writes(conn: Connection) -> None:
     driver = _cursor(conn).connection
     if driver.info.transaction_status.name == "IDLE" and not driver.autocommit:
         driver.autocommit = True
-        held.append(("BEGIN", None, {}))
+        held.append(_HELD_BEGIN)
         conn.info[_BEGUN_BY_HAND] = True
     conn.info[_HELD_WRITES] = held
 
 
 _BEGUN_BY_HAND = "parcours_begun_by_hand"
+_HELD_BEGIN: tuple[str, Any, dict[str, Any]] = ("BEGIN", None, {})
 
 
 def _end_begun_by_hand(conn: Connection) -> None:
@@ -814,10 +815,9 @@ def holds_writes(conn: Connection) -> bool:
 
 def _write(conn: Connection, statement: str, params: Any, *, one_plan: bool = False) -> None:
     """A write (or a lock) whose answer nobody reads: held if the transaction holds its
-    writes, else
-    run at once. `one_plan`: an INSERT of arrays, or a statement of single values, has one
-    plan and may be prepared; an UPDATE, an upsert or a DELETE joins its arrays to a
-    table, and is planned at each run (`_ARRAYS_UNPREPARED`)."""
+    writes, else run at once. `one_plan`: an INSERT of arrays, or a statement of single
+    values, has one plan and may be prepared; an UPDATE, an upsert or a DELETE joins its
+    arrays to a table, and is planned at each run (`_ARRAYS_UNPREPARED`)."""
     options: dict[str, Any] = {} if one_plan else _ARRAYS_UNPREPARED
     held = conn.info.get(_HELD_WRITES)
     if held is not None:
