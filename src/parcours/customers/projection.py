@@ -147,7 +147,8 @@ class Projector:
             if event.type == "alias" and event.previous_id:
                 wanted |= set(_alias_keys(event.previous_id))
         self._load_owners(wanted)
-        self._pool_size = max(1, self._people_unknown(keyed))
+        if not self.is_sqlite:  # SQLite counts its ids in process: nothing to size
+            self._pool_size = max(1, self._people_unknown(keyed))
         for event, keys in keyed:
             if event.customer_id is not None:
                 continue  # addressed to a known customer (admin API)

@@ -84,6 +84,7 @@ class Database:
             finally:
                 conn.info.pop(_LOCKS_HELD, None)  # the transaction's locks are gone
                 conn.info.pop(_HELD_WRITES, None)
+                conn.info.pop(_READ_AHEAD, None)  # what was read ahead and not taken
                 _end_begun_by_hand(conn)
             noted = conn.info.pop(_JOBS_SCHEDULED, None)
             earliest = noted[1].get("run_at") if noted and noted[0] is transaction else None
