@@ -804,3 +804,43 @@ def test_a_large_group_s_reactions_are_parts_that_keep_a_customer_s_events_toget
         ]
     assert _parts_by_customer(events[:5], 10) == [events[:5]]
     assert _parts_by_customer([], 10) == []
+
+
+def test_the_writer_takes_the_journeys_and_segments_defined_from_its_first_statement(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """PostgreSQL: the reads the reactions registered to go ahead (the journeys and the
+    segments defined) go with the writer's first statement, and each reaction takes its
+    own: none is left over once the group is appended (a reaction reading another text
+    than the one it registered would leave it there and read again), and the journey
+    published takes the group's checkout."""
+    from parcours.log import append_events
+    from parcours.runtime.clock import SimulatedClock
+    from parcours.runtime.db import hold_writes, transaction_note
+    from parcours.runtime.settings import Settings
+    from tests.conftest import START, truncate_all
+
+    truncate_all(postgres_url)
+    opened = Services.open(
+        Settings(data_dir=tmp_path, database_url=postgres_url), clock=SimulatedClock(START)
+    )
+    try:
+        publish(opened, CART)
+        opt_in(opened, "noa")
+        reactions = opened.writer._reactions
+        assert len(reactions.reads_ahead) == 2
+        checkout = make_event(
+            "track",
+            userId="noa",
+            event="Checkout Started",
+            at=opened.clock.now_ms(),
+            properties={"checkout_id": "k-1", "total": 90},
+        )
+        with opened.db.write() as conn:
+            hold_writes(conn)
+            append_events(conn, [[checkout]], opened.clock.now_ms(), reactions)
+            assert transaction_note(conn, "parcours_read_ahead") == {}
+        opened.worker.run_due()  # journeys react through the queue
+        assert [run.journey_id for run in runs(opened, "noa")] == ["cart"]
+    finally:
+        opened.close()
