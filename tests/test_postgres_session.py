@@ -4,14 +4,20 @@ otherwise."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Connection
+
 from parcours.customers.tables import customer_name_words
 from parcours.runtime.db import (
     Database,
     delete_rows,
     hold_writes,
+    holds_writes,
     insert_rows,
     lock_keys,
     select_in,
+    send_ahead,
     sql,
     sql_ahead,
     sql_write,
@@ -222,7 +228,7 @@ def test_a_held_write_that_fails_fails_its_transaction_whole(database_url: str) 
         assert _words(db) == [("kept", 1)]
         with db.write() as conn:
             insert_rows(conn, customer_name_words, ("word", "customer_id"), [("after", 3)])
-            assert conn.info.get("parcours_writes_sent_with_next") is None
+            assert not holds_writes(conn)
         assert _words(db) == [("after", 3), ("kept", 1)]
     finally:
         db.dispose()
@@ -267,12 +273,14 @@ def test_deletes_and_statements_nobody_reads_are_held_and_in_order(database_url:
         db.dispose()
 
 
-def test_the_locks_a_transaction_holding_its_writes_takes_go_with_its_next_statement(
+def test_the_locks_a_transaction_holding_its_writes_takes_are_sent_at_once(
     postgres_url: str,
 ) -> None:
-    """In the writer's transaction (`hold_writes`), `lock_keys` sends nothing by itself: the
-    server takes the locks just before the next statement, in its round trip, and keeps
-    them until the transaction ends."""
+    """In the writer's transaction (`hold_writes`), `lock_keys` goes down the pipeline at
+    once and nobody waits for it: the server holds the locks before the transaction reads
+    anything, and keeps them until the transaction ends."""
+    import time
+
     db = Database(postgres_url)
     try:
 
@@ -288,7 +296,10 @@ def test_the_locks_a_transaction_holding_its_writes_takes_go_with_its_next_state
             pid = int(sql(conn, "SELECT pg_backend_pid()").scalar_one())
             hold_writes(conn)
             lock_keys(conn, ["email:ana@example.com", "user_id:ana"])
-            assert locks_of(pid) == 0
+            deadline = time.monotonic() + 10
+            while locks_of(pid) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert locks_of(pid) == 2  # taken with no statement read after them
             assert sql(conn, "SELECT 1").scalar_one() == 1
             assert locks_of(pid) == 2
         assert locks_of(pid) == 0
@@ -358,5 +369,47 @@ def test_a_read_sent_ahead_is_answered_from_the_first_statement_after_it(
             sql_ahead(conn, clock)
             first = sql(conn, "SELECT clock_timestamp() AS first").scalar_one()
             assert sql(conn, clock).scalar_one() > first
+    finally:
+        db.dispose()
+
+
+def test_reads_sent_ahead_are_taken_once_by_the_same_read(postgres_url: str) -> None:
+    """`send_ahead` sends a function's reads (`sql`, `select_in`) down the writer's
+    pipeline: the function sees no rows; the same read later (same statement, same
+    parameters) gets the rows as they were when it was sent, once; a read with other
+    parameters, or a second one, reads anew. Outside the writer's transaction nothing is
+    sent and every read reads."""
+    from tests.conftest import truncate_all
+
+    truncate_all(postgres_url)
+    statement = "SELECT word, customer_id FROM customer_name_words WHERE word IN ({marks})"
+
+    def words(conn: Connection, wanted: list[str]) -> list[Any]:
+        return select_in(conn, statement, wanted)
+
+    def count(conn: Connection, customer: int) -> list[int]:
+        query = "SELECT count(*) FROM customer_name_words WHERE customer_id = :c"
+        return list(sql(conn, query, {"c": customer}).scalars())
+
+    db = Database(postgres_url)
+    try:
+        with db.write() as conn:
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("ana", 1)])
+        with db.write() as conn:
+            hold_writes(conn)
+            seen: list[Any] = []
+            send_ahead(conn, lambda: seen.append(words(conn, ["ana", "bo"])))
+            send_ahead(conn, count, conn, 1)
+            assert seen == [[]]
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("bo", 1)])
+            assert words(conn, ["ana"]) == [("ana", 1)]  # other parameters: read now
+            assert words(conn, ["ana", "bo"]) == [("ana", 1)]  # as it was when sent
+            assert words(conn, ["ana", "bo"]) == [("ana", 1), ("bo", 1)]  # read again
+            assert count(conn, 1) == [1]
+            assert count(conn, 1) == [2]
+        with db.write() as conn:
+            send_ahead(conn, count, conn, 1)  # not the writer's: nothing sent
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("cy", 1)])
+            assert count(conn, 1) == [3]
     finally:
         db.dispose()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -83,8 +83,10 @@ class Database:
                     yield conn
             finally:
                 conn.info.pop(_LOCKS_HELD, None)  # the transaction's locks are gone
+                if not conn.invalidated:
+                    _end_pipeline(conn, failing=True)
                 conn.info.pop(_HELD_WRITES, None)
-                conn.info.pop(_READ_AHEAD, None)  # what was read ahead and not taken
+                conn.info.pop(_AHEAD, None)  # what was read ahead and not taken
                 _end_begun_by_hand(conn)
             noted = conn.info.pop(_JOBS_SCHEDULED, None)
             earliest = noted[1].get("run_at") if noted and noted[0] is transaction else None
@@ -260,19 +262,18 @@ def _configure_postgres(engine: Engine) -> None:
     # commit; a rollback drops them; the transaction's end ends the holding.
     @event.listens_for(engine, "before_cursor_execute")
     def _held_first(conn: Connection, *_: Any) -> None:
-        if conn.info.get(_HELD_WRITES):
-            _send_held_writes(conn)
+        if _PIPELINE in conn.info:
+            _end_pipeline(conn)
 
     @event.listens_for(engine, "commit")
     def _held_before_commit(conn: Connection) -> None:
-        if conn.info.get(_HELD_WRITES) == [_HELD_BEGIN]:
-            conn.info[_HELD_WRITES] = []  # nothing was written: nothing to begin
-        _send_held_writes(conn)
+        _end_pipeline(conn)
         conn.info.pop(_HELD_WRITES, None)
 
     @event.listens_for(engine, "rollback")
     def _held_dropped(conn: Connection) -> None:
         if not conn.invalidated:  # a connection found broken has no info to read
+            _end_pipeline(conn, failing=True)
             conn.info.pop(_HELD_WRITES, None)
 
     @event.listens_for(engine, "connect")
@@ -747,14 +748,22 @@ def select_in(
         statement = sql.replace("IN ({marks})", f"= ANY(%s{cast})").replace("{mark}", mark)
         assert "{marks}" not in statement, "select_in takes `IN ({marks})`"
         for part in chunks(items, _ARRAY_CHUNK):
-            _execute(conn, statement, (*leading, *[list(part)] * uses), **_ARRAYS_UNPREPARED)
+            params = (*leading, *[list(part)] * uses)
+            if _sent_ahead(conn, statement, params, _ARRAYS_UNPREPARED):
+                continue
+            ahead = _taken_ahead(conn, statement, params)
+            if ahead is not None:
+                cursor = ahead
+            else:
+                _execute(conn, statement, params, **_ARRAYS_UNPREPARED)
+                cursor = _cursor(conn)
             found.extend(cursor.fetchall())
     else:
         for part in chunks(items):
             statement = sql.replace("{marks}", ", ".join(mark for _ in part))
             cursor.execute(statement.replace("{mark}", mark), (*leading, *list(part) * uses))
             found.extend(cursor.fetchall())
-    if named:
+    if named and found:
         make = _row_type_of(sql, cursor.description)
         return [make(*row) for row in found]
     return found
@@ -763,39 +772,50 @@ def select_in(
 _ARRAY_CHUNK = 10_000
 
 
-# ---- writes held until the next statement (PostgreSQL) ------------------------------------
+# ---- the writer's transaction: one pipeline (PostgreSQL) ----------------------------------
 
-_HELD_WRITES = "parcours_writes_sent_with_next"
+# conn.info: the transaction holds its writes (`hold_writes`), and the psycopg pipeline it
+# runs in while it is open (`_Open`).
+_HELD_WRITES = "parcours_holds_writes"
+_PIPELINE = "parcours_pipeline"
+
+
+class _Open(NamedTuple):
+    """psycopg's pipeline of a transaction holding its writes, and the context it was
+    entered by (left by `_end_pipeline`)."""
+
+    pipeline: Any
+    entered: Any
 
 
 def hold_writes(conn: Connection) -> None:
-    """PostgreSQL: until this transaction ends, the writes of `insert_rows`, `upsert_rows`,
-    `update_rows`, `delete_rows` and `sql_write`, and the locks of `lock_keys`, are held
-    and sent with the next statement, whatever it is (or the commit), in one round trip
-    (psycopg's pipeline mode): a write whose answer nobody reads need not be waited for.
-    What follows reads what was written, as before; a held write that fails fails the
-    statement it went with, and the transaction. The writer holds its groups' writes
-    (ingest/writer.py): 40 -> 14 round trips a group of 100 events, with what else goes
-    with the first statement (`sql_ahead`). Nothing to do on SQLite, in process.
+    """PostgreSQL: until this transaction ends, its writes (`insert_rows`, `upsert_rows`,
+    `update_rows`, `delete_rows`, `sql_write`), the locks of `lock_keys` and the reads
+    sent ahead (`send_ahead`) go down psycopg's pipeline as they are made, and nobody
+    waits for them: the server runs them while Python goes on, and their answers come
+    back with the next read's (a read is sent, then the pipeline synchronised: one round
+    trip, which waits for the server to finish what was sent before it, in order). A write
+    that fails fails the read that synchronises after it, and the transaction. The writer
+    runs its groups so (ingest/writer.py; docs/architecture.md, "One pipeline a group").
+    Nothing to do on SQLite, in process.
 
-    Called before the transaction's first statement, the BEGIN is held too: psycopg
-    sends its own BEGIN and waits for the answer, a round trip before every transaction.
-    The connection is then put in autocommit until the transaction ends, and BEGIN is the
-    first thing held, so that nothing ever runs before it (`Database.write` puts the
-    connection back)."""
+    Called before the transaction's first statement, its BEGIN goes down the pipeline too
+    (psycopg sends its own and waits for the answer, a round trip before every
+    transaction): the connection is put in autocommit until the transaction ends, and
+    BEGIN is the first thing sent (`Database.write` puts the connection back). A statement
+    that cannot go down the pipeline (COPY, an executemany, whatever SQLAlchemy sends)
+    first waits for everything sent; the pipeline opens again at the next write."""
     if conn.dialect.name == "sqlite":
         return
-    held: list[tuple[str, Any, dict[str, Any]]] = []
     driver = _cursor(conn).connection
+    conn.info[_HELD_WRITES] = True
     if driver.info.transaction_status.name == "IDLE" and not driver.autocommit:
         driver.autocommit = True
-        held.append(_HELD_BEGIN)
         conn.info[_BEGUN_BY_HAND] = True
-    conn.info[_HELD_WRITES] = held
+        _write(conn, "BEGIN", None, one_plan=True)
 
 
 _BEGUN_BY_HAND = "parcours_begun_by_hand"
-_HELD_BEGIN: tuple[str, Any, dict[str, Any]] = ("BEGIN", None, {})
 
 
 def _end_begun_by_hand(conn: Connection) -> None:
@@ -814,71 +834,122 @@ def holds_writes(conn: Connection) -> bool:
     return _HELD_WRITES in conn.info
 
 
+def _pipeline(conn: Connection) -> Any:
+    """The open pipeline of a transaction holding its writes, opened if need be (None
+    for any other transaction)."""
+    if _HELD_WRITES not in conn.info:
+        return None
+    open_ = conn.info.get(_PIPELINE)
+    if open_ is None:
+        entered = _cursor(conn).connection.pipeline()
+        open_ = conn.info[_PIPELINE] = _Open(entered.__enter__(), entered)
+    return open_.pipeline
+
+
+def _end_pipeline(conn: Connection, *, failing: bool = False) -> None:
+    """Leave the pipeline, if open: what was sent is waited for and its answers read (the
+    first error raised, unless the transaction is `failing` already: then it is only
+    logged, and the rollback follows)."""
+    open_ = conn.info.pop(_PIPELINE, None)
+    if open_ is None:
+        return
+    if not failing:
+        open_.entered.__exit__(None, None, None)
+        return
+    try:
+        open_.entered.__exit__(None, None, None)
+    except Exception as exc:  # the error that fails the transaction, raised already
+        log.debug("leaving a failed transaction's pipeline: %s", exc)
+
+
 def _write(conn: Connection, statement: str, params: Any, *, one_plan: bool = False) -> None:
-    """A write (or a lock) whose answer nobody reads: held if the transaction holds its
-    writes, else run at once. `one_plan`: an INSERT of arrays, or a statement of single
+    """A write (or a lock) whose answer nobody reads: sent down the pipeline if the
+    transaction holds its writes (on a cursor of its own, its answer read with the next
+    read's), else run at once. `one_plan`: an INSERT of arrays, or a statement of single
     values, has one plan and may be prepared; an UPDATE, an upsert or a DELETE joins its
     arrays to a table, and is planned at each run (`_ARRAYS_UNPREPARED`)."""
     options: dict[str, Any] = {} if one_plan else _ARRAYS_UNPREPARED
-    held = conn.info.get(_HELD_WRITES)
-    if held is not None:
-        held.append((statement, params, options))
+    if _pipeline(conn) is not None:
+        _cursor(conn).connection.cursor().execute(statement, params, **options)
     else:
         _cursor(conn).execute(statement, params, **options)
 
 
 def _execute(conn: Connection, statement: str, params: Any, **options: Any) -> None:
-    """Run a statement on the connection's cursor, after the writes held, in one round
-    trip with them."""
+    """Run a statement whose answer is read at once on the connection's cursor: in the
+    pipeline, synchronised (one round trip, with the answers of everything sent before)."""
     cursor = _cursor(conn)
-    if not conn.info.get(_HELD_WRITES):
-        cursor.execute(statement, params, **options)
-        return
-    with _sending_held_writes(conn):
-        cursor.execute(statement, params, **options)
+    cursor.execute(statement, params, **options)
+    open_ = conn.info.get(_PIPELINE)
+    if open_ is not None:
+        open_.pipeline.sync()
 
 
 def _send_held_writes(conn: Connection) -> None:
-    """Send the writes held, alone (before a statement that cannot go with them)."""
-    if conn.info.get(_HELD_WRITES):
-        with _sending_held_writes(conn):
-            pass
+    """Wait for what the pipeline sent (before a statement that cannot go down it)."""
+    _end_pipeline(conn)
 
 
-@contextmanager
-def _sending_held_writes(conn: Connection) -> Iterator[None]:
-    """The writes held, sent in psycopg's pipeline, each on a cursor of its own, with what
-    the caller sends inside; leaving it sends everything and reads every answer."""
-    held, conn.info[_HELD_WRITES] = conn.info[_HELD_WRITES], []
-    driver = _cursor(conn).connection
-    kept: list[tuple[str, Any]] = []
-    with driver.pipeline():
-        for write, params, options in held:
-            cursor = driver.cursor()
-            cursor.execute(write, params, **options)
-            if options is _READ_AHEAD_OPTIONS:
-                kept.append((write, cursor))
-        yield
-    if kept:
-        ahead = transaction_note(conn, _READ_AHEAD)
-        for statement, cursor in kept:
-            ahead[statement] = Rows(cursor, statement)
+# ---- reads sent ahead (the writer's transaction, PostgreSQL) ------------------------------
+
+_AHEAD = "parcours_sent_ahead"  # transaction note: (statement, parameters) -> its cursor
+_SENDING = "parcours_sending_ahead"
 
 
-# A read sent ahead (`sql_ahead`) is held with these options, by which it is known.
-_READ_AHEAD_OPTIONS: dict[str, Any] = {}
-_READ_AHEAD = "parcours_read_ahead"
+def send_ahead(conn: Connection, read: Callable[..., Any], *args: Any) -> None:
+    """In a transaction holding its writes (the writer's, on PostgreSQL): call
+    `read(*args)` now with its reads (`sql`, `select_in`) sent down the pipeline and not
+    waited for (it sees no rows: whatever it returns is dropped); the next read of the
+    same statement with the same parameters, in this transaction, is answered with those
+    rows, once, without a round trip of its own. For a read whose inputs are known before
+    its answer is needed (the events of a group), and which nothing the transaction
+    writes in between changes. `read` must not decide what it reads from what it read.
+    Elsewhere nothing: the read runs when it is made."""
+    if _pipeline(conn) is None:
+        return
+    conn.info[_SENDING] = True
+    try:
+        read(*args)
+    finally:
+        conn.info.pop(_SENDING, None)
 
 
 def sql_ahead(conn: Connection, statement: str) -> None:
-    """In a transaction holding its writes (the writer's): send this read, of no
-    parameters, with the next statement, and keep its rows for the transaction's next
-    `sql` of the same statement, which then costs no round trip. For what the
-    transaction does not write itself (the journeys and the segments defined, read at each
-    group). Elsewhere nothing: `sql` reads when asked."""
-    held = conn.info.get(_HELD_WRITES)
-    if held is not None:
-        held.append((_driver_sql(statement, conn.dialect.name), None, _READ_AHEAD_OPTIONS))
+    """`send_ahead` of a read of no parameters (the journeys and the segments defined,
+    read at each group)."""
+    send_ahead(conn, sql, conn, statement)
+
+
+def _ahead_key(statement: str, params: Any) -> tuple[Any, ...]:
+    """A read's statement and parameters, as a key (lists as tuples)."""
+    if isinstance(params, dict):
+        values: Iterable[Any] = (v for item in sorted(params.items()) for v in item)
+    else:
+        values = params or ()
+    return (statement, *(tuple(v) if isinstance(v, list) else v for v in values))
+
+
+def _sent_ahead(conn: Connection, statement: str, params: Any, options: dict[str, Any]) -> bool:
+    """While `send_ahead` calls its read: send this statement, keep its cursor; True."""
+    if _SENDING not in conn.info:
+        return False
+    _pipeline(conn)
+    cursor = _cursor(conn).connection.cursor()
+    cursor.execute(statement, params, **options)
+    transaction_note(conn, _AHEAD)[_ahead_key(statement, params)] = cursor
+    return True
+
+
+def _taken_ahead(conn: Connection, statement: str, params: Any) -> Any:
+    """The cursor of this read, sent ahead, its answer in (None: read it now)."""
+    if _AHEAD not in conn.info:
+        return None
+    cursor = transaction_note(conn, _AHEAD).pop(_ahead_key(statement, params), None)
+    if cursor is not None and cursor.pgresult is None:
+        open_ = conn.info.get(_PIPELINE)
+        if open_ is not None:
+            open_.pipeline.sync()
+    return cursor
 
 
 def _cursor(conn: Connection) -> Any:
@@ -897,13 +968,20 @@ class Rows:
     at once (the connection's one cursor is free for the next statement)."""
 
     def __init__(self, cursor: Any, sql: str) -> None:
-        description = cursor.description
+        description = cursor.description if cursor is not None else None
         self._rows: list[Any] = cursor.fetchall() if description else []
-        self.rowcount: int = cursor.rowcount  # after the fetch: final for DML ... RETURNING
+        self.rowcount: int = cursor.rowcount if cursor is not None else 0
         self._row = _row_type_of(sql, description) if description else None
 
+    @classmethod
+    def none(cls) -> Rows:
+        """No rows (a read sent ahead: its rows come with the same read later)."""
+        return cls(None, "")
+
     def all(self) -> list[Any]:
-        assert self._row is not None
+        if self._row is None:
+            assert not self._rows
+            return []
         make = self._row
         return [make(*row) for row in self._rows]
 
@@ -929,14 +1007,15 @@ def sql(conn: Connection, statement: str, params: dict[str, Any] | None = None) 
     transaction: the engine's and the queue's per-step statements, where SQLAlchemy's own
     execution cost 40 times the database's (110 µs against 2.6 µs a query, measured)."""
     driver_sql = _driver_sql(statement, conn.dialect.name)
-    if not params and _READ_AHEAD in conn.info:
-        ahead = transaction_note(conn, _READ_AHEAD).pop(driver_sql, None)
-        if ahead is not None:
-            return cast(Rows, ahead)
-    if params and conn.dialect.name != "sqlite" and _has_list(params):
-        _execute(conn, driver_sql, params, **_ARRAYS_UNPREPARED)
-    else:
-        _execute(conn, driver_sql, params or {})
+    options = (
+        _ARRAYS_UNPREPARED if params and conn.dialect.name != "sqlite" and _has_list(params) else {}
+    )
+    if _sent_ahead(conn, driver_sql, params, options):
+        return Rows.none()
+    ahead = _taken_ahead(conn, driver_sql, params)
+    if ahead is not None:
+        return Rows(ahead, driver_sql)
+    _execute(conn, driver_sql, params or {}, **options)
     return Rows(_cursor(conn), driver_sql)
 
 
