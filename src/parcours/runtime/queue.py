@@ -137,7 +137,7 @@ def enqueue(
     else:
         sql_write(conn, _ENQUEUE[on_conflict if unique_key is not None else None], values)
     if conn.dialect.name != "sqlite":
-        _notify_once(conn)
+        _notify(conn, run_at)
     else:
         note_jobs_scheduled(conn, run_at)
 
@@ -227,14 +227,21 @@ _ENQUEUE: dict[OnConflict | None, str] = {
 }
 
 
-def _notify_once(conn: Connection) -> None:
-    """NOTIFY the workers, once per transaction (delivered at commit, and one wakes them
-    all: a second in the same transaction would only cost a round trip)."""
+def _notify(conn: Connection, run_at: int) -> None:
+    """NOTIFY the workers (delivered at commit) that a job is due at `run_at`: only those
+    asleep past that time wake (`_Listener.wait`); a worker woken for a job due later
+    looked for work, found none, and slept again, a transaction and a read each time (the
+    referral jobs of every group of orders, due at the next second). Once per transaction,
+    unless a later job is due earlier."""
     note = transaction_note(conn, "parcours_notified")
-    if note:
+    if "run_at" in note and note["run_at"] <= run_at:
         return
-    sql_write(conn, "SELECT pg_notify(:channel, '')", {"channel": NOTIFY_CHANNEL})
-    note["sent"] = True
+    sql_write(
+        conn,
+        "SELECT pg_notify(:channel, :due)",
+        {"channel": NOTIFY_CHANNEL, "due": str(run_at)},
+    )
+    note["run_at"] = run_at
 
 
 def cancel(conn: Connection, unique_key: str) -> bool:
@@ -586,7 +593,7 @@ class Worker:
             if self.stopping.is_set():
                 return
             if listener is not None:
-                listener.wait(timeout)
+                listener.wait(timeout, self._sleeping_until)
             else:
                 self.wake.wait(timeout)
                 self.wake.clear()
@@ -1075,20 +1082,26 @@ class _Listener:
         self._pipe_lock = threading.Lock()  # `interrupt` never writes to a closed pipe
         self._closed = False
 
-    def wait(self, timeout: float) -> None:
-        """Until a notification, an `interrupt()`, or the timeout."""
-        if self._drain():  # read by the driver already
+    def wait(self, timeout: float, until: float = math.inf) -> None:
+        """Until a notification of a job due before `until` (the worker's clock, ms: when
+        it would wake anyway), an `interrupt()`, or the timeout."""
+        if self._drain(until):  # read by the driver already
             return
-        ready, _, _ = select.select([self._conn.fileno(), self._woken], [], [], timeout)
-        if self._conn.fileno() in ready:
-            self._drain()
-        if self._woken in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._woken, 64)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self._conn.fileno(), self._woken], [], [], left)
+            if self._woken in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._woken, 64)
+                return
+            if not ready or self._drain(until):
+                return
 
-    def _drain(self) -> bool:
-        """Take the notifications that have come (without waiting); whether there were."""
-        return len(list(self._conn.notifies(timeout=0))) > 0
+    def _drain(self, until: float) -> bool:
+        """Take the notifications that have come (without waiting); whether one is of a
+        job due before `until` (one without a time, from an older Parcours, counts)."""
+        due = [notice.payload for notice in self._conn.notifies(timeout=0)]
+        return any(not at.isdigit() or int(at) < until for at in due)
 
     def interrupt(self) -> None:
         """Wake `wait` (from another thread), now or at its next call."""
