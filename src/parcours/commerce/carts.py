@@ -144,11 +144,7 @@ class _State:
 
 def apply(conn: Connection, events: list[Event], now: int, rules: CartRules) -> None:
     """The reaction's part for carts: the group's cart events and orders, in order."""
-    relevant = [
-        event
-        for event in events
-        if event.type == "track" and (event.name in CART_EVENTS or event.name == ORDER_PLACED)
-    ]
+    relevant = _relevant(events)
     if not relevant:
         return
     carts = _load(conn, relevant)
@@ -159,6 +155,22 @@ def apply(conn: Connection, events: list[Event], now: int, rules: CartRules) -> 
             _activity(carts, event, now)
     _write(conn, carts, now)
     _schedule(conn, carts, now, rules)
+
+
+def read_ahead(conn: Connection, events: list[Event]) -> None:
+    """`apply`'s read of the stored carts, for these events (inside `runtime.db.send_ahead`:
+    sent now, taken by `apply`)."""
+    relevant = _relevant(events)
+    if relevant:
+        _load(conn, relevant)
+
+
+def _relevant(events: list[Event]) -> list[Event]:
+    return [
+        event
+        for event in events
+        if event.type == "track" and (event.name in CART_EVENTS or event.name == ORDER_PLACED)
+    ]
 
 
 def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:

@@ -44,7 +44,7 @@ from parcours.commerce.tables import (
 from parcours.customers import decimal_of, order_key, order_total
 from parcours.log import Event, Reactions, append_events, internal_event, queries
 from parcours.runtime.clock import Clock, SystemClock, iso, parse_iso
-from parcours.runtime.db import insert_rows
+from parcours.runtime.db import insert_rows, send_ahead
 from parcours.runtime.documents import JsonObject
 from parcours.runtime.queue import Job, Worker
 from parcours.runtime.settings import (
@@ -229,6 +229,7 @@ class Commerce:
         The new orders of the group (the most common case by far) are written first, in
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
+        send_ahead(conn, _read_ahead, conn, events)
         done, kept = _place_new(conn, events, now, self.shipment_rules)
         new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
         touched: set[str] = set()  # the orders the group's order events are about
@@ -380,14 +381,9 @@ def _placed(
     return False
 
 
-def _place_new(
-    conn: Connection, events: list[Event], now: int, rules: shipment_alerts.ShipmentRules
-) -> tuple[set[int], set[str]]:
-    """Orders placed in this group whose id is neither stored nor named by an earlier
-    commerce event of the group, inserted with their lines in two statements for all of
-    them; those that something kept before they came (a shipment, a refund, a return)
-    take their customer as one by one (`_attach`). The ids (`id()`) of the events done,
-    and the orders among them something kept before."""
+def _first_placed(events: list[Event]) -> dict[str, Event]:
+    """The orders placed in this group that no earlier commerce event of it named, each
+    with its first `Order Placed`."""
     first: dict[str, Event] = {}
     named: set[str] = set()
     for event in events:
@@ -408,6 +404,38 @@ def _place_new(
         else:
             continue
         named.add(order_id)
+    return first
+
+
+def _read_ahead(conn: Connection, events: list[Event]) -> None:
+    """The writer's (`runtime.db.send_ahead`): the reads of `on_events` whose inputs are
+    in the group's events, sent together before the first is needed, so that they cost
+    one round trip where each cost one: the check of the new orders, the carts, the
+    consumables among the products ordered, and the orders counted already. Each is sent
+    only where nothing the reaction writes before its read changes what it reads (the
+    catalog's events change the products, a cancellation the orders counted); a read
+    asked with other inputs after all (an order already stored) reads again."""
+    first = _first_placed(events)
+    if len(first) >= 2:
+        commerce_rows.orders_stored_or_named(conn, sorted(first))
+    carts.read_ahead(conn, events)
+    tracked = {event.name for event in events if event.type == "track"}
+    if tracked.isdisjoint(catalog.EVENTS):
+        products = {p for event in first.values() for p in _product_ids(event.properties)}
+        commerce_rows.consumable_products(conn, products)
+    if CANCELLED not in tracked and first:
+        commerce_rows.counted_order_ids(conn, sorted(first))
+
+
+def _place_new(
+    conn: Connection, events: list[Event], now: int, rules: shipment_alerts.ShipmentRules
+) -> tuple[set[int], set[str]]:
+    """Orders placed in this group whose id is neither stored nor named by an earlier
+    commerce event of the group (`_first_placed`), inserted with their lines in two
+    statements for all of them; those that something kept before they came (a shipment, a
+    refund, a return) take their customer as one by one (`_attach`). The ids (`id()`) of
+    the events done, and the orders among them something kept before."""
+    first = _first_placed(events)
     if len(first) < 2:
         return set(), set()  # one order: the general path costs no more
     ids = sorted(first)

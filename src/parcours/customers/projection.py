@@ -37,6 +37,7 @@ from parcours.runtime.db import (
     read_ahead,
     reading_ahead,
     select_in,
+    send_ahead,
     sql,
     take_ahead,
     transaction_note,
@@ -132,6 +133,8 @@ class Projector:
         # is a round trip; each id taken and not used a gap in the ids).
         self._pool_size = 32
         self._highest: int | None = None
+        # The writer's: the customers whose profiles were sent for ahead (`resolve`).
+        self._profiles_ahead: list[int] | None = None
 
     # ---- identity -------------------------------------------------------------------
 
@@ -139,16 +142,34 @@ class Projector:
         """The event's identities, normalised (computed once per event)."""
         return event_keys(event, self.region)
 
+    def read_ahead(self, events: list[Event]) -> None:
+        """In the writer's transaction (PostgreSQL): the owners of these events' identities
+        read now, answered with the transaction's next read (`runtime.db.send_ahead`);
+        `resolve` of the same events takes them."""
+        if not self.is_sqlite:
+            send_ahead(self.conn, self._load_owners_at_once, self._wanted(events))
+
+    def _wanted(self, events: list[Event]) -> set[Key]:
+        """The identities these events name (an alias's previous id as either kind)."""
+        wanted = {key for event in events for key in self.keys_of(event)}
+        for event in events:
+            if event.type == "alias" and event.previous_id:
+                wanted |= set(_alias_keys(event.previous_id))
+        return wanted
+
     def resolve(self, events: list[Event]) -> list[Event]:
         """Give every event its customer; return the merge events to append with them."""
         keyed = [(event, self.keys_of(event)) for event in events]
-        wanted = {key for _, keys in keyed for key in keys}
-        for event, _ in keyed:
-            if event.type == "alias" and event.previous_id:
-                wanted |= set(_alias_keys(event.previous_id))
-        self._load_owners(wanted)
+        self._load_owners(self._wanted(events))
         if not self.is_sqlite:  # SQLite counts its ids in process: nothing to size
             self._pool_size = max(1, self._people_unknown(keyed))
+        if holds_writes(self.conn):
+            # The writer's: the profiles of the known people read (and locked) with the
+            # first new ids, or with the next read (`project` takes them).
+            self._profiles_ahead = sorted(
+                set(self.owner.values()) | {e.customer_id for e in events if e.customer_id}
+            )
+            send_ahead(self.conn, self._profile_rows, self._profiles_ahead)
         for event, keys in keyed:
             if event.customer_id is not None:
                 continue  # addressed to a known customer (admin API)
@@ -519,19 +540,30 @@ class Projector:
                 }
             )
 
-    def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
-        profiles: dict[int, Profile] = {}
-        # PostgreSQL: the rows are locked until commit, in id order, so that two
-        # transactions projecting onto one customer (the writer with an identify, a worker
-        # with a message's status) take turns instead of one overwriting the other's
-        # change. SQLite has one writer at a time anyway.
-        lock = "" if self.conn.dialect.name == "sqlite" else " ORDER BY id FOR UPDATE"
-        rows = select_in(
+    def _profile_rows(self, ids: list[int]) -> list[Any]:
+        """The stored profiles of these customers. PostgreSQL: the rows are locked until
+        commit, in id order, so that two transactions projecting onto one customer (the
+        writer with an identify, a worker with a message's status) take turns instead of
+        one overwriting the other's change. SQLite has one writer at a time anyway."""
+        lock = "" if self.is_sqlite else " ORDER BY id FOR UPDATE"
+        return select_in(
             self.conn,
             "SELECT id, created_at, traits, trait_times, computed FROM customers "
             "WHERE id IN ({marks})" + lock,
-            sorted(ids - self.new_customers),
+            ids,
         )
+
+    def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
+        profiles: dict[int, Profile] = {}
+        wanted = ids - self.new_customers
+        ahead = self._profiles_ahead
+        if ahead is not None and wanted.issubset(ahead):
+            # Read with the group's first new ids (`resolve`): its people, and perhaps a
+            # few more (locked as well: owners of identities an event did not end with).
+            rows = [row for row in self._profile_rows(ahead) if row[0] in wanted]
+        else:
+            rows = self._profile_rows(sorted(wanted))
+        self._profiles_ahead = None
         for ident, created_at, traits, trait_times, computed in rows:
             decoded = _decode(traits)
             profiles[ident] = Profile(

@@ -73,6 +73,9 @@ def append_events(
         sql_ahead(conn, statement)  # the writer's: with its first statement
     if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
         lock_keys(conn, _lock_keys(projector, [event for _, event in first_by_id.values()]))
+    # The writer's: who owns the events' identities, read with the check of their ids
+    # (resolving reads again if some are stored already).
+    projector.read_ahead([event for _, event in first_by_id.values()])
     existing = stored_message_ids(conn, list(first_by_id))
     new = [(i, e) for message_id, (i, e) in first_by_id.items() if message_id not in existing]
     new_events = [event for _, event in new]
