@@ -226,6 +226,14 @@ def test_a_held_write_that_fails_fails_its_transaction_whole(database_url: str) 
             insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 1)])
             select_in(conn, "SELECT word FROM customer_name_words WHERE word IN ({marks})", ["x"])
         assert _words(db) == [("kept", 1)]
+        with (  # nothing read after it: the commit fails
+            pytest.raises((IntegrityError, UniqueViolation, sqlite3.IntegrityError)),
+            db.write() as conn,
+        ):
+            hold_writes(conn)
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("new", 2)])
+            insert_rows(conn, customer_name_words, ("word", "customer_id"), [("kept", 1)])
+        assert _words(db) == [("kept", 1)]
         with db.write() as conn:
             insert_rows(conn, customer_name_words, ("word", "customer_id"), [("after", 3)])
             assert not holds_writes(conn)

@@ -267,6 +267,10 @@ def _configure_postgres(engine: Engine) -> None:
 
     @event.listens_for(engine, "commit")
     def _held_before_commit(conn: Connection) -> None:
+        # The COMMIT goes down the pipeline, answered with everything sent before it: one
+        # round trip (psycopg then finds the transaction ended, and sends nothing).
+        if _PIPELINE in conn.info:
+            _write(conn, "COMMIT", None, one_plan=True)
         _end_pipeline(conn)
         conn.info.pop(_HELD_WRITES, None)
 
