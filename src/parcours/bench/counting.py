@@ -421,6 +421,10 @@ def _counted_psycopg_cursor() -> Any:
 
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
             connection: Any = self.connection  # a CountedConnection
+            if query == "COMMIT" and connection.pgconn.transaction_status != 0:
+                # The writer's, down its pipeline (runtime/db.py): a commit, as psycopg's.
+                connection._transaction("commits")
+                return super().execute(query, *args, **kwargs)
             connection.implicit_begin()
             _count_statement(self, query)
             return super().execute(query, *args, **kwargs)
