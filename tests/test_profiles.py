@@ -446,10 +446,12 @@ def test_a_writer_chosen_as_a_deadlock_victim_tries_again_and_stores_the_batch(
 def test_a_group_of_new_people_takes_as_many_customer_ids_as_it_makes(
     postgres_url: str, tmp_path: Any
 ) -> None:
-    """PostgreSQL: a group's new customers take their ids from the sequence in one call
-    sized by the people the group does not know (an identify and an order each, two
-    events sharing an anonymous id, an event naming nobody): no id is taken and left
-    unused, where 32 were taken at first."""
+    """PostgreSQL: a group's new customers take as many ids as it makes people it does not
+    know (an identify and an order each, two events sharing an anonymous id, an event
+    naming nobody), from a block the process takes from the sequence in one call and
+    keeps for its next groups: the next group's new people continue where it stopped,
+    without asking the sequence again."""
+    from parcours.customers.projection import RESERVE_BLOCK
     from parcours.runtime.clock import SimulatedClock
     from parcours.runtime.settings import Settings
     from tests.conftest import truncate_all
@@ -458,6 +460,16 @@ def test_a_group_of_new_people_takes_as_many_customer_ids_as_it_makes(
     opened = Services.open(
         Settings(data_dir=tmp_path, database_url=postgres_url), clock=SimulatedClock(START)
     )
+
+    def stored() -> tuple[list[int], int]:
+        with opened.db.read() as conn:
+            ids = sorted(conn.exec_driver_sql("SELECT id FROM customers").scalars())
+            last = conn.exec_driver_sql(
+                "SELECT last_value FROM "
+                "pg_catalog.pg_sequences WHERE sequencename = 'customers_id_seq'"
+            ).scalar_one()
+        return ids, int(last)
+
     try:
         events = []
         for n in range(5):
@@ -468,14 +480,11 @@ def test_a_group_of_new_people_takes_as_many_customer_ids_as_it_makes(
         events.append(make_event(anonymousId="phone-9", event="Viewed", at=START))
         events.append(make_event(anonymousId="phone-9", event="Viewed", at=START))
         opened.writer.append_sync(events)
-        with opened.db.read() as conn:
-            ids = sorted(conn.exec_driver_sql("SELECT id FROM customers").scalars())
-            last = conn.exec_driver_sql(
-                "SELECT last_value FROM "
-                "pg_catalog.pg_sequences WHERE sequencename = 'customers_id_seq'"
-            ).scalar_one()
+        ids, last = stored()
         assert len(ids) == 6
         assert ids == list(range(ids[0], ids[0] + 6))
-        assert last == ids[-1]
+        assert last == ids[0] + RESERVE_BLOCK - 1
+        opened.writer.append_sync([make_event(userId="new-6", event="Viewed", at=START)])
+        assert stored() == ([*ids, ids[-1] + 1], last)
     finally:
         opened.close()

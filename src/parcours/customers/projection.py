@@ -13,6 +13,8 @@ message or per batch of jobs (customers/profiles.py shapes their answers).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -107,6 +109,9 @@ class Profile:
         self.created_at = min(self.created_at, other.created_at)
 
 
+_OWNERS_AT_ONCE = 5_000  # identities looked up by one statement (PostgreSQL)
+
+
 class Projector:
     def __init__(
         self,
@@ -128,13 +133,13 @@ class Projector:
         self.new_customers: set[int] = set()
         self.merges: list[Merge] = []
         self._id_pool: list[int] = []
-        # Ids are taken from the sequence as many as the group's new people look like
-        # (`_people_unknown`), then twice as many each time, up to 256 (each nextval call
-        # is a round trip; each id taken and not used a gap in the ids).
+        # Ids are taken (from the process's reserve on PostgreSQL, `_Reserve`) as many as
+        # the group's new people look like (`_people_unknown`), then twice as many each
+        # time, up to 256.
         self._pool_size = 32
         self._highest: int | None = None
-        # The writer's: the customers whose profiles were sent for ahead (`resolve`).
-        self._profiles_ahead: list[int] | None = None
+        # The writer's: what the profiles were read ahead by (`read_ahead`).
+        self._profiles_ahead: tuple[list[Key], list[int]] | None = None
 
     # ---- identity -------------------------------------------------------------------
 
@@ -143,11 +148,18 @@ class Projector:
         return event_keys(event, self.region)
 
     def read_ahead(self, events: list[Event]) -> None:
-        """In the writer's transaction (PostgreSQL): the owners of these events' identities
-        read now, answered with the transaction's next read (`runtime.db.send_ahead`);
-        `resolve` of the same events takes them."""
-        if not self.is_sqlite:
-            send_ahead(self.conn, self._load_owners_at_once, self._wanted(events))
+        """In the writer's transaction (PostgreSQL): the owners of these events'
+        identities, and the profiles of those owners and of the customers the events name
+        (read and locked), sent now and answered with the transaction's next read
+        (`runtime.db.send_ahead`): `resolve` and `project` of the same events take them."""
+        if self.is_sqlite:
+            return
+        wanted = self._wanted(events)
+        send_ahead(self.conn, self._load_owners_at_once, wanted)
+        if holds_writes(self.conn) and len(wanted) <= _OWNERS_AT_ONCE:
+            named = sorted({e.customer_id for e in events if e.customer_id is not None})
+            self._profiles_ahead = (sorted(wanted), named)
+            send_ahead(self.conn, self._owned_profile_rows, *self._profiles_ahead)
 
     def _wanted(self, events: list[Event]) -> set[Key]:
         """The identities these events name (an alias's previous id as either kind)."""
@@ -163,13 +175,6 @@ class Projector:
         self._load_owners(self._wanted(events))
         if not self.is_sqlite:  # SQLite counts its ids in process: nothing to size
             self._pool_size = max(1, self._people_unknown(keyed))
-        if holds_writes(self.conn):
-            # The writer's: the profiles of the known people read (and locked) with the
-            # first new ids, or with the next read (`project` takes them).
-            self._profiles_ahead = sorted(
-                set(self.owner.values()) | {e.customer_id for e in events if e.customer_id}
-            )
-            send_ahead(self.conn, self._profile_rows, self._profiles_ahead)
         for event, keys in keyed:
             if event.customer_id is not None:
                 continue  # addressed to a known customer (admin API)
@@ -355,12 +360,7 @@ class Projector:
             start = self._highest + 1
             self._highest += count
             return list(range(start, start + count))
-        rows = sql(
-            self.conn,
-            "SELECT nextval(pg_get_serial_sequence('customers', 'id')) FROM generate_series(1, :n)",
-            {"n": count},
-        ).scalars()
-        return sorted(rows)
+        return _RESERVE.take(self.conn, count)
 
     def _load_owners(self, keys: set[Key]) -> None:
         if not self.is_sqlite:
@@ -396,7 +396,7 @@ class Projector:
         statement (a statement per kind, then one for the user ids, was a round trip
         each). The owners go to the second part as an array: an index probe per owner,
         where `IN (SELECT ...)` planned a join that cost twice as much."""
-        for part in chunks(sorted(keys), 5_000):
+        for part in chunks(sorted(keys), _OWNERS_AT_ONCE):
             found = sql(
                 self.conn,
                 "WITH found AS MATERIALIZED (SELECT i.kind, i.value, i.customer_id "
@@ -553,17 +553,32 @@ class Projector:
             ids,
         )
 
+    def _owned_profile_rows(self, keys: list[Key], named: list[int]) -> list[Any]:
+        """PostgreSQL: the stored profiles of the owners of these identities and of these
+        customers, locked as `_profile_rows` locks them."""
+        return sql(
+            self.conn,
+            "SELECT id, created_at, traits, trait_times, computed FROM customers "
+            "WHERE id = ANY(ARRAY(SELECT i.customer_id FROM identities i "
+            "JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
+            "ON i.kind = k.kind AND i.value = k.value) || CAST(:named AS bigint[])) "
+            "ORDER BY id FOR UPDATE",
+            {"kinds": [k for k, _ in keys], "values": [v for _, v in keys], "named": named},
+        ).all()
+
     def _load_profiles(self, ids: set[int]) -> dict[int, Profile]:
         profiles: dict[int, Profile] = {}
         wanted = ids - self.new_customers
-        ahead = self._profiles_ahead
-        if ahead is not None and wanted.issubset(ahead):
-            # Read with the group's first new ids (`resolve`): its people, and perhaps a
-            # few more (locked as well: owners of identities an event did not end with).
-            rows = [row for row in self._profile_rows(ahead) if row[0] in wanted]
-        else:
+        rows: list[Any] | None = None
+        if self._profiles_ahead is not None:
+            # Read with the group's first statement (`read_ahead`): its people, and perhaps
+            # a few more (locked as well: owners of identities an event did not end with).
+            ahead = self._owned_profile_rows(*self._profiles_ahead)
+            self._profiles_ahead = None
+            if wanted.issubset(row[0] for row in ahead):
+                rows = [row for row in ahead if row[0] in wanted]
+        if rows is None:
             rows = self._profile_rows(sorted(wanted))
-        self._profiles_ahead = None
         for ident, created_at, traits, trait_times, computed in rows:
             decoded = _decode(traits)
             profiles[ident] = Profile(
@@ -1025,3 +1040,47 @@ def note_computed(conn: Connection, written: dict[int, str]) -> None:
     writer's next `computed_of` takes them from here."""
     if holds_writes(conn):
         transaction_note(conn, _COMPUTED_WRITTEN).update(written)
+
+
+# ---- new customer ids (PostgreSQL) --------------------------------------------------------
+
+RESERVE_BLOCK = 128  # ids taken from the sequence at a time, kept by the process
+
+
+class _Reserve:
+    """New customer ids on PostgreSQL, taken from the sequence `RESERVE_BLOCK` (or a group's
+    need, if more) at a time and kept by the process, per database, for its next groups:
+    a call to the sequence is a round trip, and most groups of orders make new people
+    (docs/architecture.md, "One pipeline a group"). A sequence's ids are never given twice,
+    whatever becomes of the transaction that asked: those kept are gaps in the ids when
+    the process stops (at most a block), as those of a transaction rolled back are. Each
+    group takes only what it makes, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+
+    def take(self, conn: Connection, count: int) -> list[int]:
+        with self._lock:
+            kept = self._kept.setdefault(conn.engine, [])
+            if len(kept) < count:
+                wanted = max(RESERVE_BLOCK, count - len(kept))
+                kept += sorted(
+                    sql(
+                        conn,
+                        "SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
+                        "FROM generate_series(1, :n)",
+                        {"n": wanted},
+                    ).scalars()
+                )
+            taken, kept[:] = kept[:count], kept[count:]
+            return taken
+
+    def forget(self) -> None:
+        """Drop the ids kept (a test that starts the sequences again)."""
+        with self._lock:
+            self._kept = weakref.WeakKeyDictionary()
+
+
+_RESERVE = _Reserve()
+forget_reserved_ids = _RESERVE.forget
