@@ -229,22 +229,24 @@ def carts_touched(
     statuses = ", ".join(f"'{status}'" for status in live)  # the module's own constants
     found: dict[str, Any] = {}
     if conn.dialect.name != "sqlite":
-        # One statement, one round trip, where it took one for each kind of id.
+        # One statement, one round trip, where it took one for each kind of id; only the
+        # kinds given (each part is planned at every run: a group of orders names no cart
+        # nor checkout).
+        parts = {
+            "carts": ("cart_id = ANY(CAST(:carts AS text[]))", sorted(cart_ids)),
+            "checkouts": ("checkout_id = ANY(CAST(:checkouts AS text[]))", sorted(checkout_ids)),
+            "orders": ("order_id = ANY(CAST(:orders AS text[]))", sorted(order_ids)),
+            "customers": (
+                f"customer_id = ANY(CAST(:customers AS bigint[])) AND status IN ({statuses})",
+                sorted(customers),
+            ),
+        }
+        given = {name: part for name, part in parts.items() if part[1]}
         statement = " UNION ALL ".join(
             f"SELECT {_CART_COLUMNS} FROM commerce_carts WHERE {where}"
-            for where in (
-                "cart_id = ANY(CAST(:carts AS text[]))",
-                "checkout_id = ANY(CAST(:checkouts AS text[]))",
-                "order_id = ANY(CAST(:orders AS text[]))",
-                f"customer_id = ANY(CAST(:customers AS bigint[])) AND status IN ({statuses})",
-            )
+            for where, _ in given.values()
         )
-        arrays = {
-            "carts": sorted(cart_ids),
-            "checkouts": sorted(checkout_ids),
-            "orders": sorted(order_ids),
-            "customers": sorted(customers),
-        }
+        arrays: dict[str, Any] = {name: values for name, (_, values) in given.items()}
         for row in sql(conn, statement, arrays).all():
             found.setdefault(row[0], row)
         return list(found.values())
