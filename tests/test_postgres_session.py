@@ -421,3 +421,20 @@ def test_reads_sent_ahead_are_taken_once_by_the_same_read(postgres_url: str) -> 
             assert count(conn, 1) == [3]
     finally:
         db.dispose()
+
+
+def test_the_customers_rows_have_room_on_their_page_for_their_next_versions(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: the customers table keeps room on each page (fill factor 70), so that
+    the updates of a group of events stay on the row's page and leave the indexes alone."""
+    db = Database(postgres_url)
+    try:
+        with db.read() as conn:
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = 'customers' "
+                "AND relnamespace = current_schema()::regnamespace"
+            ).scalar_one()
+        assert "fillfactor=70" in (options or [])
+    finally:
+        db.dispose()
