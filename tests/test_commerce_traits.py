@@ -120,6 +120,45 @@ def test_one_group_keeps_both_what_the_profile_and_the_orders_computed(
     assert seen["country"] == "BE"
 
 
+def test_a_group_of_new_orders_counts_its_buyers_earlier_orders_and_its_own(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A group whose only order events are new orders: each buyer's traits count the
+    orders stored before (their refunds off) and the group's, once (on PostgreSQL the
+    stored ones are read before the group's are written, and those come from the rows
+    inserted). A group one of whose orders had a refund kept before it came counts that
+    refund."""
+    first = clock.now_ms()
+    order(services, "ana", "o-1", 100, currency="EUR")
+    track(services, "ana", "Order Refunded", order_id="o-1", total=30)
+    track(services, "cy", "Order Refunded", order_id="o-6", total=15)  # before its order
+    later = first + DAY
+
+    def placed(user: str, order_id: str, total: float, currency: str) -> Any:
+        properties = {"order_id": order_id, "total": total, "currency": currency}
+        return make_event(userId=user, event="Order Completed", at=later, properties=properties)
+
+    services.writer.append_sync(
+        [
+            placed("ana", "o-2", 50, "EUR"),
+            placed("bo", "o-3", 20, "EUR"),
+            placed("bo", "o-4", 10, "USD"),
+        ]
+    )
+    ana = computed(services, "ana")
+    assert (ana["orders_count"], ana["revenue"]["EUR"]["total_spent"]) == (2, "120.00")
+    assert (ana["first_order_at"], ana["last_order_at"]) == (iso(first), iso(later))
+    bo = computed(services, "bo")
+    assert bo["orders_count"] == 2
+    assert {c: r["total_spent"] for c, r in bo["revenue"].items()} == {
+        "EUR": "20.00",
+        "USD": "10.00",
+    }
+    services.writer.append_sync([placed("cy", "o-5", 30, "EUR"), placed("cy", "o-6", 40, "EUR")])
+    cy = computed(services, "cy")
+    assert (cy["orders_count"], cy["revenue"]["EUR"]["total_spent"]) == (2, "55.00")
+
+
 def test_views_are_counted_per_product_and_day(services: Services, clock: SimulatedClock) -> None:
     for _ in range(3):
         track(services, "vic", "Product Viewed", product_id="p-1")

@@ -211,12 +211,14 @@ class Commerce:
         new_orders: set[str],
         now: int,
         placed: dict[str, int] | None = None,
+        inserted: list[dict[str, Any]] | None = None,
     ) -> None:
-        """What orders change beyond themselves: the customers' traits, the replenishments
-        of those `replenished` (the others' orders changed none of their consumables), the
-        counts recommendations read (`placed`: new orders known placed, and when), and
-        `Product Reordered` for a consumable bought again."""
-        traits.refresh(conn, customers, self.vip_spend)
+        """What orders change beyond themselves: the customers' traits (`inserted`: see
+        `traits.refresh`), the replenishments of those `replenished` (the others' orders
+        changed none of their consumables), the counts recommendations read (`placed`: new
+        orders known placed, and when), and `Product Reordered` for a consumable bought
+        again."""
+        traits.refresh(conn, customers, self.vip_spend, inserted)
         reordered = replenishment.refresh(
             conn, replenished, now, self.replenishment_rules, new_orders
         )
@@ -230,7 +232,7 @@ class Commerce:
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
         send_ahead(conn, _read_ahead, conn, events)
-        done, kept = _place_new(conn, events, now, self.shipment_rules)
+        done, kept, inserted = _place_new(conn, events, now, self.shipment_rules)
         new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
         touched: set[str] = set()  # the orders the group's order events are about
         reached: list[Event] = []
@@ -280,7 +282,11 @@ class Commerce:
                 and not consumable.isdisjoint(_product_ids(e.properties))
             }
             placed = {order_id: e.occurred_at for order_id, e in fresh.items()}
-            self._after_orders(conn, customers, replenished, new_orders, now, placed)
+            # Nothing but this group's new orders changed its customers' orders: their
+            # traits count those from the rows inserted (and may have read the others
+            # before they were, `_read_ahead`).
+            alone = inserted if not touched and not kept else None
+            self._after_orders(conn, customers, replenished, new_orders, now, placed, alone)
         if reached:
             self._announce(conn, reached, now)
             delivered = [e for e in reached if e.properties.get("stage") == statuses.DELIVERED]
@@ -411,7 +417,8 @@ def _read_ahead(conn: Connection, events: list[Event]) -> None:
     """The writer's (`runtime.db.send_ahead`): the reads of `on_events` whose inputs are
     in the group's events, sent together before the first is needed, so that they cost
     one round trip where each cost one: the check of the new orders, the carts, the
-    consumables among the products ordered, and the orders counted already. Each is sent
+    consumables among the products ordered, the orders counted already, and the buyers'
+    orders for their traits (those the group places counted apart). Each is sent
     only where nothing the reaction writes before its read changes what it reads (the
     catalog's events change the products, a cancellation the orders counted); a read
     asked with other inputs after all (an order already stored) reads again."""
@@ -425,24 +432,34 @@ def _read_ahead(conn: Connection, events: list[Event]) -> None:
         commerce_rows.consumable_products(conn, products)
     if CANCELLED not in tracked and first:
         commerce_rows.counted_order_ids(conn, sorted(first))
+    changing = any(
+        (name != PLACED and (name in ORDER_EVENTS or name in RETURN_EVENTS))
+        or name.startswith(SHIPMENT_PREFIX)
+        for name in tracked
+        if name is not None
+    )
+    if not changing and len(first) >= 2:  # the orders' traits: see `traits.refresh`
+        buyers = {e.customer_id for e in first.values() if e.customer_id is not None}
+        commerce_rows.order_figures_rows(conn, sorted(buyers), with_ids=True)
 
 
 def _place_new(
     conn: Connection, events: list[Event], now: int, rules: shipment_alerts.ShipmentRules
-) -> tuple[set[int], set[str]]:
+) -> tuple[set[int], set[str], list[dict[str, Any]]]:
     """Orders placed in this group whose id is neither stored nor named by an earlier
     commerce event of the group (`_first_placed`), inserted with their lines in two
     statements for all of them; those that something kept before they came (a shipment, a
     refund, a return) take their customer as one by one (`_attach`). The ids (`id()`) of
-    the events done, and the orders among them something kept before."""
+    the events done, the orders among them something kept before, and the orders' rows
+    as inserted."""
     first = _first_placed(events)
     if len(first) < 2:
-        return set(), set()  # one order: the general path costs no more
+        return set(), set(), []  # one order: the general path costs no more
     ids = sorted(first)
     stored, named_before = commerce_rows.orders_stored_or_named(conn, ids)
     new = [order_id for order_id in ids if order_id not in stored]
     if not new:
-        return set(), set()
+        return set(), set(), []
     orders: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     for order_id in new:
@@ -472,7 +489,7 @@ def _place_new(
     kept = named_before.intersection(new)
     for order_id in sorted(kept):
         _attach(conn, order_id, now, rules)
-    return {id(first[order_id]) for order_id in new}, kept
+    return {id(first[order_id]) for order_id in new}, kept, orders
 
 
 def _product_ids(props: dict[str, Any]) -> set[str]:

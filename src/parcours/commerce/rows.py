@@ -183,11 +183,14 @@ def order_units(conn: Connection, order_ids: Sequence[str]) -> list[Any]:
     return select_in(conn, statement, order_ids, named=True)
 
 
-def order_figures_rows(conn: Connection, customers: Sequence[int]) -> list[Any]:
-    """Every order of these customers, as the order traits read them."""
+def order_figures_rows(
+    conn: Connection, customers: Sequence[int], *, with_ids: bool = False
+) -> list[Any]:
+    """Every order of these customers, as the order traits read them (`with_ids`: with
+    each order's id, for a caller that leaves some out and counts them from elsewhere)."""
     statement = (
-        "SELECT customer_id, status, currency, total, refunded, placed_at "
-        "FROM commerce_orders WHERE customer_id IN ({marks})"
+        f"SELECT {'order_id, ' if with_ids else ''}customer_id, status, currency, total, "
+        "refunded, placed_at FROM commerce_orders WHERE customer_id IN ({marks})"
     )
     return select_in(conn, statement, customers, named=True)
 

@@ -11,9 +11,9 @@ off what was spent.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -25,14 +25,55 @@ _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
 
 
-def refresh(conn: Connection, customer_ids: Iterable[int], vip_spend: Decimal) -> None:
-    """Recompute these customers' order traits from their orders and store them."""
+class _Placed(NamedTuple):
+    """An order just inserted, as `commerce_rows.order_figures_rows` reads one."""
+
+    customer_id: int
+    status: str
+    currency: str
+    total: str
+    refunded: str
+    placed_at: int
+
+
+def refresh(
+    conn: Connection,
+    customer_ids: Iterable[int],
+    vip_spend: Decimal,
+    inserted: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Recompute these customers' order traits from their orders and store them.
+
+    `inserted`: orders this transaction has just inserted (the rows as written), when
+    nothing else changed these customers' orders since the group began: they are counted
+    from here and left out of what is read, so that the read may have been sent before
+    they were written (commerce's `_read_ahead`, the writer's first commerce round trip),
+    or be made now, and count the same."""
     customers = sorted(set(customer_ids))
     if not customers:
         return
     rows: dict[int, list[Any]] = defaultdict(list)
-    for row in commerce_rows.order_figures_rows(conn, customers):
-        rows[int(row.customer_id)].append(row)
+    if inserted is None:
+        for row in commerce_rows.order_figures_rows(conn, customers):
+            rows[int(row.customer_id)].append(row)
+    else:
+        new = {order["order_id"] for order in inserted}
+        for row in commerce_rows.order_figures_rows(conn, customers, with_ids=True):
+            if row.order_id not in new:
+                rows[int(row.customer_id)].append(row)
+        wanted = set(customers)
+        for order in inserted:
+            if order["customer_id"] in wanted:
+                rows[int(order["customer_id"])].append(
+                    _Placed(
+                        int(order["customer_id"]),
+                        order["status"],
+                        order["currency"],
+                        order["total"],
+                        order["refunded"],
+                        int(order["placed_at"]),
+                    )
+                )
     customer_profiles.record_order_figures(
         conn, {customer: figures(rows.get(customer, []), vip_spend) for customer in customers}
     )
