@@ -320,3 +320,42 @@ def test_orders_placed_together_count_as_one_by_one(
     with services.db.read() as conn:
         gil = customers.profile(conn, customers.resolve(conn, "gil", "FR"))
     assert gil.computed["orders_count"] == 2
+
+
+def test_a_group_that_makes_a_product_consumable_counts_its_orders_of_it(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """One group brings the catalog's word that a balm is a consumable and two orders of
+    it: both buyers' replenishments are made (the consumables are read after the group's
+    catalog events are applied, never before, as a read sent ahead would be)."""
+    at = clock.now_ms()
+
+    def order(user: str, order_id: str) -> Any:
+        return make_event(
+            event="Order Completed",
+            userId=user,
+            at=at,
+            properties={
+                "order_id": order_id,
+                "currency": "EUR",
+                "total": 30,
+                "products": [{"product_id": "balm", "price": 30, "quantity": 1}],
+            },
+        )
+
+    balm = {"product_id": "balm", "name": "Balm", "consumable": True, "usage_days": 20}
+    services.writer.append_sync(
+        [
+            make_event(
+                event="Product Updated",
+                at=at,
+                identity_required=False,
+                properties={**balm, "price": 30, "currency": "EUR", "stock": 50},
+            ),
+            order("hal", "o-1"),
+            order("ivy", "o-2"),
+        ]
+    )
+    for user in ("hal", "ivy"):
+        [made] = replenishments(services, user)
+        assert (made.product_id, made.depletes_at) == ("balm", at + 20 * DAY)
