@@ -231,8 +231,9 @@ class Commerce:
         The new orders of the group (the most common case by far) are written first, in
         a few statements for all of them (`_place_new`): the same as one by one, since no
         earlier event of the group is about them."""
-        send_ahead(conn, _read_ahead, conn, events)
-        done, kept, inserted = _place_new(conn, events, now, self.shipment_rules)
+        first = _first_placed(events)
+        send_ahead(conn, _read_ahead, conn, events, first)
+        done, kept, inserted = _place_new(conn, first, now, self.shipment_rules)
         new_orders = {order_key(e.properties, e.message_id) for e in events if id(e) in done}
         touched: set[str] = set()  # the orders the group's order events are about
         reached: list[Event] = []
@@ -413,7 +414,7 @@ def _first_placed(events: list[Event]) -> dict[str, Event]:
     return first
 
 
-def _read_ahead(conn: Connection, events: list[Event]) -> None:
+def _read_ahead(conn: Connection, events: list[Event], first: dict[str, Event]) -> None:
     """The writer's (`runtime.db.send_ahead`): the reads of `on_events` whose inputs are
     in the group's events, sent together before the first is needed, so that they cost
     one round trip where each cost one: the check of the new orders, the carts, the
@@ -421,8 +422,8 @@ def _read_ahead(conn: Connection, events: list[Event]) -> None:
     orders for their traits (those the group places counted apart). Each is sent
     only where nothing the reaction writes before its read changes what it reads (the
     catalog's events change the products, a cancellation the orders counted); a read
-    asked with other inputs after all (an order already stored) reads again."""
-    first = _first_placed(events)
+    asked with other inputs after all (an order already stored) reads again. `first`: the
+    group's new orders (`_first_placed`)."""
     if len(first) >= 2:
         commerce_rows.orders_stored_or_named(conn, sorted(first))
     carts.read_ahead(conn, events)
@@ -444,15 +445,14 @@ def _read_ahead(conn: Connection, events: list[Event]) -> None:
 
 
 def _place_new(
-    conn: Connection, events: list[Event], now: int, rules: shipment_alerts.ShipmentRules
+    conn: Connection, first: dict[str, Event], now: int, rules: shipment_alerts.ShipmentRules
 ) -> tuple[set[int], set[str], list[dict[str, Any]]]:
-    """Orders placed in this group whose id is neither stored nor named by an earlier
-    commerce event of the group (`_first_placed`), inserted with their lines in two
+    """The orders placed in this group whose id is neither stored nor named by an earlier
+    commerce event of the group (`first`, from `_first_placed`), inserted with their lines in two
     statements for all of them; those that something kept before they came (a shipment, a
     refund, a return) take their customer as one by one (`_attach`). The ids (`id()`) of
     the events done, the orders among them something kept before, and the orders' rows
     as inserted."""
-    first = _first_placed(events)
     if len(first) < 2:
         return set(), set(), []  # one order: the general path costs no more
     ids = sorted(first)

@@ -110,6 +110,12 @@ class Profile:
 
 
 _OWNERS_AT_ONCE = 5_000  # identities looked up by one statement (PostgreSQL)
+# PostgreSQL: the stored identities among the keys given as two arrays, :kinds and :values.
+_OWNERS_OF_KEYS = (
+    "SELECT i.kind, i.value, i.customer_id FROM identities i "
+    "JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
+    "ON i.kind = k.kind AND i.value = k.value"
+)
 
 
 class Projector:
@@ -399,10 +405,7 @@ class Projector:
         for part in chunks(sorted(keys), _OWNERS_AT_ONCE):
             found = sql(
                 self.conn,
-                "WITH found AS MATERIALIZED (SELECT i.kind, i.value, i.customer_id "
-                "FROM identities i JOIN unnest(CAST(:kinds AS text[]), "
-                "CAST(:values AS text[])) AS k(kind, value) "
-                "ON i.kind = k.kind AND i.value = k.value) "
+                f"WITH found AS MATERIALIZED ({_OWNERS_OF_KEYS}) "
                 "SELECT kind, value, customer_id FROM found UNION ALL "
                 "SELECT NULL, value, customer_id FROM identities WHERE kind = 'user_id' "
                 "AND customer_id = ANY(ARRAY(SELECT customer_id FROM found))",
@@ -559,9 +562,8 @@ class Projector:
         return sql(
             self.conn,
             "SELECT id, created_at, traits, trait_times, computed FROM customers "
-            "WHERE id = ANY(ARRAY(SELECT i.customer_id FROM identities i "
-            "JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
-            "ON i.kind = k.kind AND i.value = k.value) || CAST(:named AS bigint[])) "
+            "WHERE id = ANY(ARRAY(SELECT customer_id FROM "
+            f"({_OWNERS_OF_KEYS}) AS owned) || CAST(:named AS bigint[])) "
             "ORDER BY id FOR UPDATE",
             {"kinds": [k for k, _ in keys], "values": [v for _, v in keys], "named": named},
         ).all()

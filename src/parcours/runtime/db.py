@@ -889,11 +889,6 @@ def _execute(conn: Connection, statement: str, params: Any, **options: Any) -> N
         open_.pipeline.sync()
 
 
-def _send_held_writes(conn: Connection) -> None:
-    """Wait for what the pipeline sent (before a statement that cannot go down it)."""
-    _end_pipeline(conn)
-
-
 # ---- reads sent ahead (the writer's transaction, PostgreSQL) ------------------------------
 
 _AHEAD = "parcours_sent_ahead"  # transaction note: (statement, parameters) -> its cursor
@@ -1056,7 +1051,7 @@ def sql_many(conn: Connection, statement: str, rows: Sequence[dict[str, Any]]) -
     """Run one statement with `:name` parameters for each of `rows`: one executemany (one
     round trip on PostgreSQL, whose driver pipelines it)."""
     if rows:
-        _send_held_writes(conn)
+        _end_pipeline(conn)  # an executemany cannot go down the pipeline
         _cursor(conn).executemany(_driver_sql(statement, conn.dialect.name), rows)
 
 
