@@ -52,6 +52,21 @@ def buy(services: Services, user: str, order_id: str, *items: tuple[str, int]) -
     )
 
 
+def one_item_order(user: str, order_id: str, product: str, at: int) -> Any:
+    """An `Order Completed` of one unit of `product` at 30 EUR, for a group of its own."""
+    return make_event(
+        event="Order Completed",
+        userId=user,
+        at=at,
+        properties={
+            "order_id": order_id,
+            "currency": "EUR",
+            "total": 30,
+            "products": [{"product_id": product, "price": 30, "quantity": 1}],
+        },
+    )
+
+
 def replenishments(services: Services, user: str) -> list[commerce.Replenishment]:
     with services.db.read() as conn:
         return commerce.replenishments_of(conn, customers.resolve(conn, user, "FR"))
@@ -295,22 +310,12 @@ def test_orders_placed_together_count_as_one_by_one(
     [before] = replenishments(services, "gil")
     clock.advance_ms(DAY)
     at = clock.now_ms()
-
-    def order(user: str, order_id: str, product: str) -> Any:
-        return make_event(
-            event="Order Completed",
-            userId=user,
-            at=at,
-            properties={
-                "order_id": order_id,
-                "currency": "EUR",
-                "total": 30,
-                "products": [{"product_id": product, "price": 30, "quantity": 1}],
-            },
-        )
-
     services.writer.append_sync(
-        [order("gil", "o-2", "tee"), order("hal", "o-3", "serum"), order("ivy", "o-4", "tee")]
+        [
+            one_item_order("gil", "o-2", "tee", at),
+            one_item_order("hal", "o-3", "serum", at),
+            one_item_order("ivy", "o-4", "tee", at),
+        ]
     )
     assert replenishments(services, "gil") == [before]  # the tee changed nothing
     assert before.depletes_at == first + 30 * DAY
@@ -329,20 +334,6 @@ def test_a_group_that_makes_a_product_consumable_counts_its_orders_of_it(
     it: both buyers' replenishments are made (the consumables are read after the group's
     catalog events are applied, never before, as a read sent ahead would be)."""
     at = clock.now_ms()
-
-    def order(user: str, order_id: str) -> Any:
-        return make_event(
-            event="Order Completed",
-            userId=user,
-            at=at,
-            properties={
-                "order_id": order_id,
-                "currency": "EUR",
-                "total": 30,
-                "products": [{"product_id": "balm", "price": 30, "quantity": 1}],
-            },
-        )
-
     balm = {"product_id": "balm", "name": "Balm", "consumable": True, "usage_days": 20}
     services.writer.append_sync(
         [
@@ -352,8 +343,8 @@ def test_a_group_that_makes_a_product_consumable_counts_its_orders_of_it(
                 identity_required=False,
                 properties={**balm, "price": 30, "currency": "EUR", "stock": 50},
             ),
-            order("hal", "o-1"),
-            order("ivy", "o-2"),
+            one_item_order("hal", "o-1", "balm", at),
+            one_item_order("ivy", "o-2", "balm", at),
         ]
     )
     for user in ("hal", "ivy"):
