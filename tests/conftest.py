@@ -40,7 +40,7 @@ from parcours.accounts import passwords
 from parcours.app import create_app
 from parcours.log import Event
 from parcours.runtime.clock import SimulatedClock, iso
-from parcours.runtime.db import Database, migrate
+from parcours.runtime.db import Database, forget_kept, migrate
 from parcours.runtime.settings import Settings
 from parcours.schema import load_all_tables
 from parcours.services import Services
@@ -174,9 +174,7 @@ def truncate_all(url: str) -> None:
     tables written since they were made (a file that is not empty) are emptied, by DELETE:
     a test's few rows go in a millisecond, where TRUNCATE gave each table and its indexes
     new files (about 15 ms a table: 0.1 s of every PostgreSQL test's setup)."""
-    from parcours.customers.projection import forget_reserved_ids
-
-    forget_reserved_ids()  # ids kept from the sequence about to start again
+    forget_kept()  # what the process kept of the database (ids from its sequence...)
     names = [t.name for t in load_all_tables().sorted_tables]
     db = Database(url)
     try:

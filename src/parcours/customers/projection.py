@@ -14,7 +14,6 @@ message or per batch of jobs (customers/profiles.py shapes their answers).
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from parcours.customers.tables import consents, customers, identities
 from parcours.log import Event, IdentitiesFactory
 from parcours.log import queries as log_queries
 from parcours.runtime.db import (
+    PerDatabase,
     chunks,
     forget_ahead,
     holds_writes,
@@ -1060,11 +1060,11 @@ class _Reserve:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+        self._kept: PerDatabase[list[int]] = PerDatabase(list)
 
     def take(self, conn: Connection, count: int) -> list[int]:
         with self._lock:
-            kept = self._kept.setdefault(conn.engine, [])
+            kept = self._kept.of(conn)
             if len(kept) < count:
                 wanted = max(RESERVE_BLOCK, count - len(kept))
                 kept += sorted(
@@ -1078,11 +1078,5 @@ class _Reserve:
             taken, kept[:] = kept[:count], kept[count:]
             return taken
 
-    def forget(self) -> None:
-        """Drop the ids kept (a test that starts the sequences again)."""
-        with self._lock:
-            self._kept = weakref.WeakKeyDictionary()
-
 
 _RESERVE = _Reserve()
-forget_reserved_ids = _RESERVE.forget

@@ -9,12 +9,13 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from sqlalchemy import BigInteger, Connection, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -332,6 +333,42 @@ def transaction_note(conn: Connection, name: str) -> dict[Any, Any]:
         conn.info[name] = noted
     note: dict[Any, Any] = noted[1]
     return note
+
+
+_V = TypeVar("_V")
+
+
+class PerDatabase(Generic[_V]):
+    """What a process keeps of a database between its transactions (the customer ids it
+    took ahead, what the catalog knows is filled), one value for each database it works
+    on, made by `make` on first use and gone with the engine. `forget_kept` drops every
+    one at once (a test that empties its database)."""
+
+    def __init__(self, make: Callable[[], _V]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._kept: weakref.WeakKeyDictionary[Engine, _V] = weakref.WeakKeyDictionary()
+        _ALL_KEPT.add(self)
+
+    def of(self, conn: Connection) -> _V:
+        with self._lock:
+            kept = self._kept.get(conn.engine)
+            if kept is None:
+                kept = self._kept[conn.engine] = self._make()
+            return kept
+
+    def forget(self) -> None:
+        with self._lock:
+            self._kept = weakref.WeakKeyDictionary()
+
+
+_ALL_KEPT: weakref.WeakSet[PerDatabase[Any]] = weakref.WeakSet()
+
+
+def forget_kept() -> None:
+    """Drop what every `PerDatabase` kept, in this process."""
+    for kept in list(_ALL_KEPT):
+        kept.forget()
 
 
 class HeldPart(Protocol):
