@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from parcours import commerce
 from parcours.commerce.tables import commerce_carts
 from parcours.customers import profiles as customers
-from parcours.log import Event
+from parcours.log import Event, append_events
 from parcours.log import queries as log_queries
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.queue import jobs
@@ -396,6 +397,74 @@ def test_a_shoppers_report_repeated_in_one_group_is_the_same_as_once(
     # The catalog's name stands; the shoppers' price and the blank they filled are kept.
     assert (cap.name, cap.category, cap.stock) == ("Canvas cap", "hats", 4)
     assert cap.variants[0].prices == {"EUR": Decimal(20)}
+
+
+def test_a_shoppers_event_fills_a_blank_of_a_product_read_before(services: Services) -> None:
+    """The process remembers what it read filled (commerce/catalog.py, `_Filled`): a view
+    that brings nothing new changes nothing, one that brings a blank's value or a price
+    in another currency still fills it, however often the product was read before."""
+    append(services, catalog_event(product_id="p-tee", name="Tee", variant_id="v-tee-m", stock=3))
+    for user in ("ana", "bea"):  # read, then known: name, image, sku, variant, EUR
+        append(services, make_event(userId=user, event="Product Viewed", properties=TEE))
+    append(
+        services,
+        make_event(userId="cy", event="Product Viewed", properties={**TEE, "category": "tops"}),
+        make_event(
+            userId="cy",
+            event="Product Viewed",
+            properties={**TEE, "price": 45, "currency": "USD", "brand": "Maison"},
+        ),
+    )
+    append(services, make_event(userId="di", event="Product Viewed", properties=TEE))
+    with services.db.read() as conn:
+        tee = commerce.product(conn, "p-tee")
+    assert tee is not None
+    assert (tee.name, tee.category, tee.brand, tee.stock) == ("Tee", "tops", "Maison", 3)
+    assert tee.variants[0].prices == {"EUR": Decimal(40), "USD": Decimal(45)}
+    assert tee.variants[0].sku == "TEE-M"
+
+
+def test_what_a_transaction_rolled_back_wrote_is_never_taken_for_filled(
+    services: Services, clock: SimulatedClock
+) -> None:
+    """A product written then read in a transaction that is rolled back: the process did
+    not take it as stored, and the next shopper's event makes it."""
+    seen = {"product_id": "p-new", "name": "New", "price": 9, "currency": "EUR"}
+    with pytest.raises(RuntimeError), services.db.write() as conn:
+        for user in ("ana", "bea"):  # the second reads what the first wrote
+            view = make_event(userId=user, event="Product Viewed", properties=seen)
+            append_events(conn, [[view]], clock.now_ms(), services.reactions)
+        raise RuntimeError("rolled back")
+    append(services, make_event(userId="cy", event="Product Viewed", properties=seen))
+    with services.db.read() as conn:
+        product = commerce.product(conn, "p-new")
+    assert product is not None
+    assert (product.name, product.variants[0].prices) == ("New", {"EUR": Decimal(9)})
+
+
+def test_a_shoppers_event_about_what_is_known_filled_reads_no_catalog_row(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """Once its product was read, a view that could fill nothing reads neither the
+    products nor the variants (every statement traced by SQLite's own hook)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    services = Services.open(settings, clock=clock)
+    try:
+        append(services, make_event(userId="ana", event="Product Viewed", properties=TEE))
+        append(services, make_event(userId="bea", event="Product Viewed", properties=TEE))
+        statements: list[str] = []
+        services.db.engine.dispose()  # the writer's next connection is traced
+        event.listen(
+            services.db.engine, "connect", lambda raw, _: raw.set_trace_callback(statements.append)
+        )
+        append(services, make_event(userId="cy", event="Product Viewed", properties=TEE))
+        assert statements, "the trace saw the append"
+        assert not [s for s in statements if "FROM commerce_products" in s]
+        assert not [s for s in statements if "FROM commerce_variants" in s]
+        append(services, make_event(userId="di", event="Product Viewed", properties=CAP))
+        assert [s for s in statements if "FROM commerce_products" in s]  # not known: read
+    finally:
+        services.close()
 
 
 def test_the_catalog_import_goes_through_the_log_once(services: Services) -> None:

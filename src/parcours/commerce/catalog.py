@@ -31,7 +31,7 @@ from parcours.commerce.rows import catalog_rows, withdrawn_products
 from parcours.commerce.tables import commerce_products, commerce_variants
 from parcours.customers import decimal_of
 from parcours.log import AppendResult, Event, Reactions, append_events
-from parcours.runtime.db import update_rows
+from parcours.runtime.db import PerDatabase, transaction_note, update_rows
 
 CATALOG_EVENT = "Product Updated"
 INVENTORY_EVENT = "Inventory Updated"  # Shopify's inventory_levels/update
@@ -145,6 +145,7 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
     relevant = [e for e in events if e.type == "track" and e.name in EVENTS]
     if not relevant:
         return []
+    filled = _FILLED.of(conn)
     product_ids: set[str] = set()
     variant_ids: set[str] = set()
     items: set[str] = set()
@@ -163,6 +164,8 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
             reports.append([])
             continue
         reported = _reported(event)
+        if event.name != CATALOG_EVENT:  # a shopper's: what it could fill, if anything
+            reported = [(p, v) for p, v in reported if _may_fill(filled, p, v)]
         reports.append(reported)
         for product, variant in reported:
             product_ids.add(product["product_id"])
@@ -199,6 +202,64 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
     return [r for r in restocked if r.product_id not in withdrawn]
 
 
+# ---- what a shopper's event can no longer change --------------------------------------------
+#
+# A shopper's event only fills what the catalog does not know, and nothing empties a field
+# again (the catalog's own reports write values, never nothing; no catalog row is ever
+# deleted): once a product's name is stored, no shopper's event changes it. The process
+# keeps, per database, the fields it found filled in the products and variants it read as
+# committed (not written by the transaction reading them), and a shopper's event skips
+# the products it could fill nothing of: most groups then read no catalog row at all
+# (docs/architecture.md, "What the catalog knows is filled"). What it keeps can only lag
+# behind what is stored, which makes an event read its product again, never skip a blank.
+
+
+@dataclass
+class _Filled:
+    products: dict[str, frozenset[str]] = field(default_factory=dict)
+    variants: dict[str, frozenset[str]] = field(default_factory=dict)  # names, price:CUR
+
+
+_FILLED: PerDatabase[_Filled] = PerDatabase(_Filled)
+_FILLED_KEPT = 200_000  # products or variants kept at most; then it starts again
+_WRITTEN = "parcours_catalog_written"
+_PRODUCT_FILLS = ("name", "description", "category", "brand", "url", "image_url")
+_VARIANT_FILLS = ("sku", "name", "image_url", "inventory_item_id")
+
+
+def _learn(filled: _Filled, products: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:
+    if len(filled.products) > _FILLED_KEPT or len(filled.variants) > _FILLED_KEPT:
+        filled.products.clear()
+        filled.variants.clear()
+    for values in products:
+        names = [name for name in _PRODUCT_FILLS if values[name] is not None]
+        if values["images"] != "[]":
+            names.append("images")
+        filled.products[values["product_id"]] = frozenset(names)
+    for values in variants:
+        names = [name for name in _VARIANT_FILLS if values[name] is not None]
+        names += (f"price:{currency}" for currency in json.loads(values["prices"]))
+        filled.variants[values["variant_id"]] = frozenset(names)
+
+
+def _may_fill(filled: _Filled, product: dict[str, Any], variant: dict[str, Any]) -> bool:
+    """Whether a shopper's report of this product and variant may fill something (as
+    `_product` and `_variant` apply it), from what is known filled."""
+    known = filled.products.get(product["product_id"])
+    if known is None or any(
+        value is not None and name not in known
+        for name, value in product.items()
+        if name != "product_id"
+    ):
+        return True
+    known = filled.variants.get(variant["variant_id"])
+    return (
+        known is None
+        or any(variant[name] is not None and name not in known for name in _VARIANT_FILLS)
+        or any(f"price:{currency}" not in known for currency in variant["prices"])
+    )
+
+
 def _load(
     conn: Connection,
     product_ids: set[str],
@@ -209,6 +270,8 @@ def _load(
     products: dict[str, _Product] = {}
     variants: dict[str, _Variant] = {}
     stored_products, stored_variants = catalog_rows(conn, product_ids, variant_ids, items, deleted)
+    if not transaction_note(conn, _WRITTEN):  # all of it committed: learn what is filled
+        _learn(_FILLED.of(conn), stored_products, stored_variants)
     for values in stored_products:
         products[values["product_id"]] = _Product(values)
     for values in stored_variants:
@@ -457,6 +520,8 @@ def _write(conn: Connection, products: dict[str, _Product], variants: dict[str, 
             if row.changed and not row.new
         ]
         update_rows(conn, table, columns, key, changed)
+        if new or changed:
+            transaction_note(conn, _WRITTEN)["catalog"] = True
 
 
 # ---- the import ---------------------------------------------------------------------------
