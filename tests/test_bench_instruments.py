@@ -225,3 +225,26 @@ def test_a_journey_step_costs_a_fraction_of_a_statement_in_sets(
         # its first send read its customer alone; 0.34 while a send's policies read its
         # customer's consents a second time, one statement each).
         assert steps["cost"]["steps"]["per_unit"]["statements"] < 0.32
+
+
+def test_bench_ingest_spreads_its_load_over_several_serve_processes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--servers 2`: two `parcours serve` sharing one database, the client's connections
+    spread over them, each storing its part (every answer checked: all its events
+    stored), as behind a load balancer (docs/operations.md, "Capacity")."""
+    import json
+
+    from parcours.bench import ingest
+    from tests.conftest import _postgres_admin_url
+
+    arguments = ["--events", "1600", "--rounds", "1", "--no-count", "--servers", "2", "--json"]
+    admin = _postgres_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL tests need PARCOURS_TEST_POSTGRES_URL (CI sets it)")
+    assert ingest.main([*arguments, "--postgres", admin]) == 0
+    throughput = json.loads(capsys.readouterr().out)["throughput"]
+    assert throughput["servers"] == 2
+    # 16 batches of 100 over 8 connections, four to each: whichever is free sends the next
+    assert sum(throughput["stored_by_server"]) == 1600
+    assert min(throughput["stored_by_server"]) >= 100

@@ -148,7 +148,7 @@ class Server:
             str(data_dir),
         ]
         # Warnings and errors go to a file beside the data directory, shown if any appear.
-        self.log_path = data_dir.parent / "server.log"
+        self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=self._log

@@ -9,7 +9,8 @@ import base64
 import json
 import random
 import time
-from collections import deque
+from collections import Counter, deque
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,15 +148,17 @@ def batches(events: list[dict[str, Any]], size: int = 100) -> list[Batch]:
     ]
 
 
-async def _send_all(url: str, work: list[Batch], concurrency: int) -> list[float]:
-    """Send every batch over `concurrency` keep-alive connections; check each answer says
-    all its events were stored (the ids are unique, so none is a duplicate)."""
-    host, port = _host_port(url)
+async def _send_all(
+    urls: list[str], work: list[Batch], concurrency: int, stored: Counter[str] | None = None
+) -> list[float]:
+    """Send every batch over `concurrency` keep-alive connections, spread over the servers
+    of `urls` in turn; check each answer says all its events were stored (the ids are
+    unique, so none is a duplicate), counting them by server in `stored`."""
     latencies: list[float] = []
     pending = work[::-1]
 
-    async def worker() -> None:
-        connection = await _Connection.open(host, port)
+    async def worker(url: str) -> None:
+        connection = await _Connection.open(*_host_port(url))
         try:
             while pending:
                 batch = pending.pop()
@@ -163,10 +166,12 @@ async def _send_all(url: str, work: list[Batch], concurrency: int) -> list[float
                 status, answer = await connection.send(batch.request)
                 latencies.append(time.perf_counter() - started)
                 _check_batch_answer(status, answer, batch.events)
+                if stored is not None:
+                    stored[url] += batch.events
         finally:
             connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(urls[n % len(urls)]) for n in range(concurrency)))
     return latencies
 
 
@@ -181,21 +186,34 @@ def _check_batch_answer(status: int, answer: bytes, events: int) -> None:
         raise RuntimeError(f"batch of {events} events not all stored: {answer[:500]!r}")
 
 
-def throughput(database_url: str, data_dir: Path, events: int, concurrency: int) -> dict[str, Any]:
+def throughput(
+    database_url: str, data_dir: Path, events: int, concurrency: int, servers: int = 1
+) -> dict[str, Any]:
+    """The events sent to `servers` `parcours serve` processes sharing the database (the
+    client's connections spread over them), as a deployment behind a load balancer."""
     generated = realistic_events(events)
     work = batches(generated)
-    with Server(database_url, data_dir) as server:
-        sampler = MemorySampler(server.pid)
-        cpu_before = server.cpu_seconds()
+    with ExitStack() as stack:
+        started = [
+            stack.enter_context(
+                Server(database_url, data_dir if n == 0 else data_dir.with_name(f"data-{n + 1}"))
+            )
+            for n in range(servers)
+        ]
+        sampler = MemorySampler(started[0].pid)
+        cpu_before = sum(server.cpu_seconds() for server in started)
         client_before = time.process_time()
-        started = time.perf_counter()
-        latencies = asyncio.run(_send_all(server.url, work, concurrency))
-        elapsed = time.perf_counter() - started
+        begun = time.perf_counter()
+        stored: Counter[str] = Counter()
+        latencies = asyncio.run(_send_all([s.url for s in started], work, concurrency, stored))
+        elapsed = time.perf_counter() - begun
         client = time.process_time() - client_before
-        cpu = server.cpu_seconds() - cpu_before
+        cpu = sum(server.cpu_seconds() for server in started) - cpu_before
         sampler.stop()
     return {
         "events": events,
+        "servers": servers,
+        "stored_by_server": [stored[server.url] for server in started],
         "events_per_s": round(events / elapsed),
         "batch_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "batch_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
@@ -212,6 +230,7 @@ def rounds_of_throughput(
     concurrency: int,
     rounds: int,
     latency_ms: float | None = None,
+    servers: int = 1,
 ) -> dict[str, Any]:
     """End-to-end runs, each followed at once by a run of the storage floor, each on a
     fresh database. This machine's speed drifts by a third within minutes, and the floor
@@ -224,7 +243,7 @@ def rounds_of_throughput(
     measured: list[dict[str, Any]] = []
     for _ in range(rounds):
         with measured_database(postgres, latency_ms) as (url, directory, _):
-            result = throughput(url, directory / "data", events, concurrency)
+            result = throughput(url, directory / "data", events, concurrency, servers)
         generated = result.pop("generated")
         with scratch_database(postgres) as (url, _directory):
             result.update(storage_floor(url, generated))
@@ -552,7 +571,7 @@ def memory(database_url: str, data_dir: Path, events: int, concurrency: int) -> 
         started = time.perf_counter()
         for offset in range(0, events, chunk):
             generated = realistic_events(min(chunk, events - offset), seed=1000 + offset)
-            asyncio.run(_send_all(server.url, batches(generated), concurrency))
+            asyncio.run(_send_all([server.url], batches(generated), concurrency))
         elapsed = time.perf_counter() - started
         sampler.stop()
     rss = [value for _, value in sampler.samples]
@@ -580,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         "--orders", type=int, default=20_000, help="segment mode: orders replayed (two events each)"
     )
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="throughput mode: this many `parcours serve` processes sharing the database, "
+        "the client's connections spread over them (a load balancer's part)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -625,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     timed = not args.cost_only
     if timed and args.mode in ("throughput", "all"):
         results["throughput"] = rounds_of_throughput(
-            args.postgres, args.events, args.concurrency, args.rounds, args.latency_ms
+            args.postgres, args.events, args.concurrency, args.rounds, args.latency_ms, args.servers
         )
     if timed and args.mode in ("latency", "all"):
         with measured_database(args.postgres, args.latency_ms) as (url, directory, _):
@@ -654,8 +680,10 @@ def _report(results: dict[str, Any]) -> str:
         # The floor's target: the first ingestion issue's on SQLite, issue 19's on PostgreSQL.
         wanted = "40% on PostgreSQL" if results["database"] == "postgresql" else "25%"
         lines += [
-            f"throughput: {t['events_per_s']:,} events/s end to end (target >= 20,000 on "
-            f"SQLite); batch of 100: p50 {t['batch_p50_ms']} ms, p99 {t['batch_p99_ms']} ms",
+            f"throughput: {t['events_per_s']:,} events/s end to end"
+            + (f" through {t['servers']} serve processes" if t["servers"] > 1 else "")
+            + f" (target >= 20,000 on SQLite); batch of 100: p50 {t['batch_p50_ms']} ms, "
+            f"p99 {t['batch_p99_ms']} ms",
             f"  storage floor {t['floor_events_per_s']:,} events/s, run right after: we "
             f"reach {t['fraction_of_floor']:.1%} of it (target >= {wanted}); the median of "
             f"{len(t['rounds'])} rounds: "
@@ -664,9 +692,9 @@ def _report(results: dict[str, Any]) -> str:
                 f"{r['fraction_of_floor']:.1%}"
                 for r in t["rounds"]
             ),
-            f"  server: {t['server_cpu_s_per_10k_events']} CPU s per 10k events, peak RSS "
-            f"{t['server_peak_rss_mb']} MB; load client: {t['client_cpu_s_per_10k_events']} "
-            "CPU s per 10k events",
+            f"  server: {t['server_cpu_s_per_10k_events']} CPU s per 10k events (all its "
+            f"processes), peak RSS {t['server_peak_rss_mb']} MB (the first); load client: "
+            f"{t['client_cpu_s_per_10k_events']} CPU s per 10k events",
         ]
     if "latency" in results:
         lat = results["latency"]
