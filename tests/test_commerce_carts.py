@@ -197,6 +197,34 @@ def test_an_order_outside_the_window_leaves_an_unnamed_cart_open(
     assert carts(services, "ana")[0].status in ("open", "abandoned")
 
 
+def test_ids_a_cart_takes_within_a_group_find_it_for_the_events_after(
+    services: Services,
+) -> None:
+    """In one group: a cart made without ids takes a cart id, a checkout id and the order
+    its checkout names; a later event naming that cart id adds to it, and an order named
+    so closes it, though another shopper places it (each event finds its cart by the ids
+    taken in the group: commerce/carts.py, `_Carts`)."""
+    append(
+        services,
+        added("ana", START),
+        make_event(
+            userId="ana",
+            event="Checkout Started",
+            at=START + MINUTE,
+            properties={"cart_id": "cart-9", "checkout_id": "chk-1", "order_id": "o-7"},
+        ),
+        added("ana", START + 2 * MINUTE, CAP, cart_id="cart-9"),
+        added("bea", START + 2 * MINUTE, CAP),
+        ordered("guest", START + 3 * MINUTE, order_id="o-7"),
+    )
+    (ana,) = carts(services, "ana")
+    assert (ana.cart_id, ana.checkout_id, ana.order_id) == ("cart-9", "chk-1", "o-7")
+    assert sorted(item.product_id for item in ana.items) == ["p-cap", "p-tee"]
+    assert ana.status == "ordered"
+    (bea,) = carts(services, "bea")
+    assert (bea.status, bea.cart_id) == ("open", None)
+
+
 def test_a_cart_abandoned_then_ordered_is_recovered(
     services: Services, clock: SimulatedClock
 ) -> None:

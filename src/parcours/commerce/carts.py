@@ -12,6 +12,7 @@ under its unique key, so that every activity pushes it back.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -142,6 +143,48 @@ class _State:
         return sum(int(item["quantity"]) for item in self.items)
 
 
+_IDS = ("cart_id", "checkout_id", "order_id", "customer_id")
+
+
+class _Carts:
+    """The group's carts by key, in the order they were read or made, and those under each
+    cart id, checkout id, order id and shopper, so that an event finds its own without
+    going through them all (a flash sale's group of 1,000 new carts went through every
+    one for each of its events: a quarter of the writer's time). A cart is `noted` under
+    each id it takes; one found under an id it no longer has is left out where looked up."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, _State] = {}
+        self._position: dict[str, int] = {}
+        self._under: dict[tuple[str, object], list[_State]] = {}
+
+    def values(self) -> Iterable[_State]:
+        return self.by_key.values()
+
+    def add(self, state: _State) -> None:
+        self._position.setdefault(state.key, len(self._position))  # as a dict keeps it
+        self.by_key[state.key] = state
+        for kind in _IDS:
+            self.note(state, kind)
+
+    def note(self, state: _State, kind: str) -> None:
+        """`state` has taken an id of this kind (an attribute of `_IDS`)."""
+        value = getattr(state, kind)
+        if value is not None:
+            found = self._under.setdefault((kind, value), [])
+            if not any(other is state for other in found):
+                found.append(state)
+
+    def under(self, kind: str, value: object) -> list[_State]:
+        """The group's carts whose id of this kind is `value`, in the order they came."""
+        found = [
+            state
+            for state in self._under.get((kind, value), ())
+            if getattr(state, kind) == value and self.by_key.get(state.key) is state
+        ]
+        return sorted(found, key=lambda state: self._position[state.key])
+
+
 def apply(conn: Connection, events: list[Event], now: int, rules: CartRules) -> None:
     """The reaction's part for carts: the group's cart events and orders, in order."""
     relevant = _relevant(events)
@@ -173,7 +216,7 @@ def _relevant(events: list[Event]) -> list[Event]:
     ]
 
 
-def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:
+def _load(conn: Connection, events: list[Event]) -> _Carts:
     """The stored carts the group may touch, in one statement: those it names by cart,
     checkout or order id, and the live carts of its shoppers."""
     cart_ids: set[str] = set()
@@ -189,7 +232,7 @@ def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:
             order_ids.add(order_id)
         if event.customer_id is not None:
             customers.add(event.customer_id)
-    carts: dict[str, _State] = {}
+    carts = _Carts()
     touched = commerce_rows.carts_touched(conn, cart_ids, checkout_ids, order_ids, customers, LIVE)
     for row in touched:
         state = _State(
@@ -211,37 +254,32 @@ def _load(conn: Connection, events: list[Event]) -> dict[str, _State]:
             ordered_at=row.ordered_at,
         )
         state.was_open_with_items = state.status == OPEN and state.item_count > 0
-        carts[state.key] = state
+        carts.add(state)
     return carts
 
 
 def _find(
-    carts: dict[str, _State], cart_id: str | None, checkout_id: str | None, customer: int | None
+    carts: _Carts, cart_id: str | None, checkout_id: str | None, customer: int | None
 ) -> _State | None:
     """The cart an event is about: the one with its cart id, else its checkout id, else
     its shopper's live cart that names no other (the latest active)."""
-    if cart_id is not None:
-        for state in carts.values():
-            if state.cart_id == cart_id:
-                return state
-    if checkout_id is not None:
-        for state in carts.values():
-            if state.checkout_id == checkout_id:
-                return state
+    if cart_id is not None and (named := carts.under("cart_id", cart_id)):
+        return named[0]
+    if checkout_id is not None and (named := carts.under("checkout_id", checkout_id)):
+        return named[0]
     if customer is None:
         return None
     live = [
         state
-        for state in carts.values()
-        if state.customer_id == customer
-        and state.status in LIVE
+        for state in carts.under("customer_id", customer)
+        if state.status in LIVE
         and (cart_id is None or state.cart_id is None)
         and (checkout_id is None or state.checkout_id is None)
     ]
     return max(live, key=lambda state: state.last_activity_at, default=None)
 
 
-def _activity(carts: dict[str, _State], event: Event, now: int) -> None:
+def _activity(carts: _Carts, event: Event, now: int) -> None:
     props = event.properties
     name = event.name
     cart_id = _text(props.get("cart_id"))
@@ -276,16 +314,19 @@ def _activity(carts: dict[str, _State], event: Event, now: int) -> None:
             ordered_at=None,
             new=True,
         )
-        carts[key] = state
+        carts.add(state)
     if state.status not in LIVE:
         return  # a late report of a cart already ordered changes nothing
     state.touched = True
     if state.cart_id is None and cart_id is not None:
         state.cart_id = cart_id
+        carts.note(state, "cart_id")
     if state.checkout_id is None and checkout_id is not None:
         state.checkout_id = checkout_id
+        carts.note(state, "checkout_id")
     if state.customer_id is None and event.customer_id is not None:
         state.customer_id = event.customer_id
+        carts.note(state, "customer_id")
     changed = False
     if name == ADDED:
         _add(state.items, _item(props))
@@ -325,6 +366,7 @@ def _activity(carts: dict[str, _State], event: Event, now: int) -> None:
             state.checkout_started_at = at
         if (order_id := _text(props.get("order_id"))) is not None:
             state.order_id = order_id  # Segment's Checkout Started names the order to come
+            carts.note(state, "order_id")
     state.last_activity_at = max(state.last_activity_at, at)
     state.created_at = min(state.created_at, at)
 
@@ -377,7 +419,7 @@ def _remove(items: list[dict[str, Any]], item: dict[str, Any], counted: bool) ->
             return
 
 
-def _close(carts: dict[str, _State], event: Event, rules: CartRules) -> None:
+def _close(carts: _Carts, event: Event, rules: CartRules) -> None:
     """An order closes the carts it names (cart, checkout or the order its checkout
     announced) and its customer's live carts active within the window before it; a
     cart abandoned before is recovered."""
@@ -387,26 +429,23 @@ def _close(carts: dict[str, _State], event: Event, rules: CartRules) -> None:
     cart_id = _text(props.get("cart_id"))
     checkout_id = _text(props.get("checkout_id"))
     customer = event.customer_id
-    for state in carts.values():
-        if state.status not in LIVE:
-            continue
-        named = (
-            (cart_id is not None and state.cart_id == cart_id)
-            or (checkout_id is not None and state.checkout_id == checkout_id)
-            or (state.order_id is not None and state.order_id == order_id)
-        )
-        recent = (
-            customer is not None
-            and state.customer_id == customer
-            and state.created_at <= at
-            and at - state.last_activity_at <= rules.order_window_ms
-        )
-        if not (named or recent):
-            continue
+    named = [
+        *(carts.under("cart_id", cart_id) if cart_id is not None else ()),
+        *(carts.under("checkout_id", checkout_id) if checkout_id is not None else ()),
+        *carts.under("order_id", order_id),
+    ]
+    recent = [
+        state
+        for state in (carts.under("customer_id", customer) if customer is not None else ())
+        if state.created_at <= at and at - state.last_activity_at <= rules.order_window_ms
+    ]
+    closing = {id(state): state for state in (*named, *recent) if state.status in LIVE}
+    for state in closing.values():
         state.status = RECOVERED if state.status == ABANDONED else ORDERED
         state.ordered_at = at
         state.order_id = order_id
         state.closed = True
+        carts.note(state, "order_id")
 
 
 def _row(state: _State, now: int) -> dict[str, Any]:
@@ -450,7 +489,7 @@ _ACTIVITY_COLUMNS = (
 )
 
 
-def _write(conn: Connection, carts: dict[str, _State], now: int) -> None:
+def _write(conn: Connection, carts: _Carts, now: int) -> None:
     table = commerce_carts
     new = [_row(state, now) for state in carts.values() if state.new]
     if new:
@@ -485,7 +524,7 @@ def _write(conn: Connection, carts: dict[str, _State], now: int) -> None:
         conn.execute(statement, closed)
 
 
-def _schedule(conn: Connection, carts: dict[str, _State], now: int, rules: CartRules) -> None:
+def _schedule(conn: Connection, carts: _Carts, now: int, rules: CartRules) -> None:
     """Each open cart with items that an event touched: its abandonment job, at its last
     activity plus the delay (one job per cart: its key replaces the one before). A cart
     closed or emptied: its job cancelled. A cart whose last activity is already older than
