@@ -472,3 +472,41 @@ def test_referral_messages_show_the_codes_in_english_and_french(
     push = templates.render(shipped["referral-refer-again"], "push", context, locale)
     assert "CAMILLE-7K3QM9" in push.fields["body"]
     assert ("Unsubscribe" if locale == "en" else "désabonner") in invitation  # marketing
+
+
+def test_the_codes_of_a_flash_sale_take_a_bounded_number_of_locks(
+    postgres_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch issuing the codes of 1,500 buyers holds at most `LOCK_BUCKETS` referral
+    locks (it held one a buyer: 10,000 of a flash sale's, more than PostgreSQL's lock table
+    holds by default for every session together, made other workers' batches fail with
+    "out of shared memory"); every buyer still gets a code."""
+    from parcours.loyalty.referrals import LOCK_BUCKETS, LOCK_SPACE
+    from tests.conftest import START, truncate_all
+
+    truncate_all(postgres_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+    services = Services.open(settings, clock=SimulatedClock(START))
+    held: list[int] = []
+    original = Referrals._append
+
+    def counted(self: Referrals, conn: Any, events: list[Any], now: int) -> None:
+        held.append(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                    "AND locktype = 'advisory' AND classid = :space"
+                ),
+                {"space": LOCK_SPACE},
+            ).scalar_one()
+        )
+        original(self, conn, events, now)
+
+    try:
+        services.writer.append_sync([order(f"buyer-{n}", f"o-{n}") for n in range(1_500)])
+        monkeypatch.setattr(Referrals, "_append", counted)
+        issue_codes(services)
+        assert held and max(held) <= min(LOCK_BUCKETS, 1_024)  # not one a buyer
+        assert count_events(services, "Referral Code Issued") == 1_500
+    finally:
+        services.close()
