@@ -113,3 +113,29 @@ def test_the_worker_keeps_the_counts_up_and_a_page_counts_a_bounded_share(
     services.clock.advance_ms(2_000)  # type: ignore[attr-defined]
     services.worker.run_due()
     assert _totals(services)[("Product Viewed", "", "", "")][0] == 35
+
+
+def test_two_first_catch_ups_of_a_database_at_once_both_succeed(services: Services) -> None:
+    """Two workers starting on a new database: the first catch-up makes the position's
+    row; the other, which found none either, waits for it and counts from it (it failed on
+    the row's key when both made it)."""
+    from parcours.analytics import counts
+
+    services.writer.append_sync([make_event(userId="a", event="Page Viewed", at=START)])
+    errors: list[BaseException] = []
+    results: list[int] = []
+
+    def second() -> None:
+        try:
+            results.append(analytics.catch_up(services.db))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with services.db.write() as conn:
+        assert counts._position(conn) == 0  # the row made, not committed yet
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)  # the second waits: on the row (PostgreSQL), the write lock (SQLite)
+    thread.join(30)
+    assert errors == []
+    assert results == [1]

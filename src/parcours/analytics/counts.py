@@ -19,13 +19,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from parcours.analytics.tables import analytics_positions, event_counts
 from parcours.customers import CONSENT_EVENT, order_total
 from parcours.log import queries
 from parcours.runtime.clock import Clock
-from parcours.runtime.db import Database, upsert_rows
+from parcours.runtime.db import Database, sql_write, upsert_rows
 
 HOUR_MS = 3_600_000
 POSITION = "event_counts"
@@ -135,8 +135,15 @@ def _position(conn: Connection) -> int:
         statement = statement.with_for_update()
     found = conn.execute(statement).scalar()
     if found is None:
-        conn.execute(insert(analytics_positions).values(name=POSITION, seq=0))
-        return 0
+        # The first catch-up of a database: two workers starting at once both find no row
+        # (the second, waiting for the first's insert, then finds it made).
+        sql_write(
+            conn,
+            "INSERT INTO analytics_positions (name, seq) VALUES (:name, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            {"name": POSITION},
+        )
+        found = conn.execute(statement).scalar_one()
     return int(found)
 
 
