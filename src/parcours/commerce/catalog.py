@@ -170,7 +170,7 @@ def apply(conn: Connection, events: list[Event], now: int) -> list[Restocked]:
         for product, variant in reported:
             product_ids.add(product["product_id"])
             variant_ids.add(variant["variant_id"])
-    products, variants = _load(conn, product_ids, variant_ids, items, deleted)
+    products, variants = _load(conn, product_ids, variant_ids, items, deleted, filled)
     for event, reported in zip(relevant, reports, strict=True):
         if event.name == INVENTORY_EVENT:
             _inventory(variants, event, now)
@@ -227,18 +227,22 @@ _PRODUCT_FILLS = ("name", "description", "category", "brand", "url", "image_url"
 _VARIANT_FILLS = ("sku", "name", "image_url", "inventory_item_id")
 
 
-def _learn(filled: _Filled, products: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:
+def _learn(filled: _Filled, products: Iterable[_Product], variants: Iterable[_Variant]) -> None:
+    """What these products and variants, as read and before the group changes them, have
+    filled."""
     if len(filled.products) > _FILLED_KEPT or len(filled.variants) > _FILLED_KEPT:
         filled.products.clear()
         filled.variants.clear()
-    for values in products:
+    for product in products:
+        values = product.values
         names = [name for name in _PRODUCT_FILLS if values[name] is not None]
         if values["images"] != "[]":
             names.append("images")
         filled.products[values["product_id"]] = frozenset(names)
-    for values in variants:
+    for variant in variants:
+        values = variant.values
         names = [name for name in _VARIANT_FILLS if values[name] is not None]
-        names += (f"price:{currency}" for currency in json.loads(values["prices"]))
+        names += (f"price:{currency}" for currency in variant.prices)
         filled.variants[values["variant_id"]] = frozenset(names)
 
 
@@ -266,12 +270,11 @@ def _load(
     variant_ids: set[str],
     items: set[str],
     deleted: set[str],
+    filled: _Filled,
 ) -> tuple[dict[str, _Product], dict[str, _Variant]]:
     products: dict[str, _Product] = {}
     variants: dict[str, _Variant] = {}
     stored_products, stored_variants = catalog_rows(conn, product_ids, variant_ids, items, deleted)
-    if not transaction_note(conn, _WRITTEN):  # all of it committed: learn what is filled
-        _learn(_FILLED.of(conn), stored_products, stored_variants)
     for values in stored_products:
         products[values["product_id"]] = _Product(values)
     for values in stored_variants:
@@ -281,6 +284,8 @@ def _load(
             locations=json.loads(values["stock_locations"]) if values["stock_locations"] else None,
             stock_before=values["stock"],
         )
+    if not transaction_note(conn, _WRITTEN):  # all of it committed: learn what is filled
+        _learn(filled, products.values(), variants.values())
     return products, variants
 
 
