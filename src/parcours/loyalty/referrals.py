@@ -33,12 +33,8 @@ CONVERTED_EVENT = "Referral Converted"
 NOT_CREDITED_EVENT = "Referral Not Credited"
 CODE_TRAIT = "referral_code"
 SOURCE = "loyalty"
-# The referrals' advisory locks, a space apart from the writer's (runtime/db.py lock_keys),
-# on at most LOCK_BUCKETS of them: a batch issuing the codes of a flash sale's 10,000
-# buyers took as many locks, more than PostgreSQL's lock table holds by default for every
-# session together, and the other workers' batches failed (bench/RESULTS.md, session 20).
+# The referrals' advisory locks, a space apart from the writer's (runtime/db.py lock_keys).
 LOCK_SPACE = 5_102
-LOCK_BUCKETS = 1_024
 JOB = "loyalty.referrals"
 # Why a code on an order credited nobody (`reason` of Referral Not Credited).
 SELF_REFERRAL = "self_referral"
@@ -134,12 +130,7 @@ class Referrals:
         for (so that importing history issues codes and sends nothing); one append for the
         whole job. Two workers holding orders of the same customer take turns, and the
         second finds the code."""
-        lock_keys(
-            conn,
-            [f"referral:{customer}" for customer in ordered_at],
-            space=LOCK_SPACE,
-            buckets=LOCK_BUCKETS,
-        )
+        lock_keys(conn, [f"referral:{customer}" for customer in ordered_at], space=LOCK_SPACE)
         wanted = sorted(set(ordered_at) - _holders(conn, set(ordered_at)))
         first_names: dict[int, str | None] = {}
         for customer, traits in customers.traits_of(conn, wanted).items():
@@ -186,12 +177,7 @@ class Referrals:
             return  # the code's owner was erased
         # Several workers may hold orders of the same friend (one order reported by the shop
         # and by the site): they take turns here; the referee's primary key is the last guard.
-        lock_keys(
-            conn,
-            [f"referral:{referee}", f"referral:{referrer}"],
-            space=LOCK_SPACE,
-            buckets=LOCK_BUCKETS,
-        )
+        lock_keys(conn, [f"referral:{referee}", f"referral:{referrer}"], space=LOCK_SPACE)
         order_id = str(order["order_id"])
         at = int(order["occurred_at"])
         details = {"code": code, "referee_id": customers.public_id(referee), "order_id": order_id}

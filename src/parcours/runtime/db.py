@@ -505,13 +505,7 @@ def like_escape(value: str) -> str:
 LOCK_BUCKETS = 1 << 30
 
 
-def lock_keys(
-    conn: Connection,
-    keys: Iterable[str],
-    *,
-    space: int | None = None,
-    buckets: int = LOCK_BUCKETS,
-) -> None:
+def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None) -> None:
     """Serialise writers that touch the same keys, until the transaction ends.
 
     PostgreSQL: transaction-scoped advisory locks on hashed buckets (`LOCK_BUCKETS`), taken
@@ -523,18 +517,15 @@ def lock_keys(
     `append_events`) use the one-key space; everything else locks in a space of its own
     (segments 5101, referrals 5102, send checks 5103). A transaction that locks
     keys in several calls (a batch of jobs) may still deadlock with another: PostgreSQL
-    detects it, and the victim is tried again (`is_transient`). `buckets` bounds how many
-    locks one transaction may hold in `space`, whatever the number of keys (each lock
-    takes a place in PostgreSQL's lock table, which all sessions share: 6,400 by default);
-    always the same for a space.
+    detects it, and the victim is tried again (`is_transient`).
     """
     if conn.dialect.name == "sqlite":
         return
     # What the transaction holds already is not asked for again (a batch of journey steps
     # takes its customers' send locks at once, and each send would take its own).
     held = _locks_held(conn)
-    wanted = sorted({_bucket(key, buckets) for key in keys} - held.get(space, set()))
-    if not wanted:
+    buckets = sorted({_bucket(key) for key in keys} - held.get(space, set()))
+    if not buckets:
         return
     # One statement; the subquery's ORDER BY makes the locks be taken in order. Its
     # answer is not read: while the transaction holds its writes (`hold_writes`), it goes
@@ -544,7 +535,7 @@ def lock_keys(
             conn,
             "SELECT count(pg_advisory_xact_lock(k)) FROM "
             "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
-            (wanted,),
+            (buckets,),
             one_plan=True,
         )
     else:
@@ -552,10 +543,10 @@ def lock_keys(
             conn,
             "SELECT count(pg_advisory_xact_lock(%s, k)) FROM "
             "(SELECT unnest(%s::int[]) AS k ORDER BY 1) AS ordered",
-            (space, wanted),
+            (space, buckets),
             one_plan=True,
         )
-    held.setdefault(space, set()).update(wanted)  # once taken (a deadlock raises above)
+    held.setdefault(space, set()).update(buckets)  # once taken (a deadlock raises above)
 
 
 _LOCKS_HELD = "parcours_locks_held"
@@ -574,10 +565,10 @@ def forget_locks(conn: Connection) -> None:
     conn.info.pop(_LOCKS_HELD, None)
 
 
-def _bucket(key: str, buckets: int = LOCK_BUCKETS) -> int:
+def _bucket(key: str) -> int:
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     # Keep clear of the small integers other advisory-lock users may take.
-    return 7_000_000 + int.from_bytes(digest, "big") % buckets
+    return 7_000_000 + int.from_bytes(digest, "big") % LOCK_BUCKETS
 
 
 # SQLSTATEs after which the whole transaction may simply be tried again (PostgreSQL).
