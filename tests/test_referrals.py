@@ -6,6 +6,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,13 @@ from parcours.customers import profiles as customers
 from parcours.customers.projection import identity_resolver
 from parcours.log import Reactions
 from parcours.loyalty import codes
-from parcours.loyalty.referrals import GATHER_MS, Referrals
+from parcours.loyalty.referrals import (
+    DEFER_MS,
+    GATHER_MS,
+    LOCK_BUCKETS,
+    LOCK_SPACE,
+    Referrals,
+)
 from parcours.messaging import templates
 from parcours.runtime.clock import SimulatedClock
 from parcours.runtime.db import Database
@@ -26,7 +33,7 @@ from parcours.runtime.queue import Worker
 from parcours.runtime.settings import Settings
 from parcours.services import Services
 from tests import shopify_payloads as shopify
-from tests.conftest import make_event
+from tests.conftest import make_event, truncate_all
 from tests.test_journeys_engine import DAY, advance, opt_in, publish, sent, track
 from tests.test_shopify import SECRET, SHOP, deliver
 from tests.test_templates import TEMPLATES
@@ -71,6 +78,20 @@ def issue_codes(services: Services) -> None:
     assert isinstance(clock, SimulatedClock)
     clock.advance_ms(GATHER_MS)
     services.worker.run_due()
+
+
+def settle(services: Services) -> None:
+    """Run the jobs left to later (a customer's referral lock held by another worker), until
+    none is left."""
+    clock = services.clock
+    assert isinstance(clock, SimulatedClock)
+    for _ in range(20):
+        services.worker.run_due()
+        with services.db.read() as conn:
+            if not conn.execute(text("SELECT count(*) FROM jobs")).scalar_one():
+                return
+        clock.advance_ms(DEFER_MS)
+    raise AssertionError("jobs still left after 20 rounds")
 
 
 def referrer(services: Services, user: str = "camille", first_name: str = "Camille") -> str:
@@ -414,7 +435,7 @@ def test_workers_racing_over_the_same_friends_orders_credit_each_friend_once(
         thread.start()
     for thread in threads:
         thread.join(120)
-    services.worker.run_due()  # anything retried after a lost race
+    settle(services)  # anything left to later by a lost race
     for db in databases:
         db.dispose()
     assert errors == []
@@ -426,6 +447,90 @@ def test_workers_racing_over_the_same_friends_orders_credit_each_friend_once(
     with services.db.read() as conn:
         jobs = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
     assert jobs == 0
+
+
+@pytest.fixture
+def on_postgresql(postgres_url: str, tmp_path: Path, clock: SimulatedClock) -> Iterator[Services]:
+    """Services on PostgreSQL only: what these tests check are locks between transactions,
+    which SQLite, with its one writer at a time, never takes."""
+    truncate_all(postgres_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url, default_region="FR")
+    opened = Services.open(settings, clock=clock)
+    yield opened
+    opened.close()
+
+
+def test_a_buyer_whose_lock_another_worker_holds_is_served_later_without_waiting(
+    on_postgresql: Services, clock: SimulatedClock
+) -> None:
+    """Another worker holds the referral locks of a buyer and of a referrer (PostgreSQL):
+    the batch waits for neither (a batch that waited, holding locks of its own, deadlocked
+    with another), leaves their orders to a job a little later, and that job issues the
+    code and credits the referrer once."""
+    services = on_postgresql
+    code = referrer(services)
+    opt_in(services, "dana", first_name="Dana")
+    dana = customer_id(services, "dana")
+    camille = customer_id(services, "camille")
+    holder = Database(services.settings.resolved_database_url)
+    try:
+        with holder.engine.connect() as other:
+            other.execute(
+                text("SELECT pg_advisory_xact_lock(:s, :k)"),
+                {"s": LOCK_SPACE, "k": dana % LOCK_BUCKETS},
+            )
+            other.execute(
+                text("SELECT pg_advisory_xact_lock(:s, :k)"),
+                {"s": LOCK_SPACE, "k": camille % LOCK_BUCKETS},
+            )
+            services.writer.append_sync(
+                [order("dana", "dana-1"), order("lea", "lea-1", coupon=code)]
+            )
+            issue_codes(services)  # returns: nothing waited for the held locks
+            assert events_of(services, "dana", "Referral Code Issued") == []
+            assert events_of(services, "camille", "Referral Converted") == []
+            assert len(events_of(services, "lea", "Referral Code Issued")) == 1
+            with services.db.read() as conn:
+                due = conn.execute(text("SELECT run_at FROM jobs")).scalars().all()
+            assert due and min(due) > clock.now_ms()  # later, not at once
+            other.rollback()  # the other worker is done
+        settle(services)
+    finally:
+        holder.dispose()
+    assert code_of(services, "dana").startswith("DANA-")
+    assert len(events_of(services, "dana", "Referral Code Issued")) == 1
+    [converted] = events_of(services, "camille", "Referral Converted")
+    assert converted["order_id"] == "lea-1"
+
+
+def test_the_codes_of_a_flash_sale_take_a_bounded_number_of_locks(
+    on_postgresql: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch issuing the codes of 1,500 buyers holds at most LOCK_BUCKETS referral locks
+    (it held one a buyer: a flash sale's 10,000, more than PostgreSQL's lock table holds by
+    default for every session together, made other workers' batches fail with "out of
+    shared memory"); every buyer still gets a code."""
+    services = on_postgresql
+    held: list[int] = []
+    original = Referrals._append
+
+    def counted(self: Referrals, conn: Any, events: Any, now: int) -> None:
+        held.append(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND classid = :space AND pid = pg_backend_pid()"
+                ),
+                {"space": LOCK_SPACE},
+            ).scalar_one()
+        )
+        original(self, conn, events, now)
+
+    services.writer.append_sync([order(f"buyer-{n}", f"o-{n}") for n in range(1_500)])
+    monkeypatch.setattr(Referrals, "_append", counted)
+    issue_codes(services)
+    assert held and max(held) <= LOCK_BUCKETS < 1_500  # not one a buyer
+    assert count_events(services, "Referral Code Issued") == 1_500
 
 
 # ---- the messages ------------------------------------------------------------------------

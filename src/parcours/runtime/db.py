@@ -515,16 +515,17 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
     locks the writer takes: work holding many of them for a while (a segment's batch
     evaluation) then never delays ingestion. Only appends to the log (ingest/writer.py
     `append_events`) use the one-key space; everything else locks in a space of its own
-    (segments 5101, referrals 5102, send checks 5103). A transaction that locks
+    (segments 5101, referrals 5102, customers 5103). A transaction that locks
     keys in several calls (a batch of jobs) may still deadlock with another: PostgreSQL
-    detects it, and the victim is tried again (`is_transient`).
+    detects it, and the victim is tried again (`is_transient`). Work that must never wait
+    takes its locks with `try_lock_buckets` instead.
     """
     if conn.dialect.name == "sqlite":
         return
     # What the transaction holds already is not asked for again (a batch of journey steps
     # takes its customers' send locks at once, and each send would take its own).
-    held = _locks_held(conn)
-    buckets = sorted({_bucket(key) for key in keys} - held.get(space, set()))
+    held = held_buckets(conn, space)
+    buckets = sorted({_bucket(key) for key in keys} - held)
     if not buckets:
         return
     # One statement; the subquery's ORDER BY makes the locks be taken in order. Its
@@ -546,7 +547,39 @@ def lock_keys(conn: Connection, keys: Iterable[str], *, space: int | None = None
             (space, buckets),
             one_plan=True,
         )
-    held.setdefault(space, set()).update(buckets)  # once taken (a deadlock raises above)
+    held.update(buckets)  # once taken (a deadlock raises above)
+
+
+def try_lock_buckets(conn: Connection, space: int, buckets: Iterable[int]) -> set[int]:
+    """Take, without waiting, what can be taken of these buckets' two-key advisory locks in
+    `space` until the transaction ends; return those of them this transaction now holds
+    (all of them on SQLite, whose writer is alone). A transaction that only ever tries its
+    locks in a space never waits there, so it cannot deadlock there, however many calls
+    it makes; what it could not take is another's, for later. The number of buckets of a
+    space bounds how many of its locks every session together holds at once (each takes a
+    place in PostgreSQL's lock table: 6,400 by default for the whole server)."""
+    wanted = set(buckets)
+    if conn.dialect.name == "sqlite":
+        return wanted
+    held = held_buckets(conn, space)
+    missing = sorted(wanted - held)
+    if missing:
+        held.update(
+            int(bucket)
+            for bucket in sql(
+                conn,
+                "SELECT k FROM unnest(CAST(:keys AS int[])) AS k "
+                "WHERE pg_try_advisory_xact_lock(:space, k)",
+                {"space": space, "keys": missing},
+            ).scalars()
+        )
+    return wanted & held
+
+
+def held_buckets(conn: Connection, space: int | None) -> set[int]:
+    """The advisory-lock buckets of `space` this transaction is known to hold (a set to
+    add to once more are taken)."""
+    return _locks_held(conn).setdefault(space, set())
 
 
 _LOCKS_HELD = "parcours_locks_held"

@@ -27,6 +27,7 @@ from parcours.runtime.db import (
     Database,
     forget_locks,
     held,
+    held_buckets,
     holding_writes,
     insert_rows,
     metadata,
@@ -37,6 +38,7 @@ from parcours.runtime.db import (
     sql_write,
     stop_holding,
     transaction_note,
+    try_lock_buckets,
     upsert_rows,
 )
 from parcours.runtime.logs import bind_job, unbind_job
@@ -352,17 +354,10 @@ def rescue_leases(conn: Connection, live: set[str], now: int) -> int:
 # 4,096 buckets of the customer id. SQLite has one writer at a time: nothing to take.
 CUSTOMER_LOCK_SPACE = 5_103
 CUSTOMER_LOCK_BUCKETS = 4_096
-_CUSTOMER_LOCKS = "parcours_customer_locks"
 
 
 def customer_bucket(customer_id: int) -> int:
     return customer_id % CUSTOMER_LOCK_BUCKETS
-
-
-def _customer_buckets_held(conn: Connection) -> set[int]:
-    """The customer-lock buckets this transaction is known to hold."""
-    held: set[int] = transaction_note(conn, _CUSTOMER_LOCKS).setdefault("buckets", set())
-    return held
 
 
 def lock_customers(conn: Connection, customer_ids: Iterable[int]) -> None:
@@ -372,7 +367,7 @@ def lock_customers(conn: Connection, customer_ids: Iterable[int]) -> None:
     them when claimed (`Worker`), and what is held is not asked for again."""
     if conn.dialect.name == "sqlite":
         return
-    held = _customer_buckets_held(conn)
+    held = held_buckets(conn, CUSTOMER_LOCK_SPACE)
     buckets = sorted({customer_bucket(c) for c in customer_ids} - held)
     if not buckets:
         return
@@ -389,20 +384,7 @@ def try_lock_customers(conn: Connection, customer_ids: Iterable[int]) -> set[int
     """Take what can be taken of these customers' locks without waiting; return the
     customers whose lock this transaction now holds (all of them on SQLite)."""
     wanted = set(customer_ids)
-    if conn.dialect.name == "sqlite":
-        return wanted
-    held = _customer_buckets_held(conn)
-    missing = sorted({customer_bucket(c) for c in wanted} - held)
-    if missing:
-        held.update(
-            int(bucket)
-            for bucket in sql(
-                conn,
-                "SELECT k FROM unnest(CAST(:keys AS int[])) AS k "
-                "WHERE pg_try_advisory_xact_lock(:space, k)",
-                {"space": CUSTOMER_LOCK_SPACE, "keys": missing},
-            ).scalars()
-        )
+    held = try_lock_buckets(conn, CUSTOMER_LOCK_SPACE, {customer_bucket(c) for c in wanted})
     return {c for c in wanted if customer_bucket(c) in held}
 
 
@@ -710,7 +692,7 @@ class Worker:
         customers' locks, taken without waiting: a job whose customer another worker holds
         is left to it (and to later), and this batch looks past it. Rows claimed by
         another worker are skipped."""
-        held = _customer_buckets_held(conn)
+        held = held_buckets(conn, CUSTOMER_LOCK_SPACE)
         params = _per_queue(self.queues) | {
             f"l{n}": wanted[name] for n, name in enumerate(self.queues)
         }
@@ -1052,7 +1034,6 @@ def _rollback_to(conn: Connection, savepoint: str) -> None:
     """Undo what was done since the savepoint, and drop it (one round trip on PostgreSQL);
     the advisory locks taken since are given back too."""
     forget_locks(conn)
-    conn.info.pop(_CUSTOMER_LOCKS, None)
     if conn.dialect.name == "sqlite":
         sql(conn, f"ROLLBACK TO SAVEPOINT {savepoint}")
         sql(conn, f"RELEASE SAVEPOINT {savepoint}")
