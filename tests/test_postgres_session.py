@@ -15,12 +15,14 @@ from parcours.runtime.db import (
     hold_writes,
     holds_writes,
     insert_rows,
+    is_transient,
     lock_keys,
     select_in,
     send_ahead,
     sql,
     sql_ahead,
     sql_write,
+    try_lock_buckets,
     update_rows,
     upsert_rows,
 )
@@ -438,3 +440,37 @@ def test_the_customers_rows_have_room_on_their_page_for_their_next_versions(
         assert "fillfactor=70" in (options or [])
     finally:
         db.dispose()
+
+
+def test_locks_tried_are_those_nobody_else_holds_and_never_waited_for(
+    database_url: str,
+) -> None:
+    """`try_lock_buckets` takes at once what is free and returns it, leaves what another
+    transaction holds (without waiting for it), and takes that once the other is done. On
+    SQLite, whose writer is alone, everything asked for is had."""
+    db = Database(database_url)
+    try:
+        with db.write() as mine:
+            assert try_lock_buckets(mine, 5_555, [1, 2]) == {1, 2}
+            assert try_lock_buckets(mine, 5_555, [2]) == {2}  # held already: had again
+            if database_url.startswith("sqlite"):
+                return
+            with db.write() as other:
+                assert try_lock_buckets(other, 5_555, [2, 3]) == {3}
+                assert try_lock_buckets(other, 5_556, [2]) == {2}  # another space
+            mine.rollback()
+            with db.write() as other:
+                assert try_lock_buckets(other, 5_555, [1, 2, 3]) == {1, 2, 3}
+    finally:
+        db.dispose()
+
+
+def test_a_full_lock_table_or_a_deadlock_is_worth_trying_again() -> None:
+    """PostgreSQL's lock table is shared by every session: "out of shared memory" while
+    others hold many locks passes once they commit, as a deadlock's victim may succeed the
+    second time; a constraint broken never does."""
+    import psycopg.errors
+
+    assert is_transient(psycopg.errors.lookup("53200")("out of shared memory"))
+    assert is_transient(psycopg.errors.lookup("40P01")("deadlock detected"))
+    assert not is_transient(psycopg.errors.lookup("23505")("duplicate key value"))

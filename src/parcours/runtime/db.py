@@ -604,14 +604,17 @@ def _bucket(key: str) -> int:
     return 7_000_000 + int.from_bytes(digest, "big") % LOCK_BUCKETS
 
 
-# SQLSTATEs after which the whole transaction may simply be tried again (PostgreSQL).
-_RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+# SQLSTATEs after which the whole transaction may simply be tried again (PostgreSQL): a
+# deadlock, a serialization failure, and "out of shared memory", PostgreSQL's lock table
+# (shared by every session) full for as long as others hold many locks.
+_RETRYABLE_STATES = frozenset({"40P01", "40001", "53200"})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether trying the transaction again may succeed: a deadlock or a serialization
-    failure on PostgreSQL, a locked or busy database on SQLite. Recognises SQLAlchemy's
-    wrapped errors and the driver's own, which `run` raises as they are."""
+    """Whether trying the transaction again may succeed: a deadlock, a serialization
+    failure or a full lock table on PostgreSQL, a locked or busy database on SQLite.
+    Recognises SQLAlchemy's wrapped errors and the driver's own, which `run` raises as
+    they are."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     if getattr(orig, "sqlstate", None) in _RETRYABLE_STATES:
         return True
