@@ -139,3 +139,28 @@ def test_two_first_catch_ups_of_a_database_at_once_both_succeed(services: Servic
     thread.join(30)
     assert errors == []
     assert results == [1]
+
+
+def test_a_catch_up_with_nothing_new_waits_for_no_append_in_flight(services: Services) -> None:
+    """An idle worker catches up every few seconds: with nothing new committed it finds so
+    by a read, and neither waits for an append in flight nor makes it wait (it took the log's
+    lock, or SQLite's write lock, every time); the append is counted once committed."""
+    from parcours.runtime.db import sql
+
+    services.writer.append_sync([make_event(userId="a", event="Page Viewed", at=START)])
+    assert analytics.catch_up(services.db) == 1
+    results: list[int] = []
+    with services.db.write() as conn:  # an append in flight
+        sql(
+            conn,
+            "INSERT INTO events (message_id, type, name, user_id, occurred_at, received_at, "
+            "source, payload) VALUES ('in-flight', 'track', 'Page Viewed', 'b', :at, :at, "
+            "'api', '{}')",
+            {"at": START},
+        )
+        thread = threading.Thread(target=lambda: results.append(analytics.catch_up(services.db)))
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive() and results == [0]  # nothing to count, nothing waited
+    assert analytics.catch_up(services.db) == 1
+    assert _totals(services)[("Page Viewed", "", "", "")] == (2, Decimal(0))

@@ -83,7 +83,17 @@ def _key(event: queries.LoggedEvent) -> tuple[str, str, str, str, Decimal]:
 
 def catch_up(db: Database, *, limit: int = 1_000_000) -> int:
     """Count the events appended since the last catch-up (at most `limit` of them);
-    how many were counted. Two catching up at once count each event once."""
+    how many were counted. Two catching up at once count each event once.
+
+    When no event newer than the counts' position is visible, there is nothing to count
+    yet, and that is known from a read: the appends in flight, whose `seq` may lie below
+    a visible one, are counted by a later catch-up once committed. Only when there is
+    something to count is the log locked for an instant to find how far every append is
+    committed (`committed_seq`): an idle worker's catch-up, every few seconds, neither
+    writes nor makes an append wait."""
+    with db.read() as conn:
+        if queries.last_seq(conn) <= _counted_to(conn):
+            return 0
     with db.write() as conn:
         upto = queries.committed_seq(conn)
     counted = 0
@@ -125,6 +135,13 @@ class KeepUp:
 # What a page counts itself before it reads, at most: a page never waits for a backlog
 # (a worker that was stopped, a large import); the worker's `KeepUp` counts the rest.
 PAGE_LIMIT = CHUNK
+
+
+def _counted_to(conn: Connection) -> int:
+    """The counts' position, read without a lock; -1 before the first catch-up."""
+    statement = select(analytics_positions.c.seq).where(analytics_positions.c.name == POSITION)
+    found = conn.execute(statement).scalar()
+    return -1 if found is None else int(found)
 
 
 def _position(conn: Connection) -> int:
