@@ -195,7 +195,7 @@ class Referrals:
         # Several workers may hold orders of the same friend (one order reported by the shop
         # and by the site): they take turns, the second a little later; the referee's primary
         # key is the last guard.
-        if len(_try_lock(conn, (referee, referrer))) < len({referee, referrer}):
+        if _try_lock(conn, (referee, referrer)) != {referee, referrer}:
             _defer(conn, [{**order, "customer_id": referee}], now)
             return
         order_id = str(order["order_id"])
